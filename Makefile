@@ -1,0 +1,45 @@
+# gpucap — the two commands that matter: `make demo` and `make test`.
+# Both install everything first (idempotent; fast the second time).
+
+SHELL := /bin/bash
+export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/.venv/bin:$(PATH)
+export SOLCX_BINARY_PATH := $(CURDIR)/.toolchain/solcx
+PY := .venv/bin/python
+
+.PHONY: setup compile test test-slow demo lint slither bench-gas clean help
+
+help:
+	@echo "make demo   - bring up a local gpucap world (anvil, Redis, worker, API, oracle)"
+	@echo "make test   - run the whole test suite"
+	@echo "make setup  - install the toolchain only (.venv, node_modules, solc for brownie)"
+
+setup:
+	@bash toolchain/bootstrap.sh
+
+compile: setup
+	@brownie compile >/dev/null && echo "contracts compiled (build/contracts)"
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# More fuzz examples than CI runs; run it before a release, not on every push.
+test-slow: setup
+	GPUCAP_TEST_PROFILE=slow $(PY) -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m devnet $(DEMO_ARGS)
+
+lint: setup
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+# Static analysis; fails on any medium or high finding not triaged in
+# contracts/SLITHER_TRIAGE.md (accepted ones carry a slither-disable comment).
+slither: setup
+	slither contracts/ --config-file slither.config.json --fail-medium
+
+# Exact gas per contract function from the contract tests (bench/gas.json).
+bench-gas: setup
+	$(PY) bench/gas_report.py
+
+clean:
+	rm -rf build reports .run deployments/*.json

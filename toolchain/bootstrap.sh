@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Installs everything gpucap needs into the checkout, from PyPI and npm only:
+#   .venv/            Python 3.11 virtualenv with the pinned requirements.lock
+#   node_modules/     solcjs, anvil, OpenZeppelin Contracts (package-lock.json)
+#   .toolchain/solcx/ a native-looking `solc-v<version>` for brownie/py-solc-x
+# Idempotent: each step is skipped while its inputs are unchanged (stamp files).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PYTHON=${PYTHON:-python3.11}
+STAMPS=.toolchain/stamps
+mkdir -p "$STAMPS" .toolchain/solcx
+# Package caches stay in the checkout too (nothing written under ~ but brownie's).
+export PIP_CACHE_DIR=$ROOT/.toolchain/cache/pip
+export npm_config_cache=$ROOT/.toolchain/cache/npm
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+fingerprint() { cat "$@" | sha256sum | cut -d' ' -f1; }
+fresh() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
+
+# --- Python ---------------------------------------------------------------
+py_fp=$(fingerprint requirements.lock pyproject.toml)
+if ! fresh python "$py_fp" || [ ! -x .venv/bin/python ]; then
+  echo "==> Python virtualenv (.venv) from requirements.lock"
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  # ONE resolver-free install of the fully pinned set: eth-brownie pins exact
+  # versions and a resolving install would move them (see requirements.lock).
+  # Output goes to a log: this machine's pip.conf names absent find-links
+  # folders and pip warns about each one.
+  if ! .venv/bin/python -m pip install --quiet --no-deps -r requirements.lock \
+      > .toolchain/pip-install.log 2>&1; then
+    grep -v "^WARNING: Location" .toolchain/pip-install.log >&2
+    exit 1
+  fi
+  toolchain/pip-check.sh .venv/bin/python
+  echo "$py_fp" > "$STAMPS/python"
+fi
+
+# --- npm ------------------------------------------------------------------
+npm_fp=$(fingerprint package-lock.json)
+if ! fresh npm "$npm_fp" || [ ! -x node_modules/.bin/anvil ]; then
+  echo "==> npm toolchain (node_modules) from package-lock.json"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$npm_fp" > "$STAMPS/npm"
+fi
+
+# --- solc for brownie -----------------------------------------------------
+SOLC_VERSION=$(node -p "require('solc/package.json').version")
+SOLC_FULL=$(node -p "require('solc').version()")
+SOLC_BIN=.toolchain/solcx/solc-v$SOLC_VERSION
+solc_fp=$(printf '%s %s' "$SOLC_FULL" "$ROOT" | sha256sum | cut -d' ' -f1)$(fingerprint toolchain/solcjs-standard-json.js)
+if ! fresh solc "$solc_fp" || [ ! -x "$SOLC_BIN" ]; then
+  echo "==> solc $SOLC_VERSION (solcjs) for brownie at $SOLC_BIN"
+  # brownie asks for --version ~20 times per compile: answer it without node.
+  cat > "$SOLC_BIN" <<SH
+#!/bin/sh
+if [ "\$1" = "--version" ]; then
+  printf 'solc, the solidity compiler commandline interface\nVersion: %s\n' '$SOLC_FULL'
+  exit 0
+fi
+exec node '$ROOT/toolchain/solcjs-standard-json.js' "\$@"
+SH
+  chmod +x "$SOLC_BIN"
+  echo "$solc_fp" > "$STAMPS/solc"
+fi
