@@ -1,0 +1,264 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {INodeRegistry} from "./INodeRegistry.sol";
+
+/**
+ * @title IOracleHub
+ * @notice Quorum-signed epoch attestations of node telemetry.
+ *
+ * Once per epoch an M-of-N oracle set signs (EIP-712) one commitment for the
+ * whole fleet: the Merkle root over one leaf per node plus fleet totals. Consumers
+ * prove a node's figures against the stored root with {verifyLeaf}/{requireLeaf},
+ * so the cost of attesting is O(1) in the number of nodes.
+ *
+ * Epochs are numbered from 1: epoch `e` covers
+ * `[genesis + (e - 1) * epochLength, genesis + e * epochLength)` and can be
+ * attested once it has ended. Epoch 0 means "none".
+ *
+ * Units: ratios in basis points (1/10_000); energy in watt-hours; delivered
+ * capacity in milli-GPU-hours (1 GPU-hour = 1_000 units; one GPU up for the
+ * whole of a 60-second epoch delivers 16 units, rounded down).
+ *
+ * Leaves follow OpenZeppelin's StandardMerkleTree convention:
+ * `keccak256(bytes.concat(keccak256(abi.encode(nodeId, epoch, uptimeBps,
+ * utilizationBps, sampleCoverageBps, energyWh, milliGpuHours))))` with leaf
+ * encoding `[uint256, uint64, uint16, uint16, uint16, uint64, uint64]` and
+ * sorted-pair hashing (OpenZeppelin MerkleProof).
+ */
+interface IOracleHub {
+    /// @notice One node's measured figures for one epoch (a Merkle leaf).
+    /// @param nodeId NodeRegistry id.
+    /// @param epoch Epoch the figures describe.
+    /// @param uptimeBps Share of the epoch the node was up and serving.
+    /// @param utilizationBps Share of the node's GPU-time that was busy.
+    /// @param sampleCoverageBps Share of expected telemetry samples the oracle received.
+    /// @param energyWh Energy the node drew during the epoch.
+    /// @param milliGpuHours GPU capacity delivered (GPUs up × hours × 1_000).
+    struct NodeLeaf {
+        uint256 nodeId;
+        uint64 epoch;
+        uint16 uptimeBps;
+        uint16 utilizationBps;
+        uint16 sampleCoverageBps;
+        uint64 energyWh;
+        uint64 milliGpuHours;
+    }
+
+    /// @notice What the oracles sign for an epoch (EIP-712 struct `EpochReport`).
+    /// @param configVersion The oracle-set version the signers were members of.
+    struct EpochReport {
+        uint64 epoch;
+        bytes32 root;
+        uint32 nodeCount;
+        uint64 totalEnergyWh;
+        uint64 totalMilliGpuHours;
+        uint64 configVersion;
+    }
+
+    /// @notice What is stored per attested epoch.
+    /// @dev Storage packing: root (slot 0) | nodeCount (uint32) + totalEnergyWh (uint64)
+    /// + totalMilliGpuHours (uint64) + attestedAt (uint64) = 28 bytes (slot 1).
+    struct EpochAttestation {
+        bytes32 root;
+        uint32 nodeCount;
+        uint64 totalEnergyWh;
+        uint64 totalMilliGpuHours;
+        uint64 attestedAt;
+    }
+
+    /// @notice `oracle` joined the set; the configuration is now `configVersion`.
+    event OracleAdded(address indexed oracle, uint64 configVersion);
+
+    /// @notice `oracle` left the set; the configuration is now `configVersion`.
+    event OracleRemoved(address indexed oracle, uint64 configVersion);
+
+    /// @notice The quorum became `quorum` signatures; the configuration is now `configVersion`.
+    event QuorumSet(uint8 quorum, uint64 configVersion);
+
+    /// @notice Epoch `epoch` was attested with Merkle root `root` by a quorum, posted by `transmitter`.
+    event EpochAttested(
+        uint64 indexed epoch,
+        bytes32 root,
+        uint32 nodeCount,
+        uint64 totalEnergyWh,
+        uint64 totalMilliGpuHours,
+        uint64 configVersion,
+        address indexed transmitter
+    );
+
+    /// @notice The genesis timestamp is zero or the epoch length is zero or above a year.
+    error OracleInvalidEpochSchedule(uint64 genesisTimestamp, uint64 epochLengthSeconds);
+
+    /// @notice The registry address is zero.
+    error OracleInvalidRegistry();
+
+    /// @notice `oracle` is the zero address or already a member.
+    error OracleAlreadyMember(address oracle);
+
+    /// @notice `oracle` is not a member of the set.
+    error OracleNotMember(address oracle);
+
+    /// @notice The set already holds `maxOracles` members.
+    error OracleSetFull(uint256 maxOracles);
+
+    /// @notice `quorum` is zero or above the `oracleCount` members of the set.
+    error OracleInvalidQuorum(uint256 quorum, uint256 oracleCount);
+
+    /// @notice The report names `configVersion` but the current one is `currentConfigVersion`.
+    error OracleConfigVersionMismatch(uint64 configVersion, uint64 currentConfigVersion);
+
+    /// @notice `epoch` is not after the last attested epoch `lastAttestedEpoch`.
+    error OracleEpochNotNewer(uint64 epoch, uint64 lastAttestedEpoch);
+
+    /// @notice `epoch` ends at `endsAt`, which is after the current block time.
+    error OracleEpochNotEnded(uint64 epoch, uint256 endsAt);
+
+    /// @notice The report's Merkle root is zero.
+    error OracleEmptyRoot();
+
+    /// @notice `nodeCount` is zero or above the `registeredNodes` known to the registry.
+    error OracleNodeCountOutOfRange(uint32 nodeCount, uint256 registeredNodes);
+
+    /// @notice Total energy `totalEnergyWh` is above the bound `maxEnergyWh` for the node count.
+    error OracleEnergyOutOfRange(uint64 totalEnergyWh, uint256 maxEnergyWh);
+
+    /// @notice Total delivered `totalMilliGpuHours` is above the bound `maxMilliGpuHours` for the node count.
+    error OracleGpuHoursOutOfRange(uint64 totalMilliGpuHours, uint256 maxMilliGpuHours);
+
+    /// @notice `signatures` were given, fewer than the `quorum` required.
+    error OracleQuorumNotMet(uint256 signatures, uint256 quorum);
+
+    /// @notice Signature number `index` is malformed (wrong length, high s, or unrecoverable).
+    error OracleInvalidSignature(uint256 index);
+
+    /// @notice Signature recovered to `signer`, which is not in the current oracle set.
+    /// @dev A signature made for another chain, contract or configuration recovers
+    /// to an unrelated address and therefore also ends here.
+    error OracleUnknownSigner(address signer);
+
+    /// @notice `signer` signed twice.
+    error OracleDuplicateSigner(address signer);
+
+    /// @notice Signers must be sorted strictly ascending; `signer` came after `previous`.
+    error OracleSignersNotAscending(address previous, address signer);
+
+    /// @notice The leaf of node `nodeId` for `epoch` is not in that epoch's attested tree.
+    error OracleInvalidProof(uint256 nodeId, uint64 epoch);
+
+    /// @notice The leaf of node `nodeId` for `epoch` carries a value outside its range.
+    error OracleLeafOutOfRange(uint256 nodeId, uint64 epoch);
+
+    // ------------------------------------------------------------------
+    // Oracle set
+    // ------------------------------------------------------------------
+
+    /**
+     * @notice Adds `oracle` to the set and bumps the configuration version.
+     * @dev Signatures made under the previous version stop verifying.
+     * Requirements: caller has ORACLE_ADMIN_ROLE; `oracle` non-zero and not a
+     * member; the set holds fewer than MAX_ORACLES.
+     */
+    function addOracle(address oracle) external;
+
+    /**
+     * @notice Removes `oracle` from the set and bumps the configuration version.
+     * Requirements: caller has ORACLE_ADMIN_ROLE; `oracle` is a member; the
+     * remaining members can still meet the quorum (lower it first).
+     */
+    function removeOracle(address oracle) external;
+
+    /**
+     * @notice Sets the number of signatures a report needs and bumps the configuration version.
+     * Requirements: caller has ORACLE_ADMIN_ROLE; 1 ≤ `quorum` ≤ number of oracles.
+     */
+    function setQuorum(uint8 quorum_) external;
+
+    // ------------------------------------------------------------------
+    // Attestation
+    // ------------------------------------------------------------------
+
+    /**
+     * @notice Records `report` for its epoch if a quorum of the current oracles signed it.
+     * @dev Anyone may transmit: the signatures are the authority. Each signature
+     * is a 65-byte (r, s, v) ECDSA signature over the EIP-712 digest of `report`.
+     * Requirements: `report.configVersion` is current; `report.epoch` is after the
+     * last attested epoch and has ended; root non-zero; 1 ≤ nodeCount ≤ nodes in
+     * the registry; totals within the per-node bounds × nodeCount; at least
+     * `quorum` signatures from distinct current oracles, sorted by signer address.
+     * Emits {EpochAttested}.
+     */
+    function attest(EpochReport calldata report, bytes[] calldata signatures) external;
+
+    /**
+     * @notice Whether `leaf` is in the attested tree of `leaf.epoch` and within range.
+     * @dev False for an epoch never attested.
+     */
+    function verifyLeaf(NodeLeaf calldata leaf, bytes32[] calldata proof) external view returns (bool);
+
+    /**
+     * @notice Reverts unless `leaf` is in the attested tree of `leaf.epoch` and within range.
+     * @dev For consumer contracts: reverts {OracleLeafOutOfRange} or {OracleInvalidProof}.
+     */
+    function requireLeaf(NodeLeaf calldata leaf, bytes32[] calldata proof) external view;
+
+    // ------------------------------------------------------------------
+    // Views
+    // ------------------------------------------------------------------
+
+    /// @notice The Merkle leaf hash of `leaf` (StandardMerkleTree convention).
+    function leafHash(NodeLeaf calldata leaf) external pure returns (bytes32);
+
+    /// @notice The EIP-712 digest the oracles sign for `report` on this chain and contract.
+    function reportDigest(EpochReport calldata report) external view returns (bytes32);
+
+    /// @notice What was stored for `epoch` (all zero if never attested).
+    function epochAttestation(uint64 epoch) external view returns (EpochAttestation memory);
+
+    /// @notice The newest attested epoch, or 0 if none.
+    function lastAttestedEpoch() external view returns (uint64);
+
+    /// @notice Block time at which the newest epoch was attested, or 0 if none.
+    function lastAttestedAt() external view returns (uint64);
+
+    /**
+     * @notice Whether the newest attested data is older than `maxAgeSeconds`.
+     * @dev Age is measured from the END of the last attested epoch (what the data
+     * describes), not from when it was posted: a late catch-up post of an old epoch
+     * must not look fresh. True when nothing was ever attested.
+     */
+    function isStale(uint256 maxAgeSeconds) external view returns (bool);
+
+    /// @notice The epoch the current block time falls in (0 before genesis).
+    function currentEpoch() external view returns (uint64);
+
+    /// @notice Timestamp at which `epoch` ends (its report may be posted from then on).
+    function epochEnd(uint64 epoch) external view returns (uint256);
+
+    /// @notice Start of epoch 1.
+    function genesisTimestamp() external view returns (uint64);
+
+    /// @notice Length of every epoch, in seconds.
+    function epochLengthSeconds() external view returns (uint64);
+
+    /// @notice Upper bound on one node's `milliGpuHours` in one epoch.
+    function maxNodeMilliGpuHours() external view returns (uint256);
+
+    /// @notice Upper bound on one node's `energyWh` in one epoch.
+    function maxNodeEnergyWh() external view returns (uint256);
+
+    /// @notice The current oracle set, in insertion order (with swap-and-pop on removal).
+    function oracles() external view returns (address[] memory);
+
+    /// @notice Whether `account` is in the current oracle set.
+    function isOracle(address account) external view returns (bool);
+
+    /// @notice Signatures a report needs.
+    function quorum() external view returns (uint8);
+
+    /// @notice Version of the oracle-set configuration; bumped by every change to it.
+    function configVersion() external view returns (uint64);
+
+    /// @notice The NodeRegistry whose node count bounds a report's node count.
+    function registry() external view returns (INodeRegistry);
+}
