@@ -1,0 +1,240 @@
+"""Deploy the whole gpucap system and write its deployment manifest.
+
+    brownie run scripts/deploy.py --network <network>
+
+The manifest (deployments/<network>.json, or $GPUCAP_MANIFEST) is what the
+backend and the oracle read: chain id, deployment block, and for each contract
+its address and the build artifact holding its ABI. Runtime code never imports
+brownie; this script and tests/ are the only places that do.
+
+The deployer is the network's first unlocked account on a development chain,
+or the key in $GPUCAP_DEPLOYER_KEY elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from brownie import (
+    CapacityToken,
+    GpucapForwarder,
+    NodeRegistry,
+    OracleHub,
+    TestStablecoin,
+    accounts,
+    chain,
+    network,
+    web3,
+)
+from eth_account import Account
+
+from gpucap import devchain
+from gpucap.attestation import dev_oracle_keys
+from gpucap.gpu_classes import STANDARD_CLASSES
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+USD = 10**6  # the stablecoin has 6 decimals
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    faucet_drip: int = 10_000 * USD
+    faucet_cooldown_seconds: int = 24 * 3600
+    unbonding_delay_seconds: int = 7 * 24 * 3600
+    # OracleHub: epoch 1 starts at the genesis (None = the deploy block's time).
+    epoch_length_seconds: int = 3600
+    epoch_genesis_timestamp: int | None = None
+    # Empty = anvil's dev accounts 6, 7, 8 (refused on any other chain).
+    oracle_addresses: tuple[str, ...] = ()
+    oracle_quorum: int = 2
+    # CapacityToken: delivery windows of whole hours; a node may promise
+    # commit_ratio of its GPU-hours; bond locked = bond_coverage x offered notional.
+    capacity_window_seconds: int = 24 * 3600
+    capacity_commit_ratio_bps: int = 9_000
+    capacity_bond_coverage_bps: int = 12_000
+    # Shortfall refund = price x hours short x (1 + penalty); settlement waits this
+    # long after a window for delivery proofs (windows must be whole hub epochs).
+    capacity_shortfall_penalty_bps: int = 2_000
+    capacity_settlement_grace_seconds: int = 2 * 24 * 3600
+    capacity_uri: str = "https://gpucap.invalid/capacity/{id}.json"
+
+    @classmethod
+    def for_tests(cls) -> DeployConfig:
+        return cls(
+            faucet_drip=1_000 * USD,
+            faucet_cooldown_seconds=3600,
+            unbonding_delay_seconds=3600,
+            epoch_length_seconds=60,
+            capacity_settlement_grace_seconds=3600,
+        )
+
+    @classmethod
+    def for_demo(cls) -> DeployConfig:
+        """`make demo`: epochs short enough to watch attestations arrive."""
+        return cls(
+            faucet_cooldown_seconds=3600, unbonding_delay_seconds=600, epoch_length_seconds=30
+        )
+
+    @classmethod
+    def from_env(cls) -> DeployConfig:
+        """$GPUCAP_DEPLOY_PROFILE: "production" (default) or "demo"."""
+        profile = os.environ.get("GPUCAP_DEPLOY_PROFILE", "production")
+        if profile == "demo":
+            return cls.for_demo()
+        if profile == "production":
+            return cls()
+        raise ValueError(f"unknown GPUCAP_DEPLOY_PROFILE {profile!r}: use 'production' or 'demo'")
+
+
+@dataclass
+class System:
+    """Handles on a deployed system, as brownie contract objects."""
+
+    stablecoin: Any
+    registry: Any
+    forwarder: Any
+    oracle_hub: Any
+    capacity: Any
+    deployed_at_block: int
+    class_ids: dict[str, int] = field(default_factory=dict)
+
+    def contracts(self) -> dict[str, Any]:
+        return {
+            "GpucapForwarder": self.forwarder,
+            "TestStablecoin": self.stablecoin,
+            "NodeRegistry": self.registry,
+            "OracleHub": self.oracle_hub,
+            "CapacityToken": self.capacity,
+        }
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "chain_id": chain.id,
+            "network": network.show_active(),
+            "deployed_at_block": self.deployed_at_block,
+            "contracts": {
+                name: {
+                    "address": c.address,
+                    "abi": f"build/contracts/{name}.json",
+                }
+                for name, c in self.contracts().items()
+            },
+            "gpu_classes": self.class_ids,
+        }
+
+
+def deploy_system(deployer: Any, config: DeployConfig | None = None) -> System:
+    """Deploy every contract, wire roles, and register the standard GPU classes."""
+    config = config or DeployConfig()
+    start_block = web3.eth.block_number
+    sender = {"from": deployer}
+    forwarder = GpucapForwarder.deploy(sender)
+    stablecoin = TestStablecoin.deploy(
+        deployer, config.faucet_drip, config.faucet_cooldown_seconds, sender
+    )
+    registry = NodeRegistry.deploy(
+        deployer, stablecoin, forwarder, config.unbonding_delay_seconds, sender
+    )
+    class_ids: dict[str, int] = {}
+    for spec in STANDARD_CLASSES:
+        tx = registry.registerGpuClass(
+            spec.name.encode().ljust(32, b"\0"),
+            spec.reference_power_w,
+            spec.reference_throughput,
+            spec.economic_life_months,
+            spec.residual_value_bps,
+            sender,
+        )
+        class_ids[spec.name] = tx.return_value
+    oracle_hub = _deploy_oracle_hub(deployer, registry, config)
+    return System(
+        stablecoin=stablecoin,
+        registry=registry,
+        forwarder=forwarder,
+        oracle_hub=oracle_hub,
+        capacity=_deploy_capacity(deployer, registry, oracle_hub, stablecoin, forwarder, config),
+        deployed_at_block=start_block + 1,
+        class_ids=class_ids,
+    )
+
+
+def _deploy_oracle_hub(deployer: Any, registry: Any, config: DeployConfig) -> Any:
+    genesis = config.epoch_genesis_timestamp or web3.eth.get_block("latest")["timestamp"]
+    oracles = list(config.oracle_addresses)
+    if not oracles:
+        if chain.id != devchain.CHAIN_ID:
+            raise RuntimeError("set DeployConfig.oracle_addresses: dev oracle keys are anvil-only")
+        oracles = [Account.from_key(key).address for key in dev_oracle_keys()]
+    return OracleHub.deploy(
+        deployer,
+        registry,
+        genesis,
+        config.epoch_length_seconds,
+        oracles,
+        config.oracle_quorum,
+        {"from": deployer},
+    )
+
+
+def _deploy_capacity(
+    deployer: Any,
+    registry: Any,
+    oracle_hub: Any,
+    stablecoin: Any,
+    forwarder: Any,
+    config: DeployConfig,
+) -> Any:
+    """CapacityToken, allowed to lock the bond that backs the capacity it sells and
+    to slash it for a delivery shortfall proven against the OracleHub."""
+    sender = {"from": deployer}
+    capacity = CapacityToken.deploy(
+        deployer,
+        registry,
+        oracle_hub,
+        stablecoin,
+        forwarder,
+        config.capacity_window_seconds,
+        config.capacity_commit_ratio_bps,
+        config.capacity_bond_coverage_bps,
+        config.capacity_shortfall_penalty_bps,
+        config.capacity_settlement_grace_seconds,
+        config.capacity_uri,
+        sender,
+    )
+    registry.grantRole(registry.BOND_LOCKER_ROLE(), capacity, sender)
+    registry.grantRole(registry.SLASHER_ROLE(), capacity, sender)
+    return capacity
+
+
+def write_manifest(system: System, path: Path | None = None) -> Path:
+    if path is None:
+        env_path = os.environ.get("GPUCAP_MANIFEST")
+        path = (
+            Path(env_path)
+            if env_path
+            else REPO_ROOT / "deployments" / f"{network.show_active()}.json"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(system.manifest(), indent=2) + "\n")
+    tmp.replace(path)  # readers never see a half-written manifest
+    return path
+
+
+def _deployer() -> Any:
+    key = os.environ.get("GPUCAP_DEPLOYER_KEY")
+    if key:
+        return accounts.add(key)
+    if network.show_active() in ("development",) or len(accounts) > 0:
+        return accounts[0]
+    raise RuntimeError("set GPUCAP_DEPLOYER_KEY to deploy on a network without unlocked accounts")
+
+
+def main() -> None:
+    system = deploy_system(_deployer(), DeployConfig.from_env())
+    path = write_manifest(system)
+    print(f"gpucap deployed on chain {chain.id}; manifest: {path}")
