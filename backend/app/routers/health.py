@@ -1,0 +1,32 @@
+"""GET /health: chain, Redis, database and worker, each with ok + detail."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from backend.app.deps import SettingsDep
+from backend.app.schemas import HealthPublic
+from backend.services.health import run_checks
+
+router = APIRouter(tags=["health"])
+
+
+@router.get(
+    "/health",
+    response_model=HealthPublic,
+    responses={503: {"model": HealthPublic, "description": "Some part is down"}},
+)
+def health(request: Request, settings: SettingsDep) -> JSONResponse:
+    """200 when every part answers, 503 (same body) when one does not."""
+    state = request.app.state
+    checks = run_checks(
+        sessions=state.sessions,
+        redis_url=settings.effective_redis_url,
+        celery=state.celery,
+        get_chain=state.chain_provider,
+        timeout=settings.health_timeout_seconds,
+    )
+    ok = all(c["ok"] for c in checks.values())
+    body = HealthPublic.model_validate({"status": "ok" if ok else "degraded", "checks": checks})
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if ok else 503)

@@ -1,0 +1,94 @@
+"""One settings object for the API, the worker and the CLI (env prefix ``GPUCAP_``).
+
+Development works with no configuration at all (SQLite under ``.run/``, an
+embedded Redis, anvil's account 9 as the relayer); production refuses to start
+with a missing or placeholder secret instead of failing later, mid-request.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gpucap import devchain
+
+REPO_ROOT = devchain.REPO_ROOT
+RELAYER_DEV_ACCOUNT = 9  # tests/conftest.py's `relayer` role
+# Values that mean "nobody set this": accepted in development only.
+PLACEHOLDER_SECRETS = frozenset({"", "changethis", "change-me", "changeme", "0x", "placeholder"})
+
+
+class ConfigError(ValueError):
+    """The settings cannot be used in this environment; the message says which and why."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GPUCAP_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    run_dir: Path = REPO_ROOT / ".run"
+    database_url: str = ""  # empty: SQLite file <run_dir>/gpucap.db
+    redis_url: str | None = None  # None: the embedded Redis under <run_dir>/redis
+    embedded_redis_port: int = 6398
+    rpc_url: str = "http://127.0.0.1:8545"
+    rpc_timeout_seconds: float = 3.0
+    manifest_path: Path = REPO_ROOT / "deployments" / "development.json"
+    relayer_key: SecretStr | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    # Relaying
+    receipt_timeout_seconds: float = 30.0
+    nonce_lock_seconds: float = 30.0
+    # The sweep re-enqueues pending/submitted rows idle for longer than this.
+    # Keep it above the relay task's retry_backoff_max (worker/tasks.py).
+    sweep_interval_seconds: float = 30.0
+    sweep_stale_seconds: float = 60.0
+
+    # Health checks must answer fast even when a dependency hangs.
+    health_timeout_seconds: float = 1.0
+
+    @model_validator(mode="after")
+    def _secrets_fit_environment(self) -> Settings:
+        key = self.relayer_key.get_secret_value().strip() if self.relayer_key else ""
+        if key.lower() in PLACEHOLDER_SECRETS:
+            if self.environment != "development":
+                raise ConfigError(
+                    "GPUCAP_RELAYER_KEY is missing or a placeholder; production needs the "
+                    "relayer's real private key (0x + 64 hex digits)"
+                )
+            self.relayer_key = SecretStr(devchain.dev_private_key(RELAYER_DEV_ACCOUNT))
+        else:
+            digits = key.removeprefix("0x")
+            if len(digits) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+                raise ConfigError("GPUCAP_RELAYER_KEY must be 0x followed by 64 hex digits")
+        if self.environment != "development" and self.redis_url is None:
+            raise ConfigError("GPUCAP_REDIS_URL is required in production (no embedded Redis)")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.run_dir / 'gpucap.db'}"
+
+    @property
+    def embedded_redis_dir(self) -> Path:
+        return self.run_dir / "redis"
+
+    @property
+    def effective_redis_url(self) -> str:
+        """The configured Redis, else the embedded one's (``ensure_redis`` starts it)."""
+        return self.redis_url or f"redis://127.0.0.1:{self.embedded_redis_port}/0"
+
+    @cached_property
+    def relayer_private_key(self) -> str:
+        assert self.relayer_key is not None  # set by the validator
+        return self.relayer_key.get_secret_value()
+
+
+def get_settings() -> Settings:
+    """Settings from the environment; raises ConfigError with a readable reason."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Service code: everything the routes and tasks do, callable without HTTP or Celery."""

@@ -1,0 +1,257 @@
+"""Actions: create with an idempotency key, read, and drive one to a final status.
+
+``relay_action`` is what the Celery task calls. It is idempotent: a row that
+already has a transaction is checked (and that same transaction re-sent if the
+node lost it), never sent twice; confirmed and failed rows are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.db.models import OPEN_STATUSES, Action, ActionKind, ActionStatus, utcnow
+from backend.services.chain import Chain
+from backend.services.errors import (
+    ActionNotFound,
+    IdempotencyConflict,
+    ServiceError,
+    TransactionReverted,
+)
+from backend.services.faucet import drip_request
+from backend.services.relayer import NonceConsumed, Relayer, SignedTx, TxRequest
+
+log = logging.getLogger(__name__)
+
+# kind → how to turn its params into a transaction. New kinds register here.
+REQUEST_BUILDERS: dict[str, Callable[[Chain, dict[str, Any]], TxRequest]] = {
+    ActionKind.FAUCET.value: lambda chain, params: drip_request(chain, params["address"]),
+}
+
+
+def create_action(
+    session: Session, *, kind: ActionKind, idempotency_key: str, params: dict[str, Any]
+) -> tuple[Action, bool]:
+    """Insert and commit; returns (action, created). Same key + same params → the existing row."""
+    existing = session.scalar(select(Action).where(Action.idempotency_key == idempotency_key))
+    if existing is None:
+        action = Action(
+            kind=kind.value,
+            idempotency_key=idempotency_key,
+            params=params,
+            status=ActionStatus.PENDING.value,
+            attempts=0,
+        )
+        session.add(action)
+        try:
+            session.commit()
+            return action, True
+        except IntegrityError:  # a concurrent request with the same key won the insert
+            session.rollback()
+            existing = session.scalar(
+                select(Action).where(Action.idempotency_key == idempotency_key)
+            )
+            if existing is None:
+                raise
+    if existing.kind != kind.value or existing.params != params:
+        raise IdempotencyConflict(
+            f"idempotency key {idempotency_key!r} was used for another request "
+            f"({existing.kind} {existing.params})"
+        )
+    return existing, False
+
+
+def find_by_key(session: Session, idempotency_key: str) -> Action | None:
+    return session.scalar(select(Action).where(Action.idempotency_key == idempotency_key))
+
+
+def get_action(session: Session, action_id: str) -> Action:
+    action = session.get(Action, action_id)
+    if action is None:
+        raise ActionNotFound(f"no action with id {action_id}")
+    return action
+
+
+def mark_enqueued(session: Session, action_id: str) -> None:
+    session.execute(update(Action).where(Action.id == action_id).values(last_enqueued_at=utcnow()))
+    session.commit()
+
+
+def claim_for_enqueue(session: Session, action_id: str, *, older_than_seconds: float) -> bool:
+    """Mark the row enqueued unless someone else just did; True if this caller won it.
+
+    Two sweeps running at once (beat tick + start-up sweep, or two workers)
+    would otherwise both enqueue the same row.
+    """
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+    result = session.execute(
+        update(Action)
+        .where(Action.id == action_id, Action.status.in_(OPEN_STATUSES))
+        .where((Action.last_enqueued_at.is_(None)) | (Action.last_enqueued_at < cutoff))
+        .values(last_enqueued_at=utcnow())
+    )
+    session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def stale_open_actions(
+    session: Session, *, older_than_seconds: float, limit: int = 500
+) -> list[str]:
+    """Open rows nobody touched or enqueued for a while: lost enqueue, crashed worker."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+    rows = session.scalars(
+        select(Action.id)
+        .where(Action.status.in_(OPEN_STATUSES), Action.updated_at < cutoff)
+        .where((Action.last_enqueued_at.is_(None)) | (Action.last_enqueued_at < cutoff))
+        .order_by(Action.created_at)
+        .limit(limit)
+    )
+    return list(rows)
+
+
+# ---------------------------------------------------------------------------
+# Relaying one action
+# ---------------------------------------------------------------------------
+
+
+def _update(sessions: sessionmaker[Session], action_id: str, **values: Any) -> None:
+    with sessions() as session:
+        session.execute(update(Action).where(Action.id == action_id).values(**values))
+        session.commit()
+
+
+def _finish(sessions: sessionmaker[Session], action_id: str, **values: Any) -> None:
+    """Final states only move forward: a row already final is never overwritten."""
+    with sessions() as session:
+        session.execute(
+            update(Action)
+            .where(Action.id == action_id, Action.status.in_(OPEN_STATUSES))
+            .values(**values)
+        )
+        session.commit()
+
+
+def relay_action(*, sessions: sessionmaker[Session], relayer: Relayer, action_id: str) -> str:
+    """Drive one action forward; returns its status. Retryable failures raise ServiceError."""
+    with sessions() as session:
+        action = get_action(session, action_id)
+        status, tx_hash, raw_tx, nonce = action.status, action.tx_hash, action.raw_tx, action.nonce
+        kind, params = action.kind, dict(action.params)
+    if ActionStatus(status).is_final:
+        return status
+
+    try:
+        if tx_hash is None:
+            tx_hash = _sign_and_send(sessions, relayer, action_id, kind, params)
+        else:
+            _resend_if_lost(sessions, relayer, action_id, tx_hash, raw_tx, nonce)
+        if tx_hash is None:  # failed before sending (decoded revert on estimation)
+            with sessions() as session:
+                return get_action(session, action_id).status
+        mined = relayer.wait_mined(tx_hash)
+    except TransactionReverted as rev:
+        _finish(
+            sessions,
+            action_id,
+            status=ActionStatus.FAILED.value,
+            error_code=rev.code,
+            error=rev.reason,
+            block_number=rev.block_number,
+        )
+        return ActionStatus.FAILED.value
+    except ServiceError as exc:
+        # Retryable: note why on the row (it stays pending/submitted) and let Celery retry.
+        _update(sessions, action_id, error_code=exc.code, error=exc.reason)
+        raise
+    _finish(
+        sessions,
+        action_id,
+        status=ActionStatus.CONFIRMED.value,
+        block_number=mined.block_number,
+        error=None,
+        error_code=None,
+    )
+    return ActionStatus.CONFIRMED.value
+
+
+def _sign_and_send(
+    sessions: sessionmaker[Session],
+    relayer: Relayer,
+    action_id: str,
+    kind: str,
+    params: dict[str, Any],
+) -> str | None:
+    request = REQUEST_BUILDERS[kind](relayer.chain, params)
+    with relayer.nonces.locked():
+        with sessions() as session:  # re-read under the lock: another task may have sent it
+            action = get_action(session, action_id)
+            if action.tx_hash is not None or ActionStatus(action.status).is_final:
+                return action.tx_hash
+        try:
+            signed = relayer.sign(request)
+        except TransactionReverted as rev:
+            _finish(
+                sessions,
+                action_id,
+                status=ActionStatus.FAILED.value,
+                error_code=rev.code,
+                error=rev.reason,
+                attempts=Action.attempts + 1,
+            )
+            return None
+        _record_submitted(sessions, action_id, signed)  # write-ahead, then send
+        relayer.broadcast(signed)
+        return signed.tx_hash
+
+
+def _record_submitted(sessions: sessionmaker[Session], action_id: str, signed: SignedTx) -> None:
+    _update(
+        sessions,
+        action_id,
+        status=ActionStatus.SUBMITTED.value,
+        tx_hash=signed.tx_hash,
+        nonce=signed.nonce,
+        raw_tx=signed.raw_tx,
+        sender=signed.sender,
+        attempts=Action.attempts + 1,
+        error=None,
+        error_code=None,
+    )
+
+
+def _resend_if_lost(
+    sessions: sessionmaker[Session],
+    relayer: Relayer,
+    action_id: str,
+    tx_hash: str,
+    raw_tx: str | None,
+    nonce: int | None,
+) -> None:
+    """A recorded transaction the node does not know (crash before broadcast, node restart)."""
+    if relayer.is_known(tx_hash) or raw_tx is None or nonce is None:
+        return
+    signed = SignedTx(sender=relayer.sender, nonce=nonce, tx_hash=tx_hash, raw_tx=raw_tx)
+    with relayer.nonces.locked():
+        try:
+            relayer.broadcast(signed)
+        except NonceConsumed:
+            # That transaction can never be mined, so the action has not happened:
+            # back to pending, and the retry signs a new one.
+            log.warning(
+                "action %s: %s never mined and its nonce is used; re-signing", action_id, tx_hash
+            )
+            _update(
+                sessions,
+                action_id,
+                status=ActionStatus.PENDING.value,
+                tx_hash=None,
+                raw_tx=None,
+                nonce=None,
+            )
+            raise

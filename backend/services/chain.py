@@ -1,0 +1,92 @@
+"""The node and the deployment, as web3 objects: one place that knows how to connect."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, TypeVar
+
+import requests
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import ProviderConnectionError, TimeExhausted
+
+from backend.services.errors import ChainUnavailable, WrongChain
+from gpucap.deployment import Deployment
+
+T = TypeVar("T")
+# What a down or hung node looks like from web3.py's HTTP provider.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    requests.ConnectionError,
+    requests.Timeout,
+    ProviderConnectionError,
+    TimeExhausted,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+@contextmanager
+def chain_errors(what: str) -> Iterator[None]:
+    """Turn transport failures into ChainUnavailable (a retryable, typed error)."""
+    try:
+        yield
+    except CONNECTION_ERRORS as exc:
+        raise ChainUnavailable(f"{what}: node unreachable ({type(exc).__name__}: {exc})") from exc
+
+
+def make_web3(rpc_url: str, timeout: float) -> Web3:
+    # No provider-level retries: callers own retries (Celery), and the API
+    # must answer fast when the node is down.
+    provider = Web3.HTTPProvider(
+        rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None
+    )
+    return Web3(provider)
+
+
+@dataclass
+class Chain:
+    """A node plus the deployment manifest (contracts by name, ABIs for error decoding)."""
+
+    w3: Web3
+    deployment: Deployment
+
+    @classmethod
+    def connect(cls, rpc_url: str, manifest_path: str, timeout: float) -> Chain:
+        return cls(w3=make_web3(rpc_url, timeout), deployment=Deployment.load(manifest_path))
+
+    def contract(self, name: str) -> Contract:
+        return self.deployment.contract(self.w3, name)
+
+    @cached_property
+    def stablecoin(self) -> Contract:
+        return self.contract("TestStablecoin")
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        with chain_errors(what):
+            return fn()
+
+    def check_chain_id(self) -> int:
+        chain_id = self.call("eth_chainId", lambda: self.w3.eth.chain_id)
+        if chain_id != self.deployment.chain_id:
+            raise WrongChain(
+                f"node at {self.w3.provider.endpoint_uri} is chain {chain_id}, "  # type: ignore[attr-defined]
+                f"manifest {self.deployment.path} is for chain {self.deployment.chain_id}"
+            )
+        return chain_id
+
+    def latest_block(self) -> Any:
+        return self.call("eth_getBlockByNumber", lambda: self.w3.eth.get_block("latest"))
+
+    @cached_property
+    def error_abis(self) -> list[dict[str, Any]]:
+        """Every custom error of every contract in the manifest (for revert decoding)."""
+        seen: dict[str, dict[str, Any]] = {}
+        for ref in self.deployment.contracts.values():
+            for item in ref.abi:
+                if item.get("type") == "error":
+                    sig = item["name"] + "(" + ",".join(i["type"] for i in item["inputs"]) + ")"
+                    seen.setdefault(sig, item)
+        return list(seen.values())

@@ -1,0 +1,54 @@
+"""Typed failures of the service layer; routes map them to HTTP, tasks to retries."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base: carries a machine ``code`` and a human ``reason``."""
+
+    code = "ServiceError"
+
+    def __init__(self, reason: str, *, code: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        if code is not None:
+            self.code = code
+
+
+class ChainUnavailable(ServiceError):
+    """The node did not answer (down, timed out, or the receipt is not there yet). Retry later."""
+
+    code = "ChainUnavailable"
+
+
+class WrongChain(ServiceError):
+    """The node is on another chain than the manifest: refuse to act."""
+
+    code = "WrongChain"
+
+
+class TransactionReverted(ServiceError):
+    """The transaction would revert or did revert; ``code`` is the decoded custom error name."""
+
+    def __init__(
+        self, reason: str, *, code: str, tx_hash: str | None = None, block_number: int | None = None
+    ) -> None:
+        super().__init__(reason, code=code)
+        self.tx_hash = tx_hash
+        self.block_number = block_number
+
+
+class NonceLockTimeout(ServiceError):
+    """Another relay held the sender's nonce lock for too long. Retry later."""
+
+    code = "NonceLockTimeout"
+
+
+class ActionNotFound(ServiceError):
+    code = "ActionNotFound"
+
+
+class IdempotencyConflict(ServiceError):
+    """The idempotency key is already used by an action with different parameters."""
+
+    code = "IdempotencyKeyReused"

@@ -1,0 +1,51 @@
+"""One nonce manager per sender key: a Redis lock around "read nonce, sign, record, send".
+
+The nonce comes from the node (``pending`` count) every time, under the lock,
+so several worker threads or processes sharing one relayer key never pick the
+same nonce, and a restarted worker never trusts a stale local counter.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+
+from backend.services.errors import NonceLockTimeout
+
+log = logging.getLogger(__name__)
+
+
+class NonceManager:
+    def __init__(self, client: redis.Redis, sender: str, *, lock_seconds: float) -> None:
+        self._client = client
+        self.sender = sender
+        self._lock_seconds = lock_seconds
+
+    @property
+    def lock_name(self) -> str:
+        return f"gpucap:nonce-lock:{self.sender.lower()}"
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the sender's lock; it expires by itself if its holder dies."""
+        lock = self._client.lock(
+            self.lock_name, timeout=self._lock_seconds, blocking_timeout=self._lock_seconds
+        )
+        if not lock.acquire():
+            raise NonceLockTimeout(
+                f"nonce lock for {self.sender} not acquired within {self._lock_seconds}s"
+            )
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except redis.exceptions.LockNotOwnedError:
+                # It expired while held: the next holder re-reads the nonce
+                # from the node, so nothing is corrupted, but the lock is too short.
+                log.warning(
+                    "nonce lock %s expired while held; raise nonce_lock_seconds", self.lock_name
+                )

@@ -1,0 +1,205 @@
+"""Send transactions from the relayer key: sign locally, one nonce manager per sender,
+EIP-1559 fees from the node, wait for the receipt, decode reverts.
+
+Reusable by every kind of relayed action (faucet today; forwarder requests,
+settlement batches later). It knows nothing about the database: callers record
+the ``SignedTx`` before calling ``broadcast`` (write-ahead), so after a crash
+the same transaction is re-sent instead of a second one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
+from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound, Web3RPCError
+
+from backend.services.chain import Chain, chain_errors
+from backend.services.errors import ChainUnavailable, ServiceError, TransactionReverted
+from backend.services.nonce import NonceManager
+from backend.services.revert import decode_revert
+
+log = logging.getLogger(__name__)
+GAS_HEADROOM_NUM, GAS_HEADROOM_DEN = 6, 5  # estimate × 1.2
+
+
+class RelayRejected(ServiceError):
+    """The node refused the transaction for a non-revert reason (funds, fees, …). Retry later."""
+
+    code = "RelayRejected"
+
+
+class NonceConsumed(ServiceError):
+    """A recorded transaction can never be mined: its nonce was used by another one."""
+
+    code = "NonceConsumed"
+
+
+@dataclass(frozen=True)
+class TxRequest:
+    to: str
+    data: str
+    value: int = 0
+    gas: int | None = None  # None: estimate (which also catches reverts before paying gas)
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    sender: str
+    nonce: int
+    tx_hash: str
+    raw_tx: str
+
+
+@dataclass(frozen=True)
+class Mined:
+    tx_hash: str
+    block_number: int
+
+
+class Relayer:
+    def __init__(
+        self,
+        chain: Chain,
+        private_key: str,
+        nonces_client: Any,
+        *,
+        receipt_timeout: float,
+        lock_seconds: float,
+    ) -> None:
+        self.chain = chain
+        self.account: LocalAccount = Account.from_key(private_key)
+        self.nonces = NonceManager(nonces_client, self.account.address, lock_seconds=lock_seconds)
+        self.receipt_timeout = receipt_timeout
+
+    @property
+    def sender(self) -> str:
+        return self.account.address
+
+    # -- before sending -----------------------------------------------------
+
+    def sign(self, request: TxRequest) -> SignedTx:
+        """Build and sign; call inside ``self.nonces.locked()`` and broadcast before leaving it.
+
+        Raises TransactionReverted if the call would revert now (no gas spent).
+        """
+        w3 = self.chain.w3
+        call = {"from": self.sender, "to": request.to, "data": request.data, "value": request.value}
+        with chain_errors("preparing transaction"):
+            self.chain.check_chain_id()
+            gas = request.gas
+            if gas is None:
+                try:
+                    gas = w3.eth.estimate_gas(call) * GAS_HEADROOM_NUM // GAS_HEADROOM_DEN  # type: ignore[arg-type]
+                except ContractLogicError as exc:
+                    decoded = decode_revert(
+                        exc.data if isinstance(exc.data, str) else None, self.chain.error_abis
+                    )
+                    raise TransactionReverted(decoded.reason, code=decoded.code) from exc
+            nonce = w3.eth.get_transaction_count(self.sender, "pending")
+            fees = self._fees()
+        tx = {**call, "gas": gas, "nonce": nonce, "chainId": self.chain.deployment.chain_id, **fees}
+        signed = self.account.sign_transaction(tx)
+        return SignedTx(
+            sender=self.sender,
+            nonce=nonce,
+            tx_hash="0x" + signed.hash.hex().removeprefix("0x"),
+            raw_tx="0x" + signed.raw_transaction.hex().removeprefix("0x"),
+        )
+
+    def _fees(self) -> dict[str, int]:
+        w3 = self.chain.w3
+        base_fee = w3.eth.get_block("latest").get("baseFeePerGas")
+        if base_fee is None:  # pre-London node
+            return {"gasPrice": w3.eth.gas_price}
+        priority = w3.eth.max_priority_fee
+        # Room for the base fee to double before the transaction is priced out.
+        return {"maxPriorityFeePerGas": priority, "maxFeePerGas": 2 * base_fee + priority}
+
+    # -- sending --------------------------------------------------------------
+
+    def broadcast(self, signed: SignedTx) -> None:
+        """Send (or re-send) a signed transaction. Idempotent for the same transaction."""
+        with chain_errors("broadcasting transaction"):
+            try:
+                self.chain.w3.eth.send_raw_transaction(HexBytes(signed.raw_tx))
+            except Web3RPCError as exc:
+                # Already known / already mined: the same hash is what we want.
+                if self.receipt(signed.tx_hash) is not None or self._in_mempool(signed.tx_hash):
+                    return
+                mined_nonce = self.chain.w3.eth.get_transaction_count(signed.sender, "latest")
+                if mined_nonce > signed.nonce:
+                    raise NonceConsumed(
+                        f"nonce {signed.nonce} of {signed.sender} was used by another transaction"
+                    ) from exc
+                raise RelayRejected(f"node refused transaction {signed.tx_hash}: {exc}") from exc
+
+    def _in_mempool(self, tx_hash: str) -> bool:
+        try:
+            self.chain.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+            return True
+        except TransactionNotFound:
+            return False
+
+    # -- after sending --------------------------------------------------------
+
+    def receipt(self, tx_hash: str) -> Any | None:
+        with chain_errors("reading receipt"):
+            try:
+                return self.chain.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+            except TransactionNotFound:
+                return None
+
+    def is_known(self, tx_hash: str) -> bool:
+        """Mined or waiting in the node's pool."""
+        with chain_errors("looking up transaction"):
+            return self.receipt(tx_hash) is not None or self._in_mempool(tx_hash)
+
+    def wait_mined(self, tx_hash: str) -> Mined:
+        """Wait for the receipt; raise TransactionReverted (decoded) if its status is 0."""
+        w3 = self.chain.w3
+        try:
+            with chain_errors("waiting for receipt"):
+                receipt = w3.eth.wait_for_transaction_receipt(
+                    tx_hash,
+                    timeout=self.receipt_timeout,
+                    poll_latency=0.1,  # type: ignore[arg-type]
+                )
+        except ChainUnavailable as exc:
+            if isinstance(exc.__cause__, TimeExhausted):
+                raise ChainUnavailable(
+                    f"transaction {tx_hash} not mined within {self.receipt_timeout}s"
+                ) from exc
+            raise
+        block_number = int(receipt["blockNumber"])
+        if receipt["status"] == 1:
+            return Mined(tx_hash=tx_hash, block_number=block_number)
+        decoded = decode_revert(
+            self._replay_revert_data(tx_hash, block_number), self.chain.error_abis
+        )
+        raise TransactionReverted(
+            decoded.reason, code=decoded.code, tx_hash=tx_hash, block_number=block_number
+        )
+
+    def _replay_revert_data(self, tx_hash: str, block_number: int) -> str | None:
+        """Receipts carry no revert data: re-run the call on the state it saw (the block before)."""
+        w3 = self.chain.w3
+        with chain_errors("replaying reverted transaction"):
+            tx = w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+            call = {
+                "from": tx["from"],
+                "to": tx["to"],
+                "data": tx["input"],
+                "value": tx["value"],
+                "gas": tx["gas"],
+            }
+            try:
+                w3.eth.call(call, block_identifier=max(block_number - 1, 0))  # type: ignore[arg-type]
+            except ContractLogicError as exc:
+                return exc.data if isinstance(exc.data, str) else None
+        log.warning("reverted transaction %s does not revert when replayed", tx_hash)
+        return None

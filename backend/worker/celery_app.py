@@ -1,0 +1,49 @@
+"""The Celery app factory, from Settings. The API uses it to enqueue (by task name,
+so it never imports the tasks); ``backend.worker.main`` builds the worker's app.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from backend.config import Settings
+
+RELAY_TASK = "gpucap.relay_action"
+SWEEP_TASK = "gpucap.sweep_stale_actions"
+
+
+def create_celery(settings: Settings) -> Celery:
+    url = settings.effective_redis_url
+    app = Celery("gpucap", broker=url, backend=url)
+    # Fail fast when Redis is down: the caller (API request, sweep) handles it.
+    timeouts = {"socket_connect_timeout": 1.0, "socket_timeout": 3.0}
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        result_expires=3600,
+        timezone="UTC",
+        enable_utc=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # On broker loss, cancel running acks_late tasks so they are redelivered
+        # (Celery 6's default); relay_action is idempotent, so that is safe.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=1.0,
+        broker_transport_options={**timeouts, "visibility_timeout": 3600},
+        result_backend_transport_options=timeouts,
+        redis_socket_connect_timeout=1.0,
+        redis_socket_timeout=3.0,
+        beat_schedule_filename=str(settings.run_dir / "celerybeat-schedule"),
+        beat_schedule={
+            "sweep-stale-actions": {
+                "task": SWEEP_TASK,
+                "schedule": settings.sweep_interval_seconds,
+            },
+        },
+        worker_hijack_root_logger=False,
+    )
+    app.conf["gpucap_settings"] = settings
+    return app

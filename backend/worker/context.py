@@ -1,0 +1,66 @@
+"""What tasks need (database, chain, relayer), built once per worker process, lazily.
+
+Lazily because the chain and the manifest may not be there yet when the worker
+starts (the demo deploys first, but a worker must survive a node restart).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+
+import redis
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.config import Settings
+from backend.db.session import get_sessionmaker
+from backend.services.chain import Chain
+from backend.services.relayer import Relayer
+
+_lock = threading.Lock()
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return get_sessionmaker(self.settings.sqlalchemy_url)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(
+            self.settings.effective_redis_url, socket_connect_timeout=1.0, socket_timeout=5.0
+        )
+
+    @cached_property
+    def relayer(self) -> Relayer:
+        s = self.settings
+        chain = Chain.connect(s.rpc_url, str(s.manifest_path), s.rpc_timeout_seconds)
+        return Relayer(
+            chain,
+            s.relayer_private_key,
+            self.redis,
+            receipt_timeout=s.receipt_timeout_seconds,
+            lock_seconds=s.nonce_lock_seconds,
+        )
+
+
+def context_of(app: Celery) -> WorkerContext:
+    with _lock:
+        ctx = app.conf.get("gpucap_context")
+        if ctx is None:
+            ctx = WorkerContext(settings=app.conf["gpucap_settings"])
+            app.conf["gpucap_context"] = ctx
+            # Build the shared pieces under the lock (threads pool).
+            _ = ctx.sessions, ctx.redis
+        return ctx  # type: ignore[no-any-return]
+
+
+def relayer_of(app: Celery) -> Relayer:
+    ctx = context_of(app)
+    with _lock:
+        return ctx.relayer

@@ -1,0 +1,33 @@
+"""The worker's Celery app: ``celery -A backend.worker.main:app worker``.
+
+Also runs one sweep as soon as the worker is ready, so actions left open by a
+crash or a Redis outage move on without waiting for the first beat tick.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.signals import worker_ready
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
+
+from backend.config import get_settings
+from backend.worker import tasks
+from backend.worker.celery_app import create_celery
+
+log = logging.getLogger(__name__)
+
+_settings = get_settings()
+_settings.run_dir.mkdir(parents=True, exist_ok=True)
+app = create_celery(_settings)
+
+
+@worker_ready.connect
+def _sweep_at_start(sender: Any = None, **_: Any) -> None:
+    try:
+        ids = tasks.run_sweep(app)
+        log.info("start-up sweep re-enqueued %d action(s)", len(ids))
+    except (RedisError, OperationalError) as exc:
+        log.warning("start-up sweep could not enqueue (%s); beat will retry", exc)

@@ -1,0 +1,59 @@
+"""Tasks are thin: take an id, call service code, own only the retries."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery, Task, shared_task
+
+from backend.services import actions
+from backend.services.errors import ActionNotFound, ChainUnavailable, NonceLockTimeout
+from backend.services.relayer import NonceConsumed, RelayRejected
+from backend.services.sweep import sweep_stale_actions as sweep
+from backend.worker.celery_app import RELAY_TASK, SWEEP_TASK
+from backend.worker.context import context_of, relayer_of
+
+log = logging.getLogger(__name__)
+
+# Backoff stays under the sweep's staleness threshold, so a row that is being
+# retried (each attempt touches updated_at) is not also re-enqueued by the sweep.
+# When the retries run out the row stays open and the sweep takes it up later.
+RETRYABLE = (ChainUnavailable, NonceLockTimeout, RelayRejected, NonceConsumed)
+
+
+@shared_task(
+    name=RELAY_TASK,
+    bind=True,
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=RETRYABLE,
+    retry_backoff=1,
+    retry_backoff_max=20,
+    retry_jitter=True,
+    max_retries=10,
+)
+def relay_action(self: Task, action_id: str) -> str:
+    """Send the action's transaction (or check the one already sent) and record the outcome."""
+    ctx = context_of(self.app)
+    try:
+        return actions.relay_action(
+            sessions=ctx.sessions, relayer=relayer_of(self.app), action_id=action_id
+        )
+    except ActionNotFound:
+        log.error("relay_action: action %s does not exist; dropping the message", action_id)
+        return "missing"
+
+
+@shared_task(name=SWEEP_TASK, bind=True, ignore_result=True)
+def sweep_stale_actions(self: Task) -> list[str]:
+    """Enqueue open actions that nobody has touched for ``sweep_stale_seconds``."""
+    return run_sweep(self.app)
+
+
+def run_sweep(app: Celery) -> list[str]:
+    ctx = context_of(app)
+    return sweep(
+        sessions=ctx.sessions,
+        enqueue=lambda action_id: app.send_task(RELAY_TASK, args=[action_id], ignore_result=True),
+        older_than_seconds=ctx.settings.sweep_stale_seconds,
+    )

@@ -1,0 +1,141 @@
+"""Helpers for the backend tests: wait loops, service processes, the stack handle."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+
+from backend.redis_embedded import EmbeddedRedis
+from gpucap import devchain
+
+T = TypeVar("T")
+ROOT = devchain.REPO_ROOT
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class ServiceProcess:
+    """A `python -m backend ...` child in its own process group; logs to ``log_path``."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self, ready: Callable[[], bool], timeout: float = 30.0) -> ServiceProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "backend", *self.args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        wait_for(lambda: self._exited() or ready(), timeout, f"{self.name} to be ready")
+        assert self.popen.poll() is None, f"{self.name} exited:\n{self.log_tail()}"
+        return self
+
+    def _exited(self) -> bool:
+        return self.popen is not None and self.popen.poll() is not None
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the group, then SIGKILL if it does not exit in time."""
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+        except ProcessLookupError:
+            pass
+
+
+@dataclass
+class Stack:
+    """Redis + API + worker against the module's live deployment."""
+
+    api_url: str
+    env: dict[str, str]
+    redis: EmbeddedRedis
+    api: ServiceProcess
+    worker: ServiceProcess
+    deployment: Any  # tests/conftest.py LiveDeployment
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        return requests.get(self.api_url + path, timeout=10, **kw)
+
+    def post(self, path: str, **kw: Any) -> requests.Response:
+        return requests.post(self.api_url + path, timeout=10, **kw)
+
+    def wait_final(self, action_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        return wait_for(
+            lambda: (
+                (a := self.get(f"/actions/{action_id}").json())["status"] in ("confirmed", "failed")
+                and a
+            ),
+            timeout,
+            f"action {action_id} to finish",
+        )
+
+    def start_worker(self) -> None:
+        self.worker.start(ready=lambda: self.worker_ok(), timeout=40)
+
+    def worker_ok(self) -> bool:
+        resp = self.get("/health")
+        return bool(resp.json()["checks"]["worker"]["ok"])
+
+
+def backend_env(tmp: Path, deployment: Any, redis_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCAP_")}
+    env.update(
+        {
+            "GPUCAP_ENVIRONMENT": "development",
+            "GPUCAP_RUN_DIR": str(tmp / "run"),
+            "GPUCAP_DATABASE_URL": f"sqlite:///{tmp / 'backend.db'}",
+            "GPUCAP_REDIS_URL": redis_url,
+            "GPUCAP_RPC_URL": deployment.rpc_url,
+            "GPUCAP_MANIFEST_PATH": str(deployment.manifest_path),
+            "GPUCAP_RECEIPT_TIMEOUT_SECONDS": "10",
+            "GPUCAP_SWEEP_INTERVAL_SECONDS": "0.5",
+            "GPUCAP_SWEEP_STALE_SECONDS": "1",
+            "GPUCAP_HEALTH_TIMEOUT_SECONDS": "0.5",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def http_up(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False

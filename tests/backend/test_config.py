@@ -1,0 +1,58 @@
+"""Settings: development works with nothing set; production refuses missing/placeholder secrets."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from backend.config import Settings
+from gpucap.devchain import dev_private_key
+
+REAL_KEY = "0x" + "ab" * 32
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("GPUCAP_"):
+            monkeypatch.delenv(name)
+
+
+def test_development_defaults_to_anvil_account_9() -> None:
+    s = Settings()
+    assert s.environment == "development"
+    assert s.relayer_private_key == dev_private_key(9)
+    assert s.redis_url is None and s.effective_redis_url.startswith("redis://127.0.0.1:")
+    assert s.sqlalchemy_url == f"sqlite:///{s.run_dir / 'gpucap.db'}"
+
+
+def test_reads_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUCAP_RPC_URL", "http://10.9.9.9:1")
+    monkeypatch.setenv("GPUCAP_DATABASE_URL", "postgresql+psycopg://u:p@db/gpucap")
+    s = Settings()
+    assert s.rpc_url == "http://10.9.9.9:1"
+    assert s.sqlalchemy_url == "postgresql+psycopg://u:p@db/gpucap"
+
+
+@pytest.mark.parametrize("key", [None, "", "changethis", "0x"])
+def test_production_refuses_missing_or_placeholder_key(key: str | None) -> None:
+    with pytest.raises(ValidationError, match="GPUCAP_RELAYER_KEY is missing or a placeholder"):
+        Settings(environment="production", redis_url="redis://r:6379/0", relayer_key=key)
+
+
+def test_production_refuses_embedded_redis() -> None:
+    with pytest.raises(ValidationError, match="GPUCAP_REDIS_URL is required in production"):
+        Settings(environment="production", relayer_key=REAL_KEY)
+
+
+def test_production_with_real_secrets() -> None:
+    s = Settings(environment="production", relayer_key=REAL_KEY, redis_url="redis://r:6379/0")
+    assert s.relayer_private_key == REAL_KEY
+    assert REAL_KEY not in repr(s)  # a SecretStr never prints
+
+
+def test_malformed_key_refused_everywhere() -> None:
+    with pytest.raises(ValidationError, match="0x followed by 64 hex digits"):
+        Settings(relayer_key="0x1234")

@@ -1,0 +1,172 @@
+"""The relay service in-process on the real chain and Redis: reverts, crashes, retries."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from eth_account import Account
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.db.migrate import upgrade_to_head
+from backend.db.models import ActionKind
+from backend.db.session import get_sessionmaker
+from backend.redis_embedded import EmbeddedRedis
+from backend.services import actions
+from backend.services.chain import Chain
+from backend.services.errors import ChainUnavailable, TransactionReverted
+from backend.services.faucet import drip_request
+from backend.services.relayer import NonceConsumed, Relayer, TxRequest
+from backend.services.sweep import sweep_stale_actions
+from gpucap import devchain
+
+DRIP = 1_000 * 10**6
+
+
+@pytest.fixture(scope="module")
+def relayer(live_deployment: Any, redis_server: EmbeddedRedis) -> Iterator[Relayer]:
+    chain = Chain.connect(live_deployment.rpc_url, str(live_deployment.manifest_path), 3)
+    client = redis_lib.Redis.from_url(redis_server.url)
+    yield Relayer(chain, devchain.dev_private_key(9), client, receipt_timeout=10, lock_seconds=10)
+    client.close()
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> sessionmaker[Session]:
+    url = f"sqlite:///{tmp_path / 'relay.db'}"
+    upgrade_to_head(url)
+    return get_sessionmaker(url)
+
+
+def new_faucet_action(sessions: sessionmaker[Session], address: str) -> str:
+    with sessions() as session:
+        action, _ = actions.create_action(
+            session,
+            kind=ActionKind.FAUCET,
+            idempotency_key=str(uuid.uuid4()),
+            params={"address": address},
+        )
+        return action.id
+
+
+def read(sessions: sessionmaker[Session], action_id: str) -> Any:
+    with sessions() as session:
+        return actions.get_action(session, action_id)
+
+
+def test_mined_revert_is_decoded_from_a_replay(
+    relayer: Relayer, live_deployment: Any, stranger: Any
+) -> None:
+    address = Account.create().address
+    live_deployment.system.stablecoin.drip(address, {"from": stranger})
+    request = drip_request(relayer.chain, address)
+    with pytest.raises(TransactionReverted) as at_estimate:  # no gas spent
+        relayer.sign(request)
+    assert at_estimate.value.code == "FaucetCooldown" and at_estimate.value.tx_hash is None
+
+    with relayer.nonces.locked():  # fixed gas: skip estimation so it is mined and reverts
+        signed = relayer.sign(TxRequest(to=request.to, data=request.data, gas=120_000))
+        relayer.broadcast(signed)
+    with pytest.raises(TransactionReverted) as mined:
+        relayer.wait_mined(signed.tx_hash)
+    assert mined.value.code == "FaucetCooldown"
+    assert address in mined.value.reason
+    assert mined.value.tx_hash == signed.tx_hash and mined.value.block_number
+    assert relayer.receipt(signed.tx_hash)["status"] == 0
+
+
+def test_relay_twice_drips_once(
+    relayer: Relayer, sessions: sessionmaker[Session], live_deployment: Any
+) -> None:
+    address = Account.create().address
+    action_id = new_faucet_action(sessions, address)
+    assert (
+        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id) == "confirmed"
+    )
+    first = read(sessions, action_id)
+    assert (
+        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id) == "confirmed"
+    )
+    again = read(sessions, action_id)
+    assert (again.tx_hash, again.attempts) == (first.tx_hash, 1)
+    assert live_deployment.system.stablecoin.balanceOf(address) == DRIP
+
+
+def test_crash_between_record_and_broadcast_resends_the_same_tx(
+    relayer: Relayer, sessions: sessionmaker[Session], live_deployment: Any
+) -> None:
+    address = Account.create().address
+    action_id = new_faucet_action(sessions, address)
+    with relayer.nonces.locked():
+        signed = relayer.sign(drip_request(relayer.chain, address))
+        actions._record_submitted(sessions, action_id, signed)  # … and the worker dies here
+    assert not relayer.is_known(signed.tx_hash)
+
+    assert (
+        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id) == "confirmed"
+    )
+    row = read(sessions, action_id)
+    assert row.tx_hash == signed.tx_hash and row.status == "confirmed"
+    assert live_deployment.system.stablecoin.balanceOf(address) == DRIP
+
+
+def test_recorded_tx_whose_nonce_was_taken_is_resigned(
+    relayer: Relayer, sessions: sessionmaker[Session], live_deployment: Any
+) -> None:
+    address, other = Account.create().address, Account.create().address
+    action_id = new_faucet_action(sessions, address)
+    with relayer.nonces.locked():
+        lost = relayer.sign(drip_request(relayer.chain, address))
+        actions._record_submitted(sessions, action_id, lost)
+        # Another transaction takes the same nonce before the recorded one is sent.
+        relayer.broadcast(relayer.sign(drip_request(relayer.chain, other)))
+
+    with pytest.raises(NonceConsumed):
+        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id)
+    row = read(sessions, action_id)
+    assert row.status == "pending" and row.tx_hash is None  # the retry signs anew
+    assert (
+        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id) == "confirmed"
+    )
+    assert read(sessions, action_id).tx_hash != lost.tx_hash
+    assert live_deployment.system.stablecoin.balanceOf(address) == DRIP
+
+
+def test_chain_down_keeps_the_row_open_with_a_reason(
+    relayer: Relayer,
+    sessions: sessionmaker[Session],
+    redis_server: EmbeddedRedis,
+    live_deployment: Any,
+) -> None:
+    dead = Chain.connect(
+        f"http://127.0.0.1:{devchain.free_port()}", str(live_deployment.manifest_path), 1
+    )
+    offline = Relayer(
+        dead, devchain.dev_private_key(9), relayer.nonces._client, receipt_timeout=1, lock_seconds=5
+    )
+    action_id = new_faucet_action(sessions, Account.create().address)
+    with pytest.raises(ChainUnavailable):
+        actions.relay_action(sessions=sessions, relayer=offline, action_id=action_id)
+    row = read(sessions, action_id)
+    assert row.status == "pending" and row.error_code == "ChainUnavailable"
+    assert "unreachable" in row.error
+
+
+def test_sweep_enqueues_stale_rows_once(sessions: sessionmaker[Session]) -> None:
+    a = new_faucet_action(sessions, Account.create().address)
+    enqueued: list[str] = []
+    assert (
+        sweep_stale_actions(sessions=sessions, enqueue=enqueued.append, older_than_seconds=60) == []
+    )
+    assert sweep_stale_actions(
+        sessions=sessions, enqueue=enqueued.append, older_than_seconds=0
+    ) == [a]
+    # Claimed a moment ago: a concurrent or immediate second sweep leaves it alone.
+    assert (
+        sweep_stale_actions(sessions=sessions, enqueue=enqueued.append, older_than_seconds=30) == []
+    )
+    assert enqueued == [a]

@@ -1,0 +1,53 @@
+"""Revert data → (custom error name, human reason), against the compiled ABIs."""
+
+from __future__ import annotations
+
+import json
+
+from eth_abi import encode
+
+from backend.services.revert import decode_revert, error_selector
+from gpucap.devchain import REPO_ROOT
+
+ABI = json.loads((REPO_ROOT / "build/contracts/TestStablecoin.json").read_text())["abi"]
+ERRORS = [item for item in ABI if item["type"] == "error"]
+RECIPIENT = "0x000000000000000000000000000000000000dEaD"
+
+
+def _error(name: str) -> dict:
+    return next(e for e in ERRORS if e["name"] == name)
+
+
+def test_custom_error_with_arguments() -> None:
+    data = error_selector(_error("FaucetCooldown")) + encode(
+        ["address", "uint64"], [RECIPIENT, 1_700_000_000]
+    )
+    decoded = decode_revert("0x" + data.hex(), ERRORS)
+    assert decoded.code == "FaucetCooldown"
+    assert decoded.args == {"recipient": RECIPIENT, "nextDripAt": 1_700_000_000}
+    assert RECIPIENT in decoded.reason and "2023-11-14T22:13:20+00:00" in decoded.reason
+
+
+def test_error_without_humanizer_is_rendered_generically() -> None:
+    data = error_selector(_error("ERC20InsufficientBalance")) + encode(
+        ["address", "uint256", "uint256"], [RECIPIENT, 5, 7]
+    )
+    decoded = decode_revert(data, ERRORS)
+    assert decoded.code == "ERC20InsufficientBalance"
+    assert decoded.reason == f"ERC20InsufficientBalance(sender={RECIPIENT}, balance=5, needed=7)"
+
+
+def test_error_string_and_panic() -> None:
+    text = bytes.fromhex("08c379a0") + encode(["string"], ["nope"])
+    assert decode_revert(text, ERRORS).code == "Error"
+    assert "nope" in decode_revert(text, ERRORS).reason
+    panic = bytes.fromhex("4e487b71") + encode(["uint256"], [0x11])
+    assert decode_revert(panic, ERRORS).code == "Panic"
+
+
+def test_unknown_and_empty_data() -> None:
+    assert decode_revert("0xdeadbeef", ERRORS).code == "UnknownRevert"
+    assert decode_revert(None, ERRORS).code == "Reverted"
+    assert decode_revert("0x", ERRORS).code == "Reverted"
+    truncated = error_selector(_error("FaucetCooldown")) + b"\x01"
+    assert decode_revert(truncated, ERRORS).code == "UnknownRevert"
