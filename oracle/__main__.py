@@ -1,0 +1,59 @@
+"""``python -m oracle run [--once]``: the oracle daemon's command line.
+
+Settings come from ``GPUCAP_ORACLE_*`` environment variables (oracle/config.py).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from gpucap.deployment import ManifestError
+from oracle.config import OracleSettings
+from oracle.daemon import TRANSIENT_ERRORS, Daemon
+from oracle.errors import OracleError
+from oracle.reporter import build_reporter
+
+app = typer.Typer(add_completion=False, help="gpucap oracle daemon")
+log = logging.getLogger("gpucap.oracle")
+
+
+@app.callback()
+def main() -> None:
+    """Measure GPU nodes and attest each epoch on OracleHub."""
+
+
+@app.command()
+def run(
+    once: bool = typer.Option(False, "--once", help="Attest at most one epoch, then exit."),
+    log_level: str = typer.Option("INFO", help="Python logging level."),
+) -> None:
+    """Run the daemon: every epoch, attest the next ended epoch not yet attested."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = OracleSettings()
+    try:
+        reporter = build_reporter(settings)
+    except (ManifestError, OracleError) as exc:
+        log.error("cannot start: %s", exc)
+        raise typer.Exit(2) from None
+    except TRANSIENT_ERRORS as exc:
+        log.error("cannot start: node at %s unreachable (%s)", settings.rpc_url, exc)
+        raise typer.Exit(2) from None
+    if once:
+        try:
+            outcome = reporter.report_once()
+        except OracleError as exc:
+            log.error("%s", exc)
+            raise typer.Exit(1) from None
+        log.info("report_once: %s (epoch %s)", outcome.status.value, outcome.epoch)
+        return
+    daemon = Daemon(reporter, settings.poll_interval_seconds, settings.retry_delay_seconds)
+    daemon.install_signal_handlers()
+    daemon.run()
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,155 @@
+"""The daemon's view of the chain: OracleHub + NodeRegistry through web3.py.
+
+Reads are plain calls; the one write (``attest``) is simulated first so that a
+rejection is logged as the decoded custom error, then signed locally, sent, and
+its receipt checked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import ContractCustomError, ContractLogicError
+
+from gpucap.attestation import EpochReport, OracleSignature
+from gpucap.deployment import Deployment
+from gpucap.revert import decode_revert
+from oracle.errors import AttestationRejected, AttestationReverted
+from oracle.telemetry import EpochWindow, NodeInfo
+
+# NodeRegistry.NodeStatus: nodes in these states have nothing left to measure.
+_UNMEASURED_STATUSES = frozenset({0, 4})  # None, Exited
+# Headroom over the simulated gas: state may shift between simulation and mining.
+_GAS_HEADROOM_NUM, _GAS_HEADROOM_DEN = 12, 10
+
+
+@dataclass(frozen=True)
+class HubState:
+    """What one tick needs to decide which epoch to attest, read together."""
+
+    last_attested_epoch: int
+    current_epoch: int
+    config_version: int
+    quorum: int
+
+
+@dataclass(frozen=True)
+class PostedAttestation:
+    tx_hash: str
+    block_number: int
+    gas_used: int
+
+
+class ChainClient:
+    def __init__(self, w3: Web3, deployment: Deployment) -> None:
+        self.w3 = w3
+        self.deployment = deployment
+        self.hub: Contract = deployment.contract(w3, "OracleHub")
+        self.registry: Contract = deployment.contract(w3, "NodeRegistry")
+        # GPU classes are immutable once registered, so their power is cached.
+        self._power_by_class: dict[int, int] = {}
+
+    @classmethod
+    def connect(cls, rpc_url: str, manifest_path: str) -> ChainClient:
+        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+        deployment = Deployment.load(manifest_path)
+        deployment.check_chain(w3)  # never sign for a chain the manifest is not for
+        return cls(w3, deployment)
+
+    # -- reads -----------------------------------------------------------------
+
+    def hub_state(self) -> HubState:
+        block = self.w3.eth.block_number  # one block for all reads: a consistent view
+        fns = self.hub.functions
+        return HubState(
+            last_attested_epoch=fns.lastAttestedEpoch().call(block_identifier=block),
+            current_epoch=fns.currentEpoch().call(block_identifier=block),
+            config_version=fns.configVersion().call(block_identifier=block),
+            quorum=fns.quorum().call(block_identifier=block),
+        )
+
+    def epoch_window(self, epoch: int) -> EpochWindow:
+        end = self.hub.functions.epochEnd(epoch).call()
+        length = self.hub.functions.epochLengthSeconds().call()
+        return EpochWindow(epoch=epoch, start=end - length, end=end)
+
+    def seconds_until_epoch_end(self, epoch: int) -> int:
+        """Chain-time seconds until ``epoch`` ends (≤ 0 if it has)."""
+        now = self.w3.eth.get_block("latest")["timestamp"]
+        return int(self.hub.functions.epochEnd(epoch).call()) - int(now)
+
+    def epoch_root(self, epoch: int) -> bytes:
+        """The attested Merkle root of ``epoch`` (32 zero bytes if never attested)."""
+        return bytes(self.hub.functions.epochAttestation(epoch).call()[0])
+
+    def is_oracle(self, address: str) -> bool:
+        return bool(self.hub.functions.isOracle(address).call())
+
+    def measurable_nodes(self) -> list[NodeInfo]:
+        """Registered nodes that are not exited, ids 1..nodeCount, with their class power."""
+        count = self.registry.functions.nodeCount().call()
+        nodes: list[NodeInfo] = []
+        for node_id in range(1, count + 1):
+            # Node struct: (operator, classId, gpuCount, status, ...); fields are
+            # read by position so additions at the end do not break the daemon.
+            record = self.registry.functions.node(node_id).call()
+            class_id, gpu_count, status = int(record[1]), int(record[2]), int(record[3])
+            if status in _UNMEASURED_STATUSES:
+                continue
+            nodes.append(NodeInfo(node_id, gpu_count, self._reference_power_w(class_id)))
+        return nodes
+
+    def _reference_power_w(self, class_id: int) -> int:
+        if class_id not in self._power_by_class:
+            # GpuClass struct: (name, referencePowerW, ...)
+            record = self.registry.functions.gpuClass(class_id).call()
+            self._power_by_class[class_id] = int(record[1])
+        return self._power_by_class[class_id]
+
+    # -- the write ---------------------------------------------------------------
+
+    def post_attestation(
+        self,
+        report: EpochReport,
+        signatures: list[OracleSignature],
+        transmitter: LocalAccount,
+        receipt_timeout: float,
+    ) -> PostedAttestation:
+        """Simulate, sign locally, send, wait for the receipt, check its status.
+
+        Raises AttestationRejected with the decoded custom error if the simulation
+        reverts, AttestationReverted if the mined transaction did.
+        """
+        call = self.hub.functions.attest(report.as_tuple(), [s.signature for s in signatures])
+        try:
+            gas = call.estimate_gas({"from": transmitter.address})
+        except ContractCustomError as exc:
+            decoded = decode_revert(self.hub.abi, exc.data if isinstance(exc.data, str) else None)
+            raise AttestationRejected(
+                report.epoch, decoded or f"unknown custom error {exc.data}"
+            ) from exc
+        except ContractLogicError as exc:
+            raise AttestationRejected(
+                report.epoch, exc.message or "reverted without reason"
+            ) from exc
+        tx = call.build_transaction(
+            {
+                "from": transmitter.address,
+                "nonce": self.w3.eth.get_transaction_count(transmitter.address, "pending"),
+                "gas": gas * _GAS_HEADROOM_NUM // _GAS_HEADROOM_DEN,
+                "chainId": self.deployment.chain_id,
+            }
+        )
+        signed = transmitter.sign_transaction(tx)
+        tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=receipt_timeout)
+        if receipt["status"] != 1:
+            raise AttestationReverted(report.epoch, tx_hash.to_0x_hex())
+        return PostedAttestation(
+            tx_hash=tx_hash.to_0x_hex(),
+            block_number=int(receipt["blockNumber"]),
+            gas_used=int(receipt["gasUsed"]),
+        )

@@ -1,0 +1,68 @@
+"""Oracle daemon settings, from ``GPUCAP_ORACLE_*`` environment variables.
+
+Keys: ``GPUCAP_ORACLE_KEYS`` is a comma-separated list of 0x private keys. The
+first one also pays gas (the transmitter). In development, when it is unset, the
+daemon holds ALL THREE dev oracle keys (anvil accounts 6, 7, 8) so that one
+process reaches the dev chain's 2-of-3 quorum alone. That is a dev-chain
+shortcut, not the production shape: outside development keys are required and
+anvil's well-known keys are refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from eth_account import Account
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gpucap.attestation import dev_oracle_keys
+from oracle.errors import OracleConfigError
+
+
+class OracleSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GPUCAP_ORACLE_", extra="ignore")
+
+    # Shared with the rest of gpucap: GPUCAP_ENVIRONMENT is honoured too.
+    environment: Literal["development", "production"] = Field(
+        default="development",
+        validation_alias=AliasChoices("GPUCAP_ORACLE_ENVIRONMENT", "GPUCAP_ENVIRONMENT"),
+    )
+    rpc_url: str = "http://127.0.0.1:8545"
+    manifest_path: Path = Path("deployments/development.json")
+    keys: SecretStr | None = None
+    proofs_dir: Path = Path(".run/oracle/epochs")
+    fleet_seed: int = 0
+    # Upper bound between two looks at the chain; the daemon also wakes at each epoch end.
+    poll_interval_seconds: float = Field(default=5.0, gt=0)
+    receipt_timeout_seconds: float = Field(default=120.0, gt=0)
+    # Pause after a failed tick before trying again (rejections are not retried in a tight loop).
+    retry_delay_seconds: float = Field(default=10.0, ge=0)
+
+    @model_validator(mode="after")
+    def _keys_fit_environment(self) -> OracleSettings:
+        if self.environment == "development":
+            return self
+        if self.keys is None or not self.keys.get_secret_value().strip():
+            raise ValueError("GPUCAP_ORACLE_KEYS is required outside development")
+        dev = {k.lower() for k in dev_oracle_keys()}
+        if any(k.lower() in dev for k in _split(self.keys.get_secret_value())):
+            raise ValueError("anvil's well-known dev keys are refused outside development")
+        return self
+
+    def private_keys(self) -> list[str]:
+        """The oracle keys this daemon signs with (dev keys in development when unset)."""
+        if self.keys is None or not self.keys.get_secret_value().strip():
+            return dev_oracle_keys()
+        keys = _split(self.keys.get_secret_value())
+        for key in keys:
+            try:
+                Account.from_key(key)
+            except ValueError as exc:
+                raise OracleConfigError("GPUCAP_ORACLE_KEYS holds a malformed private key") from exc
+        return keys
+
+
+def _split(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]

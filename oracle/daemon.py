@@ -1,0 +1,78 @@
+"""The daemon's lifecycle: startup → a reporting step every tick → shutdown.
+
+Modelled on pymaker's lifecycle: one testable step (``Reporter.report_once``)
+inside a loop that owns only timing, error policy and signals. SIGTERM/SIGINT
+set an event; the current step finishes (a transaction in flight is waited for)
+and the loop exits without starting another.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+import requests
+from web3.exceptions import ProviderConnectionError, TimeExhausted
+
+from oracle.errors import OracleError
+from oracle.reporter import Reporter, ReportStatus
+
+log = logging.getLogger("gpucap.oracle")
+
+# Failures of the node or the network: worth retrying as they are.
+TRANSIENT_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    ProviderConnectionError,
+    TimeExhausted,
+)
+
+
+class Daemon:
+    def __init__(self, reporter: Reporter, poll_interval: float, retry_delay: float) -> None:
+        self.reporter = reporter
+        self.poll_interval = poll_interval
+        self.retry_delay = retry_delay
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, frame: FrameType | None) -> None:
+            log.info("received %s: stopping after the current step", signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self) -> None:
+        log.info(
+            "oracle daemon started: hub %s on chain %d, transmitter %s",
+            self.reporter.chain.hub.address,
+            self.reporter.chain.deployment.chain_id,
+            self.reporter.transmitter.address,
+        )
+        while not self._stop.is_set():
+            self._stop.wait(self._tick())
+        log.info("oracle daemon stopped")
+
+    def _tick(self) -> float:
+        """One step; returns how long to wait before the next one."""
+        try:
+            outcome = self.reporter.report_once()
+        except OracleError as exc:
+            log.error("%s", exc)
+            return self.retry_delay
+        except TRANSIENT_ERRORS as exc:
+            log.warning("chain unreachable (%s: %s); retrying", type(exc).__name__, exc)
+            return self.retry_delay
+        if outcome.status in (ReportStatus.ATTESTED, ReportStatus.ALREADY_ATTESTED):
+            return 0.0  # more epochs may have ended meanwhile: catch up at once, in order
+        return self.poll_interval

@@ -1,0 +1,85 @@
+"""Building, signing and sending OracleHub reports in tests (brownie side)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from eth_account import Account
+
+from gpucap.attestation import (
+    EpochCommitment,
+    EpochReport,
+    NodeLeaf,
+    build_commitment,
+    report_digest,
+    sign_report,
+)
+from gpucap.devchain import dev_private_key
+
+# Oracle fixture accounts 6, 7, 8 and their keys, sorted by address.
+ORACLE_KEYS: list[str] = sorted(
+    (dev_private_key(i) for i in (6, 7, 8)), key=lambda k: int(Account.from_key(k).address, 16)
+)
+STRANGER_KEY = dev_private_key(5)
+
+
+def address_of(key: str) -> str:
+    return Account.from_key(key).address
+
+
+def random_leaves(epoch: int, node_ids: Sequence[int], seed: int = 0) -> list[NodeLeaf]:
+    """Plausible figures for a 60-second epoch of 8-GPU nodes."""
+    rng = random.Random(seed)
+    return [
+        NodeLeaf(
+            node_id=node_id,
+            epoch=epoch,
+            uptime_bps=rng.randint(9_000, 10_000),
+            utilization_bps=rng.randint(3_000, 9_000),
+            sample_coverage_bps=rng.randint(9_500, 10_000),
+            energy_wh=rng.randint(50, 93),
+            milli_gpu_hours=rng.randint(100, 133),
+        )
+        for node_id in node_ids
+    ]
+
+
+def commitment_for(hub, epoch: int, node_ids: Sequence[int], seed: int = 0) -> EpochCommitment:
+    return build_commitment(epoch, random_leaves(epoch, node_ids, seed), hub.configVersion())
+
+
+def signatures(
+    hub, report: EpochReport, keys: Sequence[str], chain_id: int | None = None, hub_address=None
+) -> list[bytes]:
+    """Signatures sorted by signer, for ``hub`` unless another chain/contract is named."""
+    from brownie import chain
+
+    signed = sign_report(report, keys, chain_id or chain.id, hub_address or hub.address)
+    return [s.signature for s in signed]
+
+
+def recovered_signer(hub, report: EpochReport, signature: bytes) -> str:
+    """Who the hub will recover ``signature`` to for ``report`` (for wrong-domain tests)."""
+    from brownie import chain
+
+    digest = report_digest(report, chain.id, hub.address)
+    return Account._recover_hash(digest, signature=signature)
+
+
+def end_epoch(hub) -> int:
+    """Move chain time past the current epoch's end; returns the epoch that ended."""
+    from brownie import chain
+
+    current = hub.currentEpoch()
+    # Block time, not brownie's wall-clock estimate: anvil's clock is what the hub reads.
+    chain.sleep(max(0, hub.epochEnd(current) - chain[-1].timestamp))
+    chain.mine()
+    while hub.currentEpoch() <= current:
+        chain.sleep(1)
+        chain.mine()
+    return current
+
+
+def leaf_args(leaf: NodeLeaf) -> tuple[int, ...]:
+    return leaf.values()

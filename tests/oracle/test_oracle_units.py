@@ -1,0 +1,239 @@
+"""The shared attestation encoding and the daemon's pure parts (no chain needed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from eth_abi import encode
+from eth_account import Account
+from eth_utils import keccak
+from pydantic import ValidationError
+
+from gpucap.attestation import (
+    AttestationError,
+    NodeLeaf,
+    build_commitment,
+    dev_oracle_keys,
+    leaf_hash,
+    report_digest,
+    sign_report,
+)
+from gpucap.deployment import REPO_ROOT
+from gpucap.merkle import MerkleTreeError, StandardMerkleTree, process_proof
+from gpucap.revert import decode_revert
+from oracle.chain import HubState
+from oracle.config import OracleSettings
+from oracle.errors import OracleConfigError
+from oracle.reporter import Reporter
+from oracle.telemetry import EpochWindow, NodeInfo, SimulatedFleet
+
+HUB = "0x" + "ab" * 20
+
+# A dump written by OpenZeppelin's JavaScript StandardMerkleTree (@openzeppelin/merkle-tree):
+# our tree must reproduce it node for node.
+OZ_JS_DUMP = {
+    "format": "standard-v1",
+    "leafEncoding": ["address", "uint256"],
+    "tree": [
+        "0x0fecce441c7468f17e3fe4a5f211b77a15b27c9ab3d33317df385dfbe5487034",
+        "0x636ab2686ee3036244cf3d6b5574e051e4b20a3577b008975dbcca6dde2897d2",
+        "0xd90245da324d7908326a3d56a9659741551a4603c397bf4dd373976bd85660e7",
+        "0x36fb17c97ec80bb961ff0adff1af4a2a34847ecc40653c162e327117a76e3ec9",
+        "0x1867c4ebd455913e429523a5c2d4b3a79f58068b5a25af911956245ed03a659d",
+    ],
+    "values": [
+        {"value": ["0x80d628ff4AC2aFf620C3474663F1e559234bbE0c", "0"], "treeIndex": 4},
+        {"value": ["0x80d628ff4AC2aFf620C3474663F1e559234bbE0c", "1"], "treeIndex": 3},
+        {"value": ["0x80d628ff4AC2aFf620C3474663F1e559234bbE0c", "2"], "treeIndex": 2},
+    ],
+}
+
+
+def leaf(node_id: int = 1, epoch: int = 3, **changes: int) -> NodeLeaf:
+    fields = dict(
+        node_id=node_id,
+        epoch=epoch,
+        uptime_bps=9_900,
+        utilization_bps=7_000,
+        sample_coverage_bps=10_000,
+        energy_wh=80,
+        milli_gpu_hours=130,
+    )
+    return NodeLeaf(**{**fields, **changes})
+
+
+class TestMerkleTree:
+    def test_matches_openzeppelin_js_dump(self):
+        owner = "0x80d628ff4AC2aFf620C3474663F1e559234bbE0c"
+        tree = StandardMerkleTree.of([[owner, i] for i in range(3)], ["address", "uint256"])
+        assert tree.dump() == OZ_JS_DUMP
+
+    @pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 8, 9, 33])
+    def test_every_proof_leads_to_the_root(self, size):
+        tree = StandardMerkleTree.of([[i] for i in range(size)], ["uint256"])
+        for i in range(size):
+            assert tree.verify(i, tree.proof(i))
+            assert process_proof(tree.leaf_hash(i), tree.proof(i)) == tree.root
+        assert not tree.verify(0, tree.proof(size - 1)) or size == 1
+
+    def test_single_leaf_root_is_its_hash(self):
+        tree = StandardMerkleTree.of([[7]], ["uint256"])
+        assert tree.root == keccak(keccak(encode(["uint256"], [7])))
+        assert tree.proof(0) == []
+
+    def test_empty_tree_and_missing_index_refused(self):
+        with pytest.raises(MerkleTreeError):
+            StandardMerkleTree.of([], ["uint256"])
+        with pytest.raises(MerkleTreeError):
+            StandardMerkleTree.of([[1]], ["uint256"]).proof(1)
+
+
+class TestCommitment:
+    def test_totals_and_order(self):
+        c = build_commitment(3, [leaf(2, energy_wh=5), leaf(1, energy_wh=7)], config_version=4)
+        assert [lf.node_id for lf in c.leaves] == [1, 2]
+        assert (c.report.node_count, c.report.total_energy_wh) == (2, 12)
+        assert c.report.total_milli_gpu_hours == 260
+        assert c.report.config_version == 4
+        assert c.tree.verify(0, c.proof(1))
+
+    def test_root_does_not_depend_on_input_order(self):
+        a = build_commitment(3, [leaf(1), leaf(2), leaf(3)], 1)
+        b = build_commitment(3, [leaf(3), leaf(1), leaf(2)], 1)
+        assert a.report.root == b.report.root
+
+    @pytest.mark.parametrize(
+        "leaves",
+        [[], [leaf(1), leaf(1)], [leaf(1), leaf(2, epoch=4)]],
+        ids=["empty", "dup", "epoch"],
+    )
+    def test_bad_leaf_sets_refused(self, leaves):
+        with pytest.raises(AttestationError):
+            build_commitment(3, leaves, 1)
+
+    @pytest.mark.parametrize(
+        "changes", [{"uptime_bps": 10_001}, {"node_id": 0}, {"epoch": 0}, {"energy_wh": -1}]
+    )
+    def test_leaf_ranges(self, changes):
+        with pytest.raises(AttestationError):
+            leaf(**changes)
+
+    def test_leaf_hash_is_the_standard_double_hash(self):
+        lf = leaf(1)
+        types = ["uint256", "uint64", "uint16", "uint16", "uint16", "uint64", "uint64"]
+        assert leaf_hash(lf) == keccak(keccak(encode(types, list(lf.values()))))
+
+    def test_missing_node_proof_refused(self):
+        with pytest.raises(AttestationError):
+            build_commitment(3, [leaf(1)], 1).proof(2)
+
+
+class TestSigning:
+    def test_signatures_sorted_and_recoverable(self):
+        report = build_commitment(3, [leaf(1)], 1).report
+        signed = sign_report(report, dev_oracle_keys(), 31337, HUB)
+        signers = [s.signer for s in signed]
+        assert signers == sorted(signers, key=lambda a: int(a, 16))
+        digest = report_digest(report, 31337, HUB)
+        for s in signed:
+            assert Account._recover_hash(digest, signature=s.signature) == s.signer
+
+    def test_digest_binds_chain_and_contract(self):
+        report = build_commitment(3, [leaf(1)], 1).report
+        base = report_digest(report, 31337, HUB)
+        assert report_digest(report, 1, HUB) != base
+        assert report_digest(report, 31337, "0x" + "cd" * 20) != base
+
+    def test_same_key_twice_refused(self):
+        report = build_commitment(3, [leaf(1)], 1).report
+        key = dev_oracle_keys()[0]
+        with pytest.raises(AttestationError):
+            sign_report(report, [key, key], 31337, HUB)
+
+
+class TestRevertDecoding:
+    @pytest.fixture
+    def abi(self):
+        return json.loads((REPO_ROOT / "build/contracts/OracleHub.json").read_text())["abi"]
+
+    def test_custom_error_with_args(self, abi):
+        data = keccak(text="OracleEpochNotNewer(uint64,uint64)")[:4] + encode(
+            ["uint64", "uint64"], [7, 9]
+        )
+        decoded = decode_revert(abi, "0x" + data.hex())
+        assert decoded is not None
+        assert (decoded.name, decoded.args) == (
+            "OracleEpochNotNewer",
+            {"epoch": 7, "lastAttestedEpoch": 9},
+        )
+        assert str(decoded) == "OracleEpochNotNewer(epoch=7, lastAttestedEpoch=9)"
+
+    def test_unknown_or_empty_data(self, abi):
+        assert decode_revert(abi, "0xdeadbeef") is None
+        assert decode_revert(abi, "0x") is None
+        assert decode_revert(abi, None) is None
+
+
+class TestSimulatedFleet:
+    NODE = NodeInfo(node_id=1, gpu_count=8, reference_power_w=700)
+    WINDOW = EpochWindow(epoch=5, start=1_000, end=1_060)
+
+    def test_deterministic_per_seed_node_and_epoch(self):
+        a = SimulatedFleet(1).measure(self.NODE, self.WINDOW)
+        assert a == SimulatedFleet(1).measure(self.NODE, self.WINDOW)
+        assert a != SimulatedFleet(2).measure(self.NODE, self.WINDOW)
+        other_epoch = EpochWindow(epoch=6, start=1_060, end=1_120)
+        assert a != SimulatedFleet(1).measure(self.NODE, other_epoch)
+
+    def test_figures_are_physical(self):
+        for epoch in range(1, 30):
+            window = EpochWindow(epoch, 0, 3_600)
+            m = SimulatedFleet().measure(self.NODE, window)
+            assert m.utilization_bps <= m.uptime_bps <= 10_000
+            assert m.milli_gpu_hours <= 8 * 1_000 * m.uptime_bps // 10_000 + 1
+            assert m.energy_wh <= 8 * 700  # 8 GPUs at full power for one hour
+
+
+class TestNextEpoch:
+    @pytest.mark.parametrize(
+        "last,current,expected",
+        [(0, 0, None), (0, 1, None), (0, 2, 1), (0, 9, 8), (3, 5, 4), (4, 5, None), (4, 9, 5)],
+    )
+    def test_next_epoch(self, last, current, expected):
+        state = HubState(
+            last_attested_epoch=last, current_epoch=current, config_version=1, quorum=2
+        )
+        assert Reporter.next_epoch(state) == expected
+
+
+class TestSettings:
+    def test_development_defaults_to_dev_oracle_keys(self, monkeypatch):
+        monkeypatch.delenv("GPUCAP_ORACLE_KEYS", raising=False)
+        monkeypatch.setenv("GPUCAP_ORACLE_ENVIRONMENT", "development")
+        assert OracleSettings().private_keys() == dev_oracle_keys()
+
+    def test_production_requires_keys(self, monkeypatch):
+        monkeypatch.delenv("GPUCAP_ORACLE_KEYS", raising=False)
+        monkeypatch.setenv("GPUCAP_ENVIRONMENT", "production")
+        with pytest.raises(ValidationError, match="required outside development"):
+            OracleSettings()
+
+    def test_production_refuses_dev_keys(self, monkeypatch):
+        monkeypatch.setenv("GPUCAP_ORACLE_ENVIRONMENT", "production")
+        monkeypatch.setenv("GPUCAP_ORACLE_KEYS", dev_oracle_keys()[0])
+        with pytest.raises(ValidationError, match="refused outside development"):
+            OracleSettings()
+
+    def test_production_keys_parsed(self, monkeypatch):
+        keys = ["0x" + "11" * 32, "0x" + "22" * 32]
+        monkeypatch.setenv("GPUCAP_ORACLE_ENVIRONMENT", "production")
+        monkeypatch.setenv("GPUCAP_ORACLE_KEYS", " , ".join(keys))
+        settings = OracleSettings()
+        assert settings.private_keys() == keys
+        assert keys[0] not in repr(settings)  # secrets stay out of logs
+
+    def test_malformed_key_refused(self, monkeypatch):
+        monkeypatch.setenv("GPUCAP_ORACLE_KEYS", "0x1234")
+        with pytest.raises(OracleConfigError):
+            OracleSettings().private_keys()
