@@ -1,0 +1,92 @@
+"""Test catalogue shared by every test group.
+
+brownie launches the chain: before it connects (at the end of collection), its
+``development`` network is pointed at the checkout's anvil on a free port with
+the hardfork pinned beside ``evm_version``, so tests never touch a node or port
+someone else uses. Nothing is written to ~/.brownie's network config.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+# Imported for its effect, before brownie connects. (brownie hashes the source
+# of every module a conftest imports from inside the project, and the project's
+# .venv holds compiled brownie modules: so brownie internals are only touched
+# from this helper module, never imported here directly.)
+import tests.support.brownie_network  # noqa: F401
+import tests.support.profiles  # noqa: F401  (hypothesis profiles: $GPUCAP_TEST_PROFILE)
+
+# ---------------------------------------------------------------------------
+# Accounts by role (anvil's pre-funded development accounts)
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def admin(accounts):
+    return accounts[0]
+
+
+@pytest.fixture(scope="session")
+def operator(accounts):
+    return accounts[1]
+
+
+@pytest.fixture(scope="session")
+def operator2(accounts):
+    return accounts[2]
+
+
+@pytest.fixture(scope="session")
+def buyer(accounts):
+    return accounts[3]
+
+
+@pytest.fixture(scope="session")
+def staker(accounts):
+    return accounts[4]
+
+
+@pytest.fixture(scope="session")
+def stranger(accounts):
+    return accounts[5]
+
+
+@pytest.fixture(scope="session")
+def oracles(accounts):
+    """Three oracle signers: accounts 6, 7, 8."""
+    return [accounts[6], accounts[7], accounts[8]]
+
+
+@pytest.fixture(scope="session")
+def relayer(accounts):
+    """The backend's relayer key (account 9); its private key is devchain.dev_private_key(9)."""
+    return accounts[9]
+
+
+# ---------------------------------------------------------------------------
+# A deployed system for tests that run off-chain parts (backend, oracle)
+# against the chain. Such tests must NOT use fn_isolation: their worker
+# processes act on the chain while the test runs, and a snapshot revert would
+# pull state from under them.
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live_deployment(admin, tmp_path_factory):
+    """Deploys the system once per module; yields (System, manifest_path, rpc_url)."""
+    from scripts.deploy import DeployConfig, deploy_system, write_manifest
+    from tests.support.brownie_network import ANVIL_PORT
+
+    system = deploy_system(admin, DeployConfig.for_tests())
+    manifest = write_manifest(system, tmp_path_factory.mktemp("deployment") / "manifest.json")
+    return LiveDeployment(
+        system=system, manifest_path=manifest, rpc_url=f"http://127.0.0.1:{ANVIL_PORT}"
+    )
+
+
+class LiveDeployment:
+    def __init__(self, system, manifest_path, rpc_url):
+        self.system = system
+        self.manifest_path = manifest_path
+        self.rpc_url = rpc_url

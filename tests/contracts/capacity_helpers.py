@@ -1,0 +1,127 @@
+"""Shared numbers and signing helpers for the CapacityToken tests."""
+
+from __future__ import annotations
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+
+from tests.contracts.node_helpers import USD
+
+HOUR = 3600
+DAY = 24 * HOUR
+PRICE = 2_500_000  # 2.50 USD per GPU-hour
+BOND_PER_HOUR = 3_000_000  # ceil(PRICE x 12_000 / 10_000)
+LIMIT_8_GPUS = 8 * 24 * 9_000 // 10_000  # 172 GPU-hours per daily window at a 90% commit ratio
+NODE_BOND = 10_000 * USD
+
+
+PENALTY_BPS = 2_000  # DeployConfig default: refund 120% of the price per GPU-hour short
+GRACE = 3_600  # DeployConfig.for_tests() settlement grace
+
+
+def token_id(class_id: int, window_start: int) -> int:
+    return (class_id << 64) | window_start
+
+
+def deploy_capacity_token(
+    admin,
+    registry,
+    hub,
+    stablecoin,
+    forwarder,
+    window_seconds: int = DAY,
+    *,
+    penalty_bps: int = PENALTY_BPS,
+    grace_seconds: int = GRACE,
+):
+    """A CapacityToken outside the standard deployment (other window/hub/token), without roles."""
+    from brownie import CapacityToken
+
+    return CapacityToken.deploy(
+        admin,
+        registry,
+        hub,
+        stablecoin,
+        forwarder,
+        window_seconds,
+        9_000,
+        12_000,
+        penalty_bps,
+        grace_seconds,
+        "",
+        {"from": admin},
+    )
+
+
+def sign_permit(owner, token, spender: str, value: int, deadline: int, chain_id: int = 31337):
+    """EIP-2612 permit signature of `owner` (an eth_account LocalAccount) for TestStablecoin."""
+    domain = {
+        "name": token.name(),
+        "version": "1",
+        "chainId": chain_id,
+        "verifyingContract": token.address,
+    }
+    types = {
+        "Permit": [
+            {"name": "owner", "type": "address"},
+            {"name": "spender", "type": "address"},
+            {"name": "value", "type": "uint256"},
+            {"name": "nonce", "type": "uint256"},
+            {"name": "deadline", "type": "uint256"},
+        ]
+    }
+    message = {
+        "owner": owner.address,
+        "spender": str(spender),
+        "value": value,
+        "nonce": token.nonces(owner.address),
+        "deadline": deadline,
+    }
+    signed = Account.sign_message(
+        encode_typed_data(domain_data=domain, message_types=types, message_data=message), owner.key
+    )
+    return signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
+
+
+# ---------------------------------------------------------------------------
+# Redemption and delivery (hourly windows on a hub with 30-minute epochs)
+# ---------------------------------------------------------------------------
+
+
+def attest_window(hub, capacity, tid: int, delivered: dict[int, list[int]]):
+    """Attest every epoch of `tid`'s window, node `n` delivering `delivered[n][i]`
+    milli-GPU-hours in the window's i-th epoch; returns {epoch: EpochCommitment}.
+    Moves chain time past the window's end first."""
+    from brownie import accounts, chain
+
+    from gpucap.attestation import NodeLeaf, build_commitment
+    from tests.oracle.hub_helpers import ORACLE_KEYS, signatures
+
+    window_end = (tid & (2**64 - 1)) + capacity.windowSeconds()
+    chain.sleep(max(0, window_end - chain[-1].timestamp))
+    chain.mine()
+    first, last = capacity.windowEpochs(tid)
+    commitments = {}
+    for i, epoch in enumerate(range(first, last + 1)):
+        leaves = [
+            NodeLeaf(node, epoch, 10_000, 5_000, 10_000, 1_000, milli[i])
+            for node, milli in delivered.items()
+        ]
+        c = build_commitment(epoch, leaves, hub.configVersion())
+        hub.attest(
+            c.report.as_tuple(), signatures(hub, c.report, ORACLE_KEYS[:2]), {"from": accounts[6]}
+        )
+        commitments[epoch] = c
+    return commitments
+
+
+def leaf_of(commitment, node: int):
+    return next(leaf for leaf in commitment.leaves if leaf.node_id == node)
+
+
+def prove_args(commitments, node: int, epochs=None):
+    """(leaves, proofs) arguments of proveDelivery for `node` in `epochs` (default: all)."""
+    epochs = sorted(commitments) if epochs is None else epochs
+    leaves = [leaf_of(commitments[e], node).values() for e in epochs]
+    proofs = [commitments[e].proof(node) for e in epochs]
+    return leaves, proofs

@@ -1,0 +1,126 @@
+"""Shared base for chain-backed hypothesis state machines.
+
+brownie 1.22's compiled ``state_machine`` helper rejects machine classes it did
+not build itself (TypeError in ``_BrownieStateMachine.__init__``), so machines
+here subclass hypothesis' ``RuleBasedStateMachine`` directly and do by hand what
+brownie would: every example starts by reverting the chain to one snapshot of a
+prepared world. A revert costs two RPC round trips where a redeploy would cost
+dozens of transactions, which is what makes 1,000 examples affordable in CI.
+
+Usage: build the world in module-scoped fixtures (so fn_isolation's snapshot and
+ours are the same state), then ``run_machine(MyMachine, env, steps=8)``; the
+machine reads ``env`` entries as attributes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pytest
+from brownie import history, web3
+from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
+
+from tests.support.profiles import active_profile, stateful_settings
+
+# Mark a module's state machine tests with this: their run time is the profile's to set.
+stateful_timeout = pytest.mark.timeout(active_profile().stateful_timeout_s)
+
+
+class SnapshotMachine(RuleBasedStateMachine):
+    """A state machine whose every example begins at the snapshot ``run_machine`` took."""
+
+    env: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self) -> None:
+        super().__init__()
+        _revert_to_example_snapshot()
+        for name, value in self.env.items():
+            setattr(self, name, value)
+
+
+def run_machine(machine: type[SnapshotMachine], env: dict[str, Any], *, steps: int) -> None:
+    """Snapshots the current chain and runs ``machine`` from it under the active profile.
+
+    The snapshot replaces fn_isolation's (brownie keeps one); both hold the same
+    state when the world was built in module fixtures, so isolation is unchanged.
+    """
+    machine.env = env
+    provider = web3.provider
+    # web3's validation middleware asks the node for its chain id before every
+    # call and transaction: cache that one answer (it cannot change under a revert).
+    cache_state = (provider.cache_allowed_requests, provider.cacheable_requests)
+    provider.cache_allowed_requests, provider.cacheable_requests = True, {"eth_chainId"}
+    _example_snapshot[0] = _rpc("evm_snapshot")
+    try:
+        run_state_machine_as_test(machine, settings=stateful_settings(steps=steps))
+    finally:
+        provider.cache_allowed_requests, provider.cacheable_requests = cache_state
+        machine.env = {}
+        _revert_to_example_snapshot()
+        _example_snapshot[0] = None
+
+
+# The node's own snapshot id for the world every example starts from. Raw
+# evm_snapshot/evm_revert, not brownie's chain.revert(): that one notifies every
+# registered object after a full gc.collect() (~0.2 s, most of an example's
+# cost). A machine deploys no contracts, so only brownie's transaction history
+# needs pruning: its nonce logic waits forever on a sender whose newest known tx
+# was reverted away. The snapshot is taken after fn_isolation's, which stays valid.
+_example_snapshot: list[str | None] = [None]
+
+
+def _rpc(method: str, *params: Any) -> Any:
+    response = web3.provider.make_request(method, list(params))
+    if "error" in response:
+        raise RuntimeError(f"{method} failed: {response['error']}")
+    return response["result"]
+
+
+def _revert_to_example_snapshot() -> None:
+    snapshot = _example_snapshot[0]
+    if snapshot is None:
+        raise RuntimeError("SnapshotMachine examples run only through run_machine()")
+    if _rpc("evm_revert", snapshot) is not True:
+        raise RuntimeError(f"evm_revert({snapshot}) was refused by the node")
+    history._revert(web3.eth.block_number)
+    # anvil drops a snapshot once reverted to: take it again for the next example.
+    _example_snapshot[0] = _rpc("evm_snapshot")
+
+
+def mine_at_least(timestamp: int) -> int:
+    """Mines one block stamped ``timestamp`` (or the next second, if the chain is past it).
+
+    Raw RPC for the same reason as the revert above: brownie's chain.sleep() and
+    chain.mine() each notify its whole registry. Returns the new block's timestamp.
+    """
+    latest = web3.eth.get_block("latest")["timestamp"]
+    stamp = max(int(timestamp), latest + 1)
+    _rpc("evm_setNextBlockTimestamp", stamp)
+    _rpc("evm_mine")
+    return stamp
+
+
+def batch_views(*calls: tuple[Any, str, tuple]) -> list[Any]:
+    """Runs view calls as ONE JSON-RPC batch: ``(brownie_contract, fn_name, args)``.
+
+    An invariant that reads three views after every step would otherwise pay three
+    HTTP round trips (plus brownie's per-call bookkeeping) a step, most of a
+    machine's run time.
+    """
+    with web3.batch_requests() as batch:
+        for contract, fn_name, args in calls:
+            batch.add(getattr(_web3_contract(contract).functions, fn_name)(*args))
+        return list(batch.execute())
+
+
+_web3_contracts: dict[str, Any] = {}
+
+
+def _web3_contract(contract: Any) -> Any:
+    # Building a web3 contract parses its ABI (~3 ms): once per address.
+    found = _web3_contracts.get(contract.address)
+    if found is None:
+        found = _web3_contracts[contract.address] = web3.eth.contract(
+            address=contract.address, abi=contract.abi
+        )
+    return found
