@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = 30.0
     sweep_stale_seconds: float = 60.0
 
+    # Chain indexer (a beat task): how often it runs, and how many blocks it trails the
+    # head by (0 on anvil, which never reorgs by itself; more on a real network).
+    index_interval_seconds: float = 2.0
+    index_confirmations: int = 0
+
     # Health checks must answer fast even when a dependency hangs.
     health_timeout_seconds: float = 1.0
 

@@ -94,3 +94,103 @@ class HealthCheck(BaseModel):
 class HealthPublic(BaseModel):
     status: Literal["ok", "degraded"]
     checks: dict[str, HealthCheck]
+
+
+# ---------------------------------------------------------------------------
+# Reads (from the chain index). Amounts are stablecoin base units (6 decimals);
+# token ids are decimal strings (uint256 does not fit a JSON number everywhere).
+# ---------------------------------------------------------------------------
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class GpuClassPublic(_Row):
+    class_id: int
+    name: str
+    reference_power_w: int
+    reference_throughput: int
+    economic_life_months: int
+    residual_value_bps: int
+
+
+class NodePublic(_Row):
+    node_id: int
+    operator: str
+    class_id: int
+    gpu_count: int
+    region: str
+    node_key: str
+    acquisition_cost: int
+    acquired_at: int
+    status: Literal["active", "jailed", "exiting", "exited"]
+    bonded: int
+    locked: int
+    slashed: int
+    registered_block: int
+
+
+class EpochPublic(_Row):
+    epoch: int
+    root: str
+    node_count: int
+    total_energy_wh: int
+    total_milli_gpu_hours: int
+    config_version: int
+    transmitter: str
+    block_number: int
+    attested_at: int
+    tx_hash: str
+
+
+class OfferPublic(_Row):
+    offer_id: int
+    node_id: int
+    token_id: str
+    class_id: int
+    window_start: int
+    amount: int
+    sold: int
+    price_per_gpu_hour: int
+    bond_locked: int
+    status: Literal["open", "cancelled"]
+    published_block: int
+
+
+class ReservationPublic(_Row):
+    reservation_id: int
+    holder: str
+    node_id: int
+    token_id: str
+    class_id: int
+    window_start: int
+    amount: int
+    price_per_gpu_hour: int
+    status: Literal["reserved", "settled"]
+    refund: int | None
+    slashed: int | None
+    uncovered: int
+
+
+class PricePointPublic(BaseModel):
+    """Volume-weighted price of one GPU class's capacity for one delivery window."""
+
+    class_id: int
+    window_start: int
+    gpu_hours: int
+    volume: int  # stablecoin base units paid
+    vwap_per_gpu_hour: float  # volume / gpu_hours, base units
+    sales: int
+
+
+class IndexerStatusPublic(BaseModel):
+    chain_id: int
+    deployment_block: int
+    next_block: int
+    head_block: int
+    lag_blocks: int
+    reorgs: int
+    resets: int
+    updated_at: datetime
+    events: dict[str, int]

@@ -86,3 +86,162 @@ class Action(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
     __table_args__ = (Index("ix_actions_status_updated_at", "status", "updated_at"),)
+
+
+# ---------------------------------------------------------------------------
+# Chain index: every gpucap event since the deployment block, and read models
+# (projections) derived from those events alone. The API reads these, never the
+# chain, on the request path. Projections can be dropped and rebuilt from
+# ``chain_events`` at any time (that is how a reorg is undone).
+# Amounts are stablecoin base units (6 decimals) and fit BigInteger; uint256
+# token ids do not, so they are stored as decimal strings beside their parts.
+# ---------------------------------------------------------------------------
+
+
+class IndexerState(Base):
+    """Where the indexer is, per chain id (one row in practice)."""
+
+    __tablename__ = "indexer_state"
+
+    chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    deployment_block: Mapped[int] = mapped_column(BigInteger)
+    # The first block not yet indexed.
+    next_block: Mapped[int] = mapped_column(BigInteger)
+    head_block: Mapped[int] = mapped_column(BigInteger, default=0)
+    reorgs: Mapped[int] = mapped_column(Integer, default=0)
+    resets: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class IndexedBlock(Base):
+    """Hashes of recently indexed blocks: a changed hash is a reorg (or a reset node)."""
+
+    __tablename__ = "indexed_blocks"
+
+    number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    hash: Mapped[str] = mapped_column(String(66))
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+
+
+class ChainEvent(Base):
+    __tablename__ = "chain_events"
+
+    block_number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    log_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    block_hash: Mapped[str] = mapped_column(String(66))
+    block_timestamp: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    contract: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(64))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_chain_events_event", "event"),)
+
+
+class GpuClassRow(Base):
+    __tablename__ = "gpu_classes"
+
+    class_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(32))
+    reference_power_w: Mapped[int] = mapped_column(Integer)
+    reference_throughput: Mapped[int] = mapped_column(BigInteger)
+    economic_life_months: Mapped[int] = mapped_column(Integer)
+    residual_value_bps: Mapped[int] = mapped_column(Integer)
+
+
+class NodeRow(Base):
+    __tablename__ = "nodes"
+
+    node_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    operator: Mapped[str] = mapped_column(String(42), index=True)
+    class_id: Mapped[int] = mapped_column(Integer, index=True)
+    gpu_count: Mapped[int] = mapped_column(Integer)
+    region: Mapped[str] = mapped_column(String(32))
+    node_key: Mapped[str] = mapped_column(String(42))
+    acquisition_cost: Mapped[int] = mapped_column(BigInteger)
+    acquired_at: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    bonded: Mapped[int] = mapped_column(BigInteger, default=0)
+    locked: Mapped[int] = mapped_column(BigInteger, default=0)
+    slashed: Mapped[int] = mapped_column(BigInteger, default=0)
+    registered_block: Mapped[int] = mapped_column(BigInteger)
+
+
+class EpochRow(Base):
+    __tablename__ = "epochs"
+
+    epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    root: Mapped[str] = mapped_column(String(66))
+    node_count: Mapped[int] = mapped_column(Integer)
+    total_energy_wh: Mapped[int] = mapped_column(BigInteger)
+    total_milli_gpu_hours: Mapped[int] = mapped_column(BigInteger)
+    config_version: Mapped[int] = mapped_column(BigInteger)
+    transmitter: Mapped[str] = mapped_column(String(42))
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    attested_at: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+
+
+class OfferRow(Base):
+    __tablename__ = "offers"
+
+    offer_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    node_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    token_id: Mapped[str] = mapped_column(String(78))
+    class_id: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    sold: Mapped[int] = mapped_column(BigInteger, default=0)
+    price_per_gpu_hour: Mapped[int] = mapped_column(BigInteger)
+    bond_locked: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))  # open | cancelled
+    published_block: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_offers_class_window", "class_id", "window_start"),)
+
+
+class SaleRow(Base):
+    """One CapacityBought event: the raw material of the price index."""
+
+    __tablename__ = "sales"
+
+    block_number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    log_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    offer_id: Mapped[int] = mapped_column(BigInteger)
+    node_id: Mapped[int] = mapped_column(BigInteger)
+    buyer: Mapped[str] = mapped_column(String(42), index=True)
+    token_id: Mapped[str] = mapped_column(String(78))
+    class_id: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    cost: Mapped[int] = mapped_column(BigInteger)
+    block_timestamp: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_sales_class_time", "class_id", "block_timestamp"),)
+
+
+class ReservationRow(Base):
+    __tablename__ = "reservations"
+
+    reservation_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    holder: Mapped[str] = mapped_column(String(42), index=True)
+    node_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    token_id: Mapped[str] = mapped_column(String(78))
+    class_id: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    price_per_gpu_hour: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))  # reserved | settled
+    refund: Mapped[int | None] = mapped_column(BigInteger)
+    slashed: Mapped[int | None] = mapped_column(BigInteger)
+    uncovered: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+PROJECTIONS: tuple[type[Base], ...] = (
+    GpuClassRow,
+    NodeRow,
+    EpochRow,
+    OfferRow,
+    SaleRow,
+    ReservationRow,
+)

@@ -10,6 +10,7 @@ from backend.config import Settings
 
 RELAY_TASK = "gpucap.relay_action"
 SWEEP_TASK = "gpucap.sweep_stale_actions"
+INDEX_TASK = "gpucap.index_chain"
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -41,6 +42,13 @@ def create_celery(settings: Settings) -> Celery:
             "sweep-stale-actions": {
                 "task": SWEEP_TASK,
                 "schedule": settings.sweep_interval_seconds,
+            },
+            "index-chain": {
+                "task": INDEX_TASK,
+                "schedule": settings.index_interval_seconds,
+                # A busy worker must not build a backlog of index runs: each run
+                # catches up on everything, so a late one is worthless.
+                "options": {"expires": max(1.0, settings.index_interval_seconds * 3)},
             },
         },
         worker_hijack_root_logger=False,

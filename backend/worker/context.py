@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.config import Settings
 from backend.db.session import get_sessionmaker
 from backend.services.chain import Chain
+from backend.services.indexer import Indexer
 from backend.services.relayer import Relayer
 
 _lock = threading.Lock()
@@ -47,6 +48,18 @@ class WorkerContext:
             receipt_timeout=s.receipt_timeout_seconds,
             lock_seconds=s.nonce_lock_seconds,
         )
+
+    @cached_property
+    def indexer(self) -> Indexer:
+        s = self.settings
+        chain = Chain.connect(s.rpc_url, str(s.manifest_path), s.rpc_timeout_seconds)
+        return Indexer(chain, self.sessions, confirmations=s.index_confirmations)
+
+
+def indexer_of(app: Celery) -> Indexer:
+    ctx = context_of(app)
+    with _lock:
+        return ctx.indexer
 
 
 def context_of(app: Celery) -> WorkerContext:

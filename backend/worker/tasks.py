@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from celery import Celery, Task, shared_task
+from redis.exceptions import LockNotOwnedError
 
 from backend.services import actions
 from backend.services.errors import ActionNotFound, ChainUnavailable, NonceLockTimeout
+from backend.services.indexer import ConcurrentIndexer, ReorgDuringBatch
 from backend.services.relayer import NonceConsumed, RelayRejected
 from backend.services.sweep import sweep_stale_actions as sweep
-from backend.worker.celery_app import RELAY_TASK, SWEEP_TASK
-from backend.worker.context import context_of, relayer_of
+from backend.worker.celery_app import INDEX_TASK, RELAY_TASK, SWEEP_TASK
+from backend.worker.context import context_of, indexer_of, relayer_of
+from gpucap.deployment import ManifestError
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +61,29 @@ def run_sweep(app: Celery) -> list[str]:
         enqueue=lambda action_id: app.send_task(RELAY_TASK, args=[action_id], ignore_result=True),
         older_than_seconds=ctx.settings.sweep_stale_seconds,
     )
+
+
+# Longer than any step should take; if a worker dies holding it, the lock expires.
+INDEX_LOCK_SECONDS = 120
+
+
+@shared_task(name=INDEX_TASK, bind=True, ignore_result=True)
+def index_chain(self: Task) -> str:
+    """Catch the chain index up with the node (one runner at a time, by a Redis lock)."""
+    ctx = context_of(self.app)
+    lock = ctx.redis.lock("gpucap:indexer", timeout=INDEX_LOCK_SECONDS, blocking=False)
+    if not lock.acquire():
+        return "busy"
+    try:
+        report = indexer_of(self.app).step()
+    except (ChainUnavailable, ManifestError) as exc:
+        log.warning("index_chain: %s; will retry on the next beat", exc)
+        return "unavailable"
+    except (ReorgDuringBatch, ConcurrentIndexer) as exc:
+        log.info("index_chain: %r; the next run continues", exc)
+        return "retry"
+    finally:
+        # A step longer than the lock's timeout lost the lock already: nothing to release.
+        with contextlib.suppress(LockNotOwnedError):
+            lock.release()
+    return f"indexed {report.from_block}..{report.to_block} ({report.events} events)"

@@ -2,9 +2,10 @@
 
 from fastapi import APIRouter
 
-from backend.app.routers import actions, faucet, health
+from backend.app.routers import actions, faucet, health, reads
 
 api_router = APIRouter()
 api_router.include_router(faucet.router)
 api_router.include_router(actions.router)
 api_router.include_router(health.router)
+api_router.include_router(reads.router, prefix="/api/v1")

@@ -1,0 +1,197 @@
+"""Read API (``/api/v1``): nodes, GPU classes, epochs, offers, reservations, price index.
+
+Every answer comes from the chain index in the database (``backend/services/
+indexer.py``), never from the node on the request path: reads stay fast when the
+chain is slow or down, and ``GET /api/v1/indexer`` says how far behind they are.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from backend.app.deps import SessionDep
+from backend.app.errors import ApiError
+from backend.app.schemas import (
+    EpochPublic,
+    ErrorPublic,
+    GpuClassPublic,
+    IndexerStatusPublic,
+    NodePublic,
+    OfferPublic,
+    PricePointPublic,
+    ReservationPublic,
+    checksum_address,
+)
+from backend.db.models import (
+    EpochRow,
+    GpuClassRow,
+    IndexerState,
+    NodeRow,
+    OfferRow,
+    ReservationRow,
+    SaleRow,
+)
+from backend.services.indexer import event_counts
+
+router = APIRouter(tags=["reads"])
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
+Offset = Annotated[int, Query(ge=0, description="rows to skip")]
+NOT_FOUND = {404: {"model": ErrorPublic}}
+
+
+def _address(value: str | None, field: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return checksum_address(value)
+    except ValueError as exc:  # PydanticCustomError is a ValueError
+        raise ApiError(422, "ValidationFailed", f"{field}: {exc}") from exc
+
+
+@router.get("/gpu-classes")
+def list_gpu_classes(session: SessionDep) -> list[GpuClassPublic]:
+    rows = session.scalars(select(GpuClassRow).order_by(GpuClassRow.class_id))
+    return [GpuClassPublic.model_validate(r) for r in rows]
+
+
+@router.get("/nodes")
+def list_nodes(
+    session: SessionDep,
+    operator: str | None = None,
+    class_id: int | None = None,
+    status: str | None = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> list[NodePublic]:
+    query = select(NodeRow).order_by(NodeRow.node_id).limit(limit).offset(offset)
+    if (op := _address(operator, "operator")) is not None:
+        query = query.where(NodeRow.operator == op)
+    if class_id is not None:
+        query = query.where(NodeRow.class_id == class_id)
+    if status is not None:
+        query = query.where(NodeRow.status == status)
+    return [NodePublic.model_validate(r) for r in session.scalars(query)]
+
+
+@router.get("/nodes/{node_id}", responses=NOT_FOUND)
+def read_node(node_id: int, session: SessionDep) -> NodePublic:
+    row = session.get(NodeRow, node_id)
+    if row is None:
+        raise ApiError(404, "NodeNotFound", f"no node {node_id} has been indexed")
+    return NodePublic.model_validate(row)
+
+
+@router.get("/epochs")
+def list_epochs(session: SessionDep, limit: Limit = 50, offset: Offset = 0) -> list[EpochPublic]:
+    """Attested epochs, newest first."""
+    query = select(EpochRow).order_by(EpochRow.epoch.desc()).limit(limit).offset(offset)
+    return [EpochPublic.model_validate(r) for r in session.scalars(query)]
+
+
+@router.get("/epochs/{epoch}", responses=NOT_FOUND)
+def read_epoch(epoch: int, session: SessionDep) -> EpochPublic:
+    row = session.get(EpochRow, epoch)
+    if row is None:
+        raise ApiError(404, "EpochNotAttested", f"epoch {epoch} has not been attested (yet)")
+    return EpochPublic.model_validate(row)
+
+
+@router.get("/offers")
+def list_offers(
+    session: SessionDep,
+    status: str | None = Query(None, description="open | cancelled"),
+    node_id: int | None = None,
+    class_id: int | None = None,
+    window_start: int | None = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> list[OfferPublic]:
+    query = select(OfferRow).order_by(OfferRow.offer_id).limit(limit).offset(offset)
+    for column, value in (
+        (OfferRow.status, status),
+        (OfferRow.node_id, node_id),
+        (OfferRow.class_id, class_id),
+        (OfferRow.window_start, window_start),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    return [OfferPublic.model_validate(r) for r in session.scalars(query)]
+
+
+@router.get("/reservations")
+def list_reservations(
+    session: SessionDep,
+    holder: str | None = None,
+    node_id: int | None = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> list[ReservationPublic]:
+    query = (
+        select(ReservationRow).order_by(ReservationRow.reservation_id).limit(limit).offset(offset)
+    )
+    if (h := _address(holder, "holder")) is not None:
+        query = query.where(ReservationRow.holder == h)
+    if node_id is not None:
+        query = query.where(ReservationRow.node_id == node_id)
+    return [ReservationPublic.model_validate(r) for r in session.scalars(query)]
+
+
+@router.get("/price-index")
+def price_index(
+    session: SessionDep, class_id: int | None = None, limit: Limit = 100
+) -> list[PricePointPublic]:
+    """Volume-weighted price per GPU class and delivery window, from on-chain sales only."""
+    query = (
+        select(
+            SaleRow.class_id,
+            SaleRow.window_start,
+            func.sum(SaleRow.amount),
+            func.sum(SaleRow.cost),
+            func.count(),
+        )
+        .group_by(SaleRow.class_id, SaleRow.window_start)
+        .order_by(SaleRow.class_id, SaleRow.window_start.desc())
+        .limit(limit)
+    )
+    if class_id is not None:
+        query = query.where(SaleRow.class_id == class_id)
+    return [
+        PricePointPublic(
+            class_id=c,
+            window_start=w,
+            gpu_hours=int(hours),
+            volume=int(volume),
+            vwap_per_gpu_hour=int(volume) / int(hours),
+            sales=int(n),
+        )
+        for c, w, hours, volume, n in session.execute(query).all()
+    ]
+
+
+@router.get("/indexer", responses={503: {"model": ErrorPublic}})
+def indexer_status(session: SessionDep) -> IndexerStatusPublic:
+    """How far the index (and so every read above) is behind the chain."""
+    state = _only_state(session)
+    return IndexerStatusPublic(
+        chain_id=state.chain_id,
+        deployment_block=state.deployment_block,
+        next_block=state.next_block,
+        head_block=state.head_block,
+        lag_blocks=max(0, state.head_block - (state.next_block - 1)),
+        reorgs=state.reorgs,
+        resets=state.resets,
+        updated_at=state.updated_at,
+        events=event_counts(session),
+    )
+
+
+def _only_state(session: Session) -> IndexerState:
+    state = session.scalars(select(IndexerState).order_by(IndexerState.updated_at.desc())).first()
+    if state is None:
+        raise ApiError(503, "IndexerNotStarted", "the chain indexer has not run yet")
+    return state

@@ -1,0 +1,541 @@
+"""Chain indexer: gpucap's events since the deployment block, into the database.
+
+Why this shape:
+- Raw events first (``chain_events``), read models second (``nodes``, ``epochs``,
+  ``offers``, ``sales``, ``reservations``, ``gpu_classes``) derived from those
+  events alone. Undoing a reorg is then "delete the events above the common
+  ancestor, rebuild the read models from the events left", with no chain reads.
+- A batch (events + read models + cursor + block hashes) commits in one database
+  transaction: a crash or a killed worker resumes from the last committed batch,
+  never half of one, and re-indexing a batch is idempotent.
+- Reorgs (and an anvil that was restarted or reset under us) are detected by
+  comparing the hashes of recently indexed blocks with the node's. Within the
+  kept window the indexer rolls back to the common ancestor; if nothing in the
+  window matches, or the manifest points at another deployment, it starts over
+  from the deployment block.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils import event_abi_to_log_topic
+from hexbytes import HexBytes
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.db.models import (
+    PROJECTIONS,
+    ChainEvent,
+    EpochRow,
+    GpuClassRow,
+    IndexedBlock,
+    IndexerState,
+    NodeRow,
+    OfferRow,
+    ReservationRow,
+    SaleRow,
+)
+from backend.services.chain import Chain
+
+log = logging.getLogger(__name__)
+
+# What the chain's NodeStatus enum values mean (INodeRegistry.NodeStatus).
+NODE_STATUS_ACTIVE = "active"
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    """What one ``Indexer.step()`` did."""
+
+    from_block: int
+    to_block: int  # last block indexed (from_block - 1 when there was nothing new)
+    head_block: int
+    events: int
+    reorged_to: int | None = None  # common ancestor, when a reorg was undone
+    reset: bool = False  # everything was dropped and indexing restarted
+
+    @property
+    def lag_blocks(self) -> int:
+        return max(0, self.head_block - self.to_block)
+
+
+def token_parts(token_id: int) -> tuple[int, int]:
+    """(class id, window start) of a CapacityToken id = (classId << 64) | windowStart."""
+    return token_id >> 64, token_id & ((1 << 64) - 1)
+
+
+def bytes32_text(value: Any) -> str:
+    """A bytes32 label (GPU class name, region) as text; hex if it is not UTF-8."""
+    raw = bytes(HexBytes(value)).rstrip(b"\0")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "0x" + raw.hex()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | HexBytes):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+class EventDecoder:
+    """Decodes any log of the manifest's contracts (address + topic0 → the event's ABI)."""
+
+    def __init__(self, chain: Chain) -> None:
+        self._by_address: dict[str, tuple[str, Any, dict[bytes, str]]] = {}
+        for name, ref in chain.deployment.contracts.items():
+            topics = {
+                bytes(event_abi_to_log_topic(item)): item["name"]
+                for item in ref.abi
+                if item.get("type") == "event" and not item.get("anonymous")
+            }
+            self._by_address[ref.address.lower()] = (name, chain.contract(name), topics)
+
+    @property
+    def addresses(self) -> list[str]:
+        return list(self._by_address)
+
+    def decode(self, entry: Any) -> tuple[str, str, dict[str, Any]] | None:
+        """(contract name, event name, args) or None for a log no ABI describes."""
+        found = self._by_address.get(str(entry["address"]).lower())
+        if found is None or not entry["topics"]:
+            return None
+        contract_name, contract, topics = found
+        event = topics.get(bytes(HexBytes(entry["topics"][0])))
+        if event is None:
+            return None
+        data = contract.events[event]().process_log(entry)
+        return contract_name, event, _jsonable(dict(data["args"]))
+
+
+class Indexer:
+    def __init__(
+        self,
+        chain: Chain,
+        sessions: sessionmaker[Session],
+        *,
+        confirmations: int = 0,
+        batch_blocks: int = 2_000,
+        keep_blocks: int = 256,
+        max_batches: int = 10,
+    ) -> None:
+        self.chain = chain
+        self.sessions = sessions
+        self.confirmations = confirmations
+        self.batch_blocks = batch_blocks
+        self.keep_blocks = keep_blocks
+        self.max_batches = max_batches
+        self.decoder = EventDecoder(chain)
+
+    # ------------------------------------------------------------------ driving
+
+    def step(self) -> IndexReport:
+        """Catch up by at most ``max_batches`` batches; undo a reorg or reset first."""
+        chain_id = self.chain.check_chain_id()
+        head = self.chain.call("eth_blockNumber", lambda: self.chain.w3.eth.block_number)
+        safe_head = head - self.confirmations
+        reorged_to: int | None = None
+        reset = False
+        with self.sessions.begin() as session:
+            state = self._state(session, chain_id)
+            start = state.next_block
+            if state.deployment_block != self.chain.deployment.deployed_at_block:
+                log.warning(
+                    "indexer: manifest now deploys at block %d (indexed from %d): starting over",
+                    self.chain.deployment.deployed_at_block,
+                    state.deployment_block,
+                )
+                self._reset(session, state)
+                reset = True
+            else:
+                ancestor = self._check_continuity(session, state, head)
+                if ancestor == -1:
+                    self._reset(session, state)
+                    reset = True
+                elif ancestor is not None:
+                    self._rollback(session, state, ancestor)
+                    reorged_to = ancestor
+            start = state.next_block
+        events = 0
+        last = start - 1
+        for _ in range(self.max_batches):
+            if last >= safe_head:
+                break
+            to_block = min(safe_head, last + self.batch_blocks)
+            events += self._index_range(chain_id, last + 1, to_block, head)
+            last = to_block
+        if last < start:  # nothing new: still record the head (lag reporting)
+            with self.sessions.begin() as session:
+                self._state(session, chain_id).head_block = head
+        return IndexReport(start, last, head, events, reorged_to, reset)
+
+    # ------------------------------------------------------------------ state
+
+    def _state(self, session: Session, chain_id: int) -> IndexerState:
+        state = session.get(IndexerState, chain_id)
+        if state is None:
+            first = self.chain.deployment.deployed_at_block
+            state = IndexerState(
+                chain_id=chain_id,
+                deployment_block=first,
+                next_block=first,
+                head_block=0,
+                reorgs=0,
+                resets=0,
+            )
+            session.add(state)
+            session.flush()
+        return state
+
+    def _block(self, number: int) -> Any:
+        return self.chain.call("eth_getBlockByNumber", lambda: self.chain.w3.eth.get_block(number))
+
+    def _check_continuity(self, session: Session, state: IndexerState, head: int) -> int | None:
+        """None if the indexed blocks are still canonical; else the common ancestor's
+        number (a reorg), or -1 when no kept block matches (reset or deep reorg)."""
+        kept = session.scalars(select(IndexedBlock).order_by(IndexedBlock.number.desc())).all()
+        if not kept:
+            return None
+        newest = kept[0]
+        if newest.number <= head and self._hash_at(newest.number) == newest.hash:
+            return None
+        for block in kept[1:]:
+            if block.number <= head and self._hash_at(block.number) == block.hash:
+                log.warning(
+                    "indexer: reorg below block %d; common ancestor %d", newest.number, block.number
+                )
+                return block.number
+        # Nothing kept is canonical. If the kept window reaches the deployment block,
+        # nothing we indexed survives; deeper than the window, we cannot tell where.
+        log.warning(
+            "indexer: none of the %d kept blocks (%d..%d) is canonical any more "
+            "(node reset or a reorg deeper than the window): re-indexing from block %d",
+            len(kept),
+            kept[-1].number,
+            newest.number,
+            state.deployment_block,
+        )
+        return -1
+
+    def _hash_at(self, number: int) -> str:
+        return "0x" + bytes(self._block(number)["hash"]).hex()
+
+    def _reset(self, session: Session, state: IndexerState) -> None:
+        session.execute(delete(ChainEvent))
+        session.execute(delete(IndexedBlock))
+        for table in PROJECTIONS:
+            session.execute(delete(table))
+        state.deployment_block = self.chain.deployment.deployed_at_block
+        state.next_block = state.deployment_block
+        state.resets += 1
+
+    def _rollback(self, session: Session, state: IndexerState, ancestor: int) -> None:
+        session.execute(delete(ChainEvent).where(ChainEvent.block_number > ancestor))
+        session.execute(delete(IndexedBlock).where(IndexedBlock.number > ancestor))
+        rebuild_projections(session)
+        state.next_block = ancestor + 1
+        state.reorgs += 1
+
+    # ------------------------------------------------------------------ indexing
+
+    def _index_range(self, chain_id: int, from_block: int, to_block: int, head: int) -> int:
+        w3 = self.chain.w3
+        addresses = [w3.to_checksum_address(a) for a in self.decoder.addresses]
+        logs = self.chain.call(
+            "eth_getLogs",
+            lambda: w3.eth.get_logs(
+                {"fromBlock": from_block, "toBlock": to_block, "address": addresses}
+            ),
+        )
+        # Timestamps and hashes: one header per block that has logs, plus the range's end
+        # (its hash is what the next step checks for a reorg).
+        headers: dict[int, Any] = {}
+        for number in sorted({int(e["blockNumber"]) for e in logs} | {to_block}):
+            headers[number] = self._block(number)
+        rows: list[ChainEvent] = []
+        for entry in sorted(logs, key=lambda e: (int(e["blockNumber"]), int(e["logIndex"]))):
+            number = int(entry["blockNumber"])
+            header = headers[number]
+            if bytes(HexBytes(entry["blockHash"])) != bytes(header["hash"]):
+                # The block changed between getLogs and getBlock: index it next step.
+                raise ReorgDuringBatch(number)
+            decoded = self.decoder.decode(entry)
+            if decoded is None:
+                continue
+            contract, event, args = decoded
+            rows.append(
+                ChainEvent(
+                    block_number=number,
+                    log_index=int(entry["logIndex"]),
+                    block_hash="0x" + bytes(header["hash"]).hex(),
+                    block_timestamp=int(header["timestamp"]),
+                    tx_hash="0x" + bytes(HexBytes(entry["transactionHash"])).hex(),
+                    contract=contract,
+                    event=event,
+                    args=args,
+                )
+            )
+        with self.sessions.begin() as session:
+            state = self._state(session, chain_id)
+            if state.next_block != from_block:
+                # Another indexer moved the cursor meanwhile: let it own this range.
+                raise ConcurrentIndexer(state.next_block, from_block)
+            for row in rows:
+                session.merge(row)
+                apply_event(session, row)
+            for number, header in headers.items():
+                session.merge(
+                    IndexedBlock(
+                        number=number,
+                        hash="0x" + bytes(header["hash"]).hex(),
+                        timestamp=int(header["timestamp"]),
+                    )
+                )
+            session.execute(
+                delete(IndexedBlock).where(IndexedBlock.number <= to_block - self.keep_blocks)
+            )
+            state.next_block = to_block + 1
+            state.head_block = head
+        if rows:
+            log.info("indexer: blocks %d..%d, %d events", from_block, to_block, len(rows))
+        return len(rows)
+
+
+class ReorgDuringBatch(RuntimeError):
+    """A block's hash changed while its batch was being read; the next step handles it."""
+
+
+class ConcurrentIndexer(RuntimeError):
+    """The cursor moved under this batch (two indexers ran at once); nothing was written."""
+
+
+# ---------------------------------------------------------------------------
+# Read models
+# ---------------------------------------------------------------------------
+
+
+def rebuild_projections(session: Session) -> None:
+    """Drops every read model and replays ``chain_events`` in chain order."""
+    for table in PROJECTIONS:
+        session.execute(delete(table))
+    session.flush()
+    for row in session.scalars(
+        select(ChainEvent).order_by(ChainEvent.block_number, ChainEvent.log_index)
+    ):
+        apply_event(session, row)
+
+
+def _apply_gpu_class(session: Session, ev: ChainEvent) -> None:
+    a = ev.args
+    session.merge(
+        GpuClassRow(
+            class_id=a["classId"],
+            name=bytes32_text(a["name"]),
+            reference_power_w=a["referencePowerW"],
+            reference_throughput=a["referenceThroughput"],
+            economic_life_months=a["economicLifeMonths"],
+            residual_value_bps=a["residualValueBps"],
+        )
+    )
+
+
+def _apply_node_registered(session: Session, ev: ChainEvent) -> None:
+    a = ev.args
+    session.merge(
+        NodeRow(
+            node_id=a["nodeId"],
+            operator=a["operator"],
+            class_id=a["classId"],
+            gpu_count=a["gpuCount"],
+            region=bytes32_text(a["region"]),
+            node_key=a["nodeKey"],
+            acquisition_cost=a["acquisitionCost"],
+            acquired_at=a["acquiredAt"],
+            status=NODE_STATUS_ACTIVE,
+            bonded=0,
+            locked=0,
+            slashed=0,
+            registered_block=ev.block_number,
+        )
+    )
+
+
+def _node(session: Session, ev: ChainEvent) -> NodeRow | None:
+    node = session.get(NodeRow, ev.args["nodeId"])
+    if node is None:
+        log.error("indexer: %s for unknown node %s", ev.event, ev.args["nodeId"])
+    return node
+
+
+def _apply_node_change(session: Session, ev: ChainEvent) -> None:
+    node = _node(session, ev)
+    if node is None:
+        return
+    a = ev.args
+    match ev.event:
+        case "BondDeposited":
+            node.bonded = a["bonded"]
+        case "BondLocked" | "BondUnlocked":
+            node.locked = a["locked"]
+        case "NodeSlashed":
+            node.bonded -= a["amount"]
+            node.slashed += a["amount"]
+            node.locked = min(node.locked, node.bonded)
+        case "NodeJailed":
+            node.status = "jailed"
+        case "NodeUnjailed":
+            node.status = NODE_STATUS_ACTIVE
+        case "NodeExitRequested":
+            node.status = "exiting"
+        case "NodeExited":
+            node.status = "exited"
+            node.bonded = 0
+            node.locked = 0
+
+
+def _apply_epoch(session: Session, ev: ChainEvent) -> None:
+    a = ev.args
+    session.merge(
+        EpochRow(
+            epoch=a["epoch"],
+            root=a["root"],
+            node_count=a["nodeCount"],
+            total_energy_wh=a["totalEnergyWh"],
+            total_milli_gpu_hours=a["totalMilliGpuHours"],
+            config_version=a["configVersion"],
+            transmitter=a["transmitter"],
+            block_number=ev.block_number,
+            attested_at=ev.block_timestamp,
+            tx_hash=ev.tx_hash,
+        )
+    )
+
+
+def _apply_offer(session: Session, ev: ChainEvent) -> None:
+    a = ev.args
+    class_id, window_start = token_parts(a["tokenId"])
+    session.merge(
+        OfferRow(
+            offer_id=a["offerId"],
+            node_id=a["nodeId"],
+            token_id=str(a["tokenId"]),
+            class_id=class_id,
+            window_start=window_start,
+            amount=a["amount"],
+            sold=0,
+            price_per_gpu_hour=a["pricePerGpuHour"],
+            bond_locked=a["bondLocked"],
+            status="open",
+            published_block=ev.block_number,
+        )
+    )
+
+
+def _apply_offer_cancelled(session: Session, ev: ChainEvent) -> None:
+    offer = session.get(OfferRow, ev.args["offerId"])
+    if offer is not None:
+        offer.status = "cancelled"
+
+
+def _apply_sale(session: Session, ev: ChainEvent) -> None:
+    a = ev.args
+    class_id, window_start = token_parts(a["tokenId"])
+    session.merge(
+        SaleRow(
+            block_number=ev.block_number,
+            log_index=ev.log_index,
+            offer_id=a["offerId"],
+            node_id=a["nodeId"],
+            buyer=a["buyer"],
+            token_id=str(a["tokenId"]),
+            class_id=class_id,
+            window_start=window_start,
+            amount=a["amount"],
+            cost=a["cost"],
+            block_timestamp=ev.block_timestamp,
+        )
+    )
+    offer = session.get(OfferRow, a["offerId"])
+    if offer is not None:
+        offer.sold += a["amount"]
+
+
+def _apply_redeemed(session: Session, ev: ChainEvent) -> None:
+    a = ev.args
+    class_id, window_start = token_parts(a["tokenId"])
+    session.merge(
+        ReservationRow(
+            reservation_id=a["reservationId"],
+            holder=a["holder"],
+            node_id=a["nodeId"],
+            token_id=str(a["tokenId"]),
+            class_id=class_id,
+            window_start=window_start,
+            amount=a["amount"],
+            price_per_gpu_hour=a["pricePerGpuHour"],
+            status="reserved",
+            refund=None,
+            slashed=None,
+            uncovered=0,
+        )
+    )
+
+
+def _apply_settled(session: Session, ev: ChainEvent) -> None:
+    r = session.get(ReservationRow, ev.args["reservationId"])
+    if r is None:
+        return
+    r.status = "settled"
+    r.refund = ev.args["refund"]
+    r.slashed = ev.args["slashed"]
+    r.uncovered = ev.args["refund"] - ev.args["slashed"]
+
+
+_HANDLERS = {
+    ("NodeRegistry", "GpuClassRegistered"): _apply_gpu_class,
+    ("NodeRegistry", "NodeRegistered"): _apply_node_registered,
+    **{
+        ("NodeRegistry", name): _apply_node_change
+        for name in (
+            "BondDeposited",
+            "BondLocked",
+            "BondUnlocked",
+            "NodeSlashed",
+            "NodeJailed",
+            "NodeUnjailed",
+            "NodeExitRequested",
+            "NodeExited",
+        )
+    },
+    ("OracleHub", "EpochAttested"): _apply_epoch,
+    ("CapacityToken", "OfferPublished"): _apply_offer,
+    ("CapacityToken", "OfferCancelled"): _apply_offer_cancelled,
+    ("CapacityToken", "CapacityBought"): _apply_sale,
+    ("CapacityToken", "Redeemed"): _apply_redeemed,
+    ("CapacityToken", "ReservationSettled"): _apply_settled,
+}
+
+
+def apply_event(session: Session, ev: ChainEvent) -> None:
+    """Folds one event into the read models (events no read model uses are only stored)."""
+    handler = _HANDLERS.get((ev.contract, ev.event))
+    if handler is not None:
+        handler(session, ev)
+        session.flush()
+
+
+def event_counts(session: Session) -> dict[str, int]:
+    """Stored events per name (for the status route and tests)."""
+    rows: Iterable[tuple[str, int]] = session.execute(
+        select(ChainEvent.event, func.count()).group_by(ChainEvent.event)
+    ).all()
+    return dict(rows)

@@ -1,0 +1,166 @@
+"""The chain indexer against a real anvil: read models, restarts, reorgs, resets.
+
+Service level (``Indexer.step()`` in this process); the route and worker path
+is tested in test_e2e_reads.py. The world is built with brownie transactions.
+"""
+
+from __future__ import annotations
+
+import pytest
+from brownie import chain
+from sqlalchemy import select, update
+
+from backend.db.migrate import upgrade_to_head
+from backend.db.models import (
+    ChainEvent,
+    EpochRow,
+    GpuClassRow,
+    IndexedBlock,
+    IndexerState,
+    NodeRow,
+    OfferRow,
+    SaleRow,
+)
+from backend.db.session import get_sessionmaker
+from backend.services.chain import Chain
+from backend.services.indexer import Indexer, token_parts
+from tests.oracle.hub_helpers import ORACLE_KEYS, commitment_for, end_epoch, signatures
+
+USD = 10**6
+REGION = b"eu-west".ljust(32, b"\0")
+
+
+@pytest.fixture(scope="module")
+def world(live_deployment, admin, operator, buyer, relayer):
+    """A node with a bond, an offer, a sale and an attested epoch."""
+    s = live_deployment.system
+    h100 = s.class_ids["H100-SXM-80GB"]
+    s.stablecoin.configureFaucet(10**6 * USD, 1, {"from": admin})
+    for who in (operator, buyer):
+        s.stablecoin.drip(who, {"from": who})
+    node = s.registry.registerNode(
+        h100,
+        8,
+        REGION,
+        240_000 * USD,
+        chain[-1].timestamp - 86_400,
+        "0x" + "ab" * 20,
+        {"from": operator},
+    ).events["NodeRegistered"]["nodeId"]
+    s.stablecoin.approve(s.registry, 2**256 - 1, {"from": operator})
+    s.registry.depositBond(node, 5_000 * USD, {"from": operator})
+    window = s.capacity.windowSeconds()
+    token = s.capacity.tokenIdFor(h100, (chain[-1].timestamp // window + 2) * window)
+    offer = s.capacity.publishOffer(node, token, 100, 2 * USD, {"from": operator}).return_value
+    s.stablecoin.approve(s.capacity, 2**256 - 1, {"from": buyer})
+    s.capacity.buy(offer, 10, {"from": buyer})
+    epoch = end_epoch(s.oracle_hub)
+    report = commitment_for(s.oracle_hub, epoch, [node]).report
+    s.oracle_hub.attest(
+        report.as_tuple(), signatures(s.oracle_hub, report, ORACLE_KEYS[:2]), {"from": relayer}
+    )
+    return {
+        "node": node,
+        "offer": offer,
+        "token": token,
+        "epoch": epoch,
+        "h100": h100,
+        "capacity": s.capacity,
+    }
+
+
+@pytest.fixture
+def sessions(tmp_path):
+    url = f"sqlite:///{tmp_path / 'index.db'}"
+    upgrade_to_head(url)
+    return get_sessionmaker(url)
+
+
+@pytest.fixture
+def indexer(live_deployment, sessions):
+    chain_ = Chain.connect(live_deployment.rpc_url, str(live_deployment.manifest_path), 5.0)
+    # Small batches, so the catch-up loop and the block-hash window are exercised.
+    return Indexer(chain_, sessions, batch_blocks=7, max_batches=1_000, keep_blocks=16)
+
+
+def _snapshot(sessions):
+    """Everything the read models hold, comparable across runs."""
+    with sessions() as s:
+        return {
+            model.__tablename__: sorted(
+                tuple(sorted((k, v) for k, v in vars(row).items() if not k.startswith("_")))
+                for row in s.scalars(select(model))
+            )
+            for model in (GpuClassRow, NodeRow, EpochRow, OfferRow, SaleRow)
+        }
+
+
+def test_indexes_the_world_into_read_models(world, indexer, sessions, operator, buyer):
+    report = indexer.step()
+    assert report.to_block == report.head_block == chain.height
+    assert report.events > 0 and not report.reset and report.reorged_to is None
+    with sessions() as s:
+        node = s.get(NodeRow, world["node"])
+        assert (node.operator, node.gpu_count, node.region, node.status) == (
+            operator.address,
+            8,
+            "eu-west",
+            "active",
+        )
+        assert node.bonded == 5_000 * USD
+        assert node.locked > 0  # the offer's bond
+        assert s.get(GpuClassRow, world["h100"]).name == "H100-SXM-80GB"
+        offer = s.get(OfferRow, world["offer"])
+        assert (offer.amount, offer.sold, offer.status) == (100, 10, "open")
+        assert (offer.class_id, offer.window_start) == token_parts(world["token"])
+        (sale,) = s.scalars(select(SaleRow)).all()
+        assert (sale.buyer, sale.amount, sale.cost) == (buyer.address, 10, 20 * USD)
+        epoch = s.get(EpochRow, world["epoch"])
+        assert epoch.node_count == 1
+        state = s.scalars(select(IndexerState)).one()
+        assert state.next_block == chain.height + 1
+
+
+def test_second_step_is_a_no_op_and_restart_resumes(world, indexer, sessions, live_deployment):
+    indexer.step()
+    before = _snapshot(sessions)
+    again = indexer.step()
+    assert again.events == 0 and again.to_block == again.from_block - 1
+    # A new indexer (a restarted worker) continues from the stored cursor.
+    fresh = Indexer(indexer.chain, sessions)
+    assert fresh.step().events == 0
+    assert _snapshot(sessions) == before
+
+
+def test_reorg_is_undone_from_stored_events(world, indexer, sessions, operator):
+    s_ = world
+    indexer.step()
+    chain.snapshot()
+    try:
+        world["capacity"].cancelOffer(s_["offer"], {"from": operator})
+        indexer.step()
+        with sessions() as s:
+            assert s.get(OfferRow, s_["offer"]).status == "cancelled"
+        chain.revert()  # the cancel never happened; new blocks take its place
+        for _ in range(3):
+            chain.mine()
+        report = indexer.step()
+        assert report.reorged_to is not None and report.reorged_to < report.to_block
+        with sessions() as s:
+            assert s.get(OfferRow, s_["offer"]).status == "open"
+            assert "OfferCancelled" not in {e.event for e in s.scalars(select(ChainEvent))}
+            assert s.scalars(select(IndexerState)).one().reorgs == 1
+    finally:
+        chain.revert()
+
+
+def test_unrecognisable_history_starts_over(world, indexer, sessions):
+    indexer.step()
+    before = _snapshot(sessions)
+    with sessions.begin() as s:  # as if the node had been reset and rebuilt
+        s.execute(update(IndexedBlock).values(hash="0x" + "00" * 32))
+    report = indexer.step()
+    assert report.reset
+    assert _snapshot(sessions) == before
+    with sessions() as s:
+        assert s.scalars(select(IndexerState)).one().resets == 1
