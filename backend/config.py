@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     index_interval_seconds: float = 2.0
     index_confirmations: int = 0
 
+    # Sign-In with Ethereum. The domain wallets show and sign (RFC 3986 authority);
+    # empty: api_host:api_port. Admins: comma-separated addresses.
+    siwe_domain: str = ""
+    siwe_nonce_ttl_seconds: float = 300.0
+    session_ttl_seconds: float = 24 * 3600.0
+    admin_addresses: str = ""
+
     # Health checks must answer fast even when a dependency hangs.
     health_timeout_seconds: float = 1.0
 
@@ -74,6 +81,14 @@ class Settings(BaseSettings):
         if self.environment != "development" and self.redis_url is None:
             raise ConfigError("GPUCAP_REDIS_URL is required in production (no embedded Redis)")
         return self
+
+    @property
+    def effective_siwe_domain(self) -> str:
+        return self.siwe_domain or f"{self.api_host}:{self.api_port}"
+
+    @cached_property
+    def admins(self) -> frozenset[str]:
+        return frozenset(a.strip().lower() for a in self.admin_addresses.split(",") if a.strip())
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
 from celery import Celery
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from backend.config import Settings
+from backend.services import auth
 from backend.services.chain import Chain
+from backend.services.errors import AuthFailed, Forbidden
 from backend.worker.celery_app import RELAY_TASK
 
 log = logging.getLogger(__name__)
@@ -79,3 +82,40 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
 ChainDep = Annotated[Chain, Depends(get_chain)]
 EnqueueDep = Annotated[Enqueuer, Depends(get_enqueuer)]
+
+
+# auto_error=False: a missing header is our 401 with a code, not FastAPI's 403.
+_bearer = HTTPBearer(auto_error=False, description="session token from POST /api/v1/auth/login")
+
+
+def get_bearer_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    if credentials is None or not credentials.credentials:
+        raise AuthFailed("sign in first: Authorization: Bearer <token>", code="Unauthorized")
+    return credentials.credentials
+
+
+def get_principal(
+    request: Request,
+    token: Annotated[str, Depends(get_bearer_token)],
+    session: Annotated[Session, Depends(get_session)],
+) -> auth.Principal:
+    return auth.authenticate(session, token, request.app.state.settings.admins)
+
+
+TokenDep = Annotated[str, Depends(get_bearer_token)]
+PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]
+
+
+def require_role(role: str) -> Any:
+    """A dependency that admits only sessions whose address holds ``role``."""
+
+    def _check(principal: PrincipalDep) -> auth.Principal:
+        if role not in principal.roles:
+            raise Forbidden(
+                f"{principal.address} does not hold the {role} role", code="RoleRequired"
+            )
+        return principal
+
+    return Depends(_check)

@@ -12,8 +12,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend.services.errors import (
     ActionNotFound,
+    AuthFailed,
     ChainUnavailable,
+    Forbidden,
     IdempotencyConflict,
+    MalformedRequest,
     ServiceError,
     WrongChain,
 )
@@ -23,6 +26,9 @@ log = logging.getLogger(__name__)
 
 SERVICE_STATUS: dict[type[ServiceError], int] = {
     ActionNotFound: 404,
+    AuthFailed: 401,
+    Forbidden: 403,
+    MalformedRequest: 422,
     IdempotencyConflict: 409,
     ChainUnavailable: 503,
     WrongChain: 503,
@@ -59,7 +65,8 @@ def install_error_handlers(app: FastAPI) -> None:
         status = next((s for t, s in SERVICE_STATUS.items() if isinstance(exc, t)), 500)
         if status >= 500:
             log.warning("%s: %s", exc.code, exc.reason)
-        return JSONResponse(error_body(exc.code, exc.reason), status_code=status)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(error_body(exc.code, exc.reason), status_code=status, headers=headers)
 
     @app.exception_handler(ManifestError)
     async def _manifest_error(_: Request, exc: ManifestError) -> JSONResponse:

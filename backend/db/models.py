@@ -245,3 +245,29 @@ PROJECTIONS: tuple[type[Base], ...] = (
     SaleRow,
     ReservationRow,
 )
+
+
+# ---------------------------------------------------------------------------
+# Sign-In with Ethereum: server nonces (single use) and session tokens (stored
+# as SHA-256 digests: a database leak does not leak usable tokens).
+# ---------------------------------------------------------------------------
+
+
+class AuthNonce(Base):
+    __tablename__ = "auth_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AuthSession(Base):
+    __tablename__ = "auth_sessions"
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(String(42), index=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -52,3 +52,21 @@ class IdempotencyConflict(ServiceError):
     """The idempotency key is already used by an action with different parameters."""
 
     code = "IdempotencyKeyReused"
+
+
+class AuthFailed(ServiceError):
+    """Sign-in or session rejected (401); ``code`` says which check failed."""
+
+    code = "Unauthorized"
+
+
+class Forbidden(ServiceError):
+    """Signed in, but the session's address lacks the role the route needs (403)."""
+
+    code = "Forbidden"
+
+
+class MalformedRequest(ServiceError):
+    """The request parsed as JSON but its content cannot be used (422)."""
+
+    code = "MalformedRequest"

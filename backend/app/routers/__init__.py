@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter
 
-from backend.app.routers import actions, faucet, health, reads
+from backend.app.routers import actions, auth, faucet, health, reads
 
 api_router = APIRouter()
 api_router.include_router(faucet.router)
 api_router.include_router(actions.router)
 api_router.include_router(health.router)
 api_router.include_router(reads.router, prefix="/api/v1")
+api_router.include_router(auth.router, prefix="/api/v1")
