@@ -18,6 +18,7 @@ from backend.services.errors import (
     IdempotencyConflict,
     MalformedRequest,
     ServiceError,
+    TransactionReverted,
     WrongChain,
 )
 from gpucap.deployment import ManifestError
@@ -29,6 +30,7 @@ SERVICE_STATUS: dict[type[ServiceError], int] = {
     AuthFailed: 401,
     Forbidden: 403,
     MalformedRequest: 422,
+    TransactionReverted: 422,  # the call would revert now: code is the contract's error name
     IdempotencyConflict: 409,
     ChainUnavailable: 503,
     WrongChain: 503,
@@ -62,7 +64,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        status = next((s for t, s in SERVICE_STATUS.items() if isinstance(exc, t)), 500)
+        status = getattr(exc, "status", None) or next(
+            (s for t, s in SERVICE_STATUS.items() if isinstance(exc, t)), 500
+        )
         if status >= 500:
             log.warning("%s: %s", exc.code, exc.reason)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None

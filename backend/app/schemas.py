@@ -194,3 +194,43 @@ class IndexerStatusPublic(BaseModel):
     resets: int
     updated_at: datetime
     events: dict[str, int]
+
+
+_HEX = r"^0x([0-9a-fA-F]{2})*$"
+
+
+class ForwardCreate(BaseModel):
+    """An ERC-2771 ForwardRequest signed by the wallet (EIP-712, GpucapForwarder domain)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    sender: str = Field(alias="from", description="the wallet that signed")
+    to: str
+    value: int = Field(0, ge=0, lt=2**256)
+    gas: int = Field(ge=21_000, le=10_000_000, description="gas for the inner call")
+    deadline: int = Field(ge=0, lt=2**48, description="unix seconds (uint48)")
+    data: str = Field(pattern=_HEX, max_length=2 + 2 * 32_768)
+    signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
+    nonce: int | None = Field(
+        None, ge=0, description="the forwarder nonce signed for (optional; checked if given)"
+    )
+
+    @field_validator("sender", "to", mode="before")
+    @classmethod
+    def _address(cls, value: Any) -> str:
+        return checksum_address(value)
+
+
+class ForwardAccepted(ActionAccepted):
+    contract: str
+    function: str
+    nonce: int
+
+
+class ForwarderInfoPublic(BaseModel):
+    """The EIP-712 domain and types a wallet signs forward requests with."""
+
+    domain: dict[str, Any]
+    types: dict[str, Any]
+    primary_type: str = "ForwardRequest"
+    allowed_calls: dict[str, list[str]]

@@ -45,6 +45,7 @@ class Base(DeclarativeBase):
 
 class ActionKind(enum.StrEnum):
     FAUCET = "faucet"
+    FORWARD = "forward"  # a wallet's EIP-712 forward request, relayed via GpucapForwarder
 
 
 class ActionStatus(enum.StrEnum):

@@ -25,6 +25,7 @@ from backend.services.errors import (
     TransactionReverted,
 )
 from backend.services.faucet import drip_request
+from backend.services.forward import forward_tx
 from backend.services.relayer import NonceConsumed, Relayer, SignedTx, TxRequest
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 # kind → how to turn its params into a transaction. New kinds register here.
 REQUEST_BUILDERS: dict[str, Callable[[Chain, dict[str, Any]], TxRequest]] = {
     ActionKind.FAUCET.value: lambda chain, params: drip_request(chain, params["address"]),
+    ActionKind.FORWARD.value: forward_tx,
 }
 
 
@@ -187,13 +189,14 @@ def _sign_and_send(
     kind: str,
     params: dict[str, Any],
 ) -> str | None:
-    request = REQUEST_BUILDERS[kind](relayer.chain, params)
     with relayer.nonces.locked():
         with sessions() as session:  # re-read under the lock: another task may have sent it
             action = get_action(session, action_id)
             if action.tx_hash is not None or ActionStatus(action.status).is_final:
                 return action.tx_hash
         try:
+            # Builders may simulate and raise TransactionReverted (decoded) themselves.
+            request = REQUEST_BUILDERS[kind](relayer.chain, params)
             signed = relayer.sign(request)
         except TransactionReverted as rev:
             _finish(

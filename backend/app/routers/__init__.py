@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from backend.app.routers import actions, auth, faucet, health, reads
+from backend.app.routers import actions, auth, faucet, forward, health, reads
 
 api_router = APIRouter()
 api_router.include_router(faucet.router)
@@ -10,3 +10,4 @@ api_router.include_router(actions.router)
 api_router.include_router(health.router)
 api_router.include_router(reads.router, prefix="/api/v1")
 api_router.include_router(auth.router, prefix="/api/v1")
+api_router.include_router(forward.router, prefix="/api/v1")

@@ -1,0 +1,109 @@
+"""Gasless user actions: wallets sign ERC-2771 forward requests, the relayer pays the gas."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from backend.app.deps import ChainDep, EnqueueDep, SessionDep
+from backend.app.errors import ApiError
+from backend.app.schemas import ErrorPublic, ForwardAccepted, ForwardCreate, ForwarderInfoPublic
+from backend.db.models import ActionKind
+from backend.services import forward
+from backend.services.actions import create_action, find_by_key, mark_enqueued
+from gpucap.signing import FORWARD_REQUEST_TYPES, FORWARDER_NAME, SignedRequest
+
+router = APIRouter(tags=["forward"])
+
+
+@router.get("/forwarder", responses={503: {"model": ErrorPublic}})
+def forwarder_info(chain: ChainDep) -> ForwarderInfoPublic:
+    """What to sign: the forwarder's EIP-712 domain, the request type, the callable functions.
+    The nonce to sign is ``GpucapForwarder.nonces(from)``."""
+    return ForwarderInfoPublic(
+        domain={
+            "name": FORWARDER_NAME,
+            "version": "1",
+            "chainId": chain.deployment.chain_id,
+            "verifyingContract": chain.contract(forward.FORWARDER).address,
+        },
+        types=FORWARD_REQUEST_TYPES,
+        allowed_calls={
+            name: sorted(fns)
+            for name, fns in forward.ALLOWED_CALLS.items()
+            if name in chain.deployment.contracts
+        },
+    )
+
+
+@router.post(
+    "/forward",
+    status_code=202,
+    responses={
+        200: {"model": ForwardAccepted, "description": "The same signed request: its action"},
+        409: {"model": ErrorPublic, "description": "The sender has a request in flight"},
+        422: {
+            "model": ErrorPublic,
+            "description": "Rejected: code says why (signature, "
+            "nonce, deadline, target, or the contract error the call would revert with)",
+        },
+        503: {"model": ErrorPublic, "description": "Chain unreachable"},
+    },
+)
+def submit_forward(
+    body: ForwardCreate,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    chain: ChainDep,
+    enqueue: EnqueueDep,
+) -> ForwardAccepted:
+    """Validate a signed request fully, then relay it: the response is an action id."""
+    signed = SignedRequest(
+        sender=body.sender,
+        to=body.to,
+        value=body.value,
+        gas=body.gas,
+        nonce=body.nonce or 0,
+        deadline=body.deadline,
+        data=bytes.fromhex(body.data[2:]),
+        signature=bytes.fromhex(body.signature[2:]),
+    )
+    open_action = forward.open_request_of(session, body.sender)
+    if open_action is not None:
+        replay = open_action.params.get("signature") == body.signature
+        if not replay:
+            raise ApiError(
+                409,
+                "RequestInFlight",
+                f"{body.sender} has a request in flight (action {open_action.id}); "
+                "sign the next one after it completes",
+                action_id=open_action.id,
+            )
+        return _accepted(request, response, open_action, created=False)
+    params = forward.validate(chain, signed, nonce_hint=body.nonce)
+    existing = find_by_key(session, params.idempotency_key)
+    action, created = (
+        (existing, False)
+        if existing is not None
+        else create_action(
+            session,
+            kind=ActionKind.FORWARD,
+            idempotency_key=params.idempotency_key,
+            params=params.as_params(),
+        )
+    )
+    if created and enqueue(action.id):
+        mark_enqueued(session, action.id)
+    return _accepted(request, response, action, created=created)
+
+
+def _accepted(request: Request, response: Response, action, *, created: bool) -> ForwardAccepted:
+    response.status_code = 202 if created else 200
+    return ForwardAccepted(
+        action_id=action.id,
+        status=action.status,
+        status_url=str(request.url_for("read_action", action_id=action.id)),
+        contract=action.params["contract"],
+        function=action.params["function"],
+        nonce=action.params["nonce"],
+    )

@@ -1,0 +1,231 @@
+"""Gasless user actions: EIP-712 forward requests relayed through GpucapForwarder.
+
+A wallet signs an ERC-2771 ``ForwardRequest`` (gpucap.signing) for one call of a
+gpucap contract; the API validates it completely before accepting it, so an
+accepted action almost never fails on-chain:
+
+1. the target is a gpucap contract that trusts the forwarder, and the function
+   is one a user or operator may call (admin functions are refused here even
+   though the contracts would refuse them too: a clear 422 beats a revert);
+2. the signature recovers to ``from`` for the forwarder's current nonce of
+   ``from`` (the nonce is part of what was signed);
+3. the deadline leaves time to mine it;
+4. the call, simulated as the forwarder will make it (the target called by the
+   forwarder with ``from`` appended), does not revert — this covers balances,
+   allowances, caps, statuses and every other contract rule, and a revert comes
+   back as the contract's own custom error name and arguments.
+
+One open request per sender: the forwarder's nonces are sequential, so a second
+request signed for the same nonce could never run, and one signed for the next
+nonce could run only after the first — the API says so (409) instead of queueing
+a request that may fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from eth_utils import function_abi_to_4byte_selector, to_checksum_address
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from web3.exceptions import ContractLogicError
+
+from backend.db.models import OPEN_STATUSES, Action, ActionKind
+from backend.services.chain import Chain
+from backend.services.errors import ServiceError, TransactionReverted
+from backend.services.relayer import TxRequest
+from backend.services.revert import decode_revert
+from gpucap.signing import SignedRequest, recover_request_signer
+
+FORWARDER = "GpucapForwarder"
+# What wallets may ask the relayer to call, per contract. Everything else is refused.
+ALLOWED_CALLS: dict[str, frozenset[str]] = {
+    "CapacityToken": frozenset(
+        {
+            "publishOffer",
+            "cancelOffer",
+            "buy",
+            "buyWithPermit",
+            "redeem",
+            "proveDelivery",
+            "settleReservation",
+            "releaseExpired",
+            "safeTransferFrom",
+            "safeBatchTransferFrom",
+            "setApprovalForAll",
+        }
+    ),
+    "NodeRegistry": frozenset({"registerNode", "depositBond", "requestExit", "withdrawBond"}),
+}
+# Seconds a request must stay valid after acceptance: time to be relayed and mined.
+MIN_DEADLINE_MARGIN = 30
+
+
+class ForwardRejected(ServiceError):
+    """The request cannot be accepted (422 unless ``status`` says otherwise)."""
+
+    def __init__(self, reason: str, *, code: str, status: int = 422) -> None:
+        super().__init__(reason, code=code)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ForwardParams:
+    """An action's stored parameters: the signed request and what it calls."""
+
+    sender: str
+    to: str
+    value: int
+    gas: int
+    nonce: int
+    deadline: int
+    data: str  # 0x hex
+    signature: str  # 0x hex
+    contract: str
+    function: str
+
+    def request(self) -> SignedRequest:
+        return SignedRequest(
+            sender=self.sender,
+            to=self.to,
+            value=self.value,
+            gas=self.gas,
+            nonce=self.nonce,
+            deadline=self.deadline,
+            data=bytes.fromhex(self.data[2:]),
+            signature=bytes.fromhex(self.signature[2:]),
+        )
+
+    def as_params(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> ForwardParams:
+        return cls(**params)
+
+    @property
+    def idempotency_key(self) -> str:
+        # Same signed request → same action; a new signature (a re-signed request
+        # after a failure) → a new action.
+        digest = hashlib.sha256(bytes.fromhex(self.signature[2:])).hexdigest()[:32]
+        return f"{KEY_PREFIX}{self.sender.lower()}:{self.nonce}:{digest}"
+
+
+KEY_PREFIX = "forward:"
+
+
+def _function_for(chain: Chain, to: str, data: bytes) -> tuple[str, str]:
+    """(contract name, function name) the call targets, or ForwardRejected."""
+    by_address = {ref.address.lower(): name for name, ref in chain.deployment.contracts.items()}
+    contract = by_address.get(to.lower())
+    if contract is None or contract not in ALLOWED_CALLS:
+        allowed = ", ".join(sorted(ALLOWED_CALLS))
+        raise ForwardRejected(
+            f"{to} is not a gpucap contract the relayer calls for users ({allowed})",
+            code="TargetNotAllowed",
+        )
+    if len(data) < 4:
+        raise ForwardRejected("data must start with a 4-byte function selector", code="BadCalldata")
+    for item in chain.deployment.contracts[contract].abi:
+        if item.get("type") == "function" and function_abi_to_4byte_selector(item) == data[:4]:
+            name = item["name"]
+            if name not in ALLOWED_CALLS[contract]:
+                raise ForwardRejected(
+                    f"{contract}.{name} cannot be relayed for users", code="FunctionNotAllowed"
+                )
+            return contract, name
+    raise ForwardRejected(
+        f"selector 0x{data[:4].hex()} is not a function of {contract}", code="BadCalldata"
+    )
+
+
+def validate(
+    chain: Chain, request: SignedRequest, *, nonce_hint: int | None = None
+) -> ForwardParams:
+    """Everything short of sending; returns the parameters to store with the action."""
+    forwarder = chain.contract(FORWARDER)
+    contract, function = _function_for(chain, request.to, request.data)
+    nonce = chain.call(
+        "reading forwarder nonce", lambda: forwarder.functions.nonces(request.sender).call()
+    )
+    if nonce_hint is not None and nonce_hint != nonce:
+        raise ForwardRejected(
+            f"request signed for nonce {nonce_hint}; {request.sender}'s forwarder nonce is {nonce}",
+            code="InvalidNonce",
+        )
+    signer = recover_request_signer(request, forwarder.address, chain.deployment.chain_id, nonce)
+    if signer.lower() != request.sender.lower():
+        raise ForwardRejected(
+            f"signature is not {request.sender}'s for this request at nonce {nonce} on chain "
+            f"{chain.deployment.chain_id} (recovered {signer})",
+            code="InvalidSignature",
+        )
+    now = int(chain.latest_block()["timestamp"])
+    if request.deadline < now + MIN_DEADLINE_MARGIN:
+        raise ForwardRejected(
+            f"deadline {request.deadline} leaves under {MIN_DEADLINE_MARGIN}s at chain time {now}",
+            code="RequestExpired",
+        )
+    simulate(chain, request)
+    return ForwardParams(
+        sender=to_checksum_address(request.sender),
+        to=to_checksum_address(request.to),
+        value=request.value,
+        gas=request.gas,
+        nonce=nonce,
+        deadline=request.deadline,
+        data="0x" + request.data.hex(),
+        signature="0x" + request.signature.hex(),
+        contract=contract,
+        function=function,
+    )
+
+
+def simulate(chain: Chain, request: SignedRequest) -> None:
+    """Run the call as the forwarder will (from the forwarder, ``from`` appended); raise
+    TransactionReverted with the target's own decoded error if it would revert."""
+    forwarder = chain.contract(FORWARDER)
+    call = {
+        "from": forwarder.address,
+        "to": request.to,
+        "data": "0x" + (request.data + bytes.fromhex(request.sender[2:])).hex(),
+        "value": request.value,
+        "gas": request.gas,
+    }
+    try:
+        chain.call("simulating forwarded call", lambda: chain.w3.eth.call(call))  # type: ignore[arg-type]
+    except ContractLogicError as exc:
+        decoded = decode_revert(exc.data if isinstance(exc.data, str) else None, chain.error_abis)
+        raise TransactionReverted(decoded.reason, code=decoded.code) from exc
+
+
+def open_request_of(session: Session, sender: str) -> Action | None:
+    """The sender's forward action still pending or submitted, if any."""
+    return session.scalar(
+        select(Action)
+        .where(
+            Action.kind == ActionKind.FORWARD.value,
+            Action.status.in_(OPEN_STATUSES),
+            Action.idempotency_key.like(f"{KEY_PREFIX}{sender.lower()}:%"),
+        )
+        .limit(1)
+    )
+
+
+def forward_tx(chain: Chain, params: dict[str, Any]) -> TxRequest:
+    """The relayer's transaction for a stored forward action: ``execute(request)``.
+
+    Re-simulates first: state may have changed since acceptance, and the
+    forwarder itself would only report ``FailedCall`` for a reverting target.
+    """
+    p = ForwardParams.from_params(params)
+    request = p.request()
+    simulate(chain, request)
+    forwarder = chain.contract(FORWARDER)
+    return TxRequest(
+        to=forwarder.address,
+        data=forwarder.encode_abi("execute", args=[request.as_tuple()]),
+        value=p.value,
+    )

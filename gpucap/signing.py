@@ -1,0 +1,173 @@
+"""EIP-712 requests wallets sign for gpucap: ERC-2771 forward requests and EIP-2612 permits.
+
+One definition of each typed-data shape, used by the backend (to verify what a
+wallet signed before accepting it), by the CLI and by the tests (to sign as a
+wallet would). Signing and recovery are eth-account's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import SignableMessage, encode_typed_data
+
+FORWARDER_NAME = "GpucapForwarder"  # GpucapForwarder's EIP-712 domain name, version "1"
+FORWARD_REQUEST_TYPES = {
+    "ForwardRequest": [
+        {"name": "from", "type": "address"},
+        {"name": "to", "type": "address"},
+        {"name": "value", "type": "uint256"},
+        {"name": "gas", "type": "uint256"},
+        {"name": "nonce", "type": "uint256"},
+        {"name": "deadline", "type": "uint48"},
+        {"name": "data", "type": "bytes"},
+    ]
+}
+PERMIT_TYPES = {
+    "Permit": [
+        {"name": "owner", "type": "address"},
+        {"name": "spender", "type": "address"},
+        {"name": "value", "type": "uint256"},
+        {"name": "nonce", "type": "uint256"},
+        {"name": "deadline", "type": "uint256"},
+    ]
+}
+
+
+def _hex_bytes(data: bytes | str) -> bytes:
+    return bytes.fromhex(data.removeprefix("0x")) if isinstance(data, str) else bytes(data)
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """A signed forward request, ready for ``execute(request.as_tuple())``."""
+
+    sender: str
+    to: str
+    value: int
+    gas: int
+    nonce: int
+    deadline: int
+    data: bytes
+    signature: bytes
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """ForwardRequestData: (from, to, value, gas, deadline, data, signature) — no nonce."""
+        return (
+            self.sender,
+            self.to,
+            self.value,
+            self.gas,
+            self.deadline,
+            self.data,
+            self.signature,
+        )
+
+
+def forward_typed_data(
+    forwarder: str,
+    chain_id: int,
+    *,
+    sender: str,
+    to: str,
+    value: int,
+    gas: int,
+    nonce: int,
+    deadline: int,
+    data: bytes | str,
+) -> SignableMessage:
+    domain = {
+        "name": FORWARDER_NAME,
+        "version": "1",
+        "chainId": chain_id,
+        "verifyingContract": str(forwarder),
+    }
+    message = {
+        "from": sender,
+        "to": str(to),
+        "value": value,
+        "gas": gas,
+        "nonce": nonce,
+        "deadline": deadline,
+        "data": _hex_bytes(data),
+    }
+    return encode_typed_data(
+        domain_data=domain, message_types=FORWARD_REQUEST_TYPES, message_data=message
+    )
+
+
+def sign_request(
+    signer: Any,
+    forwarder: str,
+    chain_id: int,
+    to: str,
+    data: bytes | str,
+    nonce: int,
+    deadline: int,
+    gas: int = 500_000,
+    value: int = 0,
+) -> SignedRequest:
+    """Sign with ``signer`` (an eth-account LocalAccount) a call of ``to`` with ``data``."""
+    raw = _hex_bytes(data)
+    typed = forward_typed_data(
+        forwarder,
+        chain_id,
+        sender=signer.address,
+        to=str(to),
+        value=value,
+        gas=gas,
+        nonce=nonce,
+        deadline=deadline,
+        data=raw,
+    )
+    signed = Account.sign_message(typed, signer.key)
+    return SignedRequest(
+        signer.address, str(to), value, gas, nonce, deadline, raw, bytes(signed.signature)
+    )
+
+
+def recover_request_signer(
+    request: SignedRequest, forwarder: str, chain_id: int, nonce: int
+) -> str:
+    """Who the forwarder will take to have signed ``request`` at ``nonce`` on ``chain_id``."""
+    typed = forward_typed_data(
+        forwarder,
+        chain_id,
+        sender=request.sender,
+        to=request.to,
+        value=request.value,
+        gas=request.gas,
+        nonce=nonce,
+        deadline=request.deadline,
+        data=request.data,
+    )
+    return Account.recover_message(typed, signature=request.signature)
+
+
+def sign_permit(
+    owner: Any,
+    *,
+    token_name: str,
+    token: str,
+    spender: str,
+    value: int,
+    nonce: int,
+    deadline: int,
+    chain_id: int,
+) -> tuple[int, bytes, bytes]:
+    """EIP-2612 permit of ``owner`` (a LocalAccount): (v, r, s) for ``permit(...)`` calls."""
+    domain = {"name": token_name, "version": "1", "chainId": chain_id, "verifyingContract": token}
+    message = {
+        "owner": owner.address,
+        "spender": str(spender),
+        "value": value,
+        "nonce": nonce,
+        "deadline": deadline,
+    }
+    signed = Account.sign_message(
+        encode_typed_data(domain_data=domain, message_types=PERMIT_TYPES, message_data=message),
+        owner.key,
+    )
+    return signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
