@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import pytest
-from brownie import history, web3
+from brownie import history, network, web3
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
 from tests.support.profiles import active_profile, stateful_settings
@@ -49,15 +49,17 @@ def run_machine(machine: type[SnapshotMachine], env: dict[str, Any], *, steps: i
     # web3's validation middleware asks the node for its chain id before every
     # call and transaction: cache that one answer (it cannot change under a revert).
     cache_state = (provider.cache_allowed_requests, provider.cacheable_requests)
+    fee_setting = network.priority_fee()
     provider.cache_allowed_requests, provider.cacheable_requests = True, {"eth_chainId"}
     _example_snapshot[0] = _rpc("evm_snapshot")
     try:
         run_state_machine_as_test(machine, settings=stateful_settings(steps=steps))
     finally:
-        provider.cache_allowed_requests, provider.cacheable_requests = cache_state
         machine.env = {}
         _revert_to_example_snapshot()
         _example_snapshot[0] = None
+        provider.cache_allowed_requests, provider.cacheable_requests = cache_state
+        network.priority_fee(fee_setting)
 
 
 # The node's own snapshot id for the world every example starts from. Raw
@@ -67,6 +69,7 @@ def run_machine(machine: type[SnapshotMachine], env: dict[str, Any], *, steps: i
 # needs pruning: its nonce logic waits forever on a sender whose newest known tx
 # was reverted away. The snapshot is taken after fn_isolation's, which stays valid.
 _example_snapshot: list[str | None] = [None]
+_example_counter = [0]
 
 
 def _rpc(method: str, *params: Any) -> Any:
@@ -83,6 +86,13 @@ def _revert_to_example_snapshot() -> None:
     if _rpc("evm_revert", snapshot) is not True:
         raise RuntimeError(f"evm_revert({snapshot}) was refused by the node")
     history._revert(web3.eth.block_number)
+    # A distinct priority fee per example (1 gwei + n wei) makes every example's
+    # transactions distinct from every earlier example's: replaying the same steps
+    # from the same snapshot would otherwise re-send byte-identical transactions
+    # (same hashes) that anvil had mined and then reverted away, and brownie
+    # reported one of those, rarely, as "dropped without known replacement".
+    _example_counter[0] += 1
+    network.priority_fee(10**9 + _example_counter[0])
     # anvil drops a snapshot once reverted to: take it again for the next example.
     _example_snapshot[0] = _rpc("evm_snapshot")
 
