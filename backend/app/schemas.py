@@ -234,3 +234,21 @@ class ForwarderInfoPublic(BaseModel):
     types: dict[str, Any]
     primary_type: str = "ForwardRequest"
     allowed_calls: dict[str, list[str]]
+
+
+class HoldingPublic(_Row):
+    token_id: str
+    class_id: int | None
+    window_start: int | None
+    amount: int
+
+
+class PortfolioPublic(BaseModel):
+    """What an address holds and owes, from the index."""
+
+    address: str
+    stablecoin: int
+    capacity: list[HoldingPublic]
+    reservations: list[ReservationPublic]
+    nodes: list[NodePublic]
+    as_of_block: int

@@ -238,6 +238,19 @@ class ReservationRow(Base):
     uncovered: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class BalanceRow(Base):
+    """A holder's balance of one asset: the stablecoin (token_id "") or a capacity token."""
+
+    __tablename__ = "balances"
+
+    holder: Mapped[str] = mapped_column(String(42), primary_key=True)
+    asset: Mapped[str] = mapped_column(String(16), primary_key=True)  # "stablecoin" | "capacity"
+    token_id: Mapped[str] = mapped_column(String(78), primary_key=True)
+    class_id: Mapped[int | None] = mapped_column(Integer)
+    window_start: Mapped[int | None] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+
 PROJECTIONS: tuple[type[Base], ...] = (
     GpuClassRow,
     NodeRow,
@@ -245,6 +258,7 @@ PROJECTIONS: tuple[type[Base], ...] = (
     OfferRow,
     SaleRow,
     ReservationRow,
+    BalanceRow,
 )
 
 

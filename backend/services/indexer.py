@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import (
     PROJECTIONS,
+    BalanceRow,
     ChainEvent,
     EpochRow,
     GpuClassRow,
@@ -500,7 +501,51 @@ def _apply_settled(session: Session, ev: ChainEvent) -> None:
     r.uncovered = ev.args["refund"] - ev.args["slashed"]
 
 
+ZERO = "0x" + "0" * 40
+
+
+def _move(session: Session, holder: str, asset: str, token_id: int | None, delta: int) -> None:
+    if holder == ZERO or delta == 0:
+        return
+    key = (holder, asset, "" if token_id is None else str(token_id))
+    row = session.get(BalanceRow, key)
+    if row is None:
+        class_id, window_start = token_parts(token_id) if token_id is not None else (None, None)
+        row = BalanceRow(
+            holder=holder,
+            asset=asset,
+            token_id=key[2],
+            class_id=class_id,
+            window_start=window_start,
+            amount=0,
+        )
+        session.add(row)
+    row.amount += delta
+    if row.amount < 0:  # only possible with events missing: say so loudly
+        log.error("indexer: negative %s balance of %s (%s)", asset, holder, key[2])
+
+
+def _apply_erc20_transfer(session: Session, ev: ChainEvent) -> None:
+    a = ev.args
+    _move(session, a["from"], "stablecoin", None, -a["value"])
+    _move(session, a["to"], "stablecoin", None, a["value"])
+
+
+def _apply_erc1155_transfer(session: Session, ev: ChainEvent) -> None:
+    a = ev.args
+    if ev.event == "TransferSingle":
+        moves = [(a["id"], a["value"])]
+    else:
+        moves = list(zip(a["ids"], a["values"], strict=True))
+    for token_id, value in moves:
+        _move(session, a["from"], "capacity", token_id, -value)
+        _move(session, a["to"], "capacity", token_id, value)
+
+
 _HANDLERS = {
+    ("TestStablecoin", "Transfer"): _apply_erc20_transfer,
+    ("CapacityToken", "TransferSingle"): _apply_erc1155_transfer,
+    ("CapacityToken", "TransferBatch"): _apply_erc1155_transfer,
     ("NodeRegistry", "GpuClassRegistered"): _apply_gpu_class,
     ("NodeRegistry", "NodeRegistered"): _apply_node_registered,
     **{

@@ -9,7 +9,7 @@ from brownie import chain, web3
 from eth_account import Account
 
 from gpucap.signing import sign_permit, sign_request
-from tests.backend.backend_helpers import Stack
+from tests.backend.backend_helpers import Stack, wait_for
 
 USD = 10**6
 PRICE = 2 * USD
@@ -88,6 +88,13 @@ def test_gasless_buy_with_permit_confirms(stack: Stack, market) -> None:
     assert final["status"] == "confirmed", final
     assert s.capacity.balanceOf(wallet.address, market["token"]) == 5
     assert s.stablecoin.balanceOf(wallet.address) == 100 * USD - 5 * PRICE
+    # The index follows: the wallet's portfolio shows what it bought.
+    holding = wait_for(
+        lambda: stack.get(f"/api/v1/portfolio/{wallet.address}").json()["capacity"],
+        30,
+        "the purchase to be indexed",
+    )
+    assert [(h["token_id"], h["amount"]) for h in holding] == [(str(market["token"]), 5)]
 
 
 def test_forwarder_info_says_what_to_sign(stack: Stack, market) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 
 from backend.db.migrate import upgrade_to_head
 from backend.db.models import (
+    BalanceRow,
     ChainEvent,
     EpochRow,
     GpuClassRow,
@@ -119,6 +120,24 @@ def test_indexes_the_world_into_read_models(world, indexer, sessions, operator, 
         assert epoch.node_count == 1
         state = s.scalars(select(IndexerState)).one()
         assert state.next_block == chain.height + 1
+
+
+def test_balances_match_the_chain(world, indexer, sessions, live_deployment, operator, buyer):
+    indexer.step()
+    system = live_deployment.system
+    with sessions() as s:
+        rows = s.scalars(select(BalanceRow)).all()
+    coin = {r.holder: r.amount for r in rows if r.asset == "stablecoin"}
+    for holder in (
+        operator.address,
+        buyer.address,
+        system.registry.address,
+        system.capacity.address,
+    ):
+        assert coin.get(holder, 0) == system.stablecoin.balanceOf(holder), holder
+    held = {(r.holder, r.token_id): r.amount for r in rows if r.asset == "capacity"}
+    assert held[(buyer.address, str(world["token"]))] == 10
+    assert system.capacity.balanceOf(buyer, world["token"]) == 10
 
 
 def test_second_step_is_a_no_op_and_restart_resumes(world, indexer, sessions, live_deployment):

@@ -19,14 +19,17 @@ from backend.app.schemas import (
     EpochPublic,
     ErrorPublic,
     GpuClassPublic,
+    HoldingPublic,
     IndexerStatusPublic,
     NodePublic,
     OfferPublic,
+    PortfolioPublic,
     PricePointPublic,
     ReservationPublic,
     checksum_address,
 )
 from backend.db.models import (
+    BalanceRow,
     EpochRow,
     GpuClassRow,
     IndexerState,
@@ -171,6 +174,38 @@ def price_index(
         )
         for c, w, hours, volume, n in session.execute(query).all()
     ]
+
+
+@router.get("/portfolio/{address}", responses={422: {"model": ErrorPublic}})
+def portfolio(address: str, session: SessionDep) -> PortfolioPublic:
+    """Stablecoin and capacity balances, reservations and operated nodes of ``address``."""
+    holder = _address(address, "address")
+    assert holder is not None
+    balances = session.scalars(
+        select(BalanceRow).where(BalanceRow.holder == holder, BalanceRow.amount != 0)
+    ).all()
+    stablecoin = sum(b.amount for b in balances if b.asset == "stablecoin")
+    capacity = sorted(
+        (HoldingPublic.model_validate(b) for b in balances if b.asset == "capacity"),
+        key=lambda h: (h.window_start or 0, h.class_id or 0),
+    )
+    reservations = session.scalars(
+        select(ReservationRow)
+        .where(ReservationRow.holder == holder)
+        .order_by(ReservationRow.reservation_id)
+    )
+    nodes = session.scalars(
+        select(NodeRow).where(NodeRow.operator == holder).order_by(NodeRow.node_id)
+    )
+    state = session.scalars(select(IndexerState).order_by(IndexerState.updated_at.desc())).first()
+    return PortfolioPublic(
+        address=holder,
+        stablecoin=stablecoin,
+        capacity=capacity,
+        reservations=[ReservationPublic.model_validate(r) for r in reservations],
+        nodes=[NodePublic.model_validate(n) for n in nodes],
+        as_of_block=state.next_block - 1 if state else 0,
+    )
 
 
 @router.get("/indexer", responses={503: {"model": ErrorPublic}})
