@@ -252,3 +252,15 @@ class PortfolioPublic(BaseModel):
     reservations: list[ReservationPublic]
     nodes: list[NodePublic]
     as_of_block: int
+
+
+class SigningNoncesPublic(BaseModel):
+    """Nonces a wallet signs with: the forwarder's (ForwardRequest) and the stablecoin's
+    (EIP-2612 permit). Read from the chain: they must be current, not indexed."""
+
+    address: str
+    forwarder: int
+    stablecoin_permit: int
+    stablecoin_name: str
+    stablecoin: str
+    chain_id: int

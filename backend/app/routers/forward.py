@@ -6,7 +6,14 @@ from fastapi import APIRouter, Request, Response
 
 from backend.app.deps import ChainDep, EnqueueDep, SessionDep
 from backend.app.errors import ApiError
-from backend.app.schemas import ErrorPublic, ForwardAccepted, ForwardCreate, ForwarderInfoPublic
+from backend.app.schemas import (
+    ErrorPublic,
+    ForwardAccepted,
+    ForwardCreate,
+    ForwarderInfoPublic,
+    SigningNoncesPublic,
+    checksum_address,
+)
 from backend.db.models import ActionKind
 from backend.services import forward
 from backend.services.actions import create_action, find_by_key, mark_enqueued
@@ -32,6 +39,35 @@ def forwarder_info(chain: ChainDep) -> ForwarderInfoPublic:
             for name, fns in forward.ALLOWED_CALLS.items()
             if name in chain.deployment.contracts
         },
+    )
+
+
+@router.get(
+    "/accounts/{address}/nonces",
+    responses={422: {"model": ErrorPublic}, 503: {"model": ErrorPublic}},
+)
+def signing_nonces(address: str, chain: ChainDep) -> SigningNoncesPublic:
+    """The nonces ``address`` must sign its next forward request and permit with."""
+    try:
+        holder = checksum_address(address)
+    except ValueError as exc:
+        raise ApiError(422, "ValidationFailed", f"address: {exc}") from exc
+    fwd, coin = chain.contract(forward.FORWARDER), chain.stablecoin
+    nonce, permit_nonce, name = chain.call(
+        "reading nonces",
+        lambda: (
+            fwd.functions.nonces(holder).call(),
+            coin.functions.nonces(holder).call(),
+            coin.functions.name().call(),
+        ),
+    )
+    return SigningNoncesPublic(
+        address=holder,
+        forwarder=nonce,
+        stablecoin_permit=permit_nonce,
+        stablecoin_name=name,
+        stablecoin=coin.address,
+        chain_id=chain.deployment.chain_id,
     )
 
 

@@ -126,6 +126,14 @@ def list_offers(
     return [OfferPublic.model_validate(r) for r in session.scalars(query)]
 
 
+@router.get("/offers/{offer_id}", responses=NOT_FOUND)
+def read_offer(offer_id: int, session: SessionDep) -> OfferPublic:
+    row = session.get(OfferRow, offer_id)
+    if row is None:
+        raise ApiError(404, "OfferNotFound", f"no offer {offer_id} has been indexed")
+    return OfferPublic.model_validate(row)
+
+
 @router.get("/reservations")
 def list_reservations(
     session: SessionDep,

@@ -1,0 +1,482 @@
+"""``python -m gpucap``: act on gpucap from a terminal, as an operator or a wallet user.
+
+Every action goes through the API exactly as a browser wallet's would: the CLI
+signs an EIP-712 forward request (and an EIP-2612 permit where tokens move)
+locally and posts it to ``/api/v1/forward``, so it gets the same validation and
+the same error codes; then it follows the action to its end. Reads come from
+the API's index. The wallet key comes from an encrypted keystore
+(``--keystore``, password from ``$GPUCAP_KEYSTORE_PASSWORD`` or a prompt), from
+``$GPUCAP_WALLET_KEY``, or, on a local chain, from anvil's dev accounts
+(``--dev-account N``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from rich.console import Console
+from rich.table import Table
+from web3 import Web3
+
+from gpucap import devchain
+from gpucap.deployment import REPO_ROOT, Deployment
+from gpucap.signing import sign_permit, sign_request
+
+app = typer.Typer(
+    name="gpucap", help="Act on gpucap as an operator or a wallet user.", no_args_is_help=True
+)
+console = Console()
+err_console = Console(stderr=True)
+
+USD = 10**6
+DEFAULT_DEADLINE_SECONDS = 600
+
+
+class Ctx:
+    def __init__(self, api: str, manifest: Path, as_json: bool) -> None:
+        self.api = api.rstrip("/")
+        self.manifest_path = manifest
+        self.as_json = as_json
+        self.http = httpx.Client(base_url=self.api, timeout=15.0)
+        self._deployment: Deployment | None = None
+
+    @property
+    def deployment(self) -> Deployment:
+        if self._deployment is None:
+            self._deployment = Deployment.load(self.manifest_path)
+        return self._deployment
+
+    def contract(self, name: str) -> Any:
+        return self.deployment.contract(Web3(), name)
+
+    def get(self, path: str, **params: Any) -> Any:
+        return _answer(
+            self.http.get(path, params={k: v for k, v in params.items() if v is not None})
+        )
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return _answer(self.http.post(path, json=body))
+
+
+class ApiRejected(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(body.get("reason", ""))
+        self.status, self.body = status, body
+
+
+def _answer(resp: httpx.Response) -> Any:
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {"code": "HTTPError", "reason": resp.text}
+    if resp.status_code >= 400:
+        raise ApiRejected(resp.status_code, body)
+    return body
+
+
+def _ctx(typer_ctx: typer.Context) -> Ctx:
+    return typer_ctx.obj  # type: ignore[no-any-return]
+
+
+@app.callback()
+def main(
+    typer_ctx: typer.Context,
+    api: Annotated[str, typer.Option(envvar="GPUCAP_API_URL", help="API base URL")] = (
+        "http://127.0.0.1:8000"
+    ),
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="GPUCAP_MANIFEST_PATH",
+            help="deployment manifest (ABIs); default: the running demo's, else development's",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON, not tables")] = False,
+) -> None:
+    typer_ctx.obj = Ctx(api, manifest or _default_manifest(), as_json)
+
+
+def _default_manifest() -> Path:
+    demo = Path(os.environ.get("GPUCAP_DEMO_DIR", REPO_ROOT / ".run" / "demo")) / "deployment.json"
+    return demo if demo.exists() else REPO_ROOT / "deployments" / "development.json"
+
+
+# ---------------------------------------------------------------------------
+# Wallet
+# ---------------------------------------------------------------------------
+
+DevAccount = Annotated[
+    int | None, typer.Option("--dev-account", help="anvil dev account index (local chains only)")
+]
+Keystore = Annotated[
+    Path | None, typer.Option("--keystore", help="encrypted JSON keystore (eth-account)")
+]
+
+
+def wallet(dev_account: int | None, keystore: Path | None) -> LocalAccount:
+    if keystore is not None:
+        password = os.environ.get("GPUCAP_KEYSTORE_PASSWORD")
+        if password is None:
+            password = typer.prompt(f"password for {keystore}", hide_input=True)
+        try:
+            key = Account.decrypt(json.loads(keystore.read_text()), password)
+        except (OSError, ValueError) as exc:
+            raise typer.BadParameter(f"cannot open keystore {keystore}: {exc}") from exc
+        return Account.from_key(key)
+    if dev_account is not None:
+        return Account.from_key(devchain.dev_private_key(dev_account))
+    key = os.environ.get("GPUCAP_WALLET_KEY")
+    if key:
+        return Account.from_key(key)
+    raise typer.BadParameter("no wallet: pass --keystore, --dev-account, or set GPUCAP_WALLET_KEY")
+
+
+# ---------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------
+
+
+def show(
+    ctx: Ctx, rows: list[dict[str, Any]] | dict[str, Any], title: str, columns: list[str]
+) -> None:
+    if ctx.as_json:
+        console.print_json(data=rows)
+        return
+    items = rows if isinstance(rows, list) else [rows]
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in items:
+        table.add_row(*(_cell(column, row.get(column)) for column in columns))
+    console.print(table)
+
+
+def _cell(column: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if column in {"price_per_gpu_hour", "bonded", "locked", "stablecoin", "volume"}:
+        return f"{value / USD:,.2f}"
+    if column == "window_start":
+        return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(value))
+    return str(value)
+
+
+def fail(exc: ApiRejected) -> None:
+    err_console.print(
+        f"[red]rejected ({exc.status} {exc.body.get('code')}):[/] {exc.body.get('reason')}"
+    )
+    raise typer.Exit(code=2)
+
+
+# ---------------------------------------------------------------------------
+# Reads
+# ---------------------------------------------------------------------------
+
+
+@app.command()
+def status(typer_ctx: typer.Context) -> None:
+    """API health and how far the index trails the chain."""
+    ctx = _ctx(typer_ctx)
+    try:
+        health = ctx.http.get("/health").json()
+        indexer = ctx.get("/api/v1/indexer")
+    except ApiRejected as exc:
+        fail(exc)
+        return
+    if ctx.as_json:
+        console.print_json(data={"health": health, "indexer": indexer})
+        return
+    for name, check in health.get("checks", {}).items():
+        mark = "[green]ok[/]" if check.get("ok") else "[red]down[/]"
+        console.print(f"{name:>9}: {mark} {check.get('detail', '')}")
+    console.print(
+        f"  indexer: block {indexer['next_block'] - 1} of {indexer['head_block']} "
+        f"(lag {indexer['lag_blocks']}), reorgs {indexer['reorgs']}, resets {indexer['resets']}"
+    )
+
+
+@app.command()
+def nodes(typer_ctx: typer.Context, operator: str | None = None) -> None:
+    """Registered nodes (optionally one operator's)."""
+    ctx = _ctx(typer_ctx)
+    try:
+        rows = ctx.get("/api/v1/nodes", operator=operator)
+    except ApiRejected as exc:
+        fail(exc)
+        return
+    show(
+        ctx,
+        rows,
+        "nodes",
+        ["node_id", "operator", "class_id", "gpu_count", "region", "status", "bonded", "locked"],
+    )
+
+
+@app.command()
+def offers(
+    typer_ctx: typer.Context,
+    class_id: int | None = None,
+    all_: bool = typer.Option(False, "--all", help="include cancelled"),
+) -> None:
+    """Capacity offers (open ones by default)."""
+    ctx = _ctx(typer_ctx)
+    try:
+        rows = ctx.get("/api/v1/offers", class_id=class_id, status=None if all_ else "open")
+    except ApiRejected as exc:
+        fail(exc)
+        return
+    show(
+        ctx,
+        rows,
+        "offers",
+        [
+            "offer_id",
+            "node_id",
+            "class_id",
+            "window_start",
+            "amount",
+            "sold",
+            "price_per_gpu_hour",
+            "status",
+        ],
+    )
+
+
+@app.command()
+def prices(typer_ctx: typer.Context, class_id: int | None = None) -> None:
+    """Volume-weighted price per GPU class and delivery window."""
+    ctx = _ctx(typer_ctx)
+    try:
+        rows = ctx.get("/api/v1/price-index", class_id=class_id)
+    except ApiRejected as exc:
+        fail(exc)
+        return
+    show(
+        ctx,
+        rows,
+        "price index",
+        ["class_id", "window_start", "gpu_hours", "volume", "vwap_per_gpu_hour", "sales"],
+    )
+
+
+@app.command()
+def portfolio(
+    typer_ctx: typer.Context,
+    address: Annotated[str | None, typer.Argument(help="default: your wallet")] = None,
+    dev_account: DevAccount = None,
+    keystore: Keystore = None,
+) -> None:
+    """Stablecoin, capacity tokens, reservations and nodes of an address."""
+    ctx = _ctx(typer_ctx)
+    address = address or wallet(dev_account, keystore).address
+    try:
+        body = ctx.get(f"/api/v1/portfolio/{address}")
+    except ApiRejected as exc:
+        fail(exc)
+        return
+    if ctx.as_json:
+        console.print_json(data=body)
+        return
+    balance = body["stablecoin"] / USD
+    console.print(f"{body['address']} (as of block {body['as_of_block']}): {balance:,.2f} tUSD")
+    show(
+        ctx, body["capacity"], "capacity tokens", ["token_id", "class_id", "window_start", "amount"]
+    )
+    if body["reservations"]:
+        show(
+            ctx,
+            body["reservations"],
+            "reservations",
+            ["reservation_id", "node_id", "window_start", "amount", "status", "refund"],
+        )
+    if body["nodes"]:
+        show(
+            ctx,
+            body["nodes"],
+            "nodes",
+            ["node_id", "class_id", "gpu_count", "status", "bonded", "locked"],
+        )
+
+
+# ---------------------------------------------------------------------------
+# Actions
+# ---------------------------------------------------------------------------
+
+
+def follow(ctx: Ctx, action_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    with console.status(f"action {action_id}…"):
+        while True:
+            action = ctx.get(f"/actions/{action_id}")
+            if action["status"] in ("confirmed", "failed") or time.monotonic() > deadline:
+                return action  # type: ignore[no-any-return]
+            time.sleep(0.3)
+
+
+def report(ctx: Ctx, action: dict[str, Any]) -> None:
+    if ctx.as_json:
+        console.print_json(data=action)
+    elif action["status"] == "confirmed":
+        block, tx = action.get("block_number"), action.get("tx_hash")
+        console.print(f"[green]confirmed[/] in block {block} (tx {tx})")
+    elif action["status"] == "failed":
+        console.print(f"[red]failed[/] {action.get('error_code')}: {action.get('error')}")
+    else:
+        console.print(f"still {action['status']}: follow it with GET /actions/{action['id']}")
+    if action["status"] == "failed":
+        raise typer.Exit(code=1)
+
+
+def relay(
+    ctx: Ctx, signer: LocalAccount, contract: str, data: str, deadline: int, nonce: int
+) -> None:
+    target = ctx.contract(contract)
+    forwarder = ctx.contract("GpucapForwarder")
+    req = sign_request(
+        signer, forwarder.address, ctx.deployment.chain_id, target.address, data, nonce, deadline
+    )
+    body = {
+        "from": signer.address,
+        "to": req.to,
+        "value": 0,
+        "gas": req.gas,
+        "deadline": req.deadline,
+        "data": "0x" + req.data.hex(),
+        "signature": "0x" + req.signature.hex(),
+        "nonce": nonce,
+    }
+    try:
+        accepted = ctx.post("/api/v1/forward", body)
+    except ApiRejected as exc:
+        fail(exc)
+        return
+    if not ctx.as_json:
+        call = f"{accepted['contract']}.{accepted['function']}"
+        console.print(f"accepted: {call} as action {accepted['action_id']}")
+    report(ctx, follow(ctx, accepted["action_id"]))
+
+
+def _deadline() -> int:
+    return int(time.time()) + DEFAULT_DEADLINE_SECONDS
+
+
+@app.command()
+def buy(
+    typer_ctx: typer.Context,
+    offer_id: int,
+    amount: Annotated[int, typer.Argument(help="GPU-hours")],
+    dev_account: DevAccount = None,
+    keystore: Keystore = None,
+) -> None:
+    """Buy GPU-hours from an offer, gasless: a permit and a forward request, both signed here."""
+    ctx = _ctx(typer_ctx)
+    signer = wallet(dev_account, keystore)
+    try:
+        offer = ctx.get(f"/api/v1/offers/{offer_id}")
+        nonces = ctx.get(f"/api/v1/accounts/{signer.address}/nonces")
+    except ApiRejected as exc:
+        fail(exc)
+        return
+    deadline = _deadline()
+    capacity = ctx.contract("CapacityToken")
+    v, r, s = sign_permit(
+        signer,
+        token_name=nonces["stablecoin_name"],
+        token=nonces["stablecoin"],
+        spender=capacity.address,
+        value=amount * offer["price_per_gpu_hour"],
+        nonce=nonces["stablecoin_permit"],
+        deadline=deadline,
+        chain_id=nonces["chain_id"],
+    )
+    data = capacity.encode_abi("buyWithPermit", args=[offer_id, amount, deadline, v, r, s])
+    relay(ctx, signer, "CapacityToken", data, deadline, nonces["forwarder"])
+
+
+@app.command()
+def redeem(
+    typer_ctx: typer.Context,
+    token_id: int,
+    amount: Annotated[int, typer.Argument(help="GPU-hours")],
+    node_id: Annotated[int, typer.Argument(help="the node that sold them (see: offers)")],
+    dev_account: DevAccount = None,
+    keystore: Keystore = None,
+) -> None:
+    """Redeem capacity tokens into a reservation on a node, before the window opens."""
+    ctx = _ctx(typer_ctx)
+    signer = wallet(dev_account, keystore)
+    try:
+        nonces = ctx.get(f"/api/v1/accounts/{signer.address}/nonces")
+    except ApiRejected as exc:
+        fail(exc)
+        return
+    data = ctx.contract("CapacityToken").encode_abi("redeem", args=[token_id, amount, node_id])
+    relay(ctx, signer, "CapacityToken", data, _deadline(), nonces["forwarder"])
+
+
+@app.command("publish-offer")
+def publish_offer(
+    typer_ctx: typer.Context,
+    node_id: int,
+    class_id: int,
+    window_start: Annotated[int, typer.Argument(help="unix seconds, aligned to the window")],
+    amount: Annotated[int, typer.Argument(help="GPU-hours")],
+    price: Annotated[float, typer.Argument(help="tUSD per GPU-hour")],
+    dev_account: DevAccount = None,
+    keystore: Keystore = None,
+) -> None:
+    """Offer GPU-hours of your node for a future window (as the node's operator)."""
+    ctx = _ctx(typer_ctx)
+    signer = wallet(dev_account, keystore)
+    try:
+        nonces = ctx.get(f"/api/v1/accounts/{signer.address}/nonces")
+    except ApiRejected as exc:
+        fail(exc)
+        return
+    token_id = (class_id << 64) | window_start
+    data = ctx.contract("CapacityToken").encode_abi(
+        "publishOffer", args=[node_id, token_id, amount, round(price * USD)]
+    )
+    relay(ctx, signer, "CapacityToken", data, _deadline(), nonces["forwarder"])
+
+
+@app.command("cancel-offer")
+def cancel_offer(
+    typer_ctx: typer.Context,
+    offer_id: int,
+    dev_account: DevAccount = None,
+    keystore: Keystore = None,
+) -> None:
+    """Withdraw the unsold part of one of your offers."""
+    ctx = _ctx(typer_ctx)
+    signer = wallet(dev_account, keystore)
+    try:
+        nonces = ctx.get(f"/api/v1/accounts/{signer.address}/nonces")
+    except ApiRejected as exc:
+        fail(exc)
+        return
+    data = ctx.contract("CapacityToken").encode_abi("cancelOffer", args=[offer_id])
+    relay(ctx, signer, "CapacityToken", data, _deadline(), nonces["forwarder"])
+
+
+@app.command()
+def faucet(
+    typer_ctx: typer.Context, dev_account: DevAccount = None, keystore: Keystore = None
+) -> None:
+    """Get test stablecoin for your wallet (rate-limited)."""
+    ctx = _ctx(typer_ctx)
+    signer = wallet(dev_account, keystore)
+    try:
+        accepted = ctx.post("/faucet", {"address": signer.address})
+    except ApiRejected as exc:
+        fail(exc)
+        return
+    report(ctx, follow(ctx, accepted["action_id"]))

@@ -1,0 +1,97 @@
+"""The operator/wallet CLI (``python -m gpucap``) against the real API, worker and chain."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from brownie import chain
+
+from tests.backend.backend_helpers import ROOT, Stack, wait_for
+
+USD = 10**6
+WALLET_INDEX = 4  # tests/conftest.py `staker`: tUSD from the admin, no approvals
+
+
+def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpucap",
+            "--api",
+            stack.api_url,
+            "--manifest",
+            str(stack.deployment.manifest_path),
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def offer(stack: Stack, admin, operator, staker):
+    s = stack.deployment.system
+    h100 = s.class_ids["H100-SXM-80GB"]
+    s.stablecoin.configureFaucet(10**6 * USD, 1, {"from": admin})
+    for who in (admin, operator):
+        s.stablecoin.drip(who, {"from": who})
+    s.stablecoin.transfer(staker, 50 * USD, {"from": admin})
+    node = s.registry.registerNode(
+        h100,
+        8,
+        b"ap-south".ljust(32, b"\0"),
+        240_000 * USD,
+        chain[-1].timestamp - 3_600,
+        "0x" + "77" * 20,
+        {"from": operator},
+    ).events["NodeRegistered"]["nodeId"]
+    s.stablecoin.approve(s.registry, 2**256 - 1, {"from": operator})
+    s.registry.depositBond(node, 5_000 * USD, {"from": operator})
+    window = s.capacity.windowSeconds()
+    token = s.capacity.tokenIdFor(h100, (chain[-1].timestamp // window + 2) * window)
+    offer_id = s.capacity.publishOffer(node, token, 50, 3 * USD, {"from": operator}).return_value
+    wait_for(
+        lambda: stack.get(f"/api/v1/offers/{offer_id}").status_code == 200, 30, "offer indexed"
+    )
+    return {"id": offer_id, "token": token, "node": node, "system": s}
+
+
+def test_buy_then_portfolio(stack: Stack, offer, staker) -> None:
+    done = cli(stack, "buy", str(offer["id"]), "4", "--dev-account", str(WALLET_INDEX))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "confirmed" in done.stdout
+    assert offer["system"].capacity.balanceOf(staker, offer["token"]) == 4
+
+    def holdings():
+        shown = cli(stack, "--json", "portfolio", staker.address)
+        assert shown.returncode == 0, shown.stderr
+        return json.loads(shown.stdout)["capacity"]
+
+    held = wait_for(holdings, 30, "the purchase in the portfolio")
+    assert [(h["token_id"], h["amount"]) for h in held] == [(str(offer["token"]), 4)]
+
+
+def test_rejection_exits_2_with_the_contract_error(stack: Stack, offer) -> None:
+    too_many = cli(stack, "buy", str(offer["id"]), "40", "--dev-account", str(WALLET_INDEX))
+    assert too_many.returncode == 2
+    assert "ERC20InsufficientBalance" in too_many.stderr
+
+
+def test_reads_render(stack: Stack, offer) -> None:
+    listed = cli(stack, "--json", "offers")
+    assert listed.returncode == 0, listed.stderr
+    assert offer["id"] in [o["offer_id"] for o in json.loads(listed.stdout)]
+    table = cli(stack, "nodes")
+    assert table.returncode == 0 and "ap-south" in table.stdout
+
+
+def test_no_wallet_is_a_usage_error(stack: Stack, offer) -> None:
+    env_free = cli(stack, "buy", str(offer["id"]), "1")
+    assert env_free.returncode == 2
+    assert "no wallet" in env_free.stderr
