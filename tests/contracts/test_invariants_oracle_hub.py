@@ -14,7 +14,6 @@ every example: each accepted epoch's stored root is the one first accepted
 
 from __future__ import annotations
 
-import brownie
 import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, precondition, rule
@@ -31,9 +30,12 @@ from tests.support.errors import err
 from tests.support.stateful import (
     SnapshotMachine,
     batch_views,
+    events,
     mine_at_least,
+    revert_of,
     run_machine,
     stateful_timeout,
+    transact,
 )
 
 pytestmark = stateful_timeout
@@ -88,11 +90,11 @@ class OracleHubMachine(SnapshotMachine):
         epoch = self.last_epoch + 1 + skip
         self._ensure_ended(epoch)
         report, sigs = self._signed(epoch, self._quorum_keys(seed), seed)
-        tx = self.hub.attest(report.as_tuple(), sigs, {"from": self.transmitter})
-        attested = tx.events["EpochAttested"]
+        receipt = transact(self.hub, "attest", report.as_tuple(), sigs, sender=self.transmitter)
+        attested = events(self.hub, receipt, "EpochAttested")
         assert len(attested) == 1
         assert attested[0]["epoch"] == epoch
-        assert attested[0]["root"] == "0x" + report.root.hex()
+        assert bytes(attested[0]["root"]) == report.root
         assert attested[0]["configVersion"] == self.config_version
         assert epoch not in self.accepted
         assert epoch > self.last_epoch
@@ -111,8 +113,7 @@ class OracleHubMachine(SnapshotMachine):
             )
         else:
             expected = err("OracleEpochNotNewer", report.epoch, self.last_epoch)
-        with brownie.reverts(expected):
-            self.hub.attest(report.as_tuple(), sigs, {"from": self.transmitter})
+        assert self._attest_error(report, sigs) == expected
 
     @precondition(lambda self: self.last_epoch > 0)
     @rule(pick=pick, seed=pick)
@@ -120,8 +121,9 @@ class OracleHubMachine(SnapshotMachine):
         epoch = 1 + pick % self.last_epoch  # accepted or skipped, both are in the past
         # A different root than anything accepted: a quorum re-signing history must fail too.
         report, sigs = self._signed(epoch, self._quorum_keys(seed), seed + 1)
-        with brownie.reverts(err("OracleEpochNotNewer", epoch, self.last_epoch)):
-            self.hub.attest(report.as_tuple(), sigs, {"from": self.transmitter})
+        assert self._attest_error(report, sigs) == err(
+            "OracleEpochNotNewer", epoch, self.last_epoch
+        )
 
     @precondition(lambda self: self.removed)
     @rule(pick=pick, seed=pick)
@@ -131,8 +133,7 @@ class OracleHubMachine(SnapshotMachine):
         removed = self.removed[pick % len(self.removed)]
         keys = [*self._quorum_keys(seed)[: self.quorum - 1], removed]
         report, sigs = self._signed(epoch, keys, seed)
-        with brownie.reverts(err("OracleUnknownSigner", address_of(removed))):
-            self.hub.attest(report.as_tuple(), sigs, {"from": self.transmitter})
+        assert self._attest_error(report, sigs) == err("OracleUnknownSigner", address_of(removed))
 
     @rule(pick=pick)
     def add_oracle(self, pick: int) -> None:
@@ -140,8 +141,8 @@ class OracleHubMachine(SnapshotMachine):
         if not outside:
             return
         key = outside[pick % len(outside)]
-        tx = self.hub.addOracle(address_of(key), {"from": self.admin})
-        self._bumped(tx, "OracleAdded")
+        receipt = transact(self.hub, "addOracle", address_of(key), sender=self.admin)
+        self._bumped(receipt, "OracleAdded")
         self.members.append(key)
         if key in self.removed:
             self.removed.remove(key)
@@ -150,31 +151,37 @@ class OracleHubMachine(SnapshotMachine):
     def remove_oracle(self, pick: int) -> None:
         key = self.members[pick % len(self.members)]
         if len(self.members) - 1 < self.quorum:
-            with brownie.reverts(err("OracleInvalidQuorum", self.quorum, len(self.members) - 1)):
-                self.hub.removeOracle(address_of(key), {"from": self.admin})
+            expected = err("OracleInvalidQuorum", self.quorum, len(self.members) - 1)
+            assert revert_of(self.hub, "removeOracle", address_of(key), sender=self.admin) == (
+                expected
+            )
             return
-        tx = self.hub.removeOracle(address_of(key), {"from": self.admin})
-        self._bumped(tx, "OracleRemoved")
+        receipt = transact(self.hub, "removeOracle", address_of(key), sender=self.admin)
+        self._bumped(receipt, "OracleRemoved")
         self.members.remove(key)
         self.removed.append(key)
 
     @rule(quorum=st.integers(1, len(CANDIDATE_KEYS)))
     def set_quorum(self, quorum: int) -> None:
         if quorum > len(self.members):
-            with brownie.reverts(err("OracleInvalidQuorum", quorum, len(self.members))):
-                self.hub.setQuorum(quorum, {"from": self.admin})
+            expected = err("OracleInvalidQuorum", quorum, len(self.members))
+            assert revert_of(self.hub, "setQuorum", quorum, sender=self.admin) == expected
             return
-        tx = self.hub.setQuorum(quorum, {"from": self.admin})
-        self._bumped(tx, "QuorumSet")
+        receipt = transact(self.hub, "setQuorum", quorum, sender=self.admin)
+        self._bumped(receipt, "QuorumSet")
         self.quorum = quorum
 
     @rule(epochs=st.integers(0, 3))
     def advance_time(self, epochs: int) -> None:
         self._ensure_ended(self.ended_through + epochs)
 
-    def _bumped(self, tx, event: str) -> None:
+    def _bumped(self, receipt, event: str) -> None:
         self.config_version += 1
-        assert tx.events[event]["configVersion"] == self.config_version
+        (emitted,) = events(self.hub, receipt, event)
+        assert emitted["configVersion"] == self.config_version
+
+    def _attest_error(self, report, sigs) -> str:
+        return revert_of(self.hub, "attest", report.as_tuple(), sigs, sender=self.transmitter)
 
     # ------------------------------------------------------------------ invariants
 

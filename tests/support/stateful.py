@@ -19,7 +19,10 @@ from typing import Any, ClassVar
 import pytest
 from brownie import history, network, web3
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
+from web3.exceptions import ContractLogicError
 
+from gpucap.revert import decode_revert
+from tests.support.errors import err
 from tests.support.profiles import active_profile, stateful_settings
 
 # Mark a module's state machine tests with this: their run time is the profile's to set.
@@ -134,3 +137,51 @@ def _web3_contract(contract: Any) -> Any:
             address=contract.address, abi=contract.abi
         )
     return found
+
+
+# ---------------------------------------------------------------------------
+# Transactions and expected reverts for machines, through web3 directly.
+#
+# Why not brownie's ContractTx in a machine: after a node snapshot revert,
+# brownie's receipt wait ("count > nonce, then look the hash up") occasionally
+# reported a just-mined transaction as "dropped without known replacement"
+# (about once per 5,000 transactions under load), failing a CI run on a flake.
+# web3's wait polls the receipt by hash until it is there. Expected reverts are
+# checked with eth_call: nothing is mined, the custom error is decoded, and the
+# invariants still see that nothing changed.
+# ---------------------------------------------------------------------------
+
+
+def transact(contract: Any, fn_name: str, *args: Any, sender: Any) -> Any:
+    """Sends ``contract.fn_name(*args)`` from an unlocked dev account; the receipt (status 1)."""
+    fn = getattr(_web3_contract(contract).functions, fn_name)(*args)
+    tx_hash = fn.transact({"from": str(sender)})
+    receipt = web3.eth.wait_for_transaction_receipt(tx_hash, timeout=60, poll_latency=0.01)
+    assert receipt["status"] == 1, f"{fn_name} reverted on-chain: {tx_hash.hex()}"
+    return receipt
+
+
+def events(contract: Any, receipt: Any, name: str) -> list[dict[str, Any]]:
+    """Decoded ``name`` events ``contract`` emitted in ``receipt`` (args only)."""
+    event = getattr(_web3_contract(contract).events, name)()
+    return [dict(e["args"]) for e in event.process_receipt(receipt)]
+
+
+def revert_of(contract: Any, fn_name: str, *args: Any, sender: Any) -> str:
+    """The custom error ``contract.fn_name(*args)`` reverts with, formatted like ``err()``;
+    fails the test if the call would succeed or reverts with an error the ABI lacks."""
+    fn = getattr(_web3_contract(contract).functions, fn_name)(*args)
+    try:
+        fn.call({"from": str(sender)})
+    except ContractLogicError as exc:
+        data = exc.data
+    except ValueError as exc:  # brownie's catch_tx_revert middleware re-raises the RPC error
+        payload = exc.args[0] if exc.args else None
+        if not isinstance(payload, dict) or "data" not in payload:
+            raise
+        data = payload["data"]
+    else:
+        raise AssertionError(f"{fn_name}{args!r} did not revert")
+    decoded = decode_revert(contract.abi, data if isinstance(data, str) else None)
+    assert decoded is not None, f"{fn_name} reverted with undecodable data {data!r}"
+    return err(decoded.name, *decoded.args.values())
