@@ -43,6 +43,10 @@ class Settings(BaseSettings):
 
     # Relaying
     receipt_timeout_seconds: float = 30.0
+    # A transaction still pending this long after it was sent is re-signed with the
+    # same nonce and fees raised by fee_bump_percent (nodes require >= 10%).
+    replace_after_seconds: float = 60.0
+    fee_bump_percent: int = 25
     nonce_lock_seconds: float = 30.0
     # The sweep re-enqueues pending/submitted rows idle for longer than this.
     # Keep it above the relay task's retry_backoff_max (worker/tasks.py).

@@ -78,6 +78,13 @@ class Action(Base):
     # The signed transaction, written before broadcast: after a crash the same
     # transaction is re-sent (same hash), never a second one for the same action.
     raw_tx: Mapped[str | None] = mapped_column(Text)
+    # Fees of the current transaction (EIP-1559; wei) and when it was sent: a
+    # transaction pending too long is replaced by one with the same nonce and
+    # higher fees, and every hash it ever had stays listed (any one may be mined).
+    max_fee_per_gas: Mapped[int | None] = mapped_column(BigInteger)
+    max_priority_fee_per_gas: Mapped[int | None] = mapped_column(BigInteger)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    replaced_tx_hashes: Mapped[list[str] | None] = mapped_column(JSON)
     block_number: Mapped[int | None] = mapped_column(BigInteger)
     error: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(String(64))

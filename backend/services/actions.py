@@ -26,7 +26,7 @@ from backend.services.errors import (
 )
 from backend.services.faucet import drip_request
 from backend.services.forward import forward_tx
-from backend.services.relayer import NonceConsumed, Relayer, SignedTx, TxRequest
+from backend.services.relayer import Fees, NonceConsumed, Relayer, SignedTx, TxRequest
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,7 @@ def relay_action(*, sessions: sessionmaker[Session], relayer: Relayer, action_id
         action = get_action(session, action_id)
         status, tx_hash, raw_tx, nonce = action.status, action.tx_hash, action.raw_tx, action.nonce
         kind, params = action.kind, dict(action.params)
+        replaced = list(action.replaced_tx_hashes or [])
     if ActionStatus(status).is_final:
         return status
 
@@ -152,11 +153,12 @@ def relay_action(*, sessions: sessionmaker[Session], relayer: Relayer, action_id
         if tx_hash is None:
             tx_hash = _sign_and_send(sessions, relayer, action_id, kind, params)
         else:
-            _resend_if_lost(sessions, relayer, action_id, tx_hash, raw_tx, nonce)
+            _resend_if_lost(sessions, relayer, action_id, tx_hash, raw_tx, nonce, replaced)
+            tx_hash, replaced = _replace_if_stuck(sessions, relayer, action_id, kind, params)
         if tx_hash is None:  # failed before sending (decoded revert on estimation)
             with sessions() as session:
                 return get_action(session, action_id).status
-        mined = relayer.wait_mined(tx_hash)
+        mined = relayer.wait_mined(tx_hash, also=replaced)
     except TransactionReverted as rev:
         _finish(
             sessions,
@@ -165,6 +167,7 @@ def relay_action(*, sessions: sessionmaker[Session], relayer: Relayer, action_id
             error_code=rev.code,
             error=rev.reason,
             block_number=rev.block_number,
+            **({"tx_hash": rev.tx_hash} if rev.tx_hash else {}),
         )
         return ActionStatus.FAILED.value
     except ServiceError as exc:
@@ -175,6 +178,7 @@ def relay_action(*, sessions: sessionmaker[Session], relayer: Relayer, action_id
         sessions,
         action_id,
         status=ActionStatus.CONFIRMED.value,
+        tx_hash=mined.tx_hash,  # the replacement, or the original if that one was mined
         block_number=mined.block_number,
         error=None,
         error_code=None,
@@ -213,7 +217,14 @@ def _sign_and_send(
         return signed.tx_hash
 
 
-def _record_submitted(sessions: sessionmaker[Session], action_id: str, signed: SignedTx) -> None:
+def _record_submitted(
+    sessions: sessionmaker[Session],
+    action_id: str,
+    signed: SignedTx,
+    *,
+    replaced: list[str] | None = None,
+) -> None:
+    fees = signed.fees
     _update(
         sessions,
         action_id,
@@ -222,10 +233,72 @@ def _record_submitted(sessions: sessionmaker[Session], action_id: str, signed: S
         nonce=signed.nonce,
         raw_tx=signed.raw_tx,
         sender=signed.sender,
+        max_fee_per_gas=fees.max_fee_per_gas if fees else None,
+        max_priority_fee_per_gas=fees.max_priority_fee_per_gas if fees else None,
+        submitted_at=utcnow(),
+        replaced_tx_hashes=replaced,
         attempts=Action.attempts + 1,
         error=None,
         error_code=None,
     )
+
+
+def _replace_if_stuck(
+    sessions: sessionmaker[Session],
+    relayer: Relayer,
+    action_id: str,
+    kind: str,
+    params: dict[str, Any],
+) -> tuple[str | None, list[str]]:
+    """Re-sign a transaction pending longer than ``relayer.replace_after_seconds``: same
+    nonce, fees raised by ``relayer.fee_bump_percent`` (a node only swaps a pending
+    transaction for one paying enough more). Returns the hash to wait for and every
+    hash the action had before (any of them may be the one mined)."""
+    with relayer.nonces.locked():
+        with sessions() as session:
+            action = get_action(session, action_id)
+            tx_hash, nonce = action.tx_hash, action.nonce
+            replaced = list(action.replaced_tx_hashes or [])
+            submitted_at = action.submitted_at
+            old_fees = (
+                Fees(action.max_fee_per_gas, action.max_priority_fee_per_gas)
+                if action.max_fee_per_gas is not None
+                and action.max_priority_fee_per_gas is not None
+                else None
+            )
+        if ActionStatus(action.status).is_final or tx_hash is None or nonce is None:
+            return tx_hash, replaced
+        age = (utcnow() - submitted_at).total_seconds() if submitted_at else 0.0
+        if age < relayer.replace_after_seconds or old_fees is None:
+            return tx_hash, replaced
+        if any(relayer.receipt(h) is not None for h in [tx_hash, *replaced]):
+            return tx_hash, replaced  # mined meanwhile: nothing to replace
+        if relayer.mined_nonce() > nonce:
+            return tx_hash, replaced  # the nonce is used; wait_mined/NonceConsumed sort it out
+        try:
+            request = REQUEST_BUILDERS[kind](relayer.chain, params)
+            signed = relayer.sign(
+                request, nonce=nonce, min_fees=old_fees.bumped(relayer.fee_bump_percent)
+            )
+        except TransactionReverted as rev:
+            # It would revert now; the pending one ran its checks earlier and may
+            # still succeed. Keep waiting for it rather than replacing it.
+            log.info("action %s: not replacing %s (%s)", action_id, tx_hash, rev.code)
+            return tx_hash, replaced
+        replaced = [*replaced, tx_hash]
+        log.warning(
+            "action %s: %s pending for %.0fs; replaced by %s (nonce %d, max fee %d -> %d)",
+            action_id,
+            tx_hash,
+            age,
+            signed.tx_hash,
+            nonce,
+            old_fees.max_fee_per_gas,
+            signed.fees.max_fee_per_gas if signed.fees else 0,
+        )
+        _record_submitted(sessions, action_id, signed, replaced=replaced)
+        relayer.broadcast(signed)
+        return signed.tx_hash, replaced
 
 
 def _resend_if_lost(
@@ -235,9 +308,14 @@ def _resend_if_lost(
     tx_hash: str,
     raw_tx: str | None,
     nonce: int | None,
+    replaced: list[str] | None = None,
 ) -> None:
     """A recorded transaction the node does not know (crash before broadcast, node restart)."""
     if relayer.is_known(tx_hash) or raw_tx is None or nonce is None:
+        return
+    # A transaction this one replaced may be the one mined (then the replacement is
+    # gone from the pool): that is the action done, never a reason to re-sign.
+    if any(relayer.receipt(h) is not None for h in replaced or []):
         return
     signed = SignedTx(sender=relayer.sender, nonce=nonce, tx_hash=tx_hash, raw_tx=raw_tx)
     with relayer.nonces.locked():

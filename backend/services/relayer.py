@@ -10,13 +10,15 @@ the same transaction is re-sent instead of a second one.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
-from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound, Web3RPCError
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
 from backend.services.chain import Chain, chain_errors
 from backend.services.errors import ChainUnavailable, ServiceError, TransactionReverted
@@ -48,11 +50,34 @@ class TxRequest:
 
 
 @dataclass(frozen=True)
+class Fees:
+    """EIP-1559 fee caps (wei)."""
+
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+
+    def bumped(self, percent: int) -> Fees:
+        """At least ``percent`` higher, and at least 1 wei higher, on both caps."""
+
+        def up(value: int) -> int:
+            return max(value + 1, value * (100 + percent) // 100)
+
+        return Fees(up(self.max_fee_per_gas), up(self.max_priority_fee_per_gas))
+
+    def at_least(self, other: Fees) -> Fees:
+        return Fees(
+            max(self.max_fee_per_gas, other.max_fee_per_gas),
+            max(self.max_priority_fee_per_gas, other.max_priority_fee_per_gas),
+        )
+
+
+@dataclass(frozen=True)
 class SignedTx:
     sender: str
     nonce: int
     tx_hash: str
     raw_tx: str
+    fees: Fees | None = None
 
 
 @dataclass(frozen=True)
@@ -70,11 +95,15 @@ class Relayer:
         *,
         receipt_timeout: float,
         lock_seconds: float,
+        replace_after_seconds: float = 60.0,
+        fee_bump_percent: int = 25,
     ) -> None:
         self.chain = chain
         self.account: LocalAccount = Account.from_key(private_key)
         self.nonces = NonceManager(nonces_client, self.account.address, lock_seconds=lock_seconds)
         self.receipt_timeout = receipt_timeout
+        self.replace_after_seconds = replace_after_seconds
+        self.fee_bump_percent = fee_bump_percent
 
     @property
     def sender(self) -> str:
@@ -82,10 +111,14 @@ class Relayer:
 
     # -- before sending -----------------------------------------------------
 
-    def sign(self, request: TxRequest) -> SignedTx:
+    def sign(
+        self, request: TxRequest, *, nonce: int | None = None, min_fees: Fees | None = None
+    ) -> SignedTx:
         """Build and sign; call inside ``self.nonces.locked()`` and broadcast before leaving it.
 
-        Raises TransactionReverted if the call would revert now (no gas spent).
+        ``nonce`` and ``min_fees`` re-sign a pending transaction as its replacement
+        (same nonce, fees at least ``min_fees``). Raises TransactionReverted if the
+        call would revert now (no gas spent).
         """
         w3 = self.chain.w3
         call = {"from": self.sender, "to": request.to, "data": request.data, "value": request.value}
@@ -100,25 +133,39 @@ class Relayer:
                         exc.data if isinstance(exc.data, str) else None, self.chain.error_abis
                     )
                     raise TransactionReverted(decoded.reason, code=decoded.code) from exc
-            nonce = w3.eth.get_transaction_count(self.sender, "pending")
+            if nonce is None:
+                nonce = w3.eth.get_transaction_count(self.sender, "pending")
             fees = self._fees()
-        tx = {**call, "gas": gas, "nonce": nonce, "chainId": self.chain.deployment.chain_id, **fees}
+        if min_fees is not None:
+            fees = fees.at_least(min_fees)
+        tx = {
+            **call,
+            "gas": gas,
+            "nonce": nonce,
+            "chainId": self.chain.deployment.chain_id,
+            "maxFeePerGas": fees.max_fee_per_gas,
+            "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
+        }
         signed = self.account.sign_transaction(tx)
         return SignedTx(
             sender=self.sender,
             nonce=nonce,
             tx_hash="0x" + signed.hash.hex().removeprefix("0x"),
             raw_tx="0x" + signed.raw_transaction.hex().removeprefix("0x"),
+            fees=fees,
         )
 
-    def _fees(self) -> dict[str, int]:
+    def _fees(self) -> Fees:
         w3 = self.chain.w3
-        base_fee = w3.eth.get_block("latest").get("baseFeePerGas")
-        if base_fee is None:  # pre-London node
-            return {"gasPrice": w3.eth.gas_price}
+        base_fee = w3.eth.get_block("latest").get("baseFeePerGas") or 0
         priority = w3.eth.max_priority_fee
         # Room for the base fee to double before the transaction is priced out.
-        return {"maxPriorityFeePerGas": priority, "maxFeePerGas": 2 * base_fee + priority}
+        return Fees(max_fee_per_gas=2 * base_fee + priority, max_priority_fee_per_gas=priority)
+
+    def mined_nonce(self) -> int:
+        """How many of the sender's transactions are mined (its next nonce on chain)."""
+        with chain_errors("reading nonce"):
+            return int(self.chain.w3.eth.get_transaction_count(self.sender, "latest"))
 
     # -- sending --------------------------------------------------------------
 
@@ -159,22 +206,22 @@ class Relayer:
         with chain_errors("looking up transaction"):
             return self.receipt(tx_hash) is not None or self._in_mempool(tx_hash)
 
-    def wait_mined(self, tx_hash: str) -> Mined:
-        """Wait for the receipt; raise TransactionReverted (decoded) if its status is 0."""
-        w3 = self.chain.w3
-        try:
-            with chain_errors("waiting for receipt"):
-                receipt = w3.eth.wait_for_transaction_receipt(
-                    tx_hash,
-                    timeout=self.receipt_timeout,
-                    poll_latency=0.1,  # type: ignore[arg-type]
-                )
-        except ChainUnavailable as exc:
-            if isinstance(exc.__cause__, TimeExhausted):
+    def wait_mined(self, tx_hash: str, also: Sequence[str] = ()) -> Mined:
+        """Wait for the receipt of ``tx_hash`` or of any hash in ``also`` (transactions it
+        replaced: whichever one the chain took); raise TransactionReverted (decoded) if
+        its status is 0, ChainUnavailable if none is mined within the receipt timeout."""
+        hashes = [tx_hash, *also]
+        deadline = time.monotonic() + self.receipt_timeout
+        while True:
+            receipt = next((r for h in hashes if (r := self.receipt(h)) is not None), None)
+            if receipt is not None:
+                break
+            if time.monotonic() >= deadline:
                 raise ChainUnavailable(
                     f"transaction {tx_hash} not mined within {self.receipt_timeout}s"
-                ) from exc
-            raise
+                )
+            time.sleep(0.1)
+        tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
         block_number = int(receipt["blockNumber"])
         if receipt["status"] == 1:
             return Mined(tx_hash=tx_hash, block_number=block_number)

@@ -47,6 +47,8 @@ class WorkerContext:
             self.redis,
             receipt_timeout=s.receipt_timeout_seconds,
             lock_seconds=s.nonce_lock_seconds,
+            replace_after_seconds=s.replace_after_seconds,
+            fee_bump_percent=s.fee_bump_percent,
         )
 
     @cached_property

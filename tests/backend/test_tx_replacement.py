@@ -1,0 +1,138 @@
+"""Stuck transactions: a relayed transaction the chain does not mine in time is replaced
+(same nonce, higher fees), and the action ends confirmed exactly once whichever of its
+transactions the chain takes. Real anvil (mining paused) and real Redis."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from brownie import web3
+from eth_account import Account
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.db.migrate import upgrade_to_head
+from backend.db.models import ActionKind
+from backend.db.session import get_sessionmaker
+from backend.redis_embedded import EmbeddedRedis
+from backend.services import actions
+from backend.services.chain import Chain
+from backend.services.errors import ChainUnavailable
+from backend.services.relayer import Fees, Relayer
+from gpucap import devchain
+
+DRIP = 1_000 * 10**6
+
+
+@pytest.fixture(scope="module")
+def relayer(live_deployment: Any, redis_server: EmbeddedRedis) -> Iterator[Relayer]:
+    chain = Chain.connect(live_deployment.rpc_url, str(live_deployment.manifest_path), 3)
+    client = redis_lib.Redis.from_url(redis_server.url)
+    yield Relayer(
+        chain,
+        devchain.dev_private_key(9),
+        client,
+        receipt_timeout=0.5,
+        lock_seconds=10,
+        replace_after_seconds=0.2,
+        fee_bump_percent=25,
+    )
+    client.close()
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> sessionmaker[Session]:
+    url = f"sqlite:///{tmp_path / 'relay.db'}"
+    upgrade_to_head(url)
+    return get_sessionmaker(url)
+
+
+@pytest.fixture
+def paused_mining() -> Iterator[None]:
+    web3.provider.make_request("evm_setAutomine", [False])
+    try:
+        yield
+    finally:
+        web3.provider.make_request("evm_setAutomine", [True])
+
+
+def _action(sessions: sessionmaker[Session], address: str) -> str:
+    with sessions() as session:
+        action, _ = actions.create_action(
+            session,
+            kind=ActionKind.FAUCET,
+            idempotency_key=str(uuid.uuid4()),
+            params={"address": address},
+        )
+        return action.id
+
+
+def _row(sessions: sessionmaker[Session], action_id: str) -> Any:
+    with sessions() as session:
+        return actions.get_action(session, action_id)
+
+
+def test_fee_bump_is_at_least_the_percentage_and_one_wei() -> None:
+    assert Fees(100, 10).bumped(25) == Fees(125, 12)
+    assert Fees(1, 1).bumped(25) == Fees(2, 2)
+
+
+def test_stuck_transaction_is_replaced_and_confirmed_once(
+    relayer: Relayer, sessions: sessionmaker[Session], live_deployment: Any, paused_mining: None
+) -> None:
+    address = Account.create().address
+    action_id = _action(sessions, address)
+    with pytest.raises(ChainUnavailable):  # sent, not mined (mining is paused)
+        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id)
+    first = _row(sessions, action_id)
+    assert first.status == "submitted" and first.replaced_tx_hashes is None
+
+    time.sleep(0.3)  # older than replace_after_seconds
+    with pytest.raises(ChainUnavailable):
+        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id)
+    second = _row(sessions, action_id)
+    assert second.tx_hash != first.tx_hash
+    assert second.nonce == first.nonce
+    assert second.replaced_tx_hashes == [first.tx_hash]
+    assert second.max_fee_per_gas >= first.max_fee_per_gas * 125 // 100
+    assert second.max_priority_fee_per_gas >= first.max_priority_fee_per_gas * 125 // 100
+
+    web3.provider.make_request("evm_mine", [])  # the pool holds only the replacement now
+    assert actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id) == (
+        "confirmed"
+    )
+    done = _row(sessions, action_id)
+    assert done.tx_hash == second.tx_hash
+    assert relayer.receipt(first.tx_hash) is None
+    assert live_deployment.system.stablecoin.balanceOf(address) == DRIP  # dripped once
+
+
+def test_original_mined_after_replacement_still_counts_once(
+    relayer: Relayer, sessions: sessionmaker[Session], live_deployment: Any, paused_mining: None
+) -> None:
+    """If the chain takes the original (sent back by someone who saw it), the action is
+    confirmed with the original's hash and the replacement is never re-sent."""
+    address = Account.create().address
+    action_id = _action(sessions, address)
+    with pytest.raises(ChainUnavailable):
+        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id)
+    original = _row(sessions, action_id)
+    time.sleep(0.3)
+    with pytest.raises(ChainUnavailable):
+        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id)
+    replacement = _row(sessions, action_id)
+    # The replacement vanishes from the pool and the original is mined instead.
+    web3.provider.make_request("anvil_dropTransaction", [replacement.tx_hash])
+    web3.provider.make_request("eth_sendRawTransaction", [original.raw_tx])
+    web3.provider.make_request("evm_mine", [])
+    assert actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id) == (
+        "confirmed"
+    )
+    done = _row(sessions, action_id)
+    assert done.tx_hash == original.tx_hash
+    assert live_deployment.system.stablecoin.balanceOf(address) == DRIP
