@@ -21,7 +21,7 @@ collectProceeds (also more than held).
 
 Revert expectations are exact custom errors, checked with eth_call; expected
 successes go through ``transact`` (raw RPC, brownie-decoded events) for speed.
-1,000 examples (ci profile) take ~2.6 min here (155.7 s measured).
+1,000 examples (ci profile) take 2-2.6 min on this 2-core box (127.5 s and 155.7 s measured).
 
 Shadow accounting beside the chain: every offer, commitment, obligation,
 reservation, proven epoch, the registry's bond (bonded, locked, with its
