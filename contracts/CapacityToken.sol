@@ -349,7 +349,7 @@ contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuar
     ) external nonReentrant {
         uint256 count = leaves.length;
         if (count == 0 || count != proofs.length) revert CapacityProofLengthMismatch(count, proofs.length);
-        (, uint64 windowStart) = decodeTokenId(tokenId);
+        uint64 windowStart = _requireNodeToken(nodeId, tokenId);
         _requireWindowEnded(tokenId, windowStart);
         Obligation storage ob = _obligations[nodeId][tokenId];
         if (ob.finalized) revert CapacityDeliveryFinalized(nodeId, tokenId);
@@ -654,6 +654,18 @@ contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuar
     /// @dev Evidence cited in the slash: this contract, the reservation, and the frozen figures it was settled on.
     function _evidence(uint256 reservationId, uint256 tokenId, Obligation storage ob) private view returns (bytes32) {
         return keccak256(abi.encode(address(this), reservationId, tokenId, ob.reserved, ob.deliveredMilliGpuHours));
+    }
+
+    /// @dev Window start of `tokenId`, which must be of node `nodeId`'s GPU class. The epoch
+    /// bitmap is per node (an epoch lies in one window), so epochs counted toward an id of
+    /// another class would be lost to the node's real obligation for the window: anyone
+    /// could void an operator's delivery and, after the grace period, have it slashed.
+    function _requireNodeToken(uint256 nodeId, uint256 tokenId) private view returns (uint64 windowStart) {
+        uint32 classId;
+        (classId, windowStart) = decodeTokenId(tokenId);
+        // Trusted registry, view call; reverts for an unknown node.
+        uint32 nodeClassId = registry.node(nodeId).classId;
+        if (nodeClassId != classId) revert CapacityClassMismatch(nodeClassId, classId);
     }
 
     function _requireWindowEnded(uint256 tokenId, uint64 windowStart) private view returns (uint256 windowEnd) {

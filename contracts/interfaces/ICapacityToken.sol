@@ -352,7 +352,8 @@ interface ICapacityToken {
      * leaf must be the node's, for an epoch that ends inside the window and was not counted
      * before, and in that epoch's attested tree (OracleHub.requireLeaf). Permissionless; the
      * operator has the incentive to prove its delivery before the grace period ends.
-     * Requirements: the window has ended; delivery not yet finalized; leaves.length == proofs.length > 0.
+     * Requirements: the window has ended; delivery not yet finalized; `tokenId` is of the node's
+     * GPU class (else CapacityClassMismatch); leaves.length == proofs.length > 0.
      */
     function proveDelivery(
         uint256 nodeId,

@@ -239,6 +239,21 @@ class TestProveDelivery:
         with brownie.reverts(err("CapacityLeafNodeMismatch", node, other)):
             cap.proveDelivery(node, tid, *prove_args(commitments, other))
 
+    def test_token_of_another_class_reverts_and_cannot_void_delivery(
+        self, cap, hub, rid, node, tid, window, h100, operator, stranger
+    ):
+        """Regression: proofs used to be accepted against any class's id for the window, and the
+        per-node epoch bitmap then refused them for the node's real obligation, so anyone could
+        void a delivery and, after the grace period, have the full refund slashed."""
+        commitments = attest_window(hub, cap, tid, {node: [5_000, 5_000]})
+        decoy = token_id(h100 + 1, window)
+        with brownie.reverts(err("CapacityClassMismatch", h100, h100 + 1)):
+            cap.proveDelivery(node, decoy, *prove_args(commitments, node), {"from": stranger})
+        cap.proveDelivery(node, tid, *prove_args(commitments, node), {"from": operator})
+        chain.sleep(GRACE)
+        tx = cap.settleReservation(rid, {"from": stranger})
+        assert tx.events["ReservationSettled"]["refund"] == 0
+
     def test_epoch_outside_window_reverts(self, cap, hub, rid, node, tid):
         commitments = attest_window(hub, cap, tid, {node: [1, 1]})
         first, last = cap.windowEpochs(tid)
