@@ -33,7 +33,16 @@ class OracleSettings(BaseSettings):
     manifest_path: Path = Path("deployments/development.json")
     keys: SecretStr | None = None
     proofs_dir: Path = Path(".run/oracle/epochs")
+    # Where telemetry comes from: a simulated fleet, dcgm-exporter targets, or local NVML.
+    source: Literal["simulated", "dcgm", "nvml"] = "simulated"
     fleet_seed: int = 0
+    fleet_samples_per_epoch: int = Field(default=12, ge=2)
+    # dcgm: "1=http://10.0.0.5:9400/metrics,2=http://10.0.0.6:9400/metrics" (node id = URL)
+    dcgm_targets: str = ""
+    # nvml: the registry id of the node this oracle runs on
+    nvml_node_id: int | None = Field(default=None, ge=1)
+    # dcgm/nvml: seconds between two scrapes (gaps are judged against it)
+    sample_interval_seconds: float = Field(default=10.0, gt=0)
     # Upper bound between two looks at the chain; the daemon also wakes at each epoch end.
     poll_interval_seconds: float = Field(default=5.0, gt=0)
     receipt_timeout_seconds: float = Field(default=120.0, gt=0)
@@ -50,6 +59,25 @@ class OracleSettings(BaseSettings):
         if any(k.lower() in dev for k in _split(self.keys.get_secret_value())):
             raise ValueError("anvil's well-known dev keys are refused outside development")
         return self
+
+    @model_validator(mode="after")
+    def _source_is_complete(self) -> OracleSettings:
+        if self.source == "dcgm":
+            self.dcgm_target_map()  # raises on a malformed list
+        if self.source == "nvml" and self.nvml_node_id is None:
+            raise ValueError("GPUCAP_ORACLE_NVML_NODE_ID is required with source=nvml")
+        return self
+
+    def dcgm_target_map(self) -> dict[int, str]:
+        targets: dict[int, str] = {}
+        for part in _split(self.dcgm_targets):
+            node, sep, url = part.partition("=")
+            if not sep or not node.strip().isdigit() or not url.strip().startswith("http"):
+                raise ValueError(f"GPUCAP_ORACLE_DCGM_TARGETS entry {part!r} is not node_id=http…")
+            targets[int(node)] = url.strip()
+        if not targets:
+            raise ValueError("GPUCAP_ORACLE_DCGM_TARGETS is required with source=dcgm")
+        return targets
 
     def private_keys(self) -> list[str]:
         """The oracle keys this daemon signs with (dev keys in development when unset)."""

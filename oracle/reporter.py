@@ -10,6 +10,7 @@ latest ended epoch (history before an oracle set existed is not back-filled).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -19,11 +20,14 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from gpucap.attestation import EpochCommitment, NodeLeaf, build_commitment, sign_report
+from oracle.aggregation import AggregationPolicy, NodeFigures, Rejection, aggregate
 from oracle.chain import ChainClient, HubState
+from oracle.collectors.base import TelemetrySource
+from oracle.collectors.simulated import SimulatedFleet
 from oracle.config import OracleSettings
 from oracle.errors import AttestationRejected, AttestationReverted, QuorumUnavailable
 from oracle.proofs import proofs_document, proofs_path, write_proofs
-from oracle.telemetry import SimulatedFleet, TelemetrySource
+from oracle.telemetry import EpochWindow, NodeInfo
 
 log = logging.getLogger("gpucap.oracle")
 
@@ -31,7 +35,7 @@ log = logging.getLogger("gpucap.oracle")
 class ReportStatus(StrEnum):
     ATTESTED = "attested"
     NOTHING_TO_DO = "nothing_to_do"  # the next epoch has not ended yet
-    NO_NODES = "no_nodes"  # nothing registered to measure
+    NO_NODES = "no_nodes"  # nothing registered to measure, or every node excluded
     ALREADY_ATTESTED = "already_attested"  # another transmitter won the race
 
 
@@ -54,6 +58,7 @@ class Reporter:
         private_keys: Sequence[str],
         proofs_dir: Path,
         receipt_timeout: float = 120.0,
+        policy: AggregationPolicy | None = None,
     ) -> None:
         if not private_keys:
             raise QuorumUnavailable(0, 1)
@@ -64,6 +69,7 @@ class Reporter:
         self.transmitter: LocalAccount = Account.from_key(self._keys[0])
         self.proofs_dir = proofs_dir
         self.receipt_timeout = receipt_timeout
+        self.policy = policy or AggregationPolicy()
 
     @staticmethod
     def next_epoch(state: HubState) -> int | None:
@@ -84,20 +90,10 @@ class Reporter:
             return ReportOutcome(ReportStatus.NO_NODES, epoch)
 
         window = self.chain.epoch_window(epoch)
-        leaves = []
-        for node in nodes:
-            m = self.source.measure(node, window)
-            leaves.append(
-                NodeLeaf(
-                    node.node_id,
-                    epoch,
-                    m.uptime_bps,
-                    m.utilization_bps,
-                    m.sample_coverage_bps,
-                    m.energy_wh,
-                    m.milli_gpu_hours,
-                )
-            )
+        leaves, excluded, efficiency = self.measure(nodes, window)
+        if not leaves:
+            log.warning("epoch %d: every node was excluded; nothing to attest", epoch)
+            return ReportOutcome(ReportStatus.NO_NODES, epoch)
         commitment = build_commitment(epoch, leaves, state.config_version)
         signatures = sign_report(
             commitment.report,
@@ -106,7 +102,8 @@ class Reporter:
             self.chain.hub.address,
         )
         signers = [s.signer for s in signatures]
-        self._write(commitment, signers, None)
+        extras = {"excluded": excluded, "efficiency": efficiency}
+        self._write(commitment, signers, None, extras)
         try:
             posted = self.chain.post_attestation(
                 commitment.report, signatures, self.transmitter, self.receipt_timeout
@@ -128,6 +125,7 @@ class Reporter:
                 "blockNumber": posted.block_number,
                 "gasUsed": posted.gas_used,
             },
+            extras,
         )
         log.info(
             "epoch %d attested: %d nodes, root 0x%s, %d Wh, %d mGPUh, tx %s (gas %d)",
@@ -141,6 +139,30 @@ class Reporter:
         )
         return ReportOutcome(ReportStatus.ATTESTED, epoch, posted.tx_hash, posted.gas_used, path)
 
+    def measure(
+        self, nodes: Sequence[NodeInfo], window: EpochWindow
+    ) -> tuple[list[NodeLeaf], list[dict], dict[str, dict]]:
+        """Leaves of the nodes whose telemetry makes sense, the excluded ones with
+        their reasons, and each leaf's efficiency figures (see oracle.aggregation)."""
+        telemetry = self.source.telemetry(nodes, window)
+        # The future-timestamp check needs "now": chain time may run ahead of the
+        # wall clock on a dev chain that was fast-forwarded, never behind an ended epoch.
+        now = max(time.time(), float(window.end))
+        leaves: list[NodeLeaf] = []
+        excluded: list[dict] = []
+        efficiency: dict[str, dict] = {}
+        for node in nodes:
+            result = aggregate(node, telemetry.get(node.node_id), window, now, self.policy)
+            if isinstance(result, Rejection):
+                log.warning(
+                    "epoch %d: node %d excluded: %s", window.epoch, node.node_id, result.reason
+                )
+                excluded.append({"nodeId": node.node_id, "reason": result.reason})
+                continue
+            leaves.append(_leaf(node.node_id, window.epoch, result))
+            efficiency[str(node.node_id)] = result.efficiency_json(node.reference_power_w)
+        return leaves, excluded, efficiency
+
     def _signing_keys(self, quorum: int) -> list[str]:
         """Exactly ``quorum`` keys of current oracles (more signatures only cost gas)."""
         members = [k for k in self._keys if self.chain.is_oracle(Account.from_key(k).address)]
@@ -150,7 +172,11 @@ class Reporter:
         return members[:quorum]
 
     def _write(
-        self, commitment: EpochCommitment, signers: list[str], attestation: dict | None
+        self,
+        commitment: EpochCommitment,
+        signers: list[str],
+        attestation: dict | None,
+        extras: dict,
     ) -> Path:
         document = proofs_document(
             commitment,
@@ -159,7 +185,21 @@ class Reporter:
             signers=signers,
             attestation=attestation,
         )
+        document.update(extras)
         return write_proofs(self.proofs_dir, commitment.report.epoch, document)
+
+
+def _leaf(node_id: int, epoch: int, figures: NodeFigures) -> NodeLeaf:
+    m = figures.measurement
+    return NodeLeaf(
+        node_id,
+        epoch,
+        m.uptime_bps,
+        m.utilization_bps,
+        m.sample_coverage_bps,
+        m.energy_wh,
+        m.milli_gpu_hours,
+    )
 
 
 def build_reporter(settings: OracleSettings, source: TelemetrySource | None = None) -> Reporter:
@@ -167,7 +207,7 @@ def build_reporter(settings: OracleSettings, source: TelemetrySource | None = No
     chain = ChainClient.connect(settings.rpc_url, str(settings.manifest_path))
     return Reporter(
         chain,
-        source or SimulatedFleet(settings.fleet_seed),
+        source or SimulatedFleet(settings.fleet_seed, settings.fleet_samples_per_epoch),
         settings.private_keys(),
         settings.proofs_dir,
         settings.receipt_timeout_seconds,

@@ -26,7 +26,6 @@ from oracle.chain import HubState
 from oracle.config import OracleSettings
 from oracle.errors import OracleConfigError
 from oracle.reporter import Reporter
-from oracle.telemetry import EpochWindow, NodeInfo, SimulatedFleet
 
 HUB = "0x" + "ab" * 20
 
@@ -173,26 +172,6 @@ class TestRevertDecoding:
         assert decode_revert(abi, "0xdeadbeef") is None
         assert decode_revert(abi, "0x") is None
         assert decode_revert(abi, None) is None
-
-
-class TestSimulatedFleet:
-    NODE = NodeInfo(node_id=1, gpu_count=8, reference_power_w=700)
-    WINDOW = EpochWindow(epoch=5, start=1_000, end=1_060)
-
-    def test_deterministic_per_seed_node_and_epoch(self):
-        a = SimulatedFleet(1).measure(self.NODE, self.WINDOW)
-        assert a == SimulatedFleet(1).measure(self.NODE, self.WINDOW)
-        assert a != SimulatedFleet(2).measure(self.NODE, self.WINDOW)
-        other_epoch = EpochWindow(epoch=6, start=1_060, end=1_120)
-        assert a != SimulatedFleet(1).measure(self.NODE, other_epoch)
-
-    def test_figures_are_physical(self):
-        for epoch in range(1, 30):
-            window = EpochWindow(epoch, 0, 3_600)
-            m = SimulatedFleet().measure(self.NODE, window)
-            assert m.utilization_bps <= m.uptime_bps <= 10_000
-            assert m.milli_gpu_hours <= 8 * 1_000 * m.uptime_bps // 10_000 + 1
-            assert m.energy_wh <= 8 * 700  # 8 GPUs at full power for one hour
 
 
 class TestNextEpoch:
