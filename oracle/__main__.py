@@ -5,9 +5,14 @@ Settings come from ``GPUCAP_ORACLE_*`` environment variables (oracle/config.py).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from eth_account import Account
 
 from gpucap.deployment import ManifestError
 from oracle.config import OracleSettings
@@ -53,6 +58,30 @@ def run(
     daemon = Daemon(reporter, settings.poll_interval_seconds, settings.retry_delay_seconds)
     daemon.install_signal_handlers()
     daemon.run()
+
+
+@app.command("new-keystore")
+def new_keystore(
+    path: Annotated[Path, typer.Argument(help="Keystore file to create (never overwritten).")],
+    password_file: Annotated[Path, typer.Option(help="File holding the keystore password.")],
+    iterations: int | None = typer.Option(None, help="KDF iterations (default: eth-account's)."),
+) -> None:
+    """Create a new oracle key in an encrypted keystore file and print its address."""
+    if path.exists():
+        typer.echo(f"{path} already exists; not overwriting a key", err=True)
+        raise typer.Exit(1)
+    password = password_file.read_text().removesuffix("\n")
+    if not password:
+        typer.echo("the password file is empty", err=True)
+        raise typer.Exit(1)
+    account = Account.create()
+    keyfile = Account.encrypt(account.key, password, iterations=iterations)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Created 0600 from the start: the encrypted key is never world-readable.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(keyfile, handle)
+    typer.echo(f"created {path} for oracle {account.address}")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,23 @@
 """Oracle daemon settings, from ``GPUCAP_ORACLE_*`` environment variables.
 
-Keys: ``GPUCAP_ORACLE_KEYS`` is a comma-separated list of 0x private keys. The
-first one also pays gas (the transmitter). In development, when it is unset, the
-daemon holds ALL THREE dev oracle keys (anvil accounts 6, 7, 8) so that one
-process reaches the dev chain's 2-of-3 quorum alone. That is a dev-chain
-shortcut, not the production shape: outside development keys are required and
-anvil's well-known keys are refused.
+Keys. In production an oracle signs with ONE key read from an encrypted
+eth-account (Web3 Secret Storage v3) keystore file,
+``GPUCAP_ORACLE_KEYSTORE_PATH``, whose password comes from
+``GPUCAP_ORACLE_KEYSTORE_PASSWORD`` or, better (it stays out of the process
+environment), from the file named by ``GPUCAP_ORACLE_KEYSTORE_PASSWORD_FILE``.
+Plain private keys in configuration (``GPUCAP_ORACLE_KEYS``) are refused in
+production, as are anvil's well-known dev keys inside a keystore.
+
+In development a keystore works the same way; without one, ``GPUCAP_ORACLE_KEYS``
+(comma-separated 0x keys) may be used, and when that is unset too the daemon
+holds ALL THREE dev oracle keys (anvil accounts 6, 7, 8) so that one process
+reaches the dev chain's 2-of-3 quorum alone: a dev-chain shortcut only. The
+first key also pays gas (the transmitter).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +40,9 @@ class OracleSettings(BaseSettings):
     rpc_url: str = "http://127.0.0.1:8545"
     manifest_path: Path = Path("deployments/development.json")
     keys: SecretStr | None = None
+    keystore_path: Path | None = None
+    keystore_password: SecretStr | None = None
+    keystore_password_file: Path | None = None
     proofs_dir: Path = Path(".run/oracle/epochs")
     # Where telemetry comes from: a simulated fleet, dcgm-exporter targets, or local NVML.
     source: Literal["simulated", "dcgm", "nvml"] = "simulated"
@@ -51,13 +62,23 @@ class OracleSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _keys_fit_environment(self) -> OracleSettings:
+        if self.keystore_path is not None:
+            if self.keystore_password is None and self.keystore_password_file is None:
+                raise ValueError(
+                    "GPUCAP_ORACLE_KEYSTORE_PATH needs GPUCAP_ORACLE_KEYSTORE_PASSWORD_FILE"
+                    " (or GPUCAP_ORACLE_KEYSTORE_PASSWORD)"
+                )
+            if self.keys is not None and self.keys.get_secret_value().strip():
+                raise ValueError("set either a keystore or GPUCAP_ORACLE_KEYS, not both")
         if self.environment == "development":
             return self
-        if self.keys is None or not self.keys.get_secret_value().strip():
-            raise ValueError("GPUCAP_ORACLE_KEYS is required outside development")
-        dev = {k.lower() for k in dev_oracle_keys()}
-        if any(k.lower() in dev for k in _split(self.keys.get_secret_value())):
-            raise ValueError("anvil's well-known dev keys are refused outside development")
+        if self.keys is not None and self.keys.get_secret_value().strip():
+            raise ValueError(
+                "plain private keys (GPUCAP_ORACLE_KEYS) are refused in production:"
+                " use an encrypted keystore (GPUCAP_ORACLE_KEYSTORE_PATH)"
+            )
+        if self.keystore_path is None:
+            raise ValueError("GPUCAP_ORACLE_KEYSTORE_PATH is required in production")
         return self
 
     @model_validator(mode="after")
@@ -80,16 +101,54 @@ class OracleSettings(BaseSettings):
         return targets
 
     def private_keys(self) -> list[str]:
-        """The oracle keys this daemon signs with (dev keys in development when unset)."""
-        if self.keys is None or not self.keys.get_secret_value().strip():
+        """The oracle keys this daemon signs with.
+
+        Raises OracleConfigError for an unreadable keystore, a wrong password, a
+        malformed key, or a dev key outside development.
+        """
+        if self.keystore_path is not None:
+            keys = [self._decrypt_keystore()]
+        elif self.keys is None or not self.keys.get_secret_value().strip():
             return dev_oracle_keys()
-        keys = _split(self.keys.get_secret_value())
+        else:
+            keys = _split(self.keys.get_secret_value())
         for key in keys:
             try:
                 Account.from_key(key)
             except ValueError as exc:
                 raise OracleConfigError("GPUCAP_ORACLE_KEYS holds a malformed private key") from exc
+        if self.environment != "development":
+            dev = {k.lower() for k in dev_oracle_keys()}
+            if any(k.lower() in dev for k in keys):
+                raise OracleConfigError(
+                    "anvil's well-known dev keys are refused outside development"
+                )
         return keys
+
+    def _decrypt_keystore(self) -> str:
+        assert self.keystore_path is not None
+        if self.keystore_password_file is not None:
+            try:
+                # One trailing newline is what `echo pw > file` adds; it is not part of it.
+                password = self.keystore_password_file.read_text().removesuffix("\n")
+            except OSError as exc:
+                raise OracleConfigError(
+                    f"cannot read keystore password file {self.keystore_password_file}: {exc}"
+                ) from exc
+        else:
+            assert self.keystore_password is not None
+            password = self.keystore_password.get_secret_value()
+        try:
+            keyfile = json.loads(self.keystore_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise OracleConfigError(f"cannot read keystore {self.keystore_path}: {exc}") from exc
+        try:
+            return "0x" + bytes(Account.decrypt(keyfile, password)).hex()
+        except ValueError as exc:
+            raise OracleConfigError(
+                f"cannot decrypt keystore {self.keystore_path}: wrong password or damaged file"
+                f" ({exc})"
+            ) from exc
 
 
 def _split(raw: str) -> list[str]:
