@@ -15,10 +15,12 @@ import typer
 from eth_account import Account
 
 from gpucap.deployment import ManifestError
+from oracle.collectors.base import CollectorUnavailable
 from oracle.config import OracleSettings
 from oracle.daemon import TRANSIENT_ERRORS, Daemon
 from oracle.errors import OracleError
 from oracle.reporter import build_reporter
+from oracle.sources import build_source
 
 app = typer.Typer(add_completion=False, help="gpucap oracle daemon")
 log = logging.getLogger("gpucap.oracle")
@@ -40,24 +42,32 @@ def run(
     )
     settings = OracleSettings()
     try:
-        reporter = build_reporter(settings)
-    except (ManifestError, OracleError) as exc:
+        source, sampler = build_source(settings)
+        reporter = build_reporter(settings, source)
+    except (ManifestError, OracleError, CollectorUnavailable) as exc:
         log.error("cannot start: %s", exc)
         raise typer.Exit(2) from None
     except TRANSIENT_ERRORS as exc:
         log.error("cannot start: node at %s unreachable (%s)", settings.rpc_url, exc)
         raise typer.Exit(2) from None
-    if once:
-        try:
-            outcome = reporter.report_once()
-        except OracleError as exc:
-            log.error("%s", exc)
-            raise typer.Exit(1) from None
-        log.info("report_once: %s (epoch %s)", outcome.status.value, outcome.epoch)
-        return
-    daemon = Daemon(reporter, settings.poll_interval_seconds, settings.retry_delay_seconds)
-    daemon.install_signal_handlers()
-    daemon.run()
+    if sampler is not None:
+        sampler.start()
+        log.info("sampling %s every %ss", settings.source, settings.sample_interval_seconds)
+    try:
+        if once:
+            try:
+                outcome = reporter.report_once()
+            except OracleError as exc:
+                log.error("%s", exc)
+                raise typer.Exit(1) from None
+            log.info("report_once: %s (epoch %s)", outcome.status.value, outcome.epoch)
+            return
+        daemon = Daemon(reporter, settings.poll_interval_seconds, settings.retry_delay_seconds)
+        daemon.install_signal_handlers()
+        daemon.run()
+    finally:
+        if sampler is not None:
+            sampler.stop()
 
 
 @app.command("new-keystore")

@@ -44,6 +44,8 @@ class OracleSettings(BaseSettings):
     keystore_password: SecretStr | None = None
     keystore_password_file: Path | None = None
     proofs_dir: Path = Path(".run/oracle/epochs")
+    # Crash-safe progress (SQLite): what was sent and confirmed (oracle/state.py).
+    state_path: Path = Path(".run/oracle/state.sqlite3")
     # Where telemetry comes from: a simulated fleet, dcgm-exporter targets, or local NVML.
     source: Literal["simulated", "dcgm", "nvml"] = "simulated"
     fleet_seed: int = 0

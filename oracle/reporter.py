@@ -1,10 +1,12 @@
 """One reporting step: pick the next epoch, measure, commit, sign, post.
 
-Which epoch: the one after ``lastAttestedEpoch()`` on-chain, if it has ended.
-The chain is the daemon's only memory, which is what makes it crash-safe: a
-restarted daemon neither posts an epoch twice nor skips one, and catches up in
-order one epoch per step. A hub that has never been attested starts at the
-latest ended epoch (history before an oracle set existed is not back-filled).
+Which epoch: the one after ``lastAttestedEpoch()`` on-chain, if it has ended,
+so a restarted daemon catches up late epochs in order, one per step. What this
+oracle has sent is persisted before it is sent (oracle/state.py), so a daemon
+killed at any point neither posts an epoch twice nor loses track of a
+transaction in flight. A hub that has never been attested starts at the latest
+ended epoch (history before an oracle set existed is not back-filled, and the
+daemon says so).
 """
 
 from __future__ import annotations
@@ -19,14 +21,27 @@ from pathlib import Path
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from gpucap.attestation import EpochCommitment, NodeLeaf, build_commitment, sign_report
+from gpucap.attestation import (
+    EpochCommitment,
+    NodeLeaf,
+    OracleSignature,
+    build_commitment,
+    sign_report,
+)
 from oracle.aggregation import AggregationPolicy, NodeFigures, Rejection, aggregate
-from oracle.chain import ChainClient, HubState
+from oracle.chain import ChainClient, HubState, PostedAttestation
 from oracle.collectors.base import TelemetrySource
 from oracle.collectors.simulated import SimulatedFleet
 from oracle.config import OracleSettings
-from oracle.errors import AttestationRejected, AttestationReverted, QuorumUnavailable
-from oracle.proofs import proofs_document, proofs_path, write_proofs
+from oracle.errors import (
+    AttestationRejected,
+    AttestationReverted,
+    ChainWentBackwards,
+    QuorumUnavailable,
+    TransactionDropped,
+)
+from oracle.proofs import proofs_document, proofs_path, read_proofs, write_proofs
+from oracle.state import ProgressStore
 from oracle.telemetry import EpochWindow, NodeInfo
 
 log = logging.getLogger("gpucap.oracle")
@@ -59,6 +74,7 @@ class Reporter:
         proofs_dir: Path,
         receipt_timeout: float = 120.0,
         policy: AggregationPolicy | None = None,
+        progress: ProgressStore | None = None,
     ) -> None:
         if not private_keys:
             raise QuorumUnavailable(0, 1)
@@ -70,6 +86,8 @@ class Reporter:
         self.proofs_dir = proofs_dir
         self.receipt_timeout = receipt_timeout
         self.policy = policy or AggregationPolicy()
+        # Without a file, progress lives in memory: fine for tests, not crash-safe.
+        self.progress = progress or ProgressStore(":memory:", chain.chain_identity())
 
     @staticmethod
     def next_epoch(state: HubState) -> int | None:
@@ -79,11 +97,31 @@ class Reporter:
         return epoch if 1 <= epoch <= latest_ended else None
 
     def report_once(self) -> ReportOutcome:
-        """Attest at most one epoch; returns what happened. Raises OracleError subclasses."""
+        """Attest at most one epoch; returns what happened. Raises OracleError subclasses.
+
+        First settles any transaction a previous run left in flight (see
+        oracle.state), then attests ``lastAttestedEpoch() + 1`` if it has ended.
+        """
         state = self.chain.hub_state()
+        recovered = self._settle_in_flight(state)
+        if recovered is not None:
+            return recovered
+        confirmed = self.progress.last_confirmed_epoch()
+        if state.last_attested_epoch < confirmed:
+            raise ChainWentBackwards(
+                f"OracleHub says epoch {state.last_attested_epoch} is the last attested but"
+                f" this oracle saw epoch {confirmed} confirmed: reorg or wrong chain; not posting"
+            )
         epoch = self.next_epoch(state)
         if epoch is None:
             return ReportOutcome(ReportStatus.NOTHING_TO_DO)
+        if state.last_attested_epoch == 0 and epoch > 1:
+            log.warning(
+                "OracleHub was never attested: starting at epoch %d; epochs 1..%d are not"
+                " back-filled",
+                epoch,
+                epoch - 1,
+            )
         nodes = self.chain.measurable_nodes()
         if not nodes:
             log.info("epoch %d: no registered nodes to measure", epoch)
@@ -101,32 +139,31 @@ class Reporter:
             self.chain.deployment.chain_id,
             self.chain.hub.address,
         )
-        signers = [s.signer for s in signatures]
         extras = {"excluded": excluded, "efficiency": efficiency}
+        return self.transmit(commitment, signatures, extras)
+
+    def transmit(
+        self, commitment: EpochCommitment, signatures: list[OracleSignature], extras: dict
+    ) -> ReportOutcome:
+        """Write the proofs, then post crash-safely: persist the signed tx, send, wait."""
+        epoch = commitment.report.epoch
+        signers = [s.signer for s in signatures]
         self._write(commitment, signers, None, extras)
         try:
-            posted = self.chain.post_attestation(
-                commitment.report, signatures, self.transmitter, self.receipt_timeout
-            )
-        except (AttestationRejected, AttestationReverted) as exc:
+            signed = self.chain.prepare_attestation(commitment.report, signatures, self.transmitter)
+            self.progress.record_sent(signed, commitment.report.root)
+            self.chain.send(signed)
+            posted = self.chain.wait(signed, self.receipt_timeout)
+        except (AttestationRejected, AttestationReverted, TransactionDropped) as exc:
+            if isinstance(exc, AttestationReverted | TransactionDropped):
+                self.progress.mark(exc.tx_hash, "reverted")
             if self.chain.hub_state().last_attested_epoch < epoch:
                 raise
             log.info("epoch %d was attested by another transmitter (%s)", epoch, exc)
-            if self.chain.epoch_root(epoch) != commitment.report.root:
-                # Our file would hand out proofs against a root that is not on-chain.
-                proofs_path(self.proofs_dir, epoch).unlink(missing_ok=True)
-                log.warning("epoch %d: on-chain root differs from ours; proofs file removed", epoch)
+            self._drop_proofs_unless_on_chain(epoch, commitment.report.root)
             return ReportOutcome(ReportStatus.ALREADY_ATTESTED, epoch)
-        path = self._write(
-            commitment,
-            signers,
-            {
-                "txHash": posted.tx_hash,
-                "blockNumber": posted.block_number,
-                "gasUsed": posted.gas_used,
-            },
-            extras,
-        )
+        self.progress.mark(posted.tx_hash, "confirmed")
+        path = self._write(commitment, signers, _attestation_json(posted), extras)
         log.info(
             "epoch %d attested: %d nodes, root 0x%s, %d Wh, %d mGPUh, tx %s (gas %d)",
             epoch,
@@ -138,6 +175,60 @@ class Reporter:
             posted.gas_used,
         )
         return ReportOutcome(ReportStatus.ATTESTED, epoch, posted.tx_hash, posted.gas_used, path)
+
+    def _settle_in_flight(self, state: HubState) -> ReportOutcome | None:
+        """Finish what a previous run sent: never build a second transaction for it."""
+        for signed in self.progress.in_flight():
+            try:
+                posted = self.chain.receipt(signed)
+                if posted is None and state.last_attested_epoch >= signed.epoch:
+                    log.info(
+                        "epoch %d: our unmined tx %s is superseded (attested by another)",
+                        signed.epoch,
+                        signed.tx_hash,
+                    )
+                    self.progress.mark(signed.tx_hash, "retired")
+                    continue
+                if posted is None:
+                    log.info(
+                        "epoch %d: re-sending tx %s left in flight by a previous run",
+                        signed.epoch,
+                        signed.tx_hash,
+                    )
+                    self.chain.send(signed)
+                    posted = self.chain.wait(signed, self.receipt_timeout)
+            except (AttestationReverted, TransactionDropped) as exc:
+                log.warning("epoch %d: in-flight tx did not land: %s", signed.epoch, exc)
+                self.progress.mark(signed.tx_hash, "reverted")
+                continue
+            self.progress.mark(signed.tx_hash, "confirmed")
+            path = self._record_attestation(signed.epoch, posted)
+            log.info(
+                "epoch %d attested (recovered after restart): tx %s (gas %d)",
+                signed.epoch,
+                posted.tx_hash,
+                posted.gas_used,
+            )
+            return ReportOutcome(
+                ReportStatus.ATTESTED, signed.epoch, posted.tx_hash, posted.gas_used, path
+            )
+        return None
+
+    def _record_attestation(self, epoch: int, posted: PostedAttestation) -> Path | None:
+        """Add the receipt to the proofs file written before the crash."""
+        try:
+            document = read_proofs(self.proofs_dir, epoch)
+        except (OSError, ValueError):
+            log.warning("epoch %d: proofs file missing after restart", epoch)
+            return None
+        document["attestation"] = _attestation_json(posted)
+        return write_proofs(self.proofs_dir, epoch, document)
+
+    def _drop_proofs_unless_on_chain(self, epoch: int, root: bytes) -> None:
+        if self.chain.epoch_root(epoch) != root:
+            # Our file would hand out proofs against a root that is not on-chain.
+            proofs_path(self.proofs_dir, epoch).unlink(missing_ok=True)
+            log.warning("epoch %d: on-chain root differs from ours; proofs file removed", epoch)
 
     def measure(
         self, nodes: Sequence[NodeInfo], window: EpochWindow
@@ -202,15 +293,25 @@ def _leaf(node_id: int, epoch: int, figures: NodeFigures) -> NodeLeaf:
     )
 
 
+def _attestation_json(posted: PostedAttestation) -> dict:
+    return {
+        "txHash": posted.tx_hash,
+        "blockNumber": posted.block_number,
+        "gasUsed": posted.gas_used,
+    }
+
+
 def build_reporter(settings: OracleSettings, source: TelemetrySource | None = None) -> Reporter:
     """A Reporter wired from settings (simulated fleet unless a source is given)."""
     chain = ChainClient.connect(settings.rpc_url, str(settings.manifest_path))
+    progress = ProgressStore(settings.state_path, chain.chain_identity())
     return Reporter(
         chain,
         source or SimulatedFleet(settings.fleet_seed, settings.fleet_samples_per_epoch),
         settings.private_keys(),
         settings.proofs_dir,
         settings.receipt_timeout_seconds,
+        progress=progress,
     )
 
 
