@@ -19,6 +19,7 @@ from oracle.collectors.base import CollectorUnavailable
 from oracle.config import OracleSettings
 from oracle.daemon import TRANSIENT_ERRORS, Daemon
 from oracle.errors import OracleError
+from oracle.health import HealthPolicy, MetricsServer, OracleMetrics
 from oracle.reporter import build_reporter
 from oracle.sources import build_source
 
@@ -50,6 +51,7 @@ def run(
     except TRANSIENT_ERRORS as exc:
         log.error("cannot start: node at %s unreachable (%s)", settings.rpc_url, exc)
         raise typer.Exit(2) from None
+    server: MetricsServer | None = None
     if sampler is not None:
         sampler.start()
         log.info("sampling %s every %ss", settings.source, settings.sample_interval_seconds)
@@ -62,10 +64,20 @@ def run(
                 raise typer.Exit(1) from None
             log.info("report_once: %s (epoch %s)", outcome.status.value, outcome.epoch)
             return
-        daemon = Daemon(reporter, settings.poll_interval_seconds, settings.retry_delay_seconds)
+        metrics = OracleMetrics(
+            HealthPolicy(settings.health_max_silence_seconds, settings.health_max_lag_epochs)
+        )
+        if settings.metrics_port is not None:
+            server = MetricsServer(metrics, settings.metrics_host, settings.metrics_port)
+            server.start()
+        daemon = Daemon(
+            reporter, settings.poll_interval_seconds, settings.retry_delay_seconds, metrics
+        )
         daemon.install_signal_handlers()
         daemon.run()
     finally:
+        if server is not None:
+            server.stop()
         if sampler is not None:
             sampler.stop()
 

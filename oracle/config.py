@@ -59,6 +59,12 @@ class OracleSettings(BaseSettings):
     # Upper bound between two looks at the chain; the daemon also wakes at each epoch end.
     poll_interval_seconds: float = Field(default=5.0, gt=0)
     receipt_timeout_seconds: float = Field(default=120.0, gt=0)
+    # Health (/health) and Prometheus (/metrics) endpoint; unset = not served.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=0, le=65_535)
+    # /health turns 503 after this long without a successful step, or this many unattested epochs.
+    health_max_silence_seconds: float = Field(default=120.0, gt=0)
+    health_max_lag_epochs: int = Field(default=2, ge=0)
     # Pause after a failed tick before trying again (rejections are not retried in a tight loop).
     retry_delay_seconds: float = Field(default=10.0, ge=0)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -61,6 +61,7 @@ class ReportOutcome:
     tx_hash: str | None = None
     gas_used: int | None = None
     proofs_path: Path | None = None
+    excluded_nodes: int | None = None  # nodes left out of this epoch's leaf set
 
 
 class Reporter:
@@ -88,6 +89,11 @@ class Reporter:
         self.policy = policy or AggregationPolicy()
         # Without a file, progress lives in memory: fine for tests, not crash-safe.
         self.progress = progress or ProgressStore(":memory:", chain.chain_identity())
+        self.last_hub_state: HubState | None = None
+
+    @property
+    def signer_addresses(self) -> list[str]:
+        return [Account.from_key(k).address for k in self._keys]
 
     @staticmethod
     def next_epoch(state: HubState) -> int | None:
@@ -103,6 +109,7 @@ class Reporter:
         oracle.state), then attests ``lastAttestedEpoch() + 1`` if it has ended.
         """
         state = self.chain.hub_state()
+        self.last_hub_state = state
         recovered = self._settle_in_flight(state)
         if recovered is not None:
             return recovered
@@ -140,7 +147,8 @@ class Reporter:
             self.chain.hub.address,
         )
         extras = {"excluded": excluded, "efficiency": efficiency}
-        return self.transmit(commitment, signatures, extras)
+        outcome = self.transmit(commitment, signatures, extras)
+        return replace(outcome, excluded_nodes=len(excluded))
 
     def transmit(
         self, commitment: EpochCommitment, signatures: list[OracleSignature], extras: dict

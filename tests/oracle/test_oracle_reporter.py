@@ -15,12 +15,15 @@ import sys
 import time
 
 import pytest
+import requests
 from brownie import chain, web3
+from eth_account import Account
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from gpucap.attestation import EpochReport, dev_oracle_keys
 from gpucap.deployment import REPO_ROOT
-from gpucap.devchain import dev_private_key
+from gpucap.devchain import dev_private_key, free_port
 from oracle.chain import ChainClient
 from oracle.collectors import SimulatedFleet
 from oracle.config import OracleSettings
@@ -33,6 +36,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:rpc\\.(sleep|mine) should not:Fu
 
 ACQUISITION_COST = 250_000 * 10**6
 ACQUIRED_AT = 1_700_000_000
+TRANSMITTER = Account.from_key(dev_oracle_keys()[0]).address
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +202,13 @@ def test_cli_run_once_in_a_subprocess(hub, world, proofs_dir):
 def test_daemon_loop_attests_then_stops_on_sigterm(hub, world, proofs_dir):
     end_epoch(hub)
     target = hub.lastAttestedEpoch() + 1
-    env = oracle_env(world, proofs_dir, GPUCAP_ORACLE_POLL_INTERVAL_SECONDS="0.2")
+    port = free_port()
+    env = oracle_env(
+        world,
+        proofs_dir,
+        GPUCAP_ORACLE_POLL_INTERVAL_SECONDS="0.2",
+        GPUCAP_ORACLE_METRICS_PORT=str(port),
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "oracle", "run"],
         cwd=REPO_ROOT,
@@ -214,6 +224,28 @@ def test_daemon_loop_attests_then_stops_on_sigterm(hub, world, proofs_dir):
         assert hub.lastAttestedEpoch() == target
         time.sleep(1.0)  # several more ticks: nothing left to post
         assert hub.lastAttestedEpoch() == target
+
+        metrics = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for m in text_string_to_metric_families(
+                requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            )
+            for s in m.samples
+        }
+        assert metrics[("gpucap_oracle_last_attested_epoch", ())] == target
+        assert metrics[("gpucap_oracle_last_posted_epoch", ())] == target
+        assert metrics[("gpucap_oracle_epoch_lag", ())] == 0
+        assert metrics[("gpucap_oracle_reports_total", (("status", "attested"),))] == 1
+        assert metrics[("gpucap_oracle_reports_total", (("status", "nothing_to_do"),))] >= 2
+        transmitter = (
+            "gpucap_oracle_signer_info",
+            (("address", TRANSMITTER), ("role", "transmitter")),
+        )
+        assert metrics[transmitter] == 1
+        health = requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+        assert health.status_code == 200
+        assert health.json()["lastAttestedEpoch"] == target
+        assert health.json()["transmitter"] == TRANSMITTER
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
     finally:
