@@ -104,6 +104,10 @@ class ChainClient:
         """The attested Merkle root of ``epoch`` (32 zero bytes if never attested)."""
         return bytes(self.hub.functions.epochAttestation(epoch).call()[0])
 
+    def oracle_set(self) -> list[str]:
+        """The hub's current oracles (checksummed addresses)."""
+        return [Web3.to_checksum_address(a) for a in self.hub.functions.oracles().call()]
+
     def is_oracle(self, address: str) -> bool:
         return bool(self.hub.functions.isOracle(address).call())
 

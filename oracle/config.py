@@ -59,6 +59,10 @@ class OracleSettings(BaseSettings):
     # Upper bound between two looks at the chain; the daemon also wakes at each epoch end.
     poll_interval_seconds: float = Field(default=5.0, gt=0)
     receipt_timeout_seconds: float = Field(default=120.0, gt=0)
+    # M-of-N across processes: each holds one key; signatures meet in this Redis.
+    quorum_redis_url: str | None = None
+    # Rank k of the rotation transmits k × this many seconds after seeing a quorum.
+    transmit_fallback_seconds: float = Field(default=30.0, ge=0)
     # Health (/health) and Prometheus (/metrics) endpoint; unset = not served.
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65_535)

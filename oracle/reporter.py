@@ -37,10 +37,12 @@ from oracle.errors import (
     AttestationRejected,
     AttestationReverted,
     ChainWentBackwards,
+    OracleConfigError,
     QuorumUnavailable,
     TransactionDropped,
 )
 from oracle.proofs import proofs_document, proofs_path, read_proofs, write_proofs
+from oracle.quorum import QuorumBoard, QuorumCoordinator, QuorumWait
 from oracle.state import ProgressStore
 from oracle.telemetry import EpochWindow, NodeInfo
 
@@ -52,6 +54,7 @@ class ReportStatus(StrEnum):
     NOTHING_TO_DO = "nothing_to_do"  # the next epoch has not ended yet
     NO_NODES = "no_nodes"  # nothing registered to measure, or every node excluded
     ALREADY_ATTESTED = "already_attested"  # another transmitter won the race
+    WAITING = "waiting"  # quorum mode: not enough matching signatures yet, or not our turn
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class Reporter:
         receipt_timeout: float = 120.0,
         policy: AggregationPolicy | None = None,
         progress: ProgressStore | None = None,
+        coordinator: QuorumCoordinator | None = None,
     ) -> None:
         if not private_keys:
             raise QuorumUnavailable(0, 1)
@@ -90,6 +94,9 @@ class Reporter:
         # Without a file, progress lives in memory: fine for tests, not crash-safe.
         self.progress = progress or ProgressStore(":memory:", chain.chain_identity())
         self.last_hub_state: HubState | None = None
+        # Quorum mode: one key here, the other signatures come through Redis.
+        self.coordinator = coordinator
+        self._last_wait: str | None = None
 
     @property
     def signer_addresses(self) -> list[str]:
@@ -140,13 +147,24 @@ class Reporter:
             log.warning("epoch %d: every node was excluded; nothing to attest", epoch)
             return ReportOutcome(ReportStatus.NO_NODES, epoch)
         commitment = build_commitment(epoch, leaves, state.config_version)
-        signatures = sign_report(
-            commitment.report,
-            self._signing_keys(state.quorum),
-            self.chain.deployment.chain_id,
-            self.chain.hub.address,
-        )
         extras = {"excluded": excluded, "efficiency": efficiency}
+        if self.coordinator is None:
+            signatures = sign_report(
+                commitment.report,
+                self._signing_keys(state.quorum),
+                self.chain.deployment.chain_id,
+                self.chain.hub.address,
+            )
+        else:
+            # Our proofs are published whoever transmits (removed if the chain disagrees).
+            self._write(commitment, [], None, extras)
+            gathered = self.coordinator.gather(commitment, state)
+            if isinstance(gathered, QuorumWait):
+                if gathered.reason != self._last_wait:
+                    log.info("epoch %d: waiting: %s", epoch, gathered.reason)
+                    self._last_wait = gathered.reason
+                return ReportOutcome(ReportStatus.WAITING, epoch, excluded_nodes=len(excluded))
+            signatures = gathered
         outcome = self.transmit(commitment, signatures, extras)
         return replace(outcome, excluded_nodes=len(excluded))
 
@@ -313,13 +331,23 @@ def build_reporter(settings: OracleSettings, source: TelemetrySource | None = No
     """A Reporter wired from settings (simulated fleet unless a source is given)."""
     chain = ChainClient.connect(settings.rpc_url, str(settings.manifest_path))
     progress = ProgressStore(settings.state_path, chain.chain_identity())
+    keys = settings.private_keys()
+    coordinator = None
+    if settings.quorum_redis_url:
+        if len(keys) != 1:
+            raise OracleConfigError(
+                f"quorum mode signs with exactly one key per oracle process, not {len(keys)}"
+            )
+        board = QuorumBoard.from_url(settings.quorum_redis_url, chain.chain_identity())
+        coordinator = QuorumCoordinator(board, chain, keys[0], settings.transmit_fallback_seconds)
     return Reporter(
         chain,
         source or SimulatedFleet(settings.fleet_seed, settings.fleet_samples_per_epoch),
-        settings.private_keys(),
+        keys,
         settings.proofs_dir,
         settings.receipt_timeout_seconds,
         progress=progress,
+        coordinator=coordinator,
     )
 
 
