@@ -66,6 +66,7 @@ class QuorumWait:
     """Why this oracle does not transmit (yet)."""
 
     reason: str
+    kind: str = "signatures"  # or "turn": quorum reached, another oracle transmits first
 
 
 class QuorumBoard:
@@ -202,7 +203,8 @@ class QuorumCoordinator:
         if waited < rank * self.fallback_s:
             return QuorumWait(
                 f"quorum reached; transmitter rank {rank}, taking over after"
-                f" {rank * self.fallback_s - waited:.1f}s more"
+                f" {rank * self.fallback_s - waited:.1f}s more",
+                kind="turn",
             )
         if rank:
             log.warning(

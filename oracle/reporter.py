@@ -96,7 +96,7 @@ class Reporter:
         self.last_hub_state: HubState | None = None
         # Quorum mode: one key here, the other signatures come through Redis.
         self.coordinator = coordinator
-        self._last_wait: str | None = None
+        self._last_wait: tuple[int, str] | None = None
 
     @property
     def signer_addresses(self) -> list[str]:
@@ -160,9 +160,9 @@ class Reporter:
             self._write(commitment, [], None, extras)
             gathered = self.coordinator.gather(commitment, state)
             if isinstance(gathered, QuorumWait):
-                if gathered.reason != self._last_wait:
+                if (epoch, gathered.kind) != self._last_wait:  # once per epoch and kind
                     log.info("epoch %d: waiting: %s", epoch, gathered.reason)
-                    self._last_wait = gathered.reason
+                    self._last_wait = (epoch, gathered.kind)
                 return ReportOutcome(ReportStatus.WAITING, epoch, excluded_nodes=len(excluded))
             signatures = gathered
         outcome = self.transmit(commitment, signatures, extras)
