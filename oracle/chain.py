@@ -108,6 +108,26 @@ class ChainClient:
         """The hub's current oracles (checksummed addresses)."""
         return [Web3.to_checksum_address(a) for a in self.hub.functions.oracles().call()]
 
+    def find_attestation(
+        self, epoch: int, lookback_blocks: int = 10_000
+    ) -> PostedAttestation | None:
+        """The transaction that attested ``epoch``, searched in the last ``lookback_blocks``."""
+        latest = self.w3.eth.block_number
+        events = self.hub.events.EpochAttested.get_logs(
+            from_block=max(0, latest - lookback_blocks),
+            to_block=latest,
+            argument_filters={"epoch": epoch},
+        )
+        if not events:
+            return None
+        tx_hash = events[0]["transactionHash"]
+        receipt = self.w3.eth.get_transaction_receipt(tx_hash)
+        return PostedAttestation(
+            tx_hash=tx_hash.to_0x_hex(),
+            block_number=int(receipt["blockNumber"]),
+            gas_used=int(receipt["gasUsed"]),
+        )
+
     def is_oracle(self, address: str) -> bool:
         return bool(self.hub.functions.isOracle(address).call())
 

@@ -97,6 +97,8 @@ class Reporter:
         # Quorum mode: one key here, the other signatures come through Redis.
         self.coordinator = coordinator
         self._last_wait: tuple[int, str] | None = None
+        # Quorum mode: proofs files written before knowing who attests (epoch → our root).
+        self._unconfirmed_files: dict[int, bytes] = {}
 
     @property
     def signer_addresses(self) -> list[str]:
@@ -117,6 +119,7 @@ class Reporter:
         """
         state = self.chain.hub_state()
         self.last_hub_state = state
+        self._finalize_published(state)
         recovered = self._settle_in_flight(state)
         if recovered is not None:
             return recovered
@@ -158,6 +161,7 @@ class Reporter:
         else:
             # Our proofs are published whoever transmits (removed if the chain disagrees).
             self._write(commitment, [], None, extras)
+            self._unconfirmed_files[epoch] = commitment.report.root
             gathered = self.coordinator.gather(commitment, state)
             if isinstance(gathered, QuorumWait):
                 if (epoch, gathered.kind) != self._last_wait:  # once per epoch and kind
@@ -189,6 +193,7 @@ class Reporter:
             self._drop_proofs_unless_on_chain(epoch, commitment.report.root)
             return ReportOutcome(ReportStatus.ALREADY_ATTESTED, epoch)
         self.progress.mark(posted.tx_hash, "confirmed")
+        self._unconfirmed_files.pop(epoch, None)
         path = self._write(commitment, signers, _attestation_json(posted), extras)
         log.info(
             "epoch %d attested: %d nodes, root 0x%s, %d Wh, %d mGPUh, tx %s (gas %d)",
@@ -239,6 +244,18 @@ class Reporter:
                 ReportStatus.ATTESTED, signed.epoch, posted.tx_hash, posted.gas_used, path
             )
         return None
+
+    def _finalize_published(self, state: HubState) -> None:
+        """Once another transmitter attested an epoch we published proofs for,
+        record its transaction in our file, or remove the file if the root is not ours."""
+        for epoch in sorted(e for e in self._unconfirmed_files if e <= state.last_attested_epoch):
+            root = self._unconfirmed_files.pop(epoch)
+            if self.chain.epoch_root(epoch) != root:
+                self._drop_proofs_unless_on_chain(epoch, root)
+                continue
+            posted = self.chain.find_attestation(epoch)
+            if posted is not None:
+                self._record_attestation(epoch, posted)
 
     def _record_attestation(self, epoch: int, posted: PostedAttestation) -> Path | None:
         """Add the receipt to the proofs file written before the crash."""

@@ -159,6 +159,8 @@ def test_quorum_survives_the_primary_killed_mid_epoch(world, redis_server, tmp_p
     for name in ("rank1", "rank2"):
         doc = read_proofs(tmp_path / name / "epochs", target)
         assert doc["report"]["root"] == root
+        # the non-transmitter recorded the winning transaction too
+        assert doc["attestation"]["txHash"] == events[0]["transactionHash"].to_0x_hex()
         assert len(doc["leaves"]) == NODES
         leaf = doc["leaves"][-1]
         values = (
