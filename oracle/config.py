@@ -63,6 +63,9 @@ class OracleSettings(BaseSettings):
     quorum_redis_url: str | None = None
     # Rank k of the rotation transmits k × this many seconds after seeing a quorum.
     transmit_fallback_seconds: float = Field(default=30.0, ge=0)
+    # Co-sign another oracle's leaf if within these of our own (see oracle.quorum.Tolerance).
+    quorum_tolerance_ratio_bps: int = Field(default=100, ge=0, le=10_000)
+    quorum_tolerance_relative_bps: int = Field(default=100, ge=0, le=10_000)
     # Health (/health) and Prometheus (/metrics) endpoint; unset = not served.
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65_535)

@@ -6,9 +6,18 @@ no authority (every signature is verified against the on-chain oracle set
 before use, and the contract verifies again), it is already part of the stack,
 and losing it only delays attestation: each oracle re-publishes on every step.
 
-Per epoch each oracle publishes, under its address, its signed report and its
-leaves (hash ``gpucap:oracle:<chain>:epoch:<n>``). An oracle that sees at least
-``quorum`` valid signatures over exactly its own report may transmit.
+Per epoch each oracle publishes, under its address, a signed report and the
+leaves it commits to (hash ``gpucap:oracle:<chain>:epoch:<n>``). Entries are
+checked before use: the leaves must rebuild the report, the signature must
+recover to the oracle it is filed under, and that oracle must be in the hub's
+current set at the hub's config version.
+
+What an oracle signs: its own measurement, unless a higher-priority oracle (in
+the rotation order below) published a report whose every leaf is within
+``Tolerance`` of its own measurement; then it co-signs that one. Live scrapes
+taken seconds apart never match to the bit, so this is how independent oracles
+converge on one root; a simulated fleet agrees exactly anyway. An oracle that
+sees at least ``quorum`` signatures over the report it signed may transmit.
 
 Transmitter rotation: the current oracle set sorted by address; for epoch ``e``
 the oracle at index ``e mod N`` is primary (rank 0), the next one rank 1, ….
@@ -18,8 +27,9 @@ dies, the next one takes over, and so on. A late race between two transmitters
 is settled by the contract (the second reverts ``OracleEpochNotNewer`` and is
 logged as already attested).
 
-Disagreement: a report from another oracle with a different root is logged
-once per epoch and oracle, with the nodes whose leaves differ.
+Disagreement: a report from another oracle that is not within tolerance of our
+own measurement is logged once per epoch, oracle and root, with the nodes whose
+leaves differ.
 """
 
 from __future__ import annotations
@@ -34,9 +44,12 @@ import redis
 from eth_account import Account
 
 from gpucap.attestation import (
+    BPS,
     EpochCommitment,
     EpochReport,
+    NodeLeaf,
     OracleSignature,
+    build_commitment,
     report_digest,
     sign_report,
     sort_signatures,
@@ -146,6 +159,58 @@ def leaf_differences(ours: list[list[int]], theirs: list[list[int]], limit: int 
     }
 
 
+@dataclass(frozen=True)
+class Tolerance:
+    """How far another oracle's leaf may be from ours for us to co-sign it.
+
+    Independent oracles scraping live telemetry at slightly different instants
+    never measure bit-identical figures, so exact-root agreement would never
+    reach a quorum. An oracle therefore co-signs the highest-priority report
+    (by transmitter rotation) whose every leaf is within this tolerance of its
+    own measurement of the same node, with the same node set; anything else is
+    a disagreement.
+    """
+
+    ratio_bps: int = 100  # uptime, utilization, coverage: absolute difference in bps
+    relative_bps: int = 100  # energy, GPU-hours: relative difference (1 %), at least 1 unit
+
+    def leaf_ok(self, ours: list[int], theirs: list[int]) -> bool:
+        if list(ours[:2]) != list(theirs[:2]):
+            return False
+        if any(abs(ours[i] - theirs[i]) > self.ratio_bps for i in (2, 3, 4)):
+            return False
+        for i in (5, 6):
+            allowed = max(1, max(ours[i], theirs[i]) * self.relative_bps // BPS)
+            if abs(ours[i] - theirs[i]) > allowed:
+                return False
+        return True
+
+    def accepts(self, ours: list[list[int]], theirs: list[list[int]]) -> bool:
+        mine = {row[0]: row for row in ours}
+        if len(mine) != len(theirs) or {row[0] for row in theirs} != set(mine):
+            return False
+        return all(self.leaf_ok(mine[row[0]], row) for row in theirs)
+
+
+@dataclass(frozen=True)
+class QuorumResult:
+    """What this oracle signed (its own report or an adopted one), and whether to transmit."""
+
+    commitment: EpochCommitment
+    signatures: list[OracleSignature] | None = None
+    wait: QuorumWait | None = None
+
+
+@dataclass(frozen=True)
+class _Verified:
+    commitment: EpochCommitment
+    signature: OracleSignature
+
+
+def _rows(commitment: EpochCommitment) -> list[list[int]]:
+    return [list(leaf.values()) for leaf in commitment.leaves]
+
+
 class QuorumCoordinator:
     def __init__(
         self,
@@ -154,125 +219,166 @@ class QuorumCoordinator:
         private_key: str,
         fallback_s: float,
         clock: Callable[[], float] = time.monotonic,
+        tolerance: Tolerance | None = None,
     ) -> None:
         self.board = board
         self.chain = chain
         self._key = private_key
         self.address = Account.from_key(private_key).address
         self.fallback_s = fallback_s
+        self.tolerance = tolerance or Tolerance()
         self._clock = clock
-        self._quorum_seen: dict[int, float] = {}
-        self._reported_disagreements: set[tuple[int, str]] = set()
+        self._quorum_seen: dict[tuple[int, bytes], float] = {}
+        self._reported: set[tuple[int, str, str]] = set()
+        self._cache: dict[tuple[str, str], _Verified | None] = {}
 
-    def gather(
-        self, commitment: EpochCommitment, state: HubState
-    ) -> list[OracleSignature] | QuorumWait:
-        """Publish our signature; return ``quorum`` signatures if it is our turn to transmit."""
-        report = commitment.report
+    def gather(self, commitment: EpochCommitment, state: HubState) -> QuorumResult:
+        """Sign our report or a tolerable higher-priority one, publish it, and return
+        ``quorum`` signatures over it if it is our turn to transmit."""
+        epoch = commitment.report.epoch
         chain_id, hub = self.chain.deployment.chain_id, self.chain.hub.address
-        oracle_set = self.chain.oracle_set()
-        members = {a.lower() for a in oracle_set}
-        if self.address.lower() not in members:
+        ordered = sorted(self.chain.oracle_set(), key=lambda a: int(a, 16))
+        lowered = [a.lower() for a in ordered]
+        if self.address.lower() not in lowered:
             raise NotAnOracle(f"this oracle's key {self.address} is not in OracleHub's oracle set")
+
+        def rank(address: str) -> int:
+            return (lowered.index(address.lower()) - epoch) % len(ordered)
+
+        own_rows = _rows(commitment)
+        others = {
+            signer: verified
+            for signer, entry in self.board.entries(epoch).items()
+            if signer.lower() != self.address.lower()
+            and (verified := self._verify(signer, entry, epoch, state, lowered)) is not None
+        }
+        for signer, verified in others.items():
+            if not self.tolerance.accepts(own_rows, _rows(verified.commitment)):
+                self._disagreement(signer, verified.commitment, commitment)
+
+        chosen = commitment
+        for signer in sorted(others, key=rank):
+            if rank(signer) >= rank(self.address):
+                break
+            candidate = others[signer].commitment
+            if self.tolerance.accepts(own_rows, _rows(candidate)):
+                if candidate.report != commitment.report:
+                    self._once(
+                        epoch,
+                        signer,
+                        "adopt",
+                        "epoch %d: co-signing oracle %s's report (root 0x%s), within tolerance"
+                        " of our measurement",
+                        epoch,
+                        signer,
+                        candidate.report.root.hex(),
+                    )
+                chosen = candidate
+                break
+
+        report = chosen.report
         [own] = sign_report(report, [self._key], chain_id, hub)
-        leaves = [list(leaf.values()) for leaf in commitment.leaves]
         self.board.publish(
-            report.epoch,
+            epoch,
             self.address,
             {
                 "report": report_json(report),
                 "signature": "0x" + own.signature.hex(),
-                "leaves": leaves,
+                "leaves": _rows(chosen),
             },
         )
-        digest = report_digest(report, chain_id, hub)
-        valid = [own]
-        for signer, entry in self.board.entries(report.epoch).items():
-            if signer.lower() == self.address.lower():
-                continue
-            signature = self._matching_signature(signer, entry, report, digest, members, leaves)
-            if signature is not None:
-                valid.append(signature)
+        valid = [own] + [v.signature for v in others.values() if v.commitment.report == report]
         if len(valid) < state.quorum:
-            return QuorumWait(f"{len(valid)} of {state.quorum} signatures for this root")
-        first_seen = self._quorum_seen.setdefault(report.epoch, self._clock())
-        ordered = sorted(oracle_set, key=lambda a: int(a, 16))
-        index = [a.lower() for a in ordered].index(self.address.lower())
-        rank = (index - report.epoch) % len(ordered)
-        waited = self._clock() - first_seen
-        if waited < rank * self.fallback_s:
-            return QuorumWait(
-                f"quorum reached; transmitter rank {rank}, taking over after"
-                f" {rank * self.fallback_s - waited:.1f}s more",
-                kind="turn",
+            return QuorumResult(
+                chosen, wait=QuorumWait(f"{len(valid)} of {state.quorum} signatures for this root")
             )
-        if rank:
+        first_seen = self._quorum_seen.setdefault((epoch, report.root), self._clock())
+        my_rank = rank(self.address)
+        waited = self._clock() - first_seen
+        if waited < my_rank * self.fallback_s:
+            return QuorumResult(
+                chosen,
+                wait=QuorumWait(
+                    f"quorum reached; transmitter rank {my_rank}, taking over after"
+                    f" {my_rank * self.fallback_s - waited:.1f}s more",
+                    kind="turn",
+                ),
+            )
+        if my_rank:
             log.warning(
                 "epoch %d: not attested %.1fs after quorum; transmitting as fallback rank %d",
-                report.epoch,
+                epoch,
                 waited,
-                rank,
+                my_rank,
             )
-        return sort_signatures(valid)[: state.quorum]
+        return QuorumResult(chosen, signatures=sort_signatures(valid)[: state.quorum])
 
-    def _matching_signature(
-        self,
-        signer: str,
-        entry: dict,
-        report: EpochReport,
-        digest: bytes,
-        members: set[str],
-        leaves: list[list[int]],
-    ) -> OracleSignature | None:
+    def _verify(
+        self, signer: str, entry: dict, epoch: int, state: HubState, members: list[str]
+    ) -> _Verified | None:
+        """The entry's commitment rebuilt from its leaves and its checked signature, or None."""
+        cache_key = (signer, json.dumps([entry.get("report"), entry.get("signature")]))
+        if cache_key in self._cache:
+            return self._cache[cache_key]
+        result = self._verify_uncached(signer, entry, epoch, state, members)
+        self._cache[cache_key] = result
+        return result
+
+    def _verify_uncached(
+        self, signer: str, entry: dict, epoch: int, state: HubState, members: list[str]
+    ) -> _Verified | None:
         try:
-            theirs = report_from_json(entry["report"])
+            report = report_from_json(entry["report"])
             signature = bytes.fromhex(str(entry["signature"]).removeprefix("0x"))
+            leaves = [NodeLeaf(*(int(v) for v in row)) for row in entry["leaves"]]
+            rebuilt = build_commitment(epoch, leaves, report.config_version)
         except (KeyError, TypeError, ValueError) as exc:
-            log.warning("epoch %d: malformed entry from %s ignored (%s)", report.epoch, signer, exc)
+            log.warning("epoch %d: malformed entry from %s ignored (%s)", epoch, signer, exc)
             return None
-        if theirs != report:
-            self._disagreement(signer, theirs, report, entry.get("leaves") or [], leaves)
+        if rebuilt.report != report:
+            log.warning("epoch %d: %s's leaves do not build its report; ignored", epoch, signer)
             return None
+        if report.config_version != state.config_version:
+            log.warning(
+                "epoch %d: %s signed config version %d, the hub is at %d; ignored",
+                epoch,
+                signer,
+                report.config_version,
+                state.config_version,
+            )
+            return None
+        digest = report_digest(report, self.chain.deployment.chain_id, self.chain.hub.address)
         try:
             recovered = Account._recover_hash(digest, signature=signature)
         except ValueError:
             recovered = None
         if recovered is None or recovered.lower() != signer.lower():
-            log.warning("epoch %d: signature under %s does not recover to it", report.epoch, signer)
+            log.warning("epoch %d: signature under %s does not recover to it", epoch, signer)
             return None
         if signer.lower() not in members:
-            log.warning("epoch %d: %s signed but is not a current oracle", report.epoch, signer)
+            log.warning("epoch %d: %s signed but is not a current oracle", epoch, signer)
             return None
-        return OracleSignature(signer=recovered, signature=signature)
+        return _Verified(rebuilt, OracleSignature(signer=recovered, signature=signature))
 
-    def _disagreement(
-        self,
-        signer: str,
-        theirs: EpochReport,
-        ours: EpochReport,
-        their_leaves: list[list[int]],
-        our_leaves: list[list[int]],
-    ) -> None:
-        if (ours.epoch, signer) in self._reported_disagreements:
+    def _once(self, epoch: int, signer: str, what: str, message: str, *args) -> None:
+        if (epoch, signer, what) not in self._reported:
+            self._reported.add((epoch, signer, what))
+            log.info(message, *args)
+
+    def _disagreement(self, signer: str, theirs: EpochCommitment, ours: EpochCommitment) -> None:
+        epoch = ours.report.epoch
+        key = (epoch, signer, "0x" + theirs.report.root.hex())
+        if key in self._reported:
             return
-        self._reported_disagreements.add((ours.epoch, signer))
-        if theirs.root == ours.root:
-            log.warning(
-                "epoch %d: oracle %s signed the same root with other totals/config: %s vs ours %s",
-                ours.epoch,
-                signer,
-                report_json(theirs),
-                report_json(ours),
-            )
-            return
-        diff = leaf_differences(our_leaves, their_leaves)
+        self._reported.add(key)
+        diff = leaf_differences(_rows(ours), _rows(theirs))
         log.warning(
-            "epoch %d: oracle %s DISAGREES: root 0x%s vs ours 0x%s; %d node(s) differ,"
-            " only ours %s, only theirs %s; first differences: %s",
-            ours.epoch,
+            "epoch %d: oracle %s DISAGREES: root 0x%s vs ours 0x%s; %d node(s) beyond"
+            " tolerance or different, only ours %s, only theirs %s; first differences: %s",
+            epoch,
             signer,
-            theirs.root.hex(),
-            ours.root.hex(),
+            theirs.report.root.hex(),
+            ours.report.root.hex(),
             diff["differingCount"],
             diff["onlyOurs"],
             diff["onlyTheirs"],

@@ -42,7 +42,7 @@ from oracle.errors import (
     TransactionDropped,
 )
 from oracle.proofs import proofs_document, proofs_path, read_proofs, write_proofs
-from oracle.quorum import QuorumBoard, QuorumCoordinator, QuorumWait
+from oracle.quorum import QuorumBoard, QuorumCoordinator, Tolerance
 from oracle.state import ProgressStore
 from oracle.telemetry import EpochWindow, NodeInfo
 
@@ -159,16 +159,19 @@ class Reporter:
                 self.chain.hub.address,
             )
         else:
-            # Our proofs are published whoever transmits (removed if the chain disagrees).
+            result = self.coordinator.gather(commitment, state)
+            # What we signed may be another oracle's report within tolerance of ours:
+            # publish proofs for that one, whoever transmits (removed if the chain disagrees).
+            commitment = result.commitment
             self._write(commitment, [], None, extras)
             self._unconfirmed_files[epoch] = commitment.report.root
-            gathered = self.coordinator.gather(commitment, state)
-            if isinstance(gathered, QuorumWait):
-                if (epoch, gathered.kind) != self._last_wait:  # once per epoch and kind
-                    log.info("epoch %d: waiting: %s", epoch, gathered.reason)
-                    self._last_wait = (epoch, gathered.kind)
+            if result.signatures is None:
+                assert result.wait is not None
+                if (epoch, result.wait.kind) != self._last_wait:  # once per epoch and kind
+                    log.info("epoch %d: waiting: %s", epoch, result.wait.reason)
+                    self._last_wait = (epoch, result.wait.kind)
                 return ReportOutcome(ReportStatus.WAITING, epoch, excluded_nodes=len(excluded))
-            signatures = gathered
+            signatures = result.signatures
         outcome = self.transmit(commitment, signatures, extras)
         return replace(outcome, excluded_nodes=len(excluded))
 
@@ -356,7 +359,12 @@ def build_reporter(settings: OracleSettings, source: TelemetrySource | None = No
                 f"quorum mode signs with exactly one key per oracle process, not {len(keys)}"
             )
         board = QuorumBoard.from_url(settings.quorum_redis_url, chain.chain_identity())
-        coordinator = QuorumCoordinator(board, chain, keys[0], settings.transmit_fallback_seconds)
+        tolerance = Tolerance(
+            settings.quorum_tolerance_ratio_bps, settings.quorum_tolerance_relative_bps
+        )
+        coordinator = QuorumCoordinator(
+            board, chain, keys[0], settings.transmit_fallback_seconds, tolerance=tolerance
+        )
     return Reporter(
         chain,
         source or SimulatedFleet(settings.fleet_seed, settings.fleet_samples_per_epoch),
