@@ -135,7 +135,7 @@ def aggregate(
             if counter_j is None:
                 from_counter = False
                 # Gaps are filled with the observed average draw, not with zero.
-                energy_j += held_power_j * series.gpus * (window.seconds / o) if o else 0.0
+                energy_j += held_power_j * (window.seconds / o) if o else 0.0
             else:
                 energy_j += counter_j
     except _Nonsense as exc:

@@ -57,7 +57,11 @@ class Sample:
 
 @dataclass(slots=True)
 class DeviceSeries:
-    """Samples of one device (or, for a node-level source, of ``gpus`` identical GPUs)."""
+    """Samples of one device (or, for a node-level source, of ``gpus`` identical GPUs).
+
+    Utilization is the average over the series' GPUs; power and the energy
+    counter are totals over them.
+    """
 
     device: str
     samples: list[Sample] = field(default_factory=list)

@@ -198,3 +198,16 @@ def test_a_drop_to_a_small_value_is_a_reset_but_to_a_large_one_is_backwards():
     backwards = list(reset)
     backwards[5] = Sample(base[5].t, 50.0, 400.0, 90_000_000)  # 90 kJ > 84 kJ
     assert "ran backwards" in run(DeviceSeries("gpu0", backwards)).reason
+
+
+def test_node_level_series_counts_power_and_energy_as_totals():
+    """A series standing for 4 GPUs reports the node's total power, not per GPU."""
+    node = NodeInfo(node_id=4, gpu_count=4, reference_power_w=700)
+    with_counter = figures(DeviceSeries("node", steady(power=1_600), gpus=4), node=node)
+    power_only = [Sample(s.t, 50.0, 1_600.0, None) for s in steady()]
+    without = figures(DeviceSeries("node", power_only, gpus=4), node=node)
+    for f in (with_counter, without):
+        assert f.measurement.energy_wh == 1_600 * 600 // 3600
+        assert f.measurement.milli_gpu_hours == 4 * 600 * 1000 // 3600
+        assert f.power_ratio(700) == pytest.approx(400 / 700)
+    assert with_counter.energy_from_counter and not without.energy_from_counter
