@@ -24,10 +24,10 @@ from pydantic import SecretStr
 from gpucap.attestation import EpochReport, dev_oracle_keys
 from gpucap.deployment import REPO_ROOT
 from gpucap.devchain import dev_private_key, free_port
-from oracle.chain import ChainClient
+from oracle.chain import ChainClient, SignedAttestation
 from oracle.collectors import SimulatedFleet
 from oracle.config import OracleSettings
-from oracle.errors import AttestationRejected, QuorumUnavailable
+from oracle.errors import AttestationRejected, ChainWentBackwards, QuorumUnavailable
 from oracle.proofs import read_proofs
 from oracle.reporter import Reporter, ReportStatus, build_reporter
 from tests.oracle.hub_helpers import end_epoch
@@ -410,3 +410,17 @@ def test_restart_after_others_attested_retires_the_stale_tx(hub, settings, proof
     assert outcome.epoch is None or outcome.epoch > target
     assert sent_rows(proofs_dir, target) == [(stale, "retired")]
     assert attested_events(reporter, target) == 1
+
+
+def test_state_ahead_of_the_chain_refuses_to_post(hub, settings, proofs_dir, reporter):
+    """A state file that saw later epochs confirmed than the hub has: reorg or wrong chain."""
+    state = settings.model_copy(update={"state_path": proofs_dir / "ahead.sqlite3"})
+    ahead = build_reporter(state)
+    signed = SignedAttestation(hub.lastAttestedEpoch() + 5, "0x" + "ab" * 32, b"\x01", 0)
+    ahead.progress.record_sent(signed, b"\x00" * 32)
+    ahead.progress.mark(signed.tx_hash, "confirmed")
+    nonce = web3.eth.get_transaction_count(reporter.transmitter.address)
+    end_epoch(hub)
+    with pytest.raises(ChainWentBackwards, match="reorg or wrong chain; not posting"):
+        ahead.report_once()
+    assert web3.eth.get_transaction_count(reporter.transmitter.address) == nonce

@@ -25,9 +25,14 @@ from gpucap.merkle import MerkleTreeError, StandardMerkleTree, process_proof
 from gpucap.revert import decode_revert
 from oracle.__main__ import app as cli
 from oracle.chain import HubState
+from oracle.collectors.base import PolledSource
+from oracle.collectors.dcgm import DcgmCollector
+from oracle.collectors.simulated import SimulatedFleet
 from oracle.config import OracleSettings
 from oracle.errors import OracleConfigError
 from oracle.reporter import Reporter
+from oracle.sources import build_source
+from tests.oracle.test_oracle_collectors import HAS_GPU
 
 HUB = "0x" + "ab" * 20
 
@@ -285,3 +290,30 @@ class TestKeystore:
             cli, ["new-keystore", str(out), "--password-file", str(password)]
         )
         assert again.exit_code != 0 and "already exists" in again.output
+
+
+class TestSourceWiring:
+    def test_simulated_needs_no_sampler(self):
+        source, sampler = build_source(OracleSettings())
+        assert isinstance(source, SimulatedFleet) and sampler is None
+
+    def test_dcgm_gets_a_polled_source_and_a_sampler(self):
+        settings = OracleSettings(
+            source="dcgm", dcgm_targets="3=http://127.0.0.1:9/metrics", sample_interval_seconds=7
+        )
+        source, sampler = build_source(settings)
+        assert isinstance(source, PolledSource) and source.interval_s == 7
+        assert isinstance(sampler.collector, DcgmCollector)
+        assert sampler.collector.targets == {3: "http://127.0.0.1:9/metrics"}
+
+    def test_nvml_requires_a_node_id(self):
+        with pytest.raises(ValidationError, match="NVML_NODE_ID is required"):
+            OracleSettings(source="nvml")
+
+    @pytest.mark.skipif(HAS_GPU, reason="this host has an NVIDIA GPU")
+    def test_cli_without_gpu_exits_with_a_clear_message(self, monkeypatch, caplog):
+        monkeypatch.setenv("GPUCAP_ORACLE_SOURCE", "nvml")
+        monkeypatch.setenv("GPUCAP_ORACLE_NVML_NODE_ID", "1")
+        result = CliRunner().invoke(cli, ["run", "--once"])
+        assert result.exit_code == 2
+        assert "cannot start: no NVIDIA driver/GPU on this host" in caplog.text
