@@ -99,6 +99,7 @@ class Reporter:
         self._last_wait: tuple[int, str] | None = None
         # Quorum mode: proofs files written before knowing who attests (epoch → our root).
         self._unconfirmed_files: dict[int, bytes] = {}
+        self._measured: tuple[tuple[int, tuple[NodeInfo, ...]], tuple] | None = None
 
     @property
     def signer_addresses(self) -> list[str]:
@@ -144,8 +145,12 @@ class Reporter:
             log.info("epoch %d: no registered nodes to measure", epoch)
             return ReportOutcome(ReportStatus.NO_NODES, epoch)
 
-        window = self.chain.epoch_window(epoch)
-        leaves, excluded, efficiency = self.measure(nodes, window)
+        # Measured once per epoch: a quorum oracle polls many times while waiting, and
+        # must keep signing the same figures (live data keeps arriving after the end).
+        if self._measured is None or self._measured[0] != (epoch, tuple(nodes)):
+            window = self.chain.epoch_window(epoch)
+            self._measured = ((epoch, tuple(nodes)), self.measure(nodes, window))
+        leaves, excluded, efficiency = self._measured[1]
         if not leaves:
             log.warning("epoch %d: every node was excluded; nothing to attest", epoch)
             return ReportOutcome(ReportStatus.NO_NODES, epoch)
