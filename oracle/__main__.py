@@ -5,15 +5,23 @@ Settings come from ``GPUCAP_ORACLE_*`` environment variables (oracle/config.py).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from eth_account import Account
 
 from gpucap.deployment import ManifestError
+from oracle.collectors.base import CollectorUnavailable
 from oracle.config import OracleSettings
 from oracle.daemon import TRANSIENT_ERRORS, Daemon
 from oracle.errors import OracleError
+from oracle.health import HealthPolicy, MetricsServer, OracleMetrics
 from oracle.reporter import build_reporter
+from oracle.sources import build_source
 
 app = typer.Typer(add_completion=False, help="gpucap oracle daemon")
 log = logging.getLogger("gpucap.oracle")
@@ -35,24 +43,67 @@ def run(
     )
     settings = OracleSettings()
     try:
-        reporter = build_reporter(settings)
-    except (ManifestError, OracleError) as exc:
+        source, sampler = build_source(settings)
+        reporter = build_reporter(settings, source)
+    except (ManifestError, OracleError, CollectorUnavailable) as exc:
         log.error("cannot start: %s", exc)
         raise typer.Exit(2) from None
     except TRANSIENT_ERRORS as exc:
         log.error("cannot start: node at %s unreachable (%s)", settings.rpc_url, exc)
         raise typer.Exit(2) from None
-    if once:
-        try:
-            outcome = reporter.report_once()
-        except OracleError as exc:
-            log.error("%s", exc)
-            raise typer.Exit(1) from None
-        log.info("report_once: %s (epoch %s)", outcome.status.value, outcome.epoch)
-        return
-    daemon = Daemon(reporter, settings.poll_interval_seconds, settings.retry_delay_seconds)
-    daemon.install_signal_handlers()
-    daemon.run()
+    server: MetricsServer | None = None
+    if sampler is not None:
+        sampler.start()
+        log.info("sampling %s every %ss", settings.source, settings.sample_interval_seconds)
+    try:
+        if once:
+            try:
+                outcome = reporter.report_once()
+            except OracleError as exc:
+                log.error("%s", exc)
+                raise typer.Exit(1) from None
+            log.info("report_once: %s (epoch %s)", outcome.status.value, outcome.epoch)
+            return
+        metrics = OracleMetrics(
+            HealthPolicy(settings.health_max_silence_seconds, settings.health_max_lag_epochs)
+        )
+        if settings.metrics_port is not None:
+            server = MetricsServer(metrics, settings.metrics_host, settings.metrics_port)
+            server.start()
+        daemon = Daemon(
+            reporter, settings.poll_interval_seconds, settings.retry_delay_seconds, metrics
+        )
+        daemon.install_signal_handlers()
+        daemon.run()
+    finally:
+        if server is not None:
+            server.stop()
+        if sampler is not None:
+            sampler.stop()
+
+
+@app.command("new-keystore")
+def new_keystore(
+    path: Annotated[Path, typer.Argument(help="Keystore file to create (never overwritten).")],
+    password_file: Annotated[Path, typer.Option(help="File holding the keystore password.")],
+    iterations: int | None = typer.Option(None, help="KDF iterations (default: eth-account's)."),
+) -> None:
+    """Create a new oracle key in an encrypted keystore file and print its address."""
+    if path.exists():
+        typer.echo(f"{path} already exists; not overwriting a key", err=True)
+        raise typer.Exit(1)
+    password = password_file.read_text().removesuffix("\n")
+    if not password:
+        typer.echo("the password file is empty", err=True)
+        raise typer.Exit(1)
+    account = Account.create()
+    keyfile = Account.encrypt(account.key, password, iterations=iterations)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Created 0600 from the start: the encrypted key is never world-readable.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(keyfile, handle)
+    typer.echo(f"created {path} for oracle {account.address}")
 
 
 if __name__ == "__main__":

@@ -12,12 +12,17 @@ from dataclasses import dataclass
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import ContractCustomError, ContractLogicError
+from web3.exceptions import (
+    ContractCustomError,
+    ContractLogicError,
+    TransactionNotFound,
+    Web3RPCError,
+)
 
 from gpucap.attestation import EpochReport, OracleSignature
 from gpucap.deployment import Deployment
 from gpucap.revert import decode_revert
-from oracle.errors import AttestationRejected, AttestationReverted
+from oracle.errors import AttestationRejected, AttestationReverted, TransactionDropped
 from oracle.telemetry import EpochWindow, NodeInfo
 
 # NodeRegistry.NodeStatus: nodes in these states have nothing left to measure.
@@ -34,6 +39,20 @@ class HubState:
     current_epoch: int
     config_version: int
     quorum: int
+
+
+@dataclass(frozen=True)
+class SignedAttestation:
+    """A signed ``attest`` transaction, not yet (known to be) sent.
+
+    Persisted before it is sent: after a crash the very same bytes are re-sent,
+    so the epoch can only ever be posted by this one transaction hash.
+    """
+
+    epoch: int
+    tx_hash: str
+    raw: bytes
+    nonce: int
 
 
 @dataclass(frozen=True)
@@ -85,6 +104,30 @@ class ChainClient:
         """The attested Merkle root of ``epoch`` (32 zero bytes if never attested)."""
         return bytes(self.hub.functions.epochAttestation(epoch).call()[0])
 
+    def oracle_set(self) -> list[str]:
+        """The hub's current oracles (checksummed addresses)."""
+        return [Web3.to_checksum_address(a) for a in self.hub.functions.oracles().call()]
+
+    def find_attestation(
+        self, epoch: int, lookback_blocks: int = 10_000
+    ) -> PostedAttestation | None:
+        """The transaction that attested ``epoch``, searched in the last ``lookback_blocks``."""
+        latest = self.w3.eth.block_number
+        events = self.hub.events.EpochAttested.get_logs(
+            from_block=max(0, latest - lookback_blocks),
+            to_block=latest,
+            argument_filters={"epoch": epoch},
+        )
+        if not events:
+            return None
+        tx_hash = events[0]["transactionHash"]
+        receipt = self.w3.eth.get_transaction_receipt(tx_hash)
+        return PostedAttestation(
+            tx_hash=tx_hash.to_0x_hex(),
+            block_number=int(receipt["blockNumber"]),
+            gas_used=int(receipt["gasUsed"]),
+        )
+
     def is_oracle(self, address: str) -> bool:
         return bool(self.hub.functions.isOracle(address).call())
 
@@ -111,17 +154,20 @@ class ChainClient:
 
     # -- the write ---------------------------------------------------------------
 
-    def post_attestation(
+    def chain_identity(self) -> str:
+        """chain id, genesis hash and hub address: a restarted dev chain is a new chain."""
+        genesis = self.w3.eth.get_block(0)["hash"]
+        return f"{self.deployment.chain_id}:{genesis.to_0x_hex()}:{self.hub.address}"
+
+    def prepare_attestation(
         self,
         report: EpochReport,
         signatures: list[OracleSignature],
         transmitter: LocalAccount,
-        receipt_timeout: float,
-    ) -> PostedAttestation:
-        """Simulate, sign locally, send, wait for the receipt, check its status.
+    ) -> SignedAttestation:
+        """Simulate, then build and sign the transaction locally (nothing is sent).
 
-        Raises AttestationRejected with the decoded custom error if the simulation
-        reverts, AttestationReverted if the mined transaction did.
+        Raises AttestationRejected with the decoded custom error if the simulation reverts.
         """
         call = self.hub.functions.attest(report.as_tuple(), [s.signature for s in signatures])
         try:
@@ -135,21 +181,74 @@ class ChainClient:
             raise AttestationRejected(
                 report.epoch, exc.message or "reverted without reason"
             ) from exc
+        nonce = self.w3.eth.get_transaction_count(transmitter.address, "pending")
         tx = call.build_transaction(
             {
                 "from": transmitter.address,
-                "nonce": self.w3.eth.get_transaction_count(transmitter.address, "pending"),
+                "nonce": nonce,
                 "gas": gas * _GAS_HEADROOM_NUM // _GAS_HEADROOM_DEN,
                 "chainId": self.deployment.chain_id,
             }
         )
         signed = transmitter.sign_transaction(tx)
-        tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=receipt_timeout)
+        return SignedAttestation(
+            epoch=report.epoch,
+            tx_hash=signed.hash.to_0x_hex(),
+            raw=bytes(signed.raw_transaction),
+            nonce=nonce,
+        )
+
+    def send(self, signed: SignedAttestation) -> None:
+        """Broadcast; re-sending a transaction the node already has is not an error.
+
+        Raises TransactionDropped if the node refuses it and does not know it
+        (typically: its nonce was used by another transaction meanwhile).
+        """
+        try:
+            self.w3.eth.send_raw_transaction(signed.raw)
+        except (Web3RPCError, ValueError) as exc:
+            if self._known(signed.tx_hash):
+                return
+            raise TransactionDropped(signed.epoch, signed.tx_hash, str(exc)) from exc
+
+    def _known(self, tx_hash: str) -> bool:
+        try:
+            self.w3.eth.get_transaction(tx_hash)
+        except TransactionNotFound:
+            return False
+        return True
+
+    def wait(self, signed: SignedAttestation, receipt_timeout: float) -> PostedAttestation:
+        """Wait for the receipt and check its status (raises AttestationReverted, TimeExhausted)."""
+        receipt = self.w3.eth.wait_for_transaction_receipt(signed.tx_hash, timeout=receipt_timeout)
+        return self._posted(signed, receipt)
+
+    def receipt(self, signed: SignedAttestation) -> PostedAttestation | None:
+        """The mined outcome if the transaction is in a block, else None."""
+        try:
+            receipt = self.w3.eth.get_transaction_receipt(signed.tx_hash)
+        except TransactionNotFound:
+            return None
+        return self._posted(signed, receipt)
+
+    @staticmethod
+    def _posted(signed: SignedAttestation, receipt) -> PostedAttestation:
         if receipt["status"] != 1:
-            raise AttestationReverted(report.epoch, tx_hash.to_0x_hex())
+            raise AttestationReverted(signed.epoch, signed.tx_hash)
         return PostedAttestation(
-            tx_hash=tx_hash.to_0x_hex(),
+            tx_hash=signed.tx_hash,
             block_number=int(receipt["blockNumber"]),
             gas_used=int(receipt["gasUsed"]),
         )
+
+    def post_attestation(
+        self,
+        report: EpochReport,
+        signatures: list[OracleSignature],
+        transmitter: LocalAccount,
+        receipt_timeout: float,
+    ) -> PostedAttestation:
+        """Prepare, send and wait in one go (no crash safety: see Reporter for that)."""
+        signed = self.prepare_attestation(report, signatures, transmitter)
+        self.send(signed)
+        return self.wait(signed, receipt_timeout)

@@ -1,15 +1,23 @@
 """Oracle daemon settings, from ``GPUCAP_ORACLE_*`` environment variables.
 
-Keys: ``GPUCAP_ORACLE_KEYS`` is a comma-separated list of 0x private keys. The
-first one also pays gas (the transmitter). In development, when it is unset, the
-daemon holds ALL THREE dev oracle keys (anvil accounts 6, 7, 8) so that one
-process reaches the dev chain's 2-of-3 quorum alone. That is a dev-chain
-shortcut, not the production shape: outside development keys are required and
-anvil's well-known keys are refused.
+Keys. In production an oracle signs with ONE key read from an encrypted
+eth-account (Web3 Secret Storage v3) keystore file,
+``GPUCAP_ORACLE_KEYSTORE_PATH``, whose password comes from
+``GPUCAP_ORACLE_KEYSTORE_PASSWORD`` or, better (it stays out of the process
+environment), from the file named by ``GPUCAP_ORACLE_KEYSTORE_PASSWORD_FILE``.
+Plain private keys in configuration (``GPUCAP_ORACLE_KEYS``) are refused in
+production, as are anvil's well-known dev keys inside a keystore.
+
+In development a keystore works the same way; without one, ``GPUCAP_ORACLE_KEYS``
+(comma-separated 0x keys) may be used, and when that is unset too the daemon
+holds ALL THREE dev oracle keys (anvil accounts 6, 7, 8) so that one process
+reaches the dev chain's 2-of-3 quorum alone: a dev-chain shortcut only. The
+first key also pays gas (the transmitter).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -32,36 +40,130 @@ class OracleSettings(BaseSettings):
     rpc_url: str = "http://127.0.0.1:8545"
     manifest_path: Path = Path("deployments/development.json")
     keys: SecretStr | None = None
+    keystore_path: Path | None = None
+    keystore_password: SecretStr | None = None
+    keystore_password_file: Path | None = None
     proofs_dir: Path = Path(".run/oracle/epochs")
+    # Crash-safe progress (SQLite): what was sent and confirmed (oracle/state.py).
+    state_path: Path = Path(".run/oracle/state.sqlite3")
+    # Where telemetry comes from: a simulated fleet, dcgm-exporter targets, or local NVML.
+    source: Literal["simulated", "dcgm", "nvml"] = "simulated"
     fleet_seed: int = 0
+    fleet_samples_per_epoch: int = Field(default=12, ge=2)
+    # dcgm: "1=http://10.0.0.5:9400/metrics,2=http://10.0.0.6:9400/metrics" (node id = URL)
+    dcgm_targets: str = ""
+    # nvml: the registry id of the node this oracle runs on
+    nvml_node_id: int | None = Field(default=None, ge=1)
+    # dcgm/nvml: seconds between two scrapes (gaps are judged against it)
+    sample_interval_seconds: float = Field(default=10.0, gt=0)
     # Upper bound between two looks at the chain; the daemon also wakes at each epoch end.
     poll_interval_seconds: float = Field(default=5.0, gt=0)
     receipt_timeout_seconds: float = Field(default=120.0, gt=0)
+    # M-of-N across processes: each holds one key; signatures meet in this Redis.
+    quorum_redis_url: str | None = None
+    # Rank k of the rotation transmits k × this many seconds after seeing a quorum.
+    transmit_fallback_seconds: float = Field(default=30.0, ge=0)
+    # Co-sign another oracle's leaf if within these of our own (see oracle.quorum.Tolerance).
+    quorum_tolerance_ratio_bps: int = Field(default=100, ge=0, le=10_000)
+    quorum_tolerance_relative_bps: int = Field(default=100, ge=0, le=10_000)
+    # Health (/health) and Prometheus (/metrics) endpoint; unset = not served.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=0, le=65_535)
+    # /health turns 503 after this long without a successful step, or this many unattested epochs.
+    health_max_silence_seconds: float = Field(default=120.0, gt=0)
+    health_max_lag_epochs: int = Field(default=2, ge=0)
     # Pause after a failed tick before trying again (rejections are not retried in a tight loop).
     retry_delay_seconds: float = Field(default=10.0, ge=0)
 
     @model_validator(mode="after")
     def _keys_fit_environment(self) -> OracleSettings:
+        if self.keystore_path is not None:
+            if self.keystore_password is None and self.keystore_password_file is None:
+                raise ValueError(
+                    "GPUCAP_ORACLE_KEYSTORE_PATH needs GPUCAP_ORACLE_KEYSTORE_PASSWORD_FILE"
+                    " (or GPUCAP_ORACLE_KEYSTORE_PASSWORD)"
+                )
+            if self.keys is not None and self.keys.get_secret_value().strip():
+                raise ValueError("set either a keystore or GPUCAP_ORACLE_KEYS, not both")
         if self.environment == "development":
             return self
-        if self.keys is None or not self.keys.get_secret_value().strip():
-            raise ValueError("GPUCAP_ORACLE_KEYS is required outside development")
-        dev = {k.lower() for k in dev_oracle_keys()}
-        if any(k.lower() in dev for k in _split(self.keys.get_secret_value())):
-            raise ValueError("anvil's well-known dev keys are refused outside development")
+        if self.keys is not None and self.keys.get_secret_value().strip():
+            raise ValueError(
+                "plain private keys (GPUCAP_ORACLE_KEYS) are refused in production:"
+                " use an encrypted keystore (GPUCAP_ORACLE_KEYSTORE_PATH)"
+            )
+        if self.keystore_path is None:
+            raise ValueError("GPUCAP_ORACLE_KEYSTORE_PATH is required in production")
         return self
 
+    @model_validator(mode="after")
+    def _source_is_complete(self) -> OracleSettings:
+        if self.source == "dcgm":
+            self.dcgm_target_map()  # raises on a malformed list
+        if self.source == "nvml" and self.nvml_node_id is None:
+            raise ValueError("GPUCAP_ORACLE_NVML_NODE_ID is required with source=nvml")
+        return self
+
+    def dcgm_target_map(self) -> dict[int, str]:
+        targets: dict[int, str] = {}
+        for part in _split(self.dcgm_targets):
+            node, sep, url = part.partition("=")
+            if not sep or not node.strip().isdigit() or not url.strip().startswith("http"):
+                raise ValueError(f"GPUCAP_ORACLE_DCGM_TARGETS entry {part!r} is not node_id=http…")
+            targets[int(node)] = url.strip()
+        if not targets:
+            raise ValueError("GPUCAP_ORACLE_DCGM_TARGETS is required with source=dcgm")
+        return targets
+
     def private_keys(self) -> list[str]:
-        """The oracle keys this daemon signs with (dev keys in development when unset)."""
-        if self.keys is None or not self.keys.get_secret_value().strip():
+        """The oracle keys this daemon signs with.
+
+        Raises OracleConfigError for an unreadable keystore, a wrong password, a
+        malformed key, or a dev key outside development.
+        """
+        if self.keystore_path is not None:
+            keys = [self._decrypt_keystore()]
+        elif self.keys is None or not self.keys.get_secret_value().strip():
             return dev_oracle_keys()
-        keys = _split(self.keys.get_secret_value())
+        else:
+            keys = _split(self.keys.get_secret_value())
         for key in keys:
             try:
                 Account.from_key(key)
             except ValueError as exc:
                 raise OracleConfigError("GPUCAP_ORACLE_KEYS holds a malformed private key") from exc
+        if self.environment != "development":
+            dev = {k.lower() for k in dev_oracle_keys()}
+            if any(k.lower() in dev for k in keys):
+                raise OracleConfigError(
+                    "anvil's well-known dev keys are refused outside development"
+                )
         return keys
+
+    def _decrypt_keystore(self) -> str:
+        assert self.keystore_path is not None
+        if self.keystore_password_file is not None:
+            try:
+                # One trailing newline is what `echo pw > file` adds; it is not part of it.
+                password = self.keystore_password_file.read_text().removesuffix("\n")
+            except OSError as exc:
+                raise OracleConfigError(
+                    f"cannot read keystore password file {self.keystore_password_file}: {exc}"
+                ) from exc
+        else:
+            assert self.keystore_password is not None
+            password = self.keystore_password.get_secret_value()
+        try:
+            keyfile = json.loads(self.keystore_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise OracleConfigError(f"cannot read keystore {self.keystore_path}: {exc}") from exc
+        try:
+            return "0x" + bytes(Account.decrypt(keyfile, password)).hex()
+        except ValueError as exc:
+            raise OracleConfigError(
+                f"cannot decrypt keystore {self.keystore_path}: wrong password or damaged file"
+                f" ({exc})"
+            ) from exc
 
 
 def _split(raw: str) -> list[str]:

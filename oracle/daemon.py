@@ -17,7 +17,8 @@ import requests
 from web3.exceptions import ProviderConnectionError, TimeExhausted
 
 from oracle.errors import OracleError
-from oracle.reporter import Reporter, ReportStatus
+from oracle.health import OracleMetrics
+from oracle.reporter import Reporter, ReportOutcome, ReportStatus
 
 log = logging.getLogger("gpucap.oracle")
 
@@ -31,10 +32,18 @@ TRANSIENT_ERRORS = (
 
 
 class Daemon:
-    def __init__(self, reporter: Reporter, poll_interval: float, retry_delay: float) -> None:
+    def __init__(
+        self,
+        reporter: Reporter,
+        poll_interval: float,
+        retry_delay: float,
+        metrics: OracleMetrics | None = None,
+    ) -> None:
         self.reporter = reporter
         self.poll_interval = poll_interval
         self.retry_delay = retry_delay
+        self.metrics = metrics or OracleMetrics()
+        self.metrics.set_signers(reporter.signer_addresses, reporter.transmitter.address)
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -69,10 +78,36 @@ class Daemon:
             outcome = self.reporter.report_once()
         except OracleError as exc:
             log.error("%s", exc)
+            self.metrics.observe_failure(type(exc).__name__, str(exc))
             return self.retry_delay
         except TRANSIENT_ERRORS as exc:
             log.warning("chain unreachable (%s: %s); retrying", type(exc).__name__, exc)
+            self.metrics.observe_failure("ChainUnreachable", f"{type(exc).__name__}: {exc}")
             return self.retry_delay
+        finally:
+            self._observe_chain()
+        self._observe(outcome)
         if outcome.status in (ReportStatus.ATTESTED, ReportStatus.ALREADY_ATTESTED):
             return 0.0  # more epochs may have ended meanwhile: catch up at once, in order
         return self.poll_interval
+
+    def _observe_chain(self) -> None:
+        state = self.reporter.last_hub_state
+        if state is not None:
+            self.metrics.observe_chain(state.last_attested_epoch, state.current_epoch)
+
+    def _observe(self, outcome: ReportOutcome) -> None:
+        posted = outcome.epoch if outcome.status is ReportStatus.ATTESTED else None
+        self.metrics.observe_success(outcome.status.value, posted, outcome.excluded_nodes)
+        state = self.reporter.last_hub_state
+        if (
+            state is not None
+            and outcome.epoch is not None
+            and outcome.status
+            in (
+                ReportStatus.ATTESTED,
+                ReportStatus.ALREADY_ATTESTED,
+            )
+        ):
+            last = max(state.last_attested_epoch, outcome.epoch)
+            self.metrics.observe_chain(last, state.current_epoch)

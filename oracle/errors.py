@@ -44,3 +44,16 @@ class AttestationReverted(OracleError):
         super().__init__(f"attest for epoch {epoch} reverted on-chain in tx {tx_hash}")
         self.epoch = epoch
         self.tx_hash = tx_hash
+
+
+class TransactionDropped(OracleError):
+    """A persisted attest transaction the node no longer accepts nor knows."""
+
+    def __init__(self, epoch: int, tx_hash: str, reason: str) -> None:
+        super().__init__(f"attest for epoch {epoch} (tx {tx_hash}) was dropped: {reason}")
+        self.epoch = epoch
+        self.tx_hash = tx_hash
+
+
+class ChainWentBackwards(OracleError):
+    """The hub reports fewer attested epochs than this oracle saw confirmed."""

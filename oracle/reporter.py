@@ -1,29 +1,50 @@
 """One reporting step: pick the next epoch, measure, commit, sign, post.
 
-Which epoch: the one after ``lastAttestedEpoch()`` on-chain, if it has ended.
-The chain is the daemon's only memory, which is what makes it crash-safe: a
-restarted daemon neither posts an epoch twice nor skips one, and catches up in
-order one epoch per step. A hub that has never been attested starts at the
-latest ended epoch (history before an oracle set existed is not back-filled).
+Which epoch: the one after ``lastAttestedEpoch()`` on-chain, if it has ended,
+so a restarted daemon catches up late epochs in order, one per step. What this
+oracle has sent is persisted before it is sent (oracle/state.py), so a daemon
+killed at any point neither posts an epoch twice nor loses track of a
+transaction in flight. A hub that has never been attested starts at the latest
+ended epoch (history before an oracle set existed is not back-filled, and the
+daemon says so).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from gpucap.attestation import EpochCommitment, NodeLeaf, build_commitment, sign_report
-from oracle.chain import ChainClient, HubState
+from gpucap.attestation import (
+    EpochCommitment,
+    NodeLeaf,
+    OracleSignature,
+    build_commitment,
+    sign_report,
+)
+from oracle.aggregation import AggregationPolicy, NodeFigures, Rejection, aggregate
+from oracle.chain import ChainClient, HubState, PostedAttestation
+from oracle.collectors.base import TelemetrySource
+from oracle.collectors.simulated import SimulatedFleet
 from oracle.config import OracleSettings
-from oracle.errors import AttestationRejected, AttestationReverted, QuorumUnavailable
-from oracle.proofs import proofs_document, proofs_path, write_proofs
-from oracle.telemetry import SimulatedFleet, TelemetrySource
+from oracle.errors import (
+    AttestationRejected,
+    AttestationReverted,
+    ChainWentBackwards,
+    OracleConfigError,
+    QuorumUnavailable,
+    TransactionDropped,
+)
+from oracle.proofs import proofs_document, proofs_path, read_proofs, write_proofs
+from oracle.quorum import QuorumBoard, QuorumCoordinator, Tolerance
+from oracle.state import ProgressStore
+from oracle.telemetry import EpochWindow, NodeInfo
 
 log = logging.getLogger("gpucap.oracle")
 
@@ -31,8 +52,9 @@ log = logging.getLogger("gpucap.oracle")
 class ReportStatus(StrEnum):
     ATTESTED = "attested"
     NOTHING_TO_DO = "nothing_to_do"  # the next epoch has not ended yet
-    NO_NODES = "no_nodes"  # nothing registered to measure
+    NO_NODES = "no_nodes"  # nothing registered to measure, or every node excluded
     ALREADY_ATTESTED = "already_attested"  # another transmitter won the race
+    WAITING = "waiting"  # quorum mode: not enough matching signatures yet, or not our turn
 
 
 @dataclass(frozen=True)
@@ -42,6 +64,7 @@ class ReportOutcome:
     tx_hash: str | None = None
     gas_used: int | None = None
     proofs_path: Path | None = None
+    excluded_nodes: int | None = None  # nodes left out of this epoch's leaf set
 
 
 class Reporter:
@@ -54,6 +77,9 @@ class Reporter:
         private_keys: Sequence[str],
         proofs_dir: Path,
         receipt_timeout: float = 120.0,
+        policy: AggregationPolicy | None = None,
+        progress: ProgressStore | None = None,
+        coordinator: QuorumCoordinator | None = None,
     ) -> None:
         if not private_keys:
             raise QuorumUnavailable(0, 1)
@@ -64,6 +90,20 @@ class Reporter:
         self.transmitter: LocalAccount = Account.from_key(self._keys[0])
         self.proofs_dir = proofs_dir
         self.receipt_timeout = receipt_timeout
+        self.policy = policy or AggregationPolicy()
+        # Without a file, progress lives in memory: fine for tests, not crash-safe.
+        self.progress = progress or ProgressStore(":memory:", chain.chain_identity())
+        self.last_hub_state: HubState | None = None
+        # Quorum mode: one key here, the other signatures come through Redis.
+        self.coordinator = coordinator
+        self._last_wait: tuple[int, str] | None = None
+        # Quorum mode: proofs files written before knowing who attests (epoch → our root).
+        self._unconfirmed_files: dict[int, bytes] = {}
+        self._measured: tuple[tuple[int, tuple[NodeInfo, ...]], tuple] | None = None
+
+    @property
+    def signer_addresses(self) -> list[str]:
+        return [Account.from_key(k).address for k in self._keys]
 
     @staticmethod
     def next_epoch(state: HubState) -> int | None:
@@ -73,62 +113,96 @@ class Reporter:
         return epoch if 1 <= epoch <= latest_ended else None
 
     def report_once(self) -> ReportOutcome:
-        """Attest at most one epoch; returns what happened. Raises OracleError subclasses."""
+        """Attest at most one epoch; returns what happened. Raises OracleError subclasses.
+
+        First settles any transaction a previous run left in flight (see
+        oracle.state), then attests ``lastAttestedEpoch() + 1`` if it has ended.
+        """
         state = self.chain.hub_state()
+        self.last_hub_state = state
+        self._finalize_published(state)
+        recovered = self._settle_in_flight(state)
+        if recovered is not None:
+            return recovered
+        confirmed = self.progress.last_confirmed_epoch()
+        if state.last_attested_epoch < confirmed:
+            raise ChainWentBackwards(
+                f"OracleHub says epoch {state.last_attested_epoch} is the last attested but"
+                f" this oracle saw epoch {confirmed} confirmed: reorg or wrong chain; not posting"
+            )
         epoch = self.next_epoch(state)
         if epoch is None:
             return ReportOutcome(ReportStatus.NOTHING_TO_DO)
+        if state.last_attested_epoch == 0 and epoch > 1:
+            log.warning(
+                "OracleHub was never attested: starting at epoch %d; epochs 1..%d are not"
+                " back-filled",
+                epoch,
+                epoch - 1,
+            )
         nodes = self.chain.measurable_nodes()
         if not nodes:
             log.info("epoch %d: no registered nodes to measure", epoch)
             return ReportOutcome(ReportStatus.NO_NODES, epoch)
 
-        window = self.chain.epoch_window(epoch)
-        leaves = []
-        for node in nodes:
-            m = self.source.measure(node, window)
-            leaves.append(
-                NodeLeaf(
-                    node.node_id,
-                    epoch,
-                    m.uptime_bps,
-                    m.utilization_bps,
-                    m.sample_coverage_bps,
-                    m.energy_wh,
-                    m.milli_gpu_hours,
-                )
-            )
+        # Measured once per epoch: a quorum oracle polls many times while waiting, and
+        # must keep signing the same figures (live data keeps arriving after the end).
+        if self._measured is None or self._measured[0] != (epoch, tuple(nodes)):
+            window = self.chain.epoch_window(epoch)
+            self._measured = ((epoch, tuple(nodes)), self.measure(nodes, window))
+        leaves, excluded, efficiency = self._measured[1]
+        if not leaves:
+            log.warning("epoch %d: every node was excluded; nothing to attest", epoch)
+            return ReportOutcome(ReportStatus.NO_NODES, epoch)
         commitment = build_commitment(epoch, leaves, state.config_version)
-        signatures = sign_report(
-            commitment.report,
-            self._signing_keys(state.quorum),
-            self.chain.deployment.chain_id,
-            self.chain.hub.address,
-        )
-        signers = [s.signer for s in signatures]
-        self._write(commitment, signers, None)
-        try:
-            posted = self.chain.post_attestation(
-                commitment.report, signatures, self.transmitter, self.receipt_timeout
+        extras = {"excluded": excluded, "efficiency": efficiency}
+        if self.coordinator is None:
+            signatures = sign_report(
+                commitment.report,
+                self._signing_keys(state.quorum),
+                self.chain.deployment.chain_id,
+                self.chain.hub.address,
             )
-        except (AttestationRejected, AttestationReverted) as exc:
+        else:
+            result = self.coordinator.gather(commitment, state)
+            # What we signed may be another oracle's report within tolerance of ours:
+            # publish proofs for that one, whoever transmits (removed if the chain disagrees).
+            commitment = result.commitment
+            self._write(commitment, [], None, extras)
+            self._unconfirmed_files[epoch] = commitment.report.root
+            if result.signatures is None:
+                assert result.wait is not None
+                if (epoch, result.wait.kind) != self._last_wait:  # once per epoch and kind
+                    log.info("epoch %d: waiting: %s", epoch, result.wait.reason)
+                    self._last_wait = (epoch, result.wait.kind)
+                return ReportOutcome(ReportStatus.WAITING, epoch, excluded_nodes=len(excluded))
+            signatures = result.signatures
+        outcome = self.transmit(commitment, signatures, extras)
+        return replace(outcome, excluded_nodes=len(excluded))
+
+    def transmit(
+        self, commitment: EpochCommitment, signatures: list[OracleSignature], extras: dict
+    ) -> ReportOutcome:
+        """Write the proofs, then post crash-safely: persist the signed tx, send, wait."""
+        epoch = commitment.report.epoch
+        signers = [s.signer for s in signatures]
+        self._write(commitment, signers, None, extras)
+        try:
+            signed = self.chain.prepare_attestation(commitment.report, signatures, self.transmitter)
+            self.progress.record_sent(signed, commitment.report.root)
+            self.chain.send(signed)
+            posted = self.chain.wait(signed, self.receipt_timeout)
+        except (AttestationRejected, AttestationReverted, TransactionDropped) as exc:
+            if isinstance(exc, AttestationReverted | TransactionDropped):
+                self.progress.mark(exc.tx_hash, "reverted")
             if self.chain.hub_state().last_attested_epoch < epoch:
                 raise
             log.info("epoch %d was attested by another transmitter (%s)", epoch, exc)
-            if self.chain.epoch_root(epoch) != commitment.report.root:
-                # Our file would hand out proofs against a root that is not on-chain.
-                proofs_path(self.proofs_dir, epoch).unlink(missing_ok=True)
-                log.warning("epoch %d: on-chain root differs from ours; proofs file removed", epoch)
+            self._drop_proofs_unless_on_chain(epoch, commitment.report.root)
             return ReportOutcome(ReportStatus.ALREADY_ATTESTED, epoch)
-        path = self._write(
-            commitment,
-            signers,
-            {
-                "txHash": posted.tx_hash,
-                "blockNumber": posted.block_number,
-                "gasUsed": posted.gas_used,
-            },
-        )
+        self.progress.mark(posted.tx_hash, "confirmed")
+        self._unconfirmed_files.pop(epoch, None)
+        path = self._write(commitment, signers, _attestation_json(posted), extras)
         log.info(
             "epoch %d attested: %d nodes, root 0x%s, %d Wh, %d mGPUh, tx %s (gas %d)",
             epoch,
@@ -141,6 +215,96 @@ class Reporter:
         )
         return ReportOutcome(ReportStatus.ATTESTED, epoch, posted.tx_hash, posted.gas_used, path)
 
+    def _settle_in_flight(self, state: HubState) -> ReportOutcome | None:
+        """Finish what a previous run sent: never build a second transaction for it."""
+        for signed in self.progress.in_flight():
+            try:
+                posted = self.chain.receipt(signed)
+                if posted is None and state.last_attested_epoch >= signed.epoch:
+                    log.info(
+                        "epoch %d: our unmined tx %s is superseded (attested by another)",
+                        signed.epoch,
+                        signed.tx_hash,
+                    )
+                    self.progress.mark(signed.tx_hash, "retired")
+                    continue
+                if posted is None:
+                    log.info(
+                        "epoch %d: re-sending tx %s left in flight by a previous run",
+                        signed.epoch,
+                        signed.tx_hash,
+                    )
+                    self.chain.send(signed)
+                    posted = self.chain.wait(signed, self.receipt_timeout)
+            except (AttestationReverted, TransactionDropped) as exc:
+                log.warning("epoch %d: in-flight tx did not land: %s", signed.epoch, exc)
+                self.progress.mark(signed.tx_hash, "reverted")
+                continue
+            self.progress.mark(signed.tx_hash, "confirmed")
+            path = self._record_attestation(signed.epoch, posted)
+            log.info(
+                "epoch %d attested (recovered after restart): tx %s (gas %d)",
+                signed.epoch,
+                posted.tx_hash,
+                posted.gas_used,
+            )
+            return ReportOutcome(
+                ReportStatus.ATTESTED, signed.epoch, posted.tx_hash, posted.gas_used, path
+            )
+        return None
+
+    def _finalize_published(self, state: HubState) -> None:
+        """Once another transmitter attested an epoch we published proofs for,
+        record its transaction in our file, or remove the file if the root is not ours."""
+        for epoch in sorted(e for e in self._unconfirmed_files if e <= state.last_attested_epoch):
+            root = self._unconfirmed_files.pop(epoch)
+            if self.chain.epoch_root(epoch) != root:
+                self._drop_proofs_unless_on_chain(epoch, root)
+                continue
+            posted = self.chain.find_attestation(epoch)
+            if posted is not None:
+                self._record_attestation(epoch, posted)
+
+    def _record_attestation(self, epoch: int, posted: PostedAttestation) -> Path | None:
+        """Add the receipt to the proofs file written before the crash."""
+        try:
+            document = read_proofs(self.proofs_dir, epoch)
+        except (OSError, ValueError):
+            log.warning("epoch %d: proofs file missing after restart", epoch)
+            return None
+        document["attestation"] = _attestation_json(posted)
+        return write_proofs(self.proofs_dir, epoch, document)
+
+    def _drop_proofs_unless_on_chain(self, epoch: int, root: bytes) -> None:
+        if self.chain.epoch_root(epoch) != root:
+            # Our file would hand out proofs against a root that is not on-chain.
+            proofs_path(self.proofs_dir, epoch).unlink(missing_ok=True)
+            log.warning("epoch %d: on-chain root differs from ours; proofs file removed", epoch)
+
+    def measure(
+        self, nodes: Sequence[NodeInfo], window: EpochWindow
+    ) -> tuple[list[NodeLeaf], list[dict], dict[str, dict]]:
+        """Leaves of the nodes whose telemetry makes sense, the excluded ones with
+        their reasons, and each leaf's efficiency figures (see oracle.aggregation)."""
+        telemetry = self.source.telemetry(nodes, window)
+        # The future-timestamp check needs "now": chain time may run ahead of the
+        # wall clock on a dev chain that was fast-forwarded, never behind an ended epoch.
+        now = max(time.time(), float(window.end))
+        leaves: list[NodeLeaf] = []
+        excluded: list[dict] = []
+        efficiency: dict[str, dict] = {}
+        for node in nodes:
+            result = aggregate(node, telemetry.get(node.node_id), window, now, self.policy)
+            if isinstance(result, Rejection):
+                log.warning(
+                    "epoch %d: node %d excluded: %s", window.epoch, node.node_id, result.reason
+                )
+                excluded.append({"nodeId": node.node_id, "reason": result.reason})
+                continue
+            leaves.append(_leaf(node.node_id, window.epoch, result))
+            efficiency[str(node.node_id)] = result.efficiency_json(node.reference_power_w)
+        return leaves, excluded, efficiency
+
     def _signing_keys(self, quorum: int) -> list[str]:
         """Exactly ``quorum`` keys of current oracles (more signatures only cost gas)."""
         members = [k for k in self._keys if self.chain.is_oracle(Account.from_key(k).address)]
@@ -150,7 +314,11 @@ class Reporter:
         return members[:quorum]
 
     def _write(
-        self, commitment: EpochCommitment, signers: list[str], attestation: dict | None
+        self,
+        commitment: EpochCommitment,
+        signers: list[str],
+        attestation: dict | None,
+        extras: dict,
     ) -> Path:
         document = proofs_document(
             commitment,
@@ -159,18 +327,57 @@ class Reporter:
             signers=signers,
             attestation=attestation,
         )
+        document.update(extras)
         return write_proofs(self.proofs_dir, commitment.report.epoch, document)
+
+
+def _leaf(node_id: int, epoch: int, figures: NodeFigures) -> NodeLeaf:
+    m = figures.measurement
+    return NodeLeaf(
+        node_id,
+        epoch,
+        m.uptime_bps,
+        m.utilization_bps,
+        m.sample_coverage_bps,
+        m.energy_wh,
+        m.milli_gpu_hours,
+    )
+
+
+def _attestation_json(posted: PostedAttestation) -> dict:
+    return {
+        "txHash": posted.tx_hash,
+        "blockNumber": posted.block_number,
+        "gasUsed": posted.gas_used,
+    }
 
 
 def build_reporter(settings: OracleSettings, source: TelemetrySource | None = None) -> Reporter:
     """A Reporter wired from settings (simulated fleet unless a source is given)."""
     chain = ChainClient.connect(settings.rpc_url, str(settings.manifest_path))
+    progress = ProgressStore(settings.state_path, chain.chain_identity())
+    keys = settings.private_keys()
+    coordinator = None
+    if settings.quorum_redis_url:
+        if len(keys) != 1:
+            raise OracleConfigError(
+                f"quorum mode signs with exactly one key per oracle process, not {len(keys)}"
+            )
+        board = QuorumBoard.from_url(settings.quorum_redis_url, chain.chain_identity())
+        tolerance = Tolerance(
+            settings.quorum_tolerance_ratio_bps, settings.quorum_tolerance_relative_bps
+        )
+        coordinator = QuorumCoordinator(
+            board, chain, keys[0], settings.transmit_fallback_seconds, tolerance=tolerance
+        )
     return Reporter(
         chain,
-        source or SimulatedFleet(settings.fleet_seed),
-        settings.private_keys(),
+        source or SimulatedFleet(settings.fleet_seed, settings.fleet_samples_per_epoch),
+        keys,
         settings.proofs_dir,
         settings.receipt_timeout_seconds,
+        progress=progress,
+        coordinator=coordinator,
     )
 
 

@@ -9,6 +9,7 @@ from eth_abi import encode
 from eth_account import Account
 from eth_utils import keccak
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
 from gpucap.attestation import (
     AttestationError,
@@ -22,11 +23,16 @@ from gpucap.attestation import (
 from gpucap.deployment import REPO_ROOT
 from gpucap.merkle import MerkleTreeError, StandardMerkleTree, process_proof
 from gpucap.revert import decode_revert
+from oracle.__main__ import app as cli
 from oracle.chain import HubState
+from oracle.collectors.base import PolledSource
+from oracle.collectors.dcgm import DcgmCollector
+from oracle.collectors.simulated import SimulatedFleet
 from oracle.config import OracleSettings
 from oracle.errors import OracleConfigError
 from oracle.reporter import Reporter
-from oracle.telemetry import EpochWindow, NodeInfo, SimulatedFleet
+from oracle.sources import build_source
+from tests.oracle.test_oracle_collectors import HAS_GPU
 
 HUB = "0x" + "ab" * 20
 
@@ -175,26 +181,6 @@ class TestRevertDecoding:
         assert decode_revert(abi, None) is None
 
 
-class TestSimulatedFleet:
-    NODE = NodeInfo(node_id=1, gpu_count=8, reference_power_w=700)
-    WINDOW = EpochWindow(epoch=5, start=1_000, end=1_060)
-
-    def test_deterministic_per_seed_node_and_epoch(self):
-        a = SimulatedFleet(1).measure(self.NODE, self.WINDOW)
-        assert a == SimulatedFleet(1).measure(self.NODE, self.WINDOW)
-        assert a != SimulatedFleet(2).measure(self.NODE, self.WINDOW)
-        other_epoch = EpochWindow(epoch=6, start=1_060, end=1_120)
-        assert a != SimulatedFleet(1).measure(self.NODE, other_epoch)
-
-    def test_figures_are_physical(self):
-        for epoch in range(1, 30):
-            window = EpochWindow(epoch, 0, 3_600)
-            m = SimulatedFleet().measure(self.NODE, window)
-            assert m.utilization_bps <= m.uptime_bps <= 10_000
-            assert m.milli_gpu_hours <= 8 * 1_000 * m.uptime_bps // 10_000 + 1
-            assert m.energy_wh <= 8 * 700  # 8 GPUs at full power for one hour
-
-
 class TestNextEpoch:
     @pytest.mark.parametrize(
         "last,current,expected",
@@ -213,21 +199,21 @@ class TestSettings:
         monkeypatch.setenv("GPUCAP_ORACLE_ENVIRONMENT", "development")
         assert OracleSettings().private_keys() == dev_oracle_keys()
 
-    def test_production_requires_keys(self, monkeypatch):
+    def test_production_requires_a_keystore(self, monkeypatch):
         monkeypatch.delenv("GPUCAP_ORACLE_KEYS", raising=False)
         monkeypatch.setenv("GPUCAP_ENVIRONMENT", "production")
-        with pytest.raises(ValidationError, match="required outside development"):
+        with pytest.raises(ValidationError, match="KEYSTORE_PATH is required in production"):
             OracleSettings()
 
-    def test_production_refuses_dev_keys(self, monkeypatch):
+    def test_production_refuses_plain_keys(self, monkeypatch):
         monkeypatch.setenv("GPUCAP_ORACLE_ENVIRONMENT", "production")
-        monkeypatch.setenv("GPUCAP_ORACLE_KEYS", dev_oracle_keys()[0])
-        with pytest.raises(ValidationError, match="refused outside development"):
+        monkeypatch.setenv("GPUCAP_ORACLE_KEYS", "0x" + "11" * 32)
+        with pytest.raises(ValidationError, match="plain private keys .* are refused"):
             OracleSettings()
 
-    def test_production_keys_parsed(self, monkeypatch):
+    def test_development_keys_parsed(self, monkeypatch):
         keys = ["0x" + "11" * 32, "0x" + "22" * 32]
-        monkeypatch.setenv("GPUCAP_ORACLE_ENVIRONMENT", "production")
+        monkeypatch.setenv("GPUCAP_ORACLE_ENVIRONMENT", "development")
         monkeypatch.setenv("GPUCAP_ORACLE_KEYS", " , ".join(keys))
         settings = OracleSettings()
         assert settings.private_keys() == keys
@@ -237,3 +223,97 @@ class TestSettings:
         monkeypatch.setenv("GPUCAP_ORACLE_KEYS", "0x1234")
         with pytest.raises(OracleConfigError):
             OracleSettings().private_keys()
+
+
+class TestKeystore:
+    KEY = "0x" + "5a" * 32
+
+    @pytest.fixture
+    def keystore(self, tmp_path):
+        path = tmp_path / "oracle.json"
+        path.write_text(json.dumps(Account.encrypt(self.KEY, "s3cret pass", iterations=2)))
+        password = tmp_path / "password"
+        password.write_text("s3cret pass\n")
+        return path, password
+
+    def test_production_signs_with_the_decrypted_keystore(self, monkeypatch, keystore):
+        path, password = keystore
+        monkeypatch.setenv("GPUCAP_ORACLE_ENVIRONMENT", "production")
+        monkeypatch.setenv("GPUCAP_ORACLE_KEYSTORE_PATH", str(path))
+        monkeypatch.setenv("GPUCAP_ORACLE_KEYSTORE_PASSWORD_FILE", str(password))
+        monkeypatch.delenv("GPUCAP_ORACLE_KEYS", raising=False)
+        assert OracleSettings().private_keys() == [self.KEY]
+
+    def test_password_from_env(self, keystore):
+        path, _ = keystore
+        settings = OracleSettings(keystore_path=path, keystore_password="s3cret pass")
+        assert settings.private_keys() == [self.KEY]
+        assert "s3cret" not in repr(settings)
+
+    def test_wrong_password_is_a_clear_error(self, keystore):
+        path, _ = keystore
+        settings = OracleSettings(keystore_path=path, keystore_password="nope")
+        with pytest.raises(OracleConfigError, match="wrong password or damaged file"):
+            settings.private_keys()
+
+    def test_missing_file_and_missing_password(self, tmp_path, keystore):
+        settings = OracleSettings(keystore_path=tmp_path / "none.json", keystore_password="x")
+        with pytest.raises(OracleConfigError, match="cannot read keystore"):
+            settings.private_keys()
+        with pytest.raises(ValidationError, match="needs GPUCAP_ORACLE_KEYSTORE_PASSWORD_FILE"):
+            OracleSettings(keystore_path=keystore[0])
+
+    def test_keystore_and_plain_keys_together_refused(self, keystore):
+        with pytest.raises(ValidationError, match="not both"):
+            OracleSettings(keystore_path=keystore[0], keystore_password="x", keys="0x" + "11" * 32)
+
+    def test_dev_key_in_a_production_keystore_refused(self, tmp_path, monkeypatch):
+        path = tmp_path / "dev.json"
+        path.write_text(json.dumps(Account.encrypt(dev_oracle_keys()[0], "pw", iterations=2)))
+        monkeypatch.setenv("GPUCAP_ORACLE_ENVIRONMENT", "production")
+        settings = OracleSettings(keystore_path=path, keystore_password="pw")
+        with pytest.raises(OracleConfigError, match="refused outside development"):
+            settings.private_keys()
+
+    def test_cli_creates_a_keystore_the_daemon_can_open(self, tmp_path):
+        password = tmp_path / "pw"
+        password.write_text("correct horse\n")
+        out = tmp_path / "ks.json"
+        result = CliRunner().invoke(
+            cli, ["new-keystore", str(out), "--password-file", str(password), "--iterations", "2"]
+        )
+        assert result.exit_code == 0, result.output
+        key = OracleSettings(keystore_path=out, keystore_password_file=password).private_keys()[0]
+        assert Account.from_key(key).address in result.output
+        assert oct(out.stat().st_mode & 0o777) == "0o600"
+        again = CliRunner().invoke(
+            cli, ["new-keystore", str(out), "--password-file", str(password)]
+        )
+        assert again.exit_code != 0 and "already exists" in again.output
+
+
+class TestSourceWiring:
+    def test_simulated_needs_no_sampler(self):
+        source, sampler = build_source(OracleSettings())
+        assert isinstance(source, SimulatedFleet) and sampler is None
+
+    def test_dcgm_gets_a_polled_source_and_a_sampler(self):
+        settings = OracleSettings(
+            source="dcgm", dcgm_targets="3=http://127.0.0.1:9/metrics", sample_interval_seconds=7
+        )
+        source, sampler = build_source(settings)
+        assert isinstance(source, PolledSource) and source.interval_s == 7
+        assert isinstance(sampler.collector, DcgmCollector)
+        assert sampler.collector.targets == {3: "http://127.0.0.1:9/metrics"}
+
+    def test_nvml_requires_a_node_id(self):
+        with pytest.raises(ValidationError, match="NVML_NODE_ID is required"):
+            OracleSettings(source="nvml")
+
+    @pytest.mark.skipif(HAS_GPU, reason="this host has an NVIDIA GPU")
+    def test_cli_without_gpu_exits_with_a_clear_message(self, monkeypatch, caplog):
+        monkeypatch.setenv("GPUCAP_ORACLE_SOURCE", "nvml")
+        monkeypatch.setenv("GPUCAP_ORACLE_NVML_NODE_ID", "1")
+        result = CliRunner().invoke(cli, ["run", "--once"])
+        assert result.exit_code == 2
+        assert "cannot start: no NVIDIA driver/GPU on this host" in caplog.text

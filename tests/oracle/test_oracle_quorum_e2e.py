@@ -1,0 +1,177 @@
+"""End to end: three oracle processes, quorum 2 of 3, on anvil, one killed mid-epoch.
+
+The epoch's primary transmitter publishes its signature and is then killed with
+SIGKILL before a quorum exists; the two others reach the quorum through Redis,
+the next in the rotation takes over after the fallback delay, the epoch is
+attested exactly once, and a node's proof from an oracle's proofs file verifies
+on-chain with OracleHub.verifyLeaf.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+from eth_account import Account
+
+from backend.redis_embedded import EmbeddedRedis
+from gpucap import devchain
+from gpucap.attestation import dev_oracle_keys
+from gpucap.deployment import REPO_ROOT
+from oracle.config import OracleSettings
+from oracle.proofs import read_proofs
+from oracle.reporter import ReportStatus, build_reporter
+from tests.oracle.hub_helpers import end_epoch
+
+pytestmark = pytest.mark.filterwarnings("ignore:rpc\\.(sleep|mine) should not:FutureWarning")
+
+NODES = 6
+FALLBACK_S = 3
+
+
+@pytest.fixture(scope="module")
+def world(live_deployment, operator):
+    system = live_deployment.system
+    classes = list(system.class_ids.values())
+    for i in range(NODES):
+        system.registry.registerNode(
+            classes[i % len(classes)],
+            8,
+            b"eu-west".ljust(32, b"\0"),
+            250_000 * 10**6,
+            1_700_000_000,
+            f"0x{0xB0 + i:040x}",
+            {"from": operator},
+        )
+    return live_deployment
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    server = EmbeddedRedis(devchain.free_port(), tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+def oracle_process(world, redis_server, tmp_path, key: str, name: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCAP_")}
+    env.update(
+        GPUCAP_ORACLE_RPC_URL=world.rpc_url,
+        GPUCAP_ORACLE_MANIFEST_PATH=str(world.manifest_path),
+        GPUCAP_ORACLE_PROOFS_DIR=str(tmp_path / name / "epochs"),
+        GPUCAP_ORACLE_STATE_PATH=str(tmp_path / name / "state.sqlite3"),
+        GPUCAP_ORACLE_KEYS=key,
+        GPUCAP_ORACLE_QUORUM_REDIS_URL=redis_server.url,
+        GPUCAP_ORACLE_TRANSMIT_FALLBACK_SECONDS=str(FALLBACK_S),
+        GPUCAP_ORACLE_POLL_INTERVAL_SECONDS="0.2",
+        GPUCAP_ORACLE_RETRY_DELAY_SECONDS="0.5",
+        PYTHONUNBUFFERED="1",
+    )
+    log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [sys.executable, "-m", "oracle", "run"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_quorum_survives_the_primary_killed_mid_epoch(world, redis_server, tmp_path):
+    hub = world.system.oracle_hub
+    settings = OracleSettings(
+        rpc_url=world.rpc_url,
+        manifest_path=world.manifest_path,
+        proofs_dir=tmp_path / "bootstrap",
+        state_path=tmp_path / "bootstrap.sqlite3",
+    )
+    # One epoch attested first, so every oracle agrees the next one is last + 1.
+    end_epoch(hub)
+    bootstrap = build_reporter(settings)
+    assert bootstrap.report_once().status is ReportStatus.ATTESTED
+    assert hub.quorum() == 2 and len(hub.oracles()) == 3
+
+    end_epoch(hub)
+    target = hub.lastAttestedEpoch() + 1
+    keys = sorted(dev_oracle_keys(), key=lambda k: int(Account.from_key(k).address, 16))
+    primary, rank1, rank2 = (keys[(target + r) % 3] for r in range(3))
+    address = {k: Account.from_key(k).address for k in keys}
+    board = redis.Redis.from_url(redis_server.url)
+
+    def published() -> set[str]:
+        found: set[str] = set()
+        for key in board.scan_iter(f"gpucap:oracle:*:epoch:{target}"):
+            found |= {signer.decode() for signer in board.hkeys(key)}
+        return found
+
+    processes: dict[str, subprocess.Popen] = {}
+    try:
+        processes["primary"] = oracle_process(world, redis_server, tmp_path, primary, "primary")
+        wait_for(lambda: address[primary] in published(), 60, "the primary's signature")
+        time.sleep(0.5)
+        assert hub.lastAttestedEpoch() == target - 1  # alone it is below quorum
+        processes["primary"].kill()  # SIGKILL mid-epoch
+        processes["primary"].wait()
+
+        processes["rank1"] = oracle_process(world, redis_server, tmp_path, rank1, "rank1")
+        processes["rank2"] = oracle_process(world, redis_server, tmp_path, rank2, "rank2")
+        wait_for(lambda: hub.lastAttestedEpoch() >= target, 90, f"epoch {target} attested")
+        time.sleep(2 * FALLBACK_S + 1)  # long enough for rank 2 to have acted, had it wanted to
+
+        events = bootstrap.chain.hub.events.EpochAttested.get_logs(
+            from_block=0, argument_filters={"epoch": target}
+        )
+        assert len(events) == 1
+        assert events[0]["args"]["transmitter"] == address[rank1]
+        for name in ("rank1", "rank2"):
+            processes[name].send_signal(signal.SIGTERM)
+        for name in ("rank1", "rank2"):
+            assert processes[name].wait(timeout=30) == 0
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    logs = {name: (tmp_path / f"{name}.log").read_text() for name in processes}
+    assert "transmitting as fallback rank 1" in logs["rank1"], logs["rank1"]
+    assert f"epoch {target} attested:" in logs["rank1"]
+    assert f"epoch {target} attested" not in logs["rank2"]
+    assert "DISAGREES" not in logs["rank1"] + logs["rank2"]
+
+    # Any node's proof, from either surviving oracle's file, verifies on-chain.
+    root = hub.epochAttestation(target)[0]
+    for name in ("rank1", "rank2"):
+        doc = read_proofs(tmp_path / name / "epochs", target)
+        assert doc["report"]["root"] == root
+        # the non-transmitter recorded the winning transaction too
+        assert doc["attestation"]["txHash"] == events[0]["transactionHash"].to_0x_hex()
+        assert len(doc["leaves"]) == NODES
+        leaf = doc["leaves"][-1]
+        values = (
+            leaf["nodeId"],
+            leaf["epoch"],
+            leaf["uptimeBps"],
+            leaf["utilizationBps"],
+            leaf["sampleCoverageBps"],
+            leaf["energyWh"],
+            leaf["milliGpuHours"],
+        )
+        assert hub.verifyLeaf(values, leaf["proof"])
+    tampered = (*values[:5], values[5] + 1, values[6])
+    assert not hub.verifyLeaf(tampered, leaf["proof"])
