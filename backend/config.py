@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     index_interval_seconds: float = 2.0
     index_confirmations: int = 0
 
+    # Settlement keeper (a beat task): where the oracle publishes epoch proofs
+    # (oracle's GPUCAP_ORACLE_PROOFS_DIR), and how often to look for due work.
+    proofs_dir: Path = REPO_ROOT / ".run" / "oracle" / "epochs"
+    settle_interval_seconds: float = 10.0
+
     # Sign-In with Ethereum. The domain wallets show and sign (RFC 3986 authority);
     # empty: api_host:api_port. Admins: comma-separated addresses.
     siwe_domain: str = ""

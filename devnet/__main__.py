@@ -185,6 +185,8 @@ def _run_world(
             "GPUCAP_ORACLE_RPC_URL": rpc_url,
             "GPUCAP_ORACLE_MANIFEST_PATH": str(manifest),
             "GPUCAP_ORACLE_PROOFS_DIR": str(RUN / "oracle" / "epochs"),
+            # The backend's settlement keeper reads the proofs the oracle publishes.
+            "GPUCAP_PROOFS_DIR": str(RUN / "oracle" / "epochs"),
             "GPUCAP_ORACLE_STATE_PATH": str(RUN / "oracle" / "state.sqlite3"),
             "PYTHONUNBUFFERED": "1",
         }

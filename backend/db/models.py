@@ -46,6 +46,8 @@ class Base(DeclarativeBase):
 class ActionKind(enum.StrEnum):
     FAUCET = "faucet"
     FORWARD = "forward"  # a wallet's EIP-712 forward request, relayed via GpucapForwarder
+    PROVE_DELIVERY = "prove_delivery"  # attested leaves of a window's epochs, for a node
+    SETTLE_RESERVATION = "settle_reservation"  # after its window (and proofs or grace)
 
 
 class ActionStatus(enum.StrEnum):

@@ -11,6 +11,7 @@ from backend.config import Settings
 RELAY_TASK = "gpucap.relay_action"
 SWEEP_TASK = "gpucap.sweep_stale_actions"
 INDEX_TASK = "gpucap.index_chain"
+SETTLE_TASK = "gpucap.settle_due"
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -49,6 +50,11 @@ def create_celery(settings: Settings) -> Celery:
                 # A busy worker must not build a backlog of index runs: each run
                 # catches up on everything, so a late one is worthless.
                 "options": {"expires": max(1.0, settings.index_interval_seconds * 3)},
+            },
+            "settle-due": {
+                "task": SETTLE_TASK,
+                "schedule": settings.settle_interval_seconds,
+                "options": {"expires": max(1.0, settings.settle_interval_seconds * 3)},
             },
         },
         worker_hijack_root_logger=False,

@@ -12,8 +12,9 @@ from backend.services import actions
 from backend.services.errors import ActionNotFound, ChainUnavailable, NonceLockTimeout
 from backend.services.indexer import ConcurrentIndexer, ReorgDuringBatch
 from backend.services.relayer import NonceConsumed, RelayRejected
+from backend.services.settlement import plan_due
 from backend.services.sweep import sweep_stale_actions as sweep
-from backend.worker.celery_app import INDEX_TASK, RELAY_TASK, SWEEP_TASK
+from backend.worker.celery_app import INDEX_TASK, RELAY_TASK, SETTLE_TASK, SWEEP_TASK
 from backend.worker.context import context_of, indexer_of, relayer_of
 from gpucap.deployment import ManifestError
 
@@ -87,3 +88,31 @@ def index_chain(self: Task) -> str:
         with contextlib.suppress(LockNotOwnedError):
             lock.release()
     return f"indexed {report.from_block}..{report.to_block} ({report.events} events)"
+
+
+@shared_task(name=SETTLE_TASK, bind=True, ignore_result=True)
+def settle_due(self: Task) -> str:
+    """Plan the prove/settle actions that are due and enqueue them for the relayer."""
+    ctx = context_of(self.app)
+    lock = ctx.redis.lock("gpucap:settle", timeout=INDEX_LOCK_SECONDS, blocking=False)
+    if not lock.acquire():
+        return "busy"
+    try:
+        with ctx.sessions() as session:
+            plan = plan_due(
+                session,
+                indexer_of(self.app).chain,
+                ctx.settings.proofs_dir,
+                enqueue=lambda action_id: self.app.send_task(
+                    RELAY_TASK, args=[action_id], ignore_result=True
+                ),
+            )
+    except (ChainUnavailable, ManifestError) as exc:
+        log.warning("settle_due: %s; will retry on the next beat", exc)
+        return "unavailable"
+    finally:
+        with contextlib.suppress(LockNotOwnedError):
+            lock.release()
+    for reason in plan.waiting:
+        log.info("settle_due: waiting: %s", reason)
+    return f"{len(plan.proofs)} proof(s), {len(plan.settlements)} settlement(s) enqueued"

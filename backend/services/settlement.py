@@ -1,0 +1,213 @@
+"""Delivery settlement after capacity windows: prove what nodes delivered, then settle.
+
+For every reservation whose window has ended (the index says which), the
+scheduler (a beat task) plans two kinds of relayed actions:
+
+1. ``prove_delivery`` for a node and token id: the attested leaves of the
+   window's epochs not yet proven on-chain, with their Merkle proofs, taken from
+   the oracle's published epoch files and checked against the attested root in
+   the index before use (a stale or foreign file is refused, not relayed).
+2. ``settle_reservation`` once every epoch of the window is proven, or the
+   settlement grace period is over (the contract then settles on what was
+   proven; an oracle that never published leaves cannot stall a refund).
+
+Why the backend does it: the contract lets anyone prove and settle, but without
+a keeper an operator's delivered hours would go unproven (and be slashed as a
+shortfall after the grace period) and holders would wait for refunds. Both
+actions are idempotent by key, run through the same write-ahead relayer as
+every other action, and the contract refuses doubles anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.db.models import ActionKind, EpochRow, IndexedBlock, ReservationRow
+from backend.services.chain import Chain
+from backend.services.relayer import TxRequest
+from gpucap.attestation import NodeLeaf
+
+log = logging.getLogger(__name__)
+
+CAPACITY = "CapacityToken"
+# Bounded proof batches: a window of many epochs is proven over several transactions.
+MAX_EPOCHS_PER_PROOF = 24
+
+
+class ProofsUnavailable(RuntimeError):
+    """The oracle's epoch file is missing, malformed, or does not match the attested root."""
+
+
+@dataclass
+class Plan:
+    """What one scheduler run asked the relayer to do (action ids) and why not more."""
+
+    proofs: list[str] = field(default_factory=list)
+    settlements: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # human reasons, for the log
+
+
+def load_leaf(proofs_dir: Path, epoch: EpochRow, node_id: int) -> tuple[NodeLeaf, list[str]]:
+    """A node's leaf and proof from the oracle's file for ``epoch``, checked against the
+    root the chain accepted (from the index)."""
+    path = proofs_dir / f"{epoch.epoch}.json"
+    try:
+        doc = json.loads(path.read_text())
+        root = doc["report"]["root"]
+        entries = doc["leaves"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ProofsUnavailable(
+            f"epoch {epoch.epoch}: no usable proofs file at {path}: {exc}"
+        ) from exc
+    if root.lower() != epoch.root.lower():
+        raise ProofsUnavailable(
+            f"epoch {epoch.epoch}: {path} holds root {root}, the chain attested {epoch.root}"
+        )
+    for entry in entries:
+        if entry.get("nodeId") == node_id:
+            leaf = NodeLeaf(
+                node_id=entry["nodeId"],
+                epoch=entry["epoch"],
+                uptime_bps=entry["uptimeBps"],
+                utilization_bps=entry["utilizationBps"],
+                sample_coverage_bps=entry["sampleCoverageBps"],
+                energy_wh=entry["energyWh"],
+                milli_gpu_hours=entry["milliGpuHours"],
+            )
+            return leaf, list(entry["proof"])
+    raise ProofsUnavailable(f"epoch {epoch.epoch}: node {node_id} has no leaf (excluded?)")
+
+
+def plan_due(
+    session: Session, chain: Chain, proofs_dir: Path, *, enqueue: Any | None = None
+) -> Plan:
+    """Create the prove and settle actions that are due now; returns their ids.
+
+    ``now`` is the newest indexed block's time: the same clock the contract will
+    compare against, as far as the index has seen it.
+    """
+    from backend.services.actions import create_action  # actions imports this module's builders
+
+    plan = Plan()
+    now = session.scalar(select(IndexedBlock.timestamp).order_by(IndexedBlock.number.desc()))
+    if now is None:
+        return plan
+    capacity = chain.contract(CAPACITY)
+    window_seconds, grace = chain.call(
+        "reading capacity windows",
+        lambda: (
+            int(capacity.functions.windowSeconds().call()),
+            int(capacity.functions.settlementGraceSeconds().call()),
+        ),
+    )
+    open_rows = session.scalars(
+        select(ReservationRow)
+        .where(ReservationRow.status == "reserved")
+        .where(ReservationRow.window_start + window_seconds <= now)
+        .order_by(ReservationRow.reservation_id)
+    ).all()
+    by_obligation: dict[tuple[int, str], list[ReservationRow]] = {}
+    for row in open_rows:
+        by_obligation.setdefault((row.node_id, row.token_id), []).append(row)
+
+    for (node_id, token_id), rows in by_obligation.items():
+        token = int(token_id)
+        first, last = chain.call(
+            "reading window epochs", lambda t=token: capacity.functions.windowEpochs(t).call()
+        )
+        epochs = list(range(int(first), int(last) + 1))
+        unproven = [
+            e
+            for e in epochs
+            if not chain.call(
+                "reading proven epochs",
+                lambda e=e, n=node_id: capacity.functions.isEpochProven(n, e).call(),
+            )
+        ]
+        provable: list[tuple[NodeLeaf, list[str]]] = []
+        for epoch_number in unproven:
+            epoch = session.get(EpochRow, epoch_number)
+            if epoch is None:
+                plan.waiting.append(f"node {node_id}: epoch {epoch_number} not attested yet")
+                continue
+            try:
+                provable.append(load_leaf(proofs_dir, epoch, node_id))
+            except ProofsUnavailable as exc:
+                plan.waiting.append(str(exc))
+        for start in range(0, len(provable), MAX_EPOCHS_PER_PROOF):
+            batch = provable[start : start + MAX_EPOCHS_PER_PROOF]
+            params = {
+                "node_id": node_id,
+                "token_id": token_id,
+                "leaves": [leaf.to_json() for leaf, _ in batch],
+                "proofs": [proof for _, proof in batch],
+            }
+            key = f"prove:{node_id}:{token_id}:" + ",".join(str(leaf.epoch) for leaf, _ in batch)
+            action, created = create_action(
+                session, kind=ActionKind.PROVE_DELIVERY, idempotency_key=key, params=params
+            )
+            if created:
+                plan.proofs.append(action.id)
+                if enqueue is not None:
+                    enqueue(action.id)
+        all_proven_after = len(unproven) == len(provable)
+        window_end = int(rows[0].window_start) + window_seconds
+        if provable or not (all_proven_after or now >= window_end + grace):
+            # Prove first (the settlement would freeze delivery without them), or wait
+            # for the missing epochs until the grace period ends.
+            if not provable:
+                plan.waiting.append(
+                    f"node {node_id} token {token_id}: {len(unproven)} epoch(s) unproven; "
+                    f"settling after the grace period ends at {window_end + grace}"
+                )
+            continue
+        for row in rows:
+            action, created = create_action(
+                session,
+                kind=ActionKind.SETTLE_RESERVATION,
+                idempotency_key=f"settle:{row.reservation_id}",
+                params={"reservation_id": row.reservation_id},
+            )
+            if created:
+                plan.settlements.append(action.id)
+                if enqueue is not None:
+                    enqueue(action.id)
+    return plan
+
+
+def prove_tx(chain: Chain, params: dict[str, Any]) -> TxRequest:
+    capacity = chain.contract(CAPACITY)
+    leaves = [
+        NodeLeaf(
+            node_id=leaf["nodeId"],
+            epoch=leaf["epoch"],
+            uptime_bps=leaf["uptimeBps"],
+            utilization_bps=leaf["utilizationBps"],
+            sample_coverage_bps=leaf["sampleCoverageBps"],
+            energy_wh=leaf["energyWh"],
+            milli_gpu_hours=leaf["milliGpuHours"],
+        ).values()
+        for leaf in params["leaves"]
+    ]
+    proofs = [[bytes.fromhex(p[2:]) for p in proof] for proof in params["proofs"]]
+    return TxRequest(
+        to=capacity.address,
+        data=capacity.encode_abi(
+            "proveDelivery", args=[params["node_id"], int(params["token_id"]), leaves, proofs]
+        ),
+    )
+
+
+def settle_tx(chain: Chain, params: dict[str, Any]) -> TxRequest:
+    capacity = chain.contract(CAPACITY)
+    return TxRequest(
+        to=capacity.address,
+        data=capacity.encode_abi("settleReservation", args=[params["reservation_id"]]),
+    )

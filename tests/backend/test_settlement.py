@@ -1,0 +1,182 @@
+"""The settlement keeper on anvil: after a capacity window it proves the node's attested
+delivery from the oracle's published proofs and settles the reservation (refunding a
+shortfall from the bond), through the real relayer and Redis, exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from brownie import chain
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.db.migrate import upgrade_to_head
+from backend.db.session import get_sessionmaker
+from backend.redis_embedded import EmbeddedRedis
+from backend.services import actions
+from backend.services.chain import Chain
+from backend.services.indexer import Indexer
+from backend.services.relayer import Relayer
+from backend.services.settlement import plan_due
+from gpucap import devchain
+from gpucap.attestation import NodeLeaf, build_commitment
+from oracle.proofs import proofs_document, write_proofs
+from scripts.deploy import DeployConfig, deploy_system, write_manifest
+from tests.oracle.hub_helpers import ORACLE_KEYS, address_of, signatures
+from tests.support.brownie_network import ANVIL_PORT
+
+USD = 10**6
+PRICE = 2 * USD
+HOUR = 3600
+
+
+@pytest.fixture(scope="module")
+def hourly(admin, operator, buyer, tmp_path_factory):
+    """Hourly windows over 30-minute epochs (two epochs a window), one node, one
+    reservation of 10 GPU-hours in a window that has ended."""
+    system = deploy_system(
+        admin,
+        DeployConfig(
+            faucet_drip=1_000_000 * USD,
+            faucet_cooldown_seconds=1,
+            unbonding_delay_seconds=HOUR,
+            epoch_length_seconds=HOUR // 2,
+            capacity_window_seconds=HOUR,
+            capacity_settlement_grace_seconds=HOUR,
+        ),
+    )
+    manifest = write_manifest(system, tmp_path_factory.mktemp("hourly") / "manifest.json")
+    h100 = system.class_ids["H100-SXM-80GB"]
+    for who in (operator, buyer):
+        system.stablecoin.drip(who, {"from": who})
+    node = system.registry.registerNode(
+        h100,
+        32,  # 32 GPUs x 1 h x 90% commit ratio: up to 28 GPU-hours a window
+        b"eu-west".ljust(32, b"\0"),
+        240_000 * USD,
+        chain[-1].timestamp - HOUR,
+        "0x" + "5e" * 20,
+        {"from": operator},
+    ).events["NodeRegistered"]["nodeId"]
+    system.stablecoin.approve(system.registry, 2**256 - 1, {"from": operator})
+    system.registry.depositBond(node, 5_000 * USD, {"from": operator})
+    window = (chain[-1].timestamp // HOUR + 2) * HOUR
+    token = system.capacity.tokenIdFor(h100, window)
+    offer = system.capacity.publishOffer(node, token, 20, PRICE, {"from": operator}).return_value
+    system.stablecoin.approve(system.capacity, 2**256 - 1, {"from": buyer})
+    system.capacity.buy(offer, 10, {"from": buyer})
+    reservation = system.capacity.redeem(token, 10, node, {"from": buyer}).return_value
+    # The window passes; the oracles attest its two epochs: 3 + 4 GPU-hours delivered.
+    chain.sleep(window + HOUR - chain[-1].timestamp + 1)
+    chain.mine()
+    first, last = system.capacity.windowEpochs(token)
+    commitments = []
+    for epoch, milli in zip(range(first, last + 1), (3_000, 4_000), strict=True):
+        c = build_commitment(
+            epoch,
+            [NodeLeaf(node, epoch, 10_000, 6_000, 10_000, 2_000, milli)],
+            system.oracle_hub.configVersion(),
+        )
+        system.oracle_hub.attest(
+            c.report.as_tuple(),
+            signatures(system.oracle_hub, c.report, ORACLE_KEYS[:2]),
+            {"from": operator},
+        )
+        commitments.append(c)
+    return {
+        "system": system,
+        "manifest": manifest,
+        "node": node,
+        "token": token,
+        "reservation": reservation,
+        "commitments": commitments,
+    }
+
+
+@pytest.fixture
+def proofs_dir(tmp_path: Path, hourly) -> Path:
+    directory = tmp_path / "epochs"
+    for c in hourly["commitments"]:
+        doc = proofs_document(
+            c,
+            chain_id=chain.id,
+            oracle_hub=hourly["system"].oracle_hub.address,
+            signers=[address_of(k) for k in ORACLE_KEYS[:2]],
+            attestation=None,
+        )
+        write_proofs(directory, c.report.epoch, doc)
+    return directory
+
+
+@pytest.fixture
+def world(hourly, tmp_path: Path, redis_server: EmbeddedRedis) -> Iterator[dict[str, Any]]:
+    url = f"sqlite:///{tmp_path / 'keeper.db'}"
+    upgrade_to_head(url)
+    sessions = get_sessionmaker(url)
+    rpc = f"http://127.0.0.1:{ANVIL_PORT}"
+    keeper_chain = Chain.connect(rpc, str(hourly["manifest"]), 5.0)
+    client = redis_lib.Redis.from_url(redis_server.url)
+    relayer = Relayer(
+        keeper_chain, devchain.dev_private_key(9), client, receipt_timeout=10, lock_seconds=10
+    )
+    Indexer(keeper_chain, sessions).step()
+    yield {"sessions": sessions, "chain": keeper_chain, "relayer": relayer}
+    client.close()
+
+
+def _relay_all(world, ids: list[str]) -> list[str]:
+    return [
+        actions.relay_action(sessions=world["sessions"], relayer=world["relayer"], action_id=i)
+        for i in ids
+    ]
+
+
+def _plan(world, proofs_dir: Path):
+    sessions: sessionmaker[Session] = world["sessions"]
+    with sessions() as session:
+        return plan_due(session, world["chain"], proofs_dir)
+
+
+def test_mismatched_proofs_file_is_not_relayed(hourly, world, tmp_path) -> None:
+    """Runs first: the reservation is still open (the next test settles it)."""
+    wrong_dir = tmp_path / "wrong"
+    c = hourly["commitments"][0]
+    forged = build_commitment(
+        c.report.epoch,
+        [NodeLeaf(hourly["node"], c.report.epoch, 10_000, 6_000, 10_000, 2_000, 9_999)],
+        c.report.config_version,
+    )
+    write_proofs(
+        wrong_dir,
+        c.report.epoch,
+        proofs_document(forged, chain_id=chain.id, oracle_hub="0x0", signers=[], attestation=None),
+    )
+    plan = _plan(world, wrong_dir)
+    assert plan.proofs == [] and plan.settlements == []
+    assert any("the chain attested" in reason for reason in plan.waiting)
+
+
+def test_keeper_proves_then_settles_once(hourly, world, proofs_dir, buyer) -> None:
+    system = hourly["system"]
+    first = _plan(world, proofs_dir)
+    assert len(first.proofs) == 1 and first.settlements == []  # prove before settling
+    assert _relay_all(world, first.proofs) == ["confirmed"]
+    node, token = hourly["node"], hourly["token"]
+    epochs = system.capacity.windowEpochs(token)
+    assert all(system.capacity.isEpochProven(node, e) for e in range(epochs[0], epochs[1] + 1))
+
+    second = _plan(world, proofs_dir)
+    assert second.proofs == [] and len(second.settlements) == 1
+    balance_before = system.stablecoin.balanceOf(buyer)
+    assert _relay_all(world, second.settlements) == ["confirmed"]
+    settled = system.capacity.reservation(hourly["reservation"])
+    assert settled["settled"]
+    # 10 reserved, 7 delivered: 3 GPU-hours short at 2 tUSD, plus the 20% penalty.
+    assert system.stablecoin.balanceOf(buyer) - balance_before == 3 * PRICE * 12 // 10
+
+    Indexer(world["chain"], world["sessions"]).step()
+    third = _plan(world, proofs_dir)
+    assert third.proofs == [] and third.settlements == []
