@@ -52,6 +52,33 @@ def check_chain(get_chain: Callable[[], Chain]) -> Check:
         return {"ok": False, "detail": str(exc)}
 
 
+def check_indexer(
+    sessions: sessionmaker[Session], *, max_lag_blocks: int, max_age_s: float
+) -> Check:
+    """Reads are only as fresh as the index: not ok if it never ran, stopped, or trails."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from backend.db.models import IndexerState
+
+    try:
+        with sessions() as session:
+            state = session.scalars(
+                select(IndexerState).order_by(IndexerState.updated_at.desc())
+            ).first()
+    except SQLAlchemyError as exc:
+        return {"ok": False, "detail": f"database error: {type(exc).__name__}"}
+    if state is None:
+        return {"ok": False, "detail": "the chain indexer has not run yet"}
+    lag = max(0, state.head_block - (state.next_block - 1))
+    age = (datetime.now(UTC) - state.updated_at).total_seconds()
+    ok = lag <= max_lag_blocks and age <= max_age_s
+    detail = f"{lag} block(s) behind, last run {age:.0f}s ago"
+    return {"ok": ok, "detail": detail, "lag_blocks": lag, "next_block": state.next_block}
+
+
 def check_worker(celery: Celery, timeout: float, redis_ok: bool) -> Check:
     if not redis_ok:
         return {"ok": False, "detail": "cannot reach workers: broker (Redis) is down"}
@@ -76,13 +103,21 @@ def run_checks(
     celery: Celery,
     get_chain: Callable[[], Chain],
     timeout: float,
+    index_max_lag_blocks: int = 50,
+    index_max_age_seconds: float = 60.0,
 ) -> dict[str, Check]:
     """All checks at once; the whole thing takes about ``2 × timeout`` at worst."""
-    with ThreadPoolExecutor(max_workers=3) as pool:
+    with ThreadPoolExecutor(max_workers=4) as pool:
         futures = {
             "chain": pool.submit(check_chain, get_chain),
             "redis": pool.submit(check_redis, redis_url, timeout),
             "database": pool.submit(check_database, sessions),
+            "indexer": pool.submit(
+                check_indexer,
+                sessions,
+                max_lag_blocks=index_max_lag_blocks,
+                max_age_s=index_max_age_seconds,
+            ),
         }
         results: dict[str, Check] = {}
         for name, fut in futures.items():

@@ -121,13 +121,16 @@ def test_unknown_action_is_404(stack: Stack) -> None:
 
 
 def test_health_all_ok(stack: Stack) -> None:
+    # The indexer's first beat may still be due right after start-up.
+    wait_for(lambda: stack.get("/health").status_code == 200, 30, "a healthy stack")
     resp = stack.get("/health")
     body = resp.json()
     assert resp.status_code == 200, body
     assert body["status"] == "ok"
     checks = body["checks"]
-    assert {"chain", "redis", "database", "worker"} == set(checks)
+    assert {"chain", "redis", "database", "worker", "indexer"} == set(checks)
     assert all(c["ok"] for c in checks.values())
+    assert checks["indexer"]["lag_blocks"] <= 50
     assert checks["chain"]["chain_id"] == 31337 and checks["chain"]["block"] > 0
 
 

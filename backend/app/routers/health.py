@@ -1,4 +1,4 @@
-"""GET /health: chain, Redis, database and worker, each with ok + detail."""
+"""GET /health: chain, Redis, database, worker and chain index, each with ok + detail."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def health(request: Request, settings: SettingsDep) -> JSONResponse:
         celery=state.celery,
         get_chain=state.chain_provider,
         timeout=settings.health_timeout_seconds,
+        index_max_age_seconds=max(30.0, settings.index_interval_seconds * 15),
     )
     ok = all(c["ok"] for c in checks.values())
     body = HealthPublic.model_validate({"status": "ok" if ok else "degraded", "checks": checks})
