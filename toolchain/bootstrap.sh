@@ -3,6 +3,7 @@
 #   .venv/            Python 3.11 virtualenv with the pinned requirements.lock
 #   node_modules/     solcjs, anvil, OpenZeppelin Contracts (package-lock.json)
 #   .toolchain/solcx/ a native-looking `solc-v<version>` for brownie/py-solc-x
+#   .toolchain/schemathesis-venv/  the OpenAPI fuzzer the API tests run
 # Idempotent: each step is skipped while its inputs are unchanged (stamp files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,20 @@ if ! fresh python "$py_fp" || [ ! -x .venv/bin/python ]; then
   fi
   toolchain/pip-check.sh .venv/bin/python
   echo "$py_fp" > "$STAMPS/python"
+fi
+
+# --- schemathesis (a tool venv: its hypothesis cannot live beside brownie's) --
+st_fp=$(fingerprint toolchain/schemathesis.lock)
+ST_VENV=.toolchain/schemathesis-venv
+if ! fresh schemathesis "$st_fp" || [ ! -x "$ST_VENV/bin/schemathesis" ]; then
+  echo "==> schemathesis ($ST_VENV) from toolchain/schemathesis.lock"
+  [ -x "$ST_VENV/bin/python" ] || "$PYTHON" -m venv "$ST_VENV"
+  if ! "$ST_VENV/bin/python" -m pip install --quiet --no-deps -r toolchain/schemathesis.lock \
+      > .toolchain/schemathesis-install.log 2>&1; then
+    grep -v "^WARNING: Location" .toolchain/schemathesis-install.log >&2
+    exit 1
+  fi
+  echo "$st_fp" > "$STAMPS/schemathesis"
 fi
 
 # --- npm ------------------------------------------------------------------

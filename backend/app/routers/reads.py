@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -42,8 +42,13 @@ from backend.services.indexer import event_counts
 
 router = APIRouter(tags=["reads"])
 
+# Every integer the database compares is a signed 64-bit column: bound them here, so
+# an out-of-range id is a 422 with a reason instead of a database overflow (500).
+INT64_MAX = 2**63 - 1
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
-Offset = Annotated[int, Query(ge=0, description="rows to skip")]
+Offset = Annotated[int, Query(ge=0, le=INT64_MAX, description="rows to skip")]
+IdQuery = Annotated[int | None, Query(ge=0, le=INT64_MAX)]
+IdPath = Annotated[int, Path(ge=0, le=INT64_MAX)]
 NOT_FOUND = {404: {"model": ErrorPublic}}
 
 
@@ -66,7 +71,7 @@ def list_gpu_classes(session: SessionDep) -> list[GpuClassPublic]:
 def list_nodes(
     session: SessionDep,
     operator: str | None = None,
-    class_id: int | None = None,
+    class_id: IdQuery = None,
     status: str | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
@@ -82,7 +87,7 @@ def list_nodes(
 
 
 @router.get("/nodes/{node_id}", responses=NOT_FOUND)
-def read_node(node_id: int, session: SessionDep) -> NodePublic:
+def read_node(node_id: IdPath, session: SessionDep) -> NodePublic:
     row = session.get(NodeRow, node_id)
     if row is None:
         raise ApiError(404, "NodeNotFound", f"no node {node_id} has been indexed")
@@ -97,7 +102,7 @@ def list_epochs(session: SessionDep, limit: Limit = 50, offset: Offset = 0) -> l
 
 
 @router.get("/epochs/{epoch}", responses=NOT_FOUND)
-def read_epoch(epoch: int, session: SessionDep) -> EpochPublic:
+def read_epoch(epoch: IdPath, session: SessionDep) -> EpochPublic:
     row = session.get(EpochRow, epoch)
     if row is None:
         raise ApiError(404, "EpochNotAttested", f"epoch {epoch} has not been attested (yet)")
@@ -108,9 +113,9 @@ def read_epoch(epoch: int, session: SessionDep) -> EpochPublic:
 def list_offers(
     session: SessionDep,
     status: str | None = Query(None, description="open | cancelled"),
-    node_id: int | None = None,
-    class_id: int | None = None,
-    window_start: int | None = None,
+    node_id: IdQuery = None,
+    class_id: IdQuery = None,
+    window_start: IdQuery = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[OfferPublic]:
@@ -127,7 +132,7 @@ def list_offers(
 
 
 @router.get("/offers/{offer_id}", responses=NOT_FOUND)
-def read_offer(offer_id: int, session: SessionDep) -> OfferPublic:
+def read_offer(offer_id: IdPath, session: SessionDep) -> OfferPublic:
     row = session.get(OfferRow, offer_id)
     if row is None:
         raise ApiError(404, "OfferNotFound", f"no offer {offer_id} has been indexed")
@@ -138,7 +143,7 @@ def read_offer(offer_id: int, session: SessionDep) -> OfferPublic:
 def list_reservations(
     session: SessionDep,
     holder: str | None = None,
-    node_id: int | None = None,
+    node_id: IdQuery = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[ReservationPublic]:
@@ -154,7 +159,7 @@ def list_reservations(
 
 @router.get("/price-index")
 def price_index(
-    session: SessionDep, class_id: int | None = None, limit: Limit = 100
+    session: SessionDep, class_id: IdQuery = None, limit: Limit = 100
 ) -> list[PricePointPublic]:
     """Volume-weighted price per GPU class and delivery window, from on-chain sales only."""
     query = (
