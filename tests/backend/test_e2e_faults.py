@@ -1,0 +1,180 @@
+"""Faults through the real parts: a worker killed with SIGKILL mid-run, and the chain
+unreachable from the worker for a while. Every action still ends confirmed exactly once.
+
+Own stack (not the shared fixture): the worker reaches anvil through a TCP proxy
+this test can cut, while the API talks to anvil directly, so requests are accepted
+during the outage and the worker has to wait them out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from eth_account import Account
+
+from backend.redis_embedded import EmbeddedRedis
+from gpucap import devchain
+from tests.backend.backend_helpers import ServiceProcess, Stack, backend_env, http_up, wait_for
+
+DRIP = 1_000 * 10**6  # DeployConfig.for_tests()
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to a target port; ``cut()`` drops every connection and
+    refuses new ones until ``restore()`` (a node that became unreachable)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = devchain.free_port()
+        self._server: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def restore(self) -> None:
+        server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        server.settimeout(0.2)
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def cut(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        with self._lock:
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            self._conns.clear()
+
+    def _accept(self, server: socket.socket) -> None:
+        while self._server is server:
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture(scope="module")
+def faulty(live_deployment: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    import subprocess
+    import sys
+
+    from tests.backend.backend_helpers import ROOT
+
+    tmp = tmp_path_factory.mktemp("faults")
+    redis_server = EmbeddedRedis(port=devchain.free_port(), dir=tmp / "redis").start()
+    anvil_port = int(live_deployment.rpc_url.rsplit(":", 1)[1])
+    proxy = TcpProxy(anvil_port)
+    proxy.restore()
+    env = backend_env(tmp, live_deployment, redis_server.url)
+    subprocess.run(
+        [sys.executable, "-m", "backend", "migrate"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    worker_env = {
+        **env,
+        "GPUCAP_RPC_URL": f"http://127.0.0.1:{proxy.port}",
+        "GPUCAP_RPC_TIMEOUT_SECONDS": "1",
+        "GPUCAP_RECEIPT_TIMEOUT_SECONDS": "3",
+    }
+    api_port = devchain.free_port()
+    api_url = f"http://127.0.0.1:{api_port}"
+    stack = Stack(
+        api_url=api_url,
+        env=env,
+        redis=redis_server,
+        api=ServiceProcess("api", ["api", "--port", str(api_port)], env, tmp / "api.log"),
+        worker=ServiceProcess("worker", ["worker"], worker_env, tmp / "worker.log"),
+        deployment=live_deployment,
+    )
+    try:
+        stack.api.start(ready=lambda: http_up(api_url + "/docs"))
+        stack.start_worker()
+        yield {"stack": stack, "proxy": proxy}
+    finally:
+        stack.worker.stop()
+        stack.api.stop()
+        proxy.cut()
+        redis_server.stop()
+
+
+def _drips(stack: Stack, n: int) -> list[tuple[str, str]]:
+    out = []
+    for _ in range(n):
+        address = Account.create().address
+        resp = stack.post("/faucet", json={"address": address})
+        assert resp.status_code == 202, resp.text
+        out.append((address, resp.json()["action_id"]))
+    return out
+
+
+def _all_confirmed_once(stack: Stack, drips: list[tuple[str, str]], timeout: float) -> None:
+    for address, action_id in drips:
+        final = stack.wait_final(action_id, timeout=timeout)
+        assert final["status"] == "confirmed", final
+        assert stack.deployment.system.stablecoin.balanceOf(address) == DRIP  # exactly once
+
+
+def test_chain_unreachable_then_back(faulty) -> None:
+    stack, proxy = faulty["stack"], faulty["proxy"]
+    proxy.cut()
+    try:
+        drips = _drips(stack, 3)  # accepted: the API reaches the chain directly
+        address, action_id = drips[0]
+        waiting = wait_for(
+            lambda: (a := stack.get(f"/actions/{action_id}").json())["error_code"] and a,
+            30,
+            "the worker to record why it waits",
+        )
+        assert waiting["status"] in ("pending", "submitted")
+        assert waiting["error_code"] == "ChainUnavailable", waiting
+    finally:
+        proxy.restore()
+    _all_confirmed_once(stack, drips, timeout=90)
+
+
+def test_worker_killed_mid_run_loses_and_doubles_nothing(faulty) -> None:
+    stack = faulty["stack"]
+    wait_for(stack.worker_ok, 30, "the worker to answer")
+    drips = _drips(stack, 8)
+    # Let it start on them, then SIGKILL the whole worker (no chance to clean up).
+    wait_for(
+        lambda: any(stack.get(f"/actions/{a}").json()["status"] != "pending" for _, a in drips),
+        30,
+        "the worker to start relaying",
+    )
+    assert stack.worker.popen is not None
+    os.killpg(stack.worker.popen.pid, signal.SIGKILL)
+    stack.worker.popen.wait()
+    stack.start_worker()  # acks_late redelivery and the sweep pick the rest up
+    _all_confirmed_once(stack, drips, timeout=120)
