@@ -177,11 +177,13 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         if (assets > remaining) revert PoolFundingCapExceeded(assets, remaining);
         shares = Math.mulDiv(assets, ONE_SHARE, _sharePrice);
         if (shares == 0) revert PoolZeroAmount();
+        address sender = _msgSender();
         _raisedAssets += assets;
         _mint(receiver, shares);
-        emit Deposited(_msgSender(), receiver, assets, shares);
+        emit Deposited(sender, receiver, assets, shares);
         // External call after the state writes: pulling the deposit is the only interaction.
-        _stablecoin.safeTransferFrom(_msgSender(), address(this), assets);
+        // slither-disable-next-line arbitrary-send-erc20 (from is the caller, via ERC-2771 when relayed)
+        _stablecoin.safeTransferFrom(sender, address(this), assets);
     }
 
     /// @inheritdoc IRevenuePool
@@ -329,14 +331,17 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
             _remainderScaled = numerator; // nobody earns yet: carried whole to the next distribution
         } else {
             uint256 increment = numerator / earning;
+            // slither-disable-next-line divide-before-multiply (the remainder of that division, kept on purpose)
             _remainderScaled = numerator - increment * earning;
             index += increment;
             _revenueIndex = index;
         }
         _revenueIn += assets;
         emit RevenueDistributed(epoch, assets, earning, index);
+        address sender = _msgSender();
         // External call after the state writes: pulling the revenue is the only interaction.
-        _stablecoin.safeTransferFrom(_msgSender(), address(this), assets);
+        // slither-disable-next-line arbitrary-send-erc20 (from is the caller, via ERC-2771 when relayed)
+        _stablecoin.safeTransferFrom(sender, address(this), assets);
     }
 
     /// @inheritdoc IRevenuePool
@@ -419,6 +424,7 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         if (!_drawn || epoch <= drawEpoch || epoch > drawEpoch + _tenorEpochs) return (0, 0);
         uint256 n = epoch - drawEpoch; // 1..tenor
         uint256 perEpoch = _drawnAssets / _tenorEpochs;
+        // slither-disable-next-line divide-before-multiply (straight-line instalments; the last takes the rest)
         uint256 outstandingBefore = _drawnAssets - perEpoch * (n - 1);
         principalAssets = n == _tenorEpochs ? outstandingBefore : perEpoch;
         interestAssets = Math.mulDiv(outstandingBefore, uint256(_rateBps) * _epochLengthSeconds, BPS * YEAR_SECONDS);
@@ -431,6 +437,7 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         if (epoch <= drawEpoch) return _drawnAssets;
         uint256 n = epoch - drawEpoch;
         if (n >= _tenorEpochs) return 0;
+        // slither-disable-next-line divide-before-multiply (straight-line instalments; the last takes the rest)
         return _drawnAssets - (_drawnAssets / _tenorEpochs) * n;
     }
 

@@ -532,3 +532,44 @@ class TestBookLoss:
             live_pool.bookLoss(1, ZERO_ADDRESS, {"from": slasher})
         with brownie.reverts(err("PoolNothingStaked")):
             live_pool.bookLoss(1, stranger, {"from": slasher})
+
+
+class TestShareTokenExtras:
+    def test_permit_approves_share_transfers(self, live_pool, buyer, staker):
+        from eth_account import Account
+
+        from gpucap import devchain
+        from tests.contracts.capacity_helpers import sign_permit
+
+        owner = Account.from_key(devchain.dev_private_key(3))  # buyer is accounts[3]
+        assert owner.address == buyer.address
+        deadline = latest_timestamp() + 3600
+        v, r, s = sign_permit(owner, live_pool, staker.address, SHARES(5), deadline)
+        live_pool.permit(buyer, staker, SHARES(5), deadline, v, r, s, {"from": staker})
+        live_pool.transferFrom(buyer, staker, SHARES(5), {"from": staker})
+        assert live_pool.balanceOf(staker) == SHARES(30_005)
+
+    def test_relayed_stake_is_the_signer_s(
+        self, stablecoin, operator, admin, forwarder, fund, buyer, relayer
+    ):
+        from eth_account import Account
+
+        from gpucap import devchain
+        from tests.contracts.forwarder_helpers import sign_request
+
+        gasless = deploy_pool(stablecoin, operator, admin, PoolParams(forwarder=forwarder))
+        fill_round(gasless, stablecoin, fund, [buyer], [TARGET])
+        signer = Account.from_key(devchain.dev_private_key(3))
+        request = sign_request(
+            signer,
+            forwarder.address,
+            31337,
+            gasless.address,
+            gasless.stake.encode_input(SHARES(7)),
+            forwarder.nonces(buyer),
+            latest_timestamp() + 3600,
+        )
+        tx = forwarder.execute(request.as_tuple(), {"from": relayer})
+        assert tx.events["Staked"]["account"] == buyer
+        assert position(gasless, buyer)["pendingShares"] == SHARES(7)
+        assert position(gasless, relayer)["pendingShares"] == 0
