@@ -270,7 +270,10 @@ interface IRevenuePool {
      * @notice Pulls `assets` stablecoin from the caller as the stakers' revenue of
      * `epoch` and credits it pro-rata to stake that was earning for the whole epoch.
      * If nothing earns, the revenue waits for the next distribution (never lost).
-     * @dev Requirements: DISTRIBUTOR_ROLE; round Succeeded; `assets` > 0; `epoch` has
+     * @dev Gas: first activates the warm-up cohorts of epochs up to `epoch` — at most one per
+     * epoch that saw new stake since the last distribution (one or two when settlement runs
+     * every epoch). A distributor that fell far behind catches up epoch by epoch.
+     * Requirements: DISTRIBUTOR_ROLE; round Succeeded; `assets` > 0; `epoch` has
      * ended and is not before the last distributed epoch; caller approved the pool.
      */
     function distribute(uint64 epoch, uint256 assets) external;
