@@ -10,7 +10,8 @@ and plain ledgers of every token movement. After every step:
 - every account's stakeOf() and the pool's totals() equal the mirror, to the unit;
 - stablecoin: pool balance == raised - refunded - drawn + revenue in - paid + donations;
 - revenue: paid + Σ claimable + dust == revenue in, with dust >= the tracked undistributed
-  remainder and at most one unit per rounded-down accrual beyond it (never negative);
+  remainder and at most two units per account settlement beyond it (each settlement rounds
+  down at most two accruals); so dust is never negative: nothing is paid that did not come in;
 - shares: supply == Σ holders + custody; custody == staked + donated shares; Σ stake value
   <= staked; seized shares == booked loss shares.
 """
