@@ -39,10 +39,12 @@ import {IRevenuePool} from "./interfaces/IRevenuePool.sol";
  * - Revenue: `revenueIndex` accumulates assets × SCALE per earning unit. SCALE = 1e36
  *   because units have 18 decimals and revenue 6: with 1e36 one stablecoin unit spread
  *   over 1e27 units (a billion shares) still moves the index. The division remainder is
- *   kept scaled (`_remainderScaled`) and enters the next distribution, so
- *   Σ(index increments × earning units) never exceeds SCALE × revenue in; each account's
- *   earnings round down, so payouts never exceed revenue in. The leftovers stay in the
- *   pool (see {totals}); a direct token transfer to the pool changes nothing here.
+ *   kept scaled (`_remainderScaled`) and enters the next distribution, and accounts
+ *   accrue scaled too (no per-account rounding), so exactly:
+ *   SCALE × revenue in == SCALE × paid + Σ accounts' scaled accruals + `_remainderScaled`.
+ *   A claim pays whole units only; nothing is paid that did not come in, and every
+ *   fraction is tracked and owned (see {stakeOf}, {totals}). A direct token transfer to
+ *   the pool changes nothing here.
  * - Warm-up: stake made in epoch c joins a cohort activating at c + 1; a distribution
  *   for epoch E first activates every cohort with activation <= E, then credits
  *   earning units. Cohorts form a queue, so activation is amortised O(1) per stake.
@@ -61,22 +63,24 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         bool folded;
     }
 
-    /// @dev One account's stake. Storage: units | pendingUnits | coolingUnits | revenueIndex
-    /// (slots 0-3) | accrued + claimed (uint128 each, slot 4) | principalShares + lostShares
-    /// (uint128 each, slot 5) | activationEpoch + unlockEpoch + era (uint64 each, slot 6).
+    /// @dev One account's stake. Storage: units | pendingUnits | coolingUnits | revenueIndex |
+    /// accruedScaled (slots 0-4) | principalShares (uint128) + claimed (uint64) + era (uint64)
+    /// (slot 5) | lostShares (uint128) + activationEpoch + unlockEpoch (uint64 each) (slot 6).
     /// Units stay uint256: after a near-total loss one share may be worth very many units.
+    /// Revenue accrues scaled by SCALE (never rounded per account): the fraction below one
+    /// stablecoin unit stays the account's and is paid once whole.
     struct Position {
         uint256 units;
         uint256 pendingUnits;
         uint256 coolingUnits;
         uint256 revenueIndex;
-        uint128 accrued;
-        uint128 claimed;
+        uint256 accruedScaled;
         uint128 principalShares;
+        uint64 claimed;
+        uint64 era;
         uint128 lostShares;
         uint64 activationEpoch;
         uint64 unlockEpoch;
-        uint64 era;
     }
 
     /// @notice May push epoch revenue ({distribute}); held by the settlement contract.
@@ -300,10 +304,11 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         if (receiver == address(0)) revert PoolZeroAddress();
         address account = _msgSender();
         Position memory p = _settled(account);
-        assets = p.accrued;
+        assets = p.accruedScaled / SCALE;
         if (assets == 0) revert PoolNothingToClaim();
-        p.accrued = 0;
-        p.claimed += assets.toUint128();
+        // slither-disable-next-line divide-before-multiply (keeps the fraction below one unit accrued)
+        p.accruedScaled -= assets * SCALE;
+        p.claimed += assets.toUint64();
         _positions[account] = p;
         _revenuePaid += assets;
         emit RevenueClaimed(account, receiver, assets);
@@ -396,7 +401,8 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         info.coolingShares = _toShares(p.coolingUnits);
         info.activationEpoch = p.activationEpoch;
         info.unlockEpoch = p.unlockEpoch;
-        info.claimableAssets = p.accrued;
+        info.claimableAssets = p.accruedScaled / SCALE;
+        info.claimableFractionScaled = p.accruedScaled % SCALE;
         info.claimedAssets = p.claimed;
         info.principalShares = p.principalShares;
         uint256 value = _toShares(p.units + p.pendingUnits + p.coolingUnits);
@@ -411,6 +417,7 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         t.revenueInAssets = _revenueIn;
         t.revenuePaidAssets = _revenuePaid;
         t.undistributedAssets = _remainderScaled / SCALE;
+        t.undistributedScaled = _remainderScaled;
         t.stakedShares = _stakedShares;
         t.earningUnits = _earningUnits;
         t.totalUnits = _totalUnits;
@@ -497,7 +504,7 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
                 Cohort storage old = _cohorts[p.activationEpoch];
                 if (old.folded && old.era == p.era) earned += _earned(p.pendingUnits, endIndex - old.indexAtFold);
             }
-            p.accrued += earned.toUint128();
+            p.accruedScaled += earned;
             p.lostShares += p.principalShares;
             p.principalShares = 0;
             p.units = 0;
@@ -519,7 +526,7 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
                 p.activationEpoch = 0;
             }
         }
-        if (accrued != 0) p.accrued += accrued.toUint128();
+        p.accruedScaled += accrued;
         p.revenueIndex = index;
     }
 
@@ -560,9 +567,10 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         _earningUnits = earning;
     }
 
+    /// @dev Revenue of `units` over an index move, scaled by SCALE. No overflow: units that
+    /// earned over the move were part of every divisor, so this is at most SCALE x revenue in.
     function _earned(uint256 units, uint256 indexDelta) internal pure returns (uint256) {
-        if (units == 0 || indexDelta == 0) return 0;
-        return Math.mulDiv(units, indexDelta, SCALE);
+        return units * indexDelta;
     }
 
     /// @dev Shares → units at the current rate, rounded down (1:1 when no unit exists).

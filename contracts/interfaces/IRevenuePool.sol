@@ -65,7 +65,9 @@ interface IRevenuePool {
     /// @param earningShares Staked and earning revenue now.
     /// @param pendingShares Staked, in warm-up until `activationEpoch` is distributed.
     /// @param coolingShares Unstake requested; withdrawable from `unlockEpoch`.
-    /// @param claimableAssets Revenue earned and not claimed (stablecoin units).
+    /// @param claimableAssets Revenue earned and not claimed (whole stablecoin units).
+    /// @param claimableFractionScaled The account's earned fraction below one unit, × 1e36
+    /// (kept for it, paid once it adds up to a whole unit).
     /// @param claimedAssets Revenue claimed so far.
     /// @param principalShares Shares put at stake and not yet withdrawn, at face value.
     /// @param lossShares Part of `principalShares` taken by booked losses.
@@ -76,6 +78,7 @@ interface IRevenuePool {
         uint64 activationEpoch;
         uint64 unlockEpoch;
         uint256 claimableAssets;
+        uint256 claimableFractionScaled;
         uint256 claimedAssets;
         uint256 principalShares;
         uint256 lossShares;
@@ -87,6 +90,7 @@ interface IRevenuePool {
     /// @param revenuePaidAssets Revenue claimed out.
     /// @param undistributedAssets Revenue not yet allocated to any unit (carried to the next
     /// distribution; whole stablecoin units, rounded down).
+    /// @param undistributedScaled The same, exactly, × 1e36.
     /// @param stakedShares Shares in custody for stakers (earning, pending and cooling).
     /// @param earningUnits Stake units that earn revenue. @param totalUnits All stake units.
     /// @param lossShares Shares seized by booked losses. @param lossAssets Losses booked.
@@ -97,6 +101,7 @@ interface IRevenuePool {
         uint256 revenueInAssets;
         uint256 revenuePaidAssets;
         uint256 undistributedAssets;
+        uint256 undistributedScaled;
         uint256 stakedShares;
         uint256 earningUnits;
         uint256 totalUnits;

@@ -23,7 +23,7 @@ class Position:
     pending: int = 0
     cooling: int = 0
     rindex: int = 0
-    accrued: int = 0
+    accrued: int = 0  # scaled by SCALE, like the contract's accruedScaled
     claimed: int = 0
     principal: int = 0
     lost: int = 0
@@ -56,7 +56,6 @@ class ShadowPool:
     revenue_paid: int = 0
     loss_shares: int = 0
     loss_assets: int = 0
-    settles: int = 0  # accruals rounded down so far (each may leave < 1 unit of dust)
     cohorts: dict[int, Cohort] = field(default_factory=dict)
     queue: list[int] = field(default_factory=list)
     head: int = 0
@@ -82,21 +81,21 @@ class ShadowPool:
         p = replace(self.positions.get(who, Position()))
         if p.era != self.era:
             end = self.era_end[p.era]
-            earned = p.units * (end - p.rindex) // SCALE
+            earned = p.units * (end - p.rindex)
             if p.pending:
                 c = self.cohorts.get(p.activation)
                 if c and c.folded and c.era == p.era:
-                    earned += p.pending * (end - c.index_at_fold) // SCALE
+                    earned += p.pending * (end - c.index_at_fold)
             p.accrued += earned
             p.lost += p.principal
             p.principal = p.units = p.pending = p.cooling = p.activation = p.unlock = 0
             p.era, p.rindex = self.era, self.index
             return p
-        accrued = p.units * (self.index - p.rindex) // SCALE
+        accrued = p.units * (self.index - p.rindex)
         if p.pending:
             c = self.cohorts[p.activation]
             if c.folded:
-                accrued += p.pending * (self.index - c.index_at_fold) // SCALE
+                accrued += p.pending * (self.index - c.index_at_fold)
                 p.units += p.pending
                 p.pending = p.activation = 0
         p.accrued += accrued
@@ -113,7 +112,8 @@ class ShadowPool:
             "coolingShares": self.to_shares(p.cooling),
             "activationEpoch": p.activation,
             "unlockEpoch": p.unlock,
-            "claimableAssets": p.accrued,
+            "claimableAssets": p.accrued // SCALE,
+            "claimableFractionScaled": p.accrued % SCALE,
             "claimedAssets": p.claimed,
             "principalShares": p.principal,
             "lossShares": p.lost + max(0, p.principal - value),
@@ -130,7 +130,6 @@ class ShadowPool:
 
     def stake(self, who: str, shares: int, epoch: int) -> int:
         p = self.settled(who)
-        self.settles += 1
         units = self.to_units(shares)
         activation = epoch + 1
         if p.pending and p.activation != activation:
@@ -151,7 +150,6 @@ class ShadowPool:
 
     def request_unstake(self, who: str, shares: int, epoch: int) -> tuple[int, int]:
         p = self.settled(who)
-        self.settles += 1
         units = self.to_units_up(shares)
         assert units <= p.units + p.pending
         from_pending = min(units, p.pending)
@@ -170,7 +168,6 @@ class ShadowPool:
 
     def withdraw(self, who: str) -> tuple[int, int]:
         p = self.settled(who)
-        self.settles += 1
         units = p.cooling
         shares = self.to_shares(units)
         part = p.principal * units // (p.units + p.pending + units)
@@ -185,9 +182,8 @@ class ShadowPool:
 
     def claim(self, who: str) -> int:
         p = self.settled(who)
-        self.settles += 1
-        amount = p.accrued
-        p.accrued = 0
+        amount = p.accrued // SCALE
+        p.accrued -= amount * SCALE
         p.claimed += amount
         self.positions[who] = p
         self.revenue_paid += amount

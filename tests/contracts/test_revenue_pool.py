@@ -424,7 +424,13 @@ class TestDistributeAndClaim:
         to_epoch(live_pool, 3)
         live_pool.distribute(2, 10, {"from": distributor})
         claimable = [position(live_pool, w)["claimableAssets"] for w in (buyer, staker, stranger)]
-        assert claimable == [3, 3, 3]  # the tenth unit stays as dust
+        assert claimable == [3, 3, 3]
+        # The tenth unit is not lost: each staker owns a third of it, to 1e-36, and the
+        # index division's remainder is carried; together they make exactly one unit.
+        fractions = [position(live_pool, w)["claimableFractionScaled"] for w in (buyer, staker)]
+        assert fractions == [333_333_333_333_333_333 * 10**18] * 2
+        assert live_pool.totals().dict()["undistributedScaled"] == 10**18
+        assert 3 * fractions[0] + 10**18 == SCALE
         live_pool.distribute(2, 2, {"from": distributor})  # 12 in: exactly 4 each now
         claimable = [position(live_pool, w)["claimableAssets"] for w in (buyer, staker, stranger)]
         assert claimable == [4, 4, 4]

@@ -31,11 +31,11 @@ CEILINGS = {
     "distribute (first, activates 1 cohort)": 205_000,
     "distribute (activates 1 cohort)": 120_000,
     "distribute (no activation)": 76_000,
-    "claim (first)": 170_000,
-    "claim": 77_000,
-    "requestUnstake (first)": 104_000,
-    "requestUnstake": 149_000,
-    "withdraw": 72_000,
+    "claim (first)": 173_000,
+    "claim": 80_000,
+    "requestUnstake (first)": 106_000,
+    "requestUnstake": 150_000,
+    "withdraw": 78_000,
     "bookLoss": 94_000,
 }
 

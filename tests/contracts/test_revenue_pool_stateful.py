@@ -9,9 +9,9 @@ Beside the chain: an integer mirror of the pool's accounting (tests/contracts/po
 and plain ledgers of every token movement. After every step:
 - every account's stakeOf() and the pool's totals() equal the mirror, to the unit;
 - stablecoin: pool balance == raised - refunded - drawn + revenue in - paid + donations;
-- revenue: paid + Σ claimable + dust == revenue in, with dust >= the tracked undistributed
-  remainder and at most two units per account settlement beyond it (each settlement rounds
-  down at most two accruals); so dust is never negative: nothing is paid that did not come in;
+- revenue, exactly in units of 1e-36: revenue in == paid + Σ claimable (whole units plus each
+  account's tracked fraction) + the undistributed remainder — nothing is paid that did not
+  come in, and no dust is nobody's;
 - shares: supply == Σ holders + custody; custody == staked + donated shares; Σ stake value
   <= staked; seized shares == booked loss shares.
 """
@@ -31,7 +31,7 @@ from tests.contracts.pool_helpers import (
     deploy_pool,
     latest_timestamp,
 )
-from tests.contracts.pool_shadow import ShadowPool
+from tests.contracts.pool_shadow import SCALE, ShadowPool
 from tests.contracts.raw_rpc import Views, error_data, expect_revert, send
 from tests.support.stateful import SnapshotMachine, mine_at_least, run_machine, stateful_timeout
 
@@ -179,9 +179,9 @@ class RevenuePoolMachine(SnapshotMachine):
     def claim(self, i: int) -> None:
         # Someone with revenue to claim if anyone has it (claims are the payout path; the
         # nothing-to-claim revert is checked when nobody has anything).
-        owed = [a for a in self.investors if self.shadow.settled(a.address).accrued]
+        owed = [a for a in self.investors if self.shadow.settled(a.address).accrued >= SCALE]
         investor = owed[i % len(owed)] if owed else self.investors[i]
-        if self.shadow.settled(investor.address).accrued == 0:
+        if self.shadow.settled(investor.address).accrued < SCALE:
             expected = error_data("PoolNothingToClaim()")
             expect_revert(investor, self.pool, "claim", (investor,), expected)
             return
@@ -262,7 +262,8 @@ class RevenuePoolMachine(SnapshotMachine):
         totals, status, supply, pool_stable, custody = views[:5]
         stakes = views[5 : 5 + len(self.names)]
         balances = views[5 + len(self.names) :]
-        (raised, refunded, drawn, rev_in, paid, undistributed, staked, earning, units) = totals[:9]
+        (raised, refunded, drawn, rev_in, paid, undistributed, undistributed_scaled) = totals[:7]
+        staked, earning, units = totals[7:10]
         assert (raised, refunded, drawn) == (self.raised, self.refunded, self.drawn)
         assert status == self.status
         assert (rev_in, paid, staked, earning, units) == (
@@ -272,15 +273,16 @@ class RevenuePoolMachine(SnapshotMachine):
             s.earning,
             s.total_units,
         )
-        assert undistributed == s.remainder // 10**36
-        assert tuple(totals[9:]) == (s.loss_shares, s.loss_assets)
+        assert (undistributed, undistributed_scaled) == (s.remainder // SCALE, s.remainder)
+        assert tuple(totals[10:]) == (s.loss_shares, s.loss_assets)
         # Stablecoin: every unit that entered is in the pool or went out through a known door.
         expected = self.raised - self.refunded - self.drawn + rev_in - paid + self.donated_stable
         assert pool_stable == expected
-        # Revenue: claimable + paid + dust == in, to the unit; dust never negative.
-        claimable = [stake[5] for stake in stakes]
-        dust = rev_in - paid - sum(claimable)
-        assert undistributed <= dust <= undistributed + 1 + 2 * s.settles
+        # Revenue, exactly (× SCALE): in == paid + Σ claimable (whole units and each account's
+        # fraction) + the undistributed remainder. Nothing paid that did not come in, no dust
+        # that is nobody's.
+        owed_scaled = sum(stake[5] * SCALE + stake[6] for stake in stakes)
+        assert rev_in * SCALE == paid * SCALE + owed_scaled + undistributed_scaled
         # Shares: nothing minted or burnt outside deposits and refunds; custody is exact.
         assert list(balances) == [self.shares[n] for n in self.names]
         assert supply == self._supply()
@@ -299,6 +301,7 @@ _STAKE_FIELDS = (
     "activationEpoch",
     "unlockEpoch",
     "claimableAssets",
+    "claimableFractionScaled",
     "claimedAssets",
     "principalShares",
     "lossShares",
