@@ -262,8 +262,9 @@ interface IRevenuePool {
     function withdraw() external returns (uint256 shares);
 
     /**
-     * @notice Pays the caller's earned revenue to `receiver`.
-     * @dev Requirements: something to claim.
+     * @notice Pays the caller's earned revenue to `receiver`, in whole stablecoin units (a
+     * fraction below one unit stays accrued for the caller).
+     * @dev Requirements: at least one whole unit to claim.
      */
     function claim(address receiver) external returns (uint256 assets);
 
