@@ -1,0 +1,608 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {ERC2771Context} from "@openzeppelin/contracts/metatx/ERC2771Context.sol";
+import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {ERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/ERC20Permit.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {Context} from "@openzeppelin/contracts/utils/Context.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+
+import {IRevenuePool} from "./interfaces/IRevenuePool.sol";
+
+/**
+ * @title RevenuePool
+ * @notice The revenue-share pool of ONE node: its funding round, its shares (this
+ * ERC-20), the operator's debt from the raise, and the staking that pays the node's
+ * revenue out per epoch and absorbs losses beyond the operator's bond.
+ *
+ * Why one pool per node rather than per operator fleet: everything that prices the
+ * financing is per node — the collateral (that node's GPUs, depreciated by its class),
+ * the attested revenue that services the debt (OracleHub leaves are per node), the
+ * bond that stands before the stakers, and the settlement split. A fleet pool would
+ * cross-subsidise: a healthy node's revenue would silently cover a failing node's debt
+ * and investors could not see which GPUs their money bought. An operator who wants
+ * fleet exposure for investors can list several node pools; the reverse (splitting a
+ * fleet pool per node) is not possible after the fact.
+ *
+ * Accounting (no loop over holders anywhere):
+ * - Stake is held as units; `stakedShares / totalUnits` is the shares-per-unit rate. A
+ *   booked loss removes shares and leaves units alone, so every staker loses the same
+ *   fraction — the rate is the (multiplicative) loss accumulator. An additive
+ *   loss-per-share accumulator would over-charge once the base it divides by has shrunk
+ *   under earlier losses; the rate is exact under any sequence. A loss that takes every
+ *   staked share voids all units and starts a new era.
+ * - Revenue: `revenueIndex` accumulates assets × SCALE per earning unit. SCALE = 1e36
+ *   because units have 18 decimals and revenue 6: with 1e36 one stablecoin unit spread
+ *   over 1e27 units (a billion shares) still moves the index. The division remainder is
+ *   kept scaled (`_remainderScaled`) and enters the next distribution, and accounts
+ *   accrue scaled too (no per-account rounding), so exactly:
+ *   SCALE × revenue in == SCALE × paid + Σ accounts' scaled accruals + `_remainderScaled`.
+ *   A claim pays whole units only; nothing is paid that did not come in, and every
+ *   fraction is tracked and owned (see {stakeOf}, {totals}). A direct token transfer to
+ *   the pool changes nothing here.
+ * - Warm-up: stake made in epoch c joins a cohort activating at c + 1; a distribution
+ *   for epoch E first activates every cohort with activation <= E, then credits
+ *   earning units. Cohorts form a queue, so activation is amortised O(1) per stake.
+ */
+contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, ReentrancyGuardTransient, IRevenuePool {
+    using SafeERC20 for IERC20;
+    using SafeCast for uint256;
+
+    /// @dev A cohort: the stake whose warm-up ends at one activation epoch (within an era).
+    /// Storage: units (slot 0) | indexAtFold (slot 1) | era (uint64) + queued + folded (slot 2).
+    struct Cohort {
+        uint256 units;
+        uint256 indexAtFold;
+        uint64 era;
+        bool queued;
+        bool folded;
+    }
+
+    /// @dev One account's stake. Storage: units | pendingUnits | coolingUnits | revenueIndex |
+    /// accruedScaled (slots 0-4) | principalShares (uint128) + claimed (uint64) + era (uint64)
+    /// (slot 5) | lostShares (uint128) + activationEpoch + unlockEpoch (uint64 each) (slot 6).
+    /// Units stay uint256: after a near-total loss one share may be worth very many units.
+    /// Revenue accrues scaled by SCALE (never rounded per account): the fraction below one
+    /// stablecoin unit stays the account's and is paid once whole.
+    struct Position {
+        uint256 units;
+        uint256 pendingUnits;
+        uint256 coolingUnits;
+        uint256 revenueIndex;
+        uint256 accruedScaled;
+        uint128 principalShares;
+        uint64 claimed;
+        uint64 era;
+        uint128 lostShares;
+        uint64 activationEpoch;
+        uint64 unlockEpoch;
+    }
+
+    /// @notice May push epoch revenue ({distribute}); held by the settlement contract.
+    bytes32 public constant DISTRIBUTOR_ROLE = keccak256("DISTRIBUTOR_ROLE");
+    /// @notice May book losses ({bookLoss}); held by the settlement / risk contract.
+    bytes32 public constant SLASHER_ROLE = keccak256("SLASHER_ROLE");
+
+    uint256 private constant SCALE = 1e36;
+    uint256 private constant ONE_SHARE = 1e18;
+    uint256 private constant BPS = 10_000;
+    uint256 private constant YEAR_SECONDS = 365 days;
+
+    IERC20 private immutable _stablecoin;
+    address private immutable _operator;
+    uint256 private immutable _nodeId;
+    uint256 private immutable _targetAssets;
+    uint256 private immutable _sharePrice;
+    uint64 private immutable _fundingDeadline;
+    uint64 private immutable _genesisTimestamp;
+    uint64 private immutable _epochLengthSeconds;
+    uint64 private immutable _cooldownEpochs;
+    uint64 private immutable _tenorEpochs;
+    uint16 private immutable _rateBps;
+
+    // Round: raised, refunded, drawn (slots); drawEpoch + drawn flag share one slot.
+    uint256 private _raisedAssets;
+    uint256 private _refundedAssets;
+    uint256 private _drawnAssets;
+    uint64 private _drawEpoch;
+    bool private _drawn;
+
+    // Staking totals.
+    uint256 private _stakedShares;
+    uint256 private _totalUnits;
+    uint256 private _earningUnits;
+    uint256 private _revenueIndex;
+    uint256 private _remainderScaled;
+    uint256 private _revenueIn;
+    uint256 private _revenuePaid;
+    uint256 private _lossShares;
+    uint256 private _lossAssets;
+    // era + lastDistributedEpoch share one slot.
+    uint64 private _era;
+    uint64 private _lastDistributedEpoch;
+
+    mapping(uint64 activationEpoch => Cohort) private _cohorts;
+    uint64[] private _cohortQueue;
+    uint256 private _cohortHead;
+    mapping(uint64 era => uint256 revenueIndex) private _eraEndIndex;
+    mapping(address account => Position) private _positions;
+
+    /**
+     * @param config See {IRevenuePool.PoolConfig}.
+     */
+    constructor(PoolConfig memory config)
+        ERC20(config.name, config.symbol)
+        ERC20Permit(config.name)
+        ERC2771Context(config.trustedForwarder)
+    {
+        if (config.stablecoin == address(0) || config.operator == address(0) || config.admin == address(0)) {
+            revert PoolZeroAddress();
+        }
+        // slither-disable-next-line timestamp (a deadline in the past is a config error; drift is seconds)
+        if (config.targetAssets == 0 || config.sharePrice == 0 || config.fundingDeadline <= block.timestamp) {
+            revert PoolInvalidFunding(config.targetAssets, config.sharePrice, config.fundingDeadline);
+        }
+        if (config.genesisTimestamp == 0 || config.epochLengthSeconds == 0 || config.epochLengthSeconds > 365 days) {
+            revert PoolInvalidEpochSchedule(config.genesisTimestamp, config.epochLengthSeconds);
+        }
+        if (config.cooldownEpochs == 0) revert PoolInvalidCooldown(config.cooldownEpochs);
+        if (config.tenorEpochs == 0 || config.rateBps > BPS) {
+            revert PoolInvalidDebtTerms(config.tenorEpochs, config.rateBps);
+        }
+        _stablecoin = IERC20(config.stablecoin);
+        _operator = config.operator;
+        _nodeId = config.nodeId;
+        _targetAssets = config.targetAssets;
+        _sharePrice = config.sharePrice;
+        _fundingDeadline = config.fundingDeadline;
+        _genesisTimestamp = config.genesisTimestamp;
+        _epochLengthSeconds = config.epochLengthSeconds;
+        _cooldownEpochs = config.cooldownEpochs;
+        _tenorEpochs = config.tenorEpochs;
+        _rateBps = config.rateBps;
+        _grantRole(DEFAULT_ADMIN_ROLE, config.admin);
+    }
+
+    // ------------------------------------------------------------------
+    // Funding round
+    // ------------------------------------------------------------------
+
+    /// @inheritdoc IRevenuePool
+    function deposit(uint256 assets, address receiver) external nonReentrant returns (uint256 shares) {
+        RoundStatus status = roundStatus();
+        if (status != RoundStatus.Funding) revert PoolRoundNotOpen(status);
+        if (assets == 0) revert PoolZeroAmount();
+        uint256 remaining = _targetAssets - _raisedAssets;
+        if (assets > remaining) revert PoolFundingCapExceeded(assets, remaining);
+        shares = Math.mulDiv(assets, ONE_SHARE, _sharePrice);
+        if (shares == 0) revert PoolZeroAmount();
+        address sender = _msgSender();
+        _raisedAssets += assets;
+        _mint(receiver, shares);
+        emit Deposited(sender, receiver, assets, shares);
+        // External call after the state writes: pulling the deposit is the only interaction.
+        // slither-disable-next-line arbitrary-send-erc20 (from is the caller, via ERC-2771 when relayed)
+        _stablecoin.safeTransferFrom(sender, address(this), assets);
+    }
+
+    /// @inheritdoc IRevenuePool
+    function refund(uint256 shares, address receiver) external nonReentrant returns (uint256 assets) {
+        RoundStatus status = roundStatus();
+        if (status != RoundStatus.Failed) revert PoolRoundNotFailed(status);
+        if (shares == 0) revert PoolZeroAmount();
+        if (receiver == address(0)) revert PoolZeroAddress();
+        // Pro-rata of what is left, against the supply before this burn: the last refund
+        // (shares == supply) takes the escrow exactly, so nothing is stranded.
+        assets = Math.mulDiv(shares, _raisedAssets - _refundedAssets, totalSupply());
+        address owner = _msgSender();
+        _burn(owner, shares);
+        _refundedAssets += assets;
+        emit Refunded(owner, receiver, shares, assets);
+        _stablecoin.safeTransfer(receiver, assets);
+    }
+
+    /// @inheritdoc IRevenuePool
+    function drawRaise() external nonReentrant returns (uint256 assets) {
+        if (_msgSender() != _operator) revert PoolNotOperator(_msgSender());
+        _requireSucceeded();
+        if (_drawn) revert PoolAlreadyDrawn();
+        assets = _raisedAssets;
+        uint64 drawEpoch = currentEpoch();
+        _drawn = true;
+        _drawEpoch = drawEpoch;
+        _drawnAssets = assets;
+        emit RaiseDrawn(_operator, assets, drawEpoch);
+        _stablecoin.safeTransfer(_operator, assets);
+    }
+
+    // ------------------------------------------------------------------
+    // Staking
+    // ------------------------------------------------------------------
+
+    /// @inheritdoc IRevenuePool
+    function stake(uint256 shares) external {
+        _requireSucceeded();
+        if (shares == 0) revert PoolZeroAmount();
+        address account = _msgSender();
+        Position memory p = _settled(account);
+        uint256 units = _toUnits(shares);
+        if (units == 0) revert PoolZeroAmount();
+        uint64 activation = currentEpoch() + 1;
+        if (p.pendingUnits != 0 && p.activationEpoch != activation) {
+            // Earlier stake still in warm-up (its cohort not activated): one pending cohort per
+            // account keeps positions O(1), so it joins the new, later cohort.
+            _cohorts[p.activationEpoch].units -= p.pendingUnits;
+            _addToCohort(activation, p.pendingUnits);
+            emit WarmupRestarted(account, p.pendingUnits, activation);
+        }
+        _addToCohort(activation, units);
+        p.pendingUnits += units;
+        p.activationEpoch = activation;
+        p.principalShares += shares.toUint128();
+        _positions[account] = p;
+        _totalUnits += units;
+        _stakedShares += shares;
+        _transfer(account, address(this), shares);
+        emit Staked(account, shares, units, activation);
+    }
+
+    /// @inheritdoc IRevenuePool
+    function requestUnstake(uint256 shares) external {
+        if (shares == 0) revert PoolZeroAmount();
+        address account = _msgSender();
+        Position memory p = _settled(account);
+        uint256 units = _toUnitsRoundUp(shares);
+        uint256 available = p.units + p.pendingUnits;
+        if (units > available) revert PoolInsufficientStake(_toShares(available), shares);
+        uint256 fromPending = Math.min(units, p.pendingUnits);
+        if (fromPending != 0) {
+            _cohorts[p.activationEpoch].units -= fromPending;
+            p.pendingUnits -= fromPending;
+            if (p.pendingUnits == 0) p.activationEpoch = 0;
+        }
+        uint256 fromEarning = units - fromPending;
+        if (fromEarning != 0) {
+            p.units -= fromEarning;
+            _earningUnits -= fromEarning;
+        }
+        uint64 unlock = currentEpoch() + 1 + _cooldownEpochs;
+        p.coolingUnits += units;
+        p.unlockEpoch = unlock;
+        _positions[account] = p;
+        emit UnstakeRequested(account, shares, units, unlock);
+    }
+
+    /// @inheritdoc IRevenuePool
+    function withdraw() external returns (uint256 shares) {
+        address account = _msgSender();
+        Position memory p = _settled(account);
+        uint256 units = p.coolingUnits;
+        if (units == 0) revert PoolNothingCooling();
+        uint64 epoch = currentEpoch();
+        if (epoch < p.unlockEpoch) revert PoolCooldownActive(p.unlockEpoch, epoch);
+        shares = _toShares(units);
+        // The withdrawn part's face value: its share of the account's principal.
+        uint128 principalPart = Math.mulDiv(p.principalShares, units, p.units + p.pendingUnits + units).toUint128();
+        if (principalPart > shares) p.lostShares += principalPart - shares.toUint128();
+        p.principalShares -= principalPart;
+        p.coolingUnits = 0;
+        p.unlockEpoch = 0;
+        _positions[account] = p;
+        _totalUnits -= units;
+        _stakedShares -= shares;
+        _transfer(address(this), account, shares);
+        emit Unstaked(account, shares, units);
+    }
+
+    /// @inheritdoc IRevenuePool
+    function claim(address receiver) external nonReentrant returns (uint256 assets) {
+        if (receiver == address(0)) revert PoolZeroAddress();
+        address account = _msgSender();
+        Position memory p = _settled(account);
+        assets = p.accruedScaled / SCALE;
+        if (assets == 0) revert PoolNothingToClaim();
+        // slither-disable-next-line divide-before-multiply (keeps the fraction below one unit accrued)
+        p.accruedScaled -= assets * SCALE;
+        p.claimed += assets.toUint64();
+        _positions[account] = p;
+        _revenuePaid += assets;
+        emit RevenueClaimed(account, receiver, assets);
+        _stablecoin.safeTransfer(receiver, assets);
+    }
+
+    // ------------------------------------------------------------------
+    // Settlement hooks
+    // ------------------------------------------------------------------
+
+    /// @inheritdoc IRevenuePool
+    function distribute(uint64 epoch, uint256 assets) external onlyRole(DISTRIBUTOR_ROLE) nonReentrant {
+        _requireSucceeded();
+        if (assets == 0) revert PoolZeroAmount();
+        uint64 now_ = currentEpoch();
+        if (epoch >= now_) revert PoolEpochNotEnded(epoch, now_);
+        uint64 last = _lastDistributedEpoch;
+        if (epoch == 0 || epoch < last) revert PoolEpochOutOfOrder(epoch, last);
+        _lastDistributedEpoch = epoch;
+        _activateThrough(epoch);
+        uint256 earning = _earningUnits;
+        uint256 numerator = assets * SCALE + _remainderScaled;
+        uint256 index = _revenueIndex;
+        if (earning == 0) {
+            _remainderScaled = numerator; // nobody earns yet: carried whole to the next distribution
+        } else {
+            uint256 increment = numerator / earning;
+            // slither-disable-next-line divide-before-multiply (the remainder of that division, kept on purpose)
+            _remainderScaled = numerator - increment * earning;
+            index += increment;
+            _revenueIndex = index;
+        }
+        _revenueIn += assets;
+        emit RevenueDistributed(epoch, assets, earning, index);
+        address sender = _msgSender();
+        // External call after the state writes: pulling the revenue is the only interaction.
+        // slither-disable-next-line arbitrary-send-erc20 (from is the caller, via ERC-2771 when relayed)
+        _stablecoin.safeTransferFrom(sender, address(this), assets);
+    }
+
+    /// @inheritdoc IRevenuePool
+    function bookLoss(uint256 assets, address recipient) external onlyRole(SLASHER_ROLE) returns (uint256 shares) {
+        if (assets == 0) revert PoolZeroAmount();
+        if (recipient == address(0)) revert PoolZeroAddress();
+        uint256 staked = _stakedShares;
+        if (staked == 0) revert PoolNothingStaked();
+        shares = Math.min(Math.mulDiv(assets, ONE_SHARE, _sharePrice, Math.Rounding.Ceil), staked);
+        staked -= shares;
+        _stakedShares = staked;
+        _lossShares += shares;
+        _lossAssets += assets;
+        if (staked == 0) {
+            // Every staked share is gone: all units (earning, warm-up, cooling) are void.
+            uint64 era = _era;
+            _eraEndIndex[era] = _revenueIndex;
+            _era = era + 1;
+            _totalUnits = 0;
+            _earningUnits = 0;
+            _cohortHead = _cohortQueue.length;
+            emit StakeWipedOut(era + 1);
+        }
+        _transfer(address(this), recipient, shares);
+        emit LossBooked(assets, shares, recipient, staked);
+    }
+
+    // ------------------------------------------------------------------
+    // Views
+    // ------------------------------------------------------------------
+
+    /// @inheritdoc IRevenuePool
+    function roundStatus() public view returns (RoundStatus) {
+        if (_raisedAssets >= _targetAssets) return RoundStatus.Succeeded;
+        // slither-disable-next-line timestamp (deadline of a days-long round; drift is seconds)
+        if (block.timestamp >= _fundingDeadline) return RoundStatus.Failed;
+        return RoundStatus.Funding;
+    }
+
+    /// @inheritdoc IRevenuePool
+    function currentEpoch() public view returns (uint64) {
+        // slither-disable-next-line timestamp (epochs are minutes to hours; drift is seconds)
+        if (block.timestamp < _genesisTimestamp) return 0;
+        return uint64((block.timestamp - _genesisTimestamp) / _epochLengthSeconds) + 1;
+    }
+
+    /// @inheritdoc IRevenuePool
+    function stakeOf(address account) external view returns (StakeInfo memory info) {
+        Position memory p = _settled(account);
+        info.earningShares = _toShares(p.units);
+        info.pendingShares = _toShares(p.pendingUnits);
+        info.coolingShares = _toShares(p.coolingUnits);
+        info.activationEpoch = p.activationEpoch;
+        info.unlockEpoch = p.unlockEpoch;
+        info.claimableAssets = p.accruedScaled / SCALE;
+        info.claimableFractionScaled = p.accruedScaled % SCALE;
+        info.claimedAssets = p.claimed;
+        info.principalShares = p.principalShares;
+        uint256 value = _toShares(p.units + p.pendingUnits + p.coolingUnits);
+        info.lossShares = p.lostShares + (p.principalShares > value ? p.principalShares - value : 0);
+    }
+
+    /// @inheritdoc IRevenuePool
+    function totals() external view returns (PoolTotals memory t) {
+        t.raisedAssets = _raisedAssets;
+        t.refundedAssets = _refundedAssets;
+        t.drawnAssets = _drawnAssets;
+        t.revenueInAssets = _revenueIn;
+        t.revenuePaidAssets = _revenuePaid;
+        t.undistributedAssets = _remainderScaled / SCALE;
+        t.undistributedScaled = _remainderScaled;
+        t.stakedShares = _stakedShares;
+        t.earningUnits = _earningUnits;
+        t.totalUnits = _totalUnits;
+        t.lossShares = _lossShares;
+        t.lossAssets = _lossAssets;
+    }
+
+    /// @inheritdoc IRevenuePool
+    function debtServiceDue(uint64 epoch) external view returns (uint256 principalAssets, uint256 interestAssets) {
+        uint64 drawEpoch = _drawEpoch;
+        if (!_drawn || epoch <= drawEpoch || epoch > drawEpoch + _tenorEpochs) return (0, 0);
+        uint256 n = epoch - drawEpoch; // 1..tenor
+        uint256 perEpoch = _drawnAssets / _tenorEpochs;
+        // slither-disable-next-line divide-before-multiply (straight-line instalments; the last takes the rest)
+        uint256 outstandingBefore = _drawnAssets - perEpoch * (n - 1);
+        principalAssets = n == _tenorEpochs ? outstandingBefore : perEpoch;
+        interestAssets = Math.mulDiv(outstandingBefore, uint256(_rateBps) * _epochLengthSeconds, BPS * YEAR_SECONDS);
+    }
+
+    /// @inheritdoc IRevenuePool
+    function debtOutstanding(uint64 epoch) external view returns (uint256 principalAssets) {
+        if (!_drawn) return 0;
+        uint64 drawEpoch = _drawEpoch;
+        if (epoch <= drawEpoch) return _drawnAssets;
+        uint256 n = epoch - drawEpoch;
+        if (n >= _tenorEpochs) return 0;
+        // slither-disable-next-line divide-before-multiply (straight-line instalments; the last takes the rest)
+        return _drawnAssets - (_drawnAssets / _tenorEpochs) * n;
+    }
+
+    /// @inheritdoc IRevenuePool
+    function lastDistributedEpoch() external view returns (uint64) {
+        return _lastDistributedEpoch;
+    }
+
+    /// @notice Round and debt terms: (stablecoin, operator, nodeId, targetAssets, sharePrice,
+    /// fundingDeadline, tenorEpochs, rateBps).
+    function terms()
+        external
+        view
+        returns (address, address, uint256, uint256, uint256, uint64, uint64, uint16)
+    {
+        return (
+            address(_stablecoin),
+            _operator,
+            _nodeId,
+            _targetAssets,
+            _sharePrice,
+            _fundingDeadline,
+            _tenorEpochs,
+            _rateBps
+        );
+    }
+
+    /// @notice Epoch schedule: (genesisTimestamp, epochLengthSeconds, cooldownEpochs).
+    function epochSchedule() external view returns (uint64, uint64, uint64) {
+        return (_genesisTimestamp, _epochLengthSeconds, _cooldownEpochs);
+    }
+
+    /// @notice The draw: (drawn, drawEpoch, drawnAssets).
+    function draw() external view returns (bool, uint64, uint256) {
+        return (_drawn, _drawEpoch, _drawnAssets);
+    }
+
+    // ------------------------------------------------------------------
+    // Internal
+    // ------------------------------------------------------------------
+
+    function _requireSucceeded() internal view {
+        RoundStatus status = roundStatus();
+        if (status != RoundStatus.Succeeded) revert PoolRoundNotSucceeded(status);
+    }
+
+    /// @dev The account's position brought up to date (revenue accrued, activated warm-up
+    /// moved to earning, a wiped era cleared), without writing it.
+    function _settled(address account) internal view returns (Position memory p) {
+        p = _positions[account];
+        uint256 index = _revenueIndex;
+        if (p.era != _era) {
+            // Wiped out: earnings up to the wipe stay claimable; the stake itself is gone.
+            uint256 endIndex = _eraEndIndex[p.era];
+            uint256 earned = _earned(p.units, endIndex - p.revenueIndex);
+            if (p.pendingUnits != 0) {
+                Cohort storage old = _cohorts[p.activationEpoch];
+                if (old.folded && old.era == p.era) earned += _earned(p.pendingUnits, endIndex - old.indexAtFold);
+            }
+            p.accruedScaled += earned;
+            p.lostShares += p.principalShares;
+            p.principalShares = 0;
+            p.units = 0;
+            p.pendingUnits = 0;
+            p.coolingUnits = 0;
+            p.activationEpoch = 0;
+            p.unlockEpoch = 0;
+            p.era = _era;
+            p.revenueIndex = index;
+            return p;
+        }
+        uint256 accrued = _earned(p.units, index - p.revenueIndex);
+        if (p.pendingUnits != 0) {
+            Cohort storage cohort = _cohorts[p.activationEpoch];
+            if (cohort.folded) {
+                accrued += _earned(p.pendingUnits, index - cohort.indexAtFold);
+                p.units += p.pendingUnits;
+                p.pendingUnits = 0;
+                p.activationEpoch = 0;
+            }
+        }
+        p.accruedScaled += accrued;
+        p.revenueIndex = index;
+    }
+
+    function _addToCohort(uint64 activation, uint256 units) internal {
+        Cohort storage cohort = _cohorts[activation];
+        if (cohort.era != _era || !cohort.queued) {
+            // A fresh cohort (or one left from a wiped era): reset and queue it.
+            cohort.units = 0;
+            cohort.indexAtFold = 0;
+            cohort.era = _era;
+            cohort.queued = true;
+            cohort.folded = false;
+            _cohortQueue.push(activation);
+        }
+        cohort.units += units;
+    }
+
+    /// @dev Activates every queued cohort whose warm-up ended by `epoch` (activation <= epoch).
+    /// Cohorts are queued in activation order and each is activated once.
+    function _activateThrough(uint64 epoch) internal {
+        uint256 head = _cohortHead;
+        uint256 length = _cohortQueue.length;
+        if (head == length) return;
+        uint256 index = _revenueIndex;
+        uint256 earning = _earningUnits;
+        while (head < length) {
+            uint64 activation = _cohortQueue[head];
+            if (activation > epoch) break;
+            Cohort storage cohort = _cohorts[activation];
+            cohort.folded = true;
+            cohort.queued = false;
+            cohort.indexAtFold = index;
+            earning += cohort.units;
+            emit CohortActivated(activation, cohort.units);
+            ++head;
+        }
+        _cohortHead = head;
+        _earningUnits = earning;
+    }
+
+    /// @dev Revenue of `units` over an index move, scaled by SCALE. No overflow: units that
+    /// earned over the move were part of every divisor, so this is at most SCALE x revenue in.
+    function _earned(uint256 units, uint256 indexDelta) internal pure returns (uint256) {
+        return units * indexDelta;
+    }
+
+    /// @dev Shares → units at the current rate, rounded down (1:1 when no unit exists).
+    function _toUnits(uint256 shares) internal view returns (uint256) {
+        uint256 totalUnits = _totalUnits;
+        if (totalUnits == 0) return shares;
+        return Math.mulDiv(shares, totalUnits, _stakedShares);
+    }
+
+    /// @dev Shares → units, rounded up: what an unstake request of `shares` must take.
+    function _toUnitsRoundUp(uint256 shares) internal view returns (uint256) {
+        uint256 totalUnits = _totalUnits;
+        if (totalUnits == 0) return shares;
+        return Math.mulDiv(shares, totalUnits, _stakedShares, Math.Rounding.Ceil);
+    }
+
+    /// @dev Units → shares at the current rate, rounded down.
+    function _toShares(uint256 units) internal view returns (uint256) {
+        uint256 totalUnits = _totalUnits;
+        if (totalUnits == 0) return 0;
+        return Math.mulDiv(units, _stakedShares, totalUnits);
+    }
+
+    function _msgSender() internal view override(Context, ERC2771Context) returns (address) {
+        return ERC2771Context._msgSender();
+    }
+
+    function _msgData() internal view override(Context, ERC2771Context) returns (bytes calldata) {
+        return ERC2771Context._msgData();
+    }
+
+    function _contextSuffixLength() internal view override(Context, ERC2771Context) returns (uint256) {
+        return ERC2771Context._contextSuffixLength();
+    }
+}
