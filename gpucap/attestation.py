@@ -85,6 +85,19 @@ class NodeLeaf:
         """Field values in LEAF_ENCODING order (also the contract call's tuple)."""
         return astuple(self)
 
+    @classmethod
+    def from_json(cls, data: dict[str, int]) -> NodeLeaf:
+        """The inverse of ``to_json`` (published proofs files, stored action parameters)."""
+        return cls(
+            node_id=data["nodeId"],
+            epoch=data["epoch"],
+            uptime_bps=data["uptimeBps"],
+            utilization_bps=data["utilizationBps"],
+            sample_coverage_bps=data["sampleCoverageBps"],
+            energy_wh=data["energyWh"],
+            milli_gpu_hours=data["milliGpuHours"],
+        )
+
     def to_json(self) -> dict[str, int]:
         return {
             "nodeId": self.node_id,

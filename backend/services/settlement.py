@@ -72,15 +72,7 @@ def load_leaf(proofs_dir: Path, epoch: EpochRow, node_id: int) -> tuple[NodeLeaf
         )
     for entry in entries:
         if entry.get("nodeId") == node_id:
-            leaf = NodeLeaf(
-                node_id=entry["nodeId"],
-                epoch=entry["epoch"],
-                uptime_bps=entry["uptimeBps"],
-                utilization_bps=entry["utilizationBps"],
-                sample_coverage_bps=entry["sampleCoverageBps"],
-                energy_wh=entry["energyWh"],
-                milli_gpu_hours=entry["milliGpuHours"],
-            )
+            leaf = NodeLeaf.from_json(entry)
             return leaf, list(entry["proof"])
     raise ProofsUnavailable(f"epoch {epoch.epoch}: node {node_id} has no leaf (excluded?)")
 
@@ -184,18 +176,7 @@ def plan_due(
 
 def prove_tx(chain: Chain, params: dict[str, Any]) -> TxRequest:
     capacity = chain.contract(CAPACITY)
-    leaves = [
-        NodeLeaf(
-            node_id=leaf["nodeId"],
-            epoch=leaf["epoch"],
-            uptime_bps=leaf["uptimeBps"],
-            utilization_bps=leaf["utilizationBps"],
-            sample_coverage_bps=leaf["sampleCoverageBps"],
-            energy_wh=leaf["energyWh"],
-            milli_gpu_hours=leaf["milliGpuHours"],
-        ).values()
-        for leaf in params["leaves"]
-    ]
+    leaves = [NodeLeaf.from_json(leaf).values() for leaf in params["leaves"]]
     proofs = [[bytes.fromhex(p[2:]) for p in proof] for proof in params["proofs"]]
     return TxRequest(
         to=capacity.address,

@@ -21,7 +21,7 @@ from eth_account import Account
 
 from backend.redis_embedded import EmbeddedRedis
 from gpucap import devchain
-from gpucap.attestation import dev_oracle_keys
+from gpucap.attestation import NodeLeaf, dev_oracle_keys
 from gpucap.deployment import REPO_ROOT
 from oracle.config import OracleSettings
 from oracle.proofs import read_proofs
@@ -163,15 +163,7 @@ def test_quorum_survives_the_primary_killed_mid_epoch(world, redis_server, tmp_p
         assert doc["attestation"]["txHash"] == events[0]["transactionHash"].to_0x_hex()
         assert len(doc["leaves"]) == NODES
         leaf = doc["leaves"][-1]
-        values = (
-            leaf["nodeId"],
-            leaf["epoch"],
-            leaf["uptimeBps"],
-            leaf["utilizationBps"],
-            leaf["sampleCoverageBps"],
-            leaf["energyWh"],
-            leaf["milliGpuHours"],
-        )
+        values = NodeLeaf.from_json(leaf).values()
         assert hub.verifyLeaf(values, leaf["proof"])
     tampered = (*values[:5], values[5] + 1, values[6])
     assert not hub.verifyLeaf(tampered, leaf["proof"])

@@ -21,7 +21,7 @@ from eth_account import Account
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from gpucap.attestation import EpochReport, dev_oracle_keys
+from gpucap.attestation import EpochReport, NodeLeaf, dev_oracle_keys
 from gpucap.deployment import REPO_ROOT
 from gpucap.devchain import dev_private_key, free_port
 from oracle.chain import ChainClient, SignedAttestation
@@ -121,15 +121,7 @@ def test_attests_ended_epoch_and_writes_verifiable_proofs(hub, reporter, proofs_
     assert [leaf["nodeId"] for leaf in doc["leaves"]] == [1, 2]
     assert doc["tree"]["format"] == "standard-v1"
     for leaf in doc["leaves"]:
-        values = (
-            leaf["nodeId"],
-            leaf["epoch"],
-            leaf["uptimeBps"],
-            leaf["utilizationBps"],
-            leaf["sampleCoverageBps"],
-            leaf["energyWh"],
-            leaf["milliGpuHours"],
-        )
+        values = NodeLeaf.from_json(leaf).values()
         assert hub.verifyLeaf(values, leaf["proof"])
         hub.requireLeaf(values, leaf["proof"])
     # 8 GPUs up (at most) for a 60 s epoch: ≤ 8 × 60 s → ≤ 133 milli-GPU-hours each
