@@ -16,7 +16,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
@@ -57,13 +57,20 @@ class Ctx:
     def contract(self, name: str) -> Any:
         return self.deployment.contract(Web3(), name)
 
+    # A rejection ends the command: fail() prints the API's code and reason, exits 2.
     def get(self, path: str, **params: Any) -> Any:
-        return _answer(
-            self.http.get(path, params={k: v for k, v in params.items() if v is not None})
-        )
+        query = {k: v for k, v in params.items() if v is not None}
+        return _answer(self._send("GET", path, params=query))
 
     def post(self, path: str, body: Any = None) -> Any:
-        return _answer(self.http.post(path, json=body))
+        return _answer(self._send("POST", path, json=body))
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            err_console.print(f"[red]cannot reach the API at {self.api}:[/] {exc}")
+            raise typer.Exit(code=2) from exc
 
 
 class ApiRejected(Exception):
@@ -78,7 +85,7 @@ def _answer(resp: httpx.Response) -> Any:
     except ValueError:
         body = {"code": "HTTPError", "reason": resp.text}
     if resp.status_code >= 400:
-        raise ApiRejected(resp.status_code, body)
+        fail(ApiRejected(resp.status_code, body))
     return body
 
 
@@ -169,7 +176,7 @@ def _cell(column: str, value: Any) -> str:
     return str(value)
 
 
-def fail(exc: ApiRejected) -> None:
+def fail(exc: ApiRejected) -> NoReturn:
     err_console.print(
         f"[red]rejected ({exc.status} {exc.body.get('code')}):[/] {exc.body.get('reason')}"
     )
@@ -185,12 +192,8 @@ def fail(exc: ApiRejected) -> None:
 def status(typer_ctx: typer.Context) -> None:
     """API health and how far the index trails the chain."""
     ctx = _ctx(typer_ctx)
-    try:
-        health = ctx.http.get("/health").json()
-        indexer = ctx.get("/api/v1/indexer")
-    except ApiRejected as exc:
-        fail(exc)
-        return
+    health = ctx._send("GET", "/health").json()
+    indexer = ctx.get("/api/v1/indexer")
     if ctx.as_json:
         console.print_json(data={"health": health, "indexer": indexer})
         return
@@ -207,11 +210,7 @@ def status(typer_ctx: typer.Context) -> None:
 def nodes(typer_ctx: typer.Context, operator: str | None = None) -> None:
     """Registered nodes (optionally one operator's)."""
     ctx = _ctx(typer_ctx)
-    try:
-        rows = ctx.get("/api/v1/nodes", operator=operator)
-    except ApiRejected as exc:
-        fail(exc)
-        return
+    rows = ctx.get("/api/v1/nodes", operator=operator)
     show(
         ctx,
         rows,
@@ -228,11 +227,7 @@ def offers(
 ) -> None:
     """Capacity offers (open ones by default)."""
     ctx = _ctx(typer_ctx)
-    try:
-        rows = ctx.get("/api/v1/offers", class_id=class_id, status=None if all_ else "open")
-    except ApiRejected as exc:
-        fail(exc)
-        return
+    rows = ctx.get("/api/v1/offers", class_id=class_id, status=None if all_ else "open")
     show(
         ctx,
         rows,
@@ -254,11 +249,7 @@ def offers(
 def prices(typer_ctx: typer.Context, class_id: int | None = None) -> None:
     """Volume-weighted price per GPU class and delivery window."""
     ctx = _ctx(typer_ctx)
-    try:
-        rows = ctx.get("/api/v1/price-index", class_id=class_id)
-    except ApiRejected as exc:
-        fail(exc)
-        return
+    rows = ctx.get("/api/v1/price-index", class_id=class_id)
     show(
         ctx,
         rows,
@@ -277,11 +268,7 @@ def portfolio(
     """Stablecoin, capacity tokens, reservations and nodes of an address."""
     ctx = _ctx(typer_ctx)
     address = address or wallet(dev_account, keystore).address
-    try:
-        body = ctx.get(f"/api/v1/portfolio/{address}")
-    except ApiRejected as exc:
-        fail(exc)
-        return
+    body = ctx.get(f"/api/v1/portfolio/{address}")
     if ctx.as_json:
         console.print_json(data=body)
         return
@@ -336,8 +323,12 @@ def report(ctx: Ctx, action: dict[str, Any]) -> None:
 
 
 def relay(
-    ctx: Ctx, signer: LocalAccount, contract: str, data: str, deadline: int, nonce: int
+    ctx: Ctx, signer: LocalAccount, contract: str, data: str, nonce: int | None = None
 ) -> None:
+    """Sign a forward request for ``contract`` with ``data``, post it, follow the action."""
+    if nonce is None:
+        nonce = ctx.get(f"/api/v1/accounts/{signer.address}/nonces")["forwarder"]
+    deadline = _deadline()
     target = ctx.contract(contract)
     forwarder = ctx.contract("GpucapForwarder")
     req = sign_request(
@@ -353,11 +344,7 @@ def relay(
         "signature": "0x" + req.signature.hex(),
         "nonce": nonce,
     }
-    try:
-        accepted = ctx.post("/api/v1/forward", body)
-    except ApiRejected as exc:
-        fail(exc)
-        return
+    accepted = ctx.post("/api/v1/forward", body)
     if not ctx.as_json:
         call = f"{accepted['contract']}.{accepted['function']}"
         console.print(f"accepted: {call} as action {accepted['action_id']}")
@@ -379,12 +366,8 @@ def buy(
     """Buy GPU-hours from an offer, gasless: a permit and a forward request, both signed here."""
     ctx = _ctx(typer_ctx)
     signer = wallet(dev_account, keystore)
-    try:
-        offer = ctx.get(f"/api/v1/offers/{offer_id}")
-        nonces = ctx.get(f"/api/v1/accounts/{signer.address}/nonces")
-    except ApiRejected as exc:
-        fail(exc)
-        return
+    offer = ctx.get(f"/api/v1/offers/{offer_id}")
+    nonces = ctx.get(f"/api/v1/accounts/{signer.address}/nonces")
     deadline = _deadline()
     capacity = ctx.contract("CapacityToken")
     v, r, s = sign_permit(
@@ -398,7 +381,7 @@ def buy(
         chain_id=nonces["chain_id"],
     )
     data = capacity.encode_abi("buyWithPermit", args=[offer_id, amount, deadline, v, r, s])
-    relay(ctx, signer, "CapacityToken", data, deadline, nonces["forwarder"])
+    relay(ctx, signer, "CapacityToken", data, nonces["forwarder"])
 
 
 @app.command()
@@ -413,13 +396,8 @@ def redeem(
     """Redeem capacity tokens into a reservation on a node, before the window opens."""
     ctx = _ctx(typer_ctx)
     signer = wallet(dev_account, keystore)
-    try:
-        nonces = ctx.get(f"/api/v1/accounts/{signer.address}/nonces")
-    except ApiRejected as exc:
-        fail(exc)
-        return
     data = ctx.contract("CapacityToken").encode_abi("redeem", args=[token_id, amount, node_id])
-    relay(ctx, signer, "CapacityToken", data, _deadline(), nonces["forwarder"])
+    relay(ctx, signer, "CapacityToken", data)
 
 
 @app.command("publish-offer")
@@ -436,16 +414,11 @@ def publish_offer(
     """Offer GPU-hours of your node for a future window (as the node's operator)."""
     ctx = _ctx(typer_ctx)
     signer = wallet(dev_account, keystore)
-    try:
-        nonces = ctx.get(f"/api/v1/accounts/{signer.address}/nonces")
-    except ApiRejected as exc:
-        fail(exc)
-        return
     token_id = (class_id << 64) | window_start
     data = ctx.contract("CapacityToken").encode_abi(
         "publishOffer", args=[node_id, token_id, amount, round(price * USD)]
     )
-    relay(ctx, signer, "CapacityToken", data, _deadline(), nonces["forwarder"])
+    relay(ctx, signer, "CapacityToken", data)
 
 
 @app.command("cancel-offer")
@@ -458,13 +431,8 @@ def cancel_offer(
     """Withdraw the unsold part of one of your offers."""
     ctx = _ctx(typer_ctx)
     signer = wallet(dev_account, keystore)
-    try:
-        nonces = ctx.get(f"/api/v1/accounts/{signer.address}/nonces")
-    except ApiRejected as exc:
-        fail(exc)
-        return
     data = ctx.contract("CapacityToken").encode_abi("cancelOffer", args=[offer_id])
-    relay(ctx, signer, "CapacityToken", data, _deadline(), nonces["forwarder"])
+    relay(ctx, signer, "CapacityToken", data)
 
 
 @app.command()
@@ -474,9 +442,5 @@ def faucet(
     """Get test stablecoin for your wallet (rate-limited)."""
     ctx = _ctx(typer_ctx)
     signer = wallet(dev_account, keystore)
-    try:
-        accepted = ctx.post("/faucet", {"address": signer.address})
-    except ApiRejected as exc:
-        fail(exc)
-        return
+    accepted = ctx.post("/faucet", {"address": signer.address})
     report(ctx, follow(ctx, accepted["action_id"]))

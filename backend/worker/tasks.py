@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
+from typing import Any
 
 from celery import Celery, Task, shared_task
 from redis.exceptions import LockNotOwnedError
@@ -64,29 +66,39 @@ def run_sweep(app: Celery) -> list[str]:
     )
 
 
-# Longer than any step should take; if a worker dies holding it, the lock expires.
-INDEX_LOCK_SECONDS = 120
+# Longer than any periodic run should take; if a worker dies holding it, the lock expires.
+PERIODIC_LOCK_SECONDS = 120
+
+
+@contextlib.contextmanager
+def exclusive(ctx: Any, name: str) -> Iterator[bool]:
+    """One runner at a time across workers (a Redis lock); yields False if another holds it."""
+    lock = ctx.redis.lock(f"gpucap:{name}", timeout=PERIODIC_LOCK_SECONDS, blocking=False)
+    if not lock.acquire():
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        # A run longer than the lock's timeout lost the lock already: nothing to release.
+        with contextlib.suppress(LockNotOwnedError):
+            lock.release()
 
 
 @shared_task(name=INDEX_TASK, bind=True, ignore_result=True)
 def index_chain(self: Task) -> str:
-    """Catch the chain index up with the node (one runner at a time, by a Redis lock)."""
-    ctx = context_of(self.app)
-    lock = ctx.redis.lock("gpucap:indexer", timeout=INDEX_LOCK_SECONDS, blocking=False)
-    if not lock.acquire():
-        return "busy"
-    try:
-        report = indexer_of(self.app).step()
-    except (ChainUnavailable, ManifestError) as exc:
-        log.warning("index_chain: %s; will retry on the next beat", exc)
-        return "unavailable"
-    except (ReorgDuringBatch, ConcurrentIndexer) as exc:
-        log.info("index_chain: %r; the next run continues", exc)
-        return "retry"
-    finally:
-        # A step longer than the lock's timeout lost the lock already: nothing to release.
-        with contextlib.suppress(LockNotOwnedError):
-            lock.release()
+    """Catch the chain index up with the node."""
+    with exclusive(context_of(self.app), "indexer") as mine:
+        if not mine:
+            return "busy"
+        try:
+            report = indexer_of(self.app).step()
+        except (ChainUnavailable, ManifestError) as exc:
+            log.warning("index_chain: %s; will retry on the next beat", exc)
+            return "unavailable"
+        except (ReorgDuringBatch, ConcurrentIndexer) as exc:
+            log.info("index_chain: %r; the next run continues", exc)
+            return "retry"
     return f"indexed {report.from_block}..{report.to_block} ({report.events} events)"
 
 
@@ -94,25 +106,22 @@ def index_chain(self: Task) -> str:
 def settle_due(self: Task) -> str:
     """Plan the prove/settle actions that are due and enqueue them for the relayer."""
     ctx = context_of(self.app)
-    lock = ctx.redis.lock("gpucap:settle", timeout=INDEX_LOCK_SECONDS, blocking=False)
-    if not lock.acquire():
-        return "busy"
-    try:
-        with ctx.sessions() as session:
-            plan = plan_due(
-                session,
-                indexer_of(self.app).chain,
-                ctx.settings.proofs_dir,
-                enqueue=lambda action_id: self.app.send_task(
-                    RELAY_TASK, args=[action_id], ignore_result=True
-                ),
-            )
-    except (ChainUnavailable, ManifestError) as exc:
-        log.warning("settle_due: %s; will retry on the next beat", exc)
-        return "unavailable"
-    finally:
-        with contextlib.suppress(LockNotOwnedError):
-            lock.release()
+    with exclusive(ctx, "settle") as mine:
+        if not mine:
+            return "busy"
+        try:
+            with ctx.sessions() as session:
+                plan = plan_due(
+                    session,
+                    indexer_of(self.app).chain,
+                    ctx.settings.proofs_dir,
+                    enqueue=lambda action_id: self.app.send_task(
+                        RELAY_TASK, args=[action_id], ignore_result=True
+                    ),
+                )
+        except (ChainUnavailable, ManifestError) as exc:
+            log.warning("settle_due: %s; will retry on the next beat", exc)
+            return "unavailable"
     for reason in plan.waiting:
         log.info("settle_due: waiting: %s", reason)
     return f"{len(plan.proofs)} proof(s), {len(plan.settlements)} settlement(s) enqueued"

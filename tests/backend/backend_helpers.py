@@ -139,3 +139,20 @@ def http_up(url: str) -> bool:
         return requests.get(url, timeout=1).status_code == 200
     except requests.RequestException:
         return False
+
+
+def new_faucet_action(sessions: Any, address: str) -> str:
+    """A pending faucet action row for ``address`` (unique idempotency key); its id."""
+    import uuid
+
+    from backend.db.models import ActionKind
+    from backend.services import actions
+
+    with sessions() as session:
+        action, _ = actions.create_action(
+            session,
+            kind=ActionKind.FAUCET,
+            idempotency_key=str(uuid.uuid4()),
+            params={"address": address},
+        )
+        return action.id

@@ -9,10 +9,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
+from backend.db.migrate import upgrade_to_head
+from backend.db.session import get_sessionmaker
 from backend.redis_embedded import EmbeddedRedis
 from gpucap import devchain
 from tests.backend.backend_helpers import ROOT, ServiceProcess, Stack, backend_env, http_up
@@ -59,3 +63,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> sessionmaker[Session]:
+    """A fresh SQLite database at the migrations' head, for service-level tests."""
+    url = f"sqlite:///{tmp_path / 'backend.db'}"
+    upgrade_to_head(url)
+    return get_sessionmaker(url)

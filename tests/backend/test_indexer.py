@@ -10,7 +10,6 @@ import pytest
 from brownie import chain
 from sqlalchemy import select, update
 
-from backend.db.migrate import upgrade_to_head
 from backend.db.models import (
     BalanceRow,
     ChainEvent,
@@ -22,7 +21,6 @@ from backend.db.models import (
     OfferRow,
     SaleRow,
 )
-from backend.db.session import get_sessionmaker
 from backend.services.chain import Chain
 from backend.services.indexer import Indexer, token_parts
 from tests.oracle.hub_helpers import ORACLE_KEYS, commitment_for, end_epoch, signatures
@@ -68,13 +66,6 @@ def world(live_deployment, admin, operator, buyer, relayer):
         "h100": h100,
         "capacity": s.capacity,
     }
-
-
-@pytest.fixture
-def sessions(tmp_path):
-    url = f"sqlite:///{tmp_path / 'index.db'}"
-    upgrade_to_head(url)
-    return get_sessionmaker(url)
 
 
 @pytest.fixture

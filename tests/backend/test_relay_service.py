@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,9 +10,6 @@ import redis as redis_lib
 from eth_account import Account
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db.migrate import upgrade_to_head
-from backend.db.models import ActionKind
-from backend.db.session import get_sessionmaker
 from backend.redis_embedded import EmbeddedRedis
 from backend.services import actions
 from backend.services.chain import Chain
@@ -23,6 +18,7 @@ from backend.services.faucet import drip_request
 from backend.services.relayer import NonceConsumed, Relayer, TxRequest
 from backend.services.sweep import sweep_stale_actions
 from gpucap import devchain
+from tests.backend.backend_helpers import new_faucet_action
 
 DRIP = 1_000 * 10**6
 
@@ -33,24 +29,6 @@ def relayer(live_deployment: Any, redis_server: EmbeddedRedis) -> Iterator[Relay
     client = redis_lib.Redis.from_url(redis_server.url)
     yield Relayer(chain, devchain.dev_private_key(9), client, receipt_timeout=10, lock_seconds=10)
     client.close()
-
-
-@pytest.fixture
-def sessions(tmp_path: Path) -> sessionmaker[Session]:
-    url = f"sqlite:///{tmp_path / 'relay.db'}"
-    upgrade_to_head(url)
-    return get_sessionmaker(url)
-
-
-def new_faucet_action(sessions: sessionmaker[Session], address: str) -> str:
-    with sessions() as session:
-        action, _ = actions.create_action(
-            session,
-            kind=ActionKind.FAUCET,
-            idempotency_key=str(uuid.uuid4()),
-            params={"address": address},
-        )
-        return action.id
 
 
 def read(sessions: sessionmaker[Session], action_id: str) -> Any:

@@ -5,9 +5,7 @@ transactions the chain takes. Real anvil (mining paused) and real Redis."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,15 +14,13 @@ from brownie import web3
 from eth_account import Account
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db.migrate import upgrade_to_head
-from backend.db.models import ActionKind
-from backend.db.session import get_sessionmaker
 from backend.redis_embedded import EmbeddedRedis
 from backend.services import actions
 from backend.services.chain import Chain
 from backend.services.errors import ChainUnavailable
 from backend.services.relayer import Fees, Relayer
 from gpucap import devchain
+from tests.backend.backend_helpers import new_faucet_action
 
 DRIP = 1_000 * 10**6
 
@@ -46,30 +42,12 @@ def relayer(live_deployment: Any, redis_server: EmbeddedRedis) -> Iterator[Relay
 
 
 @pytest.fixture
-def sessions(tmp_path: Path) -> sessionmaker[Session]:
-    url = f"sqlite:///{tmp_path / 'relay.db'}"
-    upgrade_to_head(url)
-    return get_sessionmaker(url)
-
-
-@pytest.fixture
 def paused_mining() -> Iterator[None]:
     web3.provider.make_request("evm_setAutomine", [False])
     try:
         yield
     finally:
         web3.provider.make_request("evm_setAutomine", [True])
-
-
-def _action(sessions: sessionmaker[Session], address: str) -> str:
-    with sessions() as session:
-        action, _ = actions.create_action(
-            session,
-            kind=ActionKind.FAUCET,
-            idempotency_key=str(uuid.uuid4()),
-            params={"address": address},
-        )
-        return action.id
 
 
 def _row(sessions: sessionmaker[Session], action_id: str) -> Any:
@@ -86,7 +64,7 @@ def test_stuck_transaction_is_replaced_and_confirmed_once(
     relayer: Relayer, sessions: sessionmaker[Session], live_deployment: Any, paused_mining: None
 ) -> None:
     address = Account.create().address
-    action_id = _action(sessions, address)
+    action_id = new_faucet_action(sessions, address)
     with pytest.raises(ChainUnavailable):  # sent, not mined (mining is paused)
         actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id)
     first = _row(sessions, action_id)
@@ -118,7 +96,7 @@ def test_original_mined_after_replacement_still_counts_once(
     """If the chain takes the original (sent back by someone who saw it), the action is
     confirmed with the original's hash and the replacement is never re-sent."""
     address = Account.create().address
-    action_id = _action(sessions, address)
+    action_id = new_faucet_action(sessions, address)
     with pytest.raises(ChainUnavailable):
         actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id)
     original = _row(sessions, action_id)
