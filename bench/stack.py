@@ -19,6 +19,7 @@ process against the same API with a mix of /api/v1 read routes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -423,8 +424,6 @@ def run(
         out["reads"] = [read_latency(stack.api_url, market, c, read_seconds) for c in concurrencies]
     finally:
         stack.stop()
-        try:
+        with contextlib.suppress(Exception):  # the chain may be gone already
             _rpc(w3, "evm_setAutomine", [True])
-        except Exception:  # noqa: BLE001 - the chain may be gone already
-            pass
     return out
