@@ -19,7 +19,9 @@ import io
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -113,34 +115,48 @@ def _phase(results: dict[str, Any], name: str, fn: Callable[[], Any]) -> None:
     print(f"[bench] {name} done in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
 
 
+def _backend_child(sizes: dict[str, Any], block_time: int) -> dict[str, Any]:
+    """Figures 3-4 via ``python -m bench.stack`` (see its main)."""
+    kwargs = {
+        "nodes": sizes["index_nodes"],
+        "raw_wallets": sizes["raw_wallets"],
+        "raw_per_wallet": sizes["raw_per_wallet"],
+        "relayed": sizes["relayed"],
+        "block_time": block_time,
+        "read_seconds": sizes["read_seconds"],
+        "concurrencies": sizes["concurrencies"],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "backend.json"
+        child = subprocess.run(
+            [sys.executable, "-m", "bench.stack", json.dumps(kwargs), str(out)],
+            cwd=ROOT,
+            env=devchain.env_with_toolchain(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        if child.returncode != 0:
+            raise RuntimeError(f"bench.stack failed:\n{child.stderr[-3000:]}")
+        return json.loads(out.read_text())
+
+
 def run(sizes: dict[str, Any], block_time: int) -> dict[str, Any]:
-    from bench import onchain, stack
+    from bench import onchain
 
     results: dict[str, Any] = {"machine": machine(), "sizes": sizes}
     started = time.perf_counter()
-    port = devchain.free_port()
     with contextlib.redirect_stdout(io.StringIO()):
-        proj = onchain.connect(port)
+        proj = onchain.load_project()
+        onchain.connect(devchain.free_port())
     try:
         _phase(results, "gas_operations", lambda: onchain.operations(proj))
         _phase(results, "gas_attestation", lambda: onchain.attestation(proj, sizes["attest_sizes"]))
-        _phase(
-            results,
-            "backend",
-            lambda: stack.run(
-                f"http://127.0.0.1:{port}",
-                nodes=sizes["index_nodes"],
-                raw_wallets=sizes["raw_wallets"],
-                raw_per_wallet=sizes["raw_per_wallet"],
-                relayed=sizes["relayed"],
-                block_time=block_time,
-                read_seconds=sizes["read_seconds"],
-                concurrencies=sizes["concurrencies"],
-            ),
-        )
     finally:
         with contextlib.redirect_stdout(io.StringIO()):
             onchain.disconnect()
+    # Its own process, fresh brownie session and anvil: nothing left from the gas scenario.
+    _phase(results, "backend", lambda: _backend_child(sizes, block_time))
     _phase(results, "oracle", lambda: oracle_epoch(sizes["oracle_nodes"]))
     results["wall_s"] = round(time.perf_counter() - started, 1)
     return results

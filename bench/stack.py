@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import statistics
@@ -85,39 +86,50 @@ def setup_market(
     manifest = write_manifest(s, workdir / "manifest.json")
     coin, reg, cap = s.stablecoin, s.registry, s.capacity
     h100 = s.class_ids["H100-SXM-80GB"]
-    coin.configureFaucet(10**9 * USD, 1, {"from": admin})
-    coin.drip(admin, {"from": admin})
-    coin.transfer(operator, 10**8 * USD, {"from": admin})
-    coin.approve(reg, 2**256 - 1, {"from": operator})
+    # Bulk setup goes through web3 (Sender): brownie's confirmation watcher
+    # sometimes reports an anvil transaction "dropped" when hundreds are sent.
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+    send = Sender(w3)
+    send(admin.address, coin, "configureFaucet", 10**9 * USD, 1)
+    send(admin.address, coin, "drip", admin.address)
+    send(admin.address, coin, "transfer", operator.address, 10**8 * USD)
+    send(operator.address, coin, "approve", reg.address, 2**256 - 1)
     window = cap.windowSeconds()
     token = cap.tokenIdFor(h100, (chain[-1].timestamp // window + 2) * window)
     acquired = chain[-1].timestamp - 3_600
-    node_ids = []
+    first_node = reg.nodeCount() + 1
     for i in range(nodes + 1):
-        tx = reg.registerNode(
+        # registerNode(classId, gpuCount, region, acquisitionCost, acquiredAt, nodeKey)
+        send(
+            operator.address,
+            reg,
+            "registerNode",
             h100,
             4_096 if i == 0 else 8,
             _b32("eu-west"),
             240_000 * USD,
             acquired,
             "0x" + f"{i + 1:040x}",
-            {"from": operator},
         )
-        node_ids.append(tx.events["NodeRegistered"]["nodeId"])
-        reg.depositBond(node_ids[-1], (100_000 if i == 0 else 1_000) * USD, {"from": operator})
+    node_ids = list(range(first_node, reg.nodeCount() + 1))
+    if len(node_ids) != nodes + 1:
+        raise RuntimeError(f"expected {nodes + 1} new nodes, the registry has {node_ids}")
+    for i, node in enumerate(node_ids):
+        send(operator.address, reg, "depositBond", node, (100_000 if i == 0 else 1_000) * USD)
     # Node 0 sells what the benchmark buys; the others only populate the index.
-    hot = cap.publishOffer(node_ids[0], token, 20_000, PRICE, {"from": operator}).return_value
+    send(operator.address, cap, "publishOffer", node_ids[0], token, 20_000, PRICE)
+    hot = cap.offerCount()
     for node in node_ids[1:]:
-        cap.publishOffer(node, token, 100, PRICE, {"from": operator})
+        send(operator.address, cap, "publishOffer", node, token, 100, PRICE)
 
     raw = [Account.create() for _ in range(raw_wallets)]
     for w in raw:
-        admin.transfer(w.address, 10**18)
-        coin.transfer(w.address, 1_000 * USD, {"from": admin})
-        coin.approve(cap, 2**256 - 1, {"from": accounts.add(w.key.hex())})
+        send.eth(admin.address, w.address, 10**18)
+        send(admin.address, coin, "transfer", w.address, 1_000 * USD)
+        send.signed(w, coin, "approve", cap.address, 2**256 - 1)
     gasless = [Account.create() for _ in range(relayed)]
     for w in gasless:
-        coin.transfer(w.address, 100 * USD, {"from": admin})
+        send(admin.address, coin, "transfer", w.address, 100 * USD)
     return {
         "system": s,
         "manifest": manifest,
@@ -128,6 +140,43 @@ def setup_market(
         "gasless": gasless,
         "nodes": node_ids,
     }
+
+
+class Sender:
+    """Setup transactions through web3, one receipt awaited (automine) and checked each."""
+
+    def __init__(self, w3: Web3) -> None:
+        self.w3 = w3
+
+    def _wait(self, tx_hash: Any, what: str) -> None:
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
+        if receipt["status"] != 1:
+            raise RuntimeError(f"setup transaction reverted: {what}")
+
+    def __call__(self, sender: str, contract: Any, fn: str, *args: Any) -> None:
+        """``contract.fn(*args)`` from an anvil-unlocked account."""
+        data = getattr(contract, fn).encode_input(*args)
+        tx = {"from": sender, "to": contract.address, "data": data, "gas": 2_000_000}
+        self._wait(self.w3.eth.send_transaction(tx), fn)
+
+    def eth(self, sender: str, to: str, value: int) -> None:
+        self._wait(self.w3.eth.send_transaction({"from": sender, "to": to, "value": value}), "eth")
+
+    def signed(self, account: Any, contract: Any, fn: str, *args: Any) -> None:
+        """``contract.fn(*args)`` signed locally by ``account`` (an eth-account key)."""
+        tx = {
+            "to": contract.address,
+            "data": getattr(contract, fn).encode_input(*args),
+            "value": 0,
+            "gas": 200_000,
+            "nonce": self.w3.eth.get_transaction_count(account.address),
+            "chainId": devchain.CHAIN_ID,
+            "maxFeePerGas": 10**10,
+            "maxPriorityFeePerGas": 10**9,
+            "type": 2,
+        }
+        raw = Account.sign_transaction(tx, account.key).raw_transaction
+        self._wait(self.w3.eth.send_raw_transaction(raw), fn)
 
 
 class Stack:
@@ -427,3 +476,27 @@ def run(
         with contextlib.suppress(Exception):  # the chain may be gone already
             _rpc(w3, "evm_setAutomine", [True])
     return out
+
+
+def main(argv: list[str]) -> None:
+    """``python -m bench.stack KWARGS_JSON OUT``: figures 3-4 in a process of their own.
+
+    `python -m bench` runs this as a child so the backend figures start from a
+    fresh brownie session and a fresh anvil (nothing from the gas scenario).
+    """
+    from bench import onchain
+
+    kwargs, out = json.loads(argv[0]), Path(argv[1])
+    with contextlib.redirect_stdout(io.StringIO()):  # brownie's per-transaction chatter
+        onchain.load_project()
+        port = devchain.free_port()
+        onchain.connect(port)
+        try:
+            result = run(f"http://127.0.0.1:{port}", **kwargs)
+        finally:
+            onchain.disconnect()
+    out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
