@@ -217,8 +217,13 @@ def table(r: dict[str, Any]) -> str:
     for rd in b.get("reads", []):
         lines.append(
             f"   {rd['concurrency']:>4} clients: p50 {rd['p50_ms']} ms  p99 {rd['p99_ms']} ms  "
-            f"{rd['requests_per_s']} req/s  ({rd['errors']} errors)"
+            f"{rd['requests_per_s']} req/s  ({rd['errors']} errors {rd.get('failures') or ''})"
         )
+        slowest = max(rd.get("by_path", {}).items(), key=lambda kv: kv[1]["p99_ms"], default=None)
+        if slowest:
+            lines.append(
+                f"        slowest route by p99: {slowest[0]} p99 {slowest[1]['p99_ms']} ms"
+            )
     o = r.get("oracle", {})
     lines += ["", "5. oracle epoch (aggregate + tree + proofs + sign)"]
     if "error" in o:

@@ -26,6 +26,8 @@ def percentile(values: list[float], q: float) -> float:
 
 async def run(url: str, paths: list[str], concurrency: int, duration: float) -> dict[str, float]:
     latencies: list[float] = []
+    by_path: dict[str, list[float]] = {p: [] for p in paths}
+    failures: dict[str, int] = {}
     errors = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
@@ -40,12 +42,15 @@ async def run(url: str, paths: list[str], concurrency: int, duration: float) -> 
                 t0 = time.perf_counter()
                 try:
                     resp = await client.get(path)
-                    ok = resp.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                latencies.append(time.perf_counter() - t0)
-                if not ok:
+                    outcome = str(resp.status_code)
+                except httpx.HTTPError as exc:
+                    outcome = type(exc).__name__
+                elapsed_one = time.perf_counter() - t0
+                latencies.append(elapsed_one)
+                by_path[path].append(elapsed_one)
+                if outcome != "200":
                     errors += 1
+                    failures[outcome] = failures.get(outcome, 0) + 1
 
         started = time.perf_counter()
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
@@ -57,6 +62,16 @@ async def run(url: str, paths: list[str], concurrency: int, duration: float) -> 
         "requests_per_s": round(len(latencies) / elapsed, 1),
         "p50_ms": round(1000 * statistics.median(latencies), 2),
         "p99_ms": round(1000 * percentile(latencies, 99), 2),
+        "failures": failures,
+        "by_path": {
+            p: {
+                "requests": len(v),
+                "p50_ms": round(1000 * statistics.median(v), 2),
+                "p99_ms": round(1000 * percentile(v, 99), 2),
+            }
+            for p, v in by_path.items()
+            if v
+        },
     }
 
 
