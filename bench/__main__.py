@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ import typer
 from gpucap import devchain
 
 ROOT = devchain.REPO_ROOT
+# brownie 1.22's own internals call its deprecated rpc helpers on every snapshot.
+warnings.filterwarnings("ignore", r"rpc\.\w+ should not be called directly", FutureWarning)
 DEFAULT_OUT = ROOT / "bench" / "results.json"
 app = typer.Typer(add_completion=False, help=__doc__)
 
