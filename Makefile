@@ -6,12 +6,13 @@ export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/.venv/bin:$(PATH)
 export SOLCX_BINARY_PATH := $(CURDIR)/.toolchain/solcx
 PY := .venv/bin/python
 
-.PHONY: setup compile test test-slow demo lint slither bench-gas clean help
+.PHONY: setup compile test test-slow demo lint slither bench bench-gas clean help
 
 help:
 	@echo "make demo   - bring up a local gpucap world (anvil, Redis, worker, API, oracle)"
 	@echo "make test   - run the whole test suite"
 	@echo "make setup  - install the toolchain only (.venv, node_modules, solc for brownie)"
+	@echo "make bench  - measure gas, throughput, API latency and oracle time (bench/results.json)"
 
 setup:
 	@bash toolchain/bootstrap.sh
@@ -36,6 +37,11 @@ lint: setup
 # contracts/SLITHER_TRIAGE.md (accepted ones carry a slither-disable comment).
 slither: setup
 	slither contracts/ --config-file slither.config.json --fail-medium
+
+# Every benchmark figure in one run on this machine: a table + bench/results.json
+# (BENCH_ARGS=--smoke for a tiny run that only proves the harness works).
+bench: compile
+	$(PY) -m bench $(BENCH_ARGS)
 
 # Exact gas per contract function from the contract tests (bench/gas.json).
 bench-gas: setup

@@ -1,0 +1,258 @@
+"""``make bench`` (``python -m bench``): every benchmark figure in one run on this machine.
+
+1. gas per operation from a scripted lifecycle, beside OpenZeppelin baselines;
+2. gas per attested node-epoch, Merkle root vs per-node signed-and-stored reports;
+3. relayed user actions/s end to end vs raw pre-signed transactions/s;
+4. API read latency p50/p99 at 50 and 200 concurrent clients;
+5. oracle wall time to aggregate, build and sign an epoch for 10,000 nodes.
+
+Prints a short table and writes bench/results.json. ``--smoke`` runs every part
+at a tiny size (what tests/bench/test_bench_smoke.py does): it proves the
+harness works, its numbers mean nothing. A benchmark, never a test: it asserts
+no figure, it reports what this machine did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from gpucap import devchain
+
+ROOT = devchain.REPO_ROOT
+# brownie 1.22's own internals call its deprecated rpc helpers on every snapshot.
+warnings.filterwarnings("ignore", r"rpc\.\w+ should not be called directly", FutureWarning)
+DEFAULT_OUT = ROOT / "bench" / "results.json"
+app = typer.Typer(add_completion=False, help=__doc__)
+
+FULL = {
+    "attest_sizes": [100, 1_000, 10_000],
+    "index_nodes": 200,
+    "raw_wallets": 40,
+    "raw_per_wallet": 30,
+    "relayed": 60,
+    "read_seconds": 10.0,
+    "concurrencies": [50, 200],
+    "oracle_nodes": 10_000,
+}
+SMOKE = {
+    "attest_sizes": [4, 8],
+    "index_nodes": 2,
+    "raw_wallets": 2,
+    "raw_per_wallet": 2,
+    "relayed": 2,
+    "read_seconds": 1.0,
+    "concurrencies": [5],
+    "oracle_nodes": 20,
+}
+
+
+def machine() -> dict[str, Any]:
+    """Cores, memory and CPU model: the figures mean little without them."""
+    model = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_gib = None
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gib = round(int(line.split()[1]) / 2**20, 1)
+    return {
+        "cpu_model": model,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_gib": mem_gib,
+        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def oracle_epoch(nodes: int) -> dict[str, Any]:
+    """Figure 5: bench/oracle_fleet.py's pipeline plus one oracle's EIP-712 signature."""
+    from bench.oracle_fleet import build
+
+    t0 = time.perf_counter()
+    result = build(nodes, samples=12)
+    commitment = result.pop("commitment")
+    from gpucap.attestation import dev_oracle_keys, sign_report
+
+    t1 = time.perf_counter()
+    sign_report(commitment.report, dev_oracle_keys()[:1], devchain.CHAIN_ID, "0x" + "11" * 20)
+    t2 = time.perf_counter()
+    result["sign_s"] = t2 - t1
+    result["aggregate_build_sign_s"] = (
+        result["aggregate_s"] + result["tree_s"] + result["proofs_s"] + result["sign_s"]
+    )
+    result["total_with_simulation_s"] = t2 - t0
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
+
+
+def _phase(results: dict[str, Any], name: str, fn: Callable[[], Any]) -> None:
+    """Run one part; a failure is recorded (and shown) instead of losing the others."""
+    print(f"[bench] {name} …", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # brownie's per-transaction chatter
+            results[name] = fn()
+    except Exception as exc:  # noqa: BLE001 - reported in results.json and the table
+        traceback.print_exc()
+        results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    print(f"[bench] {name} done in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+
+
+def _backend_child(sizes: dict[str, Any], block_time: int) -> dict[str, Any]:
+    """Figures 3-4 via ``python -m bench.stack`` (see its main)."""
+    kwargs = {
+        "nodes": sizes["index_nodes"],
+        "raw_wallets": sizes["raw_wallets"],
+        "raw_per_wallet": sizes["raw_per_wallet"],
+        "relayed": sizes["relayed"],
+        "block_time": block_time,
+        "read_seconds": sizes["read_seconds"],
+        "concurrencies": sizes["concurrencies"],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "backend.json"
+        child = subprocess.run(
+            [sys.executable, "-m", "bench.stack", json.dumps(kwargs), str(out)],
+            cwd=ROOT,
+            env=devchain.env_with_toolchain(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        if child.returncode != 0:
+            raise RuntimeError(f"bench.stack failed:\n{child.stderr[-3000:]}")
+        return json.loads(out.read_text())
+
+
+def run(sizes: dict[str, Any], block_time: int) -> dict[str, Any]:
+    from bench import onchain
+
+    results: dict[str, Any] = {"machine": machine(), "sizes": sizes}
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        proj = onchain.load_project()
+        onchain.connect(devchain.free_port())
+    try:
+        _phase(results, "gas_operations", lambda: onchain.operations(proj))
+        _phase(results, "gas_attestation", lambda: onchain.attestation(proj, sizes["attest_sizes"]))
+    finally:
+        with contextlib.redirect_stdout(io.StringIO()):
+            onchain.disconnect()
+    # Its own process, fresh brownie session and anvil: nothing left from the gas scenario.
+    _phase(results, "backend", lambda: _backend_child(sizes, block_time))
+    _phase(results, "oracle", lambda: oracle_epoch(sizes["oracle_nodes"]))
+    results["wall_s"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def table(r: dict[str, Any]) -> str:
+    """The short human summary of results.json."""
+    m = r["machine"]
+    lines = [
+        f"machine: {m['cpu_model']} · {m['cores']} cores · {m['memory_gib']} GiB · "
+        f"load {m['load_avg_1m_at_start']} at start · run {r.get('wall_s')} s",
+        "",
+        "1. gas per operation (exact, receipts)",
+    ]
+    ops = r.get("gas_operations", {})
+    if "error" in ops:
+        lines.append(f"   ERROR {ops['error']}")
+    for name, gas in ops.get("gas", {}).items():
+        lines.append(f"   {name:<55} {gas:>10,}")
+    for name, ratio in ops.get("ratios", {}).items():
+        lines.append(f"   ratio {name:<49} {ratio:>10}")
+    lines += ["", "2. gas per attested node-epoch: Merkle root vs per-node baseline"]
+    att = r.get("gas_attestation", {})
+    if "error" in att:
+        lines.append(f"   ERROR {att['error']}")
+    for n, a in att.items():
+        if n == "error":
+            continue
+        lines.append(
+            f"   {int(n):>6,} nodes: merkle {a['merkle_gas_per_node_epoch']:>9,.1f}"
+            f"  baseline {a['baseline_gas_per_node_epoch']:>9,.1f}"
+            f"  ratio 1/{1 / a['ratio_merkle_to_baseline']:,.0f}"
+        )
+    b = r.get("backend", {})
+    lines += ["", "3. relayed actions/s end to end vs raw pre-signed tx/s (same anvil)"]
+    if "error" in b:
+        lines.append(f"   ERROR {b['error']}")
+    if "raw" in b:
+        chain, raw, rel = b["chain"], b["raw"], b.get("relayed", {})
+        lines.append(
+            f"   block time {chain['block_time_s']} s, block gas limit {chain['block_gas_limit']:,}"
+        )
+        lines.append(
+            f"   raw:     {raw['tx_per_s']:>8} tx/s ({raw['transactions']} buys, "
+            f"{raw['blocks_used']} blocks, {raw['failed']} failed)"
+        )
+        if "actions_per_s" in rel:
+            lines.append(
+                f"   relayed: {rel['actions_per_s']:>8} actions/s ({rel['completed']}/"
+                f"{rel['actions']}); confirmed p50 {rel['confirmed_p50_s']} s p99 "
+                f"{rel['confirmed_p99_s']} s; indexed p50 {rel['indexed_p50_s']} s p99 "
+                f"{rel['indexed_p99_s']} s"
+            )
+            lines.append(f"   relayed/raw ratio {b.get('relayed_to_raw_ratio')}")
+        else:
+            lines.append(f"   relayed: {rel}")
+    lines += ["", "4. API read latency (separate load-generator process, mixed /api/v1 reads)"]
+    for rd in b.get("reads", []):
+        lines.append(
+            f"   {rd['concurrency']:>4} clients: p50 {rd['p50_ms']} ms  p99 {rd['p99_ms']} ms  "
+            f"{rd['requests_per_s']} req/s  ({rd['errors']} errors {rd.get('failures') or ''})"
+        )
+        slowest = max(rd.get("by_path", {}).items(), key=lambda kv: kv[1]["p99_ms"], default=None)
+        if slowest:
+            lines.append(
+                f"        slowest route by p99: {slowest[0]} p99 {slowest[1]['p99_ms']} ms"
+            )
+    o = r.get("oracle", {})
+    lines += ["", "5. oracle epoch (aggregate + tree + proofs + sign)"]
+    if "error" in o:
+        lines.append(f"   ERROR {o['error']}")
+    else:
+        lines.append(
+            f"   {o['nodes']:,} nodes: {o['aggregate_build_sign_s']} s (aggregate "
+            f"{o['aggregate_s']} s, tree {o['tree_s']} s, proofs {o['proofs_s']} s, sign "
+            f"{o['sign_s']} s; simulating telemetry {o['simulate_s']} s more)"
+        )
+    return "\n".join(lines)
+
+
+@app.command()
+def main(
+    smoke: bool = typer.Option(False, help="tiny sizes: proves the harness, figures meaningless"),
+    block_time: int = typer.Option(1, help="anvil interval mining (s) for figures 3-4"),
+    out: Path = typer.Option(str(DEFAULT_OUT), help="where to write the JSON"),  # noqa: B008
+) -> None:
+    """Run every benchmark figure once and write ``out``."""
+    results = run(SMOKE if smoke else FULL, block_time)
+    results["smoke"] = smoke
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"\nwritten {out}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,512 @@
+"""Figures 3 and 4: the real backend (Redis, API, Celery worker) against the bench anvil.
+
+Setup runs with automine through brownie (deploy_system, a market, funded
+wallets, a populated index). The measured part then switches anvil to interval
+mining (``evm_setIntervalMining``) and the block gas limit back to 30M, and uses
+plain HTTP and raw JSON-RPC only, so brownie is not in the measured path:
+
+- raw: pre-signed ``CapacityToken.buy`` transactions from funded wallets, sent
+  back to back; transactions/s = count / (last inclusion seen - first send).
+- relayed: wallets with no ETH sign an EIP-2612 permit and an ERC-2771 request
+  for ``buyWithPermit``; all are POSTed to /api/v1/forward at once; each is
+  done when /actions/{id} says confirmed and /api/v1/portfolio shows the
+  holding (indexed). actions/s = count / (last done - first POST).
+
+Then the read-latency load generator (bench/loadgen.py) runs as a separate
+process against the same API with a mix of /api/v1 read routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import httpx
+import requests
+from eth_account import Account
+from web3 import Web3
+
+from backend.redis_embedded import EmbeddedRedis
+from bench.loadgen import percentile
+from devnet.processes import ManagedProcess, ProcessGroup
+from gpucap import devchain
+from gpucap.signing import sign_permit, sign_request
+
+ROOT = devchain.REPO_ROOT
+USD = 10**6
+PRICE = 2 * USD
+THROUGHPUT_GAS_LIMIT = 30_000_000  # a mainnet-sized block for the throughput figures
+# How often each relayed action's status and holder portfolio are polled: the
+# latencies' resolution. Faster polling by 60 followers would itself load the API.
+POLL_S = 0.5
+FOLLOW_TIMEOUT_S = 300.0  # give up on the relayed figure rather than hang the run
+
+
+def _b32(text: str) -> bytes:
+    return text.encode().ljust(32, b"\0")
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _rpc(w3: Web3, method: str, params: list[Any]) -> Any:
+    resp = w3.provider.make_request(method, params)  # type: ignore[arg-type]
+    if "error" in resp:
+        raise RuntimeError(f"{method}: {resp['error']}")
+    return resp.get("result")
+
+
+def setup_market(
+    rpc_url: str,
+    workdir: Path,
+    *,
+    nodes: int,
+    raw_wallets: int,
+    raw_per_wallet: int,
+    relayed: int,
+) -> dict[str, Any]:
+    """Deploy, populate the index (nodes, offers, attested epochs) and fund wallets."""
+    from brownie import accounts, chain
+
+    from scripts.deploy import DeployConfig, deploy_system, write_manifest
+
+    admin, operator = accounts[0], accounts[1]
+    s = deploy_system(admin, DeployConfig.for_tests())
+    manifest = write_manifest(s, workdir / "manifest.json")
+    coin, reg, cap = s.stablecoin, s.registry, s.capacity
+    h100 = s.class_ids["H100-SXM-80GB"]
+    # Bulk setup goes through web3 (Sender): brownie's confirmation watcher
+    # sometimes reports an anvil transaction "dropped" when hundreds are sent.
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+    send = Sender(w3)
+    send(admin.address, coin, "configureFaucet", 10**9 * USD, 1)
+    send(admin.address, coin, "drip", admin.address)
+    send(admin.address, coin, "transfer", operator.address, 10**8 * USD)
+    send(operator.address, coin, "approve", reg.address, 2**256 - 1)
+    window = cap.windowSeconds()
+    token = cap.tokenIdFor(h100, (chain[-1].timestamp // window + 2) * window)
+    acquired = chain[-1].timestamp - 3_600
+    first_node = reg.nodeCount() + 1
+    for i in range(nodes + 1):
+        # registerNode(classId, gpuCount, region, acquisitionCost, acquiredAt, nodeKey)
+        send(
+            operator.address,
+            reg,
+            "registerNode",
+            h100,
+            4_096 if i == 0 else 8,
+            _b32("eu-west"),
+            240_000 * USD,
+            acquired,
+            "0x" + f"{i + 1:040x}",
+        )
+    node_ids = list(range(first_node, reg.nodeCount() + 1))
+    if len(node_ids) != nodes + 1:
+        raise RuntimeError(f"expected {nodes + 1} new nodes, the registry has {node_ids}")
+    for i, node in enumerate(node_ids):
+        send(operator.address, reg, "depositBond", node, (100_000 if i == 0 else 1_000) * USD)
+    # Node 0 sells what the benchmark buys; the others only populate the index.
+    send(operator.address, cap, "publishOffer", node_ids[0], token, 20_000, PRICE)
+    hot = cap.offerCount()
+    for node in node_ids[1:]:
+        send(operator.address, cap, "publishOffer", node, token, 100, PRICE)
+
+    raw = [Account.create() for _ in range(raw_wallets)]
+    for w in raw:
+        send.eth(admin.address, w.address, 10**18)
+        send(admin.address, coin, "transfer", w.address, 1_000 * USD)
+        send.signed(w, coin, "approve", cap.address, 2**256 - 1)
+    gasless = [Account.create() for _ in range(relayed)]
+    for w in gasless:
+        send(admin.address, coin, "transfer", w.address, 100 * USD)
+    return {
+        "system": s,
+        "manifest": manifest,
+        "offer": hot,
+        "token": token,
+        "raw_wallets": raw,
+        "raw_per_wallet": raw_per_wallet,
+        "gasless": gasless,
+        "nodes": node_ids,
+    }
+
+
+class Sender:
+    """Setup transactions through web3, one receipt awaited (automine) and checked each."""
+
+    def __init__(self, w3: Web3) -> None:
+        self.w3 = w3
+
+    def _wait(self, tx_hash: Any, what: str) -> None:
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
+        if receipt["status"] != 1:
+            raise RuntimeError(f"setup transaction reverted: {what}")
+
+    def __call__(self, sender: str, contract: Any, fn: str, *args: Any) -> None:
+        """``contract.fn(*args)`` from an anvil-unlocked account."""
+        data = getattr(contract, fn).encode_input(*args)
+        tx = {"from": sender, "to": contract.address, "data": data, "gas": 2_000_000}
+        self._wait(self.w3.eth.send_transaction(tx), fn)
+
+    def eth(self, sender: str, to: str, value: int) -> None:
+        self._wait(self.w3.eth.send_transaction({"from": sender, "to": to, "value": value}), "eth")
+
+    def signed(self, account: Any, contract: Any, fn: str, *args: Any) -> None:
+        """``contract.fn(*args)`` signed locally by ``account`` (an eth-account key)."""
+        tx = {
+            "to": contract.address,
+            "data": getattr(contract, fn).encode_input(*args),
+            "value": 0,
+            "gas": 200_000,
+            "nonce": self.w3.eth.get_transaction_count(account.address),
+            "chainId": devchain.CHAIN_ID,
+            "maxFeePerGas": 10**10,
+            "maxPriorityFeePerGas": 10**9,
+            "type": 2,
+        }
+        raw = Account.sign_transaction(tx, account.key).raw_transaction
+        self._wait(self.w3.eth.send_raw_transaction(raw), fn)
+
+
+class Stack:
+    """Redis, migrations, API and worker (real processes) for one deployment."""
+
+    def __init__(self, rpc_url: str, manifest: Path, workdir: Path) -> None:
+        self.workdir = workdir
+        self.group = ProcessGroup()
+        self.redis = EmbeddedRedis(port=devchain.free_port(), dir=workdir / "redis")
+        self.api_url = f"http://127.0.0.1:{devchain.free_port()}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCAP_")}
+        env.update(
+            {
+                "GPUCAP_ENVIRONMENT": "development",
+                "GPUCAP_RUN_DIR": str(workdir / "run"),
+                "GPUCAP_DATABASE_URL": f"sqlite:///{workdir / 'backend.db'}",
+                "GPUCAP_RPC_URL": rpc_url,
+                "GPUCAP_MANIFEST_PATH": str(manifest),
+                "GPUCAP_PROOFS_DIR": str(workdir / "proofs"),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        self.env = env
+
+    def start(self) -> None:
+        self.redis.start()
+        self.env["GPUCAP_REDIS_URL"] = self.redis.url
+        py = sys.executable
+        subprocess.run(
+            [py, "-m", "backend", "migrate"],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+        port = self.api_url.rsplit(":", 1)[1]
+        logs = self.workdir / "logs"
+        self.group.start(
+            ManagedProcess(
+                "api",
+                [py, "-m", "backend", "api", "--port", port],
+                self.env,
+                logs / "api.log",
+                lambda: _http_ok(self.api_url + "/docs"),
+                cwd=ROOT,
+            )
+        )
+        self.group.start(
+            ManagedProcess(
+                "worker",
+                [py, "-m", "backend", "worker"],
+                self.env,
+                logs / "worker.log",
+                self._worker_ok,
+                cwd=ROOT,
+            ),
+            timeout=90,
+        )
+
+    def _worker_ok(self) -> bool:
+        try:
+            return bool(
+                requests.get(self.api_url + "/health", timeout=5).json()["checks"]["worker"]["ok"]
+            )
+        except (requests.RequestException, ValueError, KeyError):
+            return False
+
+    def wait_indexed(self, block: int, timeout: float = 120) -> None:
+        """Until the indexer has caught up with ``block`` (the populated index)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                info = requests.get(self.api_url + "/api/v1/indexer", timeout=5).json()
+                if int(info.get("next_block") or 0) > block:
+                    return
+            except (requests.RequestException, ValueError):
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"indexer did not reach block {block} in {timeout}s")
+
+    def stop(self) -> None:
+        self.group.stop_all()
+        self.redis.stop()
+
+
+def raw_throughput(w3: Web3, market: dict[str, Any]) -> dict[str, Any]:
+    """Pre-signed buy transactions sent back to back; count / time to the last inclusion."""
+    cap = market["system"].capacity
+    data = cap.buy.encode_input(market["offer"], 1)
+    signed = []
+    for w in market["raw_wallets"]:
+        nonce = w3.eth.get_transaction_count(w.address)
+        for k in range(market["raw_per_wallet"]):
+            tx = {
+                "to": cap.address,
+                "data": data,
+                "value": 0,
+                "gas": 300_000,
+                "nonce": nonce + k,
+                "chainId": devchain.CHAIN_ID,
+                "maxFeePerGas": 10**10,
+                "maxPriorityFeePerGas": 10**9,
+                "type": 2,
+            }
+            signed.append(Account.sign_transaction(tx, w.key).raw_transaction)
+    start_block = w3.eth.block_number
+    t0 = time.perf_counter()
+    hashes = [w3.eth.send_raw_transaction(raw) for raw in signed]
+    t_sent = time.perf_counter()
+    pending = set(hashes)
+    while pending:
+        time.sleep(0.05)
+        for h in list(pending):
+            try:
+                w3.eth.get_transaction_receipt(h)
+                pending.discard(h)
+            except Exception:  # noqa: BLE001 - TransactionNotFound until mined
+                break
+    t1 = time.perf_counter()
+    receipts = [w3.eth.get_transaction_receipt(h) for h in hashes]
+    failed = sum(1 for r in receipts if r["status"] != 1)
+    blocks = {r["blockNumber"] for r in receipts}
+    return {
+        "transactions": len(hashes),
+        "failed": failed,
+        "send_s": round(t_sent - t0, 3),
+        "wall_s": round(t1 - t0, 3),
+        "tx_per_s": round(len(hashes) / (t1 - t0), 1),
+        "blocks_used": len(blocks),
+        "first_block_after": min(blocks) - start_block,
+    }
+
+
+def relayed_throughput(stack: Stack, w3: Web3, market: dict[str, Any]) -> dict[str, Any]:
+    """Gasless buys through the API: POST all, then follow each to confirmed and indexed."""
+    s = market["system"]
+    cap, coin, fwd = s.capacity, s.stablecoin, s.forwarder
+    deadline = w3.eth.get_block("latest")["timestamp"] + 3_600
+    name = coin.name()
+    bodies = []
+    for w in market["gasless"]:
+        v, r, sig_s = sign_permit(
+            w,
+            token_name=name,
+            token=coin.address,
+            spender=cap.address,
+            value=PRICE,
+            nonce=0,
+            deadline=deadline,
+            chain_id=devchain.CHAIN_ID,
+        )
+        data = cap.buyWithPermit.encode_input(market["offer"], 1, deadline, v, r, sig_s)
+        req = sign_request(w, fwd.address, devchain.CHAIN_ID, cap.address, data, 0, deadline)
+        bodies.append(
+            {
+                "from": w.address,
+                "to": req.to,
+                "value": 0,
+                "gas": req.gas,
+                "deadline": req.deadline,
+                "data": "0x" + req.data.hex(),
+                "signature": "0x" + req.signature.hex(),
+                "nonce": 0,
+            }
+        )
+    return asyncio.run(_follow(stack.api_url, bodies, str(market["token"])))
+
+
+async def _follow(api: str, bodies: list[dict[str, Any]], token: str) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=50)
+    async with httpx.AsyncClient(base_url=api, timeout=30, limits=limits) as client:
+
+        async def one(body: dict[str, Any]) -> dict[str, Any]:
+            t0 = time.perf_counter()
+            resp = await client.post("/api/v1/forward", json=body)
+            if resp.status_code not in (200, 202):
+                return {"error": f"{resp.status_code} {resp.text[:200]}", "t0": t0}
+            action = resp.json()["action_id"]
+            t_accepted = time.perf_counter()
+            while True:
+                a = (await client.get(f"/actions/{action}")).json()
+                if a["status"] in ("confirmed", "failed"):
+                    break
+                await asyncio.sleep(POLL_S)
+            t_confirmed = time.perf_counter()
+            if a["status"] == "failed":
+                return {"error": f"failed: {a}", "t0": t0}
+            while True:
+                held = (await client.get(f"/api/v1/portfolio/{body['from']}")).json()
+                if any(h["token_id"] == token for h in held.get("capacity", [])):
+                    break
+                await asyncio.sleep(POLL_S)
+            t_indexed = time.perf_counter()
+            return {
+                "t0": t0,
+                "accepted": t_accepted - t0,
+                "confirmed": t_confirmed - t0,
+                "indexed": t_indexed - t0,
+                "t_end": t_indexed,
+            }
+
+        results = await asyncio.wait_for(
+            asyncio.gather(*(one(b) for b in bodies)), timeout=FOLLOW_TIMEOUT_S
+        )
+    done = [r for r in results if "error" not in r]
+    errors = [r["error"] for r in results if "error" in r]
+    out: dict[str, Any] = {
+        "actions": len(bodies),
+        "completed": len(done),
+        "errors": errors[:5],
+        "poll_interval_s": POLL_S,
+    }
+    if done:
+        first = min(r["t0"] for r in results)
+        wall = max(r["t_end"] for r in done) - first
+        conf = [r["confirmed"] for r in done]
+        idx = [r["indexed"] for r in done]
+        out.update(
+            {
+                "wall_s": round(wall, 3),
+                "actions_per_s": round(len(done) / wall, 2),
+                "accept_p50_ms": round(1000 * statistics.median(r["accepted"] for r in done), 1),
+                "confirmed_p50_s": round(statistics.median(conf), 2),
+                "confirmed_p99_s": round(percentile(conf, 99), 2),
+                "indexed_p50_s": round(statistics.median(idx), 2),
+                "indexed_p99_s": round(percentile(idx, 99), 2),
+            }
+        )
+    return out
+
+
+def read_latency(api_url: str, market: dict[str, Any], concurrency: int, duration: float) -> dict:
+    """Run bench/loadgen.py as its own process over a mix of /api/v1 reads."""
+    holder = market["gasless"][0].address if market["gasless"] else market["raw_wallets"][0].address
+    paths = [
+        "/api/v1/nodes",
+        f"/api/v1/nodes/{market['nodes'][1]}",
+        "/api/v1/offers",
+        "/api/v1/epochs",
+        "/api/v1/price-index",
+        f"/api/v1/portfolio/{holder}",
+        "/api/v1/indexer",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        api_url,
+        "--concurrency",
+        str(concurrency),
+        "--duration",
+        str(duration),
+        "--paths",
+        *paths,
+    ]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["paths"] = paths
+    return result
+
+
+def run(
+    rpc_url: str,
+    *,
+    nodes: int,
+    raw_wallets: int,
+    raw_per_wallet: int,
+    relayed: int,
+    block_time: int,
+    read_seconds: float,
+    concurrencies: list[int],
+) -> dict[str, Any]:
+    """Figures 3 and 4 on the chain brownie is connected to (at ``rpc_url``)."""
+    workdir = Path(tempfile.mkdtemp(prefix="gpucap-bench-"))
+    market = setup_market(
+        rpc_url,
+        workdir,
+        nodes=nodes,
+        raw_wallets=raw_wallets,
+        raw_per_wallet=raw_per_wallet,
+        relayed=relayed,
+    )
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+    stack = Stack(rpc_url, market["manifest"], workdir)
+    out: dict[str, Any] = {"workdir": str(workdir)}
+    try:
+        stack.start()
+        stack.wait_indexed(w3.eth.block_number)
+        _rpc(w3, "evm_setBlockGasLimit", [hex(THROUGHPUT_GAS_LIMIT)])
+        _rpc(w3, "evm_setAutomine", [False])
+        _rpc(w3, "evm_setIntervalMining", [block_time])
+        out["chain"] = {"block_time_s": block_time, "block_gas_limit": THROUGHPUT_GAS_LIMIT}
+        out["raw"] = raw_throughput(w3, market)
+        out["relayed"] = relayed_throughput(stack, w3, market)
+        if out["raw"].get("tx_per_s") and out["relayed"].get("actions_per_s"):
+            out["relayed_to_raw_ratio"] = round(
+                out["relayed"]["actions_per_s"] / out["raw"]["tx_per_s"], 4
+            )
+        out["reads"] = [read_latency(stack.api_url, market, c, read_seconds) for c in concurrencies]
+    finally:
+        stack.stop()
+        with contextlib.suppress(Exception):  # the chain may be gone already
+            _rpc(w3, "evm_setAutomine", [True])
+    return out
+
+
+def main(argv: list[str]) -> None:
+    """``python -m bench.stack KWARGS_JSON OUT``: figures 3-4 in a process of their own.
+
+    `python -m bench` runs this as a child so the backend figures start from a
+    fresh brownie session and a fresh anvil (nothing from the gas scenario).
+    """
+    from bench import onchain
+
+    warnings.filterwarnings("ignore", r"rpc\.\w+ should not be called directly", FutureWarning)
+    kwargs, out = json.loads(argv[0]), Path(argv[1])
+    with contextlib.redirect_stdout(io.StringIO()):  # brownie's per-transaction chatter
+        onchain.load_project()
+        port = devchain.free_port()
+        onchain.connect(port)
+        try:
+            result = run(f"http://127.0.0.1:{port}", **kwargs)
+        finally:
+            onchain.disconnect()
+    out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
