@@ -89,8 +89,10 @@ class Projection:
     dscr: I64  # vector.INF: no service in the window
     ltv: I64  # vector.INF: debt against no value
     covenant: NDArray[np.bool_]
+    dscr_breach: NDArray[np.bool_]  # the DSCR half of the covenant alone
     active: NDArray[np.bool_]  # the node is still running in that month (default month incl.)
     first_breach: I64  # 0: never
+    first_dscr_breach: I64  # 0: never
     first_default: I64  # 0: never
     bond_used: I64
     reserve_used: I64
@@ -206,8 +208,11 @@ def project(fleet: Fleet, scenario: Scenario, params: Params) -> Projection:
         "holders": holders,
     }
 
-    flagged = covenant & active
-    first_breach = np.where(flagged.any(axis=1), flagged.argmax(axis=1) + 1, 0)
+    dscr_breach = (service_epochs > 0) & (dscr < params.covenant_dscr_bps)
+    first_breach, first_dscr_breach = (
+        np.where(f.any(axis=1), f.argmax(axis=1) + 1, 0).astype(np.int64)
+        for f in (covenant & active, dscr_breach & active)
+    )
     return Projection(
         scenario=scenario,
         params=params,
@@ -222,8 +227,10 @@ def project(fleet: Fleet, scenario: Scenario, params: Params) -> Projection:
         dscr=dscr,
         ltv=ltv,
         covenant=covenant,
+        dscr_breach=dscr_breach,
         active=active,
-        first_breach=first_breach.astype(np.int64),
+        first_breach=first_breach,
+        first_dscr_breach=first_dscr_breach,
         first_default=first_default,
         bond_used=bond_used,
         reserve_used=fleet.reserve - reserve,
@@ -262,6 +269,7 @@ def aggregate(p: Projection, mask: NDArray[np.bool_] | None = None) -> dict[str,
         "first_breach_month": int(fb[fb > 0].min()) if (fb > 0).any() else None,
         "first_default_month": int(fd[fd > 0].min()) if (fd > 0).any() else None,
         "nodes_breaching": int((fb > 0).sum()),
+        "nodes_breaching_dscr": int((p.first_dscr_breach[sel] > 0).sum()),
         "nodes_defaulting": int((fd > 0).sum()),
         "waterfall": {k: int(v[sel].sum()) for k, v in p.waterfall.items()},
         "total_loss": int(p.total_loss[sel].sum()),

@@ -234,7 +234,7 @@ def synthetic_fleet(count: int, seed: int, start_time: int, pool_share_bps: int 
     gpus = rng.choice(np.array([4, 8, 8, 8, 16, 32]), size=count)
     age_months = rng.integers(0, 31, size=count)
     jitter = rng.integers(0, 86_400 * 30, size=count)
-    util = rng.integers(4_500, 9_500, size=count)
+    util = rng.integers(5_500, 9_500, size=count)
     price_bps = rng.integers(8_500, 11_500, size=count)
     has_pool = rng.integers(0, BPS, size=count) < pool_share_bps
     ltv = rng.integers(4_000, 7_001, size=count)

@@ -59,9 +59,7 @@ def project_node(fleet: Fleet, i: int, scenario: Scenario, params: Params) -> No
         util = min(g(fleet.utilization0) * mult[m - 1] // BPS, BPS)
         gross = gpus * HOURS_PER_MONTH * price * util // BPS
         net = max(
-            gross
-            - gross * params.fee_bps // BPS
-            - gpus * g(fleet.opex_per_gpu_month),
+            gross - gross * params.fee_bps // BPS - gpus * g(fleet.opex_per_gpu_month),
             0,
         )
         out.value.append(value)
@@ -72,9 +70,7 @@ def project_node(fleet: Fleet, i: int, scenario: Scenario, params: Params) -> No
         dscr = F.dscr_bps(sum(out.net[lo:]), sum(out.due[lo:]))
         ltv = F.ltv_bps(outstanding, value)
         epochs = sum(1 for d in out.due[lo:] if d > 0)
-        flag = F.covenant_breached(
-            dscr, ltv, epochs, params.covenant_dscr_bps, params.max_ltv_bps
-        )
+        flag = F.covenant_breached(dscr, ltv, epochs, params.covenant_dscr_bps, params.max_ltv_bps)
         out.dscr.append(dscr)
         out.ltv.append(ltv)
         out.covenant.append(flag)

@@ -21,7 +21,7 @@ def _ratio(xs: Any) -> list[int | None]:
 
 
 def _ints(xs: Any) -> list[int]:
-    return [int(v) for v in np.asarray(xs)]
+    return np.asarray(xs).tolist()
 
 
 def scenario_info(s: Scenario) -> dict[str, Any]:
@@ -54,33 +54,44 @@ def _aggregate_json(p: Projection, mask: Any = None) -> dict[str, Any]:
 
 
 def node_rows(p: Projection, include_paths: bool) -> list[dict[str, Any]]:
+    """Each node's outcome (vectorised per field, then zipped: 10,000 nodes stay cheap)."""
     f = p.fleet
+    h = p.params.horizon_months
+    ends = np.where(p.first_default > 0, p.first_default, h)
+    serviced = p.active & (p.due > 0)
+    min_dscr = np.where(serviced, p.dscr, V.INF).min(axis=1)
+    max_ltv = np.where(p.active, p.ltv, -1).max(axis=1)
+    cols = {
+        "node_id": f.node_id.tolist(),
+        "class_name": f.class_name.tolist(),
+        "operator": f.operator.tolist(),
+        "has_pool": (f.drawn > 0).tolist(),
+        "first_breach_month": p.first_breach.tolist(),
+        "first_dscr_breach_month": p.first_dscr_breach.tolist(),
+        "first_default_month": p.first_default.tolist(),
+        "min_dscr_bps": np.where(serviced.any(axis=1), min_dscr, -1).tolist(),
+        "max_ltv_bps": max_ltv.tolist(),
+        "bond_used": p.bond_used.tolist(),
+        "reserve_used": p.reserve_used.tolist(),
+        "claim_at_default": p.claim.tolist(),
+        "recovery_at_default": p.recovery.tolist(),
+        "total_loss": p.total_loss.tolist(),
+    }
+    tiers = {k: v.tolist() for k, v in p.waterfall.items()}
+    inf = int(V.INF)
     rows = []
     for i in range(len(f)):
-        end = int(p.first_default[i]) or p.params.horizon_months
-        has_debt = bool(f.drawn[i] > 0)
-        dscr, ltv = p.dscr[i, :end], p.ltv[i, :end]
-        serviced = p.due[i, :end] > 0
-        row: dict[str, Any] = {
-            "node_id": int(f.node_id[i]),
-            "class_name": str(f.class_name[i]),
-            "operator": str(f.operator[i]),
-            "has_pool": has_debt,
-            "first_breach_month": int(p.first_breach[i]) or None,
-            "first_default_month": int(p.first_default[i]) or None,
-            "min_dscr_bps": int(dscr[serviced].min()) if serviced.any() else None,
-            "max_ltv_bps": None if (m := int(ltv.max())) == V.INF else m,
-            "bond_used": int(p.bond_used[i]),
-            "reserve_used": int(p.reserve_used[i]),
-            "claim_at_default": int(p.claim[i]),
-            "recovery_at_default": int(p.recovery[i]),
-            "waterfall": {k: int(v[i]) for k, v in p.waterfall.items()},
-            "total_loss": int(p.total_loss[i]),
-        }
+        row = {k: v[i] for k, v in cols.items()}
+        for k in ("first_breach_month", "first_dscr_breach_month", "first_default_month"):
+            row[k] = row[k] or None
+        row["min_dscr_bps"] = None if row["min_dscr_bps"] == -1 else row["min_dscr_bps"]
+        row["max_ltv_bps"] = None if row["max_ltv_bps"] == inf else row["max_ltv_bps"]
+        row["waterfall"] = {k: v[i] for k, v in tiers.items()}
         if include_paths:
+            end = int(ends[i])
             row["paths"] = {
-                "dscr_bps": _ratio(dscr),
-                "ltv_bps": _ratio(ltv),
+                "dscr_bps": _ratio(p.dscr[i, :end]),
+                "ltv_bps": _ratio(p.ltv[i, :end]),
                 "value": _ints(p.value[i, :end]),
                 "outstanding": _ints(p.outstanding[i, :end]),
                 "net_revenue": _ints(p.net[i, :end]),

@@ -76,15 +76,18 @@ class Scenario:
                     f"the horizon needs {horizon}"
                 )
             if any(not 0 <= v <= 100 * PPM for v in path[:horizon]):
-                raise ScenarioError(f"{self.name}: price_index_ppm[{cls!r}] values must be in "
-                                    f"[0, {100 * PPM}] ppm")
+                raise ScenarioError(
+                    f"{self.name}: price_index_ppm[{cls!r}] values must be in [0, {100 * PPM}] ppm"
+                )
         u = self.utilization
         if not (0 <= u.start_bps <= 10 * BPS and 0 <= u.end_bps <= 10 * BPS):
             raise ScenarioError(f"{self.name}: utilization multipliers must be in [0, 100000] bps")
         if not 1 <= u.over_months <= MAX_HORIZON_MONTHS:
             raise ScenarioError(f"{self.name}: utilization over_months must be in [1, 600]")
-        for name, v in (("economic_life_months", self.economic_life_months),
-                        ("tenor_months", self.tenor_months)):
+        for name, v in (
+            ("economic_life_months", self.economic_life_months),
+            ("tenor_months", self.tenor_months),
+        ):
             if v is not None and not 1 <= v <= 1_200:
                 raise ScenarioError(f"{self.name}: {name} must be in [1, 1200] (got {v})")
 
@@ -143,3 +146,17 @@ NAMED: dict[str, Scenario] = {
         ),
     )
 }
+
+
+def class_decline(class_name: str, annual_decline_bps: int, horizon: int) -> Scenario:
+    """Only ``class_name``'s rental prices fall (``annual_decline_bps`` a year); every other
+    class, utilization, life and tenor stay as today: "what if H100 prices fall 40%/yr"."""
+    if not 0 <= annual_decline_bps < BPS:
+        raise ScenarioError(f"annual decline must be in [0, 9999] bps (got {annual_decline_bps})")
+    path = Scenario("_", "_", annual_price_decline_bps=annual_decline_bps).price_index("", horizon)
+    pct = annual_decline_bps / 100
+    return Scenario(
+        name=f"{class_name}-{annual_decline_bps}bps",
+        description=f"{class_name} rental prices fall {pct:g}% a year; everything else as today.",
+        price_index_ppm={class_name: tuple(int(v) for v in path)},
+    )

@@ -248,6 +248,7 @@ class AggregatePublic(BaseModel):
     first_breach_month: int | None
     first_default_month: int | None
     nodes_breaching: int
+    nodes_breaching_dscr: int
     nodes_defaulting: int
     waterfall: WaterfallPublic
     total_loss: int
@@ -270,6 +271,7 @@ class NodeOutcomePublic(BaseModel):
     operator: str
     has_pool: bool
     first_breach_month: int | None
+    first_dscr_breach_month: int | None
     first_default_month: int | None
     min_dscr_bps: int | None
     max_ltv_bps: int | None

@@ -34,15 +34,17 @@ def _i64(x: object) -> I64:
     return np.asarray(x, dtype=np.int64)
 
 
-def mul_div(
-    a: object, b: object, c: object, what: str = "value", saturate: bool = False
-) -> I64:
+def mul_div(a: object, b: object, c: object, what: str = "value", saturate: bool = False) -> I64:
     """Exact ``floor(a * b / c)`` for non-negative int64 arrays (broadcast), ``c > 0``.
 
     ``saturate``: a result beyond int64 becomes ``INF - 1`` instead of raising (ratios only:
     an LTV or DSCR above 9.2e14x is reported as that, every covenant reads it the same).
     """
     a_, b_, c_ = np.broadcast_arrays(_i64(a), _i64(b), _i64(c))
+    if a_.size == 0:
+        return np.zeros(a_.shape, dtype=np.int64)
+    if float(a_.max()) * float(b_.max()) < _SAFE:  # the common case: the product fits
+        return (a_ * b_) // c_
     q, r = np.divmod(a_, c_)
     bf = b_.astype(np.float64)
     big = (q.astype(np.float64) * bf >= _SAFE) | (r.astype(np.float64) * bf >= _SAFE)

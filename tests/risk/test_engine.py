@@ -69,8 +69,14 @@ def _edge_nodes() -> list[NodeInput]:
             reserve=MAX_AMOUNT,
             insurance=MAX_AMOUNT,
         ),
-        node(111, trailing_revenue=5_000 * USD, utilization_bps=6_000, insurance=USD,
-             debt=Debt(180_000 * USD, 36, 1_100, 3, 7_000), bond=12_000 * USD),
+        node(
+            111,
+            trailing_revenue=5_000 * USD,
+            utilization_bps=6_000,
+            insurance=USD,
+            debt=Debt(180_000 * USD, 36, 1_100, 3, 7_000),
+            bond=12_000 * USD,
+        ),
     ]
 
 
@@ -140,6 +146,7 @@ def test_engine_equals_scalar_reference(scenario: Scenario) -> None:
         assert _ints(p.dscr[i]) == [min(d, F.INFINITE) for d in ref.dscr], where
         assert _ints(p.ltv[i]) == ref.ltv, where
         assert p.covenant[i].tolist() == ref.covenant, where
+        assert (p.dscr_breach[i] | (p.ltv[i] > params.max_ltv_bps)).tolist() == ref.covenant
         assert (int(p.first_breach[i]), int(p.first_default[i])) == (
             ref.first_breach,
             ref.first_default,
@@ -293,9 +300,7 @@ def test_aggregate_is_ratio_of_sums_over_running_nodes() -> None:
         ([node(7, utilization_bps=10_001)], "node 7: utilization_bps"),
     ],
 )
-def test_bad_fleets_are_refused_with_the_node_and_field(
-    nodes: list[NodeInput], match: str
-) -> None:
+def test_bad_fleets_are_refused_with_the_node_and_field(nodes: list[NodeInput], match: str) -> None:
     with pytest.raises(FleetError, match=match):
         Fleet.from_nodes(nodes)
 

@@ -15,8 +15,12 @@ USD = 10**6
 
 
 def _vector_answer(case: Case) -> object:
-    got = getattr(V, case.fn)(*[np.array([a], dtype=object).astype(np.int64) if a < 2**63
-                                 else np.array([V.INF]) for a in case.args])
+    got = getattr(V, case.fn)(
+        *[
+            np.array([a], dtype=object).astype(np.int64) if a < 2**63 else np.array([V.INF])
+            for a in case.args
+        ]
+    )
     value = got[0]
     if isinstance(value, np.bool_):
         return bool(value)

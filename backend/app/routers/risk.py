@@ -48,7 +48,10 @@ def _indexed_fleet(body: ScenarioRunRequest, session: SessionDep) -> list[NodeIn
     missing = [i for i in ids if i not in rows]
     if missing:
         raise ApiError(
-            422, "NodeNotIndexed", f"node_ids: {missing[:20]} have not been indexed", missing=missing
+            422,
+            "NodeNotIndexed",
+            f"node_ids: {missing[:20]} have not been indexed",
+            missing=missing,
         )
     classes = {c.class_id: c for c in session.scalars(select(GpuClassRow))}
     overrides = {o.node_id: o for o in body.overrides}
@@ -88,7 +91,8 @@ def run_scenarios_route(body: ScenarioRunRequest, session: SessionDep) -> Scenar
     start = body.start_time if body.start_time is not None else int(time.time()) // 3600 * 3600
     try:
         inputs = (
-            [n.to_input() for n in body.nodes] if body.nodes is not None
+            [n.to_input() for n in body.nodes]
+            if body.nodes is not None
             else _indexed_fleet(body, session)
         )
         fleet = Fleet.from_nodes(inputs)
