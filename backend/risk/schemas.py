@@ -182,6 +182,12 @@ class ScenarioRunRequest(_Strict):
             raise ValueError(
                 f"{count} nodes x {self.horizon_months} months exceeds {MAX_CELLS} per request"
             )
+        runs = max(len(self.selected()), 1)
+        if count * self.horizon_months * runs > MAX_CELLS * len(NAMED):
+            raise ValueError(
+                f"{count} nodes x {self.horizon_months} months x {runs} scenarios exceeds "
+                f"{MAX_CELLS * len(NAMED)} per request"
+            )
         if self.include_node_paths and count > 1_000:
             raise ValueError("include_node_paths is limited to 1000 nodes per request")
         return self

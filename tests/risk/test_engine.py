@@ -314,3 +314,24 @@ def test_bad_scenarios_are_refused() -> None:
         project(fleet, short, Params(start_time=T0))
     with pytest.raises(ScenarioError, match="insurance_bps"):
         project(fleet, NAMED["base"], Params(start_time=T0, fee_bps=100, insurance_bps=200))
+
+
+def test_request_limits_bound_the_work() -> None:
+    """nodes x months x scenarios is capped so one request cannot occupy the API for long."""
+    from pydantic import ValidationError
+
+    from backend.risk.schemas import MAX_CELLS, ScenarioRunRequest
+
+    ok = ScenarioRunRequest(node_ids=list(range(10_000)), horizon_months=120)
+    assert len(ok.selected()) == len(NAMED) and MAX_CELLS == 10_000 * 120
+    with pytest.raises(ValidationError, match="exceeds"):
+        ScenarioRunRequest(node_ids=list(range(10_000)), horizon_months=121)
+    with pytest.raises(ValidationError, match="scenarios exceeds"):
+        ScenarioRunRequest(
+            node_ids=list(range(10_000)),
+            horizon_months=120,
+            scenarios=list(NAMED),
+            custom=[{"name": "x"}],
+        )
+    only_custom = ScenarioRunRequest(node_ids=[1], custom=[{"name": "x"}])
+    assert [s.name for s in only_custom.selected()] == ["x"]
