@@ -335,3 +335,26 @@ def test_request_limits_bound_the_work() -> None:
         )
     only_custom = ScenarioRunRequest(node_ids=[1], custom=[{"name": "x"}])
     assert [s.name for s in only_custom.selected()] == ["x"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+def test_waterfall_sums_to_the_unit_for_every_node(scenario: Scenario) -> None:
+    """On a 2,000-node seeded fleet: tiers are non-negative, each within its capacity, in
+    order (a later tier pays only once the earlier ones are exhausted), and they sum to
+    the bond's shortfall payments plus the claim left after recovery, to the unit."""
+    fleet = synthetic_fleet(2_000, seed=21, start_time=T0)
+    p = project(fleet, scenario, Params(start_time=T0))
+    w = {k: v.astype(object) for k, v in p.waterfall.items()}
+    defaulted = p.first_default > 0
+    loss_after_recovery = np.maximum(p.claim - p.recovery, 0)
+    total = w["operator_bond"] + w["stakers"] + w["insurance_reserve"] + w["holders"]
+    assert np.array_equal(total, np.where(defaulted, p.bond_used + loss_after_recovery, 0))
+    assert all((v >= 0).all() for v in w.values())
+    stake_cap = p.claim.astype(object) * fleet.staked_bps // 10_000
+    assert (w["stakers"] <= stake_cap).all()
+    assert np.array_equal(w["operator_bond"][defaulted], fleet.bond[defaulted])  # all of it
+    pays_insurance = w["insurance_reserve"] > 0
+    assert (w["stakers"][pays_insurance] == stake_cap[pays_insurance]).all()
+    pays_holders = w["holders"] > 0
+    assert (w["stakers"][pays_holders] == stake_cap[pays_holders]).all()
+    assert (p.waterfall["operator_bond"][~defaulted] == 0).all()
