@@ -135,7 +135,8 @@ def project(fleet: Fleet, scenario: Scenario, params: Params) -> Projection:
         life = np.full_like(life, scenario.economic_life_months)
     tenor = fleet.tenor
     if scenario.tenor_months is not None:
-        tenor = np.full_like(tenor, scenario.tenor_months)
+        # A pool already repaid under its own terms stays repaid.
+        tenor = np.where(fleet.months_since_draw < tenor, scenario.tenor_months, tenor)
 
     value = V.depreciated_value(
         col(fleet.acquisition_cost),

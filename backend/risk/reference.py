@@ -39,7 +39,9 @@ def project_node(fleet: Fleet, i: int, scenario: Scenario, params: Params) -> No
     g = lambda a: int(a[i])  # noqa: E731
     h = params.horizon_months
     life = scenario.economic_life_months or g(fleet.economic_life_months)
-    tenor = scenario.tenor_months or g(fleet.tenor)
+    tenor = g(fleet.tenor)
+    if scenario.tenor_months and g(fleet.months_since_draw) < tenor:
+        tenor = scenario.tenor_months  # re-termed; a pool repaid on its own terms stays repaid
     index = [int(v) for v in scenario.price_index(str(fleet.class_name[i]), h)]
     mult = [int(v) for v in scenario.utilization.multipliers(h)]
     gpus, drawn, rate, since = g(fleet.gpu_count), g(fleet.drawn), g(fleet.rate_bps), 0

@@ -50,7 +50,8 @@ class Scenario:
     compounding monthly: index(m) = round(1e6 x (1 - d)^(m/12)) ppm. ``price_index_ppm``
     replaces that path for the classes it names (one value per month from month 1).
     ``economic_life_months`` overrides every class's life (collateral value path);
-    ``tenor_months`` re-terms every pool's debt (same draw, new instalment count).
+    ``tenor_months`` re-terms every pool's debt (same draw and draw epoch, a new instalment
+    count in RevenuePool's formula); a pool already repaid under its own tenor stays repaid.
     """
 
     name: str

@@ -244,6 +244,16 @@ def test_default_and_waterfall_in_order_and_to_the_unit() -> None:
     assert p.active[0].tolist() == [True] + [False] * 11  # the path stops at default
 
 
+def test_retenor_keeps_repaid_pools_repaid() -> None:
+    repaid = node(1, debt=Debt(36_000 * USD, 36, 1_000, 40, 5_000))
+    running = node(2, debt=Debt(36_000 * USD, 36, 1_000, 6, 5_000))
+    fleet = Fleet.from_nodes([repaid, running])
+    p = project(fleet, NAMED["slow_productivity"], Params(start_time=T0, horizon_months=12))
+    assert p.due[0].tolist() == [0] * 12 and p.outstanding[0].tolist() == [0] * 12
+    # the running pool now repays 36,000 over 120 instalments from its draw: 300 a month
+    assert int(p.outstanding[1, 0]) == 36_000 * USD - 7 * 300 * USD
+
+
 def test_recovery_above_claim_leaves_only_the_bond_loss() -> None:
     n = node(price_per_gpu_hour=0, debt=Debt(12_000 * USD, 12, 0, 0, 5_000), bond=500 * USD)
     p = project(Fleet.from_nodes([n]), NAMED["base"], Params(start_time=T0, horizon_months=3))
