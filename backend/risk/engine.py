@@ -155,7 +155,7 @@ def project(fleet: Fleet, scenario: Scenario, params: Params) -> Projection:
     price = V.mul_div(col(fleet.price0), price_index_matrix(fleet, scenario, h), PPM, "price")
     mult = scenario.utilization.multipliers(h)
     utilization = np.minimum(col(fleet.utilization0) * mult[None, :] // BPS, BPS)
-    capacity_value = col(fleet.gpu_count * HOURS_PER_MONTH) * price
+    capacity_value = V.mul_div(col(fleet.gpu_count * HOURS_PER_MONTH), price, 1, "capacity")
     gross = V.mul_div(capacity_value, utilization, BPS, "gross revenue")
     fee = V.mul_div(gross, params.fee_bps, BPS, "fee")
     insurance_in = V.mul_div(gross, params.insurance_bps, BPS, "insurance")
