@@ -44,7 +44,7 @@ def project_node(fleet: Fleet, i: int, scenario: Scenario, params: Params) -> No
         tenor = scenario.tenor_months  # re-termed; a pool repaid on its own terms stays repaid
     index = [int(v) for v in scenario.price_index(str(fleet.class_name[i]), h)]
     mult = [int(v) for v in scenario.utilization.multipliers(h)]
-    gpus, drawn, rate, since = g(fleet.gpu_count), g(fleet.drawn), g(fleet.rate_bps), 0
+    gpus, drawn, rate = g(fleet.gpu_count), g(fleet.drawn), g(fleet.rate_bps)
     since = g(fleet.months_since_draw)
     reserve, bond, insurance = g(fleet.reserve), g(fleet.bond), g(fleet.insurance)
     out = NodeProjection()
