@@ -1,0 +1,106 @@
+"""Risk stress scenarios (``/api/v1/risk``): project pools through named or custom worlds.
+
+The fleet comes from the chain index (``node_ids``: class, GPUs, cost, acquisition date
+and bond as indexed; life and residual from the node's GPU class) with ``overrides`` for
+what the index does not hold (the pool's debt terms, reserves, attested revenue), or
+inline (``nodes``). The projection is pure computation (backend/risk): deterministic for
+a given body, so a client that pins ``start_time`` gets the same answer every time.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from backend.app.deps import SessionDep
+from backend.app.errors import ApiError
+from backend.app.schemas import ErrorPublic
+from backend.db.models import GpuClassRow, NodeRow
+from backend.risk.fleet import Fleet, NodeInput
+from backend.risk.report import scenario_info
+from backend.risk.run import run_scenarios
+from backend.risk.scenarios import NAMED
+from backend.risk.schemas import (
+    NodeIn,
+    ScenarioInfoPublic,
+    ScenarioRunPublic,
+    ScenarioRunRequest,
+    run_body,
+)
+
+router = APIRouter(prefix="/risk", tags=["risk"])
+INVALID = {422: {"model": ErrorPublic}}
+
+
+@router.get("/scenarios")
+def list_scenarios() -> list[ScenarioInfoPublic]:
+    """The named scenarios and what each assumes."""
+    return [ScenarioInfoPublic.model_validate(scenario_info(s)) for s in NAMED.values()]
+
+
+def _indexed_fleet(body: ScenarioRunRequest, session: SessionDep) -> list[NodeInput]:
+    ids = list(dict.fromkeys(body.node_ids or []))
+    if len(ids) != len(body.node_ids or []):
+        raise ApiError(422, "ValidationFailed", "node_ids: a node appears twice")
+    rows = {r.node_id: r for r in session.scalars(select(NodeRow).where(NodeRow.node_id.in_(ids)))}
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        raise ApiError(
+            422,
+            "NodeNotIndexed",
+            f"node_ids: {missing[:20]} have not been indexed",
+            missing=missing,
+        )
+    classes = {c.class_id: c for c in session.scalars(select(GpuClassRow))}
+    overrides = {o.node_id: o for o in body.overrides}
+    stray = sorted(set(overrides) - set(ids))
+    if stray:
+        raise ApiError(422, "ValidationFailed", f"overrides: nodes {stray[:20]} not in node_ids")
+    nodes = []
+    for node_id in ids:
+        row = rows[node_id]
+        cls = classes.get(row.class_id)
+        if cls is None:
+            raise ApiError(
+                422, "ClassNotIndexed", f"node {node_id}: GPU class {row.class_id} not indexed"
+            )
+        o = overrides.get(node_id)
+        extra = o.model_dump(exclude={"node_id"}) if o else {}
+        node = NodeIn(
+            node_id=node_id,
+            class_name=cls.name,
+            gpu_count=row.gpu_count,
+            acquisition_cost=row.acquisition_cost,
+            acquired_at=row.acquired_at,
+            economic_life_months=cls.economic_life_months,
+            residual_value_bps=cls.residual_value_bps,
+            bond=row.bonded,
+            operator=row.operator,
+            **extra,
+        )
+        nodes.append(node.to_input())
+    return nodes
+
+
+@router.post("/scenarios", responses=INVALID)
+def run_scenarios_route(body: ScenarioRunRequest, session: SessionDep) -> ScenarioRunPublic:
+    """Project the fleet through each scenario: DSCR/LTV paths, first covenant breach,
+    first default and the loss waterfall, per node and aggregated (platform, class)."""
+    start = body.start_time if body.start_time is not None else int(time.time()) // 3600 * 3600
+    try:
+        inputs = (
+            [n.to_input() for n in body.nodes]
+            if body.nodes is not None
+            else _indexed_fleet(body, session)
+        )
+        fleet = Fleet.from_nodes(inputs)
+        results = run_scenarios(
+            fleet, body.selected(), body.params(start), body.include_nodes, body.include_node_paths
+        )
+    except ValueError as exc:  # FleetError, ScenarioError, EngineRangeError: input it cannot take
+        raise ApiError(422, "ScenarioInputInvalid", str(exc)) from exc
+    return ScenarioRunPublic.model_validate(
+        run_body(start, body.horizon_months, len(fleet), results)
+    )

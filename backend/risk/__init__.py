@@ -1,0 +1,16 @@
+"""Stress scenarios: GPU-backed debt projected through falling prices, slow or refuted
+demand and short economic lives — the risk gpucap exists to make visible.
+
+Layout (pure Python + numpy; nothing here talks to a chain or a database):
+
+- ``formulas``: the shared integer formulas in Python ints (the on-chain RiskModel's and
+  RevenuePool's debt schedule), the specification the rest is tested against.
+- ``vector``: the same formulas over int64 arrays, exact or refusing (never wrapping).
+- ``fleet``: nodes, pools' debt, history and class defaults; bounds checked once.
+- ``scenarios``: the named worlds (base, -20%/yr, -40%/yr, 18/36/60-month lives, slow and
+  refuted productivity) and custom ones.
+- ``engine``: the monthly projection (DSCR, LTV, covenant, cash, default, loss waterfall),
+  vectorised over nodes; ``reference``: the same for one node in Python ints.
+- ``report``/``schemas``/``run``: JSON summaries and the API/CLI shapes.
+- ``__main__``: ``python -m backend.risk`` (typer + rich).
+"""

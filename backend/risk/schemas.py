@@ -1,0 +1,313 @@
+"""Pydantic shapes of a stress run (the API's request/response, the CLI's JSON fleet).
+
+Field bounds here give a 422 with the field's name before any work is done; the engine
+re-checks what depends on several fields (``FleetError``/``ScenarioError``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from backend.risk.engine import Params
+from backend.risk.fleet import (
+    DEFAULT_CLASSES,
+    MAX_AMOUNT,
+    MAX_GPUS,
+    MAX_LIFE_MONTHS,
+    MAX_PRICE,
+    MAX_TENOR_MONTHS,
+    MAX_TIME,
+    Debt,
+    FleetError,
+    NodeInput,
+)
+from backend.risk.scenarios import MAX_HORIZON_MONTHS, NAMED, PPM, Scenario, UtilizationPath
+
+INT64_MAX = 2**63 - 1
+MAX_NODES = 10_000
+# nodes x months per request: 10,000 nodes over 10 years; bounds memory and time.
+MAX_CELLS = 1_200_000
+MAX_SCENARIOS = 16
+
+Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
+Bps = Annotated[int, Field(ge=0, le=10_000)]
+NodeId = Annotated[int, Field(ge=0, le=INT64_MAX)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DebtIn(_Strict):
+    """A RevenuePool's draw and schedule (one pool epoch = one month)."""
+
+    drawn_assets: Amount
+    tenor_months: int = Field(ge=1, le=MAX_TENOR_MONTHS)
+    rate_bps: Bps
+    months_since_draw: int = Field(0, ge=0, le=MAX_TENOR_MONTHS)
+    staked_bps: Bps = 5_000
+
+    def to_debt(self) -> Debt:
+        return Debt(**self.model_dump())
+
+
+class NodeOverride(_Strict):
+    """What the index does not hold for a node: its pool's debt, reserves, history."""
+
+    node_id: NodeId
+    debt: DebtIn | None = None
+    reserve: Amount = 0
+    insurance: Amount = 0
+    trailing_revenue: Amount | None = None
+    utilization_bps: Bps | None = None
+    price_per_gpu_hour: int | None = Field(None, ge=0, le=MAX_PRICE)
+    opex_per_gpu_month: Amount | None = None
+
+
+class NodeIn(NodeOverride):
+    """A node given inline; life and residual default to its class's when omitted."""
+
+    class_name: str = Field(min_length=1, max_length=64)
+    gpu_count: int = Field(ge=1, le=MAX_GPUS)
+    acquisition_cost: Amount
+    acquired_at: int = Field(ge=0, le=MAX_TIME)
+    economic_life_months: int | None = Field(None, ge=1, le=MAX_LIFE_MONTHS)
+    residual_value_bps: Bps | None = None
+    bond: Amount = 0
+    operator: str = Field("", max_length=64)
+
+    def to_input(self) -> NodeInput:
+        cls = DEFAULT_CLASSES.get(self.class_name)
+        life, residual = self.economic_life_months, self.residual_value_bps
+        if cls is None and (life is None or residual is None):
+            raise FleetError(
+                f"node {self.node_id}: class {self.class_name!r} is not a standard class; "
+                "give economic_life_months and residual_value_bps"
+            )
+        return NodeInput(
+            node_id=self.node_id,
+            class_name=self.class_name,
+            gpu_count=self.gpu_count,
+            acquisition_cost=self.acquisition_cost,
+            acquired_at=self.acquired_at,
+            economic_life_months=life if life is not None else cls.economic_life_months,  # type: ignore[union-attr]
+            residual_value_bps=residual if residual is not None else cls.residual_value_bps,  # type: ignore[union-attr]
+            debt=self.debt.to_debt() if self.debt else None,
+            bond=self.bond,
+            reserve=self.reserve,
+            insurance=self.insurance,
+            trailing_revenue=self.trailing_revenue,
+            utilization_bps=self.utilization_bps,
+            price_per_gpu_hour=self.price_per_gpu_hour,
+            opex_per_gpu_month=self.opex_per_gpu_month,
+            operator=self.operator,
+        )
+
+
+class UtilizationIn(_Strict):
+    start_bps: int = Field(10_000, ge=0, le=100_000)
+    end_bps: int = Field(10_000, ge=0, le=100_000)
+    over_months: int = Field(1, ge=1, le=MAX_HORIZON_MONTHS)
+
+
+class ScenarioIn(_Strict):
+    """A custom world (see backend/risk/scenarios.py Scenario for the semantics)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str = Field("", max_length=500)
+    annual_price_decline_bps: int = Field(0, ge=0, le=9_999)
+    price_index_ppm: dict[
+        Annotated[str, Field(min_length=1, max_length=64)],
+        Annotated[list[Annotated[int, Field(ge=0, le=100 * PPM)]], Field(max_length=600)],
+    ] = Field(default_factory=dict, max_length=32)
+    utilization: UtilizationIn = UtilizationIn()
+    economic_life_months: int | None = Field(None, ge=1, le=MAX_LIFE_MONTHS)
+    tenor_months: int | None = Field(None, ge=1, le=MAX_TENOR_MONTHS)
+
+    def to_scenario(self) -> Scenario:
+        u = self.utilization
+        return Scenario(
+            name=self.name,
+            description=self.description or "custom scenario",
+            annual_price_decline_bps=self.annual_price_decline_bps,
+            price_index_ppm={k: tuple(v) for k, v in self.price_index_ppm.items()},
+            utilization=UtilizationPath(u.start_bps, u.end_bps, u.over_months),
+            economic_life_months=self.economic_life_months,
+            tenor_months=self.tenor_months,
+        )
+
+
+class ScenarioRunRequest(_Strict):
+    """Named and/or custom scenarios over a fleet from the index (``node_ids``, with
+    ``overrides`` for what the index lacks) or given inline (``nodes``) — exactly one."""
+
+    scenarios: list[str] | None = Field(
+        None, max_length=MAX_SCENARIOS, description="named scenarios; default all"
+    )
+    custom: list[ScenarioIn] = Field(default_factory=list, max_length=MAX_SCENARIOS)
+    node_ids: list[NodeId] | None = Field(None, min_length=1, max_length=MAX_NODES)
+    overrides: list[NodeOverride] = Field(default_factory=list, max_length=MAX_NODES)
+    nodes: list[NodeIn] | None = Field(None, min_length=1, max_length=MAX_NODES)
+    start_time: int | None = Field(
+        None, ge=0, le=MAX_TIME, description="unix seconds; default: now, floored to the hour"
+    )
+    horizon_months: int = Field(60, ge=1, le=MAX_HORIZON_MONTHS)
+    covenant_dscr_bps: int = Field(12_500, ge=0, le=1_000_000)
+    max_ltv_bps: int = Field(8_000, ge=0, le=1_000_000)
+    dscr_window_months: int = Field(3, ge=1, le=24)
+    fee_bps: Bps = 1_000
+    insurance_bps: Bps = 200
+    recovery_bps: Bps = 6_000
+    include_nodes: bool = True
+    include_node_paths: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScenarioRunRequest:
+        if (self.node_ids is None) == (self.nodes is None):
+            raise ValueError("give exactly one of node_ids (from the index) or nodes (inline)")
+        if self.nodes is not None and self.overrides:
+            raise ValueError("overrides apply to node_ids; put the fields in nodes instead")
+        unknown = [n for n in self.scenarios or [] if n not in NAMED]
+        if unknown:
+            raise ValueError(f"unknown scenarios {unknown}; named ones: {sorted(NAMED)}")
+        names = [*(self.scenarios or []), *(c.name for c in self.custom)]
+        if len(set(names)) != len(names):
+            raise ValueError("scenario names must be unique (custom ones may not reuse a named)")
+        if self.insurance_bps > self.fee_bps:
+            raise ValueError("insurance_bps is part of fee_bps and cannot exceed it")
+        count = len(self.node_ids or self.nodes or [])
+        if count * self.horizon_months > MAX_CELLS:
+            raise ValueError(
+                f"{count} nodes x {self.horizon_months} months exceeds {MAX_CELLS} per request"
+            )
+        runs = max(len(self.selected()), 1)
+        if count * self.horizon_months * runs > MAX_CELLS * len(NAMED):
+            raise ValueError(
+                f"{count} nodes x {self.horizon_months} months x {runs} scenarios exceeds "
+                f"{MAX_CELLS * len(NAMED)} per request"
+            )
+        if self.include_node_paths and count > 1_000:
+            raise ValueError("include_node_paths is limited to 1000 nodes per request")
+        return self
+
+    def selected(self) -> list[Scenario]:
+        named = [NAMED[n] for n in self.scenarios] if self.scenarios is not None else []
+        if self.scenarios is None and not self.custom:
+            named = list(NAMED.values())
+        return [*named, *(c.to_scenario() for c in self.custom)]
+
+    def params(self, start_time: int) -> Params:
+        return Params(
+            start_time=start_time,
+            horizon_months=self.horizon_months,
+            covenant_dscr_bps=self.covenant_dscr_bps,
+            max_ltv_bps=self.max_ltv_bps,
+            dscr_window_months=self.dscr_window_months,
+            fee_bps=self.fee_bps,
+            insurance_bps=self.insurance_bps,
+            recovery_bps=self.recovery_bps,
+        )
+
+
+# -- responses ------------------------------------------------------------------------
+
+
+class UtilizationPublic(BaseModel):
+    start_bps: int
+    end_bps: int
+    over_months: int
+
+
+class ScenarioInfoPublic(BaseModel):
+    name: str
+    description: str
+    annual_price_decline_bps: int
+    price_index_classes: list[str]
+    utilization: UtilizationPublic
+    economic_life_months: int | None
+    tenor_months: int | None
+
+
+class WaterfallPublic(BaseModel):
+    """Loss absorbed per tier, in order; the four sum to the total loss exactly."""
+
+    operator_bond: int
+    stakers: int
+    insurance_reserve: int
+    holders: int
+
+
+class AggregatePublic(BaseModel):
+    """Month paths (index 0 = month 1) over the nodes still running; ratio None = infinite."""
+
+    nodes: int
+    net_revenue: list[int]
+    debt_service: list[int]
+    outstanding: list[int]
+    value: list[int]
+    dscr_bps: list[int | None]
+    ltv_bps: list[int | None]
+    breaching: list[int]
+    defaults_cumulative: list[int]
+    first_breach_month: int | None
+    first_default_month: int | None
+    nodes_breaching: int
+    nodes_breaching_dscr: int
+    nodes_defaulting: int
+    waterfall: WaterfallPublic
+    total_loss: int
+
+
+class NodePathsPublic(BaseModel):
+    dscr_bps: list[int | None]
+    ltv_bps: list[int | None]
+    value: list[int]
+    outstanding: list[int]
+    net_revenue: list[int]
+    debt_service: list[int]
+    utilization_bps: list[int]
+    price_per_gpu_hour: list[int]
+
+
+class NodeOutcomePublic(BaseModel):
+    node_id: int
+    class_name: str
+    operator: str
+    has_pool: bool
+    first_breach_month: int | None
+    first_dscr_breach_month: int | None
+    first_default_month: int | None
+    min_dscr_bps: int | None
+    max_ltv_bps: int | None
+    bond_used: int
+    reserve_used: int
+    claim_at_default: int
+    recovery_at_default: int
+    waterfall: WaterfallPublic
+    total_loss: int
+    paths: NodePathsPublic | None = None
+
+
+class ScenarioResultPublic(BaseModel):
+    scenario: ScenarioInfoPublic
+    platform: AggregatePublic
+    by_class: dict[str, AggregatePublic]
+    nodes: list[NodeOutcomePublic] | None = None
+
+
+class ScenarioRunPublic(BaseModel):
+    start_time: int
+    horizon_months: int
+    node_count: int
+    results: list[ScenarioResultPublic]
+
+
+def run_body(start_time: int, horizon: int, count: int, results: list[dict[str, Any]]) -> dict:
+    return {
+        "start_time": start_time,
+        "horizon_months": horizon,
+        "node_count": count,
+        "results": results,
+    }

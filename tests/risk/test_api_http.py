@@ -1,0 +1,178 @@
+"""The risk API through a real HTTP server: a node registered on anvil is indexed by the
+worker, and POST /api/v1/risk/scenarios projects it from the index — the served answer is
+the engine's answer on the indexed facts, to the unit."""
+
+from __future__ import annotations
+
+from brownie import chain
+
+from backend.risk.engine import Params
+from backend.risk.fleet import DEFAULT_CLASSES, Debt, Fleet, NodeInput
+from backend.risk.run import run_scenarios
+from backend.risk.scenarios import NAMED
+from backend.risk.schemas import ScenarioRunPublic
+from tests.backend.backend_helpers import Stack, wait_for
+
+USD = 10**6
+H100 = "H100-SXM-80GB"
+START = 1_767_225_600  # pinned: the answer is a function of the body alone
+
+
+def test_scenarios_listed(stack: Stack) -> None:
+    resp = stack.get("/api/v1/risk/scenarios")
+    assert resp.status_code == 200
+    listed = {s["name"]: s for s in resp.json()}
+    assert list(listed) == list(NAMED)
+    assert listed["deflation_40"]["annual_price_decline_bps"] == 4_000
+    assert listed["slow_productivity"]["tenor_months"] == 120
+
+
+def test_indexed_node_projected_as_the_engine_does(stack: Stack, admin, operator) -> None:
+    s = stack.deployment.system
+    s.stablecoin.configureFaucet(10**6 * USD, 1, {"from": admin})
+    s.stablecoin.drip(operator, {"from": operator})
+    acquired = chain[-1].timestamp - 90 * 86_400
+    node_id = s.registry.registerNode(
+        s.class_ids[H100],
+        8,
+        b"us-west".ljust(32, b"\0"),
+        240_000 * USD,
+        acquired,
+        "0x" + "5e" * 20,
+        {"from": operator},
+    ).events["NodeRegistered"]["nodeId"]
+    s.stablecoin.approve(s.registry, 2**256 - 1, {"from": operator})
+    s.registry.depositBond(node_id, 9_000 * USD, {"from": operator})
+    wait_for(
+        lambda: (
+            (r := stack.get(f"/api/v1/nodes/{node_id}")).status_code == 200
+            and r.json()["bonded"] == 9_000 * USD
+        ),
+        30,
+        "the node and its bond to be indexed",
+    )
+
+    debt = {
+        "drawn_assets": 170_000 * USD,
+        "tenor_months": 48,
+        "rate_bps": 1_100,
+        "months_since_draw": 3,
+        "staked_bps": 6_000,
+    }
+    body = {
+        "node_ids": [node_id],
+        "overrides": [
+            {
+                "node_id": node_id,
+                "debt": debt,
+                "insurance": 1_000 * USD,
+                "trailing_revenue": 5_600 * USD,
+                "utilization_bps": 6_500,
+            }
+        ],
+        "scenarios": ["base", "deflation_40", "refuted_productivity"],
+        "start_time": START,
+        "horizon_months": 48,
+        "include_node_paths": True,
+    }
+    resp = stack.post("/api/v1/risk/scenarios", json=body)
+    assert resp.status_code == 200, resp.text
+    served = resp.json()
+
+    h100 = DEFAULT_CLASSES[H100]
+    fleet = Fleet.from_nodes(
+        [
+            NodeInput(
+                node_id=node_id,
+                class_name=H100,
+                gpu_count=8,
+                acquisition_cost=240_000 * USD,
+                acquired_at=acquired,
+                economic_life_months=h100.economic_life_months,
+                residual_value_bps=h100.residual_value_bps,
+                debt=Debt(**debt),
+                bond=9_000 * USD,
+                insurance=1_000 * USD,
+                trailing_revenue=5_600 * USD,
+                utilization_bps=6_500,
+                operator=operator.address,
+            )
+        ]
+    )
+    scenarios = [NAMED[n] for n in body["scenarios"]]
+    local = run_scenarios(
+        fleet, scenarios, Params(start_time=START, horizon_months=48), include_paths=True
+    )
+    expected = ScenarioRunPublic.model_validate(
+        {"start_time": START, "horizon_months": 48, "node_count": 1, "results": local}
+    ).model_dump(mode="json")
+    assert served == expected
+    base, deflation = (r["nodes"][0] for r in served["results"][:2])
+    assert len(base["paths"]["dscr_bps"]) == 48 or base["first_default_month"]
+    # prices falling 40% a year break this pool's DSCR covenant, and the bond goes first
+    assert deflation["first_dscr_breach_month"] is not None
+    assert deflation["first_default_month"] is not None
+    assert deflation["waterfall"]["operator_bond"] == 9_000 * USD
+    assert sum(deflation["waterfall"].values()) == deflation["total_loss"]
+
+
+def test_inline_fleet_with_a_custom_scenario(stack: Stack) -> None:
+    node = {
+        "node_id": 7,
+        "class_name": "A100-SXM-80GB",
+        "gpu_count": 8,
+        "acquisition_cost": 120_000 * USD,
+        "acquired_at": START - 86_400,
+        "bond": 4_000 * USD,
+        "debt": {"drawn_assets": 80_000 * USD, "tenor_months": 36, "rate_bps": 900},
+    }
+    custom = {
+        "name": "a100-crash",
+        "price_index_ppm": {"A100-SXM-80GB": [300_000] * 24},
+        "economic_life_months": 18,
+    }
+    resp = stack.post(
+        "/api/v1/risk/scenarios",
+        json={
+            "nodes": [node],
+            "scenarios": [],
+            "custom": [custom],
+            "start_time": START,
+            "horizon_months": 24,
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    (result,) = resp.json()["results"]
+    assert result["scenario"]["name"] == "a100-crash"
+    assert result["platform"]["nodes_defaulting"] == 1
+    assert result["by_class"]["A100-SXM-80GB"]["total_loss"] == result["platform"]["total_loss"]
+
+
+def test_bad_requests_are_422_with_a_reason(stack: Stack) -> None:
+    node = {
+        "node_id": 1,
+        "class_name": H100,
+        "gpu_count": 8,
+        "acquisition_cost": 10 * USD,
+        "acquired_at": START,
+    }
+    cases = [
+        ({"node_ids": [1], "nodes": [node]}, "ValidationFailed", "exactly one of node_ids"),
+        ({"node_ids": [2**62]}, "NodeNotIndexed", "have not been indexed"),
+        ({"nodes": [node], "scenarios": ["boom"]}, "ValidationFailed", "unknown scenarios"),
+        ({"nodes": [dict(node, class_name="X9")]}, "ScenarioInputInvalid", "not a standard"),
+        ({"nodes": [node, node]}, "ScenarioInputInvalid", "appears twice"),
+        ({"nodes": [dict(node, gpu_count=0)]}, "ValidationFailed", "nodes.0.gpu_count"),
+        ({"nodes": [node], "horizon_months": 601}, "ValidationFailed", "horizon_months"),
+        (
+            {"nodes": [node], "custom": [{"name": "short", "price_index_ppm": {H100: [1]}}]},
+            "ScenarioInputInvalid",
+            "has 1 months",
+        ),
+        ({"nodes": [node], "fee_bps": 100, "insurance_bps": 200}, "ValidationFailed", "fee_bps"),
+    ]
+    for body, code, reason in cases:
+        resp = stack.post("/api/v1/risk/scenarios", json={"start_time": START, **body})
+        assert resp.status_code == 422, (body, resp.text)
+        assert resp.json()["code"] == code, (body, resp.text)
+        assert reason in resp.json()["reason"], (body, resp.text)

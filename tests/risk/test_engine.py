@@ -1,0 +1,370 @@
+"""The projection: scenario definitions, cash/default rules, the waterfall, determinism,
+and the vectorised engine == the scalar reference on random and boundary fleets."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import numpy as np
+import pytest
+
+from backend.risk import formulas as F
+from backend.risk import vector as V
+from backend.risk.engine import WATERFALL_TIERS, Params, aggregate, project
+from backend.risk.fleet import (
+    DEFAULT_CLASSES,
+    MAX_AMOUNT,
+    Debt,
+    Fleet,
+    FleetError,
+    NodeInput,
+    synthetic_fleet,
+)
+from backend.risk.reference import project_node
+from backend.risk.scenarios import NAMED, Scenario, ScenarioError, UtilizationPath
+
+USD = 10**6
+MONTH = F.MONTH_SECONDS
+T0 = 1_764_000_000
+H100 = DEFAULT_CLASSES["H100-SXM-80GB"]
+
+
+def node(node_id: int = 1, **kw: object) -> NodeInput:
+    base: dict[str, object] = {
+        "node_id": node_id,
+        "class_name": H100.name,
+        "gpu_count": 8,
+        "acquisition_cost": 240_000 * USD,
+        "acquired_at": T0,
+        "economic_life_months": 48,
+        "residual_value_bps": 1_000,
+    }
+    base.update(kw)
+    return NodeInput(**base)  # type: ignore[arg-type]
+
+
+def _edge_nodes() -> list[NodeInput]:
+    """Boundaries the engine must get right: no debt, dust debt, 100% rate, zero price
+    and utilization, a bond bigger than the debt, a reserve, a schedule already over,
+    GPUs bought after the start, a one-month life, the largest amounts allowed."""
+    return [
+        node(101),
+        node(102, debt=Debt(3, 12, 0, 0, 10_000)),
+        node(103, debt=Debt(200_000 * USD, 12, 10_000, 0, 0), bond=1),
+        node(104, price_per_gpu_hour=0, debt=Debt(100_000 * USD, 36, 900, 5, 5_000)),
+        node(105, utilization_bps=0, debt=Debt(10 * USD, 2, 500, 0, 3_000), reserve=7),
+        node(106, debt=Debt(150_000 * USD, 24, 1_200, 0, 5_000), bond=10**9 * USD // 1000),
+        node(107, debt=Debt(150_000 * USD, 24, 1_200, 30, 5_000)),
+        node(108, acquired_at=T0 + 7 * MONTH + 11, debt=Debt(100_000 * USD, 36, 1_000, 0, 1)),
+        node(109, economic_life_months=1, residual_value_bps=0, debt=Debt(USD, 1, 1, 0, 9_999)),
+        node(
+            110,
+            gpu_count=100_000,
+            acquisition_cost=MAX_AMOUNT,
+            price_per_gpu_hour=10**9,
+            utilization_bps=10_000,
+            debt=Debt(MAX_AMOUNT, 1_200, 10_000, 0, 10_000),
+            bond=MAX_AMOUNT,
+            reserve=MAX_AMOUNT,
+            insurance=MAX_AMOUNT,
+        ),
+        node(
+            111,
+            trailing_revenue=5_000 * USD,
+            utilization_bps=6_000,
+            insurance=USD,
+            debt=Debt(180_000 * USD, 36, 1_100, 3, 7_000),
+            bond=12_000 * USD,
+        ),
+    ]
+
+
+def _random_nodes(seed: int, count: int) -> list[NodeInput]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        cls = rng.choice(list(DEFAULT_CLASSES.values()))
+        cost = rng.choice([0, rng.randrange(10**6, 10**12)])
+        debt = None
+        if rng.random() < 0.8:
+            debt = Debt(
+                rng.randrange(0, cost + 2),
+                rng.choice([1, 12, 36, 60, 120, rng.randrange(1, 200)]),
+                rng.randrange(0, 3_000),
+                rng.randrange(0, 40),
+                rng.randrange(0, 10_001),
+            )
+        out.append(
+            NodeInput(
+                node_id=1_000 + i,
+                class_name=cls.name,
+                gpu_count=rng.choice([1, 8, rng.randrange(1, 2_000)]),
+                acquisition_cost=cost,
+                acquired_at=T0 + rng.randrange(-40 * MONTH, 3 * MONTH),
+                economic_life_months=rng.choice([cls.economic_life_months, rng.randrange(1, 130)]),
+                residual_value_bps=rng.randrange(0, 10_001),
+                debt=debt,
+                bond=rng.choice([0, rng.randrange(0, 10**11)]),
+                reserve=rng.choice([0, 0, rng.randrange(0, 10**10)]),
+                insurance=rng.choice([0, rng.randrange(0, 10**9)]),
+                utilization_bps=rng.randrange(0, 10_001),
+                price_per_gpu_hour=rng.choice([None, rng.randrange(0, 5 * USD)]),
+            )
+        )
+    return out
+
+
+CUSTOM = Scenario(
+    "custom",
+    "An index path for H100 (a crash then a partial recovery) and a demand spike.",
+    annual_price_decline_bps=3_000,
+    price_index_ppm={H100.name: tuple([1_000_000, 500_000, 250_000] + [700_000] * 60)},
+    utilization=UtilizationPath(15_000, 2_000, 7),
+    economic_life_months=30,
+    tenor_months=18,
+)
+SCENARIOS = [*NAMED.values(), CUSTOM]
+
+
+def _ints(xs: object) -> list[int]:
+    return [F.INFINITE if v == V.INF else int(v) for v in np.asarray(xs)]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+def test_engine_equals_scalar_reference(scenario: Scenario) -> None:
+    fleet = Fleet.from_nodes(_edge_nodes() + _random_nodes(seed=len(scenario.name), count=40))
+    params = Params(start_time=T0, horizon_months=40, dscr_window_months=4, recovery_bps=5_500)
+    p = project(fleet, scenario, params)
+    for i in range(len(fleet)):
+        ref = project_node(fleet, i, scenario, params)
+        where = f"node {int(fleet.node_id[i])}"
+        assert _ints(p.value[i]) == ref.value, where
+        assert _ints(p.outstanding[i]) == ref.outstanding, where
+        assert _ints(p.net[i]) == ref.net, where
+        assert _ints(p.due[i]) == ref.due, where
+        assert _ints(p.dscr[i]) == [min(d, F.INFINITE) for d in ref.dscr], where
+        assert _ints(p.ltv[i]) == ref.ltv, where
+        assert p.covenant[i].tolist() == ref.covenant, where
+        assert (p.dscr_breach[i] | (p.ltv[i] > params.max_ltv_bps)).tolist() == ref.covenant
+        assert (int(p.first_breach[i]), int(p.first_default[i])) == (
+            ref.first_breach,
+            ref.first_default,
+        ), where
+        assert (int(p.claim[i]), int(p.recovery[i])) == (ref.claim, ref.recovery), where
+        assert (int(p.bond_used[i]), int(p.reserve_used[i])) == (
+            ref.bond_used,
+            ref.reserve_used,
+        ), where
+        assert {k: int(v[i]) for k, v in p.waterfall.items()} == ref.waterfall, where
+    # the random fleet does exercise the interesting branches
+    assert (p.first_default > 0).any() or scenario.name in ("base", "life_60", "life_36")
+    assert (p.first_breach > 0).any()
+
+
+def test_named_scenarios_are_defined_as_documented() -> None:
+    assert set(NAMED) == {
+        "base",
+        "deflation_20",
+        "deflation_40",
+        "life_18",
+        "life_36",
+        "life_60",
+        "slow_productivity",
+        "refuted_productivity",
+    }
+    assert NAMED["base"].price_index("H100", 60).tolist() == [1_000_000] * 60
+    d40 = NAMED["deflation_40"].price_index("H100", 24)
+    assert (int(d40[11]), int(d40[23])) == (600_000, 360_000)  # -40% a year, compounding
+    assert int(NAMED["deflation_20"].price_index("A100", 12)[11]) == 800_000
+    assert np.all(np.diff(d40) < 0)
+    for life in (18, 36, 60):
+        assert NAMED[f"life_{life}"].economic_life_months == life
+    slow = NAMED["slow_productivity"]
+    ramp = slow.utilization.multipliers(200)
+    assert (int(ramp[0]), int(ramp[89]), int(ramp[179]), int(ramp[199])) == (
+        4_033,
+        7_000,
+        10_000,
+        10_000,
+    )
+    assert slow.tenor_months == 120 and slow.annual_price_decline_bps == 2_000
+    refuted = NAMED["refuted_productivity"].utilization.multipliers(60)
+    assert (int(refuted[0]), int(refuted[11]), int(refuted[23]), int(refuted[59])) == (
+        9_791,
+        7_500,
+        5_000,
+        5_000,
+    )
+    assert NAMED["refuted_productivity"].annual_price_decline_bps == 4_000
+    assert NAMED["refuted_productivity"].tenor_months is None
+
+
+def test_stress_orders_outcomes_on_one_fleet() -> None:
+    """Harsher worlds never produce fewer defaults or smaller losses on the same fleet."""
+    fleet = synthetic_fleet(400, seed=3, start_time=T0)
+    params = Params(start_time=T0)
+    runs = {name: aggregate(project(fleet, NAMED[name], params)) for name in NAMED}
+    chain = ("base", "deflation_20", "deflation_40")
+    for milder, harsher in zip(chain, chain[1:], strict=False):
+        assert runs[harsher]["nodes_defaulting"] >= runs[milder]["nodes_defaulting"]
+        assert runs[harsher]["total_loss"] >= runs[milder]["total_loss"]
+    assert runs["life_18"]["total_loss"] >= runs["life_36"]["total_loss"]
+    assert runs["life_36"]["total_loss"] >= runs["life_60"]["total_loss"]
+    assert runs["deflation_40"]["nodes_defaulting"] > runs["base"]["nodes_defaulting"]
+
+
+def test_default_and_waterfall_in_order_and_to_the_unit() -> None:
+    """One node, by hand: no revenue, so month 1's service is short from the start."""
+    drawn, tenor = 120_000 * USD, 12
+    n = node(
+        price_per_gpu_hour=0,
+        debt=Debt(drawn, tenor, 0, 0, 2_500),
+        bond=4_000 * USD,
+        reserve=3_000 * USD,
+        insurance=5_000 * USD,
+    )
+    params = Params(start_time=T0, horizon_months=12, recovery_bps=1_000)
+    p = project(Fleet.from_nodes([n]), NAMED["base"], params)
+    # month 1: 10k due, 3k reserve + 4k bond pay 7k, 3k unpaid -> default in month 1
+    assert int(p.first_default[0]) == 1 and int(p.first_breach[0]) == 1
+    assert (int(p.reserve_used[0]), int(p.bond_used[0])) == (3_000 * USD, 4_000 * USD)
+    claim = drawn - 10_000 * USD + 3_000 * USD
+    assert int(p.claim[0]) == claim
+    value = F.depreciated_value(240_000 * USD, 1_000, 48, T0, T0 + MONTH)
+    assert int(p.recovery[0]) == value // 10
+    loss = claim - value // 10
+    tiers = {k: int(v[0]) for k, v in p.waterfall.items()}
+    assert list(tiers) == list(WATERFALL_TIERS)
+    assert tiers["operator_bond"] == 4_000 * USD  # first, and wholly
+    assert tiers["stakers"] == claim // 4  # 25% staked: their share of the claim, next
+    assert tiers["insurance_reserve"] == 5_000 * USD  # then the whole reserve
+    assert tiers["holders"] == loss - claim // 4 - 5_000 * USD  # the rest
+    assert sum(tiers.values()) == int(p.total_loss[0]) == 4_000 * USD + loss
+    assert p.active[0].tolist() == [True] + [False] * 11  # the path stops at default
+
+
+def test_retenor_keeps_repaid_pools_repaid() -> None:
+    repaid = node(1, debt=Debt(36_000 * USD, 36, 1_000, 40, 5_000))
+    running = node(2, debt=Debt(36_000 * USD, 36, 1_000, 6, 5_000))
+    fleet = Fleet.from_nodes([repaid, running])
+    p = project(fleet, NAMED["slow_productivity"], Params(start_time=T0, horizon_months=12))
+    assert p.due[0].tolist() == [0] * 12 and p.outstanding[0].tolist() == [0] * 12
+    # the running pool now repays 36,000 over 120 instalments from its draw: 300 a month
+    assert int(p.outstanding[1, 0]) == 36_000 * USD - 7 * 300 * USD
+
+
+def test_recovery_above_claim_leaves_only_the_bond_loss() -> None:
+    n = node(price_per_gpu_hour=0, debt=Debt(12_000 * USD, 12, 0, 0, 5_000), bond=500 * USD)
+    p = project(Fleet.from_nodes([n]), NAMED["base"], Params(start_time=T0, horizon_months=3))
+    assert int(p.first_default[0]) == 1
+    tiers = {k: int(v[0]) for k, v in p.waterfall.items()}
+    assert tiers == {"operator_bond": 500 * USD, "stakers": 0, "insurance_reserve": 0, "holders": 0}
+
+
+def test_healthy_node_neither_breaches_nor_defaults() -> None:
+    n = node(debt=Debt(60_000 * USD, 36, 800, 0, 5_000), utilization_bps=9_000, bond=USD)
+    p = project(Fleet.from_nodes([n]), NAMED["base"], Params(start_time=T0, horizon_months=36))
+    assert (int(p.first_breach[0]), int(p.first_default[0])) == (0, 0)
+    assert int(p.total_loss[0]) == 0 and int(p.bond_used[0]) == 0
+    assert int(p.dscr[0, 0]) > 12_500 and int(p.ltv[0, -1]) == 0
+
+
+def test_projection_is_deterministic() -> None:
+    a = synthetic_fleet(300, seed=11, start_time=T0)
+    b = synthetic_fleet(300, seed=11, start_time=T0)
+    c = synthetic_fleet(300, seed=12, start_time=T0)
+    assert np.array_equal(a.acquisition_cost, b.acquisition_cost)
+    assert not np.array_equal(a.acquisition_cost, c.acquisition_cost)
+    params = Params(start_time=T0)
+    for s in NAMED.values():
+        x, y = project(a, s, params), project(b, s, params)
+        for f in ("dscr", "ltv", "net", "value", "first_default", "first_breach", "claim"):
+            assert np.array_equal(getattr(x, f), getattr(y, f)), (s.name, f)
+
+
+def test_aggregate_is_ratio_of_sums_over_running_nodes() -> None:
+    fleet = Fleet.from_nodes(_edge_nodes()[:8])
+    p = project(fleet, NAMED["deflation_40"], Params(start_time=T0, horizon_months=24))
+    agg = aggregate(p)
+    j = 5
+    act = p.active[:, j]
+    assert int(agg["outstanding"][j]) == int(p.outstanding[act, j].sum())
+    assert int(agg["ltv_bps"][j]) == F.ltv_bps(
+        int(p.outstanding[act, j].sum()), int(p.value[act, j].sum())
+    )
+    assert agg["total_loss"] == sum(agg["waterfall"].values())
+    assert agg["nodes_defaulting"] == int((p.first_default > 0).sum())
+
+
+@pytest.mark.parametrize(
+    ("nodes", "match"),
+    [
+        ([], "empty"),
+        ([node(1), node(1)], "node 1 appears twice"),
+        ([node(2, gpu_count=0)], "node 2: gpu_count=0"),
+        ([node(3, residual_value_bps=10_001)], "node 3: residual_value_bps"),
+        ([node(4, debt=Debt(1, 0, 0))], "node 4: debt.tenor_months=0"),
+        ([node(5, acquisition_cost=MAX_AMOUNT + 1)], "node 5: acquisition_cost"),
+        ([node(6, class_name="X1", gpu_count=1)], "node 6: class 'X1' has no default price"),
+        ([node(7, utilization_bps=10_001)], "node 7: utilization_bps"),
+    ],
+)
+def test_bad_fleets_are_refused_with_the_node_and_field(nodes: list[NodeInput], match: str) -> None:
+    with pytest.raises(FleetError, match=match):
+        Fleet.from_nodes(nodes)
+
+
+def test_bad_scenarios_are_refused() -> None:
+    fleet = Fleet.from_nodes([node()])
+    with pytest.raises(ScenarioError, match="horizon_months"):
+        project(fleet, NAMED["base"], Params(start_time=T0, horizon_months=0))
+    short = dataclasses.replace(CUSTOM, price_index_ppm={H100.name: (1,)})
+    with pytest.raises(ScenarioError, match="has 1 months"):
+        project(fleet, short, Params(start_time=T0))
+    with pytest.raises(ScenarioError, match="insurance_bps"):
+        project(fleet, NAMED["base"], Params(start_time=T0, fee_bps=100, insurance_bps=200))
+
+
+def test_request_limits_bound_the_work() -> None:
+    """nodes x months x scenarios is capped so one request cannot occupy the API for long."""
+    from pydantic import ValidationError
+
+    from backend.risk.schemas import MAX_CELLS, ScenarioRunRequest
+
+    ok = ScenarioRunRequest(node_ids=list(range(10_000)), horizon_months=120)
+    assert len(ok.selected()) == len(NAMED) and MAX_CELLS == 10_000 * 120
+    with pytest.raises(ValidationError, match="exceeds"):
+        ScenarioRunRequest(node_ids=list(range(10_000)), horizon_months=121)
+    with pytest.raises(ValidationError, match="scenarios exceeds"):
+        ScenarioRunRequest(
+            node_ids=list(range(10_000)),
+            horizon_months=120,
+            scenarios=list(NAMED),
+            custom=[{"name": "x"}],
+        )
+    only_custom = ScenarioRunRequest(node_ids=[1], custom=[{"name": "x"}])
+    assert [s.name for s in only_custom.selected()] == ["x"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+def test_waterfall_sums_to_the_unit_for_every_node(scenario: Scenario) -> None:
+    """On a 2,000-node seeded fleet: tiers are non-negative, each within its capacity, in
+    order (a later tier pays only once the earlier ones are exhausted), and they sum to
+    the bond's shortfall payments plus the claim left after recovery, to the unit."""
+    fleet = synthetic_fleet(2_000, seed=21, start_time=T0)
+    p = project(fleet, scenario, Params(start_time=T0))
+    w = {k: v.astype(object) for k, v in p.waterfall.items()}
+    defaulted = p.first_default > 0
+    loss_after_recovery = np.maximum(p.claim - p.recovery, 0)
+    total = w["operator_bond"] + w["stakers"] + w["insurance_reserve"] + w["holders"]
+    assert np.array_equal(total, np.where(defaulted, p.bond_used + loss_after_recovery, 0))
+    assert all((v >= 0).all() for v in w.values())
+    stake_cap = p.claim.astype(object) * fleet.staked_bps // 10_000
+    assert (w["stakers"] <= stake_cap).all()
+    assert np.array_equal(w["operator_bond"][defaulted], fleet.bond[defaulted])  # all of it
+    pays_insurance = w["insurance_reserve"] > 0
+    assert (w["stakers"][pays_insurance] == stake_cap[pays_insurance]).all()
+    pays_holders = w["holders"] > 0
+    assert (w["stakers"][pays_holders] == stake_cap[pays_holders]).all()
+    assert (p.waterfall["operator_bond"][~defaulted] == 0).all()
