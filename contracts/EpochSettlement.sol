@@ -198,6 +198,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient {
     error SettlementPoolAlreadySet(uint256 nodeId, address pool);
     error SettlementPoolMismatch(uint256 nodeId, address pool);
     error SettlementZeroAmount();
+    error SettlementUnknownNode(uint256 nodeId);
     error SettlementInsufficient(uint256 available, uint256 requested);
 
     /**
@@ -263,7 +264,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient {
     /// @notice Sets who pays node `nodeId`'s usage and the price per delivered GPU-hour
     /// (payer zero = usage not billed). The node must be registered.
     function setUsageTerms(uint256 nodeId, address payer, uint96 pricePerGpuHour) external onlyRole(TERMS_ROLE) {
-        registry.node(nodeId); // reverts RegistryUnknownNode
+        _requireNode(nodeId);
         _usageTerms[nodeId] = UsageTerms(payer, pricePerGpuHour);
         emit UsageTermsSet(nodeId, payer, pricePerGpuHour);
     }
@@ -274,8 +275,10 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient {
         if (pool == address(0)) revert SettlementZeroAddress();
         address current = address(_pools[nodeId]);
         if (current != address(0)) revert SettlementPoolAlreadySet(nodeId, current);
-        registry.node(nodeId);
+        _requireNode(nodeId);
+        // slither-disable-next-line unused-return (only the stablecoin and node id matter here)
         (address coin,, uint256 poolNode,,,,,) = RevenuePool(pool).terms();
+        // slither-disable-next-line unused-return (the cooldown does not matter here)
         (uint64 genesis, uint64 length,) = RevenuePool(pool).epochSchedule();
         if (
             coin != address(stablecoin) || poolNode != nodeId || genesis != hub.genesisTimestamp()
@@ -401,7 +404,9 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient {
         uint64 last = b.lastSettledEpoch;
         if (epoch <= last) revert SettlementAlreadySettled(nodeId, epoch, last);
         // A view on the immutable hub: reverts unless the leaf is in the epoch's attested root.
+        // slither-disable-next-line calls-loop (immutable trusted hub; a bad proof reverts the batch)
         hub.requireLeaf(leaf, item.proof);
+        // slither-disable-next-line calls-loop (immutable trusted registry, a view)
         INodeRegistry.Node memory n = registry.node(nodeId);
         IRevenuePool pool = _pools[nodeId];
 
@@ -432,9 +437,11 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient {
             // slither-disable-next-line arbitrary-send-erc20 (payer is the node's registered renter, amount from the attested leaf)
             stablecoin.safeTransferFrom(payer, address(this), s.usage);
         }
+        // slither-disable-next-line calls-loop (immutable trusted CapacityToken)
         if (s.proceeds > 0) capacity.collectProceeds(nodeId, s.proceeds, address(this));
         if (toPool > 0) {
             stablecoin.forceApprove(address(pool), toPool);
+            // slither-disable-next-line calls-loop (admin-bound pool, checked in setPool; guarded)
             pool.distribute(epoch, toPool);
         }
     }
@@ -444,6 +451,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient {
         UsageTerms memory terms = _usageTerms[nodeId];
         payer = terms.payer;
         if (payer != address(0)) s.usage = (uint256(terms.pricePerGpuHour) * milliGpuHours) / 1000;
+        // slither-disable-next-line calls-loop (immutable trusted CapacityToken, a view)
         s.proceeds = capacity.heldProceeds(nodeId);
         uint256 gross = s.usage + s.proceeds;
         s.fee = (gross * protocolFeeBps) / BPS;
@@ -457,10 +465,12 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient {
         internal
         returns (uint256 service)
     {
+        // slither-disable-next-line calls-loop (admin-bound pool, a view)
         if (address(pool) == address(0) || pool.roundStatus() != IRevenuePool.RoundStatus.Succeeded) {
             s.operatorShare += net; // no stakers and no debt yet: the operator owns the node's net
             return 0;
         }
+        // slither-disable-next-line calls-loop (admin-bound pool, a view)
         (uint256 principal, uint256 interest) = pool.debtServiceDue(epoch);
         service = principal + interest;
         uint256 owed = service + b.arrears;
@@ -488,7 +498,9 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient {
     function _checkCovenant(Book storage b, uint256 nodeId, uint64 epoch, INodeRegistry.Node memory n, IRevenuePool pool)
         internal
     {
+        // slither-disable-next-line calls-loop (admin-bound pool, a view)
         uint256 debt = address(pool) == address(0) ? 0 : pool.debtOutstanding(epoch);
+        // slither-disable-next-line calls-loop,unused-return (immutable hub, a view; the value IS used)
         uint256 collateralValue = RiskModel.value(curve, _collateral(n), hub.epochEnd(epoch));
         uint256 ltv = RiskModel.ltvBps(debt, collateralValue);
         uint256 dscr = RiskModel.dscrBps(b.windowNet, b.windowService);
@@ -503,7 +515,12 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient {
         }
     }
 
+    function _requireNode(uint256 nodeId) internal view {
+        if (registry.nodeStatus(nodeId) == INodeRegistry.NodeStatus.None) revert SettlementUnknownNode(nodeId);
+    }
+
     function _collateral(INodeRegistry.Node memory n) internal view returns (RiskModel.Collateral memory c) {
+        // slither-disable-next-line calls-loop (immutable trusted registry, a view)
         INodeRegistry.GpuClass memory cls = registry.gpuClass(n.classId);
         c = RiskModel.Collateral(n.acquisitionCost, n.acquiredAt, cls.economicLifeMonths, cls.residualValueBps);
     }

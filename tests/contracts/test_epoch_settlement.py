@@ -117,7 +117,7 @@ class TestParameters:
         assert settlement.curve() == 1
 
     def test_usage_terms_need_a_node_and_the_role(self, settlement, admin, stranger, node, payer):
-        with brownie.reverts(err("RegistryUnknownNode", 999)):
+        with brownie.reverts(err("SettlementUnknownNode", 999)):
             settlement.setUsageTerms(999, payer, 1, {"from": admin})
         with brownie.reverts(unauthorized(stranger, TERMS_ROLE)):
             settlement.setUsageTerms(node, payer, 1, {"from": stranger})
