@@ -10,6 +10,7 @@ import {ICapacityToken} from "./interfaces/ICapacityToken.sol";
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
 import {IOracleHub} from "./interfaces/IOracleHub.sol";
 import {IRevenuePool} from "./interfaces/IRevenuePool.sol";
+import {IRiskGate} from "./interfaces/IRiskGate.sol";
 import {RiskModel} from "./libraries/RiskModel.sol";
 import {RevenuePool} from "./RevenuePool.sol";
 
@@ -52,7 +53,7 @@ import {RevenuePool} from "./RevenuePool.sol";
  *   the window, or LTV > maxLtvBps, LTV = pool.debtOutstanding(epoch) / value at the
  *   epoch's end. Re-evaluated at every settlement; events on change.
  */
-contract EpochSettlement is AccessControl, ReentrancyGuardTransient {
+contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
     using SafeERC20 for IERC20;
 
     /// @notice One node's part of a batch: its attested leaf and the Merkle proof.
@@ -160,7 +161,9 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient {
 
     mapping(uint256 nodeId => UsageTerms) private _usageTerms;
     mapping(uint256 nodeId => IRevenuePool) private _pools;
+    // slither-disable-next-line uninitialized-state (written through storage pointers: _settleOne, _record)
     mapping(uint256 nodeId => Book) private _books;
+    // slither-disable-next-line uninitialized-state (written through storage pointers: _settleOne, _record)
     mapping(uint256 nodeId => mapping(uint256 slot => Record)) private _ring;
     mapping(address operator => uint256) public operatorCredit;
 
@@ -352,10 +355,17 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient {
         return address(_pools[nodeId]);
     }
 
-    /// @notice True when the node broke its covenant at its last settlement.
-    function isFlagged(uint256 nodeId) external view returns (bool) {
+    /// @inheritdoc IRiskGate
+    function isFlagged(uint256 nodeId) public view returns (bool) {
         Book storage b = _books[nodeId];
         return b.dscrBreach || b.ltvBreach;
+    }
+
+    /// @inheritdoc IRiskGate
+    function raiseCap(uint256 nodeId) external view returns (uint256) {
+        if (isFlagged(nodeId)) return 0;
+        INodeRegistry.Node memory n = registry.node(nodeId);
+        return RiskModel.raiseCap(RiskModel.value(curve, _collateral(n), block.timestamp), maxLtvBps);
     }
 
     /// @notice Node `nodeId`'s last settled epoch (0 = never).

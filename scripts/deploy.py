@@ -231,8 +231,10 @@ def _deploy_settlement(
     config: DeployConfig,
 ) -> Any:
     """EpochSettlement, allowed to collect capacity sale proceeds. The deployer holds the
-    keeper, terms and treasurer roles until the backend's keys are granted them; each node
-    pool must grant the settlement DISTRIBUTOR_ROLE and be bound with setPool."""
+    keeper, terms and treasurer roles until the backend's keys are granted them; the
+    CapacityToken asks it whether a node is flagged before taking an offer. Each node pool
+    must grant the settlement DISTRIBUTOR_ROLE, be bound with setPool, and should take it
+    as its risk gate (RevenuePool.setRiskGate) so its round cannot raise beyond the LTV cap."""
     sender = {"from": deployer}
     settlement = EpochSettlement.deploy(
         deployer,
@@ -255,6 +257,7 @@ def _deploy_settlement(
     for role in (settlement.SETTLER_ROLE(), settlement.TERMS_ROLE(), settlement.TREASURER_ROLE()):
         settlement.grantRole(role, deployer, sender)
     capacity.grantRole(capacity.PROCEEDS_ROLE(), settlement, sender)
+    capacity.setRiskGate(settlement, sender)  # flagged nodes cannot publish new offers
     return settlement
 
 

@@ -466,3 +466,68 @@ def test_gas_per_node(settlement, registry, h100, hub, stablecoin, fund, admin, 
     ten = settlement.settle(c.report.epoch, [item(c, n) for n in nodes[1:]], {"from": admin})
     print(f"\nGAS settle 1 node: {one}; 10 nodes: {ten.gas_used} ({ten.gas_used // 10}/node)")
     assert ten.gas_used < 10 * one  # the batch shares the transaction's base cost
+
+
+class TestRiskGates:
+    """The settlement is the CapacityToken's risk gate (deploy) and a pool's (setRiskGate)."""
+
+    @pytest.fixture
+    def cheap(self, registry, h100, operator):
+        """1_000 USD of GPUs bought in 1970: past their life, worth exactly the residual, so
+        the cap does not move between blocks; a 1_200 USD raise breaks the LTV cap."""
+        tx = registry.registerNode(
+            h100, 8, b32("eu"), 1_000 * USD, 1, "0x" + "cd" * 20, {"from": operator}
+        )
+        return tx.return_value
+
+    def test_flagged_node_cannot_publish_offers(
+        self, settlement, capacity, hub, stablecoin, fund, admin, operator, staker, cheap, h100
+    ):
+        assert capacity.riskGate() == settlement
+        open_pool(settlement, hub, stablecoin, fund, admin, operator, staker, cheap)
+        c = attest(hub, {cheap: 100})
+        settlement.settle(c.report.epoch, [item(c, cheap)], {"from": admin})
+        assert settlement.isFlagged(cheap)
+        window = (chain.time() // DAY + 3) * DAY
+        with brownie.reverts(err("CapacityNodeFlagged", cheap)):
+            capacity.publishOffer(cheap, token_id(h100, window), 1, PRICE, {"from": operator})
+        assert settlement.raiseCap(cheap) == 0  # flagged: no further financing either
+
+    def test_pool_cannot_raise_beyond_the_ltv_cap(
+        self,
+        settlement,
+        registry,
+        h100,
+        hub,
+        stablecoin,
+        fund,
+        admin,
+        operator,
+        staker,
+        stranger,
+        cheap,
+    ):
+        pool = deploy_hub_pool(hub, stablecoin, operator, admin, cheap)
+        with brownie.reverts(unauthorized(stranger, "0x" + "00" * 32)):
+            pool.setRiskGate(settlement, {"from": stranger})
+        tx = pool.setRiskGate(settlement, {"from": admin})
+        assert tx.events["RiskGateSet"]["gate"] == settlement
+        residual_bps = registry.gpuClass(h100)["residualValueBps"]
+        cap = settlement.raiseCap(cheap)
+        assert cap == (1_000 * USD * residual_bps // 10_000) * 8_000 // 10_000 > 0
+        fund(staker, 1_200 * USD, pool)
+        with brownie.reverts(err("PoolRaiseCapExceeded", cap + 1, 0, cap)):
+            pool.deposit(cap + 1, staker, {"from": staker})
+        pool.deposit(cap, staker, {"from": staker})
+        with brownie.reverts(err("PoolRaiseCapExceeded", 1, cap, cap)):
+            pool.deposit(1, staker, {"from": staker})
+        assert pool.totals()["raisedAssets"] == cap
+
+    def test_capacity_gate_is_admin_only_and_can_be_cleared(
+        self, settlement, capacity, admin, stranger
+    ):
+        with brownie.reverts(unauthorized(stranger, "0x" + "00" * 32)):
+            capacity.setRiskGate(ZERO_ADDRESS, {"from": stranger})
+        tx = capacity.setRiskGate(ZERO_ADDRESS, {"from": admin})
+        assert tx.events["RiskGateSet"]["gate"] == ZERO_ADDRESS
+        assert capacity.riskGate() == ZERO_ADDRESS
