@@ -5,6 +5,7 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {ICapacityToken} from "./interfaces/ICapacityToken.sol";
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
@@ -55,6 +56,7 @@ import {RevenuePool} from "./RevenuePool.sol";
  */
 contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
     using SafeERC20 for IERC20;
+    using SafeCast for uint256;
 
     /// @notice One node's part of a batch: its attested leaf and the Merkle proof.
     struct SettleItem {
@@ -427,7 +429,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
 
         b.lastSettledEpoch = epoch;
         b.gross += gross;
-        b.debtPaid += uint128(s.debtPaid);
+        b.debtPaid += s.debtPaid.toUint128();
         _record(b, nodeId, net, service);
         _checkCovenant(b, nodeId, epoch, n, pool);
 
@@ -485,7 +487,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
         service = principal + interest;
         uint256 owed = service + b.arrears;
         s.debtPaid = owed < net ? owed : net;
-        b.arrears = uint128(owed - s.debtPaid);
+        b.arrears = (owed - s.debtPaid).toUint128();
         s.stakers = net - s.debtPaid;
     }
 
@@ -494,15 +496,15 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
         uint64 count = b.settledCount;
         Record storage slot = _ring[nodeId][count % dscrWindowEpochs];
         Record memory old = slot; // zero while the window is filling
-        b.windowNet = uint128(uint256(b.windowNet) - old.net + net);
-        b.windowService = uint128(uint256(b.windowService) - old.service + service);
+        b.windowNet = (uint256(b.windowNet) - old.net + net).toUint128();
+        b.windowService = (uint256(b.windowService) - old.service + service).toUint128();
         uint64 serviceEpochs = b.serviceEpochs;
         if (old.service > 0) --serviceEpochs;
         if (service > 0) ++serviceEpochs;
         b.serviceEpochs = serviceEpochs;
         b.settledCount = count + 1;
-        slot.net = uint128(net);
-        slot.service = uint128(service);
+        slot.net = net.toUint128();
+        slot.service = service.toUint128();
     }
 
     function _checkCovenant(Book storage b, uint256 nodeId, uint64 epoch, INodeRegistry.Node memory n, IRevenuePool pool)
