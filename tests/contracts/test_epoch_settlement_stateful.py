@@ -4,8 +4,9 @@ World: node A with a funded, drawn and fully staked RevenuePool (two stakers), n
 a pool; a payer billed per attested GPU-hour for both; capacity offers on both nodes.
 Random sequences of: capacity sales (proceeds held for the node), attesting an epoch and
 settling any subset of the nodes in one batch (epochs may be skipped), settling twice, forged
-leaves, split changes within bounds, operator / fee / reserve withdrawals, staker claims, and
-time passing.
+leaves, split changes within bounds, operator / fee / reserve withdrawals, staker claims,
+unstake requests, losses booked against the stakers (up to wiping them out), bond slashes (up
+to exhausting the bond), and time passing.
 
 Beside the chain: the split of every node-epoch computed in integers (settlement_helpers.
 expected_split: floors, stakers take the remainder, unpaid debt service carried as arrears),
@@ -194,6 +195,36 @@ class SettlementMachine(SnapshotMachine):
         emitted = transact(self.pool, "claim", (staker.address,), staker)
         self.pool_paid += emitted["RevenueClaimed"]["assets"]
 
+    @rule(who=st.integers(0, 1), per_mille=st.integers(1, 1_000))
+    def staker_requests_unstake(self, who: int, per_mille: int) -> None:
+        staker = self.stakers[who]
+        (info,) = batch_views((self.pool, "stakeOf", (staker.address,)))
+        shares = (info[0] + info[1]) * per_mille // 1000  # earning + warming up
+        if shares == 0:
+            return
+        transact(self.pool, "requestUnstake", (shares,), staker)
+
+    @rule(per_mille=st.integers(1, 1_000))
+    def pool_books_loss(self, per_mille: int) -> None:
+        (totals,) = batch_views((self.pool, "totals", ()))
+        assets = totals[7] * per_mille // 1000 // 10**12  # staked shares (1 USD each) in units
+        if totals[7] == 0:
+            got = revert_of(self.pool, "bookLoss", 1, self.admin.address, sender=self.admin)
+            assert got == err("PoolNothingStaked")
+            return
+        transact(self.pool, "bookLoss", (max(assets, 1), self.admin.address), self.admin)
+
+    @rule(node=st.integers(0, 1), per_mille=st.integers(1, 1_000))
+    def bond_is_slashed(self, node: int, per_mille: int) -> None:
+        node_id = self.nodes[node]
+        (bond,) = batch_views((self.registry, "bondOf", (node_id,)))
+        amount = bond[0] * per_mille // 1000
+        if amount == 0:
+            return  # exhausted: settlement must still account exactly
+        transact(
+            self.registry, "slash", (node_id, amount, self.admin.address, b"\1" * 32), self.admin
+        )
+
     @rule(epochs=st.integers(1, 2))
     def time_passes(self, epochs: int) -> None:
         now = self.w3.eth.get_block("latest")["timestamp"]
@@ -306,6 +337,8 @@ def world(
         pool.stake(pool.balanceOf(who), {"from": who})
     pool.drawRaise({"from": operator})
     pool.grantRole(DISTRIBUTOR_ROLE, settlement, {"from": admin})
+    pool.grantRole(pool.SLASHER_ROLE(), admin, {"from": admin})
+    system.registry.grantRole(system.registry.SLASHER_ROLE(), admin, {"from": admin})
     settlement.setPool(nodes[0], pool, {"from": admin})
     errors = SimpleNamespace(
         address=settlement.address,
@@ -315,6 +348,7 @@ def world(
 
     return {
         "settlement": settlement,
+        "registry": system.registry,
         "hub": hub,
         "capacity": capacity,
         "stablecoin": stablecoin,
