@@ -15,6 +15,7 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {ICapacityToken} from "./interfaces/ICapacityToken.sol";
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
 import {IOracleHub} from "./interfaces/IOracleHub.sol";
+import {IRiskGate} from "./interfaces/IRiskGate.sol";
 
 /**
  * @title CapacityToken
@@ -74,6 +75,10 @@ contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuar
 
     /// @notice May pay out held sale proceeds (the settlement contract).
     bytes32 public constant PROCEEDS_ROLE = keccak256("PROCEEDS_ROLE");
+
+    /// @notice Asked by {publishOffer}: a node it flags (covenant broken) cannot offer new
+    /// capacity. Zero = no gate. Set by the admin ({setRiskGate}); the settlement in deployments.
+    IRiskGate public riskGate;
 
     uint256 private constant BPS = 10_000;
     uint32 private constant MAX_BOND_COVERAGE_BPS = 100_000;
@@ -186,6 +191,8 @@ contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuar
         (uint32 classId, uint64 windowStart) = decodeTokenId(tokenId);
         // slither-disable-next-line timestamp (windows are hours long; seconds of drift are harmless)
         if (block.timestamp >= windowStart) revert CapacityWindowStarted(windowStart, block.timestamp);
+        IRiskGate gate = riskGate;
+        if (address(gate) != address(0) && gate.isFlagged(nodeId)) revert CapacityNodeFlagged(nodeId);
         _promise(nodeId, classId, windowStart, amount);
 
         uint128 bondPerGpuHour = Math.mulDiv(pricePerGpuHour, _bondCoverageBps, BPS, Math.Rounding.Ceil).toUint128();
@@ -447,6 +454,12 @@ contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuar
     /// @inheritdoc ICapacityToken
     function oracleHub() external view returns (IOracleHub) {
         return _hub;
+    }
+
+    /// @notice Sets the risk gate {publishOffer} consults (zero disables it). Admin only.
+    function setRiskGate(IRiskGate gate) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        riskGate = gate;
+        emit RiskGateSet(address(gate));
     }
 
     // ------------------------------------------------------------------

@@ -13,6 +13,7 @@ import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {IRevenuePool} from "./interfaces/IRevenuePool.sol";
+import {IRiskGate} from "./interfaces/IRiskGate.sol";
 
 /**
  * @title RevenuePool
@@ -132,6 +133,11 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
     mapping(uint64 era => uint256 revenueIndex) private _eraEndIndex;
     mapping(address account => Position) private _positions;
 
+    /// @notice Asked by {deposit}: the round may not raise beyond `riskGate.raiseCap(nodeId)`
+    /// (the LTV cap on the node's depreciated collateral; 0 while the node is flagged).
+    /// Zero = no gate. Set by the admin ({setRiskGate}).
+    IRiskGate public riskGate;
+
     /**
      * @param config See {IRevenuePool.PoolConfig}.
      */
@@ -177,8 +183,14 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         RoundStatus status = roundStatus();
         if (status != RoundStatus.Funding) revert PoolRoundNotOpen(status);
         if (assets == 0) revert PoolZeroAmount();
-        uint256 remaining = _targetAssets - _raisedAssets;
+        uint256 raised = _raisedAssets;
+        uint256 remaining = _targetAssets - raised;
         if (assets > remaining) revert PoolFundingCapExceeded(assets, remaining);
+        IRiskGate gate = riskGate;
+        if (address(gate) != address(0)) {
+            uint256 cap = gate.raiseCap(_nodeId);
+            if (raised + assets > cap) revert PoolRaiseCapExceeded(assets, raised, cap);
+        }
         shares = Math.mulDiv(assets, ONE_SHARE, _sharePrice);
         if (shares == 0) revert PoolZeroAmount();
         address sender = _msgSender();
@@ -218,6 +230,12 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         _drawnAssets = assets;
         emit RaiseDrawn(_operator, assets, drawEpoch);
         _stablecoin.safeTransfer(_operator, assets);
+    }
+
+    /// @notice Sets the risk gate {deposit} consults (zero disables it). Admin only.
+    function setRiskGate(IRiskGate gate) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        riskGate = gate;
+        emit RiskGateSet(address(gate));
     }
 
     // ------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any
 
 from brownie import (
     CapacityToken,
+    EpochSettlement,
     GpucapForwarder,
     NodeRegistry,
     OracleHub,
@@ -61,6 +62,13 @@ class DeployConfig:
     capacity_shortfall_penalty_bps: int = 2_000
     capacity_settlement_grace_seconds: int = 2 * 24 * 3600
     capacity_uri: str = "https://gpucap.invalid/capacity/{id}.json"
+    # EpochSettlement: split of each node-epoch's gross (bps), covenant, DSCR window.
+    settlement_protocol_fee_bps: int = 500
+    settlement_reserve_bps: int = 300
+    settlement_operator_bps: int = 3_000
+    settlement_covenant_dscr_bps: int = 12_500
+    settlement_max_ltv_bps: int = 8_000
+    settlement_dscr_window_epochs: int = 24
 
     @classmethod
     def for_tests(cls) -> DeployConfig:
@@ -99,6 +107,7 @@ class System:
     forwarder: Any
     oracle_hub: Any
     capacity: Any
+    settlement: Any
     deployed_at_block: int
     class_ids: dict[str, int] = field(default_factory=dict)
 
@@ -109,6 +118,7 @@ class System:
             "NodeRegistry": self.registry,
             "OracleHub": self.oracle_hub,
             "CapacityToken": self.capacity,
+            "EpochSettlement": self.settlement,
         }
 
     def manifest(self) -> dict[str, Any]:
@@ -151,12 +161,14 @@ def deploy_system(deployer: Any, config: DeployConfig | None = None) -> System:
         )
         class_ids[spec.name] = tx.return_value
     oracle_hub = _deploy_oracle_hub(deployer, registry, config)
+    capacity = _deploy_capacity(deployer, registry, oracle_hub, stablecoin, forwarder, config)
     return System(
         stablecoin=stablecoin,
         registry=registry,
         forwarder=forwarder,
         oracle_hub=oracle_hub,
-        capacity=_deploy_capacity(deployer, registry, oracle_hub, stablecoin, forwarder, config),
+        capacity=capacity,
+        settlement=_deploy_settlement(deployer, stablecoin, registry, oracle_hub, capacity, config),
         deployed_at_block=start_block + 1,
         class_ids=class_ids,
     )
@@ -208,6 +220,45 @@ def _deploy_capacity(
     registry.grantRole(registry.BOND_LOCKER_ROLE(), capacity, sender)
     registry.grantRole(registry.SLASHER_ROLE(), capacity, sender)
     return capacity
+
+
+def _deploy_settlement(
+    deployer: Any,
+    stablecoin: Any,
+    registry: Any,
+    oracle_hub: Any,
+    capacity: Any,
+    config: DeployConfig,
+) -> Any:
+    """EpochSettlement, allowed to collect capacity sale proceeds. The deployer holds the
+    keeper, terms and treasurer roles until the backend's keys are granted them; the
+    CapacityToken asks it whether a node is flagged before taking an offer. Each node pool
+    must grant the settlement DISTRIBUTOR_ROLE, be bound with setPool, and should take it
+    as its risk gate (RevenuePool.setRiskGate) so its round cannot raise beyond the LTV cap."""
+    sender = {"from": deployer}
+    settlement = EpochSettlement.deploy(
+        deployer,
+        stablecoin,
+        registry,
+        oracle_hub,
+        capacity,
+        config.settlement_dscr_window_epochs,
+        sender,
+    )
+    settlement.setSplit(
+        config.settlement_protocol_fee_bps,
+        config.settlement_reserve_bps,
+        config.settlement_operator_bps,
+        sender,
+    )
+    settlement.setRiskParams(
+        config.settlement_covenant_dscr_bps, config.settlement_max_ltv_bps, 0, sender
+    )
+    for role in (settlement.SETTLER_ROLE(), settlement.TERMS_ROLE(), settlement.TREASURER_ROLE()):
+        settlement.grantRole(role, deployer, sender)
+    capacity.grantRole(capacity.PROCEEDS_ROLE(), settlement, sender)
+    capacity.setRiskGate(settlement, sender)  # flagged nodes cannot publish new offers
+    return settlement
 
 
 def write_manifest(system: System, path: Path | None = None) -> Path:

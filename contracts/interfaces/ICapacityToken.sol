@@ -112,6 +112,9 @@ interface ICapacityToken {
     /// @notice `amount` of node `nodeId`'s held sale proceeds was paid to `to`.
     event ProceedsCollected(uint256 indexed nodeId, address indexed to, uint256 amount);
 
+    /// @notice Offers are now refused for nodes `gate` flags (zero: no gate).
+    event RiskGateSet(address indexed gate);
+
     /// @notice `holder` burnt `amount` of `tokenId` into reservation `reservationId` on node `nodeId`,
     /// priced at `pricePerGpuHour`, backed by `bondLocked` of the node's bond.
     event Redeemed(
@@ -204,6 +207,9 @@ interface ICapacityToken {
 
     /// @notice A zero amount or price was given.
     error CapacityZeroAmount();
+
+    /// @notice Node `nodeId` is flagged by the risk gate (covenant broken): no new offers.
+    error CapacityNodeFlagged(uint256 nodeId);
 
     /// @notice No offer has id `offerId`.
     error CapacityUnknownOffer(uint256 offerId);

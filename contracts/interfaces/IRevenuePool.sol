@@ -150,6 +150,9 @@ interface IRevenuePool {
     /// @notice A loss took every staked share: all stake units are void; era `newEra` begins.
     event StakeWipedOut(uint64 newEra);
 
+    /// @notice Deposits are now capped by `gate`.raiseCap(node) (zero: no gate).
+    event RiskGateSet(address indexed gate);
+
     // ------------------------------------------------------------------
     // Errors
     // ------------------------------------------------------------------
@@ -210,6 +213,10 @@ interface IRevenuePool {
 
     /// @notice A loss needs staked shares to absorb it; none are staked.
     error PoolNothingStaked();
+
+    /// @notice A deposit of `assets` would raise more than the risk gate allows (`cap`, the
+    /// LTV cap on the node's depreciated value; 0 while the node is flagged).
+    error PoolRaiseCapExceeded(uint256 assets, uint256 raisedAssets, uint256 cap);
 
     // ------------------------------------------------------------------
     // Funding round

@@ -1,0 +1,539 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+
+import {ICapacityToken} from "./interfaces/ICapacityToken.sol";
+import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
+import {IOracleHub} from "./interfaces/IOracleHub.sol";
+import {IRevenuePool} from "./interfaces/IRevenuePool.sol";
+import {IRiskGate} from "./interfaces/IRiskGate.sol";
+import {RiskModel} from "./libraries/RiskModel.sol";
+import {RevenuePool} from "./RevenuePool.sol";
+
+/**
+ * @title EpochSettlement
+ * @notice Settles nodes' epochs: one transaction, many nodes, one epoch. Per node it proves
+ * the node's attested leaf against the OracleHub root, bills the renter for the attested
+ * usage, collects the node's held capacity sale proceeds, and splits the total:
+ * protocol fee → insurance reserve → operator share → debt service to the node's pool →
+ * remainder to the pool's stakers. It records the node's trailing net revenue and
+ * scheduled debt service so DSCR is a view, and flags nodes that break their covenant.
+ *
+ * Design decisions:
+ * - Usage is priced per node: `pricePerGpuHour` (stablecoin units per delivered GPU-hour)
+ *   × the leaf's `milliGpuHours` / 1000, floored, pulled from the node's registered payer
+ *   (renter escrow) by allowance. Why not an amount the caller states: the bill is then a
+ *   function of the attested leaf and of terms the payer agreed to (set by TERMS_ROLE), so
+ *   neither the keeper nor the operator can over- or under-bill. A payer that prefers
+ *   EIP-2612 signs a permit to this contract; anyone can submit it to the token first.
+ * - Capacity proceeds: CapacityToken holds sale proceeds per node, not per epoch; a
+ *   settlement collects everything the node holds at that moment.
+ * - Split (all bps of the epoch's gross = usage + proceeds, floored): fee, reserve,
+ *   operator share. What is left is the node's NET revenue (what services the debt; the
+ *   operator share pays for power and hosting). Debt service = min(due + arrears, net), to
+ *   the pool; the rest goes to the stakers. Both reach the pool in ONE
+ *   `RevenuePool.distribute`, because the stakers are the lenders. Unpaid service carries
+ *   as arrears. A node without a pool, or whose round has not succeeded, has no stakers:
+ *   their part goes to the operator. Nothing is rounded away:
+ *   gross == fee + reserve + operatorShare + debtPaid + stakersShare, to the unit (event).
+ * - Fees, reserve and operator shares are held here and withdrawn (pull), so one bad
+ *   recipient cannot block a batch. Invariant: stablecoin held == fees + reserve +
+ *   operator credits not yet withdrawn (plus any donation).
+ * - A node's epochs settle in strictly increasing order (RevenuePool.distribute needs that
+ *   anyway): settling a settled epoch, or one before the last settled, reverts. Settling is
+ *   SETTLER_ROLE only, so nobody can skip a node past an epoch the keeper has yet to settle.
+ * - DSCR window: the node's last `dscrWindowEpochs` SETTLED epochs (a ring buffer with
+ *   running sums: O(1) per settlement). Service due in an epoch that is never settled is
+ *   not counted (the keeper settles every attested epoch).
+ * - Covenant (RiskModel): flagged when DSCR < covenantDscrBps with scheduled service in
+ *   the window, or LTV > maxLtvBps, LTV = pool.debtOutstanding(epoch) / value at the
+ *   epoch's end. Re-evaluated at every settlement; events on change.
+ */
+contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
+    using SafeERC20 for IERC20;
+    using SafeCast for uint256;
+
+    /// @notice One node's part of a batch: its attested leaf and the Merkle proof.
+    struct SettleItem {
+        IOracleHub.NodeLeaf leaf;
+        bytes32[] proof;
+    }
+
+    /// @notice Who pays for a node's usage and at what price per delivered GPU-hour.
+    struct UsageTerms {
+        address payer;
+        uint96 pricePerGpuHour;
+    }
+
+    /// @notice The figures of one node-epoch settlement (also the event's payload).
+    struct Split {
+        uint256 usage;
+        uint256 proceeds;
+        uint256 fee;
+        uint256 reserve;
+        uint256 operatorShare;
+        uint256 debtPaid;
+        uint256 stakers;
+    }
+
+    /// @notice Everything the dashboard shows for a node, in one call.
+    struct NodeRisk {
+        uint256 collateralValue;
+        uint256 debtOutstanding;
+        uint256 ltvBps;
+        uint256 dscrBps;
+        uint256 raiseCap;
+        uint256 windowNetRevenue;
+        uint256 windowDebtService;
+        uint64 windowEpochs;
+        uint64 serviceEpochsInWindow;
+        uint64 lastSettledEpoch;
+        bool flagged;
+        bool dscrBreach;
+        bool ltvBreach;
+        uint256 arrears;
+        uint256 grossRevenue;
+        uint256 debtPaid;
+        uint256 bonded;
+        address pool;
+    }
+
+    /// @dev Per-node book. slot 0: lastSettledEpoch, settledCount, serviceEpochs (uint64 each) +
+    /// flags; slot 1: window sums; slot 2: arrears + lifetime debt paid; slot 3: gross.
+    struct Book {
+        uint64 lastSettledEpoch;
+        uint64 settledCount;
+        uint64 serviceEpochs;
+        bool dscrBreach;
+        bool ltvBreach;
+        uint128 windowNet;
+        uint128 windowService;
+        uint128 arrears;
+        uint128 debtPaid;
+        uint256 gross;
+    }
+
+    /// @dev One settled epoch in the DSCR ring buffer (one slot).
+    struct Record {
+        uint128 net;
+        uint128 service;
+    }
+
+    /// @notice May settle epochs (the keeper).
+    bytes32 public constant SETTLER_ROLE = keccak256("SETTLER_ROLE");
+    /// @notice May set a node's usage payer and price.
+    bytes32 public constant TERMS_ROLE = keccak256("TERMS_ROLE");
+    /// @notice May withdraw protocol fees and the insurance reserve.
+    bytes32 public constant TREASURER_ROLE = keccak256("TREASURER_ROLE");
+
+    uint256 private constant BPS = 10_000;
+    /// @notice Upper bounds of the split parameters.
+    uint256 public constant MAX_PROTOCOL_FEE_BPS = 2_000;
+    uint256 public constant MAX_RESERVE_BPS = 2_000;
+    /// @notice Bounds of the covenant parameters: DSCR covenant 1.00x..5.00x, LTV cap ≤ 100%.
+    uint256 public constant MIN_COVENANT_DSCR_BPS = 10_000;
+    uint256 public constant MAX_COVENANT_DSCR_BPS = 50_000;
+    uint256 public constant MAX_WINDOW_EPOCHS = 720;
+
+    IERC20 public immutable stablecoin;
+    INodeRegistry public immutable registry;
+    IOracleHub public immutable hub;
+    ICapacityToken public immutable capacity;
+    /// @notice N of "DSCR over the trailing N settled epochs".
+    uint64 public immutable dscrWindowEpochs;
+
+    uint16 public protocolFeeBps;
+    uint16 public reserveBps;
+    uint16 public operatorBps;
+    uint16 public maxLtvBps;
+    uint32 public covenantDscrBps;
+    RiskModel.Curve public curve;
+
+    uint256 public feesHeld;
+    uint256 public reserveHeld;
+    uint256 public operatorCreditsHeld;
+    /// @notice Lifetime totals: everything that came in, and what went to pools.
+    uint256 public totalIn;
+    uint256 public totalToPools;
+
+    mapping(uint256 nodeId => UsageTerms) private _usageTerms;
+    mapping(uint256 nodeId => IRevenuePool) private _pools;
+    // slither-disable-next-line uninitialized-state (written through storage pointers: _settleOne, _record)
+    mapping(uint256 nodeId => Book) private _books;
+    // slither-disable-next-line uninitialized-state (written through storage pointers: _settleOne, _record)
+    mapping(uint256 nodeId => mapping(uint256 slot => Record)) private _ring;
+    mapping(address operator => uint256) public operatorCredit;
+
+    event NodeSettled(
+        uint256 indexed nodeId,
+        uint64 indexed epoch,
+        uint256 usage,
+        uint256 proceeds,
+        uint256 fee,
+        uint256 reserve,
+        uint256 operatorShare,
+        uint256 debtPaid,
+        uint256 stakers
+    );
+    event CovenantStatus(
+        uint256 indexed nodeId, uint64 indexed epoch, bool flagged, bool dscrBreach, bool ltvBreach, uint256 dscrBps, uint256 ltvBps
+    );
+    event SplitSet(uint16 protocolFeeBps, uint16 reserveBps, uint16 operatorBps);
+    event RiskParamsSet(uint32 covenantDscrBps, uint16 maxLtvBps, RiskModel.Curve curve);
+    event UsageTermsSet(uint256 indexed nodeId, address indexed payer, uint96 pricePerGpuHour);
+    event PoolSet(uint256 indexed nodeId, address indexed pool);
+    event OperatorWithdrawn(address indexed operator, address indexed to, uint256 amount);
+    event FeesWithdrawn(address indexed to, uint256 amount);
+    event ReserveWithdrawn(address indexed to, uint256 amount);
+
+    error SettlementZeroAddress();
+    error SettlementInvalidWindow(uint64 windowEpochs);
+    error SettlementFeeTooHigh(uint256 feeBps, uint256 maxBps);
+    error SettlementReserveTooHigh(uint256 reserveBps, uint256 maxBps);
+    error SettlementSplitOverWhole(uint256 totalBps);
+    error SettlementInvalidCovenant(uint256 covenantDscrBps, uint256 maxLtvBps);
+    error SettlementEmptyBatch();
+    error SettlementEpochMismatch(uint256 nodeId, uint64 leafEpoch, uint64 epoch);
+    error SettlementAlreadySettled(uint256 nodeId, uint64 epoch, uint64 lastSettledEpoch);
+    error SettlementPoolAlreadySet(uint256 nodeId, address pool);
+    error SettlementPoolMismatch(uint256 nodeId, address pool);
+    error SettlementZeroAmount();
+    error SettlementUnknownNode(uint256 nodeId);
+    error SettlementInsufficient(uint256 available, uint256 requested);
+
+    /**
+     * @param admin DEFAULT_ADMIN_ROLE (parameters, pools, roles).
+     * @param windowEpochs N of the trailing DSCR window (1..MAX_WINDOW_EPOCHS).
+     */
+    constructor(
+        address admin,
+        IERC20 stablecoin_,
+        INodeRegistry registry_,
+        IOracleHub hub_,
+        ICapacityToken capacity_,
+        uint64 windowEpochs
+    ) {
+        if (
+            admin == address(0) || address(stablecoin_) == address(0) || address(registry_) == address(0)
+                || address(hub_) == address(0) || address(capacity_) == address(0)
+        ) revert SettlementZeroAddress();
+        if (windowEpochs == 0 || windowEpochs > MAX_WINDOW_EPOCHS) revert SettlementInvalidWindow(windowEpochs);
+        stablecoin = stablecoin_;
+        registry = registry_;
+        hub = hub_;
+        capacity = capacity_;
+        dscrWindowEpochs = windowEpochs;
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        covenantDscrBps = 12_500;
+        maxLtvBps = 8_000;
+        emit RiskParamsSet(12_500, 8_000, RiskModel.Curve.StraightLine);
+    }
+
+    // ------------------------------------------------------------------
+    // Parameters
+    // ------------------------------------------------------------------
+
+    /// @notice Sets the split (bps of gross). fee ≤ MAX_PROTOCOL_FEE_BPS, reserve ≤
+    /// MAX_RESERVE_BPS, fee + reserve + operator ≤ 10_000. Applies to later settlements.
+    function setSplit(uint16 feeBps, uint16 reserveBps_, uint16 operatorBps_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (feeBps > MAX_PROTOCOL_FEE_BPS) revert SettlementFeeTooHigh(feeBps, MAX_PROTOCOL_FEE_BPS);
+        if (reserveBps_ > MAX_RESERVE_BPS) revert SettlementReserveTooHigh(reserveBps_, MAX_RESERVE_BPS);
+        uint256 total = uint256(feeBps) + reserveBps_ + operatorBps_;
+        if (total > BPS) revert SettlementSplitOverWhole(total);
+        protocolFeeBps = feeBps;
+        reserveBps = reserveBps_;
+        operatorBps = operatorBps_;
+        emit SplitSet(feeBps, reserveBps_, operatorBps_);
+    }
+
+    /// @notice Sets the covenant: DSCR floor in [1.00x, 5.00x], LTV cap in (0, 100%], curve.
+    function setRiskParams(uint32 covenantDscrBps_, uint16 maxLtvBps_, RiskModel.Curve curve_)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+    {
+        if (
+            covenantDscrBps_ < MIN_COVENANT_DSCR_BPS || covenantDscrBps_ > MAX_COVENANT_DSCR_BPS || maxLtvBps_ == 0
+                || maxLtvBps_ > BPS
+        ) revert SettlementInvalidCovenant(covenantDscrBps_, maxLtvBps_);
+        covenantDscrBps = covenantDscrBps_;
+        maxLtvBps = maxLtvBps_;
+        curve = curve_;
+        emit RiskParamsSet(covenantDscrBps_, maxLtvBps_, curve_);
+    }
+
+    /// @notice Sets who pays node `nodeId`'s usage and the price per delivered GPU-hour
+    /// (payer zero = usage not billed). The node must be registered.
+    function setUsageTerms(uint256 nodeId, address payer, uint96 pricePerGpuHour) external onlyRole(TERMS_ROLE) {
+        _requireNode(nodeId);
+        _usageTerms[nodeId] = UsageTerms(payer, pricePerGpuHour);
+        emit UsageTermsSet(nodeId, payer, pricePerGpuHour);
+    }
+
+    /// @notice Binds node `nodeId` to its RevenuePool, once. The pool must be for this node,
+    /// in this stablecoin, on the hub's epoch schedule, and grant this contract DISTRIBUTOR_ROLE.
+    function setPool(uint256 nodeId, address pool) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (pool == address(0)) revert SettlementZeroAddress();
+        address current = address(_pools[nodeId]);
+        if (current != address(0)) revert SettlementPoolAlreadySet(nodeId, current);
+        _requireNode(nodeId);
+        // slither-disable-next-line unused-return (only the stablecoin and node id matter here)
+        (address coin,, uint256 poolNode,,,,,) = RevenuePool(pool).terms();
+        // slither-disable-next-line unused-return (the cooldown does not matter here)
+        (uint64 genesis, uint64 length,) = RevenuePool(pool).epochSchedule();
+        if (
+            coin != address(stablecoin) || poolNode != nodeId || genesis != hub.genesisTimestamp()
+                || length != hub.epochLengthSeconds()
+        ) revert SettlementPoolMismatch(nodeId, pool);
+        _pools[nodeId] = IRevenuePool(pool);
+        emit PoolSet(nodeId, pool);
+    }
+
+    // ------------------------------------------------------------------
+    // Settlement
+    // ------------------------------------------------------------------
+
+    /**
+     * @notice Settles `epoch` for every node in `items` (see the contract notes).
+     * Requirements: SETTLER_ROLE; non-empty; each leaf is for `epoch` and proven against the
+     * hub's root (OracleInvalidProof / OracleLeafOutOfRange otherwise); each node's epoch is
+     * after its last settled one (SettlementAlreadySettled); payers' allowances cover usage.
+     */
+    function settle(uint64 epoch, SettleItem[] calldata items) external onlyRole(SETTLER_ROLE) nonReentrant {
+        if (items.length == 0) revert SettlementEmptyBatch();
+        for (uint256 i = 0; i < items.length; ++i) {
+            _settleOne(epoch, items[i]);
+        }
+    }
+
+    /// @notice Pays the caller's (operator's) accumulated share to `to`.
+    function withdrawOperatorShare(address to) external nonReentrant returns (uint256 amount) {
+        if (to == address(0)) revert SettlementZeroAddress();
+        amount = operatorCredit[msg.sender];
+        if (amount == 0) revert SettlementZeroAmount();
+        operatorCredit[msg.sender] = 0;
+        operatorCreditsHeld -= amount;
+        emit OperatorWithdrawn(msg.sender, to, amount);
+        stablecoin.safeTransfer(to, amount);
+    }
+
+    /// @notice Pays `amount` of the protocol fees to `to`.
+    function withdrawFees(address to, uint256 amount) external onlyRole(TREASURER_ROLE) nonReentrant {
+        if (to == address(0)) revert SettlementZeroAddress();
+        if (amount == 0) revert SettlementZeroAmount();
+        uint256 held = feesHeld;
+        if (amount > held) revert SettlementInsufficient(held, amount);
+        feesHeld = held - amount;
+        emit FeesWithdrawn(to, amount);
+        stablecoin.safeTransfer(to, amount);
+    }
+
+    /// @notice Pays `amount` of the insurance reserve to `to` (e.g. to cover a loss).
+    function withdrawReserve(address to, uint256 amount) external onlyRole(TREASURER_ROLE) nonReentrant {
+        if (to == address(0)) revert SettlementZeroAddress();
+        if (amount == 0) revert SettlementZeroAmount();
+        uint256 held = reserveHeld;
+        if (amount > held) revert SettlementInsufficient(held, amount);
+        reserveHeld = held - amount;
+        emit ReserveWithdrawn(to, amount);
+        stablecoin.safeTransfer(to, amount);
+    }
+
+    // ------------------------------------------------------------------
+    // Views
+    // ------------------------------------------------------------------
+
+    /// @notice Node `nodeId`'s usage payer and price.
+    function usageTerms(uint256 nodeId) external view returns (UsageTerms memory) {
+        return _usageTerms[nodeId];
+    }
+
+    /// @notice Node `nodeId`'s pool (zero if none).
+    function poolOf(uint256 nodeId) external view returns (address) {
+        return address(_pools[nodeId]);
+    }
+
+    /// @inheritdoc IRiskGate
+    function isFlagged(uint256 nodeId) public view returns (bool) {
+        Book storage b = _books[nodeId];
+        return b.dscrBreach || b.ltvBreach;
+    }
+
+    /// @inheritdoc IRiskGate
+    function raiseCap(uint256 nodeId) external view returns (uint256) {
+        if (isFlagged(nodeId)) return 0;
+        INodeRegistry.Node memory n = registry.node(nodeId);
+        return RiskModel.raiseCap(RiskModel.value(curve, _collateral(n), block.timestamp), maxLtvBps);
+    }
+
+    /// @notice Node `nodeId`'s last settled epoch (0 = never).
+    function lastSettledEpoch(uint256 nodeId) external view returns (uint64) {
+        return _books[nodeId].lastSettledEpoch;
+    }
+
+    /**
+     * @notice Everything the dashboard needs about a node. Value and LTV are live (block time,
+     * debt outstanding in the hub's current epoch); DSCR is over the trailing window; the
+     * flags are those set at the last settlement.
+     */
+    function nodeRisk(uint256 nodeId) external view returns (NodeRisk memory r) {
+        INodeRegistry.Node memory n = registry.node(nodeId);
+        Book memory b = _books[nodeId];
+        IRevenuePool pool = _pools[nodeId];
+        r.collateralValue = RiskModel.value(curve, _collateral(n), block.timestamp);
+        if (address(pool) != address(0)) r.debtOutstanding = pool.debtOutstanding(hub.currentEpoch());
+        r.ltvBps = RiskModel.ltvBps(r.debtOutstanding, r.collateralValue);
+        r.dscrBps = RiskModel.dscrBps(b.windowNet, b.windowService);
+        r.raiseCap = RiskModel.raiseCap(r.collateralValue, maxLtvBps);
+        r.windowNetRevenue = b.windowNet;
+        r.windowDebtService = b.windowService;
+        r.windowEpochs = b.settledCount < dscrWindowEpochs ? b.settledCount : dscrWindowEpochs;
+        r.serviceEpochsInWindow = b.serviceEpochs;
+        r.lastSettledEpoch = b.lastSettledEpoch;
+        r.dscrBreach = b.dscrBreach;
+        r.ltvBreach = b.ltvBreach;
+        r.flagged = b.dscrBreach || b.ltvBreach;
+        r.arrears = b.arrears;
+        r.grossRevenue = b.gross;
+        r.debtPaid = b.debtPaid;
+        r.bonded = registry.bondOf(nodeId).bonded;
+        r.pool = address(pool);
+    }
+
+    // ------------------------------------------------------------------
+    // Internal
+    // ------------------------------------------------------------------
+
+    function _settleOne(uint64 epoch, SettleItem calldata item) internal {
+        IOracleHub.NodeLeaf calldata leaf = item.leaf;
+        uint256 nodeId = leaf.nodeId;
+        if (leaf.epoch != epoch) revert SettlementEpochMismatch(nodeId, leaf.epoch, epoch);
+        Book storage b = _books[nodeId];
+        uint64 last = b.lastSettledEpoch;
+        if (epoch <= last) revert SettlementAlreadySettled(nodeId, epoch, last);
+        // A view on the immutable hub: reverts unless the leaf is in the epoch's attested root.
+        // slither-disable-next-line calls-loop (immutable trusted hub; a bad proof reverts the batch)
+        hub.requireLeaf(leaf, item.proof);
+        // slither-disable-next-line calls-loop (immutable trusted registry, a view)
+        INodeRegistry.Node memory n = registry.node(nodeId);
+        IRevenuePool pool = _pools[nodeId];
+
+        (Split memory s, address payer) = _bill(nodeId, leaf.milliGpuHours);
+        uint256 gross = s.usage + s.proceeds;
+        uint256 net = gross - s.fee - s.reserve - s.operatorShare;
+        uint256 service = _serviceDebt(b, pool, epoch, s, net);
+
+        b.lastSettledEpoch = epoch;
+        b.gross += gross;
+        b.debtPaid += s.debtPaid.toUint128();
+        _record(b, nodeId, net, service);
+        _checkCovenant(b, nodeId, epoch, n, pool);
+
+        feesHeld += s.fee;
+        reserveHeld += s.reserve;
+        operatorCredit[n.operator] += s.operatorShare;
+        operatorCreditsHeld += s.operatorShare;
+        totalIn += gross;
+        uint256 toPool = s.debtPaid + s.stakers;
+        totalToPools += toPool;
+        emit NodeSettled(
+            nodeId, epoch, s.usage, s.proceeds, s.fee, s.reserve, s.operatorShare, s.debtPaid, s.stakers
+        );
+
+        // Interactions last; the guard blocks re-entry through a hostile token or pool.
+        if (s.usage > 0) {
+            // slither-disable-next-line arbitrary-send-erc20 (payer is the node's registered renter, amount from the attested leaf)
+            stablecoin.safeTransferFrom(payer, address(this), s.usage);
+        }
+        // slither-disable-next-line calls-loop (immutable trusted CapacityToken)
+        if (s.proceeds > 0) capacity.collectProceeds(nodeId, s.proceeds, address(this));
+        if (toPool > 0) {
+            stablecoin.forceApprove(address(pool), toPool);
+            // slither-disable-next-line calls-loop (admin-bound pool, checked in setPool; guarded)
+            pool.distribute(epoch, toPool);
+        }
+    }
+
+    /// @dev The epoch's bill: usage from the terms and the leaf, held proceeds, the bps cuts.
+    function _bill(uint256 nodeId, uint64 milliGpuHours) internal view returns (Split memory s, address payer) {
+        UsageTerms memory terms = _usageTerms[nodeId];
+        payer = terms.payer;
+        if (payer != address(0)) s.usage = (uint256(terms.pricePerGpuHour) * milliGpuHours) / 1000;
+        // slither-disable-next-line calls-loop (immutable trusted CapacityToken, a view)
+        s.proceeds = capacity.heldProceeds(nodeId);
+        uint256 gross = s.usage + s.proceeds;
+        s.fee = (gross * protocolFeeBps) / BPS;
+        s.reserve = (gross * reserveBps) / BPS;
+        s.operatorShare = (gross * operatorBps) / BPS;
+    }
+
+    /// @dev Debt service from `net`: min(due + arrears, net) to the pool, the rest to stakers;
+    /// without a succeeded pool everything net goes to the operator. Returns the scheduled service.
+    function _serviceDebt(Book storage b, IRevenuePool pool, uint64 epoch, Split memory s, uint256 net)
+        internal
+        returns (uint256 service)
+    {
+        // slither-disable-next-line calls-loop (admin-bound pool, a view)
+        if (address(pool) == address(0) || pool.roundStatus() != IRevenuePool.RoundStatus.Succeeded) {
+            s.operatorShare += net; // no stakers and no debt yet: the operator owns the node's net
+            return 0;
+        }
+        // slither-disable-next-line calls-loop (admin-bound pool, a view)
+        (uint256 principal, uint256 interest) = pool.debtServiceDue(epoch);
+        service = principal + interest;
+        uint256 owed = service + b.arrears;
+        s.debtPaid = owed < net ? owed : net;
+        b.arrears = (owed - s.debtPaid).toUint128();
+        s.stakers = net - s.debtPaid;
+    }
+
+    /// @dev Pushes (net, service) into the node's DSCR ring, evicting the oldest record.
+    function _record(Book storage b, uint256 nodeId, uint256 net, uint256 service) internal {
+        uint64 count = b.settledCount;
+        Record storage slot = _ring[nodeId][count % dscrWindowEpochs];
+        Record memory old = slot; // zero while the window is filling
+        b.windowNet = (uint256(b.windowNet) - old.net + net).toUint128();
+        b.windowService = (uint256(b.windowService) - old.service + service).toUint128();
+        uint64 serviceEpochs = b.serviceEpochs;
+        if (old.service > 0) --serviceEpochs;
+        if (service > 0) ++serviceEpochs;
+        b.serviceEpochs = serviceEpochs;
+        b.settledCount = count + 1;
+        slot.net = net.toUint128();
+        slot.service = service.toUint128();
+    }
+
+    function _checkCovenant(Book storage b, uint256 nodeId, uint64 epoch, INodeRegistry.Node memory n, IRevenuePool pool)
+        internal
+    {
+        // slither-disable-next-line calls-loop (admin-bound pool, a view)
+        uint256 debt = address(pool) == address(0) ? 0 : pool.debtOutstanding(epoch);
+        // slither-disable-next-line calls-loop,unused-return (immutable hub, a view; the value IS used)
+        uint256 collateralValue = RiskModel.value(curve, _collateral(n), hub.epochEnd(epoch));
+        uint256 ltv = RiskModel.ltvBps(debt, collateralValue);
+        uint256 dscr = RiskModel.dscrBps(b.windowNet, b.windowService);
+        (bool dscrBreach, bool ltvBreach) = RiskModel.covenant(dscr, b.serviceEpochs, covenantDscrBps, ltv, maxLtvBps);
+        bool was = b.dscrBreach || b.ltvBreach;
+        if (dscrBreach != b.dscrBreach || ltvBreach != b.ltvBreach) {
+            b.dscrBreach = dscrBreach;
+            b.ltvBreach = ltvBreach;
+        }
+        if (was || dscrBreach || ltvBreach) {
+            emit CovenantStatus(nodeId, epoch, dscrBreach || ltvBreach, dscrBreach, ltvBreach, dscr, ltv);
+        }
+    }
+
+    function _requireNode(uint256 nodeId) internal view {
+        if (registry.nodeStatus(nodeId) == INodeRegistry.NodeStatus.None) revert SettlementUnknownNode(nodeId);
+    }
+
+    function _collateral(INodeRegistry.Node memory n) internal view returns (RiskModel.Collateral memory c) {
+        // slither-disable-next-line calls-loop (immutable trusted registry, a view)
+        INodeRegistry.GpuClass memory cls = registry.gpuClass(n.classId);
+        c = RiskModel.Collateral(n.acquisitionCost, n.acquiredAt, cls.economicLifeMonths, cls.residualValueBps);
+    }
+}

@@ -1,0 +1,533 @@
+"""EpochSettlement: parameters, the split to the unit, proofs, order, covenant flags, views,
+and the attacks (settling twice, forged or foreign leaves, re-entrant stablecoin, a node
+whose bond is exhausted). Gas per settled node is printed by test_gas_per_node."""
+
+from __future__ import annotations
+
+import brownie
+import pytest
+from brownie import ZERO_ADDRESS, EpochSettlement, ReentrantToken, chain, web3
+
+from tests.contracts.capacity_helpers import DAY, NODE_BOND, PRICE, token_id
+from tests.contracts.node_helpers import USD, b32
+from tests.contracts.settlement_helpers import (
+    PRICE_PER_GPU_HOUR,
+    attest,
+    deploy_hub_pool,
+    expected_split,
+    item,
+    leaf_for,
+    open_pool,
+)
+from tests.support.errors import bytes_arg, err
+
+MAX = 2**256 - 1
+SETTLER_ROLE = bytes(web3.keccak(text="SETTLER_ROLE"))
+TERMS_ROLE = bytes(web3.keccak(text="TERMS_ROLE"))
+TREASURER_ROLE = bytes(web3.keccak(text="TREASURER_ROLE"))
+
+
+def unauthorized(account, role):
+    return err("AccessControlUnauthorizedAccount", account, bytes_arg(role))
+
+
+@pytest.fixture(scope="module")
+def settlement(system):
+    return system.settlement
+
+
+@pytest.fixture(scope="module")
+def hub(system):
+    return system.oracle_hub
+
+
+@pytest.fixture(scope="module")
+def payer(accounts):
+    return accounts[9]
+
+
+@pytest.fixture
+def node(registry, register_node, operator, fund, settlement, admin, payer):
+    node_id = register_node()
+    fund(operator, NODE_BOND, registry)
+    registry.depositBond(node_id, NODE_BOND, {"from": operator})
+    fund(payer, 100_000 * USD, settlement)
+    settlement.setUsageTerms(node_id, payer, PRICE_PER_GPU_HOUR, {"from": admin})
+    return node_id
+
+
+@pytest.fixture
+def pool(settlement, hub, stablecoin, fund, admin, operator, staker, node):
+    return open_pool(settlement, hub, stablecoin, fund, admin, operator, staker, node)
+
+
+def split_of(tx):
+    ev = tx.events["NodeSettled"]
+    return [
+        ev[k]
+        for k in ("usage", "proceeds", "fee", "reserve", "operatorShare", "debtPaid", "stakers")
+    ]
+
+
+class TestParameters:
+    def test_deploy_defaults_and_roles(self, settlement, capacity, admin):
+        assert (settlement.protocolFeeBps(), settlement.reserveBps(), settlement.operatorBps()) == (
+            500,
+            300,
+            3_000,
+        )
+        assert (settlement.covenantDscrBps(), settlement.maxLtvBps(), settlement.curve()) == (
+            12_500,
+            8_000,
+            0,
+        )
+        assert capacity.hasRole(capacity.PROCEEDS_ROLE(), settlement)
+        for role in (SETTLER_ROLE, TERMS_ROLE, TREASURER_ROLE):
+            assert settlement.hasRole(role, admin)
+
+    def test_constructor_rejects_bad_window_and_zero_addresses(self, system, admin):
+        s = system
+        args = (admin, s.stablecoin, s.registry, s.oracle_hub, s.capacity)
+        with brownie.reverts(err("SettlementInvalidWindow", 0)):
+            EpochSettlement.deploy(*args, 0, {"from": admin})
+        with brownie.reverts(err("SettlementInvalidWindow", 721)):
+            EpochSettlement.deploy(*args, 721, {"from": admin})
+        with brownie.reverts(err("SettlementZeroAddress")):
+            EpochSettlement.deploy(ZERO_ADDRESS, *args[1:], 4, {"from": admin})
+
+    def test_set_split_bounds(self, settlement, admin, stranger):
+        with brownie.reverts(err("SettlementFeeTooHigh", 2_001, 2_000)):
+            settlement.setSplit(2_001, 0, 0, {"from": admin})
+        with brownie.reverts(err("SettlementReserveTooHigh", 2_001, 2_000)):
+            settlement.setSplit(0, 2_001, 0, {"from": admin})
+        with brownie.reverts(err("SettlementSplitOverWhole", 10_001)):
+            settlement.setSplit(2_000, 2_000, 6_001, {"from": admin})
+        with brownie.reverts(unauthorized(stranger, "0x" + "00" * 32)):
+            settlement.setSplit(0, 0, 0, {"from": stranger})
+        tx = settlement.setSplit(2_000, 2_000, 6_000, {"from": admin})
+        assert list(tx.events["SplitSet"].values()) == [2_000, 2_000, 6_000]
+        assert settlement.operatorBps() == 6_000
+
+    def test_set_risk_params_bounds(self, settlement, admin):
+        for dscr, ltv in ((9_999, 8_000), (50_001, 8_000), (12_500, 0), (12_500, 10_001)):
+            with brownie.reverts(err("SettlementInvalidCovenant", dscr, ltv)):
+                settlement.setRiskParams(dscr, ltv, 0, {"from": admin})
+        tx = settlement.setRiskParams(10_000, 10_000, 1, {"from": admin})
+        assert list(tx.events["RiskParamsSet"].values()) == [10_000, 10_000, 1]
+        assert settlement.curve() == 1
+
+    def test_usage_terms_need_a_node_and_the_role(self, settlement, admin, stranger, node, payer):
+        with brownie.reverts(err("SettlementUnknownNode", 999)):
+            settlement.setUsageTerms(999, payer, 1, {"from": admin})
+        with brownie.reverts(unauthorized(stranger, TERMS_ROLE)):
+            settlement.setUsageTerms(node, payer, 1, {"from": stranger})
+        tx = settlement.setUsageTerms(node, payer, 7, {"from": admin})
+        assert list(tx.events["UsageTermsSet"].values()) == [node, payer.address, 7]
+        assert [*settlement.usageTerms(node)] == [payer.address, 7]
+
+    def test_set_pool_checks_node_schedule_and_once(
+        self, settlement, hub, stablecoin, admin, operator, node, pool, register_node
+    ):
+        assert settlement.poolOf(node) == pool
+        with brownie.reverts(err("SettlementPoolAlreadySet", node, pool)):
+            settlement.setPool(node, pool, {"from": admin})
+        node2 = register_node()
+        wrong_node = deploy_hub_pool(hub, stablecoin, operator, admin, node)
+        with brownie.reverts(err("SettlementPoolMismatch", node2, wrong_node)):
+            settlement.setPool(node2, wrong_node, {"from": admin})
+        from tests.contracts.pool_helpers import deploy_pool
+
+        wrong_schedule = deploy_pool(stablecoin, operator, admin)  # 1-hour epochs from now
+        with brownie.reverts(err("SettlementPoolMismatch", node2, wrong_schedule)):
+            settlement.setPool(node2, wrong_schedule, {"from": admin})
+        with brownie.reverts(err("SettlementZeroAddress")):
+            settlement.setPool(node2, ZERO_ADDRESS, {"from": admin})
+
+
+class TestSettle:
+    def test_without_pool_the_operator_takes_the_net(
+        self, settlement, stablecoin, hub, node, payer, operator, admin
+    ):
+        c = attest(hub, {node: 100})
+        epoch = c.report.epoch
+        payer_before = stablecoin.balanceOf(payer)
+        tx = settlement.settle(epoch, [item(c, node)], {"from": admin})
+        usage = PRICE_PER_GPU_HOUR * 100 // 1000
+        s = expected_split(usage, 0, 0, 0, pool_live=False)
+        assert split_of(tx) == [s.usage, 0, s.fee, s.reserve, s.operator, 0, 0]
+        assert s.total() == usage
+        assert tx.events["NodeSettled"]["nodeId"] == node
+        assert tx.events["NodeSettled"]["epoch"] == epoch
+        assert "CovenantStatus" not in tx.events
+        assert stablecoin.balanceOf(payer) == payer_before - usage
+        assert stablecoin.balanceOf(settlement) == usage
+        assert settlement.operatorCredit(operator) == s.operator
+        assert (settlement.feesHeld(), settlement.reserveHeld()) == (s.fee, s.reserve)
+        assert settlement.operatorCreditsHeld() == s.operator
+        assert (settlement.totalIn(), settlement.totalToPools()) == (usage, 0)
+        assert settlement.lastSettledEpoch(node) == epoch
+        assert not settlement.isFlagged(node)
+
+    def test_pool_gets_debt_service_then_stakers_with_arrears(
+        self, settlement, stablecoin, hub, node, pool, admin, payer
+    ):
+        usage = PRICE_PER_GPU_HOUR * 100 // 1000
+        c0 = attest(hub, {node: 100})
+        e0 = c0.report.epoch
+        assert [*pool.debtServiceDue(e0)] == [0, 0]  # drawn in e0: service starts at e0 + 1
+        tx = settlement.settle(e0, [item(c0, node)], {"from": admin})
+        s0 = expected_split(usage, 0, 0, 0, pool_live=True)
+        assert split_of(tx) == [usage, 0, s0.fee, s0.reserve, s0.operator, 0, s0.stakers]
+        assert pool.totals()["revenueInAssets"] == s0.stakers
+
+        # e0 + 1: 100 USD principal + interest due, 62 USD net: all of it to debt, rest in arrears.
+        c1 = attest(hub, {node: 100})
+        service1 = sum(pool.debtServiceDue(e0 + 1))
+        tx = settlement.settle(e0 + 1, [item(c1, node)], {"from": admin})
+        s1 = expected_split(usage, 0, service1, 0, pool_live=True)
+        assert s1.stakers == 0 and s1.arrears > 0
+        assert split_of(tx) == [usage, 0, s1.fee, s1.reserve, s1.operator, s1.debt, 0]
+        assert settlement.nodeRisk(node)["arrears"] == s1.arrears
+
+        # e0 + 2 at 10x the price: service + arrears paid in full, the rest to the stakers.
+        settlement.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR * 10, {"from": admin})
+        c2 = attest(hub, {node: 100})
+        service2 = sum(pool.debtServiceDue(e0 + 2))
+        tx = settlement.settle(e0 + 2, [item(c2, node)], {"from": admin})
+        s2 = expected_split(usage * 10, 0, service2, s1.arrears, pool_live=True)
+        assert s2.arrears == 0 and s2.debt == service2 + s1.arrears
+        assert split_of(tx) == [usage * 10, 0, s2.fee, s2.reserve, s2.operator, s2.debt, s2.stakers]
+        into_pool = s0.stakers + s1.debt + s2.debt + s2.stakers
+        assert pool.totals()["revenueInAssets"] == into_pool == settlement.totalToPools()
+        assert pool.lastDistributedEpoch() == e0 + 2
+        # Every unit: held here (fees + reserve + operator) + sent to the pool == in.
+        held = settlement.feesHeld() + settlement.reserveHeld() + settlement.operatorCreditsHeld()
+        assert stablecoin.balanceOf(settlement) == held
+        assert settlement.totalIn() == held + into_pool == usage * 12
+
+    def test_collects_capacity_proceeds(
+        self, settlement, capacity, stablecoin, hub, node, operator, buyer, fund, h100, admin
+    ):
+        window = (chain.time() // DAY + 3) * DAY
+        offer = capacity.publishOffer(node, token_id(h100, window), 100, PRICE, {"from": operator})
+        fund(buyer, 10 * PRICE, capacity)
+        capacity.buy(offer.return_value, 10, {"from": buyer})
+        proceeds = capacity.heldProceeds(node)
+        assert proceeds == 10 * PRICE
+        c = attest(hub, {node: 100})
+        tx = settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
+        usage = PRICE_PER_GPU_HOUR * 100 // 1000
+        s = expected_split(usage, proceeds, 0, 0, pool_live=False)
+        assert split_of(tx) == [usage, proceeds, s.fee, s.reserve, s.operator, 0, 0]
+        assert capacity.heldProceeds(node) == 0
+        assert tx.events["ProceedsCollected"]["amount"] == proceeds
+        assert stablecoin.balanceOf(settlement) == usage + proceeds
+
+    def test_unbilled_node_with_nothing_held_settles_zero(self, settlement, hub, node, admin):
+        settlement.setUsageTerms(node, ZERO_ADDRESS, 0, {"from": admin})
+        c = attest(hub, {node: 100})
+        tx = settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
+        assert split_of(tx) == [0] * 7
+        assert settlement.lastSettledEpoch(node) == c.report.epoch
+
+    def test_batch_is_atomic_when_a_payer_cannot_pay(
+        self, settlement, hub, node, register_node, admin, stranger
+    ):
+        other = register_node()
+        settlement.setUsageTerms(other, stranger, PRICE_PER_GPU_HOUR, {"from": admin})
+        c = attest(hub, {node: 100, other: 100})
+        with brownie.reverts():
+            settlement.settle(c.report.epoch, [item(c, node), item(c, other)], {"from": admin})
+        assert settlement.lastSettledEpoch(node) == 0
+        assert settlement.totalIn() == 0
+
+    def test_operator_and_treasurer_withdraw(
+        self, settlement, stablecoin, hub, node, admin, operator, stranger
+    ):
+        c = attest(hub, {node: 100})
+        settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
+        credit, fees, reserve = (
+            settlement.operatorCredit(operator),
+            settlement.feesHeld(),
+            settlement.reserveHeld(),
+        )
+        with brownie.reverts(err("SettlementZeroAmount")):
+            settlement.withdrawOperatorShare(stranger, {"from": stranger})
+        tx = settlement.withdrawOperatorShare(operator, {"from": operator})
+        assert list(tx.events["OperatorWithdrawn"].values()) == [
+            operator.address,
+            operator.address,
+            credit,
+        ]
+        with brownie.reverts(unauthorized(stranger, TREASURER_ROLE)):
+            settlement.withdrawFees(stranger, 1, {"from": stranger})
+        with brownie.reverts(err("SettlementInsufficient", fees, fees + 1)):
+            settlement.withdrawFees(admin, fees + 1, {"from": admin})
+        settlement.withdrawFees(stranger, fees, {"from": admin})
+        tx = settlement.withdrawReserve(stranger, reserve, {"from": admin})
+        assert list(tx.events["ReserveWithdrawn"].values()) == [stranger.address, reserve]
+        assert stablecoin.balanceOf(settlement) == 0
+        assert stablecoin.balanceOf(stranger) == fees + reserve
+
+
+class TestAttacks:
+    def test_settling_twice_reverts(self, settlement, hub, node, admin):
+        c = attest(hub, {node: 100})
+        e = c.report.epoch
+        with brownie.reverts(err("SettlementAlreadySettled", node, e, e)):
+            settlement.settle(e, [item(c, node), item(c, node)], {"from": admin})
+        settlement.settle(e, [item(c, node)], {"from": admin})
+        with brownie.reverts(err("SettlementAlreadySettled", node, e, e)):
+            settlement.settle(e, [item(c, node)], {"from": admin})
+
+    def test_an_earlier_epoch_after_a_later_one_reverts(self, settlement, hub, node, admin):
+        c1 = attest(hub, {node: 100})
+        c2 = attest(hub, {node: 100})
+        e1, e2 = c1.report.epoch, c2.report.epoch
+        settlement.settle(e2, [item(c2, node)], {"from": admin})
+        with brownie.reverts(err("SettlementAlreadySettled", node, e1, e2)):
+            settlement.settle(e1, [item(c1, node)], {"from": admin})
+
+    def test_forged_leaf_reverts(self, settlement, hub, node, admin):
+        c = attest(hub, {node: 100})
+        leaf, proof = item(c, node)
+        forged = (*leaf[:-1], 133)  # more GPU-hours than attested
+        with brownie.reverts(err("OracleInvalidProof", node, c.report.epoch)):
+            settlement.settle(c.report.epoch, [(forged, proof)], {"from": admin})
+
+    def test_leaf_of_another_node_reverts(self, settlement, hub, node, register_node, admin):
+        other = register_node()
+        c = attest(hub, {node: 100, other: 50})
+        e = c.report.epoch
+        leaf, proof = item(c, node)
+        # node's figures claimed for `other`, with node's proof
+        with brownie.reverts(err("OracleInvalidProof", other, e)):
+            settlement.settle(e, [((other, *leaf[1:]), proof)], {"from": admin})
+        # other's true leaf with node's proof
+        with brownie.reverts(err("OracleInvalidProof", other, e)):
+            settlement.settle(e, [(leaf_for(c, other).values(), proof)], {"from": admin})
+
+    def test_leaf_of_another_epoch_reverts(self, settlement, hub, node, admin):
+        c1 = attest(hub, {node: 100})
+        c2 = attest(hub, {node: 90})
+        e1, e2 = c1.report.epoch, c2.report.epoch
+        leaf, proof = item(c1, node)
+        with brownie.reverts(err("SettlementEpochMismatch", node, e1, e2)):
+            settlement.settle(e2, [(leaf, proof)], {"from": admin})
+        relabelled = (leaf[0], e2, *leaf[2:])
+        with brownie.reverts(err("OracleInvalidProof", node, e2)):
+            settlement.settle(e2, [(relabelled, proof)], {"from": admin})
+        future = (leaf[0], e2 + 5, *leaf[2:])
+        with brownie.reverts(err("OracleInvalidProof", node, e2 + 5)):
+            settlement.settle(e2 + 5, [(future, proof)], {"from": admin})
+
+    def test_only_the_settler_settles_and_batches_are_not_empty(
+        self, settlement, hub, node, admin, stranger
+    ):
+        c = attest(hub, {node: 100})
+        with brownie.reverts(unauthorized(stranger, SETTLER_ROLE)):
+            settlement.settle(c.report.epoch, [item(c, node)], {"from": stranger})
+        with brownie.reverts(err("SettlementEmptyBatch")):
+            settlement.settle(c.report.epoch, [], {"from": admin})
+
+    def test_reentrant_stablecoin_cannot_reenter(self, system, hub, node, admin, payer):
+        token = ReentrantToken.deploy({"from": admin})
+        s = EpochSettlement.deploy(
+            admin, token, system.registry, hub, system.capacity, 4, {"from": admin}
+        )
+        s.grantRole(SETTLER_ROLE, admin, {"from": admin})
+        s.grantRole(SETTLER_ROLE, token, {"from": admin})  # so re-entry reaches the guard
+        s.grantRole(TERMS_ROLE, admin, {"from": admin})
+        s.grantRole(TREASURER_ROLE, token, {"from": admin})
+        s.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
+        token.mint(payer, 10**12, {"from": payer})
+        token.approve(s, MAX, {"from": payer})
+        c = attest(hub, {node: 100})
+        e = c.report.epoch
+        token.arm(s, s.settle.encode_input(e, [item(c, node)]), {"from": admin})
+        with brownie.reverts(err("ReentrancyGuardReentrantCall")):
+            s.settle(e, [item(c, node)], {"from": admin})
+        token.arm(s, s.withdrawFees.encode_input(admin, 1), {"from": admin})
+        with brownie.reverts(err("ReentrancyGuardReentrantCall")):
+            s.settle(e, [item(c, node)], {"from": admin})
+        token.arm(ZERO_ADDRESS, b"", {"from": admin})
+        s.settle(e, [item(c, node)], {"from": admin})
+        assert s.lastSettledEpoch(node) == e
+
+    def test_node_whose_bond_is_exhausted_still_settles_exactly(
+        self, settlement, registry, stablecoin, hub, node, admin, operator
+    ):
+        registry.grantRole(registry.SLASHER_ROLE(), admin, {"from": admin})
+        registry.slash(node, registry.bondOf(node)[0], admin, b32("evidence"), {"from": admin})
+        assert registry.bondOf(node)[0] == 0
+        c = attest(hub, {node: 100})
+        tx = settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
+        usage = PRICE_PER_GPU_HOUR * 100 // 1000
+        assert sum(split_of(tx)[2:]) == usage
+        risk = settlement.nodeRisk(node)
+        assert risk["bonded"] == 0
+        assert settlement.operatorCredit(operator) == expected_split(usage, 0, 0, 0, False).operator
+        assert stablecoin.balanceOf(settlement) == usage
+
+
+class TestCovenant:
+    def test_dscr_breach_flags_then_cures(self, settlement, hub, node, pool, admin, payer):
+        c0 = attest(hub, {node: 100})
+        e0 = c0.report.epoch
+        settlement.settle(e0, [item(c0, node)], {"from": admin})
+        c1 = attest(hub, {node: 100})
+        tx = settlement.settle(e0 + 1, [item(c1, node)], {"from": admin})
+        risk = settlement.nodeRisk(node)
+        net = 2 * (100 * USD - 5 * USD - 3 * USD - 30 * USD)  # two epochs of 62 USD
+        service = sum(pool.debtServiceDue(e0 + 1))
+        dscr = net * 10_000 // service
+        assert dscr < 12_500
+        ev = tx.events["CovenantStatus"]
+        assert list(ev.values()) == [node, e0 + 1, True, True, False, dscr, ev["ltvBps"]]
+        assert settlement.isFlagged(node)
+        assert (risk["windowNetRevenue"], risk["windowDebtService"]) == (net, service)
+        assert (risk["windowEpochs"], risk["serviceEpochsInWindow"]) == (2, 1)
+        assert risk["dscrBps"] == dscr and risk["flagged"] and risk["dscrBreach"]
+
+        settlement.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR * 10, {"from": admin})
+        c2 = attest(hub, {node: 100})
+        tx = settlement.settle(e0 + 2, [item(c2, node)], {"from": admin})
+        ev = tx.events["CovenantStatus"]
+        assert (ev["flagged"], ev["dscrBreach"], ev["ltvBreach"]) == (False, False, False)
+        assert not settlement.isFlagged(node)
+
+    def test_dscr_window_drops_old_epochs(
+        self, system, hub, node, admin, payer, stablecoin, fund, operator, staker
+    ):
+        s = EpochSettlement.deploy(
+            admin, stablecoin, system.registry, hub, system.capacity, 2, {"from": admin}
+        )
+        for role in (SETTLER_ROLE, TERMS_ROLE):
+            s.grantRole(role, admin, {"from": admin})
+        system.capacity.grantRole(system.capacity.PROCEEDS_ROLE(), s, {"from": admin})
+        stablecoin.approve(s, MAX, {"from": payer})
+        s.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
+        nets = []
+        for milli in (100, 50, 20):
+            c = attest(hub, {node: milli})
+            tx = s.settle(c.report.epoch, [item(c, node)], {"from": admin})
+            nets.append(tx.events["NodeSettled"]["usage"])
+        risk = s.nodeRisk(node)
+        # Split 0/0/0 on a fresh contract: net == usage; window 2 keeps the last two epochs.
+        assert risk["windowNetRevenue"] == nets[1] + nets[2]
+        assert risk["windowEpochs"] == 2
+
+    def test_ltv_over_cap_flags(
+        self, settlement, registry, h100, hub, stablecoin, fund, admin, operator, staker
+    ):
+        tx = registry.registerNode(
+            h100, 8, b32("eu"), 1_000 * USD, 1_700_000_000, "0x" + "ab" * 20, {"from": operator}
+        )
+        cheap = tx.return_value
+        pool = open_pool(settlement, hub, stablecoin, fund, admin, operator, staker, cheap)
+        c = attest(hub, {cheap: 100})
+        tx = settlement.settle(c.report.epoch, [item(c, cheap)], {"from": admin})
+        ev = tx.events["CovenantStatus"]
+        assert (ev["flagged"], ev["dscrBreach"], ev["ltvBreach"]) == (True, False, True)
+        assert ev["ltvBps"] > 10_000  # 1_200 USD of debt against < 1_000 USD of GPUs
+        risk = settlement.nodeRisk(cheap)
+        assert risk["ltvBreach"]
+        assert risk["debtOutstanding"] == pool.debtOutstanding(hub.currentEpoch()) > 0
+        assert risk["collateralValue"] < 1_000 * USD
+        assert risk["raiseCap"] == risk["collateralValue"] * 8_000 // 10_000
+
+
+def test_gas_per_node(settlement, registry, h100, hub, stablecoin, fund, admin, operator, payer):
+    """Exact gas of settle for 1 node and for 10 nodes in one batch (each with a drawn,
+    staked pool, a billed payer and a DSCR record); printed for the report."""
+    nodes = []
+    for i in range(11):
+        tx = registry.registerNode(
+            h100,
+            8,
+            b32("eu"),
+            250_000 * USD,
+            1_700_000_000,
+            f"0x{0xCAFE00 + i:040x}",
+            {"from": operator},
+        )
+        nodes.append(tx.return_value)
+    fund(payer, 100_000 * USD, settlement)
+    for i, n in enumerate(nodes):
+        settlement.setUsageTerms(n, payer, PRICE_PER_GPU_HOUR, {"from": admin})
+        open_pool(
+            settlement, hub, stablecoin, fund, admin, operator, web3.eth.accounts[10 + i % 8], n
+        )
+    for _ in range(2):  # warm: every node settled once, so slots are non-zero like steady state
+        c = attest(hub, dict.fromkeys(nodes, 100))
+        settlement.settle(c.report.epoch, [item(c, n) for n in nodes], {"from": admin})
+    c = attest(hub, dict.fromkeys(nodes, 100))
+    one = settlement.settle(c.report.epoch, [item(c, nodes[0])], {"from": admin}).gas_used
+    ten = settlement.settle(c.report.epoch, [item(c, n) for n in nodes[1:]], {"from": admin})
+    print(f"\nGAS settle 1 node: {one}; 10 nodes: {ten.gas_used} ({ten.gas_used // 10}/node)")
+    assert ten.gas_used < 10 * one  # the batch shares the transaction's base cost
+
+
+class TestRiskGates:
+    """The settlement is the CapacityToken's risk gate (deploy) and a pool's (setRiskGate)."""
+
+    @pytest.fixture
+    def cheap(self, registry, h100, operator):
+        """1_000 USD of GPUs bought in 1970: past their life, worth exactly the residual, so
+        the cap does not move between blocks; a 1_200 USD raise breaks the LTV cap."""
+        tx = registry.registerNode(
+            h100, 8, b32("eu"), 1_000 * USD, 1, "0x" + "cd" * 20, {"from": operator}
+        )
+        return tx.return_value
+
+    def test_flagged_node_cannot_publish_offers(
+        self, settlement, capacity, hub, stablecoin, fund, admin, operator, staker, cheap, h100
+    ):
+        assert capacity.riskGate() == settlement
+        open_pool(settlement, hub, stablecoin, fund, admin, operator, staker, cheap)
+        c = attest(hub, {cheap: 100})
+        settlement.settle(c.report.epoch, [item(c, cheap)], {"from": admin})
+        assert settlement.isFlagged(cheap)
+        window = (chain.time() // DAY + 3) * DAY
+        with brownie.reverts(err("CapacityNodeFlagged", cheap)):
+            capacity.publishOffer(cheap, token_id(h100, window), 1, PRICE, {"from": operator})
+        assert settlement.raiseCap(cheap) == 0  # flagged: no further financing either
+
+    def test_pool_cannot_raise_beyond_the_ltv_cap(
+        self,
+        settlement,
+        registry,
+        h100,
+        hub,
+        stablecoin,
+        fund,
+        admin,
+        operator,
+        staker,
+        stranger,
+        cheap,
+    ):
+        pool = deploy_hub_pool(hub, stablecoin, operator, admin, cheap)
+        with brownie.reverts(unauthorized(stranger, "0x" + "00" * 32)):
+            pool.setRiskGate(settlement, {"from": stranger})
+        tx = pool.setRiskGate(settlement, {"from": admin})
+        assert tx.events["RiskGateSet"]["gate"] == settlement
+        residual_bps = registry.gpuClass(h100)["residualValueBps"]
+        cap = settlement.raiseCap(cheap)
+        assert cap == (1_000 * USD * residual_bps // 10_000) * 8_000 // 10_000 > 0
+        fund(staker, 1_200 * USD, pool)
+        with brownie.reverts(err("PoolRaiseCapExceeded", cap + 1, 0, cap)):
+            pool.deposit(cap + 1, staker, {"from": staker})
+        pool.deposit(cap, staker, {"from": staker})
+        with brownie.reverts(err("PoolRaiseCapExceeded", 1, cap, cap)):
+            pool.deposit(1, staker, {"from": staker})
+        assert pool.totals()["raisedAssets"] == cap
+
+    def test_capacity_gate_is_admin_only_and_can_be_cleared(
+        self, settlement, capacity, admin, stranger
+    ):
+        with brownie.reverts(unauthorized(stranger, "0x" + "00" * 32)):
+            capacity.setRiskGate(ZERO_ADDRESS, {"from": stranger})
+        tx = capacity.setRiskGate(ZERO_ADDRESS, {"from": admin})
+        assert tx.events["RiskGateSet"]["gate"] == ZERO_ADDRESS
+        assert capacity.riskGate() == ZERO_ADDRESS

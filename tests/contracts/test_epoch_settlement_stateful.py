@@ -1,0 +1,374 @@
+"""Stateful property: EpochSettlement accounts for every stablecoin unit, to the unit.
+
+World: node A with a funded, drawn and fully staked RevenuePool (two stakers), node B without
+a pool; a payer billed per attested GPU-hour for both; capacity offers on both nodes.
+Random sequences of: capacity sales (proceeds held for the node), attesting an epoch and
+settling any subset of the nodes in one batch (epochs may be skipped), settling twice, forged
+leaves, split changes within bounds, operator / fee / reserve withdrawals, staker claims,
+unstake requests, losses booked against the stakers (up to wiping them out), bond slashes (up
+to exhausting the bond), and time passing.
+
+Beside the chain: the split of every node-epoch computed in integers (settlement_helpers.
+expected_split: floors, stakers take the remainder, unpaid debt service carried as arrears),
+each node's DSCR window sums, and ledgers of every movement. After every step:
+- everything that came in (usage + proceeds) == fees + reserve + operator credits (held or
+  withdrawn) + sent to the pool, to the unit; the settlement's balance == what it holds;
+- the pool: revenue in == what the settlement sent; in units of 1e-36, revenue in ==
+  paid + Σ claimable (whole units + each staker's fraction) + the undistributed remainder;
+- per node: last settled epoch, arrears, window net / service, DSCR and flags == shadow.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import invariant, precondition, rule
+
+from gpucap.attestation import NodeLeaf, build_commitment
+from tests.contracts.capacity_helpers import DAY, NODE_BOND, PRICE, token_id
+from tests.contracts.node_helpers import USD
+from tests.contracts.settlement_helpers import (
+    BPS,
+    DISTRIBUTOR_ROLE,
+    deploy_hub_pool,
+    expected_split,
+)
+from tests.oracle.hub_helpers import ORACLE_KEYS, signatures
+from tests.support.errors import err
+from tests.support.stateful import (
+    SnapshotMachine,
+    batch_views,
+    mine_at_least,
+    revert_of,
+    run_machine,
+    stateful_timeout,
+    transact,
+)
+
+pytestmark = stateful_timeout
+
+SCALE = 10**36
+MAX = 2**256 - 1
+USAGE_PRICE = (
+    2_000 * USD
+)  # up to ~266 USD gross an epoch: debt service (~100 USD) sometimes covered
+pick = st.integers(0, 2**16)
+
+
+class SettlementMachine(SnapshotMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        latest = self.w3.eth.get_block("latest")["timestamp"]
+        mine_at_least(latest + 1)
+        self.bps = (500, 300, 3_000)
+        self.last_attested = self.hub_last
+        self.commitments: dict[int, object] = {}
+        self.came_in = 0
+        self.fees_out = self.reserve_out = self.operator_out = 0
+        self.to_pool = 0
+        self.pool_paid = 0
+        self.held = dict.fromkeys(self.nodes, 0)  # capacity proceeds not yet collected
+        self.book = {
+            n: {"last": 0, "arrears": 0, "net": 0, "service": 0, "svc_epochs": 0}
+            for n in self.nodes
+        }
+        self.fees = self.reserve = self.credits = 0
+
+    # ------------------------------------------------------------------ rules
+
+    @rule(node=st.integers(0, 1), amount=st.integers(1, 3))
+    def buy_capacity(self, node: int, amount: int) -> None:
+        transact(self.capacity, "buy", (self.offers[node], amount), self.buyer)
+        self.held[self.nodes[node]] += amount * PRICE
+
+    @rule(
+        skip=st.integers(0, 1),
+        milli=st.tuples(st.integers(0, 133), st.integers(0, 133)),
+        subset=st.sampled_from([(0,), (1,), (0, 1), (1, 0)]),
+    )
+    def attest_and_settle(self, skip, milli, subset) -> None:
+        epoch = self.last_attested + 1 + skip
+        mine_at_least(self.hub.epochEnd(epoch))
+        leaves = [
+            NodeLeaf(n, epoch, 10_000, 5_000, 10_000, 50, m)
+            for n, m in zip(self.nodes, milli, strict=True)
+        ]
+        c = build_commitment(epoch, leaves, self.config_version)
+        sigs = signatures(self.hub, c.report, ORACLE_KEYS[:2])
+        transact(self.hub, "attest", (c.report.as_tuple(), sigs), self.transmitter)
+        self.last_attested = epoch
+        self.commitments[epoch] = c
+        items = [self._item(c, self.nodes[i]) for i in subset]
+        (service,) = batch_views((self.pool, "debtServiceDue", (epoch,)))
+        expected = {}
+        for i in subset:
+            node = self.nodes[i]
+            usage = USAGE_PRICE * milli[i] // 1000
+            live = node == self.pooled
+            svc = sum(service) if live else 0
+            expected[node] = expected_split(
+                usage, self.held[node], svc, self.book[node]["arrears"], live, self.bps
+            )
+        emitted = transact(self.settlement, "settle", (epoch, items), self.settler)
+        events = emitted["NodeSettled"]
+        assert len(events) == len(subset)
+        for ev in events:
+            node, s = ev["nodeId"], expected[ev["nodeId"]]
+            assert ev["epoch"] == epoch
+            got = [
+                ev[k]
+                for k in (
+                    "usage",
+                    "proceeds",
+                    "fee",
+                    "reserve",
+                    "operatorShare",
+                    "debtPaid",
+                    "stakers",
+                )
+            ]
+            assert got == [s.usage, s.proceeds, s.fee, s.reserve, s.operator, s.debt, s.stakers]
+            assert s.total() == s.usage + s.proceeds  # to the unit
+            self._book(node, epoch, s)
+
+    @precondition(lambda self: any(b["last"] for b in self.book.values()))
+    @rule(pick=pick)
+    def settle_twice(self, pick: int) -> None:
+        settled = [n for n in self.nodes if self.book[n]["last"]]
+        node = settled[pick % len(settled)]
+        last = self.book[node]["last"]
+        epochs = [e for e in self.commitments if e <= last]
+        epoch = epochs[pick % len(epochs)]
+        item = self._item(self.commitments[epoch], node)
+        got = revert_of(self.errors, "settle", epoch, [item], sender=self.settler)
+        assert got == err("SettlementAlreadySettled", node, epoch, last)
+
+    @precondition(lambda self: self.commitments)
+    @rule(pick=pick, delta=st.integers(1, 50))
+    def forged_leaf(self, pick: int, delta: int) -> None:
+        epoch = max(self.commitments)
+        node = self.nodes[pick % 2]
+        if self.book[node]["last"] >= epoch:
+            return
+        leaf, proof = self._item(self.commitments[epoch], node)
+        forged = (*leaf[:-1], (leaf[-1] + delta) % 134)
+        got = revert_of(self.errors, "settle", epoch, [(forged, proof)], sender=self.settler)
+        assert got == err("OracleInvalidProof", node, epoch)
+
+    @rule(fee=st.integers(0, 2_000), reserve=st.integers(0, 2_000), op=st.integers(0, 6_000))
+    def set_split(self, fee: int, reserve: int, op: int) -> None:
+        transact(self.settlement, "setSplit", (fee, reserve, op), self.admin)
+        self.bps = (fee, reserve, op)
+
+    @precondition(lambda self: self.credits > 0)
+    @rule()
+    def operator_withdraws(self) -> None:
+        transact(self.settlement, "withdrawOperatorShare", (self.operator.address,), self.operator)
+        self.operator_out += self.credits
+        self.credits = 0
+
+    @rule(per_mille=st.integers(1, 1_000), reserve=st.booleans())
+    def treasurer_withdraws(self, per_mille: int, reserve: bool) -> None:
+        held = self.reserve if reserve else self.fees
+        amount = held * per_mille // 1000
+        fn = "withdrawReserve" if reserve else "withdrawFees"
+        if amount == 0:
+            got = revert_of(self.errors, fn, self.admin.address, 0, sender=self.admin)
+            assert got == err("SettlementZeroAmount")
+            return
+        transact(self.settlement, fn, (self.admin.address, amount), self.admin)
+        if reserve:
+            self.reserve -= amount
+            self.reserve_out += amount
+        else:
+            self.fees -= amount
+            self.fees_out += amount
+
+    @rule(who=st.integers(0, 1))
+    def staker_claims(self, who: int) -> None:
+        staker = self.stakers[who]
+        (info,) = batch_views((self.pool, "stakeOf", (staker.address,)))
+        if info[5] == 0:  # claimableAssets
+            return
+        emitted = transact(self.pool, "claim", (staker.address,), staker)
+        self.pool_paid += emitted["RevenueClaimed"]["assets"]
+
+    @rule(who=st.integers(0, 1), per_mille=st.integers(1, 1_000))
+    def staker_requests_unstake(self, who: int, per_mille: int) -> None:
+        staker = self.stakers[who]
+        (info,) = batch_views((self.pool, "stakeOf", (staker.address,)))
+        shares = (info[0] + info[1]) * per_mille // 1000  # earning + warming up
+        if shares == 0:
+            return
+        transact(self.pool, "requestUnstake", (shares,), staker)
+
+    @rule(per_mille=st.integers(1, 1_000))
+    def pool_books_loss(self, per_mille: int) -> None:
+        (totals,) = batch_views((self.pool, "totals", ()))
+        assets = totals[7] * per_mille // 1000 // 10**12  # staked shares (1 USD each) in units
+        if totals[7] == 0:
+            got = revert_of(self.pool, "bookLoss", 1, self.admin.address, sender=self.admin)
+            assert got == err("PoolNothingStaked")
+            return
+        transact(self.pool, "bookLoss", (max(assets, 1), self.admin.address), self.admin)
+
+    @rule(node=st.integers(0, 1), per_mille=st.integers(1, 1_000))
+    def bond_is_slashed(self, node: int, per_mille: int) -> None:
+        node_id = self.nodes[node]
+        (bond,) = batch_views((self.registry, "bondOf", (node_id,)))
+        amount = bond[0] * per_mille // 1000
+        if amount == 0:
+            return  # exhausted: settlement must still account exactly
+        transact(
+            self.registry, "slash", (node_id, amount, self.admin.address, b"\1" * 32), self.admin
+        )
+
+    @rule(epochs=st.integers(1, 2))
+    def time_passes(self, epochs: int) -> None:
+        now = self.w3.eth.get_block("latest")["timestamp"]
+        mine_at_least(now + epochs * self.epoch_seconds)
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _item(c, node):
+        leaf = next(x for x in c.leaves if x.node_id == node)
+        return (leaf.values(), c.proof(node))
+
+    def _book(self, node: int, epoch: int, s) -> None:
+        b = self.book[node]
+        b["last"] = epoch
+        b["arrears"] = s.arrears
+        gross = s.usage + s.proceeds
+        fee, reserve, op = (gross * x // BPS for x in self.bps)
+        b["net"] += gross - fee - reserve - op  # window (24) longer than any example
+        b["service"] += s.service
+        b["svc_epochs"] += 1 if s.service else 0
+        self.held[node] = 0
+        self.came_in += gross
+        self.fees += s.fee
+        self.reserve += s.reserve
+        self.credits += s.operator
+        self.to_pool += s.debt + s.stakers
+
+    # ------------------------------------------------------------------ invariants
+
+    @invariant()
+    def every_unit_accounted(self) -> None:
+        st_, pool = self.settlement, self.pool
+        views = batch_views(
+            (st_, "totalIn", ()),
+            (st_, "feesHeld", ()),
+            (st_, "reserveHeld", ()),
+            (st_, "operatorCreditsHeld", ()),
+            (st_, "totalToPools", ()),
+            (self.stablecoin, "balanceOf", (st_.address,)),
+            (pool, "totals", ()),
+            *((pool, "stakeOf", (s.address,)) for s in self.stakers),
+            *((st_, "nodeRisk", (n,)) for n in self.nodes),
+            *((self.capacity, "heldProceeds", (n,)) for n in self.nodes),
+        )
+        total_in, fees, reserve, credits, to_pools, balance, totals = views[:7]
+        stakes, risks, held = views[7:9], views[9:11], views[11:13]
+        assert (total_in, fees, reserve, credits, to_pools) == (
+            self.came_in,
+            self.fees,
+            self.reserve,
+            self.credits,
+            self.to_pool,
+        )
+        assert balance == fees + reserve + credits
+        assert total_in == (
+            fees
+            + reserve
+            + credits
+            + self.fees_out
+            + self.reserve_out
+            + self.operator_out
+            + to_pools
+        )
+        # Pool: revenue in == what we sent; in 1e-36 units, in == paid + claimable + remainder.
+        revenue_in, revenue_paid, undistributed_scaled = totals[3], totals[4], totals[6]
+        assert revenue_in == to_pools
+        assert revenue_paid == self.pool_paid
+        claimable_scaled = sum(s[5] * SCALE + s[6] for s in stakes)
+        assert revenue_in * SCALE == revenue_paid * SCALE + claimable_scaled + undistributed_scaled
+        assert list(held) == [self.held[n] for n in self.nodes]
+        for node, risk in zip(self.nodes, risks, strict=True):
+            b = self.book[node]
+            dscr = MAX if b["service"] == 0 else b["net"] * BPS // b["service"]
+            assert (risk[13], risk[9]) == (b["arrears"], b["last"])
+            assert (risk[5], risk[6], risk[8]) == (b["net"], b["service"], b["svc_epochs"])
+            assert risk[3] == dscr
+            assert risk[11] == (b["svc_epochs"] > 0 and dscr < 12_500)  # dscrBreach
+            assert risk[12] is False  # 1_200 USD of debt against 250k USD of GPUs
+
+
+@pytest.fixture(scope="module")
+def world(
+    system, register_node, operator, admin, fund, buyer, staker, stranger, relayer, accounts, h100
+):
+    settlement, hub, capacity, stablecoin = (
+        system.settlement,
+        system.oracle_hub,
+        system.capacity,
+        system.stablecoin,
+    )
+    payer = accounts[9]
+    nodes = [register_node(), register_node()]
+    fund(operator, 2 * NODE_BOND, system.registry)
+    window = ((hub.genesisTimestamp() + 3 * DAY) // DAY) * DAY
+    offers = []
+    for node in nodes:
+        system.registry.depositBond(node, NODE_BOND, {"from": operator})
+        settlement.setUsageTerms(node, payer, USAGE_PRICE, {"from": admin})
+        tx = capacity.publishOffer(node, token_id(h100, window), 100, PRICE, {"from": operator})
+        offers.append(tx.return_value)
+    fund(payer, 10**7 * USD, settlement)
+    fund(buyer, 10**6 * USD, capacity)
+    # Node A's pool: two stakers fund the round (700 + 500 USD), stake it all; the operator draws.
+    pool = deploy_hub_pool(hub, stablecoin, operator, admin, nodes[0])
+    for who, amount in ((staker, 700 * USD), (stranger, 500 * USD)):
+        fund(who, amount, pool)
+        pool.deposit(amount, who, {"from": who})
+    for who in (staker, stranger):
+        pool.stake(pool.balanceOf(who), {"from": who})
+    pool.drawRaise({"from": operator})
+    pool.grantRole(DISTRIBUTOR_ROLE, settlement, {"from": admin})
+    pool.grantRole(pool.SLASHER_ROLE(), admin, {"from": admin})
+    system.registry.grantRole(system.registry.SLASHER_ROLE(), admin, {"from": admin})
+    settlement.setPool(nodes[0], pool, {"from": admin})
+    errors = SimpleNamespace(
+        address=settlement.address,
+        abi=settlement.abi + [e for e in hub.abi if e.get("type") == "error"],
+    )
+    from brownie import web3
+
+    return {
+        "settlement": settlement,
+        "registry": system.registry,
+        "hub": hub,
+        "capacity": capacity,
+        "stablecoin": stablecoin,
+        "pool": pool,
+        "nodes": nodes,
+        "pooled": nodes[0],
+        "offers": offers,
+        "buyer": buyer,
+        "stakers": [staker, stranger],
+        "operator": operator,
+        "admin": admin,
+        "settler": admin,
+        "transmitter": relayer,
+        "errors": errors,
+        "w3": web3,
+        "hub_last": hub.lastAttestedEpoch(),
+        "config_version": hub.configVersion(),
+        "epoch_seconds": hub.epochLengthSeconds(),
+    }
+
+
+def test_settlement_accounts_for_every_unit(world):
+    run_machine(SettlementMachine, world, steps=8)
