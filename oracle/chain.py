@@ -7,14 +7,18 @@ its receipt checked.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
+from eth_account.typed_transactions import TypedTransaction
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import (
     ContractCustomError,
     ContractLogicError,
+    TimeExhausted,
     TransactionNotFound,
     Web3RPCError,
 )
@@ -222,6 +226,48 @@ class ChainClient:
         """Wait for the receipt and check its status (raises AttestationReverted, TimeExhausted)."""
         receipt = self.w3.eth.wait_for_transaction_receipt(signed.tx_hash, timeout=receipt_timeout)
         return self._posted(signed, receipt)
+
+    def replacement(
+        self, signed: SignedAttestation, transmitter: LocalAccount, bump_percent: int
+    ) -> SignedAttestation:
+        """The same transaction (same nonce, call and gas) with fees raised by at least
+        ``bump_percent`` (and to today's fees if those are higher): a node swaps a pending
+        transaction only for one paying enough more."""
+        tx = TypedTransaction.from_bytes(HexBytes(signed.raw)).as_dict()
+        for key in ("v", "r", "s", "yParity"):
+            tx.pop(key, None)
+
+        def up(value: int) -> int:
+            return max(value + 1, value * (100 + bump_percent) // 100)
+
+        base_fee = self.w3.eth.get_block("latest").get("baseFeePerGas") or 0
+        priority_now = self.w3.eth.max_priority_fee
+        priority = max(up(int(tx["maxPriorityFeePerGas"])), priority_now)
+        tx["maxPriorityFeePerGas"] = priority
+        tx["maxFeePerGas"] = max(up(int(tx["maxFeePerGas"])), 2 * base_fee + priority)
+        again = transmitter.sign_transaction(tx)
+        return SignedAttestation(
+            epoch=signed.epoch,
+            tx_hash=again.hash.to_0x_hex(),
+            raw=bytes(again.raw_transaction),
+            nonce=signed.nonce,
+        )
+
+    def wait_any(
+        self, attempts: list[SignedAttestation], receipt_timeout: float
+    ) -> PostedAttestation:
+        """Wait until any of ``attempts`` (one nonce, several fee levels) is mined."""
+        deadline = time.monotonic() + receipt_timeout
+        while True:
+            for signed in attempts:
+                posted = self.receipt(signed)
+                if posted is not None:
+                    return posted
+            if time.monotonic() >= deadline:
+                raise TimeExhausted(
+                    f"none of {[a.tx_hash for a in attempts]} mined in {receipt_timeout}s"
+                )
+            time.sleep(0.1)
 
     def receipt(self, signed: SignedAttestation) -> PostedAttestation | None:
         """The mined outcome if the transaction is in a block, else None."""

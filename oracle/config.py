@@ -59,6 +59,10 @@ class OracleSettings(BaseSettings):
     # Upper bound between two looks at the chain; the daemon also wakes at each epoch end.
     poll_interval_seconds: float = Field(default=5.0, gt=0)
     receipt_timeout_seconds: float = Field(default=120.0, gt=0)
+    # An attestation still pending this long after it was sent is re-signed at the same
+    # nonce with fees raised by fee_bump_percent (nodes require at least +10%).
+    replace_after_seconds: float = Field(default=60.0, ge=0)
+    fee_bump_percent: int = Field(default=25, ge=10, le=500)
     # M-of-N across processes: each holds one key; signatures meet in this Redis.
     quorum_redis_url: str | None = None
     # Rank k of the rotation transmits k × this many seconds after seeing a quorum.

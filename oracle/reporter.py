@@ -29,7 +29,7 @@ from gpucap.attestation import (
     sign_report,
 )
 from oracle.aggregation import AggregationPolicy, NodeFigures, Rejection, aggregate
-from oracle.chain import ChainClient, HubState, PostedAttestation
+from oracle.chain import ChainClient, HubState, PostedAttestation, SignedAttestation
 from oracle.collectors.base import TelemetrySource
 from oracle.collectors.simulated import SimulatedFleet
 from oracle.config import OracleSettings
@@ -80,6 +80,8 @@ class Reporter:
         policy: AggregationPolicy | None = None,
         progress: ProgressStore | None = None,
         coordinator: QuorumCoordinator | None = None,
+        replace_after: float = 60.0,
+        fee_bump_percent: int = 25,
     ) -> None:
         if not private_keys:
             raise QuorumUnavailable(0, 1)
@@ -90,6 +92,9 @@ class Reporter:
         self.transmitter: LocalAccount = Account.from_key(self._keys[0])
         self.proofs_dir = proofs_dir
         self.receipt_timeout = receipt_timeout
+        # A posted attestation pending this long is replaced with fees raised by this much.
+        self.replace_after = replace_after
+        self.fee_bump_percent = fee_bump_percent
         self.policy = policy or AggregationPolicy()
         # Without a file, progress lives in memory: fine for tests, not crash-safe.
         self.progress = progress or ProgressStore(":memory:", chain.chain_identity())
@@ -216,40 +221,72 @@ class Reporter:
         return ReportOutcome(ReportStatus.ATTESTED, epoch, posted.tx_hash, posted.gas_used, path)
 
     def _settle_in_flight(self, state: HubState) -> ReportOutcome | None:
-        """Finish what a previous run sent: never build a second transaction for it."""
+        """Finish what a previous run sent: never build a second transaction for it.
+
+        All attempts for one epoch share one nonce (a replacement only raises the
+        fees), so at most one of them can ever be mined. An attempt still pending
+        ``replace_after`` seconds after it was sent is replaced by one paying
+        ``fee_bump_percent`` more; whichever the chain takes confirms the epoch.
+        """
+        by_epoch: dict[int, list[SignedAttestation]] = {}
         for signed in self.progress.in_flight():
+            by_epoch.setdefault(signed.epoch, []).append(signed)
+        for epoch, attempts in sorted(by_epoch.items()):
             try:
-                posted = self.chain.receipt(signed)
-                if posted is None and state.last_attested_epoch >= signed.epoch:
+                posted = next(
+                    (p for a in attempts if (p := self.chain.receipt(a)) is not None), None
+                )
+                if posted is None and state.last_attested_epoch >= epoch:
                     log.info(
-                        "epoch %d: our unmined tx %s is superseded (attested by another)",
-                        signed.epoch,
-                        signed.tx_hash,
+                        "epoch %d: our unmined tx(s) %s superseded (attested by another)",
+                        epoch,
+                        [a.tx_hash for a in attempts],
                     )
-                    self.progress.mark(signed.tx_hash, "retired")
+                    for a in attempts:
+                        self.progress.mark(a.tx_hash, "retired")
                     continue
                 if posted is None:
-                    log.info(
-                        "epoch %d: re-sending tx %s left in flight by a previous run",
-                        signed.epoch,
-                        signed.tx_hash,
-                    )
-                    self.chain.send(signed)
-                    posted = self.chain.wait(signed, self.receipt_timeout)
+                    newest = attempts[-1]
+                    root, sent_at = self.progress.attempt_info(newest.tx_hash)
+                    if time.time() - sent_at >= self.replace_after:
+                        bumped = self.chain.replacement(
+                            newest, self.transmitter, self.fee_bump_percent
+                        )
+                        log.warning(
+                            "epoch %d: tx %s pending %.0fs; replacing it with %s (higher fees)",
+                            epoch,
+                            newest.tx_hash,
+                            time.time() - sent_at,
+                            bumped.tx_hash,
+                        )
+                        self.progress.record_sent(bumped, bytes.fromhex(root[2:]))
+                        attempts.append(bumped)
+                        self.chain.send(bumped)
+                    else:
+                        log.info(
+                            "epoch %d: re-sending tx %s left in flight by a previous run",
+                            epoch,
+                            newest.tx_hash,
+                        )
+                        self.chain.send(newest)
+                    posted = self.chain.wait_any(attempts, self.receipt_timeout)
             except (AttestationReverted, TransactionDropped) as exc:
-                log.warning("epoch %d: in-flight tx did not land: %s", signed.epoch, exc)
-                self.progress.mark(signed.tx_hash, "reverted")
+                log.warning("epoch %d: in-flight tx did not land: %s", epoch, exc)
+                self.progress.mark(exc.tx_hash, "reverted")
                 continue
-            self.progress.mark(signed.tx_hash, "confirmed")
-            path = self._record_attestation(signed.epoch, posted)
+            for a in attempts:
+                self.progress.mark(
+                    a.tx_hash, "confirmed" if a.tx_hash == posted.tx_hash else "retired"
+                )
+            path = self._record_attestation(epoch, posted)
             log.info(
                 "epoch %d attested (recovered after restart): tx %s (gas %d)",
-                signed.epoch,
+                epoch,
                 posted.tx_hash,
                 posted.gas_used,
             )
             return ReportOutcome(
-                ReportStatus.ATTESTED, signed.epoch, posted.tx_hash, posted.gas_used, path
+                ReportStatus.ATTESTED, epoch, posted.tx_hash, posted.gas_used, path
             )
         return None
 
@@ -378,6 +415,8 @@ def build_reporter(settings: OracleSettings, source: TelemetrySource | None = No
         settings.receipt_timeout_seconds,
         progress=progress,
         coordinator=coordinator,
+        replace_after=settings.replace_after_seconds,
+        fee_bump_percent=settings.fee_bump_percent,
     )
 
 

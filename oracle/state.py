@@ -90,6 +90,17 @@ class ProgressStore:
             ).fetchall()
         return [SignedAttestation(e, h, bytes(r), n) for e, h, r, n in rows]
 
+    def attempt_info(self, tx_hash: str) -> tuple[str, float]:
+        """(root, sent-at unix time) recorded with an attempt."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT root, created_at FROM attempts WHERE chain = ? AND tx_hash = ?",
+                (self.chain, tx_hash),
+            ).fetchone()
+        if row is None:
+            raise KeyError(tx_hash)
+        return str(row[0]), float(row[1])
+
     def last_confirmed_epoch(self) -> int:
         with self._lock:
             row = self._db.execute(

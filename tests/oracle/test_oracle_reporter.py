@@ -18,8 +18,11 @@ import pytest
 import requests
 from brownie import chain, web3
 from eth_account import Account
+from eth_account.typed_transactions import TypedTransaction
+from hexbytes import HexBytes
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
+from web3.exceptions import TimeExhausted
 
 from gpucap.attestation import EpochReport, NodeLeaf, dev_oracle_keys
 from gpucap.deployment import REPO_ROOT
@@ -375,6 +378,53 @@ def test_kill_9_while_in_flight_and_tx_lost_resends_it(hub, world, proofs_dir, r
     assert sent_rows(proofs_dir, target) == [(tx_hash, "confirmed")]
     assert web3.eth.get_transaction_count(reporter.transmitter.address) == nonce + 1
     assert attested_events(reporter, target) == 1
+
+
+def _signed_tx(proofs_dir, tx_hash: str) -> dict:
+    """The transaction as the oracle signed and persisted it."""
+    with sqlite3.connect(proofs_dir / "state.sqlite3") as db:
+        (raw,) = db.execute("SELECT raw_tx FROM attempts WHERE tx_hash = ?", (tx_hash,)).fetchone()
+    return TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
+
+
+def test_stuck_attestation_is_replaced_with_higher_fees(hub, settings, proofs_dir, reporter):
+    """Mining paused: the posted attestation stays pending; past replace_after it is
+    re-signed at the same nonce with fees raised >= 25 %, and the chain takes the
+    replacement. The epoch is attested once; the first attempt is retired."""
+    end_epoch(hub)
+    target = hub.lastAttestedEpoch() + 1
+    impatient = build_reporter(
+        settings.model_copy(update={"receipt_timeout_seconds": 0.5, "replace_after_seconds": 0.2})
+    )
+    nonce = web3.eth.get_transaction_count(impatient.transmitter.address)
+    web3.provider.make_request("evm_setAutomine", [False])
+    try:
+        with pytest.raises(TimeExhausted):
+            impatient.report_once()  # sent; no block comes
+        [(first, status)] = sent_rows(proofs_dir, target)
+        assert status == "sent"
+        time.sleep(0.3)
+        with pytest.raises(TimeExhausted):
+            impatient.report_once()  # replaced; still no block
+        rows = sent_rows(proofs_dir, target)
+        assert [s for _, s in rows] == ["sent", "sent"] and rows[0][0] == first
+        second = rows[1][0]
+        old, new = _signed_tx(proofs_dir, first), _signed_tx(proofs_dir, second)
+        assert new["nonce"] == old["nonce"] == nonce
+        assert web3.eth.get_transaction(second)  # the pool swapped the original for it
+        assert new["maxFeePerGas"] >= old["maxFeePerGas"] * 125 // 100
+        assert new["maxPriorityFeePerGas"] >= old["maxPriorityFeePerGas"] * 125 // 100
+        web3.provider.make_request("evm_mine", [])
+    finally:
+        web3.provider.make_request("evm_setAutomine", [True])
+
+    outcome = impatient.report_once()
+
+    assert outcome.status is ReportStatus.ATTESTED and outcome.epoch == target
+    assert outcome.tx_hash == second
+    assert sent_rows(proofs_dir, target) == [(first, "retired"), (second, "confirmed")]
+    assert web3.eth.get_transaction_count(impatient.transmitter.address) == nonce + 1
+    assert attested_events(impatient, target) == 1
 
 
 def test_restart_after_others_attested_retires_the_stale_tx(hub, settings, proofs_dir, reporter):
