@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from eth_account import Account
-from eth_account.messages import encode_typed_data
-
+from gpucap.signing import sign_permit as gpucap_sign_permit
 from tests.contracts.node_helpers import USD
 
 HOUR = 3600
@@ -55,32 +53,16 @@ def deploy_capacity_token(
 
 def sign_permit(owner, token, spender: str, value: int, deadline: int, chain_id: int = 31337):
     """EIP-2612 permit signature of `owner` (an eth_account LocalAccount) for TestStablecoin."""
-    domain = {
-        "name": token.name(),
-        "version": "1",
-        "chainId": chain_id,
-        "verifyingContract": token.address,
-    }
-    types = {
-        "Permit": [
-            {"name": "owner", "type": "address"},
-            {"name": "spender", "type": "address"},
-            {"name": "value", "type": "uint256"},
-            {"name": "nonce", "type": "uint256"},
-            {"name": "deadline", "type": "uint256"},
-        ]
-    }
-    message = {
-        "owner": owner.address,
-        "spender": str(spender),
-        "value": value,
-        "nonce": token.nonces(owner.address),
-        "deadline": deadline,
-    }
-    signed = Account.sign_message(
-        encode_typed_data(domain_data=domain, message_types=types, message_data=message), owner.key
+    return gpucap_sign_permit(
+        owner,
+        token_name=token.name(),
+        token=token.address,
+        spender=str(spender),
+        value=value,
+        nonce=token.nonces(owner.address),
+        deadline=deadline,
+        chain_id=chain_id,
     )
-    return signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
 
 
 # ---------------------------------------------------------------------------
