@@ -11,12 +11,19 @@ from celery import Celery, Task, shared_task
 from redis.exceptions import LockNotOwnedError
 
 from backend.services import actions
+from backend.services.epoch_settlement import plan_epoch_settlements
 from backend.services.errors import ActionNotFound, ChainUnavailable, NonceLockTimeout
 from backend.services.indexer import ConcurrentIndexer, ReorgDuringBatch
 from backend.services.relayer import NonceConsumed, RelayRejected
 from backend.services.settlement import plan_due
 from backend.services.sweep import sweep_stale_actions as sweep
-from backend.worker.celery_app import INDEX_TASK, RELAY_TASK, SETTLE_TASK, SWEEP_TASK
+from backend.worker.celery_app import (
+    INDEX_TASK,
+    RELAY_TASK,
+    SETTLE_EPOCHS_TASK,
+    SETTLE_TASK,
+    SWEEP_TASK,
+)
 from backend.worker.context import context_of, indexer_of, relayer_of
 from gpucap.deployment import ManifestError
 
@@ -125,3 +132,38 @@ def settle_due(self: Task) -> str:
     for reason in plan.waiting:
         log.info("settle_due: waiting: %s", reason)
     return f"{len(plan.proofs)} proof(s), {len(plan.settlements)} settlement(s) enqueued"
+
+
+@shared_task(name=SETTLE_EPOCHS_TASK, bind=True, acks_late=True, ignore_result=True)
+def settle_epochs(self: Task) -> str:
+    """Plan the EpochSettlement batches that are due and enqueue them for the relayer.
+
+    Idempotent (acks_late): a redelivered run finds the actions it created by key,
+    and nodes with an action in flight are not planned again.
+    """
+    ctx = context_of(self.app)
+    settings = ctx.settings
+    with exclusive(ctx, "settle-epochs") as mine:
+        if not mine:
+            return "busy"
+        try:
+            with ctx.sessions() as session:
+                plan = plan_epoch_settlements(
+                    session,
+                    indexer_of(self.app).chain,
+                    settings.proofs_dir,
+                    sender=relayer_of(self.app).sender,
+                    max_batch_gas=settings.epoch_settle_max_batch_gas,
+                    retry_after_seconds=settings.epoch_settle_retry_seconds,
+                    enqueue=lambda action_id: self.app.send_task(
+                        RELAY_TASK, args=[action_id], ignore_result=True
+                    ),
+                )
+        except (ChainUnavailable, ManifestError) as exc:
+            log.warning("settle_epochs: %s; will retry on the next beat", exc)
+            return "unavailable"
+    for reason in plan.rejected:
+        log.warning("settle_epochs: rejected: %s", reason)
+    for reason in plan.waiting:
+        log.info("settle_epochs: waiting: %s", reason)
+    return f"{len(plan.actions)} settlement batch(es) enqueued"
