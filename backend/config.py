@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # head by (0 on anvil, which never reorgs by itself; more on a real network).
     index_interval_seconds: float = 2.0
     index_confirmations: int = 0
+    # The indexer also stores each attested epoch's published leaves (metrics history);
+    # an epoch whose proofs file was missing or wrong is looked at again after this long.
+    leaf_ingest_retry_seconds: float = 30.0
 
     # Settlement keeper (a beat task): where the oracle publishes epoch proofs
     # (oracle's GPUCAP_ORACLE_PROOFS_DIR), and how often to look for due work.

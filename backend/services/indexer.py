@@ -52,7 +52,7 @@ from backend.db.models import (
 )
 from backend.services import pool_index
 from backend.services.chain import Chain
-from backend.services.leaves import ingest_attested_leaves
+from backend.services.leaves import INGEST_RETRY_SECONDS, ingest_attested_leaves
 from gpucap.deployment import ManifestError
 
 log = logging.getLogger(__name__)
@@ -186,6 +186,7 @@ class Indexer:
         keep_blocks: int = 256,
         max_batches: int = 10,
         proofs_dir: Path | None = None,
+        leaf_retry_seconds: float = INGEST_RETRY_SECONDS,
     ) -> None:
         self.chain = chain
         self.sessions = sessions
@@ -195,6 +196,7 @@ class Indexer:
         self.max_batches = max_batches
         # Where the oracle publishes epoch proofs; None: no metrics history is kept.
         self.proofs_dir = proofs_dir
+        self.leaf_retry_seconds = leaf_retry_seconds
         self.decoder = EventDecoder(chain)
 
     # ------------------------------------------------------------------ driving
@@ -239,7 +241,9 @@ class Indexer:
                 self._state(session, chain_id).head_block = head
         leaves = 0
         if self.proofs_dir is not None:
-            leaves = ingest_attested_leaves(self.sessions, self.proofs_dir).leaves
+            leaves = ingest_attested_leaves(
+                self.sessions, self.proofs_dir, retry_seconds=self.leaf_retry_seconds
+            ).leaves
         return IndexReport(start, last, head, events, reorged_to, reset, leaves)
 
     # ------------------------------------------------------------------ state

@@ -56,7 +56,11 @@ class WorkerContext:
         s = self.settings
         chain = Chain.connect(s.rpc_url, str(s.manifest_path), s.rpc_timeout_seconds)
         return Indexer(
-            chain, self.sessions, confirmations=s.index_confirmations, proofs_dir=s.proofs_dir
+            chain,
+            self.sessions,
+            confirmations=s.index_confirmations,
+            proofs_dir=s.proofs_dir,
+            leaf_retry_seconds=s.leaf_ingest_retry_seconds,
         )
 
 
