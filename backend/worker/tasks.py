@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -163,7 +164,25 @@ def settle_epochs(self: Task) -> str:
             log.warning("settle_epochs: %s; will retry on the next beat", exc)
             return "unavailable"
     for reason in plan.rejected:
-        log.warning("settle_epochs: rejected: %s", reason)
+        _log_now_and_then(logging.WARNING, f"settle_epochs: rejected: {reason}")
     for reason in plan.waiting:
-        log.info("settle_epochs: waiting: %s", reason)
+        _log_now_and_then(logging.INFO, f"settle_epochs: waiting: {reason}")
     return f"{len(plan.actions)} settlement batch(es) enqueued"
+
+
+# The same reason (a forged file, a node waiting for its payer) comes back every run:
+# say it at its level once every REPEAT_LOG_SECONDS, at DEBUG in between.
+REPEAT_LOG_SECONDS = 600.0
+_last_logged: dict[str, float] = {}
+
+
+def _log_now_and_then(level: int, text: str) -> None:
+    now = time.monotonic()
+    if now - _last_logged.get(text, -REPEAT_LOG_SECONDS) < REPEAT_LOG_SECONDS:
+        level = logging.DEBUG
+    else:
+        _last_logged[text] = now
+        if len(_last_logged) > 10_000:  # bounded: forget the oldest half
+            for key in sorted(_last_logged, key=_last_logged.__getitem__)[:5_000]:
+                del _last_logged[key]
+    log.log(level, "%s", text)
