@@ -164,9 +164,10 @@ def first_epoch_after(timestamp: int, genesis: int, length: int) -> int:
     return -(-(timestamp - genesis) // length) + 1
 
 
-def _key(epoch: int, node_ids: Sequence[int], attempt: int) -> str:
+def _key(epoch: int, root: str, node_ids: Sequence[int], attempt: int) -> str:
+    """Same key ⇔ same epoch, root (so the same leaves and proofs), nodes and attempt."""
     digest = hashlib.sha256(",".join(map(str, sorted(node_ids))).encode()).hexdigest()[:24]
-    return f"{KEY_PREFIX}:{epoch}:{digest}:{attempt}"
+    return f"{KEY_PREFIX}:{epoch}:{root[2:18]}:{digest}:{attempt}"
 
 
 @dataclass
@@ -174,7 +175,9 @@ class _History:
     """The settle-epoch actions that matter for this run."""
 
     busy: set[int]  # nodes with an open action
-    failures: dict[tuple[int, int], tuple[int, Any]]  # (node, epoch) → (count, last failed at)
+    # (node, epoch) → (failed attempts, when it last failed ALONE). A node whose batch
+    # failed goes alone next time at once; one that failed alone waits before retrying.
+    failures: dict[tuple[int, int], tuple[int, Any]]
 
     @classmethod
     def load(cls, session: Session) -> _History:
@@ -191,9 +194,11 @@ class _History:
             if status in OPEN_STATUSES:
                 busy.update(nodes)
                 continue
+            alone = updated_at if len(nodes) == 1 else None
             for node in nodes:
-                count, last = failures.get((node, int(params["epoch"])), (0, updated_at))
-                failures[(node, int(params["epoch"]))] = (count + 1, max(last, updated_at))
+                count, last = failures.get((node, int(params["epoch"])), (0, None))
+                latest = max((t for t in (last, alone) if t is not None), default=None)
+                failures[(node, int(params["epoch"]))] = (count + 1, latest)
         return cls(busy, failures)
 
 
@@ -300,6 +305,7 @@ def plan_epoch_settlements(
                 break
             # The epoch's verified leaves do not include the node: nothing to settle, ever.
 
+    roots = {row.epoch: row.root for row in epochs}
     estimate = estimate or chain_estimator(chain, to_checksum_address(sender))
     for epoch, entries in sorted(due.items()):
         attempts = {item.leaf.node_id: attempt for item, attempt in entries}
@@ -317,7 +323,7 @@ def plan_epoch_settlements(
                 "leaves": [item.leaf.to_json() for item in items],
                 "proofs": [item.proof for item in items],
             }
-            key = _key(epoch, node_ids, max(attempts[n] for n in node_ids))
+            key = _key(epoch, roots[epoch], node_ids, max(attempts[n] for n in node_ids))
             action, created = create_action(
                 session, kind=ActionKind.SETTLE_EPOCH, idempotency_key=key, params=params
             )

@@ -364,3 +364,37 @@ def test_pack_keeps_a_fitting_batch_whole() -> None:
 def test_first_epoch_after(timestamp: int, expected: int) -> None:
     # genesis 1000, 60 s epochs: epoch e starts at 1000 + 60 (e - 1).
     assert first_epoch_after(timestamp, 1_000, 60) == expected
+
+
+def test_history_sends_a_failed_batch_alone_at_once_and_backs_off_a_failed_single(
+    sessions,
+) -> None:
+    """Nodes of a batch that reverted retry alone right away (the culprit is unknown);
+    a node that failed alone waits; nodes with an open action are busy."""
+    from backend.db.models import Action, ActionKind
+    from backend.services.epoch_settlement import _History
+
+    def row(key: str, status: str, epoch: int, nodes: list[int]) -> Action:
+        return Action(
+            kind=ActionKind.SETTLE_EPOCH.value,
+            idempotency_key=key,
+            params={"epoch": epoch, "node_ids": nodes, "leaves": [], "proofs": []},
+            status=status,
+        )
+
+    with sessions.begin() as s:
+        s.add_all(
+            [
+                row("a", "failed", 7, [1, 2]),
+                row("b", "failed", 7, [2]),
+                row("c", "submitted", 8, [4]),
+                row("d", "confirmed", 6, [1]),
+            ]
+        )
+    with sessions() as s:
+        history = _History.load(s)
+    assert history.busy == {4}
+    assert history.failures[(1, 7)][0] == 1 and history.failures[(1, 7)][1] is None
+    count, alone_at = history.failures[(2, 7)]
+    assert count == 2 and alone_at is not None
+    assert (1, 6) not in history.failures
