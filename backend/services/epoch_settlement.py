@@ -22,10 +22,10 @@ the planner (a beat task) works like this, per run:
    against the chain from the relayer's address and split in halves while a
    batch would revert or exceed ``max_batch_gas``; a node whose settlement
    reverts alone ends up alone (one bad payer cannot block the others), and
-   its failed action row says why. A node whose attempt at an epoch failed is
-   retried after ``retry_after_seconds``.
+   its failed action row says why. Nodes of a batch that reverted on-chain retry
+   alone at once; a node that failed alone retries after ``retry_after_seconds``.
 
-Each batch is an action row (idempotency key from epoch, nodes and attempt)
+Each batch is an action row (idempotency key from epoch, root, nodes and attempt)
 relayed through the write-ahead relayer like every other keeper action; a
 retried or duplicated plan finds the existing row.
 """
