@@ -112,6 +112,28 @@ def test_oracle_attests_epochs(demo):
     _wait_for(lambda: hub.functions.lastAttestedEpoch().call() >= 1, 90, "an attested epoch")
     proofs = list((demo["dir"] / "oracle" / "epochs").glob("*.json"))
     assert proofs, "the oracle publishes each epoch's leaves and proofs"
+    # The worker's indexer verifies the published leaves against the attested root and
+    # serves them as metrics; a served leaf and proof verify on-chain.
+    fleet = _wait_for(
+        lambda: requests.get(f"{demo['api']}/api/v1/fleet/metrics?epochs=1", timeout=5).json(),
+        60,
+        "the fleet metrics of an attested epoch",
+    )
+    epoch = fleet[0]["epoch"]
+    assert fleet[0]["nodes"] >= 1 and fleet[0]["classes"]
+    nodes = [n["node_id"] for n in requests.get(f"{demo['api']}/api/v1/nodes", timeout=5).json()]
+    served = [
+        r.json()
+        for n in nodes
+        if (
+            r := requests.get(f"{demo['api']}/api/v1/nodes/{n}/leaves/{epoch}", timeout=5)
+        ).status_code
+        == 200
+    ]
+    assert len(served) == fleet[0]["nodes"]  # the others were excluded by the oracle
+    for body in served:
+        leaf = tuple(body["leaf"].values())  # IOracleHub.NodeLeaf order
+        assert hub.functions.verifyLeaf(leaf, body["proof"]).call()
 
 
 def test_second_demo_says_one_is_running(demo):
