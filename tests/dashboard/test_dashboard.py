@@ -125,7 +125,7 @@ def test_fleet_map_and_metrics_breathe(page: Any, stack: Stack, world: World) ->
     shoot(page, "fleet")
 
     # Breathing: a new attested epoch reaches the open page without a reload.
-    epoch = attest_next(stack.deployment.system.oracle_hub, world)
+    epoch = attest_next(world)
     page.wait_for_function(
         "t => document.getElementById('fleet-kpis').innerText.includes(t)", arg=f"#{epoch}"
     )

@@ -1,6 +1,7 @@
 """A small gpucap world on the module's live deployment, made through the contracts as
 operators, buyers and stakers would: three nodes in two regions, capacity offered, sold and
-redeemed over two delivery windows, two drawn revenue pools with stakers, attested epochs."""
+redeemed over two delivery windows, two drawn revenue pools with stakers, and epochs
+attested by the oracle quorum and settled (usage paid by a renter, debt serviced)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ DISTRIBUTOR_ROLE = bytes(web3.keccak(text="DISTRIBUTOR_ROLE"))
 
 @dataclass
 class World:
+    system: Any
+    admin: Any
     nodes: dict[str, int] = field(default_factory=dict)  # label -> node id
     pools: dict[str, Any] = field(default_factory=dict)  # label -> RevenuePool
     epochs: list[int] = field(default_factory=list)
@@ -33,7 +36,7 @@ def _region(name: str) -> bytes:
 def build_world(
     system: Any, admin: Any, operator: Any, operator2: Any, buyer: Any, staker: Any
 ) -> World:
-    world = World()
+    world = World(system, admin)
     coin, registry, capacity, hub = (
         system.stablecoin,
         system.registry,
@@ -121,21 +124,30 @@ def build_world(
         system.settlement.setPool(node_id, pool, {"from": admin})
         world.pools[label] = pool
 
+    # The buyer rents every node's delivered hours at 2.00 tUSD per GPU-hour.
+    coin.approve(system.settlement, 2**256 - 1, {"from": buyer})
+    for node_id in world.nodes.values():
+        system.settlement.setUsageTerms(node_id, buyer, 2 * USD, {"from": admin})
+
     for _ in range(6):
-        attest_next(hub, world)
+        attest_next(world)
     return world
 
 
-def attest_next(hub: Any, world: World) -> int:
-    """End the current oracle epoch and attest it for every node (2 of 3 oracles)."""
+def attest_next(world: World) -> int:
+    """End the current oracle epoch, attest it for every node (2 of 3 oracles) and settle
+    it (as the settlement keeper would)."""
     from brownie import accounts
 
+    hub = world.system.oracle_hub
     epoch = end_epoch(hub)
     leaves = random_leaves(epoch, sorted(world.nodes.values()), seed=epoch)
     c = build_commitment(epoch, leaves, hub.configVersion())
-    tx = hub.attest(
+    hub.attest(
         c.report.as_tuple(), signatures(hub, c.report, ORACLE_KEYS[:2]), {"from": accounts[6]}
     )
+    items = [(leaf.values(), c.proof(leaf.node_id)) for leaf in c.leaves]
+    tx = world.system.settlement.settle(epoch, items, {"from": world.admin})
     world.epochs.append(epoch)
     world.last_block = tx.block_number
     return epoch
