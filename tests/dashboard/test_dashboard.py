@@ -262,6 +262,25 @@ def test_stress_h100_price_fall_from_the_page(
         assert usd(shock["platform"]["waterfall"]["stakers"]) in answer
         # the heavily financed H100 pool cannot carry its debt when prices fall 40%/yr
         assert world.nodes["h100-eu"] in {n["node_id"] for n in breaching}
+        # each pool's debt goes in as indexed, its schedule where it stands today
+        indexed = {p["node_id"]: p for p in stack.get("/api/v1/pools").json()}
+        for o in body["overrides"]:
+            if "debt" in o:
+                pool, debt = indexed[o["node_id"]], o["debt"]
+                assert debt["drawn_assets"] == pool["debt"]["principal"]
+                assert (debt["tenor_months"], debt["rate_bps"]) == (36, 1_100)
+                elapsed = pool["current_epoch"] - pool["debt"]["draw_epoch"]
+                assert 0 < debt["months_since_draw"] <= elapsed
+                assert debt["staked_bps"] == 10_000  # the staker staked every share
+        # ... or the whole loan again, from its draw
+        page.check("input[name=stress-debt][value=draw]")
+        with page.expect_response(
+            lambda r: r.url.endswith("/api/v1/risk/scenarios") and r.request.method == "POST"
+        ) as again:
+            page.click("#stress-run")
+        assert again.value.status == 200
+        redone = [o["debt"] for o in again.value.request.post_data_json["overrides"] if "debt" in o]
+        assert [d["months_since_draw"] for d in redone] == [0] * len(world.pools)
     else:
         assert "No indexed node carries pool debt" in answer
         for chart in ("stress-dscr-chart", "stress-ltv-chart"):  # no debt, nothing to plot

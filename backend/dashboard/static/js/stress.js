@@ -20,11 +20,11 @@ export function classShock(className, declineBps, horizon) {
   };
 }
 
-function debtOf(pool) {
+function debtOf(pool, fromDraw) {
   const d = pool.debt;
   if (!(d.principal > 0) || !(d.tenor_epochs >= 1)) return null;
   // One pool epoch is one month in the projection (backend/risk/fleet.py Debt).
-  const since = d.draw_epoch === null || d.draw_epoch === undefined ? 0 : Math.max(0, (pool.current_epoch ?? d.draw_epoch) - d.draw_epoch);
+  const since = fromDraw || d.draw_epoch === null || d.draw_epoch === undefined ? 0 : Math.max(0, (pool.current_epoch ?? d.draw_epoch) - d.draw_epoch);
   return {
     drawn_assets: d.principal,
     tenor_months: d.tenor_epochs,
@@ -35,7 +35,9 @@ function debtOf(pool) {
 }
 
 // The indexed fleet, pools by node id, and the request body's node_ids + overrides.
-export async function indexedFleet() {
+// `fromDraw`: project each pool's loan from its draw (month 0) instead of where its
+// schedule stands today; one pool epoch is one projected month either way.
+export async function indexedFleet({ fromDraw = false } = {}) {
   const [nodes, pools] = await Promise.all([loadNodes(), loadPools()]);
   const live = nodes.filter((n) => n.status !== "exited");
   const poolByNode = new Map();
@@ -54,7 +56,7 @@ export async function indexedFleet() {
   for (const n of live) {
     const pool = poolByNode.get(n.node_id);
     const o = { node_id: n.node_id };
-    const debt = pool ? debtOf(pool) : null;
+    const debt = pool ? debtOf(pool, fromDraw) : null;
     if (debt) o.debt = debt;
     if (utilization.has(n.node_id)) o.utilization_bps = utilization.get(n.node_id);
     if (Object.keys(o).length > 1) overrides.push(o);

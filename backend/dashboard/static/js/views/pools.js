@@ -43,8 +43,8 @@ async function renderHistory() {
     },
     options: {
       scales: {
-        y: { beginAtZero: true, title: { display: true, text: "ratio ×" } },
-        usd: { position: "right", beginAtZero: true, title: { display: true, text: "tUSD" }, grid: { drawOnChartArea: false } },
+        y: { display: ratios.length > 0, beginAtZero: true, title: { display: true, text: "ratio ×" } },
+        usd: { position: ratios.length ? "right" : "left", beginAtZero: true, title: { display: true, text: "tUSD" }, grid: { drawOnChartArea: false } },
         x: { title: { display: true, text: "epoch" } },
       },
     },

@@ -123,7 +123,8 @@ async function submit(event) {
       ? [classShock(root.querySelector("#stress-class").value, Math.round(Number(root.querySelector("#stress-decline").value) * 100), horizon)]
       : [];
     if (!named.length && !custom.length) throw new Error("choose at least one scenario");
-    const fleet = await indexedFleet();
+    const fromDraw = root.querySelector('input[name="stress-debt"]:checked')?.value === "draw";
+    const fleet = await indexedFleet({ fromDraw });
     if (!fleet.node_ids.length) throw new Error("no node has been indexed yet: nothing to project");
     describe.textContent = `Projecting ${fleet.node_ids.length} indexed nodes, ${fleet.poolByNode.size} with pool debt.`;
     const response = await runStress(fleet, { scenarios: named, custom, horizon, covenantDscrBps, maxLtvBps });
