@@ -45,11 +45,16 @@ function renderPicked() {
   const result = response.results[Number(root.querySelector("#stress-pick").value)];
   answer(result);
   const months = Array.from({ length: response.horizon_months }, (_, i) => monthLabel(response.start_time, i + 1));
-  const pooled = (result.nodes ?? []).filter((n) => n.has_pool && n.paths);
-  const series = (field, scale, cap) =>
-    pooled.length
-      ? pooled.map((n, i) => line(poolName(fleet, n.node_id), n.paths[field].map((v) => (v === null ? null : Math.min(v / scale, cap))), i))
-      : [line("platform", result.platform[field].map((v) => (v === null ? null : Math.min(v / scale, cap))), 0)];
+  // One line per pool; without per-node paths (a large fleet), the platform's aggregate;
+  // without any debt, nothing (a DSCR or LTV of no loan means nothing).
+  const withDebt = (result.nodes ?? []).filter((n) => n.has_pool);
+  const pooled = withDebt.filter((n) => n.paths);
+  const scaled = (values, scale, cap) => values.map((v) => (v === null ? null : Math.min(v / scale, cap)));
+  const series = (field, scale, cap) => {
+    if (pooled.length) return pooled.map((n, i) => line(poolName(fleet, n.node_id), scaled(n.paths[field], scale, cap), i));
+    if (withDebt.length) return [line("platform", scaled(result.platform[field], scale, cap), 0)];
+    return [];
+  };
   render("stress-dscr-chart", {
     type: "line",
     data: { labels: months, datasets: [...series("dscr_bps", 10_000, DSCR_CAP), reference(`covenant ${ratio(covenantDscrBps)}`, covenantDscrBps / 10_000, months.length)] },
