@@ -48,7 +48,7 @@ export function render(canvasId, config) {
 }
 
 export function line(label, data, i, extra = {}) {
-  return { label, data, borderColor: color(i), backgroundColor: color(i), pointRadius: 2, borderWidth: 2, tension: 0.2, spanGaps: true, ...extra };
+  return { label, data, borderColor: color(i), backgroundColor: color(i), pointRadius: 3, borderWidth: 2, tension: 0.2, spanGaps: true, ...extra };
 }
 
 // A dashed horizontal reference line (covenant, limit); not counted as data.

@@ -58,19 +58,13 @@ export function poolLabel(pool) {
   return pool.name || pool.symbol || `${pool.address.slice(0, 8)}…`;
 }
 
-// A metric row's energy efficiency as one number (GPU-hours per MWh), whatever its shape.
+// A metric row's energy efficiency as one number: delivered GPU-hours per kWh (what
+// /nodes/{id}/metrics serves as energy_efficiency), else computed from the row's figures.
 export function efficiency(row) {
-  const e = row?.energy_efficiency;
-  if (typeof e === "number") return e;
-  if (e && typeof e === "object") {
-    for (const key of ["gpu_hours_per_mwh", "busy_gpu_hours_per_mwh", "value"]) {
-      if (typeof e[key] === "number") return e[key];
-    }
-    const first = Object.values(e).find((v) => typeof v === "number");
-    if (first !== undefined) return first;
-  }
-  if (row?.energy_wh > 0 && row?.milli_gpu_hours !== undefined) {
-    return (row.milli_gpu_hours / 1000) / (row.energy_wh / 1e6);
+  if (typeof row?.energy_efficiency === "number") return row.energy_efficiency;
+  if (row?.energy_wh > 0) {
+    const gpuHours = row.gpu_hours ?? (row.milli_gpu_hours === undefined ? undefined : row.milli_gpu_hours / 1000);
+    if (gpuHours !== undefined) return gpuHours / (row.energy_wh / 1000);
   }
   return null;
 }
@@ -79,9 +73,10 @@ export function nodeMetricsServed() {
   return has("/api/v1/nodes/{node_id}/metrics") || has("/api/v1/nodes/{id}/metrics");
 }
 
-export async function loadNodeMetrics(nodeId) {
+// The node's newest `limit` attested epochs (the API pages newest first), oldest first.
+export async function loadNodeMetrics(nodeId, limit = 100) {
   if (!nodeMetricsServed()) return [];
-  const rows = asList(await getJSON(`/api/v1/nodes/${nodeId}/metrics`), "metrics", "epochs");
+  const rows = asList(await getJSON(`/api/v1/nodes/${nodeId}/metrics?limit=${limit}`), "metrics", "epochs");
   return [...rows].sort((a, b) => a.epoch - b.epoch);
 }
 
@@ -95,8 +90,8 @@ export async function loadFleetMetrics(classes, epochs = 60) {
     out.push({
       epoch,
       cls: row.class_name ?? row.name ?? names.get(row.class_id) ?? `class ${row.class_id}`,
-      uptime_bps: row.uptime_bps ?? null,
-      utilization_bps: row.utilization_bps ?? null,
+      uptime_bps: row.uptime_bps ?? row.mean_uptime_bps ?? null,
+      utilization_bps: row.utilization_bps ?? row.mean_utilization_bps ?? null,
       efficiency: efficiency(row),
     });
   for (const entry of asList(body, "epochs", "metrics")) {

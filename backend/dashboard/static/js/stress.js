@@ -46,9 +46,9 @@ export async function indexedFleet({ fromDraw = false } = {}) {
   }
   const utilization = new Map();
   if (nodeMetricsServed()) {
-    const rows = await mapLimited(live, 4, (n) => loadNodeMetrics(n.node_id).catch(() => []));
+    const rows = await mapLimited(live, 4, (n) => loadNodeMetrics(n.node_id, TRAILING_EPOCHS).catch(() => []));
     live.forEach((n, i) => {
-      const recent = rows[i].slice(-TRAILING_EPOCHS).map((r) => r.utilization_bps).filter((u) => typeof u === "number");
+      const recent = rows[i].map((r) => r.utilization_bps).filter((u) => typeof u === "number");
       if (recent.length) utilization.set(n.node_id, Math.round(recent.reduce((a, b) => a + b, 0) / recent.length));
     });
   }

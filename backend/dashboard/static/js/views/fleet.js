@@ -57,7 +57,7 @@ function renderNodes(nodes, classes) {
   const byClass = new Map(classes.map((c) => [c.class_id, c.name]));
   const metrics = nodeMetricsServed();
   const head = `<thead><tr><th scope="col">node</th><th scope="col">class</th><th scope="col">region</th><th class="num" scope="col">GPUs</th><th scope="col">status</th><th class="num" scope="col">bond</th>${
-    metrics ? '<th class="num" scope="col">utilization</th><th class="num" scope="col">uptime</th><th class="num" scope="col">GPU-h / MWh</th><th class="num" scope="col">epoch</th>' : ""
+    metrics ? '<th class="num" scope="col">utilization</th><th class="num" scope="col">uptime</th><th class="num" scope="col">GPU-h / kWh</th><th class="num" scope="col">epoch</th>' : ""
   }<th scope="col"><span class="sr-only">details</span></th></tr></thead>`;
   const rows = nodes.map((n) => {
     const m = latest.get(n.node_id);
@@ -86,13 +86,13 @@ async function renderSelected() {
       datasets: [
         line("utilization %", rows.map((r) => r.utilization_bps / 100), 0),
         line("uptime %", rows.map((r) => r.uptime_bps / 100), 1),
-        line("GPU-hours / MWh", rows.map((r) => efficiency(r)), 2, { yAxisID: "eff" }),
+        line("GPU-hours / kWh", rows.map((r) => efficiency(r)), 2, { yAxisID: "eff" }),
       ],
     },
     options: {
       scales: {
         y: { min: 0, max: 100, title: { display: true, text: "%" } },
-        eff: { position: "right", title: { display: true, text: "GPU-h / MWh" }, grid: { drawOnChartArea: false } },
+        eff: { position: "right", title: { display: true, text: "GPU-h / kWh" }, grid: { drawOnChartArea: false } },
         x: { title: { display: true, text: "epoch" } },
       },
     },
@@ -102,7 +102,7 @@ async function renderSelected() {
 async function refreshLatest(nodes) {
   if (!nodeMetricsServed()) return;
   const visible = nodes.filter((n) => n.status !== "exited").slice(0, 24);
-  const rows = await mapLimited(visible, 4, (n) => loadNodeMetrics(n.node_id).catch(() => []));
+  const rows = await mapLimited(visible, 4, (n) => loadNodeMetrics(n.node_id, 1).catch(() => []));
   latest = new Map(visible.map((n, i) => [n.node_id, rows[i].at(-1)]).filter(([, m]) => m));
 }
 
@@ -163,6 +163,11 @@ export const fleetView = {
     });
 
     const perClass = await loadFleetMetrics(classes);
+    const classCard = root.querySelector("#fleet-class-chart").closest(".card");
+    classCard.querySelector(".empty").textContent =
+      perClass === null
+        ? "Per-class metrics are not served by this API yet (GET /api/v1/fleet/metrics)."
+        : "No attested node leaves have been ingested yet.";
     if (perClass !== null) {
       const epochsSeen = [...new Set(perClass.map((r) => r.epoch))];
       const names = [...new Set(perClass.map((r) => r.cls))];
@@ -178,21 +183,20 @@ export const fleetView = {
           datasets: names.flatMap((name, i) => [
             line(`${name} utilization %`, series(name, "utilization_bps"), i),
             line(`${name} uptime %`, series(name, "uptime_bps"), i, { borderDash: [4, 3] }),
-            line(`${name} GPU-h/MWh`, series(name, "efficiency"), i, { yAxisID: "eff", borderDash: [1, 3] }),
+            line(`${name} GPU-h/kWh`, series(name, "efficiency"), i, { yAxisID: "eff", borderDash: [1, 3] }),
           ]),
         },
         options: {
           scales: {
             y: { min: 0, max: 100, title: { display: true, text: "%" } },
-            eff: { position: "right", title: { display: true, text: "GPU-h / MWh" }, grid: { drawOnChartArea: false } },
+            eff: { position: "right", title: { display: true, text: "GPU-h / kWh" }, grid: { drawOnChartArea: false } },
             x: { title: { display: true, text: "epoch" } },
           },
         },
       });
     } else {
-      const canvas = root.querySelector("#fleet-class-chart");
-      canvas.parentElement.hidden = true;
-      canvas.closest(".card").querySelector(".empty").hidden = false;
+      root.querySelector("#fleet-class-chart").parentElement.hidden = true;
+      classCard.querySelector(".empty").hidden = false;
     }
     if (selected === null && nodeMetricsServed() && nodes.length) selected = nodes[0].node_id;
     await renderSelected();
