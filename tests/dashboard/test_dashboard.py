@@ -6,6 +6,7 @@ same answer the API gave. Screenshots go to reports/screenshots/."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,7 +34,16 @@ def usd(base: int) -> str:
 
 @pytest.fixture(scope="module")
 def world(stack: Stack, admin, operator, operator2, buyer, staker) -> World:
-    w = build_world(stack.deployment.system, admin, operator, operator2, buyer, staker)
+    proofs = stack.env.get("GPUCAP_PROOFS_DIR")  # set when the backend reads oracle proofs
+    w = build_world(
+        stack.deployment.system,
+        admin,
+        operator,
+        operator2,
+        buyer,
+        staker,
+        proofs_dir=Path(proofs) if proofs else None,
+    )
     wait_for(
         lambda: (
             stack.get("/api/v1/indexer").status_code == 200
@@ -42,6 +52,15 @@ def world(stack: Stack, admin, operator, operator2, buyer, staker) -> World:
         60,
         "the indexer to reach the world's last block",
     )
+    if w.proofs_dir is not None:  # the keeper settles what the oracle published
+        wait_for(
+            lambda: all(
+                (p.get("risk") or {}).get("last_settled_epoch") == w.epochs[-1]
+                for p in stack.get("/api/v1/pools").json()
+            ),
+            90,
+            "the settlement keeper to settle the world's epochs",
+        )
     return w
 
 
@@ -120,6 +139,18 @@ def test_fleet_map_and_metrics_breathe(page: Any, stack: Stack, world: World) ->
     assert wait_points(page, "fleet-epochs-chart", 2 * len(world.epochs)) >= 2 * len(world.epochs)
     nodes = page.locator("#fleet-nodes tbody tr")
     assert nodes.count() == len(world.nodes)
+    if "/api/v1/fleet/metrics" in stack.get("/openapi.json").json()["paths"]:
+        wait_for(
+            lambda: len(stack.get("/api/v1/fleet/metrics").json()) >= len(world.epochs),
+            60,
+            "attested leaves to be ingested",
+        )
+        # utilization, uptime and efficiency per class (2) per epoch; the first node's history
+        assert wait_points(page, "fleet-class-chart", 3 * 2 * len(world.epochs)) > 0
+        assert wait_points(page, "fleet-node-chart", 3 * len(world.epochs)) > 0
+        page.wait_for_function(
+            "() => !document.querySelector('#fleet-nodes tbody').innerText.includes('—')"
+        )
     newest = page.inner_text("#fleet-kpis")
     assert f"#{world.epochs[-1]}" in newest
     shoot(page, "fleet")

@@ -6,12 +6,14 @@ attested by the oracle quorum and settled (usage paid by a renter, debt serviced
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from brownie import RevenuePool, chain, web3
 
 from gpucap.attestation import build_commitment
-from tests.oracle.hub_helpers import ORACLE_KEYS, end_epoch, random_leaves, signatures
+from oracle.proofs import proofs_document, write_proofs
+from tests.oracle.hub_helpers import ORACLE_KEYS, address_of, end_epoch, random_leaves, signatures
 
 USD = 10**6
 H100 = "H100-SXM-80GB"
@@ -23,6 +25,9 @@ DISTRIBUTOR_ROLE = bytes(web3.keccak(text="DISTRIBUTOR_ROLE"))
 class World:
     system: Any
     admin: Any
+    # Where the oracle publishes epoch proofs for a backend that reads them (its settlement
+    # keeper and metrics ingestion); None: no such backend, the world settles itself.
+    proofs_dir: Path | None
     nodes: dict[str, int] = field(default_factory=dict)  # label -> node id
     pools: dict[str, Any] = field(default_factory=dict)  # label -> RevenuePool
     epochs: list[int] = field(default_factory=list)
@@ -34,9 +39,15 @@ def _region(name: str) -> bytes:
 
 
 def build_world(
-    system: Any, admin: Any, operator: Any, operator2: Any, buyer: Any, staker: Any
+    system: Any,
+    admin: Any,
+    operator: Any,
+    operator2: Any,
+    buyer: Any,
+    staker: Any,
+    proofs_dir: Path | None = None,
 ) -> World:
-    world = World(system, admin)
+    world = World(system, admin, proofs_dir)
     coin, registry, capacity, hub = (
         system.stablecoin,
         system.registry,
@@ -135,19 +146,30 @@ def build_world(
 
 
 def attest_next(world: World) -> int:
-    """End the current oracle epoch, attest it for every node (2 of 3 oracles) and settle
-    it (as the settlement keeper would)."""
+    """End the current oracle epoch, attest it for every node (2 of 3 oracles), publish its
+    proofs as the oracle does, and settle it: by the backend's keeper when it reads the
+    proofs, else here (as the keeper would)."""
     from brownie import accounts
 
     hub = world.system.oracle_hub
     epoch = end_epoch(hub)
     leaves = random_leaves(epoch, sorted(world.nodes.values()), seed=epoch)
     c = build_commitment(epoch, leaves, hub.configVersion())
-    hub.attest(
+    tx = hub.attest(
         c.report.as_tuple(), signatures(hub, c.report, ORACLE_KEYS[:2]), {"from": accounts[6]}
     )
-    items = [(leaf.values(), c.proof(leaf.node_id)) for leaf in c.leaves]
-    tx = world.system.settlement.settle(epoch, items, {"from": world.admin})
+    if world.proofs_dir is not None:
+        document = proofs_document(
+            c,
+            chain_id=chain.id,
+            oracle_hub=hub.address,
+            signers=[address_of(k) for k in ORACLE_KEYS[:2]],
+            attestation={"txHash": tx.txid, "blockNumber": tx.block_number, "gasUsed": tx.gas_used},
+        )
+        write_proofs(world.proofs_dir, epoch, document)
+    else:
+        items = [(leaf.values(), c.proof(leaf.node_id)) for leaf in c.leaves]
+        tx = world.system.settlement.settle(epoch, items, {"from": world.admin})
     world.epochs.append(epoch)
     world.last_block = tx.block_number
     return epoch
