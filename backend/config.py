@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     # Health checks must answer fast even when a dependency hangs.
     health_timeout_seconds: float = 1.0
 
+    # Dashboard (/dashboard): its charting library is served from where npm installed
+    # it (package-lock.json pins the version), not copied into the source tree.
+    chartjs_dir: Path = REPO_ROOT / "node_modules" / "chart.js" / "dist"
+
     @model_validator(mode="after")
     def _secrets_fit_environment(self) -> Settings:
         key = self.relayer_key.get_secret_value().strip() if self.relayer_key else ""

@@ -260,6 +260,7 @@ def _run_world(
 
     console.print(
         "\n[bold]gpucap is up.[/] Where to look:\n"
+        f"  Dashboard    {api_url}/dashboard/\n"
         f"  API docs     {api_url}/docs\n"
         f"  Health       {api_url}/health\n"
         f"  Try          curl -X POST {api_url}/faucet -H 'content-type: application/json' "
