@@ -21,12 +21,17 @@ Other databases have no such counter: there the cache is off (``for_url`` return
 
 What may use it: a GET route whose answer is a function of the request's path and
 query and of the database only (no clock, no chain call, no caller identity).
+When an entry is missing, one request per (path, query, version) computes it and
+the others asking the same meanwhile wait for its answer (single flight): after
+each indexer commit, 200 clients polling 7 routes cost 7 queries, not 200.
+
 Requests that carry credentials (``Authorization``, ``Cookie``) always bypass
 it, as a shared HTTP cache would (RFC 9111 section 3.5); so do non-200 answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import threading
@@ -104,6 +109,8 @@ class ReadCache:
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._entries_version: int | None = None
         self._lock = threading.Lock()
+        # Entries being computed, by (key, version): followers await the leader's.
+        self._inflight: dict[tuple[tuple[str, str], int], asyncio.Future[_Entry | None]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -134,20 +141,56 @@ class ReadCache:
             self.hits += 1
         return Response(entry.body, media_type=entry.media_type)
 
-    def put(self, key: tuple[str, str], version: int, response: Response) -> None:
-        """Keep a 200 answer computed after ``version`` was read, if still current."""
+    def put(self, key: tuple[str, str], version: int, response: Response) -> _Entry | None:
+        """Keep a 200 answer computed after ``version`` was read, if still current.
+
+        Returns the entry kept, None if the answer is not cacheable or already stale.
+        """
         if response.status_code != 200 or response.background is not None:
-            return
+            return None
         body = getattr(response, "body", None)  # streaming responses have none
         if not isinstance(body, bytes) or len(body) > self._max_body_bytes:
-            return
+            return None
+        entry = _Entry(body, response.media_type)
         with self._lock:
             if version != self._entries_version:
-                return  # a commit landed meanwhile: the next request recomputes
-            self._entries[key] = _Entry(body, response.media_type)
+                return None  # a commit landed meanwhile: the next request recomputes
+            self._entries[key] = entry
             self._entries.move_to_end(key)
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
+        return entry
+
+    async def get_or_compute(
+        self,
+        key: tuple[str, str],
+        version: int,
+        compute: Callable[[], Awaitable[Response]],
+    ) -> Response:
+        """The cached answer, else the one a request already computing it gets, else compute.
+
+        Event-loop only (the futures belong to the running loop).
+        """
+        hit = self.get(key, version)
+        if hit is not None:
+            return hit
+        flight = (key, version)
+        leader = self._inflight.get(flight)
+        if leader is not None:
+            entry = await asyncio.shield(leader)
+            if entry is not None:
+                return Response(entry.body, media_type=entry.media_type)
+            return await compute()  # the leader's answer was not cacheable (or it failed)
+        future: asyncio.Future[_Entry | None] = asyncio.get_running_loop().create_future()
+        self._inflight[flight] = future
+        try:
+            response = await compute()
+            future.set_result(self.put(key, version, response))
+            return response
+        finally:
+            if not future.done():  # compute raised or was cancelled: followers compute
+                future.set_result(None)
+            del self._inflight[flight]
 
     def close(self) -> None:
         close = getattr(self._version, "close", None)
@@ -179,11 +222,6 @@ class CachedReadRoute(APIRoute):
             if version is None:
                 return await handler(request)
             key = (request.url.path, request.url.query)
-            hit = cache.get(key, version)
-            if hit is not None:
-                return hit
-            response = await handler(request)
-            cache.put(key, version, response)
-            return response
+            return await cache.get_or_compute(key, version, lambda: handler(request))
 
         return cached_handler

@@ -7,6 +7,7 @@ Whether an answer was cached is seen from the SQL the API's engine executed.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
@@ -223,3 +224,47 @@ def test_sqlite_pool_reuses_connections_and_never_makes_a_session_wait(tmp_path:
         for c in held:
             c.close()
     assert engine.pool.checkedin() == SQLITE_POOL_SIZE  # kept for reuse, extras closed
+
+
+def test_concurrent_misses_compute_once_and_a_failed_leader_lets_followers_compute() -> None:
+    async def scenario() -> None:
+        cache = ReadCache(lambda: 1)
+        v = cache.current_version()
+        assert v == 1
+        release = asyncio.Event()
+        computed: list[str] = []
+
+        async def compute(body: bytes, fail: bool = False) -> Response:
+            computed.append(body.decode())
+            await release.wait()
+            if fail:
+                raise RuntimeError("database went away")
+            return Response(body, media_type="application/json")
+
+        key = ("/api/v1/nodes", "")
+        tasks = [asyncio.create_task(cache.get_or_compute(key, v, lambda: compute(b"[1]")))]
+        tasks += [
+            asyncio.create_task(cache.get_or_compute(key, v, lambda: compute(b"[2]")))
+            for _ in range(9)
+        ]
+        await asyncio.sleep(0)
+        release.set()
+        assert [t.body for t in await asyncio.gather(*tasks)] == [b"[1]"] * 10
+        assert computed == ["[1]"]
+
+        computed.clear()
+        release.clear()
+        other = ("/api/v1/offers", "")
+        leader = asyncio.create_task(
+            cache.get_or_compute(other, v, lambda: compute(b"x", fail=True))
+        )
+        await asyncio.sleep(0)
+        follower = asyncio.create_task(cache.get_or_compute(other, v, lambda: compute(b"[3]")))
+        await asyncio.sleep(0)
+        release.set()
+        with pytest.raises(RuntimeError):
+            await leader
+        assert (await follower).body == b"[3]"
+        assert computed == ["x", "[3]"]
+
+    asyncio.run(scenario())
