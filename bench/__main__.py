@@ -228,6 +228,7 @@ def table(r: dict[str, Any]) -> str:
         lines.append(
             f"   {rd['concurrency']:>4} clients: p50 {rd['p50_ms']} ms  p99 {rd['p99_ms']} ms  "
             f"{rd['requests_per_s']} req/s  ({rd['errors']} errors {rd.get('failures') or ''})"
+            f"  load {rd.get('load_avg_1m')}"
         )
         slowest = max(rd.get("by_path", {}).items(), key=lambda kv: kv[1]["p99_ms"], default=None)
         if slowest:

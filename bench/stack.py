@@ -436,9 +436,12 @@ def read_latency(api_url: str, market: dict[str, Any], concurrency: int, duratio
         "--paths",
         *paths,
     ]
+    # Other jobs on the machine take cores from both processes: say how busy it was.
+    load_before = os.getloadavg()[0]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["paths"] = paths
+    result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     return result
 
 
