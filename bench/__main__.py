@@ -118,9 +118,12 @@ def _phase(results: dict[str, Any], name: str, fn: Callable[[], Any]) -> None:
     print(f"[bench] {name} done in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
 
 
-def _backend_child(sizes: dict[str, Any], block_time: int) -> dict[str, Any]:
+def _backend_child(
+    sizes: dict[str, Any], block_time: int, *, reads_only: bool = False
+) -> dict[str, Any]:
     """Figures 3-4 via ``python -m bench.stack`` (see its main)."""
     kwargs = {
+        "reads_only": reads_only,
         "nodes": sizes["index_nodes"],
         "raw_wallets": sizes["raw_wallets"],
         "raw_per_wallet": sizes["raw_per_wallet"],
@@ -144,11 +147,15 @@ def _backend_child(sizes: dict[str, Any], block_time: int) -> dict[str, Any]:
         return json.loads(out.read_text())
 
 
-def run(sizes: dict[str, Any], block_time: int) -> dict[str, Any]:
+def run(sizes: dict[str, Any], block_time: int, *, reads_only: bool = False) -> dict[str, Any]:
     from bench import onchain
 
     results: dict[str, Any] = {"machine": machine(), "sizes": sizes}
     started = time.perf_counter()
+    if reads_only:
+        _phase(results, "backend", lambda: _backend_child(sizes, block_time, reads_only=True))
+        results["wall_s"] = round(time.perf_counter() - started, 1)
+        return results
     with contextlib.redirect_stdout(io.StringIO()):
         proj = onchain.load_project()
         onchain.connect(devchain.free_port())
@@ -221,6 +228,7 @@ def table(r: dict[str, Any]) -> str:
         lines.append(
             f"   {rd['concurrency']:>4} clients: p50 {rd['p50_ms']} ms  p99 {rd['p99_ms']} ms  "
             f"{rd['requests_per_s']} req/s  ({rd['errors']} errors {rd.get('failures') or ''})"
+            f"  load {rd.get('load_avg_1m')}"
         )
         slowest = max(rd.get("by_path", {}).items(), key=lambda kv: kv[1]["p99_ms"], default=None)
         if slowest:
@@ -231,7 +239,7 @@ def table(r: dict[str, Any]) -> str:
     lines += ["", "5. oracle epoch (aggregate + tree + proofs + sign)"]
     if "error" in o:
         lines.append(f"   ERROR {o['error']}")
-    else:
+    elif o:
         lines.append(
             f"   {o['nodes']:,} nodes: {o['aggregate_build_sign_s']} s (aggregate "
             f"{o['aggregate_s']} s, tree {o['tree_s']} s, proofs {o['proofs_s']} s, sign "
@@ -245,10 +253,16 @@ def main(
     smoke: bool = typer.Option(False, help="tiny sizes: proves the harness, figures meaningless"),
     block_time: int = typer.Option(1, help="anvil interval mining (s) for figures 3-4"),
     out: Path = typer.Option(str(DEFAULT_OUT), help="where to write the JSON"),  # noqa: B008
+    reads_only: bool = typer.Option(
+        False,
+        help="figure 4 alone: the same market and index, raw buys to fill the sales, "
+        "no gas, relayed or oracle figures",
+    ),
 ) -> None:
     """Run every benchmark figure once and write ``out``."""
-    results = run(SMOKE if smoke else FULL, block_time)
+    results = run(SMOKE if smoke else FULL, block_time, reads_only=reads_only)
     results["smoke"] = smoke
+    results["reads_only"] = reads_only
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     print(f"\nwritten {out}")

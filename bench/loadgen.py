@@ -1,9 +1,22 @@
 """HTTP load generator: ``python -m bench.loadgen URL --concurrency N --duration S --paths ...``.
 
 Runs as its own process (so the API's event loop and the client's never share a
-core's time slice in one interpreter): N asyncio workers on one httpx client,
-each sending GET requests round-robin over the given paths for S seconds, back to
-back. Prints one JSON object: requests, errors, requests/s and latency p50/p99 (ms).
+core's time slice in one interpreter): N asyncio workers, each one client with
+its own keep-alive connection, sending GET requests round-robin over the given
+paths for S seconds, back to back (a closed loop: at most N requests in flight,
+so by Little's law mean latency = N / throughput). Prints one JSON object:
+requests, errors, requests/s and latency p50/p99 (ms).
+
+The client is aiohttp (C HTTP parser; already installed for web3), one session
+and one connection per worker. It used to be one shared httpx.AsyncClient, and
+that was the 7 s p99 figure 4 reported: httpcore's pool walks every connection
+and queued request for each request it places
+(``AsyncConnectionPool._assign_requests_to_connections``, O(connections x
+requests); encode/httpx#3215, encode/httpcore#1035), so at 200 workers the
+generator spent its core there and in ``getpeername`` syscalls, sending ~60
+requests/s while the API sat idle. httpx with a client per worker still cost
+~2-3 ms of generator CPU per request; aiohttp costs a fraction of that, so on a
+2-core machine more of the measured latency is the API's.
 """
 
 from __future__ import annotations
@@ -14,7 +27,7 @@ import json
 import statistics
 import time
 
-import httpx
+import aiohttp
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -29,21 +42,29 @@ async def run(url: str, paths: list[str], concurrency: int, duration: float) -> 
     by_path: dict[str, list[float]] = {p: [] for p in paths}
     failures: dict[str, int] = {}
     errors = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+    timeout = aiohttp.ClientTimeout(total=30)
+    sessions = [
+        aiohttp.ClientSession(
+            base_url=url, connector=aiohttp.TCPConnector(limit=1), timeout=timeout
+        )
+        for _ in range(concurrency)
+    ]
+    try:
         stop = time.perf_counter() + duration
 
         async def worker(offset: int) -> None:
             nonlocal errors
+            session = sessions[offset]
             i = offset
             while time.perf_counter() < stop:
                 path = paths[i % len(paths)]
                 i += 1
                 t0 = time.perf_counter()
                 try:
-                    resp = await client.get(path)
-                    outcome = str(resp.status_code)
-                except httpx.HTTPError as exc:
+                    async with session.get(path) as resp:
+                        await resp.read()
+                        outcome = str(resp.status)
+                except (aiohttp.ClientError, TimeoutError) as exc:
                     outcome = type(exc).__name__
                 elapsed_one = time.perf_counter() - t0
                 latencies.append(elapsed_one)
@@ -55,7 +76,10 @@ async def run(url: str, paths: list[str], concurrency: int, duration: float) -> 
         started = time.perf_counter()
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
         elapsed = time.perf_counter() - started
+    finally:
+        await asyncio.gather(*(s.close() for s in sessions))
     return {
+        "client": f"aiohttp {aiohttp.__version__}, one connection per client",
         "concurrency": concurrency,
         "requests": len(latencies),
         "errors": errors,

@@ -436,9 +436,12 @@ def read_latency(api_url: str, market: dict[str, Any], concurrency: int, duratio
         "--paths",
         *paths,
     ]
+    # Other jobs on the machine take cores from both processes: say how busy it was.
+    load_before = os.getloadavg()[0]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["paths"] = paths
+    result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     return result
 
 
@@ -452,8 +455,13 @@ def run(
     block_time: int,
     read_seconds: float,
     concurrencies: list[int],
+    reads_only: bool = False,
 ) -> dict[str, Any]:
-    """Figures 3 and 4 on the chain brownie is connected to (at ``rpc_url``)."""
+    """Figures 3 and 4 on the chain brownie is connected to (at ``rpc_url``).
+
+    ``reads_only``: figure 4 alone. The raw buys still run (they fill the sales
+    the price index and the holder's portfolio read); the relayed figure does not.
+    """
     workdir = Path(tempfile.mkdtemp(prefix="gpucap-bench-"))
     market = setup_market(
         rpc_url,
@@ -461,7 +469,7 @@ def run(
         nodes=nodes,
         raw_wallets=raw_wallets,
         raw_per_wallet=raw_per_wallet,
-        relayed=relayed,
+        relayed=0 if reads_only else relayed,
     )
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
     stack = Stack(rpc_url, market["manifest"], workdir)
@@ -474,8 +482,9 @@ def run(
         _rpc(w3, "evm_setIntervalMining", [block_time])
         out["chain"] = {"block_time_s": block_time, "block_gas_limit": THROUGHPUT_GAS_LIMIT}
         out["raw"] = raw_throughput(w3, market)
-        out["relayed"] = relayed_throughput(stack, w3, market)
-        if out["raw"].get("tx_per_s") and out["relayed"].get("actions_per_s"):
+        if not reads_only:
+            out["relayed"] = relayed_throughput(stack, w3, market)
+        if out["raw"].get("tx_per_s") and out.get("relayed", {}).get("actions_per_s"):
             out["relayed_to_raw_ratio"] = round(
                 out["relayed"]["actions_per_s"] / out["raw"]["tx_per_s"], 4
             )

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from backend.app.deps import CeleryEnqueuer, ChainProvider, Enqueuer
 from backend.app.errors import install_error_handlers
+from backend.app.read_cache import ReadCache
 from backend.app.routers import api_router
 from backend.config import Settings, get_settings
 from backend.dashboard import mount_dashboard
@@ -28,6 +29,8 @@ def create_app(
         if migrate:
             upgrade_to_head(settings.sqlalchemy_url)
         yield
+        if app.state.read_cache is not None:
+            app.state.read_cache.close()
 
     app = FastAPI(
         title="gpucap API",
@@ -37,6 +40,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.sessions = get_sessionmaker(settings.sqlalchemy_url)
+    # Rendered read answers, valid while the database's data version stands (read_cache.py).
+    app.state.read_cache = ReadCache.for_url(settings.sqlalchemy_url)
     app.state.celery = create_celery(settings)
     app.state.enqueue = enqueue or CeleryEnqueuer(app.state.celery)
     app.state.chain_provider = ChainProvider(settings)

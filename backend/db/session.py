@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool, StaticPool
+from sqlalchemy.pool import QueuePool, StaticPool
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -21,12 +21,20 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-# Why no small pool: FastAPI runs sync routes and their sync `yield` dependencies in
-# a thread pool of 40; with SQLAlchemy's default pool (5 + 10 overflow), requests
-# beyond 15 block threads waiting for a connection while the requests holding one
-# wait for a thread to finish their teardown (fastapi#3205). `make bench` saw every
-# request time out at 200 clients. SQLite connections are cheap to open: no pool.
-# Server databases get a pool larger than the API's thread pool.
+# Pool sizes. FastAPI runs sync routes and sync `yield` dependencies in a thread pool
+# (anyio's default limiter: 40 threads), and a request's session keeps its connection
+# from its first query until the dependency's teardown, a later thread hop: so more
+# requests than threads can hold a connection at once. A pool that makes a request
+# wait for a connection can then wait on requests that wait for a thread
+# (fastapi#3205: `make bench` saw every request time out at 200 clients with the
+# default 5 + 10). So the pool never makes anyone wait:
+# - SQLite: keep SQLITE_POOL_SIZE connections open for reuse (as many as the API has
+#   threads) and open more on demand, without limit (max_overflow=-1), closing the
+#   extras when returned. Reuse matters: a fresh connection costs a connect, the
+#   pragmas below and a schema parse on its first query, on every request (the
+#   NullPool this replaces did exactly that).
+# - Server databases: a pool larger than the thread pool, waiting at most 10 s.
+SQLITE_POOL_SIZE = 40
 SERVER_POOL_SIZE = 20
 SERVER_MAX_OVERFLOW = 40
 
@@ -34,16 +42,22 @@ SERVER_MAX_OVERFLOW = 40
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 5}
         if parsed.database and parsed.database != ":memory:":
-            kwargs["poolclass"] = NullPool
+            # A file connection does not drop like a socket: no pre-ping round trip.
+            kwargs.update(poolclass=QueuePool, pool_size=SQLITE_POOL_SIZE, max_overflow=-1)
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         else:  # one in-memory database lives as long as its one connection
             kwargs["poolclass"] = StaticPool
     else:
-        kwargs.update(pool_size=SERVER_POOL_SIZE, max_overflow=SERVER_MAX_OVERFLOW, pool_timeout=10)
+        kwargs.update(
+            pool_pre_ping=True,
+            pool_size=SERVER_POOL_SIZE,
+            max_overflow=SERVER_MAX_OVERFLOW,
+            pool_timeout=10,
+        )
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -19,6 +19,10 @@ def _indexed_through(stack: Stack, block: int) -> bool:
 def test_new_node_appears_in_the_api(stack: Stack, operator2) -> None:
     system = stack.deployment.system
     h100 = system.class_ids["H100-SXM-80GB"]
+    # Read (and so cached, backend/app/read_cache.py) before the node exists: the
+    # indexer's commit in the worker process must make the same query answer anew.
+    mine = {"operator": operator2.address.lower()}
+    before = [n["node_id"] for n in stack.get("/api/v1/nodes", params=mine).json()]
     tx = system.registry.registerNode(
         h100,
         4,
@@ -37,8 +41,8 @@ def test_new_node_appears_in_the_api(stack: Stack, operator2) -> None:
     assert body["operator"] == operator2.address
     assert (body["gpu_count"], body["region"], body["status"]) == (4, "us-east", "active")
 
-    listed = stack.get("/api/v1/nodes", params={"operator": operator2.address.lower()}).json()
-    assert node_id in [n["node_id"] for n in listed]
+    listed = stack.get("/api/v1/nodes", params=mine).json()
+    assert node_id in [n["node_id"] for n in listed] and node_id not in before
     classes = {c["name"] for c in stack.get("/api/v1/gpu-classes").json()}
     assert "H100-SXM-80GB" in classes
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from backend.app.deps import SessionDep
 from backend.app.errors import ApiError
+from backend.app.read_cache import CachedReadRoute
 from backend.app.schemas import (
     EpochPublic,
     ErrorPublic,
@@ -42,7 +43,9 @@ from backend.db.models import (
 )
 from backend.services.indexer import event_counts
 
-router = APIRouter(tags=["reads"])
+# Every route here answers from the database alone: their GETs may share one cached
+# rendering until the next commit (backend/app/read_cache.py).
+router = APIRouter(tags=["reads"], route_class=CachedReadRoute)
 
 # Every integer the database compares is a signed 64-bit column: bound them here, so
 # an out-of-range id is a 422 with a reason instead of a database overflow (500).

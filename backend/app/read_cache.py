@@ -1,0 +1,227 @@
+"""A cache of rendered read responses that is never staler than the database.
+
+Read routes (``routers/reads.py``) answer from the chain index, which only changes
+when a writer (the worker's indexer, or anything else) commits. Many clients ask
+the same questions between two index runs (a dashboard polls ``/nodes``,
+``/offers``, ``/indexer``), so a hit skips the thread hop, the session, the query
+and the serialization, and is answered on the event loop.
+
+Correctness rests on a *data version* read before the route runs: an entry
+computed under version ``v`` is served only while the database still reports
+``v``. The route's own read starts after ``v`` was read, so it saw every commit
+``v`` stands for; and an unchanged version means no commit since. A commit
+anywhere in the database (any table, any process) bumps it, so the cache can be
+emptied more often than needed, never served stale.
+
+SQLite gives that version for free: ``PRAGMA data_version`` changes whenever
+another connection (here: every connection but the probe, in any process) has
+committed to the file, and costs microseconds, so it is asked on every request.
+Other databases have no such counter: there the cache is off (``for_url`` returns
+``None``) and every read runs its query.
+
+What may use it: a GET route whose answer is a function of the request's path and
+query and of the database only (no clock, no chain call, no caller identity).
+When an entry is missing, one request per (path, query, version) computes it and
+the others asking the same meanwhile wait for its answer (single flight): after
+each indexer commit, 200 clients polling 7 routes cost 7 queries, not 200.
+
+Requests that carry credentials (``Authorization``, ``Cookie``) always bypass
+it, as a shared HTTP cache would (RFC 9111 section 3.5); so do non-200 answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+
+MAX_ENTRIES = 1024
+MAX_BODY_BYTES = 1 << 20  # a page of 1,000 rows fits; anything larger is not kept
+_BYPASS_HEADERS = (b"authorization", b"cookie")
+
+
+class SqliteDataVersion:
+    """``PRAGMA data_version`` of one SQLite file, on a connection that never writes."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> int | None:
+        """The current version, or None when it cannot be known right now (no caching)."""
+        with self._lock:
+            try:
+                if self._conn is None:
+                    if not self._path.exists():
+                        return None
+                    # timeout=0: the probe runs on the event loop, it must never wait on
+                    # a lock; a busy database means "unknown", and the request just runs.
+                    self._conn = sqlite3.connect(
+                        self._path, timeout=0, isolation_level=None, check_same_thread=False
+                    )
+                return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error as exc:
+                log.warning("read cache: data_version of %s unavailable (%s)", self._path, exc)
+                self.close_unlocked()
+                return None
+
+    def close_unlocked(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            self.close_unlocked()
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    body: bytes
+    media_type: str | None
+
+
+class ReadCache:
+    """Rendered 200 answers by (path, query), valid for one data version at a time."""
+
+    def __init__(
+        self,
+        version: Callable[[], int | None],
+        *,
+        max_entries: int = MAX_ENTRIES,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self._version = version
+        self._max_entries = max_entries
+        self._max_body_bytes = max_body_bytes
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._entries_version: int | None = None
+        self._lock = threading.Lock()
+        # Entries being computed, by (key, version): followers await the leader's.
+        self._inflight: dict[tuple[tuple[str, str], int], asyncio.Future[_Entry | None]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @classmethod
+    def for_url(cls, url: str) -> ReadCache | None:
+        """A cache for a SQLite file database; None (no cache) for anything else."""
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+            return None
+        return cls(SqliteDataVersion(Path(parsed.database)))
+
+    def current_version(self) -> int | None:
+        """Ask the database; entries of any other version are dropped."""
+        version = self._version()
+        with self._lock:
+            if version != self._entries_version:
+                self._entries.clear()
+                self._entries_version = version
+        return version
+
+    def get(self, key: tuple[str, str], version: int) -> Response | None:
+        with self._lock:
+            entry = self._entries.get(key) if version == self._entries_version else None
+            if entry is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+        return Response(entry.body, media_type=entry.media_type)
+
+    def put(self, key: tuple[str, str], version: int, response: Response) -> _Entry | None:
+        """Keep a 200 answer computed after ``version`` was read, if still current.
+
+        Returns the entry kept, None if the answer is not cacheable or already stale.
+        """
+        if response.status_code != 200 or response.background is not None:
+            return None
+        body = getattr(response, "body", None)  # streaming responses have none
+        if not isinstance(body, bytes) or len(body) > self._max_body_bytes:
+            return None
+        entry = _Entry(body, response.media_type)
+        with self._lock:
+            if version != self._entries_version:
+                return None  # a commit landed meanwhile: the next request recomputes
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+        return entry
+
+    async def get_or_compute(
+        self,
+        key: tuple[str, str],
+        version: int,
+        compute: Callable[[], Awaitable[Response]],
+    ) -> Response:
+        """The cached answer, else the one a request already computing it gets, else compute.
+
+        Event-loop only (the futures belong to the running loop).
+        """
+        hit = self.get(key, version)
+        if hit is not None:
+            return hit
+        flight = (key, version)
+        leader = self._inflight.get(flight)
+        if leader is not None:
+            entry = await asyncio.shield(leader)
+            if entry is not None:
+                return Response(entry.body, media_type=entry.media_type)
+            return await compute()  # the leader's answer was not cacheable (or it failed)
+        future: asyncio.Future[_Entry | None] = asyncio.get_running_loop().create_future()
+        self._inflight[flight] = future
+        try:
+            response = await compute()
+            future.set_result(self.put(key, version, response))
+            return response
+        finally:
+            if not future.done():  # compute raised or was cancelled: followers compute
+                future.set_result(None)
+            del self._inflight[flight]
+
+    def close(self) -> None:
+        close = getattr(self._version, "close", None)
+        if close is not None:
+            close()
+
+
+class CachedReadRoute(APIRoute):
+    """An APIRoute whose GET answers go through ``app.state.read_cache`` (if set).
+
+    Use as ``APIRouter(route_class=CachedReadRoute)`` for routers whose GET routes
+    fit the rule in this module's docstring.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+        if "GET" not in self.methods:
+            return handler
+
+        async def cached_handler(request: Request) -> Response:
+            cache: ReadCache | None = getattr(request.app.state, "read_cache", None)
+            if (
+                cache is None
+                or request.method != "GET"
+                or any(name in _BYPASS_HEADERS for name, _ in request.scope["headers"])
+            ):
+                return await handler(request)
+            version = cache.current_version()
+            if version is None:
+                return await handler(request)
+            key = (request.url.path, request.url.query)
+            return await cache.get_or_compute(key, version, lambda: handler(request))
+
+        return cached_handler
