@@ -17,6 +17,7 @@ from sqlalchemy import Select, func, select
 
 from backend.app.deps import SessionDep
 from backend.app.errors import ApiError
+from backend.app.read_cache import CachedReadRoute
 from backend.app.routers.reads import INT64_MAX, IdPath
 from backend.app.schemas import (
     ErrorPublic,
@@ -29,7 +30,7 @@ from backend.app.schemas import (
 from backend.db.models import EpochRow, GpuClassRow, NodeMetricRow, NodeRow
 from gpucap.attestation import MILLI_GPU_HOURS_PER_GPU_HOUR
 
-router = APIRouter(tags=["metrics"])
+router = APIRouter(tags=["metrics"], route_class=CachedReadRoute)
 
 EpochQuery = Annotated[int | None, Query(ge=0, le=INT64_MAX)]
 ERRORS = {404: {"model": ErrorPublic}, 422: {"model": ErrorPublic}}

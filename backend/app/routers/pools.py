@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from backend.app.deps import SessionDep
 from backend.app.errors import ApiError
+from backend.app.read_cache import CachedReadRoute
 from backend.app.routers.reads import INT64_MAX, IdPath, IdQuery, Limit, Offset, address_param
 from backend.app.schemas import (
     CoolingPublic,
@@ -43,7 +44,7 @@ from backend.risk import formulas
 from backend.services import pool_book
 from backend.services.pool_index import cohort_lookup
 
-router = APIRouter(tags=["pools"])
+router = APIRouter(tags=["pools"], route_class=CachedReadRoute)
 
 INFINITE = 2**256 - 1  # RiskModel.INFINITE
 ERRORS = {404: {"model": ErrorPublic}, 422: {"model": ErrorPublic}}
