@@ -83,13 +83,17 @@ def world(live_deployment, admin, operator, buyer, stranger, tmp_path_factory):
         for i in range(3)
     ]
     a, b, c = nodes
+    hub = s.oracle_hub
+    # Terms set after genesis, so that k below (the epoch they were set in) is a real epoch,
+    # >= 1: a deployment moments before an epoch boundary would otherwise give k = 0.
+    if chain[-1].timestamp <= hub.genesisTimestamp():
+        end_epoch(hub)
     terms = s.settlement.setUsageTerms(a, buyer, PRICE, {"from": admin})
     s.settlement.setUsageTerms(b, stranger, PRICE, {"from": admin})  # no allowance given
     s.stablecoin.approve(s.settlement, 2**256 - 1, {"from": buyer})
     proofs_dir = tmp_path_factory.mktemp("epochs")
     commitments: dict[int, EpochCommitment] = {}
     # k: the epoch the terms were set in (the keeper settles from the first one after).
-    hub = s.oracle_hub
     k = first_epoch_after(terms.timestamp, hub.genesisTimestamp(), hub.epochLengthSeconds()) - 1
     for epoch in range(k, k + 4):
         if hub.currentEpoch() <= epoch:
