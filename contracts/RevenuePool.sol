@@ -94,6 +94,12 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
     uint256 private constant BPS = 10_000;
     uint256 private constant YEAR_SECONDS = 365 days;
 
+    /// @notice Asked by every {deposit}: the round may never have raised more than
+    /// `riskGate.raiseCap(nodeId)` (the LTV cap on the node's depreciated collateral; 0 while
+    /// the node is flagged). Set at construction, never zero and never changed: no pool can
+    /// escape the cap, and EpochSettlement.setPool only binds a pool whose gate is itself.
+    IRiskGate public immutable riskGate;
+
     IERC20 private immutable _stablecoin;
     address private immutable _operator;
     uint256 private immutable _nodeId;
@@ -133,11 +139,6 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
     mapping(uint64 era => uint256 revenueIndex) private _eraEndIndex;
     mapping(address account => Position) private _positions;
 
-    /// @notice Asked by {deposit}: the round may not raise beyond `riskGate.raiseCap(nodeId)`
-    /// (the LTV cap on the node's depreciated collateral; 0 while the node is flagged).
-    /// Zero = no gate. Set by the admin ({setRiskGate}).
-    IRiskGate public riskGate;
-
     /**
      * @param config See {IRevenuePool.PoolConfig}.
      */
@@ -146,11 +147,16 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         ERC20Permit(config.name)
         ERC2771Context(config.trustedForwarder)
     {
-        if (config.stablecoin == address(0) || config.operator == address(0) || config.admin == address(0)) {
-            revert PoolZeroAddress();
-        }
+        if (
+            config.stablecoin == address(0) || config.operator == address(0) || config.admin == address(0)
+                || config.riskGate == address(0)
+        ) revert PoolZeroAddress();
         // slither-disable-next-line timestamp (a deadline in the past is a config error; drift is seconds)
-        if (config.targetAssets == 0 || config.sharePrice == 0 || config.fundingDeadline <= block.timestamp) {
+        // targetAssets <= 2^128 bounds every debt figure (see {debtServiceBetween}).
+        if (
+            config.targetAssets == 0 || config.targetAssets > type(uint128).max || config.sharePrice == 0
+                || config.fundingDeadline <= block.timestamp
+        ) {
             revert PoolInvalidFunding(config.targetAssets, config.sharePrice, config.fundingDeadline);
         }
         if (config.genesisTimestamp == 0 || config.epochLengthSeconds == 0 || config.epochLengthSeconds > 365 days) {
@@ -160,6 +166,7 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         if (config.tenorEpochs == 0 || config.rateBps > BPS) {
             revert PoolInvalidDebtTerms(config.tenorEpochs, config.rateBps);
         }
+        riskGate = IRiskGate(config.riskGate);
         _stablecoin = IERC20(config.stablecoin);
         _operator = config.operator;
         _nodeId = config.nodeId;
@@ -186,11 +193,9 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         uint256 raised = _raisedAssets;
         uint256 remaining = _targetAssets - raised;
         if (assets > remaining) revert PoolFundingCapExceeded(assets, remaining);
-        IRiskGate gate = riskGate;
-        if (address(gate) != address(0)) {
-            uint256 cap = gate.raiseCap(_nodeId);
-            if (raised + assets > cap) revert PoolRaiseCapExceeded(assets, raised, cap);
-        }
+        // A view on the immutable gate (the settlement), before any state write.
+        uint256 cap = riskGate.raiseCap(_nodeId);
+        if (raised + assets > cap) revert PoolRaiseCapExceeded(assets, raised, cap);
         shares = Math.mulDiv(assets, ONE_SHARE, _sharePrice);
         if (shares == 0) revert PoolZeroAmount();
         address sender = _msgSender();
@@ -230,12 +235,6 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         _drawnAssets = assets;
         emit RaiseDrawn(_operator, assets, drawEpoch);
         _stablecoin.safeTransfer(_operator, assets);
-    }
-
-    /// @notice Sets the risk gate {deposit} consults (zero disables it). Admin only.
-    function setRiskGate(IRiskGate gate) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        riskGate = gate;
-        emit RiskGateSet(address(gate));
     }
 
     // ------------------------------------------------------------------
@@ -456,6 +455,28 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
     }
 
     /// @inheritdoc IRevenuePool
+    function debtServiceBetween(uint64 fromEpoch, uint64 toEpoch) external view returns (uint256 serviceAssets) {
+        if (!_drawn) return 0;
+        uint256 drawEpoch = _drawEpoch;
+        uint256 tenor = _tenorEpochs;
+        // Instalment numbers n (epoch = drawEpoch + n, 1 <= n <= tenor) inside the range.
+        uint256 first = fromEpoch > drawEpoch ? fromEpoch - drawEpoch : 1;
+        uint256 last = toEpoch > drawEpoch ? Math.min(toEpoch - drawEpoch, tenor) : 0;
+        if (first > last) return 0;
+        uint256 drawn = _drawnAssets;
+        uint256 perEpoch = drawn / tenor;
+        // Principal: outstanding before instalment `first` less outstanding after `last`.
+        // slither-disable-next-line divide-before-multiply (straight-line instalments; the last takes the rest)
+        uint256 principal = (drawn - perEpoch * (first - 1)) - (last == tenor ? 0 : drawn - perEpoch * last);
+        // Interest: Σ_{n=first..last} floor((drawn - perEpoch·(n-1))·r / d), r = rateBps·epochLength,
+        // d = BPS·YEAR — with j = last - n, Σ_{j=0..k-1} floor((perEpoch·r·j + (drawn - perEpoch·(last-1))·r) / d).
+        // No overflow: drawn <= 2^128 (constructor) and r < 2^39.
+        uint256 r = uint256(_rateBps) * _epochLengthSeconds;
+        uint256 interest = _floorSum(last - first + 1, BPS * YEAR_SECONDS, perEpoch * r, (drawn - perEpoch * (last - 1)) * r);
+        serviceAssets = principal + interest;
+    }
+
+    /// @inheritdoc IRevenuePool
     function debtOutstanding(uint64 epoch) external view returns (uint256 principalAssets) {
         if (!_drawn) return 0;
         uint64 drawEpoch = _drawEpoch;
@@ -495,7 +516,7 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         return (_genesisTimestamp, _epochLengthSeconds, _cooldownEpochs);
     }
 
-    /// @notice The draw: (drawn, drawEpoch, drawnAssets).
+    /// @inheritdoc IRevenuePool
     function draw() external view returns (bool, uint64, uint256) {
         return (_drawn, _drawEpoch, _drawnAssets);
     }
@@ -610,6 +631,29 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         uint256 totalUnits = _totalUnits;
         if (totalUnits == 0) return 0;
         return Math.mulDiv(units, _stakedShares, totalUnits);
+    }
+
+    /// @dev Σ_{i=0..n-1} floor((a·i + b) / m), exactly, in O(log m) steps (the Euclid-like
+    /// reduction of AtCoder Library's floor_sum). Requires n >= 1, m >= 1; every intermediate
+    /// is at most a·n + b of the first step.
+    function _floorSum(uint256 n, uint256 m, uint256 a, uint256 b) private pure returns (uint256 sum) {
+        while (true) {
+            if (a >= m) {
+                // n·(n-1) is even: the halving is exact.
+                // slither-disable-next-line divide-before-multiply (exact halving, then whole quotients)
+                sum += (n * (n - 1) / 2) * (a / m);
+                a %= m;
+            }
+            if (b >= m) {
+                // slither-disable-next-line divide-before-multiply (the floor of each term, by design)
+                sum += n * (b / m);
+                b %= m;
+            }
+            uint256 yMax = a * n + b;
+            if (yMax < m) return sum;
+            (n, b) = (yMax / m, yMax % m);
+            (m, a) = (a, m);
+        }
     }
 
     function _msgSender() internal view override(Context, ERC2771Context) returns (address) {

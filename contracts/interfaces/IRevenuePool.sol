@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
+import {IRiskGate} from "./IRiskGate.sol";
+
 /**
  * @title IRevenuePool
  * @notice A node's revenue-share pool: a funding round that sells transferable
@@ -43,6 +45,8 @@ interface IRevenuePool {
     /// @param cooldownEpochs Full epochs between an unstake request and its withdrawal (>= 1).
     /// @param tenorEpochs Debt amortisation period, in epochs after the draw.
     /// @param rateBps Annual interest rate on the outstanding principal, in bps.
+    /// @param riskGate The risk side (EpochSettlement) whose `raiseCap(nodeId)` caps the round;
+    /// required (non-zero) and immutable, so every pool is bound by the LTV cap.
     struct PoolConfig {
         string name;
         string symbol;
@@ -59,6 +63,7 @@ interface IRevenuePool {
         uint64 cooldownEpochs;
         uint64 tenorEpochs;
         uint16 rateBps;
+        address riskGate;
     }
 
     /// @notice One account's staking position, in shares (the view converts units).
@@ -150,14 +155,11 @@ interface IRevenuePool {
     /// @notice A loss took every staked share: all stake units are void; era `newEra` begins.
     event StakeWipedOut(uint64 newEra);
 
-    /// @notice Deposits are now capped by `gate`.raiseCap(node) (zero: no gate).
-    event RiskGateSet(address indexed gate);
-
     // ------------------------------------------------------------------
     // Errors
     // ------------------------------------------------------------------
 
-    /// @notice A required address (stablecoin, operator, admin, recipient) is zero.
+    /// @notice A required address (stablecoin, operator, admin, risk gate, recipient) is zero.
     error PoolZeroAddress();
 
     /// @notice Target, share price or deadline is zero / in the past.
@@ -225,7 +227,8 @@ interface IRevenuePool {
     /**
      * @notice Deposits `assets` stablecoin in the round; `receiver` gets
      * `assets * 1e18 / sharePrice` shares (rounded down, in the pool's favour).
-     * @dev Requirements: round Funding; `assets` > 0 and within the target; caller approved the pool.
+     * @dev Requirements: round Funding; `assets` > 0 and within the target; the raise after it
+     * at most `riskGate().raiseCap(nodeId)` (PoolRaiseCapExceeded); caller approved the pool.
      */
     function deposit(uint256 assets, address receiver) external returns (uint256 shares);
 
@@ -318,6 +321,21 @@ interface IRevenuePool {
     /// @notice Debt service scheduled for `epoch`: straight-line principal plus interest
     /// on the principal outstanding before it (both zero outside the tenor or before the draw).
     function debtServiceDue(uint64 epoch) external view returns (uint256 principalAssets, uint256 interestAssets);
+
+    /**
+     * @notice Debt service scheduled for the epochs `fromEpoch..toEpoch` (inclusive), summed:
+     * exactly Σ principal + interest of {debtServiceDue} over the range (0 for an empty range).
+     * @dev O(log) whatever the range: the principal is a difference of outstanding balances and
+     * the interest, a sum of floors of an arithmetic progression, is summed in closed form.
+     * The settlement uses it to put the service of epochs it never settled into arrears.
+     */
+    function debtServiceBetween(uint64 fromEpoch, uint64 toEpoch) external view returns (uint256 serviceAssets);
+
+    /// @notice The draw: whether the raise was drawn, the epoch of the draw, the assets drawn.
+    function draw() external view returns (bool drawn, uint64 drawEpoch, uint256 drawnAssets);
+
+    /// @notice The risk gate every deposit asks (immutable, never zero).
+    function riskGate() external view returns (IRiskGate);
 
     /// @notice Principal still scheduled to be outstanding after `epoch`'s payment.
     function debtOutstanding(uint64 epoch) external view returns (uint256 principalAssets);

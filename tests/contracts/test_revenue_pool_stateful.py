@@ -309,12 +309,15 @@ _STAKE_FIELDS = (
 
 
 @pytest.fixture(scope="module")
-def world(stablecoin, operator, admin, relayer, operator2, fund, buyer, staker, stranger):
+def world(
+    stablecoin, operator, admin, relayer, operator2, fund, buyer, staker, stranger, pool_gate
+):
     pool = deploy_pool(
         stablecoin,
         operator,
         admin,
         PoolParams(price=PRICE, target=TARGET, funding_seconds=DEADLINE_EPOCHS * EPOCH),
+        gate=pool_gate,
         roles=((DISTRIBUTOR_ROLE, relayer), (SLASHER_ROLE, operator2)),
     )
     investors = [buyer, staker, stranger]
