@@ -76,6 +76,8 @@ interface IRevenuePool {
     /// @param claimedAssets Revenue claimed so far.
     /// @param principalShares Shares put at stake and not yet withdrawn, at face value.
     /// @param lossShares Part of `principalShares` taken by booked losses.
+    /// @param releasedShares Stake returned by a release (see {StakeReleased}) and not yet
+    /// withdrawn: no longer at stake, withdrawable at once with {withdraw}.
     struct StakeInfo {
         uint256 earningShares;
         uint256 pendingShares;
@@ -87,6 +89,7 @@ interface IRevenuePool {
         uint256 claimedAssets;
         uint256 principalShares;
         uint256 lossShares;
+        uint256 releasedShares;
     }
 
     /// @notice Pool-wide accounting, for dashboards and invariant checks.
@@ -99,6 +102,8 @@ interface IRevenuePool {
     /// @param stakedShares Shares in custody for stakers (earning, pending and cooling).
     /// @param earningUnits Stake units that earn revenue. @param totalUnits All stake units.
     /// @param lossShares Shares seized by booked losses. @param lossAssets Losses booked.
+    /// @param releasedShares Shares released from stake (see {StakeReleased}) not yet withdrawn
+    /// (including the rounding dust of the release that belongs to no account).
     struct PoolTotals {
         uint256 raisedAssets;
         uint256 refundedAssets;
@@ -112,6 +117,7 @@ interface IRevenuePool {
         uint256 totalUnits;
         uint256 lossShares;
         uint256 lossAssets;
+        uint256 releasedShares;
     }
 
     // ------------------------------------------------------------------
@@ -154,6 +160,14 @@ interface IRevenuePool {
 
     /// @notice A loss took every staked share: all stake units are void; era `newEra` begins.
     event StakeWipedOut(uint64 newEra);
+
+    /// @notice A loss left so few shares behind so many units (more than MAX_UNITS_PER_SHARE
+    /// units a share) that the unit rate was reset: the `shares` still staked were released
+    /// to their stakers at their exact value (withdrawable at once) and era `newEra` begins.
+    event StakeReleased(uint64 newEra, uint256 shares);
+
+    /// @notice `account` withdrew `shares` of stake released by a rate reset.
+    event ReleasedStakeWithdrawn(address indexed account, uint256 shares);
 
     // ------------------------------------------------------------------
     // Errors
@@ -266,8 +280,9 @@ interface IRevenuePool {
     function requestUnstake(uint256 shares) external;
 
     /**
-     * @notice Returns the caller's cooled-down stake (after losses) to the caller.
-     * @dev Requirements: something cooling; cooldown over.
+     * @notice Returns the caller's cooled-down stake (after losses) and any released stake
+     * (see {StakeReleased}) to the caller.
+     * @dev Requirements: released stake, or cooling stake whose cooldown is over.
      */
     function withdraw() external returns (uint256 shares);
 

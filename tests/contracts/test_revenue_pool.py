@@ -552,6 +552,56 @@ class TestBookLoss:
         assert position(live_pool, buyer)["claimableAssets"] == 5 * USD
         live_pool.claim(buyer, {"from": buyer})
 
+    def test_repeated_near_total_losses_release_instead_of_overflowing(
+        self, live_pool, buyer, staker, slasher
+    ):
+        """16 rounds of: a 99.99% loss, then its recipient stakes the seized shares. Each
+        round multiplies the units a share stands for by ~1e4: unbounded, the unit arithmetic
+        overflows (Panic) by round 14 and the revenue index stops moving long before. Bounded,
+        every third loss releases the stake at its exact value and a fresh era begins."""
+        pool = live_pool
+        pool.stake(SHARES(50_000), {"from": buyer})
+        releases = []
+        for _ in range(16):
+            staked = pool.totals()["stakedShares"]
+            assets = staked * 9_999 // 10_000 * PRICE // ONE_SHARE  # 99.99% of its value
+            tx = pool.bookLoss(assets, staker, {"from": slasher})
+            t = pool.totals().dict()
+            assert t["totalUnits"] <= t["stakedShares"] * 10**9  # the bound holds after every loss
+            if "StakeReleased" in tx.events:
+                left = staked - tx.return_value
+                assert dict(tx.events["StakeReleased"]) == {
+                    "newEra": len(releases) + 1,
+                    "shares": left,
+                }
+                assert tx.events["LossBooked"]["stakedSharesAfter"] == 0
+                assert (t["stakedShares"], t["totalUnits"], t["earningUnits"]) == (0, 0, 0)
+                releases.append(left)
+            pool.stake(tx.return_value, {"from": staker})
+        assert len(releases) == 5
+        t = pool.totals().dict()
+        assert t["releasedShares"] == sum(releases)
+        assert pool.balanceOf(pool) == t["stakedShares"] + t["releasedShares"]
+        b, s = position(pool, buyer), position(pool, staker)
+        # Exact per position: what was staked is lost or released, nothing else.
+        assert b["lossShares"] + b["releasedShares"] == SHARES(50_000)
+        assert b["principalShares"] == b["earningShares"] == b["pendingShares"] == 0
+        # Released shares are each position's floor at the final rate: a few units of dust.
+        owed = b["releasedShares"] + s["releasedShares"]
+        assert 0 <= t["releasedShares"] - owed <= 2 * len(releases)
+        # Released stake is withdrawable at once, without a cooldown.
+        tx = pool.withdraw({"from": buyer})
+        assert tx.return_value == b["releasedShares"] > 0
+        assert dict(tx.events["ReleasedStakeWithdrawn"]) == {
+            "account": buyer,
+            "shares": b["releasedShares"],
+        }
+        assert "Unstaked" not in tx.events
+        assert position(pool, buyer)["releasedShares"] == 0
+        assert pool.totals()["releasedShares"] == t["releasedShares"] - b["releasedShares"]
+        with brownie.reverts(err("PoolNothingCooling")):
+            pool.withdraw({"from": buyer})
+
     def test_reverts(self, live_pool, slasher, stranger, buyer):
         with brownie.reverts(
             err("AccessControlUnauthorizedAccount", stranger, bytes_arg(SLASHER_ROLE))
