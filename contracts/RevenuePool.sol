@@ -177,12 +177,10 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
             config.stablecoin == address(0) || config.operator == address(0) || config.admin == address(0)
                 || config.riskGate == address(0)
         ) revert PoolZeroAddress();
-        // slither-disable-next-line timestamp (a deadline in the past is a config error; drift is seconds)
         // targetAssets <= 2^128 bounds every debt figure (see {debtServiceBetween}).
-        if (
-            config.targetAssets == 0 || config.targetAssets > type(uint128).max || config.sharePrice == 0
-                || config.fundingDeadline <= block.timestamp
-        ) {
+        bool badTarget = config.targetAssets == 0 || config.targetAssets > type(uint128).max;
+        // slither-disable-next-line timestamp (a deadline in the past is a config error; drift is seconds)
+        if (badTarget || config.sharePrice == 0 || config.fundingDeadline <= block.timestamp) {
             revert PoolInvalidFunding(config.targetAssets, config.sharePrice, config.fundingDeadline);
         }
         if (config.genesisTimestamp == 0 || config.epochLengthSeconds == 0 || config.epochLengthSeconds > 365 days) {
@@ -508,6 +506,7 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         // d = BPS·YEAR — with j = last - n, Σ_{j=0..k-1} floor((perEpoch·r·j + (drawn - perEpoch·(last-1))·r) / d).
         // No overflow: drawn <= 2^128 (constructor) and r < 2^39.
         uint256 r = uint256(_rateBps) * _epochLengthSeconds;
+        // slither-disable-next-line divide-before-multiply (whole instalments, exactly as debtServiceDue)
         uint256 interest = _floorSum(last - first + 1, BPS * YEAR_SECONDS, perEpoch * r, (drawn - perEpoch * (last - 1)) * r);
         serviceAssets = principal + interest;
     }
@@ -595,7 +594,8 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
                 released = Math.mulDiv(p.units + p.pendingUnits + p.coolingUnits, rel.shares, rel.units);
             }
             // released <= the position's value <= principal (stake rounds in the pool's favour).
-            p.lostShares += (p.principalShares - Math.min(p.principalShares, released)).toUint128();
+            uint256 principal = p.principalShares;
+            p.lostShares += (principal - Math.min(principal, released)).toUint128();
             p.principalShares = 0;
             p.units = 0;
             p.pendingUnits = 0;
