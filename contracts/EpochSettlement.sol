@@ -31,8 +31,20 @@ import {RevenuePool} from "./RevenuePool.sol";
  *   function of the attested leaf and of terms the payer agreed to (set by TERMS_ROLE), so
  *   neither the keeper nor the operator can over- or under-bill. A payer that prefers
  *   EIP-2612 signs a permit to this contract; anyone can submit it to the token first.
- * - Capacity proceeds: CapacityToken holds sale proceeds per node, not per epoch; a
- *   settlement collects everything the node holds at that moment.
+ * - Capacity proceeds: CapacityToken holds sale proceeds per node, not per epoch or window;
+ *   a settlement collects everything the node holds at that moment, including sales of
+ *   windows not yet delivered. Why that is safe, and where it is not: a buyer's refund for
+ *   an undelivered window is never paid from proceeds, only from the bond the offer locked
+ *   (CapacityToken.settleReservation slashes it). A reservation's refund is at most
+ *   price × (1 + shortfallPenaltyBps) per GPU-hour short, and the lock is
+ *   price × bondCoverageBps per GPU-hour (rounded up), so while bondCoverageBps >=
+ *   10_000 + shortfallPenaltyBps (deployment: 12_000 >= 10_000 + 2_000) every refund is paid
+ *   in full from the bond and collected proceeds never have to come back. The exposure left:
+ *   a refund the lock no longer covers — the penalty raised after the offer was published,
+ *   the lock shrunk by another NodeRegistry slash, or the node Exited — is recorded as
+ *   CapacityToken.uncoveredShortfall(node), a claim on the operator, while the proceeds of
+ *   that window were already split (fee, reserve, operator, pool). Restricting collection to
+ *   settled windows needs proceeds held per window in CapacityToken (not done).
  * - Split (all bps of the epoch's gross = usage + proceeds, floored): fee, reserve,
  *   operator share. What is left is the node's NET revenue (what services the debt; the
  *   operator share pays for power and hosting). Debt service = min(due + arrears, net), to

@@ -489,6 +489,7 @@ class TestSkippedEpochs:
         skipped = [sum(pool.debtServiceDue(e)) for e in (e0 + 1, e0 + 2)]
         service3 = sum(pool.debtServiceDue(e0 + 3))
         tx = settlement.settle(e0 + 3, [item(c3, node), item(c3, bare)], {"from": admin})
+        print(f"\nGAS settle 2 nodes, one with 2 skipped epochs in the window: {tx.gas_used}")
 
         assert len(tx.events["EpochsSkipped"]) == 1  # the pool-less node skips silently
         assert dict(tx.events["EpochsSkipped"]) == {
@@ -535,6 +536,7 @@ class TestSkippedEpochs:
             attest(hub, {node: 100})
         c4 = attest(hub, {node: 100})
         tx = s.settle(e0 + 4, [item(c4, node)], {"from": admin})
+        print(f"\nGAS settle 1 node, 3 skipped epochs (2 past the window): {tx.gas_used}")
         due = {e: sum(pool.debtServiceDue(e)) for e in range(e0 + 1, e0 + 5)}
         skipped = due[e0 + 1] + due[e0 + 2] + due[e0 + 3]
         assert tx.events["EpochsSkipped"]["serviceAssets"] == skipped

@@ -75,7 +75,8 @@ class RevenuePoolMachine(SnapshotMachine):
         return FAILED if self.failed else FUNDING
 
     def _supply(self) -> int:
-        return sum(self.shares.values()) + self.shadow.staked + self.donated_shares
+        s = self.shadow
+        return sum(self.shares.values()) + s.staked + s.released_total + self.donated_shares
 
     # ------------------------------------------------------------------ funding round
 
