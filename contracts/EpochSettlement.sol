@@ -31,8 +31,20 @@ import {RevenuePool} from "./RevenuePool.sol";
  *   function of the attested leaf and of terms the payer agreed to (set by TERMS_ROLE), so
  *   neither the keeper nor the operator can over- or under-bill. A payer that prefers
  *   EIP-2612 signs a permit to this contract; anyone can submit it to the token first.
- * - Capacity proceeds: CapacityToken holds sale proceeds per node, not per epoch; a
- *   settlement collects everything the node holds at that moment.
+ * - Capacity proceeds: CapacityToken holds sale proceeds per node, not per epoch or window;
+ *   a settlement collects everything the node holds at that moment, including sales of
+ *   windows not yet delivered. Why that is safe, and where it is not: a buyer's refund for
+ *   an undelivered window is never paid from proceeds, only from the bond the offer locked
+ *   (CapacityToken.settleReservation slashes it). A reservation's refund is at most
+ *   price × (1 + shortfallPenaltyBps) per GPU-hour short, and the lock is
+ *   price × bondCoverageBps per GPU-hour (rounded up), so while bondCoverageBps >=
+ *   10_000 + shortfallPenaltyBps (deployment: 12_000 >= 10_000 + 2_000) every refund is paid
+ *   in full from the bond and collected proceeds never have to come back. The exposure left:
+ *   a refund the lock no longer covers — the penalty raised after the offer was published,
+ *   the lock shrunk by another NodeRegistry slash, or the node Exited — is recorded as
+ *   CapacityToken.uncoveredShortfall(node), a claim on the operator, while the proceeds of
+ *   that window were already split (fee, reserve, operator, pool). Restricting collection to
+ *   settled windows needs proceeds held per window in CapacityToken (not done).
  * - Split (all bps of the epoch's gross = usage + proceeds, floored): fee, reserve,
  *   operator share. What is left is the node's NET revenue (what services the debt; the
  *   operator share pays for power and hosting). Debt service = min(due + arrears, net), to
@@ -47,9 +59,19 @@ import {RevenuePool} from "./RevenuePool.sol";
  * - A node's epochs settle in strictly increasing order (RevenuePool.distribute needs that
  *   anyway): settling a settled epoch, or one before the last settled, reverts. Settling is
  *   SETTLER_ROLE only, so nobody can skip a node past an epoch the keeper has yet to settle.
- * - DSCR window: the node's last `dscrWindowEpochs` SETTLED epochs (a ring buffer with
- *   running sums: O(1) per settlement). Service due in an epoch that is never settled is
- *   not counted (the keeper settles every attested epoch).
+ * - Skipped epochs: the keeper may settle a node's epoch E while epochs after the node's last
+ *   settled one L were never settled (no attestation, a keeper outage, the node left out of
+ *   a batch). They cannot be settled later (order is strict), but their debt is not
+ *   forgiven: from the pool's draw on, the service scheduled for every skipped epoch
+ *   (L, E) is added to what E owes (so unpaid, it carries as arrears) and each skipped
+ *   epoch enters the DSCR window with zero net revenue and its scheduled service
+ *   (EpochsSkipped). Revenue of a skipped epoch is not lost: usage is billed from the
+ *   leaves the keeper does settle and capacity proceeds stay held until collected.
+ *   Cost: one pool call (debtServiceBetween, O(log)) for the skipped epochs that have left
+ *   the window and one per skipped epoch still inside it (at most dscrWindowEpochs - 1).
+ *   A pool is only bound if no epoch already settled for the node had service due (setPool).
+ * - DSCR window: the node's last `dscrWindowEpochs` epochs — every settled one, and, from
+ *   the pool's draw on, every skipped one (a ring buffer with running sums).
  * - Covenant (RiskModel): flagged when DSCR < covenantDscrBps with scheduled service in
  *   the window, or LTV > maxLtvBps, LTV = pool.debtOutstanding(epoch) / value at the
  *   epoch's end. Re-evaluated at every settlement; events on change.
@@ -103,7 +125,8 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
         address pool;
     }
 
-    /// @dev Per-node book. slot 0: lastSettledEpoch, settledCount, serviceEpochs (uint64 each) +
+    /// @dev Per-node book (settledCount: epochs recorded in the DSCR ring, settled or skipped).
+    /// slot 0: lastSettledEpoch, settledCount, serviceEpochs (uint64 each) +
     /// flags; slot 1: window sums; slot 2: arrears + lifetime debt paid; slot 3: gross.
     struct Book {
         uint64 lastSettledEpoch;
@@ -187,6 +210,9 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
     event RiskParamsSet(uint32 covenantDscrBps, uint16 maxLtvBps, RiskModel.Curve curve);
     event UsageTermsSet(uint256 indexed nodeId, address indexed payer, uint96 pricePerGpuHour);
     event PoolSet(uint256 indexed nodeId, address indexed pool);
+    /// @notice Node `nodeId`'s epochs `fromEpoch..toEpoch` were skipped (never settled, debt
+    /// running): their scheduled service `serviceAssets` was added to what the next epoch owes.
+    event EpochsSkipped(uint256 indexed nodeId, uint64 fromEpoch, uint64 toEpoch, uint256 serviceAssets);
     event OperatorWithdrawn(address indexed operator, address indexed to, uint256 amount);
     event FeesWithdrawn(address indexed to, uint256 amount);
     event ReserveWithdrawn(address indexed to, uint256 amount);
@@ -202,6 +228,13 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
     error SettlementAlreadySettled(uint256 nodeId, uint64 epoch, uint64 lastSettledEpoch);
     error SettlementPoolAlreadySet(uint256 nodeId, address pool);
     error SettlementPoolMismatch(uint256 nodeId, address pool);
+    /// @notice `pool` finances node `poolNodeId`, not `nodeId`.
+    error SettlementPoolNodeMismatch(uint256 nodeId, address pool, uint256 poolNodeId);
+    /// @notice `pool`'s risk gate is `gate`, not this settlement: its round escapes the LTV cap.
+    error SettlementPoolGateMismatch(address pool, address gate);
+    /// @notice `pool` was drawn in `drawEpoch`, before node `nodeId`'s last settled epoch
+    /// `lastSettledEpoch`: service of epochs already settled would never be owed.
+    error SettlementPoolServiceMissed(uint256 nodeId, uint64 drawEpoch, uint64 lastSettledEpoch);
     error SettlementZeroAmount();
     error SettlementUnknownNode(uint256 nodeId);
     error SettlementInsufficient(uint256 available, uint256 requested);
@@ -274,8 +307,14 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
         emit UsageTermsSet(nodeId, payer, pricePerGpuHour);
     }
 
-    /// @notice Binds node `nodeId` to its RevenuePool, once. The pool must be for this node,
-    /// in this stablecoin, on the hub's epoch schedule, and grant this contract DISTRIBUTOR_ROLE.
+    /**
+     * @notice Binds node `nodeId` to its RevenuePool, once. The pool must finance this node
+     * (SettlementPoolNodeMismatch), be capped by this contract as its immutable risk gate
+     * (SettlementPoolGateMismatch: a pool whose round escaped the LTV cap is never bound, so
+     * it never receives a node's revenue), be in this stablecoin on the hub's epoch schedule
+     * (SettlementPoolMismatch), not have been drawn before the node's last settled epoch
+     * (SettlementPoolServiceMissed), and grant this contract DISTRIBUTOR_ROLE.
+     */
     function setPool(uint256 nodeId, address pool) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (pool == address(0)) revert SettlementZeroAddress();
         address current = address(_pools[nodeId]);
@@ -283,12 +322,18 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
         _requireNode(nodeId);
         // slither-disable-next-line unused-return (only the stablecoin and node id matter here)
         (address coin,, uint256 poolNode,,,,,) = RevenuePool(pool).terms();
+        if (poolNode != nodeId) revert SettlementPoolNodeMismatch(nodeId, pool, poolNode);
+        address gate = address(IRevenuePool(pool).riskGate());
+        if (gate != address(this)) revert SettlementPoolGateMismatch(pool, gate);
         // slither-disable-next-line unused-return (the cooldown does not matter here)
         (uint64 genesis, uint64 length,) = RevenuePool(pool).epochSchedule();
-        if (
-            coin != address(stablecoin) || poolNode != nodeId || genesis != hub.genesisTimestamp()
-                || length != hub.epochLengthSeconds()
-        ) revert SettlementPoolMismatch(nodeId, pool);
+        if (coin != address(stablecoin) || genesis != hub.genesisTimestamp() || length != hub.epochLengthSeconds()) {
+            revert SettlementPoolMismatch(nodeId, pool);
+        }
+        // slither-disable-next-line unused-return (the drawn amount does not matter here)
+        (bool drawn, uint64 drawEpoch,) = IRevenuePool(pool).draw();
+        uint64 last = _books[nodeId].lastSettledEpoch;
+        if (drawn && drawEpoch < last) revert SettlementPoolServiceMissed(nodeId, drawEpoch, last);
         _pools[nodeId] = IRevenuePool(pool);
         emit PoolSet(nodeId, pool);
     }
@@ -424,13 +469,11 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
 
         (Split memory s, address payer) = _bill(nodeId, leaf.milliGpuHours);
         uint256 gross = s.usage + s.proceeds;
-        uint256 net = gross - s.fee - s.reserve - s.operatorShare;
-        uint256 service = _serviceDebt(b, pool, epoch, s, net);
+        _serviceDebt(b, nodeId, pool, epoch, s); // records skipped epochs and this one in the window
 
         b.lastSettledEpoch = epoch;
         b.gross += gross;
         b.debtPaid += s.debtPaid.toUint128();
-        _record(b, nodeId, net, service);
         _checkCovenant(b, nodeId, epoch, n, pool);
 
         feesHeld += s.fee;
@@ -471,24 +514,55 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
         s.operatorShare = (gross * operatorBps) / BPS;
     }
 
-    /// @dev Debt service from `net`: min(due + arrears, net) to the pool, the rest to stakers;
-    /// without a succeeded pool everything net goes to the operator. Returns the scheduled service.
-    function _serviceDebt(Book storage b, IRevenuePool pool, uint64 epoch, Split memory s, uint256 net)
+    /// @dev Debt service from the epoch's net revenue (gross less fee, reserve and operator
+    /// share): min(due + skipped epochs' service + arrears, net) to the pool, the rest to
+    /// stakers; without a succeeded pool everything net goes to the operator. Records the epoch
+    /// (net, scheduled service) in the DSCR window, after any skipped epochs.
+    function _serviceDebt(Book storage b, uint256 nodeId, IRevenuePool pool, uint64 epoch, Split memory s)
         internal
-        returns (uint256 service)
     {
+        uint256 net = s.usage + s.proceeds - s.fee - s.reserve - s.operatorShare;
         // slither-disable-next-line calls-loop (admin-bound pool, a view)
         if (address(pool) == address(0) || pool.roundStatus() != IRevenuePool.RoundStatus.Succeeded) {
             s.operatorShare += net; // no stakers and no debt yet: the operator owns the node's net
-            return 0;
+            _record(b, nodeId, net, 0);
+            return;
         }
         // slither-disable-next-line calls-loop (admin-bound pool, a view)
         (uint256 principal, uint256 interest) = pool.debtServiceDue(epoch);
-        service = principal + interest;
+        uint256 service = principal + interest;
         uint256 owed = service + b.arrears;
+        uint64 last = b.lastSettledEpoch; // not yet advanced to `epoch`
+        if (epoch - last > 1) owed += _bookSkipped(b, nodeId, pool, last, epoch);
         s.debtPaid = owed < net ? owed : net;
         b.arrears = (owed - s.debtPaid).toUint128();
         s.stakers = net - s.debtPaid;
+        _record(b, nodeId, net, service);
+    }
+
+    /// @dev Epochs `last + 1 .. epoch - 1` were never settled. From the pool's draw on, their
+    /// scheduled service is owed all the same: returned (to be paid or carried as arrears) and,
+    /// for those still inside the DSCR window once `epoch` is recorded, recorded with zero net.
+    function _bookSkipped(Book storage b, uint256 nodeId, IRevenuePool pool, uint64 last, uint64 epoch)
+        internal
+        returns (uint256 skippedService)
+    {
+        // slither-disable-next-line calls-loop,unused-return (admin-bound pool, a view; drawn amount unused)
+        (bool drawn, uint64 drawEpoch,) = pool.draw();
+        if (!drawn) return 0;
+        uint64 from = (last > drawEpoch ? last : drawEpoch) + 1;
+        if (from >= epoch) return 0;
+        // `epoch` takes one window slot: at most window - 1 skipped epochs remain inside it.
+        uint64 windowFrom = epoch - from >= dscrWindowEpochs ? epoch - dscrWindowEpochs + 1 : from;
+        // slither-disable-next-line calls-loop (admin-bound pool, a view)
+        if (windowFrom > from) skippedService = pool.debtServiceBetween(from, windowFrom - 1);
+        for (uint64 e = windowFrom; e < epoch; ++e) {
+            // slither-disable-next-line calls-loop (admin-bound pool, a view; at most window - 1 times)
+            (uint256 principal, uint256 interest) = pool.debtServiceDue(e);
+            _record(b, nodeId, 0, principal + interest);
+            skippedService += principal + interest;
+        }
+        emit EpochsSkipped(nodeId, from, epoch - 1, skippedService);
     }
 
     /// @dev Pushes (net, service) into the node's DSCR ring, evicting the oldest record.

@@ -37,6 +37,18 @@ import {IRiskGate} from "./interfaces/IRiskGate.sol";
  *   loss-per-share accumulator would over-charge once the base it divides by has shrunk
  *   under earlier losses; the rate is exact under any sequence. A loss that takes every
  *   staked share voids all units and starts a new era.
+ * - The rate is bounded: units per staked share never exceed MAX_UNITS_PER_SHARE (1e9).
+ *   Stake and withdrawals never raise it (both round in the pool's favour); only a loss
+ *   can, and a loss that would leave more than 1e9 units a share (its era's first stakers
+ *   have lost all but a billionth, e.g. repeated 99.99% losses) ends the era instead: the
+ *   shares still staked are RELEASED — each position gets its exact value at the final
+ *   rate (units × shares / units, floored), withdrawable at once, no longer at stake — and
+ *   the next stake starts a fresh era at one unit a share. Why: without a bound, repeated
+ *   near-total losses followed by new stake multiply the units a share is worth until
+ *   unit arithmetic overflows (a Panic that would block stake, withdrawals and losses), and
+ *   long before that the revenue index stops moving (revenue × 1e36 < earning units), so
+ *   stakers' revenue would pile up undistributed. With the bound, units <= 1e9 × shares
+ *   <= 1e9 × 2^128 × 1e18 and one stablecoin unit moves the index of up to 1e27 shares.
  * - Revenue: `revenueIndex` accumulates assets × SCALE per earning unit. SCALE = 1e36
  *   because units have 18 decimals and revenue 6: with 1e36 one stablecoin unit spread
  *   over 1e27 units (a billion shares) still moves the index. The division remainder is
@@ -84,15 +96,30 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         uint64 unlockEpoch;
     }
 
+    /// @dev A released era's final rate: its positions are worth units × shares / units.
+    struct Release {
+        uint256 shares;
+        uint256 units;
+    }
+
     /// @notice May push epoch revenue ({distribute}); held by the settlement contract.
     bytes32 public constant DISTRIBUTOR_ROLE = keccak256("DISTRIBUTOR_ROLE");
     /// @notice May book losses ({bookLoss}); held by the settlement / risk contract.
     bytes32 public constant SLASHER_ROLE = keccak256("SLASHER_ROLE");
 
+    /// @notice The most stake units a staked share may stand for (see the contract notes).
+    uint256 public constant MAX_UNITS_PER_SHARE = 1e9;
+
     uint256 private constant SCALE = 1e36;
     uint256 private constant ONE_SHARE = 1e18;
     uint256 private constant BPS = 10_000;
     uint256 private constant YEAR_SECONDS = 365 days;
+
+    /// @notice Asked by every {deposit}: the round may never have raised more than
+    /// `riskGate.raiseCap(nodeId)` (the LTV cap on the node's depreciated collateral; 0 while
+    /// the node is flagged). Set at construction, never zero and never changed: no pool can
+    /// escape the cap, and EpochSettlement.setPool only binds a pool whose gate is itself.
+    IRiskGate public immutable riskGate;
 
     IERC20 private immutable _stablecoin;
     address private immutable _operator;
@@ -132,11 +159,11 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
     uint256 private _cohortHead;
     mapping(uint64 era => uint256 revenueIndex) private _eraEndIndex;
     mapping(address account => Position) private _positions;
-
-    /// @notice Asked by {deposit}: the round may not raise beyond `riskGate.raiseCap(nodeId)`
-    /// (the LTV cap on the node's depreciated collateral; 0 while the node is flagged).
-    /// Zero = no gate. Set by the admin ({setRiskGate}).
-    IRiskGate public riskGate;
+    // Release (see the contract notes): shares set aside and not yet withdrawn, each released
+    // era's final (stakedShares, totalUnits), and what each account has had settled to it.
+    uint256 private _releasedShares;
+    mapping(uint64 era => Release) private _eraRelease;
+    mapping(address account => uint256 shares) private _releasedOf;
 
     /**
      * @param config See {IRevenuePool.PoolConfig}.
@@ -146,11 +173,14 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         ERC20Permit(config.name)
         ERC2771Context(config.trustedForwarder)
     {
-        if (config.stablecoin == address(0) || config.operator == address(0) || config.admin == address(0)) {
-            revert PoolZeroAddress();
-        }
+        if (
+            config.stablecoin == address(0) || config.operator == address(0) || config.admin == address(0)
+                || config.riskGate == address(0)
+        ) revert PoolZeroAddress();
+        // targetAssets <= 2^128 bounds every debt figure (see {debtServiceBetween}).
+        bool badTarget = config.targetAssets == 0 || config.targetAssets > type(uint128).max;
         // slither-disable-next-line timestamp (a deadline in the past is a config error; drift is seconds)
-        if (config.targetAssets == 0 || config.sharePrice == 0 || config.fundingDeadline <= block.timestamp) {
+        if (badTarget || config.sharePrice == 0 || config.fundingDeadline <= block.timestamp) {
             revert PoolInvalidFunding(config.targetAssets, config.sharePrice, config.fundingDeadline);
         }
         if (config.genesisTimestamp == 0 || config.epochLengthSeconds == 0 || config.epochLengthSeconds > 365 days) {
@@ -160,6 +190,7 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         if (config.tenorEpochs == 0 || config.rateBps > BPS) {
             revert PoolInvalidDebtTerms(config.tenorEpochs, config.rateBps);
         }
+        riskGate = IRiskGate(config.riskGate);
         _stablecoin = IERC20(config.stablecoin);
         _operator = config.operator;
         _nodeId = config.nodeId;
@@ -186,11 +217,9 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         uint256 raised = _raisedAssets;
         uint256 remaining = _targetAssets - raised;
         if (assets > remaining) revert PoolFundingCapExceeded(assets, remaining);
-        IRiskGate gate = riskGate;
-        if (address(gate) != address(0)) {
-            uint256 cap = gate.raiseCap(_nodeId);
-            if (raised + assets > cap) revert PoolRaiseCapExceeded(assets, raised, cap);
-        }
+        // A view on the immutable gate (the settlement), before any state write.
+        uint256 cap = riskGate.raiseCap(_nodeId);
+        if (raised + assets > cap) revert PoolRaiseCapExceeded(assets, raised, cap);
         shares = Math.mulDiv(assets, ONE_SHARE, _sharePrice);
         if (shares == 0) revert PoolZeroAmount();
         address sender = _msgSender();
@@ -232,12 +261,6 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         _stablecoin.safeTransfer(_operator, assets);
     }
 
-    /// @notice Sets the risk gate {deposit} consults (zero disables it). Admin only.
-    function setRiskGate(IRiskGate gate) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        riskGate = gate;
-        emit RiskGateSet(address(gate));
-    }
-
     // ------------------------------------------------------------------
     // Staking
     // ------------------------------------------------------------------
@@ -247,7 +270,7 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         _requireSucceeded();
         if (shares == 0) revert PoolZeroAmount();
         address account = _msgSender();
-        Position memory p = _settled(account);
+        Position memory p = _settle(account);
         uint256 units = _toUnits(shares);
         if (units == 0) revert PoolZeroAmount();
         uint64 activation = currentEpoch() + 1;
@@ -273,7 +296,7 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
     function requestUnstake(uint256 shares) external {
         if (shares == 0) revert PoolZeroAmount();
         address account = _msgSender();
-        Position memory p = _settled(account);
+        Position memory p = _settle(account);
         uint256 units = _toUnitsRoundUp(shares);
         uint256 available = p.units + p.pendingUnits;
         if (units > available) revert PoolInsufficientStake(_toShares(available), shares);
@@ -298,30 +321,43 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
     /// @inheritdoc IRevenuePool
     function withdraw() external returns (uint256 shares) {
         address account = _msgSender();
-        Position memory p = _settled(account);
+        (Position memory p, uint256 released) = _settled(account);
+        released += _releasedOf[account];
         uint256 units = p.coolingUnits;
-        if (units == 0) revert PoolNothingCooling();
         uint64 epoch = currentEpoch();
-        if (epoch < p.unlockEpoch) revert PoolCooldownActive(p.unlockEpoch, epoch);
-        shares = _toShares(units);
-        // The withdrawn part's face value: its share of the account's principal.
-        uint128 principalPart = Math.mulDiv(p.principalShares, units, p.units + p.pendingUnits + units).toUint128();
-        if (principalPart > shares) p.lostShares += principalPart - shares.toUint128();
-        p.principalShares -= principalPart;
-        p.coolingUnits = 0;
-        p.unlockEpoch = 0;
+        bool unlocked = units != 0 && epoch >= p.unlockEpoch;
+        if (!unlocked && released == 0) {
+            if (units == 0) revert PoolNothingCooling();
+            revert PoolCooldownActive(p.unlockEpoch, epoch);
+        }
+        if (unlocked) {
+            shares = _toShares(units);
+            // The withdrawn part's face value: its share of the account's principal.
+            uint128 principalPart =
+                Math.mulDiv(p.principalShares, units, p.units + p.pendingUnits + units).toUint128();
+            if (principalPart > shares) p.lostShares += principalPart - shares.toUint128();
+            p.principalShares -= principalPart;
+            p.coolingUnits = 0;
+            p.unlockEpoch = 0;
+            _totalUnits -= units;
+            _stakedShares -= shares;
+            emit Unstaked(account, shares, units);
+        }
         _positions[account] = p;
-        _totalUnits -= units;
-        _stakedShares -= shares;
+        if (released != 0) {
+            _releasedOf[account] = 0;
+            _releasedShares -= released;
+            shares += released;
+            emit ReleasedStakeWithdrawn(account, released);
+        }
         _transfer(address(this), account, shares);
-        emit Unstaked(account, shares, units);
     }
 
     /// @inheritdoc IRevenuePool
     function claim(address receiver) external nonReentrant returns (uint256 assets) {
         if (receiver == address(0)) revert PoolZeroAddress();
         address account = _msgSender();
-        Position memory p = _settled(account);
+        Position memory p = _settle(account);
         assets = p.accruedScaled / SCALE;
         if (assets == 0) revert PoolNothingToClaim();
         // slither-disable-next-line divide-before-multiply (keeps the fraction below one unit accrued)
@@ -378,15 +414,10 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         _stakedShares = staked;
         _lossShares += shares;
         _lossAssets += assets;
-        if (staked == 0) {
-            // Every staked share is gone: all units (earning, warm-up, cooling) are void.
-            uint64 era = _era;
-            _eraEndIndex[era] = _revenueIndex;
-            _era = era + 1;
-            _totalUnits = 0;
-            _earningUnits = 0;
-            _cohortHead = _cohortQueue.length;
-            emit StakeWipedOut(era + 1);
+        // No overflow: staked <= supply <= 2^128 × 1e18 (the target is bounded).
+        if (staked == 0 || _totalUnits > staked * MAX_UNITS_PER_SHARE) {
+            _endEra(staked);
+            staked = 0;
         }
         _transfer(address(this), recipient, shares);
         emit LossBooked(assets, shares, recipient, staked);
@@ -413,7 +444,8 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
 
     /// @inheritdoc IRevenuePool
     function stakeOf(address account) external view returns (StakeInfo memory info) {
-        Position memory p = _settled(account);
+        (Position memory p, uint256 released) = _settled(account);
+        info.releasedShares = _releasedOf[account] + released;
         info.earningShares = _toShares(p.units);
         info.pendingShares = _toShares(p.pendingUnits);
         info.coolingShares = _toShares(p.coolingUnits);
@@ -441,6 +473,7 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         t.totalUnits = _totalUnits;
         t.lossShares = _lossShares;
         t.lossAssets = _lossAssets;
+        t.releasedShares = _releasedShares;
     }
 
     /// @inheritdoc IRevenuePool
@@ -453,6 +486,29 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         uint256 outstandingBefore = _drawnAssets - perEpoch * (n - 1);
         principalAssets = n == _tenorEpochs ? outstandingBefore : perEpoch;
         interestAssets = Math.mulDiv(outstandingBefore, uint256(_rateBps) * _epochLengthSeconds, BPS * YEAR_SECONDS);
+    }
+
+    /// @inheritdoc IRevenuePool
+    function debtServiceBetween(uint64 fromEpoch, uint64 toEpoch) external view returns (uint256 serviceAssets) {
+        if (!_drawn) return 0;
+        uint256 drawEpoch = _drawEpoch;
+        uint256 tenor = _tenorEpochs;
+        // Instalment numbers n (epoch = drawEpoch + n, 1 <= n <= tenor) inside the range.
+        uint256 first = fromEpoch > drawEpoch ? fromEpoch - drawEpoch : 1;
+        uint256 last = toEpoch > drawEpoch ? Math.min(toEpoch - drawEpoch, tenor) : 0;
+        if (first > last) return 0;
+        uint256 drawn = _drawnAssets;
+        uint256 perEpoch = drawn / tenor;
+        // Principal: outstanding before instalment `first` less outstanding after `last`.
+        // slither-disable-next-line divide-before-multiply (straight-line instalments; the last takes the rest)
+        uint256 principal = (drawn - perEpoch * (first - 1)) - (last == tenor ? 0 : drawn - perEpoch * last);
+        // Interest: Σ_{n=first..last} floor((drawn - perEpoch·(n-1))·r / d), r = rateBps·epochLength,
+        // d = BPS·YEAR — with j = last - n, Σ_{j=0..k-1} floor((perEpoch·r·j + (drawn - perEpoch·(last-1))·r) / d).
+        // No overflow: drawn <= 2^128 (constructor) and r < 2^39.
+        uint256 r = uint256(_rateBps) * _epochLengthSeconds;
+        // slither-disable-next-line divide-before-multiply (whole instalments, exactly as debtServiceDue)
+        uint256 interest = _floorSum(last - first + 1, BPS * YEAR_SECONDS, perEpoch * r, (drawn - perEpoch * (last - 1)) * r);
+        serviceAssets = principal + interest;
     }
 
     /// @inheritdoc IRevenuePool
@@ -495,7 +551,7 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         return (_genesisTimestamp, _epochLengthSeconds, _cooldownEpochs);
     }
 
-    /// @notice The draw: (drawn, drawEpoch, drawnAssets).
+    /// @inheritdoc IRevenuePool
     function draw() external view returns (bool, uint64, uint256) {
         return (_drawn, _drawEpoch, _drawnAssets);
     }
@@ -509,13 +565,23 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         if (status != RoundStatus.Succeeded) revert PoolRoundNotSucceeded(status);
     }
 
+    /// @dev {_settled}, written back where it cannot be recomputed later: stake released from
+    /// an ended era is credited to the account (the position then moves to the current era).
+    function _settle(address account) internal returns (Position memory p) {
+        uint256 released;
+        (p, released) = _settled(account);
+        if (released != 0) _releasedOf[account] += released;
+    }
+
     /// @dev The account's position brought up to date (revenue accrued, activated warm-up
-    /// moved to earning, a wiped era cleared), without writing it.
-    function _settled(address account) internal view returns (Position memory p) {
+    /// moved to earning, an ended era cleared), without writing it. `released`: the shares a
+    /// release of the position's era gives back (0 unless that era ended in a release).
+    function _settled(address account) internal view returns (Position memory p, uint256 released) {
         p = _positions[account];
         uint256 index = _revenueIndex;
         if (p.era != _era) {
-            // Wiped out: earnings up to the wipe stay claimable; the stake itself is gone.
+            // The era ended: earnings up to its end stay claimable; the stake is gone (wiped
+            // out) or comes back at the era's final rate (released).
             uint256 endIndex = _eraEndIndex[p.era];
             uint256 earned = _earned(p.units, endIndex - p.revenueIndex);
             if (p.pendingUnits != 0) {
@@ -523,7 +589,13 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
                 if (old.folded && old.era == p.era) earned += _earned(p.pendingUnits, endIndex - old.indexAtFold);
             }
             p.accruedScaled += earned;
-            p.lostShares += p.principalShares;
+            Release memory rel = _eraRelease[p.era];
+            if (rel.units != 0) {
+                released = Math.mulDiv(p.units + p.pendingUnits + p.coolingUnits, rel.shares, rel.units);
+            }
+            // released <= the position's value <= principal (stake rounds in the pool's favour).
+            uint256 principal = p.principalShares;
+            p.lostShares += (principal - Math.min(principal, released)).toUint128();
             p.principalShares = 0;
             p.units = 0;
             p.pendingUnits = 0;
@@ -532,7 +604,7 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
             p.unlockEpoch = 0;
             p.era = _era;
             p.revenueIndex = index;
-            return p;
+            return (p, released);
         }
         uint256 accrued = _earned(p.units, index - p.revenueIndex);
         if (p.pendingUnits != 0) {
@@ -546,6 +618,25 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         }
         p.accruedScaled += accrued;
         p.revenueIndex = index;
+    }
+
+    /// @dev Ends the staking era: every unit is void. Shares still staked (`staked` > 0, a
+    /// release) are set aside for the era's positions at its final rate.
+    function _endEra(uint256 staked) internal {
+        uint64 era = _era;
+        _eraEndIndex[era] = _revenueIndex;
+        if (staked != 0) {
+            _eraRelease[era] = Release(staked, _totalUnits);
+            _releasedShares += staked;
+            _stakedShares = 0;
+            emit StakeReleased(era + 1, staked);
+        } else {
+            emit StakeWipedOut(era + 1);
+        }
+        _era = era + 1;
+        _totalUnits = 0;
+        _earningUnits = 0;
+        _cohortHead = _cohortQueue.length;
     }
 
     function _addToCohort(uint64 activation, uint256 units) internal {
@@ -610,6 +701,29 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         uint256 totalUnits = _totalUnits;
         if (totalUnits == 0) return 0;
         return Math.mulDiv(units, _stakedShares, totalUnits);
+    }
+
+    /// @dev Σ_{i=0..n-1} floor((a·i + b) / m), exactly, in O(log m) steps (the Euclid-like
+    /// reduction of AtCoder Library's floor_sum). Requires n >= 1, m >= 1; every intermediate
+    /// is at most a·n + b of the first step.
+    function _floorSum(uint256 n, uint256 m, uint256 a, uint256 b) private pure returns (uint256 sum) {
+        while (true) {
+            if (a >= m) {
+                // n·(n-1) is even: the halving is exact.
+                // slither-disable-next-line divide-before-multiply (exact halving, then whole quotients)
+                sum += (n * (n - 1) / 2) * (a / m);
+                a %= m;
+            }
+            if (b >= m) {
+                // slither-disable-next-line divide-before-multiply (the floor of each term, by design)
+                sum += n * (b / m);
+                b %= m;
+            }
+            uint256 yMax = a * n + b;
+            if (yMax < m) return sum;
+            (n, b) = (yMax / m, yMax % m);
+            (m, a) = (a, m);
+        }
     }
 
     function _msgSender() internal view override(Context, ERC2771Context) returns (address) {

@@ -238,8 +238,9 @@ def _deploy_settlement(
     """EpochSettlement, allowed to collect capacity sale proceeds. The deployer holds the
     keeper, terms and treasurer roles until the backend's keys are granted them; the
     CapacityToken asks it whether a node is flagged before taking an offer. Each node pool
-    must grant the settlement DISTRIBUTOR_ROLE, be bound with setPool, and should take it
-    as its risk gate (RevenuePool.setRiskGate) so its round cannot raise beyond the LTV cap.
+    is deployed with the settlement as its immutable risk gate (PoolConfig.riskGate: no round
+    raises beyond the LTV cap), must grant it DISTRIBUTOR_ROLE and is bound with setPool, which
+    refuses a pool gated by anything else or financing another node.
     The backend's relayer gets SETTLER_ROLE: its keeper settles every billable node's epochs."""
     sender = {"from": deployer}
     settlement = EpochSettlement.deploy(

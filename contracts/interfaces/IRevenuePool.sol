@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
+import {IRiskGate} from "./IRiskGate.sol";
+
 /**
  * @title IRevenuePool
  * @notice A node's revenue-share pool: a funding round that sells transferable
@@ -43,6 +45,8 @@ interface IRevenuePool {
     /// @param cooldownEpochs Full epochs between an unstake request and its withdrawal (>= 1).
     /// @param tenorEpochs Debt amortisation period, in epochs after the draw.
     /// @param rateBps Annual interest rate on the outstanding principal, in bps.
+    /// @param riskGate The risk side (EpochSettlement) whose `raiseCap(nodeId)` caps the round;
+    /// required (non-zero) and immutable, so every pool is bound by the LTV cap.
     struct PoolConfig {
         string name;
         string symbol;
@@ -59,6 +63,7 @@ interface IRevenuePool {
         uint64 cooldownEpochs;
         uint64 tenorEpochs;
         uint16 rateBps;
+        address riskGate;
     }
 
     /// @notice One account's staking position, in shares (the view converts units).
@@ -71,6 +76,8 @@ interface IRevenuePool {
     /// @param claimedAssets Revenue claimed so far.
     /// @param principalShares Shares put at stake and not yet withdrawn, at face value.
     /// @param lossShares Part of `principalShares` taken by booked losses.
+    /// @param releasedShares Stake returned by a release (see {StakeReleased}) and not yet
+    /// withdrawn: no longer at stake, withdrawable at once with {withdraw}.
     struct StakeInfo {
         uint256 earningShares;
         uint256 pendingShares;
@@ -82,6 +89,7 @@ interface IRevenuePool {
         uint256 claimedAssets;
         uint256 principalShares;
         uint256 lossShares;
+        uint256 releasedShares;
     }
 
     /// @notice Pool-wide accounting, for dashboards and invariant checks.
@@ -94,6 +102,8 @@ interface IRevenuePool {
     /// @param stakedShares Shares in custody for stakers (earning, pending and cooling).
     /// @param earningUnits Stake units that earn revenue. @param totalUnits All stake units.
     /// @param lossShares Shares seized by booked losses. @param lossAssets Losses booked.
+    /// @param releasedShares Shares released from stake (see {StakeReleased}) not yet withdrawn
+    /// (including the rounding dust of the release that belongs to no account).
     struct PoolTotals {
         uint256 raisedAssets;
         uint256 refundedAssets;
@@ -107,6 +117,7 @@ interface IRevenuePool {
         uint256 totalUnits;
         uint256 lossShares;
         uint256 lossAssets;
+        uint256 releasedShares;
     }
 
     // ------------------------------------------------------------------
@@ -150,14 +161,19 @@ interface IRevenuePool {
     /// @notice A loss took every staked share: all stake units are void; era `newEra` begins.
     event StakeWipedOut(uint64 newEra);
 
-    /// @notice Deposits are now capped by `gate`.raiseCap(node) (zero: no gate).
-    event RiskGateSet(address indexed gate);
+    /// @notice A loss left so few shares behind so many units (more than MAX_UNITS_PER_SHARE
+    /// units a share) that the unit rate was reset: the `shares` still staked were released
+    /// to their stakers at their exact value (withdrawable at once) and era `newEra` begins.
+    event StakeReleased(uint64 newEra, uint256 shares);
+
+    /// @notice `account` withdrew `shares` of stake released by a rate reset.
+    event ReleasedStakeWithdrawn(address indexed account, uint256 shares);
 
     // ------------------------------------------------------------------
     // Errors
     // ------------------------------------------------------------------
 
-    /// @notice A required address (stablecoin, operator, admin, recipient) is zero.
+    /// @notice A required address (stablecoin, operator, admin, risk gate, recipient) is zero.
     error PoolZeroAddress();
 
     /// @notice Target, share price or deadline is zero / in the past.
@@ -225,7 +241,8 @@ interface IRevenuePool {
     /**
      * @notice Deposits `assets` stablecoin in the round; `receiver` gets
      * `assets * 1e18 / sharePrice` shares (rounded down, in the pool's favour).
-     * @dev Requirements: round Funding; `assets` > 0 and within the target; caller approved the pool.
+     * @dev Requirements: round Funding; `assets` > 0 and within the target; the raise after it
+     * at most `riskGate().raiseCap(nodeId)` (PoolRaiseCapExceeded); caller approved the pool.
      */
     function deposit(uint256 assets, address receiver) external returns (uint256 shares);
 
@@ -263,8 +280,9 @@ interface IRevenuePool {
     function requestUnstake(uint256 shares) external;
 
     /**
-     * @notice Returns the caller's cooled-down stake (after losses) to the caller.
-     * @dev Requirements: something cooling; cooldown over.
+     * @notice Returns the caller's cooled-down stake (after losses) and any released stake
+     * (see {StakeReleased}) to the caller.
+     * @dev Requirements: released stake, or cooling stake whose cooldown is over.
      */
     function withdraw() external returns (uint256 shares);
 
@@ -318,6 +336,21 @@ interface IRevenuePool {
     /// @notice Debt service scheduled for `epoch`: straight-line principal plus interest
     /// on the principal outstanding before it (both zero outside the tenor or before the draw).
     function debtServiceDue(uint64 epoch) external view returns (uint256 principalAssets, uint256 interestAssets);
+
+    /**
+     * @notice Debt service scheduled for the epochs `fromEpoch..toEpoch` (inclusive), summed:
+     * exactly Σ principal + interest of {debtServiceDue} over the range (0 for an empty range).
+     * @dev O(log) whatever the range: the principal is a difference of outstanding balances and
+     * the interest, a sum of floors of an arithmetic progression, is summed in closed form.
+     * The settlement uses it to put the service of epochs it never settled into arrears.
+     */
+    function debtServiceBetween(uint64 fromEpoch, uint64 toEpoch) external view returns (uint256 serviceAssets);
+
+    /// @notice The draw: whether the raise was drawn, the epoch of the draw, the assets drawn.
+    function draw() external view returns (bool drawn, uint64 drawEpoch, uint256 drawnAssets);
+
+    /// @notice The risk gate every deposit asks (immutable, never zero).
+    function riskGate() external view returns (IRiskGate);
 
     /// @notice Principal still scheduled to be outstanding after `epoch`'s payment.
     function debtOutstanding(uint64 epoch) external view returns (uint256 principalAssets);

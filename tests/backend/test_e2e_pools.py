@@ -51,7 +51,7 @@ def world(live_deployment, admin, operator, buyer, staker):
         "0x" + "7e" * 20,
         {"from": operator},
     ).events["NodeRegistered"]["nodeId"]
-    pool = deploy_hub_pool(s.oracle_hub, s.stablecoin, operator, admin, node)
+    pool = deploy_hub_pool(s.oracle_hub, s.stablecoin, operator, admin, node, gate=s.settlement)
     for who, amount in ((buyer, 800 * USD), (staker, POOL_TARGET - 800 * USD)):
         s.stablecoin.approve(pool, 2**256 - 1, {"from": who})
         pool.deposit(amount, who, {"from": who})
@@ -225,7 +225,7 @@ def test_reorg_undoes_pool_events_and_a_pool_binding(api, world, live_deployment
             "0x" + "7f" * 20,
             {"from": admin},
         ).events["NodeRegistered"]["nodeId"]
-        pool2 = deploy_hub_pool(s.oracle_hub, s.stablecoin, admin, admin, node2)
+        pool2 = deploy_hub_pool(s.oracle_hub, s.stablecoin, admin, admin, node2, gate=s.settlement)
         s.stablecoin.approve(pool2, 2**256 - 1, {"from": buyer})
         pool2.deposit(10 * USD, buyer, {"from": buyer})
         s.settlement.setPool(node2, pool2, {"from": admin})

@@ -79,6 +79,27 @@ def fund(stablecoin, admin):
 
 
 @pytest.fixture(scope="module")
+def pool_gate(system, registry, h100, operator):
+    """What every RevenuePool needs: the deployed settlement as its risk gate, and a node for
+    it to finance. 1B USD of GPUs bought now: rounds in these tests stay far below the LTV
+    cap (tests of the cap itself use a node worth little)."""
+    from brownie import chain
+
+    from tests.contracts.pool_helpers import Gate
+
+    tx = registry.registerNode(
+        h100,
+        8,
+        b32("eu-west"),
+        10**9 * 10**6,
+        chain[-1].timestamp,
+        f"0x{next(_node_keys):040x}",
+        {"from": operator},
+    )
+    return Gate(system.settlement, tx.return_value)
+
+
+@pytest.fixture(scope="module")
 def capacity(system):
     return system.capacity
 

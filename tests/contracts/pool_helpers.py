@@ -18,7 +18,6 @@ FUNDING_SECONDS = 2 * EPOCH
 TENOR = 12
 RATE_BPS = 1_200
 COOLDOWN = 1
-NODE_ID = 7
 SCALE = 10**36
 YEAR = 365 * 24 * 3600
 
@@ -28,6 +27,15 @@ SLASHER_ROLE = bytes(web3.keccak(text="SLASHER_ROLE"))
 
 def latest_timestamp() -> int:
     return web3.eth.get_block("latest")["timestamp"]
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A pool's risk gate (the deployed EpochSettlement) and the registered node it finances:
+    every pool is capped by `settlement.raiseCap(node_id)` (conftest's `pool_gate`)."""
+
+    settlement: Any
+    node_id: int
 
 
 @dataclass(frozen=True)
@@ -41,16 +49,16 @@ class PoolParams:
     rate_bps: int = RATE_BPS
     forwarder: Any = ZERO_ADDRESS
 
-    def config(self, stablecoin: Any, operator: Any, admin: Any, now: int) -> tuple:
+    def config(self, stablecoin: Any, operator: Any, admin: Any, now: int, gate: Gate) -> tuple:
         """The PoolConfig tuple; genesis is `now`, so the pool starts in epoch 1."""
         return (
-            "gpucap node 7 share",
-            "gNODE7",
+            f"gpucap node {gate.node_id} share",
+            f"gN{gate.node_id}",
             str(stablecoin),
             str(operator),
             str(admin),
             str(self.forwarder),
-            NODE_ID,
+            gate.node_id,
             self.target,
             now + self.funding_seconds,
             self.price,
@@ -59,14 +67,17 @@ class PoolParams:
             self.cooldown,
             self.tenor,
             self.rate_bps,
+            str(gate.settlement),
         )
 
 
-def deploy_pool(stablecoin, operator, admin, params: PoolParams | None = None, *, roles=()):
+def deploy_pool(
+    stablecoin, operator, admin, params: PoolParams | None = None, *, gate: Gate, roles=()
+):
     """Deploys a pool with genesis at the latest block; grants `roles` as (role, account)."""
     params = params or PoolParams()
     pool = RevenuePool.deploy(
-        params.config(stablecoin, operator, admin, latest_timestamp()), {"from": admin}
+        params.config(stablecoin, operator, admin, latest_timestamp(), gate), {"from": admin}
     )
     for role, account in roles:
         pool.grantRole(role, account, {"from": admin})

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 SCALE = 10**36
 ONE_SHARE = 10**18
+MAX_UNITS_PER_SHARE = 10**9
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -30,6 +31,7 @@ class Position:
     activation: int = 0
     unlock: int = 0
     era: int = 0
+    released: int = 0  # the contract's _releasedOf plus what settling the position releases
 
 
 @dataclass
@@ -60,6 +62,8 @@ class ShadowPool:
     queue: list[int] = field(default_factory=list)
     head: int = 0
     era_end: dict[int, int] = field(default_factory=dict)
+    era_release: dict[int, tuple[int, int]] = field(default_factory=dict)  # (shares, units)
+    released_total: int = 0
     positions: dict[str, Position] = field(default_factory=dict)
 
     # ------------------------------------------------------------ conversions
@@ -87,7 +91,12 @@ class ShadowPool:
                 if c and c.folded and c.era == p.era:
                     earned += p.pending * (end - c.index_at_fold)
             p.accrued += earned
-            p.lost += p.principal
+            rel_shares, rel_units = self.era_release.get(p.era, (0, 0))
+            released = (
+                (p.units + p.pending + p.cooling) * rel_shares // rel_units if rel_units else 0
+            )
+            p.released += released
+            p.lost += p.principal - min(p.principal, released)
             p.principal = p.units = p.pending = p.cooling = p.activation = p.unlock = 0
             p.era, p.rindex = self.era, self.index
             return p
@@ -117,6 +126,7 @@ class ShadowPool:
             "claimedAssets": p.claimed,
             "principalShares": p.principal,
             "lossShares": p.lost + max(0, p.principal - value),
+            "releasedShares": p.released,
         }
 
     def _add_to_cohort(self, activation: int, units: int) -> None:
@@ -166,18 +176,24 @@ class ShadowPool:
         self.positions[who] = p
         return units, p.unlock
 
-    def withdraw(self, who: str) -> tuple[int, int]:
+    def withdraw(self, who: str, epoch: int) -> tuple[int, int]:
+        """Pays unlocked cooling stake and released stake: (shares, cooling units paid)."""
         p = self.settled(who)
-        units = p.cooling
-        shares = self.to_shares(units)
-        part = p.principal * units // (p.units + p.pending + units)
-        if part > shares:
-            p.lost += part - shares
-        p.principal -= part
-        p.cooling = p.unlock = 0
+        units, shares = 0, 0
+        if p.cooling and epoch >= p.unlock:
+            units = p.cooling
+            shares = self.to_shares(units)
+            part = p.principal * units // (p.units + p.pending + units)
+            if part > shares:
+                p.lost += part - shares
+            p.principal -= part
+            p.cooling = p.unlock = 0
+            self.total_units -= units
+            self.staked -= shares
+        shares += p.released
+        self.released_total -= p.released
+        p.released = 0
         self.positions[who] = p
-        self.total_units -= units
-        self.staked -= shares
         return shares, units
 
     def claim(self, who: str) -> int:
@@ -210,8 +226,12 @@ class ShadowPool:
         self.staked -= shares
         self.loss_shares += shares
         self.loss_assets += assets
-        if self.staked == 0:
+        if self.staked == 0 or self.total_units > self.staked * MAX_UNITS_PER_SHARE:
             self.era_end[self.era] = self.index
+            if self.staked:  # released at the era's final rate, not wiped
+                self.era_release[self.era] = (self.staked, self.total_units)
+                self.released_total += self.staked
+                self.staked = 0
             self.era += 1
             self.total_units = self.earning = 0
             self.head = len(self.queue)

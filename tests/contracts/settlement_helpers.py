@@ -53,8 +53,9 @@ def expected_split(
     return Split(usage, proceeds, fee, reserve, operator, debt, net - debt, service, owed - debt)
 
 
-def deploy_hub_pool(hub, stablecoin, operator, admin, node_id, *, target=POOL_TARGET):
-    """A RevenuePool for `node_id` on the hub's epoch schedule (funding open 1 day)."""
+def deploy_hub_pool(hub, stablecoin, operator, admin, node_id, *, gate, target=POOL_TARGET):
+    """A RevenuePool for `node_id` on the hub's epoch schedule (funding open 1 day), capped by
+    `gate` (the settlement it will be bound to)."""
     now = web3.eth.get_block("latest")["timestamp"]
     config = (
         f"gpucap node {node_id} share",
@@ -72,15 +73,20 @@ def deploy_hub_pool(hub, stablecoin, operator, admin, node_id, *, target=POOL_TA
         1,
         POOL_TENOR,
         POOL_RATE_BPS,
+        str(gate),
     )
     return RevenuePool.deploy(config, {"from": admin})
 
 
-def open_pool(settlement, hub, stablecoin, fund, admin, operator, investor, node_id):
+def open_pool(
+    settlement, hub, stablecoin, fund, admin, operator, investor, node_id, *, target=POOL_TARGET
+):
     """A funded, drawn, fully staked pool bound to `node_id` in the settlement."""
-    pool = deploy_hub_pool(hub, stablecoin, operator, admin, node_id)
-    fund(investor, POOL_TARGET, pool)
-    pool.deposit(POOL_TARGET, investor, {"from": investor})
+    pool = deploy_hub_pool(
+        hub, stablecoin, operator, admin, node_id, gate=settlement, target=target
+    )
+    fund(investor, target, pool)
+    pool.deposit(target, investor, {"from": investor})
     pool.drawRaise({"from": operator})
     pool.stake(pool.balanceOf(investor), {"from": investor})
     pool.grantRole(DISTRIBUTOR_ROLE, settlement, {"from": admin})

@@ -11,6 +11,7 @@ from brownie import ZERO_ADDRESS, EpochSettlement, ReentrantToken, chain, web3
 from tests.contracts.capacity_helpers import DAY, NODE_BOND, PRICE, token_id
 from tests.contracts.node_helpers import USD, b32
 from tests.contracts.settlement_helpers import (
+    POOL_TARGET,
     PRICE_PER_GPU_HOUR,
     attest,
     deploy_hub_pool,
@@ -125,23 +126,52 @@ class TestParameters:
         assert list(tx.events["UsageTermsSet"].values()) == [node, payer.address, 7]
         assert [*settlement.usageTerms(node)] == [payer.address, 7]
 
-    def test_set_pool_checks_node_schedule_and_once(
-        self, settlement, hub, stablecoin, admin, operator, node, pool, register_node
+    def test_set_pool_checks_node_gate_schedule_and_once(
+        self, settlement, hub, stablecoin, admin, operator, stranger, node, pool, register_node
     ):
         assert settlement.poolOf(node) == pool
         with brownie.reverts(err("SettlementPoolAlreadySet", node, pool)):
             settlement.setPool(node, pool, {"from": admin})
         node2 = register_node()
-        wrong_node = deploy_hub_pool(hub, stablecoin, operator, admin, node)
-        with brownie.reverts(err("SettlementPoolMismatch", node2, wrong_node)):
+        wrong_node = deploy_hub_pool(hub, stablecoin, operator, admin, node, gate=settlement)
+        with brownie.reverts(err("SettlementPoolNodeMismatch", node2, wrong_node, node)):
             settlement.setPool(node2, wrong_node, {"from": admin})
-        from tests.contracts.pool_helpers import deploy_pool
+        # A pool capped by anything but this settlement could have raised past the LTV cap.
+        other_gate = deploy_hub_pool(hub, stablecoin, operator, admin, node2, gate=stranger)
+        with brownie.reverts(err("SettlementPoolGateMismatch", other_gate, stranger)):
+            settlement.setPool(node2, other_gate, {"from": admin})
+        from tests.contracts.pool_helpers import Gate, deploy_pool
 
-        wrong_schedule = deploy_pool(stablecoin, operator, admin)  # 1-hour epochs from now
+        # 1-hour epochs from now: not the hub's schedule.
+        wrong_schedule = deploy_pool(stablecoin, operator, admin, gate=Gate(settlement, node2))
         with brownie.reverts(err("SettlementPoolMismatch", node2, wrong_schedule)):
             settlement.setPool(node2, wrong_schedule, {"from": admin})
         with brownie.reverts(err("SettlementZeroAddress")):
             settlement.setPool(node2, ZERO_ADDRESS, {"from": admin})
+        with brownie.reverts(unauthorized(stranger, "0x" + "00" * 32)):
+            settlement.setPool(node2, other_gate, {"from": stranger})
+        good = deploy_hub_pool(hub, stablecoin, operator, admin, node2, gate=settlement)
+        tx = settlement.setPool(node2, good, {"from": admin})
+        assert dict(tx.events["PoolSet"]) == {"nodeId": node2, "pool": good}
+
+    def test_set_pool_refuses_a_pool_drawn_before_settled_epochs(
+        self, settlement, hub, stablecoin, fund, admin, operator, staker, register_node
+    ):
+        """Epochs settled without the pool paid no service: binding a pool drawn before them
+        would let that service vanish, so it is refused."""
+        node3 = register_node()
+        late = deploy_hub_pool(hub, stablecoin, operator, admin, node3, gate=settlement)
+        fund(staker, POOL_TARGET, late)
+        late.deposit(POOL_TARGET, staker, {"from": staker})
+        late.drawRaise({"from": operator})
+        draw_epoch = late.draw()[1]
+        for _ in range(2):
+            c = attest(hub, {node3: 100})
+            settlement.settle(c.report.epoch, [item(c, node3)], {"from": admin})
+        last = settlement.lastSettledEpoch(node3)
+        assert last > draw_epoch
+        with brownie.reverts(err("SettlementPoolServiceMissed", node3, draw_epoch, last)):
+            settlement.setPool(node3, late, {"from": admin})
 
 
 class TestSettle:
@@ -420,21 +450,105 @@ class TestCovenant:
     def test_ltv_over_cap_flags(
         self, settlement, registry, h100, hub, stablecoin, fund, admin, operator, staker
     ):
+        """A pool can only raise up to the cap; the covenant breaks when the value falls or
+        the cap is tightened under a debt raised at the old one."""
         tx = registry.registerNode(
-            h100, 8, b32("eu"), 1_000 * USD, 1_700_000_000, "0x" + "ab" * 20, {"from": operator}
+            h100, 8, b32("eu"), 10_000 * USD, 1, "0x" + "ab" * 20, {"from": operator}
         )
-        cheap = tx.return_value
-        pool = open_pool(settlement, hub, stablecoin, fund, admin, operator, staker, cheap)
+        cheap = tx.return_value  # bought in 1970: worth its residual, a constant
+        cap = settlement.raiseCap(cheap)
+        pool = open_pool(
+            settlement, hub, stablecoin, fund, admin, operator, staker, cheap, target=cap
+        )
+        settlement.setRiskParams(12_500, 5_000, 0, {"from": admin})  # the cap tightens to 50%
         c = attest(hub, {cheap: 100})
         tx = settlement.settle(c.report.epoch, [item(c, cheap)], {"from": admin})
         ev = tx.events["CovenantStatus"]
         assert (ev["flagged"], ev["dscrBreach"], ev["ltvBreach"]) == (True, False, True)
-        assert ev["ltvBps"] > 10_000  # 1_200 USD of debt against < 1_000 USD of GPUs
+        assert 5_000 < ev["ltvBps"] <= 8_000  # raised at 80% of the value, now over 50%
         risk = settlement.nodeRisk(cheap)
         assert risk["ltvBreach"]
         assert risk["debtOutstanding"] == pool.debtOutstanding(hub.currentEpoch()) > 0
-        assert risk["collateralValue"] < 1_000 * USD
-        assert risk["raiseCap"] == risk["collateralValue"] * 8_000 // 10_000
+        assert risk["collateralValue"] < 10_000 * USD
+        assert risk["raiseCap"] == risk["collateralValue"] * 5_000 // 10_000
+
+
+class TestSkippedEpochs:
+    """Epochs never settled still owe their scheduled service (arrears, DSCR window)."""
+
+    def test_skipped_service_is_owed_and_enters_the_window(
+        self, settlement, hub, node, pool, admin, register_node
+    ):
+        bare = register_node()  # no pool: skipping it owes nothing and records nothing
+        c0 = attest(hub, {node: 100, bare: 100})
+        e0 = c0.report.epoch  # the draw's epoch: no service
+        settlement.settle(e0, [item(c0, node), item(c0, bare)], {"from": admin})
+        for _ in range(2):
+            attest(hub, {node: 100, bare: 100})  # e0 + 1, e0 + 2: attested, never settled
+        c3 = attest(hub, {node: 100, bare: 100})
+        skipped = [sum(pool.debtServiceDue(e)) for e in (e0 + 1, e0 + 2)]
+        service3 = sum(pool.debtServiceDue(e0 + 3))
+        tx = settlement.settle(e0 + 3, [item(c3, node), item(c3, bare)], {"from": admin})
+        print(f"\nGAS settle 2 nodes, one with 2 skipped epochs in the window: {tx.gas_used}")
+
+        assert len(tx.events["EpochsSkipped"]) == 1  # the pool-less node skips silently
+        assert dict(tx.events["EpochsSkipped"]) == {
+            "nodeId": node,
+            "fromEpoch": e0 + 1,
+            "toEpoch": e0 + 2,
+            "serviceAssets": sum(skipped),
+        }
+        usage = PRICE_PER_GPU_HOUR * 100 // 1000
+        # The skipped service is owed as if it were arrears carried into e0 + 3.
+        s3 = expected_split(usage, 0, service3, sum(skipped), pool_live=True)
+        ev = next(e for e in tx.events["NodeSettled"] if e["nodeId"] == node)
+        assert ev["debtPaid"] == s3.debt and ev["stakers"] == s3.stakers == 0
+        risk = settlement.nodeRisk(node)
+        assert risk["arrears"] == s3.arrears == sum(skipped) + service3 - s3.debt > 0
+        net = usage - s3.fee - s3.reserve - s3.operator
+        # Window: e0 and e0 + 3 with their net, e0 + 1 and e0 + 2 with zero net.
+        assert (risk["windowEpochs"], risk["serviceEpochsInWindow"]) == (4, 3)
+        assert risk["windowNetRevenue"] == 2 * net
+        assert risk["windowDebtService"] == sum(skipped) + service3
+        assert risk["dscrBps"] == 2 * net * 10_000 // (sum(skipped) + service3)
+        assert risk["dscrBreach"] and settlement.isFlagged(node)
+        bare_risk = settlement.nodeRisk(bare)
+        assert (bare_risk["windowEpochs"], bare_risk["arrears"]) == (2, 0)
+
+    def test_skipped_epochs_past_the_window_only_add_to_arrears(
+        self, system, hub, node, admin, payer, stablecoin, fund, operator, staker
+    ):
+        """Window of 2: of 3 skipped epochs one stays in the window (beside the settled one);
+        the service of all 3 is owed (the older two summed in one pool call)."""
+        s = EpochSettlement.deploy(
+            admin, stablecoin, system.registry, hub, system.capacity, 2, {"from": admin}
+        )
+        for role in (SETTLER_ROLE, TERMS_ROLE):
+            s.grantRole(role, admin, {"from": admin})
+        system.capacity.grantRole(system.capacity.PROCEEDS_ROLE(), s, {"from": admin})
+        stablecoin.approve(s, MAX, {"from": payer})
+        s.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
+        pool = open_pool(s, hub, stablecoin, fund, admin, operator, staker, node)
+        c0 = attest(hub, {node: 100})
+        e0 = c0.report.epoch
+        s.settle(e0, [item(c0, node)], {"from": admin})
+        for _ in range(3):
+            attest(hub, {node: 100})
+        c4 = attest(hub, {node: 100})
+        tx = s.settle(e0 + 4, [item(c4, node)], {"from": admin})
+        print(f"\nGAS settle 1 node, 3 skipped epochs (2 past the window): {tx.gas_used}")
+        due = {e: sum(pool.debtServiceDue(e)) for e in range(e0 + 1, e0 + 5)}
+        skipped = due[e0 + 1] + due[e0 + 2] + due[e0 + 3]
+        assert tx.events["EpochsSkipped"]["serviceAssets"] == skipped
+        usage = PRICE_PER_GPU_HOUR * 100 // 1000  # split 0/0/0: net == usage
+        risk = s.nodeRisk(node)
+        assert risk["arrears"] == skipped + due[e0 + 4] - usage
+        assert tx.events["NodeSettled"]["debtPaid"] == usage
+        assert (risk["windowEpochs"], risk["serviceEpochsInWindow"]) == (2, 2)
+        assert (risk["windowNetRevenue"], risk["windowDebtService"]) == (
+            usage,
+            due[e0 + 3] + due[e0 + 4],
+        )
 
 
 def test_gas_per_node(settlement, registry, h100, hub, stablecoin, fund, admin, operator, payer):
@@ -469,7 +583,7 @@ def test_gas_per_node(settlement, registry, h100, hub, stablecoin, fund, admin, 
 
 
 class TestRiskGates:
-    """The settlement is the CapacityToken's risk gate (deploy) and a pool's (setRiskGate)."""
+    """The settlement is the CapacityToken's risk gate (deploy) and every pool's (immutable)."""
 
     @pytest.fixture
     def cheap(self, registry, h100, operator):
@@ -484,7 +598,9 @@ class TestRiskGates:
         self, settlement, capacity, hub, stablecoin, fund, admin, operator, staker, cheap, h100
     ):
         assert capacity.riskGate() == settlement
-        open_pool(settlement, hub, stablecoin, fund, admin, operator, staker, cheap)
+        cap = settlement.raiseCap(cheap)
+        open_pool(settlement, hub, stablecoin, fund, admin, operator, staker, cheap, target=cap)
+        settlement.setRiskParams(12_500, 5_000, 0, {"from": admin})  # tightened: LTV breach
         c = attest(hub, {cheap: 100})
         settlement.settle(c.report.epoch, [item(c, cheap)], {"from": admin})
         assert settlement.isFlagged(cheap)
@@ -507,11 +623,8 @@ class TestRiskGates:
         stranger,
         cheap,
     ):
-        pool = deploy_hub_pool(hub, stablecoin, operator, admin, cheap)
-        with brownie.reverts(unauthorized(stranger, "0x" + "00" * 32)):
-            pool.setRiskGate(settlement, {"from": stranger})
-        tx = pool.setRiskGate(settlement, {"from": admin})
-        assert tx.events["RiskGateSet"]["gate"] == settlement
+        pool = deploy_hub_pool(hub, stablecoin, operator, admin, cheap, gate=settlement)
+        assert pool.riskGate() == settlement  # immutable, set at construction
         residual_bps = registry.gpuClass(h100)["residualValueBps"]
         cap = settlement.raiseCap(cheap)
         assert cap == (1_000 * USD * residual_bps // 10_000) * 8_000 // 10_000 > 0

@@ -101,17 +101,36 @@ class SettlementMachine(SnapshotMachine):
         self.last_attested = epoch
         self.commitments[epoch] = c
         items = [self._item(c, self.nodes[i]) for i in subset]
-        (service,) = batch_views((self.pool, "debtServiceDue", (epoch,)))
+        # The pooled node's skipped epochs (never settled, from the draw on) owe their service.
+        first = max(self.book[self.pooled]["last"], self.draw_epoch) + 1
+        skipped = list(range(first, epoch))
+        service, *skipped_due = batch_views(
+            *((self.pool, "debtServiceDue", (e,)) for e in (epoch, *skipped))
+        )
+        skipped_due = [sum(d) for d in skipped_due]
         expected = {}
         for i in subset:
             node = self.nodes[i]
             usage = USAGE_PRICE * milli[i] // 1000
             live = node == self.pooled
             svc = sum(service) if live else 0
+            owed_before = self.book[node]["arrears"] + (sum(skipped_due) if live else 0)
             expected[node] = expected_split(
-                usage, self.held[node], svc, self.book[node]["arrears"], live, self.bps
+                usage, self.held[node], svc, owed_before, live, self.bps
             )
         emitted = transact(self.settlement, "settle", (epoch, items), self.settler)
+        if self.pooled in expected and skipped:
+            assert dict(emitted["EpochsSkipped"]) == {
+                "nodeId": self.pooled,
+                "fromEpoch": skipped[0],
+                "toEpoch": skipped[-1],
+                "serviceAssets": sum(skipped_due),
+            }
+            b = self.book[self.pooled]  # skipped epochs: zero net, their service, in the window
+            b["service"] += sum(skipped_due)
+            b["svc_epochs"] += sum(1 for d in skipped_due if d)
+        else:
+            assert "EpochsSkipped" not in emitted
         events = emitted["NodeSettled"]
         assert len(events) == len(subset)
         for ev in events:
@@ -329,7 +348,7 @@ def world(
     fund(payer, 10**7 * USD, settlement)
     fund(buyer, 10**6 * USD, capacity)
     # Node A's pool: two stakers fund the round (700 + 500 USD), stake it all; the operator draws.
-    pool = deploy_hub_pool(hub, stablecoin, operator, admin, nodes[0])
+    pool = deploy_hub_pool(hub, stablecoin, operator, admin, nodes[0], gate=settlement)
     for who, amount in ((staker, 700 * USD), (stranger, 500 * USD)):
         fund(who, amount, pool)
         pool.deposit(amount, who, {"from": who})
@@ -365,6 +384,7 @@ def world(
         "errors": errors,
         "w3": web3,
         "hub_last": hub.lastAttestedEpoch(),
+        "draw_epoch": pool.draw()[1],
         "config_version": hub.configVersion(),
         "epoch_seconds": hub.epochLengthSeconds(),
     }

@@ -11,7 +11,6 @@ from tests.contracts.pool_helpers import (
     COOLDOWN,
     DISTRIBUTOR_ROLE,
     EPOCH,
-    NODE_ID,
     ONE_SHARE,
     PRICE,
     RATE_BPS,
@@ -44,7 +43,7 @@ def slasher(operator2):
 
 
 @pytest.fixture(scope="module")
-def new_pool(stablecoin, operator, admin, distributor, slasher, fund):
+def new_pool(stablecoin, operator, admin, distributor, slasher, fund, pool_gate):
     """Factory: a pool in its funding round, the distributor funded and approved."""
 
     def _new():
@@ -52,6 +51,7 @@ def new_pool(stablecoin, operator, admin, distributor, slasher, fund):
             stablecoin,
             operator,
             admin,
+            gate=pool_gate,
             roles=((DISTRIBUTOR_ROLE, distributor), (SLASHER_ROLE, slasher)),
         )
         fund(distributor, 1_000_000 * USD, p)
@@ -98,10 +98,14 @@ class TestConstructor:
             (12, 0, "PoolInvalidCooldown"),
             (13, 0, "PoolInvalidDebtTerms"),
             (14, 10_001, "PoolInvalidDebtTerms"),
+            (15, ZERO_ADDRESS, "PoolZeroAddress"),  # no pool escapes the LTV cap
+            (7, 2**128, "PoolInvalidFunding"),  # bounds every debt figure
         ],
     )
-    def test_rejects_bad_config(self, stablecoin, operator, admin, field, value, error):
-        config = list(PoolParams().config(stablecoin, operator, admin, latest_timestamp()))
+    def test_rejects_bad_config(self, stablecoin, operator, admin, pool_gate, field, value, error):
+        config = list(
+            PoolParams().config(stablecoin, operator, admin, latest_timestamp(), pool_gate)
+        )
         config[field] = value
         args = {
             "PoolZeroAddress": (),
@@ -113,20 +117,30 @@ class TestConstructor:
         with brownie.reverts(err(error, *args)):
             RevenuePool.deploy(tuple(config), {"from": admin})
 
-    def test_deadline_in_the_past_is_rejected(self, stablecoin, operator, admin):
-        config = list(PoolParams().config(stablecoin, operator, admin, latest_timestamp()))
+    def test_deadline_in_the_past_is_rejected(self, stablecoin, operator, admin, pool_gate):
+        config = list(
+            PoolParams().config(stablecoin, operator, admin, latest_timestamp(), pool_gate)
+        )
         config[8] = latest_timestamp() - 1
         with brownie.reverts(err("PoolInvalidFunding", config[7], config[9], config[8])):
             RevenuePool.deploy(tuple(config), {"from": admin})
 
-    def test_terms_and_schedule(self, pool, stablecoin, operator, admin):
+    def test_terms_and_schedule(self, pool, stablecoin, operator, admin, pool_gate):
         _, _, node, target, price, deadline, tenor, rate = pool.terms()
         assert pool.terms()[:2] == (stablecoin.address, operator.address)
-        assert (node, target, price, tenor, rate) == (NODE_ID, TARGET, PRICE, TENOR, RATE_BPS)
+        assert (node, target, price, tenor, rate) == (
+            pool_gate.node_id,
+            TARGET,
+            PRICE,
+            TENOR,
+            RATE_BPS,
+        )
         genesis, length, cooldown = pool.epochSchedule()
         assert (length, cooldown, deadline - genesis) == (EPOCH, COOLDOWN, 2 * EPOCH)
         assert pool.currentEpoch() == 1 and pool.roundStatus() == FUNDING
         assert pool.decimals() == 18 and pool.hasRole(pool.DEFAULT_ADMIN_ROLE(), admin)
+        assert pool.riskGate() == pool_gate.settlement  # immutable: no setter exists
+        assert not any(f.get("name") == "setRiskGate" for f in pool.abi)
 
 
 class TestDeposit:
@@ -157,9 +171,9 @@ class TestDeposit:
             pool.deposit(1, ZERO_ADDRESS, {"from": buyer})
 
     def test_dust_deposit_that_buys_no_share_reverts(
-        self, stablecoin, operator, admin, fund, buyer
+        self, stablecoin, operator, admin, fund, buyer, pool_gate
     ):
-        pricey = deploy_pool(stablecoin, operator, admin, PoolParams(price=10**19))
+        pricey = deploy_pool(stablecoin, operator, admin, PoolParams(price=10**19), gate=pool_gate)
         fund(buyer, 10, pricey)
         with brownie.reverts(err("PoolZeroAmount")):
             pricey.deposit(1, buyer, {"from": buyer})
@@ -180,9 +194,9 @@ class TestDeposit:
 
 class TestRefund:
     def test_failed_round_refunds_pro_rata_to_the_unit(
-        self, stablecoin, operator, admin, fund, buyer, staker, stranger
+        self, stablecoin, operator, admin, fund, buyer, staker, stranger, pool_gate
     ):
-        odd = deploy_pool(stablecoin, operator, admin, PoolParams(price=3))
+        odd = deploy_pool(stablecoin, operator, admin, PoolParams(price=3), gate=pool_gate)
         fill_round(odd, stablecoin, fund, [buyer, staker], [10, 7])
         # Shares are transferable: the refund follows the shares, not the depositor.
         odd.transfer(stranger, odd.balanceOf(staker) // 3, {"from": staker})
@@ -248,6 +262,17 @@ class TestDebtSchedule:
     def test_no_debt_before_the_draw(self, live_pool):
         assert tuple(live_pool.debtServiceDue(2)) == (0, 0)
         assert live_pool.debtOutstanding(2) == 0
+        assert live_pool.debtServiceBetween(0, 100) == 0
+
+    def test_service_between_is_the_sum_of_the_epochs(self, live_pool, operator):
+        """The closed form (principal by difference, interest by a floor sum) == Σ per epoch,
+        over every range that starts and ends before, inside and after the tenor."""
+        live_pool.drawRaise({"from": operator})  # epoch 1: instalments in epochs 2..13
+        due = [sum(live_pool.debtServiceDue(e)) for e in range(0, TENOR + 4)]
+        for a in (0, 1, 2, 3, 7, 13, 14):
+            for b in (0, 1, 2, 5, 12, 13, 15):
+                assert live_pool.debtServiceBetween(a, b) == sum(due[a : b + 1]), (a, b)
+        assert live_pool.debtServiceBetween(0, 2**64 - 1) == sum(due)  # no overflow, O(log)
 
     def test_straight_line_principal_plus_interest(self, live_pool, operator):
         live_pool.drawRaise({"from": operator})  # epoch 1
@@ -527,6 +552,56 @@ class TestBookLoss:
         assert position(live_pool, buyer)["claimableAssets"] == 5 * USD
         live_pool.claim(buyer, {"from": buyer})
 
+    def test_repeated_near_total_losses_release_instead_of_overflowing(
+        self, live_pool, buyer, staker, slasher
+    ):
+        """16 rounds of: a 99.99% loss, then its recipient stakes the seized shares. Each
+        round multiplies the units a share stands for by ~1e4: unbounded, the unit arithmetic
+        overflows (Panic) by round 14 and the revenue index stops moving long before. Bounded,
+        every third loss releases the stake at its exact value and a fresh era begins."""
+        pool = live_pool
+        pool.stake(SHARES(50_000), {"from": buyer})
+        releases = []
+        for _ in range(16):
+            staked = pool.totals()["stakedShares"]
+            assets = staked * 9_999 // 10_000 * PRICE // ONE_SHARE  # 99.99% of its value
+            tx = pool.bookLoss(assets, staker, {"from": slasher})
+            t = pool.totals().dict()
+            assert t["totalUnits"] <= t["stakedShares"] * 10**9  # the bound holds after every loss
+            if "StakeReleased" in tx.events:
+                left = staked - tx.return_value
+                assert dict(tx.events["StakeReleased"]) == {
+                    "newEra": len(releases) + 1,
+                    "shares": left,
+                }
+                assert tx.events["LossBooked"]["stakedSharesAfter"] == 0
+                assert (t["stakedShares"], t["totalUnits"], t["earningUnits"]) == (0, 0, 0)
+                releases.append(left)
+            pool.stake(tx.return_value, {"from": staker})
+        assert len(releases) == 5
+        t = pool.totals().dict()
+        assert t["releasedShares"] == sum(releases)
+        assert pool.balanceOf(pool) == t["stakedShares"] + t["releasedShares"]
+        b, s = position(pool, buyer), position(pool, staker)
+        # Exact per position: what was staked is lost or released, nothing else.
+        assert b["lossShares"] + b["releasedShares"] == SHARES(50_000)
+        assert b["principalShares"] == b["earningShares"] == b["pendingShares"] == 0
+        # Released shares are each position's floor at the final rate: a few units of dust.
+        owed = b["releasedShares"] + s["releasedShares"]
+        assert 0 <= t["releasedShares"] - owed <= 2 * len(releases)
+        # Released stake is withdrawable at once, without a cooldown.
+        tx = pool.withdraw({"from": buyer})
+        assert tx.return_value == b["releasedShares"] > 0
+        assert dict(tx.events["ReleasedStakeWithdrawn"]) == {
+            "account": buyer,
+            "shares": b["releasedShares"],
+        }
+        assert "Unstaked" not in tx.events
+        assert position(pool, buyer)["releasedShares"] == 0
+        assert pool.totals()["releasedShares"] == t["releasedShares"] - b["releasedShares"]
+        with brownie.reverts(err("PoolNothingCooling")):
+            pool.withdraw({"from": buyer})
+
     def test_reverts(self, live_pool, slasher, stranger, buyer):
         with brownie.reverts(
             err("AccessControlUnauthorizedAccount", stranger, bytes_arg(SLASHER_ROLE))
@@ -556,14 +631,16 @@ class TestShareTokenExtras:
         assert live_pool.balanceOf(staker) == SHARES(30_005)
 
     def test_relayed_stake_is_the_signer_s(
-        self, stablecoin, operator, admin, forwarder, fund, buyer, relayer
+        self, stablecoin, operator, admin, forwarder, fund, buyer, relayer, pool_gate
     ):
         from eth_account import Account
 
         from gpucap import devchain
         from tests.contracts.forwarder_helpers import sign_request
 
-        gasless = deploy_pool(stablecoin, operator, admin, PoolParams(forwarder=forwarder))
+        gasless = deploy_pool(
+            stablecoin, operator, admin, PoolParams(forwarder=forwarder), gate=pool_gate
+        )
         fill_round(gasless, stablecoin, fund, [buyer], [TARGET])
         signer = Account.from_key(devchain.dev_private_key(3))
         request = sign_request(

@@ -2,7 +2,8 @@
 
 Random sequences of deposits (including over-the-cap ones), the round completing or failing,
 refunds, the operator's draw, stake / unstake request / withdraw, revenue distributions for
-any allowed epoch (late ones too), claims, booked losses (up to wiping every stake out),
+any allowed epoch (late ones too), claims, booked losses (up to wiping every stake out, and
+near-total ones that drive the unit rate to its bound and release the stake),
 share transfers, donations of stablecoin and shares, and time passing.
 
 Beside the chain: an integer mirror of the pool's accounting (tests/contracts/pool_shadow.py)
@@ -74,7 +75,8 @@ class RevenuePoolMachine(SnapshotMachine):
         return FAILED if self.failed else FUNDING
 
     def _supply(self) -> int:
-        return sum(self.shares.values()) + self.shadow.staked + self.donated_shares
+        s = self.shadow
+        return sum(self.shares.values()) + s.staked + s.released_total + self.donated_shares
 
     # ------------------------------------------------------------------ funding round
 
@@ -162,17 +164,17 @@ class RevenuePoolMachine(SnapshotMachine):
     def withdraw(self, i: int) -> None:
         investor = self.investors[i]
         p = self.shadow.settled(investor.address)
-        if p.cooling == 0:
+        if p.cooling == 0 and p.released == 0:
             expect_revert(investor, self.pool, "withdraw", (), error_data("PoolNothingCooling()"))
             return
-        if self.epoch < p.unlock:
+        if self.epoch < p.unlock and p.released == 0:
             expected = error_data(
                 "PoolCooldownActive(uint64,uint64)", ("uint64", "uint64"), (p.unlock, self.epoch)
             )
             expect_revert(investor, self.pool, "withdraw", (), expected)
             return
         send(investor, self.pool, "withdraw")
-        shares, _ = self.shadow.withdraw(investor.address)
+        shares, _ = self.shadow.withdraw(investor.address, self.epoch)
         self.shares[investor.address] += shares
 
     @rule(i=who)
@@ -216,6 +218,14 @@ class RevenuePoolMachine(SnapshotMachine):
         send(self.slasher, self.pool, "bookLoss", amount, recipient)
         shares = self.shadow.book_loss(amount)
         self.shares[recipient.address] += shares
+
+    @precondition(lambda self: self.shadow.staked > 0)
+    @rule(keep=st.one_of(st.integers(1, 10**3), st.integers(1, 10**12)), to=who)
+    def book_near_total_loss(self, keep: int, to: int) -> None:
+        """A loss that leaves a sliver staked: repeated, it drives the unit rate to its bound,
+        where the remaining stake is released."""
+        rest = self.shadow.staked - keep
+        self.book_loss(max(1, rest * PRICE // 10**18), to)
 
     # ------------------------------------------------------------------ everything else
 
@@ -274,7 +284,7 @@ class RevenuePoolMachine(SnapshotMachine):
             s.total_units,
         )
         assert (undistributed, undistributed_scaled) == (s.remainder // SCALE, s.remainder)
-        assert tuple(totals[10:]) == (s.loss_shares, s.loss_assets)
+        assert tuple(totals[10:]) == (s.loss_shares, s.loss_assets, s.released_total)
         # Stablecoin: every unit that entered is in the pool or went out through a known door.
         expected = self.raised - self.refunded - self.drawn + rev_in - paid + self.donated_stable
         assert pool_stable == expected
@@ -286,9 +296,11 @@ class RevenuePoolMachine(SnapshotMachine):
         # Shares: nothing minted or burnt outside deposits and refunds; custody is exact.
         assert list(balances) == [self.shares[n] for n in self.names]
         assert supply == self._supply()
-        assert custody == staked + self.donated_shares
+        released = totals[12]  # set aside by rate resets, owed to accounts (plus rounding dust)
+        assert custody == staked + released + self.donated_shares
         values = sum(stake[0] + stake[1] + stake[2] for stake in stakes)
         assert values <= staked
+        assert sum(stake[10] for stake in stakes) <= released
         # And every position is the mirror's, to the unit.
         for name, stake in zip(self.names, stakes, strict=True):
             assert dict(zip(_STAKE_FIELDS, stake, strict=True)) == s.view(name), name
@@ -305,16 +317,20 @@ _STAKE_FIELDS = (
     "claimedAssets",
     "principalShares",
     "lossShares",
+    "releasedShares",
 )
 
 
 @pytest.fixture(scope="module")
-def world(stablecoin, operator, admin, relayer, operator2, fund, buyer, staker, stranger):
+def world(
+    stablecoin, operator, admin, relayer, operator2, fund, buyer, staker, stranger, pool_gate
+):
     pool = deploy_pool(
         stablecoin,
         operator,
         admin,
         PoolParams(price=PRICE, target=TARGET, funding_seconds=DEADLINE_EPOCHS * EPOCH),
+        gate=pool_gate,
         roles=((DISTRIBUTOR_ROLE, relayer), (SLASHER_ROLE, operator2)),
     )
     investors = [buyer, staker, stranger]

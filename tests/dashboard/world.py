@@ -124,6 +124,7 @@ def build_world(
                 1,
                 36,
                 1_100,
+                str(system.settlement),  # risk gate: the raise is capped at 80% of the value
             ),
             {"from": admin},
         )

@@ -21,6 +21,9 @@ system = contract_fixtures.system
 stablecoin = contract_fixtures.stablecoin
 fund = contract_fixtures.fund
 isolation = contract_fixtures.isolation
+registry = contract_fixtures.registry
+h100 = contract_fixtures.h100
+pool_gate = contract_fixtures.pool_gate
 
 TERMS = [
     # (target assets, tenor epochs, rate bps, epoch seconds)
@@ -34,10 +37,10 @@ TERMS = [
 
 @pytest.mark.parametrize(("target", "tenor", "rate", "epoch"), TERMS)
 def test_schedule_matches_revenue_pool(
-    stablecoin, fund, operator, admin, buyer, target, tenor, rate, epoch
+    stablecoin, fund, operator, admin, buyer, pool_gate, target, tenor, rate, epoch
 ) -> None:
     params = PoolParams(target=target, price=1, tenor=tenor, rate_bps=rate, epoch=epoch)
-    pool = deploy_pool(stablecoin, operator, admin, params)
+    pool = deploy_pool(stablecoin, operator, admin, params, gate=pool_gate)
     fund(buyer, target, pool)
     pool.deposit(target, buyer, {"from": buyer})
     pool.drawRaise({"from": operator})
@@ -54,3 +57,9 @@ def test_schedule_matches_revenue_pool(
     assert list(zip(principal.tolist(), interest.tolist(), strict=True)) == onchain
     assert V.debt_outstanding(drawn, tenor, draw_epoch, e).tolist() == outstanding
     assert sum(p for p, _ in onchain) == drawn  # the schedule repays exactly the draw
+    # The closed-form range sum the settlement charges for skipped epochs, on these terms too.
+    due = [p + i for p, i in onchain]
+    cuts = sorted({0, draw_epoch, draw_epoch + 1, draw_epoch + tenor // 2, draw_epoch + tenor})
+    for a in cuts:
+        for b in [*cuts, epochs[-1]]:
+            assert pool.debtServiceBetween(a, b) == sum(due[a : b + 1]), (a, b)
