@@ -164,7 +164,7 @@ def plan_world(nodes: int = DEFAULT_NODES, seed: int = 0, offer_windows: int = 3
         # A fifth of the cost: well inside the 80 % LTV cap on a node at most two years old.
         target = node.acquisition_cost // 5 // (1_000 * USD) * (1_000 * USD)
         investors = tuple(rng.sample(INVESTORS, 3))
-        funded = k % 4 != 3
+        funded = k % 4 != 1  # from the second pool on, one in four still raising
         if funded:
             first, second = target * 5 // 10, target * 3 // 10
             deposits = (first, second, target - first - second)

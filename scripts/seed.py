@@ -278,9 +278,13 @@ class Seeder:
                     txs.append(self.pool_call(who, address, "deposit", assets, who.address))
         rng = random.Random(f"gpucap-demo-buyers:{self.plan.seed}")
         bought: list[tuple[int, Any, int]] = []
+        left = {offer.offer_id: offer.amount for offer in offers}  # users share offers
         for user in self.plan.users:
             for offer in rng.sample(offers, min(4, len(offers))):
-                amount = rng.randint(1, min(3, offer.amount))
+                amount = min(rng.randint(1, 3), left[offer.offer_id])
+                if amount == 0:
+                    continue
+                left[offer.offer_id] -= amount
                 txs.append(self.call(self.account(user), CAPACITY, "buy", offer.offer_id, amount))
                 bought.append((user, offer, amount))
         self.run("investors and buyers", txs)
