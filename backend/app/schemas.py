@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from eth_utils import is_checksum_address, to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -243,6 +243,137 @@ class HoldingPublic(_Row):
     amount: int
 
 
+# -- pools and settlements --------------------------------------------------------
+# Share amounts (18 decimals) are decimal strings like token ids: 1e5 shares already
+# exceed 2^53. Stablecoin amounts (6 decimals) are integers. A ratio the contract
+# reports as infinite (RiskModel.INFINITE: no debt service, or no collateral value)
+# is null.
+
+Shares = Annotated[str, Field(pattern=r"^[0-9]+$", examples=["1000000000000000000"])]
+
+
+class PoolRoundPublic(BaseModel):
+    target: int = Field(description="stablecoin units the round raises")
+    deadline: int = Field(description="unix seconds; the round fails if not full by then")
+    share_price: int = Field(description="stablecoin units per whole share (1e18)")
+    raised: int
+    refunded: int = Field(description="returned to investors of a failed round")
+    state: Literal["open", "succeeded", "failed", "drawn"]
+
+
+class PoolDebtPublic(BaseModel):
+    """The operator's debt from the raise: straight-line instalments over the tenor."""
+
+    principal: int = Field(description="drawn raise (0 until drawn)")
+    rate_bps: int = Field(description="annual interest rate")
+    tenor_epochs: int
+    draw_epoch: int | None = Field(description="epoch of the draw; instalments start after it")
+    service_per_epoch: int = Field(
+        description="principal + interest scheduled for the current epoch (RevenuePool."
+        "debtServiceDue); interest declines with the principal"
+    )
+    outstanding: int = Field(description="principal owed after the current epoch's instalment")
+    arrears: int = Field(description="scheduled service not yet paid, at the last settlement")
+
+
+class PoolRiskPublic(BaseModel):
+    """The node's covenant figures at its last indexed settlement."""
+
+    collateral_value: int | None = Field(description="depreciated value (null: not read)")
+    ltv_bps: int | None = Field(description="loan-to-value; null = infinite or not read")
+    dscr_bps: int | None = Field(description="trailing DSCR; null = no service in window")
+    flagged: bool
+    dscr_breach: bool
+    ltv_breach: bool
+    last_settled_epoch: int
+
+
+class PoolPublic(BaseModel):
+    address: str
+    node_id: int
+    operator: str
+    name: str
+    symbol: str
+    stablecoin: str
+    genesis_timestamp: int
+    epoch_length_seconds: int
+    cooldown_epochs: int
+    current_epoch: int = Field(description="the pool's epoch at the newest indexed block")
+    round: PoolRoundPublic
+    debt: PoolDebtPublic
+    total_shares: Shares
+    total_staked: Shares
+    revenue_distributed: int = Field(description="lifetime stablecoin distributed to the pool")
+    revenue_claimed: int
+    losses_booked: int = Field(description="lifetime loss in stablecoin units")
+    loss_shares: Shares = Field(description="staked shares taken by those losses")
+    last_distributed_epoch: int
+    risk: PoolRiskPublic | None = Field(description="null until the node's first settlement")
+    as_of_block: int
+
+
+class CoolingPublic(BaseModel):
+    amount: Shares = Field(description="shares in cooldown after an unstake request")
+    unlock_epoch: int | None = Field(description="first epoch they can be withdrawn")
+
+
+class PoolPositionPublic(BaseModel):
+    """RevenuePool.stakeOf plus the wallet balance, computed from the index."""
+
+    pool: str
+    node_id: int
+    holder: str
+    shares: Shares = Field(description="in the wallet (not staked)")
+    staked: Shares = Field(description="earning + warming up")
+    staked_earning: Shares
+    staked_warming: Shares
+    activation_epoch: int | None = Field(description="when warming stake starts earning")
+    cooling: CoolingPublic
+    claimable: int = Field(description="stablecoin units claimable now")
+    claimed: int
+    principal_shares: Shares = Field(description="shares staked and not yet withdrawn")
+    loss_taken: Shares = Field(description="shares lost to booked losses")
+
+
+class PoolEpochPublic(BaseModel):
+    epoch: int
+    revenue_distributed: int = Field(description="debt service + stakers' share paid in")
+    debt_paid: int
+    stakers_share: int
+    loss_assets: int
+    loss_shares: Shares
+
+
+class SettlementSplitPublic(BaseModel):
+    fee: int
+    reserve: int
+    operator: int
+    debt_paid: int
+    stakers: int
+
+
+class NodeSettlementPublic(BaseModel):
+    """One settled node-epoch: gross == fee + reserve + operator + debt_paid + stakers."""
+
+    node_id: int
+    epoch: int
+    gross: int
+    usage: int
+    proceeds: int
+    net: int = Field(description="gross - fee - reserve - operator: what services the debt")
+    split: SettlementSplitPublic
+    dscr_bps: int | None = Field(description="trailing DSCR after it; null = infinite")
+    ltv_bps: int | None = Field(description="null = infinite or not read")
+    flagged: bool
+    dscr_breach: bool
+    ltv_breach: bool
+    collateral_value: int | None
+    arrears: int | None
+    block_number: int
+    block_timestamp: int
+    tx_hash: str
+
+
 class PortfolioPublic(BaseModel):
     """What an address holds and owes, from the index."""
 
@@ -251,6 +382,7 @@ class PortfolioPublic(BaseModel):
     capacity: list[HoldingPublic]
     reservations: list[ReservationPublic]
     nodes: list[NodePublic]
+    pools: list[PoolPositionPublic] = Field(description="positions in revenue pools")
     as_of_block: int
 
 

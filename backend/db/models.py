@@ -43,6 +43,24 @@ class Base(DeclarativeBase):
     pass
 
 
+class BigUint(TypeDecorator[int]):
+    """A uint256 (share amounts, staking units, revenue indexes) as a decimal string:
+    BigInteger is signed 64-bit, and 1e5 shares of 18 decimals already overflow it."""
+
+    impl = String(78)
+    cache_ok = True
+
+    def process_bind_param(self, value: int | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        if value < 0:
+            raise ValueError(f"negative value {value} given to a uint256 column")
+        return str(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> int | None:
+        return None if value is None else int(value)
+
+
 class ActionKind(enum.StrEnum):
     FAUCET = "faucet"
     FORWARD = "forward"  # a wallet's EIP-712 forward request, relayed via GpucapForwarder
@@ -144,6 +162,13 @@ class ChainEvent(Base):
     contract: Mapped[str] = mapped_column(String(64))
     event: Mapped[str] = mapped_column(String(64))
     args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The emitting contract (checksummed). Needed for contracts the manifest does not
+    # name one by one (RevenuePools, found through EpochSettlement.PoolSet).
+    address: Mapped[str | None] = mapped_column(String(42), index=True)
+    # Chain state read once when the event was indexed, at the event's block, for
+    # figures the event does not carry (EpochSettlement.nodeRisk at NodeSettled). Stored
+    # with the event so a rebuild (reorg) needs no chain reads; dropped with it.
+    snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     __table_args__ = (Index("ix_chain_events_event", "event"),)
 
@@ -260,6 +285,150 @@ class BalanceRow(Base):
     amount: Mapped[int] = mapped_column(BigInteger)
 
 
+# ---------------------------------------------------------------------------
+# Revenue pools (one per node, bound with EpochSettlement.setPool → PoolSet) and
+# node settlements. The pool read models mirror RevenuePool's own accounting (units,
+# cohorts, revenue index, eras) event by event, so a position's claimable revenue
+# and loss are computed from the database exactly as the contract's stakeOf does.
+# ---------------------------------------------------------------------------
+
+
+class PoolTermsRow(Base):
+    """A pool's immutable terms, read from the pool (one set of eth_calls) when its
+    PoolSet is indexed. Not a projection: no event carries them. Dropped on a reset,
+    and by a rollback that removes the pool's PoolSet."""
+
+    __tablename__ = "pool_terms"
+
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)
+    node_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    symbol: Mapped[str] = mapped_column(String(32))
+    stablecoin: Mapped[str] = mapped_column(String(42))
+    operator: Mapped[str] = mapped_column(String(42), index=True)
+    target_assets: Mapped[int] = mapped_column(BigInteger)
+    share_price: Mapped[int] = mapped_column(BigInteger)  # stablecoin units per whole share
+    funding_deadline: Mapped[int] = mapped_column(BigInteger)
+    tenor_epochs: Mapped[int] = mapped_column(BigInteger)
+    rate_bps: Mapped[int] = mapped_column(Integer)
+    genesis_timestamp: Mapped[int] = mapped_column(BigInteger)
+    epoch_length_seconds: Mapped[int] = mapped_column(BigInteger)
+    cooldown_epochs: Mapped[int] = mapped_column(BigInteger)
+    pool_set_block: Mapped[int] = mapped_column(BigInteger)
+
+
+class PoolRow(Base):
+    """A pool's running state (RevenuePool's storage, as its events tell it)."""
+
+    __tablename__ = "pools"
+
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)
+    node_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    raised: Mapped[int] = mapped_column(BigInteger, default=0)
+    refunded: Mapped[int] = mapped_column(BigInteger, default=0)
+    drawn: Mapped[bool] = mapped_column(default=False)
+    draw_epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    drawn_assets: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_shares: Mapped[int] = mapped_column(BigUint(), default=0)
+    staked_shares: Mapped[int] = mapped_column(BigUint(), default=0)
+    total_units: Mapped[int] = mapped_column(BigUint(), default=0)
+    earning_units: Mapped[int] = mapped_column(BigUint(), default=0)
+    revenue_index: Mapped[int] = mapped_column(BigUint(), default=0)
+    era: Mapped[int] = mapped_column(BigInteger, default=0)
+    # {era: revenue index when that era was wiped out}, as decimal strings.
+    era_end_index: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    revenue_in: Mapped[int] = mapped_column(BigInteger, default=0)
+    revenue_paid: Mapped[int] = mapped_column(BigInteger, default=0)
+    loss_assets: Mapped[int] = mapped_column(BigInteger, default=0)
+    loss_shares: Mapped[int] = mapped_column(BigUint(), default=0)
+    last_distributed_epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class PoolCohortRow(Base):
+    """Stake in warm-up that activates at one epoch (RevenuePool.Cohort)."""
+
+    __tablename__ = "pool_cohorts"
+
+    pool: Mapped[str] = mapped_column(String(42), primary_key=True)
+    activation_epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    units: Mapped[int] = mapped_column(BigUint(), default=0)
+    index_at_fold: Mapped[int] = mapped_column(BigUint(), default=0)
+    era: Mapped[int] = mapped_column(BigInteger, default=0)
+    queued: Mapped[bool] = mapped_column(default=False)
+    folded: Mapped[bool] = mapped_column(default=False)
+
+
+class PoolPositionRow(Base):
+    """One holder in one pool: wallet shares and RevenuePool.Position as of its last event
+    (bring it up to date with ``pool_book.settled`` before reading revenue or loss)."""
+
+    __tablename__ = "pool_positions"
+
+    pool: Mapped[str] = mapped_column(String(42), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(42), primary_key=True, index=True)
+    shares: Mapped[int] = mapped_column(BigUint(), default=0)  # in the wallet, not staked
+    units: Mapped[int] = mapped_column(BigUint(), default=0)
+    pending_units: Mapped[int] = mapped_column(BigUint(), default=0)
+    cooling_units: Mapped[int] = mapped_column(BigUint(), default=0)
+    revenue_index: Mapped[int] = mapped_column(BigUint(), default=0)
+    accrued_scaled: Mapped[int] = mapped_column(BigUint(), default=0)
+    principal_shares: Mapped[int] = mapped_column(BigUint(), default=0)
+    claimed: Mapped[int] = mapped_column(BigInteger, default=0)
+    era: Mapped[int] = mapped_column(BigInteger, default=0)
+    lost_shares: Mapped[int] = mapped_column(BigUint(), default=0)
+    activation_epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    unlock_epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class PoolEpochRow(Base):
+    """What happened to a pool in one epoch: revenue in, debt service, losses."""
+
+    __tablename__ = "pool_epochs"
+
+    pool: Mapped[str] = mapped_column(String(42), primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    revenue_distributed: Mapped[int] = mapped_column(BigInteger, default=0)
+    debt_paid: Mapped[int] = mapped_column(BigInteger, default=0)
+    stakers_share: Mapped[int] = mapped_column(BigInteger, default=0)
+    loss_assets: Mapped[int] = mapped_column(BigInteger, default=0)
+    loss_shares: Mapped[int] = mapped_column(BigUint(), default=0)
+
+
+class NodeSettlementRow(Base):
+    """One node-epoch settlement (EpochSettlement.NodeSettled, its CovenantStatus if one
+    was emitted, and the nodeRisk snapshot read at its block)."""
+
+    __tablename__ = "node_settlements"
+
+    node_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    usage: Mapped[int] = mapped_column(BigInteger, default=0)
+    proceeds: Mapped[int] = mapped_column(BigInteger, default=0)
+    fee: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserve: Mapped[int] = mapped_column(BigInteger, default=0)
+    operator_share: Mapped[int] = mapped_column(BigInteger, default=0)
+    debt_paid: Mapped[int] = mapped_column(BigInteger, default=0)
+    stakers: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Covenant figures: from CovenantStatus when the contract emitted one for this
+    # settlement (covenant_event), else from the nodeRisk snapshot (flags then false).
+    covenant_event: Mapped[bool] = mapped_column(default=False)
+    dscr_bps: Mapped[int | None] = mapped_column(BigUint())
+    ltv_bps: Mapped[int | None] = mapped_column(BigUint())
+    flagged: Mapped[bool] = mapped_column(default=False)
+    dscr_breach: Mapped[bool] = mapped_column(default=False)
+    ltv_breach: Mapped[bool] = mapped_column(default=False)
+    # From the nodeRisk snapshot (None if it could not be read).
+    collateral_value: Mapped[int | None] = mapped_column(BigUint())
+    debt_outstanding: Mapped[int | None] = mapped_column(BigUint())
+    arrears: Mapped[int | None] = mapped_column(BigUint())
+    window_net_revenue: Mapped[int | None] = mapped_column(BigUint())
+    window_debt_service: Mapped[int | None] = mapped_column(BigUint())
+    settled: Mapped[bool] = mapped_column(default=False)  # NodeSettled seen (not only covenant)
+    block_number: Mapped[int] = mapped_column(BigInteger, default=0)
+    block_timestamp: Mapped[int] = mapped_column(BigInteger, default=0)
+    tx_hash: Mapped[str] = mapped_column(String(66), default="")
+
+
 PROJECTIONS: tuple[type[Base], ...] = (
     GpuClassRow,
     NodeRow,
@@ -268,6 +437,11 @@ PROJECTIONS: tuple[type[Base], ...] = (
     SaleRow,
     ReservationRow,
     BalanceRow,
+    PoolRow,
+    PoolCohortRow,
+    PoolPositionRow,
+    PoolEpochRow,
+    NodeSettlementRow,
 )
 
 

@@ -8,6 +8,11 @@ Why this shape:
 - A batch (events + read models + cursor + block hashes) commits in one database
   transaction: a crash or a killed worker resumes from the last committed batch,
   never half of one, and re-indexing a batch is idempotent.
+- Revenue pools are not in the manifest: each is found through EpochSettlement's
+  PoolSet, its immutable terms are read once (``pool_terms``), and its logs are
+  fetched from the deployment block on (a round may fill before the pool is bound),
+  then with every later batch. Figures an event lacks are read once at the event's
+  block and stored with it (``ChainEvent.snapshot``: nodeRisk at NodeSettled).
 - Reorgs (and an anvil that was restarted or reset under us) are detected by
   comparing the hashes of recently indexed blocks with the node's. Within the
   kept window the indexer rolls back to the common ancestor; if nothing in the
@@ -17,6 +22,7 @@ Why this shape:
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +32,7 @@ from eth_utils import event_abi_to_log_topic
 from hexbytes import HexBytes
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
+from web3.exceptions import ContractLogicError, Web3RPCError
 
 from backend.db.models import (
     PROJECTIONS,
@@ -37,10 +44,13 @@ from backend.db.models import (
     IndexerState,
     NodeRow,
     OfferRow,
+    PoolTermsRow,
     ReservationRow,
     SaleRow,
 )
+from backend.services import pool_index
 from backend.services.chain import Chain
+from gpucap.deployment import ManifestError
 
 log = logging.getLogger(__name__)
 
@@ -88,26 +98,56 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _topics(abi: list[dict[str, Any]]) -> dict[bytes, str]:
+    return {
+        bytes(event_abi_to_log_topic(item)): item["name"]
+        for item in abi
+        if item.get("type") == "event" and not item.get("anonymous")
+    }
+
+
+def named(outputs: list[dict[str, Any]], value: Any) -> dict[str, Any]:
+    """A call's result as {output name: value}, structs (tuples) by component names."""
+    if len(outputs) == 1 and outputs[0]["type"] == "tuple":
+        outputs, value = outputs[0]["components"], value
+    elif len(outputs) == 1:
+        value = (value,)
+    result: dict[str, Any] = {}
+    for out, item in zip(outputs, value, strict=True):
+        if out["type"] == "tuple":
+            item = named(out["components"], item)
+        result[out["name"]] = _jsonable(item)
+    return result
+
+
 class EventDecoder:
-    """Decodes any log of the manifest's contracts (address + topic0 → the event's ABI)."""
+    """Decodes any log of the manifest's contracts (address + topic0 → the event's ABI),
+    and of revenue pools (one ABI, RevenuePool's build artifact, for every pool)."""
 
     def __init__(self, chain: Chain) -> None:
         self._by_address: dict[str, tuple[str, Any, dict[bytes, str]]] = {}
         for name, ref in chain.deployment.contracts.items():
-            topics = {
-                bytes(event_abi_to_log_topic(item)): item["name"]
-                for item in ref.abi
-                if item.get("type") == "event" and not item.get("anonymous")
-            }
-            self._by_address[ref.address.lower()] = (name, chain.contract(name), topics)
+            self._by_address[ref.address.lower()] = (name, chain.contract(name), _topics(ref.abi))
+        self.pool_abi = _pool_abi(chain)
+        self._pool = (
+            pool_index.POOL,
+            chain.w3.eth.contract(abi=self.pool_abi),
+            _topics(self.pool_abi),
+        )
 
     @property
     def addresses(self) -> list[str]:
         return list(self._by_address)
 
-    def decode(self, entry: Any) -> tuple[str, str, dict[str, Any]] | None:
-        """(contract name, event name, args) or None for a log no ABI describes."""
-        found = self._by_address.get(str(entry["address"]).lower())
+    def decode(
+        self, entry: Any, pools: Iterable[str] = ()
+    ) -> tuple[str, str, dict[str, Any]] | None:
+        """(contract name, event name, args) or None for a log no ABI describes.
+        ``pools``: the addresses (lowercase) of the pools known so far."""
+        address = str(entry["address"]).lower()
+        found = self._by_address.get(address)
+        if found is None and address in pools:
+            found = self._pool
         if found is None or not entry["topics"]:
             return None
         contract_name, contract, topics = found
@@ -116,6 +156,19 @@ class EventDecoder:
             return None
         data = contract.events[event]().process_log(entry)
         return contract_name, event, _jsonable(dict(data["args"]))
+
+
+def _pool_abi(chain: Chain) -> list[dict[str, Any]]:
+    """RevenuePool's ABI from the build artifacts the manifest's ABIs come from."""
+    ref = chain.deployment.contracts.get(pool_index.SETTLEMENT)
+    if ref is None:
+        raise ManifestError(f"{pool_index.SETTLEMENT} is not in {chain.deployment.path}")
+    path = ref.abi_path.parent / f"{pool_index.POOL}.json"
+    try:
+        abi: list[dict[str, Any]] = json.loads(path.read_text())["abi"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise ManifestError(f"cannot read the RevenuePool ABI from {path}: {exc}") from exc
+    return abi
 
 
 class Indexer:
@@ -233,6 +286,7 @@ class Indexer:
     def _reset(self, session: Session, state: IndexerState) -> None:
         session.execute(delete(ChainEvent))
         session.execute(delete(IndexedBlock))
+        session.execute(delete(PoolTermsRow))
         for table in PROJECTIONS:
             session.execute(delete(table))
         state.deployment_block = self.chain.deployment.deployed_at_block
@@ -242,6 +296,15 @@ class Indexer:
     def _rollback(self, session: Session, state: IndexerState, ancestor: int) -> None:
         session.execute(delete(ChainEvent).where(ChainEvent.block_number > ancestor))
         session.execute(delete(IndexedBlock).where(IndexedBlock.number > ancestor))
+        # A pool whose PoolSet was undone is unknown again: drop its terms and the
+        # logs fetched because of it (older ones included); if PoolSet comes back, the
+        # pool is discovered and fetched again from the start.
+        bound = {a.lower() for a in _bound_pools(session)}
+        for terms in session.scalars(select(PoolTermsRow)).all():
+            if terms.address.lower() not in bound:
+                session.execute(delete(ChainEvent).where(ChainEvent.address == terms.address))
+                session.delete(terms)
+        session.flush()
         rebuild_projections(session)
         state.next_block = ancestor + 1
         state.reorgs += 1
@@ -249,14 +312,28 @@ class Indexer:
     # ------------------------------------------------------------------ indexing
 
     def _index_range(self, chain_id: int, from_block: int, to_block: int, head: int) -> int:
-        w3 = self.chain.w3
-        addresses = [w3.to_checksum_address(a) for a in self.decoder.addresses]
-        logs = self.chain.call(
-            "eth_getLogs",
-            lambda: w3.eth.get_logs(
-                {"fromBlock": from_block, "toBlock": to_block, "address": addresses}
-            ),
-        )
+        with self.sessions() as session:
+            known = {t.address.lower() for t in session.scalars(select(PoolTermsRow))}
+        logs = self._logs(self.decoder.addresses + sorted(known), from_block, to_block)
+        # Pools bound in this range: read their terms, fetch their logs from the start.
+        new_terms: list[PoolTermsRow] = []
+        for entry in logs:
+            decoded = self.decoder.decode(entry)
+            if decoded is None or decoded[:2] != (pool_index.SETTLEMENT, "PoolSet"):
+                continue
+            pool = decoded[2]["pool"]
+            if pool.lower() not in known:
+                known.add(pool.lower())
+                new_terms.append(self._pool_terms(pool, int(entry["blockNumber"])))
+        if new_terms:
+            seen = {(int(e["blockNumber"]), int(e["logIndex"])) for e in logs}
+            for start in range(
+                self.chain.deployment.deployed_at_block, to_block + 1, self.batch_blocks
+            ):
+                end = min(to_block, start + self.batch_blocks - 1)
+                for entry in self._logs([t.address for t in new_terms], start, end):
+                    if (int(entry["blockNumber"]), int(entry["logIndex"])) not in seen:
+                        logs.append(entry)
         # Timestamps and hashes: one header per block that has logs, plus the range's end
         # (its hash is what the next step checks for a reorg).
         headers: dict[int, Any] = {}
@@ -269,7 +346,7 @@ class Indexer:
             if bytes(HexBytes(entry["blockHash"])) != bytes(header["hash"]):
                 # The block changed between getLogs and getBlock: index it next step.
                 raise ReorgDuringBatch(number)
-            decoded = self.decoder.decode(entry)
+            decoded = self.decoder.decode(entry, known)
             if decoded is None:
                 continue
             contract, event, args = decoded
@@ -283,6 +360,8 @@ class Indexer:
                     contract=contract,
                     event=event,
                     args=args,
+                    address=self.chain.w3.to_checksum_address(entry["address"]),
+                    snapshot=self._snapshot(contract, event, args, number),
                 )
             )
         with self.sessions.begin() as session:
@@ -290,10 +369,18 @@ class Indexer:
             if state.next_block != from_block:
                 # Another indexer moved the cursor meanwhile: let it own this range.
                 raise ConcurrentIndexer(state.next_block, from_block)
+            for terms in new_terms:
+                session.merge(terms)
+            session.flush()
+            # In chain order. A new pool's older logs come first here, after later events
+            # of other contracts were applied by earlier batches: its read models depend
+            # only on its own events and terms, so the result is the replay's.
             for row in rows:
                 session.merge(row)
                 apply_event(session, row)
             for number, header in headers.items():
+                if number < from_block:
+                    continue  # a new pool's older blocks: not part of the reorg window
                 session.merge(
                     IndexedBlock(
                         number=number,
@@ -310,6 +397,84 @@ class Indexer:
             log.info("indexer: blocks %d..%d, %d events", from_block, to_block, len(rows))
         return len(rows)
 
+    def _logs(self, addresses: list[str], from_block: int, to_block: int) -> list[Any]:
+        w3 = self.chain.w3
+        checksummed = [w3.to_checksum_address(a) for a in addresses]
+        return list(
+            self.chain.call(
+                "eth_getLogs",
+                lambda: w3.eth.get_logs(
+                    {"fromBlock": from_block, "toBlock": to_block, "address": checksummed}
+                ),
+            )
+        )
+
+    def _pool_terms(self, address: str, block: int) -> PoolTermsRow:
+        """A newly bound pool's immutable terms (eth_calls at its PoolSet block)."""
+        pool = self.chain.w3.eth.contract(
+            address=self.chain.w3.to_checksum_address(address), abi=self.decoder.pool_abi
+        )
+
+        def read() -> tuple[str, str, Any, Any]:
+            f = pool.functions
+            return (
+                f.name().call(block_identifier=block),
+                f.symbol().call(block_identifier=block),
+                f.terms().call(block_identifier=block),
+                f.epochSchedule().call(block_identifier=block),
+            )
+
+        name, symbol, terms, schedule = self.chain.call(f"reading pool {address}", read)
+        # terms(): (stablecoin, operator, nodeId, targetAssets, sharePrice, fundingDeadline,
+        # tenorEpochs, rateBps); epochSchedule(): (genesis, epochLength, cooldownEpochs).
+        if len(terms) != 8 or len(schedule) != 3:
+            raise ManifestError(
+                f"RevenuePool.terms()/epochSchedule() of {address} returned {len(terms)}/"
+                f"{len(schedule)} values; the indexer reads 8/3: update pool terms decoding"
+            )
+        coin, operator, node_id, target, price, deadline, tenor, rate = terms
+        genesis, length, cooldown = schedule
+        return PoolTermsRow(
+            address=pool.address,
+            node_id=int(node_id),
+            name=str(name),
+            symbol=str(symbol),
+            stablecoin=str(coin),
+            operator=str(operator),
+            target_assets=int(target),
+            share_price=int(price),
+            funding_deadline=int(deadline),
+            tenor_epochs=int(tenor),
+            rate_bps=int(rate),
+            genesis_timestamp=int(genesis),
+            epoch_length_seconds=int(length),
+            cooldown_epochs=int(cooldown),
+            pool_set_block=block,
+        )
+
+    def _snapshot(
+        self, contract: str, event: str, args: dict[str, Any], block: int
+    ) -> dict[str, Any] | None:
+        """EpochSettlement.nodeRisk(nodeId) at the NodeSettled's block (collateral value,
+        arrears, window sums: figures the event does not carry); None for other events."""
+        if (contract, event) != (pool_index.SETTLEMENT, "NodeSettled"):
+            return None
+        settlement = self.chain.contract(pool_index.SETTLEMENT)
+        fn = settlement.functions.nodeRisk(int(args["nodeId"]))
+        try:
+            value = self.chain.call("reading nodeRisk", lambda: fn.call(block_identifier=block))
+        except (ContractLogicError, Web3RPCError) as exc:
+            # E.g. a node that prunes old state: the settlement is still indexed, the
+            # snapshot's figures are then unknown (null in the API), never guessed.
+            log.error("indexer: nodeRisk(%s) at block %d failed: %s", args["nodeId"], block, exc)
+            return None
+        outputs = next(
+            item["outputs"]
+            for item in settlement.abi
+            if item.get("type") == "function" and item.get("name") == "nodeRisk"
+        )
+        return {"block": block, **named(outputs, value)}
+
 
 class ReorgDuringBatch(RuntimeError):
     """A block's hash changed while its batch was being read; the next step handles it."""
@@ -322,6 +487,16 @@ class ConcurrentIndexer(RuntimeError):
 # ---------------------------------------------------------------------------
 # Read models
 # ---------------------------------------------------------------------------
+
+
+def _bound_pools(session: Session) -> list[str]:
+    """Pool addresses of the PoolSet events in ``chain_events``."""
+    rows = session.scalars(
+        select(ChainEvent).where(
+            ChainEvent.contract == pool_index.SETTLEMENT, ChainEvent.event == "PoolSet"
+        )
+    )
+    return [row.args["pool"] for row in rows]
 
 
 def rebuild_projections(session: Session) -> None:
@@ -567,6 +742,7 @@ _HANDLERS = {
     ("CapacityToken", "CapacityBought"): _apply_sale,
     ("CapacityToken", "Redeemed"): _apply_redeemed,
     ("CapacityToken", "ReservationSettled"): _apply_settled,
+    **pool_index.HANDLERS,
 }
 
 

@@ -35,6 +35,8 @@ from backend.db.models import (
     IndexerState,
     NodeRow,
     OfferRow,
+    PoolPositionRow,
+    PoolRow,
     ReservationRow,
     SaleRow,
 )
@@ -55,6 +57,11 @@ NOT_FOUND = {404: {"model": ErrorPublic}}
 def _address(value: str | None, field: str) -> str | None:
     if value is None:
         return None
+    return address_param(value, field)
+
+
+def address_param(value: str, field: str) -> str:
+    """A checksummed address from a path or query value; 422 with the reason if bad."""
     try:
         return checksum_address(value)
     except ValueError as exc:  # PydanticCustomError is a ValueError
@@ -191,7 +198,10 @@ def price_index(
 
 @router.get("/portfolio/{address}", responses={422: {"model": ErrorPublic}})
 def portfolio(address: str, session: SessionDep) -> PortfolioPublic:
-    """Stablecoin and capacity balances, reservations and operated nodes of ``address``."""
+    """Stablecoin and capacity balances, reservations, operated nodes and pool positions
+    of ``address``."""
+    from backend.app.routers.pools import position_public  # pools imports this module
+
     holder = _address(address, "address")
     assert holder is not None
     balances = session.scalars(
@@ -211,12 +221,19 @@ def portfolio(address: str, session: SessionDep) -> PortfolioPublic:
         select(NodeRow).where(NodeRow.operator == holder).order_by(NodeRow.node_id)
     )
     state = session.scalars(select(IndexerState).order_by(IndexerState.updated_at.desc())).first()
+    positions = session.execute(
+        select(PoolPositionRow, PoolRow)
+        .join(PoolRow, PoolRow.address == PoolPositionRow.pool)
+        .where(PoolPositionRow.holder == holder)
+        .order_by(PoolRow.node_id)
+    ).all()
     return PortfolioPublic(
         address=holder,
         stablecoin=stablecoin,
         capacity=capacity,
         reservations=[ReservationPublic.model_validate(r) for r in reservations],
         nodes=[NodePublic.model_validate(n) for n in nodes],
+        pools=[position_public(session, pool, position) for position, pool in positions],
         as_of_block=state.next_block - 1 if state else 0,
     )
 

@@ -1,0 +1,246 @@
+"""Pools and settlements through the real parts: anvil, the deployed system, a pool bound
+with setPool after its round filled, two settled epochs, a loss, a claim; the real
+indexer fills the database and the real HTTP API answers from it. Every indexed figure
+is compared with what the contracts report (stakeOf, totals, nodeRisk)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from brownie import chain, web3
+
+from backend.db.migrate import upgrade_to_head
+from backend.db.session import get_sessionmaker
+from backend.services.chain import Chain
+from backend.services.indexer import Indexer
+from gpucap import devchain
+from tests.backend.backend_helpers import ServiceProcess, backend_env, http_up
+from tests.contracts.settlement_helpers import (
+    DISTRIBUTOR_ROLE,
+    POOL_TARGET,
+    PRICE_PER_GPU_HOUR,
+    attest,
+    deploy_hub_pool,
+    item,
+)
+
+USD = 10**6
+SLASHER_ROLE = bytes(web3.keccak(text="SLASHER_ROLE"))
+INFINITE = 2**256 - 1
+
+
+@pytest.fixture(scope="module")
+def world(live_deployment, admin, operator, buyer, staker):
+    """Node + pool: buyer deposits 800, staker 400; operator draws; both stake; then the
+    pool is bound (PoolSet after the round: the indexer must backfill), two epochs are
+    settled with usage, a loss is booked, the staker claims, the buyer starts unstaking."""
+    s = live_deployment.system
+    s.stablecoin.configureFaucet(10**6 * USD, 1, {"from": admin})
+    for who in (operator, buyer, staker, admin):
+        s.stablecoin.drip(who, {"from": who})
+    node = s.registry.registerNode(
+        s.class_ids["H100-SXM-80GB"],
+        8,
+        b"eu-west".ljust(32, b"\0"),
+        240_000 * USD,
+        chain[-1].timestamp - 86_400,
+        "0x" + "7e" * 20,
+        {"from": operator},
+    ).events["NodeRegistered"]["nodeId"]
+    pool = deploy_hub_pool(s.oracle_hub, s.stablecoin, operator, admin, node)
+    for who, amount in ((buyer, 800 * USD), (staker, POOL_TARGET - 800 * USD)):
+        s.stablecoin.approve(pool, 2**256 - 1, {"from": who})
+        pool.deposit(amount, who, {"from": who})
+    pool.drawRaise({"from": operator})
+    pool.stake(500 * 10**18, {"from": buyer})
+    pool.stake(pool.balanceOf(staker), {"from": staker})
+    pool.transfer(operator, 50 * 10**18, {"from": buyer})  # shares move between wallets
+    pool.grantRole(DISTRIBUTOR_ROLE, s.settlement, {"from": admin})
+    pool.grantRole(SLASHER_ROLE, admin, {"from": admin})
+    s.settlement.setPool(node, pool, {"from": admin})
+    s.settlement.setUsageTerms(node, admin, PRICE_PER_GPU_HOUR, {"from": admin})
+    s.stablecoin.approve(s.settlement, 2**256 - 1, {"from": admin})
+    epochs = []
+    for milli in (1_000, 100):  # the second epoch's net does not cover the debt: arrears
+        c = attest(s.oracle_hub, {node: milli})
+        s.settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
+        epochs.append(c.report.epoch)
+    pool.bookLoss(30 * USD, admin, {"from": admin})
+    pool.claim(staker, {"from": staker})
+    pool.requestUnstake(100 * 10**18, {"from": buyer})
+    return {"node": node, "pool": pool, "epochs": epochs, "system": s}
+
+
+@pytest.fixture(scope="module")
+def api(live_deployment, world, tmp_path_factory) -> Iterator[dict[str, Any]]:
+    """The index, caught up in this process; the API as its own process over the same DB."""
+    tmp: Path = tmp_path_factory.mktemp("pools")
+    env = backend_env(tmp, live_deployment, f"redis://127.0.0.1:{devchain.free_port()}/0")
+    url = env["GPUCAP_DATABASE_URL"]
+    upgrade_to_head(url)
+    sessions = get_sessionmaker(url)
+    indexer = Indexer(
+        Chain.connect(live_deployment.rpc_url, str(live_deployment.manifest_path), 5.0),
+        sessions,
+        batch_blocks=5,  # several batches: the pool's backfill spans earlier ones
+        max_batches=10_000,
+    )
+    indexer.step()
+    port = devchain.free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = ServiceProcess("api", ["api", "--port", str(port)], env, tmp / "api.log")
+    proc.start(ready=lambda: http_up(base + "/docs"))
+    try:
+        yield {"url": base + "/api/v1", "indexer": indexer, "sessions": sessions}
+    finally:
+        proc.stop()
+
+
+def _get(api, path: str, **params: Any) -> Any:
+    resp = requests.get(api["url"] + path, params=params, timeout=10)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def _position_matches_chain(api, pool, who) -> dict[str, Any]:
+    body = _get(api, f"/pools/{pool.address}/positions/{who.address}")
+    info = pool.stakeOf(who)
+    assert int(body["shares"]) == pool.balanceOf(who)
+    assert int(body["staked_earning"]) == info["earningShares"]
+    assert int(body["staked_warming"]) == info["pendingShares"]
+    assert int(body["staked"]) == info["earningShares"] + info["pendingShares"]
+    assert int(body["cooling"]["amount"]) == info["coolingShares"]
+    assert (body["cooling"]["unlock_epoch"] or 0) == info["unlockEpoch"]
+    assert body["claimable"] == info["claimableAssets"]
+    assert body["claimed"] == info["claimedAssets"]
+    assert int(body["principal_shares"]) == info["principalShares"]
+    assert int(body["loss_taken"]) == info["lossShares"]
+    return body
+
+
+def test_pool_positions_and_totals_match_the_chain(api, world, buyer, staker, operator):
+    pool, s, node = world["pool"], world["system"], world["node"]
+    for who in (buyer, staker, operator):
+        _position_matches_chain(api, pool, who)
+    staker_pos = _position_matches_chain(api, pool, staker)
+    assert staker_pos["claimed"] > 0  # revenue reached the stakers and was claimed
+    buyer_pos = _position_matches_chain(api, pool, buyer)
+    assert int(buyer_pos["loss_taken"]) > 0 and int(buyer_pos["cooling"]["amount"]) > 0
+
+    body = _get(api, f"/pools/{pool.address.lower()}")
+    totals = pool.totals()
+    assert (body["node_id"], body["operator"], body["name"]) == (
+        node,
+        operator.address,
+        pool.name(),
+    )
+    assert body["round"]["state"] == "drawn"
+    assert body["round"]["raised"] == totals["raisedAssets"] == POOL_TARGET
+    assert int(body["total_shares"]) == pool.totalSupply()
+    assert int(body["total_staked"]) == totals["stakedShares"]
+    assert body["revenue_distributed"] == totals["revenueInAssets"]
+    assert body["revenue_claimed"] == totals["revenuePaidAssets"]
+    assert body["losses_booked"] == totals["lossAssets"] == 30 * USD
+    assert int(body["loss_shares"]) == totals["lossShares"]
+    current = s.oracle_hub.currentEpoch()
+    assert body["current_epoch"] == current
+    principal, interest = pool.debtServiceDue(current)
+    assert body["debt"]["service_per_epoch"] == principal + interest
+    assert body["debt"]["outstanding"] == pool.debtOutstanding(current)
+    assert body["debt"]["principal"] == POOL_TARGET
+
+    risk_now = s.settlement.nodeRisk(node)
+    assert body["debt"]["arrears"] == risk_now["arrears"] > 0
+    risk = body["risk"]
+    assert risk["last_settled_epoch"] == world["epochs"][-1] == risk_now["lastSettledEpoch"]
+    assert risk["dscr_bps"] == risk_now["dscrBps"]
+    assert (risk["flagged"], risk["dscr_breach"], risk["ltv_breach"]) == (
+        risk_now["flagged"],
+        risk_now["dscrBreach"],
+        risk_now["ltvBreach"],
+    )
+    assert risk["collateral_value"] > 0
+
+    listed = _get(api, "/pools", operator=operator.address.lower())
+    assert [p["address"] for p in listed] == [pool.address]
+    assert _get(api, "/pools", node_id=node + 1000) == []
+
+    portfolio = _get(api, f"/portfolio/{staker.address}")
+    assert [p["pool"] for p in portfolio["pools"]] == [pool.address]
+    assert "stablecoin" in portfolio and "capacity" in portfolio
+
+
+def test_history_and_settlements_add_up(api, world):
+    pool, node = world["pool"], world["node"]
+    settled = _get(api, f"/nodes/{node}/settlements")
+    assert [r["epoch"] for r in settled] == world["epochs"][::-1]
+    for row in settled:
+        split = row["split"]
+        assert row["gross"] == row["usage"] + row["proceeds"] > 0
+        assert row["gross"] == sum(split.values())
+        assert row["net"] == split["debt_paid"] + split["stakers"]
+    history = {h["epoch"]: h for h in _get(api, f"/pools/{pool.address}/history")}
+    for row in settled:
+        h = history[row["epoch"]]
+        assert h["debt_paid"] == row["split"]["debt_paid"]
+        assert h["stakers_share"] == row["split"]["stakers"]
+        assert h["revenue_distributed"] == h["debt_paid"] + h["stakers_share"]
+    assert sum(h["loss_assets"] for h in history.values()) == 30 * USD
+    assert sum(h["revenue_distributed"] for h in history.values()) == pool.totals()[3]
+
+
+def test_errors_are_4xx_with_reasons(api, world):
+    def get(path: str) -> requests.Response:
+        return requests.get(api["url"] + path, timeout=10)
+
+    unknown = get("/pools/0x" + "12" * 20)
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "PoolNotFound")
+    bad = get("/pools/0x1234")
+    assert bad.status_code == 422 and "address" in bad.json()["reason"]
+    bad_holder = get(f"/pools/{world['pool'].address}/positions/nope")
+    assert bad_holder.status_code == 422 and "holder" in bad_holder.json()["reason"]
+    no_node = get("/nodes/999999/settlements")
+    assert (no_node.status_code, no_node.json()["code"]) == (404, "NodeNotFound")
+    assert get("/pools?limit=0").status_code == 422
+
+
+def test_reorg_undoes_pool_events_and_a_pool_binding(api, world, live_deployment, admin, buyer):
+    """A claim and a second pool's PoolSet are undone by a reorg: the claim's effect and
+    the second pool (with the events fetched because of it) leave the index."""
+    s, pool, indexer = world["system"], world["pool"], api["indexer"]
+    before = _get(api, f"/pools/{pool.address}/positions/{buyer.address}")
+    assert before["claimable"] > 0
+    chain.snapshot()
+    try:
+        node2 = s.registry.registerNode(
+            s.class_ids["H100-SXM-80GB"],
+            4,
+            b"eu-west".ljust(32, b"\0"),
+            100_000 * USD,
+            chain[-1].timestamp - 86_400,
+            "0x" + "7f" * 20,
+            {"from": admin},
+        ).events["NodeRegistered"]["nodeId"]
+        pool2 = deploy_hub_pool(s.oracle_hub, s.stablecoin, admin, admin, node2)
+        s.stablecoin.approve(pool2, 2**256 - 1, {"from": buyer})
+        pool2.deposit(10 * USD, buyer, {"from": buyer})
+        s.settlement.setPool(node2, pool2, {"from": admin})
+        pool2_address = pool2.address
+        pool.claim(buyer, {"from": buyer})
+        indexer.step()
+        assert _get(api, f"/pools/{pool.address}/positions/{buyer.address}")["claimable"] == 0
+        assert _get(api, f"/pools/{pool2.address}")["round"]["raised"] == 10 * USD
+        chain.revert()
+        for _ in range(3):
+            chain.mine()
+        report = indexer.step()
+        assert report.reorged_to is not None
+        assert _get(api, f"/pools/{pool.address}/positions/{buyer.address}") == before
+        gone = requests.get(f"{api['url']}/pools/{pool2_address}", timeout=10)
+        assert gone.status_code == 404
+    finally:
+        chain.revert()
