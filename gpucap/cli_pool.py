@@ -1,6 +1,7 @@
 """``python -m gpucap pool …``: a node's RevenuePool as an investor or staker.
 
-Pools are found by node (``EpochSettlement.poolOf``). Their calls are the
+``list`` reads the API's pool index; the actions find a node's pool on-chain
+(``EpochSettlement.poolOf``). Their calls are the
 wallet's own transactions (pools are not relayable), simulated first: a call
 that would revert is refused with the pool's custom error and exit code 2,
 before anything is signed or sent.
@@ -52,25 +53,22 @@ def list_pools(
     dev_account: DevAccount = None,
     keystore: Keystore = None,
 ) -> None:
-    """Every node pool (from the settlement's PoolSet events) and your position in each."""
+    """Every node pool and your position in each (from the API's index)."""
     ctx = _ctx(typer_ctx)
     who = address or wallet(dev_account, keystore).address
-    settlement = ctx.deployment.contract(ctx.w3, "EpochSettlement")
-    bound = settlement.events.PoolSet().get_logs(from_block=ctx.deployment.deployed_at_block)
     rows = []
-    for event in bound:
-        pool = actions.pool(ctx.w3, event["args"]["pool"])
-        totals, stake = pool.functions.totals().call(), pool.functions.stakeOf(who).call()
+    for pool in ctx.get("/api/v1/pools"):
+        position = ctx.get(f"/api/v1/pools/{pool['address']}/positions/{who}")
         rows.append(
             {
-                "node_id": event["args"]["nodeId"],
-                "pool": pool.address,
-                "round": ROUND[pool.functions.roundStatus().call()],
-                "raised": totals[0],
-                "target": pool.functions.terms().call()[3],
-                "shares": pool.functions.balanceOf(who).call(),
-                "staked": stake[0] + stake[1],
-                "claimable": stake[5],
+                "node_id": pool["node_id"],
+                "pool": pool["address"],
+                "round": pool["round"]["state"],
+                "raised": pool["round"]["raised"],
+                "target": pool["round"]["target"],
+                "shares": int(position["shares"]),
+                "staked": int(position["staked"]),
+                "claimable": position["claimable"],
             }
         )
     if ctx.as_json:

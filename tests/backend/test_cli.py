@@ -155,7 +155,12 @@ def test_pool_deposit_stake_and_list(stack: Stack, offer, admin, operator, stake
     staked = cli(stack, "pool", "stake", str(offer["node"]), "--dev-account", str(WALLET_INDEX))
     assert staked.returncode == 0, staked.stdout + staked.stderr
     assert pool.stakeOf(staker)[1] == 10 * 10**18  # warming up until the next full epoch
-    listed = cli(stack, "--json", "pool", "list", staker.address)
-    assert listed.returncode == 0, listed.stderr
-    [row] = [r for r in json.loads(listed.stdout) if r["pool"] == pool.address]
-    assert (row["round"], row["raised"], row["staked"]) == ("funded", 10 * USD, 10 * 10**18)
+
+    def listed():
+        shown = cli(stack, "--json", "pool", "list", staker.address)
+        assert shown.returncode == 0, shown.stderr
+        rows = [r for r in json.loads(shown.stdout) if r["pool"] == pool.address]
+        return rows if rows and rows[0]["staked"] else None
+
+    [row] = wait_for(listed, 30, "the stake in the pool index")
+    assert (row["round"], row["raised"], row["staked"]) == ("succeeded", 10 * USD, 10 * 10**18)
