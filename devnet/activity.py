@@ -1,8 +1,9 @@
 """`python -m devnet.activity`: the demo's users, acting every few seconds so the world moves.
 
 Each step one user does one thing a person would: buy GPU-hours of an open
-offer, redeem capacity tokens into a reservation, deposit into a pool that is
-still raising, stake pool shares, or claim pool revenue. Capacity actions go
+offer, redeem capacity tokens into a reservation, offer a node's capacity of a
+later window (as its operator), deposit into a pool that is still raising,
+stake pool shares, or claim pool revenue. Capacity actions go
 through the API's ``/api/v1/forward`` (gasless, validated by the API); pool
 actions are the wallet's own transactions (pools are not relayable), simulated
 first (gpucap/actions.py). A rejection is logged with its code and the loop goes
@@ -54,7 +55,16 @@ class Activity:
 
     def step(self) -> str:
         """One action by one user; returns what happened (also logged)."""
-        kinds = [self.buy, self.buy, self.redeem, self.redeem, self.deposit, self.stake, self.claim]
+        kinds = [
+            self.buy,
+            self.buy,
+            self.redeem,
+            self.redeem,
+            self.offer,
+            self.deposit,
+            self.stake,
+            self.claim,
+        ]
         action = self.rng.choice(kinds)
         try:
             outcome = action()
@@ -75,7 +85,7 @@ class Activity:
         soon = time.time() + LEAD_SECONDS
         open_ = [o for o in offers if o["amount"] > o["sold"] and o["window_start"] > soon]
         if not open_:
-            return "buy: no open offer"
+            return "buy: no open offer indexed (yet)"
         offer = self.rng.choice(open_)
         amount = self.rng.randint(1, min(2, offer["amount"] - offer["sold"]))
         data, nonce = actions.buy_calldata(
@@ -102,6 +112,25 @@ class Activity:
                 data = self.capacity.encode_abi("redeem", args=[token_id, amount, node_id])
                 return self._relay(user, data, None, f"redeemed {amount} GPU-h on node {node_id}")
         return "redeem: no node found with room for that token (in the first page of offers)"
+
+    def offer(self) -> str:
+        """An operator offers a node's free capacity of a window a few hours ahead (the
+        seeded offers cover the next three windows: this keeps the market going)."""
+        node = self.rng.choice(self.world["nodes"])
+        operator = self.wallet(node["operator"])
+        window = self.capacity.functions.windowSeconds().call()
+        start = (int(time.time()) // window + self.rng.randint(3, 5)) * window
+        limit, promised, _ = self.capacity.functions.capacityOf(node["node_id"], start).call()
+        amount = min(limit - promised, node["gpu_count"])
+        if amount <= 0:
+            return f"offer: node {node['node_id']} has promised all of that window already"
+        class_id = self.deployment.gpu_classes[node["class_name"]]
+        price = node["price_per_gpu_hour"] * self.rng.choice((95, 100, 105)) // 100
+        data = self.capacity.encode_abi(
+            "publishOffer", args=[node["node_id"], (class_id << 64) | start, amount, price]
+        )
+        what = f"offered {amount} GPU-h of node {node['node_id']} at {price / USD:.2f}"
+        return self._relay(operator, data, None, what)
 
     def _relay(self, user: LocalAccount, data: str, nonce: int | None, what: str) -> str:
         accepted = actions.forward(self.api, self.deployment, user, "CapacityToken", data, nonce)

@@ -167,7 +167,7 @@ def test_users_act_through_the_api(demo):
             log.exists()
             and any(
                 word in log.read_text()
-                for word in (" bought ", " redeemed ", " deposited ", " staked ")
+                for word in (" bought ", " redeemed ", " offered ", " deposited ", " staked ")
             )
         ),
         120,
