@@ -127,16 +127,21 @@ def _brownie_run(
             stderr=subprocess.STDOUT,
         )
         assert proc.stdout is not None
-        for line in proc.stdout:
-            out.write(line)
-            text = line.decode(errors="replace")
-            if progress is None or not text.startswith(PROGRESS_PREFIX):
-                continue
-            phase, done, total = text[len(PROGRESS_PREFIX) :].rsplit(" ", 2)
-            if phase not in tasks:
-                tasks[phase] = progress.add_task(phase, total=int(total))
-            progress.update(tasks[phase], completed=int(done), total=int(total))
-        code = proc.wait()
+        try:
+            for line in proc.stdout:
+                out.write(line)
+                text = line.decode(errors="replace")
+                if progress is None or not text.startswith(PROGRESS_PREFIX):
+                    continue
+                phase, done, total = text[len(PROGRESS_PREFIX) :].rsplit(" ", 2)
+                if phase not in tasks:
+                    tasks[phase] = progress.add_task(phase, total=int(total))
+                progress.update(tasks[phase], completed=int(done), total=int(total))
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:  # stopped mid-script (SIGTERM): do not leave it behind
+                proc.terminate()
+                proc.wait(timeout=10)
     if code != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
         raise ProcessFailed(f"brownie run {script} failed; last lines of {log}:\n{tail}")

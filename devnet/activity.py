@@ -119,7 +119,7 @@ class Activity:
         node = self.rng.choice(self.world["nodes"])
         operator = self.wallet(node["operator"])
         window = self.capacity.functions.windowSeconds().call()
-        start = (int(time.time()) // window + self.rng.randint(3, 5)) * window
+        start = (int(time.time()) // window + self.rng.randint(4, 6)) * window
         limit, promised, _ = self.capacity.functions.capacityOf(node["node_id"], start).call()
         amount = min(limit - promised, node["gpu_count"])
         if amount <= 0:
