@@ -57,11 +57,19 @@ class Settings(BaseSettings):
     # head by (0 on anvil, which never reorgs by itself; more on a real network).
     index_interval_seconds: float = 2.0
     index_confirmations: int = 0
+    # The indexer also stores each attested epoch's published leaves (metrics history);
+    # an epoch whose proofs file was missing or wrong is looked at again after this long.
+    leaf_ingest_retry_seconds: float = 30.0
 
     # Settlement keeper (a beat task): where the oracle publishes epoch proofs
     # (oracle's GPUCAP_ORACLE_PROOFS_DIR), and how often to look for due work.
     proofs_dir: Path = REPO_ROOT / ".run" / "oracle" / "epochs"
     settle_interval_seconds: float = 10.0
+    # Epoch settlement keeper (EpochSettlement.settle): how often it plans, the gas cap of
+    # one batch transaction, and how long a node whose settlement failed waits to retry.
+    epoch_settle_interval_seconds: float = 10.0
+    epoch_settle_max_batch_gas: int = 8_000_000
+    epoch_settle_retry_seconds: float = 300.0
 
     # Sign-In with Ethereum. The domain wallets show and sign (RFC 3986 authority);
     # empty: api_host:api_port. Admins: comma-separated addresses.
@@ -72,6 +80,10 @@ class Settings(BaseSettings):
 
     # Health checks must answer fast even when a dependency hangs.
     health_timeout_seconds: float = 1.0
+
+    # Dashboard (/dashboard): its charting library is served from where npm installed
+    # it (package-lock.json pins the version), not copied into the source tree.
+    chartjs_dir: Path = REPO_ROOT / "node_modules" / "chart.js" / "dist"
 
     @model_validator(mode="after")
     def _secrets_fit_environment(self) -> Settings:

@@ -352,11 +352,13 @@ def _run_world(
                 logs / "activity.log",
             )
         )
-        console.print("[green]✓[/] activity   users buying, redeeming, staking and claiming")
+        console.print(
+            "[green]✓[/] activity   users buying, redeeming, offering, depositing, staking"
+        )
 
     console.print(
         f"\n[bold]gpucap is up[/] (in {time.monotonic() - started_at:.0f} s). Where to look:\n"
-        f"  Dashboard    {api_url}/dashboard\n"
+        f"  Dashboard    {api_url}/dashboard/\n"
         f"  API docs     {api_url}/docs\n"
         f"  Health       {api_url}/health\n"
         f"  The world    {world_path}\n"

@@ -13,6 +13,7 @@ or the key in $GPUCAP_DEPLOYER_KEY elsewhere.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -71,6 +72,9 @@ class DeployConfig:
     settlement_covenant_dscr_bps: int = 12_500
     settlement_max_ltv_bps: int = 8_000
     settlement_dscr_window_epochs: int = 24
+    # The backend's relayer (its epoch-settlement keeper gets SETTLER_ROLE). None = anvil's
+    # dev account 9 (the backend's development relayer; refused on any other chain).
+    relayer_address: str | None = None
 
     @classmethod
     def for_tests(cls) -> DeployConfig:
@@ -98,10 +102,11 @@ class DeployConfig:
     def from_env(cls) -> DeployConfig:
         """$GPUCAP_DEPLOY_PROFILE: "production" (default) or "demo"."""
         profile = os.environ.get("GPUCAP_DEPLOY_PROFILE", "production")
+        relayer = os.environ.get("GPUCAP_RELAYER_ADDRESS") or None
         if profile == "demo":
-            return cls.for_demo()
+            return dataclasses.replace(cls.for_demo(), relayer_address=relayer)
         if profile == "production":
-            return cls()
+            return cls(relayer_address=relayer)
         raise ValueError(f"unknown GPUCAP_DEPLOY_PROFILE {profile!r}: use 'production' or 'demo'")
 
 
@@ -241,7 +246,8 @@ def _deploy_settlement(
     keeper, terms and treasurer roles until the backend's keys are granted them; the
     CapacityToken asks it whether a node is flagged before taking an offer. Each node pool
     must grant the settlement DISTRIBUTOR_ROLE, be bound with setPool, and should take it
-    as its risk gate (RevenuePool.setRiskGate) so its round cannot raise beyond the LTV cap."""
+    as its risk gate (RevenuePool.setRiskGate) so its round cannot raise beyond the LTV cap.
+    The backend's relayer gets SETTLER_ROLE: its keeper settles every billable node's epochs."""
     sender = {"from": deployer}
     settlement = EpochSettlement.deploy(
         deployer,
@@ -263,6 +269,8 @@ def _deploy_settlement(
     )
     for role in (settlement.SETTLER_ROLE(), settlement.TERMS_ROLE(), settlement.TREASURER_ROLE()):
         settlement.grantRole(role, deployer, sender)
+    # The backend's epoch-settlement keeper relays settle() from the relayer key.
+    settlement.grantRole(settlement.SETTLER_ROLE(), _relayer_address(config), sender)
     capacity.grantRole(capacity.PROCEEDS_ROLE(), settlement, sender)
     capacity.setRiskGate(settlement, sender)  # flagged nodes cannot publish new offers
     return settlement
@@ -382,6 +390,19 @@ def load_system(manifest: dict[str, Any]) -> System:
         deployed_at_block=manifest["deployed_at_block"],
         class_ids=dict(manifest.get("gpu_classes", {})),
     )
+
+
+def _relayer_address(config: DeployConfig) -> str:
+    if config.relayer_address:
+        return config.relayer_address
+    if chain.id != devchain.CHAIN_ID:
+        raise RuntimeError(
+            "set DeployConfig.relayer_address ($GPUCAP_RELAYER_ADDRESS): "
+            "the dev relayer key is anvil-only"
+        )
+    from backend.config import RELAYER_DEV_ACCOUNT
+
+    return Account.from_key(devchain.dev_private_key(RELAYER_DEV_ACCOUNT)).address
 
 
 def write_manifest(system: System, path: Path | None = None) -> Path:

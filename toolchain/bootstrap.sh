@@ -4,6 +4,7 @@
 #   node_modules/     solcjs, anvil, OpenZeppelin Contracts (package-lock.json)
 #   .toolchain/solcx/ a native-looking `solc-v<version>` for brownie/py-solc-x
 #   .toolchain/schemathesis-venv/  the OpenAPI fuzzer the API tests run
+#   /usr/bin/chromium  Debian's Chromium for the dashboard's browser tests (apt, as root)
 # Idempotent: each step is skipped while its inputs are unchanged (stamp files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +58,22 @@ if ! fresh npm "$npm_fp" || [ ! -x node_modules/.bin/anvil ]; then
   echo "==> npm toolchain (node_modules) from package-lock.json"
   npm ci --no-audit --no-fund --loglevel=error
   echo "$npm_fp" > "$STAMPS/npm"
+fi
+
+# --- Chromium for tests/dashboard (Debian's; Playwright never downloads one) --
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> chromium (Debian) for the dashboard's browser tests"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y --no-install-recommends chromium > .toolchain/chromium-install.log 2>&1; then
+      apt-get update >> .toolchain/chromium-install.log 2>&1
+      apt-get install -y --no-install-recommends chromium >> .toolchain/chromium-install.log 2>&1 \
+        || { tail -20 .toolchain/chromium-install.log >&2; exit 1; }
+    fi
+  else
+    echo "note: /usr/bin/chromium is missing and apt-get needs root: install Debian's" \
+      "chromium for tests/dashboard (or set GPUCAP_CHROMIUM)" >&2
+  fi
 fi
 
 # --- solc for brownie -----------------------------------------------------

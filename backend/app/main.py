@@ -11,6 +11,7 @@ from backend.app.deps import CeleryEnqueuer, ChainProvider, Enqueuer
 from backend.app.errors import install_error_handlers
 from backend.app.routers import api_router
 from backend.config import Settings, get_settings
+from backend.dashboard import mount_dashboard
 from backend.db.migrate import upgrade_to_head
 from backend.db.session import get_sessionmaker
 from backend.worker.celery_app import create_celery
@@ -41,4 +42,5 @@ def create_app(
     app.state.chain_provider = ChainProvider(settings)
     install_error_handlers(app)
     app.include_router(api_router)
+    mount_dashboard(app, settings)
     return app

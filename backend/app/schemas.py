@@ -396,3 +396,67 @@ class SigningNoncesPublic(BaseModel):
     stablecoin_name: str
     stablecoin: str
     chain_id: int
+
+
+# -- node metrics (attested leaves, verified against the on-chain root) ----------
+
+
+class NodeMetricPublic(BaseModel):
+    """One node's attested figures for one epoch (an OracleHub leaf) and what follows."""
+
+    epoch: int
+    uptime_bps: int
+    utilization_bps: int
+    sample_coverage_bps: int
+    energy_wh: int
+    milli_gpu_hours: int
+    gpu_hours: float = Field(description="delivered GPU-hours: milli_gpu_hours / 1000")
+    energy_efficiency: float | None = Field(
+        description="delivered GPU-hours per kWh; null when no energy was attested"
+    )
+
+
+class NodeLeafPublic(BaseModel):
+    """IOracleHub.NodeLeaf, field for field (the tuple to pass to verifyLeaf)."""
+
+    node_id: int
+    epoch: int
+    uptime_bps: int
+    utilization_bps: int
+    sample_coverage_bps: int
+    energy_wh: int
+    milli_gpu_hours: int
+
+
+class NodeLeafProofPublic(BaseModel):
+    """A node's leaf, its Merkle proof and the epoch's attested root: anyone can check it
+    with ``OracleHub.verifyLeaf(leaf, proof)`` (or ``MerkleProof.verify(proof, root,
+    leaf_hash)``), without trusting this API."""
+
+    leaf: NodeLeafPublic
+    leaf_hash: str
+    proof: list[str]
+    root: str
+    attestation_tx_hash: str
+    attestation_block: int
+
+
+class FleetClassMetricsPublic(BaseModel):
+    """One GPU class's attested nodes in one epoch."""
+
+    class_id: int
+    class_name: str | None
+    nodes: int
+    mean_utilization_bps: float = Field(description="unweighted mean over the class's nodes")
+    mean_uptime_bps: float = Field(description="unweighted mean over the class's nodes")
+    gpu_hours: float
+    energy_wh: int
+
+
+class FleetEpochMetricsPublic(BaseModel):
+    epoch: int
+    attested_at: int
+    nodes: int
+    gpu_hours: float
+    energy_wh: int
+    classes: list[FleetClassMetricsPublic]

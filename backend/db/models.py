@@ -66,6 +66,7 @@ class ActionKind(enum.StrEnum):
     FORWARD = "forward"  # a wallet's EIP-712 forward request, relayed via GpucapForwarder
     PROVE_DELIVERY = "prove_delivery"  # attested leaves of a window's epochs, for a node
     SETTLE_RESERVATION = "settle_reservation"  # after its window (and proofs or grace)
+    SETTLE_EPOCH = "settle_epoch"  # EpochSettlement.settle: one epoch, a batch of nodes
 
 
 class ActionStatus(enum.StrEnum):
@@ -427,6 +428,56 @@ class NodeSettlementRow(Base):
     block_number: Mapped[int] = mapped_column(BigInteger, default=0)
     block_timestamp: Mapped[int] = mapped_column(BigInteger, default=0)
     tx_hash: Mapped[str] = mapped_column(String(66), default="")
+
+
+class NodeMetricRow(Base):
+    """One node's attested leaf for one epoch, verified against the epoch's on-chain root.
+
+    Not a projection: it comes from the oracle's published proofs files, not from
+    events. ``root`` is the root it was verified against; reads join it with
+    ``epochs`` on (epoch, root), so a leaf whose epoch a reorg dropped or
+    re-attested under another root is never served (and is re-ingested).
+    """
+
+    __tablename__ = "node_metrics"
+
+    epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    node_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    root: Mapped[str] = mapped_column(String(66))
+    uptime_bps: Mapped[int] = mapped_column(Integer)
+    utilization_bps: Mapped[int] = mapped_column(Integer)
+    sample_coverage_bps: Mapped[int] = mapped_column(Integer)
+    energy_wh: Mapped[int] = mapped_column(BigInteger)
+    milli_gpu_hours: Mapped[int] = mapped_column(BigInteger)
+    leaf_hash: Mapped[str] = mapped_column(String(66))
+    proof: Mapped[list[str]] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_node_metrics_node_epoch", "node_id", "epoch"),)
+
+
+class LeafIngestRow(Base):
+    """How ingesting an attested epoch's published leaves went (one row per epoch).
+
+    status: ``complete`` (every leaf verified), ``partial`` (some leaves failed
+    verification and were rejected), ``unavailable`` (no readable file yet),
+    ``mismatch`` (the file commits to another root, or not to all the epoch's
+    leaves). All but ``complete`` are retried.
+    """
+
+    __tablename__ = "leaf_ingests"
+
+    epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    root: Mapped[str] = mapped_column(String(66))
+    status: Mapped[str] = mapped_column(String(16))
+    leaves: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+# Dropped with the index when the indexer starts over (another deployment or chain).
+LEAF_TABLES: tuple[type[Base], ...] = (NodeMetricRow, LeafIngestRow)
 
 
 PROJECTIONS: tuple[type[Base], ...] = (

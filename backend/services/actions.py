@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import OPEN_STATUSES, Action, ActionKind, ActionStatus, utcnow
 from backend.services.chain import Chain
+from backend.services.epoch_settlement import settle_epoch_tx
 from backend.services.errors import (
     ActionNotFound,
     IdempotencyConflict,
@@ -37,6 +38,7 @@ REQUEST_BUILDERS: dict[str, Callable[[Chain, dict[str, Any]], TxRequest]] = {
     ActionKind.FORWARD.value: forward_tx,
     ActionKind.PROVE_DELIVERY.value: prove_tx,
     ActionKind.SETTLE_RESERVATION.value: settle_tx,
+    ActionKind.SETTLE_EPOCH.value: settle_epoch_tx,
 }
 
 

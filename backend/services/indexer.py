@@ -26,6 +26,7 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from eth_utils import event_abi_to_log_topic
@@ -35,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from web3.exceptions import ContractLogicError, Web3RPCError
 
 from backend.db.models import (
+    LEAF_TABLES,
     PROJECTIONS,
     BalanceRow,
     ChainEvent,
@@ -50,6 +52,7 @@ from backend.db.models import (
 )
 from backend.services import pool_index
 from backend.services.chain import Chain
+from backend.services.leaves import INGEST_RETRY_SECONDS, ingest_attested_leaves
 from gpucap.deployment import ManifestError
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,7 @@ class IndexReport:
     events: int
     reorged_to: int | None = None  # common ancestor, when a reorg was undone
     reset: bool = False  # everything was dropped and indexing restarted
+    leaves: int = 0  # verified leaves of attested epochs stored (metrics history)
 
     @property
     def lag_blocks(self) -> int:
@@ -181,6 +185,8 @@ class Indexer:
         batch_blocks: int = 2_000,
         keep_blocks: int = 256,
         max_batches: int = 10,
+        proofs_dir: Path | None = None,
+        leaf_retry_seconds: float = INGEST_RETRY_SECONDS,
     ) -> None:
         self.chain = chain
         self.sessions = sessions
@@ -188,6 +194,9 @@ class Indexer:
         self.batch_blocks = batch_blocks
         self.keep_blocks = keep_blocks
         self.max_batches = max_batches
+        # Where the oracle publishes epoch proofs; None: no metrics history is kept.
+        self.proofs_dir = proofs_dir
+        self.leaf_retry_seconds = leaf_retry_seconds
         self.decoder = EventDecoder(chain)
 
     # ------------------------------------------------------------------ driving
@@ -230,7 +239,12 @@ class Indexer:
         if last < start:  # nothing new: still record the head (lag reporting)
             with self.sessions.begin() as session:
                 self._state(session, chain_id).head_block = head
-        return IndexReport(start, last, head, events, reorged_to, reset)
+        leaves = 0
+        if self.proofs_dir is not None:
+            leaves = ingest_attested_leaves(
+                self.sessions, self.proofs_dir, retry_seconds=self.leaf_retry_seconds
+            ).leaves
+        return IndexReport(start, last, head, events, reorged_to, reset, leaves)
 
     # ------------------------------------------------------------------ state
 
@@ -287,7 +301,7 @@ class Indexer:
         session.execute(delete(ChainEvent))
         session.execute(delete(IndexedBlock))
         session.execute(delete(PoolTermsRow))
-        for table in PROJECTIONS:
+        for table in (*PROJECTIONS, *LEAF_TABLES):
             session.execute(delete(table))
         state.deployment_block = self.chain.deployment.deployed_at_block
         state.next_block = state.deployment_block

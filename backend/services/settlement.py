@@ -20,7 +20,6 @@ every other action, and the contract refuses doubles anyway.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from backend.db.models import ActionKind, EpochRow, IndexedBlock, ReservationRow
 from backend.services.chain import Chain
+from backend.services.leaves import ProofsUnavailable, load_epoch_proofs
 from backend.services.relayer import TxRequest
 from gpucap.attestation import NodeLeaf
 
@@ -39,10 +39,6 @@ log = logging.getLogger(__name__)
 CAPACITY = "CapacityToken"
 # Bounded proof batches: a window of many epochs is proven over several transactions.
 MAX_EPOCHS_PER_PROOF = 24
-
-
-class ProofsUnavailable(RuntimeError):
-    """The oracle's epoch file is missing, malformed, or does not match the attested root."""
 
 
 @dataclass
@@ -55,26 +51,13 @@ class Plan:
 
 
 def load_leaf(proofs_dir: Path, epoch: EpochRow, node_id: int) -> tuple[NodeLeaf, list[str]]:
-    """A node's leaf and proof from the oracle's file for ``epoch``, checked against the
-    root the chain accepted (from the index)."""
-    path = proofs_dir / f"{epoch.epoch}.json"
-    try:
-        doc = json.loads(path.read_text())
-        root = doc["report"]["root"]
-        entries = doc["leaves"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ProofsUnavailable(
-            f"epoch {epoch.epoch}: no usable proofs file at {path}: {exc}"
-        ) from exc
-    if root.lower() != epoch.root.lower():
-        raise ProofsUnavailable(
-            f"epoch {epoch.epoch}: {path} holds root {root}, the chain attested {epoch.root}"
-        )
-    for entry in entries:
-        if entry.get("nodeId") == node_id:
-            leaf = NodeLeaf.from_json(entry)
-            return leaf, list(entry["proof"])
-    raise ProofsUnavailable(f"epoch {epoch.epoch}: node {node_id} has no leaf (excluded?)")
+    """A node's leaf and proof from the oracle's file for ``epoch``, its proof checked
+    against the root the chain accepted (from the index)."""
+    proofs = load_epoch_proofs(proofs_dir, epoch.epoch, epoch.root, epoch.node_count)
+    if node_id in proofs.leaves:
+        return proofs.leaves[node_id]
+    why = "excluded" if proofs.complete else "its leaf was rejected"
+    raise ProofsUnavailable(f"epoch {epoch.epoch}: node {node_id} has no leaf ({why})")
 
 
 def plan_due(

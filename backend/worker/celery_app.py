@@ -12,6 +12,7 @@ RELAY_TASK = "gpucap.relay_action"
 SWEEP_TASK = "gpucap.sweep_stale_actions"
 INDEX_TASK = "gpucap.index_chain"
 SETTLE_TASK = "gpucap.settle_due"
+SETTLE_EPOCHS_TASK = "gpucap.settle_epochs"
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -55,6 +56,11 @@ def create_celery(settings: Settings) -> Celery:
                 "task": SETTLE_TASK,
                 "schedule": settings.settle_interval_seconds,
                 "options": {"expires": max(1.0, settings.settle_interval_seconds * 3)},
+            },
+            "settle-epochs": {
+                "task": SETTLE_EPOCHS_TASK,
+                "schedule": settings.epoch_settle_interval_seconds,
+                "options": {"expires": max(1.0, settings.epoch_settle_interval_seconds * 3)},
             },
         },
         worker_hijack_root_logger=False,

@@ -55,7 +55,13 @@ class WorkerContext:
     def indexer(self) -> Indexer:
         s = self.settings
         chain = Chain.connect(s.rpc_url, str(s.manifest_path), s.rpc_timeout_seconds)
-        return Indexer(chain, self.sessions, confirmations=s.index_confirmations)
+        return Indexer(
+            chain,
+            self.sessions,
+            confirmations=s.index_confirmations,
+            proofs_dir=s.proofs_dir,
+            leaf_retry_seconds=s.leaf_ingest_retry_seconds,
+        )
 
 
 def indexer_of(app: Celery) -> Indexer:

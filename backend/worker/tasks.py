@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,12 +12,19 @@ from celery import Celery, Task, shared_task
 from redis.exceptions import LockNotOwnedError
 
 from backend.services import actions
+from backend.services.epoch_settlement import plan_epoch_settlements
 from backend.services.errors import ActionNotFound, ChainUnavailable, NonceLockTimeout
 from backend.services.indexer import ConcurrentIndexer, ReorgDuringBatch
 from backend.services.relayer import NonceConsumed, RelayRejected
 from backend.services.settlement import plan_due
 from backend.services.sweep import sweep_stale_actions as sweep
-from backend.worker.celery_app import INDEX_TASK, RELAY_TASK, SETTLE_TASK, SWEEP_TASK
+from backend.worker.celery_app import (
+    INDEX_TASK,
+    RELAY_TASK,
+    SETTLE_EPOCHS_TASK,
+    SETTLE_TASK,
+    SWEEP_TASK,
+)
 from backend.worker.context import context_of, indexer_of, relayer_of
 from gpucap.deployment import ManifestError
 
@@ -125,3 +133,56 @@ def settle_due(self: Task) -> str:
     for reason in plan.waiting:
         log.info("settle_due: waiting: %s", reason)
     return f"{len(plan.proofs)} proof(s), {len(plan.settlements)} settlement(s) enqueued"
+
+
+@shared_task(name=SETTLE_EPOCHS_TASK, bind=True, acks_late=True, ignore_result=True)
+def settle_epochs(self: Task) -> str:
+    """Plan the EpochSettlement batches that are due and enqueue them for the relayer.
+
+    Idempotent (acks_late): a redelivered run finds the actions it created by key,
+    and nodes with an action in flight are not planned again.
+    """
+    ctx = context_of(self.app)
+    settings = ctx.settings
+    with exclusive(ctx, "settle-epochs") as mine:
+        if not mine:
+            return "busy"
+        try:
+            with ctx.sessions() as session:
+                plan = plan_epoch_settlements(
+                    session,
+                    indexer_of(self.app).chain,
+                    settings.proofs_dir,
+                    sender=relayer_of(self.app).sender,
+                    max_batch_gas=settings.epoch_settle_max_batch_gas,
+                    retry_after_seconds=settings.epoch_settle_retry_seconds,
+                    enqueue=lambda action_id: self.app.send_task(
+                        RELAY_TASK, args=[action_id], ignore_result=True
+                    ),
+                )
+        except (ChainUnavailable, ManifestError) as exc:
+            log.warning("settle_epochs: %s; will retry on the next beat", exc)
+            return "unavailable"
+    for reason in plan.rejected:
+        _log_now_and_then(logging.WARNING, f"settle_epochs: rejected: {reason}")
+    for reason in plan.waiting:
+        _log_now_and_then(logging.INFO, f"settle_epochs: waiting: {reason}")
+    return f"{len(plan.actions)} settlement batch(es) enqueued"
+
+
+# The same reason (a forged file, a node waiting for its payer) comes back every run:
+# say it at its level once every REPEAT_LOG_SECONDS, at DEBUG in between.
+REPEAT_LOG_SECONDS = 600.0
+_last_logged: dict[str, float] = {}
+
+
+def _log_now_and_then(level: int, text: str) -> None:
+    now = time.monotonic()
+    if now - _last_logged.get(text, -REPEAT_LOG_SECONDS) < REPEAT_LOG_SECONDS:
+        level = logging.DEBUG
+    else:
+        _last_logged[text] = now
+        if len(_last_logged) > 10_000:  # bounded: forget the oldest half
+            for key in sorted(_last_logged, key=_last_logged.__getitem__)[:5_000]:
+                del _last_logged[key]
+    log.log(level, "%s", text)

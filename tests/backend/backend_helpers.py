@@ -121,6 +121,8 @@ def backend_env(tmp: Path, deployment: Any, redis_url: str) -> dict[str, str]:
             "GPUCAP_ENVIRONMENT": "development",
             "GPUCAP_RUN_DIR": str(tmp / "run"),
             "GPUCAP_DATABASE_URL": f"sqlite:///{tmp / 'backend.db'}",
+            # Never the checkout's .run/oracle/epochs (a demo's files): the keepers read it.
+            "GPUCAP_PROOFS_DIR": str(tmp / "epochs"),
             "GPUCAP_REDIS_URL": redis_url,
             "GPUCAP_RPC_URL": deployment.rpc_url,
             "GPUCAP_MANIFEST_PATH": str(deployment.manifest_path),

@@ -2,7 +2,17 @@
 
 from fastapi import APIRouter
 
-from backend.app.routers import actions, auth, faucet, forward, health, pools, reads, risk
+from backend.app.routers import (
+    actions,
+    auth,
+    faucet,
+    forward,
+    health,
+    metrics,
+    pools,
+    reads,
+    risk,
+)
 
 api_router = APIRouter()
 api_router.include_router(faucet.router)
@@ -13,3 +23,4 @@ api_router.include_router(pools.router, prefix="/api/v1")
 api_router.include_router(auth.router, prefix="/api/v1")
 api_router.include_router(forward.router, prefix="/api/v1")
 api_router.include_router(risk.router, prefix="/api/v1")
+api_router.include_router(metrics.router, prefix="/api/v1")

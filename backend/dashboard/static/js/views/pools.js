@@ -1,0 +1,118 @@
+// Pools: each revenue-share pool's raise, debt and covenant state, and its history.
+import { asList, getJSON, has } from "../api.js";
+import { color, line, reference, render } from "../charts.js";
+import { loadPools, poolLabel, poolsServed, shareValue } from "../data.js";
+import { badge, esc, pct, ratio, short, usd } from "../format.js";
+
+const COVENANT_DSCR_BPS = 12_500; // deployment defaults (scripts/deploy.py DeployConfig)
+const MAX_LTV_BPS = 8_000;
+let root;
+let selected = null;
+
+export function riskBadges(risk) {
+  if (risk.flagged === undefined) return badge("not settled yet", "warn");
+  const out = [];
+  if (risk.dscr_breach) out.push(badge("DSCR breach", "bad"));
+  if (risk.ltv_breach) out.push(badge("LTV breach", "bad"));
+  if (risk.flagged && !risk.dscr_breach && !risk.ltv_breach) out.push(badge("flagged", "warn"));
+  return out.join("") || badge("within covenants", "ok");
+}
+
+async function renderHistory() {
+  const card = root.querySelector("#pool-detail");
+  if (!selected || !has("/api/v1/pools/{address}/history")) {
+    card.hidden = true;
+    return;
+  }
+  card.hidden = false;
+  root.querySelector("#pool-detail-title").textContent = `${selected.label}: history`;
+  const rows = asList(await getJSON(`/api/v1/pools/${selected.address}/history`), "history", "epochs", "events");
+  const points = rows.filter((r) => r && typeof r === "object").sort((a, b) => (a.epoch ?? 0) - (b.epoch ?? 0));
+  const ratios = ["dscr_bps", "ltv_bps"].filter((k) => points.some((r) => typeof (r[k] ?? r.risk?.[k]) === "number"));
+  const amounts = Object.keys(points[0] ?? {}).filter(
+    (k) => !k.endsWith("_bps") && !["epoch", "block_number", "block", "timestamp", "log_index"].includes(k) && points.some((r) => typeof r[k] === "number"),
+  );
+  render("pools-history-chart", {
+    type: "line",
+    data: {
+      labels: points.map((r, i) => r.epoch ?? i + 1),
+      datasets: [
+        ...ratios.map((k, i) => line(k === "dscr_bps" ? "DSCR ×" : "LTV ×", points.map((r) => (r[k] ?? r.risk?.[k] ?? null) / 10_000), i)),
+        ...amounts.slice(0, 4).map((k, i) => line(`${k.replaceAll("_", " ")} (tUSD)`, points.map((r) => (typeof r[k] === "number" ? r[k] / 1e6 : null)), i + 2, { yAxisID: "usd" })),
+      ],
+    },
+    options: {
+      scales: {
+        y: { display: ratios.length > 0, beginAtZero: true, title: { display: true, text: "ratio ×" } },
+        usd: { position: ratios.length ? "right" : "left", beginAtZero: true, title: { display: true, text: "tUSD" }, grid: { drawOnChartArea: false } },
+        x: { title: { display: true, text: "epoch" } },
+      },
+    },
+  });
+}
+
+export const poolsView = {
+  notice() {
+    return poolsServed() ? "" : "This server does not serve pools yet (GET /api/v1/pools): nothing to show here.";
+  },
+
+  async init(panel) {
+    root = panel;
+    root.querySelector("#pools-table").addEventListener("click", (e) => {
+      const row = e.target.closest("[data-pool]");
+      if (!row) return;
+      selected = { address: row.dataset.pool, label: row.dataset.label };
+      for (const tr of root.querySelectorAll("#pools-table tr[data-pool]")) {
+        tr.classList.toggle("selected", tr.dataset.pool === selected.address);
+      }
+      renderHistory();
+    });
+  },
+
+  async refresh() {
+    const pools = (await loadPools()) ?? [];
+    const sum = (f) => pools.reduce((s, p) => s + (f(p) ?? 0), 0);
+    const flagged = pools.filter((p) => p.risk.flagged || p.risk.dscr_breach || p.risk.ltv_breach);
+    root.querySelector("#pools-kpis").innerHTML = [
+      ["Pools", String(pools.length), `${flagged.length} flagged`],
+      ["Raised", usd(sum((p) => p.round.raised), { compact: true }), `target ${usd(sum((p) => p.round.target), { compact: true })}`],
+      ["Debt outstanding", usd(sum((p) => p.debt.outstanding), { compact: true }), `arrears ${usd(sum((p) => p.debt.arrears), { compact: true })}`],
+      ["Staked", usd(sum((p) => shareValue(p, p.total_staked)), { compact: true }), "at share price: first loss after bonds"],
+      ["Revenue distributed", usd(sum((p) => p.revenue_distributed), { compact: true }), `losses booked ${usd(sum((p) => p.losses_booked), { compact: true })}`],
+    ]
+      .map(([l, v, s]) => `<div class="kpi"><div class="label">${esc(l)}</div><div class="value">${esc(v)}</div><div class="sub">${esc(s)}</div></div>`)
+      .join("");
+
+    const labels = pools.map(poolLabel);
+    render("pools-risk-chart", {
+      type: "bar",
+      data: {
+        labels,
+        datasets: [
+          { label: "DSCR ×", data: pools.map((p) => (p.risk.dscr_bps ?? null) === null ? null : p.risk.dscr_bps / 10_000), backgroundColor: pools.map((p) => (p.risk.dscr_breach ? "#cf222e" : color(0))) },
+          { label: "LTV ×", data: pools.map((p) => (p.risk.ltv_bps ?? null) === null ? null : p.risk.ltv_bps / 10_000), backgroundColor: pools.map((p) => (p.risk.ltv_breach ? "#cf222e" : color(1))) },
+          { ...reference(`DSCR covenant ${ratio(COVENANT_DSCR_BPS)}`, COVENANT_DSCR_BPS / 10_000, labels.length), type: "line" },
+          { ...reference(`max LTV ${pct(MAX_LTV_BPS, 0)}`, MAX_LTV_BPS / 10_000, labels.length, "#9a6700"), type: "line" },
+        ],
+      },
+      options: { scales: { y: { beginAtZero: true, title: { display: true, text: "ratio ×" } } } },
+    });
+
+    const table = root.querySelector("#pools-table");
+    const rows = pools.map((p) => {
+      const r = p.round;
+      const d = p.debt;
+      return `<tr data-pool="${esc(p.address)}" data-label="${esc(poolLabel(p))}" class="${selected?.address === p.address ? "selected" : ""}">
+        <td><button type="button" class="link">${esc(poolLabel(p))}</button> <span class="muted mono">${short(p.address)}</span></td>
+        <td>#${esc(p.node_id)}</td><td class="mono">${short(p.operator)}</td><td>${esc(r.state ?? "—")}</td>
+        <td class="num">${usd(r.raised)} / ${usd(r.target)}</td><td class="num">${usd(d.principal)}</td><td class="num">${usd(d.outstanding)}</td>
+        <td class="num">${usd(d.arrears)}</td><td class="num">${pct(d.rate_bps)}</td><td class="num">${usd(p.risk.collateral_value)}</td>
+        <td class="num">${ratio(p.risk.dscr_bps)}</td><td class="num">${pct(p.risk.ltv_bps)}</td><td>${riskBadges(p.risk)}</td></tr>`;
+    });
+    table.innerHTML =
+      table.querySelector("caption").outerHTML +
+      '<thead><tr><th scope="col">pool</th><th scope="col">node</th><th scope="col">operator</th><th scope="col">round</th><th class="num" scope="col">raised / target</th><th class="num" scope="col">principal</th><th class="num" scope="col">outstanding</th><th class="num" scope="col">arrears</th><th class="num" scope="col">rate / yr</th><th class="num" scope="col">collateral</th><th class="num" scope="col">DSCR</th><th class="num" scope="col">LTV</th><th scope="col">covenants</th></tr></thead>' +
+      `<tbody>${rows.join("") || '<tr><td colspan="13" class="muted">No pool yet.</td></tr>'}</tbody>`;
+    if (selected) await renderHistory();
+  },
+};

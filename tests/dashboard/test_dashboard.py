@@ -1,0 +1,327 @@
+"""The dashboard in a real browser (Debian's Chromium via Playwright) against the real
+stack: every view loads from the indexed world, its charts draw data, the fleet refreshes
+itself as new epochs are attested, and a stress scenario runs from the page and reads the
+same answer the API gave. Screenshots go to reports/screenshots/."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.backend.backend_helpers import ROOT, Stack, wait_for
+from tests.dashboard.world import H100, USD, World, attest_next, build_world
+
+SHOTS = ROOT / "reports" / "screenshots"
+TIMEOUT_MS = 30_000
+# Non-transparent pixels of a canvas: a drawn chart has thousands, a blank one none.
+INKED_PIXELS = """id => {
+  const c = document.getElementById(id);
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let i = 3; i < d.length; i += 4) if (d[i]) n++;
+  return n;
+}"""
+
+
+def usd(base: int) -> str:
+    """The page's money format (js/format.js usd)."""
+    v = base / USD
+    return f"${v:,.0f}" if abs(v) >= 1000 else f"${v:,.2f}"
+
+
+@pytest.fixture(scope="module")
+def world(stack: Stack, admin, operator, operator2, buyer, staker) -> World:
+    proofs = stack.env.get("GPUCAP_PROOFS_DIR")  # set when the backend reads oracle proofs
+    w = build_world(
+        stack.deployment.system,
+        admin,
+        operator,
+        operator2,
+        buyer,
+        staker,
+        proofs_dir=Path(proofs) if proofs else None,
+    )
+    wait_for(
+        lambda: (
+            stack.get("/api/v1/indexer").status_code == 200
+            and stack.get("/api/v1/indexer").json()["next_block"] > w.last_block
+        ),
+        60,
+        "the indexer to reach the world's last block",
+    )
+    if w.proofs_dir is not None:  # the keeper settles what the oracle published
+        wait_for(
+            lambda: all(
+                (p.get("risk") or {}).get("last_settled_epoch") == w.epochs[-1]
+                for p in stack.get("/api/v1/pools").json()
+            ),
+            90,
+            "the settlement keeper to settle the world's epochs",
+        )
+    return w
+
+
+@pytest.fixture(scope="module")
+def pools_served(stack: Stack) -> bool:
+    return "/api/v1/pools" in stack.get("/openapi.json").json()["paths"]
+
+
+@pytest.fixture
+def page(browser: Any, stack: Stack, world: World) -> Iterator[Any]:
+    """A fresh tab; fails the test on any script error, console error (a failed request
+    is one) or 5xx answer."""
+    context = browser.new_context(viewport={"width": 1440, "height": 1100})
+    tab = context.new_page()
+    tab.set_default_timeout(TIMEOUT_MS)
+    problems: list[str] = []
+    tab.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+
+    tab.on(
+        "console",
+        lambda m: m.type == "error" and problems.append(f"console error: {m.text} {m.location}"),
+    )
+    tab.on(
+        "response",
+        lambda r: r.status >= 500 and problems.append(f"{r.status} from {r.url}"),
+    )
+    try:
+        yield tab
+    finally:
+        context.close()
+    assert not problems, problems
+
+
+def open_view(page: Any, stack: Stack, view: str) -> None:
+    page.goto(f"{stack.api_url}/dashboard/#{view}")
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.get_attribute(f"#tab-{view}", "aria-selected") == "true"
+
+
+def wait_points(page: Any, canvas: str, at_least: int = 1) -> int:
+    page.wait_for_function(
+        "([id, n]) => Number(document.getElementById(id)?.dataset.points || 0) >= n",
+        arg=[canvas, at_least],
+    )
+    assert page.evaluate(INKED_PIXELS, canvas) > 500, f"{canvas} has data but drew nothing"
+    return int(page.get_attribute(f"#{canvas}", "data-points"))
+
+
+def shoot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"dashboard-{name}.png"), full_page=True)
+
+
+def test_root_redirects_to_the_dashboard_and_assets_are_served(stack: Stack) -> None:
+    resp = stack.get("/", allow_redirects=False)
+    assert (resp.status_code, resp.headers["location"]) == (307, "/dashboard/")
+    page = stack.get("/dashboard/")
+    assert page.status_code == 200 and "<title>gpucap" in page.text
+    chartjs = stack.get("/dashboard/vendor/chartjs/chart.umd.min.js")
+    assert chartjs.status_code == 200 and "Chart" in chartjs.text[:2000]
+    assert stack.get("/dashboard/js/nope.js").status_code == 404
+    assert "/dashboard" not in "".join(stack.get("/openapi.json").json()["paths"])
+
+
+def test_fleet_map_and_metrics_breathe(page: Any, stack: Stack, world: World) -> None:
+    page.goto(stack.api_url + "/")  # redirected to /dashboard/, Fleet first
+    page.wait_for_selector("body[data-ready=true]")
+    fleet_map = page.inner_text("#fleet-map")
+    for text in ("H100-SXM-80GB", "A100-SXM-80GB", "eu-west", "us-east"):
+        assert text in fleet_map, (text, fleet_map)
+    # H100 in both regions, A100 only in us-east: three filled cells, one empty
+    cells = page.locator("#fleet-map td.cell:not(.muted)").all_inner_texts()
+    assert len(cells) == 3 and all(c.startswith("8 GPUs\n1 node") for c in cells), cells
+    assert wait_points(page, "fleet-map-chart") == 2 * 2  # 2 classes x 2 regions
+    assert wait_points(page, "fleet-epochs-chart", 2 * len(world.epochs)) >= 2 * len(world.epochs)
+    nodes = page.locator("#fleet-nodes tbody tr")
+    assert nodes.count() == len(world.nodes)
+    if "/api/v1/fleet/metrics" in stack.get("/openapi.json").json()["paths"]:
+        wait_for(
+            lambda: len(stack.get("/api/v1/fleet/metrics").json()) >= len(world.epochs),
+            60,
+            "attested leaves to be ingested",
+        )
+        # utilization, uptime and efficiency per class (2) per epoch; the first node's history
+        assert wait_points(page, "fleet-class-chart", 3 * 2 * len(world.epochs)) > 0
+        assert wait_points(page, "fleet-node-chart", 3 * len(world.epochs)) > 0
+        page.wait_for_function(
+            "() => !document.querySelector('#fleet-nodes tbody').innerText.includes('—')"
+        )
+    newest = page.inner_text("#fleet-kpis")
+    assert f"#{world.epochs[-1]}" in newest
+    shoot(page, "fleet")
+
+    # Breathing: a new attested epoch reaches the open page without a reload.
+    epoch = attest_next(world)
+    page.wait_for_function(
+        "t => document.getElementById('fleet-kpis').innerText.includes(t)", arg=f"#{epoch}"
+    )
+    page.wait_for_function(
+        "n => Number(document.getElementById('fleet-epochs-chart').dataset.points) >= n",
+        arg=2 * len(world.epochs),
+    )
+    assert "epoch" in page.inner_text("#status-text")
+
+
+def test_market_price_index_and_capacity_per_window(page: Any, stack: Stack, world: World) -> None:
+    open_view(page, stack, "market")
+    # H100 traded in two windows, A100 in one.
+    assert wait_points(page, "market-price-chart", 3) == 3
+    # offered/sold/redeemed for 3 (class, window) pairs
+    assert wait_points(page, "market-capacity-chart", 9) == 9
+    rows = page.locator("#market-windows tbody tr")
+    assert rows.count() == 3
+    table = page.inner_text("#market-windows")
+    assert "$2.07" in table  # H100 first window: (20 x 2.00 + 10 x 2.20) / 30
+    page.select_option("#market-class", label="A100-SXM-80GB")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#market-windows tbody tr').length === 1"
+    )
+    assert "$1.10" in page.inner_text("#market-windows")
+    shoot(page, "market")
+
+
+def test_pools_with_covenant_flags(page: Any, stack: Stack, world: World, pools_served) -> None:
+    open_view(page, stack, "pools")
+    if not pools_served:
+        page.wait_for_selector("#view-pools > .notice:not([hidden])")
+        assert "does not serve pools yet" in page.inner_text("#view-pools > .notice")
+        shoot(page, "pools")
+        pytest.skip("this API does not serve /api/v1/pools yet; the page says so")
+    wait_for(
+        lambda: len(stack.get("/api/v1/pools").json()) >= len(world.pools), 30, "pools indexed"
+    )
+    page.wait_for_function(
+        "n => document.querySelectorAll('#pools-table tbody tr[data-pool]').length >= n",
+        arg=len(world.pools),
+    )
+    assert wait_points(page, "pools-risk-chart") >= 1
+    table = page.inner_text("#pools-table")
+    for label in world.pools:
+        assert f"{label} pool" in table
+    page.click("#pools-table tbody tr[data-pool] button")
+    page.wait_for_selector("#pool-detail:not([hidden])")
+    shoot(page, "pools")
+
+
+def test_staker_view_read_only_and_with_a_wallet(
+    page: Any, stack: Stack, world: World, buyer, staker, pools_served
+) -> None:
+    open_view(page, stack, "staker")
+    assert page.is_visible("#wallet-none")  # no browser wallet: read-only
+    page.fill("#staker-address", "0x1234")
+    page.click("#staker-form button[type=submit]")
+    assert page.is_hidden("#staker-body")  # rejected in the browser, nothing asked
+
+    page.fill("#staker-address", buyer.address)
+    page.click("#staker-form button[type=submit]")
+    page.wait_for_selector("#staker-body:not([hidden])")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#staker-capacity tbody tr').length === 3"
+    )
+    reservations = page.inner_text("#staker-reservations")
+    assert f"#{world.nodes['h100-eu']}" in reservations and "reserved" in reservations
+
+    # An EIP-1193 wallet in the page (what a browser extension injects): connect, and the
+    # staker view shows the wallet's own positions.
+    page.add_init_script(
+        "window.ethereum = {request: async ({method}) => method === 'eth_requestAccounts'"
+        f" ? ['{staker.address}'] : [], on: () => {{}}}};"
+    )
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.is_hidden("#wallet-none")
+    page.click("#wallet-connect")
+    page.wait_for_function(
+        "a => document.getElementById('staker-address').value === a", arg=staker.address
+    )
+    assert staker.address in page.inner_text("#wallet-address")
+    page.wait_for_selector("#staker-body:not([hidden])")
+    if pools_served:
+        page.wait_for_function(
+            "n => document.querySelectorAll('#staker-positions tbody tr').length === n",
+            arg=len(world.pools),
+        )
+        assert "pool" in page.inner_text("#staker-positions")
+    shoot(page, "staker")
+
+
+def test_stress_h100_price_fall_from_the_page(
+    page: Any, stack: Stack, world: World, pools_served
+) -> None:
+    open_view(page, stack, "stress")
+    page.wait_for_selector("#stress-named input")
+    assert page.input_value("#stress-class") == H100
+    assert page.input_value("#stress-decline") == "40"
+
+    with page.expect_response(
+        lambda r: r.url.endswith("/api/v1/risk/scenarios") and r.request.method == "POST"
+    ) as answered:
+        page.click("#stress-run")
+    response = answered.value
+    assert response.status == 200, response.text()
+    body, served = response.request.post_data_json, response.json()
+    page.wait_for_selector("#stress-results:not([hidden])")
+
+    assert body["node_ids"] == sorted(world.nodes.values())
+    assert served["results"][0]["scenario"]["name"] == "H100-SXM-80GB-40pct-yr" or any(
+        r["scenario"]["name"] == "H100-SXM-80GB-40pct-yr" for r in served["results"]
+    )
+    shock = next(r for r in served["results"] if r["scenario"]["name"].startswith(H100))
+    runs = len(served["results"])
+    assert runs == 4  # base, deflation_20, deflation_40 + the H100 shock
+    assert page.locator("#stress-summary tbody tr").count() == runs
+    assert wait_points(page, "stress-waterfall-chart", 4 * runs) == 4 * runs
+
+    answer = page.inner_text("#stress-answer")
+    assert "H100-SXM-80GB rental prices fall 40% a year" in answer
+    if pools_served:
+        # the page opens on the shock: one line per pool, every finite month plotted
+        pooled_paths = [n["paths"] for n in shock["nodes"] if n["has_pool"]]
+        for chart, field in (("stress-dscr-chart", "dscr_bps"), ("stress-ltv-chart", "ltv_bps")):
+            finite = sum(v is not None for p in pooled_paths for v in p[field])
+            assert wait_points(page, chart) == finite > 0
+        debts = {o["node_id"] for o in body["overrides"] if "debt" in o}
+        assert debts == {world.nodes[k] for k in world.pools}
+        pooled = [n for n in shock["nodes"] if n["has_pool"]]
+        breaching = [n for n in pooled if n["first_dscr_breach_month"] is not None]
+        assert f"{len(breaching)} of {len(pooled)}" in answer
+        assert usd(shock["platform"]["waterfall"]["stakers"]) in answer
+        # the heavily financed H100 pool cannot carry its debt when prices fall 40%/yr
+        assert world.nodes["h100-eu"] in {n["node_id"] for n in breaching}
+        # each pool's debt goes in as indexed, its schedule where it stands today
+        indexed = {p["node_id"]: p for p in stack.get("/api/v1/pools").json()}
+        for o in body["overrides"]:
+            if "debt" in o:
+                pool, debt = indexed[o["node_id"]], o["debt"]
+                assert debt["drawn_assets"] == pool["debt"]["principal"]
+                assert (debt["tenor_months"], debt["rate_bps"]) == (36, 1_100)
+                elapsed = pool["current_epoch"] - pool["debt"]["draw_epoch"]
+                assert 0 < debt["months_since_draw"] <= elapsed
+                assert debt["staked_bps"] == 10_000  # the staker staked every share
+        # ... or the whole loan again, from its draw
+        page.check("input[name=stress-debt][value=draw]")
+        with page.expect_response(
+            lambda r: r.url.endswith("/api/v1/risk/scenarios") and r.request.method == "POST"
+        ) as again:
+            page.click("#stress-run")
+        assert again.value.status == 200
+        redone = [o["debt"] for o in again.value.request.post_data_json["overrides"] if "debt" in o]
+        assert [d["months_since_draw"] for d in redone] == [0] * len(world.pools)
+    else:
+        assert "No indexed node carries pool debt" in answer
+        for chart in ("stress-dscr-chart", "stress-ltv-chart"):  # no debt, nothing to plot
+            assert page.get_attribute(f"#{chart}", "data-points") == "0"
+        assert page.locator("#view-stress .card .empty:visible").count() == 2
+    shoot(page, "stress")
+
+    # A run with nothing to run is refused on the page, with the reason.
+    page.uncheck("#stress-shock-on")
+    for box in page.locator("#stress-named input").all():
+        box.uncheck()
+    page.click("#stress-run")
+    page.wait_for_selector("#view-stress > .notice.error:not([hidden])")
+    assert "choose at least one scenario" in page.inner_text("#view-stress > .notice")
