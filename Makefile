@@ -9,7 +9,7 @@ PY := .venv/bin/python
 .PHONY: setup compile test test-slow demo lint slither bench bench-gas clean help
 
 help:
-	@echo "make demo   - bring up a local gpucap world (anvil, Redis, worker, API, oracle)"
+	@echo "make demo   - bring up a local gpucap world (1,000 nodes, 3 oracles, API, users acting)"
 	@echo "make test   - run the whole test suite"
 	@echo "make setup  - install the toolchain only (.venv, node_modules, solc for brownie)"
 	@echo "make bench  - measure gas, throughput, API latency and oracle time (bench/results.json)"

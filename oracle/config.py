@@ -50,6 +50,8 @@ class OracleSettings(BaseSettings):
     source: Literal["simulated", "dcgm", "nvml"] = "simulated"
     fleet_seed: int = 0
     fleet_samples_per_epoch: int = Field(default=12, ge=2)
+    # Length of the simulated fleet's day (its utilization cycle); a demo shortens it.
+    fleet_day_seconds: int = Field(default=86_400, gt=0)
     # dcgm: "1=http://10.0.0.5:9400/metrics,2=http://10.0.0.6:9400/metrics" (node id = URL)
     dcgm_targets: str = ""
     # nvml: the registry id of the node this oracle runs on

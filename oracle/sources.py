@@ -16,7 +16,10 @@ def build_source(settings: OracleSettings) -> tuple[TelemetrySource, Sampler | N
     Raises CollectorUnavailable if the configured source cannot work on this host.
     """
     if settings.source == "simulated":
-        return SimulatedFleet(settings.fleet_seed, settings.fleet_samples_per_epoch), None
+        fleet = SimulatedFleet(
+            settings.fleet_seed, settings.fleet_samples_per_epoch, settings.fleet_day_seconds
+        )
+        return fleet, None
     interval = settings.sample_interval_seconds
     store = SampleStore(RETENTION_S)
     if settings.source == "dcgm":

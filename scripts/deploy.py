@@ -22,10 +22,12 @@ from typing import Any
 
 from brownie import (
     CapacityToken,
+    Contract,
     EpochSettlement,
     GpucapForwarder,
     NodeRegistry,
     OracleHub,
+    RevenuePool,
     TestStablecoin,
     accounts,
     chain,
@@ -86,9 +88,14 @@ class DeployConfig:
 
     @classmethod
     def for_demo(cls) -> DeployConfig:
-        """`make demo`: epochs short enough to watch attestations arrive."""
+        """`make demo`: epochs short enough to watch attestations arrive, hourly delivery
+        windows (120 epochs each) and a settlement grace of one window."""
         return cls(
-            faucet_cooldown_seconds=3600, unbonding_delay_seconds=600, epoch_length_seconds=30
+            faucet_cooldown_seconds=3600,
+            unbonding_delay_seconds=600,
+            epoch_length_seconds=30,
+            capacity_window_seconds=3600,
+            capacity_settlement_grace_seconds=3600,
         )
 
     @classmethod
@@ -268,6 +275,122 @@ def _deploy_settlement(
     capacity.grantRole(capacity.PROCEEDS_ROLE(), settlement, sender)
     capacity.setRiskGate(settlement, sender)  # flagged nodes cannot publish new offers
     return settlement
+
+
+# ---------------------------------------------------------------------------
+# Node pools: the one place a deployment builds and binds a node's RevenuePool
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolTerms:
+    """A node's funding round and debt terms (RevenuePool.PoolConfig less the wiring)."""
+
+    target_assets: int
+    share_price: int = 1 * USD
+    funding_seconds: int = 7 * 24 * 3600
+    cooldown_epochs: int = 2
+    tenor_epochs: int = 2_880
+    rate_bps: int = 1_000
+
+
+def node_pool_args(
+    system: System, *, node_id: int, operator: str, admin: str, terms: PoolTerms, now: int
+) -> list[Any]:
+    """RevenuePool constructor arguments for node ``node_id``: in the system's stablecoin,
+    on the OracleHub's epoch schedule (EpochSettlement.setPool requires it), gasless
+    through the system's forwarder, administered by ``admin``."""
+    hub = system.oracle_hub
+    config = (
+        f"gpucap node {node_id} share",
+        f"gNODE{node_id}",
+        str(system.stablecoin.address),
+        str(operator),
+        str(admin),
+        str(system.forwarder.address),
+        node_id,
+        terms.target_assets,
+        now + terms.funding_seconds,
+        terms.share_price,
+        hub.genesisTimestamp(),
+        hub.epochLengthSeconds(),
+        terms.cooldown_epochs,
+        terms.tenor_epochs,
+        terms.rate_bps,
+    )
+    return [config]
+
+
+@dataclass(frozen=True)
+class AdminCall:
+    """One call an admin makes; ``data`` is its calldata (no chain read needed)."""
+
+    to: str
+    abi: list[dict[str, Any]]
+    function: str
+    args: tuple[Any, ...]
+
+    @property
+    def data(self) -> str:
+        contract = web3.eth.contract(address=self.to, abi=self.abi)
+        return contract.encode_abi(self.function, args=list(self.args))
+
+
+def node_pool_bindings(system: System, pool_address: str, node_id: int) -> list[AdminCall]:
+    """The admin calls, in order, that bind a deployed pool to its node in the settlement.
+    Nothing is read from the pool, so bulk seeders can send them right behind the
+    deployment (same admin, next nonces) before it is mined."""
+    settlement = system.settlement
+    distributor = web3.keccak(text="DISTRIBUTOR_ROLE")
+    return [
+        AdminCall(pool_address, RevenuePool.abi, "grantRole", (distributor, settlement.address)),
+        # Its round cannot raise beyond the LTV cap on the node's depreciated value.
+        AdminCall(pool_address, RevenuePool.abi, "setRiskGate", (settlement.address,)),
+        AdminCall(settlement.address, settlement.abi, "setPool", (node_id, pool_address)),
+    ]
+
+
+def deploy_node_pool(
+    system: System, admin: Any, *, node_id: int, operator: str, terms: PoolTerms
+) -> Any:
+    """Deploy and bind node ``node_id``'s RevenuePool, one transaction at a time."""
+    now = web3.eth.get_block("latest")["timestamp"]
+    args = node_pool_args(
+        system, node_id=node_id, operator=operator, admin=str(admin), terms=terms, now=now
+    )
+    pool = RevenuePool.deploy(*args, {"from": admin})
+    for call in node_pool_bindings(system, pool.address, node_id):
+        target = Contract.from_abi("bound", call.to, call.abi)
+        getattr(target, call.function)(*call.args, {"from": admin})
+    return pool
+
+
+def load_system(manifest: dict[str, Any]) -> System:
+    """Handles on the system a manifest (see System.manifest) describes."""
+    containers = {
+        "GpucapForwarder": GpucapForwarder,
+        "TestStablecoin": TestStablecoin,
+        "NodeRegistry": NodeRegistry,
+        "OracleHub": OracleHub,
+        "CapacityToken": CapacityToken,
+        "EpochSettlement": EpochSettlement,
+    }
+    # Contract.from_abi, not ContainerType.at: brownie 1.22's .at() fails on
+    # live networks while recording the deployment (TypeError in _add_deployment).
+    handles = {
+        name: Contract.from_abi(name, manifest["contracts"][name]["address"], container.abi)
+        for name, container in containers.items()
+    }
+    return System(
+        stablecoin=handles["TestStablecoin"],
+        registry=handles["NodeRegistry"],
+        forwarder=handles["GpucapForwarder"],
+        oracle_hub=handles["OracleHub"],
+        capacity=handles["CapacityToken"],
+        settlement=handles["EpochSettlement"],
+        deployed_at_block=manifest["deployed_at_block"],
+        class_ids=dict(manifest.get("gpu_classes", {})),
+    )
 
 
 def _relayer_address(config: DeployConfig) -> str:

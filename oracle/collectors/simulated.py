@@ -6,7 +6,7 @@ posting rebuilds exactly the leaves it committed to.
 
 Model, per node (drawn once from the seed and node id):
 - a base utilization 35-85 % with a diurnal swing of ±10-30 % (a sine over the
-  day, phase by "region"), plus per-sample noise;
+  day, ``day_seconds`` long, phase by "region"), plus per-sample noise;
 - a power efficiency factor: most nodes draw their class's reference power
   (board power per GPU) at full load, about one in eight is degraded and draws
   15-40 % more for the same work; idle draw is 30 % of reference;
@@ -60,11 +60,18 @@ class NodeProfile:
 class SimulatedFleet:
     """A ``TelemetrySource`` inventing plausible samples for whatever nodes it is asked about."""
 
-    def __init__(self, seed: int = 0, samples_per_epoch: int = 12) -> None:
+    def __init__(
+        self, seed: int = 0, samples_per_epoch: int = 12, day_seconds: int = SECONDS_PER_DAY
+    ) -> None:
         if samples_per_epoch < 2:
             raise ValueError("samples_per_epoch must be at least 2")
+        if day_seconds <= 0:
+            raise ValueError("day_seconds must be positive")
         self.seed = seed
         self.samples_per_epoch = samples_per_epoch
+        # The diurnal cycle's period: a demo compresses the day so that the fleet visibly
+        # breathes within minutes (the signal is still a pure function of seed, node, time).
+        self.day_seconds = day_seconds
 
     def profile(self, node_id: int) -> NodeProfile:
         rng = random.Random(f"gpucap-fleet:{self.seed}:{node_id}")
@@ -113,7 +120,7 @@ class SimulatedFleet:
             if k == reset_at:
                 counter = 0
             up = not (outage and outage[0] <= t < outage[1])
-            day = (t / SECONDS_PER_DAY + profile.phase) * 2 * math.pi
+            day = (t / self.day_seconds + profile.phase) * 2 * math.pi
             util = profile.base_utilization + profile.diurnal_amplitude * math.sin(day)
             util = min(1.0, max(0.0, util + rng.gauss(0, 0.05))) if up else 0.0
             draw = (IDLE_DRAW + (1 - IDLE_DRAW) * util) * profile.efficiency if up else 0.1

@@ -1,9 +1,12 @@
 """`make demo`'s world, as a person would use it: start, use the API, stop.
 
 Runs `python -m devnet` (what `make demo` runs after set-up) on free ports in
-a private directory, drives the faucet through the API it prints, checks that
-a second demo says so instead of failing obscurely, and that Ctrl-C (SIGINT)
-stops every process it started.
+a private directory, with a small world (20 nodes, the same seeding path as the
+default 1,000), drives the faucet through the API it prints, checks that the
+world has bonded nodes, offers and bound pools, that three oracles in quorum
+attest, that the activity process acts through the API, that a second demo says
+so instead of failing obscurely, and that Ctrl-C (SIGINT) stops every process it
+started.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from gpucap.deployment import Deployment
 
 ROOT = devchain.REPO_ROOT
 ADDRESS = "0x000000000000000000000000000000000000dEaD"
+NODES = 20
+SUCCEEDED = 2  # RevenuePool.RoundStatus
 
 
 def _wait_for(predicate, timeout: float, what: str):
@@ -47,6 +52,7 @@ def demo(tmp_path_factory):
     env = devchain.env_with_toolchain()
     env.update({k: str(v) for k, v in ports.items()})
     env["GPUCAP_DEMO_DIR"] = str(run_dir)
+    env["GPUCAP_DEMO_NODES"] = str(NODES)
     out = open(run_dir / "stdout.txt", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "devnet"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
@@ -72,10 +78,40 @@ def demo(tmp_path_factory):
         out.close()
 
 
+def _chain(demo) -> tuple[Web3, Deployment]:
+    w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{demo['env']['GPUCAP_DEMO_CHAIN_PORT']}"))
+    return w3, Deployment.load(demo["dir"] / "deployment.json")
+
+
 def test_prints_where_to_look(demo):
     text = (demo["dir"] / "stdout.txt").read_text()
-    assert f"{demo['api']}/docs" in text
+    for where in ("/docs", "/health", "/dashboard"):
+        assert f"{demo['api']}{where}" in text
     assert requests.get(f"{demo['api']}/docs", timeout=5).status_code == 200
+
+
+def test_world_is_seeded(demo):
+    w3, deployment = _chain(demo)
+    registry = deployment.contract(w3, "NodeRegistry")
+    capacity = deployment.contract(w3, "CapacityToken")
+    settlement = deployment.contract(w3, "EpochSettlement")
+    world = json.loads((demo["dir"] / "world.json").read_text())
+    assert registry.functions.nodeCount().call() == NODES == len(world["nodes"])
+    assert {n["class_name"] for n in world["nodes"]} >= {"H100-SXM-80GB", "A100-SXM-80GB"}
+    for node in world["nodes"]:
+        # Active, with the planned bond; every node offers the next windows.
+        assert registry.functions.nodeStatus(node["node_id"]).call() == 1
+        assert registry.functions.bondOf(node["node_id"]).call()[0] == node["bond"]
+    assert capacity.functions.offerCount().call() == 3 * NODES
+    pool_abi = json.loads((ROOT / "build/contracts/RevenuePool.json").read_text())["abi"]
+    statuses = []
+    for pool in world["pools"]:
+        assert settlement.functions.poolOf(pool["node_id"]).call() == pool["address"]
+        contract = w3.eth.contract(address=pool["address"], abi=pool_abi)
+        statuses.append(contract.functions.roundStatus().call())
+        if statuses[-1] == SUCCEEDED:
+            assert contract.functions.totals().call()[7] > 0  # staked shares
+    assert SUCCEEDED in statuses and 0 in statuses  # funded pools and one still raising
 
 
 def test_health_reports_every_part_up(demo):
@@ -105,13 +141,23 @@ def test_faucet_through_the_demo(demo):
     assert action["status"] == "confirmed", action
 
 
-def test_oracle_attests_epochs(demo):
-    w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{demo['env']['GPUCAP_DEMO_CHAIN_PORT']}"))
-    hub = Deployment.load(demo["dir"] / "deployment.json").contract(w3, "OracleHub")
-    # The demo deploys 30-second epochs; the daemon attests each one after it ends.
+def test_three_oracles_attest_in_quorum(demo):
+    w3, deployment = _chain(demo)
+    hub = deployment.contract(w3, "OracleHub")
+    # The demo deploys 30-second epochs; the daemons attest each one after it ends.
     _wait_for(lambda: hub.functions.lastAttestedEpoch().call() >= 1, 90, "an attested epoch")
-    proofs = list((demo["dir"] / "oracle" / "epochs").glob("*.json"))
-    assert proofs, "the oracle publishes each epoch's leaves and proofs"
+    epoch = hub.functions.lastAttestedEpoch().call()
+    # Each daemon signs with its own key and publishes the proofs of what it signed.
+    signed = _wait_for(
+        lambda: all((demo["dir"] / f"oracle-{n}" / "epochs").glob("*.json") for n in (1, 2, 3)),
+        60,
+        "proofs from all three oracles",
+    )
+    assert signed
+    # Each holds one key of the 2-of-3 set, so an attestation took two of them.
+    assert (len(hub.functions.oracles().call()), hub.functions.quorum().call()) == (3, 2)
+    root, node_count = hub.functions.epochAttestation(epoch).call()[:2]
+    assert root != bytes(32) and node_count >= NODES - 2  # a node's telemetry may be left out
     # The worker's indexer verifies the published leaves against the attested root and
     # serves them as metrics; a served leaf and proof verify on-chain.
     fleet = _wait_for(
@@ -136,6 +182,22 @@ def test_oracle_attests_epochs(demo):
         assert hub.functions.verifyLeaf(leaf, body["proof"]).call()
 
 
+def test_users_act_through_the_api(demo):
+    log = demo["dir"] / "logs" / "activity.log"
+    acted = _wait_for(
+        lambda: (
+            log.exists()
+            and any(
+                word in log.read_text()
+                for word in (" bought ", " redeemed ", " offered ", " deposited ", " staked ")
+            )
+        ),
+        120,
+        "a user action to be confirmed",
+    )
+    assert acted
+
+
 def test_second_demo_says_one_is_running(demo):
     result = subprocess.run(
         [sys.executable, "-m", "devnet"],
@@ -153,7 +215,8 @@ def test_second_demo_says_one_is_running(demo):
 def test_ctrl_c_stops_every_process(demo):
     proc = demo["proc"]
     children = psutil.Process(proc.pid).children(recursive=True)
-    assert len(children) >= 5  # anvil, redis, worker, api, oracle
+    # anvil, redis, worker, beat, api, three oracles, activity
+    assert len(children) >= 9
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 0
     gone, alive = psutil.wait_procs(children, timeout=15)

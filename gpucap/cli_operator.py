@@ -1,0 +1,86 @@
+"""CLI commands of a node operator: register a node and bond it (offers: cli.publish-offer).
+
+Registering and bonding are relayed through the API (``/api/v1/forward``), like
+every capacity action, so they get its validation and error codes. The bond's
+stablecoin allowance is the one step the relayer cannot make for a wallet (the
+stablecoin is not relayable): ``bond`` sends that approval itself, simulated first.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from eth_utils import to_checksum_address
+
+from gpucap import actions
+from gpucap.cli import USD, DevAccount, Keystore, _ctx, app, console, err_console, relay, wallet
+
+
+def _rejected(exc: actions.TxRejected) -> None:
+    err_console.print(f"[red]rejected:[/] {exc}")
+    raise typer.Exit(code=2)
+
+
+@app.command("register-node")
+def register_node(
+    typer_ctx: typer.Context,
+    gpu_class: Annotated[str, typer.Argument(help="GPU class name, e.g. H100-SXM-80GB")],
+    gpus: Annotated[int, typer.Argument(help="GPUs in the node")],
+    region: Annotated[str, typer.Argument(help="region code, e.g. eu-west")],
+    cost: Annotated[float, typer.Option(help="what the GPUs cost, in tUSD")],
+    node_key: Annotated[str, typer.Option(help="address the node's agent signs with")],
+    acquired_days_ago: Annotated[int, typer.Option(help="age of the GPUs, in days")] = 0,
+    dev_account: DevAccount = None,
+    keystore: Keystore = None,
+) -> None:
+    """Register a node you operate (it starts Pending: bond it to make it Active)."""
+    ctx = _ctx(typer_ctx)
+    signer = wallet(dev_account, keystore)
+    classes = ctx.deployment.gpu_classes
+    if gpu_class not in classes:
+        raise typer.BadParameter(f"unknown GPU class {gpu_class!r}; known: {', '.join(classes)}")
+    if len(region.encode()) > 32:
+        raise typer.BadParameter("region must fit in 32 bytes")
+    try:
+        key = to_checksum_address(node_key)
+    except ValueError as exc:
+        raise typer.BadParameter(f"node key {node_key!r} is not an address") from exc
+    acquired_at = int(time.time()) - acquired_days_ago * 86_400 - 60
+    data = ctx.contract("NodeRegistry").encode_abi(
+        "registerNode",
+        args=[
+            classes[gpu_class],
+            gpus,
+            region.encode().ljust(32, b"\0"),
+            round(cost * USD),
+            acquired_at,
+            key,
+        ],
+    )
+    relay(ctx, signer, "NodeRegistry", data)
+
+
+@app.command()
+def bond(
+    typer_ctx: typer.Context,
+    node_id: int,
+    amount: Annotated[float, typer.Argument(help="tUSD to add to the node's bond")],
+    dev_account: DevAccount = None,
+    keystore: Keystore = None,
+) -> None:
+    """Add stablecoin to your node's bond (approves the registry for it first if needed)."""
+    ctx = _ctx(typer_ctx)
+    signer = wallet(dev_account, keystore)
+    units = round(amount * USD)
+    coin = ctx.deployment.contract(ctx.w3, "TestStablecoin")
+    registry = ctx.deployment.contracts["NodeRegistry"].address
+    if coin.functions.allowance(signer.address, registry).call() < units:
+        try:
+            sent = actions.send_call(ctx.w3, signer, coin.functions.approve(registry, units))
+        except actions.TxRejected as exc:
+            _rejected(exc)
+        console.print(f"approved the registry for {amount:,.2f} tUSD (tx {sent.tx_hash})")
+    data = ctx.contract("NodeRegistry").encode_abi("depositBond", args=[node_id, units])
+    relay(ctx, signer, "NodeRegistry", data)
