@@ -317,6 +317,9 @@ def node_pool_args(
         terms.cooldown_epochs,
         terms.tenor_epochs,
         terms.rate_bps,
+        # The risk gate (immutable): its round cannot raise beyond the LTV cap on the
+        # node's depreciated value, and EpochSettlement.setPool accepts only its own.
+        str(system.settlement.address),
     )
     return [config]
 
@@ -344,8 +347,6 @@ def node_pool_bindings(system: System, pool_address: str, node_id: int) -> list[
     distributor = web3.keccak(text="DISTRIBUTOR_ROLE")
     return [
         AdminCall(pool_address, RevenuePool.abi, "grantRole", (distributor, settlement.address)),
-        # Its round cannot raise beyond the LTV cap on the node's depreciated value.
-        AdminCall(pool_address, RevenuePool.abi, "setRiskGate", (settlement.address,)),
         AdminCall(settlement.address, settlement.abi, "setPool", (node_id, pool_address)),
     ]
 
