@@ -24,13 +24,14 @@ a request that may fail.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from eth_utils import function_abi_to_4byte_selector, to_checksum_address
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from web3.exceptions import ContractLogicError
+from web3.exceptions import ContractLogicError, MismatchedABI, Web3RPCError
 
 from backend.db.models import OPEN_STATUSES, Action, ActionKind
 from backend.services.chain import Chain
@@ -183,7 +184,9 @@ def validate(
     )
 
 
-def simulate(chain: Chain, request: SignedRequest) -> None:
+def simulate(
+    chain: Chain, request: SignedRequest, *, block_identifier: int | str = "latest"
+) -> None:
     """Run the call as the forwarder will (from the forwarder, ``from`` appended); raise
     TransactionReverted with the target's own decoded error if it would revert."""
     forwarder = chain.contract(FORWARDER)
@@ -195,7 +198,7 @@ def simulate(chain: Chain, request: SignedRequest) -> None:
         "gas": request.gas,
     }
     try:
-        chain.call("simulating forwarded call", lambda: chain.w3.eth.call(call))  # type: ignore[arg-type]
+        chain.call("simulating forwarded call", lambda: chain.w3.eth.call(call, block_identifier))  # type: ignore[arg-type]
     except ContractLogicError as exc:
         decoded = decode_revert(exc.data if isinstance(exc.data, str) else None, chain.error_abis)
         raise TransactionReverted(decoded.reason, code=decoded.code) from exc
@@ -214,18 +217,150 @@ def open_request_of(session: Session, sender: str) -> Action | None:
     )
 
 
-def forward_tx(chain: Chain, params: dict[str, Any]) -> TxRequest:
-    """The relayer's transaction for a stored forward action: ``execute(request)``.
+def batch_tx(chain: Chain, params: Sequence[dict[str, Any]], refund_receiver: str) -> TxRequest:
+    """The relayer's transaction for stored forward actions: one ``executeBatch``.
 
-    Re-simulates first: state may have changed since acceptance, and the
-    forwarder itself would only report ``FailedCall`` for a reverting target.
+    A non-zero ``refund_receiver`` makes the batch non-atomic (OpenZeppelin 5.4
+    ``ERC2771Forwarder.executeBatch``): a request whose call reverts still uses
+    its nonce and emits ``ExecutedForwardRequest(signer, nonce, false)``; an
+    invalid one (expired, nonce used, bad signature) is skipped without an
+    event; neither reverts the others. The value of requests that did not run
+    goes back to ``refund_receiver`` (the relayer).
     """
-    p = ForwardParams.from_params(params)
-    request = p.request()
-    simulate(chain, request)
     forwarder = chain.contract(FORWARDER)
+    requests = [ForwardParams.from_params(p).request() for p in params]
     return TxRequest(
         to=forwarder.address,
-        data=forwarder.encode_abi("execute", args=[request.as_tuple()]),
-        value=p.value,
+        data=forwarder.encode_abi(
+            "executeBatch", args=[[r.as_tuple() for r in requests], refund_receiver]
+        ),
+        value=sum(r.value for r in requests),
+    )
+
+
+@dataclass(frozen=True)
+class RequestOutcome:
+    """What a mined batch did with one request."""
+
+    success: bool
+    code: str | None = None  # why it failed: the target's custom error, or why it did not run
+    reason: str | None = None
+
+
+def batch_outcomes(
+    chain: Chain, receipt: Any, params: Sequence[dict[str, Any]]
+) -> list[RequestOutcome]:
+    """Each request's outcome in a mined ``executeBatch`` receipt, in ``params`` order.
+
+    ``ExecutedForwardRequest(signer, nonce, success)`` says whether a request ran
+    and whether its call succeeded; a failed call's own revert is recovered from
+    the transaction's call trace (or, where the node has no tracer, by replaying
+    the call on the block's state) and decoded; a request with no event was
+    skipped by the forwarder, and the chain says why.
+    """
+    forwarder = chain.contract(FORWARDER)
+    event = forwarder.events.ExecutedForwardRequest()
+    ran: dict[tuple[str, int], bool] = {}
+    for log in receipt["logs"]:
+        if log["address"].lower() != forwarder.address.lower():
+            continue
+        try:
+            args = event.process_log(log)["args"]
+        except MismatchedABI:
+            continue
+        ran[(args["signer"].lower(), int(args["nonce"]))] = bool(args["success"])
+    tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
+    block_number = int(receipt["blockNumber"])
+    trace: list[dict[str, Any]] | None = None
+    out = []
+    for raw in params:
+        p = ForwardParams.from_params(raw)
+        success = ran.get((p.sender.lower(), p.nonce))
+        if success:
+            out.append(RequestOutcome(success=True))
+        elif success is False:
+            if trace is None:
+                trace = _call_trace(chain, tx_hash)
+            out.append(_failed_call(chain, p, trace, block_number))
+        else:
+            out.append(_not_run(chain, p, block_number))
+    return out
+
+
+def _call_trace(chain: Chain, tx_hash: str) -> list[dict[str, Any]]:
+    """Every call frame of the transaction (flattened), or [] where the node has no tracer."""
+    try:
+        resp = chain.call(
+            "tracing batch",
+            lambda: chain.w3.provider.make_request(  # type: ignore[arg-type]
+                "debug_traceTransaction", [tx_hash, {"tracer": "callTracer"}]
+            ),
+        )
+    except Web3RPCError:
+        return []
+    root = resp.get("result") if isinstance(resp, dict) else None
+    frames: list[dict[str, Any]] = []
+    stack = [root] if isinstance(root, dict) else []
+    while stack:
+        frame = stack.pop()
+        frames.append(frame)
+        stack.extend(frame.get("calls") or [])
+    return frames
+
+
+def _failed_call(
+    chain: Chain, p: ForwardParams, trace: list[dict[str, Any]], block_number: int
+) -> RequestOutcome:
+    forwarder = chain.contract(FORWARDER).address.lower()
+    calldata = (p.data + p.sender[2:]).lower()
+    for frame in trace:
+        if (
+            str(frame.get("from", "")).lower() == forwarder
+            and str(frame.get("to", "")).lower() == p.to.lower()
+            and str(frame.get("input", "")).lower() == calldata
+            and frame.get("error")
+        ):
+            decoded = decode_revert(frame.get("output"), chain.error_abis)
+            return RequestOutcome(success=False, code=decoded.code, reason=decoded.reason)
+    try:  # no tracer: replay on the block's state (the batch's effects included)
+        simulate(chain, p.request(), block_identifier=block_number)
+    except TransactionReverted as rev:
+        return RequestOutcome(success=False, code=rev.code, reason=rev.reason)
+    return RequestOutcome(
+        success=False,
+        code="ForwardedCallFailed",
+        reason=f"{p.contract}.{p.function} reverted inside the batch (block {block_number}); "
+        "replaying it now does not revert",
+    )
+
+
+def _not_run(chain: Chain, p: ForwardParams, block_number: int) -> RequestOutcome:
+    """Why the forwarder skipped a request (no event): expired, nonce used, or invalid."""
+    forwarder = chain.contract(FORWARDER)
+    timestamp, nonce = chain.call(
+        "reading skipped request",
+        lambda: (
+            int(chain.w3.eth.get_block(block_number)["timestamp"]),
+            forwarder.functions.nonces(p.sender).call(block_identifier=block_number),
+        ),
+    )
+    if p.deadline < timestamp:
+        return RequestOutcome(
+            success=False,
+            code="RequestExpired",
+            reason=f"deadline {p.deadline} passed before block {block_number} "
+            f"(timestamp {timestamp}); sign a new request",
+        )
+    if nonce != p.nonce:
+        return RequestOutcome(
+            success=False,
+            code="InvalidNonce",
+            reason=f"{p.sender}'s forwarder nonce {p.nonce} was used by another transaction "
+            f"before block {block_number} (nonce now {nonce}); this request did not run",
+        )
+    return RequestOutcome(
+        success=False,
+        code="ForwardRequestInvalid",
+        reason="the forwarder skipped the request: the signature does not verify or the "
+        "target does not trust the forwarder",
     )

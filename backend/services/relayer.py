@@ -124,15 +124,7 @@ class Relayer:
         call = {"from": self.sender, "to": request.to, "data": request.data, "value": request.value}
         with chain_errors("preparing transaction"):
             self.chain.check_chain_id()
-            gas = request.gas
-            if gas is None:
-                try:
-                    gas = w3.eth.estimate_gas(call) * GAS_HEADROOM_NUM // GAS_HEADROOM_DEN  # type: ignore[arg-type]
-                except ContractLogicError as exc:
-                    decoded = decode_revert(
-                        exc.data if isinstance(exc.data, str) else None, self.chain.error_abis
-                    )
-                    raise TransactionReverted(decoded.reason, code=decoded.code) from exc
+            gas = request.gas if request.gas is not None else self.estimate_gas(request)
             if nonce is None:
                 nonce = w3.eth.get_transaction_count(self.sender, "pending")
             fees = self._fees()
@@ -154,6 +146,24 @@ class Relayer:
             raw_tx="0x" + signed.raw_transaction.hex().removeprefix("0x"),
             fees=fees,
         )
+
+    def estimate_gas(self, request: TxRequest) -> int:
+        """The gas limit to send ``request`` with (the node's estimate plus headroom).
+        Raises TransactionReverted (decoded) if the call would revert now."""
+        call = {"from": self.sender, "to": request.to, "data": request.data, "value": request.value}
+        with chain_errors("estimating gas"):
+            try:
+                estimate = self.chain.w3.eth.estimate_gas(call)  # type: ignore[arg-type]
+            except ContractLogicError as exc:
+                decoded = decode_revert(
+                    exc.data if isinstance(exc.data, str) else None, self.chain.error_abis
+                )
+                raise TransactionReverted(decoded.reason, code=decoded.code) from exc
+        return estimate * GAS_HEADROOM_NUM // GAS_HEADROOM_DEN
+
+    def block_gas_limit(self) -> int:
+        with chain_errors("reading block gas limit"):
+            return int(self.chain.w3.eth.get_block("latest")["gasLimit"])
 
     def _fees(self) -> Fees:
         w3 = self.chain.w3
