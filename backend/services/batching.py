@@ -28,11 +28,14 @@ exactly as ``actions.relay_action`` drives a single transaction:
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
+from redis.exceptions import LockNotOwnedError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -52,6 +55,11 @@ MAX_BATCH_ATTEMPTS = 5
 # A request this close to its deadline is failed instead of sent: it would most
 # likely be skipped as expired by the time the batch is mined.
 EXPIRY_MARGIN_SECONDS = 2
+# How long a task's claim on waiting for a batch outlives its receipt timeout.
+DRIVER_CLAIM_MARGIN_SECONDS = 10
+# Gas per request of the last batch sent, per relayer: the first guess at how many
+# requests fit the gas cap (every estimate of an over-full batch costs a full run).
+_gas_per_request: dict[str, int] = {}
 
 
 class BatchReverted(ServiceError):
@@ -101,24 +109,48 @@ def relay_forward(
             action = get_action(session, action_id)
             status, tx_hash, nonce = action.status, action.tx_hash, action.nonce
         if ActionStatus(status).is_final or tx_hash is None or nonce is None:
-            return status  # failed before sending (expired), or claimed by nobody yet
-        _resend_if_lost(sessions, relayer, nonce)
-        current = _replace_if_stuck(sessions, relayer, action_id)
-        if current is None:  # the batch was reset meanwhile (never minable): batch it again
-            return relay_forward(
-                sessions=sessions, relayer=relayer, action_id=action_id, limits=limits
-            )
-        tx_hash, replaced = current
-        mined = relayer.wait_mined(tx_hash, also=replaced)
+            return status  # failed before sending (expired, too large)
+        with _driving(relayer, nonce) as mine:
+            if not mine:
+                # Another task is waiting for this batch and finishes every row of it;
+                # this one frees its thread for the next batch. If that task dies, its
+                # claim expires and the sweep's next wake-up drives the batch.
+                return status
+            _resend_if_lost(sessions, relayer, nonce)
+            current = _replace_if_stuck(sessions, relayer, action_id)
+            if current is not None:
+                tx_hash, replaced = current
+                mined = relayer.wait_mined(tx_hash, also=replaced)
+                finish_batch(sessions, relayer, nonce, mined)
     except TransactionReverted as rev:
         _batch_reverted(sessions, relayer, rev)
         raise BatchReverted(f"batch {rev.tx_hash} reverted ({rev.code}); re-batching") from rev
     except ServiceError as exc:
         _update(sessions, action_id, error_code=exc.code, error=exc.reason)
         raise
-    finish_batch(sessions, relayer, nonce, mined)
+    if current is None:  # the batch was reset meanwhile (never minable): batch it again
+        return relay_forward(sessions=sessions, relayer=relayer, action_id=action_id, limits=limits)
     with sessions() as session:
         return get_action(session, action_id).status
+
+
+@contextmanager
+def _driving(relayer: Relayer, nonce: int) -> Iterator[bool]:
+    """Claim the waiting for batch ``nonce`` (one task at a time); yields False if another
+    task holds the claim. The claim expires by itself if its holder dies."""
+    lock = relayer.nonces.client.lock(
+        f"gpucap:batch:{relayer.sender.lower()}:{nonce}",
+        timeout=relayer.receipt_timeout + DRIVER_CLAIM_MARGIN_SECONDS,
+        blocking=False,
+    )
+    if not lock.acquire():
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        with contextlib.suppress(LockNotOwnedError):
+            lock.release()
 
 
 # -- sending ------------------------------------------------------------------
@@ -189,6 +221,8 @@ def _fit(
     with its gas limit set. The first row (the task's own) is always in it; if it
     cannot go even alone, it is failed with the reason and None returned."""
     cap = min(limits.max_gas, relayer.block_gas_limit())
+    if (per_request := _gas_per_request.get(relayer.sender)) is not None:
+        rows = rows[: max(1, cap * 9 // 10 // per_request)]
     while True:
         request = batch_tx(relayer.chain, [r.params for r in rows], relayer.sender)
         try:
@@ -201,6 +235,7 @@ def _fit(
                 continue
             _fail(sessions, rows[0].id, rev.code, rev.reason)
             return None
+        _gas_per_request[relayer.sender] = max(1, gas // len(rows))
         if gas <= cap:
             return rows, replace(request, gas=gas)
         if len(rows) == 1:

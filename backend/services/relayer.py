@@ -20,7 +20,7 @@ from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
-from backend.services.chain import Chain, chain_errors
+from backend.services.chain import Chain, chain_errors, make_web3
 from backend.services.errors import ChainUnavailable, ServiceError, TransactionReverted
 from backend.services.nonce import NonceManager
 from backend.services.revert import decode_revert
@@ -102,6 +102,12 @@ class Relayer:
         self.account: LocalAccount = Account.from_key(private_key)
         self.nonces = NonceManager(nonces_client, self.account.address, lock_seconds=lock_seconds)
         self.receipt_timeout = receipt_timeout
+        # Estimating a large batch runs it several times: allow it more than the
+        # node timeout meant for quick reads (a slow answer is not a dead node).
+        self._estimator = make_web3(
+            chain.w3.provider.endpoint_uri,  # type: ignore[attr-defined]
+            max(receipt_timeout, 10.0),
+        )
         self.replace_after_seconds = replace_after_seconds
         self.fee_bump_percent = fee_bump_percent
 
@@ -153,7 +159,7 @@ class Relayer:
         call = {"from": self.sender, "to": request.to, "data": request.data, "value": request.value}
         with chain_errors("estimating gas"):
             try:
-                estimate = self.chain.w3.eth.estimate_gas(call)  # type: ignore[arg-type]
+                estimate = self._estimator.eth.estimate_gas(call)  # type: ignore[arg-type]
             except ContractLogicError as exc:
                 decoded = decode_revert(
                     exc.data if isinstance(exc.data, str) else None, self.chain.error_abis
