@@ -220,6 +220,11 @@ def table(r: dict[str, Any]) -> str:
                 f"{rel['confirmed_p99_s']} s; indexed p50 {rel['indexed_p50_s']} s p99 "
                 f"{rel['indexed_p99_s']} s"
             )
+            lines.append(
+                f"   relayed: API accepted {rel.get('accepted_per_s')} requests/s; "
+                f"{rel.get('relayer_transactions')} executeBatch txs, mean batch "
+                f"{rel.get('mean_batch')}"
+            )
             lines.append(f"   relayed/raw ratio {b.get('relayed_to_raw_ratio')}")
         else:
             lines.append(f"   relayed: {rel}")

@@ -7,10 +7,13 @@ plain HTTP and raw JSON-RPC only, so brownie is not in the measured path:
 
 - raw: pre-signed ``CapacityToken.buy`` transactions from funded wallets, sent
   back to back; transactions/s = count / (last inclusion seen - first send).
-- relayed: wallets with no ETH sign an EIP-2612 permit and an ERC-2771 request
-  for ``buyWithPermit``; all are POSTed to /api/v1/forward at once; each is
-  done when /actions/{id} says confirmed and /api/v1/portfolio shows the
-  holding (indexed). actions/s = count / (last done - first POST).
+- relayed: wallets with no ETH (one open request each: forwarder nonces are
+  sequential) sign an EIP-2612 permit and an ERC-2771 request for
+  ``buyWithPermit``; all are POSTed to /api/v1/forward at once; the worker
+  relays them in ``executeBatch`` transactions; each is done when its action
+  row is confirmed and the index holds the wallet's capacity (both read from
+  the backend's database every POLL_S, one query for all actions).
+  actions/s = count / (last done - first POST).
 
 Then the read-latency load generator (bench/loadgen.py) runs as a separate
 process against the same API with a mix of /api/v1 read routes.

@@ -7,8 +7,11 @@ holds), signs ONE ``GpucapForwarder.executeBatch``, records it on every row of
 the batch (write-ahead: same tx hash, nonce and raw transaction), then sends.
 
 A batch is identified by the relayer's (sender, nonce): all its rows carry
-them, and whichever task runs for any of its rows drives the whole batch,
-exactly as ``actions.relay_action`` drives a single transaction:
+them, and whichever task runs for any of its rows may drive the whole batch,
+as ``actions.relay_action`` drives a single transaction. One task at a time
+does (an expiring Redis claim per batch): the others return at once, so a
+worker thread is never parked on a batch someone already waits for and the
+next batch can go out while this one is mined. Driving a batch means:
 
 - a recorded batch the node lost is re-sent as recorded (same hash); if its
   nonce was taken meanwhile it can never be mined, so its rows go back to

@@ -24,14 +24,18 @@ a request that may fail.
 from __future__ import annotations
 
 import hashlib
+import json
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from eth_utils import function_abi_to_4byte_selector, to_checksum_address
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from web3.exceptions import ContractLogicError, MismatchedABI, Web3RPCError
+from web3.exceptions import ContractLogicError, MismatchedABI, Web3Exception, Web3RPCError
 
 from backend.db.models import OPEN_STATUSES, Action, ActionKind
 from backend.services.chain import Chain
@@ -59,7 +63,16 @@ ALLOWED_CALLS: dict[str, frozenset[str]] = {
         }
     ),
     "NodeRegistry": frozenset({"registerNode", "depositBond", "requestExit", "withdrawBond"}),
+    # One pool per node, not in the manifest: a `to` is a pool when EpochSettlement
+    # binds the node the pool reports to that address (pool_node_of).
+    "RevenuePool": frozenset({"deposit", "refund", "stake", "requestUnstake", "withdraw", "claim"}),
 }
+POOL = "RevenuePool"
+SETTLEMENT = "EpochSettlement"
+# How long a pool lookup (either answer) is trusted: EpochSettlement binds a node's
+# pool once, so a positive answer never goes stale; a negative one may.
+POOL_CACHE_SECONDS = 30.0
+_pool_cache: dict[tuple[int, str], tuple[float, int | None]] = {}
 # Seconds a request must stay valid after acceptance: time to be relayed and mined.
 MIN_DEADLINE_MARGIN = 30
 
@@ -117,19 +130,96 @@ class ForwardParams:
 KEY_PREFIX = "forward:"
 
 
+def allowed_contracts(chain: Chain) -> list[str]:
+    """Names in ALLOWED_CALLS this deployment has (pools come with EpochSettlement)."""
+    present = set(chain.deployment.contracts)
+    return [n for n in ALLOWED_CALLS if n in present or (n == POOL and SETTLEMENT in present)]
+
+
+def _pool_abi(chain: Chain) -> list[dict[str, Any]]:
+    """RevenuePool's ABI, built beside the deployed contracts' ABIs."""
+    return _abi_at(chain.deployment.contracts[SETTLEMENT].abi_path.parent / f"{POOL}.json")
+
+
+@lru_cache(maxsize=4)
+def _abi_at(path: Path) -> list[dict[str, Any]]:
+    return json.loads(path.read_text())["abi"]  # type: ignore[no-any-return]
+
+
+def error_abis(chain: Chain) -> list[dict[str, Any]]:
+    """Custom errors of the deployed contracts and of RevenuePool (for pool reverts)."""
+    if SETTLEMENT not in chain.deployment.contracts:
+        return chain.error_abis
+    known = {(e["name"], tuple(i["type"] for i in e["inputs"])) for e in chain.error_abis}
+    extra = [
+        e
+        for e in _pool_abi(chain)
+        if e.get("type") == "error"
+        and (e["name"], tuple(i["type"] for i in e["inputs"])) not in known
+    ]
+    return [*chain.error_abis, *extra]
+
+
+def pool_node_of(chain: Chain, to: str) -> int | None:
+    """The node whose RevenuePool ``to`` is, or None: ``to`` reports a node id
+    (``terms()``, as EpochSettlement.setPool reads it) and ``EpochSettlement.poolOf``
+    of that node is ``to``. Cached for POOL_CACHE_SECONDS."""
+    if SETTLEMENT not in chain.deployment.contracts:
+        return None
+    key = (chain.deployment.chain_id, to.lower())
+    now = time.monotonic()
+    cached = _pool_cache.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    pool = chain.w3.eth.contract(address=to_checksum_address(to), abi=_pool_abi(chain))
+    settlement = chain.contract(SETTLEMENT)
+
+    def lookup() -> int | None:
+        try:
+            node = int(pool.functions.terms().call()[2])
+        except (Web3Exception, ValueError, OverflowError):
+            return None  # not a pool (an account, another contract)
+        bound = settlement.functions.poolOf(node).call()
+        return node if bound.lower() == to.lower() else None
+
+    node = chain.call("looking up pool", lookup)
+    _pool_cache[key] = (now + POOL_CACHE_SECONDS, node)
+    return node
+
+
+def _target(chain: Chain, to: str) -> tuple[str, list[dict[str, Any]]] | None:
+    """(contract name, ABI) of a target the relayer may call for users, or None."""
+    by_address = {ref.address.lower(): name for name, ref in chain.deployment.contracts.items()}
+    name = by_address.get(to.lower())
+    if name is not None:
+        return (name, chain.deployment.contracts[name].abi) if name in ALLOWED_CALLS else None
+    if pool_node_of(chain, to) is None:
+        return None
+    forwarder = chain.contract(FORWARDER).address
+    pool = chain.w3.eth.contract(address=to_checksum_address(to), abi=_pool_abi(chain))
+    if not chain.call(
+        "reading pool forwarder", lambda: pool.functions.isTrustedForwarder(forwarder).call()
+    ):
+        raise ForwardRejected(
+            f"pool {to} does not trust the forwarder {forwarder}", code="TargetNotAllowed"
+        )
+    return POOL, _pool_abi(chain)
+
+
 def _function_for(chain: Chain, to: str, data: bytes) -> tuple[str, str]:
     """(contract name, function name) the call targets, or ForwardRejected."""
-    by_address = {ref.address.lower(): name for name, ref in chain.deployment.contracts.items()}
-    contract = by_address.get(to.lower())
-    if contract is None or contract not in ALLOWED_CALLS:
-        allowed = ", ".join(sorted(ALLOWED_CALLS))
+    target = _target(chain, to)
+    if target is None:
+        allowed = ", ".join(sorted(allowed_contracts(chain)))
         raise ForwardRejected(
-            f"{to} is not a gpucap contract the relayer calls for users ({allowed})",
+            f"{to} is not a gpucap contract the relayer calls for users ({allowed}; "
+            "a RevenuePool only once EpochSettlement binds it to its node)",
             code="TargetNotAllowed",
         )
+    contract, abi = target
     if len(data) < 4:
         raise ForwardRejected("data must start with a 4-byte function selector", code="BadCalldata")
-    for item in chain.deployment.contracts[contract].abi:
+    for item in abi:
         if item.get("type") == "function" and function_abi_to_4byte_selector(item) == data[:4]:
             name = item["name"]
             if name not in ALLOWED_CALLS[contract]:
@@ -200,7 +290,7 @@ def simulate(
     try:
         chain.call("simulating forwarded call", lambda: chain.w3.eth.call(call, block_identifier))  # type: ignore[arg-type]
     except ContractLogicError as exc:
-        decoded = decode_revert(exc.data if isinstance(exc.data, str) else None, chain.error_abis)
+        decoded = decode_revert(exc.data if isinstance(exc.data, str) else None, error_abis(chain))
         raise TransactionReverted(decoded.reason, code=decoded.code) from exc
 
 
@@ -320,7 +410,7 @@ def _failed_call(
             and str(frame.get("input", "")).lower() == calldata
             and frame.get("error")
         ):
-            decoded = decode_revert(frame.get("output"), chain.error_abis)
+            decoded = decode_revert(frame.get("output"), error_abis(chain))
             return RequestOutcome(success=False, code=decoded.code, reason=decoded.reason)
     try:  # no tracer: replay on the block's state (the batch's effects included)
         simulate(chain, p.request(), block_identifier=block_number)

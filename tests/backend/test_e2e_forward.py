@@ -224,3 +224,74 @@ def test_pending_requests_go_out_as_one_batch_with_outcomes_each(
         "InvalidNonce",
     ), final["sidestepped"]
     assert s.forwarder.nonces(sidestepped.address) == 1
+
+
+def _node_pool(s, market, admin, operator2, *, bind: bool):
+    """A RevenuePool for the market's node that trusts the forwarder; bound to the node in
+    EpochSettlement if ``bind``."""
+    from brownie import RevenuePool
+
+    hub, node = s.oracle_hub, market["node"]
+    config = (
+        f"gpucap node {node} share",
+        f"gN{node}",
+        s.stablecoin.address,
+        operator2.address,
+        admin.address,
+        s.forwarder.address,
+        node,
+        1_000 * USD,
+        chain[-1].timestamp + 86_400,
+        USD,
+        hub.genesisTimestamp(),
+        hub.epochLengthSeconds(),
+        1,
+        12,
+        1_200,
+    )
+    pool = RevenuePool.deploy(config, {"from": admin})
+    if bind:
+        s.settlement.setPool(node, pool, {"from": admin})
+    return pool
+
+
+def test_wallet_deposits_into_its_nodes_pool_gaslessly(
+    stack: Stack, market, admin, operator2
+) -> None:
+    """A node's RevenuePool is a target once EpochSettlement binds it to the node; an
+    unbound pool (same code, same node) is refused."""
+    s = market["system"]
+    stray = _node_pool(s, market, admin, operator2, bind=False)
+    pool = _node_pool(s, market, admin, operator2, bind=True)
+    investor = Account.create()
+    s.stablecoin.transfer(investor.address, 50 * USD, {"from": admin})
+    deadline = chain[-1].timestamp + 3_600
+    # The wallet's permit lets the pool pull its deposit; anyone may submit a permit.
+    v, r, sig_s = sign_permit(
+        investor,
+        token_name=s.stablecoin.name(),
+        token=s.stablecoin.address,
+        spender=pool.address,
+        value=50 * USD,
+        nonce=0,
+        deadline=deadline,
+        chain_id=chain.id,
+    )
+    s.stablecoin.permit(investor.address, pool, 50 * USD, deadline, v, r, sig_s, {"from": admin})
+    deposit = pool.deposit.encode_input(40 * USD, investor.address)
+
+    refused = stack.post("/api/v1/forward", json=signed_body(s, investor, stray.address, deposit))
+    assert (refused.status_code, refused.json()["code"]) == (422, "TargetNotAllowed")
+    too_much = pool.deposit.encode_input(60 * USD, investor.address)
+    rejected = stack.post("/api/v1/forward", json=signed_body(s, investor, pool.address, too_much))
+    assert (rejected.status_code, rejected.json()["code"]) == (422, "ERC20InsufficientAllowance")
+
+    resp = stack.post("/api/v1/forward", json=signed_body(s, investor, pool.address, deposit))
+    assert resp.status_code == 202, resp.text
+    assert (resp.json()["contract"], resp.json()["function"]) == ("RevenuePool", "deposit")
+    final = stack.wait_final(resp.json()["action_id"])
+    assert final["status"] == "confirmed", final
+    assert pool.balanceOf(investor.address) == 40 * USD * 10**18 // USD
+    assert s.stablecoin.balanceOf(investor.address) == 10 * USD
+    info = stack.get("/api/v1/forwarder").json()
+    assert "requestUnstake" in info["allowed_calls"]["RevenuePool"]
