@@ -440,6 +440,9 @@ async def _follow(
             {
                 "wall_s": round(wall, 3),
                 "actions_per_s": round(len(done) / wall, 2),
+                "confirmed_per_s": round(
+                    len(done) / (max(r["t0"] + r["confirmed"] for r in done) - first), 2
+                ),
                 "accept_wall_s": round(last_accept - first, 3),
                 "accepted_per_s": round(len(accepted) / (last_accept - first), 1),
                 "accept_p50_ms": round(1000 * statistics.median(r["accepted"] for r in done), 1),

@@ -126,7 +126,7 @@ def relay_forward(
                 mined = relayer.wait_mined(tx_hash, also=replaced)
                 finish_batch(sessions, relayer, nonce, mined)
     except TransactionReverted as rev:
-        _batch_reverted(sessions, relayer, rev)
+        _batch_reverted(sessions, relayer, nonce, rev)
         raise BatchReverted(f"batch {rev.tx_hash} reverted ({rev.code}); re-batching") from rev
     except ServiceError as exc:
         _update(sessions, action_id, error_code=exc.code, error=exc.reason)
@@ -477,21 +477,12 @@ def finish_batch(
 
 
 def _batch_reverted(
-    sessions: sessionmaker[Session], relayer: Relayer, rev: TransactionReverted
+    sessions: sessionmaker[Session], relayer: Relayer, nonce: int, rev: TransactionReverted
 ) -> None:
     """The batch reverted as a whole: no request ran. Rows with submissions left go back
     to pending (re-batched by the retry); the others fail with the decoded reason."""
     with sessions() as session:
-        rows = list(
-            session.scalars(
-                select(Action).where(
-                    Action.kind == FORWARD,
-                    Action.sender == relayer.sender,
-                    Action.tx_hash == rev.tx_hash,
-                    Action.status.in_(OPEN_STATUSES),
-                )
-            )
-        )
+        rows = _batch_rows(session, relayer.sender, nonce)  # whichever of its txs reverted
         exhausted = [r.id for r in rows if r.attempts >= MAX_BATCH_ATTEMPTS]
         again = [r.id for r in rows if r.attempts < MAX_BATCH_ATTEMPTS]
     log.warning(

@@ -446,7 +446,9 @@ def _not_run(chain: Chain, p: ForwardParams, block_number: int) -> RequestOutcom
             success=False,
             code="InvalidNonce",
             reason=f"{p.sender}'s forwarder nonce {p.nonce} was used by another transaction "
-            f"before block {block_number} (nonce now {nonce}); this request did not run",
+            f"before block {block_number} (nonce now {nonce}): by this request sent by someone "
+            "else, or by another request signed for that nonce; the relayer's batch did not "
+            "run it",
         )
     return RequestOutcome(
         success=False,
