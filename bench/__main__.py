@@ -44,7 +44,7 @@ FULL = {
     "index_nodes": 200,
     "raw_wallets": 40,
     "raw_per_wallet": 30,
-    "relayed": 60,
+    "relayed": 1_000,  # senders, one request each: enough to fill executeBatch transactions
     "read_seconds": 10.0,
     "concurrencies": [50, 200],
     "oracle_nodes": 10_000,
