@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gpucap import devchain
@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     replace_after_seconds: float = 60.0
     fee_bump_percent: int = 25
     nonce_lock_seconds: float = 30.0
+    # Forward requests go out many per executeBatch transaction: at most this many,
+    # and at most this much gas (never more than the latest block's gas limit).
+    forward_batch_max_requests: int = Field(default=100, ge=1)
+    forward_batch_max_gas: int = Field(default=15_000_000, ge=100_000)
     # The sweep re-enqueues pending/submitted rows idle for longer than this.
     # Keep it above the relay task's retry_backoff_max (worker/tasks.py).
     sweep_interval_seconds: float = 30.0

@@ -44,7 +44,7 @@ FULL = {
     "index_nodes": 200,
     "raw_wallets": 40,
     "raw_per_wallet": 30,
-    "relayed": 60,
+    "relayed": 1_000,  # senders, one request each: enough to fill executeBatch transactions
     "read_seconds": 10.0,
     "concurrencies": [50, 200],
     "oracle_nodes": 10_000,
@@ -219,6 +219,11 @@ def table(r: dict[str, Any]) -> str:
                 f"{rel['actions']}); confirmed p50 {rel['confirmed_p50_s']} s p99 "
                 f"{rel['confirmed_p99_s']} s; indexed p50 {rel['indexed_p50_s']} s p99 "
                 f"{rel['indexed_p99_s']} s"
+            )
+            lines.append(
+                f"   relayed: API accepted {rel.get('accepted_per_s')} requests/s; "
+                f"{rel.get('relayer_transactions')} executeBatch txs, mean batch "
+                f"{rel.get('mean_batch')}"
             )
             lines.append(f"   relayed/raw ratio {b.get('relayed_to_raw_ratio')}")
         else:

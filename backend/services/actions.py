@@ -26,16 +26,15 @@ from backend.services.errors import (
     TransactionReverted,
 )
 from backend.services.faucet import drip_request
-from backend.services.forward import forward_tx
 from backend.services.relayer import Fees, NonceConsumed, Relayer, SignedTx, TxRequest
 from backend.services.settlement import prove_tx, settle_tx
 
 log = logging.getLogger(__name__)
 
 # kind → how to turn its params into a transaction. New kinds register here.
+# Forward actions are not here: they go out many per transaction (services/batching.py).
 REQUEST_BUILDERS: dict[str, Callable[[Chain, dict[str, Any]], TxRequest]] = {
     ActionKind.FAUCET.value: lambda chain, params: drip_request(chain, params["address"]),
-    ActionKind.FORWARD.value: forward_tx,
     ActionKind.PROVE_DELIVERY.value: prove_tx,
     ActionKind.SETTLE_RESERVATION.value: settle_tx,
     ActionKind.SETTLE_EPOCH.value: settle_epoch_tx,

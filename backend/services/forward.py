@@ -24,13 +24,18 @@ a request that may fail.
 from __future__ import annotations
 
 import hashlib
+import json
+import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from eth_utils import function_abi_to_4byte_selector, to_checksum_address
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from web3.exceptions import ContractLogicError
+from web3.exceptions import ContractLogicError, MismatchedABI, Web3Exception, Web3RPCError
 
 from backend.db.models import OPEN_STATUSES, Action, ActionKind
 from backend.services.chain import Chain
@@ -58,7 +63,16 @@ ALLOWED_CALLS: dict[str, frozenset[str]] = {
         }
     ),
     "NodeRegistry": frozenset({"registerNode", "depositBond", "requestExit", "withdrawBond"}),
+    # One pool per node, not in the manifest: a `to` is a pool when EpochSettlement
+    # binds the node the pool reports to that address (pool_node_of).
+    "RevenuePool": frozenset({"deposit", "refund", "stake", "requestUnstake", "withdraw", "claim"}),
 }
+POOL = "RevenuePool"
+SETTLEMENT = "EpochSettlement"
+# How long a pool lookup (either answer) is trusted: EpochSettlement binds a node's
+# pool once, so a positive answer never goes stale; a negative one may.
+POOL_CACHE_SECONDS = 30.0
+_pool_cache: dict[tuple[int, str], tuple[float, int | None]] = {}
 # Seconds a request must stay valid after acceptance: time to be relayed and mined.
 MIN_DEADLINE_MARGIN = 30
 
@@ -116,19 +130,96 @@ class ForwardParams:
 KEY_PREFIX = "forward:"
 
 
+def allowed_contracts(chain: Chain) -> list[str]:
+    """Names in ALLOWED_CALLS this deployment has (pools come with EpochSettlement)."""
+    present = set(chain.deployment.contracts)
+    return [n for n in ALLOWED_CALLS if n in present or (n == POOL and SETTLEMENT in present)]
+
+
+def _pool_abi(chain: Chain) -> list[dict[str, Any]]:
+    """RevenuePool's ABI, built beside the deployed contracts' ABIs."""
+    return _abi_at(chain.deployment.contracts[SETTLEMENT].abi_path.parent / f"{POOL}.json")
+
+
+@lru_cache(maxsize=4)
+def _abi_at(path: Path) -> list[dict[str, Any]]:
+    return json.loads(path.read_text())["abi"]  # type: ignore[no-any-return]
+
+
+def error_abis(chain: Chain) -> list[dict[str, Any]]:
+    """Custom errors of the deployed contracts and of RevenuePool (for pool reverts)."""
+    if SETTLEMENT not in chain.deployment.contracts:
+        return chain.error_abis
+    known = {(e["name"], tuple(i["type"] for i in e["inputs"])) for e in chain.error_abis}
+    extra = [
+        e
+        for e in _pool_abi(chain)
+        if e.get("type") == "error"
+        and (e["name"], tuple(i["type"] for i in e["inputs"])) not in known
+    ]
+    return [*chain.error_abis, *extra]
+
+
+def pool_node_of(chain: Chain, to: str) -> int | None:
+    """The node whose RevenuePool ``to`` is, or None: ``to`` reports a node id
+    (``terms()``, as EpochSettlement.setPool reads it) and ``EpochSettlement.poolOf``
+    of that node is ``to``. Cached for POOL_CACHE_SECONDS."""
+    if SETTLEMENT not in chain.deployment.contracts:
+        return None
+    key = (chain.deployment.chain_id, to.lower())
+    now = time.monotonic()
+    cached = _pool_cache.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    pool = chain.w3.eth.contract(address=to_checksum_address(to), abi=_pool_abi(chain))
+    settlement = chain.contract(SETTLEMENT)
+
+    def lookup() -> int | None:
+        try:
+            node = int(pool.functions.terms().call()[2])
+        except (Web3Exception, ValueError, OverflowError):
+            return None  # not a pool (an account, another contract)
+        bound = settlement.functions.poolOf(node).call()
+        return node if bound.lower() == to.lower() else None
+
+    node = chain.call("looking up pool", lookup)
+    _pool_cache[key] = (now + POOL_CACHE_SECONDS, node)
+    return node
+
+
+def _target(chain: Chain, to: str) -> tuple[str, list[dict[str, Any]]] | None:
+    """(contract name, ABI) of a target the relayer may call for users, or None."""
+    by_address = {ref.address.lower(): name for name, ref in chain.deployment.contracts.items()}
+    name = by_address.get(to.lower())
+    if name is not None:
+        return (name, chain.deployment.contracts[name].abi) if name in ALLOWED_CALLS else None
+    if pool_node_of(chain, to) is None:
+        return None
+    forwarder = chain.contract(FORWARDER).address
+    pool = chain.w3.eth.contract(address=to_checksum_address(to), abi=_pool_abi(chain))
+    if not chain.call(
+        "reading pool forwarder", lambda: pool.functions.isTrustedForwarder(forwarder).call()
+    ):
+        raise ForwardRejected(
+            f"pool {to} does not trust the forwarder {forwarder}", code="TargetNotAllowed"
+        )
+    return POOL, _pool_abi(chain)
+
+
 def _function_for(chain: Chain, to: str, data: bytes) -> tuple[str, str]:
     """(contract name, function name) the call targets, or ForwardRejected."""
-    by_address = {ref.address.lower(): name for name, ref in chain.deployment.contracts.items()}
-    contract = by_address.get(to.lower())
-    if contract is None or contract not in ALLOWED_CALLS:
-        allowed = ", ".join(sorted(ALLOWED_CALLS))
+    target = _target(chain, to)
+    if target is None:
+        allowed = ", ".join(sorted(allowed_contracts(chain)))
         raise ForwardRejected(
-            f"{to} is not a gpucap contract the relayer calls for users ({allowed})",
+            f"{to} is not a gpucap contract the relayer calls for users ({allowed}; "
+            "a RevenuePool only once EpochSettlement binds it to its node)",
             code="TargetNotAllowed",
         )
+    contract, abi = target
     if len(data) < 4:
         raise ForwardRejected("data must start with a 4-byte function selector", code="BadCalldata")
-    for item in chain.deployment.contracts[contract].abi:
+    for item in abi:
         if item.get("type") == "function" and function_abi_to_4byte_selector(item) == data[:4]:
             name = item["name"]
             if name not in ALLOWED_CALLS[contract]:
@@ -183,7 +274,9 @@ def validate(
     )
 
 
-def simulate(chain: Chain, request: SignedRequest) -> None:
+def simulate(
+    chain: Chain, request: SignedRequest, *, block_identifier: int | str = "latest"
+) -> None:
     """Run the call as the forwarder will (from the forwarder, ``from`` appended); raise
     TransactionReverted with the target's own decoded error if it would revert."""
     forwarder = chain.contract(FORWARDER)
@@ -195,9 +288,9 @@ def simulate(chain: Chain, request: SignedRequest) -> None:
         "gas": request.gas,
     }
     try:
-        chain.call("simulating forwarded call", lambda: chain.w3.eth.call(call))  # type: ignore[arg-type]
+        chain.call("simulating forwarded call", lambda: chain.w3.eth.call(call, block_identifier))  # type: ignore[arg-type]
     except ContractLogicError as exc:
-        decoded = decode_revert(exc.data if isinstance(exc.data, str) else None, chain.error_abis)
+        decoded = decode_revert(exc.data if isinstance(exc.data, str) else None, error_abis(chain))
         raise TransactionReverted(decoded.reason, code=decoded.code) from exc
 
 
@@ -214,18 +307,152 @@ def open_request_of(session: Session, sender: str) -> Action | None:
     )
 
 
-def forward_tx(chain: Chain, params: dict[str, Any]) -> TxRequest:
-    """The relayer's transaction for a stored forward action: ``execute(request)``.
+def batch_tx(chain: Chain, params: Sequence[dict[str, Any]], refund_receiver: str) -> TxRequest:
+    """The relayer's transaction for stored forward actions: one ``executeBatch``.
 
-    Re-simulates first: state may have changed since acceptance, and the
-    forwarder itself would only report ``FailedCall`` for a reverting target.
+    A non-zero ``refund_receiver`` makes the batch non-atomic (OpenZeppelin 5.4
+    ``ERC2771Forwarder.executeBatch``): a request whose call reverts still uses
+    its nonce and emits ``ExecutedForwardRequest(signer, nonce, false)``; an
+    invalid one (expired, nonce used, bad signature) is skipped without an
+    event; neither reverts the others. The value of requests that did not run
+    goes back to ``refund_receiver`` (the relayer).
     """
-    p = ForwardParams.from_params(params)
-    request = p.request()
-    simulate(chain, request)
     forwarder = chain.contract(FORWARDER)
+    requests = [ForwardParams.from_params(p).request() for p in params]
     return TxRequest(
         to=forwarder.address,
-        data=forwarder.encode_abi("execute", args=[request.as_tuple()]),
-        value=p.value,
+        data=forwarder.encode_abi(
+            "executeBatch", args=[[r.as_tuple() for r in requests], refund_receiver]
+        ),
+        value=sum(r.value for r in requests),
+    )
+
+
+@dataclass(frozen=True)
+class RequestOutcome:
+    """What a mined batch did with one request."""
+
+    success: bool
+    code: str | None = None  # why it failed: the target's custom error, or why it did not run
+    reason: str | None = None
+
+
+def batch_outcomes(
+    chain: Chain, receipt: Any, params: Sequence[dict[str, Any]]
+) -> list[RequestOutcome]:
+    """Each request's outcome in a mined ``executeBatch`` receipt, in ``params`` order.
+
+    ``ExecutedForwardRequest(signer, nonce, success)`` says whether a request ran
+    and whether its call succeeded; a failed call's own revert is recovered from
+    the transaction's call trace (or, where the node has no tracer, by replaying
+    the call on the block's state) and decoded; a request with no event was
+    skipped by the forwarder, and the chain says why.
+    """
+    forwarder = chain.contract(FORWARDER)
+    event = forwarder.events.ExecutedForwardRequest()
+    ran: dict[tuple[str, int], bool] = {}
+    for log in receipt["logs"]:
+        if log["address"].lower() != forwarder.address.lower():
+            continue
+        try:
+            args = event.process_log(log)["args"]
+        except MismatchedABI:
+            continue
+        ran[(args["signer"].lower(), int(args["nonce"]))] = bool(args["success"])
+    tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
+    block_number = int(receipt["blockNumber"])
+    trace: list[dict[str, Any]] | None = None
+    out = []
+    for raw in params:
+        p = ForwardParams.from_params(raw)
+        success = ran.get((p.sender.lower(), p.nonce))
+        if success:
+            out.append(RequestOutcome(success=True))
+        elif success is False:
+            if trace is None:
+                trace = _call_trace(chain, tx_hash)
+            out.append(_failed_call(chain, p, trace, block_number))
+        else:
+            out.append(_not_run(chain, p, block_number))
+    return out
+
+
+def _call_trace(chain: Chain, tx_hash: str) -> list[dict[str, Any]]:
+    """Every call frame of the transaction (flattened), or [] where the node has no tracer."""
+    try:
+        resp = chain.call(
+            "tracing batch",
+            lambda: chain.w3.provider.make_request(  # type: ignore[arg-type]
+                "debug_traceTransaction", [tx_hash, {"tracer": "callTracer"}]
+            ),
+        )
+    except Web3RPCError:
+        return []
+    root = resp.get("result") if isinstance(resp, dict) else None
+    frames: list[dict[str, Any]] = []
+    stack = [root] if isinstance(root, dict) else []
+    while stack:
+        frame = stack.pop()
+        frames.append(frame)
+        stack.extend(frame.get("calls") or [])
+    return frames
+
+
+def _failed_call(
+    chain: Chain, p: ForwardParams, trace: list[dict[str, Any]], block_number: int
+) -> RequestOutcome:
+    forwarder = chain.contract(FORWARDER).address.lower()
+    calldata = (p.data + p.sender[2:]).lower()
+    for frame in trace:
+        if (
+            str(frame.get("from", "")).lower() == forwarder
+            and str(frame.get("to", "")).lower() == p.to.lower()
+            and str(frame.get("input", "")).lower() == calldata
+            and frame.get("error")
+        ):
+            decoded = decode_revert(frame.get("output"), error_abis(chain))
+            return RequestOutcome(success=False, code=decoded.code, reason=decoded.reason)
+    try:  # no tracer: replay on the block's state (the batch's effects included)
+        simulate(chain, p.request(), block_identifier=block_number)
+    except TransactionReverted as rev:
+        return RequestOutcome(success=False, code=rev.code, reason=rev.reason)
+    return RequestOutcome(
+        success=False,
+        code="ForwardedCallFailed",
+        reason=f"{p.contract}.{p.function} reverted inside the batch (block {block_number}); "
+        "replaying it now does not revert",
+    )
+
+
+def _not_run(chain: Chain, p: ForwardParams, block_number: int) -> RequestOutcome:
+    """Why the forwarder skipped a request (no event): expired, nonce used, or invalid."""
+    forwarder = chain.contract(FORWARDER)
+    timestamp, nonce = chain.call(
+        "reading skipped request",
+        lambda: (
+            int(chain.w3.eth.get_block(block_number)["timestamp"]),
+            forwarder.functions.nonces(p.sender).call(block_identifier=block_number),
+        ),
+    )
+    if p.deadline < timestamp:
+        return RequestOutcome(
+            success=False,
+            code="RequestExpired",
+            reason=f"deadline {p.deadline} passed before block {block_number} "
+            f"(timestamp {timestamp}); sign a new request",
+        )
+    if nonce != p.nonce:
+        return RequestOutcome(
+            success=False,
+            code="InvalidNonce",
+            reason=f"{p.sender}'s forwarder nonce {p.nonce} was used by another transaction "
+            f"before block {block_number} (nonce now {nonce}): by this request sent by someone "
+            "else, or by another request signed for that nonce; the relayer's batch did not "
+            "run it",
+        )
+    return RequestOutcome(
+        success=False,
+        code="ForwardRequestInvalid",
+        reason="the forwarder skipped the request: the signature does not verify or the "
+        "target does not trust the forwarder",
     )

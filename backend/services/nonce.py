@@ -25,6 +25,10 @@ class NonceManager:
         self._lock_seconds = lock_seconds
 
     @property
+    def client(self) -> redis.Redis:
+        return self._client
+
+    @property
     def lock_name(self) -> str:
         return f"gpucap:nonce-lock:{self.sender.lower()}"
 

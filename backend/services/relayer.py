@@ -20,7 +20,7 @@ from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
-from backend.services.chain import Chain, chain_errors
+from backend.services.chain import Chain, chain_errors, make_web3
 from backend.services.errors import ChainUnavailable, ServiceError, TransactionReverted
 from backend.services.nonce import NonceManager
 from backend.services.revert import decode_revert
@@ -102,6 +102,12 @@ class Relayer:
         self.account: LocalAccount = Account.from_key(private_key)
         self.nonces = NonceManager(nonces_client, self.account.address, lock_seconds=lock_seconds)
         self.receipt_timeout = receipt_timeout
+        # Estimating a large batch runs it several times: allow it more than the
+        # node timeout meant for quick reads (a slow answer is not a dead node).
+        self._estimator = make_web3(
+            chain.w3.provider.endpoint_uri,  # type: ignore[attr-defined]
+            max(receipt_timeout, 10.0),
+        )
         self.replace_after_seconds = replace_after_seconds
         self.fee_bump_percent = fee_bump_percent
 
@@ -124,15 +130,7 @@ class Relayer:
         call = {"from": self.sender, "to": request.to, "data": request.data, "value": request.value}
         with chain_errors("preparing transaction"):
             self.chain.check_chain_id()
-            gas = request.gas
-            if gas is None:
-                try:
-                    gas = w3.eth.estimate_gas(call) * GAS_HEADROOM_NUM // GAS_HEADROOM_DEN  # type: ignore[arg-type]
-                except ContractLogicError as exc:
-                    decoded = decode_revert(
-                        exc.data if isinstance(exc.data, str) else None, self.chain.error_abis
-                    )
-                    raise TransactionReverted(decoded.reason, code=decoded.code) from exc
+            gas = request.gas if request.gas is not None else self.estimate_gas(request)
             if nonce is None:
                 nonce = w3.eth.get_transaction_count(self.sender, "pending")
             fees = self._fees()
@@ -154,6 +152,24 @@ class Relayer:
             raw_tx="0x" + signed.raw_transaction.hex().removeprefix("0x"),
             fees=fees,
         )
+
+    def estimate_gas(self, request: TxRequest) -> int:
+        """The gas limit to send ``request`` with (the node's estimate plus headroom).
+        Raises TransactionReverted (decoded) if the call would revert now."""
+        call = {"from": self.sender, "to": request.to, "data": request.data, "value": request.value}
+        with chain_errors("estimating gas"):
+            try:
+                estimate = self._estimator.eth.estimate_gas(call)  # type: ignore[arg-type]
+            except ContractLogicError as exc:
+                decoded = decode_revert(
+                    exc.data if isinstance(exc.data, str) else None, self.chain.error_abis
+                )
+                raise TransactionReverted(decoded.reason, code=decoded.code) from exc
+        return estimate * GAS_HEADROOM_NUM // GAS_HEADROOM_DEN
+
+    def block_gas_limit(self) -> int:
+        with chain_errors("reading block gas limit"):
+            return int(self.chain.w3.eth.get_block("latest")["gasLimit"])
 
     def _fees(self) -> Fees:
         w3 = self.chain.w3

@@ -11,7 +11,8 @@ from typing import Any
 from celery import Celery, Task, shared_task
 from redis.exceptions import LockNotOwnedError
 
-from backend.services import actions
+from backend.services import batching
+from backend.services.batching import BatchLimits, BatchReverted
 from backend.services.epoch_settlement import plan_epoch_settlements
 from backend.services.errors import ActionNotFound, ChainUnavailable, NonceLockTimeout
 from backend.services.indexer import ConcurrentIndexer, ReorgDuringBatch
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 # Backoff stays under the sweep's staleness threshold, so a row that is being
 # retried (each attempt touches updated_at) is not also re-enqueued by the sweep.
 # When the retries run out the row stays open and the sweep takes it up later.
-RETRYABLE = (ChainUnavailable, NonceLockTimeout, RelayRejected, NonceConsumed)
+RETRYABLE = (ChainUnavailable, NonceLockTimeout, RelayRejected, NonceConsumed, BatchReverted)
 
 
 @shared_task(
@@ -48,11 +49,16 @@ RETRYABLE = (ChainUnavailable, NonceLockTimeout, RelayRejected, NonceConsumed)
     max_retries=10,
 )
 def relay_action(self: Task, action_id: str) -> str:
-    """Send the action's transaction (or check the one already sent) and record the outcome."""
+    """Send the action's transaction (or check the one already sent) and record the outcome.
+    Forward actions go out in batches: this task may send (and finish) many."""
     ctx = context_of(self.app)
+    limits = BatchLimits(
+        max_requests=ctx.settings.forward_batch_max_requests,
+        max_gas=ctx.settings.forward_batch_max_gas,
+    )
     try:
-        return actions.relay_action(
-            sessions=ctx.sessions, relayer=relayer_of(self.app), action_id=action_id
+        return batching.relay(
+            sessions=ctx.sessions, relayer=relayer_of(self.app), action_id=action_id, limits=limits
         )
     except ActionNotFound:
         log.error("relay_action: action %s does not exist; dropping the message", action_id)

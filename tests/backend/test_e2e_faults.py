@@ -17,10 +17,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
+from brownie import chain, web3
 from eth_account import Account
 
 from backend.redis_embedded import EmbeddedRedis
+from backend.services.nonce import NonceManager
 from gpucap import devchain
+from gpucap.signing import sign_request
 from tests.backend.backend_helpers import ServiceProcess, Stack, backend_env, http_up, wait_for
 
 DRIP = 1_000 * 10**6  # DeployConfig.for_tests()
@@ -178,3 +182,59 @@ def test_worker_killed_mid_run_loses_and_doubles_nothing(faulty) -> None:
     stack.worker.popen.wait()
     stack.start_worker()  # acks_late redelivery and the sweep pick the rest up
     _all_confirmed_once(stack, drips, timeout=120)
+
+
+def _all_with_status(stack: Stack, ids: list[str], status: str) -> list[dict] | None:
+    rows = [stack.get(f"/actions/{i}").json() for i in ids]
+    return rows if all(r["status"] == status for r in rows) else None
+
+
+def test_worker_killed_mid_batch_runs_each_request_once(faulty) -> None:
+    """SIGKILL while a batch is in flight (sent, not mined): after the restart every
+    request of it is confirmed, and each ran exactly once (its forwarder nonce is 1)."""
+    stack = faulty["stack"]
+    s = stack.deployment.system
+    wait_for(stack.worker_ok, 30, "the worker to answer")
+    wallets = [Account.create() for _ in range(6)]
+    deadline = chain[-1].timestamp + 3_600
+    data = s.capacity.setApprovalForAll.encode_input(s.registry.address, True)
+    relayer = Account.from_key(devchain.dev_private_key(9)).address
+    client = redis.Redis.from_url(stack.redis.url)
+    web3.provider.make_request("evm_setAutomine", [False])
+    try:
+        with NonceManager(client, relayer, lock_seconds=30).locked():  # let them queue up
+            ids = []
+            for w in wallets:
+                req = sign_request(
+                    w, s.forwarder.address, chain.id, s.capacity.address, data, 0, deadline
+                )
+                body = {
+                    "from": w.address,
+                    "to": req.to,
+                    "value": 0,
+                    "gas": req.gas,
+                    "deadline": req.deadline,
+                    "data": "0x" + req.data.hex(),
+                    "signature": "0x" + req.signature.hex(),
+                    "nonce": 0,
+                }
+                resp = stack.post("/api/v1/forward", json=body)
+                assert resp.status_code == 202, resp.text
+                ids.append(resp.json()["action_id"])
+        rows = wait_for(lambda: _all_with_status(stack, ids, "submitted"), 30, "the batch")
+        assert len({r["tx_hash"] for r in rows}) == 1  # one transaction for all six
+        assert stack.worker.popen is not None
+        os.killpg(stack.worker.popen.pid, signal.SIGKILL)
+        stack.worker.popen.wait()
+        web3.provider.make_request("evm_mine", [])
+    finally:
+        web3.provider.make_request("evm_setAutomine", [True])
+        client.close()
+    stack.start_worker()  # the start-up sweep finds the open rows and finishes the batch
+    for action_id in ids:
+        final = stack.wait_final(action_id, timeout=60)
+        assert final["status"] == "confirmed", final
+        assert final["tx_hash"] == rows[0]["tx_hash"]
+    for w in wallets:
+        assert s.forwarder.nonces(w.address) == 1
+        assert s.capacity.isApprovedForAll(w.address, s.registry.address)

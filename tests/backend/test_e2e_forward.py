@@ -5,10 +5,13 @@ relays execute() and the wallet holds the capacity (uvicorn + celery + Redis + a
 from __future__ import annotations
 
 import pytest
+import redis
 from brownie import chain, web3
 from eth_account import Account
 
-from gpucap.signing import sign_permit, sign_request
+from backend.services.nonce import NonceManager
+from gpucap import devchain
+from gpucap.signing import SignedRequest, sign_permit, sign_request
 from tests.backend.backend_helpers import Stack, wait_for
 
 USD = 10**6
@@ -42,8 +45,18 @@ def market(stack: Stack, admin, operator2):
     return {"system": s, "offer": offer, "token": token, "wallet": wallet, "node": node}
 
 
-def buy_request(stack: Stack, market, amount: int, *, signer=None, deadline=None, nonce=None):
-    s, wallet = market["system"], market["wallet"]
+def buy_request(
+    stack: Stack,
+    market,
+    amount: int,
+    *,
+    signer=None,
+    deadline=None,
+    nonce=None,
+    wallet=None,
+    offer=None,
+):
+    s, wallet = market["system"], wallet or market["wallet"]
     signer = signer or wallet
     deadline = deadline or chain[-1].timestamp + 3_600
     v, r, sig_s = sign_permit(
@@ -56,11 +69,19 @@ def buy_request(stack: Stack, market, amount: int, *, signer=None, deadline=None
         deadline=deadline,
         chain_id=chain.id,
     )
-    data = s.capacity.buyWithPermit.encode_input(market["offer"], amount, deadline, v, r, sig_s)
-    nonce = s.forwarder.nonces(wallet.address) if nonce is None else nonce
-    req = sign_request(
-        signer, s.forwarder.address, chain.id, s.capacity.address, data, nonce, deadline
+    offer = market["offer"] if offer is None else offer
+    data = s.capacity.buyWithPermit.encode_input(offer, amount, deadline, v, r, sig_s)
+    return signed_body(
+        s, wallet, s.capacity.address, data, signer=signer, deadline=deadline, nonce=nonce
     )
+
+
+def signed_body(s, wallet, to, data, *, signer=None, deadline=None, nonce=None) -> dict:
+    """The /api/v1/forward body for ``wallet``'s request to call ``to`` with ``data``."""
+    signer = signer or wallet
+    deadline = deadline or chain[-1].timestamp + 3_600
+    nonce = s.forwarder.nonces(wallet.address) if nonce is None else nonce
+    req = sign_request(signer, s.forwarder.address, chain.id, to, data, nonce, deadline)
     return {
         "from": wallet.address,
         "to": req.to,
@@ -130,3 +151,147 @@ def test_rejections_say_why(stack: Stack, market) -> None:
     assert _rejected(stack, {**body, "data": admin_call}) == (422, "FunctionNotAllowed")
     assert _rejected(stack, {**body, "to": s.stablecoin.address}) == (422, "TargetNotAllowed")
     assert _rejected(stack, {**body, "signature": "0x12"})[0] == 422
+
+
+def _approval(s, wallet, operator) -> dict:
+    data = s.capacity.setApprovalForAll.encode_input(operator, True)
+    return signed_body(s, wallet, s.capacity.address, data)
+
+
+def test_pending_requests_go_out_as_one_batch_with_outcomes_each(
+    stack: Stack, market, admin, operator2
+) -> None:
+    """Requests that wait while the relayer is busy go out in ONE executeBatch; a request
+    whose call now reverts, or whose nonce someone else used, fails alone with the reason."""
+    s = market["system"]
+    buyer, loser, approver, sidestepped = (Account.create() for _ in range(4))
+    for w in (buyer, loser):
+        s.stablecoin.transfer(w.address, 10 * USD, {"from": admin})
+    doomed = s.capacity.publishOffer(
+        market["node"], market["token"], 5, PRICE, {"from": operator2}
+    ).return_value
+    bodies = {
+        "buyer": buy_request(stack, market, 2, wallet=buyer),
+        "loser": buy_request(stack, market, 1, wallet=loser, offer=doomed),
+        "approver": _approval(s, approver, operator2.address),
+        "sidestepped": _approval(s, sidestepped, admin.address),
+    }
+    relayer = Account.from_key(devchain.dev_private_key(9)).address
+    client = redis.Redis.from_url(stack.redis.url)
+    # The relayer is busy (its nonce lock held): every request is accepted and waits.
+    with NonceManager(client, relayer, lock_seconds=30).locked():
+        ids = {}
+        for name, body in bodies.items():
+            resp = stack.post("/api/v1/forward", json=body)
+            assert resp.status_code == 202, resp.text
+            ids[name] = resp.json()["action_id"]
+        # Meanwhile the doomed offer closes, and someone else relays one request directly.
+        s.capacity.cancelOffer(doomed, {"from": operator2})
+        b = bodies["sidestepped"]
+        req = SignedRequest(
+            sender=b["from"],
+            to=b["to"],
+            value=0,
+            gas=b["gas"],
+            nonce=0,
+            deadline=b["deadline"],
+            data=bytes.fromhex(b["data"][2:]),
+            signature=bytes.fromhex(b["signature"][2:]),
+        )
+        s.forwarder.execute(req.as_tuple(), {"from": admin})
+    client.close()
+    final = {name: stack.wait_final(action_id) for name, action_id in ids.items()}
+    assert len({a["tx_hash"] for a in final.values()}) == 1, final  # one transaction
+    tx = web3.eth.get_transaction(final["buyer"]["tx_hash"])
+    assert tx["to"] == s.forwarder.address
+    assert "0x" + bytes(tx["input"])[:4].hex() == s.forwarder.executeBatch.signature
+    assert web3.eth.get_transaction_receipt(tx["hash"])["status"] == 1
+
+    assert final["buyer"]["status"] == "confirmed", final["buyer"]
+    assert s.capacity.balanceOf(buyer.address, market["token"]) == 2
+    assert final["approver"]["status"] == "confirmed", final["approver"]
+    assert s.capacity.isApprovedForAll(approver.address, operator2.address)
+    # The call reverted inside the batch: its own error, decoded; nothing moved.
+    assert (final["loser"]["status"], final["loser"]["error_code"]) == (
+        "failed",
+        "CapacityOfferClosed",
+    ), final["loser"]
+    assert s.stablecoin.balanceOf(loser.address) == 10 * USD
+    assert s.forwarder.nonces(loser.address) == 1  # the batch used its nonce
+    # Skipped by the forwarder (its nonce was used): says so, and it ran once only.
+    assert (final["sidestepped"]["status"], final["sidestepped"]["error_code"]) == (
+        "failed",
+        "InvalidNonce",
+    ), final["sidestepped"]
+    assert s.forwarder.nonces(sidestepped.address) == 1
+
+
+def _node_pool(s, market, admin, operator2, *, bind: bool):
+    """A RevenuePool for the market's node that trusts the forwarder; bound to the node in
+    EpochSettlement if ``bind``."""
+    from brownie import RevenuePool
+
+    hub, node = s.oracle_hub, market["node"]
+    config = (
+        f"gpucap node {node} share",
+        f"gN{node}",
+        s.stablecoin.address,
+        operator2.address,
+        admin.address,
+        s.forwarder.address,
+        node,
+        1_000 * USD,
+        chain[-1].timestamp + 86_400,
+        USD,
+        hub.genesisTimestamp(),
+        hub.epochLengthSeconds(),
+        1,
+        12,
+        1_200,
+    )
+    pool = RevenuePool.deploy(config, {"from": admin})
+    if bind:
+        s.settlement.setPool(node, pool, {"from": admin})
+    return pool
+
+
+def test_wallet_deposits_into_its_nodes_pool_gaslessly(
+    stack: Stack, market, admin, operator2
+) -> None:
+    """A node's RevenuePool is a target once EpochSettlement binds it to the node; an
+    unbound pool (same code, same node) is refused."""
+    s = market["system"]
+    stray = _node_pool(s, market, admin, operator2, bind=False)
+    pool = _node_pool(s, market, admin, operator2, bind=True)
+    investor = Account.create()
+    s.stablecoin.transfer(investor.address, 50 * USD, {"from": admin})
+    deadline = chain[-1].timestamp + 3_600
+    # The wallet's permit lets the pool pull its deposit; anyone may submit a permit.
+    v, r, sig_s = sign_permit(
+        investor,
+        token_name=s.stablecoin.name(),
+        token=s.stablecoin.address,
+        spender=pool.address,
+        value=50 * USD,
+        nonce=0,
+        deadline=deadline,
+        chain_id=chain.id,
+    )
+    s.stablecoin.permit(investor.address, pool, 50 * USD, deadline, v, r, sig_s, {"from": admin})
+    deposit = pool.deposit.encode_input(40 * USD, investor.address)
+
+    refused = stack.post("/api/v1/forward", json=signed_body(s, investor, stray.address, deposit))
+    assert (refused.status_code, refused.json()["code"]) == (422, "TargetNotAllowed")
+    too_much = pool.deposit.encode_input(60 * USD, investor.address)
+    rejected = stack.post("/api/v1/forward", json=signed_body(s, investor, pool.address, too_much))
+    assert (rejected.status_code, rejected.json()["code"]) == (422, "ERC20InsufficientAllowance")
+
+    resp = stack.post("/api/v1/forward", json=signed_body(s, investor, pool.address, deposit))
+    assert resp.status_code == 202, resp.text
+    assert (resp.json()["contract"], resp.json()["function"]) == ("RevenuePool", "deposit")
+    final = stack.wait_final(resp.json()["action_id"])
+    assert final["status"] == "confirmed", final
+    assert pool.balanceOf(investor.address) == 40 * USD * 10**18 // USD
+    assert s.stablecoin.balanceOf(investor.address) == 10 * USD
+    info = stack.get("/api/v1/forwarder").json()
+    assert "requestUnstake" in info["allowed_calls"]["RevenuePool"]

@@ -1,6 +1,7 @@
-"""Stuck transactions: a relayed transaction the chain does not mine in time is replaced
-(same nonce, higher fees), and the action ends confirmed exactly once whichever of its
-transactions the chain takes. Real anvil (mining paused) and real Redis."""
+"""Stuck transactions: a relayed transaction (a single one, or a batch of forward
+requests) the chain does not mine in time is replaced (same nonce, higher fees), and
+the action ends confirmed exactly once whichever of its transactions the chain takes.
+Real anvil (mining paused) and real Redis."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ from brownie import web3
 from eth_account import Account
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend.db.models import ActionKind
 from backend.redis_embedded import EmbeddedRedis
-from backend.services import actions
+from backend.services import actions, batching, forward
+from backend.services.batching import BatchLimits
 from backend.services.chain import Chain
 from backend.services.errors import ChainUnavailable
 from backend.services.relayer import Fees, Relayer
 from gpucap import devchain
+from gpucap.signing import sign_request
 from tests.backend.backend_helpers import new_faucet_action
 
 DRIP = 1_000 * 10**6
@@ -114,3 +118,58 @@ def test_original_mined_after_replacement_still_counts_once(
     done = _row(sessions, action_id)
     assert done.tx_hash == original.tx_hash
     assert live_deployment.system.stablecoin.balanceOf(address) == DRIP
+
+
+def _forward_action(relayer: Relayer, sessions: sessionmaker[Session], s: Any) -> str:
+    """A pending forward action (validated like the API does) for a fresh wallet's
+    ``setApprovalForAll``; its id."""
+    wallet = Account.create()
+    data = s.capacity.setApprovalForAll.encode_input(s.registry.address, True)
+    deadline = web3.eth.get_block("latest")["timestamp"] + 3_600
+    chain_id = relayer.chain.deployment.chain_id
+    req = sign_request(wallet, s.forwarder.address, chain_id, s.capacity.address, data, 0, deadline)
+    params = forward.validate(relayer.chain, req)
+    with sessions() as session:
+        action, _ = actions.create_action(
+            session,
+            kind=ActionKind.FORWARD,
+            idempotency_key=params.idempotency_key,
+            params=params.as_params(),
+        )
+        return action.id
+
+
+def test_stuck_batch_is_replaced_whole_and_each_request_confirmed_once(
+    relayer: Relayer, sessions: sessionmaker[Session], live_deployment: Any, paused_mining: None
+) -> None:
+    s = live_deployment.system
+    ids = [_forward_action(relayer, sessions, s) for _ in range(3)]
+    limits = BatchLimits()
+    with pytest.raises(ChainUnavailable):  # one executeBatch for all three; not mined
+        batching.relay_forward(sessions=sessions, relayer=relayer, action_id=ids[0], limits=limits)
+    first = [_row(sessions, i) for i in ids]
+    assert {r.status for r in first} == {"submitted"}
+    assert len({(r.tx_hash, r.nonce) for r in first}) == 1
+
+    time.sleep(0.3)  # older than replace_after_seconds; any row's task drives its batch
+    with pytest.raises(ChainUnavailable):
+        batching.relay_forward(sessions=sessions, relayer=relayer, action_id=ids[1], limits=limits)
+    second = [_row(sessions, i) for i in ids]
+    assert len({r.tx_hash for r in second}) == 1
+    assert second[0].tx_hash != first[0].tx_hash
+    assert {r.nonce for r in second} == {first[0].nonce}
+    assert all(r.replaced_tx_hashes == [first[0].tx_hash] for r in second)
+    assert second[0].max_fee_per_gas >= first[0].max_fee_per_gas * 125 // 100
+
+    web3.provider.make_request("evm_mine", [])
+    assert (
+        batching.relay_forward(sessions=sessions, relayer=relayer, action_id=ids[2], limits=limits)
+        == "confirmed"
+    )
+    done = [_row(sessions, i) for i in ids]
+    assert {(r.status, r.tx_hash) for r in done} == {("confirmed", second[0].tx_hash)}
+    assert relayer.receipt(first[0].tx_hash) is None
+    for row in done:  # each ran exactly once
+        sender = row.params["sender"]
+        assert s.forwarder.nonces(sender) == 1
+        assert s.capacity.isApprovedForAll(sender, s.registry.address)

@@ -35,9 +35,7 @@ def forwarder_info(chain: ChainDep) -> ForwarderInfoPublic:
         },
         types=FORWARD_REQUEST_TYPES,
         allowed_calls={
-            name: sorted(fns)
-            for name, fns in forward.ALLOWED_CALLS.items()
-            if name in chain.deployment.contracts
+            name: sorted(forward.ALLOWED_CALLS[name]) for name in forward.allowed_contracts(chain)
         },
     )
 

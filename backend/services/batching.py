@@ -1,0 +1,506 @@
+"""Forward requests relayed many at once: one ``executeBatch`` transaction per batch.
+
+A relay task for a pending forward action takes the relayer's nonce lock and
+claims every forward action still pending without a transaction (its own
+first, oldest next, up to ``BatchLimits.max_requests`` and the gas a block
+holds), signs ONE ``GpucapForwarder.executeBatch``, records it on every row of
+the batch (write-ahead: same tx hash, nonce and raw transaction), then sends.
+
+A batch is identified by the relayer's (sender, nonce): all its rows carry
+them, and whichever task runs for any of its rows may drive the whole batch,
+as ``actions.relay_action`` drives a single transaction. One task at a time
+does (an expiring Redis claim per batch): the others return at once, so a
+worker thread is never parked on a batch someone already waits for and the
+next batch can go out while this one is mined. Driving a batch means:
+
+- a recorded batch the node lost is re-sent as recorded (same hash); if its
+  nonce was taken meanwhile it can never be mined, so its rows go back to
+  pending and the retry batches them again;
+- a batch pending longer than ``replace_after_seconds`` is re-signed with the
+  same nonce, the same requests and higher fees; every hash stays listed;
+- once a transaction of the batch is mined, each row is finished from the
+  receipt's ``ExecutedForwardRequest`` events (forward.batch_outcomes):
+  confirmed, or failed with the decoded reason. Final rows are never
+  rewritten, so a duplicate task, a redelivery after SIGKILL, or two tasks
+  finishing the same batch at once change nothing;
+- a batch that reverted as a whole (which a non-atomic batch only does when
+  its gas was too low for what the chain did meanwhile) consumed no request
+  nonce: its rows go back to pending and are batched again, up to
+  ``MAX_BATCH_ATTEMPTS`` submissions, then fail with the decoded reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from redis.exceptions import LockNotOwnedError
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.db.models import OPEN_STATUSES, Action, ActionKind, ActionStatus, utcnow
+from backend.services import actions
+from backend.services.actions import _finish, _update, get_action
+from backend.services.errors import ServiceError, TransactionReverted
+from backend.services.forward import batch_outcomes, batch_tx
+from backend.services.relayer import Fees, Mined, NonceConsumed, Relayer, SignedTx, TxRequest
+
+log = logging.getLogger(__name__)
+
+FORWARD = ActionKind.FORWARD.value
+# Submissions of one row (first send, replacements, re-batching after a whole-batch
+# revert) before it fails instead of being batched again.
+MAX_BATCH_ATTEMPTS = 5
+# A request this close to its deadline is failed instead of sent: it would most
+# likely be skipped as expired by the time the batch is mined.
+EXPIRY_MARGIN_SECONDS = 2
+# How long a task's claim on waiting for a batch outlives its receipt timeout.
+DRIVER_CLAIM_MARGIN_SECONDS = 10
+# Gas per request of the last batch sent, per relayer: the first guess at how many
+# requests fit the gas cap (every estimate of an over-full batch costs a full run).
+_gas_per_request: dict[str, int] = {}
+
+
+class BatchReverted(ServiceError):
+    """The whole batch reverted; its rows are pending again. Retry (re-batches them)."""
+
+    code = "BatchReverted"
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_requests: int = 100
+    # Gas a batch may use; never more than the latest block's gas limit.
+    max_gas: int = 15_000_000
+
+
+@dataclass(frozen=True)
+class _Row:
+    id: str
+    params: dict[str, Any]
+
+
+def relay(
+    *, sessions: sessionmaker[Session], relayer: Relayer, action_id: str, limits: BatchLimits
+) -> str:
+    """What the relay task calls: forward actions are batched, others go out singly."""
+    with sessions() as session:
+        kind = get_action(session, action_id).kind
+    if kind != FORWARD:
+        return actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id)
+    return relay_forward(sessions=sessions, relayer=relayer, action_id=action_id, limits=limits)
+
+
+def relay_forward(
+    *, sessions: sessionmaker[Session], relayer: Relayer, action_id: str, limits: BatchLimits
+) -> str:
+    """Drive the batch holding ``action_id`` (sending one first if it has none) until it is
+    mined, and finish every row of it. Returns the row's status; retryable failures raise."""
+    with sessions() as session:
+        action = get_action(session, action_id)
+        status, tx_hash = action.status, action.tx_hash
+    if ActionStatus(status).is_final:
+        return status
+    try:
+        if tx_hash is None:
+            _send_batch(sessions, relayer, action_id, limits)
+        with sessions() as session:
+            action = get_action(session, action_id)
+            status, tx_hash, nonce = action.status, action.tx_hash, action.nonce
+        if ActionStatus(status).is_final or tx_hash is None or nonce is None:
+            return status  # failed before sending (expired, too large)
+        with _driving(relayer, nonce) as mine:
+            if not mine:
+                # Another task is waiting for this batch and finishes every row of it;
+                # this one frees its thread for the next batch. If that task dies, its
+                # claim expires and the sweep's next wake-up drives the batch.
+                return status
+            _resend_if_lost(sessions, relayer, nonce)
+            current = _replace_if_stuck(sessions, relayer, action_id)
+            if current is not None:
+                tx_hash, replaced = current
+                mined = relayer.wait_mined(tx_hash, also=replaced)
+                finish_batch(sessions, relayer, nonce, mined)
+    except TransactionReverted as rev:
+        _batch_reverted(sessions, relayer, nonce, rev)
+        raise BatchReverted(f"batch {rev.tx_hash} reverted ({rev.code}); re-batching") from rev
+    except ServiceError as exc:
+        _update(sessions, action_id, error_code=exc.code, error=exc.reason)
+        raise
+    if current is None:  # the batch was reset meanwhile (never minable): batch it again
+        return relay_forward(sessions=sessions, relayer=relayer, action_id=action_id, limits=limits)
+    with sessions() as session:
+        return get_action(session, action_id).status
+
+
+@contextmanager
+def _driving(relayer: Relayer, nonce: int) -> Iterator[bool]:
+    """Claim the waiting for batch ``nonce`` (one task at a time); yields False if another
+    task holds the claim. The claim expires by itself if its holder dies."""
+    lock = relayer.nonces.client.lock(
+        f"gpucap:batch:{relayer.sender.lower()}:{nonce}",
+        timeout=relayer.receipt_timeout + DRIVER_CLAIM_MARGIN_SECONDS,
+        blocking=False,
+    )
+    if not lock.acquire():
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        with contextlib.suppress(LockNotOwnedError):
+            lock.release()
+
+
+# -- sending ------------------------------------------------------------------
+
+
+def _claimable(session: Session, action_id: str, limit: int) -> list[_Row]:
+    """``action_id`` first, then the oldest other forward rows not yet in any batch."""
+    rows = session.execute(
+        select(Action.id, Action.params)
+        .where(
+            Action.kind == FORWARD,
+            Action.status == ActionStatus.PENDING.value,
+            Action.tx_hash.is_(None),
+            Action.id != action_id,
+        )
+        .order_by(Action.created_at, Action.id)
+        .limit(max(limit - 1, 0))
+    ).all()
+    own = get_action(session, action_id)
+    return [_Row(own.id, dict(own.params)), *(_Row(r.id, dict(r.params)) for r in rows)]
+
+
+def _send_batch(
+    sessions: sessionmaker[Session], relayer: Relayer, action_id: str, limits: BatchLimits
+) -> None:
+    with relayer.nonces.locked():
+        with sessions() as session:  # re-read under the lock: another task may have batched it
+            action = get_action(session, action_id)
+            if action.tx_hash is not None or ActionStatus(action.status).is_final:
+                return
+            rows = _claimable(session, action_id, limits.max_requests)
+        now = int(relayer.chain.latest_block()["timestamp"])
+        live = []
+        for row in rows:
+            if row.params["deadline"] < now + EXPIRY_MARGIN_SECONDS:
+                _finish(
+                    sessions,
+                    row.id,
+                    status=ActionStatus.FAILED.value,
+                    error_code="RequestExpired",
+                    error=f"deadline {row.params['deadline']} passed (chain time {now}) "
+                    "before the request could be relayed; sign a new request",
+                )
+            else:
+                live.append(row)
+        if not live:
+            return
+        fitted = _fit(sessions, relayer, live, limits)
+        if fitted is None:
+            return
+        live, request = fitted
+        signed = relayer.sign(request)
+        _record(sessions, [r.id for r in live], signed)  # write-ahead, then send
+        log.info(
+            "forward batch of %d sent as %s (nonce %d, gas %d)",
+            len(live),
+            signed.tx_hash,
+            signed.nonce,
+            request.gas,
+        )
+        relayer.broadcast(signed)
+
+
+def _fit(
+    sessions: sessionmaker[Session], relayer: Relayer, rows: list[_Row], limits: BatchLimits
+) -> tuple[list[_Row], TxRequest] | None:
+    """The longest prefix of ``rows`` whose batch fits the gas cap, as a transaction
+    with its gas limit set. The first row (the task's own) is always in it; if it
+    cannot go even alone, it is failed with the reason and None returned."""
+    cap = min(limits.max_gas, relayer.block_gas_limit())
+    if (per_request := _gas_per_request.get(relayer.sender)) is not None:
+        rows = rows[: max(1, cap * 9 // 10 // per_request)]
+    while True:
+        request = batch_tx(relayer.chain, [r.params for r in rows], relayer.sender)
+        try:
+            gas = relayer.estimate_gas(request)
+        except TransactionReverted as rev:
+            # A non-atomic batch reverts only on a forwarder-level error; find the
+            # request that causes it by sending the task's own alone.
+            if len(rows) > 1:
+                rows = rows[:1]
+                continue
+            _fail(sessions, rows[0].id, rev.code, rev.reason)
+            return None
+        _gas_per_request[relayer.sender] = max(1, gas // len(rows))
+        if gas <= cap:
+            return rows, replace(request, gas=gas)
+        if len(rows) == 1:
+            _fail(
+                sessions,
+                rows[0].id,
+                "RequestTooLarge",
+                f"the request needs {gas} gas; a relayed batch may use at most {cap}",
+            )
+            return None
+        rows = rows[: max(1, min(len(rows) - 1, len(rows) * cap // gas))]
+
+
+def _fail(sessions: sessionmaker[Session], action_id: str, code: str, reason: str) -> None:
+    _finish(
+        sessions,
+        action_id,
+        status=ActionStatus.FAILED.value,
+        error_code=code,
+        error=reason,
+        attempts=Action.attempts + 1,
+    )
+
+
+def _record(
+    sessions: sessionmaker[Session],
+    ids: Sequence[str],
+    signed: SignedTx,
+    *,
+    replaced: list[str] | None = None,
+) -> None:
+    """Write the batch's transaction on all its rows at once (one database transaction)."""
+    fees = signed.fees
+    with sessions() as session:
+        session.execute(
+            update(Action)
+            .where(Action.id.in_(ids), Action.status.in_(OPEN_STATUSES))
+            .values(
+                status=ActionStatus.SUBMITTED.value,
+                tx_hash=signed.tx_hash,
+                nonce=signed.nonce,
+                raw_tx=signed.raw_tx,
+                sender=signed.sender,
+                max_fee_per_gas=fees.max_fee_per_gas if fees else None,
+                max_priority_fee_per_gas=fees.max_priority_fee_per_gas if fees else None,
+                submitted_at=utcnow(),
+                replaced_tx_hashes=replaced,
+                attempts=Action.attempts + 1,
+                error=None,
+                error_code=None,
+            )
+        )
+        session.commit()
+
+
+# -- after sending ---------------------------------------------------------------
+
+
+def _batch_rows(session: Session, sender: str, nonce: int) -> list[Action]:
+    """The open rows of the batch sent as ``sender``'s transaction ``nonce``, in batch order."""
+    return list(
+        session.scalars(
+            select(Action)
+            .where(
+                Action.kind == FORWARD,
+                Action.sender == sender,
+                Action.nonce == nonce,
+                Action.status.in_(OPEN_STATUSES),
+            )
+            .order_by(Action.created_at, Action.id)
+        )
+    )
+
+
+def _resend_if_lost(sessions: sessionmaker[Session], relayer: Relayer, nonce: int) -> None:
+    """A recorded batch the node does not know (crash before broadcast, node restart)."""
+    with sessions() as session:
+        rows = _batch_rows(session, relayer.sender, nonce)
+        if not rows:
+            return
+        first = rows[0]
+        tx_hash, raw_tx, replaced = (
+            first.tx_hash,
+            first.raw_tx,
+            list(first.replaced_tx_hashes or []),
+        )
+        ids = [r.id for r in rows]
+    if tx_hash is None or raw_tx is None or relayer.is_known(tx_hash):
+        return
+    if any(relayer.receipt(h) is not None for h in replaced):
+        return  # a transaction it replaced was mined: that is the batch done
+    signed = SignedTx(sender=relayer.sender, nonce=nonce, tx_hash=tx_hash, raw_tx=raw_tx)
+    with relayer.nonces.locked():
+        try:
+            relayer.broadcast(signed)
+        except NonceConsumed:
+            # Never minable, so none of its requests ran: back to pending, and the
+            # retry batches them again.
+            log.warning("batch %s never mined and nonce %d is used; re-batching", tx_hash, nonce)
+            _reset(sessions, ids)
+            raise
+
+
+def _reset(sessions: sessionmaker[Session], ids: Sequence[str], **values: Any) -> None:
+    with sessions() as session:
+        session.execute(
+            update(Action)
+            .where(Action.id.in_(ids), Action.status.in_(OPEN_STATUSES))
+            .values(
+                status=ActionStatus.PENDING.value,
+                tx_hash=None,
+                raw_tx=None,
+                nonce=None,
+                replaced_tx_hashes=None,
+                submitted_at=None,
+                **values,
+            )
+        )
+        session.commit()
+
+
+def _replace_if_stuck(
+    sessions: sessionmaker[Session], relayer: Relayer, action_id: str
+) -> tuple[str, list[str]] | None:
+    """Re-sign a batch pending longer than ``relayer.replace_after_seconds``: the same
+    requests, same nonce, fees raised by ``relayer.fee_bump_percent``. Returns the hash
+    to wait for and every hash the batch had before (any of them may be mined), or None
+    if the row is in no batch any more."""
+    with sessions() as session:  # young batches (the common case) need no lock
+        action = get_action(session, action_id)
+        if action.tx_hash is None:
+            return None
+        if action.submitted_at is not None and (
+            (utcnow() - action.submitted_at).total_seconds() < relayer.replace_after_seconds
+        ):
+            return action.tx_hash, list(action.replaced_tx_hashes or [])
+    with relayer.nonces.locked():
+        with sessions() as session:
+            action = get_action(session, action_id)
+            tx_hash, nonce = action.tx_hash, action.nonce
+            replaced = list(action.replaced_tx_hashes or [])
+            submitted_at = action.submitted_at
+            old_fees = (
+                Fees(action.max_fee_per_gas, action.max_priority_fee_per_gas)
+                if action.max_fee_per_gas is not None
+                and action.max_priority_fee_per_gas is not None
+                else None
+            )
+            final = ActionStatus(action.status).is_final
+            rows = [] if nonce is None else _batch_rows(session, relayer.sender, nonce)
+            ids = [r.id for r in rows]
+            params = [dict(r.params) for r in rows]
+        if tx_hash is None:
+            return None
+        if final or nonce is None or old_fees is None or not rows:
+            return tx_hash, replaced
+        age = (utcnow() - submitted_at).total_seconds() if submitted_at else 0.0
+        if age < relayer.replace_after_seconds:
+            return tx_hash, replaced
+        if any(relayer.receipt(h) is not None for h in [tx_hash, *replaced]):
+            return tx_hash, replaced  # mined meanwhile: nothing to replace
+        if relayer.mined_nonce() > nonce:
+            return tx_hash, replaced  # the nonce is used; wait_mined/NonceConsumed sort it out
+        try:
+            signed = relayer.sign(
+                batch_tx(relayer.chain, params, relayer.sender),
+                nonce=nonce,
+                min_fees=old_fees.bumped(relayer.fee_bump_percent),
+            )
+        except TransactionReverted as rev:
+            log.info("batch %s: not replacing (%s)", tx_hash, rev.code)
+            return tx_hash, replaced
+        replaced = [*replaced, tx_hash]
+        log.warning(
+            "batch %s of %d pending for %.0fs; replaced by %s (nonce %d, max fee %d -> %d)",
+            tx_hash,
+            len(ids),
+            age,
+            signed.tx_hash,
+            nonce,
+            old_fees.max_fee_per_gas,
+            signed.fees.max_fee_per_gas if signed.fees else 0,
+        )
+        _record(sessions, ids, signed, replaced=replaced)
+        relayer.broadcast(signed)
+        return signed.tx_hash, replaced
+
+
+def finish_batch(
+    sessions: sessionmaker[Session], relayer: Relayer, nonce: int, mined: Mined
+) -> None:
+    """Finish every open row of the mined batch from its receipt's events."""
+    with sessions() as session:
+        rows = [(r.id, dict(r.params)) for r in _batch_rows(session, relayer.sender, nonce)]
+    if not rows:
+        return
+    receipt = relayer.receipt(mined.tx_hash)
+    assert receipt is not None  # wait_mined just saw it
+    outcomes = batch_outcomes(relayer.chain, receipt, [p for _, p in rows])
+    confirmed = [row_id for (row_id, _), o in zip(rows, outcomes, strict=True) if o.success]
+    with sessions() as session:
+        if confirmed:
+            session.execute(
+                update(Action)
+                .where(Action.id.in_(confirmed), Action.status.in_(OPEN_STATUSES))
+                .values(
+                    status=ActionStatus.CONFIRMED.value,
+                    tx_hash=mined.tx_hash,  # the replacement, or the original if that one was mined
+                    block_number=mined.block_number,
+                    error=None,
+                    error_code=None,
+                )
+            )
+        for (row_id, _), outcome in zip(rows, outcomes, strict=True):
+            if not outcome.success:
+                session.execute(
+                    update(Action)
+                    .where(Action.id == row_id, Action.status.in_(OPEN_STATUSES))
+                    .values(
+                        status=ActionStatus.FAILED.value,
+                        tx_hash=mined.tx_hash,
+                        block_number=mined.block_number,
+                        error=outcome.reason,
+                        error_code=outcome.code,
+                    )
+                )
+        session.commit()
+    failed = len(rows) - len(confirmed)
+    log.info(
+        "forward batch %s mined in block %d: %d confirmed, %d failed",
+        mined.tx_hash,
+        mined.block_number,
+        len(confirmed),
+        failed,
+    )
+
+
+def _batch_reverted(
+    sessions: sessionmaker[Session], relayer: Relayer, nonce: int, rev: TransactionReverted
+) -> None:
+    """The batch reverted as a whole: no request ran. Rows with submissions left go back
+    to pending (re-batched by the retry); the others fail with the decoded reason."""
+    with sessions() as session:
+        rows = _batch_rows(session, relayer.sender, nonce)  # whichever of its txs reverted
+        exhausted = [r.id for r in rows if r.attempts >= MAX_BATCH_ATTEMPTS]
+        again = [r.id for r in rows if r.attempts < MAX_BATCH_ATTEMPTS]
+    log.warning(
+        "batch %s reverted (%s: %s): %d re-batched, %d failed",
+        rev.tx_hash,
+        rev.code,
+        rev.reason,
+        len(again),
+        len(exhausted),
+    )
+    _reset(sessions, again, error_code=rev.code, error=rev.reason)
+    for row_id in exhausted:
+        _finish(
+            sessions,
+            row_id,
+            status=ActionStatus.FAILED.value,
+            error_code=rev.code,
+            error=rev.reason,
+            tx_hash=rev.tx_hash,
+            block_number=rev.block_number,
+        )
