@@ -248,6 +248,7 @@ def _node_pool(s, market, admin, operator2, *, bind: bool):
         1,
         12,
         1_200,
+        s.settlement.address,  # risk gate
     )
     pool = RevenuePool.deploy(config, {"from": admin})
     if bind:
