@@ -307,6 +307,10 @@ class PoolPublic(BaseModel):
     revenue_claimed: int
     losses_booked: int = Field(description="lifetime loss in stablecoin units")
     loss_shares: Shares = Field(description="staked shares taken by those losses")
+    released_shares: Shares = Field(
+        description="stake released by near-total losses (RevenuePool StakeReleased) and not "
+        "yet withdrawn, the rounding dust of releases (owned by nobody) included"
+    )
     last_distributed_epoch: int
     risk: PoolRiskPublic | None = Field(description="null until the node's first settlement")
     as_of_block: int
@@ -333,6 +337,19 @@ class PoolPositionPublic(BaseModel):
     claimed: int
     principal_shares: Shares = Field(description="shares staked and not yet withdrawn")
     loss_taken: Shares = Field(description="shares lost to booked losses")
+    released: Shares = Field(
+        description="stake returned by a release (a near-total loss ended the staking era): "
+        "no longer at stake, withdrawable at once with withdraw()"
+    )
+
+
+class SkippedEpochsPublic(BaseModel):
+    """EpochSettlement.EpochsSkipped: the node's epochs ``from_epoch..to_epoch`` were never
+    settled; their scheduled debt service was added to what the next settled epoch owed."""
+
+    from_epoch: int
+    to_epoch: int
+    service: int = Field(description="scheduled service of the skipped epochs, stablecoin units")
 
 
 class PoolEpochPublic(BaseModel):
@@ -342,6 +359,9 @@ class PoolEpochPublic(BaseModel):
     stakers_share: int
     loss_assets: int
     loss_shares: Shares
+    skipped: SkippedEpochsPublic | None = Field(
+        description="epochs skipped before this one, whose service this epoch owed (null: none)"
+    )
 
 
 class SettlementSplitPublic(BaseModel):
@@ -369,6 +389,9 @@ class NodeSettlementPublic(BaseModel):
     ltv_breach: bool
     collateral_value: int | None
     arrears: int | None
+    skipped: SkippedEpochsPublic | None = Field(
+        description="epochs skipped before this one, whose service this one owed (null: none)"
+    )
     block_number: int
     block_timestamp: int
     tx_hash: str

@@ -336,8 +336,13 @@ class PoolRow(Base):
     earning_units: Mapped[int] = mapped_column(BigUint(), default=0)
     revenue_index: Mapped[int] = mapped_column(BigUint(), default=0)
     era: Mapped[int] = mapped_column(BigInteger, default=0)
-    # {era: revenue index when that era was wiped out}, as decimal strings.
+    # {era: revenue index when that era ended (wiped out or released)}, as decimal strings.
     era_end_index: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # {era: [staked shares, total units] when it ended in a release} (RevenuePool._eraRelease),
+    # as decimal strings: that era's positions are worth units x shares / units.
+    era_release: Mapped[dict[str, list[str]]] = mapped_column(JSON, default=dict)
+    # Released shares not yet withdrawn, rounding dust of releases included.
+    released_shares: Mapped[int] = mapped_column(BigUint(), default=0)
     revenue_in: Mapped[int] = mapped_column(BigInteger, default=0)
     revenue_paid: Mapped[int] = mapped_column(BigInteger, default=0)
     loss_assets: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -379,6 +384,8 @@ class PoolPositionRow(Base):
     lost_shares: Mapped[int] = mapped_column(BigUint(), default=0)
     activation_epoch: Mapped[int] = mapped_column(BigInteger, default=0)
     unlock_epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    # RevenuePool._releasedOf: released stake credited to the holder, not yet withdrawn.
+    released_shares: Mapped[int] = mapped_column(BigUint(), default=0)
 
 
 class PoolEpochRow(Base):
@@ -393,6 +400,11 @@ class PoolEpochRow(Base):
     stakers_share: Mapped[int] = mapped_column(BigInteger, default=0)
     loss_assets: Mapped[int] = mapped_column(BigInteger, default=0)
     loss_shares: Mapped[int] = mapped_column(BigUint(), default=0)
+    # EpochsSkipped of the node's settlement of this epoch (null: none): epochs never
+    # settled whose scheduled service was added to what this epoch owed.
+    skipped_from_epoch: Mapped[int | None] = mapped_column(BigInteger)
+    skipped_to_epoch: Mapped[int | None] = mapped_column(BigInteger)
+    skipped_service: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class NodeSettlementRow(Base):
@@ -424,6 +436,11 @@ class NodeSettlementRow(Base):
     arrears: Mapped[int | None] = mapped_column(BigUint())
     window_net_revenue: Mapped[int | None] = mapped_column(BigUint())
     window_debt_service: Mapped[int | None] = mapped_column(BigUint())
+    # EpochsSkipped (emitted just before NodeSettled): the epochs before this one that were
+    # never settled and the scheduled service they added to what this one owed (null: none).
+    skipped_from_epoch: Mapped[int | None] = mapped_column(BigInteger)
+    skipped_to_epoch: Mapped[int | None] = mapped_column(BigInteger)
+    skipped_service: Mapped[int | None] = mapped_column(BigInteger)
     settled: Mapped[bool] = mapped_column(default=False)  # NodeSettled seen (not only covenant)
     block_number: Mapped[int] = mapped_column(BigInteger, default=0)
     block_timestamp: Mapped[int] = mapped_column(BigInteger, default=0)

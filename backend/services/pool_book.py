@@ -4,7 +4,7 @@ Why mirror rather than read ``stakeOf`` from the chain: a distribution or a loss
 changes every staker's claimable revenue and stake without an event per staker, and
 the API must answer from the database. The pool's events carry every input of its
 accounting (units staked and unstaked, each cohort's activation, the revenue index
-after each distribution, losses, wipe-outs), so folding them with the contract's own
+after each distribution, losses, wipe-outs and releases), so folding them with the contract's own
 rules reproduces ``stakeOf`` exactly — the tests compare the two on a live chain.
 
 Each function here names the RevenuePool function it mirrors. They work on any
@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 SCALE = 10**36  # RevenuePool.SCALE
 ONE_SHARE = 10**18
+MAX_UNITS_PER_SHARE = 10**9  # RevenuePool.MAX_UNITS_PER_SHARE
 
 
 class PoolState(Protocol):
@@ -29,6 +30,8 @@ class PoolState(Protocol):
     revenue_index: int
     era: int
     era_end_index: dict[str, str]
+    era_release: dict[str, list[str]]
+    released_shares: int
 
 
 class Cohort(Protocol):
@@ -51,6 +54,7 @@ class Position(Protocol):
     lost_shares: int
     activation_epoch: int
     unlock_epoch: int
+    released_shares: int
 
 
 CohortLookup = Callable[[int], Cohort | None]
@@ -80,9 +84,37 @@ def era_end_index(pool: PoolState, era: int) -> int:
     return int(pool.era_end_index.get(str(era), 0))
 
 
-def settle(pool: PoolState, cohorts: CohortLookup, p: Position) -> None:
-    """RevenuePool._settled, in place: revenue accrued, activated warm-up moved to
-    earning, a wiped-out era cleared."""
+def era_release(pool: PoolState, era: int) -> tuple[int, int] | None:
+    """RevenuePool._eraRelease[era] as (shares, units); None unless ``era`` ended in a release."""
+    release = (pool.era_release or {}).get(str(era))
+    return None if release is None else (int(release[0]), int(release[1]))
+
+
+def ends_era(staked_after: int, total_units: int) -> bool:
+    """RevenuePool.bookLoss: does a loss leaving ``staked_after`` shares end the era?"""
+    return staked_after == 0 or total_units > staked_after * MAX_UNITS_PER_SHARE
+
+
+def end_era(pool: PoolState, staked: int) -> None:
+    """RevenuePool._endEra: every unit is void; ``staked`` > 0 shares are released."""
+    # New dicts, so the JSON columns' changes are seen.
+    pool.era_end_index = {**pool.era_end_index, str(pool.era): str(pool.revenue_index)}
+    if staked:
+        pool.era_release = {
+            **(pool.era_release or {}),
+            str(pool.era): [str(staked), str(pool.total_units)],
+        }
+        pool.released_shares += staked
+        pool.staked_shares = 0
+    pool.era += 1
+    pool.total_units = 0
+    pool.earning_units = 0
+
+
+def settle(pool: PoolState, cohorts: CohortLookup, p: Position) -> int:
+    """RevenuePool._settle, in place: revenue accrued, activated warm-up moved to
+    earning, an ended era cleared (its stake lost, or released at the era's final rate
+    and credited to ``p.released_shares``). Returns the shares this call released."""
     index = pool.revenue_index
     if p.era != pool.era:
         end = era_end_index(pool, p.era)
@@ -92,13 +124,20 @@ def settle(pool: PoolState, cohorts: CohortLookup, p: Position) -> None:
             if old is not None and old.folded and old.era == p.era:
                 earned += p.pending_units * (end - old.index_at_fold)
         p.accrued_scaled += earned
-        p.lost_shares += p.principal_shares
+        released = 0
+        release = era_release(pool, p.era)
+        if release is not None and release[1]:
+            value = p.units + p.pending_units + p.cooling_units
+            released = mul_div(value, release[0], release[1])
+        # released <= the position's value <= principal (stake rounds in the pool's favour).
+        p.lost_shares += p.principal_shares - min(p.principal_shares, released)
+        p.released_shares += released
         p.principal_shares = 0
         p.units = p.pending_units = p.cooling_units = 0
         p.activation_epoch = p.unlock_epoch = 0
         p.era = pool.era
         p.revenue_index = index
-        return
+        return released
     accrued = p.units * (index - p.revenue_index)
     if p.pending_units:
         cohort = cohorts(p.activation_epoch)
@@ -109,6 +148,7 @@ def settle(pool: PoolState, cohorts: CohortLookup, p: Position) -> None:
             p.activation_epoch = 0
     p.accrued_scaled += accrued
     p.revenue_index = index
+    return 0
 
 
 def add_to_cohort(pool: PoolState, cohort: Cohort, units: int) -> None:
@@ -136,6 +176,7 @@ class StakeView:
     claimed_assets: int
     principal_shares: int
     loss_shares: int
+    released_shares: int
 
 
 def stake_view(pool: PoolState, cohorts: CohortLookup, position: Any) -> StakeView:
@@ -154,6 +195,7 @@ def stake_view(pool: PoolState, cohorts: CohortLookup, position: Any) -> StakeVi
         claimed_assets=p.claimed,
         principal_shares=p.principal_shares,
         loss_shares=p.lost_shares + max(0, p.principal_shares - value),
+        released_shares=p.released_shares,
     )
 
 
@@ -169,6 +211,7 @@ _POSITION_FIELDS = (
     "lost_shares",
     "activation_epoch",
     "unlock_epoch",
+    "released_shares",
 )
 
 

@@ -1,7 +1,7 @@
 """Read models of revenue pools and node settlements, folded from their events.
 
 Pool events (contract "RevenuePool", one address per pool) update the pool's mirrored
-accounting (``pool_book``); EpochSettlement's NodeSettled / CovenantStatus fill
+accounting (``pool_book``); EpochSettlement's NodeSettled / CovenantStatus / EpochsSkipped fill
 ``node_settlements`` and the per-epoch pool history. Every handler depends only on
 earlier events of the same pool or node and on ``pool_terms`` (read once when the pool
 was discovered), so the models are the same whichever order pools were discovered in:
@@ -62,6 +62,8 @@ def pool_row(session: Session, address: str) -> PoolRow | None:
         revenue_index=0,
         era=0,
         era_end_index={},
+        era_release={},
+        released_shares=0,
         revenue_in=0,
         revenue_paid=0,
         loss_assets=0,
@@ -116,6 +118,7 @@ _ZEROED = (
     "lost_shares",
     "activation_epoch",
     "unlock_epoch",
+    "released_shares",
 )
 
 
@@ -273,11 +276,30 @@ def _revenue_distributed(session: Session, pool: PoolRow, ev: ChainEvent) -> Non
 
 
 def _stake_wiped_out(session: Session, pool: PoolRow, ev: ChainEvent) -> None:
-    # A new dict, so the JSON column's change is seen.
-    pool.era_end_index = {**pool.era_end_index, str(pool.era): str(pool.revenue_index)}
-    pool.era = int(ev.args["newEra"])
-    pool.total_units = 0
-    pool.earning_units = 0
+    _check("new era", pool.address, pool.era + 1, int(ev.args["newEra"]))
+    pool_book.end_era(pool, 0)
+
+
+def _stake_released(session: Session, pool: PoolRow, ev: ChainEvent) -> None:
+    """Emitted by bookLoss before its LossBooked: ``shares`` is what the loss left staked."""
+    _check("new era", pool.address, pool.era + 1, int(ev.args["newEra"]))
+    shares = int(ev.args["shares"])
+    if not pool_book.ends_era(shares, pool.total_units):
+        log.error(
+            "indexer: pool %s released %d shares of %d units, within the unit bound",
+            pool.address,
+            shares,
+            pool.total_units,
+        )
+    pool_book.end_era(pool, shares)
+
+
+def _released_stake_withdrawn(session: Session, pool: PoolRow, ev: ChainEvent) -> None:
+    p = _settled_position(session, pool, ev.args["account"])
+    shares = int(ev.args["shares"])
+    _check("released shares", pool.address, p.released_shares, shares)
+    p.released_shares = 0
+    pool.released_shares -= shares
 
 
 def _loss_booked(session: Session, pool: PoolRow, ev: ChainEvent) -> None:
@@ -309,6 +331,8 @@ _POOL_HANDLERS: dict[str, Callable[[Session, PoolRow, ChainEvent], None]] = {
     "CohortActivated": _cohort_activated,
     "RevenueDistributed": _revenue_distributed,
     "StakeWipedOut": _stake_wiped_out,
+    "StakeReleased": _stake_released,
+    "ReleasedStakeWithdrawn": _released_stake_withdrawn,
     "LossBooked": _loss_booked,
 }
 
@@ -320,8 +344,10 @@ def _apply_pool_set(session: Session, ev: ChainEvent) -> None:
     pool_row(session, ev.args["pool"])  # listed from its binding on, even before any activity
 
 
-def _settlement_row(session: Session, ev: ChainEvent) -> NodeSettlementRow:
-    key = (int(ev.args["nodeId"]), int(ev.args["epoch"]))
+def _settlement_row(
+    session: Session, ev: ChainEvent, epoch: int | None = None
+) -> NodeSettlementRow:
+    key = (int(ev.args["nodeId"]), int(ev.args["epoch"]) if epoch is None else epoch)
     row = session.get(NodeSettlementRow, key)
     if row is None:
         row = NodeSettlementRow(
@@ -355,6 +381,21 @@ def _apply_covenant_status(session: Session, ev: ChainEvent) -> None:
     row.covenant_event = True
     row.flagged, row.dscr_breach, row.ltv_breach = a["flagged"], a["dscrBreach"], a["ltvBreach"]
     row.dscr_bps, row.ltv_bps = int(a["dscrBps"]), int(a["ltvBps"])
+
+
+def _apply_epochs_skipped(session: Session, ev: ChainEvent) -> None:
+    """Emitted in the settlement's transaction, before its NodeSettled (whose epoch is
+    ``toEpoch`` + 1), only for a node whose pool's raise was drawn."""
+    a = ev.args
+    first, last, service = int(a["fromEpoch"]), int(a["toEpoch"]), int(a["serviceAssets"])
+    row = _settlement_row(session, ev, last + 1)
+    row.skipped_from_epoch, row.skipped_to_epoch, row.skipped_service = first, last, service
+    pool = session.scalars(select(PoolRow).where(PoolRow.node_id == row.node_id)).first()
+    if pool is None:
+        log.error("indexer: node %d skipped epochs owing service, but no pool", row.node_id)
+        return
+    epoch = _pool_epoch(session, pool.address, last + 1)
+    epoch.skipped_from_epoch, epoch.skipped_to_epoch, epoch.skipped_service = first, last, service
 
 
 def _snapshot_int(snapshot: dict[str, Any] | None, name: str) -> int | None:
@@ -404,5 +445,6 @@ HANDLERS: dict[tuple[str, str], Callable[[Session, ChainEvent], None]] = {
     **{(POOL, name): _apply_pool_event for name in _POOL_HANDLERS},
     (SETTLEMENT, "PoolSet"): _apply_pool_set,
     (SETTLEMENT, "CovenantStatus"): _apply_covenant_status,
+    (SETTLEMENT, "EpochsSkipped"): _apply_epochs_skipped,
     (SETTLEMENT, "NodeSettled"): _apply_node_settled,
 }

@@ -119,6 +119,20 @@ def _position_matches_chain(api, pool, who) -> dict[str, Any]:
     assert body["claimed"] == info["claimedAssets"]
     assert int(body["principal_shares"]) == info["principalShares"]
     assert int(body["loss_taken"]) == info["lossShares"]
+    assert int(body["released"]) == info["releasedShares"]
+    return body
+
+
+def _totals_match_chain(api, pool) -> dict[str, Any]:
+    body = _get(api, f"/pools/{pool.address}")
+    totals = pool.totals()
+    assert int(body["total_shares"]) == pool.totalSupply()
+    assert int(body["total_staked"]) == totals["stakedShares"]
+    assert int(body["released_shares"]) == totals["releasedShares"]
+    assert int(body["loss_shares"]) == totals["lossShares"]
+    assert body["losses_booked"] == totals["lossAssets"]
+    assert body["revenue_distributed"] == totals["revenueInAssets"]
+    assert body["revenue_claimed"] == totals["revenuePaidAssets"]
     return body
 
 
@@ -130,6 +144,7 @@ def test_pool_positions_and_totals_match_the_chain(api, world, buyer, staker, op
     assert staker_pos["claimed"] > 0  # revenue reached the stakers and was claimed
     buyer_pos = _position_matches_chain(api, pool, buyer)
     assert int(buyer_pos["loss_taken"]) > 0 and int(buyer_pos["cooling"]["amount"]) > 0
+    assert _totals_match_chain(api, pool)["released_shares"] == "0"
 
     body = _get(api, f"/pools/{pool.address.lower()}")
     totals = pool.totals()
@@ -244,3 +259,62 @@ def test_reorg_undoes_pool_events_and_a_pool_binding(api, world, live_deployment
         assert gone.status_code == 404
     finally:
         chain.revert()
+
+
+def test_a_release_and_skipped_epochs_are_indexed_exactly(
+    api, world, admin, buyer, staker, operator
+):
+    """Repeated ~99.99% losses, each restaked by the loss recipient (as the pool's unit
+    test does), until one passes the unit bound and releases the stake (earning, warming
+    and cooling positions alike); then a withdrawal of released stake, a fresh era's stake,
+    and a settlement over skipped epochs. After each step every position and the totals
+    match stakeOf / totals exactly."""
+    s, pool, node, indexer = world["system"], world["pool"], world["node"], api["indexer"]
+    holders = (buyer, staker, operator, admin)
+    released = None
+    for _ in range(6):
+        staked = pool.totals()["stakedShares"]
+        tx = pool.bookLoss(staked * 9_999 // 10_000 // 10**12, admin, {"from": admin})
+        if "StakeReleased" in tx.events:
+            released = tx.events["StakeReleased"]
+            break
+        pool.stake(tx.return_value, {"from": admin})  # warming when the release comes
+    assert released is not None and released["shares"] > 0
+    indexer.step()
+    for who in holders:
+        _position_matches_chain(api, pool, who)
+    body = _totals_match_chain(api, pool)
+    assert int(body["released_shares"]) == released["shares"] and body["total_staked"] == "0"
+    buyer_pos = _position_matches_chain(api, pool, buyer)
+    staker_pos = _position_matches_chain(api, pool, staker)
+    assert int(buyer_pos["released"]) > 0 and int(staker_pos["released"]) > 0
+    assert buyer_pos["cooling"]["amount"] == "0"  # its cooling stake was released too
+
+    tx = pool.withdraw({"from": buyer})
+    assert tx.events["ReleasedStakeWithdrawn"]["shares"] == int(buyer_pos["released"])
+    pool.stake(10 * 10**18, {"from": operator})  # a fresh era
+    first = attest(s.oracle_hub, {node: 500})
+    attest(s.oracle_hub, {node: 500})
+    last = attest(s.oracle_hub, {node: 500})
+    tx = s.settlement.settle(last.report.epoch, [item(last, node)], {"from": admin})
+    skipped = tx.events["EpochsSkipped"]
+    assert (skipped["fromEpoch"], skipped["toEpoch"]) == (
+        first.report.epoch,
+        last.report.epoch - 1,
+    )
+    indexer.step()
+    for who in holders:
+        _position_matches_chain(api, pool, who)
+    _totals_match_chain(api, pool)
+    assert _get(api, f"/pools/{pool.address}/positions/{buyer.address}")["released"] == "0"
+    want = {
+        "from_epoch": skipped["fromEpoch"],
+        "to_epoch": skipped["toEpoch"],
+        "service": skipped["serviceAssets"],
+    }
+    assert want["service"] > 0
+    settled = _get(api, f"/nodes/{node}/settlements")
+    assert settled[0]["epoch"] == last.report.epoch and settled[0]["skipped"] == want
+    assert all(row["skipped"] is None for row in settled[1:])
+    history = {h["epoch"]: h for h in _get(api, f"/pools/{pool.address}/history")}
+    assert history[last.report.epoch]["skipped"] == want

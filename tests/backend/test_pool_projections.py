@@ -26,6 +26,7 @@ SHARE = 10**18
 POOL = "0x" + "aa" * 20
 A = "0x" + "0a" * 20
 B = "0x" + "0b" * 20
+C = "0x" + "0d" * 20
 X = "0x" + "0c" * 20  # loss recipient
 ZERO = "0x" + "00" * 20
 NODE = 7
@@ -180,6 +181,86 @@ def test_stake_warmup_revenue_loss_unstake_and_wipe_out(session) -> None:
     assert _tables(session) == live
 
 
+def test_near_total_losses_release_the_stake_at_the_final_rate(session) -> None:
+    """RevenuePool's release, worked by hand: a 99.9% loss stays within the unit bound
+    (1e3 units a share); a second loss leaving 123 share-wei behind 2.01e20 units (more than
+    1e9 a share) ends the era and releases those 123 wei to the era's positions at the final
+    rate, each floored: earning, cooling and warming stake alike."""
+    ev = Events(session)
+    c_shares = SHARE // 1_000 + 123  # odd on purpose: the release must not be a share multiple
+    for who, shares in ((A, 100 * SHARE), (B, 100 * SHARE), (C, c_shares)):
+        ev.pool("Transfer", **{"from": ZERO, "to": who, "value": shares})
+    for who in (A, B):
+        ev.pool("Staked", account=who, shares=100 * SHARE, units=100 * SHARE, activationEpoch=2)
+        ev.pool("Transfer", **{"from": who, "to": POOL, "value": 100 * SHARE})
+    ev.pool("CohortActivated", at=3, activationEpoch=2, units=200 * SHARE)
+    # 200 USD over 2e20 units: index 1e24, 100 USD each.
+    ev.pool("RevenueDistributed", at=3, assets=200 * USD, earningUnits=200 * SHARE,
+            revenueIndex=10**24, epoch=2)  # fmt: skip
+    # A 99.9% loss: 0.2 share left behind 2e20 units (1e3 a share, within the bound).
+    ev.pool("LossBooked", at=3, assets=199_800_000, shares=199_800 * SHARE // 1_000,
+            recipient=X, stakedSharesAfter=SHARE // 5)  # fmt: skip
+    assert (_view(session, A).earning_shares, _view(session, A).loss_shares) == (
+        SHARE // 10,
+        100 * SHARE - SHARE // 10,
+    )
+    # B puts half its units in cooldown: 0.05 share = 5e19 units (1e3 a share).
+    ev.pool("UnstakeRequested", at=3, account=B, shares=SHARE // 20, units=50 * SHARE,
+            unlockEpoch=5)  # fmt: skip
+    # C stakes at the current rate: (1e15 + 123) x 1e3 units, warming until epoch 4.
+    c_units = c_shares * 1_000
+    ev.pool("Staked", at=3, account=C, shares=c_shares, units=c_units, activationEpoch=4)
+    ev.pool("Transfer", at=3, **{"from": C, "to": POOL, "value": c_shares})
+    # 150 USD over the 1.5e20 earning units (A's 1e20, B's 5e19): +1e24.
+    ev.pool("RevenueDistributed", at=4, assets=150 * USD, earningUnits=150 * SHARE,
+            revenueIndex=2 * 10**24, epoch=3)  # fmt: skip
+    # The second loss leaves 123 wei behind 2e20 + c_units units: the stake is released.
+    total_units = 200 * SHARE + c_units
+    assert pool_book.ends_era(123, total_units) and not pool_book.ends_era(SHARE // 5, total_units)
+    ev.pool("StakeReleased", at=4, newEra=1, shares=123)
+    ev.pool("LossBooked", at=4, assets=201_000, shares=201_000 * 10**12, recipient=X,
+            stakedSharesAfter=0)  # fmt: skip
+    # Each position: floor(its units x 123 / total_units). A: 1e20 units -> 61 wei; B: 5e19
+    # earning + 5e19 cooling -> 61 wei; C: 1e18 + 123000 warming units -> 0 (0.61 wei).
+    assert 10**20 * 123 // total_units == 61 and c_units * 123 // total_units == 0
+    a, b, c = _view(session, A), _view(session, B), _view(session, C)
+    assert (a.released_shares, a.loss_shares, a.principal_shares) == (61, 100 * SHARE - 61, 0)
+    assert (b.released_shares, b.loss_shares, b.cooling_shares) == (61, 100 * SHARE - 61, 0)
+    assert (c.released_shares, c.loss_shares, c.pending_shares) == (0, c_shares, 0)
+    # Earnings up to the era's end stay claimable: A 100 + 100, B 100 + 50, C nothing.
+    assert (a.claimable_assets, b.claimable_assets, c.claimable_assets) == (
+        200 * USD,
+        150 * USD,
+        0,
+    )
+    pool = session.get(PoolRow, POOL)
+    assert (pool.era, pool.staked_shares, pool.total_units, pool.earning_units) == (1, 0, 0, 0)
+    assert pool.released_shares == 123  # 61 + 61 owed, 1 wei of dust owned by nobody
+    assert pool.era_release == {"0": ["123", str(total_units)]}
+    # A stakes again: a fresh era at one unit a share; its release is credited on the way.
+    ev.pool("Staked", at=4, account=A, shares=10 * SHARE, units=10 * SHARE, activationEpoch=5)
+    ev.pool("Transfer", at=4, **{"from": A, "to": POOL, "value": 10 * SHARE})
+    assert session.get(PoolPositionRow, (POOL, A)).released_shares == 61
+    a = _view(session, A)
+    assert (a.pending_shares, a.principal_shares, a.released_shares, a.loss_shares) == (
+        10 * SHARE,
+        10 * SHARE,
+        61,
+        100 * SHARE - 61,
+    )
+    # B withdraws its release at once (its cooldown does not matter any more).
+    ev.pool("ReleasedStakeWithdrawn", at=4, account=B, shares=61)
+    ev.pool("Transfer", at=4, **{"from": POOL, "to": B, "value": 61})
+    b = _view(session, B)
+    assert (b.released_shares, b.loss_shares) == (0, 100 * SHARE - 61)
+    assert session.get(PoolPositionRow, (POOL, B)).shares == 61
+    pool = session.get(PoolRow, POOL)
+    assert (pool.released_shares, pool.staked_shares) == (62, 10 * SHARE)
+    live = _tables(session)
+    rebuild_projections(session)
+    assert _tables(session) == live
+
+
 def _settled(ev: Events, epoch: int, snapshot: dict[str, int] | None, **split: int) -> None:
     names = ("usage", "proceeds", "fee", "reserve", "operatorShare", "debtPaid", "stakers")
     args = {**dict.fromkeys(names, 0), **split}
@@ -198,6 +279,10 @@ def test_settlements_take_covenant_figures_from_events_and_the_rest_from_snapsho
     _settled(ev, 3, snapshot, usage=2_000, fee=100, reserve=60, operatorShare=600,
              debtPaid=700, stakers=540)  # fmt: skip
     _settled(ev, 4, None, usage=10)  # the snapshot could not be read: figures unknown
+    # Epochs 5 and 6 never settled: their 75 of service was added to what 7 owed.
+    ev.emit("EpochSettlement", "EpochsSkipped", 8, nodeId=NODE, fromEpoch=5, toEpoch=6,
+            serviceAssets=75)  # fmt: skip
+    _settled(ev, 7, snapshot, usage=500, fee=25, reserve=15, operatorShare=150, debtPaid=310)
     rows = {r.epoch: r for r in session.scalars(select(NodeSettlementRow))}
     two, three, four = rows[2], rows[3], rows[4]
     assert (two.flagged, two.dscr_bps, two.ltv_bps, two.collateral_value) == (
@@ -214,10 +299,20 @@ def test_settlements_take_covenant_figures_from_events_and_the_rest_from_snapsho
     )
     assert (three.arrears, three.collateral_value) == (5, 900 * USD)
     assert (four.dscr_bps, four.collateral_value, four.settled) == (None, None, True)
+    assert (four.skipped_from_epoch, four.skipped_service) == (None, None)
+    seven = rows[7]
+    assert (seven.skipped_from_epoch, seven.skipped_to_epoch, seven.skipped_service) == (5, 6, 75)
+    assert (seven.settled, seven.debt_paid) == (True, 310)
     epochs = {r.epoch: r for r in session.scalars(select(PoolEpochRow))}
     assert (epochs[2].debt_paid, epochs[2].stakers_share) == (620, 0)
     assert (epochs[3].debt_paid, epochs[3].stakers_share) == (700, 540)
     assert 4 not in epochs  # nothing reached the pool
+    assert (epochs[7].debt_paid, epochs[7].skipped_from_epoch, epochs[7].skipped_to_epoch) == (
+        310,
+        5,
+        6,
+    )
+    assert epochs[7].skipped_service == 75 and epochs[3].skipped_from_epoch is None
     live = _tables(session)
     rebuild_projections(session)
     assert _tables(session) == live

@@ -29,6 +29,7 @@ from backend.app.schemas import (
     PoolRiskPublic,
     PoolRoundPublic,
     SettlementSplitPublic,
+    SkippedEpochsPublic,
 )
 from backend.db.models import (
     IndexedBlock,
@@ -136,6 +137,7 @@ def _pool_public(session: Session, pool: PoolRow, terms: PoolTermsRow) -> PoolPu
         revenue_claimed=pool.revenue_paid,
         losses_booked=pool.loss_assets,
         loss_shares=str(pool.loss_shares),
+        released_shares=str(pool.released_shares),
         last_distributed_epoch=pool.last_distributed_epoch,
         risk=risk,
         as_of_block=as_of_block,
@@ -163,6 +165,7 @@ def position_public(
         claimed=view.claimed_assets,
         principal_shares=str(view.principal_shares),
         loss_taken=str(view.loss_shares),
+        released=str(view.released_shares),
     )
 
 
@@ -227,6 +230,7 @@ def read_position(
         lost_shares=0,
         activation_epoch=0,
         unlock_epoch=0,
+        released_shares=0,
     )
     return position_public(session, pool, position)
 
@@ -255,6 +259,7 @@ def pool_history(
             stakers_share=r.stakers_share,
             loss_assets=r.loss_assets,
             loss_shares=str(r.loss_shares),
+            skipped=_skipped(r),
         )
         for r in rows
     ]
@@ -275,6 +280,16 @@ def node_settlements(
         .offset(offset)
     )
     return [_settlement_public(r) for r in rows]
+
+
+def _skipped(r: NodeSettlementRow | PoolEpochRow) -> SkippedEpochsPublic | None:
+    if r.skipped_from_epoch is None or r.skipped_to_epoch is None:
+        return None
+    return SkippedEpochsPublic(
+        from_epoch=r.skipped_from_epoch,
+        to_epoch=r.skipped_to_epoch,
+        service=r.skipped_service or 0,
+    )
 
 
 def _settlement_public(r: NodeSettlementRow) -> NodeSettlementPublic:
@@ -300,6 +315,7 @@ def _settlement_public(r: NodeSettlementRow) -> NodeSettlementPublic:
         ltv_breach=r.ltv_breach,
         collateral_value=r.collateral_value,
         arrears=r.arrears,
+        skipped=_skipped(r),
         block_number=r.block_number,
         block_timestamp=r.block_timestamp,
         tx_hash=r.tx_hash,
