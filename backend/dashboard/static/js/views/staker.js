@@ -15,8 +15,10 @@ let positions = []; // [{pool, position}]
 // Shares held in any form: wallet, staked, cooling down (decimal strings, 18 decimals).
 const cooling = (p) => big(p.cooling?.amount ?? p.cooling ?? 0);
 const atStake = (p) => big(p.staked) + cooling(p);
+// Stake a near-total loss released (RevenuePool StakeReleased): no longer at risk, withdrawable now.
+const released = (p) => big(p.released ?? 0);
 const involved = (p) =>
-  big(p.shares) > 0n || atStake(p) > 0n || p.claimable > 0 || p.claimed > 0 || big(p.loss_taken) > 0n;
+  big(p.shares) > 0n || atStake(p) > 0n || released(p) > 0n || p.claimable > 0 || p.claimed > 0 || big(p.loss_taken) > 0n;
 
 // The portfolio lists pool positions when the server indexes pools; else ask each pool.
 async function loadPositions(portfolio, pools) {
@@ -123,10 +125,10 @@ export const stakerView = {
     root.querySelector("#staker-stress").hidden = !positions.some((x) => atStake(x.position) > 0n);
     table(
       "staker-positions",
-      '<th scope="col">pool</th><th class="num" scope="col">shares</th><th class="num" scope="col">staked</th><th class="num" scope="col">cooling</th><th class="num" scope="col">claimable</th><th class="num" scope="col">claimed</th><th class="num" scope="col">shares lost</th><th class="num" scope="col">pool DSCR</th><th class="num" scope="col">pool LTV</th><th scope="col">risk</th>',
+      '<th scope="col">pool</th><th class="num" scope="col">shares</th><th class="num" scope="col">staked</th><th class="num" scope="col">cooling</th><th class="num" scope="col" title="released by a near-total loss; withdrawable now">released</th><th class="num" scope="col">claimable</th><th class="num" scope="col">claimed</th><th class="num" scope="col">shares lost</th><th class="num" scope="col">pool DSCR</th><th class="num" scope="col">pool LTV</th><th scope="col">risk</th>',
       positions.map(
         ({ pool, position: p }) =>
-          `<tr><td>${esc(poolLabel(pool))} <span class="muted mono">${short(pool.address)}</span></td><td class="num">${num(shares(p.shares), 2)}</td><td class="num">${num(shares(p.staked), 2)}</td><td class="num">${num(shares(cooling(p)), 2)}</td><td class="num">${usd(p.claimable)}</td><td class="num">${usd(p.claimed)}</td><td class="num">${num(shares(p.loss_taken), 2)}</td><td class="num">${ratio(pool.risk.dscr_bps)}</td><td class="num">${pct(pool.risk.ltv_bps)}</td><td>${riskBadges(pool.risk)}</td></tr>`,
+          `<tr><td>${esc(poolLabel(pool))} <span class="muted mono">${short(pool.address)}</span></td><td class="num">${num(shares(p.shares), 2)}</td><td class="num">${num(shares(p.staked), 2)}</td><td class="num">${num(shares(cooling(p)), 2)}</td><td class="num">${num(shares(released(p)), 2)}</td><td class="num">${usd(p.claimable)}</td><td class="num">${usd(p.claimed)}</td><td class="num">${num(shares(p.loss_taken), 2)}</td><td class="num">${ratio(pool.risk.dscr_bps)}</td><td class="num">${pct(pool.risk.ltv_bps)}</td><td>${riskBadges(pool.risk)}</td></tr>`,
       ),
       poolsServed() ? "No pool position." : "Pools are not served by this API yet.",
     );
