@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import OPEN_STATUSES, Action, ActionKind, ActionStatus, utcnow
+from backend.db.session import write_turn
 from backend.services.chain import Chain
 from backend.services.epoch_settlement import settle_epoch_tx
 from backend.services.errors import (
@@ -64,9 +65,10 @@ def create_action(
             attempts=0,
             last_enqueued_at=enqueued_at,
         )
-        session.add(action)
         try:
-            session.commit()
+            with write_turn(session.get_bind()):
+                session.add(action)
+                session.commit()
             return action, True
         except IntegrityError:  # a concurrent request with the same key won the insert
             session.rollback()
