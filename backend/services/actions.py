@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import OPEN_STATUSES, Action, ActionKind, ActionStatus, utcnow
+from backend.db.session import write_turn
 from backend.services.chain import Chain
 from backend.services.epoch_settlement import settle_epoch_tx
 from backend.services.errors import (
@@ -42,9 +43,18 @@ REQUEST_BUILDERS: dict[str, Callable[[Chain, dict[str, Any]], TxRequest]] = {
 
 
 def create_action(
-    session: Session, *, kind: ActionKind, idempotency_key: str, params: dict[str, Any]
+    session: Session,
+    *,
+    kind: ActionKind,
+    idempotency_key: str,
+    params: dict[str, Any],
+    enqueued_at: datetime | None = None,
 ) -> tuple[Action, bool]:
-    """Insert and commit; returns (action, created). Same key + same params → the existing row."""
+    """Insert and commit; returns (action, created). Same key + same params → the existing row.
+
+    ``enqueued_at``: the caller enqueues the new row right after this commit, so the
+    row says so from the start (one commit instead of two); if that enqueue fails,
+    ``unmark_enqueued`` clears it."""
     existing = session.scalar(select(Action).where(Action.idempotency_key == idempotency_key))
     if existing is None:
         action = Action(
@@ -53,10 +63,12 @@ def create_action(
             params=params,
             status=ActionStatus.PENDING.value,
             attempts=0,
+            last_enqueued_at=enqueued_at,
         )
-        session.add(action)
         try:
-            session.commit()
+            with write_turn(session.get_bind()):
+                session.add(action)
+                session.commit()
             return action, True
         except IntegrityError:  # a concurrent request with the same key won the insert
             session.rollback()
@@ -86,6 +98,12 @@ def get_action(session: Session, action_id: str) -> Action:
 
 def mark_enqueued(session: Session, action_id: str) -> None:
     session.execute(update(Action).where(Action.id == action_id).values(last_enqueued_at=utcnow()))
+    session.commit()
+
+
+def unmark_enqueued(session: Session, action_id: str) -> None:
+    """The enqueue ``create_action(enqueued_at=...)`` announced did not happen."""
+    session.execute(update(Action).where(Action.id == action_id).values(last_enqueued_at=None))
     session.commit()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import requests
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import ProviderConnectionError, TimeExhausted
+from web3.exceptions import ProviderConnectionError, TimeExhausted, Web3RPCError
 
 from backend.services.errors import ChainUnavailable, WrongChain
 from gpucap.deployment import Deployment
@@ -67,6 +67,16 @@ class Chain:
     def call(self, what: str, fn: Callable[[], T]) -> T:
         with chain_errors(what):
             return fn()
+
+    def batch(self, what: str, requests: Sequence[tuple[str, Any]]) -> list[dict[str, Any]]:
+        """Raw JSON-RPC answers to ``requests`` sent as one batch (one round trip), in order.
+        Each answer is the node's own ``{"result": ...}`` or ``{"error": ...}``: the caller
+        decodes it (no web3 middleware or result formatters run)."""
+        with chain_errors(what):
+            answers = self.w3.provider.make_batch_request(list(requests))  # type: ignore[attr-defined, arg-type]
+        if not isinstance(answers, list):  # the node refused the batch as a whole
+            raise Web3RPCError(f"{what}: {answers.get('error', answers)}", rpc_response=answers)
+        return [dict(a) for a in answers]
 
     def check_chain_id(self) -> int:
         chain_id = self.call("eth_chainId", lambda: self.w3.eth.chain_id)

@@ -14,9 +14,9 @@ from backend.app.schemas import (
     SigningNoncesPublic,
     checksum_address,
 )
-from backend.db.models import ActionKind
+from backend.db.models import ActionKind, utcnow
 from backend.services import forward
-from backend.services.actions import create_action, find_by_key, mark_enqueued
+from backend.services.actions import create_action, unmark_enqueued
 from gpucap.signing import FORWARD_REQUEST_TYPES, FORWARDER_NAME, SignedRequest
 
 router = APIRouter(tags=["forward"])
@@ -115,19 +115,18 @@ def submit_forward(
             )
         return _accepted(request, response, open_action, created=False)
     params = forward.validate(chain, signed, nonce_hint=body.nonce)
-    existing = find_by_key(session, params.idempotency_key)
-    action, created = (
-        (existing, False)
-        if existing is not None
-        else create_action(
-            session,
-            kind=ActionKind.FORWARD,
-            idempotency_key=params.idempotency_key,
-            params=params.as_params(),
-        )
+    # One commit: the row is written as enqueued, then enqueued (a worker must not
+    # look for it before it exists); a failed enqueue clears the mark and leaves the
+    # row to the sweep. The same signed request again finds its row.
+    action, created = create_action(
+        session,
+        kind=ActionKind.FORWARD,
+        idempotency_key=params.idempotency_key,
+        params=params.as_params(),
+        enqueued_at=utcnow(),
     )
-    if created and enqueue(action.id):
-        mark_enqueued(session, action.id)
+    if created and not enqueue(action.id):
+        unmark_enqueued(session, action.id)
     return _accepted(request, response, action, created=created)
 
 
