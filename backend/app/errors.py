@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError as DatabaseError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend.services.errors import (
@@ -75,6 +76,19 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ManifestError)
     async def _manifest_error(_: Request, exc: ManifestError) -> JSONResponse:
         return JSONResponse(error_body("DeploymentUnavailable", str(exc)), status_code=503)
+
+    @app.exception_handler(DatabaseError)
+    async def _database_error(_: Request, exc: DatabaseError) -> JSONResponse:
+        # The request's transaction was rolled back, so nothing is half-written: a client
+        # may send the same request again (same idempotency key) and nothing doubles.
+        busy = "database is locked" in str(exc.orig)
+        log.warning("database %s: %s", "busy" if busy else "unavailable", exc.orig)
+        code, reason = (
+            ("DatabaseBusy", "the database is busy with other writes; retry shortly")
+            if busy
+            else ("DatabaseUnavailable", "the database cannot be reached; retry shortly")
+        )
+        return JSONResponse(error_body(code, reason), status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

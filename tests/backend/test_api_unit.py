@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,6 +138,23 @@ def test_chain_down_is_503_and_creates_nothing(
     resp = client.post("/faucet", json={"address": ADDRESS})
     assert resp.status_code == 503
     assert resp.json()["code"] == "ChainUnavailable"
+    assert rows(settings) == []
+
+
+def test_database_locked_is_503_and_creates_nothing(
+    client: TestClient, settings: Settings
+) -> None:
+    """Another writer holding SQLite's lock past the busy timeout: a 503 the client can
+    retry (Retry-After), never a 500, and the rolled-back request leaves no row."""
+    holder = sqlite3.connect(settings.run_dir / "api.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        resp = client.post("/faucet", json={"address": ADDRESS})
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert (resp.status_code, resp.json()["code"]) == (503, "DatabaseBusy")
+    assert resp.headers["retry-after"] == "1"
     assert rows(settings) == []
 
 
