@@ -141,9 +141,7 @@ def test_chain_down_is_503_and_creates_nothing(
     assert rows(settings) == []
 
 
-def test_database_locked_is_503_and_creates_nothing(
-    client: TestClient, settings: Settings
-) -> None:
+def test_database_locked_is_503_and_creates_nothing(client: TestClient, settings: Settings) -> None:
     """Another writer holding SQLite's lock past the busy timeout: a 503 the client can
     retry (Retry-After), never a 500, and the rolled-back request leaves no row."""
     holder = sqlite3.connect(settings.run_dir / "api.db", isolation_level=None)
