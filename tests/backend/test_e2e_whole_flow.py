@@ -418,7 +418,7 @@ def test_register_sell_deliver_settle_distribute_claim(
         (pool.address.lower(), str(shares))
     ]
 
-    # On-chain: every unit minted for the three wallets is in a wallet or a contract.
+    # On-chain: every unit the three wallets were given is in a wallet or a contract.
     balance = s.stablecoin.balanceOf
     assert balance(user.address) == user_funds - gross + REFUND
     assert balance(investor.address) == claimable
