@@ -73,7 +73,9 @@ ALLOWED_CALLS: dict[str, frozenset[str]] = {
     "NodeRegistry": frozenset({"registerNode", "depositBond", "requestExit", "withdrawBond"}),
     # One pool per node, not in the manifest: a `to` is a pool when EpochSettlement
     # binds the node the pool reports to that address (pool_node_of).
-    "RevenuePool": frozenset({"deposit", "refund", "stake", "requestUnstake", "withdraw", "claim"}),
+    "RevenuePool": frozenset(
+        {"deposit", "refund", "stake", "requestUnstake", "withdraw", "claim", "drawRaise"}
+    ),
 }
 POOL = "RevenuePool"
 SETTLEMENT = "EpochSettlement"
