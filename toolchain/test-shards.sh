@@ -18,6 +18,16 @@ log=reports/test-contracts.log
 contracts=$!
 trap 'kill "$contracts" 2>/dev/null' INT TERM
 
+# brownie rewrites parts of build/ while it loads a project, even a compiled one: a
+# second session loading at the same moment read a half-written build/ and failed
+# ("Unable to load project"). Start the second once the first has loaded, which it
+# has when it launches its anvil (at the end of collection).
+for _ in $(seq 1 600); do
+  grep -q "Launching 'anvil" "$log" 2>/dev/null && break
+  kill -0 "$contracts" 2>/dev/null || break
+  sleep 0.5
+done
+
 echo "== tests/contracts runs alongside (log: $log)"
 "$PY" -m pytest tests --ignore=tests/contracts "$@"
 rest=$?
