@@ -14,7 +14,7 @@ PY=.venv/bin/python
 mkdir -p reports
 log=reports/test-contracts.log
 
-"$PY" -m pytest tests/contracts "$@" >"$log" 2>&1 &
+PYTHONUNBUFFERED=1 "$PY" -m pytest tests/contracts "$@" >"$log" 2>&1 &
 contracts=$!
 trap 'kill "$contracts" 2>/dev/null' INT TERM
 
