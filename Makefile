@@ -20,14 +20,8 @@ setup:
 compile: setup
 	@brownie compile >/dev/null && echo "contracts compiled (build/contracts)"
 
-# The whole suite (no PYTEST_ARGS): contract tests and the rest side by side, see
-# toolchain/test-shards.sh. With PYTEST_ARGS: one pytest over what they name.
-test: compile
-ifeq ($(strip $(PYTEST_ARGS)),)
-	@bash toolchain/test-shards.sh
-else
+test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
-endif
 
 # More fuzz examples than CI runs; run it before a release, not on every push.
 test-slow: setup
