@@ -17,6 +17,13 @@ import pytest
 import tests.support.brownie_network  # noqa: F401
 import tests.support.profiles  # noqa: F401  (hypothesis profiles: $GPUCAP_TEST_PROFILE)
 
+
+@pytest.fixture(scope="session", autouse=True)
+def _rpc_without_proxy_lookup():
+    """brownie's RPC session skips the per-call proxy lookup (see skip_proxy_lookup)."""
+    tests.support.brownie_network.skip_proxy_lookup()
+
+
 # ---------------------------------------------------------------------------
 # Accounts by role (anvil's pre-funded development accounts)
 # ---------------------------------------------------------------------------

@@ -2,20 +2,21 @@
 
 Why: a brownie transaction costs ~45 ms of Python (receipt polling, history, event
 formatting) and a web3.py contract call ~4 ms of ABI lookups per call on a large ABI —
-most of a machine's run time. Here a transaction is two RPC round trips
-(eth_sendTransaction on anvil's automine, then the receipt) and a set of views is one
+most of a machine's run time. Here a transaction is one RPC round trip
+(eth_sendTransactionSync on anvil's automine: send and receipt in one) and a set of views is one
 batch with pre-encoded calldata, decoded straight with eth_abi. Expected reverts are
 checked with eth_call against the exact ABI-encoded custom error.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from brownie import web3
 from eth_abi import decode, encode
 from eth_utils import function_signature_to_4byte_selector
+
+from tests.support.stateful import send_sync
 
 GAS = hex(3_000_000)
 
@@ -27,13 +28,6 @@ def _type_string(param: dict[str, Any]) -> str:
     return param["type"]
 
 
-def _rpc(method: str, *params: Any) -> Any:
-    response = web3.provider.make_request(method, list(params))
-    if "error" in response:
-        raise RuntimeError(f"{method} failed: {response['error']}")
-    return response["result"]
-
-
 class TxReverted(AssertionError):
     """A transaction the machine expected to succeed reverted (the data says why)."""
 
@@ -42,23 +36,12 @@ def send(sender: Any, contract: Any, fn_name: str, *args: Any) -> dict[str, Any]
     """Sends `contract.fn_name(*args)` from `sender`; returns the receipt, raising if reverted."""
     data = getattr(contract, fn_name).encode_input(*args)
     tx = {"from": str(sender), "to": contract.address, "data": data, "gas": GAS}
-    tx_hash = _rpc("eth_sendTransaction", tx)
-    receipt = _receipt(tx_hash)
+    receipt = send_sync(tx)
     if int(receipt["status"], 16) != 1:
         # Replay as a call for the revert data (state is unchanged by the reverted tx).
         response = web3.provider.make_request("eth_call", [tx, "latest"])
         raise TxReverted(f"{fn_name}{args} reverted: {response.get('error')}")
     return receipt
-
-
-def _receipt(tx_hash: str) -> dict[str, Any]:
-    # anvil automines, but may answer eth_sendTransaction a moment before the receipt exists.
-    for attempt in range(200):
-        receipt = _rpc("eth_getTransactionReceipt", tx_hash)
-        if receipt is not None:
-            return receipt
-        time.sleep(0.001 * min(attempt + 1, 10))
-    raise TimeoutError(f"no receipt for {tx_hash} after ~2 s (is the node automining?)")
 
 
 def error_data(signature: str, types: tuple[str, ...] = (), values: tuple = ()) -> str:

@@ -24,6 +24,7 @@ from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_utils import collapse_if_tuple, function_signature_to_4byte_selector, to_checksum_address
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
+from web3._utils.method_formatters import receipt_formatter
 from web3.exceptions import ContractLogicError
 
 from gpucap.revert import decode_revert
@@ -126,23 +127,27 @@ class TransactFailed(AssertionError):
     """A machine's transaction reverted where the shadow expected it to succeed."""
 
 
+def send_sync(tx: dict[str, Any]) -> dict[str, Any]:
+    """Sends ``tx`` (from an account the node unlocks) and returns its raw receipt, in ONE
+    round trip: anvil's ``eth_sendTransactionSync`` (EIP-7966) answers once the automined
+    block holds it, where send + receipt polling took two or more."""
+    return _rpc("eth_sendTransactionSync", tx)
+
+
 def transact(contract: Any, fn_name: str, args: tuple, sender: Any) -> Any:
     """Sends ``contract.fn_name(*args)`` from ``sender`` and returns its decoded events.
 
     For a machine's expected-success transactions: brownie's own path (receipt
     thread, nonce and fee lookups, history bookkeeping) costs ~40 ms a transaction
-    against ~10 ms for the two RPCs it needs, and a machine sends a few each
+    against the one RPC it needs (send_sync), and a machine sends a few each
     example. Reverts the shadow expects still go through ``brownie.reverts`` (as
     calls); a revert here raises TransactFailed with the decoded reason. The
     transactions stay out of brownie's history, which the snapshot revert prunes
     anyway; the node picks their nonces.
     """
     data = getattr(contract, fn_name).encode_input(*args)
-    tx_hash = web3.eth.send_transaction(
-        {"from": str(sender), "to": contract.address, "data": data, "gas": TRANSACT_GAS}
-    )
-    # anvil may answer before its automined block is indexed: poll briefly.
-    receipt = web3.eth.wait_for_transaction_receipt(tx_hash, timeout=30, poll_latency=0.002)
+    tx = {"from": str(sender), "to": contract.address, "data": data, "gas": hex(TRANSACT_GAS)}
+    receipt = receipt_formatter(send_sync(tx))
     if receipt["status"] != 1:
         try:  # replay as a call for the reason (the state is unchanged by the revert)
             getattr(contract, fn_name).call(*args, {"from": sender})
