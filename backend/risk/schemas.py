@@ -6,7 +6,7 @@ re-checks what depends on several fields (``FleetError``/``ScenarioError``).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -140,13 +140,17 @@ class ScenarioIn(_Strict):
 
 
 class ScenarioRunRequest(_Strict):
-    """Named and/or custom scenarios over a fleet from the index (``node_ids``, with
-    ``overrides`` for what the index lacks) or given inline (``nodes``) — exactly one."""
+    """Named and/or custom scenarios over a fleet from the index (``scope`` or
+    ``node_ids``; each node's pool debt, trailing utilization and ask come from the index,
+    ``overrides`` win field by field) or given inline (``nodes``) — exactly one."""
 
     scenarios: list[str] | None = Field(
         None, max_length=MAX_SCENARIOS, description="named scenarios; default all"
     )
     custom: list[ScenarioIn] = Field(default_factory=list, max_length=MAX_SCENARIOS)
+    scope: Literal["pools", "platform"] | None = Field(
+        None, description="pools: every node a pool is bound to; platform: every live node"
+    )
     node_ids: list[NodeId] | None = Field(None, min_length=1, max_length=MAX_NODES)
     overrides: list[NodeOverride] = Field(default_factory=list, max_length=MAX_NODES)
     nodes: list[NodeIn] | None = Field(None, min_length=1, max_length=MAX_NODES)
@@ -165,8 +169,11 @@ class ScenarioRunRequest(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ScenarioRunRequest:
-        if (self.node_ids is None) == (self.nodes is None):
-            raise ValueError("give exactly one of node_ids (from the index) or nodes (inline)")
+        given = [self.scope is not None, self.node_ids is not None, self.nodes is not None]
+        if sum(given) != 1:
+            raise ValueError(
+                "give exactly one of scope or node_ids (from the index) or nodes (inline)"
+            )
         if self.nodes is not None and self.overrides:
             raise ValueError("overrides apply to node_ids; put the fields in nodes instead")
         unknown = [n for n in self.scenarios or [] if n not in NAMED]
@@ -177,7 +184,12 @@ class ScenarioRunRequest(_Strict):
             raise ValueError("scenario names must be unique (custom ones may not reuse a named)")
         if self.insurance_bps > self.fee_bps:
             raise ValueError("insurance_bps is part of fee_bps and cannot exceed it")
-        count = len(self.node_ids or self.nodes or [])
+        if self.scope is None:
+            self.check_size(len(self.node_ids or self.nodes or []))
+        return self
+
+    def check_size(self, count: int) -> None:
+        """Refuses a run too large for one request (``count`` nodes)."""
         if count * self.horizon_months > MAX_CELLS:
             raise ValueError(
                 f"{count} nodes x {self.horizon_months} months exceeds {MAX_CELLS} per request"
@@ -190,7 +202,6 @@ class ScenarioRunRequest(_Strict):
             )
         if self.include_node_paths and count > 1_000:
             raise ValueError("include_node_paths is limited to 1000 nodes per request")
-        return self
 
     def selected(self) -> list[Scenario]:
         named = [NAMED[n] for n in self.scenarios] if self.scenarios is not None else []

@@ -15,6 +15,7 @@ from brownie import chain, web3
 
 from backend.db.migrate import upgrade_to_head
 from backend.db.session import get_sessionmaker
+from backend.risk.formulas import MONTH_SECONDS
 from backend.services.chain import Chain
 from backend.services.indexer import Indexer
 from gpucap import devchain
@@ -206,6 +207,42 @@ def test_history_and_settlements_add_up(api, world):
         assert h["revenue_distributed"] == h["debt_paid"] + h["stakers_share"]
     assert sum(h["loss_assets"] for h in history.values()) == 30 * USD
     assert sum(h["revenue_distributed"] for h in history.values()) == pool.totals()[3]
+
+
+def test_stress_over_the_pools_projects_each_loan_in_months(api, world):
+    """scope=pools: the server finds every pool's node and its loan in the index, the
+    tenor and time since the draw converted from the pool's epochs to 30-day months; the
+    answer equals a node_ids request carrying that loan by hand."""
+    pool, node = world["pool"], world["node"]
+    detail = _get(api, f"/pools/{pool.address}")
+    debt, epoch_s = detail["debt"], detail["epoch_length_seconds"]
+    start = chain[-1].timestamp // 3600 * 3600 + 10 * MONTH_SECONDS  # ten months on
+    drawn_at = detail["genesis_timestamp"] + debt["draw_epoch"] * epoch_s
+    tenor = -(-debt["tenor_epochs"] * epoch_s // MONTH_SECONDS)
+    loan = {
+        "drawn_assets": debt["principal"],
+        "tenor_months": tenor,
+        "rate_bps": debt["rate_bps"],
+        "months_since_draw": min((start - drawn_at) // MONTH_SECONDS, tenor),
+        "staked_bps": int(detail["total_staked"]) * 10_000 // int(detail["total_shares"]),
+    }
+    assert loan["months_since_draw"] == min(10, tenor) or tenor > 10
+    common = {"scenarios": ["base", "deflation_40"], "start_time": start, "horizon_months": 24}
+    url = api["url"] + "/risk/scenarios"
+    scoped = requests.post(url, json={"scope": "pools", **common}, timeout=30)
+    assert scoped.status_code == 200, scoped.text
+    by_hand = requests.post(
+        url,
+        json={"node_ids": [node], "overrides": [{"node_id": node, "debt": loan}], **common},
+        timeout=30,
+    )
+    assert by_hand.status_code == 200, by_hand.text
+    for mine, theirs in zip(scoped.json()["results"], by_hand.json()["results"], strict=True):
+        rows = {r["node_id"]: r for r in mine["nodes"]}
+        assert rows[node] == theirs["nodes"][0]
+        assert rows[node]["has_pool"]
+    pooled = {p["node_id"] for p in _get(api, "/pools", limit=1000)}
+    assert {r["node_id"] for r in scoped.json()["results"][0]["nodes"]} == pooled
 
 
 def test_errors_are_4xx_with_reasons(api, world):

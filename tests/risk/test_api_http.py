@@ -157,7 +157,9 @@ def test_bad_requests_are_422_with_a_reason(stack: Stack) -> None:
         "acquired_at": START,
     }
     cases = [
-        ({"node_ids": [1], "nodes": [node]}, "ValidationFailed", "exactly one of node_ids"),
+        ({"node_ids": [1], "nodes": [node]}, "ValidationFailed", "exactly one of scope"),
+        ({"scope": "pools", "node_ids": [1]}, "ValidationFailed", "exactly one of scope"),
+        ({"scope": "everyone"}, "ValidationFailed", "scope"),
         ({"node_ids": [2**62]}, "NodeNotIndexed", "have not been indexed"),
         ({"nodes": [node], "scenarios": ["boom"]}, "ValidationFailed", "unknown scenarios"),
         ({"nodes": [dict(node, class_name="X9")]}, "ScenarioInputInvalid", "not a standard"),

@@ -1,8 +1,9 @@
 """Risk stress scenarios (``/api/v1/risk``): project pools through named or custom worlds.
 
-The fleet comes from the chain index (``node_ids``: class, GPUs, cost, acquisition date
-and bond as indexed; life and residual from the node's GPU class) with ``overrides`` for
-what the index does not hold (the pool's debt terms, reserves, attested revenue), or
+The fleet comes from the chain index (``scope`` — every pool's node, or the platform —
+or ``node_ids``: class, GPUs, cost, acquisition date and bond as indexed; life and
+residual from the node's GPU class; the pool's loan, trailing attested utilization and
+newest ask from backend/risk/indexed.py) with ``overrides`` winning field by field, or
 inline (``nodes``). The projection is pure computation (backend/risk): deterministic for
 a given body, so a client that pins ``start_time`` gets the same answer every time.
 """
@@ -19,6 +20,7 @@ from backend.app.errors import ApiError
 from backend.app.schemas import ErrorPublic
 from backend.db.models import GpuClassRow, NodeRow
 from backend.risk.fleet import Fleet, NodeInput
+from backend.risk.indexed import indexed_overrides, scope_node_ids
 from backend.risk.report import scenario_info
 from backend.risk.run import run_scenarios
 from backend.risk.scenarios import NAMED
@@ -40,10 +42,19 @@ def list_scenarios() -> list[ScenarioInfoPublic]:
     return [ScenarioInfoPublic.model_validate(scenario_info(s)) for s in NAMED.values()]
 
 
-def _indexed_fleet(body: ScenarioRunRequest, session: SessionDep) -> list[NodeInput]:
-    ids = list(dict.fromkeys(body.node_ids or []))
-    if len(ids) != len(body.node_ids or []):
-        raise ApiError(422, "ValidationFailed", "node_ids: a node appears twice")
+def _indexed_fleet(body: ScenarioRunRequest, session: SessionDep, now: int) -> list[NodeInput]:
+    if body.scope is not None:
+        ids = scope_node_ids(session, body.scope)
+        if not ids:
+            raise ApiError(422, "NoNodesInScope", f"scope {body.scope!r}: no indexed nodes")
+        try:
+            body.check_size(len(ids))
+        except ValueError as exc:
+            raise ApiError(422, "ValidationFailed", f"scope {body.scope!r}: {exc}") from exc
+    else:
+        ids = list(dict.fromkeys(body.node_ids or []))
+        if len(ids) != len(body.node_ids or []):
+            raise ApiError(422, "ValidationFailed", "node_ids: a node appears twice")
     rows = {r.node_id: r for r in session.scalars(select(NodeRow).where(NodeRow.node_id.in_(ids)))}
     missing = [i for i in ids if i not in rows]
     if missing:
@@ -57,7 +68,8 @@ def _indexed_fleet(body: ScenarioRunRequest, session: SessionDep) -> list[NodeIn
     overrides = {o.node_id: o for o in body.overrides}
     stray = sorted(set(overrides) - set(ids))
     if stray:
-        raise ApiError(422, "ValidationFailed", f"overrides: nodes {stray[:20]} not in node_ids")
+        raise ApiError(422, "ValidationFailed", f"overrides: nodes {stray[:20]} not in the fleet")
+    derived = indexed_overrides(session, ids, now)
     nodes = []
     for node_id in ids:
         row = rows[node_id]
@@ -67,7 +79,10 @@ def _indexed_fleet(body: ScenarioRunRequest, session: SessionDep) -> list[NodeIn
                 422, "ClassNotIndexed", f"node {node_id}: GPU class {row.class_id} not indexed"
             )
         o = overrides.get(node_id)
-        extra = o.model_dump(exclude={"node_id"}) if o else {}
+        extra = {
+            **derived[node_id],
+            **(o.model_dump(exclude={"node_id"}, exclude_unset=True) if o else {}),
+        }
         node = NodeIn(
             node_id=node_id,
             class_name=cls.name,
@@ -93,7 +108,7 @@ def run_scenarios_route(body: ScenarioRunRequest, session: SessionDep) -> Scenar
         inputs = (
             [n.to_input() for n in body.nodes]
             if body.nodes is not None
-            else _indexed_fleet(body, session)
+            else _indexed_fleet(body, session, start)
         )
         fleet = Fleet.from_nodes(inputs)
         results = run_scenarios(

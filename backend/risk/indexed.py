@@ -1,0 +1,110 @@
+"""What the chain index knows about a node, as stress-run inputs (``/api/v1/risk``).
+
+A stress run needs, per node, more than the node row: its pool's loan, how busy it
+has been and what it rents for. All three are indexed, so the server fills them in
+(one request from the dashboard instead of one per node):
+
+- **debt** from its RevenuePool, once drawn. A pool counts in epochs, the projection in
+  months (30 days, backend/risk/formulas.py): the tenor and the time since the draw
+  are converted by the pool's own epoch length, so a 48-month loan on 30-second epochs
+  (4,147,200 of them) projects as 48 months, on hourly epochs too.
+  ``staked_bps`` is the staked share of the pool's shares.
+- **utilization_bps**: the mean of the node's newest ``TRAILING_EPOCHS`` attested
+  epochs (leaves verified against the attested root only).
+- **price_per_gpu_hour**: the ask of the node's newest offer (else the class default).
+
+Anything a caller sends as an override wins, field by field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from backend.db.models import EpochRow, NodeMetricRow, NodeRow, OfferRow, PoolRow, PoolTermsRow
+from backend.risk.fleet import MAX_TENOR_MONTHS
+from backend.risk.formulas import MONTH_SECONDS
+
+TRAILING_EPOCHS = 12
+BPS = 10_000
+
+
+def months(seconds: int) -> int:
+    """Whole months in ``seconds`` (floored)."""
+    return max(0, seconds) // MONTH_SECONDS
+
+
+def pool_debt(terms: PoolTermsRow, pool: PoolRow, now: int) -> dict[str, int] | None:
+    """The pool's loan in projection months (``DebtIn`` fields), or None before a draw."""
+    if not pool.drawn or pool.drawn_assets <= 0:
+        return None
+    epoch_seconds = terms.epoch_length_seconds
+    # Rounded up: a tenor of a fraction of a month still owes within its first month.
+    tenor = -(-(terms.tenor_epochs * epoch_seconds) // MONTH_SECONDS)
+    tenor = min(max(tenor, 1), MAX_TENOR_MONTHS)
+    drawn_at = terms.genesis_timestamp + pool.draw_epoch * epoch_seconds
+    staked = pool.staked_shares * BPS // pool.total_shares if pool.total_shares else 0
+    return {
+        "drawn_assets": pool.drawn_assets,
+        "tenor_months": tenor,
+        "rate_bps": terms.rate_bps,
+        "months_since_draw": min(months(now - drawn_at), tenor),
+        "staked_bps": min(staked, BPS),
+    }
+
+
+def scope_node_ids(session: Session, scope: str) -> list[int]:
+    """``pools``: the nodes a pool is bound to; ``platform``: every node not exited."""
+    if scope == "pools":
+        query = select(PoolTermsRow.node_id).join(NodeRow, NodeRow.node_id == PoolTermsRow.node_id)
+    else:
+        query = select(NodeRow.node_id).where(NodeRow.status != "exited")
+    return list(session.scalars(query.order_by(NodeRow.node_id)))
+
+
+def indexed_overrides(session: Session, node_ids: list[int], now: int) -> dict[int, dict[str, Any]]:
+    """Per node: what the index adds to the node row (debt, utilization, price)."""
+    out: dict[int, dict[str, Any]] = {n: {} for n in node_ids}
+    if not node_ids:
+        return out
+    pools = session.execute(
+        select(PoolTermsRow, PoolRow)
+        .join(PoolRow, PoolRow.address == PoolTermsRow.address)
+        .where(PoolTermsRow.node_id.in_(node_ids))
+    )
+    for terms, pool in pools:
+        debt = pool_debt(terms, pool, now)
+        if debt is not None:
+            out[terms.node_id]["debt"] = debt
+    newest = session.scalar(select(func.max(EpochRow.epoch)))
+    if newest is not None:
+        utilization = session.execute(
+            select(NodeMetricRow.node_id, func.avg(NodeMetricRow.utilization_bps))
+            .join(
+                EpochRow,
+                (EpochRow.epoch == NodeMetricRow.epoch) & (EpochRow.root == NodeMetricRow.root),
+            )
+            .where(
+                NodeMetricRow.node_id.in_(node_ids),
+                NodeMetricRow.epoch > newest - TRAILING_EPOCHS,
+            )
+            .group_by(NodeMetricRow.node_id)
+        )
+        for node_id, mean in utilization:
+            out[node_id]["utilization_bps"] = min(round(mean), BPS)
+    newest_offer = (
+        select(OfferRow.node_id, func.max(OfferRow.offer_id).label("offer_id"))
+        .where(OfferRow.node_id.in_(node_ids))
+        .group_by(OfferRow.node_id)
+        .subquery()
+    )
+    asks = session.execute(
+        select(OfferRow.node_id, OfferRow.price_per_gpu_hour).join(
+            newest_offer, OfferRow.offer_id == newest_offer.c.offer_id
+        )
+    )
+    for node_id, price in asks:
+        out[node_id]["price_per_gpu_hour"] = price
+    return out
