@@ -11,6 +11,7 @@ from typing import Any
 
 from brownie import RevenuePool, chain, web3
 
+from backend.risk.formulas import MONTH_SECONDS
 from gpucap.attestation import build_commitment
 from oracle.proofs import proofs_document, write_proofs
 from tests.oracle.hub_helpers import ORACLE_KEYS, address_of, end_epoch, random_leaves, signatures
@@ -122,7 +123,7 @@ def build_world(
                 hub.genesisTimestamp(),
                 hub.epochLengthSeconds(),
                 1,
-                36,
+                36 * MONTH_SECONDS // hub.epochLengthSeconds(),  # 36 months, in epochs
                 1_100,
                 str(system.settlement),  # risk gate: the raise is capped at 80% of the value
             ),

@@ -1,10 +1,9 @@
-// Building a stress run from what the index knows: every live node, with its pool's debt
-// (principal, tenor, rate, share staked) and its attested utilization as overrides.
-import { mapLimited, postJSON } from "./api.js";
-import { bpsOf, loadNodeMetrics, loadNodes, loadPools, nodeMetricsServed } from "./data.js";
+// Building a stress run from what the index knows: every live node; the server adds each
+// node's pool debt (principal, tenor, rate, share staked), utilization and ask.
+import { postJSON } from "./api.js";
+import { bpsOf, loadNodes, loadPools } from "./data.js";
 
 const PPM = 1_000_000;
-const TRAILING_EPOCHS = 12;
 export const MAX_PATH_NODES = 300;
 
 // Only `className`'s rental prices fall, `declineBps` a year compounding monthly (what
@@ -20,46 +19,42 @@ export function classShock(className, declineBps, horizon) {
   };
 }
 
-function debtOf(pool, fromDraw) {
+// The projection's month is 30 days (backend/risk/formulas.py MONTH_SECONDS).
+const MONTH_SECONDS = 2_592_000;
+
+// A drawn pool's loan projected from its draw (month 0): the tenor converted from the
+// pool's epochs by its epoch length, as the server does (backend/risk/indexed.py).
+function debtFromDraw(pool) {
   const d = pool.debt;
   if (!(d.principal > 0) || !(d.tenor_epochs >= 1)) return null;
-  // One pool epoch is one month in the projection (backend/risk/fleet.py Debt).
-  const since = fromDraw || d.draw_epoch === null || d.draw_epoch === undefined ? 0 : Math.max(0, (pool.current_epoch ?? d.draw_epoch) - d.draw_epoch);
+  const seconds = d.tenor_epochs * (pool.epoch_length_seconds ?? MONTH_SECONDS);
   return {
     drawn_assets: d.principal,
-    tenor_months: d.tenor_epochs,
+    tenor_months: Math.min(1_200, Math.max(1, Math.ceil(seconds / MONTH_SECONDS))),
     rate_bps: d.rate_bps ?? 0,
-    months_since_draw: Math.min(since, d.tenor_epochs),
+    months_since_draw: 0,
     staked_bps: Math.min(10_000, bpsOf(pool.total_staked, pool.total_shares)),
   };
 }
 
-// The indexed fleet, pools by node id, and the request body's node_ids + overrides.
-// `fromDraw`: project each pool's loan from its draw (month 0) instead of where its
-// schedule stands today; one pool epoch is one projected month either way.
+// The indexed fleet, pools by node id, and the request body's node_ids + overrides. The
+// server fills in each node's pool loan (where its schedule stands today), trailing
+// attested utilization and ask from its index; `fromDraw` overrides the loans to start
+// at their draw instead.
 export async function indexedFleet({ fromDraw = false } = {}) {
   const [nodes, pools] = await Promise.all([loadNodes(), loadPools()]);
   const live = nodes.filter((n) => n.status !== "exited");
+  const liveIds = new Set(live.map((n) => n.node_id));
   const poolByNode = new Map();
   for (const pool of pools ?? []) {
-    if (!poolByNode.has(pool.node_id) && live.some((n) => n.node_id === pool.node_id)) poolByNode.set(pool.node_id, pool);
-  }
-  const utilization = new Map();
-  if (nodeMetricsServed()) {
-    const rows = await mapLimited(live, 4, (n) => loadNodeMetrics(n.node_id, TRAILING_EPOCHS).catch(() => []));
-    live.forEach((n, i) => {
-      const recent = rows[i].map((r) => r.utilization_bps).filter((u) => typeof u === "number");
-      if (recent.length) utilization.set(n.node_id, Math.round(recent.reduce((a, b) => a + b, 0) / recent.length));
-    });
+    if (!poolByNode.has(pool.node_id) && liveIds.has(pool.node_id)) poolByNode.set(pool.node_id, pool);
   }
   const overrides = [];
-  for (const n of live) {
-    const pool = poolByNode.get(n.node_id);
-    const o = { node_id: n.node_id };
-    const debt = pool ? debtOf(pool, fromDraw) : null;
-    if (debt) o.debt = debt;
-    if (utilization.has(n.node_id)) o.utilization_bps = utilization.get(n.node_id);
-    if (Object.keys(o).length > 1) overrides.push(o);
+  if (fromDraw) {
+    for (const [nodeId, pool] of poolByNode) {
+      const debt = debtFromDraw(pool);
+      if (debt) overrides.push({ node_id: nodeId, debt });
+    }
   }
   return { nodes: live, pools: pools ?? [], poolByNode, node_ids: live.map((n) => n.node_id), overrides };
 }
