@@ -16,15 +16,19 @@ from pathlib import Path
 
 from eth_utils import keccak, to_checksum_address
 
+from backend.risk.formulas import depreciated_value
+from gpucap.gpu_classes import STANDARD_CLASSES
+
 USD = 10**6
 ACCOUNTS = 50  # anvil --accounts for the demo chain
 
-# Dev account indices by role. 0 deploys (admin), 2 is unused, 6-8 are the oracles,
-# 9 the backend's relayer; 10-19 are left for people trying the CLI.
+# Dev account indices by role. 0 deploys (admin), 2 rents the pools' nodes (their usage
+# payer), 6-8 are the oracles, 9 the backend's relayer; 10-19 are left for the CLI.
 FIRST_OPERATOR = 1  # the original demo operator, then 20, 21, …
 OPERATOR_RANGE = range(20, 40)
 INVESTORS = tuple(range(40, 46))
 USERS = (3, 4, 5, 46, 47)
+USAGE_PAYER = 2
 
 DEFAULT_NODES = 1_000
 WINDOW_SECONDS = 3_600
@@ -103,6 +107,10 @@ class PlannedPool:
     investors: tuple[int, ...]
     deposits: tuple[int, ...]  # per investor; summing to the target means a funded round
     stake_share_bps: int  # of each investor's shares, staked once the round succeeded
+    # Debt terms in real time (the pool's tenor in epochs is tenor_months of them): what
+    # the risk view projects, and what EpochSettlement charges every 30-s epoch.
+    tenor_months: int = 48
+    rate_bps: int = 1_000
 
     @property
     def funded(self) -> bool:
@@ -122,6 +130,28 @@ class WorldPlan:
 
     def operator_funding(self, operator: int) -> int:
         return sum(n.bond for n in self.nodes if n.operator == operator)
+
+
+# Pools borrow like the field does: 36-60 month tenors at 8-14 % a year, drawn at 55-95 %
+# of what the LTV cap allows on the node's depreciated value (so at 45-75 % of cost for a
+# new node, less for an older one). Some then breach when prices fall; some do not.
+TENORS_MONTHS = (36, 48, 60)
+LEVERAGE_OF_CAP = (0.55, 0.95)
+MAX_LTV_BPS = 8_000  # scripts/deploy.py DeployConfig.settlement_max_ltv_bps
+RAISE_MARGIN_DAYS = 7  # the cap is computed a week older than the node: the round stays open
+
+
+def pool_target(node: PlannedNode, leverage: float) -> int:
+    """A round's target: ``leverage`` x the LTV cap on the node's value a week from now
+    (RiskModel's straight-line value; EpochSettlement refuses deposits past the cap),
+    in whole thousands."""
+    spec = next(c for c in STANDARD_CLASSES if c.name == node.class_name)
+    age = (node.age_days + RAISE_MARGIN_DAYS) * 86_400
+    value = depreciated_value(
+        node.acquisition_cost, spec.residual_value_bps, spec.economic_life_months, 0, age
+    )
+    cap = value * MAX_LTV_BPS // 10_000
+    return int(cap * leverage) // (1_000 * USD) * (1_000 * USD)
 
 
 def plan_world(nodes: int = DEFAULT_NODES, seed: int = 0, offer_windows: int = 3) -> WorldPlan:
@@ -161,8 +191,7 @@ def plan_world(nodes: int = DEFAULT_NODES, seed: int = 0, offer_windows: int = 3
     n_pools = max(2, min(20, nodes // 50))
     pools: list[PlannedPool] = []
     for k, node in enumerate(rng.sample(eligible, min(n_pools, len(eligible)))):
-        # A fifth of the cost: well inside the 80 % LTV cap on a node at most two years old.
-        target = node.acquisition_cost // 5 // (1_000 * USD) * (1_000 * USD)
+        target = pool_target(node, rng.uniform(*LEVERAGE_OF_CAP))
         investors = tuple(rng.sample(INVESTORS, 3))
         funded = k % 4 != 1  # from the second pool on, one in four still raising
         if funded:
@@ -171,7 +200,15 @@ def plan_world(nodes: int = DEFAULT_NODES, seed: int = 0, offer_windows: int = 3
         else:
             deposits = (target * 3 // 10, target * 2 // 10, 0)
         pools.append(
-            PlannedPool(node.index, target, investors, deposits, rng.choice((10_000, 7_500, 5_000)))
+            PlannedPool(
+                node.index,
+                target,
+                investors,
+                deposits,
+                rng.choice((10_000, 7_500, 5_000)),
+                tenor_months=rng.choice(TENORS_MONTHS),
+                rate_bps=rng.randrange(800, 1_401, 100),
+            )
         )
     names = {op: OPERATOR_NAMES[i] for i, op in enumerate(operators)}
     return WorldPlan(

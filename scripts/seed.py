@@ -34,7 +34,8 @@ from eth_account import Account
 from web3 import Web3
 from web3.utils.address import get_create_address
 
-from devnet.world import USD, WorldPlan, plan_world, write_world
+from backend.risk.formulas import MONTH_SECONDS
+from devnet.world import USAGE_PAYER, USD, PlannedPool, WorldPlan, plan_world, write_world
 from gpucap import devchain
 from gpucap.bulk import BulkSender, Calldata, MinedTx, PlannedTx, event_topic
 from gpucap.deployment import Deployment
@@ -45,6 +46,8 @@ MAX_UINT = 2**256 - 1
 REGISTRY = "NodeRegistry"
 CAPACITY = "CapacityToken"
 STABLECOIN = "TestStablecoin"
+SETTLEMENT = "EpochSettlement"
+HUB = "OracleHub"
 SHARE_PRICE = PoolTerms(target_assets=1).share_price
 # Windows starting sooner than this are not offered: the offer would land too late.
 OFFER_LEAD_SECONDS = 300
@@ -64,6 +67,7 @@ GAS = {
     "drawRaise": 250_000,
     "stake": 350_000,
     "redeem": 450_000,
+    "setUsageTerms": 120_000,
 }
 
 
@@ -108,6 +112,7 @@ class Seeder:
         abis = [ref.abi for ref in deployment.contracts.values()] + [artifact["abi"]]
         self.sender = BulkSender(self.w3, abis=abis)
         self._accounts: dict[int, Any] = {}
+        self.node_ids: list[int] = []  # in plan order, once registered
 
     def account(self, index: int) -> Any:
         if index not in self._accounts:
@@ -135,7 +140,7 @@ class Seeder:
         """Five phases; returns the node ids (in plan order) and pool addresses (by node index)."""
         now = self.w3.eth.get_block("latest")["timestamp"]
         self._fund()
-        node_ids = self._register(now)
+        node_ids = self.node_ids = self._register(now)
         offers, pools = self._bond_offer_and_raise(node_ids, now)
         bought = self._deposit_and_buy(offers, pools)
         self._draw_stake_and_redeem(pools, bought)
@@ -157,7 +162,7 @@ class Seeder:
         funding = max(funding, 50_000 * USD)
         drip = coin.functions.dripAmount().call()
         cooldown = coin.functions.cooldownSeconds().call()
-        everyone = sorted({*plan.operators, *plan.investors, *plan.users})
+        everyone = sorted({*plan.operators, *plan.investors, *plan.users, USAGE_PAYER})
         txs = [self.call(admin, STABLECOIN, "configureFaucet", funding, 1)]  # one drip each
         txs += [self.call(admin, STABLECOIN, "drip", self.account(i).address) for i in everyone]
         txs.append(self.call(admin, STABLECOIN, "configureFaucet", drip, cooldown))
@@ -170,6 +175,9 @@ class Seeder:
             self.call(self.account(u), STABLECOIN, "approve", capacity, MAX_UINT)
             for u in plan.users
         ]
+        settlement = self.c[SETTLEMENT].address
+        payer = self.account(USAGE_PAYER)
+        txs.append(self.call(payer, STABLECOIN, "approve", settlement, MAX_UINT))
         self.run("funding", txs)
 
     def _register(self, now: int) -> list[int]:
@@ -249,7 +257,7 @@ class Seeder:
                 node_id=node_id,
                 operator=operator,
                 admin=admin.address,
-                terms=PoolTerms(target_assets=pool.target_assets),
+                terms=self._terms(pool),
                 now=now,
             )
             data = self.pool_factory.constructor(*args).data_in_transaction
@@ -263,6 +271,16 @@ class Seeder:
             nonce = self.sender.next_nonce(admin.address) + len(txs)
             addresses[pool.node_index] = address
         return txs, addresses
+
+    def _terms(self, pool: PlannedPool) -> PoolTerms:
+        """The round and its debt in real time: a 48-month tenor is 48 x 30 days of the
+        hub's epochs (86,400 30-s epochs a month), at the plan's yearly rate."""
+        epoch_seconds = self.c[HUB].functions.epochLengthSeconds().call()
+        return PoolTerms(
+            target_assets=pool.target_assets,
+            tenor_epochs=pool.tenor_months * MONTH_SECONDS // epoch_seconds,
+            rate_bps=pool.rate_bps,
+        )
 
     def _deposit_and_buy(
         self, offers: list[Any], pools: dict[int, str]
@@ -300,6 +318,19 @@ class Seeder:
             address = pools[pool.node_index]
             operator = self.account(self.plan.nodes[pool.node_index].operator)
             txs.append(self.pool_call(operator, address, "drawRaise"))
+            # The pool's node is rented whole: EpochSettlement bills the customer each epoch
+            # for the GPU-hours the oracles attest, and that revenue services the debt.
+            node = self.plan.nodes[pool.node_index]
+            txs.append(
+                self.call(
+                    self.account(0),
+                    SETTLEMENT,
+                    "setUsageTerms",
+                    self.node_ids[pool.node_index],
+                    self.account(USAGE_PAYER).address,
+                    node.price_per_gpu_hour,
+                )
+            )
             for investor, assets in zip(pool.investors, pool.deposits, strict=True):
                 shares = assets * 10**18 // SHARE_PRICE * pool.stake_share_bps // 10_000
                 if shares:
