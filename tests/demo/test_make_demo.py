@@ -20,8 +20,11 @@ import time
 import psutil
 import pytest
 import requests
+from eth_account import Account
 from web3 import Web3
 
+from backend.risk.formulas import MONTH_SECONDS
+from devnet.world import USAGE_PAYER
 from gpucap import devchain
 from gpucap.deployment import Deployment
 
@@ -111,7 +114,34 @@ def test_world_is_seeded(demo):
         statuses.append(contract.functions.roundStatus().call())
         if statuses[-1] == SUCCEEDED:
             assert contract.functions.totals().call()[7] > 0  # staked shares
+            # its node is rented whole: the renter pays the node's ask per attested GPU-hour
+            node = next(n for n in world["nodes"] if n["node_id"] == pool["node_id"])
+            payer, price = settlement.functions.usageTerms(pool["node_id"]).call()
+            renter = Account.from_key(devchain.dev_private_key(USAGE_PAYER)).address
+            assert (payer, price) == (renter, node["price_per_gpu_hour"])
+        # the loan runs in real time: tenor_months of 30 days, in the hub's epochs
+        *_, tenor_epochs, rate_bps = contract.functions.terms().call()
+        epoch_seconds = contract.functions.epochSchedule().call()[1]
+        assert tenor_epochs == pool["tenor_months"] * MONTH_SECONDS // epoch_seconds
+        assert rate_bps == pool["rate_bps"]
     assert SUCCEEDED in statuses and 0 in statuses  # funded pools and one still raising
+
+
+def test_stress_over_the_demo_pools(demo):
+    """The dashboard's question, through the API: each drawn pool's loan projected in
+    months from the index, under base and 40 %/yr deflation."""
+    world = json.loads((demo["dir"] / "world.json").read_text())
+    drawn = {p["node_id"] for p in world["pools"] if sum(p["deposits"]) == p["target_assets"]}
+    body = {"scope": "pools", "scenarios": ["base", "deflation_40"], "horizon_months": 60}
+    resp = requests.post(f"{demo['api']}/api/v1/risk/scenarios", json=body, timeout=30)
+    assert resp.status_code == 200, resp.text
+    base, deflation = resp.json()["results"]
+    assert {n["node_id"] for n in base["nodes"]} == {p["node_id"] for p in world["pools"]}
+    assert {n["node_id"] for n in base["nodes"] if n["has_pool"]} == drawn
+    worst = {n["node_id"]: n["min_dscr_bps"] for n in deflation["nodes"] if n["has_pool"]}
+    for node in base["nodes"]:
+        if node["has_pool"]:
+            assert worst[node["node_id"]] <= node["min_dscr_bps"]
 
 
 def test_health_reports_every_part_up(demo):
