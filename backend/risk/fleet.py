@@ -58,10 +58,11 @@ DEFAULT_UTILIZATION_BPS = 7_000
 
 @dataclass(frozen=True)
 class Debt:
-    """A RevenuePool's draw and schedule, in months (one pool epoch = one month here).
+    """A RevenuePool's draw and schedule, in months (the engine services it monthly;
+    backend/risk/indexed.py converts a real pool's epochs to months by its epoch length).
 
-    ``months_since_draw``: pool epochs already elapsed when the projection starts (the
-    projection's month m is pool epoch ``months_since_draw + m`` with the draw at epoch 0).
+    ``months_since_draw``: months already elapsed when the projection starts (the
+    projection's month m is loan month ``months_since_draw + m``, the draw at month 0).
     ``staked_bps``: share of the pool's shares staked (stakers absorb loss before the
     insurance reserve; the unstaked holders absorb what is left).
     """

@@ -41,7 +41,8 @@ class _Strict(BaseModel):
 
 
 class DebtIn(_Strict):
-    """A RevenuePool's draw and schedule (one pool epoch = one month)."""
+    """A RevenuePool's draw and schedule in 30-day months (backend/risk/indexed.py converts a
+    pool's epochs by its epoch length)."""
 
     drawn_assets: Amount
     tenor_months: int = Field(ge=1, le=MAX_TENOR_MONTHS)
