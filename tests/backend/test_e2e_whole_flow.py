@@ -175,9 +175,15 @@ def _permit(s: Any, wallet: LocalAccount, spender: Any, value: int, admin: Any) 
 
 
 def _indexed(stack: Stack, path: str, what: str, check: Any, **params: Any) -> Any:
-    """Poll an API read until ``check(body)`` holds (the index follows the chain)."""
+    """Poll an API read until it answers 200 and ``check(body)`` holds (the index follows
+    the chain: until it has caught up, a read may be a 404)."""
+
+    def ready() -> Any:
+        resp = stack.get(path, params=params)
+        return resp.status_code == 200 and check(body := resp.json()) and body
+
     return wait_for(
-        lambda: (check(body := stack.get(path, params=params).json()) and body) or None,
+        lambda: ready() or None,
         30,
         what,
         interval=0.2,

@@ -132,11 +132,24 @@ def test_stress_over_the_demo_pools(demo):
     months from the index, under base and 40 %/yr deflation."""
     world = json.loads((demo["dir"] / "world.json").read_text())
     drawn = {p["node_id"] for p in world["pools"] if sum(p["deposits"]) == p["target_assets"]}
+    # the indexer binds pools as it reaches their PoolSet: wait until it has every one
+    pooled = {p["node_id"] for p in world["pools"]}
+    _wait_for(
+        lambda: (
+            {
+                p["node_id"]
+                for p in requests.get(f"{demo['api']}/api/v1/pools?limit=1000", timeout=5).json()
+            }
+            == pooled
+        ),
+        60,
+        "every pool to be indexed",
+    )
     body = {"scope": "pools", "scenarios": ["base", "deflation_40"], "horizon_months": 60}
     resp = requests.post(f"{demo['api']}/api/v1/risk/scenarios", json=body, timeout=30)
     assert resp.status_code == 200, resp.text
     base, deflation = resp.json()["results"]
-    assert {n["node_id"] for n in base["nodes"]} == {p["node_id"] for p in world["pools"]}
+    assert {n["node_id"] for n in base["nodes"]} == pooled
     assert {n["node_id"] for n in base["nodes"] if n["has_pool"]} == drawn
     worst = {n["node_id"]: n["min_dscr_bps"] for n in deflation["nodes"] if n["has_pool"]}
     for node in base["nodes"]:
