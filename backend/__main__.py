@@ -42,18 +42,31 @@ def _prepare(settings: Settings) -> None:
 
 
 @cli.command()
-def api(host: str | None = typer.Option(None), port: int | None = typer.Option(None)) -> None:
-    """Run the HTTP API (uvicorn)."""
+def api(
+    host: str | None = typer.Option(None),
+    port: int | None = typer.Option(None),
+    workers: int | None = typer.Option(None, min=1, help="processes (GPUCAP_API_WORKERS)"),
+) -> None:
+    """Run the HTTP API (uvicorn; several processes with --workers)."""
     import uvicorn
-
-    from backend.app.main import create_app
 
     settings = _settings()
     _prepare(settings)
-    app = create_app(settings, migrate=False)
-    uvicorn.run(
-        app, host=host or settings.api_host, port=port or settings.api_port, log_level="info"
-    )
+    workers = workers or settings.api_workers
+    common = {
+        "host": host or settings.api_host,
+        "port": port or settings.api_port,
+        "log_level": "info",
+        "access_log": settings.api_access_log,
+    }
+    if workers == 1:
+        from backend.app.main import create_app
+
+        uvicorn.run(create_app(settings, migrate=False), **common)
+    else:
+        # uvicorn's supervisor starts each process from an import string; they read the
+        # same GPUCAP_* environment, and _prepare has migrated the database already.
+        uvicorn.run("backend.app.main:create_served_app", factory=True, workers=workers, **common)
 
 
 @cli.command()

@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     relayer_key: SecretStr | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # API processes (uvicorn workers) sharing the port. Each keeps its own read cache
+    # and connection pool; everything they share (sessions, SIWE nonces, actions) is in
+    # the database. One per core is the usual production choice.
+    api_workers: int = Field(default=1, ge=1, le=64)
+    # One log line per request. Off where a proxy in front logs requests already: at
+    # thousands of reads a second the line costs more than a cached answer does.
+    api_access_log: bool = True
 
     # Relaying
     receipt_timeout_seconds: float = 30.0

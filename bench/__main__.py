@@ -47,6 +47,8 @@ FULL = {
     "relayed": 1_000,  # senders, one request each: enough to fill executeBatch transactions
     "read_seconds": 10.0,
     "concurrencies": [50, 200],
+    # Open-loop offered rates (requests/s, all clients together) for figure 4's sweep.
+    "read_rates": [250, 500, 1_000, 1_500, 2_000, 3_000],
     "oracle_nodes": 10_000,
 }
 SMOKE = {
@@ -57,6 +59,7 @@ SMOKE = {
     "relayed": 2,
     "read_seconds": 1.0,
     "concurrencies": [5],
+    "read_rates": [50],
     "oracle_nodes": 20,
 }
 
@@ -131,6 +134,7 @@ def _backend_child(
         "block_time": block_time,
         "read_seconds": sizes["read_seconds"],
         "concurrencies": sizes["concurrencies"],
+        "read_rates": sizes["read_rates"],
     }
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "backend.json"
@@ -229,9 +233,22 @@ def table(r: dict[str, Any]) -> str:
         else:
             lines.append(f"   relayed: {rel}")
     lines += ["", "4. API read latency (separate load-generator process, mixed /api/v1 reads)"]
+    for sweep in b.get("read_sweeps", []):
+        goal = sweep["goal_p99_ms"]
+        lines.append(
+            f"   {sweep['concurrency']:>4} clients, open loop: p99 <= {goal} ms up to "
+            f"{sweep['max_rate_meeting_goal']} req/s offered"
+        )
+        for rd in sweep["runs"]:
+            lines.append(
+                f"        {rd['offered_per_s']:>6} req/s offered: {rd['requests_per_s']} answered/s"
+                f"  p50 {rd['p50_ms']} ms  p99 {rd['p99_ms']} ms  p99.9 {rd['p999_ms']} ms"
+                f"  ({rd['errors']} errors)  load {rd.get('load_avg_1m')}"
+            )
     for rd in b.get("reads", []):
         lines.append(
-            f"   {rd['concurrency']:>4} clients: p50 {rd['p50_ms']} ms  p99 {rd['p99_ms']} ms  "
+            f"   {rd['concurrency']:>4} clients, closed loop (saturation): "
+            f"p50 {rd['p50_ms']} ms  p99 {rd['p99_ms']} ms  "
             f"{rd['requests_per_s']} req/s  ({rd['errors']} errors {rd.get('failures') or ''})"
             f"  load {rd.get('load_avg_1m')}"
         )

@@ -16,7 +16,14 @@ plain HTTP and raw JSON-RPC only, so brownie is not in the measured path:
   actions/s = count / (last done - first POST).
 
 Then the read-latency load generator (bench/loadgen.py) runs as a separate
-process against the same API with a mix of /api/v1 read routes.
+process against the same API with a mix of /api/v1 read routes: per client
+count, a closed loop (saturation throughput) and an open-loop sweep of offered
+rates (the latency those clients see at each load, measured from each request's
+scheduled send time), stopping once the API no longer keeps up.
+
+The API runs as ``API_WORKERS`` processes with no access log, as it would behind
+a proxy on a machine of this size (backend/config.py ``api_workers``,
+``api_access_log``).
 """
 
 from __future__ import annotations
@@ -55,6 +62,9 @@ THROUGHPUT_GAS_LIMIT = 30_000_000  # a mainnet-sized block for the throughput fi
 POLL_S = 0.1
 POST_CONNECTIONS = 50  # clients POSTing to the API, one request in flight each
 FOLLOW_TIMEOUT_S = 300.0  # give up on the relayed figure rather than hang the run
+API_WORKERS = 2  # one API process per core of the 2-core machine the figures are for
+# Figure 4's goal: p99 within this at the highest offered rate reported as meeting it.
+READ_P99_GOAL_MS = 20.0
 
 
 def _b32(text: str) -> bytes:
@@ -204,6 +214,8 @@ class Stack:
                 "GPUCAP_RPC_URL": rpc_url,
                 "GPUCAP_MANIFEST_PATH": str(manifest),
                 "GPUCAP_PROOFS_DIR": str(workdir / "proofs"),
+                "GPUCAP_API_WORKERS": str(API_WORKERS),
+                "GPUCAP_API_ACCESS_LOG": "false",
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -470,8 +482,15 @@ async def _follow(
     return out
 
 
-def read_latency(api_url: str, market: dict[str, Any], concurrency: int, duration: float) -> dict:
-    """Run bench/loadgen.py as its own process over a mix of /api/v1 reads."""
+def read_latency(
+    api_url: str,
+    market: dict[str, Any],
+    concurrency: int,
+    duration: float,
+    rate: float | None = None,
+) -> dict:
+    """Run bench/loadgen.py as its own process over a mix of /api/v1 reads (closed loop,
+    or open loop at ``rate`` requests/s)."""
     holder = market["gasless"][0].address if market["gasless"] else market["raw_wallets"][0].address
     paths = [
         "/api/v1/nodes",
@@ -493,6 +512,7 @@ def read_latency(api_url: str, market: dict[str, Any], concurrency: int, duratio
         str(duration),
         "--paths",
         *paths,
+        *(["--rate", str(rate)] if rate else []),
     ]
     # Other jobs on the machine take cores from both processes: say how busy it was.
     load_before = os.getloadavg()[0]
@@ -501,6 +521,27 @@ def read_latency(api_url: str, market: dict[str, Any], concurrency: int, duratio
     result["paths"] = paths
     result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     return result
+
+
+def read_sweep(
+    api_url: str, market: dict[str, Any], concurrency: int, duration: float, rates: list[float]
+) -> dict[str, Any]:
+    """Open-loop runs at increasing offered rates, until the API falls behind (it answers
+    under 95% of the offered rate) or p99 passes 10x the goal. Reports the highest rate
+    whose p99 met ``READ_P99_GOAL_MS``."""
+    runs = []
+    for rate in sorted(rates):
+        result = read_latency(api_url, market, concurrency, duration, rate)
+        runs.append(result)
+        if result["requests_per_s"] < 0.95 * rate or result["p99_ms"] > 10 * READ_P99_GOAL_MS:
+            break
+    met = [r["offered_per_s"] for r in runs if r["p99_ms"] <= READ_P99_GOAL_MS and not r["errors"]]
+    return {
+        "concurrency": concurrency,
+        "goal_p99_ms": READ_P99_GOAL_MS,
+        "max_rate_meeting_goal": max(met) if met else None,
+        "runs": runs,
+    }
 
 
 def run(
@@ -513,6 +554,7 @@ def run(
     block_time: int,
     read_seconds: float,
     concurrencies: list[int],
+    read_rates: list[float] | None = None,
     reads_only: bool = False,
 ) -> dict[str, Any]:
     """Figures 3 and 4 on the chain brownie is connected to (at ``rpc_url``).
@@ -547,6 +589,10 @@ def run(
                 out["relayed"]["actions_per_s"] / out["raw"]["tx_per_s"], 4
             )
         out["reads"] = [read_latency(stack.api_url, market, c, read_seconds) for c in concurrencies]
+        out["read_sweeps"] = [
+            read_sweep(stack.api_url, market, c, read_seconds, read_rates or [])
+            for c in concurrencies
+        ]
     finally:
         stack.stop()
         with contextlib.suppress(Exception):  # the chain may be gone already

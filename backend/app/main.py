@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from backend.app.deps import CeleryEnqueuer, ChainProvider, Enqueuer
 from backend.app.errors import install_error_handlers
-from backend.app.read_cache import ReadCache
+from backend.app.read_cache import ReadCache, ReadCacheMiddleware
 from backend.app.routers import api_router
 from backend.config import Settings, get_settings
 from backend.dashboard import mount_dashboard
@@ -45,7 +45,15 @@ def create_app(
     app.state.celery = create_celery(settings)
     app.state.enqueue = enqueue or CeleryEnqueuer(app.state.celery)
     app.state.chain_provider = ChainProvider(settings)
+    # Hits are answered before routing; misses fall through to the cached routes.
+    app.add_middleware(ReadCacheMiddleware)
     install_error_handlers(app)
     app.include_router(api_router)
     mount_dashboard(app, settings)
     return app
+
+
+def create_served_app() -> FastAPI:
+    """The app of one of several API processes (``python -m backend api --workers N``):
+    settings from the environment, migrations already run by the parent."""
+    return create_app(get_settings(), migrate=False)

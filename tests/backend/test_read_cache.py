@@ -118,6 +118,34 @@ def test_a_repeated_read_runs_no_query_until_a_commit(
     assert statements.count > ran
 
 
+def test_a_hit_is_answered_before_routing_with_the_same_answer(
+    client: TestClient, writer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with writer() as s:
+        s.add(_node(1))
+        s.commit()
+    first = client.get("/api/v1/nodes")
+    routed: list[str] = []
+    router = client.app.router  # type: ignore[attr-defined]
+    original = type(router).__call__
+
+    async def counting(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        routed.append(scope["path"])
+        await original(self, scope, receive, send)
+
+    monkeypatch.setattr(type(router), "__call__", counting)
+    again = client.get("/api/v1/nodes")
+    assert routed == []  # ReadCacheMiddleware answered
+    assert again.status_code == 200 and again.content == first.content
+    assert again.headers["content-type"] == first.headers["content-type"]
+    assert int(again.headers["content-length"]) == len(first.content)
+
+    # A miss (another query) and a credentialed request go on to the routes.
+    client.get("/api/v1/nodes", params={"limit": 1})
+    client.get("/api/v1/nodes", headers={"Authorization": "Bearer someone"})
+    assert routed == ["/api/v1/nodes", "/api/v1/nodes"]
+
+
 def test_a_commit_from_another_process_is_seen_at_once(
     client: TestClient, writer: Any, db_path: Path
 ) -> None:

@@ -47,6 +47,10 @@ def test_bench_smoke_writes_every_figure(tmp_path: Path) -> None:
     assert relayed["completed"] == relayed["actions"], relayed["errors"]
     for reads in backend["reads"]:
         assert reads["errors"] == 0 and reads["requests"] > 0
+    for sweep in backend["read_sweeps"]:  # the open-loop runs: paced, every answer a 200
+        (paced,) = sweep["runs"]
+        assert paced["mode"] == "open" and paced["offered_per_s"] == 50
+        assert paced["errors"] == 0 and paced["requests"] > 0
 
     assert r["oracle"]["nodes"] == 20 and "error" not in r["oracle"]
     assert "1. gas per operation" in run.stdout
