@@ -7,6 +7,7 @@ from __future__ import annotations
 from celery import Celery
 
 from backend.config import Settings
+from backend.worker import redis_broker
 
 RELAY_TASK = "gpucap.relay_action"
 SWEEP_TASK = "gpucap.sweep_stale_actions"
@@ -65,5 +66,12 @@ def create_celery(settings: Settings) -> Celery:
         },
         worker_hijack_root_logger=False,
     )
+    if url.startswith("redis://"):
+        # kombu's Redis transport, except that a channel of a closed connection
+        # fails as a connection error, not an AttributeError that stops the
+        # worker's reconnect after a Redis outage (see redis_broker.py). Plain
+        # redis:// only: rediss:// and sentinel:// keep kombu's own transport
+        # (kombu picks TLS defaults by the scheme name).
+        app.conf.broker_transport = redis_broker.TRANSPORT
     app.conf["gpucap_settings"] = settings
     return app
