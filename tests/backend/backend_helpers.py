@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import requests
 
+from backend.db.models import NodeRow
 from backend.redis_embedded import EmbeddedRedis
 from gpucap import devchain
 
@@ -158,3 +159,21 @@ def new_faucet_action(sessions: Any, address: str) -> str:
             params={"address": address},
         )
         return action.id
+
+
+def node_row(
+    node_id: int, gpus: int = 8, operator: str = "0x000000000000000000000000000000000000dEaD"
+) -> NodeRow:
+    """An indexed node as the indexer writes it: for API tests that need no chain."""
+    return NodeRow(
+        node_id=node_id,
+        operator=operator,
+        class_id=1,
+        gpu_count=gpus,
+        region="eu-west",
+        node_key="0x" + f"{node_id:040x}",
+        acquisition_cost=1,
+        acquired_at=1,
+        status="active",
+        registered_block=1,
+    )

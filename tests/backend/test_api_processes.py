@@ -12,25 +12,10 @@ from pathlib import Path
 
 import requests
 
-from backend.db.models import NodeRow
 from backend.db.session import get_sessionmaker
 from devnet.processes import ManagedProcess
 from gpucap import devchain
-
-
-def _node(node_id: int) -> NodeRow:
-    return NodeRow(
-        node_id=node_id,
-        operator="0x000000000000000000000000000000000000dEaD",
-        class_id=1,
-        gpu_count=8,
-        region="eu-west",
-        node_key="0x" + f"{node_id:040x}",
-        acquisition_cost=1,
-        acquired_at=1,
-        status="active",
-        registered_block=1,
-    )
+from tests.backend.backend_helpers import node_row
 
 
 def _children(pid: int) -> list[int]:
@@ -89,7 +74,7 @@ def test_two_api_processes_serve_one_port_and_share_the_database(tmp_path: Path)
             assert {a.status_code for a in answers} == {200}
             assert {a.text for a in answers} == {"[]"}
             with get_sessionmaker(env["GPUCAP_DATABASE_URL"])() as session:
-                session.add(_node(7))
+                session.add(node_row(7))
                 session.commit()
             # fresh connections spread over both processes
             after = [requests.get(base + "/api/v1/nodes", timeout=5) for _ in range(20)]

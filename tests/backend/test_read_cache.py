@@ -24,26 +24,12 @@ from sqlalchemy.pool import QueuePool
 from backend.app.main import create_app
 from backend.app.read_cache import ReadCache
 from backend.config import Settings
-from backend.db.models import IndexerState, NodeRow
+from backend.db.models import IndexerState
 from backend.db.session import SQLITE_POOL_SIZE, get_engine, get_sessionmaker
 from gpucap import devchain
+from tests.backend.backend_helpers import node_row
 
 OPERATOR = "0x000000000000000000000000000000000000dEaD"
-
-
-def _node(node_id: int, gpus: int = 8) -> NodeRow:
-    return NodeRow(
-        node_id=node_id,
-        operator=OPERATOR,
-        class_id=1,
-        gpu_count=gpus,
-        region="eu-west",
-        node_key="0x" + f"{node_id:040x}",
-        acquisition_cost=1,
-        acquired_at=1,
-        status="active",
-        registered_block=1,
-    )
 
 
 class Statements:
@@ -99,7 +85,7 @@ def test_a_repeated_read_runs_no_query_until_a_commit(
     client: TestClient, writer: Any, statements: Statements
 ) -> None:
     with writer() as s:
-        s.add(_node(1))
+        s.add(node_row(1))
         s.commit()
     first = client.get("/api/v1/nodes")
     assert [n["node_id"] for n in first.json()] == [1]
@@ -111,7 +97,7 @@ def test_a_repeated_read_runs_no_query_until_a_commit(
     assert statements.count == ran  # answered from the cache
 
     with writer() as s:
-        s.add(_node(2))
+        s.add(node_row(2))
         s.commit()
     after = client.get("/api/v1/nodes")
     assert [n["node_id"] for n in after.json()] == [1, 2]
@@ -122,7 +108,7 @@ def test_a_hit_is_answered_before_routing_with_the_same_answer(
     client: TestClient, writer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with writer() as s:
-        s.add(_node(1))
+        s.add(node_row(1))
         s.commit()
     first = client.get("/api/v1/nodes")
     routed: list[str] = []
@@ -184,7 +170,7 @@ def test_a_rolled_back_write_keeps_the_cached_answer(
 
 def test_each_path_and_query_is_its_own_entry(client: TestClient, writer: Any) -> None:
     with writer() as s:
-        s.add_all([_node(1, gpus=4), _node(2, gpus=8)])
+        s.add_all([node_row(1, gpus=4), node_row(2, gpus=8)])
         s.commit()
     assert [n["node_id"] for n in client.get("/api/v1/nodes", params={"limit": 1}).json()] == [1]
     assert [n["node_id"] for n in client.get("/api/v1/nodes").json()] == [1, 2]
