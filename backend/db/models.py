@@ -114,7 +114,11 @@ class Action(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
-    __table_args__ = (Index("ix_actions_status_updated_at", "status", "updated_at"),)
+    __table_args__ = (
+        Index("ix_actions_status_updated_at", "status", "updated_at"),
+        # A sender's open forward request (forward.open_request_of): a key-prefix range.
+        Index("ix_actions_kind_status_key", "kind", "status", "idempotency_key"),
+    )
 
 
 # ---------------------------------------------------------------------------

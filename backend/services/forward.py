@@ -370,13 +370,20 @@ def simulate(
 
 
 def open_request_of(session: Session, sender: str) -> Action | None:
-    """The sender's forward action still pending or submitted, if any."""
+    """The sender's forward action still pending or submitted, if any.
+
+    The sender's keys are a range of the unique idempotency-key index (every key with
+    the prefix sorts between it and the prefix with ":" raised to ";"): a few index
+    entries per sender. A LIKE cannot use that index (SQLite's LIKE ignores case), so
+    it read every open action per request: hundreds during a burst of requests."""
+    prefix = f"{KEY_PREFIX}{sender.lower()}:"
     return session.scalar(
         select(Action)
         .where(
+            Action.idempotency_key >= prefix,
+            Action.idempotency_key < prefix[:-1] + ";",
             Action.kind == ActionKind.FORWARD.value,
             Action.status.in_(OPEN_STATUSES),
-            Action.idempotency_key.like(f"{KEY_PREFIX}{sender.lower()}:%"),
         )
         .limit(1)
     )
