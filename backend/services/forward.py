@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -151,8 +152,18 @@ def _pool_abi(chain: Chain) -> list[dict[str, Any]]:
     return _abi_at(chain.deployment.contracts[SETTLEMENT].abi_path.parent / f"{POOL}.json")
 
 
-@lru_cache(maxsize=4)
+# One reader per artifact: a build artifact is megabytes of JSON (AST, source maps), and
+# the first burst of requests after startup would otherwise parse it once per thread.
+_abi_lock = threading.Lock()
+
+
 def _abi_at(path: Path) -> list[dict[str, Any]]:
+    with _abi_lock:
+        return _read_abi(path)
+
+
+@lru_cache(maxsize=4)
+def _read_abi(path: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text())["abi"]  # type: ignore[no-any-return]
 
 
