@@ -97,6 +97,16 @@ def _rpc_url() -> str:
     return os.environ.get("GPUCAP_RPC_URL") or network.web3.provider.endpoint_uri
 
 
+def _terms(pool: PlannedPool, epoch_seconds: int) -> PoolTerms:
+    """The round and its debt in real time: a 48-month tenor is 48 x 30 days of the
+    hub's epochs (86,400 30-s epochs a month), at the plan's yearly rate."""
+    return PoolTerms(
+        target_assets=pool.target_assets,
+        tenor_epochs=pool.tenor_months * MONTH_SECONDS // epoch_seconds,
+        rate_bps=pool.rate_bps,
+    )
+
+
 class Seeder:
     def __init__(self, plan: WorldPlan, deployment: Deployment, manifest: dict[str, Any]) -> None:
         self.plan = plan
@@ -112,7 +122,6 @@ class Seeder:
         abis = [ref.abi for ref in deployment.contracts.values()] + [artifact["abi"]]
         self.sender = BulkSender(self.w3, abis=abis)
         self._accounts: dict[int, Any] = {}
-        self.node_ids: list[int] = []  # in plan order, once registered
 
     def account(self, index: int) -> Any:
         if index not in self._accounts:
@@ -140,10 +149,10 @@ class Seeder:
         """Five phases; returns the node ids (in plan order) and pool addresses (by node index)."""
         now = self.w3.eth.get_block("latest")["timestamp"]
         self._fund()
-        node_ids = self.node_ids = self._register(now)
+        node_ids = self._register(now)
         offers, pools = self._bond_offer_and_raise(node_ids, now)
         bought = self._deposit_and_buy(offers, pools)
-        self._draw_stake_and_redeem(pools, bought)
+        self._draw_stake_and_redeem(node_ids, pools, bought)
         return node_ids, pools
 
     def _fund(self) -> None:
@@ -247,6 +256,7 @@ class Seeder:
         each address is known before it is mined), built by scripts/deploy.py's helpers."""
         admin = self.account(0)
         nonce = self.sender.next_nonce(admin.address)
+        epoch_seconds = self.c[HUB].functions.epochLengthSeconds().call()
         txs: list[PlannedTx] = []
         addresses: dict[int, str] = {}
         for pool in self.plan.pools:
@@ -257,7 +267,7 @@ class Seeder:
                 node_id=node_id,
                 operator=operator,
                 admin=admin.address,
-                terms=self._terms(pool),
+                terms=_terms(pool, epoch_seconds),
                 now=now,
             )
             data = self.pool_factory.constructor(*args).data_in_transaction
@@ -271,16 +281,6 @@ class Seeder:
             nonce = self.sender.next_nonce(admin.address) + len(txs)
             addresses[pool.node_index] = address
         return txs, addresses
-
-    def _terms(self, pool: PlannedPool) -> PoolTerms:
-        """The round and its debt in real time: a 48-month tenor is 48 x 30 days of the
-        hub's epochs (86,400 30-s epochs a month), at the plan's yearly rate."""
-        epoch_seconds = self.c[HUB].functions.epochLengthSeconds().call()
-        return PoolTerms(
-            target_assets=pool.target_assets,
-            tenor_epochs=pool.tenor_months * MONTH_SECONDS // epoch_seconds,
-            rate_bps=pool.rate_bps,
-        )
 
     def _deposit_and_buy(
         self, offers: list[Any], pools: dict[int, str]
@@ -309,7 +309,7 @@ class Seeder:
         return bought
 
     def _draw_stake_and_redeem(
-        self, pools: dict[int, str], bought: list[tuple[int, Any, int]]
+        self, node_ids: list[int], pools: dict[int, str], bought: list[tuple[int, Any, int]]
     ) -> None:
         txs = []
         for pool in self.plan.pools:
@@ -326,7 +326,7 @@ class Seeder:
                     self.account(0),
                     SETTLEMENT,
                     "setUsageTerms",
-                    self.node_ids[pool.node_index],
+                    node_ids[pool.node_index],
                     self.account(USAGE_PAYER).address,
                     node.price_per_gpu_hour,
                 )
