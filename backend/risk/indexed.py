@@ -36,8 +36,11 @@ def months(seconds: int) -> int:
     return max(0, seconds) // MONTH_SECONDS
 
 
-def pool_debt(terms: PoolTermsRow, pool: PoolRow, now: int) -> dict[str, int] | None:
-    """The pool's loan in projection months (``DebtIn`` fields), or None before a draw."""
+def pool_debt(
+    terms: PoolTermsRow, pool: PoolRow, now: int, *, from_draw: bool = False
+) -> dict[str, int] | None:
+    """The pool's loan in projection months (``DebtIn`` fields), or None before a draw;
+    ``from_draw``: as on the day it was drawn (month 0 of the whole tenor)."""
     if not pool.drawn or pool.drawn_assets <= 0:
         return None
     epoch_seconds = terms.epoch_length_seconds
@@ -50,7 +53,7 @@ def pool_debt(terms: PoolTermsRow, pool: PoolRow, now: int) -> dict[str, int] | 
         "drawn_assets": pool.drawn_assets,
         "tenor_months": tenor,
         "rate_bps": terms.rate_bps,
-        "months_since_draw": min(months(now - drawn_at), tenor),
+        "months_since_draw": 0 if from_draw else min(months(now - drawn_at), tenor),
         "staked_bps": min(staked, BPS),
     }
 
@@ -64,8 +67,11 @@ def scope_node_ids(session: Session, scope: str) -> list[int]:
     return list(session.scalars(query.order_by(NodeRow.node_id)))
 
 
-def indexed_overrides(session: Session, node_ids: list[int], now: int) -> dict[int, dict[str, Any]]:
-    """Per node: what the index adds to the node row (debt, utilization, price)."""
+def indexed_overrides(
+    session: Session, node_ids: list[int], now: int, *, loans_from_draw: bool = False
+) -> dict[int, dict[str, Any]]:
+    """Per node: what the index adds to the node row (debt, utilization, price);
+    ``loans_from_draw``: each pool loan from its draw (see ``pool_debt``)."""
     out: dict[int, dict[str, Any]] = {n: {} for n in node_ids}
     if not node_ids:
         return out
@@ -75,7 +81,7 @@ def indexed_overrides(session: Session, node_ids: list[int], now: int) -> dict[i
         .where(PoolTermsRow.node_id.in_(node_ids))
     )
     for terms, pool in pools:
-        debt = pool_debt(terms, pool, now)
+        debt = pool_debt(terms, pool, now, from_draw=loans_from_draw)
         if debt is not None:
             out[terms.node_id]["debt"] = debt
     newest = session.scalar(select(func.max(EpochRow.epoch)))

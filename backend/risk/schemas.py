@@ -154,6 +154,11 @@ class ScenarioRunRequest(_Strict):
     )
     node_ids: list[NodeId] | None = Field(None, min_length=1, max_length=MAX_NODES)
     overrides: list[NodeOverride] = Field(default_factory=list, max_length=MAX_NODES)
+    loans_from_draw: bool = Field(
+        False,
+        description="project each indexed pool loan from its draw (month 0, the whole "
+        "tenor) instead of from where its schedule stands now",
+    )
     nodes: list[NodeIn] | None = Field(None, min_length=1, max_length=MAX_NODES)
     start_time: int | None = Field(
         None, ge=0, le=MAX_TIME, description="unix seconds; default: now, floored to the hour"
@@ -177,6 +182,8 @@ class ScenarioRunRequest(_Strict):
             )
         if self.nodes is not None and self.overrides:
             raise ValueError("overrides apply to node_ids; put the fields in nodes instead")
+        if self.nodes is not None and self.loans_from_draw:
+            raise ValueError("loans_from_draw applies to indexed loans (scope or node_ids)")
         unknown = [n for n in self.scenarios or [] if n not in NAMED]
         if unknown:
             raise ValueError(f"unknown scenarios {unknown}; named ones: {sorted(NAMED)}")

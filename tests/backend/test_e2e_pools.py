@@ -244,6 +244,35 @@ def test_stress_over_the_pools_projects_each_loan_in_months(api, world):
     pooled = {p["node_id"] for p in _get(api, "/pools", limit=1000)}
     assert {r["node_id"] for r in scoped.json()["results"][0]["nodes"]} == pooled
 
+    # loans_from_draw: the same loan as on the day it was drawn (the dashboard's "from the
+    # draw" option), equal to the hand-built loan at month 0.
+    from_draw = requests.post(
+        url, json={"scope": "pools", "loans_from_draw": True, **common}, timeout=30
+    )
+    at_draw = requests.post(
+        url,
+        json={
+            "node_ids": [node],
+            "overrides": [{"node_id": node, "debt": {**loan, "months_since_draw": 0}}],
+            **common,
+        },
+        timeout=30,
+    )
+    assert from_draw.status_code == at_draw.status_code == 200, (from_draw.text, at_draw.text)
+    for mine, theirs in zip(from_draw.json()["results"], at_draw.json()["results"], strict=True):
+        assert {r["node_id"]: r for r in mine["nodes"]}[node] == theirs["nodes"][0]
+    inline_node = {
+        "node_id": 1,
+        "class_name": "H100-SXM-80GB",
+        "gpu_count": 8,
+        "acquisition_cost": 240_000 * 10**6,
+        "acquired_at": start,
+    }
+    inline = requests.post(
+        url, json={"nodes": [inline_node], "loans_from_draw": True, **common}, timeout=30
+    )
+    assert inline.status_code == 422 and "loans_from_draw" in inline.json()["reason"]
+
 
 def test_errors_are_4xx_with_reasons(api, world):
     def get(path: str) -> requests.Response:

@@ -285,7 +285,7 @@ def test_stress_h100_price_fall_from_the_page(
             finite = sum(v is not None for p in pooled_paths for v in p[field])
             assert wait_points(page, chart) == finite > 0
         # the server found each pool's loan in the index: nothing sent but the node ids
-        assert body["overrides"] == []
+        assert "overrides" not in body and body["loans_from_draw"] is False
         pooled = [n for n in shock["nodes"] if n["has_pool"]]
         assert {n["node_id"] for n in pooled} == {world.nodes[k] for k in world.pools}
         breaching = [n for n in pooled if n["first_dscr_breach_month"] is not None]
@@ -300,10 +300,16 @@ def test_stress_h100_price_fall_from_the_page(
         ) as again:
             page.click("#stress-run")
         assert again.value.status == 200
-        redone = [o["debt"] for o in again.value.request.post_data_json["overrides"] if "debt" in o]
-        assert [d["months_since_draw"] for d in redone] == [0] * len(world.pools)
-        # a pool's 36 months of epochs go in as 36 months, at the pool's rate
-        assert {(d["tenor_months"], d["rate_bps"]) for d in redone} == {(36, 1_100)}
+        # the server projects each indexed loan from its draw: the page sends only the flag
+        sent = again.value.request.post_data_json
+        assert sent["loans_from_draw"] is True and "overrides" not in sent
+        redone = next(
+            r for r in again.value.json()["results"] if r["scenario"]["name"].startswith(H100)
+        )
+        # a pool's 36 months of epochs are 36 months of debt service from the draw
+        for node in (n for n in redone["nodes"] if n["has_pool"] and n["paths"]):
+            serviced = sum(d > 0 for d in node["paths"]["debt_service"])
+            assert serviced == 36 or node["first_default_month"] is not None, node
     else:
         assert "No indexed node carries pool debt" in answer
         for chart in ("stress-dscr-chart", "stress-ltv-chart"):  # no debt, nothing to plot

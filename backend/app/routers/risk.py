@@ -69,7 +69,7 @@ def _indexed_fleet(body: ScenarioRunRequest, session: SessionDep, now: int) -> l
     stray = sorted(set(overrides) - set(ids))
     if stray:
         raise ApiError(422, "ValidationFailed", f"overrides: nodes {stray[:20]} not in the fleet")
-    derived = indexed_overrides(session, ids, now)
+    derived = indexed_overrides(session, ids, now, loans_from_draw=body.loans_from_draw)
     nodes = []
     for node_id in ids:
         row = rows[node_id]
