@@ -88,10 +88,11 @@ class Activity:
             return "buy: no open offer indexed (yet)"
         offer = self.rng.choice(open_)
         amount = self.rng.randint(1, min(2, offer["amount"] - offer["sold"]))
-        data, nonce = actions.buy_calldata(
+        data, signing = actions.buy_calldata(
             self.api, self.deployment, user, offer["offer_id"], amount
         )
-        return self._relay(user, data, nonce, f"bought {amount} GPU-h of offer {offer['offer_id']}")
+        what = f"bought {amount} GPU-h of offer {offer['offer_id']}"
+        return self._relay(user, data, signing, what)
 
     def redeem(self) -> str:
         user = self.wallet(self.rng.choice(self.world["users"]))
@@ -132,8 +133,10 @@ class Activity:
         what = f"offered {amount} GPU-h of node {node['node_id']} at {price / USD:.2f}"
         return self._relay(operator, data, None, what)
 
-    def _relay(self, user: LocalAccount, data: str, nonce: int | None, what: str) -> str:
-        accepted = actions.forward(self.api, self.deployment, user, "CapacityToken", data, nonce)
+    def _relay(
+        self, user: LocalAccount, data: str, signing: actions.Signing | None, what: str
+    ) -> str:
+        accepted = actions.forward(self.api, self.deployment, user, "CapacityToken", data, signing)
         action = self.api.follow(accepted["action_id"])
         if action["status"] != "confirmed":
             return (

@@ -77,8 +77,23 @@ def _answer(resp: httpx.Response) -> Any:
     return body
 
 
-def deadline_in(seconds: int = DEFAULT_DEADLINE_SECONDS) -> int:
-    return int(time.time()) + seconds
+@dataclass(frozen=True)
+class Signing:
+    """What a wallet signs a forward request with: the forwarder nonce, and the chain's
+    time its deadline counts from (block time, which the forwarder checks; a wall clock
+    can be far from it, as on a test chain moved ahead)."""
+
+    nonce: int
+    chain_time: int
+
+    @property
+    def deadline(self) -> int:
+        return self.chain_time + DEFAULT_DEADLINE_SECONDS
+
+
+def signing_of(api: Api, address: str) -> Signing:
+    nonces = api.get(f"/api/v1/accounts/{address}/nonces")
+    return Signing(nonce=nonces["forwarder"], chain_time=nonces["chain_time"])
 
 
 def forward(
@@ -87,15 +102,18 @@ def forward(
     signer: LocalAccount,
     contract: str,
     data: str,
-    nonce: int | None = None,
+    signing: Signing | None = None,
 ) -> dict[str, Any]:
     """Sign a forward request calling ``contract`` with ``data`` and post it; returns the
-    API's acceptance (``action_id``, ``contract``, ``function``)."""
-    if nonce is None:
-        nonce = api.get(f"/api/v1/accounts/{signer.address}/nonces")["forwarder"]
+    API's acceptance (``action_id``, ``contract``, ``function``). ``signing``: the nonce
+    and chain time to sign with, read from the API when not given."""
+    signing = signing or signing_of(api, signer.address)
+    nonce = signing.nonce
     target = deployment.contracts[contract].address
     forwarder = deployment.contracts["GpucapForwarder"].address
-    req = sign_request(signer, forwarder, deployment.chain_id, target, data, nonce, deadline_in())
+    req = sign_request(
+        signer, forwarder, deployment.chain_id, target, data, nonce, signing.deadline
+    )
     body = {
         "from": signer.address,
         "to": req.to,
@@ -112,12 +130,13 @@ def forward(
 
 def buy_calldata(
     api: Api, deployment: Deployment, signer: LocalAccount, offer_id: int, amount: int
-) -> tuple[str, int]:
-    """``buyWithPermit`` calldata (the permit for exactly the price, signed here) and the
-    forwarder nonce to sign the request with."""
+) -> tuple[str, Signing]:
+    """``buyWithPermit`` calldata (the permit for exactly the price, signed here) and what
+    to sign the forward request with."""
     offer = api.get(f"/api/v1/offers/{offer_id}")
     nonces = api.get(f"/api/v1/accounts/{signer.address}/nonces")
-    deadline = deadline_in()
+    signing = Signing(nonce=nonces["forwarder"], chain_time=nonces["chain_time"])
+    deadline = signing.deadline
     capacity = deployment.contract(Web3(), "CapacityToken")
     v, r, s = sign_permit(
         signer,
@@ -130,7 +149,7 @@ def buy_calldata(
         chain_id=nonces["chain_id"],
     )
     data = capacity.encode_abi("buyWithPermit", args=[offer_id, amount, deadline, v, r, s])
-    return data, nonces["forwarder"]
+    return data, signing
 
 
 # ---------------------------------------------------------------------------

@@ -329,11 +329,15 @@ def report(ctx: Ctx, action: dict[str, Any]) -> None:
 
 
 def relay(
-    ctx: Ctx, signer: LocalAccount, contract: str, data: str, nonce: int | None = None
+    ctx: Ctx,
+    signer: LocalAccount,
+    contract: str,
+    data: str,
+    signing: actions.Signing | None = None,
 ) -> None:
     """Sign a forward request for ``contract`` with ``data``, post it, follow the action."""
     try:
-        accepted = actions.forward(ctx.client, ctx.deployment, signer, contract, data, nonce)
+        accepted = actions.forward(ctx.client, ctx.deployment, signer, contract, data, signing)
     except ApiRejected as exc:
         fail(exc)
     if not ctx.as_json:
@@ -354,10 +358,10 @@ def buy(
     ctx = _ctx(typer_ctx)
     signer = wallet(dev_account, keystore)
     try:
-        data, nonce = actions.buy_calldata(ctx.client, ctx.deployment, signer, offer_id, amount)
+        data, signing = actions.buy_calldata(ctx.client, ctx.deployment, signer, offer_id, amount)
     except ApiRejected as exc:
         fail(exc)
-    relay(ctx, signer, "CapacityToken", data, nonce)
+    relay(ctx, signer, "CapacityToken", data, signing)
 
 
 @app.command()

@@ -419,6 +419,10 @@ class SigningNoncesPublic(BaseModel):
     stablecoin_name: str
     stablecoin: str
     chain_id: int
+    chain_time: int = Field(
+        description="the latest block's timestamp: set deadlines from it, not from a wall "
+        "clock (the forwarder and the permit compare them with block time)"
+    )
 
 
 # -- node metrics (attested leaves, verified against the on-chain root) ----------

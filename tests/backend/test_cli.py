@@ -79,6 +79,13 @@ def test_buy_then_portfolio(stack: Stack, offer, staker) -> None:
     assert [(h["token_id"], h["amount"]) for h in held] == [(str(offer["token"]), 4)]
 
 
+def test_signing_nonces_carry_the_chain_time_deadlines_count_from(stack: Stack, staker) -> None:
+    before = chain[-1].timestamp
+    got = stack.get(f"/api/v1/accounts/{staker.address}/nonces").json()
+    assert before <= got["chain_time"] <= chain[-1].timestamp
+    assert got["chain_id"] == chain.id and got["forwarder"] >= 0
+
+
 def test_rejection_exits_2_with_the_contract_error(stack: Stack, offer) -> None:
     too_many = cli(stack, "buy", str(offer["id"]), "40", "--dev-account", str(WALLET_INDEX))
     assert too_many.returncode == 2

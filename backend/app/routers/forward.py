@@ -45,18 +45,20 @@ def forwarder_info(chain: ChainDep) -> ForwarderInfoPublic:
     responses={422: {"model": ErrorPublic}, 503: {"model": ErrorPublic}},
 )
 def signing_nonces(address: str, chain: ChainDep) -> SigningNoncesPublic:
-    """The nonces ``address`` must sign its next forward request and permit with."""
+    """The nonces ``address`` must sign its next forward request and permit with, and the
+    chain's time to count their deadlines from."""
     try:
         holder = checksum_address(address)
     except ValueError as exc:
         raise ApiError(422, "ValidationFailed", f"address: {exc}") from exc
     fwd, coin = chain.contract(forward.FORWARDER), chain.stablecoin
-    nonce, permit_nonce, name = chain.call(
+    nonce, permit_nonce, name, now = chain.call(
         "reading nonces",
         lambda: (
             fwd.functions.nonces(holder).call(),
             coin.functions.nonces(holder).call(),
             coin.functions.name().call(),
+            int(chain.w3.eth.get_block("latest")["timestamp"]),
         ),
     )
     return SigningNoncesPublic(
@@ -66,6 +68,7 @@ def signing_nonces(address: str, chain: ChainDep) -> SigningNoncesPublic:
         stablecoin_name=name,
         stablecoin=coin.address,
         chain_id=chain.deployment.chain_id,
+        chain_time=now,
     )
 
 
