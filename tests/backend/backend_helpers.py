@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -177,3 +177,38 @@ def node_row(
         status="active",
         registered_block=1,
     )
+
+
+def assert_decoding_matches_web3(indexer: Any, pools: Sequence[str] = ()) -> set[tuple[str, str]]:
+    """Every log of the manifest's contracts and of ``pools`` on the chain, decoded by the
+    indexer's decoder from the node's raw answer, equals web3's ``process_log`` (after the
+    indexer's ``_jsonable``) of the same log as web3 formats it: same keys in the same
+    order, same JSON (so True is not 1). Returns the (contract, event) pairs seen."""
+    import json
+
+    from backend.services.indexer import _jsonable
+
+    decoder = indexer.decoder
+    w3 = indexer.chain.w3
+    addresses = [w3.to_checksum_address(a) for a in [*decoder.addresses, *pools]]
+    query = {"fromBlock": 0, "toBlock": "latest", "address": addresses}
+    formatted = w3.eth.get_logs(query)  # type: ignore[arg-type]
+    raw = w3.provider.make_request("eth_getLogs", [{**query, "fromBlock": "0x0"}])["result"]  # type: ignore[arg-type]
+    assert len(raw) == len(formatted) > 0
+    known = {p.lower() for p in pools}
+    seen: set[tuple[str, str]] = set()
+    for entry, web3_entry in zip(raw, formatted, strict=True):
+        fast = decoder.decode(entry, known)
+        if fast is None:
+            continue
+        contract_name, event, args = fast
+        address = entry["address"].lower()
+        contract = (
+            w3.eth.contract(abi=decoder.pool_abi)
+            if address in known
+            else indexer.chain.contract(contract_name)
+        )
+        expected = _jsonable(dict(contract.events[event]().process_log(web3_entry)["args"]))
+        assert json.dumps(args) == json.dumps(expected), (contract_name, event)
+        seen.add((contract_name, event))
+    return seen

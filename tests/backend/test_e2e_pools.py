@@ -19,7 +19,12 @@ from backend.risk.formulas import MONTH_SECONDS
 from backend.services.chain import Chain
 from backend.services.indexer import Indexer
 from gpucap import devchain
-from tests.backend.backend_helpers import ServiceProcess, backend_env, http_up
+from tests.backend.backend_helpers import (
+    ServiceProcess,
+    assert_decoding_matches_web3,
+    backend_env,
+    http_up,
+)
 from tests.contracts.settlement_helpers import (
     DISTRIBUTOR_ROLE,
     POOL_TARGET,
@@ -272,6 +277,18 @@ def test_stress_over_the_pools_projects_each_loan_in_months(api, world):
         url, json={"nodes": [inline_node], "loans_from_draw": True, **common}, timeout=30
     )
     assert inline.status_code == 422 and "loans_from_draw" in inline.json()["reason"]
+
+
+def test_fast_decoding_matches_web3_on_pool_and_settlement_logs(api, world):
+    seen = assert_decoding_matches_web3(api["indexer"], [world["pool"].address])
+    assert {
+        ("RevenuePool", "Deposited"),
+        ("RevenuePool", "Staked"),
+        ("RevenuePool", "Transfer"),
+        ("RevenuePool", "LossBooked"),
+        ("EpochSettlement", "PoolSet"),
+        ("EpochSettlement", "NodeSettled"),
+    } <= seen
 
 
 def test_errors_are_4xx_with_reasons(api, world):

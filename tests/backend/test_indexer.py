@@ -6,9 +6,14 @@ is tested in test_e2e_reads.py. The world is built with brownie transactions.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from brownie import chain
+from eth_utils import event_abi_to_log_topic
+from hexbytes import HexBytes
 from sqlalchemy import select, update
+from web3 import Web3
 
 from backend.db.models import (
     BalanceRow,
@@ -22,7 +27,8 @@ from backend.db.models import (
     SaleRow,
 )
 from backend.services.chain import Chain
-from backend.services.indexer import Indexer, token_parts
+from backend.services.indexer import Indexer, _jsonable, token_parts
+from tests.backend.backend_helpers import assert_decoding_matches_web3
 from tests.oracle.hub_helpers import ORACLE_KEYS, commitment_for, end_epoch, signatures
 
 USD = 10**6
@@ -174,3 +180,91 @@ def test_unrecognisable_history_starts_over(world, indexer, sessions):
     assert _snapshot(sessions) == before
     with sessions() as s:
         assert s.scalars(select(IndexerState)).one().resets == 1
+
+
+def test_fast_decoding_matches_web3_on_the_worlds_logs(world, indexer):
+    seen = assert_decoding_matches_web3(indexer)
+    assert {
+        ("TestStablecoin", "Transfer"),
+        ("CapacityToken", "TransferSingle"),
+        ("CapacityToken", "CapacityBought"),
+        ("CapacityToken", "OfferPublished"),
+        ("NodeRegistry", "GpuClassRegistered"),
+        ("NodeRegistry", "NodeRegistered"),
+        ("NodeRegistry", "BondLocked"),
+        ("OracleHub", "EpochAttested"),
+    } <= seen
+
+
+def _sample(abi_type: str, i: int):
+    """A value of ``abi_type`` that exercises its encoding (high bits, non-ASCII text)."""
+    if abi_type.endswith("[]"):
+        return [_sample(abi_type[:-2], i + k) for k in range(3)]
+    if abi_type == "address":
+        return Web3.to_checksum_address("0x" + f"{0xA1B2C3 * (i + 7):040x}"[-40:])
+    if abi_type == "bool":
+        return i % 2 == 0
+    if abi_type == "string":
+        return f"gpu-\u00e9t\u00e9-{i}"
+    if abi_type.startswith("bytes"):
+        return bytes((i + k) % 256 for k in range(int(abi_type[5:] or 5)))
+    bits = int(abi_type.removeprefix("uint").removeprefix("int") or 256)
+    return (1 << (bits - 1)) + i if abi_type.startswith("uint") else -(1 << (bits - 2)) - i
+
+
+def test_fast_decoding_matches_web3_for_every_event_of_every_abi(indexer):
+    """Logs built from each event's ABI (all of the manifest's contracts and RevenuePool):
+    the raw-log decoder gives what process_log gives, and for a formatted log too."""
+    decoder, codec = indexer.decoder, indexer.chain.w3.codec
+    pool_address = "0x" + "5a" * 20
+    abis = [
+        (ref.address, indexer.chain.contract(name))
+        for name, ref in indexer.chain.deployment.contracts.items()
+    ] + [(pool_address, indexer.chain.w3.eth.contract(abi=decoder.pool_abi))]
+    count = 0
+    for address, contract in abis:
+        for item in contract.abi:
+            if item.get("type") != "event" or item.get("anonymous"):
+                continue
+            topics = [event_abi_to_log_topic(item)]
+            data_types, data_values = [], []
+            for i, inp in enumerate(item["inputs"]):
+                value = _sample(inp["type"], i)
+                if inp.get("indexed"):
+                    topics.append(codec.encode([inp["type"]], [value]))
+                else:
+                    data_types.append(inp["type"])
+                    data_values.append(value)
+            raw = {
+                "address": address.lower(),
+                "topics": ["0x" + bytes(t).hex() for t in topics],
+                "data": "0x" + codec.encode(data_types, data_values).hex(),
+                "blockNumber": "0x10",
+                "blockHash": "0x" + "11" * 32,
+                "transactionHash": "0x" + "22" * 32,
+                "transactionIndex": "0x0",
+                "logIndex": "0x3",
+                "removed": False,
+            }
+            formatted = {
+                **raw,
+                "address": Web3.to_checksum_address(address),
+                "topics": [HexBytes(t) for t in raw["topics"]],
+                "data": HexBytes(raw["data"]),
+                "blockNumber": 16,
+                "blockHash": HexBytes(raw["blockHash"]),
+                "transactionHash": HexBytes(raw["transactionHash"]),
+                "transactionIndex": 0,
+                "logIndex": 3,
+            }
+            expected = _jsonable(
+                dict(contract.events[item["name"]]().process_log(formatted)["args"])
+            )
+            for entry in (raw, formatted):
+                decoded = decoder.decode(entry, {pool_address})
+                assert decoded is not None and decoded[1] == item["name"]
+                # decoded by the codec, not process_log's fallback
+                assert decoder._layouts[decoded[:2]].decode(codec, entry) is not None
+                assert json.dumps(decoded[2]) == json.dumps(expected), item["name"]
+            count += 1
+    assert count > 50
