@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from eth_utils import event_abi_to_log_topic, to_checksum_address
 from hexbytes import HexBytes
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session, sessionmaker
 from web3.exceptions import ContractLogicError, Web3RPCError
 
@@ -518,7 +520,7 @@ class Indexer:
         headers: dict[int, Any] = {}
         for number in sorted({int(e["blockNumber"]) for e in logs} | {to_block}):
             headers[number] = self._block(number)
-        rows: list[ChainEvent] = []
+        rows: list[dict[str, Any]] = []
         for entry in sorted(logs, key=lambda e: (int(e["blockNumber"]), int(e["logIndex"]))):
             number = int(entry["blockNumber"])
             header = headers[number]
@@ -530,18 +532,18 @@ class Indexer:
                 continue
             contract, event, args = decoded
             rows.append(
-                ChainEvent(
-                    block_number=number,
-                    log_index=int(entry["logIndex"]),
-                    block_hash="0x" + bytes(header["hash"]).hex(),
-                    block_timestamp=int(header["timestamp"]),
-                    tx_hash="0x" + bytes(HexBytes(entry["transactionHash"])).hex(),
-                    contract=contract,
-                    event=event,
-                    args=args,
-                    address=self.chain.w3.to_checksum_address(entry["address"]),
-                    snapshot=self._snapshot(contract, event, args, number),
-                )
+                {
+                    "block_number": number,
+                    "log_index": int(entry["logIndex"]),
+                    "block_hash": "0x" + bytes(header["hash"]).hex(),
+                    "block_timestamp": int(header["timestamp"]),
+                    "tx_hash": "0x" + bytes(HexBytes(entry["transactionHash"])).hex(),
+                    "contract": contract,
+                    "event": event,
+                    "args": args,
+                    "address": checksum(entry["address"]),
+                    "snapshot": self._snapshot(contract, event, args, number),
+                }
             )
         with self.sessions.begin() as session:
             state = self._state(session, chain_id)
@@ -551,12 +553,20 @@ class Indexer:
             for terms in new_terms:
                 session.merge(terms)
             session.flush()
+            # One multi-row INSERT, no per-event lookup: every event here is new to the
+            # table. Those at or above from_block: the cursor (checked above, in this
+            # transaction) is only ever set past stored events, and a rollback or reset
+            # deletes the events above where it sets it. A new pool's older ones: a pool's
+            # events are stored only while its terms are (they are deleted together), and
+            # it had none.
+            if rows:
+                session.execute(insert(ChainEvent), rows)
             # In chain order. A new pool's older logs come first here, after later events
             # of other contracts were applied by earlier batches: its read models depend
             # only on its own events and terms, so the result is the replay's.
-            for row in rows:
-                session.merge(row)
-                apply_event(session, row)
+            with keeping_rows(session):
+                for row in rows:
+                    apply_event(session, ChainEvent(**row))
             for number, header in headers.items():
                 if number < from_block:
                     continue  # a new pool's older blocks: not part of the reorg window
@@ -683,10 +693,30 @@ def rebuild_projections(session: Session) -> None:
     for table in PROJECTIONS:
         session.execute(delete(table))
     session.flush()
-    for row in session.scalars(
-        select(ChainEvent).order_by(ChainEvent.block_number, ChainEvent.log_index)
-    ):
-        apply_event(session, row)
+    with keeping_rows(session):
+        for row in session.scalars(
+            select(ChainEvent).order_by(ChainEvent.block_number, ChainEvent.log_index)
+        ):
+            apply_event(session, row)
+
+
+@contextmanager
+def keeping_rows(session: Session) -> Iterator[None]:
+    """Holds every row the session loads meanwhile. The identity map holds unchanged rows
+    weakly, so without this a row read by one event (a holder's balance, an offer) is gone
+    once flushed, and the next event touching it SELECTs it again."""
+    kept: list[Any] = []
+
+    def keep(_session: Session, instance: Any) -> None:
+        kept.append(instance)
+
+    sa_event.listen(session, "loaded_as_persistent", keep)
+    sa_event.listen(session, "pending_to_persistent", keep)
+    try:
+        yield
+    finally:
+        sa_event.remove(session, "loaded_as_persistent", keep)
+        sa_event.remove(session, "pending_to_persistent", keep)
 
 
 def _apply_gpu_class(session: Session, ev: ChainEvent) -> None:
@@ -929,8 +959,9 @@ def apply_event(session: Session, ev: ChainEvent) -> None:
     """Folds one event into the read models (events no read model uses are only stored)."""
     handler = _HANDLERS.get((ev.contract, ev.event))
     if handler is not None:
+        # No flush here: the handlers' reads (session.get, merge, select) autoflush what
+        # earlier events changed first, so each still sees every earlier event applied.
         handler(session, ev)
-        session.flush()
 
 
 def event_counts(session: Session) -> dict[str, int]:
