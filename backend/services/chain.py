@@ -78,6 +78,13 @@ class Chain:
             raise Web3RPCError(f"{what}: {answers.get('error', answers)}", rpc_response=answers)
         return [dict(a) for a in answers]
 
+    def raw(self, what: str, method: str, params: list[Any]) -> Any:
+        """One JSON-RPC call's raw result (the node's JSON: hex quantities, hex data), with
+        no web3 middleware or result formatters; an error answer raises as web3 raises."""
+        with chain_errors(what):
+            response = self.w3.provider.make_request(method, params)  # type: ignore[arg-type]
+        return result_of(response, what)
+
     def check_chain_id(self) -> int:
         chain_id = self.call("eth_chainId", lambda: self.w3.eth.chain_id)
         if chain_id != self.deployment.chain_id:
@@ -100,3 +107,11 @@ class Chain:
                     sig = item["name"] + "(" + ",".join(i["type"] for i in item["inputs"]) + ")"
                     seen.setdefault(sig, item)
         return list(seen.values())
+
+
+def result_of(response: Any, what: str) -> Any:
+    """A JSON-RPC answer's result; an error answer raises Web3RPCError, as web3 does."""
+    if not isinstance(response, dict) or "error" in response or "result" not in response:
+        error = response.get("error", response) if isinstance(response, dict) else response
+        raise Web3RPCError(f"{what}: {error}", rpc_response=response)
+    return response["result"]

@@ -35,7 +35,7 @@ from hexbytes import HexBytes
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session, sessionmaker
-from web3.exceptions import ContractLogicError, Web3RPCError
+from web3.exceptions import BlockNotFound, ContractLogicError, Web3RPCError
 
 from backend.db.models import (
     LEAF_TABLES,
@@ -53,11 +53,14 @@ from backend.db.models import (
     SaleRow,
 )
 from backend.services import pool_index
-from backend.services.chain import Chain
+from backend.services.chain import Chain, result_of
 from backend.services.leaves import INGEST_RETRY_SECONDS, ingest_attested_leaves
 from gpucap.deployment import ManifestError
 
 log = logging.getLogger(__name__)
+
+# Block headers per JSON-RPC batch (nodes cap batch sizes; anvil and geth take 1,000).
+HEADER_BATCH = 200
 
 # What the chain's NodeStatus enum values mean (INodeRegistry.NodeStatus).
 NODE_STATUS_ACTIVE = "active"
@@ -505,26 +508,24 @@ class Indexer:
             pool = decoded[2]["pool"]
             if pool.lower() not in known:
                 known.add(pool.lower())
-                new_terms.append(self._pool_terms(pool, int(entry["blockNumber"])))
+                new_terms.append(self._pool_terms(pool, _int(entry["blockNumber"])))
         if new_terms:
-            seen = {(int(e["blockNumber"]), int(e["logIndex"])) for e in logs}
+            seen = {(_int(e["blockNumber"]), _int(e["logIndex"])) for e in logs}
             for start in range(
                 self.chain.deployment.deployed_at_block, to_block + 1, self.batch_blocks
             ):
                 end = min(to_block, start + self.batch_blocks - 1)
                 for entry in self._logs([t.address for t in new_terms], start, end):
-                    if (int(entry["blockNumber"]), int(entry["logIndex"])) not in seen:
+                    if (_int(entry["blockNumber"]), _int(entry["logIndex"])) not in seen:
                         logs.append(entry)
         # Timestamps and hashes: one header per block that has logs, plus the range's end
         # (its hash is what the next step checks for a reorg).
-        headers: dict[int, Any] = {}
-        for number in sorted({int(e["blockNumber"]) for e in logs} | {to_block}):
-            headers[number] = self._block(number)
+        headers = self._headers(sorted({_int(e["blockNumber"]) for e in logs} | {to_block}))
         rows: list[dict[str, Any]] = []
-        for entry in sorted(logs, key=lambda e: (int(e["blockNumber"]), int(e["logIndex"]))):
-            number = int(entry["blockNumber"])
+        for entry in sorted(logs, key=lambda e: (_int(e["blockNumber"]), _int(e["logIndex"]))):
+            number = _int(entry["blockNumber"])
             header = headers[number]
-            if bytes(HexBytes(entry["blockHash"])) != bytes(header["hash"]):
+            if _to_bytes(entry["blockHash"]) != _to_bytes(header["hash"]):
                 # The block changed between getLogs and getBlock: index it next step.
                 raise ReorgDuringBatch(number)
             decoded = self.decoder.decode(entry, known)
@@ -534,10 +535,10 @@ class Indexer:
             rows.append(
                 {
                     "block_number": number,
-                    "log_index": int(entry["logIndex"]),
-                    "block_hash": "0x" + bytes(header["hash"]).hex(),
-                    "block_timestamp": int(header["timestamp"]),
-                    "tx_hash": "0x" + bytes(HexBytes(entry["transactionHash"])).hex(),
+                    "log_index": _int(entry["logIndex"]),
+                    "block_hash": _hex(header["hash"]),
+                    "block_timestamp": _int(header["timestamp"]),
+                    "tx_hash": _hex(entry["transactionHash"]),
                     "contract": contract,
                     "event": event,
                     "args": args,
@@ -573,8 +574,8 @@ class Indexer:
                 session.merge(
                     IndexedBlock(
                         number=number,
-                        hash="0x" + bytes(header["hash"]).hex(),
-                        timestamp=int(header["timestamp"]),
+                        hash=_hex(header["hash"]),
+                        timestamp=_int(header["timestamp"]),
                     )
                 )
             session.execute(
@@ -587,16 +588,32 @@ class Indexer:
         return len(rows)
 
     def _logs(self, addresses: list[str], from_block: int, to_block: int) -> list[Any]:
-        w3 = self.chain.w3
-        checksummed = [w3.to_checksum_address(a) for a in addresses]
-        return list(
-            self.chain.call(
-                "eth_getLogs",
-                lambda: w3.eth.get_logs(
-                    {"fromBlock": from_block, "toBlock": to_block, "address": checksummed}
-                ),
+        """The node's logs as it sends them (hex strings): web3's result formatters cost
+        more than decoding them."""
+        query = {
+            "fromBlock": hex(from_block),
+            "toBlock": hex(to_block),
+            "address": [checksum(a) for a in addresses],
+        }
+        return list(self.chain.raw("eth_getLogs", "eth_getLogs", [query]))
+
+    def _headers(self, numbers: list[int]) -> dict[int, dict[str, Any]]:
+        """The blocks' headers (raw: hex strings), HEADER_BATCH to a JSON-RPC batch."""
+        headers: dict[int, dict[str, Any]] = {}
+        for i in range(0, len(numbers), HEADER_BATCH):
+            chunk = numbers[i : i + HEADER_BATCH]
+            answers = self.chain.batch(
+                "eth_getBlockByNumber", [("eth_getBlockByNumber", [hex(n), False]) for n in chunk]
             )
-        )
+            if len(answers) != len(chunk):
+                raise Web3RPCError(f"eth_getBlockByNumber: {len(answers)} answers to {len(chunk)}")
+            # (web3 puts a batch's answers in request order)
+            for number, answer in zip(chunk, answers, strict=True):
+                header = result_of(answer, f"eth_getBlockByNumber({number})")
+                if header is None:
+                    raise BlockNotFound(f"Block with id: '{number}' not found.")
+                headers[number] = header
+        return headers
 
     def _pool_terms(self, address: str, block: int) -> PoolTermsRow:
         """A newly bound pool's immutable terms (eth_calls at its PoolSet block)."""
