@@ -721,7 +721,9 @@ def rebuild_projections(session: Session) -> None:
 def keeping_rows(session: Session) -> Iterator[None]:
     """Holds every row the session loads meanwhile. The identity map holds unchanged rows
     weakly, so without this a row read by one event (a holder's balance, an offer) is gone
-    once flushed, and the next event touching it SELECTs it again."""
+    once flushed, and the next event touching it SELECTs it again. Also lets _move() look
+    balances up without flushing first (it remembers the rows it creates meanwhile): the
+    block must not delete balances."""
     kept: list[Any] = []
 
     def keep(_session: Session, instance: Any) -> None:
@@ -729,11 +731,17 @@ def keeping_rows(session: Session) -> Iterator[None]:
 
     sa_event.listen(session, "loaded_as_persistent", keep)
     sa_event.listen(session, "pending_to_persistent", keep)
+    session.info[_NEW_BALANCES] = {}
     try:
         yield
     finally:
+        del session.info[_NEW_BALANCES]
         sa_event.remove(session, "loaded_as_persistent", keep)
         sa_event.remove(session, "pending_to_persistent", keep)
+
+
+# session.info key: balance rows _move() created in the current keeping_rows() block.
+_NEW_BALANCES = "gpucap.indexer.new_balances"
 
 
 def _apply_gpu_class(session: Session, ev: ChainEvent) -> None:
@@ -909,7 +917,17 @@ def _move(session: Session, holder: str, asset: str, token_id: int | None, delta
     if holder == ZERO or delta == 0:
         return
     key = (holder, asset, "" if token_id is None else str(token_id))
-    row = session.get(BalanceRow, key)
+    new_rows: dict[Any, BalanceRow] | None = session.info.get(_NEW_BALANCES)
+    if new_rows is None:
+        row = session.get(BalanceRow, key)
+    else:
+        # Inside keeping_rows(): a row created by an earlier event of the batch is in
+        # new_rows (pending rows are not in the identity map), any other one the session
+        # has is in the identity map, so nothing needs flushing before this lookup.
+        row = new_rows.get(key)
+        if row is None:
+            with session.no_autoflush:
+                row = session.get(BalanceRow, key)
     if row is None:
         class_id, window_start = token_parts(token_id) if token_id is not None else (None, None)
         row = BalanceRow(
@@ -921,6 +939,8 @@ def _move(session: Session, holder: str, asset: str, token_id: int | None, delta
             amount=0,
         )
         session.add(row)
+        if new_rows is not None:
+            new_rows[key] = row
     row.amount += delta
     if row.amount < 0:  # only possible with events missing: say so loudly
         log.error("indexer: negative %s balance of %s (%s)", asset, holder, key[2])
