@@ -34,6 +34,7 @@ from eth_utils import event_abi_to_log_topic, to_checksum_address
 from hexbytes import HexBytes
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy import event as sa_event
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, sessionmaker
 from web3.exceptions import BlockNotFound, ContractLogicError, Web3RPCError
 
@@ -721,9 +722,9 @@ def rebuild_projections(session: Session) -> None:
 def keeping_rows(session: Session) -> Iterator[None]:
     """Holds every row the session loads meanwhile. The identity map holds unchanged rows
     weakly, so without this a row read by one event (a holder's balance, an offer) is gone
-    once flushed, and the next event touching it SELECTs it again. Also lets _move() look
-    balances up without flushing first (it remembers the rows it creates meanwhile): the
-    block must not delete balances."""
+    once flushed, and the next event touching it SELECTs it again. Also lets _move() and
+    _merge() look rows up without flushing first (they remember the rows they add
+    meanwhile): the block must not delete read-model rows."""
     kept: list[Any] = []
 
     def keep(_session: Session, instance: Any) -> None:
@@ -732,21 +733,45 @@ def keeping_rows(session: Session) -> Iterator[None]:
     sa_event.listen(session, "loaded_as_persistent", keep)
     sa_event.listen(session, "pending_to_persistent", keep)
     session.info[_NEW_BALANCES] = {}
+    session.info[_NEW_ROWS] = {}
     try:
         yield
     finally:
         del session.info[_NEW_BALANCES]
+        del session.info[_NEW_ROWS]
         sa_event.remove(session, "loaded_as_persistent", keep)
         sa_event.remove(session, "pending_to_persistent", keep)
 
 
-# session.info key: balance rows _move() created in the current keeping_rows() block.
+# session.info keys: balance rows _move() created, rows _merge() added, in the current
+# keeping_rows() block.
 _NEW_BALANCES = "gpucap.indexer.new_balances"
+_NEW_ROWS = "gpucap.indexer.new_rows"
+
+
+def _merge(session: Session, row: Any) -> None:
+    """``session.merge(row)``; inside keeping_rows() without the autoflush merge starts
+    with. That flush is only needed when the row's key is pending (added, unflushed: not
+    in the identity map, not in the database yet), and rows of the read models merged here
+    are only ever added by this function, which remembers those it added."""
+    added: dict[Any, Any] | None = session.info.get(_NEW_ROWS)
+    if added is None:
+        session.merge(row)
+        return
+    key = sa_inspect(type(row)).identity_key_from_instance(row)
+    if key in added:
+        session.merge(row)
+        return
+    with session.no_autoflush:
+        merged = session.merge(row)
+    if sa_inspect(merged).pending:
+        added[key] = merged
 
 
 def _apply_gpu_class(session: Session, ev: ChainEvent) -> None:
     a = ev.args
-    session.merge(
+    _merge(
+        session,
         GpuClassRow(
             class_id=a["classId"],
             name=bytes32_text(a["name"]),
@@ -754,13 +779,14 @@ def _apply_gpu_class(session: Session, ev: ChainEvent) -> None:
             reference_throughput=a["referenceThroughput"],
             economic_life_months=a["economicLifeMonths"],
             residual_value_bps=a["residualValueBps"],
-        )
+        ),
     )
 
 
 def _apply_node_registered(session: Session, ev: ChainEvent) -> None:
     a = ev.args
-    session.merge(
+    _merge(
+        session,
         NodeRow(
             node_id=a["nodeId"],
             operator=a["operator"],
@@ -775,7 +801,7 @@ def _apply_node_registered(session: Session, ev: ChainEvent) -> None:
             locked=0,
             slashed=0,
             registered_block=ev.block_number,
-        )
+        ),
     )
 
 
@@ -814,7 +840,8 @@ def _apply_node_change(session: Session, ev: ChainEvent) -> None:
 
 def _apply_epoch(session: Session, ev: ChainEvent) -> None:
     a = ev.args
-    session.merge(
+    _merge(
+        session,
         EpochRow(
             epoch=a["epoch"],
             root=a["root"],
@@ -826,14 +853,15 @@ def _apply_epoch(session: Session, ev: ChainEvent) -> None:
             block_number=ev.block_number,
             attested_at=ev.block_timestamp,
             tx_hash=ev.tx_hash,
-        )
+        ),
     )
 
 
 def _apply_offer(session: Session, ev: ChainEvent) -> None:
     a = ev.args
     class_id, window_start = token_parts(a["tokenId"])
-    session.merge(
+    _merge(
+        session,
         OfferRow(
             offer_id=a["offerId"],
             node_id=a["nodeId"],
@@ -846,7 +874,7 @@ def _apply_offer(session: Session, ev: ChainEvent) -> None:
             bond_locked=a["bondLocked"],
             status="open",
             published_block=ev.block_number,
-        )
+        ),
     )
 
 
@@ -859,7 +887,8 @@ def _apply_offer_cancelled(session: Session, ev: ChainEvent) -> None:
 def _apply_sale(session: Session, ev: ChainEvent) -> None:
     a = ev.args
     class_id, window_start = token_parts(a["tokenId"])
-    session.merge(
+    _merge(
+        session,
         SaleRow(
             block_number=ev.block_number,
             log_index=ev.log_index,
@@ -872,7 +901,7 @@ def _apply_sale(session: Session, ev: ChainEvent) -> None:
             amount=a["amount"],
             cost=a["cost"],
             block_timestamp=ev.block_timestamp,
-        )
+        ),
     )
     offer = session.get(OfferRow, a["offerId"])
     if offer is not None:
@@ -882,7 +911,8 @@ def _apply_sale(session: Session, ev: ChainEvent) -> None:
 def _apply_redeemed(session: Session, ev: ChainEvent) -> None:
     a = ev.args
     class_id, window_start = token_parts(a["tokenId"])
-    session.merge(
+    _merge(
+        session,
         ReservationRow(
             reservation_id=a["reservationId"],
             holder=a["holder"],
@@ -896,7 +926,7 @@ def _apply_redeemed(session: Session, ev: ChainEvent) -> None:
             refund=None,
             slashed=None,
             uncovered=0,
-        )
+        ),
     )
 
 
