@@ -569,16 +569,16 @@ class Indexer:
             with keeping_rows(session):
                 for row in rows:
                     apply_event(session, ChainEvent(**row))
-            for number, header in headers.items():
-                if number < from_block:
-                    continue  # a new pool's older blocks: not part of the reorg window
-                session.merge(
-                    IndexedBlock(
-                        number=number,
-                        hash=_hex(header["hash"]),
-                        timestamp=_int(header["timestamp"]),
-                    )
-                )
+            # The range's blocks within the kept window (older ones would be deleted just
+            # below; a new pool's older blocks are not part of the reorg window). New to
+            # the table, as the events are: one INSERT.
+            blocks = [
+                {"number": n, "hash": _hex(h["hash"]), "timestamp": _int(h["timestamp"])}
+                for n, h in headers.items()
+                if n >= from_block and n > to_block - self.keep_blocks
+            ]
+            if blocks:
+                session.execute(insert(IndexedBlock), blocks)
             session.execute(
                 delete(IndexedBlock).where(IndexedBlock.number <= to_block - self.keep_blocks)
             )
