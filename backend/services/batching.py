@@ -328,7 +328,7 @@ def _resend_if_lost(sessions: sessionmaker[Session], relayer: Relayer, nonce: in
         ids = [r.id for r in rows]
     if tx_hash is None or raw_tx is None or relayer.is_known(tx_hash):
         return
-    if any(relayer.receipt(h) is not None for h in replaced):
+    if any(relayer.is_mined(h) for h in replaced):
         return  # a transaction it replaced was mined: that is the batch done
     signed = SignedTx(sender=relayer.sender, nonce=nonce, tx_hash=tx_hash, raw_tx=raw_tx)
     with relayer.nonces.locked():
@@ -398,7 +398,7 @@ def _replace_if_stuck(
         age = (utcnow() - submitted_at).total_seconds() if submitted_at else 0.0
         if age < relayer.replace_after_seconds:
             return tx_hash, replaced
-        if any(relayer.receipt(h) is not None for h in [tx_hash, *replaced]):
+        if any(relayer.is_mined(h) for h in [tx_hash, *replaced]):
             return tx_hash, replaced  # mined meanwhile: nothing to replace
         if relayer.mined_nonce() > nonce:
             return tx_hash, replaced  # the nonce is used; wait_mined/NonceConsumed sort it out
@@ -435,7 +435,7 @@ def finish_batch(
         rows = [(r.id, dict(r.params)) for r in _batch_rows(session, relayer.sender, nonce)]
     if not rows:
         return
-    receipt = relayer.receipt(mined.tx_hash)
+    receipt = mined.receipt if mined.receipt is not None else relayer.raw_receipt(mined.tx_hash)
     assert receipt is not None  # wait_mined just saw it
     outcomes = batch_outcomes(relayer.chain, receipt, [p for _, p in rows])
     confirmed = [row_id for (row_id, _), o in zip(rows, outcomes, strict=True) if o.success]
