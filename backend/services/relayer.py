@@ -18,6 +18,7 @@ from typing import Any
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
+from web3._utils.error_formatters_utils import raise_contract_logic_error_on_revert
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
 from backend.services.chain import Chain, chain_errors, make_web3
@@ -159,15 +160,32 @@ class Relayer:
     def estimate_gas(self, request: TxRequest) -> int:
         """The gas limit to send ``request`` with (the node's estimate plus headroom).
         Raises TransactionReverted (decoded) if the call would revert now."""
-        call = {"from": self.sender, "to": request.to, "data": request.data, "value": request.value}
+        # Raw JSON-RPC: web3's request formatters walk and re-validate the whole call,
+        # and a batch's calldata is every request's (tens of kilobytes).
+        call = {
+            "from": self.sender,
+            "to": request.to,
+            "data": request.data,
+            "value": hex(request.value),
+        }
         with chain_errors("estimating gas"):
+            resp = self._estimator.provider.make_request(  # type: ignore[arg-type]
+                # "latest" as web3 sends it: without a block a node may estimate on its
+                # pending state, where a stuck transaction's replacement would revert.
+                "eth_estimateGas",
+                [call, "latest"],
+            )
+        if "error" in resp:
             try:
-                estimate = self._estimator.eth.estimate_gas(call)  # type: ignore[arg-type]
+                if isinstance(resp["error"], dict):  # web3's own revert check, as it runs it
+                    raise_contract_logic_error_on_revert(resp)
             except ContractLogicError as exc:
                 decoded = decode_revert(
                     exc.data if isinstance(exc.data, str) else None, self.chain.error_abis
                 )
                 raise TransactionReverted(decoded.reason, code=decoded.code) from exc
+            raise Web3RPCError(f"estimating gas: {resp['error']}", rpc_response=resp)
+        estimate = int(resp["result"], 16)
         return estimate * GAS_HEADROOM_NUM // GAS_HEADROOM_DEN
 
     def block_gas_limit(self) -> int:
@@ -205,11 +223,14 @@ class Relayer:
                 raise RelayRejected(f"node refused transaction {signed.tx_hash}: {exc}") from exc
 
     def _in_mempool(self, tx_hash: str) -> bool:
-        try:
-            self.chain.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
-            return True
-        except TransactionNotFound:
-            return False
+        """Known to the node (pending, or mined). Raw JSON-RPC: a batch's transaction
+        carries every request's calldata, which web3 would format only to be dropped."""
+        resp = self.chain.w3.provider.make_request(  # type: ignore[arg-type]
+            "eth_getTransactionByHash", [tx_hash]
+        )
+        if "error" in resp:
+            raise Web3RPCError(f"looking up transaction: {resp['error']}", rpc_response=resp)
+        return resp.get("result") is not None
 
     # -- after sending --------------------------------------------------------
 
