@@ -1,10 +1,12 @@
 """A mined executeBatch read from the node's raw receipt: eth_abi encoding of the batch
 matches web3's, and each request's outcome (confirmed, its call's decoded revert,
 skipped as expired or for a used nonce) is decoded from the raw JSON-RPC receipt the
-same as from web3's formatted one. Real anvil and Redis, in-process."""
+same as from web3's formatted one; a relay task whose row is in a batch another task
+drives returns at once. Real anvil and Redis, in-process."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,9 +14,12 @@ import pytest
 import redis as redis_lib
 from brownie import web3
 from eth_account import Account
+from sqlalchemy.orm import Session, sessionmaker
 
+from backend.db.models import ActionKind
 from backend.redis_embedded import EmbeddedRedis
-from backend.services import forward
+from backend.services import actions, batching, forward
+from backend.services.batching import BatchLimits
 from backend.services.chain import Chain
 from backend.services.forward import ForwardParams, RequestOutcome
 from backend.services.relayer import Relayer, TxRequest
@@ -109,3 +114,62 @@ def test_raw_receipt_of_an_unknown_hash_is_none(relayer: Relayer) -> None:
     assert relayer.raw_receipt(unknown) is None
     assert not relayer.is_mined(unknown)
     assert not relayer.is_known(unknown)
+
+
+def _forward_action(relayer: Relayer, sessions: sessionmaker[Session], s: Any) -> str:
+    """A pending forward action for a fresh wallet's ``setApprovalForAll``, as the API
+    stores it; its id."""
+    now = web3.eth.get_block("latest")["timestamp"]
+    req = _approval(s, relayer, s.registry.address, deadline=now + 3_600)
+    params = forward.validate(relayer.chain, req)
+    with sessions() as session:
+        action, _ = actions.create_action(
+            session,
+            kind=ActionKind.FORWARD,
+            idempotency_key=params.idempotency_key,
+            params=params.as_params(),
+        )
+        return action.id
+
+
+def test_a_task_whose_batch_another_task_drives_returns_at_once(
+    relayer: Relayer, sessions: sessionmaker[Session], live_deployment: Any
+) -> None:
+    s = live_deployment.system
+    ids = [_forward_action(relayer, sessions, s) for _ in range(2)]
+    limits = BatchLimits()
+    nonce = web3.eth.get_transaction_count(relayer.sender, "pending")
+    claim = f"gpucap:batch:{relayer.sender.lower()}:{nonce}"
+    client = relayer.nonces.client
+    web3.provider.make_request("evm_setAutomine", [False])
+    try:
+        assert client.set(claim, "another task", nx=True, px=30_000)  # it drives the batch
+        start = time.monotonic()
+        for action_id in ids:  # the first sends the batch; neither waits for it
+            assert (
+                batching.relay_forward(
+                    sessions=sessions, relayer=relayer, action_id=action_id, limits=limits
+                )
+                == "submitted"
+            )
+        assert time.monotonic() - start < relayer.receipt_timeout
+        with sessions() as session:
+            rows = [actions.get_action(session, i) for i in ids]
+        assert {(r.nonce, r.tx_hash) for r in rows} == {(nonce, rows[0].tx_hash)}
+        web3.provider.make_request("evm_mine", [])
+        client.delete(claim)  # the other task died: the next task for any row drives it
+        assert (
+            batching.relay_forward(
+                sessions=sessions, relayer=relayer, action_id=ids[1], limits=limits
+            )
+            == "confirmed"
+        )
+    finally:
+        web3.provider.make_request("evm_setAutomine", [True])
+    with sessions() as session:
+        assert {actions.get_action(session, i).status for i in ids} == {"confirmed"}
+    # A task for a finished row stops after reading it.
+    assert (
+        batching.relay(sessions=sessions, relayer=relayer, action_id=ids[0], limits=limits)
+        == "confirmed"
+    )
