@@ -293,7 +293,7 @@ def _replace_if_stuck(
         age = (utcnow() - submitted_at).total_seconds() if submitted_at else 0.0
         if age < relayer.replace_after_seconds or old_fees is None:
             return tx_hash, replaced
-        if any(relayer.receipt(h) is not None for h in [tx_hash, *replaced]):
+        if any(relayer.is_mined(h) for h in [tx_hash, *replaced]):
             return tx_hash, replaced  # mined meanwhile: nothing to replace
         if relayer.mined_nonce() > nonce:
             return tx_hash, replaced  # the nonce is used; wait_mined/NonceConsumed sort it out
@@ -337,7 +337,7 @@ def _resend_if_lost(
         return
     # A transaction this one replaced may be the one mined (then the replacement is
     # gone from the pool): that is the action done, never a reason to re-sign.
-    if any(relayer.receipt(h) is not None for h in replaced or []):
+    if any(relayer.is_mined(h) for h in replaced or []):
         return
     signed = SignedTx(sender=relayer.sender, nonce=nonce, tx_hash=tx_hash, raw_tx=raw_tx)
     with relayer.nonces.locked():

@@ -36,6 +36,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from redis.exceptions import LockNotOwnedError
@@ -45,7 +46,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.db.models import OPEN_STATUSES, Action, ActionKind, ActionStatus, utcnow
 from backend.services import actions
 from backend.services.actions import _finish, _update, get_action
-from backend.services.errors import ServiceError, TransactionReverted
+from backend.services.errors import ActionNotFound, ServiceError, TransactionReverted
 from backend.services.forward import batch_outcomes, batch_tx
 from backend.services.relayer import Fees, Mined, NonceConsumed, Relayer, SignedTx, TxRequest
 
@@ -84,43 +85,82 @@ class _Row:
     params: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class _State:
+    """What a relay task needs of its own row to decide what to do (one light read)."""
+
+    kind: str
+    status: str
+    tx_hash: str | None
+    nonce: int | None
+
+    @property
+    def final(self) -> bool:
+        return ActionStatus(self.status).is_final
+
+
+def _state(sessions: sessionmaker[Session], action_id: str) -> _State:
+    """The row's kind, status, transaction and nonce: columns only, no ORM object (most
+    relay tasks find their row already in a batch another task drives, and stop here)."""
+    with sessions() as session:
+        row = session.execute(
+            select(Action.kind, Action.status, Action.tx_hash, Action.nonce).where(
+                Action.id == action_id
+            )
+        ).one_or_none()
+    if row is None:
+        raise ActionNotFound(f"no action with id {action_id}")
+    return _State(kind=row.kind, status=row.status, tx_hash=row.tx_hash, nonce=row.nonce)
+
+
 def relay(
     *, sessions: sessionmaker[Session], relayer: Relayer, action_id: str, limits: BatchLimits
 ) -> str:
     """What the relay task calls: forward actions are batched, others go out singly."""
-    with sessions() as session:
-        kind = get_action(session, action_id).kind
-    if kind != FORWARD:
+    state = _state(sessions, action_id)
+    if state.kind != FORWARD:
         return actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id)
-    return relay_forward(sessions=sessions, relayer=relayer, action_id=action_id, limits=limits)
+    return relay_forward(
+        sessions=sessions, relayer=relayer, action_id=action_id, limits=limits, state=state
+    )
 
 
 def relay_forward(
-    *, sessions: sessionmaker[Session], relayer: Relayer, action_id: str, limits: BatchLimits
+    *,
+    sessions: sessionmaker[Session],
+    relayer: Relayer,
+    action_id: str,
+    limits: BatchLimits,
+    state: _State | None = None,
 ) -> str:
     """Drive the batch holding ``action_id`` (sending one first if it has none) until it is
-    mined, and finish every row of it. Returns the row's status; retryable failures raise."""
-    with sessions() as session:
-        action = get_action(session, action_id)
-        status, tx_hash = action.status, action.tx_hash
-    if ActionStatus(status).is_final:
-        return status
+    mined, and finish every row of it. Returns the row's status; retryable failures raise.
+    ``state``: the row as the caller just read it (saves reading it again)."""
+    if state is None:
+        state = _state(sessions, action_id)
+    if state.final:
+        return state.status
+    nonce = state.nonce
     try:
-        if tx_hash is None:
+        if state.tx_hash is None:
             _send_batch(sessions, relayer, action_id, limits)
-        with sessions() as session:
-            action = get_action(session, action_id)
-            status, tx_hash, nonce = action.status, action.tx_hash, action.nonce
-        if ActionStatus(status).is_final or tx_hash is None or nonce is None:
-            return status  # failed before sending (expired, too large)
+            state = _state(sessions, action_id)
+            nonce = state.nonce
+        if state.final or state.tx_hash is None or nonce is None:
+            return state.status  # failed before sending (expired, too large)
         with _driving(relayer, nonce) as mine:
             if not mine:
                 # Another task is waiting for this batch and finishes every row of it;
                 # this one frees its thread for the next batch. If that task dies, its
                 # claim expires and the sweep's next wake-up drives the batch.
-                return status
-            _resend_if_lost(sessions, relayer, nonce)
-            current = _replace_if_stuck(sessions, relayer, action_id)
+                return state.status
+            row = _own_row(sessions, action_id)
+            if row is None or ActionStatus(row.status).is_final:
+                # Finished meanwhile (finish_batch finishes a batch's rows at once).
+                return row.status if row is not None else state.status
+            if row.nonce == nonce:
+                _resend_if_lost(sessions, relayer, nonce, row)
+            current = _replace_if_stuck(sessions, relayer, action_id, row)
             if current is not None:
                 tx_hash, replaced = current
                 mined = relayer.wait_mined(tx_hash, also=replaced)
@@ -133,8 +173,44 @@ def relay_forward(
         raise
     if current is None:  # the batch was reset meanwhile (never minable): batch it again
         return relay_forward(sessions=sessions, relayer=relayer, action_id=action_id, limits=limits)
+    return _state(sessions, action_id).status
+
+
+@dataclass(frozen=True)
+class _OwnRow:
+    """The task's row as the batch's driver reads it once: every row of a batch carries
+    the batch's transaction (hash, raw, replaced hashes, fees, submission time)."""
+
+    status: str
+    tx_hash: str | None
+    nonce: int | None
+    raw_tx: str | None
+    replaced: list[str]
+    submitted_at: datetime | None
+
+
+def _own_row(sessions: sessionmaker[Session], action_id: str) -> _OwnRow | None:
     with sessions() as session:
-        return get_action(session, action_id).status
+        row = session.execute(
+            select(
+                Action.status,
+                Action.tx_hash,
+                Action.nonce,
+                Action.raw_tx,
+                Action.replaced_tx_hashes,
+                Action.submitted_at,
+            ).where(Action.id == action_id)
+        ).one_or_none()
+    if row is None:
+        return None
+    return _OwnRow(
+        status=row.status,
+        tx_hash=row.tx_hash,
+        nonce=row.nonce,
+        raw_tx=row.raw_tx,
+        replaced=list(row.replaced_tx_hashes or []),
+        submitted_at=row.submitted_at,
+    )
 
 
 @contextmanager
@@ -297,38 +373,34 @@ def _record(
 # -- after sending ---------------------------------------------------------------
 
 
+def _in_batch(sender: str, nonce: int) -> tuple[Any, ...]:
+    """Where-clauses: the open rows of the batch sent as ``sender``'s transaction ``nonce``."""
+    return (
+        Action.kind == FORWARD,
+        Action.sender == sender,
+        Action.nonce == nonce,
+        Action.status.in_(OPEN_STATUSES),
+    )
+
+
 def _batch_rows(session: Session, sender: str, nonce: int) -> list[Action]:
     """The open rows of the batch sent as ``sender``'s transaction ``nonce``, in batch order."""
     return list(
         session.scalars(
-            select(Action)
-            .where(
-                Action.kind == FORWARD,
-                Action.sender == sender,
-                Action.nonce == nonce,
-                Action.status.in_(OPEN_STATUSES),
-            )
-            .order_by(Action.created_at, Action.id)
+            select(Action).where(*_in_batch(sender, nonce)).order_by(Action.created_at, Action.id)
         )
     )
 
 
-def _resend_if_lost(sessions: sessionmaker[Session], relayer: Relayer, nonce: int) -> None:
-    """A recorded batch the node does not know (crash before broadcast, node restart)."""
-    with sessions() as session:
-        rows = _batch_rows(session, relayer.sender, nonce)
-        if not rows:
-            return
-        first = rows[0]
-        tx_hash, raw_tx, replaced = (
-            first.tx_hash,
-            first.raw_tx,
-            list(first.replaced_tx_hashes or []),
-        )
-        ids = [r.id for r in rows]
+def _resend_if_lost(
+    sessions: sessionmaker[Session], relayer: Relayer, nonce: int, row: _OwnRow
+) -> None:
+    """A recorded batch the node does not know (crash before broadcast, node restart).
+    ``row``: an open row of the batch (all its rows carry the same transaction)."""
+    tx_hash, raw_tx, replaced = row.tx_hash, row.raw_tx, row.replaced
     if tx_hash is None or raw_tx is None or relayer.is_known(tx_hash):
         return
-    if any(relayer.receipt(h) is not None for h in replaced):
+    if any(relayer.is_mined(h) for h in replaced):
         return  # a transaction it replaced was mined: that is the batch done
     signed = SignedTx(sender=relayer.sender, nonce=nonce, tx_hash=tx_hash, raw_tx=raw_tx)
     with relayer.nonces.locked():
@@ -338,6 +410,8 @@ def _resend_if_lost(sessions: sessionmaker[Session], relayer: Relayer, nonce: in
             # Never minable, so none of its requests ran: back to pending, and the
             # retry batches them again.
             log.warning("batch %s never mined and nonce %d is used; re-batching", tx_hash, nonce)
+            with sessions() as session:
+                ids = [r.id for r in _batch_rows(session, relayer.sender, nonce)]
             _reset(sessions, ids)
             raise
 
@@ -361,20 +435,19 @@ def _reset(sessions: sessionmaker[Session], ids: Sequence[str], **values: Any) -
 
 
 def _replace_if_stuck(
-    sessions: sessionmaker[Session], relayer: Relayer, action_id: str
+    sessions: sessionmaker[Session], relayer: Relayer, action_id: str, row: _OwnRow
 ) -> tuple[str, list[str]] | None:
     """Re-sign a batch pending longer than ``relayer.replace_after_seconds``: the same
     requests, same nonce, fees raised by ``relayer.fee_bump_percent``. Returns the hash
     to wait for and every hash the batch had before (any of them may be mined), or None
-    if the row is in no batch any more."""
-    with sessions() as session:  # young batches (the common case) need no lock
-        action = get_action(session, action_id)
-        if action.tx_hash is None:
-            return None
-        if action.submitted_at is not None and (
-            (utcnow() - action.submitted_at).total_seconds() < relayer.replace_after_seconds
-        ):
-            return action.tx_hash, list(action.replaced_tx_hashes or [])
+    if the row is in no batch any more. ``row``: the row as just read (young batches, the
+    common case, need no lock and no other read)."""
+    if row.tx_hash is None:
+        return None
+    if row.submitted_at is not None and (
+        (utcnow() - row.submitted_at).total_seconds() < relayer.replace_after_seconds
+    ):
+        return row.tx_hash, row.replaced
     with relayer.nonces.locked():
         with sessions() as session:
             action = get_action(session, action_id)
@@ -398,7 +471,7 @@ def _replace_if_stuck(
         age = (utcnow() - submitted_at).total_seconds() if submitted_at else 0.0
         if age < relayer.replace_after_seconds:
             return tx_hash, replaced
-        if any(relayer.receipt(h) is not None for h in [tx_hash, *replaced]):
+        if any(relayer.is_mined(h) for h in [tx_hash, *replaced]):
             return tx_hash, replaced  # mined meanwhile: nothing to replace
         if relayer.mined_nonce() > nonce:
             return tx_hash, replaced  # the nonce is used; wait_mined/NonceConsumed sort it out
@@ -431,11 +504,18 @@ def finish_batch(
     sessions: sessionmaker[Session], relayer: Relayer, nonce: int, mined: Mined
 ) -> None:
     """Finish every open row of the mined batch from its receipt's events."""
-    with sessions() as session:
-        rows = [(r.id, dict(r.params)) for r in _batch_rows(session, relayer.sender, nonce)]
+    with sessions() as session:  # columns only: a batch has up to max_requests rows
+        rows = [
+            (r.id, dict(r.params))
+            for r in session.execute(
+                select(Action.id, Action.params)
+                .where(*_in_batch(relayer.sender, nonce))
+                .order_by(Action.created_at, Action.id)
+            )
+        ]
     if not rows:
         return
-    receipt = relayer.receipt(mined.tx_hash)
+    receipt = mined.receipt if mined.receipt is not None else relayer.raw_receipt(mined.tx_hash)
     assert receipt is not None  # wait_mined just saw it
     outcomes = batch_outcomes(relayer.chain, receipt, [p for _, p in rows])
     confirmed = [row_id for (row_id, _), o in zip(rows, outcomes, strict=True) if o.success]

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
+from web3._utils.error_formatters_utils import raise_contract_logic_error_on_revert
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
 from backend.services.chain import Chain, chain_errors, make_web3
@@ -84,6 +85,9 @@ class SignedTx:
 class Mined:
     tx_hash: str
     block_number: int
+    # The node's raw JSON-RPC receipt (hex strings, no web3 formatting) when wait_mined
+    # read it: whoever finishes the batch decodes it instead of fetching it again.
+    receipt: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 class Relayer:
@@ -156,15 +160,32 @@ class Relayer:
     def estimate_gas(self, request: TxRequest) -> int:
         """The gas limit to send ``request`` with (the node's estimate plus headroom).
         Raises TransactionReverted (decoded) if the call would revert now."""
-        call = {"from": self.sender, "to": request.to, "data": request.data, "value": request.value}
+        # Raw JSON-RPC: web3's request formatters walk and re-validate the whole call,
+        # and a batch's calldata is every request's (tens of kilobytes).
+        call = {
+            "from": self.sender,
+            "to": request.to,
+            "data": request.data,
+            "value": hex(request.value),
+        }
         with chain_errors("estimating gas"):
+            resp = self._estimator.provider.make_request(  # type: ignore[arg-type]
+                # "latest" as web3 sends it: without a block a node may estimate on its
+                # pending state, where a stuck transaction's replacement would revert.
+                "eth_estimateGas",
+                [call, "latest"],
+            )
+        if "error" in resp:
             try:
-                estimate = self._estimator.eth.estimate_gas(call)  # type: ignore[arg-type]
+                if isinstance(resp["error"], dict):  # web3's own revert check, as it runs it
+                    raise_contract_logic_error_on_revert(resp)
             except ContractLogicError as exc:
                 decoded = decode_revert(
                     exc.data if isinstance(exc.data, str) else None, self.chain.error_abis
                 )
                 raise TransactionReverted(decoded.reason, code=decoded.code) from exc
+            raise Web3RPCError(f"estimating gas: {resp['error']}", rpc_response=resp)
+        estimate = int(resp["result"], 16)
         return estimate * GAS_HEADROOM_NUM // GAS_HEADROOM_DEN
 
     def block_gas_limit(self) -> int:
@@ -192,7 +213,7 @@ class Relayer:
                 self.chain.w3.eth.send_raw_transaction(HexBytes(signed.raw_tx))
             except Web3RPCError as exc:
                 # Already known / already mined: the same hash is what we want.
-                if self.receipt(signed.tx_hash) is not None or self._in_mempool(signed.tx_hash):
+                if self.is_mined(signed.tx_hash) or self._in_mempool(signed.tx_hash):
                     return
                 mined_nonce = self.chain.w3.eth.get_transaction_count(signed.sender, "latest")
                 if mined_nonce > signed.nonce:
@@ -202,25 +223,45 @@ class Relayer:
                 raise RelayRejected(f"node refused transaction {signed.tx_hash}: {exc}") from exc
 
     def _in_mempool(self, tx_hash: str) -> bool:
-        try:
-            self.chain.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
-            return True
-        except TransactionNotFound:
-            return False
+        """Known to the node (pending, or mined). Raw JSON-RPC: a batch's transaction
+        carries every request's calldata, which web3 would format only to be dropped."""
+        resp = self.chain.w3.provider.make_request(  # type: ignore[arg-type]
+            "eth_getTransactionByHash", [tx_hash]
+        )
+        if "error" in resp:
+            raise Web3RPCError(f"looking up transaction: {resp['error']}", rpc_response=resp)
+        return resp.get("result") is not None
 
     # -- after sending --------------------------------------------------------
 
     def receipt(self, tx_hash: str) -> Any | None:
+        """The receipt as web3 formats it (AttributeDict, HexBytes, ints), or None."""
         with chain_errors("reading receipt"):
             try:
                 return self.chain.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
             except TransactionNotFound:
                 return None
 
+    def raw_receipt(self, tx_hash: str) -> dict[str, Any] | None:
+        """The node's own receipt (hex strings), or None if not mined. No web3 middleware
+        or result formatters: on a batch of many requests (hundreds of logs) those cost
+        far more than the round trip."""
+        with chain_errors("reading receipt"):
+            resp = self.chain.w3.provider.make_request(  # type: ignore[arg-type]
+                "eth_getTransactionReceipt", [tx_hash]
+            )
+        if "error" in resp:
+            raise Web3RPCError(f"reading receipt: {resp['error']}", rpc_response=resp)
+        result = resp.get("result")
+        return dict(result) if result else None
+
+    def is_mined(self, tx_hash: str) -> bool:
+        return self.raw_receipt(tx_hash) is not None
+
     def is_known(self, tx_hash: str) -> bool:
         """Mined or waiting in the node's pool."""
         with chain_errors("looking up transaction"):
-            return self.receipt(tx_hash) is not None or self._in_mempool(tx_hash)
+            return self.is_mined(tx_hash) or self._in_mempool(tx_hash)
 
     def wait_mined(self, tx_hash: str, also: Sequence[str] = ()) -> Mined:
         """Wait for the receipt of ``tx_hash`` or of any hash in ``also`` (transactions it
@@ -229,7 +270,7 @@ class Relayer:
         hashes = [tx_hash, *also]
         deadline = time.monotonic() + self.receipt_timeout
         while True:
-            receipt = next((r for h in hashes if (r := self.receipt(h)) is not None), None)
+            receipt = next((r for h in hashes if (r := self.raw_receipt(h)) is not None), None)
             if receipt is not None:
                 break
             if time.monotonic() >= deadline:
@@ -237,10 +278,10 @@ class Relayer:
                     f"transaction {tx_hash} not mined within {self.receipt_timeout}s"
                 )
             time.sleep(0.1)
-        tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
-        block_number = int(receipt["blockNumber"])
-        if receipt["status"] == 1:
-            return Mined(tx_hash=tx_hash, block_number=block_number)
+        tx_hash = "0x" + str(receipt["transactionHash"]).removeprefix("0x").lower()
+        block_number = int(receipt["blockNumber"], 16)
+        if int(receipt["status"], 16) == 1:
+            return Mined(tx_hash=tx_hash, block_number=block_number, receipt=receipt)
         decoded = decode_revert(
             self._replay_revert_data(tx_hash, block_number), self.chain.error_abis
         )

@@ -1,0 +1,175 @@
+"""A mined executeBatch read from the node's raw receipt: eth_abi encoding of the batch
+matches web3's, and each request's outcome (confirmed, its call's decoded revert,
+skipped as expired or for a used nonce) is decoded from the raw JSON-RPC receipt the
+same as from web3's formatted one; a relay task whose row is in a batch another task
+drives returns at once. Real anvil and Redis, in-process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from brownie import web3
+from eth_account import Account
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.db.models import ActionKind
+from backend.redis_embedded import EmbeddedRedis
+from backend.services import actions, batching, forward
+from backend.services.batching import BatchLimits
+from backend.services.chain import Chain
+from backend.services.forward import ForwardParams, RequestOutcome
+from backend.services.relayer import Relayer, TxRequest
+from gpucap import devchain
+from gpucap.signing import SignedRequest, sign_request
+
+ZERO = "0x" + "00" * 20
+
+
+@pytest.fixture(scope="module")
+def relayer(live_deployment: Any, redis_server: EmbeddedRedis) -> Iterator[Relayer]:
+    chain = Chain.connect(live_deployment.rpc_url, str(live_deployment.manifest_path), 3)
+    client = redis_lib.Redis.from_url(redis_server.url)
+    yield Relayer(chain, devchain.dev_private_key(9), client, receipt_timeout=10, lock_seconds=10)
+    client.close()
+
+
+def _params(req: SignedRequest, function: str) -> dict[str, Any]:
+    return ForwardParams(
+        sender=req.sender,
+        to=req.to,
+        value=req.value,
+        gas=req.gas,
+        nonce=req.nonce,
+        deadline=req.deadline,
+        data="0x" + req.data.hex(),
+        signature="0x" + req.signature.hex(),
+        contract="CapacityToken",
+        function=function,
+    ).as_params()
+
+
+def _approval(s: Any, relayer: Relayer, operator: str, *, deadline: int) -> SignedRequest:
+    wallet = Account.create()
+    data = s.capacity.setApprovalForAll.encode_input(operator, True)
+    chain_id = relayer.chain.deployment.chain_id
+    return sign_request(
+        wallet, s.forwarder.address, chain_id, s.capacity.address, data, 0, deadline
+    )
+
+
+def test_batch_encoding_matches_web3(relayer: Relayer, live_deployment: Any) -> None:
+    s = live_deployment.system
+    now = web3.eth.get_block("latest")["timestamp"]
+    reqs = [_approval(s, relayer, s.registry.address, deadline=now + 3_600) for _ in range(3)]
+    tx = forward.batch_tx(
+        relayer.chain, [_params(r, "setApprovalForAll") for r in reqs], relayer.sender
+    )
+    expected = relayer.chain.contract(forward.FORWARDER).encode_abi(
+        "executeBatch", args=[[r.as_tuple() for r in reqs], relayer.sender]
+    )
+    assert tx.data == expected
+    assert tx.to == s.forwarder.address and tx.value == 0
+
+
+def test_each_request_of_a_mined_batch_gets_its_outcome(
+    relayer: Relayer, live_deployment: Any, admin: Any
+) -> None:
+    s = live_deployment.system
+    now = web3.eth.get_block("latest")["timestamp"]
+    ok = _approval(s, relayer, s.registry.address, deadline=now + 3_600)
+    reverts = _approval(s, relayer, ZERO, deadline=now + 3_600)  # ERC1155InvalidOperator
+    expires = _approval(s, relayer, s.registry.address, deadline=now + 100)
+    sidestepped = _approval(s, relayer, s.registry.address, deadline=now + 3_600)
+    s.forwarder.execute(sidestepped.as_tuple(), {"from": admin})  # its nonce is used
+    params = [_params(r, "setApprovalForAll") for r in (ok, reverts, expires, sidestepped)]
+    batch = forward.batch_tx(relayer.chain, params, relayer.sender)
+    web3.provider.make_request("evm_increaseTime", [200])  # `expires` is past its deadline
+    with relayer.nonces.locked():
+        signed = relayer.sign(TxRequest(to=batch.to, data=batch.data, gas=3_000_000))
+        relayer.broadcast(signed)
+    mined = relayer.wait_mined(signed.tx_hash)
+    assert mined.tx_hash == signed.tx_hash and mined.block_number
+    assert mined.receipt is not None and mined.receipt["transactionHash"] == signed.tx_hash
+
+    raw = forward.batch_outcomes(relayer.chain, mined.receipt, params)
+    assert raw[0] == RequestOutcome(success=True)
+    assert (raw[1].success, raw[1].code) == (False, "ERC1155InvalidOperator"), raw[1]
+    assert (raw[2].success, raw[2].code) == (False, "RequestExpired"), raw[2]
+    assert (raw[3].success, raw[3].code) == (False, "InvalidNonce"), raw[3]
+    assert all(o.reason for o in raw[1:])
+    # web3's formatted receipt (HexBytes, ints) decodes the same.
+    formatted = relayer.receipt(signed.tx_hash)
+    assert forward.batch_outcomes(relayer.chain, formatted, params) == raw
+    assert s.capacity.isApprovedForAll(ok.sender, s.registry.address)
+    assert s.forwarder.nonces(reverts.sender) == 1  # ran (and failed): nonce used
+    assert s.forwarder.nonces(expires.sender) == 0  # skipped
+
+
+def test_raw_receipt_of_an_unknown_hash_is_none(relayer: Relayer) -> None:
+    unknown = "0x" + "ab" * 32
+    assert relayer.raw_receipt(unknown) is None
+    assert not relayer.is_mined(unknown)
+    assert not relayer.is_known(unknown)
+
+
+def _forward_action(relayer: Relayer, sessions: sessionmaker[Session], s: Any) -> str:
+    """A pending forward action for a fresh wallet's ``setApprovalForAll``, as the API
+    stores it; its id."""
+    now = web3.eth.get_block("latest")["timestamp"]
+    req = _approval(s, relayer, s.registry.address, deadline=now + 3_600)
+    params = forward.validate(relayer.chain, req)
+    with sessions() as session:
+        action, _ = actions.create_action(
+            session,
+            kind=ActionKind.FORWARD,
+            idempotency_key=params.idempotency_key,
+            params=params.as_params(),
+        )
+        return action.id
+
+
+def test_a_task_whose_batch_another_task_drives_returns_at_once(
+    relayer: Relayer, sessions: sessionmaker[Session], live_deployment: Any
+) -> None:
+    s = live_deployment.system
+    ids = [_forward_action(relayer, sessions, s) for _ in range(2)]
+    limits = BatchLimits()
+    nonce = web3.eth.get_transaction_count(relayer.sender, "pending")
+    claim = f"gpucap:batch:{relayer.sender.lower()}:{nonce}"
+    client = relayer.nonces.client
+    web3.provider.make_request("evm_setAutomine", [False])
+    try:
+        assert client.set(claim, "another task", nx=True, px=30_000)  # it drives the batch
+        start = time.monotonic()
+        for action_id in ids:  # the first sends the batch; neither waits for it
+            assert (
+                batching.relay_forward(
+                    sessions=sessions, relayer=relayer, action_id=action_id, limits=limits
+                )
+                == "submitted"
+            )
+        assert time.monotonic() - start < relayer.receipt_timeout
+        with sessions() as session:
+            rows = [actions.get_action(session, i) for i in ids]
+        assert {(r.nonce, r.tx_hash) for r in rows} == {(nonce, rows[0].tx_hash)}
+        web3.provider.make_request("evm_mine", [])
+        client.delete(claim)  # the other task died: the next task for any row drives it
+        assert (
+            batching.relay_forward(
+                sessions=sessions, relayer=relayer, action_id=ids[1], limits=limits
+            )
+            == "confirmed"
+        )
+    finally:
+        web3.provider.make_request("evm_setAutomine", [True])
+    with sessions() as session:
+        assert {actions.get_action(session, i).status for i in ids} == {"confirmed"}
+    # A task for a finished row stops after reading it.
+    assert (
+        batching.relay(sessions=sessions, relayer=relayer, action_id=ids[0], limits=limits)
+        == "confirmed"
+    )
