@@ -78,6 +78,11 @@ def worker(
         "`python -m backend beat` runs separately",
     ),
     loglevel: str = typer.Option("INFO"),
+    queues: str | None = typer.Option(
+        None,
+        help="comma-separated queues to consume (default: all: the relay queue 'celery' "
+        "and the periodic 'gpucap.periodic')",
+    ),
 ) -> None:
     """Run a Celery worker (threads pool: it keeps answering pings while a task waits)."""
     settings = _settings()
@@ -92,6 +97,8 @@ def worker(
         "--without-gossip",
         "--without-mingle",
     ]
+    if queues:
+        argv.append(f"--queues={queues}")
     if beat:
         argv.append("--beat")
     app.worker_main(argv)

@@ -5,6 +5,7 @@ so it never imports the tasks); ``backend.worker.main`` builds the worker's app.
 from __future__ import annotations
 
 from celery import Celery
+from kombu import Queue
 
 from backend.config import Settings
 from backend.worker import redis_broker
@@ -14,6 +15,16 @@ SWEEP_TASK = "gpucap.sweep_stale_actions"
 INDEX_TASK = "gpucap.index_chain"
 SETTLE_TASK = "gpucap.settle_due"
 SETTLE_EPOCHS_TASK = "gpucap.settle_epochs"
+
+# Relay tasks (one per user action) stay on Celery's default queue; the beat's periodic
+# tasks have their own. A worker consuming both takes from them in turn (kombu's Redis
+# transport cycles its queues), so an index run waits for a free thread, not behind a
+# backlog of a thousand relay tasks: on one queue it waited out its expiry and was
+# dropped, and the index fell tens of seconds behind the chain during a burst. A
+# deployment may also run a worker per queue (``python -m backend worker --queues``).
+RELAY_QUEUE = "celery"
+PERIODIC_QUEUE = "gpucap.periodic"
+PERIODIC_TASKS = (SWEEP_TASK, INDEX_TASK, SETTLE_TASK, SETTLE_EPOCHS_TASK)
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -65,6 +76,9 @@ def create_celery(settings: Settings) -> Celery:
             },
         },
         worker_hijack_root_logger=False,
+        task_queues=(Queue(RELAY_QUEUE), Queue(PERIODIC_QUEUE)),
+        task_default_queue=RELAY_QUEUE,
+        task_routes={name: {"queue": PERIODIC_QUEUE} for name in PERIODIC_TASKS},
     )
     if url.startswith("redis://"):
         # kombu's Redis transport, except that a channel of a closed connection
