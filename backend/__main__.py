@@ -71,7 +71,9 @@ def api(
 
 @cli.command()
 def worker(
-    concurrency: int = typer.Option(2, help="threads relaying at once (one nonce lock per key)"),
+    concurrency: int | None = typer.Option(
+        None, min=1, help="worker threads (GPUCAP_WORKER_THREADS)"
+    ),
     beat: bool = typer.Option(
         True,
         help="embed the beat scheduler (sweep); use --no-beat when "
@@ -92,7 +94,7 @@ def worker(
     argv = [
         "worker",
         "--pool=threads",
-        f"--concurrency={concurrency}",
+        f"--concurrency={concurrency or settings.worker_threads}",
         f"--loglevel={loglevel}",
         "--without-gossip",
         "--without-mingle",

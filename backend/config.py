@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     # thousands of reads a second the line costs more than a cached answer does.
     api_access_log: bool = True
 
+    # Worker threads. Most of a relay task's time is waiting (a batch being mined, the
+    # node's answers): with 2, two batches in flight left no thread for the rest of the
+    # queue, and the next batch waited for a receipt. One relayer key still sends one
+    # transaction at a time (its nonce lock), whatever this is.
+    worker_threads: int = Field(default=8, ge=1, le=64)
+
     # Relaying
     receipt_timeout_seconds: float = 30.0
     # A transaction still pending this long after it was sent is re-signed with the
