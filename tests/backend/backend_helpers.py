@@ -182,11 +182,11 @@ def node_row(
 def assert_decoding_matches_web3(indexer: Any, pools: Sequence[str] = ()) -> set[tuple[str, str]]:
     """Every log of the manifest's contracts and of ``pools`` on the chain, decoded by the
     indexer's decoder from the node's raw answer, equals web3's ``process_log`` (after the
-    indexer's ``_jsonable``) of the same log as web3 formats it: same keys in the same
+    ``event_decoding.jsonable``) of the same log as web3 formats it: same keys in the same
     order, same JSON (so True is not 1). Returns the (contract, event) pairs seen."""
     import json
 
-    from backend.services.indexer import _jsonable
+    from backend.services.event_decoding import jsonable
 
     decoder = indexer.decoder
     w3 = indexer.chain.w3
@@ -208,7 +208,7 @@ def assert_decoding_matches_web3(indexer: Any, pools: Sequence[str] = ()) -> set
             if address in known
             else indexer.chain.contract(contract_name)
         )
-        expected = _jsonable(dict(contract.events[event]().process_log(web3_entry)["args"]))
+        expected = jsonable(dict(contract.events[event]().process_log(web3_entry)["args"]))
         assert json.dumps(args) == json.dumps(expected), (contract_name, event)
         seen.add((contract_name, event))
     return seen

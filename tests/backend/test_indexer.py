@@ -27,7 +27,9 @@ from backend.db.models import (
     SaleRow,
 )
 from backend.services.chain import Chain
-from backend.services.indexer import Indexer, _jsonable, token_parts
+from backend.services.event_decoding import jsonable
+from backend.services.indexer import Indexer
+from backend.services.read_models import token_parts
 from tests.backend.backend_helpers import assert_decoding_matches_web3
 from tests.oracle.hub_helpers import ORACLE_KEYS, commitment_for, end_epoch, signatures
 
@@ -257,7 +259,7 @@ def test_fast_decoding_matches_web3_for_every_event_of_every_abi(indexer):
                 "transactionIndex": 0,
                 "logIndex": 3,
             }
-            expected = _jsonable(
+            expected = jsonable(
                 dict(contract.events[item["name"]]().process_log(formatted)["args"])
             )
             for entry in (raw, formatted):

@@ -18,8 +18,8 @@ from backend.db.models import (
     PoolTermsRow,
 )
 from backend.services import pool_book
-from backend.services.indexer import apply_event, rebuild_projections
 from backend.services.pool_index import cohort_lookup
+from backend.services.read_models import apply_event, rebuild_projections
 
 USD = 10**6
 SHARE = 10**18
