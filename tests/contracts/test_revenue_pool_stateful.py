@@ -30,11 +30,18 @@ from tests.contracts.pool_helpers import (
     SLASHER_ROLE,
     PoolParams,
     deploy_pool,
-    latest_timestamp,
 )
 from tests.contracts.pool_shadow import SCALE, ShadowPool
-from tests.contracts.raw_rpc import Views, error_data, expect_revert, send
-from tests.support.stateful import SnapshotMachine, mine_at_least, run_machine, stateful_timeout
+from tests.support.errors import err
+from tests.support.stateful import (
+    SnapshotMachine,
+    batch_views,
+    mine_at_least,
+    revert_of,
+    run_machine,
+    stateful_timeout,
+    transact,
+)
 
 pytestmark = stateful_timeout
 
@@ -52,10 +59,10 @@ revenue = st.one_of(st.integers(1, 50), st.integers(1, 500 * USD))
 class RevenuePoolMachine(SnapshotMachine):
     def __init__(self) -> None:
         super().__init__()
-        # Anchor block time to the snapshot's (a revert restores state, not anvil's clock offset).
-        latest = latest_timestamp()
-        mine_at_least(latest + 1)
-        self.epoch = (latest + 1 - self.genesis) // EPOCH + 1
+        # Anchor block time to the snapshot's (a revert restores state, not anvil's clock offset):
+        # one block a second past the snapshot's latest.
+        now = mine_at_least(0)
+        self.epoch = (now - self.genesis) // EPOCH + 1
         self.shadow = ShadowPool(price=PRICE, cooldown=1)
         self.names = [a.address for a in self.investors]
         self.shares = dict.fromkeys(self.names, 0)
@@ -64,7 +71,7 @@ class RevenuePoolMachine(SnapshotMachine):
         self.raised, self.refunded, self.drawn = sum(OPENING), 0, 0
         self.donated_stable = self.donated_shares = 0
         self.failed = False
-        self.views = self.world_views
+        self.views = self.world_views  # (contract, fn_name, args) of every invariant view
 
     # ------------------------------------------------------------------ helpers
 
@@ -102,14 +109,10 @@ class RevenuePoolMachine(SnapshotMachine):
         investor = self.investors[i]
         remaining = TARGET - self.raised
         if amount > remaining:
-            expected = error_data(
-                "PoolFundingCapExceeded(uint256,uint256)",
-                ("uint256", "uint256"),
-                (amount, remaining),
-            )
-            expect_revert(investor, self.pool, "deposit", (amount, investor), expected)
+            got = revert_of(self.pool, "deposit", amount, investor.address, sender=investor)
+            assert got == err("PoolFundingCapExceeded", amount, remaining)
             return
-        send(investor, self.pool, "deposit", amount, investor)
+        transact(self.pool, "deposit", (amount, investor), investor)
         self.shares[investor.address] += amount * 10**18 // PRICE
         self.raised += amount
 
@@ -126,14 +129,14 @@ class RevenuePoolMachine(SnapshotMachine):
         if shares == 0:
             return
         assets = shares * (self.raised - self.refunded) // self._supply()
-        send(investor, self.pool, "refund", shares, investor)
+        transact(self.pool, "refund", (shares, investor), investor)
         self.shares[investor.address] -= shares
         self.refunded += assets
 
     @precondition(lambda self: self.status == SUCCEEDED and self.drawn == 0)
     @rule()
     def draw(self) -> None:
-        send(self.operator, self.pool, "drawRaise")
+        transact(self.pool, "drawRaise", (), self.operator)
         self.drawn = self.raised
 
     # ------------------------------------------------------------------ staking
@@ -145,7 +148,7 @@ class RevenuePoolMachine(SnapshotMachine):
         shares = self.shares[investor.address] * per_mille // 1_000
         if shares == 0 or self.shadow.to_units(shares) == 0:
             return
-        send(investor, self.pool, "stake", shares)
+        transact(self.pool, "stake", (shares,), investor)
         self.shadow.stake(investor.address, shares, self.epoch)
         self.shares[investor.address] -= shares
 
@@ -157,7 +160,7 @@ class RevenuePoolMachine(SnapshotMachine):
         shares = available * per_mille // 1_000
         if shares == 0:
             return
-        send(investor, self.pool, "requestUnstake", shares)
+        transact(self.pool, "requestUnstake", (shares,), investor)
         self.shadow.request_unstake(investor.address, shares, self.epoch)
 
     @rule(i=who)
@@ -165,15 +168,14 @@ class RevenuePoolMachine(SnapshotMachine):
         investor = self.investors[i]
         p = self.shadow.settled(investor.address)
         if p.cooling == 0 and p.released == 0:
-            expect_revert(investor, self.pool, "withdraw", (), error_data("PoolNothingCooling()"))
+            got = revert_of(self.pool, "withdraw", sender=investor)
+            assert got == err("PoolNothingCooling")
             return
         if self.epoch < p.unlock and p.released == 0:
-            expected = error_data(
-                "PoolCooldownActive(uint64,uint64)", ("uint64", "uint64"), (p.unlock, self.epoch)
-            )
-            expect_revert(investor, self.pool, "withdraw", (), expected)
+            got = revert_of(self.pool, "withdraw", sender=investor)
+            assert got == err("PoolCooldownActive", p.unlock, self.epoch)
             return
-        send(investor, self.pool, "withdraw")
+        transact(self.pool, "withdraw", (), investor)
         shares, _ = self.shadow.withdraw(investor.address, self.epoch)
         self.shares[investor.address] += shares
 
@@ -184,10 +186,10 @@ class RevenuePoolMachine(SnapshotMachine):
         owed = [a for a in self.investors if self.shadow.settled(a.address).accrued >= SCALE]
         investor = owed[i % len(owed)] if owed else self.investors[i]
         if self.shadow.settled(investor.address).accrued < SCALE:
-            expected = error_data("PoolNothingToClaim()")
-            expect_revert(investor, self.pool, "claim", (investor,), expected)
+            got = revert_of(self.pool, "claim", investor.address, sender=investor)
+            assert got == err("PoolNothingToClaim")
             return
-        send(investor, self.pool, "claim", investor)
+        transact(self.pool, "claim", (investor,), investor)
         self.shadow.claim(investor.address)
 
     # ------------------------------------------------------------------ settlement hooks
@@ -197,12 +199,10 @@ class RevenuePoolMachine(SnapshotMachine):
     def distribute(self, amount: int, back: int) -> None:
         epoch = max(self.epoch - 1 - back, self.shadow.last_distributed)
         if epoch == 0:
-            expected = error_data(
-                "PoolEpochOutOfOrder(uint64,uint64)", ("uint64", "uint64"), (0, 0)
-            )
-            expect_revert(self.distributor, self.pool, "distribute", (0, amount), expected)
+            got = revert_of(self.pool, "distribute", 0, amount, sender=self.distributor)
+            assert got == err("PoolEpochOutOfOrder", 0, 0)
             return
-        send(self.distributor, self.pool, "distribute", epoch, amount)
+        transact(self.pool, "distribute", (epoch, amount), self.distributor)
         self.shadow.distribute(epoch, amount)
 
     @rule(
@@ -212,10 +212,10 @@ class RevenuePoolMachine(SnapshotMachine):
     def book_loss(self, amount: int, to: int) -> None:
         recipient = self.investors[to]
         if self.shadow.staked == 0:
-            expected = error_data("PoolNothingStaked()")
-            expect_revert(self.slasher, self.pool, "bookLoss", (amount, recipient), expected)
+            got = revert_of(self.pool, "bookLoss", amount, recipient.address, sender=self.slasher)
+            assert got == err("PoolNothingStaked")
             return
-        send(self.slasher, self.pool, "bookLoss", amount, recipient)
+        transact(self.pool, "bookLoss", (amount, recipient), self.slasher)
         shares = self.shadow.book_loss(amount)
         self.shares[recipient.address] += shares
 
@@ -233,7 +233,7 @@ class RevenuePoolMachine(SnapshotMachine):
     def transfer(self, src: int, dst: int, per_mille: int) -> None:
         a, b = self.investors[src], self.investors[dst]
         shares = self.shares[a.address] * per_mille // 1_000
-        send(a, self.pool, "transfer", b, shares)
+        transact(self.pool, "transfer", (b, shares), a)
         self.shares[a.address] -= shares
         self.shares[b.address] += shares
 
@@ -241,11 +241,11 @@ class RevenuePoolMachine(SnapshotMachine):
     def donate(self, stable: int, per_mille: int, i: int) -> None:
         investor = self.investors[i]
         if stable:
-            send(self.donor, self.stablecoin, "transfer", self.pool, stable)
+            transact(self.stablecoin, "transfer", (self.pool, stable), self.donor)
             self.donated_stable += stable
         shares = self.shares[investor.address] * per_mille // 1_000
         if shares:
-            send(investor, self.pool, "transfer", self.pool, shares)
+            transact(self.pool, "transfer", (self.pool, shares), investor)
             self.shares[investor.address] -= shares
             self.donated_shares += shares
 
@@ -268,7 +268,7 @@ class RevenuePoolMachine(SnapshotMachine):
     @invariant()
     def pool_matches_ledgers(self) -> None:
         s = self.shadow
-        views = self.views.read()
+        views = batch_views(*self.views)
         totals, status, supply, pool_stable, custody = views[:5]
         stakes = views[5 : 5 + len(self.names)]
         balances = views[5 + len(self.names) :]
@@ -341,16 +341,14 @@ def world(
         pool.deposit(amount, investor, {"from": investor})
     genesis = pool.epochSchedule()[0]
     names = [a.address for a in investors]
-    views = Views(
-        [
-            (pool, "totals", ()),
-            (pool, "roundStatus", ()),
-            (pool, "totalSupply", ()),
-            (stablecoin, "balanceOf", (pool.address,)),
-            (pool, "balanceOf", (pool.address,)),
-            *((pool, "stakeOf", (name,)) for name in names),
-            *((pool, "balanceOf", (name,)) for name in names),
-        ]
+    views = (
+        (pool, "totals", ()),
+        (pool, "roundStatus", ()),
+        (pool, "totalSupply", ()),
+        (stablecoin, "balanceOf", (pool.address,)),
+        (pool, "balanceOf", (pool.address,)),
+        *((pool, "stakeOf", (name,)) for name in names),
+        *((pool, "balanceOf", (name,)) for name in names),
     )
     mine_at_least(genesis + EPOCH + 1)  # one second into epoch 2: a whole epoch of margin
     return {

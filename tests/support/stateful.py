@@ -22,12 +22,14 @@ from brownie import history, network, web3
 from brownie.network.event import _decode_logs
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
+from eth_abi.exceptions import EncodingError
 from eth_utils import collapse_if_tuple, function_signature_to_4byte_selector, to_checksum_address
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
+from web3._utils.abi import map_abi_data
 from web3._utils.method_formatters import receipt_formatter
-from web3.exceptions import ContractLogicError
+from web3._utils.normalizers import abi_address_to_hex, abi_bytes_to_bytes, abi_string_to_text
 
-from gpucap.revert import decode_revert
+from gpucap.revert import DecodedError, decode_revert, error_selectors
 from tests.support.errors import err
 from tests.support.profiles import active_profile, stateful_settings
 
@@ -61,6 +63,7 @@ def run_machine(machine: type[SnapshotMachine], env: dict[str, Any], *, steps: i
     fee_setting = network.priority_fee()
     provider.cache_allowed_requests, provider.cacheable_requests = True, {"eth_chainId"}
     _example_snapshot[0] = _rpc("evm_snapshot")
+    _snapshot_block[0] = int(_rpc("eth_blockNumber"), 16)
     try:
         run_state_machine_as_test(machine, settings=stateful_settings(steps=steps))
     finally:
@@ -78,6 +81,7 @@ def run_machine(machine: type[SnapshotMachine], env: dict[str, Any], *, steps: i
 # needs pruning: its nonce logic waits forever on a sender whose newest known tx
 # was reverted away. The snapshot is taken after fn_isolation's, which stays valid.
 _example_snapshot: list[str | None] = [None]
+_snapshot_block = [0]  # its block number: where every revert lands, so not asked again
 _example_counter = [0]
 
 
@@ -94,7 +98,7 @@ def _revert_to_example_snapshot() -> None:
         raise RuntimeError("SnapshotMachine examples run only through run_machine()")
     if _rpc("evm_revert", snapshot) is not True:
         raise RuntimeError(f"evm_revert({snapshot}) was refused by the node")
-    history._revert(web3.eth.block_number)
+    history._revert(_snapshot_block[0])
     # A distinct priority fee per example (1 gwei + n wei) makes every example's
     # transactions distinct from every earlier example's: replaying the same steps
     # from the same snapshot would otherwise re-send byte-identical transactions
@@ -110,12 +114,14 @@ def mine_at_least(timestamp: int) -> int:
     """Mines one block stamped ``timestamp`` (or the next second, if the chain is past it).
 
     Raw RPC for the same reason as the revert above: brownie's chain.sleep() and
-    chain.mine() each notify its whole registry. Returns the new block's timestamp.
+    chain.mine() each notify its whole registry, and web3's get_block formats every
+    field of the block for the one it needs. Two round trips: the latest block's
+    stamp, then anvil's ``evm_mine(timestamp)`` (which also moves the node's clock
+    there, as ``evm_setNextBlockTimestamp`` would). Returns the new block's timestamp.
     """
-    latest = web3.eth.get_block("latest")["timestamp"]
+    latest = int(_rpc("eth_getBlockByNumber", "latest", False)["timestamp"], 16)
     stamp = max(int(timestamp), latest + 1)
-    _rpc("evm_setNextBlockTimestamp", stamp)
-    _rpc("evm_mine")
+    _rpc("evm_mine", stamp)
     return stamp
 
 
@@ -134,27 +140,64 @@ def send_sync(tx: dict[str, Any]) -> dict[str, Any]:
     return _rpc("eth_sendTransactionSync", tx)
 
 
-def transact(contract: Any, fn_name: str, args: tuple, sender: Any) -> Any:
-    """Sends ``contract.fn_name(*args)`` from ``sender`` and returns its decoded events.
+def transact(contract: Any, fn_name: str, args: tuple, sender: Any) -> Events:
+    """Sends ``contract.fn_name(*args)`` from ``sender`` and returns its events.
 
     For a machine's expected-success transactions: brownie's own path (receipt
     thread, nonce and fee lookups, history bookkeeping) costs ~40 ms a transaction
     against the one RPC it needs (send_sync), and a machine sends a few each
-    example. Reverts the shadow expects still go through ``brownie.reverts`` (as
-    calls); a revert here raises TransactFailed with the decoded reason. The
-    transactions stay out of brownie's history, which the snapshot revert prunes
-    anyway; the node picks their nonces.
+    example. Reverts the shadow expects go through ``revert_of`` (as calls); a
+    revert here raises TransactFailed with the decoded reason. The transactions
+    stay out of brownie's history, which the snapshot revert prunes anyway; the
+    node picks their nonces.
     """
     data = getattr(contract, fn_name).encode_input(*args)
     tx = {"from": str(sender), "to": contract.address, "data": data, "gas": hex(TRANSACT_GAS)}
-    receipt = receipt_formatter(send_sync(tx))
-    if receipt["status"] != 1:
+    receipt = send_sync(tx)
+    if int(receipt["status"], 16) != 1:
         try:  # replay as a call for the reason (the state is unchanged by the revert)
             getattr(contract, fn_name).call(*args, {"from": sender})
         except Exception as exc:  # noqa: BLE001 - any failure is the reason we report
             raise TransactFailed(f"{fn_name}{args} reverted: {exc}") from exc
         raise TransactFailed(f"{fn_name}{args} reverted (a call of it succeeds)")
-    return _decode_logs(receipt["logs"])
+    return Events(receipt)
+
+
+class Events:
+    """A ``transact`` receipt's events as brownie decodes them (its ``EventDict``: read as
+    ``events["Name"]["field"]``, ``"Name" in events``), decoded on first use.
+
+    Why lazy: formatting the receipt and decoding its logs costs ~2 ms a transaction,
+    and most of a machine's transactions (every one, in the revenue-pool machine) are
+    checked through views, never through their events.
+    """
+
+    def __init__(self, raw_receipt: dict[str, Any]) -> None:
+        self._receipt = raw_receipt
+        self._decoded: Any = None
+
+    def _events(self) -> Any:
+        if self._decoded is None:
+            self._decoded = _decode_logs(receipt_formatter(self._receipt)["logs"])
+        return self._decoded
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._events()[key]
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._events()
+
+    def __iter__(self) -> Any:
+        return iter(self._events())
+
+    def __len__(self) -> int:
+        return len(self._events())
+
+    def __getattr__(self, name: str) -> Any:  # keys(), items(), count(), ...
+        return getattr(self._events(), name)
+
+    def __repr__(self) -> str:
+        return repr(self._events())
 
 
 def batch_views(*calls: tuple[Any, str, tuple]) -> list[Any]:
@@ -165,16 +208,14 @@ def batch_views(*calls: tuple[Any, str, tuple]) -> list[Any]:
     machine's run time. Encoding and decoding go straight through eth_abi with the
     function's types cached per (address, name, arity): web3's contract-function
     path re-resolves the ABI on every call (~4 ms each, which dominated machines
-    reading a dozen views a step). Results read like web3's: one output is returned
-    as is (a struct as a tuple), several as a tuple; addresses are checksummed.
+    reading a dozen views a step); the calldata of a call is cached too (an invariant
+    reads the same calls after every step). Results read like web3's: one output is
+    returned as is (a struct as a tuple), several as a tuple; addresses are checksummed.
     """
     requests, decoders = [], []
     for contract, fn_name, args in calls:
         view = _view(contract, fn_name, len(args))
-        data = view.selector + abi_encode(view.inputs, list(args))
-        requests.append(
-            ("eth_call", [{"to": contract.address, "data": "0x" + data.hex()}, "latest"])
-        )
+        requests.append(("eth_call", [_call_of(contract, fn_name, args, view), "latest"]))
         decoders.append(view)
     responses = web3.provider.make_batch_request(requests)
     if not isinstance(responses, list):  # the node rejected the whole batch
@@ -185,7 +226,9 @@ def batch_views(*calls: tuple[Any, str, tuple]) -> list[Any]:
     ):
         if "error" in response:
             raise RuntimeError(f"{fn_name}{tuple(args)} on {contract.address}: {response['error']}")
-        values = _checksummed(abi_decode(view.outputs, bytes.fromhex(response["result"][2:])))
+        values = abi_decode(view.outputs, bytes.fromhex(response["result"][2:]))
+        if view.has_address:
+            values = _checksummed(values)
         results.append(values[0] if len(values) == 1 else tuple(values))
     return results
 
@@ -195,9 +238,29 @@ class _View:
     selector: bytes
     inputs: list[str]
     outputs: list[str]
+    has_address: bool  # some output holds an address (to checksum)
 
 
 _views: dict[tuple[str, str, int], _View] = {}
+# (address, fn_name, args) → eth_call object; cleared when full (args vary in some machines).
+_calls: dict[tuple[Any, ...], dict[str, str]] = {}
+_CALLS_MAX = 4_096
+
+
+def _call_of(contract: Any, fn_name: str, args: Any, view: _View) -> dict[str, str]:
+    try:
+        key = (contract.address, fn_name, tuple(args))
+        found = _calls.get(key)
+    except TypeError:  # an unhashable argument (a list): encode it every time
+        key, found = None, None
+    if found is None:
+        data = view.selector + abi_encode(view.inputs, list(args))
+        found = {"to": contract.address, "data": "0x" + data.hex()}
+        if key is not None:
+            if len(_calls) >= _CALLS_MAX:
+                _calls.clear()
+            _calls[key] = found
+    return found
 
 
 def _view(contract: Any, fn_name: str, arity: int) -> _View:
@@ -215,10 +278,12 @@ def _view(contract: Any, fn_name: str, arity: int) -> _View:
             raise ValueError(f"{fn_name} with {arity} arguments: {len(matches)} ABI matches")
         fn = matches[0]
         inputs = [collapse_if_tuple(i) for i in fn["inputs"]]
+        outputs = [collapse_if_tuple(o) for o in fn["outputs"]]
         found = _views[key] = _View(
             selector=function_signature_to_4byte_selector(f"{fn_name}({','.join(inputs)})"),
             inputs=inputs,
-            outputs=[collapse_if_tuple(o) for o in fn["outputs"]],
+            outputs=outputs,
+            has_address=any("address" in o for o in outputs),
         )
     return found
 
@@ -243,34 +308,47 @@ def _checksummed(value: Any) -> Any:
 # ---------------------------------------------------------------------------
 
 
-_web3_contracts: dict[str, Any] = {}
-
-
-def _web3_contract(contract: Any) -> Any:
-    # Building a web3 contract parses its ABI (~3 ms): once per address.
-    found = _web3_contracts.get(contract.address)
-    if found is None:
-        found = _web3_contracts[contract.address] = web3.eth.contract(
-            address=contract.address, abi=contract.abi
-        )
-    return found
-
-
 def revert_of(contract: Any, fn_name: str, *args: Any, sender: Any) -> str:
     """The custom error ``contract.fn_name(*args)`` reverts with, formatted like ``err()``;
-    fails the test if the call would succeed or reverts with an error the ABI lacks."""
-    fn = getattr(_web3_contract(contract).functions, fn_name)(*args)
+    fails the test if the call would succeed or reverts with an error the ABI lacks.
+
+    ``contract`` is anything with ``address`` and ``abi`` (a machine may add a library's
+    errors to a contract's ABI). One raw eth_call, encoded from the ABI types
+    ``batch_views`` caches, and a decode against the contract's error selectors,
+    computed once per address: web3's contract-call path (ABI resolution, argument
+    normalisation, middlewares) and re-hashing every error of the ABI per check cost
+    several ms each, and machines check hundreds of expected reverts per run.
+    Arguments go to eth_abi as they are; ones it refuses (0x-hex for bytes, say) are
+    normalised as web3 would first.
+    """
+    fn = _view(contract, fn_name, len(args))
     try:
-        fn.call({"from": str(sender)})
-    except ContractLogicError as exc:
-        data = exc.data
-    except ValueError as exc:  # brownie's catch_tx_revert middleware re-raises the RPC error
-        payload = exc.args[0] if exc.args else None
-        if not isinstance(payload, dict) or "data" not in payload:
-            raise
-        data = payload["data"]
-    else:
+        encoded = abi_encode(fn.inputs, list(args))
+    except EncodingError:
+        encoded = abi_encode(fn.inputs, map_abi_data(_WEB3_NORMALIZERS, fn.inputs, args))
+    call = {
+        "from": str(sender),
+        "to": contract.address,
+        "data": "0x" + (fn.selector + encoded).hex(),
+    }
+    response = web3.provider.make_request("eth_call", [call, "latest"])
+    if "error" not in response:
         raise AssertionError(f"{fn_name}{args!r} did not revert")
-    decoded = decode_revert(contract.abi, data if isinstance(data, str) else None)
-    assert decoded is not None, f"{fn_name} reverted with undecodable data {data!r}"
+    data = response["error"].get("data")
+    decoded = _decode_error(contract, data if isinstance(data, str) else None)
+    assert decoded is not None, f"{fn_name}{args!r} reverted with undecodable data {data!r}"
     return err(decoded.name, *decoded.args.values())
+
+
+_WEB3_NORMALIZERS = [abi_address_to_hex, abi_bytes_to_bytes, abi_string_to_text]
+_error_entries: dict[str, dict[bytes, Any]] = {}
+
+
+def _decode_error(contract: Any, data: str | None) -> DecodedError | None:
+    selectors = _error_entries.get(contract.address)
+    if selectors is None:
+        selectors = _error_entries[contract.address] = error_selectors(contract.abi)
+    if data is None or len(data) < 10:
+        return None
+    entry = selectors.get(bytes.fromhex(data[2:10]))
+    return None if entry is None else decode_revert([entry], data)
