@@ -1,4 +1,5 @@
-"""A cache of rendered read responses that is never staler than the database.
+"""A cache of rendered read responses that is never staler than the database's last
+commit, but for the few milliseconds its new answer is being computed.
 
 Read routes (``routers/reads.py``) answer from the chain index, which only changes
 when a writer (the worker's indexer, or anything else) commits. Many clients ask
@@ -11,7 +12,7 @@ computed under version ``v`` is served only while the database still reports
 ``v``. The route's own read starts after ``v`` was read, so it saw every commit
 ``v`` stands for; and an unchanged version means no commit since. A commit
 anywhere in the database (any table, any process) bumps it, so the cache can be
-emptied more often than needed, never served stale.
+emptied more often than needed, never kept as current past a commit.
 
 SQLite gives that version for free: ``PRAGMA data_version`` changes whenever
 another connection (here: every connection but the probe, in any process) has
@@ -21,9 +22,16 @@ Other databases have no such counter: there the cache is off (``for_url`` return
 
 What may use it: a GET route whose answer is a function of the request's path and
 query and of the database only (no clock, no chain call, no caller identity).
-When an entry is missing, one request per (path, query, version) computes it and
-the others asking the same meanwhile wait for its answer (single flight): after
-each indexer commit, 200 clients polling 7 routes cost 7 queries, not 200.
+When an entry is missing, one request per (path, query, version) computes it
+(single flight): after each indexer commit, 200 clients polling 7 routes cost 7
+queries, not 200. The others asking the same meanwhile get the answer of the
+version before (stale-while-revalidate, RFC 5861), where the cache holds one, and
+wait for the new one only where it holds none: an answer at most one change
+behind, for at most one computation, instead of a queue behind every commit (the
+indexer commits every couple of seconds, and the requests arriving while the
+answers were recomputed were the whole of the read latency's tail). The request
+that computes, and so any client reading after a commit it waited for, sees the
+commit.
 
 Requests that carry credentials (``Authorization``, ``Cookie``) always bypass
 it, as a shared HTTP cache would (RFC 9111 section 3.5); so do non-200 answers.
@@ -133,6 +141,8 @@ class ReadCache:
         self._max_body_bytes = max_body_bytes
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._entries_version: int | None = None
+        # The version before's answers: served only while the current one is computed.
+        self._previous: dict[tuple[str, str], _Entry] = {}
         self._lock = threading.Lock()
         # Entries being computed, by (key, version): followers await the leader's.
         self._inflight: dict[tuple[tuple[str, str], int], asyncio.Future[_Entry | None]] = {}
@@ -152,9 +162,18 @@ class ReadCache:
         version = self._version()
         with self._lock:
             if version != self._entries_version:
-                self._entries.clear()
+                self._previous = dict(self._entries) if version is not None else {}
+                self._entries = OrderedDict()
                 self._entries_version = version
         return version
+
+    def refreshing(self, key: tuple[str, str], version: int) -> _Entry | None:
+        """The previous version's answer for ``key`` while a request computes the answer
+        for ``version``; None when nobody computes it or there is no previous answer."""
+        if (key, version) not in self._inflight:
+            return None
+        with self._lock:
+            return self._previous.get(key) if version == self._entries_version else None
 
     def get(self, key: tuple[str, str], version: int) -> Response | None:
         entry = self.lookup(key, version)
@@ -210,6 +229,9 @@ class ReadCache:
         flight = (key, version)
         leader = self._inflight.get(flight)
         if leader is not None:
+            stale = self.refreshing(key, version)
+            if stale is not None:
+                return Response(stale.body, media_type=stale.media_type)
             entry = await asyncio.shield(leader)
             if entry is not None:
                 return Response(entry.body, media_type=entry.media_type)
@@ -280,6 +302,8 @@ class ReadCacheMiddleware:
             if cache is None or version is None
             else cache.lookup(cache_key(scope), version, count_miss=False)
         )
+        if entry is None and cache is not None and version is not None:
+            entry = cache.refreshing(cache_key(scope), version)
         if entry is None:
             await self.app(scope, receive, send)
             return

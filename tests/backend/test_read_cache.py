@@ -282,3 +282,53 @@ def test_concurrent_misses_compute_once_and_a_failed_leader_lets_followers_compu
         assert computed == ["x", "[3]"]
 
     asyncio.run(scenario())
+
+
+def test_while_a_new_answer_is_computed_others_get_the_previous_one() -> None:
+    """Stale-while-revalidate, bounded: the request computing the new version's answer
+    gets it; requests meanwhile get the version before's answer at once; after the
+    computation everyone gets the new one. With no previous answer, they wait."""
+
+    async def scenario() -> None:
+        versions = {"now": 1}
+        cache = ReadCache(lambda: versions["now"])
+        key = ("/api/v1/nodes", "")
+        release = asyncio.Event()
+
+        async def compute(body: bytes) -> Response:
+            await release.wait()
+            return Response(body, media_type="application/json")
+
+        release.set()
+        v1 = cache.current_version()
+        assert (await cache.get_or_compute(key, v1, lambda: compute(b"[1]"))).body == b"[1]"
+
+        versions["now"] = 2  # a commit
+        release.clear()
+        v2 = cache.current_version()
+        assert cache.refreshing(key, v2) is None  # nobody computes yet: a request computes
+        leader = asyncio.create_task(cache.get_or_compute(key, v2, lambda: compute(b"[1,2]")))
+        await asyncio.sleep(0)
+        follower = await cache.get_or_compute(key, v2, lambda: compute(b"never"))
+        assert follower.body == b"[1]"  # at once, the answer of version 1
+        assert cache.refreshing(key, v2).body == b"[1]"  # what the middleware serves
+        release.set()
+        assert (await leader).body == b"[1,2]"
+        assert cache.refreshing(key, v2) is None
+        assert cache.get(key, v2).body == b"[1,2]"
+
+        # Two changes on, nothing of version 1 is served any more.
+        versions["now"] = 3
+        release.clear()
+        v3 = cache.current_version()
+        versions["now"] = 4
+        v4 = cache.current_version()
+        leader = asyncio.create_task(cache.get_or_compute(key, v4, lambda: compute(b"[4]")))
+        await asyncio.sleep(0)
+        waiting = asyncio.create_task(cache.get_or_compute(key, v4, lambda: compute(b"no")))
+        await asyncio.sleep(0)
+        assert not waiting.done() and v3 == 3  # no answer of version 3 to give: it waits
+        release.set()
+        assert (await leader).body == (await waiting).body == b"[4]"
+
+    asyncio.run(scenario())
