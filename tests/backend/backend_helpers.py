@@ -212,3 +212,30 @@ def assert_decoding_matches_web3(indexer: Any, pools: Sequence[str] = ()) -> set
         assert json.dumps(args) == json.dumps(expected), (contract_name, event)
         seen.add((contract_name, event))
     return seen
+
+
+def new_forward_action(relayer: Any, sessions: Any, system: Any) -> str:
+    """A pending forward action (validated as the API does) for a fresh wallet's
+    ``setApprovalForAll``; its id."""
+    from brownie import web3
+    from eth_account import Account
+
+    from backend.db.models import ActionKind
+    from backend.services import actions, forward
+    from gpucap.signing import sign_request
+
+    s = system
+    wallet = Account.create()
+    data = s.capacity.setApprovalForAll.encode_input(s.registry.address, True)
+    deadline = web3.eth.get_block("latest")["timestamp"] + 3_600
+    chain_id = relayer.chain.deployment.chain_id
+    req = sign_request(wallet, s.forwarder.address, chain_id, s.capacity.address, data, 0, deadline)
+    params = forward.validate(relayer.chain, req)
+    with sessions() as session:
+        action, _ = actions.create_action(
+            session,
+            kind=ActionKind.FORWARD,
+            idempotency_key=params.idempotency_key,
+            params=params.as_params(),
+        )
+        return str(action.id)

@@ -7,34 +7,20 @@ drives returns at once. Real anvil and Redis, in-process."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-import redis as redis_lib
 from brownie import web3
 from eth_account import Account
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db.models import ActionKind
-from backend.redis_embedded import EmbeddedRedis
 from backend.services import actions, batching, forward
 from backend.services.batching import BatchLimits
-from backend.services.chain import Chain
 from backend.services.forward import ForwardParams, RequestOutcome
 from backend.services.relayer import Relayer, TxRequest
-from gpucap import devchain
 from gpucap.signing import SignedRequest, sign_request
+from tests.backend.backend_helpers import new_forward_action
 
 ZERO = "0x" + "00" * 20
-
-
-@pytest.fixture(scope="module")
-def relayer(live_deployment: Any, redis_server: EmbeddedRedis) -> Iterator[Relayer]:
-    chain = Chain.connect(live_deployment.rpc_url, str(live_deployment.manifest_path), 3)
-    client = redis_lib.Redis.from_url(redis_server.url)
-    yield Relayer(chain, devchain.dev_private_key(9), client, receipt_timeout=10, lock_seconds=10)
-    client.close()
 
 
 def _params(req: SignedRequest, function: str) -> dict[str, Any]:
@@ -116,27 +102,11 @@ def test_raw_receipt_of_an_unknown_hash_is_none(relayer: Relayer) -> None:
     assert not relayer.is_known(unknown)
 
 
-def _forward_action(relayer: Relayer, sessions: sessionmaker[Session], s: Any) -> str:
-    """A pending forward action for a fresh wallet's ``setApprovalForAll``, as the API
-    stores it; its id."""
-    now = web3.eth.get_block("latest")["timestamp"]
-    req = _approval(s, relayer, s.registry.address, deadline=now + 3_600)
-    params = forward.validate(relayer.chain, req)
-    with sessions() as session:
-        action, _ = actions.create_action(
-            session,
-            kind=ActionKind.FORWARD,
-            idempotency_key=params.idempotency_key,
-            params=params.as_params(),
-        )
-        return action.id
-
-
 def test_a_task_whose_batch_another_task_drives_returns_at_once(
     relayer: Relayer, sessions: sessionmaker[Session], live_deployment: Any
 ) -> None:
     s = live_deployment.system
-    ids = [_forward_action(relayer, sessions, s) for _ in range(2)]
+    ids = [new_forward_action(relayer, sessions, s) for _ in range(2)]
     limits = BatchLimits()
     nonce = web3.eth.get_transaction_count(relayer.sender, "pending")
     claim = f"gpucap:batch:{relayer.sender.lower()}:{nonce}"

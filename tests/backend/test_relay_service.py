@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis as redis_lib
 from eth_account import Account
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,14 +19,6 @@ from gpucap import devchain
 from tests.backend.backend_helpers import new_faucet_action
 
 DRIP = 1_000 * 10**6
-
-
-@pytest.fixture(scope="module")
-def relayer(live_deployment: Any, redis_server: EmbeddedRedis) -> Iterator[Relayer]:
-    chain = Chain.connect(live_deployment.rpc_url, str(live_deployment.manifest_path), 3)
-    client = redis_lib.Redis.from_url(redis_server.url)
-    yield Relayer(chain, devchain.dev_private_key(9), client, receipt_timeout=10, lock_seconds=10)
-    client.close()
 
 
 def read(sessions: sessionmaker[Session], action_id: str) -> Any:

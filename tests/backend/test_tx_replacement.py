@@ -15,16 +15,14 @@ from brownie import web3
 from eth_account import Account
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db.models import ActionKind
 from backend.redis_embedded import EmbeddedRedis
-from backend.services import actions, batching, forward
+from backend.services import actions, batching
 from backend.services.batching import BatchLimits
 from backend.services.chain import Chain
 from backend.services.errors import ChainUnavailable
 from backend.services.relayer import Fees, Relayer
 from gpucap import devchain
-from gpucap.signing import sign_request
-from tests.backend.backend_helpers import new_faucet_action
+from tests.backend.backend_helpers import new_faucet_action, new_forward_action
 
 DRIP = 1_000 * 10**6
 
@@ -120,30 +118,11 @@ def test_original_mined_after_replacement_still_counts_once(
     assert live_deployment.system.stablecoin.balanceOf(address) == DRIP
 
 
-def _forward_action(relayer: Relayer, sessions: sessionmaker[Session], s: Any) -> str:
-    """A pending forward action (validated like the API does) for a fresh wallet's
-    ``setApprovalForAll``; its id."""
-    wallet = Account.create()
-    data = s.capacity.setApprovalForAll.encode_input(s.registry.address, True)
-    deadline = web3.eth.get_block("latest")["timestamp"] + 3_600
-    chain_id = relayer.chain.deployment.chain_id
-    req = sign_request(wallet, s.forwarder.address, chain_id, s.capacity.address, data, 0, deadline)
-    params = forward.validate(relayer.chain, req)
-    with sessions() as session:
-        action, _ = actions.create_action(
-            session,
-            kind=ActionKind.FORWARD,
-            idempotency_key=params.idempotency_key,
-            params=params.as_params(),
-        )
-        return action.id
-
-
 def test_stuck_batch_is_replaced_whole_and_each_request_confirmed_once(
     relayer: Relayer, sessions: sessionmaker[Session], live_deployment: Any, paused_mining: None
 ) -> None:
     s = live_deployment.system
-    ids = [_forward_action(relayer, sessions, s) for _ in range(3)]
+    ids = [new_forward_action(relayer, sessions, s) for _ in range(3)]
     limits = BatchLimits()
     with pytest.raises(ChainUnavailable):  # one executeBatch for all three; not mined
         batching.relay_forward(sessions=sessions, relayer=relayer, action_id=ids[0], limits=limits)
