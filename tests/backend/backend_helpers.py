@@ -7,7 +7,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -239,3 +240,22 @@ def new_forward_action(relayer: Any, sessions: Any, system: Any) -> str:
             params=params.as_params(),
         )
         return str(action.id)
+
+
+@contextmanager
+def service_relayer(deployment: Any, redis_url: str) -> Iterator[Any]:
+    """The backend's relayer (dev account 9) on ``deployment``'s chain, in-process, for
+    service tests; its Redis client is closed afterwards."""
+    import redis as redis_lib
+
+    from backend.services.chain import Chain
+    from backend.services.relayer import Relayer
+
+    chain = Chain.connect(deployment.rpc_url, str(deployment.manifest_path), 3)
+    client = redis_lib.Redis.from_url(redis_url)
+    try:
+        yield Relayer(
+            chain, devchain.dev_private_key(9), client, receipt_timeout=10, lock_seconds=10
+        )
+    finally:
+        client.close()

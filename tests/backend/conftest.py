@@ -13,14 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis as redis_lib
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.migrate import upgrade_to_head
 from backend.db.session import get_sessionmaker
 from backend.redis_embedded import EmbeddedRedis
-from backend.services.chain import Chain
-from backend.services.relayer import Relayer
 from gpucap import devchain
 from tests.backend.backend_helpers import ROOT, ServiceProcess, Stack, backend_env, http_up
 
@@ -74,12 +71,3 @@ def sessions(tmp_path: Path) -> sessionmaker[Session]:
     url = f"sqlite:///{tmp_path / 'backend.db'}"
     upgrade_to_head(url)
     return get_sessionmaker(url)
-
-
-@pytest.fixture(scope="module")
-def relayer(live_deployment: Any, redis_server: EmbeddedRedis) -> Iterator[Relayer]:
-    """The relayer (dev account 9) on the module's chain, in-process, for service tests."""
-    chain = Chain.connect(live_deployment.rpc_url, str(live_deployment.manifest_path), 3)
-    client = redis_lib.Redis.from_url(redis_server.url)
-    yield Relayer(chain, devchain.dev_private_key(9), client, receipt_timeout=10, lock_seconds=10)
-    client.close()

@@ -7,20 +7,29 @@ drives returns at once. Real anvil and Redis, in-process."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from brownie import web3
 from eth_account import Account
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend.redis_embedded import EmbeddedRedis
 from backend.services import actions, batching, forward
 from backend.services.batching import BatchLimits
 from backend.services.forward import ForwardParams, RequestOutcome
 from backend.services.relayer import Relayer, TxRequest
 from gpucap.signing import SignedRequest, sign_request
-from tests.backend.backend_helpers import new_forward_action
+from tests.backend.backend_helpers import new_forward_action, service_relayer
 
 ZERO = "0x" + "00" * 20
+
+
+@pytest.fixture(scope="module")
+def relayer(live_deployment: Any, redis_server: EmbeddedRedis) -> Iterator[Relayer]:
+    with service_relayer(live_deployment, redis_server.url) as r:
+        yield r
 
 
 def _params(req: SignedRequest, function: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,9 +17,15 @@ from backend.services.faucet import drip_request
 from backend.services.relayer import NonceConsumed, Relayer, TxRequest
 from backend.services.sweep import sweep_stale_actions
 from gpucap import devchain
-from tests.backend.backend_helpers import new_faucet_action
+from tests.backend.backend_helpers import new_faucet_action, service_relayer
 
 DRIP = 1_000 * 10**6
+
+
+@pytest.fixture(scope="module")
+def relayer(live_deployment: Any, redis_server: EmbeddedRedis) -> Iterator[Relayer]:
+    with service_relayer(live_deployment, redis_server.url) as r:
+        yield r
 
 
 def read(sessions: sessionmaker[Session], action_id: str) -> Any:
