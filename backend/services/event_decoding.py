@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from eth_abi.exceptions import DecodingError
 from eth_utils import event_abi_to_log_topic, to_checksum_address
 from hexbytes import HexBytes
 
@@ -70,7 +71,7 @@ class EventDecoder:
     """Decodes any log of the manifest's contracts (address + topic0 → the event's ABI),
     and of revenue pools (one ABI, RevenuePool's build artifact, for every pool).
 
-    Logs are decoded with the codec directly (one ``_EventLayout`` per event: indexed
+    Logs are decoded with the codec directly (one ``EventLayout`` per event: indexed
     inputs from the topics, the rest from the data), giving what web3's ``process_log``
     gives after ``jsonable``; events whose inputs this does not cover (structs) and any
     log that does not fit its event's layout go through ``process_log`` as before."""
@@ -78,7 +79,7 @@ class EventDecoder:
     def __init__(self, chain: Chain) -> None:
         self._by_address: dict[str, tuple[str, Any, dict[bytes, str]]] = {}
         self._codec = chain.w3.codec
-        self._layouts: dict[tuple[str, str], _EventLayout | None] = {}
+        self._layouts: dict[tuple[str, str], EventLayout | None] = {}
         for name, ref in chain.deployment.contracts.items():
             self._by_address[ref.address.lower()] = (name, chain.contract(name), _topics(ref.abi))
             self._add_layouts(name, ref.abi)
@@ -93,7 +94,7 @@ class EventDecoder:
     def _add_layouts(self, contract: str, abi: list[dict[str, Any]]) -> None:
         for item in abi:
             if item.get("type") == "event" and not item.get("anonymous"):
-                self._layouts[(contract, item["name"])] = _EventLayout.of(item)
+                self._layouts[(contract, item["name"])] = EventLayout.of(item)
 
     @property
     def addresses(self) -> list[str]:
@@ -202,7 +203,7 @@ def _normalizer(abi_type: str) -> Callable[[Any], Any] | None:
 
 
 @dataclass(frozen=True)
-class _EventLayout:
+class EventLayout:
     """One event's decoding: its topic inputs (after topic0) and data inputs, in ABI
     order of each; ``names``: every input in process_log's order (topics, then data)."""
 
@@ -213,7 +214,7 @@ class _EventLayout:
     names: tuple[str, ...]
 
     @classmethod
-    def of(cls, abi: dict[str, Any]) -> _EventLayout | None:
+    def of(cls, abi: dict[str, Any]) -> EventLayout | None:
         topic_types: list[str] = []
         data_types: list[str] = []
         topic_names: list[str] = []
@@ -262,7 +263,7 @@ class _EventLayout:
                 values += [norm(v) for norm, v in zip(self.data_norms, decoded, strict=True)]
             elif as_bytes(entry["data"]):
                 return None
-        except Exception:  # noqa: BLE001 - malformed: process_log raises its own error
+        except (DecodingError, ValueError):  # malformed: process_log raises its own error
             return None
         return dict(zip(self.names, values, strict=True))
 

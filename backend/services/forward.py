@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from eth_abi import decode, encode
-from eth_abi.exceptions import DecodingError
 from eth_utils import (
     collapse_if_tuple,
     event_abi_to_log_topic,
@@ -49,8 +48,9 @@ from web3._utils.error_formatters_utils import raise_contract_logic_error_on_rev
 from web3.exceptions import ContractLogicError, Web3Exception, Web3RPCError
 
 from backend.db.models import OPEN_STATUSES, Action, ActionKind
-from backend.services.chain import Chain
+from backend.services.chain import Chain, result_of
 from backend.services.errors import ServiceError, TransactionReverted
+from backend.services.event_decoding import EventLayout, as_bytes, as_int
 from backend.services.relayer import TxRequest
 from backend.services.revert import decode_revert
 from gpucap.deployment import ManifestError
@@ -309,7 +309,7 @@ def validate(
             ("eth_call", [_simulation_call(forwarder, request), "latest"]),
         ],
     )
-    (nonce,) = decode(["uint256"], HexBytes(_result(nonce_resp, "reading forwarder nonce")))
+    (nonce,) = decode(["uint256"], HexBytes(result_of(nonce_resp, "reading forwarder nonce")))
     if nonce_hint is not None and nonce_hint != nonce:
         raise ForwardRejected(
             f"request signed for nonce {nonce_hint}; {request.sender}'s forwarder nonce is {nonce}",
@@ -322,7 +322,7 @@ def validate(
             f"{chain.deployment.chain_id} (recovered {signer})",
             code="InvalidSignature",
         )
-    now = int(_result(block_resp, "reading latest block")["timestamp"], 16)
+    now = int(result_of(block_resp, "reading latest block")["timestamp"], 16)
     if request.deadline < now + MIN_DEADLINE_MARGIN:
         raise ForwardRejected(
             f"deadline {request.deadline} leaves under {MIN_DEADLINE_MARGIN}s at chain time {now}",
@@ -333,7 +333,7 @@ def validate(
             raise_contract_logic_error_on_revert(sim_resp)
         except ContractLogicError as exc:
             _raise_reverted(chain, exc)
-        _result(sim_resp, "simulating forwarded call")  # not a revert: the node's own error
+        result_of(sim_resp, "simulating forwarded call")  # not a revert: the node's own error
     return ForwardParams(
         sender=to_checksum_address(request.sender),
         to=to_checksum_address(request.to),
@@ -346,13 +346,6 @@ def validate(
         contract=contract,
         function=function,
     )
-
-
-def _result(response: dict[str, Any], what: str) -> Any:
-    """A batch item's result; an error answer raises as web3 raises it for a single call."""
-    if "error" in response or "result" not in response:
-        raise Web3RPCError(f"{what}: {response.get('error', response)}", rpc_response=response)  # type: ignore[arg-type]
-    return response["result"]
 
 
 def _simulation_call(forwarder: str, request: SignedRequest) -> dict[str, Any]:
@@ -443,9 +436,7 @@ class _ForwarderAbi:
     execute_batch_selector: bytes
     execute_batch_types: tuple[str, ...]
     executed_topic: bytes  # ExecutedForwardRequest's topic 0
-    executed_indexed: tuple[str, ...]  # types of its indexed inputs (topics 1..)
-    executed_data: tuple[str, ...]  # types of the others (the log's data)
-    executed_names: tuple[str, ...]  # indexed names, then data names
+    executed: EventLayout  # how to decode the rest of it
 
 
 @lru_cache(maxsize=4)
@@ -453,26 +444,15 @@ def _forwarder_abi(abi_path: Path) -> _ForwarderAbi:
     abi = _abi_at(abi_path)
     fn = next(i for i in abi if i.get("type") == "function" and i["name"] == "executeBatch")
     ev = next(i for i in abi if i.get("type") == "event" and i["name"] == "ExecutedForwardRequest")
-    indexed = [i for i in ev["inputs"] if i.get("indexed")]
-    plain = [i for i in ev["inputs"] if not i.get("indexed")]
+    layout = EventLayout.of(ev)
+    if layout is None:  # (address, uint256, bool) always fits; guard an ABI change
+        raise ManifestError(f"ExecutedForwardRequest in {abi_path} has an unexpected layout")
     return _ForwarderAbi(
         execute_batch_selector=function_abi_to_4byte_selector(fn),
         execute_batch_types=tuple(collapse_if_tuple(i) for i in fn["inputs"]),
         executed_topic=event_abi_to_log_topic(ev),
-        executed_indexed=tuple(collapse_if_tuple(i) for i in indexed),
-        executed_data=tuple(collapse_if_tuple(i) for i in plain),
-        executed_names=tuple(i["name"] for i in [*indexed, *plain]),
+        executed=layout,
     )
-
-
-def _as_bytes(value: Any) -> bytes:
-    """A receipt field as bytes: the node's hex string, or web3's HexBytes."""
-    return bytes.fromhex(value[2:]) if isinstance(value, str) else bytes(value)
-
-
-def _as_int(value: Any) -> int:
-    """A receipt quantity as int: the node's hex string, or web3's int."""
-    return int(value, 16) if isinstance(value, str) else int(value)
 
 
 def executed_requests(chain: Chain, receipt: Any) -> dict[tuple[str, int], bool]:
@@ -482,22 +462,13 @@ def executed_requests(chain: Chain, receipt: Any) -> dict[tuple[str, int], bool]
     forwarder = _forwarder_address(chain).lower()
     ran: dict[tuple[str, int], bool] = {}
     for log in receipt["logs"]:
-        topics = log["topics"]
-        if (
-            str(log["address"]).lower() != forwarder
-            or len(topics) != 1 + len(abi.executed_indexed)
-            or _as_bytes(topics[0]) != abi.executed_topic
-        ):
+        if str(log["address"]).lower() != forwarder or not log["topics"]:
             continue
-        try:
-            indexed = [
-                decode([t], _as_bytes(topic))[0]
-                for t, topic in zip(abi.executed_indexed, topics[1:], strict=True)
-            ]
-            values = decode(abi.executed_data, _as_bytes(log["data"]))
-        except DecodingError:
+        if as_bytes(log["topics"][0]) != abi.executed_topic:
+            continue
+        args = abi.executed.decode(chain.w3.codec, log)
+        if args is None:
             continue  # same topic, other layout: not this event
-        args = dict(zip(abi.executed_names, [*indexed, *values], strict=True))
         ran[(str(args["signer"]).lower(), int(args["nonce"]))] = bool(args["success"])
     return ran
 
@@ -523,8 +494,8 @@ def batch_outcomes(
     skipped by the forwarder, and the chain says why.
     """
     ran = executed_requests(chain, receipt)
-    tx_hash = "0x" + _as_bytes(receipt["transactionHash"]).hex()
-    block_number = _as_int(receipt["blockNumber"])
+    tx_hash = "0x" + as_bytes(receipt["transactionHash"]).hex()
+    block_number = as_int(receipt["blockNumber"])
     trace: list[dict[str, Any]] | None = None
     out = []
     for raw in params:

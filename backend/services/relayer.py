@@ -225,12 +225,8 @@ class Relayer:
     def _in_mempool(self, tx_hash: str) -> bool:
         """Known to the node (pending, or mined). Raw JSON-RPC: a batch's transaction
         carries every request's calldata, which web3 would format only to be dropped."""
-        resp = self.chain.w3.provider.make_request(  # type: ignore[arg-type]
-            "eth_getTransactionByHash", [tx_hash]
-        )
-        if "error" in resp:
-            raise Web3RPCError(f"looking up transaction: {resp['error']}", rpc_response=resp)
-        return resp.get("result") is not None
+        found = self.chain.raw("looking up transaction", "eth_getTransactionByHash", [tx_hash])
+        return found is not None
 
     # -- after sending --------------------------------------------------------
 
@@ -246,13 +242,7 @@ class Relayer:
         """The node's own receipt (hex strings), or None if not mined. No web3 middleware
         or result formatters: on a batch of many requests (hundreds of logs) those cost
         far more than the round trip."""
-        with chain_errors("reading receipt"):
-            resp = self.chain.w3.provider.make_request(  # type: ignore[arg-type]
-                "eth_getTransactionReceipt", [tx_hash]
-            )
-        if "error" in resp:
-            raise Web3RPCError(f"reading receipt: {resp['error']}", rpc_response=resp)
-        result = resp.get("result")
+        result = self.chain.raw("reading receipt", "eth_getTransactionReceipt", [tx_hash])
         return dict(result) if result else None
 
     def is_mined(self, tx_hash: str) -> bool:
