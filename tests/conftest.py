@@ -19,9 +19,11 @@ import tests.support.profiles  # noqa: F401  (hypothesis profiles: $GPUCAP_TEST_
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _rpc_without_proxy_lookup():
-    """brownie's RPC session skips the per-call proxy lookup (see skip_proxy_lookup)."""
+def _brownie_session_tuning():
+    """brownie's RPC session skips the per-call proxy lookup (see skip_proxy_lookup), and
+    its confirmation wait rides out anvil's receipt race (see tolerate_receipt_race)."""
     tests.support.brownie_network.skip_proxy_lookup()
+    tests.support.brownie_network.tolerate_receipt_race()
 
 
 # ---------------------------------------------------------------------------
