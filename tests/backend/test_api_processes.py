@@ -49,6 +49,11 @@ def test_two_api_processes_serve_one_port_and_share_the_database(tmp_path: Path)
     base = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
+        # Both serving processes up, not just the first: uvicorn starts them one by one,
+        # and on a busy machine the second can take seconds longer to import the app.
+        started = (tmp_path / "api.log").read_text().count("Application startup complete")
+        if started < 2:
+            return False
         try:
             return requests.get(base + "/api/v1/nodes", timeout=2).status_code == 200
         except requests.RequestException:
