@@ -20,12 +20,17 @@ setup:
 compile: setup
 	@brownie compile >/dev/null && echo "contracts compiled (build/contracts)"
 
-test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+# Two pytest-xdist workers, whole test files each (brownie's scheduler), each with its
+# own anvil: the suite's chain-bound tests use one core each. Contracts are compiled
+# first so workers only load the build (two workers compiling at once race on it).
+TEST_WORKERS ?= 2
+
+test: compile
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # More fuzz examples than CI runs; run it before a release, not on every push.
-test-slow: setup
-	GPUCAP_TEST_PROFILE=slow $(PY) -m pytest $(PYTEST_ARGS)
+test-slow: compile
+	GPUCAP_TEST_PROFILE=slow $(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m devnet $(DEMO_ARGS)
