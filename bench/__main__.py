@@ -214,22 +214,41 @@ def table(r: dict[str, Any]) -> str:
             f"   block time {chain['block_time_s']} s, block gas limit {chain['block_gas_limit']:,}"
         )
         lines.append(
-            f"   raw:     {raw['tx_per_s']:>8} tx/s ({raw['transactions']} buys, "
-            f"{raw['blocks_used']} blocks, {raw['failed']} failed)"
+            f"   raw:     {raw['tx_per_s']:>8} tx/s ({raw['transactions']} repeat buys by "
+            f"pre-approved wallets, {raw['gas_per_tx']:,} gas each, {raw['blocks_used']} blocks, "
+            f"{raw['failed']} failed)"
         )
+        same = b.get("raw_same_action")
+        if same:
+            lines.append(
+                f"   raw, same action: {same['tx_per_s']:>8} tx/s ({same['transactions']} "
+                f"first buys with permit sent by the buyers, {same['gas_per_tx']:,} gas each, "
+                f"{same['blocks_used']} blocks, {same['failed']} failed)"
+            )
         if "actions_per_s" in rel:
             lines.append(
                 f"   relayed: {rel['actions_per_s']:>8} actions/s ({rel['completed']}/"
-                f"{rel['actions']}); confirmed p50 {rel['confirmed_p50_s']} s p99 "
-                f"{rel['confirmed_p99_s']} s; indexed p50 {rel['indexed_p50_s']} s p99 "
-                f"{rel['indexed_p99_s']} s"
+                f"{rel['actions']}, {rel.get('gas_per_action', 0):,} gas each); confirmed "
+                f"p50 {rel['confirmed_p50_s']} s p99 {rel['confirmed_p99_s']} s; indexed p50 "
+                f"{rel['indexed_p50_s']} s p99 {rel['indexed_p99_s']} s"
             )
             lines.append(
                 f"   relayed: API accepted {rel.get('accepted_per_s')} requests/s; "
                 f"{rel.get('relayer_transactions')} executeBatch txs, mean batch "
                 f"{rel.get('mean_batch')}"
             )
-            lines.append(f"   relayed/raw ratio {b.get('relayed_to_raw_ratio')}")
+            cpu = rel.get("cpu_ms_per_action", {})
+            lines.append(
+                "   relayed: CPU ms per action "
+                + ", ".join(f"{role} {ms}" for role, ms in cpu.items())
+                + " (raw, same action, per tx: "
+                + ", ".join(f"{k} {v}" for k, v in (same or {}).get("cpu_ms_per_tx", {}).items())
+                + ")"
+            )
+            lines.append(
+                f"   relayed/raw ratio {b.get('relayed_to_raw_ratio')}; relayed/raw same action "
+                f"{b.get('relayed_to_raw_same_action_ratio')}"
+            )
         else:
             lines.append(f"   relayed: {rel}")
     lines += ["", "4. API read latency (separate load-generator process, mixed /api/v1 reads)"]

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import requests
 from eth_account import Account
 from web3 import Web3
@@ -148,6 +149,11 @@ def setup_market(
     gasless = [Account.create() for _ in range(relayed)]
     for w in gasless:
         send(admin.address, coin, "transfer", w.address, 100 * USD)
+    # As many wallets as relayed ones, in the same state plus ETH for their own gas.
+    raw_permit = [Account.create() for _ in range(relayed)]
+    for w in raw_permit:
+        send.eth(admin.address, w.address, 10**16)
+        send(admin.address, coin, "transfer", w.address, 100 * USD)
     return {
         "system": s,
         "manifest": manifest,
@@ -156,6 +162,7 @@ def setup_market(
         "raw_wallets": raw,
         "raw_per_wallet": raw_per_wallet,
         "gasless": gasless,
+        "raw_permit_wallets": raw_permit,
         "nodes": node_ids,
     }
 
@@ -282,27 +289,123 @@ class Stack:
         self.redis.stop()
 
 
+class CpuMeter:
+    """CPU seconds (user + system) each part of the stack spends over a measured run,
+    read from the processes themselves: this process's children by role (anvil, the API
+    processes, the worker and its pool, Redis) and this process (the load generator).
+    Tells where an end-to-end figure's time goes instead of guessing it."""
+
+    def __init__(self) -> None:
+        self._me = psutil.Process()
+        self._start = self._sample()
+
+    @staticmethod
+    def _role(proc: psutil.Process) -> str:
+        try:
+            cmd = " ".join(proc.cmdline())
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return "other"
+        for role, mark in (
+            ("anvil", "anvil"),
+            ("redis", "redis"),
+            ("api", "backend api"),
+            ("worker", "backend worker"),
+        ):
+            if mark in cmd:
+                return role
+        return "other"
+
+    def _sample(self) -> dict[int, tuple[str, float]]:
+        out: dict[int, tuple[str, float]] = {}
+        procs = [self._me, *self._me.children(recursive=True)]
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            role = "load generator" if proc.pid == self._me.pid else self._role(proc)
+            out[proc.pid] = (role, t.user + t.system)
+        # API and worker children (uvicorn workers, the Celery pool) carry their
+        # parent's role: their command lines are multiprocessing's.
+        for proc in procs[1:]:
+            try:
+                parent = proc.parent()
+            except psutil.NoSuchProcess:
+                continue
+            if parent is not None and parent.pid in out and out[proc.pid][0] == "other":
+                out[proc.pid] = (out[parent.pid][0], out[proc.pid][1])
+        return out
+
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds per role since the meter was made (processes started since count
+        from zero; ones that ended meanwhile are missing, so keep the stack up)."""
+        by_role: dict[str, float] = {}
+        for pid, (role, cpu) in self._sample().items():
+            before = self._start.get(pid, (role, 0.0))[1]
+            by_role[role] = by_role.get(role, 0.0) + cpu - before
+        return {role: round(v, 3) for role, v in sorted(by_role.items())}
+
+
 def raw_throughput(w3: Web3, market: dict[str, Any]) -> dict[str, Any]:
-    """Pre-signed buy transactions sent back to back; count / time to the last inclusion."""
+    """Pre-signed repeat buys (wallets that approved the market once, ``raw_per_wallet``
+    buys each) sent back to back; count / time to the last inclusion."""
     cap = market["system"].capacity
     data = cap.buy.encode_input(market["offer"], 1)
     signed = []
     for w in market["raw_wallets"]:
         nonce = w3.eth.get_transaction_count(w.address)
-        for k in range(market["raw_per_wallet"]):
-            tx = {
-                "to": cap.address,
-                "data": data,
-                "value": 0,
-                "gas": 300_000,
-                "nonce": nonce + k,
-                "chainId": devchain.CHAIN_ID,
-                "maxFeePerGas": 10**10,
-                "maxPriorityFeePerGas": 10**9,
-                "type": 2,
-            }
-            signed.append(Account.sign_transaction(tx, w.key).raw_transaction)
+        signed += [
+            _signed_tx(w, cap.address, data, nonce + k) for k in range(market["raw_per_wallet"])
+        ]
+    return _send_and_measure(w3, signed)
+
+
+def raw_same_action_throughput(w3: Web3, market: dict[str, Any]) -> dict[str, Any]:
+    """The relayed figure's own action as raw transactions: wallets like the relayed
+    figure's (first buy, no allowance) but holding ETH each send ``buyWithPermit``
+    themselves, pre-signed, back to back. What relaying replaces, state change for
+    state change; count / time to the last inclusion."""
+    s = market["system"]
+    cap, coin = s.capacity, s.stablecoin
+    deadline = w3.eth.get_block("latest")["timestamp"] + 3_600
+    name = coin.name()
+    signed = []
+    for w in market["raw_permit_wallets"]:
+        v, r, sig_s = sign_permit(
+            w,
+            token_name=name,
+            token=coin.address,
+            spender=cap.address,
+            value=PRICE,
+            nonce=0,
+            deadline=deadline,
+            chain_id=devchain.CHAIN_ID,
+        )
+        data = cap.buyWithPermit.encode_input(market["offer"], 1, deadline, v, r, sig_s)
+        signed.append(_signed_tx(w, cap.address, data, 0))
+    return _send_and_measure(w3, signed)
+
+
+def _signed_tx(account: Any, to: str, data: str, nonce: int) -> bytes:
+    tx = {
+        "to": to,
+        "data": data,
+        "value": 0,
+        "gas": 300_000,
+        "nonce": nonce,
+        "chainId": devchain.CHAIN_ID,
+        "maxFeePerGas": 10**10,
+        "maxPriorityFeePerGas": 10**9,
+        "type": 2,
+    }
+    return bytes(Account.sign_transaction(tx, account.key).raw_transaction)
+
+
+def _send_and_measure(w3: Web3, signed: list[bytes]) -> dict[str, Any]:
+    """Send ``signed`` back to back; transactions/s = count / (last inclusion seen - first
+    send), with the gas and the CPU of each part of the stack per transaction."""
     start_block = w3.eth.block_number
+    cpu = CpuMeter()
     t0 = time.perf_counter()
     hashes = [w3.eth.send_raw_transaction(raw) for raw in signed]
     t_sent = time.perf_counter()
@@ -316,9 +419,11 @@ def raw_throughput(w3: Web3, market: dict[str, Any]) -> dict[str, Any]:
             except Exception:  # noqa: BLE001 - TransactionNotFound until mined
                 break
     t1 = time.perf_counter()
+    cpu_s = cpu.seconds()
     receipts = [w3.eth.get_transaction_receipt(h) for h in hashes]
     failed = sum(1 for r in receipts if r["status"] != 1)
     blocks = {r["blockNumber"] for r in receipts}
+    gas = sum(r["gasUsed"] for r in receipts)
     return {
         "transactions": len(hashes),
         "failed": failed,
@@ -327,6 +432,10 @@ def raw_throughput(w3: Web3, market: dict[str, Any]) -> dict[str, Any]:
         "tx_per_s": round(len(hashes) / (t1 - t0), 1),
         "blocks_used": len(blocks),
         "first_block_after": min(blocks) - start_block,
+        # The chain's own ceiling on this figure: block gas limit / gas per transaction.
+        "gas_per_tx": round(gas / len(receipts)),
+        "cpu_s": cpu_s,
+        "cpu_ms_per_tx": {k: round(1000 * v / len(hashes), 2) for k, v in cpu_s.items()},
     }
 
 
@@ -363,9 +472,19 @@ def relayed_throughput(stack: Stack, w3: Web3, market: dict[str, Any]) -> dict[s
             }
         )
     load_before = os.getloadavg()[0]
+    cpu = CpuMeter()
     out = asyncio.run(
         _follow(stack.api_url, stack.env["GPUCAP_DATABASE_URL"], bodies, str(market["token"]))
     )
+    out["cpu_s"] = cpu.seconds()
+    batch_gas = [w3.eth.get_transaction_receipt(h)["gasUsed"] for h in out.pop("tx_hashes")]
+    if batch_gas and out.get("accepted"):
+        # Gas per relayed action, the executeBatch transactions' base cost included.
+        out["gas_per_action"] = round(sum(batch_gas) / out["accepted"])
+    if out.get("completed"):
+        out["cpu_ms_per_action"] = {
+            k: round(1000 * v / out["completed"], 2) for k, v in out["cpu_s"].items()
+        }
     # Other jobs on the machine take cores from every process here: say how busy it was.
     out["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     return out
@@ -456,6 +575,7 @@ async def _follow(
         "poll_interval_s": POLL_S,
         "relayer_transactions": len(txs),
         "mean_batch": round(len(accepted) / len(txs), 1) if txs else None,
+        "tx_hashes": sorted(txs),
     }
     if done:
         last_accept = max(r["t0"] + r["accepted"] for r in accepted.values())
@@ -589,11 +709,15 @@ def run(
         out["chain"] = {"block_time_s": block_time, "block_gas_limit": THROUGHPUT_GAS_LIMIT}
         out["raw"] = raw_throughput(w3, market)
         if not reads_only:
+            out["raw_same_action"] = raw_same_action_throughput(w3, market)
+            stack.wait_indexed(w3.eth.block_number)  # the relayed run starts with no backlog
             out["relayed"] = relayed_throughput(stack, w3, market)
-        if out["raw"].get("tx_per_s") and out.get("relayed", {}).get("actions_per_s"):
-            out["relayed_to_raw_ratio"] = round(
-                out["relayed"]["actions_per_s"] / out["raw"]["tx_per_s"], 4
-            )
+        relayed_rate = out.get("relayed", {}).get("actions_per_s")
+        for baseline in ("raw", "raw_same_action"):
+            if relayed_rate and out.get(baseline, {}).get("tx_per_s"):
+                out[f"relayed_to_{baseline}_ratio"] = round(
+                    relayed_rate / out[baseline]["tx_per_s"], 4
+                )
         out["reads"] = [read_latency(stack.api_url, market, c, read_seconds) for c in concurrencies]
         out["read_sweeps"] = [
             read_sweep(stack.api_url, market, c, read_seconds, read_rates or [])

@@ -42,9 +42,19 @@ def test_bench_smoke_writes_every_figure(tmp_path: Path) -> None:
 
     backend = r["backend"]
     assert "error" not in backend, backend
-    assert backend["raw"]["failed"] == 0 and backend["raw"]["transactions"] > 0
+    for baseline in ("raw", "raw_same_action"):
+        raw = backend[baseline]
+        assert raw["failed"] == 0 and raw["transactions"] > 0, (baseline, raw)
+        assert raw["gas_per_tx"] > 21_000, (baseline, raw)
+        # Every part of the stack is found by role (a few transactions may cost 0.00 s).
+        assert {"anvil", "api", "worker", "redis", "load generator"} <= set(raw["cpu_s"])
+    assert backend["relayed_to_raw_same_action_ratio"] > 0
     relayed = backend["relayed"]
     assert relayed["completed"] == relayed["actions"], relayed["errors"]
+    # Gas from the executeBatch receipts; CPU from the processes that did the work.
+    assert relayed["gas_per_action"] > 21_000 // relayed["actions"]
+    assert {"anvil", "api", "worker", "redis", "load generator"} <= set(relayed["cpu_s"])
+    assert "other" not in relayed["cpu_s"], relayed["cpu_s"]
     for reads in backend["reads"]:
         assert reads["errors"] == 0 and reads["requests"] > 0
     for sweep in backend["read_sweeps"]:  # the open-loop runs: paced, every answer a 200
