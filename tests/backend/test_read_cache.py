@@ -59,7 +59,7 @@ def client(db_path: Path, tmp_path: Path) -> Iterator[TestClient]:
         database_url=f"sqlite:///{db_path}",
         redis_url=f"redis://127.0.0.1:{devchain.free_port()}/0",
     )
-    app = create_app(settings, enqueue=lambda _action: True)
+    app = create_app(settings, enqueue=lambda _action, **_: True)
     with TestClient(app) as c:  # the lifespan migrates the file
         # The API's first connection turns the fresh file to WAL (session.py's
         # pragmas), a change like any commit: done here, not in the middle of a test.
@@ -280,6 +280,37 @@ def test_concurrent_misses_compute_once_and_a_failed_leader_lets_followers_compu
             await leader
         assert (await follower).body == b"[3]"
         assert computed == ["x", "[3]"]
+
+    asyncio.run(scenario())
+
+
+def test_leaders_of_different_routes_compute_one_at_a_time() -> None:
+    """After a commit each route's first request computes its answer: one computation at
+    a time per process, in arrival order, each getting its own route's answer."""
+
+    async def scenario() -> None:
+        cache = ReadCache(lambda: 1)
+        v = cache.current_version()
+        assert v == 1
+        running: list[str] = []
+        overlap: list[tuple[str, ...]] = []
+        started: list[str] = []
+
+        async def compute(path: str) -> Response:
+            started.append(path)
+            running.append(path)
+            overlap.append(tuple(running))
+            await asyncio.sleep(0.01)  # the route's thread, in the real app
+            running.remove(path)
+            return Response(path.encode(), media_type="application/json")
+
+        paths = [f"/api/v1/{name}" for name in ("nodes", "offers", "epochs", "indexer")]
+        answers = await asyncio.gather(
+            *(cache.get_or_compute((p, ""), v, lambda p=p: compute(p)) for p in paths)
+        )
+        assert [a.body.decode() for a in answers] == paths
+        assert started == paths
+        assert all(len(now) == 1 for now in overlap), overlap
 
     asyncio.run(scenario())
 
