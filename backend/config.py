@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # and at most this much gas (never more than the latest block's gas limit).
     forward_batch_max_requests: int = Field(default=100, ge=1)
     forward_batch_max_gas: int = Field(default=15_000_000, ge=100_000)
+    # How long the first forward request of a burst waits for others to share its
+    # batch (one relay task per burst, not per request: services/relay_kick.py).
+    forward_batch_window_seconds: float = Field(default=0.2, ge=0, le=10)
     # The sweep re-enqueues pending/submitted rows idle for longer than this.
     # Keep it above the relay task's retry_backoff_max (worker/tasks.py).
     sweep_interval_seconds: float = 30.0

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from typing import Annotated, Any, Protocol
 
+import redis
 from celery import Celery
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -18,31 +19,56 @@ from backend.config import Settings
 from backend.services import auth
 from backend.services.chain import Chain
 from backend.services.errors import AuthFailed, Forbidden
+from backend.services.relay_kick import ForwardKick
 from backend.worker.celery_app import RELAY_TASK
 
 log = logging.getLogger(__name__)
 
 
 class Enqueuer(Protocol):
-    def __call__(self, action_id: str) -> bool:
-        """Wake a worker for the action; False (never an exception) if the queue is down."""
+    def __call__(self, action_id: str, *, batched: bool = False) -> bool:
+        """Wake a worker for the action; False (never an exception) if the queue is down.
+        ``batched``: a forward action, relayed in a batch with the others pending."""
 
 
 class CeleryEnqueuer:
-    def __init__(self, celery: Celery) -> None:
+    def __init__(self, celery: Celery, kick: ForwardKick | None = None) -> None:
         self.celery = celery
+        self.kick = kick
 
-    def __call__(self, action_id: str) -> bool:
+    def __call__(self, action_id: str, *, batched: bool = False) -> bool:
+        kick = self.kick if batched else None
+        countdown = None
+        if kick is not None:
+            if not kick.claim():
+                return True  # a queued relay task claims this row with the others
+            countdown = kick.window_seconds or None
         try:
             # retry=False: a down Redis fails this request's enqueue at once; the
             # row is committed already and the sweep enqueues it later.
-            self.celery.send_task(RELAY_TASK, args=[action_id], ignore_result=True, retry=False)
+            self.celery.send_task(
+                RELAY_TASK,
+                args=[action_id],
+                ignore_result=True,
+                retry=False,
+                countdown=countdown,
+            )
             return True
         except (OperationalError, RedisError, OSError) as exc:
             log.warning(
                 "enqueue of action %s failed (%s); the sweep will pick it up", action_id, exc
             )
+            if kick is not None:
+                kick.release()
             return False
+
+
+def forward_kick(settings: Settings) -> ForwardKick:
+    """The API's side of the relay kick (one Redis connection pool per process)."""
+    client = redis.Redis.from_url(
+        settings.effective_redis_url, socket_connect_timeout=1.0, socket_timeout=3.0
+    )
+    return ForwardKick(client, window_seconds=settings.forward_batch_window_seconds)
 
 
 class ChainProvider:

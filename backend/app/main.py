@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from backend.app.deps import CeleryEnqueuer, ChainProvider, Enqueuer
+from backend.app.deps import CeleryEnqueuer, ChainProvider, Enqueuer, forward_kick
 from backend.app.errors import install_error_handlers
 from backend.app.read_cache import ReadCache, ReadCacheMiddleware
 from backend.app.routers import api_router
@@ -43,7 +43,7 @@ def create_app(
     # Rendered read answers, valid while the database's data version stands (read_cache.py).
     app.state.read_cache = ReadCache.for_url(settings.sqlalchemy_url)
     app.state.celery = create_celery(settings)
-    app.state.enqueue = enqueue or CeleryEnqueuer(app.state.celery)
+    app.state.enqueue = enqueue or CeleryEnqueuer(app.state.celery, forward_kick(settings))
     app.state.chain_provider = ChainProvider(settings)
     # Hits are answered before routing; misses fall through to the cached routes.
     app.add_middleware(ReadCacheMiddleware)

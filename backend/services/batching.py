@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from redis.exceptions import LockNotOwnedError
 from sqlalchemy import select, update
@@ -113,16 +113,61 @@ def _state(sessions: sessionmaker[Session], action_id: str) -> _State:
     return _State(kind=row.kind, status=row.status, tx_hash=row.tx_hash, nonce=row.nonce)
 
 
+class Kick(Protocol):
+    """The worker's side of ``services/relay_kick.py``: one relay task at a time is
+    queued to claim the forward rows waiting for a batch."""
+
+    def clear(self) -> None:
+        """This task is about to read the waiting rows: later rows must kick again."""
+
+    def __call__(self, action_id: str) -> None:
+        """Have a relay task for ``action_id`` claim the waiting rows now, unless one
+        is queued already."""
+
+
 def relay(
-    *, sessions: sessionmaker[Session], relayer: Relayer, action_id: str, limits: BatchLimits
+    *,
+    sessions: sessionmaker[Session],
+    relayer: Relayer,
+    action_id: str,
+    limits: BatchLimits,
+    kick: Kick | None = None,
 ) -> str:
     """What the relay task calls: forward actions are batched, others go out singly."""
     state = _state(sessions, action_id)
     if state.kind != FORWARD:
         return actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id)
+    if kick is not None:
+        kick.clear()
+        if state.tx_hash is not None or state.final:
+            # Another task batched this row; the rows that relied on this task's
+            # claim (accepted while it was queued) go out with a task of their own.
+            _kick_waiting(sessions, kick)
     return relay_forward(
-        sessions=sessions, relayer=relayer, action_id=action_id, limits=limits, state=state
+        sessions=sessions,
+        relayer=relayer,
+        action_id=action_id,
+        limits=limits,
+        state=state,
+        kick=kick,
     )
+
+
+def _kick_waiting(sessions: sessionmaker[Session], kick: Kick) -> None:
+    """Kick for the oldest forward row not in any batch, if there is one."""
+    with sessions() as session:
+        oldest = session.scalar(
+            select(Action.id)
+            .where(
+                Action.kind == FORWARD,
+                Action.status == ActionStatus.PENDING.value,
+                Action.tx_hash.is_(None),
+            )
+            .order_by(Action.created_at, Action.id)
+            .limit(1)
+        )
+    if oldest is not None:
+        kick(oldest)
 
 
 def relay_forward(
@@ -132,10 +177,12 @@ def relay_forward(
     action_id: str,
     limits: BatchLimits,
     state: _State | None = None,
+    kick: Kick | None = None,
 ) -> str:
     """Drive the batch holding ``action_id`` (sending one first if it has none) until it is
     mined, and finish every row of it. Returns the row's status; retryable failures raise.
-    ``state``: the row as the caller just read it (saves reading it again)."""
+    ``state``: the row as the caller just read it (saves reading it again). ``kick``: after
+    sending, rows the batch had no room for get a relay task of their own."""
     if state is None:
         state = _state(sessions, action_id)
     if state.final:
@@ -144,6 +191,8 @@ def relay_forward(
     try:
         if state.tx_hash is None:
             _send_batch(sessions, relayer, action_id, limits)
+            if kick is not None:
+                _kick_waiting(sessions, kick)
             state = _state(sessions, action_id)
             nonce = state.nonce
         if state.final or state.tx_hash is None or nonce is None:
@@ -172,7 +221,9 @@ def relay_forward(
         _update(sessions, action_id, error_code=exc.code, error=exc.reason)
         raise
     if current is None:  # the batch was reset meanwhile (never minable): batch it again
-        return relay_forward(sessions=sessions, relayer=relayer, action_id=action_id, limits=limits)
+        return relay_forward(
+            sessions=sessions, relayer=relayer, action_id=action_id, limits=limits, kick=kick
+        )
     return _state(sessions, action_id).status
 
 

@@ -18,6 +18,7 @@ from backend.config import Settings
 from backend.db.session import get_sessionmaker
 from backend.services.chain import Chain
 from backend.services.indexer import Indexer
+from backend.services.relay_kick import ForwardKick
 from backend.services.relayer import Relayer
 
 _lock = threading.Lock()
@@ -36,6 +37,10 @@ class WorkerContext:
         return redis.Redis.from_url(
             self.settings.effective_redis_url, socket_connect_timeout=1.0, socket_timeout=5.0
         )
+
+    @cached_property
+    def forward_kick(self) -> ForwardKick:
+        return ForwardKick(self.redis, window_seconds=self.settings.forward_batch_window_seconds)
 
     @cached_property
     def relayer(self) -> Relayer:
@@ -77,7 +82,7 @@ def context_of(app: Celery) -> WorkerContext:
             ctx = WorkerContext(settings=app.conf["gpucap_settings"])
             app.conf["gpucap_context"] = ctx
             # Build the shared pieces under the lock (threads pool).
-            _ = ctx.sessions, ctx.redis
+            _ = ctx.sessions, ctx.redis, ctx.forward_kick
         return ctx  # type: ignore[no-any-return]
 
 

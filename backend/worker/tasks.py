@@ -9,13 +9,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from celery import Celery, Task, shared_task
-from redis.exceptions import LockNotOwnedError
+from kombu.exceptions import OperationalError
+from redis.exceptions import LockNotOwnedError, RedisError
 
 from backend.services import batching
 from backend.services.batching import BatchLimits, BatchReverted
 from backend.services.epoch_settlement import plan_epoch_settlements
 from backend.services.errors import ActionNotFound, ChainUnavailable, NonceLockTimeout
 from backend.services.indexer import ConcurrentIndexer, ReorgDuringBatch
+from backend.services.relay_kick import ForwardKick
 from backend.services.relayer import NonceConsumed, RelayRejected
 from backend.services.settlement import plan_due
 from backend.services.sweep import sweep_stale_actions as sweep
@@ -58,11 +60,35 @@ def relay_action(self: Task, action_id: str) -> str:
     )
     try:
         return batching.relay(
-            sessions=ctx.sessions, relayer=relayer_of(self.app), action_id=action_id, limits=limits
+            sessions=ctx.sessions,
+            relayer=relayer_of(self.app),
+            action_id=action_id,
+            limits=limits,
+            kick=CeleryKick(self.app, ctx.forward_kick),
         )
     except ActionNotFound:
         log.error("relay_action: action %s does not exist; dropping the message", action_id)
         return "missing"
+
+
+class CeleryKick:
+    """``batching.Kick`` over the Redis flag and this worker's Celery app."""
+
+    def __init__(self, app: Celery, flag: ForwardKick) -> None:
+        self.app = app
+        self.flag = flag
+
+    def clear(self) -> None:
+        self.flag.clear()
+
+    def __call__(self, action_id: str) -> None:
+        if not self.flag.claim():
+            return  # a relay task is queued already; it claims these rows
+        try:
+            self.app.send_task(RELAY_TASK, args=[action_id], ignore_result=True, retry=False)
+        except (OperationalError, RedisError, OSError) as exc:
+            self.flag.release()
+            log.warning("kick for waiting forward rows failed (%s); the sweep sends them", exc)
 
 
 @shared_task(name=SWEEP_TASK, bind=True, ignore_result=True)

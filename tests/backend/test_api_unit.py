@@ -32,7 +32,7 @@ class FakeQueue:
         self.up = up
         self.calls: list[tuple[str, bool]] = []
 
-    def __call__(self, action_id: str) -> bool:
+    def __call__(self, action_id: str, *, batched: bool = False) -> bool:
         with self.sessions() as session:  # another session: sees only committed rows
             self.calls.append((action_id, session.get(Action, action_id) is not None))
         return self.up

@@ -4,6 +4,9 @@ relays execute() and the wallet holds the capacity (uvicorn + celery + Redis + a
 
 from __future__ import annotations
 
+import re
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import redis
 from brownie import chain, web3
@@ -296,3 +299,27 @@ def test_wallet_deposits_into_its_nodes_pool_gaslessly(
     assert s.stablecoin.balanceOf(investor.address) == 10 * USD
     info = stack.get("/api/v1/forwarder").json()
     assert "requestUnstake" in info["allowed_calls"]["RevenuePool"]
+
+
+def test_a_burst_of_requests_wakes_the_worker_once_not_per_request(stack: Stack, market) -> None:
+    """Requests arriving together share one relay task (services/relay_kick.py): the
+    worker receives far fewer relay messages than requests, and every request still
+    ends confirmed in a shared executeBatch."""
+    s = market["system"]
+    bodies = [_approval(s, Account.create(), s.registry.address) for _ in range(10)]
+
+    def received() -> int:  # relay messages the worker took, from its log
+        log = stack.worker.log_path.read_text(errors="replace")
+        return len(re.findall(r"gpucap\.relay_action\[[^\]]+\] received", log))
+
+    before = received()
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(lambda b: stack.post("/api/v1/forward", json=b), bodies))
+    assert [a.status_code for a in answers] == [202] * len(bodies), [a.text for a in answers]
+    final = [stack.wait_final(a.json()["action_id"]) for a in answers]
+    assert {a["status"] for a in final} == {"confirmed"}, final
+    assert len({a["tx_hash"] for a in final}) < len(bodies)
+    for body in bodies:
+        assert s.capacity.isApprovedForAll(body["from"], s.registry.address)
+    tasks = received() - before
+    assert 1 <= tasks < len(bodies), f"{tasks} relay tasks for {len(bodies)} requests"

@@ -128,7 +128,7 @@ def submit_forward(
         params=params.as_params(),
         enqueued_at=utcnow(),
     )
-    if created and not enqueue(action.id):
+    if created and not enqueue(action.id, batched=True):
         unmark_enqueued(session, action.id)
     return _accepted(request, response, action, created=created)
 
