@@ -117,29 +117,42 @@ def setup_market(
     token = cap.tokenIdFor(h100, (chain[-1].timestamp // window + 2) * window)
     acquired = chain[-1].timestamp - 3_600
     first_node = reg.nodeCount() + 1
-    for i in range(nodes + 1):
-        # registerNode(classId, gpuCount, region, acquisitionCost, acquiredAt, nodeKey)
-        send(
-            operator.address,
-            reg,
-            "registerNode",
-            h100,
-            4_096 if i == 0 else 8,
-            _b32("eu-west"),
-            240_000 * USD,
-            acquired,
-            "0x" + f"{i + 1:040x}",
-        )
+    # registerNode(classId, gpuCount, region, acquisitionCost, acquiredAt, nodeKey)
+    send.many(
+        operator.address,
+        [
+            (
+                "registerNode",
+                reg,
+                (
+                    h100,
+                    4_096 if i == 0 else 8,
+                    _b32("eu-west"),
+                    240_000 * USD,
+                    acquired,
+                    "0x" + f"{i + 1:040x}",
+                ),
+            )
+            for i in range(nodes + 1)
+        ],
+    )
     node_ids = list(range(first_node, reg.nodeCount() + 1))
     if len(node_ids) != nodes + 1:
         raise RuntimeError(f"expected {nodes + 1} new nodes, the registry has {node_ids}")
-    for i, node in enumerate(node_ids):
-        send(operator.address, reg, "depositBond", node, (100_000 if i == 0 else 1_000) * USD)
+    send.many(
+        operator.address,
+        [
+            ("depositBond", reg, (node, (100_000 if i == 0 else 1_000) * USD))
+            for i, node in enumerate(node_ids)
+        ],
+    )
     # Node 0 sells what the benchmark buys; the others only populate the index.
     send(operator.address, cap, "publishOffer", node_ids[0], token, 20_000, PRICE)
     hot = cap.offerCount()
-    for node in node_ids[1:]:
-        send(operator.address, cap, "publishOffer", node, token, 100, PRICE)
+    send.many(
+        operator.address,
+        [("publishOffer", cap, (node, token, 100, PRICE)) for node in node_ids[1:]],
+    )
 
     raw = [Account.create() for _ in range(raw_wallets)]
     for w in raw:
@@ -147,13 +160,14 @@ def setup_market(
         send(admin.address, coin, "transfer", w.address, 1_000 * USD)
         send.signed(w, coin, "approve", cap.address, 2**256 - 1)
     gasless = [Account.create() for _ in range(relayed)]
-    for w in gasless:
-        send(admin.address, coin, "transfer", w.address, 100 * USD)
+    send.many(admin.address, [("transfer", coin, (w.address, 100 * USD)) for w in gasless])
     # As many wallets as relayed ones, in the same state plus ETH for their own gas.
     raw_permit = [Account.create() for _ in range(relayed)]
-    for w in raw_permit:
-        send.eth(admin.address, w.address, 10**16)
-        send(admin.address, coin, "transfer", w.address, 100 * USD)
+    send.many(
+        admin.address,
+        [("eth", w.address, 10**16) for w in raw_permit]
+        + [("transfer", coin, (w.address, 100 * USD)) for w in raw_permit],
+    )
     return {
         "system": s,
         "manifest": manifest,
@@ -186,6 +200,23 @@ class Sender:
 
     def eth(self, sender: str, to: str, value: int) -> None:
         self._wait(self.w3.eth.send_transaction({"from": sender, "to": to, "value": value}), "eth")
+
+    def many(self, sender: str, txs: list[tuple[str, Any, Any]], chunk: int = 200) -> None:
+        """Send ``txs`` from one unlocked account, ``chunk`` at a time without waiting
+        between sends, then check every receipt of the chunk: funding a thousand wallets
+        one awaited transaction at a time was most of the bench's setup. Each item is
+        ``("eth", to, wei)`` or ``(fn, contract, args)``."""
+        for start in range(0, len(txs), chunk):
+            hashes = []
+            for what, target, arg in txs[start : start + chunk]:
+                if what == "eth":
+                    tx = {"from": sender, "to": target, "value": arg}
+                else:
+                    data = getattr(target, what).encode_input(*arg)
+                    tx = {"from": sender, "to": target.address, "data": data, "gas": 2_000_000}
+                hashes.append((self.w3.eth.send_transaction(tx), what))
+            for tx_hash, what in hashes:
+                self._wait(tx_hash, what)
 
     def signed(self, account: Any, contract: Any, fn: str, *args: Any) -> None:
         """``contract.fn(*args)`` signed locally by ``account`` (an eth-account key)."""
