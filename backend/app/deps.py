@@ -10,6 +10,7 @@ from typing import Annotated, Any, Protocol
 import redis
 from celery import Celery
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
@@ -79,6 +80,11 @@ class ChainProvider:
         self._chain: Chain | None = None
         self._lock = threading.Lock()
 
+    @property
+    def connected(self) -> Chain | None:
+        """The chain if connected already (no I/O, no lock), else None."""
+        return self._chain
+
     def __call__(self) -> Chain:
         with self._lock:
             if self._chain is None:
@@ -87,7 +93,11 @@ class ChainProvider:
             return self._chain
 
 
-def get_settings_dep(request: Request) -> Settings:
+# Dependencies that do no I/O are async: FastAPI runs a sync one in a worker thread,
+# a hop per dependency per request. get_chain connects (I/O) in a thread on first use.
+
+
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
@@ -96,11 +106,12 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_chain(request: Request) -> Chain:
-    return request.app.state.chain_provider()  # type: ignore[no-any-return]
+async def get_chain(request: Request) -> Chain:
+    provider: ChainProvider = request.app.state.chain_provider
+    return provider.connected or await run_in_threadpool(provider)
 
 
-def get_enqueuer(request: Request) -> Enqueuer:
+async def get_enqueuer(request: Request) -> Enqueuer:
     return request.app.state.enqueue  # type: ignore[no-any-return]
 
 

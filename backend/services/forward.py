@@ -42,7 +42,7 @@ from eth_utils import (
     to_checksum_address,
 )
 from hexbytes import HexBytes
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 from web3._utils.error_formatters_utils import raise_contract_logic_error_on_revert
 from web3.exceptions import ContractLogicError, Web3Exception, Web3RPCError
@@ -376,7 +376,27 @@ def simulate(
         _raise_reverted(chain, exc)
 
 
-def open_request_of(session: Session, sender: str) -> Action | None:
+@dataclass(frozen=True, slots=True)
+class OpenRequest:
+    id: str
+    status: str
+    params: dict[str, Any]
+
+
+# Built once: building the statement cost as much as running it, on every request.
+_OPEN_REQUEST = (
+    select(Action.id, Action.status, Action.params)
+    .where(
+        Action.idempotency_key >= bindparam("low"),
+        Action.idempotency_key < bindparam("high"),
+        Action.kind == ActionKind.FORWARD.value,
+        Action.status.in_(OPEN_STATUSES),
+    )
+    .limit(1)
+)
+
+
+def open_request_of(session: Session, sender: str) -> OpenRequest | None:
     """The sender's forward action still pending or submitted, if any.
 
     The sender's keys are a range of the unique idempotency-key index (every key with
@@ -384,16 +404,8 @@ def open_request_of(session: Session, sender: str) -> Action | None:
     entries per sender. A LIKE cannot use that index (SQLite's LIKE ignores case), so
     it read every open action per request: hundreds during a burst of requests."""
     prefix = f"{KEY_PREFIX}{sender.lower()}:"
-    return session.scalar(
-        select(Action)
-        .where(
-            Action.idempotency_key >= prefix,
-            Action.idempotency_key < prefix[:-1] + ";",
-            Action.kind == ActionKind.FORWARD.value,
-            Action.status.in_(OPEN_STATUSES),
-        )
-        .limit(1)
-    )
+    row = session.execute(_OPEN_REQUEST, {"low": prefix, "high": prefix[:-1] + ";"}).first()
+    return None if row is None else OpenRequest(row.id, row.status, row.params)
 
 
 def batch_tx(chain: Chain, params: Sequence[dict[str, Any]], refund_receiver: str) -> TxRequest:

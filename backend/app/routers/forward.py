@@ -14,9 +14,10 @@ from backend.app.schemas import (
     SigningNoncesPublic,
     checksum_address,
 )
-from backend.db.models import ActionKind, utcnow
+from backend.db.models import Action, ActionKind, utcnow
 from backend.services import forward
 from backend.services.actions import create_action, unmark_enqueued
+from backend.services.forward import OpenRequest
 from gpucap.signing import FORWARD_REQUEST_TYPES, FORWARDER_NAME, SignedRequest
 
 router = APIRouter(tags=["forward"])
@@ -127,13 +128,16 @@ def submit_forward(
         idempotency_key=params.idempotency_key,
         params=params.as_params(),
         enqueued_at=utcnow(),
+        likely_new=True,  # a replay of a request still open was answered above
     )
     if created and not enqueue(action.id, batched=True):
         unmark_enqueued(session, action.id)
     return _accepted(request, response, action, created=created)
 
 
-def _accepted(request: Request, response: Response, action, *, created: bool) -> ForwardAccepted:
+def _accepted(
+    request: Request, response: Response, action: Action | OpenRequest, *, created: bool
+) -> ForwardAccepted:
     response.status_code = 202 if created else 200
     return ForwardAccepted(
         action_id=action.id,
