@@ -21,6 +21,13 @@ class ChainUnavailable(ServiceError):
     code = "ChainUnavailable"
 
 
+class TransactionDropped(ChainUnavailable):
+    """The node forgot a sent transaction (neither mined nor pending). Retry: the retry
+    re-sends the recorded transaction (same hash), or re-batches if its nonce is used."""
+
+    code = "TransactionDropped"
+
+
 class WrongChain(ServiceError):
     """The node is on another chain than the manifest: refuse to act."""
 

@@ -22,7 +22,12 @@ from web3._utils.error_formatters_utils import raise_contract_logic_error_on_rev
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
 from backend.services.chain import Chain, chain_errors, make_web3
-from backend.services.errors import ChainUnavailable, ServiceError, TransactionReverted
+from backend.services.errors import (
+    ChainUnavailable,
+    ServiceError,
+    TransactionDropped,
+    TransactionReverted,
+)
 from backend.services.nonce import NonceManager
 from backend.services.revert import decode_revert
 
@@ -88,6 +93,10 @@ class Mined:
     # The node's raw JSON-RPC receipt (hex strings, no web3 formatting) when wait_mined
     # read it: whoever finishes the batch decodes it instead of fetching it again.
     receipt: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+
+# How often wait_mined asks whether the node still holds the transaction it waits for.
+DROP_CHECK_SECONDS = 1.0
 
 
 class Relayer:
@@ -256,14 +265,35 @@ class Relayer:
     def wait_mined(self, tx_hash: str, also: Sequence[str] = ()) -> Mined:
         """Wait for the receipt of ``tx_hash`` or of any hash in ``also`` (transactions it
         replaced: whichever one the chain took); raise TransactionReverted (decoded) if
-        its status is 0, ChainUnavailable if none is mined within the receipt timeout."""
+        its status is 0, ChainUnavailable if none is mined within the receipt timeout.
+
+        Every ``DROP_CHECK_SECONDS`` it also asks whether the node still holds any of
+        them: a node may drop a pending transaction (anvil does under load,
+        foundry-rs/foundry#13352), and waiting out the whole receipt timeout for a
+        transaction that can no longer be mined left its actions waiting for it.
+        Missing at two checks that far apart (mined and unmined at once is a
+        moment's race on anvil, foundry-rs/foundry#10944) raises TransactionDropped."""
         hashes = [tx_hash, *also]
-        deadline = time.monotonic() + self.receipt_timeout
+        start = time.monotonic()
+        deadline = start + self.receipt_timeout
+        next_check, missing_since = start + DROP_CHECK_SECONDS, None
         while True:
             receipt = next((r for h in hashes if (r := self.raw_receipt(h)) is not None), None)
             if receipt is not None:
                 break
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + DROP_CHECK_SECONDS
+                if any(self._in_mempool(h) for h in hashes):
+                    missing_since = None
+                elif missing_since is None:
+                    missing_since = now
+                elif now - missing_since >= DROP_CHECK_SECONDS:
+                    raise TransactionDropped(
+                        f"transaction {tx_hash} is neither mined nor pending on the node "
+                        f"(checked {now - missing_since:.1f}s apart); re-sending it"
+                    )
+            if now >= deadline:
                 raise ChainUnavailable(
                     f"transaction {tx_hash} not mined within {self.receipt_timeout}s"
                 )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -19,10 +20,15 @@ from backend.redis_embedded import EmbeddedRedis
 from backend.services import actions, batching
 from backend.services.batching import BatchLimits
 from backend.services.chain import Chain
-from backend.services.errors import ChainUnavailable
+from backend.services.errors import ChainUnavailable, TransactionDropped
 from backend.services.relayer import Fees, Relayer
 from gpucap import devchain
-from tests.backend.backend_helpers import new_faucet_action, new_forward_action
+from tests.backend.backend_helpers import (
+    new_faucet_action,
+    new_forward_action,
+    service_relayer,
+    wait_for,
+)
 
 DRIP = 1_000 * 10**6
 
@@ -152,3 +158,40 @@ def test_stuck_batch_is_replaced_whole_and_each_request_confirmed_once(
         sender = row.params["sender"]
         assert s.forwarder.nonces(sender) == 1
         assert s.capacity.isApprovedForAll(sender, s.registry.address)
+
+
+def test_batch_the_node_dropped_is_resent_instead_of_waited_out(
+    sessions: sessionmaker[Session],
+    live_deployment: Any,
+    redis_server: EmbeddedRedis,
+    paused_mining: None,
+) -> None:
+    """A node may forget a pending transaction (anvil_dropTransaction here; anvil also
+    does it under load). The batch's driver notices within seconds instead of waiting
+    out its receipt timeout, and the retry re-sends the same transaction."""
+    s = live_deployment.system
+    with service_relayer(live_deployment, redis_server.url) as relayer:  # 10 s receipts
+        ids = [new_forward_action(relayer, sessions, s) for _ in range(2)]
+        limits = BatchLimits()
+        with ThreadPoolExecutor(1) as pool:
+            driving = pool.submit(
+                batching.relay_forward,
+                sessions=sessions,
+                relayer=relayer,
+                action_id=ids[0],
+                limits=limits,
+            )
+            sent = wait_for(lambda: _row(sessions, ids[0]).tx_hash, 10, "the batch to be sent")
+            assert web3.provider.make_request("anvil_dropTransaction", [sent])["result"] == sent
+            with pytest.raises(TransactionDropped, match=sent):
+                driving.result()
+        assert not relayer.is_known(sent)
+        web3.provider.make_request("evm_setAutomine", [True])
+        status = batching.relay_forward(
+            sessions=sessions, relayer=relayer, action_id=ids[1], limits=limits
+        )
+        assert status == "confirmed"
+        rows = [_row(sessions, i) for i in ids]
+        assert {(r.status, r.tx_hash) for r in rows} == {("confirmed", sent)}  # the same tx
+        for row in rows:
+            assert s.forwarder.nonces(row.params["sender"]) == 1
