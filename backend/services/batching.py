@@ -62,7 +62,7 @@ EXPIRY_MARGIN_SECONDS = 2
 # How long a task's claim on waiting for a batch outlives its receipt timeout.
 DRIVER_CLAIM_MARGIN_SECONDS = 10
 # Gas per request of the last batch sent, per relayer: the first guess at how many
-# requests fit the gas cap (every estimate of an over-full batch costs a full run).
+# requests fit the gas cap (every simulation of an over-full batch costs a full run).
 _gas_per_request: dict[str, int] = {}
 
 
@@ -350,13 +350,18 @@ def _fit(
     """The longest prefix of ``rows`` whose batch fits the gas cap, as a transaction
     with its gas limit set. The first row (the task's own) is always in it; if it
     cannot go even alone, it is failed with the reason and None returned."""
-    cap = min(limits.max_gas, relayer.block_gas_limit())
+    block_gas = relayer.block_gas_limit()
+    cap = min(limits.max_gas, block_gas)
     if (per_request := _gas_per_request.get(relayer.sender)) is not None:
         rows = rows[: max(1, cap * 9 // 10 // per_request)]
     while True:
         request = batch_tx(relayer.chain, [r.params for r in rows], relayer.sender)
         try:
-            gas = relayer.estimate_gas(request)
+            gas = relayer.gas_limit(
+                request,
+                forwarded_gas=max(int(r.params["gas"]) for r in rows),
+                simulate_gas=block_gas,
+            )
         except TransactionReverted as rev:
             # A non-atomic batch reverts only on a forwarder-level error; find the
             # request that causes it by sending the task's own alone.

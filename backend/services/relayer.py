@@ -33,6 +33,7 @@ from backend.services.revert import decode_revert
 
 log = logging.getLogger(__name__)
 GAS_HEADROOM_NUM, GAS_HEADROOM_DEN = 6, 5  # estimate × 1.2
+GAS_DRIFT_NUM, GAS_DRIFT_DEN = 11, 10  # a simulation's gas before refunds × 1.1
 
 
 class RelayRejected(ServiceError):
@@ -196,6 +197,50 @@ class Relayer:
             raise Web3RPCError(f"estimating gas: {resp['error']}", rpc_response=resp)
         estimate = int(resp["result"], 16)
         return estimate * GAS_HEADROOM_NUM // GAS_HEADROOM_DEN
+
+    def gas_limit(self, request: TxRequest, *, forwarded_gas: int, simulate_gas: int) -> int:
+        """The gas limit for ``request`` from ONE simulated execution (eth_simulateV1 with
+        ``simulate_gas``), for calls that forward at most ``forwarded_gas`` to one callee
+        (a forwarder batch: its largest request's signed gas).
+
+        eth_estimateGas searches for the lowest limit that succeeds by running the call
+        again and again: for a batch of 79 relayed buys, anvil spent 248 ms of CPU on it
+        (20 runs) against 12 ms for one simulation. The limit is the simulation's gas
+        used, raised to what it can have been before refunds (EIP-3529 refunds at most a
+        fifth of it), with GAS_DRIFT headroom for state changing before it is mined,
+        plus what must be left when the largest request is called (an ERC-2771
+        forwarder requires the callee to get all its gas: 64/63 of it in hand).
+
+        Raises TransactionReverted (decoded) if the call reverts. A node without
+        eth_simulateV1 gets ``estimate_gas``. Out of gas at ``simulate_gas``: returns
+        more than ``simulate_gas`` (the caller's cue to send less)."""
+        call = {
+            "from": self.sender,
+            "to": request.to,
+            "data": request.data,
+            "value": hex(request.value),
+            "gas": hex(simulate_gas),
+        }
+        with chain_errors("simulating transaction"):
+            resp = self._estimator.provider.make_request(  # type: ignore[arg-type]
+                "eth_simulateV1", [{"blockStateCalls": [{"calls": [call]}]}, "latest"]
+            )
+        if "error" in resp:
+            if isinstance(resp["error"], dict) and resp["error"].get("code") == -32601:
+                return self.estimate_gas(request)  # the node has no eth_simulateV1
+            raise Web3RPCError(f"simulating transaction: {resp['error']}", rpc_response=resp)
+        (result,) = resp["result"][0]["calls"]
+        used = int(result["gasUsed"], 16)
+        if int(result["status"], 16) != 1:
+            data = result.get("returnData")
+            if data in (None, "0x") and used >= simulate_gas * 63 // 64:
+                return simulate_gas + 1  # ran out of gas: needs more than simulated
+            decoded = decode_revert(
+                data if data not in (None, "0x") else None, self.chain.error_abis
+            )
+            raise TransactionReverted(decoded.reason, code=decoded.code)
+        before_refunds = used * 5 // 4
+        return before_refunds * GAS_DRIFT_NUM // GAS_DRIFT_DEN + forwarded_gas * 64 // 63 + 10_000
 
     def block_gas_limit(self) -> int:
         with chain_errors("reading block gas limit"):

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.redis_embedded import EmbeddedRedis
 from backend.services import actions, batching, forward
 from backend.services.batching import BatchLimits
+from backend.services.errors import TransactionReverted
 from backend.services.forward import ForwardParams, RequestOutcome
 from backend.services.relayer import Relayer, TxRequest
 from gpucap.signing import SignedRequest, sign_request
@@ -152,3 +153,73 @@ def test_a_task_whose_batch_another_task_drives_returns_at_once(
         batching.relay(sessions=sessions, relayer=relayer, action_id=ids[0], limits=limits)
         == "confirmed"
     )
+
+
+@pytest.mark.parametrize(
+    ("signed_gas", "refunds"),
+    [(120_000, False), (500_000, False), (2_000_000, False), (120_000, True)],
+)
+def test_gas_limit_from_one_simulation_covers_what_the_batch_needs(
+    relayer: Relayer, live_deployment: Any, signed_gas: int, refunds: bool
+) -> None:
+    """The limit from one eth_simulateV1 run is at least the node's own eth_estimateGas
+    (the lowest limit the batch succeeds with; several runs), whatever gas each request
+    carries and with refunds (each wallet approves, then revokes in the same batch: the
+    slot goes back to zero and the simulation reports gas after the refund), and a
+    batch sent with it runs every request."""
+    s = live_deployment.system
+    deadline = web3.eth.get_block("latest")["timestamp"] + 3_600
+    chain_id = relayer.chain.deployment.chain_id
+    reqs = []
+    for _ in range(12):
+        wallet = Account.create()
+        for nonce, approved in enumerate([True, False] if refunds else [True]):
+            data = s.capacity.setApprovalForAll.encode_input(s.registry.address, approved)
+            reqs.append(
+                sign_request(
+                    wallet,
+                    s.forwarder.address,
+                    chain_id,
+                    s.capacity.address,
+                    data,
+                    nonce,
+                    deadline,
+                    gas=signed_gas,
+                )
+            )
+    batch = forward.batch_tx(
+        relayer.chain, [_params(r, "setApprovalForAll") for r in reqs], relayer.sender
+    )
+    block_gas = relayer.block_gas_limit()
+    limit = relayer.gas_limit(batch, forwarded_gas=signed_gas, simulate_gas=block_gas)
+    minimum = int(
+        web3.eth.estimate_gas({"from": relayer.sender, "to": batch.to, "data": batch.data})
+    )
+    assert minimum <= limit <= 2 * minimum + signed_gas, (minimum, limit)
+
+    with relayer.nonces.locked():
+        signed = relayer.sign(TxRequest(to=batch.to, data=batch.data, gas=limit))
+        relayer.broadcast(signed)
+    mined = relayer.wait_mined(signed.tx_hash)
+    params = [_params(r, "setApprovalForAll") for r in reqs]
+    outcomes = forward.batch_outcomes(relayer.chain, mined.receipt, params)
+    assert outcomes == [RequestOutcome(success=True)] * len(reqs), outcomes
+
+
+def test_simulated_revert_is_decoded_and_out_of_gas_asks_for_more(
+    relayer: Relayer, live_deployment: Any
+) -> None:
+    s = live_deployment.system
+    bad_value = TxRequest(  # executeBatch with value but no request to carry it
+        to=s.forwarder.address,
+        data=s.forwarder.executeBatch.encode_input([], relayer.sender),
+        value=1,
+    )
+    with pytest.raises(TransactionReverted) as caught:
+        relayer.gas_limit(bad_value, forwarded_gas=0, simulate_gas=1_000_000)
+    assert caught.value.code == "ERC2771ForwarderMismatchedValue", caught.value
+
+    deadline = web3.eth.get_block("latest")["timestamp"] + 3_600
+    req = _approval(s, relayer, s.registry.address, deadline=deadline)
+    one = forward.batch_tx(relayer.chain, [_params(req, "setApprovalForAll")], relayer.sender)
+    assert relayer.gas_limit(one, forwarded_gas=req.gas, simulate_gas=30_000) > 30_000
