@@ -304,15 +304,21 @@ def test_wallet_deposits_into_its_nodes_pool_gaslessly(
 def test_a_burst_of_requests_wakes_the_worker_once_not_per_request(stack: Stack, market) -> None:
     """Requests arriving together share one relay task (services/relay_kick.py): the
     worker receives far fewer relay messages than requests, and every request still
-    ends confirmed in a shared executeBatch."""
+    ends confirmed in a shared executeBatch; the batch's driver then asks for an index
+    run at once (worker/tasks.py index_soon)."""
     s = market["system"]
     bodies = [_approval(s, Account.create(), s.registry.address) for _ in range(10)]
 
-    def received() -> int:  # relay messages the worker took, from its log
-        log = stack.worker.log_path.read_text(errors="replace")
-        return len(re.findall(r"gpucap\.relay_action\[[^\]]+\] received", log))
+    def log() -> str:
+        return stack.worker.log_path.read_text(errors="replace")
 
-    before = received()
+    def received(task: str = "relay_action") -> int:  # messages the worker took
+        return len(re.findall(rf"gpucap\.{task}\[[^\]]+\] received", log()))
+
+    def beat_index_runs() -> int:
+        return log().count("Sending due task index-chain")
+
+    before, index_before, beat_before = received(), received("index_chain"), beat_index_runs()
     with ThreadPoolExecutor(len(bodies)) as pool:
         answers = list(pool.map(lambda b: stack.post("/api/v1/forward", json=b), bodies))
     assert [a.status_code for a in answers] == [202] * len(bodies), [a.text for a in answers]
@@ -323,3 +329,9 @@ def test_a_burst_of_requests_wakes_the_worker_once_not_per_request(stack: Stack,
         assert s.capacity.isApprovedForAll(body["from"], s.registry.address)
     tasks = received() - before
     assert 1 <= tasks < len(bodies), f"{tasks} relay tasks for {len(bodies)} requests"
+    # The task that saw a batch mined asked for an index run then, not at the next beat.
+    wait_for(
+        lambda: received("index_chain") - index_before > beat_index_runs() - beat_before,
+        10,
+        "an index run besides the beat's",
+    )
