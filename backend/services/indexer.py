@@ -48,7 +48,13 @@ from backend.services import pool_index
 from backend.services.chain import Chain, result_of
 from backend.services.event_decoding import EventDecoder, as_bytes, as_hex, as_int, checksum, named
 from backend.services.leaves import INGEST_RETRY_SECONDS, ingest_attested_leaves
-from backend.services.read_models import apply_event, bound_pools, keeping_rows, rebuild_projections
+from backend.services.read_models import (
+    apply_event,
+    bound_pools,
+    keeping_rows,
+    preload_balances,
+    rebuild_projections,
+)
 from gpucap.deployment import ManifestError
 
 log = logging.getLogger(__name__)
@@ -297,8 +303,10 @@ class Indexer:
             # of other contracts were applied by earlier batches: its read models depend
             # only on its own events and terms, so the result is the replay's.
             with keeping_rows(session):
-                for row in rows:
-                    apply_event(session, ChainEvent(**row))
+                events = [ChainEvent(**row) for row in rows]
+                preload_balances(session, events)
+                for ev in events:
+                    apply_event(session, ev)
             # The range's blocks within the kept window (older ones would be deleted just
             # below; a new pool's older blocks are not part of the reorg window). New to
             # the table, as the events are: one INSERT.

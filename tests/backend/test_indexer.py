@@ -12,7 +12,8 @@ import pytest
 from brownie import chain
 from eth_utils import event_abi_to_log_topic
 from hexbytes import HexBytes
-from sqlalchemy import select, update
+from sqlalchemy import event as sa_event
+from sqlalchemy import func, select, update
 from web3 import Web3
 
 from backend.db.models import (
@@ -270,3 +271,30 @@ def test_fast_decoding_matches_web3_for_every_event_of_every_abi(indexer):
                 assert json.dumps(decoded[2]) == json.dumps(expected), item["name"]
             count += 1
     assert count > 50
+
+
+def test_balances_are_read_a_batch_at_a_time_not_per_event(world, indexer, sessions):
+    """Indexing reads the balance rows its transfers move with one SELECT per chunk of
+    keys (read_models.preload_balances), not one lookup by key per event."""
+    engine = sessions.kw["bind"]
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, _params, _context, _many):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT") and "FROM balances" in statement:
+            statements.append(statement)
+
+    sa_event.listen(engine, "before_cursor_execute", record)
+    try:
+        indexer.step()
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", record)
+    with sessions() as s:
+        transfers = s.scalar(
+            select(func.count())
+            .select_from(ChainEvent)
+            .where(ChainEvent.event.in_(("Transfer", "TransferSingle", "TransferBatch")))
+        )
+    assert transfers >= 3, transfers  # the world moved tokens: there was work to batch
+    assert statements, "no balance was read"
+    by_key = [st for st in statements if "WHERE balances.holder = ?" in st]
+    assert not by_key, by_key[:1]
