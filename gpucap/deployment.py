@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,24 @@ class ManifestError(RuntimeError):
     """The manifest is missing, malformed, or names an artifact that is not there."""
 
 
+# One reader at a time: a build artifact is megabytes of JSON (AST, source maps), and the
+# first burst of requests after startup would otherwise parse it once per thread.
+_abi_lock = threading.Lock()
+
+
+def read_abi(path: Path) -> list[dict[str, Any]]:
+    """The ``abi`` of a build artifact, parsed once per process for each version of the
+    file (its size and modification time): every user of an ABI shares one parse."""
+    stat = path.stat()
+    with _abi_lock:
+        return _parse_abi(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=32)
+def _parse_abi(path: Path, _mtime_ns: int, _size: int) -> list[dict[str, Any]]:
+    return json.loads(path.read_text())["abi"]  # type: ignore[no-any-return]
+
+
 @dataclass(frozen=True)
 class ContractRef:
     name: str
@@ -27,7 +46,7 @@ class ContractRef:
     @cached_property
     def abi(self) -> list[dict[str, Any]]:
         try:
-            return json.loads(self.abi_path.read_text())["abi"]
+            return read_abi(self.abi_path)
         except (OSError, KeyError, json.JSONDecodeError) as exc:
             raise ManifestError(
                 f"cannot read ABI of {self.name} from {self.abi_path}: {exc}"

@@ -24,8 +24,6 @@ a request that may fail.
 from __future__ import annotations
 
 import hashlib
-import json
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -53,7 +51,7 @@ from backend.services.errors import ServiceError, TransactionReverted
 from backend.services.event_decoding import EventLayout, as_bytes, as_int
 from backend.services.relayer import TxRequest
 from backend.services.revert import decode_revert
-from gpucap.deployment import ManifestError
+from gpucap.deployment import ManifestError, read_abi
 from gpucap.signing import SignedRequest, recover_request_signer
 
 FORWARDER = "GpucapForwarder"
@@ -155,19 +153,10 @@ def _pool_abi(chain: Chain) -> list[dict[str, Any]]:
     return _abi_at(chain.deployment.contracts[SETTLEMENT].abi_path.parent / f"{POOL}.json")
 
 
-# One reader per artifact: a build artifact is megabytes of JSON (AST, source maps), and
-# the first burst of requests after startup would otherwise parse it once per thread.
-_abi_lock = threading.Lock()
-
-
 def _abi_at(path: Path) -> list[dict[str, Any]]:
-    with _abi_lock:
-        return _read_abi(path)
-
-
-@lru_cache(maxsize=4)
-def _read_abi(path: Path) -> list[dict[str, Any]]:
-    return json.loads(path.read_text())["abi"]  # type: ignore[no-any-return]
+    """An artifact's ABI, parsed once per process (shared with the deployment's
+    contracts: gpucap.deployment.read_abi)."""
+    return read_abi(path)
 
 
 def error_abis(chain: Chain) -> list[dict[str, Any]]:
