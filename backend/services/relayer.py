@@ -97,7 +97,7 @@ class Mined:
 
 
 # How often wait_mined asks whether the node still holds the transaction it waits for.
-DROP_CHECK_SECONDS = 1.0
+DROP_CHECK_SECONDS = 0.5
 
 
 class Relayer:
