@@ -583,8 +583,13 @@ async def _follow(
                 if "confirmed" not in r and status in ("confirmed", "failed"):
                     r["confirmed"], r["status"] = now - r["t0"], status
                 if "indexed" not in r and r["holder"] in held:
-                    r["indexed"], r["t_end"] = now - r["t0"], now
-            done = all("indexed" in r or r.get("status") == "failed" for r in accepted.values())
+                    r["indexed"] = now - r["t0"]
+                # Done when the action row says confirmed AND the index shows the holding,
+                # in either order (the index may see the block before the relay task has
+                # finished the batch's rows).
+                if "t_end" not in r and "indexed" in r and r.get("status") == "confirmed":
+                    r["t_end"] = now
+            done = all("t_end" in r or r.get("status") == "failed" for r in accepted.values())
             if posting.done() and done:
                 return
             await asyncio.sleep(POLL_S)
