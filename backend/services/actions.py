@@ -193,7 +193,7 @@ def relay_action(*, sessions: sessionmaker[Session], relayer: Relayer, action_id
         if tx_hash is None:  # failed before sending (decoded revert on estimation)
             with sessions() as session:
                 return get_action(session, action_id).status
-        mined = relayer.wait_mined(tx_hash, also=replaced)
+        mined = relayer.wait_mined(tx_hash, also=replaced, nonce=nonce)
     except TransactionReverted as rev:
         _finish(
             sessions,
@@ -357,6 +357,8 @@ def _resend_if_lost(
         try:
             relayer.broadcast(signed)
         except NonceConsumed:
+            if relayer.mined_within([tx_hash, *(replaced or [])]):
+                return  # it was mined: its receipt lagged the nonce; the wait finds it
             # That transaction can never be mined, so the action has not happened:
             # back to pending, and the retry signs a new one.
             log.warning(

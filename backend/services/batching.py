@@ -212,7 +212,7 @@ def relay_forward(
             current = _replace_if_stuck(sessions, relayer, action_id, row)
             if current is not None:
                 tx_hash, replaced = current
-                mined = relayer.wait_mined(tx_hash, also=replaced)
+                mined = relayer.wait_mined(tx_hash, also=replaced, nonce=nonce)
                 finish_batch(sessions, relayer, nonce, mined)
     except TransactionReverted as rev:
         _batch_reverted(sessions, relayer, nonce, rev)
@@ -463,6 +463,8 @@ def _resend_if_lost(
         try:
             relayer.broadcast(signed)
         except NonceConsumed:
+            if relayer.mined_within([tx_hash, *replaced]):
+                return  # it was mined: its receipt lagged the nonce; the wait finds it
             # Never minable, so none of its requests ran: back to pending, and the
             # retry batches them again.
             log.warning("batch %s never mined and nonce %d is used; re-batching", tx_hash, nonce)

@@ -98,6 +98,9 @@ class Mined:
 
 # How often wait_mined asks whether the node still holds the transaction it waits for.
 DROP_CHECK_SECONDS = 0.5
+# How long a mined transaction's receipt may lag its nonce on the node before a used
+# nonce is taken to be another transaction's.
+RECEIPT_RACE_SECONDS = 5.0
 
 
 class Relayer:
@@ -299,6 +302,18 @@ class Relayer:
         result = self.chain.raw("reading receipt", "eth_getTransactionReceipt", [tx_hash])
         return dict(result) if result else None
 
+    def mined_within(self, hashes: Sequence[str], seconds: float = RECEIPT_RACE_SECONDS) -> bool:
+        """Whether any of ``hashes`` shows a receipt within ``seconds``: asked before
+        concluding that a used nonce was used by another transaction (a mined one's
+        receipt can lag its nonce, foundry-rs/foundry#10944)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if any(self.is_mined(h) for h in hashes):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
     def is_mined(self, tx_hash: str) -> bool:
         return self.raw_receipt(tx_hash) is not None
 
@@ -307,17 +322,22 @@ class Relayer:
         with chain_errors("looking up transaction"):
             return self.is_mined(tx_hash) or self._in_mempool(tx_hash)
 
-    def wait_mined(self, tx_hash: str, also: Sequence[str] = ()) -> Mined:
+    def wait_mined(
+        self, tx_hash: str, also: Sequence[str] = (), *, nonce: int | None = None
+    ) -> Mined:
         """Wait for the receipt of ``tx_hash`` or of any hash in ``also`` (transactions it
         replaced: whichever one the chain took); raise TransactionReverted (decoded) if
         its status is 0, ChainUnavailable if none is mined within the receipt timeout.
 
-        Every ``DROP_CHECK_SECONDS`` it also asks whether the node still holds any of
-        them: a node may drop a pending transaction (anvil does under load,
-        foundry-rs/foundry#13352), and waiting out the whole receipt timeout for a
-        transaction that can no longer be mined left its actions waiting for it.
-        Missing at two checks that far apart (mined and unmined at once is a
-        moment's race on anvil, foundry-rs/foundry#10944) raises TransactionDropped."""
+        With ``nonce`` (theirs), every ``DROP_CHECK_SECONDS`` it also asks whether the
+        node still holds any of them: a node may drop a pending transaction (anvil does
+        under load, foundry-rs/foundry#13352), and waiting out the whole receipt timeout
+        for a transaction that can no longer be mined left its actions waiting for it.
+        Dropped means: in no pool at two checks that far apart AND the nonce still
+        unused. A used nonce with no receipt yet is anvil's receipt race (the nonce
+        advances and the pool forgets the transaction before its receipt is served,
+        foundry-rs/foundry#10944; seen lasting over half a second under load): the
+        transaction was mined, and the wait goes on."""
         hashes = [tx_hash, *also]
         start = time.monotonic()
         deadline = start + self.receipt_timeout
@@ -327,16 +347,17 @@ class Relayer:
             if receipt is not None:
                 break
             now = time.monotonic()
-            if now >= next_check:
+            if nonce is not None and now >= next_check:
                 next_check = now + DROP_CHECK_SECONDS
-                if any(self._in_mempool(h) for h in hashes):
+                if any(self._in_mempool(h) for h in hashes) or self.mined_nonce() > nonce:
                     missing_since = None
                 elif missing_since is None:
                     missing_since = now
                 elif now - missing_since >= DROP_CHECK_SECONDS:
                     raise TransactionDropped(
-                        f"transaction {tx_hash} is neither mined nor pending on the node "
-                        f"(checked {now - missing_since:.1f}s apart); re-sending it"
+                        f"transaction {tx_hash} is neither mined nor pending on the node and "
+                        f"nonce {nonce} is unused (checked {now - missing_since:.1f}s apart); "
+                        "re-sending it"
                     )
             if now >= deadline:
                 raise ChainUnavailable(

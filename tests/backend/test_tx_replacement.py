@@ -18,10 +18,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.redis_embedded import EmbeddedRedis
 from backend.services import actions, batching
+from backend.services import relayer as relayer_module
 from backend.services.batching import BatchLimits
 from backend.services.chain import Chain
 from backend.services.errors import ChainUnavailable, TransactionDropped
-from backend.services.relayer import Fees, Relayer
+from backend.services.relayer import Fees, Relayer, TxRequest
 from gpucap import devchain
 from tests.backend.backend_helpers import (
     new_faucet_action,
@@ -195,3 +196,57 @@ def test_batch_the_node_dropped_is_resent_instead_of_waited_out(
         assert {(r.status, r.tx_hash) for r in rows} == {("confirmed", sent)}  # the same tx
         for row in rows:
             assert s.forwarder.nonces(row.params["sender"]) == 1
+
+
+def test_mined_transaction_whose_receipt_lags_is_not_taken_for_dropped(
+    sessions: sessionmaker[Session],
+    live_deployment: Any,
+    redis_server: EmbeddedRedis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """anvil's receipt race (foundry-rs/foundry#10944), stretched: the batch is mined (its
+    nonce used) but the node serves no receipt and no pending transaction for longer
+    than the drop checks take. That is not a dropped transaction: the wait goes on,
+    finds the receipt, and every request is confirmed once (in a benchmark run, taking
+    it for dropped re-batched 76 requests that had run, and failed them as InvalidNonce)."""
+    s = live_deployment.system
+    with service_relayer(live_deployment, redis_server.url) as relayer:
+        ids = [new_forward_action(relayer, sessions, s) for _ in range(2)]
+        real_receipt = relayer.raw_receipt
+        served_from = time.monotonic() + 3 * relayer_module.DROP_CHECK_SECONDS + 0.5
+
+        def lagging(tx_hash: str) -> Any:
+            return real_receipt(tx_hash) if time.monotonic() >= served_from else None
+
+        monkeypatch.setattr(relayer, "raw_receipt", lagging)
+        monkeypatch.setattr(relayer, "_in_mempool", lambda _h: False)
+        status = batching.relay_forward(
+            sessions=sessions, relayer=relayer, action_id=ids[0], limits=BatchLimits()
+        )
+        assert time.monotonic() >= served_from  # it did wait through the lag
+        assert status == "confirmed"
+        rows = [_row(sessions, i) for i in ids]
+        assert {r.status for r in rows} == {"confirmed"} and len({r.tx_hash for r in rows}) == 1
+        for row in rows:
+            assert s.forwarder.nonces(row.params["sender"]) == 1
+
+
+def test_wait_mined_does_not_call_a_mined_transaction_with_a_lagging_receipt_dropped(
+    live_deployment: Any, redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drop check itself: out of the pool and no receipt, but the nonce is used."""
+    with service_relayer(live_deployment, redis_server.url) as relayer:
+        with relayer.nonces.locked():
+            signed = relayer.sign(TxRequest(to=relayer.sender, data="0x", gas=21_000))
+            relayer.broadcast(signed)
+        assert relayer.mined_within([signed.tx_hash], 5)  # automine
+        real_receipt = relayer.raw_receipt
+        served_from = time.monotonic() + 3 * relayer_module.DROP_CHECK_SECONDS + 0.5
+        monkeypatch.setattr(
+            relayer,
+            "raw_receipt",
+            lambda h: real_receipt(h) if time.monotonic() >= served_from else None,
+        )
+        monkeypatch.setattr(relayer, "_in_mempool", lambda _h: False)
+        mined = relayer.wait_mined(signed.tx_hash, nonce=signed.nonce)
+        assert mined.tx_hash == signed.tx_hash and time.monotonic() >= served_from
