@@ -38,30 +38,25 @@ class CeleryEnqueuer:
         self.kick = kick
 
     def __call__(self, action_id: str, *, batched: bool = False) -> bool:
-        kick = self.kick if batched else None
-        countdown = None
-        if kick is not None:
-            if not kick.claim():
-                return True  # a queued relay task claims this row with the others
-            countdown = kick.window_seconds or None
         try:
-            # retry=False: a down Redis fails this request's enqueue at once; the
-            # row is committed already and the sweep enqueues it later.
-            self.celery.send_task(
-                RELAY_TASK,
-                args=[action_id],
-                ignore_result=True,
-                retry=False,
-                countdown=countdown,
-            )
+            if batched and (kick := self.kick) is not None:
+                # No task if one is queued: it claims this row with the others.
+                kick.send_once(lambda: self._send(action_id, kick.window_seconds or None))
+            else:
+                self._send(action_id, None)
             return True
         except (OperationalError, RedisError, OSError) as exc:
             log.warning(
                 "enqueue of action %s failed (%s); the sweep will pick it up", action_id, exc
             )
-            if kick is not None:
-                kick.release()
             return False
+
+    def _send(self, action_id: str, countdown: float | None) -> None:
+        # retry=False: a down Redis fails this request's enqueue at once; the row is
+        # committed already and the sweep enqueues it later.
+        self.celery.send_task(
+            RELAY_TASK, args=[action_id], ignore_result=True, retry=False, countdown=countdown
+        )
 
 
 def forward_kick(settings: Settings) -> ForwardKick:

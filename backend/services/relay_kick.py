@@ -27,6 +27,7 @@ worker killed between the clear and the claim), the flag expires after
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import redis
 from redis.exceptions import RedisError
@@ -48,17 +49,26 @@ class ForwardKick:
 
     def claim(self) -> bool:
         """True: no relay task was queued for the pending forward rows, and the caller
-        must now send one (or ``release`` if it cannot). False: one is queued already.
-        Redis unreachable counts as True: a message too many beats a row left waiting."""
+        must now send one. False: one is queued already. Redis unreachable counts as
+        True: a message too many beats a row left waiting."""
         try:
             return bool(self.client.set(KICK_KEY, b"1", nx=True, px=self._ttl_ms))
         except RedisError as exc:
             log.warning("forward kick flag unavailable (%s); sending a relay task", exc)
             return True
 
-    def release(self) -> None:
-        """The relay task ``claim`` asked for could not be sent: let the next row try."""
-        self.clear()
+    def send_once(self, send: Callable[[], object]) -> bool:
+        """Call ``send`` (which queues a relay task) unless one is queued already; True
+        if this call sent it. If ``send`` raises, the flag is cleared so that the next
+        row tries again, and the error goes to the caller."""
+        if not self.claim():
+            return False
+        try:
+            send()
+        except BaseException:
+            self.clear()
+            raise
+        return True
 
     def clear(self) -> None:
         """A relay task is about to read the pending rows: rows committed from now on

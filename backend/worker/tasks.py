@@ -12,6 +12,7 @@ from celery import Celery, Task, shared_task
 from kombu.exceptions import OperationalError
 from redis.exceptions import LockNotOwnedError, RedisError
 
+from backend.db.models import ActionStatus
 from backend.services import batching
 from backend.services.batching import BatchLimits, BatchReverted
 from backend.services.epoch_settlement import plan_epoch_settlements
@@ -69,12 +70,11 @@ def relay_action(self: Task, action_id: str) -> str:
     except ActionNotFound:
         log.error("relay_action: action %s does not exist; dropping the message", action_id)
         return "missing"
-    if status in FINAL_STATUSES:
+    if ActionStatus(status).is_final:
         index_soon(self.app)
     return status
 
 
-FINAL_STATUSES = ("confirmed", "failed")
 INDEX_SOON_EXPIRES_SECONDS = 5.0
 
 
@@ -102,12 +102,13 @@ class CeleryKick:
         self.flag.clear()
 
     def __call__(self, action_id: str) -> None:
-        if not self.flag.claim():
-            return  # a relay task is queued already; it claims these rows
-        try:
-            self.app.send_task(RELAY_TASK, args=[action_id], ignore_result=True, retry=False)
+        try:  # no task if one is queued already: it claims these rows
+            self.flag.send_once(
+                lambda: self.app.send_task(
+                    RELAY_TASK, args=[action_id], ignore_result=True, retry=False
+                )
+            )
         except (OperationalError, RedisError, OSError) as exc:
-            self.flag.release()
             log.warning("kick for waiting forward rows failed (%s); the sweep sends them", exc)
 
 

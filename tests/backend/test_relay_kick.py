@@ -41,8 +41,15 @@ def test_one_claim_until_a_task_clears_it_or_it_expires(client: redis_lib.Redis)
     kick.clear()  # the task starts reading the pending rows
     assert kick.claim() is True
     assert kick.claim() is False
-    kick.release()  # its task could not be sent: the next request tries again
-    assert kick.claim() is True
+    kick.clear()
+
+    def broker_down() -> None:
+        raise ConnectionError("broker down")
+
+    with pytest.raises(ConnectionError):
+        kick.send_once(broker_down)  # its task could not be sent ...
+    assert kick.claim() is True  # ... so the next request tries again
+    assert kick.send_once(lambda: None) is False  # and meanwhile none is sent twice
     time.sleep(0.6)  # a lost task: the flag expires by itself
     assert kick.claim() is True
 
