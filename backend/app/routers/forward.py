@@ -110,13 +110,7 @@ async def submit_forward(
 def _accept(
     sessions: sessionmaker[Session], body: ForwardCreate, chain: Chain, enqueue: Enqueuer
 ) -> tuple[Action | OpenRequest, bool]:
-    with sessions() as session:
-        return _accept_in(session, body, chain, enqueue)
-
-
-def _accept_in(
-    session: Session, body: ForwardCreate, chain: Chain, enqueue: Enqueuer
-) -> tuple[Action | OpenRequest, bool]:
+    """The sender's open request (a replay of it: that row), else a new row, enqueued."""
     signed = SignedRequest(
         sender=body.sender,
         to=body.to,
@@ -127,33 +121,34 @@ def _accept_in(
         data=bytes.fromhex(body.data[2:]),
         signature=bytes.fromhex(body.signature[2:]),
     )
-    open_action = forward.open_request_of(session, body.sender)
-    if open_action is not None:
-        replay = open_action.params.get("signature") == body.signature
-        if not replay:
-            raise ApiError(
-                409,
-                "RequestInFlight",
-                f"{body.sender} has a request in flight (action {open_action.id}); "
-                "sign the next one after it completes",
-                action_id=open_action.id,
-            )
-        return open_action, False
-    params = forward.validate(chain, signed, nonce_hint=body.nonce)
-    # One commit: the row is written as enqueued, then enqueued (a worker must not
-    # look for it before it exists); a failed enqueue clears the mark and leaves the
-    # row to the sweep. The same signed request again finds its row.
-    action, created = create_action(
-        session,
-        kind=ActionKind.FORWARD,
-        idempotency_key=params.idempotency_key,
-        params=params.as_params(),
-        enqueued_at=utcnow(),
-        likely_new=True,  # a replay of a request still open was answered above
-    )
-    if created and not enqueue(action.id, batched=True):
-        unmark_enqueued(session, action.id)
-    return action, created
+    with sessions() as session:
+        open_action = forward.open_request_of(session, body.sender)
+        if open_action is not None:
+            replay = open_action.params.get("signature") == body.signature
+            if not replay:
+                raise ApiError(
+                    409,
+                    "RequestInFlight",
+                    f"{body.sender} has a request in flight (action {open_action.id}); "
+                    "sign the next one after it completes",
+                    action_id=open_action.id,
+                )
+            return open_action, False
+        params = forward.validate(chain, signed, nonce_hint=body.nonce)
+        # One commit: the row is written as enqueued, then enqueued (a worker must not
+        # look for it before it exists); a failed enqueue clears the mark and leaves the
+        # row to the sweep. The same signed request again finds its row.
+        action, created = create_action(
+            session,
+            kind=ActionKind.FORWARD,
+            idempotency_key=params.idempotency_key,
+            params=params.as_params(),
+            enqueued_at=utcnow(),
+            likely_new=True,  # a replay of a request still open was answered above
+        )
+        if created and not enqueue(action.id, batched=True):
+            unmark_enqueued(session, action.id)
+        return action, created
 
 
 def _accepted(
