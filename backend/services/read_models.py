@@ -106,17 +106,13 @@ PRELOAD_CHUNK = 300  # keys per SELECT (3 bound values each; SQLite allows 32,76
 
 
 def balance_keys(events: Iterable[ChainEvent]) -> set[tuple[str, str, str]]:
-    """The balance rows ``events`` will move, as _apply_erc20_transfer and
-    _apply_erc1155_transfer key them."""
-    keys: set[tuple[str, str, str]] = set()
-    for ev in events:
-        a = ev.args
-        if (ev.contract, ev.event) == ("TestStablecoin", "Transfer"):
-            keys.update((h, "stablecoin", "") for h in (a["from"], a["to"]))
-        elif ev.contract == "CapacityToken" and ev.event in ("TransferSingle", "TransferBatch"):
-            ids = [a["id"]] if ev.event == "TransferSingle" else a["ids"]
-            keys.update((h, "capacity", str(t)) for h in (a["from"], a["to"]) for t in ids)
-    return {k for k in keys if k[0] != ZERO}
+    """The balance rows ``events`` will move (the keys _move gives them)."""
+    return {
+        _balance_key(holder, asset, token_id)
+        for ev in events
+        for holder, asset, token_id, delta in _transfer_moves(ev)
+        if holder != ZERO and delta != 0
+    }
 
 
 def preload_balances(session: Session, events: Iterable[ChainEvent]) -> None:
@@ -332,10 +328,14 @@ def _apply_settled(session: Session, ev: ChainEvent) -> None:
 ZERO = "0x" + "0" * 40
 
 
+def _balance_key(holder: str, asset: str, token_id: int | None) -> tuple[str, str, str]:
+    return holder, asset, "" if token_id is None else str(token_id)
+
+
 def _move(session: Session, holder: str, asset: str, token_id: int | None, delta: int) -> None:
     if holder == ZERO or delta == 0:
         return
-    key = (holder, asset, "" if token_id is None else str(token_id))
+    key = _balance_key(holder, asset, token_id)
     new_rows: dict[Any, BalanceRow] | None = session.info.get(_NEW_BALANCES)
     if new_rows is None:
         row = session.get(BalanceRow, key)
@@ -365,27 +365,36 @@ def _move(session: Session, holder: str, asset: str, token_id: int | None, delta
         log.error("indexer: negative %s balance of %s (%s)", asset, holder, key[2])
 
 
-def _apply_erc20_transfer(session: Session, ev: ChainEvent) -> None:
+def _transfer_moves(ev: ChainEvent) -> list[tuple[str, str, int | None, int]]:
+    """(holder, asset, token id, delta) for each balance a token transfer event moves;
+    none for other events."""
     a = ev.args
-    _move(session, a["from"], "stablecoin", None, -a["value"])
-    _move(session, a["to"], "stablecoin", None, a["value"])
-
-
-def _apply_erc1155_transfer(session: Session, ev: ChainEvent) -> None:
-    a = ev.args
+    if (ev.contract, ev.event) == ("TestStablecoin", "Transfer"):
+        return [
+            (a["from"], "stablecoin", None, -a["value"]),
+            (a["to"], "stablecoin", None, a["value"]),
+        ]
+    if ev.contract != "CapacityToken" or ev.event not in ("TransferSingle", "TransferBatch"):
+        return []
     if ev.event == "TransferSingle":
-        moves = [(a["id"], a["value"])]
+        transfers = [(a["id"], a["value"])]
     else:
-        moves = list(zip(a["ids"], a["values"], strict=True))
-    for token_id, value in moves:
-        _move(session, a["from"], "capacity", token_id, -value)
-        _move(session, a["to"], "capacity", token_id, value)
+        transfers = list(zip(a["ids"], a["values"], strict=True))
+    moves: list[tuple[str, str, int | None, int]] = []
+    for token_id, value in transfers:
+        moves += [(a["from"], "capacity", token_id, -value), (a["to"], "capacity", token_id, value)]
+    return moves
+
+
+def _apply_transfer(session: Session, ev: ChainEvent) -> None:
+    for holder, asset, token_id, delta in _transfer_moves(ev):
+        _move(session, holder, asset, token_id, delta)
 
 
 _HANDLERS = {
-    ("TestStablecoin", "Transfer"): _apply_erc20_transfer,
-    ("CapacityToken", "TransferSingle"): _apply_erc1155_transfer,
-    ("CapacityToken", "TransferBatch"): _apply_erc1155_transfer,
+    ("TestStablecoin", "Transfer"): _apply_transfer,
+    ("CapacityToken", "TransferSingle"): _apply_transfer,
+    ("CapacityToken", "TransferBatch"): _apply_transfer,
     ("NodeRegistry", "GpuClassRegistered"): _apply_gpu_class,
     ("NodeRegistry", "NodeRegistered"): _apply_node_registered,
     **{
