@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -396,14 +397,23 @@ def raw_same_action_throughput(w3: Web3, market: dict[str, Any]) -> dict[str, An
     figure's (first buy, no allowance) but holding ETH each send ``buyWithPermit``
     themselves, pre-signed, back to back. What relaying replaces, state change for
     state change; count / time to the last inclusion."""
+    cap = market["system"].capacity
+    deadline = w3.eth.get_block("latest")["timestamp"] + 3_600
+    buy = _first_buy_with_permit(market, deadline)
+    signed = [_signed_tx(w, cap.address, buy(w), 0) for w in market["raw_permit_wallets"]]
+    return _send_and_measure(w3, signed)
+
+
+def _first_buy_with_permit(market: dict[str, Any], deadline: int) -> Callable[[Any], str]:
+    """``wallet -> calldata`` of ``CapacityToken.buyWithPermit`` for one unit of the
+    market's offer, with the wallet's first permit (nonce 0) signed for it."""
     s = market["system"]
     cap, coin = s.capacity, s.stablecoin
-    deadline = w3.eth.get_block("latest")["timestamp"] + 3_600
     name = coin.name()
-    signed = []
-    for w in market["raw_permit_wallets"]:
+
+    def calldata(wallet: Any) -> str:
         v, r, sig_s = sign_permit(
-            w,
+            wallet,
             token_name=name,
             token=coin.address,
             spender=cap.address,
@@ -412,9 +422,9 @@ def raw_same_action_throughput(w3: Web3, market: dict[str, Any]) -> dict[str, An
             deadline=deadline,
             chain_id=devchain.CHAIN_ID,
         )
-        data = cap.buyWithPermit.encode_input(market["offer"], 1, deadline, v, r, sig_s)
-        signed.append(_signed_tx(w, cap.address, data, 0))
-    return _send_and_measure(w3, signed)
+        return str(cap.buyWithPermit.encode_input(market["offer"], 1, deadline, v, r, sig_s))
+
+    return calldata
 
 
 def _signed_tx(account: Any, to: str, data: str, nonce: int) -> bytes:
@@ -473,22 +483,12 @@ def _send_and_measure(w3: Web3, signed: list[bytes]) -> dict[str, Any]:
 def relayed_throughput(stack: Stack, w3: Web3, market: dict[str, Any]) -> dict[str, Any]:
     """Gasless buys through the API: POST all, then follow each to confirmed and indexed."""
     s = market["system"]
-    cap, coin, fwd = s.capacity, s.stablecoin, s.forwarder
+    cap, fwd = s.capacity, s.forwarder
     deadline = w3.eth.get_block("latest")["timestamp"] + 3_600
-    name = coin.name()
+    buy = _first_buy_with_permit(market, deadline)
     bodies = []
     for w in market["gasless"]:
-        v, r, sig_s = sign_permit(
-            w,
-            token_name=name,
-            token=coin.address,
-            spender=cap.address,
-            value=PRICE,
-            nonce=0,
-            deadline=deadline,
-            chain_id=devchain.CHAIN_ID,
-        )
-        data = cap.buyWithPermit.encode_input(market["offer"], 1, deadline, v, r, sig_s)
+        data = buy(w)
         req = sign_request(w, fwd.address, devchain.CHAIN_ID, cap.address, data, 0, deadline)
         bodies.append(
             {
