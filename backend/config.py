@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     # and at most this much gas (never more than the latest block's gas limit).
     forward_batch_max_requests: int = Field(default=100, ge=1)
     forward_batch_max_gas: int = Field(default=15_000_000, ge=100_000)
+    # ... and sized so that this many batches fill a block (services/batching.py _fit).
+    forward_batches_per_block: int = Field(default=4, ge=1, le=64)
     # How long the first forward request of a burst waits for others to share its
     # batch (one relay task per burst, not per request: services/relay_kick.py).
     forward_batch_window_seconds: float = Field(default=0.2, ge=0, le=10)

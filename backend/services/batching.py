@@ -2,9 +2,10 @@
 
 A relay task for a pending forward action takes the relayer's nonce lock and
 claims every forward action still pending without a transaction (its own
-first, oldest next, up to ``BatchLimits.max_requests`` and the gas a block
-holds), signs ONE ``GpucapForwarder.executeBatch``, records it on every row of
-the batch (write-ahead: same tx hash, nonce and raw transaction), then sends.
+first, oldest next, up to ``BatchLimits.max_requests``, its gas cap, and the
+size of which ``BatchLimits.per_block`` batches fill a block), signs ONE
+``GpucapForwarder.executeBatch``, records it on every row of the batch
+(write-ahead: same tx hash, nonce and raw transaction), then sends.
 
 A batch is identified by the relayer's (sender, nonce): all its rows carry
 them, and whichever task runs for any of its rows may drive the whole batch,
@@ -48,7 +49,15 @@ from backend.services import actions
 from backend.services.actions import _finish, _update, get_action
 from backend.services.errors import ActionNotFound, ServiceError, TransactionReverted
 from backend.services.forward import batch_outcomes, batch_tx
-from backend.services.relayer import Fees, Mined, NonceConsumed, Relayer, SignedTx, TxRequest
+from backend.services.relayer import (
+    Fees,
+    GasNeed,
+    Mined,
+    NonceConsumed,
+    Relayer,
+    SignedTx,
+    TxRequest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +70,10 @@ MAX_BATCH_ATTEMPTS = 5
 EXPIRY_MARGIN_SECONDS = 2
 # How long a task's claim on waiting for a batch outlives its receipt timeout.
 DRIVER_CLAIM_MARGIN_SECONDS = 10
-# Gas per request of the last batch sent, per relayer: the first guess at how many
-# requests fit the gas cap (every simulation of an over-full batch costs a full run).
-_gas_per_request: dict[str, int] = {}
+# What the last batch each relayer simulated needed (_GasSeen), by relayer address.
+_gas_seen: dict[str, _GasSeen] = {}
+# A batch is first sized this much under what the last one's gas per request allows.
+SIZE_SLACK = 0.03
 
 
 class BatchReverted(ServiceError):
@@ -75,8 +85,12 @@ class BatchReverted(ServiceError):
 @dataclass(frozen=True)
 class BatchLimits:
     max_requests: int = 100
-    # Gas a batch may use; never more than the latest block's gas limit.
+    # Gas limit a batch may have; never more than the latest block's gas limit.
     max_gas: int = 15_000_000
+    # Batches are sized so that this many fill a block (a block's last transaction
+    # counts its gas limit, the others their gas used: smaller batches leave less
+    # of the block empty, more of them cost more relay work per request).
+    per_block: int = 4
 
 
 @dataclass(frozen=True)
@@ -347,20 +361,23 @@ def _send_batch(
 def _fit(
     sessions: sessionmaker[Session], relayer: Relayer, rows: list[_Row], limits: BatchLimits
 ) -> tuple[list[_Row], TxRequest] | None:
-    """The longest prefix of ``rows`` whose batch fits the gas cap, as a transaction
-    with its gas limit set. The first row (the task's own) is always in it; if it
-    cannot go even alone, it is failed with the reason and None returned."""
+    """The longest prefix of ``rows`` whose batch fits: its gas limit within the cap,
+    and ``limits.per_block`` batches like it within one block (see _fits_block), as a
+    transaction with its gas limit set. The first row (the task's own) is always in
+    it; if it cannot go even alone, it is failed with the reason and None returned."""
     block_gas = relayer.block_gas_limit()
     cap = min(limits.max_gas, block_gas)
-    if (per_request := _gas_per_request.get(relayer.sender)) is not None:
-        rows = rows[: max(1, cap * 9 // 10 // per_request)]
+    seen = _gas_seen.get(relayer.sender)
+    if seen is not None:
+        rows = rows[: max(1, seen.batch_size(cap, block_gas, limits.per_block))]
     while True:
         request = batch_tx(relayer.chain, [r.params for r in rows], relayer.sender)
         try:
-            gas = relayer.gas_limit(
+            need = relayer.gas_need(
                 request,
                 forwarded_gas=max(int(r.params["gas"]) for r in rows),
                 simulate_gas=block_gas,
+                hint=seen.ratio if seen is not None else None,
             )
         except TransactionReverted as rev:
             # A non-atomic batch reverts only on a forwarder-level error; find the
@@ -370,18 +387,55 @@ def _fit(
                 continue
             _fail(sessions, rows[0].id, rev.code, rev.reason)
             return None
-        _gas_per_request[relayer.sender] = max(1, gas // len(rows))
-        if gas <= cap:
-            return rows, replace(request, gas=gas)
+        if need.lowest_limit <= block_gas:  # not an out-of-gas cue: a real measurement
+            seen = _GasSeen.of(need, len(rows))
+            _gas_seen[relayer.sender] = seen
+        limit = need.limit
+        if limit <= cap and (len(rows) == 1 or _fits_block(need, block_gas, limits.per_block)):
+            return rows, replace(request, gas=limit)
         if len(rows) == 1:
             _fail(
                 sessions,
                 rows[0].id,
                 "RequestTooLarge",
-                f"the request needs {gas} gas; a relayed batch may use at most {cap}",
+                f"the request needs {limit} gas; a relayed batch may use at most {cap}",
             )
             return None
-        rows = rows[: max(1, min(len(rows) - 1, len(rows) * cap // gas))]
+        room = min(cap / limit, block_gas / _block_share(need, limits.per_block))
+        rows = rows[: max(1, min(len(rows) - 1, int(len(rows) * room)))]
+
+
+def _block_share(need: GasNeed, per_block: int) -> int:
+    """The block gas ``per_block`` batches like this one take: a node fills a block
+    with transactions while the gas they used plus the next one's gas LIMIT fits, so
+    the last of them counts its limit and the others their gas used."""
+    return (per_block - 1) * need.used + need.limit
+
+
+def _fits_block(need: GasNeed, block_gas: int, per_block: int) -> bool:
+    return _block_share(need, per_block) <= block_gas
+
+
+@dataclass(frozen=True)
+class _GasSeen:
+    """Gas per request of the last batch a relayer simulated, and its lowest limit /
+    gas used: the first guess at the next batch's size (each simulation of an
+    over-full batch costs full runs) and its gas search hint."""
+
+    used: float
+    limit: float
+    ratio: float
+
+    @classmethod
+    def of(cls, need: GasNeed, requests: int) -> _GasSeen:
+        return cls(used=need.used / requests, limit=need.limit / requests, ratio=need.ratio)
+
+    def batch_size(self, cap: int, block_gas: int, per_block: int) -> int:
+        """Requests like these that fit the cap and ``per_block`` to a block, less
+        SIZE_SLACK for requests a little heavier than these."""
+        by_cap = cap / self.limit
+        by_block = block_gas / ((per_block - 1) * self.used + self.limit)
+        return int(min(by_cap, by_block) * (1 - SIZE_SLACK))
 
 
 def _fail(sessions: sessionmaker[Session], action_id: str, code: str, reason: str) -> None:

@@ -10,6 +10,7 @@ the same transaction is re-sent instead of a second one.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,11 @@ from backend.services.revert import decode_revert
 
 log = logging.getLogger(__name__)
 GAS_HEADROOM_NUM, GAS_HEADROOM_DEN = 6, 5  # estimate × 1.2
-GAS_DRIFT_NUM, GAS_DRIFT_DEN = 11, 10  # a simulation's gas before refunds × 1.1
+# A searched lowest gas limit is within 1/SEARCH_PRECISION_DEN of the gas used above
+# the true one; a transaction is sent with GAS_MARGIN more, for state that changes
+# before it is mined (another transaction first turning a slot it writes to zero).
+SEARCH_PRECISION_DEN = 100
+GAS_MARGIN_NUM, GAS_MARGIN_DEN = 103, 100
 
 
 class RelayRejected(ServiceError):
@@ -54,6 +59,35 @@ class TxRequest:
     data: str
     value: int = 0
     gas: int | None = None  # None: estimate (which also catches reverts before paying gas)
+
+
+@dataclass(frozen=True)
+class GasNeed:
+    """What simulating a transaction found (Relayer.gas_need)."""
+
+    used: int  # after refunds: what it takes of a block's gas
+    lowest_limit: int  # the lowest gas limit it ran with (searched)
+
+    @property
+    def limit(self) -> int:
+        """The gas limit to send it with: the lowest, plus GAS_MARGIN."""
+        return self.lowest_limit * GAS_MARGIN_NUM // GAS_MARGIN_DEN
+
+    @property
+    def ratio(self) -> float:
+        """Lowest limit / gas used: a like transaction's search hint."""
+        return self.lowest_limit / self.used
+
+
+@dataclass(frozen=True)
+class _Simulated:
+    succeeded: bool
+    gas_used: int
+    revert_data: str | None
+
+    def out_of_gas(self, gas: int) -> bool:
+        """Failed with no revert data having used (nearly) all of ``gas``."""
+        return not self.succeeded and self.revert_data is None and self.gas_used >= gas * 63 // 64
 
 
 @dataclass(frozen=True)
@@ -201,28 +235,74 @@ class Relayer:
         estimate = int(resp["result"], 16)
         return estimate * GAS_HEADROOM_NUM // GAS_HEADROOM_DEN
 
-    def gas_limit(self, request: TxRequest, *, forwarded_gas: int, simulate_gas: int) -> int:
-        """The gas limit for ``request`` from ONE simulated execution (eth_simulateV1 with
-        ``simulate_gas``), for calls that forward at most ``forwarded_gas`` to one callee
-        (a forwarder batch: its largest request's signed gas).
+    def gas_need(
+        self,
+        request: TxRequest,
+        *,
+        forwarded_gas: int,
+        simulate_gas: int,
+        hint: float | None = None,
+    ) -> GasNeed:
+        """The gas ``request`` uses and the lowest gas limit it runs with, from simulated
+        runs (eth_simulateV1), for calls that forward at most ``forwarded_gas`` to one
+        callee (a forwarder batch: its largest request's signed gas).
 
-        eth_estimateGas searches for the lowest limit that succeeds by running the call
-        again and again: for a batch of 79 relayed buys, anvil spent 248 ms of CPU on it
-        (20 runs) against 12 ms for one simulation. The limit is the simulation's gas
-        used, raised to what it can have been before refunds (EIP-3529 refunds at most a
-        fifth of it), with GAS_DRIFT headroom for state changing before it is mined,
-        plus what must be left when the largest request is called (an ERC-2771
-        forwarder requires the callee to get all its gas: 64/63 of it in hand).
+        Why search: a node packs a block by the gas its transactions use plus the
+        gas LIMIT of the next one, so a limit above what the transaction needs
+        leaves block space empty. And the gas used is no bound on the limit: it is
+        what is left after refunds (a relayed permit buy sets an allowance and
+        spends it back to zero, refunding 19,900 gas of its 141k), while the limit
+        must cover the run before them. One run at ``simulate_gas`` gives the gas
+        used; then the lowest limit that runs the same way (success, same gas used)
+        is searched between it and ``simulate_gas``, to within ``SEARCH_PRECISION``
+        of the gas used: first at ``hint`` × gas used (what a like transaction
+        needed; else the most EIP-3529 refunds allow, used × 5/4, plus 64/63 of
+        ``forwarded_gas``, which an ERC-2771 forwarder must hold when it calls),
+        then beside it, then halving. A good hint ends the search in two runs;
+        eth_estimateGas runs a batch of 79 buys about 20 times (anvil: 248 ms of CPU
+        against 12 ms a run).
 
         Raises TransactionReverted (decoded) if the call reverts. A node without
-        eth_simulateV1 gets ``estimate_gas``. Out of gas at ``simulate_gas``: returns
-        more than ``simulate_gas`` (the caller's cue to send less)."""
+        eth_simulateV1 gets ``estimate_gas``. Out of gas at ``simulate_gas``: a need
+        of more than ``simulate_gas`` (the caller's cue to send less)."""
+        first = self._simulate(request, simulate_gas)
+        if first is None:  # the node has no eth_simulateV1
+            estimate = self.estimate_gas(request)
+            return GasNeed(used=estimate, lowest_limit=estimate)
+        if not first.succeeded:
+            if first.out_of_gas(simulate_gas):
+                return GasNeed(used=simulate_gas, lowest_limit=simulate_gas + 1)
+            decoded = decode_revert(first.revert_data, self.chain.error_abis)
+            raise TransactionReverted(decoded.reason, code=decoded.code)
+        used = first.gas_used
+        precision = max(1, used // SEARCH_PRECISION_DEN)
+        lo, hi = used - 1, simulate_gas  # below the gas used nothing runs; simulate_gas did
+        guess = (
+            math.ceil(used * hint)
+            if hint is not None
+            else used * 5 // 4 + forwarded_gas * 64 // 63 + 10_000
+        )
+        probe, first_probe = guess, True
+        while hi - lo > precision:
+            probe = min(max(probe, lo + 1), hi - 1)
+            run = self._simulate(request, probe)
+            if run is not None and run.succeeded and run.gas_used == used:
+                hi, beside = probe, probe - precision
+            else:
+                lo, beside = probe, probe + precision
+            probe = beside if first_probe else (lo + hi) // 2
+            first_probe = False
+        return GasNeed(used=used, lowest_limit=hi)
+
+    def _simulate(self, request: TxRequest, gas: int) -> _Simulated | None:
+        """One eth_simulateV1 run of ``request`` with ``gas`` on the latest block; None
+        if the node has no eth_simulateV1."""
         call = {
             "from": self.sender,
             "to": request.to,
             "data": request.data,
             "value": hex(request.value),
-            "gas": hex(simulate_gas),
+            "gas": hex(gas),
         }
         with chain_errors("simulating transaction"):
             resp = self._estimator.provider.make_request(  # type: ignore[arg-type]
@@ -230,20 +310,15 @@ class Relayer:
             )
         if "error" in resp:
             if isinstance(resp["error"], dict) and resp["error"].get("code") == -32601:
-                return self.estimate_gas(request)  # the node has no eth_simulateV1
+                return None
             raise Web3RPCError(f"simulating transaction: {resp['error']}", rpc_response=resp)
         (result,) = resp["result"][0]["calls"]
-        used = int(result["gasUsed"], 16)
-        if int(result["status"], 16) != 1:
-            data = result.get("returnData")
-            if data in (None, "0x") and used >= simulate_gas * 63 // 64:
-                return simulate_gas + 1  # ran out of gas: needs more than simulated
-            decoded = decode_revert(
-                data if data not in (None, "0x") else None, self.chain.error_abis
-            )
-            raise TransactionReverted(decoded.reason, code=decoded.code)
-        before_refunds = used * 5 // 4
-        return before_refunds * GAS_DRIFT_NUM // GAS_DRIFT_DEN + forwarded_gas * 64 // 63 + 10_000
+        data = result.get("returnData")
+        return _Simulated(
+            succeeded=int(result["status"], 16) == 1,
+            gas_used=int(result["gasUsed"], 16),
+            revert_data=data if data not in (None, "0x") else None,
+        )
 
     def block_gas_limit(self) -> int:
         with chain_errors("reading block gas limit"):

@@ -58,6 +58,7 @@ def relay_action(self: Task, action_id: str) -> str:
     limits = BatchLimits(
         max_requests=ctx.settings.forward_batch_max_requests,
         max_gas=ctx.settings.forward_batch_max_gas,
+        per_block=ctx.settings.forward_batches_per_block,
     )
     try:
         status = batching.relay(
