@@ -8,9 +8,11 @@ Whether an answer was cached is seen from the SQL the API's engine executed.
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from typing import Any
 import pytest
 from fastapi import Response
 from fastapi.testclient import TestClient
-from sqlalchemy import event, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.pool import QueuePool
 
 from backend.app.main import create_app
@@ -30,6 +32,8 @@ from gpucap import devchain
 from tests.backend.backend_helpers import node_row
 
 OPERATOR = "0x000000000000000000000000000000000000dEaD"
+ROOT = Path(__file__).resolve().parents[2]
+PRAGMAS = ("journal_mode", "synchronous", "busy_timeout")
 
 
 class Statements:
@@ -238,6 +242,35 @@ def test_sqlite_pool_reuses_connections_and_never_makes_a_session_wait(tmp_path:
         for c in held:
             c.close()
     assert engine.pool.checkedin() == SQLITE_POOL_SIZE  # kept for reuse, extras closed
+
+
+def test_sqlite_runs_wal_and_a_killed_process_loses_no_commit(tmp_path: Path) -> None:
+    """WAL with synchronous=NORMAL (no fsync per commit): what a process committed
+    survives that process being killed before it closes anything."""
+    url = f"sqlite:///{tmp_path / 'crash.db'}"
+    with get_engine(url).connect() as conn:
+        pragmas = [conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in PRAGMAS]
+    assert pragmas == ["wal", 1, 5000]  # synchronous: 1 = NORMAL
+    writer = textwrap.dedent(
+        f"""
+        import os, signal
+        from sqlalchemy import text
+        from backend.db.session import get_engine
+        engine = get_engine({url!r})
+        with engine.connect() as conn:
+            conn.execute(text("CREATE TABLE t (x INTEGER)"))
+            conn.execute(text("INSERT INTO t VALUES (1), (2)"))
+            conn.commit()
+            conn.execute(text("INSERT INTO t VALUES (3)"))  # not committed
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", writer], cwd=ROOT, check=False)
+    assert done.returncode == -signal.SIGKILL
+    fresh = create_engine(url)  # a new engine, as a restarted process has
+    with fresh.connect() as conn:
+        assert conn.execute(text("SELECT x FROM t ORDER BY x")).scalars().all() == [1, 2]
+    fresh.dispose()
 
 
 def test_concurrent_misses_compute_once_and_a_failed_leader_lets_followers_compute() -> None:
