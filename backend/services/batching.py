@@ -134,9 +134,10 @@ class Kick(Protocol):
     def clear(self) -> None:
         """This task is about to read the waiting rows: later rows must kick again."""
 
-    def __call__(self, action_id: str) -> None:
+    def __call__(self, action_id: str, *, backlog: bool = False) -> None:
         """Have a relay task for ``action_id`` claim the waiting rows now, unless one
-        is queued already."""
+        is queued already. ``backlog``: a full batch is waiting, so send one at once
+        even then (a queued one may be the API's, held for the batching window)."""
 
 
 def relay(
@@ -167,10 +168,11 @@ def relay(
     )
 
 
-def _kick_waiting(sessions: sessionmaker[Session], kick: Kick) -> None:
-    """Kick for the oldest forward row not in any batch, if there is one."""
+def _kick_waiting(sessions: sessionmaker[Session], kick: Kick, *, full: int = 0) -> None:
+    """Kick for the oldest forward row not in any batch, if there is one; as a
+    backlog if at least ``full`` rows (a full batch, ``full`` > 0) are waiting."""
     with sessions() as session:
-        oldest = session.scalar(
+        waiting = session.scalars(
             select(Action.id)
             .where(
                 Action.kind == FORWARD,
@@ -178,10 +180,10 @@ def _kick_waiting(sessions: sessionmaker[Session], kick: Kick) -> None:
                 Action.tx_hash.is_(None),
             )
             .order_by(Action.created_at, Action.id)
-            .limit(1)
-        )
-    if oldest is not None:
-        kick(oldest)
+            .limit(max(full, 1))
+        ).all()
+    if waiting:
+        kick(waiting[0], backlog=0 < full <= len(waiting))
 
 
 def relay_forward(
@@ -204,9 +206,9 @@ def relay_forward(
     nonce = state.nonce
     try:
         if state.tx_hash is None:
-            _send_batch(sessions, relayer, action_id, limits)
+            sent = _send_batch(sessions, relayer, action_id, limits)
             if kick is not None:
-                _kick_waiting(sessions, kick)
+                _kick_waiting(sessions, kick, full=sent)
             state = _state(sessions, action_id)
             nonce = state.nonce
         if state.final or state.tx_hash is None or nonce is None:
@@ -319,12 +321,13 @@ def _claimable(session: Session, action_id: str, limit: int) -> list[_Row]:
 
 def _send_batch(
     sessions: sessionmaker[Session], relayer: Relayer, action_id: str, limits: BatchLimits
-) -> None:
+) -> int:
+    """Send a batch holding ``action_id`` if it is in none; how many requests it sent."""
     with relayer.nonces.locked():
         with sessions() as session:  # re-read under the lock: another task may have batched it
             action = get_action(session, action_id)
             if action.tx_hash is not None or ActionStatus(action.status).is_final:
-                return
+                return 0
             rows = _claimable(session, action_id, limits.max_requests)
         now = int(relayer.chain.latest_block()["timestamp"])
         live = []
@@ -341,10 +344,10 @@ def _send_batch(
             else:
                 live.append(row)
         if not live:
-            return
+            return 0
         fitted = _fit(sessions, relayer, live, limits)
         if fitted is None:
-            return
+            return 0
         live, request = fitted
         signed = relayer.sign(request)
         _record(sessions, [r.id for r in live], signed)  # write-ahead, then send
@@ -356,6 +359,7 @@ def _send_batch(
             request.gas,
         )
         relayer.broadcast(signed)
+        return len(live)
 
 
 def _fit(

@@ -57,11 +57,12 @@ class ForwardKick:
             log.warning("forward kick flag unavailable (%s); sending a relay task", exc)
             return True
 
-    def send_once(self, send: Callable[[], object]) -> bool:
+    def send_once(self, send: Callable[[], object], *, even_if_queued: bool = False) -> bool:
         """Call ``send`` (which queues a relay task) unless one is queued already; True
         if this call sent it. If ``send`` raises, the flag is cleared so that the next
-        row tries again, and the error goes to the caller."""
-        if not self.claim():
+        row tries again, and the error goes to the caller. ``even_if_queued``: send
+        anyway (the flag is still set, so that rows committed next ride on this task)."""
+        if not self.claim() and not even_if_queued:
             return False
         try:
             send()

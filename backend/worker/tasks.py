@@ -102,12 +102,13 @@ class CeleryKick:
     def clear(self) -> None:
         self.flag.clear()
 
-    def __call__(self, action_id: str) -> None:
-        try:  # no task if one is queued already: it claims these rows
+    def __call__(self, action_id: str, *, backlog: bool = False) -> None:
+        try:  # no task if one is queued already (it claims these rows), unless a backlog
             self.flag.send_once(
                 lambda: self.app.send_task(
                     RELAY_TASK, args=[action_id], ignore_result=True, retry=False
-                )
+                ),
+                even_if_queued=backlog,
             )
         except (OperationalError, RedisError, OSError) as exc:
             log.warning("kick for waiting forward rows failed (%s); the sweep sends them", exc)

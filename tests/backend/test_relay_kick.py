@@ -52,6 +52,9 @@ def test_one_claim_until_a_task_clears_it_or_it_expires(client: redis_lib.Redis)
     assert kick.send_once(lambda: None) is False  # and meanwhile none is sent twice
     time.sleep(0.6)  # a lost task: the flag expires by itself
     assert kick.claim() is True
+    sent: list[int] = []
+    assert kick.send_once(lambda: sent.append(1), even_if_queued=True) is True  # a backlog
+    assert sent == [1] and kick.claim() is False  # the flag stays: next rows ride on it
 
 
 def test_redis_down_sends_a_task_rather_than_leave_a_row_waiting() -> None:
@@ -100,13 +103,13 @@ def test_api_sends_one_delayed_task_per_burst_and_one_per_other_action(
 
 class RecordingKick:
     def __init__(self) -> None:
-        self.events: list[str] = []
+        self.events: list[str | tuple[str, bool]] = []
 
     def clear(self) -> None:
         self.events.append("clear")
 
-    def __call__(self, action_id: str) -> None:
-        self.events.append(action_id)
+    def __call__(self, action_id: str, *, backlog: bool = False) -> None:
+        self.events.append((action_id, backlog))
 
 
 def _tx_of(sessions: sessionmaker[Session], ids: list[str]) -> list[str | None]:
@@ -121,9 +124,9 @@ def _tx_of(sessions: sessionmaker[Session], ids: list[str]) -> list[str | None]:
 def test_a_task_clears_first_and_kicks_for_rows_its_batch_left(
     sessions: sessionmaker[Session], live_deployment: Any, redis_server: EmbeddedRedis
 ) -> None:
-    """A batch full at max_requests kicks for the oldest row it left; a task whose row
-    another task batched kicks for the rows waiting (they relied on its claim); with
-    nothing waiting, no kick."""
+    """A batch full at max_requests kicks for the oldest row it left, as a backlog when
+    a full batch more is waiting; a task whose row another task batched kicks for the
+    rows waiting (they relied on its claim); with nothing waiting, no kick."""
     s = live_deployment.system
     with service_relayer(live_deployment, redis_server.url) as relayer:
         ids = [new_forward_action(relayer, sessions, s) for _ in range(5)]
@@ -135,7 +138,8 @@ def test_a_task_clears_first_and_kicks_for_rows_its_batch_left(
         assert status == "confirmed"
         sent = _tx_of(sessions, ids)
         assert sent[0] is not None and sent[0] == sent[1] and sent[2:] == [None] * 3
-        assert kick.events == ["clear", ids[2]]  # cleared before reading; oldest left
+        # Cleared before reading; the oldest row left, and 3 >= a batch of 2 wait.
+        assert kick.events == ["clear", (ids[2], True)]
 
         kick = RecordingKick()  # ids[1] was batched by the task of ids[0]
         assert (
@@ -144,7 +148,7 @@ def test_a_task_clears_first_and_kicks_for_rows_its_batch_left(
             )
             == "confirmed"
         )
-        assert kick.events == ["clear", ids[2]]
+        assert kick.events == ["clear", (ids[2], False)]
 
         kick = RecordingKick()
         batching.relay(
@@ -156,3 +160,10 @@ def test_a_task_clears_first_and_kicks_for_rows_its_batch_left(
         )
         assert len(set(_tx_of(sessions, ids[2:]))) == 1  # the rest, one batch
         assert kick.events == ["clear"]  # nothing left waiting
+
+        more = [new_forward_action(relayer, sessions, s) for _ in range(3)]
+        kick = RecordingKick()
+        batching.relay(
+            sessions=sessions, relayer=relayer, action_id=more[0], limits=limits, kick=kick
+        )
+        assert kick.events == ["clear", (more[2], False)]  # 1 waiting: less than a batch
