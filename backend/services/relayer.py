@@ -254,7 +254,7 @@ class Relayer:
         spends it back to zero, refunding 19,900 gas of its 141k), while the limit
         must cover the run before them. One run at ``simulate_gas`` gives the gas
         used; then the lowest limit that runs the same way (success, same gas used)
-        is searched between it and ``simulate_gas``, to within ``SEARCH_PRECISION``
+        is searched between it and ``simulate_gas``, to within 1/SEARCH_PRECISION_DEN
         of the gas used: first at ``hint`` × gas used (what a like transaction
         needed; else the most EIP-3529 refunds allow, used × 5/4, plus 64/63 of
         ``forwarded_gas``, which an ERC-2771 forwarder must hold when it calls),
@@ -263,8 +263,9 @@ class Relayer:
         against 12 ms a run).
 
         Raises TransactionReverted (decoded) if the call reverts. A node without
-        eth_simulateV1 gets ``estimate_gas``. Out of gas at ``simulate_gas``: a need
-        of more than ``simulate_gas`` (the caller's cue to send less)."""
+        eth_simulateV1 gets ``estimate_gas`` (its headroom included) for both. Out
+        of gas at ``simulate_gas``: a need of more than ``simulate_gas`` (the caller's
+        cue to send less)."""
         first = self._simulate(request, simulate_gas)
         if first is None:  # the node has no eth_simulateV1
             estimate = self.estimate_gas(request)

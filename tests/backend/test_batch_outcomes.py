@@ -317,9 +317,12 @@ def test_batches_are_sized_so_that_per_block_of_them_fill_a_block(
     finally:
         for claim in claims:
             client.delete(claim)
-        web3.provider.make_request("evm_setAutomine", [True])
+        # The limit back, and the pending batches mined, before automine: set after
+        # it, with batches pending, anvil's next blocks kept the 2M limit.
         web3.provider.make_request("evm_setBlockGasLimit", [hex(usual)])
-    web3.provider.make_request("evm_mine", [])
+        web3.provider.make_request("evm_mine", [])
+        web3.provider.make_request("evm_setAutomine", [True])
+    assert web3.eth.get_block("latest")["gasLimit"] == usual
     for action_id in ids:  # the next task for any row drives its batch to the end
         batching.relay_forward(
             sessions=sessions, relayer=relayer, action_id=action_id, limits=limits
