@@ -366,7 +366,7 @@ def _fit(
     sessions: sessionmaker[Session], relayer: Relayer, rows: list[_Row], limits: BatchLimits
 ) -> tuple[list[_Row], TxRequest] | None:
     """The longest prefix of ``rows`` whose batch fits: its gas limit within the cap,
-    and ``limits.per_block`` batches like it within one block (see _fits_block), as a
+    and ``limits.per_block`` batches like it within one block (_block_share), as a
     transaction with its gas limit set. The first row (the task's own) is always in
     it; if it cannot go even alone, it is failed with the reason and None returned."""
     block_gas = relayer.block_gas_limit()
@@ -395,7 +395,8 @@ def _fit(
             seen = _GasSeen.of(need, len(rows))
             _gas_seen[relayer.sender] = seen
         limit = need.limit
-        if limit <= cap and (len(rows) == 1 or _fits_block(need, block_gas, limits.per_block)):
+        share = _block_share(need.used, limit, limits.per_block)
+        if limit <= cap and (len(rows) == 1 or share <= block_gas):
             return rows, replace(request, gas=limit)
         if len(rows) == 1:
             _fail(
@@ -405,19 +406,15 @@ def _fit(
                 f"the request needs {limit} gas; a relayed batch may use at most {cap}",
             )
             return None
-        room = min(cap / limit, block_gas / _block_share(need, limits.per_block))
+        room = min(cap / limit, block_gas / share)
         rows = rows[: max(1, min(len(rows) - 1, int(len(rows) * room)))]
 
 
-def _block_share(need: GasNeed, per_block: int) -> int:
-    """The block gas ``per_block`` batches like this one take: a node fills a block
-    with transactions while the gas they used plus the next one's gas LIMIT fits, so
-    the last of them counts its limit and the others their gas used."""
-    return (per_block - 1) * need.used + need.limit
-
-
-def _fits_block(need: GasNeed, block_gas: int, per_block: int) -> bool:
-    return _block_share(need, per_block) <= block_gas
+def _block_share(used: float, limit: float, per_block: int) -> float:
+    """The block gas ``per_block`` transactions like this one (``used``, ``limit``)
+    take: a node fills a block with transactions while the gas they used plus the
+    next one's gas LIMIT fits, so the last counts its limit, the others their use."""
+    return (per_block - 1) * used + limit
 
 
 @dataclass(frozen=True)
@@ -438,7 +435,7 @@ class _GasSeen:
         """Requests like these that fit the cap and ``per_block`` to a block, less
         SIZE_SLACK for requests a little heavier than these."""
         by_cap = cap / self.limit
-        by_block = block_gas / ((per_block - 1) * self.used + self.limit)
+        by_block = block_gas / _block_share(self.used, self.limit, per_block)
         return int(min(by_cap, by_block) * (1 - SIZE_SLACK))
 
 
