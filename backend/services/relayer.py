@@ -22,7 +22,7 @@ from hexbytes import HexBytes
 from web3._utils.error_formatters_utils import raise_contract_logic_error_on_revert
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
-from backend.services.chain import Chain, chain_errors, make_web3
+from backend.services.chain import Chain, JsonRpc, chain_errors
 from backend.services.errors import (
     ChainUnavailable,
     ServiceError,
@@ -153,9 +153,11 @@ class Relayer:
         self.account: LocalAccount = Account.from_key(private_key)
         self.nonces = NonceManager(nonces_client, self.account.address, lock_seconds=lock_seconds)
         self.receipt_timeout = receipt_timeout
-        # Estimating a large batch runs it several times: allow it more than the
-        # node timeout meant for quick reads (a slow answer is not a dead node).
-        self._estimator = make_web3(
+        # Estimating or simulating a large batch: allow it more than the node timeout
+        # meant for quick reads (a slow answer is not a dead node). Raw JSON-RPC, as
+        # Chain.raw: a batch's call carries every request's calldata (tens of kB), and
+        # a batch is simulated a few times (gas_need).
+        self._estimator = JsonRpc(
             chain.w3.provider.endpoint_uri,  # type: ignore[attr-defined]
             max(receipt_timeout, 10.0),
         )
@@ -207,8 +209,6 @@ class Relayer:
     def estimate_gas(self, request: TxRequest) -> int:
         """The gas limit to send ``request`` with (the node's estimate plus headroom).
         Raises TransactionReverted (decoded) if the call would revert now."""
-        # Raw JSON-RPC: web3's request formatters walk and re-validate the whole call,
-        # and a batch's calldata is every request's (tens of kilobytes).
         call = {
             "from": self.sender,
             "to": request.to,
@@ -216,7 +216,7 @@ class Relayer:
             "value": hex(request.value),
         }
         with chain_errors("estimating gas"):
-            resp = self._estimator.provider.make_request(  # type: ignore[arg-type]
+            resp = self._estimator.request(
                 # "latest" as web3 sends it: without a block a node may estimate on its
                 # pending state, where a stuck transaction's replacement would revert.
                 "eth_estimateGas",
@@ -306,7 +306,7 @@ class Relayer:
             "gas": hex(gas),
         }
         with chain_errors("simulating transaction"):
-            resp = self._estimator.provider.make_request(  # type: ignore[arg-type]
+            resp = self._estimator.request(
                 "eth_simulateV1", [{"blockStateCalls": [{"calls": [call]}]}, "latest"]
             )
         if "error" in resp:
