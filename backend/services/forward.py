@@ -150,13 +150,7 @@ def allowed_contracts(chain: Chain) -> list[str]:
 
 def _pool_abi(chain: Chain) -> list[dict[str, Any]]:
     """RevenuePool's ABI, built beside the deployed contracts' ABIs."""
-    return _abi_at(chain.deployment.contracts[SETTLEMENT].abi_path.parent / f"{POOL}.json")
-
-
-def _abi_at(path: Path) -> list[dict[str, Any]]:
-    """An artifact's ABI, parsed once per process (shared with the deployment's
-    contracts: gpucap.deployment.read_abi)."""
-    return read_abi(path)
+    return read_abi(chain.deployment.contracts[SETTLEMENT].abi_path.parent / f"{POOL}.json")
 
 
 def error_abis(chain: Chain) -> list[dict[str, Any]]:
@@ -236,7 +230,7 @@ def _function_names(abi_path: Path) -> dict[bytes, str]:
     function's signature per request would cost more than recovering the signature)."""
     return {
         function_abi_to_4byte_selector(item): item["name"]
-        for item in _abi_at(abi_path)
+        for item in read_abi(abi_path)
         if item.get("type") == "function"
     }
 
@@ -442,7 +436,7 @@ class _ForwarderAbi:
 
 @lru_cache(maxsize=4)
 def _forwarder_abi(abi_path: Path) -> _ForwarderAbi:
-    abi = _abi_at(abi_path)
+    abi = read_abi(abi_path)
     fn = next(i for i in abi if i.get("type") == "function" and i["name"] == "executeBatch")
     ev = next(i for i in abi if i.get("type") == "event" and i["name"] == "ExecutedForwardRequest")
     layout = EventLayout.of(ev)
