@@ -17,7 +17,9 @@ is queued that will claim the pending forward rows":
   row committed after the clear sends a task of its own, and one committed before
   it is seen by the claim;
 - a task that finds pending rows it did not batch (more than a batch holds, or its
-  own row was batched by another task) kicks again, without delay.
+  own row was batched by another task) kicks again, without delay; if a full batch
+  more is waiting it sends a task even while the flag is set (the queued one may be
+  the API's, held for the window), so a backlog goes out batch after batch.
 
 If a message is lost anyway (a broker restart between the flag and the publish, a
 worker killed between the clear and the claim), the flag expires after
