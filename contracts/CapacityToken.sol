@@ -27,10 +27,16 @@ import {IRiskGate} from "./interfaces/IRiskGate.sol";
  * - What a node promises (offered and not cancelled) is capped per window when
  *   the offer is published, not when it sells: an operator cannot advertise
  *   more than it can deliver, and the cap check is one storage slot.
- * - The bond backing an offer is locked in the NodeRegistry at publication
- *   (`bondPerGpuHour` rounded up, stored in the offer so a cancel unlocks
- *   exactly what was locked for the unsold part). Sold capacity keeps its bond
- *   locked until settlement, so the node cannot exit with it.
+ * - Bond is locked in the NodeRegistry at publication, at ONE bond per GPU-hour
+ *   per (node, token id): the highest ceil(price × bondCoverageBps) of the id's
+ *   offers, topped up for the hours already there when a dearer offer raises it.
+ *   Each lock's books live here (an open offer: remaining × bondPerGpuHour; the
+ *   unreserved sales: unreserved × bondPerGpuHour; a reservation: its own
+ *   bondLocked), and the registry's `locked` is exactly their sum: SLASHER_ROLE
+ *   there can take free bond only, and a reservation is settled with
+ *   NodeRegistry.settleLock, paying its refund out of its own lock. So cancel,
+ *   release and settle unlock exactly what they locked, and the node cannot exit
+ *   while any of it is locked.
  * - Sale proceeds stay here, per node, until PROCEEDS_ROLE (settlement)
  *   collects them: a shortfall can still be refunded. Invariant: stablecoin
  *   received == collected + totalHeldProceeds, to the unit.
@@ -39,15 +45,16 @@ import {IRiskGate} from "./interfaces/IRiskGate.sol";
  *
  * Redemption, delivery and expiry:
  * - Sales are tracked per (node, token id) in an {Obligation}: unreserved sold
- *   GPU-hours, reserved GPU-hours, total notional (for the node's volume-weighted
- *   price) and the bond backing the unreserved hours.
+ *   GPU-hours, reserved GPU-hours, the refund price (the highest price the node
+ *   asked for the id) and the bond per GPU-hour.
  * - Assignment: the holder names the node to redeem against ({redeem}), which
  *   must have at least that much unreserved sold capacity of the id. Why not a
  *   FIFO queue: O(1) gas with no queue to maintain or griefing by dust entries;
  *   the holder (or the backend on its behalf, with {redeemableFrom}) picks the
  *   operator it trusts, and no node can ever be assigned more than it sold. The
- *   reservation is priced at that node's VWAP for the id (rounded down), so the
- *   refund follows what the owing node was paid.
+ *   reservation is priced at the node's refund price for the id and takes
+ *   amount × bondPerGpuHour of its bond: a cheap sale cannot dilute a dearer
+ *   holder's refund nor take the bond a dearer sale brought (ICapacityToken.redeem).
  * - Delivery: an oracle epoch counts toward the window in which it ENDS
  *   (`windowStart < epochEnd <= windowEnd`); with the window a whole number of
  *   epochs this partitions epochs between windows whatever the hub's genesis.
@@ -58,16 +65,17 @@ import {IRiskGate} from "./interfaces/IRiskGate.sol";
  * - Settlement waits for every epoch to be proven or for `settlementGraceSeconds`
  *   after the window, so a holder cannot settle before the operator had a chance
  *   to prove its delivery; the first settlement freezes the node's delivery.
- * - Refunds come from the bond only (NodeRegistry.slash pays the holder); held
- *   proceeds are the settlement contract's business. Any refund the bond cannot
- *   cover is recorded per reservation and per node ({uncoveredShortfall}).
+ * - Refunds come from the reservation's own bond lock only (NodeRegistry.settleLock
+ *   pays the holder); held proceeds are the settlement contract's business. With
+ *   bondCoverageBps >= 10_000 + shortfallPenaltyBps every refund is covered in full
+ *   (bondPerGpuHour >= refundPrice × coverage); any part a lock cannot cover (the
+ *   penalty raised or the coverage lowered after the offers) is recorded per
+ *   reservation and per node ({uncoveredShortfall}).
  * - Expiry: a token can be redeemed only before its window opens. From then on
  *   the node owes nothing for sold hours nobody redeemed (the holder bought an
  *   option and did not exercise it; the operator keeps the price) and anyone may
  *   release their bond ({releaseExpired}). Unredeemed tokens stay as inert
  *   ERC-1155 balances: transferable records with no claim attached.
- * - The registry may have shrunk a node's lock by slashing; every unlock here is
- *   capped at what is still locked, so a settlement never reverts on it.
  */
 contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuardTransient, ICapacityToken {
     using SafeERC20 for IERC20;
@@ -112,7 +120,7 @@ contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuar
 
     /**
      * @param admin Receives DEFAULT_ADMIN_ROLE.
-     * @param registry_ The NodeRegistry; this contract needs its BOND_LOCKER_ROLE and SLASHER_ROLE.
+     * @param registry_ The NodeRegistry; this contract needs its BOND_LOCKER_ROLE.
      * @param hub_ The OracleHub whose attested leaves prove delivery.
      * @param stablecoin_ The payment token.
      * @param trustedForwarder The ERC-2771 forwarder.
@@ -193,10 +201,10 @@ contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuar
         if (block.timestamp >= windowStart) revert CapacityWindowStarted(windowStart, block.timestamp);
         IRiskGate gate = riskGate;
         if (address(gate) != address(0) && gate.isFlagged(nodeId)) revert CapacityNodeFlagged(nodeId);
-        _promise(nodeId, classId, windowStart, amount);
-
-        uint128 bondPerGpuHour = Math.mulDiv(pricePerGpuHour, _bondCoverageBps, BPS, Math.Rounding.Ceil).toUint128();
-        uint256 bondLocked = uint256(bondPerGpuHour) * amount;
+        // Hours of this id already on offer (not yet sold) before this one.
+        uint256 onOffer = _promise(nodeId, classId, windowStart, amount);
+        (uint128 bondPerGpuHour, uint256 toppedUp) = _raiseTerms(nodeId, tokenId, pricePerGpuHour, onOffer);
+        uint256 bondLocked = uint256(bondPerGpuHour) * amount + toppedUp;
 
         offerId = ++_offerCount;
         _offers[offerId] = Offer({
@@ -222,7 +230,8 @@ contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuar
         if (registry.node(nodeId).operator != sender) revert CapacityNotOperator(nodeId, sender);
 
         uint64 unsold = o.remaining;
-        uint256 bondUnlocked = uint256(o.bondPerGpuHour) * unsold;
+        // The id's bond per hour now (it may have been topped up since this offer was published).
+        uint256 bondUnlocked = uint256(_obligations[nodeId][o.tokenId].bondPerGpuHour) * unsold;
         o.open = false;
         o.remaining = 0;
         // unsold <= promised: every promise was added by an offer's amount.
@@ -289,22 +298,23 @@ contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuar
         Obligation storage ob = _obligations[nodeId][tokenId];
         uint64 unreserved = ob.unreserved;
         if (amount > unreserved) revert CapacityNotRedeemable(nodeId, tokenId, unreserved, amount);
+        // Trusted registry, a view: a node that is not Active (jailed, exiting) takes no new reservation.
+        INodeRegistry.NodeStatus status = registry.nodeStatus(nodeId);
+        if (status != INodeRegistry.NodeStatus.Active) revert CapacityNodeNotActive(nodeId, uint8(status));
 
         address holder = _msgSender();
         // Burning makes no external call (no receiver hook on burns); reverts ERC1155InsufficientBalance.
         _burn(holder, tokenId, amount);
 
-        uint128 bondLocked = ob.bondLocked;
-        // The bond backing the unreserved hours moves pro rata; the last redemption takes the rest.
-        uint128 bondMoved = amount == unreserved ? bondLocked : uint128(uint256(bondLocked) * amount / unreserved);
-        // Before the window opens nothing has expired, so sold >= unreserved >= amount > 0.
-        uint256 pricePerGpuHour = ob.notional / _commitments[nodeId][windowStart].sold;
+        // Every unreserved hour of the id is backed by bondPerGpuHour: the reservation takes
+        // exactly its hours' bond, so the books of the rest stay exact.
+        uint256 pricePerGpuHour = ob.refundPricePerGpuHour;
+        uint256 bondMoved = uint256(ob.bondPerGpuHour) * amount;
         uint16 penaltyBps = _penaltyBps;
-        // amount <= unreserved; reserved + unreserved <= sold (uint64 sums); bondMoved <= bondLocked.
+        // amount <= unreserved; reserved + unreserved <= sold (uint64 sums).
         unchecked {
             ob.unreserved = unreserved - uint64(amount);
             ob.reserved += uint64(amount);
-            ob.bondLocked = bondLocked - bondMoved;
         }
         reservationId = ++_reservationCount;
         _reservations[reservationId] = Reservation({
@@ -312,10 +322,10 @@ contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuar
             nodeId: uint64(nodeId), // non-zero sold capacity implies a registered node id (uint64 offers)
             tokenId: tokenId,
             amount: uint64(amount),
-            pricePerGpuHour: uint128(pricePerGpuHour), // <= the highest offer price (uint128)
+            pricePerGpuHour: uint128(pricePerGpuHour), // the highest offer price (uint128)
             shortfallPenaltyBps: penaltyBps,
             settled: false,
-            bondLocked: bondMoved,
+            bondLocked: bondMoved.toUint128(), // <= the bond locked for these hours (uint128)
             uncovered: 0
         });
         emit Redeemed(reservationId, holder, nodeId, tokenId, amount, pricePerGpuHour, bondMoved);
@@ -393,9 +403,11 @@ contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuar
         if (!ob.finalized) _finalizeDelivery(nodeId, r.tokenId, ob);
 
         (uint256 refund, uint256 shortfallShareMilli) = _refundOf(r, ob);
-        // Views of the trusted registry, before the writes: what can still be unlocked and slashed.
-        (uint256 bondUnlocked, uint256 slashed) = _coverage(nodeId, r.bondLocked, refund);
+        // The refund is paid from this reservation's own lock, never beyond it.
+        uint256 bondUnlocked = r.bondLocked;
+        uint256 slashed = Math.min(refund, bondUnlocked);
         address holder = r.holder;
+        bytes32 evidence = _evidence(reservationId, r.tokenId, ob);
 
         r.settled = true;
         r.bondLocked = 0;
@@ -407,10 +419,9 @@ contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuar
         emit ReservationSettled(reservationId, nodeId, holder, shortfallShareMilli, refund, slashed, bondUnlocked);
         if (uncovered != 0) emit ShortfallUncovered(reservationId, nodeId, holder, uncovered);
 
-        // Trusted registry calls after the state writes. The slash pays the holder in the
-        // stablecoin; a token callback re-entering here is stopped by the guard.
-        if (bondUnlocked != 0) registry.unlockBond(nodeId, bondUnlocked);
-        if (slashed != 0) registry.slash(nodeId, slashed, holder, _evidence(reservationId, r.tokenId, ob));
+        // Trusted registry call after the state writes: releases the lock and pays the holder
+        // `slashed` of it in the stablecoin; a token callback re-entering here is stopped by the guard.
+        registry.settleLock(nodeId, bondUnlocked, slashed, holder, evidence);
     }
 
     /// @inheritdoc ICapacityToken
@@ -421,13 +432,11 @@ contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuar
         Obligation storage ob = _obligations[nodeId][tokenId];
         uint64 expired = ob.unreserved;
         if (expired == 0) revert CapacityNothingToRelease(nodeId, tokenId);
-        // A slash may have shrunk the node's lock below what this obligation tracked.
-        uint256 bondUnlocked = Math.min(ob.bondLocked, registry.bondOf(nodeId).locked);
+        uint256 bondUnlocked = uint256(ob.bondPerGpuHour) * expired;
         ob.unreserved = 0;
-        ob.bondLocked = 0;
         emit CapacityExpired(nodeId, tokenId, expired, bondUnlocked);
         // Trusted registry call after the state writes.
-        if (bondUnlocked != 0) registry.unlockBond(nodeId, bondUnlocked);
+        registry.unlockBond(nodeId, bondUnlocked);
     }
 
     /// @inheritdoc ICapacityToken
@@ -578,10 +587,9 @@ contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuar
             o.sold += uint64(amount);
             _commitments[nodeId][windowStart].sold += uint128(amount);
         }
+        // The sold hours' bond stays locked at the id's bondPerGpuHour: it now backs them unreserved.
         Obligation storage ob = _obligations[nodeId][tokenId];
         ob.unreserved = (uint256(ob.unreserved) + amount).toUint64();
-        ob.notional = (uint256(ob.notional) + cost).toUint128();
-        ob.bondLocked = (uint256(ob.bondLocked) + uint256(o.bondPerGpuHour) * amount).toUint128();
         _held[nodeId] += cost;
         _totalHeld += cost;
         emit CapacityBought(offerId, buyer, tokenId, nodeId, amount, cost);
@@ -590,8 +598,12 @@ contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuar
         _mint(buyer, tokenId, amount, "");
     }
 
-    /// @dev Checks the caller may promise `amount` of node `nodeId` in the window, and records the promise.
-    function _promise(uint256 nodeId, uint32 classId, uint64 windowStart, uint256 amount) private {
+    /// @dev Checks the caller may promise `amount` of node `nodeId` in the window, and records the
+    /// promise. Returns the hours of the window on offer and not yet sold before this promise.
+    function _promise(uint256 nodeId, uint32 classId, uint64 windowStart, uint256 amount)
+        private
+        returns (uint256 onOffer)
+    {
         INodeRegistry.Node memory n = registry.node(nodeId);
         address sender = _msgSender();
         if (n.operator != sender) revert CapacityNotOperator(nodeId, sender);
@@ -602,8 +614,33 @@ contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuar
         uint256 limit = _capacityLimit(n.gpuCount);
         uint256 available = limit > c.promised ? limit - c.promised : 0;
         if (amount > available) revert CapacityExceeded(available, amount);
+        // sold <= promised: a sale takes an offer's remaining hours, each promised once.
+        onOffer = c.promised - c.sold;
         // amount <= available <= limit, and limit fits uint128 (gpuCount <= 4096, uint64 window).
         c.promised += uint128(amount);
+    }
+
+    /// @dev Raises node `nodeId`'s terms for `tokenId` to an offer at `pricePerGpuHour`: the refund
+    /// price to the highest asked, the bond per GPU-hour to the highest needed at today's coverage.
+    /// Returns the id's bond per GPU-hour and the top-up owed for the hours already backed by the
+    /// old one (`onOffer` unsold on open offers + the unreserved sales).
+    function _raiseTerms(uint256 nodeId, uint256 tokenId, uint256 pricePerGpuHour, uint256 onOffer)
+        private
+        returns (uint128 bondPerGpuHour, uint256 toppedUp)
+    {
+        Obligation storage ob = _obligations[nodeId][tokenId];
+        uint128 oldBond = ob.bondPerGpuHour;
+        uint128 oldPrice = ob.refundPricePerGpuHour;
+        uint128 needed = Math.mulDiv(pricePerGpuHour, _bondCoverageBps, BPS, Math.Rounding.Ceil).toUint128();
+        uint128 price = pricePerGpuHour.toUint128();
+        if (needed <= oldBond && price <= oldPrice) return (oldBond, 0);
+        bondPerGpuHour = needed > oldBond ? needed : oldBond;
+        if (price > oldPrice) ob.refundPricePerGpuHour = price;
+        if (bondPerGpuHour != oldBond) {
+            ob.bondPerGpuHour = bondPerGpuHour;
+            toppedUp = uint256(bondPerGpuHour - oldBond) * (onOffer + ob.unreserved);
+        }
+        emit ObligationTermsRaised(nodeId, tokenId, price > oldPrice ? price : oldPrice, bondPerGpuHour, toppedUp);
     }
 
     /// @dev Freezes node `nodeId`'s proven delivery for `tokenId` once the window ended and every
@@ -649,19 +686,6 @@ contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuar
             uint256(r.pricePerGpuHour) * amount, shortfallMilli * (BPS + r.shortfallPenaltyBps), reservedMilli * BPS
         );
         shortfallShareMilli = shortfallMilli * amount / reserved;
-    }
-
-    /// @dev How much of a reservation's `bondLocked` can be unlocked (the registry may have shrunk
-    /// the lock by slashing) and how much of `refund` the bond can pay (nothing once Exited).
-    function _coverage(uint256 nodeId, uint256 bondLocked, uint256 refund)
-        private
-        view
-        returns (uint256 bondUnlocked, uint256 slashed)
-    {
-        INodeRegistry.Bond memory bond = registry.bondOf(nodeId);
-        bondUnlocked = Math.min(bondLocked, bond.locked);
-        bool exited = registry.nodeStatus(nodeId) == INodeRegistry.NodeStatus.Exited;
-        slashed = exited ? 0 : Math.min(refund, bond.bonded);
     }
 
     /// @dev Evidence cited in the slash: this contract, the reservation, and the frozen figures it was settled on.

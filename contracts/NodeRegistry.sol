@@ -10,6 +10,7 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
+import {IObligationSource} from "./interfaces/IObligationSource.sol";
 
 /**
  * @title NodeRegistry
@@ -22,8 +23,16 @@ import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
  * - Bond accounting is per node, never pooled per operator, so a slash of one
  *   node never touches another node's collateral.
  * - BOND_LOCKER_ROLE (CapacityToken) locks the part of the bond that backs
- *   outstanding capacity, so an exit cannot take it; SLASHER_ROLE (contracts
- *   that judge delivery) may take any part of the bond to a recipient.
+ *   outstanding capacity, so an exit cannot take it, and keeps the books of
+ *   each lock; it settles a lock with {settleLock}, paying at most that lock.
+ *   SLASHER_ROLE may take free bond only: no slash from outside a lock's books
+ *   reaches bond that backs an offer, a sale or a reservation, so `locked` here
+ *   is always exactly the sum the locker's books say.
+ * - Exits wait until nothing is owed: no locked bond, and no obligation source
+ *   (the settlement contract, for pool loans) reports an open obligation. The
+ *   sources are a short admin-set list (at most MAX_OBLIGATION_SOURCES), asked
+ *   with a view call at requestExit and again at withdrawBond; a source that
+ *   reverts blocks the exit (fails closed) until the admin removes it.
  * - JAILER_ROLE freezes a node: it cannot back new capacity nor start an exit
  *   until unjailed. The bond stays slashable.
  * - Operators act through the trusted ERC-2771 forwarder without gas:
@@ -48,6 +57,8 @@ contract NodeRegistry is AccessControl, ERC2771Context, ReentrancyGuardTransient
     uint32 public constant MAX_GPUS_PER_NODE = 4096;
     /// @notice Upper bound on the unbonding delay, so an admin cannot trap bonds forever.
     uint64 public constant MAX_UNBONDING_DELAY = 90 days;
+    /// @notice Upper bound on obligation sources, so an exit check stays a few view calls.
+    uint256 public constant MAX_OBLIGATION_SOURCES = 8;
 
     IERC20 private immutable _bondToken;
 
@@ -62,6 +73,7 @@ contract NodeRegistry is AccessControl, ERC2771Context, ReentrancyGuardTransient
     mapping(uint256 nodeId => Node) private _nodes;
     mapping(address nodeKey => uint256 nodeId) private _nodeIdByKey;
     mapping(uint256 nodeId => Bond) private _bonds;
+    IObligationSource[] private _obligationSources;
 
     /**
      * @param admin Receives DEFAULT_ADMIN_ROLE, CLASS_ADMIN_ROLE and JAILER_ROLE.
@@ -233,6 +245,33 @@ contract NodeRegistry is AccessControl, ERC2771Context, ReentrancyGuardTransient
     }
 
     /// @inheritdoc INodeRegistry
+    function settleLock(uint256 nodeId, uint256 unlocked, uint256 slashed, address recipient, bytes32 evidence)
+        external
+        onlyRole(BOND_LOCKER_ROLE)
+        nonReentrant
+    {
+        _requireNode(nodeId);
+        if (unlocked == 0) revert RegistryZeroAmount();
+        if (slashed > unlocked) revert RegistrySlashExceedsLock(unlocked, slashed);
+        if (slashed != 0 && recipient == address(0)) revert RegistryInvalidRecipient();
+        Bond storage bond = _bonds[nodeId];
+        (uint128 bonded, uint128 locked) = (bond.bonded, bond.locked);
+        if (unlocked > locked) revert RegistryInsufficientLockedBond(locked, unlocked);
+        // slashed <= unlocked <= locked <= bonded, checked above and by the invariant.
+        unchecked {
+            locked -= uint128(unlocked);
+            bonded -= uint128(slashed);
+        }
+        (bond.bonded, bond.locked) = (bonded, locked);
+        emit BondLockSettled(nodeId, _msgSender(), unlocked, slashed, recipient, evidence, locked);
+        if (slashed != 0) {
+            emit NodeSlashed(nodeId, slashed, recipient, evidence);
+            // External call after the state writes; the guard blocks re-entry.
+            _bondToken.safeTransfer(recipient, slashed);
+        }
+    }
+
+    /// @inheritdoc INodeRegistry
     function slash(uint256 nodeId, uint256 amount, address recipient, bytes32 evidence)
         external
         onlyRole(SLASHER_ROLE)
@@ -244,15 +283,15 @@ contract NodeRegistry is AccessControl, ERC2771Context, ReentrancyGuardTransient
         if (recipient == address(0)) revert RegistryInvalidRecipient();
         Bond storage bond = _bonds[nodeId];
         uint128 bonded = bond.bonded;
-        if (amount > bonded) revert RegistryInsufficientBond(bonded, amount);
+        // Free bond only: locked bond backs what the node owes and is settled by its locker.
+        uint256 free = bonded - bond.locked;
+        if (amount > free) revert RegistryInsufficientBond(free, amount);
 
-        // amount <= bonded, checked above.
+        // amount <= free <= bonded, checked above.
         unchecked {
             bonded -= uint128(amount);
         }
         bond.bonded = bonded;
-        // Keep locked <= bonded: the slashed part no longer backs anything.
-        if (bond.locked > bonded) bond.locked = bonded;
         emit NodeSlashed(nodeId, amount, recipient, evidence);
         // External call after the state writes; the guard blocks re-entry.
         _bondToken.safeTransfer(recipient, amount);
@@ -302,6 +341,7 @@ contract NodeRegistry is AccessControl, ERC2771Context, ReentrancyGuardTransient
     function requestExit(uint256 nodeId) external {
         Node storage n = _requireOperator(nodeId, _msgSender());
         if (n.status != NodeStatus.Active) revert RegistryInvalidStatus(nodeId, n.status);
+        _requireNothingOwed(nodeId);
         uint64 withdrawableAt = block.timestamp.toUint64() + _unbondingDelay;
         n.status = NodeStatus.Exiting;
         n.withdrawableAt = withdrawableAt;
@@ -315,8 +355,8 @@ contract NodeRegistry is AccessControl, ERC2771Context, ReentrancyGuardTransient
         if (n.status != NodeStatus.Exiting) revert RegistryInvalidStatus(nodeId, n.status);
         // slither-disable-next-line timestamp (unbonding delay is minutes to days; drift is harmless)
         if (block.timestamp < n.withdrawableAt) revert RegistryUnbonding(nodeId, n.withdrawableAt);
+        _requireNothingOwed(nodeId);
         Bond memory bond = _bonds[nodeId];
-        if (bond.locked != 0) revert RegistryBondLocked(nodeId, bond.locked);
 
         n.status = NodeStatus.Exited;
         delete _bonds[nodeId];
@@ -333,6 +373,44 @@ contract NodeRegistry is AccessControl, ERC2771Context, ReentrancyGuardTransient
     /// @inheritdoc INodeRegistry
     function unbondingDelay() external view returns (uint64) {
         return _unbondingDelay;
+    }
+
+    /// @inheritdoc INodeRegistry
+    function addObligationSource(IObligationSource source) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        uint256 count = _obligationSources.length;
+        if (address(source) == address(0) || count >= MAX_OBLIGATION_SOURCES || _sourceIndex(source) < count) {
+            revert RegistryInvalidObligationSource(address(source), MAX_OBLIGATION_SOURCES);
+        }
+        _obligationSources.push(source);
+        emit ObligationSourceAdded(address(source));
+    }
+
+    /// @inheritdoc INodeRegistry
+    function removeObligationSource(IObligationSource source) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        uint256 count = _obligationSources.length;
+        uint256 index = _sourceIndex(source);
+        if (index == count) revert RegistryInvalidObligationSource(address(source), MAX_OBLIGATION_SOURCES);
+        _obligationSources[index] = _obligationSources[count - 1];
+        _obligationSources.pop();
+        emit ObligationSourceRemoved(address(source));
+    }
+
+    /// @inheritdoc INodeRegistry
+    function obligationSources() external view returns (IObligationSource[] memory) {
+        return _obligationSources;
+    }
+
+    /// @inheritdoc INodeRegistry
+    function owes(uint256 nodeId) public view returns (bool owing, address source) {
+        if (_bonds[nodeId].locked != 0) return (true, address(this));
+        uint256 count = _obligationSources.length;
+        for (uint256 i = 0; i < count; ++i) {
+            IObligationSource s = _obligationSources[i];
+            // Admin-listed source, a view call; a revert blocks the exit (fails closed).
+            // slither-disable-next-line calls-loop (at most MAX_OBLIGATION_SOURCES admin-listed views)
+            if (s.hasOpenObligations(nodeId)) return (true, address(s));
+        }
+        return (false, address(0));
     }
 
     // ------------------------------------------------------------------
@@ -361,6 +439,23 @@ contract NodeRegistry is AccessControl, ERC2771Context, ReentrancyGuardTransient
         }
         _unbondingDelay = delaySeconds;
         emit UnbondingDelaySet(delaySeconds);
+    }
+
+    /// @dev Reverts unless node `nodeId` owes nothing: RegistryBondLocked for locked bond,
+    /// RegistryObligationOpen naming the source of any other open obligation.
+    function _requireNothingOwed(uint256 nodeId) private view {
+        (bool owing, address source) = owes(nodeId);
+        if (!owing) return;
+        if (source == address(this)) revert RegistryBondLocked(nodeId, _bonds[nodeId].locked);
+        revert RegistryObligationOpen(nodeId, source);
+    }
+
+    /// @dev Index of `source` in the list, or the list's length if it is not listed.
+    function _sourceIndex(IObligationSource source) private view returns (uint256 index) {
+        uint256 count = _obligationSources.length;
+        for (index = 0; index < count; ++index) {
+            if (_obligationSources[index] == source) return index;
+        }
     }
 
     function _requireClass(uint32 classId) private view returns (GpuClass memory c) {

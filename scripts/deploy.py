@@ -214,8 +214,10 @@ def _deploy_capacity(
     forwarder: Any,
     config: DeployConfig,
 ) -> Any:
-    """CapacityToken, allowed to lock the bond that backs the capacity it sells and
-    to slash it for a delivery shortfall proven against the OracleHub."""
+    """CapacityToken, allowed to lock the bond that backs the capacity it sells and to
+    settle those locks (a shortfall proven against the OracleHub is refunded out of the
+    reservation's own lock). It holds no SLASHER_ROLE: nothing outside a lock's books
+    can take bond that backs an offer, a sale or a reservation."""
     sender = {"from": deployer}
     capacity = CapacityToken.deploy(
         deployer,
@@ -232,7 +234,6 @@ def _deploy_capacity(
         sender,
     )
     registry.grantRole(registry.BOND_LOCKER_ROLE(), capacity, sender)
-    registry.grantRole(registry.SLASHER_ROLE(), capacity, sender)
     return capacity
 
 

@@ -18,8 +18,8 @@ import {IOracleHub} from "./IOracleHub.sol";
  *
  * Redemption and delivery: before the window opens, a holder burns tokens with
  * {redeem}, naming a node that sold that token id and still has unreserved sold
- * capacity; this creates a reservation on that node at the node's volume-weighted
- * sale price. After the window ends, anyone proves the node's attested delivery
+ * capacity; this creates a reservation on that node priced at the highest price the
+ * node asked for that token id, backed by that id's bond per GPU-hour. After the window ends, anyone proves the node's attested delivery
  * ({proveDelivery}: OracleHub leaves of the epochs that END inside the window) and
  * settles each reservation ({settleReservation}) once all those epochs are proven
  * or the settlement grace period has passed. A shortfall of the node's delivered
@@ -55,17 +55,23 @@ interface ICapacityToken {
     /// @notice What a node owes for one token id (class + window), beyond the window's Commitment.
     /// @dev Storage packing (2 slots):
     ///   slot 0: unreserved (8 B) | reserved (8 B) | deliveredMilliGpuHours (8 B) | provenEpochs (4 B) | finalized (1 B)
-    ///   slot 1: notional (16 B) | bondLocked (16 B)
-    /// `unreserved`: sold GPU-hours not (yet) redeemed and not expired; `bondLocked` backs exactly them.
-    /// `notional`: total price paid for everything the node sold of this id (for the VWAP).
+    ///   slot 1: refundPricePerGpuHour (16 B) | bondPerGpuHour (16 B)
+    /// `unreserved`: sold GPU-hours not (yet) redeemed and not expired.
+    /// `refundPricePerGpuHour`: the highest price the node asked for this id (any offer); a
+    /// reservation made now is refunded at it. `bondPerGpuHour`: the bond locked for EVERY
+    /// GPU-hour of this id the node has on offer or sold unreserved (the highest
+    /// ceil(price × bondCoverageBps / 10_000) of its offers); neither ever decreases. Every
+    /// hour of an id is backed alike because the tokens are fungible: an hour sold cheap is
+    /// indistinguishable from one sold dear, so a cheap sale must not be able to claim the
+    /// bond a dear one brought (see {redeem}).
     struct Obligation {
         uint64 unreserved;
         uint64 reserved;
         uint64 deliveredMilliGpuHours;
         uint32 provenEpochs;
         bool finalized;
-        uint128 notional;
-        uint128 bondLocked;
+        uint128 refundPricePerGpuHour;
+        uint128 bondPerGpuHour;
     }
 
     /// @notice A holder's redeemed capacity, owed by one node.
@@ -170,6 +176,17 @@ interface ICapacityToken {
 
     /// @notice Node `nodeId`'s `amount` unredeemed sold GPU-hours of `tokenId` expired; `bondUnlocked` released.
     event CapacityExpired(uint256 indexed nodeId, uint256 indexed tokenId, uint256 amount, uint256 bondUnlocked);
+
+    /// @notice Node `nodeId`'s terms for `tokenId` rose with a new offer: reservations made from now
+    /// on are refunded at `refundPricePerGpuHour`, every hour on offer or sold unreserved is backed
+    /// by `bondPerGpuHour`, and `bondToppedUp` more bond was locked for the hours already there.
+    event ObligationTermsRaised(
+        uint256 indexed nodeId,
+        uint256 indexed tokenId,
+        uint256 refundPricePerGpuHour,
+        uint256 bondPerGpuHour,
+        uint256 bondToppedUp
+    );
 
     /// @notice The shortfall penalty for reservations made from now on changed to `shortfallPenaltyBps`.
     event ShortfallPenaltySet(uint16 shortfallPenaltyBps);
@@ -288,8 +305,11 @@ interface ICapacityToken {
 
     /**
      * @notice Offers `amount` GPU-hours of `tokenId` from node `nodeId` at
-     * `pricePerGpuHour` (stablecoin units), and locks
-     * `amount × ceil(pricePerGpuHour × bondCoverageBps / 10_000)` of the node's bond.
+     * `pricePerGpuHour` (stablecoin units), and locks `amount × bondPerGpuHour` of the
+     * node's bond, where bondPerGpuHour is the highest of the id's current one and
+     * ceil(pricePerGpuHour × bondCoverageBps / 10_000). If that raises the id's bond per
+     * GPU-hour (or its refund price), the hours already on offer or sold unreserved are
+     * topped up to it in the same call (ObligationTermsRaised).
      * Requirements: caller is the node's operator; node is Active and of the
      * token's class; the window has not started; amount and price > 0; promised
      * capacity stays within gpuCount × window hours × commitRatioBps / 10_000;
@@ -345,11 +365,17 @@ interface ICapacityToken {
     /**
      * @notice Burns `amount` of the caller's `tokenId` and reserves that many GPU-hours on
      * node `nodeId`, which must have sold at least that much of `tokenId` not yet reserved.
-     * The reservation is priced at the node's volume-weighted sale price of `tokenId`
-     * (rounded down) and the penalty in force now; the bond that backed the sold hours
-     * moves to the reservation.
+     * The reservation is priced at the highest price the node asked for `tokenId`
+     * (Obligation.refundPricePerGpuHour) and the penalty in force now, and carries its own
+     * bond: `amount × bondPerGpuHour`, the bond that backed those hours. Its refund is paid
+     * from that bond alone. Why the highest price and not the average: the tokens are
+     * fungible, so an average would let a cheap sale (to an accomplice, say) dilute the
+     * refund of holders who paid more; at the highest price a holder's refund is never
+     * below what any buyer of that node paid, and a cheap hour's larger refund is paid by
+     * the bond its own offer had to lock.
      * @dev The holder names the node (see the contract NatSpec for why); {redeemableFrom} tells
-     * how much each node can take. Requirements: window not started; amount > 0; caller holds it.
+     * how much each node can take. Requirements: window not started; amount > 0; caller holds
+     * it; the node is Active (CapacityNodeNotActive).
      */
     function redeem(uint256 tokenId, uint256 amount, uint256 nodeId) external returns (uint256 reservationId);
 
@@ -372,9 +398,10 @@ interface ICapacityToken {
      * @notice Settles reservation `reservationId` (permissionless). The first settlement of a
      * node's window freezes its proven delivery. The reservation's share of the shortfall is
      * `amount × max(0, reserved × 1000 − delivered) / (reserved × 1000)` GPU-hours; its holder is
-     * refunded `pricePerGpuHour × share × (10_000 + penaltyBps) / 10_000` (rounded down) by slashing
-     * the node's bond, up to what the bond holds; the rest is recorded as uncovered. The
-     * reservation's bond lock is released either way.
+     * refunded `pricePerGpuHour × share × (10_000 + penaltyBps) / 10_000` (rounded down) from the
+     * reservation's OWN bond lock (NodeRegistry.settleLock), never from bond backing anything
+     * else; a refund above it (bond coverage below 100% + penalty) is recorded as uncovered.
+     * The reservation's bond lock is released either way (its unpaid part becomes free bond).
      * Requirements: reservation exists and is unsettled; window ended; every epoch of the window
      * proven, or the settlement grace period over.
      */

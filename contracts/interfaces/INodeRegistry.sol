@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
+import {IObligationSource} from "./IObligationSource.sol";
+
 /**
  * @title INodeRegistry
  * @notice Registry of GPU classes (the standard a capacity token refers to), of
@@ -11,14 +13,21 @@ pragma solidity ^0.8.24;
  *
  *     registerNode ──► Active ──jail──► Jailed ──unjail──► Active
  *                        │
- *                   requestExit
+ *                   requestExit (nothing owed)
  *                        ▼
- *                     Exiting ──(unbondingDelay passed, no locked bond) withdrawBond──► Exited
+ *                     Exiting ──(unbondingDelay passed, nothing owed) withdrawBond──► Exited
  *
  * Bond accounting is per node: `bonded` is what the node's bond holds,
- * `locked` the part that backs outstanding capacity (set by BOND_LOCKER_ROLE,
- * i.e. CapacityToken). `locked <= bonded` always holds. Slashing (SLASHER_ROLE)
- * may take any part of the bond, locked or not, while the node is not Exited.
+ * `locked` the part that backs what the node owes (set by BOND_LOCKER_ROLE,
+ * i.e. CapacityToken, which keeps the books of every lock: each open offer,
+ * unreserved sale and reservation). `locked <= bonded` always holds, and no
+ * slash ever reaches locked bond from outside its locker: SLASHER_ROLE takes
+ * free bond only ({slash}); a locker settles its own lock ({settleLock}),
+ * paying at most that lock to the party it backs.
+ *
+ * "Nothing owed": no locked bond, and no obligation source ({obligationSources},
+ * e.g. the settlement contract for a pool loan) reports an open obligation.
+ * An operator cannot start an exit, nor withdraw, while anything is owed.
  */
 interface INodeRegistry {
     /// @notice A registered standard GPU class.
@@ -120,6 +129,24 @@ interface INodeRegistry {
     /// @notice The unbonding delay changed to `delaySeconds`.
     event UnbondingDelaySet(uint64 delaySeconds);
 
+    /// @notice `source` is now asked whether a node owes anything before it may exit.
+    event ObligationSourceAdded(address indexed source);
+
+    /// @notice `source` is no longer asked before exits.
+    event ObligationSourceRemoved(address indexed source);
+
+    /// @notice `locker` released `unlocked` of node `nodeId`'s locked bond, of which `slashed`
+    /// was paid to `recipient` for `evidence`; `locked` is now locked in total.
+    event BondLockSettled(
+        uint256 indexed nodeId,
+        address indexed locker,
+        uint256 unlocked,
+        uint256 slashed,
+        address recipient,
+        bytes32 indexed evidence,
+        uint256 locked
+    );
+
     // ------------------------------------------------------------------
     // Errors
     // ------------------------------------------------------------------
@@ -157,7 +184,7 @@ interface INodeRegistry {
     /// @notice The zero address cannot receive slashed bond.
     error RegistryInvalidRecipient();
 
-    /// @notice The bond has `available` (free, or in total for a slash), less than `requested`.
+    /// @notice The bond has `available` free (neither locked nor slashed), less than `requested`.
     error RegistryInsufficientBond(uint256 available, uint256 requested);
 
     /// @notice Only `locked` is locked, less than the `requested` unlock.
@@ -168,6 +195,15 @@ interface INodeRegistry {
 
     /// @notice Node `nodeId` still has `locked` bond backing outstanding capacity.
     error RegistryBondLocked(uint256 nodeId, uint256 locked);
+
+    /// @notice Node `nodeId` still owes something through `source` (e.g. a pool loan).
+    error RegistryObligationOpen(uint256 nodeId, address source);
+
+    /// @notice A lock can pay out at most what it releases: `slashed` > `unlocked`.
+    error RegistrySlashExceedsLock(uint256 unlocked, uint256 slashed);
+
+    /// @notice `source` is zero, already listed, not listed, or the list is full (`maxSources`).
+    error RegistryInvalidObligationSource(address source, uint256 maxSources);
 
     /// @notice `delaySeconds` is above `maxDelaySeconds`.
     error RegistryInvalidUnbondingDelay(uint64 delaySeconds, uint64 maxDelaySeconds);
@@ -256,11 +292,21 @@ interface INodeRegistry {
     function unlockBond(uint256 nodeId, uint256 amount) external;
 
     /**
-     * @notice Takes `amount` from node `nodeId`'s bond and sends it to `recipient`
-     * (e.g. a holder being refunded), citing `evidence` (e.g. a report hash).
-     * If the slash leaves less bond than is locked, the lock shrinks to the
-     * remaining bond: what backed the capacity is gone.
-     * Requirements: caller has SLASHER_ROLE; node not Exited; 0 < amount ≤ bonded;
+     * @notice Releases `unlocked` of node `nodeId`'s locked bond that the caller locked and
+     * pays `slashed` of it to `recipient` (a holder refunded for a shortfall), citing
+     * `evidence`; the rest of the released amount becomes free bond. A locker can pay out
+     * only bond it locked itself for the obligation it settles, so no settlement reaches
+     * bond that backs another offer, reservation or loan.
+     * Requirements: caller has BOND_LOCKER_ROLE; 0 < unlocked ≤ locked; slashed ≤ unlocked;
+     * recipient not zero when slashed > 0.
+     */
+    function settleLock(uint256 nodeId, uint256 unlocked, uint256 slashed, address recipient, bytes32 evidence)
+        external;
+
+    /**
+     * @notice Takes `amount` of node `nodeId`'s FREE bond (never locked bond) and sends it
+     * to `recipient`, citing `evidence` (e.g. a report hash).
+     * Requirements: caller has SLASHER_ROLE; node not Exited; 0 < amount ≤ free bond;
      * recipient not zero.
      */
     function slash(uint256 nodeId, uint256 amount, address recipient, bytes32 evidence) external;
@@ -295,16 +341,41 @@ interface INodeRegistry {
      * @notice Starts node `nodeId`'s exit: it stops backing new capacity, and its
      * bond becomes withdrawable after the unbonding delay (during which it can
      * still be slashed).
-     * Requirements: caller is the operator; node is Active.
+     * Requirements: caller is the operator; node is Active; nothing owed: no bond
+     * locked (RegistryBondLocked: open offers, unreserved sales or unsettled
+     * reservations) and no obligation source reports an open obligation
+     * (RegistryObligationOpen, e.g. a pool loan outstanding).
      */
     function requestExit(uint256 nodeId) external;
 
     /**
      * @notice Sends node `nodeId`'s whole bond to its operator and marks it Exited.
      * Requirements: caller is the operator; node is Exiting; the unbonding delay
-     * has passed; no bond is locked.
+     * has passed; nothing owed (as for {requestExit}, checked again).
      */
     function withdrawBond(uint256 nodeId) external;
+
+    /**
+     * @notice Adds `source` to the contracts asked before an exit or withdrawal.
+     * Requirements: caller has DEFAULT_ADMIN_ROLE; source not zero nor listed; fewer
+     * than MAX_OBLIGATION_SOURCES listed.
+     */
+    function addObligationSource(IObligationSource source) external;
+
+    /**
+     * @notice Removes `source` from the contracts asked before an exit or withdrawal.
+     * Requirements: caller has DEFAULT_ADMIN_ROLE; source listed.
+     */
+    function removeObligationSource(IObligationSource source) external;
+
+    /// @notice The contracts asked before an exit or withdrawal.
+    function obligationSources() external view returns (IObligationSource[] memory);
+
+    /**
+     * @notice Whether node `nodeId` owes anything now, and to whom: locked bond
+     * (`source` = the registry itself) or an obligation source's open obligation.
+     */
+    function owes(uint256 nodeId) external view returns (bool owing, address source);
 
     /**
      * @notice Sets the unbonding delay for exits requested from now on.

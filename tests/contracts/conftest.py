@@ -126,5 +126,4 @@ def hourly_capacity(admin, registry, hourly_hub, stablecoin, forwarder):
 
     capacity = deploy_capacity_token(admin, registry, hourly_hub, stablecoin, forwarder, HOUR)
     registry.grantRole(registry.BOND_LOCKER_ROLE(), capacity, {"from": admin})
-    registry.grantRole(registry.SLASHER_ROLE(), capacity, {"from": admin})
     return capacity

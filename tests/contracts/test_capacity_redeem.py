@@ -103,16 +103,32 @@ def deliver_and_prove(cap, hub, node, tid, milli, sender):
 
 
 class TestRedeem:
-    def test_burns_reserves_at_vwap_and_moves_bond(
+    def test_burns_reserves_at_the_highest_price_asked_and_moves_its_bond(
         self, cap, registry, node, tid, operator, buyer, fund
     ):
+        """Every hour of the id is backed alike (the tokens are fungible): the dearer offer
+        raises the id's refund price and bond per hour, tops up the hours already on offer,
+        and a reservation takes exactly its hours' bond."""
         cheap = cap.publishOffer(node, tid, 4, PRICE, {"from": operator}).return_value
-        dear = cap.publishOffer(node, tid, 4, 2 * PRICE, {"from": operator}).return_value
+        locked_cheap = registry.bondOf(node)[1]
+        assert locked_cheap == 4 * BOND_PER_HOUR
+        tx = cap.publishOffer(node, tid, 4, 2 * PRICE, {"from": operator})
+        dear = tx.return_value
+        # The 4 cheap hours on offer are topped up from 3.00 to 6.00 of bond per hour.
+        assert dict(tx.events["ObligationTermsRaised"]) == {
+            "nodeId": node,
+            "tokenId": tid,
+            "refundPricePerGpuHour": 2 * PRICE,
+            "bondPerGpuHour": 2 * BOND_PER_HOUR,
+            "bondToppedUp": 4 * BOND_PER_HOUR,
+        }
+        assert (
+            tx.events["OfferPublished"]["bondLocked"] == 4 * 2 * BOND_PER_HOUR + 4 * BOND_PER_HOUR
+        )
+        assert registry.bondOf(node)[1] == 8 * 2 * BOND_PER_HOUR
         fund(buyer, 1_000 * USD, cap)
         cap.buy(cheap, 4, {"from": buyer})
         cap.buy(dear, 2, {"from": buyer})
-        vwap = (4 * PRICE + 2 * 2 * PRICE) // 6
-        bond_sold = 4 * BOND_PER_HOUR + 2 * 2 * BOND_PER_HOUR
         locked_before = registry.bondOf(node)[1]
 
         tx = cap.redeem(tid, 3, node, {"from": buyer})
@@ -124,8 +140,8 @@ class TestRedeem:
             "nodeId": node,
             "tokenId": tid,
             "amount": 3,
-            "pricePerGpuHour": vwap,
-            "bondLocked": bond_sold * 3 // 6,
+            "pricePerGpuHour": 2 * PRICE,
+            "bondLocked": 3 * 2 * BOND_PER_HOUR,
         }
         assert tx.events["TransferSingle"]["to"] == ZERO_ADDRESS
         assert cap.balanceOf(buyer, tid) == 3
@@ -134,10 +150,10 @@ class TestRedeem:
             node,
             tid,
             3,
-            vwap,
+            2 * PRICE,
             PENALTY_BPS,
             False,
-            bond_sold * 3 // 6,
+            3 * 2 * BOND_PER_HOUR,
             0,
         ]
         assert list(cap.obligationOf(node, tid)) == [
@@ -146,15 +162,36 @@ class TestRedeem:
             0,
             0,
             False,
-            4 * PRICE + 4 * PRICE,
-            bond_sold - bond_sold * 3 // 6,
+            2 * PRICE,
+            2 * BOND_PER_HOUR,
         ]
         assert cap.redeemableFrom(node, tid) == 3
         assert registry.bondOf(node)[1] == locked_before  # the bond moved, it stays locked
 
-        last = cap.redeem(tid, 3, node, {"from": buyer})  # the last redemption takes the rest
-        assert last.events["Redeemed"]["bondLocked"] == bond_sold - bond_sold * 3 // 6
-        assert cap.obligationOf(node, tid)[6] == 0
+        last = cap.redeem(tid, 3, node, {"from": buyer})
+        assert last.events["Redeemed"]["bondLocked"] == 3 * 2 * BOND_PER_HOUR
+        assert cap.obligationOf(node, tid)[0] == 0
+        # Locked: 2 dear hours still on offer + the two reservations, to the unit.
+        assert registry.bondOf(node)[1] == (2 + 6) * 2 * BOND_PER_HOUR
+
+    def test_cheaper_offer_is_backed_at_the_ids_bond_per_hour(
+        self, cap, registry, node, tid, operator
+    ):
+        cap.publishOffer(node, tid, 2, PRICE, {"from": operator})
+        tx = cap.publishOffer(node, tid, 3, PRICE // 1_000, {"from": operator})
+        assert "ObligationTermsRaised" not in tx.events
+        assert tx.events["OfferPublished"]["bondLocked"] == 3 * BOND_PER_HOUR
+        assert list(cap.obligationOf(node, tid))[5:] == [PRICE, BOND_PER_HOUR]
+        assert registry.bondOf(node)[1] == 5 * BOND_PER_HOUR
+
+    def test_node_that_is_not_active_reverts(
+        self, cap, registry, offer_id, node, tid, buyer, admin
+    ):
+        registry.jail(node, b"\x01" * 32, {"from": admin})
+        with brownie.reverts(err("CapacityNodeNotActive", node, 2)):
+            cap.redeem(tid, 1, node, {"from": buyer})
+        registry.unjail(node, b"\x02" * 32, {"from": admin})
+        assert cap.redeem.call(tid, 1, node, {"from": buyer}) == cap.reservationCount() + 1
 
     def test_more_than_node_sold_reverts(self, cap, offer_id, node, tid, buyer):
         with brownie.reverts(err("CapacityNotRedeemable", node, tid, AMOUNT, AMOUNT + 1)):
@@ -495,4 +532,6 @@ class TestConfiguration:
         assert cap.shortfallPenaltyBps() == PENALTY_BPS
         deployed = system.capacity
         assert deployed.oracleHub() == system.oracle_hub
-        assert registry.hasRole(registry.SLASHER_ROLE(), deployed)
+        assert registry.hasRole(registry.BOND_LOCKER_ROLE(), deployed)
+        # Refunds are paid from the reservation's own lock (settleLock): no slasher role.
+        assert not registry.hasRole(registry.SLASHER_ROLE(), deployed)

@@ -38,7 +38,6 @@ def _market(admin, forwarder, token):
     hub = OracleHub.deploy(admin, registry, chain[-1].timestamp, 1_800, oracles, 2, {"from": admin})
     cap = deploy_capacity_token(admin, registry, hub, token, forwarder, HOUR)
     registry.grantRole(registry.BOND_LOCKER_ROLE(), cap, {"from": admin})
-    registry.grantRole(registry.SLASHER_ROLE(), cap, {"from": admin})
     return registry, hub, cap, class_id
 
 
@@ -65,7 +64,7 @@ def test_reentrant_stablecoin_cannot_reenter_from_the_refund(admin, forwarder, o
     attest_window(hub, cap, tid, {node: [0, 0]})
     chain.sleep(GRACE)
 
-    # The refund transfer (registry.slash → token → holder) calls back into the market,
+    # The refund transfer (registry.settleLock → token → holder) calls back into the market,
     # trying a state change that would otherwise succeed (5 unredeemed hours can expire).
     token.arm(cap, cap.releaseExpired.encode_input(node, tid), {"from": admin})
     with brownie.reverts(err("ReentrancyGuardReentrantCall")):

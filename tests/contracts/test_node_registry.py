@@ -2,7 +2,7 @@
 
 import brownie
 import pytest
-from brownie import ZERO_ADDRESS, NodeRegistry, ReentrantToken, chain
+from brownie import ZERO_ADDRESS, NodeRegistry, ObligationSourceStub, ReentrantToken, chain
 
 from tests.contracts.node_helpers import ACQUIRED_AT, ACQUISITION_COST, USD, b32, b32hex
 from tests.support.errors import bytes_arg, err
@@ -73,7 +73,11 @@ class TestRegisterGpuClass:
             registry.registerGpuClass(b32(name), power, 1, life, residual, {"from": admin})
 
     def test_residual_of_exactly_100_percent_is_valid(self, registry, admin):
-        registry.registerGpuClass(b32("X"), 700, 1, 48, 10_000, {"from": admin})
+        tx = registry.registerGpuClass(b32("X"), 700, 1, 48, 10_000, {"from": admin})
+        class_id = tx.return_value
+        assert tx.events["GpuClassRegistered"]["residualValueBps"] == 10_000
+        assert tuple(registry.gpuClass(class_id)) == (b32hex("X"), 700, 1, 48, 10_000, True)
+        assert registry.gpuClassCount() == class_id
 
     def test_duplicate_name_reverts(self, registry, admin, h100):
         with brownie.reverts(err("RegistryDuplicateClass", bytes_arg(b32("H100-SXM-80GB")), h100)):
@@ -144,8 +148,10 @@ class TestRegisterNode:
                 {"from": operator},
             )
 
-    def test_max_gpu_count_is_valid(self, register_node):
-        register_node(gpu_count=4096)
+    def test_max_gpu_count_is_valid(self, registry, register_node):
+        node_id = register_node(gpu_count=4096)
+        assert registry.node(node_id)[2] == 4096 == registry.MAX_GPUS_PER_NODE()
+        assert registry.nodeStatus(node_id) == ACTIVE
 
     @pytest.mark.parametrize("cost,at", [(0, ACQUIRED_AT), (ACQUISITION_COST, 0)])
     def test_invalid_acquisition_reverts(self, registry, operator, h100, cost, at):
@@ -317,14 +323,18 @@ class TestSlash:
         assert stablecoin.balanceOf(buyer) == 1_200 * USD
         assert stablecoin.balanceOf(registry) == BOND - 1_200 * USD
 
-    def test_slash_takes_free_bond_first_and_keeps_locked_within_bond(
-        self, registry, bonded, slasher, locker, buyer
-    ):
+    def test_slash_takes_free_bond_only(self, registry, stablecoin, bonded, slasher, locker, buyer):
+        """Locked bond backs what the node owes: no slasher can reach it, only its locker."""
         registry.lockBond(bonded, 4_000 * USD, {"from": locker})
         registry.slash(bonded, 500 * USD, buyer, self.EVIDENCE, {"from": slasher})
         assert list(registry.bondOf(bonded)) == [4_500 * USD, 4_000 * USD]
-        registry.slash(bonded, 1_000 * USD, buyer, self.EVIDENCE, {"from": slasher})
-        assert list(registry.bondOf(bonded)) == [3_500 * USD, 3_500 * USD]
+        with brownie.reverts(err("RegistryInsufficientBond", 500 * USD, 500 * USD + 1)):
+            registry.slash(bonded, 500 * USD + 1, buyer, self.EVIDENCE, {"from": slasher})
+        registry.slash(bonded, 500 * USD, buyer, self.EVIDENCE, {"from": slasher})
+        assert list(registry.bondOf(bonded)) == [4_000 * USD, 4_000 * USD]
+        with brownie.reverts(err("RegistryInsufficientBond", 0, 1)):
+            registry.slash(bonded, 1, buyer, self.EVIDENCE, {"from": slasher})
+        assert stablecoin.balanceOf(buyer) == 1_000 * USD
 
     def test_whole_bond_while_exiting(self, registry, bonded, slasher, operator, buyer):
         registry.requestExit(bonded, {"from": operator})
@@ -356,6 +366,118 @@ class TestSlash:
     def test_requires_slasher_role(self, registry, bonded, admin, buyer):
         with brownie.reverts(unauthorized(admin, registry.SLASHER_ROLE())):
             registry.slash(bonded, 1, buyer, self.EVIDENCE, {"from": admin})
+
+
+class TestSettleLock:
+    EVIDENCE = b32("reservation-7")
+
+    @pytest.fixture
+    def locked(self, registry, bonded, locker):
+        registry.lockBond(bonded, 1_000 * USD, {"from": locker})
+        return bonded
+
+    def test_pays_from_the_lock_and_frees_the_rest(
+        self, registry, stablecoin, locked, locker, buyer
+    ):
+        tx = registry.settleLock(
+            locked, 600 * USD, 450 * USD, buyer, self.EVIDENCE, {"from": locker}
+        )
+        assert dict(tx.events["BondLockSettled"]) == {
+            "nodeId": locked,
+            "locker": locker,
+            "unlocked": 600 * USD,
+            "slashed": 450 * USD,
+            "recipient": buyer,
+            "evidence": b32hex("reservation-7"),
+            "locked": 400 * USD,
+        }
+        assert dict(tx.events["NodeSlashed"]) == {
+            "nodeId": locked,
+            "amount": 450 * USD,
+            "recipient": buyer,
+            "evidence": b32hex("reservation-7"),
+        }
+        assert list(registry.bondOf(locked)) == [BOND - 450 * USD, 400 * USD]
+        assert registry.freeBond(locked) == BOND - 850 * USD
+        assert stablecoin.balanceOf(buyer) == 450 * USD
+
+    def test_nothing_slashed_only_unlocks(self, registry, stablecoin, locked, locker):
+        tx = registry.settleLock(
+            locked, 1_000 * USD, 0, ZERO_ADDRESS, self.EVIDENCE, {"from": locker}
+        )
+        assert tx.events["BondLockSettled"]["slashed"] == 0
+        assert "NodeSlashed" not in tx.events and "Transfer" not in tx.events
+        assert list(registry.bondOf(locked)) == [BOND, 0]
+        assert stablecoin.balanceOf(registry) == BOND
+
+    def test_cannot_pay_more_than_it_releases(self, registry, locked, locker, buyer):
+        with brownie.reverts(err("RegistrySlashExceedsLock", 100, 101)):
+            registry.settleLock(locked, 100, 101, buyer, self.EVIDENCE, {"from": locker})
+
+    def test_cannot_release_more_than_locked(self, registry, locked, locker, buyer):
+        with brownie.reverts(err("RegistryInsufficientLockedBond", 1_000 * USD, 1_000 * USD + 1)):
+            registry.settleLock(locked, 1_000 * USD + 1, 1, buyer, self.EVIDENCE, {"from": locker})
+
+    def test_zero_unlock_reverts(self, registry, locked, locker, buyer):
+        with brownie.reverts(err("RegistryZeroAmount")):
+            registry.settleLock(locked, 0, 0, buyer, self.EVIDENCE, {"from": locker})
+
+    def test_zero_recipient_of_a_payment_reverts(self, registry, locked, locker):
+        with brownie.reverts(err("RegistryInvalidRecipient")):
+            registry.settleLock(locked, 10, 1, ZERO_ADDRESS, self.EVIDENCE, {"from": locker})
+
+    def test_unknown_node_reverts(self, registry, locker, buyer):
+        with brownie.reverts(err("RegistryUnknownNode", 999)):
+            registry.settleLock(999, 1, 0, buyer, self.EVIDENCE, {"from": locker})
+
+    def test_requires_locker_role(self, registry, locked, slasher, buyer):
+        with brownie.reverts(unauthorized(slasher, registry.BOND_LOCKER_ROLE())):
+            registry.settleLock(locked, 1, 1, buyer, self.EVIDENCE, {"from": slasher})
+
+
+class TestObligationSources:
+    @pytest.fixture
+    def source(self, admin):
+        return ObligationSourceStub.deploy({"from": admin})
+
+    def test_add_list_remove_and_emit(self, registry, admin, source):
+        before = list(registry.obligationSources())
+        tx = registry.addObligationSource(source, {"from": admin})
+        assert dict(tx.events["ObligationSourceAdded"]) == {"source": source}
+        assert list(registry.obligationSources()) == [*before, source]
+        tx = registry.removeObligationSource(source, {"from": admin})
+        assert dict(tx.events["ObligationSourceRemoved"]) == {"source": source}
+        assert list(registry.obligationSources()) == before
+
+    def test_zero_duplicate_unknown_and_full_revert(self, registry, admin, source):
+        limit = registry.MAX_OBLIGATION_SOURCES()
+        with brownie.reverts(err("RegistryInvalidObligationSource", ZERO_ADDRESS, limit)):
+            registry.addObligationSource(ZERO_ADDRESS, {"from": admin})
+        with brownie.reverts(err("RegistryInvalidObligationSource", source, limit)):
+            registry.removeObligationSource(source, {"from": admin})
+        registry.addObligationSource(source, {"from": admin})
+        with brownie.reverts(err("RegistryInvalidObligationSource", source, limit)):
+            registry.addObligationSource(source, {"from": admin})
+        while len(registry.obligationSources()) < limit:
+            registry.addObligationSource(
+                ObligationSourceStub.deploy({"from": admin}), {"from": admin}
+            )
+        extra = ObligationSourceStub.deploy({"from": admin})
+        with brownie.reverts(err("RegistryInvalidObligationSource", extra, limit)):
+            registry.addObligationSource(extra, {"from": admin})
+
+    def test_require_admin(self, registry, stranger, source):
+        for fn in (registry.addObligationSource, registry.removeObligationSource):
+            with brownie.reverts(unauthorized(stranger, registry.DEFAULT_ADMIN_ROLE())):
+                fn(source, {"from": stranger})
+
+    def test_owes_names_what_is_owed(self, registry, admin, bonded, locker, source):
+        assert tuple(registry.owes(bonded)) == (False, ZERO_ADDRESS)
+        registry.addObligationSource(source, {"from": admin})
+        source.setOwing(bonded, True, {"from": admin})
+        assert tuple(registry.owes(bonded)) == (True, source)
+        registry.lockBond(bonded, 1, {"from": locker})
+        assert tuple(registry.owes(bonded)) == (True, registry)
 
 
 class TestJail:
@@ -440,6 +562,25 @@ class TestRequestExit:
         with brownie.reverts(err("RegistryUnknownNode", 999)):
             registry.requestExit(999, {"from": operator})
 
+    def test_locked_bond_blocks_the_request(self, registry, bonded, operator, locker):
+        """Open offers, unreserved sales and unsettled reservations all hold locked bond."""
+        registry.lockBond(bonded, 10 * USD, {"from": locker})
+        with brownie.reverts(err("RegistryBondLocked", bonded, 10 * USD)):
+            registry.requestExit(bonded, {"from": operator})
+        registry.unlockBond(bonded, 10 * USD, {"from": locker})
+        registry.requestExit(bonded, {"from": operator})
+        assert registry.nodeStatus(bonded) == EXITING
+
+    def test_open_obligation_blocks_the_request(self, registry, bonded, operator, admin):
+        source = ObligationSourceStub.deploy({"from": admin})
+        registry.addObligationSource(source, {"from": admin})
+        source.setOwing(bonded, True, {"from": admin})
+        with brownie.reverts(err("RegistryObligationOpen", bonded, source)):
+            registry.requestExit(bonded, {"from": operator})
+        source.setOwing(bonded, False, {"from": admin})
+        registry.requestExit(bonded, {"from": operator})
+        assert registry.nodeStatus(bonded) == EXITING
+
 
 class TestWithdrawBond:
     def test_withdraws_after_delay_and_exits(self, registry, stablecoin, bonded, operator):
@@ -463,12 +604,26 @@ class TestWithdrawBond:
             registry.withdrawBond(bonded, {"from": operator})
 
     def test_locked_bond_blocks_withdrawal(self, registry, bonded, operator, locker):
-        registry.lockBond(bonded, 10 * USD, {"from": locker})
         exit_node(registry, bonded, operator)
+        registry.lockBond(bonded, 10 * USD, {"from": locker})  # a locker acting during unbonding
         with brownie.reverts(err("RegistryBondLocked", bonded, 10 * USD)):
             registry.withdrawBond(bonded, {"from": operator})
         registry.unlockBond(bonded, 10 * USD, {"from": locker})
         registry.withdrawBond(bonded, {"from": operator})
+
+    def test_obligation_opened_during_unbonding_blocks_withdrawal(
+        self, registry, stablecoin, bonded, operator, admin
+    ):
+        source = ObligationSourceStub.deploy({"from": admin})
+        registry.addObligationSource(source, {"from": admin})
+        exit_node(registry, bonded, operator)
+        source.setOwing(bonded, True, {"from": admin})  # e.g. a pool drawn meanwhile
+        with brownie.reverts(err("RegistryObligationOpen", bonded, source)):
+            registry.withdrawBond(bonded, {"from": operator})
+        assert stablecoin.balanceOf(registry) == BOND
+        source.setOwing(bonded, False, {"from": admin})
+        registry.withdrawBond(bonded, {"from": operator})
+        assert stablecoin.balanceOf(operator) == BOND
 
     @pytest.mark.parametrize("exited", [False, True])
     def test_not_exiting_reverts(self, registry, bonded, operator, exited):
