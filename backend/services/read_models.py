@@ -205,12 +205,13 @@ def _apply_node_change(session: Session, ev: ChainEvent) -> None:
     match ev.event:
         case "BondDeposited":
             node.bonded = a["bonded"]
-        case "BondLocked" | "BondUnlocked":
+        case "BondLocked" | "BondUnlocked" | "BondLockSettled":
             node.locked = a["locked"]
         case "NodeSlashed":
+            # A slash takes free bond, or (settleLock, after its BondLockSettled) bond
+            # its locker just released: the locked total is never clipped by it.
             node.bonded -= a["amount"]
             node.slashed += a["amount"]
-            node.locked = min(node.locked, node.bonded)
         case "NodeJailed":
             node.status = "jailed"
         case "NodeUnjailed":
@@ -403,6 +404,7 @@ _HANDLERS = {
             "BondDeposited",
             "BondLocked",
             "BondUnlocked",
+            "BondLockSettled",
             "NodeSlashed",
             "NodeJailed",
             "NodeUnjailed",

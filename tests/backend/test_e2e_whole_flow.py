@@ -362,6 +362,16 @@ def test_register_sell_deliver_settle_distribute_claim(
     )[0]
     assert (settled["refund"], settled["slashed"], settled["uncovered"]) == (REFUND, REFUND, 0)
     assert s.capacity.reservation(reservation["reservation_id"])["settled"]
+    # The refund came out of the reservation's own lock (settleLock): the index follows the
+    # released lock and the slash, and the unsold half's lock stays as it was.
+    locked_now = s.registry.bondOf(node)["locked"]
+    assert locked_now == 10 * PRICE * 12_000 // 10_000
+    _indexed(
+        stack,
+        f"/api/v1/nodes/{node}",
+        "the settled lock and the refund in the node's bond",
+        lambda b: (b["bonded"], b["locked"], b["slashed"]) == (BOND - REFUND, locked_now, REFUND),
+    )
     history = _indexed(
         stack,
         f"/api/v1/nodes/{node}/settlements",
