@@ -16,6 +16,7 @@ import {ICapacityToken} from "./interfaces/ICapacityToken.sol";
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
 import {IOracleHub} from "./interfaces/IOracleHub.sol";
 import {IRiskGate} from "./interfaces/IRiskGate.sol";
+import {EmergencyPause} from "./utils/EmergencyPause.sol";
 
 /**
  * @title CapacityToken
@@ -42,6 +43,9 @@ import {IRiskGate} from "./interfaces/IRiskGate.sol";
  *   received == collected + totalHeldProceeds, to the unit.
  * - The stablecoin must be a plain ERC-20 (no fee on transfer).
  * - Buyers and operators can act through the trusted ERC-2771 forwarder.
+ * - Emergency pause ({EmergencyPause}): GUARDIAN_ROLE can stop new offers and buys
+ *   for a bounded time; cancel, redeem, proofs, settlement, expiry and proceeds
+ *   collection are never paused, so nobody's money or claim is trapped by it.
  *
  * Redemption, delivery and expiry:
  * - Sales are tracked per (node, token id) in an {Obligation}: unreserved sold
@@ -77,7 +81,14 @@ import {IRiskGate} from "./interfaces/IRiskGate.sol";
  *   release their bond ({releaseExpired}). Unredeemed tokens stay as inert
  *   ERC-1155 balances: transferable records with no claim attached.
  */
-contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuardTransient, ICapacityToken {
+contract CapacityToken is
+    ERC1155,
+    AccessControl,
+    EmergencyPause,
+    ERC2771Context,
+    ReentrancyGuardTransient,
+    ICapacityToken
+{
     using SafeERC20 for IERC20;
     using SafeCast for uint256;
 
@@ -193,6 +204,7 @@ contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuar
     function publishOffer(uint256 nodeId, uint256 tokenId, uint256 amount, uint256 pricePerGpuHour)
         external
         nonReentrant
+        whenNotPaused
         returns (uint256 offerId)
     {
         if (amount == 0 || pricePerGpuHour == 0) revert CapacityZeroAmount();
@@ -242,7 +254,7 @@ contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuar
     }
 
     /// @inheritdoc ICapacityToken
-    function buy(uint256 offerId, uint256 amount) external nonReentrant returns (uint256 cost) {
+    function buy(uint256 offerId, uint256 amount) external nonReentrant whenNotPaused returns (uint256 cost) {
         return _buy(offerId, amount, _msgSender());
     }
 
@@ -250,6 +262,7 @@ contract CapacityToken is ERC1155, AccessControl, ERC2771Context, ReentrancyGuar
     function buyWithPermit(uint256 offerId, uint256 amount, uint256 deadline, uint8 v, bytes32 r, bytes32 s)
         external
         nonReentrant
+        whenNotPaused
         returns (uint256 cost)
     {
         address buyer = _msgSender();

@@ -76,6 +76,9 @@ class DeployConfig:
     # The backend's relayer (its epoch-settlement keeper gets SETTLER_ROLE). None = anvil's
     # dev account 9 (the backend's development relayer; refused on any other chain).
     relayer_address: str | None = None
+    # Holds GUARDIAN_ROLE (the emergency pause of new offers and buys, which expires by
+    # itself). None = the deployer.
+    guardian_address: str | None = None
 
     @classmethod
     def for_tests(cls) -> DeployConfig:
@@ -234,6 +237,7 @@ def _deploy_capacity(
         sender,
     )
     registry.grantRole(registry.BOND_LOCKER_ROLE(), capacity, sender)
+    capacity.grantRole(capacity.GUARDIAN_ROLE(), config.guardian_address or deployer, sender)
     return capacity
 
 

@@ -94,6 +94,7 @@ SEED_REDEEMED = 2
 HOLDER_FUNDS = 10_000 * USD
 STEPS = 12
 ACTIVE, EXITING, EXITED = 1, 3, 4
+OPERATOR_FUNDS = 1_000 * USD  # each operator's stablecoin for top-ups (after the world's bond)
 
 pick = st.integers(0, 2**16)
 amounts = st.integers(1, LIMIT + 1)
@@ -377,6 +378,12 @@ class CapacityLifecycleMachine(SnapshotMachine):
     def top_up(self, n: int, amount: int) -> None:
         if self.status[n] == EXITED:
             n = 1 - n
+        cash = OPERATOR_FUNDS + self.withdrawn[n] - self.deposited[n]
+        if amount > cash:
+            expected = err("ERC20InsufficientBalance", self.operators[n], cash, amount)
+            with brownie.reverts(expected):
+                self.registry.depositBond.call(self.nodes[n], amount, {"from": self.operators[n]})
+            return
         transact(self.registry, "depositBond", (self.nodes[n], amount), self.operators[n])
         self.bonded[n] += amount
         self.deposited[n] += amount
@@ -654,6 +661,11 @@ class CapacityLifecycleMachine(SnapshotMachine):
             # a refund is at most the reservation's own bond, unlocked just before).
             assert self.locked[n] == self._bond_needed(n), n
             assert held == self.held[n], n
+        # The rule: each open reservation's largest possible refund (nothing delivered) fits
+        # in its own lock; refunds are paid from that lock alone (settle checks slashed).
+        for r in self.res:
+            if not r.settled:
+                assert r.price * r.amount * (10_000 + PENALTY_BPS) // 10_000 <= r.bond, r
         total_held, cap_balance, reg_balance = views[8:]
         assert cap_balance == total_held == sum(self.held) == self.paid_in - self.collected
         assert reg_balance == (
@@ -766,7 +778,8 @@ def world(
         registry.depositBond(node, BOND, {"from": who})
         nodes.append(node)
     for who in operators:  # top-ups during the examples
-        fund(who, 1_000 * USD, registry)
+        fund(who, OPERATOR_FUNDS, registry)
+        assert stablecoin.balanceOf(who) == OPERATOR_FUNDS
     slasher = accounts[8]
     registry.grantRole(registry.SLASHER_ROLE(), slasher, {"from": admin})
     holders = [buyer, stranger]
