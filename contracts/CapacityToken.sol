@@ -308,12 +308,16 @@ contract CapacityToken is
         (, uint64 windowStart) = decodeTokenId(tokenId);
         // slither-disable-next-line timestamp (windows are hours long; seconds of drift are harmless)
         if (block.timestamp >= windowStart) revert CapacityWindowStarted(windowStart, block.timestamp);
+        // Trusted registry, a view. An exiting or exited node takes no new reservation; a jailed
+        // one does: its sold hours are owed all the same, and refusing them would let the
+        // jailer (no delay) make every holder's tokens expire while the operator keeps the price.
+        INodeRegistry.NodeStatus status = registry.nodeStatus(nodeId);
+        if (status != INodeRegistry.NodeStatus.Active && status != INodeRegistry.NodeStatus.Jailed) {
+            revert CapacityNodeNotActive(nodeId, uint8(status));
+        }
         Obligation storage ob = _obligations[nodeId][tokenId];
         uint64 unreserved = ob.unreserved;
         if (amount > unreserved) revert CapacityNotRedeemable(nodeId, tokenId, unreserved, amount);
-        // Trusted registry, a view: a node that is not Active (jailed, exiting) takes no new reservation.
-        INodeRegistry.NodeStatus status = registry.nodeStatus(nodeId);
-        if (status != INodeRegistry.NodeStatus.Active) revert CapacityNodeNotActive(nodeId, uint8(status));
 
         address holder = _msgSender();
         // Burning makes no external call (no receiver hook on burns); reverts ERC1155InsufficientBalance.

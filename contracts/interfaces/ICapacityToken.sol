@@ -375,7 +375,8 @@ interface ICapacityToken {
      * the bond its own offer had to lock.
      * @dev The holder names the node (see the contract NatSpec for why); {redeemableFrom} tells
      * how much each node can take. Requirements: window not started; amount > 0; caller holds
-     * it; the node is Active (CapacityNodeNotActive).
+     * it; the node is Active or Jailed, not exiting nor exited (CapacityNodeNotActive). A jailed
+     * node still owes what it sold: its holders can still turn their tokens into claims.
      */
     function redeem(uint256 tokenId, uint256 amount, uint256 nodeId) external returns (uint256 reservationId);
 

@@ -204,12 +204,17 @@ class TestNoExitWhileOwing:
         out = registry.withdrawBond(m.node, {"from": operator}).events["NodeExited"]["amount"]
         assert out == 1_000 * USD - refund_of(HONEST_PRICE, 5)
 
-    def test_redeem_against_an_exiting_or_jailed_node_reverts(
-        self, m, registry, admin, operator, buyer, fund
+    def test_redeem_against_an_exiting_node_reverts(
+        self, m, registry, register_node, operator, buyer, fund
     ):
-        offer = m.cap.publishOffer(m.node, m.tid, 10, HONEST_PRICE, {"from": operator}).return_value
+        offer = m.cap.publishOffer(m.node, m.tid, 10, HONEST_PRICE, {"from": operator})
         fund(buyer, 100 * USD, m.cap)
-        m.cap.buy(offer, 10, {"from": buyer})
-        registry.jail(m.node, b32("downtime"), {"from": admin})
-        with brownie.reverts(err("CapacityNodeNotActive", m.node, 2)):
-            m.cap.redeem(m.tid, 1, m.node, {"from": buyer})
+        m.cap.buy(offer.return_value, 10, {"from": buyer})
+        quiet = register_node()  # owes nothing: it may exit
+        registry.requestExit(quiet, {"from": operator})
+        with brownie.reverts(err("CapacityNodeNotActive", quiet, 3)):
+            m.cap.redeem(m.tid, 1, quiet, {"from": buyer})
+        # The node that sold the hours still takes them (it cannot exit while it owes them).
+        with brownie.reverts(err("RegistryBondLocked", m.node, 10 * BOND_PER_HOUR)):
+            registry.requestExit(m.node, {"from": operator})
+        m.cap.redeem(m.tid, 1, m.node, {"from": buyer})

@@ -184,14 +184,21 @@ class TestRedeem:
         assert list(cap.obligationOf(node, tid))[5:] == [PRICE, BOND_PER_HOUR]
         assert registry.bondOf(node)[1] == 5 * BOND_PER_HOUR
 
-    def test_node_that_is_not_active_reverts(
+    def test_jailed_node_still_takes_reservations(
         self, cap, registry, offer_id, node, tid, buyer, admin
     ):
+        """Jailing freezes new business, not what the node already sold: refusing its holders
+        would let their tokens expire while the operator keeps the price."""
         registry.jail(node, b"\x01" * 32, {"from": admin})
-        with brownie.reverts(err("CapacityNodeNotActive", node, 2)):
-            cap.redeem(tid, 1, node, {"from": buyer})
-        registry.unjail(node, b"\x02" * 32, {"from": admin})
-        assert cap.redeem.call(tid, 1, node, {"from": buyer}) == cap.reservationCount() + 1
+        rid = cap.redeem(tid, 2, node, {"from": buyer}).return_value
+        assert cap.reservation(rid)[3] == 2
+
+    def test_exiting_node_reverts(self, cap, registry, register_node, tid, buyer, operator):
+        """An exiting node owes nothing (no exit while it does): nothing to reserve on it."""
+        quiet = register_node()
+        registry.requestExit(quiet, {"from": operator})
+        with brownie.reverts(err("CapacityNodeNotActive", quiet, 3)):
+            cap.redeem(tid, 1, quiet, {"from": buyer})
 
     def test_more_than_node_sold_reverts(self, cap, offer_id, node, tid, buyer):
         with brownie.reverts(err("CapacityNotRedeemable", node, tid, AMOUNT, AMOUNT + 1)):

@@ -307,17 +307,17 @@ class CapacityLifecycleMachine(SnapshotMachine):
         ob = self.obl[n, w]
         args = (self.tids[w], amount, self.nodes[n])
         call = (*args, {"from": self.holders[h]})
+        if self.status[n] != ACTIVE:
+            with brownie.reverts(err("CapacityNodeNotActive", self.nodes[n], self.status[n])):
+                self.capacity.redeem.call(*call)
+            REACHED["redeem against an exiting node refused"] += 1
+            return
         if amount > ob.unreserved:
             expected = err(
                 "CapacityNotRedeemable", self.nodes[n], self.tids[w], ob.unreserved, amount
             )
             with brownie.reverts(expected):
                 self.capacity.redeem.call(*call)
-            return
-        if self.status[n] != ACTIVE:
-            with brownie.reverts(err("CapacityNodeNotActive", self.nodes[n], self.status[n])):
-                self.capacity.redeem.call(*call)
-            REACHED["redeem against an exiting node refused"] += 1
             return
         if amount > self.tokens[h, w]:
             expected = err(
