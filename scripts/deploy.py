@@ -25,6 +25,7 @@ from brownie import (
     Contract,
     EpochSettlement,
     GpucapForwarder,
+    GpucapTimelock,
     NodeRegistry,
     OracleHub,
     RevenuePool,
@@ -40,6 +41,7 @@ from gpucap import devchain
 from gpucap.attestation import dev_oracle_keys
 from gpucap.gpu_classes import STANDARD_CLASSES
 from scripts import receipt_race
+from scripts.powers import DEFAULT_ADMIN, GUARDIAN, POWERS, TIMELOCK, role_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 USD = 10**6  # the stablecoin has 6 decimals
@@ -77,8 +79,13 @@ class DeployConfig:
     # dev account 9 (the backend's development relayer; refused on any other chain).
     relayer_address: str | None = None
     # Holds GUARDIAN_ROLE (the emergency pause of new offers and buys, which expires by
-    # itself). None = the deployer.
+    # itself) and, after the hand-over, JAILER_ROLE. None = the deployer.
     guardian_address: str | None = None
+    # Outside the dev chain every admin power moves to a GpucapTimelock with this delay
+    # (scripts/powers.py says which); None = the deployer stays admin (tests, the demo).
+    timelock_delay_seconds: int | None = 2 * 24 * 3600
+    # May schedule and cancel timelocked calls (the operations multisig). Empty = deployer.
+    timelock_proposers: tuple[str, ...] = ()
 
     @classmethod
     def for_tests(cls) -> DeployConfig:
@@ -88,6 +95,7 @@ class DeployConfig:
             unbonding_delay_seconds=3600,
             epoch_length_seconds=60,
             capacity_settlement_grace_seconds=3600,
+            timelock_delay_seconds=None,
         )
 
     @classmethod
@@ -100,6 +108,7 @@ class DeployConfig:
             epoch_length_seconds=30,
             capacity_window_seconds=3600,
             capacity_settlement_grace_seconds=3600,
+            timelock_delay_seconds=None,
         )
 
     @classmethod
@@ -126,6 +135,8 @@ class System:
     settlement: Any
     deployed_at_block: int
     class_ids: dict[str, int] = field(default_factory=dict)
+    # GpucapTimelock, once the deployer handed the admin powers over (hand_over_to_timelock).
+    timelock: Any = None
 
     def contracts(self) -> dict[str, Any]:
         return {
@@ -150,6 +161,7 @@ class System:
                 for name, c in self.contracts().items()
             },
             "gpu_classes": self.class_ids,
+            "timelock": self.timelock.address if self.timelock is not None else None,
         }
 
 
@@ -401,6 +413,51 @@ def load_system(manifest: dict[str, Any]) -> System:
     )
 
 
+# ---------------------------------------------------------------------------
+# The hand-over: every power over users' money or data behind the timelock
+# ---------------------------------------------------------------------------
+
+
+def hand_over_to_timelock(
+    system: System,
+    deployer: Any,
+    *,
+    delay_seconds: int,
+    proposers: list[str] | None = None,
+    guardian: str | None = None,
+) -> Any:
+    """Deploys GpucapTimelock (``delay_seconds``; ``proposers`` schedule and cancel, default
+    the deployer; anyone executes a call once due) and hands it every power scripts/powers.py
+    gives the timelock; ``guardian`` (default the deployer) takes the guardian powers (act at
+    once, stop only new business). The deployer keeps nothing else: every role it held is
+    revoked, DEFAULT_ADMIN_ROLE renounced last. Node pools deployed afterwards take the
+    timelock as their admin. Returns the timelock."""
+    sender = {"from": deployer}
+    timelock = GpucapTimelock.deploy(delay_seconds, list(proposers or [deployer.address]), sender)
+    holders = {TIMELOCK: timelock.address, GUARDIAN: guardian or deployer.address}
+    contracts = system.contracts()
+    handed = [p for p in POWERS if p.contract in contracts and p.contract != "TestStablecoin"]
+    for power in handed:
+        contract, role = contracts[power.contract], role_id(power.role)
+        for holder in power.holders:
+            address = holders.get(holder)
+            if address and not contract.hasRole(role, address):
+                contract.grantRole(role, address, sender)
+    keep = {(p.contract, p.role) for p in handed if deployer.address in _addresses(p, holders)}
+    # DEFAULT_ADMIN_ROLE last: revoking the others needs it.
+    for power in sorted(handed, key=lambda p: p.role == DEFAULT_ADMIN):
+        contract, role = contracts[power.contract], role_id(power.role)
+        if (power.contract, power.role) in keep or not contract.hasRole(role, deployer):
+            continue
+        contract.renounceRole(role, deployer, sender)
+    system.timelock = timelock
+    return timelock
+
+
+def _addresses(power: Any, holders: dict[str, str]) -> set[str]:
+    return {holders[h] for h in power.holders if h in holders}
+
+
 def _relayer_address(config: DeployConfig) -> str:
     if config.relayer_address:
         return config.relayer_address
@@ -439,6 +496,15 @@ def _deployer() -> Any:
 
 
 def main() -> None:
-    system = deploy_system(_deployer(), DeployConfig.from_env())
+    deployer, config = _deployer(), DeployConfig.from_env()
+    system = deploy_system(deployer, config)
+    if config.timelock_delay_seconds is not None:
+        hand_over_to_timelock(
+            system,
+            deployer,
+            delay_seconds=config.timelock_delay_seconds,
+            proposers=list(config.timelock_proposers) or None,
+            guardian=config.guardian_address,
+        )
     path = write_manifest(system)
     print(f"gpucap deployed on chain {chain.id}; manifest: {path}")

@@ -1,0 +1,189 @@
+"""The table of powers (scripts/powers.py) against the chain: after the hand-over to the
+timelock, every role of every contract is held by exactly whom the table says (read from the
+contracts' own RoleGranted/RoleRevoked events), each role holder is refused everything else
+with the contract's error, the timelock makes a change wait its delay, and the README shows
+the same table."""
+
+from pathlib import Path
+
+import brownie
+import pytest
+from brownie import ZERO_ADDRESS, chain, web3
+from eth_abi import encode
+
+from scripts.deploy import DeployConfig, _relayer_address, deploy_system, hand_over_to_timelock
+from scripts.powers import DEFAULT_ADMIN, GUARDIAN, NOBODY, POWERS, RELAYER, TIMELOCK, markdown
+from tests.support.errors import bytes_arg, err
+
+DELAY = 600
+UNAUTHORIZED = web3.keccak(text="AccessControlUnauthorizedAccount(address,bytes32)")[:4]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def unauthorized(account, role_hex):
+    return err("AccessControlUnauthorizedAccount", account, bytes_arg(role_hex))
+
+
+@pytest.fixture(scope="module")
+def handed(admin, accounts):
+    """A fresh deployment handed over to a timelock; accounts[10] proposes, [11] guards."""
+    proposer, guardian = accounts[10], accounts[11]
+    start = web3.eth.block_number
+    system = deploy_system(admin, DeployConfig.for_tests())
+    timelock = hand_over_to_timelock(
+        system, admin, delay_seconds=DELAY, proposers=[proposer.address], guardian=guardian.address
+    )
+    names = {
+        TIMELOCK: timelock.address,
+        GUARDIAN: guardian.address,
+        RELAYER: _relayer_address(DeployConfig.for_tests()),
+        "CapacityToken": system.capacity.address,
+        "EpochSettlement": system.settlement.address,
+        "deployer": admin.address,
+    }
+    return system, timelock, proposer, guardian, names, start
+
+
+def _roles_of(contract):
+    """Every role the contract declares (its *_ROLE constants) and DEFAULT_ADMIN_ROLE."""
+    roles = {DEFAULT_ADMIN: "0x" + "00" * 32}
+    for item in contract.abi:
+        name = item.get("name", "")
+        if item.get("type") == "function" and name.endswith("_ROLE") and not item["inputs"]:
+            roles[name] = getattr(contract, name)().hex()
+    return {
+        name: (value if value.startswith("0x") else "0x" + value) for name, value in roles.items()
+    }
+
+
+def _holders(contract, role_hex: str, start: int) -> set[str]:
+    """Who holds ``role_hex`` now, from the contract's own grant and revoke events."""
+    held: set[str] = set()
+    granted = web3.keccak(text="RoleGranted(bytes32,address,address)")
+    revoked = web3.keccak(text="RoleRevoked(bytes32,address,address)")
+    logs = web3.eth.get_logs(
+        {
+            "address": contract.address,
+            "fromBlock": start,
+            "toBlock": "latest",
+            "topics": [[granted, revoked], bytes.fromhex(role_hex.removeprefix("0x"))],
+        }
+    )
+    for log in sorted(logs, key=lambda x: (x["blockNumber"], x["logIndex"])):
+        account = web3.to_checksum_address(log["topics"][2][-20:])
+        if log["topics"][0] == granted:
+            held.add(account)
+        else:
+            held.discard(account)
+    return held
+
+
+def test_readme_shows_the_published_table():
+    assert markdown() in (ROOT / "README.md").read_text()
+
+
+def test_every_role_is_held_by_whom_the_table_says(handed):
+    system, _, _, _, names, start = handed
+    contracts = system.contracts()
+    table = {(p.contract, p.role): p for p in POWERS}
+    for name, contract in contracts.items():
+        if name == "GpucapForwarder":
+            continue  # no roles
+        for role, role_hex in _roles_of(contract).items():
+            power = table.get((name, role))
+            assert power is not None, f"{name}.{role} is not in the table of powers"
+            expected = {names[h] for h in power.holders if h != NOBODY}
+            assert _holders(contract, role_hex, start) == expected, (name, role)
+            for address in expected:  # and the chain agrees with the events
+                assert contract.hasRole(role_hex, address), (name, role, address)
+    # Nothing in the table is missing from the chain.
+    for power in POWERS:
+        if power.contract in contracts:
+            assert power.role in _roles_of(contracts[power.contract]), power
+
+
+def _zero_args(fn_abi):
+    def zero(t):
+        if t.endswith("]"):
+            return []
+        if t == "address":
+            return ZERO_ADDRESS
+        if t == "bool":
+            return False
+        if t.startswith("bytes") and t != "bytes":
+            return b"\x00" * int(t[5:])
+        if t in ("bytes", "string"):
+            return b"" if t == "bytes" else ""
+        if t == "tuple":
+            return None
+        return 0
+
+    return [zero(i["type"]) for i in fn_abi["inputs"]]
+
+
+def _call_data(contract, function: str):
+    fn_abi = next(i for i in contract.abi if i.get("name") == function)
+    if any(i["type"].startswith("tuple") for i in fn_abi["inputs"]):
+        return None
+    selector = web3.keccak(text=f"{function}({','.join(i['type'] for i in fn_abi['inputs'])})")[:4]
+    types = [i["type"] for i in fn_abi["inputs"]]
+    return selector + encode(types, _zero_args(fn_abi))
+
+
+def test_each_holder_is_refused_every_other_power(handed, admin):
+    """The deployer (after the hand-over), the guardian and the keeper try every role-gated
+    function they do not hold: each is refused with AccessControlUnauthorizedAccount."""
+    system, _, _, guardian, names, _ = handed
+    contracts = system.contracts()
+    callers = [admin.address, guardian.address, names[RELAYER]]
+    tried = 0
+    for power in POWERS:
+        if power.contract not in contracts or power.contract == "TestStablecoin":
+            continue
+        contract = contracts[power.contract]
+        role_hex = _roles_of(contract)[power.role]
+        for caller in callers:
+            if contract.hasRole(role_hex, caller):
+                continue
+            for function in power.functions:
+                if function in ("grantRole", "revokeRole"):
+                    data = contract.grantRole.encode_input(role_hex, caller)
+                else:
+                    data = _call_data(contract, function)
+                    if data is None:
+                        continue
+                # grantRole is gated by the role's admin role (DEFAULT_ADMIN_ROLE here).
+                needed = "0x" + "00" * 32 if function in ("grantRole", "revokeRole") else role_hex
+                with pytest.raises(ValueError) as refused:
+                    web3.eth.call({"from": caller, "to": contract.address, "data": data})
+                expected = UNAUTHORIZED + encode(
+                    ["address", "bytes32"], [caller, bytes.fromhex(needed.removeprefix("0x"))]
+                )
+                assert refused.value.args[0]["data"] == "0x" + expected.hex(), (
+                    power.contract,
+                    function,
+                    caller,
+                )
+                tried += 1
+    assert tried > 40
+
+
+def test_the_timelock_makes_a_change_wait_its_delay(handed, admin):
+    system, timelock, proposer, _, _, _ = handed
+    registry = system.registry
+    with brownie.reverts(unauthorized(admin, "0x" + "00" * 32)):
+        registry.setUnbondingDelay(60, {"from": admin})
+    data = registry.setUnbondingDelay.encode_input(60)
+    salt = b"\x01" * 32
+    tx = timelock.schedule(registry, 0, data, b"\x00" * 32, salt, DELAY, {"from": proposer})
+    scheduled = tx.events["CallScheduled"]
+    assert (scheduled["target"], scheduled["data"]) == (registry.address, data)
+    op = timelock.hashOperation(registry, 0, data, b"\x00" * 32, salt)
+    assert timelock.getTimestamp(op) == tx.timestamp + DELAY
+    with brownie.reverts():
+        timelock.execute(registry, 0, data, b"\x00" * 32, salt, {"from": admin})
+    assert registry.unbondingDelay() == 3600
+    chain.sleep(DELAY + 1)
+    chain.mine()
+    timelock.execute(registry, 0, data, b"\x00" * 32, salt, {"from": admin})  # anyone executes
+    assert registry.unbondingDelay() == 60
