@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,28 +19,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import OPEN_STATUSES, Action, ActionKind, ActionStatus, utcnow
 from backend.db.session import write_turn
-from backend.services.chain import Chain
-from backend.services.epoch_settlement import settle_epoch_tx
 from backend.services.errors import (
     ActionNotFound,
     IdempotencyConflict,
     ServiceError,
     TransactionReverted,
 )
-from backend.services.faucet import drip_request
-from backend.services.relayer import Fees, NonceConsumed, Relayer, SignedTx, TxRequest
-from backend.services.settlement import prove_tx, settle_tx
+from backend.services.relayer import Fees, NonceConsumed, Relayer, RequestBuilder, SignedTx
 
 log = logging.getLogger(__name__)
-
-# kind → how to turn its params into a transaction. New kinds register here.
-# Forward actions are not here: they go out many per transaction (services/batching.py).
-REQUEST_BUILDERS: dict[str, Callable[[Chain, dict[str, Any]], TxRequest]] = {
-    ActionKind.FAUCET.value: lambda chain, params: drip_request(chain, params["address"]),
-    ActionKind.PROVE_DELIVERY.value: prove_tx,
-    ActionKind.SETTLE_RESERVATION.value: settle_tx,
-    ActionKind.SETTLE_EPOCH.value: settle_epoch_tx,
-}
 
 
 def create_action(
@@ -174,8 +161,15 @@ def _finish(sessions: sessionmaker[Session], action_id: str, **values: Any) -> N
         session.commit()
 
 
-def relay_action(*, sessions: sessionmaker[Session], relayer: Relayer, action_id: str) -> str:
-    """Drive one action forward; returns its status. Retryable failures raise ServiceError."""
+def relay_action(
+    *,
+    sessions: sessionmaker[Session],
+    relayer: Relayer,
+    action_id: str,
+    builders: Mapping[str, RequestBuilder],
+) -> str:
+    """Drive one action forward; returns its status. Retryable failures raise ServiceError.
+    ``builders``: kind -> its transaction (the worker's table, ``backend.worker.kinds``)."""
     with sessions() as session:
         action = get_action(session, action_id)
         status, tx_hash, raw_tx, nonce = action.status, action.tx_hash, action.raw_tx, action.nonce
@@ -186,10 +180,12 @@ def relay_action(*, sessions: sessionmaker[Session], relayer: Relayer, action_id
 
     try:
         if tx_hash is None:
-            tx_hash = _sign_and_send(sessions, relayer, action_id, kind, params)
+            tx_hash = _sign_and_send(sessions, relayer, action_id, builders[kind], params)
         else:
             _resend_if_lost(sessions, relayer, action_id, tx_hash, raw_tx, nonce, replaced)
-            tx_hash, replaced = _replace_if_stuck(sessions, relayer, action_id, kind, params)
+            tx_hash, replaced = _replace_if_stuck(
+                sessions, relayer, action_id, builders[kind], params
+            )
         if tx_hash is None:  # failed before sending (decoded revert on estimation)
             with sessions() as session:
                 return get_action(session, action_id).status
@@ -225,7 +221,7 @@ def _sign_and_send(
     sessions: sessionmaker[Session],
     relayer: Relayer,
     action_id: str,
-    kind: str,
+    build: RequestBuilder,
     params: dict[str, Any],
 ) -> str | None:
     with relayer.nonces.locked():
@@ -234,8 +230,7 @@ def _sign_and_send(
             if action.tx_hash is not None or ActionStatus(action.status).is_final:
                 return action.tx_hash
         try:
-            # Builders may simulate and raise TransactionReverted (decoded) themselves.
-            request = REQUEST_BUILDERS[kind](relayer.chain, params)
+            request = build(relayer.chain, params)
             signed = relayer.sign(request)
         except TransactionReverted as rev:
             _finish(
@@ -282,7 +277,7 @@ def _replace_if_stuck(
     sessions: sessionmaker[Session],
     relayer: Relayer,
     action_id: str,
-    kind: str,
+    build: RequestBuilder,
     params: dict[str, Any],
 ) -> tuple[str | None, list[str]]:
     """Re-sign a transaction pending longer than ``relayer.replace_after_seconds``: same
@@ -311,7 +306,7 @@ def _replace_if_stuck(
         if relayer.mined_nonce() > nonce:
             return tx_hash, replaced  # the nonce is used; wait_mined/NonceConsumed sort it out
         try:
-            request = REQUEST_BUILDERS[kind](relayer.chain, params)
+            request = build(relayer.chain, params)
             signed = relayer.sign(
                 request, nonce=nonce, min_fees=old_fees.bumped(relayer.fee_bump_percent)
             )

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -55,6 +55,7 @@ from backend.services.relayer import (
     Mined,
     NonceConsumed,
     Relayer,
+    RequestBuilder,
     SignedTx,
     TxRequest,
 )
@@ -146,12 +147,16 @@ def relay(
     relayer: Relayer,
     action_id: str,
     limits: BatchLimits,
+    builders: Mapping[str, RequestBuilder],
     kick: Kick | None = None,
 ) -> str:
-    """What the relay task calls: forward actions are batched, others go out singly."""
+    """What the relay task calls: forward actions are batched, others go out singly
+    (``builders``: kind -> its transaction)."""
     state = _state(sessions, action_id)
     if state.kind != FORWARD:
-        return actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id)
+        return actions.relay_action(
+            sessions=sessions, relayer=relayer, action_id=action_id, builders=builders
+        )
     if kick is not None:
         kick.clear()
         if state.tx_hash is not None or state.final:

@@ -54,6 +54,7 @@ from backend.db.models import (
     EpochRow,
     utcnow,
 )
+from backend.services.actions import create_action
 from backend.services.chain import Chain
 from backend.services.leaves import (
     EpochProofs,
@@ -227,8 +228,6 @@ def plan_epoch_settlements(
     estimate: Estimate | None = None,
 ) -> EpochPlan:
     """Create (and enqueue) the settle actions due now; see the module notes."""
-    from backend.services.actions import create_action  # actions imports this module's builder
-
     plan = EpochPlan()
     since = billable_since(session)
     if not since:

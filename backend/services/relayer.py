@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,11 @@ class TxRequest:
     data: str
     value: int = 0
     gas: int | None = None  # None: estimate (which also catches reverts before paying gas)
+
+
+# How a kind of single action turns its row's params into its transaction. Builders
+# may simulate and raise TransactionReverted (decoded) themselves.
+RequestBuilder = Callable[[Chain, dict[str, Any]], TxRequest]
 
 
 @dataclass(frozen=True)

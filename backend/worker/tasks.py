@@ -30,6 +30,7 @@ from backend.worker.celery_app import (
     SWEEP_TASK,
 )
 from backend.worker.context import context_of, indexer_of, relayer_of
+from backend.worker.kinds import REQUEST_BUILDERS
 from gpucap.deployment import ManifestError
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ def relay_action(self: Task, action_id: str) -> str:
             relayer=relayer_of(self.app),
             action_id=action_id,
             limits=limits,
+            builders=REQUEST_BUILDERS,
             kick=CeleryKick(self.app, ctx.forward_kick),
         )
     except ActionNotFound:

@@ -21,6 +21,7 @@ from backend.services.batching import BatchLimits
 from backend.services.errors import TransactionReverted
 from backend.services.forward import ForwardParams, RequestOutcome
 from backend.services.relayer import Relayer, TxRequest
+from backend.worker.kinds import REQUEST_BUILDERS
 from gpucap.signing import SignedRequest, sign_request
 from tests.backend.backend_helpers import new_forward_action, service_relayer
 
@@ -150,7 +151,13 @@ def test_a_task_whose_batch_another_task_drives_returns_at_once(
         assert {actions.get_action(session, i).status for i in ids} == {"confirmed"}
     # A task for a finished row stops after reading it.
     assert (
-        batching.relay(sessions=sessions, relayer=relayer, action_id=ids[0], limits=limits)
+        batching.relay(
+            sessions=sessions,
+            relayer=relayer,
+            builders=REQUEST_BUILDERS,
+            action_id=ids[0],
+            limits=limits,
+        )
         == "confirmed"
     )
 

@@ -21,6 +21,7 @@ from backend.services import batching
 from backend.services.batching import BatchLimits
 from backend.services.relay_kick import KICK_KEY, ForwardKick
 from backend.worker.celery_app import RELAY_TASK
+from backend.worker.kinds import REQUEST_BUILDERS
 from gpucap import devchain
 from tests.backend.backend_helpers import new_forward_action, service_relayer
 
@@ -133,7 +134,12 @@ def test_a_task_clears_first_and_kicks_for_rows_its_batch_left(
         kick = RecordingKick()
         limits = BatchLimits(max_requests=2)
         status = batching.relay(
-            sessions=sessions, relayer=relayer, action_id=ids[0], limits=limits, kick=kick
+            sessions=sessions,
+            relayer=relayer,
+            builders=REQUEST_BUILDERS,
+            action_id=ids[0],
+            limits=limits,
+            kick=kick,
         )
         assert status == "confirmed"
         sent = _tx_of(sessions, ids)
@@ -144,7 +150,12 @@ def test_a_task_clears_first_and_kicks_for_rows_its_batch_left(
         kick = RecordingKick()  # ids[1] was batched by the task of ids[0]
         assert (
             batching.relay(
-                sessions=sessions, relayer=relayer, action_id=ids[1], limits=limits, kick=kick
+                sessions=sessions,
+                relayer=relayer,
+                builders=REQUEST_BUILDERS,
+                action_id=ids[1],
+                limits=limits,
+                kick=kick,
             )
             == "confirmed"
         )
@@ -154,6 +165,7 @@ def test_a_task_clears_first_and_kicks_for_rows_its_batch_left(
         batching.relay(
             sessions=sessions,
             relayer=relayer,
+            builders=REQUEST_BUILDERS,
             action_id=ids[2],
             limits=BatchLimits(max_requests=10),
             kick=kick,
@@ -164,6 +176,11 @@ def test_a_task_clears_first_and_kicks_for_rows_its_batch_left(
         more = [new_forward_action(relayer, sessions, s) for _ in range(3)]
         kick = RecordingKick()
         batching.relay(
-            sessions=sessions, relayer=relayer, action_id=more[0], limits=limits, kick=kick
+            sessions=sessions,
+            relayer=relayer,
+            builders=REQUEST_BUILDERS,
+            action_id=more[0],
+            limits=limits,
+            kick=kick,
         )
         assert kick.events == ["clear", (more[2], False)]  # 1 waiting: less than a batch

@@ -16,6 +16,7 @@ from backend.services.errors import ChainUnavailable, TransactionReverted
 from backend.services.faucet import drip_request
 from backend.services.relayer import NonceConsumed, Relayer, TxRequest
 from backend.services.sweep import sweep_stale_actions
+from backend.worker.kinds import REQUEST_BUILDERS
 from gpucap import devchain
 from tests.backend.backend_helpers import new_faucet_action, service_relayer
 
@@ -60,11 +61,17 @@ def test_relay_twice_drips_once(
     address = Account.create().address
     action_id = new_faucet_action(sessions, address)
     assert (
-        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id) == "confirmed"
+        actions.relay_action(
+            sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
+        )
+        == "confirmed"
     )
     first = read(sessions, action_id)
     assert (
-        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id) == "confirmed"
+        actions.relay_action(
+            sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
+        )
+        == "confirmed"
     )
     again = read(sessions, action_id)
     assert (again.tx_hash, again.attempts) == (first.tx_hash, 1)
@@ -82,7 +89,10 @@ def test_crash_between_record_and_broadcast_resends_the_same_tx(
     assert not relayer.is_known(signed.tx_hash)
 
     assert (
-        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id) == "confirmed"
+        actions.relay_action(
+            sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
+        )
+        == "confirmed"
     )
     row = read(sessions, action_id)
     assert row.tx_hash == signed.tx_hash and row.status == "confirmed"
@@ -101,11 +111,16 @@ def test_recorded_tx_whose_nonce_was_taken_is_resigned(
         relayer.broadcast(relayer.sign(drip_request(relayer.chain, other)))
 
     with pytest.raises(NonceConsumed):
-        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id)
+        actions.relay_action(
+            sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
+        )
     row = read(sessions, action_id)
     assert row.status == "pending" and row.tx_hash is None  # the retry signs anew
     assert (
-        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id) == "confirmed"
+        actions.relay_action(
+            sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
+        )
+        == "confirmed"
     )
     assert read(sessions, action_id).tx_hash != lost.tx_hash
     assert live_deployment.system.stablecoin.balanceOf(address) == DRIP
@@ -125,7 +140,9 @@ def test_chain_down_keeps_the_row_open_with_a_reason(
     )
     action_id = new_faucet_action(sessions, Account.create().address)
     with pytest.raises(ChainUnavailable):
-        actions.relay_action(sessions=sessions, relayer=offline, action_id=action_id)
+        actions.relay_action(
+            sessions=sessions, relayer=offline, builders=REQUEST_BUILDERS, action_id=action_id
+        )
     row = read(sessions, action_id)
     assert row.status == "pending" and row.error_code == "ChainUnavailable"
     assert "unreachable" in row.error

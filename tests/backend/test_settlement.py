@@ -21,6 +21,7 @@ from backend.services.chain import Chain
 from backend.services.indexer import Indexer
 from backend.services.relayer import Relayer
 from backend.services.settlement import plan_due
+from backend.worker.kinds import REQUEST_BUILDERS
 from gpucap import devchain
 from gpucap.attestation import NodeLeaf, build_commitment
 from oracle.proofs import proofs_document, write_proofs
@@ -129,7 +130,12 @@ def world(hourly, tmp_path: Path, redis_server: EmbeddedRedis) -> Iterator[dict[
 
 def _relay_all(world, ids: list[str]) -> list[str]:
     return [
-        actions.relay_action(sessions=world["sessions"], relayer=world["relayer"], action_id=i)
+        actions.relay_action(
+            sessions=world["sessions"],
+            relayer=world["relayer"],
+            builders=REQUEST_BUILDERS,
+            action_id=i,
+        )
         for i in ids
     ]
 

@@ -17,8 +17,8 @@ from sqlalchemy import Select, func, select
 
 from backend.app.deps import SessionDep
 from backend.app.errors import ApiError
+from backend.app.params import INT64_MAX, IdPath
 from backend.app.read_cache import CachedReadRoute
-from backend.app.routers.reads import INT64_MAX, IdPath
 from backend.app.schemas import (
     ErrorPublic,
     FleetClassMetricsPublic,

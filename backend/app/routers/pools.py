@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from backend.app.deps import SessionDep
 from backend.app.errors import ApiError
+from backend.app.params import INT64_MAX, IdPath, IdQuery, Limit, Offset, address_param
 from backend.app.read_cache import CachedReadRoute
-from backend.app.routers.reads import INT64_MAX, IdPath, IdQuery, Limit, Offset, address_param
 from backend.app.schemas import (
     CoolingPublic,
     ErrorPublic,
