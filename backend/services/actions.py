@@ -1,15 +1,17 @@
-"""Actions: create with an idempotency key, read, and drive one to a final status.
+"""The actions' rows: create one with an idempotency key, read it, and the writes
+the transaction driver makes as a row's transaction is sent, replaced and mined.
 
-``relay_action`` is what the Celery task calls. It is idempotent: a row that
-already has a transaction is checked (and that same transaction re-sent if the
-node lost it), never sent twice; confirmed and failed rows are left alone.
+Every user action is a row before it is a transaction, so a retry never acts
+twice. This module is only the store: which transaction a row becomes, and when,
+is the driver's business (``tx_driver.py``), and it knows no kind of action.
+Writes that finish a row only touch open rows: a final row is never rewritten.
 """
 
 from __future__ import annotations
 
-import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,15 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import OPEN_STATUSES, Action, ActionKind, ActionStatus, utcnow
 from backend.db.session import write_turn
-from backend.services.errors import (
-    ActionNotFound,
-    IdempotencyConflict,
-    ServiceError,
-    TransactionReverted,
-)
-from backend.services.relayer import Fees, NonceConsumed, Relayer, RequestBuilder, SignedTx
-
-log = logging.getLogger(__name__)
+from backend.services.errors import ActionNotFound, IdempotencyConflict
+from backend.services.relayer import Fees, Mined, SignedTx
 
 
 def create_action(
@@ -140,124 +135,188 @@ def stale_open_actions(
 
 
 # ---------------------------------------------------------------------------
-# Relaying one action
+# A row's transaction, as the driver reads and writes it
 # ---------------------------------------------------------------------------
 
 
-def _update(sessions: sessionmaker[Session], action_id: str, **values: Any) -> None:
+@dataclass(frozen=True)
+class RowState:
+    """What a relay task needs of its own row to decide what to do (one light read)."""
+
+    kind: str
+    status: str
+    tx_hash: str | None
+    nonce: int | None
+
+    @property
+    def final(self) -> bool:
+        return ActionStatus(self.status).is_final
+
+
+def row_state(sessions: sessionmaker[Session], action_id: str) -> RowState:
+    """The row's kind, status, transaction and nonce: columns only, no ORM object (most
+    relay tasks find their row already in a transaction another task drives, and stop
+    here)."""
     with sessions() as session:
-        session.execute(update(Action).where(Action.id == action_id).values(**values))
+        row = session.execute(
+            select(Action.kind, Action.status, Action.tx_hash, Action.nonce).where(
+                Action.id == action_id
+            )
+        ).one_or_none()
+    if row is None:
+        raise ActionNotFound(f"no action with id {action_id}")
+    return RowState(kind=row.kind, status=row.status, tx_hash=row.tx_hash, nonce=row.nonce)
+
+
+@dataclass(frozen=True)
+class SentRow:
+    """A row's transaction as recorded: every row of a group carries the group's
+    (hash, raw transaction, nonce, hashes it replaced, fees, submission time)."""
+
+    status: str
+    tx_hash: str | None
+    nonce: int | None
+    raw_tx: str | None
+    replaced: list[str]
+    submitted_at: datetime | None
+    fees: Fees | None
+
+    @property
+    def final(self) -> bool:
+        return ActionStatus(self.status).is_final
+
+
+def sent_row(session: Session, action_id: str) -> SentRow | None:
+    row = session.execute(
+        select(
+            Action.status,
+            Action.tx_hash,
+            Action.nonce,
+            Action.raw_tx,
+            Action.replaced_tx_hashes,
+            Action.submitted_at,
+            Action.max_fee_per_gas,
+            Action.max_priority_fee_per_gas,
+        ).where(Action.id == action_id)
+    ).one_or_none()
+    if row is None:
+        return None
+    fees = (
+        Fees(row.max_fee_per_gas, row.max_priority_fee_per_gas)
+        if row.max_fee_per_gas is not None and row.max_priority_fee_per_gas is not None
+        else None
+    )
+    return SentRow(
+        status=row.status,
+        tx_hash=row.tx_hash,
+        nonce=row.nonce,
+        raw_tx=row.raw_tx,
+        replaced=list(row.replaced_tx_hashes or []),
+        submitted_at=row.submitted_at,
+        fees=fees,
+    )
+
+
+@dataclass(frozen=True)
+class OpenRow:
+    """An open row as the group of rows its transaction carries sees it: id, params,
+    and how many transactions have carried it so far."""
+
+    id: str
+    params: dict[str, Any]
+    attempts: int = 0
+
+
+def open_rows(session: Session, *where: Any, limit: int | None = None) -> list[OpenRow]:
+    """The open rows matching ``where``, oldest first (columns only: a batch carries up
+    to a hundred)."""
+    return [
+        OpenRow(r.id, dict(r.params), r.attempts)
+        for r in session.execute(
+            select(Action.id, Action.params, Action.attempts)
+            .where(Action.status.in_(OPEN_STATUSES), *where)
+            .order_by(Action.created_at, Action.id)
+            .limit(limit)
+        )
+    ]
+
+
+def note_error(sessions: sessionmaker[Session], action_id: str, code: str, reason: str) -> None:
+    """Why an open row waits (it stays pending or submitted; a retry follows)."""
+    with sessions() as session:
+        session.execute(
+            update(Action).where(Action.id == action_id).values(error_code=code, error=reason)
+        )
         session.commit()
 
 
-def _finish(sessions: sessionmaker[Session], action_id: str, **values: Any) -> None:
-    """Final states only move forward: a row already final is never overwritten."""
+def update_open(sessions: sessionmaker[Session], ids: Sequence[str], **values: Any) -> None:
+    """Write ``values`` on the rows of ``ids`` still open, in one database transaction:
+    final states only move forward, a row already final is never overwritten."""
     with sessions() as session:
         session.execute(
             update(Action)
-            .where(Action.id == action_id, Action.status.in_(OPEN_STATUSES))
+            .where(Action.id.in_(ids), Action.status.in_(OPEN_STATUSES))
             .values(**values)
         )
         session.commit()
 
 
-def relay_action(
+def finish_mined(
+    sessions: sessionmaker[Session],
+    mined: Mined,
     *,
-    sessions: sessionmaker[Session],
-    relayer: Relayer,
-    action_id: str,
-    builders: Mapping[str, RequestBuilder],
-) -> str:
-    """Drive one action forward; returns its status. Retryable failures raise ServiceError.
-    ``builders``: kind -> its transaction (the worker's table, ``backend.worker.kinds``)."""
+    confirmed: Sequence[str],
+    failed: Sequence[tuple[str, str, str]] = (),
+) -> None:
+    """Finish the rows a mined transaction carried, at once: ``confirmed`` ids, and
+    ``failed`` (id, error code, reason) for the requests of a batch that did not run."""
+    done = {
+        "tx_hash": mined.tx_hash,  # the replacement, or the original if that one was mined
+        "block_number": mined.block_number,
+    }
     with sessions() as session:
-        action = get_action(session, action_id)
-        status, tx_hash, raw_tx, nonce = action.status, action.tx_hash, action.raw_tx, action.nonce
-        kind, params = action.kind, dict(action.params)
-        replaced = list(action.replaced_tx_hashes or [])
-    if ActionStatus(status).is_final:
-        return status
-
-    try:
-        if tx_hash is None:
-            tx_hash = _sign_and_send(sessions, relayer, action_id, builders[kind], params)
-        else:
-            _resend_if_lost(sessions, relayer, action_id, tx_hash, raw_tx, nonce, replaced)
-            tx_hash, replaced = _replace_if_stuck(
-                sessions, relayer, action_id, builders[kind], params
+        if confirmed:
+            session.execute(
+                update(Action)
+                .where(Action.id.in_(confirmed), Action.status.in_(OPEN_STATUSES))
+                .values(status=ActionStatus.CONFIRMED.value, error=None, error_code=None, **done)
             )
-        if tx_hash is None:  # failed before sending (decoded revert on estimation)
-            with sessions() as session:
-                return get_action(session, action_id).status
-        mined = relayer.wait_mined(tx_hash, also=replaced, nonce=nonce)
-    except TransactionReverted as rev:
-        _finish(
-            sessions,
-            action_id,
-            status=ActionStatus.FAILED.value,
-            error_code=rev.code,
-            error=rev.reason,
-            block_number=rev.block_number,
-            **({"tx_hash": rev.tx_hash} if rev.tx_hash else {}),
-        )
-        return ActionStatus.FAILED.value
-    except ServiceError as exc:
-        # Retryable: note why on the row (it stays pending/submitted) and let Celery retry.
-        _update(sessions, action_id, error_code=exc.code, error=exc.reason)
-        raise
-    _finish(
+        for row_id, code, reason in failed:
+            session.execute(
+                update(Action)
+                .where(Action.id == row_id, Action.status.in_(OPEN_STATUSES))
+                .values(status=ActionStatus.FAILED.value, error=reason, error_code=code, **done)
+            )
+        session.commit()
+
+
+def fail_unsent(sessions: sessionmaker[Session], action_id: str, code: str, reason: str) -> None:
+    """The row failed before any transaction carried it (it would revert, expired, too
+    large): that attempt counts."""
+    update_open(
         sessions,
-        action_id,
-        status=ActionStatus.CONFIRMED.value,
-        tx_hash=mined.tx_hash,  # the replacement, or the original if that one was mined
-        block_number=mined.block_number,
-        error=None,
-        error_code=None,
+        [action_id],
+        status=ActionStatus.FAILED.value,
+        error_code=code,
+        error=reason,
+        attempts=Action.attempts + 1,
     )
-    return ActionStatus.CONFIRMED.value
 
 
-def _sign_and_send(
+def record_sent(
     sessions: sessionmaker[Session],
-    relayer: Relayer,
-    action_id: str,
-    build: RequestBuilder,
-    params: dict[str, Any],
-) -> str | None:
-    with relayer.nonces.locked():
-        with sessions() as session:  # re-read under the lock: another task may have sent it
-            action = get_action(session, action_id)
-            if action.tx_hash is not None or ActionStatus(action.status).is_final:
-                return action.tx_hash
-        try:
-            request = build(relayer.chain, params)
-            signed = relayer.sign(request)
-        except TransactionReverted as rev:
-            _finish(
-                sessions,
-                action_id,
-                status=ActionStatus.FAILED.value,
-                error_code=rev.code,
-                error=rev.reason,
-                attempts=Action.attempts + 1,
-            )
-            return None
-        _record_submitted(sessions, action_id, signed)  # write-ahead, then send
-        relayer.broadcast(signed)
-        return signed.tx_hash
-
-
-def _record_submitted(
-    sessions: sessionmaker[Session],
-    action_id: str,
+    ids: Sequence[str],
     signed: SignedTx,
     *,
     replaced: list[str] | None = None,
 ) -> None:
+    """Write the transaction on every row it carries at once (one database transaction),
+    before it is broadcast: after a crash the same transaction is re-sent."""
     fees = signed.fees
-    _update(
+    update_open(
         sessions,
-        action_id,
+        ids,
         status=ActionStatus.SUBMITTED.value,
         tx_hash=signed.tx_hash,
         nonce=signed.nonce,
@@ -273,98 +332,17 @@ def _record_submitted(
     )
 
 
-def _replace_if_stuck(
-    sessions: sessionmaker[Session],
-    relayer: Relayer,
-    action_id: str,
-    build: RequestBuilder,
-    params: dict[str, Any],
-) -> tuple[str | None, list[str]]:
-    """Re-sign a transaction pending longer than ``relayer.replace_after_seconds``: same
-    nonce, fees raised by ``relayer.fee_bump_percent`` (a node only swaps a pending
-    transaction for one paying enough more). Returns the hash to wait for and every
-    hash the action had before (any of them may be the one mined)."""
-    with relayer.nonces.locked():
-        with sessions() as session:
-            action = get_action(session, action_id)
-            tx_hash, nonce = action.tx_hash, action.nonce
-            replaced = list(action.replaced_tx_hashes or [])
-            submitted_at = action.submitted_at
-            old_fees = (
-                Fees(action.max_fee_per_gas, action.max_priority_fee_per_gas)
-                if action.max_fee_per_gas is not None
-                and action.max_priority_fee_per_gas is not None
-                else None
-            )
-        if ActionStatus(action.status).is_final or tx_hash is None or nonce is None:
-            return tx_hash, replaced
-        age = (utcnow() - submitted_at).total_seconds() if submitted_at else 0.0
-        if age < relayer.replace_after_seconds or old_fees is None:
-            return tx_hash, replaced
-        if any(relayer.is_mined(h) for h in [tx_hash, *replaced]):
-            return tx_hash, replaced  # mined meanwhile: nothing to replace
-        if relayer.mined_nonce() > nonce:
-            return tx_hash, replaced  # the nonce is used; wait_mined/NonceConsumed sort it out
-        try:
-            request = build(relayer.chain, params)
-            signed = relayer.sign(
-                request, nonce=nonce, min_fees=old_fees.bumped(relayer.fee_bump_percent)
-            )
-        except TransactionReverted as rev:
-            # It would revert now; the pending one ran its checks earlier and may
-            # still succeed. Keep waiting for it rather than replacing it.
-            log.info("action %s: not replacing %s (%s)", action_id, tx_hash, rev.code)
-            return tx_hash, replaced
-        replaced = [*replaced, tx_hash]
-        log.warning(
-            "action %s: %s pending for %.0fs; replaced by %s (nonce %d, max fee %d -> %d)",
-            action_id,
-            tx_hash,
-            age,
-            signed.tx_hash,
-            nonce,
-            old_fees.max_fee_per_gas,
-            signed.fees.max_fee_per_gas if signed.fees else 0,
-        )
-        _record_submitted(sessions, action_id, signed, replaced=replaced)
-        relayer.broadcast(signed)
-        return signed.tx_hash, replaced
-
-
-def _resend_if_lost(
-    sessions: sessionmaker[Session],
-    relayer: Relayer,
-    action_id: str,
-    tx_hash: str,
-    raw_tx: str | None,
-    nonce: int | None,
-    replaced: list[str] | None = None,
-) -> None:
-    """A recorded transaction the node does not know (crash before broadcast, node restart)."""
-    if relayer.is_known(tx_hash) or raw_tx is None or nonce is None:
-        return
-    # A transaction this one replaced may be the one mined (then the replacement is
-    # gone from the pool): that is the action done, never a reason to re-sign.
-    if any(relayer.is_mined(h) for h in replaced or []):
-        return
-    signed = SignedTx(sender=relayer.sender, nonce=nonce, tx_hash=tx_hash, raw_tx=raw_tx)
-    with relayer.nonces.locked():
-        try:
-            relayer.broadcast(signed)
-        except NonceConsumed:
-            if relayer.mined_within([tx_hash, *(replaced or [])]):
-                return  # it was mined: its receipt lagged the nonce; the wait finds it
-            # That transaction can never be mined, so the action has not happened:
-            # back to pending, and the retry signs a new one.
-            log.warning(
-                "action %s: %s never mined and its nonce is used; re-signing", action_id, tx_hash
-            )
-            _update(
-                sessions,
-                action_id,
-                status=ActionStatus.PENDING.value,
-                tx_hash=None,
-                raw_tx=None,
-                nonce=None,
-            )
-            raise
+def reset(sessions: sessionmaker[Session], ids: Sequence[str], **values: Any) -> None:
+    """Back to pending with no transaction: the one they had can never be mined, so
+    none of them happened, and the retry sends them anew."""
+    update_open(
+        sessions,
+        ids,
+        status=ActionStatus.PENDING.value,
+        tx_hash=None,
+        raw_tx=None,
+        nonce=None,
+        replaced_tx_hashes=None,
+        submitted_at=None,
+        **values,
+    )

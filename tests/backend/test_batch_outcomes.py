@@ -17,11 +17,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.redis_embedded import EmbeddedRedis
 from backend.services import actions, batching, forward
-from backend.services.batching import BatchLimits
+from backend.services.batch_sizing import BatchLimits
 from backend.services.errors import TransactionReverted
 from backend.services.forward import ForwardParams, RequestOutcome
 from backend.services.relayer import Relayer, TxRequest
-from backend.worker.kinds import REQUEST_BUILDERS
 from gpucap.signing import SignedRequest, sign_request
 from tests.backend.backend_helpers import new_forward_action, service_relayer
 
@@ -151,13 +150,7 @@ def test_a_task_whose_batch_another_task_drives_returns_at_once(
         assert {actions.get_action(session, i).status for i in ids} == {"confirmed"}
     # A task for a finished row stops after reading it.
     assert (
-        batching.relay(
-            sessions=sessions,
-            relayer=relayer,
-            builders=REQUEST_BUILDERS,
-            action_id=ids[0],
-            limits=limits,
-        )
+        batching.relay_forward(sessions=sessions, relayer=relayer, action_id=ids[0], limits=limits)
         == "confirmed"
     )
 

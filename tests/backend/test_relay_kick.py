@@ -18,10 +18,9 @@ from backend.app.deps import CeleryEnqueuer
 from backend.db.models import Action
 from backend.redis_embedded import EmbeddedRedis
 from backend.services import batching
-from backend.services.batching import BatchLimits
+from backend.services.batch_sizing import BatchLimits
 from backend.services.relay_kick import KICK_KEY, ForwardKick
 from backend.worker.celery_app import RELAY_TASK
-from backend.worker.kinds import REQUEST_BUILDERS
 from gpucap import devchain
 from tests.backend.backend_helpers import new_forward_action, service_relayer
 
@@ -133,13 +132,8 @@ def test_a_task_clears_first_and_kicks_for_rows_its_batch_left(
         ids = [new_forward_action(relayer, sessions, s) for _ in range(5)]
         kick = RecordingKick()
         limits = BatchLimits(max_requests=2)
-        status = batching.relay(
-            sessions=sessions,
-            relayer=relayer,
-            builders=REQUEST_BUILDERS,
-            action_id=ids[0],
-            limits=limits,
-            kick=kick,
+        status = batching.relay_forward(
+            sessions=sessions, relayer=relayer, action_id=ids[0], limits=limits, kick=kick
         )
         assert status == "confirmed"
         sent = _tx_of(sessions, ids)
@@ -149,23 +143,17 @@ def test_a_task_clears_first_and_kicks_for_rows_its_batch_left(
 
         kick = RecordingKick()  # ids[1] was batched by the task of ids[0]
         assert (
-            batching.relay(
-                sessions=sessions,
-                relayer=relayer,
-                builders=REQUEST_BUILDERS,
-                action_id=ids[1],
-                limits=limits,
-                kick=kick,
+            batching.relay_forward(
+                sessions=sessions, relayer=relayer, action_id=ids[1], limits=limits, kick=kick
             )
             == "confirmed"
         )
         assert kick.events == ["clear", (ids[2], False)]
 
         kick = RecordingKick()
-        batching.relay(
+        batching.relay_forward(
             sessions=sessions,
             relayer=relayer,
-            builders=REQUEST_BUILDERS,
             action_id=ids[2],
             limits=BatchLimits(max_requests=10),
             kick=kick,
@@ -175,12 +163,7 @@ def test_a_task_clears_first_and_kicks_for_rows_its_batch_left(
 
         more = [new_forward_action(relayer, sessions, s) for _ in range(3)]
         kick = RecordingKick()
-        batching.relay(
-            sessions=sessions,
-            relayer=relayer,
-            builders=REQUEST_BUILDERS,
-            action_id=more[0],
-            limits=limits,
-            kick=kick,
+        batching.relay_forward(
+            sessions=sessions, relayer=relayer, action_id=more[0], limits=limits, kick=kick
         )
         assert kick.events == ["clear", (more[2], False)]  # 1 waiting: less than a batch

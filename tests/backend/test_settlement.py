@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.db.migrate import upgrade_to_head
 from backend.db.session import get_sessionmaker
 from backend.redis_embedded import EmbeddedRedis
-from backend.services import actions
 from backend.services.chain import Chain
 from backend.services.indexer import Indexer
+from backend.services.relay import relay_action
 from backend.services.relayer import Relayer
 from backend.services.settlement import plan_due
 from backend.worker.kinds import REQUEST_BUILDERS
@@ -130,7 +130,7 @@ def world(hourly, tmp_path: Path, redis_server: EmbeddedRedis) -> Iterator[dict[
 
 def _relay_all(world, ids: list[str]) -> list[str]:
     return [
-        actions.relay_action(
+        relay_action(
             sessions=world["sessions"],
             relayer=world["relayer"],
             builders=REQUEST_BUILDERS,
