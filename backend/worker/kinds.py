@@ -9,10 +9,10 @@ actions are not here: they go out many per transaction (relaying's batching).
 from __future__ import annotations
 
 from backend.db.models import ActionKind
-from backend.services.epoch_settlement import settle_epoch_tx
-from backend.services.faucet import drip_request
-from backend.services.relayer import RequestBuilder
-from backend.services.settlement import prove_tx, settle_tx
+from backend.services.keepers.deliveries import prove_tx, settle_tx
+from backend.services.keepers.epochs import settle_epoch_tx
+from backend.services.relaying.faucet import drip_request
+from backend.services.relaying.relayer import RequestBuilder
 
 REQUEST_BUILDERS: dict[str, RequestBuilder] = {
     ActionKind.FAUCET.value: lambda chain, params: drip_request(chain, params["address"]),

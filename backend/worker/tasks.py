@@ -12,17 +12,17 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from backend.db.models import ActionStatus
-from backend.services.batch_sizing import BatchLimits
-from backend.services.batching import BatchReverted
 from backend.services.claims import claimed
-from backend.services.epoch_settlement import plan_epoch_settlements
 from backend.services.errors import ActionNotFound, ChainUnavailable, NonceLockTimeout
-from backend.services.indexer import ConcurrentIndexer, ReorgDuringBatch
-from backend.services.relay import relay_action as relay
-from backend.services.relay_kick import ForwardKick
-from backend.services.relayer import NonceConsumed, RelayRejected
-from backend.services.settlement import plan_due
-from backend.services.sweep import sweep_stale_actions as sweep
+from backend.services.indexing.indexer import ConcurrentIndexer, ReorgDuringBatch
+from backend.services.keepers.deliveries import plan_due
+from backend.services.keepers.epochs import plan_epoch_settlements
+from backend.services.relaying.batch_sizing import BatchLimits
+from backend.services.relaying.batching import BatchReverted
+from backend.services.relaying.relay import relay_action as relay
+from backend.services.relaying.relay_kick import ForwardKick
+from backend.services.relaying.relayer import NonceConsumed, RelayRejected
+from backend.services.relaying.sweep import sweep_stale_actions as sweep
 from backend.worker.celery_app import (
     INDEX_TASK,
     RELAY_TASK,

@@ -16,11 +16,11 @@ from eth_account import Account
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.redis_embedded import EmbeddedRedis
-from backend.services import actions, batching, forward
-from backend.services.batch_sizing import BatchLimits
 from backend.services.errors import TransactionReverted
-from backend.services.forward import ForwardParams, RequestOutcome
-from backend.services.relayer import Relayer, TxRequest
+from backend.services.relaying import actions, batching, forward
+from backend.services.relaying.batch_sizing import BatchLimits
+from backend.services.relaying.forward import ForwardParams, RequestOutcome
+from backend.services.relaying.relayer import Relayer, TxRequest
 from gpucap.signing import SignedRequest, sign_request
 from tests.backend.backend_helpers import new_forward_action, service_relayer
 

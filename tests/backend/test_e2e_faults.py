@@ -22,7 +22,7 @@ from brownie import chain, web3
 from eth_account import Account
 
 from backend.redis_embedded import EmbeddedRedis
-from backend.services.nonce import NonceManager
+from backend.services.relaying.nonce import NonceManager
 from gpucap import devchain
 from gpucap.signing import sign_request
 from tests.backend.backend_helpers import ServiceProcess, Stack, backend_env, http_up, wait_for

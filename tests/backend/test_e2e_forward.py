@@ -12,7 +12,7 @@ import redis
 from brownie import chain, web3
 from eth_account import Account
 
-from backend.services.nonce import NonceManager
+from backend.services.relaying.nonce import NonceManager
 from gpucap import devchain
 from gpucap.signing import SignedRequest, sign_permit, sign_request
 from tests.backend.backend_helpers import Stack, wait_for
@@ -302,7 +302,7 @@ def test_wallet_deposits_into_its_nodes_pool_gaslessly(
 
 
 def test_a_burst_of_requests_wakes_the_worker_once_not_per_request(stack: Stack, market) -> None:
-    """Requests arriving together share one relay task (services/relay_kick.py): the
+    """Requests arriving together share one relay task (services/relaying/relay_kick.py): the
     worker receives far fewer relay messages than requests, and every request still
     ends confirmed in a shared executeBatch; the batch's driver then asks for an index
     run at once (worker/tasks.py index_soon)."""

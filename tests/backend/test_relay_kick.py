@@ -1,4 +1,4 @@
-"""The relay kick (backend/services/relay_kick.py): one relay task per burst of forward
+"""The relay kick (backend/services/relaying/relay_kick.py): one relay task per burst of forward
 requests. The flag on a real Redis; the API's enqueue and the batching service's use
 of it on a real anvil; the burst through the real API and worker is in
 test_e2e_forward.py."""
@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.app.deps import CeleryEnqueuer
 from backend.db.models import Action
 from backend.redis_embedded import EmbeddedRedis
-from backend.services import batching
-from backend.services.batch_sizing import BatchLimits
-from backend.services.relay_kick import KICK_KEY, ForwardKick
+from backend.services.relaying import batching
+from backend.services.relaying.batch_sizing import BatchLimits
+from backend.services.relaying.relay_kick import KICK_KEY, ForwardKick
 from backend.worker.celery_app import RELAY_TASK
 from gpucap import devchain
 from tests.backend.backend_helpers import new_forward_action, service_relayer

@@ -10,13 +10,13 @@ from eth_account import Account
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.redis_embedded import EmbeddedRedis
-from backend.services import actions
 from backend.services.chain import Chain
 from backend.services.errors import ChainUnavailable, TransactionReverted
-from backend.services.faucet import drip_request
-from backend.services.relay import relay_action
-from backend.services.relayer import NonceConsumed, Relayer, TxRequest
-from backend.services.sweep import sweep_stale_actions
+from backend.services.relaying import actions
+from backend.services.relaying.faucet import drip_request
+from backend.services.relaying.relay import relay_action
+from backend.services.relaying.relayer import NonceConsumed, Relayer, TxRequest
+from backend.services.relaying.sweep import sweep_stale_actions
 from backend.worker.kinds import REQUEST_BUILDERS
 from gpucap import devchain
 from tests.backend.backend_helpers import new_faucet_action, service_relayer

@@ -17,10 +17,10 @@ from backend.db.migrate import upgrade_to_head
 from backend.db.session import get_sessionmaker
 from backend.redis_embedded import EmbeddedRedis
 from backend.services.chain import Chain
-from backend.services.indexer import Indexer
-from backend.services.relay import relay_action
-from backend.services.relayer import Relayer
-from backend.services.settlement import plan_due
+from backend.services.indexing.indexer import Indexer
+from backend.services.keepers.deliveries import plan_due
+from backend.services.relaying.relay import relay_action
+from backend.services.relaying.relayer import Relayer
 from backend.worker.kinds import REQUEST_BUILDERS
 from gpucap import devchain
 from gpucap.attestation import NodeLeaf, build_commitment

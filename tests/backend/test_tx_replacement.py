@@ -17,13 +17,13 @@ from eth_account import Account
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.redis_embedded import EmbeddedRedis
-from backend.services import actions, batching
-from backend.services import relayer as relayer_module
-from backend.services.batch_sizing import BatchLimits
 from backend.services.chain import Chain
 from backend.services.errors import ChainUnavailable, TransactionDropped
-from backend.services.relay import relay_action
-from backend.services.relayer import Fees, Relayer, TxRequest
+from backend.services.relaying import actions, batching
+from backend.services.relaying import relayer as relayer_module
+from backend.services.relaying.batch_sizing import BatchLimits
+from backend.services.relaying.relay import relay_action
+from backend.services.relaying.relayer import Fees, Relayer, TxRequest
 from backend.worker.kinds import REQUEST_BUILDERS
 from gpucap import devchain
 from tests.backend.backend_helpers import (

@@ -2,7 +2,7 @@
 
 The rows are the leaves the oracle published for each attested epoch, each one
 verified against the root the OracleHub accepted before the indexer stored it
-(backend/services/leaves.py). Reads join them with the epoch's current root, so a
+(backend/services/indexing/leaves.py). Reads join them with the epoch's current root, so a
 leaf of an epoch a reorg removed or changed is never served. Database only on the
 request path.
 """

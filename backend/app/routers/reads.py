@@ -40,7 +40,7 @@ from backend.db.models import (
     ReservationRow,
     SaleRow,
 )
-from backend.services.read_models import event_counts
+from backend.services.indexing.read_models import event_counts
 
 # Every route here answers from the database alone: their GETs may share one cached
 # rendering until the next commit (backend/app/read_cache.py).

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from backend.services.actions import OpenRow
 from backend.services.errors import ServiceError, TransactionReverted
-from backend.services.forward import batch_tx
-from backend.services.relayer import GasNeed, Relayer, TxRequest
+from backend.services.relaying.actions import OpenRow
+from backend.services.relaying.forward import batch_tx
+from backend.services.relaying.relayer import GasNeed, Relayer, TxRequest
 
 # A batch is first sized this much under what the last one's gas per request allows.
 SIZE_SLACK = 0.03

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.db.models import OPEN_STATUSES, Action, ActionKind, ActionStatus, utcnow
 from backend.db.session import write_turn
 from backend.services.errors import ActionNotFound, IdempotencyConflict
-from backend.services.relayer import Fees, Mined, SignedTx
+from backend.services.relaying.relayer import Fees, Mined, SignedTx
 
 
 def create_action(

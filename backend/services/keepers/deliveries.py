@@ -29,10 +29,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.db.models import ActionKind, EpochRow, IndexedBlock, ReservationRow
-from backend.services.actions import create_action
 from backend.services.chain import Chain
-from backend.services.leaves import ProofsUnavailable, load_epoch_proofs
-from backend.services.relayer import TxRequest
+from backend.services.indexing.leaves import ProofsUnavailable, load_epoch_proofs
+from backend.services.relaying.actions import create_action
+from backend.services.relaying.relayer import TxRequest
 from gpucap.attestation import NodeLeaf
 
 log = logging.getLogger(__name__)

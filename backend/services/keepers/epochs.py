@@ -54,15 +54,15 @@ from backend.db.models import (
     EpochRow,
     utcnow,
 )
-from backend.services.actions import create_action
 from backend.services.chain import Chain
-from backend.services.leaves import (
+from backend.services.indexing.leaves import (
     EpochProofs,
     ProofsMismatch,
     ProofsUnavailable,
     load_epoch_proofs,
 )
-from backend.services.relayer import GAS_HEADROOM_DEN, GAS_HEADROOM_NUM, TxRequest
+from backend.services.relaying.actions import create_action
+from backend.services.relaying.relayer import GAS_HEADROOM_DEN, GAS_HEADROOM_NUM, TxRequest
 from backend.services.revert import decode_revert
 from gpucap.attestation import NodeLeaf
 

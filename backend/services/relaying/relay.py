@@ -16,13 +16,13 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import Action, ActionStatus
-from backend.services import actions
-from backend.services.actions import OpenRow
-from backend.services.batch_sizing import BatchLimits
-from backend.services.batching import FORWARD, Kick, relay_forward
 from backend.services.errors import TransactionReverted
-from backend.services.relayer import Mined, Relayer, RequestBuilder, TxRequest
-from backend.services.tx_driver import Prepared, drive
+from backend.services.relaying import actions
+from backend.services.relaying.actions import OpenRow
+from backend.services.relaying.batch_sizing import BatchLimits
+from backend.services.relaying.batching import FORWARD, Kick, relay_forward
+from backend.services.relaying.relayer import Mined, Relayer, RequestBuilder, TxRequest
+from backend.services.relaying.tx_driver import Prepared, drive
 
 
 def relay_action(

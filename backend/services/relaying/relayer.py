@@ -29,7 +29,7 @@ from backend.services.errors import (
     TransactionDropped,
     TransactionReverted,
 )
-from backend.services.nonce import NonceManager
+from backend.services.relaying.nonce import NonceManager
 from backend.services.revert import decode_revert
 
 log = logging.getLogger(__name__)

@@ -28,13 +28,13 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import Action, ActionKind, ActionStatus
-from backend.services import actions
-from backend.services.actions import OpenRow, RowState
-from backend.services.batch_sizing import BatchLimits, RequestTooLarge, fit
 from backend.services.errors import ServiceError, TransactionReverted
-from backend.services.forward import batch_outcomes, batch_tx
-from backend.services.relayer import Mined, Relayer, TxRequest
-from backend.services.tx_driver import Prepared, drive
+from backend.services.relaying import actions
+from backend.services.relaying.actions import OpenRow, RowState
+from backend.services.relaying.batch_sizing import BatchLimits, RequestTooLarge, fit
+from backend.services.relaying.forward import batch_outcomes, batch_tx
+from backend.services.relaying.relayer import Mined, Relayer, TxRequest
+from backend.services.relaying.tx_driver import Prepared, drive
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class BatchReverted(ServiceError):
 
 
 class Kick(Protocol):
-    """The worker's side of ``services/relay_kick.py``: one relay task at a time is
+    """The worker's side of ``services/relaying/relay_kick.py``: one relay task at a time is
     queued to claim the forward rows waiting for a batch."""
 
     def clear(self) -> None:

@@ -48,8 +48,8 @@ from web3.exceptions import ContractLogicError, Web3Exception, Web3RPCError
 from backend.db.models import OPEN_STATUSES, Action, ActionKind
 from backend.services.chain import Chain, result_of
 from backend.services.errors import ServiceError, TransactionReverted
-from backend.services.event_decoding import EventLayout, as_bytes, as_int
-from backend.services.relayer import TxRequest
+from backend.services.indexing.event_decoding import EventLayout, as_bytes, as_int
+from backend.services.relaying.relayer import TxRequest
 from backend.services.revert import decode_revert
 from gpucap.deployment import ManifestError, read_abi
 from gpucap.signing import SignedRequest, recover_request_signer

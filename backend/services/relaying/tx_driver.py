@@ -34,11 +34,11 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import ActionStatus, utcnow
-from backend.services import actions
-from backend.services.actions import OpenRow, RowState, SentRow
 from backend.services.claims import claimed
 from backend.services.errors import ServiceError, TransactionReverted
-from backend.services.relayer import Mined, NonceConsumed, Relayer, SignedTx, TxRequest
+from backend.services.relaying import actions
+from backend.services.relaying.actions import OpenRow, RowState, SentRow
+from backend.services.relaying.relayer import Mined, NonceConsumed, Relayer, SignedTx, TxRequest
 
 log = logging.getLogger(__name__)
 
