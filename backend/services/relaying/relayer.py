@@ -19,7 +19,6 @@ from typing import Any
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
-from web3._utils.error_formatters_utils import raise_contract_logic_error_on_revert
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
 from backend.services.chain import Chain, JsonRpc, chain_errors
@@ -30,7 +29,7 @@ from backend.services.errors import (
     TransactionReverted,
 )
 from backend.services.relaying.nonce import NonceManager
-from backend.services.revert import decode_revert
+from backend.services.revert import decode_revert, rpc_revert
 
 log = logging.getLogger(__name__)
 GAS_HEADROOM_NUM, GAS_HEADROOM_DEN = 6, 5  # estimate × 1.2
@@ -228,14 +227,9 @@ class Relayer:
                 [call, "latest"],
             )
         if "error" in resp:
-            try:
-                if isinstance(resp["error"], dict):  # web3's own revert check, as it runs it
-                    raise_contract_logic_error_on_revert(resp)
-            except ContractLogicError as exc:
-                decoded = decode_revert(
-                    exc.data if isinstance(exc.data, str) else None, self.chain.error_abis
-                )
-                raise TransactionReverted(decoded.reason, code=decoded.code) from exc
+            if (revert := rpc_revert(resp["error"])) is not None:
+                decoded = decode_revert(revert.data, self.chain.error_abis)
+                raise TransactionReverted(decoded.reason, code=decoded.code)
             raise Web3RPCError(f"estimating gas: {resp['error']}", rpc_response=resp)
         estimate = int(resp["result"], 16)
         return estimate * GAS_HEADROOM_NUM // GAS_HEADROOM_DEN
