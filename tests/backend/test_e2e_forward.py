@@ -85,16 +85,7 @@ def signed_body(s, wallet, to, data, *, signer=None, deadline=None, nonce=None) 
     deadline = deadline or chain[-1].timestamp + 3_600
     nonce = s.forwarder.nonces(wallet.address) if nonce is None else nonce
     req = sign_request(signer, s.forwarder.address, chain.id, to, data, nonce, deadline)
-    return {
-        "from": wallet.address,
-        "to": req.to,
-        "value": 0,
-        "gas": req.gas,
-        "deadline": req.deadline,
-        "data": "0x" + req.data.hex(),
-        "signature": "0x" + req.signature.hex(),
-        "nonce": nonce,
-    }
+    return req.api_body(sender=wallet.address)
 
 
 def test_gasless_buy_with_permit_confirms(stack: Stack, market) -> None:
