@@ -114,6 +114,8 @@ def drive(
             return state.status  # failed before sending (would revert, expired, too large)
         with claimed(
             relayer.nonces.client,
+            # Named when only batches had a claim; kept, so workers of either version
+            # see each other's claims while a deployment rolls over.
             f"gpucap:batch:{relayer.sender.lower()}:{nonce}",
             seconds=relayer.receipt_timeout + DRIVER_CLAIM_MARGIN_SECONDS,
         ) as mine:
