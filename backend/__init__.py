@@ -2,5 +2,5 @@
 
 Every user action is first a database row with an idempotency key, then a
 Celery task, then a transaction: the row is the source of truth, the task
-queue is only a wake-up call (see ``backend.services.sweep``).
+queue is only a wake-up call (see ``backend.services.relaying.sweep``).
 """

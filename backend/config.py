@@ -65,10 +65,10 @@ class Settings(BaseSettings):
     # and at most this much gas (never more than the latest block's gas limit).
     forward_batch_max_requests: int = Field(default=100, ge=1)
     forward_batch_max_gas: int = Field(default=15_000_000, ge=100_000)
-    # ... and sized so that this many batches fill a block (services/batching.py _fit).
+    # ... and sized so that this many batches fill a block (services/relaying/batch_sizing.py fit).
     forward_batches_per_block: int = Field(default=4, ge=1, le=64)
     # How long the first forward request of a burst waits for others to share its
-    # batch (one relay task per burst, not per request: services/relay_kick.py).
+    # batch (one relay task per burst, not per request: services/relaying/relay_kick.py).
     forward_batch_window_seconds: float = Field(default=0.2, ge=0, le=10)
     # The sweep re-enqueues pending/submitted rows idle for longer than this.
     # Keep it above the relay task's retry_backoff_max (worker/tasks.py).

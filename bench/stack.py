@@ -490,18 +490,7 @@ def relayed_throughput(stack: Stack, w3: Web3, market: dict[str, Any]) -> dict[s
     for w in market["gasless"]:
         data = buy(w)
         req = sign_request(w, fwd.address, devchain.CHAIN_ID, cap.address, data, 0, deadline)
-        bodies.append(
-            {
-                "from": w.address,
-                "to": req.to,
-                "value": 0,
-                "gas": req.gas,
-                "deadline": req.deadline,
-                "data": "0x" + req.data.hex(),
-                "signature": "0x" + req.signature.hex(),
-                "nonce": 0,
-            }
-        )
+        bodies.append(req.api_body())
     load_before = os.getloadavg()[0]
     cpu = CpuMeter()
     out = asyncio.run(

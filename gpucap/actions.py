@@ -114,17 +114,7 @@ def forward(
     req = sign_request(
         signer, forwarder, deployment.chain_id, target, data, nonce, signing.deadline
     )
-    body = {
-        "from": signer.address,
-        "to": req.to,
-        "value": 0,
-        "gas": req.gas,
-        "deadline": req.deadline,
-        "data": "0x" + req.data.hex(),
-        "signature": "0x" + req.signature.hex(),
-        "nonce": nonce,
-    }
-    accepted: dict[str, Any] = api.post("/api/v1/forward", body)
+    accepted: dict[str, Any] = api.post("/api/v1/forward", req.api_body())
     return accepted
 
 

@@ -53,6 +53,20 @@ class SignedRequest:
     data: bytes
     signature: bytes
 
+    def api_body(self, *, sender: str | None = None) -> dict[str, Any]:
+        """The JSON body of ``POST /api/v1/forward`` carrying this request. ``sender``:
+        claim another ``from`` than the signer (to see the API refuse it)."""
+        return {
+            "from": sender if sender is not None else self.sender,
+            "to": self.to,
+            "value": self.value,
+            "gas": self.gas,
+            "deadline": self.deadline,
+            "data": "0x" + self.data.hex(),
+            "signature": "0x" + self.signature.hex(),
+            "nonce": self.nonce,
+        }
+
     def as_tuple(self) -> tuple[Any, ...]:
         """ForwardRequestData: (from, to, value, gas, deadline, data, signature) — no nonce."""
         return (

@@ -20,7 +20,7 @@ from backend.config import Settings
 from backend.services import auth
 from backend.services.chain import Chain
 from backend.services.errors import AuthFailed, Forbidden
-from backend.services.relay_kick import ForwardKick
+from backend.services.relaying.relay_kick import ForwardKick
 from backend.worker.celery_app import RELAY_TASK
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from eth_utils import is_address, to_checksum_address
 from gpucap.revert import decode_revert as decode_error
 from gpucap.revert import error_selector
 
-__all__ = ["DecodedRevert", "decode_revert", "error_selector"]
+__all__ = ["DecodedRevert", "RpcRevert", "decode_revert", "error_selector", "rpc_revert"]
 
 
 @dataclass(frozen=True)
@@ -82,3 +82,41 @@ def decode_revert(
         else (f"{decoded.name}(" + ", ".join(f"{k}={v}" for k, v in args.items()) + ")")
     )
     return DecodedRevert(decoded.name, reason, args)
+
+
+# Error(string)'s selector: its data alone does not say "revert" (web3 looks at the
+# message for it, as below).
+_ERROR_STRING_SELECTOR = "0x08c379a0"
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class RpcRevert:
+    """A JSON-RPC error that is a revert, with its revert data (None if it had none)."""
+
+    data: str | None
+
+
+def rpc_revert(error: Any) -> RpcRevert | None:
+    """Whether the ``error`` object of a raw JSON-RPC answer (eth_call, eth_estimateGas)
+    is a revert, and its revert data; None for any other error (funds, fees, a node
+    fault). The test web3.py applies to the calls it makes itself (web3 7's
+    ``raise_contract_logic_error_on_revert``), here so that raw calls need not import
+    web3's private modules: a revert is an error with ``data`` present but null, a
+    dict beside a message, a "Reverted ..." string or a 4-byte-selector string other
+    than Error(string)'s; or, whatever its data, code 3 or an "execution reverted"
+    message."""
+    if not isinstance(error, dict):
+        return None
+    message = error.get("message")
+    has_message = message is not None and message != ""
+    data = error.get("data", _MISSING)
+    if data is None or (isinstance(data, dict) and has_message):
+        return RpcRevert(None)
+    if isinstance(data, str) and (
+        data.startswith("Reverted ") or (len(data) >= 10 and data[:10] != _ERROR_STRING_SELECTOR)
+    ):
+        return RpcRevert(data)
+    if has_message and (error.get("code") == 3 or "execution reverted" in str(message)):
+        return RpcRevert(data if isinstance(data, str) else None)
+    return None

@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.config import Settings
 from backend.db.session import get_sessionmaker
 from backend.services.chain import Chain
-from backend.services.indexer import Indexer
-from backend.services.relay_kick import ForwardKick
-from backend.services.relayer import Relayer
+from backend.services.indexing.indexer import Indexer
+from backend.services.relaying.relay_kick import ForwardKick
+from backend.services.relaying.relayer import Relayer
 
 _lock = threading.Lock()
 

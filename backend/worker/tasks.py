@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 from celery import Celery, Task, shared_task
 from kombu.exceptions import OperationalError
-from redis.exceptions import LockNotOwnedError, RedisError
+from redis.exceptions import RedisError
 
 from backend.db.models import ActionStatus
-from backend.services import batching
-from backend.services.batching import BatchLimits, BatchReverted
-from backend.services.epoch_settlement import plan_epoch_settlements
+from backend.services.claims import claimed
 from backend.services.errors import ActionNotFound, ChainUnavailable, NonceLockTimeout
-from backend.services.indexer import ConcurrentIndexer, ReorgDuringBatch
-from backend.services.relay_kick import ForwardKick
-from backend.services.relayer import NonceConsumed, RelayRejected
-from backend.services.settlement import plan_due
-from backend.services.sweep import sweep_stale_actions as sweep
+from backend.services.indexing.indexer import ConcurrentIndexer, ReorgDuringBatch
+from backend.services.keepers.deliveries import plan_due
+from backend.services.keepers.epochs import plan_epoch_settlements
+from backend.services.relaying.batch_sizing import BatchLimits
+from backend.services.relaying.batching import BatchReverted
+from backend.services.relaying.relay import relay_action as relay
+from backend.services.relaying.relay_kick import ForwardKick
+from backend.services.relaying.relayer import NonceConsumed, RelayRejected
+from backend.services.relaying.sweep import sweep_stale_actions as sweep
 from backend.worker.celery_app import (
     INDEX_TASK,
     RELAY_TASK,
@@ -30,6 +31,7 @@ from backend.worker.celery_app import (
     SWEEP_TASK,
 )
 from backend.worker.context import context_of, indexer_of, relayer_of
+from backend.worker.kinds import REQUEST_BUILDERS
 from gpucap.deployment import ManifestError
 
 log = logging.getLogger(__name__)
@@ -61,11 +63,12 @@ def relay_action(self: Task, action_id: str) -> str:
         per_block=ctx.settings.forward_batches_per_block,
     )
     try:
-        status = batching.relay(
+        status = relay(
             sessions=ctx.sessions,
             relayer=relayer_of(self.app),
             action_id=action_id,
             limits=limits,
+            builders=REQUEST_BUILDERS,
             kick=CeleryKick(self.app, ctx.forward_kick),
         )
     except ActionNotFound:
@@ -133,19 +136,9 @@ def run_sweep(app: Celery) -> list[str]:
 PERIODIC_LOCK_SECONDS = 120
 
 
-@contextlib.contextmanager
-def exclusive(ctx: Any, name: str) -> Iterator[bool]:
-    """One runner at a time across workers (a Redis lock); yields False if another holds it."""
-    lock = ctx.redis.lock(f"gpucap:{name}", timeout=PERIODIC_LOCK_SECONDS, blocking=False)
-    if not lock.acquire():
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        # A run longer than the lock's timeout lost the lock already: nothing to release.
-        with contextlib.suppress(LockNotOwnedError):
-            lock.release()
+def exclusive(ctx: Any, name: str) -> AbstractContextManager[bool]:
+    """One runner at a time across workers; yields False if another holds it."""
+    return claimed(ctx.redis, f"gpucap:{name}", seconds=PERIODIC_LOCK_SECONDS)
 
 
 @shared_task(name=INDEX_TASK, bind=True, ignore_result=True)

@@ -150,7 +150,7 @@ def new_faucet_action(sessions: Any, address: str) -> str:
     import uuid
 
     from backend.db.models import ActionKind
-    from backend.services import actions
+    from backend.services.relaying import actions
 
     with sessions() as session:
         action, _ = actions.create_action(
@@ -187,7 +187,7 @@ def assert_decoding_matches_web3(indexer: Any, pools: Sequence[str] = ()) -> set
     order, same JSON (so True is not 1). Returns the (contract, event) pairs seen."""
     import json
 
-    from backend.services.event_decoding import jsonable
+    from backend.services.indexing.event_decoding import jsonable
 
     decoder = indexer.decoder
     w3 = indexer.chain.w3
@@ -222,7 +222,7 @@ def new_forward_action(relayer: Any, sessions: Any, system: Any) -> str:
     from eth_account import Account
 
     from backend.db.models import ActionKind
-    from backend.services import actions, forward
+    from backend.services.relaying import actions, forward
     from gpucap.signing import sign_request
 
     s = system
@@ -249,7 +249,7 @@ def service_relayer(deployment: Any, redis_url: str) -> Iterator[Any]:
     import redis as redis_lib
 
     from backend.services.chain import Chain
-    from backend.services.relayer import Relayer
+    from backend.services.relaying.relayer import Relayer
 
     chain = Chain.connect(deployment.rpc_url, str(deployment.manifest_path), 3)
     client = redis_lib.Redis.from_url(redis_url)

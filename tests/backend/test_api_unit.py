@@ -16,7 +16,7 @@ from backend.config import Settings
 from backend.db.models import Action
 from backend.db.session import get_sessionmaker
 from backend.services.errors import ChainUnavailable
-from backend.services.faucet import FaucetState
+from backend.services.relaying.faucet import FaucetState
 from backend.worker.celery_app import create_celery
 from gpucap import devchain
 

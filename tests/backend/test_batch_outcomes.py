@@ -16,11 +16,11 @@ from eth_account import Account
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.redis_embedded import EmbeddedRedis
-from backend.services import actions, batching, forward
-from backend.services.batching import BatchLimits
 from backend.services.errors import TransactionReverted
-from backend.services.forward import ForwardParams, RequestOutcome
-from backend.services.relayer import Relayer, TxRequest
+from backend.services.relaying import actions, batching, forward
+from backend.services.relaying.batch_sizing import BatchLimits
+from backend.services.relaying.forward import ForwardParams, RequestOutcome
+from backend.services.relaying.relayer import Relayer, TxRequest
 from gpucap.signing import SignedRequest, sign_request
 from tests.backend.backend_helpers import new_forward_action, service_relayer
 
@@ -150,7 +150,7 @@ def test_a_task_whose_batch_another_task_drives_returns_at_once(
         assert {actions.get_action(session, i).status for i in ids} == {"confirmed"}
     # A task for a finished row stops after reading it.
     assert (
-        batching.relay(sessions=sessions, relayer=relayer, action_id=ids[0], limits=limits)
+        batching.relay_forward(sessions=sessions, relayer=relayer, action_id=ids[0], limits=limits)
         == "confirmed"
     )
 

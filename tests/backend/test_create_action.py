@@ -7,8 +7,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import Action, ActionKind, ActionStatus
-from backend.services.actions import create_action
 from backend.services.errors import IdempotencyConflict
+from backend.services.relaying.actions import create_action
 
 
 @pytest.mark.parametrize("likely_new", [False, True])

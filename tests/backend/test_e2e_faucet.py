@@ -16,7 +16,7 @@ from backend.config import Settings
 from backend.db.models import Action, ActionKind, ActionStatus
 from backend.db.session import get_sessionmaker
 from backend.redis_embedded import EmbeddedRedis
-from backend.services.actions import create_action
+from backend.services.relaying.actions import create_action
 from backend.worker.celery_app import RELAY_TASK, create_celery
 from gpucap.deployment import Deployment
 from tests.backend.backend_helpers import Stack, wait_for

@@ -22,7 +22,7 @@ from brownie import chain, web3
 from eth_account import Account
 
 from backend.redis_embedded import EmbeddedRedis
-from backend.services.nonce import NonceManager
+from backend.services.relaying.nonce import NonceManager
 from gpucap import devchain
 from gpucap.signing import sign_request
 from tests.backend.backend_helpers import ServiceProcess, Stack, backend_env, http_up, wait_for
@@ -208,17 +208,7 @@ def test_worker_killed_mid_batch_runs_each_request_once(faulty) -> None:
                 req = sign_request(
                     w, s.forwarder.address, chain.id, s.capacity.address, data, 0, deadline
                 )
-                body = {
-                    "from": w.address,
-                    "to": req.to,
-                    "value": 0,
-                    "gas": req.gas,
-                    "deadline": req.deadline,
-                    "data": "0x" + req.data.hex(),
-                    "signature": "0x" + req.signature.hex(),
-                    "nonce": 0,
-                }
-                resp = stack.post("/api/v1/forward", json=body)
+                resp = stack.post("/api/v1/forward", json=req.api_body())
                 assert resp.status_code == 202, resp.text
                 ids.append(resp.json()["action_id"])
         rows = wait_for(lambda: _all_with_status(stack, ids, "submitted"), 30, "the batch")

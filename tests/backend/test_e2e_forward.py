@@ -12,7 +12,7 @@ import redis
 from brownie import chain, web3
 from eth_account import Account
 
-from backend.services.nonce import NonceManager
+from backend.services.relaying.nonce import NonceManager
 from gpucap import devchain
 from gpucap.signing import SignedRequest, sign_permit, sign_request
 from tests.backend.backend_helpers import Stack, wait_for
@@ -85,16 +85,7 @@ def signed_body(s, wallet, to, data, *, signer=None, deadline=None, nonce=None) 
     deadline = deadline or chain[-1].timestamp + 3_600
     nonce = s.forwarder.nonces(wallet.address) if nonce is None else nonce
     req = sign_request(signer, s.forwarder.address, chain.id, to, data, nonce, deadline)
-    return {
-        "from": wallet.address,
-        "to": req.to,
-        "value": 0,
-        "gas": req.gas,
-        "deadline": req.deadline,
-        "data": "0x" + req.data.hex(),
-        "signature": "0x" + req.signature.hex(),
-        "nonce": nonce,
-    }
+    return req.api_body(sender=wallet.address)
 
 
 def test_gasless_buy_with_permit_confirms(stack: Stack, market) -> None:
@@ -302,7 +293,7 @@ def test_wallet_deposits_into_its_nodes_pool_gaslessly(
 
 
 def test_a_burst_of_requests_wakes_the_worker_once_not_per_request(stack: Stack, market) -> None:
-    """Requests arriving together share one relay task (services/relay_kick.py): the
+    """Requests arriving together share one relay task (services/relaying/relay_kick.py): the
     worker receives far fewer relay messages than requests, and every request still
     ends confirmed in a shared executeBatch; the batch's driver then asks for an index
     run at once (worker/tasks.py index_soon)."""

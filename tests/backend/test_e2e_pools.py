@@ -17,7 +17,7 @@ from backend.db.migrate import upgrade_to_head
 from backend.db.session import get_sessionmaker
 from backend.risk.formulas import MONTH_SECONDS
 from backend.services.chain import Chain
-from backend.services.indexer import Indexer
+from backend.services.indexing.indexer import Indexer
 from gpucap import devchain
 from tests.backend.backend_helpers import (
     ServiceProcess,

@@ -140,17 +140,7 @@ def _forward(stack: Stack, wallet: LocalAccount, to: Any, data: str) -> dict[str
     s = stack.deployment.system
     nonce = stack.get(f"/api/v1/accounts/{wallet.address}/nonces").json()["forwarder"]
     req = sign_request(wallet, s.forwarder.address, chain.id, str(to), data, nonce, _deadline())
-    body = {
-        "from": wallet.address,
-        "to": req.to,
-        "value": 0,
-        "gas": req.gas,
-        "deadline": req.deadline,
-        "data": "0x" + req.data.hex(),
-        "signature": "0x" + req.signature.hex(),
-        "nonce": nonce,
-    }
-    resp = stack.post("/api/v1/forward", json=body)
+    resp = stack.post("/api/v1/forward", json=req.api_body())
     assert resp.status_code == 202, resp.text
     final = stack.wait_final(resp.json()["action_id"])
     assert final["status"] == "confirmed", final

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from backend.db.models import Action, ActionKind, LeafIngestRow, NodeMetricRow
 from backend.db.session import get_sessionmaker
 from backend.redis_embedded import EmbeddedRedis
-from backend.services.epoch_settlement import first_epoch_after
+from backend.services.keepers.epochs import first_epoch_after
 from gpucap import devchain
 from gpucap.attestation import EpochCommitment, NodeLeaf, build_commitment
 from oracle.proofs import proofs_document, write_proofs

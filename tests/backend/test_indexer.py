@@ -28,9 +28,9 @@ from backend.db.models import (
     SaleRow,
 )
 from backend.services.chain import Chain
-from backend.services.event_decoding import jsonable
-from backend.services.indexer import Indexer
-from backend.services.read_models import token_parts
+from backend.services.indexing.event_decoding import jsonable
+from backend.services.indexing.indexer import Indexer
+from backend.services.indexing.read_models import token_parts
 from tests.backend.backend_helpers import assert_decoding_matches_web3
 from tests.oracle.hub_helpers import ORACLE_KEYS, commitment_for, end_epoch, signatures
 

@@ -15,13 +15,13 @@ from sqlalchemy import select
 from backend.app.main import create_app
 from backend.config import Settings
 from backend.db.models import EpochRow, GpuClassRow, LeafIngestRow, NodeMetricRow, NodeRow
-from backend.services.epoch_settlement import SettleItem, first_epoch_after, pack
-from backend.services.leaves import (
+from backend.services.indexing.leaves import (
     ProofsMismatch,
     ProofsUnavailable,
     ingest_attested_leaves,
     load_epoch_proofs,
 )
+from backend.services.keepers.epochs import SettleItem, first_epoch_after, pack
 from gpucap import devchain
 from gpucap.attestation import EpochCommitment, NodeLeaf, build_commitment, leaf_hash
 from gpucap.merkle import process_proof
@@ -372,7 +372,7 @@ def test_history_sends_a_failed_batch_alone_at_once_and_backs_off_a_failed_singl
     """Nodes of a batch that reverted retry alone right away (the culprit is unknown);
     a node that failed alone waits; nodes with an open action are busy."""
     from backend.db.models import Action, ActionKind
-    from backend.services.epoch_settlement import _History
+    from backend.services.keepers.epochs import _History
 
     def row(key: str, status: str, epoch: int, nodes: list[int]) -> Action:
         return Action(

@@ -7,8 +7,8 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import Action, ActionKind, ActionStatus
-from backend.services.actions import create_action
-from backend.services.forward import KEY_PREFIX, open_request_of
+from backend.services.relaying.actions import create_action
+from backend.services.relaying.forward import KEY_PREFIX, open_request_of
 
 ALICE = "0xAbCdEf0000000000000000000000000000000001"
 # Alice's address with one more digit changed: a neighbour in the key order.

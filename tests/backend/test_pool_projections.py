@@ -17,9 +17,9 @@ from backend.db.models import (
     PoolRow,
     PoolTermsRow,
 )
-from backend.services import pool_book
-from backend.services.pool_index import cohort_lookup
-from backend.services.read_models import apply_event, rebuild_projections
+from backend.services.indexing import pool_book
+from backend.services.indexing.pool_index import cohort_lookup
+from backend.services.indexing.read_models import apply_event, rebuild_projections
 
 USD = 10**6
 SHARE = 10**18

@@ -1,4 +1,4 @@
-"""The relay kick (backend/services/relay_kick.py): one relay task per burst of forward
+"""The relay kick (backend/services/relaying/relay_kick.py): one relay task per burst of forward
 requests. The flag on a real Redis; the API's enqueue and the batching service's use
 of it on a real anvil; the burst through the real API and worker is in
 test_e2e_forward.py."""
@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.app.deps import CeleryEnqueuer
 from backend.db.models import Action
 from backend.redis_embedded import EmbeddedRedis
-from backend.services import batching
-from backend.services.batching import BatchLimits
-from backend.services.relay_kick import KICK_KEY, ForwardKick
+from backend.services.relaying import batching
+from backend.services.relaying.batch_sizing import BatchLimits
+from backend.services.relaying.relay_kick import KICK_KEY, ForwardKick
 from backend.worker.celery_app import RELAY_TASK
 from gpucap import devchain
 from tests.backend.backend_helpers import new_forward_action, service_relayer
@@ -132,7 +132,7 @@ def test_a_task_clears_first_and_kicks_for_rows_its_batch_left(
         ids = [new_forward_action(relayer, sessions, s) for _ in range(5)]
         kick = RecordingKick()
         limits = BatchLimits(max_requests=2)
-        status = batching.relay(
+        status = batching.relay_forward(
             sessions=sessions, relayer=relayer, action_id=ids[0], limits=limits, kick=kick
         )
         assert status == "confirmed"
@@ -143,7 +143,7 @@ def test_a_task_clears_first_and_kicks_for_rows_its_batch_left(
 
         kick = RecordingKick()  # ids[1] was batched by the task of ids[0]
         assert (
-            batching.relay(
+            batching.relay_forward(
                 sessions=sessions, relayer=relayer, action_id=ids[1], limits=limits, kick=kick
             )
             == "confirmed"
@@ -151,7 +151,7 @@ def test_a_task_clears_first_and_kicks_for_rows_its_batch_left(
         assert kick.events == ["clear", (ids[2], False)]
 
         kick = RecordingKick()
-        batching.relay(
+        batching.relay_forward(
             sessions=sessions,
             relayer=relayer,
             action_id=ids[2],
@@ -163,7 +163,7 @@ def test_a_task_clears_first_and_kicks_for_rows_its_batch_left(
 
         more = [new_forward_action(relayer, sessions, s) for _ in range(3)]
         kick = RecordingKick()
-        batching.relay(
+        batching.relay_forward(
             sessions=sessions, relayer=relayer, action_id=more[0], limits=limits, kick=kick
         )
         assert kick.events == ["clear", (more[2], False)]  # 1 waiting: less than a batch

@@ -10,12 +10,14 @@ from eth_account import Account
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.redis_embedded import EmbeddedRedis
-from backend.services import actions
 from backend.services.chain import Chain
 from backend.services.errors import ChainUnavailable, TransactionReverted
-from backend.services.faucet import drip_request
-from backend.services.relayer import NonceConsumed, Relayer, TxRequest
-from backend.services.sweep import sweep_stale_actions
+from backend.services.relaying import actions
+from backend.services.relaying.faucet import drip_request
+from backend.services.relaying.relay import relay_action
+from backend.services.relaying.relayer import NonceConsumed, Relayer, TxRequest
+from backend.services.relaying.sweep import sweep_stale_actions
+from backend.worker.kinds import REQUEST_BUILDERS
 from gpucap import devchain
 from tests.backend.backend_helpers import new_faucet_action, service_relayer
 
@@ -60,11 +62,17 @@ def test_relay_twice_drips_once(
     address = Account.create().address
     action_id = new_faucet_action(sessions, address)
     assert (
-        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id) == "confirmed"
+        relay_action(
+            sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
+        )
+        == "confirmed"
     )
     first = read(sessions, action_id)
     assert (
-        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id) == "confirmed"
+        relay_action(
+            sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
+        )
+        == "confirmed"
     )
     again = read(sessions, action_id)
     assert (again.tx_hash, again.attempts) == (first.tx_hash, 1)
@@ -78,11 +86,14 @@ def test_crash_between_record_and_broadcast_resends_the_same_tx(
     action_id = new_faucet_action(sessions, address)
     with relayer.nonces.locked():
         signed = relayer.sign(drip_request(relayer.chain, address))
-        actions._record_submitted(sessions, action_id, signed)  # … and the worker dies here
+        actions.record_sent(sessions, [action_id], signed)  # … and the worker dies here
     assert not relayer.is_known(signed.tx_hash)
 
     assert (
-        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id) == "confirmed"
+        relay_action(
+            sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
+        )
+        == "confirmed"
     )
     row = read(sessions, action_id)
     assert row.tx_hash == signed.tx_hash and row.status == "confirmed"
@@ -96,16 +107,21 @@ def test_recorded_tx_whose_nonce_was_taken_is_resigned(
     action_id = new_faucet_action(sessions, address)
     with relayer.nonces.locked():
         lost = relayer.sign(drip_request(relayer.chain, address))
-        actions._record_submitted(sessions, action_id, lost)
+        actions.record_sent(sessions, [action_id], lost)
         # Another transaction takes the same nonce before the recorded one is sent.
         relayer.broadcast(relayer.sign(drip_request(relayer.chain, other)))
 
     with pytest.raises(NonceConsumed):
-        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id)
+        relay_action(
+            sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
+        )
     row = read(sessions, action_id)
     assert row.status == "pending" and row.tx_hash is None  # the retry signs anew
     assert (
-        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id) == "confirmed"
+        relay_action(
+            sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
+        )
+        == "confirmed"
     )
     assert read(sessions, action_id).tx_hash != lost.tx_hash
     assert live_deployment.system.stablecoin.balanceOf(address) == DRIP
@@ -125,7 +141,9 @@ def test_chain_down_keeps_the_row_open_with_a_reason(
     )
     action_id = new_faucet_action(sessions, Account.create().address)
     with pytest.raises(ChainUnavailable):
-        actions.relay_action(sessions=sessions, relayer=offline, action_id=action_id)
+        relay_action(
+            sessions=sessions, relayer=offline, builders=REQUEST_BUILDERS, action_id=action_id
+        )
     row = read(sessions, action_id)
     assert row.status == "pending" and row.error_code == "ChainUnavailable"
     assert "unreachable" in row.error

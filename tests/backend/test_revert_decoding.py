@@ -6,7 +6,7 @@ import json
 
 from eth_abi import encode
 
-from backend.services.revert import decode_revert, error_selector
+from backend.services.revert import RpcRevert, decode_revert, error_selector, rpc_revert
 from gpucap.devchain import REPO_ROOT
 
 ABI = json.loads((REPO_ROOT / "build/contracts/TestStablecoin.json").read_text())["abi"]
@@ -51,3 +51,31 @@ def test_unknown_and_empty_data() -> None:
     assert decode_revert("0x", ERRORS).code == "Reverted"
     truncated = error_selector(_error("FaucetCooldown")) + b"\x01"
     assert decode_revert(truncated, ERRORS).code == "UnknownRevert"
+
+
+def test_rpc_error_objects_that_are_reverts_and_that_are_not() -> None:
+    cooldown = (
+        "0x"
+        + (
+            error_selector(_error("FaucetCooldown"))
+            + encode(["address", "uint64"], [RECIPIENT, 1_700_000_000])
+        ).hex()
+    )
+    reason = "0x08c379a0" + encode(["string"], ["nope"]).hex()
+    # anvil: a custom error's data, code 3
+    anvil = {"code": 3, "message": "execution reverted: custom error", "data": cooldown}
+    assert rpc_revert(anvil) == RpcRevert(cooldown)
+    assert decode_revert(rpc_revert(anvil).data, ERRORS).code == "FaucetCooldown"
+    # Error(string): its data is a revert only with a revert's code or message
+    assert rpc_revert({"code": 3, "message": "execution reverted: nope", "data": reason}) == (
+        RpcRevert(reason)
+    )
+    assert rpc_revert({"code": -32000, "message": "odd", "data": reason}) is None
+    # no data, or data null / nested: a revert without data
+    assert rpc_revert({"code": -32000, "message": "execution reverted"}) == RpcRevert(None)
+    assert rpc_revert({"code": -32000, "message": "x", "data": None}) == RpcRevert(None)
+    assert rpc_revert({"code": -32000, "message": "x", "data": {"k": 1}}) == RpcRevert(None)
+    # the node's own errors are not reverts
+    assert rpc_revert({"code": -32000, "message": "insufficient funds for gas"}) is None
+    assert rpc_revert({"code": -32601, "message": "method not found"}) is None
+    assert rpc_revert("a plain string") is None

@@ -16,11 +16,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.db.migrate import upgrade_to_head
 from backend.db.session import get_sessionmaker
 from backend.redis_embedded import EmbeddedRedis
-from backend.services import actions
 from backend.services.chain import Chain
-from backend.services.indexer import Indexer
-from backend.services.relayer import Relayer
-from backend.services.settlement import plan_due
+from backend.services.indexing.indexer import Indexer
+from backend.services.keepers.deliveries import plan_due
+from backend.services.relaying.relay import relay_action
+from backend.services.relaying.relayer import Relayer
+from backend.worker.kinds import REQUEST_BUILDERS
 from gpucap import devchain
 from gpucap.attestation import NodeLeaf, build_commitment
 from oracle.proofs import proofs_document, write_proofs
@@ -129,7 +130,12 @@ def world(hourly, tmp_path: Path, redis_server: EmbeddedRedis) -> Iterator[dict[
 
 def _relay_all(world, ids: list[str]) -> list[str]:
     return [
-        actions.relay_action(sessions=world["sessions"], relayer=world["relayer"], action_id=i)
+        relay_action(
+            sessions=world["sessions"],
+            relayer=world["relayer"],
+            builders=REQUEST_BUILDERS,
+            action_id=i,
+        )
         for i in ids
     ]
 

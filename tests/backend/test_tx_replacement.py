@@ -17,12 +17,14 @@ from eth_account import Account
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.redis_embedded import EmbeddedRedis
-from backend.services import actions, batching
-from backend.services import relayer as relayer_module
-from backend.services.batching import BatchLimits
 from backend.services.chain import Chain
 from backend.services.errors import ChainUnavailable, TransactionDropped
-from backend.services.relayer import Fees, Relayer, TxRequest
+from backend.services.relaying import actions, batching
+from backend.services.relaying import relayer as relayer_module
+from backend.services.relaying.batch_sizing import BatchLimits
+from backend.services.relaying.relay import relay_action
+from backend.services.relaying.relayer import Fees, Relayer, TxRequest
+from backend.worker.kinds import REQUEST_BUILDERS
 from gpucap import devchain
 from tests.backend.backend_helpers import (
     new_faucet_action,
@@ -75,13 +77,17 @@ def test_stuck_transaction_is_replaced_and_confirmed_once(
     address = Account.create().address
     action_id = new_faucet_action(sessions, address)
     with pytest.raises(ChainUnavailable):  # sent, not mined (mining is paused)
-        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id)
+        relay_action(
+            sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
+        )
     first = _row(sessions, action_id)
     assert first.status == "submitted" and first.replaced_tx_hashes is None
 
     time.sleep(0.3)  # older than replace_after_seconds
     with pytest.raises(ChainUnavailable):
-        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id)
+        relay_action(
+            sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
+        )
     second = _row(sessions, action_id)
     assert second.tx_hash != first.tx_hash
     assert second.nonce == first.nonce
@@ -90,9 +96,9 @@ def test_stuck_transaction_is_replaced_and_confirmed_once(
     assert second.max_priority_fee_per_gas >= first.max_priority_fee_per_gas * 125 // 100
 
     web3.provider.make_request("evm_mine", [])  # the pool holds only the replacement now
-    assert actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id) == (
-        "confirmed"
-    )
+    assert relay_action(
+        sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
+    ) == ("confirmed")
     done = _row(sessions, action_id)
     assert done.tx_hash == second.tx_hash
     assert relayer.receipt(first.tx_hash) is None
@@ -107,19 +113,23 @@ def test_original_mined_after_replacement_still_counts_once(
     address = Account.create().address
     action_id = new_faucet_action(sessions, address)
     with pytest.raises(ChainUnavailable):
-        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id)
+        relay_action(
+            sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
+        )
     original = _row(sessions, action_id)
     time.sleep(0.3)
     with pytest.raises(ChainUnavailable):
-        actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id)
+        relay_action(
+            sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
+        )
     replacement = _row(sessions, action_id)
     # The replacement vanishes from the pool and the original is mined instead.
     web3.provider.make_request("anvil_dropTransaction", [replacement.tx_hash])
     web3.provider.make_request("eth_sendRawTransaction", [original.raw_tx])
     web3.provider.make_request("evm_mine", [])
-    assert actions.relay_action(sessions=sessions, relayer=relayer, action_id=action_id) == (
-        "confirmed"
-    )
+    assert relay_action(
+        sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
+    ) == ("confirmed")
     done = _row(sessions, action_id)
     assert done.tx_hash == original.tx_hash
     assert live_deployment.system.stablecoin.balanceOf(address) == DRIP

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from backend.app.deps import SessionDep
 from backend.app.schemas import ActionPublic, ErrorPublic
-from backend.services.actions import get_action
+from backend.services.relaying.actions import get_action
 
 router = APIRouter(prefix="/actions", tags=["actions"])
 

@@ -10,8 +10,8 @@ from backend.app.deps import ChainDep, EnqueueDep, SessionDep
 from backend.app.errors import ApiError
 from backend.app.schemas import ActionAccepted, ErrorPublic, FaucetCooldownPublic, FaucetCreate
 from backend.db.models import Action, ActionKind
-from backend.services.actions import create_action, find_by_key, mark_enqueued
-from backend.services.faucet import default_idempotency_key, faucet_state
+from backend.services.relaying.actions import create_action, find_by_key, mark_enqueued
+from backend.services.relaying.faucet import default_idempotency_key, faucet_state
 
 router = APIRouter(tags=["faucet"])
 

@@ -17,10 +17,10 @@ from backend.app.schemas import (
     checksum_address,
 )
 from backend.db.models import Action, ActionKind, utcnow
-from backend.services import forward
-from backend.services.actions import create_action, unmark_enqueued
 from backend.services.chain import Chain
-from backend.services.forward import OpenRequest
+from backend.services.relaying import forward
+from backend.services.relaying.actions import create_action, unmark_enqueued
+from backend.services.relaying.forward import OpenRequest
 from gpucap.signing import FORWARD_REQUEST_TYPES, FORWARDER_NAME, SignedRequest
 
 router = APIRouter(tags=["forward"])

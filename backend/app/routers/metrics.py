@@ -2,7 +2,7 @@
 
 The rows are the leaves the oracle published for each attested epoch, each one
 verified against the root the OracleHub accepted before the indexer stored it
-(backend/services/leaves.py). Reads join them with the epoch's current root, so a
+(backend/services/indexing/leaves.py). Reads join them with the epoch's current root, so a
 leaf of an epoch a reorg removed or changed is never served. Database only on the
 request path.
 """
@@ -17,8 +17,8 @@ from sqlalchemy import Select, func, select
 
 from backend.app.deps import SessionDep
 from backend.app.errors import ApiError
+from backend.app.params import INT64_MAX, IdPath
 from backend.app.read_cache import CachedReadRoute
-from backend.app.routers.reads import INT64_MAX, IdPath
 from backend.app.schemas import (
     ErrorPublic,
     FleetClassMetricsPublic,

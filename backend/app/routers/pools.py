@@ -1,6 +1,6 @@
 """Read API (``/api/v1``): revenue pools, pool positions and history, node settlements.
 
-From the chain index only (``backend/services/pool_index.py``); positions are brought up
+From the chain index only (``backend/services/indexing/pool_index.py``); positions are brought up
 to date with RevenuePool's own rules (``pool_book``) at request time, from the database.
 Time-dependent answers (round state, the current epoch's debt service) use the newest
 indexed block's time, the clock the reads are consistent with.
@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from backend.app.deps import SessionDep
 from backend.app.errors import ApiError
+from backend.app.params import INT64_MAX, IdPath, IdQuery, Limit, Offset, address_param
 from backend.app.read_cache import CachedReadRoute
-from backend.app.routers.reads import INT64_MAX, IdPath, IdQuery, Limit, Offset, address_param
 from backend.app.schemas import (
     CoolingPublic,
     ErrorPublic,
@@ -42,8 +42,8 @@ from backend.db.models import (
     PoolTermsRow,
 )
 from backend.risk import formulas
-from backend.services import pool_book
-from backend.services.pool_index import cohort_lookup
+from backend.services.indexing import pool_book
+from backend.services.indexing.pool_index import cohort_lookup
 
 router = APIRouter(tags=["pools"], route_class=CachedReadRoute)
 

@@ -7,15 +7,15 @@ chain is slow or down, and ``GET /api/v1/indexer`` says how far behind they are.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backend.app.deps import SessionDep
 from backend.app.errors import ApiError
+from backend.app.params import IdPath, IdQuery, Limit, Offset, address_param
 from backend.app.read_cache import CachedReadRoute
+from backend.app.routers.pools import position_public
 from backend.app.schemas import (
     EpochPublic,
     ErrorPublic,
@@ -27,7 +27,6 @@ from backend.app.schemas import (
     PortfolioPublic,
     PricePointPublic,
     ReservationPublic,
-    checksum_address,
 )
 from backend.db.models import (
     BalanceRow,
@@ -41,19 +40,12 @@ from backend.db.models import (
     ReservationRow,
     SaleRow,
 )
-from backend.services.read_models import event_counts
+from backend.services.indexing.read_models import event_counts
 
 # Every route here answers from the database alone: their GETs may share one cached
 # rendering until the next commit (backend/app/read_cache.py).
 router = APIRouter(tags=["reads"], route_class=CachedReadRoute)
 
-# Every integer the database compares is a signed 64-bit column: bound them here, so
-# an out-of-range id is a 422 with a reason instead of a database overflow (500).
-INT64_MAX = 2**63 - 1
-Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
-Offset = Annotated[int, Query(ge=0, le=INT64_MAX, description="rows to skip")]
-IdQuery = Annotated[int | None, Query(ge=0, le=INT64_MAX)]
-IdPath = Annotated[int, Path(ge=0, le=INT64_MAX)]
 NOT_FOUND = {404: {"model": ErrorPublic}}
 
 
@@ -61,14 +53,6 @@ def _address(value: str | None, field: str) -> str | None:
     if value is None:
         return None
     return address_param(value, field)
-
-
-def address_param(value: str, field: str) -> str:
-    """A checksummed address from a path or query value; 422 with the reason if bad."""
-    try:
-        return checksum_address(value)
-    except ValueError as exc:  # PydanticCustomError is a ValueError
-        raise ApiError(422, "ValidationFailed", f"{field}: {exc}") from exc
 
 
 @router.get("/gpu-classes")
@@ -203,8 +187,6 @@ def price_index(
 def portfolio(address: str, session: SessionDep) -> PortfolioPublic:
     """Stablecoin and capacity balances, reservations, operated nodes and pool positions
     of ``address``."""
-    from backend.app.routers.pools import position_public  # pools imports this module
-
     holder = _address(address, "address")
     assert holder is not None
     balances = session.scalars(

@@ -21,8 +21,8 @@ from eth_abi.exceptions import DecodingError
 from eth_utils import event_abi_to_log_topic, to_checksum_address
 from hexbytes import HexBytes
 
-from backend.services import pool_index
 from backend.services.chain import Chain
+from backend.services.indexing import pool_index
 from gpucap.deployment import ManifestError
 
 

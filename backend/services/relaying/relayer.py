@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
-from web3._utils.error_formatters_utils import raise_contract_logic_error_on_revert
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
 from backend.services.chain import Chain, JsonRpc, chain_errors
@@ -29,8 +28,8 @@ from backend.services.errors import (
     TransactionDropped,
     TransactionReverted,
 )
-from backend.services.nonce import NonceManager
-from backend.services.revert import decode_revert
+from backend.services.relaying.nonce import NonceManager
+from backend.services.revert import decode_revert, rpc_revert
 
 log = logging.getLogger(__name__)
 GAS_HEADROOM_NUM, GAS_HEADROOM_DEN = 6, 5  # estimate × 1.2
@@ -59,6 +58,11 @@ class TxRequest:
     data: str
     value: int = 0
     gas: int | None = None  # None: estimate (which also catches reverts before paying gas)
+
+
+# How a kind of single action turns its row's params into its transaction. Builders
+# may simulate and raise TransactionReverted (decoded) themselves.
+RequestBuilder = Callable[[Chain, dict[str, Any]], TxRequest]
 
 
 @dataclass(frozen=True)
@@ -223,14 +227,9 @@ class Relayer:
                 [call, "latest"],
             )
         if "error" in resp:
-            try:
-                if isinstance(resp["error"], dict):  # web3's own revert check, as it runs it
-                    raise_contract_logic_error_on_revert(resp)
-            except ContractLogicError as exc:
-                decoded = decode_revert(
-                    exc.data if isinstance(exc.data, str) else None, self.chain.error_abis
-                )
-                raise TransactionReverted(decoded.reason, code=decoded.code) from exc
+            if (revert := rpc_revert(resp["error"])) is not None:
+                decoded = decode_revert(revert.data, self.chain.error_abis)
+                raise TransactionReverted(decoded.reason, code=decoded.code)
             raise Web3RPCError(f"estimating gas: {resp['error']}", rpc_response=resp)
         estimate = int(resp["result"], 16)
         return estimate * GAS_HEADROOM_NUM // GAS_HEADROOM_DEN

@@ -42,15 +42,14 @@ from eth_utils import (
 from hexbytes import HexBytes
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
-from web3._utils.error_formatters_utils import raise_contract_logic_error_on_revert
 from web3.exceptions import ContractLogicError, Web3Exception, Web3RPCError
 
 from backend.db.models import OPEN_STATUSES, Action, ActionKind
 from backend.services.chain import Chain, result_of
 from backend.services.errors import ServiceError, TransactionReverted
-from backend.services.event_decoding import EventLayout, as_bytes, as_int
-from backend.services.relayer import TxRequest
-from backend.services.revert import decode_revert
+from backend.services.indexing.event_decoding import EventLayout, as_bytes, as_int
+from backend.services.relaying.relayer import TxRequest
+from backend.services.revert import decode_revert, rpc_revert
 from gpucap.deployment import ManifestError, read_abi
 from gpucap.signing import SignedRequest, recover_request_signer
 
@@ -312,10 +311,8 @@ def validate(
             code="RequestExpired",
         )
     if "error" in sim_resp:
-        try:
-            raise_contract_logic_error_on_revert(sim_resp)
-        except ContractLogicError as exc:
-            _raise_reverted(chain, exc)
+        if (revert := rpc_revert(sim_resp["error"])) is not None:
+            _raise_reverted(chain, revert.data)
         result_of(sim_resp, "simulating forwarded call")  # not a revert: the node's own error
     return ForwardParams(
         sender=to_checksum_address(request.sender),
@@ -342,9 +339,9 @@ def _simulation_call(forwarder: str, request: SignedRequest) -> dict[str, Any]:
     }
 
 
-def _raise_reverted(chain: Chain, exc: ContractLogicError) -> NoReturn:
-    decoded = decode_revert(exc.data if isinstance(exc.data, str) else None, error_abis(chain))
-    raise TransactionReverted(decoded.reason, code=decoded.code) from exc
+def _raise_reverted(chain: Chain, data: Any, cause: Exception | None = None) -> NoReturn:
+    decoded = decode_revert(data if isinstance(data, str) else None, error_abis(chain))
+    raise TransactionReverted(decoded.reason, code=decoded.code) from cause
 
 
 def simulate(
@@ -356,7 +353,7 @@ def simulate(
     try:
         chain.call("simulating forwarded call", lambda: chain.w3.eth.call(call, block_identifier))  # type: ignore[arg-type]
     except ContractLogicError as exc:
-        _raise_reverted(chain, exc)
+        _raise_reverted(chain, exc.data, exc)
 
 
 @dataclass(frozen=True, slots=True)

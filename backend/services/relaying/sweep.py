@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.services.actions import claim_for_enqueue, stale_open_actions
+from backend.services.relaying.actions import claim_for_enqueue, stale_open_actions
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,9 @@ from sqlalchemy.orm import Session
 
 from backend.db.models import ActionKind, EpochRow, IndexedBlock, ReservationRow
 from backend.services.chain import Chain
-from backend.services.leaves import ProofsUnavailable, load_epoch_proofs
-from backend.services.relayer import TxRequest
+from backend.services.indexing.leaves import ProofsUnavailable, load_epoch_proofs
+from backend.services.relaying.actions import create_action
+from backend.services.relaying.relayer import TxRequest
 from gpucap.attestation import NodeLeaf
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,6 @@ def plan_due(
     ``now`` is the newest indexed block's time: the same clock the contract will
     compare against, as far as the index has seen it.
     """
-    from backend.services.actions import create_action  # actions imports this module's builders
-
     plan = Plan()
     now = session.scalar(select(IndexedBlock.timestamp).order_by(IndexedBlock.number.desc()))
     if now is None:

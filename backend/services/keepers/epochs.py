@@ -55,13 +55,14 @@ from backend.db.models import (
     utcnow,
 )
 from backend.services.chain import Chain
-from backend.services.leaves import (
+from backend.services.indexing.leaves import (
     EpochProofs,
     ProofsMismatch,
     ProofsUnavailable,
     load_epoch_proofs,
 )
-from backend.services.relayer import GAS_HEADROOM_DEN, GAS_HEADROOM_NUM, TxRequest
+from backend.services.relaying.actions import create_action
+from backend.services.relaying.relayer import GAS_HEADROOM_DEN, GAS_HEADROOM_NUM, TxRequest
 from backend.services.revert import decode_revert
 from gpucap.attestation import NodeLeaf
 
@@ -227,8 +228,6 @@ def plan_epoch_settlements(
     estimate: Estimate | None = None,
 ) -> EpochPlan:
     """Create (and enqueue) the settle actions due now; see the module notes."""
-    from backend.services.actions import create_action  # actions imports this module's builder
-
     plan = EpochPlan()
     since = billable_since(session)
     if not since:

@@ -26,7 +26,7 @@ from backend.db.models import (
     PoolRow,
     PoolTermsRow,
 )
-from backend.services import pool_book
+from backend.services.indexing import pool_book
 
 log = logging.getLogger(__name__)
 

@@ -44,11 +44,18 @@ from backend.db.models import (
     IndexerState,
     PoolTermsRow,
 )
-from backend.services import pool_index
 from backend.services.chain import Chain, result_of
-from backend.services.event_decoding import EventDecoder, as_bytes, as_hex, as_int, checksum, named
-from backend.services.leaves import INGEST_RETRY_SECONDS, ingest_attested_leaves
-from backend.services.read_models import (
+from backend.services.indexing import pool_index
+from backend.services.indexing.event_decoding import (
+    EventDecoder,
+    as_bytes,
+    as_hex,
+    as_int,
+    checksum,
+    named,
+)
+from backend.services.indexing.leaves import INGEST_RETRY_SECONDS, ingest_attested_leaves
+from backend.services.indexing.read_models import (
     apply_event,
     bound_pools,
     keeping_rows,

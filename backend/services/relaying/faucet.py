@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from backend.services.chain import Chain
-from backend.services.relayer import TxRequest
+from backend.services.relaying.relayer import TxRequest
 
 STABLECOIN = "TestStablecoin"
 

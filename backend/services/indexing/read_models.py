@@ -6,7 +6,7 @@ derived from ``chain_events`` alone. The indexer applies each new batch's events
 and replays every stored event here after undoing a reorg.
 
 Separate from the indexer because it needs only the database: no chain, no indexer
-state. It must not import ``backend.services.indexer`` (the indexer depends on it, not
+state. It must not import ``backend.services.indexing.indexer`` (the indexer depends on it, not
 the other way round).
 """
 
@@ -33,8 +33,8 @@ from backend.db.models import (
     ReservationRow,
     SaleRow,
 )
-from backend.services import pool_index
-from backend.services.event_decoding import bytes32_text
+from backend.services.indexing import pool_index
+from backend.services.indexing.event_decoding import bytes32_text
 
 log = logging.getLogger(__name__)
 
