@@ -297,9 +297,12 @@ class TestSourceWiring:
         source, sampler = build_source(OracleSettings())
         assert isinstance(source, SimulatedFleet) and sampler is None
 
-    def test_dcgm_gets_a_polled_source_and_a_sampler(self):
+    def test_dcgm_gets_a_polled_source_and_a_sampler(self, tmp_path):
         settings = OracleSettings(
-            source="dcgm", dcgm_targets="3=http://127.0.0.1:9/metrics", sample_interval_seconds=7
+            source="dcgm",
+            dcgm_targets="3=http://127.0.0.1:9/metrics",
+            sample_interval_seconds=7,
+            state_path=tmp_path / "state.sqlite3",
         )
         source, sampler = build_source(settings)
         assert isinstance(source, PolledSource) and source.interval_s == 7
