@@ -155,6 +155,8 @@ def _sample(gpu: _Gpu, t: float) -> Sample:
         for v in values:
             if not math.isfinite(v):
                 raise ValueError(f"{name} is {v}, not a finite number")
+    for v in gpu.values.get(GR_ACTIVE, []):
+        _check_ratio(v, "GPU")
     util = _utilization(gpu)
     power = gpu.values.get(POWER)
     energy = gpu.values.get(ENERGY)
