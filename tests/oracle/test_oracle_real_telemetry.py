@@ -7,6 +7,7 @@ published figure is checked against a hand computation written out beside it.
 
 from __future__ import annotations
 
+import gzip
 import re
 import sqlite3
 import threading
@@ -98,12 +99,16 @@ class _Exporters(BaseHTTPRequestHandler):
         else:
             self.send_error(404)
             return
-        self._headers(len(body))
+        if "gzip" in self.path:  # what the exporter's promhttp does when asked
+            body = gzip.compress(body)
+        self._headers(len(body), gzipped="gzip" in self.path)
         self.wfile.write(body)
 
-    def _headers(self, length: int) -> None:
+    def _headers(self, length: int, gzipped: bool = False) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
         self.send_header("Content-Length", str(length))
         self.end_headers()
 
@@ -237,6 +242,11 @@ class TestScraping:
         )
         node3 = next(r.sample for r in readings if r.node_id == 3)
         assert node3.utilization_pct is None and node3.power_w == 35.686  # unknown, not 0 %
+
+    def test_gzip_encoded_page(self, exporters):
+        exporters.pages["/a800-gzip"] = A800
+        readings = DcgmCollector({1: url(exporters, "/a800-gzip")}).poll(0.0)
+        assert len(readings) == 8 and readings[0].sample.energy_mj == 257_858_316
 
     def test_slow_exporter_does_not_hold_the_poll_and_readings_are_stamped_on_arrival(
         self, exporters, caplog

@@ -308,6 +308,9 @@ class TestSourceWiring:
         assert isinstance(source, PolledSource) and source.interval_s == 7
         assert isinstance(sampler.collector, DcgmCollector)
         assert sampler.collector.targets == {3: "http://127.0.0.1:9/metrics"}
+        assert sampler.collector.deadline_s == 5.0  # one deadline per poll, inside 7 s
+        # what it samples is kept beside the write-ahead state, for after a restart
+        assert (tmp_path / "samples.sqlite3").exists()
 
     def test_nvml_requires_a_node_id(self):
         with pytest.raises(ValidationError, match="NVML_NODE_ID is required"):
