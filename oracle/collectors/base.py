@@ -122,6 +122,10 @@ class Collector(Protocol):
         """One scrape; unreachable targets are logged and simply yield no readings."""
         ...
 
+    def close(self) -> None:
+        """Release what the collector holds (threads, the NVML session)."""
+        ...
+
 
 class SampleStore:
     """Thread-safe buffer of live readings, kept for ``retention_s`` seconds.
@@ -309,8 +313,11 @@ class Sampler:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop polling, then release the collector and the store's file."""
         self._stop.set()
         self._thread.join(timeout=self.interval_s + 5)
+        self.collector.close()
+        self.store.close()
 
     def poll_once(self) -> int:
         now = time.time()
