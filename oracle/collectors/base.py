@@ -328,8 +328,11 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 self.poll_once()
             except Exception:  # noqa: BLE001 - a sampler must outlive one bad scrape
                 log.exception("%s: poll failed", self.collector.name)
-            self._stop.wait(self.interval_s)
+            # Polls start every interval whatever a poll took (up to its deadline), so
+            # the spacing the aggregation judges gaps against is the one kept.
+            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
