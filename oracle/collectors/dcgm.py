@@ -54,6 +54,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import requests
+import urllib3
 from prometheus_client.parser import text_string_to_metric_families
 
 from oracle.collectors.base import FATAL_XIDS, Reading, Sample
@@ -255,7 +256,10 @@ class DcgmCollector:
                 break
             done, pending = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
             for future in done:
-                readings.extend(future.result())
+                try:
+                    readings.extend(future.result())
+                except Exception:  # noqa: BLE001 - one target's failure never costs the others
+                    log.exception("node %d: scrape failed", futures[future])
         for future in pending:
             node_id = futures[future]
             log.warning(
@@ -271,7 +275,8 @@ class DcgmCollector:
             body = self._fetch(url, deadline)
         except _Deadline:
             return []
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            # urllib3's own errors: the body is read from the raw stream (see _fetch)
             log.warning("node %d: dcgm-exporter at %s unreachable: %s", node_id, url, exc)
             return []
         finally:

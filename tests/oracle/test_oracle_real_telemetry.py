@@ -91,6 +91,11 @@ class _Exporters(BaseHTTPRequestHandler):
         if self.path == "/slow":
             self._trickle(server)  # type: ignore[arg-type]
             return
+        if self.path == "/truncated":  # an exporter that dies halfway through its answer
+            self._headers(len(L40S))
+            self.wfile.write(L40S.encode()[:100])
+            self.close_connection = True
+            return
         if self.path == "/late":
             server.release.wait(server.late_s)  # type: ignore[attr-defined]
             body = server.pages["/late"].encode()  # type: ignore[attr-defined]
@@ -242,6 +247,13 @@ class TestScraping:
         )
         node3 = next(r.sample for r in readings if r.node_id == 3)
         assert node3.utilization_pct is None and node3.power_w == 35.686  # unknown, not 0 %
+
+    def test_an_answer_cut_short_costs_that_node_only(self, exporters, caplog):
+        exporters.pages["/l40s"] = L40S
+        collector = DcgmCollector({1: url(exporters, "/truncated"), 2: url(exporters, "/l40s")})
+        readings = collector.poll(0.0)
+        assert [(r.node_id, r.device) for r in readings] == [(2, "gpu0")]
+        assert "node 1: dcgm-exporter at" in caplog.text and "unreachable" in caplog.text
 
     def test_gzip_encoded_page(self, exporters):
         exporters.pages["/a800-gzip"] = A800
