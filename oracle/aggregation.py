@@ -7,6 +7,10 @@ epoch's length, ``G`` the node's registered GPU count):
   but never longer than ``max_hold = gap_factor × interval``. Time not held by any
   sample is a *gap*: missing data. A gap is neither downtime nor idleness nor
   zero energy; it lowers only ``sample_coverage_bps``.
+- **Unknown is not zero.** A sample of a serving device that lacks its
+  utilization, or lacks both power and an energy-counter value, is *incomplete*:
+  the time it holds counts as a gap (lower coverage), never as 0 % busy or 0 W.
+  A down sample needs neither (a down GPU is not busy whatever it says).
 - **observed** = Σ over devices of held time inside ``[start, end)`` × GPUs the
   series stands for. ``sample_coverage_bps = observed / (G × W)``.
 - **up** = the observed time whose sample says ``up``.
@@ -25,20 +29,28 @@ epoch's length, ``G`` the node's registered GPU count):
   accumulated since the previous reading at the plausible maximum power; the
   energy after the reset (the new value) counts. Any other decrease is a
   counter running backwards: nonsense. Without a counter, energy is the
-  time-integral of power over the observed time, scaled to the whole epoch
-  (gaps filled with the observed average, not with zero).
+  time-integral of power over the time power was known, scaled to the whole
+  epoch (gaps filled with the observed average, not with zero).
+- **Counter against power.** Where a device reports both, the counter's
+  increments and the integral of its power (trapezoids between consecutive
+  counter readings of a serving device, resets left out) must agree within
+  ``energy_power_tolerance`` (relative) or ``energy_power_floor_w`` × the
+  seconds compared, whichever is larger; otherwise the node is excluded: a
+  counter frozen while power reads 200 W, or rising at a tenth of the power's
+  integral, would make the node look many times more efficient than it is.
 - **Efficiency** (not in the leaf; published in the proofs file and logs):
   ``busy_gpu_hours_per_mwh = (busy / 3600) / (energy_wh / 10⁶)``: useful
   GPU-hours bought with one MWh; and ``power_ratio = (energy_J / up) /
   reference_power_w``: average draw per serving GPU relative to the class's
-  reference board power (≈ 0.3-1.0 healthy; well above 1 means a degraded or
-  mis-declared node).
+  reference board power (≈ 0.1-1.0 healthy, real idle draw being 7.5-23 % of
+  it; well above 1 means a degraded or mis-declared node).
 
 Nonsense excludes the node from the epoch's leaf set with a reason, never
 raises: utilization outside 0..100 %, negative power or energy, a counter
 running backwards, an energy increment implying more than
-``plausible_power_factor ×`` the class's reference power, timestamps from the
-future, or more devices than the registry says the node has.
+``plausible_power_factor ×`` the class's reference power, a counter that
+disagrees with the power readings, timestamps from the future, or more devices
+than the registry says the node has.
 """
 
 from __future__ import annotations
@@ -61,6 +73,10 @@ class AggregationPolicy:
     plausible_power_factor: float = 2.0
     # Samples stamped more than this past "now" come from a skewed or lying clock.
     max_future_skew_s: float = 5.0
+    # Counter increments and ∫power may differ by this share of the larger one...
+    energy_power_tolerance: float = 0.25
+    # ...or by this many watts over the compared time (idle draw is noisy), whichever is larger.
+    energy_power_floor_w: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -127,15 +143,18 @@ def aggregate(
         from_counter = True
         for series in telemetry.series:
             samples = _clean(series, now, policy)
-            o, u, b, held_power_j = _hold(samples, window, max_hold)
-            observed += o * series.gpus
-            up += u * series.gpus
-            busy += b * series.gpus
-            counter_j = _counter_energy_j(samples, window, max_power_w * series.gpus, series)
+            held = _hold(samples, window, max_hold)
+            observed += held.observed * series.gpus
+            up += held.up * series.gpus
+            busy += held.busy * series.gpus
+            counter_j = _counter_energy_j(
+                samples, window, max_power_w * series.gpus, series, policy
+            )
             if counter_j is None:
                 from_counter = False
-                # Gaps are filled with the observed average draw, not with zero.
-                energy_j += held_power_j * (window.seconds / o) if o else 0.0
+                # Gaps are filled with the average draw while power was known, not with zero.
+                if held.power_s:
+                    energy_j += held.power_j * (window.seconds / held.power_s)
             else:
                 energy_j += counter_j
     except _Nonsense as exc:
@@ -195,11 +214,26 @@ def _clean(series: DeviceSeries, now: float, policy: AggregationPolicy) -> list[
     return deduped
 
 
-def _hold(
-    samples: list[Sample], window: EpochWindow, max_hold: float
-) -> tuple[float, float, float, float]:
-    """(observed s, up s, busy s, ∫power dt over observed J) of one device inside the window."""
-    observed = up = busy = power_j = 0.0
+@dataclass
+class _Held:
+    """Seconds (and joules) one device's samples hold inside the window."""
+
+    observed: float = 0.0
+    up: float = 0.0
+    busy: float = 0.0
+    power_s: float = 0.0  # held by samples that carry power
+    power_j: float = 0.0  # ∫ power over power_s
+
+
+def _complete(s: Sample) -> bool:
+    """Whether a sample says enough to count as observed (see the module doc)."""
+    if not s.up:
+        return True
+    return s.utilization_pct is not None and (s.power_w is not None or s.energy_mj is not None)
+
+
+def _hold(samples: list[Sample], window: EpochWindow, max_hold: float) -> _Held:
+    out = _Held()
     for i, s in enumerate(samples):
         until = s.t + max_hold
         if i + 1 < len(samples):
@@ -208,23 +242,33 @@ def _hold(
         if hi <= lo:
             continue
         held = hi - lo
-        observed += held
         if s.power_w is not None:
-            power_j += s.power_w * held
+            out.power_s += held
+            out.power_j += s.power_w * held
+        if not _complete(s):
+            continue  # unknown, not zero: a gap
+        out.observed += held
         if s.up:
-            up += held
-            busy += held * (s.utilization_pct or 0.0) / 100
-    return observed, up, busy, power_j
+            assert s.utilization_pct is not None
+            out.up += held
+            out.busy += held * s.utilization_pct / 100
+    return out
 
 
 def _counter_energy_j(
-    samples: list[Sample], window: EpochWindow, max_power_w: float, series: DeviceSeries
+    samples: list[Sample],
+    window: EpochWindow,
+    max_power_w: float,
+    series: DeviceSeries,
+    policy: AggregationPolicy,
 ) -> float | None:
     """Energy in J from the cumulative counter, or None if the device has no counter."""
     readings = [s for s in samples if s.energy_mj is not None]
     if len(readings) < 2:
         return None if not readings else 0.0
     total_mj = 0.0
+    # The same stretches measured by the power readings, to cross-check the counter.
+    compared_s = compared_counter_mj = compared_power_mj = 0.0
     for a, b in zip(readings, readings[1:], strict=False):
         dt = b.t - a.t
         lo, hi = max(a.t, window.start), min(b.t, window.end)
@@ -246,5 +290,39 @@ def _counter_energy_j(
                 f"{series.device}: energy counter ran backwards"
                 f" {a.energy_mj} → {b.energy_mj} mJ at t={b.t:.0f}"
             )
-        total_mj += delta * (hi - lo) / dt
+        share = (hi - lo) / dt
+        total_mj += delta * share
+        if (
+            b.energy_mj >= a.energy_mj
+            and a.up
+            and b.up
+            and a.power_w is not None
+            and b.power_w is not None
+        ):
+            compared_s += hi - lo
+            compared_counter_mj += delta * share
+            compared_power_mj += (a.power_w + b.power_w) / 2 * dt * 1000 * share
+    if compared_s > 0:
+        _check_counter_against_power(
+            compared_counter_mj / 1000, compared_power_mj / 1000, compared_s, series, policy
+        )
     return total_mj / 1000
+
+
+def _check_counter_against_power(
+    counter_j: float,
+    power_j: float,
+    seconds: float,
+    series: DeviceSeries,
+    policy: AggregationPolicy,
+) -> None:
+    slack = max(
+        policy.energy_power_tolerance * max(counter_j, power_j),
+        policy.energy_power_floor_w * series.gpus * seconds,
+    )
+    if abs(counter_j - power_j) > slack:
+        raise _Nonsense(
+            f"{series.device}: energy counter says {counter_j:.0f} J ({counter_j / seconds:.1f} W)"
+            f" but its power readings integrate to {power_j:.0f} J ({power_j / seconds:.1f} W)"
+            f" over the same {seconds:.0f}s"
+        )

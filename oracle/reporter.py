@@ -55,6 +55,7 @@ class ReportStatus(StrEnum):
     NO_NODES = "no_nodes"  # nothing registered to measure, or every node excluded
     ALREADY_ATTESTED = "already_attested"  # another transmitter won the race
     WAITING = "waiting"  # quorum mode: not enough matching signatures yet, or not our turn
+    NOT_OBSERVED = "not_observed"  # this oracle was not watching during the epoch: abstains
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,17 @@ class Reporter:
         # must keep signing the same figures (live data keeps arriving after the end).
         if self._measured is None or self._measured[0] != (epoch, tuple(nodes)):
             window = self.chain.epoch_window(epoch)
+            if self.source.observed_s(window) <= 0:
+                # Never sign what we did not see (zero-coverage leaves for every node
+                # would read as a fleet that went silent): others may attest it.
+                if self._last_wait != (epoch, "not_observed"):
+                    log.warning(
+                        "epoch %d: this oracle was not sampling during it (down or not yet"
+                        " started); abstaining",
+                        epoch,
+                    )
+                    self._last_wait = (epoch, "not_observed")
+                return ReportOutcome(ReportStatus.NOT_OBSERVED, epoch)
             self._measured = ((epoch, tuple(nodes)), self.measure(nodes, window))
         leaves, excluded, efficiency = self._measured[1]
         if not leaves:

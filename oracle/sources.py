@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from oracle.collectors.base import PolledSource, Sampler, SampleStore, TelemetrySource
 from oracle.collectors.simulated import SimulatedFleet
 from oracle.config import OracleSettings
 
 # Keep a day of live samples: enough to catch up on late epochs after an outage.
 RETENTION_S = 86_400
+# A dcgm-exporter answers in milliseconds; one slower than this is a gap, not a wait.
+DCGM_DEADLINE_S = 5.0
+
+
+def samples_path(settings: OracleSettings) -> Path:
+    """The live sample store, in the oracle's state folder."""
+    return settings.state_path.parent / "samples.sqlite3"
 
 
 def build_source(settings: OracleSettings) -> tuple[TelemetrySource, Sampler | None]:
@@ -21,11 +30,15 @@ def build_source(settings: OracleSettings) -> tuple[TelemetrySource, Sampler | N
         )
         return fleet, None
     interval = settings.sample_interval_seconds
-    store = SampleStore(RETENTION_S)
+    # Beside the write-ahead state: what this oracle saw survives a restart.
+    store = SampleStore(RETENTION_S, samples_path(settings))
     if settings.source == "dcgm":
         from oracle.collectors.dcgm import DcgmCollector
 
-        collector = DcgmCollector(settings.dcgm_target_map())
+        # One deadline for the whole poll, well inside the interval.
+        collector = DcgmCollector(
+            settings.dcgm_target_map(), deadline_s=min(DCGM_DEADLINE_S, 0.8 * interval)
+        )
     else:
         from oracle.collectors.nvml import NvmlCollector
 

@@ -20,16 +20,28 @@ from __future__ import annotations
 
 import bisect
 import logging
+import sqlite3
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from oracle.telemetry import EpochWindow, NodeInfo
 
 log = logging.getLogger("gpucap.oracle.collectors")
+
+# XIDs after which NVIDIA's XID catalogue says the GPU needs a reset or service
+# (both live sources mark a GPU down on them): 48 double-bit ECC, 62/63/64
+# internal/row-remapping failures, 74 NVLink error, 79 fallen off the bus, 92 high
+# single-bit ECC rate, 94/95 contained/uncontained ECC error, 119/120 GSP errors.
+FATAL_XIDS = frozenset({48, 62, 63, 64, 74, 79, 92, 94, 95, 119, 120})
+
+# A silence longer than this many sampling intervals is a gap (the aggregation's
+# default gap_factor; the oracle's own polling record is judged the same way).
+GAP_FACTOR = 2.0
 
 
 class CollectorUnavailable(RuntimeError):
@@ -87,6 +99,10 @@ class TelemetrySource(Protocol):
         """Series for the nodes this source covers (a node it does not cover is absent)."""
         ...
 
+    def observed_s(self, window: EpochWindow) -> float:
+        """Seconds of the window this oracle was watching (0: it did not observe it)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Reading:
@@ -106,24 +122,97 @@ class Collector(Protocol):
         """One scrape; unreachable targets are logged and simply yield no readings."""
         ...
 
+    def close(self) -> None:
+        """Release what the collector holds (threads, the NVML session)."""
+        ...
+
 
 class SampleStore:
-    """Thread-safe buffer of live readings, kept for ``retention_s`` seconds."""
+    """Thread-safe buffer of live readings, kept for ``retention_s`` seconds.
 
-    def __init__(self, retention_s: float) -> None:
+    With a ``path`` every reading, and the time of every poll, is also written to
+    SQLite (WAL, ``synchronous=FULL``, one transaction per poll, like the
+    oracle's write-ahead state) and read back on start, so a restarted oracle
+    still has what it saw before, and knows when it was not looking: the polls
+    table is this oracle's own observation record (``observed_s``).
+    """
+
+    def __init__(self, retention_s: float, path: Path | str | None = None) -> None:
         self.retention_s = retention_s
         self._lock = threading.Lock()
         # node -> device -> samples sorted by t
         self._series: dict[int, dict[str, list[Sample]]] = defaultdict(dict)
+        self._polls: list[float] = []
+        self._db: sqlite3.Connection | None = None
+        if path is not None:
+            if str(path) != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SAMPLES_SCHEMA)
+            self._load()
 
-    def add(self, readings: Sequence[Reading]) -> None:
+    def close(self) -> None:
+        if self._db is not None:
+            with self._lock:
+                self._db.close()
+                self._db = None
+
+    def _load(self) -> None:
+        assert self._db is not None
+        cutoff = time.time() - self.retention_s
+        rows = self._db.execute(
+            "SELECT node_id, device, t, utilization_pct, power_w, energy_mj, up FROM samples"
+            " WHERE t >= ? ORDER BY t",
+            (cutoff,),
+        ).fetchall()
+        for node_id, device, t, util, power, energy, up in rows:
+            self._series[node_id].setdefault(device, []).append(
+                Sample(t, util, power, energy, bool(up))
+            )
+        self._polls = [
+            t for (t,) in self._db.execute("SELECT t FROM polls WHERE t >= ? ORDER BY t", (cutoff,))
+        ]
+        if rows or self._polls:
+            log.info(
+                "sample store: %d readings and %d polls read back from %s",
+                len(rows),
+                len(self._polls),
+                self._db.execute("PRAGMA database_list").fetchone()[2],
+            )
+
+    def add(self, readings: Sequence[Reading], polled_at: float | None = None) -> None:
+        """Store one poll's readings; ``polled_at`` records that this oracle was looking."""
         with self._lock:
+            if self._db is not None:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            r.node_id,
+                            r.device,
+                            r.sample.t,
+                            r.sample.utilization_pct,
+                            r.sample.power_w,
+                            r.sample.energy_mj,
+                            int(r.sample.up),
+                        )
+                        for r in readings
+                    ],
+                )
+                if polled_at is not None:
+                    self._db.execute("INSERT OR IGNORE INTO polls VALUES (?)", (polled_at,))
+                self._db.execute("COMMIT")
             for r in readings:
                 samples = self._series[r.node_id].setdefault(r.device, [])
                 if samples and r.sample.t < samples[-1].t:
                     bisect.insort(samples, r.sample, key=lambda s: s.t)
                 else:
                     samples.append(r.sample)
+            if polled_at is not None:
+                bisect.insort(self._polls, polled_at)
 
     def prune(self, now: float) -> None:
         cutoff = now - self.retention_s
@@ -133,6 +222,12 @@ class SampleStore:
                     devices[device] = samples[
                         bisect.bisect_left(samples, cutoff, key=lambda s: s.t) :
                     ]
+            self._polls = self._polls[bisect.bisect_left(self._polls, cutoff) :]
+            if self._db is not None:
+                self._db.execute("BEGIN")
+                self._db.execute("DELETE FROM samples WHERE t < ?", (cutoff,))
+                self._db.execute("DELETE FROM polls WHERE t < ?", (cutoff,))
+                self._db.execute("COMMIT")
 
     def window(self, node_id: int, start: float, end: float) -> list[DeviceSeries]:
         with self._lock:
@@ -143,6 +238,36 @@ class SampleStore:
                 hi = bisect.bisect_left(samples, end, key=lambda s: s.t)
                 out.append(DeviceSeries(device, list(samples[lo:hi])))
             return out
+
+    def observed_s(self, start: float, end: float, max_hold: float) -> float:
+        """Seconds of ``[start, end)`` during which this oracle was polling: each
+        poll covers until the next one, but never longer than ``max_hold``."""
+        with self._lock:
+            lo = max(0, bisect.bisect_left(self._polls, start) - 1)
+            hi = bisect.bisect_left(self._polls, end)
+            polls = self._polls[lo:hi]
+        seen = 0.0
+        for i, t in enumerate(polls):
+            until = t + max_hold
+            if i + 1 < len(polls):
+                until = min(until, polls[i + 1])
+            seen += max(0.0, min(until, end) - max(t, start))
+        return seen
+
+
+_SAMPLES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples (
+    node_id INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    t REAL NOT NULL,
+    utilization_pct REAL,
+    power_w REAL,
+    energy_mj INTEGER,
+    up INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_t ON samples (t);
+CREATE TABLE IF NOT EXISTS polls (t REAL PRIMARY KEY);
+"""
 
 
 class PolledSource:
@@ -170,6 +295,9 @@ class PolledSource:
                 out[node.node_id] = NodeTelemetry(node.node_id, series, self.interval_s)
         return out
 
+    def observed_s(self, window: EpochWindow) -> float:
+        return self.store.observed_s(window.start, window.end, GAP_FACTOR * self.interval_s)
+
 
 class Sampler:
     """Polls a collector every ``interval_s`` on a daemon thread until stopped."""
@@ -185,20 +313,26 @@ class Sampler:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop polling, then release the collector and the store's file."""
         self._stop.set()
         self._thread.join(timeout=self.interval_s + 5)
+        self.collector.close()
+        self.store.close()
 
     def poll_once(self) -> int:
         now = time.time()
         readings = self.collector.poll(now)
-        self.store.add(readings)
+        self.store.add(readings, polled_at=now)
         self.store.prune(now)
         return len(readings)
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 self.poll_once()
             except Exception:  # noqa: BLE001 - a sampler must outlive one bad scrape
                 log.exception("%s: poll failed", self.collector.name)
-            self._stop.wait(self.interval_s)
+            # Polls start every interval whatever a poll took (up to its deadline), so
+            # the spacing the aggregation judges gaps against is the one kept.
+            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))

@@ -9,7 +9,9 @@ Model, per node (drawn once from the seed and node id):
   day, ``day_seconds`` long, phase by "region"), plus per-sample noise;
 - a power efficiency factor: most nodes draw their class's reference power
   (board power per GPU) at full load, about one in eight is degraded and draws
-  15-40 % more for the same work; idle draw is 30 % of reference;
+  15-40 % more for the same work; idle draw is 15 % of reference (real idle
+  GPUs on public dcgm-exporter pages draw 7.5-23 % of their reference power:
+  tests/oracle/data/README.md);
 - a behaviour: honest (most), ``broken`` (about 1 %: its telemetry is missing
   for half of the epochs) or dishonest (about 1.2 %, one of: utilization above
   100 %, an energy counter that runs backwards, energy inflated to 3× the class's
@@ -37,7 +39,7 @@ from oracle.collectors.base import DeviceSeries, NodeTelemetry, Sample
 from oracle.telemetry import EpochWindow, NodeInfo
 
 SECONDS_PER_DAY = 86_400
-IDLE_DRAW = 0.30
+IDLE_DRAW = 0.15
 
 
 class Behaviour(StrEnum):
@@ -91,6 +93,10 @@ class SimulatedFleet:
         else:
             behaviour = Behaviour.HONEST
         return NodeProfile(base, amplitude, phase, efficiency, behaviour)
+
+    def observed_s(self, window: EpochWindow) -> float:
+        """The fleet is rebuilt from its seed: every epoch is observable, whole."""
+        return float(window.seconds)
 
     def telemetry(
         self, nodes: Sequence[NodeInfo], window: EpochWindow

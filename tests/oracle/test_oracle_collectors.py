@@ -60,10 +60,10 @@ class TestSimulatedFleet:
             m = f.measurement
             assert m.utilization_bps <= m.uptime_bps
             assert m.milli_gpu_hours <= node.gpu_count * 1_000
-            # idle 30 % .. degraded 140 % of reference power while up
+            # idle 15 % .. degraded 140 % of reference power while up
             assert m.energy_wh <= node.gpu_count * node.reference_power_w * 1.4
             ratio = f.power_ratio(node.reference_power_w)
-            assert ratio is None or 0.25 <= ratio <= 1.45
+            assert ratio is None or 0.12 <= ratio <= 1.45
 
     def test_every_dishonest_behaviour_is_caught(self):
         fleet = SimulatedFleet()
@@ -163,24 +163,27 @@ class TestDcgm:
         dead_url = url(dead)
         dead.server_close()  # nothing listens there any more
         collector = DcgmCollector(
-            {1: url(exporter), 2: dead_url, 3: url(exporter, "/nope")}, timeout_s=2
+            {1: url(exporter), 2: dead_url, 3: url(exporter, "/nope")}, deadline_s=2
         )
         readings = collector.poll(1_000.0)
         assert {r.node_id for r in readings} == {1}
         assert "node 2: dcgm-exporter at" in caplog.text and "unreachable" in caplog.text
         exporter.body = "DCGM_FI_DEV_GPU_UTIL{gpu=0 oops\n"  # type: ignore[attr-defined]
         assert DcgmCollector({1: url(exporter)}).poll(1.0) == []
-        assert "unparseable" in caplog.text
+        assert "1 line(s) of wanted DCGM fields could not be parsed" in caplog.text
+        assert "served no DCGM GPU fields" in caplog.text
 
     def test_sampler_store_and_aggregation_end_to_end(self, exporter):
         """Scrapes over HTTP feed a PolledSource whose epoch aggregates like any other."""
         store = SampleStore(retention_s=3_600)
-        collector = DcgmCollector({5: url(exporter)})
+        clock = [0.0]
+        collector = DcgmCollector({5: url(exporter)}, clock=lambda: clock[0])
         counter = 88_123_456_789
         for k in range(11):  # one scrape every 6 s of "time", counter at 600 W
             body = DCGM_TEXT.replace("88123456789", str(counter + k * 600 * 6 * 1000))
             exporter.body = body  # type: ignore[attr-defined]
-            store.add(collector.poll(1_000.0 + 6 * k))
+            clock[0] = 1_000.0 + 6 * k  # readings are stamped on arrival
+            store.add(collector.poll(0.0))
         window = EpochWindow(3, 1_000, 1_060)
         node = NodeInfo(5, 2, 700)
         telemetry = PolledSource(store, 6.0).telemetry([node], window)
@@ -281,6 +284,7 @@ class TestNvml:
         monkeypatch.setattr(pynvml, "nvmlDeviceGetTotalEccErrors", ecc)
         monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryInfo", lambda h: memory)
         monkeypatch.setattr(pynvml, "nvmlDeviceGetTemperature", lambda h, sensor: 64)
+        _no_samples_no_events(monkeypatch)
 
         readings = NvmlCollector(node_id=9).poll(500.0)
 
@@ -304,3 +308,19 @@ class TestNvml:
         finally:
             collector.close()
         assert readings and all(0 <= r.sample.utilization_pct <= 100 for r in readings)
+
+
+def _no_samples_no_events(monkeypatch):
+    """A driver that keeps no utilization samples and has no XID event waiting."""
+
+    def no_samples(handle, sampling_type, since):
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+
+    def no_event(event_set, timeout_ms):
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_TIMEOUT)
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetSamples", no_samples)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetMigMode", lambda h: [0, 0])
+    monkeypatch.setattr(pynvml, "nvmlEventSetCreate", lambda: "events")
+    monkeypatch.setattr(pynvml, "nvmlDeviceRegisterEvents", lambda h, types, events: None)
+    monkeypatch.setattr(pynvml, "nvmlEventSetWait_v2", no_event)

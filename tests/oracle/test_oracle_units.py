@@ -297,14 +297,20 @@ class TestSourceWiring:
         source, sampler = build_source(OracleSettings())
         assert isinstance(source, SimulatedFleet) and sampler is None
 
-    def test_dcgm_gets_a_polled_source_and_a_sampler(self):
+    def test_dcgm_gets_a_polled_source_and_a_sampler(self, tmp_path):
         settings = OracleSettings(
-            source="dcgm", dcgm_targets="3=http://127.0.0.1:9/metrics", sample_interval_seconds=7
+            source="dcgm",
+            dcgm_targets="3=http://127.0.0.1:9/metrics",
+            sample_interval_seconds=7,
+            state_path=tmp_path / "state.sqlite3",
         )
         source, sampler = build_source(settings)
         assert isinstance(source, PolledSource) and source.interval_s == 7
         assert isinstance(sampler.collector, DcgmCollector)
         assert sampler.collector.targets == {3: "http://127.0.0.1:9/metrics"}
+        assert sampler.collector.deadline_s == 5.0  # one deadline per poll, inside 7 s
+        # what it samples is kept beside the write-ahead state, for after a restart
+        assert (tmp_path / "samples.sqlite3").exists()
 
     def test_nvml_requires_a_node_id(self):
         with pytest.raises(ValidationError, match="NVML_NODE_ID is required"):
