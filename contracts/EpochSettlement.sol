@@ -9,6 +9,7 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {ICapacityToken} from "./interfaces/ICapacityToken.sol";
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
+import {IObligationSource} from "./interfaces/IObligationSource.sol";
 import {IOracleHub} from "./interfaces/IOracleHub.sol";
 import {IRevenuePool} from "./interfaces/IRevenuePool.sol";
 import {IRiskGate} from "./interfaces/IRiskGate.sol";
@@ -76,7 +77,7 @@ import {RevenuePool} from "./RevenuePool.sol";
  *   the window, or LTV > maxLtvBps, LTV = pool.debtOutstanding(epoch) / value at the
  *   epoch's end. Re-evaluated at every settlement; events on change.
  */
-contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
+contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, IObligationSource {
     using SafeERC20 for IERC20;
     using SafeCast for uint256;
 
@@ -230,6 +231,9 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
     error SettlementPoolMismatch(uint256 nodeId, address pool);
     /// @notice `pool` finances node `poolNodeId`, not `nodeId`.
     error SettlementPoolNodeMismatch(uint256 nodeId, address pool, uint256 poolNodeId);
+    /// @notice `pool`'s operator (who draws the raise and owes the debt) is `poolOperator`, not
+    /// node `nodeId`'s operator `nodeOperator`: the debt would not stand behind the node's bond.
+    error SettlementPoolOperatorMismatch(uint256 nodeId, address pool, address poolOperator, address nodeOperator);
     /// @notice `pool`'s risk gate is `gate`, not this settlement: its round escapes the LTV cap.
     error SettlementPoolGateMismatch(address pool, address gate);
     /// @notice `pool` was drawn in `drawEpoch`, before node `nodeId`'s last settled epoch
@@ -309,7 +313,8 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
 
     /**
      * @notice Binds node `nodeId` to its RevenuePool, once. The pool must finance this node
-     * (SettlementPoolNodeMismatch), be capped by this contract as its immutable risk gate
+     * (SettlementPoolNodeMismatch), be owed by the node's operator (SettlementPoolOperatorMismatch:
+     * whoever draws the raise must be the operator whose bond and exit answer for it), be capped by this contract as its immutable risk gate
      * (SettlementPoolGateMismatch: a pool whose round escaped the LTV cap is never bound, so
      * it never receives a node's revenue), be in this stablecoin on the hub's epoch schedule
      * (SettlementPoolMismatch), not have been drawn before the node's last settled epoch
@@ -320,14 +325,12 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
         address current = address(_pools[nodeId]);
         if (current != address(0)) revert SettlementPoolAlreadySet(nodeId, current);
         _requireNode(nodeId);
-        // slither-disable-next-line unused-return (only the stablecoin and node id matter here)
-        (address coin,, uint256 poolNode,,,,,) = RevenuePool(pool).terms();
-        if (poolNode != nodeId) revert SettlementPoolNodeMismatch(nodeId, pool, poolNode);
+        _checkPoolTerms(nodeId, pool);
         address gate = address(IRevenuePool(pool).riskGate());
         if (gate != address(this)) revert SettlementPoolGateMismatch(pool, gate);
         // slither-disable-next-line unused-return (the cooldown does not matter here)
         (uint64 genesis, uint64 length,) = RevenuePool(pool).epochSchedule();
-        if (coin != address(stablecoin) || genesis != hub.genesisTimestamp() || length != hub.epochLengthSeconds()) {
+        if (genesis != hub.genesisTimestamp() || length != hub.epochLengthSeconds()) {
             revert SettlementPoolMismatch(nodeId, pool);
         }
         // slither-disable-next-line unused-return (the drawn amount does not matter here)
@@ -413,6 +416,23 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
         if (isFlagged(nodeId)) return 0;
         INodeRegistry.Node memory n = registry.node(nodeId);
         return RiskModel.raiseCap(RiskModel.value(curve, _collateral(n), block.timestamp), maxLtvBps);
+    }
+
+    /**
+     * @inheritdoc IObligationSource
+     * @dev True while node `nodeId`'s bound pool has principal outstanding or the node owes
+     * arrears. Principal is read after the node's LAST SETTLED epoch, not the current one:
+     * instalments of epochs not yet settled (the keeper behind, epochs without a leaf) are not
+     * in arrears yet, but they are owed all the same (the next settlement books them), so a
+     * node whose schedule has run out in time but not in settlements still has obligations.
+     * The last settled epoch is always before the hub's current epoch, so this is true
+     * whenever `pool.debtOutstanding(hub.currentEpoch())` is. A pool not yet drawn owes nothing.
+     */
+    function hasOpenObligations(uint256 nodeId) external view returns (bool) {
+        Book storage b = _books[nodeId];
+        if (b.arrears != 0) return true;
+        IRevenuePool pool = _pools[nodeId];
+        return address(pool) != address(0) && pool.debtOutstanding(b.lastSettledEpoch) != 0;
     }
 
     /// @notice Node `nodeId`'s last settled epoch (0 = never).
@@ -599,6 +619,18 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
         if (was || dscrBreach || ltvBreach) {
             emit CovenantStatus(nodeId, epoch, dscrBreach || ltvBreach, dscrBreach, ltvBreach, dscr, ltv);
         }
+    }
+
+    /// @dev setPool's checks of the pool's terms: its node, its operator (the node's), its coin.
+    function _checkPoolTerms(uint256 nodeId, address pool) internal view {
+        // slither-disable-next-line unused-return (only the stablecoin, operator and node id matter here)
+        (address coin, address poolOperator, uint256 poolNode,,,,,) = RevenuePool(pool).terms();
+        if (poolNode != nodeId) revert SettlementPoolNodeMismatch(nodeId, pool, poolNode);
+        address nodeOperator = registry.node(nodeId).operator;
+        if (poolOperator != nodeOperator) {
+            revert SettlementPoolOperatorMismatch(nodeId, pool, poolOperator, nodeOperator);
+        }
+        if (coin != address(stablecoin)) revert SettlementPoolMismatch(nodeId, pool);
     }
 
     function _requireNode(uint256 nodeId) internal view {

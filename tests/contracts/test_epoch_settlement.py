@@ -12,6 +12,7 @@ from tests.contracts.capacity_helpers import DAY, NODE_BOND, PRICE, token_id
 from tests.contracts.node_helpers import USD, b32
 from tests.contracts.settlement_helpers import (
     POOL_TARGET,
+    POOL_TENOR,
     PRICE_PER_GPU_HOUR,
     attest,
     deploy_hub_pool,
@@ -20,6 +21,7 @@ from tests.contracts.settlement_helpers import (
     leaf_for,
     open_pool,
 )
+from tests.oracle.hub_helpers import end_epoch
 from tests.support.errors import bytes_arg, err
 
 MAX = 2**256 - 1
@@ -154,6 +156,19 @@ class TestParameters:
         tx = settlement.setPool(node2, good, {"from": admin})
         assert dict(tx.events["PoolSet"]) == {"nodeId": node2, "pool": good}
 
+    def test_set_pool_refuses_a_pool_another_operator_would_owe(
+        self, settlement, hub, stablecoin, admin, operator, stranger, register_node
+    ):
+        """A pool whose raise a stranger draws is no debt of the node's operator: its bond and
+        exit would not answer for it, so the pool is never bound to the node."""
+        node2 = register_node()
+        foreign = deploy_hub_pool(hub, stablecoin, stranger, admin, node2, gate=settlement)
+        with brownie.reverts(
+            err("SettlementPoolOperatorMismatch", node2, foreign, stranger, operator)
+        ):
+            settlement.setPool(node2, foreign, {"from": admin})
+        assert settlement.poolOf(node2) == ZERO_ADDRESS
+
     def test_set_pool_refuses_a_pool_drawn_before_settled_epochs(
         self, settlement, hub, stablecoin, fund, admin, operator, staker, register_node
     ):
@@ -172,6 +187,39 @@ class TestParameters:
         assert last > draw_epoch
         with brownie.reverts(err("SettlementPoolServiceMissed", node3, draw_epoch, last)):
             settlement.setPool(node3, late, {"from": admin})
+
+
+class TestObligations:
+    """hasOpenObligations: what NodeRegistry asks before a node exits or withdraws its bond."""
+
+    def test_nothing_owed_without_a_pool(self, settlement, node):
+        assert not settlement.hasOpenObligations(node)
+        assert not settlement.hasOpenObligations(999)  # unknown ids answer, never revert
+
+    def test_loan_open_until_every_instalment_is_settled_and_arrears_paid(
+        self, settlement, hub, node, pool, admin, payer
+    ):
+        draw_epoch = pool.draw()[1]
+        assert settlement.hasOpenObligations(node)  # drawn, nothing repaid
+        last = draw_epoch + POOL_TENOR  # the last instalment's epoch
+        while hub.currentEpoch() < last:
+            end_epoch(hub)
+        c = attest(hub, {node: 100})
+        assert c.report.epoch == last
+        # The schedule ran out in time, not in settlements: still owed.
+        assert pool.debtOutstanding(hub.currentEpoch()) == 0
+        assert settlement.hasOpenObligations(node)
+        # One settlement books every instalment; 62 USD of net leaves most in arrears.
+        settlement.settle(last, [item(c, node)], {"from": admin})
+        assert pool.debtOutstanding(settlement.lastSettledEpoch(node)) == 0
+        assert settlement.nodeRisk(node)["arrears"] > 0
+        assert settlement.hasOpenObligations(node)
+        # A rich epoch pays the arrears off: nothing is owed any more.
+        settlement.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR * 100, {"from": admin})
+        c = attest(hub, {node: 100})
+        settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
+        assert settlement.nodeRisk(node)["arrears"] == 0
+        assert not settlement.hasOpenObligations(node)
 
 
 class TestSettle:
