@@ -60,6 +60,9 @@ import {RevenuePool} from "./RevenuePool.sol";
  * - A node's epochs settle in strictly increasing order (RevenuePool.distribute needs that
  *   anyway): settling a settled epoch, or one before the last settled, reverts. Settling is
  *   SETTLER_ROLE only, so nobody can skip a node past an epoch the keeper has yet to settle.
+ * - One bad item does not block a batch: each item settles all-or-nothing in its own call
+ *   frame, and an item that reverts is skipped with SettlementItemSkipped (its node, epoch and
+ *   revert data); a batch whose every item reverts reverts as its first item did.
  * - Skipped epochs: the keeper may settle a node's epoch E while epochs after the node's last
  *   settled one L were never settled (no attestation, a keeper outage, the node left out of
  *   a batch). They cannot be settled later (order is strict), but their debt is not
@@ -214,6 +217,10 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     /// @notice Node `nodeId`'s epochs `fromEpoch..toEpoch` were skipped (never settled, debt
     /// running): their scheduled service `serviceAssets` was added to what the next epoch owes.
     event EpochsSkipped(uint256 indexed nodeId, uint64 fromEpoch, uint64 toEpoch, uint256 serviceAssets);
+    /// @notice Node `nodeId`'s item of a {settle} batch for `epoch` reverted with `reason` (the
+    /// revert data, e.g. a custom error) and was skipped: none of its changes were applied and
+    /// the node's epoch stays unsettled.
+    event SettlementItemSkipped(uint256 indexed nodeId, uint64 indexed epoch, bytes reason);
     event OperatorWithdrawn(address indexed operator, address indexed to, uint256 amount);
     event FeesWithdrawn(address indexed to, uint256 amount);
     event ReserveWithdrawn(address indexed to, uint256 amount);
@@ -225,6 +232,8 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     error SettlementSplitOverWhole(uint256 totalBps);
     error SettlementInvalidCovenant(uint256 covenantDscrBps, uint256 maxLtvBps);
     error SettlementEmptyBatch();
+    /// @notice {settleItem} is this contract's own entry point (from {settle}); `caller` is not it.
+    error SettlementOnlySelf(address caller);
     error SettlementEpochMismatch(uint256 nodeId, uint64 leafEpoch, uint64 epoch);
     error SettlementAlreadySettled(uint256 nodeId, uint64 epoch, uint64 lastSettledEpoch);
     error SettlementPoolAlreadySet(uint256 nodeId, address pool);
@@ -347,15 +356,52 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
 
     /**
      * @notice Settles `epoch` for every node in `items` (see the contract notes).
-     * Requirements: SETTLER_ROLE; non-empty; each leaf is for `epoch` and proven against the
-     * hub's root (OracleInvalidProof / OracleLeafOutOfRange otherwise); each node's epoch is
-     * after its last settled one (SettlementAlreadySettled); payers' allowances cover usage.
+     * Each item settles all-or-nothing in its own call frame ({settleItem}): an item that
+     * reverts — its leaf not for `epoch` or not proven (SettlementEpochMismatch,
+     * OracleInvalidProof / OracleLeafOutOfRange), its epoch already settled
+     * (SettlementAlreadySettled), its payer's allowance or balance short, its pool refusing
+     * the revenue — is skipped with {SettlementItemSkipped} (node, epoch, revert data) and
+     * changes nothing; its epoch stays unsettled for a later batch. The other items settle.
+     * A batch in which every item reverts reverts itself, with the first item's revert data:
+     * a batch of one behaves as a plain call, and nobody pays for a batch that did nothing.
+     * Requirements: SETTLER_ROLE; non-empty.
+     * @return settled How many items settled (the others emitted {SettlementItemSkipped}); a
+     * keeper simulating the call learns from it whether a batch would skip anything.
      */
-    function settle(uint64 epoch, SettleItem[] calldata items) external onlyRole(SETTLER_ROLE) nonReentrant {
+    function settle(uint64 epoch, SettleItem[] calldata items)
+        external
+        onlyRole(SETTLER_ROLE)
+        nonReentrant
+        returns (uint256 settled)
+    {
         if (items.length == 0) revert SettlementEmptyBatch();
+        bytes memory firstReason;
         for (uint256 i = 0; i < items.length; ++i) {
-            _settleOne(epoch, items[i]);
+            // An external self-call, so that a revert undoes this item only. Re-entry stays
+            // closed: `settle` holds the guard, and settleItem only answers this contract.
+            try this.settleItem(epoch, items[i]) {
+                ++settled;
+            } catch (bytes memory reason) {
+                if (i == 0) firstReason = reason;
+                emit SettlementItemSkipped(items[i].leaf.nodeId, epoch, reason);
+            }
         }
+        if (settled == 0) {
+            // Every item reverted: so does the batch, as its first item did.
+            assembly ("memory-safe") {
+                revert(add(firstReason, 0x20), mload(firstReason))
+            }
+        }
+    }
+
+    /**
+     * @notice One item of a {settle} batch, settled in its own call frame so that its revert
+     * undoes its own state changes only. Callable by this contract alone (from {settle},
+     * under its SETTLER_ROLE check and re-entrancy guard): SettlementOnlySelf otherwise.
+     */
+    function settleItem(uint64 epoch, SettleItem calldata item) external {
+        if (msg.sender != address(this)) revert SettlementOnlySelf(msg.sender);
+        _settleOne(epoch, item);
     }
 
     /// @notice Pays the caller's (operator's) accumulated share to `to`.
@@ -481,7 +527,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         uint64 last = b.lastSettledEpoch;
         if (epoch <= last) revert SettlementAlreadySettled(nodeId, epoch, last);
         // A view on the immutable hub: reverts unless the leaf is in the epoch's attested root.
-        // slither-disable-next-line calls-loop (immutable trusted hub; a bad proof reverts the batch)
+        // slither-disable-next-line calls-loop (immutable trusted hub; a bad proof reverts the item)
         hub.requireLeaf(leaf, item.proof);
         // slither-disable-next-line calls-loop (immutable trusted registry, a view)
         INodeRegistry.Node memory n = registry.node(nodeId);

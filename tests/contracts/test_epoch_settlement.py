@@ -16,6 +16,7 @@ from tests.contracts.settlement_helpers import (
     PRICE_PER_GPU_HOUR,
     attest,
     deploy_hub_pool,
+    error_data,
     expected_split,
     item,
     leaf_for,
@@ -308,16 +309,54 @@ class TestSettle:
         assert split_of(tx) == [0] * 7
         assert settlement.lastSettledEpoch(node) == c.report.epoch
 
-    def test_batch_is_atomic_when_a_payer_cannot_pay(
+    def test_a_payer_who_cannot_pay_skips_its_node_not_the_batch(
+        self, settlement, stablecoin, hub, node, register_node, admin, payer, stranger, fund
+    ):
+        other = register_node()
+        settlement.setUsageTerms(other, stranger, PRICE_PER_GPU_HOUR, {"from": admin})
+        c = attest(hub, {node: 100, other: 100})
+        e = c.report.epoch
+        tx = settlement.settle(e, [item(c, other), item(c, node)], {"from": admin})
+        usage = PRICE_PER_GPU_HOUR * 100 // 1000
+        assert tx.return_value == 1
+        skipped = tx.events["SettlementItemSkipped"]
+        assert len(skipped) == 1
+        assert (skipped["nodeId"], skipped["epoch"]) == (other, e)
+        assert bytes(skipped["reason"]) == error_data(
+            "ERC20InsufficientAllowance(address,uint256,uint256)", settlement, 0, usage
+        )
+        assert [ev["nodeId"] for ev in tx.events["NodeSettled"]] == [node]
+        # The skipped item left nothing behind: only `node`'s settlement is booked.
+        assert (settlement.lastSettledEpoch(node), settlement.lastSettledEpoch(other)) == (e, 0)
+        assert settlement.totalIn() == usage == stablecoin.balanceOf(settlement)
+        s = expected_split(usage, 0, 0, 0, pool_live=False)
+        assert (settlement.feesHeld(), settlement.reserveHeld()) == (s.fee, s.reserve)
+        assert settlement.operatorCreditsHeld() == s.operator
+        assert settlement.nodeRisk(other)["windowEpochs"] == 0
+        # Once the payer can pay, the skipped epoch settles.
+        fund(stranger, usage, settlement)
+        tx = settlement.settle(e, [item(c, other)], {"from": admin})
+        assert tx.return_value == 1 and "SettlementItemSkipped" not in tx.events
+        assert settlement.lastSettledEpoch(other) == e
+
+    def test_a_batch_whose_every_item_reverts_reverts_as_the_first(
         self, settlement, hub, node, register_node, admin, stranger
     ):
         other = register_node()
         settlement.setUsageTerms(other, stranger, PRICE_PER_GPU_HOUR, {"from": admin})
         c = attest(hub, {node: 100, other: 100})
-        with brownie.reverts():
-            settlement.settle(c.report.epoch, [item(c, node), item(c, other)], {"from": admin})
+        e = c.report.epoch
+        leaf, proof = item(c, node)
+        forged = ((*leaf[:-1], 133), proof)
+        with brownie.reverts(err("OracleInvalidProof", node, e)):
+            settlement.settle(e, [forged, item(c, other)], {"from": admin})
+        assert settlement.lastSettledEpoch(other) == 0
+
+    def test_settle_item_is_the_contracts_own(self, settlement, hub, node, admin):
+        c = attest(hub, {node: 100})
+        with brownie.reverts(err("SettlementOnlySelf", admin)):
+            settlement.settleItem(c.report.epoch, item(c, node), {"from": admin})
         assert settlement.lastSettledEpoch(node) == 0
-        assert settlement.totalIn() == 0
 
     def test_operator_and_treasurer_withdraw(
         self, settlement, stablecoin, hub, node, admin, operator, stranger
@@ -352,9 +391,17 @@ class TestAttacks:
     def test_settling_twice_reverts(self, settlement, hub, node, admin):
         c = attest(hub, {node: 100})
         e = c.report.epoch
-        with brownie.reverts(err("SettlementAlreadySettled", node, e, e)):
-            settlement.settle(e, [item(c, node), item(c, node)], {"from": admin})
-        settlement.settle(e, [item(c, node)], {"from": admin})
+        # Twice in one batch: the first settles, the second is skipped (not billed twice).
+        tx = settlement.settle(e, [item(c, node), item(c, node)], {"from": admin})
+        assert tx.return_value == 1
+        assert len(tx.events["NodeSettled"]) == 1
+        assert dict(tx.events["SettlementItemSkipped"]) == {
+            "nodeId": node,
+            "epoch": e,
+            "reason": "0x"
+            + error_data("SettlementAlreadySettled(uint256,uint64,uint64)", node, e, e).hex(),
+        }
+        assert settlement.totalIn() == PRICE_PER_GPU_HOUR * 100 // 1000
         with brownie.reverts(err("SettlementAlreadySettled", node, e, e)):
             settlement.settle(e, [item(c, node)], {"from": admin})
 
@@ -427,6 +474,10 @@ class TestAttacks:
             s.settle(e, [item(c, node)], {"from": admin})
         token.arm(s, s.withdrawFees.encode_input(admin, 1), {"from": admin})
         with brownie.reverts(err("ReentrancyGuardReentrantCall")):
+            s.settle(e, [item(c, node)], {"from": admin})
+        # The per-item entry point answers this contract only, never a re-entering token.
+        token.arm(s, s.settleItem.encode_input(e, item(c, node)), {"from": admin})
+        with brownie.reverts(err("SettlementOnlySelf", token)):
             s.settle(e, [item(c, node)], {"from": admin})
         token.arm(ZERO_ADDRESS, b"", {"from": admin})
         s.settle(e, [item(c, node)], {"from": admin})
