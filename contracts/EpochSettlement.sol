@@ -29,9 +29,19 @@ import {RevenuePool} from "./RevenuePool.sol";
  * - Usage is priced per node: `pricePerGpuHour` (stablecoin units per delivered GPU-hour)
  *   × the leaf's `milliGpuHours` / 1000, floored, pulled from the node's registered payer
  *   (renter escrow) by allowance. Why not an amount the caller states: the bill is then a
- *   function of the attested leaf and of terms the payer agreed to (set by TERMS_ROLE), so
- *   neither the keeper nor the operator can over- or under-bill. A payer that prefers
- *   EIP-2612 signs a permit to this contract; anyone can submit it to the token first.
+ *   function of the attested leaf and of terms the payer agreed to, so neither the keeper nor
+ *   the operator can over- or under-bill. A payer that prefers EIP-2612 signs a permit to
+ *   this contract; anyone can submit it to the token first.
+ * - Payer consent: TERMS_ROLE names a node's payer and price, but only the payer can agree
+ *   to pay it: `approveUsage(nodeId, maxPricePerGpuHour)`, sent by the payer, records the
+ *   most it accepts per GPU-hour for that node. An epoch's usage is billed only while the
+ *   terms' price is at most the payer's agreed maximum for the node (0 = never agreed, or
+ *   withdrawn); otherwise that epoch's usage is not billed (UsageNotBilled says why) and the
+ *   rest of the settlement (proceeds, debt, window) goes on. Why a maximum and not the
+ *   price itself: TERMS_ROLE may lower a price without asking; raising it past what the
+ *   payer agreed to stops billing until the payer agrees again. Consent is per (node, payer):
+ *   naming another payer needs that payer's own consent. An allowance alone is not consent:
+ *   a renter may approve this contract for all its nodes at once.
  * - Capacity proceeds: CapacityToken holds sale proceeds per node, not per epoch or window;
  *   a settlement collects everything the node holds at that moment, including sales of
  *   windows not yet delivered. Why that is safe, and where it is not: a buyer's refund for
@@ -189,6 +199,8 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     uint256 public totalToPools;
 
     mapping(uint256 nodeId => UsageTerms) private _usageTerms;
+    /// @dev The most each payer agreed to pay per GPU-hour of each node (0: no consent).
+    mapping(uint256 nodeId => mapping(address payer => uint96 maxPricePerGpuHour)) private _usageConsent;
     mapping(uint256 nodeId => IRevenuePool) private _pools;
     // slither-disable-next-line uninitialized-state (written through storage pointers: _settleOne, _record)
     mapping(uint256 nodeId => Book) private _books;
@@ -214,6 +226,14 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     event RiskParamsSet(uint32 covenantDscrBps, uint16 maxLtvBps, RiskModel.Curve curve);
     event UsageTermsSet(uint256 indexed nodeId, address indexed payer, uint96 pricePerGpuHour);
     event PoolSet(uint256 indexed nodeId, address indexed pool);
+    /// @notice `payer` agreed to pay at most `maxPricePerGpuHour` per GPU-hour of node `nodeId`
+    /// (0: consent withdrawn).
+    event UsageApproved(uint256 indexed nodeId, address indexed payer, uint96 maxPricePerGpuHour);
+    /// @notice Node `nodeId`'s usage of `epoch` was not billed: its price `pricePerGpuHour` is
+    /// above the `maxPricePerGpuHour` its payer `payer` agreed to (0: the payer never agreed).
+    event UsageNotBilled(
+        uint256 indexed nodeId, uint64 indexed epoch, address indexed payer, uint96 pricePerGpuHour, uint96 maxPricePerGpuHour
+    );
     /// @notice Node `nodeId`'s epochs `fromEpoch..toEpoch` were skipped (never settled, debt
     /// running): their scheduled service `serviceAssets` was added to what the next epoch owes.
     event EpochsSkipped(uint256 indexed nodeId, uint64 fromEpoch, uint64 toEpoch, uint256 serviceAssets);
@@ -313,11 +333,27 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     }
 
     /// @notice Sets who pays node `nodeId`'s usage and the price per delivered GPU-hour
-    /// (payer zero = usage not billed). The node must be registered.
+    /// (payer zero = usage not billed). The node must be registered. Billed only while the
+    /// payer's consent ({approveUsage}) covers the price.
     function setUsageTerms(uint256 nodeId, address payer, uint96 pricePerGpuHour) external onlyRole(TERMS_ROLE) {
         _requireNode(nodeId);
         _usageTerms[nodeId] = UsageTerms(payer, pricePerGpuHour);
         emit UsageTermsSet(nodeId, payer, pricePerGpuHour);
+    }
+
+    /**
+     * @notice The caller, as payer, agrees to pay for node `nodeId`'s usage at most
+     * `maxPricePerGpuHour` stablecoin units per delivered GPU-hour (0 withdraws consent).
+     * Usage is billed to the caller only while the caller is the node's payer, the terms'
+     * price is at most this maximum, and the caller's allowance covers the bill. Takes effect
+     * for every epoch settled from then on (settlement is after the epoch, so an epoch
+     * already ended but not yet settled is billed under the consent in force at settlement).
+     * Requirements: the node is registered (SettlementUnknownNode). Emits {UsageApproved}.
+     */
+    function approveUsage(uint256 nodeId, uint96 maxPricePerGpuHour) external {
+        _requireNode(nodeId);
+        _usageConsent[nodeId][msg.sender] = maxPricePerGpuHour;
+        emit UsageApproved(nodeId, msg.sender, maxPricePerGpuHour);
     }
 
     /**
@@ -446,6 +482,11 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         return _usageTerms[nodeId];
     }
 
+    /// @notice The most `payer` agreed to pay per GPU-hour of node `nodeId` (0: no consent).
+    function usageConsent(uint256 nodeId, address payer) external view returns (uint96) {
+        return _usageConsent[nodeId][payer];
+    }
+
     /// @notice Node `nodeId`'s pool (zero if none).
     function poolOf(uint256 nodeId) external view returns (address) {
         return address(_pools[nodeId]);
@@ -533,7 +574,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         INodeRegistry.Node memory n = registry.node(nodeId);
         IRevenuePool pool = _pools[nodeId];
 
-        (Split memory s, address payer) = _bill(nodeId, leaf.milliGpuHours);
+        (Split memory s, address payer) = _bill(nodeId, epoch, leaf.milliGpuHours);
         uint256 gross = s.usage + s.proceeds;
         _serviceDebt(b, nodeId, pool, epoch, s); // records skipped epochs and this one in the window
 
@@ -567,11 +608,19 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         }
     }
 
-    /// @dev The epoch's bill: usage from the terms and the leaf, held proceeds, the bps cuts.
-    function _bill(uint256 nodeId, uint64 milliGpuHours) internal view returns (Split memory s, address payer) {
+    /// @dev The epoch's bill: usage from the terms and the leaf (if the payer's consent covers
+    /// the price; UsageNotBilled otherwise), held proceeds, the bps cuts.
+    function _bill(uint256 nodeId, uint64 epoch, uint64 milliGpuHours) internal returns (Split memory s, address payer) {
         UsageTerms memory terms = _usageTerms[nodeId];
         payer = terms.payer;
-        if (payer != address(0)) s.usage = (uint256(terms.pricePerGpuHour) * milliGpuHours) / 1000;
+        if (payer != address(0)) {
+            uint96 maxPrice = _usageConsent[nodeId][payer];
+            if (terms.pricePerGpuHour <= maxPrice) {
+                s.usage = (uint256(terms.pricePerGpuHour) * milliGpuHours) / 1000;
+            } else {
+                emit UsageNotBilled(nodeId, epoch, payer, terms.pricePerGpuHour, maxPrice);
+            }
+        }
         // slither-disable-next-line calls-loop (immutable trusted CapacityToken, a view)
         s.proceeds = capacity.heldProceeds(nodeId);
         uint256 gross = s.usage + s.proceeds;

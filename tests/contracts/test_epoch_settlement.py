@@ -57,6 +57,8 @@ def node(registry, register_node, operator, fund, settlement, admin, payer):
     registry.depositBond(node_id, NODE_BOND, {"from": operator})
     fund(payer, 100_000 * USD, settlement)
     settlement.setUsageTerms(node_id, payer, PRICE_PER_GPU_HOUR, {"from": admin})
+    # The payer agrees to up to 100x the price (tests raise it to bill more).
+    settlement.approveUsage(node_id, PRICE_PER_GPU_HOUR * 100, {"from": payer})
     return node_id
 
 
@@ -223,6 +225,98 @@ class TestObligations:
         assert not settlement.hasOpenObligations(node)
 
 
+class TestConsent:
+    """A node's payer agrees on-chain (approveUsage) before its usage is billed."""
+
+    def test_approve_usage_needs_a_node_and_emits(self, settlement, node, stranger):
+        with brownie.reverts(err("SettlementUnknownNode", 999)):
+            settlement.approveUsage(999, 1, {"from": stranger})
+        tx = settlement.approveUsage(node, 5 * USD, {"from": stranger})
+        assert dict(tx.events["UsageApproved"]) == {
+            "nodeId": node,
+            "payer": stranger,
+            "maxPricePerGpuHour": 5 * USD,
+        }
+        assert settlement.usageConsent(node, stranger) == 5 * USD
+        tx = settlement.approveUsage(node, 0, {"from": stranger})  # withdrawn
+        assert tx.events["UsageApproved"]["maxPricePerGpuHour"] == 0
+        assert settlement.usageConsent(node, stranger) == 0
+
+    def test_a_payer_who_never_agreed_is_not_billed(
+        self, settlement, stablecoin, hub, register_node, admin, stranger, fund
+    ):
+        """TERMS_ROLE names a renter with a standing allowance (for its own nodes) as payer of
+        a node it never rented: the allowance is not consent, nothing is pulled."""
+        other = register_node()
+        fund(stranger, 1_000 * USD, settlement)
+        settlement.setUsageTerms(other, stranger, PRICE_PER_GPU_HOUR, {"from": admin})
+        c = attest(hub, {other: 100})
+        e = c.report.epoch
+        tx = settlement.settle(e, [item(c, other)], {"from": admin})
+        assert dict(tx.events["UsageNotBilled"]) == {
+            "nodeId": other,
+            "epoch": e,
+            "payer": stranger,
+            "pricePerGpuHour": PRICE_PER_GPU_HOUR,
+            "maxPricePerGpuHour": 0,
+        }
+        assert tx.events["NodeSettled"]["usage"] == 0
+        assert settlement.lastSettledEpoch(other) == e  # settled, usage unbilled
+        assert stablecoin.balanceOf(stranger) == 1_000 * USD
+        assert settlement.totalIn() == 0
+        # Once it agrees, the next epoch is billed.
+        settlement.approveUsage(other, PRICE_PER_GPU_HOUR, {"from": stranger})
+        c = attest(hub, {other: 100})
+        tx = settlement.settle(c.report.epoch, [item(c, other)], {"from": admin})
+        assert "UsageNotBilled" not in tx.events
+        usage = PRICE_PER_GPU_HOUR * 100 // 1000
+        assert tx.events["NodeSettled"]["usage"] == usage
+        assert stablecoin.balanceOf(stranger) == 1_000 * USD - usage
+
+    def test_a_price_above_the_agreed_maximum_is_not_billed(
+        self, settlement, stablecoin, hub, node, admin, payer
+    ):
+        limit = PRICE_PER_GPU_HOUR * 100  # what the fixture's payer agreed to
+        settlement.setUsageTerms(node, payer, limit + 1, {"from": admin})
+        before = stablecoin.balanceOf(payer)
+        c = attest(hub, {node: 100})
+        tx = settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
+        ev = tx.events["UsageNotBilled"]
+        assert (ev["payer"], ev["pricePerGpuHour"], ev["maxPricePerGpuHour"]) == (
+            payer,
+            limit + 1,
+            limit,
+        )
+        assert tx.events["NodeSettled"]["usage"] == 0
+        assert stablecoin.balanceOf(payer) == before
+        # At exactly the maximum it is billed; a lower price needs no new consent.
+        for price in (limit, PRICE_PER_GPU_HOUR):
+            settlement.setUsageTerms(node, payer, price, {"from": admin})
+            c = attest(hub, {node: 100})
+            tx = settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
+            assert "UsageNotBilled" not in tx.events
+            assert tx.events["NodeSettled"]["usage"] == price * 100 // 1000
+
+    def test_consent_is_the_payers_own_and_can_be_withdrawn(
+        self, settlement, stablecoin, hub, node, admin, payer, stranger, fund
+    ):
+        # Consent of the old payer does not carry to a new one.
+        fund(stranger, 1_000 * USD, settlement)
+        settlement.setUsageTerms(node, stranger, PRICE_PER_GPU_HOUR, {"from": admin})
+        c = attest(hub, {node: 100})
+        tx = settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
+        assert tx.events["UsageNotBilled"]["payer"] == stranger
+        assert stablecoin.balanceOf(stranger) == 1_000 * USD
+        # The payer withdraws its consent: billing stops with the next settlement.
+        settlement.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
+        settlement.approveUsage(node, 0, {"from": payer})
+        before = stablecoin.balanceOf(payer)
+        c = attest(hub, {node: 100})
+        tx = settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
+        assert tx.events["UsageNotBilled"]["maxPricePerGpuHour"] == 0
+        assert stablecoin.balanceOf(payer) == before
+
+
 class TestSettle:
     def test_without_pool_the_operator_takes_the_net(
         self, settlement, stablecoin, hub, node, payer, operator, admin
@@ -314,6 +408,7 @@ class TestSettle:
     ):
         other = register_node()
         settlement.setUsageTerms(other, stranger, PRICE_PER_GPU_HOUR, {"from": admin})
+        settlement.approveUsage(other, PRICE_PER_GPU_HOUR, {"from": stranger})
         c = attest(hub, {node: 100, other: 100})
         e = c.report.epoch
         tx = settlement.settle(e, [item(c, other), item(c, node)], {"from": admin})
@@ -344,6 +439,7 @@ class TestSettle:
     ):
         other = register_node()
         settlement.setUsageTerms(other, stranger, PRICE_PER_GPU_HOUR, {"from": admin})
+        settlement.approveUsage(other, PRICE_PER_GPU_HOUR, {"from": stranger})
         c = attest(hub, {node: 100, other: 100})
         e = c.report.epoch
         leaf, proof = item(c, node)
@@ -465,6 +561,7 @@ class TestAttacks:
         s.grantRole(TERMS_ROLE, admin, {"from": admin})
         s.grantRole(TREASURER_ROLE, token, {"from": admin})
         s.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
+        s.approveUsage(node, PRICE_PER_GPU_HOUR, {"from": payer})
         token.mint(payer, 10**12, {"from": payer})
         token.approve(s, MAX, {"from": payer})
         c = attest(hub, {node: 100})
@@ -627,6 +724,7 @@ class TestSkippedEpochs:
         system.capacity.grantRole(system.capacity.PROCEEDS_ROLE(), s, {"from": admin})
         stablecoin.approve(s, MAX, {"from": payer})
         s.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
+        s.approveUsage(node, PRICE_PER_GPU_HOUR, {"from": payer})
         pool = open_pool(s, hub, stablecoin, fund, admin, operator, staker, node)
         c0 = attest(hub, {node: 100})
         e0 = c0.report.epoch
@@ -668,6 +766,7 @@ def test_gas_per_node(settlement, registry, h100, hub, stablecoin, fund, admin, 
     fund(payer, 100_000 * USD, settlement)
     for i, n in enumerate(nodes):
         settlement.setUsageTerms(n, payer, PRICE_PER_GPU_HOUR, {"from": admin})
+        settlement.approveUsage(n, PRICE_PER_GPU_HOUR, {"from": payer})
         open_pool(
             settlement, hub, stablecoin, fund, admin, operator, web3.eth.accounts[10 + i % 8], n
         )
