@@ -415,6 +415,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         for (uint256 i = 0; i < items.length; ++i) {
             // An external self-call, so that a revert undoes this item only. Re-entry stays
             // closed: `settle` holds the guard, and settleItem only answers this contract.
+            // slither-disable-next-line calls-loop (a self-call per item, by design; a revert skips the item)
             try this.settleItem(epoch, items[i]) {
                 ++settled;
             } catch (bytes memory reason) {
@@ -596,7 +597,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
 
         // Interactions last; the guard blocks re-entry through a hostile token or pool.
         if (s.usage > 0) {
-            // slither-disable-next-line arbitrary-send-erc20 (payer is the node's registered renter, amount from the attested leaf)
+            // slither-disable-next-line arbitrary-send-erc20 (payer consented on-chain to this node and price; amount from the attested leaf)
             stablecoin.safeTransferFrom(payer, address(this), s.usage);
         }
         // slither-disable-next-line calls-loop (immutable trusted CapacityToken)
