@@ -232,7 +232,11 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     /// @notice Node `nodeId`'s usage of `epoch` was not billed: its price `pricePerGpuHour` is
     /// above the `maxPricePerGpuHour` its payer `payer` agreed to (0: the payer never agreed).
     event UsageNotBilled(
-        uint256 indexed nodeId, uint64 indexed epoch, address indexed payer, uint96 pricePerGpuHour, uint96 maxPricePerGpuHour
+        uint256 indexed nodeId,
+        uint64 indexed epoch,
+        address indexed payer,
+        uint96 pricePerGpuHour,
+        uint96 maxPricePerGpuHour
     );
     /// @notice Node `nodeId`'s epochs `fromEpoch..toEpoch` were skipped (never settled, debt
     /// running): their scheduled service `serviceAssets` was added to what the next epoch owes.
@@ -262,7 +266,9 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     error SettlementPoolNodeMismatch(uint256 nodeId, address pool, uint256 poolNodeId);
     /// @notice `pool`'s operator (who draws the raise and owes the debt) is `poolOperator`, not
     /// node `nodeId`'s operator `nodeOperator`: the debt would not stand behind the node's bond.
-    error SettlementPoolOperatorMismatch(uint256 nodeId, address pool, address poolOperator, address nodeOperator);
+    error SettlementPoolOperatorMismatch(
+        uint256 nodeId, address pool, address poolOperator, address nodeOperator
+    );
     /// @notice `pool`'s risk gate is `gate`, not this settlement: its round escapes the LTV cap.
     error SettlementPoolGateMismatch(address pool, address gate);
     /// @notice `pool` was drawn in `drawEpoch`, before node `nodeId`'s last settled epoch
@@ -358,8 +364,9 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
 
     /**
      * @notice Binds node `nodeId` to its RevenuePool, once. The pool must finance this node
-     * (SettlementPoolNodeMismatch), be owed by the node's operator (SettlementPoolOperatorMismatch:
-     * whoever draws the raise must be the operator whose bond and exit answer for it), be capped by this contract as its immutable risk gate
+     * (SettlementPoolNodeMismatch), be owed by the node's operator
+     * (SettlementPoolOperatorMismatch: whoever draws the raise must be the operator whose bond
+     * and exit answer for it), be capped by this contract as its immutable risk gate
      * (SettlementPoolGateMismatch: a pool whose round escaped the LTV cap is never bound, so
      * it never receives a node's revenue), be in this stablecoin on the hub's epoch schedule
      * (SettlementPoolMismatch), not have been drawn before the node's last settled epoch
@@ -597,7 +604,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
 
         // Interactions last; the guard blocks re-entry through a hostile token or pool.
         if (s.usage > 0) {
-            // slither-disable-next-line arbitrary-send-erc20 (payer consented on-chain to this node and price; amount from the attested leaf)
+            // slither-disable-next-line arbitrary-send-erc20 (the payer's own on-chain consent; amount from the leaf)
             stablecoin.safeTransferFrom(payer, address(this), s.usage);
         }
         // slither-disable-next-line calls-loop (immutable trusted CapacityToken)
@@ -611,7 +618,10 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
 
     /// @dev The epoch's bill: usage from the terms and the leaf (if the payer's consent covers
     /// the price; UsageNotBilled otherwise), held proceeds, the bps cuts.
-    function _bill(uint256 nodeId, uint64 epoch, uint64 milliGpuHours) internal returns (Split memory s, address payer) {
+    function _bill(uint256 nodeId, uint64 epoch, uint64 milliGpuHours)
+        internal
+        returns (Split memory s, address payer)
+    {
         UsageTerms memory terms = _usageTerms[nodeId];
         payer = terms.payer;
         if (payer != address(0)) {
