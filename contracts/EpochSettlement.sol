@@ -9,6 +9,7 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {ICapacityToken} from "./interfaces/ICapacityToken.sol";
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
+import {IObligationSource} from "./interfaces/IObligationSource.sol";
 import {IOracleHub} from "./interfaces/IOracleHub.sol";
 import {IRevenuePool} from "./interfaces/IRevenuePool.sol";
 import {IRiskGate} from "./interfaces/IRiskGate.sol";
@@ -28,9 +29,19 @@ import {RevenuePool} from "./RevenuePool.sol";
  * - Usage is priced per node: `pricePerGpuHour` (stablecoin units per delivered GPU-hour)
  *   × the leaf's `milliGpuHours` / 1000, floored, pulled from the node's registered payer
  *   (renter escrow) by allowance. Why not an amount the caller states: the bill is then a
- *   function of the attested leaf and of terms the payer agreed to (set by TERMS_ROLE), so
- *   neither the keeper nor the operator can over- or under-bill. A payer that prefers
- *   EIP-2612 signs a permit to this contract; anyone can submit it to the token first.
+ *   function of the attested leaf and of terms the payer agreed to, so neither the keeper nor
+ *   the operator can over- or under-bill. A payer that prefers EIP-2612 signs a permit to
+ *   this contract; anyone can submit it to the token first.
+ * - Payer consent: TERMS_ROLE names a node's payer and price, but only the payer can agree
+ *   to pay it: `approveUsage(nodeId, maxPricePerGpuHour)`, sent by the payer, records the
+ *   most it accepts per GPU-hour for that node. An epoch's usage is billed only while the
+ *   terms' price is at most the payer's agreed maximum for the node (0 = never agreed, or
+ *   withdrawn); otherwise that epoch's usage is not billed (UsageNotBilled says why) and the
+ *   rest of the settlement (proceeds, debt, window) goes on. Why a maximum and not the
+ *   price itself: TERMS_ROLE may lower a price without asking; raising it past what the
+ *   payer agreed to stops billing until the payer agrees again. Consent is per (node, payer):
+ *   naming another payer needs that payer's own consent. An allowance alone is not consent:
+ *   a renter may approve this contract for all its nodes at once.
  * - Capacity proceeds: CapacityToken holds sale proceeds per node, not per epoch or window;
  *   a settlement collects everything the node holds at that moment, including sales of
  *   windows not yet delivered. Why that is safe, and where it is not: a buyer's refund for
@@ -59,6 +70,9 @@ import {RevenuePool} from "./RevenuePool.sol";
  * - A node's epochs settle in strictly increasing order (RevenuePool.distribute needs that
  *   anyway): settling a settled epoch, or one before the last settled, reverts. Settling is
  *   SETTLER_ROLE only, so nobody can skip a node past an epoch the keeper has yet to settle.
+ * - One bad item does not block a batch: each item settles all-or-nothing in its own call
+ *   frame, and an item that reverts is skipped with SettlementItemSkipped (its node, epoch and
+ *   revert data); a batch whose every item reverts reverts as its first item did.
  * - Skipped epochs: the keeper may settle a node's epoch E while epochs after the node's last
  *   settled one L were never settled (no attestation, a keeper outage, the node left out of
  *   a batch). They cannot be settled later (order is strict), but their debt is not
@@ -76,7 +90,7 @@ import {RevenuePool} from "./RevenuePool.sol";
  *   the window, or LTV > maxLtvBps, LTV = pool.debtOutstanding(epoch) / value at the
  *   epoch's end. Re-evaluated at every settlement; events on change.
  */
-contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
+contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, IObligationSource {
     using SafeERC20 for IERC20;
     using SafeCast for uint256;
 
@@ -185,6 +199,8 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
     uint256 public totalToPools;
 
     mapping(uint256 nodeId => UsageTerms) private _usageTerms;
+    /// @dev The most each payer agreed to pay per GPU-hour of each node (0: no consent).
+    mapping(uint256 nodeId => mapping(address payer => uint96 maxPricePerGpuHour)) private _usageConsent;
     mapping(uint256 nodeId => IRevenuePool) private _pools;
     // slither-disable-next-line uninitialized-state (written through storage pointers: _settleOne, _record)
     mapping(uint256 nodeId => Book) private _books;
@@ -210,9 +226,25 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
     event RiskParamsSet(uint32 covenantDscrBps, uint16 maxLtvBps, RiskModel.Curve curve);
     event UsageTermsSet(uint256 indexed nodeId, address indexed payer, uint96 pricePerGpuHour);
     event PoolSet(uint256 indexed nodeId, address indexed pool);
+    /// @notice `payer` agreed to pay at most `maxPricePerGpuHour` per GPU-hour of node `nodeId`
+    /// (0: consent withdrawn).
+    event UsageApproved(uint256 indexed nodeId, address indexed payer, uint96 maxPricePerGpuHour);
+    /// @notice Node `nodeId`'s usage of `epoch` was not billed: its price `pricePerGpuHour` is
+    /// above the `maxPricePerGpuHour` its payer `payer` agreed to (0: the payer never agreed).
+    event UsageNotBilled(
+        uint256 indexed nodeId,
+        uint64 indexed epoch,
+        address indexed payer,
+        uint96 pricePerGpuHour,
+        uint96 maxPricePerGpuHour
+    );
     /// @notice Node `nodeId`'s epochs `fromEpoch..toEpoch` were skipped (never settled, debt
     /// running): their scheduled service `serviceAssets` was added to what the next epoch owes.
     event EpochsSkipped(uint256 indexed nodeId, uint64 fromEpoch, uint64 toEpoch, uint256 serviceAssets);
+    /// @notice Node `nodeId`'s item of a {settle} batch for `epoch` reverted with `reason` (the
+    /// revert data, e.g. a custom error) and was skipped: none of its changes were applied and
+    /// the node's epoch stays unsettled.
+    event SettlementItemSkipped(uint256 indexed nodeId, uint64 indexed epoch, bytes reason);
     event OperatorWithdrawn(address indexed operator, address indexed to, uint256 amount);
     event FeesWithdrawn(address indexed to, uint256 amount);
     event ReserveWithdrawn(address indexed to, uint256 amount);
@@ -224,12 +256,19 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
     error SettlementSplitOverWhole(uint256 totalBps);
     error SettlementInvalidCovenant(uint256 covenantDscrBps, uint256 maxLtvBps);
     error SettlementEmptyBatch();
+    /// @notice {settleItem} is this contract's own entry point (from {settle}); `caller` is not it.
+    error SettlementOnlySelf(address caller);
     error SettlementEpochMismatch(uint256 nodeId, uint64 leafEpoch, uint64 epoch);
     error SettlementAlreadySettled(uint256 nodeId, uint64 epoch, uint64 lastSettledEpoch);
     error SettlementPoolAlreadySet(uint256 nodeId, address pool);
     error SettlementPoolMismatch(uint256 nodeId, address pool);
     /// @notice `pool` finances node `poolNodeId`, not `nodeId`.
     error SettlementPoolNodeMismatch(uint256 nodeId, address pool, uint256 poolNodeId);
+    /// @notice `pool`'s operator (who draws the raise and owes the debt) is `poolOperator`, not
+    /// node `nodeId`'s operator `nodeOperator`: the debt would not stand behind the node's bond.
+    error SettlementPoolOperatorMismatch(
+        uint256 nodeId, address pool, address poolOperator, address nodeOperator
+    );
     /// @notice `pool`'s risk gate is `gate`, not this settlement: its round escapes the LTV cap.
     error SettlementPoolGateMismatch(address pool, address gate);
     /// @notice `pool` was drawn in `drawEpoch`, before node `nodeId`'s last settled epoch
@@ -300,7 +339,8 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
     }
 
     /// @notice Sets who pays node `nodeId`'s usage and the price per delivered GPU-hour
-    /// (payer zero = usage not billed). The node must be registered.
+    /// (payer zero = usage not billed). The node must be registered. Billed only while the
+    /// payer's consent ({approveUsage}) covers the price.
     function setUsageTerms(uint256 nodeId, address payer, uint96 pricePerGpuHour) external onlyRole(TERMS_ROLE) {
         _requireNode(nodeId);
         _usageTerms[nodeId] = UsageTerms(payer, pricePerGpuHour);
@@ -308,8 +348,25 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
     }
 
     /**
+     * @notice The caller, as payer, agrees to pay for node `nodeId`'s usage at most
+     * `maxPricePerGpuHour` stablecoin units per delivered GPU-hour (0 withdraws consent).
+     * Usage is billed to the caller only while the caller is the node's payer, the terms'
+     * price is at most this maximum, and the caller's allowance covers the bill. Takes effect
+     * for every epoch settled from then on (settlement is after the epoch, so an epoch
+     * already ended but not yet settled is billed under the consent in force at settlement).
+     * Requirements: the node is registered (SettlementUnknownNode). Emits {UsageApproved}.
+     */
+    function approveUsage(uint256 nodeId, uint96 maxPricePerGpuHour) external {
+        _requireNode(nodeId);
+        _usageConsent[nodeId][msg.sender] = maxPricePerGpuHour;
+        emit UsageApproved(nodeId, msg.sender, maxPricePerGpuHour);
+    }
+
+    /**
      * @notice Binds node `nodeId` to its RevenuePool, once. The pool must finance this node
-     * (SettlementPoolNodeMismatch), be capped by this contract as its immutable risk gate
+     * (SettlementPoolNodeMismatch), be owed by the node's operator
+     * (SettlementPoolOperatorMismatch: whoever draws the raise must be the operator whose bond
+     * and exit answer for it), be capped by this contract as its immutable risk gate
      * (SettlementPoolGateMismatch: a pool whose round escaped the LTV cap is never bound, so
      * it never receives a node's revenue), be in this stablecoin on the hub's epoch schedule
      * (SettlementPoolMismatch), not have been drawn before the node's last settled epoch
@@ -320,14 +377,12 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
         address current = address(_pools[nodeId]);
         if (current != address(0)) revert SettlementPoolAlreadySet(nodeId, current);
         _requireNode(nodeId);
-        // slither-disable-next-line unused-return (only the stablecoin and node id matter here)
-        (address coin,, uint256 poolNode,,,,,) = RevenuePool(pool).terms();
-        if (poolNode != nodeId) revert SettlementPoolNodeMismatch(nodeId, pool, poolNode);
+        _checkPoolTerms(nodeId, pool);
         address gate = address(IRevenuePool(pool).riskGate());
         if (gate != address(this)) revert SettlementPoolGateMismatch(pool, gate);
         // slither-disable-next-line unused-return (the cooldown does not matter here)
         (uint64 genesis, uint64 length,) = RevenuePool(pool).epochSchedule();
-        if (coin != address(stablecoin) || genesis != hub.genesisTimestamp() || length != hub.epochLengthSeconds()) {
+        if (genesis != hub.genesisTimestamp() || length != hub.epochLengthSeconds()) {
             revert SettlementPoolMismatch(nodeId, pool);
         }
         // slither-disable-next-line unused-return (the drawn amount does not matter here)
@@ -344,15 +399,53 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
 
     /**
      * @notice Settles `epoch` for every node in `items` (see the contract notes).
-     * Requirements: SETTLER_ROLE; non-empty; each leaf is for `epoch` and proven against the
-     * hub's root (OracleInvalidProof / OracleLeafOutOfRange otherwise); each node's epoch is
-     * after its last settled one (SettlementAlreadySettled); payers' allowances cover usage.
+     * Each item settles all-or-nothing in its own call frame ({settleItem}): an item that
+     * reverts — its leaf not for `epoch` or not proven (SettlementEpochMismatch,
+     * OracleInvalidProof / OracleLeafOutOfRange), its epoch already settled
+     * (SettlementAlreadySettled), its payer's allowance or balance short, its pool refusing
+     * the revenue — is skipped with {SettlementItemSkipped} (node, epoch, revert data) and
+     * changes nothing; its epoch stays unsettled for a later batch. The other items settle.
+     * A batch in which every item reverts reverts itself, with the first item's revert data:
+     * a batch of one behaves as a plain call, and nobody pays for a batch that did nothing.
+     * Requirements: SETTLER_ROLE; non-empty.
+     * @return settled How many items settled (the others emitted {SettlementItemSkipped}); a
+     * keeper simulating the call learns from it whether a batch would skip anything.
      */
-    function settle(uint64 epoch, SettleItem[] calldata items) external onlyRole(SETTLER_ROLE) nonReentrant {
+    function settle(uint64 epoch, SettleItem[] calldata items)
+        external
+        onlyRole(SETTLER_ROLE)
+        nonReentrant
+        returns (uint256 settled)
+    {
         if (items.length == 0) revert SettlementEmptyBatch();
+        bytes memory firstReason;
         for (uint256 i = 0; i < items.length; ++i) {
-            _settleOne(epoch, items[i]);
+            // An external self-call, so that a revert undoes this item only. Re-entry stays
+            // closed: `settle` holds the guard, and settleItem only answers this contract.
+            // slither-disable-next-line calls-loop (a self-call per item, by design; a revert skips the item)
+            try this.settleItem(epoch, items[i]) {
+                ++settled;
+            } catch (bytes memory reason) {
+                if (i == 0) firstReason = reason;
+                emit SettlementItemSkipped(items[i].leaf.nodeId, epoch, reason);
+            }
         }
+        if (settled == 0) {
+            // Every item reverted: so does the batch, as its first item did.
+            assembly ("memory-safe") {
+                revert(add(firstReason, 0x20), mload(firstReason))
+            }
+        }
+    }
+
+    /**
+     * @notice One item of a {settle} batch, settled in its own call frame so that its revert
+     * undoes its own state changes only. Callable by this contract alone (from {settle},
+     * under its SETTLER_ROLE check and re-entrancy guard): SettlementOnlySelf otherwise.
+     */
+    function settleItem(uint64 epoch, SettleItem calldata item) external {
+        if (msg.sender != address(this)) revert SettlementOnlySelf(msg.sender);
+        _settleOne(epoch, item);
     }
 
     /// @notice Pays the caller's (operator's) accumulated share to `to`.
@@ -397,6 +490,11 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
         return _usageTerms[nodeId];
     }
 
+    /// @notice The most `payer` agreed to pay per GPU-hour of node `nodeId` (0: no consent).
+    function usageConsent(uint256 nodeId, address payer) external view returns (uint96) {
+        return _usageConsent[nodeId][payer];
+    }
+
     /// @notice Node `nodeId`'s pool (zero if none).
     function poolOf(uint256 nodeId) external view returns (address) {
         return address(_pools[nodeId]);
@@ -413,6 +511,23 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
         if (isFlagged(nodeId)) return 0;
         INodeRegistry.Node memory n = registry.node(nodeId);
         return RiskModel.raiseCap(RiskModel.value(curve, _collateral(n), block.timestamp), maxLtvBps);
+    }
+
+    /**
+     * @inheritdoc IObligationSource
+     * @dev True while node `nodeId`'s bound pool has principal outstanding or the node owes
+     * arrears. Principal is read after the node's LAST SETTLED epoch, not the current one:
+     * instalments of epochs not yet settled (the keeper behind, epochs without a leaf) are not
+     * in arrears yet, but they are owed all the same (the next settlement books them), so a
+     * node whose schedule has run out in time but not in settlements still has obligations.
+     * The last settled epoch is always before the hub's current epoch, so this is true
+     * whenever `pool.debtOutstanding(hub.currentEpoch())` is. A pool not yet drawn owes nothing.
+     */
+    function hasOpenObligations(uint256 nodeId) external view returns (bool) {
+        Book storage b = _books[nodeId];
+        if (b.arrears != 0) return true;
+        IRevenuePool pool = _pools[nodeId];
+        return address(pool) != address(0) && pool.debtOutstanding(b.lastSettledEpoch) != 0;
     }
 
     /// @notice Node `nodeId`'s last settled epoch (0 = never).
@@ -461,13 +576,13 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
         uint64 last = b.lastSettledEpoch;
         if (epoch <= last) revert SettlementAlreadySettled(nodeId, epoch, last);
         // A view on the immutable hub: reverts unless the leaf is in the epoch's attested root.
-        // slither-disable-next-line calls-loop (immutable trusted hub; a bad proof reverts the batch)
+        // slither-disable-next-line calls-loop (immutable trusted hub; a bad proof reverts the item)
         hub.requireLeaf(leaf, item.proof);
         // slither-disable-next-line calls-loop (immutable trusted registry, a view)
         INodeRegistry.Node memory n = registry.node(nodeId);
         IRevenuePool pool = _pools[nodeId];
 
-        (Split memory s, address payer) = _bill(nodeId, leaf.milliGpuHours);
+        (Split memory s, address payer) = _bill(nodeId, epoch, leaf.milliGpuHours);
         uint256 gross = s.usage + s.proceeds;
         _serviceDebt(b, nodeId, pool, epoch, s); // records skipped epochs and this one in the window
 
@@ -489,7 +604,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
 
         // Interactions last; the guard blocks re-entry through a hostile token or pool.
         if (s.usage > 0) {
-            // slither-disable-next-line arbitrary-send-erc20 (payer is the node's registered renter, amount from the attested leaf)
+            // slither-disable-next-line arbitrary-send-erc20 (the payer's own on-chain consent; amount from the leaf)
             stablecoin.safeTransferFrom(payer, address(this), s.usage);
         }
         // slither-disable-next-line calls-loop (immutable trusted CapacityToken)
@@ -501,11 +616,22 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
         }
     }
 
-    /// @dev The epoch's bill: usage from the terms and the leaf, held proceeds, the bps cuts.
-    function _bill(uint256 nodeId, uint64 milliGpuHours) internal view returns (Split memory s, address payer) {
+    /// @dev The epoch's bill: usage from the terms and the leaf (if the payer's consent covers
+    /// the price; UsageNotBilled otherwise), held proceeds, the bps cuts.
+    function _bill(uint256 nodeId, uint64 epoch, uint64 milliGpuHours)
+        internal
+        returns (Split memory s, address payer)
+    {
         UsageTerms memory terms = _usageTerms[nodeId];
         payer = terms.payer;
-        if (payer != address(0)) s.usage = (uint256(terms.pricePerGpuHour) * milliGpuHours) / 1000;
+        if (payer != address(0)) {
+            uint96 maxPrice = _usageConsent[nodeId][payer];
+            if (terms.pricePerGpuHour <= maxPrice) {
+                s.usage = (uint256(terms.pricePerGpuHour) * milliGpuHours) / 1000;
+            } else {
+                emit UsageNotBilled(nodeId, epoch, payer, terms.pricePerGpuHour, maxPrice);
+            }
+        }
         // slither-disable-next-line calls-loop (immutable trusted CapacityToken, a view)
         s.proceeds = capacity.heldProceeds(nodeId);
         uint256 gross = s.usage + s.proceeds;
@@ -599,6 +725,18 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate {
         if (was || dscrBreach || ltvBreach) {
             emit CovenantStatus(nodeId, epoch, dscrBreach || ltvBreach, dscrBreach, ltvBreach, dscr, ltv);
         }
+    }
+
+    /// @dev setPool's checks of the pool's terms: its node, its operator (the node's), its coin.
+    function _checkPoolTerms(uint256 nodeId, address pool) internal view {
+        // slither-disable-next-line unused-return (only the stablecoin, operator and node id matter here)
+        (address coin, address poolOperator, uint256 poolNode,,,,,) = RevenuePool(pool).terms();
+        if (poolNode != nodeId) revert SettlementPoolNodeMismatch(nodeId, pool, poolNode);
+        address nodeOperator = registry.node(nodeId).operator;
+        if (poolOperator != nodeOperator) {
+            revert SettlementPoolOperatorMismatch(nodeId, pool, poolOperator, nodeOperator);
+        }
+        if (coin != address(stablecoin)) revert SettlementPoolMismatch(nodeId, pool);
     }
 
     function _requireNode(uint256 nodeId) internal view {

@@ -16,9 +16,15 @@ import {IOracleHub} from "./interfaces/IOracleHub.sol";
  *
  * Replay protection follows Chainlink OCR2's ideas: the EIP-712 domain binds a
  * signature to this chain and this contract, the signed struct names the
- * oracle-set `configVersion` (bumped by every set or quorum change), epochs only
- * move forward, and signers must be sorted strictly ascending so a duplicate is
- * caught in O(1) per signature.
+ * oracle-set `configVersion` (bumped by every set or quorum change), each epoch is
+ * attested at most once (its stored root is never overwritten), and signers must be
+ * sorted strictly ascending so a duplicate is caught in O(1) per signature.
+ *
+ * Epochs need not arrive in order: any ended epoch not yet attested may be attested,
+ * so a newer report posted first never makes an older epoch unprovable (which would
+ * leave an honest operator slashed for an epoch nobody could prove). "Latest" views
+ * ({lastAttestedEpoch}, {lastAttestedAt}, {isStale}) follow the NEWEST epoch attested:
+ * a late post of an older epoch never moves them, so it cannot make stale data look fresh.
  *
  * Sanity bounds (per node per epoch; totals are checked against bound × nodeCount,
  * which is as far as an O(1) check can go: that the totals equal the sums of the
@@ -155,8 +161,9 @@ contract OracleHub is AccessControl, EIP712, IOracleHub {
     function attest(EpochReport calldata report, bytes[] calldata signatures) external {
         uint64 version = _configVersion;
         if (report.configVersion != version) revert OracleConfigVersionMismatch(report.configVersion, version);
-        uint64 last = _lastAttestedEpoch;
-        if (report.epoch <= last) revert OracleEpochNotNewer(report.epoch, last);
+        if (report.epoch == 0) revert OracleInvalidEpoch(report.epoch);
+        uint64 attestedAt = _epochs[report.epoch].attestedAt;
+        if (attestedAt != 0) revert OracleEpochAlreadyAttested(report.epoch, attestedAt);
         uint256 endsAt = _epochEnd(report.epoch);
         // slither-disable-next-line timestamp (drift of seconds only shifts when an ended epoch is postable)
         if (block.timestamp < endsAt) revert OracleEpochNotEnded(report.epoch, endsAt);
@@ -165,7 +172,8 @@ contract OracleHub is AccessControl, EIP712, IOracleHub {
         _checkContent(report, _registry.nodeCount());
         _checkSignatures(_hashTypedDataV4(_hashReport(report)), signatures);
 
-        _lastAttestedEpoch = report.epoch;
+        // An older epoch filled in late leaves the newest where it is.
+        if (report.epoch > _lastAttestedEpoch) _lastAttestedEpoch = report.epoch;
         _epochs[report.epoch] = EpochAttestation({
             root: report.root,
             nodeCount: report.nodeCount,

@@ -59,8 +59,15 @@ import {IRiskGate} from "./interfaces/IRiskGate.sol";
  *   fraction is tracked and owned (see {stakeOf}, {totals}). A direct token transfer to
  *   the pool changes nothing here.
  * - Warm-up: stake made in epoch c joins a cohort activating at c + 1; a distribution
- *   for epoch E first activates every cohort with activation <= E, then credits
+ *   for epoch E first activates the cohorts with activation <= E, then credits
  *   earning units. Cohorts form a queue, so activation is amortised O(1) per stake.
+ * - Activation is bounded: one call activates at most MAX_COHORTS_PER_CALL cohorts, so a
+ *   pool that saw stake in many epochs without a distribution can still be distributed to
+ *   (and its node settled). A distribution that leaves cohorts due (activation <= E) not
+ *   yet activated does not credit its revenue to the incomplete set of earning units: it
+ *   carries it whole (RevenueDeferred), as it does when nothing earns. The next distribution
+ *   continues the activation, and anyone may call {activateCohorts} to activate the due
+ *   cohorts and then credit what was carried, so no staker loses revenue to the bound.
  */
 contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, ReentrancyGuardTransient, IRevenuePool {
     using SafeERC20 for IERC20;
@@ -109,6 +116,13 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
 
     /// @notice The most stake units a staked share may stand for (see the contract notes).
     uint256 public constant MAX_UNITS_PER_SHARE = 1e9;
+
+    /// @notice The most warm-up cohorts one {distribute} activates (see the contract notes):
+    /// bounds its gas (about 20k a cohort) whatever the number of epochs that saw stake since
+    /// the last one. A pool distributed every epoch has one or two due; one far behind catches
+    /// up by at least 15 cohorts a distribution (stake adds at most one per epoch), or at once
+    /// through {activateCohorts}. Small enough that the stateful test reaches it.
+    uint256 public constant MAX_COHORTS_PER_CALL = 16;
 
     uint256 private constant SCALE = 1e36;
     uint256 private constant ONE_SHARE = 1e18;
@@ -382,12 +396,15 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         uint64 last = _lastDistributedEpoch;
         if (epoch == 0 || epoch < last) revert PoolEpochOutOfOrder(epoch, last);
         _lastDistributedEpoch = epoch;
-        _activateThrough(epoch);
+        bool complete = _activateThrough(epoch, MAX_COHORTS_PER_CALL);
         uint256 earning = _earningUnits;
         uint256 numerator = assets * SCALE + _remainderScaled;
         uint256 index = _revenueIndex;
-        if (earning == 0) {
-            _remainderScaled = numerator; // nobody earns yet: carried whole to the next distribution
+        if (earning == 0 || !complete) {
+            // Nobody earns yet, or not everyone who should (cohorts still due): carried whole
+            // to the next distribution or {activateCohorts}.
+            _remainderScaled = numerator;
+            if (!complete) emit RevenueDeferred(epoch, assets);
         } else {
             uint256 increment = numerator / earning;
             // slither-disable-next-line divide-before-multiply (the remainder of that division, kept on purpose)
@@ -401,6 +418,24 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         // External call after the state writes: pulling the revenue is the only interaction.
         // slither-disable-next-line arbitrary-send-erc20 (from is the caller, via ERC-2771 when relayed)
         _stablecoin.safeTransferFrom(sender, address(this), assets);
+    }
+
+    /// @inheritdoc IRevenuePool
+    function activateCohorts(uint256 maxCount) external returns (bool complete) {
+        if (maxCount == 0) revert PoolZeroAmount();
+        uint64 epoch = _lastDistributedEpoch;
+        complete = _activateThrough(epoch, maxCount);
+        uint256 earning = _earningUnits;
+        uint256 remainder = _remainderScaled;
+        // Revenue carried while cohorts were due (or nobody earned) goes to the earning units
+        // once every cohort due by the last distributed epoch is among them.
+        if (!complete || earning == 0 || remainder < earning) return complete;
+        uint256 increment = remainder / earning;
+        // slither-disable-next-line divide-before-multiply (the remainder of that division, kept on purpose)
+        _remainderScaled = remainder - increment * earning;
+        uint256 index = _revenueIndex + increment;
+        _revenueIndex = index;
+        emit RevenueDistributed(epoch, 0, earning, index);
     }
 
     /// @inheritdoc IRevenuePool
@@ -653,15 +688,17 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         cohort.units += units;
     }
 
-    /// @dev Activates every queued cohort whose warm-up ended by `epoch` (activation <= epoch).
-    /// Cohorts are queued in activation order and each is activated once.
-    function _activateThrough(uint64 epoch) internal {
+    /// @dev Activates up to `maxCount` queued cohorts whose warm-up ended by `epoch`
+    /// (activation <= epoch). Cohorts are queued in activation order and each is activated
+    /// once. `complete`: no cohort due by `epoch` is left unactivated.
+    function _activateThrough(uint64 epoch, uint256 maxCount) internal returns (bool complete) {
         uint256 head = _cohortHead;
         uint256 length = _cohortQueue.length;
-        if (head == length) return;
+        if (head == length) return true;
         uint256 index = _revenueIndex;
         uint256 earning = _earningUnits;
-        while (head < length) {
+        uint256 end = length - head > maxCount ? head + maxCount : length;
+        while (head < end) {
             uint64 activation = _cohortQueue[head];
             if (activation > epoch) break;
             Cohort storage cohort = _cohorts[activation];
@@ -674,6 +711,7 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
         }
         _cohortHead = head;
         _earningUnits = earning;
+        complete = head == length || _cohortQueue[head] > epoch;
     }
 
     /// @dev Revenue of `units` over an index move, scaled by SCALE. No overflow: units that

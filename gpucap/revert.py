@@ -1,7 +1,7 @@
 """Turn revert data into the custom error it encodes, by a contract's ABI.
 
 Why: web3.py reports a custom-error revert as opaque hex (``ContractCustomError``
-with ``.data``). Operators need ``OracleEpochNotNewer(epoch=7, lastAttestedEpoch=7)``
+with ``.data``). Operators need ``OracleEpochAlreadyAttested(epoch=7, attestedAt=1700000000)``
 in the log, not ``0x4f1c…``.
 """
 

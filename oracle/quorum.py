@@ -24,7 +24,7 @@ the oracle at index ``e mod N`` is primary (rank 0), the next one rank 1, ….
 Rank ``k`` transmits once ``k × fallback_s`` have passed since it first saw a
 quorum for the epoch, unless the epoch got attested meanwhile: if the primary
 dies, the next one takes over, and so on. A late race between two transmitters
-is settled by the contract (the second reverts ``OracleEpochNotNewer`` and is
+is settled by the contract (the second reverts ``OracleEpochAlreadyAttested`` and is
 logged as already attested).
 
 Disagreement: a report from another oracle that is not within tolerance of our

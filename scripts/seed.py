@@ -68,6 +68,7 @@ GAS = {
     "stake": 350_000,
     "redeem": 450_000,
     "setUsageTerms": 120_000,
+    "approveUsage": 100_000,
 }
 
 
@@ -319,17 +320,24 @@ class Seeder:
             operator = self.account(self.plan.nodes[pool.node_index].operator)
             txs.append(self.pool_call(operator, address, "drawRaise"))
             # The pool's node is rented whole: EpochSettlement bills the customer each epoch
-            # for the GPU-hours the oracles attest, and that revenue services the debt.
+            # for the GPU-hours the oracles attest, and that revenue services the debt. The
+            # customer agrees to the price on-chain from its own account (approveUsage):
+            # without that consent its usage is not billed.
             node = self.plan.nodes[pool.node_index]
+            payer = self.account(USAGE_PAYER)
+            node_id = node_ids[pool.node_index]
             txs.append(
                 self.call(
                     self.account(0),
                     SETTLEMENT,
                     "setUsageTerms",
-                    node_ids[pool.node_index],
-                    self.account(USAGE_PAYER).address,
+                    node_id,
+                    payer.address,
                     node.price_per_gpu_hour,
                 )
+            )
+            txs.append(
+                self.call(payer, SETTLEMENT, "approveUsage", node_id, node.price_per_gpu_hour)
             )
             for investor, assets in zip(pool.investors, pool.deposits, strict=True):
                 shares = assets * 10**18 // SHARE_PRICE * pool.stake_share_bps // 10_000

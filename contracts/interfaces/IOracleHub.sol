@@ -108,8 +108,11 @@ interface IOracleHub {
     /// @notice The report names `configVersion` but the current one is `currentConfigVersion`.
     error OracleConfigVersionMismatch(uint64 configVersion, uint64 currentConfigVersion);
 
-    /// @notice `epoch` is not after the last attested epoch `lastAttestedEpoch`.
-    error OracleEpochNotNewer(uint64 epoch, uint64 lastAttestedEpoch);
+    /// @notice Epoch `epoch` is 0, which means "none" (epochs are numbered from 1).
+    error OracleInvalidEpoch(uint64 epoch);
+
+    /// @notice `epoch` was already attested, at block time `attestedAt` (its root is final).
+    error OracleEpochAlreadyAttested(uint64 epoch, uint64 attestedAt);
 
     /// @notice `epoch` ends at `endsAt`, which is after the current block time.
     error OracleEpochNotEnded(uint64 epoch, uint256 endsAt);
@@ -182,8 +185,11 @@ interface IOracleHub {
      * @notice Records `report` for its epoch if a quorum of the current oracles signed it.
      * @dev Anyone may transmit: the signatures are the authority. Each signature
      * is a 65-byte (r, s, v) ECDSA signature over the EIP-712 digest of `report`.
-     * Requirements: `report.configVersion` is current; `report.epoch` is after the
-     * last attested epoch and has ended; root non-zero; 1 ≤ nodeCount ≤ nodes in
+     * Epochs may be attested in any order: an ended epoch older than the newest attested
+     * one can still be attested if it never was (see {lastAttestedEpoch}).
+     * Requirements: `report.configVersion` is current; `report.epoch` is not 0
+     * ({OracleInvalidEpoch}), was never attested ({OracleEpochAlreadyAttested}) and has
+     * ended ({OracleEpochNotEnded}); root non-zero; 1 ≤ nodeCount ≤ nodes in
      * the registry; totals within the per-node bounds × nodeCount; at least
      * `quorum` signatures from distinct current oracles, sorted by signer address.
      * Emits {EpochAttested}.
@@ -215,7 +221,9 @@ interface IOracleHub {
     /// @notice What was stored for `epoch` (all zero if never attested).
     function epochAttestation(uint64 epoch) external view returns (EpochAttestation memory);
 
-    /// @notice The newest attested epoch, or 0 if none.
+    /// @notice The newest (highest-numbered) attested epoch, or 0 if none.
+    /// @dev Not "every epoch up to it is attested": an older epoch may still be missing and
+    /// be attested later (that never changes this value). Ask {epochAttestation} per epoch.
     function lastAttestedEpoch() external view returns (uint64);
 
     /// @notice Block time at which the newest epoch was attested, or 0 if none.

@@ -149,8 +149,15 @@ interface IRevenuePool {
     /// @notice Stake in warm-up for `activationEpoch` (`units`) started earning.
     event CohortActivated(uint64 indexed activationEpoch, uint256 units);
 
-    /// @notice Revenue `assets` of `epoch` was pushed; `revenueIndex` is the new accumulator.
+    /// @notice Revenue `assets` of `epoch` was pushed; `revenueIndex` is the new accumulator
+    /// over `earningUnits`. From {activateCohorts}, `assets` is 0 and `epoch` the last
+    /// distributed one: revenue carried earlier was credited.
     event RevenueDistributed(uint64 indexed epoch, uint256 assets, uint256 earningUnits, uint256 revenueIndex);
+
+    /// @notice Revenue `assets` of `epoch` was carried, not credited: warm-up cohorts due by
+    /// `epoch` were left unactivated by the per-call bound. {activateCohorts} (or the next
+    /// distribution) activates them and credits it.
+    event RevenueDeferred(uint64 indexed epoch, uint256 assets);
 
     /// @notice `account` claimed `assets` of revenue, paid to `receiver`.
     event RevenueClaimed(address indexed account, address indexed receiver, uint256 assets);
@@ -301,13 +308,26 @@ interface IRevenuePool {
      * @notice Pulls `assets` stablecoin from the caller as the stakers' revenue of
      * `epoch` and credits it pro-rata to stake that was earning for the whole epoch.
      * If nothing earns, the revenue waits for the next distribution (never lost).
-     * @dev Gas: first activates the warm-up cohorts of epochs up to `epoch` — at most one per
-     * epoch that saw new stake since the last distribution (one or two when settlement runs
-     * every epoch). A distributor that fell far behind catches up epoch by epoch.
+     * @dev Gas: first activates the warm-up cohorts of epochs up to `epoch` — one per epoch
+     * that saw new stake since the last distribution (one or two when settlement runs every
+     * epoch), at most MAX_COHORTS_PER_CALL. If that leaves cohorts due by `epoch` unactivated,
+     * the revenue is carried whole ({RevenueDeferred}) rather than credited to an incomplete
+     * set of earning units; see {activateCohorts}.
      * Requirements: DISTRIBUTOR_ROLE; round Succeeded; `assets` > 0; `epoch` has
      * ended and is not before the last distributed epoch; caller approved the pool.
      */
     function distribute(uint64 epoch, uint256 assets) external;
+
+    /**
+     * @notice Activates up to `maxCount` warm-up cohorts due by the last distributed epoch
+     * (activation <= {lastDistributedEpoch}) and, once none is left, credits the revenue
+     * carried meanwhile to the earning units ({RevenueDistributed} with `assets` 0). Anyone
+     * may call it: it only does what the next distribution would, without waiting for it.
+     * Stake still in warm-up for a later epoch is not activated.
+     * @dev Requirements: `maxCount` > 0. Emits {CohortActivated} per cohort.
+     * @return complete Whether no cohort due by the last distributed epoch is left.
+     */
+    function activateCohorts(uint256 maxCount) external returns (bool complete);
 
     /**
      * @notice Books a loss beyond the operator's bond: seizes `assets` worth of staked

@@ -69,6 +69,7 @@ def world(live_deployment, admin, operator, buyer, staker):
     pool.grantRole(SLASHER_ROLE, admin, {"from": admin})
     s.settlement.setPool(node, pool, {"from": admin})
     s.settlement.setUsageTerms(node, admin, PRICE_PER_GPU_HOUR, {"from": admin})
+    s.settlement.approveUsage(node, PRICE_PER_GPU_HOUR, {"from": admin})
     s.stablecoin.approve(s.settlement, 2**256 - 1, {"from": admin})
     epochs = []
     for milli in (1_000, 100):  # the second epoch's net does not cover the debt: arrears

@@ -90,6 +90,8 @@ def world(live_deployment, admin, operator, buyer, stranger, tmp_path_factory):
         end_epoch(hub)
     terms = s.settlement.setUsageTerms(a, buyer, PRICE, {"from": admin})
     s.settlement.setUsageTerms(b, stranger, PRICE, {"from": admin})  # no allowance given
+    s.settlement.approveUsage(a, PRICE, {"from": buyer})
+    s.settlement.approveUsage(b, PRICE, {"from": stranger})  # agreed, but cannot pay
     s.stablecoin.approve(s.settlement, 2**256 - 1, {"from": buyer})
     proofs_dir = tmp_path_factory.mktemp("epochs")
     commitments: dict[int, EpochCommitment] = {}

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 SCALE = 10**36
 ONE_SHARE = 10**18
 MAX_UNITS_PER_SHARE = 10**9
+MAX_COHORTS_PER_CALL = 16
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -205,21 +206,41 @@ class ShadowPool:
         self.revenue_paid += amount
         return amount
 
-    def distribute(self, epoch: int, assets: int) -> None:
-        self.last_distributed = epoch
-        while self.head < len(self.queue) and self.queue[self.head] <= epoch:
+    def _activate(self, epoch: int, max_count: int) -> bool:
+        """Activates up to `max_count` cohorts due by `epoch`; True if none is left due."""
+        end = min(len(self.queue), self.head + max_count)
+        while self.head < end and self.queue[self.head] <= epoch:
             c = self.cohorts[self.queue[self.head]]
             c.folded, c.queued, c.index_at_fold = True, False, self.index
             self.earning += c.units
             self.head += 1
+        return self.head == len(self.queue) or self.queue[self.head] > epoch
+
+    def due_cohorts(self) -> int:
+        """Queued cohorts due by the last distributed epoch and not yet activated."""
+        return sum(1 for a in self.queue[self.head :] if a <= self.last_distributed)
+
+    def distribute(self, epoch: int, assets: int) -> bool:
+        """Returns False when the bound left cohorts due (the revenue is carried)."""
+        self.last_distributed = epoch
+        complete = self._activate(epoch, MAX_COHORTS_PER_CALL)
         numerator = assets * SCALE + self.remainder
-        if self.earning == 0:
+        if self.earning == 0 or not complete:
             self.remainder = numerator
         else:
             inc = numerator // self.earning
             self.remainder = numerator - inc * self.earning
             self.index += inc
         self.revenue_in += assets
+        return complete
+
+    def activate_cohorts(self, max_count: int) -> bool:
+        complete = self._activate(self.last_distributed, max_count)
+        if complete and self.earning and self.remainder >= self.earning:
+            inc = self.remainder // self.earning
+            self.remainder -= inc * self.earning
+            self.index += inc
+        return complete
 
     def book_loss(self, assets: int) -> int:
         shares = min(ceil_div(assets * ONE_SHARE, self.price), self.staked)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from brownie import RevenuePool, accounts, web3
+from eth_abi import encode
 
 from gpucap.attestation import NodeLeaf, build_commitment
 from tests.contracts.node_helpers import USD
@@ -113,3 +114,15 @@ def leaf_for(commitment, node: int) -> NodeLeaf:
 def item(commitment, node: int) -> tuple:
     """The SettleItem for `node` in `commitment`: (leaf tuple, proof)."""
     return (leaf_for(commitment, node).values(), commitment.proof(node))
+
+
+def error_data(signature: str, *args) -> bytes:
+    """The revert data of custom error `signature` (e.g. "Name(uint256,uint64)") with `args`:
+    what SettlementItemSkipped carries as its reason."""
+    types = signature[signature.index("(") + 1 : -1]
+    body = (
+        encode(types.split(","), [str(a) if hasattr(a, "address") else a for a in args])
+        if types
+        else b""
+    )
+    return bytes(web3.keccak(text=signature)[:4]) + body

@@ -12,14 +12,17 @@ from tests.contracts.capacity_helpers import DAY, NODE_BOND, PRICE, token_id
 from tests.contracts.node_helpers import USD, b32
 from tests.contracts.settlement_helpers import (
     POOL_TARGET,
+    POOL_TENOR,
     PRICE_PER_GPU_HOUR,
     attest,
     deploy_hub_pool,
+    error_data,
     expected_split,
     item,
     leaf_for,
     open_pool,
 )
+from tests.oracle.hub_helpers import end_epoch
 from tests.support.errors import bytes_arg, err
 
 MAX = 2**256 - 1
@@ -54,6 +57,8 @@ def node(registry, register_node, operator, fund, settlement, admin, payer):
     registry.depositBond(node_id, NODE_BOND, {"from": operator})
     fund(payer, 100_000 * USD, settlement)
     settlement.setUsageTerms(node_id, payer, PRICE_PER_GPU_HOUR, {"from": admin})
+    # The payer agrees to up to 100x the price (tests raise it to bill more).
+    settlement.approveUsage(node_id, PRICE_PER_GPU_HOUR * 100, {"from": payer})
     return node_id
 
 
@@ -154,6 +159,19 @@ class TestParameters:
         tx = settlement.setPool(node2, good, {"from": admin})
         assert dict(tx.events["PoolSet"]) == {"nodeId": node2, "pool": good}
 
+    def test_set_pool_refuses_a_pool_another_operator_would_owe(
+        self, settlement, hub, stablecoin, admin, operator, stranger, register_node
+    ):
+        """A pool whose raise a stranger draws is no debt of the node's operator: its bond and
+        exit would not answer for it, so the pool is never bound to the node."""
+        node2 = register_node()
+        foreign = deploy_hub_pool(hub, stablecoin, stranger, admin, node2, gate=settlement)
+        with brownie.reverts(
+            err("SettlementPoolOperatorMismatch", node2, foreign, stranger, operator)
+        ):
+            settlement.setPool(node2, foreign, {"from": admin})
+        assert settlement.poolOf(node2) == ZERO_ADDRESS
+
     def test_set_pool_refuses_a_pool_drawn_before_settled_epochs(
         self, settlement, hub, stablecoin, fund, admin, operator, staker, register_node
     ):
@@ -172,6 +190,131 @@ class TestParameters:
         assert last > draw_epoch
         with brownie.reverts(err("SettlementPoolServiceMissed", node3, draw_epoch, last)):
             settlement.setPool(node3, late, {"from": admin})
+
+
+class TestObligations:
+    """hasOpenObligations: what NodeRegistry asks before a node exits or withdraws its bond."""
+
+    def test_nothing_owed_without_a_pool(self, settlement, node):
+        assert not settlement.hasOpenObligations(node)
+        assert not settlement.hasOpenObligations(999)  # unknown ids answer, never revert
+
+    def test_loan_open_until_every_instalment_is_settled_and_arrears_paid(
+        self, settlement, hub, node, pool, admin, payer
+    ):
+        draw_epoch = pool.draw()[1]
+        assert settlement.hasOpenObligations(node)  # drawn, nothing repaid
+        last = draw_epoch + POOL_TENOR  # the last instalment's epoch
+        while hub.currentEpoch() < last:
+            end_epoch(hub)
+        c = attest(hub, {node: 100})
+        assert c.report.epoch == last
+        # The schedule ran out in time, not in settlements: still owed.
+        assert pool.debtOutstanding(hub.currentEpoch()) == 0
+        assert settlement.hasOpenObligations(node)
+        # One settlement books every instalment; 62 USD of net leaves most in arrears.
+        settlement.settle(last, [item(c, node)], {"from": admin})
+        assert pool.debtOutstanding(settlement.lastSettledEpoch(node)) == 0
+        assert settlement.nodeRisk(node)["arrears"] > 0
+        assert settlement.hasOpenObligations(node)
+        # A rich epoch pays the arrears off: nothing is owed any more.
+        settlement.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR * 100, {"from": admin})
+        c = attest(hub, {node: 100})
+        settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
+        assert settlement.nodeRisk(node)["arrears"] == 0
+        assert not settlement.hasOpenObligations(node)
+
+
+class TestConsent:
+    """A node's payer agrees on-chain (approveUsage) before its usage is billed."""
+
+    def test_approve_usage_needs_a_node_and_emits(self, settlement, node, stranger):
+        with brownie.reverts(err("SettlementUnknownNode", 999)):
+            settlement.approveUsage(999, 1, {"from": stranger})
+        tx = settlement.approveUsage(node, 5 * USD, {"from": stranger})
+        assert dict(tx.events["UsageApproved"]) == {
+            "nodeId": node,
+            "payer": stranger,
+            "maxPricePerGpuHour": 5 * USD,
+        }
+        assert settlement.usageConsent(node, stranger) == 5 * USD
+        tx = settlement.approveUsage(node, 0, {"from": stranger})  # withdrawn
+        assert tx.events["UsageApproved"]["maxPricePerGpuHour"] == 0
+        assert settlement.usageConsent(node, stranger) == 0
+
+    def test_a_payer_who_never_agreed_is_not_billed(
+        self, settlement, stablecoin, hub, register_node, admin, stranger, fund
+    ):
+        """TERMS_ROLE names a renter with a standing allowance (for its own nodes) as payer of
+        a node it never rented: the allowance is not consent, nothing is pulled."""
+        other = register_node()
+        fund(stranger, 1_000 * USD, settlement)
+        settlement.setUsageTerms(other, stranger, PRICE_PER_GPU_HOUR, {"from": admin})
+        c = attest(hub, {other: 100})
+        e = c.report.epoch
+        tx = settlement.settle(e, [item(c, other)], {"from": admin})
+        assert dict(tx.events["UsageNotBilled"]) == {
+            "nodeId": other,
+            "epoch": e,
+            "payer": stranger,
+            "pricePerGpuHour": PRICE_PER_GPU_HOUR,
+            "maxPricePerGpuHour": 0,
+        }
+        assert tx.events["NodeSettled"]["usage"] == 0
+        assert settlement.lastSettledEpoch(other) == e  # settled, usage unbilled
+        assert stablecoin.balanceOf(stranger) == 1_000 * USD
+        assert settlement.totalIn() == 0
+        # Once it agrees, the next epoch is billed.
+        settlement.approveUsage(other, PRICE_PER_GPU_HOUR, {"from": stranger})
+        c = attest(hub, {other: 100})
+        tx = settlement.settle(c.report.epoch, [item(c, other)], {"from": admin})
+        assert "UsageNotBilled" not in tx.events
+        usage = PRICE_PER_GPU_HOUR * 100 // 1000
+        assert tx.events["NodeSettled"]["usage"] == usage
+        assert stablecoin.balanceOf(stranger) == 1_000 * USD - usage
+
+    def test_a_price_above_the_agreed_maximum_is_not_billed(
+        self, settlement, stablecoin, hub, node, admin, payer
+    ):
+        limit = PRICE_PER_GPU_HOUR * 100  # what the fixture's payer agreed to
+        settlement.setUsageTerms(node, payer, limit + 1, {"from": admin})
+        before = stablecoin.balanceOf(payer)
+        c = attest(hub, {node: 100})
+        tx = settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
+        ev = tx.events["UsageNotBilled"]
+        assert (ev["payer"], ev["pricePerGpuHour"], ev["maxPricePerGpuHour"]) == (
+            payer,
+            limit + 1,
+            limit,
+        )
+        assert tx.events["NodeSettled"]["usage"] == 0
+        assert stablecoin.balanceOf(payer) == before
+        # At exactly the maximum it is billed; a lower price needs no new consent.
+        for price in (limit, PRICE_PER_GPU_HOUR):
+            settlement.setUsageTerms(node, payer, price, {"from": admin})
+            c = attest(hub, {node: 100})
+            tx = settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
+            assert "UsageNotBilled" not in tx.events
+            assert tx.events["NodeSettled"]["usage"] == price * 100 // 1000
+
+    def test_consent_is_the_payers_own_and_can_be_withdrawn(
+        self, settlement, stablecoin, hub, node, admin, payer, stranger, fund
+    ):
+        # Consent of the old payer does not carry to a new one.
+        fund(stranger, 1_000 * USD, settlement)
+        settlement.setUsageTerms(node, stranger, PRICE_PER_GPU_HOUR, {"from": admin})
+        c = attest(hub, {node: 100})
+        tx = settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
+        assert tx.events["UsageNotBilled"]["payer"] == stranger
+        assert stablecoin.balanceOf(stranger) == 1_000 * USD
+        # The payer withdraws its consent: billing stops with the next settlement.
+        settlement.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
+        settlement.approveUsage(node, 0, {"from": payer})
+        before = stablecoin.balanceOf(payer)
+        c = attest(hub, {node: 100})
+        tx = settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
+        assert tx.events["UsageNotBilled"]["maxPricePerGpuHour"] == 0
+        assert stablecoin.balanceOf(payer) == before
 
 
 class TestSettle:
@@ -260,16 +403,56 @@ class TestSettle:
         assert split_of(tx) == [0] * 7
         assert settlement.lastSettledEpoch(node) == c.report.epoch
 
-    def test_batch_is_atomic_when_a_payer_cannot_pay(
+    def test_a_payer_who_cannot_pay_skips_its_node_not_the_batch(
+        self, settlement, stablecoin, hub, node, register_node, admin, payer, stranger, fund
+    ):
+        other = register_node()
+        settlement.setUsageTerms(other, stranger, PRICE_PER_GPU_HOUR, {"from": admin})
+        settlement.approveUsage(other, PRICE_PER_GPU_HOUR, {"from": stranger})
+        c = attest(hub, {node: 100, other: 100})
+        e = c.report.epoch
+        tx = settlement.settle(e, [item(c, other), item(c, node)], {"from": admin})
+        usage = PRICE_PER_GPU_HOUR * 100 // 1000
+        assert tx.return_value == 1
+        skipped = tx.events["SettlementItemSkipped"]
+        assert len(skipped) == 1
+        assert (skipped["nodeId"], skipped["epoch"]) == (other, e)
+        assert bytes(skipped["reason"]) == error_data(
+            "ERC20InsufficientAllowance(address,uint256,uint256)", settlement, 0, usage
+        )
+        assert [ev["nodeId"] for ev in tx.events["NodeSettled"]] == [node]
+        # The skipped item left nothing behind: only `node`'s settlement is booked.
+        assert (settlement.lastSettledEpoch(node), settlement.lastSettledEpoch(other)) == (e, 0)
+        assert settlement.totalIn() == usage == stablecoin.balanceOf(settlement)
+        s = expected_split(usage, 0, 0, 0, pool_live=False)
+        assert (settlement.feesHeld(), settlement.reserveHeld()) == (s.fee, s.reserve)
+        assert settlement.operatorCreditsHeld() == s.operator
+        assert settlement.nodeRisk(other)["windowEpochs"] == 0
+        # Once the payer can pay, the skipped epoch settles.
+        fund(stranger, usage, settlement)
+        tx = settlement.settle(e, [item(c, other)], {"from": admin})
+        assert tx.return_value == 1 and "SettlementItemSkipped" not in tx.events
+        assert settlement.lastSettledEpoch(other) == e
+
+    def test_a_batch_whose_every_item_reverts_reverts_as_the_first(
         self, settlement, hub, node, register_node, admin, stranger
     ):
         other = register_node()
         settlement.setUsageTerms(other, stranger, PRICE_PER_GPU_HOUR, {"from": admin})
+        settlement.approveUsage(other, PRICE_PER_GPU_HOUR, {"from": stranger})
         c = attest(hub, {node: 100, other: 100})
-        with brownie.reverts():
-            settlement.settle(c.report.epoch, [item(c, node), item(c, other)], {"from": admin})
+        e = c.report.epoch
+        leaf, proof = item(c, node)
+        forged = ((*leaf[:-1], 133), proof)
+        with brownie.reverts(err("OracleInvalidProof", node, e)):
+            settlement.settle(e, [forged, item(c, other)], {"from": admin})
+        assert settlement.lastSettledEpoch(other) == 0
+
+    def test_settle_item_is_the_contracts_own(self, settlement, hub, node, admin):
+        c = attest(hub, {node: 100})
+        with brownie.reverts(err("SettlementOnlySelf", admin)):
+            settlement.settleItem(c.report.epoch, item(c, node), {"from": admin})
         assert settlement.lastSettledEpoch(node) == 0
-        assert settlement.totalIn() == 0
 
     def test_operator_and_treasurer_withdraw(
         self, settlement, stablecoin, hub, node, admin, operator, stranger
@@ -304,9 +487,17 @@ class TestAttacks:
     def test_settling_twice_reverts(self, settlement, hub, node, admin):
         c = attest(hub, {node: 100})
         e = c.report.epoch
-        with brownie.reverts(err("SettlementAlreadySettled", node, e, e)):
-            settlement.settle(e, [item(c, node), item(c, node)], {"from": admin})
-        settlement.settle(e, [item(c, node)], {"from": admin})
+        # Twice in one batch: the first settles, the second is skipped (not billed twice).
+        tx = settlement.settle(e, [item(c, node), item(c, node)], {"from": admin})
+        assert tx.return_value == 1
+        assert len(tx.events["NodeSettled"]) == 1
+        assert dict(tx.events["SettlementItemSkipped"]) == {
+            "nodeId": node,
+            "epoch": e,
+            "reason": "0x"
+            + error_data("SettlementAlreadySettled(uint256,uint64,uint64)", node, e, e).hex(),
+        }
+        assert settlement.totalIn() == PRICE_PER_GPU_HOUR * 100 // 1000
         with brownie.reverts(err("SettlementAlreadySettled", node, e, e)):
             settlement.settle(e, [item(c, node)], {"from": admin})
 
@@ -370,6 +561,7 @@ class TestAttacks:
         s.grantRole(TERMS_ROLE, admin, {"from": admin})
         s.grantRole(TREASURER_ROLE, token, {"from": admin})
         s.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
+        s.approveUsage(node, PRICE_PER_GPU_HOUR, {"from": payer})
         token.mint(payer, 10**12, {"from": payer})
         token.approve(s, MAX, {"from": payer})
         c = attest(hub, {node: 100})
@@ -379,6 +571,10 @@ class TestAttacks:
             s.settle(e, [item(c, node)], {"from": admin})
         token.arm(s, s.withdrawFees.encode_input(admin, 1), {"from": admin})
         with brownie.reverts(err("ReentrancyGuardReentrantCall")):
+            s.settle(e, [item(c, node)], {"from": admin})
+        # The per-item entry point answers this contract only, never a re-entering token.
+        token.arm(s, s.settleItem.encode_input(e, item(c, node)), {"from": admin})
+        with brownie.reverts(err("SettlementOnlySelf", token)):
             s.settle(e, [item(c, node)], {"from": admin})
         token.arm(ZERO_ADDRESS, b"", {"from": admin})
         s.settle(e, [item(c, node)], {"from": admin})
@@ -528,6 +724,7 @@ class TestSkippedEpochs:
         system.capacity.grantRole(system.capacity.PROCEEDS_ROLE(), s, {"from": admin})
         stablecoin.approve(s, MAX, {"from": payer})
         s.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
+        s.approveUsage(node, PRICE_PER_GPU_HOUR, {"from": payer})
         pool = open_pool(s, hub, stablecoin, fund, admin, operator, staker, node)
         c0 = attest(hub, {node: 100})
         e0 = c0.report.epoch
@@ -569,6 +766,7 @@ def test_gas_per_node(settlement, registry, h100, hub, stablecoin, fund, admin, 
     fund(payer, 100_000 * USD, settlement)
     for i, n in enumerate(nodes):
         settlement.setUsageTerms(n, payer, PRICE_PER_GPU_HOUR, {"from": admin})
+        settlement.approveUsage(n, PRICE_PER_GPU_HOUR, {"from": payer})
         open_pool(
             settlement, hub, stablecoin, fund, admin, operator, web3.eth.accounts[10 + i % 8], n
         )

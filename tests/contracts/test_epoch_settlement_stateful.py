@@ -343,6 +343,7 @@ def world(
     for node in nodes:
         system.registry.depositBond(node, NODE_BOND, {"from": operator})
         settlement.setUsageTerms(node, payer, USAGE_PRICE, {"from": admin})
+        settlement.approveUsage(node, USAGE_PRICE, {"from": payer})
         tx = capacity.publishOffer(node, token_id(h100, window), 100, PRICE, {"from": operator})
         offers.append(tx.return_value)
     fund(payer, 10**7 * USD, settlement)

@@ -1,20 +1,24 @@
 """Stateful property: an OracleHub report is accepted at most once.
 
-Random sequences of valid attestations (possibly skipping epochs), replays of
-accepted reports, fresh reports for stale epochs, reports carrying a removed
-oracle's signature, oracle-set and quorum changes, and time passing. Shadow
-state beside the chain: the oracle set, quorum, config version, and every
-accepted epoch with its root and the exact (report, signatures) that carried it.
+Random sequences of valid attestations (possibly skipping epochs), late
+attestations of epochs skipped over, replays of accepted reports, fresh reports
+for accepted epochs, reports carrying a removed oracle's signature, oracle-set
+and quorum changes, and time passing. Shadow state beside the chain: the oracle
+set, quorum, config version, and every accepted epoch with its root, the exact
+(report, signatures) that carried it and when it was accepted.
 
 Invariants after every step: lastAttestedEpoch only moves forward and equals the
-newest accepted epoch; config version and quorum match the shadow. At the end of
+newest accepted epoch (a late older epoch never moves it), lastAttestedAt is that
+epoch's acceptance time; config version and quorum match the shadow. At the end of
 every example: each accepted epoch's stored root is the one first accepted
-(never overwritten), epochs skipped over are still empty, the oracle set matches.
+(never overwritten), epochs skipped over and never filled in are still empty, the
+oracle set matches.
 """
 
 from __future__ import annotations
 
 import pytest
+from brownie import web3
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, precondition, rule
 
@@ -59,6 +63,7 @@ class OracleHubMachine(SnapshotMachine):
         self.skipped: set[int] = set()
         # epoch -> (report, signatures) as accepted
         self.accepted: dict[int, tuple[EpochReport, list[bytes]]] = {}
+        self.accepted_at: dict[int, int] = {}  # epoch -> block time of its attestation
         # Epoch the chain's clock has passed the end of (shadowed to skip a call per step).
         self.ended_through = self.hub.currentEpoch() - 1
 
@@ -88,18 +93,20 @@ class OracleHubMachine(SnapshotMachine):
     def attest_next_ended_epoch(self, skip: int, seed: int) -> None:
         epoch = self.last_epoch + 1 + skip
         self._ensure_ended(epoch)
-        report, sigs = self._signed(epoch, self._quorum_keys(seed), seed)
-        emitted = transact(self.hub, "attest", (report.as_tuple(), sigs), self.transmitter)
-        attested = emitted["EpochAttested"]
-        assert len(attested) == 1
-        assert attested[0]["epoch"] == epoch
-        assert attested[0]["root"] == "0x" + report.root.hex()
-        assert attested[0]["configVersion"] == self.config_version
-        assert epoch not in self.accepted
+        self._accept(epoch, seed)
         assert epoch > self.last_epoch
         self.skipped.update(range(self.last_epoch + 1, epoch))
-        self.accepted[epoch] = (report, sigs)
         self.last_epoch = epoch
+
+    @precondition(lambda self: self.skipped)
+    @rule(pick=pick, seed=pick)
+    def attest_skipped_epoch_late(self, pick: int, seed: int) -> None:
+        """An epoch skipped over stays attestable; the newest epoch does not move."""
+        skipped = sorted(self.skipped)
+        epoch = skipped[pick % len(skipped)]
+        self._accept(epoch, seed)
+        assert epoch < self.last_epoch
+        self.skipped.remove(epoch)
 
     @precondition(lambda self: self.accepted)
     @rule(pick=pick)
@@ -111,17 +118,20 @@ class OracleHubMachine(SnapshotMachine):
                 "OracleConfigVersionMismatch", report.config_version, self.config_version
             )
         else:
-            expected = err("OracleEpochNotNewer", report.epoch, self.last_epoch)
+            expected = err(
+                "OracleEpochAlreadyAttested", report.epoch, self.accepted_at[report.epoch]
+            )
         assert self._attest_error(report, sigs) == expected
 
-    @precondition(lambda self: self.last_epoch > 0)
+    @precondition(lambda self: self.accepted)
     @rule(pick=pick, seed=pick)
-    def fresh_report_for_stale_epoch(self, pick: int, seed: int) -> None:
-        epoch = 1 + pick % self.last_epoch  # accepted or skipped, both are in the past
-        # A different root than anything accepted: a quorum re-signing history must fail too.
+    def fresh_report_for_attested_epoch(self, pick: int, seed: int) -> None:
+        epochs = sorted(self.accepted)
+        epoch = epochs[pick % len(epochs)]
+        # A different root than the one accepted: a quorum re-signing history must fail too.
         report, sigs = self._signed(epoch, self._quorum_keys(seed), seed + 1)
         assert self._attest_error(report, sigs) == err(
-            "OracleEpochNotNewer", epoch, self.last_epoch
+            "OracleEpochAlreadyAttested", epoch, self.accepted_at[epoch]
         )
 
     @precondition(lambda self: self.removed)
@@ -174,6 +184,19 @@ class OracleHubMachine(SnapshotMachine):
     def advance_time(self, epochs: int) -> None:
         self._ensure_ended(self.ended_through + epochs)
 
+    def _accept(self, epoch: int, seed: int) -> None:
+        """Attests ended, never attested `epoch` with a quorum and records it."""
+        report, sigs = self._signed(epoch, self._quorum_keys(seed), seed)
+        emitted = transact(self.hub, "attest", (report.as_tuple(), sigs), self.transmitter)
+        attested = emitted["EpochAttested"]
+        assert len(attested) == 1
+        assert attested[0]["epoch"] == epoch
+        assert attested[0]["root"] == "0x" + report.root.hex()
+        assert attested[0]["configVersion"] == self.config_version
+        assert epoch not in self.accepted
+        self.accepted[epoch] = (report, sigs)
+        self.accepted_at[epoch] = web3.eth.get_block("latest")["timestamp"]
+
     def _bumped(self, emitted, event: str) -> None:
         self.config_version += 1
         assert emitted[event]["configVersion"] == self.config_version
@@ -185,12 +208,14 @@ class OracleHubMachine(SnapshotMachine):
 
     @invariant()
     def hub_matches_shadow(self) -> None:
-        last, version, quorum = batch_views(
+        last, last_at, version, quorum = batch_views(
             (self.hub, "lastAttestedEpoch", ()),
+            (self.hub, "lastAttestedAt", ()),
             (self.hub, "configVersion", ()),
             (self.hub, "quorum", ()),
         )
         assert (last, version, quorum) == (self.last_epoch, self.config_version, self.quorum)
+        assert last_at == self.accepted_at.get(self.last_epoch, 0)
 
     def teardown(self) -> None:
         """Once per example (a full history check after every step would dominate the run):

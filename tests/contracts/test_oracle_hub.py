@@ -300,22 +300,45 @@ class TestAttest:
     def test_replay_of_same_report_rejected(self, hub):
         c = commitment_for(hub, end_epoch(hub), [1, 2])
         sigs = signatures(hub, c.report, ORACLE_KEYS[:2])
-        hub.attest(c.report.as_tuple(), sigs, {"from": brownie.accounts[6]})
+        tx = hub.attest(c.report.as_tuple(), sigs, {"from": brownie.accounts[6]})
         epoch = c.report.epoch
-        with brownie.reverts(err("OracleEpochNotNewer", epoch, epoch)):
+        with brownie.reverts(err("OracleEpochAlreadyAttested", epoch, tx.timestamp)):
             hub.attest(c.report.as_tuple(), sigs, {"from": brownie.accounts[7]})
 
-    def test_older_epoch_rejected(self, hub):
+    def test_older_epoch_attested_after_a_newer_one(self, hub):
+        """N+1 posted first must not make N unprovable (its operator would be slashed for an
+        epoch nobody could prove); N is still attested once, and the "latest" views keep
+        describing N+1."""
         older = end_epoch(hub)
         newer = end_epoch(hub)
-        attest(hub, commitment_for(hub, newer, [1]))
-        with brownie.reverts(err("OracleEpochNotNewer", older, newer)):
-            attest(hub, commitment_for(hub, older, [1]))
+        newer_tx = attest(hub, commitment_for(hub, newer, [1]))
+        stale_age = chain[-1].timestamp - hub.epochEnd(newer)
+        assert not hub.isStale(stale_age + 30)
+        c = commitment_for(hub, older, [1, 2, 3], seed=3)
+        assert not hub.verifyLeaf(c.leaves[0].values(), c.proof(c.leaves[0].node_id))
+        tx = attest(hub, c)
+        assert tx.events["EpochAttested"]["epoch"] == older
+        assert hub.epochAttestation(older).dict()["root"] == "0x" + c.report.root.hex()
+        for leaf in c.leaves:
+            assert hub.verifyLeaf(leaf.values(), c.proof(leaf.node_id))
+            hub.requireLeaf(leaf.values(), c.proof(leaf.node_id))
+        # The newest epoch is still N+1: the late post neither moves it nor freshens the data.
+        assert hub.lastAttestedEpoch() == newer
+        assert hub.lastAttestedAt() == newer_tx.timestamp
+        assert not hub.isStale(stale_age + 30)
+        chain.sleep(60)
+        chain.mine()
+        assert hub.isStale(stale_age + 30)  # measured from N+1's end, not from N's post
+        # Once per epoch, whatever the root.
+        with brownie.reverts(err("OracleEpochAlreadyAttested", older, tx.timestamp)):
+            attest(hub, commitment_for(hub, older, [1, 2, 3], seed=4))
+        with brownie.reverts(err("OracleEpochAlreadyAttested", newer, newer_tx.timestamp)):
+            attest(hub, commitment_for(hub, newer, [1, 2]))
 
     def test_epoch_zero_rejected(self, hub):
         c = commitment_for(hub, end_epoch(hub), [1])
         zero = with_report(c.report, epoch=0)
-        with brownie.reverts(err("OracleEpochNotNewer", 0, 0)):
+        with brownie.reverts(err("OracleInvalidEpoch", 0)):
             attest(hub, c, report=zero)
 
     def test_epoch_not_ended_rejected(self, hub):

@@ -498,6 +498,97 @@ class TestDistributeAndClaim:
         assert position(live_pool, staker)["claimableAssets"] == 10 * USD
 
 
+class TestCohortBound:
+    """distribute activates at most MAX_COHORTS_PER_CALL warm-up cohorts. Revenue of a
+    distribution that leaves cohorts due is carried, not credited to the incomplete set of
+    earning units; activateCohorts (anyone) activates the rest and credits it."""
+
+    def test_revenue_waits_for_every_due_cohort(
+        self, live_pool, buyer, staker, stranger, distributor
+    ):
+        bound = live_pool.MAX_COHORTS_PER_CALL()
+        live_pool.stake(SHARES(1_000), {"from": staker})  # epoch 1: cohort 2
+        # The buyer stakes in each of the next bound + 1 epochs (cohorts 3 .. bound + 3); its
+        # pending stake moves along, so it all sits in the last cohort.
+        for epoch in range(2, bound + 3):
+            to_epoch(live_pool, epoch)
+            live_pool.stake(SHARES(1), {"from": buyer})
+        last = bound + 3
+        to_epoch(live_pool, last + 1)
+        tx = live_pool.distribute(last, 1_000 * USD, {"from": distributor})
+        print(f"\nGAS distribute activating {bound} cohorts (the bound): {tx.gas_used}")
+        assert [e["activationEpoch"] for e in tx.events["CohortActivated"]] == list(
+            range(2, bound + 2)
+        )
+        assert dict(tx.events["RevenueDeferred"]) == {"epoch": last, "assets": 1_000 * USD}
+        assert dict(tx.events["RevenueDistributed"]) == {
+            "epoch": last,
+            "assets": 1_000 * USD,
+            "earningUnits": SHARES(1_000),
+            "revenueIndex": 0,
+        }
+        # Not credited to the staker alone while the buyer's cohort, due too, is not in.
+        assert position(live_pool, staker)["claimableAssets"] == 0
+        assert live_pool.totals().dict()["undistributedScaled"] == 1_000 * USD * SCALE
+        # Stake made now is due only after the last distributed epoch: it gets none of it.
+        live_pool.stake(SHARES(5), {"from": stranger})
+
+        with brownie.reverts(err("PoolZeroAmount")):
+            live_pool.activateCohorts(0, {"from": stranger})
+        tx = live_pool.activateCohorts(1, {"from": stranger})  # cohort bound + 2 only
+        assert tx.return_value is False
+        assert dict(tx.events["CohortActivated"]) == {"activationEpoch": bound + 2, "units": 0}
+        assert "RevenueDistributed" not in tx.events
+        assert live_pool.totals().dict()["undistributedScaled"] == 1_000 * USD * SCALE
+
+        tx = live_pool.activateCohorts(10, {"from": stranger})
+        assert tx.return_value is True
+        assert dict(tx.events["CohortActivated"]) == {
+            "activationEpoch": bound + 3,
+            "units": SHARES(bound + 1),
+        }
+        earning = SHARES(1_000 + bound + 1)
+        index = 1_000 * USD * SCALE // earning
+        assert dict(tx.events["RevenueDistributed"]) == {
+            "epoch": last,
+            "assets": 0,
+            "earningUnits": earning,
+            "revenueIndex": index,
+        }
+        got = {w: position(live_pool, w) for w in (staker, buyer, stranger)}
+        assert got[staker]["claimableAssets"] == SHARES(1_000) * index // SCALE
+        assert got[buyer]["claimableAssets"] == SHARES(bound + 1) * index // SCALE
+        assert got[stranger]["claimableAssets"] == 0
+        assert got[stranger]["pendingShares"] == SHARES(5)
+        assert live_pool.totals().dict()["undistributedScaled"] == 1_000 * USD * SCALE - (
+            index * earning
+        )
+        # Nothing left due: a further call changes nothing.
+        tx = live_pool.activateCohorts(10, {"from": stranger})
+        assert tx.return_value is True and len(tx.events) == 0
+
+    def test_the_next_distribution_continues_the_activation(
+        self, live_pool, buyer, staker, distributor
+    ):
+        bound = live_pool.MAX_COHORTS_PER_CALL()
+        live_pool.stake(SHARES(100), {"from": staker})  # cohort 2
+        for epoch in range(2, bound + 3):  # cohorts 3 .. bound + 3, the buyer's in the last
+            to_epoch(live_pool, epoch)
+            live_pool.stake(SHARES(1), {"from": buyer})
+        to_epoch(live_pool, bound + 4)
+        assert (
+            "RevenueDeferred"
+            in live_pool.distribute(bound + 3, 100 * USD, {"from": distributor}).events
+        )
+        tx = live_pool.distribute(bound + 3, 17 * USD, {"from": distributor})
+        assert len(tx.events["CohortActivated"]) == 2 and "RevenueDeferred" not in tx.events
+        earning = SHARES(100 + bound + 1)
+        assert tx.events["RevenueDistributed"]["earningUnits"] == earning
+        index = 117 * USD * SCALE // earning  # both distributions' revenue, over every unit
+        assert tx.events["RevenueDistributed"]["revenueIndex"] == index
+        assert position(live_pool, buyer)["claimableAssets"] == SHARES(bound + 1) * index // SCALE
+
+
 class TestBookLoss:
     def test_seizes_staked_shares_pro_rata_visible_per_staker(
         self, live_pool, buyer, staker, slasher, stranger, distributor

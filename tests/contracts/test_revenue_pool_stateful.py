@@ -2,9 +2,11 @@
 
 Random sequences of deposits (including over-the-cap ones), the round completing or failing,
 refunds, the operator's draw, stake / unstake request / withdraw, revenue distributions for
-any allowed epoch (late ones too), claims, booked losses (up to wiping every stake out, and
-near-total ones that drive the unit rate to its bound and release the stake),
-share transfers, donations of stablecoin and shares, and time passing.
+any allowed epoch (late ones too), stake in more epochs than one distribution activates
+(reaching MAX_COHORTS_PER_CALL: the revenue is deferred), permissionless activateCohorts,
+claims, booked losses (up to wiping every stake out, and near-total ones that drive the unit
+rate to its bound and release the stake), share transfers, donations of stablecoin and
+shares, and time passing.
 
 Beside the chain: an integer mirror of the pool's accounting (tests/contracts/pool_shadow.py)
 and plain ledgers of every token movement. After every step:
@@ -31,7 +33,7 @@ from tests.contracts.pool_helpers import (
     PoolParams,
     deploy_pool,
 )
-from tests.contracts.pool_shadow import SCALE, ShadowPool
+from tests.contracts.pool_shadow import MAX_COHORTS_PER_CALL, SCALE, ShadowPool
 from tests.support.errors import err
 from tests.support.stateful import (
     SnapshotMachine,
@@ -71,6 +73,7 @@ class RevenuePoolMachine(SnapshotMachine):
         self.raised, self.refunded, self.drawn = sum(OPENING), 0, 0
         self.donated_stable = self.donated_shares = 0
         self.failed = False
+        self.flooded = False  # stake_in_many_epochs ran (once an example: it is costly)
         self.views = self.world_views  # (contract, fn_name, args) of every invariant view
 
     # ------------------------------------------------------------------ helpers
@@ -202,8 +205,30 @@ class RevenuePoolMachine(SnapshotMachine):
             got = revert_of(self.pool, "distribute", 0, amount, sender=self.distributor)
             assert got == err("PoolEpochOutOfOrder", 0, 0)
             return
-        transact(self.pool, "distribute", (epoch, amount), self.distributor)
-        self.shadow.distribute(epoch, amount)
+        emitted = transact(self.pool, "distribute", (epoch, amount), self.distributor)
+        if not self.shadow.distribute(epoch, amount):  # the bound left cohorts due
+            assert dict(emitted["RevenueDeferred"]) == {"epoch": epoch, "assets": amount}
+
+    @rule(max_count=st.integers(1, MAX_COHORTS_PER_CALL + 2))
+    def activate_cohorts(self, max_count: int) -> None:
+        """Anyone activates cohorts due by the last distributed epoch, then the carried
+        revenue is credited (the mirror says to the unit where it went)."""
+        due = self.shadow.due_cohorts()
+        emitted = transact(self.pool, "activateCohorts", (max_count,), self.donor)
+        self.shadow.activate_cohorts(max_count)
+        activated = len(emitted["CohortActivated"]) if "CohortActivated" in emitted else 0
+        assert activated == min(due, max_count)
+
+    @precondition(lambda self: self.status == SUCCEEDED and not self.flooded)
+    @rule()
+    def stake_in_many_epochs(self) -> None:
+        """Stake in MAX_COHORTS_PER_CALL + 4 consecutive epochs with no distribution: the next
+        one finds more cohorts due than it may activate (the bound), and defers its revenue."""
+        self.flooded = True
+        for _ in range(MAX_COHORTS_PER_CALL + 4):
+            self.advance(1)
+            richest = max(range(3), key=lambda j: self.shares[self.names[j]])
+            self.stake(richest, 1)
 
     @rule(
         amount=st.one_of(st.integers(1, 100), st.integers(1, 300 * USD), st.just(10**12)),

@@ -141,6 +141,7 @@ def build_world(
     coin.approve(system.settlement, 2**256 - 1, {"from": buyer})
     for node_id in world.nodes.values():
         system.settlement.setUsageTerms(node_id, buyer, 2 * USD, {"from": admin})
+        system.settlement.approveUsage(node_id, 2 * USD, {"from": buyer})
 
     for _ in range(6):
         attest_next(world)

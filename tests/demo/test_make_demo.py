@@ -119,6 +119,9 @@ def test_world_is_seeded(demo):
             payer, price = settlement.functions.usageTerms(pool["node_id"]).call()
             renter = Account.from_key(devchain.dev_private_key(USAGE_PAYER)).address
             assert (payer, price) == (renter, node["price_per_gpu_hour"])
+            # ...and agreed to it on-chain, from its own account
+            consent = settlement.functions.usageConsent(pool["node_id"], renter).call()
+            assert consent == node["price_per_gpu_hour"]
         # the loan runs in real time: tenor_months of 30 days, in the hub's epochs
         *_, tenor_epochs, rate_bps = contract.functions.terms().call()
         epoch_seconds = contract.functions.epochSchedule().call()[1]

@@ -164,16 +164,16 @@ class TestRevertDecoding:
         return json.loads((REPO_ROOT / "build/contracts/OracleHub.json").read_text())["abi"]
 
     def test_custom_error_with_args(self, abi):
-        data = keccak(text="OracleEpochNotNewer(uint64,uint64)")[:4] + encode(
+        data = keccak(text="OracleEpochAlreadyAttested(uint64,uint64)")[:4] + encode(
             ["uint64", "uint64"], [7, 9]
         )
         decoded = decode_revert(abi, "0x" + data.hex())
         assert decoded is not None
         assert (decoded.name, decoded.args) == (
-            "OracleEpochNotNewer",
-            {"epoch": 7, "lastAttestedEpoch": 9},
+            "OracleEpochAlreadyAttested",
+            {"epoch": 7, "attestedAt": 9},
         )
-        assert str(decoded) == "OracleEpochNotNewer(epoch=7, lastAttestedEpoch=9)"
+        assert str(decoded) == "OracleEpochAlreadyAttested(epoch=7, attestedAt=9)"
 
     def test_unknown_or_empty_data(self, abi):
         assert decode_revert(abi, "0xdeadbeef") is None

@@ -24,6 +24,10 @@ the planner (a beat task) works like this, per run:
    reverts alone ends up alone (one bad payer cannot block the others), and
    its failed action row says why. Nodes of a batch that reverted on-chain retry
    alone at once; a node that failed alone retries after ``retry_after_seconds``.
+   The contract skips an item that reverts inside a batch (``SettlementItemSkipped``)
+   rather than reverting the batch: the estimate splits a batch that would skip
+   anything as if it reverted, and a node skipped on-chain anyway (its item failed
+   after the estimate) keeps its last settled epoch, so the next run plans it again.
 
 Each batch is an action row (idempotency key from epoch, root, nodes and attempt)
 relayed through the write-ahead relayer like every other keeper action; a
@@ -114,17 +118,24 @@ def settle_epoch_tx(chain: Chain, params: dict[str, Any]) -> TxRequest:
 
 def chain_estimator(chain: Chain, sender: str) -> Estimate:
     """Gas of ``settle(epoch, items)`` from ``sender`` (with the relayer's headroom), or the
-    decoded revert reason if it would revert now."""
+    decoded revert reason if it would revert now, or why not if it would skip an item: the
+    contract skips an item that reverts (``SettlementItemSkipped``) instead of reverting the
+    batch, and returns how many settled, so a simulated batch that settles fewer than all its
+    items is split like one that reverts (a batch whose every item reverts still reverts)."""
 
     def estimate(epoch: int, items: Sequence[SettleItem]) -> int | str:
         request = settle_request(chain, epoch, items)
         call = {"from": sender, "to": request.to, "data": request.data}
         try:
+            settled = chain.call("simulating settle", lambda: chain.w3.eth.call(call))  # type: ignore[arg-type]
             gas = chain.call("estimating settle", lambda: chain.w3.eth.estimate_gas(call))  # type: ignore[arg-type]
         except ContractLogicError as exc:
             data = exc.data if isinstance(exc.data, str) else None
             decoded = decode_revert(data, chain.error_abis)
             return f"{decoded.code}: {decoded.reason}"
+        skipped = len(items) - int.from_bytes(settled, "big")
+        if skipped:
+            return f"SettlementItemSkipped: {skipped} of {len(items)} items would be skipped"
         return int(gas) * GAS_HEADROOM_NUM // GAS_HEADROOM_DEN
 
     return estimate
