@@ -46,13 +46,14 @@ import {RevenuePool} from "./RevenuePool.sol";
  *   a settlement collects everything the node holds at that moment, including sales of
  *   windows not yet delivered. Why that is safe, and where it is not: a buyer's refund for
  *   an undelivered window is never paid from proceeds, only from the bond the offer locked
- *   (CapacityToken.settleReservation slashes it). A reservation's refund is at most
- *   price × (1 + shortfallPenaltyBps) per GPU-hour short, and the lock is
- *   price × bondCoverageBps per GPU-hour (rounded up), so while bondCoverageBps >=
- *   10_000 + shortfallPenaltyBps (deployment: 12_000 >= 10_000 + 2_000) every refund is paid
- *   in full from the bond and collected proceeds never have to come back. The exposure left:
- *   a refund the lock no longer covers — the penalty raised after the offer was published,
- *   the lock shrunk by another NodeRegistry slash, or the node Exited — is recorded as
+ *   (CapacityToken.settleReservation pays it out of the reservation's own lock). A
+ *   reservation's refund is at most refundPrice × (1 + shortfallPenaltyBps) per GPU-hour
+ *   short, and its lock is ceil(refundPrice × bondCoverageBps) per GPU-hour, so while
+ *   bondCoverageBps >= 10_000 + shortfallPenaltyBps (deployment: 12_000 >= 10_000 + 2_000)
+ *   every refund is paid in full from the bond and collected proceeds never have to come
+ *   back; no other slash reaches a lock, and a node cannot exit while one is open. The
+ *   exposure left: a refund the lock does not cover — the penalty raised or the coverage
+ *   lowered after the offers — is recorded as
  *   CapacityToken.uncoveredShortfall(node), a claim on the operator, while the proceeds of
  *   that window were already split (fee, reserve, operator, pool). Restricting collection to
  *   settled windows needs proceeds held per window in CapacityToken (not done).
@@ -521,13 +522,21 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
      * in arrears yet, but they are owed all the same (the next settlement books them), so a
      * node whose schedule has run out in time but not in settlements still has obligations.
      * The last settled epoch is always before the hub's current epoch, so this is true
-     * whenever `pool.debtOutstanding(hub.currentEpoch())` is. A pool not yet drawn owes nothing.
+     * whenever `pool.debtOutstanding(hub.currentEpoch())` is. A pool whose round succeeded but
+     * was not drawn yet counts too (the operator can still draw it); one still funding or
+     * failed does not.
      */
     function hasOpenObligations(uint256 nodeId) external view returns (bool) {
         Book storage b = _books[nodeId];
         if (b.arrears != 0) return true;
         IRevenuePool pool = _pools[nodeId];
-        return address(pool) != address(0) && pool.debtOutstanding(b.lastSettledEpoch) != 0;
+        if (address(pool) == address(0)) return false;
+        // A round that succeeded and was not drawn yet: the operator can still draw it (the
+        // investors' money is committed to this node), so the node must not exit first.
+        // slither-disable-next-line unused-return (only whether the raise was drawn matters)
+        (bool drawn,,) = pool.draw();
+        if (!drawn) return pool.roundStatus() == IRevenuePool.RoundStatus.Succeeded;
+        return pool.debtOutstanding(b.lastSettledEpoch) != 0;
     }
 
     /// @notice Node `nodeId`'s last settled epoch (0 = never).

@@ -293,6 +293,8 @@ def _deploy_settlement(
     settlement.grantRole(settlement.SETTLER_ROLE(), _relayer_address(config), sender)
     capacity.grantRole(capacity.PROCEEDS_ROLE(), settlement, sender)
     capacity.setRiskGate(settlement, sender)  # flagged nodes cannot publish new offers
+    # A node with a pool loan outstanding (or a round it can still draw) cannot exit.
+    registry.addObligationSource(settlement, sender)
     return settlement
 
 

@@ -11,6 +11,7 @@ from brownie import ZERO_ADDRESS, EpochSettlement, ReentrantToken, chain, web3
 from tests.contracts.capacity_helpers import DAY, NODE_BOND, PRICE, token_id
 from tests.contracts.node_helpers import USD, b32
 from tests.contracts.settlement_helpers import (
+    DISTRIBUTOR_ROLE,
     POOL_TARGET,
     POOL_TENOR,
     PRICE_PER_GPU_HOUR,
@@ -223,6 +224,28 @@ class TestObligations:
         settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
         assert settlement.nodeRisk(node)["arrears"] == 0
         assert not settlement.hasOpenObligations(node)
+
+
+    def test_a_round_it_can_still_draw_keeps_the_node_from_exiting(
+        self, settlement, registry, hub, stablecoin, fund, node, admin, operator, staker
+    ):
+        """Wired as deployed: the registry asks the settlement before an exit. A succeeded
+        round not yet drawn counts (the operator could exit, then draw); so does the loan."""
+        assert list(registry.obligationSources()) == [settlement]
+        pool = deploy_hub_pool(hub, stablecoin, operator, admin, node, gate=settlement)
+        pool.grantRole(DISTRIBUTOR_ROLE, settlement, {"from": admin})
+        settlement.setPool(node, pool, {"from": admin})
+        assert not settlement.hasOpenObligations(node)  # still funding: nothing committed
+        fund(staker, POOL_TARGET, pool)
+        pool.deposit(POOL_TARGET, staker, {"from": staker})
+        assert pool.roundStatus() == 2  # Succeeded
+        assert settlement.hasOpenObligations(node)
+        with brownie.reverts(err("RegistryObligationOpen", node, settlement)):
+            registry.requestExit(node, {"from": operator})
+        pool.drawRaise({"from": operator})
+        assert settlement.hasOpenObligations(node)
+        with brownie.reverts(err("RegistryObligationOpen", node, settlement)):
+            registry.requestExit(node, {"from": operator})
 
 
 class TestConsent:
