@@ -14,6 +14,7 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {IRevenuePool} from "./interfaces/IRevenuePool.sol";
 import {IRiskGate} from "./interfaces/IRiskGate.sol";
+import {EmergencyPause} from "./utils/EmergencyPause.sol";
 
 /**
  * @title RevenuePool
@@ -29,6 +30,10 @@ import {IRiskGate} from "./interfaces/IRiskGate.sol";
  * and investors could not see which GPUs their money bought. An operator who wants
  * fleet exposure for investors can list several node pools; the reverse (splitting a
  * fleet pool per node) is not possible after the fact.
+ *
+ * Emergency pause ({EmergencyPause}): GUARDIAN_ROLE (granted to the deployment's guardian
+ * when the pool is bound) can stop new deposits and the draw for a bounded time; refunds,
+ * staking, unstaking, withdrawals, claims and distributions are never paused.
  *
  * Accounting (no loop over holders anywhere):
  * - Stake is held as units; `stakedShares / totalUnits` is the shares-per-unit rate. A
@@ -69,7 +74,15 @@ import {IRiskGate} from "./interfaces/IRiskGate.sol";
  *   continues the activation, and anyone may call {activateCohorts} to activate the due
  *   cohorts and then credit what was carried, so no staker loses revenue to the bound.
  */
-contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, ReentrancyGuardTransient, IRevenuePool {
+contract RevenuePool is
+    ERC20,
+    ERC20Permit,
+    AccessControl,
+    EmergencyPause,
+    ERC2771Context,
+    ReentrancyGuardTransient,
+    IRevenuePool
+{
     using SafeERC20 for IERC20;
     using SafeCast for uint256;
 
@@ -224,7 +237,7 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
     // ------------------------------------------------------------------
 
     /// @inheritdoc IRevenuePool
-    function deposit(uint256 assets, address receiver) external nonReentrant returns (uint256 shares) {
+    function deposit(uint256 assets, address receiver) external nonReentrant whenNotPaused returns (uint256 shares) {
         RoundStatus status = roundStatus();
         if (status != RoundStatus.Funding) revert PoolRoundNotOpen(status);
         if (assets == 0) revert PoolZeroAmount();
@@ -262,7 +275,7 @@ contract RevenuePool is ERC20, ERC20Permit, AccessControl, ERC2771Context, Reent
     }
 
     /// @inheritdoc IRevenuePool
-    function drawRaise() external nonReentrant returns (uint256 assets) {
+    function drawRaise() external nonReentrant whenNotPaused returns (uint256 assets) {
         if (_msgSender() != _operator) revert PoolNotOperator(_msgSender());
         _requireSucceeded();
         if (_drawn) revert PoolAlreadyDrawn();

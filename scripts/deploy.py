@@ -137,6 +137,9 @@ class System:
     class_ids: dict[str, int] = field(default_factory=dict)
     # GpucapTimelock, once the deployer handed the admin powers over (hand_over_to_timelock).
     timelock: Any = None
+    # Holds the guardian powers (GUARDIAN_ROLE; JAILER_ROLE after the hand-over); node pools
+    # grant it GUARDIAN_ROLE when they are bound (node_pool_bindings).
+    guardian: str = ""
 
     def contracts(self) -> dict[str, Any]:
         return {
@@ -162,6 +165,7 @@ class System:
             },
             "gpu_classes": self.class_ids,
             "timelock": self.timelock.address if self.timelock is not None else None,
+            "guardian": self.guardian,
         }
 
 
@@ -200,6 +204,7 @@ def deploy_system(deployer: Any, config: DeployConfig | None = None) -> System:
         settlement=_deploy_settlement(deployer, stablecoin, registry, oracle_hub, capacity, config),
         deployed_at_block=start_block + 1,
         class_ids=class_ids,
+        guardian=config.guardian_address or deployer.address,
     )
 
 
@@ -366,10 +371,16 @@ def node_pool_bindings(system: System, pool_address: str, node_id: int) -> list[
     deployment (same admin, next nonces) before it is mined."""
     settlement = system.settlement
     distributor = web3.keccak(text="DISTRIBUTOR_ROLE")
-    return [
+    calls = [
         AdminCall(pool_address, RevenuePool.abi, "grantRole", (distributor, settlement.address)),
         AdminCall(settlement.address, settlement.abi, "setPool", (node_id, pool_address)),
     ]
+    if system.guardian:  # the emergency pause of new deposits and the draw
+        guardian_role = web3.keccak(text="GUARDIAN_ROLE")
+        calls.append(
+            AdminCall(pool_address, RevenuePool.abi, "grantRole", (guardian_role, system.guardian))
+        )
+    return calls
 
 
 def deploy_node_pool(
@@ -412,6 +423,7 @@ def load_system(manifest: dict[str, Any]) -> System:
         settlement=handles["EpochSettlement"],
         deployed_at_block=manifest["deployed_at_block"],
         class_ids=dict(manifest.get("gpu_classes", {})),
+        guardian=manifest.get("guardian") or "",
     )
 
 

@@ -175,8 +175,9 @@ POWERS: tuple[Power, ...] = (
         "RevenuePool",
         DEFAULT_ADMIN,
         (TIMELOCK,),
-        ("grantRole", "revokeRole"),
-        "grants and revokes the pool's roles (each node's pool; its admin is set at deployment)",
+        ("grantRole", "revokeRole", "extendPause"),
+        "grants and revokes the pool's roles (each node's pool; its admin is set at deployment); "
+        "keeps a pause for up to 30 days",
         "lenders' and stakers' deposits and revenue, through the roles below",
         TIMELOCK_DELAY,
     ),
@@ -188,6 +189,16 @@ POWERS: tuple[Power, ...] = (
         "pays the node's debt service and stakers' share into the pool, epoch by epoch",
         "none taken: it only pays in",
         "none (a contract acting on attested leaves)",
+    ),
+    Power(
+        "RevenuePool",
+        "GUARDIAN_ROLE",
+        (GUARDIAN,),
+        ("pause",),
+        "pauses new deposits and the draw for 3 days, then must wait 3 days; never refunds, "
+        "staking, unstaking, withdrawals or claims",
+        "none moves: new exposure stops",
+        AT_ONCE,
     ),
     Power(
         "RevenuePool",

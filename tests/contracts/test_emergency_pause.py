@@ -114,3 +114,32 @@ def test_pause_requires_the_guardian_role(capacity, stranger, guardian):
     capacity.pause({"from": guardian})
     with brownie.reverts(err("PauseActive", capacity.pausedUntil())):
         capacity.pause({"from": guardian})
+
+
+def test_a_bound_pool_pauses_new_deposits_and_the_draw_only(
+    system, registry, register_node, admin, operator, staker, fund
+):
+    """The deployment's guardian gets GUARDIAN_ROLE on every pool it binds; a pause stops
+    deposits and the draw, never a refund of a failed round nor staking and claims."""
+    from scripts.deploy import PoolTerms, deploy_node_pool
+
+    node = register_node()
+    pool = deploy_node_pool(
+        system, admin, node_id=node, operator=operator.address, terms=PoolTerms(100 * USD)
+    )
+    assert pool.hasRole(pool.GUARDIAN_ROLE(), system.guardian) and system.guardian == admin
+    fund(staker, 100 * USD, pool)
+    pool.deposit(60 * USD, staker, {"from": staker})
+    until = pool.pause({"from": admin}).timestamp + PAUSE
+    with brownie.reverts(err("PauseActive", until)):
+        pool.deposit(40 * USD, staker, {"from": staker})
+    pool.unpause({"from": admin})
+    pool.deposit(40 * USD, staker, {"from": staker})  # the round succeeds
+    # The guardian is cooling down now; the admin (the timelock outside the dev chain) pauses.
+    with brownie.reverts(err("PauseCoolingDown", until + PAUSE)):
+        pool.pause({"from": admin})
+    pool.extendPause(chain.time() + DAY, {"from": admin})
+    with brownie.reverts(err("PauseActive", pool.pausedUntil())):
+        pool.drawRaise({"from": operator})
+    pool.stake(pool.balanceOf(staker) // 2, {"from": staker})  # staking is never paused
+    assert pool.stakeOf(staker)[0] > 0 or pool.stakeOf(staker)[1] > 0

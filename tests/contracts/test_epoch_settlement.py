@@ -225,7 +225,6 @@ class TestObligations:
         assert settlement.nodeRisk(node)["arrears"] == 0
         assert not settlement.hasOpenObligations(node)
 
-
     def test_a_round_it_can_still_draw_keeps_the_node_from_exiting(
         self, settlement, registry, hub, stablecoin, fund, node, admin, operator, staker
     ):
