@@ -84,3 +84,33 @@ def bond(
         console.print(f"approved the registry for {amount:,.2f} tUSD (tx {sent.tx_hash})")
     data = ctx.contract("NodeRegistry").encode_abi("depositBond", args=[node_id, units])
     relay(ctx, signer, "NodeRegistry", data)
+
+
+@app.command("exit-node")
+def exit_node(
+    typer_ctx: typer.Context,
+    node_id: int,
+    dev_account: DevAccount = None,
+    keystore: Keystore = None,
+) -> None:
+    """Start your node's exit: refused while it owes anything (bond locked behind offers, sales
+    or reservations: RegistryBondLocked; a pool loan: RegistryObligationOpen)."""
+    ctx = _ctx(typer_ctx)
+    signer = wallet(dev_account, keystore)
+    data = ctx.contract("NodeRegistry").encode_abi("requestExit", args=[node_id])
+    relay(ctx, signer, "NodeRegistry", data)
+
+
+@app.command("withdraw-bond")
+def withdraw_bond(
+    typer_ctx: typer.Context,
+    node_id: int,
+    dev_account: DevAccount = None,
+    keystore: Keystore = None,
+) -> None:
+    """Withdraw your exiting node's whole bond once the unbonding delay has passed (still
+    refused while anything is owed)."""
+    ctx = _ctx(typer_ctx)
+    signer = wallet(dev_account, keystore)
+    data = ctx.contract("NodeRegistry").encode_abi("withdrawBond", args=[node_id])
+    relay(ctx, signer, "NodeRegistry", data)

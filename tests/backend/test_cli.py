@@ -144,6 +144,44 @@ def test_operator_registers_and_bonds_a_node(stack: Stack, offer, admin, operato
     assert again.returncode == 2 and "rejected" in again.stderr
 
 
+def test_operator_exit_is_refused_while_the_node_owes_and_then_withdraws(
+    stack: Stack, offer, admin, operator2
+) -> None:
+    """exit-node and withdraw-bond, relayed like every capacity action: the contract's own
+    error reaches the operator while the node owes anything."""
+    s = offer["system"]
+    s.stablecoin.transfer(operator2, 100 * USD, {"from": admin})
+    key = "0x" + "79" * 20
+    node = s.registry.registerNode(
+        s.class_ids["A100-SXM-80GB"], 4, b"eu-north".ljust(32, b"\0"), 60_000 * USD,
+        chain[-1].timestamp - 3_600, key, {"from": operator2},
+    ).events["NodeRegistered"]["nodeId"]  # fmt: skip
+    s.stablecoin.approve(s.registry, 2**256 - 1, {"from": operator2})
+    s.registry.depositBond(node, 100 * USD, {"from": operator2})
+    window = s.capacity.windowSeconds()
+    token = s.capacity.tokenIdFor(
+        s.class_ids["A100-SXM-80GB"], (chain[-1].timestamp // window + 2) * window
+    )
+    offer_id = s.capacity.publishOffer(node, token, 3, USD, {"from": operator2}).return_value
+    as_op = ("--dev-account", str(OPERATOR2_INDEX))
+    owed = cli(stack, "exit-node", str(node), *as_op)
+    assert owed.returncode == 2, owed.stdout + owed.stderr
+    assert "RegistryBondLocked" in owed.stderr
+    s.capacity.cancelOffer(offer_id, {"from": operator2})
+    left = cli(stack, "exit-node", str(node), *as_op)
+    assert left.returncode == 0, left.stdout + left.stderr
+    assert s.registry.nodeStatus(node) == 3  # Exiting
+    early = cli(stack, "withdraw-bond", str(node), *as_op)
+    assert early.returncode == 2 and "RegistryUnbonding" in early.stderr
+    chain.sleep(s.registry.unbondingDelay() + 1)
+    chain.mine()
+    before = s.stablecoin.balanceOf(operator2)
+    out = cli(stack, "withdraw-bond", str(node), *as_op)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert s.stablecoin.balanceOf(operator2) - before == 100 * USD
+    assert s.registry.nodeStatus(node) == 4  # Exited
+
+
 def test_pool_deposit_stake_and_list(stack: Stack, offer, admin, operator, staker) -> None:
     from scripts.deploy import PoolTerms, deploy_node_pool
 
