@@ -9,6 +9,7 @@ stablecoin is not relayable): ``bond`` sends that approval itself, simulated fir
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -95,10 +96,7 @@ def exit_node(
 ) -> None:
     """Start your node's exit: refused while it owes anything (bond locked behind offers, sales
     or reservations: RegistryBondLocked; a pool loan: RegistryObligationOpen)."""
-    ctx = _ctx(typer_ctx)
-    signer = wallet(dev_account, keystore)
-    data = ctx.contract("NodeRegistry").encode_abi("requestExit", args=[node_id])
-    relay(ctx, signer, "NodeRegistry", data)
+    _relay_registry(typer_ctx, "requestExit", node_id, dev_account, keystore)
 
 
 @app.command("withdraw-bond")
@@ -110,7 +108,17 @@ def withdraw_bond(
 ) -> None:
     """Withdraw your exiting node's whole bond once the unbonding delay has passed (still
     refused while anything is owed)."""
+    _relay_registry(typer_ctx, "withdrawBond", node_id, dev_account, keystore)
+
+
+def _relay_registry(
+    typer_ctx: typer.Context,
+    function: str,
+    node_id: int,
+    dev_account: int | None,
+    keystore: Path | None,
+) -> None:
     ctx = _ctx(typer_ctx)
     signer = wallet(dev_account, keystore)
-    data = ctx.contract("NodeRegistry").encode_abi("withdrawBond", args=[node_id])
+    data = ctx.contract("NodeRegistry").encode_abi(function, args=[node_id])
     relay(ctx, signer, "NodeRegistry", data)
