@@ -54,6 +54,18 @@ class ActionPublic(ActionBase):
     tx_hash: str | None
     nonce: int | None
     block_number: int | None
+    final: bool = Field(
+        description="the transaction is buried under the configured number of "
+        "confirmations (action_final_confirmations); until then a reorg that removes it "
+        "sends the action back to `submitted` and it is sent again"
+    )
+    chain_id: int | None = Field(description="the chain the action was made on")
+    genesis_hash: str | None = Field(
+        description="that chain's genesis block hash (a reset node has a new one)"
+    )
+    deployment: str | None = Field(
+        description="the deployment: its first block and a digest of its contract addresses"
+    )
     error_code: str | None = Field(description="machine code, e.g. the custom error's name")
     error: str | None = Field(description="human reason")
     attempts: int

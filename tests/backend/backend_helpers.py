@@ -145,8 +145,9 @@ def http_up(url: str) -> bool:
         return False
 
 
-def new_faucet_action(sessions: Any, address: str) -> str:
-    """A pending faucet action row for ``address`` (unique idempotency key); its id."""
+def new_faucet_action(chain: Any, sessions: Any, address: str) -> str:
+    """A pending faucet action row for ``address`` (unique idempotency key) on ``chain``
+    as it is now; its id."""
     import uuid
 
     from backend.db.models import ActionKind
@@ -158,6 +159,7 @@ def new_faucet_action(sessions: Any, address: str) -> str:
             kind=ActionKind.FAUCET,
             idempotency_key=str(uuid.uuid4()),
             params={"address": address},
+            chain=chain.identity(),
         )
         return action.id
 
@@ -238,6 +240,7 @@ def new_forward_action(relayer: Any, sessions: Any, system: Any) -> str:
             kind=ActionKind.FORWARD,
             idempotency_key=params.idempotency_key,
             params=params.as_params(),
+            chain=relayer.chain.identity(),
         )
         return str(action.id)
 

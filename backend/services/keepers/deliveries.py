@@ -32,6 +32,7 @@ from backend.db.models import ActionKind, EpochRow, IndexedBlock, ReservationRow
 from backend.services.chain import Chain
 from backend.services.indexing.leaves import ProofsUnavailable, load_epoch_proofs
 from backend.services.relaying.actions import create_action
+from backend.services.relaying.finality import reopen_if_gone
 from backend.services.relaying.relayer import TxRequest
 from gpucap.attestation import NodeLeaf
 
@@ -73,6 +74,7 @@ def plan_due(
     now = session.scalar(select(IndexedBlock.timestamp).order_by(IndexedBlock.number.desc()))
     if now is None:
         return plan
+    identity = chain.identity()
     capacity = chain.contract(CAPACITY)
     window_seconds, grace = chain.call(
         "reading capacity windows",
@@ -125,9 +127,15 @@ def plan_due(
             }
             key = f"prove:{node_id}:{token_id}:" + ",".join(str(leaf.epoch) for leaf, _ in batch)
             action, created = create_action(
-                session, kind=ActionKind.PROVE_DELIVERY, idempotency_key=key, params=params
+                session,
+                kind=ActionKind.PROVE_DELIVERY,
+                idempotency_key=key,
+                params=params,
+                chain=identity,
             )
-            if created:
+            # Planned from the chain (isEpochProven): a row that says done for epochs
+            # the chain says are unproven lost its transaction to a reorg.
+            if created or reopen_if_gone(session, chain, action):
                 plan.proofs.append(action.id)
                 if enqueue is not None:
                     enqueue(action.id)
@@ -148,8 +156,9 @@ def plan_due(
                 kind=ActionKind.SETTLE_RESERVATION,
                 idempotency_key=f"settle:{row.reservation_id}",
                 params={"reservation_id": row.reservation_id},
+                chain=identity,
             )
-            if created:
+            if created or reopen_if_gone(session, chain, action):
                 plan.settlements.append(action.id)
                 if enqueue is not None:
                     enqueue(action.id)

@@ -62,6 +62,7 @@ from backend.services.indexing.leaves import (
     load_epoch_proofs,
 )
 from backend.services.relaying.actions import create_action
+from backend.services.relaying.finality import reopen_if_gone
 from backend.services.relaying.relayer import GAS_HEADROOM_DEN, GAS_HEADROOM_NUM, TxRequest
 from backend.services.revert import decode_revert
 from gpucap.attestation import NodeLeaf
@@ -232,6 +233,7 @@ def plan_epoch_settlements(
     since = billable_since(session)
     if not since:
         return plan
+    identity = chain.identity()
     settlement, hub = chain.contract(SETTLEMENT), chain.contract(HUB)
     genesis, length = chain.call(
         "reading the epoch schedule",
@@ -324,9 +326,15 @@ def plan_epoch_settlements(
             }
             key = _key(epoch, roots[epoch], node_ids, max(attempts[n] for n in node_ids))
             action, created = create_action(
-                session, kind=ActionKind.SETTLE_EPOCH, idempotency_key=key, params=params
+                session,
+                kind=ActionKind.SETTLE_EPOCH,
+                idempotency_key=key,
+                params=params,
+                chain=identity,
             )
-            if created:
+            # Planned from the chain: a row that says done for work the chain says is
+            # due lost its transaction to a reorg; it goes again.
+            if created or reopen_if_gone(session, chain, action):
                 plan.actions.append(action.id)
                 if enqueue is not None:
                     enqueue(action.id)
