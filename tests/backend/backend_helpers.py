@@ -138,6 +138,15 @@ def backend_env(tmp: Path, deployment: Any, redis_url: str) -> dict[str, str]:
     return env
 
 
+def reorg_away(block_number: int) -> None:
+    """anvil_reorg: replace every block from ``block_number`` to the head by empty ones
+    (the same height); their transactions are gone, from the pool too."""
+    from brownie import web3
+
+    depth = web3.eth.block_number - block_number + 1
+    web3.provider.make_request("anvil_reorg", [depth, []])  # type: ignore[arg-type]
+
+
 def http_up(url: str) -> bool:
     try:
         return requests.get(url, timeout=1).status_code == 200

@@ -36,6 +36,7 @@ from tests.backend.backend_helpers import (
     Stack,
     backend_env,
     http_up,
+    reorg_away,
     wait_for,
 )
 from tests.oracle.hub_helpers import ORACLE_KEYS, address_of, commitment_for, end_epoch, signatures
@@ -270,3 +271,43 @@ def test_metrics_history_is_served_from_verified_leaves(world, stack) -> None:
     with sessions() as session:
         stored = session.scalars(select(NodeMetricRow).where(NodeMetricRow.epoch == k + 3)).all()
         assert sorted(r.node_id for r in stored) == [a, b, c]
+
+
+def test_a_settlement_batch_a_reorg_removed_is_settled_again_once(world, stack, buyer) -> None:
+    """The keeper plans from the chain: after a reorg takes A's epoch k+3 settlement away,
+    the same batch (the same row, re-opened) settles it again, and the buyer pays once."""
+    s, k = world["system"], world["k"]
+    a = world["nodes"][0]
+    settlement = s.settlement
+    sessions = get_sessionmaker(stack.env["GPUCAP_DATABASE_URL"])
+    _publish(world["proofs"], s, world["commitments"][k + 3])  # the real file (if not yet)
+    wait_for(lambda: settlement.lastSettledEpoch(a) == k + 3, 60, "node A to settle epoch k+3")
+
+    def settled_rows() -> list[Action]:
+        with sessions() as session:
+            return list(
+                session.scalars(
+                    select(Action).where(Action.kind == ActionKind.SETTLE_EPOCH.value)
+                ).all()
+            )
+
+    def row_of_k3() -> Action | None:
+        rows = [r for r in settled_rows() if r.params["epoch"] == k + 3]
+        return rows[0] if len(rows) == 1 and rows[0].status == "confirmed" else None
+
+    before = wait_for(row_of_k3, 30, "the k+3 settlement to be recorded as confirmed")
+    paid, total_in = s.stablecoin.balanceOf(buyer), settlement.totalIn()
+
+    reorg_away(before.block_number)
+    assert settlement.lastSettledEpoch(a) == k + 1  # the reorg took the settlement away
+    assert s.stablecoin.balanceOf(buyer) > paid
+
+    wait_for(lambda: settlement.lastSettledEpoch(a) == k + 3, 60, "A to settle k+3 again")
+    after = wait_for(row_of_k3, 30, "the re-opened row to be confirmed again")
+    assert after.id == before.id  # the same action, executed once more, not a second one
+    assert s.stablecoin.balanceOf(buyer) == paid and settlement.totalIn() == total_in
+    assert sorted((r.params["epoch"], r.params["node_ids"], r.status) for r in settled_rows()) == [
+        (k + 1, [a], "confirmed"),
+        (k + 1, [world["nodes"][1]], "failed"),
+        (k + 3, [a], "confirmed"),
+    ]
