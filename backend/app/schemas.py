@@ -29,9 +29,20 @@ def checksum_address(value: Any) -> str:
     return to_checksum_address(value)
 
 
+class FieldErrorPublic(BaseModel):
+    field: str = Field(description="where in the request, dotted (e.g. `address`, `limit`)")
+    message: str
+
+
 class ErrorPublic(BaseModel):
+    """Every error answer. Some codes add fields (e.g. `action_id`, `next_drip_at`)."""
+
     code: str = Field(examples=["FaucetCooldown"])
     reason: str
+    errors: list[FieldErrorPublic] | None = Field(
+        default=None,
+        description="`ValidationFailed` only: every field that failed, and why",
+    )
 
 
 class FaucetCooldownPublic(ErrorPublic):
