@@ -149,6 +149,8 @@ class Action(Base):
             name="uq_actions_key_chain",
         ),
         Index("ix_actions_status_updated_at", "status", "updated_at"),
+        # The finality review's rows, every index run: mined and not final yet.
+        Index("ix_actions_final_status", "final", "status"),
         # A sender's open forward request (forward.open_request_of): a key-prefix range.
         Index("ix_actions_kind_status_key", "kind", "status", "idempotency_key"),
     )

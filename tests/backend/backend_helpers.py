@@ -116,6 +116,46 @@ class Stack:
         return bool(resp.json()["checks"]["worker"]["ok"])
 
 
+@contextmanager
+def running_stack(
+    tmp: Path,
+    deployment: Any,
+    env_extra: dict[str, str] | None = None,
+    worker_env_extra: dict[str, str] | None = None,
+) -> Iterator[Stack]:
+    """Redis, a migrated database, the API and a worker for ``deployment`` (anything with
+    ``rpc_url`` and ``manifest_path``), all stopped on the way out. ``worker_env_extra``:
+    the worker's own settings on top (another node URL, shorter timeouts)."""
+    redis_server = EmbeddedRedis(port=devchain.free_port(), dir=tmp / "redis").start()
+    env = {**backend_env(tmp, deployment, redis_server.url), **(env_extra or {})}
+    subprocess.run(
+        [sys.executable, "-m", "backend", "migrate"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    api_port = devchain.free_port()
+    stack = Stack(
+        api_url=f"http://127.0.0.1:{api_port}",
+        env=env,
+        redis=redis_server,
+        api=ServiceProcess("api", ["api", "--port", str(api_port)], env, tmp / "api.log"),
+        worker=ServiceProcess(
+            "worker", ["worker"], {**env, **(worker_env_extra or {})}, tmp / "worker.log"
+        ),
+        deployment=deployment,
+    )
+    try:
+        stack.api.start(ready=lambda: http_up(stack.api_url + "/docs"))
+        stack.start_worker()
+        yield stack
+    finally:
+        stack.worker.stop()
+        stack.api.stop()
+        stack.redis.stop()  # the test that restarts Redis replaces stack.redis
+
+
 def backend_env(tmp: Path, deployment: Any, redis_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCAP_")}
     env.update(

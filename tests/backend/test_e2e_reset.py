@@ -18,15 +18,12 @@ import requests
 from eth_account import Account
 from web3 import Web3
 
-from backend.redis_embedded import EmbeddedRedis
 from gpucap import devchain
 from gpucap.deployment import Deployment
 from tests.backend.backend_helpers import (
     ROOT,
-    ServiceProcess,
     Stack,
-    backend_env,
-    http_up,
+    running_stack,
     wait_for,
 )
 
@@ -81,26 +78,8 @@ def own_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnChain]:
 @pytest.fixture(scope="module")
 def reset_stack(own_chain: OwnChain, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("reset-backend")
-    redis_server = EmbeddedRedis(port=devchain.free_port(), dir=tmp / "redis").start()
-    env = {**backend_env(tmp, own_chain, redis_server.url), "GPUCAP_INDEX_INTERVAL_SECONDS": "0.5"}
-    subprocess.run([sys.executable, "-m", "backend", "migrate"], cwd=ROOT, env=env, check=True)
-    api_port = devchain.free_port()
-    stack = Stack(
-        api_url=f"http://127.0.0.1:{api_port}",
-        env=env,
-        redis=redis_server,
-        api=ServiceProcess("api", ["api", "--port", str(api_port)], env, tmp / "api.log"),
-        worker=ServiceProcess("worker", ["worker"], env, tmp / "worker.log"),
-        deployment=own_chain,
-    )
-    try:
-        stack.api.start(ready=lambda: http_up(stack.api_url + "/docs"))
-        stack.start_worker()
+    with running_stack(tmp, own_chain, {"GPUCAP_INDEX_INTERVAL_SECONDS": "0.5"}) as stack:
         yield stack
-    finally:
-        stack.worker.stop()
-        stack.api.stop()
-        redis_server.stop()
 
 
 def test_after_a_reset_and_redeploy_the_faucet_answers_fresh_and_pays(

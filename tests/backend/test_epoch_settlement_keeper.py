@@ -13,8 +13,6 @@ terms were set during epoch k:
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,18 +23,13 @@ from sqlalchemy import select
 
 from backend.db.models import Action, ActionKind, LeafIngestRow, NodeMetricRow
 from backend.db.session import get_sessionmaker
-from backend.redis_embedded import EmbeddedRedis
 from backend.services.keepers.epochs import first_epoch_after
-from gpucap import devchain
 from gpucap.attestation import EpochCommitment, NodeLeaf, build_commitment
 from oracle.proofs import proofs_document, write_proofs
 from tests.backend.backend_helpers import (
-    ROOT,
-    ServiceProcess,
     Stack,
-    backend_env,
-    http_up,
     reorg_away,
+    running_stack,
     wait_for,
 )
 from tests.oracle.hub_helpers import ORACLE_KEYS, address_of, commitment_for, end_epoch, signatures
@@ -125,41 +118,15 @@ def world(live_deployment, admin, operator, buyer, stranger, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stack(world, live_deployment, tmp_path_factory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("keeper")
-    redis_server = EmbeddedRedis(port=devchain.free_port(), dir=tmp / "redis").start()
     env = {
-        **backend_env(tmp, live_deployment, redis_server.url),
         "GPUCAP_PROOFS_DIR": str(world["proofs"]),
         "GPUCAP_INDEX_INTERVAL_SECONDS": "0.5",
         "GPUCAP_EPOCH_SETTLE_INTERVAL_SECONDS": "0.5",
         "GPUCAP_EPOCH_SETTLE_RETRY_SECONDS": "3600",
         "GPUCAP_LEAF_INGEST_RETRY_SECONDS": "0.5",
     }
-    subprocess.run(
-        [sys.executable, "-m", "backend", "migrate"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    api_port = devchain.free_port()
-    api_url = f"http://127.0.0.1:{api_port}"
-    s = Stack(
-        api_url=api_url,
-        env=env,
-        redis=redis_server,
-        api=ServiceProcess("api", ["api", "--port", str(api_port)], env, tmp / "api.log"),
-        worker=ServiceProcess("worker", ["worker"], env, tmp / "worker.log"),
-        deployment=live_deployment,
-    )
-    try:
-        s.api.start(ready=lambda: http_up(api_url + "/docs"))
-        s.start_worker()
+    with running_stack(tmp_path_factory.mktemp("keeper"), live_deployment, env) as s:
         yield s
-    finally:
-        s.worker.stop()
-        s.api.stop()
-        redis_server.stop()
 
 
 def _split(gross: int) -> tuple[int, int, int]:

@@ -70,6 +70,9 @@ def test_0010_up_down_up(database_url: str) -> None:
     upgrade_to_head(database_url)
     columns = {c["name"] for c in sa.inspect(engine).get_columns("actions")}
     assert {"final", "chain_id", "genesis_hash", "deployment"} <= columns
+    assert "ix_actions_final_status" in {
+        i["name"] for i in sa.inspect(engine).get_indexes("actions")
+    }
     with engine.connect() as conn:
         old = conn.execute(sa.text("SELECT final, genesis_hash FROM actions")).one()
     assert (bool(old.final), old.genesis_hash) == (False, None)
@@ -82,6 +85,9 @@ def test_0010_up_down_up(database_url: str) -> None:
     command.downgrade(cfg, "0009")
     columns = {c["name"] for c in sa.inspect(engine).get_columns("actions")}
     assert not {"final", "chain_id", "genesis_hash", "deployment"} & columns
+    assert "ix_actions_final_status" not in {
+        i["name"] for i in sa.inspect(engine).get_indexes("actions")
+    }
     with engine.connect() as conn:  # a key is unique again: the newest row of "k" stays
         keys = sorted(conn.scalars(sa.text("SELECT idempotency_key FROM actions")))
     assert keys == ["before", "k"]

@@ -38,6 +38,8 @@ def upgrade() -> None:
         batch.create_unique_constraint(
             "uq_actions_key_chain", ["idempotency_key", "chain_id", "genesis_hash", "deployment"]
         )
+    # Every index run reviews the mined rows not final yet.
+    op.create_index("ix_actions_final_status", "actions", ["final", "status"])
 
 
 def downgrade() -> None:
@@ -60,6 +62,7 @@ def downgrade() -> None:
             )
         )
     )
+    op.drop_index("ix_actions_final_status", table_name="actions")
     with op.batch_alter_table("actions") as batch:
         batch.drop_constraint("uq_actions_key_chain", type_="unique")
         batch.create_unique_constraint("uq_actions_idempotency_key", ["idempotency_key"])

@@ -28,9 +28,9 @@ from typing import Any
 from sqlalchemy import and_, false, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db.models import OPEN_STATUSES, Action, ActionStatus, utcnow
+from backend.db.models import OPEN_STATUSES, Action, ActionKind, ActionStatus, utcnow
 from backend.services.chain import Chain, ChainIdentity, result_of
-from backend.services.relaying.actions import on_chain
+from backend.services.relaying.actions import create_action, on_chain
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,24 @@ def review_mined(
     report.finalized = len(buried)
     report.moved = len(moved)
     return report
+
+
+def plan_action(
+    session: Session,
+    chain: Chain,
+    identity: ChainIdentity,
+    *,
+    kind: ActionKind,
+    idempotency_key: str,
+    params: dict[str, Any],
+) -> str | None:
+    """A keeper's row for work the chain says is due now: its id when it is to be sent
+    (new, or re-opened because its transaction left the chain), else None (in flight or
+    done). Keepers plan from the chain, so the row's own status is not the last word."""
+    action, created = create_action(
+        session, kind=kind, idempotency_key=idempotency_key, params=params, chain=identity
+    )
+    return action.id if created or reopen_if_gone(session, chain, action) else None
 
 
 def reopen_if_gone(session: Session, chain: Chain, action: Action) -> bool:
