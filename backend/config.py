@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     # head by (0 on anvil, which never reorgs by itself; more on a real network).
     index_interval_seconds: float = 2.0
     index_confirmations: int = 0
+    # A mined action is `final` once this many blocks are mined on top of its block;
+    # until then a reorg that removes its transaction re-opens it and it is sent again
+    # (services/relaying/finality.py). Not 0 on the demo chain either: anvil_reorg and
+    # evm_revert take blocks away there too.
+    action_final_confirmations: int = Field(default=2, ge=0)
     # The indexer also stores each attested epoch's published leaves (metrics history);
     # an epoch whose proofs file was missing or wrong is looked at again after this long.
     leaf_ingest_retry_seconds: float = 30.0

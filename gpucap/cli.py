@@ -14,27 +14,46 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import httpx
+import requests
 import typer
+import typer.core
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from rich.console import Console
 from rich.table import Table
 from web3 import Web3
+from web3.exceptions import ProviderConnectionError, TimeExhausted, Web3RPCError
 
 from gpucap import actions, devchain
-from gpucap.actions import ApiRejected
-from gpucap.deployment import REPO_ROOT, Deployment
+from gpucap.actions import ApiRejected, TxRejected
+from gpucap.deployment import REPO_ROOT, Deployment, ManifestError
 
 app = typer.Typer(
     name="gpucap", help="Act on gpucap as an operator or a wallet user.", no_args_is_help=True
 )
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _flags_show_no_type(display: Any) -> Any:
+    """typer's rich help prints every option's type, a flag's too (``--json <bool>``); a
+    flag takes no value, so it shows none."""
+
+    def display_type_rich(self: typer.core.TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else display(self, ctx)  # type: ignore[no-any-return]
+
+    return display_type_rich
+
+
+typer.core.TyperOption.display_type_rich = _flags_show_no_type(  # type: ignore[method-assign]
+    typer.core.TyperOption.display_type_rich
+)
 
 USD = 10**6
 
@@ -145,6 +164,12 @@ def wallet(dev_account: int | None, keystore: Path | None) -> LocalAccount:
             raise typer.BadParameter(f"cannot open keystore {keystore}: {exc}") from exc
         return Account.from_key(key)
     if dev_account is not None:
+        if not 0 <= dev_account < devchain.DEV_ACCOUNTS:
+            raise typer.BadParameter(
+                f"{dev_account} is not a dev account: a local chain has accounts "
+                f"0 to {devchain.DEV_ACCOUNTS - 1}",
+                param_hint="--dev-account",
+            )
         return Account.from_key(devchain.dev_private_key(dev_account))
     key = os.environ.get("GPUCAP_WALLET_KEY")
     if key:
@@ -394,6 +419,15 @@ def publish_offer(
     """Offer GPU-hours of your node for a future window (as the node's operator)."""
     ctx = _ctx(typer_ctx)
     signer = wallet(dev_account, keystore)
+    capacity = ctx.deployment.contract(ctx.w3, "CapacityToken")
+    window_seconds = int(capacity.functions.windowSeconds().call())
+    if window_start % window_seconds:
+        before = window_start - window_start % window_seconds
+        raise typer.BadParameter(
+            f"{window_start} is not the start of a delivery window (windows are "
+            f"{window_seconds} s long): the nearest are {before} and {before + window_seconds}",
+            param_hint="WINDOW_START",
+        )
     token_id = (class_id << 64) | window_start
     data = ctx.contract("CapacityToken").encode_abi(
         "publishOffer", args=[node_id, token_id, amount, round(price * USD)]
@@ -424,3 +458,53 @@ def faucet(
     signer = wallet(dev_account, keystore)
     accepted = ctx.post("/faucet", {"address": signer.address})
     report(ctx, follow(ctx, accepted["action_id"]))
+
+
+# ---------------------------------------------------------------------------
+# Entry point: a failure is one line and an exit code, never a traceback
+# ---------------------------------------------------------------------------
+
+# A node that cannot be reached, as web3.py's HTTP provider reports it.
+NODE_UNREACHABLE = (requests.ConnectionError, requests.Timeout, ProviderConnectionError)
+
+
+def run() -> None:
+    """``python -m gpucap``. Exit codes: 0 done, 1 the action failed, 2 rejected or
+    unreachable (API, node) or a usage error. ``GPUCAP_DEBUG=1`` shows tracebacks."""
+    try:
+        app()
+    except Exception as exc:  # the last line between any failure and the user's terminal
+        if os.environ.get("GPUCAP_DEBUG"):
+            raise
+        err_console.print(f"[red]error:[/] {_one_line(exc)}", soft_wrap=True)
+        sys.exit(2)
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"the API at {_url_of(exc)} did not answer in time ({type(exc).__name__})"
+    if isinstance(exc, httpx.TransportError):
+        return f"cannot reach the API at {_url_of(exc)}: {exc or type(exc).__name__}"
+    if isinstance(exc, requests.Timeout | TimeExhausted):
+        return f"the chain node did not answer in time: {_first_line(exc)}"
+    if isinstance(exc, NODE_UNREACHABLE):
+        url = getattr(getattr(exc, "request", None), "url", None) or "the --rpc-url"
+        return f"cannot reach the chain node at {url} (is it running? see --rpc-url)"
+    if isinstance(exc, ApiRejected):
+        return f"rejected ({exc.status} {exc.body.get('code')}): {exc.body.get('reason')}"
+    if isinstance(exc, TxRejected | ManifestError | Web3RPCError):
+        return _first_line(exc)
+    return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _url_of(exc: httpx.HTTPError) -> str:
+    try:
+        url = exc.request.url
+    except RuntimeError:  # no request attached
+        return "the --api URL"
+    return f"{url.scheme}://{url.host}:{url.port}" if url.port else f"{url.scheme}://{url.host}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -20,6 +20,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Must match compiler.evm_version in brownie-config.yaml.
 HARDFORK = "cancun"
 CHAIN_ID = 31337
+# Pre-funded accounts a gpucap dev chain starts with (``Anvil.accounts``): the indexes
+# ``--dev-account`` accepts.
+DEV_ACCOUNTS = 20
 # anvil's well-known development mnemonic: its accounts are pre-funded.
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
 
@@ -57,7 +60,7 @@ class Anvil:
 
     port: int
     block_time: float | None = None
-    accounts: int = 20
+    accounts: int = DEV_ACCOUNTS
     # Block gas limit (None: anvil's 30M); a bulk seeder wants far more per block.
     gas_limit: int | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)

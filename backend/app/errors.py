@@ -36,7 +36,13 @@ SERVICE_STATUS: dict[type[ServiceError], int] = {
     ChainUnavailable: 503,
     WrongChain: 503,
 }
-HTTP_CODES = {404: "NotFound", 405: "MethodNotAllowed", 401: "Unauthorized", 403: "Forbidden"}
+HTTP_CODES = {
+    400: "MalformedBody",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    401: "Unauthorized",
+    403: "Forbidden",
+}
 
 
 class ApiError(Exception):
@@ -54,6 +60,56 @@ def error_body(code: str, reason: str, **extra: Any) -> dict[str, Any]:
 def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "request"
+
+
+# Every route may answer these whatever it does (request validation; a database that is
+# busy or down): the document says so, with the body the handlers below send.
+COMMON_ERRORS = {
+    "422": "Invalid request: `ValidationFailed` with the failing fields in `errors`, "
+    "or the route's own code",
+    "503": "A dependency (database or chain) is unavailable; retry shortly",
+}
+# ... and routes that take a body, this one (a body that is not UTF-8 JSON).
+BODY_ERRORS = {"400": "`MalformedBody`: the body cannot be parsed"}
+
+
+def document_errors(app: FastAPI) -> None:
+    """The OpenAPI document as the handlers answer: FastAPI documents its own 422 body
+    (``{"detail": [...]}``), which this API never sends. Every operation's 422 and 503
+    are ``ErrorPublic`` (``errors`` on a ValidationFailed), and so is the 400 of a route
+    that takes a body."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = build()
+        error_ref = {"$ref": "#/components/schemas/ErrorPublic"}
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        if "ErrorPublic" not in schemas:  # no route names it: add it (and its parts)
+            from backend.app.schemas import ErrorPublic
+
+            model = ErrorPublic.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(model.pop("$defs", {}))
+            schemas["ErrorPublic"] = model
+        for operations in doc.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                common = {**COMMON_ERRORS, **(BODY_ERRORS if "requestBody" in operation else {})}
+                for status, description in common.items():
+                    entry = responses.get(status)
+                    # A route's own documented answer stays (/health's 503 is its report).
+                    if entry is None or "HTTPValidationError" in str(entry.get("content")):
+                        responses[status] = {
+                            "description": description,
+                            "content": {"application/json": {"schema": error_ref}},
+                        }
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from backend.app.deps import CeleryEnqueuer, ChainProvider, Enqueuer, forward_kick
-from backend.app.errors import install_error_handlers
+from backend.app.errors import document_errors, install_error_handlers
 from backend.app.read_cache import ReadCache, ReadCacheMiddleware
 from backend.app.routers import api_router
 from backend.config import Settings, get_settings
@@ -49,6 +49,7 @@ def create_app(
     app.add_middleware(ReadCacheMiddleware)
     install_error_handlers(app)
     app.include_router(api_router)
+    document_errors(app)
     mount_dashboard(app, settings)
     return app
 

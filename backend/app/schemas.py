@@ -29,9 +29,20 @@ def checksum_address(value: Any) -> str:
     return to_checksum_address(value)
 
 
+class FieldErrorPublic(BaseModel):
+    field: str = Field(description="where in the request, dotted (e.g. `address`, `limit`)")
+    message: str
+
+
 class ErrorPublic(BaseModel):
+    """Every error answer. Some codes add fields (e.g. `action_id`, `next_drip_at`)."""
+
     code: str = Field(examples=["FaucetCooldown"])
     reason: str
+    errors: list[FieldErrorPublic] | None = Field(
+        default=None,
+        description="`ValidationFailed` only: every field that failed, and why",
+    )
 
 
 class FaucetCooldownPublic(ErrorPublic):
@@ -54,6 +65,18 @@ class ActionPublic(ActionBase):
     tx_hash: str | None
     nonce: int | None
     block_number: int | None
+    final: bool = Field(
+        description="the transaction is buried under the configured number of "
+        "confirmations (action_final_confirmations); until then a reorg that removes it "
+        "sends the action back to `submitted` and it is sent again"
+    )
+    chain_id: int | None = Field(description="the chain the action was made on")
+    genesis_hash: str | None = Field(
+        description="that chain's genesis block hash (a reset node has a new one)"
+    )
+    deployment: str | None = Field(
+        description="the deployment: its first block and a digest of its contract addresses"
+    )
     error_code: str | None = Field(description="machine code, e.g. the custom error's name")
     error: str | None = Field(description="human reason")
     attempts: int

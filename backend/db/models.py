@@ -7,7 +7,18 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -72,11 +83,14 @@ class ActionKind(enum.StrEnum):
 class ActionStatus(enum.StrEnum):
     PENDING = "pending"  # accepted, no transaction signed yet
     SUBMITTED = "submitted"  # signed (tx_hash, nonce, raw_tx recorded) and broadcast
-    CONFIRMED = "confirmed"  # mined with status 1
+    CONFIRMED = "confirmed"  # mined with status 1 (``Action.final`` once buried deep enough)
     FAILED = "failed"  # will not succeed; error_code + error say why
 
     @property
     def is_final(self) -> bool:
+        """The relayer's work is done (mined, or failed). Not the chain's finality: a
+        reorg may still take a mined row's transaction away (then the row is re-opened);
+        ``Action.final`` says it is buried under enough confirmations."""
         return self in (ActionStatus.CONFIRMED, ActionStatus.FAILED)
 
 
@@ -90,7 +104,9 @@ class Action(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
     kind: Mapped[str] = mapped_column(String(32))
-    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    # Unique per chain identity (below), not globally: after a chain reset and a
+    # redeploy the same request is a new action on the new chain.
+    idempotency_key: Mapped[str] = mapped_column(String(200))
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default=ActionStatus.PENDING.value)
     sender: Mapped[str | None] = mapped_column(String(42))
@@ -107,6 +123,16 @@ class Action(Base):
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     replaced_tx_hashes: Mapped[list[str] | None] = mapped_column(JSON)
     block_number: Mapped[int | None] = mapped_column(BigInteger)
+    # The mined transaction (confirmed, or failed on chain) is buried under
+    # ``action_final_confirmations`` blocks. Until then a reorg that removes it re-opens
+    # the row (relaying/finality.py).
+    final: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The chain the row was made on: chain id, genesis block hash (a reset node has a new
+    # one) and the deployment (``ChainIdentity.deployment``). Rows of another chain are
+    # never answered as current. NULL on rows older than these columns.
+    chain_id: Mapped[int | None] = mapped_column(BigInteger)
+    genesis_hash: Mapped[str | None] = mapped_column(String(66))
+    deployment: Mapped[str | None] = mapped_column(String(80))
     error: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -115,7 +141,16 @@ class Action(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
     __table_args__ = (
+        UniqueConstraint(
+            "idempotency_key",
+            "chain_id",
+            "genesis_hash",
+            "deployment",
+            name="uq_actions_key_chain",
+        ),
         Index("ix_actions_status_updated_at", "status", "updated_at"),
+        # The finality review's rows, every index run: mined and not final yet.
+        Index("ix_actions_final_status", "final", "status"),
         # A sender's open forward request (forward.open_request_of): a key-prefix range.
         Index("ix_actions_kind_status_key", "kind", "status", "idempotency_key"),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -86,6 +87,32 @@ class JsonRpc:
         return answers
 
 
+@dataclass(frozen=True)
+class ChainIdentity:
+    """Which chain an action was made on: a node reset (anvil_reset, a new devnet) keeps
+    the chain id and, redeployed by the same key, even the contract addresses; its
+    genesis block is new. ``deployment``: the manifest's first block and a digest of its
+    contracts' addresses (a redeploy on a live chain is another deployment)."""
+
+    chain_id: int
+    genesis_hash: str
+    deployment: str
+
+    def columns(self) -> dict[str, Any]:
+        """The ``actions`` columns that hold it."""
+        return {
+            "chain_id": self.chain_id,
+            "genesis_hash": self.genesis_hash,
+            "deployment": self.deployment,
+        }
+
+
+def deployment_id(deployment: Deployment) -> str:
+    addresses = ",".join(f"{n}={r.address}" for n, r in sorted(deployment.contracts.items()))
+    digest = hashlib.sha256(addresses.encode()).hexdigest()[:24]
+    return f"{deployment.deployed_at_block}:{digest}"
+
+
 @dataclass
 class Chain:
     """A node plus the deployment manifest (contracts by name, ABIs for error decoding)."""
@@ -132,12 +159,27 @@ class Chain:
 
     def check_chain_id(self) -> int:
         chain_id = self.call("eth_chainId", lambda: self.w3.eth.chain_id)
+        self._require_manifest_chain(chain_id)
+        return chain_id
+
+    def _require_manifest_chain(self, chain_id: int) -> None:
         if chain_id != self.deployment.chain_id:
             raise WrongChain(
                 f"node at {self.w3.provider.endpoint_uri} is chain {chain_id}, "  # type: ignore[attr-defined]
                 f"manifest {self.deployment.path} is for chain {self.deployment.chain_id}"
             )
-        return chain_id
+
+    def identity(self) -> ChainIdentity:
+        """The node's chain as it is now (one round trip: chain id and genesis block).
+        Not cached: a reset node must never be taken for the chain it was."""
+        chain_id, genesis = self.batch(
+            "reading the chain's identity",
+            [("eth_chainId", []), ("eth_getBlockByNumber", ["0x0", False])],
+        )
+        node_chain_id = int(result_of(chain_id, "eth_chainId"), 16)
+        self._require_manifest_chain(node_chain_id)
+        block = result_of(genesis, "eth_getBlockByNumber")
+        return ChainIdentity(node_chain_id, str(block["hash"]), deployment_id(self.deployment))
 
     def latest_block(self) -> Any:
         return self.call("eth_getBlockByNumber", lambda: self.w3.eth.get_block("latest"))

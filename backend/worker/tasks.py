@@ -13,12 +13,18 @@ from redis.exceptions import RedisError
 
 from backend.db.models import ActionStatus
 from backend.services.claims import claimed
-from backend.services.errors import ActionNotFound, ChainUnavailable, NonceLockTimeout
+from backend.services.errors import (
+    ActionNotFound,
+    ChainUnavailable,
+    NonceLockTimeout,
+    WrongChain,
+)
 from backend.services.indexing.indexer import ConcurrentIndexer, ReorgDuringBatch
 from backend.services.keepers.deliveries import plan_due
 from backend.services.keepers.epochs import plan_epoch_settlements
 from backend.services.relaying.batch_sizing import BatchLimits
 from backend.services.relaying.batching import BatchReverted
+from backend.services.relaying.finality import review_mined
 from backend.services.relaying.relay import relay_action as relay
 from backend.services.relaying.relay_kick import ForwardKick
 from backend.services.relaying.relayer import NonceConsumed, RelayRejected
@@ -143,19 +149,35 @@ def exclusive(ctx: Any, name: str) -> AbstractContextManager[bool]:
 
 @shared_task(name=INDEX_TASK, bind=True, ignore_result=True)
 def index_chain(self: Task) -> str:
-    """Catch the chain index up with the node."""
-    with exclusive(context_of(self.app), "indexer") as mine:
+    """Catch the chain index up with the node, then review the mined actions: re-open
+    those whose transaction a reorg took away (and send them again), mark final those
+    buried deep enough (services/relaying/finality.py)."""
+    ctx = context_of(self.app)
+    with exclusive(ctx, "indexer") as mine:
         if not mine:
             return "busy"
         try:
-            report = indexer_of(self.app).step()
-        except (ChainUnavailable, ManifestError) as exc:
+            indexer = indexer_of(self.app)
+            report = indexer.step()
+            review = review_mined(
+                ctx.sessions,
+                indexer.chain,
+                indexer.chain.identity(),
+                confirmations=ctx.settings.action_final_confirmations,
+                reorged_to=report.reorged_to,
+            )
+        except (ChainUnavailable, WrongChain, ManifestError) as exc:
             log.warning("index_chain: %s; will retry on the next beat", exc)
             return "unavailable"
         except (ReorgDuringBatch, ConcurrentIndexer) as exc:
             log.info("index_chain: %r; the next run continues", exc)
             return "retry"
-    return f"indexed {report.from_block}..{report.to_block} ({report.events} events)"
+    for action_id in review.reopened:
+        self.app.send_task(RELAY_TASK, args=[action_id], ignore_result=True)
+    return (
+        f"indexed {report.from_block}..{report.to_block} ({report.events} events); "
+        f"{len(review.reopened)} action(s) re-opened, {review.finalized} final"
+    )
 
 
 @shared_task(name=SETTLE_TASK, bind=True, ignore_result=True)

@@ -116,6 +116,46 @@ class Stack:
         return bool(resp.json()["checks"]["worker"]["ok"])
 
 
+@contextmanager
+def running_stack(
+    tmp: Path,
+    deployment: Any,
+    env_extra: dict[str, str] | None = None,
+    worker_env_extra: dict[str, str] | None = None,
+) -> Iterator[Stack]:
+    """Redis, a migrated database, the API and a worker for ``deployment`` (anything with
+    ``rpc_url`` and ``manifest_path``), all stopped on the way out. ``worker_env_extra``:
+    the worker's own settings on top (another node URL, shorter timeouts)."""
+    redis_server = EmbeddedRedis(port=devchain.free_port(), dir=tmp / "redis").start()
+    env = {**backend_env(tmp, deployment, redis_server.url), **(env_extra or {})}
+    subprocess.run(
+        [sys.executable, "-m", "backend", "migrate"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    api_port = devchain.free_port()
+    stack = Stack(
+        api_url=f"http://127.0.0.1:{api_port}",
+        env=env,
+        redis=redis_server,
+        api=ServiceProcess("api", ["api", "--port", str(api_port)], env, tmp / "api.log"),
+        worker=ServiceProcess(
+            "worker", ["worker"], {**env, **(worker_env_extra or {})}, tmp / "worker.log"
+        ),
+        deployment=deployment,
+    )
+    try:
+        stack.api.start(ready=lambda: http_up(stack.api_url + "/docs"))
+        stack.start_worker()
+        yield stack
+    finally:
+        stack.worker.stop()
+        stack.api.stop()
+        stack.redis.stop()  # the test that restarts Redis replaces stack.redis
+
+
 def backend_env(tmp: Path, deployment: Any, redis_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCAP_")}
     env.update(
@@ -138,6 +178,15 @@ def backend_env(tmp: Path, deployment: Any, redis_url: str) -> dict[str, str]:
     return env
 
 
+def reorg_away(block_number: int) -> None:
+    """anvil_reorg: replace every block from ``block_number`` to the head by empty ones
+    (the same height); their transactions are gone, from the pool too."""
+    from brownie import web3
+
+    depth = web3.eth.block_number - block_number + 1
+    web3.provider.make_request("anvil_reorg", [depth, []])  # type: ignore[arg-type]
+
+
 def http_up(url: str) -> bool:
     try:
         return requests.get(url, timeout=1).status_code == 200
@@ -145,8 +194,9 @@ def http_up(url: str) -> bool:
         return False
 
 
-def new_faucet_action(sessions: Any, address: str) -> str:
-    """A pending faucet action row for ``address`` (unique idempotency key); its id."""
+def new_faucet_action(chain: Any, sessions: Any, address: str) -> str:
+    """A pending faucet action row for ``address`` (unique idempotency key) on ``chain``
+    as it is now; its id."""
     import uuid
 
     from backend.db.models import ActionKind
@@ -158,6 +208,7 @@ def new_faucet_action(sessions: Any, address: str) -> str:
             kind=ActionKind.FAUCET,
             idempotency_key=str(uuid.uuid4()),
             params={"address": address},
+            chain=chain.identity(),
         )
         return action.id
 
@@ -238,6 +289,7 @@ def new_forward_action(relayer: Any, sessions: Any, system: Any) -> str:
             kind=ActionKind.FORWARD,
             idempotency_key=params.idempotency_key,
             params=params.as_params(),
+            chain=relayer.chain.identity(),
         )
         return str(action.id)
 

@@ -15,6 +15,7 @@ from backend.app.main import create_app
 from backend.config import Settings
 from backend.db.models import Action
 from backend.db.session import get_sessionmaker
+from backend.services.chain import ChainIdentity
 from backend.services.errors import ChainUnavailable
 from backend.services.relaying.faucet import FaucetState
 from backend.worker.celery_app import create_celery
@@ -47,6 +48,19 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
+class UnitChain:
+    """The route's chain here: its identity, or down when ``chain_state`` says so (the
+    faucet's state is ``chain_state``'s too)."""
+
+    def __init__(self, state: dict[str, object]) -> None:
+        self.state = state
+
+    def identity(self) -> ChainIdentity:
+        if self.state.get("down"):
+            raise ChainUnavailable("reading the chain's identity: node unreachable")
+        return ChainIdentity(31337, "0x" + "11" * 32, "1:abc")
+
+
 @pytest.fixture
 def chain_state(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     state: dict[str, object] = {"next_drip_at": 0}
@@ -74,7 +88,7 @@ def client(
     settings: Settings, queue: FakeQueue, chain_state: dict[str, object]
 ) -> Iterator[TestClient]:
     app = create_app(settings, enqueue=queue)
-    app.dependency_overrides[deps.get_chain] = lambda: object()
+    app.dependency_overrides[deps.get_chain] = lambda: UnitChain(chain_state)
     with TestClient(app) as c:  # runs the lifespan: migrations
         yield c
 
@@ -215,3 +229,25 @@ def test_celery_enqueue_with_redis_down_fails_fast(settings: Settings) -> None:
     started = time.monotonic()
     assert enqueue("some-id") is False
     assert time.monotonic() - started < 3.0
+
+
+def test_the_document_describes_the_bodies_the_api_sends(client: TestClient) -> None:
+    """A ValidationFailed 422 as sent matches its documented schema (with ``errors``),
+    FastAPI's own ``{"detail": ...}`` model is nowhere, and every route says what it does."""
+    doc = client.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas and "HTTPValidationError" not in str(doc)
+    error = schemas["ErrorPublic"]
+    assert set(error["required"]) == {"code", "reason"} and "errors" in error["properties"]
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            assert operation.get("description"), f"{method.upper()} {path} has no description"
+            unprocessable = operation["responses"]["422"]["content"]["application/json"]
+            assert unprocessable["schema"] == {"$ref": "#/components/schemas/ErrorPublic"}
+    sent = client.post("/faucet", json={"address": "0x12"})
+    assert sent.status_code == 422
+    body = sent.json()
+    assert body["code"] == "ValidationFailed"
+    assert set(body) <= set(error["properties"])
+    assert [set(e) for e in body["errors"]] == [set(schemas["FieldErrorPublic"]["properties"])]
+    assert body["errors"][0]["field"] == "address"

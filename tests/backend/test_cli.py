@@ -3,32 +3,37 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 from brownie import chain
 
+from gpucap import devchain
 from tests.backend.backend_helpers import ROOT, Stack, wait_for
 
 USD = 10**6
 WALLET_INDEX = 4  # tests/conftest.py `staker`: tUSD from the admin, no approvals
 
 
-def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    stack: Stack, *args: str, api: str | None = None, rpc_url: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
             "-m",
             "gpucap",
             "--api",
-            stack.api_url,
+            api or stack.api_url,
             "--manifest",
             str(stack.deployment.manifest_path),
             "--rpc-url",
-            stack.deployment.rpc_url,
+            rpc_url or stack.deployment.rpc_url,
             *args,
         ],
+        env={**os.environ, "COLUMNS": "200"},  # usage errors' boxes stay one line a message
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -209,3 +214,60 @@ def test_pool_deposit_stake_and_list(stack: Stack, offer, admin, operator, stake
 
     [row] = wait_for(listed, 30, "the stake in the pool index")
     assert (row["round"], row["raised"], row["staked"]) == ("succeeded", 10 * USD, 10 * 10**18)
+
+
+def _one_clear_line(done: subprocess.CompletedProcess[str], *expected: str) -> None:
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and 'File "' not in done.stderr, done.stderr
+    for text in expected:
+        assert text in done.stderr, done.stderr
+
+
+def test_an_api_that_is_down_is_a_message_not_a_traceback(stack: Stack, offer) -> None:
+    dead = f"http://127.0.0.1:{devchain.free_port()}"
+    wallet = ("--dev-account", str(WALLET_INDEX))
+    bought = cli(stack, "buy", str(offer["id"]), "1", *wallet, api=dead)
+    _one_clear_line(bought, "cannot reach the API at", dead)
+    for args in (("nodes",), ("faucet", *wallet), ("--json", "portfolio", "0x" + "00" * 20)):
+        _one_clear_line(cli(stack, *args, api=dead), "cannot reach the API")
+
+
+def test_a_node_that_is_down_is_a_message_not_a_traceback(stack: Stack, offer) -> None:
+    dead = f"http://127.0.0.1:{devchain.free_port()}"
+    deposited = cli(
+        stack, "pool", "deposit", str(offer["node"]), "1", "--dev-account", str(WALLET_INDEX),
+        rpc_url=dead,
+    )  # fmt: skip
+    _one_clear_line(deposited, "cannot reach the chain node", dead)
+
+
+def test_an_out_of_range_dev_account_is_refused_before_anything_is_sent(
+    stack: Stack, offer
+) -> None:
+    refused = cli(stack, "buy", str(offer["id"]), "1", "--dev-account", "999")
+    _one_clear_line(refused, "999 is not a dev account", "0 to 19")
+    assert cli(stack, "faucet", "--dev-account", "-1").returncode == 2
+
+
+def test_a_misaligned_window_says_which_windows_there_are(stack: Stack, offer) -> None:
+    window = offer["system"].capacity.windowSeconds()
+    start = (chain[-1].timestamp // window + 3) * window
+    refused = cli(
+        stack, "publish-offer", str(offer["node"]), "1", str(start + 7), "1", "2",
+        "--dev-account", "1",
+    )  # fmt: skip
+    _one_clear_line(refused, "not the start of a delivery window", f"{start} and {start + window}")
+
+
+def test_flags_are_shown_as_flags() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "gpucap", "offers", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "120", "NO_COLOR": "1"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "--all" in shown.stdout and "--class-id" in shown.stdout
+    assert "<bool>" not in shown.stdout and "<int>" in shown.stdout

@@ -16,6 +16,7 @@ from backend.config import Settings
 from backend.db.models import Action, ActionKind, ActionStatus
 from backend.db.session import get_sessionmaker
 from backend.redis_embedded import EmbeddedRedis
+from backend.services.chain import Chain
 from backend.services.relaying.actions import create_action
 from backend.worker.celery_app import RELAY_TASK, create_celery
 from gpucap.deployment import Deployment
@@ -147,6 +148,9 @@ def test_onchain_revert_is_recorded_as_failed(stack: Stack, stranger: Any) -> No
             kind=ActionKind.FAUCET,
             idempotency_key=f"test:{uuid.uuid4()}",
             params={"address": address},
+            chain=Chain.connect(
+                stack.deployment.rpc_url, stack.deployment.manifest_path, 5.0
+            ).identity(),
         )
     assert created
     create_celery(settings).send_task(RELAY_TASK, args=[action.id], ignore_result=True)

@@ -21,11 +21,10 @@ import redis
 from brownie import chain, web3
 from eth_account import Account
 
-from backend.redis_embedded import EmbeddedRedis
 from backend.services.relaying.nonce import NonceManager
 from gpucap import devchain
 from gpucap.signing import sign_request
-from tests.backend.backend_helpers import ServiceProcess, Stack, backend_env, http_up, wait_for
+from tests.backend.backend_helpers import Stack, running_stack, wait_for
 
 DRIP = 1_000 * 10**6  # DeployConfig.for_tests()
 
@@ -87,49 +86,20 @@ class TcpProxy:
 
 @pytest.fixture(scope="module")
 def faulty(live_deployment: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    import subprocess
-    import sys
-
-    from tests.backend.backend_helpers import ROOT
-
-    tmp = tmp_path_factory.mktemp("faults")
-    redis_server = EmbeddedRedis(port=devchain.free_port(), dir=tmp / "redis").start()
     anvil_port = int(live_deployment.rpc_url.rsplit(":", 1)[1])
     proxy = TcpProxy(anvil_port)
     proxy.restore()
-    env = backend_env(tmp, live_deployment, redis_server.url)
-    subprocess.run(
-        [sys.executable, "-m", "backend", "migrate"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
     worker_env = {
-        **env,
         "GPUCAP_RPC_URL": f"http://127.0.0.1:{proxy.port}",
         "GPUCAP_RPC_TIMEOUT_SECONDS": "1",
         "GPUCAP_RECEIPT_TIMEOUT_SECONDS": "3",
     }
-    api_port = devchain.free_port()
-    api_url = f"http://127.0.0.1:{api_port}"
-    stack = Stack(
-        api_url=api_url,
-        env=env,
-        redis=redis_server,
-        api=ServiceProcess("api", ["api", "--port", str(api_port)], env, tmp / "api.log"),
-        worker=ServiceProcess("worker", ["worker"], worker_env, tmp / "worker.log"),
-        deployment=live_deployment,
-    )
     try:
-        stack.api.start(ready=lambda: http_up(api_url + "/docs"))
-        stack.start_worker()
-        yield {"stack": stack, "proxy": proxy}
+        tmp = tmp_path_factory.mktemp("faults")
+        with running_stack(tmp, live_deployment, worker_env_extra=worker_env) as stack:
+            yield {"stack": stack, "proxy": proxy}
     finally:
-        stack.worker.stop()
-        stack.api.stop()
         proxy.cut()
-        redis_server.stop()
 
 
 def _drips(stack: Stack, n: int) -> list[tuple[str, str]]:

@@ -19,8 +19,6 @@ chain to the unit: what came in is what went out plus what every contract holds.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,6 @@ from brownie import chain, web3
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from backend.redis_embedded import EmbeddedRedis
 from gpucap import devchain
 from gpucap.attestation import EpochCommitment, NodeLeaf, build_commitment
 from gpucap.signing import sign_permit, sign_request
@@ -43,11 +40,8 @@ from scripts.deploy import (
     write_manifest,
 )
 from tests.backend.backend_helpers import (
-    ROOT,
-    ServiceProcess,
     Stack,
-    backend_env,
-    http_up,
+    running_stack,
     wait_for,
 )
 from tests.conftest import LiveDeployment
@@ -92,41 +86,15 @@ def proofs_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(live_deployment, proofs_dir, tmp_path_factory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("flow-backend")
-    redis_server = EmbeddedRedis(port=devchain.free_port(), dir=tmp / "redis").start()
     env = {
-        **backend_env(tmp, live_deployment, redis_server.url),
         "GPUCAP_PROOFS_DIR": str(proofs_dir),
         "GPUCAP_INDEX_INTERVAL_SECONDS": "0.5",
         "GPUCAP_SETTLE_INTERVAL_SECONDS": "0.5",
         "GPUCAP_EPOCH_SETTLE_INTERVAL_SECONDS": "0.5",
         "GPUCAP_LEAF_INGEST_RETRY_SECONDS": "0.5",
     }
-    subprocess.run(
-        [sys.executable, "-m", "backend", "migrate"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    api_port = devchain.free_port()
-    api_url = f"http://127.0.0.1:{api_port}"
-    s = Stack(
-        api_url=api_url,
-        env=env,
-        redis=redis_server,
-        api=ServiceProcess("api", ["api", "--port", str(api_port)], env, tmp / "api.log"),
-        worker=ServiceProcess("worker", ["worker"], env, tmp / "worker.log"),
-        deployment=live_deployment,
-    )
-    try:
-        s.api.start(ready=lambda: http_up(api_url + "/docs"))
-        s.start_worker()
+    with running_stack(tmp_path_factory.mktemp("flow-backend"), live_deployment, env) as s:
         yield s
-    finally:
-        s.worker.stop()
-        s.api.stop()
-        redis_server.stop()
 
 
 def _deadline() -> int:

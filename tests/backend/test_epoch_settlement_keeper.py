@@ -13,8 +13,6 @@ terms were set during epoch k:
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,17 +23,13 @@ from sqlalchemy import select
 
 from backend.db.models import Action, ActionKind, LeafIngestRow, NodeMetricRow
 from backend.db.session import get_sessionmaker
-from backend.redis_embedded import EmbeddedRedis
 from backend.services.keepers.epochs import first_epoch_after
-from gpucap import devchain
 from gpucap.attestation import EpochCommitment, NodeLeaf, build_commitment
 from oracle.proofs import proofs_document, write_proofs
 from tests.backend.backend_helpers import (
-    ROOT,
-    ServiceProcess,
     Stack,
-    backend_env,
-    http_up,
+    reorg_away,
+    running_stack,
     wait_for,
 )
 from tests.oracle.hub_helpers import ORACLE_KEYS, address_of, commitment_for, end_epoch, signatures
@@ -126,41 +120,15 @@ def world(live_deployment, admin, operator, buyer, stranger, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stack(world, live_deployment, tmp_path_factory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("keeper")
-    redis_server = EmbeddedRedis(port=devchain.free_port(), dir=tmp / "redis").start()
     env = {
-        **backend_env(tmp, live_deployment, redis_server.url),
         "GPUCAP_PROOFS_DIR": str(world["proofs"]),
         "GPUCAP_INDEX_INTERVAL_SECONDS": "0.5",
         "GPUCAP_EPOCH_SETTLE_INTERVAL_SECONDS": "0.5",
         "GPUCAP_EPOCH_SETTLE_RETRY_SECONDS": "3600",
         "GPUCAP_LEAF_INGEST_RETRY_SECONDS": "0.5",
     }
-    subprocess.run(
-        [sys.executable, "-m", "backend", "migrate"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    api_port = devchain.free_port()
-    api_url = f"http://127.0.0.1:{api_port}"
-    s = Stack(
-        api_url=api_url,
-        env=env,
-        redis=redis_server,
-        api=ServiceProcess("api", ["api", "--port", str(api_port)], env, tmp / "api.log"),
-        worker=ServiceProcess("worker", ["worker"], env, tmp / "worker.log"),
-        deployment=live_deployment,
-    )
-    try:
-        s.api.start(ready=lambda: http_up(api_url + "/docs"))
-        s.start_worker()
+    with running_stack(tmp_path_factory.mktemp("keeper"), live_deployment, env) as s:
         yield s
-    finally:
-        s.worker.stop()
-        s.api.stop()
-        redis_server.stop()
 
 
 def _split(gross: int) -> tuple[int, int, int]:
@@ -272,3 +240,43 @@ def test_metrics_history_is_served_from_verified_leaves(world, stack) -> None:
     with sessions() as session:
         stored = session.scalars(select(NodeMetricRow).where(NodeMetricRow.epoch == k + 3)).all()
         assert sorted(r.node_id for r in stored) == [a, b, c]
+
+
+def test_a_settlement_batch_a_reorg_removed_is_settled_again_once(world, stack, buyer) -> None:
+    """The keeper plans from the chain: after a reorg takes A's epoch k+3 settlement away,
+    the same batch (the same row, re-opened) settles it again, and the buyer pays once."""
+    s, k = world["system"], world["k"]
+    a = world["nodes"][0]
+    settlement = s.settlement
+    sessions = get_sessionmaker(stack.env["GPUCAP_DATABASE_URL"])
+    _publish(world["proofs"], s, world["commitments"][k + 3])  # the real file (if not yet)
+    wait_for(lambda: settlement.lastSettledEpoch(a) == k + 3, 60, "node A to settle epoch k+3")
+
+    def settled_rows() -> list[Action]:
+        with sessions() as session:
+            return list(
+                session.scalars(
+                    select(Action).where(Action.kind == ActionKind.SETTLE_EPOCH.value)
+                ).all()
+            )
+
+    def row_of_k3() -> Action | None:
+        rows = [r for r in settled_rows() if r.params["epoch"] == k + 3]
+        return rows[0] if len(rows) == 1 and rows[0].status == "confirmed" else None
+
+    before = wait_for(row_of_k3, 30, "the k+3 settlement to be recorded as confirmed")
+    paid, total_in = s.stablecoin.balanceOf(buyer), settlement.totalIn()
+
+    reorg_away(before.block_number)
+    assert settlement.lastSettledEpoch(a) == k + 1  # the reorg took the settlement away
+    assert s.stablecoin.balanceOf(buyer) > paid
+
+    wait_for(lambda: settlement.lastSettledEpoch(a) == k + 3, 60, "A to settle k+3 again")
+    after = wait_for(row_of_k3, 30, "the re-opened row to be confirmed again")
+    assert after.id == before.id  # the same action, executed once more, not a second one
+    assert s.stablecoin.balanceOf(buyer) == paid and settlement.totalIn() == total_in
+    assert sorted((r.params["epoch"], r.params["node_ids"], r.status) for r in settled_rows()) == [
+        (k + 1, [a], "confirmed"),
+        (k + 1, [world["nodes"][1]], "failed"),
+        (k + 3, [a], "confirmed"),
+    ]

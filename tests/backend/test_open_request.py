@@ -7,9 +7,11 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import Action, ActionKind, ActionStatus
+from backend.services.chain import ChainIdentity
 from backend.services.relaying.actions import create_action
 from backend.services.relaying.forward import KEY_PREFIX, open_request_of
 
+CHAIN = ChainIdentity(31337, "0x" + "11" * 32, "1:abc")
 ALICE = "0xAbCdEf0000000000000000000000000000000001"
 # Alice's address with one more digit changed: a neighbour in the key order.
 ALICE_NEIGHBOUR = "0xAbCdEf0000000000000000000000000000000002"
@@ -21,6 +23,7 @@ def _forward(session: Session, sender: str, nonce: int, status: ActionStatus) ->
         kind=ActionKind.FORWARD,
         idempotency_key=f"{KEY_PREFIX}{sender.lower()}:{nonce}:{'ab' * 16}",
         params={"sender": sender, "nonce": nonce},
+        chain=CHAIN,
     )
     session.execute(update(Action).where(Action.id == action.id).values(status=status.value))
     session.commit()
@@ -55,5 +58,6 @@ def test_other_kinds_with_a_like_key_are_not_forward_requests(
             kind=ActionKind.FAUCET,
             idempotency_key=f"{KEY_PREFIX}{ALICE.lower()}:9:x",
             params={},
+            chain=CHAIN,
         )
         assert open_request_of(session, ALICE) is None

@@ -60,7 +60,7 @@ def test_relay_twice_drips_once(
     relayer: Relayer, sessions: sessionmaker[Session], live_deployment: Any
 ) -> None:
     address = Account.create().address
-    action_id = new_faucet_action(sessions, address)
+    action_id = new_faucet_action(relayer.chain, sessions, address)
     assert (
         relay_action(
             sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
@@ -83,7 +83,7 @@ def test_crash_between_record_and_broadcast_resends_the_same_tx(
     relayer: Relayer, sessions: sessionmaker[Session], live_deployment: Any
 ) -> None:
     address = Account.create().address
-    action_id = new_faucet_action(sessions, address)
+    action_id = new_faucet_action(relayer.chain, sessions, address)
     with relayer.nonces.locked():
         signed = relayer.sign(drip_request(relayer.chain, address))
         actions.record_sent(sessions, [action_id], signed)  # … and the worker dies here
@@ -104,7 +104,7 @@ def test_recorded_tx_whose_nonce_was_taken_is_resigned(
     relayer: Relayer, sessions: sessionmaker[Session], live_deployment: Any
 ) -> None:
     address, other = Account.create().address, Account.create().address
-    action_id = new_faucet_action(sessions, address)
+    action_id = new_faucet_action(relayer.chain, sessions, address)
     with relayer.nonces.locked():
         lost = relayer.sign(drip_request(relayer.chain, address))
         actions.record_sent(sessions, [action_id], lost)
@@ -139,7 +139,7 @@ def test_chain_down_keeps_the_row_open_with_a_reason(
     offline = Relayer(
         dead, devchain.dev_private_key(9), relayer.nonces._client, receipt_timeout=1, lock_seconds=5
     )
-    action_id = new_faucet_action(sessions, Account.create().address)
+    action_id = new_faucet_action(relayer.chain, sessions, Account.create().address)
     with pytest.raises(ChainUnavailable):
         relay_action(
             sessions=sessions, relayer=offline, builders=REQUEST_BUILDERS, action_id=action_id
@@ -149,8 +149,8 @@ def test_chain_down_keeps_the_row_open_with_a_reason(
     assert "unreachable" in row.error
 
 
-def test_sweep_enqueues_stale_rows_once(sessions: sessionmaker[Session]) -> None:
-    a = new_faucet_action(sessions, Account.create().address)
+def test_sweep_enqueues_stale_rows_once(relayer: Relayer, sessions: sessionmaker[Session]) -> None:
+    a = new_faucet_action(relayer.chain, sessions, Account.create().address)
     enqueued: list[str] = []
     assert (
         sweep_stale_actions(sessions=sessions, enqueue=enqueued.append, older_than_seconds=60) == []

@@ -75,7 +75,7 @@ def test_stuck_transaction_is_replaced_and_confirmed_once(
     relayer: Relayer, sessions: sessionmaker[Session], live_deployment: Any, paused_mining: None
 ) -> None:
     address = Account.create().address
-    action_id = new_faucet_action(sessions, address)
+    action_id = new_faucet_action(relayer.chain, sessions, address)
     with pytest.raises(ChainUnavailable):  # sent, not mined (mining is paused)
         relay_action(
             sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
@@ -111,7 +111,7 @@ def test_original_mined_after_replacement_still_counts_once(
     """If the chain takes the original (sent back by someone who saw it), the action is
     confirmed with the original's hash and the replacement is never re-sent."""
     address = Account.create().address
-    action_id = new_faucet_action(sessions, address)
+    action_id = new_faucet_action(relayer.chain, sessions, address)
     with pytest.raises(ChainUnavailable):
         relay_action(
             sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id

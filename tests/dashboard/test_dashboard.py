@@ -249,6 +249,56 @@ def test_staker_view_read_only_and_with_a_wallet(
     shoot(page, "staker")
 
 
+# An EIP-1193 wallet as an extension injects it, whose user can switch accounts and chains
+# (window.__wallet.switch(...) stands for the user's clicks in the extension).
+FAKE_WALLET = """
+(() => {
+  const handlers = {};
+  const state = { accounts: [ACCOUNT], chainId: "0x7a69" };
+  window.ethereum = {
+    request: async ({ method }) => {
+      if (method === "eth_requestAccounts" || method === "eth_accounts") return state.accounts;
+      if (method === "eth_chainId") return state.chainId;
+      throw new Error(`unsupported ${method}`);
+    },
+    on: (event, fn) => { (handlers[event] ??= []).push(fn); },
+  };
+  const emit = (event, value) => (handlers[event] ?? []).forEach((f) => f(value));
+  window.__wallet = {
+    switchAccount: (a) => { state.accounts = [a]; emit("accountsChanged", [a]); },
+    switchChain: (id) => { state.chainId = id; emit("chainChanged", id); },
+  };
+})();
+"""
+
+
+def test_staker_view_follows_the_wallet_and_a_wrong_chain_is_said(
+    page: Any, stack: Stack, world: World, buyer, staker
+) -> None:
+    page.add_init_script(FAKE_WALLET.replace("ACCOUNT", repr(staker.address)))
+    open_view(page, stack, "staker")
+    page.wait_for_function(  # authorised already (eth_accounts): the view shows it
+        "a => document.getElementById('staker-address').value === a", arg=staker.address
+    )
+    assert page.is_hidden("#wallet-chain")  # the wallet is on gpucap's chain (31337)
+
+    page.evaluate("a => window.__wallet.switchAccount(a)", buyer.address)
+    page.wait_for_function(
+        "a => document.getElementById('staker-address').value === a", arg=buyer.address
+    )
+    assert buyer.address in page.inner_text("#wallet-address")
+    page.wait_for_function(  # the buyer's own capacity, not the staker's
+        "() => document.querySelectorAll('#staker-capacity tbody tr').length === 3"
+    )
+
+    page.evaluate("() => window.__wallet.switchChain('0x1')")
+    page.wait_for_selector("#wallet-chain:not([hidden])")
+    warning = page.inner_text("#wallet-chain")
+    assert "chain 1" in warning and "chain 31337" in warning and "Switch networks" in warning
+    page.evaluate("() => window.__wallet.switchChain('0x7a69')")
+    page.wait_for_selector("#wallet-chain", state="hidden")
+
+
 def test_stress_h100_price_fall_from_the_page(
     page: Any, stack: Stack, world: World, pools_served
 ) -> None:

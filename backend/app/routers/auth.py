@@ -78,6 +78,8 @@ def new_nonce(session: SessionDep, settings: SettingsDep) -> NoncePublic:
 
 @router.post("/login", responses=REJECTED)
 def login(body: LoginRequest, session: SessionDep, settings: SettingsDep) -> SessionPublic:
+    """Sign-In with Ethereum: a signed SIWE message (with a nonce from /nonce) for a
+    bearer token; 401 with the reason if the message or signature does not hold."""
     result = auth.login(
         session,
         message=body.message,
@@ -92,10 +94,12 @@ def login(body: LoginRequest, session: SessionDep, settings: SettingsDep) -> Ses
 
 @router.get("/me", responses={401: {"model": ErrorPublic}})
 def me(principal: PrincipalDep) -> PrincipalPublic:
+    """Who the bearer token belongs to: address, chain, roles and when the session ends."""
     return _public(principal)
 
 
 @router.post("/logout", status_code=204, responses={401: {"model": ErrorPublic}})
 def logout(principal: PrincipalDep, token: TokenDep, session: SessionDep) -> Response:
+    """End the bearer token's session: the token is refused from now on."""
     auth.logout(session, token)
     return Response(status_code=204)

@@ -48,12 +48,14 @@ def request_drip(
 ) -> ActionAccepted:
     """Accept a drip for ``address``; the worker relays ``drip(address)`` from the relayer key."""
     params = {"address": body.address}
+    # This chain as it is now: a row made on a chain that was reset is not an answer.
+    identity = chain.identity()
     if idempotency_key is not None:
         key = f"faucet:client:{idempotency_key}"
-        existing = find_by_key(session, key)
+        existing = find_by_key(session, key, identity)
         if existing is not None:  # a replay: same answer, whatever the cooldown says now
             action, _ = create_action(
-                session, kind=ActionKind.FAUCET, idempotency_key=key, params=params
+                session, kind=ActionKind.FAUCET, idempotency_key=key, params=params, chain=identity
             )
             return _accepted(request, response, action, created=False)
 
@@ -68,7 +70,7 @@ def request_drip(
     if idempotency_key is None:
         key = default_idempotency_key(body.address, state)
     action, created = create_action(
-        session, kind=ActionKind.FAUCET, idempotency_key=key, params=params
+        session, kind=ActionKind.FAUCET, idempotency_key=key, params=params, chain=identity
     )
     if created and enqueue(action.id):  # only after the commit in create_action
         mark_enqueued(session, action.id)

@@ -143,6 +143,7 @@ def _accept(
             kind=ActionKind.FORWARD,
             idempotency_key=params.idempotency_key,
             params=params.as_params(),
+            chain=chain.identity(),
             enqueued_at=utcnow(),
             likely_new=True,  # a replay of a request still open was answered above
         )

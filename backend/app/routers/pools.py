@@ -204,6 +204,7 @@ def list_pools(
 
 @router.get("/pools/{address}", responses=ERRORS)
 def read_pool(address: AddressPath, session: SessionDep) -> PoolPublic:
+    """One revenue pool: its terms, round state and totals; 404 if not indexed."""
     pool, terms = _pool_or_404(session, address)
     return _pool_public(session, pool, terms)
 

@@ -57,6 +57,7 @@ def _address(value: str | None, field: str) -> str | None:
 
 @router.get("/gpu-classes")
 def list_gpu_classes(session: SessionDep) -> list[GpuClassPublic]:
+    """The GPU classes registered on NodeRegistry (reference power, throughput, life)."""
     rows = session.scalars(select(GpuClassRow).order_by(GpuClassRow.class_id))
     return [GpuClassPublic.model_validate(r) for r in rows]
 
@@ -70,6 +71,7 @@ def list_nodes(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[NodePublic]:
+    """Indexed nodes by id, filtered by operator address, GPU class or status."""
     query = select(NodeRow).order_by(NodeRow.node_id).limit(limit).offset(offset)
     if (op := _address(operator, "operator")) is not None:
         query = query.where(NodeRow.operator == op)
@@ -82,6 +84,7 @@ def list_nodes(
 
 @router.get("/nodes/{node_id}", responses=NOT_FOUND)
 def read_node(node_id: IdPath, session: SessionDep) -> NodePublic:
+    """One indexed node; 404 `NodeNotFound` if the index has not seen it."""
     row = session.get(NodeRow, node_id)
     if row is None:
         raise ApiError(404, "NodeNotFound", f"no node {node_id} has been indexed")
@@ -97,6 +100,7 @@ def list_epochs(session: SessionDep, limit: Limit = 50, offset: Offset = 0) -> l
 
 @router.get("/epochs/{epoch}", responses=NOT_FOUND)
 def read_epoch(epoch: IdPath, session: SessionDep) -> EpochPublic:
+    """One attested epoch (root, node count, totals); 404 `EpochNotAttested` before."""
     row = session.get(EpochRow, epoch)
     if row is None:
         raise ApiError(404, "EpochNotAttested", f"epoch {epoch} has not been attested (yet)")
@@ -113,6 +117,7 @@ def list_offers(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[OfferPublic]:
+    """Indexed capacity offers by id, filtered by status, node, class or window."""
     query = select(OfferRow).order_by(OfferRow.offer_id).limit(limit).offset(offset)
     for column, value in (
         (OfferRow.status, status),
@@ -127,6 +132,7 @@ def list_offers(
 
 @router.get("/offers/{offer_id}", responses=NOT_FOUND)
 def read_offer(offer_id: IdPath, session: SessionDep) -> OfferPublic:
+    """One indexed offer; 404 `OfferNotFound` if the index has not seen it."""
     row = session.get(OfferRow, offer_id)
     if row is None:
         raise ApiError(404, "OfferNotFound", f"no offer {offer_id} has been indexed")
@@ -141,6 +147,7 @@ def list_reservations(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[ReservationPublic]:
+    """Indexed reservations (capacity bought for a window), by holder or node."""
     query = (
         select(ReservationRow).order_by(ReservationRow.reservation_id).limit(limit).offset(offset)
     )

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from backend.db.models import ActionKind, EpochRow, IndexedBlock, ReservationRow
 from backend.services.chain import Chain
 from backend.services.indexing.leaves import ProofsUnavailable, load_epoch_proofs
-from backend.services.relaying.actions import create_action
+from backend.services.relaying.finality import plan_action
 from backend.services.relaying.relayer import TxRequest
 from gpucap.attestation import NodeLeaf
 
@@ -73,6 +73,7 @@ def plan_due(
     now = session.scalar(select(IndexedBlock.timestamp).order_by(IndexedBlock.number.desc()))
     if now is None:
         return plan
+    identity = chain.identity()
     capacity = chain.contract(CAPACITY)
     window_seconds, grace = chain.call(
         "reading capacity windows",
@@ -124,13 +125,20 @@ def plan_due(
                 "proofs": [proof for _, proof in batch],
             }
             key = f"prove:{node_id}:{token_id}:" + ",".join(str(leaf.epoch) for leaf, _ in batch)
-            action, created = create_action(
-                session, kind=ActionKind.PROVE_DELIVERY, idempotency_key=key, params=params
+            # Planned from the chain (isEpochProven): a row that says done for epochs
+            # the chain says are unproven lost its transaction to a reorg.
+            action_id = plan_action(
+                session,
+                chain,
+                identity,
+                kind=ActionKind.PROVE_DELIVERY,
+                idempotency_key=key,
+                params=params,
             )
-            if created:
-                plan.proofs.append(action.id)
+            if action_id is not None:
+                plan.proofs.append(action_id)
                 if enqueue is not None:
-                    enqueue(action.id)
+                    enqueue(action_id)
         all_proven_after = len(unproven) == len(provable)
         window_end = int(rows[0].window_start) + window_seconds
         if provable or not (all_proven_after or now >= window_end + grace):
@@ -143,16 +151,18 @@ def plan_due(
                 )
             continue
         for row in rows:
-            action, created = create_action(
+            action_id = plan_action(
                 session,
+                chain,
+                identity,
                 kind=ActionKind.SETTLE_RESERVATION,
                 idempotency_key=f"settle:{row.reservation_id}",
                 params={"reservation_id": row.reservation_id},
             )
-            if created:
-                plan.settlements.append(action.id)
+            if action_id is not None:
+                plan.settlements.append(action_id)
                 if enqueue is not None:
-                    enqueue(action.id)
+                    enqueue(action_id)
     return plan
 
 

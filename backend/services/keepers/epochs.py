@@ -31,7 +31,9 @@ the planner (a beat task) works like this, per run:
 
 Each batch is an action row (idempotency key from epoch, root, nodes and attempt)
 relayed through the write-ahead relayer like every other keeper action; a
-retried or duplicated plan finds the existing row.
+retried or duplicated plan finds the existing row. What is due comes from the chain
+(``lastSettledEpoch``), not from the rows: a row that says confirmed for an epoch the
+chain has not settled lost its transaction to a reorg, and is re-opened and sent again.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ from backend.services.indexing.leaves import (
     ProofsUnavailable,
     load_epoch_proofs,
 )
-from backend.services.relaying.actions import create_action
+from backend.services.relaying.finality import plan_action
 from backend.services.relaying.relayer import GAS_HEADROOM_DEN, GAS_HEADROOM_NUM, TxRequest
 from backend.services.revert import decode_revert
 from gpucap.attestation import NodeLeaf
@@ -243,6 +245,7 @@ def plan_epoch_settlements(
     since = billable_since(session)
     if not since:
         return plan
+    identity = chain.identity()
     settlement, hub = chain.contract(SETTLEMENT), chain.contract(HUB)
     genesis, length = chain.call(
         "reading the epoch schedule",
@@ -334,11 +337,18 @@ def plan_epoch_settlements(
                 "proofs": [item.proof for item in items],
             }
             key = _key(epoch, roots[epoch], node_ids, max(attempts[n] for n in node_ids))
-            action, created = create_action(
-                session, kind=ActionKind.SETTLE_EPOCH, idempotency_key=key, params=params
+            # Planned from the chain: a row that says done for work the chain says is
+            # due lost its transaction to a reorg; it goes again.
+            action_id = plan_action(
+                session,
+                chain,
+                identity,
+                kind=ActionKind.SETTLE_EPOCH,
+                idempotency_key=key,
+                params=params,
             )
-            if created:
-                plan.actions.append(action.id)
+            if action_id is not None:
+                plan.actions.append(action_id)
                 if enqueue is not None:
-                    enqueue(action.id)
+                    enqueue(action_id)
     return plan

@@ -4,7 +4,12 @@ the transaction driver makes as a row's transaction is sent, replaced and mined.
 Every user action is a row before it is a transaction, so a retry never acts
 twice. This module is only the store: which transaction a row becomes, and when,
 is the driver's business (``tx_driver.py``), and it knows no kind of action.
-Writes that finish a row only touch open rows: a final row is never rewritten.
+Writes that finish a row only touch open rows: a finished row is never rewritten by
+the relayer. Only the chain can undo one: a reorg that takes its transaction away
+re-opens it (``finality.py``).
+
+Keys are unique per chain (``ChainIdentity``): a row made on another chain (a reset
+node, another deployment) is never found for a request on this one.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import OPEN_STATUSES, Action, ActionKind, ActionStatus, utcnow
 from backend.db.session import write_turn
+from backend.services.chain import ChainIdentity
 from backend.services.errors import ActionNotFound, IdempotencyConflict
 from backend.services.relaying.relayer import Fees, Mined, SignedTx
 
@@ -31,10 +37,12 @@ def create_action(
     kind: ActionKind,
     idempotency_key: str,
     params: dict[str, Any],
+    chain: ChainIdentity,
     enqueued_at: datetime | None = None,
     likely_new: bool = False,
 ) -> tuple[Action, bool]:
-    """Insert and commit; returns (action, created). Same key + same params → the existing row.
+    """Insert and commit; returns (action, created). Same key + same params on the same
+    chain → the existing row.
 
     ``enqueued_at``: the caller enqueues the new row right after this commit, so the
     row says so from the start (one commit instead of two); if that enqueue fails,
@@ -45,7 +53,7 @@ def create_action(
     detached, with the values written. ``likely_new``: skip looking for the key first,
     for callers whose keys are nearly always new (a taken key then costs a failed
     insert and a rollback of the session, which expires what it had loaded)."""
-    existing = None if likely_new else find_by_key(session, idempotency_key)
+    existing = None if likely_new else find_by_key(session, idempotency_key, chain)
     if existing is None:
         now = utcnow()
         values = {
@@ -56,6 +64,8 @@ def create_action(
             "status": ActionStatus.PENDING.value,
             "attempts": 0,
             "last_enqueued_at": enqueued_at,
+            "final": False,
+            **chain.columns(),
             "created_at": now,
             "updated_at": now,
         }
@@ -66,7 +76,7 @@ def create_action(
             return Action(**values), True
         except IntegrityError:  # the key is taken (a retry, or a concurrent request won)
             session.rollback()
-            existing = find_by_key(session, idempotency_key)
+            existing = find_by_key(session, idempotency_key, chain)
             if existing is None:
                 raise  # not the key: nothing to return instead
     if existing.kind != kind.value or existing.params != params:
@@ -80,8 +90,20 @@ def create_action(
 _INSERT_ACTION = insert(Action.__table__)
 
 
-def find_by_key(session: Session, idempotency_key: str) -> Action | None:
-    return session.scalar(select(Action).where(Action.idempotency_key == idempotency_key))
+def find_by_key(session: Session, idempotency_key: str, chain: ChainIdentity) -> Action | None:
+    """The row of this key made on ``chain`` (never one of another chain)."""
+    return session.scalar(
+        select(Action).where(Action.idempotency_key == idempotency_key, *on_chain(chain))
+    )
+
+
+def on_chain(chain: ChainIdentity) -> tuple[Any, ...]:
+    """WHERE clauses: rows made on ``chain``."""
+    return (
+        Action.chain_id == chain.chain_id,
+        Action.genesis_hash == chain.genesis_hash,
+        Action.deployment == chain.deployment,
+    )
 
 
 def get_action(session: Session, action_id: str) -> Action:

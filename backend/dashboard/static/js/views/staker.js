@@ -98,9 +98,12 @@ export const stakerView = {
     });
     input.addEventListener("input", () => input.setCustomValidity(""));
     const useWallet = root.querySelector("#staker-use-wallet");
-    const sync = (account) => {
+    // The view follows the wallet while it shows the wallet's account: on accountsChanged
+    // it shows the new one. An address typed in the form stays until another is asked for.
+    const sync = (account, previous) => {
       useWallet.hidden = !account;
-      if (account && !address) show(account);
+      const following = !address || (previous && address.toLowerCase() === previous.toLowerCase());
+      if (account && following && account !== address) show(account);
     };
     useWallet.addEventListener("click", () => currentAccount() && show(currentAccount()));
     onAccount(sync);
