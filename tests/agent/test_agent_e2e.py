@@ -1,0 +1,194 @@
+"""Node agents as real processes on the simulated fleet (CPU path), judged by the oracle.
+
+Six nodes are registered with their own node keys; one agent process per node
+serves over real HTTP. The oracle's agent source (built from settings as the
+daemon builds it) polls them, challenges each, and measures a window: the
+honest node is credited, every liar gets no GPU-hours and a logged reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from eth_account import Account
+from eth_utils import keccak
+
+from gpucap.devchain import free_port
+from oracle.config import OracleSettings
+from oracle.reporter import build_reporter
+from oracle.sources import build_source
+from oracle.telemetry import EpochWindow
+
+ACQUISITION_COST = 250_000 * 10**6
+ACQUIRED_AT = 1_700_000_000
+# node id -> (behaviour, extra agent settings); node 5's agent signs with a key that is not
+# its registered one, node 7 is registered but its agent is never started.
+AGENTS = {
+    1: ("honest", {}),
+    2: ("fake_work", {}),
+    3: ("replay", {}),
+    4: ("throttle", {"GPUCAP_AGENT_THROTTLE_SECONDS": "1.0"}),
+    5: ("honest", {"GPUCAP_AGENT_KEY": "0x" + keccak(b"not the registered key").hex()}),
+    6: ("stale", {}),
+    7: ("throttle", {"GPUCAP_AGENT_THROTTLE_SECONDS": "6.0"}),
+}
+
+
+def node_key(node_id: int) -> str:
+    return "0x" + keccak(f"gpucap test node key {node_id}".encode()).hex()
+
+
+@pytest.fixture(scope="module")
+def world(live_deployment, operator):
+    system = live_deployment.system
+    h100 = system.class_ids["H100-SXM-80GB"]
+    for node_id in AGENTS:
+        system.registry.registerNode(
+            h100,
+            8,
+            b"eu-west".ljust(32, b"\0"),
+            ACQUISITION_COST,
+            ACQUIRED_AT,
+            Account.from_key(node_key(node_id)).address,
+            {"from": operator},
+        )
+    return live_deployment
+
+
+@pytest.fixture(scope="module")
+def agents(world):
+    """One `python -m agent run` process per node; {node id: base URL}."""
+    from brownie import chain
+
+    procs, urls = [], {}
+    for node_id, (behaviour, extra) in AGENTS.items():
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCAP_")}
+        env.update(
+            GPUCAP_AGENT_NODE_ID=str(node_id),
+            GPUCAP_AGENT_CHAIN_ID=str(chain.id),
+            GPUCAP_AGENT_PORT=str(port),
+            GPUCAP_AGENT_KEY=node_key(node_id),
+            GPUCAP_AGENT_BEHAVIOUR=behaviour,
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(extra)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "agent", "run"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        urls[node_id] = f"http://127.0.0.1:{port}"
+    try:
+        for url in urls.values():
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if requests.get(f"{url}/health", timeout=1).ok:
+                        break
+                except requests.ConnectionError:
+                    pass
+                assert time.monotonic() < deadline, f"agent at {url} never came up"
+                time.sleep(0.1)
+        yield urls
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def oracle(world, agents, tmp_path_factory):
+    state = tmp_path_factory.mktemp("oracle-agent")
+    settings = OracleSettings(
+        rpc_url=world.rpc_url,
+        manifest_path=world.manifest_path,
+        proofs_dir=state / "epochs",
+        state_path=state / "state.sqlite3",
+        source="agent",
+        agent_targets=",".join(f"{n}={url}" for n, url in agents.items()),
+        sample_interval_seconds=1.0,
+        # Challenges are sent by the test, not the random schedule.
+        challenge_mean_interval_seconds=10**9,
+        # CPU-sized work (n = 63 for an H100) with room for a loaded test machine.
+        challenge_target_seconds=1e-9,
+        challenge_kernel_slack_seconds=0.3,
+        challenge_overhead_seconds=2.0,
+    )
+    source, sampler = build_source(settings)
+    yield settings, source, sampler
+    # The test polls by hand (the sampler thread never ran): release what it holds.
+    sampler.collector.close()
+    sampler.store.close()
+    source.ledger.close()
+
+
+def test_only_samples_signed_by_the_registered_key_and_fresh_count(oracle, caplog):
+    _, source, sampler = oracle
+    collector = sampler.collector
+    with caplog.at_level(logging.WARNING, logger="gpucap.oracle.collectors.agent"):
+        sampler.poll_once()
+    now = time.time()
+    seen = {n for n in AGENTS if source.store.window(n, now - 60, now + 1)}
+    assert seen == {1, 2, 3, 4, 7}
+    assert collector.rejections["wrong_key"] == 1 and collector.rejections["stale"] == 1
+    assert "node 5: agent sample rejected (wrong_key)" in caplog.text
+    assert "node 6: agent sample rejected (stale)" in caplog.text
+    # Devices are the GPUs' UUIDs, as the agent signed them.
+    assert len(collector.gpus_of(1)) == 8
+
+
+def test_challenges_credit_the_honest_node_and_catch_every_liar(oracle, caplog):
+    _, _, sampler = oracle
+    challenger = sampler.collector.challenger
+    with caplog.at_level(logging.WARNING, logger="gpucap.oracle.challenges"):
+        verdicts = {n: challenger.challenge(n) for n in AGENTS}
+        replayed = challenger.challenge(3)  # the first answer was honest; now it replays it
+    assert verdicts[1].passed, verdicts[1]
+    assert verdicts[3].passed, verdicts[3]
+    reasons = {n: v.reason for n, v in verdicts.items() if not v.passed}
+    assert reasons == {
+        2: "wrong_row",  # committed to rows it never computed
+        4: "too_slow_for_class",  # a slower machine claiming an H100
+        5: "wrong_key",  # signed by a key that is not the node's
+        6: "unknown_gpu",  # its samples were never accepted, so no GPU of its is known
+        7: "missed_deadline",
+    }
+    assert (replayed.passed, replayed.reason) == (False, "replayed")
+    assert "node 2 FAILED a challenge: wrong_row" in caplog.text
+    assert "node 3 FAILED a challenge: replayed" in caplog.text
+
+
+def test_a_failed_challenge_costs_the_epoch_its_gpu_hours(oracle, caplog):
+    settings, source, sampler = oracle
+    ledger_times = source.ledger.counts(AGENTS, 0, time.time() + 1)
+    assert ledger_times[1] == {"passed": 1, "failed": 0, "failures": []}
+    sampler.poll_once()
+    sampler.poll_once()
+    reporter = build_reporter(settings, source)
+    nodes = reporter.chain.measurable_nodes()
+    # A window around what this oracle saw (wall clock, as live samples are stamped).
+    end = int(time.time()) + 1
+    window = EpochWindow(1, end - 120, end)
+    with caplog.at_level(logging.WARNING, logger="gpucap.oracle"):
+        leaves, excluded, _, challenges = reporter.measure(nodes, window)
+    delivered = {leaf.node_id: leaf.milli_gpu_hours for leaf in leaves}
+    assert not excluded
+    assert delivered[1] > 0
+    for liar in (2, 3, 4, 7):  # measured, but failed a challenge
+        assert delivered[liar] == 0
+    assert delivered[5] == delivered[6] == 0  # no accepted sample at all: no coverage
+    assert challenges["1"] == {"passed": 1, "failed": 0, "failures": []}
+    assert challenges["3"]["passed"] == 1 and challenges["3"]["failed"] == 1
+    assert challenges["2"]["failures"][0].startswith("wrong_row")
+    assert "node 2 failed 1 challenge(s) (wrong_row" in caplog.text
