@@ -193,6 +193,13 @@ class Challenger:
         self.on_verdict: Callable[[Verdict], None] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._started = time.monotonic()
+        self._busy_s = 0.0  # agents' time spent answering, summed over nodes
+
+    def load_share(self) -> float:
+        """Share of the challenged nodes' time spent answering challenges so far."""
+        watched = (time.monotonic() - self._started) * max(1, len(self.targets))
+        return self._busy_s / watched if watched > 0 else 0.0
 
     def challenge(self, node_id: int) -> Verdict:
         """Challenge one node now, record and return the verdict."""
@@ -203,8 +210,16 @@ class Challenger:
             log.warning("node %d not challenged: %s", node_id, verdict.detail)
             return verdict
         self.ledger.record(verdict)
+        self._busy_s += verdict.round_trip_s
         if verdict.passed:
-            log.info("node %d passed a challenge (round trip %.3fs)", node_id, verdict.round_trip_s)
+            log.info(
+                "node %d passed a challenge (%s, round trip %.3fs); challenge load so far"
+                " %.4f%% of the nodes' time",
+                node_id,
+                verdict.detail,
+                verdict.round_trip_s,
+                100 * self.load_share(),
+            )
         else:
             log.warning(
                 "node %d FAILED a challenge: %s (%s)", node_id, verdict.reason, verdict.detail

@@ -8,6 +8,7 @@ honest node is credited, every liar gets no GPU-hours and a logged reason.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -192,3 +193,49 @@ def test_a_failed_challenge_costs_the_epoch_its_gpu_hours(oracle, caplog):
     assert challenges["3"]["passed"] == 1 and challenges["3"]["failed"] == 1
     assert challenges["2"]["failures"][0].startswith("wrong_row")
     assert "node 2 failed 1 challenge(s) (wrong_row" in caplog.text
+
+
+def test_the_daemon_challenges_at_random_times_and_counts_verdicts(world, agents, tmp_path):
+    """`python -m oracle run` with source=agent: its own schedule, visible in /metrics."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCAP_")}
+    env.update(
+        GPUCAP_ORACLE_RPC_URL=world.rpc_url,
+        GPUCAP_ORACLE_MANIFEST_PATH=str(world.manifest_path),
+        GPUCAP_ORACLE_PROOFS_DIR=str(tmp_path / "epochs"),
+        GPUCAP_ORACLE_STATE_PATH=str(tmp_path / "state.sqlite3"),
+        GPUCAP_ORACLE_SOURCE="agent",
+        # The honest agent and the one faking its work, challenged about every 0.2 s.
+        GPUCAP_ORACLE_AGENT_TARGETS=f"1={agents[1]},2={agents[2]}",
+        GPUCAP_ORACLE_SAMPLE_INTERVAL_SECONDS="1",
+        GPUCAP_ORACLE_CHALLENGE_MEAN_INTERVAL_SECONDS="0.2",
+        GPUCAP_ORACLE_CHALLENGE_TARGET_SECONDS="1e-9",
+        GPUCAP_ORACLE_CHALLENGE_KERNEL_SLACK_SECONDS="0.3",
+        GPUCAP_ORACLE_METRICS_PORT=str(port),
+        PYTHONUNBUFFERED="1",
+    )
+    log_path = tmp_path / "oracle.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "oracle", "run"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wanted = (
+            'gpucap_oracle_challenges_total{outcome="passed",reason="ok"}',
+            'gpucap_oracle_challenges_total{outcome="failed",reason="wrong_row"}',
+        )
+        deadline = time.monotonic() + 90
+        text = ""
+        while not all(w in text for w in wanted):
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, text + log_path.read_text()
+            with contextlib.suppress(requests.ConnectionError):
+                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            time.sleep(0.2)
+        assert "gpucap_oracle_challenge_round_trip_seconds_total" in text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    log = log_path.read_text()
+    assert "node 2 FAILED a challenge: wrong_row" in log
+    assert "challenge load so far" in log
