@@ -80,7 +80,7 @@ class ChallengePolicy:
     target_seconds: float = 0.02
     min_efficiency: float = 0.2
     # Allowed on top of the product itself: generating the matrices, HTTP, hashing rows.
-    overhead_s: float = 10.0
+    overhead_s: float = 30.0
     # Allowed on top of the measured product: kernel launch and timer granularity.
     kernel_slack_s: float = 0.01
     min_n: int = 16

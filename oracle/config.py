@@ -65,7 +65,7 @@ class OracleSettings(BaseSettings):
     challenge_rows: int = Field(default=4, ge=1, le=64)
     challenge_target_seconds: float = Field(default=0.02, gt=0)
     challenge_min_efficiency: float = Field(default=0.2, gt=0, le=1)
-    challenge_overhead_seconds: float = Field(default=10.0, ge=0)
+    challenge_overhead_seconds: float = Field(default=30.0, ge=0)
     challenge_kernel_slack_seconds: float = Field(default=0.01, ge=0)
     # dcgm/nvml/agent: seconds between two scrapes (gaps are judged against it)
     sample_interval_seconds: float = Field(default=10.0, gt=0)
