@@ -28,21 +28,22 @@ from oracle.telemetry import EpochWindow
 
 ACQUISITION_COST = 250_000 * 10**6
 ACQUIRED_AT = 1_700_000_000
-# node id -> (behaviour, extra agent settings); node 5's agent signs with a key that is not
-# its registered one, node 7 is registered but its agent is never started.
+
+
+def node_key(node_id: int) -> str:
+    return "0x" + keccak(f"gpucap test node key {node_id}".encode()).hex()
+
+
+# node id -> (behaviour, extra agent settings, beside its own node key).
 AGENTS = {
     1: ("honest", {}),
     2: ("fake_work", {}),
     3: ("replay", {}),
     4: ("throttle", {"GPUCAP_AGENT_THROTTLE_SECONDS": "1.0"}),
-    5: ("honest", {"GPUCAP_AGENT_KEY": "0x" + keccak(b"not the registered key").hex()}),
+    5: ("honest", {"GPUCAP_AGENT_KEY": node_key(1)}),
     6: ("stale", {}),
     7: ("throttle", {"GPUCAP_AGENT_THROTTLE_SECONDS": "6.0"}),
 }
-
-
-def node_key(node_id: int) -> str:
-    return "0x" + keccak(f"gpucap test node key {node_id}".encode()).hex()
 
 
 @pytest.fixture(scope="module")
@@ -161,12 +162,13 @@ def test_challenges_credit_the_honest_node_and_catch_every_liar(oracle, caplog):
     assert reasons == {
         2: "wrong_row",  # committed to rows it never computed
         4: "too_slow_for_class",  # a slower machine claiming an H100
-        5: "wrong_key",  # signed by a key that is not the node's
+        5: "wrong_key",  # signed with another node's (node 1's) key
         6: "unknown_gpu",  # its samples were never accepted, so no GPU of its is known
         7: "missed_deadline",
     }
     assert (replayed.passed, replayed.reason) == (False, "replayed")
     assert "node 2 FAILED a challenge: wrong_row" in caplog.text
+    assert "node 7 FAILED a challenge: missed_deadline" in caplog.text
     assert "node 3 FAILED a challenge: replayed" in caplog.text
 
 
