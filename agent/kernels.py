@@ -5,7 +5,8 @@ is what tests and GPU-less hosts run. On a GPU, TF32 tensor cores are allowed:
 the challenge's small integers are exact in TF32 inputs and the products are
 accumulated in FP32, so the result is the same bytes as numpy's. Only the
 product is timed (inputs already on the device, the device synchronised at
-both ends); generating and moving the matrices is not.
+both ends); generating and moving the matrices (the challenge's prepare step)
+is not.
 """
 
 from __future__ import annotations
@@ -34,32 +35,50 @@ def backend() -> str:
     return "numpy"
 
 
-def timed_matmul(a: np.ndarray, b: np.ndarray, use: str | None = None) -> tuple[np.ndarray, float]:
-    """``a @ b`` as float32 and the seconds the product itself took."""
-    use = use or backend()
-    if use == "torch":
-        import torch
+class Loaded:
+    """A challenge's ``A`` and ``B`` on the device, ready for the timed product."""
 
-        torch.backends.cuda.matmul.allow_tf32 = True
-        ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
-        _ = ta[:1] @ tb[:, :1]  # cuBLAS starts outside the timed part
-        torch.cuda.synchronize()
-        started = time.perf_counter()
-        tc = ta @ tb
-        torch.cuda.synchronize()
-        elapsed = time.perf_counter() - started
-        return tc.cpu().numpy(), elapsed
-    if use == "cupy":
-        import cupy
+    def __init__(self, a: np.ndarray, b: np.ndarray, use: str | None = None) -> None:
+        self.use = use or backend()
+        if self.use == "torch":
+            import torch
 
-        ca, cb = cupy.asarray(a), cupy.asarray(b)
-        _ = ca[:1] @ cb[:, :1]  # cuBLAS starts outside the timed part
-        cupy.cuda.Device().synchronize()
+            torch.backends.cuda.matmul.allow_tf32 = True
+            self.a, self.b = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
+            _ = self.a[:1] @ self.b[:, :1]  # cuBLAS starts outside the timed part
+            torch.cuda.synchronize()
+        elif self.use == "cupy":
+            import cupy
+
+            self.a, self.b = cupy.asarray(a), cupy.asarray(b)
+            _ = self.a[:1] @ self.b[:, :1]
+            cupy.cuda.Device().synchronize()
+        else:
+            self.a, self.b = a, b
+
+    def product(self, signs: np.ndarray) -> tuple[np.ndarray, float]:
+        """``A @ (diag(signs) B)`` as float32, and the seconds the product itself took."""
+        if self.use == "torch":
+            import torch
+
+            b = self.b * torch.from_numpy(signs).cuda()[:, None]
+            torch.cuda.synchronize()
+            started = time.perf_counter()
+            c = self.a @ b
+            torch.cuda.synchronize()
+            elapsed = time.perf_counter() - started
+            return c.cpu().numpy(), elapsed
+        if self.use == "cupy":
+            import cupy
+
+            b = self.b * cupy.asarray(signs)[:, None]
+            cupy.cuda.Device().synchronize()
+            started = time.perf_counter()
+            c = self.a @ b
+            cupy.cuda.Device().synchronize()
+            elapsed = time.perf_counter() - started
+            return cupy.asnumpy(c), elapsed
+        b = self.b * signs[:, None]
         started = time.perf_counter()
-        cc = ca @ cb
-        cupy.cuda.Device().synchronize()
-        elapsed = time.perf_counter() - started
-        return cupy.asnumpy(cc), elapsed
-    started = time.perf_counter()
-    c = a @ b
-    return c, time.perf_counter() - started
+        c = self.a @ b
+        return c, time.perf_counter() - started

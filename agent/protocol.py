@@ -8,29 +8,35 @@ what is read. Every payload names its ``kind``, the chain id and the node id,
 so a sample cannot pass for an answer, nor a node's document for another
 node's or another chain's.
 
-Challenges. The oracle picks a random 32-byte ``nonce`` and a size ``n``; both
-sides derive ``A`` and ``B`` (n × n, integers in [-3, 3] stored as float32) from
-the nonce, in blocks of ``BLOCK`` rows seeded separately so the oracle can
-stream ``B`` in O(n) memory. Every entry of ``C = A @ B`` is an integer of
-magnitude at most 9n, exact in float32 (and in TF32 or BF16 inputs with FP32
-accumulation) as long as 9n < 2**24, so any hardware gives the same bytes. The
-agent commits to ``C`` with a Merkle root over its rows (leaf: row index and
-the keccak of the row's little-endian float32 bytes), signed together with the
-nonce, the GPU's UUID and the measured time; the oracle then asks for ``k``
-random rows with proofs and recomputes each as ``row_i(A) @ B``: O(n²) per row
-against the agent's O(n³).
+Challenges, in two steps so that the deadline times the GPU, not the host.
+*Prepare*: the oracle sends a random 32-byte ``nonce`` and a size ``n``; the
+agent derives ``A`` and ``B`` (n × n, integers in [-3, 3] stored as float32)
+from the nonce, in blocks of ``BLOCK`` rows seeded separately so the oracle can
+stream ``B`` in O(n) memory, and loads them on the device. *Go*: the oracle
+sends a second random value ``go``, from which both derive a sign per row of
+``B`` (``S``); the agent must now compute ``C = A @ (S B)``, which it could not
+start before (no useful precomputation covers 2**n sign patterns). Every entry
+of C is an integer of magnitude at most 9n, exact in float32 (and in TF32 or
+BF16 inputs with FP32 accumulation) as long as 9n < 2**24, so any hardware
+gives the same bytes. The agent commits to ``C`` with a Merkle root over its
+rows (leaf: row index and the SHA-256 of the row's little-endian float32 bytes,
+hashed on all cores), signed with both nonces, the GPU's UUID and the measured
+time; the oracle then asks for ``k`` random rows with proofs and recomputes each
+as ``(row_i(A) * s) @ B``: O(n²) per row against the agent's O(n³).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from eth_utils import keccak
 
 from gpucap.merkle import StandardMerkleTree, process_proof, standard_leaf_hash
 
@@ -97,9 +103,17 @@ def matrix(nonce: bytes, which: int, n: int) -> np.ndarray:
     return np.concatenate([_block(nonce, which, b, n) for b in range(-(-n // BLOCK))])
 
 
-def expected_rows(nonce: bytes, n: int, rows: Sequence[int]) -> np.ndarray:
-    """``(A @ B)[rows]`` without holding ``A`` or ``B``: B is streamed block by block."""
-    a_rows = np.stack([_block(nonce, 0, i // BLOCK, n)[i % BLOCK] for i in rows])
+def signs(go: bytes, n: int) -> np.ndarray:
+    """The ±1 per row of ``B`` that ``go`` selects (float32, shape (n,))."""
+    seed = np.random.SeedSequence([int.from_bytes(go, "big"), n])
+    bits = np.random.Generator(np.random.PCG64(seed)).integers(0, 2, size=n, dtype=np.int8)
+    return (1 - 2 * bits).astype(np.float32)
+
+
+def expected_rows(nonce: bytes, go: bytes, n: int, rows: Sequence[int]) -> np.ndarray:
+    """``(A @ (S B))[rows]`` without holding ``A`` or ``B``: B is streamed block by block."""
+    s = signs(go, n)
+    a_rows = np.stack([_block(nonce, 0, i // BLOCK, n)[i % BLOCK] for i in rows]) * s
     out = np.zeros((len(rows), n), dtype=np.float64)
     for b in range(-(-n // BLOCK)):
         block = _block(nonce, 1, b, n)
@@ -108,11 +122,14 @@ def expected_rows(nonce: bytes, n: int, rows: Sequence[int]) -> np.ndarray:
 
 
 def row_leaf(index: int, row: np.ndarray) -> tuple[int, bytes]:
-    return (index, keccak(np.ascontiguousarray(row, dtype="<f4").tobytes()))
+    return (index, hashlib.sha256(np.ascontiguousarray(row, dtype="<f4").data).digest())
 
 
 def row_tree(c: np.ndarray) -> StandardMerkleTree:
-    return StandardMerkleTree.of([row_leaf(i, row) for i, row in enumerate(c)], ROW_LEAF)
+    """The Merkle tree over C's rows; rows are hashed on every core (hashlib frees the GIL)."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        leaves = list(pool.map(row_leaf, range(len(c)), c))
+    return StandardMerkleTree.of(leaves, ROW_LEAF)
 
 
 def verify_row(root: bytes, index: int, row: Sequence[float], proof: Sequence[bytes]) -> bool:

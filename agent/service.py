@@ -1,7 +1,8 @@
 """The agent's HTTP face: signed samples and challenge answers.
 
 ``GET /sample``                 a signed reading of every GPU (agent/protocol.py)
-``POST /challenges``            run a challenge; answer with the signed Merkle root
+``POST /challenges``            prepare a challenge: derive its matrices, load them
+``POST /challenges/go``         run it with the oracle's ``go``; the signed Merkle root
 ``POST /challenges/rows``       the rows the oracle picked, with their Merkle proofs
 ``GET /health``                 liveness
 
@@ -30,7 +31,7 @@ import numpy as np
 from eth_account import Account
 
 from agent.gpus import GpuReader
-from agent.kernels import backend, timed_matmul
+from agent.kernels import Loaded, backend
 from agent.protocol import (
     ANSWER_KIND,
     SAMPLE_KIND,
@@ -39,6 +40,7 @@ from agent.protocol import (
     matrix,
     row_tree,
     sign_document,
+    signs,
 )
 
 log = logging.getLogger("gpucap.agent")
@@ -65,6 +67,7 @@ class AgentService:
         self.throttle_seconds = throttle_seconds
         self.backend = backend()
         self._lock = threading.Lock()  # one challenge at a time: they share the GPU
+        self._prepared: OrderedDict[str, tuple[Challenge, Loaded]] = OrderedDict()
         self._done: OrderedDict[str, tuple] = OrderedDict()
         self._first_answer: tuple[dict, str] | None = None
 
@@ -80,19 +83,32 @@ class AgentService:
         }
         return sign_document(self._key, payload)
 
-    def answer(self, challenge: Challenge) -> dict:
-        nonce = "0x" + challenge.nonce.hex()
+    def prepare(self, challenge: Challenge) -> None:
+        """Derive the challenge's matrices and load them on the device (not timed)."""
+        a, b = matrix(challenge.nonce, 0, challenge.n), matrix(challenge.nonce, 1, challenge.n)
+        loaded = Loaded(a, b, self.backend)
         with self._lock:
+            self._prepared["0x" + challenge.nonce.hex()] = (challenge, loaded)
+            while len(self._prepared) > KEPT_CHALLENGES:
+                self._prepared.popitem(last=False)
+
+    def go(self, nonce: str, go: bytes) -> dict | None:
+        """Run a prepared challenge with the oracle's ``go``; the signed answer, or
+        None if no challenge ``nonce`` is prepared."""
+        with self._lock:
+            held = self._prepared.pop(nonce, None)
+            if held is None:
+                return None
+            challenge, loaded = held
             if self.behaviour == "replay" and self._first_answer is not None:
                 document, first_nonce = self._first_answer
                 self._done[nonce] = self._done[first_nonce]
                 return document
-            a, b = matrix(challenge.nonce, 0, challenge.n), matrix(challenge.nonce, 1, challenge.n)
             if self.behaviour == "fake_work":
-                c = np.random.default_rng().integers(-9, 10, size=a.shape).astype(np.float32)
-                elapsed = 1e-6
+                c = np.random.default_rng().integers(-9, 10, size=(challenge.n,) * 2)
+                c, elapsed = c.astype(np.float32), 1e-6
             else:
-                c, elapsed = timed_matmul(a, b, self.backend)
+                c, elapsed = loaded.product(signs(go, challenge.n))
                 if self.behaviour == "throttle":
                     time.sleep(self.throttle_seconds)
                     elapsed += self.throttle_seconds
@@ -102,6 +118,7 @@ class AgentService:
                 "chainId": self.chain_id,
                 "nodeId": self.node_id,
                 "nonce": nonce,
+                "go": "0x" + go.hex(),
                 "n": challenge.n,
                 "root": "0x" + tree.root.hex(),
                 "gpuUuid": self.gpus.uuids[0],
@@ -187,7 +204,22 @@ def _handler(service: AgentService) -> type[BaseHTTPRequestHandler]:
                 except ProtocolError as exc:
                     self._error(400, "bad_challenge", str(exc))
                     return
-                self._send(200, service.answer(challenge))
+                service.prepare(challenge)
+                self._send(200, {"prepared": "0x" + challenge.nonce.hex()})
+            elif self.path == "/challenges/go":
+                nonce = body.get("nonce") if isinstance(body, dict) else None
+                try:
+                    go = bytes.fromhex(str(body.get("go")).removeprefix("0x"))
+                except (AttributeError, ValueError):
+                    go = b""
+                if not isinstance(nonce, str) or len(go) != 32:
+                    self._error(400, "bad_go", "need the prepared nonce and a 32-byte go")
+                    return
+                answer = service.go(nonce, go)
+                if answer is None:
+                    self._error(404, "unknown_challenge", f"no challenge {nonce} prepared")
+                    return
+                self._send(200, answer)
             elif self.path == "/challenges/rows":
                 indices = body.get("rows") if isinstance(body, dict) else None
                 nonce = body.get("nonce") if isinstance(body, dict) else None

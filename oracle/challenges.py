@@ -3,14 +3,17 @@
 Every ``mean_interval_s`` on average (exponential gaps drawn from the OS's
 random source, independently per node, so an operator cannot predict the next
 one) the oracle sends a node's agent a seeded matrix product sized to the
-node's GPU class (agent/protocol.py), then asks for ``rows`` random rows of the
-committed result and checks each with its Merkle proof against ``row_i(A) @ B``.
+node's GPU class (agent/protocol.py): first the nonce (the agent derives the
+matrices and loads them, within ``prepare_s``), then ``go``, which fixes the
+signs of B's rows, so the product can only start then; the deadline runs from
+``go``. It then asks for ``rows`` random rows of the committed result and checks
+each with its Merkle proof against ``(row_i(A) * s) @ B``.
 
 A challenge fails, with its reason logged and recorded, when the agent:
 
 - cannot be reached or answers malformed JSON (``unreachable``, ``malformed``);
 - signs with a key other than the node's registered ``nodeKey`` (``wrong_key``),
-  or signs an answer to another challenge (``replayed``: the nonce is signed);
+  or signs an answer to another challenge (``replayed``: both nonces are signed);
 - answers after the deadline (``missed_deadline``);
 - names a GPU UUID its own signed samples do not list, or that another node's
   agent lists (``unknown_gpu``);
@@ -79,8 +82,10 @@ class ChallengePolicy:
     # Work sized so a GPU of the class at its peak needs this long (load = this / interval).
     target_seconds: float = 0.02
     min_efficiency: float = 0.2
-    # Allowed on top of the product itself: generating the matrices, HTTP, hashing rows.
-    overhead_s: float = 30.0
+    # The agent's time to derive the matrices and load them on the device (not timed).
+    prepare_s: float = 120.0
+    # Allowed after "go" on top of the product: HTTP, copying C back, hashing its rows.
+    overhead_s: float = 10.0
     # Allowed on top of the measured product: kernel launch and timer granularity.
     kernel_slack_s: float = 0.01
     min_n: int = 16
@@ -238,10 +243,20 @@ class Challenger:
         except Exception as exc:  # noqa: BLE001 - the chain is down: no verdict is fair
             return fail("registry_unreadable", str(exc))
         challenge = self.policy.challenge(reg.peak_flops)
+        nonce = "0x" + challenge.nonce.hex()
+        try:
+            requests.post(
+                f"{url}/challenges", json=challenge.to_json(), timeout=self.policy.prepare_s
+            ).raise_for_status()
+        except requests.RequestException as exc:
+            return fail("unreachable", f"prepare: {type(exc).__name__}: {exc}")
+        go = secrets.token_bytes(32)
         sent = time.monotonic()
         try:
             response = requests.post(
-                f"{url}/challenges", json=challenge.to_json(), timeout=challenge.deadline_s
+                f"{url}/challenges/go",
+                json={"nonce": nonce, "go": "0x" + go.hex()},
+                timeout=challenge.deadline_s,
             )
             round_trip = time.monotonic() - sent
             response.raise_for_status()
@@ -264,8 +279,11 @@ class Challenger:
             return fail(
                 "wrong_key", f"signed by {signer}, registered nodeKey {reg.node_key}", round_trip
             )
-        nonce = "0x" + challenge.nonce.hex()
-        if answer.get("nonce") != nonce or answer.get("n") != challenge.n:
+        if (
+            answer.get("nonce") != nonce
+            or answer.get("go") != "0x" + go.hex()
+            or answer.get("n") != challenge.n
+        ):
             return fail(
                 "replayed", f"answer is for challenge {str(answer.get('nonce'))[:12]}", round_trip
             )
@@ -307,7 +325,7 @@ class Challenger:
             served = {int(r["index"]): r for r in rows}
         except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
             return fail("unreachable", f"rows: {type(exc).__name__}: {exc}", round_trip)
-        expected = expected_rows(challenge.nonce, challenge.n, picks)
+        expected = expected_rows(challenge.nonce, go, challenge.n, picks)
         for i, want in zip(picks, expected, strict=True):
             row = served.get(i)
             try:

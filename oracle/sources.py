@@ -62,6 +62,7 @@ def challenge_policy(settings: OracleSettings) -> ChallengePolicy:
         rows=settings.challenge_rows,
         target_seconds=settings.challenge_target_seconds,
         min_efficiency=settings.challenge_min_efficiency,
+        prepare_s=settings.challenge_prepare_seconds,
         overhead_s=settings.challenge_overhead_seconds,
         kernel_slack_s=settings.challenge_kernel_slack_seconds,
     )

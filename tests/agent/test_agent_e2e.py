@@ -64,10 +64,11 @@ def world(live_deployment, operator):
 
 
 @pytest.fixture(scope="module")
-def agents(world):
+def agents(world, tmp_path_factory):
     """One `python -m agent run` process per node; {node id: base URL}."""
     from brownie import chain
 
+    logs = tmp_path_factory.mktemp("agent-logs")
     procs, urls = [], {}
     for node_id, (behaviour, extra) in AGENTS.items():
         port = free_port()
@@ -81,14 +82,15 @@ def agents(world):
             PYTHONUNBUFFERED="1",
         )
         env.update(extra)
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "agent", "run"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+        with open(logs / f"agent-{node_id}.log", "wb") as out:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "agent", "run"],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
             )
-        )
         urls[node_id] = f"http://127.0.0.1:{port}"
     try:
         for url in urls.values():
@@ -105,8 +107,13 @@ def agents(world):
     finally:
         for proc in procs:
             proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=10)
+        for node_id, proc in zip(AGENTS, procs, strict=True):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                text = (logs / f"agent-{node_id}.log").read_text()
+                raise AssertionError(f"agent {node_id} ignored SIGTERM:\n{text[-3000:]}") from None
 
 
 @pytest.fixture(scope="module")

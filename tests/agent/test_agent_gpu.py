@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.kernels import backend, timed_matmul
-from agent.protocol import expected_rows, matrix
+from agent.kernels import Loaded, backend
+from agent.protocol import expected_rows, matrix, signs
 
 BACKEND = backend()
 pytestmark = pytest.mark.skipif(
@@ -18,8 +18,9 @@ def test_gpu_product_is_bit_exact():
     nonce = bytes(range(32))
     n = 4096  # an H100-class challenge at a 0.3 ms target; large enough to use tensor cores
     a, b = matrix(nonce, 0, n), matrix(nonce, 1, n)
-    c, elapsed = timed_matmul(a, b, BACKEND)
+    go = bytes(reversed(range(32)))
+    c, elapsed = Loaded(a, b, BACKEND).product(signs(go, n))
     rows = [0, 1, 2047, 4095]
     # TF32 tensor cores, FP32 accumulation: the same bytes as the oracle's exact rows.
-    assert (c[rows] == expected_rows(nonce, n, rows)).all()
+    assert (c[rows] == expected_rows(nonce, go, n, rows)).all()
     assert elapsed > 0

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from eth_account import Account
 
+from agent.kernels import Loaded
 from agent.protocol import (
     ANSWER_KIND,
     SAMPLE_KIND,
@@ -16,6 +17,7 @@ from agent.protocol import (
     open_document,
     row_tree,
     sign_document,
+    signs,
     verify_row,
 )
 from gpucap.devchain import dev_private_key
@@ -27,11 +29,16 @@ def test_the_product_is_exact_and_streamed_rows_match_it():
     n = 300  # two row blocks, the second partial
     a, b = matrix(NONCE, 0, n), matrix(NONCE, 1, n)
     assert a.dtype == np.float32 and set(np.unique(a)) <= set(range(-3, 4))
-    c = a @ b
-    exact = a.astype(np.int64) @ b.astype(np.int64)
+    go = bytes(32)
+    s = signs(go, n)
+    assert set(np.unique(s)) == {-1.0, 1.0}
+    c = Loaded(a, b, "numpy").product(s)[0]
+    exact = a.astype(np.int64) @ (s[:, None].astype(np.int64) * b.astype(np.int64))
     assert (c.astype(np.int64) == exact).all()
     rows = [0, 255, 256, 299]
-    assert (expected_rows(NONCE, n, rows) == c[rows]).all()
+    assert (expected_rows(NONCE, go, n, rows) == c[rows]).all()
+    # Another go is another product: the work cannot start before it is known.
+    assert not (expected_rows(NONCE, bytes(31) + b"\1", n, rows) == c[rows]).all()
     # Another nonce is other work.
     assert not (matrix(bytes(32), 0, n) == a).all()
 
