@@ -45,7 +45,7 @@ class AgentSettings(BaseSettings):
     gpu_count: int = Field(default=8, ge=1)
     reference_power_w: int = Field(default=700, ge=1)
     # Development only: lie the way an operator might (see agent/service.py).
-    behaviour: Literal["honest", "fake_work", "replay", "throttle", "stale"] = "honest"
+    behaviour: Literal["honest", "fake_work", "replay", "throttle", "boast", "stale"] = "honest"
     throttle_seconds: float = Field(default=3.0, ge=0)
 
     @model_validator(mode="after")

@@ -14,8 +14,8 @@ Development behaviours (``GPUCAP_AGENT_BEHAVIOUR``) make the agent lie the way a
 dishonest operator would, so tests and the demo show the oracle catching it:
 ``fake_work`` commits to rows it never computed, ``replay`` answers every
 challenge with its first signed answer, ``throttle`` is a slower machine (its
-product takes ``throttle_seconds`` longer, reported honestly), ``stale`` signs
-samples an hour old.
+product takes ``throttle_seconds`` longer, reported honestly), ``boast`` does the
+work but claims a time no GPU could reach, ``stale`` signs samples an hour old.
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ class AgentService:
                 if self.behaviour == "throttle":
                     time.sleep(self.throttle_seconds)
                     elapsed += self.throttle_seconds
+                elif self.behaviour == "boast":
+                    elapsed = 1e-12
             tree = row_tree(c)
             payload = {
                 "kind": ANSWER_KIND,

@@ -43,6 +43,7 @@ AGENTS = {
     5: ("honest", {"GPUCAP_AGENT_KEY": node_key(1)}),
     6: ("stale", {}),
     7: ("throttle", {"GPUCAP_AGENT_THROTTLE_SECONDS": "6.0"}),
+    8: ("boast", {}),
 }
 
 
@@ -149,7 +150,7 @@ def test_only_samples_signed_by_the_registered_key_and_fresh_count(oracle, caplo
         sampler.poll_once()
     now = time.time()
     seen = {n for n in AGENTS if source.store.window(n, now - 60, now + 1)}
-    assert seen == {1, 2, 3, 4, 7}
+    assert seen == {1, 2, 3, 4, 7, 8}
     assert collector.rejections["wrong_key"] == 1 and collector.rejections["stale"] == 1
     assert "node 5: agent sample rejected (wrong_key)" in caplog.text
     assert "node 6: agent sample rejected (stale)" in caplog.text
@@ -172,6 +173,7 @@ def test_challenges_credit_the_honest_node_and_catch_every_liar(oracle, caplog):
         5: "wrong_key",  # signed with another node's (node 1's) key
         6: "unknown_gpu",  # its samples were never accepted, so no GPU of its is known
         7: "missed_deadline",
+        8: "impossible_time",  # did the work, claims a time faster than an H100's peak
     }
     assert (replayed.passed, replayed.reason) == (False, "replayed")
     assert "node 2 FAILED a challenge: wrong_row" in caplog.text
@@ -195,7 +197,7 @@ def test_a_failed_challenge_costs_the_epoch_its_gpu_hours(oracle, caplog):
     delivered = {leaf.node_id: leaf.milli_gpu_hours for leaf in leaves}
     assert not excluded
     assert delivered[1] > 0
-    for liar in (2, 3, 4, 7):  # measured, but failed a challenge
+    for liar in (2, 3, 4, 7, 8):  # measured, but failed a challenge
         assert delivered[liar] == 0
     assert delivered[5] == delivered[6] == 0  # no accepted sample at all: no coverage
     assert challenges["1"] == {"passed": 1, "failed": 0, "failures": []}
@@ -248,3 +250,25 @@ def test_the_daemon_challenges_at_random_times_and_counts_verdicts(world, agents
     log = log_path.read_text()
     assert "node 2 FAILED a challenge: wrong_row" in log
     assert "challenge load so far" in log
+
+
+def test_bad_requests_are_refused_with_a_code_and_reason(agents):
+    url = agents[1]
+    cases = [
+        ("/challenges", {"nonce": "0x12", "n": 8, "deadlineSeconds": 1}, 400, "bad_challenge"),
+        ("/challenges/go", {"nonce": "0x" + "00" * 32}, 400, "bad_go"),
+        (
+            "/challenges/go",
+            {"nonce": "0x" + "00" * 32, "go": "0x" + "11" * 32},
+            404,
+            "unknown_challenge",
+        ),
+        ("/challenges/rows", {"nonce": "0x" + "00" * 32, "rows": [-1]}, 400, "bad_rows"),
+        ("/challenges/rows", {"nonce": "0x" + "00" * 32, "rows": [0]}, 404, "unknown_challenge"),
+    ]
+    for path, body, status, code in cases:
+        response = requests.post(f"{url}{path}", json=body, timeout=10)
+        assert (response.status_code, response.json()["code"]) == (status, code), path
+        assert response.json()["reason"]
+    response = requests.post(f"{url}/challenges", data=b"{not json", timeout=10)
+    assert (response.status_code, response.json()["code"]) == (400, "bad_json")
