@@ -41,6 +41,7 @@ def run(log_level: str = typer.Option("INFO", help="Python logging level.")) -> 
                 settings.gpu_count,
                 settings.reference_power_w,
                 settings.fleet_seed,
+                [u.strip() for u in settings.gpu_uuids.split(",") if u.strip()] or None,
             )
     except (AgentConfigError, CollectorUnavailable) as exc:
         log.error("cannot start: %s", exc)

@@ -44,6 +44,8 @@ class AgentSettings(BaseSettings):
     fleet_seed: int = 0
     gpu_count: int = Field(default=8, ge=1)
     reference_power_w: int = Field(default=700, ge=1)
+    # simulated: the GPUs' UUIDs (comma-separated); default: derived from seed and node id.
+    gpu_uuids: str = ""
     # Development only: lie the way an operator might (see agent/service.py).
     behaviour: Literal["honest", "fake_work", "replay", "throttle", "boast", "stale"] = "honest"
     throttle_seconds: float = Field(default=3.0, ge=0)

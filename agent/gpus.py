@@ -25,10 +25,17 @@ class GpuReader(Protocol):
 
 
 class SimulatedGpus:
-    def __init__(self, node_id: int, gpu_count: int, reference_power_w: int, seed: int = 0):
+    def __init__(
+        self,
+        node_id: int,
+        gpu_count: int,
+        reference_power_w: int,
+        seed: int = 0,
+        uuids: list[str] | None = None,
+    ):
         self.profile = SimulatedFleet(seed).profile(node_id)
         self.reference_power_w = reference_power_w
-        self.uuids = [f"GPU-sim{seed:04x}-{node_id:08x}-{i:04x}" for i in range(gpu_count)]
+        self.uuids = uuids or [f"GPU-sim{seed:04x}-{node_id:08x}-{i:04x}" for i in range(gpu_count)]
         self._rng = random.Random(f"gpucap-agent:{seed}:{node_id}")
         self._energy_mj = [self._rng.randint(10**9, 10**12) for _ in self.uuids]
         self._last = time.time()

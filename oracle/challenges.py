@@ -15,8 +15,8 @@ A challenge fails, with its reason logged and recorded, when the agent:
 - signs with a key other than the node's registered ``nodeKey`` (``wrong_key``),
   or signs an answer to another challenge (``replayed``: both nonces are signed);
 - answers after the deadline (``missed_deadline``);
-- names a GPU UUID its own signed samples do not list, or that another node's
-  agent lists (``unknown_gpu``);
+- names a GPU UUID that is not among the node's: those its accepted signed
+  samples list, each bound to the first node that listed it (``unknown_gpu``);
 - claims a time faster than the class's peak (``impossible_time``) or slower
   than ``min_efficiency`` of it plus ``kernel_slack_s`` (``too_slow_for_class``):
   a slower GPU claiming a faster class;
@@ -126,6 +126,30 @@ class ChallengeLedger:
             " passed INTEGER NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,"
             " round_trip REAL NOT NULL)"
         )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS gpu_bindings (uuid TEXT PRIMARY KEY,"
+            " node_id INTEGER NOT NULL, since REAL NOT NULL)"
+        )
+
+    def bind(self, node_id: int, uuids: Iterable[str]) -> dict[str, int]:
+        """Bind ``uuids`` to ``node_id`` unless bound to another node already (the
+        first node whose signed samples listed a GPU keeps it, across restarts);
+        returns the UUIDs that belong to other nodes, with their owners."""
+        uuids = list(uuids)
+        with self._lock:
+            marks = ",".join("?" * len(uuids))
+            owners = dict(
+                self._db.execute(
+                    f"SELECT uuid, node_id FROM gpu_bindings WHERE uuid IN ({marks})", uuids
+                ).fetchall()
+            )
+            taken = {u: owner for u, owner in owners.items() if owner != node_id}
+            if not taken:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO gpu_bindings VALUES (?, ?, ?)",
+                    [(u, node_id, time.time()) for u in uuids if u not in owners],
+                )
+            return taken
 
     def record(self, verdict: Verdict) -> None:
         with self._lock:
@@ -185,16 +209,14 @@ class Challenger:
         policy: ChallengePolicy,
         ledger: ChallengeLedger,
         gpus_of: Callable[[int], set[str]],
-        owner_of: Callable[[str], set[int]],
     ) -> None:
         self.targets = dict(targets)
         self.registry = registry
         self.chain_id = chain_id
         self.policy = policy
         self.ledger = ledger
-        # UUIDs a node's signed samples list, and which nodes list a UUID (agent collector).
+        # UUIDs bound to the node, as its accepted signed samples list them (agent collector).
         self._gpus_of = gpus_of
-        self._owner_of = owner_of
         self.on_verdict: Callable[[Verdict], None] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -289,9 +311,9 @@ class Challenger:
             )
         uuid = answer.get("gpuUuid")
         if not isinstance(uuid, str) or uuid not in self._gpus_of(node_id):
-            return fail("unknown_gpu", f"{uuid!r} is not in the node's signed samples", round_trip)
-        if others := self._owner_of(uuid) - {node_id}:
-            return fail("unknown_gpu", f"{uuid} is also listed by node(s) {others}", round_trip)
+            return fail(
+                "unknown_gpu", f"{uuid!r} is not among the node's GPUs (signed samples)", round_trip
+            )
         elapsed = answer.get("elapsedSeconds")
         if not isinstance(elapsed, int | float) or not math.isfinite(elapsed):
             return fail("malformed", "no elapsed time", round_trip)

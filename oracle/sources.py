@@ -78,14 +78,15 @@ def _agent_source(
     registry = CachedRegistry(chain)
     targets = settings.agent_target_map()
     chain_id = chain.deployment.chain_id
+    ledger = ChallengeLedger(challenges_path(settings))
     collector = AgentCollector(
         targets,
         registry,
         chain_id,
         max_skew_s=settings.agent_max_skew_seconds,
         deadline_s=min(DCGM_DEADLINE_S, 0.8 * interval),
+        ledger=ledger,
     )
-    ledger = ChallengeLedger(challenges_path(settings))
     if settings.challenge_mean_interval_seconds > 0:
         collector.challenger = Challenger(
             targets,
@@ -94,6 +95,5 @@ def _agent_source(
             challenge_policy(settings),
             ledger,
             collector.gpus_of,
-            collector.owners_of,
         )
     return AgentSource(store, interval, ledger), Sampler(collector, store, interval)

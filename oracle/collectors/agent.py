@@ -3,8 +3,11 @@
 Each poll fetches ``GET /sample`` from every agent at once under one deadline.
 A page counts only if it is signed (EIP-191) by the ``nodeKey`` the registry
 records for that node, for this chain and node, stamped within
-``max_skew_s`` of the oracle's clock, and lists no more GPUs than the registry
-does. Anything else (unreachable, unsigned, wrong key, stale, too many GPUs) is
+``max_skew_s`` of the oracle's clock, lists no more GPUs than the registry
+does, and no GPU already bound to another node (a UUID belongs to the first
+node that listed it, recorded beside the oracle's state: an operator cannot
+claim another node's GPUs, nor make that node's challenges fail by listing
+them). Anything else (unreachable, unsigned, wrong key, stale, too many GPUs) is
 *missing*: no readings for that poll, so the node's coverage drops and the
 aggregation never sees an unverified number; the reason is logged when it
 changes and counted in ``rejections``. Accepted readings are stamped on
@@ -62,12 +65,15 @@ class AgentCollector:
         chain_id: int,
         max_skew_s: float = 5.0,
         deadline_s: float = 5.0,
+        ledger: ChallengeLedger | None = None,
     ) -> None:
         self.targets = dict(targets)
         self.registry = registry
         self.chain_id = chain_id
         self.max_skew_s = max_skew_s
         self.deadline_s = deadline_s
+        # Binds each GPU UUID to the first node that listed it (see ChallengeLedger.bind).
+        self.ledger = ledger
         self.rejections: Counter[str] = Counter()
         self._why: dict[int, str] = {}
         self._gpus: dict[int, set[str]] = {}
@@ -78,10 +84,6 @@ class AgentCollector:
     def gpus_of(self, node_id: int) -> set[str]:
         with self._lock:
             return set(self._gpus.get(node_id, ()))
-
-    def owners_of(self, uuid: str) -> set[int]:
-        with self._lock:
-            return {node for node, uuids in self._gpus.items() if uuid in uuids}
 
     def close(self) -> None:
         if self.challenger is not None:
@@ -133,8 +135,13 @@ class AgentCollector:
         except (KeyError, TypeError, ValueError) as exc:
             self._reject(node_id, "malformed", f"bad GPU reading ({exc})")
             return []
+        uuids = {r.device for r in readings}
+        if self.ledger is not None and (taken := self.ledger.bind(node_id, uuids)):
+            detail = f"lists GPUs bound to other nodes: {taken}"
+            self._reject(node_id, "gpu_of_another_node", detail)
+            return []
         with self._lock:
-            self._gpus[node_id] = {r.device for r in readings}
+            self._gpus[node_id] = uuids
         if self._why.pop(node_id, None) is not None:
             log.info("node %d: agent samples accepted again", node_id)
         return readings

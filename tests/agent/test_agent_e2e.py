@@ -21,6 +21,8 @@ from eth_account import Account
 from eth_utils import keccak
 
 from gpucap.devchain import free_port
+from oracle.challenges import ChallengeLedger, Challenger
+from oracle.collectors.agent import AgentCollector
 from oracle.config import OracleSettings
 from oracle.reporter import build_reporter
 from oracle.sources import build_source
@@ -28,6 +30,10 @@ from oracle.telemetry import EpochWindow
 
 ACQUISITION_COST = 250_000 * 10**6
 ACQUIRED_AT = 1_700_000_000
+
+
+# The simulated agent's UUIDs for node 1 (fleet seed 0).
+NODE_1_GPUS = [f"GPU-sim0000-00000001-{i:04x}" for i in range(8)]
 
 
 def node_key(node_id: int) -> str:
@@ -44,7 +50,10 @@ AGENTS = {
     6: ("stale", {}),
     7: ("throttle", {"GPUCAP_AGENT_THROTTLE_SECONDS": "6.0"}),
     8: ("boast", {}),
+    # Lists node 1's GPUs as its own; left out of the oracle's targets until node 1's are bound.
+    9: ("honest", {"GPUCAP_AGENT_GPU_UUIDS": ",".join(NODE_1_GPUS)}),
 }
+THIEF = 9
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +135,7 @@ def oracle(world, agents, tmp_path_factory):
         proofs_dir=state / "epochs",
         state_path=state / "state.sqlite3",
         source="agent",
-        agent_targets=",".join(f"{n}={url}" for n, url in agents.items()),
+        agent_targets=",".join(f"{n}={url}" for n, url in agents.items() if n != THIEF),
         sample_interval_seconds=1.0,
         # Challenges are sent by the test, not the random schedule.
         challenge_mean_interval_seconds=10**9,
@@ -155,14 +164,41 @@ def test_only_samples_signed_by_the_registered_key_and_fresh_count(oracle, caplo
     assert "node 5: agent sample rejected (wrong_key)" in caplog.text
     assert "node 6: agent sample rejected (stale)" in caplog.text
     # Devices are the GPUs' UUIDs, as the agent signed them.
-    assert len(collector.gpus_of(1)) == 8
+    assert collector.gpus_of(1) == set(NODE_1_GPUS)
+
+
+def test_gpus_belong_to_the_first_node_that_listed_them(oracle, agents, caplog):
+    """Node 9's agent lists node 1's GPUs: its samples are refused, its challenges fail,
+    and node 1 keeps its GPUs (listing them cannot make node 1's challenges fail)."""
+    _, source, sampler = oracle
+    first = sampler.collector
+    thief = AgentCollector(
+        {THIEF: agents[THIEF]}, first.registry, first.chain_id, ledger=source.ledger
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="gpucap.oracle.collectors.agent"):
+            assert thief.poll(time.time()) == []
+        assert thief.rejections["gpu_of_another_node"] == 1
+        assert f"node {THIEF}: agent sample rejected (gpu_of_another_node)" in caplog.text
+        judge = Challenger(
+            {THIEF: agents[THIEF]},
+            first.registry,
+            first.chain_id,
+            first.challenger.policy,
+            ChallengeLedger(":memory:"),
+            thief.gpus_of,
+        )
+        assert judge.challenge(THIEF).reason == "unknown_gpu"
+    finally:
+        thief.close()
+    assert len(first.gpus_of(1)) == 8
 
 
 def test_challenges_credit_the_honest_node_and_catch_every_liar(oracle, caplog):
     _, _, sampler = oracle
     challenger = sampler.collector.challenger
     with caplog.at_level(logging.WARNING, logger="gpucap.oracle.challenges"):
-        verdicts = {n: challenger.challenge(n) for n in AGENTS}
+        verdicts = {n: challenger.challenge(n) for n in challenger.targets}
         replayed = challenger.challenge(3)  # the first answer was honest; now it replays it
     assert verdicts[1].passed, verdicts[1]
     assert verdicts[3].passed, verdicts[3]
