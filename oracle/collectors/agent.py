@@ -116,7 +116,11 @@ class AgentCollector:
         except ProtocolError as exc:
             self._reject(node_id, "unsigned", str(exc))
             return []
-        reg = self.registry.registration(node_id)
+        try:
+            reg = self.registry.registration(node_id)
+        except Exception as exc:  # noqa: BLE001 - the chain, not the node: still missing
+            self._reject(node_id, "registry_unreadable", f"{type(exc).__name__}: {exc}")
+            return []
         if signer.lower() != reg.node_key.lower():
             self._reject(node_id, "wrong_key", f"signed by {signer}, nodeKey is {reg.node_key}")
             return []
