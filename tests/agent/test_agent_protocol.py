@@ -82,3 +82,37 @@ def test_challenges_parse_strictly():
     ):
         with pytest.raises(ProtocolError):
             Challenge.from_json(bad)
+
+
+def test_the_node_key_comes_from_an_encrypted_keystore_in_production(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from pydantic import ValidationError
+
+    from agent.config import AgentConfigError, AgentSettings
+
+    password = tmp_path / "node.pw"
+    password.write_text("correct horse\n")
+    keystore = tmp_path / "node.json"
+    made = subprocess.run(
+        [sys.executable, "-m", "agent", "new-keystore", str(keystore)]
+        + ["--password-file", str(password), "--iterations", "2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    address = made.stdout.split()[-1]
+    monkeypatch.setenv("GPUCAP_ENVIRONMENT", "production")
+    base = {"node_id": 3, "chain_id": 1}
+    settings = AgentSettings(**base, keystore_path=keystore, keystore_password_file=password)
+    assert Account.from_key(settings.private_key()).address == address
+    password.write_text("wrong\n")
+    with pytest.raises(AgentConfigError, match="cannot open keystore"):
+        settings.private_key()
+    with pytest.raises(ValidationError, match="KEYSTORE_PATH is required"):
+        AgentSettings(**base, key=dev_private_key(9))
+    with pytest.raises(ValidationError, match="development setting"):
+        AgentSettings(
+            **base, keystore_path=keystore, keystore_password_file=password, behaviour="replay"
+        )
