@@ -15,6 +15,7 @@ import typer
 from eth_account import Account
 
 from gpucap.deployment import ManifestError
+from oracle.collectors.agent import AgentCollector
 from oracle.collectors.base import CollectorUnavailable
 from oracle.config import OracleSettings
 from oracle.daemon import TRANSIENT_ERRORS, Daemon
@@ -67,6 +68,9 @@ def run(
         metrics = OracleMetrics(
             HealthPolicy(settings.health_max_silence_seconds, settings.health_max_lag_epochs)
         )
+        collector = sampler.collector if sampler is not None else None
+        if isinstance(collector, AgentCollector) and collector.challenger is not None:
+            collector.challenger.on_verdict = metrics.observe_challenge
         if settings.metrics_port is not None:
             server = MetricsServer(metrics, settings.metrics_host, settings.metrics_port)
             server.start()

@@ -26,6 +26,7 @@ from web3.exceptions import (
 from gpucap.attestation import EpochReport, OracleSignature
 from gpucap.deployment import Deployment
 from gpucap.revert import decode_revert
+from oracle.challenges import Registration
 from oracle.errors import AttestationRejected, AttestationReverted, TransactionDropped
 from oracle.telemetry import EpochWindow, NodeInfo
 
@@ -157,6 +158,18 @@ class ChainClient:
                     continue
                 nodes.append(NodeInfo(node_id, gpu_count, self._reference_power_w(class_id)))
         return nodes
+
+    def registration(self, node_id: int) -> Registration:
+        """The node's agent key, GPU count and its class's peak (see oracle.challenges)."""
+        # Node struct: (operator, classId, gpuCount, status, region, nodeKey, ...)
+        record = self.registry.functions.node(node_id).call()
+        # GpuClass struct: (name, referencePowerW, referenceThroughput (dense BF16 TFLOPS), ...)
+        bf16_tflops = int(self.registry.functions.gpuClass(int(record[1])).call()[2])
+        return Registration(
+            node_key=Web3.to_checksum_address(record[5]),
+            gpu_count=int(record[2]),
+            peak_flops=bf16_tflops * 1e12 / 2,  # dense TF32 is half of dense BF16
+        )
 
     def _reference_power_w(self, class_id: int) -> int:
         if class_id not in self._power_by_class:

@@ -47,7 +47,7 @@ class OracleSettings(BaseSettings):
     # Crash-safe progress (SQLite): what was sent and confirmed (oracle/state.py).
     state_path: Path = Path(".run/oracle/state.sqlite3")
     # Where telemetry comes from: a simulated fleet, dcgm-exporter targets, or local NVML.
-    source: Literal["simulated", "dcgm", "nvml"] = "simulated"
+    source: Literal["simulated", "dcgm", "nvml", "agent"] = "simulated"
     fleet_seed: int = 0
     fleet_samples_per_epoch: int = Field(default=12, ge=2)
     # Length of the simulated fleet's day (its utilization cycle); a demo shortens it.
@@ -56,7 +56,19 @@ class OracleSettings(BaseSettings):
     dcgm_targets: str = ""
     # nvml: the registry id of the node this oracle runs on
     nvml_node_id: int | None = Field(default=None, ge=1)
-    # dcgm/nvml: seconds between two scrapes (gaps are judged against it)
+    # agent: "1=http://10.0.0.5:9500,2=…" (node id = the node agent's base URL)
+    agent_targets: str = ""
+    # agent: a sample stamped further than this from the oracle's clock is stale (missing).
+    agent_max_skew_seconds: float = Field(default=5.0, gt=0)
+    # agent: challenges (oracle/challenges.py); mean seconds between two per node, 0 = none.
+    challenge_mean_interval_seconds: float = Field(default=3600.0, ge=0)
+    challenge_rows: int = Field(default=4, ge=1, le=64)
+    challenge_target_seconds: float = Field(default=0.02, gt=0)
+    challenge_min_efficiency: float = Field(default=0.2, gt=0, le=1)
+    challenge_prepare_seconds: float = Field(default=120.0, gt=0)
+    challenge_overhead_seconds: float = Field(default=10.0, ge=0)
+    challenge_kernel_slack_seconds: float = Field(default=0.01, ge=0)
+    # dcgm/nvml/agent: seconds between two scrapes (gaps are judged against it)
     sample_interval_seconds: float = Field(default=10.0, gt=0)
     # Upper bound between two looks at the chain; the daemon also wakes at each epoch end.
     poll_interval_seconds: float = Field(default=5.0, gt=0)
@@ -106,20 +118,17 @@ class OracleSettings(BaseSettings):
     def _source_is_complete(self) -> OracleSettings:
         if self.source == "dcgm":
             self.dcgm_target_map()  # raises on a malformed list
+        if self.source == "agent":
+            self.agent_target_map()
         if self.source == "nvml" and self.nvml_node_id is None:
             raise ValueError("GPUCAP_ORACLE_NVML_NODE_ID is required with source=nvml")
         return self
 
     def dcgm_target_map(self) -> dict[int, str]:
-        targets: dict[int, str] = {}
-        for part in _split(self.dcgm_targets):
-            node, sep, url = part.partition("=")
-            if not sep or not node.strip().isdigit() or not url.strip().startswith("http"):
-                raise ValueError(f"GPUCAP_ORACLE_DCGM_TARGETS entry {part!r} is not node_id=http…")
-            targets[int(node)] = url.strip()
-        if not targets:
-            raise ValueError("GPUCAP_ORACLE_DCGM_TARGETS is required with source=dcgm")
-        return targets
+        return _target_map(self.dcgm_targets, "DCGM_TARGETS", "dcgm")
+
+    def agent_target_map(self) -> dict[int, str]:
+        return _target_map(self.agent_targets, "AGENT_TARGETS", "agent")
 
     def private_keys(self) -> list[str]:
         """The oracle keys this daemon signs with.
@@ -170,6 +179,19 @@ class OracleSettings(BaseSettings):
                 f"cannot decrypt keystore {self.keystore_path}: wrong password or damaged file"
                 f" ({exc})"
             ) from exc
+
+
+def _target_map(raw: str, name: str, source: str) -> dict[int, str]:
+    """``"1=http://…,2=http://…"`` as {node id: URL}; raises ValueError if malformed or empty."""
+    targets: dict[int, str] = {}
+    for part in _split(raw):
+        node, sep, url = part.partition("=")
+        if not sep or not node.strip().isdigit() or not url.strip().startswith("http"):
+            raise ValueError(f"GPUCAP_ORACLE_{name} entry {part!r} is not node_id=http…")
+        targets[int(node)] = url.strip()
+    if not targets:
+        raise ValueError(f"GPUCAP_ORACLE_{name} is required with source={source}")
+    return targets
 
 
 def _split(raw: str) -> list[str]:

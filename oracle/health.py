@@ -8,6 +8,9 @@
 - ``gpucap_oracle_signer_info{address,role}``: which keys sign / transmit,
 - ``gpucap_oracle_reports_total{status}`` and ``gpucap_oracle_failures_total{kind}``,
 - ``gpucap_oracle_excluded_nodes``: nodes left out of the last measured epoch,
+- ``gpucap_oracle_challenges_total{outcome,reason}`` and
+  ``gpucap_oracle_challenge_round_trip_seconds_total`` (source ``agent``: work
+  challenges judged, and the agents' time they took: the challenge load),
 - ``gpucap_oracle_last_success_timestamp_seconds``.
 
 ``GET /health``: JSON, 200 when the last step succeeded recently and the lag is
@@ -67,6 +70,17 @@ class OracleMetrics:
         self.excluded = Gauge(
             "gpucap_oracle_excluded_nodes", "Nodes excluded from the last epoch", registry=r
         )
+        self.challenges = Counter(
+            "gpucap_oracle_challenges",
+            "Work challenges sent to node agents, by outcome and reason",
+            ["outcome", "reason"],
+            registry=r,
+        )
+        self.challenge_seconds = Counter(
+            "gpucap_oracle_challenge_round_trip_seconds",
+            "Seconds node agents spent answering challenges (the challenge load)",
+            registry=r,
+        )
         self.last_success = Gauge(
             "gpucap_oracle_last_success_timestamp_seconds",
             "When a reporting step last succeeded",
@@ -95,6 +109,11 @@ class OracleMetrics:
         self.last_attested.set(last_attested)
         self.current_epoch.set(current)
         self.lag.set(lag)
+
+    def observe_challenge(self, verdict) -> None:
+        """Count one challenge verdict (oracle.challenges.Verdict)."""
+        self.challenges.labels("passed" if verdict.passed else "failed", verdict.reason).inc()
+        self.challenge_seconds.inc(verdict.round_trip_s)
 
     def observe_success(self, status: str, posted_epoch: int | None, excluded: int | None) -> None:
         now = time.time()

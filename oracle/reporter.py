@@ -30,6 +30,7 @@ from gpucap.attestation import (
 )
 from oracle.aggregation import AggregationPolicy, NodeFigures, Rejection, aggregate
 from oracle.chain import ChainClient, HubState, PostedAttestation, SignedAttestation
+from oracle.challenges import ChallengedSource
 from oracle.collectors.base import TelemetrySource
 from oracle.collectors.simulated import SimulatedFleet
 from oracle.config import OracleSettings
@@ -167,12 +168,14 @@ class Reporter:
                     self._last_wait = (epoch, "not_observed")
                 return ReportOutcome(ReportStatus.NOT_OBSERVED, epoch)
             self._measured = ((epoch, tuple(nodes)), self.measure(nodes, window))
-        leaves, excluded, efficiency = self._measured[1]
+        leaves, excluded, efficiency, challenges = self._measured[1]
         if not leaves:
             log.warning("epoch %d: every node was excluded; nothing to attest", epoch)
             return ReportOutcome(ReportStatus.NO_NODES, epoch)
         commitment = build_commitment(epoch, leaves, state.config_version)
         extras = {"excluded": excluded, "efficiency": efficiency}
+        if challenges is not None:
+            extras["challenges"] = challenges
         if self.coordinator is None:
             signatures = sign_report(
                 commitment.report,
@@ -332,10 +335,22 @@ class Reporter:
 
     def measure(
         self, nodes: Sequence[NodeInfo], window: EpochWindow
-    ) -> tuple[list[NodeLeaf], list[dict], dict[str, dict]]:
+    ) -> tuple[list[NodeLeaf], list[dict], dict[str, dict], dict[str, dict] | None]:
         """Leaves of the nodes whose telemetry makes sense, the excluded ones with
-        their reasons, and each leaf's efficiency figures (see oracle.aggregation)."""
+        their reasons, each leaf's efficiency figures (see oracle.aggregation) and,
+        for a challenged source, each node's challenges passed and failed.
+
+        A node that failed a challenge during the epoch is credited no GPU-hours
+        (the leaf keeps its other figures): its shortfall is refunded and slashed
+        as any other. The leaf format is unchanged; the counts are published in
+        the proofs file only (see oracle/challenges.py)."""
         telemetry = self.source.telemetry(nodes, window)
+        challenges = None
+        if isinstance(self.source, ChallengedSource):
+            counts = self.source.challenge_counts(
+                [n.node_id for n in nodes], window.start, window.end
+            )
+            challenges = {str(node_id): entry for node_id, entry in sorted(counts.items())}
         # The future-timestamp check needs "now": chain time may run ahead of the
         # wall clock on a dev chain that was fast-forwarded, never behind an ended epoch.
         now = max(time.time(), float(window.end))
@@ -350,9 +365,22 @@ class Reporter:
                 )
                 excluded.append({"nodeId": node.node_id, "reason": result.reason})
                 continue
-            leaves.append(_leaf(node.node_id, window.epoch, result))
+            leaf = _leaf(node.node_id, window.epoch, result)
+            failed = (challenges or {}).get(str(node.node_id), {}).get("failed", 0)
+            if failed and leaf.milli_gpu_hours:
+                log.warning(
+                    "epoch %d: node %d failed %d challenge(s) (%s): no GPU-hours credited"
+                    " (%d mGPUh measured)",
+                    window.epoch,
+                    node.node_id,
+                    failed,
+                    "; ".join(challenges[str(node.node_id)]["failures"]),
+                    leaf.milli_gpu_hours,
+                )
+                leaf = replace(leaf, milli_gpu_hours=0)
+            leaves.append(leaf)
             efficiency[str(node.node_id)] = result.efficiency_json(node.reference_power_w)
-        return leaves, excluded, efficiency
+        return leaves, excluded, efficiency, challenges
 
     def _signing_keys(self, quorum: int) -> list[str]:
         """Exactly ``quorum`` keys of current oracles (more signatures only cost gas)."""

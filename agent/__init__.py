@@ -1,0 +1,1 @@
+"""gpucap node agent: signed GPU samples and answers to the oracles' work challenges."""
