@@ -100,6 +100,43 @@ def test_crash_between_record_and_broadcast_resends_the_same_tx(
     assert live_deployment.system.stablecoin.balanceOf(address) == DRIP
 
 
+def test_nonce_held_by_another_pending_tx_is_retried_not_failed(
+    relayer: Relayer, sessions: sessionmaker[Session], live_deployment: Any
+) -> None:
+    """The node refuses the recorded transaction ("replacement transaction underpriced")
+    while another one holds its nonce in the pool: a retry, never a failed action; once that
+    one is mined the nonce is consumed and the action is signed anew."""
+    w3 = relayer.chain.w3
+    address, other = Account.create().address, Account.create().address
+    action_id = new_faucet_action(relayer.chain, sessions, address)
+    w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    try:
+        with relayer.nonces.locked():
+            lost = relayer.sign(drip_request(relayer.chain, address))
+            actions.record_sent(sessions, [action_id], lost)
+            taker = relayer.sign(drip_request(relayer.chain, other))
+            relayer.broadcast(taker)  # pending: it holds the nonce
+        with pytest.raises(ChainUnavailable, match="held by another pending transaction"):
+            relay_action(
+                sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
+            )
+        assert read(sessions, action_id).status == "submitted"  # not failed: retried later
+    finally:
+        w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    w3.eth.wait_for_transaction_receipt(taker.tx_hash, timeout=60)
+    with pytest.raises(NonceConsumed):
+        relay_action(
+            sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
+        )
+    assert (
+        relay_action(
+            sessions=sessions, relayer=relayer, builders=REQUEST_BUILDERS, action_id=action_id
+        )
+        == "confirmed"
+    )
+
+
 def test_recorded_tx_whose_nonce_was_taken_is_resigned(
     relayer: Relayer, sessions: sessionmaker[Session], live_deployment: Any
 ) -> None:
@@ -109,7 +146,9 @@ def test_recorded_tx_whose_nonce_was_taken_is_resigned(
         lost = relayer.sign(drip_request(relayer.chain, address))
         actions.record_sent(sessions, [action_id], lost)
         # Another transaction takes the same nonce before the recorded one is sent.
-        relayer.broadcast(relayer.sign(drip_request(relayer.chain, other)))
+        taker = relayer.sign(drip_request(relayer.chain, other))
+        relayer.broadcast(taker)
+    relayer.chain.w3.eth.wait_for_transaction_receipt(taker.tx_hash, timeout=60)
 
     with pytest.raises(NonceConsumed):
         relay_action(

@@ -237,7 +237,8 @@ class SettlementMachine(SnapshotMachine):
     def bond_is_slashed(self, node: int, per_mille: int) -> None:
         node_id = self.nodes[node]
         (bond,) = batch_views((self.registry, "bondOf", (node_id,)))
-        amount = bond[0] * per_mille // 1000
+        # The slasher reaches free bond only (locked bond backs the node's offers and sales).
+        amount = (bond[0] - bond[1]) * per_mille // 1000
         if amount == 0:
             return  # exhausted: settlement must still account exactly
         transact(

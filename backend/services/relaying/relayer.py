@@ -352,6 +352,15 @@ class Relayer:
                     raise NonceConsumed(
                         f"nonce {signed.nonce} of {signed.sender} was used by another transaction"
                     ) from exc
+                pending = self.chain.w3.eth.get_transaction_count(signed.sender, "pending")
+                if pending > signed.nonce:
+                    # Another transaction holds the nonce in the node's pool ("replacement
+                    # transaction underpriced"): not this one's failure. Retry: once it is
+                    # mined the nonce is consumed (re-signed), if it is dropped this one goes.
+                    raise ChainUnavailable(
+                        f"nonce {signed.nonce} of {signed.sender} is held by another pending "
+                        f"transaction: {exc}"
+                    ) from exc
                 raise RelayRejected(f"node refused transaction {signed.tx_hash}: {exc}") from exc
 
     def _in_mempool(self, tx_hash: str) -> bool:
