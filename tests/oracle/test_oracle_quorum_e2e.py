@@ -1,5 +1,8 @@
 """End to end: three oracle processes, quorum 2 of 3, on anvil, one killed mid-epoch.
 
+Also: the board's Redis stopped (SIGSTOP) across an epoch boundary; every oracle
+logs why its step failed, keeps running, and the quorum attests once it is back.
+
 The epoch's primary transmitter publishes its signature and is then killed with
 SIGKILL before a quorum exists; the two others reach the quorum through Redis,
 the next in the rotation takes over after the fallback delay, the epoch is
@@ -58,7 +61,9 @@ def redis_server(tmp_path_factory):
     server.stop()
 
 
-def oracle_process(world, redis_server, tmp_path, key: str, name: str) -> subprocess.Popen:
+def oracle_process(
+    world, redis_server, tmp_path, key: str, name: str, **extra: str
+) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCAP_")}
     env.update(
         GPUCAP_ORACLE_RPC_URL=world.rpc_url,
@@ -71,6 +76,7 @@ def oracle_process(world, redis_server, tmp_path, key: str, name: str) -> subpro
         GPUCAP_ORACLE_POLL_INTERVAL_SECONDS="0.2",
         GPUCAP_ORACLE_RETRY_DELAY_SECONDS="0.5",
         PYTHONUNBUFFERED="1",
+        **extra,
     )
     log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
@@ -167,3 +173,59 @@ def test_quorum_survives_the_primary_killed_mid_epoch(world, redis_server, tmp_p
         assert hub.verifyLeaf(values, leaf["proof"])
     tampered = (*values[:5], values[5] + 1, values[6])
     assert not hub.verifyLeaf(tampered, leaf["proof"])
+
+
+def test_oracles_survive_a_redis_stall_across_an_epoch_boundary(world, redis_server, tmp_path):
+    hub = world.system.oracle_hub
+    keys = dev_oracle_keys()
+    names = [f"oracle{i}" for i in range(len(keys))]
+    processes: dict[str, subprocess.Popen] = {}
+    assert redis_server.process is not None
+
+    def logs() -> dict[str, str]:
+        return {n: (tmp_path / f"{n}.log").read_text() for n in names}
+
+    try:
+        for name, key in zip(names, keys, strict=True):
+            processes[name] = oracle_process(
+                world,
+                redis_server,
+                tmp_path,
+                key,
+                name,
+                GPUCAP_ORACLE_QUORUM_REDIS_TIMEOUT_SECONDS="1",
+            )
+        before = end_epoch(hub)
+        wait_for(lambda: hub.lastAttestedEpoch() >= before, 90, f"epoch {before} attested")
+
+        # The board stalls (no reset, no refusal: reads time out) as the next epoch ends.
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            stalled = end_epoch(hub)
+
+            wait_for(
+                lambda: all("quorum board unreachable" in text for text in logs().values()),
+                60,
+                "every oracle to report the stalled board",
+            )
+            assert hub.lastAttestedEpoch() < stalled
+            assert all(p.poll() is None for p in processes.values()), logs()
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+
+        wait_for(lambda: hub.lastAttestedEpoch() >= stalled, 90, f"epoch {stalled} attested")
+        after = end_epoch(hub)
+        wait_for(lambda: hub.lastAttestedEpoch() >= after, 90, f"epoch {after} attested")
+        for name in names:
+            assert processes[name].poll() is None, logs()[name]
+            processes[name].send_signal(signal.SIGTERM)
+        for name in names:
+            assert processes[name].wait(timeout=30) == 0
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    text = logs()
+    assert all("TimeoutError" in text[n] for n in names), text
+    assert all("Traceback" not in text[n] for n in names), text
