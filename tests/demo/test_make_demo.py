@@ -5,8 +5,9 @@ a private directory, with a small world (20 nodes, the same seeding path as the
 default 1,000), drives the faucet through the API it prints, checks that the
 world has bonded nodes, offers and bound pools, that three oracles in quorum
 attest, that the activity process acts through the API, that a second demo says
-so instead of failing obscurely, and that Ctrl-C (SIGINT) stops every process it
-started.
+so instead of failing obscurely, that a worker or an oracle killed with SIGKILL
+is restarted (and the world goes on), and that Ctrl-C (SIGINT) stops every
+process it started.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from backend.risk.formulas import MONTH_SECONDS
 from devnet.world import USAGE_PAYER
 from gpucap import devchain
 from gpucap.deployment import Deployment
+from oracle.proofs import proofs_path
 
 ROOT = devchain.REPO_ROOT
 ADDRESS = "0x000000000000000000000000000000000000dEaD"
@@ -253,6 +255,66 @@ def test_second_demo_says_one_is_running(demo):
     assert result.returncode == 1
     assert "already running" in result.stdout
     assert str(demo["proc"].pid) in result.stdout
+
+
+def _is_child(demo, argv_tail: list[str], env: tuple[str, str] | None = None):
+    for child in psutil.Process(demo["proc"].pid).children():
+        try:
+            if child.cmdline()[-len(argv_tail) :] != argv_tail:
+                continue
+            if env is None or env[1] in child.environ().get(env[0], ""):
+                return child
+        except psutil.Error:
+            continue
+    return None
+
+
+def test_supervisor_restarts_a_killed_worker_and_oracle(demo):
+    w3, deployment = _chain(demo)
+    hub = deployment.contract(w3, "OracleHub")
+    worker = _is_child(demo, ["backend", "worker", "--no-beat"])
+    oracle = _is_child(demo, ["oracle", "run"], ("GPUCAP_ORACLE_PROOFS_DIR", "oracle-2"))
+    assert worker is not None and oracle is not None
+    worker.kill()
+    oracle.kill()
+    stdout = demo["dir"] / "stdout.txt"
+    _wait_for(
+        lambda: all(f"{n} restarted" in stdout.read_text() for n in ("worker", "oracle-2")),
+        60,
+        "the supervisor to restart the worker and oracle-2",
+    )
+    text = stdout.read_text()
+    assert "worker exited with code -9; restarting in 1 s" in text
+    assert "oracle-2 exited with code -9; restarting in 1 s" in text
+    assert "Stopping the gpucap world" not in text
+    assert demo["proc"].poll() is None
+    new_worker = _is_child(demo, ["backend", "worker", "--no-beat"])
+    assert new_worker is not None and new_worker.pid != worker.pid
+    log = (demo["dir"] / "logs" / "oracle-2.log").read_text()
+    assert "[supervisor] oracle-2 restarted (restart 1" in log
+
+    # The world goes on: the new worker relays a faucet drip, the new oracle attests.
+    resp = requests.post(
+        f"{demo['api']}/faucet", json={"address": Account.create().address}, timeout=10
+    )
+    assert resp.status_code == 202, resp.text
+    action_id = resp.json()["action_id"]
+    action = _wait_for(
+        lambda: (
+            (a := requests.get(f"{demo['api']}/actions/{action_id}", timeout=5).json())["status"]
+            in ("confirmed", "failed")
+            and a
+        ),
+        90,
+        "the faucet action to finish",
+    )
+    assert action["status"] == "confirmed", action
+    after = hub.functions.lastAttestedEpoch().call() + 1
+    _wait_for(
+        lambda: proofs_path(demo["dir"] / "oracle-2" / "epochs", after).exists(),
+        120,
+        f"the restarted oracle-2 to sign epoch {after}",
+    )
 
 
 def test_ctrl_c_stops_every_process(demo):
