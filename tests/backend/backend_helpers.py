@@ -18,6 +18,7 @@ import requests
 from backend.db.models import NodeRow
 from backend.redis_embedded import EmbeddedRedis
 from gpucap import devchain
+from gpucap.signing import SECP256K1_N
 
 T = TypeVar("T")
 ROOT = devchain.REPO_ROOT
@@ -259,3 +260,13 @@ def service_relayer(deployment: Any, redis_url: str) -> Iterator[Any]:
         )
     finally:
         client.close()
+
+
+def malleable_copies(signature: str) -> list[str]:
+    """The high-s and the v ∈ {0, 1} copies of a valid 0x signature: eth-account recovers
+    both to the signer; OpenZeppelin's ECDSA (the chain) rejects both."""
+    sig = bytes.fromhex(signature.removeprefix("0x"))
+    r, s_value, v = sig[:32], int.from_bytes(sig[32:64], "big"), sig[64]
+    high_s = r + (SECP256K1_N - s_value).to_bytes(32, "big") + bytes([55 - v])  # 27 <-> 28
+    low_v = sig[:64] + bytes([v - 27])
+    return ["0x" + copy.hex() for copy in (high_s, low_v)]
