@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     # Settlement keeper (a beat task): where the oracle publishes epoch proofs
     # (oracle's GPUCAP_ORACLE_PROOFS_DIR), and how often to look for due work.
     proofs_dir: Path = REPO_ROOT / ".run" / "oracle" / "epochs"
+    # The other oracles' folders of the quorum (JSON list): an epoch's file is taken from
+    # the first folder whose file verifies against the attested root, so one oracle down
+    # or behind never stalls settlement.
+    proofs_dirs: list[Path] = Field(default_factory=list)
     settle_interval_seconds: float = 10.0
     # Epoch settlement keeper (EpochSettlement.settle): how often it plans, the gas cap of
     # one batch transaction, and how long a node whose settlement failed waits to retry.
@@ -124,6 +128,11 @@ class Settings(BaseSettings):
         if self.environment != "development" and self.redis_url is None:
             raise ConfigError("GPUCAP_REDIS_URL is required in production (no embedded Redis)")
         return self
+
+    @property
+    def proof_sources(self) -> tuple[Path, ...]:
+        """Every folder an epoch's proofs file may come from, GPUCAP_PROOFS_DIR first."""
+        return tuple(dict.fromkeys([self.proofs_dir, *self.proofs_dirs]))
 
     @property
     def effective_siwe_domain(self) -> str:

@@ -10,6 +10,7 @@ process it started, newest first.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -239,8 +240,10 @@ def _run_world(
             "GPUCAP_DATABASE_URL": f"sqlite:///{RUN / 'gpucap.db'}",
             "GPUCAP_ORACLE_RPC_URL": rpc_url,
             "GPUCAP_ORACLE_MANIFEST_PATH": str(manifest),
-            # The backend's settlement keeper reads the proofs oracle 1 publishes.
+            # The backend's keepers read an epoch's proofs from any oracle of the quorum
+            # whose file verifies against the attested root: one oracle down stalls nothing.
             "GPUCAP_PROOFS_DIR": str(RUN / "oracle-1" / "epochs"),
+            "GPUCAP_PROOFS_DIRS": json.dumps([str(RUN / f"oracle-{n}" / "epochs") for n in (2, 3)]),
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -170,7 +170,7 @@ def settle_due(self: Task) -> str:
                 plan = plan_due(
                     session,
                     indexer_of(self.app).chain,
-                    ctx.settings.proofs_dir,
+                    ctx.settings.proof_sources,
                     enqueue=lambda action_id: self.app.send_task(
                         RELAY_TASK, args=[action_id], ignore_result=True
                     ),
@@ -200,7 +200,7 @@ def settle_epochs(self: Task) -> str:
                 plan = plan_epoch_settlements(
                     session,
                     indexer_of(self.app).chain,
-                    settings.proofs_dir,
+                    settings.proof_sources,
                     sender=relayer_of(self.app).sender,
                     max_batch_gas=settings.epoch_settle_max_batch_gas,
                     retry_after_seconds=settings.epoch_settle_retry_seconds,

@@ -9,10 +9,14 @@ terms were set during epoch k:
   k+1  A, B, C   A settles; B's batch is split off and fails alone (a recorded action)
   k+2  B, C      A was excluded by the oracle: passed over
   k+3  A, B, C   its published file is forged at first (A waits, logged), then fixed
+Each oracle of the quorum publishes its own folder; the keeper reads them all. Epoch k+1's
+file is only in the second oracle's folder (the first oracle was down then, and never wrote
+it): settlement goes on from the other oracle's file, checked against the same root.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -92,6 +96,7 @@ def world(live_deployment, admin, operator, buyer, stranger, tmp_path_factory):
     s.settlement.setUsageTerms(b, stranger, PRICE, {"from": admin})  # no allowance given
     s.stablecoin.approve(s.settlement, 2**256 - 1, {"from": buyer})
     proofs_dir = tmp_path_factory.mktemp("epochs")
+    other_oracle = tmp_path_factory.mktemp("epochs-oracle-2")
     commitments: dict[int, EpochCommitment] = {}
     # k: the epoch the terms were set in (the keeper settles from the first one after).
     k = first_epoch_after(terms.timestamp, hub.genesisTimestamp(), hub.epochLengthSeconds()) - 1
@@ -102,7 +107,7 @@ def world(live_deployment, admin, operator, buyer, stranger, tmp_path_factory):
         commitments[epoch] = commitment_for(s.oracle_hub, epoch, members, seed=epoch)
         _attest(s, commitments[epoch], operator)
     for epoch in range(k, k + 3):
-        _publish(proofs_dir, s, commitments[epoch])
+        _publish(other_oracle if epoch == k + 1 else proofs_dir, s, commitments[epoch])
     # Epoch k+3's file claims more delivery for A than the oracles signed.
     real = commitments[k + 3]
     forged_leaves = [
@@ -118,6 +123,7 @@ def world(live_deployment, admin, operator, buyer, stranger, tmp_path_factory):
         "k": k,
         "commitments": commitments,
         "proofs": proofs_dir,
+        "other_oracle": other_oracle,
         "buyer_balance": s.stablecoin.balanceOf(buyer),  # before any keeper runs
     }
 
@@ -129,6 +135,7 @@ def stack(world, live_deployment, tmp_path_factory) -> Iterator[Stack]:
     env = {
         **backend_env(tmp, live_deployment, redis_server.url),
         "GPUCAP_PROOFS_DIR": str(world["proofs"]),
+        "GPUCAP_PROOFS_DIRS": json.dumps([str(world["other_oracle"])]),
         "GPUCAP_INDEX_INTERVAL_SECONDS": "0.5",
         "GPUCAP_EPOCH_SETTLE_INTERVAL_SECONDS": "0.5",
         "GPUCAP_EPOCH_SETTLE_RETRY_SECONDS": "3600",
@@ -177,7 +184,8 @@ def test_keeper_settles_in_order_and_isolates_bad_input(
     paid_before = world["buyer_balance"]
     sessions = get_sessionmaker(stack.env["GPUCAP_DATABASE_URL"])
 
-    # A settles k+1 (never k: it became billable during k), then waits at the forged k+3.
+    # A settles k+1 (never k: it became billable during k) from the second oracle's file
+    # (the first has none), then waits at the forged k+3.
     wait_for(lambda: settlement.lastSettledEpoch(a) == k + 1, 60, "node A to settle epoch k+1")
     wait_for(
         lambda: f"rejected: node {a}: epoch {k + 3}" in stack.worker.log_tail(400),

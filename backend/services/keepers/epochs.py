@@ -37,7 +37,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from eth_utils import to_checksum_address
@@ -57,6 +56,7 @@ from backend.db.models import (
 from backend.services.chain import Chain
 from backend.services.indexing.leaves import (
     EpochProofs,
+    ProofsDirs,
     ProofsMismatch,
     ProofsUnavailable,
     load_epoch_proofs,
@@ -219,7 +219,7 @@ def billable_since(session: Session) -> dict[int, int]:
 def plan_epoch_settlements(
     session: Session,
     chain: Chain,
-    proofs_dir: Path,
+    proofs_dir: ProofsDirs,
     *,
     sender: str,
     max_batch_gas: int,
