@@ -123,12 +123,15 @@ def sweep_stale_actions(self: Task) -> list[str]:
     return run_sweep(self.app)
 
 
-def run_sweep(app: Celery) -> list[str]:
+def run_sweep(app: Celery, *, older_than_seconds: float | None = None) -> list[str]:
+    """Enqueue open actions untouched for ``older_than_seconds`` (default: the setting)."""
     ctx = context_of(app)
     return sweep(
         sessions=ctx.sessions,
         enqueue=lambda action_id: app.send_task(RELAY_TASK, args=[action_id], ignore_result=True),
-        older_than_seconds=ctx.settings.sweep_stale_seconds,
+        older_than_seconds=(
+            ctx.settings.sweep_stale_seconds if older_than_seconds is None else older_than_seconds
+        ),
     )
 
 

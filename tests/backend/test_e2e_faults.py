@@ -184,6 +184,39 @@ def test_worker_killed_mid_run_loses_and_doubles_nothing(faulty) -> None:
     _all_confirmed_once(stack, drips, timeout=120)
 
 
+def test_a_starting_worker_takes_up_what_a_killed_one_left_at_once(faulty, tmp_path) -> None:
+    """The periodic sweep is out of the picture (an hour): what the killed worker held
+    is taken up by the new worker's start-up sweep, not after a staleness threshold."""
+    stack = faulty["stack"]
+    wait_for(stack.worker_ok, 30, "the worker to answer")
+    usual = stack.worker
+    no_sweep = {
+        **usual.env,
+        "GPUCAP_SWEEP_INTERVAL_SECONDS": "3600",
+        "GPUCAP_SWEEP_STALE_SECONDS": "3600",
+    }
+    usual.stop()
+    stack.worker = ServiceProcess("worker", ["worker"], no_sweep, tmp_path / "worker.log")
+    try:
+        stack.start_worker()
+        drips = _drips(stack, 6)
+        wait_for(
+            lambda: any(stack.get(f"/actions/{a}").json()["status"] != "pending" for _, a in drips),
+            30,
+            "the worker to start relaying",
+        )
+        assert stack.worker.popen is not None
+        os.killpg(stack.worker.popen.pid, signal.SIGKILL)
+        stack.worker.popen.wait()
+        stack.start_worker()
+        _all_confirmed_once(stack, drips, timeout=60)
+        assert "start-up sweep re-enqueued" in stack.worker.log_tail(400)
+    finally:
+        stack.worker.stop()
+        stack.worker = usual
+        stack.start_worker()
+
+
 def _all_with_status(stack: Stack, ids: list[str], status: str) -> list[dict] | None:
     rows = [stack.get(f"/actions/{i}").json() for i in ids]
     return rows if all(r["status"] == status for r in rows) else None
