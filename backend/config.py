@@ -106,6 +106,14 @@ class Settings(BaseSettings):
 
     # Health checks must answer fast even when a dependency hangs.
     health_timeout_seconds: float = 1.0
+    # /health turns 503 when the work is stale: ended epochs unattested this long (unset:
+    # two epoch lengths), the settlement keeper this many epochs behind or silent this
+    # long, an action open this long; and when an oracle's own /health (these URLs) is not ok.
+    health_max_attestation_lag_seconds: float | None = None
+    health_max_keeper_epochs_behind: int = 2
+    health_max_keeper_silence_seconds: float = 120.0
+    health_max_pending_age_seconds: float = 300.0
+    oracle_health_urls: list[str] = Field(default_factory=list)
 
     # Dashboard (/dashboard): its charting library is served from where npm installed
     # it (package-lock.json pins the version), not copied into the source tree.

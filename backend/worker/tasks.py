@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from backend.db.models import ActionStatus
 from backend.services.claims import claimed
 from backend.services.errors import ActionNotFound, ChainUnavailable, NonceLockTimeout
+from backend.services.health import record_keeper_progress
 from backend.services.indexing.indexer import ConcurrentIndexer, ReorgDuringBatch
 from backend.services.keepers.deliveries import plan_due
 from backend.services.keepers.epochs import plan_epoch_settlements
@@ -214,6 +215,7 @@ def settle_epochs(self: Task) -> str:
         except (ChainUnavailable, ManifestError) as exc:
             log.warning("settle_epochs: %s; will retry on the next beat", exc)
             return "unavailable"
+    record_keeper_progress(ctx.redis, plan)
     for reason in plan.rejected:
         _log_now_and_then(logging.WARNING, f"settle_epochs: rejected: {reason}")
     for reason in plan.waiting:

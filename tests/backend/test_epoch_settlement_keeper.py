@@ -140,6 +140,7 @@ def stack(world, live_deployment, tmp_path_factory) -> Iterator[Stack]:
         "GPUCAP_EPOCH_SETTLE_INTERVAL_SECONDS": "0.5",
         "GPUCAP_EPOCH_SETTLE_RETRY_SECONDS": "3600",
         "GPUCAP_LEAF_INGEST_RETRY_SECONDS": "0.5",
+        "GPUCAP_HEALTH_MAX_ATTESTATION_LAG_SECONDS": "30",
     }
     subprocess.run(
         [sys.executable, "-m", "backend", "migrate"],
@@ -278,3 +279,34 @@ def test_metrics_history_is_served_from_verified_leaves(world, stack) -> None:
     with sessions() as session:
         stored = session.scalars(select(NodeMetricRow).where(NodeMetricRow.epoch == k + 3)).all()
         assert sorted(r.node_id for r in stored) == [a, b, c]
+
+
+def test_health_tells_settlement_and_attestation_progress(world, stack) -> None:
+    """/health is not ok while the keeper trails (B's failed settlement of k+1 waits for
+    its retry) or ended epochs go unattested, and says by how much."""
+    s, k = world["system"], world["k"]
+    _, b, _ = world["nodes"]
+    hub = s.oracle_hub
+    wait_for(lambda: s.settlement.lastSettledEpoch(world["nodes"][0]) == k + 3, 60, "A settled")
+
+    def checks() -> dict:
+        return stack.get("/health").json()["checks"]
+
+    keeper = wait_for(
+        lambda: (c := checks()["keeper"])["epochs_behind"] == 3 and c, 30, "the keeper's record"
+    )
+    assert keeper["ok"] is False and f"node {b}: epoch {k + 1}" in keeper["detail"], keeper
+    attestation = checks()["attestation"]
+    assert attestation["last_attested_epoch"] == k + 3, attestation
+    relayer = wait_for(lambda: (c := checks()["relayer"])["pending"] == 0 and c, 30, "no pending")
+    assert relayer["ok"]
+
+    # Two epochs (60 s each here) end and no oracle attests them: stale past the 30 s set.
+    end_epoch(hub)
+    end_epoch(hub)
+    resp = stack.get("/health")
+    assert resp.status_code == 503 and resp.json()["status"] == "degraded"
+    attestation = resp.json()["checks"]["attestation"]
+    assert attestation["ok"] is False, attestation
+    assert attestation["epochs_waiting"] >= 2 and attestation["lag_seconds"] > 30
+    assert "stale" in attestation["detail"]

@@ -90,6 +90,9 @@ class EpochPlan:
     actions: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # nothing wrong yet: a file, a retry
     rejected: list[str] = field(default_factory=list)  # forged/mismatched files, reverts
+    # Attested epochs from the oldest one with work left for some node (due, waiting for a
+    # file or a retry, rejected) through the newest indexed: 1 is a keeper in step.
+    epochs_behind: int = 0
 
 
 Estimate = Callable[[int, Sequence[SettleItem]], "int | str"]
@@ -276,6 +279,7 @@ def plan_epoch_settlements(
         return files[row.epoch]
 
     due: dict[int, list[tuple[SettleItem, int]]] = {}  # epoch → (item, attempt)
+    newest = epochs[-1].epoch if epochs else 0
     for node, start in starts.items():
         for row in epochs:
             if row.epoch < start:
@@ -303,6 +307,10 @@ def plan_epoch_settlements(
                 )
                 break
             # The epoch's verified leaves do not include the node: nothing to settle, ever.
+        else:
+            continue  # no work left for this node up to the newest attested epoch
+        # The loop stopped at work for this node (due, waiting or rejected) at row.epoch.
+        plan.epochs_behind = max(plan.epochs_behind, newest - row.epoch + 1)
 
     roots = {row.epoch: row.root for row in epochs}
     estimate = estimate or chain_estimator(chain, to_checksum_address(sender))
