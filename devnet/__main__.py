@@ -230,6 +230,8 @@ def _run_world(
     api_url = f"http://127.0.0.1:{api_port}"
     manifest = RUN / "deployment.json"
     py = str(ROOT / ".venv" / "bin" / "python")
+    # Each oracle serves its own /health; the API's /health and the dashboard read them.
+    oracle_ports = [devchain.free_port() for _ in DEV_ORACLE_KEY_INDICES]
     env = devchain.env_with_toolchain()
     env.update(
         {
@@ -244,6 +246,9 @@ def _run_world(
             # whose file verifies against the attested root: one oracle down stalls nothing.
             "GPUCAP_PROOFS_DIR": str(RUN / "oracle-1" / "epochs"),
             "GPUCAP_PROOFS_DIRS": json.dumps([str(RUN / f"oracle-{n}" / "epochs") for n in (2, 3)]),
+            "GPUCAP_ORACLE_HEALTH_URLS": json.dumps(
+                [f"http://127.0.0.1:{port}/health" for port in oracle_ports]
+            ),
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -342,6 +347,7 @@ def _run_world(
                 "GPUCAP_ORACLE_FLEET_DAY_SECONDS": str(FLEET_DAY_SECONDS),
                 # One epoch is 30 s: the next in the rotation steps in after 8 s.
                 "GPUCAP_ORACLE_TRANSMIT_FALLBACK_SECONDS": "8",
+                "GPUCAP_ORACLE_METRICS_PORT": str(oracle_ports[n - 1]),
             }
             group.start(
                 ManagedProcess(

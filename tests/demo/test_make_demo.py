@@ -168,6 +168,9 @@ def test_health_reports_every_part_up(demo):
         "a healthy /health",
     )
     assert {"chain", "redis", "database", "worker"} <= set(body["checks"])
+    # The work, not only the parts: every oracle's own health, attestation, settlement.
+    assert {"oracles", "attestation", "keeper", "relayer"} <= set(body["checks"])
+    assert body["checks"]["oracles"]["detail"] == "3 of 3 oracle(s) healthy"
 
 
 def test_faucet_through_the_demo(demo):
