@@ -106,6 +106,9 @@ class Settings(BaseSettings):
 
     # Health checks must answer fast even when a dependency hangs.
     health_timeout_seconds: float = 1.0
+    # The faucet: at most this many new drips per client address per window (any recipients).
+    faucet_client_limit: int = Field(default=10, ge=1)
+    faucet_client_window_seconds: int = Field(default=3600, ge=1)
     # /health turns 503 when the work is stale: ended epochs unattested this long (unset:
     # two epoch lengths), the settlement keeper this many epochs behind or silent this
     # long, an action open this long; and when an oracle's own /health (these URLs) is not ok.

@@ -133,6 +133,8 @@ def backend_env(tmp: Path, deployment: Any, redis_url: str) -> dict[str, str]:
             "GPUCAP_SWEEP_INTERVAL_SECONDS": "0.5",
             "GPUCAP_SWEEP_STALE_SECONDS": "1",
             "GPUCAP_HEALTH_TIMEOUT_SECONDS": "0.5",
+            # Tests drip for many fresh addresses from one client; the limit has its test.
+            "GPUCAP_FAUCET_CLIENT_LIMIT": "100000",
             "PYTHONUNBUFFERED": "1",
         }
     )
