@@ -2,6 +2,7 @@
 
 Also: the board's Redis stopped (SIGSTOP) across an epoch boundary; every oracle
 logs why its step failed, keeps running, and the quorum attests once it is back.
+And an oracle started while the node is unreachable waits for it instead of exiting.
 
 The epoch's primary transmitter publishes its signature and is then killed with
 SIGKILL before a quorum exists; the two others reach the quorum through Redis,
@@ -30,6 +31,7 @@ from oracle.config import OracleSettings
 from oracle.proofs import read_proofs
 from oracle.reporter import ReportStatus, build_reporter
 from tests.oracle.hub_helpers import end_epoch
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.filterwarnings("ignore:rpc\\.(sleep|mine) should not:FutureWarning")
 
@@ -229,3 +231,46 @@ def test_oracles_survive_a_redis_stall_across_an_epoch_boundary(world, redis_ser
     text = logs()
     assert all("TimeoutError" in text[n] for n in names), text
     assert all("Traceback" not in text[n] for n in names), text
+
+
+def test_an_oracle_started_while_the_node_is_down_waits_for_it(world, tmp_path):
+    """Started with the node unreachable, the daemon says why and retries instead of
+    exiting; once the node answers it attests (alone: all three dev keys, no board)."""
+    hub = world.system.oracle_hub
+    proxy = TcpProxy(int(world.rpc_url.rsplit(":", 1)[1]))  # cut until restored
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCAP_")}
+    env.update(
+        GPUCAP_ORACLE_RPC_URL=f"http://127.0.0.1:{proxy.port}",
+        GPUCAP_ORACLE_MANIFEST_PATH=str(world.manifest_path),
+        GPUCAP_ORACLE_PROOFS_DIR=str(tmp_path / "epochs"),
+        GPUCAP_ORACLE_STATE_PATH=str(tmp_path / "state.sqlite3"),
+        GPUCAP_ORACLE_POLL_INTERVAL_SECONDS="0.2",
+        GPUCAP_ORACLE_RETRY_DELAY_SECONDS="0.5",
+        PYTHONUNBUFFERED="1",
+    )
+    log_path = tmp_path / "oracle.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "oracle", "run"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(
+            lambda: log_path.read_text().count("cannot start yet") >= 2,
+            60,
+            "the daemon to retry its start",
+        )
+        assert process.poll() is None, log_path.read_text()
+        proxy.restore()
+        ended = end_epoch(hub)
+        wait_for(lambda: hub.lastAttestedEpoch() >= ended, 90, f"epoch {ended} attested")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        proxy.cut()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
