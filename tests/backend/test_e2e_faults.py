@@ -1,5 +1,6 @@
-"""Faults through the real parts: a worker killed with SIGKILL mid-run, and the chain
-unreachable from the worker for a while. Every action still ends confirmed exactly once.
+"""Faults through the real parts: a worker killed with SIGKILL mid-run, the chain
+unreachable from the worker for a while, Redis stalled (SIGSTOP) under the API, the
+worker and its beat. Every action still ends confirmed exactly once.
 
 Own stack (not the shared fixture): the worker reaches anvil through a TCP proxy
 this test can cut, while the API talks to anvil directly, so requests are accepted
@@ -204,3 +205,37 @@ def test_worker_killed_mid_batch_runs_each_request_once(faulty) -> None:
     for w in wallets:
         assert s.forwarder.nonces(w.address) == 1
         assert s.capacity.isApprovedForAll(w.address, s.registry.address)
+
+
+def test_redis_stalled_then_back(faulty) -> None:
+    """Redis stops answering (SIGSTOP: no reset, reads time out) while drips are asked for;
+    the API answers (the enqueue fails fast, the row stays for the sweep), the worker and
+    its beat notice and stay up, and once Redis answers again every drip is confirmed once
+    and the beat's index runs go on."""
+    stack = faulty["stack"]
+    wait_for(stack.worker_ok, 30, "the worker to answer")
+    assert stack.redis.process is not None and stack.worker.popen is not None
+    log_before = len(stack.worker.log_path.read_text(errors="replace"))
+    stack.redis.process.send_signal(signal.SIGSTOP)
+    try:
+        drips = _drips(stack, 3)
+        wait_for(
+            lambda: any(
+                word in stack.worker.log_path.read_text(errors="replace")[log_before:]
+                for word in ("Timeout", "timeout", "Error", "ConnectionError")
+            ),
+            60,
+            "the worker to notice the stalled broker",
+        )
+        assert stack.worker.popen.poll() is None, stack.worker.log_tail()
+    finally:
+        stack.redis.process.send_signal(signal.SIGCONT)
+    _all_confirmed_once(stack, drips, timeout=120)
+    assert stack.worker.popen.poll() is None, stack.worker.log_tail()
+    indexed = stack.get("/api/v1/indexer").json()["next_block"]
+    _all_confirmed_once(stack, _drips(stack, 1), timeout=60)  # a new block to index
+    wait_for(
+        lambda: stack.get("/api/v1/indexer").json()["next_block"] > indexed,
+        60,
+        "the beat's index runs to go on",
+    )
