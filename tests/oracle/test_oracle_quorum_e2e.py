@@ -90,6 +90,21 @@ def oracle_process(
     )
 
 
+def stop_cleanly(processes: dict[str, subprocess.Popen], names) -> None:
+    """SIGTERM: each daemon finishes its step and exits 0."""
+    for name in names:
+        processes[name].send_signal(signal.SIGTERM)
+    for name in names:
+        assert processes[name].wait(timeout=30) == 0
+
+
+def kill_leftovers(processes: dict[str, subprocess.Popen]) -> None:
+    for process in processes.values():
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def wait_for(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -146,15 +161,9 @@ def test_quorum_survives_the_primary_killed_mid_epoch(world, redis_server, tmp_p
         )
         assert len(events) == 1
         assert events[0]["args"]["transmitter"] == address[rank1]
-        for name in ("rank1", "rank2"):
-            processes[name].send_signal(signal.SIGTERM)
-        for name in ("rank1", "rank2"):
-            assert processes[name].wait(timeout=30) == 0
+        stop_cleanly(processes, ("rank1", "rank2"))
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        kill_leftovers(processes)
 
     logs = {name: (tmp_path / f"{name}.log").read_text() for name in processes}
     assert "transmitting as fallback rank 1" in logs["rank1"], logs["rank1"]
@@ -220,14 +229,9 @@ def test_oracles_survive_a_redis_stall_across_an_epoch_boundary(world, redis_ser
         wait_for(lambda: hub.lastAttestedEpoch() >= after, 90, f"epoch {after} attested")
         for name in names:
             assert processes[name].poll() is None, logs()[name]
-            processes[name].send_signal(signal.SIGTERM)
-        for name in names:
-            assert processes[name].wait(timeout=30) == 0
+        stop_cleanly(processes, names)
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        kill_leftovers(processes)
     text = logs()
     assert all("TimeoutError" in text[n] for n in names), text
     assert all("Traceback" not in text[n] for n in names), text
@@ -267,10 +271,7 @@ def test_an_oracle_started_while_the_node_is_down_waits_for_it(world, tmp_path):
         proxy.restore()
         ended = end_epoch(hub)
         wait_for(lambda: hub.lastAttestedEpoch() >= ended, 90, f"epoch {ended} attested")
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        stop_cleanly({"oracle": process}, ["oracle"])
     finally:
         proxy.cut()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        kill_leftovers({"oracle": process})
