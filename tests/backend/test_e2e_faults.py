@@ -111,11 +111,8 @@ def test_chain_unreachable_then_back(faulty) -> None:
     _all_confirmed_once(stack, drips, timeout=90)
 
 
-def test_worker_killed_mid_run_loses_and_doubles_nothing(faulty) -> None:
-    stack = faulty["stack"]
-    wait_for(stack.worker_ok, 30, "the worker to answer")
-    drips = _drips(stack, 8)
-    # Let it start on them, then SIGKILL the whole worker (no chance to clean up).
+def _kill_worker_once_relaying(stack: Stack, drips: list[tuple[str, str]]) -> None:
+    """Let the worker start on ``drips``, then SIGKILL its whole group (no clean-up)."""
     wait_for(
         lambda: any(stack.get(f"/actions/{a}").json()["status"] != "pending" for _, a in drips),
         30,
@@ -124,6 +121,13 @@ def test_worker_killed_mid_run_loses_and_doubles_nothing(faulty) -> None:
     assert stack.worker.popen is not None
     os.killpg(stack.worker.popen.pid, signal.SIGKILL)
     stack.worker.popen.wait()
+
+
+def test_worker_killed_mid_run_loses_and_doubles_nothing(faulty) -> None:
+    stack = faulty["stack"]
+    wait_for(stack.worker_ok, 30, "the worker to answer")
+    drips = _drips(stack, 8)
+    _kill_worker_once_relaying(stack, drips)
     stack.start_worker()  # acks_late redelivery and the sweep pick the rest up
     _all_confirmed_once(stack, drips, timeout=120)
 
@@ -144,16 +148,10 @@ def test_a_starting_worker_takes_up_what_a_killed_one_left_at_once(faulty, tmp_p
     try:
         stack.start_worker()
         drips = _drips(stack, 6)
-        wait_for(
-            lambda: any(stack.get(f"/actions/{a}").json()["status"] != "pending" for _, a in drips),
-            30,
-            "the worker to start relaying",
-        )
-        assert stack.worker.popen is not None
-        os.killpg(stack.worker.popen.pid, signal.SIGKILL)
-        stack.worker.popen.wait()
+        _kill_worker_once_relaying(stack, drips)
         stack.start_worker()
-        _all_confirmed_once(stack, drips, timeout=60)
+        # Well under the broker's hour-long visibility timeout the dead worker's tasks wait for.
+        _all_confirmed_once(stack, drips, timeout=120)
         assert "start-up sweep re-enqueued" in stack.worker.log_tail(400)
     finally:
         stack.worker.stop()

@@ -173,19 +173,24 @@ def test_health_reports_every_part_up(demo):
     assert body["checks"]["oracles"]["detail"] == "3 of 3 oracle(s) healthy"
 
 
-def test_faucet_through_the_demo(demo):
-    resp = requests.post(f"{demo['api']}/faucet", json={"address": ADDRESS}, timeout=10)
+def _drip(demo, address: str, timeout: float = 60) -> dict:
+    """Ask the demo's faucet for ``address``; the action once it finished."""
+    resp = requests.post(f"{demo['api']}/faucet", json={"address": address}, timeout=10)
     assert resp.status_code == 202, resp.text
     action_id = resp.json()["action_id"]
-    action = _wait_for(
+    return _wait_for(
         lambda: (
             (a := requests.get(f"{demo['api']}/actions/{action_id}", timeout=5).json())["status"]
             in ("confirmed", "failed")
             and a
         ),
-        60,
+        timeout,
         "the faucet action to finish",
     )
+
+
+def test_faucet_through_the_demo(demo):
+    action = _drip(demo, ADDRESS)
     assert action["status"] == "confirmed", action
 
 
@@ -348,20 +353,7 @@ def test_supervisor_restarts_a_killed_worker_and_oracle(demo):
     assert "[supervisor] oracle-2 restarted (restart 1" in log
 
     # The world goes on: the new worker relays a faucet drip, the new oracle attests.
-    resp = requests.post(
-        f"{demo['api']}/faucet", json={"address": Account.create().address}, timeout=10
-    )
-    assert resp.status_code == 202, resp.text
-    action_id = resp.json()["action_id"]
-    action = _wait_for(
-        lambda: (
-            (a := requests.get(f"{demo['api']}/actions/{action_id}", timeout=5).json())["status"]
-            in ("confirmed", "failed")
-            and a
-        ),
-        90,
-        "the faucet action to finish",
-    )
+    action = _drip(demo, Account.create().address, timeout=90)
     assert action["status"] == "confirmed", action
     after = hub.functions.lastAttestedEpoch().call() + 1
     _wait_for(
