@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     # Settlement keeper (a beat task): where the oracle publishes epoch proofs
     # (oracle's GPUCAP_ORACLE_PROOFS_DIR), and how often to look for due work.
     proofs_dir: Path = REPO_ROOT / ".run" / "oracle" / "epochs"
+    # The other oracles' folders of the quorum (JSON list): an epoch's file is taken from
+    # the first folder whose file verifies against the attested root, so one oracle down
+    # or behind never stalls settlement.
+    proofs_dirs: list[Path] = Field(default_factory=list)
     settle_interval_seconds: float = 10.0
     # Epoch settlement keeper (EpochSettlement.settle): how often it plans, the gas cap of
     # one batch transaction, and how long a node whose settlement failed waits to retry.
@@ -107,6 +111,17 @@ class Settings(BaseSettings):
 
     # Health checks must answer fast even when a dependency hangs.
     health_timeout_seconds: float = 1.0
+    # The faucet: at most this many new drips per client address per window (any recipients).
+    faucet_client_limit: int = Field(default=10, ge=1)
+    faucet_client_window_seconds: int = Field(default=3600, ge=1)
+    # /health turns 503 when the work is stale: ended epochs unattested this long (unset:
+    # two epoch lengths), the settlement keeper this many epochs behind or silent this
+    # long, an action open this long; and when an oracle's own /health (these URLs) is not ok.
+    health_max_attestation_lag_seconds: float | None = None
+    health_max_keeper_epochs_behind: int = 2
+    health_max_keeper_silence_seconds: float = 120.0
+    health_max_pending_age_seconds: float = 300.0
+    oracle_health_urls: list[str] = Field(default_factory=list)
 
     # Dashboard (/dashboard): its charting library is served from where npm installed
     # it (package-lock.json pins the version), not copied into the source tree.
@@ -129,6 +144,11 @@ class Settings(BaseSettings):
         if self.environment != "development" and self.redis_url is None:
             raise ConfigError("GPUCAP_REDIS_URL is required in production (no embedded Redis)")
         return self
+
+    @property
+    def proof_sources(self) -> tuple[Path, ...]:
+        """Every folder an epoch's proofs file may come from, GPUCAP_PROOFS_DIR first."""
+        return tuple(dict.fromkeys([self.proofs_dir, *self.proofs_dirs]))
 
     @property
     def effective_siwe_domain(self) -> str:

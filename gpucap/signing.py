@@ -36,6 +36,29 @@ PERMIT_TYPES = {
 }
 
 
+# secp256k1's group order: a signature (r, s) and its copy (r, n - s) both verify, so
+# OpenZeppelin's ECDSA (and EIP-2) take only s ≤ n/2, and only v ∈ {27, 28}.
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def non_canonical_reason(signature: bytes) -> str | None:
+    """Why ``signature`` (65 bytes r‖s‖v) is not in the one form the chain accepts, or None.
+
+    eth-account recovers high-s and v ∈ {0, 1} copies of a valid signature to the
+    same signer, but the forwarder's ECDSA.recover rejects them: accepting one would
+    relay a request that fails on-chain at the relayer's cost."""
+    if len(signature) != 65:
+        return f"a signature is 65 bytes (r, s, v), not {len(signature)}"
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    v = signature[64]
+    if v not in (27, 28):
+        return f"v is {v}: only 27 or 28 is accepted (sign with eth_signTypedData_v4/personal_sign)"
+    if not 0 < r < SECP256K1_N or not 0 < s <= SECP256K1_N // 2:
+        return "s is in the upper half of the curve order (a malleable copy); use s = n - s"
+    return None
+
+
 def _hex_bytes(data: bytes | str) -> bytes:
     return bytes.fromhex(data.removeprefix("0x")) if isinstance(data, str) else bytes(data)
 

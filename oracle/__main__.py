@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +19,7 @@ from gpucap.deployment import ManifestError
 from oracle.collectors.agent import AgentCollector
 from oracle.collectors.base import CollectorUnavailable
 from oracle.config import OracleSettings
-from oracle.daemon import TRANSIENT_ERRORS, Daemon
+from oracle.daemon import MAX_BACKOFF_SECONDS, TRANSIENT_ERRORS, Daemon
 from oracle.errors import OracleError
 from oracle.health import HealthPolicy, MetricsServer, OracleMetrics
 from oracle.reporter import build_reporter
@@ -43,15 +44,28 @@ def run(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = OracleSettings()
-    try:
-        source, sampler = build_source(settings)
-        reporter = build_reporter(settings, source)
-    except (ManifestError, OracleError, CollectorUnavailable) as exc:
-        log.error("cannot start: %s", exc)
-        raise typer.Exit(2) from None
-    except TRANSIENT_ERRORS as exc:
-        log.error("cannot start: node at %s unreachable (%s)", settings.rpc_url, exc)
-        raise typer.Exit(2) from None
+    delay = max(settings.retry_delay_seconds, 1.0)
+    while True:
+        try:
+            source, sampler = build_source(settings)
+            reporter = build_reporter(settings, source)
+            break
+        except (ManifestError, OracleError, CollectorUnavailable) as exc:
+            log.error("cannot start: %s", exc)
+            raise typer.Exit(2) from None
+        except TRANSIENT_ERRORS as exc:
+            if once:
+                log.error("cannot start: node at %s unreachable (%s)", settings.rpc_url, exc)
+                raise typer.Exit(2) from None
+            # A daemon outlives a node that is down or restarting: wait for it (SIGTERM ends).
+            log.warning(
+                "cannot start yet: node at %s unreachable (%s); retrying in %.0fs",
+                settings.rpc_url,
+                exc,
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
     server: MetricsServer | None = None
     if sampler is not None:
         sampler.start()

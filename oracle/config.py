@@ -79,6 +79,8 @@ class OracleSettings(BaseSettings):
     fee_bump_percent: int = Field(default=25, ge=10, le=500)
     # M-of-N across processes: each holds one key; signatures meet in this Redis.
     quorum_redis_url: str | None = None
+    # A board read or write stalled this long fails the step (retried), never the daemon.
+    quorum_redis_timeout_seconds: float = Field(default=10.0, gt=0)
     # Rank k of the rotation transmits k × this many seconds after seeing a quorum.
     transmit_fallback_seconds: float = Field(default=30.0, ge=0)
     # Co-sign another oracle's leaf if within these of our own (see oracle.quorum.Tolerance).

@@ -13,6 +13,7 @@ import signal
 import threading
 from types import FrameType
 
+import redis
 import requests
 from web3.exceptions import ProviderConnectionError, TimeExhausted
 
@@ -22,13 +23,19 @@ from oracle.reporter import Reporter, ReportOutcome, ReportStatus
 
 log = logging.getLogger("gpucap.oracle")
 
-# Failures of the node or the network: worth retrying as they are.
+# Failures of the node, the quorum board's Redis or the network: worth retrying as they are.
 TRANSIENT_ERRORS = (
     requests.ConnectionError,
     requests.Timeout,
     ProviderConnectionError,
     TimeExhausted,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OSError,  # socket timeouts and resets below any client library (TimeoutError is one)
 )
+
+# Successive failed steps wait retry_delay, 2×, 4×, … up to this (or retry_delay if longer).
+MAX_BACKOFF_SECONDS = 30.0
 
 
 class Daemon:
@@ -45,6 +52,7 @@ class Daemon:
         self.metrics = metrics or OracleMetrics()
         self.metrics.set_signers(reporter.signer_addresses, reporter.transmitter.address)
         self._stop = threading.Event()
+        self._failures = 0  # consecutive failed steps, for the backoff
 
     def stop(self) -> None:
         self._stop.set()
@@ -79,17 +87,36 @@ class Daemon:
         except OracleError as exc:
             log.error("%s", exc)
             self.metrics.observe_failure(type(exc).__name__, str(exc))
-            return self.retry_delay
+            return self._backoff()
+        except redis.RedisError as exc:
+            log.warning("quorum board unreachable (%s: %s); retrying", type(exc).__name__, exc)
+            self.metrics.observe_failure("BoardUnreachable", f"{type(exc).__name__}: {exc}")
+            return self._backoff()
         except TRANSIENT_ERRORS as exc:
             log.warning("chain unreachable (%s: %s); retrying", type(exc).__name__, exc)
             self.metrics.observe_failure("ChainUnreachable", f"{type(exc).__name__}: {exc}")
-            return self.retry_delay
+            return self._backoff()
+        except Exception as exc:  # noqa: BLE001 - a long-running daemon never dies of one step
+            # Unforeseen: logged with its traceback, retried like the rest; the step is
+            # idempotent (progress is on-chain and in the state store), so a retry is safe.
+            log.exception("step failed unexpectedly (%s); retrying", type(exc).__name__)
+            self.metrics.observe_failure(type(exc).__name__, str(exc))
+            return self._backoff()
         finally:
             self._observe_chain()
+        if self._failures:
+            log.info("step succeeded again after %d failed attempt(s)", self._failures)
+            self._failures = 0
         self._observe(outcome)
         if outcome.status in (ReportStatus.ATTESTED, ReportStatus.ALREADY_ATTESTED):
             return 0.0  # more epochs may have ended meanwhile: catch up at once, in order
         return self.poll_interval
+
+    def _backoff(self) -> float:
+        """The pause after a failed step: doubling per consecutive failure, bounded."""
+        self._failures += 1
+        delay = self.retry_delay * 2 ** min(self._failures - 1, 16)
+        return min(delay, max(self.retry_delay, MAX_BACKOFF_SECONDS))
 
     def _observe_chain(self) -> None:
         state = self.reporter.last_hub_state

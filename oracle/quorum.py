@@ -91,9 +91,10 @@ class QuorumBoard:
         self.ttl_s = ttl_s
 
     @classmethod
-    def from_url(cls, url: str, namespace: str) -> QuorumBoard:
+    def from_url(cls, url: str, namespace: str, timeout_s: float = 10.0) -> QuorumBoard:
         return cls(
-            redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10), namespace
+            redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s),
+            namespace,
         )
 
     def _key(self, epoch: int) -> str:

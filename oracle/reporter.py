@@ -440,7 +440,11 @@ def build_reporter(settings: OracleSettings, source: TelemetrySource | None = No
             raise OracleConfigError(
                 f"quorum mode signs with exactly one key per oracle process, not {len(keys)}"
             )
-        board = QuorumBoard.from_url(settings.quorum_redis_url, chain.chain_identity())
+        board = QuorumBoard.from_url(
+            settings.quorum_redis_url,
+            chain.chain_identity(),
+            settings.quorum_redis_timeout_seconds,
+        )
         tolerance = Tolerance(
             settings.quorum_tolerance_ratio_bps, settings.quorum_tolerance_relative_bps
         )

@@ -20,6 +20,7 @@ from backend.config import Settings
 from backend.services import auth
 from backend.services.chain import Chain
 from backend.services.errors import AuthFailed, Forbidden
+from backend.services.relaying.faucet import ClientLimit
 from backend.services.relaying.relay_kick import ForwardKick
 from backend.worker.celery_app import RELAY_TASK
 
@@ -65,6 +66,13 @@ def forward_kick(settings: Settings) -> ForwardKick:
         settings.effective_redis_url, socket_connect_timeout=1.0, socket_timeout=3.0
     )
     return ForwardKick(client, window_seconds=settings.forward_batch_window_seconds)
+
+
+def faucet_client_limit(settings: Settings) -> ClientLimit:
+    client = redis.Redis.from_url(
+        settings.effective_redis_url, socket_connect_timeout=1.0, socket_timeout=3.0
+    )
+    return ClientLimit(client, settings.faucet_client_limit, settings.faucet_client_window_seconds)
 
 
 class ChainProvider:

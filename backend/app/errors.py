@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError as DatabaseError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from web3.exceptions import Web3RPCError
 
 from backend.services.errors import (
     ActionNotFound,
@@ -145,6 +146,17 @@ def install_error_handlers(app: FastAPI) -> None:
             else ("DatabaseUnavailable", "the database cannot be reached; retry shortly")
         )
         return JSONResponse(error_body(code, reason), status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(Web3RPCError)
+    async def _node_error(_: Request, exc: Web3RPCError) -> JSONResponse:
+        # The node answered our own read with an error (a request's own faults are
+        # mapped to 4xx where they are checked): the API cannot serve this now.
+        log.warning("node error: %s", exc)
+        return JSONResponse(
+            error_body("NodeError", f"the chain node answered an error: {exc}"),
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,7 +7,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from backend.app.deps import CeleryEnqueuer, ChainProvider, Enqueuer, forward_kick
+from backend.app.deps import (
+    CeleryEnqueuer,
+    ChainProvider,
+    Enqueuer,
+    faucet_client_limit,
+    forward_kick,
+)
 from backend.app.errors import document_errors, install_error_handlers
 from backend.app.read_cache import ReadCache, ReadCacheMiddleware
 from backend.app.routers import api_router
@@ -45,6 +51,7 @@ def create_app(
     app.state.celery = create_celery(settings)
     app.state.enqueue = enqueue or CeleryEnqueuer(app.state.celery, forward_kick(settings))
     app.state.chain_provider = ChainProvider(settings)
+    app.state.faucet_limit = faucet_client_limit(settings)
     # Hits are answered before routing; misses fall through to the cached routes.
     app.add_middleware(ReadCacheMiddleware)
     install_error_handlers(app)

@@ -46,7 +46,11 @@ class ErrorPublic(BaseModel):
 
 
 class FaucetCooldownPublic(ErrorPublic):
-    next_drip_at: datetime
+    """429: the address is in its cooldown (next_drip_at), or the client asked for too
+    many drips lately (retry_after_seconds)."""
+
+    next_drip_at: datetime | None = None
+    retry_after_seconds: int | None = None
 
 
 # -- actions ------------------------------------------------------------------

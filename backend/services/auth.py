@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from backend.db.models import AuthNonce, AuthSession, NodeRow
 from backend.services.errors import AuthFailed, MalformedRequest
+from gpucap.signing import non_canonical_reason
 
 with warnings.catch_warnings():
     # abnf warns while compiling siwe's grammar (core rules redefined); harmless.
@@ -95,6 +96,9 @@ def login(
             f"message is for chain {parsed.chain_id}; this API serves chain {chain_id}",
             code="ChainMismatch",
         )
+    raw = bytes.fromhex(signature.removeprefix("0x"))
+    if (problem := non_canonical_reason(raw)) is not None:
+        raise AuthFailed(f"sign-in rejected: {problem}", code="NonCanonicalSignature")
     try:
         # siwe checks signature, domain and time bounds; the nonce is checked (and spent)
         # against our table below.

@@ -1,13 +1,26 @@
-"""Health of each part the API depends on; every check is bounded by a short timeout."""
+"""Health of each part the API depends on; every check is bounded by a short timeout.
+
+Besides the parts (chain, Redis, database, worker, index), the work they exist for:
+attestation (ended epochs the oracles have not attested, and for how long), the
+oracles' own /health endpoints where configured, the epoch-settlement keeper's
+progress (epochs behind, as its last run recorded it in Redis) and the relayer's
+oldest open action. Each is not ok when stale, so /health is not green while
+attestation or settlement has stopped.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+import requests
 from celery import Celery
 from kombu.exceptions import OperationalError
 from sqlalchemy import text
@@ -18,6 +31,17 @@ from backend.services.errors import ServiceError
 from gpucap.deployment import ManifestError
 
 Check = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WorkLimits:
+    """When the work the parts exist for counts as stale (see the settings)."""
+
+    max_attestation_lag_s: float | None = None  # default: two epoch lengths
+    max_keeper_epochs_behind: int = 2
+    max_keeper_age_s: float = 120.0
+    max_pending_age_s: float = 300.0
+    oracle_health_urls: list[str] = field(default_factory=list)
 
 
 def check_database(sessions: sessionmaker[Session]) -> Check:
@@ -105,10 +129,21 @@ def run_checks(
     timeout: float,
     index_max_lag_blocks: int = 50,
     index_max_age_seconds: float = 60.0,
+    work: WorkLimits | None = None,
 ) -> dict[str, Check]:
     """All checks at once; the whole thing takes about ``2 × timeout`` at worst."""
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    work = work or WorkLimits()
+    with ThreadPoolExecutor(max_workers=8) as pool:
         futures = {
+            "attestation": pool.submit(check_attestation, get_chain, work.max_attestation_lag_s),
+            "keeper": pool.submit(
+                check_keeper,
+                redis_url,
+                timeout,
+                max_epochs_behind=work.max_keeper_epochs_behind,
+                max_age_s=work.max_keeper_age_s,
+            ),
+            "relayer": pool.submit(check_relayer, sessions, work.max_pending_age_s),
             "chain": pool.submit(check_chain, get_chain),
             "redis": pool.submit(check_redis, redis_url, timeout),
             "database": pool.submit(check_database, sessions),
@@ -119,6 +154,8 @@ def run_checks(
                 max_age_s=index_max_age_seconds,
             ),
         }
+        if work.oracle_health_urls:
+            futures["oracles"] = pool.submit(check_oracles, work.oracle_health_urls, timeout)
         results: dict[str, Check] = {}
         for name, fut in futures.items():
             try:
@@ -127,3 +164,154 @@ def run_checks(
                 results[name] = {"ok": False, "detail": f"no answer within {timeout * 3}s"}
         results["worker"] = check_worker(celery, timeout, results["redis"]["ok"])
     return results
+
+
+def check_attestation(get_chain: Callable[[], Chain], max_lag_seconds: float | None) -> Check:
+    """Ended epochs not attested yet, and how long ago the oldest of them ended. Not ok
+    past ``max_lag_seconds`` (default: two epoch lengths)."""
+    try:
+        chain = get_chain()
+        hub = chain.contract("OracleHub")
+        current, last, length, now = chain.call(
+            "reading the attestation state",
+            lambda: (
+                int(hub.functions.currentEpoch().call()),
+                int(hub.functions.lastAttestedEpoch().call()),
+                int(hub.functions.epochLengthSeconds().call()),
+                int(chain.w3.eth.get_block("latest")["timestamp"]),
+            ),
+        )
+        waiting = max(0, current - 1 - last)  # epochs that ended and are not attested
+        lag = 0
+        if waiting:
+            oldest_end = int(
+                chain.call(
+                    "reading an epoch's end", lambda: hub.functions.epochEnd(last + 1).call()
+                )
+            )
+            lag = max(0, now - oldest_end)
+    except (ServiceError, ManifestError) as exc:
+        return {"ok": False, "detail": str(exc)}
+    limit = max_lag_seconds if max_lag_seconds is not None else 2.0 * length
+    ok = lag <= limit
+    detail = (
+        f"epoch {last} attested, none waiting"
+        if not waiting
+        else f"epoch {last} attested; {waiting} ended epoch(s) waiting, the oldest for {lag}s"
+    )
+    if not ok:
+        detail += f" (stale: over {limit:.0f}s)"
+    return {
+        "ok": ok,
+        "detail": detail,
+        "last_attested_epoch": last,
+        "current_epoch": current,
+        "epochs_waiting": waiting,
+        "lag_seconds": lag,
+    }
+
+
+def check_oracles(urls: list[str], timeout: float) -> Check:
+    """Each oracle daemon's own /health (liveness, its last successful step, its lag)."""
+    oracles = []
+    for url in urls:
+        try:
+            resp = requests.get(url, timeout=timeout)
+            body = resp.json()
+            oracles.append(
+                {
+                    "url": url,
+                    "ok": resp.status_code == 200,
+                    "last_success_age_seconds": body.get("lastSuccessAgeSeconds"),
+                    "reasons": body.get("reasons", []),
+                    "last_error": body.get("lastError"),
+                }
+            )
+        except (requests.RequestException, ValueError) as exc:
+            oracles.append({"url": url, "ok": False, "reasons": [f"unreachable: {exc}"[:200]]})
+    live = sum(1 for o in oracles if o["ok"])
+    return {
+        "ok": live == len(oracles),
+        "detail": f"{live} of {len(oracles)} oracle(s) healthy",
+        "oracles": oracles,
+    }
+
+
+KEEPER_KEY = "gpucap:health:epoch-keeper"
+
+
+def record_keeper_progress(client: redis.Redis, plan: Any) -> None:
+    """The settlement keeper's last run, for /health (best effort: Redis may be down)."""
+    reasons = [*plan.rejected, *plan.waiting]
+    record = {
+        "at": time.time(),
+        "epochs_behind": plan.epochs_behind,
+        "enqueued": len(plan.actions),
+        "waiting": len(plan.waiting),
+        "rejected": len(plan.rejected),
+        "first_reason": reasons[0][:300] if reasons else None,
+    }
+    with contextlib.suppress(redis.RedisError):  # /health then says the keeper is silent
+        client.set(KEEPER_KEY, json.dumps(record), ex=86_400)
+
+
+def check_keeper(url: str, timeout: float, *, max_epochs_behind: int, max_age_s: float) -> Check:
+    """Not ok if the keeper has not run for ``max_age_s`` or trails by more epochs."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        raw = client.get(KEEPER_KEY)
+    except redis.RedisError as exc:
+        return {"ok": False, "detail": f"redis unreachable: {exc}"}
+    finally:
+        client.close()
+    if raw is None:
+        return {"ok": True, "detail": "the settlement keeper has not run yet", "epochs_behind": 0}
+    record = json.loads(raw)
+    age = time.time() - float(record["at"])
+    behind = int(record["epochs_behind"])
+    reasons = []
+    if age > max_age_s:
+        reasons.append(f"no run for {age:.0f}s")
+    if behind > max_epochs_behind:
+        reasons.append(f"{behind} epoch(s) behind")
+    detail = f"{behind} epoch(s) behind, last run {age:.0f}s ago"
+    if record.get("first_reason") and behind > 1:
+        detail += f"; {record['first_reason']}"
+    return {
+        "ok": not reasons,
+        "detail": detail,
+        "epochs_behind": behind,
+        "last_run_age_seconds": round(age, 1),
+        "waiting": record.get("waiting", 0),
+        "rejected": record.get("rejected", 0),
+    }
+
+
+def check_relayer(sessions: sessionmaker[Session], max_pending_age_s: float) -> Check:
+    """The oldest open (pending or submitted) action: not ok once it waited too long."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from backend.db.models import OPEN_STATUSES, Action
+
+    try:
+        with sessions() as session:
+            oldest, count = session.execute(
+                select(func.min(Action.created_at), func.count()).where(
+                    Action.status.in_(OPEN_STATUSES)
+                )
+            ).one()
+    except SQLAlchemyError as exc:
+        return {"ok": False, "detail": f"database error: {type(exc).__name__}"}
+    if oldest is None:
+        return {"ok": True, "detail": "nothing pending", "pending": 0, "oldest_pending_age_s": 0}
+    if oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
+    age = (datetime.now(UTC) - oldest).total_seconds()
+    ok = age <= max_pending_age_s
+    detail = f"{count} open action(s), the oldest for {age:.0f}s"
+    if not ok:
+        detail += f" (stale: over {max_pending_age_s:.0f}s)"
+    return {"ok": ok, "detail": detail, "pending": count, "oldest_pending_age_s": round(age, 1)}

@@ -64,7 +64,7 @@ class WorkerContext:
             chain,
             self.sessions,
             confirmations=s.index_confirmations,
-            proofs_dir=s.proofs_dir,
+            proofs_dir=s.proof_sources,
             leaf_retry_seconds=s.leaf_ingest_retry_seconds,
         )
 

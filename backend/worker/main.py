@@ -1,7 +1,12 @@
 """The worker's Celery app: ``celery -A backend.worker.main:app worker``.
 
 Also runs one sweep as soon as the worker is ready, so actions left open by a
-crash or a Redis outage move on without waiting for the first beat tick.
+crash or a Redis outage move on without waiting for the first beat tick. That
+sweep takes every open action, however recently it was enqueued: a task held by
+a worker killed a moment ago sits unacknowledged in Redis until the broker's
+visibility timeout (an hour), and waiting for the periodic sweep's staleness
+threshold is waiting for nothing. A duplicate wake-up of an action another worker
+is relaying is harmless (the relay task is idempotent).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ app = create_celery(_settings)
 @worker_ready.connect
 def _sweep_at_start(sender: Any = None, **_: Any) -> None:
     try:
-        ids = tasks.run_sweep(app)
+        ids = tasks.run_sweep(app, older_than_seconds=0)
         log.info("start-up sweep re-enqueued %d action(s)", len(ids))
     except (RedisError, OperationalError) as exc:
         log.warning("start-up sweep could not enqueue (%s); beat will retry", exc)

@@ -19,6 +19,7 @@ from backend.services.errors import (
     NonceLockTimeout,
     WrongChain,
 )
+from backend.services.health import record_keeper_progress
 from backend.services.indexing.indexer import ConcurrentIndexer, ReorgDuringBatch
 from backend.services.keepers.deliveries import plan_due
 from backend.services.keepers.epochs import plan_epoch_settlements
@@ -129,12 +130,15 @@ def sweep_stale_actions(self: Task) -> list[str]:
     return run_sweep(self.app)
 
 
-def run_sweep(app: Celery) -> list[str]:
+def run_sweep(app: Celery, *, older_than_seconds: float | None = None) -> list[str]:
+    """Enqueue open actions untouched for ``older_than_seconds`` (default: the setting)."""
     ctx = context_of(app)
     return sweep(
         sessions=ctx.sessions,
         enqueue=lambda action_id: app.send_task(RELAY_TASK, args=[action_id], ignore_result=True),
-        older_than_seconds=ctx.settings.sweep_stale_seconds,
+        older_than_seconds=(
+            ctx.settings.sweep_stale_seconds if older_than_seconds is None else older_than_seconds
+        ),
     )
 
 
@@ -192,7 +196,7 @@ def settle_due(self: Task) -> str:
                 plan = plan_due(
                     session,
                     indexer_of(self.app).chain,
-                    ctx.settings.proofs_dir,
+                    ctx.settings.proof_sources,
                     enqueue=lambda action_id: self.app.send_task(
                         RELAY_TASK, args=[action_id], ignore_result=True
                     ),
@@ -222,7 +226,7 @@ def settle_epochs(self: Task) -> str:
                 plan = plan_epoch_settlements(
                     session,
                     indexer_of(self.app).chain,
-                    settings.proofs_dir,
+                    settings.proof_sources,
                     sender=relayer_of(self.app).sender,
                     max_batch_gas=settings.epoch_settle_max_batch_gas,
                     retry_after_seconds=settings.epoch_settle_retry_seconds,
@@ -233,6 +237,7 @@ def settle_epochs(self: Task) -> str:
         except (ChainUnavailable, ManifestError) as exc:
             log.warning("settle_epochs: %s; will retry on the next beat", exc)
             return "unavailable"
+    record_keeper_progress(ctx.redis, plan)
     for reason in plan.rejected:
         _log_now_and_then(logging.WARNING, f"settle_epochs: rejected: {reason}")
     for reason in plan.waiting:

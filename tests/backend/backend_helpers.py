@@ -18,6 +18,7 @@ import requests
 from backend.db.models import NodeRow
 from backend.redis_embedded import EmbeddedRedis
 from gpucap import devchain
+from gpucap.signing import SECP256K1_N
 
 T = TypeVar("T")
 ROOT = devchain.REPO_ROOT
@@ -172,6 +173,8 @@ def backend_env(tmp: Path, deployment: Any, redis_url: str) -> dict[str, str]:
             "GPUCAP_SWEEP_INTERVAL_SECONDS": "0.5",
             "GPUCAP_SWEEP_STALE_SECONDS": "1",
             "GPUCAP_HEALTH_TIMEOUT_SECONDS": "0.5",
+            # Tests drip for many fresh addresses from one client; the limit has its test.
+            "GPUCAP_FAUCET_CLIENT_LIMIT": "100000",
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -311,3 +314,13 @@ def service_relayer(deployment: Any, redis_url: str) -> Iterator[Any]:
         )
     finally:
         client.close()
+
+
+def malleable_copies(signature: str) -> list[str]:
+    """The high-s and the v ∈ {0, 1} copies of a valid 0x signature: eth-account recovers
+    both to the signer; OpenZeppelin's ECDSA (the chain) rejects both."""
+    sig = bytes.fromhex(signature.removeprefix("0x"))
+    r, s_value, v = sig[:32], int.from_bytes(sig[32:64], "big"), sig[64]
+    high_s = r + (SECP256K1_N - s_value).to_bytes(32, "big") + bytes([55 - v])  # 27 <-> 28
+    low_v = sig[:64] + bytes([v - 27])
+    return ["0x" + copy.hex() for copy in (high_s, low_v)]

@@ -11,7 +11,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from gpucap import devchain
-from tests.backend.backend_helpers import Stack, wait_for
+from tests.backend.backend_helpers import Stack, malleable_copies, wait_for
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -119,6 +119,18 @@ def test_signature_by_another_key_is_rejected(stack: Stack) -> None:
         "/api/v1/auth/login", json={"message": message, "signature": sign(message, other)}
     )
     assert (resp.status_code, resp.json()["code"]) == (401, "InvalidSignature")
+
+
+def test_malleable_copies_of_a_valid_signature_are_refused(stack: Stack) -> None:
+    key = Account.create().key.hex()
+    message = siwe_message(stack, key)
+    signature = sign(message, key)
+    for copy in malleable_copies(signature):
+        resp = stack.post("/api/v1/auth/login", json={"message": message, "signature": copy})
+        assert (resp.status_code, resp.json()["code"]) == (401, "NonCanonicalSignature")
+    # Refused before the nonce was spent: the canonical signature still signs in.
+    resp = stack.post("/api/v1/auth/login", json={"message": message, "signature": signature})
+    assert resp.status_code == 200, resp.text
 
 
 def test_malformed_input_is_422(stack: Stack) -> None:

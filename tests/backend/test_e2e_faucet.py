@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import requests
 from eth_account import Account
 from web3 import Web3
 
@@ -129,7 +130,8 @@ def test_health_all_ok(stack: Stack) -> None:
     )
     assert body["status"] == "ok"
     checks = body["checks"]
-    assert {"chain", "redis", "database", "worker", "indexer"} == set(checks)
+    parts = {"chain", "redis", "database", "worker", "indexer"}
+    assert parts | {"attestation", "keeper", "relayer"} == set(checks)
     assert all(c["ok"] for c in checks.values())
     assert checks["indexer"]["lag_blocks"] <= 50
     assert checks["chain"]["chain_id"] == 31337 and checks["chain"]["block"] > 0
@@ -182,6 +184,39 @@ def test_redis_outage_loses_no_action(stack: Stack) -> None:
     final = stack.wait_final(action_id, timeout=45)
     assert final["status"] == "confirmed", final
     assert stack.deployment.system.stablecoin.balanceOf(address) == DRIP
+
+
+def test_one_client_cannot_drain_the_faucet(stack: Stack, tmp_path) -> None:
+    """The cooldown is per recipient; a client naming fresh addresses meets its own limit.
+    A second API process (same Redis, database and chain) with a limit of 3 per window."""
+    from gpucap import devchain
+    from tests.backend.backend_helpers import ServiceProcess, http_up
+
+    port = devchain.free_port()
+    env = {
+        **stack.env,
+        "GPUCAP_FAUCET_CLIENT_LIMIT": "3",
+        "GPUCAP_FAUCET_CLIENT_WINDOW_SECONDS": "86399",  # its own counter, not the suite's
+    }
+    api = ServiceProcess("api-limited", ["api", "--port", str(port)], env, tmp_path / "api.log")
+    url = f"http://127.0.0.1:{port}"
+    api.start(ready=lambda: http_up(url + "/docs"))
+    try:
+        before = count_rows(stack)
+        accepted = []
+        for _ in range(3):
+            resp = requests.post(f"{url}/faucet", json={"address": fresh_address()}, timeout=10)
+            assert resp.status_code == 202, resp.text
+            accepted.append(resp.json()["action_id"])
+        refused = requests.post(f"{url}/faucet", json={"address": fresh_address()}, timeout=10)
+        assert refused.status_code == 429, refused.text
+        body = refused.json()
+        assert body["code"] == "FaucetClientLimit" and 0 < body["retry_after_seconds"] <= 86399
+        assert count_rows(stack) == before + 3  # the refused one left nothing behind
+    finally:
+        api.stop()
+    for action_id in accepted:
+        assert stack.wait_final(action_id)["status"] == "confirmed"
 
 
 def test_health_degraded_without_worker(stack: Stack) -> None:

@@ -1,5 +1,6 @@
-"""Faults through the real parts: a worker killed with SIGKILL mid-run, and the chain
-unreachable from the worker for a while. Every action still ends confirmed exactly once.
+"""Faults through the real parts: a worker killed with SIGKILL mid-run, the chain
+unreachable from the worker for a while, Redis stalled (SIGSTOP) under the API, the
+worker and its beat. Every action still ends confirmed exactly once.
 
 Own stack (not the shared fixture): the worker reaches anvil through a TCP proxy
 this test can cut, while the API talks to anvil directly, so requests are accepted
@@ -8,11 +9,8 @@ during the outage and the worker has to wait them out.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,64 +22,15 @@ from eth_account import Account
 from backend.services.relaying.nonce import NonceManager
 from gpucap import devchain
 from gpucap.signing import sign_request
-from tests.backend.backend_helpers import Stack, running_stack, wait_for
+from tests.backend.backend_helpers import (
+    ServiceProcess,
+    Stack,
+    running_stack,
+    wait_for,
+)
+from tests.support.tcp_proxy import TcpProxy
 
 DRIP = 1_000 * 10**6  # DeployConfig.for_tests()
-
-
-class TcpProxy:
-    """Forwards 127.0.0.1:<port> to a target port; ``cut()`` drops every connection and
-    refuses new ones until ``restore()`` (a node that became unreachable)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = devchain.free_port()
-        self._server: socket.socket | None = None
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def restore(self) -> None:
-        server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
-        server.settimeout(0.2)
-        self._server = server
-        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
-
-    def cut(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        with self._lock:
-            for conn in self._conns:
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
-                conn.close()
-            self._conns.clear()
-
-    def _accept(self, server: socket.socket) -> None:
-        while self._server is server:
-            try:
-                client, _ = server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
 
 
 @pytest.fixture(scope="module")
@@ -137,11 +86,8 @@ def test_chain_unreachable_then_back(faulty) -> None:
     _all_confirmed_once(stack, drips, timeout=90)
 
 
-def test_worker_killed_mid_run_loses_and_doubles_nothing(faulty) -> None:
-    stack = faulty["stack"]
-    wait_for(stack.worker_ok, 30, "the worker to answer")
-    drips = _drips(stack, 8)
-    # Let it start on them, then SIGKILL the whole worker (no chance to clean up).
+def _kill_worker_once_relaying(stack: Stack, drips: list[tuple[str, str]]) -> None:
+    """Let the worker start on ``drips``, then SIGKILL its whole group (no clean-up)."""
     wait_for(
         lambda: any(stack.get(f"/actions/{a}").json()["status"] != "pending" for _, a in drips),
         30,
@@ -150,8 +96,42 @@ def test_worker_killed_mid_run_loses_and_doubles_nothing(faulty) -> None:
     assert stack.worker.popen is not None
     os.killpg(stack.worker.popen.pid, signal.SIGKILL)
     stack.worker.popen.wait()
+
+
+def test_worker_killed_mid_run_loses_and_doubles_nothing(faulty) -> None:
+    stack = faulty["stack"]
+    wait_for(stack.worker_ok, 30, "the worker to answer")
+    drips = _drips(stack, 8)
+    _kill_worker_once_relaying(stack, drips)
     stack.start_worker()  # acks_late redelivery and the sweep pick the rest up
     _all_confirmed_once(stack, drips, timeout=120)
+
+
+def test_a_starting_worker_takes_up_what_a_killed_one_left_at_once(faulty, tmp_path) -> None:
+    """The periodic sweep is out of the picture (an hour): what the killed worker held
+    is taken up by the new worker's start-up sweep, not after a staleness threshold."""
+    stack = faulty["stack"]
+    wait_for(stack.worker_ok, 30, "the worker to answer")
+    usual = stack.worker
+    no_sweep = {
+        **usual.env,
+        "GPUCAP_SWEEP_INTERVAL_SECONDS": "3600",
+        "GPUCAP_SWEEP_STALE_SECONDS": "3600",
+    }
+    usual.stop()
+    stack.worker = ServiceProcess("worker", ["worker"], no_sweep, tmp_path / "worker.log")
+    try:
+        stack.start_worker()
+        drips = _drips(stack, 6)
+        _kill_worker_once_relaying(stack, drips)
+        stack.start_worker()
+        # Well under the broker's hour-long visibility timeout the dead worker's tasks wait for.
+        _all_confirmed_once(stack, drips, timeout=120)
+        assert "start-up sweep re-enqueued" in stack.worker.log_tail(400)
+    finally:
+        stack.worker.stop()
+        stack.worker = usual
+        stack.start_worker()
 
 
 def _all_with_status(stack: Stack, ids: list[str], status: str) -> list[dict] | None:
@@ -198,3 +178,37 @@ def test_worker_killed_mid_batch_runs_each_request_once(faulty) -> None:
     for w in wallets:
         assert s.forwarder.nonces(w.address) == 1
         assert s.capacity.isApprovedForAll(w.address, s.registry.address)
+
+
+def test_redis_stalled_then_back(faulty) -> None:
+    """Redis stops answering (SIGSTOP: no reset, reads time out) while drips are asked for;
+    the API answers (the enqueue fails fast, the row stays for the sweep), the worker and
+    its beat notice and stay up, and once Redis answers again every drip is confirmed once
+    and the beat's index runs go on."""
+    stack = faulty["stack"]
+    wait_for(stack.worker_ok, 30, "the worker to answer")
+    assert stack.redis.process is not None and stack.worker.popen is not None
+    log_before = len(stack.worker.log_path.read_text(errors="replace"))
+    stack.redis.process.send_signal(signal.SIGSTOP)
+    try:
+        drips = _drips(stack, 3)
+        wait_for(
+            lambda: any(
+                word in stack.worker.log_path.read_text(errors="replace")[log_before:]
+                for word in ("Timeout", "timeout", "Error", "ConnectionError")
+            ),
+            60,
+            "the worker to notice the stalled broker",
+        )
+        assert stack.worker.popen.poll() is None, stack.worker.log_tail()
+    finally:
+        stack.redis.process.send_signal(signal.SIGCONT)
+    _all_confirmed_once(stack, drips, timeout=120)
+    assert stack.worker.popen.poll() is None, stack.worker.log_tail()
+    indexed = stack.get("/api/v1/indexer").json()["next_block"]
+    _all_confirmed_once(stack, _drips(stack, 1), timeout=60)  # a new block to index
+    wait_for(
+        lambda: stack.get("/api/v1/indexer").json()["next_block"] > indexed,
+        60,
+        "the beat's index runs to go on",
+    )

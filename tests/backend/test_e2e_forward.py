@@ -15,7 +15,7 @@ from eth_account import Account
 from backend.services.relaying.nonce import NonceManager
 from gpucap import devchain
 from gpucap.signing import SignedRequest, sign_permit, sign_request
-from tests.backend.backend_helpers import Stack, wait_for
+from tests.backend.backend_helpers import Stack, malleable_copies, wait_for
 
 USD = 10**6
 PRICE = 2 * USD
@@ -145,6 +145,36 @@ def test_rejections_say_why(stack: Stack, market) -> None:
     assert _rejected(stack, {**body, "data": admin_call}) == (422, "FunctionNotAllowed")
     assert _rejected(stack, {**body, "to": s.stablecoin.address}) == (422, "TargetNotAllowed")
     assert _rejected(stack, {**body, "signature": "0x12"})[0] == 422
+
+
+def test_node_refusals_and_malleable_signatures_get_4xx(stack: Stack, market) -> None:
+    s, wallet = market["system"], market["wallet"]
+    data = s.capacity.setApprovalForAll.encode_input(wallet.address, True)
+    nonce, deadline = s.forwarder.nonces(wallet.address), chain[-1].timestamp + 3_600
+
+    def signed(**kw) -> dict:
+        req = sign_request(
+            wallet, s.forwarder.address, chain.id, s.capacity.address, data, nonce, deadline, **kw
+        )
+        return req.api_body()
+
+    # The node's own refusals of the simulated call: a 4xx with the node's reason.
+    for body, says in (
+        (signed(value=10**18), "insufficient funds"),
+        (signed(gas=21_000), "intrinsic gas too high"),
+    ):
+        resp = stack.post("/api/v1/forward", json=body)
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["code"] == "RejectedByNode"
+        assert says in resp.json()["reason"].lower(), resp.text
+
+    valid = buy_request(stack, market, 1)
+    for copy in malleable_copies(valid["signature"]):
+        assert _rejected(stack, {**valid, "signature": copy}) == (422, "NonCanonicalSignature")
+    # Nothing was accepted for the wallet meanwhile: its valid request still goes through.
+    resp = stack.post("/api/v1/forward", json=valid)
+    assert resp.status_code == 202, resp.text
+    assert stack.wait_final(resp.json()["action_id"])["status"] == "confirmed"
 
 
 def _approval(s, wallet, operator) -> dict:

@@ -63,3 +63,8 @@ def test_read_errors_are_4xx_with_reasons(stack: Stack) -> None:
     not_yet = stack.get("/api/v1/epochs/999999")
     assert (not_yet.status_code, not_yet.json()["code"]) == (404, "EpochNotAttested")
     assert stack.get("/api/v1/offers", params={"limit": 0}).status_code == 422
+    # An unknown status is a mistake to say, not a filter that matches nothing.
+    bogus = stack.get("/api/v1/offers", params={"status": "bogus"})
+    assert (bogus.status_code, bogus.json()["code"]) == (422, "ValidationFailed")
+    assert "status" in bogus.json()["reason"]
+    assert stack.get("/api/v1/offers", params={"status": "cancelled"}).status_code == 200

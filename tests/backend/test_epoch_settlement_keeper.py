@@ -9,10 +9,14 @@ terms were set during epoch k:
   k+1  A, B, C   A settles; B's batch is split off and fails alone (a recorded action)
   k+2  B, C      A was excluded by the oracle: passed over
   k+3  A, B, C   its published file is forged at first (A waits, logged), then fixed
+Each oracle of the quorum publishes its own folder; the keeper reads them all. Epoch k+1's
+file is only in the second oracle's folder (the first oracle was down then, and never wrote
+it): settlement goes on from the other oracle's file, checked against the same root.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -88,6 +92,7 @@ def world(live_deployment, admin, operator, buyer, stranger, tmp_path_factory):
     s.settlement.approveUsage(b, PRICE, {"from": stranger})  # agreed, but cannot pay
     s.stablecoin.approve(s.settlement, 2**256 - 1, {"from": buyer})
     proofs_dir = tmp_path_factory.mktemp("epochs")
+    other_oracle = tmp_path_factory.mktemp("epochs-oracle-2")
     commitments: dict[int, EpochCommitment] = {}
     # k: the epoch the terms were set in (the keeper settles from the first one after).
     k = first_epoch_after(terms.timestamp, hub.genesisTimestamp(), hub.epochLengthSeconds()) - 1
@@ -98,7 +103,7 @@ def world(live_deployment, admin, operator, buyer, stranger, tmp_path_factory):
         commitments[epoch] = commitment_for(s.oracle_hub, epoch, members, seed=epoch)
         _attest(s, commitments[epoch], operator)
     for epoch in range(k, k + 3):
-        _publish(proofs_dir, s, commitments[epoch])
+        _publish(other_oracle if epoch == k + 1 else proofs_dir, s, commitments[epoch])
     # Epoch k+3's file claims more delivery for A than the oracles signed.
     real = commitments[k + 3]
     forged_leaves = [
@@ -114,6 +119,7 @@ def world(live_deployment, admin, operator, buyer, stranger, tmp_path_factory):
         "k": k,
         "commitments": commitments,
         "proofs": proofs_dir,
+        "other_oracle": other_oracle,
         "buyer_balance": s.stablecoin.balanceOf(buyer),  # before any keeper runs
     }
 
@@ -122,10 +128,12 @@ def world(live_deployment, admin, operator, buyer, stranger, tmp_path_factory):
 def stack(world, live_deployment, tmp_path_factory) -> Iterator[Stack]:
     env = {
         "GPUCAP_PROOFS_DIR": str(world["proofs"]),
+        "GPUCAP_PROOFS_DIRS": json.dumps([str(world["other_oracle"])]),
         "GPUCAP_INDEX_INTERVAL_SECONDS": "0.5",
         "GPUCAP_EPOCH_SETTLE_INTERVAL_SECONDS": "0.5",
         "GPUCAP_EPOCH_SETTLE_RETRY_SECONDS": "3600",
         "GPUCAP_LEAF_INGEST_RETRY_SECONDS": "0.5",
+        "GPUCAP_HEALTH_MAX_ATTESTATION_LAG_SECONDS": "30",
     }
     with running_stack(tmp_path_factory.mktemp("keeper"), live_deployment, env) as s:
         yield s
@@ -147,7 +155,8 @@ def test_keeper_settles_in_order_and_isolates_bad_input(
     paid_before = world["buyer_balance"]
     sessions = get_sessionmaker(stack.env["GPUCAP_DATABASE_URL"])
 
-    # A settles k+1 (never k: it became billable during k), then waits at the forged k+3.
+    # A settles k+1 (never k: it became billable during k) from the second oracle's file
+    # (the first has none), then waits at the forged k+3.
     wait_for(lambda: settlement.lastSettledEpoch(a) == k + 1, 60, "node A to settle epoch k+1")
     wait_for(
         lambda: f"rejected: node {a}: epoch {k + 3}" in stack.worker.log_tail(400),
@@ -240,6 +249,37 @@ def test_metrics_history_is_served_from_verified_leaves(world, stack) -> None:
     with sessions() as session:
         stored = session.scalars(select(NodeMetricRow).where(NodeMetricRow.epoch == k + 3)).all()
         assert sorted(r.node_id for r in stored) == [a, b, c]
+
+
+def test_health_tells_settlement_and_attestation_progress(world, stack) -> None:
+    """/health is not ok while the keeper trails (B's failed settlement of k+1 waits for
+    its retry) or ended epochs go unattested, and says by how much."""
+    s, k = world["system"], world["k"]
+    _, b, _ = world["nodes"]
+    hub = s.oracle_hub
+    wait_for(lambda: s.settlement.lastSettledEpoch(world["nodes"][0]) == k + 3, 60, "A settled")
+
+    def checks() -> dict:
+        return stack.get("/health").json()["checks"]
+
+    keeper = wait_for(
+        lambda: (c := checks()["keeper"])["epochs_behind"] == 3 and c, 30, "the keeper's record"
+    )
+    assert keeper["ok"] is False and f"node {b}: epoch {k + 1}" in keeper["detail"], keeper
+    attestation = checks()["attestation"]
+    assert attestation["last_attested_epoch"] == k + 3, attestation
+    relayer = wait_for(lambda: (c := checks()["relayer"])["pending"] == 0 and c, 30, "no pending")
+    assert relayer["ok"]
+
+    # Two epochs (60 s each here) end and no oracle attests them: stale past the 30 s set.
+    end_epoch(hub)
+    end_epoch(hub)
+    resp = stack.get("/health")
+    assert resp.status_code == 503 and resp.json()["status"] == "degraded"
+    attestation = resp.json()["checks"]["attestation"]
+    assert attestation["ok"] is False, attestation
+    assert attestation["epochs_waiting"] >= 2 and attestation["lag_seconds"] > 30
+    assert "stale" in attestation["detail"]
 
 
 def test_a_settlement_batch_a_reorg_removed_is_settled_again_once(world, stack, buyer) -> None:

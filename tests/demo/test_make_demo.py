@@ -5,8 +5,9 @@ a private directory, with a small world (20 nodes, the same seeding path as the
 default 1,000), drives the faucet through the API it prints, checks that the
 world has bonded nodes, offers and bound pools, that three oracles in quorum
 attest, that the activity process acts through the API, that a second demo says
-so instead of failing obscurely, and that Ctrl-C (SIGINT) stops every process it
-started.
+so instead of failing obscurely, that a worker or an oracle killed with SIGKILL
+is restarted (and the world goes on), and that Ctrl-C (SIGINT) stops every
+process it started.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from backend.risk.formulas import MONTH_SECONDS
 from devnet.world import USAGE_PAYER
 from gpucap import devchain
 from gpucap.deployment import Deployment
+from oracle.proofs import proofs_path
 
 ROOT = devchain.REPO_ROOT
 ADDRESS = "0x000000000000000000000000000000000000dEaD"
@@ -169,21 +171,29 @@ def test_health_reports_every_part_up(demo):
         "a healthy /health",
     )
     assert {"chain", "redis", "database", "worker"} <= set(body["checks"])
+    # The work, not only the parts: every oracle's own health, attestation, settlement.
+    assert {"oracles", "attestation", "keeper", "relayer"} <= set(body["checks"])
+    assert body["checks"]["oracles"]["detail"] == "3 of 3 oracle(s) healthy"
 
 
-def test_faucet_through_the_demo(demo):
-    resp = requests.post(f"{demo['api']}/faucet", json={"address": ADDRESS}, timeout=10)
+def _drip(demo, address: str, timeout: float = 60) -> dict:
+    """Ask the demo's faucet for ``address``; the action once it finished."""
+    resp = requests.post(f"{demo['api']}/faucet", json={"address": address}, timeout=10)
     assert resp.status_code == 202, resp.text
     action_id = resp.json()["action_id"]
-    action = _wait_for(
+    return _wait_for(
         lambda: (
             (a := requests.get(f"{demo['api']}/actions/{action_id}", timeout=5).json())["status"]
             in ("confirmed", "failed")
             and a
         ),
-        60,
+        timeout,
         "the faucet action to finish",
     )
+
+
+def test_faucet_through_the_demo(demo):
+    action = _drip(demo, ADDRESS)
     assert action["status"] == "confirmed", action
 
 
@@ -256,6 +266,104 @@ def test_second_demo_says_one_is_running(demo):
     assert result.returncode == 1
     assert "already running" in result.stdout
     assert str(demo["proc"].pid) in result.stdout
+
+
+def _readme_cli_lines() -> list[str]:
+    """The commands of the README's ``python -m gpucap`` block, comments dropped."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## From a terminal: `python -m gpucap`") :]
+    block = section[section.index("```sh\n") + 6 : section.index("\n```", section.index("```sh"))]
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_readme_cli_examples_run_against_the_demo(demo):
+    """Every command the README shows, as written, with its placeholders filled from the
+    world it describes: each exits 0."""
+    env = {
+        **demo["env"],
+        "GPUCAP_API_URL": demo["api"],
+        "GPUCAP_RPC_URL": f"http://127.0.0.1:{demo['env']['GPUCAP_DEMO_CHAIN_PORT']}",
+    }
+
+    def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        assert argv[:3] == [".venv/bin/python", "-m", "gpucap"], argv
+        return subprocess.run(
+            [sys.executable, *argv[1:]],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    lines = _readme_cli_lines()
+    assert any("buy" in line for line in lines) and any("redeem" in line for line in lines)
+    listed = run([".venv/bin/python", "-m", "gpucap", "--json", "offers"])
+    assert listed.returncode == 0, listed.stderr
+    buy = next(line.split() for line in lines if line.split()[3] == "buy")
+    amount = int(buy[5])
+    # The latest window: its redeem deadline is furthest away.
+    offer = max(
+        (o for o in json.loads(listed.stdout) if o["amount"] - o["sold"] >= amount + 5),
+        key=lambda o: (o["window_start"], o["amount"] - o["sold"]),
+    )
+    token = (offer["class_id"] << 64) | offer["window_start"]
+    fill = {
+        "<offer-id>": str(offer["offer_id"]),
+        "<token-id>": str(token),
+        "<node-id>": str(offer["node_id"]),
+    }
+    for line in lines:
+        argv = [fill.get(word, word) for word in line.split()]
+        done = run(argv)
+        assert done.returncode == 0, (line, done.stdout[-2000:], done.stderr[-2000:])
+
+
+def _is_child(demo, argv_tail: list[str], env: tuple[str, str] | None = None):
+    for child in psutil.Process(demo["proc"].pid).children():
+        try:
+            if child.cmdline()[-len(argv_tail) :] != argv_tail:
+                continue
+            if env is None or env[1] in child.environ().get(env[0], ""):
+                return child
+        except psutil.Error:
+            continue
+    return None
+
+
+def test_supervisor_restarts_a_killed_worker_and_oracle(demo):
+    w3, deployment = _chain(demo)
+    hub = deployment.contract(w3, "OracleHub")
+    worker = _is_child(demo, ["backend", "worker", "--no-beat"])
+    oracle = _is_child(demo, ["oracle", "run"], ("GPUCAP_ORACLE_PROOFS_DIR", "oracle-2"))
+    assert worker is not None and oracle is not None
+    worker.kill()
+    oracle.kill()
+    stdout = demo["dir"] / "stdout.txt"
+    _wait_for(
+        lambda: all(f"{n} restarted" in stdout.read_text() for n in ("worker", "oracle-2")),
+        60,
+        "the supervisor to restart the worker and oracle-2",
+    )
+    text = stdout.read_text()
+    assert "worker exited with code -9; restarting in 1 s" in text
+    assert "oracle-2 exited with code -9; restarting in 1 s" in text
+    assert "Stopping the gpucap world" not in text
+    assert demo["proc"].poll() is None
+    new_worker = _is_child(demo, ["backend", "worker", "--no-beat"])
+    assert new_worker is not None and new_worker.pid != worker.pid
+    log = (demo["dir"] / "logs" / "oracle-2.log").read_text()
+    assert "[supervisor] oracle-2 restarted (restart 1" in log
+
+    # The world goes on: the new worker relays a faucet drip, the new oracle attests.
+    action = _drip(demo, Account.create().address, timeout=90)
+    assert action["status"] == "confirmed", action
+    after = hub.functions.lastAttestedEpoch().call() + 1
+    _wait_for(
+        lambda: proofs_path(demo["dir"] / "oracle-2" / "epochs", after).exists(),
+        120,
+        f"the restarted oracle-2 to sign epoch {after}",
+    )
 
 
 def test_ctrl_c_stops_every_process(demo):

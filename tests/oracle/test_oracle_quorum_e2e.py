@@ -1,5 +1,9 @@
 """End to end: three oracle processes, quorum 2 of 3, on anvil, one killed mid-epoch.
 
+Also: the board's Redis stopped (SIGSTOP) across an epoch boundary; every oracle
+logs why its step failed, keeps running, and the quorum attests once it is back.
+And an oracle started while the node is unreachable waits for it instead of exiting.
+
 The epoch's primary transmitter publishes its signature and is then killed with
 SIGKILL before a quorum exists; the two others reach the quorum through Redis,
 the next in the rotation takes over after the fallback delay, the epoch is
@@ -27,6 +31,7 @@ from oracle.config import OracleSettings
 from oracle.proofs import read_proofs
 from oracle.reporter import ReportStatus, build_reporter
 from tests.oracle.hub_helpers import end_epoch
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.filterwarnings("ignore:rpc\\.(sleep|mine) should not:FutureWarning")
 
@@ -58,7 +63,9 @@ def redis_server(tmp_path_factory):
     server.stop()
 
 
-def oracle_process(world, redis_server, tmp_path, key: str, name: str) -> subprocess.Popen:
+def oracle_process(
+    world, redis_server, tmp_path, key: str, name: str, **extra: str
+) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCAP_")}
     env.update(
         GPUCAP_ORACLE_RPC_URL=world.rpc_url,
@@ -71,6 +78,7 @@ def oracle_process(world, redis_server, tmp_path, key: str, name: str) -> subpro
         GPUCAP_ORACLE_POLL_INTERVAL_SECONDS="0.2",
         GPUCAP_ORACLE_RETRY_DELAY_SECONDS="0.5",
         PYTHONUNBUFFERED="1",
+        **extra,
     )
     log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
@@ -80,6 +88,21 @@ def oracle_process(world, redis_server, tmp_path, key: str, name: str) -> subpro
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+
+
+def stop_cleanly(processes: dict[str, subprocess.Popen], names) -> None:
+    """SIGTERM: each daemon finishes its step and exits 0."""
+    for name in names:
+        processes[name].send_signal(signal.SIGTERM)
+    for name in names:
+        assert processes[name].wait(timeout=30) == 0
+
+
+def kill_leftovers(processes: dict[str, subprocess.Popen]) -> None:
+    for process in processes.values():
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -138,15 +161,9 @@ def test_quorum_survives_the_primary_killed_mid_epoch(world, redis_server, tmp_p
         )
         assert len(events) == 1
         assert events[0]["args"]["transmitter"] == address[rank1]
-        for name in ("rank1", "rank2"):
-            processes[name].send_signal(signal.SIGTERM)
-        for name in ("rank1", "rank2"):
-            assert processes[name].wait(timeout=30) == 0
+        stop_cleanly(processes, ("rank1", "rank2"))
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        kill_leftovers(processes)
 
     logs = {name: (tmp_path / f"{name}.log").read_text() for name in processes}
     assert "transmitting as fallback rank 1" in logs["rank1"], logs["rank1"]
@@ -167,3 +184,94 @@ def test_quorum_survives_the_primary_killed_mid_epoch(world, redis_server, tmp_p
         assert hub.verifyLeaf(values, leaf["proof"])
     tampered = (*values[:5], values[5] + 1, values[6])
     assert not hub.verifyLeaf(tampered, leaf["proof"])
+
+
+def test_oracles_survive_a_redis_stall_across_an_epoch_boundary(world, redis_server, tmp_path):
+    hub = world.system.oracle_hub
+    keys = dev_oracle_keys()
+    names = [f"oracle{i}" for i in range(len(keys))]
+    processes: dict[str, subprocess.Popen] = {}
+    assert redis_server.process is not None
+
+    def logs() -> dict[str, str]:
+        return {n: (tmp_path / f"{n}.log").read_text() for n in names}
+
+    try:
+        for name, key in zip(names, keys, strict=True):
+            processes[name] = oracle_process(
+                world,
+                redis_server,
+                tmp_path,
+                key,
+                name,
+                GPUCAP_ORACLE_QUORUM_REDIS_TIMEOUT_SECONDS="1",
+            )
+        before = end_epoch(hub)
+        wait_for(lambda: hub.lastAttestedEpoch() >= before, 90, f"epoch {before} attested")
+
+        # The board stalls (no reset, no refusal: reads time out) as the next epoch ends.
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            stalled = end_epoch(hub)
+
+            wait_for(
+                lambda: all("quorum board unreachable" in text for text in logs().values()),
+                60,
+                "every oracle to report the stalled board",
+            )
+            assert hub.lastAttestedEpoch() < stalled
+            assert all(p.poll() is None for p in processes.values()), logs()
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+
+        wait_for(lambda: hub.lastAttestedEpoch() >= stalled, 90, f"epoch {stalled} attested")
+        after = end_epoch(hub)
+        wait_for(lambda: hub.lastAttestedEpoch() >= after, 90, f"epoch {after} attested")
+        for name in names:
+            assert processes[name].poll() is None, logs()[name]
+        stop_cleanly(processes, names)
+    finally:
+        kill_leftovers(processes)
+    text = logs()
+    assert all("TimeoutError" in text[n] for n in names), text
+    assert all("Traceback" not in text[n] for n in names), text
+
+
+def test_an_oracle_started_while_the_node_is_down_waits_for_it(world, tmp_path):
+    """Started with the node unreachable, the daemon says why and retries instead of
+    exiting; once the node answers it attests (alone: all three dev keys, no board)."""
+    hub = world.system.oracle_hub
+    proxy = TcpProxy(int(world.rpc_url.rsplit(":", 1)[1]))  # cut until restored
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCAP_")}
+    env.update(
+        GPUCAP_ORACLE_RPC_URL=f"http://127.0.0.1:{proxy.port}",
+        GPUCAP_ORACLE_MANIFEST_PATH=str(world.manifest_path),
+        GPUCAP_ORACLE_PROOFS_DIR=str(tmp_path / "epochs"),
+        GPUCAP_ORACLE_STATE_PATH=str(tmp_path / "state.sqlite3"),
+        GPUCAP_ORACLE_POLL_INTERVAL_SECONDS="0.2",
+        GPUCAP_ORACLE_RETRY_DELAY_SECONDS="0.5",
+        PYTHONUNBUFFERED="1",
+    )
+    log_path = tmp_path / "oracle.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "oracle", "run"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(
+            lambda: log_path.read_text().count("cannot start yet") >= 2,
+            60,
+            "the daemon to retry its start",
+        )
+        assert process.poll() is None, log_path.read_text()
+        proxy.restore()
+        ended = end_epoch(hub)
+        wait_for(lambda: hub.lastAttestedEpoch() >= ended, 90, f"epoch {ended} attested")
+        stop_cleanly({"oracle": process}, ["oracle"])
+    finally:
+        proxy.cut()
+        kill_leftovers({"oracle": process})

@@ -11,7 +11,7 @@ from backend.app.errors import ApiError
 from backend.app.schemas import ActionAccepted, ErrorPublic, FaucetCooldownPublic, FaucetCreate
 from backend.db.models import Action, ActionKind
 from backend.services.relaying.actions import create_action, find_by_key, mark_enqueued
-from backend.services.relaying.faucet import default_idempotency_key, faucet_state
+from backend.services.relaying.faucet import ClientLimit, default_idempotency_key, faucet_state
 
 router = APIRouter(tags=["faucet"])
 
@@ -33,7 +33,11 @@ IdempotencyKey = Annotated[
     responses={
         200: {"model": ActionAccepted, "description": "Same idempotency key: the existing action"},
         409: {"model": ErrorPublic, "description": "Idempotency key used for another address"},
-        429: {"model": FaucetCooldownPublic, "description": "Address is in the faucet cooldown"},
+        429: {
+            "model": FaucetCooldownPublic,
+            "description": "Address in the faucet cooldown (FaucetCooldown), or this client "
+            "asked for too many drips lately (FaucetClientLimit)",
+        },
         503: {"model": ErrorPublic, "description": "Chain unreachable"},
     },
 )
@@ -69,9 +73,21 @@ def request_drip(
         )
     if idempotency_key is None:
         key = default_idempotency_key(body.address, state)
+    limit: ClientLimit = request.app.state.faucet_limit
+    who = request.client.host if request.client is not None else "unknown"
+    if (retry_after := limit.take(who)) is not None:
+        raise ApiError(
+            429,
+            "FaucetClientLimit",
+            f"this client ({who}) asked for {limit.limit} drips within "
+            f"{limit.window_seconds}s; try again in {retry_after}s",
+            retry_after_seconds=retry_after,
+        )
     action, created = create_action(
         session, kind=ActionKind.FAUCET, idempotency_key=key, params=params, chain=identity
     )
+    if not created:
+        limit.give_back(who)  # a double click: the same drip, not another one
     if created and enqueue(action.id):  # only after the commit in create_action
         mark_enqueued(session, action.id)
     return _accepted(request, response, action, created=created)

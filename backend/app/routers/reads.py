@@ -7,6 +7,8 @@ chain is slow or down, and ``GET /api/v1/indexer`` says how far behind they are.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Query
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -110,7 +112,7 @@ def read_epoch(epoch: IdPath, session: SessionDep) -> EpochPublic:
 @router.get("/offers")
 def list_offers(
     session: SessionDep,
-    status: str | None = Query(None, description="open | cancelled"),
+    status: Literal["open", "cancelled"] | None = Query(None, description="open | cancelled"),
     node_id: IdQuery = None,
     class_id: IdQuery = None,
     window_start: IdQuery = None,

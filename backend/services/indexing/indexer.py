@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, insert, select
@@ -54,7 +53,11 @@ from backend.services.indexing.event_decoding import (
     checksum,
     named,
 )
-from backend.services.indexing.leaves import INGEST_RETRY_SECONDS, ingest_attested_leaves
+from backend.services.indexing.leaves import (
+    INGEST_RETRY_SECONDS,
+    ProofsDirs,
+    ingest_attested_leaves,
+)
 from backend.services.indexing.read_models import (
     apply_event,
     bound_pools,
@@ -97,7 +100,7 @@ class Indexer:
         batch_blocks: int = 2_000,
         keep_blocks: int = 256,
         max_batches: int = 10,
-        proofs_dir: Path | None = None,
+        proofs_dir: ProofsDirs | None = None,
         leaf_retry_seconds: float = INGEST_RETRY_SECONDS,
     ) -> None:
         self.chain = chain

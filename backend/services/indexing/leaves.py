@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -82,8 +83,47 @@ def verify_entry(entry: Any, epoch: int, root: bytes) -> tuple[NodeLeaf, list[st
     return leaf, ["0x" + p.hex() for p in proof]
 
 
-def load_epoch_proofs(proofs_dir: Path, epoch: int, root: str, node_count: int) -> EpochProofs:
-    """The verified leaves of ``epoch`` from its published file, against the attested
+# One oracle's folder, or every folder of the quorum's oracles (first that verifies wins).
+ProofsDirs = Path | Sequence[Path]
+
+
+def load_epoch_proofs(
+    proofs_dirs: ProofsDirs, epoch: int, root: str, node_count: int
+) -> EpochProofs:
+    """The verified leaves of ``epoch`` from the first of ``proofs_dirs`` whose file
+    commits to the attested ``root`` with every leaf verified; else the best found.
+
+    Each oracle of the quorum publishes its own file; any one that verifies against
+    the chain's root is as good as another (the root is the authority, not the
+    oracle), so one oracle down, restarted or behind never stalls its readers.
+    With no usable file anywhere: ProofsMismatch if some folder holds a wrong one,
+    else ProofsUnavailable (none published yet).
+    """
+    dirs = [proofs_dirs] if isinstance(proofs_dirs, Path) else list(proofs_dirs)
+    partial: EpochProofs | None = None
+    missing: list[ProofsUnavailable] = []
+    wrong: list[ProofsMismatch] = []
+    for folder in dirs:
+        try:
+            proofs = _load_one(folder, epoch, root, node_count)
+        except ProofsMismatch as exc:
+            wrong.append(exc)
+            continue
+        except ProofsUnavailable as exc:
+            missing.append(exc)
+            continue
+        if proofs.complete:
+            return proofs
+        partial = partial or proofs
+    if partial is not None:
+        return partial
+    if wrong:  # said loudly even while another folder may still get a good file
+        raise ProofsMismatch("; ".join(str(e) for e in [*wrong, *missing]))
+    raise ProofsUnavailable("; ".join(str(e) for e in missing) or f"epoch {epoch}: no folder")
+
+
+def _load_one(proofs_dir: Path, epoch: int, root: str, node_count: int) -> EpochProofs:
+    """The verified leaves of ``epoch`` from one folder's file, against the attested
     ``root`` and ``node_count`` (the index's EpochRow).
 
     Raises ProofsUnavailable if there is no readable file, ProofsMismatch if the
@@ -142,7 +182,7 @@ class IngestReport:
 
 def ingest_attested_leaves(
     sessions: sessionmaker[Session],
-    proofs_dir: Path,
+    proofs_dir: ProofsDirs,
     *,
     max_epochs: int = MAX_EPOCHS_PER_INGEST,
     retry_seconds: float = INGEST_RETRY_SECONDS,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -30,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from backend.db.models import ActionKind, EpochRow, IndexedBlock, ReservationRow
 from backend.services.chain import Chain
-from backend.services.indexing.leaves import ProofsUnavailable, load_epoch_proofs
+from backend.services.indexing.leaves import ProofsDirs, ProofsUnavailable, load_epoch_proofs
 from backend.services.relaying.finality import plan_action
 from backend.services.relaying.relayer import TxRequest
 from gpucap.attestation import NodeLeaf
@@ -51,7 +50,7 @@ class Plan:
     waiting: list[str] = field(default_factory=list)  # human reasons, for the log
 
 
-def load_leaf(proofs_dir: Path, epoch: EpochRow, node_id: int) -> tuple[NodeLeaf, list[str]]:
+def load_leaf(proofs_dir: ProofsDirs, epoch: EpochRow, node_id: int) -> tuple[NodeLeaf, list[str]]:
     """A node's leaf and proof from the oracle's file for ``epoch``, its proof checked
     against the root the chain accepted (from the index)."""
     proofs = load_epoch_proofs(proofs_dir, epoch.epoch, epoch.root, epoch.node_count)
@@ -62,7 +61,7 @@ def load_leaf(proofs_dir: Path, epoch: EpochRow, node_id: int) -> tuple[NodeLeaf
 
 
 def plan_due(
-    session: Session, chain: Chain, proofs_dir: Path, *, enqueue: Any | None = None
+    session: Session, chain: Chain, proofs_dir: ProofsDirs, *, enqueue: Any | None = None
 ) -> Plan:
     """Create the prove and settle actions that are due now; returns their ids.
 

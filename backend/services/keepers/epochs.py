@@ -43,7 +43,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from eth_utils import to_checksum_address
@@ -63,6 +62,7 @@ from backend.db.models import (
 from backend.services.chain import Chain
 from backend.services.indexing.leaves import (
     EpochProofs,
+    ProofsDirs,
     ProofsMismatch,
     ProofsUnavailable,
     load_epoch_proofs,
@@ -96,6 +96,9 @@ class EpochPlan:
     actions: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # nothing wrong yet: a file, a retry
     rejected: list[str] = field(default_factory=list)  # forged/mismatched files, reverts
+    # Attested epochs from the oldest one with work left for some node (due, waiting for a
+    # file or a retry, rejected) through the newest indexed: 1 is a keeper in step.
+    epochs_behind: int = 0
 
 
 Estimate = Callable[[int, Sequence[SettleItem]], "int | str"]
@@ -232,7 +235,7 @@ def billable_since(session: Session) -> dict[int, int]:
 def plan_epoch_settlements(
     session: Session,
     chain: Chain,
-    proofs_dir: Path,
+    proofs_dir: ProofsDirs,
     *,
     sender: str,
     max_batch_gas: int,
@@ -290,6 +293,7 @@ def plan_epoch_settlements(
         return files[row.epoch]
 
     due: dict[int, list[tuple[SettleItem, int]]] = {}  # epoch → (item, attempt)
+    newest = epochs[-1].epoch if epochs else 0
     for node, start in starts.items():
         for row in epochs:
             if row.epoch < start:
@@ -317,6 +321,10 @@ def plan_epoch_settlements(
                 )
                 break
             # The epoch's verified leaves do not include the node: nothing to settle, ever.
+        else:
+            continue  # no work left for this node up to the newest attested epoch
+        # The loop stopped at work for this node (due, waiting or rejected) at row.epoch.
+        plan.epochs_behind = max(plan.epochs_behind, newest - row.epoch + 1)
 
     roots = {row.epoch: row.root for row in epochs}
     estimate = estimate or chain_estimator(chain, to_checksum_address(sender))

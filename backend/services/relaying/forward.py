@@ -51,7 +51,7 @@ from backend.services.indexing.event_decoding import EventLayout, as_bytes, as_i
 from backend.services.relaying.relayer import TxRequest
 from backend.services.revert import decode_revert, rpc_revert
 from gpucap.deployment import ManifestError, read_abi
-from gpucap.signing import SignedRequest, recover_request_signer
+from gpucap.signing import SignedRequest, non_canonical_reason, recover_request_signer
 
 FORWARDER = "GpucapForwarder"
 # What wallets may ask the relayer to call, per contract. Everything else is refused.
@@ -277,6 +277,8 @@ def validate(
     ``eth_chainId`` call per ``eth_call``). The checks then run in the order a
     caller would want to hear about them: nonce, signature, deadline, revert.
     """
+    if (problem := non_canonical_reason(request.signature)) is not None:
+        raise ForwardRejected(problem, code="NonCanonicalSignature")
     forwarder = _forwarder_address(chain)
     contract, function = _function_for(chain, request.to, request.data)
     nonce_call = {
@@ -313,7 +315,12 @@ def validate(
     if "error" in sim_resp:
         if (revert := rpc_revert(sim_resp["error"])) is not None:
             _raise_reverted(chain, revert.data)
-        result_of(sim_resp, "simulating forwarded call")  # not a revert: the node's own error
+        # Not a revert: the node refuses the call itself (e.g. "insufficient funds for
+        # gas * price + value" for a value the forwarder cannot carry, "intrinsic gas too
+        # high" for a gas limit below the call's cost). The request's fault: say the node's why.
+        raise ForwardRejected(
+            f"the node refuses the call: {_node_message(sim_resp['error'])}", code="RejectedByNode"
+        )
     return ForwardParams(
         sender=to_checksum_address(request.sender),
         to=to_checksum_address(request.to),
@@ -326,6 +333,12 @@ def validate(
         contract=contract,
         function=function,
     )
+
+
+def _node_message(error: Any) -> str:
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    return str(error)
 
 
 def _simulation_call(forwarder: str, request: SignedRequest) -> dict[str, Any]:

@@ -33,9 +33,10 @@ async function refreshStatus() {
   const pulse = document.getElementById("pulse");
   const text = document.getElementById("status-text");
   try {
-    const [indexer, epochs] = await Promise.all([
+    const [indexer, epochs, health] = await Promise.all([
       getJSON("/api/v1/indexer").catch((e) => (e.status === 503 ? null : Promise.reject(e))),
       getJSON("/api/v1/epochs?limit=1"),
+      readHealth(),
     ]);
     const parts = [];
     if (indexer) {
@@ -44,15 +45,55 @@ async function refreshStatus() {
       parts.push("indexer starting");
     }
     if (epochs.length) parts.push(`epoch ${epochs[0].epoch} attested ${ago(epochs[0].attested_at)}`);
+    parts.push(...workParts(health));
     parts.push(`updated ${new Date().toLocaleTimeString()}`);
     text.textContent = parts.join(" · ");
-    pulse.className = indexer && indexer.lag_blocks <= 5 ? "pulse" : "pulse stale";
+    const failing = health ? Object.entries(health.checks).filter(([, c]) => !c.ok) : [];
+    const status = document.getElementById("status");
+    status.title = failing.length
+      ? failing.map(([name, c]) => `${name}: ${c.detail}`).join("\n")
+      : health ? "every part and its work is healthy" : "health unknown";
+    // Green only when the index is current and /health says the work goes on.
+    const fresh = indexer && indexer.lag_blocks <= 5 && health && health.status === "ok";
+    pulse.className = fresh ? "pulse" : "pulse stale";
     void pulse.offsetWidth; // restart the beat animation
     pulse.classList.add("beat");
   } catch (err) {
     pulse.className = "pulse down";
     text.textContent = `API unreachable (${err.message}); retrying`;
   }
+}
+
+// /health answers 503 with the same body when something is stale: read it either way.
+async function readHealth() {
+  try {
+    const resp = await fetch("/health", { headers: { accept: "application/json" } });
+    return await resp.json();
+  } catch {
+    return null;
+  }
+}
+
+// The work behind the parts, in the header's words: attestation, oracles, settlement, relay.
+function workParts(health) {
+  if (!health) return ["health unknown"];
+  const c = health.checks;
+  const parts = [];
+  if (c.attestation && c.attestation.epochs_waiting !== undefined) {
+    const waiting = c.attestation.epochs_waiting;
+    parts.push(waiting ? `${waiting} epoch(s) unattested for ${c.attestation.lag_seconds}s` : "attestation current");
+  }
+  if (c.oracles && c.oracles.oracles) {
+    const live = c.oracles.oracles.filter((o) => o.ok).length;
+    parts.push(`oracles ${live}/${c.oracles.oracles.length}`);
+  }
+  if (c.keeper && c.keeper.epochs_behind !== undefined) parts.push(`settlement ${c.keeper.epochs_behind} epoch(s) behind`);
+  if (c.relayer && c.relayer.pending) parts.push(`oldest pending ${Math.round(c.relayer.oldest_pending_age_s)}s`);
+  if (health.status !== "ok") {
+    const names = Object.entries(c).filter(([, v]) => !v.ok).map(([k]) => k);
+    parts.push(`degraded: ${names.join(", ")}`);
+  }
+  return parts;
 }
 
 async function tick() {

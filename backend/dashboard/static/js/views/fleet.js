@@ -187,6 +187,20 @@ export const fleetView = {
           ]),
         },
         options: {
+          // One legend entry per class (its utilization line, named by the class); the
+          // line styles are said once above the chart, not three times per class.
+          plugins: {
+            legend: {
+              labels: {
+                filter: (item) => item.datasetIndex % 3 === 0,
+                generateLabels: (chart) =>
+                  window.Chart.defaults.plugins.legend.labels.generateLabels(chart).map((item) => ({
+                    ...item,
+                    text: names[Math.floor(item.datasetIndex / 3)] ?? item.text,
+                  })),
+              },
+            },
+          },
           scales: {
             y: { min: 0, max: 100, title: { display: true, text: "%" } },
             eff: { position: "right", title: { display: true, text: "GPU-h / kWh" }, grid: { drawOnChartArea: false } },
