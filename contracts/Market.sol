@@ -113,17 +113,26 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
         whenNotPaused
         returns (uint256 quote)
     {
-        quote = _fill(order, signature, fillAmount, _msgSender(), _feeTerms());
+        address taker = _msgSender();
+        FeeTerms memory terms = _feeTerms();
+        uint256 takerOwes;
+        (quote, takerOwes) = _fill(order, signature, fillAmount, taker, terms);
+        _payFees(taker, terms.recipient, takerOwes);
     }
 
     /// @inheritdoc IMarket
     function fillBatch(Fill[] calldata fills) external nonReentrant whenNotPaused returns (uint256 quoteTotal) {
         address taker = _msgSender();
         FeeTerms memory terms = _feeTerms();
+        uint256 takerOwes = 0;
         for (uint256 i; i < fills.length; ++i) {
             Fill calldata f = fills[i];
-            quoteTotal += _fill(f.order, f.signature, f.fillAmount, taker, terms);
+            (uint256 quote, uint256 owes) = _fill(f.order, f.signature, f.fillAmount, taker, terms);
+            quoteTotal += quote;
+            takerOwes += owes;
         }
+        // The fees of every item the taker bought, in one transfer at the end.
+        _payFees(taker, terms.recipient, takerOwes);
     }
 
     // ------------------------------------------------------------------
@@ -252,27 +261,38 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
     // ------------------------------------------------------------------
 
     /// @dev One fill: checks and the order's state ({_record}), the event, then the transfers.
+    /// When the taker is the buyer, the fees are returned (`takerOwes`) for the caller to
+    /// collect once per call; when the maker buys, they are paid here.
     function _fill(
         Order calldata order,
         bytes calldata signature,
         uint256 fillAmount,
         address taker,
         FeeTerms memory terms
-    ) private returns (uint256 quote) {
-        bytes32 orderHash;
-        uint256 filledTotal;
-        (orderHash, quote, filledTotal) = _record(order, signature, fillAmount, taker);
-        uint256 makerFee = quote * terms.makerFeeBps / BPS;
-        uint256 takerFee = quote * terms.takerFeeBps / BPS;
-        _emitFilled(orderHash, order, taker, fillAmount, quote, makerFee, takerFee, filledTotal);
+    ) private returns (uint256 quote, uint256 takerOwes) {
+        uint256 makerFee;
+        uint256 takerFee;
+        {
+            bytes32 orderHash;
+            uint256 filledTotal;
+            (orderHash, quote, filledTotal) = _record(order, signature, fillAmount, taker);
+            makerFee = quote * terms.makerFeeBps / BPS;
+            takerFee = quote * terms.takerFeeBps / BPS;
+            _emitFilled(orderHash, order, taker, fillAmount, quote, makerFee, takerFee, filledTotal);
+        }
         (address seller, address buyer, uint256 sellerFee) =
             order.sell ? (order.maker, taker, makerFee) : (taker, order.maker, takerFee);
         _settle(order.asset, order.tokenId, fillAmount, seller, buyer, quote - sellerFee);
-        uint256 feeTotal = makerFee + takerFee;
         // The buyer pays the fees of both sides: its own on top of the quote, and the seller's
         // out of the quote (the seller received quote - sellerFee above).
-        // slither-disable-next-line arbitrary-send-erc20 (buyer: the taker, or the maker who signed)
-        if (feeTotal != 0) stablecoin.safeTransferFrom(buyer, terms.recipient, feeTotal);
+        if (buyer == taker) return (quote, makerFee + takerFee);
+        _payFees(buyer, terms.recipient, makerFee + takerFee);
+    }
+
+    /// @dev `payer` (the taker, or a buying maker who signed the order) pays `amount` of fees.
+    function _payFees(address payer, address recipient, uint256 amount) private {
+        // slither-disable-next-line arbitrary-send-erc20,calls-loop (payer: the taker or a signing maker)
+        if (amount != 0) stablecoin.safeTransferFrom(payer, recipient, amount);
     }
 
     function _emitFilled(
