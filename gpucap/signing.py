@@ -37,6 +37,16 @@ PERMIT_TYPES = {
 }
 
 
+def _domain(name: str, verifying_contract: str, chain_id: int) -> dict[str, Any]:
+    """An EIP-712 domain of version "1": the signature binds this chain and this contract."""
+    return {
+        "name": name,
+        "version": "1",
+        "chainId": chain_id,
+        "verifyingContract": str(verifying_contract),
+    }
+
+
 def _hex_bytes(data: bytes | str) -> bytes:
     return bytes.fromhex(data.removeprefix("0x")) if isinstance(data, str) else bytes(data)
 
@@ -93,12 +103,7 @@ def forward_typed_data(
     deadline: int,
     data: bytes | str,
 ) -> SignableMessage:
-    domain = {
-        "name": FORWARDER_NAME,
-        "version": "1",
-        "chainId": chain_id,
-        "verifyingContract": str(forwarder),
-    }
+    domain = _domain(FORWARDER_NAME, forwarder, chain_id)
     message = {
         "from": sender,
         "to": str(to),
@@ -173,7 +178,7 @@ def sign_permit(
     chain_id: int,
 ) -> tuple[int, bytes, bytes]:
     """EIP-2612 permit of ``owner`` (a LocalAccount): (v, r, s) for ``permit(...)`` calls."""
-    domain = {"name": token_name, "version": "1", "chainId": chain_id, "verifyingContract": token}
+    domain = _domain(token_name, token, chain_id)
     message = {
         "owner": owner.address,
         "spender": str(spender),
@@ -235,12 +240,7 @@ class MarketOrder:
         )
 
     def typed_data(self, market: str, chain_id: int) -> SignableMessage:
-        domain = {
-            "name": MARKET_NAME,
-            "version": "1",
-            "chainId": chain_id,
-            "verifyingContract": str(market),
-        }
+        domain = _domain(MARKET_NAME, market, chain_id)
         message = {
             "maker": str(self.maker),
             "asset": str(self.asset),

@@ -60,6 +60,16 @@ def ohash(market, order):
     return bytes_arg(market.hashOrder(order.as_tuple()))
 
 
+def listed_token(container, market, seller, admin):
+    """A test ERC-20 (``container``) the admin listed as a pool share, held by ``seller``
+    with the market approved: what an attack on the ERC-20 leg of a fill needs."""
+    token = container.deploy({"from": admin})
+    token.mint(seller, 10**9, {"from": admin})
+    token.approve(market, 2**256 - 1, {"from": seller})
+    market.setPoolListed(token, True, {"from": admin})
+    return token
+
+
 def unauthorized(account):
     return err("AccessControlUnauthorizedAccount", account, bytes_arg("0x" + "00" * 32))
 
@@ -487,10 +497,7 @@ class TestAttacks:
 
     def test_fee_on_transfer_share_is_refused(self, world, market, traders, admin):
         alice, bob, _ = traders
-        token = FeeOnTransferToken.deploy({"from": admin})
-        token.mint(alice, 10**9, {"from": admin})
-        token.approve(market, 2**256 - 1, {"from": alice})
-        market.setPoolListed(token, True, {"from": admin})
+        token = listed_token(FeeOnTransferToken, market, alice, admin)
         order = order_for(world, alice, asset=token, amount=1_000, quote=PRICE)
         with brownie.reverts(err("MarketTransferShortfall", token, 1_000, 990)):
             market.fill(
@@ -510,10 +517,7 @@ class TestAttacks:
 
     def test_reentrant_token_cannot_fill_again(self, world, market, traders, admin):
         alice, bob, _ = traders
-        token = ReentrantToken.deploy({"from": admin})
-        token.mint(alice, 10**9, {"from": admin})
-        token.approve(market, 2**256 - 1, {"from": alice})
-        market.setPoolListed(token, True, {"from": admin})
+        token = listed_token(ReentrantToken, market, alice, admin)
         order = order_for(world, alice, asset=token, amount=1_000, quote=PRICE)
         sig = signed(order, alice.private_key, market)
         token.arm(market, market.fill.encode_input(order.as_tuple(), sig, 1), {"from": admin})
