@@ -1,4 +1,5 @@
-"""EIP-712 requests wallets sign for gpucap: ERC-2771 forward requests and EIP-2612 permits.
+"""EIP-712 requests wallets sign for gpucap: ERC-2771 forward requests, EIP-2612 permits
+and market orders.
 
 One definition of each typed-data shape, used by the backend (to verify what a
 wallet signed before accepting it), by the CLI and by the tests (to sign as a
@@ -59,6 +60,16 @@ def non_canonical_reason(signature: bytes) -> str | None:
     return None
 
 
+def _domain(name: str, verifying_contract: str, chain_id: int) -> dict[str, Any]:
+    """An EIP-712 domain of version "1": the signature binds this chain and this contract."""
+    return {
+        "name": name,
+        "version": "1",
+        "chainId": chain_id,
+        "verifyingContract": str(verifying_contract),
+    }
+
+
 def _hex_bytes(data: bytes | str) -> bytes:
     return bytes.fromhex(data.removeprefix("0x")) if isinstance(data, str) else bytes(data)
 
@@ -115,12 +126,7 @@ def forward_typed_data(
     deadline: int,
     data: bytes | str,
 ) -> SignableMessage:
-    domain = {
-        "name": FORWARDER_NAME,
-        "version": "1",
-        "chainId": chain_id,
-        "verifyingContract": str(forwarder),
-    }
+    domain = _domain(FORWARDER_NAME, forwarder, chain_id)
     message = {
         "from": sender,
         "to": str(to),
@@ -195,7 +201,7 @@ def sign_permit(
     chain_id: int,
 ) -> tuple[int, bytes, bytes]:
     """EIP-2612 permit of ``owner`` (a LocalAccount): (v, r, s) for ``permit(...)`` calls."""
-    domain = {"name": token_name, "version": "1", "chainId": chain_id, "verifyingContract": token}
+    domain = _domain(token_name, token, chain_id)
     message = {
         "owner": owner.address,
         "spender": str(spender),
@@ -208,3 +214,79 @@ def sign_permit(
         owner.key,
     )
     return signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
+
+
+# ---------------------------------------------------------------------------
+# Market orders (contracts/Market.sol, IMarket.Order)
+# ---------------------------------------------------------------------------
+
+MARKET_NAME = "GpucapMarket"  # Market's EIP-712 domain name, version "1"
+ORDER_TYPES = {
+    "Order": [
+        {"name": "maker", "type": "address"},
+        {"name": "asset", "type": "address"},
+        {"name": "tokenId", "type": "uint256"},
+        {"name": "sell", "type": "bool"},
+        {"name": "amount", "type": "uint256"},
+        {"name": "quoteAmount", "type": "uint256"},
+        {"name": "nonce", "type": "uint256"},
+        {"name": "expiry", "type": "uint64"},
+    ]
+}
+
+
+@dataclass(frozen=True)
+class MarketOrder:
+    """A limit order: ``amount`` units of (``asset``, ``token_id``) for ``quote_amount``
+    stablecoin units in all, sold (``sell``) or bought by ``maker``."""
+
+    maker: str
+    asset: str
+    token_id: int
+    sell: bool
+    amount: int
+    quote_amount: int
+    nonce: int
+    expiry: int
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """IMarket.Order, in field order, for contract calls."""
+        return (
+            self.maker,
+            self.asset,
+            self.token_id,
+            self.sell,
+            self.amount,
+            self.quote_amount,
+            self.nonce,
+            self.expiry,
+        )
+
+    def typed_data(self, market: str, chain_id: int) -> SignableMessage:
+        domain = _domain(MARKET_NAME, market, chain_id)
+        message = {
+            "maker": str(self.maker),
+            "asset": str(self.asset),
+            "tokenId": self.token_id,
+            "sell": self.sell,
+            "amount": self.amount,
+            "quoteAmount": self.quote_amount,
+            "nonce": self.nonce,
+            "expiry": self.expiry,
+        }
+        return encode_typed_data(
+            domain_data=domain, message_types=ORDER_TYPES, message_data=message
+        )
+
+
+def sign_order(order: MarketOrder, private_key: Any, *, market: str, chain_id: int) -> bytes:
+    """The maker's 65-byte signature (r, s, v) of ``order`` for ``market`` on ``chain_id``."""
+    signed = Account.sign_message(order.typed_data(market, chain_id), private_key)
+    return bytes(signed.signature)
+
+
+def recover_order_signer(
+    order: MarketOrder, signature: bytes, *, market: str, chain_id: int
+) -> str:
+    """Who ``market`` will take to have signed ``order`` (the backend checks before accepting)."""
+    return Account.recover_message(order.typed_data(market, chain_id), signature=signature)

@@ -26,6 +26,7 @@ from brownie import (
     EpochSettlement,
     GpucapForwarder,
     GpucapTimelock,
+    Market,
     NodeRegistry,
     OracleHub,
     RevenuePool,
@@ -81,6 +82,11 @@ class DeployConfig:
     # Holds GUARDIAN_ROLE (the emergency pause of new offers and buys, which expires by
     # itself) and, after the hand-over, JAILER_ROLE. None = the deployer.
     guardian_address: str | None = None
+    # Market: maker and taker fees (bps of a fill's quote, at most 100) and who receives
+    # them (None = the deployer).
+    market_maker_fee_bps: int = 0
+    market_taker_fee_bps: int = 10
+    market_fee_recipient: str | None = None
     # Outside the dev chain every admin power moves to a GpucapTimelock with this delay
     # (scripts/powers.py says which); None = the deployer stays admin (tests, the demo).
     timelock_delay_seconds: int | None = 2 * 24 * 3600
@@ -140,9 +146,11 @@ class System:
     # Holds the guardian powers (GUARDIAN_ROLE; JAILER_ROLE after the hand-over); node pools
     # grant it GUARDIAN_ROLE when they are bound (node_pool_bindings).
     guardian: str = ""
+    # The secondary market (None in a manifest written before it existed).
+    market: Any = None
 
     def contracts(self) -> dict[str, Any]:
-        return {
+        contracts = {
             "GpucapForwarder": self.forwarder,
             "TestStablecoin": self.stablecoin,
             "NodeRegistry": self.registry,
@@ -150,6 +158,9 @@ class System:
             "CapacityToken": self.capacity,
             "EpochSettlement": self.settlement,
         }
+        if self.market is not None:
+            contracts["Market"] = self.market
+        return contracts
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -195,6 +206,17 @@ def deploy_system(deployer: Any, config: DeployConfig | None = None) -> System:
         class_ids[spec.name] = tx.return_value
     oracle_hub = _deploy_oracle_hub(deployer, registry, config)
     capacity = _deploy_capacity(deployer, registry, oracle_hub, stablecoin, forwarder, config)
+    market = Market.deploy(
+        deployer,
+        capacity,
+        stablecoin,
+        forwarder,
+        config.market_fee_recipient or deployer,
+        config.market_maker_fee_bps,
+        config.market_taker_fee_bps,
+        sender,
+    )
+    market.grantRole(market.GUARDIAN_ROLE(), config.guardian_address or deployer, sender)
     return System(
         stablecoin=stablecoin,
         registry=registry,
@@ -205,6 +227,7 @@ def deploy_system(deployer: Any, config: DeployConfig | None = None) -> System:
         deployed_at_block=start_block + 1,
         class_ids=class_ids,
         guardian=config.guardian_address or deployer.address,
+        market=market,
     )
 
 
@@ -380,6 +403,9 @@ def node_pool_bindings(system: System, pool_address: str, node_id: int) -> list[
         calls.append(
             AdminCall(pool_address, RevenuePool.abi, "grantRole", (guardian_role, system.guardian))
         )
+    if system.market is not None:  # its shares trade on the secondary market
+        market = system.market
+        calls.append(AdminCall(market.address, market.abi, "setPoolListed", (pool_address, True)))
     return calls
 
 
@@ -407,12 +433,14 @@ def load_system(manifest: dict[str, Any]) -> System:
         "OracleHub": OracleHub,
         "CapacityToken": CapacityToken,
         "EpochSettlement": EpochSettlement,
+        "Market": Market,
     }
     # Contract.from_abi, not ContainerType.at: brownie 1.22's .at() fails on
     # live networks while recording the deployment (TypeError in _add_deployment).
     handles = {
         name: Contract.from_abi(name, manifest["contracts"][name]["address"], container.abi)
         for name, container in containers.items()
+        if name in manifest["contracts"]
     }
     return System(
         stablecoin=handles["TestStablecoin"],
@@ -424,6 +452,7 @@ def load_system(manifest: dict[str, Any]) -> System:
         deployed_at_block=manifest["deployed_at_block"],
         class_ids=dict(manifest.get("gpu_classes", {})),
         guardian=manifest.get("guardian") or "",
+        market=handles.get("Market"),
     )
 
 

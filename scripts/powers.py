@@ -210,6 +210,25 @@ POWERS: tuple[Power, ...] = (
         "held by nobody; granting it waits the timelock",
     ),
     Power(
+        "Market",
+        DEFAULT_ADMIN,
+        (TIMELOCK,),
+        ("grantRole", "revokeRole", "setFees", "setFeeRecipient", "setPoolListed", "extendPause"),
+        "sets the maker and taker fees of fills from now on (each at most 1%) and who receives "
+        "them; lists which pools' shares trade; keeps a pause for up to 30 days",
+        "traders' stablecoin: the fee on each fill, within the 1% bound",
+        TIMELOCK_DELAY,
+    ),
+    Power(
+        "Market",
+        "GUARDIAN_ROLE",
+        (GUARDIAN,),
+        ("pause",),
+        "pauses fills for 3 days, then must wait 3 days; never cancellation",
+        "none moves: the market holds nothing, trading stops",
+        AT_ONCE,
+    ),
+    Power(
         "TestStablecoin",
         DEFAULT_ADMIN,
         ("deployer",),
@@ -243,7 +262,14 @@ def markdown() -> str:
         "| contract | role | held by | can | whose money | delay |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    order = ["NodeRegistry", "OracleHub", "CapacityToken", "EpochSettlement", "RevenuePool"]
+    order = [
+        "NodeRegistry",
+        "OracleHub",
+        "CapacityToken",
+        "EpochSettlement",
+        "RevenuePool",
+        "Market",
+    ]
     for p in sorted(POWERS, key=lambda p: order.index(p.contract) if p.contract in order else 9):
         functions = ", ".join(f"`{f}`" for f in p.functions)
         rows.append(
