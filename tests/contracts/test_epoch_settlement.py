@@ -653,6 +653,7 @@ class TestCovenant:
         for role in (SETTLER_ROLE, TERMS_ROLE):
             s.grantRole(role, admin, {"from": admin})
         system.capacity.grantRole(system.capacity.PROCEEDS_ROLE(), s, {"from": admin})
+        system.registry.grantRole(system.registry.BOND_LOCKER_ROLE(), s, {"from": admin})
         stablecoin.approve(s, MAX, {"from": payer})
         s.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
         nets = []
@@ -744,6 +745,7 @@ class TestSkippedEpochs:
         for role in (SETTLER_ROLE, TERMS_ROLE):
             s.grantRole(role, admin, {"from": admin})
         system.capacity.grantRole(system.capacity.PROCEEDS_ROLE(), s, {"from": admin})
+        system.registry.grantRole(system.registry.BOND_LOCKER_ROLE(), s, {"from": admin})
         stablecoin.approve(s, MAX, {"from": payer})
         s.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
         s.approveUsage(node, PRICE_PER_GPU_HOUR, {"from": payer})

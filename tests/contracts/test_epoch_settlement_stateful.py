@@ -15,7 +15,9 @@ each node's DSCR window sums, and ledgers of every movement. After every step:
   withdrawn) + sent to the pool, to the unit; the settlement's balance == what it holds;
 - the pool: revenue in == what the settlement sent; in units of 1e-36, revenue in ==
   paid + Σ claimable (whole units + each staker's fraction) + the undistributed remainder;
-- per node: last settled epoch, arrears, window net / service, DSCR and flags == shadow.
+- per node: last settled epoch, arrears, window net / service, DSCR and flags == shadow;
+- node A's loan: cash sweep while flagged (the operator's share pays what net left owed, in the
+  shadow split too), cured after 3 clean settlements, the runs and LoanStateChanged == shadow.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from tests.contracts.settlement_helpers import (
     DISTRIBUTOR_ROLE,
     deploy_hub_pool,
     expected_split,
+    swept,
 )
 from tests.oracle.hub_helpers import ORACLE_KEYS, signatures
 from tests.support.errors import err
@@ -74,6 +77,8 @@ class SettlementMachine(SnapshotMachine):
             n: {"last": 0, "arrears": 0, "net": 0, "service": 0, "svc_epochs": 0}
             for n in self.nodes
         }
+        # The pooled node's loan: state (0 performing, 1 cash sweep), clean and low-DSCR runs.
+        self.loan = {"state": 0, "clean": 0, "low": 0}
         self.fees = self.reserve = self.credits = 0
 
     # ------------------------------------------------------------------ rules
@@ -118,6 +123,8 @@ class SettlementMachine(SnapshotMachine):
             expected[node] = expected_split(
                 usage, self.held[node], svc, owed_before, live, self.bps
             )
+            if live and self.loan["state"] == 1:
+                expected[node] = swept(expected[node])
         emitted = transact(self.settlement, "settle", (epoch, items), self.settler)
         if self.pooled in expected and skipped:
             assert dict(emitted["EpochsSkipped"]) == {
@@ -151,6 +158,8 @@ class SettlementMachine(SnapshotMachine):
             assert got == [s.usage, s.proceeds, s.fee, s.reserve, s.operator, s.debt, s.stakers]
             assert s.total() == s.usage + s.proceeds  # to the unit
             self._book(node, epoch, s)
+            if node == self.pooled:
+                self._advance_loan(emitted)
 
     @precondition(lambda self: any(b["last"] for b in self.book.values()))
     @rule(pick=pick)
@@ -236,8 +245,9 @@ class SettlementMachine(SnapshotMachine):
     @rule(node=st.integers(0, 1), per_mille=st.integers(1, 1_000))
     def bond_is_slashed(self, node: int, per_mille: int) -> None:
         node_id = self.nodes[node]
-        (bond,) = batch_views((self.registry, "bondOf", (node_id,)))
-        amount = bond[0] * per_mille // 1000
+        # Free bond only: node A's pool holds a pledge (locked) from its first settlement on.
+        (free,) = batch_views((self.registry, "freeBond", (node_id,)))
+        amount = free * per_mille // 1000
         if amount == 0:
             return  # exhausted: settlement must still account exactly
         transact(
@@ -255,6 +265,26 @@ class SettlementMachine(SnapshotMachine):
     def _item(c, node):
         leaf = next(x for x in c.leaves if x.node_id == node)
         return (leaf.values(), c.proof(node))
+
+    def _advance_loan(self, emitted) -> None:
+        """The lifecycle after a settlement of the pooled node, from the shadow's DSCR."""
+        b, loan = self.book[self.pooled], self.loan
+        dscr = MAX if b["service"] == 0 else b["net"] * BPS // b["service"]
+        flagged = b["svc_epochs"] > 0 and dscr < 12_500
+        loan["low"] = loan["low"] + 1 if b["svc_epochs"] > 0 and dscr < 10_000 else 0
+        loan["clean"] = 0 if flagged else loan["clean"] + 1
+        before = loan["state"]
+        if flagged:
+            loan["state"] = 1
+        elif before == 1 and loan["clean"] >= 3:
+            loan["state"] = 0
+        changed = (
+            [dict(e) for e in emitted["LoanStateChanged"]] if "LoanStateChanged" in emitted else []
+        )
+        if loan["state"] != before:
+            assert [(e["from"], e["to"]) for e in changed] == [(before, loan["state"])]
+        else:
+            assert changed == []
 
     def _book(self, node: int, epoch: int, s) -> None:
         b = self.book[node]
@@ -323,6 +353,12 @@ class SettlementMachine(SnapshotMachine):
             assert risk[3] == dscr
             assert risk[11] == (b["svc_epochs"] > 0 and dscr < 12_500)  # dscrBreach
             assert risk[12] is False  # 1_200 USD of debt against 250k USD of GPUs
+        (loan,) = batch_views((st_, "loanOf", (self.pooled,)))
+        assert (loan[0], loan[3], loan[2]) == (
+            self.loan["state"],
+            self.loan["clean"],
+            self.loan["low"],
+        )
 
 
 @pytest.fixture(scope="module")
