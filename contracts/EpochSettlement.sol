@@ -304,7 +304,9 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     /// revert data, e.g. a custom error) and was skipped: none of its changes were applied and
     /// the node's epoch stays unsettled.
     event SettlementItemSkipped(uint256 indexed nodeId, uint64 indexed epoch, bytes reason);
-    event LoanParamsSet(LoanParams params);
+    event LoanParamsSet(
+        uint16 pledgeBps, uint16 defaultArrearsBps, uint32 defaultDscrBps, uint16 defaultDscrEpochs, uint16 cureEpochs
+    );
     /// @notice Node `nodeId`'s loan went from `from` to `to` at its settled epoch `epoch`.
     event LoanStateChanged(uint256 indexed nodeId, uint64 indexed epoch, LoanState from, LoanState to);
     /// @notice `amount` of node `nodeId`'s bond was pledged to its pool (locked here).
@@ -312,16 +314,13 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     /// @notice Node `nodeId`'s pledge `amount` was released: nothing is owed any more.
     event PledgeReleased(uint256 indexed nodeId, uint256 amount);
     /// @notice Node `nodeId` defaulted after epoch `epoch`: `principal` accelerated plus
-    /// `arrears` is the claim, and the waterfall took `losses` (bond, stakers, reserve,
-    /// holders). `recoveryClaim` is what later revenue still owes the pool.
+    /// `arrears` is the claim; `recoveryClaim` is what later revenue still owes the pool.
     event LoanDefaulted(
-        uint256 indexed nodeId,
-        uint64 indexed epoch,
-        uint256 principal,
-        uint256 arrears,
-        DefaultLosses losses,
-        uint256 recoveryClaim
+        uint256 indexed nodeId, uint64 indexed epoch, uint256 principal, uint256 arrears, uint256 recoveryClaim
     );
+    /// @notice The loss waterfall of node `nodeId`'s default, per class (stablecoin units):
+    /// the seized `bond`, the `stakers`' booked loss, the `reserve` paid in, the `holders`' rest.
+    event LossWaterfall(uint256 indexed nodeId, uint256 bond, uint256 stakers, uint256 reserve, uint256 holders);
     event OperatorWithdrawn(address indexed operator, address indexed to, uint256 amount);
     event FeesWithdrawn(address indexed to, uint256 amount);
     event ReserveWithdrawn(address indexed to, uint256 amount);
@@ -940,7 +939,8 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         b.arrears = 0;
         reserveHeld -= l.reserve;
         emit LoanStateChanged(nodeId, epoch, from, LoanState.Defaulted);
-        emit LoanDefaulted(nodeId, epoch, principal, arrears, l, recoveryClaim);
+        emit LoanDefaulted(nodeId, epoch, principal, arrears, recoveryClaim);
+        emit LossWaterfall(nodeId, l.bond, l.stakers, l.reserve, l.holders);
     }
 
     /// @dev The default's loss per class: the pledged bond first, then the staked shares' value
@@ -983,7 +983,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
                 || p.defaultDscrEpochs > MAX_WINDOW_EPOCHS || p.cureEpochs == 0 || p.cureEpochs > MAX_WINDOW_EPOCHS
         ) revert SettlementInvalidLoanParams(p);
         _loanParams = p;
-        emit LoanParamsSet(p);
+        emit LoanParamsSet(p.pledgeBps, p.defaultArrearsBps, p.defaultDscrBps, p.defaultDscrEpochs, p.cureEpochs);
     }
 
     /// @dev Epochs `last + 1 .. epoch - 1` were never settled. From the pool's draw on, their

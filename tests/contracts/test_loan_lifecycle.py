@@ -79,7 +79,7 @@ class TestLoanParams:
     def test_defaults_setter_and_bounds(self, settlement, admin, stranger):
         assert tuple(settlement.loanParams()) == DEFAULTS
         tx = settlement.setLoanParams((1_000, 500, 11_000, 4, 2), {"from": admin})
-        assert tuple(tx.events["LoanParamsSet"]["params"]) == (1_000, 500, 11_000, 4, 2)
+        assert tuple(tx.events["LoanParamsSet"].values()) == (1_000, 500, 11_000, 4, 2)
         assert tuple(settlement.loanParams()) == (1_000, 500, 11_000, 4, 2)
         for bad in (
             (10_001, 500, 11_000, 4, 2),
@@ -226,7 +226,13 @@ class TestDefault:
             principal,
             arrears,
         )
-        assert tuple(ev["losses"]) == (bond, stakers, to_reserve, holders)
+        assert dict(tx.events["LossWaterfall"]) == {
+            "nodeId": node,
+            "bond": bond,
+            "stakers": stakers,
+            "reserve": to_reserve,
+            "holders": holders,
+        }
         assert ev["recoveryClaim"] == claim - bond - to_reserve
         assert tx.events["LoanStateChanged"]["to"] == DEFAULTED
         assert tx.events["BondLockSettled"]["slashed"] == bond
