@@ -36,21 +36,6 @@ def unauthorized(account, role):
     return err("AccessControlUnauthorizedAccount", account, bytes_arg(role))
 
 
-@pytest.fixture(scope="module")
-def settlement(system):
-    return system.settlement
-
-
-@pytest.fixture(scope="module")
-def hub(system):
-    return system.oracle_hub
-
-
-@pytest.fixture(scope="module")
-def payer(accounts):
-    return accounts[9]
-
-
 @pytest.fixture
 def node(registry, register_node, operator, fund, settlement, admin, payer):
     node_id = register_node()

@@ -29,21 +29,6 @@ PERFORMING, SWEEP, DEFAULTED = 0, 1, 2
 DEFAULTS = (5_000, 1_000, 10_000, 6, 3)
 
 
-@pytest.fixture(scope="module")
-def settlement(system):
-    return system.settlement
-
-
-@pytest.fixture(scope="module")
-def hub(system):
-    return system.oracle_hub
-
-
-@pytest.fixture(scope="module")
-def payer(accounts):
-    return accounts[9]
-
-
 @pytest.fixture
 def node(registry, register_node, operator, fund, settlement, admin, payer):
     node_id = register_node()
