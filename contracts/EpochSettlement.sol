@@ -90,6 +90,25 @@ import {RevenuePool} from "./RevenuePool.sol";
  * - Covenant (RiskModel): flagged when DSCR < covenantDscrBps with scheduled service in
  *   the window, or LTV > maxLtvBps, LTV = pool.debtOutstanding(epoch) / value at the
  *   epoch's end. Re-evaluated at every settlement; events on change.
+ * - Loan lifecycle (per node with a drawn pool; {loanOf}): Performing → CashSweep when a
+ *   settlement flags the node; back to Performing after `cureEpochs` settlements in a row
+ *   unflagged; Defaulted once arrears exceed `defaultArrearsBps` of the drawn principal or DSCR
+ *   stayed under `defaultDscrBps` for `defaultDscrEpochs` settlements in a row. Sweep and cure
+ *   are booked by the settlement that meets their condition; default by {declareDefault},
+ *   which anyone may call once its condition holds (LoanStateChanged on every transition).
+ *   In CashSweep, the operator's share of an epoch also services the debt (due + arrears)
+ *   where net revenue falls short; what the debt does not need stays the operator's.
+ * - Collateral: `pledgeBps` of the node's bond is locked here (BOND_LOCKER_ROLE) once its
+ *   pool is drawn ({pledgeBond}, anyone, or the node's next settlement), so it cannot be
+ *   withdrawn or locked by offers while the loan is outstanding; {releasePledge} frees it
+ *   once nothing is owed. At default the outstanding principal is accelerated: claim =
+ *   principal outstanding after the last settled epoch + arrears. Waterfall: the pledged bond
+ *   is seized into the pool (recovery cash for the lenders); the rest is booked against the
+ *   staked shares at the share price (first loss, RevenuePool.bookLoss: the shares are
+ *   retired into the pool); what staked value does not cover is paid from the insurance
+ *   reserve into the pool; the remainder is the unstaked holders' loss. The claim less the
+ *   cash recovered (bond + reserve) stays owed: every later settlement of the node sends its
+ *   net revenue and, where that falls short, its operator's share to the pool until it is met.
  */
 contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, IObligationSource {
     using SafeERC20 for IERC20;
@@ -156,6 +175,42 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         uint256 gross;
     }
 
+    /// @notice Where a node's loan stands (see the contract notes).
+    enum LoanState {
+        Performing,
+        CashSweep,
+        Defaulted
+    }
+
+    /// @notice A node's loan. Storage: state + pledgeTaken + lowDscrRun + cleanRun + pledged
+    /// (slot 0: 1 + 1 + 2 + 2 + 16 bytes) | recoveryClaim + recovered (slot 1).
+    struct Loan {
+        LoanState state;
+        bool pledgeTaken;
+        uint16 lowDscrRun;
+        uint16 cleanRun;
+        uint128 pledged;
+        uint128 recoveryClaim;
+        uint128 recovered;
+    }
+
+    /// @notice The loss waterfall of a default, per class (stablecoin units). One slot each pair.
+    struct DefaultLosses {
+        uint128 bond;
+        uint128 stakers;
+        uint128 reserve;
+        uint128 holders;
+    }
+
+    /// @notice Loan terms, one slot: pledge share of the bond, default triggers, cure length.
+    struct LoanParams {
+        uint16 pledgeBps;
+        uint16 defaultArrearsBps;
+        uint32 defaultDscrBps;
+        uint16 defaultDscrEpochs;
+        uint16 cureEpochs;
+    }
+
     /// @dev One settled epoch in the DSCR ring buffer (one slot).
     struct Record {
         uint128 net;
@@ -191,6 +246,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     uint16 public maxLtvBps;
     uint32 public covenantDscrBps;
     RiskModel.Curve public curve;
+    LoanParams private _loanParams;
 
     uint256 public feesHeld;
     uint256 public reserveHeld;
@@ -208,6 +264,8 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     // slither-disable-next-line uninitialized-state (written through storage pointers: _settleOne, _record)
     mapping(uint256 nodeId => mapping(uint256 slot => Record)) private _ring;
     mapping(address operator => uint256) public operatorCredit;
+    // slither-disable-next-line uninitialized-state (written through storage pointers: _bookPledge, _advanceLoan)
+    mapping(uint256 nodeId => Loan) private _loans;
 
     event NodeSettled(
         uint256 indexed nodeId,
@@ -246,6 +304,23 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     /// revert data, e.g. a custom error) and was skipped: none of its changes were applied and
     /// the node's epoch stays unsettled.
     event SettlementItemSkipped(uint256 indexed nodeId, uint64 indexed epoch, bytes reason);
+    event LoanParamsSet(
+        uint16 pledgeBps, uint16 defaultArrearsBps, uint32 defaultDscrBps, uint16 defaultDscrEpochs, uint16 cureEpochs
+    );
+    /// @notice Node `nodeId`'s loan went from `from` to `to` at its settled epoch `epoch`.
+    event LoanStateChanged(uint256 indexed nodeId, uint64 indexed epoch, LoanState from, LoanState to);
+    /// @notice `amount` of node `nodeId`'s bond was pledged to its pool (locked here).
+    event BondPledged(uint256 indexed nodeId, address indexed pool, uint256 amount);
+    /// @notice Node `nodeId`'s pledge `amount` was released: nothing is owed any more.
+    event PledgeReleased(uint256 indexed nodeId, uint256 amount);
+    /// @notice Node `nodeId` defaulted after epoch `epoch`: `principal` accelerated plus
+    /// `arrears` is the claim; `recoveryClaim` is what later revenue still owes the pool.
+    event LoanDefaulted(
+        uint256 indexed nodeId, uint64 indexed epoch, uint256 principal, uint256 arrears, uint256 recoveryClaim
+    );
+    /// @notice The loss waterfall of node `nodeId`'s default, per class (stablecoin units):
+    /// the seized `bond`, the `stakers`' booked loss, the `reserve` paid in, the `holders`' rest.
+    event LossWaterfall(uint256 indexed nodeId, uint256 bond, uint256 stakers, uint256 reserve, uint256 holders);
     event OperatorWithdrawn(address indexed operator, address indexed to, uint256 amount);
     event FeesWithdrawn(address indexed to, uint256 amount);
     event ReserveWithdrawn(address indexed to, uint256 amount);
@@ -276,6 +351,14 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     /// `lastSettledEpoch`: service of epochs already settled would never be owed.
     error SettlementPoolServiceMissed(uint256 nodeId, uint64 drawEpoch, uint64 lastSettledEpoch);
     error SettlementZeroAmount();
+    error SettlementInvalidLoanParams(LoanParams params);
+    /// @notice Node `nodeId` does not meet the default condition (its loan is `state`): see
+    /// {defaultDue}, {loanOf} and {nodeRisk} for its arrears and low-DSCR run.
+    error SettlementNoDefault(uint256 nodeId, LoanState state);
+    /// @notice Node `nodeId` has no drawn pool to pledge to, or its pledge was already taken.
+    error SettlementNoPledge(uint256 nodeId);
+    /// @notice Node `nodeId` still owes its pool: its pledge stays.
+    error SettlementPledgeHeld(uint256 nodeId);
     error SettlementUnknownNode(uint256 nodeId);
     error SettlementInsufficient(uint256 available, uint256 requested);
 
@@ -305,6 +388,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         covenantDscrBps = 12_500;
         maxLtvBps = 8_000;
         emit RiskParamsSet(12_500, 8_000, RiskModel.Curve.StraightLine);
+        _setLoanParams(LoanParams(5_000, 1_000, 10_000, 6, 3));
     }
 
     // ------------------------------------------------------------------
@@ -337,6 +421,16 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         maxLtvBps = maxLtvBps_;
         curve = curve_;
         emit RiskParamsSet(covenantDscrBps_, maxLtvBps_, curve_);
+    }
+
+    /**
+     * @notice Sets the loan terms: pledge (bps of the bond, <= 10_000), arrears default
+     * threshold (bps of the drawn principal, 1..10_000), DSCR default floor (<= the DSCR
+     * covenant bound MAX_COVENANT_DSCR_BPS) and its run (1..MAX_WINDOW_EPOCHS settlements),
+     * cure run (1..MAX_WINDOW_EPOCHS). Applies from the next settlement / pledge / default.
+     */
+    function setLoanParams(LoanParams calldata params) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setLoanParams(params);
     }
 
     /// @notice Sets who pays node `nodeId`'s usage and the price per delivered GPU-hour
@@ -483,8 +577,76 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     }
 
     // ------------------------------------------------------------------
+    // Loan: pledge, default, release (anyone, once the condition holds)
+    // ------------------------------------------------------------------
+
+    /// @notice Pledges (locks here) `pledgeBps` of node `nodeId`'s bond, capped at its free bond,
+    /// once its bound pool is drawn. Reverts SettlementNoPledge if not drawn or already taken.
+    function pledgeBond(uint256 nodeId) external nonReentrant {
+        IRevenuePool pool = _pools[nodeId];
+        if (address(pool) == address(0)) revert SettlementNoPledge(nodeId);
+        (bool taken, uint256 amount) = _bookPledge(nodeId, pool);
+        if (!taken) revert SettlementNoPledge(nodeId);
+        if (amount != 0) registry.lockBond(nodeId, amount); // trusted registry, after the writes
+    }
+
+    /**
+     * @notice Declares node `nodeId` in default (see the contract notes): accelerates the
+     * outstanding principal, seizes the pledged bond into the pool, books the rest against the
+     * staked shares, then the insurance reserve; the remainder is the unstaked holders' loss.
+     * Requirements: the default condition holds ({defaultDue}), SettlementNoDefault otherwise;
+     * the pool grants this contract SLASHER_ROLE (RevenuePool.bookLoss).
+     */
+    function declareDefault(uint256 nodeId) external nonReentrant {
+        Loan storage loan = _loans[nodeId];
+        if (!_defaultDue(nodeId)) revert SettlementNoDefault(nodeId, loan.state);
+        IRevenuePool pool = _pools[nodeId];
+        // A draw nobody pledged yet: the pledge is taken now (locked below, then seized).
+        (, uint256 lockNow) = _bookPledge(nodeId, pool);
+        uint256 pledged = loan.pledged;
+        (DefaultLosses memory l, uint64 epoch) = _bookDefault(nodeId, pool, pledged);
+        // Interactions: the trusted registry pays the seized bond here, then the pool takes the
+        // recovery cash and books the stakers' loss (admin-bound pool; guarded).
+        if (lockNow != 0) registry.lockBond(nodeId, lockNow);
+        if (pledged != 0) registry.settleLock(nodeId, pledged, l.bond, address(this), keccak256("default"));
+        uint256 cash = uint256(l.bond) + l.reserve;
+        if (cash != 0) {
+            stablecoin.forceApprove(address(pool), cash);
+            pool.distribute(epoch, cash);
+        }
+        // slither-disable-next-line unused-return (the shares taken follow from the assets)
+        if (l.stakers != 0) pool.bookLoss(l.stakers, address(pool));
+    }
+
+    /// @notice Releases node `nodeId`'s pledge once it owes nothing (no arrears, no principal
+    /// after its last settled epoch, no recovery claim). SettlementPledgeHeld otherwise.
+    function releasePledge(uint256 nodeId) external nonReentrant {
+        Loan storage loan = _loans[nodeId];
+        uint256 pledged = loan.pledged;
+        if (pledged == 0 || _owes(nodeId)) revert SettlementPledgeHeld(nodeId);
+        loan.pledged = 0;
+        emit PledgeReleased(nodeId, pledged);
+        registry.unlockBond(nodeId, pledged);
+    }
+
+    // ------------------------------------------------------------------
     // Views
     // ------------------------------------------------------------------
+
+    /// @notice Node `nodeId`'s loan (state, pledge, runs, recovery).
+    function loanOf(uint256 nodeId) external view returns (Loan memory) {
+        return _loans[nodeId];
+    }
+
+    /// @notice The loan terms.
+    function loanParams() external view returns (LoanParams memory) {
+        return _loanParams;
+    }
+
+    /// @notice True once node `nodeId` may be declared in default ({declareDefault}).
+    function defaultDue(uint256 nodeId) external view returns (bool) {
+        return _defaultDue(nodeId);
+    }
 
     /// @notice Node `nodeId`'s usage payer and price.
     function usageTerms(uint256 nodeId) external view returns (UsageTerms memory) {
@@ -527,6 +689,13 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
      * failed does not.
      */
     function hasOpenObligations(uint256 nodeId) external view returns (bool) {
+        return _owes(nodeId);
+    }
+
+    /// @dev {hasOpenObligations}; a defaulted loan owes its recovery claim and nothing else.
+    function _owes(uint256 nodeId) internal view returns (bool) {
+        Loan storage loan = _loans[nodeId];
+        if (loan.state == LoanState.Defaulted) return loan.recoveryClaim != 0;
         Book storage b = _books[nodeId];
         if (b.arrears != 0) return true;
         IRevenuePool pool = _pools[nodeId];
@@ -593,12 +762,15 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
 
         (Split memory s, address payer) = _bill(nodeId, epoch, leaf.milliGpuHours);
         uint256 gross = s.usage + s.proceeds;
-        _serviceDebt(b, nodeId, pool, epoch, s); // records skipped epochs and this one in the window
+        // records skipped epochs and this one in the window; `live`: a succeeded pool
+        bool live = _serviceDebt(b, nodeId, pool, epoch, s);
 
         b.lastSettledEpoch = epoch;
         b.gross += gross;
         b.debtPaid += s.debtPaid.toUint128();
-        _checkCovenant(b, nodeId, epoch, n, pool);
+        _checkCovenant(b, nodeId, epoch, n, pool, live); // and the loan's transitions
+        uint256 pledge = 0;
+        if (live) (, pledge) = _bookPledge(nodeId, pool); // the first settlement after the draw
 
         feesHeld += s.fee;
         reserveHeld += s.reserve;
@@ -623,6 +795,8 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
             // slither-disable-next-line calls-loop (admin-bound pool, checked in setPool; guarded)
             pool.distribute(epoch, toPool);
         }
+        // slither-disable-next-line calls-loop (immutable trusted registry; the pledge booked above)
+        if (pledge != 0) registry.lockBond(nodeId, pledge);
     }
 
     /// @dev The epoch's bill: usage from the terms and the leaf (if the payer's consent covers
@@ -655,13 +829,25 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     /// (net, scheduled service) in the DSCR window, after any skipped epochs.
     function _serviceDebt(Book storage b, uint256 nodeId, IRevenuePool pool, uint64 epoch, Split memory s)
         internal
+        returns (bool live)
     {
         uint256 net = s.usage + s.proceeds - s.fee - s.reserve - s.operatorShare;
         // slither-disable-next-line calls-loop (admin-bound pool, a view)
         if (address(pool) == address(0) || pool.roundStatus() != IRevenuePool.RoundStatus.Succeeded) {
             s.operatorShare += net; // no stakers and no debt yet: the operator owns the node's net
             _record(b, nodeId, net, 0);
-            return;
+            return false;
+        }
+        Loan storage loan = _loans[nodeId];
+        LoanState state = loan.state;
+        if (state == LoanState.Defaulted) {
+            // The schedule was accelerated: net, then the operator's share, repay the claim.
+            uint256 claim = loan.recoveryClaim;
+            uint256 paid = _payFrom(s, net, claim, true);
+            loan.recoveryClaim = (claim - paid).toUint128();
+            loan.recovered += paid.toUint128();
+            _record(b, nodeId, net, 0);
+            return true;
         }
         // slither-disable-next-line calls-loop (admin-bound pool, a view)
         (uint256 principal, uint256 interest) = pool.debtServiceDue(epoch);
@@ -669,10 +855,135 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         uint256 owed = service + b.arrears;
         uint64 last = b.lastSettledEpoch; // not yet advanced to `epoch`
         if (epoch - last > 1) owed += _bookSkipped(b, nodeId, pool, last, epoch);
-        s.debtPaid = owed < net ? owed : net;
-        b.arrears = (owed - s.debtPaid).toUint128();
-        s.stakers = net - s.debtPaid;
+        uint256 paid = _payFrom(s, net, owed, state == LoanState.CashSweep);
+        b.arrears = (owed - paid).toUint128();
         _record(b, nodeId, net, service);
+        return true;
+    }
+
+    /// @dev Pays `owed` from `net`, then (if `sweep`) from the operator's share: sets debtPaid,
+    /// stakers (net left over) and lowers the operator's share by what it paid.
+    function _payFrom(Split memory s, uint256 net, uint256 owed, bool sweep) internal pure returns (uint256 paid) {
+        uint256 available = sweep ? net + s.operatorShare : net;
+        paid = owed < available ? owed : available;
+        s.debtPaid = paid;
+        if (paid > net) {
+            s.operatorShare -= paid - net;
+            s.stakers = 0;
+        } else {
+            s.stakers = net - paid;
+        }
+    }
+
+    /// @dev Books the epoch's covenant outcome into the loan: flagged → CashSweep (the run of
+    /// clean settlements restarts); `cureEpochs` clean settlements in a row → Performing; the run
+    /// of settlements with DSCR under the default floor (`lowDscr`).
+    function _advanceLoan(Loan storage loan, uint256 nodeId, uint64 epoch, bool flagged, bool lowDscr) internal {
+        uint16 low = loan.lowDscrRun;
+        uint16 clean = loan.cleanRun;
+        // Saturating: a run past 65_535 settlements is as long as any threshold needs.
+        if (!lowDscr) low = 0;
+        else if (low < type(uint16).max) ++low;
+        if (flagged) clean = 0;
+        else if (clean < type(uint16).max) ++clean;
+        LoanState state = loan.state;
+        LoanState next = state;
+        if (flagged) next = LoanState.CashSweep;
+        else if (state == LoanState.CashSweep && clean >= _loanParams.cureEpochs) next = LoanState.Performing;
+        loan.lowDscrRun = low;
+        loan.cleanRun = clean;
+        if (next != state) {
+            loan.state = next;
+            emit LoanStateChanged(nodeId, epoch, state, next);
+        }
+    }
+
+    /// @dev Books the pledge of `pledgeBps` of the node's bond (at most its free bond) once
+    /// `pool` is drawn; the caller locks `amount` in the registry after its own state writes.
+    /// `taken` false if not drawn or already taken.
+    function _bookPledge(uint256 nodeId, IRevenuePool pool) internal returns (bool taken, uint256 amount) {
+        Loan storage loan = _loans[nodeId];
+        if (loan.pledgeTaken) return (false, 0);
+        // slither-disable-next-line calls-loop,unused-return (admin-bound pool, a view)
+        (bool drawn,,) = pool.draw();
+        if (!drawn) return (false, 0);
+        // slither-disable-next-line calls-loop (immutable trusted registry, views)
+        amount = (uint256(registry.bondOf(nodeId).bonded) * _loanParams.pledgeBps) / BPS;
+        // slither-disable-next-line calls-loop (immutable trusted registry, a view)
+        uint256 free = registry.freeBond(nodeId);
+        if (amount > free) amount = free;
+        loan.pledgeTaken = true;
+        loan.pledged = amount.toUint128();
+        emit BondPledged(nodeId, address(pool), amount);
+        taken = true;
+    }
+
+    /// @dev declareDefault's state: the claim (principal outstanding after the last settled
+    /// epoch, accelerated, + arrears), the waterfall, the recovery claim; events.
+    function _bookDefault(uint256 nodeId, IRevenuePool pool, uint256 pledged)
+        internal
+        returns (DefaultLosses memory l, uint64 epoch)
+    {
+        Book storage b = _books[nodeId];
+        Loan storage loan = _loans[nodeId];
+        epoch = b.lastSettledEpoch;
+        uint256 principal = pool.debtOutstanding(epoch);
+        uint256 arrears = b.arrears;
+        uint256 claim = principal + arrears;
+        l = _waterfall(pool, claim, pledged);
+        uint256 recoveryClaim = claim - l.bond - l.reserve;
+        LoanState from = loan.state;
+        loan.state = LoanState.Defaulted;
+        loan.pledged = 0;
+        loan.recoveryClaim = recoveryClaim.toUint128();
+        b.arrears = 0;
+        reserveHeld -= l.reserve;
+        emit LoanStateChanged(nodeId, epoch, from, LoanState.Defaulted);
+        emit LoanDefaulted(nodeId, epoch, principal, arrears, recoveryClaim);
+        emit LossWaterfall(nodeId, l.bond, l.stakers, l.reserve, l.holders);
+    }
+
+    /// @dev The default's loss per class: the pledged bond first, then the staked shares' value
+    /// at the share price, then the insurance reserve; the unstaked holders bear the rest.
+    function _waterfall(IRevenuePool pool, uint256 claim, uint256 pledged)
+        internal
+        view
+        returns (DefaultLosses memory l)
+    {
+        l.bond = uint128(pledged < claim ? pledged : claim); // pledged is a uint128
+        uint256 rest = claim - l.bond;
+        // slither-disable-next-line unused-return (only the share price matters here)
+        (,,,, uint256 sharePrice,,,) = RevenuePool(address(pool)).terms();
+        uint256 stakedValue = (pool.totals().stakedShares * sharePrice) / 1e18;
+        l.stakers = (rest < stakedValue ? rest : stakedValue).toUint128();
+        rest -= l.stakers;
+        uint256 reserve = reserveHeld;
+        l.reserve = (rest < reserve ? rest : reserve).toUint128();
+        l.holders = (rest - l.reserve).toUint128();
+    }
+
+    /// @dev Whether node `nodeId` may be declared in default: arrears over `defaultArrearsBps`
+    /// of the drawn principal, or `defaultDscrEpochs` settlements in a row under the DSCR floor.
+    function _defaultDue(uint256 nodeId) internal view returns (bool) {
+        Loan storage loan = _loans[nodeId];
+        IRevenuePool pool = _pools[nodeId];
+        if (loan.state == LoanState.Defaulted || address(pool) == address(0)) return false;
+        // slither-disable-next-line unused-return (the draw epoch does not matter here)
+        (bool drawn,, uint256 drawnAssets) = pool.draw();
+        if (!drawn) return false;
+        LoanParams memory p = _loanParams;
+        return _books[nodeId].arrears > (drawnAssets * p.defaultArrearsBps) / BPS
+            || loan.lowDscrRun >= p.defaultDscrEpochs;
+    }
+
+    function _setLoanParams(LoanParams memory p) internal {
+        if (
+            p.pledgeBps > BPS || p.defaultArrearsBps == 0 || p.defaultArrearsBps > BPS
+                || p.defaultDscrBps > MAX_COVENANT_DSCR_BPS || p.defaultDscrEpochs == 0
+                || p.defaultDscrEpochs > MAX_WINDOW_EPOCHS || p.cureEpochs == 0 || p.cureEpochs > MAX_WINDOW_EPOCHS
+        ) revert SettlementInvalidLoanParams(p);
+        _loanParams = p;
+        emit LoanParamsSet(p.pledgeBps, p.defaultArrearsBps, p.defaultDscrBps, p.defaultDscrEpochs, p.cureEpochs);
     }
 
     /// @dev Epochs `last + 1 .. epoch - 1` were never settled. From the pool's draw on, their
@@ -716,24 +1027,42 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         slot.service = service.toUint128();
     }
 
-    function _checkCovenant(Book storage b, uint256 nodeId, uint64 epoch, INodeRegistry.Node memory n, IRevenuePool pool)
+    /// @dev Re-evaluates the covenant flags and, for a `live` loan not in default, books the
+    /// outcome into its lifecycle (_advanceLoan).
+    function _checkCovenant(
+        Book storage b,
+        uint256 nodeId,
+        uint64 epoch,
+        INodeRegistry.Node memory n,
+        IRevenuePool pool,
+        bool live
+    ) internal {
+        (bool flagged, uint256 dscr) = _flag(b, nodeId, epoch, n, pool);
+        Loan storage loan = _loans[nodeId];
+        if (live && loan.state != LoanState.Defaulted) {
+            _advanceLoan(loan, nodeId, epoch, flagged, b.serviceEpochs != 0 && dscr < _loanParams.defaultDscrBps);
+        }
+    }
+
+    /// @dev The covenant flags at `epoch` (CovenantStatus while flagged or on change).
+    function _flag(Book storage b, uint256 nodeId, uint64 epoch, INodeRegistry.Node memory n, IRevenuePool pool)
         internal
+        returns (bool flagged, uint256 dscr)
     {
         // slither-disable-next-line calls-loop (admin-bound pool, a view)
         uint256 debt = address(pool) == address(0) ? 0 : pool.debtOutstanding(epoch);
         // slither-disable-next-line calls-loop,unused-return (immutable hub, a view; the value IS used)
         uint256 collateralValue = RiskModel.value(curve, _collateral(n), hub.epochEnd(epoch));
         uint256 ltv = RiskModel.ltvBps(debt, collateralValue);
-        uint256 dscr = RiskModel.dscrBps(b.windowNet, b.windowService);
+        dscr = RiskModel.dscrBps(b.windowNet, b.windowService);
         (bool dscrBreach, bool ltvBreach) = RiskModel.covenant(dscr, b.serviceEpochs, covenantDscrBps, ltv, maxLtvBps);
         bool was = b.dscrBreach || b.ltvBreach;
         if (dscrBreach != b.dscrBreach || ltvBreach != b.ltvBreach) {
             b.dscrBreach = dscrBreach;
             b.ltvBreach = ltvBreach;
         }
-        if (was || dscrBreach || ltvBreach) {
-            emit CovenantStatus(nodeId, epoch, dscrBreach || ltvBreach, dscrBreach, ltvBreach, dscr, ltv);
-        }
+        flagged = dscrBreach || ltvBreach;
+        if (was || flagged) emit CovenantStatus(nodeId, epoch, flagged, dscrBreach, ltvBreach, dscr, ltv);
     }
 
     /// @dev setPool's checks of the pool's terms: its node, its operator (the node's), its coin.

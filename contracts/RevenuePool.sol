@@ -280,6 +280,11 @@ contract RevenuePool is
         _requireSucceeded();
         if (_drawn) revert PoolAlreadyDrawn();
         assets = _raisedAssets;
+        // Views on the immutable gate (the settlement), before any state write: the cap and the
+        // flags of the node as they stand at the draw, not as they stood at the deposits.
+        if (riskGate.isFlagged(_nodeId)) revert PoolNodeFlagged(_nodeId);
+        uint256 cap = riskGate.raiseCap(_nodeId);
+        if (assets > cap) revert PoolDrawOverCap(assets, cap);
         uint64 drawEpoch = currentEpoch();
         _drawn = true;
         _drawEpoch = drawEpoch;

@@ -293,8 +293,9 @@ def _deploy_settlement(
     keeper, terms and treasurer roles until the backend's keys are granted them; the
     CapacityToken asks it whether a node is flagged before taking an offer. Each node pool
     is deployed with the settlement as its immutable risk gate (PoolConfig.riskGate: no round
-    raises beyond the LTV cap), must grant it DISTRIBUTOR_ROLE and is bound with setPool, which
-    refuses a pool gated by anything else or financing another node.
+    raises beyond the LTV cap), must grant it DISTRIBUTOR_ROLE and SLASHER_ROLE (the default's
+    first loss) and is bound with setPool, which refuses a pool gated by anything else or
+    financing another node.
     The backend's relayer gets SETTLER_ROLE: its keeper settles every billable node's epochs."""
     sender = {"from": deployer}
     settlement = EpochSettlement.deploy(
@@ -319,6 +320,9 @@ def _deploy_settlement(
         settlement.grantRole(role, deployer, sender)
     # The backend's epoch-settlement keeper relays settle() from the relayer key.
     settlement.grantRole(settlement.SETTLER_ROLE(), _relayer_address(config), sender)
+    # The loan's collateral: the settlement locks the pledged bond of a drawn pool and, at
+    # default, seizes it into the pool (settleLock of its own lock only).
+    registry.grantRole(registry.BOND_LOCKER_ROLE(), settlement, sender)
     capacity.grantRole(capacity.PROCEEDS_ROLE(), settlement, sender)
     capacity.setRiskGate(settlement, sender)  # flagged nodes cannot publish new offers
     # A node with a pool loan outstanding (or a round it can still draw) cannot exit.
@@ -394,8 +398,11 @@ def node_pool_bindings(system: System, pool_address: str, node_id: int) -> list[
     deployment (same admin, next nonces) before it is mined."""
     settlement = system.settlement
     distributor = web3.keccak(text="DISTRIBUTOR_ROLE")
+    slasher = web3.keccak(text="SLASHER_ROLE")
     calls = [
         AdminCall(pool_address, RevenuePool.abi, "grantRole", (distributor, settlement.address)),
+        # The loss waterfall at default books the stakers' first loss (bookLoss).
+        AdminCall(pool_address, RevenuePool.abi, "grantRole", (slasher, settlement.address)),
         AdminCall(settlement.address, settlement.abi, "setPool", (node_id, pool_address)),
     ]
     if system.guardian:  # the emergency pause of new deposits and the draw

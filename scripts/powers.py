@@ -72,12 +72,13 @@ POWERS: tuple[Power, ...] = (
     Power(
         "NodeRegistry",
         "BOND_LOCKER_ROLE",
-        ("CapacityToken",),
+        ("CapacityToken", "EpochSettlement"),
         ("lockBond", "unlockBond", "settleLock"),
-        "locks bond behind offers, sales and reservations; pays a shortfall refund out of the "
-        "reservation's own lock only",
-        "operators' bonds, to holders they owe",
-        "none (a contract acting on proofs)",
+        "locks bond behind offers, sales and reservations (CapacityToken) and a drawn pool's "
+        "pledge (EpochSettlement); pays out of its own locks only: a shortfall refund, or the "
+        "pledge seized into the pool at default",
+        "operators' bonds, to holders and pools they owe",
+        "none (contracts acting on proofs and settled epochs)",
     ),
     Power(
         "NodeRegistry",
@@ -147,9 +148,9 @@ POWERS: tuple[Power, ...] = (
         "EpochSettlement",
         DEFAULT_ADMIN,
         (TIMELOCK,),
-        ("grantRole", "revokeRole", "setSplit", "setRiskParams", "setPool"),
-        "sets the revenue split (fee <= 20%, reserve <= 20%), the covenant and depreciation "
-        "curve; binds a node's pool",
+        ("grantRole", "revokeRole", "setSplit", "setRiskParams", "setLoanParams", "setPool"),
+        "sets the revenue split (fee <= 20%, reserve <= 20%), the covenant, depreciation "
+        "curve and loan terms (pledge, default triggers, cure); binds a node's pool",
         "every node's revenue: fee, reserve, operator, lenders",
         TIMELOCK_DELAY,
     ),
@@ -203,11 +204,11 @@ POWERS: tuple[Power, ...] = (
     Power(
         "RevenuePool",
         "SLASHER_ROLE",
-        (NOBODY,),
+        ("EpochSettlement",),
         ("bookLoss",),
-        "books a loss against staked shares (first loss)",
+        "books a default's loss against staked shares (first loss), after the seized bond",
         "stakers' shares",
-        "held by nobody; granting it waits the timelock",
+        "none (a contract acting on a default anyone can check)",
     ),
     Power(
         "Market",

@@ -6,9 +6,17 @@ re-checks what depends on several fields (``FleetError``/``ScenarioError``).
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 
 from backend.risk.engine import Params
 from backend.risk.fleet import (
@@ -32,6 +40,40 @@ MAX_CELLS = 1_200_000
 MAX_SCENARIOS = 16
 
 Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
+MICRO = 10**6  # stablecoin units per USD
+
+
+# Validation context of a node built by the backend itself from the index (prices already
+# in micro-USD, as the chain holds them): ``model_validate(..., context=MICRO_USD_CONTEXT)``.
+MICRO_USD_CONTEXT = {"micro_usd": True}
+
+
+def usd_to_micro(value: object, info: ValidationInfo) -> object:
+    """A price in USD as a decimal string ("2.00", at most 6 decimals) → micro-USD. A bare
+    JSON number is refused: 2.0 read as micro-units would price a GPU-hour at 0.000002 USD.
+    Only the backend's own index rows (MICRO_USD_CONTEXT) pass integers in micro-USD."""
+    if isinstance(value, int) and not isinstance(value, bool) and info.context == MICRO_USD_CONTEXT:
+        return value
+    if isinstance(value, int | float):  # bool is an int too
+        raise ValueError(
+            f'a price is a decimal string in USD, e.g. "2.00"; got the bare number {value!r}'
+        )
+    if not isinstance(value, str):
+        return value  # pydantic reports the type
+    try:
+        usd = Decimal(value)
+    except InvalidOperation:
+        raise ValueError(
+            f'a price is a decimal string in USD, e.g. "2.00"; got {value!r}'
+        ) from None
+    micro = usd * MICRO
+    if not usd.is_finite() or micro != micro.to_integral_value():
+        raise ValueError(f"a price in USD has at most 6 decimals; got {value!r}")
+    return int(micro)
+
+
+# A price field: "2.00" (USD) in JSON, micro-USD inside.
+UsdPrice = Annotated[int, BeforeValidator(usd_to_micro), Field(ge=0, le=MAX_PRICE)]
 Bps = Annotated[int, Field(ge=0, le=10_000)]
 NodeId = Annotated[int, Field(ge=0, le=INT64_MAX)]
 
@@ -63,7 +105,7 @@ class NodeOverride(_Strict):
     insurance: Amount = 0
     trailing_revenue: Amount | None = None
     utilization_bps: Bps | None = None
-    price_per_gpu_hour: int | None = Field(None, ge=0, le=MAX_PRICE)
+    price_per_gpu_hour: UsdPrice | None = None
     opex_per_gpu_month: Amount | None = None
 
 

@@ -241,6 +241,14 @@ interface IRevenuePool {
     /// LTV cap on the node's depreciated value; 0 while the node is flagged).
     error PoolRaiseCapExceeded(uint256 assets, uint256 raisedAssets, uint256 cap);
 
+    /// @notice The raise cannot be drawn: node `nodeId` is flagged by the risk gate (DSCR under
+    /// covenant or LTV over the cap at its last settlement).
+    error PoolNodeFlagged(uint256 nodeId);
+
+    /// @notice The raise cannot be drawn: `raisedAssets` is above the node's raise cap `cap` at
+    /// draw time (its collateral depreciated, or the LTV cap lowered, since the deposits).
+    error PoolDrawOverCap(uint256 raisedAssets, uint256 cap);
+
     // ------------------------------------------------------------------
     // Funding round
     // ------------------------------------------------------------------
@@ -263,7 +271,10 @@ interface IRevenuePool {
     /**
      * @notice The operator takes the whole raise; it becomes debt amortised over
      * `tenorEpochs` epochs starting with the next one.
-     * @dev Requirements: caller is the operator; round Succeeded; not drawn before.
+     * @dev Requirements: caller is the operator; round Succeeded; not drawn before; the node
+     * not flagged by the risk gate now (PoolNodeFlagged) and the raise within its raise cap
+     * now (PoolDrawOverCap): the cap was checked at each deposit, but the collateral keeps
+     * depreciating and a covenant may break between the last deposit and the draw.
      */
     function drawRaise() external returns (uint256 assets);
 

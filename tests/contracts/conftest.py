@@ -19,6 +19,23 @@ def system(admin):
 
 
 @pytest.fixture(scope="module")
+def settlement(system):
+    return system.settlement
+
+
+@pytest.fixture(scope="module")
+def hub(system):
+    """The deployed OracleHub (modules that need another hub define their own)."""
+    return system.oracle_hub
+
+
+@pytest.fixture(scope="module")
+def payer(accounts):
+    """The renter billed for usage in the settlement tests."""
+    return accounts[9]
+
+
+@pytest.fixture(scope="module")
 def stablecoin(system):
     return system.stablecoin
 

@@ -19,6 +19,7 @@ POOL_TARGET = 1_200 * USD  # tenor 12: 100 USD principal per epoch
 POOL_TENOR = 12
 POOL_RATE_BPS = 1_200
 DISTRIBUTOR_ROLE = bytes(web3.keccak(text="DISTRIBUTOR_ROLE"))
+SLASHER_ROLE = bytes(web3.keccak(text="SLASHER_ROLE"))
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,22 @@ def expected_split(
     owed = service + arrears
     debt = min(owed, net)
     return Split(usage, proceeds, fee, reserve, operator, debt, net - debt, service, owed - debt)
+
+
+def swept(s: Split) -> Split:
+    """`s` under a cash sweep: the operator's share also services what net left owed."""
+    extra = min(s.arrears, s.operator)
+    return Split(
+        s.usage,
+        s.proceeds,
+        s.fee,
+        s.reserve,
+        s.operator - extra,
+        s.debt + extra,
+        s.stakers,
+        s.service,
+        s.arrears - extra,
+    )
 
 
 def deploy_hub_pool(hub, stablecoin, operator, admin, node_id, *, gate, target=POOL_TARGET):
@@ -91,6 +108,7 @@ def open_pool(
     pool.drawRaise({"from": operator})
     pool.stake(pool.balanceOf(investor), {"from": investor})
     pool.grantRole(DISTRIBUTOR_ROLE, settlement, {"from": admin})
+    pool.grantRole(SLASHER_ROLE, settlement, {"from": admin})
     settlement.setPool(node_id, pool, {"from": admin})
     return pool
 

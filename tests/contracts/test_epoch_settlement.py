@@ -36,21 +36,6 @@ def unauthorized(account, role):
     return err("AccessControlUnauthorizedAccount", account, bytes_arg(role))
 
 
-@pytest.fixture(scope="module")
-def settlement(system):
-    return system.settlement
-
-
-@pytest.fixture(scope="module")
-def hub(system):
-    return system.oracle_hub
-
-
-@pytest.fixture(scope="module")
-def payer(accounts):
-    return accounts[9]
-
-
 @pytest.fixture
 def node(registry, register_node, operator, fund, settlement, admin, payer):
     node_id = register_node()
@@ -653,6 +638,7 @@ class TestCovenant:
         for role in (SETTLER_ROLE, TERMS_ROLE):
             s.grantRole(role, admin, {"from": admin})
         system.capacity.grantRole(system.capacity.PROCEEDS_ROLE(), s, {"from": admin})
+        system.registry.grantRole(system.registry.BOND_LOCKER_ROLE(), s, {"from": admin})
         stablecoin.approve(s, MAX, {"from": payer})
         s.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
         nets = []
@@ -744,6 +730,7 @@ class TestSkippedEpochs:
         for role in (SETTLER_ROLE, TERMS_ROLE):
             s.grantRole(role, admin, {"from": admin})
         system.capacity.grantRole(system.capacity.PROCEEDS_ROLE(), s, {"from": admin})
+        system.registry.grantRole(system.registry.BOND_LOCKER_ROLE(), s, {"from": admin})
         stablecoin.approve(s, MAX, {"from": payer})
         s.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
         s.approveUsage(node, PRICE_PER_GPU_HOUR, {"from": payer})

@@ -15,7 +15,12 @@ each node's DSCR window sums, and ledgers of every movement. After every step:
   withdrawn) + sent to the pool, to the unit; the settlement's balance == what it holds;
 - the pool: revenue in == what the settlement sent; in units of 1e-36, revenue in ==
   paid + Σ claimable (whole units + each staker's fraction) + the undistributed remainder;
-- per node: last settled epoch, arrears, window net / service, DSCR and flags == shadow.
+- per node: last settled epoch, arrears, window net / service, DSCR and flags == shadow;
+- node A's default, declared by anyone once due: the waterfall (bond, stakers, reserve,
+  holders) and the cash it moves to the unit; afterwards its revenue repays the recovery claim
+  (the pool's revenue in == settled revenue + the default's cash);
+- node A's loan: cash sweep while flagged (the operator's share pays what net left owed, in the
+  shadow split too), cured after 3 clean settlements, the runs and LoanStateChanged == shadow.
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ from tests.contracts.node_helpers import USD
 from tests.contracts.settlement_helpers import (
     BPS,
     DISTRIBUTOR_ROLE,
+    Split,
     deploy_hub_pool,
     expected_split,
+    swept,
 )
 from tests.oracle.hub_helpers import ORACLE_KEYS, signatures
 from tests.support.errors import err
@@ -55,6 +62,7 @@ USAGE_PRICE = (
     2_000 * USD
 )  # up to ~266 USD gross an epoch: debt service (~100 USD) sometimes covered
 pick = st.integers(0, 2**16)
+PLEDGE_BPS = 300
 
 
 class SettlementMachine(SnapshotMachine):
@@ -74,6 +82,10 @@ class SettlementMachine(SnapshotMachine):
             n: {"last": 0, "arrears": 0, "net": 0, "service": 0, "svc_epochs": 0}
             for n in self.nodes
         }
+        # The pooled node's loan: state (0 performing, 1 cash sweep), clean and low-DSCR runs.
+        self.loan = {"state": 0, "clean": 0, "low": 0, "claim": 0}
+        self.default_cash = 0  # seized bond + reserve paid into the pool at default
+        self.reserve_defaulted = 0  # the part of it that came from the reserve
         self.fees = self.reserve = self.credits = 0
 
     # ------------------------------------------------------------------ rules
@@ -118,8 +130,12 @@ class SettlementMachine(SnapshotMachine):
             expected[node] = expected_split(
                 usage, self.held[node], svc, owed_before, live, self.bps
             )
+            if live and self.loan["state"] == 1:
+                expected[node] = swept(expected[node])
+            if live and self.loan["state"] == 2:
+                expected[node] = self._recovery(usage, self.held[node])
         emitted = transact(self.settlement, "settle", (epoch, items), self.settler)
-        if self.pooled in expected and skipped:
+        if self.pooled in expected and skipped and self.loan["state"] != 2:
             assert dict(emitted["EpochsSkipped"]) == {
                 "nodeId": self.pooled,
                 "fromEpoch": skipped[0],
@@ -151,6 +167,8 @@ class SettlementMachine(SnapshotMachine):
             assert got == [s.usage, s.proceeds, s.fee, s.reserve, s.operator, s.debt, s.stakers]
             assert s.total() == s.usage + s.proceeds  # to the unit
             self._book(node, epoch, s)
+            if node == self.pooled and self.loan["state"] != 2:
+                self._advance_loan(emitted)
 
     @precondition(lambda self: any(b["last"] for b in self.book.values()))
     @rule(pick=pick)
@@ -236,9 +254,9 @@ class SettlementMachine(SnapshotMachine):
     @rule(node=st.integers(0, 1), per_mille=st.integers(1, 1_000))
     def bond_is_slashed(self, node: int, per_mille: int) -> None:
         node_id = self.nodes[node]
-        (bond,) = batch_views((self.registry, "bondOf", (node_id,)))
-        # The slasher reaches free bond only (locked bond backs the node's offers and sales).
-        amount = (bond[0] - bond[1]) * per_mille // 1000
+        # Free bond only: node A's pool holds a pledge (locked) from its first settlement on.
+        (free,) = batch_views((self.registry, "freeBond", (node_id,)))
+        amount = free * per_mille // 1000
         if amount == 0:
             return  # exhausted: settlement must still account exactly
         transact(
@@ -256,6 +274,87 @@ class SettlementMachine(SnapshotMachine):
     def _item(c, node):
         leaf = next(x for x in c.leaves if x.node_id == node)
         return (leaf.values(), c.proof(node))
+
+    @rule()
+    def default_is_declared(self) -> None:
+        """Anyone may declare the default once arrears pass 10% of the 1_200 USD drawn or DSCR
+        stayed under 1.00x for 6 settlements; the waterfall and the cash are checked to the unit."""
+        node, loan = self.pooled, self.loan
+        due = loan["state"] != 2 and (
+            self.book[node]["arrears"] > 1_200 * USD // 10 or loan["low"] >= 6
+        )
+        if not due:
+            got = revert_of(self.errors, "declareDefault", node, sender=self.buyer)
+            assert got == err("SettlementNoDefault", node, loan["state"])
+            return
+        last = self.book[node]["last"]
+        principal, chain_loan, totals, bond, pool_cash = batch_views(
+            (self.pool, "debtOutstanding", (last,)),
+            (self.settlement, "loanOf", (node,)),
+            (self.pool, "totals", ()),
+            (self.registry, "bondOf", (node,)),
+            (self.stablecoin, "balanceOf", (self.pool.address,)),
+        )
+        pledged = chain_loan[4]
+        if not chain_loan[1]:  # not pledged yet: taken at the default
+            (free,) = batch_views((self.registry, "freeBond", (node,)))
+            pledged = min(bond[0] * PLEDGE_BPS // BPS, free)
+        claim = principal + self.book[node]["arrears"]
+        seized = min(pledged, claim)
+        stakers = min(claim - seized, totals[7] // 10**12)  # 1 USD a share
+        reserve = min(claim - seized - stakers, self.reserve)
+        holders = claim - seized - stakers - reserve
+        emitted = transact(self.settlement, "declareDefault", (node,), self.buyer)
+        assert dict(emitted["LossWaterfall"]) == {
+            "nodeId": node,
+            "bond": seized,
+            "stakers": stakers,
+            "reserve": reserve,
+            "holders": holders,
+        }
+        assert emitted["LoanDefaulted"]["recoveryClaim"] == claim - seized - reserve
+        after_bond, after_cash = batch_views(
+            (self.registry, "bondOf", (node,)),
+            (self.stablecoin, "balanceOf", (self.pool.address,)),
+        )
+        assert after_bond[0] == bond[0] - seized
+        assert after_cash == pool_cash + seized + reserve
+        self.reserve -= reserve
+        self.reserve_defaulted += reserve
+        self.default_cash += seized + reserve
+        self.book[node]["arrears"] = 0
+        loan["state"], loan["claim"] = 2, claim - seized - reserve
+
+    def _recovery(self, usage: int, proceeds: int) -> Split:
+        """A defaulted node's split: net, then the operator's share, repay the claim."""
+        gross = usage + proceeds
+        fee, reserve, op = (gross * x // BPS for x in self.bps)
+        net = gross - fee - reserve - op
+        paid = min(self.loan["claim"], net + op)
+        self.loan["claim"] -= paid
+        return Split(
+            usage, proceeds, fee, reserve, op - max(paid - net, 0), paid, max(net - paid, 0), 0, 0
+        )
+
+    def _advance_loan(self, emitted) -> None:
+        """The lifecycle after a settlement of the pooled node, from the shadow's DSCR."""
+        b, loan = self.book[self.pooled], self.loan
+        dscr = MAX if b["service"] == 0 else b["net"] * BPS // b["service"]
+        flagged = b["svc_epochs"] > 0 and dscr < 12_500
+        loan["low"] = loan["low"] + 1 if b["svc_epochs"] > 0 and dscr < 10_000 else 0
+        loan["clean"] = 0 if flagged else loan["clean"] + 1
+        before = loan["state"]
+        if flagged:
+            loan["state"] = 1
+        elif before == 1 and loan["clean"] >= 3:
+            loan["state"] = 0
+        changed = (
+            [dict(e) for e in emitted["LoanStateChanged"]] if "LoanStateChanged" in emitted else []
+        )
+        if loan["state"] != before:
+            assert [(e["from"], e["to"]) for e in changed] == [(before, loan["state"])]
+        else:
+            assert changed == []
 
     def _book(self, node: int, epoch: int, s) -> None:
         b = self.book[node]
@@ -306,12 +405,13 @@ class SettlementMachine(SnapshotMachine):
             + credits
             + self.fees_out
             + self.reserve_out
+            + self.reserve_defaulted
             + self.operator_out
             + to_pools
         )
         # Pool: revenue in == what we sent; in 1e-36 units, in == paid + claimable + remainder.
         revenue_in, revenue_paid, undistributed_scaled = totals[3], totals[4], totals[6]
-        assert revenue_in == to_pools
+        assert revenue_in == to_pools + self.default_cash  # settled revenue + default cash
         assert revenue_paid == self.pool_paid
         claimable_scaled = sum(s[5] * SCALE + s[6] for s in stakes)
         assert revenue_in * SCALE == revenue_paid * SCALE + claimable_scaled + undistributed_scaled
@@ -324,6 +424,13 @@ class SettlementMachine(SnapshotMachine):
             assert risk[3] == dscr
             assert risk[11] == (b["svc_epochs"] > 0 and dscr < 12_500)  # dscrBreach
             assert risk[12] is False  # 1_200 USD of debt against 250k USD of GPUs
+        (loan,) = batch_views((st_, "loanOf", (self.pooled,)))
+        assert (loan[0], loan[3], loan[2], loan[5]) == (
+            self.loan["state"],
+            self.loan["clean"],
+            self.loan["low"],
+            self.loan["claim"],
+        )
 
 
 @pytest.fixture(scope="module")
@@ -359,6 +466,9 @@ def world(
     pool.drawRaise({"from": operator})
     pool.grantRole(DISTRIBUTOR_ROLE, settlement, {"from": admin})
     pool.grantRole(pool.SLASHER_ROLE(), admin, {"from": admin})
+    pool.grantRole(pool.SLASHER_ROLE(), settlement, {"from": admin})  # the default's first loss
+    # A 3% pledge (300 USD of a 10k bond) leaves a default's loss to every class below it.
+    settlement.setLoanParams((PLEDGE_BPS, 1_000, 10_000, 6, 3), {"from": admin})
     system.registry.grantRole(system.registry.SLASHER_ROLE(), admin, {"from": admin})
     settlement.setPool(nodes[0], pool, {"from": admin})
     errors = SimpleNamespace(

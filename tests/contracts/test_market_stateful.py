@@ -340,6 +340,8 @@ def test_market_conserves_and_never_overfills(world):
             "MarketNonceCancelled",
             "MarketOverfill",
             "MarketSelfTrade",
-            "MarketZeroQuote",
+            # Not "MarketZeroQuote": it needs a dust price drawn with a small amount, reached in
+            # some runs of 1,000 examples only (a guard must not depend on the draw); it has
+            # its unit test in test_market.py.
         ):
             assert REACHED[what] > 0, what

@@ -239,6 +239,7 @@ class TestDrawRaise:
     def test_operator_draws_the_raise_once(self, live_pool, stablecoin, operator):
         before = stablecoin.balanceOf(operator)
         tx = live_pool.drawRaise({"from": operator})
+        print(f"\nGAS drawRaise: {tx.gas_used}")
         assert tx.return_value == TARGET == stablecoin.balanceOf(operator) - before
         assert dict(tx.events["RaiseDrawn"]) == {
             "operator": operator,

@@ -172,6 +172,24 @@ def test_bad_requests_are_422_with_a_reason(stack: Stack) -> None:
             "has 1 months",
         ),
         ({"nodes": [node], "fee_bps": 100, "insurance_bps": 200}, "ValidationFailed", "fee_bps"),
+        # A price is a decimal string in USD: a bare number (2.0 read as 2 micro-USD) is refused.
+        (
+            {"nodes": [dict(node, price_per_gpu_hour=2.0)]},
+            "ValidationFailed",
+            'price_per_gpu_hour: Value error, a price is a decimal string in USD, e.g. "2.00"; '
+            "got the bare number 2.0",
+        ),
+        (
+            {"nodes": [dict(node, price_per_gpu_hour="2.0000001")]},
+            "ValidationFailed",
+            "at most 6 decimals",
+        ),
+        # A typo in a class of a scenario's prices is an error naming the known classes.
+        (
+            {"nodes": [node], "custom": [{"name": "typo", "price_index_ppm": {"H1OO": [1] * 60}}]},
+            "ScenarioInputInvalid",
+            "unknown GPU class 'H1OO'; known classes: A100-SXM-80GB, H100-SXM-80GB, L40S-48GB",
+        ),
     ]
     for body, code, reason in cases:
         resp = stack.post("/api/v1/risk/scenarios", json={"start_time": START, **body})

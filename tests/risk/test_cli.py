@@ -26,6 +26,15 @@ def risk(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_unknown_class_in_decline_names_the_known_classes() -> None:
+    out = risk("run", "--synthetic", "20", "--decline", "H1OO-SXM-80GB=4000")
+    assert out.returncode != 0
+    assert "unknown GPU class 'H1OO-SXM-80GB'" in out.stdout + out.stderr
+    assert "known classes: A100-SXM-80GB, H100-SXM-80GB, L40S-48GB, RTX-4090-24GB" in (
+        out.stdout + out.stderr
+    )
+
+
 def test_lists_named_scenarios() -> None:
     out = risk("scenarios")
     assert out.returncode == 0, out.stderr

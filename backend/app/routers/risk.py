@@ -25,6 +25,7 @@ from backend.risk.report import scenario_info
 from backend.risk.run import run_scenarios
 from backend.risk.scenarios import NAMED
 from backend.risk.schemas import (
+    MICRO_USD_CONTEXT,
     NodeIn,
     ScenarioInfoPublic,
     ScenarioRunPublic,
@@ -83,17 +84,21 @@ def _indexed_fleet(body: ScenarioRunRequest, session: SessionDep, now: int) -> l
             **derived[node_id],
             **(o.model_dump(exclude={"node_id"}, exclude_unset=True) if o else {}),
         }
-        node = NodeIn(
-            node_id=node_id,
-            class_name=cls.name,
-            gpu_count=row.gpu_count,
-            acquisition_cost=row.acquisition_cost,
-            acquired_at=row.acquired_at,
-            economic_life_months=cls.economic_life_months,
-            residual_value_bps=cls.residual_value_bps,
-            bond=row.bonded,
-            operator=row.operator,
-            **extra,
+        # Index rows and the (already validated) overrides carry prices in micro-USD.
+        node = NodeIn.model_validate(
+            dict(
+                node_id=node_id,
+                class_name=cls.name,
+                gpu_count=row.gpu_count,
+                acquisition_cost=row.acquisition_cost,
+                acquired_at=row.acquired_at,
+                economic_life_months=cls.economic_life_months,
+                residual_value_bps=cls.residual_value_bps,
+                bond=row.bonded,
+                operator=row.operator,
+                **extra,
+            ),
+            context=MICRO_USD_CONTEXT,
         )
         nodes.append(node.to_input())
     return nodes
