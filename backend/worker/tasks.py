@@ -30,6 +30,7 @@ from backend.services.relaying.relay import relay_action as relay
 from backend.services.relaying.relay_kick import ForwardKick
 from backend.services.relaying.relayer import NonceConsumed, RelayRejected
 from backend.services.relaying.sweep import sweep_stale_actions as sweep
+from backend.services.relaying.tx_driver import DRIVER_CLAIM_MARGIN_SECONDS
 from backend.worker.celery_app import (
     INDEX_TASK,
     RELAY_TASK,
@@ -83,7 +84,23 @@ def relay_action(self: Task, action_id: str) -> str:
         return "missing"
     if ActionStatus(status).is_final:
         index_soon(self.app)
+    elif status == ActionStatus.SUBMITTED:
+        recheck_after_claim(self, action_id, ctx.settings.receipt_timeout_seconds)
     return status
+
+
+def recheck_after_claim(task: Task, action_id: str, receipt_timeout: float) -> None:
+    """The row was sent and another task holds its transaction's claim (it waits for the
+    receipt and finishes every row of it). Look again once that claim would have expired:
+    if its holder died (a killed worker), this re-check drives the row then, not at the
+    periodic sweep's next wake-up; if the holder finished, the re-check finds it final."""
+    countdown = receipt_timeout + DRIVER_CLAIM_MARGIN_SECONDS + 1
+    try:
+        task.app.send_task(
+            RELAY_TASK, args=[action_id], ignore_result=True, retry=False, countdown=countdown
+        )
+    except (OperationalError, RedisError, OSError) as exc:
+        log.info("relay_action: re-check of %s not sent (%s); the sweep takes it", action_id, exc)
 
 
 INDEX_SOON_EXPIRES_SECONDS = 5.0
