@@ -114,8 +114,6 @@ def _zero_args(fn_abi):
             return b"\x00" * int(t[5:])
         if t in ("bytes", "string"):
             return b"" if t == "bytes" else ""
-        if t == "tuple":
-            return None
         return 0
 
     return [zero(i["type"]) for i in fn_abi["inputs"]]
