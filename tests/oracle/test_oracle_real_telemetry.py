@@ -36,6 +36,7 @@ from oracle.telemetry import EpochWindow, NodeInfo
 DATA = Path(__file__).parent / "data"
 A800 = (DATA / "dcgm_a800_mig.txt").read_text()
 L40S = (DATA / "dcgm_l40s.txt").read_text()
+L4 = (DATA / "dcgm_l4.txt").read_text()
 UNRENDERABLE = "ERROR - FAILED TO CONVERT TO STRING"
 
 # Hand-read from the A800 page: GPU 0's power is on its three MIG instance lines
@@ -53,6 +54,7 @@ A800_STEP_MJ = {
     7: 330_066,  # 55.011 × 6000
 }
 L40S_STEP_MJ = 214_116  # 35.686 W × 6000
+L4_STEP_MJ = 98_190  # 16.365 W × 6000
 
 _ENERGY_LINE = re.compile(
     r'^(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION\{gpu="(\d+)".*\}) (\d+)$', re.MULTILINE
@@ -178,6 +180,12 @@ class TestRealPages:
     def test_l40s_page(self):
         page = parse_dcgm_page(L40S, 3.0)
         assert page.samples == {"gpu0": Sample(3.0, 0.0, 35.686, 5_551_899_580, True)}
+
+    def test_l4_page(self):
+        # an idle L4 whose page also carries the profiling fields (GR_ENGINE_ACTIVE 0.0)
+        page = parse_dcgm_page(L4, 3.0)
+        assert page.rejected == {} and page.skipped_lines == 0
+        assert page.samples == {"gpu0": Sample(3.0, 0.0, 16.365, 4_742_776, True)}
 
     def test_mig_utilization_weights_instances_by_slices(self):
         busy = with_value(A800, "DCGM_FI_PROF_GR_ENGINE_ACTIVE", 0, "0.500000", instance="3")
@@ -327,6 +335,28 @@ class TestScraping:
         assert g.measurement.energy_wh == 0
         assert g.measurement.milli_gpu_hours == 16  # floor(60 × 1000 / 3600)
         assert g.power_ratio(350) == pytest.approx(2_141.16 / 60 / 350)  # 0.102
+
+    def test_l4_served_and_scraped_gives_hand_computed_figures(self, exporters):
+        """An idle L4 (72 W reference): 11 scrapes 6 s apart, its counter at 16.365 W."""
+        store = SampleStore(retention_s=10**9)
+        clock = [0.0]
+        collector = DcgmCollector({3: url(exporters, "/l4")}, clock=lambda: clock[0])
+        for k in range(11):
+            exporters.pages["/l4"] = advanced(L4, {0: L4_STEP_MJ}, k)
+            clock[0] = 1_000.0 + 6 * k
+            store.add(collector.poll(0.0), polled_at=clock[0])
+        window = EpochWindow(4, 1_000, 1_060)
+        l4 = NodeInfo(3, 1, 72)
+        f = aggregate(l4, PolledSource(store, 6.0).telemetry([l4], window)[3], window, 2e3)
+        assert isinstance(f, NodeFigures)
+        assert f.measurement.sample_coverage_bps == 10_000
+        assert f.measurement.uptime_bps == 10_000
+        assert f.measurement.utilization_bps == 0
+        assert f.energy_j == pytest.approx(10 * 98_190 / 1000)  # 981.9 J
+        assert f.measurement.energy_wh == 0  # 0.27 Wh: below the leaf's whole-Wh resolution
+        assert f.measurement.milli_gpu_hours == 16  # floor(60 × 1000 / 3600)
+        # idle draw 981.9 J / 60 s / 72 W = 22.7 % of reference: the top of the 7.5-23 % range
+        assert f.power_ratio(72) == pytest.approx(981.9 / 60 / 72)
 
     def test_mig_node_without_activity_field_loses_coverage_not_utilization(self, exporters):
         store = SampleStore(retention_s=10**9)
