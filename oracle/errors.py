@@ -55,5 +55,7 @@ class TransactionDropped(OracleError):
         self.tx_hash = tx_hash
 
 
-class ChainWentBackwards(OracleError):
-    """The hub reports fewer attested epochs than this oracle saw confirmed."""
+class ChainReset(OracleError):
+    """The chain is not the one this oracle's state was recorded on any more (a new
+    genesis block) or the deployment is gone from it: nothing recorded can be recovered
+    there, so the daemon stops (a reorg, by contrast, is recovered from)."""
