@@ -31,6 +31,7 @@ from oracle.challenges import Registration
 from oracle.errors import (
     AttestationRejected,
     AttestationReverted,
+    ChainMovedBack,
     ChainReset,
     TransactionDropped,
 )
@@ -96,12 +97,18 @@ class ChainClient:
     def hub_state(self) -> HubState:
         block = self.w3.eth.block_number  # one block for all reads: a consistent view
         fns = self.hub.functions
-        return HubState(
-            last_attested_epoch=fns.lastAttestedEpoch().call(block_identifier=block),
-            current_epoch=fns.currentEpoch().call(block_identifier=block),
-            config_version=fns.configVersion().call(block_identifier=block),
-            quorum=fns.quorum().call(block_identifier=block),
-        )
+        try:
+            return HubState(
+                last_attested_epoch=fns.lastAttestedEpoch().call(block_identifier=block),
+                current_epoch=fns.currentEpoch().call(block_identifier=block),
+                config_version=fns.configVersion().call(block_identifier=block),
+                quorum=fns.quorum().call(block_identifier=block),
+            )
+        except Web3RPCError as exc:
+            head = self.w3.eth.block_number
+            if head < block:  # a reorg is under way: the block we read at is gone
+                raise ChainMovedBack(block, head) from exc
+            raise
 
     def epoch_window(self, epoch: int) -> EpochWindow:
         end = self.hub.functions.epochEnd(epoch).call()

@@ -19,7 +19,7 @@ import redis
 import requests
 from web3.exceptions import ProviderConnectionError, TimeExhausted
 
-from oracle.errors import ChainReset, OracleError
+from oracle.errors import ChainMovedBack, ChainReset, OracleError
 from oracle.health import OracleMetrics
 from oracle.reporter import Reporter, ReportOutcome, ReportStatus
 
@@ -93,6 +93,10 @@ class Daemon:
             self.exit_code = 2
             self.stop()
             return 0.0
+        except ChainMovedBack as exc:
+            log.warning("%s", exc)
+            self.metrics.observe_failure(type(exc).__name__, str(exc))
+            return self._backoff()
         except OracleError as exc:
             log.error("%s", exc)
             self.metrics.observe_failure(type(exc).__name__, str(exc))
