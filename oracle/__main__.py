@@ -93,6 +93,8 @@ def run(
         )
         daemon.install_signal_handlers()
         daemon.run()
+        if daemon.exit_code:
+            raise typer.Exit(daemon.exit_code)
     finally:
         if server is not None:
             server.stop()

@@ -16,6 +16,7 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import (
+    BlockNotFound,
     ContractCustomError,
     ContractLogicError,
     TimeExhausted,
@@ -27,7 +28,13 @@ from gpucap.attestation import EpochReport, OracleSignature
 from gpucap.deployment import Deployment
 from gpucap.revert import decode_revert
 from oracle.challenges import Registration
-from oracle.errors import AttestationRejected, AttestationReverted, TransactionDropped
+from oracle.errors import (
+    AttestationRejected,
+    AttestationReverted,
+    ChainMovedBack,
+    ChainReset,
+    TransactionDropped,
+)
 from oracle.telemetry import EpochWindow, NodeInfo
 
 # NodeRegistry.NodeStatus: nodes in these states have nothing left to measure.
@@ -66,6 +73,7 @@ class PostedAttestation:
     tx_hash: str
     block_number: int
     gas_used: int
+    block_hash: str = ""  # the block that holds it: a reorg that removes it changes this
 
 
 class ChainClient:
@@ -89,12 +97,18 @@ class ChainClient:
     def hub_state(self) -> HubState:
         block = self.w3.eth.block_number  # one block for all reads: a consistent view
         fns = self.hub.functions
-        return HubState(
-            last_attested_epoch=fns.lastAttestedEpoch().call(block_identifier=block),
-            current_epoch=fns.currentEpoch().call(block_identifier=block),
-            config_version=fns.configVersion().call(block_identifier=block),
-            quorum=fns.quorum().call(block_identifier=block),
-        )
+        try:
+            return HubState(
+                last_attested_epoch=fns.lastAttestedEpoch().call(block_identifier=block),
+                current_epoch=fns.currentEpoch().call(block_identifier=block),
+                config_version=fns.configVersion().call(block_identifier=block),
+                quorum=fns.quorum().call(block_identifier=block),
+            )
+        except Web3RPCError as exc:
+            head = self.w3.eth.block_number
+            if head < block:  # a reorg is under way: the block we read at is gone
+                raise ChainMovedBack(block, head) from exc
+            raise
 
     def epoch_window(self, epoch: int) -> EpochWindow:
         end = self.hub.functions.epochEnd(epoch).call()
@@ -132,7 +146,37 @@ class ChainClient:
             tx_hash=tx_hash.to_0x_hex(),
             block_number=int(receipt["blockNumber"]),
             gas_used=int(receipt["gasUsed"]),
+            block_hash=receipt["blockHash"].to_0x_hex(),
         )
+
+    def call_data(self, tx_hash: str) -> bytes:
+        """The input of a mined transaction (an ``attest`` call: report and signatures)."""
+        return bytes(self.w3.eth.get_transaction(tx_hash)["input"])
+
+    def block_hash(self, number: int) -> str | None:
+        """The canonical chain's hash at ``number``, or None above its head."""
+        try:
+            return self.w3.eth.get_block(number)["hash"].to_0x_hex()
+        except BlockNotFound:
+            return None
+
+    def check_same_chain(self, identity: str) -> None:
+        """Raise ChainReset unless this is still the chain ``identity`` names (see
+        chain_identity) and the hub is still deployed there: a reorg is recovered from,
+        a reset below the genesis block or a deployment that is gone is not."""
+        genesis = self.w3.eth.get_block(0)["hash"].to_0x_hex()
+        expected = identity.split(":")[1]
+        if genesis != expected:
+            raise ChainReset(
+                f"the chain's genesis block is now {genesis}, not {expected}: the node was"
+                " reset or replaced; the attestations this oracle recorded are not on it"
+            )
+        if not self.w3.eth.get_code(self.hub.address):
+            raise ChainReset(
+                f"OracleHub {self.hub.address} has no code on chain {self.deployment.chain_id}"
+                " any more: the deployment is gone (reset below its block?); redeploy and"
+                " point the oracle at the new manifest"
+            )
 
     def is_oracle(self, address: str) -> bool:
         return bool(self.hub.functions.isOracle(address).call())
@@ -196,17 +240,27 @@ class ChainClient:
         Raises AttestationRejected with the decoded custom error if the simulation reverts.
         """
         call = self.hub.functions.attest(report.as_tuple(), [s.signature for s in signatures])
+        return self._sign_call(report.epoch, call, transmitter)
+
+    def prepare_again(
+        self, epoch: int, call_data: bytes, transmitter: LocalAccount
+    ) -> SignedAttestation:
+        """The recorded ``attest`` call (report and quorum signatures, whoever sent it
+        first) in a new transaction from ``transmitter`` with a fresh nonce."""
+        _, args = self.hub.decode_function_input(call_data)
+        report = args["report"]  # decoded as a dict in the ABI's field order
+        fields = report.values() if isinstance(report, dict) else report
+        call = self.hub.functions.attest(tuple(fields), list(args["signatures"]))
+        return self._sign_call(epoch, call, transmitter)
+
+    def _sign_call(self, epoch: int, call, transmitter: LocalAccount) -> SignedAttestation:
         try:
             gas = call.estimate_gas({"from": transmitter.address})
         except ContractCustomError as exc:
             decoded = decode_revert(self.hub.abi, exc.data if isinstance(exc.data, str) else None)
-            raise AttestationRejected(
-                report.epoch, decoded or f"unknown custom error {exc.data}"
-            ) from exc
+            raise AttestationRejected(epoch, decoded or f"unknown custom error {exc.data}") from exc
         except ContractLogicError as exc:
-            raise AttestationRejected(
-                report.epoch, exc.message or "reverted without reason"
-            ) from exc
+            raise AttestationRejected(epoch, exc.message or "reverted without reason") from exc
         nonce = self.w3.eth.get_transaction_count(transmitter.address, "pending")
         tx = call.build_transaction(
             {
@@ -218,7 +272,7 @@ class ChainClient:
         )
         signed = transmitter.sign_transaction(tx)
         return SignedAttestation(
-            epoch=report.epoch,
+            epoch=epoch,
             tx_hash=signed.hash.to_0x_hex(),
             raw=bytes(signed.raw_transaction),
             nonce=nonce,
@@ -307,6 +361,7 @@ class ChainClient:
             tx_hash=signed.tx_hash,
             block_number=int(receipt["blockNumber"]),
             gas_used=int(receipt["gasUsed"]),
+            block_hash=receipt["blockHash"].to_0x_hex(),
         )
 
     def post_attestation(

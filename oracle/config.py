@@ -77,6 +77,9 @@ class OracleSettings(BaseSettings):
     # nonce with fees raised by fee_bump_percent (nodes require at least +10%).
     replace_after_seconds: float = Field(default=60.0, ge=0)
     fee_bump_percent: int = Field(default=25, ge=10, le=500)
+    # Attestations mined this many blocks back are still checked for a reorg each step
+    # (a deeper reorg that lowers lastAttestedEpoch() is caught regardless).
+    reorg_window_blocks: int = Field(default=64, ge=1)
     # M-of-N across processes: each holds one key; signatures meet in this Redis.
     quorum_redis_url: str | None = None
     # A board read or write stalled this long fails the step (retried), never the daemon.

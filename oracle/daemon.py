@@ -3,7 +3,9 @@
 Modelled on pymaker's lifecycle: one testable step (``Reporter.report_once``)
 inside a loop that owns only timing, error policy and signals. SIGTERM/SIGINT
 set an event; the current step finishes (a transaction in flight is waited for)
-and the loop exits without starting another.
+and the loop exits without starting another. A ChainReset (the chain is not the
+one the oracle's state belongs to, or the deployment is gone) also ends the loop,
+with the reason logged and ``exit_code`` 2: retrying cannot help there.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import redis
 import requests
 from web3.exceptions import ProviderConnectionError, TimeExhausted
 
-from oracle.errors import OracleError
+from oracle.errors import ChainMovedBack, ChainReset, OracleError
 from oracle.health import OracleMetrics
 from oracle.reporter import Reporter, ReportOutcome, ReportStatus
 
@@ -53,6 +55,7 @@ class Daemon:
         self.metrics.set_signers(reporter.signer_addresses, reporter.transmitter.address)
         self._stop = threading.Event()
         self._failures = 0  # consecutive failed steps, for the backoff
+        self.exit_code = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -84,6 +87,16 @@ class Daemon:
         """One step; returns how long to wait before the next one."""
         try:
             outcome = self.reporter.report_once()
+        except ChainReset as exc:
+            log.error("stopping: %s", exc)
+            self.metrics.observe_failure(type(exc).__name__, str(exc))
+            self.exit_code = 2
+            self.stop()
+            return 0.0
+        except ChainMovedBack as exc:
+            log.warning("%s", exc)
+            self.metrics.observe_failure(type(exc).__name__, str(exc))
+            return self._backoff()
         except OracleError as exc:
             log.error("%s", exc)
             self.metrics.observe_failure(type(exc).__name__, str(exc))

@@ -55,5 +55,20 @@ class TransactionDropped(OracleError):
         self.tx_hash = tx_hash
 
 
-class ChainWentBackwards(OracleError):
-    """The hub reports fewer attested epochs than this oracle saw confirmed."""
+class ChainReset(OracleError):
+    """The chain is not the one this oracle's state was recorded on any more (a new
+    genesis block) or the deployment is gone from it: nothing recorded can be recovered
+    there, so the daemon stops (a reorg, by contrast, is recovered from)."""
+
+
+class ChainMovedBack(OracleError):
+    """The node's head went below the block a step was reading at (a reorg under way):
+    the step is retried, and the next one sees the surviving chain."""
+
+    def __init__(self, block: int, head: int) -> None:
+        super().__init__(
+            f"block {block} left the chain while it was read (head now {head}): a reorg is"
+            " under way; retrying"
+        )
+        self.block = block
+        self.head = head

@@ -7,6 +7,20 @@ killed at any point neither posts an epoch twice nor loses track of a
 transaction in flight. A hub that has never been attested starts at the latest
 ended epoch (history before an oracle set existed is not back-filled, and the
 daemon says so).
+
+Reorgs. Every attestation the oracle sees land (its own or another transmitter's)
+is recorded with its block and its quorum-signed call. Each step compares the
+recorded block hashes (the last ``reorg_window_blocks`` blocks, and any epoch
+above the hub's ``lastAttestedEpoch()``, so a reorg of any depth that took the
+newest ones is seen) with the chain. An attestation whose block left the chain and
+that the surviving chain does not hold is sent again: the same report and
+signatures (valid for that epoch on any branch of this chain; the hub accepts an
+ended, unattested epoch once), from this oracle's transmitter with a fresh nonce,
+oldest epoch first, one per step. Every oracle that recorded it does so; the hub
+takes the first, and the others meet ``OracleEpochAlreadyAttested`` (in the
+simulation or as a reverted transaction) and record the epoch as done. Only a
+chain that is not this one any more (a new genesis block) or a hub without code
+stops the daemon (ChainReset), with the reason logged.
 """
 
 from __future__ import annotations
@@ -20,6 +34,8 @@ from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_account.typed_transactions import TypedTransaction
+from hexbytes import HexBytes
 
 from gpucap.attestation import (
     EpochCommitment,
@@ -37,17 +53,20 @@ from oracle.config import OracleSettings
 from oracle.errors import (
     AttestationRejected,
     AttestationReverted,
-    ChainWentBackwards,
     OracleConfigError,
     QuorumUnavailable,
     TransactionDropped,
 )
 from oracle.proofs import proofs_document, proofs_path, read_proofs, write_proofs
 from oracle.quorum import QuorumBoard, QuorumCoordinator, Tolerance
-from oracle.state import ProgressStore
+from oracle.state import Attestation, ProgressStore
 from oracle.telemetry import EpochWindow, NodeInfo
 
 log = logging.getLogger("gpucap.oracle")
+
+NO_ROOT = bytes(32)  # OracleHub.epochAttestation's root for an epoch never attested
+# On a first start, attestations already on the hub are recorded this far back at most.
+_FOLLOW_BACK_EPOCHS = 16
 
 
 class ReportStatus(StrEnum):
@@ -84,6 +103,7 @@ class Reporter:
         coordinator: QuorumCoordinator | None = None,
         replace_after: float = 60.0,
         fee_bump_percent: int = 25,
+        reorg_window_blocks: int = 64,
     ) -> None:
         if not private_keys:
             raise QuorumUnavailable(0, 1)
@@ -97,6 +117,8 @@ class Reporter:
         # A posted attestation pending this long is replaced with fees raised by this much.
         self.replace_after = replace_after
         self.fee_bump_percent = fee_bump_percent
+        # Attestations mined in the last this-many blocks are checked against the chain.
+        self.reorg_window_blocks = reorg_window_blocks
         self.policy = policy or AggregationPolicy()
         # Without a file, progress lives in memory: fine for tests, not crash-safe.
         self.progress = progress or ProgressStore(":memory:", chain.chain_identity())
@@ -123,20 +145,21 @@ class Reporter:
         """Attest at most one epoch; returns what happened. Raises OracleError subclasses.
 
         First settles any transaction a previous run left in flight (see
-        oracle.state), then attests ``lastAttestedEpoch() + 1`` if it has ended.
+        oracle.state), then sends again an attestation a reorg took away, then
+        attests ``lastAttestedEpoch() + 1`` if it has ended. Raises ChainReset if the
+        chain is not the one the state was recorded on.
         """
+        self.chain.check_same_chain(self.progress.chain)
         state = self.chain.hub_state()
         self.last_hub_state = state
         self._finalize_published(state)
         recovered = self._settle_in_flight(state)
         if recovered is not None:
             return recovered
-        confirmed = self.progress.last_confirmed_epoch()
-        if state.last_attested_epoch < confirmed:
-            raise ChainWentBackwards(
-                f"OracleHub says epoch {state.last_attested_epoch} is the last attested but"
-                f" this oracle saw epoch {confirmed} confirmed: reorg or wrong chain; not posting"
-            )
+        again = self._recover_reorged(state)
+        if again is not None:
+            return again
+        self._follow_attestations(state)
         epoch = self.next_epoch(state)
         if epoch is None:
             return ReportOutcome(ReportStatus.NOTHING_TO_DO)
@@ -221,6 +244,7 @@ class Reporter:
             self._drop_proofs_unless_on_chain(epoch, commitment.report.root)
             return ReportOutcome(ReportStatus.ALREADY_ATTESTED, epoch)
         self.progress.mark(posted.tx_hash, "confirmed")
+        self._remember(epoch, commitment.report.root, _call_data(signed), posted)
         self._unconfirmed_files.pop(epoch, None)
         path = self._write(commitment, signers, _attestation_json(posted), extras)
         log.info(
@@ -293,6 +317,9 @@ class Reporter:
                 self.progress.mark(
                     a.tx_hash, "confirmed" if a.tx_hash == posted.tx_hash else "retired"
                 )
+            mined = next(a for a in attempts if a.tx_hash == posted.tx_hash)
+            root, _ = self.progress.attempt_info(mined.tx_hash)
+            self._remember(epoch, bytes.fromhex(root[2:]), _call_data(mined), posted)
             path = self._record_attestation(epoch, posted)
             log.info(
                 "epoch %d attested (recovered after restart): tx %s (gas %d)",
@@ -304,6 +331,143 @@ class Reporter:
                 ReportStatus.ATTESTED, epoch, posted.tx_hash, posted.gas_used, path
             )
         return None
+
+    # -- reorgs -------------------------------------------------------------------
+
+    def _recover_reorged(self, state: HubState) -> ReportOutcome | None:
+        """Notice recorded attestations whose block left the chain; send the oldest
+        one the surviving chain lacks again (one per step). None: nothing to do."""
+        head = self.chain.w3.eth.block_number
+        for seen in self.progress.attestations_to_check(
+            head - self.reorg_window_blocks, state.last_attested_epoch
+        ):
+            if self.chain.block_hash(seen.block_number) != seen.block_hash:
+                self._attestation_left(seen)
+        for removed in self.progress.removed_attestations():
+            outcome = self._attest_again(removed)
+            if outcome is not None:
+                return outcome
+        return None
+
+    def _attestation_left(self, seen: Attestation) -> None:
+        root = self.chain.epoch_root(seen.epoch)
+        if root == seen.root:  # mined again in another block, or another oracle re-sent it
+            self._follow(seen.epoch, seen.root)
+            now = self.progress.attestation(seen.epoch)
+            self.progress.orphan_confirmed(seen.epoch, keep=now.tx_hash if now else None)
+            return
+        log.warning(
+            "epoch %d: its attestation (tx %s in block %d) left the chain in a reorg",
+            seen.epoch,
+            seen.tx_hash,
+            seen.block_number,
+        )
+        self.progress.orphan_confirmed(seen.epoch)
+        if root != NO_ROOT:
+            log.warning(
+                "epoch %d: the surviving chain holds another report (root 0x%s, ours 0x%s)",
+                seen.epoch,
+                root.hex(),
+                seen.root.hex(),
+            )
+            self._follow(seen.epoch, seen.root)
+            return
+        self.progress.mark_removed(seen.epoch)
+
+    def _attest_again(self, removed: Attestation) -> ReportOutcome | None:
+        """Send the removed attestation's recorded call again (same report and
+        signatures) with a fresh nonce; a duplicate of another oracle's is harmless."""
+        epoch = removed.epoch
+        if self.chain.epoch_root(epoch) != NO_ROOT:
+            self._follow(epoch, removed.root)
+            return ReportOutcome(ReportStatus.ALREADY_ATTESTED, epoch)
+        try:
+            signed = self.chain.prepare_again(epoch, removed.call_data, self.transmitter)
+        except AttestationRejected as exc:
+            if exc.error_name == "OracleEpochAlreadyAttested":
+                self._follow(epoch, removed.root)
+                return ReportOutcome(ReportStatus.ALREADY_ATTESTED, epoch)
+            if exc.error_name == "OracleEpochNotEnded":  # the surviving chain is behind it
+                return ReportOutcome(ReportStatus.NOTHING_TO_DO, epoch)
+            # The hub's oracle set or configuration moved on: the signatures are stale.
+            log.warning(
+                "epoch %d: the removed attestation cannot be sent again (%s); the epoch"
+                " will be measured and signed afresh",
+                epoch,
+                exc,
+            )
+            self.progress.forget_attestation(epoch)
+            return None
+        log.warning(
+            "epoch %d: attesting it again on the surviving chain, same root 0x%s (tx %s)",
+            epoch,
+            removed.root.hex(),
+            signed.tx_hash,
+        )
+        self.progress.record_sent(signed, removed.root)
+        try:
+            self.chain.send(signed)
+            posted = self.chain.wait(signed, self.receipt_timeout)
+        except (AttestationReverted, TransactionDropped) as exc:
+            self.progress.mark(exc.tx_hash, "reverted")
+            if self.chain.epoch_root(epoch) == NO_ROOT:
+                raise
+            log.info("epoch %d was attested again by another transmitter (%s)", epoch, exc)
+            self._follow(epoch, removed.root)
+            return ReportOutcome(ReportStatus.ALREADY_ATTESTED, epoch)
+        self.progress.mark(posted.tx_hash, "confirmed")
+        self._remember(epoch, removed.root, removed.call_data, posted)
+        # An oracle that only co-signed (or recorded) it may have written no file.
+        path = None
+        if proofs_path(self.proofs_dir, epoch).exists():
+            path = self._record_attestation(epoch, posted)
+        log.info(
+            "epoch %d attested again after a reorg: tx %s in block %d (gas %d)",
+            epoch,
+            posted.tx_hash,
+            posted.block_number,
+            posted.gas_used,
+        )
+        return ReportOutcome(ReportStatus.ATTESTED, epoch, posted.tx_hash, posted.gas_used, path)
+
+    def _follow(self, epoch: int, ours: bytes | None) -> None:
+        """Record the epoch's attestation as the chain now holds it (if found); point
+        our proofs file at it, or remove the file if its root is not ours."""
+        posted = self.chain.find_attestation(epoch)
+        if posted is None:
+            return
+        root = self.chain.epoch_root(epoch)
+        self._remember(epoch, root, self.chain.call_data(posted.tx_hash), posted)
+        if ours is None:
+            return
+        if root == ours:
+            if proofs_path(self.proofs_dir, epoch).exists():
+                self._record_attestation(epoch, posted)
+        else:
+            self._drop_proofs_unless_on_chain(epoch, ours)
+
+    def _follow_attestations(self, state: HubState) -> None:
+        """Record the attestations that landed since the last one recorded, whoever
+        sent them: what a reorg may take away later, and the call to send again."""
+        recorded = self.progress.last_recorded_epoch()
+        last = state.last_attested_epoch
+        for epoch in range(max(recorded + 1, last - _FOLLOW_BACK_EPOCHS + 1, 1), last + 1):
+            self._follow(epoch, None)
+
+    def _remember(
+        self, epoch: int, root: bytes, call_data: bytes, posted: PostedAttestation
+    ) -> None:
+        self.progress.record_attestation(
+            Attestation(
+                epoch,
+                root,
+                call_data,
+                posted.tx_hash,
+                posted.block_number,
+                posted.block_hash,
+                "on_chain",
+            )
+        )
 
     def _finalize_published(self, state: HubState) -> None:
         """Once another transmitter attested an epoch we published proofs for,
@@ -421,6 +585,11 @@ def _leaf(node_id: int, epoch: int, figures: NodeFigures) -> NodeLeaf:
     )
 
 
+def _call_data(signed: SignedAttestation) -> bytes:
+    """The ``attest`` call a signed transaction carries."""
+    return bytes(HexBytes(TypedTransaction.from_bytes(HexBytes(signed.raw)).as_dict()["data"]))
+
+
 def _attestation_json(posted: PostedAttestation) -> dict:
     return {
         "txHash": posted.tx_hash,
@@ -461,6 +630,7 @@ def build_reporter(settings: OracleSettings, source: TelemetrySource | None = No
         coordinator=coordinator,
         replace_after=settings.replace_after_seconds,
         fee_bump_percent=settings.fee_bump_percent,
+        reorg_window_blocks=settings.reorg_window_blocks,
     )
 
 

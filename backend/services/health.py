@@ -3,8 +3,10 @@
 Besides the parts (chain, Redis, database, worker, index), the work they exist for:
 attestation (ended epochs the oracles have not attested, and for how long), the
 oracles' own /health endpoints where configured, the epoch-settlement keeper's
-progress (epochs behind, as its last run recorded it in Redis) and the relayer's
-oldest open action. Each is not ok when stale, so /health is not green while
+progress (epochs behind, as its last run recorded it in Redis), the relayer's
+oldest open action, and the actions a reorg re-opened (their transaction left the
+chain; recorded in Redis by whoever re-opened them: the index run or a keeper).
+Each is not ok when stale, so /health is not green while
 attestation or settlement has stopped.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -144,6 +146,9 @@ def run_checks(
                 max_age_s=work.max_keeper_age_s,
             ),
             "relayer": pool.submit(check_relayer, sessions, work.max_pending_age_s),
+            "reorgs": pool.submit(
+                check_reopened, sessions, redis_url, timeout, work.max_pending_age_s
+            ),
             "chain": pool.submit(check_chain, get_chain),
             "redis": pool.submit(check_redis, redis_url, timeout),
             "database": pool.submit(check_database, sessions),
@@ -315,3 +320,78 @@ def check_relayer(sessions: sessionmaker[Session], max_pending_age_s: float) -> 
     if not ok:
         detail += f" (stale: over {max_pending_age_s:.0f}s)"
     return {"ok": ok, "detail": detail, "pending": count, "oldest_pending_age_s": round(age, 1)}
+
+
+REOPENED_KEY = "gpucap:health:reopened-actions"
+REOPENED_KEEP_S = 86_400.0  # a re-open is remembered this long (and counted while open)
+REOPENED_RECENT_S = 3_600.0
+
+
+def record_reopened(client: redis.Redis, ids: Sequence[str]) -> None:
+    """Actions a reorg re-opened, with the time (best effort: Redis may be down; an
+    action re-opened twice counts once, at its latest re-open)."""
+    if not ids:
+        return
+    now = time.time()
+    with contextlib.suppress(redis.RedisError):
+        pipe = client.pipeline()
+        pipe.zadd(REOPENED_KEY, dict.fromkeys(ids, now))
+        pipe.zremrangebyscore(REOPENED_KEY, "-inf", now - REOPENED_KEEP_S)
+        pipe.expire(REOPENED_KEY, int(REOPENED_KEEP_S))
+        pipe.execute()
+
+
+def check_reopened(
+    sessions: sessionmaker[Session], url: str, timeout: float, max_open_age_s: float
+) -> Check:
+    """Actions re-opened after a reorg: how many in the last hour, how many are still
+    open (not mined again yet). Not ok once one stays open ``max_open_age_s`` after its
+    re-open: the reorg's work is not being redone."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from backend.db.models import OPEN_STATUSES, Action
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    now = time.time()
+    try:
+        reopened = {
+            member.decode(): float(score)
+            for member, score in client.zrangebyscore(
+                REOPENED_KEY, now - REOPENED_KEEP_S, "+inf", withscores=True
+            )
+        }
+    except redis.RedisError as exc:
+        return {"ok": False, "detail": f"redis unreachable: {exc}"}
+    finally:
+        client.close()
+    still_open: list[str] = []
+    if reopened:
+        try:
+            with sessions() as session:
+                still_open = list(
+                    session.scalars(
+                        select(Action.id).where(
+                            Action.id.in_(reopened), Action.status.in_(OPEN_STATUSES)
+                        )
+                    )
+                )
+        except SQLAlchemyError as exc:
+            return {"ok": False, "detail": f"database error: {type(exc).__name__}"}
+    recent = sum(1 for at in reopened.values() if at >= now - REOPENED_RECENT_S)
+    oldest = max((now - reopened[i] for i in still_open), default=0.0)
+    ok = oldest <= max_open_age_s
+    detail = (
+        f"{recent} action(s) re-opened after a reorg in the last hour; {len(still_open)} still open"
+    )
+    if still_open:
+        detail += f", the oldest re-opened {oldest:.0f}s ago"
+    if not ok:
+        detail += f" (stale: over {max_open_age_s:.0f}s)"
+    return {
+        "ok": ok,
+        "detail": detail,
+        "reopened_last_hour": recent,
+        "reopened_open": len(still_open),
+        "oldest_reopened_open_age_s": round(oldest, 1),
+    }

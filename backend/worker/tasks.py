@@ -19,7 +19,7 @@ from backend.services.errors import (
     NonceLockTimeout,
     WrongChain,
 )
-from backend.services.health import record_keeper_progress
+from backend.services.health import record_keeper_progress, record_reopened
 from backend.services.indexing.indexer import ConcurrentIndexer, ReorgDuringBatch
 from backend.services.keepers.deliveries import plan_due
 from backend.services.keepers.epochs import plan_epoch_settlements
@@ -193,6 +193,7 @@ def index_chain(self: Task) -> str:
         except (ReorgDuringBatch, ConcurrentIndexer) as exc:
             log.info("index_chain: %r; the next run continues", exc)
             return "retry"
+    record_reopened(ctx.redis, review.reopened)
     for action_id in review.reopened:
         self.app.send_task(RELAY_TASK, args=[action_id], ignore_result=True)
     return (
@@ -217,6 +218,7 @@ def settle_due(self: Task) -> str:
                     enqueue=lambda action_id: self.app.send_task(
                         RELAY_TASK, args=[action_id], ignore_result=True
                     ),
+                    on_reopen=lambda action_id: record_reopened(ctx.redis, [action_id]),
                 )
         except (ChainUnavailable, ManifestError) as exc:
             log.warning("settle_due: %s; will retry on the next beat", exc)
@@ -250,6 +252,7 @@ def settle_epochs(self: Task) -> str:
                     enqueue=lambda action_id: self.app.send_task(
                         RELAY_TASK, args=[action_id], ignore_result=True
                     ),
+                    on_reopen=lambda action_id: record_reopened(ctx.redis, [action_id]),
                 )
         except (ChainUnavailable, ManifestError) as exc:
             log.warning("settle_epochs: %s; will retry on the next beat", exc)

@@ -47,6 +47,13 @@ def test_a_relayed_buy_a_reorg_removed_is_bought_again_once(stack: Stack, market
         "the buy to be re-sent and mined again",
     )
     assert again["error_code"] is None
+    # /health counts the re-opened action; once mined again, none is left open.
+    reorgs = wait_for(
+        lambda: (c := stack.get("/health").json()["checks"]["reorgs"])["reopened_open"] == 0 and c,
+        30,
+        "/health to count the re-opened buy",
+    )
+    assert reorgs["ok"] and reorgs["reopened_last_hour"] == 1, reorgs
     # Exactly once on the surviving chain: one forwarder nonce used, paid once.
     assert s.forwarder.nonces(wallet.address) == 1
     assert s.stablecoin.balanceOf(wallet.address) == 100 * USD - 3 * PRICE

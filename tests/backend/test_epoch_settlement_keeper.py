@@ -314,6 +314,8 @@ def test_a_settlement_batch_a_reorg_removed_is_settled_again_once(world, stack, 
     wait_for(lambda: settlement.lastSettledEpoch(a) == k + 3, 60, "A to settle k+3 again")
     after = wait_for(row_of_k3, 30, "the re-opened row to be confirmed again")
     assert after.id == before.id  # the same action, executed once more, not a second one
+    reorgs = stack.get("/health").json()["checks"]["reorgs"]  # re-opened by index or keeper
+    assert (reorgs["ok"], reorgs["reopened_last_hour"], reorgs["reopened_open"]) == (True, 1, 0)
     assert s.stablecoin.balanceOf(buyer) == paid and settlement.totalIn() == total_in
     assert sorted((r.params["epoch"], r.params["node_ids"], r.status) for r in settled_rows()) == [
         (k + 1, [a], "confirmed"),

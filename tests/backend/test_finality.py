@@ -1,6 +1,7 @@
 """``finality.review_mined`` in-process on the real chain (anvil's ``evm_snapshot`` and
 ``evm_revert``) and Redis: a mined action becomes final under enough blocks, is
-re-opened when its transaction leaves the chain and then runs once more; open actions
+re-opened when its transaction leaves the chain (and /health counts it) and then runs
+once more; open actions
 of another chain fail instead of being sent to this one."""
 
 from __future__ import annotations
@@ -8,12 +9,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import redis
 from brownie import web3
 from eth_account import Account
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import ActionKind
+from backend.redis_embedded import EmbeddedRedis
 from backend.services.chain import ChainIdentity
+from backend.services.health import check_reopened, record_reopened
 from backend.services.relaying import actions
 from backend.services.relaying.finality import review_mined
 from backend.services.relaying.relay import relay_action
@@ -37,7 +41,10 @@ def rpc(method: str, *params: Any) -> Any:
 
 
 def test_final_under_enough_blocks_reopened_when_reverted_away_then_once_more(
-    relayer: Relayer, sessions: sessionmaker[Session], live_deployment: Any
+    relayer: Relayer,
+    sessions: sessionmaker[Session],
+    live_deployment: Any,
+    redis_server: EmbeddedRedis,
 ) -> None:
     coin = live_deployment.system.stablecoin
     address = Account.create().address
@@ -67,8 +74,19 @@ def test_final_under_enough_blocks_reopened_when_reverted_away_then_once_more(
     reopened = read(sessions, action_id)
     assert (reopened.status, reopened.final, reopened.block_number) == ("submitted", False, None)
     assert reopened.tx_hash == mined.tx_hash
+    # /health counts it (what the index task records): re-opened, still open.
+    client = redis.Redis.from_url(redis_server.url)
+    record_reopened(client, review.reopened)
+    client.close()
+    health = check_reopened(sessions, redis_server.url, 1.0, max_open_age_s=300)
+    assert (health["ok"], health["reopened_last_hour"], health["reopened_open"]) == (True, 1, 1)
+    stale = check_reopened(sessions, redis_server.url, 1.0, max_open_age_s=0)
+    assert stale["ok"] is False and "stale" in stale["detail"], stale
     assert relay(relayer, sessions, action_id) == "confirmed"
     assert coin.balanceOf(address) == drip  # once on the surviving chain
+    health = check_reopened(sessions, redis_server.url, 1.0, max_open_age_s=0)
+    assert (health["ok"], health["reopened_last_hour"], health["reopened_open"]) == (True, 1, 0)
+    assert "1 action(s) re-opened after a reorg in the last hour; 0 still open" in health["detail"]
     again = review_mined(sessions, relayer.chain, identity, confirmations=0)
     assert again.reopened == [] and read(sessions, action_id).final
 

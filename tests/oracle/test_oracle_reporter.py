@@ -27,12 +27,14 @@ from web3.exceptions import TimeExhausted
 from gpucap.attestation import EpochReport, NodeLeaf, dev_oracle_keys
 from gpucap.deployment import REPO_ROOT
 from gpucap.devchain import dev_private_key, free_port
-from oracle.chain import ChainClient, SignedAttestation
+from oracle.chain import ChainClient
 from oracle.collectors import SimulatedFleet
 from oracle.config import OracleSettings
-from oracle.errors import AttestationRejected, ChainWentBackwards, QuorumUnavailable
+from oracle.daemon import Daemon
+from oracle.errors import AttestationRejected, ChainReset, QuorumUnavailable
 from oracle.proofs import read_proofs
 from oracle.reporter import Reporter, ReportStatus, build_reporter
+from oracle.state import ProgressStore
 from tests.oracle.hub_helpers import end_epoch
 
 pytestmark = pytest.mark.filterwarnings("ignore:rpc\\.(sleep|mine) should not:FutureWarning")
@@ -454,15 +456,101 @@ def test_restart_after_others_attested_retires_the_stale_tx(hub, settings, proof
     assert attested_events(reporter, target) == 1
 
 
-def test_state_ahead_of_the_chain_refuses_to_post(hub, settings, proofs_dir, reporter):
-    """A state file that saw later epochs confirmed than the hub has: reorg or wrong chain."""
-    state = settings.model_copy(update={"state_path": proofs_dir / "ahead.sqlite3"})
-    ahead = build_reporter(state)
-    signed = SignedAttestation(hub.lastAttestedEpoch() + 5, "0x" + "ab" * 32, b"\x01", 0)
-    ahead.progress.record_sent(signed, b"\x00" * 32)
-    ahead.progress.mark(signed.tx_hash, "confirmed")
-    nonce = web3.eth.get_transaction_count(reporter.transmitter.address)
+def reorg_away(block_number: int) -> None:
+    """anvil_reorg: every block from ``block_number`` to the head replaced by an empty one
+    (the same height); their transactions are gone, from the pool too."""
+    depth = web3.eth.block_number - block_number + 1
+    web3.provider.make_request("anvil_reorg", [depth, []])  # type: ignore[arg-type]
+
+
+def test_a_reorg_that_removes_attestations_has_them_attested_again_once(
+    hub, settings, proofs_dir, reporter
+):
+    """anvil_reorg takes away the blocks of two attestations. The oracles notice (the
+    blocks' hashes changed) and send the same quorum-signed reports again, oldest first;
+    any one may: here one oracle re-attests the first epoch, the other the second, and
+    neither sends what the chain already holds again. The chain ends as if the reorg had
+    not happened, and attestation goes on."""
+    other = build_reporter(
+        settings.model_copy(
+            update={
+                "state_path": proofs_dir / "reorg-other.sqlite3",
+                "proofs_dir": proofs_dir / "reorg-other",
+                "keys": SecretStr(",".join(reversed(dev_oracle_keys()))),
+            }
+        )
+    )
+    assert other.transmitter.address != reporter.transmitter.address
+    posted = []
+    for _ in range(2):
+        end_epoch(hub)
+        outcome = reporter.report_once()
+        assert outcome.status is ReportStatus.ATTESTED
+        posted.append(outcome)
+    first, second = (p.epoch for p in posted)
+    assert second == first + 1
+    assert other.report_once().status is ReportStatus.NOTHING_TO_DO  # it recorded both
+    roots = {e: bytes(hub.epochAttestation(e)[0]) for e in (first, second)}
+
+    reorg_away(web3.eth.get_transaction_receipt(posted[0].tx_hash)["blockNumber"])
+    assert hub.lastAttestedEpoch() == first - 1
+    assert hub.epochAttestation(first)[0] == hub.epochAttestation(second)[0] == "0x" + "00" * 32
+
+    # The empty blocks' clock is behind the time jumps end_epoch made: until the surviving
+    # chain has ended `second` again, it cannot be attested there (the oracle waits).
+    while hub.currentEpoch() <= first:
+        end_epoch(hub)
+    again = other.report_once()
+    assert (again.status, again.epoch) == (ReportStatus.ATTESTED, first)
+    if hub.currentEpoch() <= second:
+        assert reporter.report_once().status is ReportStatus.NOTHING_TO_DO
+        end_epoch(hub)
+    assert web3.eth.get_transaction(again.tx_hash)["from"] == other.transmitter.address
+    then = reporter.report_once()  # sees `first` back on-chain, re-sends `second` only
+    assert (then.status, then.epoch) == (ReportStatus.ATTESTED, second)
+    # `other` had `second` down as removed too: it finds it back and sends nothing.
+    sent_by_other = web3.eth.get_transaction_count(other.transmitter.address)
+    assert other.report_once().status is ReportStatus.ALREADY_ATTESTED
+    assert other.report_once().status is ReportStatus.NOTHING_TO_DO
+    assert web3.eth.get_transaction_count(other.transmitter.address) == sent_by_other
+    for epoch in (first, second):
+        assert bytes(hub.epochAttestation(epoch)[0]) == roots[epoch]
+        assert attested_events(reporter, epoch) == 1  # on the surviving chain
+    assert hub.lastAttestedEpoch() == second
+    doc = read_proofs(proofs_dir, second)
+    assert doc["attestation"]["txHash"] == then.tx_hash
+    assert (
+        doc["attestation"]["blockNumber"] == web3.eth.get_transaction(then.tx_hash)["blockNumber"]
+    )
+    assert sent_rows(proofs_dir, first)[-1][1] == "orphaned"
+    # The same signed report once more is refused by the hub, by name.
+    recorded = reporter.progress.attestation(first)
+    with pytest.raises(AttestationRejected) as refused:
+        reporter.chain.prepare_again(first, recorded.call_data, reporter.transmitter)
+    assert refused.value.error_name == "OracleEpochAlreadyAttested"
+
     end_epoch(hub)
-    with pytest.raises(ChainWentBackwards, match="reorg or wrong chain; not posting"):
-        ahead.report_once()
-    assert web3.eth.get_transaction_count(reporter.transmitter.address) == nonce
+    after = reporter.report_once()
+    assert (after.status, after.epoch) == (ReportStatus.ATTESTED, second + 1)
+
+
+def test_a_state_of_another_chain_stops_the_daemon(hub, settings, proofs_dir, caplog):
+    """A genesis block other than the one the state was recorded on is a reset, not a
+    reorg: nothing is posted, and the daemon stops with the reason (exit code 2)."""
+    chain = ChainClient.connect(settings.rpc_url, str(settings.manifest_path))
+    chain_id, _, hub_address = chain.chain_identity().split(":")
+    elsewhere = ProgressStore(":memory:", f"{chain_id}:0x{'11' * 32}:{hub_address}")
+    stale = Reporter(
+        chain, SimulatedFleet(), dev_oracle_keys(), proofs_dir / "elsewhere", progress=elsewhere
+    )
+    end_epoch(hub)
+    nonce = web3.eth.get_transaction_count(stale.transmitter.address)
+    with pytest.raises(ChainReset, match="genesis block is now"):
+        stale.report_once()
+
+    daemon = Daemon(stale, poll_interval=0.1, retry_delay=0.1)
+    daemon.run()  # returns after its first step: retrying cannot help
+
+    assert daemon.exit_code == 2
+    assert "stopping: the chain's genesis block is now" in caplog.text
+    assert web3.eth.get_transaction_count(stale.transmitter.address) == nonce

@@ -323,3 +323,33 @@ class TestSourceWiring:
         result = CliRunner().invoke(cli, ["run", "--once"])
         assert result.exit_code == 2
         assert "cannot start: no NVIDIA driver/GPU on this host" in caplog.text
+
+
+def test_a_state_file_from_before_orphaned_attempts_is_upgraded_in_place(tmp_path):
+    """A state file whose attempts table predates the 'orphaned' status keeps its rows and
+    accepts the new status (a reorg's orphaned attempt) after the upgrade."""
+    import sqlite3
+
+    from oracle.chain import SignedAttestation
+    from oracle.state import ProgressStore
+
+    path = tmp_path / "state.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE attempts (chain TEXT NOT NULL, epoch INTEGER NOT NULL,"
+            " tx_hash TEXT NOT NULL, raw_tx BLOB NOT NULL, nonce INTEGER NOT NULL,"
+            " root TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN"
+            " ('sent', 'confirmed', 'reverted', 'retired')), created_at REAL NOT NULL,"
+            " updated_at REAL NOT NULL, PRIMARY KEY (chain, tx_hash))"
+        )
+        db.execute(
+            "INSERT INTO attempts VALUES ('c', 7, '0xaa', x'01', 3, '0x00', 'confirmed', 1, 1)"
+        )
+    store = ProgressStore(path, "c")
+    assert store.statuses(7) == ["confirmed"]
+    store.orphan_confirmed(7)
+    assert store.statuses(7) == ["orphaned"]
+    # The same transaction sent again (rebuilt byte for byte after a reorg) is in flight.
+    store.record_sent(SignedAttestation(7, "0xaa", b"\x01", 3), bytes(32))
+    assert store.statuses(7) == ["sent"]
+    store.close()

@@ -1,5 +1,6 @@
 """GET /health: chain, Redis, database, worker and chain index, and the work they do
-(attestation, oracles, settlement keeper, relayer), each with ok + detail."""
+(attestation, oracles, settlement keeper, relayer, actions a reorg re-opened), each with
+ok + detail."""
 
 from __future__ import annotations
 

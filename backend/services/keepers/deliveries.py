@@ -61,7 +61,12 @@ def load_leaf(proofs_dir: ProofsDirs, epoch: EpochRow, node_id: int) -> tuple[No
 
 
 def plan_due(
-    session: Session, chain: Chain, proofs_dir: ProofsDirs, *, enqueue: Any | None = None
+    session: Session,
+    chain: Chain,
+    proofs_dir: ProofsDirs,
+    *,
+    enqueue: Any | None = None,
+    on_reopen: Any | None = None,
 ) -> Plan:
     """Create the prove and settle actions that are due now; returns their ids.
 
@@ -133,6 +138,7 @@ def plan_due(
                 kind=ActionKind.PROVE_DELIVERY,
                 idempotency_key=key,
                 params=params,
+                on_reopen=on_reopen,
             )
             if action_id is not None:
                 plan.proofs.append(action_id)
@@ -157,6 +163,7 @@ def plan_due(
                 kind=ActionKind.SETTLE_RESERVATION,
                 idempotency_key=f"settle:{row.reservation_id}",
                 params={"reservation_id": row.reservation_id},
+                on_reopen=on_reopen,
             )
             if action_id is not None:
                 plan.settlements.append(action_id)

@@ -242,6 +242,7 @@ def plan_epoch_settlements(
     retry_after_seconds: float,
     enqueue: Callable[[str], Any] | None = None,
     estimate: Estimate | None = None,
+    on_reopen: Callable[[str], Any] | None = None,
 ) -> EpochPlan:
     """Create (and enqueue) the settle actions due now; see the module notes."""
     plan = EpochPlan()
@@ -354,6 +355,7 @@ def plan_epoch_settlements(
                 kind=ActionKind.SETTLE_EPOCH,
                 idempotency_key=key,
                 params=params,
+                on_reopen=on_reopen,
             )
             if action_id is not None:
                 plan.actions.append(action_id)

@@ -22,6 +22,7 @@ to this one would act on a request nobody made here.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,14 +135,22 @@ def plan_action(
     kind: ActionKind,
     idempotency_key: str,
     params: dict[str, Any],
+    on_reopen: Callable[[str], Any] | None = None,
 ) -> str | None:
     """A keeper's row for work the chain says is due now: its id when it is to be sent
-    (new, or re-opened because its transaction left the chain), else None (in flight or
-    done). Keepers plan from the chain, so the row's own status is not the last word."""
+    (new, or re-opened because its transaction left the chain: then ``on_reopen`` hears
+    of it too), else None (in flight or done). Keepers plan from the chain, so the row's
+    own status is not the last word."""
     action, created = create_action(
         session, kind=kind, idempotency_key=idempotency_key, params=params, chain=identity
     )
-    return action.id if created or reopen_if_gone(session, chain, action) else None
+    if created:
+        return action.id
+    if not reopen_if_gone(session, chain, action):
+        return None
+    if on_reopen is not None:
+        on_reopen(action.id)
+    return action.id
 
 
 def reopen_if_gone(session: Session, chain: Chain, action: Action) -> bool:
