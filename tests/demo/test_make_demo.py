@@ -132,6 +132,33 @@ def test_world_is_seeded(demo):
     assert SUCCEEDED in statuses and 0 in statuses  # funded pools and one still raising
 
 
+def test_admin_powers_are_with_the_timelock_after_seeding(demo):
+    """The deployer seeded the world, then handed every admin power over: it holds no
+    role on any contract or pool, the timelock is every one's admin, and the change it
+    scheduled waits the demo's delay."""
+    w3, deployment = _chain(demo)
+    manifest = json.loads((demo["dir"] / "deployment.json").read_text())
+    timelock = manifest["timelock"]
+    assert deployment.contracts["GpucapTimelock"].address == timelock
+    deployer = Account.from_key(devchain.dev_private_key(0)).address
+    admin = b"\0" * 32
+    pool_abi = json.loads((ROOT / "build/contracts/RevenuePool.json").read_text())["abi"]
+    world = json.loads((demo["dir"] / "world.json").read_text())
+    handles = [
+        deployment.contract(w3, name)
+        for name in ("NodeRegistry", "OracleHub", "CapacityToken", "EpochSettlement", "Market")
+    ] + [w3.eth.contract(address=p["address"], abi=pool_abi) for p in world["pools"]]
+    for contract in handles:
+        assert contract.functions.hasRole(admin, timelock).call(), contract.address
+        assert not contract.functions.hasRole(admin, deployer).call(), contract.address
+    settlement = deployment.contract(w3, "EpochSettlement")
+    for role in ("TERMS_ROLE", "TREASURER_ROLE", "SETTLER_ROLE"):
+        role_id = getattr(settlement.functions, role)().call()
+        assert not settlement.functions.hasRole(role_id, deployer).call(), role
+    lock = deployment.contract(w3, "GpucapTimelock")
+    assert lock.functions.getMinDelay().call() == 90
+
+
 def test_stress_over_the_demo_pools(demo):
     """The dashboard's question, through the API: each drawn pool's loan projected in
     months from the index, under base and 40 %/yr deflation."""
