@@ -7,8 +7,10 @@ chain. Time moves with evm_increaseTime, never by sleeping."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from brownie import chain
+from brownie import RevenuePool, chain
 from sqlalchemy import select
 
 from backend.db.models import ChainEvent, GovernanceChangeRow, GovernanceDelayRow
@@ -21,9 +23,12 @@ from scripts.deploy import (
     deploy_node_pool,
     deploy_system,
     hand_over_to_timelock,
+    node_pool_args,
+    node_pool_bindings,
     write_manifest,
 )
 from tests.backend.backend_helpers import Stack, wait_for
+from tests.backend.test_cli import cli
 from tests.conftest import LiveDeployment
 
 DELAY = 600
@@ -185,3 +190,100 @@ def test_a_bad_filter_is_a_422_with_a_reason(stack: Stack):
     body = resp.json()
     assert body["code"] == "ValidationFailed" and "status" in body["reason"]
     assert stack.get("/api/v1/governance/changes", params={"limit": 0}).status_code == 422
+
+
+# ---------------------------------------------------------------------------
+# The CLI: python -m gpucap governance …, against the same API and chain
+# ---------------------------------------------------------------------------
+
+
+def _operation(out: str) -> str:
+    return next(line.split()[1] for line in out.splitlines() if line.startswith("operation "))
+
+
+def _wait_status(stack: Stack, operation: str, status: str) -> list[dict]:
+    def rows():
+        resp = stack.get("/api/v1/governance/changes", params={"operation_id": operation})
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        return body if body and all(r["status"] == status for r in body) else None
+
+    return wait_for(rows, 30, f"operation {operation} to be {status}")
+
+
+def test_cli_schedules_lists_and_executes_usage_terms(stack: Stack, live_deployment, accounts):
+    system, node_id = live_deployment.system, live_deployment.node_id
+    payer = accounts[13].address
+    done = cli(
+        stack, "governance", "schedule", "EpochSettlement", "setUsageTerms",
+        str(node_id), payer, "4000000", "--dev-account", "10",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr + done.stdout
+    operation = _operation(done.stdout)
+    _wait_status(stack, operation, "pending")
+    listed = cli(stack, "--json", "governance", "list", "--status", "pending")
+    change = next(c for c in json.loads(listed.stdout) if c["operation_id"] == operation)
+    assert (change["function"], change["args"]["payer"]) == ("setUsageTerms", payer)
+    early = cli(stack, "governance", "execute", operation, "--dev-account", "3")
+    assert early.returncode == 2 and "not due until" in early.stderr
+
+    chain.sleep(DELAY + 1)
+    chain.mine()
+    _wait_status(stack, operation, "ready")
+    executed = cli(stack, "governance", "execute", operation, "--dev-account", "3")
+    assert executed.returncode == 0, executed.stderr + executed.stdout
+    assert "executed EpochSettlement.setUsageTerms" in executed.stdout
+    assert tuple(system.settlement.usageTerms(node_id)) == (payer, 4_000_000)
+    _wait_status(stack, operation, "executed")
+
+
+def test_cli_binds_a_pool_deployed_after_the_hand_over(
+    stack: Stack, live_deployment, operator, accounts
+):
+    """The batch `governance bind-pool` announces is the deployment's own binding
+    (scripts/deploy.py node_pool_bindings), call for call."""
+    system = live_deployment.system
+    node_id = system.registry.registerNode(
+        system.class_ids["A100-SXM-80GB"],
+        8,
+        b"us-east".ljust(32, b"\0"),
+        150_000 * USD,
+        chain[-1].timestamp,
+        "0x" + "cf" * 20,
+        {"from": operator},
+    ).return_value
+    args = node_pool_args(
+        system,
+        node_id=node_id,
+        operator=operator.address,
+        admin=system.timelock.address,
+        terms=PoolTerms(10_000 * USD),
+        now=chain[-1].timestamp,
+    )
+    pool = RevenuePool.deploy(*args, {"from": operator})
+    done = cli(stack, "governance", "bind-pool", str(node_id), pool.address, "--dev-account", "10")
+    assert done.returncode == 0, done.stderr + done.stdout
+    operation = _operation(done.stdout)
+    rows = _wait_status(stack, operation, "pending")
+    expected = node_pool_bindings(system, pool.address, node_id)
+    assert [(r["target"], r["data"]) for r in rows] == [(c.to, c.data) for c in expected]
+    chain.sleep(DELAY + 1)
+    chain.mine()
+    _wait_status(stack, operation, "ready")
+    executed = cli(stack, "governance", "execute", operation, "--dev-account", "3")
+    assert executed.returncode == 0, executed.stderr + executed.stdout
+    assert system.settlement.poolOf(node_id) == pool.address
+    assert system.market.isPoolListed(pool)
+
+
+def test_cli_refuses_a_non_proposer_and_an_unknown_call(stack: Stack, live_deployment):
+    node_id = str(live_deployment.node_id)
+    refused = cli(
+        stack, "governance", "schedule", "EpochSettlement", "setUsageTerms",
+        node_id, "0x" + "12" * 20, "1", "--dev-account", "3",
+    )  # fmt: skip
+    assert refused.returncode == 2 and "AccessControlUnauthorizedAccount" in refused.stderr
+    unknown = cli(stack, "governance", "schedule", "Vault", "drain", "--dev-account", "10")
+    assert unknown.returncode == 2 and "not a gpucap contract" in unknown.stderr
+    wrong = cli(stack, "governance", "schedule", "Market", "setFees", "1", "--dev-account", "10")
+    assert wrong.returncode == 2 and "setFees takes" in wrong.stderr

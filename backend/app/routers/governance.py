@@ -26,12 +26,20 @@ StatusQuery = Annotated[
     Literal["pending", "ready", "executed", "cancelled"] | None,
     Query(description="pending | ready | executed | cancelled"),
 ]
+OperationQuery = Annotated[
+    str | None,
+    Query(
+        pattern="^0x[0-9a-fA-F]{64}$",
+        description="one operation's calls (every call of a batch), by its 0x-hex id",
+    ),
+]
 
 
 @router.get("/governance/changes")
 def list_governance_changes(
     session: SessionDep,
     status: StatusQuery = None,
+    operation_id: OperationQuery = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[GovernanceChangePublic]:
@@ -40,13 +48,15 @@ def list_governance_changes(
     a gpucap contract. `ready`: pending and due by the newest indexed block's time."""
     row = GovernanceChangeRow
     now = governance.chain_time(session)
-    query = select(row).order_by(row.eta, row.block_number, row.log_index)
+    query = select(row).order_by(row.eta, row.block_number, row.log_index, row.call_index)
     if status == "pending":
         query = query.where(row.status == governance.PENDING, row.eta > now)
     elif status == "ready":
         query = query.where(row.status == governance.PENDING, row.eta <= now)
     elif status is not None:
         query = query.where(row.status == status)
+    if operation_id is not None:
+        query = query.where(row.operation_id == operation_id.lower())
     rows = session.scalars(query.limit(limit).offset(offset))
     return [_public(r, now) for r in rows]
 
