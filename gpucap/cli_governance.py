@@ -265,14 +265,6 @@ def execute(
         due = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(first["eta"]))
         err_console.print(f"[red]operation {operation_id} is not due until {due}[/]")
         raise typer.Exit(code=2)
-    timelock = _timelock(ctx)
-    predecessor, salt = bytes.fromhex(first["predecessor"][2:]), bytes.fromhex(first["salt"][2:])
-    targets = [Web3.to_checksum_address(c["target"]) for c in calls]
-    values = [int(c["value"]) for c in calls]
-    payloads = [c["data"] for c in calls]
-    if len(calls) == 1:
-        call = timelock.functions.execute(targets[0], values[0], payloads[0], predecessor, salt)
-    else:
-        call = timelock.functions.executeBatch(targets, values, payloads, predecessor, salt)
+    call = actions.timelock_execute(_timelock(ctx), calls)
     what = ", ".join(f"{c['contract'] or c['target']}.{c['function'] or '?'}" for c in calls)
     _send(ctx, wallet(dev_account, keystore), call, f"executed {what}")

@@ -183,8 +183,8 @@ POWERS: tuple[Power, ...] = (
         DEFAULT_ADMIN,
         (TIMELOCK,),
         ("grantRole", "revokeRole", "extendPause"),
-        "grants and revokes the pool's roles (each node's pool; its admin is set at deployment); "
-        "keeps a pause for up to 30 days",
+        "grants and revokes the pool's roles (each node's pool: named at its deployment, or moved "
+        "to the timelock by the hand-over); keeps a pause for up to 30 days",
         "lenders' and stakers' deposits and revenue, through the roles below",
         TIMELOCK_DELAY,
     ),

@@ -33,6 +33,9 @@ from oracle.proofs import proofs_path
 ROOT = devchain.REPO_ROOT
 ADDRESS = "0x000000000000000000000000000000000000dEaD"
 NODES = 20
+# The demo's timelock delay here: short, so the activity executes the scheduled change
+# within the test (make demo's default is 90 s).
+TIMELOCK_DELAY = 20
 SUCCEEDED = 2  # RevenuePool.RoundStatus
 
 
@@ -58,6 +61,7 @@ def demo(tmp_path_factory):
     env.update({k: str(v) for k, v in ports.items()})
     env["GPUCAP_DEMO_DIR"] = str(run_dir)
     env["GPUCAP_DEMO_NODES"] = str(NODES)
+    env["GPUCAP_DEMO_TIMELOCK_DELAY"] = str(TIMELOCK_DELAY)
     out = open(run_dir / "stdout.txt", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "devnet"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
@@ -156,7 +160,30 @@ def test_admin_powers_are_with_the_timelock_after_seeding(demo):
         role_id = getattr(settlement.functions, role)().call()
         assert not settlement.functions.hasRole(role_id, deployer).call(), role
     lock = deployment.contract(w3, "GpucapTimelock")
-    assert lock.functions.getMinDelay().call() == 90
+    assert lock.functions.getMinDelay().call() == TIMELOCK_DELAY
+
+
+def test_the_scheduled_change_is_listed_then_executed_by_a_user(demo):
+    """The change the hand-over scheduled (usage terms of a node still raising) is listed
+    by the API, decoded, with its time of effect; once due, the activity's users execute
+    it and it takes effect on-chain."""
+    w3, deployment = _chain(demo)
+    world = json.loads((demo["dir"] / "world.json").read_text())
+
+    def changes():
+        resp = requests.get(f"{demo['api']}/api/v1/governance/changes", timeout=5)
+        return resp.json() if resp.status_code == 200 and resp.json() else None
+
+    change = _wait_for(changes, 60, "the scheduled change to be indexed")[0]
+    assert (change["contract"], change["function"]) == ("EpochSettlement", "setUsageTerms")
+    assert change["delay_seconds"] == TIMELOCK_DELAY
+    assert change["eta"] == change["scheduled_at"] + TIMELOCK_DELAY
+    raising = [p for p in world["pools"] if sum(p["deposits"]) != p["target_assets"]]
+    assert change["args"]["nodeId"] == raising[0]["node_id"]
+    _wait_for(lambda: changes()[0]["status"] == "executed", 120, "a user to execute the due change")
+    settlement = deployment.contract(w3, "EpochSettlement")
+    payer = settlement.functions.usageTerms(change["args"]["nodeId"]).call()[0]
+    assert payer == change["args"]["payer"]
 
 
 def test_stress_over_the_demo_pools(demo):
