@@ -274,6 +274,8 @@ def test_cli_binds_a_pool_deployed_after_the_hand_over(
     assert executed.returncode == 0, executed.stderr + executed.stdout
     assert system.settlement.poolOf(node_id) == pool.address
     assert system.market.isPoolListed(pool)
+    executed_rows = _wait_status(stack, operation, "executed")  # every call of the batch
+    assert [r["call_index"] for r in executed_rows] == list(range(len(expected)))
 
 
 def test_cli_refuses_a_non_proposer_and_an_unknown_call(stack: Stack, live_deployment):
