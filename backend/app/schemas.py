@@ -535,7 +535,8 @@ class GovernanceChangePublic(BaseModel):
     target: str = Field(description="the contract the timelock will call")
     contract: str | None = Field(
         description="the target's gpucap contract name (the manifest's, or `RevenuePool` "
-        "for a bound pool); null when the target is not a known gpucap contract"
+        "for a bound pool); null when the target is not known yet (e.g. a pool the same "
+        "batch binds), the call then decoded by any gpucap function of its selector"
     )
     function: str | None = Field(description="the function called; null if not decoded")
     args: dict[str, Any] | None = Field(

@@ -197,6 +197,10 @@ def test_a_bad_filter_is_a_422_with_a_reason(stack: Stack):
 # ---------------------------------------------------------------------------
 
 
+def _name(system, address: str) -> str:
+    return next(n for n, c in system.contracts().items() if c.address == address)
+
+
 def _operation(out: str) -> str:
     return next(line.split()[1] for line in out.splitlines() if line.startswith("operation "))
 
@@ -267,6 +271,10 @@ def test_cli_binds_a_pool_deployed_after_the_hand_over(
     rows = _wait_status(stack, operation, "pending")
     expected = node_pool_bindings(system, pool.address, node_id)
     assert [(r["target"], r["data"]) for r in rows] == [(c.to, c.data) for c in expected]
+    # The new pool is not bound yet: its calls are decoded, its contract left unnamed.
+    assert [(r["contract"], r["function"]) for r in rows] == [
+        (None if c.to == pool.address else _name(system, c.to), c.function) for c in expected
+    ]
     chain.sleep(DELAY + 1)
     chain.mine()
     _wait_status(stack, operation, "ready")

@@ -52,18 +52,29 @@ class CallDecoder:
             for name, ref in chain.deployment.contracts.items()
         }
         self._pool = (POOL, _functions(pool_abi))
+        # Any gpucap function by selector, for a target not known yet (a pool scheduled to
+        # be bound in the same batch): the call is decoded, its contract left unnamed.
+        self._any: dict[bytes, _Function] = {}
+        for _, functions in [*self._by_address.values(), self._pool]:
+            for selector, function in functions.items():
+                self._any.setdefault(selector, function)
 
     def decode(self, target: str, data: str, pools: Iterable[str] = ()) -> dict[str, Any] | None:
-        """None when ``target`` is neither a manifest contract nor one of ``pools`` (bound
-        pools, lowercase), or the calldata fits none of its functions."""
+        """``contract`` names the target when it is a manifest contract or one of ``pools``
+        (bound pools, lowercase), else None with the call decoded by any gpucap function of
+        its selector; None when no gpucap function fits the calldata."""
         found = self._by_address.get(target.lower())
         if found is None and target.lower() in pools:
             found = self._pool
         raw = as_bytes(data)
-        if found is None or len(raw) < 4:
+        if len(raw) < 4:
             return None
-        contract, functions = found
-        function = functions.get(raw[:4])
+        contract: str | None = None
+        if found is not None:
+            contract, functions = found
+            function = functions.get(raw[:4])
+        else:
+            function = self._any.get(raw[:4])
         if function is None:
             return None
         name, inputs, types = function
