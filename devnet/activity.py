@@ -8,6 +8,10 @@ through the API's ``/api/v1/forward`` (gasless, validated by the API); pool
 actions are the wallet's own transactions (pools are not relayable), simulated
 first (gpucap/actions.py). A rejection is logged with its code and the loop goes
 on: a rejected action is part of the show, never a crash.
+
+Admin changes go through the timelock after the hand-over (scripts/seed.py): before
+each step, a user executes any announced change that is due (anyone may), as the
+API lists them, so the demo's scheduled change takes effect after its delay.
 """
 
 from __future__ import annotations
@@ -46,6 +50,11 @@ class Activity:
         self.capacity = deployment.contract(w3, "CapacityToken")
         self.stablecoin = deployment.contract(w3, "TestStablecoin")
         self.pools = [actions.pool(w3, p["address"]) for p in world["pools"]]
+        self.timelock = (
+            deployment.contract(w3, "GpucapTimelock")
+            if "GpucapTimelock" in deployment.contracts
+            else None
+        )
         self._wallets: dict[int, LocalAccount] = {}
 
     def wallet(self, index: int) -> LocalAccount:
@@ -66,6 +75,13 @@ class Activity:
             self.claim,
         ]
         action = self.rng.choice(kinds)
+        if self.timelock is not None:
+            try:
+                due = self.execute_due()
+            except (actions.ApiRejected, actions.TxRejected) as exc:
+                due = f"executing a due timelock change: {exc}"
+            if due:
+                log.info("%s", due)
         try:
             outcome = action()
         except actions.ApiRejected as exc:
@@ -74,6 +90,22 @@ class Activity:
             outcome = f"{action.__name__}: {exc}"
         log.info("%s", outcome)
         return outcome
+
+    # -- governance: due timelock changes, executed by anyone ----------------------
+
+    def execute_due(self) -> str | None:
+        """Executes the first due operation the API lists (its calls in batch order)."""
+        assert self.timelock is not None
+        ready = self.api.get("/api/v1/governance/changes", status="ready")
+        if not ready:
+            return None
+        operation = ready[0]["operation_id"]
+        calls = [c for c in ready if c["operation_id"] == operation]
+        call = actions.timelock_execute(self.timelock, calls)
+        who = self.wallet(self.rng.choice(self.world["users"]))
+        actions.send_call(self.w3, who, call)
+        what = ", ".join(f"{c['contract']}.{c['function']}" for c in calls)
+        return f"{who.address[:10]}… executed the due timelock change {what}"
 
     # -- capacity, through the API ------------------------------------------------
 

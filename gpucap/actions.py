@@ -191,3 +191,19 @@ def send_call(w3: Web3, signer: LocalAccount, call: Any, timeout: float = 60) ->
     if receipt["status"] != 1:
         raise TxRejected(f"{name} reverted on-chain (tx {tx_hash.to_0x_hex()})")
     return Sent(tx_hash.to_0x_hex(), receipt["blockNumber"], receipt["gasUsed"])
+
+
+def timelock_execute(timelock: Any, calls: list[dict[str, Any]]) -> Any:
+    """The GpucapTimelock call that carries out one announced operation, from its calls as
+    ``GET /api/v1/governance/changes`` lists them: ``execute`` for one call, ``executeBatch``
+    (in batch order) for several. Anyone may send it once the operation is due."""
+    ordered = sorted(calls, key=lambda c: c["call_index"])
+    predecessor = bytes.fromhex(ordered[0]["predecessor"][2:])
+    salt = bytes.fromhex(ordered[0]["salt"][2:])
+    targets = [Web3.to_checksum_address(c["target"]) for c in ordered]
+    values = [int(c["value"]) for c in ordered]
+    payloads = [c["data"] for c in ordered]
+    fn = timelock.functions
+    if len(ordered) == 1:
+        return fn.execute(targets[0], values[0], payloads[0], predecessor, salt)
+    return fn.executeBatch(targets, values, payloads, predecessor, salt)

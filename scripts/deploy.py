@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from gpucap import devchain
 from gpucap.attestation import dev_oracle_keys
 from gpucap.gpu_classes import STANDARD_CLASSES
 from scripts import receipt_race
-from scripts.powers import DEFAULT_ADMIN, GUARDIAN, POWERS, TIMELOCK, role_id
+from scripts.powers import DEFAULT_ADMIN, GUARDIAN, POOL, POWERED, POWERS, TIMELOCK, role_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 USD = 10**6  # the stablecoin has 6 decimals
@@ -88,7 +89,8 @@ class DeployConfig:
     market_taker_fee_bps: int = 10
     market_fee_recipient: str | None = None
     # Outside the dev chain every admin power moves to a GpucapTimelock with this delay
-    # (scripts/powers.py says which); None = the deployer stays admin (tests, the demo).
+    # (scripts/powers.py says which); None = the deployer stays admin (tests; the demo
+    # hands over after seeding, scripts/seed.py).
     timelock_delay_seconds: int | None = 2 * 24 * 3600
     # May schedule and cancel timelocked calls (the operations multisig). Empty = deployer.
     timelock_proposers: tuple[str, ...] = ()
@@ -107,7 +109,9 @@ class DeployConfig:
     @classmethod
     def for_demo(cls) -> DeployConfig:
         """`make demo`: epochs short enough to watch attestations arrive, hourly delivery
-        windows (120 epochs each) and a settlement grace of one window."""
+        windows (120 epochs each) and a settlement grace of one window. The deployer stays
+        admin while scripts/seed.py seeds the world, then hands over (its
+        $GPUCAP_TIMELOCK_DELAY_SECONDS: 90 s in `make demo`)."""
         return cls(
             faucet_cooldown_seconds=3600,
             unbonding_delay_seconds=600,
@@ -160,6 +164,8 @@ class System:
         }
         if self.market is not None:
             contracts["Market"] = self.market
+        if self.timelock is not None:  # its events are the schedule of admin changes
+            contracts["GpucapTimelock"] = self.timelock
         return contracts
 
     def manifest(self) -> dict[str, Any]:
@@ -441,6 +447,7 @@ def load_system(manifest: dict[str, Any]) -> System:
         "CapacityToken": CapacityToken,
         "EpochSettlement": EpochSettlement,
         "Market": Market,
+        "GpucapTimelock": GpucapTimelock,
     }
     # Contract.from_abi, not ContainerType.at: brownie 1.22's .at() fails on
     # live networks while recording the deployment (TypeError in _add_deployment).
@@ -460,6 +467,7 @@ def load_system(manifest: dict[str, Any]) -> System:
         class_ids=dict(manifest.get("gpu_classes", {})),
         guardian=manifest.get("guardian") or "",
         market=handles.get("Market"),
+        timelock=handles.get("GpucapTimelock"),
     )
 
 
@@ -475,33 +483,62 @@ def hand_over_to_timelock(
     delay_seconds: int,
     proposers: list[str] | None = None,
     guardian: str | None = None,
+    pools: Sequence[str] = (),
 ) -> Any:
     """Deploys GpucapTimelock (``delay_seconds``; ``proposers`` schedule and cancel, default
-    the deployer; anyone executes a call once due) and hands it every power scripts/powers.py
-    gives the timelock; ``guardian`` (default the deployer) takes the guardian powers (act at
-    once, stop only new business). The deployer keeps nothing else: every role it held is
-    revoked, DEFAULT_ADMIN_ROLE renounced last. Node pools deployed afterwards take the
-    timelock as their admin. Returns the timelock."""
+    the deployer; anyone executes a call once due) and sends ``hand_over_calls``: the timelock
+    takes every power scripts/powers.py gives it, on the system's contracts and on the node
+    ``pools`` deployed so far; ``guardian`` (default the deployer) takes the guardian powers
+    (act at once, stop only new business). The deployer keeps nothing else. Node pools
+    deployed afterwards take the timelock as their admin. Returns the timelock."""
     sender = {"from": deployer}
     timelock = GpucapTimelock.deploy(delay_seconds, list(proposers or [deployer.address]), sender)
-    holders = {TIMELOCK: timelock.address, GUARDIAN: guardian or deployer.address}
-    contracts = system.contracts()
-    handed = [p for p in POWERS if p.contract in contracts and p.contract != "TestStablecoin"]
-    for power in handed:
-        contract, role = contracts[power.contract], role_id(power.role)
-        for holder in power.holders:
-            address = holders.get(holder)
-            if address and not contract.hasRole(role, address):
-                contract.grantRole(role, address, sender)
-    keep = {(p.contract, p.role) for p in handed if deployer.address in _addresses(p, holders)}
-    # DEFAULT_ADMIN_ROLE last: revoking the others needs it.
-    for power in sorted(handed, key=lambda p: p.role == DEFAULT_ADMIN):
-        contract, role = contracts[power.contract], role_id(power.role)
-        if (power.contract, power.role) in keep or not contract.hasRole(role, deployer):
-            continue
-        contract.renounceRole(role, deployer, sender)
+    for call in hand_over_calls(
+        system, deployer.address, timelock.address, guardian=guardian, pools=pools
+    ):
+        target = Contract.from_abi("handed", call.to, call.abi)
+        getattr(target, call.function)(*call.args, sender)
     system.timelock = timelock
+    system.guardian = guardian or deployer.address  # pools bound from now on grant it
     return timelock
+
+
+def hand_over_calls(
+    system: System,
+    deployer: str,
+    timelock: str,
+    *,
+    guardian: str | None = None,
+    pools: Sequence[str] = (),
+) -> list[AdminCall]:
+    """The deployer's calls, in order, that give ``timelock`` (deployed) every power
+    scripts/powers.py gives it on the system's contracts and on ``pools``, give ``guardian``
+    (default the deployer) the guardian powers, and take every other role from the
+    deployer, DEFAULT_ADMIN_ROLE of each contract last (revoking the others needs it).
+    Reads the roles held now; nothing in the list depends on an earlier call's result, so a
+    bulk sender may send them back to back (same sender, consecutive nonces)."""
+    holders = {TIMELOCK: timelock, GUARDIAN: guardian or deployer}
+    handles = {name: c for name, c in system.contracts().items() if name in POWERED}
+    contracts = [(name, c.address, c.abi) for name, c in handles.items()]
+    contracts += [(POOL, address, RevenuePool.abi) for address in pools]
+    grants: list[AdminCall] = []
+    renounces: list[AdminCall] = []
+    for name, address, abi in contracts:
+        handle = web3.eth.contract(address=address, abi=abi)
+        powers = [p for p in POWERS if p.contract == name]
+        for power in powers:
+            role = role_id(power.role)
+            for holder in _addresses(power, holders):
+                if not handle.functions.hasRole(role, holder).call():
+                    grants.append(AdminCall(address, abi, "grantRole", (role, holder)))
+        # DEFAULT_ADMIN_ROLE last: revoking the others needs it.
+        for power in sorted(powers, key=lambda p: p.role == DEFAULT_ADMIN):
+            role = role_id(power.role)
+            if deployer in _addresses(power, holders):
+                continue
+            if handle.functions.hasRole(role, deployer).call():
+                renounces.append(AdminCall(address, abi, "renounceRole", (role, deployer)))
+    return grants + renounces
 
 
 def _addresses(power: Any, holders: dict[str, str]) -> set[str]:

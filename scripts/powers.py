@@ -18,6 +18,12 @@ from dataclasses import dataclass
 
 DEFAULT_ADMIN = "DEFAULT_ADMIN_ROLE"
 TIMELOCK, GUARDIAN, RELAYER, NOBODY = "timelock", "guardian", "relayer", "nobody"
+# The timelock's own proposers (DeployConfig.timelock_proposers) and everyone (address(0)).
+PROPOSERS, ANYONE = "proposers", "anyone"
+POOL = "RevenuePool"  # each node's pool (not in the manifest: found through PoolSet)
+# The contracts whose powers the hand-over moves (the test stablecoin's stay with the
+# deployer; the timelock administers itself from its construction on).
+POWERED = ("NodeRegistry", "OracleHub", "CapacityToken", "EpochSettlement", "Market", POOL)
 
 
 @dataclass(frozen=True)
@@ -177,8 +183,8 @@ POWERS: tuple[Power, ...] = (
         DEFAULT_ADMIN,
         (TIMELOCK,),
         ("grantRole", "revokeRole", "extendPause"),
-        "grants and revokes the pool's roles (each node's pool; its admin is set at deployment); "
-        "keeps a pause for up to 30 days",
+        "grants and revokes the pool's roles (each node's pool: named at its deployment, or moved "
+        "to the timelock by the hand-over); keeps a pause for up to 30 days",
         "lenders' and stakers' deposits and revenue, through the roles below",
         TIMELOCK_DELAY,
     ),
@@ -248,6 +254,45 @@ POWERS: tuple[Power, ...] = (
         "the protocol's fees and the reserve that backs losses",
         TIMELOCK_DELAY,
     ),
+    Power(
+        "GpucapTimelock",
+        DEFAULT_ADMIN,
+        (TIMELOCK,),
+        ("grantRole", "revokeRole"),
+        "the timelock administers itself: changing its proposers or its delay "
+        "(`updateDelay`, callable by itself only) is a timelocked call like any other",
+        "everything behind the timelock",
+        TIMELOCK_DELAY,
+    ),
+    Power(
+        "GpucapTimelock",
+        "PROPOSER_ROLE",
+        (PROPOSERS,),
+        ("schedule", "scheduleBatch"),
+        "announces a change (CallScheduled: target, call, time of effect); it can take effect "
+        "only after the delay",
+        "everything behind the timelock, after the delay",
+        "the delay itself",
+    ),
+    Power(
+        "GpucapTimelock",
+        "CANCELLER_ROLE",
+        (PROPOSERS,),
+        ("cancel",),
+        "withdraws an announced change before it is executed",
+        "none moves",
+        AT_ONCE,
+    ),
+    Power(
+        "GpucapTimelock",
+        "EXECUTOR_ROLE",
+        (ANYONE,),
+        ("execute", "executeBatch"),
+        "carries out an announced change once its time of effect has come (anyone: the "
+        "proposer cannot hold a due change back)",
+        "only what was announced, as announced",
+        "after the delay",
+    ),
 )
 
 
@@ -270,6 +315,7 @@ def markdown() -> str:
         "EpochSettlement",
         "RevenuePool",
         "Market",
+        "GpucapTimelock",
     ]
     for p in sorted(POWERS, key=lambda p: order.index(p.contract) if p.contract in order else 9):
         functions = ", ".join(f"`{f}`" for f in p.functions)

@@ -15,6 +15,11 @@ another sender's in the same phase), and their receipts are awaited in bulk
 lines, which `make demo` turns into a progress bar. The result, with the chain's
 node ids and pool addresses, is written to $GPUCAP_WORLD_PATH (world.json).
 
+Then, with $GPUCAP_TIMELOCK_DELAY_SECONDS set (`make demo` sets it), every admin power
+moves to a GpucapTimelock with that delay, the pools' too (scripts/deploy.py's
+``hand_over_calls``), the manifest is rewritten with the timelock, and one change is
+scheduled through it so the demo shows one waiting for its time of effect.
+
 Uses anvil's development keys: it refuses a chain whose id is not anvil's.
 """
 
@@ -29,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from brownie import chain, network
+from brownie import Contract, GpucapTimelock, chain, network
 from eth_account import Account
 from web3 import Web3
 from web3.utils.address import get_create_address
@@ -39,7 +44,14 @@ from devnet.world import USAGE_PAYER, USD, PlannedPool, WorldPlan, plan_world, w
 from gpucap import devchain
 from gpucap.bulk import BulkSender, Calldata, MinedTx, PlannedTx, event_topic
 from gpucap.deployment import Deployment
-from scripts.deploy import PoolTerms, load_system, node_pool_args, node_pool_bindings
+from scripts.deploy import (
+    PoolTerms,
+    hand_over_calls,
+    load_system,
+    node_pool_args,
+    node_pool_bindings,
+    write_manifest,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAX_UINT = 2**256 - 1
@@ -69,6 +81,8 @@ GAS = {
     "redeem": 450_000,
     "setUsageTerms": 120_000,
     "approveUsage": 100_000,
+    "deployTimelock": 6_000_000,
+    "schedule": 200_000,
 }
 
 
@@ -356,6 +370,49 @@ class Seeder:
             )
         self.run("stakes and reservations", txs)
 
+    def hand_over(self, delay_seconds: int, pools: dict[int, str], node_ids: list[int]) -> str:
+        """Deploys a GpucapTimelock (the deployer proposes; anyone executes) and gives it
+        every admin power, the seeded pools' included: one phase of the deployer's calls in
+        nonce order (scripts/deploy.py's hand_over_calls). Then schedules, through it, the
+        usage terms of the first node whose pool is still raising: a change the dashboard
+        lists as pending until its time of effect, that anyone may then execute (the
+        activity process does). Returns the timelock's address."""
+        admin = self.account(0)
+        artifact = json.loads((REPO_ROOT / "build/contracts/GpucapTimelock.json").read_text())
+        factory = self.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+        data = factory.constructor(delay_seconds, [admin.address]).data_in_transaction
+        timelock = get_create_address(admin.address, self.sender.next_nonce(admin.address))
+        txs = [PlannedTx("deploy the timelock", admin, None, data, GAS["deployTimelock"])]
+        for call in hand_over_calls(
+            self.system, admin.address, timelock, pools=sorted(pools.values())
+        ):
+            label = f"{call.function} on {call.to}"
+            txs.append(PlannedTx(label, admin, call.to, call.data, GAS["binding"]))
+        raising = [p for p in self.plan.pools if not p.funded]
+        if raising:
+            node = self.plan.nodes[raising[0].node_index]
+            terms = self.encode[SETTLEMENT](
+                "setUsageTerms",
+                node_ids[node.index],
+                self.account(USAGE_PAYER).address,
+                node.price_per_gpu_hour,
+            )
+            schedule = Calldata(artifact["abi"])(
+                "schedule",
+                self.c[SETTLEMENT].address,
+                0,
+                bytes.fromhex(terms[2:]),
+                b"\0" * 32,
+                b"gpucap demo: usage terms".ljust(32, b"\0"),
+                delay_seconds,
+            )
+            label = "schedule usage terms"
+            txs.append(PlannedTx(label, admin, timelock, schedule, GAS["schedule"]))
+        self.run("hand-over to the timelock", txs)
+        self.system.timelock = Contract.from_abi("GpucapTimelock", timelock, GpucapTimelock.abi)
+        self.system.guardian = admin.address
+        return timelock
+
 
 def main() -> None:
     if chain.id != devchain.CHAIN_ID:
@@ -369,6 +426,11 @@ def main() -> None:
     node_ids, pools = seeder.seed()
     world_path = Path(os.environ.get("GPUCAP_WORLD_PATH") or manifest_path.with_name("world.json"))
     write_world(world_path, plan, node_ids, pools)
+    delay = os.environ.get("GPUCAP_TIMELOCK_DELAY_SECONDS")
+    if delay:
+        timelock = seeder.hand_over(int(delay), pools, node_ids)
+        write_manifest(seeder.system, manifest_path)
+        print(f"admin powers handed to the timelock {timelock} ({delay} s delay)", flush=True)
     print(
         f"seeded {len(node_ids)} nodes of {len(plan.operators)} operators, {len(pools)} pools "
         f"in {time.monotonic() - started:.1f}s; world: {world_path}",

@@ -514,3 +514,45 @@ class FleetEpochMetricsPublic(BaseModel):
     gpu_hours: float
     energy_wh: int
     classes: list[FleetClassMetricsPublic]
+
+
+# -- governance -----------------------------------------------------------------
+
+
+class GovernanceChangePublic(BaseModel):
+    """One admin change the GpucapTimelock announced: the call it will make, when it may
+    take effect, and what became of it."""
+
+    operation_id: str = Field(
+        description="the timelock's operation id (hashOperation; one per batch): "
+        "`python -m gpucap governance execute <operation_id>` carries it out once ready"
+    )
+    call_index: int = Field(description="the call's place in its batch (0 for a single call)")
+    status: Literal["pending", "ready", "executed", "cancelled"] = Field(
+        description="pending: waiting for its time of effect; ready: due, anyone may "
+        "execute it; executed; cancelled (by a canceller, before it was executed)"
+    )
+    target: str = Field(description="the contract the timelock will call")
+    contract: str | None = Field(
+        description="the target's gpucap contract name (the manifest's, or `RevenuePool` "
+        "for a bound pool); null when the target is not known yet (e.g. a pool the same "
+        "batch binds), the call then decoded by any gpucap function of its selector"
+    )
+    function: str | None = Field(description="the function called; null if not decoded")
+    args: dict[str, Any] | None = Field(
+        description="the call's arguments by name (structs as objects, integers beyond "
+        "2^53 as decimal text); null if not decoded"
+    )
+    value: str = Field(description="wei sent with the call, as decimal text")
+    data: str = Field(description="the call's calldata, 0x-hex")
+    predecessor: str = Field(description="an operation that must be executed first (0x00… none)")
+    salt: str
+    delay_seconds: int
+    scheduled_at: int = Field(description="unix time of the scheduling block")
+    eta: int = Field(description="time of effect: unix time from which it may be executed")
+    scheduled_block: int
+    scheduled_tx: str
+    executed_at: int | None
+    executed_tx: str | None
+    cancelled_at: int | None
+    cancelled_tx: str | None

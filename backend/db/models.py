@@ -533,6 +533,60 @@ class LeafIngestRow(Base):
 
 
 # Dropped with the index when the indexer starts over (another deployment or chain).
+# ---------------------------------------------------------------------------
+# Governance: the GpucapTimelock's schedule of admin changes (CallScheduled, CallSalt,
+# CallExecuted, Cancelled) and its delay (MinDelayChange).
+# ---------------------------------------------------------------------------
+
+
+class GovernanceChangeRow(Base):
+    """One call the timelock scheduled (one per index of a batch), keyed by its
+    CallScheduled event (an operation id can be scheduled again once cancelled). Stored
+    states: pending, executed, cancelled; ``ready`` is a pending one whose ``eta`` the
+    chain's clock has reached (decided when read)."""
+
+    __tablename__ = "governance_changes"
+
+    block_number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    log_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    operation_id: Mapped[str] = mapped_column(String(66), index=True)
+    call_index: Mapped[int] = mapped_column(Integer)  # within a scheduleBatch
+    target: Mapped[str] = mapped_column(String(42))
+    value: Mapped[int] = mapped_column(BigUint())  # wei sent with the call
+    data: Mapped[str] = mapped_column(Text)  # the calldata, 0x-hex
+    predecessor: Mapped[str] = mapped_column(String(66))
+    salt: Mapped[str] = mapped_column(String(66))  # CallSalt (zero when none was given)
+    delay_seconds: Mapped[int] = mapped_column(BigInteger)
+    scheduled_at: Mapped[int] = mapped_column(BigInteger)  # the scheduling block's time
+    eta: Mapped[int] = mapped_column(BigInteger)  # time of effect: scheduled_at + delay
+    scheduled_tx: Mapped[str] = mapped_column(String(66))
+    # The call decoded with the gpucap ABI of its target (the manifest's contracts, bound
+    # pools); None when the target or the selector is not one of gpucap's.
+    contract: Mapped[str | None] = mapped_column(String(64))
+    function: Mapped[str | None] = mapped_column(String(64))
+    args: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    executed_at: Mapped[int | None] = mapped_column(BigInteger)
+    executed_tx: Mapped[str | None] = mapped_column(String(66))
+    cancelled_at: Mapped[int | None] = mapped_column(BigInteger)
+    cancelled_tx: Mapped[str | None] = mapped_column(String(66))
+
+    __table_args__ = (Index("ix_governance_changes_status_eta", "status", "eta"),)
+
+
+class GovernanceDelayRow(Base):
+    """A change of the timelock's delay (MinDelayChange; the first is its construction)."""
+
+    __tablename__ = "governance_delays"
+
+    block_number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    log_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    block_timestamp: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    old_delay_seconds: Mapped[int] = mapped_column(BigInteger)
+    new_delay_seconds: Mapped[int] = mapped_column(BigInteger)
+
+
 LEAF_TABLES: tuple[type[Base], ...] = (NodeMetricRow, LeafIngestRow)
 
 
@@ -549,6 +603,8 @@ PROJECTIONS: tuple[type[Base], ...] = (
     PoolPositionRow,
     PoolEpochRow,
     NodeSettlementRow,
+    GovernanceChangeRow,
+    GovernanceDelayRow,
 )
 
 

@@ -1,5 +1,6 @@
-"""The actions table's finality and chain columns (revision 0010), up and down, on
-SQLite and PostgreSQL: what each direction keeps, and that the head is reached again."""
+"""Revisions up and down on SQLite and PostgreSQL: the actions table's finality and chain
+columns (0010) and the governance tables (0011); what each direction keeps, and that the
+head is reached again."""
 
 from __future__ import annotations
 
@@ -96,4 +97,62 @@ def test_0010_up_down_up(database_url: str) -> None:
 
     upgrade_to_head(database_url)
     assert "final" in {c["name"] for c in sa.inspect(engine).get_columns("actions")}
+    engine.dispose()
+
+
+GOVERNANCE_TABLES = {"governance_changes", "governance_delays"}
+
+
+def _mark_indexed(engine: sa.Engine, timelock_events: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO indexer_state (chain_id, deployment_block, next_block, head_block, "
+                "reorgs, resets, updated_at) VALUES (31337, 5, 100, 100, 0, 0, :now)"
+            ),
+            {"now": datetime.now(UTC)},
+        )
+        for n in range(timelock_events):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO chain_events (block_number, log_index, block_hash, "
+                    "block_timestamp, tx_hash, contract, event, args) VALUES (:n, 0, :h, 1, :h, "
+                    "'GpucapTimelock', 'MinDelayChange', '{}')"
+                ),
+                {"n": 10 + n, "h": "0x" + "ab" * 32},
+            )
+
+
+@pytest.mark.parametrize("timelock_events", [0, 1])
+def test_0011_up_down_up(database_url: str, timelock_events: int) -> None:
+    cfg = alembic_config(database_url)
+    command.upgrade(cfg, "0010")
+    engine = sa.create_engine(database_url)
+    _mark_indexed(engine, timelock_events)
+
+    command.upgrade(cfg, "0011")
+    inspector = sa.inspect(engine)
+    assert set(inspector.get_table_names()) >= GOVERNANCE_TABLES
+    assert {"ix_governance_changes_status_eta", "ix_governance_changes_operation_id"} <= {
+        i["name"] for i in inspector.get_indexes("governance_changes")
+    }
+    with engine.connect() as conn:
+        block = conn.scalar(sa.text("SELECT deployment_block FROM indexer_state"))
+    # An index that stored timelock events without folding them starts over; others stay.
+    assert block == (-1 if timelock_events else 5)
+    with engine.begin() as conn:  # the model's columns are there: a change can be stored
+        conn.execute(
+            sa.text(
+                "INSERT INTO governance_changes (block_number, log_index, operation_id, "
+                "call_index, target, value, data, predecessor, salt, delay_seconds, "
+                "scheduled_at, eta, scheduled_tx, status) VALUES (1, 0, :op, 0, :t, '0', "
+                "'0x', :op, :op, 90, 1, 91, :op, 'pending')"
+            ),
+            {"op": "0x" + "00" * 32, "t": "0x" + "11" * 20},
+        )
+
+    command.downgrade(cfg, "0010")
+    assert not GOVERNANCE_TABLES & set(sa.inspect(engine).get_table_names())
+    upgrade_to_head(database_url)
+    assert set(sa.inspect(engine).get_table_names()) >= GOVERNANCE_TABLES
     engine.dispose()

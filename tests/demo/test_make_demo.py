@@ -33,6 +33,9 @@ from oracle.proofs import proofs_path
 ROOT = devchain.REPO_ROOT
 ADDRESS = "0x000000000000000000000000000000000000dEaD"
 NODES = 20
+# The demo's timelock delay here: short, so the activity executes the scheduled change
+# within the test (make demo's default is 90 s).
+TIMELOCK_DELAY = 20
 SUCCEEDED = 2  # RevenuePool.RoundStatus
 
 
@@ -58,6 +61,7 @@ def demo(tmp_path_factory):
     env.update({k: str(v) for k, v in ports.items()})
     env["GPUCAP_DEMO_DIR"] = str(run_dir)
     env["GPUCAP_DEMO_NODES"] = str(NODES)
+    env["GPUCAP_DEMO_TIMELOCK_DELAY"] = str(TIMELOCK_DELAY)
     out = open(run_dir / "stdout.txt", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "devnet"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
@@ -130,6 +134,56 @@ def test_world_is_seeded(demo):
         assert tenor_epochs == pool["tenor_months"] * MONTH_SECONDS // epoch_seconds
         assert rate_bps == pool["rate_bps"]
     assert SUCCEEDED in statuses and 0 in statuses  # funded pools and one still raising
+
+
+def test_admin_powers_are_with_the_timelock_after_seeding(demo):
+    """The deployer seeded the world, then handed every admin power over: it holds no
+    role on any contract or pool, the timelock is every one's admin, and the change it
+    scheduled waits the demo's delay."""
+    w3, deployment = _chain(demo)
+    manifest = json.loads((demo["dir"] / "deployment.json").read_text())
+    timelock = manifest["timelock"]
+    assert deployment.contracts["GpucapTimelock"].address == timelock
+    deployer = Account.from_key(devchain.dev_private_key(0)).address
+    admin = b"\0" * 32
+    pool_abi = json.loads((ROOT / "build/contracts/RevenuePool.json").read_text())["abi"]
+    world = json.loads((demo["dir"] / "world.json").read_text())
+    handles = [
+        deployment.contract(w3, name)
+        for name in ("NodeRegistry", "OracleHub", "CapacityToken", "EpochSettlement", "Market")
+    ] + [w3.eth.contract(address=p["address"], abi=pool_abi) for p in world["pools"]]
+    for contract in handles:
+        assert contract.functions.hasRole(admin, timelock).call(), contract.address
+        assert not contract.functions.hasRole(admin, deployer).call(), contract.address
+    settlement = deployment.contract(w3, "EpochSettlement")
+    for role in ("TERMS_ROLE", "TREASURER_ROLE", "SETTLER_ROLE"):
+        role_id = getattr(settlement.functions, role)().call()
+        assert not settlement.functions.hasRole(role_id, deployer).call(), role
+    lock = deployment.contract(w3, "GpucapTimelock")
+    assert lock.functions.getMinDelay().call() == TIMELOCK_DELAY
+
+
+def test_the_scheduled_change_is_listed_then_executed_by_a_user(demo):
+    """The change the hand-over scheduled (usage terms of a node still raising) is listed
+    by the API, decoded, with its time of effect; once due, the activity's users execute
+    it and it takes effect on-chain."""
+    w3, deployment = _chain(demo)
+    world = json.loads((demo["dir"] / "world.json").read_text())
+
+    def changes():
+        resp = requests.get(f"{demo['api']}/api/v1/governance/changes", timeout=5)
+        return resp.json() if resp.status_code == 200 and resp.json() else None
+
+    change = _wait_for(changes, 60, "the scheduled change to be indexed")[0]
+    assert (change["contract"], change["function"]) == ("EpochSettlement", "setUsageTerms")
+    assert change["delay_seconds"] == TIMELOCK_DELAY
+    assert change["eta"] == change["scheduled_at"] + TIMELOCK_DELAY
+    raising = [p for p in world["pools"] if sum(p["deposits"]) != p["target_assets"]]
+    assert change["args"]["nodeId"] == raising[0]["node_id"]
+    _wait_for(lambda: changes()[0]["status"] == "executed", 120, "a user to execute the due change")
+    settlement = deployment.contract(w3, "EpochSettlement")
+    payer = settlement.functions.usageTerms(change["args"]["nodeId"]).call()[0]
+    assert payer == change["args"]["payer"]
 
 
 def test_stress_over_the_demo_pools(demo):

@@ -7,6 +7,7 @@ from backend.app.routers import (
     auth,
     faucet,
     forward,
+    governance,
     health,
     metrics,
     pools,
@@ -24,3 +25,4 @@ api_router.include_router(auth.router, prefix="/api/v1")
 api_router.include_router(forward.router, prefix="/api/v1")
 api_router.include_router(risk.router, prefix="/api/v1")
 api_router.include_router(metrics.router, prefix="/api/v1")
+api_router.include_router(governance.router, prefix="/api/v1")

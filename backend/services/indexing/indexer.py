@@ -44,7 +44,7 @@ from backend.db.models import (
     PoolTermsRow,
 )
 from backend.services.chain import Chain, result_of
-from backend.services.indexing import pool_index
+from backend.services.indexing import governance, pool_index
 from backend.services.indexing.event_decoding import (
     EventDecoder,
     as_bytes,
@@ -113,6 +113,7 @@ class Indexer:
         self.proofs_dir = proofs_dir
         self.leaf_retry_seconds = leaf_retry_seconds
         self.decoder = EventDecoder(chain)
+        self.calls = governance.CallDecoder(chain, self.decoder.pool_abi)
 
     # ------------------------------------------------------------------ driving
 
@@ -290,7 +291,7 @@ class Indexer:
                     "event": event,
                     "args": args,
                     "address": checksum(entry["address"]),
-                    "snapshot": self._snapshot(contract, event, args, number),
+                    "snapshot": self._snapshot(contract, event, args, number, known),
                 }
             )
         with self.sessions.begin() as session:
@@ -408,10 +409,14 @@ class Indexer:
         )
 
     def _snapshot(
-        self, contract: str, event: str, args: dict[str, Any], block: int
+        self, contract: str, event: str, args: dict[str, Any], block: int, pools: set[str]
     ) -> dict[str, Any] | None:
         """EpochSettlement.nodeRisk(nodeId) at the NodeSettled's block (collateral value,
-        arrears, window sums: figures the event does not carry); None for other events."""
+        arrears, window sums: figures the event does not carry); a timelock's scheduled
+        call decoded with its target's ABI (``pools``: bound pools, lowercase); None for
+        other events."""
+        if (contract, event) == (governance.TIMELOCK, "CallScheduled"):
+            return self.calls.decode(args["target"], args["data"], pools)
         if (contract, event) != (pool_index.SETTLEMENT, "NodeSettled"):
             return None
         settlement = self.chain.contract(pool_index.SETTLEMENT)

@@ -5,13 +5,21 @@ import { ago } from "./format.js";
 import { chartsAvailable } from "./charts.js";
 import { initWallet } from "./wallet.js";
 import { fleetView } from "./views/fleet.js";
+import { governanceView } from "./views/governance.js";
 import { marketView } from "./views/market.js";
 import { poolsView } from "./views/pools.js";
 import { stakerView } from "./views/staker.js";
 import { stressView } from "./views/stress.js";
 
 const REFRESH_MS = 5000;
-const views = { fleet: fleetView, market: marketView, pools: poolsView, staker: stakerView, stress: stressView };
+const views = {
+  fleet: fleetView,
+  market: marketView,
+  pools: poolsView,
+  staker: stakerView,
+  stress: stressView,
+  governance: governanceView,
+};
 const started = new Set();
 let active = null;
 let timer = null;
