@@ -145,14 +145,15 @@ def run(
     summary = Table(title="scenarios (platform)")
     for col in (
         "scenario",
-        "pools breaching",
+        "pools swept",
         "of which DSCR",
-        "first breach",
+        "first sweep",
+        "cured",
         "defaults",
         "first default",
-        "bond lost",
+        "bond seized",
         "stakers lose",
-        "insurance pays",
+        "reserve pays",
         "holders lose",
     ):
         summary.add_column(col, justify="left" if col == "scenario" else "right")
@@ -164,6 +165,7 @@ def run(
             str(a["nodes_breaching"]),
             str(a["nodes_breaching_dscr"]),
             str(a["first_breach_month"] or "-"),
+            str(a["nodes_cured"]),
             str(a["nodes_defaulting"]),
             str(a["first_default_month"] or "-"),
             _usd(w["operator_bond"]),

@@ -71,8 +71,10 @@ def node_rows(p: Projection, include_paths: bool) -> list[dict[str, Any]]:
         "first_default_month": p.first_default.tolist(),
         "min_dscr_bps": np.where(serviced.any(axis=1), min_dscr, -1).tolist(),
         "max_ltv_bps": max_ltv.tolist(),
-        "bond_used": p.bond_used.tolist(),
-        "reserve_used": p.reserve_used.tolist(),
+        "sweep_months": p.sweep_periods.tolist(),
+        "cures": p.cures.tolist(),
+        "swept": p.swept.tolist(),
+        "arrears": p.arrears.tolist(),
         "claim_at_default": p.claim.tolist(),
         "recovery_at_default": p.recovery.tolist(),
         "total_loss": p.total_loss.tolist(),
@@ -98,6 +100,7 @@ def node_rows(p: Projection, include_paths: bool) -> list[dict[str, Any]]:
                 "debt_service": _ints(p.due[i, :end]),
                 "utilization_bps": _ints(p.utilization[i, :end]),
                 "price_per_gpu_hour": _ints(p.price[i, :end]),
+                "operator_margin": _ints(p.operator_margin[i, :end]),
             }
         rows.append(row)
     return rows

@@ -145,3 +145,39 @@ def debt_outstanding(
     out = drawn - (drawn // tenor) * np.maximum(n, 0)
     out = np.where(n >= tenor, 0, out)
     return np.where(n <= 0, drawn, out).astype(np.int64)
+
+
+def declining_balance_value(
+    acquisition_cost: I64,
+    residual_value_bps: I64,
+    economic_life_months: I64,
+    acquired_at: I64,
+    t: I64,
+) -> I64:
+    """RiskModel.decliningBalanceValue for nodes (1-d) x times (1-d, non-decreasing).
+
+    The chain steps v ← v x (L - 2) // L once per whole month of age; floors compound, so
+    there is no closed form. Each node's value is stepped forward as the times advance: as
+    many numpy steps as the oldest node's age in months (<= its life), then about one per
+    time. Values stay below cost x L (<= 1e15 x 1200), inside int64.
+    """
+    cost, life = _i64(acquisition_cost), _i64(economic_life_months)
+    residual = mul_div(cost, residual_value_bps, BPS, "residual value")
+    keep = np.maximum(life - 2, 0)
+    life_s = life * MONTH_SECONDS
+    acq = _i64(acquired_at)
+    v = cost.copy()
+    stepped = np.zeros_like(cost)  # months of age v has been stepped through
+    out = np.empty((cost.shape[0], len(t)), dtype=np.int64)
+    for j, tj in enumerate(_i64(t)):
+        age = np.maximum(tj - acq, 0)
+        target = np.minimum(age // MONTH_SECONDS, life)
+        while True:
+            step = (stepped < target) & (v > residual)
+            if not step.any():
+                break
+            v = np.where(step, v * keep // np.maximum(life, 1), v)
+            stepped += step
+        stepped = np.maximum(stepped, target)  # nodes already at the residual stop stepping
+        out[:, j] = np.where((life == 0) | (age >= life_s), residual, np.maximum(v, residual))
+    return out

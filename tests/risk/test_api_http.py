@@ -109,10 +109,11 @@ def test_indexed_node_projected_as_the_engine_does(stack: Stack, admin, operator
     assert served == expected
     base, deflation = (r["nodes"][0] for r in served["results"][:2])
     assert len(base["paths"]["dscr_bps"]) == 48 or base["first_default_month"]
-    # prices falling 40% a year break this pool's DSCR covenant, and the bond goes first
+    # prices falling 40% a year break this pool's DSCR covenant, and the pledged half of
+    # the bond goes first
     assert deflation["first_dscr_breach_month"] is not None
     assert deflation["first_default_month"] is not None
-    assert deflation["waterfall"]["operator_bond"] == 9_000 * USD
+    assert deflation["waterfall"]["operator_bond"] == 4_500 * USD
     assert sum(deflation["waterfall"].values()) == deflation["total_loss"]
 
 
