@@ -11,7 +11,8 @@ Layout (pure Python + numpy; nothing here talks to a chain or a database):
 - ``scenarios``: the named worlds (base, -20%/yr, -40%/yr, 18/36/60-month lives, slow and
   refuted productivity) and custom ones.
 - ``engine``: the projection, one settlement per period (DSCR, LTV, covenant, cash sweep,
-  cure, default and the loss waterfall, by EpochSettlement's rules), vectorised over nodes; ``reference``: the same for one node in Python ints.
+  cure, default and the loss waterfall, by EpochSettlement's rules), vectorised over
+  nodes; ``reference``: the same for one node in Python ints.
 - ``report``/``schemas``/``run``: JSON summaries and the API/CLI shapes.
 - ``__main__``: ``python -m backend.risk`` (typer + rich).
 """

@@ -221,12 +221,14 @@ def test_named_scenarios_are_defined_as_documented() -> None:
         assert NAMED[f"life_{life}"].economic_life_months == life
     slow = NAMED["slow_productivity"]
     ramp = slow.utilization.multipliers(200)
+    # From today's attested level (no cliff in month 1), up by half over 15 years.
     assert (int(ramp[0]), int(ramp[89]), int(ramp[179]), int(ramp[199])) == (
-        4_033,
-        7_000,
-        10_000,
-        10_000,
+        10_027,
+        12_500,
+        15_000,
+        15_000,
     )
+    assert np.all(np.diff(ramp) >= 0)
     assert slow.tenor_months == 120 and slow.annual_price_decline_bps == 2_000
     refuted = NAMED["refuted_productivity"].utilization.multipliers(60)
     assert (int(refuted[0]), int(refuted[11]), int(refuted[23]), int(refuted[59])) == (
@@ -237,6 +239,30 @@ def test_named_scenarios_are_defined_as_documented() -> None:
     )
     assert NAMED["refuted_productivity"].annual_price_decline_bps == 4_000
     assert NAMED["refuted_productivity"].tenor_months is None
+
+
+def test_seed_003_framing_re_terming_buys_time_and_refuted_defaults() -> None:
+    """Seed 003's two stress tests on one seeded fleet: when productivity comes slowly,
+    re-terming the debt to 10 years buys time (fewer defaults, later, smaller losses than
+    the same world on the original tenors); when it is refuted, most pools default and
+    lose more than in the slow case."""
+    fleet = synthetic_fleet(1_000, seed=3, start_time=T0)
+    params = Params(start_time=T0)
+    slow = NAMED["slow_productivity"]
+    runs = {
+        "slow": aggregate(project(fleet, slow, params)),
+        "slow_no_reterm": aggregate(
+            project(fleet, dataclasses.replace(slow, tenor_months=None), params)
+        ),
+        "refuted": aggregate(project(fleet, NAMED["refuted_productivity"], params)),
+    }
+    pools = int((fleet.drawn > 0).sum())
+    s, n, r = runs["slow"], runs["slow_no_reterm"], runs["refuted"]
+    assert s["nodes_defaulting"] < n["nodes_defaulting"]
+    assert s["first_default_month"] > n["first_default_month"]
+    assert s["total_loss"] < n["total_loss"]
+    assert r["nodes_defaulting"] > pools // 2
+    assert r["nodes_defaulting"] > s["nodes_defaulting"] and r["total_loss"] > s["total_loss"]
 
 
 def test_stress_orders_outcomes_on_one_fleet() -> None:
