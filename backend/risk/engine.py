@@ -202,6 +202,57 @@ def loan_terms(fleet: Fleet, scenario: Scenario) -> tuple[I64, I64, I64]:
     )
 
 
+def _settle_loans(
+    due: I64,
+    net: I64,
+    operator_share: I64,
+    covenant: NDArray[np.bool_],
+    low_dscr: NDArray[np.bool_],
+    threshold: I64,
+    params: Params,
+) -> tuple[I64, I64, I64, I64, I64, I64]:
+    """EpochSettlement's loan, one settlement per period, for nodes that all have a loan:
+    (first default, first sweep, periods swept, cures, arrears, swept (nodes, periods)).
+
+    Per period, as ``_serviceDebt`` then ``_advanceLoan`` then ``_defaultDue``: pay
+    due + arrears from net (and the operator's share under a sweep); a flagged period
+    sweeps from the next one on; ``cure_epochs`` clean ones in a row end the sweep; the
+    default stops the node (its arrears and counters freeze). Periods are rows of the
+    transposed inputs, so each step reads contiguous memory.
+    """
+    n, h = due.shape
+    due_t, net_t, share_t = (np.ascontiguousarray(x.T) for x in (due, net, operator_share))
+    flag_t, low_t = np.ascontiguousarray(covenant.T), np.ascontiguousarray(low_dscr.T)
+    arrears = np.zeros(n, dtype=np.int64)
+    sweep = np.zeros(n, dtype=bool)
+    alive = np.ones(n, dtype=bool)
+    low_run = np.zeros(n, dtype=np.int64)
+    clean_run = np.zeros(n, dtype=np.int64)
+    first_default, first_sweep, sweep_periods, cures = (
+        np.zeros(n, dtype=np.int64) for _ in range(4)
+    )
+    swept_t = np.zeros((h, n), dtype=np.int64)
+    for j in range(h):
+        net_j, flag = net_t[j], flag_t[j]
+        owed = due_t[j] + arrears
+        paid = np.minimum(owed, net_j + share_t[j] * sweep)
+        arrears = np.where(alive, owed - paid, arrears)
+        swept_t[j] = np.maximum(paid - net_j, 0) * alive
+        sweep_periods += sweep & alive
+        low_run = (low_run + 1) * low_t[j]
+        clean_run = (clean_run + 1) * ~flag
+        cured = sweep & ~flag & (clean_run >= params.cure_epochs)
+        cures += cured & alive
+        entered = alive & flag & ~sweep & (first_sweep == 0)
+        first_sweep[entered] = j + 1
+        sweep = (sweep | flag) & ~cured
+        newly = alive & ((arrears > threshold) | (low_run >= params.default_dscr_epochs))
+        if newly.any():
+            first_default[newly] = j + 1
+            alive &= ~newly
+    return first_default, first_sweep, sweep_periods, cures, arrears, swept_t.T
+
+
 def project(fleet: Fleet, scenario: Scenario, params: Params) -> Projection:
     """Project every node of ``fleet`` through ``scenario`` (deterministic, integer)."""
     params.validate()
@@ -259,52 +310,35 @@ def project(fleet: Fleet, scenario: Scenario, params: Params) -> Projection:
     dscr_breach = (service_epochs > 0) & (dscr < params.covenant_dscr_bps)
     low_dscr = (service_epochs > 0) & (dscr < params.default_dscr_bps)
 
-    # The loan, period by period (state carries), vectorised over nodes.
+    # The loan, period by period (state carries), vectorised over the nodes with a loan.
     n = len(fleet)
     has_loan = drawn > 0
-    threshold = V.mul_div(drawn, params.default_arrears_bps, BPS, "arrears threshold")
-    arrears = np.zeros(n, dtype=np.int64)
-    state = np.full(n, PERFORMING, dtype=np.int64)
-    low_run = np.zeros(n, dtype=np.int64)
-    clean_run = np.zeros(n, dtype=np.int64)
-    insurance = fleet.insurance.copy()
-    alive = np.ones(n, dtype=bool)
-    first_default = np.zeros(n, dtype=np.int64)
-    first_sweep = np.zeros(n, dtype=np.int64)
-    sweep_periods = np.zeros(n, dtype=np.int64)
-    cures = np.zeros(n, dtype=np.int64)
-    swept_total = np.zeros(n, dtype=np.int64)
+    loans = np.flatnonzero(has_loan)
+    threshold = V.mul_div(drawn[loans], params.default_arrears_bps, BPS, "arrears threshold")
+    book = _settle_loans(
+        due[loans],
+        net[loans],
+        operator_share[loans],
+        covenant[loans],
+        low_dscr[loans],
+        threshold,
+        params,
+    )
+    first_default, first_sweep, sweep_periods, cures, arrears = (
+        np.zeros(n, dtype=np.int64) for _ in range(5)
+    )
     swept = np.zeros((n, h), dtype=np.int64)
-    claim = np.zeros(n, dtype=np.int64)
-    value_at = np.zeros(n, dtype=np.int64)
-    insurance_at = np.zeros(n, dtype=np.int64)
-    for j in range(h):
-        live = alive & has_loan
-        sweeping = live & (state == CASH_SWEEP)
-        owed = due[:, j] + arrears
-        available = net[:, j] + np.where(sweeping, operator_share[:, j], 0)
-        paid = np.minimum(owed, available)
-        arrears = np.where(live, owed - paid, arrears)
-        swept[:, j] = np.where(live, np.maximum(paid - net[:, j], 0), 0)
-        swept_total += swept[:, j]
-        sweep_periods += sweeping
-        insurance = np.where(alive, insurance + reserve_in[:, j], insurance)
-        flag = covenant[:, j]
-        low_run = np.where(live, np.where(low_dscr[:, j], low_run + 1, 0), low_run)
-        clean_run = np.where(live, np.where(flag, 0, clean_run + 1), clean_run)
-        cured = live & (state == CASH_SWEEP) & ~flag & (clean_run >= params.cure_epochs)
-        cures += cured
-        entered = live & flag & (state != CASH_SWEEP)
-        first_sweep = np.where(entered & (first_sweep == 0), j + 1, first_sweep)
-        state = np.where(live & flag, CASH_SWEEP, np.where(cured, PERFORMING, state))
-        newly = live & ((arrears > threshold) | (low_run >= params.default_dscr_epochs))
-        if newly.any():
-            first_default[newly] = j + 1
-            claim[newly] = outstanding[newly, j] + arrears[newly]
-            value_at[newly] = value[newly, j]
-            insurance_at[newly] = insurance[newly]
-            alive &= ~newly
+    first_default[loans], first_sweep[loans], sweep_periods[loans] = book[:3]
+    cures[loans], arrears[loans], swept[loans] = book[3:]
+    swept_total = V.exact_sum(swept, axis=1, what="swept")
     defaulted = first_default > 0
+    at = np.maximum(first_default - 1, 0)[:, None]  # the default's period (column)
+    rows = np.arange(n)
+    claim = np.where(defaulted, outstanding[rows, at[:, 0]] + arrears, 0)
+    value_at = np.where(defaulted, value[rows, at[:, 0]], 0)
+    # The reserve behind the node at default: what it held, plus every settlement's part.
+    paid_in = np.take_along_axis(np.cumsum(reserve_in, axis=1, dtype=np.int64), at, axis=1)
+    insurance_at = np.where(defaulted, fleet.insurance + paid_in[:, 0], 0)
     active = ~col(defaulted) | (periods[None, :] <= col(first_default))
 
     pledged = V.mul_div(fleet.bond, params.pledge_bps, BPS, "pledge")

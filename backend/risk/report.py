@@ -79,30 +79,34 @@ def node_rows(p: Projection, include_paths: bool) -> list[dict[str, Any]]:
         "recovery_at_default": p.recovery.tolist(),
         "total_loss": p.total_loss.tolist(),
     }
-    tiers = {k: v.tolist() for k, v in p.waterfall.items()}
+    # None for "never" / "no service" / "infinite", decided per column, not per row.
+    for k in ("first_breach_month", "first_dscr_breach_month", "first_default_month"):
+        cols[k] = [v or None for v in cols[k]]
+    cols["min_dscr_bps"] = [None if v == -1 else v for v in cols["min_dscr_bps"]]
     inf = int(V.INF)
-    rows = []
-    for i in range(len(f)):
-        row = {k: v[i] for k, v in cols.items()}
-        for k in ("first_breach_month", "first_dscr_breach_month", "first_default_month"):
-            row[k] = row[k] or None
-        row["min_dscr_bps"] = None if row["min_dscr_bps"] == -1 else row["min_dscr_bps"]
-        row["max_ltv_bps"] = None if row["max_ltv_bps"] == inf else row["max_ltv_bps"]
-        row["waterfall"] = {k: v[i] for k, v in tiers.items()}
-        if include_paths:
-            end = int(ends[i])
-            row["paths"] = {
-                "dscr_bps": _ratio(p.dscr[i, :end]),
-                "ltv_bps": _ratio(p.ltv[i, :end]),
-                "value": _ints(p.value[i, :end]),
-                "outstanding": _ints(p.outstanding[i, :end]),
-                "net_revenue": _ints(p.net[i, :end]),
-                "debt_service": _ints(p.due[i, :end]),
-                "utilization_bps": _ints(p.utilization[i, :end]),
-                "price_per_gpu_hour": _ints(p.price[i, :end]),
-                "operator_margin": _ints(p.operator_margin[i, :end]),
-            }
-        rows.append(row)
+    cols["max_ltv_bps"] = [None if v == inf else v for v in cols["max_ltv_bps"]]
+    tier_names = list(p.waterfall)
+    cols["waterfall"] = [
+        dict(zip(tier_names, t, strict=True))
+        for t in zip(*(v.tolist() for v in p.waterfall.values()), strict=True)
+    ]
+    names = list(cols)
+    rows = [dict(zip(names, r, strict=True)) for r in zip(*cols.values(), strict=True)]
+    if not include_paths:
+        return rows
+    for i, row in enumerate(rows):
+        end = int(ends[i])
+        row["paths"] = {
+            "dscr_bps": _ratio(p.dscr[i, :end]),
+            "ltv_bps": _ratio(p.ltv[i, :end]),
+            "value": _ints(p.value[i, :end]),
+            "outstanding": _ints(p.outstanding[i, :end]),
+            "net_revenue": _ints(p.net[i, :end]),
+            "debt_service": _ints(p.due[i, :end]),
+            "utilization_bps": _ints(p.utilization[i, :end]),
+            "price_per_gpu_hour": _ints(p.price[i, :end]),
+            "operator_margin": _ints(p.operator_margin[i, :end]),
+        }
     return rows
 
 

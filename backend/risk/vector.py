@@ -114,23 +114,18 @@ def debt_service_due(
     draw_epoch: object,
     epoch: object,
 ) -> tuple[I64, I64]:
-    drawn, tenor, rate, length, d0, e = np.broadcast_arrays(
-        _i64(drawn_assets),
-        _i64(tenor_epochs),
-        _i64(rate_bps),
-        _i64(epoch_length_seconds),
-        _i64(draw_epoch),
-        _i64(epoch),
-    )
+    drawn, tenor, d0 = _i64(drawn_assets), _i64(tenor_epochs), _i64(draw_epoch)
+    e = _i64(epoch)
+    # Reduce rate*length / (BPS*YEAR) first: floor(a*p/q) == floor(a*(p/g)/(q/g)) exactly.
+    # On the unbroadcast terms (one per node, not per node-epoch): gcd is not cheap.
+    p = _i64(rate_bps) * _i64(epoch_length_seconds)
+    q = np.int64(BPS * YEAR_SECONDS)
+    g = np.maximum(np.gcd(p, q), 1)
     active = (drawn > 0) & (e > d0) & (e <= d0 + tenor)
     n = np.where(active, e - d0, 1)
     per_epoch = drawn // tenor
     before = drawn - per_epoch * (n - 1)
     principal = np.where(n == tenor, before, per_epoch)
-    # Reduce rate*length / (BPS*YEAR) first: floor(a*p/q) == floor(a*(p/g)/(q/g)) exactly.
-    p = rate * length
-    q = np.int64(BPS * YEAR_SECONDS)
-    g = np.maximum(np.gcd(p, q), 1)
     interest = mul_div(before, p // g, q // g, "interest")
     return np.where(active, principal, 0), np.where(active, interest, 0)
 
