@@ -310,7 +310,8 @@ def table(r: dict[str, Any]) -> str:
         lines.append(
             f"   {rs['nodes']:,} nodes x {rs['months']} months x {rs['scenarios']} scenarios: "
             f"{rs['engine_s']} s engine, {rs['engine_with_summaries_s']} s with the JSON "
-            f"summaries (fleet built in {rs['fleet_s']} s)"
+            f"summaries ({rs['engine_with_summaries_cpu_s']} s CPU; fleet built in "
+            f"{rs['fleet_s']} s)"
         )
     return "\n".join(lines)
 

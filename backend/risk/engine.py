@@ -149,7 +149,7 @@ class Projection:
         return sum(self.waterfall.values(), np.zeros(len(self.fleet), dtype=np.int64))
 
 
-def _trailing(x: I64, window: int) -> I64:
+def trailing_sum(x: I64, window: int) -> I64:
     """Sum over the last ``window`` months (fewer at the start), exact."""
     V.exact_sum(x, axis=1, what="cumulative revenue")  # bounds every prefix sum
     c = np.cumsum(x, axis=1, dtype=np.int64)
@@ -300,9 +300,9 @@ def project(fleet: Fleet, scenario: Scenario, params: Params) -> Projection:
     opex = V.mul_div(milli, col(energy_cost), 1000, "energy bill")
 
     w = params.dscr_window_months
-    window_due = _trailing(due, w)
-    dscr = V.dscr_bps(_trailing(net, w), window_due)
-    service_epochs = _trailing((due > 0).astype(np.int64), w)
+    window_due = trailing_sum(due, w)
+    dscr = V.dscr_bps(trailing_sum(net, w), window_due)
+    service_epochs = trailing_sum((due > 0).astype(np.int64), w)
     ltv = V.ltv_bps(outstanding, value)
     covenant = V.covenant_breached(
         dscr, ltv, service_epochs, params.covenant_dscr_bps, params.max_ltv_bps
@@ -391,41 +391,3 @@ def project(fleet: Fleet, scenario: Scenario, params: Params) -> Projection:
         recovery=recovery,
         waterfall=waterfall,
     )
-
-
-def aggregate(p: Projection, mask: NDArray[np.bool_] | None = None) -> dict[str, object]:
-    """Month paths and totals over the masked nodes (default: all): a pool set or platform.
-
-    DSCR and LTV are ratios of sums over the nodes still running (not averages of ratios),
-    so a large failing node weighs as much as its debt.
-    """
-    sel = np.ones(len(p.fleet), dtype=bool) if mask is None else mask
-    act = p.active[sel]
-    net = V.exact_sum(np.where(act, p.net[sel], 0), axis=0, what="aggregate revenue")
-    due = V.exact_sum(np.where(act, p.due[sel], 0), axis=0, what="aggregate service")
-    out = V.exact_sum(np.where(act, p.outstanding[sel], 0), axis=0, what="aggregate debt")
-    val = V.exact_sum(np.where(act, p.value[sel], 0), axis=0, what="aggregate value")
-    w = p.params.dscr_window_months
-    dscr = V.dscr_bps(_trailing(net[None, :], w)[0], _trailing(due[None, :], w)[0])
-    months = np.arange(1, p.params.horizon_months + 1)
-    fd, fb = p.first_default[sel], p.first_breach[sel]
-    return {
-        "nodes": int(sel.sum()),
-        "net_revenue": net,
-        "debt_service": due,
-        "outstanding": out,
-        "value": val,
-        "dscr_bps": dscr,
-        "ltv_bps": V.ltv_bps(out, val),
-        "breaching": (p.covenant[sel] & act).sum(axis=0),
-        "defaults_cumulative": ((fd > 0)[:, None] & (fd[:, None] <= months[None, :])).sum(axis=0),
-        "first_breach_month": int(fb[fb > 0].min()) if (fb > 0).any() else None,
-        "first_default_month": int(fd[fd > 0].min()) if (fd > 0).any() else None,
-        "nodes_breaching": int((fb > 0).sum()),
-        "nodes_breaching_dscr": int((p.first_dscr_breach[sel] > 0).sum()),
-        "nodes_defaulting": int((fd > 0).sum()),
-        "nodes_cured": int((p.cures[sel] > 0).sum()),
-        "operator_margin": V.exact_sum(p.operator_margin[sel], axis=0, what="operator margin"),
-        "waterfall": {k: int(v[sel].sum()) for k, v in p.waterfall.items()},
-        "total_loss": int(p.total_loss[sel].sum()),
-    }

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from backend.risk import vector as V
-from backend.risk.engine import Projection, aggregate
+from backend.risk.aggregate import by_class
+from backend.risk.engine import Projection
 from backend.risk.scenarios import Scenario
 
 
@@ -40,8 +41,7 @@ def scenario_info(s: Scenario) -> dict[str, Any]:
     }
 
 
-def _aggregate_json(p: Projection, mask: Any = None) -> dict[str, Any]:
-    a = aggregate(p, mask)
+def _aggregate_json(a: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in a.items():
         if k in ("dscr_bps", "ltv_bps"):
@@ -85,10 +85,16 @@ def node_rows(p: Projection, include_paths: bool) -> list[dict[str, Any]]:
     cols["min_dscr_bps"] = [None if v == -1 else v for v in cols["min_dscr_bps"]]
     inf = int(V.INF)
     cols["max_ltv_bps"] = [None if v == inf else v for v in cols["max_ltv_bps"]]
-    tier_names = list(p.waterfall)
+    w = p.waterfall
     cols["waterfall"] = [
-        dict(zip(tier_names, t, strict=True))
-        for t in zip(*(v.tolist() for v in p.waterfall.values()), strict=True)
+        {"operator_bond": a, "stakers": b, "insurance_reserve": c, "holders": d}
+        for a, b, c, d in zip(
+            w["operator_bond"].tolist(),
+            w["stakers"].tolist(),
+            w["insurance_reserve"].tolist(),
+            w["holders"].tolist(),
+            strict=True,
+        )
     ]
     names = list(cols)
     rows = [dict(zip(names, r, strict=True)) for r in zip(*cols.values(), strict=True)]
@@ -112,11 +118,11 @@ def node_rows(p: Projection, include_paths: bool) -> list[dict[str, Any]]:
 
 def projection_json(p: Projection, include_nodes: bool = True, include_paths: bool = False) -> dict:
     """Platform and per-class aggregates, and (optionally) every node's outcome/paths."""
-    classes = sorted({str(c) for c in p.fleet.class_name})
+    platform, classes = by_class(p)
     out: dict[str, Any] = {
         "scenario": scenario_info(p.scenario),
-        "platform": _aggregate_json(p),
-        "by_class": {c: _aggregate_json(p, p.fleet.class_name == c) for c in classes},
+        "platform": _aggregate_json(platform),
+        "by_class": {c: _aggregate_json(a) for c, a in classes.items()},
     }
     if include_nodes:
         out["nodes"] = node_rows(p, include_paths)

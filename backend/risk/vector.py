@@ -34,22 +34,34 @@ def _i64(x: object) -> I64:
     return np.asarray(x, dtype=np.int64)
 
 
+def _shaped(x: I64, shape: tuple[int, ...]) -> I64:
+    """``x`` as a writable array of ``shape`` (a copy only if it must be broadcast)."""
+    return x if x.shape == shape else np.broadcast_to(x, shape).copy()
+
+
 def mul_div(a: object, b: object, c: object, what: str = "value", saturate: bool = False) -> I64:
     """Exact ``floor(a * b / c)`` for non-negative int64 arrays (broadcast), ``c > 0``.
 
     ``saturate``: a result beyond int64 becomes ``INF - 1`` instead of raising (ratios only:
     an LTV or DSCR above 9.2e14x is reported as that, every covenant reads it the same).
     """
-    a_, b_, c_ = np.broadcast_arrays(_i64(a), _i64(b), _i64(c))
-    if a_.size == 0:
-        return np.zeros(a_.shape, dtype=np.int64)
-    if float(a_.max()) * float(b_.max()) < _SAFE:  # the common case: the product fits
-        return (a_ * b_) // c_
-    q, r = np.divmod(a_, c_)
-    bf = b_.astype(np.float64)
-    big = (q.astype(np.float64) * bf >= _SAFE) | (r.astype(np.float64) * bf >= _SAFE)
+    a0, b0, c0 = _i64(a), _i64(b), _i64(c)
+    shape = np.broadcast_shapes(a0.shape, b0.shape, c0.shape)
+    if 0 in shape:
+        return np.zeros(shape, dtype=np.int64)
+    b_max = float(b0.max())
+    if float(a0.max()) * b_max < _SAFE:  # the common case: the product fits
+        return _shaped((a0 * b0) // c0, shape)
+    # Split on a's own shape (often one value per node, not per node-month): cheap.
+    q, r = np.divmod(a0, c0)
     with np.errstate(over="ignore"):
-        out = q * b_ + (r * b_) // c_
+        out = _shaped(q * b0 + (r * b0) // c0, shape)
+    if float(q.max()) * b_max < _SAFE and float(r.max()) * b_max < _SAFE:
+        return out  # no term overflowed anywhere
+    a_, b_, c_ = np.broadcast_arrays(a0, b0, c0)
+    qb, rb = np.broadcast_to(q, shape), np.broadcast_to(r, shape)
+    bf = b_.astype(np.float64)
+    big = (qb.astype(np.float64) * bf >= _SAFE) | (rb.astype(np.float64) * bf >= _SAFE)
     if big.any():
         exact = (a_[big].astype(object) * b_[big].astype(object)) // c_[big].astype(object)
         if saturate:
@@ -62,7 +74,10 @@ def mul_div(a: object, b: object, c: object, what: str = "value", saturate: bool
 
 def exact_sum(x: I64, axis: int, what: str = "sum") -> I64:
     """Sum that refuses to wrap (the float sum bounds the int sum from above)."""
-    if np.abs(x.astype(np.float64)).sum(axis=axis).max(initial=0.0) >= _SAFE:
+    if x.size == 0:
+        return x.sum(axis=axis, dtype=np.int64)
+    bound = max(abs(float(x.max())), abs(float(x.min()))) * x.shape[axis]
+    if bound >= _SAFE and np.abs(x.astype(np.float64)).sum(axis=axis).max() >= _SAFE:
         raise EngineRangeError(f"{what} exceeds the engine's exact range (int64)")
     return x.sum(axis=axis, dtype=np.int64)
 

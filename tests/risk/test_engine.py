@@ -11,7 +11,8 @@ import pytest
 
 from backend.risk import formulas as F
 from backend.risk import vector as V
-from backend.risk.engine import WATERFALL_TIERS, Params, aggregate, project
+from backend.risk.aggregate import aggregate, by_class
+from backend.risk.engine import WATERFALL_TIERS, Params, project
 from backend.risk.fleet import (
     DEFAULT_CLASSES,
     MAX_AMOUNT,
@@ -404,6 +405,32 @@ def test_aggregate_is_ratio_of_sums_over_running_nodes() -> None:
     )
     assert agg["total_loss"] == sum(agg["waterfall"].values())
     assert agg["nodes_defaulting"] == int((p.first_default > 0).sum())
+
+
+def test_groups_summed_at_once_equal_each_group_summed_alone() -> None:
+    """by_class (one pass over sorted nodes) == the sums over each class's nodes, by hand."""
+    fleet = Fleet.from_nodes(_edge_nodes()[:9] + _random_nodes(seed=5, count=60))
+    p = project(fleet, NAMED["deflation_40"], Params(start_time=T0, horizon_months=30))
+    platform, classes = by_class(p)
+    assert sorted(classes) == sorted({str(c) for c in fleet.class_name})
+    months = np.arange(1, 31)
+    for name, agg in [("", platform), *classes.items()]:
+        sel = fleet.class_name == name if name else np.ones(len(fleet), dtype=bool)
+        act = p.active[sel]
+        fd, fb = p.first_default[sel], p.first_breach[sel]
+        net = [sum(int(v) for v in col) for col in np.where(act, p.net[sel], 0).T]
+        assert [int(v) for v in agg["net_revenue"]] == net, name
+        out = np.where(act, p.outstanding[sel], 0).sum(axis=0)
+        assert np.array_equal(agg["outstanding"], out), name
+        assert np.array_equal(agg["breaching"], (p.covenant[sel] & act).sum(axis=0)), name
+        cumulative = ((fd > 0)[:, None] & (fd[:, None] <= months[None, :])).sum(axis=0)
+        assert np.array_equal(agg["defaults_cumulative"], cumulative), name
+        assert agg["first_default_month"] == (int(fd[fd > 0].min()) if (fd > 0).any() else None)
+        assert agg["first_breach_month"] == (int(fb[fb > 0].min()) if (fb > 0).any() else None)
+        assert agg["nodes"] == int(sel.sum())
+        assert agg["nodes_cured"] == int((p.cures[sel] > 0).sum())
+        assert agg["waterfall"] == {k: int(v[sel].sum()) for k, v in p.waterfall.items()}
+        assert np.array_equal(agg["operator_margin"], p.operator_margin[sel].sum(axis=0))
 
 
 @pytest.mark.parametrize(
