@@ -203,6 +203,7 @@ def loan_terms(fleet: Fleet, scenario: Scenario) -> tuple[I64, I64, I64]:
 
 
 def _settle_loans(
+    loans: I64,
     due: I64,
     net: I64,
     operator_share: I64,
@@ -211,18 +212,21 @@ def _settle_loans(
     threshold: I64,
     params: Params,
 ) -> tuple[I64, I64, I64, I64, I64, I64]:
-    """EpochSettlement's loan, one settlement per period, for nodes that all have a loan:
-    (first default, first sweep, periods swept, cures, arrears, swept (nodes, periods)).
+    """EpochSettlement's loan, one settlement per period, for the nodes ``loans`` (rows of
+    the (nodes, periods) inputs): (first default, first sweep, periods swept, cures,
+    arrears, swept (periods, loans)), one entry per loan.
 
     Per period, as ``_serviceDebt`` then ``_advanceLoan`` then ``_defaultDue``: pay
     due + arrears from net (and the operator's share under a sweep); a flagged period
     sweeps from the next one on; ``cure_epochs`` clean ones in a row end the sweep; the
     default stops the node (its arrears and counters freeze). Periods are rows of the
-    transposed inputs, so each step reads contiguous memory.
+    transposed inputs (gathered and transposed in one copy), so each step reads contiguous
+    memory.
     """
-    n, h = due.shape
-    due_t, net_t, share_t = (np.ascontiguousarray(x.T) for x in (due, net, operator_share))
-    flag_t, low_t = np.ascontiguousarray(covenant.T), np.ascontiguousarray(low_dscr.T)
+    n, h = len(loans), due.shape[1]
+    due_t, net_t, share_t, flag_t, low_t = (
+        x.T[:, loans] for x in (due, net, operator_share, covenant, low_dscr)
+    )
     arrears = np.zeros(n, dtype=np.int64)
     sweep = np.zeros(n, dtype=bool)
     alive = np.ones(n, dtype=bool)
@@ -250,7 +254,7 @@ def _settle_loans(
         if newly.any():
             first_default[newly] = j + 1
             alive &= ~newly
-    return first_default, first_sweep, sweep_periods, cures, arrears, swept_t.T
+    return first_default, first_sweep, sweep_periods, cures, arrears, swept_t
 
 
 def project(fleet: Fleet, scenario: Scenario, params: Params) -> Projection:
@@ -315,21 +319,14 @@ def project(fleet: Fleet, scenario: Scenario, params: Params) -> Projection:
     has_loan = drawn > 0
     loans = np.flatnonzero(has_loan)
     threshold = V.mul_div(drawn[loans], params.default_arrears_bps, BPS, "arrears threshold")
-    book = _settle_loans(
-        due[loans],
-        net[loans],
-        operator_share[loans],
-        covenant[loans],
-        low_dscr[loans],
-        threshold,
-        params,
-    )
+    book = _settle_loans(loans, due, net, operator_share, covenant, low_dscr, threshold, params)
     first_default, first_sweep, sweep_periods, cures, arrears = (
         np.zeros(n, dtype=np.int64) for _ in range(5)
     )
     swept = np.zeros((n, h), dtype=np.int64)
     first_default[loans], first_sweep[loans], sweep_periods[loans] = book[:3]
-    cures[loans], arrears[loans], swept[loans] = book[3:]
+    cures[loans], arrears[loans] = book[3:5]
+    swept.T[:, loans] = book[5]
     swept_total = V.exact_sum(swept, axis=1, what="swept")
     defaulted = first_default > 0
     at = np.maximum(first_default - 1, 0)[:, None]  # the default's period (column)
