@@ -67,8 +67,9 @@ def run(nodes: int, months: int, repeat: int) -> dict[str, float | int]:
     fleet_s = time.perf_counter() - t0
 
     def engine_only() -> None:
+        shared: dict[object, Any] = {}  # as run_scenarios shares what no scenario changes
         for s in scenarios:  # one projection alive at a time, as run_scenarios holds them
-            project(fleet, s, params)
+            project(fleet, s, params, shared)
 
     engine_s, engine_cpu_s = _best(engine_only, repeat)
     full_s, full_cpu_s = _best(lambda: run_scenarios(fleet, scenarios, params), repeat)

@@ -38,7 +38,9 @@ EpochSettlement settles an epoch:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -257,8 +259,27 @@ def _settle_loans(
     return first_default, first_sweep, sweep_periods, cures, arrears, swept_t
 
 
-def project(fleet: Fleet, scenario: Scenario, params: Params) -> Projection:
-    """Project every node of ``fleet`` through ``scenario`` (deterministic, integer)."""
+def _once(shared: dict[object, Any] | None, key: object, make: Callable[[], Any]) -> Any:
+    """``make()``, or what it made before under ``key`` in ``shared`` (read-only arrays)."""
+    if shared is None:
+        return make()
+    if key not in shared:
+        made = make()
+        for a in made if isinstance(made, tuple) else (made,):
+            a.setflags(write=False)
+        shared[key] = made
+    return shared[key]
+
+
+def project(
+    fleet: Fleet, scenario: Scenario, params: Params, shared: dict[object, Any] | None = None
+) -> Projection:
+    """Project every node of ``fleet`` through ``scenario`` (deterministic, integer).
+
+    ``shared``: one dict passed to every projection of the same fleet and params (as
+    run_scenarios does): what does not depend on the world — collateral values for a given
+    life, the debt schedule for a given tenor — is then computed once, not per scenario.
+    """
     params.validate()
     h = params.horizon_months
     scenario.validate(h)
@@ -269,15 +290,27 @@ def project(fleet: Fleet, scenario: Scenario, params: Params) -> Projection:
     life = fleet.economic_life_months
     if scenario.economic_life_months is not None:
         life = np.full_like(life, scenario.economic_life_months)
-    value = collateral_values(fleet, life, t, params.curve)
-
-    drawn, tenor, since = loan_terms(fleet, scenario)
-    epoch = col(since) + periods[None, :]
-    principal, interest = V.debt_service_due(
-        col(drawn), col(tenor), col(fleet.rate_bps), params.period_seconds, 0, epoch
+    value = _once(
+        shared,
+        ("value", scenario.economic_life_months),
+        lambda: collateral_values(fleet, life, t, params.curve),
     )
-    due = principal + interest
-    outstanding = V.debt_outstanding(col(drawn), col(tenor), 0, epoch)
+    w = params.dscr_window_months
+
+    def schedule() -> tuple[I64, ...]:
+        drawn, tenor, since = loan_terms(fleet, scenario)
+        epoch = col(since) + periods[None, :]
+        principal, interest = V.debt_service_due(
+            col(drawn), col(tenor), col(fleet.rate_bps), params.period_seconds, 0, epoch
+        )
+        due = principal + interest
+        outstanding = V.debt_outstanding(col(drawn), col(tenor), 0, epoch)
+        service_epochs = trailing_sum((due > 0).astype(np.int64), w)
+        return drawn, due, outstanding, trailing_sum(due, w), service_epochs
+
+    drawn, due, outstanding, window_due, service_epochs = _once(
+        shared, ("debt", scenario.tenor_months), schedule
+    )
 
     price = V.mul_div(col(fleet.price0), price_index_matrix(fleet, scenario, h), PPM, "price")
     energy_cost = V.mul_div(
@@ -303,11 +336,12 @@ def project(fleet: Fleet, scenario: Scenario, params: Params) -> Projection:
     net = gross - fee - reserve_in - operator_share
     opex = V.mul_div(milli, col(energy_cost), 1000, "energy bill")
 
-    w = params.dscr_window_months
-    window_due = trailing_sum(due, w)
     dscr = V.dscr_bps(trailing_sum(net, w), window_due)
-    service_epochs = trailing_sum((due > 0).astype(np.int64), w)
-    ltv = V.ltv_bps(outstanding, value)
+    ltv = _once(
+        shared,
+        ("ltv", scenario.economic_life_months, scenario.tenor_months),
+        lambda: V.ltv_bps(outstanding, value),
+    )
     covenant = V.covenant_breached(
         dscr, ltv, service_epochs, params.covenant_dscr_bps, params.max_ltv_bps
     )

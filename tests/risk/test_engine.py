@@ -508,3 +508,23 @@ def test_waterfall_sums_to_the_unit_for_every_node(scenario: Scenario) -> None:
     pays_holders = w["holders"] > 0
     assert (w["stakers"][pays_holders] == stake_cap[pays_holders]).all()
     assert (p.waterfall["operator_bond"][~defaulted] == 0).all()
+
+
+def test_shared_parts_change_no_projection() -> None:
+    """run_scenarios shares values and debt schedules across scenarios: each projection is
+    the same as on its own, whichever scenarios came before (life and tenor overrides too)."""
+    fleet = synthetic_fleet(300, seed=8, start_time=T0)
+    params = Params(start_time=T0, horizon_months=48)
+    shared: dict[object, object] = {}
+    for s in [*SCENARIOS, NAMED["base"], CUSTOM]:
+        a, b = project(fleet, s, params, shared), project(fleet, s, params)
+        for f in dataclasses.fields(a):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            if isinstance(x, np.ndarray):
+                assert np.array_equal(x, y), (s.name, f.name)
+        assert {k: v.tolist() for k, v in a.waterfall.items()} == {
+            k: v.tolist() for k, v in b.waterfall.items()
+        }
+    # Values per life (class, 18, 36, 60, 30), schedules per tenor (pool, 120, 18), LTVs
+    # per (life, tenor) pair that occurs (6): each computed once.
+    assert len(shared) == 5 + 3 + 6
