@@ -105,6 +105,9 @@ def run(
     covenant_dscr_bps: int = 12_500,
     max_ltv_bps: int = 8_000,
     recovery_bps: int = 6_000,
+    curve: Annotated[
+        str, typer.Option(help="collateral value: straight_line or declining_balance")
+    ] = "straight_line",
     json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
 ) -> None:
     """Project the fleet through the scenarios; print a summary and the breaching pools."""
@@ -131,6 +134,7 @@ def run(
             covenant_dscr_bps=covenant_dscr_bps,
             max_ltv_bps=max_ltv_bps,
             recovery_bps=recovery_bps,
+            curve=curve,
         )
         t0 = time.perf_counter()
         results = run_scenarios(fleet, chosen, params)
