@@ -4,7 +4,9 @@
 2. gas per attested node-epoch, Merkle root vs per-node signed-and-stored reports;
 3. relayed user actions/s end to end vs raw pre-signed transactions/s;
 4. API read latency p50/p99 at 50 and 200 concurrent clients;
-5. oracle wall time to aggregate, build and sign an epoch for 10,000 nodes.
+5. oracle wall time to aggregate, build and sign an epoch for 10,000 nodes;
+6. stress engine: 10,000 nodes x 60 months x every named scenario, with the JSON
+   summaries the API returns (bench/risk_stress.py).
 
 Prints a short table and writes bench/results.json. ``--smoke`` runs every part
 at a tiny size (what tests/bench/test_bench_smoke.py does): it proves the
@@ -54,6 +56,7 @@ FULL = {
     # Open-loop offered rates (requests/s, all clients together) for figure 4's sweep.
     "read_rates": [250, 500, 1_000, 1_500, 2_000, 3_000],
     "oracle_nodes": 10_000,
+    "risk_nodes": 10_000,
 }
 SMOKE = {
     "attest_sizes": [4, 8],
@@ -65,6 +68,7 @@ SMOKE = {
     "concurrencies": [5],
     "read_rates": [50],
     "oracle_nodes": 20,
+    "risk_nodes": 50,
 }
 
 
@@ -110,6 +114,13 @@ def oracle_epoch(nodes: int) -> dict[str, Any]:
     )
     result["total_with_simulation_s"] = t2 - t0
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
+
+
+def risk_stress(nodes: int) -> dict[str, Any]:
+    """Figure 6: bench/risk_stress.py's run (best of 3) at ``nodes`` x 60 months."""
+    from bench.risk_stress import run as stress_run
+
+    return stress_run(nodes, 60, 3)
 
 
 def _phase(results: dict[str, Any], name: str, fn: Callable[[], Any]) -> None:
@@ -176,6 +187,7 @@ def run(sizes: dict[str, Any], block_time: int, *, reads_only: bool = False) -> 
     # Its own process, fresh brownie session and anvil: nothing left from the gas scenario.
     _phase(results, "backend", lambda: _backend_child(sizes, block_time))
     _phase(results, "oracle", lambda: oracle_epoch(sizes["oracle_nodes"]))
+    _phase(results, "risk_stress", lambda: risk_stress(sizes["risk_nodes"]))
     results["wall_s"] = round(time.perf_counter() - started, 1)
     return results
 
@@ -289,6 +301,17 @@ def table(r: dict[str, Any]) -> str:
             f"   {o['nodes']:,} nodes: {o['aggregate_build_sign_s']} s (aggregate "
             f"{o['aggregate_s']} s, tree {o['tree_s']} s, proofs {o['proofs_s']} s, sign "
             f"{o['sign_s']} s; simulating telemetry {o['simulate_s']} s more)"
+        )
+    rs = r.get("risk_stress", {})
+    lines += ["", "6. stress engine (every named scenario, best of 3)"]
+    if "error" in rs:
+        lines.append(f"   ERROR {rs['error']}")
+    elif rs:
+        lines.append(
+            f"   {rs['nodes']:,} nodes x {rs['months']} months x {rs['scenarios']} scenarios: "
+            f"{rs['engine_s']} s engine, {rs['engine_with_summaries_s']} s with the JSON "
+            f"summaries ({rs['engine_with_summaries_cpu_s']} s CPU; fleet built in "
+            f"{rs['fleet_s']} s)"
         )
     return "\n".join(lines)
 

@@ -105,6 +105,9 @@ def run(
     covenant_dscr_bps: int = 12_500,
     max_ltv_bps: int = 8_000,
     recovery_bps: int = 6_000,
+    curve: Annotated[
+        str, typer.Option(help="collateral value: straight_line or declining_balance")
+    ] = "straight_line",
     json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
 ) -> None:
     """Project the fleet through the scenarios; print a summary and the breaching pools."""
@@ -131,6 +134,7 @@ def run(
             covenant_dscr_bps=covenant_dscr_bps,
             max_ltv_bps=max_ltv_bps,
             recovery_bps=recovery_bps,
+            curve=curve,
         )
         t0 = time.perf_counter()
         results = run_scenarios(fleet, chosen, params)
@@ -145,14 +149,15 @@ def run(
     summary = Table(title="scenarios (platform)")
     for col in (
         "scenario",
-        "pools breaching",
+        "pools swept",
         "of which DSCR",
-        "first breach",
+        "first sweep",
+        "cured",
         "defaults",
         "first default",
-        "bond lost",
+        "bond seized",
         "stakers lose",
-        "insurance pays",
+        "reserve pays",
         "holders lose",
     ):
         summary.add_column(col, justify="left" if col == "scenario" else "right")
@@ -164,6 +169,7 @@ def run(
             str(a["nodes_breaching"]),
             str(a["nodes_breaching_dscr"]),
             str(a["first_breach_month"] or "-"),
+            str(a["nodes_cured"]),
             str(a["nodes_defaulting"]),
             str(a["first_default_month"] or "-"),
             _usd(w["operator_bond"]),

@@ -1,80 +1,123 @@
-"""The vectorised projection: a fleet through a scenario, month by month, in int64.
+"""The vectorised projection: a fleet through a scenario, period by period, in int64.
 
-What one month m (1..horizon, ending at ``start_time + m x 30 days``) means per node:
+A period is one settlement epoch of the node's pool: 30 days by default (``Params.
+period_seconds``; a test compresses months into the chain's short epochs). Per node, in
+period m (1..horizon, ending at ``start_time + m x period_seconds``), exactly as
+EpochSettlement settles an epoch:
 
-- price_m = price0 x index_m // 1e6 (the scenario's path for the node's class);
-  utilization_m = min(u0 x multiplier_m // 10_000, 10_000).
-- gross_m = gpus x 720 h x price_m x utilization_m // 10_000; the settlement takes
-  ``fee_bps`` of it (of which ``insurance_bps`` goes to the pool's insurance reserve);
-  opex (per GPU-month, paid rented or not) comes out too; net_m = max(0, what is left).
-  A negative month is the operator's own loss, not the pool's: net floors at 0 because
-  the on-chain DSCR takes revenue as a uint.
-- Debt: pool epoch n = months_since_draw + m; (principal, interest) and the outstanding
-  principal after the instalment follow RevenuePool.debtServiceDue/debtOutstanding with
-  one-month epochs (``formulas.debt_service_due``).
-- value_m = straight-line depreciated value at the month's end (the scenario may override
-  the class's economic life); LTV_m = outstanding_m vs value_m.
-- DSCR_m over the trailing ``dscr_window_months`` (shorter in the first months: only the
-  projected months count) = sum net / sum service; covenant flag as on-chain.
-- Cash: the month's shortfall (service - net, if positive) is paid from the operator's
-  debt-service reserve, then from the operator's bond. **Default** is the first month in
-  which service is still short after both; the node stops there (paths end at default).
-  Surplus months pay out (to the operator and stakers) and are not retained.
-- **Loss waterfall at default**: the pool's claim is the principal outstanding plus the
-  month's unpaid service; the collateral is sold at ``recovery_bps`` of its depreciated
-  value. The total loss = what the bond paid in shortfalls + (claim - recovery, if
-  positive), absorbed in order: operator bond (all of it, by the default definition) →
-  stakers (up to their staked share of the claim) → the pool's insurance reserve → the
-  remaining (unstaked) holders. The four amounts sum to the total loss exactly.
+- price_m = price0 x index_m // 1e6; utilization_m = min(u0 x multiplier_m // 1e4, 1e4),
+  or 0 in a period in which the operator's share of a GPU-hour's price does not pay the
+  energy it burns (the node is not rented then: marginal cost, not the books, decides);
+  milli-GPU-hours = gpus x period x 1000 x utilization // (3600 x 1e4), as an oracle
+  attests; gross = price x milli // 1000 (the settlement's usage bill).
+- The deployed split (``backend.risk.terms``): fee, insurance reserve and operator share
+  are bps of gross (floored); net = gross - all three (what services the debt). Operating
+  cost = energy of the delivered GPU-hours x electricity price x PUE, paid by the operator
+  from its share (``operator_margin``; the chain never sees it).
+- Debt: pool epoch n = months_since_draw + m; (principal, interest) and the principal
+  outstanding after the instalment follow RevenuePool.debtServiceDue/debtOutstanding.
+  A scenario's re-term makes the principal outstanding today a new loan over its tenor.
+- Cash, as ``_serviceDebt``: owed = due + arrears; paid = min(owed, net, + the operator's
+  share while the loan is in cash sweep); the rest carries as arrears.
+- value_m on the run's curve (straight line, or the chain's declining balance) at the
+  period's end; LTV_m = outstanding_m / value_m; DSCR_m = sum net / sum due over the last
+  ``dscr_window_months`` periods (only projected ones); covenant flag as RiskModel.
+- Loan, as ``_advanceLoan``: a flagged period puts the loan in cash sweep (from the next
+  period on); ``cure_epochs`` unflagged periods in a row end it. Default (declared by the
+  keeper right after the settlement that meets it): arrears > ``default_arrears_bps`` of
+  the drawn principal, or DSCR under ``default_dscr_bps`` (with service in the window) for
+  ``default_dscr_epochs`` periods in a row. The node stops there (paths end at default).
+- **Loss waterfall at default** (``_waterfall``): claim = principal outstanding after the
+  period, accelerated, + arrears; the pledged bond (``pledge_bps`` of the bond) first, then
+  the stakers (up to their shares' value: ``staked_bps`` of the raise), then the insurance
+  reserve (the node's: what it held plus what its settlements paid in), then the unstaked
+  holders. The four sum to the claim exactly. Later recovery from the node's revenue is
+  not projected (the node stops), so the holders' figure is the loss booked at default.
+  ``recovery`` is only an estimate of selling the collateral (``recovery_bps`` of value).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from backend.risk import terms as T
 from backend.risk import vector as V
-from backend.risk.fleet import HOURS_PER_MONTH, MAX_TIME, Fleet
+from backend.risk.fleet import MAX_TIME, USE_DEFAULT, Fleet
 from backend.risk.formulas import BPS, MONTH_SECONDS
 from backend.risk.scenarios import PPM, Scenario, ScenarioError
 
 I64 = NDArray[np.int64]
 WATERFALL_TIERS = ("operator_bond", "stakers", "insurance_reserve", "holders")
+CURVES = ("straight_line", "declining_balance")
+PERFORMING, CASH_SWEEP = 0, 1
 
 
 @dataclass(frozen=True)
 class Params:
-    """Run-wide terms (not the world: that is the scenario). Defaults are the protocol's."""
+    """Run-wide terms (not the world: that is the scenario). Defaults are the deployed
+    protocol's (``backend.risk.terms``); counts of epochs are counts of periods here."""
 
     start_time: int
     horizon_months: int = 60
-    covenant_dscr_bps: int = 12_500
-    max_ltv_bps: int = 8_000
-    dscr_window_months: int = 3
-    fee_bps: int = 1_000
-    insurance_bps: int = 200
+    period_seconds: int = MONTH_SECONDS
+    protocol_fee_bps: int = T.PROTOCOL_FEE_BPS
+    reserve_bps: int = T.RESERVE_BPS
+    operator_bps: int = T.OPERATOR_BPS
+    covenant_dscr_bps: int = T.COVENANT_DSCR_BPS
+    max_ltv_bps: int = T.MAX_LTV_BPS
+    dscr_window_months: int = T.DSCR_WINDOW_EPOCHS
+    pledge_bps: int = T.PLEDGE_BPS
+    default_arrears_bps: int = T.DEFAULT_ARREARS_BPS
+    default_dscr_bps: int = T.DEFAULT_DSCR_BPS
+    default_dscr_epochs: int = T.DEFAULT_DSCR_EPOCHS
+    cure_epochs: int = T.CURE_EPOCHS
+    curve: str = "straight_line"
+    electricity_price_per_kwh: int = T.ELECTRICITY_PRICE_PER_KWH
+    pue_bps: int = T.PUE_BPS
     recovery_bps: int = 6_000
 
     def validate(self) -> None:
         if not 0 <= self.start_time <= MAX_TIME:
             raise ScenarioError(f"start_time={self.start_time} must be in [0, {MAX_TIME}]")
-        for name in ("covenant_dscr_bps", "max_ltv_bps"):
+        if not 1 <= self.period_seconds <= MONTH_SECONDS:
+            raise ScenarioError(f"period_seconds must be in [1, {MONTH_SECONDS}]")
+        for name in ("covenant_dscr_bps", "max_ltv_bps", "default_dscr_bps"):
             if not 0 <= getattr(self, name) <= 100 * BPS:
                 raise ScenarioError(f"{name} must be in [0, {100 * BPS}]")
-        for name in ("fee_bps", "insurance_bps", "recovery_bps"):
+        for name in (
+            "protocol_fee_bps",
+            "reserve_bps",
+            "operator_bps",
+            "pledge_bps",
+            "default_arrears_bps",
+            "recovery_bps",
+        ):
             if not 0 <= getattr(self, name) <= BPS:
                 raise ScenarioError(f"{name} must be in [0, {BPS}]")
-        if self.insurance_bps > self.fee_bps:
-            raise ScenarioError("insurance_bps is part of fee_bps and cannot exceed it")
-        if not 1 <= self.dscr_window_months <= 24:
-            raise ScenarioError("dscr_window_months must be in [1, 24]")
+        split = self.protocol_fee_bps + self.reserve_bps + self.operator_bps
+        if split > BPS:
+            raise ScenarioError(
+                f"protocol_fee_bps + reserve_bps + operator_bps = {split} exceeds {BPS}"
+            )
+        for name in ("dscr_window_months", "default_dscr_epochs", "cure_epochs"):
+            if not 1 <= getattr(self, name) <= 720:
+                raise ScenarioError(f"{name} must be in [1, 720]")
+        if self.curve not in CURVES:
+            raise ScenarioError(f"curve {self.curve!r}: known curves are {', '.join(CURVES)}")
+        if not 0 <= self.electricity_price_per_kwh <= 10**7:
+            raise ScenarioError("electricity_price_per_kwh must be in [0, 10000000]")
+        if not BPS <= self.pue_bps <= 3 * BPS:
+            raise ScenarioError(f"pue_bps must be in [{BPS}, {3 * BPS}]")
 
 
 @dataclass
 class Projection:
-    """One scenario's result. Month arrays are (nodes, horizon); month numbers 1-based."""
+    """One scenario's result. Period arrays are (nodes, horizon); period numbers 1-based."""
 
     scenario: Scenario
     params: Params
@@ -90,14 +133,17 @@ class Projection:
     ltv: I64  # vector.INF: debt against no value
     covenant: NDArray[np.bool_]
     dscr_breach: NDArray[np.bool_]  # the DSCR half of the covenant alone
-    active: NDArray[np.bool_]  # the node is still running in that month (default month incl.)
-    first_breach: I64  # 0: never
+    active: NDArray[np.bool_]  # the node is still running in that period (default's incl.)
+    operator_margin: I64  # operator share kept (after any sweep) less the energy bill
+    first_breach: I64  # 0: never (also the period the loan entered cash sweep)
     first_dscr_breach: I64  # 0: never
     first_default: I64  # 0: never
-    bond_used: I64
-    reserve_used: I64
+    sweep_periods: I64  # periods settled under a cash sweep (before default)
+    cures: I64  # times a cash sweep was cured
+    swept: I64  # operator share that went to debt service under a sweep
+    arrears: I64  # at default, or at the horizon
     claim: I64  # at default (0 otherwise)
-    recovery: I64
+    recovery: I64  # estimate: collateral sold at recovery_bps of its value at default
     waterfall: dict[str, I64]  # tier -> amount per node (0 without default)
 
     @property
@@ -105,7 +151,7 @@ class Projection:
         return sum(self.waterfall.values(), np.zeros(len(self.fleet), dtype=np.int64))
 
 
-def _trailing(x: I64, window: int) -> I64:
+def trailing_sum(x: I64, window: int) -> I64:
     """Sum over the last ``window`` months (fewer at the start), exact."""
     V.exact_sum(x, axis=1, what="cumulative revenue")  # bounds every prefix sum
     c = np.cumsum(x, axis=1, dtype=np.int64)
@@ -121,99 +167,233 @@ def price_index_matrix(fleet: Fleet, scenario: Scenario, horizon: int) -> I64:
     return idx
 
 
-def project(fleet: Fleet, scenario: Scenario, params: Params) -> Projection:
-    """Project every node of ``fleet`` through ``scenario`` (deterministic, integer)."""
+def _resolved(per_node: I64, default: int) -> I64:
+    return np.where(per_node == USE_DEFAULT, default, per_node)
+
+
+def collateral_values(fleet: Fleet, life: I64, t: I64, curve: str) -> I64:
+    """(nodes, periods) value at times ``t`` on ``curve``, as RiskModel.value."""
+    if curve == "declining_balance":
+        return V.declining_balance_value(
+            fleet.acquisition_cost, fleet.residual_value_bps, life, fleet.acquired_at, t
+        )
+    return V.depreciated_value(
+        fleet.acquisition_cost[:, None],
+        fleet.residual_value_bps[:, None],
+        life[:, None],
+        fleet.acquired_at[:, None],
+        t[None, :],
+    )
+
+
+def loan_terms(fleet: Fleet, scenario: Scenario) -> tuple[I64, I64, I64]:
+    """(principal, tenor, periods since the draw) of each node's loan under ``scenario``.
+
+    A re-term makes the principal still outstanding today a new loan over the scenario's
+    tenor, from now: what was repaid stays repaid (a pool already repaid stays repaid).
+    """
+    drawn, tenor, since = fleet.drawn, fleet.tenor, fleet.months_since_draw
+    if scenario.tenor_months is None:
+        return drawn, tenor, since
+    left = V.debt_outstanding(drawn, tenor, 0, since)
+    live = left > 0
+    return (
+        np.where(live, left, drawn),
+        np.where(live, scenario.tenor_months, tenor),
+        np.where(live, 0, since),
+    )
+
+
+def _settle_loans(
+    loans: I64,
+    due: I64,
+    net: I64,
+    operator_share: I64,
+    covenant: NDArray[np.bool_],
+    low_dscr: NDArray[np.bool_],
+    threshold: I64,
+    params: Params,
+) -> tuple[I64, I64, I64, I64, I64, I64]:
+    """EpochSettlement's loan, one settlement per period, for the nodes ``loans`` (rows of
+    the (nodes, periods) inputs): (first default, first sweep, periods swept, cures,
+    arrears, swept (periods, loans)), one entry per loan.
+
+    Per period, as ``_serviceDebt`` then ``_advanceLoan`` then ``_defaultDue``: pay
+    due + arrears from net (and the operator's share under a sweep); a flagged period
+    sweeps from the next one on; ``cure_epochs`` clean ones in a row end the sweep; the
+    default stops the node (its arrears and counters freeze). Periods are rows of the
+    transposed inputs (gathered and transposed in one copy), so each step reads contiguous
+    memory.
+    """
+    n, h = len(loans), due.shape[1]
+    due_t, net_t, share_t, flag_t, low_t = (
+        x.T[:, loans] for x in (due, net, operator_share, covenant, low_dscr)
+    )
+    arrears = np.zeros(n, dtype=np.int64)
+    sweep = np.zeros(n, dtype=bool)
+    alive = np.ones(n, dtype=bool)
+    low_run = np.zeros(n, dtype=np.int64)
+    clean_run = np.zeros(n, dtype=np.int64)
+    first_default, first_sweep, sweep_periods, cures = (
+        np.zeros(n, dtype=np.int64) for _ in range(4)
+    )
+    swept_t = np.zeros((h, n), dtype=np.int64)
+    for j in range(h):
+        net_j, flag = net_t[j], flag_t[j]
+        owed = due_t[j] + arrears
+        paid = np.minimum(owed, net_j + share_t[j] * sweep)
+        arrears = np.where(alive, owed - paid, arrears)
+        swept_t[j] = np.maximum(paid - net_j, 0) * alive
+        sweep_periods += sweep & alive
+        low_run = (low_run + 1) * low_t[j]
+        clean_run = (clean_run + 1) * ~flag
+        cured = sweep & ~flag & (clean_run >= params.cure_epochs)
+        cures += cured & alive
+        entered = alive & flag & ~sweep & (first_sweep == 0)
+        first_sweep[entered] = j + 1
+        sweep = (sweep | flag) & ~cured
+        newly = alive & ((arrears > threshold) | (low_run >= params.default_dscr_epochs))
+        if newly.any():
+            first_default[newly] = j + 1
+            alive &= ~newly
+    return first_default, first_sweep, sweep_periods, cures, arrears, swept_t
+
+
+def _once(shared: dict[object, Any] | None, key: object, make: Callable[[], Any]) -> Any:
+    """``make()``, or what it made before under ``key`` in ``shared`` (read-only arrays)."""
+    if shared is None:
+        return make()
+    if key not in shared:
+        made = make()
+        for a in made if isinstance(made, tuple) else (made,):
+            a.setflags(write=False)
+        shared[key] = made
+    return shared[key]
+
+
+def project(
+    fleet: Fleet, scenario: Scenario, params: Params, shared: dict[object, Any] | None = None
+) -> Projection:
+    """Project every node of ``fleet`` through ``scenario`` (deterministic, integer).
+
+    ``shared``: one dict passed to every projection of the same fleet and params (as
+    run_scenarios does): what does not depend on the world — collateral values for a given
+    life, the debt schedule for a given tenor — is then computed once, not per scenario.
+    """
     params.validate()
     h = params.horizon_months
     scenario.validate(h)
     col = lambda a: a[:, None]  # noqa: E731 - (nodes,) -> (nodes, 1) for broadcasting
-    months = np.arange(1, h + 1, dtype=np.int64)
-    t = params.start_time + months * MONTH_SECONDS
+    periods = np.arange(1, h + 1, dtype=np.int64)
+    t = params.start_time + periods * params.period_seconds
 
     life = fleet.economic_life_months
     if scenario.economic_life_months is not None:
         life = np.full_like(life, scenario.economic_life_months)
-    tenor = fleet.tenor
-    if scenario.tenor_months is not None:
-        # A pool already repaid under its own terms stays repaid.
-        tenor = np.where(fleet.months_since_draw < tenor, scenario.tenor_months, tenor)
+    value = _once(
+        shared,
+        ("value", scenario.economic_life_months),
+        lambda: collateral_values(fleet, life, t, params.curve),
+    )
+    w = params.dscr_window_months
 
-    value = V.depreciated_value(
-        col(fleet.acquisition_cost),
-        col(fleet.residual_value_bps),
-        col(life),
-        col(fleet.acquired_at),
-        t[None, :],
+    def schedule() -> tuple[I64, ...]:
+        drawn, tenor, since = loan_terms(fleet, scenario)
+        epoch = col(since) + periods[None, :]
+        principal, interest = V.debt_service_due(
+            col(drawn), col(tenor), col(fleet.rate_bps), params.period_seconds, 0, epoch
+        )
+        due = principal + interest
+        outstanding = V.debt_outstanding(col(drawn), col(tenor), 0, epoch)
+        service_epochs = trailing_sum((due > 0).astype(np.int64), w)
+        return drawn, due, outstanding, trailing_sum(due, w), service_epochs
+
+    drawn, due, outstanding, window_due, service_epochs = _once(
+        shared, ("debt", scenario.tenor_months), schedule
     )
-    epoch = col(fleet.months_since_draw) + months[None, :]
-    principal, interest = V.debt_service_due(
-        col(fleet.drawn), col(tenor), col(fleet.rate_bps), MONTH_SECONDS, 0, epoch
-    )
-    due = principal + interest
-    outstanding = V.debt_outstanding(col(fleet.drawn), col(tenor), 0, epoch)
 
     price = V.mul_div(col(fleet.price0), price_index_matrix(fleet, scenario, h), PPM, "price")
+    energy_cost = V.mul_div(
+        fleet.energy_wh_per_gpu_hour
+        * _resolved(fleet.electricity_price_per_kwh, params.electricity_price_per_kwh),
+        _resolved(fleet.pue_bps, params.pue_bps),
+        1000 * BPS,
+        "energy cost",
+    )
+    # Rented only while the operator's share of a GPU-hour pays for the energy it burns.
+    rented = price * params.operator_bps >= col(energy_cost) * BPS
     mult = scenario.utilization.multipliers(h)
-    utilization = np.minimum(col(fleet.utilization0) * mult[None, :] // BPS, BPS)
-    capacity_value = V.mul_div(col(fleet.gpu_count * HOURS_PER_MONTH), price, 1, "capacity")
-    gross = V.mul_div(capacity_value, utilization, BPS, "gross revenue")
-    fee = V.mul_div(gross, params.fee_bps, BPS, "fee")
-    insurance_in = V.mul_div(gross, params.insurance_bps, BPS, "insurance")
-    opex = col(fleet.gpu_count * fleet.opex_per_gpu_month)
-    net = np.maximum(gross - fee - opex, 0)
+    utilization = np.where(
+        rented, np.minimum(col(fleet.utilization0) * mult[None, :] // BPS, BPS), 0
+    )
+    milli = V.mul_div(
+        col(fleet.gpu_count * params.period_seconds * 1000), utilization, 3600 * BPS, "GPU-hours"
+    )
+    gross = V.mul_div(price, milli, 1000, "gross revenue")
+    fee = V.mul_div(gross, params.protocol_fee_bps, BPS, "fee")
+    reserve_in = V.mul_div(gross, params.reserve_bps, BPS, "reserve")
+    operator_share = V.mul_div(gross, params.operator_bps, BPS, "operator share")
+    net = gross - fee - reserve_in - operator_share
+    opex = V.mul_div(milli, col(energy_cost), 1000, "energy bill")
 
-    w = params.dscr_window_months
-    dscr = V.dscr_bps(_trailing(net, w), _trailing(due, w))
-    service_epochs = _trailing((due > 0).astype(np.int64), w)
-    ltv = V.ltv_bps(outstanding, value)
+    dscr = V.dscr_bps(trailing_sum(net, w), window_due)
+    ltv = _once(
+        shared,
+        ("ltv", scenario.economic_life_months, scenario.tenor_months),
+        lambda: V.ltv_bps(outstanding, value),
+    )
     covenant = V.covenant_breached(
         dscr, ltv, service_epochs, params.covenant_dscr_bps, params.max_ltv_bps
     )
-
-    # Cash, month by month (state carries): vectorised over nodes.
-    n = len(fleet)
-    reserve, bond, insurance = fleet.reserve.copy(), fleet.bond.copy(), fleet.insurance.copy()
-    alive = np.ones(n, dtype=bool)
-    first_default = np.zeros(n, dtype=np.int64)
-    claim = np.zeros(n, dtype=np.int64)
-    value_at = np.zeros(n, dtype=np.int64)
-    insurance_at = np.zeros(n, dtype=np.int64)
-    for j in range(h):
-        insurance = np.where(alive, insurance + insurance_in[:, j], insurance)
-        gap = np.where(alive, np.maximum(due[:, j] - net[:, j], 0), 0)
-        use_r = np.minimum(reserve, gap)
-        use_b = np.minimum(bond, gap - use_r)
-        unpaid = gap - use_r - use_b
-        reserve -= use_r
-        bond -= use_b
-        newly = alive & (unpaid > 0)
-        if newly.any():
-            first_default[newly] = j + 1
-            claim[newly] = outstanding[newly, j] + unpaid[newly]
-            value_at[newly] = value[newly, j]
-            insurance_at[newly] = insurance[newly]
-            alive &= ~newly
-    defaulted = first_default > 0
-    active = ~col(defaulted) | (months[None, :] <= col(first_default))
-
-    recovery = np.where(defaulted, V.mul_div(value_at, params.recovery_bps, BPS, "recovery"), 0)
-    bond_used = fleet.bond - bond
-    default_loss = np.maximum(claim - recovery, 0)
-    stakers = np.minimum(default_loss, V.mul_div(claim, fleet.staked_bps, BPS, "stake"))
-    from_insurance = np.minimum(default_loss - stakers, insurance_at)
-    holders = default_loss - stakers - from_insurance
-    waterfall = {
-        "operator_bond": np.where(defaulted, bond_used, 0),
-        "stakers": stakers,
-        "insurance_reserve": from_insurance,
-        "holders": holders,
-    }
-
     dscr_breach = (service_epochs > 0) & (dscr < params.covenant_dscr_bps)
-    first_breach, first_dscr_breach = (
-        np.where(f.any(axis=1), f.argmax(axis=1) + 1, 0).astype(np.int64)
-        for f in (covenant & active, dscr_breach & active)
+    low_dscr = (service_epochs > 0) & (dscr < params.default_dscr_bps)
+
+    # The loan, period by period (state carries), vectorised over the nodes with a loan.
+    n = len(fleet)
+    has_loan = drawn > 0
+    loans = np.flatnonzero(has_loan)
+    threshold = V.mul_div(drawn[loans], params.default_arrears_bps, BPS, "arrears threshold")
+    book = _settle_loans(loans, due, net, operator_share, covenant, low_dscr, threshold, params)
+    first_default, first_sweep, sweep_periods, cures, arrears = (
+        np.zeros(n, dtype=np.int64) for _ in range(5)
     )
+    swept = np.zeros((n, h), dtype=np.int64)
+    first_default[loans], first_sweep[loans], sweep_periods[loans] = book[:3]
+    cures[loans], arrears[loans] = book[3:5]
+    swept.T[:, loans] = book[5]
+    swept_total = V.exact_sum(swept, axis=1, what="swept")
+    defaulted = first_default > 0
+    at = np.maximum(first_default - 1, 0)[:, None]  # the default's period (column)
+    rows = np.arange(n)
+    claim = np.where(defaulted, outstanding[rows, at[:, 0]] + arrears, 0)
+    value_at = np.where(defaulted, value[rows, at[:, 0]], 0)
+    # The reserve behind the node at default: what it held, plus every settlement's part.
+    paid_in = np.take_along_axis(np.cumsum(reserve_in, axis=1, dtype=np.int64), at, axis=1)
+    insurance_at = np.where(defaulted, fleet.insurance + paid_in[:, 0], 0)
+    active = ~col(defaulted) | (periods[None, :] <= col(first_default))
+
+    pledged = V.mul_div(fleet.bond, params.pledge_bps, BPS, "pledge")
+    staked_value = V.mul_div(fleet.drawn, fleet.staked_bps, BPS, "staked value")
+    bond_loss = np.where(defaulted, np.minimum(pledged, claim), 0)
+    rest = claim - bond_loss
+    stakers = np.minimum(rest, staked_value)
+    from_reserve = np.minimum(rest - stakers, insurance_at)
+    waterfall = {
+        "operator_bond": bond_loss,
+        "stakers": stakers,
+        "insurance_reserve": from_reserve,
+        "holders": rest - stakers - from_reserve,
+    }
+    recovery = np.where(defaulted, V.mul_div(value_at, params.recovery_bps, BPS, "recovery"), 0)
+    # Without a loan the node's net is the operator's too (no stakers, no debt).
+    kept = np.where(col(has_loan), operator_share - swept, operator_share + net)
+    operator_margin = np.where(active, kept - opex, 0)
+
+    first_dscr_breach = np.where(
+        (dscr_breach & active & col(has_loan)).any(axis=1),
+        (dscr_breach & active & col(has_loan)).argmax(axis=1) + 1,
+        0,
+    ).astype(np.int64)
     return Projection(
         scenario=scenario,
         params=params,
@@ -230,48 +410,15 @@ def project(fleet: Fleet, scenario: Scenario, params: Params) -> Projection:
         covenant=covenant,
         dscr_breach=dscr_breach,
         active=active,
-        first_breach=first_breach,
+        operator_margin=operator_margin,
+        first_breach=first_sweep,
         first_dscr_breach=first_dscr_breach,
         first_default=first_default,
-        bond_used=bond_used,
-        reserve_used=fleet.reserve - reserve,
+        sweep_periods=sweep_periods,
+        cures=cures,
+        swept=swept_total,
+        arrears=arrears,
         claim=claim,
         recovery=recovery,
         waterfall=waterfall,
     )
-
-
-def aggregate(p: Projection, mask: NDArray[np.bool_] | None = None) -> dict[str, object]:
-    """Month paths and totals over the masked nodes (default: all): a pool set or platform.
-
-    DSCR and LTV are ratios of sums over the nodes still running (not averages of ratios),
-    so a large failing node weighs as much as its debt.
-    """
-    sel = np.ones(len(p.fleet), dtype=bool) if mask is None else mask
-    act = p.active[sel]
-    net = V.exact_sum(np.where(act, p.net[sel], 0), axis=0, what="aggregate revenue")
-    due = V.exact_sum(np.where(act, p.due[sel], 0), axis=0, what="aggregate service")
-    out = V.exact_sum(np.where(act, p.outstanding[sel], 0), axis=0, what="aggregate debt")
-    val = V.exact_sum(np.where(act, p.value[sel], 0), axis=0, what="aggregate value")
-    w = p.params.dscr_window_months
-    dscr = V.dscr_bps(_trailing(net[None, :], w)[0], _trailing(due[None, :], w)[0])
-    months = np.arange(1, p.params.horizon_months + 1)
-    fd, fb = p.first_default[sel], p.first_breach[sel]
-    return {
-        "nodes": int(sel.sum()),
-        "net_revenue": net,
-        "debt_service": due,
-        "outstanding": out,
-        "value": val,
-        "dscr_bps": dscr,
-        "ltv_bps": V.ltv_bps(out, val),
-        "breaching": (p.covenant[sel] & act).sum(axis=0),
-        "defaults_cumulative": ((fd > 0)[:, None] & (fd[:, None] <= months[None, :])).sum(axis=0),
-        "first_breach_month": int(fb[fb > 0].min()) if (fb > 0).any() else None,
-        "first_default_month": int(fd[fd > 0].min()) if (fd > 0).any() else None,
-        "nodes_breaching": int((fb > 0).sum()),
-        "nodes_breaching_dscr": int((p.first_dscr_breach[sel] > 0).sum()),
-        "nodes_defaulting": int((fd > 0).sum()),
-        "waterfall": {k: int(v[sel].sum()) for k, v in p.waterfall.items()},
-        "total_loss": int(p.total_loss[sel].sum()),
-    }

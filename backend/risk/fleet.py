@@ -38,21 +38,37 @@ class ClassDefaults:
     economic_life_months: int
     residual_value_bps: int
     price_per_gpu_hour: int  # today's rental price, per GPU-hour
-    opex_per_gpu_month: int  # power, colocation, network: paid whether rented or not
+    energy_wh_per_gpu_hour: int  # board power (TDP) x 1 h: energy of a delivered GPU-hour
 
 
-# Market rental prices (late 2025 spot, rounded) and running costs. Life and residual come
-# from the classes a deployment registers (gpucap/gpu_classes.py), so they agree on-chain.
+# Market rental prices (late 2025 spot, rounded). Life, residual and power come from the
+# classes a deployment registers (gpucap/gpu_classes.py), so they agree on-chain.
 _MARKET = {
-    "H100-SXM-80GB": (2_000_000, 150 * USD),
-    "A100-SXM-80GB": (1_100_000, 90 * USD),
-    "L40S-48GB": (800_000, 70 * USD),
-    "RTX-4090-24GB": (350_000, 40 * USD),
+    "H100-SXM-80GB": 2_000_000,
+    "A100-SXM-80GB": 1_100_000,
+    "L40S-48GB": 800_000,
+    "RTX-4090-24GB": 350_000,
 }
 DEFAULT_CLASSES: dict[str, ClassDefaults] = {
-    c.name: ClassDefaults(c.name, c.economic_life_months, c.residual_value_bps, *_MARKET[c.name])
+    c.name: ClassDefaults(
+        c.name, c.economic_life_months, c.residual_value_bps, _MARKET[c.name], c.reference_power_w
+    )
     for c in STANDARD_CLASSES
 }
+MAX_ENERGY_WH = 10_000  # per GPU-hour (a 10 kW accelerator)
+MAX_KWH_PRICE = 10 * USD
+MAX_PUE_BPS = 30_000
+USE_DEFAULT = -1  # energy price / PUE not given for the node or its operator: Params' default
+
+
+@dataclass(frozen=True)
+class EnergyCosts:
+    """An operator's declared power terms (either may be left to the run's default)."""
+
+    electricity_price_per_kwh: int | None = None  # stablecoin base units per kWh
+    pue_bps: int | None = None  # facility power / IT power (13_000 = 1.30)
+
+
 DEFAULT_UTILIZATION_BPS = 7_000
 
 
@@ -78,11 +94,16 @@ class Debt:
 class NodeInput:
     """One node. Price and utilization come from attested history, else class defaults.
 
+    Operating cost: ``energy_wh_per_gpu_hour`` (attested energy / delivered GPU-hours; the
+    class's board power when not given) x ``electricity_price_per_kwh`` x ``pue_bps``; the
+    price and PUE default to the operator's declared ones, then to the run's (Params).
+
     ``trailing_revenue`` is gross rental revenue per month (base units) and
     ``utilization_bps`` the attested utilization over the same trailing window: together
     they give the node's realised price per GPU-hour. ``bond`` is the operator's bond in
-    NodeRegistry, ``reserve`` a debt-service reserve the operator keeps for the pool, and
-    ``insurance`` the pool's insurance reserve balance today.
+    NodeRegistry (``Params.pledge_bps`` of it is pledged to the pool), ``insurance`` the
+    insurance reserve that stands behind this node today (the settlement's reserve grows
+    by ``Params.reserve_bps`` of the node's gross every month).
     """
 
     node_id: int
@@ -94,12 +115,13 @@ class NodeInput:
     residual_value_bps: int
     debt: Debt | None = None
     bond: int = 0
-    reserve: int = 0
     insurance: int = 0
     trailing_revenue: int | None = None
     utilization_bps: int | None = None
     price_per_gpu_hour: int | None = None
-    opex_per_gpu_month: int | None = None
+    energy_wh_per_gpu_hour: int | None = None
+    electricity_price_per_kwh: int | None = None
+    pue_bps: int | None = None
     operator: str = ""
 
 
@@ -122,14 +144,15 @@ class Fleet:
     residual_value_bps: NDArray[np.int64]
     price0: NDArray[np.int64]  # realised price per GPU-hour today
     utilization0: NDArray[np.int64]  # bps
-    opex_per_gpu_month: NDArray[np.int64]
+    energy_wh_per_gpu_hour: NDArray[np.int64]
+    electricity_price_per_kwh: NDArray[np.int64]  # USE_DEFAULT: the run's
+    pue_bps: NDArray[np.int64]  # USE_DEFAULT: the run's
     drawn: NDArray[np.int64]  # 0: no pool drawn against this node
     tenor: NDArray[np.int64]
     rate_bps: NDArray[np.int64]
     months_since_draw: NDArray[np.int64]
     staked_bps: NDArray[np.int64]
     bond: NDArray[np.int64]
-    reserve: NDArray[np.int64]
     insurance: NDArray[np.int64]
     inputs: list[NodeInput] = field(repr=False, default_factory=list)
 
@@ -137,8 +160,12 @@ class Fleet:
         return int(self.node_id.shape[0])
 
     @classmethod
-    def from_nodes(cls, nodes: list[NodeInput]) -> Fleet:
-        """Validate every node (reason names node and field) and stack them."""
+    def from_nodes(
+        cls, nodes: list[NodeInput], operator_costs: dict[str, EnergyCosts] | None = None
+    ) -> Fleet:
+        """Validate every node (reason names node and field) and stack them; a node's own
+        energy terms win over its operator's (``operator_costs``), which win over the run's."""
+        operator_costs = operator_costs or {}
         if not nodes:
             raise FleetError("the fleet is empty: give at least one node")
         seen: set[int] = set()
@@ -154,7 +181,7 @@ class Fleet:
             _check(n.node_id, "acquired_at", n.acquired_at, 0, MAX_TIME)
             _check(n.node_id, "economic_life_months", n.economic_life_months, 1, MAX_LIFE_MONTHS)
             _check(n.node_id, "residual_value_bps", n.residual_value_bps, 0, BPS)
-            for name in ("bond", "reserve", "insurance"):
+            for name in ("bond", "insurance"):
                 _check(n.node_id, name, getattr(n, name), 0, MAX_AMOUNT)
             util = n.utilization_bps
             if util is None:
@@ -173,10 +200,23 @@ class Fleet:
                     )
                 price = defaults.price_per_gpu_hour
             _check(n.node_id, "price_per_gpu_hour", price, 0, MAX_PRICE)
-            opex = n.opex_per_gpu_month
-            if opex is None:
-                opex = defaults.opex_per_gpu_month if defaults else 0
-            _check(n.node_id, "opex_per_gpu_month", opex, 0, MAX_AMOUNT // MAX_GPUS)
+            energy = n.energy_wh_per_gpu_hour
+            if energy is None:
+                if defaults is None:
+                    raise FleetError(
+                        f"node {n.node_id}: class {n.class_name!r} has no default power; "
+                        "give energy_wh_per_gpu_hour"
+                    )
+                energy = defaults.energy_wh_per_gpu_hour
+            _check(n.node_id, "energy_wh_per_gpu_hour", energy, 0, MAX_ENERGY_WH)
+            declared = operator_costs.get(n.operator, EnergyCosts())
+            kwh = n.electricity_price_per_kwh
+            kwh = declared.electricity_price_per_kwh if kwh is None else kwh
+            pue = n.pue_bps if n.pue_bps is not None else declared.pue_bps
+            if kwh is not None:
+                _check(n.node_id, "electricity_price_per_kwh", kwh, 0, MAX_KWH_PRICE)
+            if pue is not None:
+                _check(n.node_id, "pue_bps", pue, BPS, MAX_PUE_BPS)
             d = n.debt or Debt(0, 1, 0, 0, 0)
             _check(n.node_id, "debt.drawn_assets", d.drawn_assets, 0, MAX_AMOUNT)
             _check(n.node_id, "debt.tenor_months", d.tenor_months, 1, MAX_TENOR_MONTHS)
@@ -194,14 +234,15 @@ class Fleet:
                 "residual_value_bps": n.residual_value_bps,
                 "price0": price,
                 "utilization0": util,
-                "opex_per_gpu_month": opex,
+                "energy_wh_per_gpu_hour": energy,
+                "electricity_price_per_kwh": USE_DEFAULT if kwh is None else kwh,
+                "pue_bps": USE_DEFAULT if pue is None else pue,
                 "drawn": d.drawn_assets,
                 "tenor": d.tenor_months,
                 "rate_bps": d.rate_bps,
                 "months_since_draw": d.months_since_draw,
                 "staked_bps": d.staked_bps,
                 "bond": n.bond,
-                "reserve": n.reserve,
                 "insurance": n.insurance,
             }
             for k, v in row.items():
@@ -262,7 +303,6 @@ def synthetic_fleet(count: int, seed: int, start_time: int, pool_share_bps: int 
                 if drawn
                 else None,
                 bond=cost // 20,  # a 5% operator bond
-                reserve=0,
                 insurance=0,
                 utilization_bps=int(util[i]),
                 price_per_gpu_hour=c.price_per_gpu_hour * int(price_bps[i]) // BPS,

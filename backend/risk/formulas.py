@@ -114,3 +114,42 @@ def debt_outstanding(drawn_assets: int, tenor_epochs: int, draw_epoch: int, epoc
     if n >= tenor_epochs:
         return 0
     return drawn_assets - (drawn_assets // tenor_epochs) * n
+
+
+def declining_balance_value(
+    acquisition_cost: int,
+    residual_value_bps: int,
+    economic_life_months: int,
+    acquired_at: int,
+    t: int,
+) -> int:
+    """RiskModel.decliningBalanceValue, line for line: per whole month of age v ← v x (L - 2)
+    // L from the cost, never below the residual; the residual from age >= life on."""
+    residual = residual_value(acquisition_cost, residual_value_bps)
+    age = max(0, t - acquired_at)
+    if economic_life_months == 0 or age >= economic_life_months * MONTH_SECONDS:
+        return residual
+    keep = max(economic_life_months - 2, 0)
+    v = acquisition_cost
+    for _ in range(age // MONTH_SECONDS):
+        if v <= residual:
+            break
+        v = v * keep // economic_life_months
+    return max(v, residual)
+
+
+def collateral_value(curve: str, *args: int) -> int:
+    """The value on ``curve`` ("straight_line" or "declining_balance"): RiskModel.value."""
+    if curve == "declining_balance":
+        return declining_balance_value(*args)
+    return depreciated_value(*args)
+
+
+def milli_gpu_hours(gpu_count: int, period_seconds: int, utilization_bps: int) -> int:
+    """GPU-hours a node delivers in a period at a utilization, in the leaf's milli units."""
+    return gpu_count * period_seconds * 1000 * utilization_bps // (3600 * BPS)
+
+
+def energy_cost_per_gpu_hour(energy_wh: int, price_per_kwh: int, pue_bps: int) -> int:
+    """Operating cost of one delivered GPU-hour: energy (Wh at the GPU) x PUE x price."""
+    return energy_wh * price_per_kwh * pue_bps // (1000 * BPS)

@@ -1,8 +1,9 @@
 """The projection of ONE node in plain Python ints, straight from ``formulas``.
 
-Slow on purpose and written as the engine's docstring reads, month by month: it is
-what the vectorised engine (``backend.risk.engine``) is tested against on random and
-boundary fleets. If the two disagree, this one is the specification.
+Slow on purpose and written as the engine's docstring (and EpochSettlement's settlement)
+reads, period by period: it is what the vectorised engine (``backend.risk.engine``) is
+tested against on random and boundary fleets. If the two disagree, this one is the
+specification.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from backend.risk import formulas as F
-from backend.risk.engine import Params
-from backend.risk.fleet import HOURS_PER_MONTH, Fleet
-from backend.risk.formulas import BPS, MONTH_SECONDS
+from backend.risk.engine import CASH_SWEEP, PERFORMING, Params
+from backend.risk.fleet import USE_DEFAULT, Fleet
+from backend.risk.formulas import BPS
 from backend.risk.scenarios import PPM, Scenario
 
 
@@ -24,11 +25,15 @@ class NodeProjection:
     outstanding: list[int] = field(default_factory=list)
     net: list[int] = field(default_factory=list)
     due: list[int] = field(default_factory=list)
+    utilization: list[int] = field(default_factory=list)
     covenant: list[bool] = field(default_factory=list)
+    operator_margin: list[int] = field(default_factory=list)
     first_breach: int = 0
     first_default: int = 0
-    bond_used: int = 0
-    reserve_used: int = 0
+    sweep_periods: int = 0
+    cures: int = 0
+    swept: int = 0
+    arrears: int = 0
     claim: int = 0
     recovery: int = 0
     waterfall: dict[str, int] = field(default_factory=dict)
@@ -39,35 +44,59 @@ def project_node(fleet: Fleet, i: int, scenario: Scenario, params: Params) -> No
     g = lambda a: int(a[i])  # noqa: E731
     h = params.horizon_months
     life = scenario.economic_life_months or g(fleet.economic_life_months)
-    tenor = g(fleet.tenor)
-    if scenario.tenor_months and g(fleet.months_since_draw) < tenor:
-        tenor = scenario.tenor_months  # re-termed; a pool repaid on its own terms stays repaid
+    drawn, tenor, since = g(fleet.drawn), g(fleet.tenor), g(fleet.months_since_draw)
+    left = F.debt_outstanding(drawn, tenor, 0, since)
+    if scenario.tenor_months and left > 0:
+        # Re-termed: what is still owed today is a new loan over the new tenor.
+        drawn, tenor, since = left, scenario.tenor_months, 0
     index = [int(v) for v in scenario.price_index(str(fleet.class_name[i]), h)]
     mult = [int(v) for v in scenario.utilization.multipliers(h)]
-    gpus, drawn, rate = g(fleet.gpu_count), g(fleet.drawn), g(fleet.rate_bps)
-    since = g(fleet.months_since_draw)
-    reserve, bond, insurance = g(fleet.reserve), g(fleet.bond), g(fleet.insurance)
+    gpus, rate = g(fleet.gpu_count), g(fleet.rate_bps)
+    kwh = g(fleet.electricity_price_per_kwh)
+    pue = g(fleet.pue_bps)
+    energy_cost = F.energy_cost_per_gpu_hour(
+        g(fleet.energy_wh_per_gpu_hour),
+        params.electricity_price_per_kwh if kwh == USE_DEFAULT else kwh,
+        params.pue_bps if pue == USE_DEFAULT else pue,
+    )
+    has_loan = drawn > 0
+    threshold = drawn * params.default_arrears_bps // BPS
+    insurance = g(fleet.insurance)
+    arrears = low_run = clean_run = 0
+    state = PERFORMING
     out = NodeProjection()
     insurance_at = value_at = 0
     for m in range(1, h + 1):
-        t = params.start_time + m * MONTH_SECONDS
-        value = F.depreciated_value(
-            g(fleet.acquisition_cost), g(fleet.residual_value_bps), life, g(fleet.acquired_at), t
+        t = params.start_time + m * params.period_seconds
+        value = F.collateral_value(
+            params.curve,
+            g(fleet.acquisition_cost),
+            g(fleet.residual_value_bps),
+            life,
+            g(fleet.acquired_at),
+            t,
         )
-        principal, interest = F.debt_service_due(drawn, tenor, rate, MONTH_SECONDS, 0, since + m)
+        principal, interest = F.debt_service_due(
+            drawn, tenor, rate, params.period_seconds, 0, since + m
+        )
         due = principal + interest
         outstanding = F.debt_outstanding(drawn, tenor, 0, since + m)
         price = g(fleet.price0) * index[m - 1] // PPM
         util = min(g(fleet.utilization0) * mult[m - 1] // BPS, BPS)
-        gross = gpus * HOURS_PER_MONTH * price * util // BPS
-        net = max(
-            gross - gross * params.fee_bps // BPS - gpus * g(fleet.opex_per_gpu_month),
-            0,
-        )
+        if price * params.operator_bps < energy_cost * BPS:
+            util = 0  # not worth renting: the operator's share does not pay the power
+        milli = F.milli_gpu_hours(gpus, params.period_seconds, util)
+        gross = price * milli // 1000
+        fee = gross * params.protocol_fee_bps // BPS
+        reserve_in = gross * params.reserve_bps // BPS
+        operator_share = gross * params.operator_bps // BPS
+        net = gross - fee - reserve_in - operator_share
+        opex = milli * energy_cost // 1000
         out.value.append(value)
         out.outstanding.append(outstanding)
         out.net.append(net)
         out.due.append(due)
+        out.utilization.append(util)
         lo = max(0, m - params.dscr_window_months)
         dscr = F.dscr_bps(sum(out.net[lo:]), sum(out.due[lo:]))
         ltv = F.ltv_bps(outstanding, value)
@@ -77,33 +106,50 @@ def project_node(fleet: Fleet, i: int, scenario: Scenario, params: Params) -> No
         out.ltv.append(ltv)
         out.covenant.append(flag)
         if out.first_default:
-            continue  # paths go on (as in the engine); the cash state stopped
-        if flag and not out.first_breach:
-            out.first_breach = m
-        insurance += gross * params.insurance_bps // BPS
-        gap = max(due - net, 0)
-        use_r = min(reserve, gap)
-        use_b = min(bond, gap - use_r)
-        reserve -= use_r
-        bond -= use_b
-        unpaid = gap - use_r - use_b
-        if unpaid > 0:
+            out.operator_margin.append(0)
+            continue  # paths go on (as in the engine); the loan stopped
+        insurance += reserve_in
+        if not has_loan:
+            out.operator_margin.append(operator_share + net - opex)
+            continue
+        # EpochSettlement._serviceDebt: the operator's share joins net under a sweep.
+        owed = due + arrears
+        available = net + (operator_share if state == CASH_SWEEP else 0)
+        paid = min(owed, available)
+        arrears = owed - paid
+        swept = max(paid - net, 0)
+        out.swept += swept
+        out.sweep_periods += state == CASH_SWEEP
+        out.operator_margin.append(operator_share - swept - opex)
+        # EpochSettlement._advanceLoan.
+        low_run = low_run + 1 if epochs > 0 and dscr < params.default_dscr_bps else 0
+        clean_run = 0 if flag else clean_run + 1
+        if flag:
+            if state != CASH_SWEEP and not out.first_breach:
+                out.first_breach = m
+            state = CASH_SWEEP
+        elif state == CASH_SWEEP and clean_run >= params.cure_epochs:
+            state = PERFORMING
+            out.cures += 1
+        # EpochSettlement._defaultDue, declared by the keeper right after the settlement.
+        if arrears > threshold or low_run >= params.default_dscr_epochs:
             out.first_default = m
-            out.claim = outstanding + unpaid
+            out.claim = outstanding + arrears
             value_at, insurance_at = value, insurance
-    out.bond_used = g(fleet.bond) - bond
-    out.reserve_used = g(fleet.reserve) - reserve
+    out.arrears = arrears
     tiers = dict.fromkeys(("operator_bond", "stakers", "insurance_reserve", "holders"), 0)
     if out.first_default:
         out.recovery = value_at * params.recovery_bps // BPS
-        loss = max(out.claim - out.recovery, 0)
-        stakers = min(loss, out.claim * g(fleet.staked_bps) // BPS)
-        from_insurance = min(loss - stakers, insurance_at)
+        # EpochSettlement._waterfall.
+        bond = min(g(fleet.bond) * params.pledge_bps // BPS, out.claim)
+        rest = out.claim - bond
+        stakers = min(rest, g(fleet.drawn) * g(fleet.staked_bps) // BPS)
+        from_reserve = min(rest - stakers, insurance_at)
         tiers = {
-            "operator_bond": out.bond_used,
+            "operator_bond": bond,
             "stakers": stakers,
-            "insurance_reserve": from_insurance,
-            "holders": loss - stakers - from_insurance,
+            "insurance_reserve": from_reserve,
+            "holders": rest - stakers - from_reserve,
         }
     out.waterfall = tiers
     return out

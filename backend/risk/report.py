@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from backend.risk import vector as V
-from backend.risk.engine import Projection, aggregate
+from backend.risk.aggregate import by_class
+from backend.risk.engine import Projection
 from backend.risk.scenarios import Scenario
 
 
@@ -40,8 +41,7 @@ def scenario_info(s: Scenario) -> dict[str, Any]:
     }
 
 
-def _aggregate_json(p: Projection, mask: Any = None) -> dict[str, Any]:
-    a = aggregate(p, mask)
+def _aggregate_json(a: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in a.items():
         if k in ("dscr_bps", "ltv_bps"):
@@ -71,45 +71,98 @@ def node_rows(p: Projection, include_paths: bool) -> list[dict[str, Any]]:
         "first_default_month": p.first_default.tolist(),
         "min_dscr_bps": np.where(serviced.any(axis=1), min_dscr, -1).tolist(),
         "max_ltv_bps": max_ltv.tolist(),
-        "bond_used": p.bond_used.tolist(),
-        "reserve_used": p.reserve_used.tolist(),
+        "sweep_months": p.sweep_periods.tolist(),
+        "cures": p.cures.tolist(),
+        "swept": p.swept.tolist(),
+        "arrears": p.arrears.tolist(),
         "claim_at_default": p.claim.tolist(),
         "recovery_at_default": p.recovery.tolist(),
         "total_loss": p.total_loss.tolist(),
     }
-    tiers = {k: v.tolist() for k, v in p.waterfall.items()}
+    # None for "never" / "no service" / "infinite", decided per column, not per row.
+    for k in ("first_breach_month", "first_dscr_breach_month", "first_default_month"):
+        cols[k] = [v or None for v in cols[k]]
+    cols["min_dscr_bps"] = [None if v == -1 else v for v in cols["min_dscr_bps"]]
     inf = int(V.INF)
-    rows = []
-    for i in range(len(f)):
-        row = {k: v[i] for k, v in cols.items()}
-        for k in ("first_breach_month", "first_dscr_breach_month", "first_default_month"):
-            row[k] = row[k] or None
-        row["min_dscr_bps"] = None if row["min_dscr_bps"] == -1 else row["min_dscr_bps"]
-        row["max_ltv_bps"] = None if row["max_ltv_bps"] == inf else row["max_ltv_bps"]
-        row["waterfall"] = {k: v[i] for k, v in tiers.items()}
-        if include_paths:
-            end = int(ends[i])
-            row["paths"] = {
-                "dscr_bps": _ratio(p.dscr[i, :end]),
-                "ltv_bps": _ratio(p.ltv[i, :end]),
-                "value": _ints(p.value[i, :end]),
-                "outstanding": _ints(p.outstanding[i, :end]),
-                "net_revenue": _ints(p.net[i, :end]),
-                "debt_service": _ints(p.due[i, :end]),
-                "utilization_bps": _ints(p.utilization[i, :end]),
-                "price_per_gpu_hour": _ints(p.price[i, :end]),
-            }
-        rows.append(row)
+    cols["max_ltv_bps"] = [None if v == inf else v for v in cols["max_ltv_bps"]]
+    w = p.waterfall
+    cols["waterfall"] = [
+        {"operator_bond": a, "stakers": b, "insurance_reserve": c, "holders": d}
+        for a, b, c, d in zip(
+            w["operator_bond"].tolist(),
+            w["stakers"].tolist(),
+            w["insurance_reserve"].tolist(),
+            w["holders"].tolist(),
+            strict=True,
+        )
+    ]
+    # A dict literal per row: twice as fast as dict(zip(...)) over 10,000 nodes x 8 runs.
+    rows = [
+        {
+            "node_id": v0,
+            "class_name": v1,
+            "operator": v2,
+            "has_pool": v3,
+            "first_breach_month": v4,
+            "first_dscr_breach_month": v5,
+            "first_default_month": v6,
+            "min_dscr_bps": v7,
+            "max_ltv_bps": v8,
+            "sweep_months": v9,
+            "cures": v10,
+            "swept": v11,
+            "arrears": v12,
+            "claim_at_default": v13,
+            "recovery_at_default": v14,
+            "total_loss": v15,
+            "waterfall": v16,
+        }
+        for v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16 in zip(
+            cols["node_id"],
+            cols["class_name"],
+            cols["operator"],
+            cols["has_pool"],
+            cols["first_breach_month"],
+            cols["first_dscr_breach_month"],
+            cols["first_default_month"],
+            cols["min_dscr_bps"],
+            cols["max_ltv_bps"],
+            cols["sweep_months"],
+            cols["cures"],
+            cols["swept"],
+            cols["arrears"],
+            cols["claim_at_default"],
+            cols["recovery_at_default"],
+            cols["total_loss"],
+            cols["waterfall"],
+            strict=True,
+        )
+    ]
+    if not include_paths:
+        return rows
+    for i, row in enumerate(rows):
+        end = int(ends[i])
+        row["paths"] = {
+            "dscr_bps": _ratio(p.dscr[i, :end]),
+            "ltv_bps": _ratio(p.ltv[i, :end]),
+            "value": _ints(p.value[i, :end]),
+            "outstanding": _ints(p.outstanding[i, :end]),
+            "net_revenue": _ints(p.net[i, :end]),
+            "debt_service": _ints(p.due[i, :end]),
+            "utilization_bps": _ints(p.utilization[i, :end]),
+            "price_per_gpu_hour": _ints(p.price[i, :end]),
+            "operator_margin": _ints(p.operator_margin[i, :end]),
+        }
     return rows
 
 
 def projection_json(p: Projection, include_nodes: bool = True, include_paths: bool = False) -> dict:
     """Platform and per-class aggregates, and (optionally) every node's outcome/paths."""
-    classes = sorted({str(c) for c in p.fleet.class_name})
+    platform, classes = by_class(p)
     out: dict[str, Any] = {
         "scenario": scenario_info(p.scenario),
-        "platform": _aggregate_json(p),
-        "by_class": {c: _aggregate_json(p, p.fleet.class_name == c) for c in classes},
+        "platform": _aggregate_json(platform),
+        "by_class": {c: _aggregate_json(a) for c, a in classes.items()},
     }
     if include_nodes:
         out["nodes"] = node_rows(p, include_paths)

@@ -20,8 +20,10 @@ def run_scenarios(
     """Every scenario's projection, summarised (raises FleetError/ScenarioError/
     EngineRangeError, all ValueErrors with a reason, on input the engine cannot take)."""
     check_classes(fleet, scenarios)
+    shared: dict[object, Any] = {}  # scenario-independent parts, computed once
     return [
-        projection_json(project(fleet, s, params), include_nodes, include_paths) for s in scenarios
+        projection_json(project(fleet, s, params, shared), include_nodes, include_paths)
+        for s in scenarios
     ]
 
 

@@ -50,8 +50,9 @@ class Scenario:
     compounding monthly: index(m) = round(1e6 x (1 - d)^(m/12)) ppm. ``price_index_ppm``
     replaces that path for the classes it names (one value per month from month 1).
     ``economic_life_months`` overrides every class's life (collateral value path);
-    ``tenor_months`` re-terms every pool's debt (same draw and draw epoch, a new instalment
-    count in RevenuePool's formula); a pool already repaid under its own tenor stays repaid.
+    ``tenor_months`` re-terms every pool's debt: the principal outstanding when the
+    projection starts becomes a new loan of that many instalments (RevenuePool's formula,
+    drawn today); what was repaid stays repaid, and so does a pool already repaid.
     """
 
     name: str
@@ -128,20 +129,23 @@ NAMED: dict[str, Scenario] = {
         Scenario("life_60", "GPUs have a 60-month economic life.", economic_life_months=60),
         Scenario(
             "slow_productivity",
-            "Demand reaches its scale only over 15 years while financing runs on 10-year "
-            "tenors: each node's utilization starts at 40% of its attested level and ramps "
-            "linearly to 100% at month 180; rental prices fall 20% a year (hardware keeps "
-            "getting cheaper); every pool is re-termed to 120 monthly instalments.",
+            "AI productivity arrives, but over 15 years while financing runs on 10-year "
+            "tenors (seed 003's first stress test): each node's utilization starts at its "
+            "attested level today and ramps linearly to 1.5x that (capped at 100%) by "
+            "month 180; rental prices fall 20% a year (hardware keeps getting cheaper); "
+            "every pool is re-termed: the principal still outstanding is spread over 120 "
+            "new monthly instalments (what was repaid stays repaid). Re-terming buys time.",
             annual_price_decline_bps=2_000,
-            utilization=UtilizationPath(4_000, BPS, 180),
+            utilization=UtilizationPath(BPS, 15_000, 180),
             tenor_months=120,
         ),
         Scenario(
             "refuted_productivity",
-            "The productivity thesis fails: demand stalls at today's level while new supply "
-            "keeps arriving, so each node's utilization falls linearly to half its attested "
-            "level over 24 months and stays there, and rental prices fall 40% a year for "
-            "the whole horizon (no floor).",
+            "The productivity thesis fails (seed 003's second stress test): demand stalls "
+            "at today's level while new supply keeps arriving, so each node's utilization "
+            "falls linearly to half its attested level over 24 months and stays there, and "
+            "rental prices fall 40% a year for the whole horizon (no floor). No re-term: "
+            "there is nothing to buy time for.",
             annual_price_decline_bps=4_000,
             utilization=UtilizationPath(BPS, 5_000, 24),
         ),

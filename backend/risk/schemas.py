@@ -18,16 +18,21 @@ from pydantic import (
     model_validator,
 )
 
+from backend.risk import terms as T
 from backend.risk.engine import Params
 from backend.risk.fleet import (
     DEFAULT_CLASSES,
     MAX_AMOUNT,
+    MAX_ENERGY_WH,
     MAX_GPUS,
+    MAX_KWH_PRICE,
     MAX_LIFE_MONTHS,
     MAX_PRICE,
+    MAX_PUE_BPS,
     MAX_TENOR_MONTHS,
     MAX_TIME,
     Debt,
+    EnergyCosts,
     FleetError,
     NodeInput,
 )
@@ -97,16 +102,17 @@ class DebtIn(_Strict):
 
 
 class NodeOverride(_Strict):
-    """What the index does not hold for a node: its pool's debt, reserves, history."""
+    """What the index does not hold for a node: its pool's debt, reserves, history, power."""
 
     node_id: NodeId
     debt: DebtIn | None = None
-    reserve: Amount = 0
     insurance: Amount = 0
     trailing_revenue: Amount | None = None
     utilization_bps: Bps | None = None
     price_per_gpu_hour: UsdPrice | None = None
-    opex_per_gpu_month: Amount | None = None
+    energy_wh_per_gpu_hour: int | None = Field(None, ge=0, le=MAX_ENERGY_WH)
+    electricity_price_per_kwh: UsdPrice | None = Field(None, le=MAX_KWH_PRICE)
+    pue_bps: int | None = Field(None, ge=10_000, le=MAX_PUE_BPS)
 
 
 class NodeIn(NodeOverride):
@@ -139,14 +145,25 @@ class NodeIn(NodeOverride):
             residual_value_bps=residual if residual is not None else cls.residual_value_bps,  # type: ignore[union-attr]
             debt=self.debt.to_debt() if self.debt else None,
             bond=self.bond,
-            reserve=self.reserve,
             insurance=self.insurance,
             trailing_revenue=self.trailing_revenue,
             utilization_bps=self.utilization_bps,
             price_per_gpu_hour=self.price_per_gpu_hour,
-            opex_per_gpu_month=self.opex_per_gpu_month,
+            energy_wh_per_gpu_hour=self.energy_wh_per_gpu_hour,
+            electricity_price_per_kwh=self.electricity_price_per_kwh,
+            pue_bps=self.pue_bps,
             operator=self.operator,
         )
+
+
+class OperatorCostsIn(_Strict):
+    """An operator's declared power terms; its nodes' own fields win over these."""
+
+    electricity_price_per_kwh: UsdPrice | None = Field(None, le=MAX_KWH_PRICE)
+    pue_bps: int | None = Field(None, ge=10_000, le=MAX_PUE_BPS)
+
+    def to_costs(self) -> EnergyCosts:
+        return EnergyCosts(self.electricity_price_per_kwh, self.pue_bps)
 
 
 class UtilizationIn(_Strict):
@@ -206,11 +223,24 @@ class ScenarioRunRequest(_Strict):
         None, ge=0, le=MAX_TIME, description="unix seconds; default: now, floored to the hour"
     )
     horizon_months: int = Field(60, ge=1, le=MAX_HORIZON_MONTHS)
-    covenant_dscr_bps: int = Field(12_500, ge=0, le=1_000_000)
-    max_ltv_bps: int = Field(8_000, ge=0, le=1_000_000)
-    dscr_window_months: int = Field(3, ge=1, le=24)
-    fee_bps: Bps = 1_000
-    insurance_bps: Bps = 200
+    # Defaults: the deployed protocol's terms (backend/risk/terms.py).
+    covenant_dscr_bps: int = Field(T.COVENANT_DSCR_BPS, ge=0, le=1_000_000)
+    max_ltv_bps: int = Field(T.MAX_LTV_BPS, ge=0, le=1_000_000)
+    dscr_window_months: int = Field(T.DSCR_WINDOW_EPOCHS, ge=1, le=720)
+    protocol_fee_bps: Bps = T.PROTOCOL_FEE_BPS
+    reserve_bps: Bps = T.RESERVE_BPS
+    operator_bps: Bps = T.OPERATOR_BPS
+    pledge_bps: Bps = T.PLEDGE_BPS
+    default_arrears_bps: Bps = T.DEFAULT_ARREARS_BPS
+    default_dscr_bps: int = Field(T.DEFAULT_DSCR_BPS, ge=0, le=1_000_000)
+    default_dscr_epochs: int = Field(T.DEFAULT_DSCR_EPOCHS, ge=1, le=720)
+    cure_epochs: int = Field(T.CURE_EPOCHS, ge=1, le=720)
+    curve: Literal["straight_line", "declining_balance"] = "straight_line"
+    electricity_price_per_kwh: UsdPrice = Field(T.ELECTRICITY_PRICE_PER_KWH, le=MAX_KWH_PRICE)
+    pue_bps: int = Field(T.PUE_BPS, ge=10_000, le=MAX_PUE_BPS)
+    operator_costs: dict[Annotated[str, Field(max_length=64)], OperatorCostsIn] = Field(
+        default_factory=dict, max_length=1_000
+    )
     recovery_bps: Bps = 6_000
     include_nodes: bool = True
     include_node_paths: bool = False
@@ -232,8 +262,11 @@ class ScenarioRunRequest(_Strict):
         names = [*(self.scenarios or []), *(c.name for c in self.custom)]
         if len(set(names)) != len(names):
             raise ValueError("scenario names must be unique (custom ones may not reuse a named)")
-        if self.insurance_bps > self.fee_bps:
-            raise ValueError("insurance_bps is part of fee_bps and cannot exceed it")
+        split = self.protocol_fee_bps + self.reserve_bps + self.operator_bps
+        if split > 10_000:
+            raise ValueError(
+                f"protocol_fee_bps + reserve_bps + operator_bps = {split} exceeds 10000"
+            )
         if self.scope is None:
             self.check_size(len(self.node_ids or self.nodes or []))
         return self
@@ -266,10 +299,22 @@ class ScenarioRunRequest(_Strict):
             covenant_dscr_bps=self.covenant_dscr_bps,
             max_ltv_bps=self.max_ltv_bps,
             dscr_window_months=self.dscr_window_months,
-            fee_bps=self.fee_bps,
-            insurance_bps=self.insurance_bps,
+            protocol_fee_bps=self.protocol_fee_bps,
+            reserve_bps=self.reserve_bps,
+            operator_bps=self.operator_bps,
+            pledge_bps=self.pledge_bps,
+            default_arrears_bps=self.default_arrears_bps,
+            default_dscr_bps=self.default_dscr_bps,
+            default_dscr_epochs=self.default_dscr_epochs,
+            cure_epochs=self.cure_epochs,
+            curve=self.curve,
+            electricity_price_per_kwh=self.electricity_price_per_kwh,
+            pue_bps=self.pue_bps,
             recovery_bps=self.recovery_bps,
         )
+
+    def energy_costs(self) -> dict[str, EnergyCosts]:
+        return {name: c.to_costs() for name, c in self.operator_costs.items()}
 
 
 # -- responses ------------------------------------------------------------------------
@@ -317,6 +362,8 @@ class AggregatePublic(BaseModel):
     nodes_breaching: int
     nodes_breaching_dscr: int
     nodes_defaulting: int
+    nodes_cured: int
+    operator_margin: list[int]
     waterfall: WaterfallPublic
     total_loss: int
 
@@ -330,6 +377,7 @@ class NodePathsPublic(BaseModel):
     debt_service: list[int]
     utilization_bps: list[int]
     price_per_gpu_hour: list[int]
+    operator_margin: list[int]
 
 
 class NodeOutcomePublic(BaseModel):
@@ -342,8 +390,10 @@ class NodeOutcomePublic(BaseModel):
     first_default_month: int | None
     min_dscr_bps: int | None
     max_ltv_bps: int | None
-    bond_used: int
-    reserve_used: int
+    sweep_months: int
+    cures: int
+    swept: int
+    arrears: int
     claim_at_default: int
     recovery_at_default: int
     waterfall: WaterfallPublic

@@ -34,22 +34,34 @@ def _i64(x: object) -> I64:
     return np.asarray(x, dtype=np.int64)
 
 
+def _shaped(x: I64, shape: tuple[int, ...]) -> I64:
+    """``x`` as a writable array of ``shape`` (a copy only if it must be broadcast)."""
+    return x if x.shape == shape else np.broadcast_to(x, shape).copy()
+
+
 def mul_div(a: object, b: object, c: object, what: str = "value", saturate: bool = False) -> I64:
     """Exact ``floor(a * b / c)`` for non-negative int64 arrays (broadcast), ``c > 0``.
 
     ``saturate``: a result beyond int64 becomes ``INF - 1`` instead of raising (ratios only:
     an LTV or DSCR above 9.2e14x is reported as that, every covenant reads it the same).
     """
-    a_, b_, c_ = np.broadcast_arrays(_i64(a), _i64(b), _i64(c))
-    if a_.size == 0:
-        return np.zeros(a_.shape, dtype=np.int64)
-    if float(a_.max()) * float(b_.max()) < _SAFE:  # the common case: the product fits
-        return (a_ * b_) // c_
-    q, r = np.divmod(a_, c_)
-    bf = b_.astype(np.float64)
-    big = (q.astype(np.float64) * bf >= _SAFE) | (r.astype(np.float64) * bf >= _SAFE)
+    a0, b0, c0 = _i64(a), _i64(b), _i64(c)
+    shape = np.broadcast_shapes(a0.shape, b0.shape, c0.shape)
+    if 0 in shape:
+        return np.zeros(shape, dtype=np.int64)
+    b_max = float(b0.max())
+    if float(a0.max()) * b_max < _SAFE:  # the common case: the product fits
+        return _shaped((a0 * b0) // c0, shape)
+    # Split on a's own shape (often one value per node, not per node-month): cheap.
+    q, r = np.divmod(a0, c0)
     with np.errstate(over="ignore"):
-        out = q * b_ + (r * b_) // c_
+        out = _shaped(q * b0 + (r * b0) // c0, shape)
+    if float(q.max()) * b_max < _SAFE and float(r.max()) * b_max < _SAFE:
+        return out  # no term overflowed anywhere
+    a_, b_, c_ = np.broadcast_arrays(a0, b0, c0)
+    qb, rb = np.broadcast_to(q, shape), np.broadcast_to(r, shape)
+    bf = b_.astype(np.float64)
+    big = (qb.astype(np.float64) * bf >= _SAFE) | (rb.astype(np.float64) * bf >= _SAFE)
     if big.any():
         exact = (a_[big].astype(object) * b_[big].astype(object)) // c_[big].astype(object)
         if saturate:
@@ -62,7 +74,10 @@ def mul_div(a: object, b: object, c: object, what: str = "value", saturate: bool
 
 def exact_sum(x: I64, axis: int, what: str = "sum") -> I64:
     """Sum that refuses to wrap (the float sum bounds the int sum from above)."""
-    if np.abs(x.astype(np.float64)).sum(axis=axis).max(initial=0.0) >= _SAFE:
+    if x.size == 0:
+        return x.sum(axis=axis, dtype=np.int64)
+    bound = max(abs(float(x.max())), abs(float(x.min()))) * x.shape[axis]
+    if bound >= _SAFE and np.abs(x.astype(np.float64)).sum(axis=axis).max() >= _SAFE:
         raise EngineRangeError(f"{what} exceeds the engine's exact range (int64)")
     return x.sum(axis=axis, dtype=np.int64)
 
@@ -114,23 +129,18 @@ def debt_service_due(
     draw_epoch: object,
     epoch: object,
 ) -> tuple[I64, I64]:
-    drawn, tenor, rate, length, d0, e = np.broadcast_arrays(
-        _i64(drawn_assets),
-        _i64(tenor_epochs),
-        _i64(rate_bps),
-        _i64(epoch_length_seconds),
-        _i64(draw_epoch),
-        _i64(epoch),
-    )
+    drawn, tenor, d0 = _i64(drawn_assets), _i64(tenor_epochs), _i64(draw_epoch)
+    e = _i64(epoch)
+    # Reduce rate*length / (BPS*YEAR) first: floor(a*p/q) == floor(a*(p/g)/(q/g)) exactly.
+    # On the unbroadcast terms (one per node, not per node-epoch): gcd is not cheap.
+    p = _i64(rate_bps) * _i64(epoch_length_seconds)
+    q = np.int64(BPS * YEAR_SECONDS)
+    g = np.maximum(np.gcd(p, q), 1)
     active = (drawn > 0) & (e > d0) & (e <= d0 + tenor)
     n = np.where(active, e - d0, 1)
     per_epoch = drawn // tenor
     before = drawn - per_epoch * (n - 1)
     principal = np.where(n == tenor, before, per_epoch)
-    # Reduce rate*length / (BPS*YEAR) first: floor(a*p/q) == floor(a*(p/g)/(q/g)) exactly.
-    p = rate * length
-    q = np.int64(BPS * YEAR_SECONDS)
-    g = np.maximum(np.gcd(p, q), 1)
     interest = mul_div(before, p // g, q // g, "interest")
     return np.where(active, principal, 0), np.where(active, interest, 0)
 
@@ -145,3 +155,39 @@ def debt_outstanding(
     out = drawn - (drawn // tenor) * np.maximum(n, 0)
     out = np.where(n >= tenor, 0, out)
     return np.where(n <= 0, drawn, out).astype(np.int64)
+
+
+def declining_balance_value(
+    acquisition_cost: I64,
+    residual_value_bps: I64,
+    economic_life_months: I64,
+    acquired_at: I64,
+    t: I64,
+) -> I64:
+    """RiskModel.decliningBalanceValue for nodes (1-d) x times (1-d, non-decreasing).
+
+    The chain steps v ← v x (L - 2) // L once per whole month of age; floors compound, so
+    there is no closed form. Each node's value is stepped forward as the times advance: as
+    many numpy steps as the oldest node's age in months (<= its life), then about one per
+    time. Values stay below cost x L (<= 1e15 x 1200), inside int64.
+    """
+    cost, life = _i64(acquisition_cost), _i64(economic_life_months)
+    residual = mul_div(cost, residual_value_bps, BPS, "residual value")
+    keep = np.maximum(life - 2, 0)
+    life_s = life * MONTH_SECONDS
+    acq = _i64(acquired_at)
+    v = cost.copy()
+    stepped = np.zeros_like(cost)  # months of age v has been stepped through
+    out = np.empty((cost.shape[0], len(t)), dtype=np.int64)
+    for j, tj in enumerate(_i64(t)):
+        age = np.maximum(tj - acq, 0)
+        target = np.minimum(age // MONTH_SECONDS, life)
+        while True:
+            step = (stepped < target) & (v > residual)
+            if not step.any():
+                break
+            v = np.where(step, v * keep // np.maximum(life, 1), v)
+            stepped += step
+        stepped = np.maximum(stepped, target)  # nodes already at the residual stop stepping
+        out[:, j] = np.where((life == 0) | (age >= life_s), residual, np.maximum(v, residual))
+    return out

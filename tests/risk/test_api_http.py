@@ -7,7 +7,7 @@ from __future__ import annotations
 from brownie import chain
 
 from backend.risk.engine import Params
-from backend.risk.fleet import DEFAULT_CLASSES, Debt, Fleet, NodeInput
+from backend.risk.fleet import DEFAULT_CLASSES, Debt, EnergyCosts, Fleet, NodeInput
 from backend.risk.run import run_scenarios
 from backend.risk.scenarios import NAMED
 from backend.risk.schemas import ScenarioRunPublic
@@ -109,10 +109,11 @@ def test_indexed_node_projected_as_the_engine_does(stack: Stack, admin, operator
     assert served == expected
     base, deflation = (r["nodes"][0] for r in served["results"][:2])
     assert len(base["paths"]["dscr_bps"]) == 48 or base["first_default_month"]
-    # prices falling 40% a year break this pool's DSCR covenant, and the bond goes first
+    # prices falling 40% a year break this pool's DSCR covenant, and the pledged half of
+    # the bond goes first
     assert deflation["first_dscr_breach_month"] is not None
     assert deflation["first_default_month"] is not None
-    assert deflation["waterfall"]["operator_bond"] == 9_000 * USD
+    assert deflation["waterfall"]["operator_bond"] == 4_500 * USD
     assert sum(deflation["waterfall"].values()) == deflation["total_loss"]
 
 
@@ -148,6 +149,58 @@ def test_inline_fleet_with_a_custom_scenario(stack: Stack) -> None:
     assert result["by_class"]["A100-SXM-80GB"]["total_loss"] == result["platform"]["total_loss"]
 
 
+def test_energy_terms_per_operator_and_node(stack: Stack) -> None:
+    """An operator's declared power price (USD string) and a node's own PUE reach the
+    engine: the served operator margins are the engine's with the same terms."""
+    nodes = [
+        {
+            "node_id": i,
+            "class_name": H100,
+            "gpu_count": 8,
+            "acquisition_cost": 240_000 * USD,
+            "acquired_at": START,
+            "operator": "op-a",
+            "utilization_bps": 8_000,
+            **extra,
+        }
+        for i, extra in ((1, {}), (2, {"pue_bps": 15_000}))
+    ]
+    body = {
+        "nodes": nodes,
+        "operator_costs": {"op-a": {"electricity_price_per_kwh": "0.25"}},
+        "scenarios": ["base"],
+        "start_time": START,
+        "horizon_months": 3,
+        "include_node_paths": True,
+    }
+    resp = stack.post("/api/v1/risk/scenarios", json=body)
+    assert resp.status_code == 200, resp.text
+    served = [n["paths"]["operator_margin"] for n in resp.json()["results"][0]["nodes"]]
+    fleet = Fleet.from_nodes(
+        [
+            NodeInput(
+                node_id=i,
+                class_name=H100,
+                gpu_count=8,
+                acquisition_cost=240_000 * USD,
+                acquired_at=START,
+                economic_life_months=DEFAULT_CLASSES[H100].economic_life_months,
+                residual_value_bps=DEFAULT_CLASSES[H100].residual_value_bps,
+                operator="op-a",
+                utilization_bps=8_000,
+                pue_bps=pue,
+            )
+            for i, pue in ((1, None), (2, 15_000))
+        ],
+        {"op-a": EnergyCosts(electricity_price_per_kwh=250_000)},
+    )
+    local = run_scenarios(
+        fleet, [NAMED["base"]], Params(start_time=START, horizon_months=3), include_paths=True
+    )
+    assert served == [n["paths"]["operator_margin"] for n in local[0]["nodes"]]
+    assert served[0][0] > served[1][0]  # the worse PUE pays more for the same hours
+
+
 def test_bad_requests_are_422_with_a_reason(stack: Stack) -> None:
     node = {
         "node_id": 1,
@@ -171,7 +224,18 @@ def test_bad_requests_are_422_with_a_reason(stack: Stack) -> None:
             "ScenarioInputInvalid",
             "has 1 months",
         ),
-        ({"nodes": [node], "fee_bps": 100, "insurance_bps": 200}, "ValidationFailed", "fee_bps"),
+        (
+            {"nodes": [node], "protocol_fee_bps": 2_000, "operator_bps": 8_000},
+            "ValidationFailed",
+            "protocol_fee_bps + reserve_bps + operator_bps = 10300 exceeds 10000",
+        ),
+        (
+            {"nodes": [node], "operator_costs": {"op": {"electricity_price_per_kwh": 0.1}}},
+            "ValidationFailed",
+            "got the bare number 0.1",
+        ),
+        ({"nodes": [dict(node, pue_bps=9_000)]}, "ValidationFailed", "nodes.0.pue_bps"),
+        ({"nodes": [node], "curve": "sum_of_years"}, "ValidationFailed", "curve"),
         # A price is a decimal string in USD: a bare number (2.0 read as 2 micro-USD) is refused.
         (
             {"nodes": [dict(node, price_per_gpu_hour=2.0)]},

@@ -11,11 +11,13 @@ import pytest
 
 from backend.risk import formulas as F
 from backend.risk import vector as V
-from backend.risk.engine import WATERFALL_TIERS, Params, aggregate, project
+from backend.risk.aggregate import aggregate, by_class
+from backend.risk.engine import WATERFALL_TIERS, Params, project
 from backend.risk.fleet import (
     DEFAULT_CLASSES,
     MAX_AMOUNT,
     Debt,
+    EnergyCosts,
     Fleet,
     FleetError,
     NodeInput,
@@ -46,14 +48,15 @@ def node(node_id: int = 1, **kw: object) -> NodeInput:
 
 def _edge_nodes() -> list[NodeInput]:
     """Boundaries the engine must get right: no debt, dust debt, 100% rate, zero price
-    and utilization, a bond bigger than the debt, a reserve, a schedule already over,
-    GPUs bought after the start, a one-month life, the largest amounts allowed."""
+    and utilization, a bond bigger than the debt, a schedule already over, GPUs bought
+    after the start, a one-month life, the largest amounts allowed, power dearer than the
+    rent (never rented) and free power."""
     return [
         node(101),
         node(102, debt=Debt(3, 12, 0, 0, 10_000)),
         node(103, debt=Debt(200_000 * USD, 12, 10_000, 0, 0), bond=1),
         node(104, price_per_gpu_hour=0, debt=Debt(100_000 * USD, 36, 900, 5, 5_000)),
-        node(105, utilization_bps=0, debt=Debt(10 * USD, 2, 500, 0, 3_000), reserve=7),
+        node(105, utilization_bps=0, debt=Debt(10 * USD, 2, 500, 0, 3_000), insurance=7),
         node(106, debt=Debt(150_000 * USD, 24, 1_200, 0, 5_000), bond=10**9 * USD // 1000),
         node(107, debt=Debt(150_000 * USD, 24, 1_200, 30, 5_000)),
         node(108, acquired_at=T0 + 7 * MONTH + 11, debt=Debt(100_000 * USD, 36, 1_000, 0, 1)),
@@ -66,8 +69,10 @@ def _edge_nodes() -> list[NodeInput]:
             utilization_bps=10_000,
             debt=Debt(MAX_AMOUNT, 1_200, 10_000, 0, 10_000),
             bond=MAX_AMOUNT,
-            reserve=MAX_AMOUNT,
             insurance=MAX_AMOUNT,
+            energy_wh_per_gpu_hour=10_000,
+            electricity_price_per_kwh=10 * USD,
+            pue_bps=30_000,
         ),
         node(
             111,
@@ -76,6 +81,13 @@ def _edge_nodes() -> list[NodeInput]:
             insurance=USD,
             debt=Debt(180_000 * USD, 36, 1_100, 3, 7_000),
             bond=12_000 * USD,
+        ),
+        node(112, electricity_price_per_kwh=5 * USD, debt=Debt(90_000 * USD, 24, 900, 0, 5_000)),
+        node(
+            113,
+            energy_wh_per_gpu_hour=0,
+            debt=Debt(90_000 * USD, 24, 900, 0, 5_000),
+            pue_bps=10_000,
         ),
     ]
 
@@ -106,8 +118,9 @@ def _random_nodes(seed: int, count: int) -> list[NodeInput]:
                 residual_value_bps=rng.randrange(0, 10_001),
                 debt=debt,
                 bond=rng.choice([0, rng.randrange(0, 10**11)]),
-                reserve=rng.choice([0, 0, rng.randrange(0, 10**10)]),
                 insurance=rng.choice([0, rng.randrange(0, 10**9)]),
+                electricity_price_per_kwh=rng.choice([None, rng.randrange(0, 2 * USD)]),
+                pue_bps=rng.choice([None, rng.randrange(10_000, 20_000)]),
                 utilization_bps=rng.randrange(0, 10_001),
                 price_per_gpu_hour=rng.choice([None, rng.randrange(0, 5 * USD)]),
             )
@@ -131,10 +144,31 @@ def _ints(xs: object) -> list[int]:
     return [F.INFINITE if v == V.INF else int(v) for v in np.asarray(xs)]
 
 
+RUNS = [
+    Params(start_time=T0, horizon_months=40, dscr_window_months=4, recovery_bps=5_500),
+    # The chain's declining-balance curve, minute-long periods (the anvil test's), other
+    # loan terms and a dearer default power.
+    Params(
+        start_time=T0,
+        horizon_months=40,
+        period_seconds=60,
+        curve="declining_balance",
+        cure_epochs=1,
+        default_dscr_epochs=2,
+        default_arrears_bps=200,
+        pledge_bps=10_000,
+        electricity_price_per_kwh=300_000,
+    ),
+]
+
+
+@pytest.mark.parametrize("params", RUNS, ids=["monthly", "minutes-declining"])
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
-def test_engine_equals_scalar_reference(scenario: Scenario) -> None:
-    fleet = Fleet.from_nodes(_edge_nodes() + _random_nodes(seed=len(scenario.name), count=40))
-    params = Params(start_time=T0, horizon_months=40, dscr_window_months=4, recovery_bps=5_500)
+def test_engine_equals_scalar_reference(scenario: Scenario, params: Params) -> None:
+    fleet = Fleet.from_nodes(
+        _edge_nodes() + _random_nodes(seed=len(scenario.name), count=40),
+        {"": EnergyCosts(electricity_price_per_kwh=150_000)},  # the random nodes' operator
+    )
     p = project(fleet, scenario, params)
     for i in range(len(fleet)):
         ref = project_node(fleet, i, scenario, params)
@@ -152,14 +186,20 @@ def test_engine_equals_scalar_reference(scenario: Scenario) -> None:
             ref.first_default,
         ), where
         assert (int(p.claim[i]), int(p.recovery[i])) == (ref.claim, ref.recovery), where
-        assert (int(p.bond_used[i]), int(p.reserve_used[i])) == (
-            ref.bond_used,
-            ref.reserve_used,
-        ), where
+        assert _ints(p.utilization[i]) == ref.utilization, where
+        assert _ints(p.operator_margin[i]) == ref.operator_margin, where
+        assert (
+            int(p.sweep_periods[i]),
+            int(p.cures[i]),
+            int(p.swept[i]),
+            int(p.arrears[i]),
+        ) == (ref.sweep_periods, ref.cures, ref.swept, ref.arrears), where
         assert {k: int(v[i]) for k, v in p.waterfall.items()} == ref.waterfall, where
     # the random fleet does exercise the interesting branches
-    assert (p.first_default > 0).any() or scenario.name in ("base", "life_60", "life_36")
-    assert (p.first_breach > 0).any()
+    assert (p.first_default > 0).any()
+    assert (p.first_breach > 0).any() and (p.waterfall["holders"] > 0).any()
+    if params.period_seconds == MONTH:  # minute-long periods earn too little to sweep
+        assert (p.swept > 0).any() and (p.utilization == 0).any()
 
 
 def test_named_scenarios_are_defined_as_documented() -> None:
@@ -182,12 +222,14 @@ def test_named_scenarios_are_defined_as_documented() -> None:
         assert NAMED[f"life_{life}"].economic_life_months == life
     slow = NAMED["slow_productivity"]
     ramp = slow.utilization.multipliers(200)
+    # From today's attested level (no cliff in month 1), up by half over 15 years.
     assert (int(ramp[0]), int(ramp[89]), int(ramp[179]), int(ramp[199])) == (
-        4_033,
-        7_000,
-        10_000,
-        10_000,
+        10_027,
+        12_500,
+        15_000,
+        15_000,
     )
+    assert np.all(np.diff(ramp) >= 0)
     assert slow.tenor_months == 120 and slow.annual_price_decline_bps == 2_000
     refuted = NAMED["refuted_productivity"].utilization.multipliers(60)
     assert (int(refuted[0]), int(refuted[11]), int(refuted[23]), int(refuted[59])) == (
@@ -198,6 +240,30 @@ def test_named_scenarios_are_defined_as_documented() -> None:
     )
     assert NAMED["refuted_productivity"].annual_price_decline_bps == 4_000
     assert NAMED["refuted_productivity"].tenor_months is None
+
+
+def test_seed_003_framing_re_terming_buys_time_and_refuted_defaults() -> None:
+    """Seed 003's two stress tests on one seeded fleet: when productivity comes slowly,
+    re-terming the debt to 10 years buys time (fewer defaults, later, smaller losses than
+    the same world on the original tenors); when it is refuted, most pools default and
+    lose more than in the slow case."""
+    fleet = synthetic_fleet(1_000, seed=3, start_time=T0)
+    params = Params(start_time=T0)
+    slow = NAMED["slow_productivity"]
+    runs = {
+        "slow": aggregate(project(fleet, slow, params)),
+        "slow_no_reterm": aggregate(
+            project(fleet, dataclasses.replace(slow, tenor_months=None), params)
+        ),
+        "refuted": aggregate(project(fleet, NAMED["refuted_productivity"], params)),
+    }
+    pools = int((fleet.drawn > 0).sum())
+    s, n, r = runs["slow"], runs["slow_no_reterm"], runs["refuted"]
+    assert s["nodes_defaulting"] < n["nodes_defaulting"]
+    assert s["first_default_month"] > n["first_default_month"]
+    assert s["total_loss"] < n["total_loss"]
+    assert r["nodes_defaulting"] > pools // 2
+    assert r["nodes_defaulting"] > s["nodes_defaulting"] and r["total_loss"] > s["total_loss"]
 
 
 def test_stress_orders_outcomes_on_one_fleet() -> None:
@@ -215,33 +281,48 @@ def test_stress_orders_outcomes_on_one_fleet() -> None:
 
 
 def test_default_and_waterfall_in_order_and_to_the_unit() -> None:
-    """One node, by hand: no revenue, so month 1's service is short from the start."""
+    """One node, by hand, under the deployed terms: no revenue, so every month's service
+    goes into arrears; the loan is swept from month 1 and defaults once arrears pass 10% of
+    the drawn principal (month 2: 20k > 12k), claim = principal left + arrears."""
     drawn, tenor = 120_000 * USD, 12
     n = node(
         price_per_gpu_hour=0,
         debt=Debt(drawn, tenor, 0, 0, 2_500),
-        bond=4_000 * USD,
-        reserve=3_000 * USD,
+        bond=8_000 * USD,  # 4,000 pledged
         insurance=5_000 * USD,
     )
     params = Params(start_time=T0, horizon_months=12, recovery_bps=1_000)
     p = project(Fleet.from_nodes([n]), NAMED["base"], params)
-    # month 1: 10k due, 3k reserve + 4k bond pay 7k, 3k unpaid -> default in month 1
-    assert int(p.first_default[0]) == 1 and int(p.first_breach[0]) == 1
-    assert (int(p.reserve_used[0]), int(p.bond_used[0])) == (3_000 * USD, 4_000 * USD)
-    claim = drawn - 10_000 * USD + 3_000 * USD
-    assert int(p.claim[0]) == claim
-    value = F.depreciated_value(240_000 * USD, 1_000, 48, T0, T0 + MONTH)
-    assert int(p.recovery[0]) == value // 10
-    loss = claim - value // 10
+    assert (int(p.first_breach[0]), int(p.first_default[0])) == (1, 2)
+    assert int(p.sweep_periods[0]) == 1  # month 2 was settled under the sweep
+    claim = (drawn - 20_000 * USD) + 20_000 * USD
+    assert int(p.claim[0]) == claim == int(p.total_loss[0])
+    value = F.depreciated_value(240_000 * USD, 1_000, 48, T0, T0 + 2 * MONTH)
+    assert int(p.recovery[0]) == value // 10  # an estimate only: not in the waterfall
     tiers = {k: int(v[0]) for k, v in p.waterfall.items()}
     assert list(tiers) == list(WATERFALL_TIERS)
-    assert tiers["operator_bond"] == 4_000 * USD  # first, and wholly
-    assert tiers["stakers"] == claim // 4  # 25% staked: their share of the claim, next
-    assert tiers["insurance_reserve"] == 5_000 * USD  # then the whole reserve
-    assert tiers["holders"] == loss - claim // 4 - 5_000 * USD  # the rest
-    assert sum(tiers.values()) == int(p.total_loss[0]) == 4_000 * USD + loss
-    assert p.active[0].tolist() == [True] + [False] * 11  # the path stops at default
+    assert tiers == {
+        "operator_bond": 4_000 * USD,  # the pledged half of the bond, first
+        "stakers": 30_000 * USD,  # then the staked 25% of the raise
+        "insurance_reserve": 5_000 * USD,  # then the reserve (no gross paid into it)
+        "holders": claim - 39_000 * USD,  # the rest
+    }
+    assert p.active[0].tolist() == [True, True] + [False] * 10  # the path stops at default
+
+
+def test_low_dscr_run_defaults_and_a_cure_ends_the_sweep() -> None:
+    """DSCR under 1.00x for six settlements in a row defaults even with small arrears; a
+    loan whose covenant clears for three settlements is back to performing."""
+    weak = node(1, debt=Debt(100_000 * USD, 60, 0, 0, 5_000), utilization_bps=1_800)
+    params = Params(start_time=T0, horizon_months=24, dscr_window_months=1)
+    p = project(Fleet.from_nodes([weak]), NAMED["base"], params)
+    assert int(p.first_default[0]) == 6
+    assert int(p.arrears[0]) <= 100_000 * USD // 10  # not the arrears trigger
+    # Demand grows 10% of today's a month: under 1.25x in months 1-3 (swept), then clean
+    # for three settlements: cured in month 6, no default.
+    spike = Scenario("recovery", "", utilization=UtilizationPath(10_000, 50_000, 20))
+    p = project(Fleet.from_nodes([weak]), spike, params)
+    assert (int(p.first_breach[0]), int(p.cures[0]), int(p.first_default[0])) == (1, 1, 0)
 
 
 def test_retenor_keeps_repaid_pools_repaid() -> None:
@@ -250,23 +331,52 @@ def test_retenor_keeps_repaid_pools_repaid() -> None:
     fleet = Fleet.from_nodes([repaid, running])
     p = project(fleet, NAMED["slow_productivity"], Params(start_time=T0, horizon_months=12))
     assert p.due[0].tolist() == [0] * 12 and p.outstanding[0].tolist() == [0] * 12
-    # the running pool now repays 36,000 over 120 instalments from its draw: 300 a month
-    assert int(p.outstanding[1, 0]) == 36_000 * USD - 7 * 300 * USD
+    # The running pool owes 30,000 after 6 of 36 instalments: that, and only that, is spread
+    # over the 120 new ones (250 a month); the 6,000 repaid never comes back.
+    assert int(p.outstanding[1, 0]) == 30_000 * USD - 250 * USD
+    assert int(p.outstanding[1, 0]) < 36_000 * USD - 7 * 1_000 * USD + 1_000 * USD
 
 
-def test_recovery_above_claim_leaves_only_the_bond_loss() -> None:
-    n = node(price_per_gpu_hour=0, debt=Debt(12_000 * USD, 12, 0, 0, 5_000), bond=500 * USD)
+def test_pledge_larger_than_the_claim_takes_only_the_claim() -> None:
+    n = node(price_per_gpu_hour=0, debt=Debt(1_200 * USD, 12, 0, 0, 5_000), bond=10_000 * USD)
     p = project(Fleet.from_nodes([n]), NAMED["base"], Params(start_time=T0, horizon_months=3))
-    assert int(p.first_default[0]) == 1
+    assert int(p.first_default[0]) == 2  # 200 unpaid > 10% of 1,200
     tiers = {k: int(v[0]) for k, v in p.waterfall.items()}
-    assert tiers == {"operator_bond": 500 * USD, "stakers": 0, "insurance_reserve": 0, "holders": 0}
+    assert tiers == {
+        "operator_bond": 1_200 * USD,
+        "stakers": 0,
+        "insurance_reserve": 0,
+        "holders": 0,
+    }
+
+
+def test_energy_cost_from_defaults_operator_and_node_overrides() -> None:
+    """Energy x price x PUE: the class's power and the run's defaults, the operator's
+    declared price, the node's own; a node whose power costs more than the operator's share
+    of the rent is not rented (utilization 0, no energy bought)."""
+    nodes = [
+        node(1, operator="a", utilization_bps=10_000),
+        node(2, operator="b", utilization_bps=10_000),
+        node(3, operator="b", utilization_bps=10_000, electricity_price_per_kwh=200_000),
+        node(4, operator="a", utilization_bps=10_000, electricity_price_per_kwh=10 * USD),
+    ]
+    fleet = Fleet.from_nodes(nodes, {"b": EnergyCosts(electricity_price_per_kwh=50_000)})
+    p = project(fleet, NAMED["base"], Params(start_time=T0, horizon_months=1))
+    # No loan: the operator keeps its share and the net (gross less fee and reserve).
+    share = [int(g) - int(g) * 500 // 10_000 - int(g) * 300 // 10_000 for g in p.gross[:, 0]]
+    hours = 8 * 720
+    # 700 Wh x 1.30 PUE = 0.91 kWh per GPU-hour
+    assert int(p.operator_margin[0, 0]) == share[0] - hours * 91_000
+    assert int(p.operator_margin[1, 0]) == share[1] - hours * 45_500
+    assert int(p.operator_margin[2, 0]) == share[2] - hours * 182_000
+    assert int(p.utilization[3, 0]) == 0 and int(p.operator_margin[3, 0]) == 0
 
 
 def test_healthy_node_neither_breaches_nor_defaults() -> None:
     n = node(debt=Debt(60_000 * USD, 36, 800, 0, 5_000), utilization_bps=9_000, bond=USD)
     p = project(Fleet.from_nodes([n]), NAMED["base"], Params(start_time=T0, horizon_months=36))
     assert (int(p.first_breach[0]), int(p.first_default[0])) == (0, 0)
-    assert int(p.total_loss[0]) == 0 and int(p.bond_used[0]) == 0
+    assert int(p.total_loss[0]) == 0 and int(p.swept[0]) == 0
     assert int(p.dscr[0, 0]) > 12_500 and int(p.ltv[0, -1]) == 0
 
 
@@ -297,6 +407,32 @@ def test_aggregate_is_ratio_of_sums_over_running_nodes() -> None:
     assert agg["nodes_defaulting"] == int((p.first_default > 0).sum())
 
 
+def test_groups_summed_at_once_equal_each_group_summed_alone() -> None:
+    """by_class (one pass over sorted nodes) == the sums over each class's nodes, by hand."""
+    fleet = Fleet.from_nodes(_edge_nodes()[:9] + _random_nodes(seed=5, count=60))
+    p = project(fleet, NAMED["deflation_40"], Params(start_time=T0, horizon_months=30))
+    platform, classes = by_class(p)
+    assert sorted(classes) == sorted({str(c) for c in fleet.class_name})
+    months = np.arange(1, 31)
+    for name, agg in [("", platform), *classes.items()]:
+        sel = fleet.class_name == name if name else np.ones(len(fleet), dtype=bool)
+        act = p.active[sel]
+        fd, fb = p.first_default[sel], p.first_breach[sel]
+        net = [sum(int(v) for v in col) for col in np.where(act, p.net[sel], 0).T]
+        assert [int(v) for v in agg["net_revenue"]] == net, name
+        out = np.where(act, p.outstanding[sel], 0).sum(axis=0)
+        assert np.array_equal(agg["outstanding"], out), name
+        assert np.array_equal(agg["breaching"], (p.covenant[sel] & act).sum(axis=0)), name
+        cumulative = ((fd > 0)[:, None] & (fd[:, None] <= months[None, :])).sum(axis=0)
+        assert np.array_equal(agg["defaults_cumulative"], cumulative), name
+        assert agg["first_default_month"] == (int(fd[fd > 0].min()) if (fd > 0).any() else None)
+        assert agg["first_breach_month"] == (int(fb[fb > 0].min()) if (fb > 0).any() else None)
+        assert agg["nodes"] == int(sel.sum())
+        assert agg["nodes_cured"] == int((p.cures[sel] > 0).sum())
+        assert agg["waterfall"] == {k: int(v[sel].sum()) for k, v in p.waterfall.items()}
+        assert np.array_equal(agg["operator_margin"], p.operator_margin[sel].sum(axis=0))
+
+
 @pytest.mark.parametrize(
     ("nodes", "match"),
     [
@@ -322,8 +458,10 @@ def test_bad_scenarios_are_refused() -> None:
     short = dataclasses.replace(CUSTOM, price_index_ppm={H100.name: (1,)})
     with pytest.raises(ScenarioError, match="has 1 months"):
         project(fleet, short, Params(start_time=T0))
-    with pytest.raises(ScenarioError, match="insurance_bps"):
-        project(fleet, NAMED["base"], Params(start_time=T0, fee_bps=100, insurance_bps=200))
+    with pytest.raises(ScenarioError, match="exceeds 10000"):
+        project(fleet, NAMED["base"], Params(start_time=T0, operator_bps=9_500))
+    with pytest.raises(ScenarioError, match="known curves"):
+        project(fleet, NAMED["base"], Params(start_time=T0, curve="sum_of_years"))
 
 
 def test_request_limits_bound_the_work() -> None:
@@ -351,20 +489,42 @@ def test_request_limits_bound_the_work() -> None:
 def test_waterfall_sums_to_the_unit_for_every_node(scenario: Scenario) -> None:
     """On a 2,000-node seeded fleet: tiers are non-negative, each within its capacity, in
     order (a later tier pays only once the earlier ones are exhausted), and they sum to
-    the bond's shortfall payments plus the claim left after recovery, to the unit."""
+    the claim at default (principal accelerated + arrears), to the unit."""
     fleet = synthetic_fleet(2_000, seed=21, start_time=T0)
-    p = project(fleet, scenario, Params(start_time=T0))
+    params = Params(start_time=T0)
+    p = project(fleet, scenario, params)
     w = {k: v.astype(object) for k, v in p.waterfall.items()}
     defaulted = p.first_default > 0
-    loss_after_recovery = np.maximum(p.claim - p.recovery, 0)
     total = w["operator_bond"] + w["stakers"] + w["insurance_reserve"] + w["holders"]
-    assert np.array_equal(total, np.where(defaulted, p.bond_used + loss_after_recovery, 0))
+    assert np.array_equal(total, np.where(defaulted, p.claim, 0))
     assert all((v >= 0).all() for v in w.values())
-    stake_cap = p.claim.astype(object) * fleet.staked_bps // 10_000
-    assert (w["stakers"] <= stake_cap).all()
-    assert np.array_equal(w["operator_bond"][defaulted], fleet.bond[defaulted])  # all of it
+    pledged = fleet.bond.astype(object) * params.pledge_bps // 10_000
+    stake_cap = fleet.drawn.astype(object) * fleet.staked_bps // 10_000
+    assert (w["operator_bond"] <= pledged).all() and (w["stakers"] <= stake_cap).all()
+    pays_stakers = w["stakers"] > 0
+    assert (w["operator_bond"][pays_stakers] == pledged[pays_stakers]).all()
     pays_insurance = w["insurance_reserve"] > 0
     assert (w["stakers"][pays_insurance] == stake_cap[pays_insurance]).all()
     pays_holders = w["holders"] > 0
     assert (w["stakers"][pays_holders] == stake_cap[pays_holders]).all()
     assert (p.waterfall["operator_bond"][~defaulted] == 0).all()
+
+
+def test_shared_parts_change_no_projection() -> None:
+    """run_scenarios shares values and debt schedules across scenarios: each projection is
+    the same as on its own, whichever scenarios came before (life and tenor overrides too)."""
+    fleet = synthetic_fleet(300, seed=8, start_time=T0)
+    params = Params(start_time=T0, horizon_months=48)
+    shared: dict[object, object] = {}
+    for s in [*SCENARIOS, NAMED["base"], CUSTOM]:
+        a, b = project(fleet, s, params, shared), project(fleet, s, params)
+        for f in dataclasses.fields(a):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            if isinstance(x, np.ndarray):
+                assert np.array_equal(x, y), (s.name, f.name)
+        assert {k: v.tolist() for k, v in a.waterfall.items()} == {
+            k: v.tolist() for k, v in b.waterfall.items()
+        }
+    # Values per life (class, 18, 36, 60, 30), schedules per tenor (pool, 120, 18), LTVs
+    # per (life, tenor) pair that occurs (6): each computed once.
+    assert len(shared) == 5 + 3 + 6

@@ -3,18 +3,21 @@
 Every case of the shared table (tests/risk/cases.py: boundaries plus random inputs)
 is evaluated by backend.risk.formulas and by contracts/libraries/RiskModel.sol
 (through the test-only RiskModelHarness) on anvil, and must agree exactly, to the
-unit and in every rounding. Straight-line value is the shared curve; the on-chain
-declining-balance curve has no Python twin (it is not in the formula sheet).
+unit and in every rounding; so are the declining-balance values the stress engine
+offers (formulas.declining_balance_value, vector.declining_balance_value).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from brownie import RiskModelHarness
 
+from backend.risk import formulas as F
+from backend.risk import vector as V
 from tests.risk.cases import FORMULA_CASES, Case
 
-STRAIGHT_LINE = 0  # RiskModel.Curve.StraightLine
+STRAIGHT_LINE, DECLINING_BALANCE = 0, 1  # RiskModel.Curve
 UINT64, UINT16 = 2**64 - 1, 2**16 - 1
 
 
@@ -68,3 +71,37 @@ def test_the_table_is_mostly_representable() -> None:
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_risk_model_agrees(harness, case: Case) -> None:
     assert onchain(harness, case) == case.expected
+
+
+MONTH = F.MONTH_SECONDS
+T0 = 1_700_000_000
+# (cost, residual bps, life months, acquired at): a long life, a short one, lives of 1 and 2
+# (nothing kept per step), a residual reached before the end of life, zero residual.
+DB_NODES = [
+    (240_000 * 10**6, 1_000, 48, T0),
+    (9_999_999_999, 500, 36, T0 + 17),
+    (10**6, 1_000, 1, T0),
+    (7 * 10**9 + 3, 0, 2, T0),
+    (123_456_789_012, 9_000, 60, T0 - 5 * MONTH),
+    (10**15, 0, 120, T0),
+]
+DB_TIMES = [
+    T0 - 1,
+    T0,
+    T0 + MONTH - 1,
+    T0 + MONTH,
+    T0 + 7 * MONTH + 5,
+    T0 + 35 * MONTH,
+    T0 + 200 * MONTH,
+]
+
+
+def test_declining_balance_agrees(harness) -> None:
+    t = np.array(DB_TIMES, dtype=np.int64)
+    cols = [np.array(c, dtype=np.int64) for c in zip(*DB_NODES, strict=True)]
+    engine = V.declining_balance_value(*cols, t)
+    for i, (cost, residual_bps, life, acquired) in enumerate(DB_NODES):
+        for j, tj in enumerate(DB_TIMES):
+            chain = harness.value(DECLINING_BALANCE, cost, acquired, life, residual_bps, tj)
+            assert chain == F.declining_balance_value(cost, residual_bps, life, acquired, tj)
+            assert chain == int(engine[i, j]), (i, tj)

@@ -115,7 +115,7 @@ def run_scenarios_route(body: ScenarioRunRequest, session: SessionDep) -> Scenar
             if body.nodes is not None
             else _indexed_fleet(body, session, start)
         )
-        fleet = Fleet.from_nodes(inputs)
+        fleet = Fleet.from_nodes(inputs, body.energy_costs())
         results = run_scenarios(
             fleet, body.selected(), body.params(start), body.include_nodes, body.include_node_paths
         )

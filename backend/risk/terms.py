@@ -1,0 +1,36 @@
+"""The protocol's deployed terms, as the stress engine's defaults: one list, held to the chain.
+
+Why here and not imported from ``scripts/deploy.py``: that script imports brownie and the
+compiled project, which runtime code never loads (STYLE: brownie stays in scripts/ and
+tests/). So the figures are restated once, here, and tests hold them equal to the source
+the deployment uses: the revenue split, covenant and DSCR window to ``DeployConfig``'s
+defaults (tests/risk/test_terms.py), the loan terms to what the deployed EpochSettlement
+reports (``loanParams()``, set in its constructor; tests/risk/test_onchain_stress.py).
+Whoever changes one changes the other, or a test fails.
+
+Energy defaults (the operating cost, which the chain does not see: the operator pays it
+from its share) are market figures, overridable per operator and per node.
+"""
+
+from __future__ import annotations
+
+# EpochSettlement's split of each node-epoch's gross, bps (DeployConfig.settlement_*).
+PROTOCOL_FEE_BPS = 500
+RESERVE_BPS = 300  # the insurance reserve
+OPERATOR_BPS = 3_000  # pays power and hosting; the rest is net revenue (debt, then stakers)
+# Covenant (EpochSettlement.setRiskParams at deploy) and the DSCR window in settled epochs.
+COVENANT_DSCR_BPS = 12_500
+MAX_LTV_BPS = 8_000
+DSCR_WINDOW_EPOCHS = 24
+# The loan (EpochSettlement.LoanParams, set by its constructor; the deploy keeps them).
+PLEDGE_BPS = 5_000  # share of the operator's bond pledged to the pool at the draw
+DEFAULT_ARREARS_BPS = 1_000  # default once arrears exceed this share of the drawn principal
+DEFAULT_DSCR_BPS = 10_000  # ... or DSCR stays under this floor
+DEFAULT_DSCR_EPOCHS = 6  # ... for this many settlements in a row
+CURE_EPOCHS = 3  # clean settlements in a row that end a cash sweep
+
+# Operating cost: energy x electricity price x PUE. US industrial power, late 2025, and a
+# typical air-cooled colocation PUE; a node's energy per GPU-hour defaults to its class's
+# board power (gpucap/gpu_classes.py referencePowerW), attested energy overrides it.
+ELECTRICITY_PRICE_PER_KWH = 100_000  # stablecoin base units (0.10 USD)
+PUE_BPS = 13_000  # 1.30
