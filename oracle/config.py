@@ -86,6 +86,9 @@ class OracleSettings(BaseSettings):
     # Co-sign another oracle's leaf if within these of our own (see oracle.quorum.Tolerance).
     quorum_tolerance_ratio_bps: int = Field(default=100, ge=0, le=10_000)
     quorum_tolerance_relative_bps: int = Field(default=100, ge=0, le=10_000)
+    # Quorum mode: attested epochs this far back with no proofs file here are rebuilt from
+    # the board, checked against the on-chain root (oracle/recovery.py); 0 = never.
+    proofs_recovery_epochs: int = Field(default=64, ge=0)
     # Health (/health) and Prometheus (/metrics) endpoint; unset = not served.
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65_535)

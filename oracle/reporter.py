@@ -44,6 +44,7 @@ from oracle.errors import (
 )
 from oracle.proofs import proofs_document, proofs_path, read_proofs, write_proofs
 from oracle.quorum import QuorumBoard, QuorumCoordinator, Tolerance
+from oracle.recovery import ProofsRecovery
 from oracle.state import ProgressStore
 from oracle.telemetry import EpochWindow, NodeInfo
 
@@ -84,6 +85,7 @@ class Reporter:
         coordinator: QuorumCoordinator | None = None,
         replace_after: float = 60.0,
         fee_bump_percent: int = 25,
+        recovery: ProofsRecovery | None = None,
     ) -> None:
         if not private_keys:
             raise QuorumUnavailable(0, 1)
@@ -103,6 +105,8 @@ class Reporter:
         self.last_hub_state: HubState | None = None
         # Quorum mode: one key here, the other signatures come through Redis.
         self.coordinator = coordinator
+        # Quorum mode: rebuilds files for attested epochs this oracle missed (while down).
+        self.recovery = recovery
         self._last_wait: tuple[int, str] | None = None
         # Quorum mode: proofs files written before knowing who attests (epoch → our root).
         self._unconfirmed_files: dict[int, bytes] = {}
@@ -199,6 +203,13 @@ class Reporter:
             signatures = result.signatures
         outcome = self.transmit(commitment, signatures, extras)
         return replace(outcome, excluded_nodes=len(excluded))
+
+    def recover_missed_proofs(self) -> list[int]:
+        """Write proofs files for attested epochs this folder lacks (quorum mode; see
+        oracle/recovery.py); the epochs written. Uses the hub state of the last step."""
+        if self.recovery is None or self.last_hub_state is None:
+            return []
+        return self.recovery.recover(self.last_hub_state)
 
     def transmit(
         self, commitment: EpochCommitment, signatures: list[OracleSignature], extras: dict
@@ -435,6 +446,7 @@ def build_reporter(settings: OracleSettings, source: TelemetrySource | None = No
     progress = ProgressStore(settings.state_path, chain.chain_identity())
     keys = settings.private_keys()
     coordinator = None
+    recovery = None
     if settings.quorum_redis_url:
         if len(keys) != 1:
             raise OracleConfigError(
@@ -451,6 +463,10 @@ def build_reporter(settings: OracleSettings, source: TelemetrySource | None = No
         coordinator = QuorumCoordinator(
             board, chain, keys[0], settings.transmit_fallback_seconds, tolerance=tolerance
         )
+        if settings.proofs_recovery_epochs:
+            recovery = ProofsRecovery(
+                board, chain, settings.proofs_dir, settings.proofs_recovery_epochs
+            )
     return Reporter(
         chain,
         source or SimulatedFleet(settings.fleet_seed, settings.fleet_samples_per_epoch),
@@ -461,6 +477,7 @@ def build_reporter(settings: OracleSettings, source: TelemetrySource | None = No
         coordinator=coordinator,
         replace_after=settings.replace_after_seconds,
         fee_bump_percent=settings.fee_bump_percent,
+        recovery=recovery,
     )
 
 
