@@ -38,6 +38,9 @@ class OracleSettings(BaseSettings):
         validation_alias=AliasChoices("GPUCAP_ORACLE_ENVIRONMENT", "GPUCAP_ENVIRONMENT"),
     )
     rpc_url: str = "http://127.0.0.1:8545"
+    # A node that does not answer a request in this long (stalled, not refusing) fails
+    # the step, which is retried with backoff.
+    rpc_timeout_seconds: float = Field(default=30.0, gt=0)
     manifest_path: Path = Path("deployments/development.json")
     keys: SecretStr | None = None
     keystore_path: Path | None = None

@@ -442,7 +442,9 @@ def _attestation_json(posted: PostedAttestation) -> dict:
 
 def build_reporter(settings: OracleSettings, source: TelemetrySource | None = None) -> Reporter:
     """A Reporter wired from settings (simulated fleet unless a source is given)."""
-    chain = ChainClient.connect(settings.rpc_url, str(settings.manifest_path))
+    chain = ChainClient.connect(
+        settings.rpc_url, str(settings.manifest_path), settings.rpc_timeout_seconds
+    )
     progress = ProgressStore(settings.state_path, chain.chain_identity())
     keys = settings.private_keys()
     coordinator = None

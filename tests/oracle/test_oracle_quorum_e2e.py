@@ -3,6 +3,8 @@
 Also: the board's Redis stopped (SIGSTOP) across an epoch boundary; every oracle
 logs why its step failed, keeps running, and the quorum attests once it is back.
 And an oracle started while the node is unreachable waits for it instead of exiting.
+And the chain node stopped (SIGSTOP) across an epoch boundary: the oracles wait it
+out and attest what ended meanwhile, in order, once each.
 And an oracle stopped across two epochs writes, once back, the proofs files of the
 epochs the others attested meanwhile, each rebuilt from the board and matching the
 on-chain root; a board entry that does not rebuild the root is never written.
@@ -239,6 +241,72 @@ def test_oracles_survive_a_redis_stall_across_an_epoch_boundary(world, redis_ser
         kill_leftovers(processes)
     text = logs()
     assert all("TimeoutError" in text[n] for n in names), text
+    assert all("Traceback" not in text[n] for n in names), text
+
+
+def test_oracles_ride_out_a_stopped_chain_across_an_epoch_boundary(world, redis_server, tmp_path):
+    """anvil stopped (SIGSTOP: requests hang, nothing refuses) as an epoch ends: every
+    oracle logs why its steps fail and stays up; after SIGCONT the quorum attests the
+    epoch that ended meanwhile and the next one, in order, each exactly once."""
+    from brownie import chain
+    from brownie.network import rpc
+
+    hub = world.system.oracle_hub
+    keys = dev_oracle_keys()
+    names = [f"oracle{i}" for i in range(len(keys))]
+    processes: dict[str, subprocess.Popen] = {}
+    anvil = rpc.process
+    assert anvil is not None
+
+    def logs() -> dict[str, str]:
+        return {n: (tmp_path / f"{n}.log").read_text() for n in names}
+
+    try:
+        for name, key in zip(names, keys, strict=True):
+            processes[name] = oracle_process(
+                world, redis_server, tmp_path, key, name, GPUCAP_ORACLE_RPC_TIMEOUT_SECONDS="1"
+            )
+        before = end_epoch(hub)
+        wait_for(lambda: hub.lastAttestedEpoch() >= before, 90, f"epoch {before} attested")
+
+        # The current epoch ends two seconds of wall clock from now: while anvil is stopped.
+        crossing = hub.currentEpoch()
+        chain.sleep(max(0, hub.epochEnd(crossing) - chain[-1].timestamp - 2))
+        chain.mine()
+        assert hub.currentEpoch() == crossing
+        anvil.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(
+                lambda: all("chain unreachable" in text for text in logs().values()),
+                60,
+                "every oracle to report the stalled node",
+            )
+            assert all(p.poll() is None for p in processes.values()), logs()
+        finally:
+            anvil.send_signal(signal.SIGCONT)
+        chain.mine()  # the chain's clock went on: the first block after it is past the end
+        assert hub.currentEpoch() > crossing
+        chain.sleep(int(hub.epochLengthSeconds()))  # and one more epoch ends before catch-up
+        chain.mine()
+        target = hub.currentEpoch() - 1
+        assert target > crossing
+        wait_for(lambda: hub.lastAttestedEpoch() >= target, 120, f"epochs up to {target}")
+        for name in names:
+            assert processes[name].poll() is None, logs()[name]
+        stop_cleanly(processes, names)
+    finally:
+        anvil.send_signal(signal.SIGCONT)
+        kill_leftovers(processes)
+
+    # Every epoch from the one before the stop to the target: attested once, none skipped.
+    client = ChainClient.connect(world.rpc_url, str(world.manifest_path))
+    for epoch in range(before, target + 1):
+        events = client.hub.events.EpochAttested.get_logs(
+            from_block=0, argument_filters={"epoch": epoch}
+        )
+        assert len(events) == 1, (epoch, events)
+        assert hub.epochAttestation(epoch)[0] != "0x" + "00" * 32
+    text = logs()
     assert all("Traceback" not in text[n] for n in names), text
 
 
