@@ -406,3 +406,70 @@ def test_header_is_not_green_while_attestation_is_stale(page: Any, stack: Stack,
     )
     assert "attestation" in page.get_attribute("#status", "title")
     shoot(page, "header-stale")
+
+
+# How far a table reaches past what its scroll box shows (0: nothing clipped), and how far
+# the page itself overflows the window sideways.
+CLIPPED = """id => {
+  const table = document.getElementById(id);
+  const box = table.closest('.table-wrap');
+  return {
+    table: Math.ceil(table.scrollWidth - box.clientWidth),
+    page: document.documentElement.scrollWidth - window.innerWidth,
+  };
+}"""
+WIDEST = """() => [...document.querySelectorAll('body *')]
+  .filter((e) => e.getBoundingClientRect().right > window.innerWidth)
+  .slice(0, 5).map((e) => `${e.tagName}#${e.id}.${e.className} ${e.getBoundingClientRect().right}`)"""
+DEMO_REGIONS = ("eu-west", "eu-north", "us-east", "us-west", "ap-south", "ap-northeast")
+
+
+def test_fleet_map_and_pools_table_are_not_clipped_at_1400_px(
+    page: Any, stack: Stack, world: World, operator, pools_served
+) -> None:
+    """The demo's fleet (every class in its six regions) and the pools table fit a 1,400 px
+    window; narrower, the page does not overflow and a table scrolls inside its card."""
+    from brownie import chain
+
+    system = world.system
+    for region in DEMO_REGIONS:  # every class in every region of the demo
+        for cls in (H100, "A100-SXM-80GB", "L40S-48GB"):
+            system.registry.registerNode(
+                system.class_ids[cls],
+                8,
+                region.encode().ljust(32, b"\0"),
+                100_000 * USD,
+                chain[-1].timestamp - 86_400,
+                f"0x{0xD000 + system.registry.nodeCount():040x}",  # one key per node
+                {"from": operator},
+            )
+    last = system.registry.nodeCount()
+    wait_for(
+        lambda: len(stack.get("/api/v1/nodes", params={"limit": 500}).json()) >= last,
+        60,
+        "the new nodes indexed",
+    )
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    open_view(page, stack, "fleet")
+    page.wait_for_function(
+        "n => document.querySelectorAll('#fleet-map thead th').length >= n",
+        arg=len(DEMO_REGIONS) + 1,
+    )
+    assert page.evaluate(CLIPPED, "fleet-map") == {"table": 0, "page": 0}
+    shoot(page, "fleet-1400")
+    if pools_served:
+        open_view(page, stack, "pools")
+        page.wait_for_selector("#pools-table tbody tr[data-pool]")
+        assert page.evaluate(CLIPPED, "pools-table") == {"table": 0, "page": 0}
+        shoot(page, "pools-1400")
+
+    page.set_viewport_size({"width": 900, "height": 1000})  # narrower: still usable
+    for view, table in (("fleet", "fleet-map"), ("pools", "pools-table")):
+        open_view(page, stack, view)
+        page.wait_for_selector(f"#{table} tbody tr")
+        assert page.evaluate(CLIPPED, table)["page"] == 0, (view, page.evaluate(WIDEST))
+        overflow = page.evaluate(
+            "id => getComputedStyle(document.getElementById(id).closest('.table-wrap')).overflowX",
+            table,
+        )
+        assert overflow == "auto"  # what does not fit scrolls inside its card
