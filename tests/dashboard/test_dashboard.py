@@ -346,6 +346,22 @@ def test_stress_h100_price_fall_from_the_page(
         for chart, field in (("stress-dscr-chart", "dscr_bps"), ("stress-ltv-chart", "ltv_bps")):
             finite = sum(v is not None for p in pooled_paths for v in p[field])
             assert wait_points(page, chart) == finite > 0
+        # DSCR is drawn as it is, on a log axis: never flattened at a cap (the demo's
+        # platform line sat at the old 5x cap); under 0.1x it sits on the floor, marked.
+        drawn = page.evaluate(
+            """() => {
+              const c = Chart.getChart('stress-dscr-chart');
+              const lines = c.data.datasets.filter((d) => !d.reference);
+              return {type: c.options.scales.y.type, max: c.scales.y.max,
+                      real: lines.map((d) => d.real), data: lines.map((d) => d.data)};
+            }"""
+        )
+        real = [[None if v is None else v / 10_000 for v in p["dscr_bps"]] for p in pooled_paths]
+        assert drawn["type"] == "logarithmic" and drawn["real"] == real
+        top = max(v for path in real for v in path if v is not None)
+        assert drawn["max"] >= top  # the highest figure is on the axis, not cut off
+        for path, plotted in zip(real, drawn["data"], strict=True):
+            assert plotted == [None if v is None else max(v, 0.1) for v in path]
         # the server found each pool's loan in the index: nothing sent but the node ids
         assert "overrides" not in body and body["loans_from_draw"] is False
         pooled = [n for n in shock["nodes"] if n["has_pool"]]
@@ -419,8 +435,8 @@ CLIPPED = """id => {
   };
 }"""
 WIDEST = """() => [...document.querySelectorAll('body *')]
-  .filter((e) => e.getBoundingClientRect().right > window.innerWidth)
-  .slice(0, 5).map((e) => `${e.tagName}#${e.id}.${e.className} ${e.getBoundingClientRect().right}`)"""
+  .filter((e) => e.getBoundingClientRect().right > window.innerWidth).slice(0, 5)
+  .map((e) => `${e.tagName}#${e.id}.${e.className} ${e.getBoundingClientRect().right}`)"""
 DEMO_REGIONS = ("eu-west", "eu-north", "us-east", "us-west", "ap-south", "ap-northeast")
 
 
