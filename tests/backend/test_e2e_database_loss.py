@@ -82,7 +82,23 @@ def test_database_lost_and_back(cut_db) -> None:
         # Reads and writes that need the database: 503 with a code, never a 500.
         _refused_with_reason(stack.get(f"/actions/{drips[0][1]}"))
         _refused_with_reason(stack.post("/faucet", json={"address": Account.create().address}))
-        _refused_with_reason(stack.get("/api/v1/offers"))
+        # Every read route that lists from the index: a 503 that says why (a cached
+        # answer may still be a 200), never a 500.
+        for path in (
+            "epochs",
+            "fleet/metrics",
+            "gpu-classes",
+            "indexer",
+            "nodes",
+            "offers",
+            "pools",
+            "price-index",
+            "reservations",
+        ):
+            resp = stack.get(f"/api/v1/{path}")
+            if resp.status_code != 200:
+                _refused_with_reason(resp)
+        _refused_with_reason(stack.get("/api/v1/offers", params={"status": "open"}))
         health = stack.get("/health")
         assert health.status_code == 503
         assert health.json()["checks"]["database"]["ok"] is False
