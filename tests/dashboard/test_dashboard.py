@@ -5,6 +5,7 @@ same answer the API gave. Screenshots go to reports/screenshots/."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -394,6 +395,41 @@ def test_stress_h100_price_fall_from_the_page(
             assert page.get_attribute(f"#{chart}", "data-points") == "0"
         assert page.locator("#view-stress .card .empty:visible").count() == 2
     shoot(page, "stress")
+
+    if pools_served:
+        # Over 300 nodes (the demo's 1,000) the page asks for no per-node paths and plots
+        # the platform's DSCR: the same request as such a page sends, to the real server.
+        def without_paths(route: Any) -> None:
+            body = route.request.post_data_json
+            route.continue_(post_data=json.dumps({**body, "include_node_paths": False}))
+
+        page.route("**/api/v1/risk/scenarios", without_paths)
+        with page.expect_response(
+            lambda r: r.url.endswith("/api/v1/risk/scenarios") and r.request.method == "POST"
+        ) as platform_run:
+            page.click("#stress-run")
+        page.unroute("**/api/v1/risk/scenarios")
+        served = next(
+            r
+            for r in platform_run.value.json()["results"]
+            if r["scenario"]["name"].startswith(H100)
+        )
+        real = [None if v is None else v / 10_000 for v in served["platform"]["dscr_bps"]]
+        page.wait_for_function(
+            "() => Chart.getChart('stress-dscr-chart').data.datasets[0].label"
+            ".startsWith('platform')"
+        )
+        drawn = page.evaluate(
+            """() => {
+              const c = Chart.getChart('stress-dscr-chart');
+              const [platform] = c.data.datasets.filter((d) => !d.reference);
+              return {label: platform.label, real: platform.real, max: c.scales.y.max};
+            }"""
+        )
+        assert drawn["label"] == "platform (all pools)" and drawn["real"] == real
+        assert drawn["max"] >= max(v for v in real if v is not None)
+        assert len({v for v in real if v is not None}) > 1  # a line that moves, not a cap
+        shoot(page, "stress-platform")
 
     # A run with nothing to run is refused on the page, with the reason.
     page.uncheck("#stress-shock-on")
