@@ -58,6 +58,10 @@ def api(
         "port": port or settings.api_port,
         "log_level": "info",
         "access_log": settings.api_access_log,
+        # X-Forwarded-For believed from the configured proxies only (never by default:
+        # uvicorn's own default trusts 127.0.0.1, so a local client could name any address).
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": settings.trusted_proxies,
     }
     if workers == 1:
         from backend.app.main import create_app

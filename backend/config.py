@@ -7,11 +7,12 @@ with a missing or placeholder secret instead of failing later, mid-request.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gpucap import devchain
@@ -47,6 +48,12 @@ class Settings(BaseSettings):
     # One log line per request. Off where a proxy in front logs requests already: at
     # thousands of reads a second the line costs more than a cached answer does.
     api_access_log: bool = True
+    # Reverse proxies in front of the API (addresses or CIDRs, a JSON list). Only a
+    # connection from one of them has its X-Forwarded-For believed, and then the
+    # rightmost address that is not itself a trusted proxy is the client (what the
+    # faucet's per-client limit counts). Empty (default): the header is ignored and the
+    # client is the connecting address, so nobody can name themselves someone else.
+    trusted_proxies: list[str] = Field(default_factory=list)
 
     # Worker threads. Most of a relay task's time is waiting (a batch being mined, the
     # node's answers): with 2, two batches in flight left no thread for the rest of the
@@ -126,6 +133,19 @@ class Settings(BaseSettings):
     # Dashboard (/dashboard): its charting library is served from where npm installed
     # it (package-lock.json pins the version), not copied into the source tree.
     chartjs_dir: Path = REPO_ROOT / "node_modules" / "chart.js" / "dist"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: list[str]) -> list[str]:
+        # uvicorn would take a typo as a literal host name that never matches: refuse it.
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {entry!r} is not an IP address or CIDR network"
+                ) from None
+        return [entry.strip() for entry in value]
 
     @model_validator(mode="after")
     def _secrets_fit_environment(self) -> Settings:

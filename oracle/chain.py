@@ -86,8 +86,8 @@ class ChainClient:
         self._power_by_class: dict[int, int] = {}
 
     @classmethod
-    def connect(cls, rpc_url: str, manifest_path: str) -> ChainClient:
-        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+    def connect(cls, rpc_url: str, manifest_path: str, timeout_s: float = 30.0) -> ChainClient:
+        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}))
         deployment = Deployment.load(manifest_path)
         deployment.check_chain(w3)  # never sign for a chain the manifest is not for
         return cls(w3, deployment)

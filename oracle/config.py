@@ -38,6 +38,9 @@ class OracleSettings(BaseSettings):
         validation_alias=AliasChoices("GPUCAP_ORACLE_ENVIRONMENT", "GPUCAP_ENVIRONMENT"),
     )
     rpc_url: str = "http://127.0.0.1:8545"
+    # A node that does not answer a request in this long (stalled, not refusing) fails
+    # the step, which is retried with backoff.
+    rpc_timeout_seconds: float = Field(default=30.0, gt=0)
     manifest_path: Path = Path("deployments/development.json")
     keys: SecretStr | None = None
     keystore_path: Path | None = None
@@ -89,6 +92,9 @@ class OracleSettings(BaseSettings):
     # Co-sign another oracle's leaf if within these of our own (see oracle.quorum.Tolerance).
     quorum_tolerance_ratio_bps: int = Field(default=100, ge=0, le=10_000)
     quorum_tolerance_relative_bps: int = Field(default=100, ge=0, le=10_000)
+    # Quorum mode: attested epochs this far back with no proofs file here are rebuilt from
+    # the board, checked against the on-chain root (oracle/recovery.py); 0 = never.
+    proofs_recovery_epochs: int = Field(default=64, ge=0)
     # Health (/health) and Prometheus (/metrics) endpoint; unset = not served.
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65_535)

@@ -123,7 +123,18 @@ class Daemon:
         self._observe(outcome)
         if outcome.status in (ReportStatus.ATTESTED, ReportStatus.ALREADY_ATTESTED):
             return 0.0  # more epochs may have ended meanwhile: catch up at once, in order
+        self._recover_proofs()  # idle: fill this folder's holes (epochs missed while down)
         return self.poll_interval
+
+    def _recover_proofs(self) -> None:
+        """Proofs files for attested epochs missed while down; a failure here is logged
+        and retried on a later idle step, it never holds up attesting."""
+        try:
+            self.reporter.recover_missed_proofs()
+        except (OracleError, redis.RedisError, *TRANSIENT_ERRORS) as exc:
+            log.warning("proofs recovery postponed (%s: %s)", type(exc).__name__, exc)
+        except Exception as exc:  # noqa: BLE001 - same policy as a step: log, go on
+            log.exception("proofs recovery failed unexpectedly (%s)", type(exc).__name__)
 
     def _backoff(self) -> float:
         """The pause after a failed step: doubling per consecutive failure, bounded."""

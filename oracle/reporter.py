@@ -59,6 +59,7 @@ from oracle.errors import (
 )
 from oracle.proofs import proofs_document, proofs_path, read_proofs, write_proofs
 from oracle.quorum import QuorumBoard, QuorumCoordinator, Tolerance
+from oracle.recovery import ProofsRecovery
 from oracle.state import Attestation, ProgressStore
 from oracle.telemetry import EpochWindow, NodeInfo
 
@@ -104,6 +105,7 @@ class Reporter:
         replace_after: float = 60.0,
         fee_bump_percent: int = 25,
         reorg_window_blocks: int = 64,
+        recovery: ProofsRecovery | None = None,
     ) -> None:
         if not private_keys:
             raise QuorumUnavailable(0, 1)
@@ -125,6 +127,8 @@ class Reporter:
         self.last_hub_state: HubState | None = None
         # Quorum mode: one key here, the other signatures come through Redis.
         self.coordinator = coordinator
+        # Quorum mode: rebuilds files for attested epochs this oracle missed (while down).
+        self.recovery = recovery
         self._last_wait: tuple[int, str] | None = None
         # Quorum mode: proofs files written before knowing who attests (epoch → our root).
         self._unconfirmed_files: dict[int, bytes] = {}
@@ -222,6 +226,13 @@ class Reporter:
             signatures = result.signatures
         outcome = self.transmit(commitment, signatures, extras)
         return replace(outcome, excluded_nodes=len(excluded))
+
+    def recover_missed_proofs(self) -> list[int]:
+        """Write proofs files for attested epochs this folder lacks (quorum mode; see
+        oracle/recovery.py); the epochs written. Uses the hub state of the last step."""
+        if self.recovery is None or self.last_hub_state is None:
+            return []
+        return self.recovery.recover(self.last_hub_state)
 
     def transmit(
         self, commitment: EpochCommitment, signatures: list[OracleSignature], extras: dict
@@ -600,10 +611,13 @@ def _attestation_json(posted: PostedAttestation) -> dict:
 
 def build_reporter(settings: OracleSettings, source: TelemetrySource | None = None) -> Reporter:
     """A Reporter wired from settings (simulated fleet unless a source is given)."""
-    chain = ChainClient.connect(settings.rpc_url, str(settings.manifest_path))
+    chain = ChainClient.connect(
+        settings.rpc_url, str(settings.manifest_path), settings.rpc_timeout_seconds
+    )
     progress = ProgressStore(settings.state_path, chain.chain_identity())
     keys = settings.private_keys()
     coordinator = None
+    recovery = None
     if settings.quorum_redis_url:
         if len(keys) != 1:
             raise OracleConfigError(
@@ -620,6 +634,10 @@ def build_reporter(settings: OracleSettings, source: TelemetrySource | None = No
         coordinator = QuorumCoordinator(
             board, chain, keys[0], settings.transmit_fallback_seconds, tolerance=tolerance
         )
+        if settings.proofs_recovery_epochs:
+            recovery = ProofsRecovery(
+                board, chain, settings.proofs_dir, settings.proofs_recovery_epochs
+            )
     return Reporter(
         chain,
         source or SimulatedFleet(settings.fleet_seed, settings.fleet_samples_per_epoch),
@@ -631,6 +649,7 @@ def build_reporter(settings: OracleSettings, source: TelemetrySource | None = No
         replace_after=settings.replace_after_seconds,
         fee_bump_percent=settings.fee_bump_percent,
         reorg_window_blocks=settings.reorg_window_blocks,
+        recovery=recovery,
     )
 
 

@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError as DatabaseError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from web3.exceptions import Web3RPCError
 
+from backend.db.session import DATABASE_ERRORS, database_reason
 from backend.services.errors import (
     ActionNotFound,
     AuthFailed,
@@ -134,18 +134,21 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _manifest_error(_: Request, exc: ManifestError) -> JSONResponse:
         return JSONResponse(error_body("DeploymentUnavailable", str(exc)), status_code=503)
 
-    @app.exception_handler(DatabaseError)
-    async def _database_error(_: Request, exc: DatabaseError) -> JSONResponse:
+    async def _database_error(_: Request, exc: Exception) -> JSONResponse:
         # The request's transaction was rolled back, so nothing is half-written: a client
         # may send the same request again (same idempotency key) and nothing doubles.
-        busy = "database is locked" in str(exc.orig)
-        log.warning("database %s: %s", "busy" if busy else "unavailable", exc.orig)
+        busy = "database is locked" in str(getattr(exc, "orig", exc))
+        log.warning("database %s: %s", "busy" if busy else "unavailable", database_reason(exc))
         code, reason = (
             ("DatabaseBusy", "the database is busy with other writes; retry shortly")
             if busy
             else ("DatabaseUnavailable", "the database cannot be reached; retry shortly")
         )
         return JSONResponse(error_body(code, reason), status_code=503, headers={"Retry-After": "1"})
+
+    # Connection refused or dropped, a closed connection, no pooled connection in time.
+    for database_error in DATABASE_ERRORS:
+        app.add_exception_handler(database_error, _database_error)
 
     @app.exception_handler(Web3RPCError)
     async def _node_error(_: Request, exc: Web3RPCError) -> JSONResponse:

@@ -9,9 +9,24 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool, StaticPool
+
+# A database that is down, unreachable, dropped the connection or is too busy to hand
+# one out: the failed transaction was rolled back, the same work may be tried again.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+)
+
+
+def database_reason(exc: BaseException) -> str:
+    """The driver's first line (connection refused, server closed the connection, …)."""
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

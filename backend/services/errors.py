@@ -21,6 +21,13 @@ class ChainUnavailable(ServiceError):
     code = "ChainUnavailable"
 
 
+class DatabaseUnavailable(ServiceError):
+    """The database did not answer (down, unreachable, connection lost). Nothing was
+    committed by the failed transaction; retry later."""
+
+    code = "DatabaseUnavailable"
+
+
 class TransactionDropped(ChainUnavailable):
     """The node forgot a sent transaction (neither mined nor pending). Retry: the retry
     re-sends the recorded transaction (same hash), or re-batches if its nonce is used."""

@@ -12,10 +12,12 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from backend.db.models import ActionStatus
+from backend.db.session import DATABASE_ERRORS, database_reason
 from backend.services.claims import claimed
 from backend.services.errors import (
     ActionNotFound,
     ChainUnavailable,
+    DatabaseUnavailable,
     NonceLockTimeout,
     WrongChain,
 )
@@ -47,7 +49,16 @@ log = logging.getLogger(__name__)
 # Backoff stays under the sweep's staleness threshold, so a row that is being
 # retried (each attempt touches updated_at) is not also re-enqueued by the sweep.
 # When the retries run out the row stays open and the sweep takes it up later.
-RETRYABLE = (ChainUnavailable, NonceLockTimeout, RelayRejected, NonceConsumed, BatchReverted)
+# A lost database too: what failed was rolled back, and a row is recorded before its
+# transaction is sent, so a retry finds it where it was left.
+RETRYABLE = (
+    ChainUnavailable,
+    DatabaseUnavailable,
+    NonceLockTimeout,
+    RelayRejected,
+    NonceConsumed,
+    BatchReverted,
+)
 
 
 @shared_task(
@@ -82,6 +93,10 @@ def relay_action(self: Task, action_id: str) -> str:
     except ActionNotFound:
         log.error("relay_action: action %s does not exist; dropping the message", action_id)
         return "missing"
+    except DATABASE_ERRORS as exc:
+        reason = database_reason(exc)
+        log.warning("relay_action %s: database unavailable (%s); retrying", action_id, reason)
+        raise DatabaseUnavailable(f"database unavailable: {reason}") from None
     if ActionStatus(status).is_final:
         index_soon(self.app)
     elif status == ActionStatus.SUBMITTED:
@@ -150,12 +165,29 @@ def sweep_stale_actions(self: Task) -> list[str]:
 def run_sweep(app: Celery, *, older_than_seconds: float | None = None) -> list[str]:
     """Enqueue open actions untouched for ``older_than_seconds`` (default: the setting)."""
     ctx = context_of(app)
-    return sweep(
-        sessions=ctx.sessions,
-        enqueue=lambda action_id: app.send_task(RELAY_TASK, args=[action_id], ignore_result=True),
-        older_than_seconds=(
-            ctx.settings.sweep_stale_seconds if older_than_seconds is None else older_than_seconds
-        ),
+    try:
+        return sweep(
+            sessions=ctx.sessions,
+            enqueue=lambda action_id: app.send_task(
+                RELAY_TASK, args=[action_id], ignore_result=True
+            ),
+            older_than_seconds=(
+                ctx.settings.sweep_stale_seconds
+                if older_than_seconds is None
+                else older_than_seconds
+            ),
+        )
+    except DATABASE_ERRORS as exc:
+        database_lost("sweep", exc)
+        return []
+
+
+def database_lost(task: str, exc: BaseException) -> None:
+    """A periodic run met a lost database: say so (once a while, not every beat) and
+    end the run; the next beat tries again."""
+    _log_now_and_then(
+        logging.WARNING,
+        f"{task}: database unavailable ({database_reason(exc)}); the next beat retries",
     )
 
 
@@ -190,6 +222,9 @@ def index_chain(self: Task) -> str:
         except (ChainUnavailable, WrongChain, ManifestError) as exc:
             log.warning("index_chain: %s; will retry on the next beat", exc)
             return "unavailable"
+        except DATABASE_ERRORS as exc:
+            database_lost("index_chain", exc)
+            return "unavailable"
         except (ReorgDuringBatch, ConcurrentIndexer) as exc:
             log.info("index_chain: %r; the next run continues", exc)
             return "retry"
@@ -222,6 +257,9 @@ def settle_due(self: Task) -> str:
                 )
         except (ChainUnavailable, ManifestError) as exc:
             log.warning("settle_due: %s; will retry on the next beat", exc)
+            return "unavailable"
+        except DATABASE_ERRORS as exc:
+            database_lost("settle_due", exc)
             return "unavailable"
     for reason in plan.waiting:
         log.info("settle_due: waiting: %s", reason)
@@ -256,6 +294,9 @@ def settle_epochs(self: Task) -> str:
                 )
         except (ChainUnavailable, ManifestError) as exc:
             log.warning("settle_epochs: %s; will retry on the next beat", exc)
+            return "unavailable"
+        except DATABASE_ERRORS as exc:
+            database_lost("settle_epochs", exc)
             return "unavailable"
     record_keeper_progress(ctx.redis, plan)
     for reason in plan.rejected:

@@ -56,3 +56,14 @@ def test_production_with_real_secrets() -> None:
 def test_malformed_key_refused_everywhere() -> None:
     with pytest.raises(ValidationError, match="0x followed by 64 hex digits"):
         Settings(relayer_key="0x1234")
+
+
+def test_trusted_proxies_default_to_none_and_refuse_what_is_not_an_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().trusted_proxies == []
+    monkeypatch.setenv("GPUCAP_TRUSTED_PROXIES", '["10.0.0.0/8", " 192.0.2.1", "::1"]')
+    assert Settings().trusted_proxies == ["10.0.0.0/8", "192.0.2.1", "::1"]
+    monkeypatch.setenv("GPUCAP_TRUSTED_PROXIES", '["10.0.0.0/8", "proxy.internal"]')
+    with pytest.raises(ValidationError, match="'proxy.internal' is not an IP address or CIDR"):
+        Settings()

@@ -6,6 +6,8 @@ stop Redis and the worker on purpose.
 
 from __future__ import annotations
 
+import http.client
+import json
 import uuid
 from typing import Any
 
@@ -213,6 +215,64 @@ def test_one_client_cannot_drain_the_faucet(stack: Stack, tmp_path) -> None:
         body = refused.json()
         assert body["code"] == "FaucetClientLimit" and 0 < body["retry_after_seconds"] <= 86399
         assert count_rows(stack) == before + 3  # the refused one left nothing behind
+    finally:
+        api.stop()
+    for action_id in accepted:
+        assert stack.wait_final(action_id)["status"] == "confirmed"
+
+
+def _drip_via(port: int, source: str, forwarded_for: str | None) -> tuple[int, dict]:
+    """POST /faucet over a connection from ``source`` (any 127/8 address is this host)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    headers = {"Content-Type": "application/json"}
+    if forwarded_for is not None:
+        headers["X-Forwarded-For"] = forwarded_for
+    try:
+        conn.request("POST", "/faucet", json.dumps({"address": fresh_address()}), headers)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_forwarded_for_is_believed_from_trusted_proxies_only(stack: Stack, tmp_path) -> None:
+    """An API behind a proxy at 127.0.0.2 (GPUCAP_TRUSTED_PROXIES), limit 2 per client:
+    a client connecting directly (127.0.0.1) cannot escape its limit by naming other
+    addresses in X-Forwarded-For; through the proxy, the client is the rightmost address
+    the proxy appended, whatever the client put before it."""
+    from gpucap import devchain
+    from tests.backend.backend_helpers import ServiceProcess, http_up
+
+    port = devchain.free_port()
+    env = {
+        **stack.env,
+        "GPUCAP_FAUCET_CLIENT_LIMIT": "2",
+        "GPUCAP_FAUCET_CLIENT_WINDOW_SECONDS": "86398",  # its own counters
+        "GPUCAP_TRUSTED_PROXIES": json.dumps(["127.0.0.2"]),
+    }
+    api = ServiceProcess("api-proxied", ["api", "--port", str(port)], env, tmp_path / "api.log")
+    api.start(ready=lambda: http_up(f"http://127.0.0.1:{port}/docs"))
+    accepted: list[str] = []
+    try:
+        # Directly, forging a new address each time: still one client, 127.0.0.1.
+        for forged in ("198.51.100.1", "198.51.100.2"):
+            status, body = _drip_via(port, "127.0.0.1", forged)
+            assert status == 202, body
+            accepted.append(body["action_id"])
+        status, body = _drip_via(port, "127.0.0.1", "198.51.100.3")
+        assert status == 429 and body["code"] == "FaucetClientLimit", body
+        assert "(127.0.0.1)" in body["reason"]
+
+        # Through the proxy: the client is what it appended (the rightmost untrusted one).
+        for chain_header in ("203.0.113.7", "10.9.9.9, 203.0.113.7"):
+            status, body = _drip_via(port, "127.0.0.2", chain_header)
+            assert status == 202, body
+            accepted.append(body["action_id"])
+        status, body = _drip_via(port, "127.0.0.2", "192.0.2.44, 203.0.113.7")
+        assert status == 429 and "(203.0.113.7)" in body["reason"], body
+        status, body = _drip_via(port, "127.0.0.2", "203.0.113.8")  # another client
+        assert status == 202, body
+        accepted.append(body["action_id"])
     finally:
         api.stop()
     for action_id in accepted:

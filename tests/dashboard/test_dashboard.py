@@ -5,6 +5,7 @@ same answer the API gave. Screenshots go to reports/screenshots/."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -346,6 +347,22 @@ def test_stress_h100_price_fall_from_the_page(
         for chart, field in (("stress-dscr-chart", "dscr_bps"), ("stress-ltv-chart", "ltv_bps")):
             finite = sum(v is not None for p in pooled_paths for v in p[field])
             assert wait_points(page, chart) == finite > 0
+        # DSCR is drawn as it is, on a log axis: never flattened at a cap (the demo's
+        # platform line sat at the old 5x cap); under 0.1x it sits on the floor, marked.
+        drawn = page.evaluate(
+            """() => {
+              const c = Chart.getChart('stress-dscr-chart');
+              const lines = c.data.datasets.filter((d) => !d.reference);
+              return {type: c.options.scales.y.type, max: c.scales.y.max,
+                      real: lines.map((d) => d.real), data: lines.map((d) => d.data)};
+            }"""
+        )
+        real = [[None if v is None else v / 10_000 for v in p["dscr_bps"]] for p in pooled_paths]
+        assert drawn["type"] == "logarithmic" and drawn["real"] == real
+        top = max(v for path in real for v in path if v is not None)
+        assert drawn["max"] >= top  # the highest figure is on the axis, not cut off
+        for path, plotted in zip(real, drawn["data"], strict=True):
+            assert plotted == [None if v is None else max(v, 0.1) for v in path]
         # the server found each pool's loan in the index: nothing sent but the node ids
         assert "overrides" not in body and body["loans_from_draw"] is False
         pooled = [n for n in shock["nodes"] if n["has_pool"]]
@@ -379,6 +396,41 @@ def test_stress_h100_price_fall_from_the_page(
         assert page.locator("#view-stress .card .empty:visible").count() == 2
     shoot(page, "stress")
 
+    if pools_served:
+        # Over 300 nodes (the demo's 1,000) the page asks for no per-node paths and plots
+        # the platform's DSCR: the same request as such a page sends, to the real server.
+        def without_paths(route: Any) -> None:
+            body = route.request.post_data_json
+            route.continue_(post_data=json.dumps({**body, "include_node_paths": False}))
+
+        page.route("**/api/v1/risk/scenarios", without_paths)
+        with page.expect_response(
+            lambda r: r.url.endswith("/api/v1/risk/scenarios") and r.request.method == "POST"
+        ) as platform_run:
+            page.click("#stress-run")
+        page.unroute("**/api/v1/risk/scenarios")
+        served = next(
+            r
+            for r in platform_run.value.json()["results"]
+            if r["scenario"]["name"].startswith(H100)
+        )
+        real = [None if v is None else v / 10_000 for v in served["platform"]["dscr_bps"]]
+        page.wait_for_function(
+            "() => Chart.getChart('stress-dscr-chart').data.datasets[0].label"
+            ".startsWith('platform')"
+        )
+        drawn = page.evaluate(
+            """() => {
+              const c = Chart.getChart('stress-dscr-chart');
+              const [platform] = c.data.datasets.filter((d) => !d.reference);
+              return {label: platform.label, real: platform.real, max: c.scales.y.max};
+            }"""
+        )
+        assert drawn["label"] == "platform (all pools)" and drawn["real"] == real
+        assert drawn["max"] >= max(v for v in real if v is not None)
+        assert len({v for v in real if v is not None}) > 1  # a line that moves, not a cap
+        shoot(page, "stress-platform")
+
     # A run with nothing to run is refused on the page, with the reason.
     page.uncheck("#stress-shock-on")
     for box in page.locator("#stress-named input").all():
@@ -406,3 +458,70 @@ def test_header_is_not_green_while_attestation_is_stale(page: Any, stack: Stack,
     )
     assert "attestation" in page.get_attribute("#status", "title")
     shoot(page, "header-stale")
+
+
+# How far a table reaches past what its scroll box shows (0: nothing clipped), and how far
+# the page itself overflows the window sideways.
+CLIPPED = """id => {
+  const table = document.getElementById(id);
+  const box = table.closest('.table-wrap');
+  return {
+    table: Math.ceil(table.scrollWidth - box.clientWidth),
+    page: document.documentElement.scrollWidth - window.innerWidth,
+  };
+}"""
+WIDEST = """() => [...document.querySelectorAll('body *')]
+  .filter((e) => e.getBoundingClientRect().right > window.innerWidth).slice(0, 5)
+  .map((e) => `${e.tagName}#${e.id}.${e.className} ${e.getBoundingClientRect().right}`)"""
+DEMO_REGIONS = ("eu-west", "eu-north", "us-east", "us-west", "ap-south", "ap-northeast")
+
+
+def test_fleet_map_and_pools_table_are_not_clipped_at_1400_px(
+    page: Any, stack: Stack, world: World, operator, pools_served
+) -> None:
+    """The demo's fleet (every class in its six regions) and the pools table fit a 1,400 px
+    window; narrower, the page does not overflow and a table scrolls inside its card."""
+    from brownie import chain
+
+    system = world.system
+    for region in DEMO_REGIONS:  # every class in every region of the demo
+        for cls in (H100, "A100-SXM-80GB", "L40S-48GB"):
+            system.registry.registerNode(
+                system.class_ids[cls],
+                8,
+                region.encode().ljust(32, b"\0"),
+                100_000 * USD,
+                chain[-1].timestamp - 86_400,
+                f"0x{0xD000 + system.registry.nodeCount():040x}",  # one key per node
+                {"from": operator},
+            )
+    last = system.registry.nodeCount()
+    wait_for(
+        lambda: len(stack.get("/api/v1/nodes", params={"limit": 500}).json()) >= last,
+        60,
+        "the new nodes indexed",
+    )
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    open_view(page, stack, "fleet")
+    page.wait_for_function(
+        "n => document.querySelectorAll('#fleet-map thead th').length >= n",
+        arg=len(DEMO_REGIONS) + 1,
+    )
+    assert page.evaluate(CLIPPED, "fleet-map") == {"table": 0, "page": 0}
+    shoot(page, "fleet-1400")
+    if pools_served:
+        open_view(page, stack, "pools")
+        page.wait_for_selector("#pools-table tbody tr[data-pool]")
+        assert page.evaluate(CLIPPED, "pools-table") == {"table": 0, "page": 0}
+        shoot(page, "pools-1400")
+
+    page.set_viewport_size({"width": 900, "height": 1000})  # narrower: still usable
+    for view, table in (("fleet", "fleet-map"), ("pools", "pools-table")):
+        open_view(page, stack, view)
+        page.wait_for_selector(f"#{table} tbody tr")
+        assert page.evaluate(CLIPPED, table)["page"] == 0, (view, page.evaluate(WIDEST))
+        overflow = page.evaluate(
+            "id => getComputedStyle(document.getElementById(id).closest('.table-wrap')).overflowX",
+            table,
+        )
+        assert overflow == "auto"  # what does not fit scrolls inside its card

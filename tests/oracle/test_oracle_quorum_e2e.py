@@ -3,6 +3,11 @@
 Also: the board's Redis stopped (SIGSTOP) across an epoch boundary; every oracle
 logs why its step failed, keeps running, and the quorum attests once it is back.
 And an oracle started while the node is unreachable waits for it instead of exiting.
+And the chain node stopped (SIGSTOP) across an epoch boundary: the oracles wait it
+out and attest what ended meanwhile, in order, once each.
+And an oracle stopped across two epochs writes, once back, the proofs files of the
+epochs the others attested meanwhile, each rebuilt from the board and matching the
+on-chain root; a board entry that does not rebuild the root is never written.
 
 The epoch's primary transmitter publishes its signature and is then killed with
 SIGKILL before a quorum exists; the two others reach the quorum through Redis,
@@ -13,6 +18,7 @@ on-chain with OracleHub.verifyLeaf.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -25,10 +31,11 @@ from eth_account import Account
 
 from backend.redis_embedded import EmbeddedRedis
 from gpucap import devchain
-from gpucap.attestation import NodeLeaf, dev_oracle_keys
+from gpucap.attestation import NodeLeaf, build_commitment, dev_oracle_keys
 from gpucap.deployment import REPO_ROOT
+from oracle.chain import ChainClient
 from oracle.config import OracleSettings
-from oracle.proofs import read_proofs
+from oracle.proofs import proofs_path, read_proofs
 from oracle.reporter import ReportStatus, build_reporter
 from tests.oracle.hub_helpers import end_epoch
 from tests.support.tcp_proxy import TcpProxy
@@ -237,6 +244,72 @@ def test_oracles_survive_a_redis_stall_across_an_epoch_boundary(world, redis_ser
     assert all("Traceback" not in text[n] for n in names), text
 
 
+def test_oracles_ride_out_a_stopped_chain_across_an_epoch_boundary(world, redis_server, tmp_path):
+    """anvil stopped (SIGSTOP: requests hang, nothing refuses) as an epoch ends: every
+    oracle logs why its steps fail and stays up; after SIGCONT the quorum attests the
+    epoch that ended meanwhile and the next one, in order, each exactly once."""
+    from brownie import chain
+    from brownie.network import rpc
+
+    hub = world.system.oracle_hub
+    keys = dev_oracle_keys()
+    names = [f"oracle{i}" for i in range(len(keys))]
+    processes: dict[str, subprocess.Popen] = {}
+    anvil = rpc.process
+    assert anvil is not None
+
+    def logs() -> dict[str, str]:
+        return {n: (tmp_path / f"{n}.log").read_text() for n in names}
+
+    try:
+        for name, key in zip(names, keys, strict=True):
+            processes[name] = oracle_process(
+                world, redis_server, tmp_path, key, name, GPUCAP_ORACLE_RPC_TIMEOUT_SECONDS="1"
+            )
+        before = end_epoch(hub)
+        wait_for(lambda: hub.lastAttestedEpoch() >= before, 90, f"epoch {before} attested")
+
+        # The current epoch ends two seconds of wall clock from now: while anvil is stopped.
+        crossing = hub.currentEpoch()
+        chain.sleep(max(0, hub.epochEnd(crossing) - chain[-1].timestamp - 2))
+        chain.mine()
+        assert hub.currentEpoch() == crossing
+        anvil.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(
+                lambda: all("chain unreachable" in text for text in logs().values()),
+                60,
+                "every oracle to report the stalled node",
+            )
+            assert all(p.poll() is None for p in processes.values()), logs()
+        finally:
+            anvil.send_signal(signal.SIGCONT)
+        chain.mine()  # the chain's clock went on: the first block after it is past the end
+        assert hub.currentEpoch() > crossing
+        chain.sleep(int(hub.epochLengthSeconds()))  # and one more epoch ends before catch-up
+        chain.mine()
+        target = hub.currentEpoch() - 1
+        assert target > crossing
+        wait_for(lambda: hub.lastAttestedEpoch() >= target, 120, f"epochs up to {target}")
+        for name in names:
+            assert processes[name].poll() is None, logs()[name]
+        stop_cleanly(processes, names)
+    finally:
+        anvil.send_signal(signal.SIGCONT)
+        kill_leftovers(processes)
+
+    # Every epoch from the one before the stop to the target: attested once, none skipped.
+    client = ChainClient.connect(world.rpc_url, str(world.manifest_path))
+    for epoch in range(before, target + 1):
+        events = client.hub.events.EpochAttested.get_logs(
+            from_block=0, argument_filters={"epoch": epoch}
+        )
+        assert len(events) == 1, (epoch, events)
+        assert hub.epochAttestation(epoch)[0] != "0x" + "00" * 32
+    text = logs()
+    assert all("Traceback" not in text[n] for n in names), text
+
+
 def test_an_oracle_started_while_the_node_is_down_waits_for_it(world, tmp_path):
     """Started with the node unreachable, the daemon says why and retries instead of
     exiting; once the node answers it attests (alone: all three dev keys, no board)."""
@@ -275,3 +348,94 @@ def test_an_oracle_started_while_the_node_is_down_waits_for_it(world, tmp_path):
     finally:
         proxy.cut()
         kill_leftovers({"oracle": process})
+
+
+def test_an_oracle_back_from_a_restart_writes_the_epochs_it_missed(world, redis_server, tmp_path):
+    hub = world.system.oracle_hub
+    keys = dev_oracle_keys()
+    names = [f"oracle{i}" for i in range(len(keys))]
+    processes: dict[str, subprocess.Popen] = {}
+    board = redis.Redis.from_url(redis_server.url)
+    folder = {name: tmp_path / name / "epochs" for name in names}
+    restarted = names[0]
+
+    def start(name: str, key: str) -> None:
+        processes[name] = oracle_process(world, redis_server, tmp_path, key, name)
+
+    def root_of(epoch: int) -> str:
+        return hub.epochAttestation(epoch)[0]
+
+    try:
+        for name, key in zip(names, keys, strict=True):
+            start(name, key)
+        before = end_epoch(hub)
+        wait_for(lambda: hub.lastAttestedEpoch() >= before, 90, f"epoch {before} attested")
+
+        stop_cleanly(processes, [restarted])
+        missed = []
+        for _ in range(2):  # the two others attest while it is down
+            missed.append(end_epoch(hub))
+            wait_for(lambda: hub.lastAttestedEpoch() >= missed[-1], 90, f"epoch {missed[-1]}")
+        assert not any(proofs_path(folder[restarted], e).exists() for e in missed)
+        # The others stop too (their last step done), so none re-publishes what follows.
+        stop_cleanly(processes, names[1:])
+
+        # The board's entries for the second missed epoch are tampered with (one leaf
+        # credited a GPU-hour more, report rebuilt to match): they no longer lead to the
+        # attested root, so that epoch must not be written from them.
+        tampered = missed[1]
+        [key] = list(board.scan_iter(f"gpucap:oracle:*:epoch:{tampered}"))
+        genuine = board.hgetall(key)
+        for signer, raw in genuine.items():
+            entry = json.loads(raw)
+            entry["leaves"][0][6] += 1
+            leaves = [NodeLeaf(*row) for row in entry["leaves"]]
+            forged = build_commitment(tampered, leaves, entry["report"]["configVersion"])
+            entry["report"]["root"] = "0x" + forged.report.root.hex()
+            board.hset(key, signer, json.dumps(entry))
+
+        for name, key in zip(names, keys, strict=True):
+            start(name, key)
+        wait_for(
+            lambda: proofs_path(folder[restarted], missed[0]).exists(),
+            60,
+            f"epoch {missed[0]}'s file in the restarted oracle's folder",
+        )
+        log_path = tmp_path / f"{restarted}.log"
+        wait_for(
+            lambda: (
+                f"epoch {tampered}: no proofs file here and no board entry" in log_path.read_text()
+            ),
+            60,
+            "the tampered epoch refused",
+        )
+        assert not proofs_path(folder[restarted], tampered).exists()
+
+        for signer, raw in genuine.items():
+            board.hset(key, signer, raw)
+        after = end_epoch(hub)  # and it takes part in attesting again
+        wait_for(lambda: hub.lastAttestedEpoch() >= after, 90, f"epoch {after} attested")
+        stop_cleanly(processes, names)
+    finally:
+        kill_leftovers(processes)
+
+    text = log_path.read_text()
+    assert f"epoch {missed[0]}: proofs file recovered from the quorum board" in text, text
+    assert "Traceback" not in text, text
+    # Every file in the restarted oracle's folder commits to the attested root and its
+    # leaves verify on-chain; the recovered one names the attesting transaction.
+    files = sorted(folder[restarted].glob("*.json"))
+    assert {f"{e}.json" for e in (before, missed[0], after)} <= {f.name for f in files}
+    for path in files:
+        doc = json.loads(path.read_text())
+        assert doc["report"]["root"] == root_of(doc["epoch"]), path
+        leaf = doc["leaves"][0]
+        assert hub.verifyLeaf(NodeLeaf.from_json(leaf).values(), leaf["proof"])
+    recovered = read_proofs(folder[restarted], missed[0])
+    assert recovered["recovered"]["from"] == "quorum board"
+    chain = ChainClient.connect(world.rpc_url, str(world.manifest_path))
+    [event] = chain.hub.events.EpochAttested.get_logs(
+        from_block=0, argument_filters={"epoch": missed[0]}
+    )
+    assert recovered["attestation"]["txHash"] == event["transactionHash"].to_0x_hex()
+    assert len(recovered["signers"]) >= hub.quorum()

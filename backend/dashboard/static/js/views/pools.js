@@ -103,11 +103,11 @@ export const poolsView = {
       const r = p.round;
       const d = p.debt;
       return `<tr data-pool="${esc(p.address)}" data-label="${esc(poolLabel(p))}" class="${selected?.address === p.address ? "selected" : ""}">
-        <td><button type="button" class="link">${esc(poolLabel(p))}</button> <span class="muted mono">${short(p.address)}</span></td>
+        <td><button type="button" class="link">${esc(poolLabel(p))}</button> <span class="muted mono under">${short(p.address)}</span></td>
         <td>#${esc(p.node_id)}</td><td class="mono">${short(p.operator)}</td><td>${esc(r.state ?? "—")}</td>
         <td class="num">${usd(r.raised)} / ${usd(r.target)}</td><td class="num">${usd(d.principal)}</td><td class="num">${usd(d.outstanding)}</td>
         <td class="num">${usd(d.arrears)}</td><td class="num">${pct(d.rate_bps)}</td><td class="num">${usd(p.risk.collateral_value)}</td>
-        <td class="num">${ratio(p.risk.dscr_bps)}</td><td class="num">${pct(p.risk.ltv_bps)}</td><td>${riskBadges(p.risk)}</td></tr>`;
+        <td class="num">${ratio(p.risk.dscr_bps)}</td><td class="num">${pct(p.risk.ltv_bps)}</td><td class="badges">${riskBadges(p.risk)}</td></tr>`;
     });
     table.innerHTML =
       table.querySelector("caption").outerHTML +

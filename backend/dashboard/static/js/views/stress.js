@@ -7,7 +7,12 @@ import { esc, monthLabel, pct, ratio, usd } from "../format.js";
 import { classShock, indexedFleet, runStress } from "../stress.js";
 
 const DEFAULT_NAMED = new Set(["base", "deflation_20", "deflation_40"]);
-const DSCR_CAP = 5; // a DSCR above 5x reads as "comfortable"; cap it so the covenant stays visible
+// DSCR runs from below 1x to tens of x (a lightly financed pool, the platform as a whole):
+// on a linear axis capped at 5x such a line sat flat at the cap and said nothing. A log
+// axis shows the real figure and keeps the covenant (1.25x) readable; coverage under the
+// floor (including none or negative: costs above revenue) is drawn on the floor as a red
+// triangle pointing down, and its tooltip gives the real figure.
+const DSCR_FLOOR = 0.1;
 let root;
 let run = null; // {fleet, body, covenantDscrBps, maxLtvBps}
 
@@ -40,6 +45,26 @@ function answer(result) {
     Total loss ${usd(result.platform.total_loss)}: operator bonds ${usd(w.operator_bond)} · stakers ${usd(w.stakers)} · insurance ${usd(w.insurance_reserve)} · other holders ${usd(w.holders)}.</p>`;
 }
 
+// A DSCR line on the log axis: values under the floor sit on it, marked, real figure kept.
+function onDscrFloor(dataset) {
+  const real = dataset.data;
+  const low = (i) => real[i] !== null && real[i] < DSCR_FLOOR;
+  return {
+    ...dataset,
+    real,
+    data: real.map((v) => (v === null ? null : Math.max(v, DSCR_FLOOR))),
+    pointStyle: (ctx) => (low(ctx.dataIndex) ? "triangle" : "circle"),
+    pointRotation: (ctx) => (low(ctx.dataIndex) ? 180 : 0),
+    pointRadius: (ctx) => (low(ctx.dataIndex) ? 6 : 3),
+    pointBackgroundColor: (ctx) => (low(ctx.dataIndex) ? "#cf222e" : dataset.borderColor),
+  };
+}
+
+function dscrLabel(ctx) {
+  const value = ctx.dataset.real?.[ctx.dataIndex] ?? ctx.parsed.y;
+  return `${ctx.dataset.label}: ${value.toFixed(2)}×`;
+}
+
 function renderPicked() {
   const { response, covenantDscrBps, maxLtvBps, fleet } = run;
   const result = response.results[Number(root.querySelector("#stress-pick").value)];
@@ -52,13 +77,16 @@ function renderPicked() {
   const scaled = (values, scale, cap) => values.map((v) => (v === null ? null : Math.min(v / scale, cap)));
   const series = (field, scale, cap) => {
     if (pooled.length) return pooled.map((n, i) => line(poolName(fleet, n.node_id), scaled(n.paths[field], scale, cap), i));
-    if (withDebt.length) return [line("platform", scaled(result.platform[field], scale, cap), 0)];
+    if (withDebt.length) return [line("platform (all pools)", scaled(result.platform[field], scale, cap), 0)];
     return [];
   };
   render("stress-dscr-chart", {
     type: "line",
-    data: { labels: months, datasets: [...series("dscr_bps", 10_000, DSCR_CAP), reference(`covenant ${ratio(covenantDscrBps)}`, covenantDscrBps / 10_000, months.length)] },
-    options: { scales: { y: { beginAtZero: true, title: { display: true, text: `DSCR × (capped at ${DSCR_CAP})` } } } },
+    data: { labels: months, datasets: [...series("dscr_bps", 10_000, Infinity).map(onDscrFloor), reference(`covenant ${ratio(covenantDscrBps)}`, covenantDscrBps / 10_000, months.length)] },
+    options: {
+      scales: { y: { type: "logarithmic", min: DSCR_FLOOR, title: { display: true, text: `DSCR × (log scale; ▼ below ${DSCR_FLOOR}×)` } } },
+      plugins: { tooltip: { callbacks: { label: dscrLabel } } },
+    },
   });
   render("stress-ltv-chart", {
     type: "line",
