@@ -39,6 +39,7 @@ def handed(admin, accounts):
         RELAYER: _relayer_address(DeployConfig.for_tests()),
         "CapacityToken": system.capacity.address,
         "EpochSettlement": system.settlement.address,
+        "PoolLoans": system.loans.address,
         "deployer": admin.address,
     }
     return system, timelock, proposer, guardian, names, start
