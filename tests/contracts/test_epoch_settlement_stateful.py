@@ -16,9 +16,10 @@ each node's DSCR window sums, and ledgers of every movement. After every step:
 - the pool: revenue in == what the settlement sent; in units of 1e-36, revenue in ==
   paid + Σ claimable (whole units + each staker's fraction) + the undistributed remainder;
 - per node: last settled epoch, arrears, window net / service, DSCR and flags == shadow;
-- node A's default, declared by anyone once due: the waterfall (bond, stakers, reserve,
-  holders) and the cash it moves to the unit; afterwards its revenue repays the recovery claim
-  (the pool's revenue in == settled revenue + the default's cash);
+- node A's default, declared by anyone once due (PoolLoans): the waterfall (bond, stakers,
+  reserve, holders) and the cash it moves to the unit, none of it left in PoolLoans;
+  afterwards its revenue repays the recovery claim (the pool's revenue in == settled revenue
+  + the default's cash);
 - node A's loan: cash sweep while flagged (the operator's share pays what net left owed, in the
   shadow split too), cured after 3 clean settlements, the runs and LoanStateChanged == shadow.
 """
@@ -388,6 +389,7 @@ class SettlementMachine(SnapshotMachine):
             *((pool, "stakeOf", (s.address,)) for s in self.stakers),
             *((st_, "nodeRisk", (n,)) for n in self.nodes),
             *((self.capacity, "heldProceeds", (n,)) for n in self.nodes),
+            (self.stablecoin, "balanceOf", (self.loans.address,)),
         )
         total_in, fees, reserve, credits, to_pools, balance, totals = views[:7]
         stakes, risks, held = views[7:9], views[9:11], views[11:13]
@@ -399,6 +401,7 @@ class SettlementMachine(SnapshotMachine):
             self.to_pool,
         )
         assert balance == fees + reserve + credits
+        assert views[13] == 0  # PoolLoans never holds cash: a default's passes through to the pool
         assert total_in == (
             fees
             + reserve
