@@ -9,11 +9,12 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {ICapacityToken} from "./interfaces/ICapacityToken.sol";
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
-import {IObligationSource} from "./interfaces/IObligationSource.sol";
 import {IOracleHub} from "./interfaces/IOracleHub.sol";
+import {ILoanLedger, IPoolLoans} from "./interfaces/IPoolLoans.sol";
 import {IRevenuePool} from "./interfaces/IRevenuePool.sol";
 import {IRiskGate} from "./interfaces/IRiskGate.sol";
 import {RiskModel} from "./libraries/RiskModel.sol";
+import {PoolLoans} from "./PoolLoans.sol";
 import {RevenuePool} from "./RevenuePool.sol";
 
 /**
@@ -90,27 +91,16 @@ import {RevenuePool} from "./RevenuePool.sol";
  * - Covenant (RiskModel): flagged when DSCR < covenantDscrBps with scheduled service in
  *   the window, or LTV > maxLtvBps, LTV = pool.debtOutstanding(epoch) / value at the
  *   epoch's end. Re-evaluated at every settlement; events on change.
- * - Loan lifecycle (per node with a drawn pool; {loanOf}): Performing → CashSweep when a
- *   settlement flags the node; back to Performing after `cureEpochs` settlements in a row
- *   unflagged; Defaulted once arrears exceed `defaultArrearsBps` of the drawn principal or DSCR
- *   stayed under `defaultDscrBps` for `defaultDscrEpochs` settlements in a row. Sweep and cure
- *   are booked by the settlement that meets their condition; default by {declareDefault},
- *   which anyone may call once its condition holds (LoanStateChanged on every transition).
- *   In CashSweep, the operator's share of an epoch also services the debt (due + arrears)
- *   where net revenue falls short; what the debt does not need stays the operator's.
- * - Collateral: `pledgeBps` of the node's bond is locked here (BOND_LOCKER_ROLE) once its
- *   pool is drawn ({pledgeBond}, anyone, or the node's next settlement), so it cannot be
- *   withdrawn or locked by offers while the loan is outstanding; {releasePledge} frees it
- *   once nothing is owed. At default the outstanding principal is accelerated: claim =
- *   principal outstanding after the last settled epoch + arrears. Waterfall: the pledged bond
- *   is seized into the pool (recovery cash for the lenders); the rest is booked against the
- *   staked shares at the share price (first loss, RevenuePool.bookLoss: the shares are
- *   retired into the pool); what staked value does not cover is paid from the insurance
- *   reserve into the pool; the remainder is the unstaked holders' loss. The claim less the
- *   cash recovered (bond + reserve) stays owed: every later settlement of the node sends its
- *   net revenue and, where that falls short, its operator's share to the pool until it is met.
+ * - The loan of each node's pool lives in PoolLoans ({loans}, created here, so both sides hold
+ *   each other immutably): before the split a settlement asks it how the epoch services the
+ *   debt (IPoolLoans.serviceRule: in CashSweep the operator's share also pays what net revenue
+ *   leaves owed; in Defaulted net, then the operator's share, repay the recovery claim and no
+ *   schedule applies), and after its own writes and transfers it reports the covenant outcome
+ *   and what was paid (IPoolLoans.bookEpoch: lifecycle, recovery, the pledge). A default
+ *   (PoolLoans.declareDefault) comes back through {bookDefault}: the arrears are cleared and the
+ *   seized bond and the reserve's part of the loss are distributed to the pool from here.
  */
-contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, IObligationSource {
+contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, ILoanLedger {
     using SafeERC20 for IERC20;
     using SafeCast for uint256;
 
@@ -175,42 +165,6 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         uint256 gross;
     }
 
-    /// @notice Where a node's loan stands (see the contract notes).
-    enum LoanState {
-        Performing,
-        CashSweep,
-        Defaulted
-    }
-
-    /// @notice A node's loan. Storage: state + pledgeTaken + lowDscrRun + cleanRun + pledged
-    /// (slot 0: 1 + 1 + 2 + 2 + 16 bytes) | recoveryClaim + recovered (slot 1).
-    struct Loan {
-        LoanState state;
-        bool pledgeTaken;
-        uint16 lowDscrRun;
-        uint16 cleanRun;
-        uint128 pledged;
-        uint128 recoveryClaim;
-        uint128 recovered;
-    }
-
-    /// @notice The loss waterfall of a default, per class (stablecoin units). One slot each pair.
-    struct DefaultLosses {
-        uint128 bond;
-        uint128 stakers;
-        uint128 reserve;
-        uint128 holders;
-    }
-
-    /// @notice Loan terms, one slot: pledge share of the bond, default triggers, cure length.
-    struct LoanParams {
-        uint16 pledgeBps;
-        uint16 defaultArrearsBps;
-        uint32 defaultDscrBps;
-        uint16 defaultDscrEpochs;
-        uint16 cureEpochs;
-    }
-
     /// @dev One settled epoch in the DSCR ring buffer (one slot).
     struct Record {
         uint128 net;
@@ -239,6 +193,8 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     ICapacityToken public immutable capacity;
     /// @notice N of "DSCR over the trailing N settled epochs".
     uint64 public immutable dscrWindowEpochs;
+    /// @notice The loan book of every node's pool (created by this contract's constructor).
+    IPoolLoans public immutable loans;
 
     uint16 public protocolFeeBps;
     uint16 public reserveBps;
@@ -246,7 +202,6 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     uint16 public maxLtvBps;
     uint32 public covenantDscrBps;
     RiskModel.Curve public curve;
-    LoanParams private _loanParams;
 
     uint256 public feesHeld;
     uint256 public reserveHeld;
@@ -264,8 +219,6 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     // slither-disable-next-line uninitialized-state (written through storage pointers: _settleOne, _record)
     mapping(uint256 nodeId => mapping(uint256 slot => Record)) private _ring;
     mapping(address operator => uint256) public operatorCredit;
-    // slither-disable-next-line uninitialized-state (written through storage pointers: _bookPledge, _advanceLoan)
-    mapping(uint256 nodeId => Loan) private _loans;
 
     event NodeSettled(
         uint256 indexed nodeId,
@@ -304,23 +257,6 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     /// revert data, e.g. a custom error) and was skipped: none of its changes were applied and
     /// the node's epoch stays unsettled.
     event SettlementItemSkipped(uint256 indexed nodeId, uint64 indexed epoch, bytes reason);
-    event LoanParamsSet(
-        uint16 pledgeBps, uint16 defaultArrearsBps, uint32 defaultDscrBps, uint16 defaultDscrEpochs, uint16 cureEpochs
-    );
-    /// @notice Node `nodeId`'s loan went from `from` to `to` at its settled epoch `epoch`.
-    event LoanStateChanged(uint256 indexed nodeId, uint64 indexed epoch, LoanState from, LoanState to);
-    /// @notice `amount` of node `nodeId`'s bond was pledged to its pool (locked here).
-    event BondPledged(uint256 indexed nodeId, address indexed pool, uint256 amount);
-    /// @notice Node `nodeId`'s pledge `amount` was released: nothing is owed any more.
-    event PledgeReleased(uint256 indexed nodeId, uint256 amount);
-    /// @notice Node `nodeId` defaulted after epoch `epoch`: `principal` accelerated plus
-    /// `arrears` is the claim; `recoveryClaim` is what later revenue still owes the pool.
-    event LoanDefaulted(
-        uint256 indexed nodeId, uint64 indexed epoch, uint256 principal, uint256 arrears, uint256 recoveryClaim
-    );
-    /// @notice The loss waterfall of node `nodeId`'s default, per class (stablecoin units):
-    /// the seized `bond`, the `stakers`' booked loss, the `reserve` paid in, the `holders`' rest.
-    event LossWaterfall(uint256 indexed nodeId, uint256 bond, uint256 stakers, uint256 reserve, uint256 holders);
     event OperatorWithdrawn(address indexed operator, address indexed to, uint256 amount);
     event FeesWithdrawn(address indexed to, uint256 amount);
     event ReserveWithdrawn(address indexed to, uint256 amount);
@@ -351,19 +287,14 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     /// `lastSettledEpoch`: service of epochs already settled would never be owed.
     error SettlementPoolServiceMissed(uint256 nodeId, uint64 drawEpoch, uint64 lastSettledEpoch);
     error SettlementZeroAmount();
-    error SettlementInvalidLoanParams(LoanParams params);
-    /// @notice Node `nodeId` does not meet the default condition (its loan is `state`): see
-    /// {defaultDue}, {loanOf} and {nodeRisk} for its arrears and low-DSCR run.
-    error SettlementNoDefault(uint256 nodeId, LoanState state);
-    /// @notice Node `nodeId` has no drawn pool to pledge to, or its pledge was already taken.
-    error SettlementNoPledge(uint256 nodeId);
-    /// @notice Node `nodeId` still owes its pool: its pledge stays.
-    error SettlementPledgeHeld(uint256 nodeId);
+    /// @notice {bookDefault} answers the loan contract alone; `caller` is not it.
+    error SettlementOnlyLoans(address caller);
     error SettlementUnknownNode(uint256 nodeId);
     error SettlementInsufficient(uint256 available, uint256 requested);
 
     /**
-     * @param admin DEFAULT_ADMIN_ROLE (parameters, pools, roles).
+     * @param admin DEFAULT_ADMIN_ROLE (parameters, pools, roles), here and in the PoolLoans this
+     * constructor creates ({loans}).
      * @param windowEpochs N of the trailing DSCR window (1..MAX_WINDOW_EPOCHS).
      */
     constructor(
@@ -388,7 +319,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         covenantDscrBps = 12_500;
         maxLtvBps = 8_000;
         emit RiskParamsSet(12_500, 8_000, RiskModel.Curve.StraightLine);
-        _setLoanParams(LoanParams(5_000, 1_000, 10_000, 6, 3));
+        loans = new PoolLoans(admin, registry_);
     }
 
     // ------------------------------------------------------------------
@@ -421,16 +352,6 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         maxLtvBps = maxLtvBps_;
         curve = curve_;
         emit RiskParamsSet(covenantDscrBps_, maxLtvBps_, curve_);
-    }
-
-    /**
-     * @notice Sets the loan terms: pledge (bps of the bond, <= 10_000), arrears default
-     * threshold (bps of the drawn principal, 1..10_000), DSCR default floor (<= the DSCR
-     * covenant bound MAX_COVENANT_DSCR_BPS) and its run (1..MAX_WINDOW_EPOCHS settlements),
-     * cure run (1..MAX_WINDOW_EPOCHS). Applies from the next settlement / pledge / default.
-     */
-    function setLoanParams(LoanParams calldata params) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        _setLoanParams(params);
     }
 
     /// @notice Sets who pays node `nodeId`'s usage and the price per delivered GPU-hour
@@ -577,76 +498,29 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     }
 
     // ------------------------------------------------------------------
-    // Loan: pledge, default, release (anyone, once the condition holds)
+    // Loans: a default's book and cash (PoolLoans)
     // ------------------------------------------------------------------
 
-    /// @notice Pledges (locks here) `pledgeBps` of node `nodeId`'s bond, capped at its free bond,
-    /// once its bound pool is drawn. Reverts SettlementNoPledge if not drawn or already taken.
-    function pledgeBond(uint256 nodeId) external nonReentrant {
+    /// @inheritdoc ILoanLedger
+    function bookDefault(uint256 nodeId, uint64 epoch, uint256 bondAssets, uint256 reserveAssets)
+        external
+        nonReentrant
+    {
+        if (msg.sender != address(loans)) revert SettlementOnlyLoans(msg.sender);
         IRevenuePool pool = _pools[nodeId];
-        if (address(pool) == address(0)) revert SettlementNoPledge(nodeId);
-        (bool taken, uint256 amount) = _bookPledge(nodeId, pool);
-        if (!taken) revert SettlementNoPledge(nodeId);
-        if (amount != 0) registry.lockBond(nodeId, amount); // trusted registry, after the writes
-    }
-
-    /**
-     * @notice Declares node `nodeId` in default (see the contract notes): accelerates the
-     * outstanding principal, seizes the pledged bond into the pool, books the rest against the
-     * staked shares, then the insurance reserve; the remainder is the unstaked holders' loss.
-     * Requirements: the default condition holds ({defaultDue}), SettlementNoDefault otherwise;
-     * the pool grants this contract SLASHER_ROLE (RevenuePool.bookLoss).
-     */
-    function declareDefault(uint256 nodeId) external nonReentrant {
-        Loan storage loan = _loans[nodeId];
-        if (!_defaultDue(nodeId)) revert SettlementNoDefault(nodeId, loan.state);
-        IRevenuePool pool = _pools[nodeId];
-        // A draw nobody pledged yet: the pledge is taken now (locked below, then seized).
-        (, uint256 lockNow) = _bookPledge(nodeId, pool);
-        uint256 pledged = loan.pledged;
-        (DefaultLosses memory l, uint64 epoch) = _bookDefault(nodeId, pool, pledged);
-        // Interactions: the trusted registry pays the seized bond here, then the pool takes the
-        // recovery cash and books the stakers' loss (admin-bound pool; guarded).
-        if (lockNow != 0) registry.lockBond(nodeId, lockNow);
-        if (pledged != 0) registry.settleLock(nodeId, pledged, l.bond, address(this), keccak256("default"));
-        uint256 cash = uint256(l.bond) + l.reserve;
+        _books[nodeId].arrears = 0;
+        reserveHeld -= reserveAssets;
+        uint256 cash = bondAssets + reserveAssets;
         if (cash != 0) {
+            // The bond arrived from the registry in this transaction; the admin-bound pool takes both.
             stablecoin.forceApprove(address(pool), cash);
             pool.distribute(epoch, cash);
         }
-        // slither-disable-next-line unused-return (the shares taken follow from the assets)
-        if (l.stakers != 0) pool.bookLoss(l.stakers, address(pool));
-    }
-
-    /// @notice Releases node `nodeId`'s pledge once it owes nothing (no arrears, no principal
-    /// after its last settled epoch, no recovery claim). SettlementPledgeHeld otherwise.
-    function releasePledge(uint256 nodeId) external nonReentrant {
-        Loan storage loan = _loans[nodeId];
-        uint256 pledged = loan.pledged;
-        if (pledged == 0 || _owes(nodeId)) revert SettlementPledgeHeld(nodeId);
-        loan.pledged = 0;
-        emit PledgeReleased(nodeId, pledged);
-        registry.unlockBond(nodeId, pledged);
     }
 
     // ------------------------------------------------------------------
     // Views
     // ------------------------------------------------------------------
-
-    /// @notice Node `nodeId`'s loan (state, pledge, runs, recovery).
-    function loanOf(uint256 nodeId) external view returns (Loan memory) {
-        return _loans[nodeId];
-    }
-
-    /// @notice The loan terms.
-    function loanParams() external view returns (LoanParams memory) {
-        return _loanParams;
-    }
-
-    /// @notice True once node `nodeId` may be declared in default ({declareDefault}).
-    function defaultDue(uint256 nodeId) external view returns (bool) {
-        return _defaultDue(nodeId);
-    }
 
     /// @notice Node `nodeId`'s usage payer and price.
     function usageTerms(uint256 nodeId) external view returns (UsageTerms memory) {
@@ -676,36 +550,14 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         return RiskModel.raiseCap(RiskModel.value(curve, _collateral(n), block.timestamp), maxLtvBps);
     }
 
-    /**
-     * @inheritdoc IObligationSource
-     * @dev True while node `nodeId`'s bound pool has principal outstanding or the node owes
-     * arrears. Principal is read after the node's LAST SETTLED epoch, not the current one:
-     * instalments of epochs not yet settled (the keeper behind, epochs without a leaf) are not
-     * in arrears yet, but they are owed all the same (the next settlement books them), so a
-     * node whose schedule has run out in time but not in settlements still has obligations.
-     * The last settled epoch is always before the hub's current epoch, so this is true
-     * whenever `pool.debtOutstanding(hub.currentEpoch())` is. A pool whose round succeeded but
-     * was not drawn yet counts too (the operator can still draw it); one still funding or
-     * failed does not.
-     */
-    function hasOpenObligations(uint256 nodeId) external view returns (bool) {
-        return _owes(nodeId);
-    }
-
-    /// @dev {hasOpenObligations}; a defaulted loan owes its recovery claim and nothing else.
-    function _owes(uint256 nodeId) internal view returns (bool) {
-        Loan storage loan = _loans[nodeId];
-        if (loan.state == LoanState.Defaulted) return loan.recoveryClaim != 0;
+    /// @inheritdoc ILoanLedger
+    function loanBook(uint256 nodeId)
+        external
+        view
+        returns (IRevenuePool pool, uint64 lastSettledEpoch_, uint256 arrears)
+    {
         Book storage b = _books[nodeId];
-        if (b.arrears != 0) return true;
-        IRevenuePool pool = _pools[nodeId];
-        if (address(pool) == address(0)) return false;
-        // A round that succeeded and was not drawn yet: the operator can still draw it (the
-        // investors' money is committed to this node), so the node must not exit first.
-        // slither-disable-next-line unused-return (only whether the raise was drawn matters)
-        (bool drawn,,) = pool.draw();
-        if (!drawn) return pool.roundStatus() == IRevenuePool.RoundStatus.Succeeded;
-        return pool.debtOutstanding(b.lastSettledEpoch) != 0;
+        return (_pools[nodeId], b.lastSettledEpoch, b.arrears);
     }
 
     /// @notice Node `nodeId`'s last settled epoch (0 = never).
@@ -751,8 +603,10 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         uint256 nodeId = leaf.nodeId;
         if (leaf.epoch != epoch) revert SettlementEpochMismatch(nodeId, leaf.epoch, epoch);
         Book storage b = _books[nodeId];
-        uint64 last = b.lastSettledEpoch;
-        if (epoch <= last) revert SettlementAlreadySettled(nodeId, epoch, last);
+        {
+            uint64 last = b.lastSettledEpoch;
+            if (epoch <= last) revert SettlementAlreadySettled(nodeId, epoch, last);
+        }
         // A view on the immutable hub: reverts unless the leaf is in the epoch's attested root.
         // slither-disable-next-line calls-loop (immutable trusted hub; a bad proof reverts the item)
         hub.requireLeaf(leaf, item.proof);
@@ -761,22 +615,19 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         IRevenuePool pool = _pools[nodeId];
 
         (Split memory s, address payer) = _bill(nodeId, epoch, leaf.milliGpuHours);
-        uint256 gross = s.usage + s.proceeds;
         // records skipped epochs and this one in the window; `live`: a succeeded pool
         bool live = _serviceDebt(b, nodeId, pool, epoch, s);
 
         b.lastSettledEpoch = epoch;
-        b.gross += gross;
+        b.gross += s.usage + s.proceeds;
         b.debtPaid += s.debtPaid.toUint128();
-        _checkCovenant(b, nodeId, epoch, n, pool, live); // and the loan's transitions
-        uint256 pledge = 0;
-        if (live) (, pledge) = _bookPledge(nodeId, pool); // the first settlement after the draw
+        (bool flagged, uint256 dscr) = _flag(b, nodeId, epoch, n, pool);
 
         feesHeld += s.fee;
         reserveHeld += s.reserve;
         operatorCredit[n.operator] += s.operatorShare;
         operatorCreditsHeld += s.operatorShare;
-        totalIn += gross;
+        totalIn += s.usage + s.proceeds;
         uint256 toPool = s.debtPaid + s.stakers;
         totalToPools += toPool;
         emit NodeSettled(
@@ -795,8 +646,10 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
             // slither-disable-next-line calls-loop (admin-bound pool, checked in setPool; guarded)
             pool.distribute(epoch, toPool);
         }
-        // slither-disable-next-line calls-loop (immutable trusted registry; the pledge booked above)
-        if (pledge != 0) registry.lockBond(nodeId, pledge);
+        // The loan books the epoch last (lifecycle, recovery, the first pledge): the immutable
+        // PoolLoans this contract created (it calls the trusted registry and the pool's views).
+        // slither-disable-next-line calls-loop (immutable trusted loan book; guarded)
+        if (live) loans.bookEpoch(nodeId, epoch, pool, flagged, dscr, s.debtPaid);
     }
 
     /// @dev The epoch's bill: usage from the terms and the leaf (if the payer's consent covers
@@ -838,14 +691,12 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
             _record(b, nodeId, net, 0);
             return false;
         }
-        Loan storage loan = _loans[nodeId];
-        LoanState state = loan.state;
-        if (state == LoanState.Defaulted) {
-            // The schedule was accelerated: net, then the operator's share, repay the claim.
-            uint256 claim = loan.recoveryClaim;
-            uint256 paid = _payFrom(s, net, claim, true);
-            loan.recoveryClaim = (claim - paid).toUint128();
-            loan.recovered += paid.toUint128();
+        // slither-disable-next-line calls-loop (immutable trusted loan book, a view)
+        (IPoolLoans.LoanState state, uint256 claim) = loans.serviceRule(nodeId);
+        if (state == IPoolLoans.LoanState.Defaulted) {
+            // The schedule was accelerated: net, then the operator's share, repay the claim
+            // (PoolLoans.bookEpoch lowers it by what is paid here).
+            _payFrom(s, net, claim, true);
             _record(b, nodeId, net, 0);
             return true;
         }
@@ -855,7 +706,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         uint256 owed = service + b.arrears;
         uint64 last = b.lastSettledEpoch; // not yet advanced to `epoch`
         if (epoch - last > 1) owed += _bookSkipped(b, nodeId, pool, last, epoch);
-        uint256 paid = _payFrom(s, net, owed, state == LoanState.CashSweep);
+        uint256 paid = _payFrom(s, net, owed, state == IPoolLoans.LoanState.CashSweep);
         b.arrears = (owed - paid).toUint128();
         _record(b, nodeId, net, service);
         return true;
@@ -873,117 +724,6 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         } else {
             s.stakers = net - paid;
         }
-    }
-
-    /// @dev Books the epoch's covenant outcome into the loan: flagged → CashSweep (the run of
-    /// clean settlements restarts); `cureEpochs` clean settlements in a row → Performing; the run
-    /// of settlements with DSCR under the default floor (`lowDscr`).
-    function _advanceLoan(Loan storage loan, uint256 nodeId, uint64 epoch, bool flagged, bool lowDscr) internal {
-        uint16 low = loan.lowDscrRun;
-        uint16 clean = loan.cleanRun;
-        // Saturating: a run past 65_535 settlements is as long as any threshold needs.
-        if (!lowDscr) low = 0;
-        else if (low < type(uint16).max) ++low;
-        if (flagged) clean = 0;
-        else if (clean < type(uint16).max) ++clean;
-        LoanState state = loan.state;
-        LoanState next = state;
-        if (flagged) next = LoanState.CashSweep;
-        else if (state == LoanState.CashSweep && clean >= _loanParams.cureEpochs) next = LoanState.Performing;
-        loan.lowDscrRun = low;
-        loan.cleanRun = clean;
-        if (next != state) {
-            loan.state = next;
-            emit LoanStateChanged(nodeId, epoch, state, next);
-        }
-    }
-
-    /// @dev Books the pledge of `pledgeBps` of the node's bond (at most its free bond) once
-    /// `pool` is drawn; the caller locks `amount` in the registry after its own state writes.
-    /// `taken` false if not drawn or already taken.
-    function _bookPledge(uint256 nodeId, IRevenuePool pool) internal returns (bool taken, uint256 amount) {
-        Loan storage loan = _loans[nodeId];
-        if (loan.pledgeTaken) return (false, 0);
-        // slither-disable-next-line calls-loop,unused-return (admin-bound pool, a view)
-        (bool drawn,,) = pool.draw();
-        if (!drawn) return (false, 0);
-        // slither-disable-next-line calls-loop (immutable trusted registry, views)
-        amount = (uint256(registry.bondOf(nodeId).bonded) * _loanParams.pledgeBps) / BPS;
-        // slither-disable-next-line calls-loop (immutable trusted registry, a view)
-        uint256 free = registry.freeBond(nodeId);
-        if (amount > free) amount = free;
-        loan.pledgeTaken = true;
-        loan.pledged = amount.toUint128();
-        emit BondPledged(nodeId, address(pool), amount);
-        taken = true;
-    }
-
-    /// @dev declareDefault's state: the claim (principal outstanding after the last settled
-    /// epoch, accelerated, + arrears), the waterfall, the recovery claim; events.
-    function _bookDefault(uint256 nodeId, IRevenuePool pool, uint256 pledged)
-        internal
-        returns (DefaultLosses memory l, uint64 epoch)
-    {
-        Book storage b = _books[nodeId];
-        Loan storage loan = _loans[nodeId];
-        epoch = b.lastSettledEpoch;
-        uint256 principal = pool.debtOutstanding(epoch);
-        uint256 arrears = b.arrears;
-        uint256 claim = principal + arrears;
-        l = _waterfall(pool, claim, pledged);
-        uint256 recoveryClaim = claim - l.bond - l.reserve;
-        LoanState from = loan.state;
-        loan.state = LoanState.Defaulted;
-        loan.pledged = 0;
-        loan.recoveryClaim = recoveryClaim.toUint128();
-        b.arrears = 0;
-        reserveHeld -= l.reserve;
-        emit LoanStateChanged(nodeId, epoch, from, LoanState.Defaulted);
-        emit LoanDefaulted(nodeId, epoch, principal, arrears, recoveryClaim);
-        emit LossWaterfall(nodeId, l.bond, l.stakers, l.reserve, l.holders);
-    }
-
-    /// @dev The default's loss per class: the pledged bond first, then the staked shares' value
-    /// at the share price, then the insurance reserve; the unstaked holders bear the rest.
-    function _waterfall(IRevenuePool pool, uint256 claim, uint256 pledged)
-        internal
-        view
-        returns (DefaultLosses memory l)
-    {
-        l.bond = uint128(pledged < claim ? pledged : claim); // pledged is a uint128
-        uint256 rest = claim - l.bond;
-        // slither-disable-next-line unused-return (only the share price matters here)
-        (,,,, uint256 sharePrice,,,) = RevenuePool(address(pool)).terms();
-        uint256 stakedValue = (pool.totals().stakedShares * sharePrice) / 1e18;
-        l.stakers = (rest < stakedValue ? rest : stakedValue).toUint128();
-        rest -= l.stakers;
-        uint256 reserve = reserveHeld;
-        l.reserve = (rest < reserve ? rest : reserve).toUint128();
-        l.holders = (rest - l.reserve).toUint128();
-    }
-
-    /// @dev Whether node `nodeId` may be declared in default: arrears over `defaultArrearsBps`
-    /// of the drawn principal, or `defaultDscrEpochs` settlements in a row under the DSCR floor.
-    function _defaultDue(uint256 nodeId) internal view returns (bool) {
-        Loan storage loan = _loans[nodeId];
-        IRevenuePool pool = _pools[nodeId];
-        if (loan.state == LoanState.Defaulted || address(pool) == address(0)) return false;
-        // slither-disable-next-line unused-return (the draw epoch does not matter here)
-        (bool drawn,, uint256 drawnAssets) = pool.draw();
-        if (!drawn) return false;
-        LoanParams memory p = _loanParams;
-        return _books[nodeId].arrears > (drawnAssets * p.defaultArrearsBps) / BPS
-            || loan.lowDscrRun >= p.defaultDscrEpochs;
-    }
-
-    function _setLoanParams(LoanParams memory p) internal {
-        if (
-            p.pledgeBps > BPS || p.defaultArrearsBps == 0 || p.defaultArrearsBps > BPS
-                || p.defaultDscrBps > MAX_COVENANT_DSCR_BPS || p.defaultDscrEpochs == 0
-                || p.defaultDscrEpochs > MAX_WINDOW_EPOCHS || p.cureEpochs == 0 || p.cureEpochs > MAX_WINDOW_EPOCHS
-        ) revert SettlementInvalidLoanParams(p);
-        _loanParams = p;
-        emit LoanParamsSet(p.pledgeBps, p.defaultArrearsBps, p.defaultDscrBps, p.defaultDscrEpochs, p.cureEpochs);
     }
 
     /// @dev Epochs `last + 1 .. epoch - 1` were never settled. From the pool's draw on, their
@@ -1025,23 +765,6 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         b.settledCount = count + 1;
         slot.net = net.toUint128();
         slot.service = service.toUint128();
-    }
-
-    /// @dev Re-evaluates the covenant flags and, for a `live` loan not in default, books the
-    /// outcome into its lifecycle (_advanceLoan).
-    function _checkCovenant(
-        Book storage b,
-        uint256 nodeId,
-        uint64 epoch,
-        INodeRegistry.Node memory n,
-        IRevenuePool pool,
-        bool live
-    ) internal {
-        (bool flagged, uint256 dscr) = _flag(b, nodeId, epoch, n, pool);
-        Loan storage loan = _loans[nodeId];
-        if (live && loan.state != LoanState.Defaulted) {
-            _advanceLoan(loan, nodeId, epoch, flagged, b.serviceEpochs != 0 && dscr < _loanParams.defaultDscrBps);
-        }
     }
 
     /// @dev The covenant flags at `epoch` (CovenantStatus while flagged or on change).

@@ -30,6 +30,7 @@ from brownie import (
     Market,
     NodeRegistry,
     OracleHub,
+    PoolLoans,
     RevenuePool,
     TestStablecoin,
     accounts,
@@ -152,6 +153,9 @@ class System:
     guardian: str = ""
     # The secondary market (None in a manifest written before it existed).
     market: Any = None
+    # The pools' loan book (PoolLoans, created by the settlement; None in a manifest written
+    # before it existed, when the loan lived inside EpochSettlement).
+    loans: Any = None
 
     def contracts(self) -> dict[str, Any]:
         contracts = {
@@ -162,6 +166,8 @@ class System:
             "CapacityToken": self.capacity,
             "EpochSettlement": self.settlement,
         }
+        if self.loans is not None:
+            contracts["PoolLoans"] = self.loans
         if self.market is not None:
             contracts["Market"] = self.market
         if self.timelock is not None:  # its events are the schedule of admin changes
@@ -223,13 +229,17 @@ def deploy_system(deployer: Any, config: DeployConfig | None = None) -> System:
         sender,
     )
     market.grantRole(market.GUARDIAN_ROLE(), config.guardian_address or deployer, sender)
+    settlement, loans = _deploy_settlement(
+        deployer, stablecoin, registry, oracle_hub, capacity, config
+    )
     return System(
         stablecoin=stablecoin,
         registry=registry,
         forwarder=forwarder,
         oracle_hub=oracle_hub,
         capacity=capacity,
-        settlement=_deploy_settlement(deployer, stablecoin, registry, oracle_hub, capacity, config),
+        settlement=settlement,
+        loans=loans,
         deployed_at_block=start_block + 1,
         class_ids=class_ids,
         guardian=config.guardian_address or deployer.address,
@@ -294,14 +304,15 @@ def _deploy_settlement(
     oracle_hub: Any,
     capacity: Any,
     config: DeployConfig,
-) -> Any:
-    """EpochSettlement, allowed to collect capacity sale proceeds. The deployer holds the
+) -> tuple[Any, Any]:
+    """EpochSettlement and the PoolLoans its constructor creates (same admin), returned in
+    that order. The settlement is allowed to collect capacity sale proceeds. The deployer holds the
     keeper, terms and treasurer roles until the backend's keys are granted them; the
     CapacityToken asks it whether a node is flagged before taking an offer. Each node pool
     is deployed with the settlement as its immutable risk gate (PoolConfig.riskGate: no round
-    raises beyond the LTV cap), must grant it DISTRIBUTOR_ROLE and SLASHER_ROLE (the default's
-    first loss) and is bound with setPool, which refuses a pool gated by anything else or
-    financing another node.
+    raises beyond the LTV cap), must grant it DISTRIBUTOR_ROLE and the loans SLASHER_ROLE (the
+    default's first loss) and is bound with setPool, which refuses a pool gated by anything
+    else or financing another node.
     The backend's relayer gets SETTLER_ROLE: its keeper settles every billable node's epochs."""
     sender = {"from": deployer}
     settlement = EpochSettlement.deploy(
@@ -326,14 +337,16 @@ def _deploy_settlement(
         settlement.grantRole(role, deployer, sender)
     # The backend's epoch-settlement keeper relays settle() from the relayer key.
     settlement.grantRole(settlement.SETTLER_ROLE(), _relayer_address(config), sender)
-    # The loan's collateral: the settlement locks the pledged bond of a drawn pool and, at
-    # default, seizes it into the pool (settleLock of its own lock only).
-    registry.grantRole(registry.BOND_LOCKER_ROLE(), settlement, sender)
+    # Contract.from_abi, not .at(): see load_system (brownie's .at() on live networks).
+    loans = Contract.from_abi("PoolLoans", settlement.loans(), PoolLoans.abi)
+    # The loan's collateral: the loans lock the pledged bond of a drawn pool and, at
+    # default, seize it into the pool (settleLock of their own lock only).
+    registry.grantRole(registry.BOND_LOCKER_ROLE(), loans, sender)
     capacity.grantRole(capacity.PROCEEDS_ROLE(), settlement, sender)
     capacity.setRiskGate(settlement, sender)  # flagged nodes cannot publish new offers
     # A node with a pool loan outstanding (or a round it can still draw) cannot exit.
-    registry.addObligationSource(settlement, sender)
-    return settlement
+    registry.addObligationSource(loans, sender)
+    return settlement, loans
 
 
 # ---------------------------------------------------------------------------
@@ -405,10 +418,11 @@ def node_pool_bindings(system: System, pool_address: str, node_id: int) -> list[
     settlement = system.settlement
     distributor = web3.keccak(text="DISTRIBUTOR_ROLE")
     slasher = web3.keccak(text="SLASHER_ROLE")
+    # The loss waterfall at default books the stakers' first loss (bookLoss): the loan book.
+    loans = system.loans.address if system.loans is not None else settlement.address
     calls = [
         AdminCall(pool_address, RevenuePool.abi, "grantRole", (distributor, settlement.address)),
-        # The loss waterfall at default books the stakers' first loss (bookLoss).
-        AdminCall(pool_address, RevenuePool.abi, "grantRole", (slasher, settlement.address)),
+        AdminCall(pool_address, RevenuePool.abi, "grantRole", (slasher, loans)),
         AdminCall(settlement.address, settlement.abi, "setPool", (node_id, pool_address)),
     ]
     if system.guardian:  # the emergency pause of new deposits and the draw
@@ -446,6 +460,7 @@ def load_system(manifest: dict[str, Any]) -> System:
         "OracleHub": OracleHub,
         "CapacityToken": CapacityToken,
         "EpochSettlement": EpochSettlement,
+        "PoolLoans": PoolLoans,
         "Market": Market,
         "GpucapTimelock": GpucapTimelock,
     }
@@ -468,6 +483,7 @@ def load_system(manifest: dict[str, Any]) -> System:
         guardian=manifest.get("guardian") or "",
         market=handles.get("Market"),
         timelock=handles.get("GpucapTimelock"),
+        loans=handles.get("PoolLoans"),
     )
 
 

@@ -78,10 +78,10 @@ POWERS: tuple[Power, ...] = (
     Power(
         "NodeRegistry",
         "BOND_LOCKER_ROLE",
-        ("CapacityToken", "EpochSettlement"),
+        ("CapacityToken", "PoolLoans"),
         ("lockBond", "unlockBond", "settleLock"),
         "locks bond behind offers, sales and reservations (CapacityToken) and a drawn pool's "
-        "pledge (EpochSettlement); pays out of its own locks only: a shortfall refund, or the "
+        "pledge (PoolLoans); pays out of its own locks only: a shortfall refund, or the "
         "pledge seized into the pool at default",
         "operators' bonds, to holders and pools they owe",
         "none (contracts acting on proofs and settled epochs)",
@@ -154,10 +154,20 @@ POWERS: tuple[Power, ...] = (
         "EpochSettlement",
         DEFAULT_ADMIN,
         (TIMELOCK,),
-        ("grantRole", "revokeRole", "setSplit", "setRiskParams", "setLoanParams", "setPool"),
-        "sets the revenue split (fee <= 20%, reserve <= 20%), the covenant, depreciation "
-        "curve and loan terms (pledge, default triggers, cure); binds a node's pool",
+        ("grantRole", "revokeRole", "setSplit", "setRiskParams", "setPool"),
+        "sets the revenue split (fee <= 20%, reserve <= 20%), the covenant and depreciation "
+        "curve; binds a node's pool",
         "every node's revenue: fee, reserve, operator, lenders",
+        TIMELOCK_DELAY,
+    ),
+    Power(
+        "PoolLoans",
+        DEFAULT_ADMIN,
+        (TIMELOCK,),
+        ("grantRole", "revokeRole", "setLoanParams"),
+        "sets the loan terms of every node's pool (pledge share of the bond, default "
+        "triggers, cure run); created by EpochSettlement with the same admin",
+        "operators' pledged bond, stakers' first loss and the reserve at a default",
         TIMELOCK_DELAY,
     ),
     Power(
@@ -193,7 +203,8 @@ POWERS: tuple[Power, ...] = (
         "DISTRIBUTOR_ROLE",
         ("EpochSettlement",),
         ("distribute",),
-        "pays the node's debt service and stakers' share into the pool, epoch by epoch",
+        "pays the node's debt service and stakers' share into the pool, epoch by epoch, and "
+        "a default's seized bond and reserve cover",
         "none taken: it only pays in",
         "none (a contract acting on attested leaves)",
     ),
@@ -210,7 +221,7 @@ POWERS: tuple[Power, ...] = (
     Power(
         "RevenuePool",
         "SLASHER_ROLE",
-        ("EpochSettlement",),
+        ("PoolLoans",),
         ("bookLoss",),
         "books a default's loss against staked shares (first loss), after the seized bond",
         "stakers' shares",
@@ -313,6 +324,7 @@ def markdown() -> str:
         "OracleHub",
         "CapacityToken",
         "EpochSettlement",
+        "PoolLoans",
         "RevenuePool",
         "Market",
         "GpucapTimelock",

@@ -24,6 +24,12 @@ def settlement(system):
 
 
 @pytest.fixture(scope="module")
+def loans(system):
+    """The deployed PoolLoans (created by the settlement): pledge, default, recovery."""
+    return system.loans
+
+
+@pytest.fixture(scope="module")
 def hub(system):
     """The deployed OracleHub (modules that need another hub define their own)."""
     return system.oracle_hub

@@ -108,7 +108,7 @@ def open_pool(
     pool.drawRaise({"from": operator})
     pool.stake(pool.balanceOf(investor), {"from": investor})
     pool.grantRole(DISTRIBUTOR_ROLE, settlement, {"from": admin})
-    pool.grantRole(SLASHER_ROLE, settlement, {"from": admin})
+    pool.grantRole(SLASHER_ROLE, settlement.loans(), {"from": admin})  # the default's first loss
     settlement.setPool(node_id, pool, {"from": admin})
     return pool
 

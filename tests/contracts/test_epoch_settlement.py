@@ -181,15 +181,15 @@ class TestParameters:
 class TestObligations:
     """hasOpenObligations: what NodeRegistry asks before a node exits or withdraws its bond."""
 
-    def test_nothing_owed_without_a_pool(self, settlement, node):
-        assert not settlement.hasOpenObligations(node)
-        assert not settlement.hasOpenObligations(999)  # unknown ids answer, never revert
+    def test_nothing_owed_without_a_pool(self, settlement, loans, node):
+        assert not loans.hasOpenObligations(node)
+        assert not loans.hasOpenObligations(999)  # unknown ids answer, never revert
 
     def test_loan_open_until_every_instalment_is_settled_and_arrears_paid(
-        self, settlement, hub, node, pool, admin, payer
+        self, settlement, loans, hub, node, pool, admin, payer
     ):
         draw_epoch = pool.draw()[1]
-        assert settlement.hasOpenObligations(node)  # drawn, nothing repaid
+        assert loans.hasOpenObligations(node)  # drawn, nothing repaid
         last = draw_epoch + POOL_TENOR  # the last instalment's epoch
         while hub.currentEpoch() < last:
             end_epoch(hub)
@@ -197,38 +197,38 @@ class TestObligations:
         assert c.report.epoch == last
         # The schedule ran out in time, not in settlements: still owed.
         assert pool.debtOutstanding(hub.currentEpoch()) == 0
-        assert settlement.hasOpenObligations(node)
+        assert loans.hasOpenObligations(node)
         # One settlement books every instalment; 62 USD of net leaves most in arrears.
         settlement.settle(last, [item(c, node)], {"from": admin})
         assert pool.debtOutstanding(settlement.lastSettledEpoch(node)) == 0
         assert settlement.nodeRisk(node)["arrears"] > 0
-        assert settlement.hasOpenObligations(node)
+        assert loans.hasOpenObligations(node)
         # A rich epoch pays the arrears off: nothing is owed any more.
         settlement.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR * 100, {"from": admin})
         c = attest(hub, {node: 100})
         settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
         assert settlement.nodeRisk(node)["arrears"] == 0
-        assert not settlement.hasOpenObligations(node)
+        assert not loans.hasOpenObligations(node)
 
     def test_a_round_it_can_still_draw_keeps_the_node_from_exiting(
-        self, settlement, registry, hub, stablecoin, fund, node, admin, operator, staker
+        self, settlement, loans, registry, hub, stablecoin, fund, node, admin, operator, staker
     ):
-        """Wired as deployed: the registry asks the settlement before an exit. A succeeded
+        """Wired as deployed: the registry asks the loans before an exit. A succeeded
         round not yet drawn counts (the operator could exit, then draw); so does the loan."""
-        assert list(registry.obligationSources()) == [settlement]
+        assert list(registry.obligationSources()) == [loans]
         pool = deploy_hub_pool(hub, stablecoin, operator, admin, node, gate=settlement)
         pool.grantRole(DISTRIBUTOR_ROLE, settlement, {"from": admin})
         settlement.setPool(node, pool, {"from": admin})
-        assert not settlement.hasOpenObligations(node)  # still funding: nothing committed
+        assert not loans.hasOpenObligations(node)  # still funding: nothing committed
         fund(staker, POOL_TARGET, pool)
         pool.deposit(POOL_TARGET, staker, {"from": staker})
         assert pool.roundStatus() == 2  # Succeeded
-        assert settlement.hasOpenObligations(node)
-        with brownie.reverts(err("RegistryObligationOpen", node, settlement)):
+        assert loans.hasOpenObligations(node)
+        with brownie.reverts(err("RegistryObligationOpen", node, loans)):
             registry.requestExit(node, {"from": operator})
         pool.drawRaise({"from": operator})
-        assert settlement.hasOpenObligations(node)
-        with brownie.reverts(err("RegistryObligationOpen", node, settlement)):
+        assert loans.hasOpenObligations(node)
+        with brownie.reverts(err("RegistryObligationOpen", node, loans)):
             registry.requestExit(node, {"from": operator})
 
 
@@ -638,7 +638,7 @@ class TestCovenant:
         for role in (SETTLER_ROLE, TERMS_ROLE):
             s.grantRole(role, admin, {"from": admin})
         system.capacity.grantRole(system.capacity.PROCEEDS_ROLE(), s, {"from": admin})
-        system.registry.grantRole(system.registry.BOND_LOCKER_ROLE(), s, {"from": admin})
+        system.registry.grantRole(system.registry.BOND_LOCKER_ROLE(), s.loans(), {"from": admin})
         stablecoin.approve(s, MAX, {"from": payer})
         s.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
         nets = []
@@ -730,7 +730,7 @@ class TestSkippedEpochs:
         for role in (SETTLER_ROLE, TERMS_ROLE):
             s.grantRole(role, admin, {"from": admin})
         system.capacity.grantRole(system.capacity.PROCEEDS_ROLE(), s, {"from": admin})
-        system.registry.grantRole(system.registry.BOND_LOCKER_ROLE(), s, {"from": admin})
+        system.registry.grantRole(system.registry.BOND_LOCKER_ROLE(), s.loans(), {"from": admin})
         stablecoin.approve(s, MAX, {"from": payer})
         s.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
         s.approveUsage(node, PRICE_PER_GPU_HOUR, {"from": payer})

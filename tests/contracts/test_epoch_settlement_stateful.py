@@ -16,9 +16,10 @@ each node's DSCR window sums, and ledgers of every movement. After every step:
 - the pool: revenue in == what the settlement sent; in units of 1e-36, revenue in ==
   paid + Σ claimable (whole units + each staker's fraction) + the undistributed remainder;
 - per node: last settled epoch, arrears, window net / service, DSCR and flags == shadow;
-- node A's default, declared by anyone once due: the waterfall (bond, stakers, reserve,
-  holders) and the cash it moves to the unit; afterwards its revenue repays the recovery claim
-  (the pool's revenue in == settled revenue + the default's cash);
+- node A's default, declared by anyone once due (PoolLoans): the waterfall (bond, stakers,
+  reserve, holders) and the cash it moves to the unit, none of it left in PoolLoans;
+  afterwards its revenue repays the recovery claim (the pool's revenue in == settled revenue
+  + the default's cash);
 - node A's loan: cash sweep while flagged (the operator's share pays what net left owed, in the
   shadow split too), cured after 3 clean settlements, the runs and LoanStateChanged == shadow.
 """
@@ -284,13 +285,13 @@ class SettlementMachine(SnapshotMachine):
             self.book[node]["arrears"] > 1_200 * USD // 10 or loan["low"] >= 6
         )
         if not due:
-            got = revert_of(self.errors, "declareDefault", node, sender=self.buyer)
-            assert got == err("SettlementNoDefault", node, loan["state"])
+            got = revert_of(self.loans, "declareDefault", node, sender=self.buyer)
+            assert got == err("LoanNoDefault", node, loan["state"])
             return
         last = self.book[node]["last"]
         principal, chain_loan, totals, bond, pool_cash = batch_views(
             (self.pool, "debtOutstanding", (last,)),
-            (self.settlement, "loanOf", (node,)),
+            (self.loans, "loanOf", (node,)),
             (self.pool, "totals", ()),
             (self.registry, "bondOf", (node,)),
             (self.stablecoin, "balanceOf", (self.pool.address,)),
@@ -304,7 +305,7 @@ class SettlementMachine(SnapshotMachine):
         stakers = min(claim - seized, totals[7] // 10**12)  # 1 USD a share
         reserve = min(claim - seized - stakers, self.reserve)
         holders = claim - seized - stakers - reserve
-        emitted = transact(self.settlement, "declareDefault", (node,), self.buyer)
+        emitted = transact(self.loans, "declareDefault", (node,), self.buyer)
         assert dict(emitted["LossWaterfall"]) == {
             "nodeId": node,
             "bond": seized,
@@ -388,6 +389,7 @@ class SettlementMachine(SnapshotMachine):
             *((pool, "stakeOf", (s.address,)) for s in self.stakers),
             *((st_, "nodeRisk", (n,)) for n in self.nodes),
             *((self.capacity, "heldProceeds", (n,)) for n in self.nodes),
+            (self.stablecoin, "balanceOf", (self.loans.address,)),
         )
         total_in, fees, reserve, credits, to_pools, balance, totals = views[:7]
         stakes, risks, held = views[7:9], views[9:11], views[11:13]
@@ -399,6 +401,7 @@ class SettlementMachine(SnapshotMachine):
             self.to_pool,
         )
         assert balance == fees + reserve + credits
+        assert views[13] == 0  # PoolLoans never holds cash: a default's passes through to the pool
         assert total_in == (
             fees
             + reserve
@@ -424,7 +427,7 @@ class SettlementMachine(SnapshotMachine):
             assert risk[3] == dscr
             assert risk[11] == (b["svc_epochs"] > 0 and dscr < 12_500)  # dscrBreach
             assert risk[12] is False  # 1_200 USD of debt against 250k USD of GPUs
-        (loan,) = batch_views((st_, "loanOf", (self.pooled,)))
+        (loan,) = batch_views((self.loans, "loanOf", (self.pooled,)))
         assert (loan[0], loan[3], loan[2], loan[5]) == (
             self.loan["state"],
             self.loan["clean"],
@@ -466,9 +469,9 @@ def world(
     pool.drawRaise({"from": operator})
     pool.grantRole(DISTRIBUTOR_ROLE, settlement, {"from": admin})
     pool.grantRole(pool.SLASHER_ROLE(), admin, {"from": admin})
-    pool.grantRole(pool.SLASHER_ROLE(), settlement, {"from": admin})  # the default's first loss
+    pool.grantRole(pool.SLASHER_ROLE(), system.loans, {"from": admin})  # the default's first loss
     # A 3% pledge (300 USD of a 10k bond) leaves a default's loss to every class below it.
-    settlement.setLoanParams((PLEDGE_BPS, 1_000, 10_000, 6, 3), {"from": admin})
+    system.loans.setLoanParams((PLEDGE_BPS, 1_000, 10_000, 6, 3), {"from": admin})
     system.registry.grantRole(system.registry.SLASHER_ROLE(), admin, {"from": admin})
     settlement.setPool(nodes[0], pool, {"from": admin})
     errors = SimpleNamespace(
@@ -479,6 +482,7 @@ def world(
 
     return {
         "settlement": settlement,
+        "loans": system.loans,
         "registry": system.registry,
         "hub": hub,
         "capacity": capacity,

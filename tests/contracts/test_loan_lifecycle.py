@@ -61,11 +61,11 @@ def settled(tx):
 
 
 class TestLoanParams:
-    def test_defaults_setter_and_bounds(self, settlement, admin, stranger):
-        assert tuple(settlement.loanParams()) == DEFAULTS
-        tx = settlement.setLoanParams((1_000, 500, 11_000, 4, 2), {"from": admin})
+    def test_defaults_setter_and_bounds(self, settlement, loans, admin, stranger):
+        assert tuple(loans.loanParams()) == DEFAULTS
+        tx = loans.setLoanParams((1_000, 500, 11_000, 4, 2), {"from": admin})
         assert tuple(tx.events["LoanParamsSet"].values()) == (1_000, 500, 11_000, 4, 2)
-        assert tuple(settlement.loanParams()) == (1_000, 500, 11_000, 4, 2)
+        assert tuple(loans.loanParams()) == (1_000, 500, 11_000, 4, 2)
         for bad in (
             (10_001, 500, 11_000, 4, 2),
             (1_000, 0, 11_000, 4, 2),
@@ -76,17 +76,17 @@ class TestLoanParams:
             (1_000, 500, 11_000, 4, 0),
             (1_000, 500, 11_000, 4, 721),
         ):
-            with brownie.reverts(err("SettlementInvalidLoanParams", bad)):
-                settlement.setLoanParams(bad, {"from": admin})
+            with brownie.reverts(err("LoanInvalidParams", bad)):
+                loans.setLoanParams(bad, {"from": admin})
         with brownie.reverts():
-            settlement.setLoanParams(DEFAULTS, {"from": stranger})
+            loans.setLoanParams(DEFAULTS, {"from": stranger})
 
 
 class TestPledge:
     def test_first_settlement_after_draw_pledges_half_the_bond(
-        self, settlement, registry, hub, node, pool, admin, stranger
+        self, settlement, loans, registry, hub, node, pool, admin, stranger
     ):
-        assert settlement.loanOf(node)["pledgeTaken"] is False
+        assert loans.loanOf(node)["pledgeTaken"] is False
         tx = settle(settlement, hub, node, 10_000, admin)
         assert dict(tx.events["BondPledged"]) == {
             "nodeId": node,
@@ -94,36 +94,40 @@ class TestPledge:
             "amount": NODE_BOND // 2,
         }
         assert registry.bondOf(node)["locked"] == NODE_BOND // 2
-        assert settlement.loanOf(node)["pledged"] == NODE_BOND // 2
-        with brownie.reverts(err("SettlementNoPledge", node)):
-            settlement.pledgeBond(node, {"from": stranger})
+        assert loans.loanOf(node)["pledged"] == NODE_BOND // 2
+        with brownie.reverts(err("LoanNoPledge", node)):
+            loans.pledgeBond(node, {"from": stranger})
         # Owed: the pledge stays, and the node cannot leave.
-        with brownie.reverts(err("SettlementPledgeHeld", node)):
-            settlement.releasePledge(node, {"from": stranger})
-        assert settlement.hasOpenObligations(node)
+        with brownie.reverts(err("LoanPledgeHeld", node)):
+            loans.releasePledge(node, {"from": stranger})
+        assert loans.hasOpenObligations(node)
 
-    def test_anyone_pledges_right_after_the_draw(self, settlement, registry, node, pool, stranger):
-        tx = settlement.pledgeBond(node, {"from": stranger})
+    def test_anyone_pledges_right_after_the_draw(
+        self, settlement, loans, registry, node, pool, stranger
+    ):
+        tx = loans.pledgeBond(node, {"from": stranger})
         assert tx.events["BondPledged"]["amount"] == NODE_BOND // 2
         assert registry.bondOf(node)["locked"] == NODE_BOND // 2
 
-    def test_no_pledge_without_a_drawn_pool(self, settlement, node, stranger):
-        with brownie.reverts(err("SettlementNoPledge", node)):
-            settlement.pledgeBond(node, {"from": stranger})
+    def test_no_pledge_without_a_drawn_pool(self, settlement, loans, node, stranger):
+        with brownie.reverts(err("LoanNoPledge", node)):
+            loans.pledgeBond(node, {"from": stranger})
 
-    def test_pledge_released_once_repaid(self, settlement, registry, hub, node, pool, admin):
+    def test_pledge_released_once_repaid(self, settlement, loans, registry, hub, node, pool, admin):
         for _ in range(13):  # tenor 12: every instalment paid from ample revenue
             settle(settlement, hub, node, 10_000, admin)
-        assert not settlement.hasOpenObligations(node)
-        tx = settlement.releasePledge(node, {"from": admin})
+        assert not loans.hasOpenObligations(node)
+        tx = loans.releasePledge(node, {"from": admin})
         assert dict(tx.events["PledgeReleased"]) == {"nodeId": node, "amount": NODE_BOND // 2}
         assert registry.bondOf(node)["locked"] == 0
-        with brownie.reverts(err("SettlementPledgeHeld", node)):
-            settlement.releasePledge(node, {"from": admin})
+        with brownie.reverts(err("LoanPledgeHeld", node)):
+            loans.releasePledge(node, {"from": admin})
 
 
 class TestCashSweep:
-    def test_breach_sweeps_the_operator_share_until_cured(self, settlement, hub, node, pool, admin):
+    def test_breach_sweeps_the_operator_share_until_cured(
+        self, settlement, loans, hub, node, pool, admin
+    ):
         past_draw(settlement, hub, node, admin)
         # 100 milli-GPU-hours: gross 100 USD, net 62 USD under ~101 USD of service: flagged.
         tx = settle(settlement, hub, node, 100, admin)
@@ -144,51 +148,62 @@ class TestCashSweep:
         states = []
         for _ in range(3):
             tx = settle(settlement, hub, node, 50_000, admin)
-            states.append(settlement.loanOf(node)["state"])
+            states.append(loans.loanOf(node)["state"])
             assert settled(tx)["operatorShare"] > 0 or settled(tx)["debtPaid"] > 0
         assert states == [SWEEP, SWEEP, PERFORMING]
         ev = tx.events["LoanStateChanged"]
         assert (ev["from"], ev["to"]) == (SWEEP, PERFORMING)
-        assert settlement.loanOf(node)["cleanRun"] == 3
+        assert loans.loanOf(node)["cleanRun"] == 3
 
 
 class TestDefault:
-    def test_not_before_its_condition(self, settlement, hub, node, pool, admin, stranger):
+    def test_not_before_its_condition(self, settlement, loans, hub, node, pool, admin, stranger):
         past_draw(settlement, hub, node, admin)
         settle(settlement, hub, node, 0, admin)  # one epoch unpaid: ~101 USD < 120 USD
         arrears = settlement.nodeRisk(node)["arrears"]
-        assert 0 < arrears <= POOL_TARGET // 10 and not settlement.defaultDue(node)
-        with brownie.reverts(err("SettlementNoDefault", node, SWEEP)):
-            settlement.declareDefault(node, {"from": stranger})
+        assert 0 < arrears <= POOL_TARGET // 10 and not loans.defaultDue(node)
+        with brownie.reverts(err("LoanNoDefault", node, SWEEP)):
+            loans.declareDefault(node, {"from": stranger})
 
-    def test_low_dscr_run_defaults(self, settlement, hub, node, pool, admin, stranger):
-        settlement.setLoanParams((5_000, 10_000, 10_000, 2, 3), {"from": admin})
+    def test_low_dscr_run_defaults(self, settlement, loans, hub, node, pool, admin, stranger):
+        loans.setLoanParams((5_000, 10_000, 10_000, 2, 3), {"from": admin})
         past_draw(settlement, hub, node, admin)
         settle(settlement, hub, node, 100, admin)
-        assert settlement.loanOf(node)["lowDscrRun"] == 1 and not settlement.defaultDue(node)
+        assert loans.loanOf(node)["lowDscrRun"] == 1 and not loans.defaultDue(node)
         settle(settlement, hub, node, 100, admin)
-        assert settlement.loanOf(node)["lowDscrRun"] == 2 and settlement.defaultDue(node)
-        tx = settlement.declareDefault(node, {"from": stranger})
+        assert loans.loanOf(node)["lowDscrRun"] == 2 and loans.defaultDue(node)
+        tx = loans.declareDefault(node, {"from": stranger})
         assert tx.events["LoanStateChanged"]["to"] == DEFAULTED
 
     def test_waterfall_to_the_unit_then_recovery(
-        self, settlement, registry, hub, stablecoin, fund, node, admin, operator, staker, stranger
+        self,
+        settlement,
+        loans,
+        registry,
+        hub,
+        stablecoin,
+        fund,
+        node,
+        admin,
+        operator,
+        staker,
+        stranger,
     ):
         """Pledge 5% (500 USD), 300 USD staked of 1_200: every class takes a part."""
-        settlement.setLoanParams((500, 1_000, 10_000, 6, 3), {"from": admin})
+        loans.setLoanParams((500, 1_000, 10_000, 6, 3), {"from": admin})
         pool = deploy_hub_pool(hub, stablecoin, operator, admin, node, gate=settlement)
         fund(staker, POOL_TARGET, pool)
         pool.deposit(POOL_TARGET, staker, {"from": staker})
         pool.drawRaise({"from": operator})
         pool.stake(300 * 10**18, {"from": staker})
         pool.grantRole(DISTRIBUTOR_ROLE, settlement, {"from": admin})
-        pool.grantRole(SLASHER_ROLE, settlement, {"from": admin})
+        pool.grantRole(SLASHER_ROLE, loans, {"from": admin})
         settlement.setPool(node, pool, {"from": admin})
         settle(settlement, hub, node, 100, admin)
         settle(settlement, hub, node, 0, admin)
         tx = settle(settlement, hub, node, 0, admin)
         epoch = tx.events["NodeSettled"][0]["epoch"]
-        assert settlement.defaultDue(node)
+        assert loans.defaultDue(node)
         arrears = settlement.nodeRisk(node)["arrears"]
         principal = pool.debtOutstanding(epoch)
         claim = principal + arrears
@@ -202,7 +217,7 @@ class TestDefault:
         pool_cash = stablecoin.balanceOf(pool)
         held = stablecoin.balanceOf(settlement)
 
-        tx = settlement.declareDefault(node, {"from": stranger})
+        tx = loans.declareDefault(node, {"from": stranger})
 
         ev = tx.events["LoanDefaulted"]
         assert (ev["nodeId"], ev["epoch"], ev["principal"], ev["arrears"]) == (
@@ -230,9 +245,9 @@ class TestDefault:
         assert settlement.reserveHeld() == reserve - to_reserve
         assert pool.totals()["lossAssets"] == stakers and pool.totals()["stakedShares"] == 0
         assert settlement.nodeRisk(node)["arrears"] == 0
-        assert not settlement.defaultDue(node)
-        with brownie.reverts(err("SettlementNoDefault", node, DEFAULTED)):
-            settlement.declareDefault(node, {"from": stranger})
+        assert not loans.defaultDue(node)
+        with brownie.reverts(err("LoanNoDefault", node, DEFAULTED)):
+            loans.declareDefault(node, {"from": stranger})
 
         # Recovery: later revenue (net, then the operator's share) repays the claim, no schedule.
         owed = claim - bond - to_reserve
@@ -246,9 +261,9 @@ class TestDefault:
             assert s["operatorShare"] == 300 * USD - max(paid - net, 0)
             owed -= paid
             recovered += paid
-            assert settlement.loanOf(node)["recoveryClaim"] == owed
-            assert settlement.hasOpenObligations(node) == (owed > 0)
-        assert settlement.loanOf(node)["recovered"] == recovered
+            assert loans.loanOf(node)["recoveryClaim"] == owed
+            assert loans.hasOpenObligations(node) == (owed > 0)
+        assert loans.loanOf(node)["recovered"] == recovered
         assert settlement.nodeRisk(node)["arrears"] == 0
 
 
@@ -281,10 +296,51 @@ class TestDrawRechecks:
             pool.drawRaise({"from": operator})
 
 
-def test_gas_declare_default(settlement, hub, node, pool, admin, stranger):
+def test_gas_declare_default(settlement, loans, hub, node, pool, admin, stranger):
     past_draw(settlement, hub, node, admin)
     settle(settlement, hub, node, 0, admin)
     settle(settlement, hub, node, 0, admin)
-    tx = settlement.declareDefault(node, {"from": stranger})
+    tx = loans.declareDefault(node, {"from": stranger})
     print(f"\nGAS declareDefault: {tx.gas_used}")
     assert web3.eth.get_transaction_receipt(tx.txid)["status"] == 1
+
+
+class TestBoundary:
+    """The settlement and its loan book answer each other alone; the loan's events come from
+    the PoolLoans address."""
+
+    def test_wiring(self, settlement, loans, registry):
+        assert settlement.loans() == loans
+        assert loans.settlement() == settlement
+        assert loans.registry() == registry
+        assert registry.hasRole(registry.BOND_LOCKER_ROLE(), loans)
+        assert not registry.hasRole(registry.BOND_LOCKER_ROLE(), settlement)
+
+    def test_book_epoch_answers_the_settlement_only(self, loans, node, pool, stranger):
+        with brownie.reverts(err("LoanOnlySettlement", stranger)):
+            loans.bookEpoch(node, 1, pool, True, 0, 0, {"from": stranger})
+
+    def test_book_default_answers_the_loans_only(self, settlement, node, admin, stranger):
+        for caller in (stranger, admin):  # not even the admin
+            with brownie.reverts(err("SettlementOnlyLoans", caller)):
+                settlement.bookDefault(node, 1, 0, 0, {"from": caller})
+
+    def test_loan_events_come_from_the_loans(self, settlement, loans, hub, node, pool, admin):
+        past_draw(settlement, hub, node, admin)
+        tx = settle(settlement, hub, node, 100, admin)
+        assert tx.events["LoanStateChanged"]["to"] == SWEEP
+        emitters = {
+            name: {log["address"] for log in tx.logs if log["topics"][0] == web3.keccak(text=sig)}
+            for name, sig in (
+                ("LoanStateChanged", "LoanStateChanged(uint256,uint64,uint8,uint8)"),
+                (
+                    "NodeSettled",
+                    "NodeSettled(uint256,uint64,uint256,uint256,uint256,uint256,"
+                    "uint256,uint256,uint256)",
+                ),
+            )
+        }
+        assert emitters == {
+            "LoanStateChanged": {loans.address},
+            "NodeSettled": {settlement.address},
+        }

@@ -86,6 +86,7 @@ def handed(admin, operator, accounts):
         ANYONE: ZERO_ADDRESS,
         "CapacityToken": system.capacity.address,
         "EpochSettlement": system.settlement.address,
+        "PoolLoans": system.loans.address,
         "deployer": admin.address,
     }
     return system, timelock, proposer, guardian, names, start, early_pool
