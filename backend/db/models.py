@@ -78,6 +78,7 @@ class ActionKind(enum.StrEnum):
     PROVE_DELIVERY = "prove_delivery"  # attested leaves of a window's epochs, for a node
     SETTLE_RESERVATION = "settle_reservation"  # after its window (and proofs or grace)
     SETTLE_EPOCH = "settle_epoch"  # EpochSettlement.settle: one epoch, a batch of nodes
+    DECLARE_DEFAULT = "declare_default"  # PoolLoans.declareDefault: one node, once due
 
 
 class ActionStatus(enum.StrEnum):

@@ -1,0 +1,162 @@
+"""The default keeper through real parts: anvil, the deployed system, Redis, a worker process
+(beat → indexer + settlement keeper → relayer) and the API over HTTP.
+
+The world: a node with a bond and a drawn pool (300 USD of 1_200 staked) bills the admin;
+three settled epochs bring 100, 0 and 0 USD of usage, so arrears pass the default threshold
+(10% of the drawn principal). The keeper must declare the default exactly once, the
+waterfall events follow in its transaction; a reorg that takes that transaction away makes
+the keeper send the same action again, still one row.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from brownie import chain, web3
+from sqlalchemy import select
+
+from backend.db.models import Action, ActionKind
+from backend.db.session import get_sessionmaker
+from backend.services.health import KEEPER_KEY
+from tests.backend.backend_helpers import Stack, reorg_away, running_stack, wait_for
+from tests.contracts.settlement_helpers import (
+    DISTRIBUTOR_ROLE,
+    POOL_TARGET,
+    PRICE_PER_GPU_HOUR,
+    SLASHER_ROLE,
+    attest,
+    deploy_hub_pool,
+    item,
+)
+
+USD = 10**6
+BOND = 400 * USD
+DEFAULTED = 2
+
+
+@pytest.fixture(scope="module")
+def world(live_deployment, admin, operator, staker):
+    s = live_deployment.system
+    s.stablecoin.configureFaucet(10**6 * USD, 1, {"from": admin})
+    for who in (operator, staker, admin):
+        s.stablecoin.drip(who, {"from": who})
+    node = s.registry.registerNode(
+        s.class_ids["H100-SXM-80GB"],
+        8,
+        b"eu-west".ljust(32, b"\0"),
+        240_000 * USD,
+        chain[-1].timestamp - 86_400,
+        "0x" + "d0" * 20,
+        {"from": operator},
+    ).events["NodeRegistered"]["nodeId"]
+    s.stablecoin.approve(s.registry, BOND, {"from": operator})
+    s.registry.depositBond(node, BOND, {"from": operator})
+    pool = deploy_hub_pool(s.oracle_hub, s.stablecoin, operator, admin, node, gate=s.settlement)
+    s.stablecoin.approve(pool, 2**256 - 1, {"from": staker})
+    pool.deposit(POOL_TARGET, staker, {"from": staker})
+    pool.drawRaise({"from": operator})
+    pool.stake(300 * 10**18, {"from": staker})
+    pool.grantRole(DISTRIBUTOR_ROLE, s.settlement, {"from": admin})
+    pool.grantRole(SLASHER_ROLE, s.loans, {"from": admin})
+    s.settlement.setPool(node, pool, {"from": admin})
+    s.settlement.setUsageTerms(node, admin, PRICE_PER_GPU_HOUR, {"from": admin})
+    s.settlement.approveUsage(node, PRICE_PER_GPU_HOUR, {"from": admin})
+    s.stablecoin.approve(s.settlement, 2**256 - 1, {"from": admin})
+    for milli in (100, 0, 0):  # revenue falls short: arrears pass 10% of the principal
+        c = attest(s.oracle_hub, {node: milli})
+        s.settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
+    assert s.loans.defaultDue(node)
+    # Read before any keeper runs (the stack may declare the default at once).
+    return {"system": s, "node": node, "pool": pool, "reserve": s.settlement.reserveHeld()}
+
+
+@pytest.fixture(scope="module")
+def stack(world, live_deployment, tmp_path_factory) -> Iterator[Stack]:
+    env = {
+        "GPUCAP_INDEX_INTERVAL_SECONDS": "0.5",
+        "GPUCAP_EPOCH_SETTLE_INTERVAL_SECONDS": "0.5",
+        "GPUCAP_EPOCH_SETTLE_RETRY_SECONDS": "3600",
+    }
+    with running_stack(tmp_path_factory.mktemp("defaults"), live_deployment, env) as s:
+        yield s
+
+
+def _declarations(stack: Stack) -> list[Action]:
+    with get_sessionmaker(stack.env["GPUCAP_DATABASE_URL"])() as session:
+        return list(
+            session.scalars(
+                select(Action).where(Action.kind == ActionKind.DECLARE_DEFAULT.value)
+            ).all()
+        )
+
+
+def _keeper_ran_after(stack: Stack, moment: float) -> bool:
+    raw = redis.Redis.from_url(stack.redis.url).get(KEEPER_KEY)
+    return raw is not None and json.loads(raw)["at"] > moment
+
+
+def _confirmed(stack: Stack) -> Action:
+    def done() -> Action | None:
+        rows = _declarations(stack)
+        return rows[0] if rows and rows[0].status == "confirmed" else None
+
+    return wait_for(done, 60, "the keeper's default declaration to be mined")
+
+
+def _waterfall(tx_hash: str, world: dict[str, Any]) -> dict[str, Any]:
+    receipt = web3.eth.get_transaction_receipt(tx_hash)
+    loans = web3.eth.contract(address=world["system"].loans.address, abi=world["system"].loans.abi)
+    events = {
+        name: getattr(loans.events, name)().process_receipt(receipt)
+        for name in ("LoanStateChanged", "LoanDefaulted", "LossWaterfall")
+    }
+    assert all(len(found) == 1 for found in events.values()), events
+    return {name: dict(found[0]["args"]) for name, found in events.items()}
+
+
+def test_keeper_declares_the_default_once_and_the_waterfall_follows(stack, world):
+    s, node = world["system"], world["node"]
+    action = _confirmed(stack)
+    assert action.params == {"node_id": node, "pool": world["pool"].address}
+    assert s.loans.loanOf(node)["state"] == DEFAULTED
+    assert not s.loans.defaultDue(node)
+    found = _waterfall(action.tx_hash, world)
+    assert found["LoanStateChanged"]["nodeId"] == node
+    assert found["LoanStateChanged"]["to"] == DEFAULTED
+    loss = found["LossWaterfall"]
+    claim = found["LoanDefaulted"]["principal"] + found["LoanDefaulted"]["arrears"]
+    assert loss["bond"] == BOND // 2  # DeployConfig's pledge: half the bond
+    assert loss["stakers"] == 300 * USD
+    assert loss["reserve"] == world["reserve"] - s.settlement.reserveHeld() > 0
+    assert loss["bond"] + loss["stakers"] + loss["reserve"] + loss["holders"] == claim
+    # Exactly once: the keeper ran again after the default was mined and indexed, and
+    # planned nothing more.
+    after = time.time()
+    wait_for(lambda: _keeper_ran_after(stack, after), 30, "another keeper run")
+    assert [a.id for a in _declarations(stack)] == [action.id]
+
+
+def test_a_reorged_declaration_is_sent_again(stack, world):
+    s, node = world["system"], world["node"]
+    first = _confirmed(stack)
+    reorg_away(first.block_number)  # the declaration's block is gone: the loan is due again
+    assert s.loans.defaultDue(node)
+
+    def mined_again() -> Action | None:
+        rows = _declarations(stack)
+        again = rows[0]
+        gone = again.block_number is None or again.block_number < first.block_number
+        return again if again.status == "confirmed" and not gone and len(rows) == 1 else None
+
+    wait_for(
+        lambda: mined_again() if s.loans.loanOf(node)["state"] == DEFAULTED else None,
+        60,
+        "the declaration to be mined again after the reorg",
+    )
+    assert [a.id for a in _declarations(stack)] == [first.id]
+    assert not s.loans.defaultDue(node)
