@@ -141,6 +141,57 @@ def test_keeper_declares_the_default_once_and_the_waterfall_follows(stack, world
     assert [a.id for a in _declarations(stack)] == [action.id]
 
 
+def _loan_api(stack: Stack, world: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The pool's loan and its history from the API, once the index holds the default."""
+    pool = world["pool"].address
+
+    def indexed() -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        body = stack.get(f"/api/v1/pools/{pool}").json()
+        history = stack.get(f"/api/v1/pools/{pool}/loan/history").json()
+        loan = body.get("loan")
+        events = [h["event"] for h in history]
+        done = loan and loan["default"] and "LossWaterfall" in events
+        return (loan, history) if done else None
+
+    return wait_for(indexed, 30, "the default in the API")
+
+
+def test_the_api_shows_the_loan_and_its_history(stack, world):
+    s, node = world["system"], world["node"]
+    action = _confirmed(stack)
+    found = _waterfall(action.tx_hash, world)
+    loan, history = _loan_api(stack, world)
+    loss, defaulted = found["LossWaterfall"], found["LoanDefaulted"]
+    assert loan["state"] == "defaulted" and loan["since_epoch"] == defaulted["epoch"]
+    assert loan["default_due"] is False and loan["runs"] is None
+    assert loan["pledged_bond_micro_usd"] == 0  # seized
+    d = loan["default"]
+    assert d == {
+        "epoch": defaulted["epoch"],
+        "principal_accelerated_micro_usd": defaulted["principal"],
+        "arrears_micro_usd": defaulted["arrears"],
+        "bond_seized_micro_usd": loss["bond"],
+        "stakers_loss_micro_usd": loss["stakers"],
+        "reserve_cover_micro_usd": loss["reserve"],
+        "holders_loss_micro_usd": loss["holders"],
+        "recovery_claim_micro_usd": defaulted["recoveryClaim"],
+        "recovered_micro_usd": 0,
+        "recovery_outstanding_micro_usd": s.loans.loanOf(node)["recoveryClaim"],
+        "tx_hash": action.tx_hash,
+    }
+    # The history: the pledge at the first settlement after the draw, a cash sweep when the
+    # covenant broke (if it did), then the default's three events in one transaction.
+    events = [h["event"] for h in history]
+    assert events[0] == "BondPledged"
+    assert history[0]["amounts_micro_usd"] == {"pledged": BOND // 2}
+    assert events[-3:] == ["LoanStateChanged", "LoanDefaulted", "LossWaterfall"]
+    assert history[-3]["to_state"] == "defaulted"
+    assert {h["tx_hash"] for h in history[-3:]} == {action.tx_hash}
+    assert history[-1]["amounts_micro_usd"] == {
+        k: loss[k] for k in ("bond", "stakers", "reserve", "holders")
+    }
+
+
 def test_a_reorged_declaration_is_sent_again(stack, world):
     s, node = world["system"], world["node"]
     first = _confirmed(stack)
@@ -160,3 +211,12 @@ def test_a_reorged_declaration_is_sent_again(stack, world):
     )
     assert [a.id for a in _declarations(stack)] == [first.id]
     assert not s.loans.defaultDue(node)
+    # The index undid the first default and folded the second: one default in the history.
+    again = _confirmed(stack)
+
+    def one_default() -> list[dict[str, Any]] | None:
+        _, history = _loan_api(stack, world)
+        waterfalls = [h for h in history if h["event"] == "LossWaterfall"]
+        return history if [w["tx_hash"] for w in waterfalls] == [again.tx_hash] else None
+
+    wait_for(one_default, 30, "the index to hold the re-mined default only")
