@@ -11,6 +11,9 @@ the keeper send the same action again, still one row.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +26,7 @@ from sqlalchemy import select
 from backend.db.models import Action, ActionKind
 from backend.db.session import get_sessionmaker
 from backend.services.health import KEEPER_KEY
-from tests.backend.backend_helpers import Stack, reorg_away, running_stack, wait_for
+from tests.backend.backend_helpers import ROOT, Stack, reorg_away, running_stack, wait_for
 from tests.contracts.settlement_helpers import (
     DISTRIBUTOR_ROLE,
     POOL_TARGET,
@@ -190,6 +193,30 @@ def test_the_api_shows_the_loan_and_its_history(stack, world):
     assert history[-1]["amounts_micro_usd"] == {
         k: loss[k] for k in ("bond", "stakers", "reserve", "holders")
     }
+
+
+def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gpucap", "--api", stack.api_url, *args],
+        env={**os.environ, "COLUMNS": "200"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_pool_loan(stack, world):
+    loan, history = _loan_api(stack, world)
+    shown = _cli(stack, "--json", "pool", "loan", str(world["node"]))
+    assert shown.returncode == 0, shown.stderr
+    body = json.loads(shown.stdout)
+    assert (body["loan"], body["history"]) == (loan, history)
+    text = _cli(stack, "pool", "loan", str(world["node"]))
+    assert text.returncode == 0, text.stderr
+    assert "loan defaulted since epoch" in text.stdout and "LossWaterfall" in text.stdout
+    missing = _cli(stack, "pool", "loan", str(world["node"] + 1000))
+    assert missing.returncode == 2 and "no indexed revenue pool" in missing.stderr
 
 
 def test_a_reorged_declaration_is_sent_again(stack, world):
