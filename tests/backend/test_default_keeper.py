@@ -20,62 +20,19 @@ from typing import Any
 
 import pytest
 import redis
-from brownie import chain, web3
+from brownie import web3
 from sqlalchemy import select
 
 from backend.db.models import Action, ActionKind
 from backend.db.session import get_sessionmaker
 from backend.services.health import KEEPER_KEY
 from tests.backend.backend_helpers import ROOT, Stack, reorg_away, running_stack, wait_for
-from tests.contracts.settlement_helpers import (
-    DISTRIBUTOR_ROLE,
-    POOL_TARGET,
-    PRICE_PER_GPU_HOUR,
-    SLASHER_ROLE,
-    attest,
-    deploy_hub_pool,
-    item,
-)
-
-USD = 10**6
-BOND = 400 * USD
-DEFAULTED = 2
+from tests.backend.loan_helpers import BOND, DEFAULTED, USD, defaulting_pool
 
 
 @pytest.fixture(scope="module")
 def world(live_deployment, admin, operator, staker):
-    s = live_deployment.system
-    s.stablecoin.configureFaucet(10**6 * USD, 1, {"from": admin})
-    for who in (operator, staker, admin):
-        s.stablecoin.drip(who, {"from": who})
-    node = s.registry.registerNode(
-        s.class_ids["H100-SXM-80GB"],
-        8,
-        b"eu-west".ljust(32, b"\0"),
-        240_000 * USD,
-        chain[-1].timestamp - 86_400,
-        "0x" + "d0" * 20,
-        {"from": operator},
-    ).events["NodeRegistered"]["nodeId"]
-    s.stablecoin.approve(s.registry, BOND, {"from": operator})
-    s.registry.depositBond(node, BOND, {"from": operator})
-    pool = deploy_hub_pool(s.oracle_hub, s.stablecoin, operator, admin, node, gate=s.settlement)
-    s.stablecoin.approve(pool, 2**256 - 1, {"from": staker})
-    pool.deposit(POOL_TARGET, staker, {"from": staker})
-    pool.drawRaise({"from": operator})
-    pool.stake(300 * 10**18, {"from": staker})
-    pool.grantRole(DISTRIBUTOR_ROLE, s.settlement, {"from": admin})
-    pool.grantRole(SLASHER_ROLE, s.loans, {"from": admin})
-    s.settlement.setPool(node, pool, {"from": admin})
-    s.settlement.setUsageTerms(node, admin, PRICE_PER_GPU_HOUR, {"from": admin})
-    s.settlement.approveUsage(node, PRICE_PER_GPU_HOUR, {"from": admin})
-    s.stablecoin.approve(s.settlement, 2**256 - 1, {"from": admin})
-    for milli in (100, 0, 0):  # revenue falls short: arrears pass 10% of the principal
-        c = attest(s.oracle_hub, {node: milli})
-        s.settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
-    assert s.loans.defaultDue(node)
-    # Read before any keeper runs (the stack may declare the default at once).
-    return {"system": s, "node": node, "pool": pool, "reserve": s.settlement.reserveHeld()}
+    return defaulting_pool(live_deployment.system, admin, operator, staker, "d0")
 
 
 @pytest.fixture(scope="module")
