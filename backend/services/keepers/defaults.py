@@ -28,8 +28,17 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.db.models import OPEN_STATUSES, Action, ActionKind, ActionStatus, PoolRow, utcnow
+from backend.db.models import (
+    OPEN_STATUSES,
+    Action,
+    ActionKind,
+    ActionStatus,
+    PoolLoanRow,
+    PoolRow,
+    utcnow,
+)
 from backend.services.chain import Chain
+from backend.services.indexing.loan_index import STATES
 from backend.services.relaying.finality import plan_action
 from backend.services.relaying.relayer import TxRequest
 
@@ -39,6 +48,7 @@ LOANS = "PoolLoans"
 KEY_PREFIX = "declare-default"
 # The contract's refusal of a declaration that is not (or no longer) due.
 NOT_DUE_ERROR = "LoanNoDefault"
+DEFAULTED = STATES[2]
 
 
 @dataclass
@@ -75,8 +85,13 @@ def plan_defaults(
     """Create (and enqueue) a ``declare_default`` action for every drawn loan the chain
     says is due; see the module notes."""
     plan = DefaultPlan()
+    # A loan the index holds as defaulted is never due again (a reorg that undid the
+    # default rebuilds the index first), so only the others cost a defaultDue call.
+    defaulted = select(PoolLoanRow.node_id).where(PoolLoanRow.state == DEFAULTED)
     drawn = session.execute(
-        select(PoolRow.node_id, PoolRow.address).where(PoolRow.drawn).order_by(PoolRow.node_id)
+        select(PoolRow.node_id, PoolRow.address)
+        .where(PoolRow.drawn, PoolRow.node_id.not_in(defaulted))
+        .order_by(PoolRow.node_id)
     ).all()
     if not drawn:
         return plan
