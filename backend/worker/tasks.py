@@ -269,7 +269,8 @@ def settle_due(self: Task) -> str:
 
 @shared_task(name=SETTLE_EPOCHS_TASK, bind=True, acks_late=True, ignore_result=True)
 def settle_epochs(self: Task) -> str:
-    """Plan the EpochSettlement batches that are due and enqueue them for the relayer.
+    """Plan the EpochSettlement batches that are due and enqueue them for the relayer;
+    then the default declarations the chain says are due (``keepers.defaults``).
 
     Idempotent (acks_late): a redelivered run finds the actions it created by key,
     and nodes with an action in flight are not planned again.
