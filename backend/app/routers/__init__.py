@@ -8,6 +8,7 @@ from backend.app.routers import (
     faucet,
     forward,
     health,
+    market,
     metrics,
     pools,
     reads,
@@ -24,3 +25,4 @@ api_router.include_router(auth.router, prefix="/api/v1")
 api_router.include_router(forward.router, prefix="/api/v1")
 api_router.include_router(risk.router, prefix="/api/v1")
 api_router.include_router(metrics.router, prefix="/api/v1")
+api_router.include_router(market.router, prefix="/api/v1")

@@ -33,7 +33,7 @@ from backend.db.models import (
     ReservationRow,
     SaleRow,
 )
-from backend.services.indexing import pool_index
+from backend.services.indexing import market_index, pool_index
 from backend.services.indexing.event_decoding import bytes32_text
 
 log = logging.getLogger(__name__)
@@ -419,6 +419,7 @@ _HANDLERS = {
     ("CapacityToken", "Redeemed"): _apply_redeemed,
     ("CapacityToken", "ReservationSettled"): _apply_settled,
     **pool_index.HANDLERS,
+    **market_index.HANDLERS,
 }
 
 
