@@ -7,19 +7,22 @@ their codes and nothing of them is stored."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from brownie import chain, web3
 from eth_account import Account
 
 from gpucap.signing import MarketOrder, sign_order, sign_permit, sign_request
 from tests.backend.backend_helpers import Stack, malleable_copies, wait_for
+from tests.backend.test_cli import cli
 
 USD = 10**6
 BASE_FEE = 10**9  # wei: the relayer pays real gas for the fills
 
 
 @pytest.fixture(scope="module")
-def market(stack: Stack, admin, operator2):
+def market(stack: Stack, admin, operator2, staker):
     """A maker holding 30 GPU-hours of a future window (no ETH), a taker holding 100 USD
     that permitted the market to spend it (no ETH)."""
     s = stack.deployment.system
@@ -43,7 +46,7 @@ def market(stack: Stack, admin, operator2):
     started = s.capacity.tokenIdFor(h100, (chain[-1].timestamp // window) * window)
     offer = s.capacity.publishOffer(node, token, 100, 2 * USD, {"from": operator2}).return_value
     s.stablecoin.approve(s.capacity, 2**256 - 1, {"from": admin})
-    s.capacity.buy(offer, 30, {"from": admin})
+    s.capacity.buy(offer, 40, {"from": admin})  # 30 for the maker, 10 for the CLI's maker
     maker, taker = Account.create(), Account.create()
     s.capacity.safeTransferFrom(admin, maker.address, token, 30, b"", {"from": admin})
     s.stablecoin.transfer(taker.address, 100 * USD, {"from": admin})
@@ -59,6 +62,9 @@ def market(stack: Stack, admin, operator2):
         chain_id=chain.id,
     )
     s.stablecoin.permit(taker.address, s.market, 2**256 - 1, deadline, v, r, sig_s, {"from": admin})
+    # The CLI's taker (a dev account) pays with its own allowance.
+    s.stablecoin.transfer(staker, 20 * USD, {"from": admin})
+    s.stablecoin.approve(s.market, 2**256 - 1, {"from": staker})
     # From here the chain charges a base fee: only the relayer can pay it.
     web3.provider.make_request("anvil_setNextBlockBaseFeePerGas", [hex(BASE_FEE)])
     yield {"s": s, "token": token, "started": started, "maker": maker, "taker": taker}
@@ -278,3 +284,35 @@ def stack_relayer(stack: Stack) -> str:
     from gpucap import devchain
 
     return Account.from_key(devchain.dev_private_key(9)).address
+
+
+def test_cli_places_takes_lists_and_cancels(stack: Stack, market) -> None:
+    """``gpucap market``: the admin (dev account 0) approves and sells 4 GPU-hours, the
+    staker (dev account 4) takes them, both see the trade; a second order is cancelled."""
+    s, token = market["s"], str(market["token"])
+    assert cli(stack, "market", "approve", "--dev-account", "0").returncode == 0
+    placed = cli(
+        stack, "--json", "market", "order", "sell", token, "4", "2.75", "--dev-account", "0"
+    )
+    assert placed.returncode == 0, placed.stderr
+    book = json.loads(cli(stack, "--json", "market", "book", token).stdout)
+    assert [(lv["price"], lv["amount"]) for lv in book["asks"]] == [("2750000", "4")]
+    taken = cli(stack, "market", "take", "buy", token, "4", "3", "--dev-account", "4")
+    assert taken.returncode == 0 and "confirmed" in taken.stdout, taken.stdout + taken.stderr
+    trade = wait_for(
+        lambda: json.loads(cli(stack, "--json", "market", "trades", token).stdout),
+        30,
+        "the CLI's trade to be indexed",
+    )[0]
+    assert (trade["amount"], trade["quote"], trade["taker_fee"]) == ("4", "11000000", "11000")
+    nothing = cli(stack, "market", "take", "buy", token, "1", "3", "--dev-account", "4")
+    assert nothing.returncode == 2 and "NoMatch" in nothing.stderr, nothing.stderr
+    second = json.loads(
+        cli(
+            stack, "--json", "market", "order", "sell", token, "2", "2.9", "--dev-account", "0"
+        ).stdout
+    )
+    cancelled = cli(stack, "market", "cancel", second["order_hash"], "--dev-account", "0")
+    assert cancelled.returncode == 0 and "confirmed" in cancelled.stdout, cancelled.stderr
+    _order_state(stack, second["order_hash"], lambda o: o["status"] == "cancelled")
+    assert s.capacity.balanceOf(s.market.address, market["token"]) == 0  # no custody
