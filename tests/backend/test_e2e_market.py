@@ -13,8 +13,9 @@ import pytest
 from brownie import chain, web3
 from eth_account import Account
 
+from gpucap import devchain
 from gpucap.signing import MarketOrder, sign_order, sign_permit, sign_request
-from tests.backend.backend_helpers import Stack, malleable_copies, wait_for
+from tests.backend.backend_helpers import Stack, malleable_copies, reorg_away, wait_for
 from tests.backend.test_cli import cli
 
 USD = 10**6
@@ -276,43 +277,116 @@ def test_orders_matched_filled_on_chain_and_followed_to_the_unit(stack: Stack, m
     assert book["asks"] == []
 
 
+def _take(stack: Stack, m, amount: int, limit_price: str):
+    s = m["s"]
+    found = stack.post(
+        "/api/v1/market/match",
+        json={
+            "taker": m["taker"].address,
+            "asset": s.capacity.address,
+            "token_id": str(m["token"]),
+            "side": "buy",
+            "amount": str(amount),
+            "limit_price": limit_price,
+        },
+    )
+    if found.status_code != 200:
+        return found
+    body = found.json()
+    return _relay(
+        stack, m, m["taker"], body["to"], body["data"], path="/api/v1/market/fills", gas=body["gas"]
+    )
+
+
+def test_a_fill_a_reorg_removed_fills_again_once_and_unfunded_orders_leave_the_book(
+    stack: Stack, market
+) -> None:
+    m, s = market, market["s"]
+    maker, taker, token = m["maker"], m["taker"], m["token"]
+    held = s.capacity.balanceOf(taker.address, token)
+    nonce = s.forwarder.nonces(taker.address)
+    e = _order(m, amount=2, quote=4_400_000, nonce=10)
+    placed = stack.post("/api/v1/market/orders", json=_body(m, e))
+    assert placed.status_code == 201, placed.text
+    digest = placed.json()["order_hash"]
+    first = stack.wait_final(_take(stack, m, 2, "2200000").json()["action_id"])
+    assert first["status"] == "confirmed", first
+    _order_state(stack, digest, lambda o: o["status"] == "filled")
+
+    reorg_away(first["block_number"])
+    assert s.capacity.balanceOf(taker.address, token) == held  # the fill is gone
+    # Re-sent by the worker, mined again and indexed: filled once, one trade.
+    wait_for(
+        lambda: s.capacity.balanceOf(taker.address, token) == held + 2,
+        60,
+        "the fill to be re-sent and mined again",
+    )
+    state = _order_state(stack, digest, lambda o: o["status"] == "filled" and o["in_flight"] == "0")
+    assert state["filled"] == "2"
+    trades = stack.get(
+        "/api/v1/market/trades", params={"asset": s.capacity.address, "token_id": token}
+    ).json()
+    assert [t["amount"] for t in trades if t["order_hash"] == digest] == ["2"]
+    assert s.forwarder.nonces(taker.address) == nonce + 1
+
+    # An order whose maker then gives its tokens away is dropped when a taker reaches it.
+    left = s.capacity.balanceOf(maker.address, token)
+    f = _order(m, amount=left, quote=left * 2_300_000, nonce=11)
+    placed = stack.post("/api/v1/market/orders", json=_body(m, f))
+    assert placed.status_code == 201, placed.text
+    give = s.capacity.safeTransferFrom.encode_input(maker.address, taker.address, token, left, b"")
+    _confirmed(stack, _relay(stack, m, maker, s.capacity.address, give))
+    refused = _take(stack, m, 1, "2300000")
+    assert (refused.status_code, refused.json()["code"]) == (409, "NoMatch"), refused.text
+    state = stack.get(f"/api/v1/market/orders/{placed.json()['order_hash']}").json()
+    assert (state["status"], state["in_book"], state["dropped"]) == (
+        "open",
+        False,
+        "MakerBalanceTooLow",
+    )
+
+
 def _sig(m, order: MarketOrder) -> bytes:
     return sign_order(order, m["maker"].key, market=m["s"].market.address, chain_id=chain.id)
 
 
 def stack_relayer(stack: Stack) -> str:
-    from gpucap import devchain
-
     return Account.from_key(devchain.dev_private_key(9)).address
 
 
 def test_cli_places_takes_lists_and_cancels(stack: Stack, market) -> None:
-    """``gpucap market``: the admin (dev account 0) approves and sells 4 GPU-hours, the
-    staker (dev account 4) takes them, both see the trade; a second order is cancelled."""
+    """``gpucap market``: the admin (dev account 0) sells 4 GPU-hours at 2.75 (and 2 at 2.9
+    through the API), the staker (dev account 4) takes the 4 at up to 2.8, the trade is
+    listed, and the admin cancels the other order on-chain."""
     s, token = market["s"], str(market["token"])
-    assert cli(stack, "market", "approve", "--dev-account", "0").returncode == 0
+    admin = Account.from_key(devchain.dev_private_key(0))
+    approval = s.capacity.setApprovalForAll.encode_input(s.market.address, True)
+    _confirmed(stack, _relay(stack, market, admin, s.capacity.address, approval))
     placed = cli(
         stack, "--json", "market", "order", "sell", token, "4", "2.75", "--dev-account", "0"
     )
     assert placed.returncode == 0, placed.stderr
+    assert json.loads(placed.stdout)["status"] == "open"
+    other = _order(market, amount=2, quote=5_800_000, nonce=20, maker=admin)
+    resp = stack.post("/api/v1/market/orders", json=_body(market, other, signer=admin))
+    assert resp.status_code == 201, resp.text
+    rest = resp.json()["order_hash"]
     book = json.loads(cli(stack, "--json", "market", "book", token).stdout)
-    assert [(lv["price"], lv["amount"]) for lv in book["asks"]] == [("2750000", "4")]
-    taken = cli(stack, "market", "take", "buy", token, "4", "3", "--dev-account", "4")
+    assert [(lv["price"], lv["amount"]) for lv in book["asks"]] == [
+        ("2750000", "4"),
+        ("2900000", "2"),
+    ]
+    taken = cli(stack, "market", "take", "buy", token, "4", "2.8", "--dev-account", "4")
     assert taken.returncode == 0 and "confirmed" in taken.stdout, taken.stdout + taken.stderr
-    trade = wait_for(
-        lambda: json.loads(cli(stack, "--json", "market", "trades", token).stdout),
+    params = {"asset": s.capacity.address, "token_id": token}
+    wait_for(
+        lambda: stack.get("/api/v1/market/trades", params=params).json()[0]["quote"] == "11000000",
         30,
         "the CLI's trade to be indexed",
-    )[0]
-    assert (trade["amount"], trade["quote"], trade["taker_fee"]) == ("4", "11000000", "11000")
-    nothing = cli(stack, "market", "take", "buy", token, "1", "3", "--dev-account", "4")
-    assert nothing.returncode == 2 and "NoMatch" in nothing.stderr, nothing.stderr
-    second = json.loads(
-        cli(
-            stack, "--json", "market", "order", "sell", token, "2", "2.9", "--dev-account", "0"
-        ).stdout
     )
-    cancelled = cli(stack, "market", "cancel", second["order_hash"], "--dev-account", "0")
+    trade = json.loads(cli(stack, "--json", "market", "trades", token).stdout)[0]
+    assert (trade["amount"], trade["quote"], trade["taker_fee"]) == ("4", "11000000", "11000")
+    cancelled = cli(stack, "market", "cancel", rest, "--dev-account", "0")
     assert cancelled.returncode == 0 and "confirmed" in cancelled.stdout, cancelled.stderr
-    _order_state(stack, second["order_hash"], lambda o: o["status"] == "cancelled")
+    _order_state(stack, rest, lambda o: o["status"] == "cancelled")
     assert s.capacity.balanceOf(s.market.address, market["token"]) == 0  # no custody
