@@ -360,8 +360,9 @@ def test_cli_places_takes_lists_and_cancels(stack: Stack, market) -> None:
     listed, and the admin cancels the other order on-chain."""
     s, token = market["s"], str(market["token"])
     admin = Account.from_key(devchain.dev_private_key(0))
-    approval = s.capacity.setApprovalForAll.encode_input(s.market.address, True)
-    _confirmed(stack, _relay(stack, market, admin, s.capacity.address, approval))
+    approved = cli(stack, "market", "approve", "--dev-account", "0")
+    assert approved.returncode == 0 and "confirmed" in approved.stdout, approved.stderr
+    assert s.capacity.isApprovedForAll(admin.address, s.market.address)
     placed = cli(
         stack, "--json", "market", "order", "sell", token, "4", "2.75", "--dev-account", "0"
     )
