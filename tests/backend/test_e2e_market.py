@@ -8,6 +8,7 @@ their codes and nothing of them is stored."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from brownie import chain, web3
@@ -63,12 +64,36 @@ def market(stack: Stack, admin, operator2, staker):
         chain_id=chain.id,
     )
     s.stablecoin.permit(taker.address, s.market, 2**256 - 1, deadline, v, r, sig_s, {"from": admin})
+    # Takers racing for one order, each with tUSD the market may spend.
+    racers = [Account.create() for _ in range(3)]
+    for racer in racers:
+        s.stablecoin.transfer(racer.address, 10 * USD, {"from": admin})
+        v, r, sig_s = sign_permit(
+            racer,
+            token_name=s.stablecoin.name(),
+            token=s.stablecoin.address,
+            spender=s.market.address,
+            value=2**256 - 1,
+            nonce=0,
+            deadline=deadline,
+            chain_id=chain.id,
+        )
+        s.stablecoin.permit(
+            racer.address, s.market, 2**256 - 1, deadline, v, r, sig_s, {"from": admin}
+        )
     # The CLI's taker (a dev account) pays with its own allowance.
     s.stablecoin.transfer(staker, 20 * USD, {"from": admin})
     s.stablecoin.approve(s.market, 2**256 - 1, {"from": staker})
     # From here the chain charges a base fee: only the relayer can pay it.
     web3.provider.make_request("anvil_setNextBlockBaseFeePerGas", [hex(BASE_FEE)])
-    yield {"s": s, "token": token, "started": started, "maker": maker, "taker": taker}
+    yield {
+        "s": s,
+        "token": token,
+        "started": started,
+        "maker": maker,
+        "taker": taker,
+        "racers": racers,
+    }
     web3.provider.make_request("anvil_setNextBlockBaseFeePerGas", ["0x0"])
     chain.mine()
 
@@ -275,6 +300,37 @@ def test_orders_matched_filled_on_chain_and_followed_to_the_unit(stack: Stack, m
     _order_state(stack, hashes["c"], lambda o: o["status"] == "expired")
     book = stack.get("/api/v1/market/book", params=params).json()
     assert book["asks"] == []
+
+
+def test_takers_racing_for_one_order_get_one_fill_relayed(stack: Stack, market) -> None:
+    """Four takers post fills of the same 3 units at once: one is accepted, the others
+    are told the units are taken (409 OrderTaken), and the one fills on-chain."""
+    m, s = market, market["s"]
+    g = _order(m, amount=3, quote=6_300_000, nonce=30)
+    placed = stack.post("/api/v1/market/orders", json=_body(m, g))
+    assert placed.status_code == 201, placed.text
+    data = s.market.fill.encode_input(g.as_tuple(), _sig(m, g), 3)
+    bodies = [
+        sign_request(
+            who,
+            s.forwarder.address,
+            chain.id,
+            s.market.address,
+            data,
+            s.forwarder.nonces(who.address),
+            chain[-1].timestamp + 3_600,
+            gas=200_000,
+        ).api_body()
+        for who in [m["taker"], *m["racers"]]
+    ]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(lambda b: stack.post("/api/v1/market/fills", json=b), bodies))
+    codes = sorted((a.status_code, a.json().get("code")) for a in answers)
+    assert codes == [(202, None), (409, "OrderTaken"), (409, "OrderTaken"), (409, "OrderTaken")]
+    (won,) = [a for a in answers if a.status_code == 202]
+    assert stack.wait_final(won.json()["action_id"])["status"] == "confirmed"
+    state = _order_state(stack, placed.json()["order_hash"], lambda o: o["status"] == "filled")
+    assert state["filled"] == "3"
 
 
 def _take(stack: Stack, m, amount: int, limit_price: str):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from backend.db.models import Action, ActionKind, MarketOrderRow, utcnow
@@ -145,10 +145,21 @@ def accept_fill(
             code="RequestInFlight",
             status=409,
         )
-    _check_free(session, chain, fills)
+    _check_free(session, chain, fills)  # before the chain's checks: the cheap refusal first
     params = forward.validate(chain, signed, nonce_hint=nonce_hint)
     if params.function not in FILL_FUNCTIONS:
         raise MarketRejected(f"Market.{params.function} is not a fill", code="NotAFill")
+    # What is free, again, under a write lock on the orders that create_action's commit
+    # releases: a second taker's fill of the same units waits here, then sees this one
+    # in flight (on SQLite the statement takes the database's write lock, on PostgreSQL
+    # the rows'). The chain was read before, outside the lock.
+    session.commit()
+    session.execute(
+        update(MarketOrderRow)
+        .where(MarketOrderRow.order_hash.in_(_hashes(chain, fills)))
+        .values(dropped=MarketOrderRow.dropped)
+    )
+    _check_free(session, chain, fills)
     action, created = create_action(
         session,
         kind=ActionKind.FORWARD,
@@ -166,10 +177,8 @@ def accept_fill(
 def _check_free(session: Session, chain: Chain, fills: list[Any]) -> None:
     """Every order is in the book and what it has left (net of fills in flight) covers
     its fill: two takers of one order never both get a fill relayed."""
-    market = market_contract(chain)
     wanted: dict[str, int] = {}
-    for order, _, amount in fills:
-        digest = order_hash(order, market=market.address, chain_id=chain.deployment.chain_id)
+    for digest, (_, _, amount) in zip(_hashes(chain, fills), fills, strict=True):
         wanted[digest] = wanted.get(digest, 0) + amount
     rows = session.scalars(
         select(MarketOrderRow).where(MarketOrderRow.order_hash.in_(list(wanted)))
@@ -188,3 +197,11 @@ def _check_free(session: Session, chain: Chain, fills: list[Any]) -> None:
                 code="OrderTaken",
                 status=409,
             )
+
+
+def _hashes(chain: Chain, fills: list[Any]) -> list[str]:
+    market = market_contract(chain).address
+    return [
+        order_hash(order, market=market, chain_id=chain.deployment.chain_id)
+        for order, _, _ in fills
+    ]
