@@ -16,6 +16,7 @@ from eth_account import Account
 
 from gpucap import devchain
 from gpucap.signing import MarketOrder, sign_order, sign_permit, sign_request
+from scripts.deploy import PoolTerms, deploy_node_pool
 from tests.backend.backend_helpers import Stack, malleable_copies, reorg_away, wait_for
 from tests.backend.test_cli import cli
 
@@ -93,6 +94,7 @@ def market(stack: Stack, admin, operator2, staker):
         "maker": maker,
         "taker": taker,
         "racers": racers,
+        "node": node,
     }
     web3.provider.make_request("anvil_setNextBlockBaseFeePerGas", ["0x0"])
     chain.mine()
@@ -331,6 +333,62 @@ def test_takers_racing_for_one_order_get_one_fill_relayed(stack: Stack, market) 
     assert stack.wait_final(won.json()["action_id"])["status"] == "confirmed"
     state = _order_state(stack, placed.json()["order_hash"], lambda o: o["status"] == "filled")
     assert state["filled"] == "3"
+
+
+def test_pool_shares_trade_through_the_book(stack: Stack, market, admin, operator2, stranger):
+    """An ERC-20 instrument: a listed pool's shares, sold by a depositor (dev account 5)
+    and taken by the gasless taker, to the unit."""
+    m, s = market, market["s"]
+    pool = deploy_node_pool(
+        s, admin, node_id=m["node"], operator=operator2.address,
+        terms=PoolTerms(target_assets=1_000 * USD),
+    )  # fmt: skip
+    s.stablecoin.transfer(stranger, 40 * USD, {"from": admin})
+    s.stablecoin.approve(pool, 40 * USD, {"from": stranger})
+    pool.deposit(40 * USD, stranger, {"from": stranger})
+    pool.approve(s.market, 2**256 - 1, {"from": stranger})
+    seller = Account.from_key(devchain.dev_private_key(5))
+    shares = MarketOrder(
+        maker=seller.address,
+        asset=pool.address,
+        token_id=0,
+        sell=True,
+        amount=10 * 10**18,
+        quote_amount=12 * USD,
+        nonce=1,
+        expiry=chain[-1].timestamp + 3_600,
+    )
+    assert s.market.isPoolListed(pool)  # binding a pool lists its shares
+    placed = stack.post("/api/v1/market/orders", json=_body(m, shares, signer=seller))
+    assert placed.status_code == 201, placed.text
+    assert placed.json()["price"] == "0.0000000000012"  # base units per share base unit
+    coin_before = s.stablecoin.balanceOf(seller.address)
+    found = stack.post(
+        "/api/v1/market/match",
+        json={
+            "taker": m["taker"].address,
+            "asset": pool.address,
+            "token_id": "0",
+            "side": "buy",
+            "amount": str(10 * 10**18),
+            "limit_price": "0.0000000000012",
+        },
+    ).json()
+    assert (found["function"], found["quote"]) == ("fill", str(12 * USD))
+    fill = _relay(
+        stack,
+        m,
+        m["taker"],
+        found["to"],
+        found["data"],
+        path="/api/v1/market/fills",
+        gas=found["gas"],
+    )
+    _confirmed(stack, fill)
+    _order_state(stack, placed.json()["order_hash"], lambda o: o["status"] == "filled")
+    assert pool.balanceOf(m["taker"].address) == 10 * 10**18
+    assert pool.balanceOf(seller.address) == 30 * 10**18
+    assert s.stablecoin.balanceOf(seller.address) == coin_before + 12 * USD  # maker fee 0
 
 
 def _take(stack: Stack, m, amount: int, limit_price: str):
