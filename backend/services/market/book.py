@@ -98,14 +98,14 @@ def price_of(amount: int, quote_amount: int) -> Fraction:
 
 
 def price_text(price: Fraction) -> str:
-    """A price as a plain decimal string (at most 18 decimals, rounded half-even)."""
+    """A price as a plain decimal string, to 36 decimals (what a limit price may carry:
+    a pool share's base unit is 1e-18 of a share), rounded half-even."""
     with localcontext() as ctx:
-        ctx.prec = 96
+        ctx.prec = 120
         value = (Decimal(price.numerator) / Decimal(price.denominator)).quantize(
-            Decimal(1).scaleb(-18)
+            Decimal(1).scaleb(-36)
         )
-    text = format(value.normalize(), "f")
-    return text
+        return format(value.normalize(), "f")
 
 
 def fill_quote(order: MarketOrder, fill_amount: int) -> int:
