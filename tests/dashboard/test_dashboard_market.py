@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from brownie import chain
+from eth_account import Account
 
 from gpucap import devchain
 from gpucap.signing import MarketOrder, sign_order, sign_request
@@ -60,8 +61,6 @@ def world(stack: Stack, admin, operator2, buyer) -> dict[str, Any]:
         json={"taker": buyer.address, "asset": s.capacity.address, "token_id": str(token),
               "side": "buy", "amount": "2", "limit_price": "2500000"},
     ).json()  # fmt: skip
-    from eth_account import Account
-
     taker = Account.from_key(devchain.dev_private_key(3))
     req = sign_request(
         taker, s.forwarder.address, chain.id, found["to"], found["data"],

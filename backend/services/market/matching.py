@@ -145,7 +145,8 @@ def accept_fill(
             code="RequestInFlight",
             status=409,
         )
-    _check_free(session, chain, fills)  # before the chain's checks: the cheap refusal first
+    now = chain_time(chain)  # read once: nothing below the lock waits on the node
+    _check_free(session, chain, fills, now)  # before the chain's checks: the cheap refusal
     params = forward.validate(chain, signed, nonce_hint=nonce_hint)
     if params.function not in FILL_FUNCTIONS:
         raise MarketRejected(f"Market.{params.function} is not a fill", code="NotAFill")
@@ -159,7 +160,7 @@ def accept_fill(
         .where(MarketOrderRow.order_hash.in_(_hashes(chain, fills)))
         .values(dropped=MarketOrderRow.dropped)
     )
-    _check_free(session, chain, fills)
+    _check_free(session, chain, fills, now)
     action, created = create_action(
         session,
         kind=ActionKind.FORWARD,
@@ -174,7 +175,7 @@ def accept_fill(
     return action, created
 
 
-def _check_free(session: Session, chain: Chain, fills: list[Any]) -> None:
+def _check_free(session: Session, chain: Chain, fills: list[Any], now: int) -> None:
     """Every order is in the book and what it has left (net of fills in flight) covers
     its fill: two takers of one order never both get a fill relayed."""
     wanted: dict[str, int] = {}
@@ -188,7 +189,7 @@ def _check_free(session: Session, chain: Chain, fills: list[Any]) -> None:
         raise MarketRejected(
             f"order(s) {', '.join(sorted(missing))} are not in the book", code="OrderNotInBook"
         )
-    for view in order_views(session, chain, rows, chain_time(chain)):
+    for view in order_views(session, chain, rows, now):
         need = wanted[view.row.order_hash]
         if view.remaining < need:
             raise MarketRejected(
