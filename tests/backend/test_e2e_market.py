@@ -391,6 +391,46 @@ def test_pool_shares_trade_through_the_book(stack: Stack, market, admin, operato
     assert s.stablecoin.balanceOf(seller.address) == coin_before + 12 * USD  # maker fee 0
 
 
+def test_a_resting_bid_taken_by_a_seller(stack: Stack, market) -> None:
+    """The other side: a buy order rests as a bid, the gasless taker sells into it. The
+    buying maker pays the quote (and its own fee, 0); the taker's 10 bps come out of what
+    the selling taker receives."""
+    m, s = market, market["s"]
+    taker, token = m["taker"], m["token"]
+    bidder = max(m["racers"], key=lambda r: s.stablecoin.balanceOf(r.address))
+    bid = _order(m, amount=2, quote=4_200_000, nonce=40, sell=False, maker=bidder)
+    placed = stack.post("/api/v1/market/orders", json=_body(m, bid, signer=bidder))
+    assert placed.status_code == 201, placed.text
+    params = {"asset": s.capacity.address, "token_id": token}
+    book = stack.get("/api/v1/market/book", params=params).json()
+    assert [(lv["price"], lv["amount"]) for lv in book["bids"]] == [("2100000", "2")]
+    approval = s.capacity.setApprovalForAll.encode_input(s.market.address, True)
+    _confirmed(stack, _relay(stack, m, taker, s.capacity.address, approval))
+    coins = {w: s.stablecoin.balanceOf(w.address) for w in (taker, bidder)}
+    fees = s.stablecoin.balanceOf(s.market.feeRecipient())
+    found = stack.post(
+        "/api/v1/market/match",
+        json={
+            "taker": taker.address,
+            "asset": s.capacity.address,
+            "token_id": str(token),
+            "side": "sell",
+            "amount": "5",
+            "limit_price": "2000000",
+        },
+    ).json()
+    assert [(f["amount"], f["quote"]) for f in found["fills"]] == [("2", "4200000")]
+    fill = _relay(
+        stack, m, taker, found["to"], found["data"], path="/api/v1/market/fills", gas=found["gas"]
+    )
+    _confirmed(stack, fill)
+    _order_state(stack, placed.json()["order_hash"], lambda o: o["status"] == "filled")
+    assert s.capacity.balanceOf(bidder.address, token) == 2
+    assert s.stablecoin.balanceOf(bidder.address) == coins[bidder] - 4_200_000
+    assert s.stablecoin.balanceOf(taker.address) == coins[taker] + 4_200_000 - 4_200
+    assert s.stablecoin.balanceOf(s.market.feeRecipient()) == fees + 4_200
+
+
 def _take(stack: Stack, m, amount: int, limit_price: str):
     s = m["s"]
     found = stack.post(

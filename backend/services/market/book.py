@@ -248,7 +248,7 @@ def _share_token(chain: Chain, asset: str) -> Any:
 def funding_problem(chain: Chain, order: MarketOrder, units: int) -> tuple[str, str] | None:
     """(code, reason) if the maker cannot deliver ``units`` of ``order`` now, else None:
     the seller's asset and approval, or the buyer's stablecoin and allowance for the
-    quote and both fees (a buying maker pays them: Market._fill)."""
+    quote and its fee (Market._fill)."""
     market, capacity = market_contract(chain), chain.contract(CAPACITY)
     maker = to_checksum_address(order.maker)
     if order.sell:
@@ -274,9 +274,11 @@ def funding_problem(chain: Chain, order: MarketOrder, units: int) -> tuple[str, 
         need = units
     else:
         quote = fill_quote(order, units)
-        maker_bps, taker_bps = chain.call("reading fees", lambda: market.functions.fees().call())
-        need = quote + quote * maker_bps // BPS + quote * taker_bps // BPS
-        what = f"{need} stablecoin units (quote and fees)"
+        maker_bps, _ = chain.call("reading fees", lambda: market.functions.fees().call())
+        # A buying maker sends the selling taker the quote less the taker's fee, and both
+        # fees to the fee recipient (Market._fill): the quote and its own fee in all.
+        need = quote + quote * maker_bps // BPS
+        what = f"{need} stablecoin units (quote and maker fee)"
         coin = chain.stablecoin
         held, allowance = chain.call(
             "reading maker's stablecoin",
