@@ -33,7 +33,7 @@ from backend.db.models import (
     ReservationRow,
     SaleRow,
 )
-from backend.services.indexing import governance, pool_index
+from backend.services.indexing import governance, market_index, pool_index
 from backend.services.indexing.event_decoding import bytes32_text
 
 log = logging.getLogger(__name__)
@@ -420,6 +420,7 @@ _HANDLERS = {
     ("CapacityToken", "ReservationSettled"): _apply_settled,
     **pool_index.HANDLERS,
     **governance.HANDLERS,
+    **market_index.HANDLERS,
 }
 
 
