@@ -2,6 +2,7 @@
 
 from gpucap import (  # noqa: F401 - they add their commands to the app
     cli_governance,
+    cli_market,
     cli_operator,
     cli_pool,
 )

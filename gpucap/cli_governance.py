@@ -202,17 +202,21 @@ def bind_pool(
     keystore: Keystore = None,
 ) -> None:
     """Announce the batch that binds a new pool to its node: the settlement may distribute
-    into it and book a default's loss, EpochSettlement.setPool, the guardian may pause it,
-    and its shares are listed on the market."""
+    into it, the loan book may book a default's loss, EpochSettlement.setPool, the guardian
+    may pause it, and its shares are listed on the market."""
     ctx = _ctx(typer_ctx)
     timelock = _timelock(ctx)
     address = Web3.to_checksum_address(pool)
     settlement = ctx.deployment.contracts["EpochSettlement"].address
+    # The loss waterfall at default books the stakers' first loss (bookLoss): the loan book
+    # (a deployment from before PoolLoans books it from the settlement).
+    loans = ctx.deployment.contracts.get("PoolLoans")
+    slasher = loans.address if loans is not None else settlement
     with open(ctx.manifest_path) as manifest:
         guardian = json.load(manifest).get("guardian")
     calls: list[tuple[str, list[Any], str, list[str]]] = [
         (address, actions.pool_abi(), "grantRole", ["DISTRIBUTOR_ROLE", settlement]),
-        (address, actions.pool_abi(), "grantRole", ["SLASHER_ROLE", settlement]),
+        (address, actions.pool_abi(), "grantRole", ["SLASHER_ROLE", slasher]),
         (
             settlement,
             ctx.deployment.contracts["EpochSettlement"].abi,

@@ -23,7 +23,15 @@ PROPOSERS, ANYONE = "proposers", "anyone"
 POOL = "RevenuePool"  # each node's pool (not in the manifest: found through PoolSet)
 # The contracts whose powers the hand-over moves (the test stablecoin's stay with the
 # deployer; the timelock administers itself from its construction on).
-POWERED = ("NodeRegistry", "OracleHub", "CapacityToken", "EpochSettlement", "Market", POOL)
+POWERED = (
+    "NodeRegistry",
+    "OracleHub",
+    "CapacityToken",
+    "EpochSettlement",
+    "PoolLoans",
+    "Market",
+    POOL,
+)
 
 
 @dataclass(frozen=True)

@@ -533,6 +533,83 @@ class LeafIngestRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
+# ---------------------------------------------------------------------------
+# Secondary market (contracts/Market.sol). The book (``market_orders``) is off-chain
+# state the API writes: signed orders, kept whatever the chain does. What happened to
+# them on-chain (fills, cancellations, nonce floors) are projections of Market's
+# events, rebuilt with the others after a reorg. Amounts are uint256 (pool shares have
+# 18 decimals): decimal strings.
+# ---------------------------------------------------------------------------
+
+
+class MarketOrderRow(Base):
+    """A signed limit order the API accepted into the book. ``id`` orders time priority;
+    ``dropped`` says why the book no longer offers it though the chain might still fill
+    it (the maker's funds or approval went, the capacity window started)."""
+
+    __tablename__ = "market_orders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    order_hash: Mapped[str] = mapped_column(String(66), unique=True)
+    maker: Mapped[str] = mapped_column(String(42), index=True)
+    asset: Mapped[str] = mapped_column(String(42))
+    token_id: Mapped[str] = mapped_column(String(78))
+    sell: Mapped[bool] = mapped_column(Boolean)
+    amount: Mapped[int] = mapped_column(BigUint)
+    quote_amount: Mapped[int] = mapped_column(BigUint)
+    nonce: Mapped[int] = mapped_column(BigUint)
+    expiry: Mapped[int] = mapped_column(BigInteger)
+    signature: Mapped[str] = mapped_column(String(132))
+    dropped: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (Index("ix_market_orders_instrument", "asset", "token_id"),)
+
+
+class MarketFillRow(Base):
+    """One OrderFilled: the market's trades, and each order's filled total."""
+
+    __tablename__ = "market_fills"
+
+    block_number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    log_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    order_hash: Mapped[str] = mapped_column(String(66), index=True)
+    maker: Mapped[str] = mapped_column(String(42))
+    taker: Mapped[str] = mapped_column(String(42))
+    asset: Mapped[str] = mapped_column(String(42))
+    token_id: Mapped[str] = mapped_column(String(78))
+    maker_sells: Mapped[bool] = mapped_column(Boolean)
+    amount: Mapped[int] = mapped_column(BigUint)
+    quote: Mapped[int] = mapped_column(BigUint)
+    maker_fee: Mapped[int] = mapped_column(BigUint)
+    taker_fee: Mapped[int] = mapped_column(BigUint)
+    filled_total: Mapped[int] = mapped_column(BigUint)
+    block_timestamp: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_market_fills_instrument", "asset", "token_id", "block_number"),)
+
+
+class MarketCancelRow(Base):
+    """An order its maker cancelled on-chain (OrderCancelled)."""
+
+    __tablename__ = "market_cancels"
+
+    order_hash: Mapped[str] = mapped_column(String(66), primary_key=True)
+    maker: Mapped[str] = mapped_column(String(42))
+    block_number: Mapped[int] = mapped_column(BigInteger)
+
+
+class MarketNonceRow(Base):
+    """A maker's minimum valid nonce (NoncesCancelled): orders below it never fill."""
+
+    __tablename__ = "market_nonces"
+
+    maker: Mapped[str] = mapped_column(String(42), primary_key=True)
+    min_valid_nonce: Mapped[int] = mapped_column(BigUint)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+
+
 # Dropped with the index when the indexer starts over (another deployment or chain).
 # ---------------------------------------------------------------------------
 # Governance: the GpucapTimelock's schedule of admin changes (CallScheduled, CallSalt,
@@ -649,6 +726,9 @@ PROJECTIONS: tuple[type[Base], ...] = (
     NodeSettlementRow,
     GovernanceChangeRow,
     GovernanceDelayRow,
+    MarketFillRow,
+    MarketCancelRow,
+    MarketNonceRow,
     PoolLoanRow,
     PoolLoanEventRow,
 )

@@ -9,6 +9,7 @@ from backend.app.routers import (
     forward,
     governance,
     health,
+    market,
     metrics,
     pools,
     reads,
@@ -26,3 +27,4 @@ api_router.include_router(forward.router, prefix="/api/v1")
 api_router.include_router(risk.router, prefix="/api/v1")
 api_router.include_router(metrics.router, prefix="/api/v1")
 api_router.include_router(governance.router, prefix="/api/v1")
+api_router.include_router(market.router, prefix="/api/v1")

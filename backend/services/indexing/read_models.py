@@ -34,7 +34,7 @@ from backend.db.models import (
     ReservationRow,
     SaleRow,
 )
-from backend.services.indexing import governance, loan_index, pool_index
+from backend.services.indexing import governance, loan_index, market_index, pool_index
 from backend.services.indexing.event_decoding import bytes32_text
 
 log = logging.getLogger(__name__)
@@ -421,6 +421,7 @@ _HANDLERS = {
     ("CapacityToken", "ReservationSettled"): _apply_settled,
     **pool_index.HANDLERS,
     **governance.HANDLERS,
+    **market_index.HANDLERS,
     **loan_index.HANDLERS,
 }
 

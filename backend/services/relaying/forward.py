@@ -72,6 +72,9 @@ ALLOWED_CALLS: dict[str, frozenset[str]] = {
         }
     ),
     "NodeRegistry": frozenset({"registerNode", "depositBond", "requestExit", "withdrawBond"}),
+    # The secondary market: a taker's fills (matched by the backend's book) and a
+    # maker's own cancellations.
+    "Market": frozenset({"fill", "fillBatch", "cancel", "cancelUpTo"}),
     # One pool per node, not in the manifest: a `to` is a pool when EpochSettlement
     # binds the node the pool reports to that address (pool_node_of).
     "RevenuePool": frozenset(

@@ -3,6 +3,7 @@ import { getJSON } from "../api.js";
 import { color, line, render } from "../charts.js";
 import { loadClasses } from "../data.js";
 import { day, esc, num, usd } from "../format.js";
+import { marketBook } from "./market_book.js";
 
 let root;
 
@@ -23,6 +24,7 @@ export const marketView = {
       select.insertAdjacentHTML("beforeend", `<option value="${c.class_id}">${esc(c.name)}</option>`);
     }
     select.addEventListener("change", () => this.refresh());
+    marketBook.init(root);
   },
 
   async refresh() {
@@ -100,5 +102,6 @@ export const marketView = {
       table.querySelector("caption").outerHTML +
       '<thead><tr><th scope="col">class</th><th scope="col">window (UTC)</th><th class="num" scope="col">offers</th><th class="num" scope="col">offered GPU-h</th><th class="num" scope="col">sold</th><th class="num" scope="col">redeemed</th><th class="num" scope="col">VWAP / GPU-h</th><th class="num" scope="col">volume</th></tr></thead>' +
       `<tbody>${body.join("") || '<tr><td colspan="8" class="muted">No capacity offered yet.</td></tr>'}</tbody>`;
+    await marketBook.refresh(root, rows.slice().reverse(), names);
   },
 };

@@ -1,0 +1,547 @@
+"""The secondary market through the real parts (uvicorn + celery + Redis + anvil): a maker
+with no ETH signs sell orders into the API's book, a taker with no ETH is matched against
+it and signs the fill as a forward request, the worker relays it through the forwarder
+(paying gas at a non-zero base fee), the indexer follows the chain, and every order's
+state, the trades and each balance are checked to the unit. Bad orders are refused with
+their codes and nothing of them is stored."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from brownie import chain, web3
+from eth_account import Account
+
+from gpucap import devchain
+from gpucap.signing import MarketOrder, sign_order, sign_permit, sign_request
+from scripts.deploy import PoolTerms, deploy_node_pool
+from tests.backend.backend_helpers import Stack, malleable_copies, reorg_away, wait_for
+from tests.backend.test_cli import cli
+
+USD = 10**6
+BASE_FEE = 10**9  # wei: the relayer pays real gas for the fills
+
+
+@pytest.fixture(scope="module")
+def market(stack: Stack, admin, operator2, staker):
+    """A maker holding 30 GPU-hours of a future window (no ETH), a taker holding 100 USD
+    that permitted the market to spend it (no ETH)."""
+    s = stack.deployment.system
+    h100 = s.class_ids["H100-SXM-80GB"]
+    s.stablecoin.configureFaucet(10**6 * USD, 1, {"from": admin})
+    s.stablecoin.drip(operator2, {"from": operator2})
+    s.stablecoin.drip(admin, {"from": admin})
+    node = s.registry.registerNode(
+        h100,
+        8,
+        b"eu-west".ljust(32, b"\0"),
+        240_000 * USD,
+        chain[-1].timestamp - 3_600,
+        "0x" + "43" * 20,
+        {"from": operator2},
+    ).events["NodeRegistered"]["nodeId"]
+    s.stablecoin.approve(s.registry, 2**256 - 1, {"from": operator2})
+    s.registry.depositBond(node, 5_000 * USD, {"from": operator2})
+    window = s.capacity.windowSeconds()
+    token = s.capacity.tokenIdFor(h100, (chain[-1].timestamp // window + 2) * window)
+    started = s.capacity.tokenIdFor(h100, (chain[-1].timestamp // window) * window)
+    offer = s.capacity.publishOffer(node, token, 100, 2 * USD, {"from": operator2}).return_value
+    s.stablecoin.approve(s.capacity, 2**256 - 1, {"from": admin})
+    s.capacity.buy(offer, 40, {"from": admin})  # 30 for the maker, 10 for the CLI's maker
+    maker, taker = Account.create(), Account.create()
+    s.capacity.safeTransferFrom(admin, maker.address, token, 30, b"", {"from": admin})
+    s.stablecoin.transfer(taker.address, 100 * USD, {"from": admin})
+    deadline = chain[-1].timestamp + 7_200
+    v, r, sig_s = sign_permit(
+        taker,
+        token_name=s.stablecoin.name(),
+        token=s.stablecoin.address,
+        spender=s.market.address,
+        value=2**256 - 1,
+        nonce=0,
+        deadline=deadline,
+        chain_id=chain.id,
+    )
+    s.stablecoin.permit(taker.address, s.market, 2**256 - 1, deadline, v, r, sig_s, {"from": admin})
+    # Takers racing for one order, each with tUSD the market may spend.
+    racers = [Account.create() for _ in range(3)]
+    for racer in racers:
+        s.stablecoin.transfer(racer.address, 10 * USD, {"from": admin})
+        v, r, sig_s = sign_permit(
+            racer,
+            token_name=s.stablecoin.name(),
+            token=s.stablecoin.address,
+            spender=s.market.address,
+            value=2**256 - 1,
+            nonce=0,
+            deadline=deadline,
+            chain_id=chain.id,
+        )
+        s.stablecoin.permit(
+            racer.address, s.market, 2**256 - 1, deadline, v, r, sig_s, {"from": admin}
+        )
+    # The CLI's taker (a dev account) pays with its own allowance.
+    s.stablecoin.transfer(staker, 20 * USD, {"from": admin})
+    s.stablecoin.approve(s.market, 2**256 - 1, {"from": staker})
+    # From here the chain charges a base fee: only the relayer can pay it.
+    web3.provider.make_request("anvil_setNextBlockBaseFeePerGas", [hex(BASE_FEE)])
+    yield {
+        "s": s,
+        "token": token,
+        "started": started,
+        "maker": maker,
+        "taker": taker,
+        "racers": racers,
+        "node": node,
+    }
+    web3.provider.make_request("anvil_setNextBlockBaseFeePerGas", ["0x0"])
+    chain.mine()
+
+
+def _order(m, *, amount, quote, nonce=0, expiry=None, sell=True, token=None, maker=None):
+    maker = maker or m["maker"]
+    return MarketOrder(
+        maker=maker.address,
+        asset=m["s"].capacity.address,
+        token_id=m["token"] if token is None else token,
+        sell=sell,
+        amount=amount,
+        quote_amount=quote,
+        nonce=nonce,
+        expiry=expiry or chain[-1].timestamp + 3_600,
+    )
+
+
+def _body(m, order: MarketOrder, signer=None) -> dict:
+    signer = signer or m["maker"]
+    signature = sign_order(order, signer.key, market=m["s"].market.address, chain_id=chain.id)
+    return {
+        "maker": order.maker,
+        "asset": order.asset,
+        "token_id": str(order.token_id),
+        "sell": order.sell,
+        "amount": str(order.amount),
+        "quote_amount": str(order.quote_amount),
+        "nonce": str(order.nonce),
+        "expiry": order.expiry,
+        "signature": "0x" + signature.hex(),
+    }
+
+
+def _relay(stack: Stack, m, wallet, to: str, data: str, *, path="/api/v1/forward", gas=500_000):
+    s = m["s"]
+    req = sign_request(
+        wallet,
+        s.forwarder.address,
+        chain.id,
+        to,
+        data,
+        s.forwarder.nonces(wallet.address),
+        chain[-1].timestamp + 3_600,
+        gas=gas,
+    )
+    return stack.post(path, json=req.api_body())
+
+
+def _confirmed(stack: Stack, resp) -> dict:
+    assert resp.status_code == 202, resp.text
+    final = stack.wait_final(resp.json()["action_id"])
+    assert final["status"] == "confirmed", final
+    return final
+
+
+def _order_state(stack: Stack, order_hash: str, until) -> dict:
+    return wait_for(
+        lambda: (o := stack.get(f"/api/v1/market/orders/{order_hash}").json()) and until(o) and o,
+        30,
+        f"order {order_hash} to be indexed as wanted",
+    )
+
+
+def test_bad_orders_are_refused_with_their_codes_and_nothing_is_stored(stack: Stack, market):
+    m = market
+    good = _order(m, amount=10, quote=25 * USD)
+    expect = [
+        (_body(m, good, signer=m["taker"]), 422, "InvalidSignature"),
+        (
+            _body(m, _order(m, amount=10, quote=25 * USD, expiry=chain[-1].timestamp + 5)),
+            422,
+            "OrderExpired",
+        ),
+        (_body(m, _order(m, amount=10, quote=25 * USD, token=m["started"])), 422, "WindowStarted"),
+        (_body(m, _order(m, amount=31, quote=75 * USD)), 422, "MakerBalanceTooLow"),
+        (_body(m, good), 422, "MakerNotApproved"),  # the maker has not approved the market
+        (_body(m, _order(m, amount=10, quote=0)), 422, "ValidationFailed"),
+    ]
+    unlisted = _order(m, amount=10, quote=25 * USD, token=0)
+    unlisted = MarketOrder(**{**unlisted.__dict__, "asset": m["s"].stablecoin.address})
+    expect.append((_body(m, unlisted), 422, "AssetNotListed"))
+    for copy in malleable_copies(_body(m, good)["signature"]):
+        expect.append(({**_body(m, good), "signature": copy}, 422, "NonCanonicalSignature"))
+    for body, status, code in expect:
+        resp = stack.post("/api/v1/market/orders", json=body)
+        assert (resp.status_code, resp.json()["code"]) == (status, code), resp.text
+    book = stack.get(
+        "/api/v1/market/book", params={"asset": m["s"].capacity.address, "token_id": m["token"]}
+    ).json()
+    assert (book["asks"], book["bids"]) == ([], [])
+
+
+def test_orders_matched_filled_on_chain_and_followed_to_the_unit(stack: Stack, market, admin):
+    m, s = market, market["s"]
+    maker, taker = m["maker"], m["taker"]
+    relayer_eth = web3.eth.get_balance(stack_relayer(stack))
+    # The maker approves the market gaslessly (a relayed setApprovalForAll).
+    _confirmed(
+        stack,
+        _relay(
+            stack,
+            m,
+            maker,
+            s.capacity.address,
+            s.capacity.setApprovalForAll.encode_input(s.market.address, True),
+        ),
+    )
+    a = _order(m, amount=10, quote=25 * USD, nonce=1)  # 2.5 USD per GPU-hour
+    b = _order(m, amount=5, quote=12 * USD, nonce=2)  # 2.4
+    c = _order(m, amount=5, quote=15 * USD, nonce=3)  # 3.0
+    hashes = {}
+    for name, order in (("a", a), ("b", b), ("c", c)):
+        resp = stack.post("/api/v1/market/orders", json=_body(m, order))
+        assert resp.status_code == 201, resp.text
+        assert resp.json()["status"] == "open" and resp.json()["in_book"] is True
+        hashes[name] = resp.json()["order_hash"]
+        assert hashes[name] == "0x" + bytes(s.market.hashOrder(order.as_tuple())).hex()
+    again = stack.post("/api/v1/market/orders", json=_body(m, a))
+    assert (again.status_code, again.json()["order_hash"]) == (200, hashes["a"])
+    params = {"asset": s.capacity.address, "token_id": m["token"]}
+    book = stack.get("/api/v1/market/book", params=params).json()
+    assert [(lv["price"], lv["amount"]) for lv in book["asks"]] == [
+        ("2400000", "5"),
+        ("2500000", "10"),
+        ("3000000", "5"),
+    ]
+    # A resting buy that would cross the asks is refused: a taker takes instead.
+    crossing = _order(m, amount=2, quote=6 * USD, sell=False, maker=taker)
+    resp = stack.post("/api/v1/market/orders", json=_body(m, crossing, signer=taker))
+    assert (resp.status_code, resp.json()["code"]) == (409, "OrderCrossesBook"), resp.text
+
+    # The taker buys 8 at up to 2.5: all of b (2.4, older price first), then 3 of a.
+    matched = stack.post(
+        "/api/v1/market/match",
+        json={
+            "taker": taker.address,
+            "asset": s.capacity.address,
+            "token_id": str(m["token"]),
+            "side": "buy",
+            "amount": "8",
+            "limit_price": "2500000",
+        },
+    )
+    assert matched.status_code == 200, matched.text
+    found = matched.json()
+    assert [(f["order_hash"], f["amount"], f["quote"]) for f in found["fills"]] == [
+        (hashes["b"], "5", str(12 * USD)),
+        (hashes["a"], "3", str(7_500_000)),
+    ]
+    assert (found["function"], found["amount"], found["quote"]) == ("fillBatch", "8", "19500000")
+    fill = _relay(
+        stack, m, taker, found["to"], found["data"], path="/api/v1/market/fills", gas=found["gas"]
+    )
+    assert fill.status_code == 202, fill.text
+    assert (fill.json()["contract"], fill.json()["function"]) == ("Market", "fillBatch")
+    # Another taker's fill of b, signed while the first is in flight or done: refused.
+    other = Account.create()
+    late = _relay(
+        stack,
+        m,
+        other,
+        s.market.address,
+        s.market.fill.encode_input(b.as_tuple(), _sig(m, b), 5),
+        path="/api/v1/market/fills",
+    )
+    assert (late.status_code, late.json()["code"]) == (409, "OrderTaken"), late.text
+    mined = stack.wait_final(fill.json()["action_id"])
+    assert mined["status"] == "confirmed", mined
+    assert web3.eth.get_block(mined["block_number"])["baseFeePerGas"] > 0
+
+    state_b = _order_state(stack, hashes["b"], lambda o: o["status"] == "filled")
+    assert (state_b["filled"], state_b["remaining"], state_b["in_book"]) == ("5", "0", False)
+    state_a = _order_state(stack, hashes["a"], lambda o: o["status"] == "partially_filled")
+    assert (state_a["filled"], state_a["in_flight"], state_a["remaining"]) == ("3", "0", "7")
+    # Balances to the unit: taker fee 10 bps of each fill's quote, maker fee 0.
+    fee = 12 * USD * 10 // 10_000 + 7_500_000 * 10 // 10_000
+    assert fee == 19_500
+    assert s.capacity.balanceOf(taker.address, m["token"]) == 8
+    assert s.capacity.balanceOf(maker.address, m["token"]) == 22
+    assert s.stablecoin.balanceOf(taker.address) == 100 * USD - 19_500_000 - fee
+    assert s.stablecoin.balanceOf(maker.address) == 19_500_000
+    assert web3.eth.get_balance(maker.address) == web3.eth.get_balance(taker.address) == 0
+    assert web3.eth.get_balance(stack_relayer(stack)) < relayer_eth  # it paid the gas
+    trades = stack.get("/api/v1/market/trades", params=params).json()
+    assert [
+        (t["order_hash"], t["amount"], t["quote"], t["taker_fee"], t["maker_fee"]) for t in trades
+    ] == [(hashes["a"], "3", "7500000", "7500", "0"), (hashes["b"], "5", "12000000", "12000", "0")]
+    book = stack.get("/api/v1/market/book", params=params).json()
+    assert [(lv["price"], lv["amount"]) for lv in book["asks"]] == [
+        ("2500000", "7"),
+        ("3000000", "5"),
+    ]
+
+    # The maker cancels a on-chain, gaslessly: the index marks it, the book drops it.
+    _confirmed(
+        stack, _relay(stack, m, maker, s.market.address, s.market.cancel.encode_input(a.as_tuple()))
+    )
+    state_a = _order_state(stack, hashes["a"], lambda o: o["status"] == "cancelled")
+    assert (state_a["filled"], state_a["remaining"]) == ("3", "0")
+    # Time passes beyond c's expiry: expired, off the book, and a taker finds nothing.
+    chain.sleep(3_700)
+    chain.mine()
+    _order_state(stack, hashes["c"], lambda o: o["status"] == "expired")
+    book = stack.get("/api/v1/market/book", params=params).json()
+    assert book["asks"] == []
+
+
+def test_takers_racing_for_one_order_get_one_fill_relayed(stack: Stack, market) -> None:
+    """Four takers post fills of the same 3 units at once: one is accepted, the others
+    are told the units are taken (409 OrderTaken), and the one fills on-chain."""
+    m, s = market, market["s"]
+    g = _order(m, amount=3, quote=6_300_000, nonce=30)
+    placed = stack.post("/api/v1/market/orders", json=_body(m, g))
+    assert placed.status_code == 201, placed.text
+    data = s.market.fill.encode_input(g.as_tuple(), _sig(m, g), 3)
+    bodies = [
+        sign_request(
+            who,
+            s.forwarder.address,
+            chain.id,
+            s.market.address,
+            data,
+            s.forwarder.nonces(who.address),
+            chain[-1].timestamp + 3_600,
+            gas=200_000,
+        ).api_body()
+        for who in [m["taker"], *m["racers"]]
+    ]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(lambda b: stack.post("/api/v1/market/fills", json=b), bodies))
+    codes = sorted((a.status_code, a.json().get("code")) for a in answers)
+    assert codes == [(202, None), (409, "OrderTaken"), (409, "OrderTaken"), (409, "OrderTaken")]
+    (won,) = [a for a in answers if a.status_code == 202]
+    assert stack.wait_final(won.json()["action_id"])["status"] == "confirmed"
+    state = _order_state(stack, placed.json()["order_hash"], lambda o: o["status"] == "filled")
+    assert state["filled"] == "3"
+
+
+def test_pool_shares_trade_through_the_book(stack: Stack, market, admin, operator2, stranger):
+    """An ERC-20 instrument: a listed pool's shares, sold by a depositor (dev account 5)
+    and taken by the gasless taker, to the unit."""
+    m, s = market, market["s"]
+    pool = deploy_node_pool(
+        s, admin, node_id=m["node"], operator=operator2.address,
+        terms=PoolTerms(target_assets=1_000 * USD),
+    )  # fmt: skip
+    s.stablecoin.transfer(stranger, 40 * USD, {"from": admin})
+    s.stablecoin.approve(pool, 40 * USD, {"from": stranger})
+    pool.deposit(40 * USD, stranger, {"from": stranger})
+    pool.approve(s.market, 2**256 - 1, {"from": stranger})
+    seller = Account.from_key(devchain.dev_private_key(5))
+    shares = MarketOrder(
+        maker=seller.address,
+        asset=pool.address,
+        token_id=0,
+        sell=True,
+        amount=10 * 10**18,
+        quote_amount=12 * USD,
+        nonce=1,
+        expiry=chain[-1].timestamp + 3_600,
+    )
+    assert s.market.isPoolListed(pool)  # binding a pool lists its shares
+    placed = stack.post("/api/v1/market/orders", json=_body(m, shares, signer=seller))
+    assert placed.status_code == 201, placed.text
+    assert placed.json()["price"] == "0.0000000000012"  # base units per share base unit
+    coin_before = s.stablecoin.balanceOf(seller.address)
+    found = stack.post(
+        "/api/v1/market/match",
+        json={
+            "taker": m["taker"].address,
+            "asset": pool.address,
+            "token_id": "0",
+            "side": "buy",
+            "amount": str(10 * 10**18),
+            "limit_price": "0.0000000000012",
+        },
+    ).json()
+    assert (found["function"], found["quote"]) == ("fill", str(12 * USD))
+    fill = _relay(
+        stack,
+        m,
+        m["taker"],
+        found["to"],
+        found["data"],
+        path="/api/v1/market/fills",
+        gas=found["gas"],
+    )
+    _confirmed(stack, fill)
+    _order_state(stack, placed.json()["order_hash"], lambda o: o["status"] == "filled")
+    assert pool.balanceOf(m["taker"].address) == 10 * 10**18
+    assert pool.balanceOf(seller.address) == 30 * 10**18
+    assert s.stablecoin.balanceOf(seller.address) == coin_before + 12 * USD  # maker fee 0
+
+
+def test_a_resting_bid_taken_by_a_seller(stack: Stack, market) -> None:
+    """The other side: a buy order rests as a bid, the gasless taker sells into it. The
+    buying maker pays the quote (and its own fee, 0); the taker's 10 bps come out of what
+    the selling taker receives."""
+    m, s = market, market["s"]
+    taker, token = m["taker"], m["token"]
+    bidder = max(m["racers"], key=lambda r: s.stablecoin.balanceOf(r.address))
+    bid = _order(m, amount=2, quote=4_200_000, nonce=40, sell=False, maker=bidder)
+    placed = stack.post("/api/v1/market/orders", json=_body(m, bid, signer=bidder))
+    assert placed.status_code == 201, placed.text
+    params = {"asset": s.capacity.address, "token_id": token}
+    book = stack.get("/api/v1/market/book", params=params).json()
+    assert [(lv["price"], lv["amount"]) for lv in book["bids"]] == [("2100000", "2")]
+    approval = s.capacity.setApprovalForAll.encode_input(s.market.address, True)
+    _confirmed(stack, _relay(stack, m, taker, s.capacity.address, approval))
+    coins = {w: s.stablecoin.balanceOf(w.address) for w in (taker, bidder)}
+    fees = s.stablecoin.balanceOf(s.market.feeRecipient())
+    found = stack.post(
+        "/api/v1/market/match",
+        json={
+            "taker": taker.address,
+            "asset": s.capacity.address,
+            "token_id": str(token),
+            "side": "sell",
+            "amount": "5",
+            "limit_price": "2000000",
+        },
+    ).json()
+    assert [(f["amount"], f["quote"]) for f in found["fills"]] == [("2", "4200000")]
+    fill = _relay(
+        stack, m, taker, found["to"], found["data"], path="/api/v1/market/fills", gas=found["gas"]
+    )
+    _confirmed(stack, fill)
+    _order_state(stack, placed.json()["order_hash"], lambda o: o["status"] == "filled")
+    assert s.capacity.balanceOf(bidder.address, token) == 2
+    assert s.stablecoin.balanceOf(bidder.address) == coins[bidder] - 4_200_000
+    assert s.stablecoin.balanceOf(taker.address) == coins[taker] + 4_200_000 - 4_200
+    assert s.stablecoin.balanceOf(s.market.feeRecipient()) == fees + 4_200
+
+
+def _take(stack: Stack, m, amount: int, limit_price: str):
+    s = m["s"]
+    found = stack.post(
+        "/api/v1/market/match",
+        json={
+            "taker": m["taker"].address,
+            "asset": s.capacity.address,
+            "token_id": str(m["token"]),
+            "side": "buy",
+            "amount": str(amount),
+            "limit_price": limit_price,
+        },
+    )
+    if found.status_code != 200:
+        return found
+    body = found.json()
+    return _relay(
+        stack, m, m["taker"], body["to"], body["data"], path="/api/v1/market/fills", gas=body["gas"]
+    )
+
+
+def test_a_fill_a_reorg_removed_fills_again_once_and_unfunded_orders_leave_the_book(
+    stack: Stack, market
+) -> None:
+    m, s = market, market["s"]
+    maker, taker, token = m["maker"], m["taker"], m["token"]
+    held = s.capacity.balanceOf(taker.address, token)
+    nonce = s.forwarder.nonces(taker.address)
+    e = _order(m, amount=2, quote=4_400_000, nonce=10)
+    placed = stack.post("/api/v1/market/orders", json=_body(m, e))
+    assert placed.status_code == 201, placed.text
+    digest = placed.json()["order_hash"]
+    first = stack.wait_final(_take(stack, m, 2, "2200000").json()["action_id"])
+    assert first["status"] == "confirmed", first
+    _order_state(stack, digest, lambda o: o["status"] == "filled")
+
+    reorg_away(first["block_number"])
+    assert s.capacity.balanceOf(taker.address, token) == held  # the fill is gone
+    # Re-sent by the worker, mined again and indexed: filled once, one trade.
+    wait_for(
+        lambda: s.capacity.balanceOf(taker.address, token) == held + 2,
+        60,
+        "the fill to be re-sent and mined again",
+    )
+    state = _order_state(stack, digest, lambda o: o["status"] == "filled" and o["in_flight"] == "0")
+    assert state["filled"] == "2"
+    trades = stack.get(
+        "/api/v1/market/trades", params={"asset": s.capacity.address, "token_id": token}
+    ).json()
+    assert [t["amount"] for t in trades if t["order_hash"] == digest] == ["2"]
+    assert s.forwarder.nonces(taker.address) == nonce + 1
+
+    # An order whose maker then gives its tokens away is dropped when a taker reaches it.
+    left = s.capacity.balanceOf(maker.address, token)
+    f = _order(m, amount=left, quote=left * 2_300_000, nonce=11)
+    placed = stack.post("/api/v1/market/orders", json=_body(m, f))
+    assert placed.status_code == 201, placed.text
+    give = s.capacity.safeTransferFrom.encode_input(maker.address, taker.address, token, left, b"")
+    _confirmed(stack, _relay(stack, m, maker, s.capacity.address, give))
+    refused = _take(stack, m, 1, "2300000")
+    assert (refused.status_code, refused.json()["code"]) == (409, "NoMatch"), refused.text
+    state = stack.get(f"/api/v1/market/orders/{placed.json()['order_hash']}").json()
+    assert (state["status"], state["in_book"], state["dropped"]) == (
+        "open",
+        False,
+        "MakerBalanceTooLow",
+    )
+
+
+def _sig(m, order: MarketOrder) -> bytes:
+    return sign_order(order, m["maker"].key, market=m["s"].market.address, chain_id=chain.id)
+
+
+def stack_relayer(stack: Stack) -> str:
+    return Account.from_key(devchain.dev_private_key(9)).address
+
+
+def test_cli_places_takes_lists_and_cancels(stack: Stack, market) -> None:
+    """``gpucap market``: the admin (dev account 0) sells 4 GPU-hours at 2.75 (and 2 at 2.9
+    through the API), the staker (dev account 4) takes the 4 at up to 2.8, the trade is
+    listed, and the admin cancels the other order on-chain."""
+    s, token = market["s"], str(market["token"])
+    admin = Account.from_key(devchain.dev_private_key(0))
+    approved = cli(stack, "market", "approve", "--dev-account", "0")
+    assert approved.returncode == 0 and "confirmed" in approved.stdout, approved.stderr
+    assert s.capacity.isApprovedForAll(admin.address, s.market.address)
+    placed = cli(
+        stack, "--json", "market", "order", "sell", token, "4", "2.75", "--dev-account", "0"
+    )
+    assert placed.returncode == 0, placed.stderr
+    assert json.loads(placed.stdout)["status"] == "open"
+    other = _order(market, amount=2, quote=5_800_000, nonce=20, maker=admin)
+    resp = stack.post("/api/v1/market/orders", json=_body(market, other, signer=admin))
+    assert resp.status_code == 201, resp.text
+    rest = resp.json()["order_hash"]
+    book = json.loads(cli(stack, "--json", "market", "book", token).stdout)
+    assert [(lv["price"], lv["amount"]) for lv in book["asks"]] == [
+        ("2750000", "4"),
+        ("2900000", "2"),
+    ]
+    taken = cli(stack, "market", "take", "buy", token, "4", "2.8", "--dev-account", "4")
+    assert taken.returncode == 0 and "confirmed" in taken.stdout, taken.stdout + taken.stderr
+    params = {"asset": s.capacity.address, "token_id": token}
+    wait_for(
+        lambda: stack.get("/api/v1/market/trades", params=params).json()[0]["quote"] == "11000000",
+        30,
+        "the CLI's trade to be indexed",
+    )
+    trade = json.loads(cli(stack, "--json", "market", "trades", token).stdout)[0]
+    assert (trade["amount"], trade["quote"], trade["taker_fee"]) == ("4", "11000000", "11000")
+    cancelled = cli(stack, "market", "cancel", rest, "--dev-account", "0")
+    assert cancelled.returncode == 0 and "confirmed" in cancelled.stdout, cancelled.stderr
+    _order_state(stack, rest, lambda o: o["status"] == "cancelled")
+    assert s.capacity.balanceOf(s.market.address, market["token"]) == 0  # no custody

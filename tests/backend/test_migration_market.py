@@ -1,0 +1,69 @@
+"""The market's tables (revision 0012), up and down, on SQLite and PostgreSQL: they
+match the models, keep uint256 amounts exactly, refuse a second row of one order, and
+leave nothing behind going down."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.script import ScriptDirectory
+from sqlalchemy.exc import IntegrityError
+
+from backend.db.migrate import alembic_config, upgrade_to_head
+from backend.db.models import Base
+from tests.backend.test_migrations import database_url  # noqa: F401 - the fixture
+
+MARKET_TABLES = ("market_orders", "market_fills", "market_cancels", "market_nonces")
+
+
+def _order(order_hash: str) -> dict[str, object]:
+    return {
+        "order_hash": order_hash,
+        "maker": "0x" + "11" * 20,
+        "asset": "0x" + "22" * 20,
+        "token_id": str(2**128 + 7),
+        "sell": True,
+        "amount": str(10**24),  # beyond 64 bits: pool shares have 18 decimals
+        "quote_amount": "25000000",
+        "nonce": "0",
+        "expiry": 2**63 - 1,
+        "signature": "0x" + "ab" * 65,
+        "created_at": datetime.now(UTC),
+    }
+
+
+def _insert(engine: sa.Engine, row: dict[str, object]) -> None:
+    columns = ", ".join(row)
+    values = ", ".join(f":{c}" for c in row)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"INSERT INTO market_orders ({columns}) VALUES ({values})"), row)
+
+
+def test_0012_up_down_up(database_url: str) -> None:  # noqa: F811 - the fixture
+    cfg = alembic_config(database_url)
+    before = ScriptDirectory.from_config(cfg).get_revision("0012").down_revision
+    command.upgrade(cfg, "0012")
+    engine = sa.create_engine(database_url)
+    inspector = sa.inspect(engine)
+    for table in MARKET_TABLES:
+        migrated = {c["name"] for c in inspector.get_columns(table)}
+        assert migrated == set(Base.metadata.tables[table].columns.keys()), table
+    assert {"ix_market_orders_instrument", "ix_market_orders_maker"} <= {
+        i["name"] for i in inspector.get_indexes("market_orders")
+    }
+    _insert(engine, _order("0x" + "aa" * 32))
+    with engine.connect() as conn:
+        amount, token_id = conn.execute(sa.text("SELECT amount, token_id FROM market_orders")).one()
+    assert (int(amount), int(token_id)) == (10**24, 2**128 + 7)
+    with pytest.raises(IntegrityError):
+        _insert(engine, _order("0x" + "aa" * 32))
+
+    command.downgrade(cfg, str(before))
+    assert not set(MARKET_TABLES) & set(sa.inspect(engine).get_table_names())
+
+    upgrade_to_head(database_url)
+    assert set(MARKET_TABLES) <= set(sa.inspect(engine).get_table_names())
+    engine.dispose()
