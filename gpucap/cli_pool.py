@@ -19,7 +19,7 @@ from gpucap import actions
 from gpucap.cli import USD, Ctx, DevAccount, Keystore, _ctx, app, console, err_console, wallet
 
 pool_app = typer.Typer(
-    help="Node revenue pools: list, show, deposit, stake, unstake, withdraw, claim.",
+    help="Node revenue pools: list, show, loan, deposit, stake, unstake, withdraw, claim.",
     no_args_is_help=True,
 )
 app.add_typer(pool_app, name="pool")
@@ -222,3 +222,62 @@ def claim(
     ctx = _ctx(typer_ctx)
     signer = wallet(dev_account, keystore)
     _send(ctx, signer, _pool(ctx, node_id).functions.claim(signer.address), "claim")
+
+
+def _usd(micro: int) -> str:
+    return f"{micro / USD:,.2f}"
+
+
+@pool_app.command("loan")
+def loan(typer_ctx: typer.Context, node_id: int) -> None:
+    """The node's pool loan (from the API's index): state, arrears, cure progress, pledged
+    bond, and after a default its loss waterfall and recovery; then its history."""
+    ctx = _ctx(typer_ctx)
+    pools = ctx.get("/api/v1/pools", node_id=node_id)
+    if not pools:
+        err_console.print(f"[red]node {node_id} has no indexed revenue pool[/]")
+        raise typer.Exit(code=2)
+    pool = pools[0]
+    history = ctx.get(f"/api/v1/pools/{pool['address']}/loan/history", limit=1000)
+    body = {"pool": pool["address"], "node_id": node_id, "loan": pool["loan"], "history": history}
+    if ctx.as_json:
+        console.print_json(data=body)
+        return
+    state = pool["loan"]
+    if state is None:
+        console.print(f"pool {pool['address']} of node {node_id}: no loan (raise not drawn)")
+        return
+    since = f" since epoch {state['since_epoch']}" if state["since_epoch"] is not None else ""
+    console.print(f"pool {pool['address']} of node {node_id}: loan {state['state']}{since}")
+    console.print(
+        f"  arrears {_usd(state['arrears_micro_usd'])} tUSD (default above "
+        f"{_usd(state['default_arrears_threshold_micro_usd'])}); pledged bond "
+        f"{_usd(state['pledged_bond_micro_usd'])} tUSD; default due: {state['default_due']}"
+    )
+    if state["runs"] is not None:
+        r = state["runs"]
+        console.print(
+            f"  clean settlements {r['clean_epochs']}/{r['cure_epochs']} (cure), "
+            f"DSCR under {r['default_dscr_floor_bps']} bps {r['low_dscr_epochs']}/"
+            f"{r['default_dscr_epochs']} (default)"
+        )
+    if state["default"] is not None:
+        d = state["default"]
+        principal = _usd(d["principal_accelerated_micro_usd"])
+        console.print(
+            f"  default at epoch {d['epoch']}: principal {principal}"
+            f" + arrears {_usd(d['arrears_micro_usd'])}; bond seized "
+            f"{_usd(d['bond_seized_micro_usd'])}, stakers' loss {_usd(d['stakers_loss_micro_usd'])}"
+            f", reserve cover {_usd(d['reserve_cover_micro_usd'])}, holders' loss "
+            f"{_usd(d['holders_loss_micro_usd'])}; recovery {_usd(d['recovered_micro_usd'])} of "
+            f"{_usd(d['recovery_claim_micro_usd'])} repaid"
+        )
+    table = Table(title="loan history")
+    for column in ("block", "epoch", "event", "change", "amounts tUSD"):
+        table.add_column(column)
+    for h in history:
+        change = f"{h['from_state']} -> {h['to_state']}" if h["to_state"] else ""
+        amounts = ", ".join(f"{k} {_usd(v)}" for k, v in h["amounts_micro_usd"].items())
+        epoch = "" if h["epoch"] is None else str(h["epoch"])
+        table.add_row(str(h["block_number"]), epoch, h["event"], change, amounts)
+    console.print(table)

@@ -315,6 +315,73 @@ class PoolRiskPublic(BaseModel):
     last_settled_epoch: int
 
 
+# Loan figures are integers of micro-USD (the stablecoin's 6-decimal units), named so.
+LoanState = Literal["performing", "cash_sweep", "defaulted"]
+
+
+class LoanRunsPublic(BaseModel):
+    """The runs PoolLoans counts at each settlement, as the index's settlements give them."""
+
+    clean_epochs: int = Field(description="settlements in a row not flagged (the cure run)")
+    cure_epochs: int = Field(description="clean settlements that end a cash sweep")
+    low_dscr_epochs: int = Field(description="settlements in a row with DSCR under the floor")
+    default_dscr_epochs: int = Field(description="that run which makes the loan due for default")
+    default_dscr_floor_bps: int
+
+
+class LoanDefaultPublic(BaseModel):
+    """PoolLoans.LoanDefaulted and its LossWaterfall: claim = principal + arrears; the bond,
+    stakers and reserve take it in that order, holders the rest; bond + reserve are cash into
+    the pool, the rest of the claim is recovered from the node's later revenue."""
+
+    epoch: int = Field(description="the node's last settled epoch at the default")
+    principal_accelerated_micro_usd: int
+    arrears_micro_usd: int
+    bond_seized_micro_usd: int
+    stakers_loss_micro_usd: int = Field(description="booked against the staked shares")
+    reserve_cover_micro_usd: int = Field(description="paid from the insurance reserve")
+    holders_loss_micro_usd: int = Field(description="left to the unstaked holders")
+    recovery_claim_micro_usd: int = Field(description="what later revenue owes, at the default")
+    recovered_micro_usd: int = Field(description="repaid by settlements since the default")
+    recovery_outstanding_micro_usd: int
+    tx_hash: str
+
+
+class PoolLoanPublic(BaseModel):
+    """The pool's loan (PoolLoans, one per node) at the newest indexed block."""
+
+    state: LoanState
+    since_epoch: int | None = Field(description="epoch of the last transition (null: none yet)")
+    arrears_micro_usd: int = Field(description="unpaid service at the last settlement")
+    default_arrears_threshold_micro_usd: int = Field(
+        description="arrears above this (a share of the drawn principal) make default due"
+    )
+    default_due: bool = Field(
+        description="the index's reading of PoolLoans.defaultDue: the keeper declares it"
+    )
+    pledged_bond_micro_usd: int = Field(description="node bond locked for the loan now")
+    pledge_released_micro_usd: int
+    runs: LoanRunsPublic | None = Field(description="null once defaulted (no runs count)")
+    default: LoanDefaultPublic | None = Field(description="null unless defaulted")
+
+
+class PoolLoanEventPublic(BaseModel):
+    """One PoolLoans event of the pool's node: LoanStateChanged, BondPledged, PledgeReleased,
+    LoanDefaulted or LossWaterfall."""
+
+    event: str
+    epoch: int | None
+    from_state: LoanState | None
+    to_state: LoanState | None
+    amounts_micro_usd: dict[str, int] = Field(
+        description="the event's figures by name: pledged, released; principal, arrears, "
+        "recovery_claim; bond, stakers, reserve, holders"
+    )
+    block_number: int
+    block_timestamp: int
+    tx_hash: str
+
+
 class PoolPublic(BaseModel):
     address: str
     node_id: int
@@ -340,6 +407,7 @@ class PoolPublic(BaseModel):
     )
     last_distributed_epoch: int
     risk: PoolRiskPublic | None = Field(description="null until the node's first settlement")
+    loan: PoolLoanPublic | None = Field(description="null until the raise is drawn")
     as_of_block: int
 
 

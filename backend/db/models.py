@@ -78,6 +78,7 @@ class ActionKind(enum.StrEnum):
     PROVE_DELIVERY = "prove_delivery"  # attested leaves of a window's epochs, for a node
     SETTLE_RESERVATION = "settle_reservation"  # after its window (and proofs or grace)
     SETTLE_EPOCH = "settle_epoch"  # EpochSettlement.settle: one epoch, a batch of nodes
+    DECLARE_DEFAULT = "declare_default"  # PoolLoans.declareDefault: one node, once due
 
 
 class ActionStatus(enum.StrEnum):
@@ -664,6 +665,49 @@ class GovernanceDelayRow(Base):
     new_delay_seconds: Mapped[int] = mapped_column(BigInteger)
 
 
+class PoolLoanRow(Base):
+    """A node's pool loan as PoolLoans' events tell it (one Loan per node on-chain):
+    lifecycle state and since when, the pledged bond, and the default's figures."""
+
+    __tablename__ = "pool_loans"
+
+    node_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    pool: Mapped[str | None] = mapped_column(String(42))  # BondPledged's pool
+    state: Mapped[str] = mapped_column(String(16))  # performing | cash_sweep | defaulted
+    since_epoch: Mapped[int | None] = mapped_column(BigInteger)  # last LoanStateChanged
+    pledge_taken: Mapped[bool] = mapped_column(default=False)
+    pledged: Mapped[int] = mapped_column(BigInteger, default=0)  # locked now (stablecoin)
+    pledge_released: Mapped[int] = mapped_column(BigInteger, default=0)
+    # LoanDefaulted / LossWaterfall (null until a default), stablecoin units.
+    default_epoch: Mapped[int | None] = mapped_column(BigInteger)
+    principal_accelerated: Mapped[int | None] = mapped_column(BigInteger)
+    arrears_at_default: Mapped[int | None] = mapped_column(BigInteger)
+    recovery_claim: Mapped[int | None] = mapped_column(BigInteger)  # at default
+    bond_seized: Mapped[int | None] = mapped_column(BigInteger)
+    stakers_loss: Mapped[int | None] = mapped_column(BigInteger)
+    reserve_cover: Mapped[int | None] = mapped_column(BigInteger)
+    holders_loss: Mapped[int | None] = mapped_column(BigInteger)
+    default_tx: Mapped[str | None] = mapped_column(String(66))
+
+
+class PoolLoanEventRow(Base):
+    """One PoolLoans event of a node (history): a transition, a pledge or its release, the
+    default and its waterfall. ``amounts``: the event's stablecoin figures by name."""
+
+    __tablename__ = "pool_loan_events"
+
+    block_number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    log_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    epoch: Mapped[int | None] = mapped_column(BigInteger)
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str | None] = mapped_column(String(16))
+    amounts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    block_timestamp: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+
+
 LEAF_TABLES: tuple[type[Base], ...] = (NodeMetricRow, LeafIngestRow)
 
 
@@ -685,6 +729,8 @@ PROJECTIONS: tuple[type[Base], ...] = (
     MarketFillRow,
     MarketCancelRow,
     MarketNonceRow,
+    PoolLoanRow,
+    PoolLoanEventRow,
 )
 
 

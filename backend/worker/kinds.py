@@ -9,6 +9,7 @@ actions are not here: they go out many per transaction (relaying's batching).
 from __future__ import annotations
 
 from backend.db.models import ActionKind
+from backend.services.keepers.defaults import declare_default_tx
 from backend.services.keepers.deliveries import prove_tx, settle_tx
 from backend.services.keepers.epochs import settle_epoch_tx
 from backend.services.relaying.faucet import drip_request
@@ -19,4 +20,5 @@ REQUEST_BUILDERS: dict[str, RequestBuilder] = {
     ActionKind.PROVE_DELIVERY.value: prove_tx,
     ActionKind.SETTLE_RESERVATION.value: settle_tx,
     ActionKind.SETTLE_EPOCH.value: settle_epoch_tx,
+    ActionKind.DECLARE_DEFAULT.value: declare_default_tx,
 }

@@ -23,6 +23,7 @@ from backend.services.errors import (
 )
 from backend.services.health import record_keeper_progress, record_reopened
 from backend.services.indexing.indexer import ConcurrentIndexer, ReorgDuringBatch
+from backend.services.keepers.defaults import plan_defaults
 from backend.services.keepers.deliveries import plan_due
 from backend.services.keepers.epochs import plan_epoch_settlements
 from backend.services.relaying.batch_sizing import BatchLimits
@@ -268,7 +269,8 @@ def settle_due(self: Task) -> str:
 
 @shared_task(name=SETTLE_EPOCHS_TASK, bind=True, acks_late=True, ignore_result=True)
 def settle_epochs(self: Task) -> str:
-    """Plan the EpochSettlement batches that are due and enqueue them for the relayer.
+    """Plan the EpochSettlement batches that are due and enqueue them for the relayer;
+    then the default declarations the chain says are due (``keepers.defaults``).
 
     Idempotent (acks_late): a redelivered run finds the actions it created by key,
     and nodes with an action in flight are not planned again.
@@ -292,6 +294,17 @@ def settle_epochs(self: Task) -> str:
                     ),
                     on_reopen=lambda action_id: record_reopened(ctx.redis, [action_id]),
                 )
+                # After the settlements: a loan whose settlement left it due for default
+                # is declared (the contract lets anyone; nobody else is bound to).
+                defaults = plan_defaults(
+                    session,
+                    indexer_of(self.app).chain,
+                    retry_after_seconds=settings.epoch_settle_retry_seconds,
+                    enqueue=lambda action_id: self.app.send_task(
+                        RELAY_TASK, args=[action_id], ignore_result=True
+                    ),
+                    on_reopen=lambda action_id: record_reopened(ctx.redis, [action_id]),
+                )
         except (ChainUnavailable, ManifestError) as exc:
             log.warning("settle_epochs: %s; will retry on the next beat", exc)
             return "unavailable"
@@ -301,9 +314,14 @@ def settle_epochs(self: Task) -> str:
     record_keeper_progress(ctx.redis, plan)
     for reason in plan.rejected:
         _log_now_and_then(logging.WARNING, f"settle_epochs: rejected: {reason}")
-    for reason in plan.waiting:
+    for reason in plan.waiting + defaults.waiting:
         _log_now_and_then(logging.INFO, f"settle_epochs: waiting: {reason}")
-    return f"{len(plan.actions)} settlement batch(es) enqueued"
+    for reason in defaults.done:
+        _log_now_and_then(logging.INFO, f"settle_epochs: done: {reason}")
+    return (
+        f"{len(plan.actions)} settlement batch(es), "
+        f"{len(defaults.actions)} default declaration(s) enqueued"
+    )
 
 
 # The same reason (a forged file, a node waiting for its payer) comes back every run:

@@ -156,3 +156,48 @@ def test_0011_up_down_up(database_url: str, timelock_events: int) -> None:
     upgrade_to_head(database_url)
     assert set(sa.inspect(engine).get_table_names()) >= GOVERNANCE_TABLES
     engine.dispose()
+
+
+LOAN_TABLES = {"pool_loans", "pool_loan_events"}
+
+
+@pytest.mark.parametrize("loan_events", [0, 1])
+def test_0013_up_down_up(database_url: str, loan_events: int) -> None:
+    cfg = alembic_config(database_url)
+    command.upgrade(cfg, "0013-1")  # the revision before (relative: 0012 once it lands)
+    engine = sa.create_engine(database_url)
+    _mark_indexed(engine, 0)
+    with engine.begin() as conn:
+        for n in range(loan_events):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO chain_events (block_number, log_index, block_hash, "
+                    "block_timestamp, tx_hash, contract, event, args) VALUES (:n, 0, :h, 1, :h, "
+                    "'PoolLoans', 'LoanParamsSet', '{}')"
+                ),
+                {"n": 10 + n, "h": "0x" + "cd" * 32},
+            )
+
+    command.upgrade(cfg, "0013")
+    inspector = sa.inspect(engine)
+    assert set(inspector.get_table_names()) >= LOAN_TABLES
+    assert "ix_pool_loan_events_node_id" in {
+        i["name"] for i in inspector.get_indexes("pool_loan_events")
+    }
+    with engine.connect() as conn:
+        block = conn.scalar(sa.text("SELECT deployment_block FROM indexer_state"))
+    # An index that stored loan events without folding them starts over; others stay.
+    assert block == (-1 if loan_events else 5)
+    with engine.begin() as conn:  # the model's columns are there: a loan can be stored
+        conn.execute(
+            sa.text(
+                "INSERT INTO pool_loans (node_id, state, pledge_taken, pledged, "
+                "pledge_released, bond_seized) VALUES (7, 'defaulted', true, 0, 0, 500)"
+            )
+        )
+
+    command.downgrade(cfg, "0013-1")
+    assert not LOAN_TABLES & set(sa.inspect(engine).get_table_names())
+    upgrade_to_head(database_url)
+    assert set(sa.inspect(engine).get_table_names()) >= LOAN_TABLES
+    engine.dispose()

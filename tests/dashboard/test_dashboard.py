@@ -220,6 +220,53 @@ def test_pools_with_covenant_flags(page: Any, stack: Stack, world: World, pools_
     shoot(page, "pools")
 
 
+def test_pools_show_each_loan_and_its_history(
+    page: Any, stack: Stack, world: World, pools_served
+) -> None:
+    if not pools_served:
+        pytest.skip("this API does not serve /api/v1/pools yet")
+    open_view(page, stack, "pools")
+    # Each pool's settlements have pledged its bond: the loan and its history are indexed.
+    pools = wait_for(
+        lambda: (
+            (body := stack.get("/api/v1/pools").json())
+            and all(
+                p["loan"] is not None
+                and stack.get(f"/api/v1/pools/{p['address']}/loan/history").json()
+                for p in body
+            )
+            and body
+        ),
+        30,
+        "every pool's loan indexed",
+    )
+    page.wait_for_function(
+        "n => document.querySelectorAll('#pools-table tbody td[data-loan-state]').length >= n",
+        arg=len(world.pools),
+    )
+    for pool in pools:
+        cell = page.locator(f'#pools-table tr[data-pool="{pool["address"]}"] td[data-loan-state]')
+        assert cell.get_attribute("data-loan-state") == pool["loan"]["state"]
+        assert pool["loan"]["state"].replace("_", " ") in cell.inner_text()
+    chosen = pools[0]
+    history = stack.get(f"/api/v1/pools/{chosen['address']}/loan/history").json()
+    page.click(f'#pools-table tr[data-pool="{chosen["address"]}"] button')
+    page.wait_for_function(
+        "n => document.querySelectorAll("
+        "'#pool-loan-history tbody tr[data-loan-event]').length >= n",
+        arg=len(history),
+    )
+    shown = page.locator("#pool-loan-history tbody tr[data-loan-event]")
+    assert [shown.nth(i).get_attribute("data-loan-event") for i in range(shown.count())] == [
+        h["event"] for h in history
+    ]
+    pledged = chosen["loan"]["pledged_bond_micro_usd"]
+    summary = page.inner_text("#pool-loan-summary")
+    assert f"pledged bond {usd(pledged)}" in summary
+    assert chosen["loan"]["state"].replace("_", " ") in summary
+    shoot(page, "pools-loan")
+
+
 def test_staker_view_read_only_and_with_a_wallet(
     page: Any, stack: Stack, world: World, buyer, staker, pools_served
 ) -> None:

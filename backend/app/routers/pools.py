@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from backend.app.deps import SessionDep
 from backend.app.errors import ApiError
+from backend.app.loan_views import loan_history, loan_public
 from backend.app.params import INT64_MAX, IdPath, IdQuery, Limit, Offset, address_param
 from backend.app.read_cache import CachedReadRoute
 from backend.app.schemas import (
@@ -24,6 +25,7 @@ from backend.app.schemas import (
     NodeSettlementPublic,
     PoolDebtPublic,
     PoolEpochPublic,
+    PoolLoanEventPublic,
     PoolPositionPublic,
     PoolPublic,
     PoolRiskPublic,
@@ -140,6 +142,7 @@ def _pool_public(session: Session, pool: PoolRow, terms: PoolTermsRow) -> PoolPu
         released_shares=str(pool.released_shares),
         last_distributed_epoch=pool.last_distributed_epoch,
         risk=risk,
+        loan=loan_public(session, pool),
         as_of_block=as_of_block,
     )
 
@@ -264,6 +267,18 @@ def pool_history(
         )
         for r in rows
     ]
+
+
+@router.get("/pools/{address}/loan/history", responses=ERRORS)
+def pool_loan_history(
+    address: AddressPath, session: SessionDep, limit: Limit = 100, offset: Offset = 0
+) -> list[PoolLoanEventPublic]:
+    """The pool's loan events, oldest first (PoolLoans): each state transition (performing,
+    cash_sweep, defaulted) with its epoch, the bond pledged and released, the default's
+    claim and its loss waterfall (bond seized, stakers' loss, reserve cover, holders' loss),
+    in micro-USD. The loan now is the pool's ``loan``."""
+    pool, _ = _pool_or_404(session, address)
+    return loan_history(session, pool, limit=limit, offset=offset)
 
 
 @router.get("/nodes/{node_id}/settlements", responses={404: {"model": ErrorPublic}})

@@ -1,9 +1,10 @@
 """Read models folded from stored events: ``apply_event`` and ``rebuild_projections``.
 
 The read models (``nodes``, ``epochs``, ``offers``, ``sales``, ``reservations``,
-``gpu_classes``, balances, and through ``pool_index`` the pools and settlements) are
-derived from ``chain_events`` alone. The indexer applies each new batch's events here,
-and replays every stored event here after undoing a reorg.
+``gpu_classes``, balances, through ``pool_index`` the pools and settlements, through
+``loan_index`` the pool loans) are derived from ``chain_events`` alone. The indexer
+applies each new batch's events here, and replays every stored event here after undoing a
+reorg.
 
 Separate from the indexer because it needs only the database: no chain, no indexer
 state. It must not import ``backend.services.indexing.indexer`` (the indexer depends on it, not
@@ -33,7 +34,7 @@ from backend.db.models import (
     ReservationRow,
     SaleRow,
 )
-from backend.services.indexing import governance, market_index, pool_index
+from backend.services.indexing import governance, loan_index, market_index, pool_index
 from backend.services.indexing.event_decoding import bytes32_text
 
 log = logging.getLogger(__name__)
@@ -421,6 +422,7 @@ _HANDLERS = {
     **pool_index.HANDLERS,
     **governance.HANDLERS,
     **market_index.HANDLERS,
+    **loan_index.HANDLERS,
 }
 
 

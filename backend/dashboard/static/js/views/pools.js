@@ -8,6 +8,7 @@ const COVENANT_DSCR_BPS = 12_500; // deployment defaults (scripts/deploy.py Depl
 const MAX_LTV_BPS = 8_000;
 let root;
 let selected = null;
+let loans = new Map(); // pool address -> its loan, as the last refresh read it
 
 export function riskBadges(risk) {
   if (risk.flagged === undefined) return badge("not settled yet", "warn");
@@ -51,6 +52,64 @@ async function renderHistory() {
   });
 }
 
+const LOAN_BADGES = { performing: "ok", cash_sweep: "warn", defaulted: "bad" };
+
+// The pool loan's state (PoolLoans): a cash sweep shows its cure progress, a default its
+// claim; null until the raise is drawn (or from a server without loans).
+export function loanBadge(loan) {
+  if (!loan) return '<span class="muted">—</span>';
+  let text = loan.state.replace("_", " ");
+  if (loan.state === "cash_sweep" && loan.runs) text += ` ${loan.runs.clean_epochs}/${loan.runs.cure_epochs}`;
+  const since = loan.since_epoch === null ? "" : ` <span class="muted">since ${esc(loan.since_epoch)}</span>`;
+  const due = loan.default_due ? badge("default due", "bad") : "";
+  return badge(text, LOAN_BADGES[loan.state] ?? "warn") + due + since;
+}
+
+function loanSummary(loan) {
+  if (!loan) return "No loan: the raise has not been drawn.";
+  const parts = [
+    `State ${loan.state.replace("_", " ")}${loan.since_epoch === null ? "" : ` since epoch ${loan.since_epoch}`}`,
+    `arrears ${usd(loan.arrears_micro_usd)} (default above ${usd(loan.default_arrears_threshold_micro_usd)})`,
+    `pledged bond ${usd(loan.pledged_bond_micro_usd)}`,
+  ];
+  if (loan.runs) {
+    if (loan.state === "cash_sweep") parts.push(`clean settlements ${loan.runs.clean_epochs}/${loan.runs.cure_epochs} to cure`);
+    parts.push(`DSCR under ${ratio(loan.runs.default_dscr_floor_bps)} ${loan.runs.low_dscr_epochs}/${loan.runs.default_dscr_epochs} to default`);
+  }
+  const d = loan.default;
+  if (d) {
+    parts.push(
+      `defaulted at epoch ${d.epoch}: bond seized ${usd(d.bond_seized_micro_usd)}, stakers' loss ${usd(d.stakers_loss_micro_usd)}, ` +
+        `reserve cover ${usd(d.reserve_cover_micro_usd)}, holders' loss ${usd(d.holders_loss_micro_usd)}; ` +
+        `recovery ${usd(d.recovered_micro_usd)} of ${usd(d.recovery_claim_micro_usd)} repaid`,
+    );
+  }
+  return parts.join(" · ") + ".";
+}
+
+async function renderLoan() {
+  const table = root.querySelector("#pool-loan-history");
+  const summary = root.querySelector("#pool-loan-summary");
+  if (!selected || !has("/api/v1/pools/{address}/loan/history")) {
+    summary.textContent = "This server does not serve pool loans yet.";
+    table.innerHTML = table.querySelector("caption").outerHTML;
+    return;
+  }
+  summary.textContent = loanSummary(selected.loan);
+  const events = asList(await getJSON(`/api/v1/pools/${selected.address}/loan/history`), "history");
+  const rows = events.map((h) => {
+    const change = h.to_state ? `${esc(h.from_state)} → ${esc(h.to_state)}` : "";
+    const amounts = Object.entries(h.amounts_micro_usd ?? {})
+      .map(([k, v]) => `${esc(k.replaceAll("_", " "))} ${usd(v)}`)
+      .join(", ");
+    return `<tr data-loan-event="${esc(h.event)}"><td class="num">${esc(h.block_number)}</td><td class="num">${esc(h.epoch ?? "—")}</td><td>${esc(h.event)}</td><td>${change}</td><td>${amounts}</td><td class="mono">${short(h.tx_hash)}</td></tr>`;
+  });
+  table.innerHTML =
+    table.querySelector("caption").outerHTML +
+    '<thead><tr><th class="num" scope="col">block</th><th class="num" scope="col">epoch</th><th scope="col">event</th><th scope="col">state</th><th scope="col">amounts</th><th scope="col">tx</th></tr></thead>' +
+    `<tbody>${rows.join("") || '<tr><td colspan="6" class="muted">No loan event yet.</td></tr>'}</tbody>`;
+}
+
 export const poolsView = {
   notice() {
     return poolsServed() ? "" : "This server does not serve pools yet (GET /api/v1/pools): nothing to show here.";
@@ -61,11 +120,12 @@ export const poolsView = {
     root.querySelector("#pools-table").addEventListener("click", (e) => {
       const row = e.target.closest("[data-pool]");
       if (!row) return;
-      selected = { address: row.dataset.pool, label: row.dataset.label };
+      selected = { address: row.dataset.pool, label: row.dataset.label, loan: loans.get(row.dataset.pool) ?? null };
       for (const tr of root.querySelectorAll("#pools-table tr[data-pool]")) {
         tr.classList.toggle("selected", tr.dataset.pool === selected.address);
       }
       renderHistory();
+      renderLoan();
     });
   },
 
@@ -98,6 +158,8 @@ export const poolsView = {
       options: { scales: { y: { beginAtZero: true, title: { display: true, text: "ratio ×" } } } },
     });
 
+    loans = new Map(pools.map((p) => [p.address, p.loan ?? null]));
+    if (selected) selected.loan = loans.get(selected.address) ?? null;
     const table = root.querySelector("#pools-table");
     const rows = pools.map((p) => {
       const r = p.round;
@@ -107,12 +169,12 @@ export const poolsView = {
         <td>#${esc(p.node_id)}</td><td class="mono">${short(p.operator)}</td><td>${esc(r.state ?? "—")}</td>
         <td class="num">${usd(r.raised)} / ${usd(r.target)}</td><td class="num">${usd(d.principal)}</td><td class="num">${usd(d.outstanding)}</td>
         <td class="num">${usd(d.arrears)}</td><td class="num">${pct(d.rate_bps)}</td><td class="num">${usd(p.risk.collateral_value)}</td>
-        <td class="num">${ratio(p.risk.dscr_bps)}</td><td class="num">${pct(p.risk.ltv_bps)}</td><td class="badges">${riskBadges(p.risk)}</td></tr>`;
+        <td class="num">${ratio(p.risk.dscr_bps)}</td><td class="num">${pct(p.risk.ltv_bps)}</td><td class="badges">${riskBadges(p.risk)}</td><td class="badges" data-loan-state="${esc(p.loan?.state ?? "")}">${loanBadge(p.loan)}</td></tr>`;
     });
     table.innerHTML =
       table.querySelector("caption").outerHTML +
-      '<thead><tr><th scope="col">pool</th><th scope="col">node</th><th scope="col">operator</th><th scope="col">round</th><th class="num" scope="col">raised / target</th><th class="num" scope="col">principal</th><th class="num" scope="col">outstanding</th><th class="num" scope="col">arrears</th><th class="num" scope="col">rate / yr</th><th class="num" scope="col">collateral</th><th class="num" scope="col">DSCR</th><th class="num" scope="col">LTV</th><th scope="col">covenants</th></tr></thead>' +
-      `<tbody>${rows.join("") || '<tr><td colspan="13" class="muted">No pool yet.</td></tr>'}</tbody>`;
-    if (selected) await renderHistory();
+      '<thead><tr><th scope="col">pool</th><th scope="col">node</th><th scope="col">operator</th><th scope="col">round</th><th class="num" scope="col">raised / target</th><th class="num" scope="col">principal</th><th class="num" scope="col">outstanding</th><th class="num" scope="col">arrears</th><th class="num" scope="col">rate / yr</th><th class="num" scope="col">collateral</th><th class="num" scope="col">DSCR</th><th class="num" scope="col">LTV</th><th scope="col">covenants</th><th scope="col">loan</th></tr></thead>' +
+      `<tbody>${rows.join("") || '<tr><td colspan="14" class="muted">No pool yet.</td></tr>'}</tbody>`;
+    if (selected) await Promise.all([renderHistory(), renderLoan()]);
   },
 };
