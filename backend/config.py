@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     # queue, and the next batch waited for a receipt. One relayer key still sends one
     # transaction at a time (its nonce lock), whatever this is.
     worker_threads: int = Field(default=8, ge=1, le=64)
+    # The worker's Prometheus /metrics (monitoring/worker.py): off when unset. Each worker
+    # process on a host needs its own port. The API serves /metrics on its own port.
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
 
     # Relaying
     receipt_timeout_seconds: float = 30.0

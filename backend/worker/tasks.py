@@ -12,6 +12,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from backend.db.models import ActionStatus
+from backend.monitoring.worker import observe_index
 from backend.services.claims import claimed
 from backend.services.errors import (
     ActionNotFound,
@@ -193,6 +194,7 @@ def index_chain(self: Task) -> str:
         except (ReorgDuringBatch, ConcurrentIndexer) as exc:
             log.info("index_chain: %r; the next run continues", exc)
             return "retry"
+    observe_index(report.head_block, report.to_block)
     record_reopened(ctx.redis, review.reopened)
     for action_id in review.reopened:
         self.app.send_task(RELAY_TASK, args=[action_id], ignore_result=True)
