@@ -1,7 +1,7 @@
 """The worker's ``GET /metrics`` (prometheus-client's HTTP server on
 GPUCAP_WORKER_METRICS_PORT; off when unset): its tasks by name and outcome and their
-duration, the index lag it last saw, the broker's queue depth, and the actions gauges
-(monitoring/actions.py).
+duration, the relay latency of the actions it finished (monitoring/relay.py), the index
+lag it last saw, the broker's queue depth, and the actions gauges (monitoring/actions.py).
 
 One worker process, one registry: the threads pool runs every task in this process.
 Several worker processes on one host each get their own port.
@@ -24,10 +24,12 @@ from redis.exceptions import RedisError
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.monitoring.actions import ActionsCollector
+from backend.monitoring.relay import RELAY_SECONDS
 
 log = logging.getLogger(__name__)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+REGISTRY.register(RELAY_SECONDS)
 TASKS = Counter(
     "gpucap_worker_tasks",
     "Tasks run, by name and outcome (success, failure, retry; or what a periodic task "

@@ -98,6 +98,9 @@ def test_worker_counts_tasks_index_lag_and_queue(stack: Stack, worker_metrics_po
     assert (
         value(found, "gpucap_worker_task_duration_seconds_count", task="gpucap.relay_action") >= 1
     )
+    relayed = value(found, "gpucap_relay_seconds_count", kind="faucet", outcome="confirmed")
+    assert relayed is not None and relayed >= 2  # this test's drip and the one before
+    assert value(found, "gpucap_relay_seconds_sum", kind="faucet", outcome="confirmed") > 0
     assert value(found, "gpucap_index_lag_blocks") is not None
     assert value(found, "gpucap_indexed_block") > 0
     assert value(found, "gpucap_queue_depth", queue="celery") is not None
