@@ -70,6 +70,16 @@ def api(
     else:
         # uvicorn's supervisor starts each process from an import string; they read the
         # same GPUCAP_* environment, and _prepare has migrated the database already.
+        # A scrape of /metrics reaches one of them: they share their samples through
+        # files (prometheus-client's multiprocess mode), a fresh folder per start.
+        import shutil
+
+        metrics_dir = (
+            settings.run_dir / f"prometheus-api-{settings.api_port if port is None else port}"
+        )
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         uvicorn.run("backend.app.main:create_served_app", factory=True, workers=workers, **common)
 
 

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from backend.services.rpc_endpoints import parse_urls
 from gpucap import devchain
 
 REPO_ROOT = devchain.REPO_ROOT
@@ -36,6 +37,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None  # None: the embedded Redis under <run_dir>/redis
     embedded_redis_port: int = 6398
     rpc_url: str = "http://127.0.0.1:8545"
+    # Several nodes of the same chain, comma-separated: the first is used until a request
+    # to it fails in transport (refused, timed out), then the next (logged). Empty:
+    # rpc_url alone.
+    rpc_urls: str = ""
     rpc_timeout_seconds: float = 3.0
     manifest_path: Path = REPO_ROOT / "deployments" / "development.json"
     relayer_key: SecretStr | None = None
@@ -60,6 +65,10 @@ class Settings(BaseSettings):
     # queue, and the next batch waited for a receipt. One relayer key still sends one
     # transaction at a time (its nonce lock), whatever this is.
     worker_threads: int = Field(default=8, ge=1, le=64)
+    # The worker's Prometheus /metrics (monitoring/worker.py): off when unset. Each worker
+    # process on a host needs its own port. The API serves /metrics on its own port.
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
 
     # Relaying
     receipt_timeout_seconds: float = 30.0
@@ -169,6 +178,11 @@ class Settings(BaseSettings):
     def proof_sources(self) -> tuple[Path, ...]:
         """Every folder an epoch's proofs file may come from, GPUCAP_PROOFS_DIR first."""
         return tuple(dict.fromkeys([self.proofs_dir, *self.proofs_dirs]))
+
+    @property
+    def rpc_endpoints(self) -> list[str]:
+        """The node URLs in order of preference: GPUCAP_RPC_URLS, else GPUCAP_RPC_URL."""
+        return parse_urls(self.rpc_urls or self.rpc_url)
 
     @property
     def effective_siwe_domain(self) -> str:

@@ -7,6 +7,9 @@
 5. oracle wall time to aggregate, build and sign an epoch for 10,000 nodes;
 6. stress engine: 10,000 nodes x 60 months x every named scenario, with the JSON
    summaries the API returns (bench/risk_stress.py).
+7. scale-out, exactly once: 2,000 forward requests through 2 API processes, 3 workers
+   and beat on PostgreSQL + redis-server, one worker SIGKILLed (bench/scaleout.py; not
+   in ``--smoke``: the servers are not the harness's to assume).
 
 Prints a short table and writes bench/results.json. ``--smoke`` runs every part
 at a tiny size (what tests/bench/test_bench_smoke.py does): it proves the
@@ -57,6 +60,7 @@ FULL = {
     "read_rates": [250, 500, 1_000, 1_500, 2_000, 3_000],
     "oracle_nodes": 10_000,
     "risk_nodes": 10_000,
+    "scaleout_actions": 2_000,
 }
 SMOKE = {
     "attest_sizes": [4, 8],
@@ -69,6 +73,7 @@ SMOKE = {
     "read_rates": [50],
     "oracle_nodes": 20,
     "risk_nodes": 50,
+    "scaleout_actions": 0,  # figure 7 not run
 }
 
 
@@ -166,11 +171,38 @@ def _backend_child(
         return json.loads(out.read_text())
 
 
-def run(sizes: dict[str, Any], block_time: int, *, reads_only: bool = False) -> dict[str, Any]:
+def _scaleout_child(actions: int) -> dict[str, Any]:
+    """Figure 6 via ``python -m bench.scaleout`` (its own brownie session and anvil)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "scaleout.json"
+        child = subprocess.run(
+            [sys.executable, "-m", "bench.scaleout", str(actions), str(out)],
+            cwd=ROOT,
+            env=devchain.env_with_toolchain(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        if child.returncode != 0:
+            raise RuntimeError(f"bench.scaleout failed:\n{child.stderr[-3000:]}")
+        return json.loads(out.read_text())
+
+
+def run(
+    sizes: dict[str, Any],
+    block_time: int,
+    *,
+    reads_only: bool = False,
+    scale_out_only: bool = False,
+) -> dict[str, Any]:
     from bench import onchain
 
     results: dict[str, Any] = {"machine": machine(), "sizes": sizes}
     started = time.perf_counter()
+    if scale_out_only:
+        _phase(results, "scaleout", lambda: _scaleout_child(sizes["scaleout_actions"]))
+        results["wall_s"] = round(time.perf_counter() - started, 1)
+        return results
     if reads_only:
         _phase(results, "backend", lambda: _backend_child(sizes, block_time, reads_only=True))
         results["wall_s"] = round(time.perf_counter() - started, 1)
@@ -188,6 +220,8 @@ def run(sizes: dict[str, Any], block_time: int, *, reads_only: bool = False) -> 
     _phase(results, "backend", lambda: _backend_child(sizes, block_time))
     _phase(results, "oracle", lambda: oracle_epoch(sizes["oracle_nodes"]))
     _phase(results, "risk_stress", lambda: risk_stress(sizes["risk_nodes"]))
+    if sizes["scaleout_actions"]:
+        _phase(results, "scaleout", lambda: _scaleout_child(sizes["scaleout_actions"]))
     results["wall_s"] = round(time.perf_counter() - started, 1)
     return results
 
@@ -313,6 +347,25 @@ def table(r: dict[str, Any]) -> str:
             f"summaries ({rs['engine_with_summaries_cpu_s']} s CPU; fleet built in "
             f"{rs['fleet_s']} s)"
         )
+    so = r.get("scaleout")
+    if so:
+        lines += ["", "7. scale-out, exactly once (PostgreSQL + redis-server)"]
+        if "error" in so or "skipped" in so:
+            lines.append(
+                f"   {'ERROR ' + so['error'] if 'error' in so else 'not run: ' + so['skipped']}"
+            )
+        else:
+            lines.append(
+                f"   {so['accepted']}/{so['actions']} accepted by {so['api_processes']} API "
+                f"processes, {so['workers']} workers + beat; one worker SIGKILLed at "
+                f"{so['killed_worker']}; final {so['final']} (failed codes {so['failed_codes']})"
+            )
+            lines.append(
+                f"   exactly once: {so['exactly_once']} (executed twice {so['executed_twice']}, "
+                f"failed without reason {so['failed_without_reason']}, nonce gap "
+                f"{so['nonce_gap']}); {so['relayer_transactions']} relayer txs; all final in "
+                f"{so['all_final_wall_s']} s ({so['final_per_s']} actions/s)"
+            )
     return "\n".join(lines)
 
 
@@ -326,9 +379,14 @@ def main(
         help="figure 4 alone: the same market and index, raw buys to fill the sales, "
         "no gas, relayed or oracle figures",
     ),
+    scale_out_only: bool = typer.Option(
+        False, "--scale-out", help="figure 7 alone (needs PostgreSQL and redis-server)"
+    ),
 ) -> None:
     """Run every benchmark figure once and write ``out``."""
-    results = run(SMOKE if smoke else FULL, block_time, reads_only=reads_only)
+    results = run(
+        SMOKE if smoke else FULL, block_time, reads_only=reads_only, scale_out_only=scale_out_only
+    )
     results["smoke"] = smoke
     results["reads_only"] = reads_only
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -18,6 +18,16 @@ import tests.support.brownie_network  # noqa: F401
 import tests.support.profiles  # noqa: F401  (hypothesis profiles: $GPUCAP_TEST_PROFILE)
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """One line: whether the backend tests also run on PostgreSQL + redis-server."""
+    from tests.support.backends import POSTGRES_ADMIN, REDIS_SERVER, servers_unreachable
+
+    why = servers_unreachable()
+    if why is None:
+        return f"backend back ends: embedded and servers ({POSTGRES_ADMIN}, {REDIS_SERVER})"
+    return f"backend back ends: embedded only; {why}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _brownie_session_tuning():
     """brownie's RPC session skips the per-call proxy lookup (see skip_proxy_lookup), and

@@ -92,7 +92,9 @@ class ChainProvider:
         with self._lock:
             if self._chain is None:
                 s = self._settings
-                self._chain = Chain.connect(s.rpc_url, str(s.manifest_path), s.rpc_timeout_seconds)
+                self._chain = Chain.connect(
+                    s.rpc_endpoints, str(s.manifest_path), s.rpc_timeout_seconds
+                )
             return self._chain
 
 

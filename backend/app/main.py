@@ -21,6 +21,7 @@ from backend.config import Settings, get_settings
 from backend.dashboard import mount_dashboard
 from backend.db.migrate import upgrade_to_head
 from backend.db.session import get_sessionmaker
+from backend.monitoring.api import install_metrics
 from backend.worker.celery_app import create_celery
 
 
@@ -54,6 +55,8 @@ def create_app(
     app.state.faucet_limit = faucet_client_limit(settings)
     # Hits are answered before routing; misses fall through to the cached routes.
     app.add_middleware(ReadCacheMiddleware)
+    # Outermost (added last): it counts cache hits too.
+    install_metrics(app, app.state.sessions)
     install_error_handlers(app)
     app.include_router(api_router)
     document_errors(app)

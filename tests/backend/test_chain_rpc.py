@@ -13,7 +13,7 @@ import pytest
 from brownie import web3
 from web3.exceptions import Web3RPCError
 
-from backend.services.chain import Chain, JsonRpc
+from backend.services.chain import Chain, JsonRpc, RpcEndpoints
 from backend.services.errors import ChainUnavailable
 from gpucap import devchain
 
@@ -59,8 +59,54 @@ def failing_node() -> Iterator[str]:
 
 def test_down_or_failing_node_is_chain_unavailable(chain: Chain, failing_node: str) -> None:
     for url in (f"http://127.0.0.1:{devchain.free_port()}", failing_node):
-        down = Chain(w3=chain.w3, deployment=chain.deployment, rpc=JsonRpc(url, 1.0))
+        down = Chain(w3=chain.w3, deployment=chain.deployment, rpc=JsonRpc(RpcEndpoints(url), 1.0))
         with pytest.raises(ChainUnavailable, match="node unreachable"):
             down.raw("reading receipt", "eth_getTransactionReceipt", ["0x" + "00" * 32])
         with pytest.raises(ChainUnavailable, match="node unreachable"):
             down.batch("validating", [("eth_chainId", [])])
+
+
+def test_several_urls_fail_over_on_refused_and_hung_nodes(
+    chain: Chain, live_deployment: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """GPUCAP_RPC_URLS: a refused URL and a hung one (accepts, never answers) are passed
+    over, for web3's calls and raw ones alike, each switch logged; the answer is the node's."""
+    import socket
+
+    hung = socket.create_server(("127.0.0.1", 0))  # listens; nobody ever reads
+    refused = f"http://127.0.0.1:{devchain.free_port()}"
+    hung_url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+    try:
+        many = Chain.connect(
+            f"{refused}, {hung_url},{live_deployment.rpc_url}",
+            str(live_deployment.manifest_path),
+            0.5,
+        )
+        with caplog.at_level("WARNING", logger="backend.services.rpc_endpoints"):
+            assert many.raw("chain id", "eth_chainId", []) == hex(web3.eth.chain_id)
+        assert many.endpoints.current == live_deployment.rpc_url
+        said = [r.getMessage() for r in caplog.records]
+        assert any(f"RPC node {refused} failed" in m for m in said), said
+        assert any(f"RPC node {hung_url} failed" in m for m in said), said
+        # web3's provider shares the list: a fresh client of the same list starts at the
+        # first URL and moves on too.
+        again = Chain.connect(
+            [refused, live_deployment.rpc_url], str(live_deployment.manifest_path), 0.5
+        )
+        assert again.w3.eth.block_number == web3.eth.block_number
+        assert again.endpoints.current == live_deployment.rpc_url
+        # Every URL down: the last failure, as ChainUnavailable.
+        down = Chain.connect([refused, hung_url], str(live_deployment.manifest_path), 0.5)
+        with pytest.raises(ChainUnavailable, match="node unreachable"):
+            down.raw("chain id", "eth_chainId", [])
+    finally:
+        hung.close()
+
+
+def test_supported_methods_are_probed_once_per_node(chain: Chain) -> None:
+    """anvil has both optional methods; the answer is cached for the URL."""
+    assert chain.supports("eth_simulateV1") and chain.supports("debug_traceTransaction")
+    assert chain.endpoints._features == {  # noqa: SLF001 - the cache is the point
+        (chain.endpoints.current, "eth_simulateV1"): True,
+        (chain.endpoints.current, "debug_traceTransaction"): True,
+    }

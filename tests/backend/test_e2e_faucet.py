@@ -133,7 +133,7 @@ def test_health_all_ok(stack: Stack) -> None:
     assert body["status"] == "ok"
     checks = body["checks"]
     parts = {"chain", "redis", "database", "worker", "indexer"}
-    assert parts | {"attestation", "keeper", "relayer"} == set(checks)
+    assert parts | {"attestation", "keeper", "relayer", "reorgs"} == set(checks)
     assert all(c["ok"] for c in checks.values())
     assert checks["indexer"]["lag_blocks"] <= 50
     assert checks["chain"]["chain_id"] == 31337 and checks["chain"]["block"] > 0

@@ -13,7 +13,6 @@ import pytest
 import requests
 from brownie import chain, web3
 
-from backend.db.migrate import upgrade_to_head
 from backend.db.session import get_sessionmaker
 from backend.risk.formulas import MONTH_SECONDS
 from backend.services.chain import Chain
@@ -33,6 +32,7 @@ from tests.contracts.settlement_helpers import (
     deploy_hub_pool,
     item,
 )
+from tests.support.backends import Backend, migrated_database
 
 USD = 10**6
 SLASHER_ROLE = bytes(web3.keccak(text="SLASHER_ROLE"))
@@ -83,28 +83,28 @@ def world(live_deployment, admin, operator, buyer, staker):
 
 
 @pytest.fixture(scope="module")
-def api(live_deployment, world, tmp_path_factory) -> Iterator[dict[str, Any]]:
+def api(live_deployment, world, tmp_path_factory, backend: Backend) -> Iterator[dict[str, Any]]:
     """The index, caught up in this process; the API as its own process over the same DB."""
     tmp: Path = tmp_path_factory.mktemp("pools")
-    env = backend_env(tmp, live_deployment, f"redis://127.0.0.1:{devchain.free_port()}/0")
-    url = env["GPUCAP_DATABASE_URL"]
-    upgrade_to_head(url)
-    sessions = get_sessionmaker(url)
-    indexer = Indexer(
-        Chain.connect(live_deployment.rpc_url, str(live_deployment.manifest_path), 5.0),
-        sessions,
-        batch_blocks=5,  # several batches: the pool's backfill spans earlier ones
-        max_batches=10_000,
-    )
-    indexer.step()
-    port = devchain.free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = ServiceProcess("api", ["api", "--port", str(port)], env, tmp / "api.log")
-    proc.start(ready=lambda: http_up(base + "/docs"))
-    try:
-        yield {"url": base + "/api/v1", "indexer": indexer, "sessions": sessions}
-    finally:
-        proc.stop()
+    with migrated_database(backend, tmp) as url:
+        no_redis = f"redis://127.0.0.1:{devchain.free_port()}/0"
+        env = backend_env(tmp, live_deployment, no_redis, url)
+        sessions = get_sessionmaker(url)
+        indexer = Indexer(
+            Chain.connect(live_deployment.rpc_url, str(live_deployment.manifest_path), 5.0),
+            sessions,
+            batch_blocks=5,  # several batches: the pool's backfill spans earlier ones
+            max_batches=10_000,
+        )
+        indexer.step()
+        port = devchain.free_port()
+        base = f"http://127.0.0.1:{port}"
+        proc = ServiceProcess("api", ["api", "--port", str(port)], env, tmp / "api.log")
+        proc.start(ready=lambda: http_up(base + "/docs"))
+        try:
+            yield {"url": base + "/api/v1", "indexer": indexer, "sessions": sessions}
+        finally:
+            proc.stop()
 
 
 def _get(api, path: str, **params: Any) -> Any:

@@ -125,7 +125,7 @@ def world(live_deployment, admin, operator, buyer, stranger, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def stack(world, live_deployment, tmp_path_factory) -> Iterator[Stack]:
+def stack(world, live_deployment, tmp_path_factory, backend) -> Iterator[Stack]:
     env = {
         "GPUCAP_PROOFS_DIR": str(world["proofs"]),
         "GPUCAP_PROOFS_DIRS": json.dumps([str(world["other_oracle"])]),
@@ -135,7 +135,8 @@ def stack(world, live_deployment, tmp_path_factory) -> Iterator[Stack]:
         "GPUCAP_LEAF_INGEST_RETRY_SECONDS": "0.5",
         "GPUCAP_HEALTH_MAX_ATTESTATION_LAG_SECONDS": "30",
     }
-    with running_stack(tmp_path_factory.mktemp("keeper"), live_deployment, env) as s:
+    tmp = tmp_path_factory.mktemp("keeper")
+    with running_stack(tmp, live_deployment, env, backend=backend) as s:
         yield s
 
 

@@ -13,8 +13,6 @@ import redis as redis_lib
 from brownie import chain
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db.migrate import upgrade_to_head
-from backend.db.session import get_sessionmaker
 from backend.redis_embedded import EmbeddedRedis
 from backend.services.chain import Chain
 from backend.services.indexing.indexer import Indexer
@@ -113,10 +111,9 @@ def proofs_dir(tmp_path: Path, hourly) -> Path:
 
 
 @pytest.fixture
-def world(hourly, tmp_path: Path, redis_server: EmbeddedRedis) -> Iterator[dict[str, Any]]:
-    url = f"sqlite:///{tmp_path / 'keeper.db'}"
-    upgrade_to_head(url)
-    sessions = get_sessionmaker(url)
+def world(
+    hourly, sessions: sessionmaker[Session], redis_server: EmbeddedRedis
+) -> Iterator[dict[str, Any]]:
     rpc = f"http://127.0.0.1:{ANVIL_PORT}"
     keeper_chain = Chain.connect(rpc, str(hourly["manifest"]), 5.0)
     client = redis_lib.Redis.from_url(redis_server.url)

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db.models import OPEN_STATUSES, Action, ActionKind, ActionStatus, utcnow
 from backend.db.session import write_turn
+from backend.monitoring.relay import observe_finished
 from backend.services.chain import ChainIdentity
 from backend.services.errors import ActionNotFound, IdempotencyConflict
 from backend.services.relaying.relayer import Fees, Mined, SignedTx
@@ -297,20 +298,26 @@ def finish_mined(
         "tx_hash": mined.tx_hash,  # the replacement, or the original if that one was mined
         "block_number": mined.block_number,
     }
+    finished: dict[str, list[Any]] = {"confirmed": [], "failed": []}
     with sessions() as session:
         if confirmed:
-            session.execute(
+            finished["confirmed"] = session.execute(
                 update(Action)
                 .where(Action.id.in_(confirmed), Action.status.in_(OPEN_STATUSES))
                 .values(status=ActionStatus.CONFIRMED.value, error=None, error_code=None, **done)
-            )
+                .returning(Action.kind, Action.created_at)
+            ).all()
         for row_id, code, reason in failed:
-            session.execute(
+            finished["failed"] += session.execute(
                 update(Action)
                 .where(Action.id == row_id, Action.status.in_(OPEN_STATUSES))
                 .values(status=ActionStatus.FAILED.value, error=reason, error_code=code, **done)
-            )
+                .returning(Action.kind, Action.created_at)
+            ).all()
         session.commit()
+    # Only rows this call finished (a row finished already is not returned): once each.
+    for outcome, rows in finished.items():
+        observe_finished(rows, outcome)
 
 
 def fail_unsent(sessions: sessionmaker[Session], action_id: str, code: str, reason: str) -> None:

@@ -521,7 +521,10 @@ def batch_outcomes(
 
 
 def _call_trace(chain: Chain, tx_hash: str) -> list[dict[str, Any]]:
-    """Every call frame of the transaction (flattened), or [] where the node has no tracer."""
+    """Every call frame of the transaction (flattened), or [] where the node has no tracer
+    (probed once per node: chain.supports)."""
+    if not chain.supports("debug_traceTransaction"):
+        return []
     try:
         resp = chain.call(
             "tracing batch",

@@ -30,6 +30,7 @@ from backend.services.errors import (
 )
 from backend.services.relaying.nonce import NonceManager
 from backend.services.revert import decode_revert, rpc_revert
+from backend.services.rpc_endpoints import method_missing
 
 log = logging.getLogger(__name__)
 GAS_HEADROOM_NUM, GAS_HEADROOM_DEN = 6, 5  # estimate × 1.2
@@ -92,6 +93,13 @@ class _Simulated:
     def out_of_gas(self, gas: int) -> bool:
         """Failed with no revert data having used (nearly) all of ``gas``."""
         return not self.succeeded and self.revert_data is None and self.gas_used >= gas * 63 // 64
+
+
+def _out_of_gas(error: Any) -> bool:
+    """An eth_estimateGas error that says the call needs more gas than its cap (geth,
+    anvil, reth: "gas required exceeds allowance"; Hardhat: "out of gas")."""
+    message = str(error.get("message", "")).lower() if isinstance(error, dict) else ""
+    return "gas required exceeds" in message or "out of gas" in message
 
 
 @dataclass(frozen=True)
@@ -161,10 +169,7 @@ class Relayer:
         # meant for quick reads (a slow answer is not a dead node). Raw JSON-RPC, as
         # Chain.raw: a batch's call carries every request's calldata (tens of kB), and
         # a batch is simulated a few times (gas_need).
-        self._estimator = JsonRpc(
-            chain.w3.provider.endpoint_uri,  # type: ignore[attr-defined]
-            max(receipt_timeout, 10.0),
-        )
+        self._estimator = JsonRpc(chain.endpoints, max(receipt_timeout, 10.0))
         self.replace_after_seconds = replace_after_seconds
         self.fee_bump_percent = fee_bump_percent
 
@@ -262,13 +267,14 @@ class Relayer:
         against 12 ms a run).
 
         Raises TransactionReverted (decoded) if the call reverts. A node without
-        eth_simulateV1 gets ``estimate_gas`` (its headroom included) for both. Out
-        of gas at ``simulate_gas``: a need of more than ``simulate_gas`` (the caller's
-        cue to send less)."""
+        eth_simulateV1 (probed once per node): ``_estimated_need``. Out of gas at
+        ``simulate_gas``: a need of more than ``simulate_gas`` (the caller's cue to
+        send less)."""
+        if not self.chain.supports("eth_simulateV1"):
+            return self._estimated_need(request, simulate_gas)
         first = self._simulate(request, simulate_gas)
-        if first is None:  # the node has no eth_simulateV1
-            estimate = self.estimate_gas(request)
-            return GasNeed(used=estimate, lowest_limit=estimate)
+        if first is None:  # the node said "no such method" after all
+            return self._estimated_need(request, simulate_gas)
         if not first.succeeded:
             if first.out_of_gas(simulate_gas):
                 return GasNeed(used=simulate_gas, lowest_limit=simulate_gas + 1)
@@ -294,6 +300,44 @@ class Relayer:
             first_probe = False
         return GasNeed(used=used, lowest_limit=hi)
 
+    def _estimated_need(self, request: TxRequest, simulate_gas: int) -> GasNeed:
+        """gas_need by standard methods: eth_estimateGas capped at ``simulate_gas`` on the
+        latest block. The node's estimate is its own search for the lowest limit that
+        runs without reverting; with the forwarder's gas check (a forwarded call that
+        got less than its signed gas reverts the batch) that is the limit the searched
+        one is. The gas used after refunds is not in the answer: the estimate stands
+        for it too, an upper bound (a batch then takes a little more of a block than
+        it will use: fewer requests per batch, never an underpriced one)."""
+        call = {
+            "from": self.sender,
+            "to": request.to,
+            "data": request.data,
+            "value": hex(request.value),
+            "gas": hex(simulate_gas),
+        }
+        with chain_errors("estimating gas"):
+            resp = self._estimator.request("eth_estimateGas", [call, "latest"])
+        if "error" in resp:
+            error = resp["error"]
+            if (revert := rpc_revert(error)) is not None:
+                decoded = decode_revert(
+                    revert.data or self._call_revert(call), self.chain.error_abis
+                )
+                raise TransactionReverted(decoded.reason, code=decoded.code)
+            if _out_of_gas(error):
+                return GasNeed(used=simulate_gas, lowest_limit=simulate_gas + 1)
+            raise Web3RPCError(f"estimating gas: {error}", rpc_response=resp)
+        estimate = int(resp["result"], 16)
+        return GasNeed(used=estimate, lowest_limit=estimate)
+
+    def _call_revert(self, call: dict[str, Any]) -> str | None:
+        """The revert data of ``call`` by eth_call on the latest block, for nodes whose
+        eth_estimateGas says "reverted" without the data."""
+        with chain_errors("replaying reverted call"):
+            resp = self._estimator.request("eth_call", [call, "latest"])
+        revert = rpc_revert(resp.get("error")) if isinstance(resp, dict) else None
+        return revert.data if revert is not None else None
+
     def _simulate(self, request: TxRequest, gas: int) -> _Simulated | None:
         """One eth_simulateV1 run of ``request`` with ``gas`` on the latest block; None
         if the node has no eth_simulateV1."""
@@ -309,7 +353,8 @@ class Relayer:
                 "eth_simulateV1", [{"blockStateCalls": [{"calls": [call]}]}, "latest"]
             )
         if "error" in resp:
-            if isinstance(resp["error"], dict) and resp["error"].get("code") == -32601:
+            if method_missing(resp["error"]):
+                self.chain.endpoints.forget(self.chain.endpoints.current, "eth_simulateV1")
                 return None
             raise Web3RPCError(f"simulating transaction: {resp['error']}", rpc_response=resp)
         (result,) = resp["result"][0]["calls"]

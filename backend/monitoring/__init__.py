@@ -1,0 +1,1 @@
+"""Prometheus metrics of the API and the worker (``GET /metrics`` on each)."""
