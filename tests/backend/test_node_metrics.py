@@ -233,10 +233,10 @@ def test_a_reattested_epoch_is_ingested_again(world, sessions, tmp_path: Path) -
 
 @pytest.fixture
 def api(world, sessions, tmp_path: Path) -> Iterator[TestClient]:
-    """The API on the world's database (``sessions`` is tmp_path/backend.db), leaves ingested."""
+    """The API on the world's database (the one ``sessions`` opens), leaves ingested."""
     settings = Settings(
         run_dir=tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'backend.db'}",
+        database_url=sessions.kw["bind"].url.render_as_string(hide_password=False),
         redis_url=f"redis://127.0.0.1:{devchain.free_port()}/0",
     )
     proofs_dir = tmp_path / "epochs"

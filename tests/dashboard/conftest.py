@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.backend.conftest import stack  # noqa: F401  (a fixture, re-exported)
+from tests.backend.conftest import backend, stack  # noqa: F401  (fixtures, re-exported)
 
 CHROMIUM = Path(os.environ.get("GPUCAP_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
