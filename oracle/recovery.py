@@ -158,6 +158,8 @@ class ProofsRecovery:
         try:
             signature = bytes.fromhex(str(entry["signature"]).removeprefix("0x"))
             recovered = Account._recover_hash(digest, signature=signature)
-        except (KeyError, ValueError):
+        except Exception:  # noqa: BLE001 - any unreadable signature is "not signed by it"
+            # (eth-keys raises BadSignature, ValidationError, IndexError...: one malformed
+            # board entry must not stop the recovery of this and every older epoch)
             return False
         return recovered.lower() == signer.lower()

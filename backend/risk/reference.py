@@ -131,7 +131,7 @@ def project_node(fleet: Fleet, i: int, scenario: Scenario, params: Params) -> No
         elif state == CASH_SWEEP and clean_run >= params.cure_epochs:
             state = PERFORMING
             out.cures += 1
-        # EpochSettlement._defaultDue, declared by the keeper right after the settlement.
+        # PoolLoans._defaultDue, declared by the keeper right after the settlement.
         if arrears > threshold or low_run >= params.default_dscr_epochs:
             out.first_default = m
             out.claim = outstanding + arrears

@@ -4,7 +4,7 @@ Why here and not imported from ``scripts/deploy.py``: that script imports browni
 compiled project, which runtime code never loads (STYLE: brownie stays in scripts/ and
 tests/). So the figures are restated once, here, and tests hold them equal to the source
 the deployment uses: the revenue split, covenant and DSCR window to ``DeployConfig``'s
-defaults (tests/risk/test_terms.py), the loan terms to what the deployed EpochSettlement
+defaults (tests/risk/test_terms.py), the loan terms to what the deployed PoolLoans
 reports (``loanParams()``, set in its constructor; tests/risk/test_onchain_stress.py).
 Whoever changes one changes the other, or a test fails.
 
@@ -22,7 +22,7 @@ OPERATOR_BPS = 3_000  # pays power and hosting; the rest is net revenue (debt, t
 COVENANT_DSCR_BPS = 12_500
 MAX_LTV_BPS = 8_000
 DSCR_WINDOW_EPOCHS = 24
-# The loan (EpochSettlement.LoanParams, set by its constructor; the deploy keeps them).
+# The loan (PoolLoans.LoanParams, set when EpochSettlement creates it; the deploy keeps them).
 PLEDGE_BPS = 5_000  # share of the operator's bond pledged to the pool at the draw
 DEFAULT_ARREARS_BPS = 1_000  # default once arrears exceed this share of the drawn principal
 DEFAULT_DSCR_BPS = 10_000  # ... or DSCR stays under this floor

@@ -263,6 +263,15 @@ def test_orders_matched_filled_on_chain_and_followed_to_the_unit(stack: Stack, m
         path="/api/v1/market/fills",
     )
     assert (late.status_code, late.json()["code"]) == (409, "OrderTaken"), late.text
+    # A fill call cut short (the selector and half an argument): refused, not a 500.
+    cut = s.market.fill.encode_input(b.as_tuple(), _sig(m, b), 5)[:80]
+    garbled = _relay(stack, m, other, s.market.address, cut, path="/api/v1/market/fills")
+    assert 400 <= garbled.status_code < 500, garbled.text
+    assert garbled.json()["code"] == "NotAFill", garbled.text
+    # The general forward route does not take fills: it has no book to check them with.
+    data = s.market.fill.encode_input(b.as_tuple(), _sig(m, b), 5)
+    bypass = _relay(stack, m, other, s.market.address, data)
+    assert (bypass.status_code, bypass.json()["code"]) == (422, "UseMarketFills"), bypass.text
     mined = stack.wait_final(fill.json()["action_id"])
     assert mined["status"] == "confirmed", mined
     assert web3.eth.get_block(mined["block_number"])["baseFeePerGas"] > 0

@@ -67,3 +67,37 @@ def test_0012_up_down_up(database_url: str) -> None:  # noqa: F811 - the fixture
     upgrade_to_head(database_url)
     assert set(MARKET_TABLES) <= set(sa.inspect(engine).get_table_names())
     engine.dispose()
+
+
+@pytest.mark.parametrize("market_events", [0, 1])
+def test_0012_rebuilds_an_index_that_stored_market_events(
+    database_url: str,  # noqa: F811 - the fixture
+    market_events: int,
+) -> None:
+    """An index older than 0012 stored the market's events without folding them: it is
+    marked stale (deployment block -1) so the next step rebuilds the projections."""
+    cfg = alembic_config(database_url)
+    command.upgrade(cfg, "0011")
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO indexer_state (chain_id, deployment_block, next_block, head_block, "
+                "reorgs, resets, updated_at) VALUES (31337, 5, 100, 100, 0, 0, :now)"
+            ),
+            {"now": datetime.now(UTC)},
+        )
+        for n in range(market_events):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO chain_events (block_number, log_index, block_hash, "
+                    "block_timestamp, tx_hash, contract, event, args) VALUES (:n, 0, :h, 1, :h, "
+                    "'Market', 'OrderFilled', '{}')"
+                ),
+                {"n": 10 + n, "h": "0x" + "ef" * 32},
+            )
+    command.upgrade(cfg, "0012")
+    with engine.connect() as conn:
+        block = conn.scalar(sa.text("SELECT deployment_block FROM indexer_state"))
+    assert block == (-1 if market_events else 5)
+    engine.dispose()

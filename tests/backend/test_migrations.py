@@ -164,7 +164,7 @@ LOAN_TABLES = {"pool_loans", "pool_loan_events"}
 @pytest.mark.parametrize("loan_events", [0, 1])
 def test_0013_up_down_up(database_url: str, loan_events: int) -> None:
     cfg = alembic_config(database_url)
-    command.upgrade(cfg, "0013-1")  # the revision before (relative: 0012 once it lands)
+    command.upgrade(cfg, "0012")  # the revision before
     engine = sa.create_engine(database_url)
     _mark_indexed(engine, 0)
     with engine.begin() as conn:
@@ -196,7 +196,7 @@ def test_0013_up_down_up(database_url: str, loan_events: int) -> None:
             )
         )
 
-    command.downgrade(cfg, "0013-1")
+    command.downgrade(cfg, "0012")
     assert not LOAN_TABLES & set(sa.inspect(engine).get_table_names())
     upgrade_to_head(database_url)
     assert set(sa.inspect(engine).get_table_names()) >= LOAN_TABLES

@@ -61,7 +61,7 @@ PERFORMING, SWEEP, DEFAULTED = 0, 1, 2
 
 
 def _loan_book(system):
-    """The contract that runs the loans (declareDefault, loanParams): EpochSettlement today;
+    """The contract that runs the loans (declareDefault, loanParams): PoolLoans today;
     looked up by its functions so the test follows the loan logic if it moves."""
     books = [c for c in system.contracts().values() if hasattr(c, "declareDefault")]
     assert len(books) == 1, books

@@ -7,8 +7,9 @@ Create Date: 2026-12-07
 ``market_orders`` holds signed orders the API accepted (state of its own, kept through
 reorgs); ``market_fills``, ``market_cancels`` and ``market_nonces`` are read models of
 OrderFilled, OrderCancelled and NoncesCancelled. An index older than this revision has
-the market's events in ``chain_events`` already: the projections are filled by the
-next rebuild (delete the indexer_state row to re-index from the deployment block).
+the market's events in ``chain_events`` already but never folded them: its indexer
+state is marked stale (deployment block -1), as 0011 does for the timelock, so the
+next step rebuilds every projection from the deployment block.
 """
 
 from __future__ import annotations
@@ -79,6 +80,15 @@ def upgrade() -> None:
         sa.Column("min_valid_nonce", U256, nullable=False),
         sa.Column("block_number", sa.BigInteger(), nullable=False),
     )
+
+    bind = op.get_bind()
+    events = sa.table("chain_events", sa.column("contract", sa.String()))
+    stale = bind.execute(
+        sa.select(sa.func.count()).select_from(events).where(events.c.contract == "Market")
+    ).scalar_one()
+    if stale:
+        state = sa.table("indexer_state", sa.column("deployment_block", sa.BigInteger()))
+        bind.execute(sa.update(state).values(deployment_block=-1))
 
 
 def downgrade() -> None:

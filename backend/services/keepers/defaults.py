@@ -41,6 +41,7 @@ from backend.services.chain import Chain
 from backend.services.indexing.loan_index import STATES
 from backend.services.relaying.finality import plan_action
 from backend.services.relaying.relayer import TxRequest
+from gpucap.deployment import ManifestError
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,11 @@ def plan_defaults(
     ).all()
     if not drawn:
         return plan
-    loans = chain.contract(LOANS)
+    try:
+        loans = chain.contract(LOANS)
+    except ManifestError as exc:  # a deployment from before PoolLoans: no loan to declare
+        plan.waiting.append(f"no default declarations: {exc}")
+        return plan
     identity = chain.identity()
     retry_before = utcnow() - timedelta(seconds=retry_after_seconds)
     for node_id, pool in drawn:

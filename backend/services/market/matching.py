@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from eth_abi.exceptions import DecodingError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -133,7 +134,7 @@ def accept_fill(
         raise MarketRejected(f"a fill calls the market {market.address}", code="NotAFill")
     try:
         fills = decode_fills(chain, signed.data)
-    except ValueError as exc:
+    except (ValueError, OverflowError, DecodingError) as exc:  # short or garbled arguments
         raise MarketRejected(f"data is not a Market call: {exc}", code="NotAFill") from exc
     open_action = forward.open_request_of(session, signed.sender)
     if open_action is not None:
@@ -147,7 +148,7 @@ def accept_fill(
         )
     now = chain_time(chain)  # read once: nothing below the lock waits on the node
     _check_free(session, chain, fills, now)  # before the chain's checks: the cheap refusal
-    params = forward.validate(chain, signed, nonce_hint=nonce_hint)
+    params = forward.validate(chain, signed, nonce_hint=nonce_hint, book_checked=True)
     if params.function not in FILL_FUNCTIONS:
         raise MarketRejected(f"Market.{params.function} is not a fill", code="NotAFill")
     # What is free, again, under a write lock on the orders that create_action's commit

@@ -81,6 +81,10 @@ ALLOWED_CALLS: dict[str, frozenset[str]] = {
         {"deposit", "refund", "stake", "requestUnstake", "withdraw", "claim", "drawRaise"}
     ),
 }
+# Relayable, but only through POST /api/v1/market/fills: that route checks the fill
+# against the book under a write lock (racing takers get one fill, the others
+# OrderTaken); through /forward a losing fill would revert at the relayer's cost.
+BOOK_CHECKED_CALLS = frozenset({("Market", "fill"), ("Market", "fillBatch")})
 POOL = "RevenuePool"
 SETTLEMENT = "EpochSettlement"
 # How long a pool lookup (either answer) is trusted: EpochSettlement binds a node's
@@ -270,7 +274,11 @@ _NONCES_SELECTOR = function_signature_to_4byte_selector("nonces(address)")
 
 
 def validate(
-    chain: Chain, request: SignedRequest, *, nonce_hint: int | None = None
+    chain: Chain,
+    request: SignedRequest,
+    *,
+    nonce_hint: int | None = None,
+    book_checked: bool = False,
 ) -> ForwardParams:
     """Everything short of sending; returns the parameters to store with the action.
 
@@ -279,11 +287,19 @@ def validate(
     of three, and no web3 middleware (whose chain-id validation costs an extra
     ``eth_chainId`` call per ``eth_call``). The checks then run in the order a
     caller would want to hear about them: nonce, signature, deadline, revert.
+    A Market fill is refused (UseMarketFills) unless ``book_checked``: only the market
+    route, which holds the book's lock, relays fills.
     """
     if (problem := non_canonical_reason(request.signature)) is not None:
         raise ForwardRejected(problem, code="NonCanonicalSignature")
     forwarder = _forwarder_address(chain)
     contract, function = _function_for(chain, request.to, request.data)
+    if (contract, function) in BOOK_CHECKED_CALLS and not book_checked:
+        raise ForwardRejected(
+            f"{contract}.{function} is relayed through POST /api/v1/market/fills, "
+            "which checks the orders are still free in the book",
+            code="UseMarketFills",
+        )
     nonce_call = {
         "to": forwarder,
         "data": "0x" + (_NONCES_SELECTOR + encode(["address"], [request.sender])).hex(),
