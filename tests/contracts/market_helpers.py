@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from brownie import accounts, chain
+from brownie import chain, web3
+from brownie.network.account import LocalAccount
 
 from gpucap.signing import MarketOrder, sign_order
 from tests.contracts.capacity_helpers import DAY, NODE_BOND, PRICE, token_id
@@ -53,7 +54,10 @@ def build_world(system, registry, register_node, operator, admin, fund, h100, po
     market.setPoolListed(pool, True, {"from": admin})
     traders = []
     for key in TRADER_KEYS:
-        trader = accounts.add(key)
+        # A LocalAccount of its own, not accounts.add(key): that returns whatever the
+        # container holds for the address, a key-less Account if the node lists it.
+        signer = web3.eth.account.from_key(key)
+        trader = LocalAccount(signer.address, signer, signer.key)
         admin.transfer(trader, "10 ether")
         fund(trader, CASH_EACH + HOURS_EACH * PRICE + POOL_DEPOSIT_EACH, capacity)
         capacity.buy(offer.return_value, HOURS_EACH, {"from": trader})

@@ -86,7 +86,11 @@ def world(system, registry, register_node, operator, admin, fund, h100, pool_gat
     # (``transact`` sends unsigned ones, as from the node's own accounts).
     for trader in w.traders:
         _rpc("anvil_impersonateAccount", trader.address)
-    return {"w": w}
+    yield {"w": w}
+    # Impersonated addresses join the node's eth_accounts, which brownie reloads as
+    # key-less accounts on its next reset: a later module's accounts.add(key) would get one.
+    for trader in w.traders:
+        _rpc("anvil_stopImpersonatingAccount", trader.address)
 
 
 class MarketMachine(SnapshotMachine):
