@@ -5,9 +5,12 @@ proofs files.
 
 The reorg takes away the block of epoch T's attestation and everything after it (T's
 settlement too). The oracles notice, one of them sends the same quorum-signed report
-again (the others find it done), the keeper settles T again with the same row, and
-the next epoch is attested and settled: the end state is the one the chain would have
-had without the reorg (T attested once, with the same root; the payer charged once).
+again (the others find it done), the keeper settles T again (the same row re-sent, or,
+if the worker re-sent it before the oracles attested again, a new row at once: the
+early one reverted on a chain without the attestation, which is no refusal of the
+settlement and is not backed off), and the next epoch is attested and settled: the end
+state is the one the chain would have had without the reorg (T attested once, with the
+same root; the payer charged once).
 """
 
 from __future__ import annotations
@@ -151,6 +154,16 @@ def test_a_reorg_that_removes_an_attestation_ends_as_if_it_had_not_happened(
             "every oracle to record the attestation",
         )
 
+        # The settlements the reorg takes away: T's, and T-1's too when the worker mined
+        # it after T's attestation (on a busy machine it can be that late).
+        with sessions() as session:
+            lost = session.scalars(
+                select(Action.id).where(
+                    Action.kind == ActionKind.SETTLE_EPOCH.value,
+                    Action.block_number >= event["blockNumber"],
+                )
+            ).all()
+        assert settled.id in lost
         reorg_away(event["blockNumber"])
         assert hub.lastAttestedEpoch() == target - 1
         assert settlement.lastSettledEpoch(node) < target
@@ -165,12 +178,19 @@ def test_a_reorg_that_removes_an_attestation_ends_as_if_it_had_not_happened(
             lambda: settlement.lastSettledEpoch(node) >= target, 90, f"epoch {target} re-settled"
         )
         assert s.stablecoin.balanceOf(buyer) == paid  # charged once, as before the reorg
-        [again] = wait_for(
-            lambda: (rows := settle_rows(target)) and rows[0].status == "confirmed" and rows,
+        confirmed = wait_for(
+            lambda: [r for r in settle_rows(target) if r.status == "confirmed"],
             30,
-            "the re-opened settlement row to be confirmed",
+            "a settlement row of the epoch to be confirmed",
         )
-        assert again.id == settled.id  # the same row, re-opened and executed once more
+        # Either the same row, re-opened and executed once more, or (when the worker
+        # re-sent it before the oracles attested again) that row failed on the surviving
+        # chain with OracleInvalidProof and the keeper settled with a new one at once.
+        rows = {r.id: r for r in settle_rows(target)}
+        assert len(confirmed) == 1 and len(rows) <= 2, rows
+        if confirmed[0].id != settled.id:
+            assert rows[settled.id].status == "failed", rows
+            assert rows[settled.id].error_code == "OracleInvalidProof", rows
 
         # And on: the next epoch is attested and settled.
         following = end_epoch(hub)
@@ -195,5 +215,5 @@ def test_a_reorg_that_removes_an_attestation_ends_as_if_it_had_not_happened(
     assert len(again_lines) == 1, text  # one oracle re-sent it; the others found it done
     assert any(f"epoch {target}: its attestation" in t for t in text.values()), text
     assert all("Traceback" not in t for t in text.values()), text
-    reorgs = stack.get("/health").json()["checks"]["reorgs"]  # T's settlement, re-opened
-    assert reorgs["reopened_last_hour"] == 1 and reorgs["reopened_open"] == 0, reorgs
+    reorgs = stack.get("/health").json()["checks"]["reorgs"]  # the lost settlements
+    assert reorgs["reopened_last_hour"] == len(lost) and reorgs["reopened_open"] == 0, reorgs

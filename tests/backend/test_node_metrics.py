@@ -371,30 +371,41 @@ def test_history_sends_a_failed_batch_alone_at_once_and_backs_off_a_failed_singl
 ) -> None:
     """Nodes of a batch that reverted retry alone right away (the culprit is unknown);
     a node that failed alone waits; nodes with an open action are busy."""
-    from backend.db.models import Action, ActionKind
+    from datetime import timedelta
+
+    from backend.db.models import Action, ActionKind, EpochRow, utcnow
     from backend.services.keepers.epochs import _History
 
-    def row(key: str, status: str, epoch: int, nodes: list[int]) -> Action:
+    def row(
+        key: str, status: str, epoch: int, nodes: list[int], block: int | None = None
+    ) -> Action:
         return Action(
             kind=ActionKind.SETTLE_EPOCH.value,
             idempotency_key=key,
             params={"epoch": epoch, "node_ids": nodes, "leaves": [], "proofs": []},
             status=status,
+            block_number=block,
         )
 
     with sessions.begin() as s:
         s.add_all(
             [
-                row("a", "failed", 7, [1, 2]),
-                row("b", "failed", 7, [2]),
+                row("a", "failed", 7, [1, 2], block=50),
+                row("b", "failed", 7, [2], block=51),
                 row("c", "submitted", 8, [4]),
                 row("d", "confirmed", 6, [1]),
+                # Reverted at block 30, before epoch 9's attestation (block 40) was on the
+                # chain (a reorg re-sent it early): not held against the settlement.
+                row("e", "failed", 9, [3], block=30),
             ]
         )
     with sessions() as s:
         history = _History.load(s)
+    epoch = {e: EpochRow(epoch=e, block_number=40) for e in (7, 9)}
+    earlier = utcnow() - timedelta(seconds=60)
     assert history.busy == {4}
-    assert history.failures[(1, 7)][0] == 1 and history.failures[(1, 7)][1] is None
-    count, alone_at = history.failures[(2, 7)]
-    assert count == 2 and alone_at is not None
+    assert history.attempts(1, 7) == 1 and history.held_back(1, epoch[7], earlier) == 0
+    assert history.attempts(2, 7) == 2 and history.held_back(2, epoch[7], earlier) == 2
+    assert history.held_back(2, epoch[7], utcnow() + timedelta(seconds=1)) == 0  # waited
+    assert history.attempts(3, 9) == 1 and history.held_back(3, epoch[9], earlier) == 0
     assert (1, 6) not in history.failures

@@ -187,36 +187,58 @@ def _key(epoch: int, root: str, node_ids: Sequence[int], attempt: int) -> str:
     return f"{KEY_PREFIX}:{epoch}:{root[2:18]}:{digest}:{attempt}"
 
 
+@dataclass(frozen=True)
+class _Failure:
+    alone_at: Any  # when it failed, if it was alone in its batch (else None)
+    block: int | None  # where its transaction was mined (None: refused before mining)
+
+
 @dataclass
 class _History:
     """The settle-epoch actions that matter for this run."""
 
     busy: set[int]  # nodes with an open action
-    # (node, epoch) → (failed attempts, when it last failed ALONE). A node whose batch
-    # failed goes alone next time at once; one that failed alone waits before retrying.
-    failures: dict[tuple[int, int], tuple[int, Any]]
+    # (node, epoch) → its failed rows. A node whose batch failed goes alone next time
+    # at once; one that failed alone waits before retrying.
+    failures: dict[tuple[int, int], list[_Failure]]
 
     @classmethod
     def load(cls, session: Session) -> _History:
         busy: set[int] = set()
-        failures: dict[tuple[int, int], tuple[int, Any]] = {}
+        failures: dict[tuple[int, int], list[_Failure]] = {}
         rows = session.execute(
-            select(Action.status, Action.params, Action.updated_at).where(
+            select(Action.status, Action.params, Action.updated_at, Action.block_number).where(
                 Action.kind == ActionKind.SETTLE_EPOCH.value,
                 Action.status.in_((*OPEN_STATUSES, ActionStatus.FAILED.value)),
             )
         ).all()
-        for status, params, updated_at in rows:
+        for status, params, updated_at, block in rows:
             nodes = [int(n) for n in params["node_ids"]]
             if status in OPEN_STATUSES:
                 busy.update(nodes)
                 continue
-            alone = updated_at if len(nodes) == 1 else None
+            failure = _Failure(updated_at if len(nodes) == 1 else None, block)
             for node in nodes:
-                count, last = failures.get((node, int(params["epoch"])), (0, None))
-                latest = max((t for t in (last, alone) if t is not None), default=None)
-                failures[(node, int(params["epoch"]))] = (count + 1, latest)
+                failures.setdefault((node, int(params["epoch"])), []).append(failure)
         return cls(busy, failures)
+
+    def attempts(self, node: int, epoch: int) -> int:
+        """Failed rows of the node's epoch so far: the next row's attempt number."""
+        return len(self.failures.get((node, epoch), []))
+
+    def held_back(self, node: int, row: EpochRow, retry_before: Any) -> int:
+        """How many times the node's epoch failed against the attestation it is planned
+        on now, if the last of them failed alone after ``retry_before`` (else 0). A row
+        mined before that attestation's block failed on a chain without it (a reorg
+        re-sent it before the oracles attested again; it reverts OracleInvalidProof):
+        the settlement itself was never refused, so it goes again at once."""
+        counted = [
+            f
+            for f in self.failures.get((node, row.epoch), [])
+            if f.block is None or f.block >= row.block_number
+        ]
+        last = max((f.alone_at for f in counted if f.alone_at is not None), default=None)
+        return len(counted) if last is not None and last > retry_before else 0
 
 
 def billable_since(session: Session) -> dict[int, int]:
@@ -306,14 +328,14 @@ def plan_epoch_settlements(
                 )
                 break
             if node in proofs.leaves:
-                count, failed_at = history.failures.get((node, row.epoch), (0, None))
-                if count and failed_at is not None and failed_at > retry_before:
+                if count := history.held_back(node, row, retry_before):
                     plan.waiting.append(
                         f"node {node}: epoch {row.epoch} failed {count} time(s); retrying later"
                     )
                     break
                 leaf, proof = proofs.leaves[node]
-                due.setdefault(row.epoch, []).append((SettleItem(leaf, proof), count))
+                attempt = history.attempts(node, row.epoch)
+                due.setdefault(row.epoch, []).append((SettleItem(leaf, proof), attempt))
                 break
             if not proofs.complete:
                 plan.rejected.append(
