@@ -22,15 +22,16 @@ compile: setup
 
 # Two pytest-xdist workers, whole test files each (brownie's scheduler), each with its
 # own anvil: the suite's chain-bound tests use one core each. Contracts are compiled
-# first so workers only load the build (two workers compiling at once race on it).
+# first so workers only load the build (two workers compiling at once race on it). The
+# longest files are handed out first (tests/support/schedule.py), in that order.
 TEST_WORKERS ?= 2
 
 test: compile
-	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder $(PYTEST_ARGS)
 
 # More fuzz examples than CI runs; run it before a release, not on every push.
 test-slow: compile
-	GPUCAP_TEST_PROFILE=slow $(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	GPUCAP_TEST_PROFILE=slow $(PY) -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m devnet $(DEMO_ARGS)

@@ -16,6 +16,7 @@ import pytest
 # from this helper module, never imported here directly.)
 import tests.support.brownie_network  # noqa: F401
 import tests.support.profiles  # noqa: F401  (hypothesis profiles: $GPUCAP_TEST_PROFILE)
+from tests.support.schedule import file_rank
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -26,6 +27,13 @@ def pytest_report_header(config: pytest.Config) -> str:
     if why is None:
         return f"backend back ends: embedded and servers ({POSTGRES_ADMIN}, {REDIS_SERVER})"
     return f"backend back ends: embedded only; {why}"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first (tests/support/schedule.py); each file's tests stay together
+    and in their order (the sort is stable), so module fixtures are set up once."""
+    items.sort(key=lambda item: file_rank(item.nodeid))
 
 
 @pytest.fixture(scope="session", autouse=True)
