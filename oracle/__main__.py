@@ -5,9 +5,7 @@ Settings come from ``GPUCAP_ORACLE_*`` environment variables (oracle/config.py).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +13,7 @@ from typing import Annotated
 import typer
 from eth_account import Account
 
+from gpucap import keystore
 from gpucap.deployment import ManifestError
 from oracle.collectors.agent import AgentCollector
 from oracle.collectors.base import CollectorUnavailable
@@ -116,14 +115,8 @@ def new_keystore(
     if not password:
         typer.echo("the password file is empty", err=True)
         raise typer.Exit(1)
-    account = Account.create()
-    keyfile = Account.encrypt(account.key, password, iterations=iterations)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Created 0600 from the start: the encrypted key is never world-readable.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(keyfile, handle)
-    typer.echo(f"created {path} for oracle {account.address}")
+    address = keystore.write(path, Account.create().key, password, iterations)
+    typer.echo(f"created {path} for oracle {address}")
 
 
 if __name__ == "__main__":
