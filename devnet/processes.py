@@ -17,11 +17,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import requests
+
 from gpucap.logs import json_line
 
 RESTART_FIRST_DELAY_S = 1.0
 RESTART_MAX_DELAY_S = 30.0
 RESTART_STABLE_S = 60.0  # up this long: the next crash starts the backoff afresh
+
+
+def http_answers(url: str) -> bool:
+    """Ready-check of an HTTP child: any answer counts (/health says 503 while a part is
+    still starting, and may take a few seconds while it pings the worker)."""
+    try:
+        requests.get(url, timeout=5)
+        return True
+    except requests.RequestException:
+        return False
 
 
 class ProcessFailed(RuntimeError):
