@@ -15,6 +15,7 @@ from eth_account import Account
 from agent.config import AgentConfigError, AgentSettings
 from agent.gpus import NvmlGpus, SimulatedGpus
 from agent.service import AgentServer, AgentService
+from gpucap.logs import configure_logging
 from oracle.__main__ import new_keystore
 from oracle.collectors.base import CollectorUnavailable
 
@@ -25,11 +26,17 @@ app.command("new-keystore", help="Create a node key in an encrypted keystore fil
 
 
 @app.command()
-def run(log_level: str = typer.Option("INFO", help="Python logging level.")) -> None:
+def run(
+    log_level: str = typer.Option("INFO", envvar="GPUCAP_LOG_LEVEL", help="Python logging level."),
+    log_format: str = typer.Option(
+        "text", envvar="GPUCAP_LOG_FORMAT", help="log lines: text or json (one object per line)"
+    ),
+) -> None:
     """Serve signed samples and answer challenges until SIGTERM or SIGINT."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        configure_logging(level=log_level, fmt=log_format)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-format") from None
     settings = AgentSettings()
     try:
         key = settings.private_key()

@@ -11,13 +11,14 @@ oracle must catch (tests and the demo).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
 from eth_account import Account
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gpucap import keystore
 
 
 class AgentConfigError(ValueError):
@@ -78,13 +79,13 @@ class AgentSettings(BaseSettings):
     def _decrypt_keystore(self) -> str:
         assert self.keystore_path is not None
         try:
-            if self.keystore_password_file is not None:
-                password = self.keystore_password_file.read_text().removesuffix("\n")
-            elif self.keystore_password is not None:
-                password = self.keystore_password.get_secret_value()
-            else:
-                raise AgentConfigError("the keystore needs GPUCAP_AGENT_KEYSTORE_PASSWORD_FILE")
-            keyfile = json.loads(self.keystore_path.read_text())
-            return "0x" + bytes(Account.decrypt(keyfile, password)).hex()
-        except (OSError, ValueError) as exc:
-            raise AgentConfigError(f"cannot open keystore {self.keystore_path}: {exc}") from exc
+            password = keystore.read_password(
+                password=(
+                    self.keystore_password.get_secret_value() if self.keystore_password else None
+                ),
+                password_file=self.keystore_password_file,
+                needed_by="GPUCAP_AGENT_KEYSTORE_PATH",
+            )
+            return keystore.decrypt(self.keystore_path, password)
+        except keystore.KeystoreError as exc:
+            raise AgentConfigError(str(exc)) from exc

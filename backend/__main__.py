@@ -14,15 +14,39 @@ from typing import Annotated
 import typer
 
 from backend.config import Settings, get_settings
+from gpucap.logs import FORMATS, configure_logging
 
 cli = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
+log = logging.getLogger("gpucap.backend")
 
 
-def _settings() -> Settings:
+@cli.callback()
+def _logging_options(
+    log_format: str = typer.Option(
+        "text",
+        envvar="GPUCAP_LOG_FORMAT",
+        help=f"log lines: {' or '.join(FORMATS)} (one JSON object per line)",
+    ),
+) -> None:
     try:
-        return get_settings()
+        configure_logging(fmt=log_format)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-format") from None
+    # Processes this one starts (uvicorn's serving processes, Celery's) log the same way.
+    os.environ["GPUCAP_LOG_FORMAT"] = log_format.lower()
+
+
+def _settings(*, relayer_key: bool = False) -> Settings:
+    """The settings, or exit 2 with the reason logged. ``relayer_key``: open the relayer's
+    key now (a keystore is decrypted, a dev key refused in production) instead of at the
+    first relay, so a process that would sign says at start that it cannot."""
+    try:
+        settings = get_settings()
+        if relayer_key:
+            settings.relayer_private_key  # noqa: B018 - decrypts and checks the key
+        return settings
     except ValueError as exc:  # pydantic ValidationError / ConfigError: say why and stop
-        typer.echo(f"gpucap backend: invalid configuration:\n{exc}", err=True)
+        log.error("invalid configuration:\n%s", exc)
         raise typer.Exit(2) from None
 
 
@@ -57,6 +81,8 @@ def api(
         "host": host or settings.api_host,
         "port": port or settings.api_port,
         "log_level": "info",
+        # uvicorn's records go to the root handler gpucap.logs set up (text or JSON).
+        "log_config": None,
         "access_log": settings.api_access_log,
         # X-Forwarded-For believed from the configured proxies only (never by default:
         # uvicorn's own default trusts 127.0.0.1, so a local client could name any address).
@@ -101,11 +127,12 @@ def worker(
     ),
 ) -> None:
     """Run a Celery worker (threads pool: it keeps answering pings while a task waits)."""
-    settings = _settings()
+    settings = _settings(relayer_key=True)
     _prepare(settings)
     from backend.worker.main import app
 
     argv = [
+        *_quiet(),
         "worker",
         "--pool=threads",
         f"--concurrency={concurrency or settings.worker_threads}",
@@ -127,7 +154,12 @@ def beat_cmd(loglevel: str = typer.Option("INFO")) -> None:
     _prepare(settings)
     from backend.worker.main import app
 
-    app.start(["beat", f"--loglevel={loglevel}"])
+    app.start([*_quiet(), "beat", f"--loglevel={loglevel}"])
+
+
+def _quiet() -> list[str]:
+    """Celery's start-up banner is printed, not logged: left out of JSON logs."""
+    return ["--quiet"] if os.environ.get("GPUCAP_LOG_FORMAT") == "json" else []
 
 
 @cli.command()
@@ -152,10 +184,6 @@ def redis(
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("GPUCAP_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     cli()
 
 

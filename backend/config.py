@@ -2,7 +2,8 @@
 
 Development works with no configuration at all (SQLite under ``.run/``, an
 embedded Redis, anvil's account 9 as the relayer); production refuses to start
-with a missing or placeholder secret instead of failing later, mid-request.
+with a missing or placeholder secret, or one of anvil's well-known dev keys, instead
+of failing later, mid-request.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backend.services.rpc_endpoints import parse_urls
-from gpucap import devchain
+from gpucap import devchain, keystore
 
 REPO_ROOT = devchain.REPO_ROOT
 RELAYER_DEV_ACCOUNT = 9  # tests/conftest.py's `relayer` role
@@ -43,7 +44,13 @@ class Settings(BaseSettings):
     rpc_urls: str = ""
     rpc_timeout_seconds: float = 3.0
     manifest_path: Path = REPO_ROOT / "deployments" / "development.json"
+    # The relayer's key: an encrypted eth-account keystore (what `python -m devnet serve`
+    # passes; the password from a file, which keeps it out of the environment), or the
+    # plain key in relayer_key. Production refuses anvil's well-known dev keys either way.
     relayer_key: SecretStr | None = None
+    relayer_keystore_path: Path | None = None
+    relayer_keystore_password: SecretStr | None = None
+    relayer_keystore_password_file: Path | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     # API processes (uvicorn workers) sharing the port. Each keeps its own read cache
@@ -159,20 +166,40 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _secrets_fit_environment(self) -> Settings:
         key = self.relayer_key.get_secret_value().strip() if self.relayer_key else ""
-        if key.lower() in PLACEHOLDER_SECRETS:
+        if self.relayer_keystore_path is not None:
+            if key:
+                raise ConfigError(
+                    "set either GPUCAP_RELAYER_KEYSTORE_PATH or GPUCAP_RELAYER_KEY, not both"
+                )
+            if self.relayer_keystore_password is None and not self.relayer_keystore_password_file:
+                raise ConfigError(
+                    "GPUCAP_RELAYER_KEYSTORE_PATH is encrypted: give its password in "
+                    "GPUCAP_RELAYER_KEYSTORE_PASSWORD_FILE (or GPUCAP_RELAYER_KEYSTORE_PASSWORD)"
+                )
+        elif key.lower() in PLACEHOLDER_SECRETS:
             if self.environment != "development":
                 raise ConfigError(
                     "GPUCAP_RELAYER_KEY is missing or a placeholder; production needs the "
-                    "relayer's real private key (0x + 64 hex digits)"
+                    "relayer's real key: an encrypted keystore (GPUCAP_RELAYER_KEYSTORE_PATH) "
+                    "or the private key (0x + 64 hex digits)"
                 )
             self.relayer_key = SecretStr(devchain.dev_private_key(RELAYER_DEV_ACCOUNT))
         else:
             digits = key.removeprefix("0x")
             if len(digits) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digits):
                 raise ConfigError("GPUCAP_RELAYER_KEY must be 0x followed by 64 hex digits")
+            self._refuse_dev_key(key, "GPUCAP_RELAYER_KEY")
         if self.environment != "development" and self.redis_url is None:
             raise ConfigError("GPUCAP_REDIS_URL is required in production (no embedded Redis)")
         return self
+
+    def _refuse_dev_key(self, key: str, whose: str) -> None:
+        if self.environment == "development":
+            return
+        try:
+            keystore.refuse_dev_key(key, whose)
+        except keystore.KeystoreError as exc:
+            raise ConfigError(str(exc)) from None
 
     @property
     def proof_sources(self) -> tuple[Path, ...]:
@@ -207,8 +234,24 @@ class Settings(BaseSettings):
 
     @cached_property
     def relayer_private_key(self) -> str:
-        assert self.relayer_key is not None  # set by the validator
-        return self.relayer_key.get_secret_value()
+        """The relayer's key; a keystore is decrypted on first use (only the processes that
+        sign need it). Raises ConfigError for a keystore that cannot be opened or, outside
+        development, a dev key."""
+        if self.relayer_keystore_path is None:
+            assert self.relayer_key is not None  # set by the validator
+            return self.relayer_key.get_secret_value().strip()
+        secret = self.relayer_keystore_password
+        try:
+            password = keystore.read_password(
+                password=secret.get_secret_value() if secret is not None else None,
+                password_file=self.relayer_keystore_password_file,
+                needed_by="GPUCAP_RELAYER_KEYSTORE_PATH",
+            )
+            key = keystore.decrypt(self.relayer_keystore_path, password)
+        except keystore.KeystoreError as exc:
+            raise ConfigError(f"the relayer key: {exc}") from None
+        self._refuse_dev_key(key, f"the relayer key in {self.relayer_keystore_path}")
+        return key
 
 
 def get_settings() -> Settings:

@@ -7,6 +7,9 @@ migrations → Celery worker and beat → API → three oracle daemons in 2-of-3
 the activity process (users acting through the API). A child that crashes is
 restarted with backoff (devnet/processes.py); Ctrl-C (or SIGTERM) stops every
 process it started, newest first.
+
+`python -m devnet serve …` is the production profile instead (devnet/serve.py): the
+same processes against a given chain, database and Redis, keys from keystores only.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-import requests
 import typer
 import yaml
 from rich.console import Console
@@ -36,7 +38,7 @@ from rich.progress import (
 )
 
 from devnet.lock import DemoAlreadyRunning, DemoLock
-from devnet.processes import ManagedProcess, ProcessFailed, ProcessGroup
+from devnet.processes import ManagedProcess, ProcessFailed, ProcessGroup, http_answers
 from devnet.world import ACCOUNTS, DEFAULT_NODES, read_world
 from gpucap import devchain
 from gpucap.attestation import DEV_ORACLE_KEY_INDICES
@@ -68,16 +70,6 @@ class Stop(Exception):
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
-def _http_answers(url: str) -> bool:
-    """Any HTTP answer counts: /health says 503 while a part is still starting,
-    and may take a few seconds while it pings the worker."""
-    try:
-        requests.get(url, timeout=5)
-        return True
-    except requests.RequestException:
-        return False
 
 
 def _ensure_brownie_network(chain_port: int) -> None:
@@ -345,7 +337,7 @@ def _run_world(
                 [py, "-m", "backend", "api", "--port", str(api_port)],
                 env,
                 logs / "api.log",
-                lambda: _http_answers(f"{api_url}/health"),
+                lambda: http_answers(f"{api_url}/health"),
             )
         )
     console.print(f"[green]✓[/] api        {api_url}  (worker and beat running)")
@@ -415,4 +407,8 @@ def _world_summary(world_path: Path) -> str:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["serve"]:  # the production profile; `python -m devnet` is the demo
+        from devnet.serve import app as serve_app
+
+        sys.exit(serve_app(sys.argv[2:], prog_name="python -m devnet serve"))
     sys.exit(app())

@@ -35,6 +35,7 @@ from web3.exceptions import Web3Exception
 from devnet.world import USD, read_world
 from gpucap import actions, devchain
 from gpucap.deployment import Deployment
+from gpucap.logs import configure_logging
 
 log = logging.getLogger("gpucap.activity")
 SHARE = 10**18
@@ -233,7 +234,7 @@ def main(
     steps: Annotated[int, typer.Option(help="stop after N actions (0: until SIGTERM)")] = 0,
 ) -> None:
     """Users acting on the demo world until SIGTERM."""
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     w3 = Web3(Web3.HTTPProvider(os.environ.get("GPUCAP_RPC_URL", "http://127.0.0.1:8545")))
     deployment = Deployment.load(

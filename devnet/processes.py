@@ -17,9 +17,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import requests
+
+from gpucap.logs import json_line
+
 RESTART_FIRST_DELAY_S = 1.0
 RESTART_MAX_DELAY_S = 30.0
 RESTART_STABLE_S = 60.0  # up this long: the next crash starts the backoff afresh
+
+
+def http_answers(url: str) -> bool:
+    """Ready-check of an HTTP child: any answer counts (/health says 503 while a part is
+    still starting, and may take a few seconds while it pings the worker)."""
+    try:
+        requests.get(url, timeout=5)
+        return True
+    except requests.RequestException:
+        return False
 
 
 class ProcessFailed(RuntimeError):
@@ -72,10 +86,14 @@ class ManagedProcess:
         self.started_at = time.monotonic()
 
     def note(self, line: str) -> None:
-        """A supervisor line in the child's own log, between its output."""
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        """A supervisor line in the child's own log, between its output (a JSON line
+        when the child writes JSON lines: GPUCAP_LOG_FORMAT=json)."""
+        if self.env.get("GPUCAP_LOG_FORMAT") == "json":
+            text = json_line("gpucap.supervisor", line)
+        else:
+            text = f"{time.strftime('%Y-%m-%d %H:%M:%S')} [supervisor] {line}"
         with open(self.log_path, "a") as log:
-            log.write(f"{stamp} [supervisor] {line}\n")
+            log.write(text + "\n")
 
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None

@@ -63,6 +63,12 @@ class Anvil:
     accounts: int = DEV_ACCOUNTS
     # Block gas limit (None: anvil's 30M); a bulk seeder wants far more per block.
     gas_limit: int | None = None
+    # Another mnemonic and chain id: a chain where no well-known dev key holds anything
+    # (the production profile's tests).
+    mnemonic: str = DEV_MNEMONIC
+    chain_id: int = CHAIN_ID
+    # With block_time: mine each transaction at once too, and a block every block_time.
+    mixed_mining: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -79,15 +85,17 @@ class Anvil:
             "--hardfork",
             HARDFORK,
             "--chain-id",
-            str(CHAIN_ID),
+            str(self.chain_id),
             "--accounts",
             str(self.accounts),
             "--mnemonic",
-            DEV_MNEMONIC,
+            self.mnemonic,
             "--silent",
         ]
         if self.block_time:
             cmd += ["--block-time", str(self.block_time)]
+            if self.mixed_mining:
+                cmd.append("--mixed-mining")
         if self.gas_limit:
             cmd += ["--gas-limit", str(self.gas_limit)]
         return cmd

@@ -5,9 +5,7 @@ Settings come from ``GPUCAP_ORACLE_*`` environment variables (oracle/config.py).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +13,9 @@ from typing import Annotated
 import typer
 from eth_account import Account
 
+from gpucap import keystore
 from gpucap.deployment import ManifestError
+from gpucap.logs import configure_logging
 from oracle.collectors.agent import AgentCollector
 from oracle.collectors.base import CollectorUnavailable
 from oracle.config import OracleSettings
@@ -37,12 +37,16 @@ def main() -> None:
 @app.command()
 def run(
     once: bool = typer.Option(False, "--once", help="Attest at most one epoch, then exit."),
-    log_level: str = typer.Option("INFO", help="Python logging level."),
+    log_level: str = typer.Option("INFO", envvar="GPUCAP_LOG_LEVEL", help="Python logging level."),
+    log_format: str = typer.Option(
+        "text", envvar="GPUCAP_LOG_FORMAT", help="log lines: text or json (one object per line)"
+    ),
 ) -> None:
     """Run the daemon: every epoch, attest the next ended epoch not yet attested."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        configure_logging(level=log_level, fmt=log_format)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--log-format") from None
     settings = OracleSettings()
     delay = max(settings.retry_delay_seconds, 1.0)
     while True:
@@ -116,14 +120,8 @@ def new_keystore(
     if not password:
         typer.echo("the password file is empty", err=True)
         raise typer.Exit(1)
-    account = Account.create()
-    keyfile = Account.encrypt(account.key, password, iterations=iterations)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Created 0600 from the start: the encrypted key is never world-readable.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(keyfile, handle)
-    typer.echo(f"created {path} for oracle {account.address}")
+    address = keystore.write(path, Account.create().key, password, iterations)
+    typer.echo(f"created {path} for oracle {address}")
 
 
 if __name__ == "__main__":

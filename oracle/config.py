@@ -6,7 +6,7 @@ eth-account (Web3 Secret Storage v3) keystore file,
 ``GPUCAP_ORACLE_KEYSTORE_PASSWORD`` or, better (it stays out of the process
 environment), from the file named by ``GPUCAP_ORACLE_KEYSTORE_PASSWORD_FILE``.
 Plain private keys in configuration (``GPUCAP_ORACLE_KEYS``) are refused in
-production, as are anvil's well-known dev keys inside a keystore.
+production, as are anvil's well-known dev keys inside a keystore (gpucap/keystore.py).
 
 In development a keystore works the same way; without one, ``GPUCAP_ORACLE_KEYS``
 (comma-separated 0x keys) may be used, and when that is unset too the daemon
@@ -17,7 +17,6 @@ first key also pays gas (the transmitter).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +24,7 @@ from eth_account import Account
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gpucap import keystore
 from gpucap.attestation import dev_oracle_keys
 from oracle.errors import OracleConfigError
 
@@ -159,37 +159,26 @@ class OracleSettings(BaseSettings):
             except ValueError as exc:
                 raise OracleConfigError("GPUCAP_ORACLE_KEYS holds a malformed private key") from exc
         if self.environment != "development":
-            dev = {k.lower() for k in dev_oracle_keys()}
-            if any(k.lower() in dev for k in keys):
-                raise OracleConfigError(
-                    "anvil's well-known dev keys are refused outside development"
-                )
+            for key in keys:
+                try:
+                    keystore.refuse_dev_key(key, "an oracle key")
+                except keystore.KeystoreError as exc:
+                    raise OracleConfigError(str(exc)) from None
         return keys
 
     def _decrypt_keystore(self) -> str:
         assert self.keystore_path is not None
-        if self.keystore_password_file is not None:
-            try:
-                # One trailing newline is what `echo pw > file` adds; it is not part of it.
-                password = self.keystore_password_file.read_text().removesuffix("\n")
-            except OSError as exc:
-                raise OracleConfigError(
-                    f"cannot read keystore password file {self.keystore_password_file}: {exc}"
-                ) from exc
-        else:
-            assert self.keystore_password is not None
-            password = self.keystore_password.get_secret_value()
         try:
-            keyfile = json.loads(self.keystore_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise OracleConfigError(f"cannot read keystore {self.keystore_path}: {exc}") from exc
-        try:
-            return "0x" + bytes(Account.decrypt(keyfile, password)).hex()
-        except ValueError as exc:
-            raise OracleConfigError(
-                f"cannot decrypt keystore {self.keystore_path}: wrong password or damaged file"
-                f" ({exc})"
-            ) from exc
+            password = keystore.read_password(
+                password=(
+                    self.keystore_password.get_secret_value() if self.keystore_password else None
+                ),
+                password_file=self.keystore_password_file,
+                needed_by="GPUCAP_ORACLE_KEYSTORE_PATH",
+            )
+            return keystore.decrypt(self.keystore_path, password)
+        except keystore.KeystoreError as exc:
+            raise OracleConfigError(str(exc)) from exc
 
 
 def _target_map(raw: str, name: str, source: str) -> dict[int, str]:

@@ -7,8 +7,10 @@ backend and the oracle read: chain id, deployment block, and for each contract
 its address and the build artifact holding its ABI. Runtime code never imports
 brownie; this script and tests/ are the only places that do.
 
-The deployer is the network's first unlocked account on a development chain,
-or the key in $GPUCAP_DEPLOYER_KEY elsewhere.
+The deployer is the network's first unlocked account on a development chain, or
+the key in the encrypted keystore $GPUCAP_DEPLOYER_KEYSTORE (or $GPUCAP_DEPLOYER_KEY)
+elsewhere. To deploy on a chain that brownie does not know, in one command:
+``python -m scripts.deploy_to`` (the network from its options; see that module).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,15 +38,18 @@ from brownie import (
     TestStablecoin,
     accounts,
     chain,
+    history,
     network,
     web3,
 )
 from eth_account import Account
+from web3.exceptions import TransactionNotFound
 
 from gpucap import devchain
 from gpucap.attestation import dev_oracle_keys
 from gpucap.gpu_classes import STANDARD_CLASSES
 from scripts import receipt_race
+from scripts.deploy_checks import DeployRefused, check_chain_id, deployer_key, refuse_dev_holders
 from scripts.powers import DEFAULT_ADMIN, GUARDIAN, POOL, POWERED, POWERS, TIMELOCK, role_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -124,14 +130,46 @@ class DeployConfig:
 
     @classmethod
     def from_env(cls) -> DeployConfig:
-        """$GPUCAP_DEPLOY_PROFILE: "production" (default) or "demo"."""
+        """$GPUCAP_DEPLOY_PROFILE: "production" (default) or "demo"; then who holds what:
+        $GPUCAP_RELAYER_ADDRESS, $GPUCAP_ORACLE_ADDRESSES (comma-separated) and
+        $GPUCAP_ORACLE_QUORUM, $GPUCAP_GUARDIAN_ADDRESS, $GPUCAP_MARKET_FEE_RECIPIENT and,
+        in production, $GPUCAP_TIMELOCK_PROPOSERS (comma-separated) and
+        $GPUCAP_TIMELOCK_DELAY_SECONDS (the demo's seeder reads that one itself)."""
         profile = os.environ.get("GPUCAP_DEPLOY_PROFILE", "production")
-        relayer = os.environ.get("GPUCAP_RELAYER_ADDRESS") or None
+        env = os.environ.get
+        holders: dict[str, Any] = {
+            "relayer_address": env("GPUCAP_RELAYER_ADDRESS") or None,
+            "oracle_addresses": _address_list(env("GPUCAP_ORACLE_ADDRESSES", "")),
+            "guardian_address": env("GPUCAP_GUARDIAN_ADDRESS") or None,
+            "market_fee_recipient": env("GPUCAP_MARKET_FEE_RECIPIENT") or None,
+        }
+        if env("GPUCAP_ORACLE_QUORUM"):
+            holders["oracle_quorum"] = int(env("GPUCAP_ORACLE_QUORUM", ""))
         if profile == "demo":
-            return dataclasses.replace(cls.for_demo(), relayer_address=relayer)
+            return dataclasses.replace(cls.for_demo(), **holders)
         if profile == "production":
-            return cls(relayer_address=relayer)
+            holders["timelock_proposers"] = _address_list(env("GPUCAP_TIMELOCK_PROPOSERS", ""))
+            if env("GPUCAP_TIMELOCK_DELAY_SECONDS"):
+                holders["timelock_delay_seconds"] = int(env("GPUCAP_TIMELOCK_DELAY_SECONDS", ""))
+            return cls(**holders)
         raise ValueError(f"unknown GPUCAP_DEPLOY_PROFILE {profile!r}: use 'production' or 'demo'")
+
+    def holders(self) -> dict[str, str]:
+        """Every address this configuration gives a power to, by what it holds."""
+        named = {
+            "relayer": self.relayer_address,
+            "guardian": self.guardian_address,
+            "market fee recipient": self.market_fee_recipient,
+        }
+        named.update({f"oracle {n}": a for n, a in enumerate(self.oracle_addresses, start=1)})
+        named.update(
+            {f"timelock proposer {n}": a for n, a in enumerate(self.timelock_proposers, start=1)}
+        )
+        return {what: address for what, address in named.items() if address}
+
+
+def _address_list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
 @dataclass
@@ -215,7 +253,9 @@ def deploy_system(deployer: Any, config: DeployConfig | None = None) -> System:
             spec.residual_value_bps,
             sender,
         )
-        class_ids[spec.name] = tx.return_value
+        # From the event, not tx.return_value: brownie reads a return value by tracing the
+        # transaction, and not every node serves debug_traceTransaction.
+        class_ids[spec.name] = tx.events["GpuClassRegistered"]["classId"]
     oracle_hub = _deploy_oracle_hub(deployer, registry, config)
     capacity = _deploy_capacity(deployer, registry, oracle_hub, stablecoin, forwarder, config)
     market = Market.deploy(
@@ -590,16 +630,60 @@ def write_manifest(system: System, path: Path | None = None) -> Path:
 
 
 def _deployer() -> Any:
-    key = os.environ.get("GPUCAP_DEPLOYER_KEY")
+    """The deploying account: the key scripts/deploy_checks.py ``deployer_key`` reads (an
+    encrypted keystore, or $GPUCAP_DEPLOYER_KEY; anvil's dev keys refused off the dev
+    chain), or on a development network its first unlocked account."""
+    key = deployer_key(chain.id)
     if key:
         return accounts.add(key)
     if network.show_active() in ("development",) or len(accounts) > 0:
         return accounts[0]
-    raise RuntimeError("set GPUCAP_DEPLOYER_KEY to deploy on a network without unlocked accounts")
+    raise DeployRefused(
+        "no deployer key: set GPUCAP_DEPLOYER_KEYSTORE (an encrypted keystore) on a network "
+        "without unlocked accounts"
+    )
+
+
+def check_target(config: DeployConfig) -> None:
+    """Before the first transaction: the node is the chain $GPUCAP_DEPLOY_CHAIN_ID names
+    (when set), and off the dev chain no power goes to one of anvil's public dev accounts."""
+    check_chain_id(chain.id, str(web3.provider.endpoint_uri))
+    refuse_dev_holders(config.holders(), chain.id)
+
+
+def wait_for_confirmations(deployer: Any, confirmations: int, timeout: float = 600.0) -> int:
+    """Wait until the deployer's last transaction is ``confirmations`` blocks deep (its
+    transactions are consecutive nonces, so every earlier one is at least as deep), then
+    check it is still where it was mined. Returns its block number."""
+    sent = history.from_sender(deployer.address)
+    if not sent or confirmations <= 1:
+        return sent[-1].block_number if sent else web3.eth.block_number
+    last = sent[-1]
+    deadline = time.monotonic() + timeout
+    while web3.eth.block_number < last.block_number + confirmations - 1:
+        if time.monotonic() > deadline:
+            raise DeployRefused(
+                f"no {confirmations} confirmations of {last.txid} after {timeout:.0f} s"
+            )
+        time.sleep(0.5)
+    try:
+        receipt = web3.eth.get_transaction_receipt(last.txid)
+    except TransactionNotFound:
+        raise DeployRefused(
+            f"{last.txid} left the chain (a reorg): check the deployment before using it"
+        ) from None
+    if receipt["blockNumber"] != last.block_number:
+        raise DeployRefused(
+            f"{last.txid} moved from block {last.block_number} to {receipt['blockNumber']} "
+            "(a reorg): check the deployment before using it"
+        )
+    return last.block_number
 
 
 def main() -> None:
-    deployer, config = _deployer(), DeployConfig.from_env()
+    config = DeployConfig.from_env()
+    check_target(config)
+    deployer = _deployer()
     system = deploy_system(deployer, config)
     if config.timelock_delay_seconds is not None:
         hand_over_to_timelock(
@@ -609,5 +693,13 @@ def main() -> None:
             proposers=list(config.timelock_proposers) or None,
             guardian=config.guardian_address,
         )
+    confirmations = int(os.environ.get("GPUCAP_DEPLOY_CONFIRMATIONS", "1"))
+    block = wait_for_confirmations(deployer, confirmations)
+    for name, contract in system.contracts().items():
+        if not web3.eth.get_code(contract.address):
+            raise DeployRefused(f"{name} has no code at {contract.address} after the deployment")
     path = write_manifest(system)
-    print(f"gpucap deployed on chain {chain.id}; manifest: {path}")
+    print(
+        f"gpucap deployed on chain {chain.id} by {deployer.address} "
+        f"(last transaction in block {block}, {confirmations} confirmation(s)); manifest: {path}"
+    )

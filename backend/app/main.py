@@ -23,6 +23,7 @@ from backend.db.migrate import upgrade_to_head
 from backend.db.session import get_sessionmaker
 from backend.monitoring.api import install_metrics
 from backend.worker.celery_app import create_celery
+from gpucap.logs import configure_logging
 
 
 def create_app(
@@ -66,5 +67,7 @@ def create_app(
 
 def create_served_app() -> FastAPI:
     """The app of one of several API processes (``python -m backend api --workers N``):
-    settings from the environment, migrations already run by the parent."""
+    settings from the environment, migrations already run by the parent. uvicorn starts
+    it in a fresh interpreter, so it sets up logging as its parent did (gpucap.logs)."""
+    configure_logging()
     return create_app(get_settings(), migrate=False)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_ready
+from celery.signals import setup_logging, worker_ready
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
@@ -23,12 +23,21 @@ from backend.monitoring import worker as worker_metrics
 from backend.worker import tasks
 from backend.worker.celery_app import PERIODIC_QUEUE, RELAY_QUEUE, create_celery
 from backend.worker.context import context_of
+from gpucap.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
 _settings = get_settings()
 _settings.run_dir.mkdir(parents=True, exist_ok=True)
 app = create_celery(_settings)
+
+
+@setup_logging.connect
+def _configure_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    """Celery leaves logging to this receiver (it then adds no handler of its own and
+    redirects no output): the worker and beat log as every gpucap process does, at the
+    level of their ``--loglevel``."""
+    configure_logging(level=loglevel)
 
 
 @worker_ready.connect

@@ -93,11 +93,20 @@ def relay_action(self: Task, action_id: str) -> str:
             kick=CeleryKick(self.app, ctx.forward_kick),
         )
     except ActionNotFound:
-        log.error("relay_action: action %s does not exist; dropping the message", action_id)
+        log.error(
+            "relay_action: action %s does not exist; dropping the message",
+            action_id,
+            extra={"action_id": action_id},
+        )
         return "missing"
     except DATABASE_ERRORS as exc:
         reason = database_reason(exc)
-        log.warning("relay_action %s: database unavailable (%s); retrying", action_id, reason)
+        log.warning(
+            "relay_action %s: database unavailable (%s); retrying",
+            action_id,
+            reason,
+            extra={"action_id": action_id},
+        )
         raise DatabaseUnavailable(f"database unavailable: {reason}") from None
     if ActionStatus(status).is_final:
         index_soon(self.app)
@@ -117,7 +126,12 @@ def recheck_after_claim(task: Task, action_id: str, receipt_timeout: float) -> N
             RELAY_TASK, args=[action_id], ignore_result=True, retry=False, countdown=countdown
         )
     except (OperationalError, RedisError, OSError) as exc:
-        log.info("relay_action: re-check of %s not sent (%s); the sweep takes it", action_id, exc)
+        log.info(
+            "relay_action: re-check of %s not sent (%s); the sweep takes it",
+            action_id,
+            exc,
+            extra={"action_id": action_id},
+        )
 
 
 INDEX_SOON_EXPIRES_SECONDS = 5.0

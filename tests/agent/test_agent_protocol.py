@@ -108,7 +108,7 @@ def test_the_node_key_comes_from_an_encrypted_keystore_in_production(tmp_path, m
     settings = AgentSettings(**base, keystore_path=keystore, keystore_password_file=password)
     assert Account.from_key(settings.private_key()).address == address
     password.write_text("wrong\n")
-    with pytest.raises(AgentConfigError, match="cannot open keystore"):
+    with pytest.raises(AgentConfigError, match="cannot decrypt keystore .* wrong password"):
         settings.private_key()
     with pytest.raises(ValidationError, match="KEYSTORE_PATH is required"):
         AgentSettings(**base, key=dev_private_key(9))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -67,3 +69,69 @@ def test_trusted_proxies_default_to_none_and_refuse_what_is_not_an_address(
     monkeypatch.setenv("GPUCAP_TRUSTED_PROXIES", '["10.0.0.0/8", "proxy.internal"]')
     with pytest.raises(ValidationError, match="'proxy.internal' is not an IP address or CIDR"):
         Settings()
+
+
+class TestRelayerKeystore:
+    """The relayer's key from an encrypted keystore (what `python -m devnet serve` passes)."""
+
+    KEY = "0x" + "5a" * 32
+
+    @pytest.fixture
+    def keystore_file(self, tmp_path: Path) -> tuple[Path, Path]:
+        from gpucap import keystore
+
+        path = tmp_path / "relayer.json"
+        keystore.write(path, self.KEY, "pw of the relayer", iterations=2)
+        password = tmp_path / "password"
+        password.write_text("pw of the relayer\n")
+        return path, password
+
+    def test_production_signs_with_the_decrypted_key(self, keystore_file) -> None:
+        path, password = keystore_file
+        s = Settings(
+            environment="production",
+            redis_url="redis://r:6379/0",
+            relayer_keystore_path=path,
+            relayer_keystore_password_file=password,
+        )
+        assert s.relayer_private_key == self.KEY
+        assert "pw of the relayer" not in repr(s)
+
+    def test_a_keystore_needs_its_password(self, keystore_file) -> None:
+        with pytest.raises(ValidationError, match="is encrypted: give its password"):
+            Settings(relayer_keystore_path=keystore_file[0])
+
+    def test_a_wrong_password_says_so(self, keystore_file) -> None:
+        s = Settings(relayer_keystore_path=keystore_file[0], relayer_keystore_password="no")
+        with pytest.raises(ValueError, match="cannot decrypt keystore .* wrong password"):
+            s.relayer_private_key  # noqa: B018
+
+    def test_keystore_and_plain_key_together_refused(self, keystore_file) -> None:
+        with pytest.raises(ValidationError, match="not both"):
+            Settings(
+                relayer_keystore_path=keystore_file[0],
+                relayer_keystore_password="x",
+                relayer_key=REAL_KEY,
+            )
+
+    def test_production_refuses_a_dev_key_plain_or_encrypted(self, tmp_path: Path) -> None:
+        from gpucap import keystore
+
+        with pytest.raises(ValidationError, match="anvil's well-known development keys"):
+            Settings(
+                environment="production",
+                redis_url="redis://r:6379/0",
+                relayer_key=dev_private_key(3),
+            )
+        path = tmp_path / "dev.json"
+        keystore.write(path, dev_private_key(9), "pw", iterations=2)
+        s = Settings(
+            environment="production",
+            redis_url="redis://r:6379/0",
+            relayer_keystore_path=path,
+            relayer_keystore_password="pw",
+        )
+        with pytest.raises(ValueError, match="anvil's well-known development keys"):
+            s.relayer_private_key  # noqa: B018
+        # development: the dev chain's keys are what it runs on
+        assert Settings(relayer_key=dev_private_key(3)).relayer_private_key == dev_private_key(3)

@@ -186,6 +186,11 @@ class ForwardBatch:
             mined.block_number,
             len(confirmed),
             len(failed),
+            extra={
+                "action_ids": [r.id for r in rows],
+                "tx_hash": mined.tx_hash,
+                "block_number": mined.block_number,
+            },
         )
 
     def reverted(
@@ -202,6 +207,7 @@ class ForwardBatch:
             rev.reason,
             len(again),
             len(exhausted),
+            extra={"action_ids": [r.id for r in rows], "tx_hash": rev.tx_hash},
         )
         actions.reset(sessions, again, error_code=rev.code, error=rev.reason)
         actions.update_open(

@@ -187,6 +187,7 @@ def _send(sessions: sessionmaker[Session], relayer: Relayer, action_id: str, gro
             signed.tx_hash,
             signed.nonce,
             prepared.request.gas if prepared.request.gas is not None else "estimated",
+            extra={"action_ids": prepared.ids, "tx_hash": signed.tx_hash, "nonce": signed.nonce},
         )
         relayer.broadcast(signed)
         return len(prepared.ids)
@@ -286,6 +287,7 @@ def _replace_if_stuck(
             nonce,
             old_fees.max_fee_per_gas,
             signed.fees.max_fee_per_gas if signed.fees else 0,
+            extra={"action_ids": [r.id for r in rows], "tx_hash": signed.tx_hash, "nonce": nonce},
         )
         actions.record_sent(sessions, [r.id for r in rows], signed, replaced=replaced)
         relayer.broadcast(signed)
