@@ -79,6 +79,7 @@ class ActionKind(enum.StrEnum):
     SETTLE_RESERVATION = "settle_reservation"  # after its window (and proofs or grace)
     SETTLE_EPOCH = "settle_epoch"  # EpochSettlement.settle: one epoch, a batch of nodes
     DECLARE_DEFAULT = "declare_default"  # PoolLoans.declareDefault: one node, once due
+    PERMIT = "permit"  # a wallet's EIP-2612 permit for the Market, sent by the relayer itself
 
 
 class ActionStatus(enum.StrEnum):
