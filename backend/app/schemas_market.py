@@ -124,6 +124,12 @@ class MarketTradePublic(BaseModel):
     taker_fee: str
     price: str
     block_timestamp: int
+    wash_flag: Literal["self_trade", "wash_trade"] | None = Field(
+        description="self_trade: maker and taker are one address; wash_trade: the same two "
+        "addresses traded this instrument the other way within an hour (both legs are "
+        "flagged). A flagged trade moved nothing between independent owners: do not take "
+        "its price or volume for a market's"
+    )
 
 
 class MatchCreate(_Addresses):

@@ -17,11 +17,30 @@ from eth_account import Account
 from gpucap import devchain
 from gpucap.signing import MarketOrder, sign_order, sign_permit, sign_request
 from scripts.deploy import PoolTerms, deploy_node_pool
-from tests.backend.backend_helpers import Stack, malleable_copies, reorg_away, wait_for
+from tests.backend.backend_helpers import (
+    Stack,
+    malleable_copies,
+    reorg_away,
+    running_stack,
+    wait_for,
+)
 from tests.backend.test_cli import cli
 
 USD = 10**6
 BASE_FEE = 10**9  # wei: the relayer pays real gas for the fills
+MAX_OPEN = 5  # open orders per maker: low enough for a test to reach
+
+
+@pytest.fixture(scope="module")
+def stack(live_deployment, tmp_path_factory, backend):
+    """The backend (tests/backend/conftest.py's) with a maker's count cap of MAX_OPEN."""
+    with running_stack(
+        tmp_path_factory.mktemp("backend"),
+        live_deployment,
+        env_extra={"GPUCAP_MARKET_MAX_OPEN_ORDERS_PER_MAKER": str(MAX_OPEN)},
+        backend=backend,
+    ) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +114,7 @@ def market(stack: Stack, admin, operator2, staker):
         "taker": taker,
         "racers": racers,
         "node": node,
+        "offer": offer,
     }
     web3.provider.make_request("anvil_setNextBlockBaseFeePerGas", ["0x0"])
     chain.mine()
@@ -668,7 +688,7 @@ def test_a_wallet_with_no_gas_approves_by_signature_and_its_bid_and_share_sell_f
     """``gpucap market approve --asset POOL`` for a wallet that never held ETH: GPU-hours
     (a relayed setApprovalForAll), the stablecoin and the pool's shares (permits the
     relayer submits). Then its bid and its share sell rest in the book and a taker fills
-    both, to the unit."""
+    both, to the unit; selling the GPU-hours straight back to that taker is a wash trade."""
     m, s, pool = market, market["s"], listed_pool
     user, taker, token = Account.create(), m["taker"], m["token"]
     s.stablecoin.transfer(user.address, 10 * USD, {"from": admin})
@@ -749,3 +769,97 @@ def test_a_wallet_with_no_gas_approves_by_signature_and_its_bid_and_share_sell_f
         coins[taker] + 3 * USD - 3_000 - 6 * USD - 6_000
     )
     assert web3.eth.get_balance(user.address) == 0
+
+    # The user sells the 3 GPU-hours straight back to the taker: the same two addresses
+    # trading one instrument back and forth within the hour. Both legs are flagged as a
+    # wash trade in the index; nobody else's trades are.
+    back = _order(m, amount=3, quote=6_600_000, nonce=52, maker=user)  # 2.2 a GPU-hour
+    resp = stack.post("/api/v1/market/orders", json=_body(m, back, signer=user))
+    assert resp.status_code == 201, resp.text
+    _confirmed(stack, _take(stack, m, 3, "2200000"))
+    params = {"asset": s.capacity.address, "token_id": token}
+    trades = wait_for(
+        lambda: (
+            (t := stack.get("/api/v1/market/trades", params=params).json())
+            and t[0]["order_hash"] == resp.json()["order_hash"]
+            and t
+        ),
+        30,
+        "the buy-back to be indexed",
+    )
+    pair = {user.address, taker.address}
+    flags = {(t["order_hash"], t["wash_flag"]) for t in trades if {t["maker"], t["taker"]} == pair}
+    assert flags == {(hashes[0], "wash_trade"), (resp.json()["order_hash"], "wash_trade")}
+    assert {t["wash_flag"] for t in trades if {t["maker"], t["taker"]} != pair} == {None}
+
+
+def test_a_makers_open_orders_are_capped_by_its_funds_and_their_count(
+    stack: Stack, market, listed_pool, admin
+) -> None:
+    """Each order alone is funded, yet together they may not promise more than the maker
+    holds or allows: the sells of one instrument by its balance of it, the bids of every
+    instrument by its stablecoin and the market's allowance; and at most MAX_OPEN open
+    orders. A cancelled order frees what it held; two orders placed at once for the same
+    funds: one is accepted."""
+    m, s, pool, token = market, market["s"], listed_pool, market["token"]
+    maker = Account.create()
+    s.capacity.buy(m["offer"], 5, {"from": admin})
+    s.capacity.safeTransferFrom(admin, maker.address, token, 5, b"", {"from": admin})
+    s.stablecoin.transfer(maker.address, 12 * USD, {"from": admin})
+    approval = s.capacity.setApprovalForAll.encode_input(s.market.address, True)
+    _confirmed(stack, _relay(stack, m, maker, s.capacity.address, approval))
+    permit = stack.post(
+        "/api/v1/market/permits", json=_permit_body(m, maker, s.stablecoin, value=10 * USD)
+    )
+    assert stack.wait_final(permit.json()["action_id"])["status"] == "confirmed"
+
+    def place(order: MarketOrder):
+        return stack.post("/api/v1/market/orders", json=_body(m, order, signer=maker))
+
+    def share_bid(quote: int, nonce: int) -> MarketOrder:
+        return MarketOrder(
+            maker=maker.address,
+            asset=pool.address,
+            token_id=0,
+            sell=False,
+            amount=5 * 10**18,
+            quote_amount=quote,
+            nonce=nonce,
+            expiry=chain[-1].timestamp + 3_600,
+        )
+
+    def sell(amount: int, quote: int, nonce: int) -> MarketOrder:
+        return _order(m, amount=amount, quote=quote, nonce=nonce, maker=maker)
+
+    def bid(amount: int, quote: int, nonce: int) -> MarketOrder:
+        return _order(m, amount=amount, quote=quote, nonce=nonce, sell=False, maker=maker)
+
+    def expect(answer, status: int, code: str | None) -> None:
+        assert (answer.status_code, answer.json().get("code")) == (status, code), answer.text
+
+    first_sell = sell(3, 9 * USD, 1)
+    for order, status, code in [
+        (first_sell, 201, None),
+        (sell(3, 9_300_000, 2), 422, "OpenOrdersExceedBalance"),  # 3 + 3 > 5 held
+        (sell(2, 6_200_000, 3), 201, None),  # 5 of 5 held
+        (bid(2, 3 * USD, 4), 201, None),  # 3 of 10 allowed (12 held)
+        (share_bid(8 * USD, 5), 422, "OpenOrdersExceedAllowance"),  # 3 + 8 > 10 allowed
+        (share_bid(5 * USD, 6), 201, None),  # 8 of 10 allowed
+    ]:
+        expect(place(order), status, code)
+
+    # Cancelled on-chain: its 3 GPU-hours are free again once the index has it. Two sells
+    # of 3 placed at once: 2 + 3 of 5 held, one fits.
+    cancel = s.market.cancel.encode_input(first_sell.as_tuple())
+    _confirmed(stack, _relay(stack, m, maker, s.market.address, cancel))
+    first = "0x" + bytes(s.market.hashOrder(first_sell.as_tuple())).hex()
+    _order_state(stack, first, lambda o: o["status"] == "cancelled")
+    with ThreadPoolExecutor(2) as threads:
+        answers = list(threads.map(place, [sell(3, 9_600_000 + n, 10 + n) for n in (0, 1)]))
+    assert sorted((a.status_code, a.json().get("code")) for a in answers) == [
+        (201, None),
+        (422, "OpenOrdersExceedBalance"),
+    ], [a.text for a in answers]
+    # The fifth open order fits (9 of 10 allowed); a sixth is one too many, funded or not.
+    expect(place(bid(1, USD, 20)), 201, None)
+    expect(place(bid(1, USD // 2, 21)), 422, "TooManyOpenOrders")
