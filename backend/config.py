@@ -132,6 +132,10 @@ class Settings(BaseSettings):
     session_ttl_seconds: float = 24 * 3600.0
     admin_addresses: str = ""
 
+    # The market's book: open orders one maker may rest at once (their sums are capped by
+    # the maker's funds as well: services/market/placing.py).
+    market_max_open_orders_per_maker: int = Field(default=100, ge=1)
+
     # Health checks must answer fast even when a dependency hangs.
     health_timeout_seconds: float = 1.0
     # The faucet: at most this many new drips per client address per window (any recipients).

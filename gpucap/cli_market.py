@@ -3,7 +3,9 @@
 Orders are signed here (EIP-712, the market's domain) and posted to the API's book;
 a take asks the API to match, signs the Market call it answers as a forward request
 and posts it as a fill, relayed gaslessly like a buy; a cancel is the maker's own
-``Market.cancel`` (or ``cancelUpTo``), relayed the same way. Prices are tUSD per
+``Market.cancel`` (or ``cancelUpTo``), relayed the same way; approve gives the market
+what a sell and a bid need without gas (a relayed setApprovalForAll, and EIP-2612 permits
+of the stablecoin and pool shares that the relayer submits). Prices are tUSD per
 GPU-hour for capacity tokens and per whole share for pool shares.
 """
 
@@ -24,13 +26,14 @@ from gpucap.cli import (
     _ctx,
     app,
     console,
+    fail,
     follow,
     relay,
     report,
     show,
     wallet,
 )
-from gpucap.signing import MarketOrder, sign_order, sign_request
+from gpucap.signing import MarketOrder, sign_order, sign_permit, sign_request
 
 market_app = typer.Typer(
     help="The secondary market: book, trades, order, take, cancel, approve.",
@@ -247,13 +250,85 @@ def cancel(
     relay(ctx, signer, "Market", data)
 
 
+Pools = Annotated[
+    list[str] | None,
+    typer.Option("--asset", help="a listed pool whose shares you may sell (repeat for several)"),
+]
+UNLIMITED = 2**256 - 1
+
+
 @market_app.command("approve")
 def approve(
-    typer_ctx: typer.Context, dev_account: DevAccount = None, keystore: Keystore = None
+    typer_ctx: typer.Context,
+    pools: Pools = None,
+    dev_account: DevAccount = None,
+    keystore: Keystore = None,
 ) -> None:
-    """Let the market move your capacity tokens (to sell them; relayed, gasless)."""
+    """Give the market every approval a trade needs, gasless: your GPU-hours (a relayed
+    setApprovalForAll), the stablecoin bids pay with and, with --asset, a pool's shares
+    (EIP-2612 permits signed here, submitted by the relayer). Allowances are unlimited and
+    name the Market only; what is there already is left alone."""
     ctx = _ctx(typer_ctx)
     signer = wallet(dev_account, keystore)
-    market = ctx.deployment.contracts["Market"].address
-    data = ctx.contract("CapacityToken").encode_abi("setApprovalForAll", args=[market, True])
-    relay(ctx, signer, "CapacityToken", data)
+    info = ctx.get(f"/api/v1/market/approvals/{signer.address}", pool=pools or None)
+    pending: list[tuple[str, str]] = []  # (what, action id)
+    done: list[dict[str, Any]] = []
+    if info["capacity_approved"]:
+        done.append({"what": "GPU-hours", "status": "approved already"})
+    else:
+        data = ctx.contract("CapacityToken").encode_abi(
+            "setApprovalForAll", args=[info["spender"], True]
+        )
+        try:
+            accepted = actions.forward(ctx.client, ctx.deployment, signer, "CapacityToken", data)
+        except actions.ApiRejected as exc:
+            fail(exc)
+        pending.append(("GPU-hours", accepted["action_id"]))
+    deadline = info["chain_time"] + actions.DEFAULT_DEADLINE_SECONDS
+    for token in info["tokens"]:
+        what = "tUSD" if token["kind"] == "stablecoin" else f"shares of {token['token']}"
+        if int(token["allowance"]) == UNLIMITED:
+            done.append({"what": what, "status": "approved already"})
+            continue
+        domain = token["domain"]
+        v, r, s = sign_permit(
+            signer,
+            token_name=domain["name"],
+            token_version=domain["version"],
+            token=token["token"],
+            spender=info["spender"],
+            value=UNLIMITED,
+            nonce=int(token["nonce"]),
+            deadline=deadline,
+            chain_id=domain["chainId"],
+        )
+        accepted = ctx.post(
+            "/api/v1/market/permits",
+            {
+                "token": token["token"],
+                "owner": signer.address,
+                "spender": info["spender"],
+                "value": str(UNLIMITED),
+                "nonce": token["nonce"],
+                "deadline": deadline,
+                "signature": "0x" + (r + s + bytes([v])).hex(),
+            },
+        )
+        if accepted["action_id"] is None:
+            done.append({"what": what, "status": accepted["status"]})
+        else:
+            pending.append((what, accepted["action_id"]))
+    for what, action_id in pending:
+        action = follow(ctx, action_id)
+        done.append(
+            {
+                "what": what,
+                "status": action["status"],
+                "action_id": action_id,
+                "tx_hash": action.get("tx_hash"),
+                "error": action.get("error"),
+            }
+        )
+    show(ctx, done, f"market approvals of {signer.address}", ["what", "status", "tx_hash", "error"])
+    if any(d["status"] == "failed" for d in done):
+        raise typer.Exit(code=1)

@@ -60,11 +60,14 @@ def non_canonical_reason(signature: bytes) -> str | None:
     return None
 
 
-def _domain(name: str, verifying_contract: str, chain_id: int) -> dict[str, Any]:
-    """An EIP-712 domain of version "1": the signature binds this chain and this contract."""
+def _domain(
+    name: str, verifying_contract: str, chain_id: int, version: str = "1"
+) -> dict[str, Any]:
+    """An EIP-712 domain (gpucap's contracts are all version "1"): the signature binds
+    this chain and this contract."""
     return {
         "name": name,
-        "version": "1",
+        "version": version,
         "chainId": chain_id,
         "verifyingContract": str(verifying_contract),
     }
@@ -199,9 +202,11 @@ def sign_permit(
     nonce: int,
     deadline: int,
     chain_id: int,
+    token_version: str = "1",
 ) -> tuple[int, bytes, bytes]:
-    """EIP-2612 permit of ``owner`` (a LocalAccount): (v, r, s) for ``permit(...)`` calls."""
-    domain = _domain(token_name, token, chain_id)
+    """EIP-2612 permit of ``owner`` (a LocalAccount): (v, r, s) for ``permit(...)`` calls.
+    ``token_version``: the token's EIP-712 version (OpenZeppelin's ERC20Permit: "1")."""
+    domain = _domain(token_name, token, chain_id, token_version)
     message = {
         "owner": owner.address,
         "spender": str(spender),

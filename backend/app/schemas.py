@@ -81,7 +81,11 @@ class ActionPublic(ActionBase):
     deployment: str | None = Field(
         description="the deployment: its first block and a digest of its contract addresses"
     )
-    error_code: str | None = Field(description="machine code, e.g. the custom error's name")
+    error_code: str | None = Field(
+        description="machine code, e.g. the custom error's name; on a confirmed action, why "
+        "it needed no transaction of its own (`PermitInEffect`: someone submitted the permit "
+        "first)"
+    )
     error: str | None = Field(description="human reason")
     attempts: int
     created_at: datetime

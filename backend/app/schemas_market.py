@@ -124,6 +124,12 @@ class MarketTradePublic(BaseModel):
     taker_fee: str
     price: str
     block_timestamp: int
+    wash_flag: Literal["self_trade", "wash_trade"] | None = Field(
+        description="self_trade: maker and taker are one address; wash_trade: the same two "
+        "addresses traded this instrument the other way within an hour (both legs are "
+        "flagged). A flagged trade moved nothing between independent owners: do not take "
+        "its price or volume for a market's"
+    )
 
 
 class MatchCreate(_Addresses):
@@ -169,3 +175,63 @@ class MarketInfoPublic(BaseModel):
     stablecoin: str
     maker_fee_bps: int
     taker_fee_bps: int
+
+
+# -- gasless approvals (EIP-2612 permits for the Market) ---------------------------
+
+
+class PermitTokenPublic(BaseModel):
+    """One ERC-20 the market spends for ``owner``, and what a permit of it is signed with."""
+
+    token: str
+    kind: Literal["stablecoin", "pool"] = Field(
+        description="stablecoin: what a bid (or a buying taker) pays; pool: shares a sell moves"
+    )
+    allowance: str = Field(description="the Market's allowance from the owner now (uint256)")
+    nonce: str = Field(description="the owner's next permit nonce at this token")
+    domain: dict[str, Any] = Field(description="the token's EIP-712 domain (sign the permit in it)")
+
+
+class MarketApprovalsPublic(BaseModel):
+    """What the market may move for ``owner`` now, and how to sign the missing approvals:
+    CapacityToken.setApprovalForAll (a forward request) and an EIP-2612 permit per ERC-20,
+    posted to POST /api/v1/market/permits."""
+
+    owner: str
+    spender: str = Field(description="the Market: the only spender the relayer permits")
+    capacity_token: str
+    capacity_approved: bool = Field(description="CapacityToken.isApprovedForAll(owner, Market)")
+    tokens: list[PermitTokenPublic]
+    types: dict[str, Any]
+    primary_type: str = "Permit"
+    chain_id: int
+    chain_time: int = Field(description="latest block's time: count a permit's deadline from it")
+
+
+class MarketPermitCreate(BaseModel):
+    """An EIP-2612 permit the owner signed for the Market, for the relayer to submit."""
+
+    token: str = Field(description="the stablecoin or a listed pool")
+    owner: str
+    spender: str = Field(description="must be the Market")
+    value: Uint
+    nonce: Uint = Field(description="the owner's permit nonce at the token, as signed")
+    deadline: int = Field(ge=0, le=EXPIRY_MAX, description="unix seconds, as signed")
+    signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$", description="r ‖ s ‖ v, 65 bytes")
+
+    @field_validator("token", "owner", "spender", mode="before")
+    @classmethod
+    def _address(cls, value: Any) -> str:
+        return checksum_address(value)
+
+
+class MarketPermitAccepted(BaseModel):
+    """The relayed permit's action, or (``in_effect``) nothing to relay: its nonce is used
+    already and the Market's allowance covers its value."""
+
+    action_id: str | None
+    status: Literal["pending", "submitted", "confirmed", "failed", "in_effect"]
+    status_url: str | None
+    token: str
+    owner: str
+    allowance: str = Field(description="the Market's allowance when the permit was checked")

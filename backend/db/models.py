@@ -79,6 +79,7 @@ class ActionKind(enum.StrEnum):
     SETTLE_RESERVATION = "settle_reservation"  # after its window (and proofs or grace)
     SETTLE_EPOCH = "settle_epoch"  # EpochSettlement.settle: one epoch, a batch of nodes
     DECLARE_DEFAULT = "declare_default"  # PoolLoans.declareDefault: one node, once due
+    PERMIT = "permit"  # a wallet's EIP-2612 permit for the Market, sent by the relayer itself
 
 
 class ActionStatus(enum.StrEnum):
@@ -586,8 +587,15 @@ class MarketFillRow(Base):
     taker_fee: Mapped[int] = mapped_column(BigUint)
     filled_total: Mapped[int] = mapped_column(BigUint)
     block_timestamp: Mapped[int] = mapped_column(BigInteger)
+    # "self_trade" (maker == taker) or "wash_trade" (the same two addresses trading this
+    # instrument back and forth within market_index.WASH_WINDOW_SECONDS); None: neither.
+    wash_flag: Mapped[str | None] = mapped_column(String(16))
 
-    __table_args__ = (Index("ix_market_fills_instrument", "asset", "token_id", "block_number"),)
+    __table_args__ = (
+        Index("ix_market_fills_instrument", "asset", "token_id", "block_number"),
+        # A pair's earlier trades, for the wash flag (market_index._wash_flag).
+        Index("ix_market_fills_pair", "maker", "taker"),
+    )
 
 
 class MarketCancelRow(Base):

@@ -1,4 +1,5 @@
-"""Which transaction each kind of single action sends: kind -> request builder.
+"""Which transaction each kind of single action sends: kind -> request builder (and, for
+a kind others may carry out first, kind -> its in-effect check).
 
 The worker assembles this table because it is the one part that knows every kind:
 the rows' store and the transaction driver stay ignorant of the keepers and the
@@ -12,8 +13,9 @@ from backend.db.models import ActionKind
 from backend.services.keepers.defaults import declare_default_tx
 from backend.services.keepers.deliveries import prove_tx, settle_tx
 from backend.services.keepers.epochs import settle_epoch_tx
+from backend.services.market.permits import permit_in_effect, permit_tx
 from backend.services.relaying.faucet import drip_request
-from backend.services.relaying.relayer import RequestBuilder
+from backend.services.relaying.relayer import InEffectCheck, RequestBuilder
 
 REQUEST_BUILDERS: dict[str, RequestBuilder] = {
     ActionKind.FAUCET.value: lambda chain, params: drip_request(chain, params["address"]),
@@ -21,4 +23,6 @@ REQUEST_BUILDERS: dict[str, RequestBuilder] = {
     ActionKind.SETTLE_RESERVATION.value: settle_tx,
     ActionKind.SETTLE_EPOCH.value: settle_epoch_tx,
     ActionKind.DECLARE_DEFAULT.value: declare_default_tx,
+    ActionKind.PERMIT.value: permit_tx,
 }
+IN_EFFECT_CHECKS: dict[str, InEffectCheck] = {ActionKind.PERMIT.value: permit_in_effect}

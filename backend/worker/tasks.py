@@ -43,7 +43,7 @@ from backend.worker.celery_app import (
     SWEEP_TASK,
 )
 from backend.worker.context import context_of, indexer_of, relayer_of
-from backend.worker.kinds import REQUEST_BUILDERS
+from backend.worker.kinds import IN_EFFECT_CHECKS, REQUEST_BUILDERS
 from gpucap.deployment import ManifestError
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ def relay_action(self: Task, action_id: str) -> str:
             action_id=action_id,
             limits=limits,
             builders=REQUEST_BUILDERS,
+            in_effect=IN_EFFECT_CHECKS,
             kick=CeleryKick(self.app, ctx.forward_kick),
         )
     except ActionNotFound:

@@ -18,7 +18,11 @@ WALLET_INDEX = 4  # tests/conftest.py `staker`: tUSD from the admin, no approval
 
 
 def cli(
-    stack: Stack, *args: str, api: str | None = None, rpc_url: str | None = None
+    stack: Stack,
+    *args: str,
+    api: str | None = None,
+    rpc_url: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
@@ -33,7 +37,8 @@ def cli(
             rpc_url or stack.deployment.rpc_url,
             *args,
         ],
-        env={**os.environ, "COLUMNS": "200"},  # usage errors' boxes stay one line a message
+        # COLUMNS: usage errors' boxes stay one line a message.
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -17,11 +17,30 @@ from eth_account import Account
 from gpucap import devchain
 from gpucap.signing import MarketOrder, sign_order, sign_permit, sign_request
 from scripts.deploy import PoolTerms, deploy_node_pool
-from tests.backend.backend_helpers import Stack, malleable_copies, reorg_away, wait_for
+from tests.backend.backend_helpers import (
+    Stack,
+    malleable_copies,
+    reorg_away,
+    running_stack,
+    wait_for,
+)
 from tests.backend.test_cli import cli
 
 USD = 10**6
 BASE_FEE = 10**9  # wei: the relayer pays real gas for the fills
+MAX_OPEN = 5  # open orders per maker: low enough for a test to reach
+
+
+@pytest.fixture(scope="module")
+def stack(live_deployment, tmp_path_factory, backend):
+    """The backend (tests/backend/conftest.py's) with a maker's count cap of MAX_OPEN."""
+    with running_stack(
+        tmp_path_factory.mktemp("backend"),
+        live_deployment,
+        env_extra={"GPUCAP_MARKET_MAX_OPEN_ORDERS_PER_MAKER": str(MAX_OPEN)},
+        backend=backend,
+    ) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +114,7 @@ def market(stack: Stack, admin, operator2, staker):
         "taker": taker,
         "racers": racers,
         "node": node,
+        "offer": offer,
     }
     web3.provider.make_request("anvil_setNextBlockBaseFeePerGas", ["0x0"])
     chain.mine()
@@ -344,17 +364,25 @@ def test_takers_racing_for_one_order_get_one_fill_relayed(stack: Stack, market) 
     assert state["filled"] == "3"
 
 
-def test_pool_shares_trade_through_the_book(stack: Stack, market, admin, operator2, stranger):
-    """An ERC-20 instrument: a listed pool's shares, sold by a depositor (dev account 5)
-    and taken by the gasless taker, to the unit."""
-    m, s = market, market["s"]
+@pytest.fixture(scope="module")
+def listed_pool(market, admin, operator2, stranger):
+    """The market's node's RevenuePool (binding it lists its shares on the market); the
+    stranger (dev account 5) deposited 40 USD for 40 shares."""
+    s = market["s"]
     pool = deploy_node_pool(
-        s, admin, node_id=m["node"], operator=operator2.address,
+        s, admin, node_id=market["node"], operator=operator2.address,
         terms=PoolTerms(target_assets=1_000 * USD),
     )  # fmt: skip
     s.stablecoin.transfer(stranger, 40 * USD, {"from": admin})
     s.stablecoin.approve(pool, 40 * USD, {"from": stranger})
     pool.deposit(40 * USD, stranger, {"from": stranger})
+    return pool
+
+
+def test_pool_shares_trade_through_the_book(stack: Stack, market, listed_pool, stranger):
+    """An ERC-20 instrument: a listed pool's shares, sold by a depositor (dev account 5)
+    and taken by the gasless taker, to the unit."""
+    m, s, pool = market, market["s"], listed_pool
     pool.approve(s.market, 2**256 - 1, {"from": stranger})
     seller = Account.from_key(devchain.dev_private_key(5))
     shares = MarketOrder(
@@ -554,3 +582,284 @@ def test_cli_places_takes_lists_and_cancels(stack: Stack, market) -> None:
     assert cancelled.returncode == 0 and "confirmed" in cancelled.stdout, cancelled.stderr
     _order_state(stack, rest, lambda o: o["status"] == "cancelled")
     assert s.capacity.balanceOf(s.market.address, market["token"]) == 0  # no custody
+
+
+# ---------------------------------------------------------------------------
+# Gasless approvals: EIP-2612 permits for the Market, submitted by the relayer
+# ---------------------------------------------------------------------------
+
+UNLIMITED = 2**256 - 1
+
+
+def _permit_body(m, owner, token, *, value, nonce=0, deadline=None, spender=None, signer=None):
+    """``owner``'s permit of ``token`` (the stablecoin or a pool) as POST /permits takes it."""
+    s = m["s"]
+    spender = spender or s.market.address
+    deadline = deadline or chain[-1].timestamp + 3_600
+    v, r, sig_s = sign_permit(
+        signer or owner,
+        token_name=token.name(),
+        token=token.address,
+        spender=spender,
+        value=value,
+        nonce=nonce,
+        deadline=deadline,
+        chain_id=chain.id,
+    )
+    return {
+        "token": token.address,
+        "owner": owner.address,
+        "spender": str(spender),
+        "value": str(value),
+        "nonce": str(nonce),
+        "deadline": deadline,
+        "signature": "0x" + (r + sig_s + bytes([v])).hex(),
+    }
+
+
+def test_permits_refused_with_their_codes_and_a_used_one_in_effect(
+    stack: Stack, market, listed_pool, admin, stranger
+) -> None:
+    m, s, pool = market, market["s"], listed_pool
+    owner = Account.create()
+    info = stack.get(
+        f"/api/v1/market/approvals/{owner.address}", params={"pool": pool.address}
+    ).json()
+    assert (info["spender"], info["capacity_approved"]) == (s.market.address, False)
+    assert [(t["kind"], t["token"], t["allowance"], t["nonce"]) for t in info["tokens"]] == [
+        ("stablecoin", s.stablecoin.address, "0", "0"),
+        ("pool", pool.address, "0", "0"),
+    ]
+    assert [t["domain"]["name"] for t in info["tokens"]] == [s.stablecoin.name(), pool.name()]
+    unlisted = stack.get(
+        f"/api/v1/market/approvals/{owner.address}", params={"pool": s.capacity.address}
+    )
+    assert (unlisted.status_code, unlisted.json()["code"]) == (422, "TokenNotAllowed")
+
+    coin = s.stablecoin
+    good = _permit_body(m, owner, coin, value=5 * USD)
+    expect = [
+        (_permit_body(m, owner, coin, value=5 * USD, spender=stranger.address), "SpenderNotMarket"),
+        ({**good, "token": s.capacity.address}, "TokenNotAllowed"),
+        (_permit_body(m, owner, coin, value=5 * USD, signer=m["taker"]), "InvalidSignature"),
+        ({**good, "value": str(6 * USD)}, "InvalidSignature"),  # not what was signed
+        (_permit_body(m, owner, coin, value=5 * USD, nonce=1), "InvalidNonce"),
+        (
+            _permit_body(m, owner, coin, value=5 * USD, deadline=chain[-1].timestamp + 5),
+            "PermitExpired",
+        ),
+    ]
+    for copy in malleable_copies(good["signature"]):
+        expect.append(({**good, "signature": copy}, "NonCanonicalSignature"))
+    for body, code in expect:
+        resp = stack.post("/api/v1/market/permits", json=body)
+        assert (resp.status_code, resp.json()["code"]) == (422, code), resp.text
+    assert coin.nonces(owner.address) == 0
+
+    # Someone submitted the permit first (it is public once signed): done, nothing relayed.
+    sig = bytes.fromhex(good["signature"][2:])
+    coin.permit(
+        owner.address, s.market, 5 * USD, good["deadline"], sig[64], sig[:32], sig[32:64],
+        {"from": admin},
+    )  # fmt: skip
+    done = stack.post("/api/v1/market/permits", json=good)
+    assert done.status_code == 200, done.text
+    assert (done.json()["status"], done.json()["action_id"]) == ("in_effect", None)
+    assert done.json()["allowance"] == str(5 * USD)
+    # A bigger permit signed for that used nonce cannot run, and the allowance is short.
+    short = stack.post("/api/v1/market/permits", json=_permit_body(m, owner, coin, value=UNLIMITED))
+    assert (short.status_code, short.json()["code"]) == (409, "PermitNonceUsed"), short.text
+
+    # The pool's shares: relayed, the same permit again is its action.
+    shares = _permit_body(m, owner, pool, value=UNLIMITED)
+    relayed = stack.post("/api/v1/market/permits", json=shares)
+    assert relayed.status_code == 202, relayed.text
+    again = stack.post("/api/v1/market/permits", json=shares)
+    assert (again.status_code, again.json()["action_id"]) == (200, relayed.json()["action_id"])
+    final = stack.wait_final(relayed.json()["action_id"])
+    assert (final["status"], final["error_code"]) == ("confirmed", None), final
+    assert pool.allowance(owner.address, s.market) == UNLIMITED
+    assert web3.eth.get_balance(owner.address) == 0
+
+
+def test_a_wallet_with_no_gas_approves_by_signature_and_its_bid_and_share_sell_fill(
+    stack: Stack, market, listed_pool, admin, stranger
+) -> None:
+    """``gpucap market approve --asset POOL`` for a wallet that never held ETH: GPU-hours
+    (a relayed setApprovalForAll), the stablecoin and the pool's shares (permits the
+    relayer submits). Then its bid and its share sell rest in the book and a taker fills
+    both, to the unit; selling the GPU-hours straight back to that taker is a wash trade."""
+    m, s, pool = market, market["s"], listed_pool
+    user, taker, token = Account.create(), m["taker"], m["token"]
+    s.stablecoin.transfer(user.address, 10 * USD, {"from": admin})
+    pool.transfer(user.address, 5 * 10**18, {"from": stranger})
+    bid = _order(m, amount=3, quote=3 * USD, nonce=50, sell=False, maker=user)  # 1.0 a GPU-hour
+    sell = MarketOrder(
+        maker=user.address,
+        asset=pool.address,
+        token_id=0,
+        sell=True,
+        amount=5 * 10**18,
+        quote_amount=6 * USD,  # 1.2 a share
+        nonce=51,
+        expiry=chain[-1].timestamp + 3_600,
+    )
+    for order in (bid, sell):  # nothing approved yet
+        resp = stack.post("/api/v1/market/orders", json=_body(m, order, signer=user))
+        assert (resp.status_code, resp.json()["code"]) == (422, "MakerNotApproved"), resp.text
+
+    wallet_env = {"GPUCAP_WALLET_KEY": "0x" + bytes(user.key).hex()}
+    approved = cli(stack, "--json", "market", "approve", "--asset", pool.address, env=wallet_env)
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    assert [(r["what"], r["status"]) for r in json.loads(approved.stdout)] == [
+        ("GPU-hours", "confirmed"),
+        ("tUSD", "confirmed"),
+        (f"shares of {pool.address}", "confirmed"),
+    ]
+    assert s.capacity.isApprovedForAll(user.address, s.market)
+    assert s.stablecoin.allowance(user.address, s.market) == UNLIMITED
+    assert pool.allowance(user.address, s.market) == UNLIMITED
+    again = cli(stack, "--json", "market", "approve", "--asset", pool.address, env=wallet_env)
+    assert {r["status"] for r in json.loads(again.stdout)} == {"approved already"}, again.stdout
+
+    hashes = []
+    for order in (bid, sell):
+        resp = stack.post("/api/v1/market/orders", json=_body(m, order, signer=user))
+        assert resp.status_code == 201, resp.text
+        hashes.append(resp.json()["order_hash"])
+    # The taker sells 3 GPU-hours into the bid and buys the 5 shares.
+    s.capacity.safeTransferFrom(admin, taker.address, token, 3, b"", {"from": admin})
+    approval = s.capacity.setApprovalForAll.encode_input(s.market.address, True)
+    _confirmed(stack, _relay(stack, m, taker, s.capacity.address, approval))
+    coins = {w: s.stablecoin.balanceOf(w.address) for w in (user, taker)}
+    held = s.capacity.balanceOf(taker.address, token)
+    for asset, token_id, side, amount, limit in (
+        (s.capacity.address, token, "sell", "3", "1000000"),
+        (pool.address, 0, "buy", str(5 * 10**18), "0.0000000000012"),
+    ):
+        found = stack.post(
+            "/api/v1/market/match",
+            json={
+                "taker": taker.address,
+                "asset": asset,
+                "token_id": str(token_id),
+                "side": side,
+                "amount": amount,
+                "limit_price": limit,
+            },
+        )
+        assert found.status_code == 200, found.text
+        body = found.json()
+        assert [f["order_hash"] for f in body["fills"]] == [hashes[0 if side == "sell" else 1]]
+        _confirmed(
+            stack,
+            _relay(
+                stack, m, taker, body["to"], body["data"], path="/api/v1/market/fills",
+                gas=body["gas"],
+            ),
+        )  # fmt: skip
+    for digest in hashes:
+        _order_state(stack, digest, lambda o: o["status"] == "filled")
+    # Maker fee 0; the taker's 10 bps: out of its proceeds when it sells, on top when it buys.
+    assert s.capacity.balanceOf(user.address, token) == 3
+    assert s.capacity.balanceOf(taker.address, token) == held - 3
+    assert pool.balanceOf(user.address) == 0
+    assert s.stablecoin.balanceOf(user.address) == coins[user] - 3 * USD + 6 * USD
+    assert s.stablecoin.balanceOf(taker.address) == (
+        coins[taker] + 3 * USD - 3_000 - 6 * USD - 6_000
+    )
+    assert web3.eth.get_balance(user.address) == 0
+
+    # The user sells the 3 GPU-hours straight back to the taker: the same two addresses
+    # trading one instrument back and forth within the hour. Both legs are flagged as a
+    # wash trade in the index; nobody else's trades are.
+    back = _order(m, amount=3, quote=6_600_000, nonce=52, maker=user)  # 2.2 a GPU-hour
+    resp = stack.post("/api/v1/market/orders", json=_body(m, back, signer=user))
+    assert resp.status_code == 201, resp.text
+    _confirmed(stack, _take(stack, m, 3, "2200000"))
+    params = {"asset": s.capacity.address, "token_id": token}
+    trades = wait_for(
+        lambda: (
+            (t := stack.get("/api/v1/market/trades", params=params).json())
+            and t[0]["order_hash"] == resp.json()["order_hash"]
+            and t
+        ),
+        30,
+        "the buy-back to be indexed",
+    )
+    pair = {user.address, taker.address}
+    flags = {(t["order_hash"], t["wash_flag"]) for t in trades if {t["maker"], t["taker"]} == pair}
+    assert flags == {(hashes[0], "wash_trade"), (resp.json()["order_hash"], "wash_trade")}
+    assert {t["wash_flag"] for t in trades if {t["maker"], t["taker"]} != pair} == {None}
+
+
+def test_a_makers_open_orders_are_capped_by_its_funds_and_their_count(
+    stack: Stack, market, listed_pool, admin
+) -> None:
+    """Each order alone is funded, yet together they may not promise more than the maker
+    holds or allows: the sells of one instrument by its balance of it, the bids of every
+    instrument by its stablecoin and the market's allowance; and at most MAX_OPEN open
+    orders. A cancelled order frees what it held; two orders placed at once for the same
+    funds: one is accepted."""
+    m, s, pool, token = market, market["s"], listed_pool, market["token"]
+    maker = Account.create()
+    s.capacity.buy(m["offer"], 5, {"from": admin})
+    s.capacity.safeTransferFrom(admin, maker.address, token, 5, b"", {"from": admin})
+    s.stablecoin.transfer(maker.address, 12 * USD, {"from": admin})
+    approval = s.capacity.setApprovalForAll.encode_input(s.market.address, True)
+    _confirmed(stack, _relay(stack, m, maker, s.capacity.address, approval))
+    permit = stack.post(
+        "/api/v1/market/permits", json=_permit_body(m, maker, s.stablecoin, value=10 * USD)
+    )
+    assert stack.wait_final(permit.json()["action_id"])["status"] == "confirmed"
+
+    def place(order: MarketOrder):
+        return stack.post("/api/v1/market/orders", json=_body(m, order, signer=maker))
+
+    def share_bid(quote: int, nonce: int) -> MarketOrder:
+        return MarketOrder(
+            maker=maker.address,
+            asset=pool.address,
+            token_id=0,
+            sell=False,
+            amount=5 * 10**18,
+            quote_amount=quote,
+            nonce=nonce,
+            expiry=chain[-1].timestamp + 3_600,
+        )
+
+    def sell(amount: int, quote: int, nonce: int) -> MarketOrder:
+        return _order(m, amount=amount, quote=quote, nonce=nonce, maker=maker)
+
+    def bid(amount: int, quote: int, nonce: int) -> MarketOrder:
+        return _order(m, amount=amount, quote=quote, nonce=nonce, sell=False, maker=maker)
+
+    def expect(answer, status: int, code: str | None) -> None:
+        assert (answer.status_code, answer.json().get("code")) == (status, code), answer.text
+
+    first_sell = sell(3, 9 * USD, 1)
+    for order, status, code in [
+        (first_sell, 201, None),
+        (sell(3, 9_300_000, 2), 422, "OpenOrdersExceedBalance"),  # 3 + 3 > 5 held
+        (sell(2, 6_200_000, 3), 201, None),  # 5 of 5 held
+        (bid(2, 3 * USD, 4), 201, None),  # 3 of 10 allowed (12 held)
+        (share_bid(8 * USD, 5), 422, "OpenOrdersExceedAllowance"),  # 3 + 8 > 10 allowed
+        (share_bid(5 * USD, 6), 201, None),  # 8 of 10 allowed
+    ]:
+        expect(place(order), status, code)
+
+    # Cancelled on-chain: its 3 GPU-hours are free again once the index has it. Two sells
+    # of 3 placed at once: 2 + 3 of 5 held, one fits.
+    cancel = s.market.cancel.encode_input(first_sell.as_tuple())
+    _confirmed(stack, _relay(stack, m, maker, s.market.address, cancel))
+    first = "0x" + bytes(s.market.hashOrder(first_sell.as_tuple())).hex()
+    _order_state(stack, first, lambda o: o["status"] == "cancelled")
+    with ThreadPoolExecutor(2) as threads:
+        answers = list(threads.map(place, [sell(3, 9_600_000 + n, 10 + n) for n in (0, 1)]))
+    assert sorted((a.status_code, a.json().get("code")) for a in answers) == [
+        (201, None),
+        (422, "OpenOrdersExceedBalance"),
+    ], [a.text for a in answers]
+    # The fifth open order fits (9 of 10 allowed); a sixth is one too many, funded or not.
+    expect(place(bid(1, USD, 20)), 201, None)
+    expect(place(bid(1, USD // 2, 21)), 422, "TooManyOpenOrders")

@@ -23,6 +23,7 @@ from backend.db.models import (
     GpuClassRow,
     IndexedBlock,
     IndexerState,
+    MarketFillRow,
     NodeRow,
     OfferRow,
     SaleRow,
@@ -30,7 +31,8 @@ from backend.db.models import (
 from backend.services.chain import Chain
 from backend.services.indexing.event_decoding import jsonable
 from backend.services.indexing.indexer import Indexer
-from backend.services.indexing.read_models import token_parts
+from backend.services.indexing.market_index import WASH_TRADE, WASH_WINDOW_SECONDS
+from backend.services.indexing.read_models import apply_event, rebuild_projections, token_parts
 from tests.backend.backend_helpers import assert_decoding_matches_web3
 from tests.oracle.hub_helpers import ORACLE_KEYS, commitment_for, end_epoch, signatures
 
@@ -298,3 +300,83 @@ def test_balances_are_read_a_batch_at_a_time_not_per_event(world, indexer, sessi
     assert statements, "no balance was read"
     by_key = [st for st in statements if "WHERE balances.holder = ?" in st]
     assert not by_key, by_key[:1]
+
+
+# ---------------------------------------------------------------------------
+# The market's trades: self-trades and wash trades flagged, folded from stored
+# OrderFilled events (the fold the indexer runs live and on a rebuild), so every case,
+# the self-trade the Market refuses included, is here without a chain. The e2e market
+# test sees a real round trip flagged through the API.
+# ---------------------------------------------------------------------------
+
+# Traders A, B, C; two token ids X, Y of one asset. Addresses as the decoder writes them.
+MA, MB, MC = ("0x" + c * 40 for c in "ABC")
+MX, MY = 7, 8
+MASSET = "0x" + "D" * 40
+
+
+def _market_fill(
+    n: int, t: int, *, seller: str, buyer: str, maker_sells: bool = True, token: int = MX
+) -> ChainEvent:
+    """OrderFilled in block ``n`` at time ``t``: ``seller`` sold one unit to ``buyer``."""
+    maker, taker = (seller, buyer) if maker_sells else (buyer, seller)
+    return ChainEvent(
+        block_number=n,
+        log_index=0,
+        block_hash="0x" + f"{n:064x}",
+        block_timestamp=t,
+        tx_hash="0x" + f"{n:064x}",
+        contract="Market",
+        event="OrderFilled",
+        address=MASSET,
+        args={
+            "orderHash": "0x" + f"{n:064x}",
+            "maker": maker,
+            "taker": taker,
+            "asset": MASSET,
+            "tokenId": token,
+            "makerSells": maker_sells,
+            "amount": 1,
+            "quote": 2,
+            "makerFee": 0,
+            "takerFee": 0,
+            "filledTotal": 1,
+        },
+    )
+
+
+def _wash_flags(session) -> dict[int, str | None]:
+    rows = session.scalars(select(MarketFillRow).order_by(MarketFillRow.block_number))
+    return {r.block_number: r.wash_flag for r in rows}
+
+
+def test_round_trips_within_the_window_and_self_trades_are_flagged(sessions) -> None:
+    late = 1_200 + WASH_WINDOW_SECONDS + 1
+    events = [
+        _market_fill(1, 1_000, seller=MA, buyer=MB),  # A -> B ...
+        _market_fill(2, 1_010, seller=MB, buyer=MC),  # B -> C: another pair
+        _market_fill(3, 1_020, seller=MC, buyer=MB, token=MY),  # C -> B, but of Y: not back
+        _market_fill(4, 1_100, seller=MB, buyer=MA, maker_sells=False),  # ... B -> A: wash
+        _market_fill(5, 1_200, seller=MB, buyer=MC),  # B -> C again: the same way, not back
+        _market_fill(6, late, seller=MC, buyer=MB),  # C -> B of X, but over an hour later
+        _market_fill(7, 9_000, seller=MA, buyer=MA),  # the Market refuses it; flagged anyway
+    ]
+    with sessions() as session:
+        for ev in events:
+            session.add(ev)
+            apply_event(session, ev)
+        session.commit()
+        live = _wash_flags(session)
+        assert live == {
+            1: WASH_TRADE,  # flagged when its reverse leg (4) came
+            2: None,
+            3: None,
+            4: WASH_TRADE,
+            5: None,
+            6: None,
+            7: "self_trade",
+        }
+        # A rebuild (after a reorg) replays the same events in chain order: same flags.
+        rebuild_projections(session)
+        session.commit()
+        assert _wash_flags(session) == live

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.script import ScriptDirectory
+from eth_utils import to_checksum_address
 from sqlalchemy.exc import IntegrityError
 
 from backend.db.migrate import alembic_config, upgrade_to_head
@@ -17,6 +18,7 @@ from backend.db.models import Base
 from tests.backend.test_migrations import database_url  # noqa: F401 - the fixture
 
 MARKET_TABLES = ("market_orders", "market_fills", "market_cancels", "market_nonces")
+LATER_COLUMNS = {"market_fills": {"wash_flag"}}  # added by 0014
 
 
 def _order(order_hash: str) -> dict[str, object]:
@@ -50,7 +52,8 @@ def test_0012_up_down_up(database_url: str) -> None:  # noqa: F811 - the fixture
     inspector = sa.inspect(engine)
     for table in MARKET_TABLES:
         migrated = {c["name"] for c in inspector.get_columns(table)}
-        assert migrated == set(Base.metadata.tables[table].columns.keys()), table
+        expected = set(Base.metadata.tables[table].columns.keys()) - LATER_COLUMNS.get(table, set())
+        assert migrated == expected, table
     assert {"ix_market_orders_instrument", "ix_market_orders_maker"} <= {
         i["name"] for i in inspector.get_indexes("market_orders")
     }
@@ -100,4 +103,57 @@ def test_0012_rebuilds_an_index_that_stored_market_events(
     with engine.connect() as conn:
         block = conn.scalar(sa.text("SELECT deployment_block FROM indexer_state"))
     assert block == (-1 if market_events else 5)
+    engine.dispose()
+
+
+@pytest.mark.parametrize("indexed_fills", [0, 1])
+def test_0014_checksums_addresses_adds_the_wash_flag_and_rebuilds_flagless_fills(
+    database_url: str,  # noqa: F811 - the fixture
+    indexed_fills: int,
+) -> None:
+    """0014 rewrites a book row's addresses in the form the queries compare (EIP-55), adds
+    ``market_fills.wash_flag`` and its pair index, and marks an index holding fills stale
+    so a rebuild flags them; down drops the column and the index (addresses stay)."""
+    cfg = alembic_config(database_url)
+    command.upgrade(cfg, "0013")
+    engine = sa.create_engine(database_url)
+    lower = "0x" + "ab" * 20  # an all-lowercase maker, an all-uppercase asset
+    _insert(engine, {**_order("0x" + "aa" * 32), "maker": lower, "asset": "0x" + "AB" * 20})
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO indexer_state (chain_id, deployment_block, next_block, head_block, "
+                "reorgs, resets, updated_at) VALUES (31337, 5, 100, 100, 0, 0, :now)"
+            ),
+            {"now": datetime.now(UTC)},
+        )
+        for n in range(indexed_fills):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO market_fills (block_number, log_index, tx_hash, order_hash, "
+                    "maker, taker, asset, token_id, maker_sells, amount, quote, maker_fee, "
+                    "taker_fee, filled_total, block_timestamp) VALUES (:n, 0, :h, :h, :m, :m, "
+                    ":m, '0', true, '1', '1', '0', '0', '1', 1)"
+                ),
+                {"n": 10 + n, "h": "0x" + "ef" * 32, "m": to_checksum_address(lower)},
+            )
+    command.upgrade(cfg, "0014")
+    checksummed = to_checksum_address(lower)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT maker, asset FROM market_orders")).one() == (
+            checksummed,
+            checksummed,
+        )
+        block = conn.scalar(sa.text("SELECT deployment_block FROM indexer_state"))
+    assert block == (-1 if indexed_fills else 5)
+    inspector = sa.inspect(engine)
+    migrated = {c["name"] for c in inspector.get_columns("market_fills")}
+    assert migrated == set(Base.metadata.tables["market_fills"].columns.keys())
+    assert "ix_market_fills_pair" in {i["name"] for i in inspector.get_indexes("market_fills")}
+
+    command.downgrade(cfg, "0013")
+    inspector = sa.inspect(engine)
+    assert "wash_flag" not in {c["name"] for c in inspector.get_columns("market_fills")}
+    assert "ix_market_fills_pair" not in {i["name"] for i in inspector.get_indexes("market_fills")}
+    upgrade_to_head(database_url)
     engine.dispose()

@@ -10,6 +10,7 @@ from backend.app.routers import (
     governance,
     health,
     market,
+    market_permits,
     metrics,
     pools,
     reads,
@@ -28,3 +29,4 @@ api_router.include_router(risk.router, prefix="/api/v1")
 api_router.include_router(metrics.router, prefix="/api/v1")
 api_router.include_router(governance.router, prefix="/api/v1")
 api_router.include_router(market.router, prefix="/api/v1")
+api_router.include_router(market_permits.router, prefix="/api/v1")

@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.app.deps import ChainDep, EnqueueDep, Enqueuer, SessionDep
+from backend.app.deps import ChainDep, EnqueueDep, Enqueuer, SessionDep, SettingsDep
 from backend.app.errors import ApiError
 from backend.app.params import Limit, address_param
 from backend.app.schemas import ErrorPublic, ForwardAccepted, ForwardCreate
@@ -35,7 +35,7 @@ from backend.app.schemas_market import (
 )
 from backend.db.models import Action, MarketFillRow, MarketOrderRow
 from backend.services.chain import Chain
-from backend.services.market import book, matching
+from backend.services.market import book, matching, placing
 from backend.services.market.book import MarketRejected, OrderView
 from backend.services.relaying.forward import OpenRequest
 from gpucap.signing import MARKET_NAME, ORDER_TYPES, MarketOrder, SignedRequest
@@ -118,16 +118,23 @@ def market_info(chain: ChainDep) -> MarketInfoPublic:
         422: {
             "model": ErrorPublic,
             "description": "Refused: code says why (signature, expiry, instrument, window, "
-            "maker's balance or approval, the order's on-chain state)",
+            "maker's balance or approval, the order's on-chain state; the maker's open orders "
+            "with this one beyond its balance or allowance, `OpenOrdersExceedBalance`, "
+            "`OpenOrdersExceedAllowance`, or its count cap, `TooManyOpenOrders`)",
         },
         **UNAVAILABLE,
     },
 )
 def place_order(
-    body: MarketOrderCreate, response: Response, session: SessionDep, chain: ChainDep
+    body: MarketOrderCreate,
+    response: Response,
+    session: SessionDep,
+    chain: ChainDep,
+    settings: SettingsDep,
 ) -> MarketOrderPublic:
     """Accept a signed limit order into the book once every check a fill would make
-    passes now; an order that would cross the book is refused (a taker takes)."""
+    passes now and the maker's open orders, with it, stay within its funds and its count
+    cap; an order that would cross the book is refused (a taker takes)."""
     order = MarketOrder(
         maker=body.maker,
         asset=body.asset,
@@ -139,7 +146,13 @@ def place_order(
         expiry=body.expiry,
     )
     try:
-        row, created = book.accept_order(session, chain, order, bytes.fromhex(body.signature[2:]))
+        row, created = placing.accept_order(
+            session,
+            chain,
+            order,
+            bytes.fromhex(body.signature[2:]),
+            max_open=settings.market_max_open_orders_per_maker,
+        )
     except BadSignature as exc:
         raise ApiError(422, "InvalidSignature", f"the signature does not recover: {exc}") from exc
     response.status_code = 201 if created else 200
@@ -192,7 +205,8 @@ def order_book(
 def market_trades(
     asset: AssetQuery, token_id: TokenIdQuery, session: SessionDep, limit: Limit = 50
 ) -> list[MarketTradePublic]:
-    """The instrument's fills as indexed, newest first."""
+    """The instrument's fills as indexed, newest first, with self-trades and wash trades
+    flagged."""
     address = address_param(asset, "asset")
     rows = session.scalars(
         select(MarketFillRow)
@@ -215,6 +229,7 @@ def market_trades(
             taker_fee=str(r.taker_fee),
             price=book.price_text(book.price_of(r.amount, r.quote)),
             block_timestamp=r.block_timestamp,
+            wash_flag=r.wash_flag,  # type: ignore[arg-type]
         )
         for r in rows
     ]

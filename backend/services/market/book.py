@@ -1,13 +1,12 @@
-"""The market's off-chain order book: signed orders in, what the chain did with them out.
+"""The market's off-chain order book: what the chain did with the orders in it.
 
-An order is accepted only when it could fill now: signed by its maker in the one form
-the chain accepts, not expired, not cancelled, for a listed instrument whose window has
-not started, and funded (balance and approval). Accepted orders are rows of
-``market_orders``; their state (filled amount, cancellation, nonce floor) is never
-written here but read from the indexer's projections of Market's events, and the
-amounts that relayed fills still in flight will take are read from those fills' own
-forward actions. So the book follows the chain and the relayer without a second copy
-of either, and a reorg that undoes a fill puts its amount back on the book.
+Orders come in through ``placing.py`` (every check a fill would make, and the maker's
+limits). Accepted orders are rows of ``market_orders``; their state (filled amount,
+cancellation, nonce floor) is never written here but read from the indexer's
+projections of Market's events, and the amounts that relayed fills still in flight will
+take are read from those fills' own forward actions. So the book follows the chain and
+the relayer without a second copy of either, and a reorg that undoes a fill puts its
+amount back on the book.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from typing import Any
 from eth_account.messages import _hash_eip191_message
 from eth_utils import to_checksum_address
 from sqlalchemy import func, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from web3.exceptions import ContractLogicError
 
@@ -43,7 +41,7 @@ from backend.db.models import (
 from backend.services.chain import Chain
 from backend.services.errors import ServiceError
 from gpucap.deployment import ManifestError, read_abi
-from gpucap.signing import MarketOrder, non_canonical_reason, recover_order_signer
+from gpucap.signing import MarketOrder
 
 log = logging.getLogger(__name__)
 
@@ -116,90 +114,6 @@ def fill_quote(order: MarketOrder, fill_amount: int) -> int:
     return product // order.amount
 
 
-def accept_order(
-    session: Session, chain: Chain, order: MarketOrder, signature: bytes
-) -> tuple[MarketOrderRow, bool]:
-    """Check ``order`` fully and store it; (row, created). The same order again is its row
-    (re-checked and put back on the book if it was dropped for want of funds)."""
-    if (problem := non_canonical_reason(signature)) is not None:
-        raise MarketRejected(problem, code="NonCanonicalSignature")
-    market = market_contract(chain)
-    chain_id = chain.deployment.chain_id
-    if order.amount == 0 or order.quote_amount == 0:
-        raise MarketRejected("amount and quote_amount must both be above zero", code="ZeroAmount")
-    signer = recover_order_signer(order, signature, market=market.address, chain_id=chain_id)
-    if signer.lower() != order.maker.lower():
-        raise MarketRejected(
-            f"the signature is not {order.maker}'s for this order in market {market.address} "
-            f"on chain {chain_id} (recovered {signer})",
-            code="InvalidSignature",
-        )
-    digest = order_hash(order, market=market.address, chain_id=chain_id)
-    now = chain_time(chain)
-    if order.expiry < now + MIN_EXPIRY_MARGIN:
-        raise MarketRejected(
-            f"expiry {order.expiry} leaves under {MIN_EXPIRY_MARGIN}s at chain time {now}",
-            code="OrderExpired",
-        )
-    check_instrument(chain, order.asset, order.token_id, now)
-    status, _ = chain.call(
-        "reading order status", lambda: market.functions.orderStatus(order.as_tuple()).call()
-    )
-    if status in (2, 3):  # IMarket.Status: Filled, Cancelled
-        name = "OrderFilled" if status == 2 else "OrderCancelled"
-        raise MarketRejected(f"order {digest} is {name[5:].lower()} on-chain", code=name)
-    if (shortfall := funding_problem(chain, order, order.amount)) is not None:
-        raise MarketRejected(shortfall[1], code=shortfall[0])
-    existing = session.scalar(select(MarketOrderRow).where(MarketOrderRow.order_hash == digest))
-    if existing is not None:
-        if existing.dropped is not None:
-            existing.dropped = None
-            session.commit()
-        return existing, False
-    _refuse_crossing(session, chain, order, now)
-    row = MarketOrderRow(
-        order_hash=digest,
-        maker=to_checksum_address(order.maker),
-        asset=to_checksum_address(order.asset),
-        token_id=str(order.token_id),
-        sell=order.sell,
-        amount=order.amount,
-        quote_amount=order.quote_amount,
-        nonce=order.nonce,
-        expiry=order.expiry,
-        signature="0x" + signature.hex(),
-    )
-    session.add(row)
-    try:
-        session.commit()
-    except IntegrityError:  # the same order, accepted by a concurrent request
-        session.rollback()
-        found = session.scalar(select(MarketOrderRow).where(MarketOrderRow.order_hash == digest))
-        if found is None:
-            raise
-        return found, False
-    return row, True
-
-
-def _refuse_crossing(session: Session, chain: Chain, order: MarketOrder, now: int) -> None:
-    """A resting order never crosses the book: a taker takes what it crosses instead."""
-    opposite = [
-        e
-        for e in live_orders(session, chain, order.asset, str(order.token_id), now)
-        if e.row.sell != order.sell
-    ]
-    price = price_of(order.amount, order.quote_amount)
-    crossed = [e for e in opposite if (e.price >= price if order.sell else e.price <= price)]
-    if crossed:
-        best = crossed[0].price
-        raise MarketRejected(
-            f"the order crosses the book (best {'bid' if order.sell else 'ask'} {price_text(best)} "
-            "per unit): take those orders with POST /api/v1/market/match instead",
-            code="OrderCrossesBook",
-            status=409,
-        )
-
-
 def chain_time(chain: Chain) -> int:
     return int(chain.call("reading latest block", lambda: chain.latest_block())["timestamp"])
 
@@ -245,56 +159,85 @@ def _share_token(chain: Chain, asset: str) -> Any:
     return chain.w3.eth.contract(address=to_checksum_address(asset), abi=abi)
 
 
-def funding_problem(chain: Chain, order: MarketOrder, units: int) -> tuple[str, str] | None:
-    """(code, reason) if the maker cannot deliver ``units`` of ``order`` now, else None:
-    the seller's asset and approval, or the buyer's stablecoin and allowance for the
-    quote and its fee (Market._fill)."""
+@dataclass(frozen=True)
+class Funding:
+    """What a maker holds for one side of an order, and what the market may take of it,
+    read from the chain now: the asset of a sell, the stablecoin of a buy."""
+
+    held: int
+    # ERC-20 allowance to the Market; None: the CapacityToken's approval is all or nothing.
+    allowance: int | None
+    approved_for_all: bool  # CapacityToken.isApprovedForAll (sells of GPU-hours only)
+    maker_fee_bps: int  # what a buying maker pays on top of its quote (0 for a sell)
+
+    def need(self, order: MarketOrder, units: int) -> int:
+        """What filling ``units`` of ``order`` takes from the maker (Market._fill): the
+        asset units of a sell; the quote and the maker's own fee of a buy (a buying maker
+        sends the selling taker the quote less the taker's fee, and both fees to the fee
+        recipient)."""
+        if order.sell:
+            return units
+        quote = fill_quote(order, units)
+        return quote + quote * self.maker_fee_bps // BPS
+
+    def approved(self, amount: int) -> bool:
+        return self.approved_for_all if self.allowance is None else self.allowance >= amount
+
+
+def maker_funding(chain: Chain, order: MarketOrder) -> Funding:
+    """The maker's balance and approval for ``order``'s side, read from the chain."""
     market, capacity = market_contract(chain), chain.contract(CAPACITY)
     maker = to_checksum_address(order.maker)
-    if order.sell:
-        what = f"{units} of token {order.token_id}"
-        if order.asset.lower() == capacity.address.lower():
-            held, approved = chain.call(
-                "reading maker's capacity",
-                lambda: (
-                    capacity.functions.balanceOf(maker, order.token_id).call(),
-                    capacity.functions.isApprovedForAll(maker, market.address).call(),
-                ),
-            )
-        else:
-            shares = _share_token(chain, order.asset)
-            held, allowance = chain.call(
-                "reading maker's shares",
-                lambda: (
-                    shares.functions.balanceOf(maker).call(),
-                    shares.functions.allowance(maker, market.address).call(),
-                ),
-            )
-            approved = allowance >= units
-        need = units
-    else:
-        quote = fill_quote(order, units)
-        maker_bps, _ = chain.call("reading fees", lambda: market.functions.fees().call())
-        # A buying maker sends the selling taker the quote less the taker's fee, and both
-        # fees to the fee recipient (Market._fill): the quote and its own fee in all.
-        need = quote + quote * maker_bps // BPS
-        what = f"{need} stablecoin units (quote and maker fee)"
-        coin = chain.stablecoin
-        held, allowance = chain.call(
-            "reading maker's stablecoin",
+    if order.sell and order.asset.lower() == capacity.address.lower():
+        held, approved = chain.call(
+            "reading maker's capacity",
             lambda: (
-                coin.functions.balanceOf(maker).call(),
-                coin.functions.allowance(maker, market.address).call(),
+                capacity.functions.balanceOf(maker, order.token_id).call(),
+                capacity.functions.isApprovedForAll(maker, market.address).call(),
             ),
         )
-        approved = allowance >= need
-    if held < need:
-        return "MakerBalanceTooLow", f"{maker} holds {held}, the order needs {what}"
-    if not approved:
-        return (
-            "MakerNotApproved",
-            f"{maker} has not approved the market {market.address} for {what}",
+        return Funding(held, None, approved, 0)
+    if order.sell:
+        shares = _share_token(chain, order.asset)
+        held, allowance = chain.call(
+            "reading maker's shares",
+            lambda: (
+                shares.functions.balanceOf(maker).call(),
+                shares.functions.allowance(maker, market.address).call(),
+            ),
         )
+        return Funding(held, allowance, False, 0)
+    coin = chain.stablecoin
+    held, allowance, (maker_bps, _) = chain.call(
+        "reading maker's stablecoin",
+        lambda: (
+            coin.functions.balanceOf(maker).call(),
+            coin.functions.allowance(maker, market.address).call(),
+            market.functions.fees().call(),
+        ),
+    )
+    return Funding(held, allowance, False, maker_bps)
+
+
+def funding_problem(
+    chain: Chain, order: MarketOrder, units: int, funding: Funding | None = None
+) -> tuple[str, str] | None:
+    """(code, reason) if the maker cannot deliver ``units`` of ``order`` now, else None:
+    the seller's asset and approval, or the buyer's stablecoin and allowance for the
+    quote and its fee (Market._fill). ``funding``: as read already (maker_funding)."""
+    funding = funding or maker_funding(chain, order)
+    maker = to_checksum_address(order.maker)
+    need = funding.need(order, units)
+    what = (
+        f"{need} of token {order.token_id}"
+        if order.sell
+        else f"{need} stablecoin units (quote and maker fee)"
+    )
+    if funding.held < need:
+        return "MakerBalanceTooLow", f"{maker} holds {funding.held}, the order needs {what}"
+    if not funding.approved(need):
+        market = market_contract(chain).address
+        return "MakerNotApproved", f"{maker} has not approved the market {market} for {what}"
     return None
 
 
@@ -418,10 +361,12 @@ def live_orders(
     session: Session, chain: Chain, asset: str, token_id: str, now: int
 ) -> list[OrderView]:
     """Orders a taker can take now, best first per side (price, then time)."""
+    # Addresses are stored checksummed (placing.accept_order; migration 0014 for older
+    # rows) and compared as stored, so the (asset, token_id) index serves the query.
     rows = session.scalars(
         select(MarketOrderRow)
         .where(
-            func.lower(MarketOrderRow.asset) == asset.lower(),
+            MarketOrderRow.asset == to_checksum_address(asset),
             MarketOrderRow.token_id == token_id,
             MarketOrderRow.dropped.is_(None),
         )

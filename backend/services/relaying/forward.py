@@ -76,7 +76,9 @@ ALLOWED_CALLS: dict[str, frozenset[str]] = {
     # maker's own cancellations.
     "Market": frozenset({"fill", "fillBatch", "cancel", "cancelUpTo"}),
     # One pool per node, not in the manifest: a `to` is a pool when EpochSettlement
-    # binds the node the pool reports to that address (pool_node_of).
+    # binds the node the pool reports to that address (pool_node_of). Not `approve`: the
+    # market's allowances go as EIP-2612 permits naming the Market only
+    # (POST /api/v1/market/permits; the stablecoin trusts no forwarder).
     "RevenuePool": frozenset(
         {"deposit", "refund", "stake", "requestUnstake", "withdraw", "claim", "drawRaise"}
     ),

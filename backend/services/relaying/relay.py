@@ -2,15 +2,18 @@
 
 Forward requests go out many per transaction (``batching.ForwardBatch``); every
 other kind goes out alone (``OneAction``, a group of one), its transaction built
-by the kind's builder from the table the worker assembles. Either way the
-transaction driver (``tx_driver.py``) does the sending, re-sending, replacing and
-waiting, and is idempotent: a row that has a transaction is checked (and that same
-transaction re-sent if the node lost it), never sent twice; final rows are left alone.
+by the kind's builder from the table the worker assembles. A kind whose intent
+others may carry out first (a permit anyone can submit) also has an in-effect check:
+asked before sending and after a revert, it finishes the row as confirmed with
+nothing (more) sent. Either way the transaction driver (``tx_driver.py``) does the
+sending, re-sending, replacing and waiting, and is idempotent: a row that has a
+transaction is checked (and that same transaction re-sent if the node lost it), never
+sent twice; final rows are left alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,7 +24,13 @@ from backend.services.relaying import actions
 from backend.services.relaying.actions import OpenRow
 from backend.services.relaying.batch_sizing import BatchLimits
 from backend.services.relaying.batching import FORWARD, Kick, relay_forward
-from backend.services.relaying.relayer import Mined, Relayer, RequestBuilder, TxRequest
+from backend.services.relaying.relayer import (
+    InEffectCheck,
+    Mined,
+    Relayer,
+    RequestBuilder,
+    TxRequest,
+)
 from backend.services.relaying.tx_driver import Prepared, drive
 
 
@@ -33,10 +42,12 @@ def relay_action(
     builders: Mapping[str, RequestBuilder],
     limits: BatchLimits | None = None,
     kick: Kick | None = None,
+    in_effect: Mapping[str, InEffectCheck] | None = None,
 ) -> str:
     """Drive the action forward; returns its status. Retryable failures raise
     ServiceError. ``builders``: kind -> its transaction, for kinds that go out alone
-    (``backend.worker.kinds``); ``limits`` and ``kick``: for forward batches."""
+    (``backend.worker.kinds``); ``in_effect``: kind -> its in-effect check, for kinds
+    that have one; ``limits`` and ``kick``: for forward batches."""
     state = actions.row_state(sessions, action_id)
     if state.kind == FORWARD:
         return relay_forward(
@@ -51,9 +62,19 @@ def relay_action(
         sessions=sessions,
         relayer=relayer,
         action_id=action_id,
-        group=OneAction(builders[state.kind]),
+        group=OneAction(builders[state.kind], _bound((in_effect or {}).get(state.kind), relayer)),
         state=state,
     )
+
+
+def _bound(check: InEffectCheck | None, relayer: Relayer) -> BoundCheck | None:
+    if check is None:
+        return None
+    return lambda params: check(relayer.chain, params)
+
+
+# An in-effect check with its chain: the row's params -> (code, reason) or None.
+BoundCheck = Callable[[dict[str, Any]], tuple[str, str] | None]
 
 
 class OneAction:
@@ -61,14 +82,44 @@ class OneAction:
 
     name = "action"
 
-    def __init__(self, build: RequestBuilder) -> None:
+    def __init__(self, build: RequestBuilder, in_effect: BoundCheck | None = None) -> None:
         self.build = build
+        self.in_effect = in_effect
 
     def prepare(
         self, sessions: sessionmaker[Session], relayer: Relayer, own: OpenRow
     ) -> Prepared | None:
-        # A builder may simulate and raise TransactionReverted (decoded): the row fails.
-        return Prepared([own.id], self.build(relayer.chain, own.params))
+        if self._done_already(sessions, [own.id], own.params):
+            return None
+        # A builder may simulate and raise TransactionReverted (decoded): the row fails,
+        # unless someone carried it out meanwhile (between the check and the simulation).
+        try:
+            return Prepared([own.id], self.build(relayer.chain, own.params))
+        except TransactionReverted:
+            if self._done_already(sessions, [own.id], own.params):
+                return None
+            raise
+
+    def _done_already(
+        self, sessions: sessionmaker[Session], ids: list[str], params: dict[str, Any], **mined: Any
+    ) -> bool:
+        """Confirm the rows with the check's code and reason if what they ask holds on
+        the chain already (someone else's transaction did it)."""
+        if self.in_effect is None:
+            return False
+        done = self.in_effect(params)
+        if done is None:
+            return False
+        code, reason = done
+        actions.update_open(
+            sessions,
+            ids,
+            status=ActionStatus.CONFIRMED.value,
+            error_code=code,
+            error=reason,
+            **mined,
+        )
+        return True
 
     def members(self, session: Session, sender: str, nonce: int, own_id: str) -> list[OpenRow]:
         return actions.open_rows(
@@ -87,12 +138,18 @@ class OneAction:
     def reverted(
         self, sessions: sessionmaker[Session], rev: TransactionReverted, rows: list[OpenRow]
     ) -> None:
+        ids = [r.id for r in rows]
+        mined: dict[str, Any] = {"block_number": rev.block_number}
+        if rev.tx_hash:
+            mined["tx_hash"] = rev.tx_hash
+        # A permit front-run by another sender reverts ours, and is done all the same.
+        if rows and self._done_already(sessions, ids, rows[0].params, **mined):
+            return
         actions.update_open(
             sessions,
-            [r.id for r in rows],
+            ids,
             status=ActionStatus.FAILED.value,
             error_code=rev.code,
             error=rev.reason,
-            block_number=rev.block_number,
-            **({"tx_hash": rev.tx_hash} if rev.tx_hash else {}),
+            **mined,
         )

@@ -64,6 +64,9 @@ class TxRequest:
 # How a kind of single action turns its row's params into its transaction. Builders
 # may simulate and raise TransactionReverted (decoded) themselves.
 RequestBuilder = Callable[[Chain, dict[str, Any]], TxRequest]
+# Whether what a row asks already holds on the chain, done by someone else (a permit
+# anyone may submit): (code, reason) to confirm it with, or None to send it.
+InEffectCheck = Callable[[Chain, dict[str, Any]], tuple[str, str] | None]
 
 
 @dataclass(frozen=True)
