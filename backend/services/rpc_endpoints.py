@@ -6,9 +6,10 @@ then the next, round the list; a node that answers with an error is not failed o
 (another node of the same chain would give the same answer). Each switch is logged.
 
 Not every node implementation offers the methods the relayer prefers
-(``eth_simulateV1``, ``debug_traceTransaction``): whether a node does is probed once
-per URL, on first need, and logged; callers then take the standard-method fallback
-(``eth_estimateGas``, ``eth_call``) for that node.
+(``eth_simulateV1``, ``debug_traceTransaction`` with the callTracer; Hardhat has
+neither): whether a node does is probed once per URL, on first need, and logged;
+callers then take the standard-method fallback (``eth_estimateGas``, ``eth_call``)
+for that node.
 """
 
 from __future__ import annotations
@@ -61,6 +62,17 @@ def method_missing(error: Any) -> bool:
         return True
     message = str(error.get("message", "")).lower()
     return any(words in message for words in _MISSING_WORDS)
+
+
+def lacks_probed(method: str, error: Any) -> bool:
+    """Whether a node's ``error`` answer to ``method``'s probe (PROBES) says it cannot do
+    what callers need: no such method, or, for debug_traceTransaction, no callTracer
+    (Hardhat has the method with its default struct logger only: "Hardhat currently
+    only supports the default tracer")."""
+    if method_missing(error):
+        return True
+    message = str(error.get("message", "")).lower() if isinstance(error, dict) else ""
+    return method == "debug_traceTransaction" and "tracer" in message
 
 
 def parse_urls(urls: str | Sequence[str]) -> list[str]:
@@ -122,7 +134,7 @@ class RpcEndpoints:
         if known is not None:
             return known
         answer = probe(url, method, PROBES[method])
-        has = not (isinstance(answer, dict) and method_missing(answer.get("error")))
+        has = not (isinstance(answer, dict) and lacks_probed(method, answer.get("error")))
         self._features[key] = has
         if has:
             log.info("RPC node %s offers %s", url, method)
