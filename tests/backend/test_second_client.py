@@ -28,10 +28,12 @@ from eth_account.signers.local import LocalAccount
 
 from backend.config import RELAYER_DEV_ACCOUNT
 from backend.services.chain import Chain
+from backend.services.errors import TransactionReverted
 from backend.services.relaying.nonce import NonceManager
+from backend.services.relaying.relayer import TxRequest
 from gpucap import devchain
 from gpucap.signing import sign_request
-from tests.backend.backend_helpers import Stack, running_stack, wait_for
+from tests.backend.backend_helpers import Stack, running_stack, service_relayer, wait_for
 from tests.conftest import LiveDeployment
 from tests.support.hardhat_node import HardhatNode
 
@@ -210,6 +212,32 @@ def test_validation_refuses_with_the_targets_own_error(stack: Stack, chain: Chai
     resp = stack.post("/api/v1/forward", json=registration(chain, Account.create(), taken))
     assert (resp.status_code, resp.json()["code"]) == (422, "RegistryInvalidNodeKey"), resp.text
     assert taken.lower() in resp.json()["reason"].lower(), resp.text
+
+
+def test_relayer_gas_need_by_eth_estimate_gas_on_hardhat(
+    stack: Stack, chain: Chain, deployment: LiveDeployment
+) -> None:
+    """Relayer.gas_need without eth_simulateV1: the node's estimate, capped at the gas
+    given; Hardhat's "ran out of gas" under the cap is the cue to send less (not a
+    revert), and a revert is the target's own error."""
+    registry = chain.contract("NodeRegistry")
+    now = chain.w3.eth.get_block("latest")["timestamp"]
+
+    def request(node_key: str) -> TxRequest:
+        data = registry.encode_abi("registerNode", _node_args(chain, node_key, now))
+        return TxRequest(to=registry.address, data=data)
+
+    with service_relayer(deployment, stack.redis.url) as relayer:
+        free = request(Account.create().address)
+        need = relayer.gas_need(free, forwarded_gas=0, simulate_gas=5_000_000)
+        assert 100_000 < need.used == need.lowest_limit < 5_000_000, need
+        cramped = relayer.gas_need(free, forwarded_gas=0, simulate_gas=need.used // 2)
+        assert cramped.lowest_limit == need.used // 2 + 1, cramped
+        taken = Account.create().address
+        register(chain, chain.w3.eth.accounts[3], taken)
+        with pytest.raises(TransactionReverted) as reverted:
+            relayer.gas_need(request(taken), forwarded_gas=0, simulate_gas=5_000_000)
+        assert reverted.value.code == "RegistryInvalidNodeKey", reverted.value
 
 
 def test_the_relayer_took_its_fallbacks_on_hardhat(stack: Stack, hardhat: HardhatNode) -> None:
