@@ -21,7 +21,7 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError
 
 from gpucap.deployment import REPO_ROOT, Deployment, ManifestError
-from gpucap.revert import decode_revert
+from gpucap.revert import decode_revert, revert_data
 from gpucap.signing import sign_permit, sign_request
 
 DEFAULT_DEADLINE_SECONDS = 600
@@ -175,7 +175,7 @@ def send_call(w3: Web3, signer: LocalAccount, call: Any, timeout: float = 60) ->
     try:
         gas = call.estimate_gas({"from": signer.address})
     except ContractLogicError as exc:
-        decoded = decode_revert(call.contract_abi, exc.data if isinstance(exc.data, str) else None)
+        decoded = decode_revert(call.contract_abi, revert_data(exc.data))
         reason = str(decoded) if decoded is not None else str(exc)
         raise TxRejected(f"{name} would revert: {reason}", reason) from exc
     tx = call.build_transaction(

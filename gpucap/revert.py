@@ -61,6 +61,18 @@ def error_selectors(abi: Sequence[Mapping[str, Any]]) -> dict[bytes, Mapping[str
     }
 
 
+def revert_data(data: Any) -> str | None:
+    """The revert data (0x hex) in a JSON-RPC error's ``data``, or in web3's
+    ``ContractLogicError.data``, which is that field: the hex string itself (anvil,
+    geth), or nested as ``{"message": ..., "data": "0x..."}`` (Hardhat's EDR, which
+    wraps every error's data so). None where it carries none."""
+    if isinstance(data, Mapping):
+        data = data.get("data")
+    if isinstance(data, str) and data.startswith("0x"):
+        return data
+    return None
+
+
 def decode_revert(
     abi: Sequence[Mapping[str, Any]], data: str | bytes | None
 ) -> DecodedError | None:

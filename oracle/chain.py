@@ -26,7 +26,7 @@ from web3.exceptions import (
 
 from gpucap.attestation import EpochReport, OracleSignature
 from gpucap.deployment import Deployment
-from gpucap.revert import decode_revert
+from gpucap.revert import decode_revert, revert_data
 from oracle.challenges import Registration
 from oracle.errors import (
     AttestationRejected,
@@ -257,10 +257,13 @@ class ChainClient:
         try:
             gas = call.estimate_gas({"from": transmitter.address})
         except ContractCustomError as exc:
-            decoded = decode_revert(self.hub.abi, exc.data if isinstance(exc.data, str) else None)
+            decoded = decode_revert(self.hub.abi, revert_data(exc.data))
             raise AttestationRejected(epoch, decoded or f"unknown custom error {exc.data}") from exc
-        except ContractLogicError as exc:
-            raise AttestationRejected(epoch, exc.message or "reverted without reason") from exc
+        except ContractLogicError as exc:  # Hardhat's custom errors come this way (nested data)
+            decoded = decode_revert(self.hub.abi, revert_data(exc.data))
+            raise AttestationRejected(
+                epoch, decoded or exc.message or "reverted without reason"
+            ) from exc
         nonce = self.w3.eth.get_transaction_count(transmitter.address, "pending")
         tx = call.build_transaction(
             {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything gpucap needs into the checkout, from PyPI and npm only:
 #   .venv/            Python 3.11 virtualenv with the pinned requirements.lock
-#   node_modules/     solcjs, anvil, OpenZeppelin Contracts (package-lock.json)
+#   node_modules/     solcjs, anvil, Hardhat's node, OpenZeppelin Contracts (package-lock.json)
 #   .toolchain/solcx/ a native-looking `solc-v<version>` for brownie/py-solc-x
 #   .toolchain/schemathesis-venv/  the OpenAPI fuzzer the API tests run
 #   /usr/bin/chromium  Debian's Chromium for the dashboard's browser tests (apt, as root)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,15 +52,19 @@ class JsonRpc:
         self.endpoints = endpoints
         self._timeout = timeout
         self._pools: dict[str, urllib3.HTTPConnectionPool] = {}
+        self._pools_lock = threading.Lock()
         self._headers = {"Content-Type": "application/json"}
 
     def _pool(self, url: str) -> urllib3.HTTPConnectionPool:
         pool = self._pools.get(url)
         if pool is None:
-            pool = urllib3.connection_from_url(
-                url, maxsize=16, retries=False, timeout=urllib3.Timeout(total=self._timeout)
-            )
-            self._pools[url] = pool
+            with self._pools_lock:  # threads share a Chain: one pool per URL, not one each
+                pool = self._pools.get(url)
+                if pool is None:
+                    pool = urllib3.connection_from_url(
+                        url, maxsize=16, retries=False, timeout=urllib3.Timeout(total=self._timeout)
+                    )
+                    self._pools[url] = pool
         return pool
 
     def post_to(self, url: str, payload: Any) -> Any:

@@ -15,9 +15,16 @@ from typing import Any
 from eth_utils import is_address, to_checksum_address
 
 from gpucap.revert import decode_revert as decode_error
-from gpucap.revert import error_selector
+from gpucap.revert import error_selector, revert_data
 
-__all__ = ["DecodedRevert", "RpcRevert", "decode_revert", "error_selector", "rpc_revert"]
+__all__ = [
+    "DecodedRevert",
+    "RpcRevert",
+    "decode_revert",
+    "error_selector",
+    "revert_data",
+    "rpc_revert",
+]
 
 
 @dataclass(frozen=True)
@@ -103,16 +110,28 @@ def rpc_revert(error: Any) -> RpcRevert | None:
     fault). The test web3.py applies to the calls it makes itself (web3 7's
     ``raise_contract_logic_error_on_revert``), here so that raw calls need not import
     web3's private modules: a revert is an error with ``data`` present but null, a
-    dict beside a message, a "Reverted ..." string or a 4-byte-selector string other
-    than Error(string)'s; or, whatever its data, code 3 or an "execution reverted"
-    message."""
+    "Reverted ..." string or a 4-byte-selector string other than Error(string)'s; or,
+    whatever its data, code 3 or an "execution reverted" message. Unlike web3, a dict
+    ``data`` (Hardhat's) is a revert only with revert data inside or a message that
+    says so: Hardhat wraps its own refusals the same way."""
     if not isinstance(error, dict):
         return None
     message = error.get("message")
     has_message = message is not None and message != ""
     data = error.get("data", _MISSING)
-    if data is None or (isinstance(data, dict) and has_message):
+    if data is None:
         return RpcRevert(None)
+    if isinstance(data, dict):
+        # Hardhat (EDR) nests every error's data, {"message": ..., "data": ...}: revert
+        # data there (a selector at least) is a revert's; otherwise the message says
+        # whether it is one ("reverted without a reason string") or the node's own
+        # refusal ("requires at least 21380 gas", "ran out of gas").
+        nested = revert_data(data)
+        if nested is not None and len(nested) >= 10:
+            return RpcRevert(nested)
+        if has_message and "revert" in str(message).lower():
+            return RpcRevert(None)
+        return None
     if isinstance(data, str) and (
         data.startswith("Reverted ") or (len(data) >= 10 and data[:10] != _ERROR_STRING_SELECTOR)
     ):

@@ -6,9 +6,10 @@ then the next, round the list; a node that answers with an error is not failed o
 (another node of the same chain would give the same answer). Each switch is logged.
 
 Not every node implementation offers the methods the relayer prefers
-(``eth_simulateV1``, ``debug_traceTransaction``): whether a node does is probed once
-per URL, on first need, and logged; callers then take the standard-method fallback
-(``eth_estimateGas``, ``eth_call``) for that node.
+(``eth_simulateV1``, ``debug_traceTransaction`` with the callTracer; Hardhat has
+neither): whether a node does is probed once per URL, on first need, and logged;
+callers then take the standard-method fallback (``eth_estimateGas``, ``eth_call``)
+for that node.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import requests
 import urllib3
 from web3 import Web3
 from web3.exceptions import ProviderConnectionError, TimeExhausted
+from web3.providers import JSONBaseProvider
 from web3.types import RPCEndpoint, RPCResponse
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,17 @@ def method_missing(error: Any) -> bool:
         return True
     message = str(error.get("message", "")).lower()
     return any(words in message for words in _MISSING_WORDS)
+
+
+def lacks_probed(method: str, error: Any) -> bool:
+    """Whether a node's ``error`` answer to ``method``'s probe (PROBES) says it cannot do
+    what callers need: no such method, or, for debug_traceTransaction, no callTracer
+    (Hardhat has the method with its default struct logger only: "Hardhat currently
+    only supports the default tracer")."""
+    if method_missing(error):
+        return True
+    message = str(error.get("message", "")).lower() if isinstance(error, dict) else ""
+    return method == "debug_traceTransaction" and "tracer" in message
 
 
 def parse_urls(urls: str | Sequence[str]) -> list[str]:
@@ -121,7 +134,7 @@ class RpcEndpoints:
         if known is not None:
             return known
         answer = probe(url, method, PROBES[method])
-        has = not (isinstance(answer, dict) and method_missing(answer.get("error")))
+        has = not (isinstance(answer, dict) and lacks_probed(method, answer.get("error")))
         self._features[key] = has
         if has:
             log.info("RPC node %s offers %s", url, method)
@@ -140,28 +153,40 @@ class RpcEndpoints:
         self._features.pop((url, method), None)
 
 
-class FailoverHTTPProvider(Web3.HTTPProvider):
-    """web3's HTTP provider over RpcEndpoints: each request goes to the current URL and
-    moves on to the next on a transport failure."""
+class FailoverHTTPProvider(JSONBaseProvider):
+    """web3's provider over RpcEndpoints: each request goes to the current URL and moves
+    on to the next on a transport failure.
+
+    One web3 HTTPProvider per URL, each posting only to its own: a request is sent to
+    exactly the URL whose failure it reports. (One shared provider whose ``endpoint_uri``
+    was switched before each send let a thread post to the URL another thread had just
+    set, and blame that node's refusal on the URL it meant, failing a healthy node over.)
+    """
 
     def __init__(self, endpoints: RpcEndpoints, timeout: float) -> None:
+        super().__init__()
+        self.endpoints = endpoints
         # No provider-level retries: callers own retries (Celery), and the API
         # must answer fast when the node is down.
-        super().__init__(
-            endpoints.current,
-            request_kwargs={"timeout": timeout},
-            exception_retry_configuration=None,
-        )
-        self.endpoints = endpoints
+        self._providers = {
+            url: Web3.HTTPProvider(
+                url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None
+            )
+            for url in endpoints.urls
+        }
+
+    @property
+    def endpoint_uri(self) -> str:
+        """The URL in use now (as web3's HTTPProvider names its one URL)."""
+        return self.endpoints.current
+
+    def __str__(self) -> str:
+        return f"RPC connection {self.endpoints.current} (of {len(self.endpoints.urls)})"
 
     def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
-        return self.endpoints.attempt(lambda url: self._at(url).make_request(method, params))
+        return self.endpoints.attempt(lambda url: self._providers[url].make_request(method, params))
 
     def make_batch_request(self, requests_: list[tuple[RPCEndpoint, Any]]) -> Any:
-        return self.endpoints.attempt(lambda url: self._at(url).make_batch_request(requests_))
-
-    def _at(self, url: str) -> Any:
-        # endpoint_uri is what the base class posts to; the parent's methods are bound
-        # on this instance (its HTTP session pool is keyed by URL).
-        self.endpoint_uri = url  # type: ignore[assignment]
-        return super()
+        return self.endpoints.attempt(
+            lambda url: self._providers[url].make_batch_request(requests_)
+        )

@@ -71,10 +71,25 @@ def test_rpc_error_objects_that_are_reverts_and_that_are_not() -> None:
         RpcRevert(reason)
     )
     assert rpc_revert({"code": -32000, "message": "odd", "data": reason}) is None
-    # no data, or data null / nested: a revert without data
+    # no data, or data null: a revert without data
     assert rpc_revert({"code": -32000, "message": "execution reverted"}) == RpcRevert(None)
     assert rpc_revert({"code": -32000, "message": "x", "data": None}) == RpcRevert(None)
-    assert rpc_revert({"code": -32000, "message": "x", "data": {"k": 1}}) == RpcRevert(None)
+    # Hardhat nests every error's data: revert data inside is the revert's, else the
+    # message says whether it reverted
+    vm = "Error: VM Exception while processing transaction: reverted with an unrecognized"
+    hardhat = {"code": -32603, "message": vm, "data": {"message": vm, "data": cooldown}}
+    assert rpc_revert(hardhat) == RpcRevert(cooldown)
+    assert rpc_revert({**hardhat, "data": {"message": vm, "data": reason}}) == RpcRevert(reason)
+    no_reason = "Error: Transaction reverted without a reason string"
+    assert rpc_revert(
+        {"code": -32603, "message": no_reason, "data": {"message": no_reason, "data": "0x"}}
+    ) == RpcRevert(None)
+    for refusal, data in (
+        ("Transaction requires at least 21380 gas but got 21000", None),
+        ("Transaction ran out of gas", "0x"),
+    ):
+        nested = {"message": refusal, "data": data}
+        assert rpc_revert({"code": -32000, "message": refusal, "data": nested}) is None
     # the node's own errors are not reverts
     assert rpc_revert({"code": -32000, "message": "insufficient funds for gas"}) is None
     assert rpc_revert({"code": -32601, "message": "method not found"}) is None

@@ -1,9 +1,10 @@
-"""Deploy the system (tests' configuration) on the anvil at a port, from a process of its
+"""Deploy the system (tests' configuration) on the node at a port, from a process of its
 own: ``python -m tests.support.deploy_on PORT MANIFEST``.
 
-For tests that need a chain of their own to reset (``anvil_reset``): the test process's
-brownie stays connected to the shared node, and a reset there would pull every other
-module's deployment and snapshots from under it.
+For tests that need a chain of their own: one to reset (``anvil_reset``), where a reset
+of the shared node would pull every other module's deployment and snapshots from under
+the test process's brownie; or another node implementation (Hardhat's, which brownie
+attaches to by its client version).
 """
 
 from __future__ import annotations

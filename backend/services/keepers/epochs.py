@@ -69,7 +69,7 @@ from backend.services.indexing.leaves import (
 )
 from backend.services.relaying.finality import plan_action
 from backend.services.relaying.relayer import GAS_HEADROOM_DEN, GAS_HEADROOM_NUM, TxRequest
-from backend.services.revert import decode_revert
+from backend.services.revert import decode_revert, revert_data
 from gpucap.attestation import NodeLeaf
 
 log = logging.getLogger(__name__)
@@ -135,8 +135,7 @@ def chain_estimator(chain: Chain, sender: str) -> Estimate:
             settled = chain.call("simulating settle", lambda: chain.w3.eth.call(call))  # type: ignore[arg-type]
             gas = chain.call("estimating settle", lambda: chain.w3.eth.estimate_gas(call))  # type: ignore[arg-type]
         except ContractLogicError as exc:
-            data = exc.data if isinstance(exc.data, str) else None
-            decoded = decode_revert(data, chain.error_abis)
+            decoded = decode_revert(revert_data(exc.data), chain.error_abis)
             return f"{decoded.code}: {decoded.reason}"
         skipped = len(items) - int.from_bytes(settled, "big")
         if skipped:

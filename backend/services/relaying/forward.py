@@ -49,7 +49,7 @@ from backend.services.chain import Chain, result_of
 from backend.services.errors import ServiceError, TransactionReverted
 from backend.services.indexing.event_decoding import EventLayout, as_bytes, as_int
 from backend.services.relaying.relayer import TxRequest
-from backend.services.revert import decode_revert, rpc_revert
+from backend.services.revert import decode_revert, revert_data, rpc_revert
 from gpucap.deployment import ManifestError, read_abi
 from gpucap.signing import SignedRequest, non_canonical_reason, recover_request_signer
 
@@ -374,7 +374,7 @@ def _simulation_call(forwarder: str, request: SignedRequest) -> dict[str, Any]:
 
 
 def _raise_reverted(chain: Chain, data: Any, cause: Exception | None = None) -> NoReturn:
-    decoded = decode_revert(data if isinstance(data, str) else None, error_abis(chain))
+    decoded = decode_revert(revert_data(data), error_abis(chain))
     raise TransactionReverted(decoded.reason, code=decoded.code) from cause
 
 

@@ -29,7 +29,7 @@ from backend.services.errors import (
     TransactionReverted,
 )
 from backend.services.relaying.nonce import NonceManager
-from backend.services.revert import decode_revert, rpc_revert
+from backend.services.revert import decode_revert, revert_data, rpc_revert
 from backend.services.rpc_endpoints import method_missing
 
 log = logging.getLogger(__name__)
@@ -522,6 +522,6 @@ class Relayer:
             try:
                 w3.eth.call(call, block_identifier=max(block_number - 1, 0))  # type: ignore[arg-type]
             except ContractLogicError as exc:
-                return exc.data if isinstance(exc.data, str) else None
+                return revert_data(exc.data)
         log.warning("reverted transaction %s does not revert when replayed", tx_hash)
         return None
