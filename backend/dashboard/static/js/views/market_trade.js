@@ -91,11 +91,13 @@ function needs(instrument, sell, terms, feeBps) {
   return { kind: "permit", token: approvals?.tokens.find((t) => t.kind === "stablecoin")?.token, what: "your tUSD", units: quote + (quote * feeBps) / BPS };
 }
 
+// The approval `need` lacks, null when in place, undefined when not read yet (another
+// instrument's approvals are loaded).
 function missing(need) {
-  if (!approvals) return null;
+  if (!approvals) return undefined;
   if (need.kind === "capacity") return approvals.capacity_approved ? null : need;
   const token = approvals.tokens.find((t) => t.token.toLowerCase() === need.token?.toLowerCase());
-  if (!token) return null;
+  if (!token) return undefined;
   const allowance = BigInt(token.allowance);
   return allowance === 0n || allowance < need.units ? { ...need, permit: token } : null;
 }
@@ -118,9 +120,12 @@ function showApprovals() {
   const sell = side() === "sell";
   const need = needs(instrument, sell, formTerms(), BigInt(marketBook.info()?.maker_fee_bps ?? 0));
   const gap = missing(need);
-  text.textContent = gap
-    ? `To ${sell ? "sell" : "bid"}, the market needs your approval to move ${need.what} when an order fills.`
-    : `Approved: the market may move ${need.what} when your ${sell ? "sell" : "bid"} fills.`;
+  text.textContent =
+    gap === undefined
+      ? ""
+      : gap
+        ? `To ${sell ? "sell" : "bid"}, the market needs your approval to move ${need.what} when an order fills.`
+        : `Approved: the market may move ${need.what} when your ${sell ? "sell" : "bid"} fills.`;
   button.hidden = !gap;
   return gap;
 }
