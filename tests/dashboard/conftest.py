@@ -42,3 +42,10 @@ def browser() -> Iterator[Any]:
             yield chromium
         finally:
             chromium.close()
+
+
+@pytest.fixture
+def refusals() -> set[tuple[int, str]]:
+    """(status, path) answers a test provokes on purpose (an order the API refuses): the
+    browser logs each as a console error, which the `page` fixture then does not count."""
+    return set()

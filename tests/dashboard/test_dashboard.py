@@ -71,9 +71,9 @@ def pools_served(stack: Stack) -> bool:
 
 
 @pytest.fixture
-def page(browser: Any, stack: Stack, world: World) -> Iterator[Any]:
+def page(browser: Any, stack: Stack, world: World, refusals: set[tuple[int, str]]) -> Iterator[Any]:
     """A fresh tab; fails the test on any script error, console error (a failed request
-    is one) or 5xx answer but /health's 503."""
+    is one, but those in ``refusals``) or 5xx answer but /health's 503."""
     context = browser.new_context(viewport={"width": 1440, "height": 1100})
     tab = context.new_page()
     tab.set_default_timeout(TIMEOUT_MS)
@@ -84,11 +84,16 @@ def page(browser: Any, stack: Stack, world: World) -> Iterator[Any]:
     def health_503(url: str, status: int) -> bool:
         return status == 503 and url.split("?")[0].endswith("/health")
 
+    def refused(url: str, text: str) -> bool:
+        path = "/" + url.split("?")[0].split("/", 3)[-1]
+        return any(f"status of {status} " in text and path == p for status, p in refusals)
+
     tab.on(
         "console",
         lambda m: (
             m.type == "error"
             and not health_503(m.location.get("url", ""), 503 if "503" in m.text else 0)
+            and not refused(m.location.get("url", ""), m.text)
             and problems.append(f"console error: {m.text} {m.location}")
         ),
     )

@@ -1,5 +1,6 @@
 """The secondary market (``/api/v1/market``): signed orders into the book, depth and
-trades per instrument, an order's state, and takers matched into relayed fills.
+trades per instrument, an order's state and a maker's orders, and takers matched into
+relayed fills.
 
 The book and matching are ``backend/services/market``; a fill travels as a forward
 request through the same relaying path as a buy, and a maker cancels an order with a
@@ -8,9 +9,10 @@ forward request of ``Market.cancel`` / ``cancelUpTo`` through ``POST /api/v1/for
 
 from __future__ import annotations
 
+import itertools
 import re
 from fractions import Fraction
-from typing import Annotated
+from typing import Annotated, Literal
 
 from eth_keys.exceptions import BadSignature
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -158,6 +160,46 @@ def place_order(
     response.status_code = 201 if created else 200
     (view,) = book.order_views(session, chain, [row], _now(session, chain))
     return _public(view)
+
+
+ORDERS_PAGE = 500  # rows read at once when listing a maker's orders
+OrderStatus = Literal["open", "partially_filled", "filled", "cancelled", "expired"]
+
+
+@router.get(
+    "/orders",
+    responses={422: {"model": ErrorPublic, "description": "Invalid request"}, **UNAVAILABLE},
+)
+def maker_orders(
+    maker: Annotated[str, Query(description="the maker whose orders to list")],
+    session: SessionDep,
+    chain: ChainDep,
+    status: Annotated[
+        list[OrderStatus] | None,
+        Query(description="only orders in these states (repeat for several); default all"),
+    ] = None,
+    limit: Limit = 100,
+) -> list[MarketOrderPublic]:
+    """A maker's orders in the book, newest first, each in its state as the index follows
+    the chain (what a wallet shows as "my orders", with what it may still cancel). An
+    order the book dropped (``dropped``: funds or approval went) is listed too: it is
+    still signed and could fill on-chain until cancelled or expired."""
+    address = address_param(maker, "maker")
+    now = _now(session, chain)
+    query = select(MarketOrderRow).where(MarketOrderRow.maker == address)
+    if status is not None and "expired" not in status:
+        # Only an order still ahead of its expiry can be in another state: the rows read
+        # are what the maker rests now, not its whole history.
+        query = query.where(MarketOrderRow.expiry > now)
+    query = query.order_by(MarketOrderRow.id.desc())
+    found: list[OrderView] = []
+    for offset in itertools.count(0, ORDERS_PAGE):  # states are known only once read
+        rows = session.scalars(query.offset(offset).limit(ORDERS_PAGE)).all()
+        views = book.order_views(session, chain, rows, now) if rows else []
+        found += [v for v in views if status is None or v.status in status]
+        if len(found) >= limit or len(rows) < ORDERS_PAGE:
+            break
+    return [_public(v) for v in found[:limit]]
 
 
 @router.get(

@@ -1,9 +1,11 @@
-// Market: the price index per class and what each delivery window offered, sold and redeemed.
+// Market: the price index per class and what each delivery window offered, sold and redeemed;
+// the secondary market's book (market_book.js) and trading from a wallet (market_trade.js).
 import { getJSON } from "../api.js";
 import { color, line, render } from "../charts.js";
 import { loadClasses } from "../data.js";
 import { day, esc, num, usd } from "../format.js";
 import { marketBook } from "./market_book.js";
+import { marketTrade } from "./market_trade.js";
 
 let root;
 
@@ -25,6 +27,7 @@ export const marketView = {
     }
     select.addEventListener("change", () => this.refresh());
     marketBook.init(root);
+    marketTrade.init(root);
   },
 
   async refresh() {
@@ -103,5 +106,6 @@ export const marketView = {
       '<thead><tr><th scope="col">class</th><th scope="col">window (UTC)</th><th class="num" scope="col">offers</th><th class="num" scope="col">offered GPU-h</th><th class="num" scope="col">sold</th><th class="num" scope="col">redeemed</th><th class="num" scope="col">VWAP / GPU-h</th><th class="num" scope="col">volume</th></tr></thead>' +
       `<tbody>${body.join("") || '<tr><td colspan="8" class="muted">No capacity offered yet.</td></tr>'}</tbody>`;
     await marketBook.refresh(root, rows.slice().reverse(), names);
+    await marketTrade.refresh();
   },
 };
