@@ -7,6 +7,8 @@ receipt reads, as anvil does between advancing the nonce and storing the receipt
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from brownie import web3
 from brownie.exceptions import TransactionError
@@ -16,16 +18,30 @@ from scripts import receipt_race
 
 def _hide_receipts(monkeypatch, reads: int | None) -> list[str]:
     """The node answers the next ``reads`` receipt reads (None: all) with null, as anvil
-    does in the window; returns the hashes asked for meanwhile."""
+    does in the window; returns the hashes asked for meanwhile.
+
+    The window is: the nonce has advanced, the receipt is not served yet. So once a
+    transaction is sent, a nonce read waits until the node has really mined it (on a
+    loaded machine brownie's first nonce read could otherwise come before the block,
+    and then no window is reproduced at all)."""
     provider = web3.provider
     real = provider.make_request
     hidden: list[str] = []
+    sent: list[str] = []
 
     def make_request(method, params):
         if method == "eth_getTransactionReceipt" and (reads is None or len(hidden) < reads):
             hidden.append(str(params[0]))
             return {"jsonrpc": "2.0", "id": 0, "result": None}
-        return real(method, params)
+        if method == "eth_getTransactionCount" and sent:
+            deadline = time.monotonic() + 30
+            while real("eth_getTransactionReceipt", [sent[-1]]).get("result") is None:
+                assert time.monotonic() < deadline, f"{sent[-1]} was never mined"
+                time.sleep(0.02)
+        response = real(method, params)
+        if method in ("eth_sendRawTransaction", "eth_sendTransaction") and "result" in response:
+            sent.append(response["result"])
+        return response
 
     monkeypatch.setattr(provider, "make_request", make_request)
     # web3 caches the middleware-wrapped make_request; rebuild it now, restore it after.
