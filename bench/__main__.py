@@ -315,7 +315,8 @@ def _relay_lines(b: dict[str, Any]) -> list[str]:
                 f"   relayed: API accepted {rel.get('accepted_per_s')} requests/s (p50 "
                 f"{rel.get('accept_p50_ms')} ms, p99 {rel.get('accept_p99_ms')} ms); "
                 f"{rel.get('relayer_transactions')} executeBatch txs, mean batch "
-                f"{rel.get('mean_batch')}"
+                f"{rel.get('mean_batch')}, in {rel.get('blocks_used')} blocks "
+                f"(actions per block {rel.get('actions_per_block')})"
             )
             cpu = rel.get("cpu_ms_per_action", {})
             lines.append(

@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,7 @@ POLL_S = 0.1
 POST_CONNECTIONS = 50  # clients POSTing to the API, one request in flight each
 FOLLOW_TIMEOUT_S = 300.0  # give up on the relayed figure rather than hang the run
 API_WORKERS = 2  # one API process per core of the 2-core machine the figures are for
+TIMELINE_STEP_S = 0.5  # how often the relayed figure's progress is recorded
 # Figure 4's goal: p99 within this at the highest offered rate reported as meeting it.
 READ_P99_GOAL_MS = 20.0
 
@@ -578,13 +580,25 @@ def relayed_throughput(stack: Stack, w3: Web3, market: dict[str, Any]) -> dict[s
         req = sign_request(w, fwd.address, devchain.CHAIN_ID, cap.address, data, 0, deadline)
         bodies.append(req.api_body())
     load_before = os.getloadavg()[0]
+    start_block = w3.eth.block_number
     cpu = stack.cpu_meter()
     out = asyncio.run(_follow(stack.api_url, stack.database_url, bodies, str(market["token"])))
     out["cpu_s"] = cpu.seconds()
-    batch_gas = [w3.eth.get_transaction_receipt(h)["gasUsed"] for h in out.pop("tx_hashes")]
-    if batch_gas and out.get("accepted"):
+    actions_per_tx = out.pop("actions_per_tx")
+    receipts = [w3.eth.get_transaction_receipt(h) for h in actions_per_tx]
+    if receipts and out.get("accepted"):
         # Gas per relayed action, the executeBatch transactions' base cost included.
-        out["gas_per_action"] = round(sum(batch_gas) / out["accepted"])
+        out["gas_per_action"] = round(sum(r["gasUsed"] for r in receipts) / out["accepted"])
+        # How the chain took them: relayed actions in each block from the first to the
+        # last that held one (0 for a block between with none), as raw figures' blocks.
+        per_block: dict[int, int] = {}
+        for r in receipts:
+            n = r["blockNumber"]
+            per_block[n] = per_block.get(n, 0) + actions_per_tx[r["transactionHash"].to_0x_hex()]
+        first, last = min(per_block), max(per_block)
+        out["blocks_used"] = len(per_block)
+        out["first_block_after"] = first - start_block
+        out["actions_per_block"] = [per_block.get(n, 0) for n in range(first, last + 1)]
     if out.get("completed"):
         out["cpu_ms_per_action"] = {
             k: round(1000 * v / out["completed"], 2) for k, v in out["cpu_s"].items()
@@ -606,11 +620,22 @@ async def _follow(
     request as soon as its last one is answered (as bench/loadgen.py does, and for the
     same reason: one shared httpx client queueing all requests in its pool spends the
     generator's core placing them, encode/httpx#3215, and fed the API ~4 requests at a
-    time). A request's accept latency is from its own send to its answer."""
-    from sqlalchemy import create_engine, text
+    time). A request's accept latency is from its own send to its answer.
+
+    The follower shares the machine with what it measures, so it is kept cheap: the
+    polls run on one DBAPI connection with no ORM rows (SQLAlchemy's Row objects were
+    three quarters of a poll's CPU, ~6 ms for 2,000 actions, ten times a second), and
+    each round looks only at the actions not yet finished."""
+    from sqlalchemy import create_engine
 
     engine = create_engine(database_url)
+    raw = engine.raw_connection()
+    mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
     accepted: dict[str, dict[str, Any]] = {}  # action id -> timings
+    finished: set[str] = set()  # confirmed and indexed, or failed
+    # [seconds since the first POST, accepted, confirmed, finished] every TIMELINE_STEP_S:
+    # where a run's time went (posting, relaying, indexing).
+    timeline: list[list[float]] = []
     errors: list[str] = []
     first = time.perf_counter()
     queue = iter(bodies)
@@ -636,23 +661,27 @@ async def _follow(
                     "holder": body["from"],
                 }
 
-    def poll() -> tuple[dict[str, tuple[str, str | None]], set[str]]:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                text("SELECT id, status, tx_hash FROM actions WHERE kind = 'forward'")
-            ).all()
-            held = conn.execute(
-                text("SELECT holder FROM balances WHERE token_id = :t AND amount > 0"),
-                {"t": token},
-            ).all()
-        return {r[0]: (r[1], r[2]) for r in rows}, {h[0] for h in held}
+    def query(sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        cur = raw.cursor()
+        try:
+            cur.execute(sql.replace("?", mark), params)
+            return list(cur.fetchall())
+        finally:
+            cur.close()
+            raw.commit()  # no snapshot held between polls
+
+    def poll() -> tuple[dict[str, str], set[str]]:
+        statuses = query("SELECT id, status FROM actions WHERE kind = 'forward'")
+        held = query("SELECT holder FROM balances WHERE token_id = ? AND amount > 0", token)
+        return {a: st for a, st in statuses}, {h for (h,) in held}
 
     async def follow(posting: asyncio.Task[Any]) -> None:
         while True:
             statuses, held = await asyncio.to_thread(poll)
             now = time.perf_counter()
-            for action_id, r in list(accepted.items()):
-                status, _ = statuses.get(action_id, ("pending", None))
+            for action_id in [a for a in accepted if a not in finished]:
+                r = accepted[action_id]
+                status = statuses.get(action_id, "pending")
                 if "confirmed" not in r and status in ("confirmed", "failed"):
                     r["confirmed"], r["status"] = now - r["t0"], status
                 if "indexed" not in r and r["holder"] in held:
@@ -660,21 +689,29 @@ async def _follow(
                 # Done when the action row says confirmed AND the index shows the holding,
                 # in either order (the index may see the block before the relay task has
                 # finished the batch's rows).
-                if "t_end" not in r and "indexed" in r and r.get("status") == "confirmed":
+                if "indexed" in r and r.get("status") == "confirmed":
                     r["t_end"] = now
-            done = all("t_end" in r or r.get("status") == "failed" for r in accepted.values())
-            if posting.done() and done:
+                if "t_end" in r or r.get("status") == "failed":
+                    finished.add(action_id)
+            over = posting.done() and len(finished) == len(accepted)
+            if over or now - first >= TIMELINE_STEP_S * len(timeline):
+                confirmed = sum(1 for r in accepted.values() if r.get("status") == "confirmed")
+                timeline.append([round(now - first, 2), len(accepted), confirmed, len(finished)])
+            if over:
                 return
             await asyncio.sleep(POLL_S)
 
     posting = asyncio.ensure_future(asyncio.gather(*(client() for _ in range(POST_CONNECTIONS))))
-    await asyncio.wait_for(follow(posting), timeout=FOLLOW_TIMEOUT_S)
-    await posting
-    statuses, _ = poll()
-    engine.dispose()
+    try:
+        await asyncio.wait_for(follow(posting), timeout=FOLLOW_TIMEOUT_S)
+        await posting
+        tx_of = dict(query("SELECT id, tx_hash FROM actions WHERE kind = 'forward'"))
+    finally:
+        raw.close()
+        engine.dispose()
     done = [r for r in accepted.values() if r.get("status") == "confirmed" and "indexed" in r]
     failed = [a for a, r in accepted.items() if r.get("status") == "failed"]
-    txs = {statuses[a][1] for a in accepted if a in statuses and statuses[a][1]}
+    actions_per_tx = dict(Counter(tx_of[a] for a in accepted if tx_of.get(a)))
     out: dict[str, Any] = {
         "actions": len(bodies),
         "accepted": len(accepted),
@@ -682,9 +719,10 @@ async def _follow(
         "failed": len(failed),
         "errors": errors[:5],
         "poll_interval_s": POLL_S,
-        "relayer_transactions": len(txs),
-        "mean_batch": round(len(accepted) / len(txs), 1) if txs else None,
-        "tx_hashes": sorted(txs),
+        "relayer_transactions": len(actions_per_tx),
+        "mean_batch": round(len(accepted) / len(actions_per_tx), 1) if actions_per_tx else None,
+        "actions_per_tx": actions_per_tx,
+        "timeline": timeline,
     }
     if done:
         last_accept = max(r["t0"] + r["accepted"] for r in accepted.values())

@@ -104,6 +104,10 @@ def _check_stack_figures(backend: dict, roles: set[str]) -> None:
     assert relayed["completed"] == relayed["actions"], relayed["errors"]
     # Gas from the executeBatch receipts; CPU from the processes that did the work.
     assert relayed["gas_per_action"] > 21_000 // relayed["actions"]
+    # Each accepted action is in one block's count, and the last record of progress has
+    # them all finished.
+    assert sum(relayed["actions_per_block"]) == relayed["accepted"]
+    assert relayed["timeline"][-1][1:] == [relayed["accepted"]] * 3
     assert roles | {"load generator"} <= set(relayed["cpu_s"]), relayed["cpu_s"]
     assert "other" not in relayed["cpu_s"], relayed["cpu_s"]
     for reads in backend["reads"]:
