@@ -28,7 +28,7 @@ def test_bench_smoke_writes_every_figure(tmp_path: Path) -> None:
         env=devchain.env_with_toolchain(),
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=420,  # two back ends' stacks; a guard against a hang, not a speed check
     )
     assert run.returncode == 0, run.stderr[-3000:]
     r = json.loads(out.read_text())
