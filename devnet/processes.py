@@ -56,6 +56,10 @@ class ManagedProcess:
 
     def start(self, timeout: float = 60.0) -> None:
         self.spawn()
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until ``ready`` says so (ProcessFailed if the child exits or times out first)."""
         assert self.popen is not None
         if self.ready is None:
             return
@@ -129,6 +133,16 @@ class ProcessGroup:
         self._procs.append(proc)
         proc.start(timeout)
         return proc
+
+    def start_together(self, procs: list[ManagedProcess], timeout: float = 60.0) -> None:
+        """Spawn all of ``procs``, then wait until each is ready: for children that do
+        not need each other to start (each loads its own interpreter and libraries, a
+        few seconds apiece), but may need each other to say they are ready."""
+        for proc in procs:
+            self._procs.append(proc)
+            proc.spawn()
+        for proc in procs:
+            proc.wait_ready(timeout)
 
     def supervise(self, say: Callable[[str], None]) -> None:
         """One look at the children: schedule a restart for each that exited, perform

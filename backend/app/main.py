@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,20 +24,31 @@ from backend.dashboard import mount_dashboard
 from backend.db.migrate import upgrade_to_head
 from backend.db.session import get_sessionmaker
 from backend.monitoring.api import install_metrics
+from backend.services.relaying import forward
 from backend.worker.celery_app import create_celery
+from gpucap.deployment import Deployment, ManifestError
 from gpucap.logs import configure_logging
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings | None = None, *, enqueue: Enqueuer | None = None, migrate: bool = True
+    settings: Settings | None = None,
+    *,
+    enqueue: Enqueuer | None = None,
+    migrate: bool = True,
+    warm: bool = False,
 ) -> FastAPI:
-    """Build the app. ``enqueue`` replaces the Celery enqueue (unit tests)."""
+    """Build the app. ``enqueue`` replaces the Celery enqueue (unit tests). ``warm``: do
+    the process's one-off work before serving (``warm_up``; served processes do)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if migrate:
             upgrade_to_head(settings.sqlalchemy_url)
+        if warm:
+            warm_up(app, settings)
         yield
         if app.state.read_cache is not None:
             app.state.read_cache.close()
@@ -65,9 +78,24 @@ def create_app(
     return app
 
 
+def warm_up(app: FastAPI, settings: Settings) -> None:
+    """What each API process does once, done before it serves: FastAPI's route tables
+    (built on a router's first request: pydantic schemas for every route's parameters)
+    and the OpenAPI schema, and the ABIs accepting a forward request reads (megabytes
+    of build artifact, parsed once). Left to the first requests, a burst of them after
+    a start queued behind a few hundred ms of it with the event loop held (`make
+    bench`, figure 3). Local work only, no node or database: a manifest that is not
+    there yet is left to the first request that needs it."""
+    app.openapi()
+    try:
+        forward.load_abis(Deployment.load(settings.manifest_path))
+    except (ManifestError, OSError, json.JSONDecodeError, KeyError) as exc:
+        log.info("ABIs not loaded ahead (%s): the first forward request will", exc)
+
+
 def create_served_app() -> FastAPI:
     """The app of one of several API processes (``python -m backend api --workers N``):
     settings from the environment, migrations already run by the parent. uvicorn starts
     it in a fresh interpreter, so it sets up logging as its parent did (gpucap.logs)."""
     configure_logging()
-    return create_app(get_settings(), migrate=False)
+    return create_app(get_settings(), migrate=False, warm=True)

@@ -6,9 +6,10 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from eth_utils import is_checksum_address, to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
+
+from gpucap.addresses import checksum
 
 _HEX_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 ZERO_ADDRESS = "0x" + "0" * 40
@@ -20,13 +21,14 @@ def checksum_address(value: Any) -> str:
         raise PydanticCustomError("address_format", "must be 0x followed by 40 hex digits")
     digits = value[2:]
     mixed = digits != digits.lower() and digits != digits.upper()
-    if mixed and not is_checksum_address(value):
+    checksummed = checksum(value)
+    if mixed and value != checksummed:
         raise PydanticCustomError(
             "address_checksum", "mixed-case address with an invalid EIP-55 checksum (mistyped?)"
         )
     if value.lower() == ZERO_ADDRESS:
         raise PydanticCustomError("address_zero", "the zero address cannot receive funds")
-    return to_checksum_address(value)
+    return checksummed
 
 
 class FieldErrorPublic(BaseModel):

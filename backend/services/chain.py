@@ -201,10 +201,12 @@ class Chain:
     def identity(self) -> ChainIdentity:
         """The node's chain as it is now (one round trip: chain id and genesis block).
         Not cached: a reset node must never be taken for the chain it was."""
-        chain_id, genesis = self.batch(
-            "reading the chain's identity",
-            [("eth_chainId", []), ("eth_getBlockByNumber", ["0x0", False])],
-        )
+        return self.identity_from(self.batch("reading the chain's identity", IDENTITY_REQUESTS))
+
+    def identity_from(self, answers: Sequence[dict[str, Any]]) -> ChainIdentity:
+        """``identity`` from the node's answers to IDENTITY_REQUESTS, for a caller that
+        sends them in a JSON-RPC batch of its own (one round trip for all it reads)."""
+        chain_id, genesis = answers
         node_chain_id = int(result_of(chain_id, "eth_chainId"), 16)
         self._require_manifest_chain(node_chain_id)
         block = result_of(genesis, "eth_getBlockByNumber")
@@ -223,6 +225,13 @@ class Chain:
                     sig = item["name"] + "(" + ",".join(i["type"] for i in item["inputs"]) + ")"
                     seen.setdefault(sig, item)
         return list(seen.values())
+
+
+# What Chain.identity reads: the chain id and the genesis block.
+IDENTITY_REQUESTS: tuple[tuple[str, list[Any]], ...] = (
+    ("eth_chainId", []),
+    ("eth_getBlockByNumber", ["0x0", False]),
+)
 
 
 def result_of(response: Any, what: str) -> Any:

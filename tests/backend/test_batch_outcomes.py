@@ -6,6 +6,7 @@ drives returns at once. Real anvil and Redis, in-process."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +17,7 @@ from eth_account import Account
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.redis_embedded import EmbeddedRedis
-from backend.services.errors import TransactionReverted
+from backend.services.errors import TransactionReverted, WrongChain
 from backend.services.relaying import actions, batching, forward
 from backend.services.relaying.batch_sizing import BatchLimits
 from backend.services.relaying.forward import ForwardParams, RequestOutcome
@@ -221,6 +222,27 @@ def test_searched_gas_limit_is_the_lowest_the_batch_runs_with(
     params = [_params(r, "setApprovalForAll") for r in reqs]
     outcomes = forward.batch_outcomes(relayer.chain, mined.receipt, params)
     assert outcomes == [RequestOutcome(success=True)] * len(reqs), outcomes
+
+
+def test_validation_reads_the_chains_identity_in_its_round_trip(
+    relayer: Relayer, live_deployment: Any
+) -> None:
+    """The identity an accepted action is stored with comes from the validation's own
+    JSON-RPC batch, and is the chain's; a node on another chain than the manifest's is
+    refused as such, before the request's own checks (whose signature, for the node's
+    chain, would not verify against the manifest's)."""
+    s = live_deployment.system
+    deadline = web3.eth.get_block("latest")["timestamp"] + 3_600
+    req = _approval(s, relayer, s.registry.address, deadline=deadline)
+    params, identity = forward.validate_with_identity(relayer.chain, req)
+    assert identity == relayer.chain.identity()
+    assert params == forward.validate(relayer.chain, req)
+
+    elsewhere = dataclasses.replace(
+        relayer.chain, deployment=dataclasses.replace(relayer.chain.deployment, chain_id=1)
+    )
+    with pytest.raises(WrongChain):
+        forward.validate_with_identity(elsewhere, req)
 
 
 def test_simulated_revert_is_decoded_and_out_of_gas_asks_for_more(

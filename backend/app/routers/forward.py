@@ -134,7 +134,7 @@ def _accept(
                     action_id=open_action.id,
                 )
             return open_action, False
-        params = forward.validate(chain, signed, nonce_hint=body.nonce)
+        params, identity = forward.validate_with_identity(chain, signed, nonce_hint=body.nonce)
         # One commit: the row is written as enqueued, then enqueued (a worker must not
         # look for it before it exists); a failed enqueue clears the mark and leaves the
         # row to the sweep. The same signed request again finds its row.
@@ -143,7 +143,7 @@ def _accept(
             kind=ActionKind.FORWARD,
             idempotency_key=params.idempotency_key,
             params=params.as_params(),
-            chain=chain.identity(),
+            chain=identity,
             enqueued_at=utcnow(),
             likely_new=True,  # a replay of a request still open was answered above
         )

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_abi.exceptions import DecodingError
-from eth_utils import event_abi_to_log_topic, to_checksum_address
+from eth_utils import event_abi_to_log_topic
 from hexbytes import HexBytes
 
 from backend.services.chain import Chain
 from backend.services.indexing import pool_index
+from gpucap.addresses import checksum
 from gpucap.deployment import ManifestError
 
 
@@ -167,20 +168,6 @@ def _web3_log(entry: Any) -> Any:
         "logIndex": as_int(entry["logIndex"]),
         "transactionIndex": as_int(entry["transactionIndex"]),
     }
-
-
-_CHECKSUMS: dict[str, str] = {}
-
-
-def checksum(address: str) -> str:
-    """``to_checksum_address``, remembered (the same few thousand addresses recur)."""
-    key = address.lower()
-    found = _CHECKSUMS.get(key)
-    if found is None:
-        if len(_CHECKSUMS) > 100_000:
-            _CHECKSUMS.clear()
-        found = _CHECKSUMS[key] = to_checksum_address(key)
-    return found
 
 
 def _normalizer(abi_type: str) -> Callable[[Any], Any] | None:

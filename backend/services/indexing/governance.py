@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session
 
 from backend.db.models import ChainEvent, GovernanceChangeRow, GovernanceDelayRow, IndexedBlock
 from backend.services.chain import Chain
-from backend.services.indexing.event_decoding import as_bytes, checksum, jsonable
+from backend.services.indexing.event_decoding import as_bytes, jsonable
+from gpucap.addresses import checksum
 
 log = logging.getLogger(__name__)
 

@@ -148,7 +148,9 @@ def accept_fill(
         )
     now = chain_time(chain)  # read once: nothing below the lock waits on the node
     _check_free(session, chain, fills, now)  # before the chain's checks: the cheap refusal
-    params = forward.validate(chain, signed, nonce_hint=nonce_hint, book_checked=True)
+    params, identity = forward.validate_with_identity(
+        chain, signed, nonce_hint=nonce_hint, book_checked=True
+    )
     if params.function not in FILL_FUNCTIONS:
         raise MarketRejected(f"Market.{params.function} is not a fill", code="NotAFill")
     # What is free, again, under a write lock on the orders that create_action's commit
@@ -167,7 +169,7 @@ def accept_fill(
         kind=ActionKind.FORWARD,
         idempotency_key=params.idempotency_key,
         params=params.as_params(),
-        chain=chain.identity(),
+        chain=identity,
         enqueued_at=utcnow(),
         likely_new=True,
     )

@@ -40,17 +40,18 @@ from eth_utils import (
     to_checksum_address,
 )
 from hexbytes import HexBytes
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 from web3.exceptions import ContractLogicError, Web3Exception, Web3RPCError
 
 from backend.db.models import OPEN_STATUSES, Action, ActionKind
-from backend.services.chain import Chain, result_of
+from backend.services.chain import IDENTITY_REQUESTS, Chain, ChainIdentity, result_of
 from backend.services.errors import ServiceError, TransactionReverted
 from backend.services.indexing.event_decoding import EventLayout, as_bytes, as_int
 from backend.services.relaying.relayer import TxRequest
 from backend.services.revert import decode_revert, revert_data, rpc_revert
-from gpucap.deployment import ManifestError, read_abi
+from gpucap.addresses import checksum
+from gpucap.deployment import Deployment, ManifestError, read_abi
 from gpucap.signing import SignedRequest, non_canonical_reason, recover_request_signer
 
 FORWARDER = "GpucapForwarder"
@@ -221,6 +222,21 @@ def _target(chain: Chain, to: str) -> tuple[str, Path | None] | None:
     return POOL, None
 
 
+def load_abis(deployment: Deployment) -> None:
+    """Parse now, once for this process, the ABIs that accepting a request reads (each
+    relayable contract's functions by selector, RevenuePool's, the forwarder's): build
+    artifacts of megabytes that the first request would otherwise parse, in its own
+    time and that of every request queued behind it."""
+    for name in ALLOWED_CALLS:
+        ref = deployment.contracts.get(name)
+        if ref is not None:
+            _function_names(ref.abi_path)
+    if SETTLEMENT in deployment.contracts:
+        _function_names(deployment.contracts[SETTLEMENT].abi_path.parent / f"{POOL}.json")
+    if FORWARDER in deployment.contracts:
+        _forwarder_abi(deployment.contracts[FORWARDER].abi_path)
+
+
 def _names_by_address(chain: Chain) -> dict[str, str]:
     return {ref.address.lower(): name for name, ref in chain.deployment.contracts.items()}
 
@@ -282,13 +298,31 @@ def validate(
     nonce_hint: int | None = None,
     book_checked: bool = False,
 ) -> ForwardParams:
-    """Everything short of sending; returns the parameters to store with the action.
+    """Everything short of sending; returns the parameters to store with the action
+    (validate_with_identity, without the identity)."""
+    params, _ = validate_with_identity(
+        chain, request, nonce_hint=nonce_hint, book_checked=book_checked
+    )
+    return params
 
-    The chain state it needs (the sender's forwarder nonce, the latest block's
-    time, the simulated call) comes in one JSON-RPC batch: one round trip instead
-    of three, and no web3 middleware (whose chain-id validation costs an extra
-    ``eth_chainId`` call per ``eth_call``). The checks then run in the order a
-    caller would want to hear about them: nonce, signature, deadline, revert.
+
+def validate_with_identity(
+    chain: Chain,
+    request: SignedRequest,
+    *,
+    nonce_hint: int | None = None,
+    book_checked: bool = False,
+) -> tuple[ForwardParams, ChainIdentity]:
+    """Everything short of sending; returns the parameters to store with the action and
+    the chain's identity (``Chain.identity``) to store it with.
+
+    The chain state it needs (the node's chain id and genesis block, the sender's
+    forwarder nonce, the latest block's time, the simulated call) comes in one
+    JSON-RPC batch: one round trip instead of five (the identity was a round trip of
+    its own per accepted request), and no web3 middleware (whose chain-id validation
+    costs an extra ``eth_chainId`` call per ``eth_call``). A node on another chain than
+    the manifest's is refused first (WrongChain); the request's checks then run in the
+    order a caller would want to hear about them: nonce, signature, deadline, revert.
     A Market fill is refused (UseMarketFills) unless ``book_checked``: only the market
     route, which holds the book's lock, relays fills.
     """
@@ -306,14 +340,16 @@ def validate(
         "to": forwarder,
         "data": "0x" + (_NONCES_SELECTOR + encode(["address"], [request.sender])).hex(),
     }
-    nonce_resp, block_resp, sim_resp = chain.batch(
+    *identity_resp, nonce_resp, block_resp, sim_resp = chain.batch(
         "validating forward request",
         [
+            *IDENTITY_REQUESTS,
             ("eth_call", [nonce_call, "latest"]),
             ("eth_getBlockByNumber", ["latest", False]),
             ("eth_call", [_simulation_call(forwarder, request), "latest"]),
         ],
     )
+    identity = chain.identity_from(identity_resp)
     (nonce,) = decode(["uint256"], HexBytes(result_of(nonce_resp, "reading forwarder nonce")))
     if nonce_hint is not None and nonce_hint != nonce:
         raise ForwardRejected(
@@ -342,9 +378,9 @@ def validate(
         raise ForwardRejected(
             f"the node refuses the call: {_node_message(sim_resp['error'])}", code="RejectedByNode"
         )
-    return ForwardParams(
-        sender=to_checksum_address(request.sender),
-        to=to_checksum_address(request.to),
+    params = ForwardParams(
+        sender=checksum(request.sender),
+        to=checksum(request.to),
         value=request.value,
         gas=request.gas,
         nonce=nonce,
@@ -354,6 +390,7 @@ def validate(
         contract=contract,
         function=function,
     )
+    return params, identity
 
 
 def _node_message(error: Any) -> str:
@@ -397,14 +434,17 @@ class OpenRequest:
     params: dict[str, Any]
 
 
-# Built once: building the statement cost as much as running it, on every request.
+# Built once: building the statement cost as much as running it, on every request. The
+# open statuses as ``=`` terms, not ``IN``: an IN list is an "expanding" parameter that
+# SQLAlchemy re-renders into the cached SQL on every execution (a third of the query's
+# cost here).
 _OPEN_REQUEST = (
     select(Action.id, Action.status, Action.params)
     .where(
         Action.idempotency_key >= bindparam("low"),
         Action.idempotency_key < bindparam("high"),
         Action.kind == ActionKind.FORWARD.value,
-        Action.status.in_(OPEN_STATUSES),
+        or_(*(Action.status == status for status in OPEN_STATUSES)),
     )
     .limit(1)
 )

@@ -18,7 +18,6 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from hexbytes import HexBytes
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
 from backend.services.chain import Chain, JsonRpc, chain_errors
@@ -387,10 +386,14 @@ class Relayer:
     # -- sending --------------------------------------------------------------
 
     def broadcast(self, signed: SignedTx) -> None:
-        """Send (or re-send) a signed transaction. Idempotent for the same transaction."""
+        """Send (or re-send) a signed transaction. Idempotent for the same transaction.
+        Raw JSON-RPC: a batch's transaction is tens of kB, which web3's request encoding
+        and requests' session walk through for nothing (a fifth of a batch's relaying
+        CPU in ``make bench``)."""
+        raw_hex = "0x" + signed.raw_tx.removeprefix("0x")
         with chain_errors("broadcasting transaction"):
             try:
-                self.chain.w3.eth.send_raw_transaction(HexBytes(signed.raw_tx))
+                self.chain.raw("broadcasting transaction", "eth_sendRawTransaction", [raw_hex])
             except Web3RPCError as exc:
                 # Already known / already mined: the same hash is what we want.
                 if self.is_mined(signed.tx_hash) or self._in_mempool(signed.tx_hash):
