@@ -2,7 +2,8 @@
 
 From the chain index only (``backend/services/indexing/pool_index.py``); positions are brought up
 to date with RevenuePool's own rules (``pool_book``) at request time, from the database.
-Time-dependent answers (round state, the current epoch's debt service) use the newest
+Time-dependent answers (round state, the current epoch's debt service, the node's
+collateral at book and marked to the market: backend/risk/collateral.py) use the newest
 indexed block's time, the clock the reads are consistent with.
 """
 
