@@ -21,6 +21,7 @@ would have no price, so it is left out rather than divided by.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -90,8 +91,11 @@ def time_weighted(series: Sequence[Trade], until: int) -> int:
     span = until - series[0].timestamp
     if span <= 0:
         return series[-1].paid // series[-1].gpu_hours
-    weighted = Fraction(0)
+    # sum_i paid_i x held_i / hours_i, exactly: the integer numerators summed per distinct
+    # denominator first (few: trades come in a handful of sizes), then as fractions.
+    held_by_hours: dict[int, int] = defaultdict(int)
     for trade, after in zip(series, [*series[1:], None], strict=True):
         held_until = after.timestamp if after is not None else until
-        weighted += Fraction(trade.paid * (held_until - trade.timestamp), trade.gpu_hours)
+        held_by_hours[trade.gpu_hours] += trade.paid * (held_until - trade.timestamp)
+    weighted = sum((Fraction(n, h) for h, n in held_by_hours.items()), Fraction(0))
     return floor(weighted / span)
