@@ -136,6 +136,15 @@ class Settings(BaseSettings):
     # the maker's funds as well: services/market/placing.py).
     market_max_open_orders_per_maker: int = Field(default=100, ge=1)
 
+    # Collateral marked to the market (backend/risk/marking.py): a GPU class's price marks
+    # collateral once it traded "enough": at least mark_min_trades trades worth at least
+    # mark_min_volume stablecoin base units in the last mark_lookback_seconds, from
+    # mark_price_source (primary sales, secondary fills, or both); wash trades never count.
+    mark_lookback_seconds: int = Field(default=30 * 86_400, ge=1, le=10 * 365 * 86_400)
+    mark_min_trades: int = Field(default=5, ge=1)
+    mark_min_volume: int = Field(default=1_000 * 10**6, ge=0)  # 1,000 USD
+    mark_price_source: Literal["primary", "secondary", "combined"] = "combined"
+
     # Health checks must answer fast even when a dependency hangs.
     health_timeout_seconds: float = 1.0
     # The faucet: at most this many new drips per client address per window (any recipients).

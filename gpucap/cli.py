@@ -200,7 +200,9 @@ def show(
 def _cell(column: str, value: Any) -> str:
     if value is None:
         return "-"
-    if column in {"price_per_gpu_hour", "bonded", "locked", "stablecoin", "volume"}:
+    if column in {"price_per_gpu_hour", "bonded", "locked", "stablecoin", "volume"} or (
+        column.endswith(("_vwap", "_last", "_twap"))
+    ):
         return f"{value / USD:,.2f}"
     if column == "window_start":
         return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(value))
@@ -276,17 +278,50 @@ def offers(
     )
 
 
+PRICE_COLUMNS = [
+    "class_id",
+    "window_start",
+    "primary_vwap",
+    "secondary_vwap",
+    "combined_vwap",
+    "combined_last",
+    "combined_twap",
+    "gpu_hours",
+    "trades",
+    "wash_excluded",
+]
+
+
+def _price_row(p: dict[str, Any]) -> dict[str, Any]:
+    """One price point as a table row: each source's VWAP, the combined figures."""
+    c = p["combined"]
+    return {
+        "class_id": p["class_id"],
+        "window_start": p["window_start"],
+        "primary_vwap": p["primary"]["vwap_per_gpu_hour"],
+        "secondary_vwap": p["secondary"]["vwap_per_gpu_hour"],
+        "combined_vwap": c["vwap_per_gpu_hour"],
+        "combined_last": c["last_per_gpu_hour"],
+        "combined_twap": c["twap_per_gpu_hour"],
+        "gpu_hours": c["gpu_hours"],
+        "trades": f"{p['primary']['trades']} + {p['secondary']['trades']}",
+        "wash_excluded": p["excluded"]["trades"],
+    }
+
+
 @app.command()
-def prices(typer_ctx: typer.Context, class_id: int | None = None) -> None:
-    """Volume-weighted price per GPU class and delivery window."""
+def prices(
+    typer_ctx: typer.Context, class_id: int | None = None, window_start: int | None = None
+) -> None:
+    """Price per GPU-hour by class and delivery window: VWAP of primary sales, of secondary
+    fills and of both, with the combined last and time-weighted price (USD). Wash trades
+    are left out of every price and counted apart; --json gives every figure."""
     ctx = _ctx(typer_ctx)
-    rows = ctx.get("/api/v1/price-index", class_id=class_id)
-    show(
-        ctx,
-        rows,
-        "price index",
-        ["class_id", "window_start", "gpu_hours", "volume", "vwap_per_gpu_hour", "sales"],
-    )
+    rows = ctx.get("/api/v1/price-index", class_id=class_id, window_start=window_start)
+    if ctx.as_json:
+        show(ctx, rows, "price index", [])
+        return
+    show(ctx, [_price_row(p) for p in rows], "price index", PRICE_COLUMNS)
 
 
 @app.command()

@@ -228,6 +228,34 @@ def _usd(micro: int) -> str:
     return f"{micro / USD:,.2f}"
 
 
+@pool_app.command("collateral")
+def collateral(typer_ctx: typer.Context, node_id: int) -> None:
+    """The node's collateral: depreciated book value beside its value marked to the market
+    (the lower of book and what its class's GPU-hour trades imply), from the API's index."""
+    ctx = _ctx(typer_ctx)
+    pools = ctx.get("/api/v1/pools", node_id=node_id)
+    if not pools or pools[0]["collateral"] is None:
+        err_console.print(f"[red]node {node_id}: no indexed pool or node[/]")
+        raise typer.Exit(code=2)
+    c = pools[0]["collateral"]
+    if ctx.as_json:
+        console.print_json(data=c)
+        return
+    m, rule = c["market"], c["rule"]
+    market = "-" if c["market_value"] is None else _usd(c["market_value"])
+    console.print(
+        f"node {node_id}: book {_usd(c['book_value'])} tUSD ({c['curve'].replace('_', ' ')}), "
+        f"market {market}, marked {_usd(c['marked_value'])} ({c['basis']})"
+    )
+    price = "-" if m["price_per_gpu_hour"] is None else _usd(m["price_per_gpu_hour"])
+    console.print(
+        f"class {m['class_id']}: {m['trades']} trades, {_usd(m['volume'])} tUSD, VWAP {price} "
+        f"in the last {rule['lookback_seconds']} s ({rule['source']}; {m['excluded']['trades']} "
+        f"wash trades left out); enough takes {rule['min_trades']} trades and "
+        f"{_usd(rule['min_volume'])} tUSD"
+    )
+
+
 @pool_app.command("loan")
 def loan(typer_ctx: typer.Context, node_id: int) -> None:
     """The node's pool loan (from the API's index): state, arrears, cure progress, pledged

@@ -20,6 +20,7 @@ from backend.config import Settings
 from backend.services import auth
 from backend.services.chain import Chain
 from backend.services.errors import AuthFailed, Forbidden
+from backend.services.pricing.trades import MarkRule
 from backend.services.relaying.faucet import ClientLimit
 from backend.services.relaying.relay_kick import ForwardKick
 from backend.worker.celery_app import RELAY_TASK
@@ -120,7 +121,19 @@ async def get_enqueuer(request: Request) -> Enqueuer:
     return request.app.state.enqueue  # type: ignore[no-any-return]
 
 
+async def get_mark_rule(request: Request) -> MarkRule:
+    """When a class's trades are enough to mark collateral to (the settings' mark_*)."""
+    s: Settings = request.app.state.settings
+    return MarkRule(
+        lookback_seconds=s.mark_lookback_seconds,
+        min_trades=s.mark_min_trades,
+        min_volume=s.mark_min_volume,
+        source=s.mark_price_source,
+    )
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+MarkRuleDep = Annotated[MarkRule, Depends(get_mark_rule)]
 SessionDep = Annotated[Session, Depends(get_session)]
 ChainDep = Annotated[Chain, Depends(get_chain)]
 EnqueueDep = Annotated[Enqueuer, Depends(get_enqueuer)]

@@ -206,15 +206,56 @@ class ReservationPublic(_Row):
     uncovered: int
 
 
+# Prices are integers of stablecoin base units (6 decimals) per GPU-hour, floored from the
+# exact ratio (backend/services/pricing/stats.py); null where no trade gives one.
+
+
+class PriceStatsPublic(BaseModel):
+    """One source's trades of one GPU class and delivery window, and their prices."""
+
+    source: Literal["primary", "secondary", "combined"] = Field(
+        description="primary: CapacityToken sales at an operator's ask; secondary: Market "
+        "fills between holders, wash-flagged ones excluded; combined: both, in chain order"
+    )
+    trades: int
+    gpu_hours: int
+    volume: int = Field(description="stablecoin base units paid (fees not included)")
+    vwap_per_gpu_hour: int | None = Field(description="floor(volume / gpu_hours)")
+    last_per_gpu_hour: int | None = Field(
+        description="the newest trade's price (chain order), floored"
+    )
+    last_at: int | None = Field(description="the newest trade's block time (unix seconds)")
+    first_at: int | None = Field(description="the first trade's block time: the TWAP's start")
+    twap_per_gpu_hour: int | None = Field(
+        description="time-weighted: each trade's price held from its block time until the "
+        "next trade's, the newest until twap_until; floored. With no time elapsed since "
+        "the first trade, the last price"
+    )
+    twap_until: int | None = Field(
+        description="where the TWAP's span ends: the window's start, or the newest indexed "
+        "block's time if earlier"
+    )
+
+
+class ExcludedTradesPublic(BaseModel):
+    """Secondary trades left out of every price: those the index flagged as a self-trade or
+    a wash trade (see the market's trades, ``wash_flag``)."""
+
+    trades: int
+    gpu_hours: int
+    volume: int = Field(description="stablecoin base units")
+
+
 class PricePointPublic(BaseModel):
-    """Volume-weighted price of one GPU class's capacity for one delivery window."""
+    """What one GPU class's capacity for one delivery window traded at, by source."""
 
     class_id: int
     window_start: int
-    gpu_hours: int
-    volume: int  # stablecoin base units paid
-    vwap_per_gpu_hour: float  # volume / gpu_hours, base units
-    sales: int
+    primary: PriceStatsPublic
+    secondary: PriceStatsPublic
+    combined: PriceStatsPublic
+    excluded: ExcludedTradesPublic
+    as_of: int = Field(description="the newest indexed block's time the figures are taken at")
 
 
 class IndexerStatusPublic(BaseModel):
@@ -388,6 +429,71 @@ class PoolLoanEventPublic(BaseModel):
     tx_hash: str
 
 
+class MarkRulePublic(BaseModel):
+    """What "enough trades" means on this server (settings GPUCAP_MARK_*): a class's price
+    marks collateral once it traded at least ``min_trades`` times for at least
+    ``min_volume`` in the last ``lookback_seconds``, counting ``source``'s trades; wash
+    trades and self-trades never count."""
+
+    lookback_seconds: int
+    min_trades: int
+    min_volume: int = Field(description="stablecoin base units")
+    source: Literal["primary", "secondary", "combined"]
+
+
+class CollateralMarketPublic(BaseModel):
+    """The node's GPU class's trades in the lookback (every delivery window): the market
+    price its collateral is marked to."""
+
+    class_id: int
+    since: int = Field(description="the lookback's start (unix seconds)")
+    until: int = Field(description="its end: the newest indexed block's time")
+    trades: int
+    gpu_hours: int
+    volume: int = Field(description="stablecoin base units paid")
+    price_per_gpu_hour: int | None = Field(
+        description="VWAP of those trades, floored; null without any"
+    )
+    excluded: ExcludedTradesPublic
+    enough: bool = Field(description="the trades meet the rule: the price marks collateral")
+
+
+class PoolCollateralPublic(BaseModel):
+    """The node the pool finances, at the newest indexed block: its depreciated book value
+    beside its value marked to the market. Stablecoin base units.
+
+    market_value = residual + floor(sellable_milli_gpu_hours x price x capital_share_bps /
+    (1000 x 10^4)), where sellable_milli_gpu_hours = floor(gpu_count x
+    remaining_life_seconds x 1000 x utilization_bps / (3600 x 10^4)) and price is the
+    class's VWAP in the lookback: the collateral's remaining hours earning today's market
+    price, the capital's share of it (after fee, reserve and the operator's share),
+    undiscounted, then its residual (backend/risk/marking.py). marked_value = min(book,
+    market) when the class traded enough, else book."""
+
+    book_value: int = Field(description="RiskModel.value on the chain's curve, now")
+    curve: Literal["straight_line", "declining_balance"]
+    market_value: int | None = Field(
+        description="market-implied value; null: not enough trades to mark to (see rule)"
+    )
+    marked_value: int = Field(description="the lower of book and market value")
+    basis: Literal["book", "market"] = Field(description="which of the two marked_value is")
+    ltv_bps_book: int | None = Field(description="debt outstanding / book value; null = infinite")
+    ltv_bps_marked: int | None = Field(
+        description="debt outstanding / marked value; null = infinite"
+    )
+    remaining_life_seconds: int
+    utilization_bps: int = Field(description="share of the remaining hours assumed sold")
+    utilization_attested: bool = Field(
+        description="true: the node's trailing attested mean; false: the default assumption"
+    )
+    capital_share_bps: int = Field(
+        description="share of a GPU-hour's price that reaches the capital (deployed split)"
+    )
+    market: CollateralMarketPublic
+    rule: MarkRulePublic
+    as_of: int = Field(description="the newest indexed block's time")
+
+
 class PoolPublic(BaseModel):
     address: str
     node_id: int
@@ -414,6 +520,10 @@ class PoolPublic(BaseModel):
     last_distributed_epoch: int
     risk: PoolRiskPublic | None = Field(description="null until the node's first settlement")
     loan: PoolLoanPublic | None = Field(description="null until the raise is drawn")
+    collateral: PoolCollateralPublic | None = Field(
+        description="book and marked value of the node; null if its node or GPU class "
+        "has not been indexed"
+    )
     as_of_block: int
 
 

@@ -590,11 +590,17 @@ class MarketFillRow(Base):
     # "self_trade" (maker == taker) or "wash_trade" (the same two addresses trading this
     # instrument back and forth within market_index.WASH_WINDOW_SECONDS); None: neither.
     wash_flag: Mapped[str | None] = mapped_column(String(16))
+    # GPU-hours: the token's class and delivery window (the price index's keys, as in
+    # ``sales``); null for pool shares (token id 0).
+    class_id: Mapped[int | None] = mapped_column(Integer)
+    window_start: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         Index("ix_market_fills_instrument", "asset", "token_id", "block_number"),
         # A pair's earlier trades, for the wash flag (market_index._wash_flag).
         Index("ix_market_fills_pair", "maker", "taker"),
+        # A class's trades in a lookback (collateral marks) and per window (price index).
+        Index("ix_market_fills_class_time", "class_id", "block_timestamp"),
     )
 
 

@@ -108,6 +108,13 @@ def run(
     curve: Annotated[
         str, typer.Option(help="collateral value: straight_line or declining_balance")
     ] = "straight_line",
+    collateral: Annotated[
+        str,
+        typer.Option(
+            help="book, or marked: the lower of book and the market-implied value for nodes "
+            "with a mark_price_per_gpu_hour (backend/risk/marking.py)"
+        ),
+    ] = "book",
     json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
 ) -> None:
     """Project the fleet through the scenarios; print a summary and the breaching pools."""
@@ -135,6 +142,7 @@ def run(
             max_ltv_bps=max_ltv_bps,
             recovery_bps=recovery_bps,
             curve=curve,
+            collateral=collateral,
         )
         t0 = time.perf_counter()
         results = run_scenarios(fleet, chosen, params)

@@ -34,6 +34,13 @@ EpochSettlement settles an epoch:
   holders. The four sum to the claim exactly. Later recovery from the node's revenue is
   not projected (the node stops), so the holders' figure is the loss booked at default.
   ``recovery`` is only an estimate of selling the collateral (``recovery_bps`` of value).
+- **Collateral marked to the market** (``Params.collateral = "marked"``): a node with a
+  market price (``NodeInput.mark_price_per_gpu_hour``: its class traded enough) is valued
+  at min(book_m, implied_m), ``backend.risk.marking``'s formula at the period's end with
+  the market price moved by the scenario's index (mark0 x index_m // 1e6), the period's
+  utilization and the run's capital share (1e4 - fee - reserve - operator). Falling
+  prices then lower the collateral too, and LTV and recovery follow. Nodes without a
+  market price keep their book value.
 """
 
 from __future__ import annotations
@@ -47,13 +54,17 @@ from numpy.typing import NDArray
 
 from backend.risk import terms as T
 from backend.risk import vector as V
-from backend.risk.fleet import MAX_TIME, USE_DEFAULT, Fleet
+from backend.risk.fleet import MAX_TIME, NO_MARK, USE_DEFAULT, Fleet
 from backend.risk.formulas import BPS, MONTH_SECONDS
 from backend.risk.scenarios import PPM, Scenario, ScenarioError
 
 I64 = NDArray[np.int64]
 WATERFALL_TIERS = ("operator_bond", "stakers", "insurance_reserve", "holders")
 CURVES = ("straight_line", "declining_balance")
+COLLATERAL = ("book", "marked")
+# Above every book value (<= fleet.MAX_AMOUNT): a market-implied value capped here marks
+# to the same min(book, implied), and residual + cap stays inside int64.
+_IMPLIED_CAP = 2**62
 PERFORMING, CASH_SWEEP = 0, 1
 
 
@@ -80,6 +91,12 @@ class Params:
     electricity_price_per_kwh: int = T.ELECTRICITY_PRICE_PER_KWH
     pue_bps: int = T.PUE_BPS
     recovery_bps: int = 6_000
+    collateral: str = "book"  # or "marked": see the module's docstring
+
+    @property
+    def capital_share_bps(self) -> int:
+        """What is left of a GPU-hour's gross for the capital: the split's net."""
+        return BPS - self.protocol_fee_bps - self.reserve_bps - self.operator_bps
 
     def validate(self) -> None:
         if not 0 <= self.start_time <= MAX_TIME:
@@ -109,6 +126,8 @@ class Params:
                 raise ScenarioError(f"{name} must be in [1, 720]")
         if self.curve not in CURVES:
             raise ScenarioError(f"curve {self.curve!r}: known curves are {', '.join(CURVES)}")
+        if self.collateral not in COLLATERAL:
+            raise ScenarioError(f"collateral {self.collateral!r}: one of {', '.join(COLLATERAL)}")
         if not 0 <= self.electricity_price_per_kwh <= 10**7:
             raise ScenarioError("electricity_price_per_kwh must be in [0, 10000000]")
         if not BPS <= self.pue_bps <= 3 * BPS:
@@ -184,6 +203,33 @@ def collateral_values(fleet: Fleet, life: I64, t: I64, curve: str) -> I64:
         fleet.acquired_at[:, None],
         t[None, :],
     )
+
+
+def marked_values(
+    fleet: Fleet, book: I64, life: I64, t: I64, index: I64, utilization: I64, params: Params
+) -> I64:
+    """(nodes, periods) collateral marked to the market: min(book, implied) for the nodes
+    with a market price (``backend.risk.marking``, floored in the same places), book for
+    the others."""
+    rows = np.flatnonzero(fleet.mark_price0 != NO_MARK)
+    if rows.size == 0:
+        return book
+    col = lambda a: a[rows][:, None]  # noqa: E731 - marked nodes, broadcast over periods
+    end = col(fleet.acquired_at) + col(life) * MONTH_SECONDS
+    remaining = np.maximum(end - t[None, :], 0)
+    milli = V.mul_div(
+        col(fleet.gpu_count) * remaining, 1000 * utilization[rows], 3600 * BPS, "sellable hours"
+    )
+    price = V.mul_div(col(fleet.mark_price0), index[rows], PPM, "market price")
+    earned = V.mul_div(
+        milli, price * params.capital_share_bps, 1000 * BPS, "implied value", saturate=True
+    )
+    residual = V.mul_div(
+        col(fleet.acquisition_cost), col(fleet.residual_value_bps), BPS, "residual value"
+    )
+    out = book.copy()
+    out[rows] = np.minimum(book[rows], residual + np.minimum(earned, _IMPLIED_CAP))
+    return out
 
 
 def loan_terms(fleet: Fleet, scenario: Scenario) -> tuple[I64, I64, I64]:
@@ -312,7 +358,8 @@ def project(
         shared, ("debt", scenario.tenor_months), schedule
     )
 
-    price = V.mul_div(col(fleet.price0), price_index_matrix(fleet, scenario, h), PPM, "price")
+    index = price_index_matrix(fleet, scenario, h)
+    price = V.mul_div(col(fleet.price0), index, PPM, "price")
     energy_cost = V.mul_div(
         fleet.energy_wh_per_gpu_hour
         * _resolved(fleet.electricity_price_per_kwh, params.electricity_price_per_kwh),
@@ -337,11 +384,15 @@ def project(
     opex = V.mul_div(milli, col(energy_cost), 1000, "energy bill")
 
     dscr = V.dscr_bps(trailing_sum(net, w), window_due)
-    ltv = _once(
-        shared,
-        ("ltv", scenario.economic_life_months, scenario.tenor_months),
-        lambda: V.ltv_bps(outstanding, value),
-    )
+    if params.collateral == "marked":  # depends on the world's prices: never shared
+        value = marked_values(fleet, value, life, t, index, utilization, params)
+        ltv = V.ltv_bps(outstanding, value)
+    else:
+        ltv = _once(
+            shared,
+            ("ltv", scenario.economic_life_months, scenario.tenor_months),
+            lambda: V.ltv_bps(outstanding, value),
+        )
     covenant = V.covenant_breached(
         dscr, ltv, service_epochs, params.covenant_dscr_bps, params.max_ltv_bps
     )

@@ -59,6 +59,7 @@ MAX_ENERGY_WH = 10_000  # per GPU-hour (a 10 kW accelerator)
 MAX_KWH_PRICE = 10 * USD
 MAX_PUE_BPS = 30_000
 USE_DEFAULT = -1  # energy price / PUE not given for the node or its operator: Params' default
+NO_MARK = -1  # no market price to mark the node's collateral to
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,9 @@ class NodeInput:
     electricity_price_per_kwh: int | None = None
     pue_bps: int | None = None
     operator: str = ""
+    # The market price of the node's class per GPU-hour, where it traded enough to mark
+    # collateral to (backend/risk/marking.py); None: no mark, book value only.
+    mark_price_per_gpu_hour: int | None = None
 
 
 def _check(node_id: int, name: str, value: int, lo: int, hi: int) -> None:
@@ -154,6 +158,7 @@ class Fleet:
     staked_bps: NDArray[np.int64]
     bond: NDArray[np.int64]
     insurance: NDArray[np.int64]
+    mark_price0: NDArray[np.int64]  # market price per GPU-hour today; NO_MARK: none
     inputs: list[NodeInput] = field(repr=False, default_factory=list)
 
     def __len__(self) -> int:
@@ -217,6 +222,9 @@ class Fleet:
                 _check(n.node_id, "electricity_price_per_kwh", kwh, 0, MAX_KWH_PRICE)
             if pue is not None:
                 _check(n.node_id, "pue_bps", pue, BPS, MAX_PUE_BPS)
+            mark = n.mark_price_per_gpu_hour
+            if mark is not None:
+                _check(n.node_id, "mark_price_per_gpu_hour", mark, 0, MAX_PRICE)
             d = n.debt or Debt(0, 1, 0, 0, 0)
             _check(n.node_id, "debt.drawn_assets", d.drawn_assets, 0, MAX_AMOUNT)
             _check(n.node_id, "debt.tenor_months", d.tenor_months, 1, MAX_TENOR_MONTHS)
@@ -244,6 +252,7 @@ class Fleet:
                 "staked_bps": d.staked_bps,
                 "bond": n.bond,
                 "insurance": n.insurance,
+                "mark_price0": NO_MARK if mark is None else mark,
             }
             for k, v in row.items():
                 cols[k].append(v)

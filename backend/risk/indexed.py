@@ -12,6 +12,9 @@ has been and what it rents for. All three are indexed, so the server fills them 
 - **utilization_bps**: the mean of the node's newest ``TRAILING_EPOCHS`` attested
   epochs (leaves verified against the attested root only).
 - **price_per_gpu_hour**: the ask of the node's newest offer (else the class default).
+- **mark_price_per_gpu_hour** (asked for with a ``MarkRule``): the market price of the
+  node's class (VWAP of its trades in the rule's lookback, ending at the newest indexed
+  block) when it traded enough to mark collateral to (backend/risk/collateral.py).
 
 Anything a caller sends as an override wins, field by field.
 """
@@ -23,11 +26,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backend.db.models import EpochRow, NodeMetricRow, NodeRow, OfferRow, PoolRow, PoolTermsRow
+from backend.db.models import NodeRow, OfferRow, PoolRow, PoolTermsRow
+from backend.risk.collateral import node_collateral, trailing_utilization
 from backend.risk.fleet import MAX_TENOR_MONTHS
 from backend.risk.formulas import MONTH_SECONDS
+from backend.services.pricing.trades import MarkRule, indexed_time
 
-TRAILING_EPOCHS = 12
 BPS = 10_000
 
 
@@ -68,10 +72,16 @@ def scope_node_ids(session: Session, scope: str) -> list[int]:
 
 
 def indexed_overrides(
-    session: Session, node_ids: list[int], now: int, *, loans_from_draw: bool = False
+    session: Session,
+    node_ids: list[int],
+    now: int,
+    *,
+    loans_from_draw: bool = False,
+    mark_rule: MarkRule | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Per node: what the index adds to the node row (debt, utilization, price);
-    ``loans_from_draw``: each pool loan from its draw (see ``pool_debt``)."""
+    ``loans_from_draw``: each pool loan from its draw (see ``pool_debt``); ``mark_rule``:
+    also the market price its collateral is marked to, where its class traded enough."""
     out: dict[int, dict[str, Any]] = {n: {} for n in node_ids}
     if not node_ids:
         return out
@@ -84,22 +94,8 @@ def indexed_overrides(
         debt = pool_debt(terms, pool, now, from_draw=loans_from_draw)
         if debt is not None:
             out[terms.node_id]["debt"] = debt
-    newest = session.scalar(select(func.max(EpochRow.epoch)))
-    if newest is not None:
-        utilization = session.execute(
-            select(NodeMetricRow.node_id, func.avg(NodeMetricRow.utilization_bps))
-            .join(
-                EpochRow,
-                (EpochRow.epoch == NodeMetricRow.epoch) & (EpochRow.root == NodeMetricRow.root),
-            )
-            .where(
-                NodeMetricRow.node_id.in_(node_ids),
-                NodeMetricRow.epoch > newest - TRAILING_EPOCHS,
-            )
-            .group_by(NodeMetricRow.node_id)
-        )
-        for node_id, mean in utilization:
-            out[node_id]["utilization_bps"] = min(round(mean), BPS)
+    for node_id, mean in trailing_utilization(session, node_ids).items():
+        out[node_id]["utilization_bps"] = mean
     newest_offer = (
         select(OfferRow.node_id, func.max(OfferRow.offer_id).label("offer_id"))
         .where(OfferRow.node_id.in_(node_ids))
@@ -113,4 +109,10 @@ def indexed_overrides(
     )
     for node_id, price in asks:
         out[node_id]["price_per_gpu_hour"] = price
+    if mark_rule is not None:
+        as_of = indexed_time(session)
+        marks = node_collateral(session, node_ids, mark_rule, as_of) if as_of else {}
+        for node_id, c in marks.items():
+            if c.mark.implied is not None:
+                out[node_id]["mark_price_per_gpu_hour"] = c.price.stats.vwap
     return out

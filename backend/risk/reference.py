@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from backend.risk import formulas as F
+from backend.risk import marking as M
 from backend.risk.engine import CASH_SWEEP, PERFORMING, Params
-from backend.risk.fleet import USE_DEFAULT, Fleet
+from backend.risk.fleet import NO_MARK, USE_DEFAULT, Fleet
 from backend.risk.formulas import BPS
 from backend.risk.scenarios import PPM, Scenario
 
@@ -85,6 +86,20 @@ def project_node(fleet: Fleet, i: int, scenario: Scenario, params: Params) -> No
         util = min(g(fleet.utilization0) * mult[m - 1] // BPS, BPS)
         if price * params.operator_bps < energy_cost * BPS:
             util = 0  # not worth renting: the operator's share does not pay the power
+        mark = g(fleet.mark_price0)
+        if params.collateral == "marked" and mark != NO_MARK:
+            implied = M.market_implied_value(
+                acquisition_cost=g(fleet.acquisition_cost),
+                residual_value_bps=g(fleet.residual_value_bps),
+                economic_life_months=life,
+                acquired_at=g(fleet.acquired_at),
+                t=t,
+                gpu_count=gpus,
+                price_per_gpu_hour=mark * index[m - 1] // PPM,
+                utilization_bps=util,
+                capital_share_bps=params.capital_share_bps,
+            )
+            value = M.mark(value, implied).marked
         milli = F.milli_gpu_hours(gpus, params.period_seconds, util)
         gross = price * milli // 1000
         fee = gross * params.protocol_fee_bps // BPS

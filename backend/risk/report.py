@@ -14,6 +14,7 @@ import numpy as np
 from backend.risk import vector as V
 from backend.risk.aggregate import by_class
 from backend.risk.engine import Projection
+from backend.risk.fleet import NO_MARK
 from backend.risk.scenarios import Scenario
 
 
@@ -86,6 +87,10 @@ def node_rows(p: Projection, include_paths: bool) -> list[dict[str, Any]]:
     inf = int(V.INF)
     cols["max_ltv_bps"] = [None if v == inf else v for v in cols["max_ltv_bps"]]
     w = p.waterfall
+    marked = p.params.collateral == "marked"
+    cols["mark_price_per_gpu_hour"] = [
+        None if v == NO_MARK or not marked else v for v in f.mark_price0.tolist()
+    ]
     cols["waterfall"] = [
         {"operator_bond": a, "stakers": b, "insurance_reserve": c, "holders": d}
         for a, b, c, d in zip(
@@ -116,8 +121,9 @@ def node_rows(p: Projection, include_paths: bool) -> list[dict[str, Any]]:
             "recovery_at_default": v14,
             "total_loss": v15,
             "waterfall": v16,
+            "mark_price_per_gpu_hour": v17,
         }
-        for v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16 in zip(
+        for v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17 in zip(
             cols["node_id"],
             cols["class_name"],
             cols["operator"],
@@ -135,6 +141,7 @@ def node_rows(p: Projection, include_paths: bool) -> list[dict[str, Any]]:
             cols["recovery_at_default"],
             cols["total_loss"],
             cols["waterfall"],
+            cols["mark_price_per_gpu_hour"],
             strict=True,
         )
     ]

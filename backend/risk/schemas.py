@@ -113,6 +113,12 @@ class NodeOverride(_Strict):
     energy_wh_per_gpu_hour: int | None = Field(None, ge=0, le=MAX_ENERGY_WH)
     electricity_price_per_kwh: UsdPrice | None = Field(None, le=MAX_KWH_PRICE)
     pue_bps: int | None = Field(None, ge=10_000, le=MAX_PUE_BPS)
+    mark_price_per_gpu_hour: UsdPrice | None = Field(
+        None,
+        description="the market price of the node's class per GPU-hour its collateral is "
+        "marked to with collateral=marked (from the index: its class's VWAP when it traded "
+        "enough); none: book value",
+    )
 
 
 class NodeIn(NodeOverride):
@@ -153,6 +159,7 @@ class NodeIn(NodeOverride):
             electricity_price_per_kwh=self.electricity_price_per_kwh,
             pue_bps=self.pue_bps,
             operator=self.operator,
+            mark_price_per_gpu_hour=self.mark_price_per_gpu_hour,
         )
 
 
@@ -242,6 +249,13 @@ class ScenarioRunRequest(_Strict):
         default_factory=dict, max_length=1_000
     )
     recovery_bps: Bps = 6_000
+    collateral: Literal["book", "marked"] = Field(
+        "book",
+        description="book: collateral at its depreciated value; marked: the lower of that "
+        "and its market-implied value, for nodes whose class traded enough (the pool "
+        "view's rule, GET /api/v1/pools: collateral.rule), at the market price moved by "
+        "each scenario's price index (backend/risk/marking.py)",
+    )
     include_nodes: bool = True
     include_node_paths: bool = False
 
@@ -311,6 +325,7 @@ class ScenarioRunRequest(_Strict):
             electricity_price_per_kwh=self.electricity_price_per_kwh,
             pue_bps=self.pue_bps,
             recovery_bps=self.recovery_bps,
+            collateral=self.collateral,
         )
 
     def energy_costs(self) -> dict[str, EnergyCosts]:
@@ -398,6 +413,9 @@ class NodeOutcomePublic(BaseModel):
     recovery_at_default: int
     waterfall: WaterfallPublic
     total_loss: int
+    mark_price_per_gpu_hour: int | None = Field(
+        None, description="market price its collateral was marked to (collateral=marked)"
+    )
     paths: NodePathsPublic | None = None
 
 
@@ -412,13 +430,21 @@ class ScenarioRunPublic(BaseModel):
     start_time: int
     horizon_months: int
     node_count: int
+    collateral: Literal["book", "marked"] = "book"
     results: list[ScenarioResultPublic]
 
 
-def run_body(start_time: int, horizon: int, count: int, results: list[dict[str, Any]]) -> dict:
+def run_body(
+    start_time: int,
+    horizon: int,
+    count: int,
+    results: list[dict[str, Any]],
+    collateral: str = "book",
+) -> dict:
     return {
         "start_time": start_time,
         "horizon_months": horizon,
         "node_count": count,
+        "collateral": collateral,
         "results": results,
     }

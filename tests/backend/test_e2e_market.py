@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+from math import floor
 
 import pytest
 from brownie import chain, web3
 from eth_account import Account
 
+from backend.risk import formulas as F
+from backend.risk.marking import market_implied_value
 from gpucap import devchain
 from gpucap.signing import MarketOrder, sign_order, sign_permit, sign_request
 from scripts.deploy import PoolTerms, deploy_node_pool
@@ -29,15 +33,24 @@ from tests.backend.test_cli import cli
 USD = 10**6
 BASE_FEE = 10**9  # wei: the relayer pays real gas for the fills
 MAX_OPEN = 5  # open orders per maker: low enough for a test to reach
+# Collateral marks: a class's trades of the last two hours count, two of them worth 10 USD
+# are enough (a test can push older trades out by moving the chain's clock).
+MARK_LOOKBACK, MARK_MIN_TRADES, MARK_MIN_VOLUME = 7_200, 2, 10 * USD
 
 
 @pytest.fixture(scope="module")
 def stack(live_deployment, tmp_path_factory, backend):
-    """The backend (tests/backend/conftest.py's) with a maker's count cap of MAX_OPEN."""
+    """The backend (tests/backend/conftest.py's) with a maker's count cap of MAX_OPEN and
+    the collateral mark's rule above."""
     with running_stack(
         tmp_path_factory.mktemp("backend"),
         live_deployment,
-        env_extra={"GPUCAP_MARKET_MAX_OPEN_ORDERS_PER_MAKER": str(MAX_OPEN)},
+        env_extra={
+            "GPUCAP_MARKET_MAX_OPEN_ORDERS_PER_MAKER": str(MAX_OPEN),
+            "GPUCAP_MARK_LOOKBACK_SECONDS": str(MARK_LOOKBACK),
+            "GPUCAP_MARK_MIN_TRADES": str(MARK_MIN_TRADES),
+            "GPUCAP_MARK_MIN_VOLUME": str(MARK_MIN_VOLUME),
+        },
         backend=backend,
     ) as s:
         yield s
@@ -863,3 +876,226 @@ def test_a_makers_open_orders_are_capped_by_its_funds_and_their_count(
     # The fifth open order fits (9 of 10 allowed); a sixth is one too many, funded or not.
     expect(place(bid(1, USD, 20)), 201, None)
     expect(place(bid(1, USD // 2, 21)), 422, "TooManyOpenOrders")
+
+
+# ---------------------------------------------------------------------------
+# Prices that mean something: the price index by source, collateral marked to the market
+# ---------------------------------------------------------------------------
+
+
+def _block_time(number: int) -> int:
+    return web3.eth.get_block(number)["timestamp"]
+
+
+def _timeless(point: dict) -> dict:
+    """A price point without what moves with the index's clock (as_of and the TWAPs)."""
+    drop = {"as_of", "twap_per_gpu_hour", "twap_until"}
+    return {
+        k: {f: x for f, x in v.items() if f not in drop} if isinstance(v, dict) else v
+        for k, v in point.items()
+        if k not in drop
+    }
+
+
+def _pool_view(stack: Stack, pool, until) -> dict:
+    def seen() -> dict | None:
+        resp = stack.get(f"/api/v1/pools/{pool.address}")
+        return resp.json() if resp.status_code == 200 and until(resp.json()) else None
+
+    return wait_for(seen, 30, "the pool view to show it")
+
+
+def test_prices_by_source_and_collateral_marked_to_the_market(
+    stack: Stack, market, listed_pool, admin, operator2, stranger
+) -> None:
+    """A fresh H100 window: the operator sells 10 GPU-hours at 1.50 (primary); two holders
+    sell 3 at 2.00 and 2 at 2.50 to a gasless taker in one relayed batch (secondary); the
+    taker sells 1 straight back to the first at 2.20: a wash trade, both legs left out.
+    The price index gives each source's VWAP, last and TWAP to the unit, the pool of the
+    market's node marks its collateral to the class's trades once they are enough, and a
+    stress run takes the marked value."""
+    m, s, pool, node = market, market["s"], listed_pool, market["node"]
+    h100 = s.class_ids["H100-SXM-80GB"]
+    # Every earlier trade leaves the two-hour lookback: no market price, book value.
+    chain.sleep(MARK_LOOKBACK + 100)
+    chain.mine()
+    quiet = chain[-1].number
+    view = _pool_view(stack, pool, lambda v: v["as_of_block"] >= quiet)
+    c = view["collateral"]
+    assert (c["basis"], c["market_value"], c["marked_value"]) == ("book", None, c["book_value"])
+    assert (c["market"]["trades"], c["market"]["enough"], c["curve"]) == (0, False, "straight_line")
+    assert c["rule"] == {
+        "lookback_seconds": MARK_LOOKBACK,
+        "min_trades": MARK_MIN_TRADES,
+        "min_volume": MARK_MIN_VOLUME,
+        "source": "combined",
+    }
+    indexed = stack.get(f"/api/v1/nodes/{node}").json()
+    cost, acquired = indexed["acquisition_cost"], indexed["acquired_at"]
+    assert (cost, indexed["gpu_count"]) == (240_000 * USD, 8)
+    assert c["book_value"] == F.depreciated_value(cost, 1_000, 48, acquired, c["as_of"])
+
+    window = s.capacity.windowSeconds()
+    start = (chain[-1].timestamp // window + 3) * window
+    token = s.capacity.tokenIdFor(h100, start)
+    offer = s.capacity.publishOffer(node, token, 20, 1_500_000, {"from": operator2}).return_value
+    bought = s.capacity.buy(offer, 10, {"from": admin})  # primary: 10 at 1.50
+    seller_a = Account.from_key(devchain.dev_private_key(5))  # the stranger
+    seller_b = Account.from_key(devchain.dev_private_key(0))  # the admin
+    taker = Account.create()
+    for who in (stranger, admin):
+        s.capacity.setApprovalForAll(s.market, True, {"from": who})
+    s.capacity.safeTransferFrom(admin, stranger, token, 4, b"", {"from": admin})
+    s.stablecoin.transfer(stranger, 5 * USD, {"from": admin})
+    s.stablecoin.approve(s.market, 2**256 - 1, {"from": stranger})
+    s.stablecoin.transfer(taker.address, 30 * USD, {"from": admin})
+    deadline = chain[-1].timestamp + 3_600
+    v, r, sig_s = sign_permit(
+        taker, token_name=s.stablecoin.name(), token=s.stablecoin.address,
+        spender=s.market.address, value=2**256 - 1, nonce=0, deadline=deadline,
+        chain_id=chain.id,
+    )  # fmt: skip
+    s.stablecoin.permit(taker.address, s.market, 2**256 - 1, deadline, v, r, sig_s, {"from": admin})
+
+    def place(order: MarketOrder, signer) -> str:
+        resp = stack.post("/api/v1/market/orders", json=_body(m, order, signer=signer))
+        assert resp.status_code == 201, resp.text
+        return resp.json()["order_hash"]
+
+    def take(side: str, amount: int, limit: str) -> dict:
+        found = stack.post(
+            "/api/v1/market/match",
+            json={"taker": taker.address, "asset": s.capacity.address, "token_id": str(token),
+                  "side": side, "amount": str(amount), "limit_price": limit},
+        )  # fmt: skip
+        assert found.status_code == 200, found.text
+        body = found.json()
+        relayed = _relay(
+            stack, m, taker, body["to"], body["data"], path="/api/v1/market/fills",
+            gas=body["gas"],
+        )  # fmt: skip
+        return _confirmed(stack, relayed)
+
+    chain.sleep(600)  # the primary price holds 10 minutes (the TWAP's weights)
+    sell_a = place(
+        _order(m, amount=3, quote=6 * USD, nonce=900, token=token, maker=seller_a), seller_a
+    )
+    sell_b = place(
+        _order(m, amount=2, quote=5 * USD, nonce=900, token=token, maker=seller_b), seller_b
+    )
+    batch = take("buy", 5, "2500000")  # all of a (2.00), then all of b (2.50)
+    for digest in (sell_a, sell_b):  # off the book before a bid at 2.20 could cross them
+        _order_state(stack, digest, lambda o: o["status"] == "filled")
+    approval = s.capacity.setApprovalForAll.encode_input(s.market.address, True)
+    _confirmed(stack, _relay(stack, m, taker, s.capacity.address, approval))
+    bid_a = place(
+        _order(m, amount=1, quote=2_200_000, nonce=901, sell=False, token=token, maker=seller_a),
+        seller_a,
+    )
+    chain.sleep(300)
+    back = take("sell", 1, "2200000")  # straight back to the first seller: a wash trade
+    params = {"asset": s.capacity.address, "token_id": token}
+    trades = wait_for(
+        lambda: (t := stack.get("/api/v1/market/trades", params=params).json())
+        and len(t) == 3 and t,
+        30,
+        "the three fills to be indexed",
+    )  # fmt: skip
+    assert {t["order_hash"]: t["wash_flag"] for t in trades} == {
+        sell_a: "wash_trade", sell_b: None, bid_a: "wash_trade"
+    }  # fmt: skip
+
+    # The price index for the window, to the unit.
+    t_p, t_b = bought.timestamp, _block_time(batch["block_number"])
+    assert t_p < t_b < _block_time(back["block_number"])
+    (point,) = stack.get(
+        "/api/v1/price-index", params={"class_id": h100, "window_start": start}
+    ).json()
+    until = point["as_of"]
+    primary, secondary, combined = point["primary"], point["secondary"], point["combined"]
+    assert primary == {
+        "source": "primary", "trades": 1, "gpu_hours": 10, "volume": 15 * USD,
+        "vwap_per_gpu_hour": 1_500_000, "last_per_gpu_hour": 1_500_000, "last_at": t_p,
+        "first_at": t_p, "twap_per_gpu_hour": 1_500_000, "twap_until": until,
+    }  # fmt: skip
+    assert secondary == {
+        "source": "secondary", "trades": 1, "gpu_hours": 2, "volume": 5 * USD,
+        "vwap_per_gpu_hour": 2_500_000, "last_per_gpu_hour": 2_500_000, "last_at": t_b,
+        "first_at": t_b, "twap_per_gpu_hour": 2_500_000, "twap_until": until,
+    }  # fmt: skip
+    twap = floor((Fraction(1_500_000) * (t_b - t_p) + 2_500_000 * (until - t_b)) / (until - t_p))
+    assert combined == {
+        "source": "combined", "trades": 2, "gpu_hours": 12, "volume": 20 * USD,
+        "vwap_per_gpu_hour": 20 * USD // 12, "last_per_gpu_hour": 2_500_000, "last_at": t_b,
+        "first_at": t_p, "twap_per_gpu_hour": twap, "twap_until": until,
+    }  # fmt: skip
+    assert point["excluded"] == {"trades": 2, "gpu_hours": 4, "volume": 6 * USD + 2_200_000}
+    listed = json.loads(
+        cli(stack, "--json", "prices", "--class-id", str(h100), "--window-start", str(start)).stdout
+    )
+    assert [_timeless(p) for p in listed] == [_timeless(point)]
+
+    # The pool's collateral, marked to the class's two counted trades (20 USD >= 10 USD).
+    view = _pool_view(stack, pool, lambda v: v["collateral"]["market"]["trades"] == 2)
+    c = view["collateral"]
+    assert c["market"] == {
+        "class_id": h100, "since": c["as_of"] - MARK_LOOKBACK, "until": c["as_of"], "trades": 2,
+        "gpu_hours": 12, "volume": 20 * USD, "price_per_gpu_hour": 1_666_666,
+        "excluded": {"trades": 2, "gpu_hours": 4, "volume": 8_200_000}, "enough": True,
+    }  # fmt: skip
+    assert (c["utilization_bps"], c["utilization_attested"], c["capital_share_bps"]) == (
+        7_000,
+        False,
+        6_200,
+    )
+    book = F.depreciated_value(cost, 1_000, 48, acquired, c["as_of"])
+    implied = market_implied_value(
+        acquisition_cost=cost, residual_value_bps=1_000, economic_life_months=48,
+        acquired_at=acquired, t=c["as_of"], gpu_count=8, price_per_gpu_hour=1_666_666,
+        utilization_bps=7_000,
+    )  # fmt: skip
+    assert implied < book  # 1.67 USD an hour does not pay for the book's 240k node
+    assert (c["book_value"], c["market_value"], c["marked_value"], c["basis"]) == (
+        book,
+        implied,
+        implied,
+        "market",
+    )
+    assert c["remaining_life_seconds"] == acquired + 48 * F.MONTH_SECONDS - c["as_of"]
+    assert c["ltv_bps_book"] == c["ltv_bps_marked"] == 0  # the raise was never drawn
+    shown = json.loads(cli(stack, "--json", "pool", "collateral", str(node)).stdout)
+    assert (shown["basis"], shown["market"]["price_per_gpu_hour"]) == ("market", 1_666_666)
+
+    # A stress run takes the marked value: month 1 at min(book, implied) there.
+    t0 = c["as_of"]
+    runs = {
+        basis: stack.post(
+            "/api/v1/risk/scenarios",
+            json={
+                "node_ids": [node],
+                "scenarios": ["base"],
+                "collateral": basis,
+                "start_time": t0,
+                "horizon_months": 2,
+                "include_node_paths": True,
+            },
+        )  # fmt: skip
+        for basis in ("book", "marked")
+    }
+    for resp in runs.values():
+        assert resp.status_code == 200, resp.text
+    book_run, marked_run = (runs[b].json() for b in ("book", "marked"))
+    assert (book_run["collateral"], marked_run["collateral"]) == ("book", "marked")
+    (booked,), (marked,) = (r["results"][0]["nodes"] for r in (book_run, marked_run))
+    assert (booked["mark_price_per_gpu_hour"], marked["mark_price_per_gpu_hour"]) == (
+        None,
+        1_666_666,
+    )
+    t1 = t0 + F.MONTH_SECONDS
+    month_1 = market_implied_value(
+        acquisition_cost=cost, residual_value_bps=1_000, economic_life_months=48,
+        acquired_at=acquired, t=t1, gpu_count=8, price_per_gpu_hour=1_666_666,
+        utilization_bps=marked["paths"]["utilization_bps"][0],
+    )  # fmt: skip
+    assert booked["paths"]["value"][0] == F.depreciated_value(cost, 1_000, 48, acquired, t1)
+    assert marked["paths"]["value"][0] == min(month_1, booked["paths"]["value"][0]) == month_1

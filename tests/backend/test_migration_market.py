@@ -18,7 +18,8 @@ from backend.db.models import Base
 from tests.backend.test_migrations import database_url  # noqa: F401 - the fixture
 
 MARKET_TABLES = ("market_orders", "market_fills", "market_cancels", "market_nonces")
-LATER_COLUMNS = {"market_fills": {"wash_flag"}}  # added by 0014
+FILL_CLASS_COLUMNS = {"class_id", "window_start"}  # added by 0015
+LATER_COLUMNS = {"market_fills": {"wash_flag"} | FILL_CLASS_COLUMNS}  # added by 0014, 0015
 
 
 def _order(order_hash: str) -> dict[str, object]:
@@ -148,12 +149,64 @@ def test_0014_checksums_addresses_adds_the_wash_flag_and_rebuilds_flagless_fills
     assert block == (-1 if indexed_fills else 5)
     inspector = sa.inspect(engine)
     migrated = {c["name"] for c in inspector.get_columns("market_fills")}
-    assert migrated == set(Base.metadata.tables["market_fills"].columns.keys())
+    expected = set(Base.metadata.tables["market_fills"].columns.keys()) - FILL_CLASS_COLUMNS
+    assert migrated == expected
     assert "ix_market_fills_pair" in {i["name"] for i in inspector.get_indexes("market_fills")}
 
     command.downgrade(cfg, "0013")
     inspector = sa.inspect(engine)
     assert "wash_flag" not in {c["name"] for c in inspector.get_columns("market_fills")}
     assert "ix_market_fills_pair" not in {i["name"] for i in inspector.get_indexes("market_fills")}
+    upgrade_to_head(database_url)
+    engine.dispose()
+
+
+def test_0015_gives_indexed_fills_their_class_and_window(
+    database_url: str,  # noqa: F811 - the fixture
+) -> None:
+    """0015 adds ``market_fills.class_id``/``window_start`` and fills them in from the
+    token ids of the fills already indexed (GPU-hours: classId << 64 | windowStart; pool
+    shares, token id 0, keep nulls), so the index needs no rebuild; down drops them."""
+    cfg = alembic_config(database_url)
+    command.upgrade(cfg, "0014")
+    engine = sa.create_engine(database_url)
+    capacity = (3 << 64) | 1_764_003_600
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO indexer_state (chain_id, deployment_block, next_block, head_block, "
+                "reorgs, resets, updated_at) VALUES (31337, 5, 100, 100, 0, 0, :now)"
+            ),
+            {"now": datetime.now(UTC)},
+        )
+        for n, token in enumerate((str(capacity), "0", str(capacity))):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO market_fills (block_number, log_index, tx_hash, order_hash, "
+                    "maker, taker, asset, token_id, maker_sells, amount, quote, maker_fee, "
+                    "taker_fee, filled_total, block_timestamp) VALUES (:n, 0, :h, :h, :m, :m, "
+                    ":m, :token, true, '1', '1', '0', '0', '1', 1)"
+                ),
+                {"n": 10 + n, "h": "0x" + "ef" * 32, "m": "0x" + "11" * 20, "token": token},
+            )
+    command.upgrade(cfg, "0015")
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT class_id, window_start FROM market_fills ORDER BY block_number")
+        ).all()
+        block = conn.scalar(sa.text("SELECT deployment_block FROM indexer_state"))
+    assert [tuple(r) for r in rows] == [(3, 1_764_003_600), (None, None), (3, 1_764_003_600)]
+    assert block == 5  # not marked stale: nothing to rebuild
+    inspector = sa.inspect(engine)
+    migrated = {c["name"] for c in inspector.get_columns("market_fills")}
+    assert migrated == set(Base.metadata.tables["market_fills"].columns.keys())
+    indexes = {i["name"] for i in inspector.get_indexes("market_fills")}
+    assert "ix_market_fills_class_time" in indexes
+
+    command.downgrade(cfg, "0014")
+    inspector = sa.inspect(engine)
+    assert not FILL_CLASS_COLUMNS & {c["name"] for c in inspector.get_columns("market_fills")}
+    indexes = {i["name"] for i in inspector.get_indexes("market_fills")}
+    assert "ix_market_fills_class_time" not in indexes
     upgrade_to_head(database_url)
     engine.dispose()

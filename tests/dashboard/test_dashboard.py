@@ -220,8 +220,28 @@ def test_pools_with_covenant_flags(page: Any, stack: Stack, world: World, pools_
     table = page.inner_text("#pools-table")
     for label in world.pools:
         assert f"{label} pool" in table
+    # Each node's collateral: book value beside its marked value, as the API says.
+    for pool in stack.get("/api/v1/pools").json():
+        c = pool["collateral"]
+        row = f'#pools-table tr[data-pool="{pool["address"]}"]'
+        assert page.get_attribute(f"{row} td[data-col=collateral]", "data-basis") == c["basis"]
+        assert c["marked_value"] <= c["book_value"]
+        marked = f"{row} [data-value=marked]"
+        wait_for(
+            lambda marked=marked, address=pool["address"]: (
+                page.get_attribute(marked, "data-marked")
+                == str(stack.get(f"/api/v1/pools/{address}").json()["collateral"]["marked_value"])
+            ),
+            30,
+            "the marked value shown as the API gives it",
+        )
+        value = int(page.get_attribute(marked, "data-marked"))
+        shown = page.inner_text(marked)
+        assert shown == ("= book" if c["basis"] == "book" else f"▾ {usd(value)}"), shown
     page.click("#pools-table tbody tr[data-pool] button")
     page.wait_for_selector("#pool-detail:not([hidden])")
+    summary = page.inner_text("#pool-collateral-summary")
+    assert summary.startswith("Book $") and "wash trades left out" in summary, summary
     shoot(page, "pools")
 
 
@@ -441,6 +461,21 @@ def test_stress_h100_price_fall_from_the_page(
         for node in (n for n in redone["nodes"] if n["has_pool"] and n["paths"]):
             serviced = sum(d > 0 for d in node["paths"]["debt_service"])
             assert serviced == 36 or node["first_default_month"] is not None, node
+        # ... or with collateral marked to the market: the page sends the choice, the server
+        # adds each node's market price where its class traded enough
+        assert body["collateral"] == "book"
+        page.check("input[name=stress-collateral][value=marked]")
+        with page.expect_response(
+            lambda r: r.url.endswith("/api/v1/risk/scenarios") and r.request.method == "POST"
+        ) as marked:
+            page.click("#stress-run")
+        assert marked.value.status == 200
+        assert marked.value.request.post_data_json["collateral"] == "marked"
+        assert marked.value.json()["collateral"] == "marked"
+        page.wait_for_function(
+            "() => document.getElementById('stress-fleet').innerText.includes('marked')"
+        )
+        page.check("input[name=stress-collateral][value=book]")
     else:
         assert "No indexed node carries pool debt" in answer
         for chart in ("stress-dscr-chart", "stress-ltv-chart"):  # no debt, nothing to plot

@@ -22,7 +22,12 @@ from gpucap.cli_market import _per_base_unit
 from gpucap.signing import MarketOrder, sign_order, sign_request
 from scripts.deploy import PoolTerms, deploy_node_pool
 from tests.backend.backend_helpers import ROOT, Stack, wait_for
-from tests.dashboard.test_dashboard import open_view, page, shoot  # noqa: F401 - page: a fixture
+from tests.dashboard.test_dashboard import (  # noqa: F401 - page: a fixture
+    open_view,
+    page,
+    shoot,
+    wait_points,
+)
 from tests.dashboard.wallet import NAME, PythonWallet
 
 USD = 10**6
@@ -102,6 +107,13 @@ def test_the_market_view_shows_the_windows_book_and_last_trade(
     assert [" ".join(r.split()) for r in depth] == ["ask $2.50 4 1"], depth
     trade = page.inner_text("#market-trades tbody tr")
     assert "$2.50" in trade and "$5.00" in trade, trade
+    # The price index by source: the 6 GPU-hours sold at 2.00 (primary), the 2 traded at
+    # 2.50 (secondary), and both: 17 / 8 = 2.125, floored to the base unit.
+    assert wait_points(page, "market-price-chart", 3) == 3
+    row = page.locator("#market-windows tbody tr").first
+    cells = row.locator("td[data-source]").all_inner_texts()
+    assert cells[:3] == ["$2.00", "$2.50", "$2.13"], cells
+    assert cells[3] == "$2.50"  # the last trade: the secondary one
     shoot(page, "market-book")
 
 

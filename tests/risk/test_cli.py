@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 from backend.risk.engine import Params
-from backend.risk.fleet import synthetic_fleet
+from backend.risk.fleet import Fleet, synthetic_fleet
 from backend.risk.run import run_scenarios
-from backend.risk.scenarios import class_decline
+from backend.risk.scenarios import NAMED, class_decline
+from backend.risk.schemas import NodeIn
 from tests.backend.backend_helpers import ROOT
 
 START = 1_764_547_200
@@ -90,6 +91,22 @@ def test_fleet_file_and_bad_input(tmp_path: Path) -> None:
     out = risk("run", "--fleet", str(fleet), "--start-time", str(START), "--scenario", "life_18")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "1 nodes (1 with a pool)" in out.stdout and "life_18" in out.stdout
+
+    # Collateral marked to a market of 0.80 USD a GPU-hour: the run the engine makes.
+    fleet.write_text(json.dumps({"nodes": [dict(node, mark_price_per_gpu_hour="0.80")]}))
+    out_file = tmp_path / "marked.json"
+    args = ("--start-time", str(START), "--scenario", "base", "--json", str(out_file))
+    out = risk("run", "--fleet", str(fleet), "--collateral", "marked", *args)
+    assert out.returncode == 0, out.stdout + out.stderr
+    (marked,) = json.loads(out_file.read_text())["results"][0]["nodes"]
+    assert marked["mark_price_per_gpu_hour"] == 800_000
+    inputs = [NodeIn.model_validate(dict(node, mark_price_per_gpu_hour="0.80")).to_input()]
+    expected = run_scenarios(
+        Fleet.from_nodes(inputs), [NAMED["base"]], Params(START, collateral="marked")
+    )
+    assert json.loads(out_file.read_text())["results"] == expected
+    bad = risk("run", "--fleet", str(fleet), "--collateral", "market")
+    assert bad.returncode == 2 and "collateral 'market'" in bad.stdout
 
     fleet.write_text(json.dumps([dict(node, gpu_count=0)]))
     bad = risk("run", "--fleet", str(fleet))

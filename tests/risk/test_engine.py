@@ -16,6 +16,7 @@ from backend.risk.engine import WATERFALL_TIERS, Params, project
 from backend.risk.fleet import (
     DEFAULT_CLASSES,
     MAX_AMOUNT,
+    MAX_LIFE_MONTHS,
     Debt,
     EnergyCosts,
     Fleet,
@@ -54,17 +55,29 @@ def _edge_nodes() -> list[NodeInput]:
     return [
         node(101),
         node(102, debt=Debt(3, 12, 0, 0, 10_000)),
-        node(103, debt=Debt(200_000 * USD, 12, 10_000, 0, 0), bond=1),
+        node(103, debt=Debt(200_000 * USD, 12, 10_000, 0, 0), bond=1, mark_price_per_gpu_hour=0),
         node(104, price_per_gpu_hour=0, debt=Debt(100_000 * USD, 36, 900, 5, 5_000)),
         node(105, utilization_bps=0, debt=Debt(10 * USD, 2, 500, 0, 3_000), insurance=7),
         node(106, debt=Debt(150_000 * USD, 24, 1_200, 0, 5_000), bond=10**9 * USD // 1000),
         node(107, debt=Debt(150_000 * USD, 24, 1_200, 30, 5_000)),
-        node(108, acquired_at=T0 + 7 * MONTH + 11, debt=Debt(100_000 * USD, 36, 1_000, 0, 1)),
-        node(109, economic_life_months=1, residual_value_bps=0, debt=Debt(USD, 1, 1, 0, 9_999)),
+        node(
+            108,
+            acquired_at=T0 + 7 * MONTH + 11,
+            debt=Debt(100_000 * USD, 36, 1_000, 0, 1),
+            mark_price_per_gpu_hour=USD,
+        ),
+        node(
+            109,
+            economic_life_months=1,
+            residual_value_bps=0,
+            debt=Debt(USD, 1, 1, 0, 9_999),
+            mark_price_per_gpu_hour=2 * USD,
+        ),
         node(
             110,
             gpu_count=100_000,
             acquisition_cost=MAX_AMOUNT,
+            economic_life_months=MAX_LIFE_MONTHS,
             price_per_gpu_hour=10**9,
             utilization_bps=10_000,
             debt=Debt(MAX_AMOUNT, 1_200, 10_000, 0, 10_000),
@@ -73,6 +86,7 @@ def _edge_nodes() -> list[NodeInput]:
             energy_wh_per_gpu_hour=10_000,
             electricity_price_per_kwh=10 * USD,
             pue_bps=30_000,
+            mark_price_per_gpu_hour=10**9,  # never rented (power dearer): worth its residual
         ),
         node(
             111,
@@ -89,11 +103,22 @@ def _edge_nodes() -> list[NodeInput]:
             debt=Debt(90_000 * USD, 24, 900, 0, 5_000),
             pue_bps=10_000,
         ),
+        node(  # rented: its hours' implied value is beyond int64, so it marks to book
+            114,
+            gpu_count=100_000,
+            acquisition_cost=MAX_AMOUNT,
+            economic_life_months=MAX_LIFE_MONTHS,
+            price_per_gpu_hour=10**9,
+            utilization_bps=10_000,
+            debt=Debt(MAX_AMOUNT, 1_200, 10_000, 0, 10_000),
+            mark_price_per_gpu_hour=10**9,
+        ),
     ]
 
 
 def _random_nodes(seed: int, count: int) -> list[NodeInput]:
     rng = random.Random(seed)
+    marks = random.Random(seed + 1)  # its own stream: the other draws stay as they were
     out = []
     for i in range(count):
         cls = rng.choice(list(DEFAULT_CLASSES.values()))
@@ -123,6 +148,7 @@ def _random_nodes(seed: int, count: int) -> list[NodeInput]:
                 pue_bps=rng.choice([None, rng.randrange(10_000, 20_000)]),
                 utilization_bps=rng.randrange(0, 10_001),
                 price_per_gpu_hour=rng.choice([None, rng.randrange(0, 5 * USD)]),
+                mark_price_per_gpu_hour=marks.choice([None, marks.randrange(0, 5 * USD)]),
             )
         )
     return out
@@ -159,10 +185,12 @@ RUNS = [
         pledge_bps=10_000,
         electricity_price_per_kwh=300_000,
     ),
+    # Collateral marked to the market where a node has a market price (book elsewhere).
+    Params(start_time=T0, horizon_months=40, collateral="marked", operator_bps=2_000),
 ]
 
 
-@pytest.mark.parametrize("params", RUNS, ids=["monthly", "minutes-declining"])
+@pytest.mark.parametrize("params", RUNS, ids=["monthly", "minutes-declining", "monthly-marked"])
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
 def test_engine_equals_scalar_reference(scenario: Scenario, params: Params) -> None:
     fleet = Fleet.from_nodes(
@@ -200,6 +228,12 @@ def test_engine_equals_scalar_reference(scenario: Scenario, params: Params) -> N
     assert (p.first_breach > 0).any() and (p.waterfall["holders"] > 0).any()
     if params.period_seconds == MONTH:  # minute-long periods earn too little to sweep
         assert (p.swept > 0).any() and (p.utilization == 0).any()
+    if params.collateral == "marked":  # some marks lower the value, some leave the book
+        book = project(fleet, scenario, dataclasses.replace(params, collateral="book"))
+        marked = fleet.mark_price0 >= 0
+        assert (p.value <= book.value).all()
+        assert (p.value[marked] < book.value[marked]).any()
+        assert (p.value[~marked] == book.value[~marked]).all()
 
 
 def test_named_scenarios_are_defined_as_documented() -> None:

@@ -2,7 +2,8 @@
 
 From the chain index only (``backend/services/indexing/pool_index.py``); positions are brought up
 to date with RevenuePool's own rules (``pool_book``) at request time, from the database.
-Time-dependent answers (round state, the current epoch's debt service) use the newest
+Time-dependent answers (round state, the current epoch's debt service, the node's
+collateral at book and marked to the market: backend/risk/collateral.py) use the newest
 indexed block's time, the clock the reads are consistent with.
 """
 
@@ -14,15 +15,19 @@ from fastapi import APIRouter, Path, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.app.deps import SessionDep
+from backend.app.deps import MarkRuleDep, SessionDep
 from backend.app.errors import ApiError
 from backend.app.loan_views import loan_history, loan_public
 from backend.app.params import INT64_MAX, IdPath, IdQuery, Limit, Offset, address_param
 from backend.app.read_cache import CachedReadRoute
 from backend.app.schemas import (
+    CollateralMarketPublic,
     CoolingPublic,
     ErrorPublic,
+    ExcludedTradesPublic,
+    MarkRulePublic,
     NodeSettlementPublic,
+    PoolCollateralPublic,
     PoolDebtPublic,
     PoolEpochPublic,
     PoolLoanEventPublic,
@@ -44,8 +49,10 @@ from backend.db.models import (
     PoolTermsRow,
 )
 from backend.risk import formulas
+from backend.risk.collateral import NodeCollateral, node_collateral
 from backend.services.indexing import pool_book
 from backend.services.indexing.pool_index import cohort_lookup
+from backend.services.pricing.trades import MarkRule
 
 router = APIRouter(tags=["pools"], route_class=CachedReadRoute)
 
@@ -75,10 +82,72 @@ def _round_state(pool: PoolRow, terms: PoolTermsRow, now: int) -> str:
     return "failed" if now >= terms.funding_deadline else "open"
 
 
-def _pool_public(session: Session, pool: PoolRow, terms: PoolTermsRow) -> PoolPublic:
+def _collateral_public(
+    c: NodeCollateral | None, rule: MarkRule, outstanding: int
+) -> PoolCollateralPublic | None:
+    if c is None:
+        return None
+    stats = c.price.stats
+    return PoolCollateralPublic(
+        book_value=c.mark.book,
+        curve=c.curve,  # type: ignore[arg-type]
+        market_value=c.mark.implied,
+        marked_value=c.mark.marked,
+        basis=c.mark.basis,
+        ltv_bps_book=_ratio(formulas.ltv_bps(outstanding, c.mark.book)),
+        ltv_bps_marked=_ratio(formulas.ltv_bps(outstanding, c.mark.marked)),
+        remaining_life_seconds=c.remaining_life_seconds,
+        utilization_bps=c.utilization_bps,
+        utilization_attested=c.utilization_attested,
+        capital_share_bps=c.capital_share_bps,
+        market=CollateralMarketPublic(
+            class_id=c.price.class_id,
+            since=c.price.since,
+            until=c.price.until,
+            trades=stats.trades,
+            gpu_hours=stats.gpu_hours,
+            volume=stats.volume,
+            price_per_gpu_hour=stats.vwap,
+            excluded=ExcludedTradesPublic(
+                trades=c.price.excluded.trades,
+                gpu_hours=c.price.excluded.gpu_hours,
+                volume=c.price.excluded.volume,
+            ),
+            enough=c.price.enough,
+        ),
+        rule=MarkRulePublic(
+            lookback_seconds=rule.lookback_seconds,
+            min_trades=rule.min_trades,
+            min_volume=rule.min_volume,
+            source=rule.source,
+        ),
+        as_of=c.as_of,
+    )
+
+
+def _pool_views(
+    session: Session, rows: list[tuple[PoolRow, PoolTermsRow]], rule: MarkRule
+) -> list[PoolPublic]:
+    """The pools' answers, their nodes' collateral read together (one set of queries)."""
+    _, now = _as_of(session)
+    collateral = node_collateral(session, [pool.node_id for pool, _ in rows], rule, now)
+    return [
+        _pool_public(session, pool, terms, rule, collateral.get(pool.node_id))
+        for pool, terms in rows
+    ]
+
+
+def _pool_public(
+    session: Session,
+    pool: PoolRow,
+    terms: PoolTermsRow,
+    rule: MarkRule,
+    collateral: NodeCollateral | None,
+) -> PoolPublic:
     as_of_block, now = _as_of(session)
     epoch = pool_book.epoch_at(now, terms.genesis_timestamp, terms.epoch_length_seconds)
     drawn = pool.drawn_assets if pool.drawn else 0
+    outstanding = formulas.debt_outstanding(drawn, terms.tenor_epochs, pool.draw_epoch, epoch)
     principal, interest = formulas.debt_service_due(
         drawn,
         terms.tenor_epochs,
@@ -128,9 +197,7 @@ def _pool_public(session: Session, pool: PoolRow, terms: PoolTermsRow) -> PoolPu
             tenor_epochs=terms.tenor_epochs,
             draw_epoch=pool.draw_epoch if pool.drawn else None,
             service_per_epoch=principal + interest,
-            outstanding=formulas.debt_outstanding(
-                drawn, terms.tenor_epochs, pool.draw_epoch, epoch
-            ),
+            outstanding=outstanding,
             arrears=(last.arrears or 0) if last is not None else 0,
         ),
         total_shares=str(pool.total_shares),
@@ -143,6 +210,7 @@ def _pool_public(session: Session, pool: PoolRow, terms: PoolTermsRow) -> PoolPu
         last_distributed_epoch=pool.last_distributed_epoch,
         risk=risk,
         loan=loan_public(session, pool),
+        collateral=_collateral_public(collateral, rule, outstanding),
         as_of_block=as_of_block,
     )
 
@@ -185,6 +253,7 @@ def _pool_or_404(session: Session, address: str) -> tuple[PoolRow, PoolTermsRow]
 @router.get("/pools", responses={422: {"model": ErrorPublic}})
 def list_pools(
     session: SessionDep,
+    rule: MarkRuleDep,
     node_id: IdQuery = None,
     operator: str | None = None,
     limit: Limit = 100,
@@ -202,14 +271,15 @@ def list_pools(
         query = query.where(PoolRow.node_id == node_id)
     if operator is not None:
         query = query.where(PoolTermsRow.operator == address_param(operator, "operator"))
-    return [_pool_public(session, pool, terms) for pool, terms in session.execute(query).all()]
+    return _pool_views(session, [(p, t) for p, t in session.execute(query).all()], rule)
 
 
 @router.get("/pools/{address}", responses=ERRORS)
-def read_pool(address: AddressPath, session: SessionDep) -> PoolPublic:
-    """One revenue pool: its terms, round state and totals; 404 if not indexed."""
+def read_pool(address: AddressPath, session: SessionDep, rule: MarkRuleDep) -> PoolPublic:
+    """One revenue pool: its terms, round state and totals, its node's collateral at book
+    and marked to the market; 404 if not indexed."""
     pool, terms = _pool_or_404(session, address)
-    return _pool_public(session, pool, terms)
+    return _pool_views(session, [(pool, terms)], rule)[0]
 
 
 @router.get("/pools/{address}/positions/{holder}", responses=ERRORS)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Query
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.app.deps import SessionDep
@@ -21,6 +21,7 @@ from backend.app.routers.pools import position_public
 from backend.app.schemas import (
     EpochPublic,
     ErrorPublic,
+    ExcludedTradesPublic,
     GpuClassPublic,
     HoldingPublic,
     IndexerStatusPublic,
@@ -28,6 +29,7 @@ from backend.app.schemas import (
     OfferPublic,
     PortfolioPublic,
     PricePointPublic,
+    PriceStatsPublic,
     ReservationPublic,
 )
 from backend.db.models import (
@@ -40,9 +42,10 @@ from backend.db.models import (
     PoolPositionRow,
     PoolRow,
     ReservationRow,
-    SaleRow,
 )
 from backend.services.indexing.read_models import event_counts
+from backend.services.pricing import trades
+from backend.services.pricing.stats import PriceStats
 
 # Every route here answers from the database alone: their GETs may share one cached
 # rendering until the next commit (backend/app/read_cache.py).
@@ -162,34 +165,49 @@ def list_reservations(
 
 @router.get("/price-index")
 def price_index(
-    session: SessionDep, class_id: IdQuery = None, limit: Limit = 100
+    session: SessionDep,
+    class_id: IdQuery = None,
+    window_start: IdQuery = None,
+    limit: Limit = 100,
 ) -> list[PricePointPublic]:
-    """Volume-weighted price per GPU class and delivery window, from on-chain sales only."""
-    query = (
-        select(
-            SaleRow.class_id,
-            SaleRow.window_start,
-            func.sum(SaleRow.amount),
-            func.sum(SaleRow.cost),
-            func.count(),
-        )
-        .group_by(SaleRow.class_id, SaleRow.window_start)
-        .order_by(SaleRow.class_id, SaleRow.window_start.desc())
-        .limit(limit)
-    )
-    if class_id is not None:
-        query = query.where(SaleRow.class_id == class_id)
+    """What GPU-hours traded at, per GPU class and delivery window (by class, newest window
+    first): VWAP, last and time-weighted price of the primary sales, of the secondary
+    market's fills and of both combined. Fills the index flagged as self-trades or wash
+    trades count in no price; ``excluded`` says how many there were."""
+    as_of = trades.indexed_time(session) or 0
     return [
         PricePointPublic(
-            class_id=c,
-            window_start=w,
-            gpu_hours=int(hours),
-            volume=int(volume),
-            vwap_per_gpu_hour=int(volume) / int(hours),
-            sales=int(n),
+            class_id=p.class_id,
+            window_start=p.window_start,
+            primary=_stats("primary", p.primary),
+            secondary=_stats("secondary", p.secondary),
+            combined=_stats("combined", p.combined),
+            excluded=ExcludedTradesPublic(
+                trades=p.excluded.trades,
+                gpu_hours=p.excluded.gpu_hours,
+                volume=p.excluded.volume,
+            ),
+            as_of=as_of,
         )
-        for c, w, hours, volume, n in session.execute(query).all()
+        for p in trades.price_points(
+            session, as_of=as_of, class_id=class_id, window_start=window_start, limit=limit
+        )
     ]
+
+
+def _stats(source: str, s: PriceStats) -> PriceStatsPublic:
+    return PriceStatsPublic(
+        source=source,  # type: ignore[arg-type]
+        trades=s.trades,
+        gpu_hours=s.gpu_hours,
+        volume=s.volume,
+        vwap_per_gpu_hour=s.vwap,
+        last_per_gpu_hour=s.last,
+        last_at=s.last_at,
+        first_at=s.first_at,
+        twap_per_gpu_hour=s.twap,
+        twap_until=s.twap_until,
+    )
 
 
 @router.get("/portfolio/{address}", responses={422: {"model": ErrorPublic}})

@@ -3,7 +3,8 @@
 The fleet comes from the chain index (``scope`` — every pool's node, or the platform —
 or ``node_ids``: class, GPUs, cost, acquisition date and bond as indexed; life and
 residual from the node's GPU class; the pool's loan, trailing attested utilization and
-newest ask from backend/risk/indexed.py) with ``overrides`` winning field by field, or
+newest ask from backend/risk/indexed.py, and with ``collateral: "marked"`` its class's
+market price) with ``overrides`` winning field by field, or
 inline (``nodes``). The projection is pure computation (backend/risk): deterministic for
 a given body, so a client that pins ``start_time`` gets the same answer every time.
 """
@@ -15,7 +16,7 @@ import time
 from fastapi import APIRouter
 from sqlalchemy import select
 
-from backend.app.deps import SessionDep
+from backend.app.deps import MarkRuleDep, SessionDep
 from backend.app.errors import ApiError
 from backend.app.schemas import ErrorPublic
 from backend.db.models import GpuClassRow, NodeRow
@@ -32,6 +33,7 @@ from backend.risk.schemas import (
     ScenarioRunRequest,
     run_body,
 )
+from backend.services.pricing.trades import MarkRule
 
 router = APIRouter(prefix="/risk", tags=["risk"])
 INVALID = {422: {"model": ErrorPublic}}
@@ -43,7 +45,9 @@ def list_scenarios() -> list[ScenarioInfoPublic]:
     return [ScenarioInfoPublic.model_validate(scenario_info(s)) for s in NAMED.values()]
 
 
-def _indexed_fleet(body: ScenarioRunRequest, session: SessionDep, now: int) -> list[NodeInput]:
+def _indexed_fleet(
+    body: ScenarioRunRequest, session: SessionDep, now: int, rule: MarkRule
+) -> list[NodeInput]:
     if body.scope is not None:
         ids = scope_node_ids(session, body.scope)
         if not ids:
@@ -70,7 +74,13 @@ def _indexed_fleet(body: ScenarioRunRequest, session: SessionDep, now: int) -> l
     stray = sorted(set(overrides) - set(ids))
     if stray:
         raise ApiError(422, "ValidationFailed", f"overrides: nodes {stray[:20]} not in the fleet")
-    derived = indexed_overrides(session, ids, now, loans_from_draw=body.loans_from_draw)
+    derived = indexed_overrides(
+        session,
+        ids,
+        now,
+        loans_from_draw=body.loans_from_draw,
+        mark_rule=rule if body.collateral == "marked" else None,
+    )
     nodes = []
     for node_id in ids:
         row = rows[node_id]
@@ -105,7 +115,9 @@ def _indexed_fleet(body: ScenarioRunRequest, session: SessionDep, now: int) -> l
 
 
 @router.post("/scenarios", responses=INVALID)
-def run_scenarios_route(body: ScenarioRunRequest, session: SessionDep) -> ScenarioRunPublic:
+def run_scenarios_route(
+    body: ScenarioRunRequest, session: SessionDep, rule: MarkRuleDep
+) -> ScenarioRunPublic:
     """Project the fleet through each scenario: DSCR/LTV paths, first covenant breach,
     first default and the loss waterfall, per node and aggregated (platform, class)."""
     start = body.start_time if body.start_time is not None else int(time.time()) // 3600 * 3600
@@ -113,7 +125,7 @@ def run_scenarios_route(body: ScenarioRunRequest, session: SessionDep) -> Scenar
         inputs = (
             [n.to_input() for n in body.nodes]
             if body.nodes is not None
-            else _indexed_fleet(body, session, start)
+            else _indexed_fleet(body, session, start, rule)
         )
         fleet = Fleet.from_nodes(inputs, body.energy_costs())
         results = run_scenarios(
@@ -122,5 +134,5 @@ def run_scenarios_route(body: ScenarioRunRequest, session: SessionDep) -> Scenar
     except ValueError as exc:  # FleetError, ScenarioError, EngineRangeError: input it cannot take
         raise ApiError(422, "ScenarioInputInvalid", str(exc)) from exc
     return ScenarioRunPublic.model_validate(
-        run_body(start, body.horizon_months, len(fleet), results)
+        run_body(start, body.horizon_months, len(fleet), results, body.collateral)
     )

@@ -36,6 +36,11 @@ def bytes32_text(value: Any) -> str:
         return "0x" + raw.hex()
 
 
+def token_parts(token_id: int) -> tuple[int, int]:
+    """(class id, window start) of a CapacityToken id = (classId << 64) | windowStart."""
+    return token_id >> 64, token_id & ((1 << 64) - 1)
+
+
 def jsonable(value: Any) -> Any:
     if isinstance(value, bytes | bytearray | HexBytes):
         return "0x" + bytes(value).hex()

@@ -1,9 +1,10 @@
 """Read models of the secondary market, folded from Market's events.
 
 OrderFilled becomes a trade row (``market_fills``, which also carries each order's
-filled total), OrderCancelled a cancelled order hash, NoncesCancelled a maker's nonce
-floor. The book (``market_orders``, off-chain) reads these to say what the chain did
-with an order.
+filled total, and for GPU-hours the token's class and delivery window: the price index
+groups secondary trades by them), OrderCancelled a cancelled order hash,
+NoncesCancelled a maker's nonce floor. The book (``market_orders``, off-chain) reads
+these to say what the chain did with an order.
 
 A trade is flagged (``wash_flag``) when it moves nothing between owners: a self-trade
 (maker and taker the same address; the Market refuses one, so this only guards the
@@ -23,6 +24,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from backend.db.models import ChainEvent, MarketCancelRow, MarketFillRow, MarketNonceRow
+from backend.services.indexing.event_decoding import token_parts
 
 MARKET = "Market"
 SELF_TRADE = "self_trade"
@@ -69,6 +71,10 @@ def _wash_flag(session: Session, ev: ChainEvent) -> str | None:
 def _filled(session: Session, ev: ChainEvent) -> None:
     a = ev.args
     flag = _wash_flag(session, ev)
+    # A pool's shares trade as token id 0 (Market refuses any other); every other id the
+    # Market fills is a CapacityToken id, whose class is never 0 (decodeTokenId).
+    token_id = int(a["tokenId"])
+    class_id, window_start = token_parts(token_id) if token_id != 0 else (None, None)
     session.add(
         MarketFillRow(
             block_number=ev.block_number,
@@ -78,7 +84,9 @@ def _filled(session: Session, ev: ChainEvent) -> None:
             maker=a["maker"],
             taker=a["taker"],
             asset=a["asset"],
-            token_id=str(a["tokenId"]),
+            token_id=str(token_id),
+            class_id=class_id,
+            window_start=window_start,
             maker_sells=bool(a["makerSells"]),
             amount=int(a["amount"]),
             quote=int(a["quote"]),

@@ -35,17 +35,12 @@ from backend.db.models import (
     SaleRow,
 )
 from backend.services.indexing import governance, loan_index, market_index, pool_index
-from backend.services.indexing.event_decoding import bytes32_text
+from backend.services.indexing.event_decoding import bytes32_text, token_parts
 
 log = logging.getLogger(__name__)
 
 # What the chain's NodeStatus enum values mean (INodeRegistry.NodeStatus).
 NODE_STATUS_ACTIVE = "active"
-
-
-def token_parts(token_id: int) -> tuple[int, int]:
-    """(class id, window start) of a CapacityToken id = (classId << 64) | windowStart."""
-    return token_id >> 64, token_id & ((1 << 64) - 1)
 
 
 def bound_pools(session: Session) -> list[str]:

@@ -33,10 +33,13 @@ export async function indexedFleet({ fromDraw = false } = {}) {
   return { nodes: live, pools: pools ?? [], poolByNode, node_ids: live.map((n) => n.node_id), fromDraw };
 }
 
-export async function runStress(fleet, { scenarios, custom, horizon, covenantDscrBps, maxLtvBps }) {
+// collateral: "book", or "marked" to the market (the server adds each node's market price
+// where its class traded enough: the pool view's rule).
+export async function runStress(fleet, { scenarios, custom, horizon, covenantDscrBps, maxLtvBps, collateral = "book" }) {
   return postJSON("/api/v1/risk/scenarios", {
     node_ids: fleet.node_ids,
     loans_from_draw: fleet.fromDraw,
+    collateral,
     scenarios,
     custom,
     horizon_months: horizon,

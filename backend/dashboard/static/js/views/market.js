@@ -1,5 +1,6 @@
-// Market: the price index per class and what each delivery window offered, sold and redeemed;
-// the secondary market's book (market_book.js) and trading from a wallet (market_trade.js).
+// Market: the price index per class and source (primary sales, secondary trades, both) and
+// what each delivery window offered, sold and redeemed; the secondary market's book
+// (market_book.js) and trading from a wallet (market_trade.js).
 import { getJSON } from "../api.js";
 import { color, line, render } from "../charts.js";
 import { loadClasses } from "../data.js";
@@ -42,24 +43,30 @@ export const marketView = {
     const names = new Map(classes.map((c) => [c.class_id, c.name]));
     const wanted = (row) => classId === "" || row.class_id === Number(classId);
 
-    // Price index: one line per class over the delivery windows it traded.
+    // Price index: per class over the delivery windows it traded, a line per source:
+    // primary sales (solid), secondary trades (dashed) and, where there are secondary
+    // trades, both combined (dotted). Wash trades are in none (the API leaves them out).
     const windows = [...new Set(prices.map((p) => p.window_start))].sort((a, b) => a - b);
     const classIds = [...new Set(prices.map((p) => p.class_id))].sort((a, b) => a - b);
+    const datasets = [];
+    classIds.forEach((cid, i) => {
+      const name = names.get(cid) ?? `class ${cid}`;
+      const series = (source) =>
+        windows.map((w) => {
+          const p = prices.find((x) => x.class_id === cid && x.window_start === w);
+          const vwap = p?.[source]?.vwap_per_gpu_hour;
+          return vwap === null || vwap === undefined ? null : vwap / 1e6;
+        });
+      datasets.push(line(`${name} · primary`, series("primary"), i));
+      const secondary = series("secondary");
+      if (secondary.some((v) => v !== null)) {
+        datasets.push(line(`${name} · secondary`, secondary, i, { borderDash: [6, 4] }));
+        datasets.push(line(`${name} · combined`, series("combined"), i, { borderDash: [2, 3], borderWidth: 1 }));
+      }
+    });
     render("market-price-chart", {
       type: "line",
-      data: {
-        labels: windows.map(day),
-        datasets: classIds.map((cid, i) =>
-          line(
-            names.get(cid) ?? `class ${cid}`,
-            windows.map((w) => {
-              const p = prices.find((x) => x.class_id === cid && x.window_start === w);
-              return p ? p.vwap_per_gpu_hour / 1e6 : null;
-            }),
-            i,
-          ),
-        ),
-      },
+      data: { labels: windows.map(day), datasets },
       options: { scales: { y: { title: { display: true, text: "tUSD per GPU-hour" } }, x: { title: { display: true, text: "delivery window (UTC)" } } } },
     });
 
@@ -98,13 +105,16 @@ export const marketView = {
       .reverse()
       .map((s) => {
         const p = price(s);
-        return `<tr><td>${esc(names.get(s.class_id) ?? s.class_id)}</td><td>${day(s.window_start)}</td><td class="num">${s.offers}</td><td class="num">${num(s.offered)}</td><td class="num">${num(s.sold)}</td><td class="num">${num(s.redeemed)}</td><td class="num">${p ? usd(p.vwap_per_gpu_hour) : "—"}</td><td class="num">${p ? usd(p.volume) : "—"}</td></tr>`;
+        const cell = (source, field = "vwap_per_gpu_hour") => `<td class="num" data-source="${source}">${usd(p?.[source]?.[field])}</td>`;
+        const excluded = p?.excluded?.trades ? `<span title="${esc(`${num(p.excluded.gpu_hours)} GPU-h, ${usd(p.excluded.volume)}`)}">${p.excluded.trades}</span>` : "0";
+        return `<tr><td>${esc(names.get(s.class_id) ?? s.class_id)}</td><td>${day(s.window_start)}</td><td class="num">${s.offers}</td><td class="num">${num(s.offered)}</td><td class="num">${num(s.sold)}</td><td class="num">${num(s.redeemed)}</td>${cell("primary")}${cell("secondary")}${cell("combined")}${cell("combined", "last_per_gpu_hour")}${cell("combined", "twap_per_gpu_hour")}<td class="num">${usd(p?.combined?.volume)}</td><td class="num">${excluded}</td></tr>`;
       });
     const table = root.querySelector("#market-windows");
     table.innerHTML =
       table.querySelector("caption").outerHTML +
-      '<thead><tr><th scope="col">class</th><th scope="col">window (UTC)</th><th class="num" scope="col">offers</th><th class="num" scope="col">offered GPU-h</th><th class="num" scope="col">sold</th><th class="num" scope="col">redeemed</th><th class="num" scope="col">VWAP / GPU-h</th><th class="num" scope="col">volume</th></tr></thead>' +
-      `<tbody>${body.join("") || '<tr><td colspan="8" class="muted">No capacity offered yet.</td></tr>'}</tbody>`;
+      '<thead><tr><th scope="col">class</th><th scope="col">window (UTC)</th><th class="num" scope="col">offers</th><th class="num" scope="col">offered GPU-h</th><th class="num" scope="col">sold</th><th class="num" scope="col">redeemed</th>' +
+      '<th class="num" scope="col">VWAP primary</th><th class="num" scope="col">VWAP secondary</th><th class="num" scope="col">VWAP combined</th><th class="num" scope="col">last</th><th class="num" scope="col">TWAP</th><th class="num" scope="col">volume</th><th class="num" scope="col" title="self-trades and wash trades, left out of every price">wash excl.</th></tr></thead>' +
+      `<tbody>${body.join("") || '<tr><td colspan="13" class="muted">No capacity offered yet.</td></tr>'}</tbody>`;
     await marketBook.refresh(root, rows.slice().reverse(), names);
     await marketTrade.refresh();
   },

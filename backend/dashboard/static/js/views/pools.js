@@ -2,13 +2,19 @@
 import { asList, getJSON, has } from "../api.js";
 import { color, line, reference, render } from "../charts.js";
 import { loadPools, poolLabel, poolsServed, shareValue } from "../data.js";
-import { badge, esc, pct, ratio, short, usd } from "../format.js";
+import { badge, esc, num, pct, ratio, short, usd } from "../format.js";
 
 const COVENANT_DSCR_BPS = 12_500; // deployment defaults (scripts/deploy.py DeployConfig)
 const MAX_LTV_BPS = 8_000;
 let root;
 let selected = null;
 let loans = new Map(); // pool address -> its loan, as the last refresh read it
+let collaterals = new Map(); // pool address -> its node's collateral (book and marked)
+
+function renderCollateral() {
+  const p = root.querySelector("#pool-collateral-summary");
+  if (p) p.textContent = selected ? collateralSummary(selected.collateral) : "";
+}
 
 export function riskBadges(risk) {
   if (risk.flagged === undefined) return badge("not settled yet", "warn");
@@ -87,6 +93,44 @@ function loanSummary(loan) {
   return parts.join(" · ") + ".";
 }
 
+// The node's collateral: its book value, and under it its value marked to the market
+// (the lower of book and what its class's trades imply): "▾ value" where the market
+// marks it down, "= book" where it does not (the title says why). Narrow: the pools
+// table fits 1,400 px.
+export function collateralCell(p) {
+  const c = p.collateral;
+  if (!c) return `<td class="num" data-col="collateral" data-basis="">${usd(p.risk.collateral_value)}</td>`;
+  const why =
+    c.basis === "market"
+      ? `marked to the market: ${usd(c.marked_value)}, below book`
+      : c.market_value === null
+        ? "marked at book: too few trades to mark to"
+        : `marked at book: the market implies more (${usd(c.market_value)})`;
+  const shown = c.basis === "market" ? `▾ ${usd(c.marked_value)}` : "= book";
+  return `<td class="num" data-col="collateral" data-basis="${esc(c.basis)}"><span data-value="book">${usd(c.book_value)}</span><span class="muted under" data-value="marked" data-marked="${esc(c.marked_value)}" title="${esc(why)}">${esc(shown)}</span></td>`;
+}
+
+function collateralSummary(c) {
+  if (!c) return "This server does not mark collateral yet (no collateral in GET /api/v1/pools).";
+  const m = c.market;
+  const r = c.rule;
+  const hours = (s) => `${num(s / 3600, 1)} h`;
+  const parts = [
+    `Book ${usd(c.book_value)} (${c.curve.replace("_", " ")})`,
+    c.market_value === null ? "no market value" : `market ${usd(c.market_value)}`,
+    `marked ${usd(c.marked_value)} (${c.basis})`,
+    `LTV ${pct(c.ltv_bps_book)} at book, ${pct(c.ltv_bps_marked)} marked`,
+  ];
+  const price = m.price_per_gpu_hour === null ? "no trades" : `VWAP ${usd(m.price_per_gpu_hour)} / GPU-h`;
+  const enough = m.enough ? "enough to mark" : `not enough to mark (takes ${r.min_trades} trades and ${usd(r.min_volume)})`;
+  return (
+    parts.join(" · ") +
+    `. Class ${esc(m.class_id)} in the last ${hours(r.lookback_seconds)} (${r.source}): ${m.trades} trades, ${usd(m.volume)}, ${price}, ${enough}; ` +
+    `${m.excluded.trades} wash trades left out. The market value is the node's remaining ${hours(c.remaining_life_seconds)} of life ` +
+    `× its GPUs × ${pct(c.utilization_bps, 0)} sold (${c.utilization_attested ? "attested" : "assumed"}) at that price, ${pct(c.capital_share_bps, 0)} of it for the capital, plus the residual.`
+  );
+}
+
 async function renderLoan() {
   const table = root.querySelector("#pool-loan-history");
   const summary = root.querySelector("#pool-loan-summary");
@@ -120,12 +164,13 @@ export const poolsView = {
     root.querySelector("#pools-table").addEventListener("click", (e) => {
       const row = e.target.closest("[data-pool]");
       if (!row) return;
-      selected = { address: row.dataset.pool, label: row.dataset.label, loan: loans.get(row.dataset.pool) ?? null };
+      selected = { address: row.dataset.pool, label: row.dataset.label, loan: loans.get(row.dataset.pool) ?? null, collateral: collaterals.get(row.dataset.pool) ?? null };
       for (const tr of root.querySelectorAll("#pools-table tr[data-pool]")) {
         tr.classList.toggle("selected", tr.dataset.pool === selected.address);
       }
       renderHistory();
       renderLoan();
+      renderCollateral();
     });
   },
 
@@ -139,6 +184,7 @@ export const poolsView = {
       ["Debt outstanding", usd(sum((p) => p.debt.outstanding), { compact: true }), `arrears ${usd(sum((p) => p.debt.arrears), { compact: true })}`],
       ["Staked", usd(sum((p) => shareValue(p, p.total_staked)), { compact: true }), "at share price: first loss after bonds"],
       ["Revenue distributed", usd(sum((p) => p.revenue_distributed), { compact: true }), `losses booked ${usd(sum((p) => p.losses_booked), { compact: true })}`],
+      ["Collateral marked", usd(sum((p) => p.collateral?.marked_value), { compact: true }), `book ${usd(sum((p) => p.collateral?.book_value), { compact: true })}`],
     ]
       .map(([l, v, s]) => `<div class="kpi"><div class="label">${esc(l)}</div><div class="value">${esc(v)}</div><div class="sub">${esc(s)}</div></div>`)
       .join("");
@@ -159,7 +205,11 @@ export const poolsView = {
     });
 
     loans = new Map(pools.map((p) => [p.address, p.loan ?? null]));
-    if (selected) selected.loan = loans.get(selected.address) ?? null;
+    collaterals = new Map(pools.map((p) => [p.address, p.collateral ?? null]));
+    if (selected) {
+      selected.loan = loans.get(selected.address) ?? null;
+      selected.collateral = collaterals.get(selected.address) ?? null;
+    }
     const table = root.querySelector("#pools-table");
     const rows = pools.map((p) => {
       const r = p.round;
@@ -168,13 +218,16 @@ export const poolsView = {
         <td><button type="button" class="link">${esc(poolLabel(p))}</button> <span class="muted mono under">${short(p.address)}</span></td>
         <td>#${esc(p.node_id)}</td><td class="mono">${short(p.operator)}</td><td>${esc(r.state ?? "—")}</td>
         <td class="num">${usd(r.raised)} / ${usd(r.target)}</td><td class="num">${usd(d.principal)}</td><td class="num">${usd(d.outstanding)}</td>
-        <td class="num">${usd(d.arrears)}</td><td class="num">${pct(d.rate_bps)}</td><td class="num">${usd(p.risk.collateral_value)}</td>
+        <td class="num">${usd(d.arrears)}</td><td class="num">${pct(d.rate_bps)}</td>${collateralCell(p)}
         <td class="num">${ratio(p.risk.dscr_bps)}</td><td class="num">${pct(p.risk.ltv_bps)}</td><td class="badges">${riskBadges(p.risk)}</td><td class="badges" data-loan-state="${esc(p.loan?.state ?? "")}">${loanBadge(p.loan)}</td></tr>`;
     });
     table.innerHTML =
       table.querySelector("caption").outerHTML +
-      '<thead><tr><th scope="col">pool</th><th scope="col">node</th><th scope="col">operator</th><th scope="col">round</th><th class="num" scope="col">raised / target</th><th class="num" scope="col">principal</th><th class="num" scope="col">outstanding</th><th class="num" scope="col">arrears</th><th class="num" scope="col">rate / yr</th><th class="num" scope="col">collateral</th><th class="num" scope="col">DSCR</th><th class="num" scope="col">LTV</th><th scope="col">covenants</th><th scope="col">loan</th></tr></thead>' +
+      '<thead><tr><th scope="col">pool</th><th scope="col">node</th><th scope="col">operator</th><th scope="col">round</th><th class="num" scope="col">raised / target</th><th class="num" scope="col">principal</th><th class="num" scope="col">outstanding</th><th class="num" scope="col">arrears</th><th class="num" scope="col">rate / yr</th><th class="num" scope="col" title="book value; under it, marked to the market: the lower of book and what GPU-hour trades of its class imply">collateral</th><th class="num" scope="col">DSCR</th><th class="num" scope="col">LTV</th><th scope="col">covenants</th><th scope="col">loan</th></tr></thead>' +
       `<tbody>${rows.join("") || '<tr><td colspan="14" class="muted">No pool yet.</td></tr>'}</tbody>`;
-    if (selected) await Promise.all([renderHistory(), renderLoan()]);
+    if (selected) {
+      renderCollateral();
+      await Promise.all([renderHistory(), renderLoan()]);
+    }
   },
 };

@@ -159,8 +159,10 @@ async function submit(event) {
     const fromDraw = root.querySelector('input[name="stress-debt"]:checked')?.value === "draw";
     const fleet = await indexedFleet({ fromDraw });
     if (!fleet.node_ids.length) throw new Error("no node has been indexed yet: nothing to project");
-    describe.textContent = `Projecting ${fleet.node_ids.length} indexed nodes, ${fleet.poolByNode.size} with pool debt.`;
-    const response = await runStress(fleet, { scenarios: named, custom, horizon, covenantDscrBps, maxLtvBps });
+    const collateral = root.querySelector('input[name="stress-collateral"]:checked')?.value ?? "book";
+    const basis = collateral === "marked" ? "collateral marked to the market where its class traded enough" : "collateral at book value";
+    describe.textContent = `Projecting ${fleet.node_ids.length} indexed nodes, ${fleet.poolByNode.size} with pool debt, ${basis}.`;
+    const response = await runStress(fleet, { scenarios: named, custom, horizon, covenantDscrBps, maxLtvBps, collateral });
     // Lead with the custom shock: it is the question the form asked.
     response.results.sort((a, b) => (custom.some((c) => c.name === b.scenario.name) ? 1 : 0) - (custom.some((c) => c.name === a.scenario.name) ? 1 : 0));
     run = { fleet, response, covenantDscrBps, maxLtvBps };
