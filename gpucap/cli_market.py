@@ -5,19 +5,19 @@ a take asks the API to match, signs the Market call it answers as a forward requ
 and posts it as a fill, relayed gaslessly like a buy; a cancel is the maker's own
 ``Market.cancel`` (or ``cancelUpTo``), relayed the same way; approve gives the market
 what a sell and a bid need without gas (a relayed setApprovalForAll, and EIP-2612 permits
-of the stablecoin and pool shares that the relayer submits). Prices are tUSD per
-GPU-hour for capacity tokens and per whole share for pool shares.
+of the stablecoin and pool shares that the relayer submits). Those steps are
+gpucap/trading.py's, which the demo's traders take too. Prices are tUSD per GPU-hour
+for capacity tokens and per whole share for pool shares.
 """
 
 from __future__ import annotations
 
-import time
-from decimal import ROUND_DOWN, ROUND_UP, Decimal
+from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
 
-from gpucap import actions
+from gpucap import actions, trading
 from gpucap.cli import (
     USD,
     Ctx,
@@ -33,7 +33,7 @@ from gpucap.cli import (
     show,
     wallet,
 )
-from gpucap.signing import MarketOrder, sign_order, sign_permit, sign_request
+from gpucap.signing import MarketOrder
 
 market_app = typer.Typer(
     help="The secondary market: book, trades, order, take, cancel, approve.",
@@ -41,7 +41,6 @@ market_app = typer.Typer(
 )
 app.add_typer(market_app, name="market")
 
-SHARE_DECIMALS = 18
 DAY = 24 * 3600
 Asset = Annotated[
     str | None,
@@ -55,18 +54,13 @@ def _asset(ctx: Ctx, asset: str | None) -> tuple[str, int]:
     """(address, decimals of one unit): the capacity token counts whole GPU-hours."""
     if asset is None:
         return ctx.deployment.contracts["CapacityToken"].address, 0
-    return asset, SHARE_DECIMALS
+    return asset, trading.SHARE_DECIMALS
 
 
 def _side(side: str) -> bool:
     if side not in ("buy", "sell"):
         raise typer.BadParameter(f"{side!r}: buy or sell", param_hint="SIDE")
     return side == "sell"
-
-
-def _per_base_unit(price: Decimal, decimals: int) -> Decimal:
-    """tUSD per unit → stablecoin base units per asset base unit."""
-    return price * USD / Decimal(10) ** decimals
 
 
 def _price_cell(price: str, decimals: int) -> str:
@@ -129,10 +123,6 @@ def order(
     signer = wallet(dev_account, keystore)
     sell = _side(side)
     address, decimals = _asset(ctx, asset)
-    # Rounded in the maker's favour, as the market rounds its fills.
-    quote = (amount * _per_base_unit(Decimal(price), decimals)).to_integral_value(
-        ROUND_UP if sell else ROUND_DOWN
-    )
     signing = actions.signing_of(ctx.client, signer.address)
     info = ctx.get("/api/v1/market")
     made = MarketOrder(
@@ -141,30 +131,16 @@ def order(
         token_id=token_id,
         sell=sell,
         amount=amount,
-        quote_amount=int(quote),
-        nonce=int(time.time() * 1000) if nonce is None else nonce,
+        quote_amount=trading.quote_for(
+            amount, trading.per_base_unit(Decimal(price), decimals), sell=sell
+        ),
+        nonce=trading.order_nonce() if nonce is None else nonce,
         expiry=signing.chain_time + expires_in,
     )
-    signature = sign_order(
-        made,
-        signer.key,
-        market=info["domain"]["verifyingContract"],
-        chain_id=info["domain"]["chainId"],
-    )
-    placed = ctx.post(
-        "/api/v1/market/orders",
-        {
-            "maker": made.maker,
-            "asset": made.asset,
-            "token_id": str(made.token_id),
-            "sell": made.sell,
-            "amount": str(made.amount),
-            "quote_amount": str(made.quote_amount),
-            "nonce": str(made.nonce),
-            "expiry": made.expiry,
-            "signature": "0x" + signature.hex(),
-        },
-    )
+    try:
+        placed = trading.place(ctx.client, signer, made, info)
+    except actions.ApiRejected as exc:
+        fail(exc)
     show(ctx, placed, "order", ["order_hash", "status", "price", "amount", "expiry"])
 
 
@@ -184,36 +160,27 @@ def take(
     signer = wallet(dev_account, keystore)
     _side(side)
     address, decimals = _asset(ctx, asset)
-    limit = _per_base_unit(Decimal(limit_price), decimals)
-    found = ctx.post(
-        "/api/v1/market/match",
-        {
-            "taker": signer.address,
-            "asset": address,
-            "token_id": str(token_id),
-            "side": side,
-            "amount": str(amount),
-            "limit_price": format(limit.normalize(), "f"),
-        },
-    )
-    signing = actions.signing_of(ctx.client, signer.address)
-    req = sign_request(
-        signer,
-        ctx.deployment.contracts["GpucapForwarder"].address,
-        ctx.deployment.chain_id,
-        found["to"],
-        found["data"],
-        signing.nonce,
-        signing.deadline,
-        gas=found["gas"],
-    )
-    accepted = ctx.post("/api/v1/market/fills", req.api_body())
+    limit = trading.per_base_unit(Decimal(limit_price), decimals)
+    try:
+        taken = trading.take(
+            ctx.client,
+            ctx.deployment,
+            signer,
+            asset=address,
+            token_id=token_id,
+            buy=side == "buy",
+            amount=amount,
+            limit_price=format(limit.normalize(), "f"),
+        )
+    except actions.ApiRejected as exc:
+        fail(exc)
+    found = taken.matched
     if not ctx.as_json:
         console.print(
             f"matched {found['amount']} for {int(found['quote']) / USD:,.6f} tUSD before fees "
-            f"in {len(found['fills'])} order(s): action {accepted['action_id']}"
+            f"in {len(found['fills'])} order(s): action {taken.accepted['action_id']}"
         )
-    report(ctx, follow(ctx, accepted["action_id"]))
+    report(ctx, follow(ctx, taken.accepted["action_id"]))
 
 
 @market_app.command("cancel")
@@ -229,22 +196,11 @@ def cancel(
     """Cancel one of your orders on-chain (or all with --all), gasless."""
     ctx = _ctx(typer_ctx)
     signer = wallet(dev_account, keystore)
-    market = ctx.contract("Market")
     if all_orders:
-        data = market.encode_abi("cancelUpTo", args=[int(time.time() * 1000)])
+        data = trading.cancel_data(ctx.deployment, up_to=trading.order_nonce())
     elif order_hash is not None:
         placed: dict[str, Any] = ctx.get(f"/api/v1/market/orders/{order_hash}")
-        made = MarketOrder(
-            maker=placed["maker"],
-            asset=placed["asset"],
-            token_id=int(placed["token_id"]),
-            sell=placed["sell"],
-            amount=int(placed["amount"]),
-            quote_amount=int(placed["quote_amount"]),
-            nonce=int(placed["nonce"]),
-            expiry=placed["expiry"],
-        )
-        data = market.encode_abi("cancel", args=[made.as_tuple()])
+        data = trading.cancel_data(ctx.deployment, trading.order_of(placed))
     else:
         raise typer.BadParameter("name an ORDER_HASH or pass --all")
     relay(ctx, signer, "Market", data)
@@ -254,7 +210,6 @@ Pools = Annotated[
     list[str] | None,
     typer.Option("--asset", help="a listed pool whose shares you may sell (repeat for several)"),
 ]
-UNLIMITED = 2**256 - 1
 
 
 @market_app.command("approve")
@@ -270,55 +225,12 @@ def approve(
     name the Market only; what is there already is left alone."""
     ctx = _ctx(typer_ctx)
     signer = wallet(dev_account, keystore)
-    info = ctx.get(f"/api/v1/market/approvals/{signer.address}", pool=pools or None)
-    pending: list[tuple[str, str]] = []  # (what, action id)
-    done: list[dict[str, Any]] = []
-    if info["capacity_approved"]:
-        done.append({"what": "GPU-hours", "status": "approved already"})
-    else:
-        data = ctx.contract("CapacityToken").encode_abi(
-            "setApprovalForAll", args=[info["spender"], True]
-        )
-        try:
-            accepted = actions.forward(ctx.client, ctx.deployment, signer, "CapacityToken", data)
-        except actions.ApiRejected as exc:
-            fail(exc)
-        pending.append(("GPU-hours", accepted["action_id"]))
-    deadline = info["chain_time"] + actions.DEFAULT_DEADLINE_SECONDS
-    for token in info["tokens"]:
-        what = "tUSD" if token["kind"] == "stablecoin" else f"shares of {token['token']}"
-        if int(token["allowance"]) == UNLIMITED:
-            done.append({"what": what, "status": "approved already"})
-            continue
-        domain = token["domain"]
-        v, r, s = sign_permit(
-            signer,
-            token_name=domain["name"],
-            token_version=domain["version"],
-            token=token["token"],
-            spender=info["spender"],
-            value=UNLIMITED,
-            nonce=int(token["nonce"]),
-            deadline=deadline,
-            chain_id=domain["chainId"],
-        )
-        accepted = ctx.post(
-            "/api/v1/market/permits",
-            {
-                "token": token["token"],
-                "owner": signer.address,
-                "spender": info["spender"],
-                "value": str(UNLIMITED),
-                "nonce": token["nonce"],
-                "deadline": deadline,
-                "signature": "0x" + (r + s + bytes([v])).hex(),
-            },
-        )
-        if accepted["action_id"] is None:
-            done.append({"what": what, "status": accepted["status"]})
-        else:
-            pending.append((what, accepted["action_id"]))
-    for what, action_id in pending:
+    try:
+        given = trading.approve(ctx.client, ctx.deployment, signer, pools)
+    except actions.ApiRejected as exc:
+        fail(exc)
+    done = given.done
+    for what, action_id in given.pending:
         action = follow(ctx, action_id)
         done.append(
             {
