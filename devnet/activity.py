@@ -3,11 +3,13 @@
 Each step one user does one thing a person would: buy GPU-hours of an open
 offer, redeem capacity tokens into a reservation, offer a node's capacity of a
 later window (as its operator), deposit into a pool that is still raising,
-stake pool shares, or claim pool revenue. Capacity actions go
-through the API's ``/api/v1/forward`` (gasless, validated by the API); pool
-actions are the wallet's own transactions (pools are not relayable), simulated
-first (gpucap/actions.py). A rejection is logged with its code and the loop goes
-on: a rejected action is part of the show, never a crash.
+stake pool shares, claim pool revenue, or trade on the secondary market: rest a
+bid or an ask, take the best price of a book, cancel an order of its own
+(devnet/market.py; about one step in three). Capacity and market actions go
+through the API (gasless, validated by the API); pool actions are the wallet's
+own transactions (pools are not relayable), simulated first (gpucap/actions.py).
+A rejection is logged with its code and the loop goes on: a rejected action is
+part of the show, never a crash.
 
 Admin changes go through the timelock after the hand-over (scripts/seed.py): before
 each step, a user executes any announced change that is due (anyone may), as the
@@ -32,6 +34,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.exceptions import Web3Exception
 
+from devnet.market import Traders
 from devnet.world import USD, read_world
 from gpucap import actions, devchain
 from gpucap.deployment import Deployment
@@ -45,7 +48,15 @@ FUNDING, SUCCEEDED = 0, 2  # RevenuePool.RoundStatus
 
 
 class Activity:
-    def __init__(self, api: actions.Api, w3: Web3, deployment: Deployment, world: dict, seed: int):
+    def __init__(
+        self,
+        api: actions.Api,
+        w3: Web3,
+        deployment: Deployment,
+        world: dict,
+        seed: int,
+        orders: Path | None = None,
+    ):
         self.api, self.w3, self.deployment, self.world = api, w3, deployment, world
         self.rng = random.Random(seed)
         self.capacity = deployment.contract(w3, "CapacityToken")
@@ -57,6 +68,7 @@ class Activity:
             else None
         )
         self._wallets: dict[int, LocalAccount] = {}
+        self.market = Traders(api, w3, deployment, world, self.rng, self.wallet, orders)
 
     def wallet(self, index: int) -> LocalAccount:
         if index not in self._wallets:
@@ -74,6 +86,11 @@ class Activity:
             self.deposit,
             self.stake,
             self.claim,
+            self.market.place,
+            self.market.place,
+            self.market.take,
+            self.market.take,
+            self.market.cancel,
         ]
         action = self.rng.choice(kinds)
         if self.timelock is not None:
@@ -232,6 +249,9 @@ def main(
     interval: Annotated[float, typer.Option(help="seconds between two actions")] = 4.0,
     seed: Annotated[int, typer.Option(help="seed of the users' choices")] = 0,
     steps: Annotated[int, typer.Option(help="stop after N actions (0: until SIGTERM)")] = 0,
+    orders: Annotated[
+        Path | None, typer.Option(help="where the traders remember their market orders (JSON)")
+    ] = None,
 ) -> None:
     """Users acting on the demo world until SIGTERM."""
     configure_logging()
@@ -245,7 +265,7 @@ def main(
         raise _Stop()
 
     signal.signal(signal.SIGTERM, stop)
-    activity = Activity(actions.Api(api), w3, deployment, read_world(world), seed)
+    activity = Activity(actions.Api(api), w3, deployment, read_world(world), seed, orders)
     done = 0
     try:
         while steps <= 0 or done < steps:

@@ -4,19 +4,23 @@ Runs `python -m devnet` (what `make demo` runs after set-up) on free ports in
 a private directory, with a small world (20 nodes, the same seeding path as the
 default 1,000), drives the faucet through the API it prints, checks that the
 world has bonded nodes, offers and bound pools, that three oracles in quorum
-attest, that the activity process acts through the API, that a second demo says
-so instead of failing obscurely, that a worker or an oracle killed with SIGKILL
-is restarted (and the world goes on), and that Ctrl-C (SIGINT) stops every
-process it started.
+attest, that the activity process acts through the API, that users trade on the
+market (a book with resting orders from the start, takes that fill), that a
+second demo says so instead of failing obscurely, that a worker or an oracle
+killed with SIGKILL is restarted (and the world goes on), and that Ctrl-C
+(SIGINT) stops every process it started.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
+from decimal import Decimal
 
 import psutil
 import pytest
@@ -39,13 +43,13 @@ TIMELOCK_DELAY = 20
 SUCCEEDED = 2  # RevenuePool.RoundStatus
 
 
-def _wait_for(predicate, timeout: float, what: str):
+def _wait_for(predicate, timeout: float, what: str, every: float = 0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.2)
+        time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
@@ -418,6 +422,77 @@ def test_supervisor_restarts_a_killed_worker_and_oracle(demo):
         120,
         f"the restarted oracle-2 to sign epoch {after}",
     )
+
+
+def _instruments(demo) -> list[tuple[str, str, int, int]]:
+    """(asset, token id, base units per whole unit, primary price in stablecoin units per
+    whole unit) of what the users trade: each window an open offer is for, each pool."""
+    w3, deployment = _chain(demo)
+    world = json.loads((demo["dir"] / "world.json").read_text())
+    capacity = requests.get(f"{demo['api']}/api/v1/market", timeout=5).json()["capacity_token"]
+    asks: dict[int, list[int]] = {}
+    for node in world["nodes"]:
+        class_id = deployment.gpu_classes[node["class_name"]]
+        asks.setdefault(class_id, []).append(node["price_per_gpu_hour"])
+    now = w3.eth.get_block("latest")["timestamp"]
+    offers = requests.get(f"{demo['api']}/api/v1/offers?limit=1000", timeout=5).json()
+    windows = {(int(o["token_id"]), o["class_id"]) for o in offers if o["window_start"] > now + 60}
+    pools = requests.get(f"{demo['api']}/api/v1/pools?limit=1000", timeout=5).json()
+    return [
+        (capacity, str(token), 1, int(statistics.median(asks[class_id])))
+        for token, class_id in sorted(windows)
+    ] + [(p["address"], "0", 10**18, p["round"]["share_price"]) for p in pools]
+
+
+def test_users_trade_on_the_market(demo):
+    """(Late in the module: the users have traded a while by now, so it rarely waits.)
+    The book held resting orders when the demo said it was up, and still does: bids
+    under asks, for GPU-hour windows and for pool shares. The users' takes fill on-chain:
+    a trade indexed at a price near the primary one, between two users, and its order's
+    state following it."""
+    seeded = re.search(r"market\s+(\d+) resting orders", (demo["dir"] / "stdout.txt").read_text())
+    assert seeded and int(seeded.group(1)) > 0
+    instruments = _instruments(demo)
+
+    def book(asset: str, token: str) -> dict:
+        query = {"asset": asset, "token_id": token}
+        return requests.get(f"{demo['api']}/api/v1/market/book", params=query, timeout=5).json()
+
+    books = {(asset, token): book(asset, token) for asset, token, _, _ in instruments}
+    capacity = instruments[0][0]
+    for kind in (lambda a: a == capacity, lambda a: a != capacity):  # GPU-hours, shares
+        kept = [b for (asset, _), b in books.items() if kind(asset)]
+        assert any(b["asks"] for b in kept) and any(b["bids"] for b in kept), kept
+    for b in books.values():
+        if b["asks"] and b["bids"]:
+            assert Decimal(b["bids"][0]["price"]) < Decimal(b["asks"][0]["price"]), b
+
+    def trades() -> list[dict]:
+        return [
+            {**t, "unit": unit, "primary": primary}
+            for asset, token, unit, primary in instruments
+            for t in requests.get(
+                f"{demo['api']}/api/v1/market/trades",
+                params={"asset": asset, "token_id": token},
+                timeout=5,
+            ).json()
+        ]
+
+    done = _wait_for(trades, 180, "a user's take to fill and be indexed", every=2)
+    world = json.loads((demo["dir"] / "world.json").read_text())
+    traders = {
+        Account.from_key(devchain.dev_private_key(i)).address
+        for i in (*world["users"], *world["investors"])
+    }
+    for trade in done:
+        assert {trade["maker"], trade["taker"]} <= traders and trade["maker"] != trade["taker"]
+        per_unit = Decimal(trade["price"]) * trade["unit"]
+        assert 0.85 <= per_unit / trade["primary"] <= 1.15, trade
+        order = requests.get(
+            f"{demo['api']}/api/v1/market/orders/{trade['order_hash']}", timeout=5
+        ).json()
+        assert order["status"] in ("filled", "partially_filled", "cancelled", "expired"), order
+        assert int(order["filled"]) >= int(trade["amount"]), (order, trade)
 
 
 def test_ctrl_c_stops_every_process(demo):
