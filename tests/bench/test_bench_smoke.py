@@ -4,9 +4,10 @@ Proves every figure's code path runs against real parts (anvil, Redis, API,
 worker, load generator, oracle pipeline) and that results.json holds each
 figure. No timing is asserted: only that the harness measured something, and
 the invariants that hold at any size (exact gas is positive, the Merkle root
-is cheaper per node than per-node reports, every relayed action completed).
-Figures 3-4 run on both back ends (tests/support/backends.py); where no
-PostgreSQL or redis-server answers, the bench must say so instead.
+is cheaper per node than per-node reports, every relayed action and matched
+fill completed). Figures 3-4 run on both back ends (tests/support/backends.py);
+where no PostgreSQL or redis-server answers, the bench must say so instead.
+Figure 8 runs on the embedded back end alone.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def test_bench_smoke_writes_every_figure(tmp_path: Path) -> None:
         env=devchain.env_with_toolchain(),
         capture_output=True,
         text=True,
-        timeout=420,  # two back ends' stacks; a guard against a hang, not a speed check
+        timeout=480,  # two back ends' stacks, figure 8: a guard against a hang, not a speed check
     )
     assert run.returncode == 0, run.stderr[-3000:]
     r = json.loads(out.read_text())
@@ -59,6 +60,19 @@ def test_bench_smoke_writes_every_figure(tmp_path: Path) -> None:
         assert servers["back_end"]["cpu_not_counted"] == ["redis-server"]
         assert "redis" not in servers["relayed"]["cpu_s"]
         assert "[servers] PostgreSQL" in run.stdout
+        assert "market_fills" not in servers  # figure 8: the embedded back end's child only
+
+    # Figure 8: the book's orders placed, each fill matched, signed, relayed and indexed,
+    # and as many raw Market.fill transactions mined.
+    fills = r["market_fills"]
+    assert fills["figure"] == 8 and fills["fills"] == 2, fills
+    assert "market_fills" not in r["backend"]  # moved to its own key
+    assert fills["relayed"]["orders"]["orders"] == 2, fills["relayed"]["orders"]
+    assert fills["relayed"]["completed"] == 2, fills["relayed"]["errors"]
+    assert fills["relayed"]["gas_per_fill"] > 21_000 // 2
+    assert fills["raw"]["failed"] == 0 and fills["raw"]["transactions"] == 2, fills["raw"]
+    assert fills["relayed_to_raw_ratio"] > 0
+    assert "8. matched market fills/s" in run.stdout
 
     assert r["oracle"]["nodes"] == 20 and "error" not in r["oracle"]
     assert "1. gas per operation" in run.stdout
