@@ -206,13 +206,17 @@ def backend_env(
     return env
 
 
-def reorg_away(block_number: int) -> None:
+def reorg_away(block_number: int) -> int:
     """anvil_reorg: replace every block from ``block_number`` to the head by empty ones
-    (the same height); their transactions are gone, from the pool too."""
+    (the same height); their transactions are gone, from the pool too. Returns that
+    height: the state at it is the reorg's, before anything is sent again (a worker
+    may re-send at once, so reading "latest" afterwards can already see it)."""
     from brownie import web3
 
-    depth = web3.eth.block_number - block_number + 1
+    head = web3.eth.block_number
+    depth = head - block_number + 1
     web3.provider.make_request("anvil_reorg", [depth, []])  # type: ignore[arg-type]
+    return head
 
 
 def http_up(url: str) -> bool:

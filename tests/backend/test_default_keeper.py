@@ -179,8 +179,10 @@ def test_cli_pool_loan(stack, world):
 def test_a_reorged_declaration_is_sent_again(stack, world):
     s, node = world["system"], world["node"]
     first = _confirmed(stack)
-    reorg_away(first.block_number)  # the declaration's block is gone: the loan is due again
-    assert s.loans.defaultDue(node)
+    # The declaration's block is gone: the loan is due again (at the reorged head; the
+    # keeper may have declared it again on a later block already).
+    head = reorg_away(first.block_number)
+    assert s.loans.defaultDue(node, block_identifier=head)
 
     def mined_again() -> Action | None:
         rows = _declarations(stack)
