@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from decimal import ROUND_DOWN, ROUND_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -18,8 +18,8 @@ from eth_utils import function_signature_to_4byte_selector, keccak
 from eth_utils.abi import collapse_if_tuple
 
 from gpucap import devchain
-from gpucap.cli_market import _per_base_unit
 from gpucap.signing import MarketOrder, sign_order, sign_request
+from gpucap.trading import per_base_unit, quote_for
 from scripts.deploy import PoolTerms, deploy_node_pool
 from tests.backend.backend_helpers import ROOT, Stack, wait_for
 from tests.dashboard.test_dashboard import (  # noqa: F401 - page: a fixture
@@ -372,9 +372,7 @@ def test_order_terms_in_the_page_round_as_the_cli(
     )
     for (sell, amount, price, decimals), answer in zip(cases, got, strict=True):
         units = int(Decimal(amount).scaleb(decimals))
-        quote = (units * _per_base_unit(Decimal(price), decimals)).to_integral_value(
-            ROUND_UP if sell else ROUND_DOWN
-        )
+        quote = quote_for(units, per_base_unit(Decimal(price), decimals), sell=sell)
         if quote == 0:
             assert "less than one stablecoin unit" in answer
         else:
