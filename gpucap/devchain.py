@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,24 +106,13 @@ class Anvil:
         self.process = subprocess.Popen(
             self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"anvil exited with {self.process.returncode}")
-            if self.is_up():
-                return self
-            time.sleep(0.05)
+        if wait_for_node(self.process, self.url, timeout, "anvil"):
+            return self
         self.stop()
         raise TimeoutError(f"anvil did not answer on {self.url} within {timeout}s")
 
     def is_up(self) -> bool:
-        try:
-            resp = requests.post(
-                self.url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}, timeout=1
-            )
-            return resp.ok
-        except requests.RequestException:
-            return False
+        return rpc_answers(self.url)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -133,6 +123,39 @@ class Anvil:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+def rpc_answers(url: str) -> bool:
+    """Whether a JSON-RPC node at ``url`` answers ``eth_chainId``."""
+    try:
+        resp = requests.post(
+            url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}, timeout=1
+        )
+        return resp.ok
+    except requests.RequestException:
+        return False
+
+
+def wait_for_node(
+    process: subprocess.Popen[bytes],
+    url: str,
+    timeout: float,
+    name: str,
+    detail: Callable[[], str] = lambda: "",
+) -> bool:
+    """Wait until the node ``process`` serves at ``url`` answers (True) or ``timeout``
+    passes (False); a process that exits first raises RuntimeError (with ``detail()``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            more = detail()
+            raise RuntimeError(
+                f"{name} exited with {process.returncode}" + (f":\n{more}" if more else "")
+            )
+        if rpc_answers(url):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def env_with_toolchain(env: dict[str, str] | None = None) -> dict[str, str]:

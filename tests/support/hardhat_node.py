@@ -14,11 +14,8 @@ import json
 import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import requests
 
 from gpucap import devchain
 
@@ -100,26 +97,13 @@ class HardhatNode:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"hardhat node exited with {self.process.returncode}:\n{self.log_tail()}"
-                )
-            if self.is_up():
-                return self
-            time.sleep(0.05)
+        if devchain.wait_for_node(self.process, self.url, timeout, "hardhat node", self.log_tail):
+            return self
         self.stop()
         raise TimeoutError(f"hardhat node did not answer on {self.url} within {timeout}s")
 
     def is_up(self) -> bool:
-        try:
-            resp = requests.post(
-                self.url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}, timeout=1
-            )
-            return resp.ok
-        except requests.RequestException:
-            return False
+        return devchain.rpc_answers(self.url)
 
     def log_tail(self, lines: int = 30) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
