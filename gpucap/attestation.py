@@ -107,7 +107,9 @@ class Cumulative:
     def of(cls, leaf: NodeLeaf) -> Cumulative:
         return cls(leaf.cum_milli_gpu_hours, leaf.cum_energy_joules, leaf.cum_busy_gpu_seconds)
 
-    def then(self, *, milli_gpu_hours: int, energy_joules: int, busy_gpu_seconds: int) -> Cumulative:
+    def then(
+        self, *, milli_gpu_hours: int, energy_joules: int, busy_gpu_seconds: int
+    ) -> Cumulative:
         """These counters after one more epoch with these figures."""
         return Cumulative(
             self.milli_gpu_hours + milli_gpu_hours,

@@ -581,7 +581,7 @@ class Reporter:
                     measured,
                 )
             leaves.append(
-                _leaf(
+                build_leaf(
                     node.node_id,
                     window.epoch,
                     result,
@@ -619,9 +619,17 @@ class Reporter:
         return write_proofs(self.proofs_dir, commitment.report.epoch, document)
 
 
-def _leaf(
-    node_id: int, epoch: int, figures: NodeFigures, *, passed: int, failed: int, base: Cumulative
+def build_leaf(
+    node_id: int,
+    epoch: int,
+    figures: NodeFigures,
+    *,
+    passed: int = 0,
+    failed: int = 0,
+    base: Cumulative | None = None,
 ) -> NodeLeaf:
+    """The leaf an oracle signs for ``figures``: cum* on ``base`` (zero: the node's first
+    attested leaf), no delivery credited in an epoch with a failed challenge."""
     m = figures.measurement
     return NodeLeaf.measured(
         node_id,
@@ -637,7 +645,7 @@ def _leaf(
         busy_gpu_seconds=m.busy_gpu_seconds,
         challenges_passed=min(passed, UINT16_MAX),
         challenges_failed=min(failed, UINT16_MAX),
-        base=base,
+        base=base or Cumulative(),
     )
 
 

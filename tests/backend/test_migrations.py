@@ -201,3 +201,57 @@ def test_0013_up_down_up(database_url: str, loan_events: int) -> None:
     upgrade_to_head(database_url)
     assert set(sa.inspect(engine).get_table_names()) >= LOAN_TABLES
     engine.dispose()
+
+
+def test_0016_leaf_v2_up_down_up(database_url: str) -> None:
+    """Energy becomes joules (× 3600, exact); a v1 row's 0 Wh becomes unknown (coverage
+    0), its cumulative counters NULL; down gives whole Wh back."""
+    cfg = alembic_config(database_url)
+    command.upgrade(cfg, "0015")  # the revision before
+    engine = sa.create_engine(database_url)
+    h = "0x" + "ab" * 32
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO epochs (epoch, root, node_count, total_energy_wh, "
+                "total_milli_gpu_hours, config_version, transmitter, block_number, attested_at, "
+                "tx_hash) VALUES (3, :h, 2, 150, 9, 1, :a, 10, 1000, :h)"
+            ),
+            {"h": h, "a": "0x" + "11" * 20},
+        )
+        for node, energy in ((1, 150), (2, 0)):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO node_metrics (epoch, node_id, root, uptime_bps, utilization_bps,"
+                    " sample_coverage_bps, energy_wh, milli_gpu_hours, leaf_hash, proof) VALUES"
+                    " (3, :n, :h, 10000, 5000, 9000, :e, 4, :h, '[]')"
+                ),
+                {"n": node, "h": h, "e": energy},
+            )
+
+    command.upgrade(cfg, "0016")
+    with engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT total_energy_joules FROM epochs")) == 540_000
+        rows = conn.execute(
+            sa.text(
+                "SELECT node_id, energy_joules, utilization_coverage_bps, energy_coverage_bps,"
+                " challenges_passed, cum_milli_gpu_hours FROM node_metrics ORDER BY node_id"
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        (1, 540_000, 9_000, 9_000, 0, None),
+        (2, 0, 9_000, 0, 0, None),
+    ]
+    assert "total_energy_wh" not in {c["name"] for c in sa.inspect(engine).get_columns("epochs")}
+
+    command.downgrade(cfg, "0015")
+    with engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT total_energy_wh FROM epochs")) == 150
+        energies = conn.execute(sa.text("SELECT energy_wh FROM node_metrics ORDER BY node_id"))
+        assert [e for (e,) in energies] == [150, 0]
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("node_metrics")}
+    assert not columns & {"energy_joules", "energy_coverage_bps", "cum_energy_joules"}
+    upgrade_to_head(database_url)
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("node_metrics")}
+    assert {"energy_joules", "cum_busy_gpu_seconds"} <= columns
+    engine.dispose()
