@@ -203,7 +203,7 @@ class TestProveDeliveryAttacks:
         first, _ = m.cap.windowEpochs(m.tid)
         leaves, proofs = prove_args(commitments, m.node, [first])
         inflated = list(leaves[0])
-        inflated[6] = m.hub.maxNodeMilliGpuHours() + 1
+        inflated[10] = m.hub.maxNodeMilliGpuHours() + 1  # milliGpuHours
         with brownie.reverts(err("OracleLeafOutOfRange", m.node, first)):
             m.cap.proveDelivery(m.node, m.tid, [inflated], proofs)
         _nothing_counted(m)
