@@ -421,6 +421,17 @@ class Reporter:
                 return ReportOutcome(ReportStatus.ALREADY_ATTESTED, epoch)
             if exc.error_name == "OracleEpochNotEnded":  # the surviving chain is behind it
                 return ReportOutcome(ReportStatus.NOTHING_TO_DO, epoch)
+            if exc.error_name == "OracleEpochNotAfterLast":
+                # The surviving chain attested a later epoch first: epochs are attested in
+                # increasing order, so this one stays unattested for good.
+                log.warning(
+                    "epoch %d: a later epoch is attested on the surviving chain; the removed"
+                    " attestation can never land again (%s)",
+                    epoch,
+                    exc,
+                )
+                self.progress.forget_attestation(epoch)
+                return None
             # The hub's oracle set or configuration moved on: the signatures are stale.
             log.warning(
                 "epoch %d: the removed attestation cannot be sent again (%s); the epoch"
