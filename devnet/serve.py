@@ -268,7 +268,7 @@ def _preflight(env: dict[str, str], oracle_envs: list[dict[str, str]]) -> str:
         )
     from eth_account import Account
 
-    from backend.config import Settings
+    from backend.config import Settings, reasons
     from oracle.config import OracleSettings
     from oracle.errors import OracleConfigError
 
@@ -277,7 +277,7 @@ def _preflight(env: dict[str, str], oracle_envs: list[dict[str, str]]) -> str:
             settings = Settings()
             relayer = Account.from_key(settings.relayer_private_key).address
     except ValidationError as exc:
-        raise Refused(_reasons(exc)) from None
+        raise Refused(reasons(exc)) from None
     except ValueError as exc:  # ConfigError: the keystore cannot be opened, or a dev key
         raise Refused(str(exc)) from None
     if oracle_envs and env.get("GPUCAP_ORACLE_SOURCE") not in ORACLE_SOURCES:
@@ -290,7 +290,7 @@ def _preflight(env: dict[str, str], oracle_envs: list[dict[str, str]]) -> str:
             with _environ(oracle_env):
                 OracleSettings().private_keys()
         except ValidationError as exc:
-            raise Refused(f"oracle {n}: {_reasons(exc)}") from None
+            raise Refused(f"oracle {n}: {reasons(exc)}") from None
         except OracleConfigError as exc:
             raise Refused(f"oracle {n}: {exc}") from None
     try:
@@ -319,10 +319,6 @@ def _environ(env: dict[str, str]) -> Iterator[None]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-
-
-def _reasons(exc: ValidationError) -> str:
-    return "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
 
 
 def _rpc(url: str, method: str, params: list[object]) -> str:

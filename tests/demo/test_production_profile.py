@@ -8,7 +8,8 @@ documented production profile (``python -m devnet serve --log-format json``) wit
 oracle daemon, relays one signed forward request through the API to confirmed, and
 reads every line the API, the worker, beat and the oracle wrote as a JSON object. The
 refusals: the profile with a dev key or without a keystore password, the deploy with a
-dev deployer key; each exits 2 and says why.
+dev deployer key, the backend's worker started alone with a plain key (production, or
+development settings on this chain); each exits 2 and says why.
 """
 
 from __future__ import annotations
@@ -171,17 +172,27 @@ def test_deploy_refuses_a_dev_key_before_sending_anything(operator: Operator) ->
     assert w3.eth.get_transaction_count(operator.addresses["deployer"]) == nonce
 
 
-def test_profile_refuses_a_dev_key_a_missing_password_and_a_plain_key(
+def test_profile_and_backend_refuse_a_dev_key_a_missing_password_and_a_plain_key(
     operator: Operator, manifest: Path
 ) -> None:
     dev_keystore = str(operator.keystore("dev"))
+    plain = {**_clean_env(), "GPUCAP_RELAYER_KEY": "0x" + "ab" * 32}
+    # The backend alone, off the dev chain: its worker opens the relayer key at start.
+    backend = {
+        **plain,
+        "GPUCAP_MANIFEST_PATH": str(manifest),
+        "GPUCAP_RUN_DIR": str(operator.folder / "backend-run"),
+        "GPUCAP_REDIS_URL": "redis://127.0.0.1:1/0",
+    }
     attempts = {  # run side by side: each is refused before it touches anything
         "dev key": (_serve_args(operator, manifest, **{"relayer-keystore": dev_keystore}), None),
         "no password": (_serve_args(operator, manifest, **{"relayer-password-file": None}), None),
-        "plain key": (
-            _serve_args(operator, manifest),
-            {**_clean_env(), "GPUCAP_RELAYER_KEY": "0x" + "ab" * 32},
+        "plain key": (_serve_args(operator, manifest), plain),
+        "backend production": (
+            ["backend", "worker"],
+            {**backend, "GPUCAP_ENVIRONMENT": "production"},
         ),
+        "backend development": (["backend", "worker"], backend),
     }
     running = {
         what: subprocess.Popen(
@@ -202,6 +213,16 @@ def test_profile_refuses_a_dev_key_a_missing_password_and_a_plain_key(
     assert "cannot start: the relayer keystore" in said["no password"]
     assert "no password was given: --relayer-password-file FILE" in said["no password"]
     assert "GPUCAP_RELAYER_KEY set: the production profile takes keys" in said["plain key"]
+    for what, reason in (
+        ("backend production", "GPUCAP_RELAYER_KEY is set: outside a development chain"),
+        (
+            "backend development",
+            f"GPUCAP_RELAYER_KEY (or the default dev key) refused on chain {CHAIN_ID}",
+        ),
+    ):
+        lines = said[what].strip().splitlines()
+        assert len(lines) == 1 and "invalid configuration: " + reason in lines[0], said[what]
+        assert "encrypted keystore only" in lines[0]
 
 
 @pytest.fixture(scope="module")
