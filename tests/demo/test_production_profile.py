@@ -3,13 +3,15 @@ on a mnemonic of its own, chain 4242, a block every half second), PostgreSQL and
 redis-server (a throwaway database and an empty Redis database number), keys in
 encrypted keystores written here.
 
-Deploys with the documented command (``python -m scripts.deploy_to``), starts the
+Deploys with the documented command (``python -m scripts.deploy_to``) on the chain's own
+stablecoin (a 6-decimal ERC-20 with permit an issuer deployed before), starts the
 documented production profile (``python -m devnet serve --log-format json``) with one
 oracle daemon, relays one signed forward request through the API to confirmed, and
 reads every line the API, the worker, beat and the oracle wrote as a JSON object. The
 refusals: the profile with a dev key or without a keystore password, the deploy with a
-dev deployer key, the backend's worker started alone with a plain key (production, or
-development settings on this chain); each exits 2 and says why.
+dev deployer key or without a stablecoin that is one, the backend's worker started alone
+with a plain key (production, or development settings on this chain); each exits 2 and
+says why.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from tests.support.backends import SERVERS, servers_unreachable
 ROOT = devchain.REPO_ROOT
 CHAIN_ID = 4242
 PASSWORD = "correct horse battery staple"
-ROLES = ("deployer", "relayer", "oracle-1", "oracle-2", "oracle-3")
+ROLES = ("deployer", "relayer", "oracle-1", "oracle-2", "oracle-3", "issuer")
 JSON_KEYS = {"time", "level", "logger", "message"}
 
 
@@ -110,8 +112,23 @@ def operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
         anvil.stop()
 
 
-def _deploy_args(operator: Operator, keystore_role: str, manifest: Path) -> list[str]:
+@pytest.fixture(scope="module")
+def stablecoin(operator: Operator) -> str:
+    """The chain's stablecoin, there before gpucap (its issuer deployed it; anvil's accounts
+    are unlocked): the test token's code stands in for a USDC with permit."""
+    artifact = json.loads((ROOT / "build" / "contracts" / "TestStablecoin.json").read_text())
+    w3 = Web3(Web3.HTTPProvider(operator.rpc_url))
+    issuer = operator.addresses["issuer"]
+    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    tx = factory.constructor(issuer, 10**6, 3600).transact({"from": issuer})
+    return str(w3.eth.wait_for_transaction_receipt(tx, timeout=30)["contractAddress"])
+
+
+def _deploy_args(
+    operator: Operator, keystore_role: str, manifest: Path, stablecoin: str | None
+) -> list[str]:
     a = operator.addresses
+    coin = ["--stablecoin-address", stablecoin] if stablecoin else []
     return [
         "scripts.deploy_to",
         "--rpc-url",
@@ -129,16 +146,20 @@ def _deploy_args(operator: Operator, keystore_role: str, manifest: Path) -> list
         "--relayer-address",
         a["relayer"],
         *[arg for n in (1, 2, 3) for arg in ("--oracle-address", a[f"oracle-{n}"])],
+        *coin,
     ]
 
 
 @pytest.fixture(scope="module")
-def manifest(operator: Operator) -> Path:
+def manifest(operator: Operator, stablecoin: str) -> Path:
     path = operator.folder / "deployment.json"
-    deployed = _run(_deploy_args(operator, "deployer", path))
+    deployed = _run(_deploy_args(operator, "deployer", path, stablecoin))
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     assert f"gpucap deployed on chain {CHAIN_ID}" in deployed.stdout
     assert "2 confirmation(s)" in deployed.stdout
+    # gpucap runs on the chain's stablecoin, read as a standard ERC-20 with permit.
+    entry = json.loads(path.read_text())["contracts"]["TestStablecoin"]
+    assert entry == {"address": stablecoin, "abi": "build/contracts/ERC20Permit.json"}
     return path
 
 
@@ -159,13 +180,49 @@ def _serve_args(operator: Operator, manifest: Path, **options: str | None) -> li
     return args
 
 
-def test_deploy_refuses_a_dev_key_before_sending_anything(operator: Operator) -> None:
+def test_deploy_refuses_a_dev_key_or_no_stablecoin_before_sending_anything(
+    operator: Operator, stablecoin: str
+) -> None:
     w3 = Web3(Web3.HTTPProvider(operator.rpc_url))
     nonce = w3.eth.get_transaction_count(operator.addresses["deployer"])
-    refused = _run(_deploy_args(operator, "dev", operator.folder / "never.json"))
-    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
-    assert "deploy refused: the deployer key is one of anvil's well-known" in refused.stderr
-    assert not (operator.folder / "never.json").exists()
+    # Code that answers nothing: a contract, not an ERC-20 (init code returning one STOP).
+    tx = w3.eth.send_transaction(
+        {"from": operator.addresses["issuer"], "data": "0x600180600b6000396000f300"}
+    )
+    not_a_token = w3.eth.wait_for_transaction_receipt(tx, timeout=30)["contractAddress"]
+    never = operator.folder / "never.json"
+    attempts = {  # side by side: each is refused before brownie loads the project
+        "dev key": _deploy_args(operator, "dev", never, stablecoin),
+        "no stablecoin": _deploy_args(operator, "deployer", never, None),
+        "no code": _deploy_args(operator, "deployer", never, operator.addresses["relayer"]),
+        "not a token": _deploy_args(operator, "deployer", never, not_a_token),
+    }
+    running = {
+        what: subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=ROOT,
+            env=_clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for what, args in attempts.items()
+    }
+    said = {what: proc.communicate(timeout=120)[1] for what, proc in running.items()}
+    assert {what: proc.returncode for what, proc in running.items()} == dict.fromkeys(
+        attempts, 2
+    ), said
+    expected = {
+        "dev key": "deploy refused: the deployer key is one of anvil's well-known",
+        "no stablecoin": f"deploy refused: chain {CHAIN_ID} is not the dev chain: give its "
+        "stablecoin's address (--stablecoin-address",
+        "no code": f"the stablecoin {operator.addresses['relayer']} has no code on chain",
+        "not a token": f"the stablecoin {not_a_token} does not answer decimals() and symbol()",
+    }
+    for what, text in expected.items():
+        assert text in said[what], said[what]
+        assert said[what].count("\n") == 1, said[what]  # one line, no traceback
+    assert not never.exists()
     # ...and dev account 9 sent nothing (it holds no ETH here anyway: no dev key does).
     assert w3.eth.get_transaction_count(Account.from_key(devchain.dev_private_key(9)).address) == 0
     assert w3.eth.get_balance(Account.from_key(devchain.dev_private_key(0)).address) == 0
