@@ -162,6 +162,11 @@ class Settings(BaseSettings):
     # The faucet: at most this many new drips per client address per window (any recipients).
     faucet_client_limit: int = Field(default=10, ge=1)
     faucet_client_window_seconds: int = Field(default=3600, ge=1)
+    # Relayed market permits (POST /api/v1/market/permits): each costs the relayer gas, so
+    # at most this many new ones per client address per window (a wallet needs one per
+    # token it trades: the stablecoin and each pool's shares).
+    permit_client_limit: int = Field(default=20, ge=1)
+    permit_client_window_seconds: int = Field(default=3600, ge=1)
     # /health turns 503 when the work is stale: ended epochs unattested this long (unset:
     # two epoch lengths), the settlement keeper this many epochs behind or silent this
     # long, an action open this long; and when an oracle's own /health (these URLs) is not ok.

@@ -13,6 +13,7 @@ from fractions import Fraction
 from math import floor
 
 import pytest
+import requests
 from brownie import chain, web3
 from eth_account import Account
 
@@ -694,6 +695,57 @@ def test_permits_refused_with_their_codes_and_a_used_one_in_effect(
     assert (final["status"], final["error_code"]) == ("confirmed", None), final
     assert pool.allowance(owner.address, s.market) == UNLIMITED
     assert web3.eth.get_balance(owner.address) == 0
+
+
+def test_one_client_cannot_have_the_relayer_pay_for_permits_without_end(
+    stack: Stack, market, tmp_path
+) -> None:
+    """One open permit per owner and token bounds nothing for a client naming fresh
+    owners: its own limit does. A second API process (same Redis, database and chain) with
+    a limit of 2 per window: a refused permit and the same permit again do not count; the
+    third new one is a 429 that leaves nothing behind; the two accepted confirm."""
+    from backend.db.models import Action
+    from backend.db.session import get_sessionmaker
+    from tests.backend.backend_helpers import ServiceProcess, http_up
+
+    port = devchain.free_port()
+    env = {
+        **stack.env,
+        "GPUCAP_PERMIT_CLIENT_LIMIT": "2",
+        "GPUCAP_PERMIT_CLIENT_WINDOW_SECONDS": "86397",  # its own counter, not the suite's
+    }
+    api = ServiceProcess("api-permits", ["api", "--port", str(port)], env, tmp_path / "api.log")
+    url = f"http://127.0.0.1:{port}/api/v1/market/permits"
+    api.start(ready=lambda: http_up(f"http://127.0.0.1:{port}/docs"))
+    coin = market["s"].stablecoin
+
+    def rows() -> int:
+        with get_sessionmaker(stack.env["GPUCAP_DATABASE_URL"])() as session:
+            return session.query(Action).count()
+
+    try:
+        first = _permit_body(market, Account.create(), coin, value=USD)
+        wrong = {**_permit_body(market, Account.create(), coin, value=USD), "value": "2"}
+        assert requests.post(url, json=wrong, timeout=10).json()["code"] == "InvalidSignature"
+        accepted = [requests.post(url, json=first, timeout=10)]
+        again = requests.post(url, json=first, timeout=10)
+        assert again.status_code == 200, again.text
+        second = _permit_body(market, Account.create(), coin, value=USD)
+        accepted.append(requests.post(url, json=second, timeout=10))
+        assert [r.status_code for r in accepted] == [202, 202], [r.text for r in accepted]
+        before = rows()
+        refused = requests.post(
+            url, json=_permit_body(market, Account.create(), coin, value=USD), timeout=10
+        )
+        assert refused.status_code == 429, refused.text
+        body = refused.json()
+        assert body["code"] == "PermitClientLimit" and 0 < body["retry_after_seconds"] <= 86397
+        assert "(127.0.0.1)" in body["reason"]
+        assert rows() == before  # the refused one left nothing behind
+    finally:
+        api.stop()
+    for resp in accepted:
+        assert stack.wait_final(resp.json()["action_id"])["status"] == "confirmed"
 
 
 def test_a_wallet_with_no_gas_approves_by_signature_and_its_bid_and_share_sell_fill(

@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 
-from backend.app.deps import ChainDep, EnqueueDep, SessionDep
+from backend.app.deps import ChainDep, EnqueueDep, SessionDep, client_address
 from backend.app.errors import ApiError
 from backend.app.schemas import ActionAccepted, ErrorPublic, FaucetCooldownPublic, FaucetCreate
 from backend.db.models import Action, ActionKind
 from backend.services.relaying.actions import create_action, find_by_key, mark_enqueued
-from backend.services.relaying.faucet import ClientLimit, default_idempotency_key, faucet_state
+from backend.services.relaying.client_limit import ClientLimit
+from backend.services.relaying.faucet import default_idempotency_key, faucet_state
 
 router = APIRouter(tags=["faucet"])
 
@@ -74,7 +75,7 @@ def request_drip(
     if idempotency_key is None:
         key = default_idempotency_key(body.address, state)
     limit: ClientLimit = request.app.state.faucet_limit
-    who = request.client.host if request.client is not None else "unknown"
+    who = client_address(request)
     if (retry_after := limit.take(who)) is not None:
         raise ApiError(
             429,
