@@ -15,26 +15,17 @@ import typer
 from pydantic import ValidationError
 
 from backend.config import Settings, get_settings, reasons
-from gpucap.logs import FORMATS, configure_logging
+from gpucap.logs import LogFormatOption, configure_logging
 
 cli = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 log = logging.getLogger("gpucap.backend")
 
 
 @cli.callback()
-def _logging_options(
-    log_format: str = typer.Option(
-        "text",
-        envvar="GPUCAP_LOG_FORMAT",
-        help=f"log lines: {' or '.join(FORMATS)} (one JSON object per line)",
-    ),
-) -> None:
-    try:
-        configure_logging(fmt=log_format)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--log-format") from None
+def _logging_options(log_format: LogFormatOption = "text") -> None:
+    configure_logging(fmt=log_format)
     # Processes this one starts (uvicorn's serving processes, Celery's) log the same way.
-    os.environ["GPUCAP_LOG_FORMAT"] = log_format.lower()
+    os.environ["GPUCAP_LOG_FORMAT"] = log_format
 
 
 def _settings(*, relayer_key: bool = False) -> Settings:

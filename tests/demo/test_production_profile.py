@@ -441,3 +441,24 @@ def test_a_json_line_carries_the_exception_and_the_extra_fields() -> None:
     assert entry["time"].endswith("Z")
     assert "RuntimeError: boom\nsecond line" in entry["exception"]
     assert entry["action_id"] == "42"
+
+
+@pytest.mark.parametrize("command", ["backend", "oracle", "agent"])
+def test_every_command_line_refuses_an_unknown_log_format_alike(command: str) -> None:
+    """One --log-format (gpucap.logs.LogFormatOption) for every process: a format it does
+    not know, on the command line or in $GPUCAP_LOG_FORMAT, is a usage error (exit 2)."""
+    from typer.testing import CliRunner
+
+    if command == "backend":
+        from backend.__main__ import cli as app
+
+        args = ["--log-format", "xml", "migrate"]
+    else:
+        app = __import__(f"{command}.__main__", fromlist=["app"]).app
+        args = ["run", "--log-format", "xml"]
+    without = [a for a in args if a not in ("--log-format", "xml")]
+    for argv, env in ((args, {}), (without, {"GPUCAP_LOG_FORMAT": "xml"})):
+        result = CliRunner().invoke(app, argv, env=env)
+        assert result.exit_code == 2, result.output
+        assert "--log-format" in result.output
+        assert "must be one of text, json, not 'xml'" in result.output
