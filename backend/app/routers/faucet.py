@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Request, Response
 
 from backend.app.deps import ChainDep, EnqueueDep, SessionDep, client_address
 from backend.app.errors import ApiError
+from backend.app.relayed import follow_url
 from backend.app.schemas import ActionAccepted, ErrorPublic, FaucetCooldownPublic, FaucetCreate
 from backend.db.models import Action, ActionKind
 from backend.services.relaying.actions import create_action, find_by_key, mark_enqueued
@@ -97,9 +98,8 @@ def request_drip(
 def _accepted(
     request: Request, response: Response, action: Action, *, created: bool
 ) -> ActionAccepted:
-    response.status_code = 202 if created else 200
     return ActionAccepted(
         action_id=action.id,
         status=action.status,
-        status_url=str(request.url_for("read_action", action_id=action.id)),
+        status_url=follow_url(request, response, action.id, created=created),
     )

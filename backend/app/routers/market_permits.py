@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request, Response
 from backend.app.deps import ChainDep, EnqueueDep, SessionDep, client_address
 from backend.app.errors import ApiError
 from backend.app.params import address_param
+from backend.app.relayed import follow_url, in_flight
 from backend.app.schemas import ClientLimitPublic, ErrorPublic
 from backend.app.schemas_market import (
     MarketApprovalsPublic,
@@ -158,12 +159,10 @@ def submit_permit(
     if existing is None:
         open_action = open_permit_of(session, permit.owner, permit.token)
         if open_action is not None:
-            raise ApiError(
-                409,
-                "RequestInFlight",
-                f"{permit.owner} has a permit of {permit.token} in flight (action "
-                f"{open_action.id}); post the next one after it completes",
-                action_id=open_action.id,
+            raise in_flight(
+                f"{permit.owner} has a permit of {permit.token}",
+                open_action.id,
+                "post the next one after it completes",
             )
     if existing is None:
         checked = check_permit(chain, permit)
@@ -192,11 +191,10 @@ def submit_permit(
         request.app.state.permit_limit.give_back(who)  # a racing double post: one permit
     if created and enqueue(action.id):  # only after the commit in create_action
         mark_enqueued(session, action.id)
-    response.status_code = 202 if created else 200
     return MarketPermitAccepted(
         action_id=action.id,
         status=action.status,  # type: ignore[arg-type]
-        status_url=str(request.url_for("read_action", action_id=action.id)),
+        status_url=follow_url(request, response, action.id, created=created),
         token=permit.token,
         owner=permit.owner,
         allowance=str(allowance),
