@@ -355,6 +355,9 @@ def test_profile_relays_a_signed_forward_request_to_confirmed(
     data = capacity.encode_abi("setApprovalForAll", [registry.address, True])
     deadline = w3.eth.get_block("latest")["timestamp"] + 3_600
     request = sign_request(wallet, forwarder.address, CHAIN_ID, capacity.address, data, 0, deadline)
+    # The chain's own stablecoin has no faucet: a 404 with the reason, nothing relayed.
+    faucet = requests.post(f"{served['api']}/faucet", json={"address": wallet.address}, timeout=10)
+    assert (faucet.status_code, faucet.json()["code"]) == (404, "FaucetUnavailable"), faucet.text
     accepted = requests.post(f"{served['api']}/api/v1/forward", json=request.api_body(), timeout=10)
     assert accepted.status_code == 202, accepted.text
     action_id = accepted.json()["action_id"]

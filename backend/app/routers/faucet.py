@@ -34,6 +34,11 @@ IdempotencyKey = Annotated[
     status_code=202,
     responses={
         200: {"model": ActionAccepted, "description": "Same idempotency key: the existing action"},
+        404: {
+            "model": ErrorPublic,
+            "description": "`FaucetUnavailable`: this chain's stablecoin has no faucet (the "
+            "test token is deployed on the dev chain only)",
+        },
         409: {"model": ErrorPublic, "description": "Idempotency key used for another address"},
         429: {
             "model": FaucetCooldownPublic,

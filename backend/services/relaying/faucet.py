@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from backend.services.chain import Chain
+from backend.services.errors import ServiceError
 from backend.services.relaying.relayer import TxRequest
 
 STABLECOIN = "TestStablecoin"
@@ -26,9 +27,23 @@ class FaucetState:
         return datetime.fromtimestamp(self.next_drip_at, UTC).isoformat()
 
 
+class FaucetUnavailable(ServiceError):
+    """This chain's stablecoin has no faucet: the test token, and its faucet, are deployed
+    on the dev chain only (scripts/deploy.py); elsewhere the chain's own stablecoin is."""
+
+    code = "FaucetUnavailable"
+    status = 404
+
+
 def faucet_state(chain: Chain, address: str) -> FaucetState:
-    """What drip() would see now; raises ChainUnavailable if the node is down."""
+    """What drip() would see now; raises ChainUnavailable if the node is down and
+    FaucetUnavailable on a chain whose stablecoin has none."""
     coin = chain.stablecoin
+    if not any(item.get("name") == "drip" for item in coin.abi):
+        raise FaucetUnavailable(
+            f"the stablecoin {coin.address} on chain {chain.deployment.chain_id} has no "
+            "faucet: the test token is on the dev chain only"
+        )
     return chain.call(
         "reading faucet state",
         lambda: FaucetState(
