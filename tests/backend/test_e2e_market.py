@@ -685,24 +685,20 @@ def test_one_client_cannot_have_the_relayer_pay_for_permits_without_end(
     third new one is a 429 that leaves nothing behind; the two accepted confirm."""
     from backend.db.models import Action
     from backend.db.session import get_sessionmaker
-    from tests.backend.backend_helpers import ServiceProcess, http_up
+    from tests.backend.backend_helpers import second_api
 
-    port = devchain.free_port()
     env = {
-        **stack.env,
         "GPUCAP_PERMIT_CLIENT_LIMIT": "2",
         "GPUCAP_PERMIT_CLIENT_WINDOW_SECONDS": "86397",  # its own counter, not the suite's
     }
-    api = ServiceProcess("api-permits", ["api", "--port", str(port)], env, tmp_path / "api.log")
-    url = f"http://127.0.0.1:{port}/api/v1/market/permits"
-    api.start(ready=lambda: http_up(f"http://127.0.0.1:{port}/docs"))
     coin = market["s"].stablecoin
 
     def rows() -> int:
         with get_sessionmaker(stack.env["GPUCAP_DATABASE_URL"])() as session:
             return session.query(Action).count()
 
-    try:
+    with second_api(stack, tmp_path, "api-permits", env) as port:
+        url = f"http://127.0.0.1:{port}/api/v1/market/permits"
         first = _permit_body(market, Account.create(), coin, value=USD)
         wrong = {**_permit_body(market, Account.create(), coin, value=USD), "value": "2"}
         assert requests.post(url, json=wrong, timeout=10).json()["code"] == "InvalidSignature"
@@ -721,8 +717,6 @@ def test_one_client_cannot_have_the_relayer_pay_for_permits_without_end(
         assert body["code"] == "PermitClientLimit" and 0 < body["retry_after_seconds"] <= 86397
         assert "(127.0.0.1)" in body["reason"]
         assert rows() == before  # the refused one left nothing behind
-    finally:
-        api.stop()
     for resp in accepted:
         assert stack.wait_final(resp.json()["action_id"])["status"] == "confirmed"
 
