@@ -63,6 +63,9 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
     ICapacityToken public immutable capacity;
     /// @notice What every trade is priced and paid in.
     IERC20 public immutable stablecoin;
+    /// @dev The CapacityToken's window length (immutable there too): a fill checks an id's
+    /// window here instead of calling {ICapacityToken.decodeTokenId}.
+    uint64 private immutable _windowSeconds;
 
     // Storage: _feeRecipient (address, 160 bits), _makerFeeBps and _takerFeeBps (uint16 each)
     // share one slot, read once per fill (once per batch). OrderState and LastTrade: one slot
@@ -97,6 +100,7 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
         if (address(capacity_) == address(0) || address(stablecoin_) == address(0)) revert MarketZeroAddress();
         capacity = capacity_;
         stablecoin = stablecoin_;
+        _windowSeconds = capacity_.windowSeconds();
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _setFeeRecipient(feeRecipient_);
         _setFees(makerFeeBps_, takerFeeBps_);
@@ -395,9 +399,12 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
 
     function _requireTradable(address asset, uint256 tokenId) private view {
         if (asset == address(capacity)) {
-            // Reverts CapacityInvalidTokenId for an id that is not a class x window.
-            // slither-disable-next-line unused-return,calls-loop (the class is not needed; immutable token)
-            (, uint64 windowStart) = capacity.decodeTokenId(tokenId);
+            // CapacityToken.decodeTokenId's rule, on its immutable window length: a class x
+            // window id has nothing above the 32-bit class, a non-zero class and an aligned start.
+            uint64 windowStart = uint64(tokenId);
+            if (tokenId >> 96 != 0 || tokenId >> 64 == 0 || windowStart % _windowSeconds != 0) {
+                revert ICapacityToken.CapacityInvalidTokenId(tokenId);
+            }
             // slither-disable-next-line timestamp (windows are hours long; seconds of drift are harmless)
             if (block.timestamp >= windowStart) revert MarketWindowStarted(tokenId, windowStart, block.timestamp);
         } else {
