@@ -336,14 +336,12 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
         uint256 remaining = order.amount - state.filled;
         if (fillAmount > remaining) revert MarketOverfill(orderHash, remaining, fillAmount);
         _requireTradable(order.asset, order.tokenId);
-        quote = Math.mulDiv(
-            fillAmount, order.quoteAmount, order.amount, order.sell ? Math.Rounding.Ceil : Math.Rounding.Floor
-        );
+        quote = _quoteOf(order, fillAmount);
         if (quote == 0) revert MarketZeroQuote(orderHash, fillAmount);
         filledTotal = order.amount - remaining + fillAmount;
         state.filled = filledTotal.toUint128();
         _lastTrades[order.asset][order.tokenId] =
-            LastTrade({priceWad: Math.mulDiv(quote, WAD, fillAmount).toUint192(), timestamp: uint64(block.timestamp)});
+            LastTrade({priceWad: _priceWad(quote, fillAmount), timestamp: uint64(block.timestamp)});
     }
 
     /// @dev The order is live (not expired, below the minimum nonce or cancelled), signed by its
@@ -361,7 +359,7 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
         if (order.nonce < minNonce) revert MarketNonceCancelled(orderHash, order.nonce, minNonce);
         state = _orders[orderHash];
         if (state.cancelled) revert MarketOrderCancelled(orderHash);
-        address signer = ECDSA.recover(orderHash, signature);
+        address signer = _recover(orderHash, signature);
         if (signer != maker) revert MarketInvalidSigner(orderHash, signer, maker);
         if (taker == maker) revert MarketSelfTrade(maker);
     }
@@ -413,22 +411,66 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
         }
     }
 
+    /// @dev The EIP-712 digest of `order`, hashed straight from calldata: every field of
+    /// Order is one static 32-byte word, so abi.encode(ORDER_TYPEHASH, order...) is the
+    /// typehash followed by the order's 256 calldata bytes. Those bytes are checked clean
+    /// first (addresses within 160 bits, the bool 0 or 1, expiry within 64 bits), as the
+    /// ABI decoder would, so one order has exactly one encoding and one hash.
     function _hashOrder(Order calldata order) private view returns (bytes32) {
-        return _hashTypedDataV4(
-            keccak256(
-                abi.encode(
-                    ORDER_TYPEHASH,
-                    order.maker,
-                    order.asset,
-                    order.tokenId,
-                    order.sell,
-                    order.amount,
-                    order.quoteAmount,
-                    order.nonce,
-                    order.expiry
-                )
-            )
-        );
+        bytes32 typeHash = ORDER_TYPEHASH;
+        bytes32 structHash;
+        assembly ("memory-safe") {
+            if or(
+                or(shr(160, calldataload(order)), shr(160, calldataload(add(order, 0x20)))),
+                or(gt(calldataload(add(order, 0x60)), 1), shr(64, calldataload(add(order, 0xe0))))
+            ) { revert(0, 0) }
+            let ptr := mload(0x40)
+            mstore(ptr, typeHash)
+            calldatacopy(add(ptr, 0x20), order, 0x100)
+            structHash := keccak256(ptr, 0x120)
+        }
+        return _hashTypedDataV4(structHash);
+    }
+
+    /// @dev ECDSA.recover(hash, signature) without copying the signature to memory: the same
+    /// length rule (65 bytes: r, s, v) and the same checks (s in the lower half, no zero signer).
+    function _recover(bytes32 hash, bytes calldata signature) private pure returns (address) {
+        if (signature.length != 65) revert ECDSA.ECDSAInvalidSignatureLength(signature.length);
+        bytes32 r;
+        bytes32 s;
+        uint8 v;
+        assembly ("memory-safe") {
+            r := calldataload(signature.offset)
+            s := calldataload(add(signature.offset, 0x20))
+            v := byte(0, calldataload(add(signature.offset, 0x40)))
+        }
+        return ECDSA.recover(hash, v, r, s);
+    }
+
+    /// @dev fillAmount * quoteAmount / amount, rounded up when the maker sells (IMarket).
+    /// fillAmount <= amount - filled and filled fits 128 bits, so with quoteAmount below
+    /// 2^128 the product cannot overflow; larger quotes take mulDiv's 512-bit path.
+    function _quoteOf(Order calldata order, uint256 fillAmount) private pure returns (uint256 quote) {
+        uint256 amount = order.amount;
+        uint256 quoteAmount = order.quoteAmount;
+        if (quoteAmount > type(uint128).max || fillAmount > type(uint128).max) {
+            return Math.mulDiv(fillAmount, quoteAmount, amount, order.sell ? Math.Rounding.Ceil : Math.Rounding.Floor);
+        }
+        unchecked {
+            // Both factors below 2^128: the product is below 2^256; amount > 0 (fillAmount <= amount).
+            uint256 product = fillAmount * quoteAmount;
+            quote = product / amount;
+            if (order.sell && product % amount != 0) ++quote;
+        }
+    }
+
+    /// @dev quote * 1e18 / fillAmount as a uint192; a quote below 2^128 needs no 512-bit product.
+    function _priceWad(uint256 quote, uint256 fillAmount) private pure returns (uint192) {
+        if (quote > type(uint128).max) return Math.mulDiv(quote, WAD, fillAmount).toUint192();
+        // quote < 2^128 and WAD < 2^60: the product and the price (fillAmount >= 1) are below 2^188.
+        unchecked {
+            return uint192(quote * WAD / fillAmount);
+        }
     }
 
     function _feeTerms() private view returns (FeeTerms memory) {
