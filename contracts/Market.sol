@@ -42,11 +42,13 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
     using SafeERC20 for IERC20;
     using SafeCast for uint256;
 
-    /// @dev The fee slot, read once per call (once for a whole batch).
+    /// @dev One call's terms: the fee slot, read once per call (once for a whole batch), and
+    /// whether this call already proved the stablecoin moves exact amounts.
     struct FeeTerms {
         address recipient;
         uint16 makerFeeBps;
         uint16 takerFeeBps;
+        bool stablecoinExact;
     }
 
     /// @notice The EIP-712 type of {IMarket.Order}.
@@ -286,7 +288,7 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
         }
         (address seller, address buyer, uint256 sellerFee) =
             order.sell ? (order.maker, taker, makerFee) : (taker, order.maker, takerFee);
-        _settle(order.asset, order.tokenId, fillAmount, seller, buyer, quote - sellerFee);
+        _settle(order.asset, order.tokenId, fillAmount, seller, buyer, quote - sellerFee, terms);
         // The buyer pays the fees of both sides: its own on top of the quote, and the seller's
         // out of the quote (the seller received quote - sellerFee above).
         if (buyer == taker) return (quote, makerFee + takerFee);
@@ -365,13 +367,18 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
     }
 
     /// @dev The two legs of a fill: the asset seller -> buyer, `sellerReceives` stablecoin buyer -> seller.
+    /// The stablecoin's first leg in a call is checked by balance ({_transferExact}); the
+    /// later legs of a batch are not: a fee on transfer (USDT's dormant switch) is a setting of
+    /// the token, the same for every transfer of one transaction, so the first leg refuses it.
+    /// A pool share's leg is checked every time.
     function _settle(
         address asset,
         uint256 tokenId,
         uint256 amount,
         address seller,
         address buyer,
-        uint256 sellerReceives
+        uint256 sellerReceives,
+        FeeTerms memory terms
     ) private {
         // Interactions after the order's state was written; the tokens are the immutable
         // CapacityToken or an admin-listed pool, and the caller holds the reentrancy guard.
@@ -381,7 +388,13 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
         } else {
             _transferExact(IERC20(asset), seller, buyer, amount);
         }
-        _transferExact(stablecoin, buyer, seller, sellerReceives);
+        if (terms.stablecoinExact) {
+            // slither-disable-next-line arbitrary-send-erc20,calls-loop (buyer: the taker or the maker who signed)
+            stablecoin.safeTransferFrom(buyer, seller, sellerReceives);
+        } else {
+            _transferExact(stablecoin, buyer, seller, sellerReceives);
+            terms.stablecoinExact = true;
+        }
     }
 
     /// @dev transferFrom that reverts unless `to` received exactly `amount` (no fee on transfer).
@@ -474,7 +487,12 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
     }
 
     function _feeTerms() private view returns (FeeTerms memory) {
-        return FeeTerms({recipient: _feeRecipient, makerFeeBps: _makerFeeBps, takerFeeBps: _takerFeeBps});
+        return FeeTerms({
+            recipient: _feeRecipient,
+            makerFeeBps: _makerFeeBps,
+            takerFeeBps: _takerFeeBps,
+            stablecoinExact: false
+        });
     }
 
     function _setFees(uint16 makerFeeBps, uint16 takerFeeBps) private {
