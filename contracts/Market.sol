@@ -31,6 +31,11 @@ import {EmergencyPause} from "./utils/EmergencyPause.sol";
  *   nonReentrant, so a token's hook cannot fill again mid-fill.
  * - The ERC-20 legs that pay a counterparty are checked by balance: a fee-on-transfer or
  *   rebasing token reverts the fill (MarketTransferShortfall) rather than short a trader.
+ *   A pool share's leg is checked every time, the stablecoin's on the first leg of a call
+ *   (a fee switch like USDT's is one setting for every transfer; see {_settle}).
+ * - Gas: the order is hashed from its calldata words, the signature read from calldata,
+ *   a capacity id's window checked here on the token's immutable window length, and the
+ *   pause's end kept in the fee slot, so a fill reads one slot for pause and fees.
  * - Fees are read at fill time and bounded by MAX_FEE_BPS (1%): a maker signs a price,
  *   not a fee; the admin (the timelock outside the dev chain) cannot take more than that.
  * - Emergency pause ({EmergencyPause}): GUARDIAN_ROLE can stop fills for a bounded
@@ -70,11 +75,13 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
     uint64 private immutable _windowSeconds;
 
     // Storage: _feeRecipient (address, 160 bits), _makerFeeBps and _takerFeeBps (uint16 each)
-    // share one slot, read once per fill (once per batch). OrderState and LastTrade: one slot
+    // and _pauseEnd (uint64: EmergencyPause's end of a pause, kept here, see _loadPausedUntil) share one
+    // slot, read once per call (a fill or a whole batch). OrderState and LastTrade: one slot
     // each (see IMarket).
     address private _feeRecipient;
     uint16 private _makerFeeBps;
     uint16 private _takerFeeBps;
+    uint64 private _pauseEnd;
     // slither-disable-next-line uninitialized-state (written through storage pointers)
     mapping(bytes32 orderHash => OrderState) private _orders;
     mapping(address maker => uint256 nonce) private _minNonce;
@@ -244,6 +251,19 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
     {
         LastTrade memory last = _lastTrades[asset][tokenId];
         return (Math.mulDiv(amount, last.priceWad, WAD), last.timestamp);
+    }
+
+    // ------------------------------------------------------------------
+    // EmergencyPause: the pause's end lives in the fee slot
+    // ------------------------------------------------------------------
+
+    /// @dev A fill reads the pause and then the fees: one slot, one cold read.
+    function _loadPausedUntil() internal view override returns (uint64) {
+        return _pauseEnd;
+    }
+
+    function _storePausedUntil(uint64 until) internal override {
+        _pauseEnd = until;
     }
 
     // ------------------------------------------------------------------

@@ -36,7 +36,7 @@ abstract contract EmergencyPause is AccessControl, IEmergencyPause {
         // slither-disable-next-line timestamp (the cool-down is days long; seconds of drift are harmless)
         if (now_ < _guardianAllowedAt) revert PauseCoolingDown(_guardianAllowedAt);
         uint64 until = now_ + GUARDIAN_PAUSE_SECONDS;
-        _pausedUntil = until;
+        _storePausedUntil(until);
         _guardianAllowedAt = until + GUARDIAN_PAUSE_SECONDS;
         emit PauseSet(_msgSender(), until);
     }
@@ -46,7 +46,7 @@ abstract contract EmergencyPause is AccessControl, IEmergencyPause {
         uint64 maxUntil = uint64(block.timestamp) + MAX_PAUSE_SECONDS;
         // slither-disable-next-line timestamp (pauses are days long; seconds of drift are harmless)
         if (until <= block.timestamp || until > maxUntil) revert PauseInvalidUntil(until, maxUntil);
-        _pausedUntil = until;
+        _storePausedUntil(until);
         if (_guardianAllowedAt < until) _guardianAllowedAt = until;
         emit PauseSet(_msgSender(), until);
     }
@@ -56,22 +56,33 @@ abstract contract EmergencyPause is AccessControl, IEmergencyPause {
         address sender = _msgSender();
         if (!hasRole(GUARDIAN_ROLE, sender)) _checkRole(DEFAULT_ADMIN_ROLE, sender);
         if (!paused()) revert PauseNotActive();
-        _pausedUntil = 0;
+        _storePausedUntil(0);
         emit PauseLifted(sender);
     }
 
     /// @inheritdoc IEmergencyPause
     function paused() public view returns (bool) {
         // slither-disable-next-line timestamp (pauses are days long; seconds of drift are harmless)
-        return block.timestamp < _pausedUntil;
+        return block.timestamp < _loadPausedUntil();
     }
 
     /// @inheritdoc IEmergencyPause
     function pausedUntil() external view returns (uint64) {
-        return _pausedUntil;
+        return _loadPausedUntil();
     }
 
     function _requireNotPaused() internal view {
-        if (paused()) revert PauseActive(_pausedUntil);
+        if (paused()) revert PauseActive(_loadPausedUntil());
+    }
+
+    /// @dev Where the pause's end is kept: this contract's slot, unless the inheriting
+    /// contract keeps it beside state it reads on the same path (Market: the fee slot).
+    function _loadPausedUntil() internal view virtual returns (uint64) {
+        return _pausedUntil;
+    }
+
+    /// @dev Writes what {_loadPausedUntil} reads.
+    function _storePausedUntil(uint64 until) internal virtual {
+        _pausedUntil = until;
     }
 }
