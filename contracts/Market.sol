@@ -15,6 +15,7 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {ICapacityToken} from "./interfaces/ICapacityToken.sol";
 import {IMarket} from "./interfaces/IMarket.sol";
+import {IEmergencyPause} from "./interfaces/IEmergencyPause.sol";
 import {EmergencyPause} from "./utils/EmergencyPause.sol";
 
 /**
@@ -75,7 +76,7 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
     uint64 private immutable _windowSeconds;
 
     // Storage: _feeRecipient (address, 160 bits), _makerFeeBps and _takerFeeBps (uint16 each)
-    // and _pauseEnd (uint64: EmergencyPause's end of a pause, kept here, see _loadPausedUntil) share one
+    // and _pauseEnd (uint64: EmergencyPause's end of a pause, kept here, see _requireNotPaused) share one
     // slot, read once per call (a fill or a whole batch). OrderState and LastTrade: one slot
     // each (see IMarket).
     address private _feeRecipient;
@@ -257,9 +258,22 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
     // EmergencyPause: the pause's end lives in the fee slot
     // ------------------------------------------------------------------
 
-    /// @dev A fill reads the pause and then the fees: one slot, one cold read.
-    function _loadPausedUntil() internal view override returns (uint64) {
+    /// @inheritdoc IEmergencyPause
+    function paused() public view override returns (bool) {
+        // slither-disable-next-line timestamp (pauses are days long; seconds of drift are harmless)
+        return block.timestamp < _pauseEnd;
+    }
+
+    /// @inheritdoc IEmergencyPause
+    function pausedUntil() external view override returns (uint64) {
         return _pauseEnd;
+    }
+
+    /// @dev A fill reads the pause and then the fees: one slot, one cold read.
+    function _requireNotPaused() internal view override {
+        uint64 pauseEnd = _pauseEnd;
+        // slither-disable-next-line timestamp (pauses are days long; seconds of drift are harmless)
+        if (block.timestamp < pauseEnd) revert PauseActive(pauseEnd);
     }
 
     function _storePausedUntil(uint64 until) internal override {

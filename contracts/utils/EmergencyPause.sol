@@ -20,6 +20,7 @@ abstract contract EmergencyPause is AccessControl, IEmergencyPause {
     /// @notice The longest the admin can keep a contract paused from now.
     uint64 public constant MAX_PAUSE_SECONDS = 30 days;
 
+    // slither-disable-next-line constable-states (written by the default {_storePausedUntil}; Market overrides it)
     uint64 private _pausedUntil;
     uint64 private _guardianAllowedAt;
 
@@ -61,27 +62,23 @@ abstract contract EmergencyPause is AccessControl, IEmergencyPause {
     }
 
     /// @inheritdoc IEmergencyPause
-    function paused() public view returns (bool) {
+    function paused() public view virtual returns (bool) {
         // slither-disable-next-line timestamp (pauses are days long; seconds of drift are harmless)
-        return block.timestamp < _loadPausedUntil();
+        return block.timestamp < _pausedUntil;
     }
 
     /// @inheritdoc IEmergencyPause
-    function pausedUntil() external view returns (uint64) {
-        return _loadPausedUntil();
-    }
-
-    function _requireNotPaused() internal view {
-        if (paused()) revert PauseActive(_loadPausedUntil());
-    }
-
-    /// @dev Where the pause's end is kept: this contract's slot, unless the inheriting
-    /// contract keeps it beside state it reads on the same path (Market: the fee slot).
-    function _loadPausedUntil() internal view virtual returns (uint64) {
+    function pausedUntil() external view virtual returns (uint64) {
         return _pausedUntil;
     }
 
-    /// @dev Writes what {_loadPausedUntil} reads.
+    function _requireNotPaused() internal view virtual {
+        if (paused()) revert PauseActive(_pausedUntil);
+    }
+
+    /// @dev Writes the pause's end. An inheriting contract may keep it beside state it reads
+    /// on the same path (Market: in its fee slot), overriding this, {paused}, {pausedUntil}
+    /// and {_requireNotPaused} together; the others read `_pausedUntil` directly.
     function _storePausedUntil(uint64 until) internal virtual {
         _pausedUntil = until;
     }
