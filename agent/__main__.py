@@ -15,7 +15,7 @@ from eth_account import Account
 from agent.config import AgentConfigError, AgentSettings
 from agent.gpus import NvmlGpus, SimulatedGpus
 from agent.service import AgentServer, AgentService
-from gpucap.logs import configure_logging
+from gpucap.logs import LogFormatOption, configure_logging
 from oracle.__main__ import new_keystore
 from oracle.collectors.base import CollectorUnavailable
 
@@ -28,15 +28,10 @@ app.command("new-keystore", help="Create a node key in an encrypted keystore fil
 @app.command()
 def run(
     log_level: str = typer.Option("INFO", envvar="GPUCAP_LOG_LEVEL", help="Python logging level."),
-    log_format: str = typer.Option(
-        "text", envvar="GPUCAP_LOG_FORMAT", help="log lines: text or json (one object per line)"
-    ),
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Serve signed samples and answer challenges until SIGTERM or SIGINT."""
-    try:
-        configure_logging(level=log_level, fmt=log_format)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--log-format") from None
+    configure_logging(level=log_level, fmt=log_format)
     settings = AgentSettings()
     try:
         key = settings.private_key()

@@ -12,42 +12,37 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
-from backend.config import Settings, get_settings
-from gpucap.logs import FORMATS, configure_logging
+from backend.config import Settings, get_settings, reasons
+from gpucap.logs import LogFormatOption, configure_logging
 
 cli = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 log = logging.getLogger("gpucap.backend")
 
 
 @cli.callback()
-def _logging_options(
-    log_format: str = typer.Option(
-        "text",
-        envvar="GPUCAP_LOG_FORMAT",
-        help=f"log lines: {' or '.join(FORMATS)} (one JSON object per line)",
-    ),
-) -> None:
-    try:
-        configure_logging(fmt=log_format)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--log-format") from None
+def _logging_options(log_format: LogFormatOption = "text") -> None:
+    configure_logging(fmt=log_format)
     # Processes this one starts (uvicorn's serving processes, Celery's) log the same way.
-    os.environ["GPUCAP_LOG_FORMAT"] = log_format.lower()
+    os.environ["GPUCAP_LOG_FORMAT"] = log_format
 
 
 def _settings(*, relayer_key: bool = False) -> Settings:
     """The settings, or exit 2 with the reason logged. ``relayer_key``: open the relayer's
-    key now (a keystore is decrypted, a dev key refused in production) instead of at the
-    first relay, so a process that would sign says at start that it cannot."""
+    key now (a keystore is decrypted; a plain key or a dev key refused off a development
+    chain) instead of at the first relay, so a process that would sign says at start that
+    it cannot. The reason is one line."""
     try:
         settings = get_settings()
         if relayer_key:
             settings.relayer_private_key  # noqa: B018 - decrypts and checks the key
         return settings
-    except ValueError as exc:  # pydantic ValidationError / ConfigError: say why and stop
-        log.error("invalid configuration:\n%s", exc)
-        raise typer.Exit(2) from None
+    except ValidationError as exc:
+        log.error("invalid configuration: %s", reasons(exc))
+    except ValueError as exc:  # ConfigError: the key cannot be used here
+        log.error("invalid configuration: %s", exc)
+    raise typer.Exit(2)
 
 
 def _prepare(settings: Settings) -> None:

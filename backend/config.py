@@ -4,6 +4,11 @@ Development works with no configuration at all (SQLite under ``.run/``, an
 embedded Redis, anvil's account 9 as the relayer); production refuses to start
 with a missing or placeholder secret, or one of anvil's well-known dev keys, instead
 of failing later, mid-request.
+
+The relayer's key: a plain key (``GPUCAP_RELAYER_KEY``, or anvil's account 9 by default)
+only on a development chain (development settings and a manifest of anvil's chain id);
+anywhere else an encrypted keystore with its password from a file, what ``python -m
+devnet serve`` gives it, and never one of the dev keys.
 """
 
 from __future__ import annotations
@@ -13,14 +18,20 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backend.services.rpc_endpoints import parse_urls
 from gpucap import devchain, keystore
+from gpucap.deployment import Deployment, ManifestError
 
 REPO_ROOT = devchain.REPO_ROOT
 RELAYER_DEV_ACCOUNT = 9  # tests/conftest.py's `relayer` role
+KEYSTORE_ONLY = (
+    "outside a development chain the relayer's key comes from an encrypted keystore only: "
+    "GPUCAP_RELAYER_KEYSTORE_PATH with GPUCAP_RELAYER_KEYSTORE_PASSWORD_FILE (what "
+    "`python -m devnet serve` passes)"
+)
 # Values that mean "nobody set this": accepted in development only.
 PLACEHOLDER_SECRETS = frozenset({"", "changethis", "change-me", "changeme", "0x", "placeholder"})
 
@@ -44,9 +55,10 @@ class Settings(BaseSettings):
     rpc_urls: str = ""
     rpc_timeout_seconds: float = 3.0
     manifest_path: Path = REPO_ROOT / "deployments" / "development.json"
-    # The relayer's key: an encrypted eth-account keystore (what `python -m devnet serve`
-    # passes; the password from a file, which keeps it out of the environment), or the
-    # plain key in relayer_key. Production refuses anvil's well-known dev keys either way.
+    # The relayer's key: an encrypted eth-account keystore (the password from a file keeps
+    # it out of the environment), or, on a development chain only, the plain key in
+    # relayer_key (default: anvil's account 9). Anvil's well-known dev keys are refused
+    # anywhere else, plain or encrypted.
     relayer_key: SecretStr | None = None
     relayer_keystore_path: Path | None = None
     relayer_keystore_password: SecretStr | None = None
@@ -150,6 +162,11 @@ class Settings(BaseSettings):
     # The faucet: at most this many new drips per client address per window (any recipients).
     faucet_client_limit: int = Field(default=10, ge=1)
     faucet_client_window_seconds: int = Field(default=3600, ge=1)
+    # Relayed market permits (POST /api/v1/market/permits): each costs the relayer gas, so
+    # at most this many new ones per client address per window (a wallet needs one per
+    # token it trades: the stablecoin and each pool's shares).
+    permit_client_limit: int = Field(default=20, ge=1)
+    permit_client_window_seconds: int = Field(default=3600, ge=1)
     # /health turns 503 when the work is stale: ended epochs unattested this long (unset:
     # two epoch lengths), the settlement keeper this many epochs behind or silent this
     # long, an action open this long; and when an oracle's own /health (these URLs) is not ok.
@@ -189,29 +206,35 @@ class Settings(BaseSettings):
                     "GPUCAP_RELAYER_KEYSTORE_PATH is encrypted: give its password in "
                     "GPUCAP_RELAYER_KEYSTORE_PASSWORD_FILE (or GPUCAP_RELAYER_KEYSTORE_PASSWORD)"
                 )
+        elif self.environment != "development":
+            what = "missing or a placeholder" if key.lower() in PLACEHOLDER_SECRETS else "set"
+            raise ConfigError(f"GPUCAP_RELAYER_KEY is {what}: {KEYSTORE_ONLY}")
         elif key.lower() in PLACEHOLDER_SECRETS:
-            if self.environment != "development":
-                raise ConfigError(
-                    "GPUCAP_RELAYER_KEY is missing or a placeholder; production needs the "
-                    "relayer's real key: an encrypted keystore (GPUCAP_RELAYER_KEYSTORE_PATH) "
-                    "or the private key (0x + 64 hex digits)"
-                )
             self.relayer_key = SecretStr(devchain.dev_private_key(RELAYER_DEV_ACCOUNT))
         else:
             digits = key.removeprefix("0x")
             if len(digits) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digits):
                 raise ConfigError("GPUCAP_RELAYER_KEY must be 0x followed by 64 hex digits")
-            self._refuse_dev_key(key, "GPUCAP_RELAYER_KEY")
         if self.environment != "development" and self.redis_url is None:
             raise ConfigError("GPUCAP_REDIS_URL is required in production (no embedded Redis)")
         return self
 
-    def _refuse_dev_key(self, key: str, whose: str) -> None:
-        if self.environment == "development":
-            return
+    def on_development_chain(self) -> bool:
+        """Development settings on anvil's chain id (the demo, the tests): the only place
+        the relayer signs with a plain key or a dev key."""
+        return self.environment == "development" and self.manifest_chain_id() in (
+            None,
+            devchain.CHAIN_ID,
+        )
+
+    def manifest_chain_id(self) -> int | None:
+        """The chain the manifest is for (the relayer refuses a node on any other); None
+        when there is no manifest yet (a dev chain being set up)."""
+        if not self.manifest_path.exists():
+            return None
         try:
-            keystore.refuse_dev_key(key, whose)
-        except keystore.KeystoreError as exc:
+            return Deployment.load(self.manifest_path).chain_id
+        except ManifestError as exc:
             raise ConfigError(str(exc)) from None
 
     @property
@@ -252,6 +275,11 @@ class Settings(BaseSettings):
         development, a dev key."""
         if self.relayer_keystore_path is None:
             assert self.relayer_key is not None  # set by the validator
+            if not self.on_development_chain():
+                raise ConfigError(
+                    f"GPUCAP_RELAYER_KEY (or the default dev key) refused on chain "
+                    f"{self.manifest_chain_id()} ({self.manifest_path}): {KEYSTORE_ONLY}"
+                )
             return self.relayer_key.get_secret_value().strip()
         secret = self.relayer_keystore_password
         try:
@@ -263,8 +291,17 @@ class Settings(BaseSettings):
             key = keystore.decrypt(self.relayer_keystore_path, password)
         except keystore.KeystoreError as exc:
             raise ConfigError(f"the relayer key: {exc}") from None
-        self._refuse_dev_key(key, f"the relayer key in {self.relayer_keystore_path}")
+        if not self.on_development_chain():
+            try:
+                keystore.refuse_dev_key(key, f"the relayer key in {self.relayer_keystore_path}")
+            except keystore.KeystoreError as exc:
+                raise ConfigError(str(exc)) from None
         return key
+
+
+def reasons(exc: ValidationError) -> str:
+    """A settings error in one line: each failed check's reason, without pydantic's frame."""
+    return "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
 
 
 def get_settings() -> Settings:

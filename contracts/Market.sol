@@ -15,6 +15,7 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 
 import {ICapacityToken} from "./interfaces/ICapacityToken.sol";
 import {IMarket} from "./interfaces/IMarket.sol";
+import {IEmergencyPause} from "./interfaces/IEmergencyPause.sol";
 import {EmergencyPause} from "./utils/EmergencyPause.sol";
 
 /**
@@ -31,6 +32,11 @@ import {EmergencyPause} from "./utils/EmergencyPause.sol";
  *   nonReentrant, so a token's hook cannot fill again mid-fill.
  * - The ERC-20 legs that pay a counterparty are checked by balance: a fee-on-transfer or
  *   rebasing token reverts the fill (MarketTransferShortfall) rather than short a trader.
+ *   A pool share's leg is checked every time, the stablecoin's on the first leg of a call
+ *   (a fee switch like USDT's is one setting for every transfer; see {_settle}).
+ * - Gas: the order is hashed from its calldata words, the signature read from calldata,
+ *   a capacity id's window checked here on the token's immutable window length, and the
+ *   pause's end kept in the fee slot, so a fill reads one slot for pause and fees.
  * - Fees are read at fill time and bounded by MAX_FEE_BPS (1%): a maker signs a price,
  *   not a fee; the admin (the timelock outside the dev chain) cannot take more than that.
  * - Emergency pause ({EmergencyPause}): GUARDIAN_ROLE can stop fills for a bounded
@@ -42,11 +48,13 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
     using SafeERC20 for IERC20;
     using SafeCast for uint256;
 
-    /// @dev The fee slot, read once per call (once for a whole batch).
+    /// @dev One call's terms: the fee slot, read once per call (once for a whole batch), and
+    /// whether this call already proved the stablecoin moves exact amounts.
     struct FeeTerms {
         address recipient;
         uint16 makerFeeBps;
         uint16 takerFeeBps;
+        bool stablecoinExact;
     }
 
     /// @notice The EIP-712 type of {IMarket.Order}.
@@ -63,13 +71,18 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
     ICapacityToken public immutable capacity;
     /// @notice What every trade is priced and paid in.
     IERC20 public immutable stablecoin;
+    /// @dev The CapacityToken's window length (immutable there too): a fill checks an id's
+    /// window here instead of calling {ICapacityToken.decodeTokenId}.
+    uint64 private immutable _windowSeconds;
 
     // Storage: _feeRecipient (address, 160 bits), _makerFeeBps and _takerFeeBps (uint16 each)
-    // share one slot, read once per fill (once per batch). OrderState and LastTrade: one slot
+    // and _pauseEnd (uint64: EmergencyPause's end of a pause, kept here, see _requireNotPaused) share one
+    // slot, read once per call (a fill or a whole batch). OrderState and LastTrade: one slot
     // each (see IMarket).
     address private _feeRecipient;
     uint16 private _makerFeeBps;
     uint16 private _takerFeeBps;
+    uint64 private _pauseEnd;
     // slither-disable-next-line uninitialized-state (written through storage pointers)
     mapping(bytes32 orderHash => OrderState) private _orders;
     mapping(address maker => uint256 nonce) private _minNonce;
@@ -97,6 +110,7 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
         if (address(capacity_) == address(0) || address(stablecoin_) == address(0)) revert MarketZeroAddress();
         capacity = capacity_;
         stablecoin = stablecoin_;
+        _windowSeconds = capacity_.windowSeconds();
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _setFeeRecipient(feeRecipient_);
         _setFees(makerFeeBps_, takerFeeBps_);
@@ -241,6 +255,32 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
     }
 
     // ------------------------------------------------------------------
+    // EmergencyPause: the pause's end lives in the fee slot
+    // ------------------------------------------------------------------
+
+    /// @inheritdoc IEmergencyPause
+    function paused() public view override returns (bool) {
+        // slither-disable-next-line timestamp (pauses are days long; seconds of drift are harmless)
+        return block.timestamp < _pauseEnd;
+    }
+
+    /// @inheritdoc IEmergencyPause
+    function pausedUntil() external view override returns (uint64) {
+        return _pauseEnd;
+    }
+
+    /// @dev A fill reads the pause and then the fees: one slot, one cold read.
+    function _requireNotPaused() internal view override {
+        uint64 pauseEnd = _pauseEnd;
+        // slither-disable-next-line timestamp (pauses are days long; seconds of drift are harmless)
+        if (block.timestamp < pauseEnd) revert PauseActive(pauseEnd);
+    }
+
+    function _storePausedUntil(uint64 until) internal override {
+        _pauseEnd = until;
+    }
+
+    // ------------------------------------------------------------------
     // ERC-2771
     // ------------------------------------------------------------------
 
@@ -282,7 +322,7 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
         }
         (address seller, address buyer, uint256 sellerFee) =
             order.sell ? (order.maker, taker, makerFee) : (taker, order.maker, takerFee);
-        _settle(order.asset, order.tokenId, fillAmount, seller, buyer, quote - sellerFee);
+        _settle(order.asset, order.tokenId, fillAmount, seller, buyer, quote - sellerFee, terms);
         // The buyer pays the fees of both sides: its own on top of the quote, and the seller's
         // out of the quote (the seller received quote - sellerFee above).
         if (buyer == taker) return (quote, makerFee + takerFee);
@@ -332,14 +372,12 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
         uint256 remaining = order.amount - state.filled;
         if (fillAmount > remaining) revert MarketOverfill(orderHash, remaining, fillAmount);
         _requireTradable(order.asset, order.tokenId);
-        quote = Math.mulDiv(
-            fillAmount, order.quoteAmount, order.amount, order.sell ? Math.Rounding.Ceil : Math.Rounding.Floor
-        );
+        quote = _quoteOf(order, fillAmount);
         if (quote == 0) revert MarketZeroQuote(orderHash, fillAmount);
         filledTotal = order.amount - remaining + fillAmount;
         state.filled = filledTotal.toUint128();
         _lastTrades[order.asset][order.tokenId] =
-            LastTrade({priceWad: Math.mulDiv(quote, WAD, fillAmount).toUint192(), timestamp: uint64(block.timestamp)});
+            LastTrade({priceWad: _priceWad(quote, fillAmount), timestamp: uint64(block.timestamp)});
     }
 
     /// @dev The order is live (not expired, below the minimum nonce or cancelled), signed by its
@@ -357,19 +395,24 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
         if (order.nonce < minNonce) revert MarketNonceCancelled(orderHash, order.nonce, minNonce);
         state = _orders[orderHash];
         if (state.cancelled) revert MarketOrderCancelled(orderHash);
-        address signer = ECDSA.recover(orderHash, signature);
+        address signer = _recover(orderHash, signature);
         if (signer != maker) revert MarketInvalidSigner(orderHash, signer, maker);
         if (taker == maker) revert MarketSelfTrade(maker);
     }
 
     /// @dev The two legs of a fill: the asset seller -> buyer, `sellerReceives` stablecoin buyer -> seller.
+    /// The stablecoin's first leg in a call is checked by balance ({_transferExact}); the
+    /// later legs of a batch are not: a fee on transfer (USDT's dormant switch) is a setting of
+    /// the token, the same for every transfer of one transaction, so the first leg refuses it.
+    /// A pool share's leg is checked every time.
     function _settle(
         address asset,
         uint256 tokenId,
         uint256 amount,
         address seller,
         address buyer,
-        uint256 sellerReceives
+        uint256 sellerReceives,
+        FeeTerms memory terms
     ) private {
         // Interactions after the order's state was written; the tokens are the immutable
         // CapacityToken or an admin-listed pool, and the caller holds the reentrancy guard.
@@ -379,7 +422,13 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
         } else {
             _transferExact(IERC20(asset), seller, buyer, amount);
         }
-        _transferExact(stablecoin, buyer, seller, sellerReceives);
+        if (terms.stablecoinExact) {
+            // slither-disable-next-line arbitrary-send-erc20,calls-loop (buyer: the taker or the maker who signed)
+            stablecoin.safeTransferFrom(buyer, seller, sellerReceives);
+        } else {
+            _transferExact(stablecoin, buyer, seller, sellerReceives);
+            terms.stablecoinExact = true;
+        }
     }
 
     /// @dev transferFrom that reverts unless `to` received exactly `amount` (no fee on transfer).
@@ -395,9 +444,12 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
 
     function _requireTradable(address asset, uint256 tokenId) private view {
         if (asset == address(capacity)) {
-            // Reverts CapacityInvalidTokenId for an id that is not a class x window.
-            // slither-disable-next-line unused-return,calls-loop (the class is not needed; immutable token)
-            (, uint64 windowStart) = capacity.decodeTokenId(tokenId);
+            // CapacityToken.decodeTokenId's rule, on its immutable window length: a class x
+            // window id has nothing above the 32-bit class, a non-zero class and an aligned start.
+            uint64 windowStart = uint64(tokenId);
+            if (tokenId >> 96 != 0 || tokenId >> 64 == 0 || windowStart % _windowSeconds != 0) {
+                revert ICapacityToken.CapacityInvalidTokenId(tokenId);
+            }
             // slither-disable-next-line timestamp (windows are hours long; seconds of drift are harmless)
             if (block.timestamp >= windowStart) revert MarketWindowStarted(tokenId, windowStart, block.timestamp);
         } else {
@@ -406,26 +458,75 @@ contract Market is AccessControl, EmergencyPause, EIP712, ERC2771Context, Reentr
         }
     }
 
+    /// @dev The EIP-712 digest of `order`, hashed straight from calldata: every field of
+    /// Order is one static 32-byte word, so abi.encode(ORDER_TYPEHASH, order...) is the
+    /// typehash followed by the order's 256 calldata bytes. Those bytes are checked clean
+    /// first (addresses within 160 bits, the bool 0 or 1, expiry within 64 bits), as the
+    /// ABI decoder would, so one order has exactly one encoding and one hash.
     function _hashOrder(Order calldata order) private view returns (bytes32) {
-        return _hashTypedDataV4(
-            keccak256(
-                abi.encode(
-                    ORDER_TYPEHASH,
-                    order.maker,
-                    order.asset,
-                    order.tokenId,
-                    order.sell,
-                    order.amount,
-                    order.quoteAmount,
-                    order.nonce,
-                    order.expiry
-                )
-            )
-        );
+        bytes32 typeHash = ORDER_TYPEHASH;
+        bytes32 structHash;
+        assembly ("memory-safe") {
+            if or(
+                or(shr(160, calldataload(order)), shr(160, calldataload(add(order, 0x20)))),
+                or(gt(calldataload(add(order, 0x60)), 1), shr(64, calldataload(add(order, 0xe0))))
+            ) { revert(0, 0) }
+            let ptr := mload(0x40)
+            mstore(ptr, typeHash)
+            calldatacopy(add(ptr, 0x20), order, 0x100)
+            structHash := keccak256(ptr, 0x120)
+        }
+        return _hashTypedDataV4(structHash);
+    }
+
+    /// @dev ECDSA.recover(hash, signature) without copying the signature to memory: the same
+    /// length rule (65 bytes: r, s, v) and the same checks (s in the lower half, no zero signer).
+    function _recover(bytes32 hash, bytes calldata signature) private pure returns (address) {
+        if (signature.length != 65) revert ECDSA.ECDSAInvalidSignatureLength(signature.length);
+        bytes32 r;
+        bytes32 s;
+        uint8 v;
+        assembly ("memory-safe") {
+            r := calldataload(signature.offset)
+            s := calldataload(add(signature.offset, 0x20))
+            v := byte(0, calldataload(add(signature.offset, 0x40)))
+        }
+        return ECDSA.recover(hash, v, r, s);
+    }
+
+    /// @dev fillAmount * quoteAmount / amount, rounded up when the maker sells (IMarket).
+    /// fillAmount <= amount - filled and filled fits 128 bits, so with quoteAmount below
+    /// 2^128 the product cannot overflow; larger quotes take mulDiv's 512-bit path.
+    function _quoteOf(Order calldata order, uint256 fillAmount) private pure returns (uint256 quote) {
+        uint256 amount = order.amount;
+        uint256 quoteAmount = order.quoteAmount;
+        if (quoteAmount > type(uint128).max || fillAmount > type(uint128).max) {
+            return Math.mulDiv(fillAmount, quoteAmount, amount, order.sell ? Math.Rounding.Ceil : Math.Rounding.Floor);
+        }
+        unchecked {
+            // Both factors below 2^128: the product is below 2^256; amount > 0 (fillAmount <= amount).
+            uint256 product = fillAmount * quoteAmount;
+            quote = product / amount;
+            if (order.sell && product % amount != 0) ++quote;
+        }
+    }
+
+    /// @dev quote * 1e18 / fillAmount as a uint192; a quote below 2^128 needs no 512-bit product.
+    function _priceWad(uint256 quote, uint256 fillAmount) private pure returns (uint192) {
+        if (quote > type(uint128).max) return Math.mulDiv(quote, WAD, fillAmount).toUint192();
+        // quote < 2^128 and WAD < 2^60: the product and the price (fillAmount >= 1) are below 2^188.
+        unchecked {
+            return uint192(quote * WAD / fillAmount);
+        }
     }
 
     function _feeTerms() private view returns (FeeTerms memory) {
-        return FeeTerms({recipient: _feeRecipient, makerFeeBps: _makerFeeBps, takerFeeBps: _takerFeeBps});
+        return FeeTerms({
+            recipient: _feeRecipient,
+            makerFeeBps: _makerFeeBps,
+            takerFeeBps: _takerFeeBps,
+            stablecoinExact: false
+        });
     }
 
     function _setFees(uint16 makerFeeBps, uint16 takerFeeBps) private {

@@ -42,7 +42,7 @@ from pydantic import ValidationError
 from devnet.processes import ManagedProcess, ProcessFailed, ProcessGroup, http_answers
 from gpucap import devchain
 from gpucap.deployment import Deployment, ManifestError
-from gpucap.logs import FORMATS, configure_logging
+from gpucap.logs import LogFormatOption, configure_logging
 
 ROOT = devchain.REPO_ROOT
 PLAIN_KEYS = ("GPUCAP_RELAYER_KEY", "GPUCAP_ORACLE_KEYS")
@@ -116,15 +116,10 @@ def serve(
     run_dir: Annotated[
         Path, typer.Option(help="logs, oracle state and proofs, beat's schedule")
     ] = ROOT / ".run" / "serve",
-    log_format: Annotated[
-        str, typer.Option(envvar="GPUCAP_LOG_FORMAT", help=f"{' or '.join(FORMATS)}")
-    ] = "text",
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Run gpucap's API, worker, beat and oracles against the given chain, database and Redis."""
-    try:
-        configure_logging(fmt=log_format)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--log-format") from None
+    configure_logging(fmt=log_format)
     run_dir = run_dir.resolve()
     oracles = _pair_oracles(oracle_keystore or [], oracle_password_file or [])
     env = _child_env(
@@ -136,7 +131,7 @@ def serve(
         relayer_password_file=relayer_password_file.resolve() if relayer_password_file else None,
         run_dir=run_dir,
         api=(api_host, api_port, api_workers),
-        log_format=log_format.lower(),
+        log_format=log_format,
         oracle_ports=[oracle_metrics_port + n for n in range(len(oracles))],
     )
     oracle_envs = [
@@ -283,7 +278,7 @@ def _preflight(env: dict[str, str], oracle_envs: list[dict[str, str]]) -> str:
         )
     from eth_account import Account
 
-    from backend.config import Settings
+    from backend.config import Settings, reasons
     from oracle.config import OracleSettings
     from oracle.errors import OracleConfigError
 
@@ -292,7 +287,7 @@ def _preflight(env: dict[str, str], oracle_envs: list[dict[str, str]]) -> str:
             settings = Settings()
             relayer = Account.from_key(settings.relayer_private_key).address
     except ValidationError as exc:
-        raise Refused(_reasons(exc)) from None
+        raise Refused(reasons(exc)) from None
     except ValueError as exc:  # ConfigError: the keystore cannot be opened, or a dev key
         raise Refused(str(exc)) from None
     if oracle_envs and env.get("GPUCAP_ORACLE_SOURCE") not in ORACLE_SOURCES:
@@ -305,7 +300,7 @@ def _preflight(env: dict[str, str], oracle_envs: list[dict[str, str]]) -> str:
             with _environ(oracle_env):
                 OracleSettings().private_keys()
         except ValidationError as exc:
-            raise Refused(f"oracle {n}: {_reasons(exc)}") from None
+            raise Refused(f"oracle {n}: {reasons(exc)}") from None
         except OracleConfigError as exc:
             raise Refused(f"oracle {n}: {exc}") from None
     try:
@@ -334,10 +329,6 @@ def _environ(env: dict[str, str]) -> Iterator[None]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-
-
-def _reasons(exc: ValidationError) -> str:
-    return "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
 
 
 def _rpc(url: str, method: str, params: list[object]) -> str:

@@ -24,7 +24,9 @@ import sys
 import threading
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, TextIO
+from typing import Annotated, Any, TextIO
+
+import typer
 
 FORMATS = ("text", "json")
 _MARK = "_gpucap_handler"
@@ -85,6 +87,26 @@ def log_format(value: str | None = None) -> str:
     if chosen not in FORMATS:
         raise ValueError(f"GPUCAP_LOG_FORMAT must be one of {', '.join(FORMATS)}, not {chosen!r}")
     return chosen
+
+
+def _checked_format(value: str) -> str:
+    try:
+        return log_format(value)
+    except ValueError as exc:  # typer names the option (--log-format) in its usage error
+        raise typer.BadParameter(str(exc)) from None
+
+
+# Every command line's ``--log-format`` (the API, the worker, beat, the oracle, the agent,
+# ``devnet serve``): $GPUCAP_LOG_FORMAT by default, an unknown format a usage error (2).
+LogFormatOption = Annotated[
+    str,
+    typer.Option(
+        "--log-format",
+        envvar="GPUCAP_LOG_FORMAT",
+        callback=_checked_format,
+        help=f"log lines: {' or '.join(FORMATS)} (json: one object per line)",
+    ),
+]
 
 
 def configure_logging(level: str | int | None = None, fmt: str | None = None) -> str:

@@ -15,7 +15,7 @@ from eth_account import Account
 
 from gpucap import keystore
 from gpucap.deployment import ManifestError
-from gpucap.logs import configure_logging
+from gpucap.logs import LogFormatOption, configure_logging
 from oracle.collectors.agent import AgentCollector
 from oracle.collectors.base import CollectorUnavailable
 from oracle.config import OracleSettings
@@ -38,15 +38,10 @@ def main() -> None:
 def run(
     once: bool = typer.Option(False, "--once", help="Attest at most one epoch, then exit."),
     log_level: str = typer.Option("INFO", envvar="GPUCAP_LOG_LEVEL", help="Python logging level."),
-    log_format: str = typer.Option(
-        "text", envvar="GPUCAP_LOG_FORMAT", help="log lines: text or json (one object per line)"
-    ),
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Run the daemon: every epoch, attest the next ended epoch not yet attested."""
-    try:
-        configure_logging(level=log_level, fmt=log_format)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--log-format") from None
+    configure_logging(level=log_level, fmt=log_format)
     settings = OracleSettings()
     delay = max(settings.retry_delay_seconds, 1.0)
     while True:

@@ -49,15 +49,30 @@ from gpucap import devchain
 from gpucap.attestation import dev_oracle_keys
 from gpucap.gpu_classes import STANDARD_CLASSES
 from scripts import receipt_race
-from scripts.deploy_checks import DeployRefused, check_chain_id, deployer_key, refuse_dev_holders
+from scripts.deploy_checks import (
+    DeployRefused,
+    check_chain_id,
+    check_stablecoin,
+    deployer_key,
+    refuse_dev_holders,
+)
 from scripts.powers import DEFAULT_ADMIN, GUARDIAN, POOL, POWERED, POWERS, TIMELOCK, role_id
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 USD = 10**6  # the stablecoin has 6 decimals
+# The manifest names the stablecoin "TestStablecoin" wherever it comes from (what the
+# backend, the oracle and the CLI look up); a chain's own stablecoin is read through the
+# ABI of a standard ERC-20 with EIP-2612 permit.
+STABLECOIN = "TestStablecoin"
+EXTERNAL_STABLECOIN_ARTIFACT = "ERC20Permit"
 
 
 @dataclass(frozen=True)
 class DeployConfig:
+    # The stablecoin the chain already has (6 decimals; required off the dev chain, where
+    # the test token is never deployed). None on the dev chain = deploy TestStablecoin
+    # with its faucet (the two settings below).
+    stablecoin_address: str | None = None
     faucet_drip: int = 10_000 * USD
     faucet_cooldown_seconds: int = 24 * 3600
     unbonding_delay_seconds: int = 7 * 24 * 3600
@@ -131,13 +146,15 @@ class DeployConfig:
     @classmethod
     def from_env(cls) -> DeployConfig:
         """$GPUCAP_DEPLOY_PROFILE: "production" (default) or "demo"; then who holds what:
-        $GPUCAP_RELAYER_ADDRESS, $GPUCAP_ORACLE_ADDRESSES (comma-separated) and
-        $GPUCAP_ORACLE_QUORUM, $GPUCAP_GUARDIAN_ADDRESS, $GPUCAP_MARKET_FEE_RECIPIENT and,
+        $GPUCAP_STABLECOIN_ADDRESS, $GPUCAP_RELAYER_ADDRESS, $GPUCAP_ORACLE_ADDRESSES
+        (comma-separated) and $GPUCAP_ORACLE_QUORUM, $GPUCAP_GUARDIAN_ADDRESS,
+        $GPUCAP_MARKET_FEE_RECIPIENT and,
         in production, $GPUCAP_TIMELOCK_PROPOSERS (comma-separated) and
         $GPUCAP_TIMELOCK_DELAY_SECONDS (the demo's seeder reads that one itself)."""
         profile = os.environ.get("GPUCAP_DEPLOY_PROFILE", "production")
         env = os.environ.get
         holders: dict[str, Any] = {
+            "stablecoin_address": env("GPUCAP_STABLECOIN_ADDRESS") or None,
             "relayer_address": env("GPUCAP_RELAYER_ADDRESS") or None,
             "oracle_addresses": _address_list(env("GPUCAP_ORACLE_ADDRESSES", "")),
             "guardian_address": env("GPUCAP_GUARDIAN_ADDRESS") or None,
@@ -194,11 +211,14 @@ class System:
     # The pools' loan book (PoolLoans, created by the settlement; None in a manifest written
     # before it existed, when the loan lived inside EpochSettlement).
     loans: Any = None
+    # The build artifact whose ABI the manifest gives for the stablecoin: the test token's,
+    # or a standard ERC-20 with permit's for the chain's own stablecoin.
+    stablecoin_artifact: str = STABLECOIN
 
     def contracts(self) -> dict[str, Any]:
         contracts = {
             "GpucapForwarder": self.forwarder,
-            "TestStablecoin": self.stablecoin,
+            STABLECOIN: self.stablecoin,
             "NodeRegistry": self.registry,
             "OracleHub": self.oracle_hub,
             "CapacityToken": self.capacity,
@@ -220,7 +240,7 @@ class System:
             "contracts": {
                 name: {
                     "address": c.address,
-                    "abi": f"build/contracts/{name}.json",
+                    "abi": f"build/contracts/{self._artifact(name)}.json",
                 }
                 for name, c in self.contracts().items()
             },
@@ -228,6 +248,9 @@ class System:
             "timelock": self.timelock.address if self.timelock is not None else None,
             "guardian": self.guardian,
         }
+
+    def _artifact(self, name: str) -> str:
+        return self.stablecoin_artifact if name == STABLECOIN else name
 
 
 def deploy_system(deployer: Any, config: DeployConfig | None = None) -> System:
@@ -237,9 +260,7 @@ def deploy_system(deployer: Any, config: DeployConfig | None = None) -> System:
     start_block = web3.eth.block_number
     sender = {"from": deployer}
     forwarder = GpucapForwarder.deploy(sender)
-    stablecoin = TestStablecoin.deploy(
-        deployer, config.faucet_drip, config.faucet_cooldown_seconds, sender
-    )
+    stablecoin, stablecoin_artifact = _stablecoin(deployer, config)
     registry = NodeRegistry.deploy(
         deployer, stablecoin, forwarder, config.unbonding_delay_seconds, sender
     )
@@ -284,7 +305,29 @@ def deploy_system(deployer: Any, config: DeployConfig | None = None) -> System:
         class_ids=class_ids,
         guardian=config.guardian_address or deployer.address,
         market=market,
+        stablecoin_artifact=stablecoin_artifact,
     )
+
+
+def _stablecoin(deployer: Any, config: DeployConfig) -> tuple[Any, str]:
+    """The stablecoin and its artifact's name: the chain's own at config.stablecoin_address
+    (check_target checked it), else on the dev chain a TestStablecoin deployed here. The
+    test token, whose faucet mints for anyone, is never deployed on another chain."""
+    if config.stablecoin_address:
+        abi = json.loads(
+            (REPO_ROOT / "build" / "contracts" / f"{EXTERNAL_STABLECOIN_ARTIFACT}.json").read_text()
+        )["abi"]
+        address = web3.to_checksum_address(config.stablecoin_address)
+        return Contract.from_abi(STABLECOIN, address, abi), EXTERNAL_STABLECOIN_ARTIFACT
+    if chain.id != devchain.CHAIN_ID:
+        raise DeployRefused(
+            f"chain {chain.id} is not the dev chain: set DeployConfig.stablecoin_address "
+            "($GPUCAP_STABLECOIN_ADDRESS); the test token is deployed on the dev chain only"
+        )
+    coin = TestStablecoin.deploy(
+        deployer, config.faucet_drip, config.faucet_cooldown_seconds, {"from": deployer}
+    )
+    return coin, STABLECOIN
 
 
 def _deploy_oracle_hub(deployer: Any, registry: Any, config: DeployConfig) -> Any:
@@ -646,9 +689,11 @@ def _deployer() -> Any:
 
 def check_target(config: DeployConfig) -> None:
     """Before the first transaction: the node is the chain $GPUCAP_DEPLOY_CHAIN_ID names
-    (when set), and off the dev chain no power goes to one of anvil's public dev accounts."""
+    (when set), off the dev chain no power goes to one of anvil's public dev accounts, and
+    the stablecoin is given there and is one (deploy_checks.check_stablecoin)."""
     check_chain_id(chain.id, str(web3.provider.endpoint_uri))
     refuse_dev_holders(config.holders(), chain.id)
+    check_stablecoin(web3, config.stablecoin_address, chain.id)
 
 
 def wait_for_confirmations(deployer: Any, confirmations: int, timeout: float = 600.0) -> int:

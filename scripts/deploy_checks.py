@@ -2,8 +2,9 @@
 
 scripts/deploy.py runs these inside brownie (``brownie run``); ``python -m
 scripts.deploy_to`` runs them first, before it loads the project, so a wrong chain, a
-wrong password or a dev key is refused in a second, and then once more through
-deploy.py. Settings come from the same ``GPUCAP_*`` variables deploy.py reads.
+wrong password, a dev key or a stablecoin that is not one is refused in a second, and
+then once more through deploy.py. Settings come from the same ``GPUCAP_*`` variables
+deploy.py reads.
 """
 
 from __future__ import annotations
@@ -11,7 +12,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from web3 import Web3
+from web3.exceptions import Web3Exception
+
 from gpucap import devchain, keystore
+
+# Every amount in gpucap (prices, bonds, the risk model's limits) is in 6-decimal units.
+STABLECOIN_DECIMALS = 6
+_METADATA_ABI = [
+    {
+        "type": "function",
+        "name": name,
+        "inputs": [],
+        "outputs": [{"type": kind}],
+        "stateMutability": "view",
+    }
+    for name, kind in (("decimals", "uint8"), ("symbol", "string"))
+]
 
 
 class DeployRefused(RuntimeError):
@@ -65,3 +82,37 @@ def refuse_dev_holders(holders: dict[str, str], chain_id: int) -> None:
                 f"the {what} {address} is anvil's well-known dev account {index}:"
                 " refused off the dev chain (anyone holds its key)"
             )
+
+
+def check_stablecoin(w3: Web3, address: str | None, chain_id: int) -> str | None:
+    """Off the dev chain gpucap runs on a stablecoin the chain already has (the test token
+    is deployed on the dev chain only): ``address`` ($GPUCAP_STABLECOIN_ADDRESS) must hold
+    code and answer ``decimals()`` (6) and ``symbol()``. Returns the symbol; None on the
+    dev chain with no address given (TestStablecoin is deployed there)."""
+    if not address:
+        if chain_id == devchain.CHAIN_ID:
+            return None
+        raise DeployRefused(
+            f"chain {chain_id} is not the dev chain: give its stablecoin's address "
+            "(--stablecoin-address, $GPUCAP_STABLECOIN_ADDRESS); the test token is deployed "
+            "on the dev chain only"
+        )
+    if not Web3.is_address(address):
+        raise DeployRefused(f"the stablecoin address {address!r} is not an address")
+    token = w3.eth.contract(address=Web3.to_checksum_address(address), abi=_METADATA_ABI)
+    if not w3.eth.get_code(token.address):
+        raise DeployRefused(f"the stablecoin {address} has no code on chain {chain_id}")
+    try:
+        decimals = token.functions.decimals().call()
+        symbol = str(token.functions.symbol().call())
+    except (Web3Exception, ValueError, OverflowError) as exc:
+        raise DeployRefused(
+            f"the stablecoin {address} does not answer decimals() and symbol() "
+            f"like an ERC-20 ({type(exc).__name__}: {exc})"
+        ) from None
+    if decimals != STABLECOIN_DECIMALS:
+        raise DeployRefused(
+            f"the stablecoin {address} ({symbol}) has {decimals} decimals; gpucap's amounts "
+            f"are in {STABLECOIN_DECIMALS}-decimal units"
+        )
+    return symbol

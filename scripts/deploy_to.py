@@ -3,7 +3,8 @@
     python -m scripts.deploy_to --rpc-url https://node.example --chain-id 8453 \\
         --keystore deployer.json --password-file deployer.pw \\
         --relayer-address 0x… --oracle-address 0x… --oracle-address 0x… \\
-        --oracle-address 0x… --confirmations 3 --manifest deployments/base.json
+        --oracle-address 0x… --stablecoin-address 0x… --confirmations 3 \\
+        --manifest deployments/base.json
 
 It runs scripts/deploy.py's ``main`` (what ``brownie run scripts/deploy.py --network
 NAME`` runs) with the network given by the options instead of an entry in
@@ -11,7 +12,9 @@ NAME`` runs) with the network given by the options instead of an entry in
 deploy.py reads (``DeployConfig.from_env``, ``_deployer``, ``check_target``), so both
 ways deploy the same system. Before the first transaction: the node must be chain
 ``--chain-id``, the deployer key comes from an encrypted keystore and is not one of
-anvil's public dev keys, and no power goes to a dev account. Fees are EIP-1559, from
+anvil's public dev keys, no power goes to a dev account, and off the dev chain
+``--stablecoin-address`` is a token there (code, ``decimals()`` 6, ``symbol()``) that
+gpucap uses: the test token is never deployed there. Fees are EIP-1559, from
 the node (brownie's live settings: priority fee from ``eth_maxPriorityFeePerGas``, max
 fee twice the base fee plus it; gas limits estimated, +10%). The manifest is written
 once the last transaction is ``--confirmations`` blocks deep and every contract has
@@ -26,9 +29,10 @@ from typing import Annotated
 
 import requests
 import typer
+from web3 import Web3
 
 from gpucap import devchain
-from scripts.deploy_checks import DeployRefused, check_chain_id, deployer_key
+from scripts.deploy_checks import DeployRefused, check_chain_id, check_stablecoin, deployer_key
 
 NETWORK_ID = "gpucap-deploy-target"
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -64,6 +68,10 @@ def deploy_to(
     timelock_delay_seconds: Annotated[
         int | None, typer.Option(help="the timelock's delay (default: 2 days)")
     ] = None,
+    stablecoin_address: Annotated[
+        str | None,
+        typer.Option(help="the chain's stablecoin (required off the dev chain: 6 decimals)"),
+    ] = None,
     market_fee_recipient: Annotated[
         str | None, typer.Option(help="receives the market's fees (default: the deployer)")
     ] = None,
@@ -83,6 +91,7 @@ def deploy_to(
         "GPUCAP_TIMELOCK_PROPOSERS": ",".join(timelock_proposer or []),
         "GPUCAP_TIMELOCK_DELAY_SECONDS": str(timelock_delay_seconds or ""),
         "GPUCAP_MARKET_FEE_RECIPIENT": market_fee_recipient or "",
+        "GPUCAP_STABLECOIN_ADDRESS": stablecoin_address or "",
     }
     os.environ.pop("GPUCAP_DEPLOYER_KEY", None)  # the keystore, and only it
     os.environ.update(settings)
@@ -91,6 +100,8 @@ def deploy_to(
         node_chain_id = _chain_id(rpc_url)
         check_chain_id(node_chain_id, rpc_url)
         deployer_key(node_chain_id)
+        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+        check_stablecoin(w3, stablecoin_address, node_chain_id)
         _connect(rpc_url, chain_id)
 
         from scripts.deploy import main

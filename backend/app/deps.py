@@ -21,7 +21,7 @@ from backend.services import auth
 from backend.services.chain import Chain
 from backend.services.errors import AuthFailed, Forbidden
 from backend.services.pricing.trades import MarkRule
-from backend.services.relaying.faucet import ClientLimit
+from backend.services.relaying.client_limit import ClientLimit
 from backend.services.relaying.relay_kick import ForwardKick
 from backend.worker.celery_app import RELAY_TASK
 
@@ -69,11 +69,36 @@ def forward_kick(settings: Settings) -> ForwardKick:
     return ForwardKick(client, window_seconds=settings.forward_batch_window_seconds)
 
 
-def faucet_client_limit(settings: Settings) -> ClientLimit:
-    client = redis.Redis.from_url(
+def _limits_redis(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(
         settings.effective_redis_url, socket_connect_timeout=1.0, socket_timeout=3.0
     )
-    return ClientLimit(client, settings.faucet_client_limit, settings.faucet_client_window_seconds)
+
+
+def faucet_client_limit(settings: Settings) -> ClientLimit:
+    return ClientLimit(
+        _limits_redis(settings),
+        "faucet",
+        settings.faucet_client_limit,
+        settings.faucet_client_window_seconds,
+    )
+
+
+def permit_client_limit(settings: Settings) -> ClientLimit:
+    """Strict: each relayed permit costs the relayer gas on whatever chain this is."""
+    return ClientLimit(
+        _limits_redis(settings),
+        "permit",
+        settings.permit_client_limit,
+        settings.permit_client_window_seconds,
+        strict=True,
+    )
+
+
+def client_address(request: Request) -> str:
+    """Who a per-client limit counts: the connecting address, or the one a trusted proxy
+    named (uvicorn's proxy headers, from GPUCAP_TRUSTED_PROXIES only)."""
+    return request.client.host if request.client is not None else "unknown"
 
 
 class ChainProvider:

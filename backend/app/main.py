@@ -15,6 +15,7 @@ from backend.app.deps import (
     Enqueuer,
     faucet_client_limit,
     forward_kick,
+    permit_client_limit,
 )
 from backend.app.errors import document_errors, install_error_handlers
 from backend.app.read_cache import ReadCache, ReadCacheMiddleware
@@ -67,6 +68,7 @@ def create_app(
     app.state.enqueue = enqueue or CeleryEnqueuer(app.state.celery, forward_kick(settings))
     app.state.chain_provider = ChainProvider(settings)
     app.state.faucet_limit = faucet_client_limit(settings)
+    app.state.permit_limit = permit_client_limit(settings)
     # Hits are answered before routing; misses fall through to the cached routes.
     app.add_middleware(ReadCacheMiddleware)
     # Outermost (added last): it counts cache hits too.

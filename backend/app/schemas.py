@@ -56,6 +56,13 @@ class FaucetCooldownPublic(ErrorPublic):
     retry_after_seconds: int | None = None
 
 
+class ClientLimitPublic(ErrorPublic):
+    """429: this client asked for too many of these lately; try again after
+    retry_after_seconds (when its window ends)."""
+
+    retry_after_seconds: int
+
+
 # -- actions ------------------------------------------------------------------
 
 

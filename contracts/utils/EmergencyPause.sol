@@ -20,6 +20,7 @@ abstract contract EmergencyPause is AccessControl, IEmergencyPause {
     /// @notice The longest the admin can keep a contract paused from now.
     uint64 public constant MAX_PAUSE_SECONDS = 30 days;
 
+    // slither-disable-next-line constable-states (written by the default {_storePausedUntil}; Market overrides it)
     uint64 private _pausedUntil;
     uint64 private _guardianAllowedAt;
 
@@ -36,7 +37,7 @@ abstract contract EmergencyPause is AccessControl, IEmergencyPause {
         // slither-disable-next-line timestamp (the cool-down is days long; seconds of drift are harmless)
         if (now_ < _guardianAllowedAt) revert PauseCoolingDown(_guardianAllowedAt);
         uint64 until = now_ + GUARDIAN_PAUSE_SECONDS;
-        _pausedUntil = until;
+        _storePausedUntil(until);
         _guardianAllowedAt = until + GUARDIAN_PAUSE_SECONDS;
         emit PauseSet(_msgSender(), until);
     }
@@ -46,7 +47,7 @@ abstract contract EmergencyPause is AccessControl, IEmergencyPause {
         uint64 maxUntil = uint64(block.timestamp) + MAX_PAUSE_SECONDS;
         // slither-disable-next-line timestamp (pauses are days long; seconds of drift are harmless)
         if (until <= block.timestamp || until > maxUntil) revert PauseInvalidUntil(until, maxUntil);
-        _pausedUntil = until;
+        _storePausedUntil(until);
         if (_guardianAllowedAt < until) _guardianAllowedAt = until;
         emit PauseSet(_msgSender(), until);
     }
@@ -56,22 +57,29 @@ abstract contract EmergencyPause is AccessControl, IEmergencyPause {
         address sender = _msgSender();
         if (!hasRole(GUARDIAN_ROLE, sender)) _checkRole(DEFAULT_ADMIN_ROLE, sender);
         if (!paused()) revert PauseNotActive();
-        _pausedUntil = 0;
+        _storePausedUntil(0);
         emit PauseLifted(sender);
     }
 
     /// @inheritdoc IEmergencyPause
-    function paused() public view returns (bool) {
+    function paused() public view virtual returns (bool) {
         // slither-disable-next-line timestamp (pauses are days long; seconds of drift are harmless)
         return block.timestamp < _pausedUntil;
     }
 
     /// @inheritdoc IEmergencyPause
-    function pausedUntil() external view returns (uint64) {
+    function pausedUntil() external view virtual returns (uint64) {
         return _pausedUntil;
     }
 
-    function _requireNotPaused() internal view {
+    function _requireNotPaused() internal view virtual {
         if (paused()) revert PauseActive(_pausedUntil);
+    }
+
+    /// @dev Writes the pause's end. An inheriting contract may keep it beside state it reads
+    /// on the same path (Market: in its fee slot), overriding this, {paused}, {pausedUntil}
+    /// and {_requireNotPaused} together; the others read `_pausedUntil` directly.
+    function _storePausedUntil(uint64 until) internal virtual {
+        _pausedUntil = until;
     }
 }

@@ -219,6 +219,21 @@ def reorg_away(block_number: int) -> int:
     return head
 
 
+@contextmanager
+def second_api(stack: Stack, log_dir: Path, name: str, env: dict[str, str]) -> Iterator[int]:
+    """Another API process beside the stack's (its Redis, database and chain) with ``env``
+    on top of the stack's settings; yields its port and stops it after."""
+    port = devchain.free_port()
+    api = ServiceProcess(
+        name, ["api", "--port", str(port)], {**stack.env, **env}, log_dir / f"{name}.log"
+    )
+    api.start(ready=lambda: http_up(f"http://127.0.0.1:{port}/docs"))
+    try:
+        yield port
+    finally:
+        api.stop()
+
+
 def http_up(url: str) -> bool:
     try:
         return requests.get(url, timeout=1).status_code == 200

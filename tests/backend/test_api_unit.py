@@ -224,6 +224,33 @@ def test_health_is_fast_and_degraded_when_everything_is_down(settings: Settings)
     assert elapsed < 3.0
 
 
+def test_a_permit_is_not_relayed_while_its_client_limit_cannot_count(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each relayed permit costs the relayer gas: with Redis down (here a closed port) the
+    per-client count cannot be kept, so nothing is relayed (unlike the faucet's drips)."""
+    from types import SimpleNamespace
+
+    checked = SimpleNamespace(in_effect=None, state=SimpleNamespace(allowance=0))
+    monkeypatch.setattr(
+        "backend.app.routers.market_permits.check_permit", lambda _chain, _permit: checked
+    )
+    body = {
+        "token": "0x" + "11" * 20,
+        "owner": ADDRESS,
+        "spender": "0x" + "22" * 20,
+        "value": "1",
+        "nonce": "0",
+        "deadline": NOW + 3600,
+        "signature": "0x" + "ab" * 65,
+    }
+    resp = client.post("/api/v1/market/permits", json=body)
+    assert resp.status_code == 503, resp.text
+    assert resp.json()["code"] == "ClientLimitUnavailable"
+    assert "Redis unreachable" in resp.json()["reason"]
+    assert rows(settings) == []
+
+
 def test_celery_enqueue_with_redis_down_fails_fast(settings: Settings) -> None:
     enqueue = deps.CeleryEnqueuer(create_celery(settings))
     started = time.monotonic()

@@ -1,4 +1,5 @@
-"""Settings: development works with nothing set; production refuses missing/placeholder secrets."""
+"""Settings: development works with nothing set; production refuses missing/placeholder
+secrets, and off a development chain the relayer's key comes from a keystore only."""
 
 from __future__ import annotations
 
@@ -44,15 +45,28 @@ def test_production_refuses_missing_or_placeholder_key(key: str | None) -> None:
         Settings(environment="production", redis_url="redis://r:6379/0", relayer_key=key)
 
 
-def test_production_refuses_embedded_redis() -> None:
+@pytest.mark.parametrize("key", [REAL_KEY, dev_private_key(3)])
+def test_production_refuses_a_plain_key(key: str) -> None:
+    with pytest.raises(ValidationError, match="GPUCAP_RELAYER_KEY is set: .* encrypted keystore"):
+        Settings(environment="production", redis_url="redis://r:6379/0", relayer_key=key)
+
+
+def test_production_refuses_embedded_redis(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="GPUCAP_REDIS_URL is required in production"):
+        Settings(
+            environment="production",
+            relayer_keystore_path=tmp_path / "relayer.json",
+            relayer_keystore_password="pw",
+        )
+
+
+def test_one_line_reasons() -> None:
+    from backend.config import reasons
+
+    with pytest.raises(ValidationError) as refused:
         Settings(environment="production", relayer_key=REAL_KEY)
-
-
-def test_production_with_real_secrets() -> None:
-    s = Settings(environment="production", relayer_key=REAL_KEY, redis_url="redis://r:6379/0")
-    assert s.relayer_private_key == REAL_KEY
-    assert REAL_KEY not in repr(s)  # a SecretStr never prints
+    line = reasons(refused.value)
+    assert "\n" not in line and line.startswith("GPUCAP_RELAYER_KEY is set: outside a dev")
 
 
 def test_malformed_key_refused_everywhere() -> None:
@@ -114,15 +128,9 @@ class TestRelayerKeystore:
                 relayer_key=REAL_KEY,
             )
 
-    def test_production_refuses_a_dev_key_plain_or_encrypted(self, tmp_path: Path) -> None:
+    def test_production_refuses_an_encrypted_dev_key(self, tmp_path: Path) -> None:
         from gpucap import keystore
 
-        with pytest.raises(ValidationError, match="anvil's well-known development keys"):
-            Settings(
-                environment="production",
-                redis_url="redis://r:6379/0",
-                relayer_key=dev_private_key(3),
-            )
         path = tmp_path / "dev.json"
         keystore.write(path, dev_private_key(9), "pw", iterations=2)
         s = Settings(
@@ -135,3 +143,49 @@ class TestRelayerKeystore:
             s.relayer_private_key  # noqa: B018
         # development: the dev chain's keys are what it runs on
         assert Settings(relayer_key=dev_private_key(3)).relayer_private_key == dev_private_key(3)
+
+
+class TestDevelopmentChain:
+    """Development settings whose manifest is for another chain than anvil's: no plain key
+    (nor the default dev key) signs there, and no dev key from a keystore either."""
+
+    @pytest.fixture
+    def manifest(self, tmp_path: Path) -> Path:
+        import json
+
+        path = tmp_path / "manifest.json"
+        path.write_text(json.dumps({"chain_id": 4242, "deployed_at_block": 1, "contracts": {}}))
+        return path
+
+    @pytest.mark.parametrize("key", [None, REAL_KEY, dev_private_key(9)])
+    def test_a_plain_key_is_refused_on_another_chain(self, manifest: Path, key) -> None:
+        s = Settings(manifest_path=manifest, relayer_key=key)
+        with pytest.raises(ValueError, match="refused on chain 4242 .* encrypted keystore only"):
+            s.relayer_private_key  # noqa: B018
+
+    def test_a_keystore_signs_there_but_never_with_a_dev_key(
+        self, manifest: Path, tmp_path: Path
+    ) -> None:
+        from gpucap import keystore
+
+        for name, key in (("own", REAL_KEY), ("dev", dev_private_key(9))):
+            keystore.write(tmp_path / f"{name}.json", key, "pw", iterations=2)
+        own = Settings(
+            manifest_path=manifest,
+            relayer_keystore_path=tmp_path / "own.json",
+            relayer_keystore_password="pw",
+        )
+        assert own.relayer_private_key == REAL_KEY
+        dev = Settings(
+            manifest_path=manifest,
+            relayer_keystore_path=tmp_path / "dev.json",
+            relayer_keystore_password="pw",
+        )
+        with pytest.raises(ValueError, match="anvil's well-known development keys"):
+            dev.relayer_private_key  # noqa: B018
+
+    def test_anvil_chain_keeps_the_plain_key(self, manifest: Path) -> None:
+        manifest.write_text(manifest.read_text().replace("4242", "31337"))
+        s = Settings(manifest_path=manifest, relayer_key=REAL_KEY)
+        assert s.relayer_private_key == REAL_KEY
+        assert REAL_KEY not in repr(s)  # a SecretStr never prints

@@ -191,19 +191,14 @@ def test_redis_outage_loses_no_action(stack: Stack) -> None:
 def test_one_client_cannot_drain_the_faucet(stack: Stack, tmp_path) -> None:
     """The cooldown is per recipient; a client naming fresh addresses meets its own limit.
     A second API process (same Redis, database and chain) with a limit of 3 per window."""
-    from gpucap import devchain
-    from tests.backend.backend_helpers import ServiceProcess, http_up
+    from tests.backend.backend_helpers import second_api
 
-    port = devchain.free_port()
     env = {
-        **stack.env,
         "GPUCAP_FAUCET_CLIENT_LIMIT": "3",
         "GPUCAP_FAUCET_CLIENT_WINDOW_SECONDS": "86399",  # its own counter, not the suite's
     }
-    api = ServiceProcess("api-limited", ["api", "--port", str(port)], env, tmp_path / "api.log")
-    url = f"http://127.0.0.1:{port}"
-    api.start(ready=lambda: http_up(url + "/docs"))
-    try:
+    with second_api(stack, tmp_path, "api-limited", env) as port:
+        url = f"http://127.0.0.1:{port}"
         before = count_rows(stack)
         accepted = []
         for _ in range(3):
@@ -215,8 +210,6 @@ def test_one_client_cannot_drain_the_faucet(stack: Stack, tmp_path) -> None:
         body = refused.json()
         assert body["code"] == "FaucetClientLimit" and 0 < body["retry_after_seconds"] <= 86399
         assert count_rows(stack) == before + 3  # the refused one left nothing behind
-    finally:
-        api.stop()
     for action_id in accepted:
         assert stack.wait_final(action_id)["status"] == "confirmed"
 
@@ -240,20 +233,15 @@ def test_forwarded_for_is_believed_from_trusted_proxies_only(stack: Stack, tmp_p
     a client connecting directly (127.0.0.1) cannot escape its limit by naming other
     addresses in X-Forwarded-For; through the proxy, the client is the rightmost address
     the proxy appended, whatever the client put before it."""
-    from gpucap import devchain
-    from tests.backend.backend_helpers import ServiceProcess, http_up
+    from tests.backend.backend_helpers import second_api
 
-    port = devchain.free_port()
     env = {
-        **stack.env,
         "GPUCAP_FAUCET_CLIENT_LIMIT": "2",
         "GPUCAP_FAUCET_CLIENT_WINDOW_SECONDS": "86398",  # its own counters
         "GPUCAP_TRUSTED_PROXIES": json.dumps(["127.0.0.2"]),
     }
-    api = ServiceProcess("api-proxied", ["api", "--port", str(port)], env, tmp_path / "api.log")
-    api.start(ready=lambda: http_up(f"http://127.0.0.1:{port}/docs"))
     accepted: list[str] = []
-    try:
+    with second_api(stack, tmp_path, "api-proxied", env) as port:
         # Directly, forging a new address each time: still one client, 127.0.0.1.
         for forged in ("198.51.100.1", "198.51.100.2"):
             status, body = _drip_via(port, "127.0.0.1", forged)
@@ -273,8 +261,6 @@ def test_forwarded_for_is_believed_from_trusted_proxies_only(stack: Stack, tmp_p
         status, body = _drip_via(port, "127.0.0.2", "203.0.113.8")  # another client
         assert status == 202, body
         accepted.append(body["action_id"])
-    finally:
-        api.stop()
     for action_id in accepted:
         assert stack.wait_final(action_id)["status"] == "confirmed"
 

@@ -13,12 +13,15 @@ from fractions import Fraction
 from math import floor
 
 import pytest
+import requests
 from brownie import chain, web3
 from eth_account import Account
 
 from backend.risk import formulas as F
 from backend.risk.marking import market_implied_value
-from gpucap import devchain
+from gpucap import actions, devchain, trading
+from gpucap.actions import ApiRejected
+from gpucap.deployment import Deployment
 from gpucap.signing import MarketOrder, sign_order, sign_permit, sign_request
 from scripts.deploy import PoolTerms, deploy_node_pool
 from tests.backend.backend_helpers import (
@@ -150,17 +153,7 @@ def _order(m, *, amount, quote, nonce=0, expiry=None, sell=True, token=None, mak
 def _body(m, order: MarketOrder, signer=None) -> dict:
     signer = signer or m["maker"]
     signature = sign_order(order, signer.key, market=m["s"].market.address, chain_id=chain.id)
-    return {
-        "maker": order.maker,
-        "asset": order.asset,
-        "token_id": str(order.token_id),
-        "sell": order.sell,
-        "amount": str(order.amount),
-        "quote_amount": str(order.quote_amount),
-        "nonce": str(order.nonce),
-        "expiry": order.expiry,
-        "signature": "0x" + signature.hex(),
-    }
+    return trading.order_body(order, signature)
 
 
 def _relay(stack: Stack, m, wallet, to: str, data: str, *, path="/api/v1/forward", gas=500_000):
@@ -458,22 +451,9 @@ def test_a_resting_bid_taken_by_a_seller(stack: Stack, market) -> None:
     _confirmed(stack, _relay(stack, m, taker, s.capacity.address, approval))
     coins = {w: s.stablecoin.balanceOf(w.address) for w in (taker, bidder)}
     fees = s.stablecoin.balanceOf(s.market.feeRecipient())
-    found = stack.post(
-        "/api/v1/market/match",
-        json={
-            "taker": taker.address,
-            "asset": s.capacity.address,
-            "token_id": str(token),
-            "side": "sell",
-            "amount": "5",
-            "limit_price": "2000000",
-        },
-    ).json()
-    assert [(f["amount"], f["quote"]) for f in found["fills"]] == [("2", "4200000")]
-    fill = _relay(
-        stack, m, taker, found["to"], found["data"], path="/api/v1/market/fills", gas=found["gas"]
-    )
-    _confirmed(stack, fill)
+    sold = _take(stack, m, 5, "2000000", buy=False)
+    assert [(f["amount"], f["quote"]) for f in sold.matched["fills"]] == [("2", "4200000")]
+    _taken(stack, sold)
     _order_state(stack, placed.json()["order_hash"], lambda o: o["status"] == "filled")
     assert s.capacity.balanceOf(bidder.address, token) == 2
     assert s.stablecoin.balanceOf(bidder.address) == coins[bidder] - 4_200_000
@@ -481,25 +461,25 @@ def test_a_resting_bid_taken_by_a_seller(stack: Stack, market) -> None:
     assert s.stablecoin.balanceOf(s.market.feeRecipient()) == fees + 4_200
 
 
-def _take(stack: Stack, m, amount: int, limit_price: str):
-    s = m["s"]
-    found = stack.post(
-        "/api/v1/market/match",
-        json={
-            "taker": m["taker"].address,
-            "asset": s.capacity.address,
-            "token_id": str(m["token"]),
-            "side": "buy",
-            "amount": str(amount),
-            "limit_price": limit_price,
-        },
+def _take(stack: Stack, m, amount: int, limit_price: str, *, buy: bool = True) -> trading.Take:
+    """The taker's take of the module's GPU-hours, as the CLI does it (gpucap.trading):
+    matched by the API, signed, relayed. Raises ApiRejected when the API refuses."""
+    return trading.take(
+        actions.Api(stack.api_url),
+        Deployment.load(stack.deployment.manifest_path),
+        m["taker"],
+        asset=m["s"].capacity.address,
+        token_id=m["token"],
+        buy=buy,
+        amount=amount,
+        limit_price=limit_price,
     )
-    if found.status_code != 200:
-        return found
-    body = found.json()
-    return _relay(
-        stack, m, m["taker"], body["to"], body["data"], path="/api/v1/market/fills", gas=body["gas"]
-    )
+
+
+def _taken(stack: Stack, take: trading.Take) -> dict:
+    final = stack.wait_final(take.accepted["action_id"])
+    assert final["status"] == "confirmed", final
+    return final
 
 
 def test_a_fill_a_reorg_removed_fills_again_once_and_unfunded_orders_leave_the_book(
@@ -513,8 +493,7 @@ def test_a_fill_a_reorg_removed_fills_again_once_and_unfunded_orders_leave_the_b
     placed = stack.post("/api/v1/market/orders", json=_body(m, e))
     assert placed.status_code == 201, placed.text
     digest = placed.json()["order_hash"]
-    first = stack.wait_final(_take(stack, m, 2, "2200000").json()["action_id"])
-    assert first["status"] == "confirmed", first
+    first = _taken(stack, _take(stack, m, 2, "2200000"))
     _order_state(stack, digest, lambda o: o["status"] == "filled")
 
     head = reorg_away(first["block_number"])
@@ -541,8 +520,9 @@ def test_a_fill_a_reorg_removed_fills_again_once_and_unfunded_orders_leave_the_b
     assert placed.status_code == 201, placed.text
     give = s.capacity.safeTransferFrom.encode_input(maker.address, taker.address, token, left, b"")
     _confirmed(stack, _relay(stack, m, maker, s.capacity.address, give))
-    refused = _take(stack, m, 1, "2300000")
-    assert (refused.status_code, refused.json()["code"]) == (409, "NoMatch"), refused.text
+    with pytest.raises(ApiRejected) as refused:
+        _take(stack, m, 1, "2300000")
+    assert (refused.value.status, refused.value.body["code"]) == (409, "NoMatch")
     state = stack.get(f"/api/v1/market/orders/{placed.json()['order_hash']}").json()
     assert (state["status"], state["in_book"], state["dropped"]) == (
         "open",
@@ -696,6 +676,51 @@ def test_permits_refused_with_their_codes_and_a_used_one_in_effect(
     assert web3.eth.get_balance(owner.address) == 0
 
 
+def test_one_client_cannot_have_the_relayer_pay_for_permits_without_end(
+    stack: Stack, market, tmp_path
+) -> None:
+    """One open permit per owner and token bounds nothing for a client naming fresh
+    owners: its own limit does. A second API process (same Redis, database and chain) with
+    a limit of 2 per window: a refused permit and the same permit again do not count; the
+    third new one is a 429 that leaves nothing behind; the two accepted confirm."""
+    from backend.db.models import Action
+    from backend.db.session import get_sessionmaker
+    from tests.backend.backend_helpers import second_api
+
+    env = {
+        "GPUCAP_PERMIT_CLIENT_LIMIT": "2",
+        "GPUCAP_PERMIT_CLIENT_WINDOW_SECONDS": "86397",  # its own counter, not the suite's
+    }
+    coin = market["s"].stablecoin
+
+    def rows() -> int:
+        with get_sessionmaker(stack.env["GPUCAP_DATABASE_URL"])() as session:
+            return session.query(Action).count()
+
+    with second_api(stack, tmp_path, "api-permits", env) as port:
+        url = f"http://127.0.0.1:{port}/api/v1/market/permits"
+        first = _permit_body(market, Account.create(), coin, value=USD)
+        wrong = {**_permit_body(market, Account.create(), coin, value=USD), "value": "2"}
+        assert requests.post(url, json=wrong, timeout=10).json()["code"] == "InvalidSignature"
+        accepted = [requests.post(url, json=first, timeout=10)]
+        again = requests.post(url, json=first, timeout=10)
+        assert again.status_code == 200, again.text
+        second = _permit_body(market, Account.create(), coin, value=USD)
+        accepted.append(requests.post(url, json=second, timeout=10))
+        assert [r.status_code for r in accepted] == [202, 202], [r.text for r in accepted]
+        before = rows()
+        refused = requests.post(
+            url, json=_permit_body(market, Account.create(), coin, value=USD), timeout=10
+        )
+        assert refused.status_code == 429, refused.text
+        body = refused.json()
+        assert body["code"] == "PermitClientLimit" and 0 < body["retry_after_seconds"] <= 86397
+        assert "(127.0.0.1)" in body["reason"]
+        assert rows() == before  # the refused one left nothing behind
+    for resp in accepted:
+        assert stack.wait_final(resp.json()["action_id"])["status"] == "confirmed"
+
+
 def test_a_wallet_with_no_gas_approves_by_signature_and_its_bid_and_share_sell_fill(
     stack: Stack, market, listed_pool, admin, stranger
 ) -> None:
@@ -790,7 +815,7 @@ def test_a_wallet_with_no_gas_approves_by_signature_and_its_bid_and_share_sell_f
     back = _order(m, amount=3, quote=6_600_000, nonce=52, maker=user)  # 2.2 a GPU-hour
     resp = stack.post("/api/v1/market/orders", json=_body(m, back, signer=user))
     assert resp.status_code == 201, resp.text
-    _confirmed(stack, _take(stack, m, 3, "2200000"))
+    _taken(stack, _take(stack, m, 3, "2200000"))
     params = {"asset": s.capacity.address, "token_id": token}
     trades = wait_for(
         lambda: (

@@ -1,6 +1,6 @@
 """Revisions up and down on SQLite and PostgreSQL: the actions table's finality and chain
-columns (0010) and the governance tables (0011); what each direction keeps, and that the
-head is reached again."""
+columns (0010), the governance tables (0011), the loan book (0013) and leaf v2 (0016); what each
+direction keeps, and that the head is reached again (tests/support/migrations.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from alembic import command
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from backend.db.migrate import alembic_config, upgrade_to_head
+from tests.support.migrations import RevisionStep, revision_step
 
 POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -103,59 +104,49 @@ def test_0010_up_down_up(database_url: str) -> None:
 GOVERNANCE_TABLES = {"governance_changes", "governance_delays"}
 
 
-def _mark_indexed(engine: sa.Engine, timelock_events: int) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO indexer_state (chain_id, deployment_block, next_block, head_block, "
-                "reorgs, resets, updated_at) VALUES (31337, 5, 100, 100, 0, 0, :now)"
-            ),
-            {"now": datetime.now(UTC)},
-        )
-        for n in range(timelock_events):
+def _stored_events(step: RevisionStep, contract: str, event: str, count: int) -> None:
+    """``count`` events of ``contract`` the index stored (before a revision folds them)."""
+    with step.engine.begin() as conn:
+        for n in range(count):
             conn.execute(
                 sa.text(
                     "INSERT INTO chain_events (block_number, log_index, block_hash, "
                     "block_timestamp, tx_hash, contract, event, args) VALUES (:n, 0, :h, 1, :h, "
-                    "'GpucapTimelock', 'MinDelayChange', '{}')"
+                    ":contract, :event, '{}')"
                 ),
-                {"n": 10 + n, "h": "0x" + "ab" * 32},
+                {"n": 10 + n, "h": "0x" + "ab" * 32, "contract": contract, "event": event},
             )
 
 
 @pytest.mark.parametrize("timelock_events", [0, 1])
 def test_0011_up_down_up(database_url: str, timelock_events: int) -> None:
-    cfg = alembic_config(database_url)
-    command.upgrade(cfg, "0010")
-    engine = sa.create_engine(database_url)
-    _mark_indexed(engine, timelock_events)
+    with revision_step(database_url, "0011") as step:
+        step.mark_indexed()
+        _stored_events(step, "GpucapTimelock", "MinDelayChange", timelock_events)
 
-    command.upgrade(cfg, "0011")
-    inspector = sa.inspect(engine)
-    assert set(inspector.get_table_names()) >= GOVERNANCE_TABLES
-    assert {"ix_governance_changes_status_eta", "ix_governance_changes_operation_id"} <= {
-        i["name"] for i in inspector.get_indexes("governance_changes")
-    }
-    with engine.connect() as conn:
-        block = conn.scalar(sa.text("SELECT deployment_block FROM indexer_state"))
-    # An index that stored timelock events without folding them starts over; others stay.
-    assert block == (-1 if timelock_events else 5)
-    with engine.begin() as conn:  # the model's columns are there: a change can be stored
-        conn.execute(
-            sa.text(
-                "INSERT INTO governance_changes (block_number, log_index, operation_id, "
-                "call_index, target, value, data, predecessor, salt, delay_seconds, "
-                "scheduled_at, eta, scheduled_tx, status) VALUES (1, 0, :op, 0, :t, '0', "
-                "'0x', :op, :op, 90, 1, 91, :op, 'pending')"
-            ),
-            {"op": "0x" + "00" * 32, "t": "0x" + "11" * 20},
+        step.up()
+        assert step.tables() >= GOVERNANCE_TABLES
+        assert {
+            "ix_governance_changes_status_eta",
+            "ix_governance_changes_operation_id",
+        } <= step.indexes("governance_changes")
+        # An index that stored timelock events without folding them starts over; others stay.
+        assert step.scalar("SELECT deployment_block FROM indexer_state") == (
+            -1 if timelock_events else 5
         )
+        with step.engine.begin() as conn:  # the model's columns are there: a change fits
+            conn.execute(
+                sa.text(
+                    "INSERT INTO governance_changes (block_number, log_index, operation_id, "
+                    "call_index, target, value, data, predecessor, salt, delay_seconds, "
+                    "scheduled_at, eta, scheduled_tx, status) VALUES (1, 0, :op, 0, :t, '0', "
+                    "'0x', :op, :op, 90, 1, 91, :op, 'pending')"
+                ),
+                {"op": "0x" + "00" * 32, "t": "0x" + "11" * 20},
+            )
 
-    command.downgrade(cfg, "0010")
-    assert not GOVERNANCE_TABLES & set(sa.inspect(engine).get_table_names())
-    upgrade_to_head(database_url)
-    assert set(sa.inspect(engine).get_table_names()) >= GOVERNANCE_TABLES
-    engine.dispose()
+        step.down()
+        assert not GOVERNANCE_TABLES & step.tables()
 
 
 LOAN_TABLES = {"pool_loans", "pool_loan_events"}
@@ -163,95 +154,71 @@ LOAN_TABLES = {"pool_loans", "pool_loan_events"}
 
 @pytest.mark.parametrize("loan_events", [0, 1])
 def test_0013_up_down_up(database_url: str, loan_events: int) -> None:
-    cfg = alembic_config(database_url)
-    command.upgrade(cfg, "0012")  # the revision before
-    engine = sa.create_engine(database_url)
-    _mark_indexed(engine, 0)
-    with engine.begin() as conn:
-        for n in range(loan_events):
+    with revision_step(database_url, "0013") as step:
+        step.mark_indexed()
+        _stored_events(step, "PoolLoans", "LoanParamsSet", loan_events)
+
+        step.up()
+        assert step.tables() >= LOAN_TABLES
+        assert "ix_pool_loan_events_node_id" in step.indexes("pool_loan_events")
+        # An index that stored loan events without folding them starts over; others stay.
+        assert step.scalar("SELECT deployment_block FROM indexer_state") == (
+            -1 if loan_events else 5
+        )
+        with step.engine.begin() as conn:  # the model's columns are there: a loan fits
             conn.execute(
                 sa.text(
-                    "INSERT INTO chain_events (block_number, log_index, block_hash, "
-                    "block_timestamp, tx_hash, contract, event, args) VALUES (:n, 0, :h, 1, :h, "
-                    "'PoolLoans', 'LoanParamsSet', '{}')"
-                ),
-                {"n": 10 + n, "h": "0x" + "cd" * 32},
+                    "INSERT INTO pool_loans (node_id, state, pledge_taken, pledged, "
+                    "pledge_released, bond_seized) VALUES (7, 'defaulted', true, 0, 0, 500)"
+                )
             )
 
-    command.upgrade(cfg, "0013")
-    inspector = sa.inspect(engine)
-    assert set(inspector.get_table_names()) >= LOAN_TABLES
-    assert "ix_pool_loan_events_node_id" in {
-        i["name"] for i in inspector.get_indexes("pool_loan_events")
-    }
-    with engine.connect() as conn:
-        block = conn.scalar(sa.text("SELECT deployment_block FROM indexer_state"))
-    # An index that stored loan events without folding them starts over; others stay.
-    assert block == (-1 if loan_events else 5)
-    with engine.begin() as conn:  # the model's columns are there: a loan can be stored
-        conn.execute(
-            sa.text(
-                "INSERT INTO pool_loans (node_id, state, pledge_taken, pledged, "
-                "pledge_released, bond_seized) VALUES (7, 'defaulted', true, 0, 0, 500)"
-            )
-        )
-
-    command.downgrade(cfg, "0012")
-    assert not LOAN_TABLES & set(sa.inspect(engine).get_table_names())
-    upgrade_to_head(database_url)
-    assert set(sa.inspect(engine).get_table_names()) >= LOAN_TABLES
-    engine.dispose()
+        step.down()
+        assert not LOAN_TABLES & step.tables()
 
 
 def test_0016_leaf_v2_up_down_up(database_url: str) -> None:
     """Energy becomes joules (× 3600, exact); a v1 row's 0 Wh becomes unknown (coverage
     0), its cumulative counters NULL; down gives whole Wh back."""
-    cfg = alembic_config(database_url)
-    command.upgrade(cfg, "0015")  # the revision before
-    engine = sa.create_engine(database_url)
-    h = "0x" + "ab" * 32
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO epochs (epoch, root, node_count, total_energy_wh, "
-                "total_milli_gpu_hours, config_version, transmitter, block_number, attested_at, "
-                "tx_hash) VALUES (3, :h, 2, 150, 9, 1, :a, 10, 1000, :h)"
-            ),
-            {"h": h, "a": "0x" + "11" * 20},
-        )
-        for node, energy in ((1, 150), (2, 0)):
+    with revision_step(database_url, "0016") as step:
+        h = "0x" + "ab" * 32
+        with step.engine.begin() as conn:
             conn.execute(
                 sa.text(
-                    "INSERT INTO node_metrics (epoch, node_id, root, uptime_bps, utilization_bps,"
-                    " sample_coverage_bps, energy_wh, milli_gpu_hours, leaf_hash, proof) VALUES"
-                    " (3, :n, :h, 10000, 5000, 9000, :e, 4, :h, '[]')"
+                    "INSERT INTO epochs (epoch, root, node_count, total_energy_wh, "
+                    "total_milli_gpu_hours, config_version, transmitter, block_number, "
+                    "attested_at, tx_hash) VALUES (3, :h, 2, 150, 9, 1, :a, 10, 1000, :h)"
                 ),
-                {"n": node, "h": h, "e": energy},
+                {"h": h, "a": "0x" + "11" * 20},
             )
+            for node, energy in ((1, 150), (2, 0)):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO node_metrics (epoch, node_id, root, uptime_bps, "
+                        "utilization_bps, sample_coverage_bps, energy_wh, milli_gpu_hours, "
+                        "leaf_hash, proof) VALUES (3, :n, :h, 10000, 5000, 9000, :e, 4, :h, '[]')"
+                    ),
+                    {"n": node, "h": h, "e": energy},
+                )
 
-    command.upgrade(cfg, "0016")
-    with engine.connect() as conn:
-        assert conn.scalar(sa.text("SELECT total_energy_joules FROM epochs")) == 540_000
-        rows = conn.execute(
-            sa.text(
-                "SELECT node_id, energy_joules, utilization_coverage_bps, energy_coverage_bps,"
-                " challenges_passed, cum_milli_gpu_hours FROM node_metrics ORDER BY node_id"
-            )
-        ).all()
-    assert [tuple(r) for r in rows] == [
-        (1, 540_000, 9_000, 9_000, 0, None),
-        (2, 0, 9_000, 0, 0, None),
-    ]
-    assert "total_energy_wh" not in {c["name"] for c in sa.inspect(engine).get_columns("epochs")}
+        step.up()
+        assert step.scalar("SELECT total_energy_joules FROM epochs") == 540_000
+        with step.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT node_id, energy_joules, utilization_coverage_bps, energy_coverage_bps,"
+                    " challenges_passed, cum_milli_gpu_hours FROM node_metrics ORDER BY node_id"
+                )
+            ).all()
+        assert [tuple(r) for r in rows] == [
+            (1, 540_000, 9_000, 9_000, 0, None),
+            (2, 0, 9_000, 0, 0, None),  # v1's 0 Wh: unknown, not zero
+        ]
+        assert "total_energy_wh" not in step.columns("epochs")
 
-    command.downgrade(cfg, "0015")
-    with engine.connect() as conn:
-        assert conn.scalar(sa.text("SELECT total_energy_wh FROM epochs")) == 150
-        energies = conn.execute(sa.text("SELECT energy_wh FROM node_metrics ORDER BY node_id"))
-        assert [e for (e,) in energies] == [150, 0]
-    columns = {c["name"] for c in sa.inspect(engine).get_columns("node_metrics")}
-    assert not columns & {"energy_joules", "energy_coverage_bps", "cum_energy_joules"}
-    upgrade_to_head(database_url)
-    columns = {c["name"] for c in sa.inspect(engine).get_columns("node_metrics")}
-    assert {"energy_joules", "cum_busy_gpu_seconds"} <= columns
-    engine.dispose()
+        step.down()
+        assert step.scalar("SELECT total_energy_wh FROM epochs") == 150
+        with step.engine.connect() as conn:
+            energies = conn.execute(sa.text("SELECT energy_wh FROM node_metrics ORDER BY node_id"))
+            assert [e for (e,) in energies] == [150, 0]
+        assert not step.columns("node_metrics") & {"energy_joules", "cum_energy_joules"}

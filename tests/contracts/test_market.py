@@ -4,7 +4,7 @@ started windows, fee-on-transfer and re-entrant tokens)."""
 
 import brownie
 import pytest
-from brownie import ZERO_ADDRESS, FeeOnTransferToken, Market, ReentrantToken, chain
+from brownie import ZERO_ADDRESS, FeeOnTransferToken, Market, ReentrantToken, chain, web3
 from brownie.exceptions import VirtualMachineError
 from eth_account import Account
 
@@ -24,6 +24,7 @@ from tests.support.stateful import mine_at_least
 
 OPEN, PARTIAL, FILLED, CANCELLED, EXPIRED = range(5)
 MAKER_BPS, TAKER_BPS = 20, 30
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 @pytest.fixture(scope="module")
@@ -495,6 +496,38 @@ class TestAttacks:
         assert ", ".join(head) == err("MarketWindowStarted", world.tid, world.window)
         assert int(now) >= world.window
 
+    def test_malleable_twin_signature_is_refused(self, world, market, traders):
+        # The signature is read from calldata as r, s, v: the twin (n - s, the other v)
+        # recovers the same maker, and the market refuses it as ECDSA.recover does.
+        alice, bob, _ = traders
+        order = order_for(world, alice)
+        sig = signed(order, alice.private_key, market)
+        twin_s = (SECP256K1_N - int.from_bytes(sig[32:64], "big")).to_bytes(32, "big")
+        twin = sig[:32] + twin_s + bytes([55 - sig[64]])
+        with brownie.reverts(err("ECDSAInvalidSignatureS", twin_s)):
+            market.fill(order.as_tuple(), twin, 1, {"from": bob})
+        with brownie.reverts(err("ECDSAInvalidSignatureLength", 64)):
+            market.fill(order.as_tuple(), sig[:64], 1, {"from": bob})
+
+    @pytest.mark.parametrize(("word", "value"), [(0, 2**160), (3, 2), (7, 2**64)])
+    def test_dirty_order_words_are_refused(self, world, market, traders, word, value):
+        # The order is hashed from its calldata words: a maker, a sell flag or an expiry
+        # with bits the type cannot hold would hash apart from the order it decodes to.
+        alice, bob, _ = traders
+        order = order_for(world, alice)
+        sig = signed(order, alice.private_key, market)
+        for call in (
+            market.fill.encode_input(order.as_tuple(), sig, 1),
+            market.hashOrder.encode_input(order.as_tuple()),
+        ):
+            data = bytearray(bytes.fromhex(call[2:]))
+            at = 4 + 32 * word
+            dirty = int.from_bytes(data[at : at + 32], "big") | value
+            data[at : at + 32] = dirty.to_bytes(32, "big")
+            with pytest.raises(ValueError, match="execution reverted") as refused:
+                web3.eth.call({"from": bob.address, "to": market.address, "data": bytes(data)})
+            assert refused.value.args[0]["data"] == "0x"  # as the ABI decoder refuses
+
     def test_fee_on_transfer_share_is_refused(self, world, market, traders, admin):
         alice, bob, _ = traders
         token = listed_token(FeeOnTransferToken, market, alice, admin)
@@ -514,6 +547,11 @@ class TestAttacks:
         order = order_for(world, alice, amount=1, quote=1_000)
         with brownie.reverts(err("MarketTransferShortfall", cash, 1_000, 990)):
             other.fill(order.as_tuple(), signed(order, alice.private_key, other), 1, {"from": bob})
+        # A batch checks the stablecoin on its first leg only: that leg refuses the token.
+        second = order_for(world, alice, amount=1, quote=1_000, nonce=1)
+        fills = [(o.as_tuple(), signed(o, alice.private_key, other), 1) for o in (order, second)]
+        with brownie.reverts(err("MarketTransferShortfall", cash, 1_000, 990)):
+            other.fillBatch(fills, {"from": bob})
 
     def test_reentrant_token_cannot_fill_again(self, world, market, traders, admin):
         alice, bob, _ = traders

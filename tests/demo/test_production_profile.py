@@ -3,12 +3,15 @@ on a mnemonic of its own, chain 4242, a block every half second), PostgreSQL and
 redis-server (a throwaway database and an empty Redis database number), keys in
 encrypted keystores written here.
 
-Deploys with the documented command (``python -m scripts.deploy_to``), starts the
+Deploys with the documented command (``python -m scripts.deploy_to``) on the chain's own
+stablecoin (a 6-decimal ERC-20 with permit an issuer deployed before), starts the
 documented production profile (``python -m devnet serve --log-format json``) with one
 oracle daemon, relays one signed forward request through the API to confirmed, and
 reads every line the API, the worker, beat and the oracle wrote as a JSON object. The
 refusals: the profile with a dev key or without a keystore password, the deploy with a
-dev deployer key; each exits 2 and says why.
+dev deployer key or without a stablecoin that is one, the backend's worker started alone
+with a plain key (production, or development settings on this chain); each exits 2 and
+says why.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,7 +42,7 @@ from tests.support.backends import SERVERS, servers_unreachable
 ROOT = devchain.REPO_ROOT
 CHAIN_ID = 4242
 PASSWORD = "correct horse battery staple"
-ROLES = ("deployer", "relayer", "oracle-1", "oracle-2", "oracle-3")
+ROLES = ("deployer", "relayer", "oracle-1", "oracle-2", "oracle-3", "issuer")
 JSON_KEYS = {"time", "level", "logger", "message"}
 
 
@@ -109,8 +113,23 @@ def operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
         anvil.stop()
 
 
-def _deploy_args(operator: Operator, keystore_role: str, manifest: Path) -> list[str]:
+@pytest.fixture(scope="module")
+def stablecoin(operator: Operator) -> str:
+    """The chain's stablecoin, there before gpucap (its issuer deployed it; anvil's accounts
+    are unlocked): the test token's code stands in for a USDC with permit."""
+    artifact = json.loads((ROOT / "build" / "contracts" / "TestStablecoin.json").read_text())
+    w3 = Web3(Web3.HTTPProvider(operator.rpc_url))
+    issuer = operator.addresses["issuer"]
+    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    tx = factory.constructor(issuer, 10**6, 3600).transact({"from": issuer})
+    return str(w3.eth.wait_for_transaction_receipt(tx, timeout=30)["contractAddress"])
+
+
+def _deploy_args(
+    operator: Operator, keystore_role: str, manifest: Path, stablecoin: str | None
+) -> list[str]:
     a = operator.addresses
+    coin = ["--stablecoin-address", stablecoin] if stablecoin else []
     return [
         "scripts.deploy_to",
         "--rpc-url",
@@ -128,16 +147,20 @@ def _deploy_args(operator: Operator, keystore_role: str, manifest: Path) -> list
         "--relayer-address",
         a["relayer"],
         *[arg for n in (1, 2, 3) for arg in ("--oracle-address", a[f"oracle-{n}"])],
+        *coin,
     ]
 
 
 @pytest.fixture(scope="module")
-def manifest(operator: Operator) -> Path:
+def manifest(operator: Operator, stablecoin: str) -> Path:
     path = operator.folder / "deployment.json"
-    deployed = _run(_deploy_args(operator, "deployer", path))
+    deployed = _run(_deploy_args(operator, "deployer", path, stablecoin))
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     assert f"gpucap deployed on chain {CHAIN_ID}" in deployed.stdout
     assert "2 confirmation(s)" in deployed.stdout
+    # gpucap runs on the chain's stablecoin, read as a standard ERC-20 with permit.
+    entry = json.loads(path.read_text())["contracts"]["TestStablecoin"]
+    assert entry == {"address": stablecoin, "abi": "build/contracts/ERC20Permit.json"}
     return path
 
 
@@ -158,30 +181,82 @@ def _serve_args(operator: Operator, manifest: Path, **options: str | None) -> li
     return args
 
 
-def test_deploy_refuses_a_dev_key_before_sending_anything(operator: Operator) -> None:
+def test_deploy_refuses_a_dev_key_or_no_stablecoin_before_sending_anything(
+    operator: Operator, stablecoin: str
+) -> None:
     w3 = Web3(Web3.HTTPProvider(operator.rpc_url))
     nonce = w3.eth.get_transaction_count(operator.addresses["deployer"])
-    refused = _run(_deploy_args(operator, "dev", operator.folder / "never.json"))
-    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
-    assert "deploy refused: the deployer key is one of anvil's well-known" in refused.stderr
-    assert not (operator.folder / "never.json").exists()
+    never = operator.folder / "never.json"
+    attempts = {  # side by side: each is refused before brownie loads the project
+        "dev key": _deploy_args(operator, "dev", never, stablecoin),
+        "no stablecoin": _deploy_args(operator, "deployer", never, None),
+    }
+    running = {
+        what: subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=ROOT,
+            env=_clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for what, args in attempts.items()
+    }
+    said = {what: proc.communicate(timeout=120)[1] for what, proc in running.items()}
+    assert {what: proc.returncode for what, proc in running.items()} == dict.fromkeys(
+        attempts, 2
+    ), said
+    assert "deploy refused: the deployer key is one of anvil's well-known" in said["dev key"]
+    assert said["no stablecoin"] == (
+        f"deploy refused: chain {CHAIN_ID} is not the dev chain: give its stablecoin's "
+        "address (--stablecoin-address, $GPUCAP_STABLECOIN_ADDRESS); the test token is "
+        "deployed on the dev chain only\n"
+    )
+    assert not never.exists()
+    # What the stablecoin check (run by deploy_to, then by deploy.py) refuses and takes.
+    from scripts.deploy_checks import DeployRefused, check_stablecoin
+
+    assert check_stablecoin(w3, stablecoin, CHAIN_ID) == "tUSD"
+    # Code that answers nothing: a contract, not an ERC-20 (init code returning one STOP).
+    tx = w3.eth.send_transaction(
+        {"from": operator.addresses["issuer"], "data": "0x600180600b6000396000f300"}
+    )
+    not_a_token = w3.eth.wait_for_transaction_receipt(tx, timeout=30)["contractAddress"]
+    relayer = operator.addresses["relayer"]
+    for address, reason in (
+        (relayer, f"the stablecoin {relayer} has no code on chain {CHAIN_ID}"),
+        (not_a_token, f"the stablecoin {not_a_token} does not answer decimals() and symbol()"),
+        ("0x1234", "the stablecoin address '0x1234' is not an address"),
+    ):
+        with pytest.raises(DeployRefused, match=re.escape(reason)):
+            check_stablecoin(w3, address, CHAIN_ID)
     # ...and dev account 9 sent nothing (it holds no ETH here anyway: no dev key does).
     assert w3.eth.get_transaction_count(Account.from_key(devchain.dev_private_key(9)).address) == 0
     assert w3.eth.get_balance(Account.from_key(devchain.dev_private_key(0)).address) == 0
     assert w3.eth.get_transaction_count(operator.addresses["deployer"]) == nonce
 
 
-def test_profile_refuses_a_dev_key_a_missing_password_and_a_plain_key(
+def test_profile_and_backend_refuse_a_dev_key_a_missing_password_and_a_plain_key(
     operator: Operator, manifest: Path
 ) -> None:
     dev_keystore = str(operator.keystore("dev"))
+    plain = {**_clean_env(), "GPUCAP_RELAYER_KEY": "0x" + "ab" * 32}
+    # The backend alone, off the dev chain: its worker opens the relayer key at start.
+    backend = {
+        **plain,
+        "GPUCAP_MANIFEST_PATH": str(manifest),
+        "GPUCAP_RUN_DIR": str(operator.folder / "backend-run"),
+        "GPUCAP_REDIS_URL": "redis://127.0.0.1:1/0",
+    }
     attempts = {  # run side by side: each is refused before it touches anything
         "dev key": (_serve_args(operator, manifest, **{"relayer-keystore": dev_keystore}), None),
         "no password": (_serve_args(operator, manifest, **{"relayer-password-file": None}), None),
-        "plain key": (
-            _serve_args(operator, manifest),
-            {**_clean_env(), "GPUCAP_RELAYER_KEY": "0x" + "ab" * 32},
+        "plain key": (_serve_args(operator, manifest), plain),
+        "backend production": (
+            ["backend", "worker"],
+            {**backend, "GPUCAP_ENVIRONMENT": "production"},
         ),
+        "backend development": (["backend", "worker"], backend),
     }
     running = {
         what: subprocess.Popen(
@@ -202,6 +277,16 @@ def test_profile_refuses_a_dev_key_a_missing_password_and_a_plain_key(
     assert "cannot start: the relayer keystore" in said["no password"]
     assert "no password was given: --relayer-password-file FILE" in said["no password"]
     assert "GPUCAP_RELAYER_KEY set: the production profile takes keys" in said["plain key"]
+    for what, reason in (
+        ("backend production", "GPUCAP_RELAYER_KEY is set: outside a development chain"),
+        (
+            "backend development",
+            f"GPUCAP_RELAYER_KEY (or the default dev key) refused on chain {CHAIN_ID}",
+        ),
+    ):
+        lines = said[what].strip().splitlines()
+        assert len(lines) == 1 and "invalid configuration: " + reason in lines[0], said[what]
+        assert "encrypted keystore only" in lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -270,6 +355,9 @@ def test_profile_relays_a_signed_forward_request_to_confirmed(
     data = capacity.encode_abi("setApprovalForAll", [registry.address, True])
     deadline = w3.eth.get_block("latest")["timestamp"] + 3_600
     request = sign_request(wallet, forwarder.address, CHAIN_ID, capacity.address, data, 0, deadline)
+    # The chain's own stablecoin has no faucet: a 404 with the reason, nothing relayed.
+    faucet = requests.post(f"{served['api']}/faucet", json={"address": wallet.address}, timeout=10)
+    assert (faucet.status_code, faucet.json()["code"]) == (404, "FaucetUnavailable"), faucet.text
     accepted = requests.post(f"{served['api']}/api/v1/forward", json=request.api_body(), timeout=10)
     assert accepted.status_code == 202, accepted.text
     action_id = accepted.json()["action_id"]
@@ -363,3 +451,24 @@ def test_a_json_line_carries_the_exception_and_the_extra_fields() -> None:
     assert entry["time"].endswith("Z")
     assert "RuntimeError: boom\nsecond line" in entry["exception"]
     assert entry["action_id"] == "42"
+
+
+@pytest.mark.parametrize("command", ["backend", "oracle", "agent"])
+def test_every_command_line_refuses_an_unknown_log_format_alike(command: str) -> None:
+    """One --log-format (gpucap.logs.LogFormatOption) for every process: a format it does
+    not know, on the command line or in $GPUCAP_LOG_FORMAT, is a usage error (exit 2)."""
+    from typer.testing import CliRunner
+
+    if command == "backend":
+        from backend.__main__ import cli as app
+
+        args = ["--log-format", "xml", "migrate"]
+    else:
+        app = __import__(f"{command}.__main__", fromlist=["app"]).app
+        args = ["run", "--log-format", "xml"]
+    without = [a for a in args if a not in ("--log-format", "xml")]
+    for argv, env in ((args, {}), (without, {"GPUCAP_LOG_FORMAT": "xml"})):
+        result = CliRunner().invoke(app, argv, env=env)
+        assert result.exit_code == 2, result.output
+        assert "--log-format" in result.output
+        assert "must be one of text, json, not 'xml'" in result.output

@@ -6,12 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 
-from backend.app.deps import ChainDep, EnqueueDep, SessionDep
+from backend.app.deps import ChainDep, EnqueueDep, SessionDep, client_address
 from backend.app.errors import ApiError
+from backend.app.relayed import follow_url
 from backend.app.schemas import ActionAccepted, ErrorPublic, FaucetCooldownPublic, FaucetCreate
 from backend.db.models import Action, ActionKind
 from backend.services.relaying.actions import create_action, find_by_key, mark_enqueued
-from backend.services.relaying.faucet import ClientLimit, default_idempotency_key, faucet_state
+from backend.services.relaying.client_limit import ClientLimit
+from backend.services.relaying.faucet import default_idempotency_key, faucet_state
 
 router = APIRouter(tags=["faucet"])
 
@@ -32,6 +34,11 @@ IdempotencyKey = Annotated[
     status_code=202,
     responses={
         200: {"model": ActionAccepted, "description": "Same idempotency key: the existing action"},
+        404: {
+            "model": ErrorPublic,
+            "description": "`FaucetUnavailable`: this chain's stablecoin has no faucet (the "
+            "test token is deployed on the dev chain only)",
+        },
         409: {"model": ErrorPublic, "description": "Idempotency key used for another address"},
         429: {
             "model": FaucetCooldownPublic,
@@ -74,7 +81,7 @@ def request_drip(
     if idempotency_key is None:
         key = default_idempotency_key(body.address, state)
     limit: ClientLimit = request.app.state.faucet_limit
-    who = request.client.host if request.client is not None else "unknown"
+    who = client_address(request)
     if (retry_after := limit.take(who)) is not None:
         raise ApiError(
             429,
@@ -96,9 +103,8 @@ def request_drip(
 def _accepted(
     request: Request, response: Response, action: Action, *, created: bool
 ) -> ActionAccepted:
-    response.status_code = 202 if created else 200
     return ActionAccepted(
         action_id=action.id,
         status=action.status,
-        status_url=str(request.url_for("read_action", action_id=action.id)),
+        status_url=follow_url(request, response, action.id, created=created),
     )

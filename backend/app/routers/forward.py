@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.app.deps import ChainDep, EnqueueDep, Enqueuer
 from backend.app.errors import ApiError
+from backend.app.relayed import forward_accepted, in_flight
 from backend.app.schemas import (
     ErrorPublic,
     ForwardAccepted,
@@ -104,7 +105,7 @@ async def submit_forward(
     action, created = await run_in_threadpool(
         _accept, request.app.state.sessions, body, chain, enqueue
     )
-    return _accepted(request, response, action, created=created)
+    return forward_accepted(request, response, action, created=created)
 
 
 def _accept(
@@ -126,12 +127,10 @@ def _accept(
         if open_action is not None:
             replay = open_action.params.get("signature") == body.signature
             if not replay:
-                raise ApiError(
-                    409,
-                    "RequestInFlight",
-                    f"{body.sender} has a request in flight (action {open_action.id}); "
+                raise in_flight(
+                    f"{body.sender} has a request",
+                    open_action.id,
                     "sign the next one after it completes",
-                    action_id=open_action.id,
                 )
             return open_action, False
         params, identity = forward.validate_with_identity(chain, signed, nonce_hint=body.nonce)
@@ -150,17 +149,3 @@ def _accept(
         if created and not enqueue(action.id, batched=True):
             unmark_enqueued(session, action.id)
         return action, created
-
-
-def _accepted(
-    request: Request, response: Response, action: Action | OpenRequest, *, created: bool
-) -> ForwardAccepted:
-    response.status_code = 202 if created else 200
-    return ForwardAccepted(
-        action_id=action.id,
-        status=action.status,
-        status_url=str(request.url_for("read_action", action_id=action.id)),
-        contract=action.params["contract"],
-        function=action.params["function"],
-        nonce=action.params["nonce"],
-    )

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.app.deps import ChainDep, EnqueueDep, Enqueuer, SessionDep, SettingsDep
 from backend.app.errors import ApiError
 from backend.app.params import Limit, address_param
+from backend.app.relayed import forward_accepted
 from backend.app.schemas import ErrorPublic, ForwardAccepted, ForwardCreate
 from backend.app.schemas_market import (
     LevelPublic,
@@ -359,15 +360,7 @@ async def submit_fill(
     action, created = await run_in_threadpool(
         _accept_fill, request.app.state.sessions, body, chain, enqueue
     )
-    response.status_code = 202 if created else 200
-    return ForwardAccepted(
-        action_id=action.id,
-        status=action.status,
-        status_url=str(request.url_for("read_action", action_id=action.id)),
-        contract=action.params["contract"],
-        function=action.params["function"],
-        nonce=action.params["nonce"],
-    )
+    return forward_accepted(request, response, action, created=created)
 
 
 def _accept_fill(

@@ -13,10 +13,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from backend.app.deps import ChainDep, EnqueueDep, SessionDep
+from backend.app.deps import ChainDep, EnqueueDep, SessionDep, client_address
 from backend.app.errors import ApiError
 from backend.app.params import address_param
-from backend.app.schemas import ErrorPublic
+from backend.app.relayed import follow_url, in_flight
+from backend.app.schemas import ClientLimitPublic, ErrorPublic
 from backend.app.schemas_market import (
     MarketApprovalsPublic,
     MarketPermitAccepted,
@@ -34,6 +35,7 @@ from backend.services.market.permits import (
     permit_token_kind,
 )
 from backend.services.relaying.actions import create_action, find_by_key, mark_enqueued
+from backend.services.relaying.client_limit import ClientLimit, ClientLimitUnavailable
 from gpucap.signing import PERMIT_TYPES
 
 router = APIRouter(prefix="/market", tags=["market"])
@@ -117,7 +119,16 @@ def market_approvals(
             "`NonCanonicalSignature`, `InvalidSignature`, `InvalidNonce`, `PermitExpired`, "
             "`PermitUnsupported`, or the token's own error the call would revert with",
         },
-        **UNAVAILABLE,
+        429: {
+            "model": ClientLimitPublic,
+            "description": "`PermitClientLimit`: this client had too many permits relayed "
+            "lately (each costs the relayer gas)",
+        },
+        503: {
+            "model": ErrorPublic,
+            "description": "Chain or database unavailable, or `ClientLimitUnavailable` (the "
+            "per-client count cannot be kept: nothing is relayed meanwhile)",
+        },
     },
 )
 def submit_permit(
@@ -131,7 +142,9 @@ def submit_permit(
     """Relay an owner's EIP-2612 permit of the stablecoin or a listed pool's shares to the
     Market: the relayer sends ``permit(...)`` as itself and pays the gas. The action
     confirms when the allowance is set, by this transaction or by anyone's (a permit is
-    public: whoever submits it first, it is done once)."""
+    public: whoever submits it first, it is done once). Each client (IP address) has at
+    most GPUCAP_PERMIT_CLIENT_LIMIT new permits relayed per window; what is refused, in
+    effect already or the same permit again does not count."""
     permit = Permit(
         token=body.token,
         owner=body.owner,
@@ -146,12 +159,10 @@ def submit_permit(
     if existing is None:
         open_action = open_permit_of(session, permit.owner, permit.token)
         if open_action is not None:
-            raise ApiError(
-                409,
-                "RequestInFlight",
-                f"{permit.owner} has a permit of {permit.token} in flight (action "
-                f"{open_action.id}); post the next one after it completes",
-                action_id=open_action.id,
+            raise in_flight(
+                f"{permit.owner} has a permit of {permit.token}",
+                open_action.id,
+                "post the next one after it completes",
             )
     if existing is None:
         checked = check_permit(chain, permit)
@@ -166,6 +177,7 @@ def submit_permit(
                 owner=permit.owner,
                 allowance=str(allowance),
             )
+        who = _take_from_client_limit(request)
     else:  # the same permit again: its action, and the allowance as it is now
         allowance = permit_state(chain, permit.token, permit.owner).allowance
     action, created = create_action(
@@ -175,14 +187,34 @@ def submit_permit(
         params=permit.as_params(),
         chain=identity,
     )
+    if existing is None and not created:
+        request.app.state.permit_limit.give_back(who)  # a racing double post: one permit
     if created and enqueue(action.id):  # only after the commit in create_action
         mark_enqueued(session, action.id)
-    response.status_code = 202 if created else 200
     return MarketPermitAccepted(
         action_id=action.id,
         status=action.status,  # type: ignore[arg-type]
-        status_url=str(request.url_for("read_action", action_id=action.id)),
+        status_url=follow_url(request, response, action.id, created=created),
         token=permit.token,
         owner=permit.owner,
         allowance=str(allowance),
     )
+
+
+def _take_from_client_limit(request: Request) -> str:
+    """Count a permit about to be relayed against its client's limit; the client."""
+    limit: ClientLimit = request.app.state.permit_limit
+    who = client_address(request)
+    try:
+        retry_after = limit.take(who)
+    except ClientLimitUnavailable as exc:
+        raise ApiError(503, "ClientLimitUnavailable", str(exc)) from exc
+    if retry_after is not None:
+        raise ApiError(
+            429,
+            "PermitClientLimit",
+            f"this client ({who}) had {limit.limit} permits relayed within "
+            f"{limit.window_seconds}s; try again in {retry_after}s",
+            retry_after_seconds=retry_after,
+        )
+    return who

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import redis
-
 from backend.services.chain import Chain
+from backend.services.errors import ServiceError
 from backend.services.relaying.relayer import TxRequest
 
 STABLECOIN = "TestStablecoin"
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,9 +27,23 @@ class FaucetState:
         return datetime.fromtimestamp(self.next_drip_at, UTC).isoformat()
 
 
+class FaucetUnavailable(ServiceError):
+    """This chain's stablecoin has no faucet: the test token, and its faucet, are deployed
+    on the dev chain only (scripts/deploy.py); elsewhere the chain's own stablecoin is."""
+
+    code = "FaucetUnavailable"
+    status = 404
+
+
 def faucet_state(chain: Chain, address: str) -> FaucetState:
-    """What drip() would see now; raises ChainUnavailable if the node is down."""
+    """What drip() would see now; raises ChainUnavailable if the node is down and
+    FaucetUnavailable on a chain whose stablecoin has none."""
     coin = chain.stablecoin
+    if not any(item.get("name") == "drip" for item in coin.abi):
+        raise FaucetUnavailable(
+            f"the stablecoin {coin.address} on chain {chain.deployment.chain_id} has no "
+            "faucet: the test token is on the dev chain only"
+        )
     return chain.call(
         "reading faucet state",
         lambda: FaucetState(
@@ -55,42 +63,3 @@ def default_idempotency_key(address: str, state: FaucetState) -> str:
 def drip_request(chain: Chain, recipient: str) -> TxRequest:
     coin = chain.stablecoin
     return TxRequest(to=coin.address, data=coin.encode_abi("drip", args=[recipient]))
-
-
-@dataclass(frozen=True)
-class ClientLimit:
-    """At most ``limit`` new drips per client (IP address) per ``window_seconds``.
-
-    The faucet's own cooldown is per recipient: one client naming many fresh addresses
-    drained it. Counted in Redis (shared by every API process) in fixed windows. With
-    Redis down the limit is not enforced (logged): the faucet is the dev chain's, and a
-    down Redis already delays every drip."""
-
-    client: redis.Redis
-    limit: int
-    window_seconds: int
-
-    def take(self, who: str) -> int | None:
-        """Count one drip for ``who``; None if allowed, else seconds until the next window."""
-        now = int(time.time())
-        window = now // self.window_seconds
-        key = self._key(who, window)
-        try:
-            pipe = self.client.pipeline()
-            pipe.incr(key)
-            pipe.expire(key, self.window_seconds)
-            count, _ = pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("faucet client limit not enforced: redis unreachable (%s)", exc)
-            return None
-        if int(count) <= self.limit:
-            return None
-        return (window + 1) * self.window_seconds - now
-
-    def give_back(self, who: str) -> None:
-        """Undo a ``take`` that created nothing (a double click found its action)."""
-        with contextlib.suppress(redis.RedisError):  # then it counts once too many: harmless
-            self.client.decr(self._key(who, int(time.time()) // self.window_seconds))
-
-    def _key(self, who: str, window: int) -> str:
-        return f"gpucap:faucet:client:{who}:{self.window_seconds}:{window}"
