@@ -208,7 +208,7 @@ def operations(proj: Any) -> dict[str, Any]:
     commitments = {}
     for i, epoch in enumerate(range(first, last + 1)):
         delivered = {nodes[0]: [3_000, 4_000][i], nodes[1]: 6_000}
-        leaves = [NodeLeaf(n, epoch, 10_000, 5_000, 10_000, 1_000, m) for n, m in delivered.items()]
+        leaves = [_leaf(n, epoch, 10_000, 5_000, 3_600_000, m) for n, m in delivered.items()]
         c = build_commitment(epoch, leaves, hub.configVersion())
         sigs = [
             x.signature for x in sign_report(c.report, _oracle_keys()[:2], chain.id, hub.address)
@@ -276,14 +276,14 @@ def attestation(proj: Any, sizes: list[int]) -> dict[str, Any]:
     baseline = proj.PerNodeAttestationBaseline.deploy(oracles, 2, {"from": admin})
     out: dict[str, Any] = {}
     for epoch, n in enumerate(sizes, start=1):
-        leaves = [NodeLeaf(i + 1, epoch, 9_900, 6_000, 10_000, 8_000, 7_500) for i in range(n)]
+        leaves = [_leaf(i + 1, epoch, 9_900, 6_000, 28_800_000, 7_500) for i in range(n)]
         c = build_commitment(epoch, leaves, hub.configVersion())
         sigs = [x.signature for x in sign_report(c.report, keys[:2], chain.id, hub.address)]
         merkle_gas = hub.attest(c.report.as_tuple(), sigs, {"from": accounts[6]}).gas_used
         baseline_gas = 0
         for start in range(0, n, BASELINE_BATCH):
             batch = leaves[start : start + BASELINE_BATCH]
-            reports = [leaf.values() for leaf in batch]
+            reports = [_baseline_report(leaf) for leaf in batch]
             signatures = [_baseline_sigs(baseline, leaf, keys[:2], chain.id) for leaf in batch]
             baseline_gas += _send_raw_call(
                 accounts[6].address,
@@ -331,10 +331,45 @@ _NODE_REPORT_TYPES = {
 }
 
 
+def _leaf(node: int, epoch: int, uptime: int, util: int, joules: int, milli: int) -> NodeLeaf:
+    """A fully observed leaf v2 (first of its node: cum* = this epoch's figures)."""
+    return NodeLeaf.measured(
+        node,
+        epoch,
+        uptime_bps=uptime,
+        utilization_bps=util,
+        sample_coverage_bps=10_000,
+        utilization_coverage_bps=10_000,
+        energy_coverage_bps=10_000,
+        energy_joules=joules,
+        milli_gpu_hours=milli,
+        busy_gpu_seconds=milli * 36 * util // 100_000,
+        challenges_passed=1,
+    )
+
+
+def _baseline_report(leaf: NodeLeaf) -> tuple[int, ...]:
+    """The per-node baseline's report (its own v1-shaped struct: the figures a per-node
+    post would carry; contracts/test/PerNodeAttestationBaseline.sol)."""
+    return (
+        leaf.node_id,
+        leaf.epoch,
+        leaf.uptime_bps,
+        leaf.utilization_bps,
+        leaf.sample_coverage_bps,
+        leaf.energy_wh,
+        leaf.milli_gpu_hours,
+    )
+
+
 def _baseline_sigs(baseline: Any, leaf: NodeLeaf, keys: list[str], chain_id: int) -> list[bytes]:
     """Quorum signatures (ascending signer, as the baseline requires) over one node's report."""
     message = dict(
-        zip([f["name"] for f in _NODE_REPORT_TYPES["NodeReport"]], leaf.values(), strict=True)
+        zip(
+            [f["name"] for f in _NODE_REPORT_TYPES["NodeReport"]],
+            _baseline_report(leaf),
+            strict=True,
+        )
     )
     domain = {
         "name": "gpucap PerNodeBaseline",

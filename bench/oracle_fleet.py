@@ -14,10 +14,11 @@ import argparse
 import time
 from typing import Any
 
-from gpucap.attestation import NodeLeaf, build_commitment
+from gpucap.attestation import build_commitment
 from oracle.aggregation import Rejection, aggregate
 from oracle.collectors.simulated import SimulatedFleet, synthetic_nodes
 from oracle.proofs import proofs_document
+from oracle.reporter import build_leaf
 from oracle.telemetry import EpochWindow
 
 
@@ -41,18 +42,7 @@ def build(count: int, samples: int) -> dict[str, Any]:
         if isinstance(result, Rejection):
             excluded += 1
             continue
-        m = result.measurement
-        leaves.append(
-            NodeLeaf(
-                node.node_id,
-                window.epoch,
-                m.uptime_bps,
-                m.utilization_bps,
-                m.sample_coverage_bps,
-                m.energy_wh,
-                m.milli_gpu_hours,
-            )
-        )
+        leaves.append(build_leaf(node.node_id, window.epoch, result))
     t2 = time.perf_counter()
     commitment = build_commitment(window.epoch, leaves, 1)
     t3 = time.perf_counter()

@@ -20,18 +20,21 @@ import {IOracleHub} from "./interfaces/IOracleHub.sol";
  * attested at most once (its stored root is never overwritten), and signers must be
  * sorted strictly ascending so a duplicate is caught in O(1) per signature.
  *
- * Epochs need not arrive in order: any ended epoch not yet attested may be attested,
- * so a newer report posted first never makes an older epoch unprovable (which would
- * leave an honest operator slashed for an epoch nobody could prove). "Latest" views
- * ({lastAttestedEpoch}, {lastAttestedAt}, {isStale}) follow the NEWEST epoch attested:
- * a late post of an older epoch never moves them, so it cannot make stale data look fresh.
+ * Epochs arrive in strictly increasing order (gaps allowed). A leaf's cumulative
+ * counters are the node's newest leaf attested for an earlier epoch plus this epoch's
+ * figures: if an older epoch could still be attested after a newer one, the newer
+ * leaves' base would change under them. The price: an epoch skipped (no quorum
+ * before the next one was attested) stays unattested for good, and whoever settles
+ * treats it as unproven (EpochSettlement skips it; a delivery window counts it as not
+ * delivered), exactly as an epoch nobody attests at all.
  *
  * Sanity bounds (per node per epoch; totals are checked against bound × nodeCount,
  * which is as far as an O(1) check can go: that the totals equal the sums of the
  * leaves is what the oracles sign, not what the chain can recompute):
  * - delivered milli-GPU-hours ≤ MAX_GPUS_PER_NODE × epochLength × 1000 / 3600
  *   (every GPU of the largest node up for the whole epoch);
- * - energy Wh ≤ MAX_GPUS_PER_NODE × MAX_WATTS_PER_GPU × epochLength / 3600.
+ * - energy J ≤ MAX_GPUS_PER_NODE × MAX_WATTS_PER_GPU × epochLength.
+ * A leaf's cumulative counters must be at least its epoch's figures (checked per leaf).
  */
 contract OracleHub is AccessControl, EIP712, IOracleHub {
     // ------------------------------------------------------------------
@@ -57,7 +60,7 @@ contract OracleHub is AccessControl, EIP712, IOracleHub {
     uint16 private constant _BPS = 10_000;
 
     bytes32 private constant _EPOCH_REPORT_TYPEHASH = keccak256(
-        "EpochReport(uint64 epoch,bytes32 root,uint32 nodeCount,uint64 totalEnergyWh,"
+        "EpochReport(uint64 epoch,bytes32 root,uint32 nodeCount,uint64 totalEnergyJoules,"
         "uint64 totalMilliGpuHours,uint64 configVersion)"
     );
 
@@ -69,7 +72,7 @@ contract OracleHub is AccessControl, EIP712, IOracleHub {
     uint64 private immutable _genesisTimestamp;
     uint64 private immutable _epochLengthSeconds;
     uint256 private immutable _maxNodeMilliGpuHours;
-    uint256 private immutable _maxNodeEnergyWh;
+    uint256 private immutable _maxNodeEnergyJoules;
 
     // Storage packing (one slot, read once per attest):
     // _configVersion (uint64) | _lastAttestedEpoch (uint64) | _quorum (uint8)
@@ -111,7 +114,7 @@ contract OracleHub is AccessControl, EIP712, IOracleHub {
         _genesisTimestamp = genesisTimestamp_;
         _epochLengthSeconds = epochLengthSeconds_;
         _maxNodeMilliGpuHours = (MAX_GPUS_PER_NODE * epochLengthSeconds_ * 1_000) / 1 hours;
-        _maxNodeEnergyWh = (MAX_GPUS_PER_NODE * MAX_WATTS_PER_GPU * epochLengthSeconds_) / 1 hours;
+        _maxNodeEnergyJoules = MAX_GPUS_PER_NODE * MAX_WATTS_PER_GPU * epochLengthSeconds_;
 
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _grantRole(ORACLE_ADMIN_ROLE, admin);
@@ -164,6 +167,8 @@ contract OracleHub is AccessControl, EIP712, IOracleHub {
         if (report.epoch == 0) revert OracleInvalidEpoch(report.epoch);
         uint64 attestedAt = _epochs[report.epoch].attestedAt;
         if (attestedAt != 0) revert OracleEpochAlreadyAttested(report.epoch, attestedAt);
+        uint64 last = _lastAttestedEpoch;
+        if (report.epoch <= last) revert OracleEpochNotAfterLast(report.epoch, last);
         uint256 endsAt = _epochEnd(report.epoch);
         // slither-disable-next-line timestamp (drift of seconds only shifts when an ended epoch is postable)
         if (block.timestamp < endsAt) revert OracleEpochNotEnded(report.epoch, endsAt);
@@ -172,12 +177,11 @@ contract OracleHub is AccessControl, EIP712, IOracleHub {
         _checkContent(report, _registry.nodeCount());
         _checkSignatures(_hashTypedDataV4(_hashReport(report)), signatures);
 
-        // An older epoch filled in late leaves the newest where it is.
-        if (report.epoch > _lastAttestedEpoch) _lastAttestedEpoch = report.epoch;
+        _lastAttestedEpoch = report.epoch;
         _epochs[report.epoch] = EpochAttestation({
             root: report.root,
             nodeCount: report.nodeCount,
-            totalEnergyWh: report.totalEnergyWh,
+            totalEnergyJoules: report.totalEnergyJoules,
             totalMilliGpuHours: report.totalMilliGpuHours,
             attestedAt: uint64(block.timestamp)
         });
@@ -185,7 +189,7 @@ contract OracleHub is AccessControl, EIP712, IOracleHub {
             report.epoch,
             report.root,
             report.nodeCount,
-            report.totalEnergyWh,
+            report.totalEnergyJoules,
             report.totalMilliGpuHours,
             version,
             msg.sender
@@ -270,8 +274,8 @@ contract OracleHub is AccessControl, EIP712, IOracleHub {
     }
 
     /// @inheritdoc IOracleHub
-    function maxNodeEnergyWh() external view returns (uint256) {
-        return _maxNodeEnergyWh;
+    function maxNodeEnergyJoules() external view returns (uint256) {
+        return _maxNodeEnergyJoules;
     }
 
     /// @inheritdoc IOracleHub
@@ -326,8 +330,10 @@ contract OracleHub is AccessControl, EIP712, IOracleHub {
         if (report.nodeCount == 0 || report.nodeCount > registeredNodes) {
             revert OracleNodeCountOutOfRange(report.nodeCount, registeredNodes);
         }
-        uint256 maxEnergyWh = _maxNodeEnergyWh * report.nodeCount;
-        if (report.totalEnergyWh > maxEnergyWh) revert OracleEnergyOutOfRange(report.totalEnergyWh, maxEnergyWh);
+        uint256 maxEnergyJoules = _maxNodeEnergyJoules * report.nodeCount;
+        if (report.totalEnergyJoules > maxEnergyJoules) {
+            revert OracleEnergyOutOfRange(report.totalEnergyJoules, maxEnergyJoules);
+        }
         uint256 maxMilliGpuHours = _maxNodeMilliGpuHours * report.nodeCount;
         if (report.totalMilliGpuHours > maxMilliGpuHours) {
             revert OracleGpuHoursOutOfRange(report.totalMilliGpuHours, maxMilliGpuHours);
@@ -359,7 +365,7 @@ contract OracleHub is AccessControl, EIP712, IOracleHub {
                 report.epoch,
                 report.root,
                 report.nodeCount,
-                report.totalEnergyWh,
+                report.totalEnergyJoules,
                 report.totalMilliGpuHours,
                 report.configVersion
             )
@@ -378,8 +384,15 @@ contract OracleHub is AccessControl, EIP712, IOracleHub {
                         leaf.uptimeBps,
                         leaf.utilizationBps,
                         leaf.sampleCoverageBps,
-                        leaf.energyWh,
-                        leaf.milliGpuHours
+                        leaf.utilizationCoverageBps,
+                        leaf.energyCoverageBps,
+                        leaf.challengesPassed,
+                        leaf.challengesFailed,
+                        leaf.energyJoules,
+                        leaf.milliGpuHours,
+                        leaf.cumMilliGpuHours,
+                        leaf.cumEnergyJoules,
+                        leaf.cumBusyGpuSeconds
                     )
                 )
             )
@@ -388,8 +401,10 @@ contract OracleHub is AccessControl, EIP712, IOracleHub {
 
     function _leafInRange(NodeLeaf calldata leaf) internal view returns (bool) {
         return leaf.nodeId != 0 && leaf.uptimeBps <= _BPS && leaf.utilizationBps <= _BPS
-            && leaf.sampleCoverageBps <= _BPS && leaf.energyWh <= _maxNodeEnergyWh
-            && leaf.milliGpuHours <= _maxNodeMilliGpuHours;
+            && leaf.sampleCoverageBps <= _BPS && leaf.utilizationCoverageBps <= _BPS
+            && leaf.energyCoverageBps <= _BPS && leaf.energyJoules <= _maxNodeEnergyJoules
+            && leaf.milliGpuHours <= _maxNodeMilliGpuHours
+            && leaf.cumMilliGpuHours >= leaf.milliGpuHours && leaf.cumEnergyJoules >= leaf.energyJoules;
     }
 
     function _leafProven(NodeLeaf calldata leaf, bytes32[] calldata proof) internal view returns (bool) {

@@ -353,6 +353,14 @@ def _run_world(
                 "GPUCAP_ORACLE_KEYS": devchain.dev_private_key(key_index),
                 "GPUCAP_ORACLE_QUORUM_REDIS_URL": f"redis://127.0.0.1:{redis_port}/1",
                 "GPUCAP_ORACLE_PROOFS_DIR": str(RUN / f"oracle-{n}" / "epochs"),
+                # The others' folders: the cumulative counters' base, if ours lacks an epoch.
+                "GPUCAP_ORACLE_PEER_PROOFS_DIRS": json.dumps(
+                    [
+                        str(RUN / f"oracle-{m}" / "epochs")
+                        for m in range(1, len(DEV_ORACLE_KEY_INDICES) + 1)
+                        if m != n
+                    ]
+                ),
                 "GPUCAP_ORACLE_STATE_PATH": str(RUN / f"oracle-{n}" / "state.sqlite3"),
                 "GPUCAP_ORACLE_FLEET_DAY_SECONDS": str(FLEET_DAY_SECONDS),
                 # One epoch is 30 s: the next in the rotation steps in after 8 s.

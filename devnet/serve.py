@@ -135,7 +135,9 @@ def serve(
         oracle_ports=[oracle_metrics_port + n for n in range(len(oracles))],
     )
     oracle_envs = [
-        _oracle_env(env, n, oracle, oracle_quorum_redis_url or redis_url, oracle_metrics_port)
+        _oracle_env(
+            env, n, oracle, oracle_quorum_redis_url or redis_url, oracle_metrics_port, len(oracles)
+        )
         for n, oracle in enumerate(oracles, start=1)
     ]
     try:
@@ -227,7 +229,12 @@ def _child_env(
 
 
 def _oracle_env(
-    env: dict[str, str], n: int, oracle: Oracle, quorum_redis_url: str, first_port: int
+    env: dict[str, str],
+    n: int,
+    oracle: Oracle,
+    quorum_redis_url: str,
+    first_port: int,
+    oracle_count: int,
 ) -> dict[str, str]:
     folder = Path(env["GPUCAP_RUN_DIR"]) / f"oracle-{n}"
     oracle_env = {
@@ -237,6 +244,14 @@ def _oracle_env(
         "GPUCAP_ORACLE_KEYSTORE_PATH": str(oracle.keystore),
         "GPUCAP_ORACLE_QUORUM_REDIS_URL": quorum_redis_url,
         "GPUCAP_ORACLE_PROOFS_DIR": str(folder / "epochs"),
+        # The other oracles' folders: the cumulative counters' base, if ours lacks an epoch.
+        "GPUCAP_ORACLE_PEER_PROOFS_DIRS": json.dumps(
+            [
+                str(folder.parent / f"oracle-{m}" / "epochs")
+                for m in range(1, oracle_count + 1)
+                if m != n
+            ]
+        ),
         "GPUCAP_ORACLE_STATE_PATH": str(folder / "state.sqlite3"),
         "GPUCAP_ORACLE_METRICS_PORT": str(first_port + n - 1),
     }

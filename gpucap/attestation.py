@@ -4,8 +4,15 @@ Oracles build and sign with it, the backend serves proofs from it, tests check
 it against the contract: if a field or type changes, it changes here and in
 ``contracts/interfaces/IOracleHub.sol`` together and nowhere else.
 
-Units (see IOracleHub): ratios in basis points, energy in Wh, delivered capacity
-in milli-GPU-hours (``MILLI_GPU_HOURS_PER_GPU_HOUR`` per GPU-hour, rounded down).
+Units (see IOracleHub): ratios in basis points, energy in joules, delivered
+capacity in milli-GPU-hours (``MILLI_GPU_HOURS_PER_GPU_HOUR`` per GPU-hour, rounded
+down), busy time in GPU-seconds.
+
+Leaf v2: per-epoch figures, the coverage of each (a coverage of 0 means the figure
+is UNKNOWN and published as 0, never a measured zero), the epoch's challenge
+counts, and cumulative counters since the node's registration: ``cum*`` of a
+node's leaf for epoch ``e`` is ``cum*`` of the node's newest leaf attested for an
+epoch before ``e`` (0 if none) plus this epoch's figure (``Cumulative.then``).
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from gpucap.merkle import StandardMerkleTree, standard_leaf_hash
 BPS = 10_000
 MILLI_GPU_HOURS_PER_GPU_HOUR = 1_000
 SECONDS_PER_HOUR = 3_600
+JOULES_PER_WH = 3_600
+UINT16_MAX = 2**16 - 1
+UINT64_MAX = 2**64 - 1
 
 # Must match OracleHub's EIP712("gpucap OracleHub", "1") constructor arguments.
 DOMAIN_NAME = "gpucap OracleHub"
@@ -30,13 +40,38 @@ DOMAIN_VERSION = "1"
 
 # Field order and types of IOracleHub.NodeLeaf, as abi.encode'd in OracleHub._leafHash.
 LEAF_ENCODING: tuple[str, ...] = (
-    "uint256",
-    "uint64",
-    "uint16",
-    "uint16",
-    "uint16",
-    "uint64",
-    "uint64",
+    "uint256",  # nodeId
+    "uint64",  # epoch
+    "uint16",  # uptimeBps
+    "uint16",  # utilizationBps
+    "uint16",  # sampleCoverageBps
+    "uint16",  # utilizationCoverageBps
+    "uint16",  # energyCoverageBps
+    "uint16",  # challengesPassed
+    "uint16",  # challengesFailed
+    "uint64",  # energyJoules
+    "uint64",  # milliGpuHours
+    "uint64",  # cumMilliGpuHours
+    "uint64",  # cumEnergyJoules
+    "uint64",  # cumBusyGpuSeconds
+)
+
+# camelCase names (Solidity struct, JSON files) in LEAF_ENCODING order.
+LEAF_FIELDS: tuple[str, ...] = (
+    "nodeId",
+    "epoch",
+    "uptimeBps",
+    "utilizationBps",
+    "sampleCoverageBps",
+    "utilizationCoverageBps",
+    "energyCoverageBps",
+    "challengesPassed",
+    "challengesFailed",
+    "energyJoules",
+    "milliGpuHours",
+    "cumMilliGpuHours",
+    "cumEnergyJoules",
+    "cumBusyGpuSeconds",
 )
 
 EPOCH_REPORT_TYPES: dict[str, list[dict[str, str]]] = {
@@ -44,7 +79,7 @@ EPOCH_REPORT_TYPES: dict[str, list[dict[str, str]]] = {
         {"name": "epoch", "type": "uint64"},
         {"name": "root", "type": "bytes32"},
         {"name": "nodeCount", "type": "uint32"},
-        {"name": "totalEnergyWh", "type": "uint64"},
+        {"name": "totalEnergyJoules", "type": "uint64"},
         {"name": "totalMilliGpuHours", "type": "uint64"},
         {"name": "configVersion", "type": "uint64"},
     ]
@@ -61,53 +96,154 @@ def milli_gpu_hours(gpu_seconds: int) -> int:
 
 
 @dataclass(frozen=True)
+class Cumulative:
+    """A node's cumulative counters (the ``cum*`` fields of its newest attested leaf)."""
+
+    milli_gpu_hours: int = 0
+    energy_joules: int = 0
+    busy_gpu_seconds: int = 0
+
+    @classmethod
+    def of(cls, leaf: NodeLeaf) -> Cumulative:
+        return cls(leaf.cum_milli_gpu_hours, leaf.cum_energy_joules, leaf.cum_busy_gpu_seconds)
+
+    def then(
+        self, *, milli_gpu_hours: int, energy_joules: int, busy_gpu_seconds: int
+    ) -> Cumulative:
+        """These counters after one more epoch with these figures."""
+        return Cumulative(
+            self.milli_gpu_hours + milli_gpu_hours,
+            self.energy_joules + energy_joules,
+            self.busy_gpu_seconds + busy_gpu_seconds,
+        )
+
+
+_BPS_FIELDS = (
+    "uptime_bps",
+    "utilization_bps",
+    "sample_coverage_bps",
+    "utilization_coverage_bps",
+    "energy_coverage_bps",
+)
+_COUNT_FIELDS = ("challenges_passed", "challenges_failed")
+_UINT64_FIELDS = (
+    "energy_joules",
+    "milli_gpu_hours",
+    "cum_milli_gpu_hours",
+    "cum_energy_joules",
+    "cum_busy_gpu_seconds",
+)
+
+
+@dataclass(frozen=True)
 class NodeLeaf:
-    """One node's figures for one epoch: IOracleHub.NodeLeaf, field for field."""
+    """One node's figures for one epoch: IOracleHub.NodeLeaf (v2), field for field."""
 
     node_id: int
     epoch: int
     uptime_bps: int
     utilization_bps: int
     sample_coverage_bps: int
-    energy_wh: int
+    utilization_coverage_bps: int
+    energy_coverage_bps: int
+    challenges_passed: int
+    challenges_failed: int
+    energy_joules: int
     milli_gpu_hours: int
+    cum_milli_gpu_hours: int
+    cum_energy_joules: int
+    cum_busy_gpu_seconds: int
 
     def __post_init__(self) -> None:
         if self.node_id <= 0 or self.epoch <= 0:
             raise AttestationError(f"node id and epoch start at 1: {self}")
-        for name in ("uptime_bps", "utilization_bps", "sample_coverage_bps"):
+        for name in _BPS_FIELDS:
             if not 0 <= getattr(self, name) <= BPS:
                 raise AttestationError(f"{name} must be within 0..{BPS}: {self}")
-        if self.energy_wh < 0 or self.milli_gpu_hours < 0:
-            raise AttestationError(f"energy and GPU-hours cannot be negative: {self}")
+        for name in _COUNT_FIELDS:
+            if not 0 <= getattr(self, name) <= UINT16_MAX:
+                raise AttestationError(f"{name} must be within 0..{UINT16_MAX}: {self}")
+        for name in _UINT64_FIELDS:
+            if not 0 <= getattr(self, name) <= UINT64_MAX:
+                raise AttestationError(f"{name} must be within 0..2**64-1: {self}")
+        if self.energy_coverage_bps == 0 and self.energy_joules != 0:
+            raise AttestationError(f"energy without energy coverage: {self}")
+        if (
+            self.cum_milli_gpu_hours < self.milli_gpu_hours
+            or self.cum_energy_joules < self.energy_joules
+        ):
+            raise AttestationError(f"a cumulative counter is below its epoch's figure: {self}")
+
+    @classmethod
+    def measured(
+        cls,
+        node_id: int,
+        epoch: int,
+        *,
+        uptime_bps: int,
+        utilization_bps: int,
+        sample_coverage_bps: int,
+        utilization_coverage_bps: int,
+        energy_coverage_bps: int,
+        energy_joules: int,
+        milli_gpu_hours: int,
+        busy_gpu_seconds: int,
+        challenges_passed: int = 0,
+        challenges_failed: int = 0,
+        base: Cumulative = Cumulative(),
+    ) -> NodeLeaf:
+        """A leaf whose cumulative counters are ``base`` plus this epoch's figures."""
+        cum = base.then(
+            milli_gpu_hours=milli_gpu_hours,
+            energy_joules=energy_joules,
+            busy_gpu_seconds=busy_gpu_seconds,
+        )
+        return cls(
+            node_id,
+            epoch,
+            uptime_bps,
+            utilization_bps,
+            sample_coverage_bps,
+            utilization_coverage_bps,
+            energy_coverage_bps,
+            challenges_passed,
+            challenges_failed,
+            energy_joules,
+            milli_gpu_hours,
+            cum.milli_gpu_hours,
+            cum.energy_joules,
+            cum.busy_gpu_seconds,
+        )
+
+    @property
+    def energy_wh(self) -> int:
+        """Energy in whole Wh, rounded down (derived; the leaf carries joules)."""
+        return self.energy_joules // JOULES_PER_WH
+
+    @property
+    def energy_known(self) -> bool:
+        """False when the energy is unknown (coverage 0): ``energy_joules`` is not a zero."""
+        return self.energy_coverage_bps > 0
 
     def values(self) -> tuple[int, ...]:
         """Field values in LEAF_ENCODING order (also the contract call's tuple)."""
         return astuple(self)
 
     @classmethod
+    def from_values(cls, values: Iterable[Any]) -> NodeLeaf:
+        """From a row of LEAF_ENCODING values (board entries, contract tuples)."""
+        row = [int(v) for v in values]
+        if len(row) != len(LEAF_FIELDS):
+            raise AttestationError(f"a leaf has {len(LEAF_FIELDS)} values, not {len(row)}")
+        return cls(*row)
+
+    @classmethod
     def from_json(cls, data: dict[str, int]) -> NodeLeaf:
         """The inverse of ``to_json`` (published proofs files, stored action parameters)."""
-        return cls(
-            node_id=data["nodeId"],
-            epoch=data["epoch"],
-            uptime_bps=data["uptimeBps"],
-            utilization_bps=data["utilizationBps"],
-            sample_coverage_bps=data["sampleCoverageBps"],
-            energy_wh=data["energyWh"],
-            milli_gpu_hours=data["milliGpuHours"],
-        )
+        return cls.from_values(data[name] for name in LEAF_FIELDS)
 
     def to_json(self) -> dict[str, int]:
-        return {
-            "nodeId": self.node_id,
-            "epoch": self.epoch,
-            "uptimeBps": self.uptime_bps,
-            "utilizationBps": self.utilization_bps,
-            "sampleCoverageBps": self.sample_coverage_bps,
-            "energyWh": self.energy_wh,
-            "milliGpuHours": self.milli_gpu_hours,
-        }
+        return dict(zip(LEAF_FIELDS, self.values(), strict=True))
 
 
 def leaf_hash(leaf: NodeLeaf) -> bytes:
@@ -122,7 +258,7 @@ class EpochReport:
     epoch: int
     root: bytes
     node_count: int
-    total_energy_wh: int
+    total_energy_joules: int
     total_milli_gpu_hours: int
     config_version: int
 
@@ -132,7 +268,7 @@ class EpochReport:
             "epoch": self.epoch,
             "root": self.root,
             "nodeCount": self.node_count,
-            "totalEnergyWh": self.total_energy_wh,
+            "totalEnergyJoules": self.total_energy_joules,
             "totalMilliGpuHours": self.total_milli_gpu_hours,
             "configVersion": self.config_version,
         }
@@ -182,7 +318,7 @@ def build_commitment(
         epoch=epoch,
         root=tree.root,
         node_count=len(ordered),
-        total_energy_wh=sum(leaf.energy_wh for leaf in ordered),
+        total_energy_joules=sum(leaf.energy_joules for leaf in ordered),
         total_milli_gpu_hours=sum(leaf.milli_gpu_hours for leaf in ordered),
         config_version=config_version,
     )

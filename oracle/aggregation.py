@@ -18,6 +18,11 @@ epoch's length, ``G`` the node's registered GPU count):
   time we could see in which the node was serving.
 - **busy** = ∫ utilization over the up time. ``utilization_bps = busy / observed``
   ("share of the node's GPU-time that was busy", IOracleHub.NodeLeaf).
+- **utilization coverage** = time held by samples whose utilization is known
+  (a down sample counts: a down GPU is not busy) / ``G × W``. At least the sample
+  coverage; 0 means the utilization is unknown, not 0 %.
+- **busy GPU-seconds** = ``busy`` rounded down (feeds the leaf's cumulative
+  ``cumBusyGpuSeconds``; GPUs × seconds × utilization, for billed hours).
 - **GPU-hours delivered** = ``up`` only, rounded down to milli-GPU-hours: the
   oracle attests the capacity it witnessed and never extrapolates delivery
   across a gap (consumers see the coverage and may be stricter).
@@ -31,6 +36,12 @@ epoch's length, ``G`` the node's registered GPU count):
   counter running backwards: nonsense. Without a counter, energy is the
   time-integral of power over the time power was known, scaled to the whole
   epoch (gaps filled with the observed average, not with zero).
+- **Energy coverage** = GPU-time whose energy was measured / ``G × W``: for a
+  counter, the stretches between consecutive readings inside the epoch; without
+  one, the time held by samples carrying power. A device with neither adds no
+  energy and no coverage; a node with no energy coverage at all publishes 0 J
+  with coverage 0, which the leaf defines as *unknown* (never "drew nothing").
+  Energy is in whole joules, rounded down.
 - **Counter against power.** Where a device reports both, the counter's
   increments and the integral of its power (trapezoids between consecutive
   counter readings of a serving device, resets left out) must agree within
@@ -132,60 +143,78 @@ def aggregate(
     """The node's figures for ``window`` or why it cannot have any (see module doc)."""
     expected = node.gpu_count * window.seconds
     if telemetry is None or not telemetry.series:
-        return _figures(0.0, 0.0, 0.0, 0.0, False, expected, window)
+        return _figures(_Totals(), False, expected)
     try:
         gpus = sum(s.gpus for s in telemetry.series)
         if gpus > node.gpu_count:
             raise _Nonsense(f"reports {gpus} GPUs but the registry says {node.gpu_count}")
         max_hold = policy.gap_factor * telemetry.interval_s
         max_power_w = policy.plausible_power_factor * node.reference_power_w
-        observed = up = busy = energy_j = 0.0
+        t = _Totals()
         from_counter = True
         for series in telemetry.series:
             samples = _clean(series, now, policy)
             held = _hold(samples, window, max_hold)
-            observed += held.observed * series.gpus
-            up += held.up * series.gpus
-            busy += held.busy * series.gpus
-            counter_j = _counter_energy_j(
-                samples, window, max_power_w * series.gpus, series, policy
-            )
-            if counter_j is None:
+            t.observed += held.observed * series.gpus
+            t.up += held.up * series.gpus
+            t.busy += held.busy * series.gpus
+            t.utilization_known += held.utilization_known * series.gpus
+            counter = _counter_energy_j(samples, window, max_power_w * series.gpus, series, policy)
+            if counter is None:
                 from_counter = False
                 # Gaps are filled with the average draw while power was known, not with zero.
                 if held.power_s:
-                    energy_j += held.power_j * (window.seconds / held.power_s)
+                    t.energy_j += held.power_j * (window.seconds / held.power_s)
+                    t.energy_known += held.power_s * series.gpus
             else:
-                energy_j += counter_j
+                t.energy_j += counter[0]
+                t.energy_known += counter[1] * series.gpus
     except _Nonsense as exc:
         return Rejection(node.node_id, str(exc))
-    return _figures(observed, up, busy, energy_j, from_counter, expected, window)
+    return _figures(t, from_counter, expected)
 
 
-def _figures(
-    observed: float,
-    up: float,
-    busy: float,
-    energy_j: float,
-    from_counter: bool,
-    expected: int,
-    window: EpochWindow,
-) -> NodeFigures:
-    observed = min(observed, float(expected))
+@dataclass
+class _Totals:
+    """GPU-seconds (and joules) summed over a node's devices."""
+
+    observed: float = 0.0
+    up: float = 0.0
+    busy: float = 0.0
+    utilization_known: float = 0.0
+    energy_j: float = 0.0
+    energy_known: float = 0.0
+
+
+def _figures(t: _Totals, from_counter: bool, expected: int) -> NodeFigures:
+    observed = min(t.observed, float(expected))
+    energy_coverage = _coverage_bps(t.energy_known, expected)
     measurement = NodeMeasurement(
-        uptime_bps=_bps(up, observed),
-        utilization_bps=_bps(busy, observed),
+        uptime_bps=_bps(t.up, observed),
+        utilization_bps=_bps(t.busy, observed),
         sample_coverage_bps=_bps(observed, expected),
-        energy_wh=int(energy_j // SECONDS_PER_HOUR),
-        milli_gpu_hours=milli_gpu_hours(int(up)),
+        utilization_coverage_bps=max(
+            _bps(observed, expected), _coverage_bps(t.utilization_known, expected)
+        ),
+        energy_coverage_bps=energy_coverage,
+        # Unknown energy is published as 0 with coverage 0, never as a measured zero.
+        energy_joules=int(t.energy_j) if energy_coverage else 0,
+        milli_gpu_hours=milli_gpu_hours(int(t.up)),
+        busy_gpu_seconds=int(t.busy),
     )
-    return NodeFigures(measurement, observed, up, busy, energy_j, from_counter)
+    return NodeFigures(measurement, observed, t.up, t.busy, t.energy_j, from_counter)
 
 
 def _bps(part: float, whole: float) -> int:
     if whole <= 0:
         return 0
     return max(0, min(BPS, math.floor(part * BPS / whole)))
+
+
+def _coverage_bps(part: float, whole: float) -> int:
+    """Like ``_bps``, but any known time is at least 1 bps: 0 is reserved for unknown."""
+    bps = _bps(part, whole)
+    return max(bps, 1) if part > 0 and whole > 0 else bps
 
 
 def _clean(series: DeviceSeries, now: float, policy: AggregationPolicy) -> list[Sample]:
@@ -223,6 +252,7 @@ class _Held:
     busy: float = 0.0
     power_s: float = 0.0  # held by samples that carry power
     power_j: float = 0.0  # ∫ power over power_s
+    utilization_known: float = 0.0  # held by samples whose utilization is known (or down)
 
 
 def _complete(s: Sample) -> bool:
@@ -245,6 +275,8 @@ def _hold(samples: list[Sample], window: EpochWindow, max_hold: float) -> _Held:
         if s.power_w is not None:
             out.power_s += held
             out.power_j += s.power_w * held
+        if not s.up or s.utilization_pct is not None:
+            out.utilization_known += held
         if not _complete(s):
             continue  # unknown, not zero: a gap
         out.observed += held
@@ -261,12 +293,13 @@ def _counter_energy_j(
     max_power_w: float,
     series: DeviceSeries,
     policy: AggregationPolicy,
-) -> float | None:
-    """Energy in J from the cumulative counter, or None if the device has no counter."""
+) -> tuple[float, float] | None:
+    """(energy in J, seconds it covers) from the cumulative counter, or None if the
+    device has no counter. One reading covers nothing (energy unknown, not zero)."""
     readings = [s for s in samples if s.energy_mj is not None]
     if len(readings) < 2:
-        return None if not readings else 0.0
-    total_mj = 0.0
+        return None if not readings else (0.0, 0.0)
+    total_mj = covered_s = 0.0
     # The same stretches measured by the power readings, to cross-check the counter.
     compared_s = compared_counter_mj = compared_power_mj = 0.0
     for a, b in zip(readings, readings[1:], strict=False):
@@ -292,6 +325,7 @@ def _counter_energy_j(
             )
         share = (hi - lo) / dt
         total_mj += delta * share
+        covered_s += hi - lo
         if (
             b.energy_mj >= a.energy_mj
             and a.up
@@ -306,7 +340,7 @@ def _counter_energy_j(
         _check_counter_against_power(
             compared_counter_mj / 1000, compared_power_mj / 1000, compared_s, series, policy
         )
-    return total_mj / 1000
+    return total_mj / 1000, covered_s
 
 
 def _check_counter_against_power(

@@ -47,6 +47,10 @@ class OracleSettings(BaseSettings):
     keystore_password: SecretStr | None = None
     keystore_password_file: Path | None = None
     proofs_dir: Path = Path(".run/oracle/epochs")
+    # The other oracles' published folders (JSON list): where the cumulative counters'
+    # base is looked for when this folder lacks an attested epoch (a new or restarted
+    # oracle); every file is checked against the on-chain root (oracle/cumulative.py).
+    peer_proofs_dirs: list[Path] = Field(default_factory=list)
     # Crash-safe progress (SQLite): what was sent and confirmed (oracle/state.py).
     state_path: Path = Path(".run/oracle/state.sqlite3")
     # Where telemetry comes from: a simulated fleet, dcgm-exporter targets, or local NVML.

@@ -15,7 +15,7 @@ from typing import Any
 
 from gpucap.attestation import EpochCommitment, leaf_hash
 
-FORMAT = "gpucap-epoch-proofs-v1"
+FORMAT = "gpucap-epoch-proofs-v2"  # v2: leaf v2 (joules, coverages, challenges, cum*)
 
 
 def _hex(value: bytes) -> str:
@@ -40,7 +40,7 @@ def proofs_document(
             "epoch": report.epoch,
             "root": _hex(report.root),
             "nodeCount": report.node_count,
-            "totalEnergyWh": report.total_energy_wh,
+            "totalEnergyJoules": report.total_energy_joules,
             "totalMilliGpuHours": report.total_milli_gpu_hours,
             "configVersion": report.config_version,
         },

@@ -45,6 +45,7 @@ from eth_account import Account
 
 from gpucap.attestation import (
     BPS,
+    LEAF_FIELDS,
     EpochCommitment,
     EpochReport,
     NodeLeaf,
@@ -58,16 +59,6 @@ from oracle.chain import ChainClient, HubState
 from oracle.errors import OracleError
 
 log = logging.getLogger("gpucap.oracle.quorum")
-
-LEAF_FIELDS = (
-    "nodeId",
-    "epoch",
-    "uptimeBps",
-    "utilizationBps",
-    "sampleCoverageBps",
-    "energyWh",
-    "milliGpuHours",
-)
 
 
 class NotAnOracle(OracleError):
@@ -129,7 +120,7 @@ def report_from_json(data: dict) -> EpochReport:
         epoch=int(data["epoch"]),
         root=bytes.fromhex(str(data["root"]).removeprefix("0x")),
         node_count=int(data["nodeCount"]),
-        total_energy_wh=int(data["totalEnergyWh"]),
+        total_energy_joules=int(data["totalEnergyJoules"]),
         total_milli_gpu_hours=int(data["totalMilliGpuHours"]),
         config_version=int(data["configVersion"]),
     )
@@ -160,6 +151,27 @@ def leaf_differences(ours: list[list[int]], theirs: list[list[int]], limit: int 
     }
 
 
+_INDEX = {name: i for i, name in enumerate(LEAF_FIELDS)}
+_RATIOS = tuple(
+    _INDEX[f]
+    for f in (
+        "uptimeBps",
+        "utilizationBps",
+        "sampleCoverageBps",
+        "utilizationCoverageBps",
+        "energyCoverageBps",
+    )
+)
+_AMOUNTS = tuple(
+    _INDEX[f] for f in ("challengesPassed", "challengesFailed", "energyJoules", "milliGpuHours")
+)
+_CUMULATIVE = (
+    (_INDEX["cumMilliGpuHours"], _INDEX["milliGpuHours"]),
+    (_INDEX["cumEnergyJoules"], _INDEX["energyJoules"]),
+)
+_CUM_BUSY = _INDEX["cumBusyGpuSeconds"]
+
+
 @dataclass(frozen=True)
 class Tolerance:
     """How far another oracle's leaf may be from ours for us to co-sign it.
@@ -172,19 +184,27 @@ class Tolerance:
     a disagreement.
     """
 
-    ratio_bps: int = 100  # uptime, utilization, coverage: absolute difference in bps
-    relative_bps: int = 100  # energy, GPU-hours: relative difference (1 %), at least 1 unit
+    ratio_bps: int = 100  # uptime, utilization, coverages: absolute difference in bps
+    relative_bps: int = 100  # energy, GPU-hours, challenge counts: relative (1 %), at least 1
 
     def leaf_ok(self, ours: list[int], theirs: list[int]) -> bool:
+        """Leaf rows in LEAF_FIELDS order. The cumulative counters' bases (cum minus the
+        epoch's figure) must be EQUAL: both come from the same attested leaves, so a
+        difference means one of us built on other history (oracle/cumulative.py)."""
         if list(ours[:2]) != list(theirs[:2]):
             return False
-        if any(abs(ours[i] - theirs[i]) > self.ratio_bps for i in (2, 3, 4)):
+        if any(abs(ours[i] - theirs[i]) > self.ratio_bps for i in _RATIOS):
             return False
-        for i in (5, 6):
-            allowed = max(1, max(ours[i], theirs[i]) * self.relative_bps // BPS)
-            if abs(ours[i] - theirs[i]) > allowed:
+        if any(not self._close(ours[i], theirs[i]) for i in _AMOUNTS):
+            return False
+        for cum, epoch_figure in _CUMULATIVE:
+            if ours[cum] - ours[epoch_figure] != theirs[cum] - theirs[epoch_figure]:
                 return False
-        return True
+        # Busy time has no per-epoch field: its cumulative gets the relative tolerance.
+        return self._close(ours[_CUM_BUSY], theirs[_CUM_BUSY])
+
+    def _close(self, a: int, b: int) -> bool:
+        return abs(a - b) <= max(1, max(a, b) * self.relative_bps // BPS)
 
     def accepts(self, ours: list[list[int]], theirs: list[list[int]]) -> bool:
         mine = {row[0]: row for row in ours}
@@ -331,7 +351,7 @@ class QuorumCoordinator:
         try:
             report = report_from_json(entry["report"])
             signature = bytes.fromhex(str(entry["signature"]).removeprefix("0x"))
-            leaves = [NodeLeaf(*(int(v) for v in row)) for row in entry["leaves"]]
+            leaves = [NodeLeaf.from_values(row) for row in entry["leaves"]]
             rebuilt = build_commitment(epoch, leaves, report.config_version)
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("epoch %d: malformed entry from %s ignored (%s)", epoch, signer, exc)

@@ -89,7 +89,7 @@ class ProofsRecovery:
     def _recover_epoch(self, epoch: int) -> bool:
         root = self.chain.epoch_root(epoch)
         if root == ZERO_ROOT:
-            # Skipped so far (an older epoch may still be attested later): look again later.
+            # Not attested (yet, or skipped for good): nothing to recover, look again later.
             return False
         entries = self.board.entries(epoch)
         commitment: EpochCommitment | None = None
@@ -144,7 +144,7 @@ class ProofsRecovery:
     def _rebuild(epoch: int, signer: str, entry: dict) -> EpochCommitment | None:
         try:
             report = report_from_json(entry["report"])
-            leaves = [NodeLeaf(*(int(v) for v in row)) for row in entry["leaves"]]
+            leaves = [NodeLeaf.from_values(row) for row in entry["leaves"]]
             rebuilt = build_commitment(epoch, leaves, report.config_version)
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("epoch %d: malformed board entry from %s skipped (%s)", epoch, signer, exc)

@@ -38,6 +38,8 @@ from eth_account.typed_transactions import TypedTransaction
 from hexbytes import HexBytes
 
 from gpucap.attestation import (
+    UINT16_MAX,
+    Cumulative,
     EpochCommitment,
     NodeLeaf,
     OracleSignature,
@@ -50,6 +52,7 @@ from oracle.challenges import ChallengedSource
 from oracle.collectors.base import TelemetrySource
 from oracle.collectors.simulated import SimulatedFleet
 from oracle.config import OracleSettings
+from oracle.cumulative import BaseUnavailable, CumulativeBases
 from oracle.errors import (
     AttestationRejected,
     AttestationReverted,
@@ -77,6 +80,7 @@ class ReportStatus(StrEnum):
     ALREADY_ATTESTED = "already_attested"  # another transmitter won the race
     WAITING = "waiting"  # quorum mode: not enough matching signatures yet, or not our turn
     NOT_OBSERVED = "not_observed"  # this oracle was not watching during the epoch: abstains
+    NO_BASE = "no_base"  # an attested earlier epoch's leaves are not here, verified: abstains
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,7 @@ class Reporter:
         fee_bump_percent: int = 25,
         reorg_window_blocks: int = 64,
         recovery: ProofsRecovery | None = None,
+        peer_proofs_dirs: Sequence[Path] = (),
     ) -> None:
         if not private_keys:
             raise QuorumUnavailable(0, 1)
@@ -133,6 +138,8 @@ class Reporter:
         # Quorum mode: proofs files written before knowing who attests (epoch → our root).
         self._unconfirmed_files: dict[int, bytes] = {}
         self._measured: tuple[tuple[int, tuple[NodeInfo, ...]], tuple] | None = None
+        # Cumulative counters build on attested leaves only (oracle/cumulative.py).
+        self.bases = CumulativeBases(chain, [proofs_dir, *peer_proofs_dirs])
 
     @property
     def signer_addresses(self) -> list[str]:
@@ -194,7 +201,21 @@ class Reporter:
                     )
                     self._last_wait = (epoch, "not_observed")
                 return ReportOutcome(ReportStatus.NOT_OBSERVED, epoch)
-            self._measured = ((epoch, tuple(nodes)), self.measure(nodes, window))
+            try:
+                bases = self.bases.before(epoch)
+            except BaseUnavailable as exc:
+                # Signing a base we cannot prove would make our leaves differ from the
+                # quorum's (or, alone, publish wrong counters): abstain until we can.
+                if self._last_wait != (epoch, "no_base"):
+                    log.warning(
+                        "epoch %d: cannot prove the cumulative counters' base (%s);"
+                        " abstaining until the attested leaves are here",
+                        epoch,
+                        exc,
+                    )
+                    self._last_wait = (epoch, "no_base")
+                return ReportOutcome(ReportStatus.NO_BASE, epoch)
+            self._measured = ((epoch, tuple(nodes)), self.measure(nodes, window, bases))
         leaves, excluded, efficiency, challenges = self._measured[1]
         if not leaves:
             log.warning("epoch %d: every node was excluded; nothing to attest", epoch)
@@ -259,11 +280,11 @@ class Reporter:
         self._unconfirmed_files.pop(epoch, None)
         path = self._write(commitment, signers, _attestation_json(posted), extras)
         log.info(
-            "epoch %d attested: %d nodes, root 0x%s, %d Wh, %d mGPUh, tx %s (gas %d)",
+            "epoch %d attested: %d nodes, root 0x%s, %d J, %d mGPUh, tx %s (gas %d)",
             epoch,
             commitment.report.node_count,
             commitment.report.root.hex(),
-            commitment.report.total_energy_wh,
+            commitment.report.total_energy_joules,
             commitment.report.total_milli_gpu_hours,
             posted.tx_hash,
             posted.gas_used,
@@ -400,6 +421,17 @@ class Reporter:
                 return ReportOutcome(ReportStatus.ALREADY_ATTESTED, epoch)
             if exc.error_name == "OracleEpochNotEnded":  # the surviving chain is behind it
                 return ReportOutcome(ReportStatus.NOTHING_TO_DO, epoch)
+            if exc.error_name == "OracleEpochNotAfterLast":
+                # The surviving chain attested a later epoch first: epochs are attested in
+                # increasing order, so this one stays unattested for good.
+                log.warning(
+                    "epoch %d: a later epoch is attested on the surviving chain; the removed"
+                    " attestation can never land again (%s)",
+                    epoch,
+                    exc,
+                )
+                self.progress.forget_attestation(epoch)
+                return None
             # The hub's oracle set or configuration moved on: the signatures are stale.
             log.warning(
                 "epoch %d: the removed attestation cannot be sent again (%s); the epoch"
@@ -509,16 +541,22 @@ class Reporter:
             log.warning("epoch %d: on-chain root differs from ours; proofs file removed", epoch)
 
     def measure(
-        self, nodes: Sequence[NodeInfo], window: EpochWindow
+        self,
+        nodes: Sequence[NodeInfo],
+        window: EpochWindow,
+        bases: dict[int, Cumulative] | None = None,
     ) -> tuple[list[NodeLeaf], list[dict], dict[str, dict], dict[str, dict] | None]:
         """Leaves of the nodes whose telemetry makes sense, the excluded ones with
         their reasons, each leaf's efficiency figures (see oracle.aggregation) and,
         for a challenged source, each node's challenges passed and failed.
 
-        A node that failed a challenge during the epoch is credited no GPU-hours
-        (the leaf keeps its other figures): its shortfall is refunded and slashed
-        as any other. The leaf format is unchanged; the counts are published in
-        the proofs file only (see oracle/challenges.py)."""
+        Each leaf's cumulative counters are ``bases[node]`` (the node's newest
+        attested leaf; zero if absent) plus the epoch's figures. A node that failed a
+        challenge during the epoch is credited no GPU-hours (the leaf keeps its other
+        figures): its shortfall is refunded and slashed as any other. The leaf carries
+        the challenge counts, so the quorum co-signs them; the failures' reasons are
+        in the proofs file (see oracle/challenges.py)."""
+        bases = bases or {}
         telemetry = self.source.telemetry(nodes, window)
         challenges = None
         if isinstance(self.source, ChallengedSource):
@@ -540,20 +578,29 @@ class Reporter:
                 )
                 excluded.append({"nodeId": node.node_id, "reason": result.reason})
                 continue
-            leaf = _leaf(node.node_id, window.epoch, result)
-            failed = (challenges or {}).get(str(node.node_id), {}).get("failed", 0)
-            if failed and leaf.milli_gpu_hours:
+            counts = (challenges or {}).get(str(node.node_id), {})
+            passed, failed = counts.get("passed", 0), counts.get("failed", 0)
+            measured = result.measurement.milli_gpu_hours
+            if failed and measured:
                 log.warning(
                     "epoch %d: node %d failed %d challenge(s) (%s): no GPU-hours credited"
                     " (%d mGPUh measured)",
                     window.epoch,
                     node.node_id,
                     failed,
-                    "; ".join(challenges[str(node.node_id)]["failures"]),
-                    leaf.milli_gpu_hours,
+                    "; ".join(counts.get("failures", [])),
+                    measured,
                 )
-                leaf = replace(leaf, milli_gpu_hours=0)
-            leaves.append(leaf)
+            leaves.append(
+                build_leaf(
+                    node.node_id,
+                    window.epoch,
+                    result,
+                    passed=passed,
+                    failed=failed,
+                    base=bases.get(node.node_id, Cumulative()),
+                )
+            )
             efficiency[str(node.node_id)] = result.efficiency_json(node.reference_power_w)
         return leaves, excluded, efficiency, challenges
 
@@ -583,16 +630,33 @@ class Reporter:
         return write_proofs(self.proofs_dir, commitment.report.epoch, document)
 
 
-def _leaf(node_id: int, epoch: int, figures: NodeFigures) -> NodeLeaf:
+def build_leaf(
+    node_id: int,
+    epoch: int,
+    figures: NodeFigures,
+    *,
+    passed: int = 0,
+    failed: int = 0,
+    base: Cumulative | None = None,
+) -> NodeLeaf:
+    """The leaf an oracle signs for ``figures``: cum* on ``base`` (zero: the node's first
+    attested leaf), no delivery credited in an epoch with a failed challenge."""
     m = figures.measurement
-    return NodeLeaf(
+    return NodeLeaf.measured(
         node_id,
         epoch,
-        m.uptime_bps,
-        m.utilization_bps,
-        m.sample_coverage_bps,
-        m.energy_wh,
-        m.milli_gpu_hours,
+        uptime_bps=m.uptime_bps,
+        utilization_bps=m.utilization_bps,
+        sample_coverage_bps=m.sample_coverage_bps,
+        utilization_coverage_bps=m.utilization_coverage_bps,
+        energy_coverage_bps=m.energy_coverage_bps,
+        energy_joules=m.energy_joules,
+        # A failed challenge credits no delivery for the epoch (nor in the cumulative).
+        milli_gpu_hours=0 if failed else m.milli_gpu_hours,
+        busy_gpu_seconds=m.busy_gpu_seconds,
+        challenges_passed=min(passed, UINT16_MAX),
+        challenges_failed=min(failed, UINT16_MAX),
+        base=base or Cumulative(),
     )
 
 
@@ -650,6 +714,7 @@ def build_reporter(settings: OracleSettings, source: TelemetrySource | None = No
         fee_bump_percent=settings.fee_bump_percent,
         reorg_window_blocks=settings.reorg_window_blocks,
         recovery=recovery,
+        peer_proofs_dirs=settings.peer_proofs_dirs,
     )
 
 

@@ -33,10 +33,23 @@ class EpochWindow:
 
 @dataclass(frozen=True)
 class NodeMeasurement:
-    """One node over one epoch, in the units of IOracleHub.NodeLeaf."""
+    """One node over one epoch, in the units of IOracleHub.NodeLeaf (v2).
+
+    A coverage of 0 means the figure it covers is unknown: ``energy_joules`` is then
+    0 and must not be read as "drew nothing". ``busy_gpu_seconds`` is not a leaf field
+    of its own; it feeds the leaf's cumulative ``cumBusyGpuSeconds``.
+    """
 
     uptime_bps: int
     utilization_bps: int
     sample_coverage_bps: int
-    energy_wh: int
+    utilization_coverage_bps: int
+    energy_coverage_bps: int
+    energy_joules: int
     milli_gpu_hours: int
+    busy_gpu_seconds: int
+
+    @property
+    def energy_wh(self) -> int:
+        """Whole Wh, rounded down (derived: the leaf carries joules)."""
+        return self.energy_joules // 3_600

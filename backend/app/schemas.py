@@ -6,10 +6,11 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 from pydantic_core import PydanticCustomError
 
 from gpucap.addresses import checksum
+from gpucap.attestation import JOULES_PER_WH
 
 _HEX_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 ZERO_ADDRESS = "0x" + "0" * 40
@@ -175,13 +176,17 @@ class EpochPublic(_Row):
     epoch: int
     root: str
     node_count: int
-    total_energy_wh: int
+    total_energy_joules: int
     total_milli_gpu_hours: int
     config_version: int
     transmitter: str
     block_number: int
     attested_at: int
     tx_hash: str
+
+    @computed_field(description="total_energy_joules in whole Wh, rounded down (derived)")
+    def total_energy_wh(self) -> int:
+        return self.total_energy_joules // JOULES_PER_WH
 
 
 class OfferPublic(_Row):
@@ -647,30 +652,49 @@ class SigningNoncesPublic(BaseModel):
 
 
 class NodeMetricPublic(BaseModel):
-    """One node's attested figures for one epoch (an OracleHub leaf) and what follows."""
+    """One node's attested figures for one epoch (an OracleHub leaf) and what follows.
+
+    A coverage of 0 means the figure is unknown (published as 0, not measured as 0)."""
 
     epoch: int
     uptime_bps: int
     utilization_bps: int
     sample_coverage_bps: int
-    energy_wh: int
+    utilization_coverage_bps: int
+    energy_coverage_bps: int = Field(description="0: the energy is unknown, not zero")
+    challenges_passed: int
+    challenges_failed: int
+    energy_joules: int
+    energy_wh: int = Field(description="energy_joules in whole Wh, rounded down (derived)")
     milli_gpu_hours: int
+    cum_milli_gpu_hours: int | None = Field(
+        description="since the node's registration; null for a leaf v1 row"
+    )
+    cum_energy_joules: int | None
+    cum_busy_gpu_seconds: int | None
     gpu_hours: float = Field(description="delivered GPU-hours: milli_gpu_hours / 1000")
     energy_efficiency: float | None = Field(
-        description="delivered GPU-hours per kWh; null when no energy was attested"
+        description="delivered GPU-hours per kWh; null when the energy is unknown (coverage 0)"
     )
 
 
 class NodeLeafPublic(BaseModel):
-    """IOracleHub.NodeLeaf, field for field (the tuple to pass to verifyLeaf)."""
+    """IOracleHub.NodeLeaf (v2), field for field (the tuple to pass to verifyLeaf)."""
 
     node_id: int
     epoch: int
     uptime_bps: int
     utilization_bps: int
     sample_coverage_bps: int
-    energy_wh: int
+    utilization_coverage_bps: int
+    energy_coverage_bps: int
+    challenges_passed: int
+    challenges_failed: int
+    energy_joules: int
     milli_gpu_hours: int
+    cum_milli_gpu_hours: int
+    cum_energy_joules: int
+    cum_busy_gpu_seconds: int
 
 
 class NodeLeafProofPublic(BaseModel):
@@ -695,7 +719,8 @@ class FleetClassMetricsPublic(BaseModel):
     mean_utilization_bps: float = Field(description="unweighted mean over the class's nodes")
     mean_uptime_bps: float = Field(description="unweighted mean over the class's nodes")
     gpu_hours: float
-    energy_wh: int
+    energy_joules: int = Field(description="summed over the nodes whose energy is known")
+    energy_wh: int = Field(description="energy_joules in whole Wh, rounded down (derived)")
 
 
 class FleetEpochMetricsPublic(BaseModel):
@@ -703,7 +728,8 @@ class FleetEpochMetricsPublic(BaseModel):
     attested_at: int
     nodes: int
     gpu_hours: float
-    energy_wh: int
+    energy_joules: int
+    energy_wh: int = Field(description="energy_joules in whole Wh, rounded down (derived)")
     classes: list[FleetClassMetricsPublic]
 
 

@@ -250,7 +250,7 @@ class EpochRow(Base):
     epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     root: Mapped[str] = mapped_column(String(66))
     node_count: Mapped[int] = mapped_column(Integer)
-    total_energy_wh: Mapped[int] = mapped_column(BigInteger)
+    total_energy_joules: Mapped[int] = mapped_column(BigInteger)
     total_milli_gpu_hours: Mapped[int] = mapped_column(BigInteger)
     config_version: Mapped[int] = mapped_column(BigInteger)
     transmitter: Mapped[str] = mapped_column(String(42))
@@ -505,8 +505,17 @@ class NodeMetricRow(Base):
     uptime_bps: Mapped[int] = mapped_column(Integer)
     utilization_bps: Mapped[int] = mapped_column(Integer)
     sample_coverage_bps: Mapped[int] = mapped_column(Integer)
-    energy_wh: Mapped[int] = mapped_column(BigInteger)
+    utilization_coverage_bps: Mapped[int] = mapped_column(Integer)
+    # 0 = the energy is unknown (energy_joules is then 0, not a measured zero).
+    energy_coverage_bps: Mapped[int] = mapped_column(Integer)
+    challenges_passed: Mapped[int] = mapped_column(Integer)
+    challenges_failed: Mapped[int] = mapped_column(Integer)
+    energy_joules: Mapped[int] = mapped_column(BigInteger)
     milli_gpu_hours: Mapped[int] = mapped_column(BigInteger)
+    # Since the node's registration (leaf v2); NULL on rows ingested from v1 leaves.
+    cum_milli_gpu_hours: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    cum_energy_joules: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    cum_busy_gpu_seconds: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     leaf_hash: Mapped[str] = mapped_column(String(66))
     proof: Mapped[list[str]] = mapped_column(JSON)
 

@@ -54,13 +54,20 @@ def deployed_curve(session: Session) -> str:
 
 
 def trailing_utilization(session: Session, node_ids: list[int]) -> dict[int, int]:
-    """Mean utilization (bps) of each node's newest TRAILING_EPOCHS attested epochs, from
-    leaves verified against the attested root; nodes without any are left out."""
+    """Coverage-weighted mean utilization (bps) of each node's newest TRAILING_EPOCHS
+    attested epochs, from leaves verified against the attested root. A leaf whose
+    utilization coverage is 0 says nothing (unknown, not idle) and weighs nothing; nodes
+    without any known utilization are left out."""
     newest = session.scalar(select(func.max(EpochRow.epoch)))
     if newest is None or not node_ids:
         return {}
+    weight = NodeMetricRow.utilization_coverage_bps
     rows = session.execute(
-        select(NodeMetricRow.node_id, func.avg(NodeMetricRow.utilization_bps))
+        select(
+            NodeMetricRow.node_id,
+            func.sum(NodeMetricRow.utilization_bps * weight),
+            func.sum(weight),
+        )
         .join(
             EpochRow,
             (EpochRow.epoch == NodeMetricRow.epoch) & (EpochRow.root == NodeMetricRow.root),
@@ -68,10 +75,14 @@ def trailing_utilization(session: Session, node_ids: list[int]) -> dict[int, int
         .where(
             NodeMetricRow.node_id.in_(node_ids),
             NodeMetricRow.epoch > newest - TRAILING_EPOCHS,
+            weight > 0,
         )
         .group_by(NodeMetricRow.node_id)
     )
-    return {int(node_id): min(round(mean), BPS) for node_id, mean in rows}
+    return {
+        int(node_id): min(round(int(weighted) / int(total)), BPS)
+        for node_id, weighted, total in rows
+    }
 
 
 def node_collateral(

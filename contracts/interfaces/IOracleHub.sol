@@ -14,35 +14,58 @@ import {INodeRegistry} from "./INodeRegistry.sol";
  *
  * Epochs are numbered from 1: epoch `e` covers
  * `[genesis + (e - 1) * epochLength, genesis + e * epochLength)` and can be
- * attested once it has ended. Epoch 0 means "none".
+ * attested once it has ended. Epoch 0 means "none". Epochs are attested in
+ * strictly increasing order (an epoch never attested before a newer one is
+ * never attested): a leaf's cumulative counters build on the node's newest leaf
+ * attested for an earlier epoch, which must not change once a later leaf used it.
  *
- * Units: ratios in basis points (1/10_000); energy in watt-hours; delivered
+ * Units: ratios in basis points (1/10_000); energy in joules; delivered
  * capacity in milli-GPU-hours (1 GPU-hour = 1_000 units; one GPU up for the
- * whole of a 60-second epoch delivers 16 units, rounded down).
+ * whole of a 60-second epoch delivers 16 units, rounded down); busy time in
+ * GPU-seconds (GPUs × seconds × utilization).
  *
- * Leaves follow OpenZeppelin's StandardMerkleTree convention:
+ * Leaf v2 follows OpenZeppelin's StandardMerkleTree convention:
  * `keccak256(bytes.concat(keccak256(abi.encode(nodeId, epoch, uptimeBps,
- * utilizationBps, sampleCoverageBps, energyWh, milliGpuHours))))` with leaf
- * encoding `[uint256, uint64, uint16, uint16, uint16, uint64, uint64]` and
- * sorted-pair hashing (OpenZeppelin MerkleProof).
+ * utilizationBps, sampleCoverageBps, utilizationCoverageBps, energyCoverageBps,
+ * challengesPassed, challengesFailed, energyJoules, milliGpuHours,
+ * cumMilliGpuHours, cumEnergyJoules, cumBusyGpuSeconds))))` with leaf encoding
+ * `[uint256, uint64, uint16 ×7, uint64 ×5]` and sorted-pair hashing
+ * (OpenZeppelin MerkleProof). The one off-chain encoder is gpucap/attestation.py.
  */
 interface IOracleHub {
-    /// @notice One node's measured figures for one epoch (a Merkle leaf).
+    /// @notice One node's measured figures for one epoch (a Merkle leaf, v2).
+    /// @dev A coverage of 0 means the figure it covers is UNKNOWN (published as 0), never
+    /// a measured zero: consumers must not read `utilizationBps` or `energyJoules` as idle
+    /// or free when their coverage is 0.
     /// @param nodeId NodeRegistry id.
     /// @param epoch Epoch the figures describe.
-    /// @param uptimeBps Share of the epoch the node was up and serving.
-    /// @param utilizationBps Share of the node's GPU-time that was busy.
-    /// @param sampleCoverageBps Share of expected telemetry samples the oracle received.
-    /// @param energyWh Energy the node drew during the epoch.
+    /// @param uptimeBps Share of the observed time the node was up and serving.
+    /// @param utilizationBps Share of the node's observed GPU-time that was busy.
+    /// @param sampleCoverageBps Share of the epoch's GPU-time the oracle observed.
+    /// @param utilizationCoverageBps Share of the epoch's GPU-time with a known utilization.
+    /// @param energyCoverageBps Share of the epoch's GPU-time whose energy is known (0: unknown).
+    /// @param challengesPassed Work challenges the node answered correctly in the epoch.
+    /// @param challengesFailed Work challenges it failed (no GPU-hours are credited then).
+    /// @param energyJoules Energy the node drew during the epoch.
     /// @param milliGpuHours GPU capacity delivered (GPUs up × hours × 1_000).
+    /// @param cumMilliGpuHours Sum of `milliGpuHours` over the node's attested leaves up to this one.
+    /// @param cumEnergyJoules Sum of `energyJoules` over the node's attested leaves up to this one.
+    /// @param cumBusyGpuSeconds Busy GPU-seconds (utilization-weighted) summed the same way.
     struct NodeLeaf {
         uint256 nodeId;
         uint64 epoch;
         uint16 uptimeBps;
         uint16 utilizationBps;
         uint16 sampleCoverageBps;
-        uint64 energyWh;
+        uint16 utilizationCoverageBps;
+        uint16 energyCoverageBps;
+        uint16 challengesPassed;
+        uint16 challengesFailed;
+        uint64 energyJoules;
         uint64 milliGpuHours;
+        uint64 cumMilliGpuHours;
+        uint64 cumEnergyJoules;
+        uint64 cumBusyGpuSeconds;
     }
 
     /// @notice What the oracles sign for an epoch (EIP-712 struct `EpochReport`).
@@ -51,18 +74,18 @@ interface IOracleHub {
         uint64 epoch;
         bytes32 root;
         uint32 nodeCount;
-        uint64 totalEnergyWh;
+        uint64 totalEnergyJoules;
         uint64 totalMilliGpuHours;
         uint64 configVersion;
     }
 
     /// @notice What is stored per attested epoch.
-    /// @dev Storage packing: root (slot 0) | nodeCount (uint32) + totalEnergyWh (uint64)
+    /// @dev Storage packing: root (slot 0) | nodeCount (uint32) + totalEnergyJoules (uint64)
     /// + totalMilliGpuHours (uint64) + attestedAt (uint64) = 28 bytes (slot 1).
     struct EpochAttestation {
         bytes32 root;
         uint32 nodeCount;
-        uint64 totalEnergyWh;
+        uint64 totalEnergyJoules;
         uint64 totalMilliGpuHours;
         uint64 attestedAt;
     }
@@ -81,7 +104,7 @@ interface IOracleHub {
         uint64 indexed epoch,
         bytes32 root,
         uint32 nodeCount,
-        uint64 totalEnergyWh,
+        uint64 totalEnergyJoules,
         uint64 totalMilliGpuHours,
         uint64 configVersion,
         address indexed transmitter
@@ -114,6 +137,10 @@ interface IOracleHub {
     /// @notice `epoch` was already attested, at block time `attestedAt` (its root is final).
     error OracleEpochAlreadyAttested(uint64 epoch, uint64 attestedAt);
 
+    /// @notice `epoch` is not after `lastAttestedEpoch`, the newest attested epoch: epochs are
+    /// attested in strictly increasing order (cumulative counters chain on earlier leaves).
+    error OracleEpochNotAfterLast(uint64 epoch, uint64 lastAttestedEpoch);
+
     /// @notice `epoch` ends at `endsAt`, which is after the current block time.
     error OracleEpochNotEnded(uint64 epoch, uint256 endsAt);
 
@@ -123,8 +150,8 @@ interface IOracleHub {
     /// @notice `nodeCount` is zero or above the `registeredNodes` known to the registry.
     error OracleNodeCountOutOfRange(uint32 nodeCount, uint256 registeredNodes);
 
-    /// @notice Total energy `totalEnergyWh` is above the bound `maxEnergyWh` for the node count.
-    error OracleEnergyOutOfRange(uint64 totalEnergyWh, uint256 maxEnergyWh);
+    /// @notice Total energy `totalEnergyJoules` is above the bound `maxEnergyJoules` for the node count.
+    error OracleEnergyOutOfRange(uint64 totalEnergyJoules, uint256 maxEnergyJoules);
 
     /// @notice Total delivered `totalMilliGpuHours` is above the bound `maxMilliGpuHours` for the node count.
     error OracleGpuHoursOutOfRange(uint64 totalMilliGpuHours, uint256 maxMilliGpuHours);
@@ -185,11 +212,11 @@ interface IOracleHub {
      * @notice Records `report` for its epoch if a quorum of the current oracles signed it.
      * @dev Anyone may transmit: the signatures are the authority. Each signature
      * is a 65-byte (r, s, v) ECDSA signature over the EIP-712 digest of `report`.
-     * Epochs may be attested in any order: an ended epoch older than the newest attested
-     * one can still be attested if it never was (see {lastAttestedEpoch}).
+     * Epochs are attested in strictly increasing order; gaps are allowed (an epoch no
+     * quorum attested is skipped for good once a later one is attested).
      * Requirements: `report.configVersion` is current; `report.epoch` is not 0
-     * ({OracleInvalidEpoch}), was never attested ({OracleEpochAlreadyAttested}) and has
-     * ended ({OracleEpochNotEnded}); root non-zero; 1 ≤ nodeCount ≤ nodes in
+     * ({OracleInvalidEpoch}), was never attested ({OracleEpochAlreadyAttested}), is after
+     * {lastAttestedEpoch} ({OracleEpochNotAfterLast}) and has ended ({OracleEpochNotEnded}); root non-zero; 1 ≤ nodeCount ≤ nodes in
      * the registry; totals within the per-node bounds × nodeCount; at least
      * `quorum` signatures from distinct current oracles, sorted by signer address.
      * Emits {EpochAttested}.
@@ -222,8 +249,8 @@ interface IOracleHub {
     function epochAttestation(uint64 epoch) external view returns (EpochAttestation memory);
 
     /// @notice The newest (highest-numbered) attested epoch, or 0 if none.
-    /// @dev Not "every epoch up to it is attested": an older epoch may still be missing and
-    /// be attested later (that never changes this value). Ask {epochAttestation} per epoch.
+    /// @dev Not "every epoch up to it is attested": an epoch below it that is not attested
+    /// never will be (attestation is in increasing order). Ask {epochAttestation} per epoch.
     function lastAttestedEpoch() external view returns (uint64);
 
     /// @notice Block time at which the newest epoch was attested, or 0 if none.
@@ -252,8 +279,8 @@ interface IOracleHub {
     /// @notice Upper bound on one node's `milliGpuHours` in one epoch.
     function maxNodeMilliGpuHours() external view returns (uint256);
 
-    /// @notice Upper bound on one node's `energyWh` in one epoch.
-    function maxNodeEnergyWh() external view returns (uint256);
+    /// @notice Upper bound on one node's `energyJoules` in one epoch.
+    function maxNodeEnergyJoules() external view returns (uint256);
 
     /// @notice The current oracle set, in insertion order (with swap-and-pop on removal).
     function oracles() external view returns (address[] memory);

@@ -29,7 +29,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from gpucap import devchain
-from gpucap.attestation import EpochCommitment, NodeLeaf, build_commitment
+from gpucap.attestation import EpochCommitment, build_commitment
 from gpucap.signing import sign_permit, sign_request
 from oracle.proofs import proofs_document, write_proofs
 from scripts.deploy import (
@@ -47,6 +47,7 @@ from tests.backend.backend_helpers import (
 from tests.conftest import LiveDeployment
 from tests.oracle.hub_helpers import ORACLE_KEYS, address_of, signatures
 from tests.support.brownie_network import ANVIL_PORT
+from tests.support.leaves import test_leaf
 
 USD = 10**6
 HOUR = 3600
@@ -304,7 +305,7 @@ def test_register_sell_deliver_settle_distribute_claim(
     first, last = s.capacity.windowEpochs(token)
     assert last == first + 1
     for epoch, milli in ((first, 4_000), (last, 5_000)):
-        leaf = NodeLeaf(node, epoch, 10_000, 6_000, 10_000, 2_000, milli)
+        leaf = test_leaf(node, epoch, 10_000, 6_000, 10_000, 7_200_000, milli)
         commitment = build_commitment(epoch, [leaf], s.oracle_hub.configVersion())
         _attest_and_publish(s, proofs_dir, commitment, admin)
 

@@ -107,7 +107,13 @@ def world(live_deployment, admin, operator, buyer, stranger, tmp_path_factory):
     # Epoch k+3's file claims more delivery for A than the oracles signed.
     real = commitments[k + 3]
     forged_leaves = [
-        NodeLeaf(**{**vars(leaf), "milli_gpu_hours": leaf.milli_gpu_hours + 1})
+        NodeLeaf(
+            **{
+                **vars(leaf),
+                "milli_gpu_hours": leaf.milli_gpu_hours + 1,
+                "cum_milli_gpu_hours": leaf.cum_milli_gpu_hours + 1,
+            }
+        )
         if leaf.node_id == a
         else leaf
         for leaf in real.leaves
@@ -224,22 +230,17 @@ def test_metrics_history_is_served_from_verified_leaves(world, stack) -> None:
     leaf = world["commitments"][k + 1].leaves[0]
     got = next(m for m in body if m["epoch"] == k + 1)
     assert (got["milli_gpu_hours"], got["energy_wh"]) == (leaf.milli_gpu_hours, leaf.energy_wh)
-    assert got["energy_efficiency"] == pytest.approx(leaf.milli_gpu_hours / leaf.energy_wh)
+    assert (got["energy_joules"], got["cum_busy_gpu_seconds"]) == (
+        leaf.energy_joules,
+        leaf.cum_busy_gpu_seconds,
+    )
+    assert got["energy_efficiency"] == pytest.approx(
+        leaf.milli_gpu_hours * 3_600 / leaf.energy_joules
+    )
 
     # The served proof verifies on-chain, against the hub itself.
     served = stack.get(f"/api/v1/nodes/{b}/leaves/{k + 2}").json()
-    leaf_tuple = tuple(
-        served["leaf"][f]
-        for f in (
-            "node_id",
-            "epoch",
-            "uptime_bps",
-            "utilization_bps",
-            "sample_coverage_bps",
-            "energy_wh",
-            "milli_gpu_hours",
-        )
-    )
+    leaf_tuple = NodeLeaf(**served["leaf"]).values()  # the v2 leaf, field for field
     assert s.oracle_hub.verifyLeaf(leaf_tuple, served["proof"])
     missing = stack.get(f"/api/v1/nodes/{a}/leaves/{k + 2}")
     assert missing.status_code == 404 and missing.json()["code"] == "LeafNotFound"

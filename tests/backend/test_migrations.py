@@ -1,5 +1,5 @@
 """Revisions up and down on SQLite and PostgreSQL: the actions table's finality and chain
-columns (0010), the governance tables (0011) and the loan book (0013); what each
+columns (0010), the governance tables (0011), the loan book (0013) and leaf v2 (0016); what each
 direction keeps, and that the head is reached again (tests/support/migrations.py)."""
 
 from __future__ import annotations
@@ -175,3 +175,50 @@ def test_0013_up_down_up(database_url: str, loan_events: int) -> None:
 
         step.down()
         assert not LOAN_TABLES & step.tables()
+
+
+def test_0016_leaf_v2_up_down_up(database_url: str) -> None:
+    """Energy becomes joules (× 3600, exact); a v1 row's 0 Wh becomes unknown (coverage
+    0), its cumulative counters NULL; down gives whole Wh back."""
+    with revision_step(database_url, "0016") as step:
+        h = "0x" + "ab" * 32
+        with step.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO epochs (epoch, root, node_count, total_energy_wh, "
+                    "total_milli_gpu_hours, config_version, transmitter, block_number, "
+                    "attested_at, tx_hash) VALUES (3, :h, 2, 150, 9, 1, :a, 10, 1000, :h)"
+                ),
+                {"h": h, "a": "0x" + "11" * 20},
+            )
+            for node, energy in ((1, 150), (2, 0)):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO node_metrics (epoch, node_id, root, uptime_bps, "
+                        "utilization_bps, sample_coverage_bps, energy_wh, milli_gpu_hours, "
+                        "leaf_hash, proof) VALUES (3, :n, :h, 10000, 5000, 9000, :e, 4, :h, '[]')"
+                    ),
+                    {"n": node, "h": h, "e": energy},
+                )
+
+        step.up()
+        assert step.scalar("SELECT total_energy_joules FROM epochs") == 540_000
+        with step.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT node_id, energy_joules, utilization_coverage_bps, energy_coverage_bps,"
+                    " challenges_passed, cum_milli_gpu_hours FROM node_metrics ORDER BY node_id"
+                )
+            ).all()
+        assert [tuple(r) for r in rows] == [
+            (1, 540_000, 9_000, 9_000, 0, None),
+            (2, 0, 9_000, 0, 0, None),  # v1's 0 Wh: unknown, not zero
+        ]
+        assert "total_energy_wh" not in step.columns("epochs")
+
+        step.down()
+        assert step.scalar("SELECT total_energy_wh FROM epochs") == 150
+        with step.engine.connect() as conn:
+            energies = conn.execute(sa.text("SELECT energy_wh FROM node_metrics ORDER BY node_id"))
+            assert [e for (e,) in energies] == [150, 0]
+        assert not step.columns("node_metrics") & {"energy_joules", "cum_energy_joules"}

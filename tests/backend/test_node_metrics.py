@@ -26,12 +26,14 @@ from gpucap import devchain
 from gpucap.attestation import EpochCommitment, NodeLeaf, build_commitment, leaf_hash
 from gpucap.merkle import process_proof
 from oracle.proofs import proofs_document, write_proofs
+from tests.support.leaves import test_leaf
 
 H100, L40S = 1, 2
 
 
 def _leaf(node: int, epoch: int, util: int = 6_000, energy: int = 2_000, milli: int = 7_500):
-    return NodeLeaf(node, epoch, 9_900, util, 10_000, energy, milli)
+    """``energy`` in Wh for readable sums (the leaf carries joules); 0 Wh = unknown."""
+    return test_leaf(node, epoch, 9_900, util, 10_000, energy * 3_600, milli, passed=1)
 
 
 def _commit(epoch: int, leaves: list[NodeLeaf]) -> EpochCommitment:
@@ -52,7 +54,7 @@ def _epoch_row(c: EpochCommitment) -> EpochRow:
         epoch=r.epoch,
         root="0x" + r.root.hex(),
         node_count=r.node_count,
-        total_energy_wh=r.total_energy_wh,
+        total_energy_joules=r.total_energy_joules,
         total_milli_gpu_hours=r.total_milli_gpu_hours,
         config_version=1,
         transmitter="0x" + "22" * 20,
@@ -85,6 +87,7 @@ def test_a_forged_leaf_is_rejected_and_the_rest_kept(tmp_path: Path) -> None:
     c = _commit(3, [_leaf(1, 3), _leaf(2, 3)])
     doc = _publish(tmp_path, c)
     doc["leaves"][1]["milliGpuHours"] += 1  # claims more delivery under the real proof
+    doc["leaves"][1]["cumMilliGpuHours"] += 1  # (consistently: a well-formed leaf)
     (tmp_path / "3.json").write_text(json.dumps(doc))
     proofs = _load(tmp_path, c)
     assert not proofs.complete
@@ -255,16 +258,26 @@ def test_node_metrics_newest_first_with_derived_figures(api: TestClient) -> None
         "uptime_bps": 9_900,
         "utilization_bps": 5_400,
         "sample_coverage_bps": 10_000,
-        "energy_wh": 2_000,
+        "utilization_coverage_bps": 10_000,
+        "energy_coverage_bps": 10_000,
+        "challenges_passed": 1,
+        "challenges_failed": 0,
+        "energy_joules": 7_200_000,
+        "energy_wh": 2_000,  # derived, kept for clients of leaf v1
         "milli_gpu_hours": 7_004,
+        "cum_milli_gpu_hours": 7_004,
+        "cum_energy_joules": 7_200_000,
+        "cum_busy_gpu_seconds": 7_004 * 3_600 // 1_000 * 5_400 // 10_000,
         "gpu_hours": 7.004,
         "energy_efficiency": 7.004 / 2.0,  # GPU-hours per kWh
     }
     ranged = api.get("/api/v1/nodes/1/metrics", params={"from_epoch": 2, "to_epoch": 3})
     assert [m["epoch"] for m in ranged.json()] == [3, 2]
     assert [m["epoch"] for m in api.get("/api/v1/nodes/1/metrics?limit=1").json()] == [4]
-    no_energy = api.get("/api/v1/nodes/2/metrics?from_epoch=2&to_epoch=2").json()
-    assert no_energy[0]["energy_efficiency"] is None
+    unknown = api.get("/api/v1/nodes/2/metrics?from_epoch=2&to_epoch=2").json()[0]
+    # Unknown energy: 0 J with coverage 0, and no efficiency (never "infinitely efficient").
+    assert (unknown["energy_joules"], unknown["energy_coverage_bps"]) == (0, 0)
+    assert unknown["energy_efficiency"] is None
 
 
 @pytest.mark.parametrize(
@@ -308,6 +321,7 @@ def test_fleet_aggregates_per_class(api: TestClient) -> None:
     assert [e["epoch"] for e in body] == [4, 3]
     e4 = body[0]
     assert (e4["nodes"], e4["gpu_hours"], e4["energy_wh"]) == (3, 17.004, 3_500)
+    assert e4["energy_joules"] == 3_500 * 3_600
     h100, l40s = e4["classes"]
     assert (h100["class_name"], h100["nodes"]) == ("H100-SXM-80GB", 2)
     assert h100["mean_utilization_bps"] == (5_400 + 7_000) / 2

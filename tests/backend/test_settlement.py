@@ -21,11 +21,12 @@ from backend.services.relaying.relay import relay_action
 from backend.services.relaying.relayer import Relayer
 from backend.worker.kinds import REQUEST_BUILDERS
 from gpucap import devchain
-from gpucap.attestation import NodeLeaf, build_commitment
+from gpucap.attestation import build_commitment
 from oracle.proofs import proofs_document, write_proofs
 from scripts.deploy import DeployConfig, deploy_system, write_manifest
 from tests.oracle.hub_helpers import ORACLE_KEYS, address_of, signatures
 from tests.support.brownie_network import ANVIL_PORT
+from tests.support.leaves import test_leaf
 
 USD = 10**6
 PRICE = 2 * USD
@@ -76,7 +77,7 @@ def hourly(admin, operator, buyer, tmp_path_factory):
     for epoch, milli in zip(range(first, last + 1), (3_000, 4_000), strict=True):
         c = build_commitment(
             epoch,
-            [NodeLeaf(node, epoch, 10_000, 6_000, 10_000, 2_000, milli)],
+            [test_leaf(node, epoch, 10_000, 6_000, 10_000, 7_200_000, milli)],
             system.oracle_hub.configVersion(),
         )
         system.oracle_hub.attest(
@@ -149,7 +150,7 @@ def test_mismatched_proofs_file_is_not_relayed(hourly, world, tmp_path) -> None:
     c = hourly["commitments"][0]
     forged = build_commitment(
         c.report.epoch,
-        [NodeLeaf(hourly["node"], c.report.epoch, 10_000, 6_000, 10_000, 2_000, 9_999)],
+        [test_leaf(hourly["node"], c.report.epoch, 10_000, 6_000, 10_000, 7_200_000, 9_999)],
         c.report.config_version,
     )
     write_proofs(

@@ -76,8 +76,9 @@ def attest_window(hub, capacity, tid: int, delivered: dict[int, list[int]]):
     Moves chain time past the window's end first."""
     from brownie import accounts, chain
 
-    from gpucap.attestation import NodeLeaf, build_commitment
+    from gpucap.attestation import build_commitment
     from tests.oracle.hub_helpers import ORACLE_KEYS, signatures
+    from tests.support.leaves import test_leaf
 
     window_end = (tid & (2**64 - 1)) + capacity.windowSeconds()
     chain.sleep(max(0, window_end - chain[-1].timestamp))
@@ -86,7 +87,7 @@ def attest_window(hub, capacity, tid: int, delivered: dict[int, list[int]]):
     commitments = {}
     for i, epoch in enumerate(range(first, last + 1)):
         leaves = [
-            NodeLeaf(node, epoch, 10_000, 5_000, 10_000, 1_000, milli[i])
+            test_leaf(node, epoch, 10_000, 5_000, 10_000, 3_600_000, milli[i])
             for node, milli in delivered.items()
         ]
         c = build_commitment(epoch, leaves, hub.configVersion())

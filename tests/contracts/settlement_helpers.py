@@ -11,6 +11,7 @@ from eth_abi import encode
 from gpucap.attestation import NodeLeaf, build_commitment
 from tests.contracts.node_helpers import USD
 from tests.oracle.hub_helpers import ORACLE_KEYS, end_epoch, signatures
+from tests.support.leaves import test_leaf
 
 BPS = 10_000
 FEE_BPS, RESERVE_BPS, OPERATOR_BPS = 500, 300, 3_000  # DeployConfig's defaults
@@ -117,7 +118,9 @@ def attest(hub, milli: dict[int, int]):
     """Ends the current hub epoch and attests it with `milli[node]` milli-GPU-hours per
     node; returns the EpochCommitment (its .report.epoch is the epoch)."""
     epoch = end_epoch(hub)
-    leaves = [NodeLeaf(node, epoch, 10_000, 5_000, 10_000, 50, m) for node, m in milli.items()]
+    leaves = [
+        test_leaf(node, epoch, 10_000, 5_000, 10_000, 180_000, m) for node, m in milli.items()
+    ]
     c = build_commitment(epoch, leaves, hub.configVersion())
     hub.attest(
         c.report.as_tuple(), signatures(hub, c.report, ORACLE_KEYS[:2]), {"from": accounts[6]}

@@ -273,7 +273,8 @@ class TestProveDelivery:
         commitments = attest_window(hub, cap, tid, {node: [4_000, 5_000]})
         leaves, proofs = prove_args(commitments, node)
         forged = list(leaves[0])
-        forged[6] = 5_000  # claim more than attested
+        forged[10] = 5_000  # milliGpuHours: claim more than attested
+        forged[11] = max(forged[11], 5_000)  # cumMilliGpuHours kept in range
         with brownie.reverts(err("OracleInvalidProof", node, forged[1])):
             cap.proveDelivery(node, tid, [forged], proofs[:1])
 
@@ -311,13 +312,13 @@ class TestProveDelivery:
         with brownie.reverts(
             revert_pattern=rf"CapacityWindowNotEnded: {tid}, {window + HOUR}, \d+"
         ):
-            cap.proveDelivery(node, tid, [(node, 1, 0, 0, 0, 0, 0)], [[]], {"gas_limit": 500_000})
+            cap.proveDelivery(node, tid, [(node, 1, *[0] * 12)], [[]], {"gas_limit": 500_000})
 
     def test_length_mismatch_reverts(self, cap, node, tid):
         with brownie.reverts(err("CapacityProofLengthMismatch", 0, 0)):
             cap.proveDelivery(node, tid, [], [])
         with brownie.reverts(err("CapacityProofLengthMismatch", 1, 0)):
-            cap.proveDelivery(node, tid, [(node, 1, 0, 0, 0, 0, 0)], [])
+            cap.proveDelivery(node, tid, [(node, 1, *[0] * 12)], [])
 
     def test_after_finalization_reverts(self, cap, hub, rid, node, tid, stranger):
         commitments = attest_window(hub, cap, tid, {node: [5_000, 5_000]})

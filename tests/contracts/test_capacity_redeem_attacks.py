@@ -10,7 +10,7 @@ import brownie
 import pytest
 from brownie import ZERO_ADDRESS, NodeRegistry, OracleHub, ReentrantToken, chain
 
-from gpucap.attestation import NodeLeaf, build_commitment
+from gpucap.attestation import build_commitment
 from tests.contracts.capacity_helpers import (
     BOND_PER_HOUR,
     GRACE,
@@ -25,6 +25,7 @@ from tests.contracts.capacity_helpers import (
 from tests.contracts.node_helpers import ACQUIRED_AT, ACQUISITION_COST, USD, b32
 from tests.oracle.hub_helpers import ORACLE_KEYS, address_of
 from tests.support.errors import err
+from tests.support.leaves import test_leaf
 
 CEILINGS = {"redeem": 170_000, "proveDelivery (2 epochs)": 110_000, "settle (shortfall)": 110_000}
 
@@ -171,7 +172,7 @@ class TestProveDeliveryAttacks:
         assert m.hub.lastAttestedEpoch() < first
         # A well-formed tree and proof the oracles never signed: no root on chain to match.
         unsigned = build_commitment(
-            first, [NodeLeaf(m.node, first, 10_000, 5_000, 10_000, 1_000, 16_000)], 1
+            first, [test_leaf(m.node, first, 10_000, 5_000, 10_000, 3_600_000, 16_000)], 1
         )
         leaf = leaf_of(unsigned, m.node).values()
         with brownie.reverts(err("OracleInvalidProof", m.node, first)):
@@ -202,7 +203,7 @@ class TestProveDeliveryAttacks:
         first, _ = m.cap.windowEpochs(m.tid)
         leaves, proofs = prove_args(commitments, m.node, [first])
         inflated = list(leaves[0])
-        inflated[6] = m.hub.maxNodeMilliGpuHours() + 1
+        inflated[10] = m.hub.maxNodeMilliGpuHours() + 1  # milliGpuHours
         with brownie.reverts(err("OracleLeafOutOfRange", m.node, first)):
             m.cap.proveDelivery(m.node, m.tid, [inflated], proofs)
         _nothing_counted(m)

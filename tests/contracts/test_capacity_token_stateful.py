@@ -65,11 +65,12 @@ from brownie import chain
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, precondition, rule
 
-from gpucap.attestation import NodeLeaf, build_commitment
+from gpucap.attestation import build_commitment
 from tests.contracts.capacity_helpers import GRACE, HOUR, PENALTY_BPS, token_id
 from tests.contracts.node_helpers import USD
 from tests.oracle.hub_helpers import ORACLE_KEYS, signatures
 from tests.support.errors import err
+from tests.support.leaves import test_leaf
 from tests.support.profiles import STATEFUL_EXAMPLES_ENV, active_profile
 from tests.support.stateful import (
     SnapshotMachine,
@@ -446,7 +447,7 @@ class CapacityLifecycleMachine(SnapshotMachine):
             return
         for i, epoch in enumerate(ended[1:] if outage == "first" else ended):
             leaves = [
-                NodeLeaf(self.nodes[n], epoch, 10_000, 5_000, 10_000, 1_000, milli[2 * i + n])
+                test_leaf(self.nodes[n], epoch, 10_000, 5_000, 10_000, 3_600_000, milli[2 * i + n])
                 for n in range(2)
             ]
             commitment = build_commitment(epoch, leaves, self.config_version)
@@ -486,7 +487,7 @@ class CapacityLifecycleMachine(SnapshotMachine):
         args = (self.nodes[n], self.tids[w], list(leaves), list(proofs))
         events = transact(self.capacity, "proveDelivery", args, self.keeper)
         ob = self.obl[n, w]
-        ob.delivered += sum(leaf[6] for leaf in leaves)
+        ob.delivered += sum(leaf[10] for leaf in leaves)  # milliGpuHours
         ob.proven += len(epochs)
         self.proven.update((n, e) for e in epochs)
         REACHED["prove"] += 1
@@ -528,7 +529,11 @@ class CapacityLifecycleMachine(SnapshotMachine):
             expected = err("CapacityClassMismatch", self.class_id, self.class_id + 1)
         else:
             leaf = list(leaf)
-            leaf[5 if forgery == "energy" else 6] ^= 1  # off by one unit
+            # One unit more (energyJoules or milliGpuHours, and its cumulative counter so
+            # the leaf stays in range): only the Merkle check can tell.
+            figure, cumulative = (9, 12) if forgery == "energy" else (10, 11)
+            leaf[figure] += 1
+            leaf[cumulative] += 1
             expected = err("OracleInvalidProof", self.nodes[n], e)
         with brownie.reverts(expected):
             self.capacity.proveDelivery.call(self.nodes[n], tid, [leaf], [proof])

@@ -32,7 +32,7 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, precondition, rule
 
-from gpucap.attestation import NodeLeaf, build_commitment
+from gpucap.attestation import build_commitment
 from tests.contracts.capacity_helpers import DAY, NODE_BOND, PRICE, token_id
 from tests.contracts.node_helpers import USD
 from tests.contracts.settlement_helpers import (
@@ -45,6 +45,7 @@ from tests.contracts.settlement_helpers import (
 )
 from tests.oracle.hub_helpers import ORACLE_KEYS, signatures
 from tests.support.errors import err
+from tests.support.leaves import test_leaf
 from tests.support.stateful import (
     SnapshotMachine,
     batch_views,
@@ -105,7 +106,7 @@ class SettlementMachine(SnapshotMachine):
         epoch = self.last_attested + 1 + skip
         mine_at_least(self.hub.epochEnd(epoch))
         leaves = [
-            NodeLeaf(n, epoch, 10_000, 5_000, 10_000, 50, m)
+            test_leaf(n, epoch, 10_000, 5_000, 10_000, 180_000, m)
             for n, m in zip(self.nodes, milli, strict=True)
         ]
         c = build_commitment(epoch, leaves, self.config_version)

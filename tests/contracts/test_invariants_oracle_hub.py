@@ -1,18 +1,18 @@
 """Stateful property: an OracleHub report is accepted at most once.
 
 Random sequences of valid attestations (possibly skipping epochs), late
-attestations of epochs skipped over, replays of accepted reports, fresh reports
+attestations of epochs skipped over (refused: epochs are attested in strictly
+increasing order), replays of accepted reports, fresh reports
 for accepted epochs, reports carrying a removed oracle's signature, oracle-set
 and quorum changes, and time passing. Shadow state beside the chain: the oracle
 set, quorum, config version, and every accepted epoch with its root, the exact
 (report, signatures) that carried it and when it was accepted.
 
 Invariants after every step: lastAttestedEpoch only moves forward and equals the
-newest accepted epoch (a late older epoch never moves it), lastAttestedAt is that
+newest accepted epoch, lastAttestedAt is that
 epoch's acceptance time; config version and quorum match the shadow. At the end of
 every example: each accepted epoch's stored root is the one first accepted
-(never overwritten), epochs skipped over and never filled in are still empty, the
-oracle set matches.
+(never overwritten), epochs skipped over are still empty, the oracle set matches.
 """
 
 from __future__ import annotations
@@ -101,12 +101,14 @@ class OracleHubMachine(SnapshotMachine):
     @precondition(lambda self: self.skipped)
     @rule(pick=pick, seed=pick)
     def attest_skipped_epoch_late(self, pick: int, seed: int) -> None:
-        """An epoch skipped over stays attestable; the newest epoch does not move."""
+        """An epoch skipped over is never attested after a newer one (cumulative
+        counters chain on the newest earlier leaf); nothing moves."""
         skipped = sorted(self.skipped)
         epoch = skipped[pick % len(skipped)]
-        self._accept(epoch, seed)
-        assert epoch < self.last_epoch
-        self.skipped.remove(epoch)
+        report, sigs = self._signed(epoch, self._quorum_keys(seed), seed)
+        assert self._attest_error(report, sigs) == err(
+            "OracleEpochNotAfterLast", epoch, self.last_epoch
+        )
 
     @precondition(lambda self: self.accepted)
     @rule(pick=pick)

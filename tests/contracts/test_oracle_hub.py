@@ -12,6 +12,7 @@ from web3 import Web3
 
 from gpucap.attestation import (
     LEAF_ENCODING,
+    Cumulative,
     EpochReport,
     NodeLeaf,
     build_commitment,
@@ -38,7 +39,7 @@ EPOCH_SECONDS = 60
 ORACLE_ADMIN_ROLE = bytes(Web3.keccak(text="ORACLE_ADMIN_ROLE"))
 # Per-node bounds for a 60 s epoch (see OracleHub): 4096 GPUs × 60 s.
 MAX_NODE_MGPUH = 4096 * 60 * 1000 // 3600
-MAX_NODE_WH = 4096 * 2000 * 60 // 3600
+MAX_NODE_J = 4096 * 2000 * 60
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ class TestConstructor:
         assert hub.registry() == system.registry
         assert hub.epochLengthSeconds() == EPOCH_SECONDS
         assert hub.maxNodeMilliGpuHours() == MAX_NODE_MGPUH
-        assert hub.maxNodeEnergyWh() == MAX_NODE_WH
+        assert hub.maxNodeEnergyJoules() == MAX_NODE_J
         assert hub.hasRole(ORACLE_ADMIN_ROLE, admin)
         events = hub.tx.events
         assert [e["oracle"] for e in events["OracleAdded"]] == [o.address for o in oracles]
@@ -209,7 +210,7 @@ class TestAttest:
             "epoch": epoch,
             "root": "0x" + r.root.hex(),
             "nodeCount": 3,
-            "totalEnergyWh": r.total_energy_wh,
+            "totalEnergyJoules": r.total_energy_joules,
             "totalMilliGpuHours": r.total_milli_gpu_hours,
             "configVersion": 4,
             "transmitter": stranger,
@@ -219,7 +220,7 @@ class TestAttest:
         assert hub.epochAttestation(epoch).dict() == {
             "root": "0x" + r.root.hex(),
             "nodeCount": 3,
-            "totalEnergyWh": r.total_energy_wh,
+            "totalEnergyJoules": r.total_energy_joules,
             "totalMilliGpuHours": r.total_milli_gpu_hours,
             "attestedAt": tx.timestamp,
         }
@@ -305,33 +306,20 @@ class TestAttest:
         with brownie.reverts(err("OracleEpochAlreadyAttested", epoch, tx.timestamp)):
             hub.attest(c.report.as_tuple(), sigs, {"from": brownie.accounts[7]})
 
-    def test_older_epoch_attested_after_a_newer_one(self, hub):
-        """N+1 posted first must not make N unprovable (its operator would be slashed for an
-        epoch nobody could prove); N is still attested once, and the "latest" views keep
-        describing N+1."""
+    def test_older_epoch_after_a_newer_one_reverts(self, hub):
+        """Strictly increasing: a leaf's cumulative counters build on the node's newest
+        earlier leaf, so an older epoch attested after a newer one would change the base
+        the newer leaves were built on. A skipped epoch stays unattested for good."""
         older = end_epoch(hub)
         newer = end_epoch(hub)
         newer_tx = attest(hub, commitment_for(hub, newer, [1]))
-        stale_age = chain[-1].timestamp - hub.epochEnd(newer)
-        assert not hub.isStale(stale_age + 30)
         c = commitment_for(hub, older, [1, 2, 3], seed=3)
+        with brownie.reverts(err("OracleEpochNotAfterLast", older, newer)):
+            attest(hub, c)
+        assert hub.epochAttestation(older).dict()["attestedAt"] == 0
         assert not hub.verifyLeaf(c.leaves[0].values(), c.proof(c.leaves[0].node_id))
-        tx = attest(hub, c)
-        assert tx.events["EpochAttested"]["epoch"] == older
-        assert hub.epochAttestation(older).dict()["root"] == "0x" + c.report.root.hex()
-        for leaf in c.leaves:
-            assert hub.verifyLeaf(leaf.values(), c.proof(leaf.node_id))
-            hub.requireLeaf(leaf.values(), c.proof(leaf.node_id))
-        # The newest epoch is still N+1: the late post neither moves it nor freshens the data.
         assert hub.lastAttestedEpoch() == newer
-        assert hub.lastAttestedAt() == newer_tx.timestamp
-        assert not hub.isStale(stale_age + 30)
-        chain.sleep(60)
-        chain.mine()
-        assert hub.isStale(stale_age + 30)  # measured from N+1's end, not from N's post
-        # Once per epoch, whatever the root.
-        with brownie.reverts(err("OracleEpochAlreadyAttested", older, tx.timestamp)):
-            attest(hub, commitment_for(hub, older, [1, 2, 3], seed=4))
+        # The newest itself: already attested (the error a racing transmitter meets).
         with brownie.reverts(err("OracleEpochAlreadyAttested", newer, newer_tx.timestamp)):
             attest(hub, commitment_for(hub, newer, [1, 2]))
 
@@ -360,8 +348,8 @@ class TestAttest:
 
     def test_energy_above_bound_rejected(self, hub):
         c = commitment_for(hub, end_epoch(hub), [1, 2])
-        bad = with_report(c.report, total_energy_wh=2 * MAX_NODE_WH + 1)
-        with brownie.reverts(err("OracleEnergyOutOfRange", 2 * MAX_NODE_WH + 1, 2 * MAX_NODE_WH)):
+        bad = with_report(c.report, total_energy_joules=2 * MAX_NODE_J + 1)
+        with brownie.reverts(err("OracleEnergyOutOfRange", 2 * MAX_NODE_J + 1, 2 * MAX_NODE_J)):
             attest(hub, c, report=bad)
 
     def test_gpu_hours_above_bound_rejected(self, hub):
@@ -375,7 +363,7 @@ class TestAttest:
     def test_totals_at_bounds_accepted(self, hub):
         c = commitment_for(hub, end_epoch(hub), [1, 2])
         edge = with_report(
-            c.report, total_energy_wh=2 * MAX_NODE_WH, total_milli_gpu_hours=2 * MAX_NODE_MGPUH
+            c.report, total_energy_joules=2 * MAX_NODE_J, total_milli_gpu_hours=2 * MAX_NODE_MGPUH
         )
         attest(hub, c, report=edge)
         assert hub.lastAttestedEpoch() == edge.epoch
@@ -423,17 +411,26 @@ class TestLeaves:
     def test_signed_but_out_of_range_leaf_refused(self, hub):
         """Even a leaf the oracles committed to is refused if a value is impossible."""
         epoch = end_epoch(hub)
-        bad = (1, epoch, 10_001, 5_000, 10_000, 10, 10)
+        ok = (epoch, 10_000, 5_000, 10_000, 10_000, 10_000, 1, 0, 3_600, 10, 10, 3_600, 20)
+        bad_rows = [
+            (1, epoch, 10_001, *ok[2:]),  # uptime above 100 %
+            (1, epoch, *ok[1:4], 10_001, *ok[5:]),  # utilization coverage above 100 %
+            (1, epoch, *ok[1:5], 10_001, *ok[6:]),  # energy coverage above 100 %
+            (1, epoch, *ok[1:8], MAX_NODE_J + 1, 10, 10, MAX_NODE_J + 1, 20),  # energy bound
+            (1, epoch, *ok[1:9], 11, 10, 3_600, 20),  # cumulative below the epoch's figure
+            (1, epoch, *ok[1:11], 3_599, 20),  # cumulative energy below the epoch's
+        ]
         good = random_leaves(epoch, [2])[0].values()
-        tree = StandardMerkleTree.of([bad, good], LEAF_ENCODING)
-        report = EpochReport(epoch, tree.root, 2, 20, 20, hub.configVersion())
+        tree = StandardMerkleTree.of([*bad_rows, good], LEAF_ENCODING)
+        report = EpochReport(epoch, tree.root, 3, 20, 20, hub.configVersion())
         hub.attest(
             report.as_tuple(), signatures(hub, report, ORACLE_KEYS[:2]), {"from": hub.tx.sender}
         )
-        assert hub.verifyLeaf(good, tree.proof(1))
-        assert not hub.verifyLeaf(bad, tree.proof(0))
-        with brownie.reverts(err("OracleLeafOutOfRange", 1, epoch)):
-            hub.requireLeaf(bad, tree.proof(0))
+        assert hub.verifyLeaf(good, tree.proof(len(bad_rows)))
+        for index, bad in enumerate(bad_rows):
+            assert not hub.verifyLeaf(bad, tree.proof(index))
+            with brownie.reverts(err("OracleLeafOutOfRange", 1, epoch)):
+                hub.requireLeaf(bad, tree.proof(index))
 
     def test_single_leaf_tree(self, hub):
         c = commitment_for(hub, end_epoch(hub), [2])
@@ -441,6 +438,51 @@ class TestLeaves:
         assert c.proof(2) == []
         assert c.report.root == leaf_hash(c.leaves[0])
         assert hub.verifyLeaf(c.leaves[0].values(), [])
+
+    def test_v2_leaf_from_the_shared_encoder_verifies(self, hub):
+        """A v2 leaf as gpucap.attestation builds it for the oracle and the backend, with
+        an unknown energy (coverage 0), challenge counts and chained cumulative counters."""
+        first = end_epoch(hub)
+        base = NodeLeaf.measured(
+            2,
+            first,
+            uptime_bps=10_000,
+            utilization_bps=6_000,
+            sample_coverage_bps=10_000,
+            utilization_coverage_bps=10_000,
+            energy_coverage_bps=10_000,
+            energy_joules=1_234_567,
+            milli_gpu_hours=133,
+            busy_gpu_seconds=288,
+            challenges_passed=2,
+        )
+        attest(hub, build_commitment(first, [base], hub.configVersion()))
+        epoch = end_epoch(hub)
+        leaf = NodeLeaf.measured(
+            2,
+            epoch,
+            uptime_bps=9_000,
+            utilization_bps=5_000,
+            sample_coverage_bps=9_000,
+            utilization_coverage_bps=9_000,
+            energy_coverage_bps=0,  # unknown energy: 0 J with coverage 0
+            energy_joules=0,
+            milli_gpu_hours=0,
+            busy_gpu_seconds=216,
+            challenges_passed=1,
+            challenges_failed=1,
+            base=Cumulative.of(base),
+        )
+        assert (leaf.cum_milli_gpu_hours, leaf.cum_energy_joules) == (133, 1_234_567)
+        assert leaf.cum_busy_gpu_seconds == 288 + 216
+        c = build_commitment(epoch, [leaf, random_leaves(epoch, [3])[0]], hub.configVersion())
+        attest(hub, c)
+        assert hub.leafHash(leaf.values()) == "0x" + leaf_hash(leaf).hex()
+        assert hub.verifyLeaf(leaf.values(), c.proof(2))
+        hub.requireLeaf(leaf.values(), c.proof(2))
+        assert hub.epochAttestation(epoch).dict()["totalEnergyJoules"] == sum(
+            x.energy_joules for x in c.leaves
+        )
 
     def test_leaf_hash_and_digest_match_python(self, hub):
         leaf = random_leaves(5, [3])[0]
@@ -461,8 +503,10 @@ class TestLeaves:
             st.integers(0, 10_000),
             st.integers(0, 10_000),
             st.integers(0, 10_000),
-            st.integers(0, 100),  # energy Wh (bounded so totals stay within the hub's bounds)
+            st.integers(0, 360_000),  # energy J (bounded so totals stay within the hub's bounds)
             st.integers(0, 100),  # milli-GPU-hours
+            st.integers(0, 2**16 - 1),  # challenges passed
+            st.integers(0, 2**63),  # cumulative base (milli-GPU-hours, J, busy GPU-seconds)
         ),
         min_size=1,
         max_size=12,
@@ -471,7 +515,23 @@ class TestLeaves:
 )
 def test_python_proofs_verify_on_chain(big_hub, rows):
     epoch = end_epoch(big_hub)
-    leaves = [NodeLeaf(r[0], epoch, r[1], r[2], r[3], r[4], r[5]) for r in rows]
+    leaves = [
+        NodeLeaf.measured(
+            r[0],
+            epoch,
+            uptime_bps=r[1],
+            utilization_bps=r[2],
+            sample_coverage_bps=r[3],
+            utilization_coverage_bps=r[3],
+            energy_coverage_bps=r[3] if r[4] else 0,
+            energy_joules=r[4] if r[3] else 0,
+            milli_gpu_hours=r[5],
+            busy_gpu_seconds=r[5] * 3,
+            challenges_passed=r[6],
+            base=Cumulative(r[7], r[7], r[7]),
+        )
+        for r in rows
+    ]
     c = build_commitment(epoch, leaves, big_hub.configVersion())
     attest(big_hub, c)
     for leaf in c.leaves:

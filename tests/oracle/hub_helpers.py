@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from eth_account import Account
 
 from gpucap.attestation import (
+    Cumulative,
     EpochCommitment,
     EpochReport,
     NodeLeaf,
@@ -31,18 +32,27 @@ def address_of(key: str) -> str:
 def random_leaves(epoch: int, node_ids: Sequence[int], seed: int = 0) -> list[NodeLeaf]:
     """Plausible figures for a 60-second epoch of 8-GPU nodes."""
     rng = random.Random(seed)
-    return [
-        NodeLeaf(
-            node_id=node_id,
-            epoch=epoch,
-            uptime_bps=rng.randint(9_000, 10_000),
-            utilization_bps=rng.randint(3_000, 9_000),
-            sample_coverage_bps=rng.randint(9_500, 10_000),
-            energy_wh=rng.randint(50, 93),
-            milli_gpu_hours=rng.randint(100, 133),
+    leaves = []
+    for node_id in node_ids:
+        coverage = rng.randint(9_500, 10_000)
+        milli = rng.randint(100, 133)
+        leaves.append(
+            NodeLeaf.measured(
+                node_id,
+                epoch,
+                uptime_bps=rng.randint(9_000, 10_000),
+                utilization_bps=rng.randint(3_000, 9_000),
+                sample_coverage_bps=coverage,
+                utilization_coverage_bps=coverage,
+                energy_coverage_bps=coverage,
+                energy_joules=rng.randint(180_000, 336_000),
+                milli_gpu_hours=milli,
+                busy_gpu_seconds=rng.randint(100, 400),
+                challenges_passed=rng.randint(0, 2),
+                base=Cumulative(10 * milli, 10 * 300_000, 2_000),
+            )
         )
-        for node_id in node_ids
-    ]
+    return leaves
 
 
 def commitment_for(hub, epoch: int, node_ids: Sequence[int], seed: int = 0) -> EpochCommitment:

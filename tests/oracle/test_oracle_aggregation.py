@@ -64,6 +64,33 @@ def test_gap_is_missing_data_not_idleness_or_zero_energy():
     assert m.milli_gpu_hours == 360 * 1000 // 3600  # delivery only where witnessed
 
 
+def test_energy_in_joules_with_its_coverage_and_busy_gpu_seconds():
+    m = figures(DeviceSeries("gpu0", steady())).measurement
+    assert m.energy_joules == 400 * 600  # exact joules; energy_wh is derived from them
+    assert (m.energy_coverage_bps, m.utilization_coverage_bps) == (10_000, 10_000)
+    assert m.busy_gpu_seconds == 300  # 600 s × 50 %
+
+
+def test_unknown_energy_publishes_zero_with_coverage_zero():
+    """A GPU seen down all epoch (no power, no counter) is observed, but its energy is
+    unknown: 0 J with energy coverage 0, never an invented "drew nothing"."""
+    samples = [Sample(t, None, None, None, False) for t in range(9_940, 10_601, 60)]
+    m = figures(DeviceSeries("gpu0", samples)).measurement
+    assert (m.sample_coverage_bps, m.uptime_bps, m.utilization_coverage_bps) == (10_000, 0, 10_000)
+    assert (m.energy_joules, m.energy_coverage_bps) == (0, 0)
+    # One GPU of two with power readings: half the GPU-time's energy is known.
+    two = NodeInfo(node_id=4, gpu_count=2, reference_power_w=700)
+    powered = [Sample(t, 50.0, 400.0, None) for t in range(9_940, 10_601, 60)]
+    m = figures(DeviceSeries("gpu0", samples), DeviceSeries("gpu1", powered), node=two).measurement
+    assert (m.energy_coverage_bps, m.energy_joules) == (5_000, 400 * 600)
+
+
+def test_a_lone_counter_reading_is_unknown_energy_not_zero():
+    samples = [Sample(10_300, 50.0, None, 10**10, True)]
+    m = figures(DeviceSeries("gpu0", samples)).measurement
+    assert (m.energy_joules, m.energy_coverage_bps) == (0, 0)
+
+
 def test_gap_without_counter_fills_with_observed_average_power():
     times = [9_940, 10_000, 10_060, 10_540]
     samples = [Sample(t, 80.0, 300.0, None) for t in times]

@@ -13,7 +13,7 @@ from eth_account import Account
 
 from backend.redis_embedded import EmbeddedRedis
 from gpucap import devchain
-from gpucap.attestation import NodeLeaf, build_commitment, report_digest, sign_report
+from gpucap.attestation import build_commitment, report_digest, sign_report
 from oracle.chain import HubState
 from oracle.quorum import (
     NotAnOracle,
@@ -23,6 +23,7 @@ from oracle.quorum import (
     leaf_differences,
     report_json,
 )
+from tests.support.leaves import test_leaf
 
 HUB = "0x" + "cd" * 20
 CHAIN_ID = 31337
@@ -68,7 +69,7 @@ def chain(oracles=ADDRESSES):
 
 def commitment(epoch: int, energy: int = 80):
     leaves = [
-        NodeLeaf(n, epoch, 10_000, 5_000, 10_000, energy if n == 2 else 80, 133) for n in (1, 2, 3)
+        test_leaf(n, epoch, 10_000, 5_000, 10_000, energy if n == 2 else 80, 133) for n in (1, 2, 3)
     ]
     return build_commitment(epoch, leaves, 1)
 
@@ -139,15 +140,50 @@ def test_measurements_within_tolerance_converge_on_the_primarys_report(board_fac
     assert [s.signer for s in signatures] == ADDRESSES[:2]
 
 
+def _row(
+    *,
+    node=1,
+    up=9_900,
+    util=5_000,
+    cov=10_000,
+    passed=2,
+    failed=0,
+    energy=1_000,
+    milli=8_000,
+    base_milli=50_000,
+    base_energy=90_000,
+    cum_busy=300_000,
+):
+    return [node, 9, up, util, cov, cov, cov, passed, failed, energy, milli,
+            base_milli + milli, base_energy + energy, cum_busy]  # fmt: skip
+
+
 def test_tolerance_bounds():
     t = Tolerance(ratio_bps=100, relative_bps=100)
-    base = [1, 9, 9_900, 5_000, 10_000, 1_000, 8_000]
-    assert t.leaf_ok(base, [1, 9, 9_800, 5_100, 9_900, 1_010, 8_080])
-    assert not t.leaf_ok(base, [1, 9, 9_799, 5_000, 10_000, 1_000, 8_000])
-    assert not t.leaf_ok(base, [1, 9, 9_900, 5_000, 10_000, 1_011, 8_000])
-    assert not t.leaf_ok(base, [2, 9, 9_900, 5_000, 10_000, 1_000, 8_000])
-    assert t.leaf_ok([1, 9, 0, 0, 0, 0, 0], [1, 9, 0, 0, 0, 1, 1])  # one unit of rounding
+    base = _row()
+    assert t.leaf_ok(base, _row(up=9_800, util=5_100, cov=9_900, energy=1_010, milli=8_080))
+    assert not t.leaf_ok(base, _row(up=9_799))
+    assert not t.leaf_ok(base, _row(cov=9_899))  # coverages too
+    assert not t.leaf_ok(base, _row(energy=1_011))
+    assert not t.leaf_ok(base, _row(node=2))
+    assert t.leaf_ok(base, _row(passed=3, failed=1))  # one challenge more or less
+    assert not t.leaf_ok(base, _row(passed=4))
+    assert t.leaf_ok(base, _row(cum_busy=303_000))
+    assert not t.leaf_ok(base, _row(cum_busy=303_031))
+    zero = _row(up=0, util=0, cov=0, energy=0, milli=0, passed=0, base_milli=0, base_energy=0)
+    one = _row(up=0, util=0, cov=0, energy=1, milli=1, passed=0, base_milli=0, base_energy=0)
+    assert t.leaf_ok(zero, one)  # one unit of rounding
     assert not t.accepts([base], [base, [2, *base[1:]]])  # another node set
+
+
+def test_two_oracles_agree_only_on_the_same_cumulative_base():
+    """The epoch's figures may differ within tolerance, the attested base may not: an
+    oracle that built on other history (one unit of it) is a disagreement."""
+    t = Tolerance(ratio_bps=100, relative_bps=100)
+    ours = _row(milli=8_000, energy=1_000)
+    assert t.leaf_ok(ours, _row(milli=8_050, energy=1_005))  # same base, close figures
+    assert not t.leaf_ok(ours, _row(base_milli=50_001))
+    assert not t.leaf_ok(ours, _row(base_energy=89_999))
 
 
 def test_disagreeing_root_is_logged_with_the_differing_leaves(board_factory, caplog):
@@ -158,7 +194,8 @@ def test_disagreeing_root_is_logged_with_the_differing_leaves(board_factory, cap
     result = a.gather(commitment(9), STATE)
     assert result.wait is not None  # the other signature is for another root
     assert f"oracle {ADDRESSES[1]} DISAGREES" in caplog.text
-    assert '"nodeId": 2, "ours": {"energyWh": 80}, "theirs": {"energyWh": 999}' in caplog.text
+    assert '"ours": {"energyJoules": 80, "cumEnergyJoules": 80}' in caplog.text
+    assert '"theirs": {"energyJoules": 999, "cumEnergyJoules": 999}' in caplog.text
     a.gather(commitment(9), STATE)
     assert caplog.text.count("DISAGREES") == 1  # once per epoch, oracle and root
 
@@ -189,12 +226,18 @@ def test_key_outside_the_oracle_set_is_refused(board_factory):
 
 
 def test_leaf_differences():
-    ours = [[1, 9, 1, 1, 1, 1, 1], [2, 9, 1, 1, 1, 5, 1], [3, 9, 1, 1, 1, 1, 1]]
-    theirs = [[2, 9, 1, 1, 1, 6, 1], [3, 9, 1, 1, 1, 1, 1], [4, 9, 1, 1, 1, 1, 1]]
+    ours = [_row(node=1), _row(node=2, energy=5), _row(node=3)]
+    theirs = [_row(node=2, energy=6), _row(node=3), _row(node=4)]
     diff = leaf_differences(ours, theirs)
     assert diff == {
         "onlyOurs": [1],
         "onlyTheirs": [4],
         "differingCount": 1,
-        "differing": [{"nodeId": 2, "ours": {"energyWh": 5}, "theirs": {"energyWh": 6}}],
+        "differing": [
+            {
+                "nodeId": 2,
+                "ours": {"energyJoules": 5, "cumEnergyJoules": 90_005},
+                "theirs": {"energyJoules": 6, "cumEnergyJoules": 90_006},
+            }
+        ],
     }

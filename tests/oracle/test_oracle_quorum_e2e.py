@@ -44,6 +44,16 @@ pytestmark = pytest.mark.filterwarnings("ignore:rpc\\.(sleep|mine) should not:Fu
 
 NODES = 6
 FALLBACK_S = 3
+# Every proofs folder an oracle of this module's deployment wrote: the tests share one
+# hub, and an oracle builds its cumulative counters on attested leaves it may find only
+# in an earlier test's folders (GPUCAP_ORACLE_PEER_PROOFS_DIRS, as a deployment's
+# oracles read each other's published folders).
+FOLDERS: list[str] = []
+
+
+def published_folder(folder) -> str:
+    FOLDERS.append(str(folder))
+    return json.dumps(FOLDERS)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +88,7 @@ def oracle_process(
         GPUCAP_ORACLE_RPC_URL=world.rpc_url,
         GPUCAP_ORACLE_MANIFEST_PATH=str(world.manifest_path),
         GPUCAP_ORACLE_PROOFS_DIR=str(tmp_path / name / "epochs"),
+        GPUCAP_ORACLE_PEER_PROOFS_DIRS=published_folder(tmp_path / name / "epochs"),
         GPUCAP_ORACLE_STATE_PATH=str(tmp_path / name / "state.sqlite3"),
         GPUCAP_ORACLE_KEYS=key,
         GPUCAP_ORACLE_QUORUM_REDIS_URL=redis_server.url,
@@ -129,6 +140,7 @@ def test_quorum_survives_the_primary_killed_mid_epoch(world, redis_server, tmp_p
         manifest_path=world.manifest_path,
         proofs_dir=tmp_path / "bootstrap",
         state_path=tmp_path / "bootstrap.sqlite3",
+        peer_proofs_dirs=json.loads(published_folder(tmp_path / "bootstrap")),
     )
     # One epoch attested first, so every oracle agrees the next one is last + 1.
     end_epoch(hub)
@@ -189,7 +201,7 @@ def test_quorum_survives_the_primary_killed_mid_epoch(world, redis_server, tmp_p
         leaf = doc["leaves"][-1]
         values = NodeLeaf.from_json(leaf).values()
         assert hub.verifyLeaf(values, leaf["proof"])
-    tampered = (*values[:5], values[5] + 1, values[6])
+    tampered = (*values[:3], values[3] + 1, *values[4:])  # utilization one bps higher
     assert not hub.verifyLeaf(tampered, leaf["proof"])
 
 
@@ -320,6 +332,7 @@ def test_an_oracle_started_while_the_node_is_down_waits_for_it(world, tmp_path):
         GPUCAP_ORACLE_RPC_URL=f"http://127.0.0.1:{proxy.port}",
         GPUCAP_ORACLE_MANIFEST_PATH=str(world.manifest_path),
         GPUCAP_ORACLE_PROOFS_DIR=str(tmp_path / "epochs"),
+        GPUCAP_ORACLE_PEER_PROOFS_DIRS=published_folder(tmp_path / "epochs"),
         GPUCAP_ORACLE_STATE_PATH=str(tmp_path / "state.sqlite3"),
         GPUCAP_ORACLE_POLL_INTERVAL_SECONDS="0.2",
         GPUCAP_ORACLE_RETRY_DELAY_SECONDS="0.5",
@@ -388,8 +401,9 @@ def test_an_oracle_back_from_a_restart_writes_the_epochs_it_missed(world, redis_
         genuine = board.hgetall(key)
         for signer, raw in genuine.items():
             entry = json.loads(raw)
-            entry["leaves"][0][6] += 1
-            leaves = [NodeLeaf(*row) for row in entry["leaves"]]
+            entry["leaves"][0][10] += 1  # milliGpuHours
+            entry["leaves"][0][11] += 1  # cumMilliGpuHours
+            leaves = [NodeLeaf.from_values(row) for row in entry["leaves"]]
             forged = build_commitment(tampered, leaves, entry["report"]["configVersion"])
             entry["report"]["root"] = "0x" + forged.report.root.hex()
             board.hset(key, signer, json.dumps(entry))

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from gpucap.attestation import (
     AttestationError,
+    Cumulative,
     NodeLeaf,
     build_commitment,
     dev_oracle_keys,
@@ -63,8 +64,15 @@ def leaf(node_id: int = 1, epoch: int = 3, **changes: int) -> NodeLeaf:
         uptime_bps=9_900,
         utilization_bps=7_000,
         sample_coverage_bps=10_000,
-        energy_wh=80,
+        utilization_coverage_bps=10_000,
+        energy_coverage_bps=10_000,
+        challenges_passed=1,
+        challenges_failed=0,
+        energy_joules=288_000,
         milli_gpu_hours=130,
+        cum_milli_gpu_hours=1_130,
+        cum_energy_joules=2_288_000,
+        cum_busy_gpu_seconds=5_000,
     )
     return NodeLeaf(**{**fields, **changes})
 
@@ -97,9 +105,11 @@ class TestMerkleTree:
 
 class TestCommitment:
     def test_totals_and_order(self):
-        c = build_commitment(3, [leaf(2, energy_wh=5), leaf(1, energy_wh=7)], config_version=4)
+        c = build_commitment(
+            3, [leaf(2, energy_joules=5), leaf(1, energy_joules=7)], config_version=4
+        )
         assert [lf.node_id for lf in c.leaves] == [1, 2]
-        assert (c.report.node_count, c.report.total_energy_wh) == (2, 12)
+        assert (c.report.node_count, c.report.total_energy_joules) == (2, 12)
         assert c.report.total_milli_gpu_hours == 260
         assert c.report.config_version == 4
         assert c.tree.verify(0, c.proof(1))
@@ -119,7 +129,20 @@ class TestCommitment:
             build_commitment(3, leaves, 1)
 
     @pytest.mark.parametrize(
-        "changes", [{"uptime_bps": 10_001}, {"node_id": 0}, {"epoch": 0}, {"energy_wh": -1}]
+        "changes",
+        [
+            {"uptime_bps": 10_001},
+            {"node_id": 0},
+            {"epoch": 0},
+            {"energy_joules": -1},
+            {"utilization_coverage_bps": 10_001},
+            {"energy_coverage_bps": 10_001},
+            {"challenges_failed": 2**16},
+            {"cum_busy_gpu_seconds": 2**64},
+            {"cum_milli_gpu_hours": 129},  # below the epoch's own figure
+            {"cum_energy_joules": 287_999},
+            {"energy_coverage_bps": 0},  # joules without coverage: an invented figure
+        ],
     )
     def test_leaf_ranges(self, changes):
         with pytest.raises(AttestationError):
@@ -127,8 +150,48 @@ class TestCommitment:
 
     def test_leaf_hash_is_the_standard_double_hash(self):
         lf = leaf(1)
-        types = ["uint256", "uint64", "uint16", "uint16", "uint16", "uint64", "uint64"]
+        types = ["uint256", "uint64", *["uint16"] * 7, *["uint64"] * 5]
         assert leaf_hash(lf) == keccak(keccak(encode(types, list(lf.values()))))
+
+    def test_json_round_trip_and_derived_energy_wh(self):
+        lf = leaf(1)
+        assert NodeLeaf.from_json(lf.to_json()) == lf
+        assert NodeLeaf.from_values(lf.values()) == lf
+        assert lf.to_json()["cumBusyGpuSeconds"] == 5_000
+        assert lf.energy_wh == 80 and lf.energy_known
+        unknown = leaf(1, energy_joules=0, energy_coverage_bps=0, cum_energy_joules=0)
+        assert not unknown.energy_known
+        with pytest.raises(AttestationError):
+            NodeLeaf.from_values(lf.values()[:7])  # a v1 row is refused, not misread
+
+    def test_cumulative_counters_chain_on_the_base(self):
+        first = NodeLeaf.measured(
+            1,
+            3,
+            uptime_bps=10_000,
+            utilization_bps=5_000,
+            sample_coverage_bps=10_000,
+            utilization_coverage_bps=10_000,
+            energy_coverage_bps=10_000,
+            energy_joules=100,
+            milli_gpu_hours=10,
+            busy_gpu_seconds=18,
+        )
+        second = NodeLeaf.measured(
+            1,
+            5,
+            uptime_bps=10_000,
+            utilization_bps=5_000,
+            sample_coverage_bps=10_000,
+            utilization_coverage_bps=10_000,
+            energy_coverage_bps=0,
+            energy_joules=0,
+            milli_gpu_hours=7,
+            busy_gpu_seconds=12,
+            base=Cumulative.of(first),
+        )
+        assert (second.cum_milli_gpu_hours, second.cum_energy_joules) == (17, 100)
+        assert second.cum_busy_gpu_seconds == 30
 
     def test_missing_node_proof_refused(self):
         with pytest.raises(AttestationError):

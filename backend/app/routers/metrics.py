@@ -28,7 +28,7 @@ from backend.app.schemas import (
     NodeMetricPublic,
 )
 from backend.db.models import EpochRow, GpuClassRow, NodeMetricRow, NodeRow
-from gpucap.attestation import MILLI_GPU_HOURS_PER_GPU_HOUR
+from gpucap.attestation import JOULES_PER_WH, MILLI_GPU_HOURS_PER_GPU_HOUR
 
 router = APIRouter(tags=["metrics"], route_class=CachedReadRoute)
 
@@ -50,9 +50,14 @@ def _require_node(session: SessionDep, node_id: int) -> NodeRow:
     return node
 
 
-def energy_efficiency(milli_gpu_hours: int, energy_wh: int) -> float | None:
-    """Delivered GPU-hours per kWh: (milli-GPU-hours / 1000) / (Wh / 1000)."""
-    return milli_gpu_hours / energy_wh if energy_wh > 0 else None
+def energy_efficiency(
+    milli_gpu_hours: int, energy_joules: int, energy_coverage_bps: int
+) -> float | None:
+    """Delivered GPU-hours per kWh: (milli-GPU-hours / 1000) / (J / 3.6·10⁶); None when
+    the energy is unknown (coverage 0) or zero."""
+    if energy_coverage_bps <= 0 or energy_joules <= 0:
+        return None
+    return milli_gpu_hours * JOULES_PER_WH / energy_joules
 
 
 @router.get("/nodes/{node_id}/metrics", responses=ERRORS)
@@ -86,10 +91,20 @@ def node_metrics(
             uptime_bps=m.uptime_bps,
             utilization_bps=m.utilization_bps,
             sample_coverage_bps=m.sample_coverage_bps,
-            energy_wh=m.energy_wh,
+            utilization_coverage_bps=m.utilization_coverage_bps,
+            energy_coverage_bps=m.energy_coverage_bps,
+            challenges_passed=m.challenges_passed,
+            challenges_failed=m.challenges_failed,
+            energy_joules=m.energy_joules,
+            energy_wh=m.energy_joules // JOULES_PER_WH,
             milli_gpu_hours=m.milli_gpu_hours,
+            cum_milli_gpu_hours=m.cum_milli_gpu_hours,
+            cum_energy_joules=m.cum_energy_joules,
+            cum_busy_gpu_seconds=m.cum_busy_gpu_seconds,
             gpu_hours=m.milli_gpu_hours / MILLI_GPU_HOURS_PER_GPU_HOUR,
-            energy_efficiency=energy_efficiency(m.milli_gpu_hours, m.energy_wh),
+            energy_efficiency=energy_efficiency(
+                m.milli_gpu_hours, m.energy_joules, m.energy_coverage_bps
+            ),
         )
         for m, _ in session.execute(query).all()
     ]
@@ -113,6 +128,13 @@ def node_leaf(node_id: IdPath, epoch: IdPath, session: SessionDep) -> NodeLeafPr
             "node, or its published leaves are not ingested (yet)",
         )
     m, e = found
+    if m.cum_milli_gpu_hours is None or m.cum_energy_joules is None:
+        raise ApiError(
+            404,
+            "LeafNotFound",
+            f"the stored leaf of node {node_id} in epoch {epoch} is a v1 leaf (ingested"
+            " before leaf v2): it has no v2 encoding to prove",
+        )
     return NodeLeafProofPublic(
         leaf=NodeLeafPublic(
             node_id=m.node_id,
@@ -120,8 +142,15 @@ def node_leaf(node_id: IdPath, epoch: IdPath, session: SessionDep) -> NodeLeafPr
             uptime_bps=m.uptime_bps,
             utilization_bps=m.utilization_bps,
             sample_coverage_bps=m.sample_coverage_bps,
-            energy_wh=m.energy_wh,
+            utilization_coverage_bps=m.utilization_coverage_bps,
+            energy_coverage_bps=m.energy_coverage_bps,
+            challenges_passed=m.challenges_passed,
+            challenges_failed=m.challenges_failed,
+            energy_joules=m.energy_joules,
             milli_gpu_hours=m.milli_gpu_hours,
+            cum_milli_gpu_hours=m.cum_milli_gpu_hours,
+            cum_energy_joules=m.cum_energy_joules,
+            cum_busy_gpu_seconds=m.cum_busy_gpu_seconds or 0,
         ),
         leaf_hash=m.leaf_hash,
         proof=list(m.proof),
@@ -158,7 +187,7 @@ def fleet_metrics(
             func.avg(NodeMetricRow.utilization_bps),
             func.avg(NodeMetricRow.uptime_bps),
             func.sum(NodeMetricRow.milli_gpu_hours),
-            func.sum(NodeMetricRow.energy_wh),
+            func.sum(NodeMetricRow.energy_joules),
         )
         .join(
             EpochRow,
@@ -183,13 +212,20 @@ def fleet_metrics(
                 mean_utilization_bps=float(util),
                 mean_uptime_bps=float(uptime),
                 gpu_hours=int(milli) / MILLI_GPU_HOURS_PER_GPU_HOUR,
-                energy_wh=int(energy),
+                energy_joules=int(energy),
+                energy_wh=int(energy) // JOULES_PER_WH,
             )
         )
         by_epoch.setdefault(
             epoch,
             FleetEpochMetricsPublic(
-                epoch=epoch, attested_at=attested_at, nodes=0, gpu_hours=0, energy_wh=0, classes=[]
+                epoch=epoch,
+                attested_at=attested_at,
+                nodes=0,
+                gpu_hours=0,
+                energy_joules=0,
+                energy_wh=0,
+                classes=[],
             ),
         )
     out = []
@@ -197,6 +233,7 @@ def fleet_metrics(
         summary.classes = classes[epoch]
         summary.nodes = sum(c.nodes for c in summary.classes)
         summary.gpu_hours = milli_total[epoch] / MILLI_GPU_HOURS_PER_GPU_HOUR
-        summary.energy_wh = sum(c.energy_wh for c in summary.classes)
+        summary.energy_joules = sum(c.energy_joules for c in summary.classes)
+        summary.energy_wh = summary.energy_joules // JOULES_PER_WH
         out.append(summary)
     return out

@@ -228,7 +228,7 @@ def _apply_epoch(session: Session, ev: ChainEvent) -> None:
             epoch=a["epoch"],
             root=a["root"],
             node_count=a["nodeCount"],
-            total_energy_wh=a["totalEnergyWh"],
+            total_energy_joules=a["totalEnergyJoules"],
             total_milli_gpu_hours=a["totalMilliGpuHours"],
             config_version=a["configVersion"],
             transmitter=a["transmitter"],

@@ -58,13 +58,23 @@ export function poolLabel(pool) {
   return pool.name || pool.symbol || `${pool.address.slice(0, 8)}…`;
 }
 
+// Energy of a row in kWh: from joules (leaf v2), else from the derived whole Wh; null when
+// the row says its energy is unknown (energy_coverage_bps 0: the 0 J is not a measurement).
+export function energyKwh(row, joulesKey = "energy_joules", whKey = "energy_wh") {
+  if (row?.energy_coverage_bps === 0) return null;
+  if (typeof row?.[joulesKey] === "number") return row[joulesKey] / 3.6e6;
+  if (typeof row?.[whKey] === "number") return row[whKey] / 1000;
+  return null;
+}
+
 // A metric row's energy efficiency as one number: delivered GPU-hours per kWh (what
 // /nodes/{id}/metrics serves as energy_efficiency), else computed from the row's figures.
 export function efficiency(row) {
   if (typeof row?.energy_efficiency === "number") return row.energy_efficiency;
-  if (row?.energy_wh > 0) {
+  const kwh = energyKwh(row);
+  if (kwh > 0) {
     const gpuHours = row.gpu_hours ?? (row.milli_gpu_hours === undefined ? undefined : row.milli_gpu_hours / 1000);
-    if (gpuHours !== undefined) return gpuHours / (row.energy_wh / 1000);
+    if (gpuHours !== undefined) return gpuHours / kwh;
   }
   return null;
 }

@@ -1,7 +1,7 @@
 // Fleet: where the GPUs are (class x region), what they deliver, per node and over time.
 import { getJSON, mapLimited } from "../api.js";
 import { line, render, color } from "../charts.js";
-import { efficiency, loadClasses, loadFleetMetrics, loadNodeMetrics, loadNodes, nodeMetricsServed } from "../data.js";
+import { efficiency, energyKwh, loadClasses, loadFleetMetrics, loadNodeMetrics, loadNodes, nodeMetricsServed } from "../data.js";
 import { ago, badge, esc, num, pct, usd } from "../format.js";
 
 let root;
@@ -150,7 +150,7 @@ export const fleetView = {
         labels: ordered.map((e) => e.epoch),
         datasets: [
           line("GPU-hours delivered", ordered.map((e) => e.total_milli_gpu_hours / 1000), 0),
-          line("energy (kWh)", ordered.map((e) => e.total_energy_wh / 1000), 1, { yAxisID: "energy" }),
+          line("energy (kWh)", ordered.map((e) => energyKwh(e, "total_energy_joules", "total_energy_wh")), 1, { yAxisID: "energy" }),
         ],
       },
       options: {
