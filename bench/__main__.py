@@ -558,6 +558,10 @@ def main(
         False, "--market-fills", help="figure 8 alone (its own chain and embedded backend)"
     ),
     fills: int = typer.Option(0, help="figure 8's fills (0: the size's default)"),
+    clients: str = typer.Option(
+        "",
+        help="figure 4's client counts, comma-separated (default: the size's, 50,200)",
+    ),
 ) -> None:
     """Run every benchmark figure once and write ``out``."""
     chosen = [b.strip() for b in back_ends.split(",") if b.strip()]
@@ -566,6 +570,8 @@ def main(
     sizes = dict(SMOKE if smoke else FULL)
     if fills:
         sizes["market_fills"] = fills
+    if clients:
+        sizes["concurrencies"] = [int(c) for c in clients.split(",") if c.strip()]
     results = run(
         sizes,
         block_time,

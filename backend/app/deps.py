@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from contextlib import nullcontext
 from typing import Annotated, Any, Protocol
 
+import anyio
 import redis
 from celery import Celery
 from fastapi import Depends, Request
@@ -132,9 +135,24 @@ async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.sessions() as session:
-        yield session
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """The request's session, closed after the response is sent.
+
+    On a server database the request first takes one of the process's session slots
+    (``app.state.session_slots``), waiting for it here on the event loop, where it
+    holds no thread and no connection: the pool is sized so that a slot holder's
+    checkout never waits (``backend/db/session.py`` says why the numbers)."""
+    slots: asyncio.Semaphore | None = request.app.state.session_slots
+    async with slots if slots is not None else nullcontext():
+        session = request.app.state.sessions()
+        try:
+            yield session
+        finally:
+            # close() returns the connection (a rollback: a round trip on a server): in
+            # a thread, under a limiter of its own so that it never waits for one of
+            # the route threads (the requests those serve may be waiting for this one's
+            # slot or connection), as FastAPI runs a sync dependency's exit.
+            await anyio.to_thread.run_sync(session.close, limiter=anyio.CapacityLimiter(1))
 
 
 async def get_chain(request: Request) -> Chain:

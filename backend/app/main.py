@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from backend.app.routers import api_router
 from backend.config import Settings, get_settings
 from backend.dashboard import mount_dashboard
 from backend.db.migrate import upgrade_to_head
-from backend.db.session import get_sessionmaker
+from backend.db.session import API_SESSION_SLOTS, get_sessionmaker, uses_session_slots
 from backend.monitoring.api import install_metrics
 from backend.services.relaying import forward
 from backend.worker.celery_app import create_celery
@@ -50,6 +51,9 @@ def create_app(
             upgrade_to_head(settings.sqlalchemy_url)
         if warm:
             warm_up(app, settings)
+        if uses_session_slots(settings.sqlalchemy_url):
+            # Made here, on the loop that serves (backend/db/session.py: why the count).
+            app.state.session_slots = asyncio.Semaphore(API_SESSION_SLOTS)
         yield
         if app.state.read_cache is not None:
             app.state.read_cache.close()
@@ -62,6 +66,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.sessions = get_sessionmaker(settings.sqlalchemy_url)
+    app.state.session_slots = None  # server databases: set by the lifespan
     # Rendered read answers, valid while the database's data version stands (read_cache.py).
     app.state.read_cache = ReadCache.for_url(settings.sqlalchemy_url)
     app.state.celery = create_celery(settings)

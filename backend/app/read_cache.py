@@ -14,11 +14,11 @@ computed under version ``v`` is served only while the database still reports
 anywhere in the database (any table, any process) bumps it, so the cache can be
 emptied more often than needed, never kept as current past a commit.
 
-SQLite gives that version for free: ``PRAGMA data_version`` changes whenever
-another connection (here: every connection but the probe, in any process) has
-committed to the file, and costs microseconds, so it is asked on every request.
-Other databases have no such counter: there the cache is off (``for_url`` returns
-``None``) and every read runs its query.
+Where the version comes from (``data_version.py``): ``PRAGMA data_version`` on a
+SQLite file, asked on every request (microseconds); ``pg_current_snapshot()`` on
+PostgreSQL, one round trip shared by the requests that arrive while the one before
+is on the wire. Other databases have no such version: there the cache is off
+(``for_url`` returns ``None``) and every read runs its query.
 
 What may use it: a GET route whose answer is a function of the request's path and
 query and of the database only (no clock, no chain call, no caller identity).
@@ -41,68 +41,33 @@ it, as a shared HTTP cache would (RFC 9111 section 3.5); so do non-200 answers.
 Two halves: ``CachedReadRoute`` fills the cache (it knows which routes may be
 cached) and answers misses with single flight; ``ReadCacheMiddleware`` answers
 hits at the ASGI layer, before routing, dependency injection and the request
-object exist. A hit is then one dict lookup and one ``PRAGMA data_version``: at
-200 clients polling, that is most requests, and the per-request cost of the
-framework (~0.3 ms on this machine) was most of what they paid.
+object exist. A hit is then one dict lookup and one version read: at 200 clients
+polling, that is most requests, and the per-request cost of the framework (~0.3 ms
+on this machine) was most of what they paid. The version the middleware read is kept
+in the request's scope, and a miss's route uses it: one version read per request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import sqlite3
+import inspect
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
-from sqlalchemy.engine import make_url
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-log = logging.getLogger(__name__)
+from backend.app import data_version
+from backend.app.data_version import Version
 
 MAX_ENTRIES = 1024
 MAX_BODY_BYTES = 1 << 20  # a page of 1,000 rows fits; anything larger is not kept
 _BYPASS_HEADERS = (b"authorization", b"cookie")
-
-
-class SqliteDataVersion:
-    """``PRAGMA data_version`` of one SQLite file, on a connection that never writes."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    def __call__(self) -> int | None:
-        """The current version, or None when it cannot be known right now (no caching)."""
-        with self._lock:
-            try:
-                if self._conn is None:
-                    if not self._path.exists():
-                        return None
-                    # timeout=0: the probe runs on the event loop, it must never wait on
-                    # a lock; a busy database means "unknown", and the request just runs.
-                    self._conn = sqlite3.connect(
-                        self._path, timeout=0, isolation_level=None, check_same_thread=False
-                    )
-                return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-            except sqlite3.Error as exc:
-                log.warning("read cache: data_version of %s unavailable (%s)", self._path, exc)
-                self.close_unlocked()
-                return None
-
-    def close_unlocked(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def close(self) -> None:
-        with self._lock:
-            self.close_unlocked()
+# Where the middleware leaves the version it read for the route (same request).
+_SCOPE_VERSION = "gpucap.read_cache.version"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +98,7 @@ class ReadCache:
 
     def __init__(
         self,
-        version: Callable[[], int | None],
+        version: Callable[[], Awaitable[Version | None] | Version | None],
         *,
         max_entries: int = MAX_ENTRIES,
         max_body_bytes: int = MAX_BODY_BYTES,
@@ -142,12 +107,12 @@ class ReadCache:
         self._max_entries = max_entries
         self._max_body_bytes = max_body_bytes
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
-        self._entries_version: int | None = None
+        self._entries_version: Version | None = None
         # The version before's answers: served only while the current one is computed.
         self._previous: dict[tuple[str, str], _Entry] = {}
         self._lock = threading.Lock()
         # Entries being computed, by (key, version): followers await the leader's.
-        self._inflight: dict[tuple[tuple[str, str], int], asyncio.Future[_Entry | None]] = {}
+        self._inflight: dict[tuple[tuple[str, str], Version], asyncio.Future[_Entry | None]] = {}
         # One computation at a time per process (see ``get_or_compute``).
         self._computing = asyncio.Semaphore(1)
         self.hits = 0
@@ -155,15 +120,18 @@ class ReadCache:
 
     @classmethod
     def for_url(cls, url: str) -> ReadCache | None:
-        """A cache for a SQLite file database; None (no cache) for anything else."""
-        parsed = make_url(url)
-        if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-            return None
-        return cls(SqliteDataVersion(Path(parsed.database)))
+        """A cache for a database with a data version (``data_version.for_url``); None
+        (no cache) for any other."""
+        source = data_version.for_url(url)
+        return None if source is None else cls(source)
 
-    def current_version(self) -> int | None:
+    async def current_version(self) -> Version | None:
         """Ask the database; entries of any other version are dropped."""
-        version = self._version()
+        version = self._version()  # a plain function (tests) answers inline
+        return self.observe(await version if inspect.isawaitable(version) else version)
+
+    def observe(self, version: Version | None) -> Version | None:
+        """Take ``version``, just read, as current: entries of any other are dropped."""
         with self._lock:
             if version != self._entries_version:
                 self._previous = dict(self._entries) if version is not None else {}
@@ -171,7 +139,7 @@ class ReadCache:
                 self._entries_version = version
         return version
 
-    def refreshing(self, key: tuple[str, str], version: int) -> _Entry | None:
+    def refreshing(self, key: tuple[str, str], version: Version) -> _Entry | None:
         """The previous version's answer for ``key`` while a request computes the answer
         for ``version``; None when nobody computes it or there is no previous answer."""
         if (key, version) not in self._inflight:
@@ -179,12 +147,12 @@ class ReadCache:
         with self._lock:
             return self._previous.get(key) if version == self._entries_version else None
 
-    def get(self, key: tuple[str, str], version: int) -> Response | None:
+    def get(self, key: tuple[str, str], version: Version) -> Response | None:
         entry = self.lookup(key, version)
         return None if entry is None else Response(entry.body, media_type=entry.media_type)
 
     def lookup(
-        self, key: tuple[str, str], version: int, *, count_miss: bool = True
+        self, key: tuple[str, str], version: Version, *, count_miss: bool = True
     ) -> _Entry | None:
         """The entry for ``key`` computed under ``version``, if any (counted as hit/miss;
         the middleware's miss is not counted: the route looks again and counts it)."""
@@ -197,7 +165,7 @@ class ReadCache:
             self.hits += 1
         return entry
 
-    def put(self, key: tuple[str, str], version: int, response: Response) -> _Entry | None:
+    def put(self, key: tuple[str, str], version: Version, response: Response) -> _Entry | None:
         """Keep a 200 answer computed after ``version`` was read, if still current.
 
         Returns the entry kept, None if the answer is not cacheable or already stale.
@@ -220,7 +188,7 @@ class ReadCache:
     async def get_or_compute(
         self,
         key: tuple[str, str],
-        version: int,
+        version: Version,
         compute: Callable[[], Awaitable[Response]],
     ) -> Response:
         """The cached answer, else the one a request already computing it gets, else compute.
@@ -280,7 +248,11 @@ class CachedReadRoute(APIRoute):
             cache: ReadCache | None = getattr(request.app.state, "read_cache", None)
             if cache is None or request.method != "GET" or _bypasses(request.scope):
                 return await handler(request)
-            version = cache.current_version()
+            # The middleware's read for this request (before routing), else one now.
+            if _SCOPE_VERSION in request.scope:
+                version = request.scope[_SCOPE_VERSION]
+            else:
+                version = await cache.current_version()
             if version is None:
                 return await handler(request)
             key = cache_key(request.scope)
@@ -307,7 +279,8 @@ class ReadCacheMiddleware:
             await self.app(scope, receive, send)
             return
         cache: ReadCache | None = getattr(scope["app"].state, "read_cache", None)
-        version = None if cache is None else cache.current_version()
+        version = None if cache is None else await cache.current_version()
+        scope[_SCOPE_VERSION] = version
         entry = (
             None
             if cache is None or version is None

@@ -46,22 +46,45 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-# Pool sizes. FastAPI runs sync routes and sync `yield` dependencies in a thread pool
-# (anyio's default limiter: 40 threads), and a request's session keeps its connection
-# from its first query until the dependency's teardown, a later thread hop: so more
-# requests than threads can hold a connection at once. A pool that makes a request
-# wait for a connection can then wait on requests that wait for a thread
-# (fastapi#3205: `make bench` saw every request time out at 200 clients with the
-# default 5 + 10). So the pool never makes anyone wait:
+# Pool sizes. FastAPI runs sync routes and sync dependencies in a thread pool
+# (anyio's default limiter: API_THREADS), and a request's session keeps its
+# connection from its first query until the dependency's teardown, after the
+# response is sent: in between, the request waits for a thread again to serialize
+# its answer, holding the connection and no thread. So more requests than threads
+# can hold a connection at once, and a pool that makes a request wait for a
+# connection can wait on requests that wait for a thread (fastapi#3205: `make bench`
+# saw every request time out at 200 clients with the default 5 + 10; on PostgreSQL
+# at 200 clients the 20 + 40 this replaces ran out and answered 503 after its 10 s
+# timeout). So the pool never makes anyone wait:
 # - SQLite: keep SQLITE_POOL_SIZE connections open for reuse (as many as the API has
 #   threads) and open more on demand, without limit (max_overflow=-1), closing the
 #   extras when returned. Reuse matters: a fresh connection costs a connect, the
 #   pragmas below and a schema parse on its first query, on every request (the
 #   NullPool this replaces did exactly that).
-# - Server databases: a pool larger than the thread pool, waiting at most 10 s.
+# - Server databases: each connection is a server process and the server caps them
+#   (PostgreSQL's max_connections, 100 by default), so the API bounds what it holds
+#   instead. A request's session dependency first takes one of API_SESSION_SLOTS
+#   slots, waiting on the event loop with no thread and no connection held
+#   (``backend/app/deps.py``); routes that open a session themselves do it inside a
+#   worker thread (accepting a forward request or a fill, /health), one per thread
+#   at most. Connections an API process holds at once <= API_SESSION_SLOTS +
+#   API_THREADS = SERVER_POOL_SIZE: a checkout never waits, the timeout is a
+#   backstop. One slot per thread keeps every thread busy with a session-holding
+#   request; more would wait at the pool instead of the event loop. The server must
+#   allow the processes' pools (80 per API process, the worker's as many at most,
+#   it uses about its thread count, plus one read-cache probe per API process):
+#   raise max_connections, or put PgBouncer in front, for more than one API process
+#   under full load.
 SQLITE_POOL_SIZE = 40
-SERVER_POOL_SIZE = 20
-SERVER_MAX_OVERFLOW = 40
+API_THREADS = 40  # anyio's default thread limiter (the API never changes it)
+API_SESSION_SLOTS = API_THREADS
+SERVER_POOL_SIZE = API_SESSION_SLOTS + API_THREADS
+SERVER_POOL_TIMEOUT_S = 10
+
+
+def uses_session_slots(url: str) -> bool:
+    """Whether the API bounds its sessions on this database (server databases)."""
+    return make_url(url).get_backend_name() != "sqlite"
 
 
 @lru_cache(maxsize=8)
@@ -80,8 +103,8 @@ def get_engine(url: str) -> Engine:
         kwargs.update(
             pool_pre_ping=True,
             pool_size=SERVER_POOL_SIZE,
-            max_overflow=SERVER_MAX_OVERFLOW,
-            pool_timeout=10,
+            max_overflow=0,
+            pool_timeout=SERVER_POOL_TIMEOUT_S,
         )
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":

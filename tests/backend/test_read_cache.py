@@ -203,16 +203,16 @@ def test_errors_and_credentialed_requests_are_never_cached(
 def test_an_answer_computed_across_a_commit_is_not_kept() -> None:
     versions = iter([1, 2, 2])
     cache = ReadCache(lambda: next(versions))
-    before = cache.current_version()  # read before the route ran
+    before = asyncio.run(cache.current_version())  # read before the route ran
     assert before == 1
-    assert cache.current_version() == 2  # a commit landed while it ran
+    assert asyncio.run(cache.current_version()) == 2  # a commit landed while it ran
     cache.put(("/api/v1/nodes", ""), before, Response(b"[]", media_type="application/json"))
     assert cache.get(("/api/v1/nodes", ""), 2) is None
 
 
 def test_the_cache_is_bounded_and_drops_the_least_recently_used() -> None:
     cache = ReadCache(lambda: 1, max_entries=2, max_body_bytes=8)
-    v = cache.current_version()
+    v = asyncio.run(cache.current_version())
     assert v == 1
     for name in ("a", "b"):
         cache.put((name, ""), v, Response(b"1", media_type="application/json"))
@@ -224,8 +224,9 @@ def test_the_cache_is_bounded_and_drops_the_least_recently_used() -> None:
     assert cache.get(("big", ""), v) is None
 
 
-def test_no_cache_without_a_sqlite_file() -> None:
-    assert ReadCache.for_url("postgresql+psycopg://u:p@db/gpucap") is None
+def test_no_cache_without_a_data_version() -> None:
+    """No SQLite file, no PostgreSQL (test_servers_read_cache.py): no cache."""
+    assert ReadCache.for_url("mysql+pymysql://u:p@db/gpucap") is None
     assert ReadCache.for_url("sqlite://") is None
     assert ReadCache.for_url("sqlite:///:memory:") is None
 
@@ -276,7 +277,7 @@ def test_sqlite_runs_wal_and_a_killed_process_loses_no_commit(tmp_path: Path) ->
 def test_concurrent_misses_compute_once_and_a_failed_leader_lets_followers_compute() -> None:
     async def scenario() -> None:
         cache = ReadCache(lambda: 1)
-        v = cache.current_version()
+        v = await cache.current_version()
         assert v == 1
         release = asyncio.Event()
         computed: list[str] = []
@@ -323,7 +324,7 @@ def test_leaders_of_different_routes_compute_one_at_a_time() -> None:
 
     async def scenario() -> None:
         cache = ReadCache(lambda: 1)
-        v = cache.current_version()
+        v = await cache.current_version()
         assert v == 1
         running: list[str] = []
         overlap: list[tuple[str, ...]] = []
@@ -364,12 +365,12 @@ def test_while_a_new_answer_is_computed_others_get_the_previous_one() -> None:
             return Response(body, media_type="application/json")
 
         release.set()
-        v1 = cache.current_version()
+        v1 = await cache.current_version()
         assert (await cache.get_or_compute(key, v1, lambda: compute(b"[1]"))).body == b"[1]"
 
         versions["now"] = 2  # a commit
         release.clear()
-        v2 = cache.current_version()
+        v2 = await cache.current_version()
         assert cache.refreshing(key, v2) is None  # nobody computes yet: a request computes
         leader = asyncio.create_task(cache.get_or_compute(key, v2, lambda: compute(b"[1,2]")))
         await asyncio.sleep(0)
@@ -384,9 +385,9 @@ def test_while_a_new_answer_is_computed_others_get_the_previous_one() -> None:
         # Two changes on, nothing of version 1 is served any more.
         versions["now"] = 3
         release.clear()
-        v3 = cache.current_version()
+        v3 = await cache.current_version()
         versions["now"] = 4
-        v4 = cache.current_version()
+        v4 = await cache.current_version()
         leader = asyncio.create_task(cache.get_or_compute(key, v4, lambda: compute(b"[4]")))
         await asyncio.sleep(0)
         waiting = asyncio.create_task(cache.get_or_compute(key, v4, lambda: compute(b"no")))
