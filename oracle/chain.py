@@ -95,7 +95,8 @@ class ChainClient:
     # -- reads -----------------------------------------------------------------
 
     def hub_state(self) -> HubState:
-        block = self.w3.eth.block_number  # one block for all reads: a consistent view
+        head = self.w3.eth.get_block("latest")  # one block for all reads: a consistent view
+        block, block_hash = int(head["number"]), bytes(head["hash"])
         fns = self.hub.functions
         try:
             return HubState(
@@ -105,10 +106,18 @@ class ChainClient:
                 quorum=fns.quorum().call(block_identifier=block),
             )
         except Web3RPCError as exc:
-            head = self.w3.eth.block_number
-            if head < block:  # a reorg is under way: the block we read at is gone
-                raise ChainMovedBack(block, head) from exc
+            # A reorg under way: the block read at went away, for a moment (anvil_reorg
+            # unwinds, then mines back to the same height) or for good. The head's number
+            # alone misses the first case: the block at that height is asked by hash.
+            if not self._still_canonical(block, block_hash):
+                raise ChainMovedBack(block, self.w3.eth.block_number) from exc
             raise
+
+    def _still_canonical(self, number: int, block_hash: bytes) -> bool:
+        try:
+            return bytes(self.w3.eth.get_block(number)["hash"]) == block_hash
+        except BlockNotFound:
+            return False
 
     def epoch_window(self, epoch: int) -> EpochWindow:
         end = self.hub.functions.epochEnd(epoch).call()

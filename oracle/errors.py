@@ -62,8 +62,9 @@ class ChainReset(OracleError):
 
 
 class ChainMovedBack(OracleError):
-    """The node's head went below the block a step was reading at (a reorg under way):
-    the step is retried, and the next one sees the surviving chain."""
+    """The block a step was reading at left the chain while it was read (a reorg under
+    way: the head went below it, or another block took its height): the step is retried,
+    and the next one sees the surviving chain."""
 
     def __init__(self, block: int, head: int) -> None:
         super().__init__(

@@ -23,6 +23,7 @@ from hexbytes import HexBytes
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from web3.exceptions import TimeExhausted
+from web3.middleware import Web3Middleware
 
 from gpucap.attestation import EpochReport, NodeLeaf, dev_oracle_keys
 from gpucap.deployment import REPO_ROOT
@@ -31,7 +32,7 @@ from oracle.chain import ChainClient
 from oracle.collectors import SimulatedFleet
 from oracle.config import OracleSettings
 from oracle.daemon import Daemon
-from oracle.errors import AttestationRejected, ChainReset, QuorumUnavailable
+from oracle.errors import AttestationRejected, ChainMovedBack, ChainReset, QuorumUnavailable
 from oracle.proofs import read_proofs
 from oracle.reporter import Reporter, ReportStatus, build_reporter
 from oracle.state import ProgressStore
@@ -156,6 +157,46 @@ def test_catches_up_missed_epochs_in_order(hub, reporter):
     epochs = [reporter.report_once().epoch for _ in range(3)]
     assert epochs == [last + 1, last + 2, last + 3]
     assert reporter.report_once().status is ReportStatus.NOTHING_TO_DO
+
+
+def test_a_block_replaced_while_the_hub_is_read_is_a_reorg_not_a_crash(reporter):
+    """anvil_reorg unwinds, then mines back to the same height: a read at the old block
+    fails although the head's number is where it was. The step must see a reorg (retried,
+    a warning) rather than an unforeseen error (a traceback in the daemon's log)."""
+    w3 = reporter.chain.w3
+    raw = w3.provider.make_request
+    snapshot = raw("evm_snapshot", [])["result"]
+    raw("evm_mine", [])  # block N, about to be replaced
+    replaced = w3.eth.get_block("latest")
+    steps: list[dict] = []
+
+    class Reorg(Web3Middleware):  # the node's side of the race, at the first read
+        def wrap_make_request(self, make_request):
+            def request(method, params):
+                if method != "eth_call" or steps:
+                    return make_request(method, params)
+                steps.append(raw("evm_revert", [snapshot]))  # the head went away ...
+                try:
+                    return make_request(method, params)
+                finally:  # ... and another block took its height before the step looked again
+                    steps.append(raw("evm_mine", [replaced["timestamp"] + 1]))
+
+            return request
+
+    w3.middleware_onion.add(Reorg, name="reorg")
+    try:
+        with pytest.raises(ChainMovedBack) as moved:
+            reporter.chain.hub_state()
+    finally:
+        w3.middleware_onion.remove("reorg")
+    assert steps[0]["result"] is True and moved.value.block == replaced["number"]
+    head = w3.eth.get_block("latest")
+    assert head["number"] == replaced["number"] and head["hash"] != replaced["hash"]
+    assert reporter.chain.hub_state().last_attested_epoch == hub_last(reporter)  # read again: fine
+
+
+def hub_last(reporter) -> int:
+    return reporter.chain.hub.functions.lastAttestedEpoch().call()
 
 
 def test_rejection_carries_the_decoded_custom_error(hub, reporter):
