@@ -152,13 +152,48 @@ class Reporter:
         epoch = state.last_attested_epoch + 1 if state.last_attested_epoch else latest_ended
         return epoch if 1 <= epoch <= latest_ended else None
 
+    def _first_watched(self, epoch: int, state: HubState) -> int:
+        """The first ended epoch from ``epoch`` on that this oracle watched (``epoch``
+        itself when it did, or when none did).
+
+        Epochs are attested in increasing order, and an oracle never signs an epoch it
+        did not watch: if none of the oracles watched ``epoch`` (all were down), keeping
+        to it would stop attestation for good. So an oracle signs the first later epoch
+        it did watch, and the epoch is passed over once a quorum has signed a later one.
+        An epoch a quorum watched is never lost this way: with a quorum above half the
+        set, the oracles that did not watch it are fewer than a quorum, so they cannot
+        attest a later epoch before it. The counters' base is unaffected (it is the
+        newest attested leaf, whatever was passed over).
+        """
+        latest_ended = state.current_epoch - 1
+        if epoch >= latest_ended:
+            return epoch
+        first = self.chain.epoch_window(epoch)
+        length = first.end - first.start
+        for candidate in range(epoch, latest_ended + 1):
+            shift = (candidate - epoch) * length
+            window = EpochWindow(candidate, first.start + shift, first.end + shift)
+            if self.source.observed_s(window) > 0:
+                if candidate != epoch and self._last_wait != (epoch, "passed_over"):
+                    missed = f"{epoch}" if candidate == epoch + 1 else f"{epoch}..{candidate - 1}"
+                    log.warning(
+                        "epoch %s: this oracle was not sampling; signing epoch %d, the first"
+                        " ended one it watched (an epoch no quorum watched is passed over)",
+                        missed,
+                        candidate,
+                    )
+                    self._last_wait = (epoch, "passed_over")
+                return candidate
+        return epoch
+
     def report_once(self) -> ReportOutcome:
         """Attest at most one epoch; returns what happened. Raises OracleError subclasses.
 
         First settles any transaction a previous run left in flight (see
         oracle.state), then sends again an attestation a reorg took away, then
-        attests ``lastAttestedEpoch() + 1`` if it has ended. Raises ChainReset if the
-        chain is not the one the state was recorded on.
+        attests ``lastAttestedEpoch() + 1`` if it has ended (or the first later ended
+        epoch this oracle watched, when it did not watch that one: ``_first_watched``).
+        Raises ChainReset if the chain is not the one the state was recorded on.
         """
         self.chain.check_same_chain(self.progress.chain)
         state = self.chain.hub_state()
@@ -174,6 +209,7 @@ class Reporter:
         epoch = self.next_epoch(state)
         if epoch is None:
             return ReportOutcome(ReportStatus.NOTHING_TO_DO)
+        epoch = self._first_watched(epoch, state)
         if state.last_attested_epoch == 0 and epoch > 1:
             log.warning(
                 "OracleHub was never attested: starting at epoch %d; epochs 1..%d are not"

@@ -198,3 +198,31 @@ def test_cumulative_counters_chain_across_a_missed_epoch_and_a_restart(
     for field in CUMULATIVE:
         assert final[2][field] > two[field]
     assert final[1]["cumMilliGpuHours"] == one["cumMilliGpuHours"] + final[1]["milliGpuHours"]
+
+
+def test_an_epoch_no_oracle_watched_is_passed_over_not_waited_on_forever(world, state_dir, caplog):
+    """Every oracle was down for a whole epoch: none may sign it, and epochs are attested
+    in order, so waiting on it would stop attestation for good. The oracle signs the first
+    later epoch it watched; the unwatched one stays unattested, and the counters chain on
+    the newest attested leaf."""
+    hub = world.system.oracle_hub
+    reporter, store = start_oracle(world, state_dir)
+    # The epoch after the last one filled is watched for a moment (the last sample holds
+    # past its end); the next one nobody sampled.
+    held = end_epoch(hub)
+    unwatched = end_epoch(hub)
+    watched = end_epoch(hub)
+    window = reporter.chain.epoch_window(watched)
+    _fill(store, 1, window.start, 60)
+    _fill(store, 2, window.start, 60)
+    assert (reporter.report_once().epoch, hub.lastAttestedEpoch()) == (held, held)
+    before = _leaves(state_dir, held)[2]
+
+    outcome = reporter.report_once()
+
+    assert (outcome.status, outcome.epoch) == (ReportStatus.ATTESTED, watched)
+    assert hub.lastAttestedEpoch() == watched
+    assert int(hub.epochAttestation(unwatched)[0].hex(), 16) == 0  # passed over
+    assert f"signing epoch {watched}, the first ended one it watched" in caplog.text
+    leaf = _leaves(state_dir, watched)[2]
+    assert leaf["cumMilliGpuHours"] == before["cumMilliGpuHours"] + leaf["milliGpuHours"]
