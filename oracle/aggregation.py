@@ -54,7 +54,8 @@ epoch's length, ``G`` the node's registered GPU count):
   GPU-hours bought with one MWh; and ``power_ratio = (energy_J / up) /
   reference_power_w``: average draw per serving GPU relative to the class's
   reference board power (≈ 0.1-1.0 healthy, real idle draw being 7.5-23 % of
-  it; well above 1 means a degraded or mis-declared node).
+  it, up to 31.5 % for a GPU a pod holds at full clocks; a busy T4 or A100 reads
+  0.97-1.02; well above 1 means a degraded or mis-declared node).
 
 Nonsense excludes the node from the epoch's leaf set with a reason, never
 raises: utilization outside 0..100 %, negative power or energy, a counter

@@ -29,8 +29,16 @@ energy is never counted once per instance. A MIG GPU has no
 ``DCGM_FI_DEV_GPU_UTIL``; its busy share comes from the profiling field
 ``DCGM_FI_PROF_GR_ENGINE_ACTIVE`` (a 0..1 ratio per instance), weighted by each
 instance's slices over the GPU's total (7 on A100/A800/H100/H200, 4 on A30):
-slices nobody was given are idle. Without that field the utilization is unknown
-(None), never 0.
+slices nobody was given are idle. Older exporters (2.x, NVIDIA's own MIG
+example) also list the board's own ``DCGM_FI_PROF_GR_ENGINE_ACTIVE`` beside its
+instances': that is DCGM's measurement of the whole GPU and is taken when the
+weighted sum agrees with it (within ``MIG_ACTIVITY_AGREEMENT_PCT``); when they
+disagree (a page listing one busy 1g instance of seven slices while the board
+reads 99.6 %) the utilization is unknown, logged, rather than either guess.
+Without any activity field the utilization is unknown (None), never 0.
+
+Lines may be indented (blanks or tabs before the name), as Prometheus's own
+text parser accepts; such pages are served by proxies and copied from docs.
 
 Health: a device with uncorrectable (double-bit) volatile ECC errors, or whose
 last XID is one of ``FATAL_XIDS``, is recorded as down for that sample.
@@ -74,7 +82,12 @@ FIELDS = frozenset({UTIL, GR_ACTIVE, POWER, ENERGY, ECC_DBE, XID})
 _MIG_SLICES = (("A30", 4),)
 _DEFAULT_MIG_SLICES = 7
 _PROFILE_SLICES = re.compile(r"^(\d+)g\.")
-_LINE_NAME = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)")
+# Leading blanks and tabs are allowed before a metric name, as Prometheus's own
+# text parser allows them (pages copied from documentation come indented).
+_LINE_NAME = re.compile(r"^[ \t]*([A-Za-z_:][A-Za-z0-9_:]*)")
+# GPU-level and instance-weighted activity of one MIG GPU further apart than
+# this (percentage points) leave its utilization unknown rather than picking one.
+MIG_ACTIVITY_AGREEMENT_PCT = 5.0
 
 
 @dataclass
@@ -137,7 +150,7 @@ def parse_dcgm_page(text: str, t: float) -> ParsedPage:
     rejected: dict[str, str] = {}
     for device, entry in sorted(gpus.items()):
         try:
-            samples[device] = _sample(entry, t)
+            samples[device] = _sample(entry, t, device)
         except ValueError as exc:
             rejected[device] = str(exc)
     return ParsedPage(samples, rejected, skipped)
@@ -151,14 +164,14 @@ def parse_dcgm_text(text: str, t: float) -> dict[str, Sample]:
     return page.samples
 
 
-def _sample(gpu: _Gpu, t: float) -> Sample:
+def _sample(gpu: _Gpu, t: float, device: str = "") -> Sample:
     for name, values in gpu.values.items():
         for v in values:
             if not math.isfinite(v):
                 raise ValueError(f"{name} is {v}, not a finite number")
     for v in gpu.values.get(GR_ACTIVE, []):
         _check_ratio(v, "GPU")
-    util = _utilization(gpu)
+    util = _utilization(gpu, device)
     power = gpu.values.get(POWER)
     energy = gpu.values.get(ENERGY)
     ecc = gpu.values.get(ECC_DBE, [])
@@ -174,25 +187,46 @@ def _sample(gpu: _Gpu, t: float) -> Sample:
     )
 
 
-def _utilization(gpu: _Gpu) -> float | None:
+def _utilization(gpu: _Gpu, device: str = "") -> float | None:
     """Busy % of the whole GPU, or None when it cannot be known."""
     direct = gpu.values.get(UTIL)
     if direct and not gpu.instances:
         return direct[0]
-    if gpu.instances:
-        total = next((n for model, n in _MIG_SLICES if model in gpu.model), _DEFAULT_MIG_SLICES)
-        busy = 0.0
-        for instance, (slices, ratio) in sorted(gpu.instances.items()):
-            if slices is None or ratio is None:
-                return None  # an instance without a profile or activity: unknown
-            _check_ratio(ratio, f"instance {instance}")
-            busy += slices * ratio
-        return 100 * busy / total
-    ratio_values = gpu.values.get(GR_ACTIVE)
+    ratio_values = gpu.values.get(GR_ACTIVE)  # lines without GPU_I_ID: the whole board
+    whole = None
     if ratio_values:
         _check_ratio(ratio_values[0], "GPU")
-        return 100 * ratio_values[0]
-    return None
+        whole = 100 * ratio_values[0]
+    if not gpu.instances:
+        return whole
+    weighted = _instance_weighted(gpu)
+    if whole is None:
+        return weighted
+    # Older exporters (2.x) list the board's own activity beside its instances'.
+    # The board's is DCGM's measurement; the weighted sum assumes every slice
+    # the page does not list was idle. When they disagree, neither is taken.
+    if weighted is not None and abs(whole - weighted) > MIG_ACTIVITY_AGREEMENT_PCT:
+        log.warning(
+            "%s: MIG GPU activity %.1f %% but its listed instances make %.1f %%:"
+            " utilization unknown",
+            device or "gpu",
+            whole,
+            weighted,
+        )
+        return None
+    return whole
+
+
+def _instance_weighted(gpu: _Gpu) -> float | None:
+    """Busy % from the MIG instances, weighted by their slices; unlisted slices idle."""
+    total = next((n for model, n in _MIG_SLICES if model in gpu.model), _DEFAULT_MIG_SLICES)
+    busy = 0.0
+    for instance, (slices, ratio) in sorted(gpu.instances.items()):
+        if slices is None or ratio is None:
+            return None  # an instance without a profile or activity: unknown
+        _check_ratio(ratio, f"instance {instance}")
+        busy += slices * ratio
+    return 100 * busy / total
 
 
 def _check_ratio(ratio: float, where: str) -> None:
