@@ -10,7 +10,8 @@ Model, per node (drawn once from the seed and node id):
 - a power efficiency factor: most nodes draw their class's reference power
   (board power per GPU) at full load, about one in eight is degraded and draws
   15-40 % more for the same work; idle draw is 15 % of reference (real idle
-  GPUs on public dcgm-exporter pages draw 7.5-23 % of their reference power:
+  GPUs on public dcgm-exporter pages draw 7.5-23 % of their reference power,
+  31.5 % when a pod holds one at full clocks:
   tests/oracle/data/README.md);
 - a behaviour: honest (most), ``broken`` (about 1 %: its telemetry is missing
   for half of the epochs) or dishonest (about 1.2 %, one of: utilization above
