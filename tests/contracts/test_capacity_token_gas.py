@@ -49,8 +49,8 @@ LIFECYCLE_CEILINGS = {
     "buyWithPermit (later)": 147_000,
     "redeem (partial)": 172_000,
     "redeem (rest)": 154_000,
-    "proveDelivery (1 epoch)": 87_000,
-    "proveDelivery (2 epochs)": 97_000,
+    "proveDelivery (1 epoch)": 91_000,  # leaf v2: 14 words a leaf (86,230)
+    "proveDelivery (2 epochs)": 106_000,  # (100,493)
     "settleReservation (no shortfall, finalizes)": 70_000,
     "settleReservation (shortfall, finalizes)": 88_000,
     "settleReservation (shortfall)": 80_000,

@@ -495,7 +495,8 @@ class TestLeaves:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@settings(max_examples=20, suppress_health_check=[HealthCheck.too_slow])
+# A v2 row draws 8 integers up to 2**64: a dozen of them overran hypothesis' buffer.
+@settings(max_examples=20, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(
     rows=st.lists(
         st.tuples(
@@ -509,7 +510,7 @@ class TestLeaves:
             st.integers(0, 2**63),  # cumulative base (milli-GPU-hours, J, busy GPU-seconds)
         ),
         min_size=1,
-        max_size=12,
+        max_size=8,
         unique_by=lambda row: row[0],
     )
 )
