@@ -403,12 +403,38 @@ contract CapacityToken is
             _hub.requireLeaf(leaf, proofs[i]);
             milliGpuHours += leaf.milliGpuHours;
         }
-        // Each epoch of the window is counted at most once (bitmap), so provenEpochs <= window epochs.
-        uint32 provenEpochs = (uint256(ob.provenEpochs) + count).toUint32();
-        uint64 delivered = (uint256(ob.deliveredMilliGpuHours) + milliGpuHours).toUint64();
-        ob.provenEpochs = provenEpochs;
-        ob.deliveredMilliGpuHours = delivered;
-        emit DeliveryProven(nodeId, tokenId, count, milliGpuHours, provenEpochs, delivered);
+        _countDelivery(nodeId, tokenId, ob, count, milliGpuHours);
+    }
+
+    /// @inheritdoc ICapacityToken
+    function proveDeliveryRange(
+        uint256 nodeId,
+        uint256 tokenId,
+        IOracleHub.NodeLeaf calldata first,
+        bytes32[] calldata firstProof,
+        IOracleHub.NodeLeaf calldata last,
+        bytes32[] calldata lastProof
+    ) external nonReentrant {
+        uint64 windowStart = _requireNodeToken(nodeId, tokenId);
+        _requireWindowEnded(tokenId, windowStart);
+        Obligation storage ob = _obligations[nodeId][tokenId];
+        if (ob.finalized) revert CapacityDeliveryFinalized(nodeId, tokenId);
+        (uint64 firstEpoch, uint64 lastEpoch) = _windowEpochs(windowStart);
+        if (first.nodeId != nodeId) revert CapacityLeafNodeMismatch(nodeId, first.nodeId);
+        if (last.nodeId != nodeId) revert CapacityLeafNodeMismatch(nodeId, last.nodeId);
+        uint64 from = first.epoch;
+        uint64 to = last.epoch;
+        if (from < firstEpoch || from > lastEpoch) revert CapacityEpochOutsideWindow(from, firstEpoch, lastEpoch);
+        if (to < from) revert CapacityRangeReversed(from, to);
+        if (to > lastEpoch) revert CapacityEpochOutsideWindow(to, firstEpoch, lastEpoch);
+        // Trusted hub, view calls: reverts OracleInvalidProof / OracleLeafOutOfRange (which also
+        // refuses a cumulative counter below its own epoch's figure).
+        _hub.requireLeaf(first, firstProof);
+        _hub.requireLeaf(last, lastProof);
+        uint64 before = first.cumMilliGpuHours - first.milliGpuHours;
+        if (last.cumMilliGpuHours < before) revert CapacityCumulativeMismatch(before, last.cumMilliGpuHours);
+        _markRangeProven(nodeId, from, to);
+        _countDelivery(nodeId, tokenId, ob, uint256(to) - from + 1, last.cumMilliGpuHours - before);
     }
 
     /// @inheritdoc ICapacityToken
@@ -737,6 +763,39 @@ contract CapacityToken is
         firstEpoch = 1;
         if (windowStart >= genesis) firstEpoch = SafeCast.toUint64((windowStart - genesis) / _epochLength + 1);
         if (windowEnd >= genesis) lastEpoch = SafeCast.toUint64((windowEnd - genesis) / _epochLength);
+    }
+
+    /// @dev Adds `count` proven epochs delivering `milliGpuHours` to node `nodeId`'s `tokenId`.
+    function _countDelivery(
+        uint256 nodeId,
+        uint256 tokenId,
+        Obligation storage ob,
+        uint256 count,
+        uint256 milliGpuHours
+    ) private {
+        // Each epoch of the window is counted at most once (bitmap), so provenEpochs <= window epochs.
+        uint32 provenEpochs = (uint256(ob.provenEpochs) + count).toUint32();
+        uint64 delivered = (uint256(ob.deliveredMilliGpuHours) + milliGpuHours).toUint64();
+        ob.provenEpochs = provenEpochs;
+        ob.deliveredMilliGpuHours = delivered;
+        emit DeliveryProven(nodeId, tokenId, count, milliGpuHours, provenEpochs, delivered);
+    }
+
+    /// @dev Marks epochs `from`..`to` of node `nodeId` counted, a bitmap word at a time.
+    function _markRangeProven(uint256 nodeId, uint64 from, uint64 to) private {
+        mapping(uint256 => uint256) storage bits = _provenEpochBits[nodeId];
+        uint256 lastWord = to >> 8;
+        for (uint256 w = from >> 8; w <= lastWord; ++w) {
+            uint256 lo = w == from >> 8 ? from & 0xff : 0;
+            uint256 hi = w == lastWord ? to & 0xff : 0xff;
+            uint256 mask = (type(uint256).max >> (0xff - hi)) & (type(uint256).max << lo);
+            uint256 word = bits[w];
+            uint256 taken = word & mask;
+            if (taken != 0) {
+                revert CapacityEpochAlreadyProven(nodeId, uint64((w << 8) | Math.log2(taken & (~taken + 1))));
+            }
+            bits[w] = word | mask;
+        }
     }
 
     function _markEpochProven(uint256 nodeId, uint64 epoch) private {

@@ -267,6 +267,13 @@ interface ICapacityToken {
     /// @notice Epoch `epoch` of node `nodeId` was already counted.
     error CapacityEpochAlreadyProven(uint256 nodeId, uint64 epoch);
 
+    /// @notice A range's first leaf is of epoch `firstLeafEpoch`, after its last leaf's `lastLeafEpoch`.
+    error CapacityRangeReversed(uint64 firstLeafEpoch, uint64 lastLeafEpoch);
+
+    /// @notice The last leaf's cumulative delivery `lastCumulative` is below `before`, the first
+    /// leaf's before its epoch: the two leaves are not of one chain of counters.
+    error CapacityCumulativeMismatch(uint64 before, uint64 lastCumulative);
+
     /// @notice `leaves` and `proofs` differ in length, or are empty.
     error CapacityProofLengthMismatch(uint256 leaves, uint256 proofs);
 
@@ -393,6 +400,29 @@ interface ICapacityToken {
         uint256 tokenId,
         IOracleHub.NodeLeaf[] calldata leaves,
         bytes32[][] calldata proofs
+    ) external;
+
+    /**
+     * @notice Counts node `nodeId`'s delivery over the attested epochs `first.epoch`..`last.epoch`
+     * of `tokenId`'s window from two leaves, whatever the number of epochs between (leaf v2):
+     * `last.cumMilliGpuHours - (first.cumMilliGpuHours - first.milliGpuHours)`. The oracles chain
+     * each node's cumulative counters on its newest attested leaf, so that difference is every
+     * milli-GPU-hour attested for the node from `first.epoch` to `last.epoch`; an epoch of the
+     * range without a leaf of the node (excluded, or passed over) delivered nothing and is
+     * counted as proven. `first` may be `last` (one epoch). A prover cannot overstate: a later
+     * first leaf or an earlier last one only leaves epochs out. Composes with {proveDelivery}:
+     * every epoch still counts once (the same per-node bitmap).
+     * Requirements: as {proveDelivery}; both leaves the node's, in the window, in order
+     * (CapacityRangeReversed), of one chain of counters (CapacityCumulativeMismatch), and no
+     * epoch of the range counted before (CapacityEpochAlreadyProven names the first).
+     */
+    function proveDeliveryRange(
+        uint256 nodeId,
+        uint256 tokenId,
+        IOracleHub.NodeLeaf calldata first,
+        bytes32[] calldata firstProof,
+        IOracleHub.NodeLeaf calldata last,
+        bytes32[] calldata lastProof
     ) external;
 
     /**

@@ -70,13 +70,17 @@ def sign_permit(owner, token, spender: str, value: int, deadline: int, chain_id:
 # ---------------------------------------------------------------------------
 
 
-def attest_window(hub, capacity, tid: int, delivered: dict[int, list[int]]):
+def attest_window(
+    hub, capacity, tid: int, delivered: dict[int, list[int]], before: dict[int, int] | None = None
+):
     """Attest every epoch of `tid`'s window, node `n` delivering `delivered[n][i]`
     milli-GPU-hours in the window's i-th epoch; returns {epoch: EpochCommitment}.
-    Moves chain time past the window's end first."""
+    Moves chain time past the window's end first. Each node's cumulative counters chain
+    on its leaf of the epoch before, as the oracles build them, starting from
+    `before[n]` milli-GPU-hours delivered before the window (0 by default)."""
     from brownie import accounts, chain
 
-    from gpucap.attestation import build_commitment
+    from gpucap.attestation import Cumulative, build_commitment
     from tests.oracle.hub_helpers import ORACLE_KEYS, signatures
     from tests.support.leaves import test_leaf
 
@@ -85,11 +89,13 @@ def attest_window(hub, capacity, tid: int, delivered: dict[int, list[int]]):
     chain.mine()
     first, last = capacity.windowEpochs(tid)
     commitments = {}
+    bases = {node: Cumulative(milli_gpu_hours=(before or {}).get(node, 0)) for node in delivered}
     for i, epoch in enumerate(range(first, last + 1)):
         leaves = [
-            test_leaf(node, epoch, 10_000, 5_000, 10_000, 3_600_000, milli[i])
+            test_leaf(node, epoch, 10_000, 5_000, 10_000, 3_600_000, milli[i], base=bases[node])
             for node, milli in delivered.items()
         ]
+        bases = {leaf.node_id: Cumulative.of(leaf) for leaf in leaves}
         c = build_commitment(epoch, leaves, hub.configVersion())
         hub.attest(
             c.report.as_tuple(), signatures(hub, c.report, ORACLE_KEYS[:2]), {"from": accounts[6]}

@@ -11,6 +11,7 @@ from brownie import ZERO_ADDRESS, chain, web3
 from eth_abi import encode
 from hexbytes import HexBytes
 
+from gpucap.attestation import Cumulative, build_commitment
 from tests.contracts.capacity_helpers import (
     BOND_PER_HOUR,
     GRACE,
@@ -24,7 +25,9 @@ from tests.contracts.capacity_helpers import (
     token_id,
 )
 from tests.contracts.node_helpers import USD
+from tests.oracle.hub_helpers import ORACLE_KEYS, signatures
 from tests.support.errors import bytes_arg, err
+from tests.support.leaves import test_leaf
 
 GPUS = 32
 OFFERED = 20
@@ -328,6 +331,88 @@ class TestProveDelivery:
         cap.settleReservation(rid, {"from": stranger})
         with brownie.reverts(err("CapacityDeliveryFinalized", node, tid)):
             cap.proveDelivery(node, tid, *prove_args(commitments, node, [last]))
+
+
+def range_args(commitments, node: int, first: int, last: int):
+    """(first leaf, its proof, last leaf, its proof) arguments of proveDeliveryRange."""
+    (a, b), (pa, pb) = prove_args(commitments, node, [first, last])
+    return a, pa, b, pb
+
+
+class TestProveDeliveryRange:
+    def test_two_leaves_count_the_whole_range_once(self, cap, hub, rid, node, tid, stranger):
+        """The difference of the cumulative counters is the range's delivery, whatever the
+        node delivered before the window; the same figure as leaf by leaf."""
+        commitments = attest_window(hub, cap, tid, {node: [4_000, 5_000]}, before={node: 77_000})
+        first, last = cap.windowEpochs(tid)
+        tx = cap.proveDeliveryRange(
+            node, tid, *range_args(commitments, node, first, last), {"from": stranger}
+        )
+        assert dict(tx.events["DeliveryProven"]) == {
+            "nodeId": node,
+            "tokenId": tid,
+            "epochs": 2,
+            "milliGpuHours": 9_000,
+            "provenEpochs": 2,
+            "deliveredMilliGpuHours": 9_000,
+        }
+        assert cap.isEpochProven(node, first) and cap.isEpochProven(node, last)
+        for epochs in ([first], [last]):  # neither epoch counts again, by either form
+            with brownie.reverts(err("CapacityEpochAlreadyProven", node, epochs[0])):
+                cap.proveDelivery(node, tid, *prove_args(commitments, node, epochs))
+        with brownie.reverts(err("CapacityEpochAlreadyProven", node, last)):
+            cap.proveDeliveryRange(node, tid, *range_args(commitments, node, last, last))
+
+    def test_composes_with_leaf_by_leaf_proofs(self, cap, hub, rid, node, tid):
+        commitments = attest_window(hub, cap, tid, {node: [4_000, 5_000]}, before={node: 10})
+        first, last = cap.windowEpochs(tid)
+        cap.proveDelivery(node, tid, *prove_args(commitments, node, [first]))
+        with brownie.reverts(err("CapacityEpochAlreadyProven", node, first)):
+            cap.proveDeliveryRange(node, tid, *range_args(commitments, node, first, last))
+        tx = cap.proveDeliveryRange(node, tid, *range_args(commitments, node, last, last))
+        assert tx.events["DeliveryProven"]["milliGpuHours"] == 5_000  # one leaf: its own figure
+        assert list(cap.obligationOf(node, tid))[2:4] == [9_000, 2]
+
+    def test_refuses_reversed_foreign_forged_and_unchained_leaves(
+        self, cap, hub, rid, node, tid, register_node
+    ):
+        other = register_node()
+        commitments = attest_window(
+            hub, cap, tid, {node: [4_000, 5_000], other: [1, 1]}, before={other: 50_000}
+        )
+        first, last = cap.windowEpochs(tid)
+        a, pa, b, pb = range_args(commitments, node, first, last)
+        with brownie.reverts(err("CapacityRangeReversed", last, first)):
+            cap.proveDeliveryRange(node, tid, b, pb, a, pa)
+        _, _, y, py = range_args(commitments, other, first, last)
+        with brownie.reverts(err("CapacityLeafNodeMismatch", node, other)):
+            cap.proveDeliveryRange(node, tid, a, pa, y, py)
+        forged = list(b)
+        forged[11] += 1_000  # cumMilliGpuHours: claim more than attested
+        with brownie.reverts(err("OracleInvalidProof", node, last)):
+            cap.proveDeliveryRange(node, tid, a, pa, forged, pb)
+        moved = list(a)
+        moved[1] = first - 1
+        with brownie.reverts(err("CapacityEpochOutsideWindow", first - 1, first, last)):
+            cap.proveDeliveryRange(node, tid, moved, pa, b, pb)
+
+    def test_refuses_two_leaves_of_different_chains_of_counters(self, cap, hub, rid, node, tid):
+        """Each leaf attested, but the last one's counters do not continue the first's (a
+        quorum that lost its base): the difference would be garbage, so the pair is refused."""
+        first, last = cap.windowEpochs(tid)
+        chain.sleep(max(0, tid % 2**64 + HOUR - chain[-1].timestamp))
+        chain.mine()
+        leaves = {
+            first: test_leaf(node, first, milli_gpu_hours=4_000, base=Cumulative(50_000)),
+            last: test_leaf(node, last, milli_gpu_hours=5_000),  # counters restarted at 0
+        }
+        commitments = {}
+        for epoch, leaf in leaves.items():
+            c = build_commitment(epoch, [leaf], hub.configVersion())
+            hub.attest(c.report.as_tuple(), signatures(hub, c.report, ORACLE_KEYS[:2]))
+            commitments[epoch] = c
+        with brownie.reverts(err("CapacityCumulativeMismatch", 50_000, 5_000)):
+            cap.proveDeliveryRange(node, tid, *range_args(commitments, node, first, last))
 
 
 class TestSettleReservation:
