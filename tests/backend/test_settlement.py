@@ -13,15 +13,16 @@ import redis as redis_lib
 from brownie import chain
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend.db.models import Action
 from backend.redis_embedded import EmbeddedRedis
 from backend.services.chain import Chain
 from backend.services.indexing.indexer import Indexer
-from backend.services.keepers.deliveries import plan_due
+from backend.services.keepers.deliveries import plan_due, proof_groups
 from backend.services.relaying.relay import relay_action
 from backend.services.relaying.relayer import Relayer
 from backend.worker.kinds import REQUEST_BUILDERS
 from gpucap import devchain
-from gpucap.attestation import build_commitment
+from gpucap.attestation import Cumulative, NodeLeaf, build_commitment
 from oracle.proofs import proofs_document, write_proofs
 from scripts.deploy import DeployConfig, deploy_system, write_manifest
 from tests.oracle.hub_helpers import ORACLE_KEYS, address_of, signatures
@@ -35,15 +36,15 @@ HOUR = 3600
 
 @pytest.fixture(scope="module")
 def hourly(admin, operator, buyer, tmp_path_factory):
-    """Hourly windows over 30-minute epochs (two epochs a window), one node, one
-    reservation of 10 GPU-hours in a window that has ended."""
+    """Hourly windows over 15-minute epochs (four epochs a window: the keeper proves them
+    from two leaves), one node, one reservation of 10 GPU-hours in a window that has ended."""
     system = deploy_system(
         admin,
         DeployConfig(
             faucet_drip=1_000_000 * USD,
             faucet_cooldown_seconds=1,
             unbonding_delay_seconds=HOUR,
-            epoch_length_seconds=HOUR // 2,
+            epoch_length_seconds=HOUR // 4,
             capacity_window_seconds=HOUR,
             capacity_settlement_grace_seconds=HOUR,
         ),
@@ -69,17 +70,17 @@ def hourly(admin, operator, buyer, tmp_path_factory):
     system.stablecoin.approve(system.capacity, 2**256 - 1, {"from": buyer})
     system.capacity.buy(offer, 10, {"from": buyer})
     reservation = system.capacity.redeem(token, 10, node, {"from": buyer}).return_value
-    # The window passes; the oracles attest its two epochs: 3 + 4 GPU-hours delivered.
+    # The window passes; the oracles attest its four epochs: 7 GPU-hours delivered, the
+    # counters chained on 5 delivered before (as the oracles build them).
     chain.sleep(window + HOUR - chain[-1].timestamp + 1)
     chain.mine()
     first, last = system.capacity.windowEpochs(token)
     commitments = []
-    for epoch, milli in zip(range(first, last + 1), (3_000, 4_000), strict=True):
-        c = build_commitment(
-            epoch,
-            [test_leaf(node, epoch, 10_000, 6_000, 10_000, 7_200_000, milli)],
-            system.oracle_hub.configVersion(),
-        )
+    base = Cumulative(milli_gpu_hours=5_000)
+    for epoch, milli in zip(range(first, last + 1), (1_000, 2_000, 1_500, 2_500), strict=True):
+        leaf = test_leaf(node, epoch, 10_000, 6_000, 10_000, 7_200_000, milli, base=base)
+        base = Cumulative.of(leaf)
+        c = build_commitment(epoch, [leaf], system.oracle_hub.configVersion())
         system.oracle_hub.attest(
             c.report.as_tuple(),
             signatures(system.oracle_hub, c.report, ORACLE_KEYS[:2]),
@@ -167,10 +168,15 @@ def test_keeper_proves_then_settles_once(hourly, world, proofs_dir, buyer) -> No
     system = hourly["system"]
     first = _plan(world, proofs_dir)
     assert len(first.proofs) == 1 and first.settlements == []  # prove before settling
-    assert _relay_all(world, first.proofs) == ["confirmed"]
     node, token = hourly["node"], hourly["token"]
     epochs = system.capacity.windowEpochs(token)
+    with world["sessions"]() as session:  # four epochs: one range, its first and last leaf
+        params = session.get(Action, first.proofs[0]).params
+    assert params["range"] is True
+    assert [leaf["epoch"] for leaf in params["leaves"]] == [epochs[0], epochs[1]]
+    assert _relay_all(world, first.proofs) == ["confirmed"]
     assert all(system.capacity.isEpochProven(node, e) for e in range(epochs[0], epochs[1] + 1))
+    assert system.capacity.obligationOf(node, token)["deliveredMilliGpuHours"] == 7_000
 
     second = _plan(world, proofs_dir)
     assert second.proofs == [] and len(second.settlements) == 1
@@ -184,3 +190,22 @@ def test_keeper_proves_then_settles_once(hourly, world, proofs_dir, buyer) -> No
     Indexer(world["chain"], world["sessions"]).step()
     third = _plan(world, proofs_dir)
     assert third.proofs == [] and third.settlements == []
+
+
+def _leaf(epoch: int) -> tuple[NodeLeaf, list[str]]:
+    return test_leaf(1, epoch, milli_gpu_hours=1), []
+
+
+def test_runs_of_four_epochs_or_more_are_proven_from_two_leaves() -> None:
+    """A run of unproven epochs goes as one range from its first to its last leaf (leaves
+    missing between are covered by the counters); a proven epoch ends a run; a short span
+    goes leaf by leaf."""
+    unproven = [1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]  # 6 was proven already
+    provable = [_leaf(e) for e in (1, 2, 4, 5, 7, 8, 9, 12)]  # 3, 10, 11: no leaf here
+    ranges, batches = proof_groups(unproven, provable)
+    assert [[leaf.epoch for leaf, _ in r] for r in ranges] == [[1, 5], [7, 12]]
+    assert batches == []
+    ranges, batches = proof_groups([1, 2, 3, 5, 6], [_leaf(e) for e in (1, 2, 3, 5, 6)])
+    assert ranges == [] and [[leaf.epoch for leaf, _ in b] for b in batches] == [[1, 2, 3, 5, 6]]
+    ranges, batches = proof_groups([1, 2, 3, 4], [_leaf(2)])  # one leaf: itself, leaf by leaf
+    assert ranges == [] and [[leaf.epoch for leaf, _ in b] for b in batches] == [[2]]

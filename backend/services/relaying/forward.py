@@ -65,6 +65,7 @@ ALLOWED_CALLS: dict[str, frozenset[str]] = {
             "buyWithPermit",
             "redeem",
             "proveDelivery",
+            "proveDeliveryRange",
             "settleReservation",
             "releaseExpired",
             "safeTransferFrom",
