@@ -16,8 +16,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from fractions import Fraction
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from eth_account.messages import _hash_eip191_message
@@ -40,7 +38,7 @@ from backend.db.models import (
 )
 from backend.services.chain import Chain
 from backend.services.errors import ServiceError
-from gpucap.deployment import ManifestError, read_abi
+from gpucap.deployment import ManifestError
 from gpucap.signing import MarketOrder
 
 log = logging.getLogger(__name__)
@@ -148,15 +146,9 @@ def check_instrument(chain: Chain, asset: str, token_id: int, now: int) -> None:
         raise MarketRejected(f"pool shares have token id 0, not {token_id}", code="InvalidTokenId")
 
 
-@lru_cache(maxsize=4)
-def _pool_abi(path: Path) -> list[dict[str, Any]]:
-    return read_abi(path)
-
-
 def _share_token(chain: Chain, asset: str) -> Any:
     settlement = chain.deployment.contracts[SETTLEMENT]
-    abi = _pool_abi(settlement.abi_path.parent / POOL_ABI_FILE)
-    return chain.w3.eth.contract(address=to_checksum_address(asset), abi=abi)
+    return chain.contract_at(asset, settlement.abi_path.parent / POOL_ABI_FILE)
 
 
 @dataclass(frozen=True)
