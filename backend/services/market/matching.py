@@ -147,7 +147,8 @@ def accept_fill(
             status=409,
         )
     now = chain_time(chain)  # read once: nothing below the lock waits on the node
-    _check_free(session, chain, fills, now)  # before the chain's checks: the cheap refusal
+    hashes = _hashes(chain, fills)  # EIP-712 hashing: once, not per check
+    _check_free(session, chain, fills, hashes, now)  # before the chain's checks: cheap
     params, identity = forward.validate_with_identity(
         chain, signed, nonce_hint=nonce_hint, book_checked=True
     )
@@ -160,10 +161,10 @@ def accept_fill(
     session.commit()
     session.execute(
         update(MarketOrderRow)
-        .where(MarketOrderRow.order_hash.in_(_hashes(chain, fills)))
+        .where(MarketOrderRow.order_hash.in_(hashes))
         .values(dropped=MarketOrderRow.dropped)
     )
-    _check_free(session, chain, fills, now)
+    _check_free(session, chain, fills, hashes, now)
     action, created = create_action(
         session,
         kind=ActionKind.FORWARD,
@@ -178,11 +179,14 @@ def accept_fill(
     return action, created
 
 
-def _check_free(session: Session, chain: Chain, fills: list[Any], now: int) -> None:
+def _check_free(
+    session: Session, chain: Chain, fills: list[Any], hashes: list[str], now: int
+) -> None:
     """Every order is in the book and what it has left (net of fills in flight) covers
-    its fill: two takers of one order never both get a fill relayed."""
+    its fill: two takers of one order never both get a fill relayed. ``hashes``: the
+    fills' order hashes (_hashes)."""
     wanted: dict[str, int] = {}
-    for digest, (_, _, amount) in zip(_hashes(chain, fills), fills, strict=True):
+    for digest, (_, _, amount) in zip(hashes, fills, strict=True):
         wanted[digest] = wanted.get(digest, 0) + amount
     rows = session.scalars(
         select(MarketOrderRow).where(MarketOrderRow.order_hash.in_(list(wanted)))
