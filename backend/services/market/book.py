@@ -453,6 +453,18 @@ def _market_functions(abi_path: Path) -> dict[bytes, tuple[str, list[str]]]:
     }
 
 
+def encode_fills(chain: Chain, items: Sequence[tuple[MarketOrder, bytes, int]]) -> tuple[str, str]:
+    """(function, 0x calldata) of Market.fill for one (order, signature, amount), else
+    fillBatch: the inverse of ``decode_fills``, by the same table."""
+    if MARKET not in chain.deployment.contracts:
+        raise ManifestError(f"{MARKET} is not in the manifest {chain.deployment.path}")
+    args = [(o.as_tuple(), sig, amount) for o, sig, amount in items]
+    function, values = ("fill", args[0]) if len(args) == 1 else ("fillBatch", (args,))
+    functions = _market_functions(chain.deployment.contracts[MARKET].abi_path)
+    ((selector, (_, types)),) = [(k, v) for k, v in functions.items() if v[0] == function]
+    return function, "0x" + (selector + encode(types, list(values))).hex()
+
+
 def decode_fills(chain: Chain, data: bytes) -> list[tuple[MarketOrder, bytes, int]]:
     """(order, signature, fill amount) of Market.fill / fillBatch calldata."""
     if MARKET not in chain.deployment.contracts:

@@ -31,6 +31,7 @@ from backend.services.market.book import (
     chain_time,
     decode_fills,
     drop,
+    encode_fills,
     fill_quote,
     funding_problem,
     live_orders,
@@ -111,14 +112,10 @@ def match(
             code="NoMatch",
             status=409,
         )
-    market = market_contract(chain)
-    items = [(order_of(f.view.row).as_tuple(), _sig(f.view), f.amount) for f in fills]
-    if len(items) == 1:
-        function, args = "fill", list(items[0])
-    else:
-        function, args = "fillBatch", [items]
-    data = market.encode_abi(function, args=args)
-    return Match(fills, market.address, data, function)
+    function, data = encode_fills(
+        chain, [(order_of(f.view.row), _sig(f.view), f.amount) for f in fills]
+    )
+    return Match(fills, market_contract(chain).address, data, function)
 
 
 def _sig(view: OrderView) -> bytes:
