@@ -500,6 +500,9 @@ def live_orders(
             MarketOrderRow.asset == to_checksum_address(asset),
             MarketOrderRow.token_id == token_id,
             MarketOrderRow.dropped.is_(None),
+            # An expired order has nothing left to take: not loaded, not looked up (the
+            # instrument's history of orders is not read on every match and book read).
+            MarketOrderRow.expiry > now,
         )
         .order_by(MarketOrderRow.id)
     ).all()
