@@ -465,6 +465,17 @@ def encode_fills(chain: Chain, items: Sequence[tuple[MarketOrder, bytes, int]]) 
     return function, "0x" + (selector + encode(types, list(values))).hex()
 
 
+def remember_fill_amounts(
+    chain: Chain, market: str, data: bytes, amounts: Sequence[tuple[str, int]]
+) -> None:
+    """What ``_fill_amounts`` would find for this calldata, from a caller that decoded and
+    hashed it already (a fill being accepted): in flight next, not decoded again."""
+    key = (market.lower(), chain.deployment.chain_id, "0x" + data.hex())
+    if len(_FILL_AMOUNTS) >= _FILL_AMOUNTS_MAX:
+        _FILL_AMOUNTS.clear()
+    _FILL_AMOUNTS[key] = tuple((digest.lower(), amount) for digest, amount in amounts)
+
+
 def decode_fills(chain: Chain, data: bytes) -> list[tuple[MarketOrder, bytes, int]]:
     """(order, signature, fill amount) of Market.fill / fillBatch calldata."""
     if MARKET not in chain.deployment.contracts:

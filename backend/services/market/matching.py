@@ -39,6 +39,7 @@ from backend.services.market.book import (
     order_hash,
     order_of,
     order_views,
+    remember_fill_amounts,
 )
 from backend.services.relaying import forward
 from backend.services.relaying.actions import create_action, unmark_enqueued
@@ -145,6 +146,9 @@ def accept_fill(
         )
     now = chain_time(chain)  # read once: nothing below the lock waits on the node
     hashes = _hashes(chain, fills)  # EIP-712 hashing: once, not per check
+    remember_fill_amounts(
+        chain, market.address, signed.data, [(h, f[2]) for h, f in zip(hashes, fills, strict=True)]
+    )
     _check_free(session, chain, fills, hashes, now)  # before the chain's checks: cheap
     params, identity = forward.validate_with_identity(
         chain, signed, nonce_hint=nonce_hint, book_checked=True
