@@ -155,6 +155,9 @@ class Action(Base):
         Index("ix_actions_final_status", "final", "status"),
         # A sender's open forward request (forward.open_request_of): a key-prefix range.
         Index("ix_actions_kind_status_key", "kind", "status", "idempotency_key"),
+        # Relayed market fills the index does not show yet (market/book.py in_flight):
+        # confirmed forward actions from a block on, without reading each row.
+        Index("ix_actions_kind_status_block", "kind", "status", "block_number"),
     )
 
 

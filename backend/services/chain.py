@@ -7,12 +7,14 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import urllib3
+from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import Web3RPCError
@@ -23,7 +25,9 @@ from backend.services.rpc_endpoints import (
     FailoverHTTPProvider,
     RpcEndpoints,
 )
-from gpucap.deployment import Deployment
+from gpucap.deployment import Deployment, read_abi
+
+CONTRACTS_AT_MAX = 256  # pool contracts kept per Chain (contract_at); cleared when full
 
 T = TypeVar("T")
 
@@ -138,6 +142,10 @@ class Chain:
     w3: Web3
     deployment: Deployment
     rpc: JsonRpc  # raw and batched calls (``raw``, ``batch``)
+    _contracts: dict[str, Contract] = field(default_factory=dict, repr=False, compare=False)
+    _contracts_at: dict[tuple[str, Path], Contract] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @classmethod
     def connect(cls, rpc_urls: str | Sequence[str], manifest_path: str, timeout: float) -> Chain:
@@ -159,7 +167,25 @@ class Chain:
         return self.rpc.supports(method)
 
     def contract(self, name: str) -> Contract:
-        return self.deployment.contract(self.w3, name)
+        """The deployed contract ``name``, built once per Chain: building a web3 contract
+        parses its whole ABI (~20 ms for Market), and a market request asked for five."""
+        found = self._contracts.get(name)
+        if found is None:
+            found = self._contracts[name] = self.deployment.contract(self.w3, name)
+        return found
+
+    def contract_at(self, address: str, abi_path: Path) -> Contract:
+        """A contract of the ABI in ``abi_path`` at ``address`` (a pool, its shares),
+        built once per Chain and address, as ``contract``."""
+        key = (address.lower(), abi_path)
+        found = self._contracts_at.get(key)
+        if found is None:
+            if len(self._contracts_at) >= CONTRACTS_AT_MAX:
+                self._contracts_at.clear()
+            found = self._contracts_at[key] = self.w3.eth.contract(
+                address=to_checksum_address(address), abi=read_abi(abi_path)
+            )
+        return found
 
     @cached_property
     def stablecoin(self) -> Contract:

@@ -209,6 +209,18 @@ def test_bad_orders_are_refused_with_their_codes_and_nothing_is_stored(stack: St
     for body, status, code in expect:
         resp = stack.post("/api/v1/market/orders", json=body)
         assert (resp.status_code, resp.json()["code"]) == (status, code), resp.text
+    # A taker's match checks the instrument the same way (block and token in one read).
+    ask = {"taker": m["taker"].address, "asset": m["s"].capacity.address, "side": "buy"}
+    ask |= {"amount": "1", "limit_price": "2500000"}
+    for asset, token, code in (
+        (m["s"].capacity.address, m["started"], "WindowStarted"),
+        (m["s"].capacity.address, 1, "InvalidTokenId"),  # class 0
+        (m["s"].stablecoin.address, 0, "AssetNotListed"),
+    ):
+        resp = stack.post(
+            "/api/v1/market/match", json={**ask, "asset": asset, "token_id": str(token)}
+        )
+        assert (resp.status_code, resp.json()["code"]) == (422, code), resp.text
     book = stack.get(
         "/api/v1/market/book", params={"asset": m["s"].capacity.address, "token_id": m["token"]}
     ).json()

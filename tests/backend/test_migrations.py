@@ -1,6 +1,7 @@
 """Revisions up and down on SQLite and PostgreSQL: the actions table's finality and chain
-columns (0010), the governance tables (0011), the loan book (0013) and leaf v2 (0016); what each
-direction keeps, and that the head is reached again (tests/support/migrations.py)."""
+columns (0010), the governance tables (0011), the loan book (0013), leaf v2 (0016) and the
+index of market fills in flight (0017); what each direction keeps, and that the head is
+reached again (tests/support/migrations.py)."""
 
 from __future__ import annotations
 
@@ -222,3 +223,14 @@ def test_0016_leaf_v2_up_down_up(database_url: str) -> None:
             energies = conn.execute(sa.text("SELECT energy_wh FROM node_metrics ORDER BY node_id"))
             assert [e for (e,) in energies] == [150, 0]
         assert not step.columns("node_metrics") & {"energy_joules", "cum_energy_joules"}
+
+
+def test_0017_in_flight_index_up_down_up(database_url: str) -> None:
+    """The index the market's fills in flight are read by comes and goes; rows stay."""
+    with revision_step(database_url, "0017") as step:
+        _insert(step.engine, _row("forward:0xab:0"))
+        step.up()
+        assert "ix_actions_kind_status_block" in step.indexes("actions")
+        step.down()
+        assert "ix_actions_kind_status_block" not in step.indexes("actions")
+        assert step.scalar("SELECT count(*) FROM actions") == 1

@@ -303,8 +303,7 @@ def match_taker(body: MatchCreate, session: SessionDep, chain: ChainDep) -> Matc
     call that takes those orders, for the taker to sign as a forward request. Nothing is
     reserved until the signed fill is posted to /api/v1/market/fills."""
     token_id = _token_id(body.token_id)
-    now = book.chain_time(chain)
-    book.check_instrument(chain, body.asset, token_id, now)
+    now = book.instrument_time(chain, body.asset, token_id)
     found = matching.match(
         session,
         chain,

@@ -20,9 +20,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from eth_abi import decode, encode
 from eth_account.messages import _hash_eip191_message
-from eth_utils import to_checksum_address
-from sqlalchemy import func, or_, select
+from eth_utils import (
+    function_abi_to_4byte_selector,
+    function_signature_to_4byte_selector,
+    get_abi_input_types,
+    to_checksum_address,
+)
+from hexbytes import HexBytes
+from sqlalchemy import bindparam, func, select, union_all
 from sqlalchemy.orm import Session
 from web3.exceptions import ContractLogicError
 
@@ -38,8 +45,9 @@ from backend.db.models import (
     MarketNonceRow,
     MarketOrderRow,
 )
-from backend.services.chain import Chain
+from backend.services.chain import Chain, result_of
 from backend.services.errors import ServiceError
+from backend.services.revert import rpc_revert
 from gpucap.deployment import ManifestError, read_abi
 from gpucap.signing import MarketOrder
 
@@ -114,33 +122,100 @@ def fill_quote(order: MarketOrder, fill_amount: int) -> int:
     return product // order.amount
 
 
+# The market's reads of the chain, as raw eth_calls in one JSON-RPC batch a request:
+# each web3 ``ContractFunction.call`` looked its function up in the ABI by hashing
+# every candidate's signature, asked the node for its chain id again (web3's
+# validation middleware) and went through requests' adapter, ~5 ms of the API's CPU
+# and two round trips a read; a taker's match made six.
+_BALANCE_OF_ID = function_signature_to_4byte_selector("balanceOf(address,uint256)")
+_APPROVED_FOR_ALL = function_signature_to_4byte_selector("isApprovedForAll(address,address)")
+_DECODE_TOKEN_ID = function_signature_to_4byte_selector("decodeTokenId(uint256)")
+_BALANCE_OF = function_signature_to_4byte_selector("balanceOf(address)")
+_ALLOWANCE = function_signature_to_4byte_selector("allowance(address,address)")
+_FEES = function_signature_to_4byte_selector("fees()")
+_IS_POOL_LISTED = function_signature_to_4byte_selector("isPoolListed(address)")
+_LATEST_BLOCK = ("eth_getBlockByNumber", ["latest", False])
+
+
+def _call(to: str, selector: bytes, types: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
+    data = selector + (encode(list(types), list(args)) if types else b"")
+    return ("eth_call", [{"to": to, "data": "0x" + data.hex()}, "latest"])
+
+
+def _read(chain: Chain, what: str, requests: Sequence[Any]) -> list[dict[str, Any]]:
+    """The node's answers to ``requests`` (one batch); a failed call raises as web3's."""
+    answers = chain.batch(what, requests)
+    for answer in answers:
+        if "error" in answer and (revert := rpc_revert(answer["error"])) is not None:
+            raise ContractLogicError(f"{what}: execution reverted", data=revert.data)
+    return answers
+
+
+def _ints(answer: dict[str, Any], what: str, count: int = 1) -> tuple[int, ...]:
+    """``count`` static words (uintN, bool) of an eth_call's answer."""
+    return tuple(decode(["uint256"] * count, HexBytes(result_of(answer, what))))
+
+
+def _block_time(answer: dict[str, Any]) -> int:
+    return int(result_of(answer, "reading latest block")["timestamp"], 16)
+
+
 def chain_time(chain: Chain) -> int:
-    return int(chain.call("reading latest block", lambda: chain.latest_block())["timestamp"])
+    (block,) = _read(chain, "reading latest block", [_LATEST_BLOCK])
+    return _block_time(block)
+
+
+def instrument_time(chain: Chain, asset: str, token_id: int) -> int:
+    """The chain time (latest block) once ``check_instrument`` passes at it; one round
+    trip for both (a taker's match)."""
+    capacity = chain.contract(CAPACITY).address
+    if asset.lower() != capacity.lower() or token_id >= 2**256:
+        now = chain_time(chain)
+        check_instrument(chain, asset, token_id, now)
+        return now
+    answers = chain.batch(
+        "decoding token id",
+        [_LATEST_BLOCK, _call(capacity, _DECODE_TOKEN_ID, ["uint256"], [token_id])],
+    )
+    now = _block_time(answers[0])
+    _check_window(answers[1], token_id, now)
+    return now
+
+
+def _check_window(answer: dict[str, Any], token_id: int, now: int) -> None:
+    """CapacityToken.decodeTokenId's answer: a capacity id whose window has not started."""
+    if "error" in answer and rpc_revert(answer["error"]) is not None:
+        raise MarketRejected(
+            f"{token_id} is not a capacity token id (class x window)", code="InvalidTokenId"
+        )
+    _, window_start = _ints(answer, "decoding token id", 2)
+    if now >= window_start:
+        raise MarketRejected(
+            f"token {token_id}'s window started at {window_start} (chain time {now})",
+            code="WindowStarted",
+        )
 
 
 def check_instrument(chain: Chain, asset: str, token_id: int, now: int) -> None:
     """The asset trades on the market: a capacity id whose window has not started, or a
     listed pool's shares (token id 0). The contract's own rule (Market._requireTradable)."""
-    market, capacity = market_contract(chain), chain.contract(CAPACITY)
-    if asset.lower() == capacity.address.lower():
-        try:
-            _, window_start = chain.call(
-                "decoding token id", lambda: capacity.functions.decodeTokenId(token_id).call()
-            )
-        except ContractLogicError as exc:
+    market, capacity = market_contract(chain).address, chain.contract(CAPACITY).address
+    if asset.lower() == capacity.lower():
+        if token_id >= 2**256:
             raise MarketRejected(
                 f"{token_id} is not a capacity token id (class x window)", code="InvalidTokenId"
-            ) from exc
-        if now >= window_start:
-            raise MarketRejected(
-                f"token {token_id}'s window started at {window_start} (chain time {now})",
-                code="WindowStarted",
             )
+        (answer,) = chain.batch(
+            "decoding token id", [_call(capacity, _DECODE_TOKEN_ID, ["uint256"], [token_id])]
+        )
+        _check_window(answer, token_id, now)
         return
-    if not chain.call(
+    (listed,) = _read(
+        chain,
         "reading pool listing",
-        lambda: market.functions.isPoolListed(to_checksum_address(asset)).call(),
-    ):
+        [_call(market, _IS_POOL_LISTED, ["address"], [to_checksum_address(asset)])],
+    )
+    if not _ints(listed, "reading pool listing")[0]:
         raise MarketRejected(
             f"{asset} is neither the capacity token nor a listed pool", code="AssetNotListed"
         )
@@ -148,15 +223,9 @@ def check_instrument(chain: Chain, asset: str, token_id: int, now: int) -> None:
         raise MarketRejected(f"pool shares have token id 0, not {token_id}", code="InvalidTokenId")
 
 
-@lru_cache(maxsize=4)
-def _pool_abi(path: Path) -> list[dict[str, Any]]:
-    return read_abi(path)
-
-
 def _share_token(chain: Chain, asset: str) -> Any:
     settlement = chain.deployment.contracts[SETTLEMENT]
-    abi = _pool_abi(settlement.abi_path.parent / POOL_ABI_FILE)
-    return chain.w3.eth.contract(address=to_checksum_address(asset), abi=abi)
+    return chain.contract_at(asset, settlement.abi_path.parent / POOL_ABI_FILE)
 
 
 @dataclass(frozen=True)
@@ -186,37 +255,42 @@ class Funding:
 
 def maker_funding(chain: Chain, order: MarketOrder) -> Funding:
     """The maker's balance and approval for ``order``'s side, read from the chain."""
-    market, capacity = market_contract(chain), chain.contract(CAPACITY)
+    market, capacity = market_contract(chain).address, chain.contract(CAPACITY).address
     maker = to_checksum_address(order.maker)
-    if order.sell and order.asset.lower() == capacity.address.lower():
-        held, approved = chain.call(
-            "reading maker's capacity",
-            lambda: (
-                capacity.functions.balanceOf(maker, order.token_id).call(),
-                capacity.functions.isApprovedForAll(maker, market.address).call(),
-            ),
+    if order.sell and order.asset.lower() == capacity.lower():
+        what = "reading maker's capacity"
+        held, approved = _read(
+            chain,
+            what,
+            [
+                _call(capacity, _BALANCE_OF_ID, ["address", "uint256"], [maker, order.token_id]),
+                _call(capacity, _APPROVED_FOR_ALL, ["address", "address"], [maker, market]),
+            ],
         )
-        return Funding(held, None, approved, 0)
+        return Funding(_ints(held, what)[0], None, bool(_ints(approved, what)[0]), 0)
     if order.sell:
-        shares = _share_token(chain, order.asset)
-        held, allowance = chain.call(
-            "reading maker's shares",
-            lambda: (
-                shares.functions.balanceOf(maker).call(),
-                shares.functions.allowance(maker, market.address).call(),
-            ),
+        what, token = "reading maker's shares", to_checksum_address(order.asset)
+        held, allowance = _read(
+            chain,
+            what,
+            [
+                _call(token, _BALANCE_OF, ["address"], [maker]),
+                _call(token, _ALLOWANCE, ["address", "address"], [maker, market]),
+            ],
         )
-        return Funding(held, allowance, False, 0)
-    coin = chain.stablecoin
-    held, allowance, (maker_bps, _) = chain.call(
-        "reading maker's stablecoin",
-        lambda: (
-            coin.functions.balanceOf(maker).call(),
-            coin.functions.allowance(maker, market.address).call(),
-            market.functions.fees().call(),
-        ),
+        return Funding(_ints(held, what)[0], _ints(allowance, what)[0], False, 0)
+    what, coin = "reading maker's stablecoin", chain.stablecoin.address
+    held, allowance, fees = _read(
+        chain,
+        what,
+        [
+            _call(coin, _BALANCE_OF, ["address"], [maker]),
+            _call(coin, _ALLOWANCE, ["address", "address"], [maker, market]),
+            _call(market, _FEES),
+        ],
     )
-    return Funding(held, allowance, False, maker_bps)
+    maker_bps, _ = _ints(fees, what, 2)
+    return Funding(_ints(held, what)[0], _ints(allowance, what)[0], False, maker_bps)
 
 
 def funding_problem(
@@ -311,20 +385,29 @@ def order_views(
     return views
 
 
+# Forward actions whose fills the index may not show yet: each status a range of
+# ix_actions_kind_status_block (one OR over them read every confirmed forward action's
+# row for its block number: megabytes of signed batches a request; migration 0017).
+_IN_FLIGHT = union_all(
+    *(
+        select(Action.params).where(
+            Action.kind == ActionKind.FORWARD.value, Action.status == status
+        )
+        for status in OPEN_STATUSES
+    ),
+    select(Action.params).where(
+        Action.kind == ActionKind.FORWARD.value,
+        Action.status == ActionStatus.CONFIRMED.value,
+        Action.block_number >= bindparam("next_block"),
+    ),
+)
+
+
 def in_flight(session: Session, chain: Chain) -> dict[str, int]:
     """Units per order hash that relayed fills will take and the index does not show yet:
     fills whose forward action is open, or mined in a block the indexer has not reached."""
     next_block = session.scalar(select(func.max(IndexerState.next_block))) or 0
-    rows = session.execute(
-        select(Action.params).where(
-            Action.kind == ActionKind.FORWARD.value,
-            or_(
-                Action.status.in_(OPEN_STATUSES),
-                (Action.status == ActionStatus.CONFIRMED.value)
-                & (Action.block_number >= next_block),
-            ),
-        )
-    ).scalars()
+    rows = session.execute(_IN_FLIGHT, {"next_block": next_block}).scalars()
     taken: dict[str, int] = {}
     for params in rows:
         if params.get("contract") != MARKET or params.get("function") not in FILL_FUNCTIONS:
@@ -358,19 +441,57 @@ def _fill_amounts(chain: Chain, market: str, data: str) -> tuple[tuple[str, int]
     return found
 
 
+@lru_cache(maxsize=8)
+def _market_functions(abi_path: Path) -> dict[bytes, tuple[str, list[str]]]:
+    """(name, input types) by 4-byte selector of the Market ABI's functions. web3's
+    ``decode_function_input`` found the function by hashing every function's signature
+    on each call: ~1.5 ms of a fill's acceptance."""
+    return {
+        function_abi_to_4byte_selector(item): (item["name"], get_abi_input_types(item))
+        for item in read_abi(abi_path)
+        if item.get("type") == "function"
+    }
+
+
+def encode_fills(chain: Chain, items: Sequence[tuple[MarketOrder, bytes, int]]) -> tuple[str, str]:
+    """(function, 0x calldata) of Market.fill for one (order, signature, amount), else
+    fillBatch: the inverse of ``decode_fills``, by the same table."""
+    if MARKET not in chain.deployment.contracts:
+        raise ManifestError(f"{MARKET} is not in the manifest {chain.deployment.path}")
+    args = [(o.as_tuple(), sig, amount) for o, sig, amount in items]
+    function, values = ("fill", args[0]) if len(args) == 1 else ("fillBatch", (args,))
+    functions = _market_functions(chain.deployment.contracts[MARKET].abi_path)
+    ((selector, (_, types)),) = [(k, v) for k, v in functions.items() if v[0] == function]
+    return function, "0x" + (selector + encode(types, list(values))).hex()
+
+
+def remember_fill_amounts(
+    chain: Chain, market: str, data: bytes, amounts: Sequence[tuple[str, int]]
+) -> None:
+    """What ``_fill_amounts`` would find for this calldata, from a caller that decoded and
+    hashed it already (a fill being accepted): in flight next, not decoded again."""
+    key = (market.lower(), chain.deployment.chain_id, "0x" + data.hex())
+    if len(_FILL_AMOUNTS) >= _FILL_AMOUNTS_MAX:
+        _FILL_AMOUNTS.clear()
+    _FILL_AMOUNTS[key] = tuple((digest.lower(), amount) for digest, amount in amounts)
+
+
 def decode_fills(chain: Chain, data: bytes) -> list[tuple[MarketOrder, bytes, int]]:
     """(order, signature, fill amount) of Market.fill / fillBatch calldata."""
-    market = market_contract(chain)
-    fn, args = market.decode_function_input(data)
-    if fn.fn_name == "fill":
-        items: Iterable[Any] = [(args["order"], args["signature"], args["fillAmount"])]
-    elif fn.fn_name == "fillBatch":
-        items = [tuple(f.values()) if isinstance(f, dict) else f for f in args["fills"]]
-    else:
-        raise MarketRejected(f"Market.{fn.fn_name} is not a fill", code="NotAFill")
+    if MARKET not in chain.deployment.contracts:
+        raise ManifestError(f"{MARKET} is not in the manifest {chain.deployment.path}")
+    found = _market_functions(chain.deployment.contracts[MARKET].abi_path).get(data[:4])
+    if found is None:
+        raise ValueError(f"selector 0x{data[:4].hex()} is not a function of {MARKET}")
+    name, types = found
+    if name not in FILL_FUNCTIONS:
+        raise MarketRejected(f"Market.{name} is not a fill", code="NotAFill")
+    args = decode(types, data[4:])
+    items: Iterable[Any] = [args] if name == "fill" else args[0]
     out = []
     for order, signature, amount in items:
-        fields = tuple(order.values()) if isinstance(order, dict) else tuple(order)
+        maker, asset, *rest = order
+        fields = (to_checksum_address(maker), to_checksum_address(asset), *rest)
         out.append((MarketOrder(*fields), bytes(signature), int(amount)))
     return out
 
@@ -390,6 +511,9 @@ def live_orders(
             MarketOrderRow.asset == to_checksum_address(asset),
             MarketOrderRow.token_id == token_id,
             MarketOrderRow.dropped.is_(None),
+            # An expired order has nothing left to take: not loaded, not looked up (the
+            # instrument's history of orders is not read on every match and book read).
+            MarketOrderRow.expiry > now,
         )
         .order_by(MarketOrderRow.id)
     ).all()

@@ -31,6 +31,7 @@ from backend.services.market.book import (
     chain_time,
     decode_fills,
     drop,
+    encode_fills,
     fill_quote,
     funding_problem,
     live_orders,
@@ -38,6 +39,7 @@ from backend.services.market.book import (
     order_hash,
     order_of,
     order_views,
+    remember_fill_amounts,
 )
 from backend.services.relaying import forward
 from backend.services.relaying.actions import create_action, unmark_enqueued
@@ -111,14 +113,10 @@ def match(
             code="NoMatch",
             status=409,
         )
-    market = market_contract(chain)
-    items = [(order_of(f.view.row).as_tuple(), _sig(f.view), f.amount) for f in fills]
-    if len(items) == 1:
-        function, args = "fill", list(items[0])
-    else:
-        function, args = "fillBatch", [items]
-    data = market.encode_abi(function, args=args)
-    return Match(fills, market.address, data, function)
+    function, data = encode_fills(
+        chain, [(order_of(f.view.row), _sig(f.view), f.amount) for f in fills]
+    )
+    return Match(fills, market_contract(chain).address, data, function)
 
 
 def _sig(view: OrderView) -> bytes:
@@ -147,7 +145,11 @@ def accept_fill(
             status=409,
         )
     now = chain_time(chain)  # read once: nothing below the lock waits on the node
-    _check_free(session, chain, fills, now)  # before the chain's checks: the cheap refusal
+    hashes = _hashes(chain, fills)  # EIP-712 hashing: once, not per check
+    remember_fill_amounts(
+        chain, market.address, signed.data, [(h, f[2]) for h, f in zip(hashes, fills, strict=True)]
+    )
+    _check_free(session, chain, fills, hashes, now)  # before the chain's checks: cheap
     params, identity = forward.validate_with_identity(
         chain, signed, nonce_hint=nonce_hint, book_checked=True
     )
@@ -160,10 +162,10 @@ def accept_fill(
     session.commit()
     session.execute(
         update(MarketOrderRow)
-        .where(MarketOrderRow.order_hash.in_(_hashes(chain, fills)))
+        .where(MarketOrderRow.order_hash.in_(hashes))
         .values(dropped=MarketOrderRow.dropped)
     )
-    _check_free(session, chain, fills, now)
+    _check_free(session, chain, fills, hashes, now)
     action, created = create_action(
         session,
         kind=ActionKind.FORWARD,
@@ -178,11 +180,14 @@ def accept_fill(
     return action, created
 
 
-def _check_free(session: Session, chain: Chain, fills: list[Any], now: int) -> None:
+def _check_free(
+    session: Session, chain: Chain, fills: list[Any], hashes: list[str], now: int
+) -> None:
     """Every order is in the book and what it has left (net of fills in flight) covers
-    its fill: two takers of one order never both get a fill relayed."""
+    its fill: two takers of one order never both get a fill relayed. ``hashes``: the
+    fills' order hashes (_hashes)."""
     wanted: dict[str, int] = {}
-    for digest, (_, _, amount) in zip(_hashes(chain, fills), fills, strict=True):
+    for digest, (_, _, amount) in zip(hashes, fills, strict=True):
         wanted[digest] = wanted.get(digest, 0) + amount
     rows = session.scalars(
         select(MarketOrderRow).where(MarketOrderRow.order_hash.in_(list(wanted)))

@@ -37,7 +37,6 @@ from eth_utils import (
     event_abi_to_log_topic,
     function_abi_to_4byte_selector,
     function_signature_to_4byte_selector,
-    to_checksum_address,
 )
 from hexbytes import HexBytes
 from sqlalchemy import bindparam, or_, select
@@ -158,9 +157,14 @@ def allowed_contracts(chain: Chain) -> list[str]:
     return [n for n in ALLOWED_CALLS if n in present or (n == POOL and SETTLEMENT in present)]
 
 
+def _pool_abi_path(chain: Chain) -> Path:
+    """RevenuePool's build artifact, beside the deployed contracts' ABIs."""
+    return chain.deployment.contracts[SETTLEMENT].abi_path.parent / f"{POOL}.json"
+
+
 def _pool_abi(chain: Chain) -> list[dict[str, Any]]:
-    """RevenuePool's ABI, built beside the deployed contracts' ABIs."""
-    return read_abi(chain.deployment.contracts[SETTLEMENT].abi_path.parent / f"{POOL}.json")
+    """RevenuePool's ABI."""
+    return read_abi(_pool_abi_path(chain))
 
 
 def error_abis(chain: Chain) -> list[dict[str, Any]]:
@@ -188,7 +192,7 @@ def pool_node_of(chain: Chain, to: str) -> int | None:
     cached = _pool_cache.get(key)
     if cached is not None and cached[0] > now:
         return cached[1]
-    pool = chain.w3.eth.contract(address=to_checksum_address(to), abi=_pool_abi(chain))
+    pool = chain.contract_at(to, _pool_abi_path(chain))
     settlement = chain.contract(SETTLEMENT)
 
     def lookup() -> int | None:
@@ -213,7 +217,7 @@ def _target(chain: Chain, to: str) -> tuple[str, Path | None] | None:
     if pool_node_of(chain, to) is None:
         return None
     forwarder = _forwarder_address(chain)
-    pool = chain.w3.eth.contract(address=to_checksum_address(to), abi=_pool_abi(chain))
+    pool = chain.contract_at(to, _pool_abi_path(chain))
     if not chain.call(
         "reading pool forwarder", lambda: pool.functions.isTrustedForwarder(forwarder).call()
     ):
