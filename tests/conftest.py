@@ -8,6 +8,8 @@ someone else uses. Nothing is written to ~/.brownie's network config.
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 # Imported for its effect, before brownie connects. (brownie hashes the source
@@ -117,3 +119,18 @@ class LiveDeployment:
         self.system = system
         self.manifest_path = manifest_path
         self.rpc_url = rpc_url
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Freeze everything alive after collection out of the garbage collector's scans.
+
+    brownie reverts the chain after every test (fn_isolation) and each revert runs a full
+    ``gc.collect()`` (``brownie.network.state._notify_registry``) to drop dead contract
+    objects before notifying the live ones. A full collection walks every tracked object:
+    web3, brownie, hypothesis, FastAPI/pydantic models, every compiled ABI, every test
+    function: about 0.2 s per test here, most of a contract test's time (measured: the
+    node registry's 93 tests 42.6 s -> 13.7 s). Objects frozen now are the imports and
+    the collected tests, alive until the worker exits anyway; what tests create later
+    (deployed contracts included) is still collected as before."""
+    gc.collect()
+    gc.freeze()
