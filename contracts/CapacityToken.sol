@@ -383,11 +383,7 @@ contract CapacityToken is
     ) external nonReentrant {
         uint256 count = leaves.length;
         if (count == 0 || count != proofs.length) revert CapacityProofLengthMismatch(count, proofs.length);
-        uint64 windowStart = _requireNodeToken(nodeId, tokenId);
-        _requireWindowEnded(tokenId, windowStart);
-        Obligation storage ob = _obligations[nodeId][tokenId];
-        if (ob.finalized) revert CapacityDeliveryFinalized(nodeId, tokenId);
-        (uint64 firstEpoch, uint64 lastEpoch) = _windowEpochs(windowStart);
+        (Obligation storage ob, uint64 firstEpoch, uint64 lastEpoch) = _openDelivery(nodeId, tokenId);
 
         uint256 milliGpuHours = 0;
         for (uint256 i = 0; i < count; ++i) {
@@ -415,11 +411,7 @@ contract CapacityToken is
         IOracleHub.NodeLeaf calldata last,
         bytes32[] calldata lastProof
     ) external nonReentrant {
-        uint64 windowStart = _requireNodeToken(nodeId, tokenId);
-        _requireWindowEnded(tokenId, windowStart);
-        Obligation storage ob = _obligations[nodeId][tokenId];
-        if (ob.finalized) revert CapacityDeliveryFinalized(nodeId, tokenId);
-        (uint64 firstEpoch, uint64 lastEpoch) = _windowEpochs(windowStart);
+        (Obligation storage ob, uint64 firstEpoch, uint64 lastEpoch) = _openDelivery(nodeId, tokenId);
         if (first.nodeId != nodeId) revert CapacityLeafNodeMismatch(nodeId, first.nodeId);
         if (last.nodeId != nodeId) revert CapacityLeafNodeMismatch(nodeId, last.nodeId);
         uint64 from = first.epoch;
@@ -746,6 +738,21 @@ contract CapacityToken is
         // Trusted registry, view call; reverts for an unknown node.
         uint32 nodeClassId = registry.node(nodeId).classId;
         if (nodeClassId != classId) revert CapacityClassMismatch(nodeClassId, classId);
+    }
+
+    /// @dev The checks both delivery proofs open with: `tokenId` is of node `nodeId`'s class, its
+    /// window has ended and its delivery is not frozen yet. Returns the obligation and the epochs
+    /// of the window.
+    function _openDelivery(uint256 nodeId, uint256 tokenId)
+        private
+        view
+        returns (Obligation storage ob, uint64 firstEpoch, uint64 lastEpoch)
+    {
+        uint64 windowStart = _requireNodeToken(nodeId, tokenId);
+        _requireWindowEnded(tokenId, windowStart);
+        ob = _obligations[nodeId][tokenId];
+        if (ob.finalized) revert CapacityDeliveryFinalized(nodeId, tokenId);
+        (firstEpoch, lastEpoch) = _windowEpochs(windowStart);
     }
 
     function _requireWindowEnded(uint256 tokenId, uint64 windowStart) private view returns (uint256 windowEnd) {

@@ -84,6 +84,8 @@ class ChainClient:
         self.registry: Contract = deployment.contract(w3, "NodeRegistry")
         # GPU classes are immutable once registered, so their power is cached.
         self._power_by_class: dict[int, int] = {}
+        # The hub's epoch schedule (genesis, length) is immutable too: read on first use.
+        self._epoch_schedule: tuple[int, int] | None = None
 
     @classmethod
     def connect(cls, rpc_url: str, manifest_path: str, timeout_s: float = 30.0) -> ChainClient:
@@ -120,8 +122,13 @@ class ChainClient:
             return False
 
     def epoch_window(self, epoch: int) -> EpochWindow:
-        end = self.hub.functions.epochEnd(epoch).call()
-        length = self.hub.functions.epochLengthSeconds().call()
+        """Epoch ``epoch`` ends at genesis + epoch × length, as ``OracleHub.epochEnd`` says."""
+        if self._epoch_schedule is None:
+            fns = self.hub.functions
+            genesis, length = fns.genesisTimestamp().call(), fns.epochLengthSeconds().call()
+            self._epoch_schedule = (int(genesis), int(length))
+        genesis, length = self._epoch_schedule
+        end = genesis + epoch * length
         return EpochWindow(epoch=epoch, start=end - length, end=end)
 
     def seconds_until_epoch_end(self, epoch: int) -> int:

@@ -168,12 +168,8 @@ class Reporter:
         latest_ended = state.current_epoch - 1
         if epoch >= latest_ended:
             return epoch
-        first = self.chain.epoch_window(epoch)
-        length = first.end - first.start
         for candidate in range(epoch, latest_ended + 1):
-            shift = (candidate - epoch) * length
-            window = EpochWindow(candidate, first.start + shift, first.end + shift)
-            if self.source.observed_s(window) > 0:
+            if self.source.observed_s(self.chain.epoch_window(candidate)) > 0:
                 if candidate != epoch and self._last_wait != (epoch, "passed_over"):
                     missed = f"{epoch}" if candidate == epoch + 1 else f"{epoch}..{candidate - 1}"
                     log.warning(

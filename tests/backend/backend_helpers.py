@@ -278,6 +278,23 @@ def node_row(
     )
 
 
+def assert_indexer_status_follows_another_process(client: Any, url: str) -> None:
+    """As the worker's indexer does, another process commits the next blocks to the
+    database at ``url`` (SQLite or PostgreSQL): the API's next read shows them, whatever
+    it had cached."""
+    script = (
+        "import sys\n"
+        "from sqlalchemy import create_engine, text\n"
+        "engine = create_engine(sys.argv[1])\n"
+        "with engine.begin() as c:\n"
+        "    c.execute(text('UPDATE indexer_state SET next_block = 42, head_block = 41'))\n"
+        "engine.dispose()\n"
+    )
+    subprocess.run([sys.executable, "-c", script, url], check=True)
+    status = client.get("/api/v1/indexer").json()
+    assert (status["next_block"], status["head_block"]) == (42, 41)
+
+
 def assert_decoding_matches_web3(indexer: Any, pools: Sequence[str] = ()) -> set[tuple[str, str]]:
     """Every log of the manifest's contracts and of ``pools`` on the chain, decoded by the
     indexer's decoder from the node's raw answer, equals web3's ``process_log`` (after the

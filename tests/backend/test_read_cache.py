@@ -29,7 +29,7 @@ from backend.config import Settings
 from backend.db.models import IndexerState
 from backend.db.session import SQLITE_POOL_SIZE, get_engine, get_sessionmaker
 from gpucap import devchain
-from tests.backend.backend_helpers import node_row
+from tests.backend.backend_helpers import assert_indexer_status_follows_another_process, node_row
 
 OPERATOR = "0x000000000000000000000000000000000000dEaD"
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,15 +144,7 @@ def test_a_commit_from_another_process_is_seen_at_once(
         s.commit()
     assert client.get("/api/v1/indexer").json()["next_block"] == 10
     assert client.get("/api/v1/indexer").json()["next_block"] == 10  # cached now
-
-    # As the worker's indexer does: another process commits the next blocks.
-    script = (
-        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
-        "c.execute('UPDATE indexer_state SET next_block = 42, head_block = 41'); c.commit()"
-    )
-    subprocess.run([sys.executable, "-c", script, str(db_path)], check=True)
-    status = client.get("/api/v1/indexer").json()
-    assert (status["next_block"], status["head_block"]) == (42, 41)
+    assert_indexer_status_follows_another_process(client, f"sqlite:///{db_path}")
 
 
 def test_a_rolled_back_write_keeps_the_cached_answer(

@@ -13,8 +13,6 @@ again if any landed in between.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +38,11 @@ from backend.db.session import (
     get_sessionmaker,
 )
 from gpucap import devchain
-from tests.backend.backend_helpers import node_row, wait_for
+from tests.backend.backend_helpers import (
+    assert_indexer_status_follows_another_process,
+    node_row,
+    wait_for,
+)
 from tests.backend.test_read_cache import Statements
 from tests.support.backends import Backend
 
@@ -202,16 +204,7 @@ def test_a_repeated_read_runs_no_query_and_another_process_commit_is_seen_at_onc
         pytest.fail(f"the server never stayed still for two requests in {QUIET_TRIES} tries")
     assert first.json()["next_block"] == 10 and again.content == first.content
     assert ran > 0 and statements.count == ran  # the second answered from the cache
-
-    # As the worker's indexer does: another process commits the next blocks.
-    script = (
-        "import psycopg, sys\n"
-        "with psycopg.connect(sys.argv[1]) as c:\n"
-        "    c.execute('UPDATE indexer_state SET next_block = 42, head_block = 41')\n"
-    )
-    subprocess.run([sys.executable, "-c", script, libpq(pg)], check=True)
-    status = client.get("/api/v1/indexer").json()
-    assert (status["next_block"], status["head_block"]) == (42, 41)
+    assert_indexer_status_follows_another_process(client, pg)
 
 
 def test_concurrent_reads_after_a_commit_compute_once(

@@ -75,6 +75,24 @@ def with_report(report: EpochReport, **changes) -> EpochReport:
     return EpochReport(**fields)
 
 
+def covered_leaf(
+    node_id: int, epoch: int, coverage_bps: int, *, energy_joules: int | None, **figures
+) -> NodeLeaf:
+    """A v2 leaf (NodeLeaf.measured) whose samples covered ``coverage_bps`` of the epoch,
+    for utilization and, when ``energy_joules`` is known, energy: an unknown energy
+    (None) is 0 J at coverage 0."""
+    known = energy_joules is not None
+    return NodeLeaf.measured(
+        node_id,
+        epoch,
+        sample_coverage_bps=coverage_bps,
+        utilization_coverage_bps=coverage_bps,
+        energy_coverage_bps=coverage_bps if known else 0,
+        energy_joules=energy_joules if known else 0,
+        **figures,
+    )
+
+
 # ---------------------------------------------------------------------------
 # Construction
 # ---------------------------------------------------------------------------
@@ -443,14 +461,12 @@ class TestLeaves:
         """A v2 leaf as gpucap.attestation builds it for the oracle and the backend, with
         an unknown energy (coverage 0), challenge counts and chained cumulative counters."""
         first = end_epoch(hub)
-        base = NodeLeaf.measured(
+        base = covered_leaf(
             2,
             first,
+            10_000,
             uptime_bps=10_000,
             utilization_bps=6_000,
-            sample_coverage_bps=10_000,
-            utilization_coverage_bps=10_000,
-            energy_coverage_bps=10_000,
             energy_joules=1_234_567,
             milli_gpu_hours=133,
             busy_gpu_seconds=288,
@@ -458,15 +474,13 @@ class TestLeaves:
         )
         attest(hub, build_commitment(first, [base], hub.configVersion()))
         epoch = end_epoch(hub)
-        leaf = NodeLeaf.measured(
+        leaf = covered_leaf(
             2,
             epoch,
+            9_000,
             uptime_bps=9_000,
             utilization_bps=5_000,
-            sample_coverage_bps=9_000,
-            utilization_coverage_bps=9_000,
-            energy_coverage_bps=0,  # unknown energy: 0 J with coverage 0
-            energy_joules=0,
+            energy_joules=None,  # unknown energy: 0 J with coverage 0
             milli_gpu_hours=0,
             busy_gpu_seconds=216,
             challenges_passed=1,
@@ -517,15 +531,13 @@ class TestLeaves:
 def test_python_proofs_verify_on_chain(big_hub, rows):
     epoch = end_epoch(big_hub)
     leaves = [
-        NodeLeaf.measured(
+        covered_leaf(
             r[0],
             epoch,
+            r[3],
             uptime_bps=r[1],
             utilization_bps=r[2],
-            sample_coverage_bps=r[3],
-            utilization_coverage_bps=r[3],
-            energy_coverage_bps=r[3] if r[4] else 0,
-            energy_joules=r[4] if r[3] else 0,
+            energy_joules=r[4] if r[3] and r[4] else None,
             milli_gpu_hours=r[5],
             busy_gpu_seconds=r[5] * 3,
             challenges_passed=r[6],
@@ -580,10 +592,7 @@ def test_attest_gas_is_independent_of_node_count(big_hub):
     gas = {}
     for count in (1, 10_000):
         epoch = end_epoch(big_hub)
-        c = build_commitment(
-            epoch, random_leaves(epoch, range(1, count + 1)), big_hub.configVersion()
-        )
-        gas[count] = attest(big_hub, c).gas_used
+        gas[count] = attest(big_hub, commitment_for(big_hub, epoch, range(1, count + 1))).gas_used
     print(
         f"\nOracleHub.attest gas (2-of-3 quorum): 1 node = {gas[1]}, 10,000 nodes = {gas[10_000]}"
     )

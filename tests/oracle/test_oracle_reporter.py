@@ -199,6 +199,30 @@ def hub_last(reporter) -> int:
     return reporter.chain.hub.functions.lastAttestedEpoch().call()
 
 
+def test_epoch_windows_come_from_the_hub_schedule_read_once(hub, settings):
+    """OracleHub's genesis and epoch length are immutable: a client reads them once, then
+    derives every window (a backlog's ticks look at many) without asking the node."""
+    client = ChainClient.connect(settings.rpc_url, str(settings.manifest_path))
+    calls: list[dict] = []
+
+    class Count(Web3Middleware):
+        def wrap_make_request(self, make_request):
+            def request(method, params):
+                if method == "eth_call":
+                    calls.append(params[0])
+                return make_request(method, params)
+
+            return request
+
+    client.w3.middleware_onion.add(Count, name="count")
+    windows = [client.epoch_window(epoch) for epoch in (1, 2, 7, 1_000)]
+    read_once = [client.hub.encode_abi(name) for name in ("genesisTimestamp", "epochLengthSeconds")]
+    assert [call["data"] for call in calls] == read_once
+    for window in windows:
+        assert window.end == hub.epochEnd(window.epoch)
+        assert window.seconds == hub.epochLengthSeconds()
+
+
 def test_rejection_carries_the_decoded_custom_error(hub, reporter):
     current = hub.currentEpoch()
     report = EpochReport(current, b"\x01" * 32, 1, 1, 1, hub.configVersion())

@@ -24,7 +24,6 @@ from eth_abi import decode, encode
 from eth_account.messages import _hash_eip191_message
 from eth_utils import (
     function_abi_to_4byte_selector,
-    function_signature_to_4byte_selector,
     get_abi_input_types,
     to_checksum_address,
 )
@@ -47,6 +46,16 @@ from backend.db.models import (
 )
 from backend.services.chain import Chain, result_of
 from backend.services.errors import ServiceError
+from backend.services.market.rawcall import (
+    ALLOWANCE,
+    APPROVED_FOR_ALL,
+    BALANCE_OF,
+    BALANCE_OF_ID,
+    DECODE_TOKEN_ID,
+    FEES,
+    IS_POOL_LISTED,
+    LATEST_BLOCK,
+)
 from backend.services.revert import rpc_revert
 from gpucap.deployment import ManifestError, read_abi
 from gpucap.signing import MarketOrder
@@ -122,26 +131,8 @@ def fill_quote(order: MarketOrder, fill_amount: int) -> int:
     return product // order.amount
 
 
-# The market's reads of the chain, as raw eth_calls in one JSON-RPC batch a request:
-# each web3 ``ContractFunction.call`` looked its function up in the ABI by hashing
-# every candidate's signature, asked the node for its chain id again (web3's
-# validation middleware) and went through requests' adapter, ~5 ms of the API's CPU
-# and two round trips a read; a taker's match made six.
-_BALANCE_OF_ID = function_signature_to_4byte_selector("balanceOf(address,uint256)")
-_APPROVED_FOR_ALL = function_signature_to_4byte_selector("isApprovedForAll(address,address)")
-_DECODE_TOKEN_ID = function_signature_to_4byte_selector("decodeTokenId(uint256)")
-_BALANCE_OF = function_signature_to_4byte_selector("balanceOf(address)")
-_ALLOWANCE = function_signature_to_4byte_selector("allowance(address,address)")
-_FEES = function_signature_to_4byte_selector("fees()")
-_IS_POOL_LISTED = function_signature_to_4byte_selector("isPoolListed(address)")
-_LATEST_BLOCK = ("eth_getBlockByNumber", ["latest", False])
-
-
-def _call(to: str, selector: bytes, types: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
-    data = selector + (encode(list(types), list(args)) if types else b"")
-    return ("eth_call", [{"to": to, "data": "0x" + data.hex()}, "latest"])
-
-
+# The market's reads of the chain: raw eth_calls in one JSON-RPC batch a request (why:
+# rawcall.py).
 def _read(chain: Chain, what: str, requests: Sequence[Any]) -> list[dict[str, Any]]:
     """The node's answers to ``requests`` (one batch); a failed call raises as web3's."""
     answers = chain.batch(what, requests)
@@ -161,7 +152,7 @@ def _block_time(answer: dict[str, Any]) -> int:
 
 
 def chain_time(chain: Chain) -> int:
-    (block,) = _read(chain, "reading latest block", [_LATEST_BLOCK])
+    (block,) = _read(chain, "reading latest block", [LATEST_BLOCK])
     return _block_time(block)
 
 
@@ -175,7 +166,7 @@ def instrument_time(chain: Chain, asset: str, token_id: int) -> int:
         return now
     answers = chain.batch(
         "decoding token id",
-        [_LATEST_BLOCK, _call(capacity, _DECODE_TOKEN_ID, ["uint256"], [token_id])],
+        [LATEST_BLOCK, DECODE_TOKEN_ID.call(capacity, token_id)],
     )
     now = _block_time(answers[0])
     _check_window(answers[1], token_id, now)
@@ -205,15 +196,13 @@ def check_instrument(chain: Chain, asset: str, token_id: int, now: int) -> None:
             raise MarketRejected(
                 f"{token_id} is not a capacity token id (class x window)", code="InvalidTokenId"
             )
-        (answer,) = chain.batch(
-            "decoding token id", [_call(capacity, _DECODE_TOKEN_ID, ["uint256"], [token_id])]
-        )
+        (answer,) = chain.batch("decoding token id", [DECODE_TOKEN_ID.call(capacity, token_id)])
         _check_window(answer, token_id, now)
         return
     (listed,) = _read(
         chain,
         "reading pool listing",
-        [_call(market, _IS_POOL_LISTED, ["address"], [to_checksum_address(asset)])],
+        [IS_POOL_LISTED.call(market, to_checksum_address(asset))],
     )
     if not _ints(listed, "reading pool listing")[0]:
         raise MarketRejected(
@@ -263,8 +252,8 @@ def maker_funding(chain: Chain, order: MarketOrder) -> Funding:
             chain,
             what,
             [
-                _call(capacity, _BALANCE_OF_ID, ["address", "uint256"], [maker, order.token_id]),
-                _call(capacity, _APPROVED_FOR_ALL, ["address", "address"], [maker, market]),
+                BALANCE_OF_ID.call(capacity, maker, order.token_id),
+                APPROVED_FOR_ALL.call(capacity, maker, market),
             ],
         )
         return Funding(_ints(held, what)[0], None, bool(_ints(approved, what)[0]), 0)
@@ -274,8 +263,8 @@ def maker_funding(chain: Chain, order: MarketOrder) -> Funding:
             chain,
             what,
             [
-                _call(token, _BALANCE_OF, ["address"], [maker]),
-                _call(token, _ALLOWANCE, ["address", "address"], [maker, market]),
+                BALANCE_OF.call(token, maker),
+                ALLOWANCE.call(token, maker, market),
             ],
         )
         return Funding(_ints(held, what)[0], _ints(allowance, what)[0], False, 0)
@@ -284,9 +273,9 @@ def maker_funding(chain: Chain, order: MarketOrder) -> Funding:
         chain,
         what,
         [
-            _call(coin, _BALANCE_OF, ["address"], [maker]),
-            _call(coin, _ALLOWANCE, ["address", "address"], [maker, market]),
-            _call(market, _FEES),
+            BALANCE_OF.call(coin, maker),
+            ALLOWANCE.call(coin, maker, market),
+            FEES.call(market),
         ],
     )
     maker_bps, _ = _ints(fees, what, 2)

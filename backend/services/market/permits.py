@@ -32,7 +32,7 @@ from eth_abi import decode, encode
 from eth_abi.exceptions import DecodingError
 from eth_keys import keys
 from eth_keys.exceptions import BadSignature
-from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
+from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
@@ -42,6 +42,17 @@ from backend.db.models import OPEN_STATUSES, Action, ActionKind
 from backend.services.chain import Chain, result_of
 from backend.services.errors import TransactionReverted
 from backend.services.market.book import MarketRejected, market_contract
+from backend.services.market.rawcall import (
+    ALLOWANCE,
+    DOMAIN_SEPARATOR,
+    EIP712_DOMAIN,
+    IS_POOL_LISTED,
+    LATEST_BLOCK,
+    NAME,
+    NONCES,
+    PERMIT,
+    eth_call,
+)
 from backend.services.relaying import forward
 from backend.services.relaying.relayer import TxRequest
 from backend.services.revert import decode_revert, rpc_revert
@@ -58,19 +69,6 @@ EIP712_DOMAIN_TYPEHASH = keccak(
 )
 
 
-def _selector(signature: str) -> bytes:
-    return function_signature_to_4byte_selector(signature)
-
-
-_PERMIT = _selector("permit(address,address,uint256,uint256,uint8,bytes32,bytes32)")
-_NONCES = _selector("nonces(address)")
-_ALLOWANCE = _selector("allowance(address,address)")
-_DOMAIN_SEPARATOR = _selector("DOMAIN_SEPARATOR()")
-_EIP712_DOMAIN = _selector("eip712Domain()")
-_NAME = _selector("name()")
-_IS_POOL_LISTED = _selector("isPoolListed(address)")
-
-
 @dataclass(frozen=True)
 class Permit:
     """What the owner signed (EIP-2612 ``Permit``) and its signature (r ‖ s ‖ v)."""
@@ -85,10 +83,7 @@ class Permit:
 
     def calldata(self) -> bytes:
         r, s, v = self.signature[:32], self.signature[32:64], self.signature[64]
-        return _PERMIT + encode(
-            ["address", "address", "uint256", "uint256", "uint8", "bytes32", "bytes32"],
-            [self.owner, self.spender, self.value, self.deadline, v, r, s],
-        )
+        return PERMIT.data(self.owner, self.spender, self.value, self.deadline, v, r, s)
 
     def digest(self, domain_separator: bytes) -> bytes:
         struct = keccak(
@@ -146,10 +141,6 @@ def _key_prefix(owner: str, token: str) -> str:
     return f"{KEY_PREFIX}{owner.lower()}:{token.lower()}:"
 
 
-def _call(to: str, data: bytes) -> tuple[str, list[Any]]:
-    return ("eth_call", [{"to": to, "data": "0x" + data.hex()}, "latest"])
-
-
 def _word(response: dict[str, Any], what: str) -> bytes:
     return bytes(HexBytes(result_of(response, what)))
 
@@ -178,7 +169,7 @@ def permit_token_kind(chain: Chain, token: str) -> str:
     market = market_contract(chain)
     (listed_resp,) = chain.batch(
         "reading pool listing",
-        [_call(market.address, _IS_POOL_LISTED + encode(["address"], [token]))],
+        [IS_POOL_LISTED.call(market.address, token)],
     )
     (listed,) = decode(["bool"], _word(listed_resp, "reading pool listing"))
     if not listed:
@@ -196,10 +187,10 @@ def permit_state(chain: Chain, token: str, owner: str) -> PermitState:
     nonce_resp, allowance_resp, domain_resp, block_resp = chain.batch(
         "reading permit state",
         [
-            _call(token, _NONCES + encode(["address"], [owner])),
-            _call(token, _ALLOWANCE + encode(["address", "address"], [owner, spender])),
-            _call(token, _DOMAIN_SEPARATOR),
-            ("eth_getBlockByNumber", ["latest", False]),
+            NONCES.call(token, owner),
+            ALLOWANCE.call(token, owner, spender),
+            DOMAIN_SEPARATOR.call(token),
+            LATEST_BLOCK,
         ],
     )
     try:
@@ -229,7 +220,7 @@ def permit_domain(chain: Chain, token: str, separator: bytes) -> dict[str, Any]:
     ERC20Permit); refused if what that gives is not the token's own separator."""
     chain_id = chain.deployment.chain_id
     domain_resp, name_resp = chain.batch(
-        "reading permit domain", [_call(token, _EIP712_DOMAIN), _call(token, _NAME)]
+        "reading permit domain", [EIP712_DOMAIN.call(token), NAME.call(token)]
     )
     candidates: list[tuple[str, str]] = []
     if "error" not in domain_resp:
@@ -343,7 +334,7 @@ def check_permit(chain: Chain, permit: Permit) -> Checked:
             f"{state.chain_time}",
             code="PermitExpired",
         )
-    (sim,) = chain.batch("simulating permit", [_call(permit.token, permit.calldata())])
+    (sim,) = chain.batch("simulating permit", [eth_call(permit.token, permit.calldata())])
     if "error" in sim:
         revert = rpc_revert(sim["error"])
         decoded = decode_revert(
