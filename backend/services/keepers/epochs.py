@@ -1,29 +1,38 @@
-"""Epoch settlement keeper: settle every billable node's attested epochs, in order.
+"""Epoch settlement keeper: settle every billable node's attested epochs, a range at a time.
 
-``EpochSettlement.settle(epoch, items)`` settles one epoch for many nodes; each
-item is a node's attested leaf and its Merkle proof. A node must be settled
-epoch by epoch: settling epoch e forecloses every earlier epoch of that node for
-good (the contract reverts on anything at or below the last settled epoch). So
-the planner (a beat task) works like this, per run:
+``EpochSettlement.settle(epoch, items)`` settles one epoch for many nodes; each item is a
+node's attested leaf of that epoch and its Merkle proof. Settling a node's leaf of epoch E
+settles the whole range (lastSettledEpoch, E] at once (the leaf carries cumulative counters
+since registration; the cost does not depend on the range's length), and forecloses every
+earlier epoch of that node for good. So the planner (a beat task) works like this, per run:
 
 1. Billable nodes: those that ever got usage terms or a pool (the index's
    ``UsageTermsSet``/``PoolSet`` events) and still have one on-chain
    (``usageTerms``/``poolOf``). A node is settled from the first epoch that
    starts after it became billable: the payer agreed to no earlier usage.
-2. Per node, the NEXT epoch only: the first attested epoch after its last
-   settled one whose published leaf verifies against the attested root. An
-   epoch whose complete, verified file has no leaf for the node (the oracle
-   excluded it) can never be settled for it and is passed over. A missing,
-   forged or incomplete file stops the node there (logged): passing over it
-   would lose that epoch. A node with an open settle action waits for it, so
-   two epochs of one node are never in flight at once (the relayer may mine
-   them in any order).
-3. Nodes are grouped by that epoch and packed into transactions: estimated
-   against the chain from the relayer's address and split in halves while a
-   batch would revert or exceed ``max_batch_gas``; a node whose settlement
-   reverts alone ends up alone (one bad payer cannot block the others), and
-   its failed action row says why. Nodes of a batch that reverted on-chain retry
-   alone at once; a node that failed alone retries after ``retry_after_seconds``.
+2. First settlement (the node was never settled): the first attested epoch from there whose
+   published leaf verifies against the attested root, due at once. The contract bills only
+   that epoch's own hours, so it must be exactly that epoch: an epoch whose complete,
+   verified file has no leaf for the node (the oracle excluded it) is passed over, and a
+   missing, forged or incomplete file stops the node there (logged): passing over it would
+   lose that epoch.
+3. Later settlements, only when due by the cadence (``cadence.py``: enough unsettled
+   epochs, the oldest waiting too long, or a drawn loan whose books should be fresh); a node
+   not due is in the plan's ``deferred`` with the reason, and no file is read for it. When
+   due, the node settles its NEWEST attested epoch whose verified file has a leaf for it:
+   files are read from the newest epoch down, and the first that verifies with the node's
+   leaf is the one; a newer file that is missing, forged or incomplete (logged) or that
+   excludes the node only makes the range shorter (the rest settles next time), never
+   stops the node, and no older file is read at all.
+4. A node with an open settle action waits for it, so two settlements of one node are never
+   in flight at once (the relayer may mine them in any order).
+5. Nodes are grouped by that epoch (``settle`` takes one epoch per call, so nodes whose
+   newest epochs differ go in different transactions) and packed: estimated against the
+   chain from the relayer's address and split in halves while a batch would revert or
+   exceed ``max_batch_gas``; a node whose settlement reverts alone ends up alone (one bad
+   payer cannot block the others), and its failed action row says why. A node with a failed
+   row in its unsettled range goes alone from then on; if it failed alone it retries after
+   ``retry_after_seconds`` (whatever epoch it is planned at then), otherwise at once.
    The contract skips an item that reverts inside a batch (``SettlementItemSkipped``)
    rather than reverting the batch: the estimate splits a batch that would skip
    anything as if it reverted, and a node skipped on-chain anyway (its item failed
@@ -57,6 +66,7 @@ from backend.db.models import (
     ActionStatus,
     ChainEvent,
     EpochRow,
+    PoolRow,
     utcnow,
 )
 from backend.services.chain import Chain
@@ -67,6 +77,7 @@ from backend.services.indexing.leaves import (
     ProofsUnavailable,
     load_epoch_proofs,
 )
+from backend.services.keepers.cadence import Cadence
 from backend.services.relaying.finality import plan_action
 from backend.services.relaying.relayer import GAS_HEADROOM_DEN, GAS_HEADROOM_NUM, TxRequest
 from backend.services.revert import decode_revert, revert_data
@@ -96,8 +107,13 @@ class EpochPlan:
     actions: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # nothing wrong yet: a file, a retry
     rejected: list[str] = field(default_factory=list)  # forged/mismatched files, reverts
-    # Attested epochs from the oldest one with work left for some node (due, waiting for a
-    # file or a retry, rejected) through the newest indexed: 1 is a keeper in step.
+    # Node → what it settles in this run's batches and why it is due now (cadence.py).
+    settling: dict[int, str] = field(default_factory=dict)
+    # Node → why it is not due yet by the cadence (nothing wrong: it settles later).
+    deferred: dict[int, str] = field(default_factory=dict)
+    # Attested epochs from the oldest one where some node's due work is planned or stuck
+    # (the epoch it settles at, or waits or was rejected at) through the newest indexed:
+    # 1 is a keeper in step. Nodes deferred by the cadence do not count.
     epochs_behind: int = 0
 
 
@@ -197,14 +213,14 @@ class _History:
     """The settle-epoch actions that matter for this run."""
 
     busy: set[int]  # nodes with an open action
-    # (node, epoch) → its failed rows. A node whose batch failed goes alone next time
-    # at once; one that failed alone waits before retrying.
-    failures: dict[tuple[int, int], list[_Failure]]
+    # node → (epoch, failure) of its failed rows. A node with a failure in its unsettled
+    # range goes alone; one whose last such failure was alone waits before retrying.
+    failures: dict[int, list[tuple[int, _Failure]]]
 
     @classmethod
     def load(cls, session: Session) -> _History:
         busy: set[int] = set()
-        failures: dict[tuple[int, int], list[_Failure]] = {}
+        failures: dict[int, list[tuple[int, _Failure]]] = {}
         rows = session.execute(
             select(Action.status, Action.params, Action.updated_at, Action.block_number).where(
                 Action.kind == ActionKind.SETTLE_EPOCH.value,
@@ -218,26 +234,33 @@ class _History:
                 continue
             failure = _Failure(updated_at if len(nodes) == 1 else None, block)
             for node in nodes:
-                failures.setdefault((node, int(params["epoch"])), []).append(failure)
+                failures.setdefault(node, []).append((int(params["epoch"]), failure))
         return cls(busy, failures)
 
     def attempts(self, node: int, epoch: int) -> int:
-        """Failed rows of the node's epoch so far: the next row's attempt number."""
-        return len(self.failures.get((node, epoch), []))
+        """Failed rows of the node at this epoch so far: the next row's attempt number."""
+        return sum(1 for e, _ in self.failures.get(node, []) if e == epoch)
 
-    def held_back(self, node: int, row: EpochRow, retry_before: Any) -> int:
-        """How many times the node's epoch failed against the attestation it is planned
-        on now, if the last of them failed alone after ``retry_before`` (else 0). A row
-        mined before that attestation's block failed on a chain without it (a reorg
-        re-sent it before the oracles attested again; it reverts OracleInvalidProof):
-        the settlement itself was never refused, so it goes again at once."""
-        counted = [
+    def _counted(self, node: int, last: int, blocks: dict[int, int]) -> list[_Failure]:
+        """The node's failures in its unsettled range against the attestations held now.
+        A row mined before its epoch's attestation block failed on a chain without it (a
+        reorg re-sent it before the oracles attested again; it reverts OracleInvalidProof):
+        the settlement itself was never refused, so it does not count."""
+        return [
             f
-            for f in self.failures.get((node, row.epoch), [])
-            if f.block is None or f.block >= row.block_number
+            for e, f in self.failures.get(node, [])
+            if e > last and e in blocks and (f.block is None or f.block >= blocks[e])
         ]
-        last = max((f.alone_at for f in counted if f.alone_at is not None), default=None)
-        return len(counted) if last is not None and last > retry_before else 0
+
+    def failed_before(self, node: int, last: int, blocks: dict[int, int]) -> bool:
+        return bool(self._counted(node, last, blocks))
+
+    def held_back(self, node: int, last: int, blocks: dict[int, int], retry_before: Any) -> int:
+        """How many times the node's settlement failed in its unsettled range, if the last
+        of them failed alone after ``retry_before`` (else 0)."""
+        counted = self._counted(node, last, blocks)
+        lone = max((f.alone_at for f in counted if f.alone_at is not None), default=None)
+        return len(counted) if lone is not None and lone > retry_before else 0
 
 
 def billable_since(session: Session) -> dict[int, int]:
@@ -261,27 +284,31 @@ def plan_epoch_settlements(
     sender: str,
     max_batch_gas: int,
     retry_after_seconds: float,
+    cadence: Cadence | None = None,
     enqueue: Callable[[str], Any] | None = None,
     estimate: Estimate | None = None,
     on_reopen: Callable[[str], Any] | None = None,
 ) -> EpochPlan:
     """Create (and enqueue) the settle actions due now; see the module notes."""
     plan = EpochPlan()
+    cadence = cadence or Cadence()
     since = billable_since(session)
     if not since:
         return plan
     identity = chain.identity()
     settlement, hub = chain.contract(SETTLEMENT), chain.contract(HUB)
-    genesis, length = chain.call(
+    genesis, length, now = chain.call(
         "reading the epoch schedule",
         lambda: (
             int(hub.functions.genesisTimestamp().call()),
             int(hub.functions.epochLengthSeconds().call()),
+            int(chain.w3.eth.get_block("latest")["timestamp"]),
         ),
     )
     history = _History.load(session)
     retry_before = utcnow() - timedelta(seconds=retry_after_seconds)
-    starts: dict[int, int] = {}  # node → first epoch it may settle now
+    pools: dict[int, str] = {}  # node → its pool on-chain (zero address: none)
+    starts: dict[int, tuple[int, int]] = {}  # node → (first epoch it may settle, last settled)
     for node, became_billable in sorted(since.items()):
         if node in history.busy:
             plan.waiting.append(f"node {node}: a settlement is in flight")
@@ -296,12 +323,22 @@ def plan_epoch_settlements(
         )
         if terms[0] == ZERO_ADDRESS and pool == ZERO_ADDRESS:
             continue  # usage terms withdrawn and no pool: nothing to bill
-        starts[node] = max(last + 1, first_epoch_after(became_billable, genesis, length))
+        pools[node] = pool
+        starts[node] = (max(last + 1, first_epoch_after(became_billable, genesis, length)), last)
     if not starts:
         return plan
+    drawn = {
+        int(node): address.lower()
+        for node, address in session.execute(
+            select(PoolRow.node_id, PoolRow.address).where(PoolRow.drawn)
+        ).all()
+    }
     epochs = session.scalars(
-        select(EpochRow).where(EpochRow.epoch >= min(starts.values())).order_by(EpochRow.epoch)
+        select(EpochRow)
+        .where(EpochRow.epoch >= min(start for start, _ in starts.values()))
+        .order_by(EpochRow.epoch)
     ).all()
+    blocks = {row.epoch: row.block_number for row in epochs}
     files: dict[int, EpochProofs | ProofsUnavailable] = {}
 
     def proofs_of(row: EpochRow) -> EpochProofs | ProofsUnavailable:
@@ -314,48 +351,87 @@ def plan_epoch_settlements(
                 files[row.epoch] = exc
         return files[row.epoch]
 
-    due: dict[int, list[tuple[SettleItem, int]]] = {}  # epoch → (item, attempt)
+    def unusable(node: int, row: EpochRow, proofs: EpochProofs | ProofsUnavailable) -> bool:
+        """Note why the node cannot settle at ``row`` (file missing/forged, or its own leaf
+        does not verify) and say so; False when the file is fine (leaf there or excluded)."""
+        if isinstance(proofs, ProofsUnavailable):
+            (plan.rejected if isinstance(proofs, ProofsMismatch) else plan.waiting).append(
+                f"node {node}: {proofs}"
+            )
+            return True
+        if node not in proofs.leaves and not proofs.complete:
+            plan.rejected.append(
+                f"node {node}: epoch {row.epoch}: its published leaf does not verify "
+                f"against the attested root ({proofs.rejected.get(node, 'missing')})"
+            )
+            return True
+        return False
+
+    # epoch → (item, attempt, alone): alone if it failed in its unsettled range before.
+    due: dict[int, list[tuple[SettleItem, int, bool]]] = {}
     newest = epochs[-1].epoch if epochs else 0
-    for node, start in starts.items():
-        for row in epochs:
-            if row.epoch < start:
-                continue
-            proofs = proofs_of(row)
-            if isinstance(proofs, ProofsUnavailable):
-                (plan.rejected if isinstance(proofs, ProofsMismatch) else plan.waiting).append(
-                    f"node {node}: {proofs}"
-                )
-                break
-            if node in proofs.leaves:
-                if count := history.held_back(node, row, retry_before):
-                    plan.waiting.append(
-                        f"node {node}: epoch {row.epoch} failed {count} time(s); retrying later"
-                    )
+    for node, (start, last) in starts.items():
+        pending = [row for row in epochs if row.epoch >= start]
+        if not pending:
+            continue
+        target: EpochRow | None = None
+        stuck: int | None = None  # the oldest epoch where the node's due work is stuck
+        if last == 0:
+            # First settlement: exactly the first billable epoch with a verified leaf.
+            why = "first settlement"
+            for row in pending:
+                proofs = proofs_of(row)
+                if unusable(node, row, proofs):
+                    stuck = row.epoch
                     break
-                leaf, proof = proofs.leaves[node]
-                attempt = history.attempts(node, row.epoch)
-                due.setdefault(row.epoch, []).append((SettleItem(leaf, proof), attempt))
-                break
-            if not proofs.complete:
-                plan.rejected.append(
-                    f"node {node}: epoch {row.epoch}: its published leaf does not verify "
-                    f"against the attested root ({proofs.rejected.get(node, 'missing')})"
-                )
-                break
-            # The epoch's verified leaves do not include the node: nothing to settle, ever.
+                if node in proofs.leaves:  # type: ignore[union-attr]
+                    target = row
+                    break
+                # The epoch's verified leaves do not include the node: nothing to settle, ever.
         else:
-            continue  # no work left for this node up to the newest attested epoch
-        # The loop stopped at work for this node (due, waiting or rejected) at row.epoch.
-        plan.epochs_behind = max(plan.epochs_behind, newest - row.epoch + 1)
+            ago = float(now - (genesis + pending[0].epoch * length))
+            loan = pools.get(node, ZERO_ADDRESS).lower() == drawn.get(node)
+            reason = cadence.due(unsettled=len(pending), oldest_ended_ago=ago, drawn=loan)
+            if reason is None:
+                plan.deferred[node] = cadence.not_yet(
+                    unsettled=len(pending), oldest_ended_ago=ago, drawn=loan
+                )
+                continue
+            why = reason
+            # The newest verified leaf settles the whole range; older files are not read.
+            for row in reversed(pending):
+                proofs = proofs_of(row)
+                if unusable(node, row, proofs):
+                    stuck = row.epoch
+                    continue
+                if node in proofs.leaves:  # type: ignore[union-attr]
+                    target = row
+                    break
+        if target is None:
+            if stuck is not None:
+                plan.epochs_behind = max(plan.epochs_behind, newest - stuck + 1)
+            continue  # nothing (more) to settle up to the newest attested epoch
+        if count := history.held_back(node, last, blocks, retry_before):
+            plan.waiting.append(
+                f"node {node}: epoch {target.epoch} failed {count} time(s); retrying later"
+            )
+            plan.epochs_behind = max(plan.epochs_behind, newest - target.epoch + 1)
+            continue
+        leaf, proof = files[target.epoch].leaves[node]  # type: ignore[union-attr]
+        attempt = history.attempts(node, target.epoch)
+        alone = history.failed_before(node, last, blocks)
+        due.setdefault(target.epoch, []).append((SettleItem(leaf, proof), attempt, alone))
+        plan.settling[node] = f"epochs {last + 1}..{target.epoch}: {why}"
+        plan.epochs_behind = max(plan.epochs_behind, newest - target.epoch + 1)
 
     roots = {row.epoch: row.root for row in epochs}
     estimate = estimate or chain_estimator(chain, to_checksum_address(sender))
     for epoch, entries in sorted(due.items()):
-        attempts = {item.leaf.node_id: attempt for item, attempt in entries}
-        # Nodes that failed at this epoch before go alone: the others are not held up.
-        fresh = [item for item, attempt in entries if attempt == 0]
+        attempts = {item.leaf.node_id: attempt for item, attempt, _ in entries}
+        # Nodes that failed in their range before go alone: the others are not held up.
+        fresh = [item for item, _, alone in entries if not alone]
         batches = pack(epoch, fresh, estimate, max_batch_gas) if fresh else []
-        batches += [([item], None) for item, attempt in entries if attempt > 0]
+        batches += [([item], None) for item, _, alone in entries if alone]
         for items, reason in batches:
             node_ids = [item.leaf.node_id for item in items]
             if reason is not None:
