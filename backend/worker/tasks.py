@@ -24,9 +24,9 @@ from backend.services.errors import (
 )
 from backend.services.health import record_keeper_progress, record_reopened
 from backend.services.indexing.indexer import ConcurrentIndexer, ReorgDuringBatch
+from backend.services.keepers.cadence import Cadence
 from backend.services.keepers.defaults import plan_defaults
 from backend.services.keepers.deliveries import plan_due
-from backend.services.keepers.cadence import Cadence
 from backend.services.keepers.epochs import plan_epoch_settlements
 from backend.services.relaying.batch_sizing import BatchLimits
 from backend.services.relaying.batching import BatchReverted
