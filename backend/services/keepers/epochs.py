@@ -70,6 +70,7 @@ from backend.db.models import (
     utcnow,
 )
 from backend.services.chain import Chain
+from backend.services.errors import TransactionReverted
 from backend.services.indexing.leaves import (
     EpochProofs,
     ProofsDirs,
@@ -92,6 +93,8 @@ ZERO_ADDRESS = "0x" + "0" * 40
 # Calldata and estimation stay small: a batch never carries more nodes than this.
 MAX_ITEMS_PER_BATCH = 64
 KEY_PREFIX = "settle-epoch"
+# The most gas a settle simulation may use (a block's worth on a 30M-gas chain).
+MAX_SETTLE_GAS = 30_000_000
 
 
 @dataclass(frozen=True)
@@ -129,34 +132,71 @@ def settle_request(chain: Chain, epoch: int, items: Sequence[SettleItem]) -> TxR
 
 
 def settle_epoch_tx(chain: Chain, params: dict[str, Any]) -> TxRequest:
-    """The action's transaction (REQUEST_BUILDERS): ``settle(epoch, items)``."""
+    """The action's transaction (REQUEST_BUILDERS): ``settle(epoch, items)`` with the gas
+    that settles every item that can settle now (``settle_gas``); a batch that would
+    revert raises TransactionReverted (decoded), as the relayer's own estimate would."""
     items = [
         SettleItem(NodeLeaf.from_json(leaf), list(proof))
         for leaf, proof in zip(params["leaves"], params["proofs"], strict=True)
     ]
-    return settle_request(chain, int(params["epoch"]), items)
+    request = settle_request(chain, int(params["epoch"]), items)
+    if "sender" not in params:  # planned before rows named their sender: the relayer estimates
+        return request
+    call = {"from": params["sender"], "to": request.to, "data": request.data}
+    try:
+        gas, _ = settle_gas(chain, call)
+    except ContractLogicError as exc:
+        decoded = decode_revert(revert_data(exc.data), chain.error_abis)
+        raise TransactionReverted(decoded.reason, code=decoded.code) from exc
+    return TxRequest(to=request.to, data=request.data, gas=gas)
+
+
+def _settled_with(chain: Chain, call: dict[str, Any], gas: int) -> int:
+    out = chain.call(
+        "simulating settle",
+        lambda: chain.w3.eth.call({**call, "gas": gas}),  # type: ignore[arg-type]
+    )
+    return int.from_bytes(out, "big")
+
+
+def settle_gas(chain: Chain, call: dict[str, Any]) -> tuple[int, int]:
+    """(gas, items settled) of a ``settle`` call: the least gas found, from the estimate
+    with the relayer's headroom, at which as many items settle as with a whole block's gas.
+    Why not the estimate alone: the node's estimate is the least gas at which the
+    transaction succeeds, and a batch succeeds when an item runs out of gas in its own call
+    frame and is skipped (the contract catches it), so a heavy item (a drawn pool's node)
+    at the end of a batch could be skipped for want of gas the estimate never asked for.
+    Raises ContractLogicError if the batch reverts."""
+    settled = _settled_with(chain, call, MAX_SETTLE_GAS)
+    estimate = chain.call(
+        "estimating settle",
+        lambda: chain.w3.eth.estimate_gas(call),  # type: ignore[arg-type]
+    )
+    gas = min(MAX_SETTLE_GAS, int(estimate) * GAS_HEADROOM_NUM // GAS_HEADROOM_DEN)
+    while gas < MAX_SETTLE_GAS and _settled_with(chain, call, gas) < settled:
+        gas = min(MAX_SETTLE_GAS, gas * 3 // 2)
+    return gas, settled
 
 
 def chain_estimator(chain: Chain, sender: str) -> Estimate:
-    """Gas of ``settle(epoch, items)`` from ``sender`` (with the relayer's headroom), or the
-    decoded revert reason if it would revert now, or why not if it would skip an item: the
-    contract skips an item that reverts (``SettlementItemSkipped``) instead of reverting the
-    batch, and returns how many settled, so a simulated batch that settles fewer than all its
+    """Gas of ``settle(epoch, items)`` from ``sender`` (``settle_gas``), or the decoded
+    revert reason if it would revert now, or why not if it would skip an item: the contract
+    skips an item that reverts (``SettlementItemSkipped``) instead of reverting the batch,
+    and returns how many settled, so a simulated batch that settles fewer than all its
     items is split like one that reverts (a batch whose every item reverts still reverts)."""
 
     def estimate(epoch: int, items: Sequence[SettleItem]) -> int | str:
         request = settle_request(chain, epoch, items)
         call = {"from": sender, "to": request.to, "data": request.data}
         try:
-            settled = chain.call("simulating settle", lambda: chain.w3.eth.call(call))  # type: ignore[arg-type]
-            gas = chain.call("estimating settle", lambda: chain.w3.eth.estimate_gas(call))  # type: ignore[arg-type]
+            gas, settled = settle_gas(chain, call)
         except ContractLogicError as exc:
             decoded = decode_revert(revert_data(exc.data), chain.error_abis)
             return f"{decoded.code}: {decoded.reason}"
-        skipped = len(items) - int.from_bytes(settled, "big")
+        skipped = len(items) - settled
         if skipped:
             return f"SettlementItemSkipped: {skipped} of {len(items)} items would be skipped"
-        return int(gas) * GAS_HEADROOM_NUM // GAS_HEADROOM_DEN
+        return gas
 
     return estimate
 
@@ -441,6 +481,7 @@ def plan_epoch_settlements(
                 "node_ids": node_ids,
                 "leaves": [item.leaf.to_json() for item in items],
                 "proofs": [item.proof for item in items],
+                "sender": to_checksum_address(sender),  # who the gas is simulated from
             }
             key = _key(epoch, roots[epoch], node_ids, max(attempts[n] for n in node_ids))
             # Planned from the chain: a row that says done for work the chain says is
