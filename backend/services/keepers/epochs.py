@@ -27,10 +27,12 @@ earlier epoch of that node for good. So the planner (a beat task) works like thi
 4. A node with an open settle action waits for it, so two settlements of one node are never
    in flight at once (the relayer may mine them in any order).
 5. Nodes are grouped by that epoch (``settle`` takes one epoch per call, so nodes whose
-   newest epochs differ go in different transactions) and packed: estimated against the
-   chain from the relayer's address and split in halves while a batch would revert or
-   exceed ``max_batch_gas``; a node whose settlement reverts alone ends up alone (one bad
-   payer cannot block the others), and its failed action row says why. A node with a failed
+   newest epochs differ go in different transactions) and packed (``settle_batches.py``):
+   simulated against the chain from the relayer's address, with the gas that settles every
+   item (an item short of gas is skipped, not reverted, so the node's estimate alone is not
+   enough), and split in halves while a batch would revert or exceed ``max_batch_gas``; a
+   node whose settlement reverts alone ends up alone (one bad payer cannot block the
+   others), and its failed action row says why. A node with a failed
    row in its unsettled range goes alone from then on; if it failed alone it retries after
    ``retry_after_seconds`` (whatever epoch it is planned at then), otherwise at once.
    The contract skips an item that reverts inside a batch (``SettlementItemSkipped``)
@@ -57,7 +59,6 @@ from typing import Any
 from eth_utils import to_checksum_address
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from web3.exceptions import ContractLogicError
 
 from backend.db.models import (
     OPEN_STATUSES,
@@ -70,7 +71,6 @@ from backend.db.models import (
     utcnow,
 )
 from backend.services.chain import Chain
-from backend.services.errors import TransactionReverted
 from backend.services.indexing.leaves import (
     EpochProofs,
     ProofsDirs,
@@ -79,10 +79,8 @@ from backend.services.indexing.leaves import (
     load_epoch_proofs,
 )
 from backend.services.keepers.cadence import Cadence
+from backend.services.keepers.settle_batches import Estimate, SettleItem, chain_estimator, pack
 from backend.services.relaying.finality import plan_action
-from backend.services.relaying.relayer import GAS_HEADROOM_DEN, GAS_HEADROOM_NUM, TxRequest
-from backend.services.revert import decode_revert, revert_data
-from gpucap.attestation import NodeLeaf
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +88,7 @@ SETTLEMENT = "EpochSettlement"
 HUB = "OracleHub"
 BILLABLE_EVENTS = ("UsageTermsSet", "PoolSet")
 ZERO_ADDRESS = "0x" + "0" * 40
-# Calldata and estimation stay small: a batch never carries more nodes than this.
-MAX_ITEMS_PER_BATCH = 64
 KEY_PREFIX = "settle-epoch"
-# The most gas a settle simulation may use (a block's worth on a 30M-gas chain).
-MAX_SETTLE_GAS = 30_000_000
-
-
-@dataclass(frozen=True)
-class SettleItem:
-    leaf: NodeLeaf
-    proof: list[str]
 
 
 @dataclass
@@ -118,115 +106,6 @@ class EpochPlan:
     # (the epoch it settles at, or waits or was rejected at) through the newest indexed:
     # 1 is a keeper in step. Nodes deferred by the cadence do not count.
     epochs_behind: int = 0
-
-
-Estimate = Callable[[int, Sequence[SettleItem]], "int | str"]
-
-
-def settle_request(chain: Chain, epoch: int, items: Sequence[SettleItem]) -> TxRequest:
-    settlement = chain.contract(SETTLEMENT)
-    args = [(item.leaf.values(), [bytes.fromhex(p[2:]) for p in item.proof]) for item in items]
-    return TxRequest(
-        to=settlement.address, data=settlement.encode_abi("settle", args=[epoch, args])
-    )
-
-
-def settle_epoch_tx(chain: Chain, params: dict[str, Any]) -> TxRequest:
-    """The action's transaction (REQUEST_BUILDERS): ``settle(epoch, items)`` with the gas
-    that settles every item that can settle now (``settle_gas``); a batch that would
-    revert raises TransactionReverted (decoded), as the relayer's own estimate would."""
-    items = [
-        SettleItem(NodeLeaf.from_json(leaf), list(proof))
-        for leaf, proof in zip(params["leaves"], params["proofs"], strict=True)
-    ]
-    request = settle_request(chain, int(params["epoch"]), items)
-    if "sender" not in params:  # planned before rows named their sender: the relayer estimates
-        return request
-    call = {"from": params["sender"], "to": request.to, "data": request.data}
-    try:
-        gas, _ = settle_gas(chain, call)
-    except ContractLogicError as exc:
-        decoded = decode_revert(revert_data(exc.data), chain.error_abis)
-        raise TransactionReverted(decoded.reason, code=decoded.code) from exc
-    return TxRequest(to=request.to, data=request.data, gas=gas)
-
-
-def _settled_with(chain: Chain, call: dict[str, Any], gas: int) -> int:
-    out = chain.call(
-        "simulating settle",
-        lambda: chain.w3.eth.call({**call, "gas": gas}),  # type: ignore[arg-type]
-    )
-    return int.from_bytes(out, "big")
-
-
-def settle_gas(chain: Chain, call: dict[str, Any]) -> tuple[int, int]:
-    """(gas, items settled) of a ``settle`` call: the least gas found, from the estimate
-    with the relayer's headroom, at which as many items settle as with a whole block's gas.
-    Why not the estimate alone: the node's estimate is the least gas at which the
-    transaction succeeds, and a batch succeeds when an item runs out of gas in its own call
-    frame and is skipped (the contract catches it), so a heavy item (a drawn pool's node)
-    at the end of a batch could be skipped for want of gas the estimate never asked for.
-    Raises ContractLogicError if the batch reverts."""
-    settled = _settled_with(chain, call, MAX_SETTLE_GAS)
-    estimate = chain.call(
-        "estimating settle",
-        lambda: chain.w3.eth.estimate_gas(call),  # type: ignore[arg-type]
-    )
-    gas = min(MAX_SETTLE_GAS, int(estimate) * GAS_HEADROOM_NUM // GAS_HEADROOM_DEN)
-    while gas < MAX_SETTLE_GAS and _settled_with(chain, call, gas) < settled:
-        gas = min(MAX_SETTLE_GAS, gas * 3 // 2)
-    return gas, settled
-
-
-def chain_estimator(chain: Chain, sender: str) -> Estimate:
-    """Gas of ``settle(epoch, items)`` from ``sender`` (``settle_gas``), or the decoded
-    revert reason if it would revert now, or why not if it would skip an item: the contract
-    skips an item that reverts (``SettlementItemSkipped``) instead of reverting the batch,
-    and returns how many settled, so a simulated batch that settles fewer than all its
-    items is split like one that reverts (a batch whose every item reverts still reverts)."""
-
-    def estimate(epoch: int, items: Sequence[SettleItem]) -> int | str:
-        request = settle_request(chain, epoch, items)
-        call = {"from": sender, "to": request.to, "data": request.data}
-        try:
-            gas, settled = settle_gas(chain, call)
-        except ContractLogicError as exc:
-            decoded = decode_revert(revert_data(exc.data), chain.error_abis)
-            return f"{decoded.code}: {decoded.reason}"
-        skipped = len(items) - settled
-        if skipped:
-            return f"SettlementItemSkipped: {skipped} of {len(items)} items would be skipped"
-        return gas
-
-    return estimate
-
-
-def pack(
-    epoch: int, items: Sequence[SettleItem], estimate: Estimate, max_gas: int
-) -> list[tuple[list[SettleItem], str | None]]:
-    """Split ``items`` into batches that fit ``max_gas`` and would not revert; a single
-    item that still reverts (or does not fit) comes back alone with the reason."""
-    out: list[tuple[list[SettleItem], str | None]] = []
-    for start in range(0, len(items), MAX_ITEMS_PER_BATCH):
-        out.extend(
-            _bisect(epoch, list(items[start : start + MAX_ITEMS_PER_BATCH]), estimate, max_gas)
-        )
-    return out
-
-
-def _bisect(
-    epoch: int, items: list[SettleItem], estimate: Estimate, max_gas: int
-) -> list[tuple[list[SettleItem], str | None]]:
-    result = estimate(epoch, items)
-    if isinstance(result, int) and result <= max_gas:
-        return [(items, None)]
-    if len(items) == 1:
-        reason = result if isinstance(result, str) else f"needs {result} gas (cap {max_gas})"
-        return [(items, reason)]
-    mid = len(items) // 2
-    return _bisect(epoch, items[:mid], estimate, max_gas) + _bisect(
-        epoch, items[mid:], estimate, max_gas
-    )
 
 
 def first_epoch_after(timestamp: int, genesis: int, length: int) -> int:
