@@ -177,6 +177,7 @@ class SettlementMachine(SnapshotMachine):
             ]
             assert got == [s.usage, s.proceeds, s.fee, s.reserve, s.operator, s.debt, s.stakers]
             assert s.total() == s.usage + s.proceeds  # to the unit
+            assert ev["serviceAssets"] == s.service
             epochs = epoch - ranges[node][0] + 1
             self._book(node, epoch, ranges[node][1], epochs, s)
             if node == self.pooled and self.loan["state"] != 2:
