@@ -127,7 +127,8 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         uint96 pricePerGpuHour;
     }
 
-    /// @notice The figures of one node-epoch settlement (also the event's payload).
+    /// @notice The figures of one settlement of a node's range (also the event's payload):
+    /// the split of its gross, and `service`, the debt service scheduled over the range.
     struct Split {
         uint256 usage;
         uint256 proceeds;
@@ -136,6 +137,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         uint256 operatorShare;
         uint256 debtPaid;
         uint256 stakers;
+        uint256 service;
     }
 
     /// @notice Everything the dashboard shows for a node, in one call. The DSCR window is the
@@ -246,6 +248,9 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     /// @notice Node `nodeId`'s epochs `fromEpoch..epoch` were settled as one range (fromEpoch ==
     /// epoch: one epoch, or the node's first settlement) with this split of its gross
     /// (usage + proceeds == fee + reserve + operatorShare + debtPaid + stakers).
+    /// `serviceAssets`: the debt service scheduled over the range (every instalment after
+    /// the last settled epoch up to `epoch`; 0 without a succeeded pool or once defaulted),
+    /// owed with the arrears; what `debtPaid` left of both is the node's arrears.
     event NodeSettled(
         uint256 indexed nodeId,
         uint64 indexed epoch,
@@ -256,7 +261,8 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         uint256 reserve,
         uint256 operatorShare,
         uint256 debtPaid,
-        uint256 stakers
+        uint256 stakers,
+        uint256 serviceAssets
     );
     event CovenantStatus(
         uint256 indexed nodeId, uint64 indexed epoch, bool flagged, bool dscrBreach, bool ltvBreach, uint256 dscrBps, uint256 ltvBps
@@ -692,7 +698,17 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         toPool = s.debtPaid + s.stakers;
         totalToPools += toPool;
         emit NodeSettled(
-            nodeId, epoch, fromEpoch, s.usage, s.proceeds, s.fee, s.reserve, s.operatorShare, s.debtPaid, s.stakers
+            nodeId,
+            epoch,
+            fromEpoch,
+            s.usage,
+            s.proceeds,
+            s.fee,
+            s.reserve,
+            s.operatorShare,
+            s.debtPaid,
+            s.stakers,
+            s.service
         );
     }
 
@@ -765,6 +781,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         // instalments after its draw epoch only (a first settlement owes every one up to epoch).
         // slither-disable-next-line calls-loop (admin-bound pool, a view)
         uint256 service = pool.debtServiceBetween(last + 1, epoch);
+        s.service = service;
         uint256 owed = service + b.arrears;
         uint256 paid = _payFrom(s, net, owed, state == IPoolLoans.LoanState.CashSweep);
         b.arrears = (owed - paid).toUint128();

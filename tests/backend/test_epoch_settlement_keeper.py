@@ -97,11 +97,12 @@ def world(live_deployment, admin, operator, buyer, stranger, tmp_path_factory):
     commitments: dict[int, EpochCommitment] = {}
     # k: the epoch the terms were set in (the keeper settles from the first one after).
     k = first_epoch_after(terms.timestamp, hub.genesisTimestamp(), hub.epochLengthSeconds()) - 1
+    cums: dict = {}  # each node's counters, chained as the oracles do (A has no leaf in k+2)
     for epoch in range(k, k + 4):
         if hub.currentEpoch() <= epoch:
             end_epoch(hub)
         members = [b, c] if epoch == k + 2 else nodes
-        commitments[epoch] = commitment_for(s.oracle_hub, epoch, members, seed=epoch)
+        commitments[epoch] = commitment_for(s.oracle_hub, epoch, members, seed=epoch, bases=cums)
         _attest(s, commitments[epoch], operator)
     for epoch in range(k, k + 3):
         _publish(other_oracle if epoch == k + 1 else proofs_dir, s, commitments[epoch])
@@ -187,7 +188,8 @@ def test_keeper_settles_in_order_and_isolates_bad_input(
     assert failed[0].error_code == "ERC20InsufficientAllowance"
     assert settlement.lastSettledEpoch(b) == 0 and settlement.lastSettledEpoch(c) == 0
 
-    # The oracle republishes epoch k+3 correctly: A passes over k+2 (excluded) and settles it.
+    # The oracle republishes epoch k+3 correctly: A passes over k+2 (excluded) and settles it,
+    # its range (k+1, k+3] billed from the counters' difference: k+3's usage alone.
     _publish(world["proofs"], s, world["commitments"][k + 3])
     wait_for(lambda: settlement.lastSettledEpoch(a) == k + 3, 60, "node A to settle epoch k+3")
 

@@ -730,6 +730,7 @@ class TestRanges:
 
         service = sum(sum(pool.debtServiceDue(e)) for e in range(e0 + 1, e5 + 1))
         assert pool.debtServiceBetween(e0 + 1, e5) == service > 0
+        assert (ev[node]["serviceAssets"], ev[bare]["serviceAssets"]) == (service, 0)
         s = expected_split(usage, 0, service, 0, pool_live=True)
         assert [
             ev[node][k] for k in ("fee", "reserve", "operatorShare", "debtPaid", "stakers")

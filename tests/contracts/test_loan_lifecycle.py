@@ -368,7 +368,7 @@ class TestBoundary:
                 (
                     "NodeSettled",
                     "NodeSettled(uint256,uint64,uint64,uint256,uint256,uint256,uint256,"
-                    "uint256,uint256,uint256)",
+                    "uint256,uint256,uint256,uint256)",
                 ),
             )
         }
