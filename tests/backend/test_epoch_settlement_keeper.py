@@ -197,6 +197,7 @@ def test_keeper_settles_in_order_and_isolates_bad_input(
     # The first settlement bills its own epoch; the next the range k+2..k+3 at once, from
     # the leaf's cumulative counter since the last settled one.
     since = leaves[k + 3][a].cum_milli_gpu_hours - leaves[k + 1][a].cum_milli_gpu_hours
+    assert since == leaves[k + 3][a].milli_gpu_hours  # A had no leaf in k+2: nothing then
     usage = [PRICE * leaves[k + 1][a].milli_gpu_hours // 1000, PRICE * since // 1000]
     splits = [_split(u) for u in usage]
     assert paid_before - s.stablecoin.balanceOf(buyer) == sum(usage)
