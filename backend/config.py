@@ -136,6 +136,15 @@ class Settings(BaseSettings):
     epoch_settle_interval_seconds: float = 10.0
     epoch_settle_max_batch_gas: int = 8_000_000
     epoch_settle_retry_seconds: float = 300.0
+    # Its cadence (services/keepers/cadence.py): one settlement covers every epoch since the
+    # node's last at the same gas, so a node settles when its unsettled attested epochs reach
+    # min_epochs (a day of hourly epochs: ~1/24 of a settlement's gas per node-epoch), when
+    # its oldest unsettled epoch ended max_delay_seconds ago, or, if its pool's raise was
+    # drawn, at loan_epochs (lenders' DSCR, arrears and default rules read fresher books).
+    # Tests and the demo's short epochs set 1-2.
+    epoch_settle_min_epochs: int = Field(default=24, ge=1)
+    epoch_settle_max_delay_seconds: float = Field(default=86_400.0, ge=0)
+    epoch_settle_loan_epochs: int = Field(default=6, ge=1)
 
     # Sign-In with Ethereum. The domain wallets show and sign (RFC 3986 authority);
     # empty: api_host:api_port. Admins: comma-separated addresses.

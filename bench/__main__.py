@@ -45,6 +45,7 @@ from typing import Any
 
 import typer
 
+from bench import settlement_gas
 from gpucap import devchain
 
 ROOT = devchain.REPO_ROOT
@@ -55,6 +56,11 @@ app = typer.Typer(add_completion=False, help=__doc__)
 
 FULL = {
     "attest_sizes": [100, 1_000, 10_000],
+    # Figure 9: epochs one settlement / delivery proof covers, nodes of a settle batch,
+    # fleets the attestation is amortised over.
+    "settle_ranges": [1, 24, 168],
+    "settle_batch": 10,
+    "settle_fleets": [1_000, 10_000],
     "index_nodes": 200,
     "raw_wallets": 40,
     "raw_per_wallet": 30,
@@ -76,6 +82,9 @@ FULL = {
 }
 SMOKE = {
     "attest_sizes": [4, 8],
+    "settle_ranges": [1, 2, 3],
+    "settle_batch": 3,
+    "settle_fleets": [4, 8],
     "index_nodes": 2,
     "raw_wallets": 2,
     "raw_per_wallet": 2,
@@ -302,6 +311,17 @@ def run(
     try:
         _phase(results, "gas_operations", lambda: onchain.operations(proj))
         _phase(results, "gas_attestation", lambda: onchain.attestation(proj, sizes["attest_sizes"]))
+        _phase(
+            results,
+            "gas_settlement",
+            lambda: settlement_gas.settlement(
+                proj,
+                onchain.oracle_keys(),
+                ranges=sizes["settle_ranges"],
+                batch=sizes["settle_batch"],
+                fleets=sizes["settle_fleets"],
+            ),
+        )
     finally:
         with contextlib.redirect_stdout(io.StringIO()):
             onchain.disconnect()
@@ -496,6 +516,7 @@ def table(r: dict[str, Any]) -> str:
                 f"{so['all_final_wall_s']} s ({so['final_per_s']} actions/s)"
             )
     lines += _figure8_lines(r.get("market_fills"))
+    lines += settlement_gas.lines(r.get("gas_settlement"))
     return "\n".join(lines)
 
 

@@ -71,7 +71,7 @@ def disconnect() -> None:
         network.disconnect()
 
 
-def _oracle_keys() -> list[str]:
+def oracle_keys() -> list[str]:
     keys = [devchain.dev_private_key(i) for i in (6, 7, 8)]
     return sorted(keys, key=lambda k: int(Account.from_key(k).address, 16))
 
@@ -94,7 +94,7 @@ def operations(proj: Any) -> dict[str, Any]:
         epoch_length_seconds=1_800,
         capacity_window_seconds=HOUR,
         capacity_settlement_grace_seconds=HOUR,
-        oracle_addresses=tuple(Account.from_key(k).address for k in _oracle_keys()),
+        oracle_addresses=tuple(Account.from_key(k).address for k in oracle_keys()),
     )
     s = deploy_system(admin, config)
     coin, reg, cap, hub, fwd = s.stablecoin, s.registry, s.capacity, s.oracle_hub, s.forwarder
@@ -211,7 +211,7 @@ def operations(proj: Any) -> dict[str, Any]:
         leaves = [_leaf(n, epoch, 10_000, 5_000, 3_600_000, m) for n, m in delivered.items()]
         c = build_commitment(epoch, leaves, hub.configVersion())
         sigs = [
-            x.signature for x in sign_report(c.report, _oracle_keys()[:2], chain.id, hub.address)
+            x.signature for x in sign_report(c.report, oracle_keys()[:2], chain.id, hub.address)
         ]
         tx = hub.attest(c.report.as_tuple(), sigs, {"from": accounts[6]})
         gas["OracleHub.attest (2 of 3 oracles)"] = tx.gas_used
@@ -267,7 +267,7 @@ def attestation(proj: Any, sizes: list[int]) -> dict[str, Any]:
     """
     from brownie import accounts, chain
 
-    keys = _oracle_keys()
+    keys = oracle_keys()
     oracles = [Account.from_key(k).address for k in keys]
     admin = accounts[0]
     mock = proj.MockNodeCount.deploy(max(sizes), {"from": admin})

@@ -19,16 +19,21 @@ import {RevenuePool} from "./RevenuePool.sol";
 
 /**
  * @title EpochSettlement
- * @notice Settles nodes' epochs: one transaction, many nodes, one epoch. Per node it proves
- * the node's attested leaf against the OracleHub root, bills the renter for the attested
- * usage, collects the node's held capacity sale proceeds, and splits the total:
+ * @notice Settles nodes' epochs: one transaction, many nodes, one epoch E. Per node it proves
+ * the node's attested leaf of E against the OracleHub root and settles the whole range of
+ * epochs since the node's last settled one, (last, E], at a cost independent of the range's
+ * length: it bills the renter for the usage of the range (the difference of the leaf's
+ * cumulative counter and the one last settled), collects the node's held capacity sale
+ * proceeds, and splits the total:
  * protocol fee → insurance reserve → operator share → debt service to the node's pool →
  * remainder to the pool's stakers. It records the node's trailing net revenue and
  * scheduled debt service so DSCR is a view, and flags nodes that break their covenant.
+ * Invariant: every epoch of a node after its first settled one is billed and owes its service
+ * exactly once, in the settlement whose range holds it.
  *
  * Design decisions:
  * - Usage is priced per node: `pricePerGpuHour` (stablecoin units per delivered GPU-hour)
- *   × the leaf's `milliGpuHours` / 1000, floored, pulled from the node's registered payer
+ *   × the range's milli-GPU-hours / 1000, floored, pulled from the node's registered payer
  *   (renter escrow) by allowance. Why not an amount the caller states: the bill is then a
  *   function of the attested leaf and of terms the payer agreed to, so neither the keeper nor
  *   the operator can over- or under-bill. A payer that prefers EIP-2612 signs a permit to
@@ -37,7 +42,7 @@ import {RevenuePool} from "./RevenuePool.sol";
  *   to pay it: `approveUsage(nodeId, maxPricePerGpuHour)`, sent by the payer, records the
  *   most it accepts per GPU-hour for that node. An epoch's usage is billed only while the
  *   terms' price is at most the payer's agreed maximum for the node (0 = never agreed, or
- *   withdrawn); otherwise that epoch's usage is not billed (UsageNotBilled says why) and the
+ *   withdrawn); otherwise the range's usage is not billed (UsageNotBilled says why) and the
  *   rest of the settlement (proceeds, debt, window) goes on. Why a maximum and not the
  *   price itself: TERMS_ROLE may lower a price without asking; raising it past what the
  *   payer agreed to stops billing until the payer agrees again. Consent is per (node, payer):
@@ -71,23 +76,29 @@ import {RevenuePool} from "./RevenuePool.sol";
  *   operator credits not yet withdrawn (plus any donation).
  * - A node's epochs settle in strictly increasing order (RevenuePool.distribute needs that
  *   anyway): settling a settled epoch, or one before the last settled, reverts. Settling is
- *   SETTLER_ROLE only, so nobody can skip a node past an epoch the keeper has yet to settle.
+ *   SETTLER_ROLE only: the keeper chooses each node's cadence (a range per settlement).
  * - One bad item does not block a batch: each item settles all-or-nothing in its own call
  *   frame, and an item that reverts is skipped with SettlementItemSkipped (its node, epoch and
  *   revert data); a batch whose every item reverts reverts as its first item did.
- * - Skipped epochs: the keeper may settle a node's epoch E while epochs after the node's last
- *   settled one L were never settled (no attestation, a keeper outage, the node left out of
- *   a batch). They cannot be settled later (order is strict), but their debt is not
- *   forgiven: from the pool's draw on, the service scheduled for every skipped epoch
- *   (L, E) is added to what E owes (so unpaid, it carries as arrears) and each skipped
- *   epoch enters the DSCR window with zero net revenue and its scheduled service
- *   (EpochsSkipped). Revenue of a skipped epoch is not lost: usage is billed from the
- *   leaves the keeper does settle and capacity proceeds stay held until collected.
- *   Cost: one pool call (debtServiceBetween, O(log)) for the skipped epochs that have left
- *   the window and one per skipped epoch still inside it (at most dscrWindowEpochs - 1).
+ * - Ranges: the leaf's `cumMilliGpuHours` is chained by the oracles over every attested epoch
+ *   since the node's registration (epochs where the node has no leaf included), so the usage
+ *   of (last, E] is leaf.cumMilliGpuHours - settledCumMilli (the cum of the last settled leaf):
+ *   one proof, one subtraction, whatever the range. A node's first settlement bills that
+ *   epoch's own `milliGpuHours` only (the payer agreed to no earlier usage; the keeper picks the
+ *   first billable epoch). A leaf whose usage before its own epoch would be negative
+ *   (cum - milliGpuHours < settledCumMilli: the counters went back) reverts
+ *   (SettlementCumulativeBelowSettled). The range's debt is not forgiven: from the pool's draw
+ *   on, the service scheduled for every epoch of (last, E] is owed at once
+ *   (RevenuePool.debtServiceBetween, exact and O(1)), plus the arrears; what net revenue does
+ *   not pay carries as arrears. NodeSettled names the range (fromEpoch..epoch).
  *   A pool is only bound if no epoch already settled for the node had service due (setPool).
- * - DSCR window: the node's last `dscrWindowEpochs` epochs — every settled one, and, from
- *   the pool's draw on, every skipped one (a ring buffer with running sums).
+ * - DSCR window: a ring of settlement records {net, scheduled service, epochs covered}. The
+ *   window is the fewest trailing records that cover at least `dscrWindowEpochs` epochs (all
+ *   of them while fewer are recorded); a record counts at most `dscrWindowEpochs` epochs. Each
+ *   settlement pushes its record and evicts the oldest while the rest still cover the window,
+ *   so every record is evicted once (amortised O(1)) and at most `dscrWindowEpochs` are live.
+ *   DSCR = window net / window service; `serviceEpochs` (epochs of window records with
+ *   service > 0) tells RiskModel.covenant whether any service was scheduled in the window.
  * - Covenant (RiskModel): flagged when DSCR < covenantDscrBps with scheduled service in
  *   the window, or LTV > maxLtvBps, LTV = pool.debtOutstanding(epoch) / value at the
  *   epoch's end. Re-evaluated at every settlement; events on change.
@@ -116,7 +127,8 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         uint96 pricePerGpuHour;
     }
 
-    /// @notice The figures of one node-epoch settlement (also the event's payload).
+    /// @notice The figures of one settlement of a node's range (also the event's payload):
+    /// the split of its gross, and `service`, the debt service scheduled over the range.
     struct Split {
         uint256 usage;
         uint256 proceeds;
@@ -125,9 +137,13 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         uint256 operatorShare;
         uint256 debtPaid;
         uint256 stakers;
+        uint256 service;
     }
 
-    /// @notice Everything the dashboard shows for a node, in one call.
+    /// @notice Everything the dashboard shows for a node, in one call. The DSCR window is the
+    /// fewest trailing settlements covering at least dscrWindowEpochs epochs: `windowEpochs` is
+    /// how many epochs it covers (each settlement counting at most dscrWindowEpochs), and
+    /// `serviceEpochsInWindow` how many of them belong to settlements with service scheduled.
     struct NodeRisk {
         uint256 collateralValue;
         uint256 debtOutstanding;
@@ -149,26 +165,35 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         address pool;
     }
 
-    /// @dev Per-node book (settledCount: epochs recorded in the DSCR ring, settled or skipped).
-    /// slot 0: lastSettledEpoch, settledCount, serviceEpochs (uint64 each) +
-    /// flags; slot 1: window sums; slot 2: arrears + lifetime debt paid; slot 3: gross.
+    /// @dev Per-node book, four slots, each written at most once per settlement.
+    /// slot 0: lastSettledEpoch (u64) | settledCount (u32: records ever pushed) | windowStart
+    /// (u32: index of the window's oldest record) | windowEpochs (u32: epochs the window covers)
+    /// | serviceEpochs (u32: epochs of window records with service > 0) | dscrBreach | ltvBreach
+    /// = 26 bytes; slot 1: window net + window service (u128 each); slot 2: arrears + lifetime
+    /// debt paid (u128 each); slot 3: settledCumMilli (u64: cumMilliGpuHours of the last settled
+    /// leaf) | lifetime gross (u192).
     struct Book {
         uint64 lastSettledEpoch;
-        uint64 settledCount;
-        uint64 serviceEpochs;
+        uint32 settledCount;
+        uint32 windowStart;
+        uint32 windowEpochs;
+        uint32 serviceEpochs;
         bool dscrBreach;
         bool ltvBreach;
         uint128 windowNet;
         uint128 windowService;
         uint128 arrears;
         uint128 debtPaid;
-        uint256 gross;
+        uint64 settledCumMilli;
+        uint192 gross;
     }
 
-    /// @dev One settled epoch in the DSCR ring buffer (one slot).
+    /// @dev One settlement in the DSCR ring (one slot): its net revenue, its scheduled debt
+    /// service, and the epochs it covered (at most dscrWindowEpochs).
     struct Record {
-        uint128 net;
-        uint128 service;
+        uint112 net;
+        uint112 service;
+        uint32 epochs;
     }
 
     /// @notice May settle epochs (the keeper).
@@ -191,7 +216,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     INodeRegistry public immutable registry;
     IOracleHub public immutable hub;
     ICapacityToken public immutable capacity;
-    /// @notice N of "DSCR over the trailing N settled epochs".
+    /// @notice N of "DSCR over the trailing settlements that cover at least N epochs".
     uint64 public immutable dscrWindowEpochs;
     /// @notice The loan book of every node's pool (created by this contract's constructor).
     IPoolLoans public immutable loans;
@@ -220,16 +245,24 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     mapping(uint256 nodeId => mapping(uint256 slot => Record)) private _ring;
     mapping(address operator => uint256) public operatorCredit;
 
+    /// @notice Node `nodeId`'s epochs `fromEpoch..epoch` were settled as one range (fromEpoch ==
+    /// epoch: one epoch, or the node's first settlement) with this split of its gross
+    /// (usage + proceeds == fee + reserve + operatorShare + debtPaid + stakers).
+    /// `serviceAssets`: the debt service scheduled over the range (every instalment after
+    /// the last settled epoch up to `epoch`; 0 without a succeeded pool or once defaulted),
+    /// owed with the arrears; what `debtPaid` left of both is the node's arrears.
     event NodeSettled(
         uint256 indexed nodeId,
         uint64 indexed epoch,
+        uint64 fromEpoch,
         uint256 usage,
         uint256 proceeds,
         uint256 fee,
         uint256 reserve,
         uint256 operatorShare,
         uint256 debtPaid,
-        uint256 stakers
+        uint256 stakers,
+        uint256 serviceAssets
     );
     event CovenantStatus(
         uint256 indexed nodeId, uint64 indexed epoch, bool flagged, bool dscrBreach, bool ltvBreach, uint256 dscrBps, uint256 ltvBps
@@ -241,7 +274,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     /// @notice `payer` agreed to pay at most `maxPricePerGpuHour` per GPU-hour of node `nodeId`
     /// (0: consent withdrawn).
     event UsageApproved(uint256 indexed nodeId, address indexed payer, uint96 maxPricePerGpuHour);
-    /// @notice Node `nodeId`'s usage of `epoch` was not billed: its price `pricePerGpuHour` is
+    /// @notice Node `nodeId`'s usage of the range settled at `epoch` was not billed: its price `pricePerGpuHour` is
     /// above the `maxPricePerGpuHour` its payer `payer` agreed to (0: the payer never agreed).
     event UsageNotBilled(
         uint256 indexed nodeId,
@@ -250,9 +283,6 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         uint96 pricePerGpuHour,
         uint96 maxPricePerGpuHour
     );
-    /// @notice Node `nodeId`'s epochs `fromEpoch..toEpoch` were skipped (never settled, debt
-    /// running): their scheduled service `serviceAssets` was added to what the next epoch owes.
-    event EpochsSkipped(uint256 indexed nodeId, uint64 fromEpoch, uint64 toEpoch, uint256 serviceAssets);
     /// @notice Node `nodeId`'s item of a {settle} batch for `epoch` reverted with `reason` (the
     /// revert data, e.g. a custom error) and was skipped: none of its changes were applied and
     /// the node's epoch stays unsettled.
@@ -272,6 +302,12 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     error SettlementOnlySelf(address caller);
     error SettlementEpochMismatch(uint256 nodeId, uint64 leafEpoch, uint64 epoch);
     error SettlementAlreadySettled(uint256 nodeId, uint64 epoch, uint64 lastSettledEpoch);
+    /// @notice Node `nodeId`'s leaf of `epoch` counts `cumMilliGpuHours` with `milliGpuHours` of
+    /// its own epoch, below `settledCumMilli` (the cumulative usage already settled) plus it:
+    /// the range before `epoch` would have negative usage.
+    error SettlementCumulativeBelowSettled(
+        uint256 nodeId, uint64 epoch, uint64 cumMilliGpuHours, uint64 milliGpuHours, uint64 settledCumMilli
+    );
     error SettlementPoolAlreadySet(uint256 nodeId, address pool);
     error SettlementPoolMismatch(uint256 nodeId, address pool);
     /// @notice `pool` finances node `poolNodeId`, not `nodeId`.
@@ -567,8 +603,8 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
 
     /**
      * @notice Everything the dashboard needs about a node. Value and LTV are live (block time,
-     * debt outstanding in the hub's current epoch); DSCR is over the trailing window; the
-     * flags are those set at the last settlement.
+     * debt outstanding in the hub's current epoch); DSCR is over the trailing window of
+     * settlement records (see NodeRisk); the flags are those set at the last settlement.
      */
     function nodeRisk(uint256 nodeId) external view returns (NodeRisk memory r) {
         INodeRegistry.Node memory n = registry.node(nodeId);
@@ -581,7 +617,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         r.raiseCap = RiskModel.raiseCap(r.collateralValue, maxLtvBps);
         r.windowNetRevenue = b.windowNet;
         r.windowDebtService = b.windowService;
-        r.windowEpochs = b.settledCount < dscrWindowEpochs ? b.settledCount : dscrWindowEpochs;
+        r.windowEpochs = b.windowEpochs;
         r.serviceEpochsInWindow = b.serviceEpochs;
         r.lastSettledEpoch = b.lastSettledEpoch;
         r.dscrBreach = b.dscrBreach;
@@ -599,67 +635,105 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     // ------------------------------------------------------------------
 
     function _settleOne(uint64 epoch, SettleItem calldata item) internal {
-        IOracleHub.NodeLeaf calldata leaf = item.leaf;
-        uint256 nodeId = leaf.nodeId;
-        if (leaf.epoch != epoch) revert SettlementEpochMismatch(nodeId, leaf.epoch, epoch);
+        uint256 nodeId = item.leaf.nodeId;
+        if (item.leaf.epoch != epoch) revert SettlementEpochMismatch(nodeId, item.leaf.epoch, epoch);
         Book storage b = _books[nodeId];
+        Split memory s;
+        uint64 epochs; // the range (last, epoch]; a first settlement covers its own epoch only
         {
             uint64 last = b.lastSettledEpoch;
             if (epoch <= last) revert SettlementAlreadySettled(nodeId, epoch, last);
+            // A view on the immutable hub: reverts unless the leaf is in the epoch's attested root.
+            // slither-disable-next-line calls-loop (immutable trusted hub; a bad proof reverts the item)
+            hub.requireLeaf(item.leaf, item.proof);
+            s = _bill(nodeId, epoch, _rangeMilli(b, item.leaf, last));
+            epochs = last == 0 ? 1 : epoch - last;
         }
-        // A view on the immutable hub: reverts unless the leaf is in the epoch's attested root.
-        // slither-disable-next-line calls-loop (immutable trusted hub; a bad proof reverts the item)
-        hub.requireLeaf(leaf, item.proof);
-        // slither-disable-next-line calls-loop (immutable trusted registry, a view)
-        INodeRegistry.Node memory n = registry.node(nodeId);
         IRevenuePool pool = _pools[nodeId];
-
-        (Split memory s, address payer) = _bill(nodeId, epoch, leaf.milliGpuHours);
-        // records skipped epochs and this one in the window; `live`: a succeeded pool
+        // records the settlement in the window; `live`: a succeeded pool
         bool live = _serviceDebt(b, nodeId, pool, epoch, s);
 
         b.lastSettledEpoch = epoch;
-        b.gross += s.usage + s.proceeds;
+        b.settledCumMilli = item.leaf.cumMilliGpuHours;
+        b.gross += (s.usage + s.proceeds).toUint192();
         b.debtPaid += s.debtPaid.toUint128();
-        (bool flagged, uint256 dscr) = _flag(b, nodeId, epoch, n, pool);
+        bool flagged;
+        uint256 dscr;
+        {
+            // slither-disable-next-line calls-loop (immutable trusted registry, a view)
+            INodeRegistry.Node memory n = registry.node(nodeId);
+            (flagged, dscr) = _flag(b, nodeId, epoch, n, pool);
+            uint256 toPool = _credit(nodeId, epoch, epoch - epochs + 1, n.operator, s);
 
-        feesHeld += s.fee;
-        reserveHeld += s.reserve;
-        operatorCredit[n.operator] += s.operatorShare;
-        operatorCreditsHeld += s.operatorShare;
-        totalIn += s.usage + s.proceeds;
-        uint256 toPool = s.debtPaid + s.stakers;
-        totalToPools += toPool;
-        emit NodeSettled(
-            nodeId, epoch, s.usage, s.proceeds, s.fee, s.reserve, s.operatorShare, s.debtPaid, s.stakers
-        );
-
-        // Interactions last; the guard blocks re-entry through a hostile token or pool.
-        if (s.usage > 0) {
-            // slither-disable-next-line arbitrary-send-erc20 (the payer's own on-chain consent; amount from the leaf)
-            stablecoin.safeTransferFrom(payer, address(this), s.usage);
+            // Interactions last; the guard blocks re-entry through a hostile token or pool.
+            if (s.usage > 0) {
+                // slither-disable-next-line arbitrary-send-erc20 (the payer's own on-chain consent; amount from the leaf)
+                stablecoin.safeTransferFrom(_usageTerms[nodeId].payer, address(this), s.usage);
+            }
+            // slither-disable-next-line calls-loop (immutable trusted CapacityToken)
+            if (s.proceeds > 0) capacity.collectProceeds(nodeId, s.proceeds, address(this));
+            if (toPool > 0) {
+                stablecoin.forceApprove(address(pool), toPool);
+                // slither-disable-next-line calls-loop (admin-bound pool, checked in setPool; guarded)
+                pool.distribute(epoch, toPool);
+            }
         }
-        // slither-disable-next-line calls-loop (immutable trusted CapacityToken)
-        if (s.proceeds > 0) capacity.collectProceeds(nodeId, s.proceeds, address(this));
-        if (toPool > 0) {
-            stablecoin.forceApprove(address(pool), toPool);
-            // slither-disable-next-line calls-loop (admin-bound pool, checked in setPool; guarded)
-            pool.distribute(epoch, toPool);
-        }
-        // The loan books the epoch last (lifecycle, recovery, the first pledge): the immutable
+        // The loan books the range last (lifecycle, recovery, the first pledge): the immutable
         // PoolLoans this contract created (it calls the trusted registry and the pool's views).
         // slither-disable-next-line calls-loop (immutable trusted loan book; guarded)
-        if (live) loans.bookEpoch(nodeId, epoch, pool, flagged, dscr, s.debtPaid);
+        if (live) loans.bookEpoch(nodeId, epoch, pool, flagged, dscr, s.debtPaid, epochs);
     }
 
-    /// @dev The epoch's bill: usage from the terms and the leaf (if the payer's consent covers
-    /// the price; UsageNotBilled otherwise), held proceeds, the bps cuts.
-    function _bill(uint256 nodeId, uint64 epoch, uint64 milliGpuHours)
+    /// @dev Books the split's held parts and lifetime totals and emits NodeSettled; returns
+    /// what goes to the pool (debt service + stakers).
+    function _credit(uint256 nodeId, uint64 epoch, uint64 fromEpoch, address operator, Split memory s)
         internal
-        returns (Split memory s, address payer)
+        returns (uint256 toPool)
     {
+        feesHeld += s.fee;
+        reserveHeld += s.reserve;
+        operatorCredit[operator] += s.operatorShare;
+        operatorCreditsHeld += s.operatorShare;
+        totalIn += s.usage + s.proceeds;
+        toPool = s.debtPaid + s.stakers;
+        totalToPools += toPool;
+        emit NodeSettled(
+            nodeId,
+            epoch,
+            fromEpoch,
+            s.usage,
+            s.proceeds,
+            s.fee,
+            s.reserve,
+            s.operatorShare,
+            s.debtPaid,
+            s.stakers,
+            s.service
+        );
+    }
+
+    /// @dev The milli-GPU-hours of the range (last, leaf.epoch]: the leaf's cumulative counter
+    /// less the one last settled; the leaf's own epoch for a first settlement (last == 0).
+    function _rangeMilli(Book storage b, IOracleHub.NodeLeaf calldata leaf, uint64 last)
+        internal
+        view
+        returns (uint256)
+    {
+        if (last == 0) return leaf.milliGpuHours;
+        uint64 settledCum = b.settledCumMilli;
+        uint64 cum = leaf.cumMilliGpuHours;
+        // The hub checked cum >= milliGpuHours; before its own epoch the range has used cum - milli.
+        if (cum - leaf.milliGpuHours < settledCum) {
+            revert SettlementCumulativeBelowSettled(leaf.nodeId, leaf.epoch, cum, leaf.milliGpuHours, settledCum);
+        }
+        return cum - settledCum;
+    }
+
+    /// @dev The range's bill: usage from the terms and `milliGpuHours` (if the payer's consent
+    /// covers the price; UsageNotBilled otherwise), held proceeds, the bps cuts.
+    function _bill(uint256 nodeId, uint64 epoch, uint256 milliGpuHours) internal returns (Split memory s) {
         UsageTerms memory terms = _usageTerms[nodeId];
-        payer = terms.payer;
+        address payer = terms.payer;
         if (payer != address(0)) {
             uint96 maxPrice = _usageConsent[nodeId][payer];
             if (terms.pricePerGpuHour <= maxPrice) {
@@ -676,19 +750,22 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         s.operatorShare = (gross * operatorBps) / BPS;
     }
 
-    /// @dev Debt service from the epoch's net revenue (gross less fee, reserve and operator
-    /// share): min(due + skipped epochs' service + arrears, net) to the pool, the rest to
-    /// stakers; without a succeeded pool everything net goes to the operator. Records the epoch
-    /// (net, scheduled service) in the DSCR window, after any skipped epochs.
+    /// @dev Debt service from the range's net revenue (gross less fee, reserve and operator
+    /// share): min(the range's scheduled service + arrears, net) to the pool, the rest to
+    /// stakers; without a succeeded pool everything net goes to the operator. Records the
+    /// settlement (net, scheduled service, epochs covered) in the DSCR window. Called before
+    /// `lastSettledEpoch` advances to `epoch`.
     function _serviceDebt(Book storage b, uint256 nodeId, IRevenuePool pool, uint64 epoch, Split memory s)
         internal
         returns (bool live)
     {
+        uint64 last = b.lastSettledEpoch;
+        uint256 epochs = last == 0 ? 1 : epoch - last; // the range (last, epoch]; a first: 1
         uint256 net = s.usage + s.proceeds - s.fee - s.reserve - s.operatorShare;
         // slither-disable-next-line calls-loop (admin-bound pool, a view)
         if (address(pool) == address(0) || pool.roundStatus() != IRevenuePool.RoundStatus.Succeeded) {
             s.operatorShare += net; // no stakers and no debt yet: the operator owns the node's net
-            _record(b, nodeId, net, 0);
+            _record(b, nodeId, net, 0, epochs);
             return false;
         }
         // slither-disable-next-line calls-loop (immutable trusted loan book, a view)
@@ -697,18 +774,18 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
             // The schedule was accelerated: net, then the operator's share, repay the claim
             // (PoolLoans.bookEpoch lowers it by what is paid here).
             _payFrom(s, net, claim, true);
-            _record(b, nodeId, net, 0);
+            _record(b, nodeId, net, 0, epochs);
             return true;
         }
+        // Every instalment of (last, epoch] from the draw on, in one O(1) view: the pool counts
+        // instalments after its draw epoch only (a first settlement owes every one up to epoch).
         // slither-disable-next-line calls-loop (admin-bound pool, a view)
-        (uint256 principal, uint256 interest) = pool.debtServiceDue(epoch);
-        uint256 service = principal + interest;
+        uint256 service = pool.debtServiceBetween(last + 1, epoch);
+        s.service = service;
         uint256 owed = service + b.arrears;
-        uint64 last = b.lastSettledEpoch; // not yet advanced to `epoch`
-        if (epoch - last > 1) owed += _bookSkipped(b, nodeId, pool, last, epoch);
         uint256 paid = _payFrom(s, net, owed, state == IPoolLoans.LoanState.CashSweep);
         b.arrears = (owed - paid).toUint128();
-        _record(b, nodeId, net, service);
+        _record(b, nodeId, net, service, epochs);
         return true;
     }
 
@@ -726,45 +803,39 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         }
     }
 
-    /// @dev Epochs `last + 1 .. epoch - 1` were never settled. From the pool's draw on, their
-    /// scheduled service is owed all the same: returned (to be paid or carried as arrears) and,
-    /// for those still inside the DSCR window once `epoch` is recorded, recorded with zero net.
-    function _bookSkipped(Book storage b, uint256 nodeId, IRevenuePool pool, uint64 last, uint64 epoch)
-        internal
-        returns (uint256 skippedService)
-    {
-        // slither-disable-next-line calls-loop,unused-return (admin-bound pool, a view; drawn amount unused)
-        (bool drawn, uint64 drawEpoch,) = pool.draw();
-        if (!drawn) return 0;
-        uint64 from = (last > drawEpoch ? last : drawEpoch) + 1;
-        if (from >= epoch) return 0;
-        // `epoch` takes one window slot: at most window - 1 skipped epochs remain inside it.
-        uint64 windowFrom = epoch - from >= dscrWindowEpochs ? epoch - dscrWindowEpochs + 1 : from;
-        // slither-disable-next-line calls-loop (admin-bound pool, a view)
-        if (windowFrom > from) skippedService = pool.debtServiceBetween(from, windowFrom - 1);
-        for (uint64 e = windowFrom; e < epoch; ++e) {
-            // slither-disable-next-line calls-loop (admin-bound pool, a view; at most window - 1 times)
-            (uint256 principal, uint256 interest) = pool.debtServiceDue(e);
-            _record(b, nodeId, 0, principal + interest);
-            skippedService += principal + interest;
+    /// @dev Pushes the record (net, service, epochs capped at the window) into the node's DSCR
+    /// ring, then evicts the oldest records while the others still cover `dscrWindowEpochs`
+    /// epochs. Each record is evicted once: amortised O(1). After it at most `dscrWindowEpochs`
+    /// records are live (every record but the oldest covers fewer epochs in all), so the slot
+    /// `count % window` written here never holds a live record.
+    function _record(Book storage b, uint256 nodeId, uint256 net, uint256 service, uint256 epochs) internal {
+        uint256 window = dscrWindowEpochs;
+        if (epochs > window) epochs = window;
+        uint256 count = b.settledCount;
+        uint256 start = b.windowStart;
+        uint256 windowEpochs = b.windowEpochs + epochs;
+        uint256 serviceEpochs = b.serviceEpochs;
+        uint256 windowNet = uint256(b.windowNet) + net;
+        uint256 windowService = uint256(b.windowService) + service;
+        if (service > 0) serviceEpochs += epochs;
+        mapping(uint256 slot => Record) storage ring = _ring[nodeId];
+        while (start < count) {
+            Record memory old = ring[start % window];
+            if (windowEpochs - old.epochs < window) break;
+            windowEpochs -= old.epochs;
+            windowNet -= old.net;
+            windowService -= old.service;
+            if (old.service > 0) serviceEpochs -= old.epochs;
+            ++start;
         }
-        emit EpochsSkipped(nodeId, from, epoch - 1, skippedService);
-    }
-
-    /// @dev Pushes (net, service) into the node's DSCR ring, evicting the oldest record.
-    function _record(Book storage b, uint256 nodeId, uint256 net, uint256 service) internal {
-        uint64 count = b.settledCount;
-        Record storage slot = _ring[nodeId][count % dscrWindowEpochs];
-        Record memory old = slot; // zero while the window is filling
-        b.windowNet = (uint256(b.windowNet) - old.net + net).toUint128();
-        b.windowService = (uint256(b.windowService) - old.service + service).toUint128();
-        uint64 serviceEpochs = b.serviceEpochs;
-        if (old.service > 0) --serviceEpochs;
-        if (service > 0) ++serviceEpochs;
-        b.serviceEpochs = serviceEpochs;
-        b.settledCount = count + 1;
-        slot.net = net.toUint128();
-        slot.service = service.toUint128();
+        ring[count % window] = Record(net.toUint112(), service.toUint112(), uint32(epochs)); // epochs <= 720
+        // Bounds: windowEpochs, serviceEpochs < 2 * window <= 1_440; count + 1 < 2^32 settlements.
+        b.settledCount = (count + 1).toUint32();
+        b.windowStart = uint32(start);
+        b.windowEpochs = uint32(windowEpochs);
+        b.serviceEpochs = uint32(serviceEpochs);
+        b.windowNet = windowNet.toUint128();
+        b.windowService = windowService.toUint128();
     }
 
     /// @dev The covenant flags at `epoch` (CovenantStatus while flagged or on change).

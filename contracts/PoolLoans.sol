@@ -23,9 +23,11 @@ import {RevenuePool} from "./RevenuePool.sol";
  *   before the split; one write, {bookEpoch}, after the settlement's own writes and transfers),
  *   only for nodes whose pool succeeded.
  * - Lifecycle (per node with a drawn pool; {loanOf}): Performing → CashSweep when a settlement
- *   flags the node; back to Performing after `cureEpochs` settlements in a row unflagged;
- *   Defaulted once arrears exceed `defaultArrearsBps` of the drawn principal or DSCR stayed
- *   under `defaultDscrBps` for `defaultDscrEpochs` settlements in a row. Sweep and cure are
+ *   flags the node; back to Performing after `cureEpochs` epochs of settlements in a row
+ *   unflagged; Defaulted once arrears exceed `defaultArrearsBps` of the drawn principal or DSCR
+ *   stayed under `defaultDscrBps` for `defaultDscrEpochs` epochs of settlements in a row. Runs
+ *   count epochs, not settlements: a settlement of a range of k epochs adds k, so the keeper's
+ *   cadence does not change when a loan cures or defaults. Sweep and cure are
  *   booked by the settlement that meets their condition ({bookEpoch}); default by
  *   {declareDefault}, which anyone may call once its condition holds (LoanStateChanged on every
  *   transition). In CashSweep, the operator's share of an epoch also services the debt (due +
@@ -89,9 +91,15 @@ contract PoolLoans is AccessControl, ReentrancyGuardTransient, IPoolLoans {
     // ------------------------------------------------------------------
 
     /// @inheritdoc IPoolLoans
-    function bookEpoch(uint256 nodeId, uint64 epoch, IRevenuePool pool, bool flagged, uint256 dscrBps, uint256 debtPaid)
-        external
-    {
+    function bookEpoch(
+        uint256 nodeId,
+        uint64 epoch,
+        IRevenuePool pool,
+        bool flagged,
+        uint256 dscrBps,
+        uint256 debtPaid,
+        uint256 epochs
+    ) external {
         if (msg.sender != address(settlement)) revert LoanOnlySettlement(msg.sender);
         Loan storage loan = _loans[nodeId];
         if (loan.state == LoanState.Defaulted) {
@@ -100,7 +108,7 @@ contract PoolLoans is AccessControl, ReentrancyGuardTransient, IPoolLoans {
             loan.recoveryClaim -= paid.toUint128();
             loan.recovered += paid.toUint128();
         } else {
-            _advanceLoan(loan, nodeId, epoch, flagged, dscrBps < _loanParams.defaultDscrBps);
+            _advanceLoan(loan, nodeId, epoch, epochs, flagged, dscrBps < _loanParams.defaultDscrBps);
         }
         // The first settlement after the draw takes the pledge (trusted registry, after the writes).
         (, uint256 pledge) = _bookPledge(nodeId, pool);
@@ -200,17 +208,20 @@ contract PoolLoans is AccessControl, ReentrancyGuardTransient, IPoolLoans {
     // Internal
     // ------------------------------------------------------------------
 
-    /// @dev Books the epoch's covenant outcome into the loan: flagged → CashSweep (the run of
-    /// clean settlements restarts); `cureEpochs` clean settlements in a row → Performing; the run
-    /// of settlements with DSCR under the default floor (`lowDscr`).
-    function _advanceLoan(Loan storage loan, uint256 nodeId, uint64 epoch, bool flagged, bool lowDscr) internal {
+    /// @dev Books the settlement's covenant outcome into the loan: flagged → CashSweep (the run
+    /// of clean epochs restarts); `cureEpochs` clean epochs in a row → Performing; the run of
+    /// epochs with DSCR under the default floor (`lowDscr`). A settlement adds the `epochs` of
+    /// its range to a run.
+    function _advanceLoan(Loan storage loan, uint256 nodeId, uint64 epoch, uint256 epochs, bool flagged, bool lowDscr)
+        internal
+    {
         uint16 low = loan.lowDscrRun;
         uint16 clean = loan.cleanRun;
-        // Saturating: a run past 65_535 settlements is as long as any threshold needs.
+        // Saturating: a run past 65_535 epochs is as long as any threshold (<= 720) needs.
         if (!lowDscr) low = 0;
-        else if (low < type(uint16).max) ++low;
+        else low = _addRun(low, epochs);
         if (flagged) clean = 0;
-        else if (clean < type(uint16).max) ++clean;
+        else clean = _addRun(clean, epochs);
         LoanState state = loan.state;
         LoanState next = state;
         if (flagged) next = LoanState.CashSweep;
@@ -221,6 +232,12 @@ contract PoolLoans is AccessControl, ReentrancyGuardTransient, IPoolLoans {
             loan.state = next;
             emit LoanStateChanged(nodeId, epoch, state, next);
         }
+    }
+
+    /// @dev `run` + `epochs`, saturating at type(uint16).max.
+    function _addRun(uint16 run, uint256 epochs) internal pure returns (uint16) {
+        uint256 sum = uint256(run) + epochs;
+        return sum < type(uint16).max ? uint16(sum) : type(uint16).max;
     }
 
     /// @dev Books the pledge of `pledgeBps` of the node's bond (at most its free bond) once
@@ -285,7 +302,7 @@ contract PoolLoans is AccessControl, ReentrancyGuardTransient, IPoolLoans {
     }
 
     /// @dev Whether the loan may be declared in default: arrears over `defaultArrearsBps` of
-    /// the drawn principal, or `defaultDscrEpochs` settlements in a row under the DSCR floor.
+    /// the drawn principal, or `defaultDscrEpochs` epochs of settlements in a row under the DSCR floor.
     function _defaultDue(Loan storage loan, IRevenuePool pool, uint256 arrears) internal view returns (bool) {
         if (loan.state == LoanState.Defaulted || address(pool) == address(0)) return false;
         // slither-disable-next-line unused-return (the draw epoch does not matter here)

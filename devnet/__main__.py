@@ -253,6 +253,11 @@ def _run_world(
             "GPUCAP_ORACLE_HEALTH_URLS": json.dumps(
                 [f"http://127.0.0.1:{port}/health" for port in oracle_ports]
             ),
+            # The demo's 30-second epochs: a node settles two at a time (one settlement a
+            # minute, a range of two epochs), a drawn pool's node every epoch.
+            "GPUCAP_EPOCH_SETTLE_MIN_EPOCHS": "2",
+            "GPUCAP_EPOCH_SETTLE_LOAN_EPOCHS": "1",
+            "GPUCAP_EPOCH_SETTLE_MAX_DELAY_SECONDS": "90",
             "PYTHONUNBUFFERED": "1",
         }
     )

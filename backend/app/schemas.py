@@ -567,12 +567,16 @@ class PoolPositionPublic(BaseModel):
 
 
 class SkippedEpochsPublic(BaseModel):
-    """EpochSettlement.EpochsSkipped: the node's epochs ``from_epoch..to_epoch`` were never
-    settled; their scheduled debt service was added to what the next settled epoch owed."""
+    """A settlement of a range (EpochSettlement.NodeSettled, fromEpoch < epoch): the node's
+    epochs ``from_epoch..to_epoch`` were not settled on their own but in this settlement, one
+    range with its epoch; ``service`` is the debt service scheduled over the whole range."""
 
     from_epoch: int
     to_epoch: int
-    service: int = Field(description="scheduled service of the skipped epochs, stablecoin units")
+    service: int = Field(
+        description="debt service scheduled over the whole range (these epochs and the "
+        "settled one), stablecoin units"
+    )
 
 
 class PoolEpochPublic(BaseModel):
@@ -583,7 +587,8 @@ class PoolEpochPublic(BaseModel):
     loss_assets: int
     loss_shares: Shares
     skipped: SkippedEpochsPublic | None = Field(
-        description="epochs skipped before this one, whose service this epoch owed (null: none)"
+        description="the earlier epochs of the range settled at this epoch, where they owed "
+        "service (null: none)"
     )
 
 
@@ -613,7 +618,8 @@ class NodeSettlementPublic(BaseModel):
     collateral_value: int | None
     arrears: int | None
     skipped: SkippedEpochsPublic | None = Field(
-        description="epochs skipped before this one, whose service this one owed (null: none)"
+        description="the earlier epochs of the range this settlement covered (null: it "
+        "covered its own epoch only)"
     )
     block_number: int
     block_timestamp: int

@@ -444,8 +444,9 @@ class PoolEpochRow(Base):
     stakers_share: Mapped[int] = mapped_column(BigInteger, default=0)
     loss_assets: Mapped[int] = mapped_column(BigInteger, default=0)
     loss_shares: Mapped[int] = mapped_column(BigUint(), default=0)
-    # EpochsSkipped of the node's settlement of this epoch (null: none): epochs never
-    # settled whose scheduled service was added to what this epoch owed.
+    # The node's settlement at this epoch covered a range (NodeSettled.fromEpoch < epoch)
+    # owing service (null: none): its earlier epochs, never settled on their own, and the
+    # service scheduled over the whole range (this epoch included).
     skipped_from_epoch: Mapped[int | None] = mapped_column(BigInteger)
     skipped_to_epoch: Mapped[int | None] = mapped_column(BigInteger)
     skipped_service: Mapped[int | None] = mapped_column(BigInteger)
@@ -480,8 +481,9 @@ class NodeSettlementRow(Base):
     arrears: Mapped[int | None] = mapped_column(BigUint())
     window_net_revenue: Mapped[int | None] = mapped_column(BigUint())
     window_debt_service: Mapped[int | None] = mapped_column(BigUint())
-    # EpochsSkipped (emitted just before NodeSettled): the epochs before this one that were
-    # never settled and the scheduled service they added to what this one owed (null: none).
+    # From NodeSettled when it covered a range (fromEpoch < epoch; null: one epoch): the
+    # range's earlier epochs (fromEpoch..epoch-1), never settled on their own, and the
+    # service scheduled over the whole range, this epoch included (serviceAssets).
     skipped_from_epoch: Mapped[int | None] = mapped_column(BigInteger)
     skipped_to_epoch: Mapped[int | None] = mapped_column(BigInteger)
     skipped_service: Mapped[int | None] = mapped_column(BigInteger)

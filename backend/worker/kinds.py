@@ -12,7 +12,7 @@ from __future__ import annotations
 from backend.db.models import ActionKind
 from backend.services.keepers.defaults import declare_default_tx
 from backend.services.keepers.deliveries import prove_tx, settle_tx
-from backend.services.keepers.epochs import settle_epoch_tx
+from backend.services.keepers.settle_batches import settle_epoch_tx
 from backend.services.market.permits import permit_in_effect, permit_tx
 from backend.services.relaying.faucet import drip_request
 from backend.services.relaying.relayer import InEffectCheck, RequestBuilder

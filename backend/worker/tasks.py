@@ -24,6 +24,7 @@ from backend.services.errors import (
 )
 from backend.services.health import record_keeper_progress, record_reopened
 from backend.services.indexing.indexer import ConcurrentIndexer, ReorgDuringBatch
+from backend.services.keepers.cadence import Cadence
 from backend.services.keepers.defaults import plan_defaults
 from backend.services.keepers.deliveries import plan_due
 from backend.services.keepers.epochs import plan_epoch_settlements
@@ -306,6 +307,11 @@ def settle_epochs(self: Task) -> str:
                     sender=relayer_of(self.app).sender,
                     max_batch_gas=settings.epoch_settle_max_batch_gas,
                     retry_after_seconds=settings.epoch_settle_retry_seconds,
+                    cadence=Cadence(
+                        min_epochs=settings.epoch_settle_min_epochs,
+                        max_delay_seconds=settings.epoch_settle_max_delay_seconds,
+                        loan_epochs=settings.epoch_settle_loan_epochs,
+                    ),
                     enqueue=lambda action_id: self.app.send_task(
                         RELAY_TASK, args=[action_id], ignore_result=True
                     ),
@@ -331,6 +337,8 @@ def settle_epochs(self: Task) -> str:
     record_keeper_progress(ctx.redis, plan)
     for reason in plan.rejected:
         _log_now_and_then(logging.WARNING, f"settle_epochs: rejected: {reason}")
+    for node, why in plan.settling.items():
+        _log_now_and_then(logging.INFO, f"settle_epochs: settling: node {node}: {why}")
     for reason in plan.waiting + defaults.waiting:
         _log_now_and_then(logging.INFO, f"settle_epochs: waiting: {reason}")
     for reason in defaults.done:

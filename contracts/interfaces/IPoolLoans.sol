@@ -21,7 +21,8 @@ interface IPoolLoans is IObligationSource {
     }
 
     /// @notice A node's loan. Storage: state + pledgeTaken + lowDscrRun + cleanRun + pledged
-    /// (slot 0: 1 + 1 + 2 + 2 + 16 bytes) | recoveryClaim + recovered (slot 1).
+    /// (slot 0: 1 + 1 + 2 + 2 + 16 bytes) | recoveryClaim + recovered (slot 1). The runs count
+    /// EPOCHS (each settlement adds the epochs its range covers), saturating at 65_535.
     struct Loan {
         LoanState state;
         bool pledgeTaken;
@@ -40,7 +41,8 @@ interface IPoolLoans is IObligationSource {
         uint128 holders;
     }
 
-    /// @notice Loan terms, one slot: pledge share of the bond, default triggers, cure length.
+    /// @notice Loan terms, one slot: pledge share of the bond, default triggers, cure length
+    /// (`defaultDscrEpochs`, `cureEpochs`: epochs covered by settlements in a row).
     struct LoanParams {
         uint16 pledgeBps;
         uint16 defaultArrearsBps;
@@ -81,7 +83,8 @@ interface IPoolLoans is IObligationSource {
     /**
      * @notice Sets the loan terms: pledge (bps of the bond, <= 10_000), arrears default
      * threshold (bps of the drawn principal, 1..10_000), DSCR default floor (<= 50_000 bps, the
-     * covenant's bound) and its run (1..720 settlements), cure run (1..720). Applies from the
+     * covenant's bound) and its run (1..720 epochs), cure run (1..720 epochs), each run counted
+     * in epochs covered by consecutive settlements (a range of k epochs adds k). Applies from the
      * next settlement / pledge / default. Requirements: DEFAULT_ADMIN_ROLE.
      */
     function setLoanParams(LoanParams calldata params) external;
@@ -104,14 +107,22 @@ interface IPoolLoans is IObligationSource {
     function releasePledge(uint256 nodeId) external;
 
     /**
-     * @notice The settlement's report of node `nodeId`'s settled `epoch` (its pool `pool`
-     * succeeded): the covenant outcome (`flagged`, the window's `dscrBps`) moves the lifecycle
-     * (unless defaulted), `debtPaid` lowers a defaulted loan's recovery claim, and the pledge is
-     * taken on the first settlement after the draw. Requirements: the settlement only
+     * @notice The settlement's report of node `nodeId`'s settlement at `epoch`, covering
+     * `epochs` epochs (its range; its pool `pool` succeeded): the covenant outcome (`flagged`,
+     * the window's `dscrBps`) moves the lifecycle (unless defaulted), each run growing by
+     * `epochs`; `debtPaid` lowers a defaulted loan's recovery claim, and the pledge is taken on
+     * the first settlement after the draw. Requirements: the settlement only
      * (LoanOnlySettlement).
      */
-    function bookEpoch(uint256 nodeId, uint64 epoch, IRevenuePool pool, bool flagged, uint256 dscrBps, uint256 debtPaid)
-        external;
+    function bookEpoch(
+        uint256 nodeId,
+        uint64 epoch,
+        IRevenuePool pool,
+        bool flagged,
+        uint256 dscrBps,
+        uint256 debtPaid,
+        uint256 epochs
+    ) external;
 
     /// @notice How node `nodeId`'s next epoch services its debt: `state` (CashSweep: the
     /// operator's share also pays what net revenue leaves owed; Defaulted: net, then the

@@ -200,6 +200,9 @@ def backend_env(
             "GPUCAP_HEALTH_TIMEOUT_SECONDS": "0.5",
             # Tests drip for many fresh addresses from one client; the limit has its test.
             "GPUCAP_FAUCET_CLIENT_LIMIT": "100000",
+            # Settle every attested epoch as it comes (production waits for a day's range);
+            # the cadence's own tests set theirs.
+            "GPUCAP_EPOCH_SETTLE_MIN_EPOCHS": "1",
             "PYTHONUNBUFFERED": "1",
         }
     )

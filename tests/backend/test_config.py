@@ -39,6 +39,30 @@ def test_reads_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.sqlalchemy_url == "postgresql+psycopg://u:p@db/gpucap"
 
 
+def test_epoch_settlement_cadence_defaults_and_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = Settings()
+    # A day of hourly epochs, at most a day late, a quarter day for a drawn loan.
+    assert (
+        s.epoch_settle_min_epochs,
+        s.epoch_settle_max_delay_seconds,
+        s.epoch_settle_loan_epochs,
+    ) == (24, 86_400.0, 6)
+    monkeypatch.setenv("GPUCAP_EPOCH_SETTLE_MIN_EPOCHS", "1")
+    monkeypatch.setenv("GPUCAP_EPOCH_SETTLE_MAX_DELAY_SECONDS", "90")
+    monkeypatch.setenv("GPUCAP_EPOCH_SETTLE_LOAN_EPOCHS", "2")
+    s = Settings()
+    assert (
+        s.epoch_settle_min_epochs,
+        s.epoch_settle_max_delay_seconds,
+        s.epoch_settle_loan_epochs,
+    ) == (1, 90.0, 2)
+    monkeypatch.setenv("GPUCAP_EPOCH_SETTLE_MIN_EPOCHS", "0")
+    with pytest.raises(ValidationError, match="epoch_settle_min_epochs"):
+        Settings()
+
+
 @pytest.mark.parametrize("key", [None, "", "changethis", "0x"])
 def test_production_refuses_missing_or_placeholder_key(key: str | None) -> None:
     with pytest.raises(ValidationError, match="GPUCAP_RELAYER_KEY is missing or a placeholder"):

@@ -8,7 +8,8 @@ terms were set during epoch k:
   k    A, B, C   before the nodes became billable: never settled
   k+1  A, B, C   A settles; B's batch is split off and fails alone (a recorded action)
   k+2  B, C      A was excluded by the oracle: passed over
-  k+3  A, B, C   its published file is forged at first (A waits, logged), then fixed
+  k+3  A, B, C   its published file is forged at first (A waits, logged), then fixed: A
+                 settles k+2..k+3 at once from its leaf's cumulative counter
 Each oracle of the quorum publishes its own folder; the keeper reads them all. Epoch k+1's
 file is only in the second oracle's folder (the first oracle was down then, and never wrote
 it): settlement goes on from the other oracle's file, checked against the same root.
@@ -96,11 +97,12 @@ def world(live_deployment, admin, operator, buyer, stranger, tmp_path_factory):
     commitments: dict[int, EpochCommitment] = {}
     # k: the epoch the terms were set in (the keeper settles from the first one after).
     k = first_epoch_after(terms.timestamp, hub.genesisTimestamp(), hub.epochLengthSeconds()) - 1
+    cums: dict = {}  # each node's counters, chained as the oracles do (A has no leaf in k+2)
     for epoch in range(k, k + 4):
         if hub.currentEpoch() <= epoch:
             end_epoch(hub)
         members = [b, c] if epoch == k + 2 else nodes
-        commitments[epoch] = commitment_for(s.oracle_hub, epoch, members, seed=epoch)
+        commitments[epoch] = commitment_for(s.oracle_hub, epoch, members, seed=epoch, bases=cums)
         _attest(s, commitments[epoch], operator)
     for epoch in range(k, k + 3):
         _publish(other_oracle if epoch == k + 1 else proofs_dir, s, commitments[epoch])
@@ -186,12 +188,17 @@ def test_keeper_settles_in_order_and_isolates_bad_input(
     assert failed[0].error_code == "ERC20InsufficientAllowance"
     assert settlement.lastSettledEpoch(b) == 0 and settlement.lastSettledEpoch(c) == 0
 
-    # The oracle republishes epoch k+3 correctly: A passes over k+2 (excluded) and settles it.
+    # The oracle republishes epoch k+3 correctly: A passes over k+2 (excluded) and settles it,
+    # its range (k+1, k+3] billed from the counters' difference: k+3's usage alone.
     _publish(world["proofs"], s, world["commitments"][k + 3])
     wait_for(lambda: settlement.lastSettledEpoch(a) == k + 3, 60, "node A to settle epoch k+3")
 
     leaves = {e: {x.node_id: x for x in world["commitments"][e].leaves} for e in (k + 1, k + 3)}
-    usage = [PRICE * leaves[e][a].milli_gpu_hours // 1000 for e in (k + 1, k + 3)]
+    # The first settlement bills its own epoch; the next the range k+2..k+3 at once, from
+    # the leaf's cumulative counter since the last settled one.
+    since = leaves[k + 3][a].cum_milli_gpu_hours - leaves[k + 1][a].cum_milli_gpu_hours
+    assert since == leaves[k + 3][a].milli_gpu_hours  # A had no leaf in k+2: nothing then
+    usage = [PRICE * leaves[k + 1][a].milli_gpu_hours // 1000, PRICE * since // 1000]
     splits = [_split(u) for u in usage]
     assert paid_before - s.stablecoin.balanceOf(buyer) == sum(usage)
     assert settlement.feesHeld() == sum(f for f, _, _ in splits)

@@ -21,7 +21,8 @@ from backend.services.indexing.leaves import (
     ingest_attested_leaves,
     load_epoch_proofs,
 )
-from backend.services.keepers.epochs import SettleItem, first_epoch_after, pack
+from backend.services.keepers.epochs import first_epoch_after
+from backend.services.keepers.settle_batches import SettleItem, pack
 from gpucap import devchain
 from gpucap.attestation import EpochCommitment, NodeLeaf, build_commitment, leaf_hash
 from gpucap.merkle import process_proof
@@ -384,10 +385,11 @@ def test_history_sends_a_failed_batch_alone_at_once_and_backs_off_a_failed_singl
     sessions,
 ) -> None:
     """Nodes of a batch that reverted retry alone right away (the culprit is unknown);
-    a node that failed alone waits; nodes with an open action are busy."""
+    a node that failed alone waits, whatever newer epoch it is planned at; failures at or
+    before its last settled epoch no longer count; nodes with an open action are busy."""
     from datetime import timedelta
 
-    from backend.db.models import Action, ActionKind, EpochRow, utcnow
+    from backend.db.models import Action, ActionKind, utcnow
     from backend.services.keepers.epochs import _History
 
     def row(
@@ -415,11 +417,16 @@ def test_history_sends_a_failed_batch_alone_at_once_and_backs_off_a_failed_singl
         )
     with sessions() as s:
         history = _History.load(s)
-    epoch = {e: EpochRow(epoch=e, block_number=40) for e in (7, 9)}
+    blocks = {7: 40, 9: 40}  # the attestation blocks of epochs 7 and 9
     earlier = utcnow() - timedelta(seconds=60)
     assert history.busy == {4}
-    assert history.attempts(1, 7) == 1 and history.held_back(1, epoch[7], earlier) == 0
-    assert history.attempts(2, 7) == 2 and history.held_back(2, epoch[7], earlier) == 2
-    assert history.held_back(2, epoch[7], utcnow() + timedelta(seconds=1)) == 0  # waited
-    assert history.attempts(3, 9) == 1 and history.held_back(3, epoch[9], earlier) == 0
-    assert (1, 6) not in history.failures
+    assert history.attempts(1, 7) == 1 and history.held_back(1, 0, blocks, earlier) == 0
+    assert history.failed_before(1, 0, blocks)  # its batch failed: it goes alone now
+    assert history.attempts(2, 7) == 2 and history.held_back(2, 0, blocks, earlier) == 2
+    assert history.held_back(2, 0, blocks, utcnow() + timedelta(seconds=1)) == 0  # waited
+    # Planned at a newer epoch, the failure still counts: it is in the node's unsettled range.
+    assert history.attempts(2, 8) == 0 and history.held_back(2, 0, blocks, earlier) == 2
+    assert history.held_back(2, 7, blocks, earlier) == 0  # epoch 7 settled since: forgotten
+    assert history.attempts(3, 9) == 1 and history.held_back(3, 0, blocks, earlier) == 0
+    assert not history.failed_before(3, 0, blocks)
+    assert all(epoch != 6 for epoch, _ in history.failures[1])  # a confirmed row is no failure

@@ -263,7 +263,7 @@ def test_near_total_losses_release_the_stake_at_the_final_rate(session) -> None:
 
 def _settled(ev: Events, epoch: int, snapshot: dict[str, int] | None, **split: int) -> None:
     names = ("usage", "proceeds", "fee", "reserve", "operatorShare", "debtPaid", "stakers")
-    args = {**dict.fromkeys(names, 0), **split}
+    args = {"fromEpoch": epoch, "serviceAssets": 0, **dict.fromkeys(names, 0), **split}
     ev.emit("EpochSettlement", "NodeSettled", epoch + 1, snapshot, nodeId=NODE, epoch=epoch, **args)
 
 
@@ -279,10 +279,9 @@ def test_settlements_take_covenant_figures_from_events_and_the_rest_from_snapsho
     _settled(ev, 3, snapshot, usage=2_000, fee=100, reserve=60, operatorShare=600,
              debtPaid=700, stakers=540)  # fmt: skip
     _settled(ev, 4, None, usage=10)  # the snapshot could not be read: figures unknown
-    # Epochs 5 and 6 never settled: their 75 of service was added to what 7 owed.
-    ev.emit("EpochSettlement", "EpochsSkipped", 8, nodeId=NODE, fromEpoch=5, toEpoch=6,
-            serviceAssets=75)  # fmt: skip
-    _settled(ev, 7, snapshot, usage=500, fee=25, reserve=15, operatorShare=150, debtPaid=310)
+    # Epochs 5..7 settled as one range at 7, owing 75 of service over the range.
+    _settled(ev, 7, snapshot, usage=500, fee=25, reserve=15, operatorShare=150, debtPaid=310,
+             fromEpoch=5, serviceAssets=75)  # fmt: skip
     rows = {r.epoch: r for r in session.scalars(select(NodeSettlementRow))}
     two, three, four = rows[2], rows[3], rows[4]
     assert (two.flagged, two.dscr_bps, two.ltv_bps, two.collateral_value) == (

@@ -17,7 +17,7 @@ from backend.db.models import Action
 from backend.redis_embedded import EmbeddedRedis
 from backend.services.chain import Chain
 from backend.services.indexing.indexer import Indexer
-from backend.services.keepers.deliveries import plan_due, proof_groups
+from backend.services.keepers.deliveries import plan_due, proof_groups, provable_leaves
 from backend.services.relaying.relay import relay_action
 from backend.services.relaying.relayer import Relayer
 from backend.worker.kinds import REQUEST_BUILDERS
@@ -209,3 +209,32 @@ def test_runs_of_four_epochs_or_more_are_proven_from_two_leaves() -> None:
     assert ranges == [] and [[leaf.epoch for leaf, _ in b] for b in batches] == [[1, 2, 3, 5, 6]]
     ranges, batches = proof_groups([1, 2, 3, 4], [_leaf(2)])  # one leaf: itself, leaf by leaf
     assert ranges == [] and [[leaf.epoch for leaf, _ in b] for b in batches] == [[2]]
+
+
+def test_a_range_reads_only_the_files_of_its_two_ends() -> None:
+    """provable_leaves reads epoch files from each end of a run until it finds a leaf: a
+    168-epoch window reads 2 files, not 168; one with ends missing reads past them; a span
+    too short for a range reads the files between, and so does a short run."""
+    here = set(range(1, 169)) - {1, 2, 168}  # the oracle excluded the node at 1, 2 and 168
+
+    def reader(available: set[int]) -> tuple[list[int], Any]:
+        read: list[int] = []
+
+        def leaf_of(epoch: int) -> tuple[NodeLeaf, list[str]] | None:
+            read.append(epoch)
+            return _leaf(epoch) if epoch in available else None
+
+        return read, leaf_of
+
+    read, leaf_of = reader(set(range(1, 169)))
+    got = provable_leaves(list(range(1, 169)), leaf_of)
+    assert [leaf.epoch for leaf, _ in got] == [1, 168] and sorted(read) == [1, 168]
+    read, leaf_of = reader(here)
+    got = provable_leaves(list(range(1, 169)), leaf_of)
+    assert [leaf.epoch for leaf, _ in got] == [3, 167] and sorted(read) == [1, 2, 3, 167, 168]
+    # Ends 3 epochs apart: no range, so every leaf between is proven too.
+    read, leaf_of = reader({1, 2, 3})
+    got = provable_leaves([1, 2, 3, 4, 5, 6], leaf_of)
+    assert [leaf.epoch for leaf, _ in got] == [1, 2, 3] and sorted(read) == [1, 2, 3, 4, 5, 6]
+    read, leaf_of = reader({5, 6, 7})
+    assert [leaf.epoch for leaf, _ in provable_leaves([5, 6, 7], leaf_of)] == [5, 6, 7]

@@ -5,7 +5,8 @@ worker, load generator, oracle pipeline) and that results.json holds each
 figure. No timing is asserted: only that the harness measured something, and
 the invariants that hold at any size (exact gas is positive, the Merkle root
 is cheaper per node than per-node reports, every relayed action and matched
-fill completed). Figures 3-4 run on both back ends (tests/support/backends.py);
+fill completed, a settlement covering more epochs costs less per node-epoch).
+Figures 3-4 run on both back ends (tests/support/backends.py);
 where no PostgreSQL or redis-server answers, the bench must say so instead.
 Figure 8 runs on the embedded back end alone.
 """
@@ -74,6 +75,19 @@ def test_bench_smoke_writes_every_figure(tmp_path: Path) -> None:
     assert fills["relayed_to_raw_ratio"] > 0
     assert "8. matched market fills/s" in run.stdout
 
+    # Figure 9 (#20): one settlement's gas does not grow with the epochs it covers, so its
+    # share per node-epoch falls; a range proof reads two leaves, leaf by leaf all of them.
+    g9 = r["gas_settlement"]
+    assert "error" not in g9, g9
+    settle = [g9["settle"][str(n)] for n in (1, 2, 3)]
+    assert [x["gas_per_node_epoch_1_node"] for x in settle] == sorted(
+        (x["gas_per_node_epoch_1_node"] for x in settle), reverse=True
+    )
+    assert all(x["gas_per_node_epoch_batch"] < x["gas_per_node_epoch_1_node"] for x in settle)
+    proofs = g9["delivery_proof"]
+    assert proofs["3"]["proveDeliveryRange_gas"] < proofs["3"]["proveDelivery_gas"]
+    assert set(g9["totals"]) == {"4", "8"} and g9["goal_met"] is None  # not at 1,000 nodes
+    assert "9. settlement and delivery proofs over ranges" in run.stdout
     assert r["oracle"]["nodes"] == 20 and "error" not in r["oracle"]
     assert "1. gas per operation" in run.stdout
 

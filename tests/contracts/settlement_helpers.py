@@ -72,7 +72,9 @@ def swept(s: Split) -> Split:
     )
 
 
-def deploy_hub_pool(hub, stablecoin, operator, admin, node_id, *, gate, target=POOL_TARGET):
+def deploy_hub_pool(
+    hub, stablecoin, operator, admin, node_id, *, gate, target=POOL_TARGET, tenor=POOL_TENOR
+):
     """A RevenuePool for `node_id` on the hub's epoch schedule (funding open 1 day), capped by
     `gate` (the settlement it will be bound to)."""
     now = web3.eth.get_block("latest")["timestamp"]
@@ -90,7 +92,7 @@ def deploy_hub_pool(hub, stablecoin, operator, admin, node_id, *, gate, target=P
         hub.genesisTimestamp(),
         hub.epochLengthSeconds(),
         1,
-        POOL_TENOR,
+        tenor,
         POOL_RATE_BPS,
         str(gate),
     )
@@ -98,11 +100,21 @@ def deploy_hub_pool(hub, stablecoin, operator, admin, node_id, *, gate, target=P
 
 
 def open_pool(
-    settlement, hub, stablecoin, fund, admin, operator, investor, node_id, *, target=POOL_TARGET
+    settlement,
+    hub,
+    stablecoin,
+    fund,
+    admin,
+    operator,
+    investor,
+    node_id,
+    *,
+    target=POOL_TARGET,
+    tenor=POOL_TENOR,
 ):
     """A funded, drawn, fully staked pool bound to `node_id` in the settlement."""
     pool = deploy_hub_pool(
-        hub, stablecoin, operator, admin, node_id, gate=settlement, target=target
+        hub, stablecoin, operator, admin, node_id, gate=settlement, target=target, tenor=tenor
     )
     fund(investor, target, pool)
     pool.deposit(target, investor, {"from": investor})
@@ -114,13 +126,29 @@ def open_pool(
     return pool
 
 
+# Each node's newest leaf per hub, so that attested leaves chain their cumulative counters
+# as the oracles do. Tests revert the chain between them, so a node's counters may start
+# from a leaf of a reverted timeline: harmless, since settlement bills differences of the
+# counters (and a first settlement its epoch's own usage).
+_last_leaf: dict[tuple[str, int], NodeLeaf] = {}
+
+
 def attest(hub, milli: dict[int, int]):
     """Ends the current hub epoch and attests it with `milli[node]` milli-GPU-hours per
-    node; returns the EpochCommitment (its .report.epoch is the epoch)."""
+    node, each leaf's cumulative counters chained on the node's previous leaf; returns the
+    EpochCommitment (its .report.epoch is the epoch)."""
     epoch = end_epoch(hub)
-    leaves = [
-        test_leaf(node, epoch, 10_000, 5_000, 10_000, 180_000, m) for node, m in milli.items()
-    ]
+    leaves = []
+    for node, m in milli.items():
+        base = _last_leaf.get((hub.address, node))
+        leaf = test_leaf(node, epoch, 10_000, 5_000, 10_000, 180_000, m, base=base)
+        _last_leaf[(hub.address, node)] = leaf
+        leaves.append(leaf)
+    return attest_leaves(hub, epoch, leaves)
+
+
+def attest_leaves(hub, epoch: int, leaves: list[NodeLeaf]):
+    """Attests `epoch` (ended) with exactly these leaves; returns the EpochCommitment."""
     c = build_commitment(epoch, leaves, hub.configVersion())
     hub.attest(
         c.report.as_tuple(), signatures(hub, c.report, ORACLE_KEYS[:2]), {"from": accounts[6]}

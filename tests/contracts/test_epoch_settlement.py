@@ -4,6 +4,8 @@ whose bond is exhausted). Gas per settled node is printed by test_gas_per_node."
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import brownie
 import pytest
 from brownie import ZERO_ADDRESS, EpochSettlement, ReentrantToken, chain, web3
@@ -16,6 +18,7 @@ from tests.contracts.settlement_helpers import (
     POOL_TENOR,
     PRICE_PER_GPU_HOUR,
     attest,
+    attest_leaves,
     deploy_hub_pool,
     error_data,
     expected_split,
@@ -25,6 +28,7 @@ from tests.contracts.settlement_helpers import (
 )
 from tests.oracle.hub_helpers import end_epoch
 from tests.support.errors import bytes_arg, err
+from tests.support.leaves import test_leaf
 
 MAX = 2**256 - 1
 SETTLER_ROLE = bytes(web3.keccak(text="SETTLER_ROLE"))
@@ -677,91 +681,204 @@ class TestCovenant:
         assert risk["raiseCap"] == risk["collateralValue"] * 5_000 // 10_000
 
 
-class TestSkippedEpochs:
-    """Epochs never settled still owe their scheduled service (arrears, DSCR window)."""
+def _window_settlement(system, hub, admin, payer, stablecoin, window):
+    """A fresh EpochSettlement with a DSCR window of `window` epochs and a 0/0/0 split (net ==
+    usage), its roles granted as the deployment does."""
+    s = EpochSettlement.deploy(
+        admin, stablecoin, system.registry, hub, system.capacity, window, {"from": admin}
+    )
+    for role in (SETTLER_ROLE, TERMS_ROLE):
+        s.grantRole(role, admin, {"from": admin})
+    system.capacity.grantRole(system.capacity.PROCEEDS_ROLE(), s, {"from": admin})
+    system.registry.grantRole(system.registry.BOND_LOCKER_ROLE(), s.loans(), {"from": admin})
+    stablecoin.approve(s, MAX, {"from": payer})
+    return s
 
-    def test_skipped_service_is_owed_and_enters_the_window(
-        self, settlement, hub, node, pool, admin, register_node
+
+class TestRanges:
+    """One settlement covers every epoch since the node's last one: usage from the leaf's
+    cumulative counter, the range's debt service in one pool call, one DSCR record."""
+
+    def test_a_range_bills_the_cumulative_difference_and_owes_its_service(
+        self, settlement, hub, node, pool, admin, payer, register_node
     ):
-        bare = register_node()  # no pool: skipping it owes nothing and records nothing
+        bare = register_node()  # no pool: its range owes nothing
+        price = PRICE_PER_GPU_HOUR + 7  # not a multiple of 1000: the floor shows
+        settlement.setUsageTerms(node, payer, price, {"from": admin})
+        settlement.setUsageTerms(bare, payer, price, {"from": admin})
+        settlement.approveUsage(bare, price, {"from": payer})
         c0 = attest(hub, {node: 100, bare: 100})
         e0 = c0.report.epoch  # the draw's epoch: no service
         settlement.settle(e0, [item(c0, node), item(c0, bare)], {"from": admin})
-        for _ in range(2):
-            attest(hub, {node: 100, bare: 100})  # e0 + 1, e0 + 2: attested, never settled
-        c3 = attest(hub, {node: 100, bare: 100})
-        skipped = [sum(pool.debtServiceDue(e)) for e in (e0 + 1, e0 + 2)]
-        service3 = sum(pool.debtServiceDue(e0 + 3))
-        tx = settlement.settle(e0 + 3, [item(c3, node), item(c3, bare)], {"from": admin})
-        print(f"\nGAS settle 2 nodes, one with 2 skipped epochs in the window: {tx.gas_used}")
+        # Five epochs, one without the pool-less node's leaf (its counter does not move).
+        for milli in (333, 1, 0, 77):
+            attest(hub, {node: milli, bare: milli})
+        attest(hub, {node: 5})
+        c5 = attest(hub, {node: 123, bare: 9})
+        e5 = c5.report.epoch
+        assert e5 == e0 + 6
+        tx = settlement.settle(e5, [item(c5, node), item(c5, bare)], {"from": admin})
 
-        assert len(tx.events["EpochsSkipped"]) == 1  # the pool-less node skips silently
-        assert dict(tx.events["EpochsSkipped"]) == {
-            "nodeId": node,
-            "fromEpoch": e0 + 1,
-            "toEpoch": e0 + 2,
-            "serviceAssets": sum(skipped),
-        }
-        usage = PRICE_PER_GPU_HOUR * 100 // 1000
-        # The skipped service is owed as if it were arrears carried into e0 + 3.
-        s3 = expected_split(usage, 0, service3, sum(skipped), pool_live=True)
-        ev = next(e for e in tx.events["NodeSettled"] if e["nodeId"] == node)
-        assert ev["debtPaid"] == s3.debt and ev["stakers"] == s3.stakers == 0
+        ev = {e["nodeId"]: e for e in tx.events["NodeSettled"]}
+        milli = leaf_for(c5, node).cum_milli_gpu_hours - leaf_for(c0, node).cum_milli_gpu_hours
+        assert milli == 333 + 1 + 0 + 77 + 5 + 123
+        usage = price * milli // 1000
+        assert (ev[node]["fromEpoch"], ev[node]["epoch"], ev[node]["usage"]) == (e0 + 1, e5, usage)
+        bare_milli = 333 + 1 + 0 + 77 + 9
+        assert ev[bare]["usage"] == price * bare_milli // 1000
+        assert "EpochsSkipped" not in tx.events
+
+        service = sum(sum(pool.debtServiceDue(e)) for e in range(e0 + 1, e5 + 1))
+        assert pool.debtServiceBetween(e0 + 1, e5) == service > 0
+        assert (ev[node]["serviceAssets"], ev[bare]["serviceAssets"]) == (service, 0)
+        s = expected_split(usage, 0, service, 0, pool_live=True)
+        assert [
+            ev[node][k] for k in ("fee", "reserve", "operatorShare", "debtPaid", "stakers")
+        ] == [
+            s.fee,
+            s.reserve,
+            s.operator,
+            s.debt,
+            s.stakers,
+        ]
         risk = settlement.nodeRisk(node)
-        assert risk["arrears"] == s3.arrears == sum(skipped) + service3 - s3.debt > 0
-        net = usage - s3.fee - s3.reserve - s3.operator
-        # Window: e0 and e0 + 3 with their net, e0 + 1 and e0 + 2 with zero net.
-        assert (risk["windowEpochs"], risk["serviceEpochsInWindow"]) == (4, 3)
-        assert risk["windowNetRevenue"] == 2 * net
-        assert risk["windowDebtService"] == sum(skipped) + service3
-        assert risk["dscrBps"] == 2 * net * 10_000 // (sum(skipped) + service3)
-        assert risk["dscrBreach"] and settlement.isFlagged(node)
+        assert risk["arrears"] == s.arrears == service - s.debt > 0
+        net = usage - s.fee - s.reserve - s.operator
+        first = expected_split(price * 100 // 1000, 0, 0, 0, pool_live=True)
+        first_net = first.usage - first.fee - first.reserve - first.operator
+        # Two records: the first settlement (1 epoch, no service), the range (6, service).
+        assert (risk["windowEpochs"], risk["serviceEpochsInWindow"]) == (7, 6)
+        assert (risk["windowNetRevenue"], risk["windowDebtService"]) == (first_net + net, service)
+        assert risk["dscrBps"] == (first_net + net) * 10_000 // service
+        assert risk["lastSettledEpoch"] == e5
         bare_risk = settlement.nodeRisk(bare)
-        assert (bare_risk["windowEpochs"], bare_risk["arrears"]) == (2, 0)
+        assert (bare_risk["windowEpochs"], bare_risk["serviceEpochsInWindow"]) == (7, 0)
+        assert bare_risk["arrears"] == 0
 
-    def test_skipped_epochs_past_the_window_only_add_to_arrears(
+    def test_the_first_settlement_bills_its_own_epoch_only(self, settlement, hub, node, admin):
+        for milli in (500, 400):
+            attest(hub, {node: milli})  # attested, never settled: the payer agreed to none
+        c = attest(hub, {node: 30})
+        assert leaf_for(c, node).cum_milli_gpu_hours >= 930
+        tx = settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
+        ev = tx.events["NodeSettled"]
+        assert (ev["fromEpoch"], ev["epoch"]) == (c.report.epoch, c.report.epoch)
+        assert ev["usage"] == PRICE_PER_GPU_HOUR * 30 // 1000
+        assert settlement.nodeRisk(node)["windowEpochs"] == 1
+        # The next range starts from the first leaf's counter.
+        c2 = attest(hub, {node: 11})
+        tx = settlement.settle(c2.report.epoch, [item(c2, node)], {"from": admin})
+        assert tx.events["NodeSettled"]["usage"] == PRICE_PER_GPU_HOUR * 11 // 1000
+
+    def test_a_counter_below_the_settled_one_reverts(self, settlement, hub, node, admin):
+        c0 = attest(hub, {node: 100})
+        settlement.settle(c0.report.epoch, [item(c0, node)], {"from": admin})
+        settled = leaf_for(c0, node).cum_milli_gpu_hours
+        assert settled >= 100
+        # The counter went back (reset): cum below what was settled.
+        e1 = end_epoch(hub)
+        reset = test_leaf(node, e1, 10_000, 5_000, 10_000, 180_000, 50)  # cum == 50
+        c1 = attest_leaves(hub, e1, [reset])
+        expected = err("SettlementCumulativeBelowSettled", node, e1, 50, 50, settled)
+        with brownie.reverts(expected):
+            settlement.settle(e1, [item(c1, node)], {"from": admin})
+        # cum above the settled one, but less than it plus the leaf's own epoch: reverts too.
+        e2 = end_epoch(hub)
+        short = test_leaf(node, e2, 10_000, 5_000, 10_000, 180_000, 60)
+        short = replace(short, cum_milli_gpu_hours=settled + 59)
+        c2 = attest_leaves(hub, e2, [short])
+        with brownie.reverts(
+            err("SettlementCumulativeBelowSettled", node, e2, settled + 59, 60, settled)
+        ):
+            settlement.settle(e2, [item(c2, node)], {"from": admin})
+        assert settlement.lastSettledEpoch(node) == c0.report.epoch
+        # Exactly the settled counter plus the epoch's own usage settles, billing that epoch.
+        e3 = end_epoch(hub)
+        ok = test_leaf(node, e3, 10_000, 5_000, 10_000, 180_000, 60, base=leaf_for(c0, node))
+        c3 = attest_leaves(hub, e3, [ok])
+        tx = settlement.settle(e3, [item(c3, node)], {"from": admin})
+        assert tx.events["NodeSettled"]["usage"] == PRICE_PER_GPU_HOUR * 60 // 1000
+
+    def test_the_window_is_the_fewest_records_covering_it(
         self, system, hub, node, admin, payer, stablecoin, fund, operator, staker
     ):
-        """Window of 2: of 3 skipped epochs one stays in the window (beside the settled one);
-        the service of all 3 is owed (the older two summed in one pool call)."""
-        s = EpochSettlement.deploy(
-            admin, stablecoin, system.registry, hub, system.capacity, 2, {"from": admin}
-        )
-        for role in (SETTLER_ROLE, TERMS_ROLE):
-            s.grantRole(role, admin, {"from": admin})
-        system.capacity.grantRole(system.capacity.PROCEEDS_ROLE(), s, {"from": admin})
-        system.registry.grantRole(system.registry.BOND_LOCKER_ROLE(), s.loans(), {"from": admin})
-        stablecoin.approve(s, MAX, {"from": payer})
+        """Window of 2 epochs: records of 1, 1, then a range of 3 (counted as 2) evicts both
+        older ones; a later 1-epoch record keeps the range (1 alone does not cover 2)."""
+        s = _window_settlement(system, hub, admin, payer, stablecoin, 2)
         s.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
         s.approveUsage(node, PRICE_PER_GPU_HOUR, {"from": payer})
         pool = open_pool(s, hub, stablecoin, fund, admin, operator, staker, node)
-        c0 = attest(hub, {node: 100})
-        e0 = c0.report.epoch
-        s.settle(e0, [item(c0, node)], {"from": admin})
-        for _ in range(3):
-            attest(hub, {node: 100})
-        c4 = attest(hub, {node: 100})
-        tx = s.settle(e0 + 4, [item(c4, node)], {"from": admin})
-        print(f"\nGAS settle 1 node, 3 skipped epochs (2 past the window): {tx.gas_used}")
-        due = {e: sum(pool.debtServiceDue(e)) for e in range(e0 + 1, e0 + 5)}
-        skipped = due[e0 + 1] + due[e0 + 2] + due[e0 + 3]
-        assert tx.events["EpochsSkipped"]["serviceAssets"] == skipped
-        usage = PRICE_PER_GPU_HOUR * 100 // 1000  # split 0/0/0: net == usage
+        nets, epochs = [], []
+        for milli in (100, 50):
+            c = attest(hub, {node: milli})
+            tx = s.settle(c.report.epoch, [item(c, node)], {"from": admin})
+            nets.append(tx.events["NodeSettled"]["usage"])
+            epochs.append(c.report.epoch)
         risk = s.nodeRisk(node)
-        assert risk["arrears"] == skipped + due[e0 + 4] - usage
-        assert tx.events["NodeSettled"]["debtPaid"] == usage
+        assert (risk["windowEpochs"], risk["windowNetRevenue"]) == (2, nets[0] + nets[1])
+        for _ in range(2):
+            attest(hub, {node: 10})
+        c = attest(hub, {node: 10})
+        tx = s.settle(c.report.epoch, [item(c, node)], {"from": admin})
+        assert tx.events["NodeSettled"]["fromEpoch"] == epochs[1] + 1
+        range_net = tx.events["NodeSettled"]["usage"]  # split 0/0/0: net == usage
+        service = pool.debtServiceBetween(epochs[1] + 1, c.report.epoch)
+        risk = s.nodeRisk(node)
         assert (risk["windowEpochs"], risk["serviceEpochsInWindow"]) == (2, 2)
+        assert (risk["windowNetRevenue"], risk["windowDebtService"]) == (range_net, service)
+        c = attest(hub, {node: 20})
+        tx = s.settle(c.report.epoch, [item(c, node)], {"from": admin})
+        last_net = tx.events["NodeSettled"]["usage"]
+        due = sum(pool.debtServiceDue(c.report.epoch))
+        risk = s.nodeRisk(node)
+        assert (risk["windowEpochs"], risk["serviceEpochsInWindow"]) == (3, 3)
         assert (risk["windowNetRevenue"], risk["windowDebtService"]) == (
-            usage,
-            due[e0 + 3] + due[e0 + 4],
+            range_net + last_net,
+            service + due,
         )
+        assert risk["dscrBps"] == (range_net + last_net) * 10_000 // (service + due)
+
+    def test_gas_of_a_settlement_does_not_grow_with_its_range(
+        self, settlement, registry, h100, hub, stablecoin, fund, admin, operator, payer
+    ):
+        """Three nodes with the same history (pool drawn, two settlements), then one settles
+        a range of 1 epoch, one of 24 and one of 168, each alone: exact gas from receipts."""
+        nodes = _gas_nodes(
+            settlement, registry, h100, hub, stablecoin, fund, admin, operator, payer, 3
+        )
+        for _ in range(2):
+            c = attest(hub, dict.fromkeys(nodes, 100))
+            settlement.settle(c.report.epoch, [item(c, n) for n in nodes], {"from": admin})
+        gas = {}
+        done = 0  # epochs attested since the warm-up
+        for node, k in zip(nodes, (1, 24, 168), strict=True):
+            for _ in range(k - done):
+                c = attest(hub, dict.fromkeys(nodes, 100))
+            done = k
+            tx = settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
+            ev = tx.events["NodeSettled"]
+            assert ev["epoch"] - ev["fromEpoch"] + 1 == k
+            assert ev["usage"] == PRICE_PER_GPU_HOUR * 100 * k // 1000
+            gas[k] = tx.gas_used
+        print(
+            f"\nGAS settle 1 node, range of 1 / 24 / 168 epochs: {gas[1]} / {gas[24]} / {gas[168]}"
+        )
+        # Flat once the range covers the window: 168 epochs cost what 24 do, give or take the
+        # pool's exact range sum (RevenuePool.debtServiceBetween, a floor sum: O(log k)).
+        assert abs(gas[168] - gas[24]) < 4_000
+        # From 1 to 24 epochs: the pool's range sum (~5.5k more), the two older records the
+        # range evicts from the window (~2.2k each, each record evicted once: amortised) and the
+        # pools' own distribution bookkeeping; a per-epoch cost would be >= 24 x 2.1k.
+        assert gas[24] - gas[1] < 15_000
 
 
-def test_gas_per_node(settlement, registry, h100, hub, stablecoin, fund, admin, operator, payer):
-    """Exact gas of settle for 1 node and for 10 nodes in one batch (each with a drawn,
-    staked pool, a billed payer and a DSCR record); printed for the report."""
+def _gas_nodes(
+    settlement, registry, h100, hub, stablecoin, fund, admin, operator, payer, count, tenor=720
+):
+    """`count` nodes, each with a drawn, staked pool (repaid over `tenor` epochs: 100 milli-
+    GPU-hours an epoch cover its service, so no range changes a covenant) and a billed payer."""
     nodes = []
-    for i in range(11):
+    for i in range(count):
         tx = registry.registerNode(
             h100,
             8,
@@ -772,13 +889,31 @@ def test_gas_per_node(settlement, registry, h100, hub, stablecoin, fund, admin, 
             {"from": operator},
         )
         nodes.append(tx.return_value)
-    fund(payer, 100_000 * USD, settlement)
+    fund(payer, 100_000_000 * USD, settlement)
     for i, n in enumerate(nodes):
         settlement.setUsageTerms(n, payer, PRICE_PER_GPU_HOUR, {"from": admin})
         settlement.approveUsage(n, PRICE_PER_GPU_HOUR, {"from": payer})
         open_pool(
-            settlement, hub, stablecoin, fund, admin, operator, web3.eth.accounts[10 + i % 8], n
+            settlement,
+            hub,
+            stablecoin,
+            fund,
+            admin,
+            operator,
+            web3.eth.accounts[10 + i % 8],
+            n,
+            tenor=tenor,
         )
+    return nodes
+
+
+def test_gas_per_node(settlement, registry, h100, hub, stablecoin, fund, admin, operator, payer):
+    """Exact gas of settle for 1 node and for 10 nodes in one batch (each with a drawn,
+    staked pool, a billed payer and a DSCR record), each node covering one epoch, then 10
+    nodes covering 24 epochs; printed for the report."""
+    nodes = _gas_nodes(
+        settlement, registry, h100, hub, stablecoin, fund, admin, operator, payer, 11
+    )
     for _ in range(2):  # warm: every node settled once, so slots are non-zero like steady state
         c = attest(hub, dict.fromkeys(nodes, 100))
         settlement.settle(c.report.epoch, [item(c, n) for n in nodes], {"from": admin})
@@ -787,6 +922,12 @@ def test_gas_per_node(settlement, registry, h100, hub, stablecoin, fund, admin, 
     ten = settlement.settle(c.report.epoch, [item(c, n) for n in nodes[1:]], {"from": admin})
     print(f"\nGAS settle 1 node: {one}; 10 nodes: {ten.gas_used} ({ten.gas_used // 10}/node)")
     assert ten.gas_used < 10 * one  # the batch shares the transaction's base cost
+    for _ in range(24):
+        c = attest(hub, dict.fromkeys(nodes, 100))
+    ranged = settlement.settle(c.report.epoch, [item(c, n) for n in nodes[1:]], {"from": admin})
+    assert len(ranged.events["NodeSettled"]) == 10
+    print(f"GAS settle 10 nodes, 24 epochs each: {ranged.gas_used} ({ranged.gas_used // 10}/node)")
+    assert ranged.gas_used - ten.gas_used < 10 * 15_000  # as the single node's (above)
 
 
 class TestRiskGates:

@@ -3,25 +3,32 @@
 World: node A with a funded, drawn and fully staked RevenuePool (two stakers), node B without
 a pool; a payer billed per attested GPU-hour for both; capacity offers on both nodes.
 Random sequences of: capacity sales (proceeds held for the node), attesting an epoch and
-settling any subset of the nodes in one batch (epochs may be skipped), settling twice, forged
+settling any subset of the nodes in one batch (each settled node's range runs from its last
+settled epoch: nodes left out, and epochs never attested, make ranges), settling twice, forged
 leaves, split changes within bounds, operator / fee / reserve withdrawals, staker claims,
 unstake requests, losses booked against the stakers (up to wiping them out), bond slashes (up
 to exhausting the bond), and time passing.
 
-Beside the chain: the split of every node-epoch computed in integers (settlement_helpers.
-expected_split: floors, stakers take the remainder, unpaid debt service carried as arrears),
-each node's DSCR window sums, and ledgers of every movement. After every step:
+Beside the chain: each node's cumulative counter (chained over its attested leaves), the split
+of every settlement computed in integers (settlement_helpers.expected_split: usage from the
+counter's difference since the last settled leaf, or the epoch's own usage for a first
+settlement; the service of every epoch of the range, summed per epoch from debtServiceDue, so
+each epoch owes once; floors, stakers take the remainder, unpaid service carried as arrears),
+each node's DSCR window of settlement records (push, evict the oldest while the rest cover the
+window), and ledgers of every movement. After every step:
 - everything that came in (usage + proceeds) == fees + reserve + operator credits (held or
   withdrawn) + sent to the pool, to the unit; the settlement's balance == what it holds;
 - the pool: revenue in == what the settlement sent; in units of 1e-36, revenue in ==
   paid + Σ claimable (whole units + each staker's fraction) + the undistributed remainder;
-- per node: last settled epoch, arrears, window net / service, DSCR and flags == shadow;
+- per node: last settled epoch, arrears, window net / service / epochs / service epochs, DSCR
+  and flags == shadow;
 - node A's default, declared by anyone once due (PoolLoans): the waterfall (bond, stakers,
   reserve, holders) and the cash it moves to the unit, none of it left in PoolLoans;
   afterwards its revenue repays the recovery claim (the pool's revenue in == settled revenue
   + the default's cash);
 - node A's loan: cash sweep while flagged (the operator's share pays what net left owed, in the
-  shadow split too), cured after 3 clean settlements, the runs and LoanStateChanged == shadow.
+  shadow split too), cured after 3 clean epochs, the runs (in epochs) and LoanStateChanged ==
+  shadow.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, precondition, rule
 
-from gpucap.attestation import build_commitment
+from gpucap.attestation import Cumulative, build_commitment
 from tests.contracts.capacity_helpers import DAY, NODE_BOND, PRICE, token_id
 from tests.contracts.node_helpers import USD
 from tests.contracts.settlement_helpers import (
@@ -80,9 +87,9 @@ class SettlementMachine(SnapshotMachine):
         self.to_pool = 0
         self.pool_paid = 0
         self.held = dict.fromkeys(self.nodes, 0)  # capacity proceeds not yet collected
+        self.cum = {n: Cumulative() for n in self.nodes}  # each node's chained counters
         self.book = {
-            n: {"last": 0, "arrears": 0, "net": 0, "service": 0, "svc_epochs": 0}
-            for n in self.nodes
+            n: {"last": 0, "settled_cum": 0, "arrears": 0, "records": []} for n in self.nodes
         }
         # The pooled node's loan: state (0 performing, 1 cash sweep), clean and low-DSCR runs.
         self.loan = {"state": 0, "clean": 0, "low": 0, "claim": 0}
@@ -106,54 +113,56 @@ class SettlementMachine(SnapshotMachine):
         epoch = self.last_attested + 1 + skip
         mine_at_least(self.hub.epochEnd(epoch))
         leaves = [
-            test_leaf(n, epoch, 10_000, 5_000, 10_000, 180_000, m)
+            test_leaf(n, epoch, 10_000, 5_000, 10_000, 180_000, m, base=self.cum[n])
             for n, m in zip(self.nodes, milli, strict=True)
         ]
+        for leaf in leaves:
+            self.cum[leaf.node_id] = Cumulative.of(leaf)
         c = build_commitment(epoch, leaves, self.config_version)
         sigs = signatures(self.hub, c.report, ORACLE_KEYS[:2])
         transact(self.hub, "attest", (c.report.as_tuple(), sigs), self.transmitter)
         self.last_attested = epoch
         self.commitments[epoch] = c
         items = [self._item(c, self.nodes[i]) for i in subset]
-        # The pooled node's skipped epochs (never settled, from the draw on) owe their service.
-        first = max(self.book[self.pooled]["last"], self.draw_epoch) + 1
-        skipped = list(range(first, epoch))
-        service, *skipped_due = batch_views(
-            *((self.pool, "debtServiceDue", (e,)) for e in (epoch, *skipped))
+        # The pooled node's range (last, epoch] owes the service of each of its epochs from the
+        # draw on, once: summed here epoch by epoch (the schedule ends after the tenor).
+        last_a = self.book[self.pooled]["last"]
+        first = max(last_a, self.draw_epoch) + 1
+        scheduled = range(first, min(epoch, self.draw_epoch + self.tenor) + 1)
+        due = (
+            batch_views(*((self.pool, "debtServiceDue", (e,)) for e in scheduled))
+            if scheduled
+            else []
         )
-        skipped_due = [sum(d) for d in skipped_due]
-        expected = {}
+        range_service = sum(sum(d) for d in due)
+        expected, ranges = {}, {}
         for i in subset:
             node = self.nodes[i]
-            usage = USAGE_PRICE * milli[i] // 1000
+            b = self.book[node]
+            billed = (
+                milli[i] if b["last"] == 0 else leaves[i].cum_milli_gpu_hours - b["settled_cum"]
+            )
+            ranges[node] = (
+                epoch if b["last"] == 0 else b["last"] + 1,
+                leaves[i].cum_milli_gpu_hours,
+            )
+            usage = USAGE_PRICE * billed // 1000
             live = node == self.pooled
-            svc = sum(service) if live else 0
-            owed_before = self.book[node]["arrears"] + (sum(skipped_due) if live else 0)
+            svc = range_service if live else 0
             expected[node] = expected_split(
-                usage, self.held[node], svc, owed_before, live, self.bps
+                usage, self.held[node], svc, b["arrears"], live, self.bps
             )
             if live and self.loan["state"] == 1:
                 expected[node] = swept(expected[node])
             if live and self.loan["state"] == 2:
                 expected[node] = self._recovery(usage, self.held[node])
         emitted = transact(self.settlement, "settle", (epoch, items), self.settler)
-        if self.pooled in expected and skipped and self.loan["state"] != 2:
-            assert dict(emitted["EpochsSkipped"]) == {
-                "nodeId": self.pooled,
-                "fromEpoch": skipped[0],
-                "toEpoch": skipped[-1],
-                "serviceAssets": sum(skipped_due),
-            }
-            b = self.book[self.pooled]  # skipped epochs: zero net, their service, in the window
-            b["service"] += sum(skipped_due)
-            b["svc_epochs"] += sum(1 for d in skipped_due if d)
-        else:
-            assert "EpochsSkipped" not in emitted
+        assert "EpochsSkipped" not in emitted
         events = emitted["NodeSettled"]
         assert len(events) == len(subset)
         for ev in events:
             node, s = ev["nodeId"], expected[ev["nodeId"]]
-            assert ev["epoch"] == epoch
+            assert (ev["fromEpoch"], ev["epoch"]) == (ranges[node][0], epoch)
             got = [
                 ev[k]
                 for k in (
@@ -168,9 +177,11 @@ class SettlementMachine(SnapshotMachine):
             ]
             assert got == [s.usage, s.proceeds, s.fee, s.reserve, s.operator, s.debt, s.stakers]
             assert s.total() == s.usage + s.proceeds  # to the unit
-            self._book(node, epoch, s)
+            assert ev["serviceAssets"] == s.service
+            epochs = epoch - ranges[node][0] + 1
+            self._book(node, epoch, ranges[node][1], epochs, s)
             if node == self.pooled and self.loan["state"] != 2:
-                self._advance_loan(emitted)
+                self._advance_loan(emitted, epochs)
 
     @precondition(lambda self: any(b["last"] for b in self.book.values()))
     @rule(pick=pick)
@@ -338,13 +349,27 @@ class SettlementMachine(SnapshotMachine):
             usage, proceeds, fee, reserve, op - max(paid - net, 0), paid, max(net - paid, 0), 0, 0
         )
 
-    def _advance_loan(self, emitted) -> None:
-        """The lifecycle after a settlement of the pooled node, from the shadow's DSCR."""
-        b, loan = self.book[self.pooled], self.loan
-        dscr = MAX if b["service"] == 0 else b["net"] * BPS // b["service"]
-        flagged = b["svc_epochs"] > 0 and dscr < 12_500
-        loan["low"] = loan["low"] + 1 if b["svc_epochs"] > 0 and dscr < 10_000 else 0
-        loan["clean"] = 0 if flagged else loan["clean"] + 1
+    def _window(self, node: int) -> tuple[int, int, int, int]:
+        """The node's DSCR window: net, service, epochs, epochs of records with service."""
+        records = self.book[node]["records"]
+        return (
+            sum(r[0] for r in records),
+            sum(r[1] for r in records),
+            sum(r[2] for r in records),
+            sum(r[2] for r in records if r[1]),
+        )
+
+    def _advance_loan(self, emitted, epochs: int) -> None:
+        """The lifecycle after a settlement of `epochs` epochs of the pooled node, from the
+        shadow's DSCR: each run grows by the range's epochs."""
+        loan = self.loan
+        net, service, _, svc_epochs = self._window(self.pooled)
+        dscr = MAX if service == 0 else net * BPS // service
+        flagged = svc_epochs > 0 and dscr < 12_500
+        loan["low"] = (
+            min(loan["low"] + epochs, 2**16 - 1) if svc_epochs > 0 and dscr < 10_000 else 0
+        )
+        loan["clean"] = 0 if flagged else min(loan["clean"] + epochs, 2**16 - 1)
         before = loan["state"]
         if flagged:
             loan["state"] = 1
@@ -358,15 +383,18 @@ class SettlementMachine(SnapshotMachine):
         else:
             assert changed == []
 
-    def _book(self, node: int, epoch: int, s) -> None:
+    def _book(self, node: int, epoch: int, cum: int, epochs: int, s) -> None:
         b = self.book[node]
-        b["last"] = epoch
+        b["last"], b["settled_cum"] = epoch, cum
         b["arrears"] = s.arrears
         gross = s.usage + s.proceeds
         fee, reserve, op = (gross * x // BPS for x in self.bps)
-        b["net"] += gross - fee - reserve - op  # window (24) longer than any example
-        b["service"] += s.service
-        b["svc_epochs"] += 1 if s.service else 0
+        # The window: push the record (epochs capped at the window), then drop the oldest
+        # while the others still cover the window.
+        records = b["records"]
+        records.append((gross - fee - reserve - op, s.service, min(epochs, self.window)))
+        while sum(r[2] for r in records) - records[0][2] >= self.window:
+            records.pop(0)
         self.held[node] = 0
         self.came_in += gross
         self.fees += s.fee
@@ -422,11 +450,12 @@ class SettlementMachine(SnapshotMachine):
         assert list(held) == [self.held[n] for n in self.nodes]
         for node, risk in zip(self.nodes, risks, strict=True):
             b = self.book[node]
-            dscr = MAX if b["service"] == 0 else b["net"] * BPS // b["service"]
+            net, service, epochs, svc_epochs = self._window(node)
+            dscr = MAX if service == 0 else net * BPS // service
             assert (risk[13], risk[9]) == (b["arrears"], b["last"])
-            assert (risk[5], risk[6], risk[8]) == (b["net"], b["service"], b["svc_epochs"])
+            assert (risk[5], risk[6], risk[7], risk[8]) == (net, service, epochs, svc_epochs)
             assert risk[3] == dscr
-            assert risk[11] == (b["svc_epochs"] > 0 and dscr < 12_500)  # dscrBreach
+            assert risk[11] == (svc_epochs > 0 and dscr < 12_500)  # dscrBreach
             assert risk[12] is False  # 1_200 USD of debt against 250k USD of GPUs
         (loan,) = batch_views((self.loans, "loanOf", (self.pooled,)))
         assert (loan[0], loan[3], loan[2], loan[5]) == (
@@ -504,6 +533,8 @@ def world(
         "draw_epoch": pool.draw()[1],
         "config_version": hub.configVersion(),
         "epoch_seconds": hub.epochLengthSeconds(),
+        "tenor": pool.terms()[6],
+        "window": settlement.dscrWindowEpochs(),
     }
 
 

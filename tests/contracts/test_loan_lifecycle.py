@@ -156,6 +156,22 @@ class TestCashSweep:
         assert (ev["from"], ev["to"]) == (SWEEP, PERFORMING)
         assert loans.loanOf(node)["cleanRun"] == 3
 
+    def test_a_clean_range_of_cure_length_cures_at_once(
+        self, settlement, loans, hub, node, pool, admin
+    ):
+        past_draw(settlement, hub, node, admin)
+        settle(settlement, hub, node, 100, admin)
+        assert loans.loanOf(node)["state"] == SWEEP
+        # Ample revenue over a range of 3 epochs: one settlement, a clean run of 3 epochs.
+        for _ in range(2):
+            attest(hub, {node: 50_000})
+        tx = settle(settlement, hub, node, 50_000, admin)
+        assert settled(tx)["epoch"] - settled(tx)["fromEpoch"] + 1 == 3
+        assert not settlement.isFlagged(node)
+        ev = tx.events["LoanStateChanged"]
+        assert (ev["from"], ev["to"]) == (SWEEP, PERFORMING)
+        assert loans.loanOf(node)["cleanRun"] == 3
+
 
 class TestDefault:
     def test_not_before_its_condition(self, settlement, loans, hub, node, pool, admin, stranger):
@@ -173,6 +189,22 @@ class TestDefault:
         assert loans.loanOf(node)["lowDscrRun"] == 1 and not loans.defaultDue(node)
         settle(settlement, hub, node, 100, admin)
         assert loans.loanOf(node)["lowDscrRun"] == 2 and loans.defaultDue(node)
+        tx = loans.declareDefault(node, {"from": stranger})
+        assert tx.events["LoanStateChanged"]["to"] == DEFAULTED
+
+    def test_a_range_adds_its_epochs_to_the_low_dscr_run(
+        self, settlement, loans, hub, node, pool, admin, stranger
+    ):
+        """Runs count epochs, not settlements: one settlement of 3 low-DSCR epochs meets a
+        run of 3 (the keeper's cadence does not delay a default)."""
+        loans.setLoanParams((5_000, 10_000, 10_000, 3, 3), {"from": admin})
+        past_draw(settlement, hub, node, admin)
+        for _ in range(2):
+            attest(hub, {node: 100})
+        tx = settle(settlement, hub, node, 100, admin)
+        ev = settled(tx)
+        assert ev["epoch"] - ev["fromEpoch"] + 1 == 3
+        assert loans.loanOf(node)["lowDscrRun"] == 3 and loans.defaultDue(node)
         tx = loans.declareDefault(node, {"from": stranger})
         assert tx.events["LoanStateChanged"]["to"] == DEFAULTED
 
@@ -325,7 +357,7 @@ class TestBoundary:
 
     def test_book_epoch_answers_the_settlement_only(self, loans, node, pool, stranger):
         with brownie.reverts(err("LoanOnlySettlement", stranger)):
-            loans.bookEpoch(node, 1, pool, True, 0, 0, {"from": stranger})
+            loans.bookEpoch(node, 1, pool, True, 0, 0, 1, {"from": stranger})
 
     def test_book_default_answers_the_loans_only(self, settlement, node, admin, stranger):
         for caller in (stranger, admin):  # not even the admin
@@ -342,8 +374,8 @@ class TestBoundary:
                 ("LoanStateChanged", "LoanStateChanged(uint256,uint64,uint8,uint8)"),
                 (
                     "NodeSettled",
-                    "NodeSettled(uint256,uint64,uint256,uint256,uint256,uint256,"
-                    "uint256,uint256,uint256)",
+                    "NodeSettled(uint256,uint64,uint64,uint256,uint256,uint256,uint256,"
+                    "uint256,uint256,uint256,uint256)",
                 ),
             )
         }

@@ -29,8 +29,15 @@ def address_of(key: str) -> str:
     return Account.from_key(key).address
 
 
-def random_leaves(epoch: int, node_ids: Sequence[int], seed: int = 0) -> list[NodeLeaf]:
-    """Plausible figures for a 60-second epoch of 8-GPU nodes."""
+def random_leaves(
+    epoch: int,
+    node_ids: Sequence[int],
+    seed: int = 0,
+    bases: dict[int, Cumulative] | None = None,
+) -> list[NodeLeaf]:
+    """Plausible figures for a 60-second epoch of 8-GPU nodes. With `bases`, each node's
+    cumulative counters chain on `bases[node]` (updated), as the oracles chain them, so the
+    leaves can be settled as ranges; without, they start from an arbitrary base."""
     rng = random.Random(seed)
     leaves = []
     for node_id in node_ids:
@@ -49,14 +56,25 @@ def random_leaves(epoch: int, node_ids: Sequence[int], seed: int = 0) -> list[No
                 milli_gpu_hours=milli,
                 busy_gpu_seconds=rng.randint(100, 400),
                 challenges_passed=rng.randint(0, 2),
-                base=Cumulative(10 * milli, 10 * 300_000, 2_000),
+                base=Cumulative(10 * milli, 10 * 300_000, 2_000)
+                if bases is None
+                else bases.get(node_id, Cumulative()),
             )
         )
+        if bases is not None:
+            bases[node_id] = Cumulative.of(leaves[-1])
     return leaves
 
 
-def commitment_for(hub, epoch: int, node_ids: Sequence[int], seed: int = 0) -> EpochCommitment:
-    return build_commitment(epoch, random_leaves(epoch, node_ids, seed), hub.configVersion())
+def commitment_for(
+    hub,
+    epoch: int,
+    node_ids: Sequence[int],
+    seed: int = 0,
+    bases: dict[int, Cumulative] | None = None,
+) -> EpochCommitment:
+    leaves = random_leaves(epoch, node_ids, seed, bases)
+    return build_commitment(epoch, leaves, hub.configVersion())
 
 
 def signatures(

@@ -43,6 +43,8 @@ LONGEST_FIRST: tuple[str, ...] = (
     "tests/backend/test_openapi_fuzz.py",  # 22 s
     "tests/backend/test_servers_e2e_pools.py",  # 21 s
     "tests/backend/test_servers_epoch_settlement_keeper.py",  # 21 s
+    "tests/backend/test_servers_epoch_settlement_cadence.py",  # ~25 s (2026-12-07, one run)
+    "tests/backend/test_epoch_settlement_cadence.py",  # ~25 s (one run)
     "tests/backend/test_e2e_faucet.py",  # 21 s
     "tests/backend/test_servers_e2e_reorg.py",  # 20 s
     "tests/agent/test_agent_e2e.py",  # 20 s

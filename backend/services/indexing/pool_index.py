@@ -1,7 +1,7 @@
 """Read models of revenue pools and node settlements, folded from their events.
 
 Pool events (contract "RevenuePool", one address per pool) update the pool's mirrored
-accounting (``pool_book``); EpochSettlement's NodeSettled / CovenantStatus / EpochsSkipped fill
+accounting (``pool_book``); EpochSettlement's NodeSettled / CovenantStatus fill
 ``node_settlements`` and the per-epoch pool history. Every handler depends only on
 earlier events of the same pool or node and on ``pool_terms`` (read once when the pool
 was discovered), so the models are the same whichever order pools were discovered in:
@@ -383,21 +383,6 @@ def _apply_covenant_status(session: Session, ev: ChainEvent) -> None:
     row.dscr_bps, row.ltv_bps = int(a["dscrBps"]), int(a["ltvBps"])
 
 
-def _apply_epochs_skipped(session: Session, ev: ChainEvent) -> None:
-    """Emitted in the settlement's transaction, before its NodeSettled (whose epoch is
-    ``toEpoch`` + 1), only for a node whose pool's raise was drawn."""
-    a = ev.args
-    first, last, service = int(a["fromEpoch"]), int(a["toEpoch"]), int(a["serviceAssets"])
-    row = _settlement_row(session, ev, last + 1)
-    row.skipped_from_epoch, row.skipped_to_epoch, row.skipped_service = first, last, service
-    pool = session.scalars(select(PoolRow).where(PoolRow.node_id == row.node_id)).first()
-    if pool is None:
-        log.error("indexer: node %d skipped epochs owing service, but no pool", row.node_id)
-        return
-    epoch = _pool_epoch(session, pool.address, last + 1)
-    epoch.skipped_from_epoch, epoch.skipped_to_epoch, epoch.skipped_service = first, last, service
-
-
 def _snapshot_int(snapshot: dict[str, Any] | None, name: str) -> int | None:
     if not snapshot or snapshot.get(name) is None:
         return None
@@ -412,6 +397,11 @@ def _apply_node_settled(session: Session, ev: ChainEvent) -> None:
     row.operator_share, row.debt_paid = int(a["operatorShare"]), int(a["debtPaid"])
     row.stakers = int(a["stakers"])
     row.settled = True
+    # A range: the settlement also covered fromEpoch..epoch-1 (never settled on their own),
+    # and owed the service scheduled over the whole range.
+    first, service = int(a["fromEpoch"]), int(a["serviceAssets"])
+    covered = (first, row.epoch - 1, service) if first < row.epoch else (None, None, None)
+    row.skipped_from_epoch, row.skipped_to_epoch, row.skipped_service = covered
     row.block_number, row.block_timestamp, row.tx_hash = (
         ev.block_number,
         ev.block_timestamp,
@@ -431,20 +421,23 @@ def _apply_node_settled(session: Session, ev: ChainEvent) -> None:
         row.dscr_bps = _snapshot_int(snap, "dscrBps")
         row.ltv_bps = _snapshot_int(snap, "ltvBps")
     to_pool = row.debt_paid + row.stakers
-    if to_pool:
+    # The pool's history shows a range whose earlier epochs owed service (its raise drawn).
+    owed_range = first < row.epoch and service > 0
+    if to_pool or owed_range:
         pool = session.scalars(select(PoolRow).where(PoolRow.node_id == row.node_id)).first()
         if pool is None:
-            log.error("indexer: node %d paid its pool, but no pool is indexed", row.node_id)
+            log.error("indexer: node %d paid or owed its pool, but no pool is indexed", row.node_id)
             return
         epoch = _pool_epoch(session, pool.address, row.epoch)
         epoch.debt_paid += row.debt_paid
         epoch.stakers_share += row.stakers
+        if owed_range:
+            epoch.skipped_from_epoch, epoch.skipped_to_epoch, epoch.skipped_service = covered
 
 
 HANDLERS: dict[tuple[str, str], Callable[[Session, ChainEvent], None]] = {
     **{(POOL, name): _apply_pool_event for name in _POOL_HANDLERS},
     (SETTLEMENT, "PoolSet"): _apply_pool_set,
     (SETTLEMENT, "CovenantStatus"): _apply_covenant_status,
-    (SETTLEMENT, "EpochsSkipped"): _apply_epochs_skipped,
     (SETTLEMENT, "NodeSettled"): _apply_node_settled,
 }

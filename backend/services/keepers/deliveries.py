@@ -7,7 +7,8 @@ scheduler (a beat task) plans two kinds of relayed actions:
    window's epochs not yet proven on-chain (a run of four epochs or more: its first
    and last leaves, ``proveDeliveryRange``), with their Merkle proofs, taken from
    the oracle's published epoch files and checked against the attested root in
-   the index before use (a stale or foreign file is refused, not relayed).
+   the index before use (a stale or foreign file is refused, not relayed). A range
+   reads only the files of its two ends, not every epoch between.
 2. ``settle_reservation`` once every epoch of the window is proven, or the
    settlement grace period is over (the contract then settles on what was
    proven; an oracle that never published leaves cannot stall a refund).
@@ -22,6 +23,7 @@ every other action, and the contract refuses doubles anyway.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,14 +62,8 @@ def proof_groups(
     A span shorter than MIN_EPOCHS_PER_RANGE goes leaf by leaf.
     """
     by_epoch = {leaf.epoch: (leaf, proof) for leaf, proof in provable}
-    runs: list[list[int]] = []
-    for epoch in sorted(unproven):
-        if runs and epoch == runs[-1][-1] + 1:
-            runs[-1].append(epoch)
-        else:
-            runs.append([epoch])
     ranges, singles = [], []
-    for run in runs:
+    for run in runs_of(unproven):
         leaves = [by_epoch[e] for e in run if e in by_epoch]
         if leaves and leaves[-1][0].epoch - leaves[0][0].epoch + 1 >= MIN_EPOCHS_PER_RANGE:
             ranges.append([leaves[0], leaves[-1]])
@@ -96,6 +92,57 @@ def load_leaf(proofs_dir: ProofsDirs, epoch: EpochRow, node_id: int) -> tuple[No
         return proofs.leaves[node_id]
     why = "excluded" if proofs.complete else "its leaf was rejected"
     raise ProofsUnavailable(f"epoch {epoch.epoch}: node {node_id} has no leaf ({why})")
+
+
+def runs_of(epochs: list[int]) -> list[list[int]]:
+    """Stretches of consecutive epochs (each a candidate range)."""
+    runs: list[list[int]] = []
+    for epoch in sorted(epochs):
+        if runs and epoch == runs[-1][-1] + 1:
+            runs[-1].append(epoch)
+        else:
+            runs.append([epoch])
+    return runs
+
+
+def provable_leaves(
+    run: list[int], leaf_of: Callable[[int], tuple[NodeLeaf, list[str]] | None]
+) -> list[tuple[NodeLeaf, list[str]]]:
+    """The leaves of ``run`` that ``proof_groups`` will use, reading as few epoch files as
+    it can: a run long enough for a range needs only its first and last provable leaves
+    (read from each end until one is found); the files between are read only if those
+    two span fewer than MIN_EPOCHS_PER_RANGE epochs (it is then proven leaf by leaf)."""
+    if len(run) < MIN_EPOCHS_PER_RANGE:
+        return [leaf for e in run if (leaf := leaf_of(e)) is not None]
+    first = next(((i, x) for i, e in enumerate(run) if (x := leaf_of(e)) is not None), None)
+    if first is None:
+        return []
+    start, head = first
+    last = next(
+        ((i, x) for i in range(len(run) - 1, start, -1) if (x := leaf_of(run[i])) is not None),
+        None,
+    )
+    if last is None:
+        return [head]
+    end, tail = last
+    if tail[0].epoch - head[0].epoch + 1 >= MIN_EPOCHS_PER_RANGE:
+        return [head, tail]
+    between = [x for e in run[start + 1 : end] if (x := leaf_of(e)) is not None]
+    return [head, *between, tail]
+
+
+def _leaf_of(
+    session: Session, proofs_dir: ProofsDirs, epoch_number: int, node_id: int, plan: Plan
+) -> tuple[NodeLeaf, list[str]] | None:
+    epoch = session.get(EpochRow, epoch_number)
+    if epoch is None:
+        plan.waiting.append(f"node {node_id}: epoch {epoch_number} not attested yet")
+        return None
+    try:
+        return load_leaf(proofs_dir, epoch, node_id)
+    except ProofsUnavailable as exc:
+        plan.waiting.append(str(exc))
+        return None
 
 
 def plan_due(
@@ -149,15 +196,10 @@ def plan_due(
             )
         ]
         provable: list[tuple[NodeLeaf, list[str]]] = []
-        for epoch_number in unproven:
-            epoch = session.get(EpochRow, epoch_number)
-            if epoch is None:
-                plan.waiting.append(f"node {node_id}: epoch {epoch_number} not attested yet")
-                continue
-            try:
-                provable.append(load_leaf(proofs_dir, epoch, node_id))
-            except ProofsUnavailable as exc:
-                plan.waiting.append(str(exc))
+        for run in runs_of(unproven):
+            provable.extend(
+                provable_leaves(run, lambda e, n=node_id: _leaf_of(session, proofs_dir, e, n, plan))
+            )
         ranges, batches = proof_groups(unproven, provable)
         covered: set[int] = set()
         for span in ranges:

@@ -1,29 +1,40 @@
-"""Epoch settlement keeper: settle every billable node's attested epochs, in order.
+"""Epoch settlement keeper: settle every billable node's attested epochs, a range at a time.
 
-``EpochSettlement.settle(epoch, items)`` settles one epoch for many nodes; each
-item is a node's attested leaf and its Merkle proof. A node must be settled
-epoch by epoch: settling epoch e forecloses every earlier epoch of that node for
-good (the contract reverts on anything at or below the last settled epoch). So
-the planner (a beat task) works like this, per run:
+``EpochSettlement.settle(epoch, items)`` settles one epoch for many nodes; each item is a
+node's attested leaf of that epoch and its Merkle proof. Settling a node's leaf of epoch E
+settles the whole range (lastSettledEpoch, E] at once (the leaf carries cumulative counters
+since registration; the cost does not depend on the range's length), and forecloses every
+earlier epoch of that node for good. So the planner (a beat task) works like this, per run:
 
 1. Billable nodes: those that ever got usage terms or a pool (the index's
    ``UsageTermsSet``/``PoolSet`` events) and still have one on-chain
    (``usageTerms``/``poolOf``). A node is settled from the first epoch that
    starts after it became billable: the payer agreed to no earlier usage.
-2. Per node, the NEXT epoch only: the first attested epoch after its last
-   settled one whose published leaf verifies against the attested root. An
-   epoch whose complete, verified file has no leaf for the node (the oracle
-   excluded it) can never be settled for it and is passed over. A missing,
-   forged or incomplete file stops the node there (logged): passing over it
-   would lose that epoch. A node with an open settle action waits for it, so
-   two epochs of one node are never in flight at once (the relayer may mine
-   them in any order).
-3. Nodes are grouped by that epoch and packed into transactions: estimated
-   against the chain from the relayer's address and split in halves while a
-   batch would revert or exceed ``max_batch_gas``; a node whose settlement
-   reverts alone ends up alone (one bad payer cannot block the others), and
-   its failed action row says why. Nodes of a batch that reverted on-chain retry
-   alone at once; a node that failed alone retries after ``retry_after_seconds``.
+2. First settlement (the node was never settled): the first attested epoch from there whose
+   published leaf verifies against the attested root, due at once. The contract bills only
+   that epoch's own hours, so it must be exactly that epoch: an epoch whose complete,
+   verified file has no leaf for the node (the oracle excluded it) is passed over, and a
+   missing, forged or incomplete file stops the node there (logged): passing over it would
+   lose that epoch.
+3. Later settlements, only when due by the cadence (``cadence.py``: enough unsettled
+   epochs, the oldest waiting too long, or a drawn loan whose books should be fresh); a node
+   not due is in the plan's ``deferred`` with the reason, and no file is read for it. When
+   due, the node settles its NEWEST attested epoch whose verified file has a leaf for it:
+   files are read from the newest epoch down, and the first that verifies with the node's
+   leaf is the one; a newer file that is missing, forged or incomplete (logged) or that
+   excludes the node only makes the range shorter (the rest settles next time), never
+   stops the node, and no older file is read at all.
+4. A node with an open settle action waits for it, so two settlements of one node are never
+   in flight at once (the relayer may mine them in any order).
+5. Nodes are grouped by that epoch (``settle`` takes one epoch per call, so nodes whose
+   newest epochs differ go in different transactions) and packed (``settle_batches.py``):
+   simulated against the chain from the relayer's address, with the gas that settles every
+   item (an item short of gas is skipped, not reverted, so the node's estimate alone is not
+   enough), and split in halves while a batch would revert or exceed ``max_batch_gas``; a
+   node whose settlement reverts alone ends up alone (one bad payer cannot block the
+   others), and its failed action row says why. A node with a failed
+   row in its unsettled range goes alone from then on; if it failed alone it retries after
+   ``retry_after_seconds`` (whatever epoch it is planned at then), otherwise at once.
    The contract skips an item that reverts inside a batch (``SettlementItemSkipped``)
    rather than reverting the batch: the estimate splits a batch that would skip
    anything as if it reverted, and a node skipped on-chain anyway (its item failed
@@ -48,7 +59,6 @@ from typing import Any
 from eth_utils import to_checksum_address
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from web3.exceptions import ContractLogicError
 
 from backend.db.models import (
     OPEN_STATUSES,
@@ -57,6 +67,7 @@ from backend.db.models import (
     ActionStatus,
     ChainEvent,
     EpochRow,
+    PoolRow,
     utcnow,
 )
 from backend.services.chain import Chain
@@ -67,10 +78,9 @@ from backend.services.indexing.leaves import (
     ProofsUnavailable,
     load_epoch_proofs,
 )
+from backend.services.keepers.cadence import Cadence
+from backend.services.keepers.settle_batches import Estimate, SettleItem, chain_estimator, pack
 from backend.services.relaying.finality import plan_action
-from backend.services.relaying.relayer import GAS_HEADROOM_DEN, GAS_HEADROOM_NUM, TxRequest
-from backend.services.revert import decode_revert, revert_data
-from gpucap.attestation import NodeLeaf
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +88,7 @@ SETTLEMENT = "EpochSettlement"
 HUB = "OracleHub"
 BILLABLE_EVENTS = ("UsageTermsSet", "PoolSet")
 ZERO_ADDRESS = "0x" + "0" * 40
-# Calldata and estimation stay small: a batch never carries more nodes than this.
-MAX_ITEMS_PER_BATCH = 64
 KEY_PREFIX = "settle-epoch"
-
-
-@dataclass(frozen=True)
-class SettleItem:
-    leaf: NodeLeaf
-    proof: list[str]
 
 
 @dataclass
@@ -96,81 +98,14 @@ class EpochPlan:
     actions: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # nothing wrong yet: a file, a retry
     rejected: list[str] = field(default_factory=list)  # forged/mismatched files, reverts
-    # Attested epochs from the oldest one with work left for some node (due, waiting for a
-    # file or a retry, rejected) through the newest indexed: 1 is a keeper in step.
+    # Node → what it settles in this run's batches and why it is due now (cadence.py).
+    settling: dict[int, str] = field(default_factory=dict)
+    # Node → why it is not due yet by the cadence (nothing wrong: it settles later).
+    deferred: dict[int, str] = field(default_factory=dict)
+    # Attested epochs from the oldest one where some node's due work is planned or stuck
+    # (the epoch it settles at, or waits or was rejected at) through the newest indexed:
+    # 1 is a keeper in step. Nodes deferred by the cadence do not count.
     epochs_behind: int = 0
-
-
-Estimate = Callable[[int, Sequence[SettleItem]], "int | str"]
-
-
-def settle_request(chain: Chain, epoch: int, items: Sequence[SettleItem]) -> TxRequest:
-    settlement = chain.contract(SETTLEMENT)
-    args = [(item.leaf.values(), [bytes.fromhex(p[2:]) for p in item.proof]) for item in items]
-    return TxRequest(
-        to=settlement.address, data=settlement.encode_abi("settle", args=[epoch, args])
-    )
-
-
-def settle_epoch_tx(chain: Chain, params: dict[str, Any]) -> TxRequest:
-    """The action's transaction (REQUEST_BUILDERS): ``settle(epoch, items)``."""
-    items = [
-        SettleItem(NodeLeaf.from_json(leaf), list(proof))
-        for leaf, proof in zip(params["leaves"], params["proofs"], strict=True)
-    ]
-    return settle_request(chain, int(params["epoch"]), items)
-
-
-def chain_estimator(chain: Chain, sender: str) -> Estimate:
-    """Gas of ``settle(epoch, items)`` from ``sender`` (with the relayer's headroom), or the
-    decoded revert reason if it would revert now, or why not if it would skip an item: the
-    contract skips an item that reverts (``SettlementItemSkipped``) instead of reverting the
-    batch, and returns how many settled, so a simulated batch that settles fewer than all its
-    items is split like one that reverts (a batch whose every item reverts still reverts)."""
-
-    def estimate(epoch: int, items: Sequence[SettleItem]) -> int | str:
-        request = settle_request(chain, epoch, items)
-        call = {"from": sender, "to": request.to, "data": request.data}
-        try:
-            settled = chain.call("simulating settle", lambda: chain.w3.eth.call(call))  # type: ignore[arg-type]
-            gas = chain.call("estimating settle", lambda: chain.w3.eth.estimate_gas(call))  # type: ignore[arg-type]
-        except ContractLogicError as exc:
-            decoded = decode_revert(revert_data(exc.data), chain.error_abis)
-            return f"{decoded.code}: {decoded.reason}"
-        skipped = len(items) - int.from_bytes(settled, "big")
-        if skipped:
-            return f"SettlementItemSkipped: {skipped} of {len(items)} items would be skipped"
-        return int(gas) * GAS_HEADROOM_NUM // GAS_HEADROOM_DEN
-
-    return estimate
-
-
-def pack(
-    epoch: int, items: Sequence[SettleItem], estimate: Estimate, max_gas: int
-) -> list[tuple[list[SettleItem], str | None]]:
-    """Split ``items`` into batches that fit ``max_gas`` and would not revert; a single
-    item that still reverts (or does not fit) comes back alone with the reason."""
-    out: list[tuple[list[SettleItem], str | None]] = []
-    for start in range(0, len(items), MAX_ITEMS_PER_BATCH):
-        out.extend(
-            _bisect(epoch, list(items[start : start + MAX_ITEMS_PER_BATCH]), estimate, max_gas)
-        )
-    return out
-
-
-def _bisect(
-    epoch: int, items: list[SettleItem], estimate: Estimate, max_gas: int
-) -> list[tuple[list[SettleItem], str | None]]:
-    result = estimate(epoch, items)
-    if isinstance(result, int) and result <= max_gas:
-        return [(items, None)]
-    if len(items) == 1:
-        reason = result if isinstance(result, str) else f"needs {result} gas (cap {max_gas})"
-        return [(items, reason)]
-    mid = len(items) // 2
-    return _bisect(epoch, items[:mid], estimate, max_gas) + _bisect(
-        epoch, items[mid:], estimate, max_gas
-    )
 
 
 def first_epoch_after(timestamp: int, genesis: int, length: int) -> int:
@@ -197,14 +132,14 @@ class _History:
     """The settle-epoch actions that matter for this run."""
 
     busy: set[int]  # nodes with an open action
-    # (node, epoch) → its failed rows. A node whose batch failed goes alone next time
-    # at once; one that failed alone waits before retrying.
-    failures: dict[tuple[int, int], list[_Failure]]
+    # node → (epoch, failure) of its failed rows. A node with a failure in its unsettled
+    # range goes alone; one whose last such failure was alone waits before retrying.
+    failures: dict[int, list[tuple[int, _Failure]]]
 
     @classmethod
     def load(cls, session: Session) -> _History:
         busy: set[int] = set()
-        failures: dict[tuple[int, int], list[_Failure]] = {}
+        failures: dict[int, list[tuple[int, _Failure]]] = {}
         rows = session.execute(
             select(Action.status, Action.params, Action.updated_at, Action.block_number).where(
                 Action.kind == ActionKind.SETTLE_EPOCH.value,
@@ -218,26 +153,33 @@ class _History:
                 continue
             failure = _Failure(updated_at if len(nodes) == 1 else None, block)
             for node in nodes:
-                failures.setdefault((node, int(params["epoch"])), []).append(failure)
+                failures.setdefault(node, []).append((int(params["epoch"]), failure))
         return cls(busy, failures)
 
     def attempts(self, node: int, epoch: int) -> int:
-        """Failed rows of the node's epoch so far: the next row's attempt number."""
-        return len(self.failures.get((node, epoch), []))
+        """Failed rows of the node at this epoch so far: the next row's attempt number."""
+        return sum(1 for e, _ in self.failures.get(node, []) if e == epoch)
 
-    def held_back(self, node: int, row: EpochRow, retry_before: Any) -> int:
-        """How many times the node's epoch failed against the attestation it is planned
-        on now, if the last of them failed alone after ``retry_before`` (else 0). A row
-        mined before that attestation's block failed on a chain without it (a reorg
-        re-sent it before the oracles attested again; it reverts OracleInvalidProof):
-        the settlement itself was never refused, so it goes again at once."""
-        counted = [
+    def _counted(self, node: int, last: int, blocks: dict[int, int]) -> list[_Failure]:
+        """The node's failures in its unsettled range against the attestations held now.
+        A row mined before its epoch's attestation block failed on a chain without it (a
+        reorg re-sent it before the oracles attested again; it reverts OracleInvalidProof):
+        the settlement itself was never refused, so it does not count."""
+        return [
             f
-            for f in self.failures.get((node, row.epoch), [])
-            if f.block is None or f.block >= row.block_number
+            for e, f in self.failures.get(node, [])
+            if e > last and e in blocks and (f.block is None or f.block >= blocks[e])
         ]
-        last = max((f.alone_at for f in counted if f.alone_at is not None), default=None)
-        return len(counted) if last is not None and last > retry_before else 0
+
+    def failed_before(self, node: int, last: int, blocks: dict[int, int]) -> bool:
+        return bool(self._counted(node, last, blocks))
+
+    def held_back(self, node: int, last: int, blocks: dict[int, int], retry_before: Any) -> int:
+        """How many times the node's settlement failed in its unsettled range, if the last
+        of them failed alone after ``retry_before`` (else 0)."""
+        counted = self._counted(node, last, blocks)
+        lone = max((f.alone_at for f in counted if f.alone_at is not None), default=None)
+        return len(counted) if lone is not None and lone > retry_before else 0
 
 
 def billable_since(session: Session) -> dict[int, int]:
@@ -261,27 +203,31 @@ def plan_epoch_settlements(
     sender: str,
     max_batch_gas: int,
     retry_after_seconds: float,
+    cadence: Cadence | None = None,
     enqueue: Callable[[str], Any] | None = None,
     estimate: Estimate | None = None,
     on_reopen: Callable[[str], Any] | None = None,
 ) -> EpochPlan:
     """Create (and enqueue) the settle actions due now; see the module notes."""
     plan = EpochPlan()
+    cadence = cadence or Cadence()
     since = billable_since(session)
     if not since:
         return plan
     identity = chain.identity()
     settlement, hub = chain.contract(SETTLEMENT), chain.contract(HUB)
-    genesis, length = chain.call(
+    genesis, length, now = chain.call(
         "reading the epoch schedule",
         lambda: (
             int(hub.functions.genesisTimestamp().call()),
             int(hub.functions.epochLengthSeconds().call()),
+            int(chain.w3.eth.get_block("latest")["timestamp"]),
         ),
     )
     history = _History.load(session)
     retry_before = utcnow() - timedelta(seconds=retry_after_seconds)
-    starts: dict[int, int] = {}  # node → first epoch it may settle now
+    pools: dict[int, str] = {}  # node → its pool on-chain (zero address: none)
+    starts: dict[int, tuple[int, int]] = {}  # node → (first epoch it may settle, last settled)
     for node, became_billable in sorted(since.items()):
         if node in history.busy:
             plan.waiting.append(f"node {node}: a settlement is in flight")
@@ -296,12 +242,22 @@ def plan_epoch_settlements(
         )
         if terms[0] == ZERO_ADDRESS and pool == ZERO_ADDRESS:
             continue  # usage terms withdrawn and no pool: nothing to bill
-        starts[node] = max(last + 1, first_epoch_after(became_billable, genesis, length))
+        pools[node] = pool
+        starts[node] = (max(last + 1, first_epoch_after(became_billable, genesis, length)), last)
     if not starts:
         return plan
+    drawn = {
+        int(node): address.lower()
+        for node, address in session.execute(
+            select(PoolRow.node_id, PoolRow.address).where(PoolRow.drawn)
+        ).all()
+    }
     epochs = session.scalars(
-        select(EpochRow).where(EpochRow.epoch >= min(starts.values())).order_by(EpochRow.epoch)
+        select(EpochRow)
+        .where(EpochRow.epoch >= min(start for start, _ in starts.values()))
+        .order_by(EpochRow.epoch)
     ).all()
+    blocks = {row.epoch: row.block_number for row in epochs}
     files: dict[int, EpochProofs | ProofsUnavailable] = {}
 
     def proofs_of(row: EpochRow) -> EpochProofs | ProofsUnavailable:
@@ -314,48 +270,87 @@ def plan_epoch_settlements(
                 files[row.epoch] = exc
         return files[row.epoch]
 
-    due: dict[int, list[tuple[SettleItem, int]]] = {}  # epoch → (item, attempt)
+    def unusable(node: int, row: EpochRow, proofs: EpochProofs | ProofsUnavailable) -> bool:
+        """Note why the node cannot settle at ``row`` (file missing/forged, or its own leaf
+        does not verify) and say so; False when the file is fine (leaf there or excluded)."""
+        if isinstance(proofs, ProofsUnavailable):
+            (plan.rejected if isinstance(proofs, ProofsMismatch) else plan.waiting).append(
+                f"node {node}: {proofs}"
+            )
+            return True
+        if node not in proofs.leaves and not proofs.complete:
+            plan.rejected.append(
+                f"node {node}: epoch {row.epoch}: its published leaf does not verify "
+                f"against the attested root ({proofs.rejected.get(node, 'missing')})"
+            )
+            return True
+        return False
+
+    # epoch → (item, attempt, alone): alone if it failed in its unsettled range before.
+    due: dict[int, list[tuple[SettleItem, int, bool]]] = {}
     newest = epochs[-1].epoch if epochs else 0
-    for node, start in starts.items():
-        for row in epochs:
-            if row.epoch < start:
-                continue
-            proofs = proofs_of(row)
-            if isinstance(proofs, ProofsUnavailable):
-                (plan.rejected if isinstance(proofs, ProofsMismatch) else plan.waiting).append(
-                    f"node {node}: {proofs}"
-                )
-                break
-            if node in proofs.leaves:
-                if count := history.held_back(node, row, retry_before):
-                    plan.waiting.append(
-                        f"node {node}: epoch {row.epoch} failed {count} time(s); retrying later"
-                    )
+    for node, (start, last) in starts.items():
+        pending = [row for row in epochs if row.epoch >= start]
+        if not pending:
+            continue
+        target: EpochRow | None = None
+        stuck: int | None = None  # the oldest epoch where the node's due work is stuck
+        if last == 0:
+            # First settlement: exactly the first billable epoch with a verified leaf.
+            why = "first settlement"
+            for row in pending:
+                proofs = proofs_of(row)
+                if unusable(node, row, proofs):
+                    stuck = row.epoch
                     break
-                leaf, proof = proofs.leaves[node]
-                attempt = history.attempts(node, row.epoch)
-                due.setdefault(row.epoch, []).append((SettleItem(leaf, proof), attempt))
-                break
-            if not proofs.complete:
-                plan.rejected.append(
-                    f"node {node}: epoch {row.epoch}: its published leaf does not verify "
-                    f"against the attested root ({proofs.rejected.get(node, 'missing')})"
-                )
-                break
-            # The epoch's verified leaves do not include the node: nothing to settle, ever.
+                if node in proofs.leaves:  # type: ignore[union-attr]
+                    target = row
+                    break
+                # The epoch's verified leaves do not include the node: nothing to settle, ever.
         else:
-            continue  # no work left for this node up to the newest attested epoch
-        # The loop stopped at work for this node (due, waiting or rejected) at row.epoch.
-        plan.epochs_behind = max(plan.epochs_behind, newest - row.epoch + 1)
+            ago = float(now - (genesis + pending[0].epoch * length))
+            loan = pools.get(node, ZERO_ADDRESS).lower() == drawn.get(node)
+            reason = cadence.due(unsettled=len(pending), oldest_ended_ago=ago, drawn=loan)
+            if reason is None:
+                plan.deferred[node] = cadence.not_yet(
+                    unsettled=len(pending), oldest_ended_ago=ago, drawn=loan
+                )
+                continue
+            why = reason
+            # The newest verified leaf settles the whole range; older files are not read.
+            for row in reversed(pending):
+                proofs = proofs_of(row)
+                if unusable(node, row, proofs):
+                    stuck = row.epoch
+                    continue
+                if node in proofs.leaves:  # type: ignore[union-attr]
+                    target = row
+                    break
+        if target is None:
+            if stuck is not None:
+                plan.epochs_behind = max(plan.epochs_behind, newest - stuck + 1)
+            continue  # nothing (more) to settle up to the newest attested epoch
+        if count := history.held_back(node, last, blocks, retry_before):
+            plan.waiting.append(
+                f"node {node}: epoch {target.epoch} failed {count} time(s); retrying later"
+            )
+            plan.epochs_behind = max(plan.epochs_behind, newest - target.epoch + 1)
+            continue
+        leaf, proof = files[target.epoch].leaves[node]  # type: ignore[union-attr]
+        attempt = history.attempts(node, target.epoch)
+        alone = history.failed_before(node, last, blocks)
+        due.setdefault(target.epoch, []).append((SettleItem(leaf, proof), attempt, alone))
+        plan.settling[node] = f"epochs {last + 1}..{target.epoch}: {why}"
+        plan.epochs_behind = max(plan.epochs_behind, newest - target.epoch + 1)
 
     roots = {row.epoch: row.root for row in epochs}
     estimate = estimate or chain_estimator(chain, to_checksum_address(sender))
     for epoch, entries in sorted(due.items()):
-        attempts = {item.leaf.node_id: attempt for item, attempt in entries}
-        # Nodes that failed at this epoch before go alone: the others are not held up.
-        fresh = [item for item, attempt in entries if attempt == 0]
+        attempts = {item.leaf.node_id: attempt for item, attempt, _ in entries}
+        # Nodes that failed in their range before go alone: the others are not held up.
+        fresh = [item for item, _, alone in entries if not alone]
         batches = pack(epoch, fresh, estimate, max_batch_gas) if fresh else []
-        batches += [([item], None) for item, attempt in entries if attempt > 0]
+        batches += [([item], None) for item, _, alone in entries if alone]
         for items, reason in batches:
             node_ids = [item.leaf.node_id for item in items]
             if reason is not None:
@@ -365,6 +360,7 @@ def plan_epoch_settlements(
                 "node_ids": node_ids,
                 "leaves": [item.leaf.to_json() for item in items],
                 "proofs": [item.proof for item in items],
+                "sender": to_checksum_address(sender),  # who the gas is simulated from
             }
             key = _key(epoch, roots[epoch], node_ids, max(attempts[n] for n in node_ids))
             # Planned from the chain: a row that says done for work the chain says is
