@@ -304,8 +304,9 @@ def test_register_sell_deliver_settle_distribute_claim(
     chain.mine()
     first, last = s.capacity.windowEpochs(token)
     assert last == first + 1
+    leaf = None  # the counters chain over the node's leaves, as the oracles chain them
     for epoch, milli in ((first, 4_000), (last, 5_000)):
-        leaf = test_leaf(node, epoch, 10_000, 6_000, 10_000, 7_200_000, milli)
+        leaf = test_leaf(node, epoch, 10_000, 6_000, 10_000, 7_200_000, milli, base=leaf)
         commitment = build_commitment(epoch, [leaf], s.oracle_hub.configVersion())
         _attest_and_publish(s, proofs_dir, commitment, admin)
 
