@@ -33,14 +33,15 @@ import {RevenuePool} from "./RevenuePool.sol";
  *
  * Design decisions:
  * - Usage is priced per node: `pricePerGpuHour` (stablecoin units per delivered GPU-hour)
- *   × the range's milli-GPU-hours / 1000, floored, pulled from the node's registered payer
+ *   × the range's milli-GPU-hours / 1000, floored (the price and consent in force when the
+ *   range settles apply to all of it), pulled from the node's registered payer
  *   (renter escrow) by allowance. Why not an amount the caller states: the bill is then a
  *   function of the attested leaf and of terms the payer agreed to, so neither the keeper nor
  *   the operator can over- or under-bill. A payer that prefers EIP-2612 signs a permit to
  *   this contract; anyone can submit it to the token first.
  * - Payer consent: TERMS_ROLE names a node's payer and price, but only the payer can agree
  *   to pay it: `approveUsage(nodeId, maxPricePerGpuHour)`, sent by the payer, records the
- *   most it accepts per GPU-hour for that node. An epoch's usage is billed only while the
+ *   most it accepts per GPU-hour for that node. A range's usage is billed only while the
  *   terms' price is at most the payer's agreed maximum for the node (0 = never agreed, or
  *   withdrawn); otherwise the range's usage is not billed (UsageNotBilled says why) and the
  *   rest of the settlement (proceeds, debt, window) goes on. Why a maximum and not the
@@ -63,7 +64,7 @@ import {RevenuePool} from "./RevenuePool.sol";
  *   CapacityToken.uncoveredShortfall(node), a claim on the operator, while the proceeds of
  *   that window were already split (fee, reserve, operator, pool). Restricting collection to
  *   settled windows needs proceeds held per window in CapacityToken (not done).
- * - Split (all bps of the epoch's gross = usage + proceeds, floored): fee, reserve,
+ * - Split (all bps of the settlement's gross = usage + proceeds, floored): fee, reserve,
  *   operator share. What is left is the node's NET revenue (what services the debt; the
  *   operator share pays for power and hosting). Debt service = min(due + arrears, net), to
  *   the pool; the rest goes to the stakers. Both reach the pool in ONE
@@ -450,11 +451,13 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     // ------------------------------------------------------------------
 
     /**
-     * @notice Settles `epoch` for every node in `items` (see the contract notes).
+     * @notice Settles, for every node in `items`, the range of its epochs from its last
+     * settled one to `epoch` (see the contract notes): one leaf of `epoch` and its proof each.
      * Each item settles all-or-nothing in its own call frame ({settleItem}): an item that
      * reverts — its leaf not for `epoch` or not proven (SettlementEpochMismatch,
      * OracleInvalidProof / OracleLeafOutOfRange), its epoch already settled
-     * (SettlementAlreadySettled), its payer's allowance or balance short, its pool refusing
+     * (SettlementAlreadySettled), its counter below the one settled
+     * (SettlementCumulativeBelowSettled), its payer's allowance or balance short, its pool refusing
      * the revenue — is skipped with {SettlementItemSkipped} (node, epoch, revert data) and
      * changes nothing; its epoch stays unsettled for a later batch. The other items settle.
      * A batch in which every item reverts reverts itself, with the first item's revert data:

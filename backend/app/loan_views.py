@@ -46,20 +46,25 @@ def loan_params(session: Session) -> dict[str, int]:
     return {name: int(ev.args[name]) for name in DEFAULT_PARAMS}
 
 
+RUN_CAP = 2**16 - 1  # PoolLoans keeps each run in a uint16, saturating
+
+
 def _runs(settlements: list[NodeSettlementRow], floor_bps: int) -> tuple[int, int]:
-    """(clean run, low-DSCR run) at the newest settlement, counted like _advanceLoan."""
+    """(clean run, low-DSCR run) at the newest settlement, counted like _advanceLoan: in
+    epochs, each settlement adding the epochs of its range (skipped_from_epoch..epoch)."""
     clean = low = 0
     clean_open = low_open = True
     for row in settlements:  # newest first
+        epochs = row.epoch - (row.skipped_from_epoch or row.epoch) + 1
         if clean_open:
             clean_open = not row.flagged
-            clean += clean_open
+            clean += epochs if clean_open else 0
         if low_open:
             low_open = row.dscr_bps is not None and row.dscr_bps < floor_bps
-            low += low_open
+            low += epochs if low_open else 0
         if not (clean_open or low_open):
             break
-    return clean, low
+    return min(clean, RUN_CAP), min(low, RUN_CAP)
 
 
 def loan_public(session: Session, pool: PoolRow) -> PoolLoanPublic | None:

@@ -379,11 +379,16 @@ LoanState = Literal["performing", "cash_sweep", "defaulted"]
 
 
 class LoanRunsPublic(BaseModel):
-    """The runs PoolLoans counts at each settlement, as the index's settlements give them."""
+    """The runs PoolLoans counts at each settlement (in epochs: a settlement of a range adds
+    its epochs), as the index's settlements give them."""
 
-    clean_epochs: int = Field(description="settlements in a row not flagged (the cure run)")
-    cure_epochs: int = Field(description="clean settlements that end a cash sweep")
-    low_dscr_epochs: int = Field(description="settlements in a row with DSCR under the floor")
+    clean_epochs: int = Field(
+        description="epochs covered by settlements in a row not flagged (the cure run)"
+    )
+    cure_epochs: int = Field(description="clean epochs (of settlements in a row) that end a sweep")
+    low_dscr_epochs: int = Field(
+        description="epochs covered by settlements in a row with DSCR under the floor"
+    )
     default_dscr_epochs: int = Field(description="that run which makes the loan due for default")
     default_dscr_floor_bps: int
 

@@ -26,8 +26,8 @@ DSCR_WINDOW_EPOCHS = 24
 PLEDGE_BPS = 5_000  # share of the operator's bond pledged to the pool at the draw
 DEFAULT_ARREARS_BPS = 1_000  # default once arrears exceed this share of the drawn principal
 DEFAULT_DSCR_BPS = 10_000  # ... or DSCR stays under this floor
-DEFAULT_DSCR_EPOCHS = 6  # ... for this many settlements in a row
-CURE_EPOCHS = 3  # clean settlements in a row that end a cash sweep
+DEFAULT_DSCR_EPOCHS = 6  # ... for this many epochs of settlements in a row
+CURE_EPOCHS = 3  # clean epochs of settlements in a row that end a cash sweep
 
 # Operating cost: energy x electricity price x PUE. US industrial power, late 2025, and a
 # typical air-cooled colocation PUE; a node's energy per GPU-hour defaults to its class's

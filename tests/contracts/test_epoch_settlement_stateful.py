@@ -104,8 +104,10 @@ class SettlementMachine(SnapshotMachine):
         transact(self.capacity, "buy", (self.offers[node], amount), self.buyer)
         self.held[self.nodes[node]] += amount * PRICE
 
+    # Epochs never attested before this one: 0 or 1, or a long gap (the next settled range
+    # then reaches past the DSCR window of 24 epochs: records capped and evicted).
     @rule(
-        skip=st.integers(0, 1),
+        skip=st.sampled_from([0, 0, 1, 22, 23]),
         milli=st.tuples(st.integers(0, 133), st.integers(0, 133)),
         subset=st.sampled_from([(0,), (1,), (0, 1), (1, 0)]),
     )

@@ -12,7 +12,7 @@ from typing import Any
 from brownie import RevenuePool, chain, web3
 
 from backend.risk.formulas import MONTH_SECONDS
-from gpucap.attestation import build_commitment
+from gpucap.attestation import Cumulative, build_commitment
 from oracle.proofs import proofs_document, write_proofs
 from tests.oracle.hub_helpers import ORACLE_KEYS, address_of, end_epoch, random_leaves, signatures
 
@@ -33,6 +33,9 @@ class World:
     pools: dict[str, Any] = field(default_factory=dict)  # label -> RevenuePool
     epochs: list[int] = field(default_factory=list)
     last_block: int = 0
+    # Each node's cumulative counters, chained over its leaves as the oracles do (settlement
+    # bills a range from their difference).
+    counters: dict[int, Cumulative] = field(default_factory=dict)
 
 
 def _region(name: str) -> bytes:
@@ -156,7 +159,7 @@ def attest_next(world: World) -> int:
 
     hub = world.system.oracle_hub
     epoch = end_epoch(hub)
-    leaves = random_leaves(epoch, sorted(world.nodes.values()), seed=epoch)
+    leaves = random_leaves(epoch, sorted(world.nodes.values()), seed=epoch, bases=world.counters)
     c = build_commitment(epoch, leaves, hub.configVersion())
     tx = hub.attest(
         c.report.as_tuple(), signatures(hub, c.report, ORACLE_KEYS[:2]), {"from": accounts[6]}
