@@ -80,6 +80,24 @@ def cheap_rpc_caller_check() -> None:
         setattr(rpc_module.Rpc, name, checked)
 
 
+def cache_chain_id() -> None:
+    """web3's validation middleware asks the node for its chain id before every
+    transaction and call it validates (``build_method_validators`` -> ``eth_chainId``):
+    a tenth of the contract tests' CPU, one round trip each. A test anvil's chain id never
+    changes (``anvil_reset`` and snapshots keep it), so brownie's provider caches that
+    one answer; nothing else is cached (block reads would go stale across reverts)."""
+    from brownie import network, web3
+    from web3.types import RPCEndpoint
+
+    if not network.is_connected():
+        return
+    provider = web3.provider
+    if not hasattr(provider, "cacheable_requests"):  # not one of web3's providers
+        return
+    provider.cacheable_requests = (RPCEndpoint("eth_chainId"),)
+    provider.cache_allowed_requests = True
+
+
 def skip_proxy_lookup() -> None:
     """Stops requests looking up proxy settings in the environment on every RPC call.
 
