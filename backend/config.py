@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     replace_after_seconds: float = 60.0
     fee_bump_percent: int = 25
     nonce_lock_seconds: float = 30.0
+    # The worker's locks (the nonce lock, a transaction's wait, the indexer's and
+    # keepers' runs) are leases renewed while held: a killed worker's locks are free
+    # this long after it died (services/claims.py).
+    lease_seconds: float = Field(default=10.0, ge=1.0, le=300.0)
     # Forward requests go out many per executeBatch transaction: at most this many,
     # and at most this much gas (never more than the latest block's gas limit).
     forward_batch_max_requests: int = Field(default=100, ge=1)

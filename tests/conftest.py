@@ -40,9 +40,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _brownie_session_tuning():
-    """brownie's RPC session skips the per-call proxy lookup (see skip_proxy_lookup), and
-    its confirmation wait rides out anvil's receipt race (see tolerate_receipt_race)."""
+    """brownie's RPC session skips the per-call proxy lookup (see skip_proxy_lookup), asks
+    the chain id once (see cache_chain_id), its chain moves check their caller cheaply
+    (see cheap_rpc_caller_check), and its confirmation wait rides out anvil's receipt
+    race (see tolerate_receipt_race)."""
     tests.support.brownie_network.skip_proxy_lookup()
+    tests.support.brownie_network.cache_chain_id()
+    tests.support.brownie_network.cheap_rpc_caller_check()
     tests.support.brownie_network.tolerate_receipt_race()
 
 

@@ -52,6 +52,7 @@ class WorkerContext:
             self.redis,
             receipt_timeout=s.receipt_timeout_seconds,
             lock_seconds=s.nonce_lock_seconds,
+            lease_seconds=s.lease_seconds,
             replace_after_seconds=s.replace_after_seconds,
             fee_bump_percent=s.fee_bump_percent,
         )

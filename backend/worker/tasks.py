@@ -35,7 +35,6 @@ from backend.services.relaying.relay import relay_action as relay
 from backend.services.relaying.relay_kick import ForwardKick
 from backend.services.relaying.relayer import NonceConsumed, RelayRejected
 from backend.services.relaying.sweep import sweep_stale_actions as sweep
-from backend.services.relaying.tx_driver import DRIVER_CLAIM_MARGIN_SECONDS
 from backend.worker.celery_app import (
     INDEX_TASK,
     RELAY_TASK,
@@ -113,16 +112,18 @@ def relay_action(self: Task, action_id: str) -> str:
     if ActionStatus(status).is_final:
         index_soon(self.app)
     elif status == ActionStatus.SUBMITTED:
-        recheck_after_claim(self, action_id, ctx.settings.receipt_timeout_seconds)
+        recheck_after_claim(self, action_id, ctx.settings.lease_seconds)
     return status
 
 
-def recheck_after_claim(task: Task, action_id: str, receipt_timeout: float) -> None:
+def recheck_after_claim(task: Task, action_id: str, lease_seconds: float) -> None:
     """The row was sent and another task holds its transaction's claim (it waits for the
-    receipt and finishes every row of it). Look again once that claim would have expired:
-    if its holder died (a killed worker), this re-check drives the row then, not at the
-    periodic sweep's next wake-up; if the holder finished, the re-check finds it final."""
-    countdown = receipt_timeout + DRIVER_CLAIM_MARGIN_SECONDS + 1
+    receipt and finishes every row of it). Look again once that claim would have expired
+    had its holder died (a lease: claims.py): if it did (a killed worker), this re-check
+    drives the row then, not at the periodic sweep's next wake-up; if the holder
+    finished, the re-check finds it final; if it is still waiting, the re-check finds
+    the claim held and looks again a lease later (a Redis read and a row read)."""
+    countdown = lease_seconds + 1
     try:
         task.app.send_task(
             RELAY_TASK, args=[action_id], ignore_result=True, retry=False, countdown=countdown
@@ -209,13 +210,19 @@ def database_lost(task: str, exc: BaseException) -> None:
     )
 
 
-# Longer than any periodic run should take; if a worker dies holding it, the lock expires.
+# Longer than any periodic run should take: a run stuck past it loses its claim. A
+# worker that dies holding it frees it a lease later (Settings.lease_seconds).
 PERIODIC_LOCK_SECONDS = 120
 
 
 def exclusive(ctx: Any, name: str) -> AbstractContextManager[bool]:
     """One runner at a time across workers; yields False if another holds it."""
-    return claimed(ctx.redis, f"gpucap:{name}", seconds=PERIODIC_LOCK_SECONDS)
+    return claimed(
+        ctx.redis,
+        f"gpucap:{name}",
+        seconds=PERIODIC_LOCK_SECONDS,
+        lease_seconds=ctx.settings.lease_seconds,
+    )
 
 
 @shared_task(name=INDEX_TASK, bind=True, ignore_result=True)

@@ -43,6 +43,61 @@ def tolerate_receipt_race() -> None:
     receipt_race.install()
 
 
+def cheap_rpc_caller_check() -> None:
+    """brownie's ``chain.sleep``/``mine``/``snapshot``/``revert`` check their caller with
+    ``inspect.stack()``, which builds a frame record, source line included, for every
+    frame on the stack (~60-100 under pytest and hypothesis) to look at one: a fifth of
+    the CPU of the contract tests that move time (py-spy: ``end_epoch`` -> ``chain.sleep``
+    -> ``inspect.stack``), and every fn_isolation snapshot and revert pays it too. The
+    same check (the caller's ``self`` must be brownie's chain, else brownie's warning),
+    on the caller's frame only."""
+    import sys
+    import warnings
+
+    import brownie.network  # noqa: F401  (loads brownie.network.rpc)
+
+    # The module: ``brownie.network.rpc`` as an attribute is the Rpc instance.
+    rpc_module = sys.modules["brownie.network.rpc"]
+
+    for name in ("sleep", "mine", "snapshot", "revert"):
+        guarded = getattr(rpc_module.Rpc, name)
+        cells = [c.cell_contents for c in guarded.__closure__ or ()]
+        fns = [f for f in cells if callable(f) and getattr(f, "__name__", None) == name]
+        if len(fns) != 1:  # not brownie's internal() wrapper (a brownie upgrade): leave it
+            continue
+
+        def checked(*args, _fn=fns[0], **kwargs):
+            if sys._getframe(1).f_locals.get("self", None) != rpc_module.chain:
+                warnings.warn(
+                    f"rpc.{_fn.__name__} should not be called directly, "
+                    f"use chain.{_fn.__name__} instead",
+                    FutureWarning,
+                    stacklevel=2,
+                )
+            return _fn(*args, **kwargs)
+
+        checked.__name__ = checked.__qualname__ = name
+        setattr(rpc_module.Rpc, name, checked)
+
+
+def cache_chain_id() -> None:
+    """web3's validation middleware asks the node for its chain id before every
+    transaction and call it validates (``build_method_validators`` -> ``eth_chainId``):
+    a tenth of the contract tests' CPU, one round trip each. A test anvil's chain id never
+    changes (``anvil_reset`` and snapshots keep it), so brownie's provider caches that
+    one answer; nothing else is cached (block reads would go stale across reverts)."""
+    from brownie import network, web3
+    from web3.types import RPCEndpoint
+
+    if not network.is_connected():
+        return
+    provider = web3.provider
+    if not hasattr(provider, "cacheable_requests"):  # not one of web3's providers
+        return
+    provider.cacheable_requests = (RPCEndpoint("eth_chainId"),)
+    provider.cache_allowed_requests = True
+
+
 def skip_proxy_lookup() -> None:
     """Stops requests looking up proxy settings in the environment on every RPC call.
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import redis
 
+from backend.services.claims import LEASE_SECONDS, lease_for, renewed
 from backend.services.errors import NonceLockTimeout
 
 log = logging.getLogger(__name__)
@@ -24,10 +25,18 @@ LOCK_POLL_SECONDS = 0.01
 
 
 class NonceManager:
-    def __init__(self, client: redis.Redis, sender: str, *, lock_seconds: float) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        sender: str,
+        *,
+        lock_seconds: float,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> None:
         self._client = client
         self.sender = sender
         self._lock_seconds = lock_seconds
+        self._lease_seconds = lease_for(lock_seconds, lease_seconds)
 
     @property
     def client(self) -> redis.Redis:
@@ -39,19 +48,23 @@ class NonceManager:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the sender's lock; it expires by itself if its holder dies."""
+        """Hold the sender's lock (waiting up to ``lock_seconds`` for it) for at most
+        ``lock_seconds``; a lease (``claims.renewed``): if its holder dies, it is free
+        ``lease_seconds`` later."""
         lock = self._client.lock(
             self.lock_name,
-            timeout=self._lock_seconds,
+            timeout=self._lease_seconds,
             blocking_timeout=self._lock_seconds,
             sleep=LOCK_POLL_SECONDS,
+            thread_local=False,
         )
         if not lock.acquire():
             raise NonceLockTimeout(
                 f"nonce lock for {self.sender} not acquired within {self._lock_seconds}s"
             )
         try:
-            yield
+            with renewed(lock, lease_seconds=self._lease_seconds, hold_seconds=self._lock_seconds):
+                yield
         finally:
             try:
                 lock.release()

@@ -21,6 +21,7 @@ from eth_account.signers.local import LocalAccount
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
 from backend.services.chain import Chain, JsonRpc, chain_errors
+from backend.services.claims import LEASE_SECONDS
 from backend.services.errors import (
     ChainUnavailable,
     ServiceError,
@@ -162,11 +163,19 @@ class Relayer:
         lock_seconds: float,
         replace_after_seconds: float = 60.0,
         fee_bump_percent: int = 25,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.chain = chain
         self.account: LocalAccount = Account.from_key(private_key)
-        self.nonces = NonceManager(nonces_client, self.account.address, lock_seconds=lock_seconds)
+        self.nonces = NonceManager(
+            nonces_client,
+            self.account.address,
+            lock_seconds=lock_seconds,
+            lease_seconds=lease_seconds,
+        )
         self.receipt_timeout = receipt_timeout
+        # How long a claim this relayer's waits hold outlives a dead holder (claims.py).
+        self.lease_seconds = lease_seconds
         # Estimating or simulating a large batch: allow it more than the node timeout
         # meant for quick reads (a slow answer is not a dead node). Raw JSON-RPC, as
         # Chain.raw: a batch's call carries every request's calldata (tens of kB), and

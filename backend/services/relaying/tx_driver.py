@@ -118,11 +118,12 @@ def drive(
             # see each other's claims while a deployment rolls over.
             f"gpucap:batch:{relayer.sender.lower()}:{nonce}",
             seconds=relayer.receipt_timeout + DRIVER_CLAIM_MARGIN_SECONDS,
+            lease_seconds=relayer.lease_seconds,
         ) as mine:
             if not mine:
                 # Another task is waiting for this transaction and finishes every row of
-                # it; this one frees its thread. If that task dies, its claim expires and
-                # the sweep's next wake-up drives the group.
+                # it; this one frees its thread. If that task dies, its claim expires
+                # a lease later and this row's re-check (worker.tasks) drives the group.
                 return state.status
             with sessions() as session:
                 row = actions.sent_row(session, action_id)
