@@ -33,6 +33,10 @@ import {IObligationSource} from "./interfaces/IObligationSource.sol";
  *   sources are a short admin-set list (at most MAX_OBLIGATION_SOURCES), asked
  *   with a view call at requestExit and again at withdrawBond; a source that
  *   reverts blocks the exit (fails closed) until the admin removes it.
+ * - GPU binding: an operator binds each GPU (keccak256 of its UUID) to at most one node,
+ *   at most gpuCount per node. An exit does not loop over the node's GPUs: a binding to
+ *   an Exited node simply no longer counts ({gpuNode} says 0) and another node may take
+ *   it over (GpuUnbound for the exited node is emitted then).
  * - JAILER_ROLE freezes a node: it cannot back new capacity nor start an exit
  *   until unjailed. The bond stays slashable.
  * - Operators act through the trusted ERC-2771 forwarder without gas:
@@ -74,6 +78,8 @@ contract NodeRegistry is AccessControl, ERC2771Context, ReentrancyGuardTransient
     mapping(address nodeKey => uint256 nodeId) private _nodeIdByKey;
     mapping(uint256 nodeId => Bond) private _bonds;
     IObligationSource[] private _obligationSources;
+    mapping(bytes32 gpuId => uint256 nodeId) private _gpuNode;
+    mapping(uint256 nodeId => uint256 count) private _boundGpuCount;
 
     /**
      * @param admin Receives DEFAULT_ADMIN_ROLE, CLASS_ADMIN_ROLE and JAILER_ROLE.
@@ -195,6 +201,56 @@ contract NodeRegistry is AccessControl, ERC2771Context, ReentrancyGuardTransient
     /// @inheritdoc INodeRegistry
     function nodeIdByKey(address nodeKey) external view returns (uint256) {
         return _nodeIdByKey[nodeKey];
+    }
+
+    // ------------------------------------------------------------------
+    // GPUs
+    // ------------------------------------------------------------------
+
+    /// @inheritdoc INodeRegistry
+    function bindGpus(uint256 nodeId, bytes32[] calldata gpuIds) external {
+        Node storage n = _requireOperator(nodeId, _msgSender());
+        if (n.status != NodeStatus.Active && n.status != NodeStatus.Jailed) {
+            revert RegistryInvalidStatus(nodeId, n.status);
+        }
+        uint256 bound = _boundGpuCount[nodeId] + gpuIds.length;
+        if (bound > n.gpuCount) revert RegistryTooManyGpus(nodeId, bound, n.gpuCount);
+        for (uint256 i = 0; i < gpuIds.length; ++i) {
+            bytes32 gpuId = gpuIds[i];
+            if (gpuId == bytes32(0)) revert RegistryInvalidGpuId();
+            uint256 owner = _gpuNode[gpuId];
+            if (owner != 0) {
+                if (_nodes[owner].status != NodeStatus.Exited) revert RegistryGpuAlreadyBound(gpuId, owner);
+                emit GpuUnbound(owner, gpuId);
+            }
+            _gpuNode[gpuId] = nodeId;
+            emit GpuBound(nodeId, gpuId);
+        }
+        _boundGpuCount[nodeId] = bound;
+    }
+
+    /// @inheritdoc INodeRegistry
+    function unbindGpus(uint256 nodeId, bytes32[] calldata gpuIds) external {
+        _requireOperator(nodeId, _msgSender());
+        for (uint256 i = 0; i < gpuIds.length; ++i) {
+            bytes32 gpuId = gpuIds[i];
+            if (_gpuNode[gpuId] != nodeId) revert RegistryGpuNotBound(gpuId, nodeId);
+            delete _gpuNode[gpuId];
+            emit GpuUnbound(nodeId, gpuId);
+        }
+        // Each id was bound to this node, so counted in _boundGpuCount: no underflow.
+        _boundGpuCount[nodeId] -= gpuIds.length;
+    }
+
+    /// @inheritdoc INodeRegistry
+    function gpuNode(bytes32 gpuId) external view returns (uint256) {
+        uint256 owner = _gpuNode[gpuId];
+        return owner != 0 && _nodes[owner].status != NodeStatus.Exited ? owner : 0;
+    }
+
+    /// @inheritdoc INodeRegistry
+    function boundGpuCount(uint256 nodeId) external view returns (uint256) {
+        return _boundGpuCount[nodeId];
     }
 
     // ------------------------------------------------------------------

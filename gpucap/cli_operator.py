@@ -17,6 +17,7 @@ from eth_utils import to_checksum_address
 
 from gpucap import actions
 from gpucap.cli import USD, DevAccount, Keystore, _ctx, app, console, err_console, relay, wallet
+from gpucap.gpu_ids import gpu_id
 
 
 def _rejected(exc: actions.TxRejected) -> None:
@@ -109,6 +110,55 @@ def withdraw_bond(
     """Withdraw your exiting node's whole bond once the unbonding delay has passed (still
     refused while anything is owed)."""
     _relay_registry(typer_ctx, "withdrawBond", node_id, dev_account, keystore)
+
+
+GpuUuids = Annotated[
+    list[str], typer.Argument(help="GPU UUIDs as NVML reports them (nvidia-smi -L): GPU-…")
+]
+
+
+@app.command("bind-gpus")
+def bind_gpus(
+    typer_ctx: typer.Context,
+    node_id: int,
+    uuids: GpuUuids,
+    dev_account: DevAccount = None,
+    keystore: Keystore = None,
+) -> None:
+    """Bind your node's GPUs in the registry: the oracles count an agent's readings and
+    challenge answers only for GPUs bound to its node (refused for a GPU bound to another
+    node: RegistryGpuAlreadyBound; beyond the node's GPU count: RegistryTooManyGpus)."""
+    _relay_gpus(typer_ctx, "bindGpus", node_id, uuids, dev_account, keystore)
+
+
+@app.command("unbind-gpus")
+def unbind_gpus(
+    typer_ctx: typer.Context,
+    node_id: int,
+    uuids: GpuUuids,
+    dev_account: DevAccount = None,
+    keystore: Keystore = None,
+) -> None:
+    """Release GPUs from your node (a GPU replaced or moved to another node)."""
+    _relay_gpus(typer_ctx, "unbindGpus", node_id, uuids, dev_account, keystore)
+
+
+def _relay_gpus(
+    typer_ctx: typer.Context,
+    function: str,
+    node_id: int,
+    uuids: list[str],
+    dev_account: int | None,
+    keystore: Path | None,
+) -> None:
+    try:
+        ids = [gpu_id(u) for u in uuids]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    ctx = _ctx(typer_ctx)
+    signer = wallet(dev_account, keystore)
+    data = ctx.contract("NodeRegistry").encode_abi(function, args=[node_id, ids])
+    relay(ctx, signer, "NodeRegistry", data)
 
 
 def _relay_registry(

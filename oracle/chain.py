@@ -231,6 +231,18 @@ class ChainClient:
             peak_flops=bf16_tflops * 1e12 / 2,  # dense TF32 is half of dense BF16
         )
 
+    def gpu_nodes(self, gpu_ids: list[bytes]) -> list[int]:
+        """The node each GPU id is bound to in the registry (0: none; see gpucap.gpu_ids),
+        in JSON-RPC batches of ``_READ_BATCH`` calls."""
+        owners: list[int] = []
+        for first in range(0, len(gpu_ids), _READ_BATCH):
+            chunk = gpu_ids[first : first + _READ_BATCH]
+            with self.w3.batch_requests() as batch:
+                for gpu in chunk:
+                    batch.add(self.registry.functions.gpuNode(gpu))
+                owners.extend(int(owner) for owner in batch.execute())
+        return owners
+
     def _reference_power_w(self, class_id: int) -> int:
         if class_id not in self._power_by_class:
             # GpuClass struct: (name, referencePowerW, ...)

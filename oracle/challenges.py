@@ -16,7 +16,7 @@ A challenge fails, with its reason logged and recorded, when the agent:
   or signs an answer to another challenge (``replayed``: both nonces are signed);
 - answers after the deadline (``missed_deadline``);
 - names a GPU UUID that is not among the node's: those its accepted signed
-  samples list, each bound to the first node that listed it (``unknown_gpu``);
+  samples list that the registry binds to the node (``unknown_gpu``);
 - claims a time faster than the class's peak (``impossible_time``) or slower
   than ``min_efficiency`` of it plus ``kernel_slack_s`` (``too_slow_for_class``):
   a slower GPU claiming a faster class;
@@ -74,6 +74,10 @@ class Registration:
 class Registry(Protocol):
     def registration(self, node_id: int) -> Registration: ...
 
+    def gpu_nodes(self, gpu_ids: list[bytes]) -> list[int]:
+        """The node each GPU id (gpucap.gpu_ids) is bound to in the registry, 0 if none."""
+        ...
+
 
 @dataclass(frozen=True)
 class ChallengePolicy:
@@ -126,30 +130,6 @@ class ChallengeLedger:
             " passed INTEGER NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,"
             " round_trip REAL NOT NULL)"
         )
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS gpu_bindings (uuid TEXT PRIMARY KEY,"
-            " node_id INTEGER NOT NULL, since REAL NOT NULL)"
-        )
-
-    def bind(self, node_id: int, uuids: Iterable[str]) -> dict[str, int]:
-        """Bind ``uuids`` to ``node_id`` unless bound to another node already (the
-        first node whose signed samples listed a GPU keeps it, across restarts);
-        returns the UUIDs that belong to other nodes, with their owners."""
-        uuids = list(uuids)
-        with self._lock:
-            marks = ",".join("?" * len(uuids))
-            owners = dict(
-                self._db.execute(
-                    f"SELECT uuid, node_id FROM gpu_bindings WHERE uuid IN ({marks})", uuids
-                ).fetchall()
-            )
-            taken = {u: owner for u, owner in owners.items() if owner != node_id}
-            if not taken:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO gpu_bindings VALUES (?, ?, ?)",
-                    [(u, node_id, time.time()) for u in uuids if u not in owners],
-                )
-            return taken
 
     def record(self, verdict: Verdict) -> None:
         with self._lock:
@@ -215,7 +195,8 @@ class Challenger:
         self.chain_id = chain_id
         self.policy = policy
         self.ledger = ledger
-        # UUIDs bound to the node, as its accepted signed samples list them (agent collector).
+        # The node's GPUs: UUIDs its accepted signed samples list that the registry binds
+        # to it (agent collector).
         self._gpus_of = gpus_of
         self.on_verdict: Callable[[Verdict], None] | None = None
         self._stop = threading.Event()

@@ -85,7 +85,6 @@ def _agent_source(
         chain_id,
         max_skew_s=settings.agent_max_skew_seconds,
         deadline_s=min(DCGM_DEADLINE_S, 0.8 * interval),
-        ledger=ledger,
     )
     if settings.challenge_mean_interval_seconds > 0:
         collector.challenger = Challenger(

@@ -26,6 +26,7 @@ from typing import Any
 
 from brownie import (
     CapacityToken,
+    ChallengeJail,
     Contract,
     EpochSettlement,
     GpucapForwarder,
@@ -110,6 +111,10 @@ class DeployConfig:
     market_maker_fee_bps: int = 0
     market_taker_fee_bps: int = 10
     market_fee_recipient: str | None = None
+    # ChallengeJail: a node whose attested leaves show a failed work challenge in this many
+    # epochs among the last jail_window_epochs attested ones is jailed (by anyone's call).
+    jail_failing_epochs: int = 3
+    jail_window_epochs: int = 24
     # Outside the dev chain every admin power moves to a GpucapTimelock with this delay
     # (scripts/powers.py says which); None = the deployer stays admin (tests; the demo
     # hands over after seeding, scripts/seed.py).
@@ -211,6 +216,9 @@ class System:
     # The pools' loan book (PoolLoans, created by the settlement; None in a manifest written
     # before it existed, when the loan lived inside EpochSettlement).
     loans: Any = None
+    # Jails nodes that keep failing work challenges (JAILER_ROLE on the registry; None in a
+    # manifest written before it existed).
+    jail: Any = None
     # The build artifact whose ABI the manifest gives for the stablecoin: the test token's,
     # or a standard ERC-20 with permit's for the chain's own stablecoin.
     stablecoin_artifact: str = STABLECOIN
@@ -228,6 +236,8 @@ class System:
             contracts["PoolLoans"] = self.loans
         if self.market is not None:
             contracts["Market"] = self.market
+        if self.jail is not None:
+            contracts["ChallengeJail"] = self.jail
         if self.timelock is not None:  # its events are the schedule of admin changes
             contracts["GpucapTimelock"] = self.timelock
         return contracts
@@ -293,6 +303,7 @@ def deploy_system(deployer: Any, config: DeployConfig | None = None) -> System:
     settlement, loans = _deploy_settlement(
         deployer, stablecoin, registry, oracle_hub, capacity, config
     )
+    jail = _deploy_jail(deployer, registry, oracle_hub, config)
     return System(
         stablecoin=stablecoin,
         registry=registry,
@@ -305,6 +316,7 @@ def deploy_system(deployer: Any, config: DeployConfig | None = None) -> System:
         class_ids=class_ids,
         guardian=config.guardian_address or deployer.address,
         market=market,
+        jail=jail,
         stablecoin_artifact=stablecoin_artifact,
     )
 
@@ -346,6 +358,23 @@ def _deploy_oracle_hub(deployer: Any, registry: Any, config: DeployConfig) -> An
         config.oracle_quorum,
         {"from": deployer},
     )
+
+
+def _deploy_jail(deployer: Any, registry: Any, oracle_hub: Any, config: DeployConfig) -> Any:
+    """ChallengeJail, allowed to jail (JAILER_ROLE) a node whose attested leaves anyone
+    submits as evidence of repeated failed work challenges. Unjailing stays with the
+    guardian, who holds the same role after the hand-over."""
+    sender = {"from": deployer}
+    jail = ChallengeJail.deploy(
+        deployer,
+        registry,
+        oracle_hub,
+        config.jail_failing_epochs,
+        config.jail_window_epochs,
+        sender,
+    )
+    registry.grantRole(registry.JAILER_ROLE(), jail, sender)
+    return jail
 
 
 def _deploy_capacity(
@@ -545,6 +574,7 @@ def load_system(manifest: dict[str, Any]) -> System:
         "EpochSettlement": EpochSettlement,
         "PoolLoans": PoolLoans,
         "Market": Market,
+        "ChallengeJail": ChallengeJail,
         "GpucapTimelock": GpucapTimelock,
     }
     # Contract.from_abi, not ContainerType.at: brownie 1.22's .at() fails on
@@ -567,6 +597,7 @@ def load_system(manifest: dict[str, Any]) -> System:
         market=handles.get("Market"),
         timelock=handles.get("GpucapTimelock"),
         loans=handles.get("PoolLoans"),
+        jail=handles.get("ChallengeJail"),
     )
 
 

@@ -30,6 +30,7 @@ POWERED = (
     "EpochSettlement",
     "PoolLoans",
     "Market",
+    "ChallengeJail",
     POOL,
 )
 
@@ -77,9 +78,11 @@ POWERS: tuple[Power, ...] = (
     Power(
         "NodeRegistry",
         "JAILER_ROLE",
-        (GUARDIAN,),
+        (GUARDIAN, "ChallengeJail"),
         ("jail", "unjail"),
-        "freezes a node: no new offers, buys or exit; its holders can still redeem",
+        "freezes a node: no new offers, buys or exit; its holders can still redeem "
+        "(ChallengeJail jails only on attested evidence of repeated failed work challenges; "
+        "the guardian unjails)",
         "none moves: it stops an operator's new business",
         AT_ONCE,
     ),
@@ -255,6 +258,16 @@ POWERS: tuple[Power, ...] = (
         AT_ONCE,
     ),
     Power(
+        "ChallengeJail",
+        DEFAULT_ADMIN,
+        (TIMELOCK,),
+        ("grantRole", "revokeRole", "setParams"),
+        "sets the jail rule: how many epochs with a failed challenge (at least 2) within how "
+        "many recent attested epochs (at most 720) jail a node",
+        "none moves: how quickly a failing operator's new business stops",
+        TIMELOCK_DELAY,
+    ),
+    Power(
         "TestStablecoin",
         DEFAULT_ADMIN,
         ("deployer",),
@@ -335,6 +348,7 @@ def markdown() -> str:
         "PoolLoans",
         "RevenuePool",
         "Market",
+        "ChallengeJail",
         "GpucapTimelock",
     ]
     for p in sorted(POWERS, key=lambda p: order.index(p.contract) if p.contract in order else 9):

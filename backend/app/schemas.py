@@ -172,6 +172,25 @@ class NodePublic(_Row):
     registered_block: int
 
 
+class NodeJailPublic(BaseModel):
+    """Why a node is jailed now: the registry's NodeJailed event, and, when ChallengeJail
+    jailed it, the attested epochs whose failed work challenges were the evidence
+    (``reason`` is then keccak256 of those leaves' hashes, in epoch order)."""
+
+    reason: str
+    jailer: str
+    tx_hash: str
+    block_number: int
+    challenge_epochs: list[int] | None = None
+    challenges_failed: list[int] | None = None
+    reporter: str | None = None
+
+
+class NodeDetailPublic(NodePublic):
+    # Set while the node is jailed; None otherwise.
+    jail: NodeJailPublic | None = None
+
+
 class EpochPublic(_Row):
     epoch: int
     root: str

@@ -80,6 +80,7 @@ class ActionKind(enum.StrEnum):
     SETTLE_EPOCH = "settle_epoch"  # EpochSettlement.settle: one epoch, a batch of nodes
     DECLARE_DEFAULT = "declare_default"  # PoolLoans.declareDefault: one node, once due
     PERMIT = "permit"  # a wallet's EIP-2612 permit for the Market, sent by the relayer itself
+    JAIL_NODE = "jail_node"  # ChallengeJail.jail: one node's attested failing leaves
 
 
 class ActionStatus(enum.StrEnum):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from backend.db.models import ActionKind
 from backend.services.keepers.defaults import declare_default_tx
 from backend.services.keepers.deliveries import prove_tx, settle_tx
+from backend.services.keepers.jails import jail_node_tx
 from backend.services.keepers.settle_batches import settle_epoch_tx
 from backend.services.market.permits import permit_in_effect, permit_tx
 from backend.services.relaying.faucet import drip_request
@@ -24,5 +25,6 @@ REQUEST_BUILDERS: dict[str, RequestBuilder] = {
     ActionKind.SETTLE_EPOCH.value: settle_epoch_tx,
     ActionKind.DECLARE_DEFAULT.value: declare_default_tx,
     ActionKind.PERMIT.value: permit_tx,
+    ActionKind.JAIL_NODE.value: jail_node_tx,
 }
 IN_EFFECT_CHECKS: dict[str, InEffectCheck] = {ActionKind.PERMIT.value: permit_in_effect}

@@ -28,6 +28,7 @@ from backend.services.keepers.cadence import Cadence
 from backend.services.keepers.defaults import plan_defaults
 from backend.services.keepers.deliveries import plan_due
 from backend.services.keepers.epochs import plan_epoch_settlements
+from backend.services.keepers.jails import plan_jails
 from backend.services.relaying.batch_sizing import BatchLimits
 from backend.services.relaying.batching import BatchReverted
 from backend.services.relaying.finality import review_mined
@@ -295,7 +296,8 @@ def settle_due(self: Task) -> str:
 @shared_task(name=SETTLE_EPOCHS_TASK, bind=True, acks_late=True, ignore_result=True)
 def settle_epochs(self: Task) -> str:
     """Plan the EpochSettlement batches that are due and enqueue them for the relayer;
-    then the default declarations the chain says are due (``keepers.defaults``).
+    then the default declarations the chain says are due (``keepers.defaults``) and the
+    challenge jails (``keepers.jails``).
 
     Idempotent (acks_late): a redelivered run finds the actions it created by key,
     and nodes with an action in flight are not planned again.
@@ -335,6 +337,17 @@ def settle_epochs(self: Task) -> str:
                     ),
                     on_reopen=lambda action_id: record_reopened(ctx.redis, [action_id]),
                 )
+                # A node whose attested leaves show failed challenges in enough recent
+                # epochs is jailed (ChallengeJail lets anyone; nobody else is bound to).
+                jails = plan_jails(
+                    session,
+                    indexer_of(self.app).chain,
+                    retry_after_seconds=settings.epoch_settle_retry_seconds,
+                    enqueue=lambda action_id: self.app.send_task(
+                        RELAY_TASK, args=[action_id], ignore_result=True
+                    ),
+                    on_reopen=lambda action_id: record_reopened(ctx.redis, [action_id]),
+                )
         except (ChainUnavailable, ManifestError) as exc:
             log.warning("settle_epochs: %s; will retry on the next beat", exc)
             return "unavailable"
@@ -346,13 +359,14 @@ def settle_epochs(self: Task) -> str:
         _log_now_and_then(logging.WARNING, f"settle_epochs: rejected: {reason}")
     for node, why in plan.settling.items():
         _log_now_and_then(logging.INFO, f"settle_epochs: settling: node {node}: {why}")
-    for reason in plan.waiting + defaults.waiting:
+    for reason in plan.waiting + defaults.waiting + jails.waiting:
         _log_now_and_then(logging.INFO, f"settle_epochs: waiting: {reason}")
-    for reason in defaults.done:
+    for reason in defaults.done + jails.done:
         _log_now_and_then(logging.INFO, f"settle_epochs: done: {reason}")
     return (
         f"{len(plan.actions)} settlement batch(es), "
-        f"{len(defaults.actions)} default declaration(s) enqueued"
+        f"{len(defaults.actions)} default declaration(s), "
+        f"{len(jails.actions)} jail call(s) enqueued"
     )
 
 

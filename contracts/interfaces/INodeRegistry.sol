@@ -147,6 +147,13 @@ interface INodeRegistry {
         uint256 locked
     );
 
+    /// @notice GPU `gpuId` (keccak256 of its UUID) was bound to node `nodeId`.
+    event GpuBound(uint256 indexed nodeId, bytes32 indexed gpuId);
+
+    /// @notice GPU `gpuId` was released from node `nodeId` (by its operator, or on its
+    /// rebinding by another node after `nodeId` exited).
+    event GpuUnbound(uint256 indexed nodeId, bytes32 indexed gpuId);
+
     // ------------------------------------------------------------------
     // Errors
     // ------------------------------------------------------------------
@@ -204,6 +211,18 @@ interface INodeRegistry {
 
     /// @notice `source` is zero, already listed, not listed, or the list is full (`maxSources`).
     error RegistryInvalidObligationSource(address source, uint256 maxSources);
+
+    /// @notice A GPU id is zero (not the keccak256 of any UUID).
+    error RegistryInvalidGpuId();
+
+    /// @notice GPU `gpuId` is bound to node `nodeId` (this one or another) already.
+    error RegistryGpuAlreadyBound(bytes32 gpuId, uint256 nodeId);
+
+    /// @notice GPU `gpuId` is not bound to node `nodeId`.
+    error RegistryGpuNotBound(bytes32 gpuId, uint256 nodeId);
+
+    /// @notice Node `nodeId` would have `bound` GPUs bound, more than its `gpuCount`.
+    error RegistryTooManyGpus(uint256 nodeId, uint256 bound, uint32 gpuCount);
 
     /// @notice `delaySeconds` is above `maxDelaySeconds`.
     error RegistryInvalidUnbondingDelay(uint64 delaySeconds, uint64 maxDelaySeconds);
@@ -266,6 +285,33 @@ interface INodeRegistry {
 
     /// @notice The node registered with `nodeKey`, or 0.
     function nodeIdByKey(address nodeKey) external view returns (uint256);
+
+    // ------------------------------------------------------------------
+    // GPUs
+    // ------------------------------------------------------------------
+
+    /**
+     * @notice Binds the GPUs `gpuIds` to node `nodeId`: the oracles accept a node agent's
+     * readings and challenge answers only for GPUs bound to that node. A GPU id is
+     * keccak256 of the GPU's UUID string exactly as NVML reports it ("GPU-…"). A GPU is
+     * bound to at most one node; a node exiting releases its GPUs (another node may then
+     * bind them: GpuUnbound for the exited node, then GpuBound).
+     * Requirements: caller is the node's operator; node Active or Jailed; every id non-zero
+     * and not bound to a node that has not exited; at most `gpuCount` bound in all.
+     */
+    function bindGpus(uint256 nodeId, bytes32[] calldata gpuIds) external;
+
+    /**
+     * @notice Releases the GPUs `gpuIds` from node `nodeId` (e.g. a GPU replaced).
+     * Requirements: caller is the node's operator; each id bound to this node.
+     */
+    function unbindGpus(uint256 nodeId, bytes32[] calldata gpuIds) external;
+
+    /// @notice The node GPU `gpuId` is bound to, or 0 (never bound, released, or its node exited).
+    function gpuNode(bytes32 gpuId) external view returns (uint256);
+
+    /// @notice How many GPUs node `nodeId` has bound.
+    function boundGpuCount(uint256 nodeId) external view returns (uint256);
 
     // ------------------------------------------------------------------
     // Bond

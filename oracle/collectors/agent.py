@@ -3,19 +3,25 @@
 Each poll fetches ``GET /sample`` from every agent at once under one deadline.
 A page counts only if it is signed (EIP-191) by the ``nodeKey`` the registry
 records for that node, for this chain and node, stamped within
-``max_skew_s`` of the oracle's clock, lists no more GPUs than the registry
-does, and no GPU already bound to another node (a UUID belongs to the first
-node that listed it, recorded beside the oracle's state: an operator cannot
-claim another node's GPUs, nor make that node's challenges fail by listing
-them). Anything else (unreachable, unsigned, wrong key, stale, too many GPUs) is
+``max_skew_s`` of the oracle's clock and lists no more GPUs than the registry
+does. Anything else (unreachable, unsigned, wrong key, stale, too many GPUs) is
 *missing*: no readings for that poll, so the node's coverage drops and the
 aggregation never sees an unverified number; the reason is logged when it
 changes and counted in ``rejections``. Accepted readings are stamped on
 receipt, as every live source's are.
 
-The registry is re-read at most every ``registry_ttl_s`` so a key rotated by a
-registry update takes effect without a restart. The UUIDs in a node's accepted
-samples are what its challenge answers may name (oracle/challenges.py).
+GPUs are the registry's: a reading counts only for a GPU whose id (keccak256 of
+its UUID, gpucap.gpu_ids) NodeRegistry binds to that node (``bindGpus``). A GPU
+that is not bound (``gpu_unbound``) or bound to another node
+(``gpu_of_another_node``) is missing, logged with the UUIDs when the set
+changes: an operator cannot claim another node's GPUs, nor make that node's
+challenges fail by listing them, and a node's coverage counts only GPUs it
+bound.
+
+The registry is re-read at most every ``registry_ttl_s`` (registrations and GPU
+bindings alike) so a key rotated or a GPU bound by a registry update takes
+effect without a restart. The UUIDs of a node's accepted readings are what its
+challenge answers may name (oracle/challenges.py).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from agent.protocol import SAMPLE_KIND, ProtocolError, open_document
+from gpucap.gpu_ids import gpu_id
 from oracle.challenges import ChallengeLedger, Challenger, Registration, Registry
 from oracle.collectors.base import PolledSource, Reading, Sample, SampleStore
 
@@ -43,6 +50,7 @@ class CachedRegistry:
         self._ttl_s = ttl_s
         self._lock = threading.Lock()
         self._cache: dict[int, tuple[float, Registration]] = {}
+        self._gpu_cache: dict[bytes, tuple[float, int]] = {}
 
     def registration(self, node_id: int) -> Registration:
         with self._lock:
@@ -53,6 +61,29 @@ class CachedRegistry:
         with self._lock:
             self._cache[node_id] = (time.monotonic(), reg)
         return reg
+
+    def gpu_nodes(self, gpu_ids: list[bytes]) -> list[int]:
+        """As the registry's, each id read at most every ``ttl_s`` (one batch for the rest)."""
+        now = time.monotonic()
+        with self._lock:
+            known = {
+                g: hit[1]
+                for g in gpu_ids
+                if (hit := self._gpu_cache.get(g)) is not None and now - hit[0] < self._ttl_s
+            }
+        stale = [g for g in dict.fromkeys(gpu_ids) if g not in known]
+        if stale:
+            owners = self._registry.gpu_nodes(stale)
+            with self._lock:
+                for g, owner in zip(stale, owners, strict=True):
+                    self._gpu_cache[g] = (now, owner)
+                    known[g] = owner
+        return [known[g] for g in gpu_ids]
+
+    def gpu_owners(self, uuids: Iterable[str]) -> dict[str, int]:
+        """UUID -> the node the registry binds its GPU to (0: none)."""
+        names = sorted(set(uuids))
+        return dict(zip(names, self.gpu_nodes([gpu_id(u) for u in names]), strict=True))
 
 
 class AgentCollector:
@@ -65,17 +96,17 @@ class AgentCollector:
         chain_id: int,
         max_skew_s: float = 5.0,
         deadline_s: float = 5.0,
-        ledger: ChallengeLedger | None = None,
     ) -> None:
         self.targets = dict(targets)
-        self.registry = registry
+        self.registry = (
+            registry if isinstance(registry, CachedRegistry) else CachedRegistry(registry)
+        )
         self.chain_id = chain_id
         self.max_skew_s = max_skew_s
         self.deadline_s = deadline_s
-        # Binds each GPU UUID to the first node that listed it (see ChallengeLedger.bind).
-        self.ledger = ledger
         self.rejections: Counter[str] = Counter()
         self._why: dict[int, str] = {}
+        self._gpu_why: dict[int, str] = {}  # node -> its GPUs left out, as last logged
         self._gpus: dict[int, set[str]] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=min(32, max(1, len(self.targets))))
@@ -139,16 +170,42 @@ class AgentCollector:
         except (KeyError, TypeError, ValueError) as exc:
             self._reject(node_id, "malformed", f"bad GPU reading ({exc})")
             return []
-        uuids = {r.device for r in readings}
-        if self.ledger is not None and (taken := self.ledger.bind(node_id, uuids)):
-            detail = f"lists GPUs bound to other nodes: {taken}"
-            self._reject(node_id, "gpu_of_another_node", detail)
+        try:
+            owners = self.registry.gpu_owners(r.device for r in readings)
+        except Exception as exc:  # noqa: BLE001 - the chain, not the node: still missing
+            self._reject(node_id, "registry_unreadable", f"{type(exc).__name__}: {exc}")
+            return []
+        readings = self._bound_only(node_id, readings, owners)
+        if not readings:
+            self._reject(node_id, "no_bound_gpu", "none of its GPUs is bound to it in the registry")
             return []
         with self._lock:
-            self._gpus[node_id] = uuids
+            self._gpus[node_id] = {r.device for r in readings}
         if self._why.pop(node_id, None) is not None:
             log.info("node %d: agent samples accepted again", node_id)
         return readings
+
+    def _bound_only(
+        self, node_id: int, readings: list[Reading], owners: dict[str, int]
+    ) -> list[Reading]:
+        """The readings of GPUs the registry binds to ``node_id``; the others are missing,
+        counted per GPU and logged (with their UUIDs) when the set left out changes."""
+        unbound = sorted(u for u, owner in owners.items() if owner == 0)
+        foreign = {u: owner for u, owner in sorted(owners.items()) if owner not in (0, node_id)}
+        self.rejections["gpu_unbound"] += len(unbound)
+        self.rejections["gpu_of_another_node"] += len(foreign)
+        why = ""
+        if unbound:
+            why += f"GPUs not bound to it in the registry (gpu_unbound): {unbound}; "
+        if foreign:
+            why += f"GPUs bound to other nodes (gpu_of_another_node): {foreign}; "
+        if why != self._gpu_why.get(node_id, ""):
+            if why:
+                log.warning("node %d: agent readings of %scounted as missing", node_id, why)
+            else:
+                log.info("node %d: every GPU its agent lists is bound to it", node_id)
+            self._gpu_why[node_id] = why
+        return [r for r in readings if owners[r.device] == node_id]
 
     def _reject(self, node_id: int, kind: str, detail: str) -> None:
         self.rejections[kind] += 1

@@ -21,6 +21,7 @@ from eth_account import Account
 from eth_utils import keccak
 
 from gpucap.devchain import free_port
+from gpucap.gpu_ids import gpu_id
 from oracle.challenges import ChallengeLedger, Challenger
 from oracle.collectors.agent import AgentCollector
 from oracle.config import OracleSettings
@@ -32,8 +33,12 @@ ACQUISITION_COST = 250_000 * 10**6
 ACQUIRED_AT = 1_700_000_000
 
 
-# The simulated agent's UUIDs for node 1 (fleet seed 0).
-NODE_1_GPUS = [f"GPU-sim0000-00000001-{i:04x}" for i in range(8)]
+def sim_gpus(node_id: int) -> list[str]:
+    """The simulated agent's UUIDs for a node (fleet seed 0, agent/gpus.py)."""
+    return [f"GPU-sim0000-{node_id:08x}-{i:04x}" for i in range(8)]
+
+
+NODE_1_GPUS = sim_gpus(1)
 
 
 def node_key(node_id: int) -> str:
@@ -50,7 +55,8 @@ AGENTS = {
     6: ("stale", {}),
     7: ("throttle", {"GPUCAP_AGENT_THROTTLE_SECONDS": "6.0"}),
     8: ("boast", {}),
-    # Lists node 1's GPUs as its own; left out of the oracle's targets until node 1's are bound.
+    # Lists node 1's GPUs (bound to node 1 in the registry) as its own; left out of the
+    # oracle's targets (its own test).
     9: ("honest", {"GPUCAP_AGENT_GPU_UUIDS": ",".join(NODE_1_GPUS)}),
 }
 THIEF = 9
@@ -70,6 +76,11 @@ def world(live_deployment, operator):
             Account.from_key(node_key(node_id)).address,
             {"from": operator},
         )
+        # The operator binds its node's GPUs in the registry (none for the thief, whose
+        # agent lists node 1's).
+        if node_id != THIEF:
+            gpus = [gpu_id(u) for u in sim_gpus(node_id)]
+            system.registry.bindGpus(node_id, gpus, {"from": operator})
     return live_deployment
 
 
@@ -104,7 +115,8 @@ def agents(world, tmp_path_factory):
         urls[node_id] = f"http://127.0.0.1:{port}"
     try:
         for url in urls.values():
-            deadline = time.monotonic() + 30
+            # Nine interpreters importing numpy at once on a shared machine: generous.
+            deadline = time.monotonic() + 120
             while True:
                 try:
                     if requests.get(f"{url}/health", timeout=1).ok:
@@ -167,19 +179,22 @@ def test_only_samples_signed_by_the_registered_key_and_fresh_count(oracle, caplo
     assert collector.gpus_of(1) == set(NODE_1_GPUS)
 
 
-def test_gpus_belong_to_the_first_node_that_listed_them(oracle, agents, caplog):
-    """Node 9's agent lists node 1's GPUs: its samples are refused, its challenges fail,
-    and node 1 keeps its GPUs (listing them cannot make node 1's challenges fail)."""
-    _, source, sampler = oracle
+def test_a_sample_listing_gpus_bound_to_another_node_gets_no_credit(oracle, agents, caplog):
+    """Node 9's agent lists node 1's GPUs, which the registry binds to node 1: a collector
+    of its own (no memory of what node 1 listed: the registry alone decides) takes no
+    reading from it, its challenges fail, and node 1 keeps its GPUs."""
+    _, _, sampler = oracle
     first = sampler.collector
-    thief = AgentCollector(
-        {THIEF: agents[THIEF]}, first.registry, first.chain_id, ledger=source.ledger
-    )
+    thief = AgentCollector({THIEF: agents[THIEF]}, first.registry, first.chain_id)
     try:
         with caplog.at_level(logging.WARNING, logger="gpucap.oracle.collectors.agent"):
             assert thief.poll(time.time()) == []
-        assert thief.rejections["gpu_of_another_node"] == 1
-        assert f"node {THIEF}: agent sample rejected (gpu_of_another_node)" in caplog.text
+        assert thief.rejections["gpu_of_another_node"] == 8
+        assert thief.rejections["no_bound_gpu"] == 1
+        assert f"node {THIEF}: agent readings of GPUs bound to other nodes" in caplog.text
+        assert f"'{NODE_1_GPUS[0]}': 1" in caplog.text
+        assert f"node {THIEF}: agent sample rejected (no_bound_gpu)" in caplog.text
+        assert thief.gpus_of(THIEF) == set()
         judge = Challenger(
             {THIEF: agents[THIEF]},
             first.registry,
@@ -191,7 +206,8 @@ def test_gpus_belong_to_the_first_node_that_listed_them(oracle, agents, caplog):
         assert judge.challenge(THIEF).reason == "unknown_gpu"
     finally:
         thief.close()
-    assert len(first.gpus_of(1)) == 8
+    sampler.poll_once()
+    assert first.gpus_of(1) == set(NODE_1_GPUS)
 
 
 def test_challenges_credit_the_honest_node_and_catch_every_liar(oracle, caplog):
@@ -308,3 +324,25 @@ def test_bad_requests_are_refused_with_a_code_and_reason(agents):
         assert response.json()["reason"]
     response = requests.post(f"{url}/challenges", data=b"{not json", timeout=10)
     assert (response.status_code, response.json()["code"]) == (400, "bad_json")
+
+
+def test_a_gpu_not_bound_in_the_registry_is_missing(world, oracle, agents, operator, caplog):
+    """Node 1's operator unbinds one GPU: once the registry is read again, that GPU's
+    readings are missing (logged with its UUID) and the other seven count."""
+    _, _, sampler = oracle
+    registry = world.system.registry
+    first = sampler.collector
+    released = gpu_id(NODE_1_GPUS[7])
+    registry.unbindGpus(1, [released], {"from": operator})
+    # A fresh cache: the daemon's would see the change within its TTL.
+    collector = AgentCollector({1: agents[1]}, first.registry._registry, first.chain_id)
+    try:
+        with caplog.at_level(logging.WARNING, logger="gpucap.oracle.collectors.agent"):
+            readings = collector.poll(time.time())
+        assert {r.device for r in readings} == set(NODE_1_GPUS[:7])
+        assert collector.gpus_of(1) == set(NODE_1_GPUS[:7])
+        assert collector.rejections["gpu_unbound"] == 1
+        assert f"(gpu_unbound): ['{NODE_1_GPUS[7]}']" in caplog.text
+    finally:
+        collector.close()
+        registry.bindGpus(1, [released], {"from": operator})

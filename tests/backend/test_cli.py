@@ -192,6 +192,28 @@ def test_operator_exit_is_refused_while_the_node_owes_and_then_withdraws(
     assert s.registry.nodeStatus(node) == 4  # Exited
 
 
+def test_operator_binds_and_unbinds_gpus(stack: Stack, offer, operator2) -> None:
+    """bind-gpus / unbind-gpus, relayed: a GPU bound to another node is refused with the
+    contract's error."""
+    from gpucap.gpu_ids import gpu_id
+
+    s = offer["system"]
+    node = s.registry.registerNode(
+        s.class_ids["A100-SXM-80GB"], 4, b"eu-north".ljust(32, b"\0"), 60_000 * USD,
+        chain[-1].timestamp - 3_600, "0x" + "7a" * 20, {"from": operator2},
+    ).events["NodeRegistered"]["nodeId"]  # fmt: skip
+    gpus = [f"GPU-0000cafe-0000-4000-8000-00000000000{i}" for i in range(2)]
+    as_op = ("--dev-account", str(OPERATOR2_INDEX))
+    out = cli(stack, "bind-gpus", str(node), *gpus, *as_op)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert [s.registry.gpuNode(gpu_id(u)) for u in gpus] == [node, node]
+    taken = cli(stack, "bind-gpus", str(offer["node"]), gpus[0], "--dev-account", "1")
+    assert taken.returncode == 2 and "RegistryGpuAlreadyBound" in taken.stderr
+    out = cli(stack, "unbind-gpus", str(node), gpus[1], *as_op)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert s.registry.gpuNode(gpu_id(gpus[1])) == 0 and s.registry.boundGpuCount(node) == 1
+
+
 def test_pool_deposit_stake_and_list(stack: Stack, offer, admin, operator, staker) -> None:
     from scripts.deploy import PoolTerms, deploy_node_pool
 

@@ -87,6 +87,7 @@ def handed(admin, operator, accounts):
         "CapacityToken": system.capacity.address,
         "EpochSettlement": system.settlement.address,
         "PoolLoans": system.loans.address,
+        "ChallengeJail": system.jail.address,
         "deployer": admin.address,
     }
     return system, timelock, proposer, guardian, names, start, early_pool

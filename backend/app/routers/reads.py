@@ -25,6 +25,8 @@ from backend.app.schemas import (
     GpuClassPublic,
     HoldingPublic,
     IndexerStatusPublic,
+    NodeDetailPublic,
+    NodeJailPublic,
     NodePublic,
     OfferPublic,
     PortfolioPublic,
@@ -34,6 +36,7 @@ from backend.app.schemas import (
 )
 from backend.db.models import (
     BalanceRow,
+    ChainEvent,
     EpochRow,
     GpuClassRow,
     IndexerState,
@@ -88,12 +91,49 @@ def list_nodes(
 
 
 @router.get("/nodes/{node_id}", responses=NOT_FOUND)
-def read_node(node_id: IdPath, session: SessionDep) -> NodePublic:
-    """One indexed node; 404 `NodeNotFound` if the index has not seen it."""
+def read_node(node_id: IdPath, session: SessionDep) -> NodeDetailPublic:
+    """One indexed node, with why it is jailed while it is; 404 `NodeNotFound` if the index
+    has not seen it."""
     row = session.get(NodeRow, node_id)
     if row is None:
         raise ApiError(404, "NodeNotFound", f"no node {node_id} has been indexed")
-    return NodePublic.model_validate(row)
+    node = NodeDetailPublic.model_validate(row)
+    if row.status == "jailed":
+        node.jail = _jail_of(session, node_id)
+    return node
+
+
+def _jail_of(session: Session, node_id: int) -> NodeJailPublic | None:
+    """The node's newest NodeJailed event and, in the same transaction, ChallengeJail's
+    evidence. Jailings are rare, so the node's events are picked out here rather than
+    by a JSON query the two databases spell differently."""
+    jailed = session.scalars(
+        select(ChainEvent)
+        .where(ChainEvent.contract == "NodeRegistry", ChainEvent.event == "NodeJailed")
+        .order_by(ChainEvent.block_number.desc(), ChainEvent.log_index.desc())
+    )
+    event = next((e for e in jailed if int(e.args["nodeId"]) == node_id), None)
+    if event is None:
+        return None
+    jail = NodeJailPublic(
+        reason=event.args["reason"],
+        jailer=event.args["jailer"],
+        tx_hash=event.tx_hash,
+        block_number=event.block_number,
+    )
+    evidence = session.scalars(
+        select(ChainEvent).where(
+            ChainEvent.tx_hash == event.tx_hash,
+            ChainEvent.contract == "ChallengeJail",
+            ChainEvent.event == "NodeJailedForChallenges",
+        )
+    ).all()
+    for ev in evidence:
+        if int(ev.args["nodeId"]) == node_id:
+            jail.challenge_epochs = [int(e) for e in ev.args["epochs"]]
+            jail.challenges_failed = [int(f) for f in ev.args["failed"]]
+            jail.reporter = ev.args["reporter"]
+    return jail
 
 
 @router.get("/epochs")

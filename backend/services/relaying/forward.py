@@ -72,7 +72,9 @@ ALLOWED_CALLS: dict[str, frozenset[str]] = {
             "setApprovalForAll",
         }
     ),
-    "NodeRegistry": frozenset({"registerNode", "depositBond", "requestExit", "withdrawBond"}),
+    "NodeRegistry": frozenset(
+        {"registerNode", "depositBond", "requestExit", "withdrawBond", "bindGpus", "unbindGpus"}
+    ),
     # The secondary market: a taker's fills (matched by the backend's book) and a
     # maker's own cancellations.
     "Market": frozenset({"fill", "fillBatch", "cancel", "cancelUpTo"}),
