@@ -224,3 +224,24 @@ def test_bad_load_requests_get_coded_errors(api: TestClient, world) -> None:
     route = api.get("/openapi.json").json()["paths"]["/api/v1/nodes/{node_id}/load"]["get"]
     assert {"200", "404", "422", "503"} <= set(route["responses"])
     assert all(r.get("description") for r in route["responses"].values())
+
+
+@pytest.fixture(scope="module")
+def settled(world, live_deployment, buyer):
+    """After W and the settlement grace, the reservation settled: no delivery was proven on
+    chain, so its whole 4 GPU-hours are a shortfall, refunded."""
+    s = live_deployment.system
+    chain.sleep(world["start"] + world["window"] + 3_601 - chain[-1].timestamp)
+    chain.mine()
+    tx = s.capacity.settleReservation(1, {"from": buyer})
+    return tx.events["ReservationSettled"]["shortfallMilliGpuHours"]
+
+
+def test_refunded_hours_are_not_billed(settled, api: TestClient, world) -> None:
+    assert settled == 4_000
+    body = api.get(f"/api/v1/nodes/{world['sold']}/load", params={"windows": 2}).json()
+    w = next(w for w in body["windows"] if w["window_start"] == world["start"])
+    assert w["status"] == "ended"
+    assert (w["sold_gpu_hours"], w["reserved_gpu_hours"]) == (15, 4)
+    assert (w["refunded_milli_gpu_hours"], w["billed_milli_gpu_hours"]) == (4_000, 11_000)
+    assert w["load_factor_bps"] == 11_000 * 10_000 // w["available_milli_gpu_hours"]
