@@ -522,6 +522,13 @@ class PoolCollateralPublic(BaseModel):
     utilization_attested: bool = Field(
         description="true: the node's trailing attested mean; false: the default assumption"
     )
+    utilization_epochs: int = Field(
+        description="attested epochs of the trailing window the mean is taken over"
+    )
+    utilization_unknown_epochs: int = Field(
+        description="of those, epochs with no leaf of the node or utilization coverage 0: "
+        "unknown, left out of the mean (weighted by coverage), never counted as idle"
+    )
     capital_share_bps: int = Field(
         description="share of a GPU-hour's price that reaches the capital (deployed split)"
     )

@@ -18,6 +18,8 @@ from fastapi.testclient import TestClient
 
 from backend.app.main import create_app
 from backend.config import Settings
+from backend.risk.collateral import trailing_unknown_epochs, trailing_utilization
+from backend.risk.indexed import indexed_overrides
 from backend.services.chain import Chain
 from backend.services.indexing.indexer import Indexer
 from gpucap import devchain
@@ -224,6 +226,25 @@ def test_bad_load_requests_get_coded_errors(api: TestClient, world) -> None:
     route = api.get("/openapi.json").json()["paths"]["/api/v1/nodes/{node_id}/load"]["get"]
     assert {"200", "404", "422", "503"} <= set(route["responses"])
     assert all(r.get("description") for r in route["responses"].values())
+
+
+def test_the_risk_input_weighs_by_coverage_and_counts_the_unknown_epochs(
+    api: TestClient, sessions, world
+) -> None:
+    """What the stress run and the pool's marked collateral take as the node's utilization:
+    the zero-coverage epoch is left out and counted, the half-covered one weighs half."""
+    sold, idle = world["sold"], world["idle"]
+    with sessions() as s:
+        assert trailing_utilization(s, [sold, idle]) == {
+            sold: round((6_000 * 10_000 + 8_000 * 5_000) / 15_000),
+            idle: round((2_000 + 3_000) / 2),
+        }
+        assert trailing_unknown_epochs(s, [sold, idle, 999]) == {
+            sold: (3, 1),
+            idle: (3, 1),
+            999: (3, 3),  # no leaf at all: every epoch unknown
+        }
+        assert indexed_overrides(s, [sold], world["as_of"])[sold]["utilization_bps"] == 6_667
 
 
 @pytest.fixture(scope="module")
