@@ -21,12 +21,14 @@ EpochSettlement settles an epoch:
   share while the loan is in cash sweep); the rest carries as arrears.
 - value_m on the run's curve (straight line, or the chain's declining balance) at the
   period's end; LTV_m = outstanding_m / value_m; DSCR_m = sum net / sum due over the last
-  ``dscr_window_months`` periods (only projected ones); covenant flag as RiskModel.
+  ``dscr_window_epochs`` epochs, in periods (``Params.periods``: one period with the
+  deployment's hourly epochs; only projected ones); covenant flag as RiskModel.
 - Loan, as ``_advanceLoan``: a flagged period puts the loan in cash sweep (from the next
-  period on); ``cure_epochs`` unflagged periods in a row end it. Default (declared by the
-  keeper right after the settlement that meets it): arrears > ``default_arrears_bps`` of
-  the drawn principal, or DSCR under ``default_dscr_bps`` (with service in the window) for
-  ``default_dscr_epochs`` periods in a row. The node stops there (paths end at default).
+  period on); ``cure_epochs`` unflagged epochs in a row (in periods) end it. Default
+  (declared by the keeper right after the settlement that meets it): arrears >
+  ``default_arrears_bps`` of the drawn principal, or DSCR under ``default_dscr_bps`` (with
+  service in the window) for ``default_dscr_epochs`` epochs in a row (in periods). The
+  node stops there (paths end at default).
 - **Loss waterfall at default** (``_waterfall``): claim = principal outstanding after the
   period, accelerated, + arrears; the pledged bond (``pledge_bps`` of the bond) first, then
   the stakers (up to their shares' value: ``staked_bps`` of the raise), then the insurance
@@ -71,7 +73,17 @@ PERFORMING, CASH_SWEEP = 0, 1
 @dataclass(frozen=True)
 class Params:
     """Run-wide terms (not the world: that is the scenario). Defaults are the deployed
-    protocol's (``backend.risk.terms``); counts of epochs are counts of periods here."""
+    protocol's (``backend.risk.terms``).
+
+    The covenant window and the loan's runs are counted in the chain's epochs
+    (``epoch_seconds`` long), as EpochSettlement and PoolLoans count them, and projected
+    onto periods by ``periods``: a period holds period_seconds / epoch_seconds epochs of
+    the same price and utilization, so a run of k epochs is complete within the
+    ceil(k x epoch_seconds / period_seconds)-th period of the condition (at least one).
+    With the deployment's hourly epochs and 30-day periods, the 24-epoch DSCR window, the
+    6-epoch default run and the 3-epoch cure each take one period; with periods one epoch
+    long (the anvil test) they are counts of periods.
+    """
 
     start_time: int
     horizon_months: int = 60
@@ -81,7 +93,7 @@ class Params:
     operator_bps: int = T.OPERATOR_BPS
     covenant_dscr_bps: int = T.COVENANT_DSCR_BPS
     max_ltv_bps: int = T.MAX_LTV_BPS
-    dscr_window_months: int = T.DSCR_WINDOW_EPOCHS
+    dscr_window_epochs: int = T.DSCR_WINDOW_EPOCHS
     pledge_bps: int = T.PLEDGE_BPS
     default_arrears_bps: int = T.DEFAULT_ARREARS_BPS
     default_dscr_bps: int = T.DEFAULT_DSCR_BPS
@@ -92,6 +104,25 @@ class Params:
     pue_bps: int = T.PUE_BPS
     recovery_bps: int = 6_000
     collateral: str = "book"  # or "marked": see the module's docstring
+    epoch_seconds: int = T.EPOCH_SECONDS  # the chain's epoch: what the runs are counted in
+
+    def periods(self, epochs: int) -> int:
+        """Periods a run of ``epochs`` chain epochs takes: ceil(epochs x epoch_seconds /
+        period_seconds), at least one."""
+        return max(1, -(-epochs * self.epoch_seconds // self.period_seconds))
+
+    @property
+    def window_periods(self) -> int:
+        """The DSCR window (``dscr_window_epochs``) in periods."""
+        return self.periods(self.dscr_window_epochs)
+
+    @property
+    def cure_periods(self) -> int:
+        return self.periods(self.cure_epochs)
+
+    @property
+    def default_dscr_periods(self) -> int:
+        return self.periods(self.default_dscr_epochs)
 
     @property
     def capital_share_bps(self) -> int:
@@ -121,7 +152,9 @@ class Params:
             raise ScenarioError(
                 f"protocol_fee_bps + reserve_bps + operator_bps = {split} exceeds {BPS}"
             )
-        for name in ("dscr_window_months", "default_dscr_epochs", "cure_epochs"):
+        if not 1 <= self.epoch_seconds <= MONTH_SECONDS:
+            raise ScenarioError(f"epoch_seconds must be in [1, {MONTH_SECONDS}]")
+        for name in ("dscr_window_epochs", "default_dscr_epochs", "cure_epochs"):
             if not 1 <= getattr(self, name) <= 720:
                 raise ScenarioError(f"{name} must be in [1, 720]")
         if self.curve not in CURVES:
@@ -266,7 +299,7 @@ def _settle_loans(
 
     Per period, as ``_serviceDebt`` then ``_advanceLoan`` then ``_defaultDue``: pay
     due + arrears from net (and the operator's share under a sweep); a flagged period
-    sweeps from the next one on; ``cure_epochs`` clean ones in a row end the sweep; the
+    sweeps from the next one on; ``cure_periods`` clean ones in a row end the sweep; the
     default stops the node (its arrears and counters freeze). Periods are rows of the
     transposed inputs (gathered and transposed in one copy), so each step reads contiguous
     memory.
@@ -293,12 +326,12 @@ def _settle_loans(
         sweep_periods += sweep & alive
         low_run = (low_run + 1) * low_t[j]
         clean_run = (clean_run + 1) * ~flag
-        cured = sweep & ~flag & (clean_run >= params.cure_epochs)
+        cured = sweep & ~flag & (clean_run >= params.cure_periods)
         cures += cured & alive
         entered = alive & flag & ~sweep & (first_sweep == 0)
         first_sweep[entered] = j + 1
         sweep = (sweep | flag) & ~cured
-        newly = alive & ((arrears > threshold) | (low_run >= params.default_dscr_epochs))
+        newly = alive & ((arrears > threshold) | (low_run >= params.default_dscr_periods))
         if newly.any():
             first_default[newly] = j + 1
             alive &= ~newly
@@ -341,7 +374,7 @@ def project(
         ("value", scenario.economic_life_months),
         lambda: collateral_values(fleet, life, t, params.curve),
     )
-    w = params.dscr_window_months
+    w = params.window_periods
 
     def schedule() -> tuple[I64, ...]:
         drawn, tenor, since = loan_terms(fleet, scenario)

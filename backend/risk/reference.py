@@ -112,7 +112,7 @@ def project_node(fleet: Fleet, i: int, scenario: Scenario, params: Params) -> No
         out.net.append(net)
         out.due.append(due)
         out.utilization.append(util)
-        lo = max(0, m - params.dscr_window_months)
+        lo = max(0, m - params.window_periods)
         dscr = F.dscr_bps(sum(out.net[lo:]), sum(out.due[lo:]))
         ltv = F.ltv_bps(outstanding, value)
         epochs = sum(1 for d in out.due[lo:] if d > 0)
@@ -143,11 +143,11 @@ def project_node(fleet: Fleet, i: int, scenario: Scenario, params: Params) -> No
             if state != CASH_SWEEP and not out.first_breach:
                 out.first_breach = m
             state = CASH_SWEEP
-        elif state == CASH_SWEEP and clean_run >= params.cure_epochs:
+        elif state == CASH_SWEEP and clean_run >= params.cure_periods:
             state = PERFORMING
             out.cures += 1
         # PoolLoans._defaultDue, declared by the keeper right after the settlement.
-        if arrears > threshold or low_run >= params.default_dscr_epochs:
+        if arrears > threshold or low_run >= params.default_dscr_periods:
             out.first_default = m
             out.claim = outstanding + arrears
             value_at, insurance_at = value, insurance

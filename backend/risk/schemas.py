@@ -36,6 +36,7 @@ from backend.risk.fleet import (
     FleetError,
     NodeInput,
 )
+from backend.risk.formulas import MONTH_SECONDS
 from backend.risk.scenarios import MAX_HORIZON_MONTHS, NAMED, PPM, Scenario, UtilizationPath
 
 INT64_MAX = 2**63 - 1
@@ -233,7 +234,7 @@ class ScenarioRunRequest(_Strict):
     # Defaults: the deployed protocol's terms (backend/risk/terms.py).
     covenant_dscr_bps: int = Field(T.COVENANT_DSCR_BPS, ge=0, le=1_000_000)
     max_ltv_bps: int = Field(T.MAX_LTV_BPS, ge=0, le=1_000_000)
-    dscr_window_months: int = Field(T.DSCR_WINDOW_EPOCHS, ge=1, le=720)
+    dscr_window_epochs: int = Field(T.DSCR_WINDOW_EPOCHS, ge=1, le=720)
     protocol_fee_bps: Bps = T.PROTOCOL_FEE_BPS
     reserve_bps: Bps = T.RESERVE_BPS
     operator_bps: Bps = T.OPERATOR_BPS
@@ -242,6 +243,13 @@ class ScenarioRunRequest(_Strict):
     default_dscr_bps: int = Field(T.DEFAULT_DSCR_BPS, ge=0, le=1_000_000)
     default_dscr_epochs: int = Field(T.DEFAULT_DSCR_EPOCHS, ge=1, le=720)
     cure_epochs: int = Field(T.CURE_EPOCHS, ge=1, le=720)
+    epoch_seconds: int = Field(
+        T.EPOCH_SECONDS,
+        ge=1,
+        le=MONTH_SECONDS,
+        description="the chain's epoch: the DSCR window and the loan's runs count epochs, "
+        "and a projection month holds 30 days of them",
+    )
     curve: Literal["straight_line", "declining_balance"] = "straight_line"
     electricity_price_per_kwh: UsdPrice = Field(T.ELECTRICITY_PRICE_PER_KWH, le=MAX_KWH_PRICE)
     pue_bps: int = Field(T.PUE_BPS, ge=10_000, le=MAX_PUE_BPS)
@@ -312,7 +320,8 @@ class ScenarioRunRequest(_Strict):
             horizon_months=self.horizon_months,
             covenant_dscr_bps=self.covenant_dscr_bps,
             max_ltv_bps=self.max_ltv_bps,
-            dscr_window_months=self.dscr_window_months,
+            dscr_window_epochs=self.dscr_window_epochs,
+            epoch_seconds=self.epoch_seconds,
             protocol_fee_bps=self.protocol_fee_bps,
             reserve_bps=self.reserve_bps,
             operator_bps=self.operator_bps,
