@@ -6,6 +6,7 @@ re-checks what depends on several fields (``FleetError``/``ScenarioError``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
@@ -207,6 +208,25 @@ class ScenarioIn(_Strict):
         )
 
 
+# The Params fields the chain sets (EpochSettlement, PoolLoans, the hub): a request that
+# leaves one out gets the chain's value where the index has it.
+RUN_TERMS = (
+    "protocol_fee_bps",
+    "reserve_bps",
+    "operator_bps",
+    "covenant_dscr_bps",
+    "max_ltv_bps",
+    "curve",
+    "dscr_window_epochs",
+    "pledge_bps",
+    "default_arrears_bps",
+    "default_dscr_bps",
+    "default_dscr_epochs",
+    "cure_epochs",
+    "epoch_seconds",
+)
+
+
 class ScenarioRunRequest(_Strict):
     """Named and/or custom scenarios over a fleet from the index (``scope`` or
     ``node_ids``; each node's pool debt, trailing utilization and ask come from the index,
@@ -231,7 +251,8 @@ class ScenarioRunRequest(_Strict):
         None, ge=0, le=MAX_TIME, description="unix seconds; default: now, floored to the hour"
     )
     horizon_months: int = Field(60, ge=1, le=MAX_HORIZON_MONTHS)
-    # Defaults: the deployed protocol's terms (backend/risk/terms.py).
+    # Left out: the chain's terms as indexed (RUN_TERMS), else the deployed protocol's
+    # (backend/risk/terms.py).
     covenant_dscr_bps: int = Field(T.COVENANT_DSCR_BPS, ge=0, le=1_000_000)
     max_ltv_bps: int = Field(T.MAX_LTV_BPS, ge=0, le=1_000_000)
     dscr_window_epochs: int = Field(T.DSCR_WINDOW_EPOCHS, ge=1, le=720)
@@ -314,28 +335,33 @@ class ScenarioRunRequest(_Strict):
             named = list(NAMED.values())
         return [*named, *(c.to_scenario() for c in self.custom)]
 
-    def params(self, start_time: int) -> Params:
+    def params(self, start_time: int, chain: Mapping[str, int | str] | None = None) -> Params:
+        """The run's terms: what the request set, else the chain's (``chain``: the terms
+        the index knows, ``backend.risk.indexed.chain_terms``), else the deployment's."""
+        given = {name: getattr(self, name) for name in RUN_TERMS}
+        for name, value in (chain or {}).items():
+            if name in given and name not in self.model_fields_set:
+                given[name] = value
         return Params(
             start_time=start_time,
             horizon_months=self.horizon_months,
-            covenant_dscr_bps=self.covenant_dscr_bps,
-            max_ltv_bps=self.max_ltv_bps,
-            dscr_window_epochs=self.dscr_window_epochs,
-            epoch_seconds=self.epoch_seconds,
-            protocol_fee_bps=self.protocol_fee_bps,
-            reserve_bps=self.reserve_bps,
-            operator_bps=self.operator_bps,
-            pledge_bps=self.pledge_bps,
-            default_arrears_bps=self.default_arrears_bps,
-            default_dscr_bps=self.default_dscr_bps,
-            default_dscr_epochs=self.default_dscr_epochs,
-            cure_epochs=self.cure_epochs,
-            curve=self.curve,
             electricity_price_per_kwh=self.electricity_price_per_kwh,
             pue_bps=self.pue_bps,
             recovery_bps=self.recovery_bps,
             collateral=self.collateral,
+            **given,
         )
+
+    def terms_source(self, chain: Mapping[str, int | str]) -> dict[str, str]:
+        """Where each chain term of the run came from: request, chain or deploy_default."""
+        return {
+            name: "request"
+            if name in self.model_fields_set
+            else "chain"
+            if name in chain
+            else "deploy_default"
+            for name in RUN_TERMS
+        }
 
     def energy_costs(self) -> dict[str, EnergyCosts]:
         return {name: c.to_costs() for name, c in self.operator_costs.items()}
@@ -440,6 +466,14 @@ class ScenarioRunPublic(BaseModel):
     horizon_months: int
     node_count: int
     collateral: Literal["book", "marked"] = "book"
+    terms: dict[str, int | str] = Field(
+        default_factory=dict, description="the split, covenant and loan terms the run used"
+    )
+    terms_source: dict[str, Literal["request", "chain", "deploy_default"]] = Field(
+        default_factory=dict,
+        description="per term: sent in the request, indexed from the chain, or the "
+        "deployment's default (the index has not seen it set)",
+    )
     results: list[ScenarioResultPublic]
 
 
@@ -449,11 +483,15 @@ def run_body(
     count: int,
     results: list[dict[str, Any]],
     collateral: str = "book",
+    params: Params | None = None,
+    terms_source: dict[str, str] | None = None,
 ) -> dict:
     return {
         "start_time": start_time,
         "horizon_months": horizon,
         "node_count": count,
         "collateral": collateral,
+        "terms": {name: getattr(params, name) for name in RUN_TERMS} if params else {},
+        "terms_source": terms_source or {},
         "results": results,
     }

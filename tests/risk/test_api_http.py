@@ -10,7 +10,7 @@ from backend.risk.engine import Params
 from backend.risk.fleet import DEFAULT_CLASSES, Debt, EnergyCosts, Fleet, NodeInput
 from backend.risk.run import run_scenarios
 from backend.risk.scenarios import NAMED
-from backend.risk.schemas import ScenarioRunPublic
+from backend.risk.schemas import RUN_TERMS, ScenarioRunPublic
 from tests.backend.backend_helpers import Stack, wait_for
 
 USD = 10**6
@@ -100,11 +100,21 @@ def test_indexed_node_projected_as_the_engine_does(stack: Stack, admin, operator
         ]
     )
     scenarios = [NAMED[n] for n in body["scenarios"]]
-    local = run_scenarios(
-        fleet, scenarios, Params(start_time=START, horizon_months=48), include_paths=True
+    # The deployed terms, as indexed (the hub's epoch from a pool when one exists).
+    params = Params(
+        start_time=START, horizon_months=48, epoch_seconds=served["terms"]["epoch_seconds"]
     )
+    assert served["terms"] == {name: getattr(params, name) for name in RUN_TERMS}
+    local = run_scenarios(fleet, scenarios, params, include_paths=True)
     expected = ScenarioRunPublic.model_validate(
-        {"start_time": START, "horizon_months": 48, "node_count": 1, "results": local}
+        {
+            "start_time": START,
+            "horizon_months": 48,
+            "node_count": 1,
+            "terms": served["terms"],
+            "terms_source": served["terms_source"],
+            "results": local,
+        }
     ).model_dump(mode="json")
     assert served == expected
     base, deflation = (r["nodes"][0] for r in served["results"][:2])
@@ -260,3 +270,92 @@ def test_bad_requests_are_422_with_a_reason(stack: Stack) -> None:
         assert resp.status_code == 422, (body, resp.text)
         assert resp.json()["code"] == code, (body, resp.text)
         assert reason in resp.json()["reason"], (body, resp.text)
+
+
+def test_run_takes_the_chains_terms_where_the_request_leaves_them(stack: Stack, admin) -> None:
+    """The admin changes the split, the covenant (and curve) and the loan terms on the
+    chain; once indexed, a run that does not name them uses them (terms_source "chain"),
+    a term the request names wins ("request"), and the answer is the engine's with
+    exactly those terms. The deployment's terms are put back after."""
+    s = stack.deployment.system
+    node = {
+        "node_id": 3,
+        "class_name": H100,
+        "gpu_count": 8,
+        "acquisition_cost": 240_000 * USD,
+        "acquired_at": START - 86_400,
+        "bond": 8_000 * USD,
+        "utilization_bps": 6_000,
+        "debt": {"drawn_assets": 160_000 * USD, "tenor_months": 36, "rate_bps": 1_100},
+    }
+    body = {"nodes": [node], "scenarios": ["deflation_40"], "start_time": START}
+    before = stack.post("/api/v1/risk/scenarios", json=body)
+    assert before.status_code == 200, before.text
+    assert before.json()["terms"]["operator_bps"] == 3_000
+    assert before.json()["terms_source"]["operator_bps"] == "chain"  # the deploy's SplitSet
+    deployed_loans = tuple(s.loans.loanParams())
+    try:
+        s.settlement.setSplit(400, 200, 2_500, {"from": admin})
+        s.settlement.setRiskParams(13_000, 7_000, 1, {"from": admin})
+        s.loans.setLoanParams((4_000, 800, 9_000, 4, 2), {"from": admin})
+        wait_for(
+            lambda: (
+                (r := stack.post("/api/v1/risk/scenarios", json=body)).status_code == 200
+                and r.json()["terms"]["cure_epochs"] == 2
+            ),
+            30,
+            "the new terms to be indexed",
+        )
+        served = stack.post("/api/v1/risk/scenarios", json={**body, "max_ltv_bps": 9_000}).json()
+        chain_terms = {
+            "protocol_fee_bps": 400,
+            "reserve_bps": 200,
+            "operator_bps": 2_500,
+            "covenant_dscr_bps": 13_000,
+            "max_ltv_bps": 9_000,  # the request's
+            "curve": "declining_balance",
+            "pledge_bps": 4_000,
+            "default_arrears_bps": 800,
+            "default_dscr_bps": 9_000,
+            "default_dscr_epochs": 4,
+            "cure_epochs": 2,
+        }
+        assert {k: served["terms"][k] for k in chain_terms} == chain_terms
+        source = served["terms_source"]
+        assert source["max_ltv_bps"] == "request"
+        assert {source[k] for k in chain_terms if k != "max_ltv_bps"} == {"chain"}
+        assert source["dscr_window_epochs"] == "deploy_default"  # immutable, no event
+        params = Params(
+            start_time=START,
+            dscr_window_epochs=served["terms"]["dscr_window_epochs"],
+            epoch_seconds=served["terms"]["epoch_seconds"],
+            **chain_terms,
+        )
+        fleet = Fleet.from_nodes(
+            [
+                NodeInput(
+                    node_id=3,
+                    class_name=H100,
+                    gpu_count=8,
+                    acquisition_cost=240_000 * USD,
+                    acquired_at=START - 86_400,
+                    economic_life_months=DEFAULT_CLASSES[H100].economic_life_months,
+                    residual_value_bps=DEFAULT_CLASSES[H100].residual_value_bps,
+                    bond=8_000 * USD,
+                    utilization_bps=6_000,
+                    debt=Debt(160_000 * USD, 36, 1_100),
+                )
+            ]
+        )
+        local = run_scenarios(fleet, [NAMED["deflation_40"]], params)
+        assert (
+            served["results"]
+            == ScenarioRunPublic.model_validate({**served, "results": local}).model_dump(
+                mode="json"
+            )["results"]
+        )
+        assert served["results"] != before.json()["results"]
+    finally:
+        s.settlement.setSplit(500, 300, 3_000, {"from": admin})
+        s.settlement.setRiskParams(12_500, 8_000, 0, {"from": admin})
+        s.loans.setLoanParams(deployed_loans, {"from": admin})
