@@ -226,3 +226,21 @@ def test_node_collateral_on_the_chains_curve(db: Session) -> None:
         strict.mark.book,
         "book",
     )
+    assert node.capital_share_bps == 6_200  # no SplitSet indexed: the deployment's
+    # The split changed on the chain: the capital's share of gross follows the newest.
+    for block, operator_bps in ((2, 3_000), (10, 4_000)):
+        db.add(
+            ChainEvent(
+                block_number=block, log_index=0, block_hash="0x" + "0" * 64, block_timestamp=1,
+                tx_hash="0x" + "0" * 64, contract="EpochSettlement", event="SplitSet",
+                args={"protocolFeeBps": 500, "reserveBps": 300, "operatorBps": operator_bps},
+            )
+        )  # fmt: skip
+    db.commit()
+    split = node_collateral(db, [7], rule, as_of=2_000)[7]
+    assert split.capital_share_bps == 5_200
+    assert split.mark.implied == market_implied_value(
+        acquisition_cost=240_000 * USD, residual_value_bps=1_000, economic_life_months=48,
+        acquired_at=0, t=2_000, gpu_count=8, price_per_gpu_hour=18 * USD // 8,
+        utilization_bps=7_000, capital_share_bps=5_200,
+    ) < implied  # fmt: skip
