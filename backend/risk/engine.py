@@ -32,9 +32,11 @@ EpochSettlement settles an epoch:
 - **Loss waterfall at default** (``_waterfall``): claim = principal outstanding after the
   period, accelerated, + arrears; the pledged bond (``pledge_bps`` of the bond) first, then
   the stakers (up to their shares' value: ``staked_bps`` of the raise), then the insurance
-  reserve (the node's: what it held plus what its settlements paid in), then the unstaked
-  holders. The four sum to the claim exactly. Later recovery from the node's revenue is
-  not projected (the node stops), so the holders' figure is the loss booked at default.
+  reserve (EpochSettlement's one reserve, shared by the fleet: the nodes' ``insurance``
+  plus every running node's part of gross, drawn by the defaults in order:
+  ``shared_reserve``), then the unstaked holders. The four sum to the claim exactly.
+  Later recovery from the node's revenue is not projected (the node stops), so the
+  holders' figure is the loss booked at default.
   ``recovery`` is only an estimate of selling the collateral (``recovery_bps`` of value).
 - **Collateral marked to the market** (``Params.collateral = "marked"``): a node with a
   market price (``NodeInput.mark_price_per_gpu_hour``: its class traded enough) is valued
@@ -338,6 +340,38 @@ def _settle_loans(
     return first_default, first_sweep, sweep_periods, cures, arrears, swept_t
 
 
+def _column_sums(x: I64) -> list[int]:
+    """Per period, the sum over the nodes, exact (Python ints past int64)."""
+    try:
+        return [int(v) for v in V.exact_sum(x, axis=0, what="reserve paid in")]
+    except V.EngineRangeError:
+        return [sum(int(v) for v in c) for c in x.T]
+
+
+def shared_reserve(first_default: I64, need: I64, inflow: list[int], initial: I64) -> I64:
+    """The reserve tier of each default (``PoolLoans._waterfall``): EpochSettlement keeps
+    ONE insurance reserve behind every node, so defaults draw on the same pot. It starts
+    at the fleet's ``insurance`` and takes ``inflow[j]`` (the running nodes' reserve part
+    of period j+1's gross); a period's defaults come after its settlements, in node order,
+    and each takes min(``need``: what the bond and the stakers left of its claim, what the
+    reserve holds). Greedy, so the total covered after the k-th default is
+    C_k = min(C_{k-1} + need_k, A_k) (A_k: all paid in by its period), i.e.
+    S_k + min(0, min_{i<=k} (A_i - S_i)) with S the running sum of need: one pass, exact
+    (Python ints: the fleet's sums may pass int64)."""
+    cover = np.zeros(len(first_default), dtype=np.int64)
+    rows = np.flatnonzero(first_default > 0)
+    if rows.size == 0:
+        return cover
+    order = rows[np.lexsort((rows, first_default[rows]))]
+    paid_in = np.cumsum(np.array([sum(int(v) for v in initial), *inflow], dtype=object))
+    a = paid_in[first_default[order]]  # paid in up to the end of each default's period
+    s = np.cumsum(need[order].astype(object))
+    lowest = np.minimum.accumulate(a - s)
+    covered = s + np.minimum(lowest, 0)
+    cover[order] = np.diff(covered, prepend=0).astype(np.int64)
+    return cover
+
+
 def _once(shared: dict[object, Any] | None, key: object, make: Callable[[], Any]) -> Any:
     """``make()``, or what it made before under ``key`` in ``shared`` (read-only arrays)."""
     if shared is None:
@@ -451,9 +485,6 @@ def project(
     rows = np.arange(n)
     claim = np.where(defaulted, outstanding[rows, at[:, 0]] + arrears, 0)
     value_at = np.where(defaulted, value[rows, at[:, 0]], 0)
-    # The reserve behind the node at default: what it held, plus every settlement's part.
-    paid_in = np.take_along_axis(np.cumsum(reserve_in, axis=1, dtype=np.int64), at, axis=1)
-    insurance_at = np.where(defaulted, fleet.insurance + paid_in[:, 0], 0)
     active = ~col(defaulted) | (periods[None, :] <= col(first_default))
 
     pledged = V.mul_div(fleet.bond, params.pledge_bps, BPS, "pledge")
@@ -461,7 +492,9 @@ def project(
     bond_loss = np.where(defaulted, np.minimum(pledged, claim), 0)
     rest = claim - bond_loss
     stakers = np.minimum(rest, staked_value)
-    from_reserve = np.minimum(rest - stakers, insurance_at)
+    from_reserve = shared_reserve(
+        first_default, rest - stakers, _column_sums(reserve_in * active), fleet.insurance
+    )
     waterfall = {
         "operator_bond": bond_loss,
         "stakers": stakers,

@@ -24,7 +24,7 @@ from backend.risk.fleet import (
     NodeInput,
     synthetic_fleet,
 )
-from backend.risk.reference import project_node
+from backend.risk.reference import project_fleet
 from backend.risk.scenarios import NAMED, Scenario, ScenarioError, UtilizationPath
 
 USD = 10**6
@@ -211,8 +211,7 @@ def test_engine_equals_scalar_reference(scenario: Scenario, params: Params) -> N
         {"": EnergyCosts(electricity_price_per_kwh=150_000)},  # the random nodes' operator
     )
     p = project(fleet, scenario, params)
-    for i in range(len(fleet)):
-        ref = project_node(fleet, i, scenario, params)
+    for i, ref in enumerate(project_fleet(fleet, scenario, params)):
         where = f"node {int(fleet.node_id[i])}"
         assert _ints(p.value[i]) == ref.value, where
         assert _ints(p.outstanding[i]) == ref.outstanding, where
@@ -238,7 +237,7 @@ def test_engine_equals_scalar_reference(scenario: Scenario, params: Params) -> N
         assert {k: int(v[i]) for k, v in p.waterfall.items()} == ref.waterfall, where
     # the random fleet does exercise the interesting branches
     assert (p.first_default > 0).any()
-    assert (p.first_breach > 0).any() and (p.waterfall["holders"] > 0).any()
+    assert (p.first_breach > 0).any() and (p.waterfall["insurance_reserve"] > 0).any()
     if params.period_seconds == MONTH:  # minute-long periods earn too little to sweep
         assert (p.utilization == 0).any()
         # With a one-period window a shortfall is a DSCR under the floor, which defaults in
@@ -359,6 +358,35 @@ def test_default_and_waterfall_in_order_and_to_the_unit() -> None:
         "holders": claim - 39_000 * USD,  # the rest
     }
     assert p.active[0].tolist() == [True, True] + [False] * 10  # the path stops at default
+
+
+def test_one_reserve_stands_behind_every_node_in_default_order() -> None:
+    """EpochSettlement keeps one insurance reserve: a default draws on what any node put
+    in, and the defaults of a period take it in node order until it is empty (not each
+    node its own). Two pools without revenue default in month 1 (DSCR 0 for six hourly
+    epochs), each leaving 86k after the pledged bond (4k) and the stakers (30k) of its
+    120k claim; the reserve holds 150k (100k behind node 1, 50k behind a node without a
+    loan): node 1 takes 86k, node 2 the 64k left, its holders lose 22k."""
+    debt = Debt(120_000 * USD, 12, 0, 0, 2_500)
+    fleet = Fleet.from_nodes(
+        [
+            node(1, price_per_gpu_hour=0, debt=debt, bond=8_000 * USD, insurance=100_000 * USD),
+            node(2, price_per_gpu_hour=0, debt=debt, bond=8_000 * USD),
+            node(3, price_per_gpu_hour=0, insurance=50_000 * USD),
+        ]
+    )
+    p = project(fleet, NAMED["base"], Params(start_time=T0, horizon_months=3))
+    assert p.first_default.tolist() == [1, 1, 0]
+    assert p.claim.tolist() == [120_000 * USD, 120_000 * USD, 0]
+    tiers = {k: v.tolist() for k, v in p.waterfall.items()}
+    assert tiers == {
+        "operator_bond": [4_000 * USD, 4_000 * USD, 0],
+        "stakers": [30_000 * USD, 30_000 * USD, 0],
+        "insurance_reserve": [86_000 * USD, 64_000 * USD, 0],
+        "holders": [0, 22_000 * USD, 0],
+    }
+    refs = project_fleet(fleet, NAMED["base"], Params(start_time=T0, horizon_months=3))
+    assert [r.waterfall["insurance_reserve"] for r in refs] == tiers["insurance_reserve"]
 
 
 def test_low_dscr_run_defaults_and_a_cure_ends_the_sweep() -> None:
