@@ -107,6 +107,8 @@ class Params:
     recovery_bps: int = 6_000
     collateral: str = "book"  # or "marked": see the module's docstring
     epoch_seconds: int = T.EPOCH_SECONDS  # the chain's epoch: what the runs are counted in
+    # EpochSettlement's reserve at the start (reserveHeld), beside the nodes' insurance.
+    reserve_held: int = 0
 
     def periods(self, epochs: int) -> int:
         """Periods a run of ``epochs`` chain epochs takes: ceil(epochs x epoch_seconds /
@@ -165,6 +167,8 @@ class Params:
             raise ScenarioError(f"collateral {self.collateral!r}: one of {', '.join(COLLATERAL)}")
         if not 0 <= self.electricity_price_per_kwh <= 10**7:
             raise ScenarioError("electricity_price_per_kwh must be in [0, 10000000]")
+        if not 0 <= self.reserve_held <= 2**62:
+            raise ScenarioError(f"reserve_held must be in [0, {2**62}]")
         if not BPS <= self.pue_bps <= 3 * BPS:
             raise ScenarioError(f"pue_bps must be in [{BPS}, {3 * BPS}]")
 
@@ -348,22 +352,22 @@ def _column_sums(x: I64) -> list[int]:
         return [sum(int(v) for v in c) for c in x.T]
 
 
-def shared_reserve(first_default: I64, need: I64, inflow: list[int], initial: I64) -> I64:
+def shared_reserve(first_default: I64, need: I64, inflow: list[int], initial: int) -> I64:
     """The reserve tier of each default (``PoolLoans._waterfall``): EpochSettlement keeps
     ONE insurance reserve behind every node, so defaults draw on the same pot. It starts
-    at the fleet's ``insurance`` and takes ``inflow[j]`` (the running nodes' reserve part
-    of period j+1's gross); a period's defaults come after its settlements, in node order,
-    and each takes min(``need``: what the bond and the stakers left of its claim, what the
-    reserve holds). Greedy, so the total covered after the k-th default is
-    C_k = min(C_{k-1} + need_k, A_k) (A_k: all paid in by its period), i.e.
-    S_k + min(0, min_{i<=k} (A_i - S_i)) with S the running sum of need: one pass, exact
-    (Python ints: the fleet's sums may pass int64)."""
+    at ``initial`` (reserveHeld and the nodes' ``insurance``) and takes ``inflow[j]``
+    (the running nodes' reserve part of period j+1's gross); a period's defaults come
+    after its settlements, in node order, and each takes min(``need``: what the bond and
+    the stakers left of its claim, what the reserve holds). Greedy, so the total covered
+    after the k-th default is C_k = min(C_{k-1} + need_k, A_k) (A_k: all paid in by its
+    period), i.e. S_k + min(0, min_{i<=k} (A_i - S_i)) with S the running sum of need:
+    one pass, exact (Python ints: the fleet's sums may pass int64)."""
     cover = np.zeros(len(first_default), dtype=np.int64)
     rows = np.flatnonzero(first_default > 0)
     if rows.size == 0:
         return cover
     order = rows[np.lexsort((rows, first_default[rows]))]
-    paid_in = np.cumsum(np.array([sum(int(v) for v in initial), *inflow], dtype=object))
+    paid_in = np.cumsum(np.array([initial, *inflow], dtype=object))
     a = paid_in[first_default[order]]  # paid in up to the end of each default's period
     s = np.cumsum(need[order].astype(object))
     lowest = np.minimum.accumulate(a - s)
@@ -493,7 +497,10 @@ def project(
     rest = claim - bond_loss
     stakers = np.minimum(rest, staked_value)
     from_reserve = shared_reserve(
-        first_default, rest - stakers, _column_sums(reserve_in * active), fleet.insurance
+        first_default,
+        rest - stakers,
+        _column_sums(reserve_in * active),
+        params.reserve_held + sum(int(v) for v in fleet.insurance),
     )
     waterfall = {
         "operator_bond": bond_loss,

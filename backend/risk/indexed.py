@@ -30,7 +30,14 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backend.db.models import ChainEvent, NodeRow, OfferRow, PoolRow, PoolTermsRow
+from backend.db.models import (
+    ChainEvent,
+    NodeRow,
+    NodeSettlementRow,
+    OfferRow,
+    PoolRow,
+    PoolTermsRow,
+)
 from backend.risk.collateral import CURVES, node_collateral, trailing_utilization
 from backend.risk.fleet import MAX_TENOR_MONTHS
 from backend.risk.formulas import MONTH_SECONDS
@@ -79,6 +86,27 @@ def chain_terms(session: Session) -> dict[str, int | str]:
     epoch = session.scalar(select(func.max(PoolTermsRow.epoch_length_seconds)))
     if epoch:
         out["epoch_seconds"] = int(epoch)
+    seen = select(ChainEvent.block_number).where(ChainEvent.contract == SETTLEMENT).limit(1)
+    if session.scalar(seen) is not None:
+        out["reserve_held_micro_usd"] = reserve_held(session)
+    return out
+
+
+def reserve_held(session: Session) -> int:
+    """EpochSettlement.reserveHeld as indexed: every settlement's reserve part, less what
+    the treasurer withdrew (ReserveWithdrawn) and what defaults took (LossWaterfall)."""
+    paid_in = session.scalar(select(func.coalesce(func.sum(NodeSettlementRow.reserve), 0)))
+    out = int(paid_in or 0)
+    for contract, event, arg in (
+        (SETTLEMENT, "ReserveWithdrawn", "amount"),
+        (LOANS, "LossWaterfall", "reserve"),
+    ):
+        for args in session.scalars(
+            select(ChainEvent.args).where(
+                ChainEvent.contract == contract, ChainEvent.event == event
+            )
+        ):
+            out -= int(args[arg])
     return out
 
 

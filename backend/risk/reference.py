@@ -173,12 +173,13 @@ def project_node(fleet: Fleet, i: int, scenario: Scenario, params: Params) -> No
 
 def project_fleet(fleet: Fleet, scenario: Scenario, params: Params) -> list[NodeProjection]:
     """Every node of ``fleet``, then the reserve tier, one default at a time as
-    PoolLoans._waterfall takes it from EpochSettlement's one reserve: it starts at the
-    fleet's ``insurance`` and takes every running node's part of each period's gross;
-    the defaults of a period come after the period's settlements, in node order, and each
-    takes what the reserve holds, up to what the bond and the stakers left of its claim."""
+    PoolLoans._waterfall takes it from EpochSettlement's one reserve: it starts at
+    ``Params.reserve_held`` plus the fleet's ``insurance`` and takes every running
+    node's part of each period's gross; the defaults of a period come after the period's
+    settlements, in node order, and each takes what the reserve holds, up to what the
+    bond and the stakers left of its claim."""
     nodes = [project_node(fleet, i, scenario, params) for i in range(len(fleet))]
-    reserve = sum(int(v) for v in fleet.insurance)
+    reserve = params.reserve_held + sum(int(v) for v in fleet.insurance)
     for m in range(1, params.horizon_months + 1):
         reserve += sum(n.reserve_in[m - 1] for n in nodes)
         for n in nodes:

@@ -224,7 +224,14 @@ RUN_TERMS = (
     "default_dscr_epochs",
     "cure_epochs",
     "epoch_seconds",
+    "reserve_held_micro_usd",
 )
+# Request and answer names that differ from the engine's (money says its unit here).
+_PARAM_NAMES = {"reserve_held_micro_usd": "reserve_held"}
+
+
+def param_name(name: str) -> str:
+    return _PARAM_NAMES.get(name, name)
 
 
 class ScenarioRunRequest(_Strict):
@@ -274,6 +281,14 @@ class ScenarioRunRequest(_Strict):
     curve: Literal["straight_line", "declining_balance"] = "straight_line"
     electricity_price_per_kwh: UsdPrice = Field(T.ELECTRICITY_PRICE_PER_KWH, le=MAX_KWH_PRICE)
     pue_bps: int = Field(T.PUE_BPS, ge=10_000, le=MAX_PUE_BPS)
+    reserve_held_micro_usd: int = Field(
+        0,
+        ge=0,
+        le=2**62,
+        description="EpochSettlement's insurance reserve at the start, in micro-USD (the "
+        "chain's as indexed when left out): one reserve behind every node, beside the "
+        "nodes' insurance",
+    )
     operator_costs: dict[Annotated[str, Field(max_length=64)], OperatorCostsIn] = Field(
         default_factory=dict, max_length=1_000
     )
@@ -342,6 +357,7 @@ class ScenarioRunRequest(_Strict):
         for name, value in (chain or {}).items():
             if name in given and name not in self.model_fields_set:
                 given[name] = value
+        given = {param_name(name): value for name, value in given.items()}
         return Params(
             start_time=start_time,
             horizon_months=self.horizon_months,
@@ -491,7 +507,7 @@ def run_body(
         "horizon_months": horizon,
         "node_count": count,
         "collateral": collateral,
-        "terms": {name: getattr(params, name) for name in RUN_TERMS} if params else {},
+        "terms": {name: getattr(params, param_name(name)) for name in RUN_TERMS} if params else {},
         "terms_source": terms_source or {},
         "results": results,
     }

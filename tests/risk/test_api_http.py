@@ -10,7 +10,7 @@ from backend.risk.engine import Params
 from backend.risk.fleet import DEFAULT_CLASSES, Debt, EnergyCosts, Fleet, NodeInput
 from backend.risk.run import run_scenarios
 from backend.risk.scenarios import NAMED
-from backend.risk.schemas import RUN_TERMS, ScenarioRunPublic
+from backend.risk.schemas import RUN_TERMS, ScenarioRunPublic, param_name
 from tests.backend.backend_helpers import Stack, wait_for
 
 USD = 10**6
@@ -104,7 +104,7 @@ def test_indexed_node_projected_as_the_engine_does(stack: Stack, admin, operator
     params = Params(
         start_time=START, horizon_months=48, epoch_seconds=served["terms"]["epoch_seconds"]
     )
-    assert served["terms"] == {name: getattr(params, name) for name in RUN_TERMS}
+    assert served["terms"] == {name: getattr(params, param_name(name)) for name in RUN_TERMS}
     local = run_scenarios(fleet, scenarios, params, include_paths=True)
     expected = ScenarioRunPublic.model_validate(
         {
@@ -329,6 +329,7 @@ def test_run_takes_the_chains_terms_where_the_request_leaves_them(stack: Stack, 
             start_time=START,
             dscr_window_epochs=served["terms"]["dscr_window_epochs"],
             epoch_seconds=served["terms"]["epoch_seconds"],
+            reserve_held=served["terms"]["reserve_held_micro_usd"],
             **chain_terms,
         )
         fleet = Fleet.from_nodes(

@@ -387,6 +387,11 @@ def test_one_reserve_stands_behind_every_node_in_default_order() -> None:
     }
     refs = project_fleet(fleet, NAMED["base"], Params(start_time=T0, horizon_months=3))
     assert [r.waterfall["insurance_reserve"] for r in refs] == tiers["insurance_reserve"]
+    # What the settlement holds already (reserveHeld) stands beside the nodes' insurance.
+    held = Params(start_time=T0, horizon_months=3, reserve_held=20_000 * USD)
+    p = project(fleet, NAMED["base"], held)
+    assert p.waterfall["insurance_reserve"].tolist() == [86_000 * USD, 84_000 * USD, 0]
+    assert p.waterfall["holders"].tolist() == [0, 2_000 * USD, 0]
 
 
 def test_low_dscr_run_defaults_and_a_cure_ends_the_sweep() -> None:
