@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -46,7 +47,6 @@ MAX_NODES = 10_000
 MAX_CELLS = 1_200_000
 MAX_SCENARIOS = 16
 
-Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
 MICRO = 10**6  # stablecoin units per USD
 
 
@@ -55,15 +55,16 @@ MICRO = 10**6  # stablecoin units per USD
 MICRO_USD_CONTEXT = {"micro_usd": True}
 
 
-def usd_to_micro(value: object, info: ValidationInfo) -> object:
-    """A price in USD as a decimal string ("2.00", at most 6 decimals) → micro-USD. A bare
-    JSON number is refused: 2.0 read as micro-units would price a GPU-hour at 0.000002 USD.
-    Only the backend's own index rows (MICRO_USD_CONTEXT) pass integers in micro-USD."""
+def _to_micro(value: object, info: ValidationInfo, what: str, example: str) -> object:
+    """USD as a decimal string (at most 6 decimals) → micro-USD. A bare JSON number is
+    refused: 2.0 read as micro-units would price a GPU-hour at 0.000002 USD, 240000 as a
+    GPU's cost would be 0.24 USD. Only the backend's own index rows (MICRO_USD_CONTEXT)
+    pass integers in micro-USD."""
     if isinstance(value, int) and not isinstance(value, bool) and info.context == MICRO_USD_CONTEXT:
         return value
     if isinstance(value, int | float):  # bool is an int too
         raise ValueError(
-            f'a price is a decimal string in USD, e.g. "2.00"; got the bare number {value!r}'
+            f'{what} is a decimal string in USD, e.g. "{example}"; got the bare number {value!r}'
         )
     if not isinstance(value, str):
         return value  # pydantic reports the type
@@ -71,16 +72,34 @@ def usd_to_micro(value: object, info: ValidationInfo) -> object:
         usd = Decimal(value)
     except InvalidOperation:
         raise ValueError(
-            f'a price is a decimal string in USD, e.g. "2.00"; got {value!r}'
+            f'{what} is a decimal string in USD, e.g. "{example}"; got {value!r}'
         ) from None
     micro = usd * MICRO
     if not usd.is_finite() or micro != micro.to_integral_value():
-        raise ValueError(f"a price in USD has at most 6 decimals; got {value!r}")
+        raise ValueError(f"{what} in USD has at most 6 decimals; got {value!r}")
     return int(micro)
 
 
+def usd_to_micro(value: object, info: ValidationInfo) -> object:
+    """A price in USD ("2.00") → micro-USD (``_to_micro``)."""
+    return _to_micro(value, info, "a price", "2.00")
+
+
+def usd_amount_to_micro(value: object, info: ValidationInfo) -> object:
+    """An amount of money in USD ("240000.00") → micro-USD (``_to_micro``)."""
+    return _to_micro(value, info, "an amount of money", "240000.00")
+
+
+# What the OpenAPI schema says of both: a string, never a JSON number.
+_USD_SCHEMA = WithJsonSchema(
+    {"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,6})?$", "description": "USD"}
+)
 # A price field: "2.00" (USD) in JSON, micro-USD inside.
-UsdPrice = Annotated[int, BeforeValidator(usd_to_micro), Field(ge=0, le=MAX_PRICE)]
+UsdPrice = Annotated[int, BeforeValidator(usd_to_micro), Field(ge=0, le=MAX_PRICE), _USD_SCHEMA]
+# An amount of money (cost, bond, debt, reserves): "240000.00" (USD) in JSON, micro-USD inside.
+UsdAmount = Annotated[
+    int, BeforeValidator(usd_amount_to_micro), Field(ge=0, le=MAX_AMOUNT), _USD_SCHEMA
+]
 Bps = Annotated[int, Field(ge=0, le=10_000)]
 NodeId = Annotated[int, Field(ge=0, le=INT64_MAX)]
 
@@ -93,7 +112,7 @@ class DebtIn(_Strict):
     """A RevenuePool's draw and schedule in 30-day months (backend/risk/indexed.py converts a
     pool's epochs by its epoch length)."""
 
-    drawn_assets: Amount
+    drawn_assets: UsdAmount
     tenor_months: int = Field(ge=1, le=MAX_TENOR_MONTHS)
     rate_bps: Bps
     months_since_draw: int = Field(0, ge=0, le=MAX_TENOR_MONTHS)
@@ -108,8 +127,8 @@ class NodeOverride(_Strict):
 
     node_id: NodeId
     debt: DebtIn | None = None
-    insurance: Amount = 0
-    trailing_revenue: Amount | None = None
+    insurance: UsdAmount = 0
+    trailing_revenue: UsdAmount | None = None
     utilization_bps: Bps | None = None
     price_per_gpu_hour: UsdPrice | None = None
     energy_wh_per_gpu_hour: int | None = Field(None, ge=0, le=MAX_ENERGY_WH)
@@ -128,11 +147,11 @@ class NodeIn(NodeOverride):
 
     class_name: str = Field(min_length=1, max_length=64)
     gpu_count: int = Field(ge=1, le=MAX_GPUS)
-    acquisition_cost: Amount
+    acquisition_cost: UsdAmount
     acquired_at: int = Field(ge=0, le=MAX_TIME)
     economic_life_months: int | None = Field(None, ge=1, le=MAX_LIFE_MONTHS)
     residual_value_bps: Bps | None = None
-    bond: Amount = 0
+    bond: UsdAmount = 0
     operator: str = Field("", max_length=64)
 
     def to_input(self) -> NodeInput:

@@ -53,7 +53,7 @@ def test_indexed_node_projected_as_the_engine_does(stack: Stack, admin, operator
     )
 
     debt = {
-        "drawn_assets": 170_000 * USD,
+        "drawn_assets": "170000",  # USD, a decimal string
         "tenor_months": 48,
         "rate_bps": 1_100,
         "months_since_draw": 3,
@@ -65,8 +65,8 @@ def test_indexed_node_projected_as_the_engine_does(stack: Stack, admin, operator
             {
                 "node_id": node_id,
                 "debt": debt,
-                "insurance": 1_000 * USD,
-                "trailing_revenue": 5_600 * USD,
+                "insurance": "1000.00",
+                "trailing_revenue": "5600",
                 "utilization_bps": 6_500,
             }
         ],
@@ -90,7 +90,7 @@ def test_indexed_node_projected_as_the_engine_does(stack: Stack, admin, operator
                 acquired_at=acquired,
                 economic_life_months=h100.economic_life_months,
                 residual_value_bps=h100.residual_value_bps,
-                debt=Debt(**debt),
+                debt=Debt(**{**debt, "drawn_assets": 170_000 * USD}),
                 bond=9_000 * USD,
                 insurance=1_000 * USD,
                 trailing_revenue=5_600 * USD,
@@ -132,10 +132,10 @@ def test_inline_fleet_with_a_custom_scenario(stack: Stack) -> None:
         "node_id": 7,
         "class_name": "A100-SXM-80GB",
         "gpu_count": 8,
-        "acquisition_cost": 120_000 * USD,
+        "acquisition_cost": "120000",
         "acquired_at": START - 86_400,
-        "bond": 4_000 * USD,
-        "debt": {"drawn_assets": 80_000 * USD, "tenor_months": 36, "rate_bps": 900},
+        "bond": "4000",
+        "debt": {"drawn_assets": "80000", "tenor_months": 36, "rate_bps": 900},
     }
     custom = {
         "name": "a100-crash",
@@ -167,7 +167,7 @@ def test_energy_terms_per_operator_and_node(stack: Stack) -> None:
             "node_id": i,
             "class_name": H100,
             "gpu_count": 8,
-            "acquisition_cost": 240_000 * USD,
+            "acquisition_cost": "240000",
             "acquired_at": START,
             "operator": "op-a",
             "utilization_bps": 8_000,
@@ -216,7 +216,7 @@ def test_bad_requests_are_422_with_a_reason(stack: Stack) -> None:
         "node_id": 1,
         "class_name": H100,
         "gpu_count": 8,
-        "acquisition_cost": 10 * USD,
+        "acquisition_cost": "10",
         "acquired_at": START,
     }
     cases = [
@@ -258,6 +258,19 @@ def test_bad_requests_are_422_with_a_reason(stack: Stack) -> None:
             "ValidationFailed",
             "at most 6 decimals",
         ),
+        # So is an amount of money: 240000 read as micro-USD would be a 0.24 USD GPU.
+        (
+            {"nodes": [dict(node, acquisition_cost=240_000)]},
+            "ValidationFailed",
+            "acquisition_cost: Value error, an amount of money is a decimal string in USD, e.g. "
+            '"240000.00"; got the bare number 240000',
+        ),
+        (
+            {"nodes": [dict(node, debt={"drawn_assets": 5, "tenor_months": 3, "rate_bps": 0})]},
+            "ValidationFailed",
+            "nodes.0.debt.drawn_assets",
+        ),
+        ({"nodes": [dict(node, bond="1.0000001")]}, "ValidationFailed", "at most 6 decimals"),
         # A typo in a class of a scenario's prices is an error naming the known classes.
         (
             {"nodes": [node], "custom": [{"name": "typo", "price_index_ppm": {"H1OO": [1] * 60}}]},
@@ -282,11 +295,11 @@ def test_run_takes_the_chains_terms_where_the_request_leaves_them(stack: Stack, 
         "node_id": 3,
         "class_name": H100,
         "gpu_count": 8,
-        "acquisition_cost": 240_000 * USD,
+        "acquisition_cost": "240000",
         "acquired_at": START - 86_400,
-        "bond": 8_000 * USD,
+        "bond": "8000",
         "utilization_bps": 6_000,
-        "debt": {"drawn_assets": 160_000 * USD, "tenor_months": 36, "rate_bps": 1_100},
+        "debt": {"drawn_assets": "160000", "tenor_months": 36, "rate_bps": 1_100},
     }
     body = {"nodes": [node], "scenarios": ["deflation_40"], "start_time": START}
     before = stack.post("/api/v1/risk/scenarios", json=body)
