@@ -308,40 +308,64 @@ def _settle_loans(
     sweeps from the next one on; ``cure_periods`` clean ones in a row end the sweep; the
     default stops the node (its arrears and counters freeze). Periods are rows of the
     transposed inputs (gathered and transposed in one copy), so each step reads contiguous
-    memory.
+    memory; the loans that defaulted are dropped from them as they go.
     """
     n, h = len(loans), due.shape[1]
-    due_t, net_t, share_t, flag_t, low_t = (
-        x.T[:, loans] for x in (due, net, operator_share, covenant, low_dscr)
+    inputs = [x.T[:, loans] for x in (due, net, operator_share, covenant, low_dscr)]
+    first_default, first_sweep, sweep_periods, cures, arrears_out = (
+        np.zeros(n, dtype=np.int64) for _ in range(5)
     )
+    swept_t = np.zeros((h, n), dtype=np.int64)
+    # The loans still running: columns of the inputs, positions in the outputs (``at``).
+    # Once a quarter of them has defaulted they are dropped (their counters written out
+    # first), so a world in which most loans default early costs less, not more.
+    at = np.arange(n)
+    limit = threshold
     arrears = np.zeros(n, dtype=np.int64)
     sweep = np.zeros(n, dtype=bool)
     alive = np.ones(n, dtype=bool)
-    low_run = np.zeros(n, dtype=np.int64)
-    clean_run = np.zeros(n, dtype=np.int64)
-    first_default, first_sweep, sweep_periods, cures = (
-        np.zeros(n, dtype=np.int64) for _ in range(4)
+    low_run, clean_run, entered_at, swept_n, cured_n = (
+        np.zeros(n, dtype=np.int64) for _ in range(5)
     )
-    swept_t = np.zeros((h, n), dtype=np.int64)
+    first = 0  # the inputs' row 0 is period ``first`` (0-based)
+    dead = 0
+
+    def write_out() -> None:
+        arrears_out[at] = arrears
+        first_sweep[at] = entered_at
+        sweep_periods[at] = swept_n
+        cures[at] = cured_n
+
     for j in range(h):
-        net_j, flag = net_t[j], flag_t[j]
-        owed = due_t[j] + arrears
-        paid = np.minimum(owed, net_j + share_t[j] * sweep)
+        due_t, net_t, share_t, flag_t, low_t = (x[j - first] for x in inputs)
+        owed = due_t + arrears
+        paid = np.minimum(owed, net_t + share_t * sweep)
         arrears = np.where(alive, owed - paid, arrears)
-        swept_t[j] = np.maximum(paid - net_j, 0) * alive
-        sweep_periods += sweep & alive
-        low_run = (low_run + 1) * low_t[j]
-        clean_run = (clean_run + 1) * ~flag
-        cured = sweep & ~flag & (clean_run >= params.cure_periods)
-        cures += cured & alive
-        entered = alive & flag & ~sweep & (first_sweep == 0)
-        first_sweep[entered] = j + 1
-        sweep = (sweep | flag) & ~cured
-        newly = alive & ((arrears > threshold) | (low_run >= params.default_dscr_periods))
+        swept_t[j, at] = np.maximum(paid - net_t, 0) * alive
+        swept_n += sweep & alive
+        low_run = (low_run + 1) * low_t
+        clean_run = (clean_run + 1) * ~flag_t
+        cured = sweep & ~flag_t & (clean_run >= params.cure_periods)
+        cured_n += cured & alive
+        entered = alive & flag_t & ~sweep & (entered_at == 0)
+        entered_at[entered] = j + 1
+        sweep = (sweep | flag_t) & ~cured
+        newly = alive & ((arrears > limit) | (low_run >= params.default_dscr_periods))
         if newly.any():
-            first_default[newly] = j + 1
+            first_default[at[newly]] = j + 1
             alive &= ~newly
-    return first_default, first_sweep, sweep_periods, cures, arrears, swept_t
+            dead += int(newly.sum())
+            if 4 * dead >= len(at) and j + 1 < h:
+                write_out()
+                keep = alive
+                at, limit, arrears, sweep = at[keep], limit[keep], arrears[keep], sweep[keep]
+                low_run, clean_run, entered_at = low_run[keep], clean_run[keep], entered_at[keep]
+                swept_n, cured_n = swept_n[keep], cured_n[keep]
+                alive = np.ones(len(at), dtype=bool)
+                inputs = [x[j + 1 - first :, keep] for x in inputs]
+                first, dead = j + 1, 0
+    write_out()
+    return first_default, first_sweep, sweep_periods, cures, arrears_out, swept_t
 
 
 def _column_sums(x: I64) -> list[int]:
@@ -500,7 +524,7 @@ def project(
         first_default,
         rest - stakers,
         _column_sums(reserve_in * active),
-        params.reserve_held + sum(int(v) for v in fleet.insurance),
+        params.reserve_held + int(fleet.insurance.sum(dtype=object)),
     )
     waterfall = {
         "operator_bond": bond_loss,
