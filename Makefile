@@ -36,8 +36,13 @@ test-slow: compile
 demo: setup
 	$(PY) -m devnet $(DEMO_ARGS)
 
+# Type-checked packages (config in pyproject.toml [tool.mypy]); the backend is next
+# (137 errors on 2026-12-08, most of them web3's stricter argument types).
+MYPY_PACKAGES ?= gpucap oracle agent
+
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+	$(PY) -m mypy $(MYPY_PACKAGES)
 
 # Static analysis; fails on any medium or high finding not triaged in
 # contracts/SLITHER_TRIAGE.md (accepted ones carry a slither-disable comment).

@@ -13,7 +13,7 @@ import typer
 from eth_account import Account
 
 from agent.config import AgentConfigError, AgentSettings
-from agent.gpus import NvmlGpus, SimulatedGpus
+from agent.gpus import GpuReader, NvmlGpus, SimulatedGpus
 from agent.service import AgentServer, AgentService
 from gpucap.logs import LogFormatOption, configure_logging
 from oracle.__main__ import new_keystore
@@ -35,6 +35,7 @@ def run(
     settings = AgentSettings()
     try:
         key = settings.private_key()
+        gpus: GpuReader
         if settings.source == "nvml":
             gpus = NvmlGpus()
         else:

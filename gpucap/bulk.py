@@ -15,14 +15,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from eth_abi import encode
 from eth_account.signers.local import LocalAccount
+from eth_typing import ABIEvent, ABIFunction
 from eth_utils import event_abi_to_log_topic, function_abi_to_4byte_selector
 from eth_utils.abi import get_abi_input_types
 from hexbytes import HexBytes
 from web3 import Web3
+from web3.types import TxParams
 
 from gpucap.revert import decode_revert
 
@@ -35,7 +37,10 @@ class Calldata:
 
     def __init__(self, abi: Sequence[dict[str, Any]]) -> None:
         self._functions = {
-            item["name"]: (function_abi_to_4byte_selector(item), get_abi_input_types(item))
+            item["name"]: (
+                function_abi_to_4byte_selector(cast(ABIFunction, item)),
+                get_abi_input_types(cast(ABIFunction, item)),
+            )
             for item in abi
             if item.get("type") == "function"
         }
@@ -47,9 +52,8 @@ class Calldata:
 
 def event_topic(abi: Sequence[dict[str, Any]], name: str) -> bytes:
     """The signature hash (first log topic) of event ``name`` in ``abi``."""
-    return event_abi_to_log_topic(
-        next(e for e in abi if e.get("type") == "event" and e["name"] == name)
-    )
+    event = next(e for e in abi if e.get("type") == "event" and e["name"] == name)
+    return event_abi_to_log_topic(cast(ABIEvent, event))
 
 
 class BulkTxFailed(RuntimeError):
@@ -107,7 +111,9 @@ class BulkSender:
     def next_nonce(self, address: str) -> int:
         """The nonce the next transaction of ``address`` will carry (pending ones included)."""
         if address not in self._nonces:
-            self._nonces[address] = self.w3.eth.get_transaction_count(address, "pending")
+            self._nonces[address] = self.w3.eth.get_transaction_count(
+                Web3.to_checksum_address(address), "pending"
+            )
         return self._nonces[address]
 
     def send(
@@ -187,7 +193,9 @@ class BulkSender:
         if tx.to is not None:
             call["to"] = Web3.to_checksum_address(tx.to)
         try:
-            self.w3.eth.call(call, block_identifier=int(mined.receipt["blockNumber"], 16) - 1)
+            self.w3.eth.call(
+                cast(TxParams, call), block_identifier=int(mined.receipt["blockNumber"], 16) - 1
+            )
         except Exception as exc:  # noqa: BLE001 - any failure is the explanation we want
             data = getattr(exc, "data", None)
             decoded = decode_revert(self._error_abi, data) if isinstance(data, str) else None

@@ -46,7 +46,7 @@ def _flags_show_no_type(display: Any) -> Any:
     flag takes no value, so it shows none."""
 
     def display_type_rich(self: typer.core.TyperOption, ctx: Any) -> str | None:
-        return None if self.is_flag else display(self, ctx)  # type: ignore[no-any-return]
+        return None if self.is_flag else display(self, ctx)
 
     return display_type_rich
 
@@ -112,7 +112,8 @@ def _answer(resp: httpx.Response) -> Any:
 
 
 def _ctx(typer_ctx: typer.Context) -> Ctx:
-    return typer_ctx.obj  # type: ignore[no-any-return]
+    ctx: Ctx = typer_ctx.obj
+    return ctx
 
 
 @app.callback()
@@ -171,9 +172,9 @@ def wallet(dev_account: int | None, keystore: Path | None) -> LocalAccount:
                 param_hint="--dev-account",
             )
         return Account.from_key(devchain.dev_private_key(dev_account))
-    key = os.environ.get("GPUCAP_WALLET_KEY")
-    if key:
-        return Account.from_key(key)
+    env_key = os.environ.get("GPUCAP_WALLET_KEY")
+    if env_key:
+        return Account.from_key(env_key)
     raise typer.BadParameter("no wallet: pass --keystore, --dev-account, or set GPUCAP_WALLET_KEY")
 
 
@@ -370,7 +371,7 @@ def follow(ctx: Ctx, action_id: str, timeout: float = 60.0) -> dict[str, Any]:
         while True:
             action = ctx.get(f"/actions/{action_id}")
             if action["status"] in ("confirmed", "failed") or time.monotonic() > deadline:
-                return action  # type: ignore[no-any-return]
+                return action
             time.sleep(0.3)
 
 

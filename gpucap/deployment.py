@@ -34,7 +34,8 @@ def read_abi(path: Path) -> list[dict[str, Any]]:
 
 @lru_cache(maxsize=32)
 def _parse_abi(path: Path, _mtime_ns: int, _size: int) -> list[dict[str, Any]]:
-    return json.loads(path.read_text())["abi"]  # type: ignore[no-any-return]
+    abi: list[dict[str, Any]] = json.loads(path.read_text())["abi"]
+    return abi
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class Deployment:
         ref = self.contracts.get(name)
         if ref is None:
             raise ManifestError(f"{name} is not in the deployment manifest {self.path}")
-        return w3.eth.contract(address=ref.address, abi=ref.abi)
+        return w3.eth.contract(address=Web3.to_checksum_address(ref.address), abi=ref.abi)
 
     def check_chain(self, w3: Web3) -> None:
         """Refuse to act on a chain other than the one deployed to."""

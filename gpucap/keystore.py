@@ -17,6 +17,7 @@ from functools import cache
 from pathlib import Path
 
 from eth_account import Account
+from eth_typing import HexStr
 
 from gpucap import devchain
 
@@ -62,7 +63,8 @@ def write(
     over an existing file); returns the account's address."""
     if not password:
         raise KeystoreError("a keystore needs a non-empty password")
-    keyfile = Account.encrypt(private_key, password, iterations=iterations)
+    key = HexStr(private_key) if isinstance(private_key, str) else private_key
+    keyfile = Account.encrypt(key, password, iterations=iterations)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Created 0600 from the start: the encrypted key is never world-readable.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

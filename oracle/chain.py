@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any, cast
 
 from eth_account.signers.local import LocalAccount
 from eth_account.typed_transactions import TypedTransaction
+from eth_typing import HexStr
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
@@ -167,7 +169,7 @@ class ChainClient:
 
     def call_data(self, tx_hash: str) -> bytes:
         """The input of a mined transaction (an ``attest`` call: report and signatures)."""
-        return bytes(self.w3.eth.get_transaction(tx_hash)["input"])
+        return bytes(self.w3.eth.get_transaction(HexStr(tx_hash))["input"])
 
     def block_hash(self, number: int) -> str | None:
         """The canonical chain's hash at ``number``, or None above its head."""
@@ -209,7 +211,7 @@ class ChainClient:
             with self.w3.batch_requests() as batch:
                 for node_id in ids:
                     batch.add(self.registry.functions.node(node_id))
-                records = batch.execute()
+                records = cast(list[Any], batch.execute())
             for node_id, record in zip(ids, records, strict=True):
                 # Node struct: (operator, classId, gpuCount, status, ...); fields are
                 # read by position so additions at the end do not break the daemon.
@@ -240,7 +242,7 @@ class ChainClient:
             with self.w3.batch_requests() as batch:
                 for gpu in chunk:
                     batch.add(self.registry.functions.gpuNode(gpu))
-                owners.extend(int(owner) for owner in batch.execute())
+                owners.extend(int(owner) for owner in cast(list[Any], batch.execute()))
         return owners
 
     def _reference_power_w(self, class_id: int) -> int:
@@ -324,14 +326,16 @@ class ChainClient:
 
     def _known(self, tx_hash: str) -> bool:
         try:
-            self.w3.eth.get_transaction(tx_hash)
+            self.w3.eth.get_transaction(HexStr(tx_hash))
         except TransactionNotFound:
             return False
         return True
 
     def wait(self, signed: SignedAttestation, receipt_timeout: float) -> PostedAttestation:
         """Wait for the receipt and check its status (raises AttestationReverted, TimeExhausted)."""
-        receipt = self.w3.eth.wait_for_transaction_receipt(signed.tx_hash, timeout=receipt_timeout)
+        receipt = self.w3.eth.wait_for_transaction_receipt(
+            HexStr(signed.tx_hash), timeout=receipt_timeout
+        )
         return self._posted(signed, receipt)
 
     def replacement(
@@ -379,7 +383,7 @@ class ChainClient:
     def receipt(self, signed: SignedAttestation) -> PostedAttestation | None:
         """The mined outcome if the transaction is in a block, else None."""
         try:
-            receipt = self.w3.eth.get_transaction_receipt(signed.tx_hash)
+            receipt = self.w3.eth.get_transaction_receipt(HexStr(signed.tx_hash))
         except TransactionNotFound:
             return None
         return self._posted(signed, receipt)

@@ -330,7 +330,7 @@ class Challenger:
             return fail("unreachable", f"rows: {type(exc).__name__}: {exc}", round_trip)
         expected = expected_rows(challenge.nonce, go, challenge.n, picks)
         for i, want in zip(picks, expected, strict=True):
-            row = served.get(i)
+            row = served.get(i) or {}  # a missing row is a KeyError below: no proof
             try:
                 proof = [bytes.fromhex(p.removeprefix("0x")) for p in row["proof"]]
                 values = row["values"]

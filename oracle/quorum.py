@@ -103,7 +103,8 @@ class QuorumBoard:
         out = {}
         for signer, value in raw.items():
             try:
-                out[signer.decode()] = json.loads(value)
+                name = signer.decode() if isinstance(signer, bytes) else signer
+                out[name] = json.loads(value)
             except (UnicodeDecodeError, ValueError):
                 log.warning("epoch %d: unreadable board entry under %r ignored", epoch, signer)
         return out

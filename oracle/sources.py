@@ -6,7 +6,13 @@ from pathlib import Path
 
 from oracle.challenges import ChallengeLedger, ChallengePolicy, Challenger
 from oracle.collectors.agent import AgentCollector, AgentSource, CachedRegistry
-from oracle.collectors.base import PolledSource, Sampler, SampleStore, TelemetrySource
+from oracle.collectors.base import (
+    Collector,
+    PolledSource,
+    Sampler,
+    SampleStore,
+    TelemetrySource,
+)
 from oracle.collectors.simulated import SimulatedFleet
 from oracle.config import OracleSettings
 
@@ -36,6 +42,7 @@ def build_source(settings: OracleSettings) -> tuple[TelemetrySource, Sampler | N
     store = SampleStore(RETENTION_S, samples_path(settings))
     if settings.source == "agent":
         return _agent_source(settings, store, interval)
+    collector: Collector
     if settings.source == "dcgm":
         from oracle.collectors.dcgm import DcgmCollector
 

@@ -114,7 +114,7 @@ def _finish(sums: dict[str, Any], window: int) -> list[dict[str, object]]:
 
 def aggregate(p: Projection, mask: NDArray[np.bool_] | None = None) -> dict[str, object]:
     """Paths and totals over the masked nodes (default: all): a pool set or the platform."""
-    w = p.params.dscr_window_months
+    w = p.params.window_periods
     if mask is None:
         return _finish(_sums(p, np.zeros(len(p.fleet), dtype=np.int64), 1), w)[0]
     return _finish(_sums(p, mask.astype(np.int64), 2), w)[1]
@@ -124,7 +124,7 @@ def by_class(p: Projection) -> tuple[dict[str, object], dict[str, dict[str, obje
     """(platform, {class: aggregate}) in one pass over the nodes."""
     classes, group = np.unique(p.fleet.class_name, return_inverse=True)
     sums = _sums(p, group.astype(np.int64), len(classes))
-    w = p.params.dscr_window_months
+    w = p.params.window_periods
     per_class = _finish(sums, w)
     platform = _finish(_total(sums), w)[0]
     return platform, {str(c): a for c, a in zip(classes, per_class, strict=True)}

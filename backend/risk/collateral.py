@@ -1,7 +1,8 @@
 """Each node's collateral from the index: its book value and its value marked to the market.
 
 Book value is RiskModel.value on the curve the chain uses now (the newest
-EpochSettlement.RiskParamsSet; straight line at deploy), at the newest indexed block's
+EpochSettlement.RiskParamsSet; straight line at deploy), the capital's share of gross
+under the split it uses now (the newest SplitSet), at the newest indexed block's
 time: what EpochSettlement would value the node at in that block. The mark is
 ``backend.risk.marking``'s, with the node's class's market price (VWAP of its trades in
 the rule's lookback, ``backend.services.pricing.trades``) and the node's trailing attested
@@ -51,6 +52,19 @@ def deployed_curve(session: Session) -> str:
         .order_by(ChainEvent.block_number.desc(), ChainEvent.log_index.desc())
     ).first()
     return CURVES.get(int(args["curve"]), "straight_line") if args else "straight_line"
+
+
+def deployed_capital_share(session: Session) -> int:
+    """The capital's share of gross (bps) under the newest SplitSet the index holds:
+    1e4 - fee - reserve - operator share (the deployment's split without one)."""
+    args = session.scalars(
+        select(ChainEvent.args)
+        .where(ChainEvent.contract == "EpochSettlement", ChainEvent.event == "SplitSet")
+        .order_by(ChainEvent.block_number.desc(), ChainEvent.log_index.desc())
+    ).first()
+    if not args:
+        return CAPITAL_SHARE_BPS
+    return BPS - int(args["protocolFeeBps"]) - int(args["reserveBps"]) - int(args["operatorBps"])
 
 
 def trailing_utilization(session: Session, node_ids: list[int]) -> dict[int, int]:
@@ -127,6 +141,7 @@ def node_collateral(
     prices = class_prices(session, classes, rule, as_of)
     utilization = trailing_utilization(session, [n.node_id for n in nodes])
     curve = deployed_curve(session)
+    capital_share = deployed_capital_share(session)
     out = {}
     for n in nodes:
         cls = classes.get(n.class_id)
@@ -153,6 +168,7 @@ def node_collateral(
                 gpu_count=n.gpu_count,
                 price_per_gpu_hour=price.stats.vwap,
                 utilization_bps=util,
+                capital_share_bps=capital_share,
             )
         out[n.node_id] = NodeCollateral(
             node_id=n.node_id,
@@ -163,6 +179,6 @@ def node_collateral(
             utilization_bps=util,
             utilization_attested=n.node_id in utilization,
             remaining_life_seconds=remaining(n.acquired_at, cls.economic_life_months, as_of),
-            capital_share_bps=CAPITAL_SHARE_BPS,
+            capital_share_bps=capital_share,
         )
     return out

@@ -21,18 +21,22 @@ EpochSettlement settles an epoch:
   share while the loan is in cash sweep); the rest carries as arrears.
 - value_m on the run's curve (straight line, or the chain's declining balance) at the
   period's end; LTV_m = outstanding_m / value_m; DSCR_m = sum net / sum due over the last
-  ``dscr_window_months`` periods (only projected ones); covenant flag as RiskModel.
+  ``dscr_window_epochs`` epochs, in periods (``Params.periods``: one period with the
+  deployment's hourly epochs; only projected ones); covenant flag as RiskModel.
 - Loan, as ``_advanceLoan``: a flagged period puts the loan in cash sweep (from the next
-  period on); ``cure_epochs`` unflagged periods in a row end it. Default (declared by the
-  keeper right after the settlement that meets it): arrears > ``default_arrears_bps`` of
-  the drawn principal, or DSCR under ``default_dscr_bps`` (with service in the window) for
-  ``default_dscr_epochs`` periods in a row. The node stops there (paths end at default).
+  period on); ``cure_epochs`` unflagged epochs in a row (in periods) end it. Default
+  (declared by the keeper right after the settlement that meets it): arrears >
+  ``default_arrears_bps`` of the drawn principal, or DSCR under ``default_dscr_bps`` (with
+  service in the window) for ``default_dscr_epochs`` epochs in a row (in periods). The
+  node stops there (paths end at default).
 - **Loss waterfall at default** (``_waterfall``): claim = principal outstanding after the
   period, accelerated, + arrears; the pledged bond (``pledge_bps`` of the bond) first, then
   the stakers (up to their shares' value: ``staked_bps`` of the raise), then the insurance
-  reserve (the node's: what it held plus what its settlements paid in), then the unstaked
-  holders. The four sum to the claim exactly. Later recovery from the node's revenue is
-  not projected (the node stops), so the holders' figure is the loss booked at default.
+  reserve (EpochSettlement's one reserve, shared by the fleet: the nodes' ``insurance``
+  plus every running node's part of gross, drawn by the defaults in order:
+  ``shared_reserve``), then the unstaked holders. The four sum to the claim exactly.
+  Later recovery from the node's revenue is not projected (the node stops), so the
+  holders' figure is the loss booked at default.
   ``recovery`` is only an estimate of selling the collateral (``recovery_bps`` of value).
 - **Collateral marked to the market** (``Params.collateral = "marked"``): a node with a
   market price (``NodeInput.mark_price_per_gpu_hour``: its class traded enough) is valued
@@ -71,7 +75,17 @@ PERFORMING, CASH_SWEEP = 0, 1
 @dataclass(frozen=True)
 class Params:
     """Run-wide terms (not the world: that is the scenario). Defaults are the deployed
-    protocol's (``backend.risk.terms``); counts of epochs are counts of periods here."""
+    protocol's (``backend.risk.terms``).
+
+    The covenant window and the loan's runs are counted in the chain's epochs
+    (``epoch_seconds`` long), as EpochSettlement and PoolLoans count them, and projected
+    onto periods by ``periods``: a period holds period_seconds / epoch_seconds epochs of
+    the same price and utilization, so a run of k epochs is complete within the
+    ceil(k x epoch_seconds / period_seconds)-th period of the condition (at least one).
+    With the deployment's hourly epochs and 30-day periods, the 24-epoch DSCR window, the
+    6-epoch default run and the 3-epoch cure each take one period; with periods one epoch
+    long (the anvil test) they are counts of periods.
+    """
 
     start_time: int
     horizon_months: int = 60
@@ -81,7 +95,7 @@ class Params:
     operator_bps: int = T.OPERATOR_BPS
     covenant_dscr_bps: int = T.COVENANT_DSCR_BPS
     max_ltv_bps: int = T.MAX_LTV_BPS
-    dscr_window_months: int = T.DSCR_WINDOW_EPOCHS
+    dscr_window_epochs: int = T.DSCR_WINDOW_EPOCHS
     pledge_bps: int = T.PLEDGE_BPS
     default_arrears_bps: int = T.DEFAULT_ARREARS_BPS
     default_dscr_bps: int = T.DEFAULT_DSCR_BPS
@@ -92,6 +106,27 @@ class Params:
     pue_bps: int = T.PUE_BPS
     recovery_bps: int = 6_000
     collateral: str = "book"  # or "marked": see the module's docstring
+    epoch_seconds: int = T.EPOCH_SECONDS  # the chain's epoch: what the runs are counted in
+    # EpochSettlement's reserve at the start (reserveHeld), beside the nodes' insurance.
+    reserve_held: int = 0
+
+    def periods(self, epochs: int) -> int:
+        """Periods a run of ``epochs`` chain epochs takes: ceil(epochs x epoch_seconds /
+        period_seconds), at least one."""
+        return max(1, -(-epochs * self.epoch_seconds // self.period_seconds))
+
+    @property
+    def window_periods(self) -> int:
+        """The DSCR window (``dscr_window_epochs``) in periods."""
+        return self.periods(self.dscr_window_epochs)
+
+    @property
+    def cure_periods(self) -> int:
+        return self.periods(self.cure_epochs)
+
+    @property
+    def default_dscr_periods(self) -> int:
+        return self.periods(self.default_dscr_epochs)
 
     @property
     def capital_share_bps(self) -> int:
@@ -121,7 +156,9 @@ class Params:
             raise ScenarioError(
                 f"protocol_fee_bps + reserve_bps + operator_bps = {split} exceeds {BPS}"
             )
-        for name in ("dscr_window_months", "default_dscr_epochs", "cure_epochs"):
+        if not 1 <= self.epoch_seconds <= MONTH_SECONDS:
+            raise ScenarioError(f"epoch_seconds must be in [1, {MONTH_SECONDS}]")
+        for name in ("dscr_window_epochs", "default_dscr_epochs", "cure_epochs"):
             if not 1 <= getattr(self, name) <= 720:
                 raise ScenarioError(f"{name} must be in [1, 720]")
         if self.curve not in CURVES:
@@ -130,6 +167,8 @@ class Params:
             raise ScenarioError(f"collateral {self.collateral!r}: one of {', '.join(COLLATERAL)}")
         if not 0 <= self.electricity_price_per_kwh <= 10**7:
             raise ScenarioError("electricity_price_per_kwh must be in [0, 10000000]")
+        if not 0 <= self.reserve_held <= 2**62:
+            raise ScenarioError(f"reserve_held must be in [0, {2**62}]")
         if not BPS <= self.pue_bps <= 3 * BPS:
             raise ScenarioError(f"pue_bps must be in [{BPS}, {3 * BPS}]")
 
@@ -266,43 +305,99 @@ def _settle_loans(
 
     Per period, as ``_serviceDebt`` then ``_advanceLoan`` then ``_defaultDue``: pay
     due + arrears from net (and the operator's share under a sweep); a flagged period
-    sweeps from the next one on; ``cure_epochs`` clean ones in a row end the sweep; the
+    sweeps from the next one on; ``cure_periods`` clean ones in a row end the sweep; the
     default stops the node (its arrears and counters freeze). Periods are rows of the
     transposed inputs (gathered and transposed in one copy), so each step reads contiguous
-    memory.
+    memory; the loans that defaulted are dropped from them as they go.
     """
     n, h = len(loans), due.shape[1]
-    due_t, net_t, share_t, flag_t, low_t = (
-        x.T[:, loans] for x in (due, net, operator_share, covenant, low_dscr)
+    inputs = [x.T[:, loans] for x in (due, net, operator_share, covenant, low_dscr)]
+    first_default, first_sweep, sweep_periods, cures, arrears_out = (
+        np.zeros(n, dtype=np.int64) for _ in range(5)
     )
+    swept_t = np.zeros((h, n), dtype=np.int64)
+    # The loans still running: columns of the inputs, positions in the outputs (``at``).
+    # Once a quarter of them has defaulted they are dropped (their counters written out
+    # first), so a world in which most loans default early costs less, not more.
+    at = np.arange(n)
+    limit = threshold
     arrears = np.zeros(n, dtype=np.int64)
     sweep = np.zeros(n, dtype=bool)
     alive = np.ones(n, dtype=bool)
-    low_run = np.zeros(n, dtype=np.int64)
-    clean_run = np.zeros(n, dtype=np.int64)
-    first_default, first_sweep, sweep_periods, cures = (
-        np.zeros(n, dtype=np.int64) for _ in range(4)
+    low_run, clean_run, entered_at, swept_n, cured_n = (
+        np.zeros(n, dtype=np.int64) for _ in range(5)
     )
-    swept_t = np.zeros((h, n), dtype=np.int64)
+    first = 0  # the inputs' row 0 is period ``first`` (0-based)
+    dead = 0
+
+    def write_out() -> None:
+        arrears_out[at] = arrears
+        first_sweep[at] = entered_at
+        sweep_periods[at] = swept_n
+        cures[at] = cured_n
+
     for j in range(h):
-        net_j, flag = net_t[j], flag_t[j]
-        owed = due_t[j] + arrears
-        paid = np.minimum(owed, net_j + share_t[j] * sweep)
+        due_t, net_t, share_t, flag_t, low_t = (x[j - first] for x in inputs)
+        owed = due_t + arrears
+        paid = np.minimum(owed, net_t + share_t * sweep)
         arrears = np.where(alive, owed - paid, arrears)
-        swept_t[j] = np.maximum(paid - net_j, 0) * alive
-        sweep_periods += sweep & alive
-        low_run = (low_run + 1) * low_t[j]
-        clean_run = (clean_run + 1) * ~flag
-        cured = sweep & ~flag & (clean_run >= params.cure_epochs)
-        cures += cured & alive
-        entered = alive & flag & ~sweep & (first_sweep == 0)
-        first_sweep[entered] = j + 1
-        sweep = (sweep | flag) & ~cured
-        newly = alive & ((arrears > threshold) | (low_run >= params.default_dscr_epochs))
+        swept_t[j, at] = np.maximum(paid - net_t, 0) * alive
+        swept_n += sweep & alive
+        low_run = (low_run + 1) * low_t
+        clean_run = (clean_run + 1) * ~flag_t
+        cured = sweep & ~flag_t & (clean_run >= params.cure_periods)
+        cured_n += cured & alive
+        entered = alive & flag_t & ~sweep & (entered_at == 0)
+        entered_at[entered] = j + 1
+        sweep = (sweep | flag_t) & ~cured
+        newly = alive & ((arrears > limit) | (low_run >= params.default_dscr_periods))
         if newly.any():
-            first_default[newly] = j + 1
+            first_default[at[newly]] = j + 1
             alive &= ~newly
-    return first_default, first_sweep, sweep_periods, cures, arrears, swept_t
+            dead += int(newly.sum())
+            if 4 * dead >= len(at) and j + 1 < h:
+                write_out()
+                keep = alive
+                at, limit, arrears, sweep = at[keep], limit[keep], arrears[keep], sweep[keep]
+                low_run, clean_run, entered_at = low_run[keep], clean_run[keep], entered_at[keep]
+                swept_n, cured_n = swept_n[keep], cured_n[keep]
+                alive = np.ones(len(at), dtype=bool)
+                inputs = [x[j + 1 - first :, keep] for x in inputs]
+                first, dead = j + 1, 0
+    write_out()
+    return first_default, first_sweep, sweep_periods, cures, arrears_out, swept_t
+
+
+def _column_sums(x: I64) -> list[int]:
+    """Per period, the sum over the nodes, exact (Python ints past int64)."""
+    try:
+        return [int(v) for v in V.exact_sum(x, axis=0, what="reserve paid in")]
+    except V.EngineRangeError:
+        return [sum(int(v) for v in c) for c in x.T]
+
+
+def shared_reserve(first_default: I64, need: I64, inflow: list[int], initial: int) -> I64:
+    """The reserve tier of each default (``PoolLoans._waterfall``): EpochSettlement keeps
+    ONE insurance reserve behind every node, so defaults draw on the same pot. It starts
+    at ``initial`` (reserveHeld and the nodes' ``insurance``) and takes ``inflow[j]``
+    (the running nodes' reserve part of period j+1's gross); a period's defaults come
+    after its settlements, in node order, and each takes min(``need``: what the bond and
+    the stakers left of its claim, what the reserve holds). Greedy, so the total covered
+    after the k-th default is C_k = min(C_{k-1} + need_k, A_k) (A_k: all paid in by its
+    period), i.e. S_k + min(0, min_{i<=k} (A_i - S_i)) with S the running sum of need:
+    one pass, exact (Python ints: the fleet's sums may pass int64)."""
+    cover = np.zeros(len(first_default), dtype=np.int64)
+    rows = np.flatnonzero(first_default > 0)
+    if rows.size == 0:
+        return cover
+    order = rows[np.lexsort((rows, first_default[rows]))]
+    paid_in = np.cumsum(np.array([initial, *inflow], dtype=object))
+    a = paid_in[first_default[order]]  # paid in up to the end of each default's period
+    s = np.cumsum(need[order].astype(object))
+    lowest = np.minimum.accumulate(a - s)
+    covered = s + np.minimum(lowest, 0)
+    cover[order] = np.diff(covered, prepend=0).astype(np.int64)
+    return cover
 
 
 def _once(shared: dict[object, Any] | None, key: object, make: Callable[[], Any]) -> Any:
@@ -341,7 +436,7 @@ def project(
         ("value", scenario.economic_life_months),
         lambda: collateral_values(fleet, life, t, params.curve),
     )
-    w = params.dscr_window_months
+    w = params.window_periods
 
     def schedule() -> tuple[I64, ...]:
         drawn, tenor, since = loan_terms(fleet, scenario)
@@ -418,9 +513,6 @@ def project(
     rows = np.arange(n)
     claim = np.where(defaulted, outstanding[rows, at[:, 0]] + arrears, 0)
     value_at = np.where(defaulted, value[rows, at[:, 0]], 0)
-    # The reserve behind the node at default: what it held, plus every settlement's part.
-    paid_in = np.take_along_axis(np.cumsum(reserve_in, axis=1, dtype=np.int64), at, axis=1)
-    insurance_at = np.where(defaulted, fleet.insurance + paid_in[:, 0], 0)
     active = ~col(defaulted) | (periods[None, :] <= col(first_default))
 
     pledged = V.mul_div(fleet.bond, params.pledge_bps, BPS, "pledge")
@@ -428,7 +520,12 @@ def project(
     bond_loss = np.where(defaulted, np.minimum(pledged, claim), 0)
     rest = claim - bond_loss
     stakers = np.minimum(rest, staked_value)
-    from_reserve = np.minimum(rest - stakers, insurance_at)
+    from_reserve = shared_reserve(
+        first_default,
+        rest - stakers,
+        _column_sums(reserve_in * active),
+        params.reserve_held + int(fleet.insurance.sum(dtype=object)),
+    )
     waterfall = {
         "operator_bond": bond_loss,
         "stakers": stakers,

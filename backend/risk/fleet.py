@@ -102,9 +102,10 @@ class NodeInput:
     ``trailing_revenue`` is gross rental revenue per month (base units) and
     ``utilization_bps`` the attested utilization over the same trailing window: together
     they give the node's realised price per GPU-hour. ``bond`` is the operator's bond in
-    NodeRegistry (``Params.pledge_bps`` of it is pledged to the pool), ``insurance`` the
-    insurance reserve that stands behind this node today (the settlement's reserve grows
-    by ``Params.reserve_bps`` of the node's gross every month).
+    NodeRegistry (``Params.pledge_bps`` of it is pledged to the pool), ``insurance`` reserve
+    brought in with this node: EpochSettlement keeps ONE reserve, so the engine pools the
+    nodes' insurance with ``Params.reserve_held`` and every running node's
+    ``Params.reserve_bps`` of gross, and the defaults draw on it in order.
     """
 
     node_id: int

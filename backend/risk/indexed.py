@@ -17,6 +17,10 @@ has been and what it rents for. All three are indexed, so the server fills them 
   block) when it traded enough to mark collateral to (backend/risk/collateral.py).
 
 Anything a caller sends as an override wins, field by field.
+
+And the run's terms (``chain_terms``): the split, covenant, curve and loan terms in force
+at the newest indexed block (the newest SplitSet, RiskParamsSet and LoanParamsSet) and
+the hub's epoch length, so a run settles as the chain does now, not as it was deployed.
 """
 
 from __future__ import annotations
@@ -26,13 +30,84 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backend.db.models import NodeRow, OfferRow, PoolRow, PoolTermsRow
-from backend.risk.collateral import node_collateral, trailing_utilization
+from backend.db.models import (
+    ChainEvent,
+    NodeRow,
+    NodeSettlementRow,
+    OfferRow,
+    PoolRow,
+    PoolTermsRow,
+)
+from backend.risk.collateral import CURVES, node_collateral, trailing_utilization
 from backend.risk.fleet import MAX_TENOR_MONTHS
 from backend.risk.formulas import MONTH_SECONDS
 from backend.services.pricing.trades import MarkRule, indexed_time
 
 BPS = 10_000
+SETTLEMENT, LOANS = "EpochSettlement", "PoolLoans"  # ChainEvent.contract
+# Params field <- event argument, per (contract, event) whose newest emission is in force.
+_TERM_EVENTS: dict[tuple[str, str], dict[str, str]] = {
+    (SETTLEMENT, "SplitSet"): {
+        "protocol_fee_bps": "protocolFeeBps",
+        "reserve_bps": "reserveBps",
+        "operator_bps": "operatorBps",
+    },
+    (SETTLEMENT, "RiskParamsSet"): {
+        "covenant_dscr_bps": "covenantDscrBps",
+        "max_ltv_bps": "maxLtvBps",
+        "curve": "curve",
+    },
+    (LOANS, "LoanParamsSet"): {
+        "pledge_bps": "pledgeBps",
+        "default_arrears_bps": "defaultArrearsBps",
+        "default_dscr_bps": "defaultDscrBps",
+        "default_dscr_epochs": "defaultDscrEpochs",
+        "cure_epochs": "cureEpochs",
+    },
+}
+
+
+def chain_terms(session: Session) -> dict[str, int | str]:
+    """The engine's terms (``Params`` fields) the index knows the chain's value of: each
+    from the newest event that set it, ``epoch_seconds`` from the pools' hub schedule.
+    A term the index has not seen (nothing set yet, or no pool) is left out: the caller
+    keeps the deployment's default. The DSCR window is immutable and emits nothing."""
+    out: dict[str, int | str] = {}
+    for (contract, event), fields in _TERM_EVENTS.items():
+        args = session.scalars(
+            select(ChainEvent.args)
+            .where(ChainEvent.contract == contract, ChainEvent.event == event)
+            .order_by(ChainEvent.block_number.desc(), ChainEvent.log_index.desc())
+        ).first()
+        if args:
+            out.update({name: int(args[arg]) for name, arg in fields.items()})
+    if "curve" in out:
+        out["curve"] = CURVES.get(int(out["curve"]), "straight_line")
+    epoch = session.scalar(select(func.max(PoolTermsRow.epoch_length_seconds)))
+    if epoch:
+        out["epoch_seconds"] = int(epoch)
+    seen = select(ChainEvent.block_number).where(ChainEvent.contract == SETTLEMENT).limit(1)
+    if session.scalar(seen) is not None:
+        out["reserve_held_micro_usd"] = reserve_held(session)
+    return out
+
+
+def reserve_held(session: Session) -> int:
+    """EpochSettlement.reserveHeld as indexed: every settlement's reserve part, less what
+    the treasurer withdrew (ReserveWithdrawn) and what defaults took (LossWaterfall)."""
+    paid_in = session.scalar(select(func.coalesce(func.sum(NodeSettlementRow.reserve), 0)))
+    out = int(paid_in or 0)
+    for contract, event, arg in (
+        (SETTLEMENT, "ReserveWithdrawn", "amount"),
+        (LOANS, "LossWaterfall", "reserve"),
+    ):
+        for args in session.scalars(
+            select(ChainEvent.args).where(
+                ChainEvent.contract == contract, ChainEvent.event == event
+            )
+        ):
+            out -= int(args[arg])
+    return out
 
 
 def months(seconds: int) -> int:

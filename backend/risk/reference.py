@@ -38,6 +38,7 @@ class NodeProjection:
     claim: int = 0
     recovery: int = 0
     waterfall: dict[str, int] = field(default_factory=dict)
+    reserve_in: list[int] = field(default_factory=list)  # paid into the reserve, per period
 
 
 def project_node(fleet: Fleet, i: int, scenario: Scenario, params: Params) -> NodeProjection:
@@ -62,11 +63,10 @@ def project_node(fleet: Fleet, i: int, scenario: Scenario, params: Params) -> No
     )
     has_loan = drawn > 0
     threshold = drawn * params.default_arrears_bps // BPS
-    insurance = g(fleet.insurance)
     arrears = low_run = clean_run = 0
     state = PERFORMING
     out = NodeProjection()
-    insurance_at = value_at = 0
+    value_at = 0
     for m in range(1, h + 1):
         t = params.start_time + m * params.period_seconds
         value = F.collateral_value(
@@ -112,7 +112,7 @@ def project_node(fleet: Fleet, i: int, scenario: Scenario, params: Params) -> No
         out.net.append(net)
         out.due.append(due)
         out.utilization.append(util)
-        lo = max(0, m - params.dscr_window_months)
+        lo = max(0, m - params.window_periods)
         dscr = F.dscr_bps(sum(out.net[lo:]), sum(out.due[lo:]))
         ltv = F.ltv_bps(outstanding, value)
         epochs = sum(1 for d in out.due[lo:] if d > 0)
@@ -122,8 +122,9 @@ def project_node(fleet: Fleet, i: int, scenario: Scenario, params: Params) -> No
         out.covenant.append(flag)
         if out.first_default:
             out.operator_margin.append(0)
+            out.reserve_in.append(0)  # the node stopped: nothing paid in
             continue  # paths go on (as in the engine); the loan stopped
-        insurance += reserve_in
+        out.reserve_in.append(reserve_in)
         if not has_loan:
             out.operator_margin.append(operator_share + net - opex)
             continue
@@ -143,14 +144,14 @@ def project_node(fleet: Fleet, i: int, scenario: Scenario, params: Params) -> No
             if state != CASH_SWEEP and not out.first_breach:
                 out.first_breach = m
             state = CASH_SWEEP
-        elif state == CASH_SWEEP and clean_run >= params.cure_epochs:
+        elif state == CASH_SWEEP and clean_run >= params.cure_periods:
             state = PERFORMING
             out.cures += 1
         # PoolLoans._defaultDue, declared by the keeper right after the settlement.
-        if arrears > threshold or low_run >= params.default_dscr_epochs:
+        if arrears > threshold or low_run >= params.default_dscr_periods:
             out.first_default = m
             out.claim = outstanding + arrears
-            value_at, insurance_at = value, insurance
+            value_at = value
     out.arrears = arrears
     tiers = dict.fromkeys(("operator_bond", "stakers", "insurance_reserve", "holders"), 0)
     if out.first_default:
@@ -159,12 +160,33 @@ def project_node(fleet: Fleet, i: int, scenario: Scenario, params: Params) -> No
         bond = min(g(fleet.bond) * params.pledge_bps // BPS, out.claim)
         rest = out.claim - bond
         stakers = min(rest, g(fleet.drawn) * g(fleet.staked_bps) // BPS)
-        from_reserve = min(rest - stakers, insurance_at)
+        # The reserve's part is the fleet's to allocate (project_fleet): none yet.
         tiers = {
             "operator_bond": bond,
             "stakers": stakers,
-            "insurance_reserve": from_reserve,
-            "holders": rest - stakers - from_reserve,
+            "insurance_reserve": 0,
+            "holders": rest - stakers,
         }
     out.waterfall = tiers
     return out
+
+
+def project_fleet(fleet: Fleet, scenario: Scenario, params: Params) -> list[NodeProjection]:
+    """Every node of ``fleet``, then the reserve tier, one default at a time as
+    PoolLoans._waterfall takes it from EpochSettlement's one reserve: it starts at
+    ``Params.reserve_held`` plus the fleet's ``insurance`` and takes every running
+    node's part of each period's gross; the defaults of a period come after the period's
+    settlements, in node order, and each takes what the reserve holds, up to what the
+    bond and the stakers left of its claim."""
+    nodes = [project_node(fleet, i, scenario, params) for i in range(len(fleet))]
+    reserve = params.reserve_held + sum(int(v) for v in fleet.insurance)
+    for m in range(1, params.horizon_months + 1):
+        reserve += sum(n.reserve_in[m - 1] for n in nodes)
+        for n in nodes:
+            if n.first_default == m:
+                need = n.waterfall["holders"]
+                cover = min(need, reserve)
+                reserve -= cover
+                n.waterfall["insurance_reserve"] = cover
+                n.waterfall["holders"] = need - cover
+    return nodes

@@ -6,6 +6,7 @@ re-checks what depends on several fields (``FleetError``/``ScenarioError``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
@@ -15,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -36,6 +38,7 @@ from backend.risk.fleet import (
     FleetError,
     NodeInput,
 )
+from backend.risk.formulas import MONTH_SECONDS
 from backend.risk.scenarios import MAX_HORIZON_MONTHS, NAMED, PPM, Scenario, UtilizationPath
 
 INT64_MAX = 2**63 - 1
@@ -44,7 +47,6 @@ MAX_NODES = 10_000
 MAX_CELLS = 1_200_000
 MAX_SCENARIOS = 16
 
-Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
 MICRO = 10**6  # stablecoin units per USD
 
 
@@ -53,15 +55,16 @@ MICRO = 10**6  # stablecoin units per USD
 MICRO_USD_CONTEXT = {"micro_usd": True}
 
 
-def usd_to_micro(value: object, info: ValidationInfo) -> object:
-    """A price in USD as a decimal string ("2.00", at most 6 decimals) → micro-USD. A bare
-    JSON number is refused: 2.0 read as micro-units would price a GPU-hour at 0.000002 USD.
-    Only the backend's own index rows (MICRO_USD_CONTEXT) pass integers in micro-USD."""
+def _to_micro(value: object, info: ValidationInfo, what: str, example: str) -> object:
+    """USD as a decimal string (at most 6 decimals) → micro-USD. A bare JSON number is
+    refused: 2.0 read as micro-units would price a GPU-hour at 0.000002 USD, 240000 as a
+    GPU's cost would be 0.24 USD. Only the backend's own index rows (MICRO_USD_CONTEXT)
+    pass integers in micro-USD."""
     if isinstance(value, int) and not isinstance(value, bool) and info.context == MICRO_USD_CONTEXT:
         return value
     if isinstance(value, int | float):  # bool is an int too
         raise ValueError(
-            f'a price is a decimal string in USD, e.g. "2.00"; got the bare number {value!r}'
+            f'{what} is a decimal string in USD, e.g. "{example}"; got the bare number {value!r}'
         )
     if not isinstance(value, str):
         return value  # pydantic reports the type
@@ -69,16 +72,34 @@ def usd_to_micro(value: object, info: ValidationInfo) -> object:
         usd = Decimal(value)
     except InvalidOperation:
         raise ValueError(
-            f'a price is a decimal string in USD, e.g. "2.00"; got {value!r}'
+            f'{what} is a decimal string in USD, e.g. "{example}"; got {value!r}'
         ) from None
     micro = usd * MICRO
     if not usd.is_finite() or micro != micro.to_integral_value():
-        raise ValueError(f"a price in USD has at most 6 decimals; got {value!r}")
+        raise ValueError(f"{what} in USD has at most 6 decimals; got {value!r}")
     return int(micro)
 
 
+def usd_to_micro(value: object, info: ValidationInfo) -> object:
+    """A price in USD ("2.00") → micro-USD (``_to_micro``)."""
+    return _to_micro(value, info, "a price", "2.00")
+
+
+def usd_amount_to_micro(value: object, info: ValidationInfo) -> object:
+    """An amount of money in USD ("240000.00") → micro-USD (``_to_micro``)."""
+    return _to_micro(value, info, "an amount of money", "240000.00")
+
+
+# What the OpenAPI schema says of both: a string, never a JSON number.
+_USD_SCHEMA = WithJsonSchema(
+    {"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,6})?$", "description": "USD"}
+)
 # A price field: "2.00" (USD) in JSON, micro-USD inside.
-UsdPrice = Annotated[int, BeforeValidator(usd_to_micro), Field(ge=0, le=MAX_PRICE)]
+UsdPrice = Annotated[int, BeforeValidator(usd_to_micro), Field(ge=0, le=MAX_PRICE), _USD_SCHEMA]
+# An amount of money (cost, bond, debt, reserves): "240000.00" (USD) in JSON, micro-USD inside.
+UsdAmount = Annotated[
+    int, BeforeValidator(usd_amount_to_micro), Field(ge=0, le=MAX_AMOUNT), _USD_SCHEMA
+]
 Bps = Annotated[int, Field(ge=0, le=10_000)]
 NodeId = Annotated[int, Field(ge=0, le=INT64_MAX)]
 
@@ -91,7 +112,7 @@ class DebtIn(_Strict):
     """A RevenuePool's draw and schedule in 30-day months (backend/risk/indexed.py converts a
     pool's epochs by its epoch length)."""
 
-    drawn_assets: Amount
+    drawn_assets: UsdAmount
     tenor_months: int = Field(ge=1, le=MAX_TENOR_MONTHS)
     rate_bps: Bps
     months_since_draw: int = Field(0, ge=0, le=MAX_TENOR_MONTHS)
@@ -106,8 +127,8 @@ class NodeOverride(_Strict):
 
     node_id: NodeId
     debt: DebtIn | None = None
-    insurance: Amount = 0
-    trailing_revenue: Amount | None = None
+    insurance: UsdAmount = 0
+    trailing_revenue: UsdAmount | None = None
     utilization_bps: Bps | None = None
     price_per_gpu_hour: UsdPrice | None = None
     energy_wh_per_gpu_hour: int | None = Field(None, ge=0, le=MAX_ENERGY_WH)
@@ -126,11 +147,11 @@ class NodeIn(NodeOverride):
 
     class_name: str = Field(min_length=1, max_length=64)
     gpu_count: int = Field(ge=1, le=MAX_GPUS)
-    acquisition_cost: Amount
+    acquisition_cost: UsdAmount
     acquired_at: int = Field(ge=0, le=MAX_TIME)
     economic_life_months: int | None = Field(None, ge=1, le=MAX_LIFE_MONTHS)
     residual_value_bps: Bps | None = None
-    bond: Amount = 0
+    bond: UsdAmount = 0
     operator: str = Field("", max_length=64)
 
     def to_input(self) -> NodeInput:
@@ -206,6 +227,32 @@ class ScenarioIn(_Strict):
         )
 
 
+# The Params fields the chain sets (EpochSettlement, PoolLoans, the hub): a request that
+# leaves one out gets the chain's value where the index has it.
+RUN_TERMS = (
+    "protocol_fee_bps",
+    "reserve_bps",
+    "operator_bps",
+    "covenant_dscr_bps",
+    "max_ltv_bps",
+    "curve",
+    "dscr_window_epochs",
+    "pledge_bps",
+    "default_arrears_bps",
+    "default_dscr_bps",
+    "default_dscr_epochs",
+    "cure_epochs",
+    "epoch_seconds",
+    "reserve_held_micro_usd",
+)
+# Request and answer names that differ from the engine's (money says its unit here).
+_PARAM_NAMES = {"reserve_held_micro_usd": "reserve_held"}
+
+
+def param_name(name: str) -> str:
+    return _PARAM_NAMES.get(name, name)
+
+
 class ScenarioRunRequest(_Strict):
     """Named and/or custom scenarios over a fleet from the index (``scope`` or
     ``node_ids``; each node's pool debt, trailing utilization and ask come from the index,
@@ -230,10 +277,11 @@ class ScenarioRunRequest(_Strict):
         None, ge=0, le=MAX_TIME, description="unix seconds; default: now, floored to the hour"
     )
     horizon_months: int = Field(60, ge=1, le=MAX_HORIZON_MONTHS)
-    # Defaults: the deployed protocol's terms (backend/risk/terms.py).
+    # Left out: the chain's terms as indexed (RUN_TERMS), else the deployed protocol's
+    # (backend/risk/terms.py).
     covenant_dscr_bps: int = Field(T.COVENANT_DSCR_BPS, ge=0, le=1_000_000)
     max_ltv_bps: int = Field(T.MAX_LTV_BPS, ge=0, le=1_000_000)
-    dscr_window_months: int = Field(T.DSCR_WINDOW_EPOCHS, ge=1, le=720)
+    dscr_window_epochs: int = Field(T.DSCR_WINDOW_EPOCHS, ge=1, le=720)
     protocol_fee_bps: Bps = T.PROTOCOL_FEE_BPS
     reserve_bps: Bps = T.RESERVE_BPS
     operator_bps: Bps = T.OPERATOR_BPS
@@ -242,9 +290,24 @@ class ScenarioRunRequest(_Strict):
     default_dscr_bps: int = Field(T.DEFAULT_DSCR_BPS, ge=0, le=1_000_000)
     default_dscr_epochs: int = Field(T.DEFAULT_DSCR_EPOCHS, ge=1, le=720)
     cure_epochs: int = Field(T.CURE_EPOCHS, ge=1, le=720)
+    epoch_seconds: int = Field(
+        T.EPOCH_SECONDS,
+        ge=1,
+        le=MONTH_SECONDS,
+        description="the chain's epoch: the DSCR window and the loan's runs count epochs, "
+        "and a projection month holds 30 days of them",
+    )
     curve: Literal["straight_line", "declining_balance"] = "straight_line"
     electricity_price_per_kwh: UsdPrice = Field(T.ELECTRICITY_PRICE_PER_KWH, le=MAX_KWH_PRICE)
     pue_bps: int = Field(T.PUE_BPS, ge=10_000, le=MAX_PUE_BPS)
+    reserve_held_micro_usd: int = Field(
+        0,
+        ge=0,
+        le=2**62,
+        description="EpochSettlement's insurance reserve at the start, in micro-USD (the "
+        "chain's as indexed when left out): one reserve behind every node, beside the "
+        "nodes' insurance",
+    )
     operator_costs: dict[Annotated[str, Field(max_length=64)], OperatorCostsIn] = Field(
         default_factory=dict, max_length=1_000
     )
@@ -306,27 +369,34 @@ class ScenarioRunRequest(_Strict):
             named = list(NAMED.values())
         return [*named, *(c.to_scenario() for c in self.custom)]
 
-    def params(self, start_time: int) -> Params:
+    def params(self, start_time: int, chain: Mapping[str, int | str] | None = None) -> Params:
+        """The run's terms: what the request set, else the chain's (``chain``: the terms
+        the index knows, ``backend.risk.indexed.chain_terms``), else the deployment's."""
+        given = {name: getattr(self, name) for name in RUN_TERMS}
+        for name, value in (chain or {}).items():
+            if name in given and name not in self.model_fields_set:
+                given[name] = value
+        given = {param_name(name): value for name, value in given.items()}
         return Params(
             start_time=start_time,
             horizon_months=self.horizon_months,
-            covenant_dscr_bps=self.covenant_dscr_bps,
-            max_ltv_bps=self.max_ltv_bps,
-            dscr_window_months=self.dscr_window_months,
-            protocol_fee_bps=self.protocol_fee_bps,
-            reserve_bps=self.reserve_bps,
-            operator_bps=self.operator_bps,
-            pledge_bps=self.pledge_bps,
-            default_arrears_bps=self.default_arrears_bps,
-            default_dscr_bps=self.default_dscr_bps,
-            default_dscr_epochs=self.default_dscr_epochs,
-            cure_epochs=self.cure_epochs,
-            curve=self.curve,
             electricity_price_per_kwh=self.electricity_price_per_kwh,
             pue_bps=self.pue_bps,
             recovery_bps=self.recovery_bps,
             collateral=self.collateral,
+            **given,
         )
+
+    def terms_source(self, chain: Mapping[str, int | str]) -> dict[str, str]:
+        """Where each chain term of the run came from: request, chain or deploy_default."""
+        return {
+            name: "request"
+            if name in self.model_fields_set
+            else "chain"
+            if name in chain
+            else "deploy_default"
+            for name in RUN_TERMS
+        }
 
     def energy_costs(self) -> dict[str, EnergyCosts]:
         return {name: c.to_costs() for name, c in self.operator_costs.items()}
@@ -431,6 +501,14 @@ class ScenarioRunPublic(BaseModel):
     horizon_months: int
     node_count: int
     collateral: Literal["book", "marked"] = "book"
+    terms: dict[str, int | str] = Field(
+        default_factory=dict, description="the split, covenant and loan terms the run used"
+    )
+    terms_source: dict[str, Literal["request", "chain", "deploy_default"]] = Field(
+        default_factory=dict,
+        description="per term: sent in the request, indexed from the chain, or the "
+        "deployment's default (the index has not seen it set)",
+    )
     results: list[ScenarioResultPublic]
 
 
@@ -440,11 +518,15 @@ def run_body(
     count: int,
     results: list[dict[str, Any]],
     collateral: str = "book",
+    params: Params | None = None,
+    terms_source: dict[str, str] | None = None,
 ) -> dict:
     return {
         "start_time": start_time,
         "horizon_months": horizon,
         "node_count": count,
         "collateral": collateral,
+        "terms": {name: getattr(params, param_name(name)) for name in RUN_TERMS} if params else {},
+        "terms_source": terms_source or {},
         "results": results,
     }

@@ -18,6 +18,8 @@ from __future__ import annotations
 PROTOCOL_FEE_BPS = 500
 RESERVE_BPS = 300  # the insurance reserve
 OPERATOR_BPS = 3_000  # pays power and hosting; the rest is net revenue (debt, then stakers)
+# The hub's epoch (DeployConfig.epoch_length_seconds): what the window and runs count.
+EPOCH_SECONDS = 3_600
 # Covenant (EpochSettlement.setRiskParams at deploy) and the DSCR window in settled epochs.
 COVENANT_DSCR_BPS = 12_500
 MAX_LTV_BPS = 8_000

@@ -219,7 +219,9 @@ class AgentCollector:
 def _number(value: object) -> float | None:
     if value is None:
         return None
-    number = float(value)  # raises on anything but a number
+    if not isinstance(value, int | float | str):
+        raise TypeError(f"not a number: {value!r}")
+    number = float(value)  # raises on a string that is not a number
     if not math.isfinite(number):
         raise ValueError(f"non-finite reading {value!r}")
     return number

@@ -6,6 +6,7 @@ is compared with what the contracts report (stakeOf, totals, nodeRisk)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +227,7 @@ def test_stress_over_the_pools_projects_each_loan_in_months(api, world):
     drawn_at = detail["genesis_timestamp"] + debt["draw_epoch"] * epoch_s
     tenor = -(-debt["tenor_epochs"] * epoch_s // MONTH_SECONDS)
     loan = {
-        "drawn_assets": debt["principal"],
+        "drawn_assets": str(Decimal(debt["principal"]) / 10**6),  # USD, a decimal string
         "tenor_months": tenor,
         "rate_bps": debt["rate_bps"],
         "months_since_draw": min((start - drawn_at) // MONTH_SECONDS, tenor),
@@ -271,7 +272,7 @@ def test_stress_over_the_pools_projects_each_loan_in_months(api, world):
         "node_id": 1,
         "class_name": "H100-SXM-80GB",
         "gpu_count": 8,
-        "acquisition_cost": 240_000 * 10**6,
+        "acquisition_cost": "240000",
         "acquired_at": start,
     }
     inline = requests.post(

@@ -17,10 +17,12 @@ from backend.db.models import (
     IndexedBlock,
     MarketFillRow,
     NodeRow,
+    NodeSettlementRow,
     SaleRow,
 )
 from backend.risk import formulas as F
 from backend.risk.collateral import node_collateral
+from backend.risk.indexed import chain_terms, reserve_held
 from backend.risk.marking import market_implied_value
 from backend.services.pricing.stats import EMPTY, Trade, price_stats
 from backend.services.pricing.trades import MarkRule, class_prices, price_points
@@ -226,3 +228,63 @@ def test_node_collateral_on_the_chains_curve(db: Session) -> None:
         strict.mark.book,
         "book",
     )
+    assert node.capital_share_bps == 6_200  # no SplitSet indexed: the deployment's
+    # The split changed on the chain: the capital's share of gross follows the newest.
+    for block, operator_bps in ((2, 3_000), (10, 4_000)):
+        db.add(
+            ChainEvent(
+                block_number=block, log_index=0, block_hash="0x" + "0" * 64, block_timestamp=1,
+                tx_hash="0x" + "0" * 64, contract="EpochSettlement", event="SplitSet",
+                args={"protocolFeeBps": 500, "reserveBps": 300, "operatorBps": operator_bps},
+            )
+        )  # fmt: skip
+    db.commit()
+    split = node_collateral(db, [7], rule, as_of=2_000)[7]
+    assert split.capital_share_bps == 5_200
+    assert split.mark.implied == market_implied_value(
+        acquisition_cost=240_000 * USD, residual_value_bps=1_000, economic_life_months=48,
+        acquired_at=0, t=2_000, gpu_count=8, price_per_gpu_hour=18 * USD // 8,
+        utilization_bps=7_000, capital_share_bps=5_200,
+    ) < implied  # fmt: skip
+
+
+def test_chain_terms_for_a_stress_run(db: Session) -> None:
+    """A stress run's terms from the index: the newest SplitSet and LoanParamsSet, the
+    hub's epoch from the pools, and reserveHeld = the settlements' reserve parts, less
+    what was withdrawn and what defaults took."""
+    assert chain_terms(db) == {}  # nothing indexed: the caller keeps the deployment's
+
+    def event(block: int, contract: str, name: str, args: dict[str, int]) -> ChainEvent:
+        return ChainEvent(
+            block_number=block, log_index=0, block_hash="0x" + "0" * 64, block_timestamp=1,
+            tx_hash="0x" + "0" * 64, contract=contract, event=name, args=args,
+        )  # fmt: skip
+
+    split = {"protocolFeeBps": 500, "reserveBps": 300}
+    loan = {"pledgeBps": 4_000, "defaultArrearsBps": 800, "defaultDscrBps": 9_000}
+    loan.update(defaultDscrEpochs=4, cureEpochs=2)
+    loss = {"nodeId": 1, "bond": 9, "stakers": 9, "reserve": 50, "holders": 0}
+    db.add_all(
+        [
+            event(1, "EpochSettlement", "SplitSet", {**split, "operatorBps": 3_000}),
+            event(5, "EpochSettlement", "SplitSet", {**split, "operatorBps": 2_000}),
+            event(2, "PoolLoans", "LoanParamsSet", loan),
+            event(6, "EpochSettlement", "ReserveWithdrawn", {"to": 0, "amount": 100}),
+            event(7, "PoolLoans", "LossWaterfall", loss),
+            NodeSettlementRow(node_id=1, epoch=3, reserve=300, settled=True),
+            NodeSettlementRow(node_id=2, epoch=4, reserve=500, settled=True),
+        ]
+    )  # fmt: skip
+    db.commit()
+    assert chain_terms(db) == {
+        "protocol_fee_bps": 500,
+        "reserve_bps": 300,
+        "operator_bps": 2_000,  # the newest
+        "pledge_bps": 4_000,
+        "default_arrears_bps": 800,
+        "default_dscr_bps": 9_000,
+        "default_dscr_epochs": 4,
+        "cure_epochs": 2,
+        "reserve_held_micro_usd": 300 + 500 - 100 - 50,
+    }
+    assert reserve_held(db) == 650

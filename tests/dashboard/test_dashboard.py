@@ -402,6 +402,10 @@ def test_stress_h100_price_fall_from_the_page(
     page.wait_for_selector("#stress-results:not([hidden])")
 
     assert body["node_ids"] == sorted(world.nodes.values())
+    # The covenant fields left empty: the run takes the chain's, and the page draws them.
+    assert "covenant_dscr_bps" not in body and "max_ltv_bps" not in body
+    assert served["terms_source"]["covenant_dscr_bps"] == "chain"
+    assert served["terms"]["covenant_dscr_bps"] == 12_500
     assert served["results"][0]["scenario"]["name"] == "H100-SXM-80GB-40pct-yr" or any(
         r["scenario"]["name"] == "H100-SXM-80GB-40pct-yr" for r in served["results"]
     )
@@ -416,6 +420,11 @@ def test_stress_h100_price_fall_from_the_page(
     if pools_served:
         # the page opens on the shock: one line per pool, every finite month plotted
         pooled_paths = [n["paths"] for n in shock["nodes"] if n["has_pool"]]
+        references = page.evaluate(
+            "() => Chart.getChart('stress-dscr-chart').data.datasets"
+            ".filter((d) => d.reference).map((d) => d.label)"
+        )
+        assert any(label.startswith("covenant 1.25") for label in references), references
         for chart, field in (("stress-dscr-chart", "dscr_bps"), ("stress-ltv-chart", "ltv_bps")):
             finite = sum(v is not None for p in pooled_paths for v in p[field])
             assert wait_points(page, chart) == finite > 0

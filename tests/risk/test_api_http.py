@@ -10,7 +10,7 @@ from backend.risk.engine import Params
 from backend.risk.fleet import DEFAULT_CLASSES, Debt, EnergyCosts, Fleet, NodeInput
 from backend.risk.run import run_scenarios
 from backend.risk.scenarios import NAMED
-from backend.risk.schemas import ScenarioRunPublic
+from backend.risk.schemas import RUN_TERMS, ScenarioRunPublic, param_name
 from tests.backend.backend_helpers import Stack, wait_for
 
 USD = 10**6
@@ -53,7 +53,7 @@ def test_indexed_node_projected_as_the_engine_does(stack: Stack, admin, operator
     )
 
     debt = {
-        "drawn_assets": 170_000 * USD,
+        "drawn_assets": "170000",  # USD, a decimal string
         "tenor_months": 48,
         "rate_bps": 1_100,
         "months_since_draw": 3,
@@ -65,8 +65,8 @@ def test_indexed_node_projected_as_the_engine_does(stack: Stack, admin, operator
             {
                 "node_id": node_id,
                 "debt": debt,
-                "insurance": 1_000 * USD,
-                "trailing_revenue": 5_600 * USD,
+                "insurance": "1000.00",
+                "trailing_revenue": "5600",
                 "utilization_bps": 6_500,
             }
         ],
@@ -90,7 +90,7 @@ def test_indexed_node_projected_as_the_engine_does(stack: Stack, admin, operator
                 acquired_at=acquired,
                 economic_life_months=h100.economic_life_months,
                 residual_value_bps=h100.residual_value_bps,
-                debt=Debt(**debt),
+                debt=Debt(**{**debt, "drawn_assets": 170_000 * USD}),
                 bond=9_000 * USD,
                 insurance=1_000 * USD,
                 trailing_revenue=5_600 * USD,
@@ -100,11 +100,21 @@ def test_indexed_node_projected_as_the_engine_does(stack: Stack, admin, operator
         ]
     )
     scenarios = [NAMED[n] for n in body["scenarios"]]
-    local = run_scenarios(
-        fleet, scenarios, Params(start_time=START, horizon_months=48), include_paths=True
+    # The deployed terms, as indexed (the hub's epoch from a pool when one exists).
+    params = Params(
+        start_time=START, horizon_months=48, epoch_seconds=served["terms"]["epoch_seconds"]
     )
+    assert served["terms"] == {name: getattr(params, param_name(name)) for name in RUN_TERMS}
+    local = run_scenarios(fleet, scenarios, params, include_paths=True)
     expected = ScenarioRunPublic.model_validate(
-        {"start_time": START, "horizon_months": 48, "node_count": 1, "results": local}
+        {
+            "start_time": START,
+            "horizon_months": 48,
+            "node_count": 1,
+            "terms": served["terms"],
+            "terms_source": served["terms_source"],
+            "results": local,
+        }
     ).model_dump(mode="json")
     assert served == expected
     base, deflation = (r["nodes"][0] for r in served["results"][:2])
@@ -122,10 +132,10 @@ def test_inline_fleet_with_a_custom_scenario(stack: Stack) -> None:
         "node_id": 7,
         "class_name": "A100-SXM-80GB",
         "gpu_count": 8,
-        "acquisition_cost": 120_000 * USD,
+        "acquisition_cost": "120000",
         "acquired_at": START - 86_400,
-        "bond": 4_000 * USD,
-        "debt": {"drawn_assets": 80_000 * USD, "tenor_months": 36, "rate_bps": 900},
+        "bond": "4000",
+        "debt": {"drawn_assets": "80000", "tenor_months": 36, "rate_bps": 900},
     }
     custom = {
         "name": "a100-crash",
@@ -157,7 +167,7 @@ def test_energy_terms_per_operator_and_node(stack: Stack) -> None:
             "node_id": i,
             "class_name": H100,
             "gpu_count": 8,
-            "acquisition_cost": 240_000 * USD,
+            "acquisition_cost": "240000",
             "acquired_at": START,
             "operator": "op-a",
             "utilization_bps": 8_000,
@@ -206,7 +216,7 @@ def test_bad_requests_are_422_with_a_reason(stack: Stack) -> None:
         "node_id": 1,
         "class_name": H100,
         "gpu_count": 8,
-        "acquisition_cost": 10 * USD,
+        "acquisition_cost": "10",
         "acquired_at": START,
     }
     cases = [
@@ -248,6 +258,19 @@ def test_bad_requests_are_422_with_a_reason(stack: Stack) -> None:
             "ValidationFailed",
             "at most 6 decimals",
         ),
+        # So is an amount of money: 240000 read as micro-USD would be a 0.24 USD GPU.
+        (
+            {"nodes": [dict(node, acquisition_cost=240_000)]},
+            "ValidationFailed",
+            "acquisition_cost: Value error, an amount of money is a decimal string in USD, e.g. "
+            '"240000.00"; got the bare number 240000',
+        ),
+        (
+            {"nodes": [dict(node, debt={"drawn_assets": 5, "tenor_months": 3, "rate_bps": 0})]},
+            "ValidationFailed",
+            "nodes.0.debt.drawn_assets",
+        ),
+        ({"nodes": [dict(node, bond="1.0000001")]}, "ValidationFailed", "at most 6 decimals"),
         # A typo in a class of a scenario's prices is an error naming the known classes.
         (
             {"nodes": [node], "custom": [{"name": "typo", "price_index_ppm": {"H1OO": [1] * 60}}]},
@@ -260,3 +283,93 @@ def test_bad_requests_are_422_with_a_reason(stack: Stack) -> None:
         assert resp.status_code == 422, (body, resp.text)
         assert resp.json()["code"] == code, (body, resp.text)
         assert reason in resp.json()["reason"], (body, resp.text)
+
+
+def test_run_takes_the_chains_terms_where_the_request_leaves_them(stack: Stack, admin) -> None:
+    """The admin changes the split, the covenant (and curve) and the loan terms on the
+    chain; once indexed, a run that does not name them uses them (terms_source "chain"),
+    a term the request names wins ("request"), and the answer is the engine's with
+    exactly those terms. The deployment's terms are put back after."""
+    s = stack.deployment.system
+    node = {
+        "node_id": 3,
+        "class_name": H100,
+        "gpu_count": 8,
+        "acquisition_cost": "240000",
+        "acquired_at": START - 86_400,
+        "bond": "8000",
+        "utilization_bps": 6_000,
+        "debt": {"drawn_assets": "160000", "tenor_months": 36, "rate_bps": 1_100},
+    }
+    body = {"nodes": [node], "scenarios": ["deflation_40"], "start_time": START}
+    before = stack.post("/api/v1/risk/scenarios", json=body)
+    assert before.status_code == 200, before.text
+    assert before.json()["terms"]["operator_bps"] == 3_000
+    assert before.json()["terms_source"]["operator_bps"] == "chain"  # the deploy's SplitSet
+    deployed_loans = tuple(s.loans.loanParams())
+    try:
+        s.settlement.setSplit(400, 200, 2_500, {"from": admin})
+        s.settlement.setRiskParams(13_000, 7_000, 1, {"from": admin})
+        s.loans.setLoanParams((4_000, 800, 9_000, 4, 2), {"from": admin})
+        wait_for(
+            lambda: (
+                (r := stack.post("/api/v1/risk/scenarios", json=body)).status_code == 200
+                and r.json()["terms"]["cure_epochs"] == 2
+            ),
+            30,
+            "the new terms to be indexed",
+        )
+        served = stack.post("/api/v1/risk/scenarios", json={**body, "max_ltv_bps": 9_000}).json()
+        chain_terms = {
+            "protocol_fee_bps": 400,
+            "reserve_bps": 200,
+            "operator_bps": 2_500,
+            "covenant_dscr_bps": 13_000,
+            "max_ltv_bps": 9_000,  # the request's
+            "curve": "declining_balance",
+            "pledge_bps": 4_000,
+            "default_arrears_bps": 800,
+            "default_dscr_bps": 9_000,
+            "default_dscr_epochs": 4,
+            "cure_epochs": 2,
+        }
+        assert {k: served["terms"][k] for k in chain_terms} == chain_terms
+        source = served["terms_source"]
+        assert source["max_ltv_bps"] == "request"
+        assert {source[k] for k in chain_terms if k != "max_ltv_bps"} == {"chain"}
+        assert source["dscr_window_epochs"] == "deploy_default"  # immutable, no event
+        params = Params(
+            start_time=START,
+            dscr_window_epochs=served["terms"]["dscr_window_epochs"],
+            epoch_seconds=served["terms"]["epoch_seconds"],
+            reserve_held=served["terms"]["reserve_held_micro_usd"],
+            **chain_terms,
+        )
+        fleet = Fleet.from_nodes(
+            [
+                NodeInput(
+                    node_id=3,
+                    class_name=H100,
+                    gpu_count=8,
+                    acquisition_cost=240_000 * USD,
+                    acquired_at=START - 86_400,
+                    economic_life_months=DEFAULT_CLASSES[H100].economic_life_months,
+                    residual_value_bps=DEFAULT_CLASSES[H100].residual_value_bps,
+                    bond=8_000 * USD,
+                    utilization_bps=6_000,
+                    debt=Debt(160_000 * USD, 36, 1_100),
+                )
+            ]
+        )
+        local = run_scenarios(fleet, [NAMED["deflation_40"]], params)
+        assert (
+            served["results"]
+            == ScenarioRunPublic.model_validate({**served, "results": local}).model_dump(
+                mode="json"
+            )["results"]
+        )
+        assert served["results"] != before.json()["results"]
+    finally:
+        s.settlement.setSplit(500, 300, 3_000, {"from": admin})
+        s.settlement.setRiskParams(12_500, 8_000, 0, {"from": admin})
+        s.loans.setLoanParams(deployed_loans, {"from": admin})

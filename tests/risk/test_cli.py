@@ -83,9 +83,9 @@ def test_fleet_file_and_bad_input(tmp_path: Path) -> None:
         "node_id": 9,
         "class_name": "L40S-48GB",
         "gpu_count": 4,
-        "acquisition_cost": 36_000 * 10**6,
+        "acquisition_cost": "36000",  # USD
         "acquired_at": START,
-        "debt": {"drawn_assets": 30_000 * 10**6, "tenor_months": 24, "rate_bps": 1_500},
+        "debt": {"drawn_assets": "30000", "tenor_months": 24, "rate_bps": 1_500},
     }
     fleet.write_text(json.dumps({"nodes": [node]}))
     out = risk("run", "--fleet", str(fleet), "--start-time", str(START), "--scenario", "life_18")
@@ -111,6 +111,10 @@ def test_fleet_file_and_bad_input(tmp_path: Path) -> None:
     fleet.write_text(json.dumps([dict(node, gpu_count=0)]))
     bad = risk("run", "--fleet", str(fleet))
     assert bad.returncode == 2 and "not a fleet" in bad.stdout
+    # A GPU's cost as a bare number (micro-USD? USD?) is refused, not guessed.
+    fleet.write_text(json.dumps([dict(node, acquisition_cost=36_000)]))
+    bad = risk("run", "--fleet", str(fleet))
+    assert bad.returncode == 2 and "an amount of money is a decimal string" in bad.stdout
     assert risk("run", "--scenario", "nope").returncode == 2
     wrong = risk("run", "--decline", "H100")
     assert wrong.returncode == 2 and "expected CLASS=BPS" in wrong.stdout

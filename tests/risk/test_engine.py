@@ -24,7 +24,7 @@ from backend.risk.fleet import (
     NodeInput,
     synthetic_fleet,
 )
-from backend.risk.reference import project_node
+from backend.risk.reference import project_fleet
 from backend.risk.scenarios import NAMED, Scenario, ScenarioError, UtilizationPath
 
 USD = 10**6
@@ -171,13 +171,21 @@ def _ints(xs: object) -> list[int]:
 
 
 RUNS = [
-    Params(start_time=T0, horizon_months=40, dscr_window_months=4, recovery_bps=5_500),
+    # One chain epoch per month (runs and window count periods), a 4-epoch window.
+    Params(
+        start_time=T0,
+        horizon_months=40,
+        epoch_seconds=MONTH,
+        dscr_window_epochs=4,
+        recovery_bps=5_500,
+    ),
     # The chain's declining-balance curve, minute-long periods (the anvil test's), other
     # loan terms and a dearer default power.
     Params(
         start_time=T0,
         horizon_months=40,
         period_seconds=60,
+        epoch_seconds=60,
         curve="declining_balance",
         cure_epochs=1,
         default_dscr_epochs=2,
@@ -185,12 +193,17 @@ RUNS = [
         pledge_bps=10_000,
         electricity_price_per_kwh=300_000,
     ),
-    # Collateral marked to the market where a node has a market price (book elsewhere).
+    # Collateral marked to the market where a node has a market price (book elsewhere);
+    # the deployment's hourly epochs (window and runs one month each).
     Params(start_time=T0, horizon_months=40, collateral="marked", operator_bps=2_000),
+    # Two-week epochs: the 24-epoch window spans 12 months, runs 3 and 2 months.
+    Params(start_time=T0, horizon_months=40, epoch_seconds=MONTH // 2, cure_epochs=5),
 ]
 
 
-@pytest.mark.parametrize("params", RUNS, ids=["monthly", "minutes-declining", "monthly-marked"])
+@pytest.mark.parametrize(
+    "params", RUNS, ids=["monthly", "minutes-declining", "monthly-marked", "fortnight-epochs"]
+)
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
 def test_engine_equals_scalar_reference(scenario: Scenario, params: Params) -> None:
     fleet = Fleet.from_nodes(
@@ -198,8 +211,7 @@ def test_engine_equals_scalar_reference(scenario: Scenario, params: Params) -> N
         {"": EnergyCosts(electricity_price_per_kwh=150_000)},  # the random nodes' operator
     )
     p = project(fleet, scenario, params)
-    for i in range(len(fleet)):
-        ref = project_node(fleet, i, scenario, params)
+    for i, ref in enumerate(project_fleet(fleet, scenario, params)):
         where = f"node {int(fleet.node_id[i])}"
         assert _ints(p.value[i]) == ref.value, where
         assert _ints(p.outstanding[i]) == ref.outstanding, where
@@ -225,9 +237,12 @@ def test_engine_equals_scalar_reference(scenario: Scenario, params: Params) -> N
         assert {k: int(v[i]) for k, v in p.waterfall.items()} == ref.waterfall, where
     # the random fleet does exercise the interesting branches
     assert (p.first_default > 0).any()
-    assert (p.first_breach > 0).any() and (p.waterfall["holders"] > 0).any()
+    assert (p.first_breach > 0).any() and (p.waterfall["insurance_reserve"] > 0).any()
     if params.period_seconds == MONTH:  # minute-long periods earn too little to sweep
-        assert (p.swept > 0).any() and (p.utilization == 0).any()
+        assert (p.utilization == 0).any()
+        # With a one-period window a shortfall is a DSCR under the floor, which defaults in
+        # that period: nothing is left for a sweep to pay.
+        assert (p.swept > 0).any() or params.window_periods == 1
     if params.collateral == "marked":  # some marks lower the value, some leave the book
         book = project(fleet, scenario, dataclasses.replace(params, collateral="book"))
         marked = fleet.mark_price0 >= 0
@@ -315,9 +330,10 @@ def test_stress_orders_outcomes_on_one_fleet() -> None:
 
 
 def test_default_and_waterfall_in_order_and_to_the_unit() -> None:
-    """One node, by hand, under the deployed terms: no revenue, so every month's service
-    goes into arrears; the loan is swept from month 1 and defaults once arrears pass 10% of
-    the drawn principal (month 2: 20k > 12k), claim = principal left + arrears."""
+    """One node, by hand, under the deployed terms read with one chain epoch per month (so
+    the DSCR run takes six months): no revenue, so every month's service goes into
+    arrears; the loan is swept from month 1 and defaults once arrears pass 10% of the
+    drawn principal (month 2: 20k > 12k), claim = principal left + arrears."""
     drawn, tenor = 120_000 * USD, 12
     n = node(
         price_per_gpu_hour=0,
@@ -325,7 +341,7 @@ def test_default_and_waterfall_in_order_and_to_the_unit() -> None:
         bond=8_000 * USD,  # 4,000 pledged
         insurance=5_000 * USD,
     )
-    params = Params(start_time=T0, horizon_months=12, recovery_bps=1_000)
+    params = Params(start_time=T0, horizon_months=12, recovery_bps=1_000, epoch_seconds=MONTH)
     p = project(Fleet.from_nodes([n]), NAMED["base"], params)
     assert (int(p.first_breach[0]), int(p.first_default[0])) == (1, 2)
     assert int(p.sweep_periods[0]) == 1  # month 2 was settled under the sweep
@@ -344,11 +360,46 @@ def test_default_and_waterfall_in_order_and_to_the_unit() -> None:
     assert p.active[0].tolist() == [True, True] + [False] * 10  # the path stops at default
 
 
+def test_one_reserve_stands_behind_every_node_in_default_order() -> None:
+    """EpochSettlement keeps one insurance reserve: a default draws on what any node put
+    in, and the defaults of a period take it in node order until it is empty (not each
+    node its own). Two pools without revenue default in month 1 (DSCR 0 for six hourly
+    epochs), each leaving 86k after the pledged bond (4k) and the stakers (30k) of its
+    120k claim; the reserve holds 150k (100k behind node 1, 50k behind a node without a
+    loan): node 1 takes 86k, node 2 the 64k left, its holders lose 22k."""
+    debt = Debt(120_000 * USD, 12, 0, 0, 2_500)
+    fleet = Fleet.from_nodes(
+        [
+            node(1, price_per_gpu_hour=0, debt=debt, bond=8_000 * USD, insurance=100_000 * USD),
+            node(2, price_per_gpu_hour=0, debt=debt, bond=8_000 * USD),
+            node(3, price_per_gpu_hour=0, insurance=50_000 * USD),
+        ]
+    )
+    p = project(fleet, NAMED["base"], Params(start_time=T0, horizon_months=3))
+    assert p.first_default.tolist() == [1, 1, 0]
+    assert p.claim.tolist() == [120_000 * USD, 120_000 * USD, 0]
+    tiers = {k: v.tolist() for k, v in p.waterfall.items()}
+    assert tiers == {
+        "operator_bond": [4_000 * USD, 4_000 * USD, 0],
+        "stakers": [30_000 * USD, 30_000 * USD, 0],
+        "insurance_reserve": [86_000 * USD, 64_000 * USD, 0],
+        "holders": [0, 22_000 * USD, 0],
+    }
+    refs = project_fleet(fleet, NAMED["base"], Params(start_time=T0, horizon_months=3))
+    assert [r.waterfall["insurance_reserve"] for r in refs] == tiers["insurance_reserve"]
+    # What the settlement holds already (reserveHeld) stands beside the nodes' insurance.
+    held = Params(start_time=T0, horizon_months=3, reserve_held=20_000 * USD)
+    p = project(fleet, NAMED["base"], held)
+    assert p.waterfall["insurance_reserve"].tolist() == [86_000 * USD, 84_000 * USD, 0]
+    assert p.waterfall["holders"].tolist() == [0, 2_000 * USD, 0]
+
+
 def test_low_dscr_run_defaults_and_a_cure_ends_the_sweep() -> None:
     """DSCR under 1.00x for six settlements in a row defaults even with small arrears; a
-    loan whose covenant clears for three settlements is back to performing."""
+    loan whose covenant clears for three settlements is back to performing (one chain
+    epoch per month: the runs count months)."""
     weak = node(1, debt=Debt(100_000 * USD, 60, 0, 0, 5_000), utilization_bps=1_800)
-    params = Params(start_time=T0, horizon_months=24, dscr_window_months=1)
+    params = Params(start_time=T0, horizon_months=24, epoch_seconds=MONTH, dscr_window_epochs=1)
     p = project(Fleet.from_nodes([weak]), NAMED["base"], params)
     assert int(p.first_default[0]) == 6
     assert int(p.arrears[0]) <= 100_000 * USD // 10  # not the arrears trigger
@@ -357,6 +408,30 @@ def test_low_dscr_run_defaults_and_a_cure_ends_the_sweep() -> None:
     spike = Scenario("recovery", "", utilization=UtilizationPath(10_000, 50_000, 20))
     p = project(Fleet.from_nodes([weak]), spike, params)
     assert (int(p.first_breach[0]), int(p.cures[0]), int(p.first_default[0])) == (1, 1, 0)
+
+
+def test_runs_and_window_count_the_chains_hourly_epochs() -> None:
+    """On the deployed chain (hourly epochs) the DSCR window is a day and the runs are 6
+    and 3 hours: a month whose DSCR is under 1.00x holds six such epochs, so the loan is
+    due for default in that month, not after six months; a sweep is cured by the first
+    clean month; the window is the month's own settlements, not two years of them."""
+    params = Params(start_time=T0, horizon_months=24)
+    assert (params.window_periods, params.default_dscr_periods, params.cure_periods) == (1, 1, 1)
+    assert Params(start_time=T0, epoch_seconds=MONTH // 4).default_dscr_periods == 2
+    weak = node(1, debt=Debt(100_000 * USD, 60, 0, 0, 5_000), utilization_bps=1_800)
+    p = project(Fleet.from_nodes([weak]), NAMED["base"], params)
+    assert int(p.first_default[0]) == 1
+    assert int(p.arrears[0]) <= 100_000 * USD // 10  # not the arrears trigger
+    assert int(p.dscr[0, 0]) == int(p.net[0, 0]) * 10_000 // int(p.due[0, 0])  # the month alone
+    # Under 1.25x but over 1.00x in month 1 (swept from month 2), clean from month 2 on:
+    # the first clean month cures it.
+    fair = node(1, debt=Debt(100_000 * USD, 60, 0, 0, 5_000), utilization_bps=2_200)
+    spike = Scenario("recovery", "", utilization=UtilizationPath(10_000, 50_000, 20))
+    p = project(Fleet.from_nodes([fair]), spike, params)
+    dscr = [int(d) for d in p.dscr[0, :3]]
+    assert 10_000 <= dscr[0] < 12_500 <= dscr[1], dscr
+    assert (int(p.first_breach[0]), int(p.cures[0]), int(p.first_default[0])) == (1, 1, 0)
+    assert int(p.sweep_periods[0]) == 1
 
 
 def test_retenor_keeps_repaid_pools_repaid() -> None:
@@ -373,7 +448,8 @@ def test_retenor_keeps_repaid_pools_repaid() -> None:
 
 def test_pledge_larger_than_the_claim_takes_only_the_claim() -> None:
     n = node(price_per_gpu_hour=0, debt=Debt(1_200 * USD, 12, 0, 0, 5_000), bond=10_000 * USD)
-    p = project(Fleet.from_nodes([n]), NAMED["base"], Params(start_time=T0, horizon_months=3))
+    params = Params(start_time=T0, horizon_months=3, epoch_seconds=MONTH)  # runs in months
+    p = project(Fleet.from_nodes([n]), NAMED["base"], params)
     assert int(p.first_default[0]) == 2  # 200 unpaid > 10% of 1,200
     tiers = {k: int(v[0]) for k, v in p.waterfall.items()}
     assert tiers == {

@@ -12,7 +12,9 @@ breach, cure and default epochs, every epoch's bill and flag, and each class's l
 The path (chosen so every rule acts): prices at 1.5x for two epochs (DSCR under the
 covenant: cash sweep from epoch 1), 3.5x for five (cured after three clean settlements),
 then a collapse (arrears pass 10% of the drawn principal: default in epoch 9) with a
-pledge, a stake and a reserve each too small to cover the claim alone.
+pledge, a stake and a reserve each too small to cover the claim alone. A second node
+without a pool is billed beside it every epoch: its reserve part goes into the same
+insurance reserve the default draws on, as the engine's one reserve for the fleet.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ RATE_BPS = 1_200
 STAKED_BPS = 1_000  # 240 USD staked: the stakers' first loss is capped there
 BOND = 400 * USD  # half pledged at the draw: 200 USD
 COST = 100_000 * USD
+# The node beside it (no pool): 2 H100s a quarter busy, paying into the one reserve.
+OTHER_GPUS, OTHER_UTILIZATION_BPS = 2, 2_500
 INDEX = (1.5, 1.5, 3.5, 3.5, 3.5, 3.5, 3.5, 0.3, 0.3, 0.2, 0.2, 0.1)
 PERFORMING, SWEEP, DEFAULTED = 0, 1, 2
 
@@ -75,12 +79,13 @@ def _params(settlement, book, hub, start: int, horizon: int) -> Params:
         start_time=start,
         horizon_months=horizon,
         period_seconds=int(hub.epochLengthSeconds()),
+        epoch_seconds=int(hub.epochLengthSeconds()),
         protocol_fee_bps=int(settlement.protocolFeeBps()),
         reserve_bps=int(settlement.reserveBps()),
         operator_bps=int(settlement.operatorBps()),
         covenant_dscr_bps=int(settlement.covenantDscrBps()),
         max_ltv_bps=int(settlement.maxLtvBps()),
-        dscr_window_months=int(settlement.dscrWindowEpochs()),
+        dscr_window_epochs=int(settlement.dscrWindowEpochs()),
         pledge_bps=pledge,
         default_arrears_bps=arrears,
         default_dscr_bps=dscr_floor,
@@ -112,10 +117,13 @@ def loan(system, settlement, hub, registry, stablecoin, fund, h100, admin, opera
 
 
 def test_chain_and_engine_agree_on_breach_cure_default_and_losses(
-    loan, settlement, hub, registry, fund, admin, accounts, stranger
+    loan, settlement, hub, registry, fund, h100, admin, accounts, stranger
 ) -> None:
     book, node, pool, acquired = loan
     payer = accounts[9]
+    other = registry.registerNode(
+        h100, OTHER_GPUS, b32("eu-west"), COST, acquired, f"0x{0xE6E6:040x}", {"from": admin}
+    ).return_value
     _, draw_epoch, drawn = pool.draw()
     assert drawn == TARGET
     # The engine's period m is epoch draw_epoch + m, ending at epochEnd(draw_epoch) + m x 60.
@@ -153,7 +161,18 @@ def test_chain_and_engine_agree_on_breach_cure_default_and_losses(
                 insurance=int(settlement.reserveHeld()),
                 utilization_bps=UTILIZATION_BPS,
                 price_per_gpu_hour=PRICE0,
-            )
+            ),
+            NodeInput(
+                node_id=other,
+                class_name=H100.name,
+                gpu_count=OTHER_GPUS,
+                acquisition_cost=COST,
+                acquired_at=acquired,
+                economic_life_months=H100.economic_life_months,
+                residual_value_bps=H100.residual_value_bps,
+                utilization_bps=OTHER_UTILIZATION_BPS,
+                price_per_gpu_hour=PRICE0,
+            ),
         ]
     )
     p = project(fleet, scenario, params)
@@ -169,20 +188,25 @@ def test_chain_and_engine_agree_on_breach_cure_default_and_losses(
     assert all(engine["waterfall"][tier] > 0 for tier in WATERFALL_TIERS)
 
     fund(payer, 10**6 * USD, settlement)
-    settlement.approveUsage(node, max(int(v) for v in p.price[0]), {"from": payer})
+    for n in (node, other):
+        settlement.approveUsage(n, max(int(v) for v in p.price[0]), {"from": payer})
     end_epoch(hub)  # the draw's own epoch owes nothing: it is left unsettled
     transitions: list[tuple[int, int, int]] = []
     chain_default = 0
     losses: dict[str, int] = {}
-    claim = 0
+    claim = other_reserve = 0
     for m in range(1, len(INDEX) + 1):
-        price, util = int(p.price[0, m - 1]), int(p.utilization[0, m - 1])
-        settlement.setUsageTerms(node, payer, price, {"from": admin})
-        milli = F.milli_gpu_hours(GPUS, params.period_seconds, util)
-        c = attest(hub, {node: milli})
+        milli = {}
+        for row, n in enumerate((node, other)):
+            price, util = int(p.price[row, m - 1]), int(p.utilization[row, m - 1])
+            settlement.setUsageTerms(n, payer, price, {"from": admin})
+            milli[n] = F.milli_gpu_hours(int(fleet.gpu_count[row]), params.period_seconds, util)
+        c = attest(hub, milli)
         assert c.report.epoch == draw_epoch + m
-        tx = settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
-        assert tx.events["NodeSettled"][0]["usage"] == int(p.gross[0, m - 1]), m
+        tx = settlement.settle(c.report.epoch, [item(c, node), item(c, other)], {"from": admin})
+        settled = tx.events["NodeSettled"]
+        assert [e["usage"] for e in settled] == [int(p.gross[r, m - 1]) for r in (0, 1)], m
+        other_reserve += settled[1]["reserve"]
         assert settlement.isFlagged(node) == bool(p.covenant[0, m - 1]), m
         if "LoanStateChanged" in tx.events:
             transitions += [(m, e["from"], e["to"]) for e in tx.events["LoanStateChanged"]]
@@ -209,4 +233,6 @@ def test_chain_and_engine_agree_on_breach_cure_default_and_losses(
     )
     assert claim == engine["claim"]
     assert losses == engine["waterfall"]
+    # The other node's reserve parts were there for the default (the reserve ran dry).
+    assert other_reserve > 0 and losses["holders"] > 0
     assert book.loanOf(node)["state"] == DEFAULTED

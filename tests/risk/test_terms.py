@@ -29,4 +29,6 @@ def test_split_covenant_and_window_are_the_deployed_ones() -> None:
         )
     p = Params(start_time=0)
     assert (p.protocol_fee_bps, p.reserve_bps, p.operator_bps) == (500, 300, 3_000)
-    assert (p.covenant_dscr_bps, p.max_ltv_bps, p.dscr_window_months) == (12_500, 8_000, 24)
+    assert (p.covenant_dscr_bps, p.max_ltv_bps, p.dscr_window_epochs) == (12_500, 8_000, 24)
+    # The hub's epoch: what the window and the loan's runs are counted in.
+    assert p.epoch_seconds == T.EPOCH_SECONDS == DeployConfig().epoch_length_seconds

@@ -6,7 +6,9 @@ residual from the node's GPU class; the pool's loan, trailing attested utilizati
 newest ask from backend/risk/indexed.py, and with ``collateral: "marked"`` its class's
 market price) with ``overrides`` winning field by field, or
 inline (``nodes``). The projection is pure computation (backend/risk): deterministic for
-a given body, so a client that pins ``start_time`` gets the same answer every time.
+a given body and index, so a client that pins ``start_time`` gets the same answer every
+time. Terms the body leaves out (split, covenant, curve, loan terms, epoch length) are the
+chain's as indexed, else the deployment's; the answer says which (``terms_source``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from backend.app.errors import ApiError
 from backend.app.schemas import ErrorPublic
 from backend.db.models import GpuClassRow, NodeRow
 from backend.risk.fleet import Fleet, NodeInput
-from backend.risk.indexed import indexed_overrides, scope_node_ids
+from backend.risk.indexed import chain_terms, indexed_overrides, scope_node_ids
 from backend.risk.report import scenario_info
 from backend.risk.run import run_scenarios
 from backend.risk.scenarios import NAMED
@@ -121,6 +123,7 @@ def run_scenarios_route(
     """Project the fleet through each scenario: DSCR/LTV paths, first covenant breach,
     first default and the loss waterfall, per node and aggregated (platform, class)."""
     start = body.start_time if body.start_time is not None else int(time.time()) // 3600 * 3600
+    chain = chain_terms(session)  # the terms in force on the chain, as indexed
     try:
         inputs = (
             [n.to_input() for n in body.nodes]
@@ -128,11 +131,20 @@ def run_scenarios_route(
             else _indexed_fleet(body, session, start, rule)
         )
         fleet = Fleet.from_nodes(inputs, body.energy_costs())
+        params = body.params(start, chain)
         results = run_scenarios(
-            fleet, body.selected(), body.params(start), body.include_nodes, body.include_node_paths
+            fleet, body.selected(), params, body.include_nodes, body.include_node_paths
         )
     except ValueError as exc:  # FleetError, ScenarioError, EngineRangeError: input it cannot take
         raise ApiError(422, "ScenarioInputInvalid", str(exc)) from exc
     return ScenarioRunPublic.model_validate(
-        run_body(start, body.horizon_months, len(fleet), results, body.collateral)
+        run_body(
+            start,
+            body.horizon_months,
+            len(fleet),
+            results,
+            body.collateral,
+            params,
+            body.terms_source(chain),
+        )
     )

@@ -149,8 +149,12 @@ async function submit(event) {
   button.textContent = "Running…";
   try {
     const horizon = Number(root.querySelector("#stress-horizon").value);
-    const covenantDscrBps = Math.round(Number(root.querySelector("#stress-dscr").value) * 10_000);
-    const maxLtvBps = Math.round(Number(root.querySelector("#stress-ltv").value) * 100);
+    // Left empty: the server runs the chain's covenant (as indexed) and says which it used.
+    const typed = (id, scale) => {
+      const value = root.querySelector(id).value;
+      return value === "" ? undefined : Math.round(Number(value) * scale);
+    };
+    const asked = { covenantDscrBps: typed("#stress-dscr", 10_000), maxLtvBps: typed("#stress-ltv", 100) };
     const named = [...root.querySelectorAll("#stress-named input:checked")].map((i) => i.value);
     const custom = root.querySelector("#stress-shock-on").checked
       ? [classShock(root.querySelector("#stress-class").value, Math.round(Number(root.querySelector("#stress-decline").value) * 100), horizon)]
@@ -162,7 +166,8 @@ async function submit(event) {
     const collateral = root.querySelector('input[name="stress-collateral"]:checked')?.value ?? "book";
     const basis = collateral === "marked" ? "collateral marked to the market where its class traded enough" : "collateral at book value";
     describe.textContent = `Projecting ${fleet.node_ids.length} indexed nodes, ${fleet.poolByNode.size} with pool debt, ${basis}.`;
-    const response = await runStress(fleet, { scenarios: named, custom, horizon, covenantDscrBps, maxLtvBps, collateral });
+    const response = await runStress(fleet, { scenarios: named, custom, horizon, ...asked, collateral });
+    const { covenant_dscr_bps: covenantDscrBps, max_ltv_bps: maxLtvBps } = response.terms;
     // Lead with the custom shock: it is the question the form asked.
     response.results.sort((a, b) => (custom.some((c) => c.name === b.scenario.name) ? 1 : 0) - (custom.some((c) => c.name === a.scenario.name) ? 1 : 0));
     run = { fleet, response, covenantDscrBps, maxLtvBps };
