@@ -522,6 +522,13 @@ class PoolCollateralPublic(BaseModel):
     utilization_attested: bool = Field(
         description="true: the node's trailing attested mean; false: the default assumption"
     )
+    utilization_epochs: int = Field(
+        description="attested epochs of the trailing window the mean is taken over"
+    )
+    utilization_unknown_epochs: int = Field(
+        description="of those, epochs with no leaf of the node or utilization coverage 0: "
+        "unknown, left out of the mean (weighted by coverage), never counted as idle"
+    )
     capital_share_bps: int = Field(
         description="share of a GPU-hour's price that reaches the capital (deployed split)"
     )
@@ -746,8 +753,20 @@ class FleetClassMetricsPublic(BaseModel):
     class_id: int
     class_name: str | None
     nodes: int
-    mean_utilization_bps: float = Field(description="unweighted mean over the class's nodes")
-    mean_uptime_bps: float = Field(description="unweighted mean over the class's nodes")
+    mean_utilization_bps: float | None = Field(
+        description="mean over the class's nodes weighted by their utilization coverage; "
+        "null when no node's utilization is known"
+    )
+    utilization_unknown_nodes: int = Field(
+        description="nodes whose utilization coverage is 0 (unknown, left out of the mean)"
+    )
+    mean_uptime_bps: float | None = Field(
+        description="mean over the class's nodes weighted by their sample coverage; null "
+        "when no node was observed"
+    )
+    uptime_unknown_nodes: int = Field(
+        description="nodes whose sample coverage is 0 (unknown, left out of the mean)"
+    )
     gpu_hours: float
     energy_joules: int = Field(description="summed over the nodes whose energy is known")
     energy_wh: int = Field(description="energy_joules in whole Wh, rounded down (derived)")
@@ -761,6 +780,68 @@ class FleetEpochMetricsPublic(BaseModel):
     energy_joules: int
     energy_wh: int = Field(description="energy_joules in whole Wh, rounded down (derived)")
     classes: list[FleetClassMetricsPublic]
+
+
+class WindowLoadPublic(BaseModel):
+    """One delivery window of one node: what was billed against what it could deliver,
+    and what the quorum attests it delivered. GPU-hour figures are in milli-GPU-hours
+    (the leaves' unit), exact integers."""
+
+    window_start: int = Field(description="unix time; the token id's window")
+    window_end: int = Field(description="window_start + the CapacityToken's window length")
+    token_id: str = Field(description="the CapacityToken id (class, window), as decimal text")
+    status: Literal["upcoming", "open", "ended"] = Field(
+        description="relative to as_of: not started, running, over"
+    )
+    sold_gpu_hours: int = Field(description="GPU-hours bought from the node's offers")
+    reserved_gpu_hours: int = Field(
+        description="of those, redeemed into reservations against this node"
+    )
+    refunded_milli_gpu_hours: int = Field(
+        description="shortfall refunded at the settlement of its reservations (not billed)"
+    )
+    billed_milli_gpu_hours: int = Field(
+        description="sold x 1000 - refunded: the hours paid for and kept (reserved or not: "
+        "an hour sold and never redeemed is paid and kept all the same)"
+    )
+    registered_seconds: int = Field(
+        description="seconds of the window the node was registered (from its NodeRegistered "
+        "block to its NodeExited block, if any)"
+    )
+    available_milli_gpu_hours: int = Field(
+        description="gpu_count x registered_seconds x 1000 / 3600, rounded down"
+    )
+    load_factor_bps: int | None = Field(
+        description="billed / available in bps, rounded down; null when nothing was available"
+    )
+    first_epoch: int = Field(description="the first OracleHub epoch that counts toward the window")
+    last_epoch: int = Field(description="the last one (an epoch counts where it ends)")
+    attested_epochs: int = Field(description="epochs of the window attested so far")
+    leaves: int = Field(description="verified leaves of the node among them")
+    unknown_epochs: int = Field(
+        description="attested epochs with no leaf of the node or a leaf of sample coverage 0: "
+        "unknown, not idle"
+    )
+    delivered_milli_gpu_hours: int = Field(
+        description="sum of the verified leaves' milliGpuHours over the window's epochs"
+    )
+    sample_coverage_bps: int | None = Field(
+        description="the leaves' sample coverage summed over the attested epochs of the window "
+        "(an epoch without a leaf counts 0) / attested epochs, rounded down; null before any"
+    )
+
+
+class NodeLoadPublic(BaseModel):
+    """A node's load factor as billed, window by window (newest first), beside its attested
+    delivery."""
+
+    node_id: int
+    gpu_count: int
+    window_seconds: int
+    as_of: int = Field(description="the newest indexed block's time: what `status` is relative to")
+    registered_at: int = Field(description="unix time of the node's NodeRegistered block")
+    exited_at: int | None = Field(description="unix time of its NodeExited block; null if not")
+    windows: list[WindowLoadPublic]
 
 
 # -- governance -----------------------------------------------------------------

@@ -184,6 +184,12 @@ class IndexerState(Base):
     head_block: Mapped[int] = mapped_column(BigInteger, default=0)
     reorgs: Mapped[int] = mapped_column(Integer, default=0)
     resets: Mapped[int] = mapped_column(Integer, default=0)
+    # The deployment's immutable schedule (no event carries it; read once per deployment):
+    # CapacityToken.windowSeconds() and OracleHub's genesisTimestamp()/epochLengthSeconds().
+    # NULL until the indexer has read them.
+    window_seconds: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    epoch_genesis_timestamp: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    epoch_length_seconds: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
@@ -316,6 +322,8 @@ class ReservationRow(Base):
     refund: Mapped[int | None] = mapped_column(BigInteger)
     slashed: Mapped[int | None] = mapped_column(BigInteger)
     uncovered: Mapped[int] = mapped_column(BigInteger, default=0)
+    # ReservationSettled.shortfallMilliGpuHours: the hours refunded, not billed (None: open).
+    shortfall_milli_gpu_hours: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class BalanceRow(Base):

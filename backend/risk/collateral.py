@@ -99,6 +99,33 @@ def trailing_utilization(session: Session, node_ids: list[int]) -> dict[int, int
     }
 
 
+def trailing_unknown_epochs(session: Session, node_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """Per node: (attested epochs among the newest TRAILING_EPOCHS, how many of them say
+    nothing of its utilization: no verified leaf of the node, or one whose utilization
+    coverage is 0). The epochs ``trailing_utilization`` leaves out, counted."""
+    newest = session.scalar(select(func.max(EpochRow.epoch)))
+    if newest is None or not node_ids:
+        return {n: (0, 0) for n in node_ids}
+    attested = session.scalar(select(func.count()).where(EpochRow.epoch > newest - TRAILING_EPOCHS))
+    known = dict(
+        session.execute(
+            select(NodeMetricRow.node_id, func.count())
+            .join(
+                EpochRow,
+                (EpochRow.epoch == NodeMetricRow.epoch) & (EpochRow.root == NodeMetricRow.root),
+            )
+            .where(
+                NodeMetricRow.node_id.in_(node_ids),
+                NodeMetricRow.epoch > newest - TRAILING_EPOCHS,
+                NodeMetricRow.utilization_coverage_bps > 0,
+            )
+            .group_by(NodeMetricRow.node_id)
+        ).all()
+    )
+    total = int(attested or 0)
+    return {n: (total, total - int(known.get(n, 0))) for n in node_ids}
+
+
 def node_collateral(
     session: Session, node_ids: list[int], rule: MarkRule, as_of: int
 ) -> dict[int, NodeCollateral]:

@@ -1,7 +1,7 @@
 """Revisions up and down on SQLite and PostgreSQL: the actions table's finality and chain
-columns (0010), the governance tables (0011), the loan book (0013), leaf v2 (0016) and the
-index of market fills in flight (0017); what each direction keeps, and that the head is
-reached again (tests/support/migrations.py)."""
+columns (0010), the governance tables (0011), the loan book (0013), leaf v2 (0016), the
+index of market fills in flight (0017) and the indexer's schedule and refunded hours (0018);
+what each direction keeps, and that the head is reached again (tests/support/migrations.py)."""
 
 from __future__ import annotations
 
@@ -234,3 +234,46 @@ def test_0017_in_flight_index_up_down_up(database_url: str) -> None:
         step.down()
         assert "ix_actions_kind_status_block" not in step.indexes("actions")
         assert step.scalar("SELECT count(*) FROM actions") == 1
+
+
+def test_0018_schedule_and_refunded_hours_up_down_up(database_url: str) -> None:
+    """The indexer's schedule columns come and go; a settled reservation's refunded hours
+    are filled from its stored ReservationSettled event, an open one's stay NULL."""
+    with revision_step(database_url, "0018") as step:
+        with step.engine.begin() as conn:
+            for rid, status in ((1, "settled"), (2, "reserved")):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO reservations (reservation_id, holder, node_id, token_id,"
+                        " class_id, window_start, amount, price_per_gpu_hour, status, refund,"
+                        " slashed, uncovered) VALUES (:r, :h, 1, '5', 1, 86400, 4, 2, :s,"
+                        " NULL, NULL, 0)"
+                    ),
+                    {"r": rid, "h": "0x" + "11" * 20, "s": status},
+                )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO chain_events (block_number, log_index, block_hash,"
+                    " block_timestamp, tx_hash, contract, event, args) VALUES (7, 0, :h, 1, :h,"
+                    " 'CapacityToken', 'ReservationSettled', :a)"
+                ),
+                {
+                    "h": "0x" + "ab" * 32,
+                    "a": '{"reservationId": 1, "nodeId": 1, "shortfallMilliGpuHours": 3780,'
+                    ' "refund": 9, "slashed": 9, "bondUnlocked": 9}',
+                },
+            )
+        step.up()
+        assert {"window_seconds", "epoch_length_seconds"} <= step.columns("indexer_state")
+        with step.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT reservation_id, shortfall_milli_gpu_hours FROM reservations"
+                    " ORDER BY reservation_id"
+                )
+            ).all()
+        assert [tuple(r) for r in rows] == [(1, 3_780), (2, None)]
+        step.down()
+        assert "shortfall_milli_gpu_hours" not in step.columns("reservations")
+        assert "window_seconds" not in step.columns("indexer_state")
+        assert step.scalar("SELECT count(*) FROM reservations") == 2

@@ -49,7 +49,7 @@ from backend.db.models import (
     PoolTermsRow,
 )
 from backend.risk import formulas
-from backend.risk.collateral import NodeCollateral, node_collateral
+from backend.risk.collateral import NodeCollateral, node_collateral, trailing_unknown_epochs
 from backend.services.indexing import pool_book
 from backend.services.indexing.pool_index import cohort_lookup
 from backend.services.pricing.trades import MarkRule
@@ -83,7 +83,7 @@ def _round_state(pool: PoolRow, terms: PoolTermsRow, now: int) -> str:
 
 
 def _collateral_public(
-    c: NodeCollateral | None, rule: MarkRule, outstanding: int
+    c: NodeCollateral | None, rule: MarkRule, outstanding: int, epochs: tuple[int, int]
 ) -> PoolCollateralPublic | None:
     if c is None:
         return None
@@ -99,6 +99,8 @@ def _collateral_public(
         remaining_life_seconds=c.remaining_life_seconds,
         utilization_bps=c.utilization_bps,
         utilization_attested=c.utilization_attested,
+        utilization_epochs=epochs[0],
+        utilization_unknown_epochs=epochs[1],
         capital_share_bps=c.capital_share_bps,
         market=CollateralMarketPublic(
             class_id=c.price.class_id,
@@ -130,9 +132,13 @@ def _pool_views(
 ) -> list[PoolPublic]:
     """The pools' answers, their nodes' collateral read together (one set of queries)."""
     _, now = _as_of(session)
-    collateral = node_collateral(session, [pool.node_id for pool, _ in rows], rule, now)
+    node_ids = [pool.node_id for pool, _ in rows]
+    collateral = node_collateral(session, node_ids, rule, now)
+    unknown = trailing_unknown_epochs(session, node_ids)
     return [
-        _pool_public(session, pool, terms, rule, collateral.get(pool.node_id))
+        _pool_public(
+            session, pool, terms, rule, collateral.get(pool.node_id), unknown[pool.node_id]
+        )
         for pool, terms in rows
     ]
 
@@ -143,6 +149,7 @@ def _pool_public(
     terms: PoolTermsRow,
     rule: MarkRule,
     collateral: NodeCollateral | None,
+    utilization_epochs: tuple[int, int],
 ) -> PoolPublic:
     as_of_block, now = _as_of(session)
     epoch = pool_book.epoch_at(now, terms.genesis_timestamp, terms.epoch_length_seconds)
@@ -210,7 +217,7 @@ def _pool_public(
         last_distributed_epoch=pool.last_distributed_epoch,
         risk=risk,
         loan=loan_public(session, pool),
-        collateral=_collateral_public(collateral, rule, outstanding),
+        collateral=_collateral_public(collateral, rule, outstanding, utilization_epochs),
         as_of_block=as_of_block,
     )
 

@@ -178,7 +178,27 @@ class Indexer:
             )
             session.add(state)
             session.flush()
+        if state.window_seconds is None:
+            self._read_schedule(state)
         return state
+
+    def _read_schedule(self, state: IndexerState) -> None:
+        """The deployment's immutable window and epoch schedule (no event carries them): the
+        load-factor reads (``/nodes/{id}/load``) map windows to epochs with them."""
+        capacity = self.chain.contract("CapacityToken")
+        hub = self.chain.contract("OracleHub")
+
+        def read() -> tuple[int, int, int]:
+            return (
+                int(capacity.functions.windowSeconds().call()),
+                int(hub.functions.genesisTimestamp().call()),
+                int(hub.functions.epochLengthSeconds().call()),
+            )
+
+        window, genesis, length = self.chain.call("reading the window and epoch schedule", read)
+        state.window_seconds = window
+        state.epoch_genesis_timestamp = genesis
+        state.epoch_length_seconds = length
 
     def _block(self, number: int) -> Any:
         return self.chain.call("eth_getBlockByNumber", lambda: self.chain.w3.eth.get_block(number))
@@ -222,6 +242,7 @@ class Indexer:
         state.deployment_block = self.chain.deployment.deployed_at_block
         state.next_block = state.deployment_block
         state.resets += 1
+        self._read_schedule(state)  # a new deployment has its own
 
     def _rollback(self, session: Session, state: IndexerState, ancestor: int) -> None:
         session.execute(delete(ChainEvent).where(ChainEvent.block_number > ancestor))

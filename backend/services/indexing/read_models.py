@@ -308,6 +308,7 @@ def _apply_redeemed(session: Session, ev: ChainEvent) -> None:
             refund=None,
             slashed=None,
             uncovered=0,
+            shortfall_milli_gpu_hours=None,
         ),
     )
 
@@ -320,6 +321,7 @@ def _apply_settled(session: Session, ev: ChainEvent) -> None:
     r.refund = ev.args["refund"]
     r.slashed = ev.args["slashed"]
     r.uncovered = ev.args["refund"] - ev.args["slashed"]
+    r.shortfall_milli_gpu_hours = int(ev.args["shortfallMilliGpuHours"])
 
 
 ZERO = "0x" + "0" * 40

@@ -84,10 +84,18 @@ export function nodeMetricsServed() {
 }
 
 // The node's newest `limit` attested epochs (the API pages newest first), oldest first.
+// A figure whose coverage is 0 was published as 0 but not measured: null (unknown), so no
+// chart or mean takes it for idle.
 export async function loadNodeMetrics(nodeId, limit = 100) {
   if (!nodeMetricsServed()) return [];
   const rows = asList(await getJSON(`/api/v1/nodes/${nodeId}/metrics?limit=${limit}`), "metrics", "epochs");
-  return [...rows].sort((a, b) => a.epoch - b.epoch);
+  return [...rows]
+    .map((r) => ({
+      ...r,
+      utilization_bps: r.utilization_coverage_bps === 0 ? null : r.utilization_bps,
+      uptime_bps: r.sample_coverage_bps === 0 ? null : r.uptime_bps,
+    }))
+    .sort((a, b) => a.epoch - b.epoch);
 }
 
 // Per-epoch, per-class rows from /fleet/metrics, flattened to {epoch, class, ...figures}.

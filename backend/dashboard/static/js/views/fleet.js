@@ -28,7 +28,7 @@ function renderMap(nodes, classes) {
     for (const region of regions) {
       const here = cell(cid, region);
       const gpus = here.reduce((s, n) => s + n.gpu_count, 0);
-      const utils = here.map((n) => latest.get(n.node_id)?.utilization_bps).filter((u) => u !== undefined);
+      const utils = here.map((n) => latest.get(n.node_id)?.utilization_bps).filter((u) => u !== undefined && u !== null);
       const util = utils.length ? utils.reduce((a, b) => a + b, 0) / utils.length : null;
       const alpha = gpus ? 0.12 + 0.5 * (gpus / maxGpus) : 0;
       html += gpus
@@ -84,8 +84,8 @@ async function renderSelected() {
     data: {
       labels: rows.map((r) => r.epoch),
       datasets: [
-        line("utilization %", rows.map((r) => r.utilization_bps / 100), 0),
-        line("uptime %", rows.map((r) => r.uptime_bps / 100), 1),
+        line("utilization %", rows.map((r) => (r.utilization_bps === null ? null : r.utilization_bps / 100)), 0),
+        line("uptime %", rows.map((r) => (r.uptime_bps === null ? null : r.uptime_bps / 100)), 1),
         line("GPU-hours / kWh", rows.map((r) => efficiency(r)), 2, { yAxisID: "eff" }),
       ],
     },
@@ -131,14 +131,14 @@ export const fleetView = {
     const gpus = active.reduce((s, n) => s + n.gpu_count, 0);
     const regions = new Set(active.map((n) => n.region));
     const newest = epochs[0];
-    const lastUtil = [...latest.values()].map((m) => m.utilization_bps);
+    const lastUtil = [...latest.values()].map((m) => m.utilization_bps).filter((u) => u !== null); // unknown: left out
     root.querySelector("#fleet-kpis").innerHTML = [
       kpi("Active nodes", `${active.length} / ${nodes.length}`, "active / registered"),
       kpi("GPUs (active)", num(gpus), `${new Set(active.map((n) => n.class_id)).size} classes · ${regions.size} regions`),
       kpi("Bonded", usd(nodes.reduce((s, n) => s + n.bonded, 0), { compact: true }), "operator bonds"),
       kpi("Newest epoch", newest ? `#${newest.epoch}` : "—", newest ? `attested ${ago(newest.attested_at)}` : "none attested yet"),
       kpi("GPU-hours, last epoch", newest ? num(newest.total_milli_gpu_hours / 1000, 1) : "—", newest ? `${num(newest.node_count)} nodes reported` : ""),
-      kpi("Fleet utilization", lastUtil.length ? pct(lastUtil.reduce((a, b) => a + b, 0) / lastUtil.length) : "—", "latest epoch, mean of nodes"),
+      kpi("Fleet utilization", lastUtil.length ? pct(lastUtil.reduce((a, b) => a + b, 0) / lastUtil.length) : "—", "latest epoch, mean of nodes whose utilization is known"),
     ].join("");
     renderMap(nodes, classes);
     renderNodes(nodes, classes);
