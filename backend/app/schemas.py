@@ -770,6 +770,13 @@ class FleetClassMetricsPublic(BaseModel):
     gpu_hours: float
     energy_joules: int = Field(description="summed over the nodes whose energy is known")
     energy_wh: int = Field(description="energy_joules in whole Wh, rounded down (derived)")
+    energy_unknown_nodes: int = Field(
+        description="nodes whose energy coverage is 0 (unknown, left out of the efficiency)"
+    )
+    energy_efficiency: float | None = Field(
+        description="GPU-hours per kWh of the nodes whose energy is known (their GPU-hours "
+        "over their energy); null when no node's energy is known"
+    )
 
 
 class FleetEpochMetricsPublic(BaseModel):
@@ -779,6 +786,14 @@ class FleetEpochMetricsPublic(BaseModel):
     gpu_hours: float
     energy_joules: int
     energy_wh: int = Field(description="energy_joules in whole Wh, rounded down (derived)")
+    energy_unknown_nodes: int = Field(
+        default=0,
+        description="nodes whose energy coverage is 0 (unknown, left out of the efficiency)",
+    )
+    energy_efficiency: float | None = Field(
+        default=None,
+        description="GPU-hours per kWh of the nodes whose energy is known; null when none is",
+    )
     classes: list[FleetClassMetricsPublic]
 
 

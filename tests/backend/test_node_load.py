@@ -73,24 +73,26 @@ def world(live_deployment, admin, operator, buyer, relayer, tmp_path_factory):
     chain.sleep(start + 10 - chain[-1].timestamp)
     chain.mine()
     proofs_dir = tmp_path_factory.mktemp("epochs")
-    figures = {  # epoch index -> node -> (coverage, utilization, milli-GPU-hours)
-        0: {sold: (10_000, 6_000, 120), idle: (0, 0, 0)},
-        1: {sold: (0, 0, 0), idle: (10_000, 2_000, 130)},
-        2: {sold: (5_000, 8_000, 100), idle: (10_000, 3_000, 130)},
+    # epoch index -> node -> (coverage, utilization, milli-GPU-hours, joules); in the
+    # third epoch ``idle`` delivered with its energy unknown (0 J at energy coverage 0).
+    figures = {
+        0: {sold: (10_000, 6_000, 120, 200_000), idle: (0, 0, 0, 0)},
+        1: {sold: (0, 0, 0, 0), idle: (10_000, 2_000, 130, 200_000)},
+        2: {sold: (5_000, 8_000, 100, 200_000), idle: (10_000, 3_000, 130, 0)},
     }
     previous: dict[int, NodeLeaf] = {}
     epochs = []
     for k in range(3):
         epoch = end_epoch(s.oracle_hub)
         leaves = []
-        for node, (coverage, util, milli) in figures[k].items():
+        for node, (coverage, util, milli, joules) in figures[k].items():
             leaf = test_leaf(
                 node,
                 epoch,
                 uptime_bps=9_000 if coverage else 0,
                 utilization_bps=util,
                 coverage_bps=coverage,
-                energy_joules=200_000 if coverage else 0,
+                energy_joules=joules,
                 milli_gpu_hours=milli,
                 base=previous.get(node),
             )
@@ -210,6 +212,12 @@ def test_an_epoch_without_coverage_does_not_lower_fleet_utilization(api: TestCli
     # Weighted by coverage: 8,000 at half coverage, 3,000 at full.
     assert third["mean_utilization_bps"] == (8_000 * 5_000 + 3_000 * 10_000) / 15_000
     assert third["utilization_unknown_nodes"] == 0
+    # Efficiency pairs GPU-hours with the energy of the same nodes: ``idle``'s 130
+    # milli-GPU-hours of unknown energy stay out (with them it would read 4.14, not 1.8).
+    assert (third["energy_unknown_nodes"], third["energy_efficiency"]) == (1, 100 * 3_600 / 200_000)
+    (third_fleet,) = [e for e in body if e["epoch"] == world["epochs"][2]]
+    assert third_fleet["energy_efficiency"] == third["energy_efficiency"]
+    assert (first["energy_unknown_nodes"], first["energy_efficiency"]) == (1, 120 * 3_600 / 200_000)
 
 
 def test_bad_load_requests_get_coded_errors(api: TestClient, world) -> None:

@@ -63,6 +63,11 @@ def _require_node(session: SessionDep, node_id: int) -> NodeRow:
     return node
 
 
+def _known_efficiency(milli_gpu_hours: int, energy_joules: int) -> float | None:
+    """GPU-hours per kWh of nodes whose energy is known (both sums over those nodes only)."""
+    return milli_gpu_hours * JOULES_PER_WH / energy_joules if energy_joules > 0 else None
+
+
 def energy_efficiency(
     milli_gpu_hours: int, energy_joules: int, energy_coverage_bps: int
 ) -> float | None:
@@ -201,6 +206,7 @@ def fleet_metrics(
     ).subquery()
     util_weight = NodeMetricRow.utilization_coverage_bps
     uptime_weight = NodeMetricRow.sample_coverage_bps
+    energy_known = NodeMetricRow.energy_coverage_bps > 0
     rows = session.execute(
         select(
             NodeMetricRow.epoch,
@@ -216,6 +222,11 @@ def fleet_metrics(
             func.sum(case((uptime_weight > 0, 0), else_=1)),
             func.sum(NodeMetricRow.milli_gpu_hours),
             func.sum(NodeMetricRow.energy_joules),
+            # Efficiency pairs GPU-hours with energy of the same nodes: those whose energy
+            # is known (an unknown energy is published as 0 J with coverage 0).
+            func.sum(case((energy_known, NodeMetricRow.milli_gpu_hours), else_=0)),
+            func.sum(case((energy_known, NodeMetricRow.energy_joules), else_=0)),
+            func.sum(case((energy_known, 0), else_=1)),
         )
         .join(
             EpochRow,
@@ -230,11 +241,16 @@ def fleet_metrics(
     by_epoch: dict[int, FleetEpochMetricsPublic] = {}
     classes: dict[int, list[FleetClassMetricsPublic]] = defaultdict(list)
     milli_total: dict[int, int] = defaultdict(int)  # summed exactly, divided once
+    known_total: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])  # milli, J, unknown
     for row in rows:
         epoch, attested_at, class_id, name, nodes = row[:5]
         util, util_cover, util_unknown, uptime, uptime_cover, uptime_unknown = row[5:11]
-        milli, energy = row[11:]
+        milli, energy, known_milli, known_energy, energy_unknown = row[11:]
         milli_total[epoch] += int(milli)
+        known = known_total[epoch]
+        known[0] += int(known_milli)
+        known[1] += int(known_energy)
+        known[2] += int(energy_unknown)
         classes[epoch].append(
             FleetClassMetricsPublic(
                 class_id=class_id,
@@ -247,6 +263,8 @@ def fleet_metrics(
                 gpu_hours=int(milli) / MILLI_GPU_HOURS_PER_GPU_HOUR,
                 energy_joules=int(energy),
                 energy_wh=int(energy) // JOULES_PER_WH,
+                energy_unknown_nodes=int(energy_unknown),
+                energy_efficiency=_known_efficiency(int(known_milli), int(known_energy)),
             )
         )
         by_epoch.setdefault(
@@ -268,6 +286,9 @@ def fleet_metrics(
         summary.gpu_hours = milli_total[epoch] / MILLI_GPU_HOURS_PER_GPU_HOUR
         summary.energy_joules = sum(c.energy_joules for c in summary.classes)
         summary.energy_wh = summary.energy_joules // JOULES_PER_WH
+        known_milli, known_energy, energy_unknown = known_total[epoch]
+        summary.energy_unknown_nodes = energy_unknown
+        summary.energy_efficiency = _known_efficiency(known_milli, known_energy)
         out.append(summary)
     return out
 

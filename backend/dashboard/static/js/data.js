@@ -70,7 +70,10 @@ export function energyKwh(row, joulesKey = "energy_joules", whKey = "energy_wh")
 // A metric row's energy efficiency as one number: delivered GPU-hours per kWh (what
 // /nodes/{id}/metrics serves as energy_efficiency), else computed from the row's figures.
 export function efficiency(row) {
-  if (typeof row?.energy_efficiency === "number") return row.energy_efficiency;
+  // Served (a node's row, or a fleet/class row pairing GPU-hours with the energy of the
+  // same nodes): null means unknown, never recomputed from totals that mix in nodes
+  // whose energy is unknown.
+  if (row && "energy_efficiency" in row) return row.energy_efficiency;
   const kwh = energyKwh(row);
   if (kwh > 0) {
     const gpuHours = row.gpu_hours ?? (row.milli_gpu_hours === undefined ? undefined : row.milli_gpu_hours / 1000);
