@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -264,6 +265,16 @@ def index_chain(self: Task) -> str:
     )
 
 
+def _relay_each(app: Any) -> Callable[[str], Any]:
+    """What a keeper calls with each action it planned: queue its relay task."""
+    return lambda action_id: app.send_task(RELAY_TASK, args=[action_id], ignore_result=True)
+
+
+def _count_reopened(ctx: Any) -> Callable[[str], None]:
+    """What a keeper calls with each action a reorg re-opened (health counts them)."""
+    return lambda action_id: record_reopened(ctx.redis, [action_id])
+
+
 @shared_task(name=SETTLE_TASK, bind=True, ignore_result=True)
 def settle_due(self: Task) -> str:
     """Plan the prove/settle actions that are due and enqueue them for the relayer."""
@@ -277,10 +288,8 @@ def settle_due(self: Task) -> str:
                     session,
                     indexer_of(self.app).chain,
                     ctx.settings.proof_sources,
-                    enqueue=lambda action_id: self.app.send_task(
-                        RELAY_TASK, args=[action_id], ignore_result=True
-                    ),
-                    on_reopen=lambda action_id: record_reopened(ctx.redis, [action_id]),
+                    enqueue=_relay_each(self.app),
+                    on_reopen=_count_reopened(ctx),
                 )
         except (ChainUnavailable, ManifestError) as exc:
             log.warning("settle_due: %s; will retry on the next beat", exc)
@@ -321,10 +330,8 @@ def settle_epochs(self: Task) -> str:
                         max_delay_seconds=settings.epoch_settle_max_delay_seconds,
                         loan_epochs=settings.epoch_settle_loan_epochs,
                     ),
-                    enqueue=lambda action_id: self.app.send_task(
-                        RELAY_TASK, args=[action_id], ignore_result=True
-                    ),
-                    on_reopen=lambda action_id: record_reopened(ctx.redis, [action_id]),
+                    enqueue=_relay_each(self.app),
+                    on_reopen=_count_reopened(ctx),
                 )
                 # After the settlements: a loan whose settlement left it due for default
                 # is declared (the contract lets anyone; nobody else is bound to).
@@ -332,10 +339,8 @@ def settle_epochs(self: Task) -> str:
                     session,
                     indexer_of(self.app).chain,
                     retry_after_seconds=settings.epoch_settle_retry_seconds,
-                    enqueue=lambda action_id: self.app.send_task(
-                        RELAY_TASK, args=[action_id], ignore_result=True
-                    ),
-                    on_reopen=lambda action_id: record_reopened(ctx.redis, [action_id]),
+                    enqueue=_relay_each(self.app),
+                    on_reopen=_count_reopened(ctx),
                 )
                 # A node whose attested leaves show failed challenges in enough recent
                 # epochs is jailed (ChallengeJail lets anyone; nobody else is bound to).
@@ -343,10 +348,8 @@ def settle_epochs(self: Task) -> str:
                     session,
                     indexer_of(self.app).chain,
                     retry_after_seconds=settings.epoch_settle_retry_seconds,
-                    enqueue=lambda action_id: self.app.send_task(
-                        RELAY_TASK, args=[action_id], ignore_result=True
-                    ),
-                    on_reopen=lambda action_id: record_reopened(ctx.redis, [action_id]),
+                    enqueue=_relay_each(self.app),
+                    on_reopen=_count_reopened(ctx),
                 )
         except (ChainUnavailable, ManifestError) as exc:
             log.warning("settle_epochs: %s; will retry on the next beat", exc)
