@@ -9,7 +9,14 @@ from __future__ import annotations
 import pytest
 from brownie import web3
 
-from scripts.deploy import DeployConfig, DeployRefused, deploy_system
+from scripts.deploy import (
+    MAX_DEFAULT_DSCR_BPS,
+    MAX_RUN_EPOCHS,
+    MAX_WINDOW_EPOCHS,
+    DeployConfig,
+    DeployRefused,
+    deploy_system,
+)
 
 LOAN_PARAMS_SET = "0x" + (
     web3.keccak(text="LoanParamsSet(uint16,uint16,uint32,uint16,uint16)").hex().removeprefix("0x")
@@ -48,6 +55,12 @@ def test_tests_config_keeps_the_constructors_terms_and_sends_nothing(system) -> 
     assert tuple(int(v) for v in system.loans.loanParams()) == config.loan_params()
     assert config.loan_params() == (5_000, 1_000, 10_000, 6, 3)
     assert _loan_params_set(system) == 1  # the constructor's only: no setLoanParams sent
+
+
+def test_the_bounds_checked_before_sending_are_the_contracts(system) -> None:
+    assert int(system.settlement.MAX_WINDOW_EPOCHS()) == MAX_WINDOW_EPOCHS
+    assert int(system.loans.MAX_RUN_EPOCHS()) == MAX_RUN_EPOCHS
+    assert int(system.loans.MAX_DEFAULT_DSCR_BPS()) == MAX_DEFAULT_DSCR_BPS
 
 
 @pytest.mark.parametrize(
