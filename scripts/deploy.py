@@ -68,6 +68,24 @@ STABLECOIN = "TestStablecoin"
 EXTERNAL_STABLECOIN_ARTIFACT = "ERC20Permit"
 
 
+# The contracts' bounds on the covenant's counts and loan terms (EpochSettlement
+# MAX_WINDOW_EPOCHS, PoolLoans MAX_RUN_EPOCHS and MAX_DEFAULT_DSCR_BPS), checked before
+# anything is sent (DeployConfig.check_terms).
+BPS = 10_000
+MAX_WINDOW_EPOCHS = 720
+MAX_RUN_EPOCHS = 720
+MAX_DEFAULT_DSCR_BPS = 50_000
+# Off the dev chain the DSCR window and the default run must span at least this.
+MIN_COVENANT_SPAN_SECONDS = 24 * 3600
+# for_tests / for_demo: counts that show a sweep, its cure and a default within minutes
+# (their epochs are 60 s / 30 s). Production counts in days (DeployConfig's defaults).
+DEMO_COVENANT_EPOCHS: dict[str, Any] = {
+    "settlement_dscr_window_epochs": 24,
+    "loan_default_dscr_epochs": 6,
+    "loan_cure_epochs": 3,
+}
+
+
 @dataclass(frozen=True)
 class DeployConfig:
     # The stablecoin the chain already has (6 decimals; required off the dev chain, where
@@ -99,7 +117,20 @@ class DeployConfig:
     settlement_operator_bps: int = 3_000
     settlement_covenant_dscr_bps: int = 12_500
     settlement_max_ltv_bps: int = 8_000
-    settlement_dscr_window_epochs: int = 24
+    # The trailing DSCR's window in epochs (immutable; at most 720): on hourly epochs
+    # 30 days, so a month of revenue, not one noisy hour or day, decides the covenant.
+    settlement_dscr_window_epochs: int = 720
+    # PoolLoans' terms (LoanParams; set after the settlement creates it when they differ
+    # from its constructor's). Runs count epochs of settlements in a row (at most 720).
+    # On hourly epochs: the operator pledges 50 % of its bond at the draw; the loan
+    # defaults once arrears exceed 10 % of the drawn principal, or once the DSCR stays
+    # under 1.00x for 720 epochs (30 days); a cash sweep ends after 168 clean epochs
+    # (7 days).
+    loan_pledge_bps: int = 5_000
+    loan_default_arrears_bps: int = 1_000
+    loan_default_dscr_bps: int = 10_000
+    loan_default_dscr_epochs: int = 720
+    loan_cure_epochs: int = 168
     # The backend's relayer (its epoch-settlement keeper gets SETTLER_ROLE). None = anvil's
     # dev account 9 (the backend's development relayer; refused on any other chain).
     relayer_address: str | None = None
@@ -131,12 +162,15 @@ class DeployConfig:
             epoch_length_seconds=60,
             capacity_settlement_grace_seconds=3600,
             timelock_delay_seconds=None,
+            **DEMO_COVENANT_EPOCHS,
         )
 
     @classmethod
     def for_demo(cls) -> DeployConfig:
         """`make demo`: epochs short enough to watch attestations arrive, hourly delivery
-        windows (120 epochs each) and a settlement grace of one window. The deployer stays
+        windows (120 epochs each), a settlement grace of one window and the covenant's
+        short counts (DEMO_COVENANT_EPOCHS: a sweep, cure and default within minutes,
+        12 / 3 / 1.5 min on 30-second epochs). The deployer stays
         admin while scripts/seed.py seeds the world, then hands over (its
         $GPUCAP_TIMELOCK_DELAY_SECONDS: 90 s in `make demo`)."""
         return cls(
@@ -146,6 +180,7 @@ class DeployConfig:
             capacity_window_seconds=3600,
             capacity_settlement_grace_seconds=3600,
             timelock_delay_seconds=None,
+            **DEMO_COVENANT_EPOCHS,
         )
 
     @classmethod
@@ -175,6 +210,49 @@ class DeployConfig:
                 holders["timelock_delay_seconds"] = int(env("GPUCAP_TIMELOCK_DELAY_SECONDS", ""))
             return cls(**holders)
         raise ValueError(f"unknown GPUCAP_DEPLOY_PROFILE {profile!r}: use 'production' or 'demo'")
+
+    def loan_params(self) -> tuple[int, int, int, int, int]:
+        """PoolLoans.LoanParams as the contract takes it (pledge, default arrears, default
+        DSCR floor, default DSCR run, cure run)."""
+        return (
+            self.loan_pledge_bps,
+            self.loan_default_arrears_bps,
+            self.loan_default_dscr_bps,
+            self.loan_default_dscr_epochs,
+            self.loan_cure_epochs,
+        )
+
+    def check_terms(self, chain_id: int) -> None:
+        """Before the first transaction: the DSCR window and the loan terms are within the
+        contracts' bounds (what their constructor and setLoanParams would revert on), and
+        off the dev chain the window and the default run each span at least a day of
+        epochs (a covenant over hours of revenue is a demo's, no lender's)."""
+        bounds = (
+            ("settlement_dscr_window_epochs", 1, MAX_WINDOW_EPOCHS),
+            ("loan_pledge_bps", 0, BPS),
+            ("loan_default_arrears_bps", 1, BPS),
+            ("loan_default_dscr_bps", 0, MAX_DEFAULT_DSCR_BPS),
+            ("loan_default_dscr_epochs", 1, MAX_RUN_EPOCHS),
+            ("loan_cure_epochs", 1, MAX_RUN_EPOCHS),
+        )
+        for name, low, high in bounds:
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise DeployRefused(
+                    f"DeployConfig.{name} = {value} is outside {low}..{high} (the contracts "
+                    "refuse it): nothing was sent"
+                )
+        if chain_id == devchain.CHAIN_ID:
+            return
+        for name in ("settlement_dscr_window_epochs", "loan_default_dscr_epochs"):
+            span = getattr(self, name) * self.epoch_length_seconds
+            if span < MIN_COVENANT_SPAN_SECONDS:
+                raise DeployRefused(
+                    f"DeployConfig.{name} = {getattr(self, name)} epochs of "
+                    f"{self.epoch_length_seconds} s is {span} s, under a day, on chain "
+                    f"{chain_id}: short covenant counts are for the dev chain only; "
+                    "nothing was sent"
+                )
 
     def holders(self) -> dict[str, str]:
         """Every address this configuration gives a power to, by what it holds."""
@@ -266,6 +344,7 @@ class System:
 def deploy_system(deployer: Any, config: DeployConfig | None = None) -> System:
     """Deploy every contract, wire roles, and register the standard GPU classes."""
     config = config or DeployConfig()
+    config.check_terms(chain.id)
     receipt_race.install()  # a mined deploy step must not fail as "dropped" (see the module)
     start_block = web3.eth.block_number
     sender = {"from": deployer}
@@ -451,6 +530,10 @@ def _deploy_settlement(
     settlement.grantRole(settlement.SETTLER_ROLE(), _relayer_address(config), sender)
     # Contract.from_abi, not .at(): see load_system (brownie's .at() on live networks).
     loans = Contract.from_abi("PoolLoans", settlement.loans(), PoolLoans.abi)
+    # The loan terms: the constructor sets demo counts; sent only when the config's differ
+    # (LoanParamsSet, which the backend's index reads), while the deployer is still admin.
+    if tuple(int(v) for v in loans.loanParams()) != config.loan_params():
+        loans.setLoanParams(config.loan_params(), sender)
     # The loan's collateral: the loans lock the pledged bond of a drawn pool and, at
     # default, seize it into the pool (settleLock of their own lock only).
     registry.grantRole(registry.BOND_LOCKER_ROLE(), loans, sender)
@@ -720,9 +803,12 @@ def _deployer() -> Any:
 
 def check_target(config: DeployConfig) -> None:
     """Before the first transaction: the node is the chain $GPUCAP_DEPLOY_CHAIN_ID names
-    (when set), off the dev chain no power goes to one of anvil's public dev accounts, and
-    the stablecoin is given there and is one (deploy_checks.check_stablecoin)."""
+    (when set), the covenant's counts and loan terms are in bounds (and span a day off the
+    dev chain: DeployConfig.check_terms), off the dev chain no power goes to one of anvil's
+    public dev accounts, and the stablecoin is given there and is one
+    (deploy_checks.check_stablecoin)."""
     check_chain_id(chain.id, str(web3.provider.endpoint_uri))
+    config.check_terms(chain.id)
     refuse_dev_holders(config.holders(), chain.id)
     check_stablecoin(web3, config.stablecoin_address, chain.id)
 

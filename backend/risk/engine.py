@@ -82,9 +82,10 @@ class Params:
     onto periods by ``periods``: a period holds period_seconds / epoch_seconds epochs of
     the same price and utilization, so a run of k epochs is complete within the
     ceil(k x epoch_seconds / period_seconds)-th period of the condition (at least one).
-    With the deployment's hourly epochs and 30-day periods, the 24-epoch DSCR window, the
-    6-epoch default run and the 3-epoch cure each take one period; with periods one epoch
-    long (the anvil test) they are counts of periods.
+    With the deployment's hourly epochs and 30-day periods, the 720-epoch (30-day) DSCR
+    window, the 720-epoch default run and the 168-epoch (7-day) cure each take one period
+    (so do the demo's 24 / 6 / 3); with periods one epoch long (the anvil test) they are
+    counts of periods.
     """
 
     start_time: int

@@ -20,7 +20,9 @@ Anything a caller sends as an override wins, field by field.
 
 And the run's terms (``chain_terms``): the split, covenant, curve and loan terms in force
 at the newest indexed block (the newest SplitSet, RiskParamsSet and LoanParamsSet) and
-the hub's epoch length, so a run settles as the chain does now, not as it was deployed.
+the hub's epoch length, so a run settles as the chain does now, not as it was deployed;
+and what no event carries (``deployed_terms``): the DSCR window, EpochSettlement's
+immutable, read from the chain once.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from backend.db.models import (
 from backend.risk.collateral import CURVES, node_collateral, trailing_utilization
 from backend.risk.fleet import MAX_TENOR_MONTHS
 from backend.risk.formulas import MONTH_SECONDS
+from backend.services.chain import Chain
 from backend.services.pricing.trades import MarkRule, indexed_time
 
 BPS = 10_000
@@ -71,7 +74,8 @@ def chain_terms(session: Session) -> dict[str, int | str]:
     """The engine's terms (``Params`` fields) the index knows the chain's value of: each
     from the newest event that set it, ``epoch_seconds`` from the pools' hub schedule.
     A term the index has not seen (nothing set yet, or no pool) is left out: the caller
-    keeps the deployment's default. The DSCR window is immutable and emits nothing."""
+    keeps the deployment's default. The DSCR window is immutable and emits nothing: it
+    comes from the chain itself (``deployed_terms``)."""
     out: dict[str, int | str] = {}
     for (contract, event), fields in _TERM_EVENTS.items():
         args = session.scalars(
@@ -90,6 +94,17 @@ def chain_terms(session: Session) -> dict[str, int | str]:
     if session.scalar(seen) is not None:
         out["reserve_held_micro_usd"] = reserve_held(session)
     return out
+
+
+def deployed_terms(chain: Chain) -> dict[str, int | str]:
+    """The engine's terms the deployment fixed and no event carries: the DSCR window
+    (EpochSettlement.dscrWindowEpochs, immutable), read from the chain once per Chain.
+    Raises as ``Chain.immutable`` does (the manifest's chain unreachable or another one)."""
+    settlement = chain.contract(SETTLEMENT)
+    window = chain.immutable(
+        "EpochSettlement.dscrWindowEpochs", settlement.functions.dscrWindowEpochs().call
+    )
+    return {"dscr_window_epochs": int(window)}
 
 
 def reserve_held(session: Session) -> int:

@@ -146,6 +146,7 @@ class Chain:
     _contracts_at: dict[tuple[str, Path], Contract] = field(
         default_factory=dict, repr=False, compare=False
     )
+    _immutables: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def connect(cls, rpc_urls: str | Sequence[str], manifest_path: str, timeout: float) -> Chain:
@@ -190,6 +191,17 @@ class Chain:
     @cached_property
     def stablecoin(self) -> Contract:
         return self.contract("TestStablecoin")
+
+    def immutable(self, what: str, read: Callable[[], T]) -> T:
+        """A value the deployment fixed for good (a contract's immutable), read once per
+        Chain (``what`` names it and keys the cache) after checking the node is the
+        manifest's chain. A failed read (ChainUnavailable, WrongChain, a web3 error)
+        raises and is not cached."""
+        if what not in self._immutables:
+            self.check_chain_id()
+            self._immutables[what] = self.call(what, read)
+        value: T = self._immutables[what]
+        return value
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
         with chain_errors(what):

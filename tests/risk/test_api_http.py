@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from brownie import chain
 
+from backend.risk import terms as T
 from backend.risk.engine import Params
 from backend.risk.fleet import DEFAULT_CLASSES, Debt, EnergyCosts, Fleet, NodeInput
 from backend.risk.run import run_scenarios
 from backend.risk.scenarios import NAMED
 from backend.risk.schemas import RUN_TERMS, ScenarioRunPublic, param_name
+from scripts.deploy import DeployConfig
 from tests.backend.backend_helpers import Stack, wait_for
 
 USD = 10**6
@@ -100,9 +102,16 @@ def test_indexed_node_projected_as_the_engine_does(stack: Stack, admin, operator
         ]
     )
     scenarios = [NAMED[n] for n in body["scenarios"]]
-    # The deployed terms, as indexed (the hub's epoch from a pool when one exists).
+    # The deployed terms, as indexed (the hub's epoch from a pool when one exists), and the
+    # window as deployed: the stack's deployment is DeployConfig.for_tests()'s (short counts).
+    deployed = DeployConfig.for_tests()
     params = Params(
-        start_time=START, horizon_months=48, epoch_seconds=served["terms"]["epoch_seconds"]
+        start_time=START,
+        horizon_months=48,
+        epoch_seconds=served["terms"]["epoch_seconds"],
+        dscr_window_epochs=deployed.settlement_dscr_window_epochs,
+        default_dscr_epochs=deployed.loan_default_dscr_epochs,
+        cure_epochs=deployed.loan_cure_epochs,
     )
     assert served["terms"] == {name: getattr(params, param_name(name)) for name in RUN_TERMS}
     local = run_scenarios(fleet, scenarios, params, include_paths=True)
@@ -306,6 +315,12 @@ def test_run_takes_the_chains_terms_where_the_request_leaves_them(stack: Stack, 
     assert before.status_code == 200, before.text
     assert before.json()["terms"]["operator_bps"] == 3_000
     assert before.json()["terms_source"]["operator_bps"] == "chain"  # the deploy's SplitSet
+    # The DSCR window (an immutable, no event) is the deployed settlement's, read from the
+    # chain: the tests' deployment has 24 epochs, not the production default of 720.
+    window = int(s.settlement.dscrWindowEpochs())
+    assert window == 24 != T.DSCR_WINDOW_EPOCHS
+    assert before.json()["terms"]["dscr_window_epochs"] == window
+    assert before.json()["terms_source"]["dscr_window_epochs"] == "chain"
     deployed_loans = tuple(s.loans.loanParams())
     try:
         s.settlement.setSplit(400, 200, 2_500, {"from": admin})
@@ -337,7 +352,8 @@ def test_run_takes_the_chains_terms_where_the_request_leaves_them(stack: Stack, 
         source = served["terms_source"]
         assert source["max_ltv_bps"] == "request"
         assert {source[k] for k in chain_terms if k != "max_ltv_bps"} == {"chain"}
-        assert source["dscr_window_epochs"] == "deploy_default"  # immutable, no event
+        assert source["dscr_window_epochs"] == "chain"  # the deployed immutable
+        assert served["terms"]["dscr_window_epochs"] == window
         params = Params(
             start_time=START,
             dscr_window_epochs=served["terms"]["dscr_window_epochs"],

@@ -397,9 +397,16 @@ def test_one_reserve_stands_behind_every_node_in_default_order() -> None:
 def test_low_dscr_run_defaults_and_a_cure_ends_the_sweep() -> None:
     """DSCR under 1.00x for six settlements in a row defaults even with small arrears; a
     loan whose covenant clears for three settlements is back to performing (one chain
-    epoch per month: the runs count months)."""
+    epoch per month: the runs count months; the demo's counts, 6 and 3)."""
     weak = node(1, debt=Debt(100_000 * USD, 60, 0, 0, 5_000), utilization_bps=1_800)
-    params = Params(start_time=T0, horizon_months=24, epoch_seconds=MONTH, dscr_window_epochs=1)
+    params = Params(
+        start_time=T0,
+        horizon_months=24,
+        epoch_seconds=MONTH,
+        dscr_window_epochs=1,
+        default_dscr_epochs=6,
+        cure_epochs=3,
+    )
     p = project(Fleet.from_nodes([weak]), NAMED["base"], params)
     assert int(p.first_default[0]) == 6
     assert int(p.arrears[0]) <= 100_000 * USD // 10  # not the arrears trigger
@@ -411,13 +418,24 @@ def test_low_dscr_run_defaults_and_a_cure_ends_the_sweep() -> None:
 
 
 def test_runs_and_window_count_the_chains_hourly_epochs() -> None:
-    """On the deployed chain (hourly epochs) the DSCR window is a day and the runs are 6
-    and 3 hours: a month whose DSCR is under 1.00x holds six such epochs, so the loan is
-    due for default in that month, not after six months; a sweep is cured by the first
-    clean month; the window is the month's own settlements, not two years of them."""
+    """On the deployed chain (hourly epochs) the DSCR window and the default run are 720
+    epochs (30 days) and the cure 168 (7 days): a month whose DSCR is under 1.00x holds
+    720 such epochs, so the loan is due for default in that month, not after 720 months;
+    a sweep is cured by the first clean month; the window is the month's own settlements,
+    not two years of them. The demo's 24 / 6 / 3 take one month each too."""
     params = Params(start_time=T0, horizon_months=24)
+    assert (params.dscr_window_epochs, params.default_dscr_epochs, params.cure_epochs) == (
+        720,
+        720,
+        168,
+    )
     assert (params.window_periods, params.default_dscr_periods, params.cure_periods) == (1, 1, 1)
-    assert Params(start_time=T0, epoch_seconds=MONTH // 4).default_dscr_periods == 2
+    demo = Params(start_time=T0, dscr_window_epochs=24, default_dscr_epochs=6, cure_epochs=3)
+    assert (demo.window_periods, demo.default_dscr_periods, demo.cure_periods) == (1, 1, 1)
+    # One more epoch than a month spans two.
+    assert Params(start_time=T0, epoch_seconds=MONTH // 720 + 1).default_dscr_periods == 2
+    weekly = Params(start_time=T0, epoch_seconds=MONTH // 4, default_dscr_epochs=6)
+    assert weekly.default_dscr_periods == 2
     weak = node(1, debt=Debt(100_000 * USD, 60, 0, 0, 5_000), utilization_bps=1_800)
     p = project(Fleet.from_nodes([weak]), NAMED["base"], params)
     assert int(p.first_default[0]) == 1

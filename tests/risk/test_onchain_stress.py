@@ -27,6 +27,7 @@ from backend.risk import terms as T
 from backend.risk.engine import WATERFALL_TIERS, Params, project
 from backend.risk.fleet import DEFAULT_CLASSES, Debt, Fleet, NodeInput
 from backend.risk.scenarios import PPM, Scenario
+from scripts.deploy import DeployConfig
 from tests.contracts import conftest as contract_fixtures
 from tests.contracts.node_helpers import USD, b32
 from tests.contracts.settlement_helpers import (
@@ -129,20 +130,18 @@ def test_chain_and_engine_agree_on_breach_cure_default_and_losses(
     # The engine's period m is epoch draw_epoch + m, ending at epochEnd(draw_epoch) + m x 60.
     start = int(hub.epochEnd(draw_epoch))
     params = _params(settlement, book, hub, start, len(INDEX))
-    # The deployed loan terms are the engine's defaults (backend/risk/terms.py).
+    # The deployed loan terms and window are the tests' deployment's (DeployConfig.for_tests:
+    # the demo's short counts, which the path above is drawn for), read from the chain.
+    deployed = DeployConfig.for_tests()
     assert (
         params.pledge_bps,
         params.default_arrears_bps,
         params.default_dscr_bps,
         params.default_dscr_epochs,
         params.cure_epochs,
-    ) == (
-        T.PLEDGE_BPS,
-        T.DEFAULT_ARREARS_BPS,
-        T.DEFAULT_DSCR_BPS,
-        T.DEFAULT_DSCR_EPOCHS,
-        T.CURE_EPOCHS,
-    )
+        params.dscr_window_epochs,
+    ) == (*deployed.loan_params(), deployed.settlement_dscr_window_epochs)
+    assert deployed.loan_params() == (T.PLEDGE_BPS, T.DEFAULT_ARREARS_BPS, T.DEFAULT_DSCR_BPS, 6, 3)
     scenario = Scenario(
         "chain", "", price_index_ppm={H100.name: tuple(round(x * PPM) for x in INDEX)}
     )

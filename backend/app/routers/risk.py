@@ -8,22 +8,30 @@ market price) with ``overrides`` winning field by field, or
 inline (``nodes``). The projection is pure computation (backend/risk): deterministic for
 a given body and index, so a client that pins ``start_time`` gets the same answer every
 time. Terms the body leaves out (split, covenant, curve, loan terms, epoch length) are the
-chain's as indexed, else the deployment's; the answer says which (``terms_source``).
+chain's as indexed, the DSCR window the deployed settlement's (an immutable, read from the
+chain once), else the deployment's defaults; the answer says which (``terms_source``).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from sqlalchemy import select
+from web3.exceptions import Web3Exception
 
-from backend.app.deps import MarkRuleDep, SessionDep
+from backend.app.deps import ChainProvider, MarkRuleDep, SessionDep
 from backend.app.errors import ApiError
 from backend.app.schemas import ErrorPublic
 from backend.db.models import GpuClassRow, NodeRow
 from backend.risk.fleet import Fleet, NodeInput
-from backend.risk.indexed import chain_terms, indexed_overrides, scope_node_ids
+from backend.risk.indexed import (
+    chain_terms,
+    deployed_terms,
+    indexed_overrides,
+    scope_node_ids,
+)
 from backend.risk.report import scenario_info
 from backend.risk.run import run_scenarios
 from backend.risk.scenarios import NAMED
@@ -35,8 +43,11 @@ from backend.risk.schemas import (
     ScenarioRunRequest,
     run_body,
 )
+from backend.services.errors import ChainUnavailable, WrongChain
 from backend.services.pricing.trades import MarkRule
+from gpucap.deployment import ManifestError
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/risk", tags=["risk"])
 INVALID = {422: {"model": ErrorPublic}}
 
@@ -116,14 +127,26 @@ def _indexed_fleet(
     return nodes
 
 
+def _deployed_terms(provider: ChainProvider) -> dict[str, int | str]:
+    """The deployment's immutable terms from the chain (``deployed_terms``), or none when
+    the chain cannot say (no manifest yet, the node down or another chain): the run then
+    keeps the default and its ``terms_source`` says ``deploy_default``."""
+    try:
+        return deployed_terms(provider())
+    except (ManifestError, ChainUnavailable, WrongChain, Web3Exception) as exc:
+        log.warning("risk run: the deployed DSCR window is unknown (%s); using the default", exc)
+        return {}
+
+
 @router.post("/scenarios", responses=INVALID)
 def run_scenarios_route(
-    body: ScenarioRunRequest, session: SessionDep, rule: MarkRuleDep
+    body: ScenarioRunRequest, session: SessionDep, rule: MarkRuleDep, request: Request
 ) -> ScenarioRunPublic:
     """Project the fleet through each scenario: DSCR/LTV paths, first covenant breach,
     first default and the loss waterfall, per node and aggregated (platform, class)."""
     start = body.start_time if body.start_time is not None else int(time.time()) // 3600 * 3600
-    chain = chain_terms(session)  # the terms in force on the chain, as indexed
+    # The terms in force on the chain: as indexed, and the immutable ones as deployed.
+    chain = {**chain_terms(session), **_deployed_terms(request.app.state.chain_provider)}
     try:
         inputs = (
             [n.to_input() for n in body.nodes]
