@@ -27,6 +27,9 @@ LONGEST_FIRST: tuple[str, ...] = (
     "tests/oracle/test_oracle_quorum_e2e.py",  # 70 s
     "tests/contracts/test_epoch_settlement.py",  # 63 s
     "tests/backend/test_cli.py",  # 46 s
+    "tests/backend/test_jail_keeper.py",  # ~40 s (2026-12-08, one run alone, loaded machine)
+    "tests/contracts/test_challenge_jail.py",  # ~30 s (same)
+    "tests/contracts/test_epoch_settlement_terms.py",  # ~30 s (estimate)
     "tests/contracts/test_node_registry.py",  # 42 s
     "tests/backend/test_governance.py",  # 40 s
     "tests/dashboard/test_governance_view.py",  # 37 s
@@ -46,6 +49,9 @@ LONGEST_FIRST: tuple[str, ...] = (
     "tests/backend/test_servers_epoch_settlement_cadence.py",  # ~25 s (2026-12-07, one run)
     "tests/backend/test_epoch_settlement_cadence.py",  # ~25 s (one run)
     "tests/backend/test_e2e_faucet.py",  # 21 s
+    "tests/contracts/test_deploy_terms.py",  # ~20 s (2026-12-08, estimate)
+    "tests/backend/test_node_load.py",  # ~13 s (one run alone)
+    "tests/backend/test_leases.py",  # ~13 s (one run alone)
     "tests/backend/test_servers_e2e_reorg.py",  # 20 s
     "tests/agent/test_agent_e2e.py",  # 20 s
     "tests/backend/test_e2e_pools.py",  # 17 s
