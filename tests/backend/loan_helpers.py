@@ -17,6 +17,7 @@ from tests.contracts.settlement_helpers import (
     deploy_hub_pool,
     item,
 )
+from tests.oracle.hub_helpers import end_epoch
 
 USD = 10**6
 BOND = 400 * USD
@@ -54,6 +55,7 @@ def defaulting_pool(
     s.settlement.setUsageTerms(node, admin, PRICE_PER_GPU_HOUR, {"from": admin})
     s.settlement.approveUsage(node, PRICE_PER_GPU_HOUR, {"from": admin})
     s.stablecoin.approve(s.settlement, 2**256 - 1, {"from": admin})
+    end_epoch(s.oracle_hub)  # terms bill from the epoch after they were set
     for milli in (100, 0, 0):  # revenue falls short: arrears pass 10% of the principal
         c = attest(s.oracle_hub, {node: milli})
         s.settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})

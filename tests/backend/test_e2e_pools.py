@@ -33,6 +33,7 @@ from tests.contracts.settlement_helpers import (
     deploy_hub_pool,
     item,
 )
+from tests.oracle.hub_helpers import end_epoch
 from tests.support.backends import Backend, migrated_database
 
 USD = 10**6
@@ -72,6 +73,7 @@ def world(live_deployment, admin, operator, buyer, staker):
     s.settlement.setUsageTerms(node, admin, PRICE_PER_GPU_HOUR, {"from": admin})
     s.settlement.approveUsage(node, PRICE_PER_GPU_HOUR, {"from": admin})
     s.stablecoin.approve(s.settlement, 2**256 - 1, {"from": admin})
+    end_epoch(s.oracle_hub)  # terms bill from the epoch after they were set
     epochs = []
     for milli in (1_000, 100):  # the second epoch's net does not cover the debt: arrears
         c = attest(s.oracle_hub, {node: milli})
