@@ -34,15 +34,16 @@ import {RevenuePool} from "./RevenuePool.sol";
  * Design decisions:
  * - Usage is priced per node: `pricePerGpuHour` (stablecoin units per delivered GPU-hour)
  *   × the range's milli-GPU-hours / 1000, floored, pulled from the node's registered payer
- *   (renter escrow) by allowance, under the terms in force for the range's epochs (below). Why not an amount the caller states: the bill is then a
+ *   (renter escrow) by allowance, under the terms in force for the range's epochs (see
+ *   "Terms are a function of the epoch"). Why not an amount the caller states: the bill is a
  *   function of the attested leaf and of terms the payer agreed to, so neither the keeper nor
  *   the operator can over- or under-bill. A payer that prefers EIP-2612 signs a permit to
  *   this contract; anyone can submit it to the token first.
  * - Payer consent: TERMS_ROLE names a node's payer and price, but only the payer can agree
  *   to pay it: `approveUsage(nodeId, maxPricePerGpuHour)`, sent by the payer, records the
- *   most it accepts per GPU-hour for that node. A range's usage is billed only while the
- *   terms' price is at most the payer's agreed maximum for the node (0 = never agreed, or
- *   withdrawn); otherwise the range's usage is not billed (UsageNotBilled says why) and the
+ *   most it accepts per GPU-hour for that node. A range's usage is billed only if the
+ *   price of the terms in force for it is at most the maximum its payer had agreed to when
+ *   those terms took hold (0 = never agreed, or withdrawn); otherwise the range's usage is not billed (UsageNotBilled says why) and the
  *   rest of the settlement (proceeds, debt, window) goes on. Why a maximum and not the
  *   price itself: TERMS_ROLE may lower a price without asking; raising it past what the
  *   payer agreed to stops billing until the payer agrees again. Consent is per (node, payer):
@@ -524,7 +525,8 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
      * reverts — its leaf not for `epoch` or not proven (SettlementEpochMismatch,
      * OracleInvalidProof / OracleLeafOutOfRange), its epoch already settled
      * (SettlementAlreadySettled), its counter below the one settled
-     * (SettlementCumulativeBelowSettled), its payer's allowance or balance short, its pool refusing
+     * (SettlementCumulativeBelowSettled), its range holding a terms change after usage
+     * (SettlementTermsChangeInRange), its payer's allowance or balance short, its pool refusing
      * the revenue — is skipped with {SettlementItemSkipped} (node, epoch, revert data) and
      * changes nothing; its epoch stays unsettled for a later batch. The other items settle.
      * A batch in which every item reverts reverts itself, with the first item's revert data:
@@ -649,6 +651,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         for (uint256 i = head; i <= tail; ++i) {
             changes[i - head] = _termsLog[nodeId][i];
         }
+        if (head == 0 && tail != 0) changes[0].nextFromEpoch = changes[1].fromEpoch; // entry 0's link
     }
 
     /// @notice The most `payer` agreed to pay per GPU-hour of node `nodeId` (0: no consent).
@@ -826,8 +829,15 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     {
         uint256 head = b.termsHead;
         t = _termsLog[nodeId][head];
-        uint64 next = t.nextFromEpoch;
+        uint64 next = _nextFromEpoch(nodeId, head, t);
         if (next != 0 && next <= leaf.epoch) t = _advanceTerms(b, nodeId, leaf, last, head);
+    }
+
+    /// @dev When the entry after `head` (`t`) takes effect (0: none yet). Entry 0 ("no terms")
+    /// keeps no link (its slots stay zero: the first change costs no write there), so its
+    /// successor is read directly; the same one cold slot either way.
+    function _nextFromEpoch(uint256 nodeId, uint256 head, TermsChange storage t) internal view returns (uint64) {
+        return head == 0 ? _termsLog[nodeId][1].fromEpoch : t.nextFromEpoch;
     }
 
     /**
@@ -854,7 +864,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
             last == 0 || leaf.cumMilliGpuHours - leaf.milliGpuHours == b.settledCumMilli ? epoch : last + 1;
         uint64 holesFrom = first; // epochs [first, holesFrom) were found passed over
         t = log[head];
-        uint64 next = t.nextFromEpoch;
+        uint64 next = _nextFromEpoch(nodeId, head, t);
         while (next != 0 && next <= epoch) {
             if (next > first) {
                 // slither-disable-next-line calls-loop (immutable trusted hub, a view)
@@ -1016,7 +1026,8 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
             newest.pricePerGpuHour = pricePerGpuHour;
             newest.maxPricePerGpuHour = maxPricePerGpuHour;
         } else {
-            newest.nextFromEpoch = fromEpoch; // entry 0's fromEpoch is 0: never matches
+            // entry 0's fromEpoch is 0 (never matches) and it keeps no link (_nextFromEpoch)
+            if (tail != 0) newest.nextFromEpoch = fromEpoch;
             log[++tail] = TermsChange(payer, pricePerGpuHour, maxPricePerGpuHour, fromEpoch, 0);
             _termsTail[nodeId] = tail;
         }
