@@ -77,10 +77,11 @@ def settlement(
     epochs_needed = 1 + sum(ranges)
     # Whole hours (the contract's rule), at least the longest proof.
     window = -(-max(ranges) * EPOCH // 3_600) * 3_600
-    # Genesis far enough back that every epoch needed has ended, aligned to a window so
-    # that the window starting at genesis is a valid token id.
+    # Genesis just ahead, aligned to a window so that the window starting at genesis is a
+    # valid token id: the usage terms are set before epoch 1 (terms bill from the epoch after
+    # the one they are set in), then time runs until every epoch needed has ended.
     behind = max(window, (epochs_needed + 2) * EPOCH)
-    genesis = (chain[-1].timestamp - behind) // window * window
+    genesis = (chain[-1].timestamp // window + 1) * window
     config = DeployConfig(
         faucet_drip=10**9 * USD,
         faucet_cooldown_seconds=1,
@@ -116,6 +117,8 @@ def settlement(
     for node in settled:
         settle.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
         settle.approveUsage(node, PRICE_PER_GPU_HOUR, {"from": payer})
+    chain.sleep(genesis + behind - chain[-1].timestamp)
+    chain.mine()
 
     # Attest every epoch needed, every node with a leaf whose counters run since epoch 1.
     nodes = settled + proven
@@ -140,7 +143,11 @@ def settlement(
         tx = settle.settle(epoch, [item(n, epoch) for n in group], {"from": keeper})
         settled = tx.events["NodeSettled"]
         # The figure is only what it says if every node settled the whole range (since, epoch].
-        if len(settled) != len(group) or {e["fromEpoch"] for e in settled} != {since + 1}:
+        if (
+            len(settled) != len(group)
+            or {e["fromEpoch"] for e in settled} != {since + 1}
+            or any(e["usage"] == 0 for e in settled)
+        ):
             raise RuntimeError(f"settle({epoch}) did not settle {group} from {since + 1}")
         return tx.gas_used
 

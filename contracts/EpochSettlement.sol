@@ -33,22 +33,40 @@ import {RevenuePool} from "./RevenuePool.sol";
  *
  * Design decisions:
  * - Usage is priced per node: `pricePerGpuHour` (stablecoin units per delivered GPU-hour)
- *   × the range's milli-GPU-hours / 1000, floored (the price and consent in force when the
- *   range settles apply to all of it), pulled from the node's registered payer
- *   (renter escrow) by allowance. Why not an amount the caller states: the bill is then a
+ *   × the range's milli-GPU-hours / 1000, floored, pulled from the node's registered payer
+ *   (renter escrow) by allowance, under the terms in force for the range's epochs (see
+ *   "Terms are a function of the epoch"). Why not an amount the caller states: the bill is a
  *   function of the attested leaf and of terms the payer agreed to, so neither the keeper nor
  *   the operator can over- or under-bill. A payer that prefers EIP-2612 signs a permit to
  *   this contract; anyone can submit it to the token first.
  * - Payer consent: TERMS_ROLE names a node's payer and price, but only the payer can agree
  *   to pay it: `approveUsage(nodeId, maxPricePerGpuHour)`, sent by the payer, records the
- *   most it accepts per GPU-hour for that node. A range's usage is billed only while the
- *   terms' price is at most the payer's agreed maximum for the node (0 = never agreed, or
- *   withdrawn); otherwise the range's usage is not billed (UsageNotBilled says why) and the
+ *   most it accepts per GPU-hour for that node. A range's usage is billed only if the
+ *   price of the terms in force for it is at most the maximum its payer had agreed to when
+ *   those terms took hold (0 = never agreed, or withdrawn); otherwise the range's usage is not billed (UsageNotBilled says why) and the
  *   rest of the settlement (proceeds, debt, window) goes on. Why a maximum and not the
  *   price itself: TERMS_ROLE may lower a price without asking; raising it past what the
  *   payer agreed to stops billing until the payer agrees again. Consent is per (node, payer):
  *   naming another payer needs that payer's own consent. An allowance alone is not consent:
  *   a renter may approve this contract for all its nodes at once.
+ * - Terms are a function of the epoch: each change ({setUsageTerms}; {approveUsage} by the
+ *   node's newest payer) takes effect from `fromEpoch` = the hub's current epoch + 1 (the
+ *   first epoch starting after it: the running epoch stays under the old terms) and is kept
+ *   in a short per-node log of {TermsChange}s that snapshot payer, price and the payer's
+ *   consent at that moment (a change with the newest entry's fromEpoch overwrites it; a
+ *   consent change by an address that is not the newest payer writes no entry: consent is
+ *   snapshotted when terms name that payer). A settlement never crosses a change: the range
+ *   (last, E] is billed under the one entry in force for all its usage, and an item whose
+ *   range holds a change after usage reverts (SettlementTermsChangeInRange) — the keeper
+ *   settles up to the change first. Exempt, since no usage lies before the change: a range
+ *   whose epochs before the change were all passed over by the oracles (no root; a hole
+ *   below an attested epoch is final, at most MAX_TERMS_GAP_EPOCHS scanned), and a range
+ *   with no usage before its leaf's own epoch (cum - milliGpuHours == settled cum). So a
+ *   payer named mid-range is billed from its fromEpoch only, a price change is never
+ *   retroactive, and consent withdrawn before settlement still bills the epochs before.
+ *   Invariant: each epoch's usage is billed under the entry in force for that epoch.
+ *   Griefing bound: a payer toggling consent every epoch forces one settlement per change
+ *   (its own gas per toggle, the keeper's gas per piece), nothing more.
  * - Capacity proceeds: CapacityToken holds sale proceeds per node, not per epoch or window;
  *   a settlement collects everything the node holds at that moment, including sales of
  *   windows not yet delivered. Why that is safe, and where it is not: a buyer's refund for
@@ -128,9 +146,26 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         uint96 pricePerGpuHour;
     }
 
+    /// @notice One entry of a node's terms log: the billing terms in force from `fromEpoch`
+    /// until the next entry's (`nextFromEpoch`, 0 while this is the newest). `maxPricePerGpuHour`
+    /// is the payer's consent when the entry was written; usage is billed iff payer != 0 and
+    /// pricePerGpuHour <= maxPricePerGpuHour.
+    /// @dev Two slots: payer (20) | pricePerGpuHour (12); maxPricePerGpuHour (12) | fromEpoch
+    /// (8) | nextFromEpoch (8). The link lives in the entry a settlement reads anyway, so the
+    /// common path (no change) reads the same two slots the terms and consent took before.
+    struct TermsChange {
+        address payer;
+        uint96 pricePerGpuHour;
+        uint96 maxPricePerGpuHour;
+        uint64 fromEpoch;
+        uint64 nextFromEpoch;
+    }
+
     /// @notice The figures of one settlement of a node's range (also the event's payload):
-    /// the split of its gross, and `service`, the debt service scheduled over the range.
+    /// the split of its gross, and `service`, the debt service scheduled over the range;
+    /// `payer`: who pays `usage` (zero when not billed).
     struct Split {
+        address payer;
         uint256 usage;
         uint256 proceeds;
         uint256 fee;
@@ -170,7 +205,8 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     /// slot 0: lastSettledEpoch (u64) | settledCount (u32: records ever pushed) | windowStart
     /// (u32: index of the window's oldest record) | windowEpochs (u32: epochs the window covers)
     /// | serviceEpochs (u32: epochs of window records with service > 0) | dscrBreach | ltvBreach
-    /// = 26 bytes; slot 1: window net + window service (u128 each); slot 2: arrears + lifetime
+    /// | termsHead (u32: index of the terms-log entry in force for the next unsettled epoch)
+    /// = 30 bytes; slot 1: window net + window service (u128 each); slot 2: arrears + lifetime
     /// debt paid (u128 each); slot 3: settledCumMilli (u64: cumMilliGpuHours of the last settled
     /// leaf) | lifetime gross (u192).
     struct Book {
@@ -181,6 +217,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         uint32 serviceEpochs;
         bool dscrBreach;
         bool ltvBreach;
+        uint32 termsHead;
         uint128 windowNet;
         uint128 windowService;
         uint128 arrears;
@@ -212,6 +249,10 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     uint256 public constant MIN_COVENANT_DSCR_BPS = 10_000;
     uint256 public constant MAX_COVENANT_DSCR_BPS = 50_000;
     uint256 public constant MAX_WINDOW_EPOCHS = 720;
+    /// @notice The most epochs before a terms change a settlement checks for having been passed
+    /// over by the oracles (one hub slot each); a longer stretch reverts
+    /// SettlementTermsChangeInRange like one with an attested epoch.
+    uint64 public constant MAX_TERMS_GAP_EPOCHS = 64;
 
     IERC20 public immutable stablecoin;
     INodeRegistry public immutable registry;
@@ -236,7 +277,10 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     uint256 public totalIn;
     uint256 public totalToPools;
 
-    mapping(uint256 nodeId => UsageTerms) private _usageTerms;
+    /// @dev Per node, its terms log: entry 0 is "no terms" (never written but for its link),
+    /// entries 1.._termsTail[node] the changes, oldest first (see TermsChange).
+    mapping(uint256 nodeId => mapping(uint256 index => TermsChange)) private _termsLog;
+    mapping(uint256 nodeId => uint256) private _termsTail;
     /// @dev The most each payer agreed to pay per GPU-hour of each node (0: no consent).
     mapping(uint256 nodeId => mapping(address payer => uint96 maxPricePerGpuHour)) private _usageConsent;
     mapping(uint256 nodeId => IRevenuePool) private _pools;
@@ -270,7 +314,18 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     );
     event SplitSet(uint16 protocolFeeBps, uint16 reserveBps, uint16 operatorBps);
     event RiskParamsSet(uint32 covenantDscrBps, uint16 maxLtvBps, RiskModel.Curve curve);
-    event UsageTermsSet(uint256 indexed nodeId, address indexed payer, uint96 pricePerGpuHour);
+    /// @notice Node `nodeId`'s usage is billed from epoch `fromEpoch` on to `payer` at
+    /// `pricePerGpuHour`, within the payer's consent `maxPricePerGpuHour` snapshotted now (see
+    /// TermsChange). Emitted for every entry of the terms log written ({setUsageTerms}, or
+    /// {approveUsage} by the node's newest payer); one with the newest entry's fromEpoch
+    /// replaces it.
+    event UsageTermsSet(
+        uint256 indexed nodeId,
+        address indexed payer,
+        uint96 pricePerGpuHour,
+        uint96 maxPricePerGpuHour,
+        uint64 fromEpoch
+    );
     event PoolSet(uint256 indexed nodeId, address indexed pool);
     /// @notice `payer` agreed to pay at most `maxPricePerGpuHour` per GPU-hour of node `nodeId`
     /// (0: consent withdrawn).
@@ -309,6 +364,10 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     error SettlementCumulativeBelowSettled(
         uint256 nodeId, uint64 epoch, uint64 cumMilliGpuHours, uint64 milliGpuHours, uint64 settledCumMilli
     );
+    /// @notice Node `nodeId`'s terms change from `fromEpoch`, inside the range being settled,
+    /// after usage in it (or after more than MAX_TERMS_GAP_EPOCHS epochs before the change):
+    /// settle up to an epoch before `fromEpoch` first.
+    error SettlementTermsChangeInRange(uint256 nodeId, uint64 fromEpoch);
     error SettlementPoolAlreadySet(uint256 nodeId, address pool);
     error SettlementPoolMismatch(uint256 nodeId, address pool);
     /// @notice `pool` finances node `poolNodeId`, not `nodeId`.
@@ -391,28 +450,37 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         emit RiskParamsSet(covenantDscrBps_, maxLtvBps_, curve_);
     }
 
-    /// @notice Sets who pays node `nodeId`'s usage and the price per delivered GPU-hour
-    /// (payer zero = usage not billed). The node must be registered. Billed only while the
-    /// payer's consent ({approveUsage}) covers the price.
+    /**
+     * @notice Sets who pays node `nodeId`'s usage and the price per delivered GPU-hour
+     * (payer zero = usage not billed), from the epoch after the current one on (earlier
+     * epochs keep their terms, settled or not). Billed only while the payer's consent
+     * ({approveUsage}), snapshotted now, covers the price.
+     * Requirements: TERMS_ROLE; the node is registered (SettlementUnknownNode).
+     * Emits {UsageTermsSet} with the fromEpoch.
+     */
     function setUsageTerms(uint256 nodeId, address payer, uint96 pricePerGpuHour) external onlyRole(TERMS_ROLE) {
         _requireNode(nodeId);
-        _usageTerms[nodeId] = UsageTerms(payer, pricePerGpuHour);
-        emit UsageTermsSet(nodeId, payer, pricePerGpuHour);
+        _writeTerms(nodeId, payer, pricePerGpuHour, _usageConsent[nodeId][payer]);
     }
 
     /**
      * @notice The caller, as payer, agrees to pay for node `nodeId`'s usage at most
      * `maxPricePerGpuHour` stablecoin units per delivered GPU-hour (0 withdraws consent).
      * Usage is billed to the caller only while the caller is the node's payer, the terms'
-     * price is at most this maximum, and the caller's allowance covers the bill. Takes effect
-     * for every epoch settled from then on (settlement is after the epoch, so an epoch
-     * already ended but not yet settled is billed under the consent in force at settlement).
+     * price is at most this maximum, and the caller's allowance covers the bill. If the
+     * caller is the node's newest payer, the change takes effect from the epoch after the
+     * current one (a new terms entry, {UsageTermsSet}): epochs up to the current one stay
+     * billed under the consent they had, even if settled later. Otherwise it is only
+     * recorded, and snapshotted when terms name the caller. Griefing bound: each change is
+     * one more settlement of the node (the keeper's gas), at the caller's own gas.
      * Requirements: the node is registered (SettlementUnknownNode). Emits {UsageApproved}.
      */
     function approveUsage(uint256 nodeId, uint96 maxPricePerGpuHour) external {
         _requireNode(nodeId);
         _usageConsent[nodeId][msg.sender] = maxPricePerGpuHour;
         emit UsageApproved(nodeId, msg.sender, maxPricePerGpuHour);
+        TermsChange storage newest = _termsLog[nodeId][_termsTail[nodeId]];
+        if (newest.payer == msg.sender) _writeTerms(nodeId, msg.sender, newest.pricePerGpuHour, maxPricePerGpuHour);
     }
 
     /**
@@ -457,7 +525,8 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
      * reverts — its leaf not for `epoch` or not proven (SettlementEpochMismatch,
      * OracleInvalidProof / OracleLeafOutOfRange), its epoch already settled
      * (SettlementAlreadySettled), its counter below the one settled
-     * (SettlementCumulativeBelowSettled), its payer's allowance or balance short, its pool refusing
+     * (SettlementCumulativeBelowSettled), its range holding a terms change after usage
+     * (SettlementTermsChangeInRange), its payer's allowance or balance short, its pool refusing
      * the revenue — is skipped with {SettlementItemSkipped} (node, epoch, revert data) and
      * changes nothing; its epoch stays unsettled for a later batch. The other items settle.
      * A batch in which every item reverts reverts itself, with the first item's revert data:
@@ -561,9 +630,28 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
     // Views
     // ------------------------------------------------------------------
 
-    /// @notice Node `nodeId`'s usage payer and price.
+    /// @notice Node `nodeId`'s newest usage payer and price (in force from
+    /// `termsChanges(nodeId)`'s last entry's fromEpoch; zero if never set).
     function usageTerms(uint256 nodeId) external view returns (UsageTerms memory) {
-        return _usageTerms[nodeId];
+        TermsChange storage newest = _termsLog[nodeId][_termsTail[nodeId]];
+        return UsageTerms(newest.payer, newest.pricePerGpuHour);
+    }
+
+    /**
+     * @notice Node `nodeId`'s terms log from the entry in force for its next unsettled epoch
+     * on (spent entries left out), oldest first: `changes[0]` bills that epoch (its fromEpoch 0
+     * and payer zero: no terms yet), each later entry from its fromEpoch. A keeper settles
+     * a range ending before the next entry's fromEpoch (or the whole range if no usage
+     * lies before it). The view may still list an entry the next settlement finds spent.
+     */
+    function termsChanges(uint256 nodeId) external view returns (TermsChange[] memory changes) {
+        uint256 head = _books[nodeId].termsHead;
+        uint256 tail = _termsTail[nodeId];
+        changes = new TermsChange[](tail - head + 1);
+        for (uint256 i = head; i <= tail; ++i) {
+            changes[i - head] = _termsLog[nodeId][i];
+        }
+        if (head == 0 && tail != 0) changes[0].nextFromEpoch = changes[1].fromEpoch; // entry 0's link
     }
 
     /// @notice The most `payer` agreed to pay per GPU-hour of node `nodeId` (0: no consent).
@@ -649,7 +737,8 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
             // A view on the immutable hub: reverts unless the leaf is in the epoch's attested root.
             // slither-disable-next-line calls-loop (immutable trusted hub; a bad proof reverts the item)
             hub.requireLeaf(item.leaf, item.proof);
-            s = _bill(nodeId, epoch, _rangeMilli(b, item.leaf, last));
+            uint256 milli = _rangeMilli(b, item.leaf, last);
+            s = _bill(nodeId, epoch, milli, _rangeTerms(b, nodeId, item.leaf, last));
             epochs = last == 0 ? 1 : epoch - last;
         }
         IRevenuePool pool = _pools[nodeId];
@@ -671,7 +760,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
             // Interactions last; the guard blocks re-entry through a hostile token or pool.
             if (s.usage > 0) {
                 // slither-disable-next-line arbitrary-send-erc20 (the payer's own on-chain consent; amount from the leaf)
-                stablecoin.safeTransferFrom(_usageTerms[nodeId].payer, address(this), s.usage);
+                stablecoin.safeTransferFrom(s.payer, address(this), s.usage);
             }
             // slither-disable-next-line calls-loop (immutable trusted CapacityToken)
             if (s.proceeds > 0) capacity.collectProceeds(nodeId, s.proceeds, address(this));
@@ -732,17 +821,80 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         return cum - settledCum;
     }
 
-    /// @dev The range's bill: usage from the terms and `milliGpuHours` (if the payer's consent
-    /// covers the price; UsageNotBilled otherwise), held proceeds, the bps cuts.
-    function _bill(uint256 nodeId, uint64 epoch, uint256 milliGpuHours) internal returns (Split memory s) {
-        UsageTerms memory terms = _usageTerms[nodeId];
+    /// @dev The terms-log entry that bills the range (last, leaf.epoch]: the node's head entry,
+    /// unless a later entry takes effect by the range's end (then {_advanceTerms}).
+    function _rangeTerms(Book storage b, uint256 nodeId, IOracleHub.NodeLeaf calldata leaf, uint64 last)
+        internal
+        returns (TermsChange storage t)
+    {
+        uint256 head = b.termsHead;
+        t = _termsLog[nodeId][head];
+        uint64 next = _nextFromEpoch(nodeId, head, t);
+        if (next != 0 && next <= leaf.epoch) t = _advanceTerms(b, nodeId, leaf, last, head);
+    }
+
+    /// @dev When the entry after `head` (`t`) takes effect (0: none yet). Entry 0 ("no terms")
+    /// keeps no link (its slots stay zero: the first change costs no write there), so its
+    /// successor is read directly; the same one cold slot either way.
+    function _nextFromEpoch(uint256 nodeId, uint256 head, TermsChange storage t) internal view returns (uint64) {
+        return head == 0 ? _termsLog[nodeId][1].fromEpoch : t.nextFromEpoch;
+    }
+
+    /**
+     * @dev Moves node `nodeId`'s head from `head` to the entry in force at the range's end and
+     * returns it. Entries taking effect at or before the first epoch with usage are spent
+     * (each is passed once: the loop is bounded by the entries). The first epoch with usage is
+     * last + 1, or the leaf's own epoch for a first settlement or a range with no usage before
+     * that epoch. An entry taking effect after it reverts SettlementTermsChangeInRange unless
+     * every epoch from the first one to before it was passed over by the oracles (at most
+     * MAX_TERMS_GAP_EPOCHS of them, one hub slot each; the range's own leaf is attested, so a
+     * hole below it is final): then no usage lies before the change either.
+     */
+    function _advanceTerms(
+        Book storage b,
+        uint256 nodeId,
+        IOracleHub.NodeLeaf calldata leaf,
+        uint64 last,
+        uint256 head
+    ) internal returns (TermsChange storage t) {
+        mapping(uint256 index => TermsChange) storage log = _termsLog[nodeId];
+        uint64 epoch = leaf.epoch;
+        // _rangeMilli checked cum - milliGpuHours >= settledCumMilli (when last != 0)
+        uint64 first =
+            last == 0 || leaf.cumMilliGpuHours - leaf.milliGpuHours == b.settledCumMilli ? epoch : last + 1;
+        uint64 holesFrom = first; // epochs [first, holesFrom) were found passed over
+        t = log[head];
+        uint64 next = _nextFromEpoch(nodeId, head, t);
+        while (next != 0 && next <= epoch) {
+            if (next > first) {
+                // slither-disable-next-line calls-loop (immutable trusted hub, a view)
+                if (next - first > MAX_TERMS_GAP_EPOCHS || hub.newestAttestedIn(holesFrom, next - 1) != 0) {
+                    revert SettlementTermsChangeInRange(nodeId, next);
+                }
+                holesFrom = next;
+            }
+            t = log[++head];
+            next = t.nextFromEpoch;
+        }
+        b.termsHead = uint32(head); // <= the node's entries, at most one per epoch: < 2^32
+    }
+
+    /// @dev The range's bill: usage from the range's terms entry and `milliGpuHours` (if the
+    /// consent it snapshotted covers the price; UsageNotBilled otherwise), held proceeds, the
+    /// bps cuts.
+    function _bill(uint256 nodeId, uint64 epoch, uint256 milliGpuHours, TermsChange storage terms)
+        internal
+        returns (Split memory s)
+    {
         address payer = terms.payer;
         if (payer != address(0)) {
-            uint96 maxPrice = _usageConsent[nodeId][payer];
-            if (terms.pricePerGpuHour <= maxPrice) {
-                s.usage = (uint256(terms.pricePerGpuHour) * milliGpuHours) / 1000;
+            uint96 price = terms.pricePerGpuHour;
+            uint96 maxPrice = terms.maxPricePerGpuHour;
+            if (price <= maxPrice) {
+                s.usage = (uint256(price) * milliGpuHours) / 1000;
+                s.payer = payer;
             } else {
-                emit UsageNotBilled(nodeId, epoch, payer, terms.pricePerGpuHour, maxPrice);
+                emit UsageNotBilled(nodeId, epoch, payer, price, maxPrice);
             }
         }
         // slither-disable-next-line calls-loop (immutable trusted CapacityToken, a view)
@@ -860,6 +1012,26 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
         }
         flagged = dscrBreach || ltvBreach;
         if (was || flagged) emit CovenantStatus(nodeId, epoch, flagged, dscrBreach, ltvBreach, dscr, ltv);
+    }
+
+    /// @dev Writes node `nodeId`'s terms from the epoch after the current one: a new log entry,
+    /// or the newest one if it starts then too (not yet in force for any ended epoch).
+    function _writeTerms(uint256 nodeId, address payer, uint96 pricePerGpuHour, uint96 maxPricePerGpuHour) internal {
+        uint64 fromEpoch = hub.currentEpoch() + 1;
+        uint256 tail = _termsTail[nodeId];
+        mapping(uint256 index => TermsChange) storage log = _termsLog[nodeId];
+        TermsChange storage newest = log[tail];
+        if (newest.fromEpoch == fromEpoch) {
+            newest.payer = payer;
+            newest.pricePerGpuHour = pricePerGpuHour;
+            newest.maxPricePerGpuHour = maxPricePerGpuHour;
+        } else {
+            // entry 0's fromEpoch is 0 (never matches) and it keeps no link (_nextFromEpoch)
+            if (tail != 0) newest.nextFromEpoch = fromEpoch;
+            log[++tail] = TermsChange(payer, pricePerGpuHour, maxPricePerGpuHour, fromEpoch, 0);
+            _termsTail[nodeId] = tail;
+        }
+        emit UsageTermsSet(nodeId, payer, pricePerGpuHour, maxPricePerGpuHour, fromEpoch);
     }
 
     /// @dev setPool's checks of the pool's terms: its node, its operator (the node's), its coin.

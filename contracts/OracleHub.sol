@@ -233,6 +233,14 @@ contract OracleHub is AccessControl, EIP712, IOracleHub {
     }
 
     /// @inheritdoc IOracleHub
+    function newestAttestedIn(uint64 fromEpoch, uint64 toEpoch) external view returns (uint64) {
+        for (uint64 e = toEpoch; e >= fromEpoch && e != 0; --e) {
+            if (_epochs[e].root != bytes32(0)) return e;
+        }
+        return 0;
+    }
+
+    /// @inheritdoc IOracleHub
     function lastAttestedAt() external view returns (uint64) {
         return _epochs[_lastAttestedEpoch].attestedAt;
     }

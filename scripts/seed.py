@@ -79,8 +79,10 @@ GAS = {
     "drawRaise": 250_000,
     "stake": 350_000,
     "redeem": 450_000,
-    "setUsageTerms": 120_000,
-    "approveUsage": 100_000,
+    # A terms change writes a log entry (two fresh slots, the node's tail, the link); the
+    # payer's consent, if it falls in a later epoch than the terms, writes one too.
+    "setUsageTerms": 150_000,
+    "approveUsage": 150_000,
     "deployTimelock": 6_000_000,
     "schedule": 200_000,
 }

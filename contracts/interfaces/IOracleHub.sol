@@ -253,6 +253,14 @@ interface IOracleHub {
     /// never will be (attestation is in increasing order). Ask {epochAttestation} per epoch.
     function lastAttestedEpoch() external view returns (uint64);
 
+    /**
+     * @notice The newest attested epoch in [fromEpoch, toEpoch], or 0 if none (or the range is
+     * empty). Below {lastAttestedEpoch}, 0 is final: those epochs were passed over for good.
+     * @dev Reads one slot per epoch (an epoch's root), newest first, up to the first found:
+     * the caller bounds the range.
+     */
+    function newestAttestedIn(uint64 fromEpoch, uint64 toEpoch) external view returns (uint64);
+
     /// @notice Block time at which the newest epoch was attested, or 0 if none.
     function lastAttestedAt() external view returns (uint64);
 

@@ -17,6 +17,7 @@ from tests.contracts.settlement_helpers import (
     deploy_hub_pool,
     item,
 )
+from tests.oracle.hub_helpers import end_epoch
 
 USD = 10**6
 BOND = 400 * USD
@@ -43,6 +44,11 @@ def defaulting_pool(
     ).events["NodeRegistered"]["nodeId"]
     s.stablecoin.approve(s.registry, BOND, {"from": operator})
     s.registry.depositBond(node, BOND, {"from": operator})
+    # Terms bill from the epoch after the one they are set in: set before the draw's epoch.
+    s.settlement.setUsageTerms(node, admin, PRICE_PER_GPU_HOUR, {"from": admin})
+    s.settlement.approveUsage(node, PRICE_PER_GPU_HOUR, {"from": admin})
+    s.stablecoin.approve(s.settlement, 2**256 - 1, {"from": admin})
+    end_epoch(s.oracle_hub)
     pool = deploy_hub_pool(s.oracle_hub, s.stablecoin, operator, admin, node, gate=s.settlement)
     s.stablecoin.approve(pool, 2**256 - 1, {"from": staker})
     pool.deposit(POOL_TARGET, staker, {"from": staker})
@@ -51,9 +57,6 @@ def defaulting_pool(
     pool.grantRole(DISTRIBUTOR_ROLE, s.settlement, {"from": admin})
     pool.grantRole(SLASHER_ROLE, s.loans, {"from": admin})
     s.settlement.setPool(node, pool, {"from": admin})
-    s.settlement.setUsageTerms(node, admin, PRICE_PER_GPU_HOUR, {"from": admin})
-    s.settlement.approveUsage(node, PRICE_PER_GPU_HOUR, {"from": admin})
-    s.stablecoin.approve(s.settlement, 2**256 - 1, {"from": admin})
     for milli in (100, 0, 0):  # revenue falls short: arrears pass 10% of the principal
         c = attest(s.oracle_hub, {node: milli})
         s.settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})

@@ -33,6 +33,7 @@ from tests.contracts.settlement_helpers import (
     deploy_hub_pool,
     item,
 )
+from tests.oracle.hub_helpers import end_epoch
 from tests.support.backends import Backend, migrated_database
 
 USD = 10**6
@@ -58,6 +59,11 @@ def world(live_deployment, admin, operator, buyer, staker):
         "0x" + "7e" * 20,
         {"from": operator},
     ).events["NodeRegistered"]["nodeId"]
+    # Terms bill from the epoch after the one they are set in: set before the draw's epoch.
+    s.settlement.setUsageTerms(node, admin, PRICE_PER_GPU_HOUR, {"from": admin})
+    s.settlement.approveUsage(node, PRICE_PER_GPU_HOUR, {"from": admin})
+    s.stablecoin.approve(s.settlement, 2**256 - 1, {"from": admin})
+    end_epoch(s.oracle_hub)
     pool = deploy_hub_pool(s.oracle_hub, s.stablecoin, operator, admin, node, gate=s.settlement)
     for who, amount in ((buyer, 800 * USD), (staker, POOL_TARGET - 800 * USD)):
         s.stablecoin.approve(pool, 2**256 - 1, {"from": who})
@@ -69,9 +75,6 @@ def world(live_deployment, admin, operator, buyer, staker):
     pool.grantRole(DISTRIBUTOR_ROLE, s.settlement, {"from": admin})
     pool.grantRole(SLASHER_ROLE, admin, {"from": admin})
     s.settlement.setPool(node, pool, {"from": admin})
-    s.settlement.setUsageTerms(node, admin, PRICE_PER_GPU_HOUR, {"from": admin})
-    s.settlement.approveUsage(node, PRICE_PER_GPU_HOUR, {"from": admin})
-    s.stablecoin.approve(s.settlement, 2**256 - 1, {"from": admin})
     epochs = []
     for milli in (1_000, 100):  # the second epoch's net does not cover the debt: arrears
         c = attest(s.oracle_hub, {node: milli})

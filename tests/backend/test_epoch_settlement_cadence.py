@@ -12,6 +12,9 @@ epoch k, so each first settles k+1 alone (the anchor). Then:
             batch, each covering the five epochs k+2..k+6.
   k+7..k+8  attested with files: L settles at k+8 (loan path); A and B stay deferred.
   +900 s    A's and B's oldest unsettled epoch ended 900 s ago: they settle at k+8.
+  then      one epoch e1, A's price tripled from f (e1 < f), f attested: A settles at once up
+            to e1 (the part before the change; not due by the cadence), then f..f+2 at the
+            cadence, each piece at its own price.
 """
 
 from __future__ import annotations
@@ -234,6 +237,9 @@ def test_first_settlement_then_one_range_of_five_epochs(
     for _ in range(3):
         newest = fleet.attest()
     assert newest == k + 6
+    # Indexed first: a keeper that sees the files before the newest attestation is indexed
+    # settles at the newest it knows (a shorter range), which is not what this test is about.
+    _indexed(stack, newest)
     # At once: written aside, then the folder renamed into the keeper's second source (one
     # by one, the keeper would settle at whichever newest file it saw first).
     staging = fleet.late.with_name("staging")
@@ -297,3 +303,60 @@ def test_max_delay_settles_what_min_epochs_would_not(world, stack) -> None:
     )
     wait_for(lambda: all(r[2] == "confirmed" for r in _rows(stack)), 30, "rows confirmed")
     assert (k + 8, sorted([a, b]), "confirmed") in _rows(stack)
+
+
+def _billed(settlement: Any, node: int, after: int) -> list[tuple[int, int, int]]:
+    """(fromEpoch, epoch, usage) of the node's settlements of epochs after `after`."""
+    logs = settlement.events.get_sequence(from_block=0, event_type="NodeSettled")
+    return [
+        (ev.args.fromEpoch, ev.args.epoch, ev.args.usage)
+        for ev in logs
+        if ev.args.nodeId == node and ev.args.fromEpoch > after
+    ]
+
+
+def test_a_terms_change_inside_a_range_settles_in_pieces_under_their_own_terms(
+    world, stack, live_deployment, relayer, admin, buyer
+) -> None:
+    """A's price triples from epoch f while its range is open: the keeper settles A at once up
+    to the epoch before f (though 1 unsettled epoch is not due by the cadence), then the rest
+    at the cadence, each piece billed at its own price."""
+    s, k, fleet = world["system"], world["k"], world["fleet"]
+    a, _, _ = world["nodes"]
+    settlement, hub = s.settlement, s.oracle_hub
+    wait_for(lambda: settlement.lastSettledEpoch(a) == k + 8, 60, "A at k+8 (previous tests)")
+    fleet.publish(e1 := fleet.attest())  # under the old price: 1 unsettled, not due
+    change = settlement.setUsageTerms(a, buyer, 3 * PRICE, {"from": admin})
+    settlement.approveUsage(a, 3 * PRICE, {"from": buyer})  # the same epoch: the same entry
+    f = change.events["UsageTermsSet"]["fromEpoch"]
+    assert f == hub.currentEpoch() + 1
+    end_epoch(hub)  # f - 1: passed over by the oracles
+    fleet.publish(e2 := fleet.attest())
+    assert e2 == f
+    wait_for(lambda: settlement.lastSettledEpoch(a) == e1, 60, "A settled up to before f")
+    wait_for(
+        lambda: (
+            f"terms change from epoch {f}: settles the epochs before it first"
+            in stack.worker.log_tail(400)
+        ),
+        30,
+        "the keeper to say why A was due",
+    )
+    wait_for(lambda: all(r[2] == "confirmed" for r in _rows(stack)), 30, "rows confirmed")
+    plan = _plan(stack, live_deployment, world, relayer)
+    assert plan.deferred[a].startswith("1 unsettled epoch(s) of 3,"), plan.deferred
+    for _ in range(2):
+        fleet.publish(newest := fleet.attest())
+    wait_for(lambda: settlement.lastSettledEpoch(a) == newest, 60, "A at the cadence after f")
+    old, new = fleet.leaf(a, k + 8), fleet.leaf(a, e1)
+    assert _billed(settlement, a, k + 8) == [
+        (k + 9, e1, PRICE * (new.cum_milli_gpu_hours - old.cum_milli_gpu_hours) // 1000),
+        (
+            e1 + 1,
+            newest,
+            3
+            * PRICE
+            * (fleet.leaf(a, newest).cum_milli_gpu_hours - new.cum_milli_gpu_hours)
+            // 1000,
+        ),
+    ]

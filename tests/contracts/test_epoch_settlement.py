@@ -41,7 +41,7 @@ def unauthorized(account, role):
 
 
 @pytest.fixture
-def node(registry, register_node, operator, fund, settlement, admin, payer):
+def node(registry, register_node, operator, fund, settlement, hub, admin, payer):
     node_id = register_node()
     fund(operator, NODE_BOND, registry)
     registry.depositBond(node_id, NODE_BOND, {"from": operator})
@@ -49,6 +49,7 @@ def node(registry, register_node, operator, fund, settlement, admin, payer):
     settlement.setUsageTerms(node_id, payer, PRICE_PER_GPU_HOUR, {"from": admin})
     # The payer agrees to up to 100x the price (tests raise it to bill more).
     settlement.approveUsage(node_id, PRICE_PER_GPU_HOUR * 100, {"from": payer})
+    end_epoch(hub)  # terms set in an epoch bill from the next one
     return node_id
 
 
@@ -112,13 +113,23 @@ class TestParameters:
         assert list(tx.events["RiskParamsSet"].values()) == [10_000, 10_000, 1]
         assert settlement.curve() == 1
 
-    def test_usage_terms_need_a_node_and_the_role(self, settlement, admin, stranger, node, payer):
+    def test_usage_terms_need_a_node_and_the_role(
+        self, settlement, hub, admin, stranger, node, payer
+    ):
         with brownie.reverts(err("SettlementUnknownNode", 999)):
             settlement.setUsageTerms(999, payer, 1, {"from": admin})
         with brownie.reverts(unauthorized(stranger, TERMS_ROLE)):
             settlement.setUsageTerms(node, payer, 1, {"from": stranger})
         tx = settlement.setUsageTerms(node, payer, 7, {"from": admin})
-        assert list(tx.events["UsageTermsSet"].values()) == [node, payer.address, 7]
+        # From the next epoch, with the payer's consent (the fixture's) snapshotted.
+        from_epoch = hub.currentEpoch() + 1
+        assert list(tx.events["UsageTermsSet"].values()) == [
+            node,
+            payer.address,
+            7,
+            PRICE_PER_GPU_HOUR * 100,
+            from_epoch,
+        ]
         assert [*settlement.usageTerms(node)] == [payer.address, 7]
 
     def test_set_pool_checks_node_gate_schedule_and_once(
@@ -209,6 +220,7 @@ class TestObligations:
         assert loans.hasOpenObligations(node)
         # A rich epoch pays the arrears off: nothing is owed any more.
         settlement.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR * 100, {"from": admin})
+        end_epoch(hub)  # terms bill from the epoch after the change
         c = attest(hub, {node: 100})
         settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
         assert settlement.nodeRisk(node)["arrears"] == 0
@@ -261,6 +273,7 @@ class TestConsent:
         other = register_node()
         fund(stranger, 1_000 * USD, settlement)
         settlement.setUsageTerms(other, stranger, PRICE_PER_GPU_HOUR, {"from": admin})
+        end_epoch(hub)  # terms bill from the epoch after the change
         c = attest(hub, {other: 100})
         e = c.report.epoch
         tx = settlement.settle(e, [item(c, other)], {"from": admin})
@@ -277,6 +290,7 @@ class TestConsent:
         assert settlement.totalIn() == 0
         # Once it agrees, the next epoch is billed.
         settlement.approveUsage(other, PRICE_PER_GPU_HOUR, {"from": stranger})
+        end_epoch(hub)  # terms bill from the epoch after the change
         c = attest(hub, {other: 100})
         tx = settlement.settle(c.report.epoch, [item(c, other)], {"from": admin})
         assert "UsageNotBilled" not in tx.events
@@ -289,6 +303,7 @@ class TestConsent:
     ):
         limit = PRICE_PER_GPU_HOUR * 100  # what the fixture's payer agreed to
         settlement.setUsageTerms(node, payer, limit + 1, {"from": admin})
+        end_epoch(hub)  # terms bill from the epoch after the change
         before = stablecoin.balanceOf(payer)
         c = attest(hub, {node: 100})
         tx = settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
@@ -303,6 +318,7 @@ class TestConsent:
         # At exactly the maximum it is billed; a lower price needs no new consent.
         for price in (limit, PRICE_PER_GPU_HOUR):
             settlement.setUsageTerms(node, payer, price, {"from": admin})
+            end_epoch(hub)
             c = attest(hub, {node: 100})
             tx = settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
             assert "UsageNotBilled" not in tx.events
@@ -314,6 +330,7 @@ class TestConsent:
         # Consent of the old payer does not carry to a new one.
         fund(stranger, 1_000 * USD, settlement)
         settlement.setUsageTerms(node, stranger, PRICE_PER_GPU_HOUR, {"from": admin})
+        end_epoch(hub)  # terms bill from the epoch after the change
         c = attest(hub, {node: 100})
         tx = settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
         assert tx.events["UsageNotBilled"]["payer"] == stranger
@@ -321,6 +338,7 @@ class TestConsent:
         # The payer withdraws its consent: billing stops with the next settlement.
         settlement.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
         settlement.approveUsage(node, 0, {"from": payer})
+        end_epoch(hub)  # terms bill from the epoch after the change
         before = stablecoin.balanceOf(payer)
         c = attest(hub, {node: 100})
         tx = settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
@@ -373,17 +391,20 @@ class TestSettle:
         assert split_of(tx) == [usage, 0, s1.fee, s1.reserve, s1.operator, s1.debt, 0]
         assert settlement.nodeRisk(node)["arrears"] == s1.arrears
 
-        # e0 + 2 at 10x the price: service + arrears paid in full, the rest to the stakers.
+        # e0 + 3 at 10x the price (e0 + 2, passed over by the oracles, holds the change):
+        # service + arrears paid in full, the rest to the stakers.
         settlement.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR * 10, {"from": admin})
+        end_epoch(hub)  # terms bill from the epoch after the change
         c2 = attest(hub, {node: 100})
-        service2 = sum(pool.debtServiceDue(e0 + 2))
-        tx = settlement.settle(e0 + 2, [item(c2, node)], {"from": admin})
+        assert c2.report.epoch == e0 + 3
+        service2 = pool.debtServiceBetween(e0 + 2, e0 + 3)
+        tx = settlement.settle(e0 + 3, [item(c2, node)], {"from": admin})
         s2 = expected_split(usage * 10, 0, service2, s1.arrears, pool_live=True)
         assert s2.arrears == 0 and s2.debt == service2 + s1.arrears
         assert split_of(tx) == [usage * 10, 0, s2.fee, s2.reserve, s2.operator, s2.debt, s2.stakers]
         into_pool = s0.stakers + s1.debt + s2.debt + s2.stakers
         assert pool.totals()["revenueInAssets"] == into_pool == settlement.totalToPools()
-        assert pool.lastDistributedEpoch() == e0 + 2
+        assert pool.lastDistributedEpoch() == e0 + 3
         # Every unit: held here (fees + reserve + operator) + sent to the pool == in.
         held = settlement.feesHeld() + settlement.reserveHeld() + settlement.operatorCreditsHeld()
         assert stablecoin.balanceOf(settlement) == held
@@ -409,6 +430,7 @@ class TestSettle:
 
     def test_unbilled_node_with_nothing_held_settles_zero(self, settlement, hub, node, admin):
         settlement.setUsageTerms(node, ZERO_ADDRESS, 0, {"from": admin})
+        end_epoch(hub)  # terms bill from the epoch after the change
         c = attest(hub, {node: 100})
         tx = settlement.settle(c.report.epoch, [item(c, node)], {"from": admin})
         assert split_of(tx) == [0] * 7
@@ -420,6 +442,7 @@ class TestSettle:
         other = register_node()
         settlement.setUsageTerms(other, stranger, PRICE_PER_GPU_HOUR, {"from": admin})
         settlement.approveUsage(other, PRICE_PER_GPU_HOUR, {"from": stranger})
+        end_epoch(hub)  # terms bill from the epoch after the change
         c = attest(hub, {node: 100, other: 100})
         e = c.report.epoch
         tx = settlement.settle(e, [item(c, other), item(c, node)], {"from": admin})
@@ -451,6 +474,7 @@ class TestSettle:
         other = register_node()
         settlement.setUsageTerms(other, stranger, PRICE_PER_GPU_HOUR, {"from": admin})
         settlement.approveUsage(other, PRICE_PER_GPU_HOUR, {"from": stranger})
+        end_epoch(hub)  # terms bill from the epoch after the change
         c = attest(hub, {node: 100, other: 100})
         e = c.report.epoch
         leaf, proof = item(c, node)
@@ -573,6 +597,7 @@ class TestAttacks:
         s.grantRole(TREASURER_ROLE, token, {"from": admin})
         s.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
         s.approveUsage(node, PRICE_PER_GPU_HOUR, {"from": payer})
+        end_epoch(hub)  # terms bill from the epoch after the change
         token.mint(payer, 10**12, {"from": payer})
         token.approve(s, MAX, {"from": payer})
         c = attest(hub, {node: 100})
@@ -627,8 +652,9 @@ class TestCovenant:
         assert risk["dscrBps"] == dscr and risk["flagged"] and risk["dscrBreach"]
 
         settlement.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR * 10, {"from": admin})
+        end_epoch(hub)  # terms bill from the epoch after the change
         c2 = attest(hub, {node: 100})
-        tx = settlement.settle(e0 + 2, [item(c2, node)], {"from": admin})
+        tx = settlement.settle(c2.report.epoch, [item(c2, node)], {"from": admin})
         ev = tx.events["CovenantStatus"]
         assert (ev["flagged"], ev["dscrBreach"], ev["ltvBreach"]) == (False, False, False)
         assert not settlement.isFlagged(node)
@@ -645,6 +671,7 @@ class TestCovenant:
         system.registry.grantRole(system.registry.BOND_LOCKER_ROLE(), s.loans(), {"from": admin})
         stablecoin.approve(s, MAX, {"from": payer})
         s.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
+        end_epoch(hub)  # terms bill from the epoch after the change
         nets = []
         for milli in (100, 50, 20):
             c = attest(hub, {node: milli})
@@ -744,7 +771,8 @@ class TestRanges:
         risk = settlement.nodeRisk(node)
         assert risk["arrears"] == s.arrears == service - s.debt > 0
         net = usage - s.fee - s.reserve - s.operator
-        first = expected_split(price * 100 // 1000, 0, 0, 0, pool_live=True)
+        # e0 is billed at the fixture's price: the new one (set in e0) bills from e0 + 1.
+        first = expected_split(PRICE_PER_GPU_HOUR * 100 // 1000, 0, 0, 0, pool_live=True)
         first_net = first.usage - first.fee - first.reserve - first.operator
         # Two records: the first settlement (1 epoch, no service), the range (6, service).
         assert (risk["windowEpochs"], risk["serviceEpochsInWindow"]) == (7, 6)
@@ -808,6 +836,7 @@ class TestRanges:
         s.setUsageTerms(node, payer, PRICE_PER_GPU_HOUR, {"from": admin})
         s.approveUsage(node, PRICE_PER_GPU_HOUR, {"from": payer})
         pool = open_pool(s, hub, stablecoin, fund, admin, operator, staker, node)
+        end_epoch(hub)  # terms bill from the epoch after the change
         nets, epochs = [], []
         for milli in (100, 50):
             c = attest(hub, {node: milli})
@@ -904,6 +933,7 @@ def _gas_nodes(
             n,
             tenor=tenor,
         )
+    end_epoch(hub)  # terms bill from the epoch after they were set
     return nodes
 
 

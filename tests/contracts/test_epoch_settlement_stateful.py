@@ -7,7 +7,9 @@ settling any subset of the nodes in one batch (each settled node's range runs fr
 settled epoch: nodes left out, and epochs never attested, make ranges), settling twice, forged
 leaves, split changes within bounds, operator / fee / reserve withdrawals, staker claims,
 unstake requests, losses booked against the stakers (up to wiping them out), bond slashes (up
-to exhausting the bond), and time passing.
+to exhausting the bond), time passing, and billing-terms changes between settlements (a new
+price or payer, the payer's consent raised or withdrawn), with the keeper's answer to a range
+that would cross one: settling the node up to the newest attested epoch before the change.
 
 Beside the chain: each node's cumulative counter (chained over its attested leaves), the split
 of every settlement computed in integers (settlement_helpers.expected_split: usage from the
@@ -15,7 +17,12 @@ counter's difference since the last settled leaf, or the epoch's own usage for a
 settlement; the service of every epoch of the range, summed per epoch from debtServiceDue, so
 each epoch owes once; floors, stakers take the remainder, unpaid service carried as arrears),
 each node's DSCR window of settlement records (push, evict the oldest while the rest cover the
-window), and ledgers of every movement. After every step:
+window), each node's terms log (fromEpoch, payer, price, consent snapshot), and ledgers of every
+movement. A settlement's item reverts SettlementTermsChangeInRange (skipped in its batch) iff a
+change takes effect inside its range after the first epoch with usage and the epochs before it
+were not all passed over; otherwise every epoch of the range with usage is checked to be under
+the one entry that bills it (per-epoch billing). After every step:
+- the payer's balance == its start less every usage billed; usageTerms == the newest entry;
 - everything that came in (usage + proceeds) == fees + reserve + operator credits (held or
   withdrawn) + sent to the pool, to the unit; the settlement's balance == what it holds;
 - the pool: revenue in == what the settlement sent; in units of 1e-36, revenue in ==
@@ -36,6 +43,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from brownie import ZERO_ADDRESS
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, precondition, rule
 
@@ -47,6 +55,7 @@ from tests.contracts.settlement_helpers import (
     DISTRIBUTOR_ROLE,
     Split,
     deploy_hub_pool,
+    error_data,
     expected_split,
     swept,
 )
@@ -72,6 +81,8 @@ USAGE_PRICE = (
 )  # up to ~266 USD gross an epoch: debt service (~100 USD) sometimes covered
 pick = st.integers(0, 2**16)
 PLEDGE_BPS = 300
+MAX_TERMS_GAP_EPOCHS = 64
+CROSSING = "SettlementTermsChangeInRange(uint256,uint64)"
 
 
 class SettlementMachine(SnapshotMachine):
@@ -96,6 +107,11 @@ class SettlementMachine(SnapshotMachine):
         self.default_cash = 0  # seized bond + reserve paid into the pool at default
         self.reserve_defaulted = 0  # the part of it that came from the reserve
         self.fees = self.reserve = self.credits = 0
+        # Each node's terms log, oldest first: (fromEpoch, payer, price, consent snapshot);
+        # entry 0 is "no terms". The payer's live consent per node.
+        self.terms = {n: list(log) for n, log in self.terms0.items()}
+        self.consent = dict.fromkeys(self.nodes, USAGE_PRICE)
+        self.billed = 0  # usage pulled from the payer
 
     # ------------------------------------------------------------------ rules
 
@@ -109,10 +125,31 @@ class SettlementMachine(SnapshotMachine):
     @rule(
         skip=st.sampled_from([0, 0, 1, 22, 23]),
         milli=st.tuples(st.integers(0, 133), st.integers(0, 133)),
-        subset=st.sampled_from([(0,), (1,), (0, 1), (1, 0)]),
+        # (): attested, nobody settles (a stretch for a terms change to fall inside)
+        subset=st.sampled_from([(0,), (1,), (0, 1), (1, 0), (), ()]),
     )
     def attest_and_settle(self, skip, milli, subset) -> None:
-        epoch = self.last_attested + 1 + skip
+        epoch = self._attest(self.last_attested + 1 + skip, milli)
+        if subset:
+            self._settle(epoch, [self.nodes[i] for i in subset])
+
+    @rule(
+        node=st.integers(0, 1),
+        price=st.sampled_from([USAGE_PRICE // 2, USAGE_PRICE * 2, 0]),
+        milli=st.tuples(st.integers(0, 133), st.integers(0, 133)),
+    )
+    def terms_change_inside_a_stretch(self, node: int, price: int, milli) -> None:
+        """Usage, a price change, usage under it, then both nodes settle at the newest epoch:
+        the changed node's range crosses the change (unless no usage lies before it)."""
+        self._attest(self.last_attested + 1, milli)
+        self.terms_change(node, price, True)
+        change = self.terms[self.nodes[node]][-1][0]
+        if change - 1 > self.last_attested:
+            self._attest(change - 1, milli)
+        self._settle(self._attest(change, milli), list(self.nodes))
+
+    def _attest(self, epoch: int, milli) -> int:
+        """Attests `epoch` (after the last attested) with `milli` per node; returns it."""
         mine_at_least(self.hub.epochEnd(epoch))
         leaves = [
             test_leaf(n, epoch, 10_000, 5_000, 10_000, 180_000, m, base=self.cum[n])
@@ -125,7 +162,84 @@ class SettlementMachine(SnapshotMachine):
         transact(self.hub, "attest", (c.report.as_tuple(), sigs), self.transmitter)
         self.last_attested = epoch
         self.commitments[epoch] = c
-        items = [self._item(c, self.nodes[i]) for i in subset]
+        return epoch
+
+    @precondition(lambda self: self.commitments)
+    @rule(pick=pick)
+    def keeper_settles_before_a_change(self, pick: int) -> None:
+        """The keeper's move for a node whose range up to the newest epoch would cross a
+        change: settle it up to the newest attested epoch before the change."""
+        node = self.nodes[pick % 2]
+        newest = max(self.commitments)
+        if self.book[node]["last"] >= newest:
+            return
+        change, _ = self._range_terms(node, self._leaf(self.commitments[newest], node))
+        if change is None:
+            return
+        before = [e for e in self.commitments if self.book[node]["last"] < e < change]
+        if before:
+            self._settle(max(before), [node])
+
+    @rule(
+        node=st.integers(0, 1),
+        price=st.sampled_from([USAGE_PRICE, USAGE_PRICE // 2, USAGE_PRICE * 2, 0]),
+        named=st.booleans(),
+    )
+    def terms_change(self, node: int, price: int, named: bool) -> None:
+        node_id = self.nodes[node]
+        payer = self.payer.address if named else ZERO_ADDRESS
+        emitted = transact(self.settlement, "setUsageTerms", (node_id, payer, price), self.admin)
+        self._log(node_id, emitted["UsageTermsSet"])
+
+    @rule(node=st.integers(0, 1), max_price=st.sampled_from([0, USAGE_PRICE, USAGE_PRICE * 2]))
+    def payer_consents(self, node: int, max_price: int) -> None:
+        node_id = self.nodes[node]
+        emitted = transact(self.settlement, "approveUsage", (node_id, max_price), self.payer)
+        self.consent[node_id] = max_price
+        if self.terms[node_id][-1][1] == self.payer.address:  # its payer: a new entry
+            self._log(node_id, emitted["UsageTermsSet"])
+        else:  # consent of an address the terms do not name: snapshotted when they do
+            assert "UsageTermsSet" not in emitted
+
+    def _log(self, node: int, ev) -> None:
+        entry = (ev["fromEpoch"], ev["payer"], ev["pricePerGpuHour"], ev["maxPricePerGpuHour"])
+        assert entry[0] > self.last_attested  # never reaches back into an attested epoch
+        assert entry[3] == (self.consent[node] if entry[1] == self.payer.address else 0)
+        log = self.terms[node]
+        if log[-1][0] == entry[0]:
+            log[-1] = entry  # the same fromEpoch: the newest entry is replaced
+        else:
+            log.append(entry)
+
+    def _terms_at(self, node: int, epoch: int) -> tuple:
+        return max((x for x in self.terms[node] if x[0] <= epoch), key=lambda x: x[0])
+
+    def _range_terms(self, node: int, leaf) -> tuple[int | None, tuple | None]:
+        """(fromEpoch of the change the range crosses, None) if settling `leaf` must revert,
+        else (None, the entry that bills it): the contract's rule, from the shadow."""
+        b, epoch = self.book[node], leaf.epoch
+        no_usage_before = leaf.cum_milli_gpu_hours - leaf.milli_gpu_hours == b["settled_cum"]
+        first = epoch if b["last"] == 0 or no_usage_before else b["last"] + 1
+        for f, *_ in self.terms[node]:
+            if first < f <= epoch:
+                holes = all(e not in self.commitments for e in range(first, f))
+                if f - first > MAX_TERMS_GAP_EPOCHS or not holes:
+                    return f, None
+        entry = self._terms_at(node, epoch)
+        # Per-epoch billing: every epoch of the range with usage is under this entry.
+        for e in range(first, epoch + 1):
+            if e in self.commitments and self._leaf(self.commitments[e], node).milli_gpu_hours:
+                assert self._terms_at(node, e) == entry, (node, e, epoch)
+        return None, entry
+
+    @staticmethod
+    def _leaf(c, node):
+        return next(x for x in c.leaves if x.node_id == node)
+
+    def _settle(self, epoch: int, nodes: list[int]) -> None:
+        """Settles `nodes` at attested `epoch` in one batch and checks every figure."""
+        c = self.commitments[epoch]
+        items = [self._item(c, n) for n in nodes]
         # The pooled node's range (last, epoch] owes the service of each of its epochs from the
         # draw on, once: summed here epoch by epoch (the schedule ends after the tenor).
         last_a = self.book[self.pooled]["last"]
@@ -137,18 +251,26 @@ class SettlementMachine(SnapshotMachine):
             else []
         )
         range_service = sum(sum(d) for d in due)
-        expected, ranges = {}, {}
-        for i in subset:
-            node = self.nodes[i]
-            b = self.book[node]
+        expected, ranges, crossing, unbilled = {}, {}, {}, set()
+        for node in nodes:
+            b, leaf = self.book[node], self._leaf(c, node)
+            change, entry = self._range_terms(node, leaf)
+            if change is not None:
+                crossing[node] = change
+                continue
             billed = (
-                milli[i] if b["last"] == 0 else leaves[i].cum_milli_gpu_hours - b["settled_cum"]
+                leaf.milli_gpu_hours
+                if b["last"] == 0
+                else leaf.cum_milli_gpu_hours - b["settled_cum"]
             )
             ranges[node] = (
                 epoch if b["last"] == 0 else b["last"] + 1,
-                leaves[i].cum_milli_gpu_hours,
+                leaf.cum_milli_gpu_hours,
             )
-            usage = USAGE_PRICE * billed // 1000
+            _, payer, price, max_price = entry
+            usage = price * billed // 1000 if payer != ZERO_ADDRESS and price <= max_price else 0
+            if payer != ZERO_ADDRESS and price > max_price:
+                unbilled.add(node)
             live = node == self.pooled
             svc = range_service if live else 0
             expected[node] = expected_split(
@@ -158,10 +280,20 @@ class SettlementMachine(SnapshotMachine):
                 expected[node] = swept(expected[node])
             if live and self.loan["state"] == 2:
                 expected[node] = self._recovery(usage, self.held[node])
+        if len(crossing) == len(nodes):  # every item reverts: so does the batch, as the first
+            got = revert_of(self.errors, "settle", epoch, items, sender=self.settler)
+            assert got == err("SettlementTermsChangeInRange", nodes[0], crossing[nodes[0]])
+            return
         emitted = transact(self.settlement, "settle", (epoch, items), self.settler)
         assert "EpochsSkipped" not in emitted
+        skipped = emitted["SettlementItemSkipped"] if "SettlementItemSkipped" in emitted else []  # noqa: SIM401
+        assert {ev["nodeId"]: bytes(ev["reason"]) for ev in skipped} == {
+            n: error_data(CROSSING, n, f) for n, f in crossing.items()
+        }
+        not_billed = emitted["UsageNotBilled"] if "UsageNotBilled" in emitted else []  # noqa: SIM401
+        assert {ev["nodeId"] for ev in not_billed} == unbilled
         events = emitted["NodeSettled"]
-        assert len(events) == len(subset)
+        assert len(events) == len(nodes) - len(crossing)
         for ev in events:
             node, s = ev["nodeId"], expected[ev["nodeId"]]
             assert (ev["fromEpoch"], ev["epoch"]) == (ranges[node][0], epoch)
@@ -181,6 +313,7 @@ class SettlementMachine(SnapshotMachine):
             assert s.total() == s.usage + s.proceeds  # to the unit
             assert ev["serviceAssets"] == s.service
             epochs = epoch - ranges[node][0] + 1
+            self.billed += s.usage
             self._book(node, epoch, ranges[node][1], epochs, s)
             if node == self.pooled and self.loan["state"] != 2:
                 self._advance_loan(emitted, epochs)
@@ -421,7 +554,12 @@ class SettlementMachine(SnapshotMachine):
             *((st_, "nodeRisk", (n,)) for n in self.nodes),
             *((self.capacity, "heldProceeds", (n,)) for n in self.nodes),
             (self.stablecoin, "balanceOf", (self.loans.address,)),
+            (self.stablecoin, "balanceOf", (self.payer.address,)),
+            *((st_, "usageTerms", (n,)) for n in self.nodes),
         )
+        assert views[14] == self.payer_start - self.billed
+        for node, terms in zip(self.nodes, views[15:17], strict=True):
+            assert tuple(terms) == tuple(self.terms[node][-1][1:3])
         total_in, fees, reserve, credits, to_pools, balance, totals = views[:7]
         stakes, risks, held = views[7:9], views[9:11], views[11:13]
         assert (total_in, fees, reserve, credits, to_pools) == (
@@ -490,6 +628,10 @@ def world(
         tx = capacity.publishOffer(node, token_id(h100, window), 100, PRICE, {"from": operator})
         offers.append(tx.return_value)
     fund(payer, 10**7 * USD, settlement)
+    terms0 = {
+        n: [(int(c[3]), str(c[0]), int(c[1]), int(c[2])) for c in settlement.termsChanges(n)]
+        for n in nodes
+    }
     fund(buyer, 10**6 * USD, capacity)
     # Node A's pool: two stakers fund the round (700 + 500 USD), stake it all; the operator draws.
     pool = deploy_hub_pool(hub, stablecoin, operator, admin, nodes[0], gate=settlement)
@@ -524,6 +666,9 @@ def world(
         "pooled": nodes[0],
         "offers": offers,
         "buyer": buyer,
+        "payer": payer,
+        "payer_start": stablecoin.balanceOf(payer),
+        "terms0": terms0,
         "stakers": [staker, stranger],
         "operator": operator,
         "admin": admin,

@@ -23,6 +23,7 @@ from tests.contracts.settlement_helpers import (
     item,
     open_pool,
 )
+from tests.oracle.hub_helpers import end_epoch
 from tests.support.errors import err
 
 PERFORMING, SWEEP, DEFAULTED = 0, 1, 2
@@ -31,13 +32,14 @@ DEFAULTS = (5_000, 1_000, 10_000, 6, 3)
 
 
 @pytest.fixture
-def node(registry, register_node, operator, fund, settlement, admin, payer):
+def node(registry, register_node, operator, fund, settlement, hub, admin, payer):
     node_id = register_node()
     fund(operator, NODE_BOND, registry)
     registry.depositBond(node_id, NODE_BOND, {"from": operator})
     fund(payer, 1_000_000 * USD, settlement)
     settlement.setUsageTerms(node_id, payer, PRICE_PER_GPU_HOUR, {"from": admin})
     settlement.approveUsage(node_id, PRICE_PER_GPU_HOUR, {"from": payer})
+    end_epoch(hub)  # terms bill from the epoch after they were set
     return node_id
 
 

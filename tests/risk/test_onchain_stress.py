@@ -187,8 +187,10 @@ def test_chain_and_engine_agree_on_breach_cure_default_and_losses(
     assert all(engine["waterfall"][tier] > 0 for tier in WATERFALL_TIERS)
 
     fund(payer, 10**6 * USD, settlement)
-    for n in (node, other):
+    # Terms set in an epoch bill from the next one: each epoch's price is set the epoch before.
+    for row, n in enumerate((node, other)):
         settlement.approveUsage(n, max(int(v) for v in p.price[0]), {"from": payer})
+        settlement.setUsageTerms(n, payer, int(p.price[row, 0]), {"from": admin})
     end_epoch(hub)  # the draw's own epoch owes nothing: it is left unsettled
     transitions: list[tuple[int, int, int]] = []
     chain_default = 0
@@ -197,8 +199,9 @@ def test_chain_and_engine_agree_on_breach_cure_default_and_losses(
     for m in range(1, len(INDEX) + 1):
         milli = {}
         for row, n in enumerate((node, other)):
-            price, util = int(p.price[row, m - 1]), int(p.utilization[row, m - 1])
-            settlement.setUsageTerms(n, payer, price, {"from": admin})
+            util = int(p.utilization[row, m - 1])
+            if m < len(INDEX):  # the next epoch's price, from the next epoch
+                settlement.setUsageTerms(n, payer, int(p.price[row, m]), {"from": admin})
             milli[n] = F.milli_gpu_hours(int(fleet.gpu_count[row]), params.period_seconds, util)
         c = attest(hub, milli)
         assert c.report.epoch == draw_epoch + m

@@ -24,9 +24,23 @@ earlier epoch of that node for good. So the planner (a beat task) works like thi
    leaf is the one; a newer file that is missing, forged or incomplete (logged) or that
    excludes the node only makes the range shorter (the rest settles next time), never
    stops the node, and no older file is read at all.
-4. A node with an open settle action waits for it, so two settlements of one node are never
+4. Terms changes: the contract bills each epoch under the terms in force for it (a change to
+   the payer, price or consent takes effect from ``fromEpoch``, the epoch after it was made)
+   and reverts a settlement whose range holds a change after usage
+   (``SettlementTermsChangeInRange``; not when the oracles passed over every epoch between
+   the last settled one and the change, at most ``MAX_TERMS_GAP_EPOCHS``: no usage lies
+   there). So a node whose unsettled range reaches such a pending change (``termsChanges``:
+   the entries not yet spent) is due at once, whatever the cadence, for the part before the
+   change: its newest verified leaf before ``fromEpoch`` (a newer file missing only shortens
+   the piece, as in 3). If no epoch before the change holds a leaf of the node and every
+   file there is complete (no usage before it), the range ends at exactly the oldest
+   verified leaf from the change on (no usage before that one either). The rest settles at
+   the normal cadence. A batch of one that the simulation says would revert
+   ``SettlementTermsChangeInRange`` (a change mined after this run read the chain) is not
+   sent: the next run re-reads the changes and splits the range, so that revert never loops.
+5. A node with an open settle action waits for it, so two settlements of one node are never
    in flight at once (the relayer may mine them in any order).
-5. Nodes are grouped by that epoch (``settle`` takes one epoch per call, so nodes whose
+6. Nodes are grouped by that epoch (``settle`` takes one epoch per call, so nodes whose
    newest epochs differ go in different transactions) and packed (``settle_batches.py``):
    simulated against the chain from the relayer's address, with the gas that settles every
    item (an item short of gas is skipped, not reverted, so the node's estimate alone is not
@@ -113,6 +127,22 @@ def first_epoch_after(timestamp: int, genesis: int, length: int) -> int:
     if timestamp <= genesis:
         return 1
     return -(-(timestamp - genesis) // length) + 1
+
+
+def _splitting_change(
+    changes: Sequence[int], last: int, attested: Sequence[int], max_gap: int
+) -> int | None:
+    """The first pending terms change (fromEpoch) the node's range up to its newest attested
+    epoch must not cross, as the contract decides: one with an attested epoch between the
+    last settled one and it, or more than ``max_gap`` epochs there (MAX_TERMS_GAP_EPOCHS).
+    A change after epochs the oracles all passed over is crossed (no usage before it)."""
+    newest = attested[-1]
+    for change in changes:
+        if change > newest:
+            return None
+        if change - (last + 1) > max_gap or any(last < e < change for e in attested):
+            return change
+    return None
 
 
 def _key(epoch: int, root: str, node_ids: Sequence[int], attempt: int) -> str:
@@ -224,25 +254,33 @@ def plan_epoch_settlements(
             int(chain.w3.eth.get_block("latest")["timestamp"]),
         ),
     )
+    max_gap = chain.call(
+        "reading the settlement's terms-gap bound",
+        lambda: int(settlement.functions.MAX_TERMS_GAP_EPOCHS().call()),
+    )
     history = _History.load(session)
     retry_before = utcnow() - timedelta(seconds=retry_after_seconds)
     pools: dict[int, str] = {}  # node → its pool on-chain (zero address: none)
     starts: dict[int, tuple[int, int]] = {}  # node → (first epoch it may settle, last settled)
+    changes: dict[int, list[int]] = {}  # node → fromEpoch of its pending terms changes
     for node, became_billable in sorted(since.items()):
         if node in history.busy:
             plan.waiting.append(f"node {node}: a settlement is in flight")
             continue
-        terms, pool, last = chain.call(
+        terms, pool, last, log = chain.call(
             "reading the node's settlement state",
             lambda n=node: (
                 settlement.functions.usageTerms(n).call(),
                 settlement.functions.poolOf(n).call(),
                 int(settlement.functions.lastSettledEpoch(n).call()),
+                settlement.functions.termsChanges(n).call(),
             ),
         )
         if terms[0] == ZERO_ADDRESS and pool == ZERO_ADDRESS:
             continue  # usage terms withdrawn and no pool: nothing to bill
         pools[node] = pool
+        # Entries after the head take effect later; one at or before last + 1 is spent.
+        changes[node] = sorted(int(entry[3]) for entry in log[1:] if int(entry[3]) > last + 1)
         starts[node] = (max(last + 1, first_epoch_after(became_billable, genesis, length)), last)
     if not starts:
         return plan
@@ -307,6 +345,31 @@ def plan_epoch_settlements(
                     target = row
                     break
                 # The epoch's verified leaves do not include the node: nothing to settle, ever.
+        elif change := _splitting_change(
+            changes.get(node, []), last, [row.epoch for row in pending], max_gap
+        ):
+            why = f"terms change from epoch {change}: settles the epochs before it first"
+            for row in reversed([r for r in pending if r.epoch < change]):
+                proofs = proofs_of(row)
+                if unusable(node, row, proofs):
+                    stuck = row.epoch
+                    continue
+                if node in proofs.leaves:  # type: ignore[union-attr]
+                    target = row
+                    break
+            if target is None and stuck is None:
+                # No leaf of the node before the change (no usage): the range may end at
+                # exactly its oldest verified leaf from the change on (no usage before that
+                # leaf's epoch: the contract bills it under that epoch's terms).
+                why = f"terms change from epoch {change}: no usage before it"
+                for row in [r for r in pending if r.epoch >= change]:
+                    proofs = proofs_of(row)
+                    if unusable(node, row, proofs):
+                        stuck = row.epoch
+                        break
+                    if node in proofs.leaves:  # type: ignore[union-attr]
+                        target = row
+                        break
         else:
             ago = float(now - (genesis + pending[0].epoch * length))
             loan = pools.get(node, ZERO_ADDRESS).lower() == drawn.get(node)
@@ -355,6 +418,10 @@ def plan_epoch_settlements(
             node_ids = [item.leaf.node_id for item in items]
             if reason is not None:
                 plan.rejected.append(f"node {node_ids[0]}: epoch {epoch}: {reason}")
+                if reason.startswith("SettlementTermsChangeInRange"):
+                    # A change this run did not see: the next run reads it and splits the
+                    # range; a row would only fail.
+                    continue
             params = {
                 "epoch": epoch,
                 "node_ids": node_ids,
