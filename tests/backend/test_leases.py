@@ -20,7 +20,9 @@ from backend.services.claims import claimed, lease_for
 from backend.services.relaying.nonce import NonceManager
 from tests.backend.backend_helpers import wait_for
 
-LEASE = 1.0  # short, so each test runs a few leases in a few seconds
+# Short, so each test runs a few leases in a few seconds; long enough that a renewal
+# thread starved for a second on a loaded machine (renewing every half second) keeps it.
+LEASE = 1.5
 
 
 @pytest.fixture
@@ -30,11 +32,6 @@ def client(redis_server) -> Iterator[redis.Redis]:
     c.close()
 
 
-def _renewal_seen(client: redis.Redis, name: str, below_ms: int) -> bool:
-    """The lock's time to live went back up above ``below_ms``: it was renewed."""
-    return client.pttl(name) > below_ms
-
-
 def test_a_living_holder_keeps_its_claim_past_the_lease(client, request) -> None:
     name = f"gpucap:test-lease:{request.node.name}"
     start = time.monotonic()
@@ -42,18 +39,13 @@ def test_a_living_holder_keeps_its_claim_past_the_lease(client, request) -> None
         assert mine
         ttl = client.pttl(name)
         assert 0 < ttl <= LEASE * 1000  # written with the lease, not the hold's bound
-        # Three leases long, sampled: never free for another claimant, renewed meanwhile.
-        renewals = 0
-        last = ttl
+        # Three leases long, sampled: never free for another claimant (without renewal
+        # it would have expired after one).
         while time.monotonic() - start < 3 * LEASE:
             with claimed(client, name, seconds=60, lease_seconds=LEASE) as theirs:
                 assert not theirs
-            now = client.pttl(name)
-            assert now > 0, "the lease expired while its holder lived"
-            renewals += now > last
-            last = now
+            assert client.pttl(name) > 0, "the lease expired while its holder lived"
             time.sleep(0.05)
-        assert renewals >= 2
     assert client.exists(name) == 0  # released at the end of the block
     with claimed(client, name, seconds=60, lease_seconds=LEASE) as again:
         assert again
@@ -131,13 +123,11 @@ def test_the_nonce_lock_is_a_lease(client, redis_server) -> None:
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "held"
-        first = client.pttl(manager.lock_name)
-        assert 0 < first <= LEASE * 1000
-        wait_for(
-            lambda: _renewal_seen(client, manager.lock_name, first),
-            5,
-            "the holder to renew its lease",
-        )
+        held_at = time.monotonic()
+        assert 0 < client.pttl(manager.lock_name) <= LEASE * 1000  # written with the lease
+        # Renewed while its holder lives: still held two leases later.
+        wait_for(lambda: time.monotonic() - held_at > 2 * LEASE, 10, "two leases to pass")
+        assert client.pttl(manager.lock_name) > 0
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
