@@ -279,6 +279,7 @@ contract EpochSettlement is AccessControl, ReentrancyGuardTransient, IRiskGate, 
 
     /// @dev Per node, its terms log: entry 0 is "no terms" (never written but for its link),
     /// entries 1.._termsTail[node] the changes, oldest first (see TermsChange).
+    // slither-disable-next-line uninitialized-state (written through a storage pointer: _writeTerms)
     mapping(uint256 nodeId => mapping(uint256 index => TermsChange)) private _termsLog;
     mapping(uint256 nodeId => uint256) private _termsTail;
     /// @dev The most each payer agreed to pay per GPU-hour of each node (0: no consent).
